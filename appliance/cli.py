@@ -1,0 +1,211 @@
+"""The ``sqlgate`` command line: ``main(argv) -> int``, argparse built in one place.
+
+Every failure a user can cause (a bad argument, a missing or invalid file) is one line on
+stderr starting with ``sqlgate:`` and a non-zero exit status, never a traceback:
+
+- 0: success;
+- 1: the command ran and found a problem, or the system refused an operation;
+- 2: bad usage or an invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import metadata
+from typing import NoReturn
+
+from appliance.config import Config, ConfigError, load_config
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_CONFIG = "/etc/sqlgate/sqlgate.toml"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+log = logging.getLogger("sqlgate")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``sqlgate: <message>``, and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see '{self.prog} --help')"
+        sys.stderr.write(f"sqlgate: {message}{hint}\n")
+        raise SystemExit(2)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sqlgate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line of SPEC §3: one subcommand (or group) per command."""
+    parser = _Parser(
+        prog="sqlgate",
+        description="Transparent MySQL gateway: identity, policy, approvals, masking, "
+        "and a signed audit ledger.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def config_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c",
+            "--config",
+            metavar="FILE",
+            default=DEFAULT_CONFIG,
+            help=f"configuration file (default: {DEFAULT_CONFIG})",
+        )
+
+    def ledger_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ledger", metavar="DB", required=True, help="ledger database")
+
+    run = commands.add_parser("run", help="run the gateway in the foreground")
+    config_option(run)
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
+    check = commands.add_parser("check", help="validate the configuration")
+    config_option(check)
+
+    keygen = commands.add_parser("keygen", help="write an Ed25519 ledger signing key")
+    keygen.add_argument(
+        "--out", metavar="DIR", required=True, help="directory for ledger.key and ledger.pub"
+    )
+
+    net = commands.add_parser("net", help="interception rules")
+    net_commands = net.add_subparsers(dest="net_command", metavar="ACTION", required=True)
+    net_apply = net_commands.add_parser("apply", help="install the interception rules")
+    config_option(net_apply)
+    net_apply.add_argument(
+        "--dry-run", action="store_true", help="print the rules as nft text, change nothing"
+    )
+    config_option(net_commands.add_parser("remove", help="delete the interception rules"))
+    config_option(net_commands.add_parser("status", help="show the rules and their counters"))
+    net_probe = net_commands.add_parser("probe", help="prove that a target is intercepted")
+    config_option(net_probe)
+    net_probe.add_argument(
+        "--target", metavar="HOST[:PORT]", required=True, help="the address a client would use"
+    )
+
+    ledger = commands.add_parser("ledger", help="audit ledger")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    verify = ledger_commands.add_parser("verify", help="verify the hash chain and signatures")
+    ledger_option(verify)
+    verify.add_argument("--pubkey", metavar="FILE", required=True, help="ledger.pub")
+    verify.add_argument(
+        "--checkpoint", metavar="HEAD", help="a head kept earlier (JSON text or a file)"
+    )
+    ledger_option(ledger_commands.add_parser("head", help="print the latest signed checkpoint"))
+    export = ledger_commands.add_parser("export", help="print records as JSON lines")
+    ledger_option(export)
+    export.add_argument("--session", metavar="ID", help="only this session")
+    export.add_argument("--since", metavar="ISO", help="only records at or after this time")
+    export.add_argument("--kind", metavar="K", help="only records of this kind")
+
+    replay = commands.add_parser("replay", help="replay a recorded session")
+    replay.add_argument("session", metavar="SESSION")
+    ledger_option(replay)
+    replay.add_argument("--speed", metavar="X", type=_positive_float, default=1.0)
+
+    approvals = commands.add_parser("approvals", help="pending approval requests")
+    approval_commands = approvals.add_subparsers(
+        dest="approvals_command", metavar="ACTION", required=True
+    )
+    config_option(approval_commands.add_parser("list", help="list pending approvals"))
+    for action in ("approve", "deny"):
+        decide = approval_commands.add_parser(action, help=f"{action} a pending request")
+        decide.add_argument("id", metavar="ID")
+        config_option(decide)
+        decide.add_argument("--token-file", metavar="F", required=True)
+        decide.add_argument("--reason", metavar="TEXT")
+
+    tui = commands.add_parser("tui", help="the operator console")
+    config_option(tui)
+    tui.add_argument("--token-file", metavar="F")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be greater than 0")
+    return value
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr, format=LOG_FORMAT, level=logging.DEBUG if verbose else logging.INFO
+    )
+
+
+def _fail(message: str, status: int = 2) -> int:
+    sys.stderr.write(f"sqlgate: {message}\n")
+    return status
+
+
+def _load(path: str) -> Config | int:
+    """The configuration, or the exit status after reporting why it cannot be used."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")  # "<file>: <key>: <problem>" names the file first
+        return 2
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    print(f"ok: {args.config}: {len(config.targets)} targets")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    _setup_logging(args.verbose)
+    try:
+        from appliance.server import serve
+    except ImportError as exc:
+        return _fail(f"cannot start the gateway: {exc}", 1)
+    return serve(config)
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    words = [args.command]
+    for attr in ("net_command", "ledger_command", "approvals_command"):
+        sub = getattr(args, attr, None)
+        if sub:
+            words.append(sub)
+    return " ".join(words)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``sqlgate`` command line; return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already reported
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        if args.command == "check":
+            return _cmd_check(args)
+        if args.command == "run":
+            return _cmd_run(args)
+        return _fail(f"'{_command_name(args)}' is not available yet")
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        return _fail(str(exc), 1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

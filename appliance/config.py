@@ -1,0 +1,1028 @@
+"""The gateway's configuration: one TOML file read into frozen dataclasses.
+
+``load_config`` reads the file with tomllib and validates every key before anything
+starts. Rules the loader enforces, so nothing downstream has to:
+
+- Unknown keys are errors, at the top level and inside every table; a misspelled key is
+  reported as unknown (with the closest known key), never as "the real key is missing".
+- Types are exact: a boolean is not an integer, an integer is accepted where seconds
+  (a float) are expected, nothing else is coerced.
+- Only ``[appliance]``, ``[[targets]]`` (at least one) and ``[ledger]`` are required;
+  every other section and key has a default.
+- Relative paths are relative to the config file's directory and are stored resolved.
+- Secrets (``targets.password_file``, ``bus.password_file``) are read at load time, with
+  one trailing newline stripped, and never appear in a ``repr``. Other files the gateway
+  needs at start (TLS certificate and key, JWKS, signing key, CA bundles) must exist.
+- Every problem is a ``ConfigError`` naming the file, the dotted key
+  (``targets[1].password_file``) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import stat
+import tomllib
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = [
+    "DEFAULT_ALGORITHMS",
+    "AccountConfig",
+    "ApplianceConfig",
+    "ApprovalsConfig",
+    "BusConfig",
+    "Config",
+    "ConfigError",
+    "IdentityConfig",
+    "LedgerConfig",
+    "MaskStrategy",
+    "MaskingRuleConfig",
+    "NetworkConfig",
+    "RuleAction",
+    "RuleConfig",
+    "TLSConfig",
+    "TargetConfig",
+    "TargetTLS",
+    "load_config",
+]
+
+DEFAULT_ALGORITHMS: tuple[str, ...] = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "ES256",
+    "ES384",
+    "PS256",
+    "EdDSA",
+)
+"""Token algorithms accepted when ``identity.algorithms`` is not set."""
+
+_ASYMMETRIC_ALGORITHMS = frozenset(
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "ES256",
+        "ES256K",
+        "ES384",
+        "ES512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "EdDSA",
+    }
+)
+"""Signature algorithms with a public verification key; HS* and ``none`` never qualify."""
+
+_MIB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used: ``str()`` is ``"<file>: <key>: <problem>"``.
+
+    ``key`` is the dotted path of the offending key (``appliance.listen``,
+    ``targets[1].password_file``); it is empty for problems with the file as a whole
+    (unreadable, not TOML), and then ``str()`` is ``"<file>: <problem>"``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], key: str, problem: str) -> None:
+        self.path = os.fspath(path)
+        self.key = key
+        self.problem = problem
+        super().__init__(self.path, key, problem)
+
+    def __str__(self) -> str:
+        if self.key:
+            return f"{self.path}: {self.key}: {self.problem}"
+        return f"{self.path}: {self.problem}"
+
+
+class TargetTLS(StrEnum):
+    """How the gateway's upstream connection to a target uses TLS."""
+
+    PREFERRED = "preferred"  # TLS when the server offers it, plain otherwise
+    REQUIRED = "required"  # refuse to connect without TLS
+    DISABLED = "disabled"  # never TLS
+
+
+class RuleAction(StrEnum):
+    """What a matching ``[[rules]]`` entry does with a statement."""
+
+    ALLOW = "allow"
+    BLOCK = "block"
+    REVIEW = "review"
+
+
+class MaskStrategy(StrEnum):
+    """How a masked column's value is rewritten on its way to the client."""
+
+    REDACT = "redact"  # ****
+    LAST4 = "last4"  # ************1234
+    HASH = "hash"  # stable, keyed digest
+    NULL = "null"  # SQL NULL
+
+
+@dataclass(frozen=True, slots=True)
+class ApplianceConfig:
+    """``[appliance]``: who this gateway is and where it listens."""
+
+    name: str
+    listen: str
+    listen_host: str  # without brackets: "0.0.0.0", "::"
+    listen_port: int  # 0 lets the system pick (tests)
+    default_target: str  # always names a configured target
+    state_dir: Path
+    max_packet: int = 64 * _MIB  # largest client/server payload accepted, bytes
+    drain_timeout_s: float = 30.0  # SIGTERM: how long running sessions may finish
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """``[tls]``: the certificate the gateway presents to clients."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    """``[identity]``: how OIDC tokens presented as passwords are verified."""
+
+    issuer: str
+    audience: str
+    jwks_file: Path | None  # exactly one of jwks_file and jwks_url is set
+    jwks_url: str | None
+    groups_claim: str = "groups"
+    username_claim: str = "email"
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    leeway_s: float = 30.0
+    max_lifetime_s: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """``[[accounts]]``: a gateway account for clients that cannot present a token."""
+
+    user: str
+    password_hash: str = field(repr=False)  # "*" + 40 upper-case hex digits, as MySQL prints it
+    stage2: bytes = field(repr=False)  # SHA1(SHA1(password)), the 20 bytes of the hash
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """``[[targets]]``: a database the gateway fronts, with its vaulted credential."""
+
+    name: str
+    host: str  # IP literal (IPv6 without brackets) or host name
+    port: int
+    user: str
+    password_file: Path
+    password: bytes = field(repr=False)  # the file's bytes minus one trailing newline
+    allow_groups: tuple[str, ...] = ()
+    tls: TargetTLS = TargetTLS.PREFERRED
+    tls_verify: bool = False
+    tls_ca_file: Path | None = None
+    connect_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerConfig:
+    """``[ledger]``: the signed SQLite audit ledger."""
+
+    path: Path
+    signing_key: Path
+    fsync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """``[bus]``: the MQTT broker for approvals and live events."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False  # mqtts://
+    topic_prefix: str = "sqlgate"
+    username: str | None = None
+    password_file: Path | None = None
+    password: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalsConfig:
+    """``[approvals]``: who may decide held statements, and how long they wait."""
+
+    timeout_s: float = 120.0
+    approver_groups: tuple[str, ...] = ("dba",)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    """``[[rules]]``: evaluated in order before the built-in rules; first match wins.
+
+    ``statements`` are upper-cased with single spaces ("ALTER TABLE"). ``None`` in a
+    filter means "any"; a filter that is set is never empty.
+    """
+
+    name: str
+    statements: tuple[str, ...]
+    action: RuleAction
+    tables: tuple[str, ...] | None = None
+    groups: tuple[str, ...] | None = None
+    identities: tuple[str, ...] | None = None
+    targets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MaskingRuleConfig:
+    """``[[masking]]``: a column pattern, how to mask it, and who sees the real value."""
+
+    column: str  # "schema.table.column" as written
+    schema: str  # each part is a name or a pattern where '*' matches anything
+    table: str
+    column_name: str
+    strategy: MaskStrategy
+    exempt_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    """``[network]``: the interception rules ``sqlgate net`` installs."""
+
+    manage_rules: bool = False
+    interfaces: tuple[str, ...] | None = None  # None: found from the routing table
+    mark: int = 0x5147  # firewall mark of the proxy's own upstream sockets
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path  # the file, resolved
+    sha256: str  # hex digest of the file's bytes
+    appliance: ApplianceConfig
+    targets: tuple[TargetConfig, ...]
+    ledger: LedgerConfig
+    tls: TLSConfig | None = None
+    identity: IdentityConfig | None = None
+    accounts: tuple[AccountConfig, ...] = ()
+    bus: BusConfig = field(default_factory=BusConfig)
+    approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
+    rules: tuple[RuleConfig, ...] = ()
+    masking: tuple[MaskingRuleConfig, ...] = ()
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    def target(self, name: str) -> TargetConfig:
+        """The target called ``name``; ``KeyError`` when there is none."""
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+    def account(self, user: str) -> AccountConfig | None:
+        """The gateway account for ``user``, or ``None``."""
+        for account in self.accounts:
+            if account.user == user:
+                return account
+        return None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the configuration file at ``path``; raise ``ConfigError``."""
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read the file: {_os_reason(exc)}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"invalid TOML: {exc}") from None
+    resolved = file.resolve()
+    try:
+        return _build(raw, resolved, hashlib.sha256(data).hexdigest())
+    except _Invalid as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A problem at a key; ``load_config`` adds the file name."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(key, problem)
+        self.key = key
+        self.problem = problem
+
+
+class _Missing(Enum):
+    MISSING = "missing"
+
+
+_MISSING = _Missing.MISSING
+_E = TypeVar("_E", bound=StrEnum)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HOST_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_HASH_RE = re.compile(r"\*[0-9A-Fa-f]{40}")
+
+
+def _describe(value: object) -> str:
+    """The TOML name of ``value``'s type, for "expected X, got Y" messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime):
+        return "a date-time"
+    if isinstance(value, date):
+        return "a date"
+    if isinstance(value, time):
+        return "a time"
+    return type(value).__name__
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    return exc.strerror or str(exc)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+class _Table:
+    """One TOML table being validated: typed getters that name the key on error.
+
+    The set of known keys is given up front, so an unknown (say, misspelled) key is
+    reported before the key it was meant to be is found missing.
+    """
+
+    def __init__(
+        self, raw: Mapping[str, object], prefix: str, known: Iterable[str], base: Path
+    ) -> None:
+        self.raw = raw
+        self.prefix = prefix
+        self.base = base
+        known = tuple(known)
+        for name in raw:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                allowed = ", ".join(known)
+                raise _Invalid(self.key(name), f"unknown key{hint}; known keys: {allowed}")
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def has(self, name: str) -> bool:
+        return name in self.raw
+
+    def _get(self, name: str, default: object) -> object:
+        if name in self.raw:
+            return self.raw[name]
+        if default is _MISSING:
+            raise _Invalid(self.key(name), "required key is missing")
+        return default
+
+    def string(self, name: str, default: str | _Missing = _MISSING) -> str:
+        value = self._get(name, default)
+        if not isinstance(value, str):
+            raise _Invalid(self.key(name), f"expected a string, got {_describe(value)}")
+        if not value.strip():
+            raise _Invalid(self.key(name), "must not be empty")
+        return value
+
+    def optional_string(self, name: str) -> str | None:
+        return self.string(name) if self.has(name) else None
+
+    def integer(self, name: str, default: int | _Missing, lo: int, hi: int) -> int:
+        value = self._get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(self.key(name), f"expected an integer, got {_describe(value)}")
+        if not lo <= value <= hi:
+            raise _Invalid(self.key(name), f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    def seconds(self, name: str, default: float, lo: float, hi: float) -> float:
+        value = self._get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problem = f"expected a number of seconds, got {_describe(value)}"
+            raise _Invalid(self.key(name), problem)
+        if not lo <= value <= hi:
+            problem = f"must be between {_number(lo)} and {_number(hi)} seconds, got {value}"
+            raise _Invalid(self.key(name), problem)
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, default)
+        if not isinstance(value, bool):
+            problem = f"expected a boolean (true or false), got {_describe(value)}"
+            raise _Invalid(self.key(name), problem)
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...] | _Missing = _MISSING) -> tuple[str, ...]:
+        value = self._get(name, default)
+        if isinstance(value, tuple):
+            return value
+        if not isinstance(value, list):
+            problem = f"expected an array of strings, got {_describe(value)}"
+            raise _Invalid(self.key(name), problem)
+        items: list[str] = []
+        for index, item in enumerate(value):
+            item_key = f"{self.key(name)}[{index}]"
+            if not isinstance(item, str):
+                raise _Invalid(item_key, f"expected a string, got {_describe(item)}")
+            if not item.strip():
+                raise _Invalid(item_key, "must not be empty")
+            items.append(item)
+        return tuple(items)
+
+    def optional_strings(self, name: str) -> tuple[str, ...] | None:
+        """A filter list: absent means "any", present must not be empty."""
+        if not self.has(name):
+            return None
+        items = self.strings(name)
+        if not items:
+            raise _Invalid(self.key(name), "must not be empty (leave the key out to match any)")
+        return items
+
+    def choice(self, name: str, kind: type[_E], default: _E | _Missing = _MISSING) -> _E:
+        value = self._get(name, default)
+        if isinstance(value, kind):
+            return value
+        if not isinstance(value, str):
+            raise _Invalid(self.key(name), f"expected a string, got {_describe(value)}")
+        try:
+            return kind(value)
+        except ValueError:
+            allowed = ", ".join(member.value for member in kind)
+            raise _Invalid(self.key(name), f"expected one of {allowed}, got '{value}'") from None
+
+    def path(self, name: str, default: str | _Missing = _MISSING) -> Path:
+        """A path, resolved against the config file's directory."""
+        value = self.string(name, default)
+        return (self.base / value).resolve()
+
+    def optional_path(self, name: str) -> Path | None:
+        return self.path(name) if self.has(name) else None
+
+    def existing_file(self, name: str) -> Path:
+        """A path that must name a readable regular file now."""
+        path = self.path(name)
+        _check_readable(self.key(name), path)
+        return path
+
+    def optional_existing_file(self, name: str) -> Path | None:
+        return self.existing_file(name) if self.has(name) else None
+
+    def secret(self, name: str) -> tuple[Path, bytes]:
+        """A file holding a secret: its path and its bytes minus one trailing newline."""
+        path = self.path(name)
+        _check_readable(self.key(name), path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise _Invalid(self.key(name), f"cannot read {path}: {_os_reason(exc)}") from None
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        elif data.endswith(b"\n"):
+            data = data[:-1]
+        return path, data
+
+
+def _check_readable(key: str, path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise _Invalid(key, f"cannot read {path}: {_os_reason(exc)}") from None
+    if stat.S_ISDIR(mode):
+        raise _Invalid(key, f"cannot read {path}: is a directory")
+    if not stat.S_ISREG(mode):
+        raise _Invalid(key, f"cannot read {path}: not a regular file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise _Invalid(key, f"cannot read {path}: {_os_reason(exc)}") from None
+
+
+def _section(raw: Mapping[str, object], name: str) -> Mapping[str, object] | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Invalid(name, f"expected a table ([{name}]), got {_describe(value)}")
+    return value
+
+
+def _array_of_tables(raw: Mapping[str, object], name: str) -> list[Mapping[str, object]]:
+    value = raw.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problem = f"expected an array of tables ([[{name}]]), got {_describe(value)}"
+        raise _Invalid(name, problem)
+    tables: list[Mapping[str, object]] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _Invalid(f"{name}[{index}]", f"expected a table, got {_describe(item)}")
+        tables.append(item)
+    return tables
+
+
+def _check_name(key: str, value: str, what: str) -> str:
+    if not _NAME_RE.fullmatch(value):
+        problem = (
+            f"'{value}' is not a valid {what}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+        raise _Invalid(key, problem)
+    return value
+
+
+def _parse_listen(key: str, value: str) -> tuple[str, int]:
+    """``HOST:PORT`` where HOST is an IPv4 literal or a bracketed IPv6 literal."""
+    example = "expected IP:PORT such as 0.0.0.0:3307 or [::]:3307"
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0 or value[end + 1 : end + 2] != ":":
+            raise _Invalid(key, f"'{value}': {example}")
+        host, port_text = value[1:end], value[end + 2 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _Invalid(key, f"'{host}' is not an IPv6 address") from None
+    else:
+        host, colon, port_text = value.rpartition(":")
+        if not colon:
+            raise _Invalid(key, f"'{value}' has no port: {example}")
+        if ":" in host:
+            raise _Invalid(key, f"'{value}': put an IPv6 address in brackets, as in [::]:3307")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            problem = f"'{host}' is not an IP address: {example} (a local address, not a name)"
+            raise _Invalid(key, problem) from None
+    if not port_text.isdigit() or not port_text.isascii():
+        raise _Invalid(key, f"'{port_text}' is not a port number: {example}")
+    port = int(port_text)
+    if port > 65535:
+        raise _Invalid(key, f"port must be between 0 and 65535, got {port}")
+    return host, port
+
+
+def _parse_host(key: str, value: str) -> str:
+    """An IPv4 or IPv6 literal (brackets optional) or an RFC 1123 host name."""
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(text[1:-1]))
+        except ValueError:
+            raise _Invalid(key, f"'{value}' is not an IPv6 address") from None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if ":" in text:
+        problem = f"'{value}' is not an IP address or host name (the port has its own key)"
+        raise _Invalid(key, problem)
+    name = text[:-1] if text.endswith(".") else text
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
+        raise _Invalid(key, f"'{value}' is not an IP address or host name")
+    if all(label.isdigit() for label in labels):
+        raise _Invalid(key, f"'{value}' is not a valid IPv4 address")
+    return name
+
+
+def _default_name() -> str:
+    name = socket.gethostname().split(".")[0].lower()
+    return name if _NAME_RE.fullmatch(name) else "sqlgate"
+
+
+_TOP_KEYS = (
+    "appliance",
+    "tls",
+    "identity",
+    "accounts",
+    "targets",
+    "ledger",
+    "bus",
+    "approvals",
+    "rules",
+    "masking",
+    "network",
+)
+
+
+def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:
+    base = path.parent
+    _Table(raw, "", _TOP_KEYS, base)  # unknown top-level keys first
+    appliance_raw = _section(raw, "appliance")
+    if appliance_raw is None:
+        raise _Invalid("appliance", "required section [appliance] is missing")
+    target_tables = _array_of_tables(raw, "targets")
+    if not target_tables:
+        raise _Invalid("targets", "at least one [[targets]] table is required")
+    ledger_raw = _section(raw, "ledger")
+    if ledger_raw is None:
+        raise _Invalid("ledger", "required section [ledger] is missing")
+
+    appliance_table = _Table(appliance_raw, "appliance", _APPLIANCE_KEYS, base)
+    appliance = _appliance(appliance_table)
+    targets = _targets(target_tables, base)
+    target_names = tuple(t.name for t in targets)
+    appliance = replace(appliance, default_target=_default_target(appliance_table, target_names))
+    tls_raw = _section(raw, "tls")
+    identity_raw = _section(raw, "identity")
+    bus_raw = _section(raw, "bus")
+    approvals_raw = _section(raw, "approvals")
+    network_raw = _section(raw, "network")
+    return Config(
+        path=path,
+        sha256=sha256,
+        appliance=appliance,
+        tls=None if tls_raw is None else _tls(_Table(tls_raw, "tls", _TLS_KEYS, base)),
+        identity=(
+            None
+            if identity_raw is None
+            else _identity(_Table(identity_raw, "identity", _IDENTITY_KEYS, base))
+        ),
+        accounts=_accounts(_array_of_tables(raw, "accounts"), base),
+        targets=targets,
+        ledger=_ledger(_Table(ledger_raw, "ledger", _LEDGER_KEYS, base)),
+        bus=_bus(_Table(bus_raw or {}, "bus", _BUS_KEYS, base)),
+        approvals=_approvals(_Table(approvals_raw or {}, "approvals", _APPROVALS_KEYS, base)),
+        rules=_rules(_array_of_tables(raw, "rules"), base, target_names),
+        masking=_masking(_array_of_tables(raw, "masking"), base),
+        network=_network(_Table(network_raw or {}, "network", _NETWORK_KEYS, base)),
+    )
+
+
+_APPLIANCE_KEYS = (
+    "name",
+    "listen",
+    "default_target",
+    "state_dir",
+    "max_packet",
+    "drain_timeout_s",
+)
+
+
+def _appliance(t: _Table) -> ApplianceConfig:
+    """Everything but ``default_target``, which ``_default_target`` fills in."""
+    name = _check_name(t.key("name"), t.string("name", _default_name()), "appliance name")
+    listen = t.string("listen", "0.0.0.0:3307")
+    host, port = _parse_listen(t.key("listen"), listen)
+    return ApplianceConfig(
+        name=name,
+        listen=listen,
+        listen_host=host,
+        listen_port=port,
+        default_target="",
+        state_dir=t.path("state_dir", "/var/lib/sqlgate"),
+        max_packet=t.integer("max_packet", 64 * _MIB, 1024, 1024 * _MIB),
+        drain_timeout_s=t.seconds("drain_timeout_s", 30.0, 0, 3600),
+    )
+
+
+def _default_target(t: _Table, names: tuple[str, ...]) -> str:
+    """``appliance.default_target``: optional when there is exactly one target."""
+    if t.has("default_target"):
+        default_target = t.string("default_target")
+        if default_target not in names:
+            problem = f"'{default_target}' is not a configured target (targets: {', '.join(names)})"
+            raise _Invalid(t.key("default_target"), problem)
+        return default_target
+    if len(names) == 1:
+        return names[0]
+    problem = f"required when there is more than one target (one of: {', '.join(names)})"
+    raise _Invalid(t.key("default_target"), problem)
+
+
+_TLS_KEYS = ("cert_file", "key_file")
+
+
+def _tls(t: _Table) -> TLSConfig | None:
+    if not t.has("cert_file") and not t.has("key_file"):
+        return None
+    for name, other in (("cert_file", "key_file"), ("key_file", "cert_file")):
+        if not t.has(name):
+            raise _Invalid(t.key(name), f"required together with {t.key(other)}")
+    return TLSConfig(cert_file=t.existing_file("cert_file"), key_file=t.existing_file("key_file"))
+
+
+_IDENTITY_KEYS = (
+    "issuer",
+    "audience",
+    "jwks_file",
+    "jwks_url",
+    "groups_claim",
+    "username_claim",
+    "algorithms",
+    "leeway_s",
+    "max_lifetime_s",
+)
+
+
+def _identity(t: _Table) -> IdentityConfig:
+    issuer = t.string("issuer")
+    audience = t.string("audience")
+    if t.has("jwks_file") and t.has("jwks_url"):
+        raise _Invalid(t.key("jwks_url"), "set either identity.jwks_file or jwks_url, not both")
+    if not t.has("jwks_file") and not t.has("jwks_url"):
+        raise _Invalid(t.key("jwks_file"), "required (or identity.jwks_url)")
+    jwks_url = t.optional_string("jwks_url")
+    if jwks_url is not None:
+        parts = urllib.parse.urlsplit(jwks_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise _Invalid(t.key("jwks_url"), f"'{jwks_url}' is not an https:// URL")
+    algorithms = t.strings("algorithms", DEFAULT_ALGORITHMS)
+    if not algorithms:
+        raise _Invalid(t.key("algorithms"), "must name at least one algorithm")
+    for index, algorithm in enumerate(algorithms):
+        if algorithm not in _ASYMMETRIC_ALGORITHMS:
+            allowed = ", ".join(sorted(_ASYMMETRIC_ALGORITHMS))
+            problem = (
+                f"'{algorithm}' is not allowed: only asymmetric signature algorithms ({allowed})"
+            )
+            raise _Invalid(f"{t.key('algorithms')}[{index}]", problem)
+    return IdentityConfig(
+        issuer=issuer,
+        audience=audience,
+        jwks_file=t.optional_existing_file("jwks_file"),
+        jwks_url=jwks_url,
+        groups_claim=t.string("groups_claim", "groups"),
+        username_claim=t.string("username_claim", "email"),
+        algorithms=algorithms,
+        leeway_s=t.seconds("leeway_s", 30.0, 0, 600),
+        max_lifetime_s=t.seconds("max_lifetime_s", 86400.0, 1, 30 * 86400),
+    )
+
+
+_ACCOUNT_KEYS = ("user", "password_hash", "groups")
+
+
+def _accounts(tables: list[Mapping[str, object]], base: Path) -> tuple[AccountConfig, ...]:
+    accounts: list[AccountConfig] = []
+    seen: dict[str, str] = {}
+    for index, raw in enumerate(tables):
+        t = _Table(raw, f"accounts[{index}]", _ACCOUNT_KEYS, base)
+        user = t.string("user")
+        if user in seen:
+            raise _Invalid(t.key("user"), f"duplicate account '{user}' (also {seen[user]})")
+        seen[user] = t.prefix
+        password_hash = t.string("password_hash")
+        if not _HASH_RE.fullmatch(password_hash):
+            problem = (
+                "expected '*' followed by 40 hex digits (a mysql_native_password hash: "
+                "SELECT CONCAT('*', UPPER(SHA1(UNHEX(SHA1('the password'))))))"
+            )
+            raise _Invalid(t.key("password_hash"), problem)
+        accounts.append(
+            AccountConfig(
+                user=user,
+                password_hash=password_hash.upper(),
+                stage2=bytes.fromhex(password_hash[1:]),
+                groups=t.strings("groups", ()),
+            )
+        )
+    return tuple(accounts)
+
+
+_TARGET_KEYS = (
+    "name",
+    "host",
+    "port",
+    "user",
+    "password_file",
+    "allow_groups",
+    "tls",
+    "tls_verify",
+    "tls_ca_file",
+    "connect_timeout_s",
+)
+
+
+def _targets(tables: list[Mapping[str, object]], base: Path) -> tuple[TargetConfig, ...]:
+    targets: list[TargetConfig] = []
+    seen: dict[str, str] = {}
+    for index, raw in enumerate(tables):
+        t = _Table(raw, f"targets[{index}]", _TARGET_KEYS, base)
+        name = _check_name(t.key("name"), t.string("name"), "target name")
+        if name in seen:
+            raise _Invalid(t.key("name"), f"duplicate target name '{name}' (also {seen[name]})")
+        seen[name] = t.prefix
+        host = _parse_host(t.key("host"), t.string("host"))
+        port = t.integer("port", 3306, 1, 65535)
+        user = t.string("user")
+        password_file, password = t.secret("password_file")
+        tls = t.choice("tls", TargetTLS, TargetTLS.PREFERRED)
+        tls_verify = t.boolean("tls_verify", False)
+        tls_ca_file = t.optional_existing_file("tls_ca_file")
+        if tls is TargetTLS.DISABLED and (tls_verify or tls_ca_file is not None):
+            offending = "tls_verify" if tls_verify else "tls_ca_file"
+            raise _Invalid(t.key(offending), f'has no effect with {t.key("tls")} = "disabled"')
+        targets.append(
+            TargetConfig(
+                name=name,
+                host=host,
+                port=port,
+                user=user,
+                password_file=password_file,
+                password=password,
+                allow_groups=t.strings("allow_groups", ()),
+                tls=tls,
+                tls_verify=tls_verify,
+                tls_ca_file=tls_ca_file,
+                connect_timeout_s=t.seconds("connect_timeout_s", 5.0, 0.1, 300),
+            )
+        )
+    return tuple(targets)
+
+
+_LEDGER_KEYS = ("path", "signing_key", "fsync")
+
+
+def _ledger(t: _Table) -> LedgerConfig:
+    return LedgerConfig(
+        path=t.path("path"),
+        signing_key=t.existing_file("signing_key"),
+        fsync=t.boolean("fsync", False),
+    )
+
+
+_BUS_KEYS = ("url", "topic_prefix", "username", "password_file")
+
+
+def _bus(t: _Table) -> BusConfig:
+    url = t.string("url", "mqtt://127.0.0.1:1883")
+    example = "expected mqtt://HOST:PORT or mqtts://HOST:PORT"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.netloc:
+        raise _Invalid(t.key("url"), f"'{url}': {example}")
+    if parts.username is not None or parts.password is not None:
+        problem = "credentials do not belong in the URL: use bus.username and bus.password_file"
+        raise _Invalid(t.key("url"), problem)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _Invalid(t.key("url"), f"'{url}' has a path or query: {example}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise _Invalid(t.key("url"), f"'{url}' has an invalid port: {example}") from None
+    if port == 0:
+        raise _Invalid(t.key("url"), f"'{url}' has an invalid port: {example}")
+    host = _parse_host(t.key("url"), parts.hostname or "")
+    secure = parts.scheme == "mqtts"
+    topic_prefix = t.string("topic_prefix", "sqlgate")
+    if (
+        any(c in topic_prefix for c in "+#\0")
+        or topic_prefix.startswith("/")
+        or topic_prefix.endswith("/")
+        or "//" in topic_prefix
+    ):
+        problem = (
+            f"'{topic_prefix}' is not a usable MQTT topic prefix (no '+', '#' or empty levels)"
+        )
+        raise _Invalid(t.key("topic_prefix"), problem)
+    username = t.optional_string("username")
+    password_file: Path | None = None
+    password: bytes | None = None
+    if t.has("password_file"):
+        if username is None:
+            raise _Invalid(t.key("username"), "required together with bus.password_file")
+        password_file, password = t.secret("password_file")
+    return BusConfig(
+        url=url,
+        host=host,
+        port=port if port is not None else (8883 if secure else 1883),
+        tls=secure,
+        topic_prefix=topic_prefix,
+        username=username,
+        password_file=password_file,
+        password=password,
+    )
+
+
+_APPROVALS_KEYS = ("timeout_s", "approver_groups")
+
+
+def _approvals(t: _Table) -> ApprovalsConfig:
+    approver_groups = t.strings("approver_groups", ("dba",))
+    if not approver_groups:
+        problem = "must name at least one group, or no held statement could ever be approved"
+        raise _Invalid(t.key("approver_groups"), problem)
+    return ApprovalsConfig(
+        timeout_s=t.seconds("timeout_s", 120.0, 1, 86400),
+        approver_groups=approver_groups,
+    )
+
+
+_RULE_KEYS = ("name", "statements", "action", "tables", "groups", "identities", "targets")
+
+
+def _rules(
+    tables: list[Mapping[str, object]], base: Path, target_names: tuple[str, ...]
+) -> tuple[RuleConfig, ...]:
+    rules: list[RuleConfig] = []
+    seen: dict[str, str] = {}
+    for index, raw in enumerate(tables):
+        t = _Table(raw, f"rules[{index}]", _RULE_KEYS, base)
+        name = t.string("name")
+        if name in seen:
+            raise _Invalid(t.key("name"), f"duplicate rule name '{name}' (also {seen[name]})")
+        seen[name] = t.prefix
+        statements = t.strings("statements")
+        if not statements:
+            raise _Invalid(t.key("statements"), "must name at least one statement kind")
+        action = t.choice("action", RuleAction)
+        targets = t.optional_strings("targets")
+        for i, target in enumerate(targets or ()):
+            if target not in target_names:
+                problem = (
+                    f"'{target}' is not a configured target (targets: {', '.join(target_names)})"
+                )
+                raise _Invalid(f"{t.key('targets')}[{i}]", problem)
+        rules.append(
+            RuleConfig(
+                name=name,
+                statements=tuple(" ".join(s.split()).upper() for s in statements),
+                action=action,
+                tables=t.optional_strings("tables"),
+                groups=t.optional_strings("groups"),
+                identities=t.optional_strings("identities"),
+                targets=targets,
+            )
+        )
+    return tuple(rules)
+
+
+_MASKING_KEYS = ("column", "strategy", "exempt_groups")
+
+
+def _masking(tables: list[Mapping[str, object]], base: Path) -> tuple[MaskingRuleConfig, ...]:
+    rules: list[MaskingRuleConfig] = []
+    for index, raw in enumerate(tables):
+        t = _Table(raw, f"masking[{index}]", _MASKING_KEYS, base)
+        column = t.string("column")
+        parts = column.split(".")
+        if len(parts) != 3 or any(not p or p != p.strip() or "`" in p for p in parts):
+            problem = (
+                f"'{column}': expected schema.table.column, with '*' allowed in each part "
+                "(for example shop.customers.card_number or *.*.email)"
+            )
+            raise _Invalid(t.key("column"), problem)
+        rules.append(
+            MaskingRuleConfig(
+                column=column,
+                schema=parts[0],
+                table=parts[1],
+                column_name=parts[2],
+                strategy=t.choice("strategy", MaskStrategy),
+                exempt_groups=t.strings("exempt_groups", ()),
+            )
+        )
+    return tuple(rules)
+
+
+_NETWORK_KEYS = ("manage_rules", "interfaces", "mark")
+
+
+def _network(t: _Table) -> NetworkConfig:
+    interfaces = t.optional_strings("interfaces")
+    for index, interface in enumerate(interfaces or ()):
+        if len(interface) > 15 or any(c.isspace() or c in "/:" for c in interface):
+            problem = f"'{interface}' is not an interface name"
+            raise _Invalid(f"{t.key('interfaces')}[{index}]", problem)
+    return NetworkConfig(
+        manage_rules=t.boolean("manage_rules", False),
+        interfaces=interfaces,
+        mark=t.integer("mark", 0x5147, 1, 0xFFFFFFFF),
+    )

@@ -1,0 +1,1162 @@
+"""The session core: one client connection, one backend connection, no I/O.
+
+The shell feeds bytes from either peer (``client_data``/``server_data``) and tells the
+core when a peer has gone; the core answers with bytes to send (``take_client_output``/
+``take_server_output``) and events (``take_events``). Anything that needs waiting (a
+ledger commit, a human's approval) is a ``CommandReceived`` event the shell answers with
+``allow``/``refuse`` whenever it is ready; the core keeps order on both legs meanwhile.
+
+Phases and the rules between them:
+
+    AWAIT_SERVER_GREETING  the backend speaks first. Its greeting -> we greet the client
+                           with the backend's version and connection id, our own scramble
+                           and the capabilities of the allow-list       -> AWAIT_CLIENT_HELLO
+    AWAIT_CLIENT_HELLO     SSLRequest -> TLS with the client, stay; HandshakeResponse ->
+                           check the account                            -> CLIENT_AUTH
+    CLIENT_AUTH            auth switch / caching_sha2 exchanges until the client is proven
+                           or refused (ERR 1045, CLOSED). Proven -> log in to the backend
+                           with the vaulted credential                  -> SERVER_AUTH
+    SERVER_AUTH            backend TLS, auth switch, caching_sha2 fast/full, ed25519.
+                           Backend OK -> client OK                      -> COMMAND
+                           Backend ERR -> client ERR 1045               -> CLOSED
+    COMMAND                each client packet (seq 0) is one command: refused ones are
+                           answered locally, the rest wait for the shell's decision, then
+                           go to the backend byte for byte; responses stream back and are
+                           tracked so local answers keep their place.   -> CLOSED on QUIT
+    CLOSED                 nothing more is read; the shell closes both legs once output
+                           is written.
+
+A protocol violation by the client is answered with an ERR packet where the client can
+read one, then CLOSED; by the backend, the client gets an ERR and the session closes.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from appliance.mysql import auth, packets
+from appliance.mysql.constants import (
+    CACHING_SHA2_PASSWORD,
+    CLEAR_PASSWORD,
+    CLIENT_ED25519,
+    GATEWAY_CAPABILITIES,
+    MAX_PAYLOAD,
+    NATIVE_PASSWORD,
+    SCRAMBLE_LENGTH,
+    CachingSha2State,
+    Capability,
+    Command,
+    CursorType,
+    ErrorCode,
+    ServerStatus,
+)
+from appliance.mysql.errors import ProtocolError, RemoteProtocolError
+from appliance.mysql.tls import TlsEndpoint
+from appliance.mysql.wire import Packet, PacketReader, frame
+
+
+class Phase(Enum):
+    AWAIT_SERVER_GREETING = auto()
+    AWAIT_CLIENT_HELLO = auto()
+    CLIENT_AUTH = auto()
+    SERVER_AUTH = auto()
+    COMMAND = auto()
+    CLOSED = auto()
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A gateway account as the core needs it: who, what they may prove, their groups."""
+
+    user: str
+    stage2: bytes
+    groups: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """How to log in to the target: the vaulted credential never leaves this object."""
+
+    name: str
+    host: str
+    user: str
+    password: bytes = field(repr=False)
+    tls: str = "preferred"  # preferred | required | disabled
+    tls_context: ssl.SSLContext | None = None
+    allow_groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    backend: Backend
+    accounts: Mapping[str, Account]
+    client_tls: ssl.SSLContext | None = None
+    max_payload: int = 64 * 1024 * 1024
+    sha2_cache: dict[str, bytes] = field(default_factory=dict)
+    """SHA256(SHA256(password)) per account, filled by a full caching_sha2 login: it is
+    what makes the next login of that account a fast one, as in MySQL."""
+
+
+# ------------------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    groups: frozenset[str]
+    method: str  # "account" (later: "token")
+
+
+@dataclass(slots=True)
+class ClientCommand:
+    """One command from the client: what it is and the exact bytes that carried it."""
+
+    id: int
+    command: int
+    payload: bytes
+    raw: bytes
+
+    @property
+    def label(self) -> str:
+        try:
+            return Command(self.command).label
+        except ValueError:
+            return f"COM_0x{self.command:02X}"
+
+    @property
+    def sql(self) -> bytes | None:
+        if self.command in (Command.QUERY, Command.STMT_PREPARE):
+            return self.payload[1:]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuthenticated:
+    identity: Identity
+    tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed:
+    user: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    """The backend accepted the gateway's login; the client has its OK."""
+
+    server_tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReceived:
+    """The shell must answer with ``allow(cmd)`` or ``refuse(cmd, ...)``."""
+
+    cmd: ClientCommand
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRefused:
+    """The core itself refused a command it does not relay (unknown, replication...)."""
+
+    cmd: ClientCommand
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCompleted:
+    cmd: ClientCommand
+    rows: int
+    affected: int
+    error: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    reason: str
+
+
+Event = (
+    ClientAuthenticated
+    | AuthFailed
+    | SessionReady
+    | CommandReceived
+    | CommandRefused
+    | CommandCompleted
+    | SessionClosed
+)
+
+
+# --------------------------------------------------------------------- command rules
+
+# Commands relayed to the backend, and the shape of the answer each one gets.
+_SIMPLE, _RESULTSET, _PREPARE, _FIELD_LIST, _FETCH, _NONE = range(6)
+
+RESPONSE_SHAPE: dict[int, int] = {
+    Command.QUERY: _RESULTSET,  # OK | ERR | result sets, possibly several
+    Command.STMT_EXECUTE: _RESULTSET,  # the same with binary rows, or a cursor opened
+    Command.STMT_PREPARE: _PREPARE,  # PREPARE_OK + parameter and column definitions
+    Command.FIELD_LIST: _FIELD_LIST,  # column definitions up to EOF
+    Command.STMT_FETCH: _FETCH,  # binary rows up to EOF
+    Command.INIT_DB: _SIMPLE,
+    Command.PING: _SIMPLE,
+    Command.STATISTICS: _SIMPLE,  # one string packet
+    Command.PROCESS_KILL: _SIMPLE,
+    Command.SET_OPTION: _SIMPLE,  # EOF (or OK)
+    Command.RESET_CONNECTION: _SIMPLE,
+    Command.STMT_RESET: _SIMPLE,
+    Command.STMT_CLOSE: _NONE,  # no answer at all
+    Command.STMT_SEND_LONG_DATA: _NONE,
+    Command.QUIT: _NONE,
+}
+
+REFUSED_COMMANDS: dict[int, str] = {
+    Command.CHANGE_USER: (
+        "COM_CHANGE_USER is refused: a gateway session keeps the identity it logged in "
+        "with. Open a new connection as the other user instead"
+    ),
+    Command.BINLOG_DUMP: "replication (COM_BINLOG_DUMP) is refused through the gateway",
+    Command.BINLOG_DUMP_GTID: "replication (COM_BINLOG_DUMP_GTID) is refused through the gateway",
+    Command.REGISTER_SLAVE: "replication (COM_REGISTER_SLAVE) is refused through the gateway",
+}
+
+
+# ----------------------------------------------------------------- response tracking
+
+# Response states
+_R_START, _R_COLUMNS, _R_COLUMNS_EOF, _R_ROWS, _R_PREP_PARAMS, _R_PREP_COLUMNS = range(6)
+_R_ONE, _R_LIST, _R_PREP_OK = 6, 7, 8
+
+
+class _Response:
+    """Where the backend's answer to one relayed command stands."""
+
+    __slots__ = (
+        "cmd",
+        "shape",
+        "state",
+        "left",
+        "eof_after",
+        "rows",
+        "affected",
+        "error",
+        "binary",
+        "prep_cols",
+        "local",
+    )
+
+    def __init__(self, cmd: ClientCommand, shape: int, local: bytes | None = None) -> None:
+        self.cmd = cmd
+        self.shape = shape
+        self.local = local  # an answer the gateway gives itself, in place of the backend's
+        self.rows = 0
+        self.affected = 0
+        self.error: int | None = None
+        self.left = 0
+        self.eof_after = False
+        self.prep_cols = 0
+        self.binary = cmd.command in (Command.STMT_EXECUTE, Command.STMT_FETCH)
+        if shape == _RESULTSET:
+            self.state = _R_START
+        elif shape == _FETCH:
+            self.state = _R_ROWS
+        elif shape == _FIELD_LIST:
+            self.state = _R_LIST
+        elif shape == _PREPARE:
+            self.state = _R_PREP_OK
+        else:
+            self.state = _R_ONE
+
+
+# --------------------------------------------------------------------------- session
+
+
+class Session:
+    """The sans-io state machine of one proxied connection."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        *,
+        scramble: bytes | None = None,
+        rsa_encrypt: Callable[[bytes, bytes, bytes], bytes] = auth.sha2_rsa_encrypt,
+    ) -> None:
+        self.settings = settings
+        self.phase = Phase.AWAIT_SERVER_GREETING
+        self.identity: Identity | None = None
+        self.client_caps = 0
+        self.server_greeting: packets.Greeting | None = None
+        self.close_requested = False
+        self._scramble = scramble or os.urandom(SCRAMBLE_LENGTH)
+        self._rsa_encrypt = rsa_encrypt
+        self._client_in = PacketReader(settings.max_payload)
+        self._server_in = PacketReader(settings.max_payload)
+        self._client_tls: TlsEndpoint | None = None
+        self._server_tls: TlsEndpoint | None = None
+        self._to_client: list[bytes] = []
+        self._to_server: list[bytes] = []
+        self._events: list[Event] = []
+        self._offered_caps = 0
+        self._client_seq = 0
+        self._server_seq = 0
+        self._hello: packets.HandshakeResponse | None = None
+        self._client_auth_step = ""
+        self._server_auth_plugin = ""
+        self._server_nonce = b""
+        # command phase
+        self._next_id = 0
+        self._undecided: deque[ClientCommand] = deque()
+        self._decisions: dict[int, bytes | None] = {}  # id -> None (allow) or ERR payload
+        self._responses: deque[_Response] = deque()
+        self._skip = 0  # payload bytes of the current backend frame still to pass through
+        self._continued = False  # the last backend frame was 0xFFFFFF long
+        self._last_seq = 0  # sequence id of the last backend frame relayed
+        self._server_buf = b""  # an incomplete backend packet head
+        self.statements: dict[int, int] = {}  # prepared statement id -> parameter count
+
+    # ------------------------------------------------------------------ shell API
+
+    def take_client_output(self) -> list[bytes]:
+        out = self._to_client
+        self._to_client = []
+        return out
+
+    def take_server_output(self) -> list[bytes]:
+        out = self._to_server
+        self._to_server = []
+        return out
+
+    def take_events(self) -> list[Event]:
+        ev = self._events
+        self._events = []
+        return ev
+
+    def client_data(self, data: bytes) -> None:
+        """Bytes from the client (ciphertext once TLS is up)."""
+        if self.phase is Phase.CLOSED:
+            return
+        try:
+            if self._client_tls is not None:
+                data = self._client_tls.receive(data)
+                self._flush_client_tls()
+                if not data:
+                    return
+            self._client_in.feed(data)
+            self._pump_client()
+        except ProtocolError as exc:
+            self._client_violation(str(exc))
+
+    def server_data(self, data: bytes) -> None:
+        """Bytes from the backend (ciphertext once TLS is up)."""
+        if self.phase is Phase.CLOSED:
+            return
+        try:
+            if self._server_tls is not None:
+                data = self._server_tls.receive(data)
+                self._flush_server_tls()
+                if self.phase is Phase.SERVER_AUTH and self._server_auth_plugin == "":
+                    self._maybe_send_login()
+                if not data:
+                    return
+            if self.phase is Phase.COMMAND:
+                self._relay_server(data)
+            else:
+                self._server_in.feed(data)
+                self._pump_server_handshake()
+        except ProtocolError as exc:
+            self._server_violation(str(exc))
+
+    def server_closed(self) -> None:
+        """The backend connection is gone."""
+        if self.phase is Phase.CLOSED:
+            return
+        name = self.settings.backend.name
+        if self.phase is Phase.COMMAND or self.phase is Phase.SERVER_AUTH:
+            seq = self._last_seq + 1 if self._responses and self._responses[0].rows else 1
+            if self.phase is Phase.SERVER_AUTH:
+                seq = self._client_seq + 1
+            self._send_client(
+                frame(
+                    seq,
+                    packets.build_err(
+                        ErrorCode.UNKNOWN,
+                        f"sqlgate: the connection to target '{name}' was lost; "
+                        "reconnect to continue",
+                    ),
+                )
+            )
+        elif self.phase is not Phase.AWAIT_SERVER_GREETING:
+            self._send_client(
+                frame(
+                    self._client_seq + 1,
+                    packets.build_err(
+                        ErrorCode.UNKNOWN, f"sqlgate: target '{name}' closed the connection"
+                    ),
+                )
+            )
+        self._close(f"target {name} closed the connection")
+
+    def client_closed(self) -> None:
+        if self.phase is not Phase.CLOSED:
+            self._close("client closed the connection")
+
+    def allow(self, cmd: ClientCommand) -> None:
+        """Let a received command go to the backend (in order with the others)."""
+        self._decisions[cmd.id] = None
+        self._drain_decisions()
+
+    def refuse(self, cmd: ClientCommand, code: int, message: str) -> None:
+        """Answer a received command with an ERR instead of relaying it."""
+        self._decisions[cmd.id] = packets.build_err(code, message)
+        self._drain_decisions()
+
+    @property
+    def busy(self) -> bool:
+        """Commands are still waiting for a decision or an answer."""
+        return bool(self._undecided or self._responses)
+
+    # ------------------------------------------------------------------ output helpers
+
+    def _send_client(self, data: bytes) -> None:
+        if self._client_tls is not None:
+            self._client_tls.send(data)
+            self._flush_client_tls()
+        else:
+            self._to_client.append(data)
+
+    def _send_server(self, data: bytes) -> None:
+        if self._server_tls is not None:
+            self._server_tls.send(data)
+            self._flush_server_tls()
+        else:
+            self._to_server.append(data)
+
+    def _flush_client_tls(self) -> None:
+        assert self._client_tls is not None
+        out = self._client_tls.take_outgoing()
+        if out:
+            self._to_client.append(out)
+
+    def _flush_server_tls(self) -> None:
+        assert self._server_tls is not None
+        out = self._server_tls.take_outgoing()
+        if out:
+            self._to_server.append(out)
+
+    def _close(self, reason: str) -> None:
+        self.phase = Phase.CLOSED
+        self.close_requested = True
+        self._events.append(SessionClosed(reason))
+
+    def _client_violation(self, why: str) -> None:
+        if self.phase is Phase.COMMAND:
+            seq = 1
+        else:
+            seq = self._client_seq + 1
+        if self.phase is not Phase.AWAIT_SERVER_GREETING:
+            self._send_client(
+                frame(
+                    seq,
+                    packets.build_err(ErrorCode.NET_READ_ERROR, f"sqlgate: bad packet: {why}"),
+                )
+            )
+        self._close(f"client protocol error: {why}")
+
+    def _server_violation(self, why: str) -> None:
+        name = self.settings.backend.name
+        if self.phase is not Phase.AWAIT_SERVER_GREETING:
+            seq = self._client_seq + 1 if self.phase is not Phase.COMMAND else self._last_seq + 1
+            self._send_client(
+                frame(
+                    seq,
+                    packets.build_err(
+                        ErrorCode.UNKNOWN,
+                        f"sqlgate: target '{name}' broke the protocol ({why}); "
+                        "the session was closed",
+                    ),
+                )
+            )
+        self._close(f"target protocol error: {why}")
+
+    # --------------------------------------------------------------- handshake: server
+
+    def _pump_server_handshake(self) -> None:
+        while self.phase is not Phase.CLOSED:
+            pkt = self._server_in.next_packet()
+            if pkt is None:
+                return
+            if self.phase is Phase.AWAIT_SERVER_GREETING:
+                self._on_server_greeting(pkt)
+            elif self.phase is Phase.SERVER_AUTH:
+                self._on_server_auth(pkt)
+            else:
+                if pkt.payload[:1] == b"\xff":
+                    err = packets.parse_err(pkt.payload)
+                    self._server_violation(f"unexpected error {err.code}: {err.message}")
+                else:
+                    raise RemoteProtocolError("target sent a packet out of turn")
+
+    def _on_server_greeting(self, pkt: Packet) -> None:
+        if pkt.payload[:1] == b"\xff":
+            err = packets.parse_err(pkt.payload)
+            name = self.settings.backend.name
+            self._to_client.append(
+                frame(
+                    0,
+                    packets.build_err(
+                        err.code, f"sqlgate: target '{name}' refused the connection: {err.message}"
+                    ),
+                )
+            )
+            self._close(f"target refused the connection: {err.code} {err.message}")
+            return
+        greeting = packets.parse_greeting(pkt.payload)
+        if not greeting.capabilities & Capability.PROTOCOL_41:
+            raise RemoteProtocolError("target does not speak protocol 4.1")
+        self.server_greeting = greeting
+        offered = greeting.capabilities & GATEWAY_CAPABILITIES
+        offered |= Capability.PROTOCOL_41 | Capability.SECURE_CONNECTION | Capability.PLUGIN_AUTH
+        if self.settings.client_tls is not None:
+            offered |= Capability.SSL
+        self._offered_caps = int(offered)
+        ours = packets.Greeting(
+            server_version=greeting.server_version,
+            connection_id=greeting.connection_id,
+            scramble=self._scramble,
+            capabilities=int(offered),
+            charset=greeting.charset,
+            status=greeting.status,
+            auth_plugin=NATIVE_PASSWORD,
+        )
+        self._client_seq = 0
+        self._send_client(frame(0, packets.build_greeting(ours)))
+        self.phase = Phase.AWAIT_CLIENT_HELLO
+
+    # --------------------------------------------------------------- handshake: client
+
+    def _pump_client(self) -> None:
+        while self.phase is not Phase.CLOSED:
+            if self.phase is Phase.COMMAND:
+                self._pump_commands()
+                return
+            if self.phase is Phase.SERVER_AUTH or self.phase is Phase.AWAIT_SERVER_GREETING:
+                return  # the client must wait for us; keep its bytes buffered
+            pkt = self._client_in.next_packet()
+            if pkt is None:
+                return
+            if pkt.seq != (self._client_seq + 1) & 0xFF:
+                raise RemoteProtocolError(
+                    f"packet sequence id {pkt.seq}, expected {(self._client_seq + 1) & 0xFF}"
+                )
+            self._client_seq = pkt.last_seq
+            if self.phase is Phase.AWAIT_CLIENT_HELLO:
+                self._on_client_hello(pkt)
+            else:
+                self._on_client_auth(pkt)
+
+    def _on_client_hello(self, pkt: Packet) -> None:
+        payload = pkt.payload
+        if packets.is_ssl_request(payload):
+            if self._client_tls is not None:
+                raise RemoteProtocolError("a second SSLRequest")
+            ctx = self.settings.client_tls
+            if ctx is None:
+                raise RemoteProtocolError("the client asked for TLS, which was not offered")
+            self._client_tls = TlsEndpoint(ctx, server_side=True)
+            rest = self._client_in.take_remaining()
+            if rest:
+                plain = self._client_tls.receive(rest)
+                self._flush_client_tls()
+                self._client_in.feed(plain)
+            return
+        hello = packets.parse_handshake_response(payload)
+        if not hello.capabilities & Capability.PROTOCOL_41:
+            raise RemoteProtocolError("the client does not speak protocol 4.1")
+        if hello.capabilities & Capability.SSL and self._client_tls is None:
+            raise RemoteProtocolError("the client claims TLS but sent no SSLRequest")
+        self._hello = hello
+        self.client_caps = hello.capabilities & self._offered_caps
+        self.phase = Phase.CLIENT_AUTH
+        user = hello.user.decode("utf-8", "replace")
+        account = self.settings.accounts.get(user)
+        if account is None:
+            self._client_auth_failed(
+                user,
+                f"user '{user}' is not a gateway account; log in with one of the accounts "
+                "configured in [[accounts]]",
+            )
+            return
+        plugin = hello.auth_plugin or NATIVE_PASSWORD
+        if not hello.capabilities & Capability.PLUGIN_AUTH:
+            plugin = NATIVE_PASSWORD
+        self._start_client_auth(account, plugin, hello.auth_response)
+
+    def _start_client_auth(self, account: Account, plugin: str, response: bytes) -> None:
+        tls = self._client_tls is not None
+        if plugin == NATIVE_PASSWORD:
+            self._check_native(account, response)
+        elif plugin == CACHING_SHA2_PASSWORD:
+            cached = self.settings.sha2_cache.get(account.user)
+            if cached is not None and auth.sha2_verify_fast(cached, self._scramble, response):
+                self._send_client_seq(
+                    packets.build_auth_more_data(bytes([CachingSha2State.FAST_AUTH_SUCCESS]))
+                )
+                self._client_proven(account)
+            elif tls:
+                self._client_auth_step = "sha2-full"
+                self._send_client_seq(
+                    packets.build_auth_more_data(
+                        bytes([CachingSha2State.PERFORM_FULL_AUTHENTICATION])
+                    )
+                )
+            else:
+                self._switch_client_to_native()
+        elif plugin == CLEAR_PASSWORD and tls:
+            self._check_cleartext(account, response)
+        else:
+            self._switch_client_to_native()
+
+    def _switch_client_to_native(self) -> None:
+        self._client_auth_step = "native-switch"
+        self._send_client_seq(
+            packets.build_auth_switch_request(
+                packets.AuthSwitchRequest(NATIVE_PASSWORD, self._scramble)
+            )
+        )
+
+    def _on_client_auth(self, pkt: Packet) -> None:
+        hello = self._hello
+        assert hello is not None
+        user = hello.user.decode("utf-8", "replace")
+        account = self.settings.accounts[user]
+        step = self._client_auth_step
+        self._client_auth_step = ""
+        if step == "native-switch":
+            self._check_native(account, pkt.payload)
+        elif step == "sha2-full":
+            self._check_cleartext(account, pkt.payload)
+        else:
+            raise RemoteProtocolError("unexpected packet during authentication")
+
+    def _check_native(self, account: Account, response: bytes) -> None:
+        if auth.native_verify(account.stage2, self._scramble, response) is None:
+            self._client_auth_failed(account.user, self._wrong_password(account.user))
+        else:
+            self._client_proven(account)
+
+    def _check_cleartext(self, account: Account, payload: bytes) -> None:
+        password = payload[:-1] if payload.endswith(b"\0") else payload
+        if auth.native_verify_cleartext(account.stage2, password):
+            self.settings.sha2_cache[account.user] = auth.sha2_double_hash(password)
+            self._client_proven(account)
+        else:
+            self._client_auth_failed(account.user, self._wrong_password(account.user))
+
+    def _wrong_password(self, user: str) -> str:
+        via = "TLS" if self._client_tls is not None else "a plain connection"
+        return f"wrong password for gateway account '{user}' (using {via})"
+
+    def _send_client_seq(self, payload: bytes) -> None:
+        """Send the next packet of the client's handshake exchange."""
+        self._client_seq = (self._client_seq + 1) & 0xFF
+        self._send_client(frame(self._client_seq, payload))
+
+    def _client_auth_failed(self, user: str, reason: str) -> None:
+        self._send_client_seq(
+            packets.build_err(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
+        )
+        self._events.append(AuthFailed(user, reason))
+        self._close(f"authentication failed: {reason}")
+
+    def _client_proven(self, account: Account) -> None:
+        backend = self.settings.backend
+        if not account.groups & backend.allow_groups:
+            groups = ", ".join(sorted(account.groups)) or "none"
+            allowed = ", ".join(sorted(backend.allow_groups)) or "none"
+            self._client_auth_failed(
+                account.user,
+                f"user '{account.user}' (groups: {groups}) may not reach target "
+                f"'{backend.name}'; its allowed groups are: {allowed}",
+            )
+            return
+        self.identity = Identity(account.user, account.groups, "account")
+        self._events.append(ClientAuthenticated(self.identity, self._client_tls is not None))
+        self._start_server_login()
+
+    # ------------------------------------------------------------- login to backend
+
+    def _start_server_login(self) -> None:
+        greeting = self.server_greeting
+        hello = self._hello
+        assert greeting is not None and hello is not None
+        backend = self.settings.backend
+        self.phase = Phase.SERVER_AUTH
+        self._server_seq = 0
+        server_has_tls = bool(greeting.capabilities & Capability.SSL)
+        want_tls = backend.tls != "disabled" and backend.tls_context is not None
+        if backend.tls == "required" and not (server_has_tls and want_tls):
+            self._server_login_failed(
+                f"target '{backend.name}' requires TLS (tls = \"required\") "
+                "but the server does not offer it"
+            )
+            return
+        if want_tls and server_has_tls:
+            assert backend.tls_context is not None
+            self._server_seq = 1
+            self._to_server.append(
+                frame(
+                    1,
+                    packets.build_ssl_request(
+                        packets.SSLRequest(
+                            self._backend_caps() | Capability.SSL,
+                            self.settings.max_payload,
+                            hello.charset,
+                        )
+                    ),
+                )
+            )
+            self._server_tls = TlsEndpoint(
+                backend.tls_context, server_side=False, server_hostname=backend.host
+            )
+            self._server_tls.start()
+            self._flush_server_tls()
+            return  # the login goes out once the TLS handshake is done
+        self._maybe_send_login()
+
+    def _backend_caps(self) -> int:
+        """The capabilities of the gateway's login: the client's, within the allow-list.
+
+        The SSLRequest and the login must carry the same flags (MariaDB keeps those of
+        the SSLRequest), so the database flag is settled here too.
+        """
+        greeting = self.server_greeting
+        hello = self._hello
+        assert greeting is not None and hello is not None
+        caps = self.client_caps & GATEWAY_CAPABILITIES & greeting.capabilities
+        caps |= Capability.PROTOCOL_41 | Capability.SECURE_CONNECTION | Capability.PLUGIN_AUTH
+        caps &= ~(Capability.CONNECT_WITH_DB | Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA)
+        caps |= greeting.capabilities & Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA
+        if hello.database:
+            caps |= Capability.CONNECT_WITH_DB
+        return int(caps)
+
+    def _maybe_send_login(self) -> None:
+        if self._server_tls is not None and not self._server_tls.handshake_done:
+            return
+        if self._server_auth_plugin:
+            return
+        greeting = self.server_greeting
+        hello = self._hello
+        assert greeting is not None and hello is not None
+        backend = self.settings.backend
+        caps = self._backend_caps()
+        if self._server_tls is not None:
+            caps |= Capability.SSL
+        plugin = greeting.auth_plugin or NATIVE_PASSWORD
+        if plugin not in (NATIVE_PASSWORD, CACHING_SHA2_PASSWORD, CLIENT_ED25519):
+            plugin = NATIVE_PASSWORD
+        self._server_auth_plugin = plugin
+        self._server_nonce = greeting.scramble
+        response = self._auth_answer(plugin, greeting.scramble)
+        attrs = hello.attributes if caps & Capability.CONNECT_ATTRS else ()
+        login = packets.HandshakeResponse(
+            capabilities=caps,
+            max_packet=self.settings.max_payload,
+            charset=hello.charset,
+            user=backend.user.encode(),
+            auth_response=response,
+            database=hello.database or None,
+            auth_plugin=plugin,
+            attributes=attrs,
+        )
+        self._server_seq += 1
+        self._send_server(frame(self._server_seq, packets.build_handshake_response(login)))
+
+    def _auth_answer(self, plugin: str, nonce: bytes) -> bytes:
+        password = self.settings.backend.password
+        if plugin == NATIVE_PASSWORD:
+            return auth.native_scramble(password, nonce[:SCRAMBLE_LENGTH])
+        if plugin == CACHING_SHA2_PASSWORD:
+            return auth.sha2_scramble(password, nonce[:SCRAMBLE_LENGTH])
+        if plugin == CLIENT_ED25519:
+            return auth.ed25519_password_sign(password, nonce)
+        if plugin == CLEAR_PASSWORD:
+            if self._server_tls is None:
+                raise _LoginRefused(
+                    "the target asked for the password in clear text over a plain connection; "
+                    "enable TLS on the target"
+                )
+            return password + b"\0"
+        raise _LoginRefused(f"the target asked for the unsupported auth plugin '{plugin}'")
+
+    def _on_server_auth(self, pkt: Packet) -> None:
+        self._server_seq = pkt.last_seq
+        payload = pkt.payload
+        head = payload[:1]
+        try:
+            if head == b"\x00":
+                self._server_login_done(packets.parse_ok(payload, self._backend_caps()))
+            elif head == b"\xff":
+                err = packets.parse_err(payload)
+                self._server_login_failed(
+                    f"target '{self.settings.backend.name}' refused the gateway's login "
+                    f"({err.code}: {err.message})"
+                )
+            elif head == b"\xfe":
+                switch = packets.parse_auth_switch_request(payload)
+                self._server_auth_plugin = switch.plugin
+                self._server_nonce = switch.data
+                self._server_reply(self._auth_answer(switch.plugin, switch.data))
+            elif head == b"\x01":
+                self._on_server_more_data(packets.parse_auth_more_data(payload))
+            else:
+                raise RemoteProtocolError("unexpected packet during the backend login")
+        except _LoginRefused as exc:
+            self._server_login_failed(str(exc))
+
+    def _on_server_more_data(self, data: bytes) -> None:
+        if self._server_auth_plugin != CACHING_SHA2_PASSWORD:
+            raise RemoteProtocolError("unexpected AuthMoreData")
+        if data == bytes([CachingSha2State.FAST_AUTH_SUCCESS]):
+            return  # an OK follows
+        if data == bytes([CachingSha2State.PERFORM_FULL_AUTHENTICATION]):
+            if self._server_tls is not None:
+                self._server_reply(self.settings.backend.password + b"\0")
+            else:
+                self._server_reply(bytes([CachingSha2State.REQUEST_PUBLIC_KEY]))
+            return
+        if data.startswith(b"-----BEGIN"):
+            self._server_reply(
+                self._rsa_encrypt(self.settings.backend.password, self._server_nonce[:20], data)
+            )
+            return
+        raise RemoteProtocolError("unexpected caching_sha2_password data")
+
+    def _server_reply(self, payload: bytes) -> None:
+        self._server_seq = (self._server_seq + 1) & 0xFF
+        self._send_server(frame(self._server_seq, payload))
+
+    def _server_login_failed(self, reason: str) -> None:
+        self._send_client_seq(
+            packets.build_err(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
+        )
+        user = self.identity.user if self.identity else ""
+        self._events.append(AuthFailed(user, reason))
+        self._close(f"backend login failed: {reason}")
+
+    def _server_login_done(self, ok: packets.OkPacket) -> None:
+        self._send_client_seq(
+            packets.build_ok(packets.OkPacket(status=ok.status), self.client_caps)
+        )
+        self.phase = Phase.COMMAND
+        self._deprecate_eof = bool(self.client_caps & Capability.DEPRECATE_EOF)
+        self._events.append(SessionReady(self._server_tls is not None))
+        leftover = self._server_in.take_remaining()
+        if leftover:
+            self._relay_server(leftover)
+        self._pump_commands()
+
+    # ---------------------------------------------------------------- command phase
+
+    def _pump_commands(self) -> None:
+        reader = self._client_in
+        while self.phase is Phase.COMMAND:
+            pkt = reader.next_packet()
+            if pkt is None:
+                return
+            if pkt.seq != 0:
+                raise RemoteProtocolError(f"command packet with sequence id {pkt.seq}")
+            payload = pkt.payload
+            if not payload:
+                raise RemoteProtocolError("empty command packet")
+            self._next_id += 1
+            cmd = ClientCommand(self._next_id, payload[0], payload, pkt.raw)
+            code = payload[0]
+            if code in RESPONSE_SHAPE:
+                if code == Command.QUIT:
+                    self._quit(cmd)
+                    return
+                self._undecided.append(cmd)
+                self._events.append(CommandReceived(cmd))
+                continue
+            if code in REFUSED_COMMANDS:
+                err_code, message = (
+                    ErrorCode.SPECIFIC_ACCESS_DENIED,
+                    (f"sqlgate: {REFUSED_COMMANDS[code]}"),
+                )
+            else:
+                err_code = ErrorCode.UNKNOWN_COM
+                message = (
+                    f"sqlgate: unknown or unsupported command {cmd.label}; the gateway relays "
+                    "COM_QUERY, the COM_STMT_* family, COM_INIT_DB, COM_PING, COM_QUIT, "
+                    "COM_FIELD_LIST, COM_SET_OPTION, COM_RESET_CONNECTION, COM_STATISTICS and "
+                    "COM_PROCESS_KILL"
+                )
+            self._events.append(CommandRefused(cmd, err_code, message))
+            self._undecided.append(cmd)
+            self._decisions[cmd.id] = packets.build_err(err_code, message)
+            self._drain_decisions()
+
+    def _quit(self, cmd: ClientCommand) -> None:
+        self._to_server.append(cmd.raw) if self._server_tls is None else self._send_server(cmd.raw)
+        self._close("client quit")
+
+    def _drain_decisions(self) -> None:
+        undecided = self._undecided
+        decisions = self._decisions
+        while undecided and undecided[0].id in decisions:
+            cmd = undecided.popleft()
+            err = decisions.pop(cmd.id)
+            if err is not None:
+                resp = _Response(cmd, _SIMPLE, local=frame(1, err))
+                resp.error = int.from_bytes(err[1:3], "little")
+                self._responses.append(resp)
+                continue
+            shape = RESPONSE_SHAPE[cmd.command]
+            if shape != _NONE:
+                self._responses.append(_Response(cmd, shape))
+            elif cmd.command == Command.STMT_CLOSE:
+                self.statements.pop(packets.parse_statement_id(cmd.payload), None)
+            if self._server_tls is None:
+                self._to_server.append(cmd.raw)
+            else:
+                self._send_server(cmd.raw)
+            if shape == _NONE:
+                self._events.append(CommandCompleted(cmd, 0, 0, None))
+        self._flush_local()
+
+    def _flush_local(self) -> None:
+        """Send the gateway's own answers that have reached the head of the line."""
+        responses = self._responses
+        while responses and responses[0].local is not None:
+            resp = responses.popleft()
+            assert resp.local is not None
+            self._send_client(resp.local)
+            self._events.append(CommandCompleted(resp.cmd, 0, 0, resp.error))
+
+    def _relay_server(self, data: bytes) -> None:
+        """Pass backend bytes to the client, following each answer to its end.
+
+        The hot path: row frames are skipped by length without copying, and whole chunks
+        go out as they came unless a local answer has to be slotted in between.
+        """
+        if self._server_buf:
+            data = self._server_buf + data
+            self._server_buf = b""
+        n = len(data)
+        pos = 0
+        emit_from = 0
+        skip = self._skip
+        if skip:
+            take = skip if skip <= n else n
+            pos = take
+            skip -= take
+        responses = self._responses
+        while pos < n:
+            if n - pos < 5:
+                if n - pos == 4 and data[pos] == 0 and data[pos + 1] == 0 and data[pos + 2] == 0:
+                    pass  # an empty frame: complete on its own
+                else:
+                    break
+            length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+            self._last_seq = data[pos + 3]
+            if self._continued:
+                # the rest of a packet over 16 MiB: pass it through
+                self._continued = length == MAX_PAYLOAD
+                pos += 4
+                take = length if length <= n - pos else n - pos
+                pos += take
+                skip = length - take
+                if skip:
+                    break
+                continue
+            if not responses or responses[0].local is not None:
+                # nothing asked for this: only an error (e.g. the server killed us) may come
+                if length == 0 or data[pos + 4] != 0xFF:
+                    raise RemoteProtocolError("target sent data nobody asked for")
+                if n - pos - 4 < length:
+                    break
+                pos += 4 + length
+                continue
+            resp = responses[0]
+            first = data[pos + 4] if length else -1
+            if resp.state == _R_ROWS and first != 0xFE and first != 0xFF:
+                resp.rows += 1
+                self._continued = length == MAX_PAYLOAD
+                pos += 4
+                take = length if length <= n - pos else n - pos
+                pos += take
+                skip = length - take
+                if skip:
+                    break
+                continue
+            if n - pos - 4 < length:
+                break
+            if length == MAX_PAYLOAD:
+                # only rows and definitions grow this large; treat it as opaque
+                self._continued = True
+                pos += 4 + length
+                continue
+            payload = data[pos + 4 : pos + 4 + length]
+            pos += 4 + length
+            if self._on_response_packet(resp, payload):
+                responses.popleft()
+                self._events.append(
+                    CommandCompleted(resp.cmd, resp.rows, resp.affected, resp.error)
+                )
+                if responses and responses[0].local is not None:
+                    self._emit(data[emit_from:pos])
+                    emit_from = pos
+                    self._flush_local()
+        self._skip = skip
+        if pos < n:
+            self._server_buf = data[pos:]
+        if emit_from == 0 and pos == n:
+            self._emit(data)
+        elif pos > emit_from:
+            self._emit(data[emit_from:pos])
+
+    def _emit(self, data: bytes) -> None:
+        if self._client_tls is None:
+            self._to_client.append(data)
+        else:
+            self._send_client(data)
+
+    def _on_response_packet(self, resp: _Response, payload: bytes) -> bool:
+        """Advance one answer by one packet; True when the answer is complete."""
+        state = resp.state
+        first = payload[0] if payload else -1
+        if state == _R_ONE:
+            if first == 0xFF:
+                resp.error = packets.parse_err(payload).code
+            elif first == 0x00 and resp.cmd.command != Command.STATISTICS:
+                resp.affected = _affected(payload)
+            return True
+        if first == 0xFF:
+            resp.error = packets.parse_err(payload).code
+            return True
+        deprecate = self._deprecate_eof
+        if state == _R_START:
+            if first == 0x00:
+                resp.affected += _affected(payload)
+                return self._after_result(resp, packets.ok_status(payload, self.client_caps))
+            if first == 0xFB:
+                raise RemoteProtocolError("LOAD DATA LOCAL request, which the gateway never allows")
+            count, _ = packets.read_lenenc_int(payload, 0)
+            if not count:
+                raise RemoteProtocolError("result set with no columns")
+            resp.left = count
+            resp.state = _R_COLUMNS
+            return False
+        if state == _R_COLUMNS:
+            resp.left -= 1
+            if resp.left == 0:
+                resp.state = _R_ROWS if deprecate else _R_COLUMNS_EOF
+            return False
+        if state == _R_COLUMNS_EOF:
+            if not packets.is_eof_packet(first, len(payload)):
+                raise RemoteProtocolError("expected EOF after column definitions")
+            status = packets.parse_eof(payload).status
+            if status & ServerStatus.CURSOR_EXISTS and resp.binary:
+                return self._after_result(resp, status)
+            resp.state = _R_ROWS
+            return False
+        if state == _R_ROWS:
+            # only terminators reach here (rows are skipped by the relay loop)
+            if first == 0xFE and packets.is_result_terminator(first, len(payload), deprecate):
+                if deprecate:
+                    status = packets.ok_status(payload, self.client_caps)
+                else:
+                    status = packets.parse_eof(payload).status
+                return self._after_result(resp, status)
+            resp.rows += 1
+            return False
+        if state == _R_LIST:
+            if first == 0xFE and packets.is_result_terminator(first, len(payload), deprecate):
+                return True
+            return False
+        if resp.shape == _PREPARE:
+            return self._on_prepare_packet(resp, payload)
+        raise RemoteProtocolError("response in an unknown state")
+
+    def _after_result(self, resp: _Response, status: int) -> bool:
+        if resp.shape == _FETCH:
+            return True
+        if status & ServerStatus.MORE_RESULTS_EXISTS:
+            resp.state = _R_START
+            return False
+        return True
+
+    def _on_prepare_packet(self, resp: _Response, payload: bytes) -> bool:
+        state = resp.state
+        deprecate = self._deprecate_eof
+        if state == _R_PREP_OK:
+            ok = packets.parse_stmt_prepare_ok(payload)
+            self.statements[ok.statement_id] = ok.param_count
+            resp.prep_cols = ok.column_count
+            resp.left = ok.param_count
+            resp.eof_after = False
+            if ok.param_count:
+                resp.state = _R_PREP_PARAMS
+                return False
+            return self._prepare_columns(resp)
+        first = payload[0] if payload else -1
+        if resp.left == 0:
+            # the EOF closing a block of definitions
+            if not packets.is_eof_packet(first, len(payload)):
+                raise RemoteProtocolError("expected EOF after definitions")
+            if state == _R_PREP_PARAMS:
+                return self._prepare_columns(resp)
+            return True
+        resp.left -= 1
+        if resp.left == 0 and deprecate:
+            if state == _R_PREP_PARAMS:
+                return self._prepare_columns(resp)
+            return True
+        return False
+
+    def _prepare_columns(self, resp: _Response) -> bool:
+        if not resp.prep_cols:
+            return True
+        resp.left = resp.prep_cols
+        resp.state = _R_PREP_COLUMNS
+        return False
+
+
+class _LoginRefused(Exception):
+    """The backend asked for something the gateway will not do during login."""
+
+
+def _affected(ok_payload: bytes) -> int:
+    value, _ = packets.read_lenenc_int(ok_payload, 1)
+    return value or 0
+
+
+__all__ = [
+    "Account",
+    "AuthFailed",
+    "Backend",
+    "ClientAuthenticated",
+    "ClientCommand",
+    "CommandCompleted",
+    "CommandReceived",
+    "CommandRefused",
+    "CursorType",
+    "Event",
+    "Identity",
+    "Phase",
+    "Session",
+    "SessionClosed",
+    "SessionReady",
+    "SessionSettings",
+]

@@ -1,0 +1,68 @@
+"""Which target a client connection is for.
+
+A redirected connection still carries the address the client dialled (the kernel keeps
+it as the original destination); a connection made straight to the listen port has its
+original destination equal to the listener itself and goes to the default target.
+Pure functions: the shell reads the socket options and passes the addresses in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from collections.abc import Iterable, Mapping
+
+SO_ORIGINAL_DST = 80  # netfilter: linux/netfilter_ipv4.h
+IP6T_SO_ORIGINAL_DST = 80  # netfilter: linux/netfilter_ipv6/ip6_tables.h
+SOL_IPV6 = 41
+
+Address = tuple[str, int]
+
+
+def parse_sockaddr_in(raw: bytes) -> Address:
+    """Decode a ``struct sockaddr_in`` (16 bytes) as returned by SO_ORIGINAL_DST."""
+    if len(raw) < 8:
+        raise ValueError("short sockaddr_in")
+    port = struct.unpack_from("!H", raw, 2)[0]
+    return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+
+
+def parse_sockaddr_in6(raw: bytes) -> Address:
+    """Decode a ``struct sockaddr_in6`` (28 bytes) as returned by IP6T_SO_ORIGINAL_DST."""
+    if len(raw) < 24:
+        raise ValueError("short sockaddr_in6")
+    port = struct.unpack_from("!H", raw, 2)[0]
+    return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
+
+
+def normalize(address: Address) -> Address:
+    """One spelling per address: IPv4-mapped IPv6 becomes IPv4, scope ids are dropped."""
+    host, port = address[0], address[1]
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host, port
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), port
+
+
+def target_index(pairs: Iterable[tuple[Address, str]]) -> dict[Address, str]:
+    """Map each (address, port) a target answers on to the target's name."""
+    return {normalize(addr): name for addr, name in pairs}
+
+
+def pick_target(
+    original_dst: Address | None,
+    local: Address,
+    targets: Mapping[Address, str],
+    default: str,
+) -> str | None:
+    """The target's name, or None when the client dialled an address no target owns."""
+    if original_dst is None:
+        return default
+    dst = normalize(original_dst)
+    if dst == normalize(local):
+        return default
+    return targets.get(dst)

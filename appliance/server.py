@@ -1,0 +1,465 @@
+"""The asyncio shell: the only module that touches sockets.
+
+Each client connection gets a ``ClientLeg`` and, once a target is chosen, a ``ServerLeg``;
+both are bare ``asyncio.Protocol`` objects (on uvloop) that move bytes in and out of the
+sans-io ``Session`` and carry out what it asks for. Back-pressure is passed across: when
+one peer's send buffer fills, the other peer stops being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from appliance import routing
+from appliance.config import Config, TargetConfig
+from appliance.mysql import packets
+from appliance.mysql.constants import ErrorCode
+from appliance.mysql.relay import (
+    Account,
+    AuthFailed,
+    Backend,
+    ClientAuthenticated,
+    CommandReceived,
+    CommandRefused,
+    Session,
+    SessionClosed,
+    SessionReady,
+    SessionSettings,
+)
+from appliance.mysql.wire import frame
+
+log = logging.getLogger("sqlgate.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Everything needed to open a session toward one target."""
+
+    target: TargetConfig
+    settings: SessionSettings
+
+
+class Gateway:
+    """Listens, routes each connection to a target, and drains on shutdown."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sessions: set[ClientLeg] = set()
+        self.draining = False
+        self._ids = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        accounts = {a.user: Account(a.user, a.stage2, frozenset(a.groups)) for a in config.accounts}
+        client_tls = _client_tls_context(config)
+        sha2_cache: dict[str, bytes] = {}
+        self.routes: dict[str, Route] = {}
+        for target in config.targets:
+            backend = Backend(
+                name=target.name,
+                host=target.host,
+                user=target.user,
+                password=target.password,
+                tls=target.tls,
+                tls_context=_backend_tls_context(target),
+                allow_groups=frozenset(target.allow_groups),
+            )
+            settings = SessionSettings(
+                backend=backend,
+                accounts=accounts,
+                client_tls=client_tls,
+                max_payload=config.appliance.max_packet,
+                sha2_cache=sha2_cache,
+            )
+            self.routes[target.name] = Route(target, settings)
+        self.by_address = routing.target_index(_target_addresses(config))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        app = self.config.appliance
+        self._server = await loop.create_server(
+            lambda: ClientLeg(self),
+            app.listen_host,
+            app.listen_port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        addrs = ", ".join(_fmt(s.getsockname()) for s in self._server.sockets)
+        log.info("listening on %s (default target %s)", addrs, app.default_target)
+
+    @property
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        assert self._server is not None
+        return [s.getsockname()[:2] for s in self._server.sockets]
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def add(self, leg: ClientLeg) -> None:
+        self.sessions.add(leg)
+        self._idle.clear()
+
+    def remove(self, leg: ClientLeg) -> None:
+        self.sessions.discard(leg)
+        if not self.sessions:
+            self._idle.set()
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop accepting, let running commands finish, then close every session."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for leg in list(self.sessions):
+            leg.drain()
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            log.warning("drain timeout: closing %d busy sessions", len(self.sessions))
+            for leg in list(self.sessions):
+                leg.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class ClientLeg(asyncio.Protocol):
+    """The client's connection, and the owner of the session."""
+
+    __slots__ = (
+        "gw",
+        "id",
+        "transport",
+        "upstream",
+        "session",
+        "peer",
+        "target",
+        "started",
+        "_pending",
+        "_closing",
+    )
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.id = gw.next_id()
+        self.transport: asyncio.Transport | None = None
+        self.upstream: ServerLeg | None = None
+        self.session: Session | None = None
+        self.peer = "?"
+        self.target = "?"
+        self.started = time.monotonic()
+        self._pending: list[bytes] = []
+        self._closing = False
+
+    # -------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.gw.add(self)
+        peer = transport.get_extra_info("peername")
+        self.peer = _fmt(peer) if peer else "?"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.gw.draining:
+            self._refuse(ErrorCode.UNKNOWN, "sqlgate: the gateway is shutting down")
+            return
+        name = self._choose_target(sock)
+        if name is None:
+            return
+        route = self.gw.routes[name]
+        self.target = name
+        self.session = Session(route.settings)
+        asyncio.get_running_loop().create_task(self._connect(route))
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        session.client_data(data)
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gw.remove(self)
+        if self.session is not None:
+            self.session.client_closed()
+            self._handle_events()
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.abort()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+    # ------------------------------------------------------------------- helpers
+
+    def _choose_target(self, sock: socket.socket | None) -> str | None:
+        gw = self.gw
+        default = gw.config.appliance.default_target
+        local = self.transport.get_extra_info("sockname") if self.transport else None
+        original = _original_destination(sock) if sock is not None else None
+        if local is None:
+            return default
+        name = routing.pick_target(original, (local[0], local[1]), gw.by_address, default)
+        if name is None:
+            assert original is not None
+            log.warning(
+                "session %d: %s dialled %s, which no target owns: refused",
+                self.id,
+                self.peer,
+                _fmt(original),
+            )
+            self._refuse(
+                ErrorCode.CONN_HOST_ERROR,
+                f"sqlgate: no target is configured for {_fmt(original)}; "
+                "ask the operator to add it to [[targets]]",
+            )
+        return name
+
+    def _refuse(self, code: int, message: str) -> None:
+        assert self.transport is not None
+        self.transport.write(frame(0, packets.build_err(code, message)))
+        self.transport.close()
+
+    async def _connect(self, route: Route) -> None:
+        target = route.target
+        loop = asyncio.get_running_loop()
+        try:
+            _, leg = await asyncio.wait_for(
+                loop.create_connection(lambda: ServerLeg(self), target.host, target.port),
+                target.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            log.warning(
+                "session %d: cannot reach target %s at %s:%d: %s",
+                self.id,
+                target.name,
+                target.host,
+                target.port,
+                why,
+            )
+            if self.transport is not None and not self.transport.is_closing():
+                self._refuse(
+                    ErrorCode.CONN_HOST_ERROR,
+                    f"sqlgate: cannot reach target '{target.name}' at "
+                    f"{target.host}:{target.port} ({why})",
+                )
+            return
+        if self.transport is None or self.transport.is_closing():
+            assert leg.transport is not None
+            leg.transport.abort()
+            return
+        self.upstream = leg
+
+    def flush(self) -> None:
+        """Carry out what the session asked for: send its bytes, answer its events."""
+        session = self.session
+        assert session is not None
+        self._handle_events()
+        out = session.take_server_output()
+        if out:
+            up = self.upstream
+            if up is not None and up.transport is not None:
+                up.transport.writelines(out)
+        out = session.take_client_output()
+        if out and self.transport is not None:
+            self.transport.writelines(out)
+        if session.close_requested and not self._closing:
+            self._closing = True
+            if self.transport is not None:
+                self.transport.close()
+            up = self.upstream
+            if up is not None and up.transport is not None:
+                up.transport.close()
+        elif self.gw.draining and not session.busy:
+            self.drain()
+
+    def _handle_events(self) -> None:
+        session = self.session
+        assert session is not None
+        while True:
+            events = session.take_events()
+            if not events:
+                return
+            for ev in events:
+                if isinstance(ev, CommandReceived):
+                    session.allow(ev.cmd)
+                elif isinstance(ev, CommandRefused):
+                    log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
+                elif isinstance(ev, ClientAuthenticated):
+                    log.info(
+                        "session %d: %s authenticated from %s (%s) for target %s",
+                        self.id,
+                        ev.identity.user,
+                        self.peer,
+                        "TLS" if ev.tls else "plain",
+                        self.target,
+                    )
+                elif isinstance(ev, AuthFailed):
+                    log.warning(
+                        "session %d: login refused for %r from %s: %s",
+                        self.id,
+                        ev.user,
+                        self.peer,
+                        ev.reason,
+                    )
+                elif isinstance(ev, SessionReady):
+                    log.debug("session %d: backend login done", self.id)
+                elif isinstance(ev, SessionClosed):
+                    log.info("session %d: closed: %s", self.id, ev.reason)
+
+    def drain(self) -> None:
+        """Close now if nothing is running, else once the running command ends."""
+        session = self.session
+        if session is None or not session.busy:
+            self.abort(graceful=True)
+
+    def abort(self, graceful: bool = False) -> None:
+        if self.transport is not None:
+            if graceful:
+                self.transport.close()
+            else:
+                self.transport.abort()
+        up = self.upstream
+        if up is not None and up.transport is not None:
+            up.transport.abort()
+
+
+class ServerLeg(asyncio.Protocol):
+    """The gateway's own connection to the target."""
+
+    __slots__ = ("client", "transport")
+
+    def __init__(self, client: ClientLeg) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        session = client.session
+        assert session is not None
+        session.server_data(data)
+        client.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        client = self.client
+        session = client.session
+        if session is not None and client.transport is not None:
+            session.server_closed()
+            client.flush()
+            client.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.resume_reading()
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _fmt(addr: tuple[object, ...] | list[object]) -> str:
+    host, port = str(addr[0]), addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _original_destination(sock: socket.socket) -> routing.Address | None:
+    """The address the client dialled before a redirect, or None if it was not redirected."""
+    try:
+        if sock.family == socket.AF_INET6:
+            raw = sock.getsockopt(routing.SOL_IPV6, routing.IP6T_SO_ORIGINAL_DST, 28)
+            return routing.parse_sockaddr_in6(raw)
+        raw = sock.getsockopt(socket.SOL_IP, routing.SO_ORIGINAL_DST, 16)
+        return routing.parse_sockaddr_in(raw)
+    except (OSError, ValueError):
+        return None
+
+
+def _target_addresses(config: Config) -> list[tuple[routing.Address, str]]:
+    pairs: list[tuple[routing.Address, str]] = []
+    for t in config.targets:
+        try:
+            infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
+        except OSError:
+            log.warning("target %s: cannot resolve %s yet", t.name, t.host)
+            continue
+        for info in infos:
+            pairs.append(((str(info[4][0]), t.port), t.name))
+    return pairs
+
+
+def _client_tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    return ctx
+
+
+def _backend_tls_context(target: TargetConfig) -> ssl.SSLContext | None:
+    if target.tls == "disabled":
+        return None
+    if target.tls_verify:
+        ctx = ssl.create_default_context(
+            cafile=str(target.tls_ca_file) if target.tls_ca_file else None
+        )
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then drain. Returns the process exit code."""
+    gw = Gateway(config)
+    await gw.start()
+    if ready is not None:
+        ready(gw)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining %d sessions", len(gw.sessions))
+    await gw.drain(config.appliance.drain_timeout_s)
+    log.info("stopped")
+    return 0
+
+
+def serve(config: Config) -> int:
+    """``sqlgate run``: the gateway in the foreground on uvloop."""
+    import uvloop
+
+    try:
+        return uvloop.run(run_gateway(config))
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.appliance.listen, exc.strerror or exc)
+        return 1

@@ -1,0 +1,56 @@
+"""Shared fixtures: the lab MariaDB server, a throwaway PKI, free ports, the node client.
+
+Missing tools make these fixtures fail, never skip: a test that cannot run is a red test.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The lab package is imported as ``lab`` whether or not tests/ ever becomes a package.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from lab.certs import Pki, make_pki  # noqa: E402
+from lab.clients import ClientError, ensure_node_client  # noqa: E402
+from lab.mariadb import MariaDB, MariaDBError, free_port  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    """One private MariaDB server for the whole session, on 127.0.0.1 and a free port."""
+    server = MariaDB(tmp_path_factory.mktemp("mariadb"))
+    try:
+        server.start()
+    except MariaDBError as exc:
+        pytest.fail(f"cannot start the lab MariaDB server: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tmp_pki(tmp_path: Path) -> Pki:
+    """A fresh CA and server certificate (127.0.0.1, ::1, localhost) in tmp_path/pki."""
+    return make_pki(tmp_path / "pki", [])
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 that was free when the test started."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def node_client() -> Path:
+    """Path of tests/clients/node/run.js, its dependencies installed (npm ci)."""
+    try:
+        return ensure_node_client()
+    except ClientError as exc:
+        pytest.fail(f"cannot set up the node mysql2 client: {exc}\n{exc.stderr}", pytrace=False)

@@ -1,0 +1,200 @@
+"""The ``sqlgate`` command line, run as a real process: exit codes, and every failure is
+exactly one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import build_parser, main
+
+CONFIG = """
+[appliance]
+name = "edge-1"
+listen = "127.0.0.1:3307"
+default_target = "orders"
+state_dir = "state"
+
+[[targets]]
+name = "orders"
+host = "10.77.2.10"
+user = "sqlgate"
+password_file = "orders.pw"
+allow_groups = ["agents"]
+
+[ledger]
+path = "ledger.db"
+signing_key = "ledger.key"
+"""
+
+
+def sqlgate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], status: int = 2) -> str:
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.stderr.endswith("\n")
+    return lines[0]
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    (tmp_path / "orders.pw").write_text("orders-secret\n")
+    (tmp_path / "ledger.key").write_bytes(b"\x00" * 32)
+    path = tmp_path / "sqlgate.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_check_ok(config_file: Path) -> None:
+    result = sqlgate("check", "-c", str(config_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"ok: {config_file}: 1 targets\n"
+    assert result.stderr == ""
+
+
+def test_check_long_option(config_file: Path) -> None:
+    assert sqlgate("check", "--config", str(config_file)).returncode == 0
+
+
+def test_check_invalid_config_names_file_and_key(config_file: Path) -> None:
+    config_file.write_text(CONFIG.replace("password_file", "pasword_file"))
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"{config_file}: targets[0].pasword_file: unknown key")
+
+
+def test_check_missing_secret(config_file: Path) -> None:
+    (config_file.parent / "orders.pw").unlink()
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"{config_file}: targets[0].password_file: cannot read ")
+
+
+def test_check_toml_syntax_error(config_file: Path) -> None:
+    config_file.write_text(CONFIG + "\n[ledger\n")
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"{config_file}: invalid TOML: ")
+    assert "line " in line
+
+
+def test_check_missing_config_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    line = assert_one_line_failure(sqlgate("check", "-c", str(missing)))
+    assert line == f"{missing}: cannot read the file: No such file or directory"
+
+
+def test_check_config_is_a_directory(tmp_path: Path) -> None:
+    line = assert_one_line_failure(sqlgate("check", "-c", str(tmp_path)))
+    assert line == f"{tmp_path}: cannot read the file: is a directory"
+
+
+def test_run_invalid_config_exits_2(config_file: Path) -> None:
+    config_file.write_text(CONFIG.replace('"127.0.0.1:3307"', '"127.0.0.1"'))
+    line = assert_one_line_failure(sqlgate("run", "-c", str(config_file)))
+    assert line.startswith(f"{config_file}: appliance.listen: ")
+
+
+def test_run_missing_config_exits_2(tmp_path: Path) -> None:
+    assert_one_line_failure(sqlgate("run", "-v", "-c", str(tmp_path / "absent.toml")))
+
+
+def test_unknown_subcommand() -> None:
+    line = assert_one_line_failure(sqlgate("frobnicate"))
+    assert line.startswith("sqlgate: ")
+    assert "frobnicate" in line
+
+
+def test_no_subcommand() -> None:
+    line = assert_one_line_failure(sqlgate())
+    assert line.startswith("sqlgate: ")
+
+
+def test_unknown_option() -> None:
+    line = assert_one_line_failure(sqlgate("check", "--colour"))
+    assert line.startswith("sqlgate: unrecognized arguments: --colour")
+
+
+def test_missing_required_argument() -> None:
+    line = assert_one_line_failure(sqlgate("keygen"))
+    assert line.startswith("sqlgate: the following arguments are required: --out")
+
+
+def test_not_yet_available_command(tmp_path: Path) -> None:
+    line = assert_one_line_failure(sqlgate("keygen", "--out", str(tmp_path)))
+    assert line == "sqlgate: 'keygen' is not available yet"
+
+
+def test_version() -> None:
+    result = sqlgate("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("sqlgate ")
+
+
+# In-process: main() returns the status instead of exiting, for every command of SPEC §3.
+
+LATER = [
+    ["keygen", "--out", "keys"],
+    ["net", "apply", "-c", "f"],
+    ["net", "apply", "-c", "f", "--dry-run"],
+    ["net", "remove", "-c", "f"],
+    ["net", "status", "-c", "f"],
+    ["net", "probe", "-c", "f", "--target", "10.77.2.10:3306"],
+    ["ledger", "verify", "--ledger", "db", "--pubkey", "p", "--checkpoint", "h"],
+    ["ledger", "head", "--ledger", "db"],
+    ["ledger", "export", "--ledger", "db", "--session", "s", "--since", "2024", "--kind", "k"],
+    ["replay", "S1", "--ledger", "db", "--speed", "2.5"],
+    ["approvals", "list", "-c", "f"],
+    ["approvals", "approve", "A1", "-c", "f", "--token-file", "t", "--reason", "ok"],
+    ["approvals", "deny", "A1", "-c", "f", "--token-file", "t"],
+    ["tui", "-c", "f", "--token-file", "t"],
+]
+
+
+@pytest.mark.parametrize("argv", LATER, ids=[" ".join(a[:2]) for a in LATER])
+def test_later_commands_parse_and_say_not_available(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    name = " ".join(argv[:2]) if argv[0] in ("net", "ledger", "approvals") else argv[0]
+    assert err == f"sqlgate: '{name}' is not available yet\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["net"],
+        ["ledger", "verify", "--ledger", "db"],
+        ["replay", "S1", "--ledger", "db", "--speed", "0"],
+        ["approvals", "approve", "A1", "-c", "f"],
+    ],
+)
+def test_usage_errors_return_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sqlgate: ") and err.count("\n") == 1
+
+
+def test_help_returns_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("run", "check", "keygen", "net", "ledger", "replay", "approvals", "tui"):
+        assert command in out
+
+
+def test_config_defaults_to_etc() -> None:
+    args = build_parser().parse_args(["check"])
+    assert args.config == "/etc/sqlgate/sqlgate.toml"

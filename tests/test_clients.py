@@ -1,0 +1,272 @@
+"""Real clients through a real gateway to a real MariaDB: plain and TLS, text and binary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+import sqlalchemy
+from lab.clients import ClientError, node_spec, parse_batch, run_mariadb, run_node
+from lab.gateway import GatewayProcess
+from lab.mariadb import SHOP_CUSTOMERS, MariaDB
+from mysql.connector import errors as myerrors
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def gateway(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), mariadb, mariadb.pki).start()
+    yield gw
+    assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+
+
+def pymysql_connect(gw: GatewayProcess, user: str = "agent", **kw: Any) -> Any:
+    acct = gw.account(user)
+    args: dict[str, Any] = {
+        "host": gw.host,
+        "port": gw.port,
+        "user": acct.user,
+        "password": acct.password,
+        "database": "shop",
+        "autocommit": True,
+        "connect_timeout": 10,
+    }
+    args.update(kw)
+    if not args.get("ssl"):
+        args.pop("ssl", None)
+        args["ssl_disabled"] = True
+    return pymysql.connect(**args)
+
+
+CUSTOMERS = [tuple(row) for row in SHOP_CUSTOMERS]
+
+
+# ----------------------------------------------------------------------- PyMySQL
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_pymysql_reads_through_the_gateway(gateway: GatewayProcess, tls: bool) -> None:
+    ssl = {"ca": str(gateway.pki.ca_cert), "check_hostname": True} if tls else None
+    with pymysql_connect(gateway, ssl=ssl) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT id, name, email, card_number FROM customers ORDER BY id")
+            assert cur.fetchall() == tuple(CUSTOMERS)
+            # the backend leg is TLS too (the lab server offers it)
+            cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
+            row = cur.fetchone()
+            assert row is not None and row[1].startswith("TLSv1")
+        sock = conn._sock
+        assert (sock.version() is not None) if tls else not hasattr(sock, "version")
+
+
+def test_pymysql_writes_multi_statements_and_many_result_sets(gateway: GatewayProcess) -> None:
+    from pymysql.constants import CLIENT
+
+    with pymysql_connect(gateway, client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS notes (id INT PRIMARY KEY, body TEXT)")
+            cur.execute("DELETE FROM notes WHERE id > 0")
+            cur.execute("INSERT INTO notes VALUES (1, 'a'), (2, 'b'); SELECT COUNT(*) FROM notes")
+            assert cur.rowcount == 2
+            assert cur.nextset()
+            assert cur.fetchall() == ((2,),)
+            cur.execute("SELECT 1; SELECT 2, 3; UPDATE notes SET body = 'c' WHERE id = 1")
+            assert cur.fetchall() == ((1,),)
+            assert cur.nextset() and cur.fetchall() == ((2, 3),)
+            assert cur.nextset() and cur.rowcount == 1
+            assert not cur.nextset()
+
+
+def test_wrong_password_is_refused_with_1045(gateway: GatewayProcess) -> None:
+    with pytest.raises(pymysql.err.OperationalError) as err:
+        pymysql_connect(gateway, password="not-it")
+    assert err.value.args[0] == 1045
+    assert "sqlgate: access denied: wrong password for gateway account 'agent'" in err.value.args[1]
+
+
+def test_unknown_user_is_refused_with_1045(gateway: GatewayProcess) -> None:
+    with pytest.raises(pymysql.err.OperationalError) as err:
+        pymysql.connect(
+            host=gateway.host, port=gateway.port, user="nobody", password="x", ssl_disabled=True
+        )
+    assert err.value.args[0] == 1045
+    assert "not a gateway account" in err.value.args[1]
+
+
+def test_group_without_access_to_the_target_is_refused(gateway: GatewayProcess) -> None:
+    with pytest.raises(pymysql.err.OperationalError) as err:
+        pymysql_connect(gateway, user="outsider")
+    assert err.value.args[0] == 1045
+    assert "may not reach target 'orders'" in err.value.args[1]
+
+
+def test_backend_password_is_never_sent_to_clients_or_logs(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    with pytest.raises(pymysql.err.OperationalError) as err:
+        pymysql_connect(gateway, password="wrong")
+    assert mariadb.native_password not in str(err.value)
+    with pymysql_connect(gateway) as conn, conn.cursor() as cur:
+        cur.execute("SELECT CURRENT_USER()")
+        row = cur.fetchone()
+        assert row is not None and row[0].startswith("sqlgate_native@")
+    assert mariadb.native_password not in gateway.log()
+
+
+# ----------------------------------------------------------- mysql-connector-python
+
+
+@pytest.mark.parametrize("pure", [True, False], ids=["pure", "c-ext"])
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_mysql_connector_prepared_cursor(gateway: GatewayProcess, pure: bool, tls: bool) -> None:
+    acct = gateway.account()
+    kwargs: dict[str, Any] = {
+        "host": gateway.host,
+        "port": gateway.port,
+        "user": acct.user,
+        "password": acct.password,
+        "database": "shop",
+        "use_pure": pure,
+    }
+    if tls:
+        kwargs.update(ssl_ca=str(gateway.pki.ca_cert), ssl_verify_cert=True)
+    else:
+        kwargs["ssl_disabled"] = True
+    conn = mysql.connector.connect(**kwargs)
+    try:
+        if not pure:
+            assert type(conn).__name__ == "CMySQLConnection"
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT id, name, card_number FROM customers WHERE id >= %s ORDER BY id", (2,))
+        assert [tuple(r) for r in cur.fetchall()] == [(r[0], r[1], r[3]) for r in CUSTOMERS[1:]]
+        cur.execute("SELECT total, created FROM orders WHERE id = %s", (2,))
+        total, created = cur.fetchone()
+        assert str(total) == "99.99" and created.isoformat() == "2024-02-03T11:30:00"
+        cur.close()
+        plain = conn.cursor()
+        plain.execute("SELECT COUNT(*) FROM customers")
+        assert plain.fetchall() == [(3,)]
+        plain.close()
+    finally:
+        conn.close()
+
+
+def test_mysql_connector_caching_sha2_full_then_fast_auth(gateway: GatewayProcess) -> None:
+    """caching_sha2_password: the first login is a full one (over TLS), the next is fast."""
+    acct = gateway.account("dba")
+    kwargs: dict[str, Any] = {
+        "host": gateway.host,
+        "port": gateway.port,
+        "user": acct.user,
+        "password": acct.password,
+        "use_pure": True,
+        "auth_plugin": "caching_sha2_password",
+        "ssl_ca": str(gateway.pki.ca_cert),
+    }
+    for _ in range(2):
+        conn = mysql.connector.connect(**kwargs)
+        cur = conn.cursor()
+        cur.execute("SELECT 7")
+        assert cur.fetchall() == [(7,)]
+        conn.close()
+    wrong = dict(kwargs, password="nope")
+    with pytest.raises(myerrors.ProgrammingError) as err:
+        mysql.connector.connect(**wrong)
+    assert err.value.errno == 1045
+
+
+def test_caching_sha2_without_tls_falls_back_to_native(gateway: GatewayProcess) -> None:
+    acct = gateway.account()
+    conn = mysql.connector.connect(
+        host=gateway.host,
+        port=gateway.port,
+        user=acct.user,
+        password=acct.password,
+        use_pure=True,
+        auth_plugin="caching_sha2_password",
+        ssl_disabled=True,
+    )
+    cur = conn.cursor()
+    cur.execute("SELECT 8")
+    assert cur.fetchall() == [(8,)]
+    conn.close()
+
+
+# ---------------------------------------------------------------- mariadb CLI
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_mariadb_cli(gateway: GatewayProcess, tls: bool) -> None:
+    acct = gateway.account()
+    out = run_mariadb(
+        "SELECT id, email FROM customers ORDER BY id; SHOW STATUS LIKE 'Ssl_cipher'",
+        host=gateway.host,
+        port=gateway.port,
+        user=acct.user,
+        password=acct.password,
+        database="shop",
+        ssl_ca=gateway.pki.ca_cert if tls else None,
+        verify_server_cert=tls,
+    )
+    rows = parse_batch(out)
+    assert rows[0] == ["id", "email"]
+    assert rows[1:4] == [[str(r[0]), r[2]] for r in CUSTOMERS]
+
+
+def test_mariadb_cli_wrong_password(gateway: GatewayProcess) -> None:
+    with pytest.raises(ClientError) as err:
+        run_mariadb("SELECT 1", host=gateway.host, port=gateway.port, user="agent", password="bad")
+    assert "1045" in err.value.stderr and "sqlgate: access denied" in err.value.stderr
+
+
+# ---------------------------------------------------------------- SQLAlchemy
+
+
+def test_sqlalchemy_orm_style_session(gateway: GatewayProcess) -> None:
+    acct = gateway.account()
+    url = f"mysql+pymysql://{acct.user}:{acct.password}@{gateway.host}:{gateway.port}/shop"
+    engine = sqlalchemy.create_engine(url, pool_size=2)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("CREATE TABLE IF NOT EXISTS sa_t (id INT PRIMARY KEY)"))
+            conn.execute(sqlalchemy.text("DELETE FROM sa_t WHERE id > 0"))
+            conn.execute(sqlalchemy.text("INSERT INTO sa_t VALUES (:a), (:b)"), {"a": 1, "b": 2})
+        with engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.text("SELECT id FROM sa_t ORDER BY id")).all()
+            assert [r[0] for r in rows] == [1, 2]
+            meta = sqlalchemy.MetaData()
+            customers = sqlalchemy.Table("customers", meta, autoload_with=conn)
+            assert [c.name for c in customers.columns] == ["id", "name", "email", "card_number"]
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- Node mysql2
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["query", "execute"])
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_node_mysql2(gateway: GatewayProcess, node_client: Path, prepared: bool, tls: bool) -> None:
+    acct = gateway.account()
+    out = run_node(
+        node_spec(
+            host=gateway.host,
+            port=gateway.port,
+            user=acct.user,
+            password=acct.password,
+            database="shop",
+            queries=["SELECT id, email FROM customers ORDER BY id", "SELECT 1 + 1 AS two"],
+            prepared=prepared,
+            ssl_ca=gateway.pki.ca_cert if tls else None,
+        )
+    )
+    first, second = out["results"]
+    assert first["fields"] == ["id", "email"]
+    assert first["rows"] == [[r[0], r[2]] for r in CUSTOMERS]
+    assert second["rows"] == [[2]]

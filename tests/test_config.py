@@ -1,0 +1,678 @@
+"""appliance.config: the SPEC example loads field by field; each kind of mistake is one
+ConfigError naming the exact key, and ``sqlgate check`` answers it with exit 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.config import (
+    DEFAULT_ALGORITHMS,
+    Config,
+    ConfigError,
+    MaskStrategy,
+    RuleAction,
+    TargetTLS,
+    load_config,
+)
+
+CI_PASSWORD = b"ci-bot-secret"
+CI_STAGE2 = hashlib.sha1(hashlib.sha1(CI_PASSWORD).digest()).digest()
+CI_HASH = "*" + CI_STAGE2.hex().upper()
+
+# SPEC §4, verbatim but for a real password hash.
+SPEC_EXAMPLE = f"""
+[appliance]
+name = "edge-1"
+listen = "0.0.0.0:3307"
+default_target = "orders"
+state_dir = "/var/lib/sqlgate"
+
+[tls]                       # certificate the gateway presents to clients
+cert_file = "gateway.crt"
+key_file  = "gateway.key"
+
+[identity]
+issuer   = "https://idp.example.com"
+audience = "sqlgate"
+jwks_file = "jwks.json"     # or jwks_url = "https://..." (cached, refreshed on unknown kid)
+groups_claim = "groups"
+username_claim = "email"
+
+[[accounts]]                # gateway accounts for clients that cannot present a token
+user = "ci-bot"
+password_hash = "{CI_HASH}"
+groups = ["agents"]
+
+[[targets]]
+name = "orders"
+host = "10.77.2.10"
+port = 3306
+user = "sqlgate"            # the vaulted backend credential
+password_file = "orders.pw"
+allow_groups = ["agents", "dba"]
+
+[ledger]
+path = "ledger.db"
+signing_key = "ledger.key"
+fsync = false               # true: also survive power loss, not only a crash
+
+[bus]
+url = "mqtt://127.0.0.1:1883"
+topic_prefix = "sqlgate"
+
+[approvals]
+timeout_s = 120
+approver_groups = ["dba"]
+
+[[rules]]                   # evaluated in order, first match wins; built-in defaults follow
+name = "review-schema-changes"
+statements = ["ALTER TABLE", "DROP TABLE"]
+action = "review"           # allow | block | review
+
+[[masking]]
+column = "shop.customers.card_number"   # schema.table.column, '*' allowed in each part
+strategy = "last4"                      # redact | last4 | hash | null
+exempt_groups = ["pii-readers"]
+"""
+
+MINIMAL = """
+[appliance]
+name = "edge-1"
+listen = "127.0.0.1:3307"
+default_target = "orders"
+state_dir = "state"
+
+[[targets]]
+name = "orders"
+host = "10.77.2.10"
+user = "sqlgate"
+password_file = "orders.pw"
+allow_groups = ["agents"]
+
+[ledger]
+path = "ledger.db"
+signing_key = "ledger.key"
+"""
+
+SECOND_TARGET = """
+[[targets]]
+name = "billing"
+host = "db.billing.internal"
+user = "sqlgate"
+password_file = "billing.pw"
+"""
+
+
+@pytest.fixture
+def confdir(tmp_path: Path) -> Path:
+    """A directory holding every file the configurations above refer to."""
+    (tmp_path / "gateway.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "gateway.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (tmp_path / "jwks.json").write_text('{"keys": []}\n')
+    (tmp_path / "orders.pw").write_bytes(b"orders-secret\n")
+    (tmp_path / "billing.pw").write_bytes(b"billing-secret")
+    (tmp_path / "ledger.key").write_bytes(b"\x00" * 32)
+    (tmp_path / "a-directory").mkdir()
+    return tmp_path
+
+
+def write(directory: Path, text: str) -> Path:
+    path = directory / "sqlgate.toml"
+    path.write_text(text)
+    return path
+
+
+def load(directory: Path, text: str) -> Config:
+    return load_config(write(directory, text))
+
+
+# --- a complete configuration ----------------------------------------------------------
+
+
+def test_spec_example_loads_every_field(
+    confdir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = write(confdir, SPEC_EXAMPLE)
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))  # paths follow the file, not cwd
+    config = load_config(path)
+
+    assert config.path == path.resolve()
+    assert config.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    a = config.appliance
+    assert (a.name, a.listen, a.listen_host, a.listen_port) == (
+        "edge-1",
+        "0.0.0.0:3307",
+        "0.0.0.0",
+        3307,
+    )
+    assert a.default_target == "orders"
+    assert a.state_dir == Path("/var/lib/sqlgate")
+    assert a.max_packet == 64 * 1024 * 1024
+    assert a.drain_timeout_s == 30.0
+
+    assert config.tls is not None
+    assert config.tls.cert_file == confdir.resolve() / "gateway.crt"
+    assert config.tls.key_file == confdir.resolve() / "gateway.key"
+
+    i = config.identity
+    assert i is not None
+    assert (i.issuer, i.audience) == ("https://idp.example.com", "sqlgate")
+    assert i.jwks_file == confdir.resolve() / "jwks.json"
+    assert i.jwks_url is None
+    assert (i.groups_claim, i.username_claim) == ("groups", "email")
+    assert i.algorithms == DEFAULT_ALGORITHMS
+    assert "none" not in i.algorithms and not any(alg.startswith("HS") for alg in i.algorithms)
+    assert (i.leeway_s, i.max_lifetime_s) == (30.0, 86400.0)
+
+    (account,) = config.accounts
+    assert account.user == "ci-bot"
+    assert account.password_hash == CI_HASH
+    assert account.stage2 == CI_STAGE2 and len(account.stage2) == 20
+    assert account.groups == ("agents",)
+    assert config.account("ci-bot") is account
+    assert config.account("nobody") is None
+
+    (target,) = config.targets
+    assert config.target("orders") is target
+    assert (target.name, target.host, target.port, target.user) == (
+        "orders",
+        "10.77.2.10",
+        3306,
+        "sqlgate",
+    )
+    assert target.password_file == confdir.resolve() / "orders.pw"
+    assert target.password == b"orders-secret"  # one trailing newline stripped
+    assert target.allow_groups == ("agents", "dba")
+    assert target.tls is TargetTLS.PREFERRED and target.tls == "preferred"
+    assert target.tls_verify is False
+    assert target.tls_ca_file is None
+    assert target.connect_timeout_s == 5.0
+
+    assert config.ledger.path == confdir.resolve() / "ledger.db"
+    assert config.ledger.signing_key == confdir.resolve() / "ledger.key"
+    assert config.ledger.fsync is False
+
+    b = config.bus
+    assert (b.url, b.host, b.port, b.tls) == ("mqtt://127.0.0.1:1883", "127.0.0.1", 1883, False)
+    assert b.topic_prefix == "sqlgate"
+    assert (b.username, b.password_file, b.password) == (None, None, None)
+
+    assert config.approvals.timeout_s == 120.0
+    assert config.approvals.approver_groups == ("dba",)
+
+    (rule,) = config.rules
+    assert rule.name == "review-schema-changes"
+    assert rule.statements == ("ALTER TABLE", "DROP TABLE")
+    assert rule.action is RuleAction.REVIEW
+    assert (rule.tables, rule.groups, rule.identities, rule.targets) == (None, None, None, None)
+
+    (mask,) = config.masking
+    assert mask.column == "shop.customers.card_number"
+    assert (mask.schema, mask.table, mask.column_name) == ("shop", "customers", "card_number")
+    assert mask.strategy is MaskStrategy.LAST4
+    assert mask.exempt_groups == ("pii-readers",)
+
+    assert config.network.manage_rules is False
+    assert config.network.interfaces is None
+    assert config.network.mark == 0x5147
+
+
+def test_minimal_config_takes_defaults(confdir: Path) -> None:
+    config = load(confdir, MINIMAL)
+    assert config.tls is None
+    assert config.identity is None
+    assert config.accounts == () and config.rules == () and config.masking == ()
+    assert config.bus.url == "mqtt://127.0.0.1:1883" and config.bus.topic_prefix == "sqlgate"
+    assert config.approvals.timeout_s == 120.0
+    assert config.approvals.approver_groups == ("dba",)
+    assert config.network.mark == 0x5147
+    assert config.appliance.state_dir == confdir.resolve() / "state"
+    assert config.target("orders").port == 3306
+
+
+def test_every_optional_key(confdir: Path) -> None:
+    (confdir / "ca.pem").write_text("ca\n")
+    (confdir / "bus.pw").write_text("bus-secret\r\n")
+    text = (
+        MINIMAL.replace('listen = "127.0.0.1:3307"', 'listen = "[::]:3307"')
+        .replace(
+            'state_dir = "state"',
+            'state_dir = "state"\nmax_packet = 1048576\ndrain_timeout_s = 2.5',
+        )
+        .replace(
+            'allow_groups = ["agents"]',
+            'allow_groups = ["agents"]\nport = 3307\ntls = "required"\ntls_verify = true\n'
+            'tls_ca_file = "ca.pem"\nconnect_timeout_s = 1',
+        )
+        .replace('signing_key = "ledger.key"', 'signing_key = "ledger.key"\nfsync = true')
+        + """
+[identity]
+issuer = "https://idp"
+audience = "sqlgate"
+jwks_url = "https://idp/jwks"
+groups_claim = "roles"
+username_claim = "preferred_username"
+algorithms = ["EdDSA"]
+leeway_s = 5
+max_lifetime_s = 3600
+
+[bus]
+url = "mqtts://broker.example"
+topic_prefix = "corp/sqlgate"
+username = "gw"
+password_file = "bus.pw"
+
+[approvals]
+timeout_s = 30
+approver_groups = ["dba", "sre"]
+
+[[rules]]
+name = "no-writes-for-agents"
+statements = ["  insert ", "update"]
+action = "block"
+tables = ["shop.orders"]
+groups = ["agents"]
+identities = ["bot@example.com"]
+targets = ["orders"]
+
+[[masking]]
+column = "*.*.email"
+strategy = "hash"
+
+[network]
+manage_rules = true
+interfaces = ["veth-db"]
+mark = 7
+"""
+    )
+    config = load(confdir, text)
+    assert (config.appliance.listen_host, config.appliance.listen_port) == ("::", 3307)
+    assert config.appliance.max_packet == 1048576
+    assert config.appliance.drain_timeout_s == 2.5
+    target = config.target("orders")
+    assert (target.port, target.tls, target.tls_verify) == (3307, TargetTLS.REQUIRED, True)
+    assert target.tls_ca_file == confdir.resolve() / "ca.pem"
+    assert target.connect_timeout_s == 1.0
+    assert config.ledger.fsync is True
+    identity = config.identity
+    assert identity is not None
+    assert (identity.jwks_file, identity.jwks_url) == (None, "https://idp/jwks")
+    assert (identity.groups_claim, identity.username_claim) == ("roles", "preferred_username")
+    assert identity.algorithms == ("EdDSA",)
+    assert (identity.leeway_s, identity.max_lifetime_s) == (5.0, 3600.0)
+    bus = config.bus
+    assert (bus.host, bus.port, bus.tls, bus.topic_prefix) == (
+        "broker.example",
+        8883,
+        True,
+        "corp/sqlgate",
+    )
+    assert (bus.username, bus.password) == ("gw", b"bus-secret")
+    assert config.approvals.approver_groups == ("dba", "sre")
+    (rule,) = config.rules
+    assert rule.statements == ("INSERT", "UPDATE")
+    assert rule.action is RuleAction.BLOCK
+    assert (rule.tables, rule.groups, rule.identities, rule.targets) == (
+        ("shop.orders",),
+        ("agents",),
+        ("bot@example.com",),
+        ("orders",),
+    )
+    (mask,) = config.masking
+    assert (mask.schema, mask.table, mask.column_name) == ("*", "*", "email")
+    assert mask.strategy is MaskStrategy.HASH
+    assert config.network == type(config.network)(
+        manage_rules=True, interfaces=("veth-db",), mark=7
+    )
+
+
+def test_default_target_may_be_left_out_with_one_target(confdir: Path) -> None:
+    config = load(confdir, MINIMAL.replace('default_target = "orders"\n', ""))
+    assert config.appliance.default_target == "orders"
+
+
+def test_second_target_and_ipv6_host(confdir: Path) -> None:
+    text = MINIMAL.replace('host = "10.77.2.10"', 'host = "[fd00:77::10]"') + SECOND_TARGET
+    config = load(confdir, text)
+    assert [t.name for t in config.targets] == ["orders", "billing"]
+    assert config.target("orders").host == "fd00:77::10"
+    assert config.target("billing").host == "db.billing.internal"
+    assert config.target("billing").password == b"billing-secret"  # no newline to strip
+    with pytest.raises(KeyError):
+        config.target("nope")
+
+
+def test_only_one_trailing_newline_is_stripped(confdir: Path) -> None:
+    (confdir / "orders.pw").write_bytes(b" pass word \n\n")
+    assert load(confdir, MINIMAL).target("orders").password == b" pass word \n"
+
+
+def test_secrets_stay_out_of_repr_and_config_is_frozen(confdir: Path) -> None:
+    config = load(confdir, SPEC_EXAMPLE)
+    target = config.target("orders")
+    assert b"orders-secret".decode() not in repr(target)
+    assert "orders-secret" not in repr(config)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        target.port = 1  # type: ignore[misc]
+    assert not hasattr(target, "__dict__")  # slots
+
+
+# --- every kind of mistake: exact key, one line, exit 2 from `sqlgate check` ------------
+
+
+def check_fails(
+    directory: Path, text: str, key: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> ConfigError:
+    """Assert that loading fails at ``key`` and that ``sqlgate check`` exits 2 saying so."""
+    path = write(directory, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    error = info.value
+    assert error.key == key
+    assert problem in error.problem
+    prefix = f"{path}: {key}: " if key else f"{path}: "
+    assert str(error) == prefix + error.problem
+
+    assert main(["check", "-c", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"{error}\n"
+    return error
+
+
+CASES = [
+    # (id, transform of MINIMAL, key, problem fragment)
+    ("unknown-top-level-key", lambda t: 'colour = "blue"\n' + t, "colour", "unknown key"),
+    (
+        "unknown-nested-key",
+        lambda t: t.replace("password_file =", "pasword_file ="),
+        "targets[0].pasword_file",
+        "did you mean 'password_file'?",
+    ),
+    (
+        "unknown-key-in-optional-section",
+        lambda t: t + "\n[bus]\nurl = 'mqtt://b'\ntopic = 'x'\n",
+        "bus.topic",
+        "unknown key",
+    ),
+    (
+        "missing-ledger",
+        lambda t: t[: t.index("[ledger]")],
+        "ledger",
+        "required section [ledger] is missing",
+    ),
+    (
+        "missing-appliance",
+        lambda t: t[t.index("[[targets]]") :],
+        "appliance",
+        "required section [appliance] is missing",
+    ),
+    (
+        "no-targets",
+        lambda t: t[: t.index("[[targets]]")] + t[t.index("[ledger]") :],
+        "targets",
+        "at least one [[targets]]",
+    ),
+    (
+        "missing-required-key",
+        lambda t: t.replace('user = "sqlgate"\n', ""),
+        "targets[0].user",
+        "required key is missing",
+    ),
+    (
+        "missing-password-file",
+        lambda t: t.replace('"orders.pw"', '"missing.pw"'),
+        "targets[0].password_file",
+        "No such file or directory",
+    ),
+    (
+        "unreadable-secret",
+        lambda t: t.replace('"orders.pw"', '"a-directory"'),
+        "targets[0].password_file",
+        "is a directory",
+    ),
+    (
+        "listen-without-port",
+        lambda t: t.replace('"127.0.0.1:3307"', '"1.2.3.4"'),
+        "appliance.listen",
+        "has no port",
+    ),
+    (
+        "listen-port-out-of-range",
+        lambda t: t.replace('"127.0.0.1:3307"', '"1.2.3.4:70000"'),
+        "appliance.listen",
+        "between 0 and 65535",
+    ),
+    (
+        "listen-host-not-an-address",
+        lambda t: t.replace('"127.0.0.1:3307"', '"nonsense:12"'),
+        "appliance.listen",
+        "'nonsense' is not an IP address",
+    ),
+    (
+        "listen-ipv6-without-brackets",
+        lambda t: t.replace('"127.0.0.1:3307"', '"::1:3307"'),
+        "appliance.listen",
+        "in brackets",
+    ),
+    (
+        "bad-host",
+        lambda t: t.replace('"10.77.2.10"', '"db host!"'),
+        "targets[0].host",
+        "not an IP address or host name",
+    ),
+    (
+        "bad-ipv4-host",
+        lambda t: t.replace('"10.77.2.10"', '"10.77.2.300"'),
+        "targets[0].host",
+        "not a valid IPv4 address",
+    ),
+    (
+        "host-with-port",
+        lambda t: t.replace('"10.77.2.10"', '"db:3306"'),
+        "targets[0].host",
+        "the port has its own key",
+    ),
+    (
+        "default-target-names-no-target",
+        lambda t: t.replace('default_target = "orders"', 'default_target = "ordres"'),
+        "appliance.default_target",
+        "'ordres' is not a configured target",
+    ),
+    (
+        "default-target-needed-with-two-targets",
+        lambda t: t.replace('default_target = "orders"\n', "") + SECOND_TARGET,
+        "appliance.default_target",
+        "required when there is more than one target",
+    ),
+    (
+        "duplicate-target-names",
+        lambda t: t + SECOND_TARGET.replace('"billing"', '"orders"'),
+        "targets[1].name",
+        "duplicate target name 'orders' (also targets[0])",
+    ),
+    (
+        "bad-password-hash",
+        lambda t: t + '\n[[accounts]]\nuser = "ci"\npassword_hash = "*ABCDEF"\n',
+        "accounts[0].password_hash",
+        "40 hex digits",
+    ),
+    (
+        "bad-masking-column",
+        lambda t: t + '\n[[masking]]\ncolumn = "customers.card"\nstrategy = "redact"\n',
+        "masking[0].column",
+        "expected schema.table.column",
+    ),
+    (
+        "bad-masking-strategy",
+        lambda t: t + '\n[[masking]]\ncolumn = "a.b.c"\nstrategy = "blur"\n',
+        "masking[0].strategy",
+        "expected one of redact, last4, hash, null, got 'blur'",
+    ),
+    (
+        "bad-rule-action",
+        lambda t: t + '\n[[rules]]\nname = "r"\nstatements = ["DROP TABLE"]\naction = "deny"\n',
+        "rules[0].action",
+        "expected one of allow, block, review, got 'deny'",
+    ),
+    (
+        "rule-names-unknown-target",
+        lambda t: (
+            t
+            + '\n[[rules]]\nname = "r"\nstatements = ["SELECT"]\naction = "allow"\n'
+            + 'targets = ["nope"]\n'
+        ),
+        "rules[0].targets[0]",
+        "'nope' is not a configured target",
+    ),
+    (
+        "bool-for-int",
+        lambda t: t.replace('user = "sqlgate"', 'user = "sqlgate"\nport = true'),
+        "targets[0].port",
+        "expected an integer, got a boolean",
+    ),
+    (
+        "bool-for-seconds",
+        lambda t: t + "\n[approvals]\ntimeout_s = true\n",
+        "approvals.timeout_s",
+        "got a boolean",
+    ),
+    (
+        "string-for-int",
+        lambda t: t.replace('user = "sqlgate"', 'user = "sqlgate"\nport = "3306"'),
+        "targets[0].port",
+        "expected an integer, got a string",
+    ),
+    (
+        "int-for-bool",
+        lambda t: t.replace('signing_key = "ledger.key"', 'signing_key = "ledger.key"\nfsync = 1'),
+        "ledger.fsync",
+        "expected a boolean",
+    ),
+    (
+        "string-for-list",
+        lambda t: t.replace('["agents"]', '"agents"'),
+        "targets[0].allow_groups",
+        "expected an array of strings, got a string",
+    ),
+    (
+        "int-in-list",
+        lambda t: t.replace('["agents"]', '["agents", 7]'),
+        "targets[0].allow_groups[1]",
+        "expected a string, got an integer",
+    ),
+    (
+        "section-of-wrong-type",
+        lambda t: 'network = "on"\n' + t,
+        "network",
+        "expected a table",
+    ),
+    (
+        "targets-as-single-table",
+        lambda t: t.replace("[[targets]]", "[targets]"),
+        "targets",
+        "expected an array of tables",
+    ),
+    (
+        "max-packet-out-of-bounds",
+        lambda t: t.replace('state_dir = "state"', 'state_dir = "state"\nmax_packet = 10'),
+        "appliance.max_packet",
+        "must be between 1024 and",
+    ),
+    (
+        "bad-target-tls-mode",
+        lambda t: t.replace('user = "sqlgate"', 'user = "sqlgate"\ntls = "yes"'),
+        "targets[0].tls",
+        "expected one of preferred, required, disabled",
+    ),
+    (
+        "tls-cert-without-key",
+        lambda t: t + '\n[tls]\ncert_file = "gateway.crt"\n',
+        "tls.key_file",
+        "required together with tls.cert_file",
+    ),
+    (
+        "jwks-file-and-url",
+        lambda t: (
+            t
+            + '\n[identity]\nissuer = "i"\naudience = "a"\njwks_file = "jwks.json"\n'
+            + 'jwks_url = "https://idp/jwks"\n'
+        ),
+        "identity.jwks_url",
+        "not both",
+    ),
+    (
+        "symmetric-algorithm",
+        lambda t: (
+            t
+            + '\n[identity]\nissuer = "i"\naudience = "a"\njwks_file = "jwks.json"\n'
+            + 'algorithms = ["RS256", "HS256"]\n'
+        ),
+        "identity.algorithms[1]",
+        "'HS256' is not allowed",
+    ),
+    (
+        "bad-bus-url",
+        lambda t: t + '\n[bus]\nurl = "http://127.0.0.1:1883"\n',
+        "bus.url",
+        "expected mqtt://HOST:PORT or mqtts://HOST:PORT",
+    ),
+    (
+        "empty-approver-groups",
+        lambda t: t + "\n[approvals]\napprover_groups = []\n",
+        "approvals.approver_groups",
+        "at least one group",
+    ),
+    (
+        "missing-signing-key",
+        lambda t: t.replace('"ledger.key"', '"nokey"'),
+        "ledger.signing_key",
+        "No such file or directory",
+    ),
+    ("toml-syntax-error", lambda t: t + "\nfsync = = true\n", "", "invalid TOML"),
+]
+
+
+@pytest.mark.parametrize(
+    ("transform", "key", "problem"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_mistake_is_named(
+    confdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    transform: Callable[[str], str],
+    key: str,
+    problem: str,
+) -> None:
+    check_fails(confdir, transform(MINIMAL), key, problem, capsys)
+
+
+def test_toml_syntax_error_names_the_line(
+    confdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = MINIMAL.replace('name = "edge-1"', 'name = "edge-1\n')  # unterminated string
+    line = MINIMAL.splitlines().index('name = "edge-1"') + 1
+    error = check_fails(confdir, text, "", "invalid TOML", capsys)
+    assert f"line {line}" in error.problem
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == ""
+    assert str(info.value) == f"{path}: cannot read the file: No such file or directory"
+    assert main(["check", "-c", str(path)]) == 2
+    assert capsys.readouterr().err == f"{info.value}\n"
+
+
+def test_config_error_str_is_file_key_problem() -> None:
+    error = ConfigError("/etc/sqlgate.toml", "targets[1].password_file", "cannot read x")
+    assert str(error) == "/etc/sqlgate.toml: targets[1].password_file: cannot read x"
+    assert (error.key, error.problem) == ("targets[1].password_file", "cannot read x")
