@@ -57,7 +57,7 @@ class Gateway:
         self.sessions: set[ClientLeg] = set()
         self.draining = False
         self._ids = itertools.count(1)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         accounts = {a.user: Account(a.user, a.stage2, frozenset(a.groups)) for a in config.accounts}
@@ -262,8 +262,6 @@ class ClientLeg(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             assert leg.transport is not None
             leg.transport.abort()
-            return
-        self.upstream = leg
 
     def flush(self) -> None:
         """Carry out what the session asked for: send its bytes, answer its events."""
@@ -350,6 +348,8 @@ class ServerLeg(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # The greeting can arrive before the connecting task resumes: be reachable now.
+        self.client.upstream = self
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):

@@ -7,9 +7,11 @@ Builders return payloads without a frame header and raise ``LocalProtocolError``
 write something the layout cannot carry (a NUL inside a NUL-terminated string, a field too wide).
 
 Layouts are checked strictly, trailing bytes included, except where the protocol itself ends a
-packet with "the rest": OK info without CLIENT_SESSION_TRACK, the ERR message, auth switch and
-auth-more data, and the parameters after a COM_STMT_EXECUTE header. Reserved filler bytes are
-not checked, as servers do not check them either. Only the 4.1 protocol is understood.
+packet with "the rest": the ERR message, auth switch and auth-more data, and the parameters
+after a COM_STMT_EXECUTE header. Optional fields may be absent at the end of a packet only where
+servers or clients really omit them (OK info, the plugin name's NUL, a COM_FIELD_LIST default).
+Reserved filler bytes are not checked, as servers do not check them either. Only the 4.1
+protocol is understood, without MariaDB's extended metadata (the gateway never negotiates it).
 """
 
 from __future__ import annotations
@@ -135,13 +137,22 @@ def write_lenenc_int(value: int) -> bytes:
 
 def read_lenenc_bytes(buf: Buffer, pos: int) -> tuple[bytes | None, int]:
     """Read a length-encoded string at ``pos``; ``None`` for the 0xFB NULL marker."""
-    length, pos = read_lenenc_int(buf, pos)
-    if length is None:
-        return None, pos
-    end = pos + length
+    try:
+        first = buf[pos]
+    except IndexError:
+        raise RemoteProtocolError(f"truncated length-encoded string at {pos}") from None
+    if first < 0xFB:  # the common case: a length below 251, in one byte
+        start = pos + 1
+        end = start + first
+    else:
+        length, start = read_lenenc_int(buf, pos)
+        if length is None:
+            return None, start
+        end = start + length
     if end > len(buf):
-        raise RemoteProtocolError(f"length-encoded string of {length} bytes runs past the end")
-    return bytes(buf[pos:end]), end
+        raise RemoteProtocolError(f"length-encoded string at {pos} runs past the end")
+    value = buf[start:end]
+    return (value if isinstance(value, bytes) else bytes(value)), end
 
 
 def write_lenenc_bytes(value: bytes) -> bytes:
@@ -259,6 +270,8 @@ def build_greeting(g: Greeting) -> bytes:
     if caps & _SECURE_CONNECTION:
         if len(scramble) < 20:
             raise LocalProtocolError("greeting scramble shorter than 20 bytes")
+        if len(scramble) > 20 and not caps & _PLUGIN_AUTH:
+            raise LocalProtocolError("a scramble longer than 20 bytes needs CLIENT_PLUGIN_AUTH")
     elif len(scramble) != 8:
         raise LocalProtocolError("without SECURE_CONNECTION the scramble is exactly 8 bytes")
     if g.mariadb_capabilities and caps & _LONG_PASSWORD:
@@ -521,7 +534,13 @@ class OkPacket:
 
 
 def parse_ok(payload: Buffer, capabilities: int) -> OkPacket:
-    """Parse an OK; with SESSION_TRACK info is lenenc (maybe absent), else the rest."""
+    """Parse an OK packet; the session state is read only with CLIENT_SESSION_TRACK.
+
+    Info is a length-encoded string, absent at the end of the packet when empty. The protocol
+    docs call it string<EOF> without SESSION_TRACK, but MariaDB and MySQL servers write it
+    length-encoded either way and libmysqlclient reads it so (see the captured UPDATE reply
+    in the tests), so the length prefix is never part of ``info``.
+    """
     data = _as_bytes(payload)
     if not data or (data[0] != _OK and data[0] != _EOF):
         raise RemoteProtocolError("not an OK packet")
@@ -534,18 +553,14 @@ def parse_ok(payload: Buffer, capabilities: int) -> OkPacket:
     status = data[pos] | data[pos + 1] << 8
     warnings = data[pos + 2] | data[pos + 3] << 8
     pos += 4
-    session_state = b""
-    if capabilities & _SESSION_TRACK:
-        # Servers write info iff it is non-empty or the session state changed.
-        info = b""
-        if status & _SESSION_STATE_CHANGED:
-            info, pos = _read_lenenc_str(data, pos, "OK info")
-            session_state, pos = _read_lenenc_str(data, pos, "session state")
-        elif pos < len(data):
-            info, pos = _read_lenenc_str(data, pos, "OK info")
-        _expect_end(data, pos, "OK packet")
-    else:
-        info = data[pos:]
+    info = session_state = b""
+    if capabilities & _SESSION_TRACK and status & _SESSION_STATE_CHANGED:
+        # Servers always write info (maybe empty) before the session state block.
+        info, pos = _read_lenenc_str(data, pos, "OK info")
+        session_state, pos = _read_lenenc_str(data, pos, "session state")
+    elif pos < len(data):
+        info, pos = _read_lenenc_str(data, pos, "OK info")
+    _expect_end(data, pos, "OK packet")
     return OkPacket(
         affected_rows=affected_rows,
         last_insert_id=last_insert_id,
@@ -558,7 +573,7 @@ def parse_ok(payload: Buffer, capabilities: int) -> OkPacket:
 
 
 def build_ok(ok: OkPacket, capabilities: int) -> bytes:
-    """OK packet written the way MariaDB and MySQL servers write it for these capabilities."""
+    """OK packet as MariaDB and MySQL servers write it (net_send_ok) for these capabilities."""
     if ok.header != _OK and ok.header != _EOF:
         raise LocalProtocolError(f"OK header must be 0x00 or 0xFE, not {ok.header:#x}")
     parts = [
@@ -568,16 +583,13 @@ def build_ok(ok: OkPacket, capabilities: int) -> bytes:
         _le(ok.status, 2, "status"),
         _le(ok.warnings, 2, "warnings"),
     ]
-    changed = ok.status & _SESSION_STATE_CHANGED
-    if ok.session_state and not (changed and capabilities & _SESSION_TRACK):
+    if capabilities & _SESSION_TRACK and ok.status & _SESSION_STATE_CHANGED:
+        parts.append(write_lenenc_bytes(ok.info))
+        parts.append(write_lenenc_bytes(ok.session_state))
+    elif ok.session_state:
         raise LocalProtocolError("session state needs SESSION_TRACK and SESSION_STATE_CHANGED")
-    if capabilities & _SESSION_TRACK:
-        if changed or ok.info:
-            parts.append(write_lenenc_bytes(ok.info))
-        if changed:
-            parts.append(write_lenenc_bytes(ok.session_state))
-    else:
-        parts.append(ok.info)
+    elif ok.info:
+        parts.append(write_lenenc_bytes(ok.info))
     return b"".join(parts)
 
 

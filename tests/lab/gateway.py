@@ -140,7 +140,7 @@ signing_key = "ledger.key"
         self.stop()
         raise RuntimeError(f"gateway did not listen in time:\n{self.log()}")
 
-    def stop(self, timeout: float = 30.0) -> int:
+    def stop(self, timeout: float = 45.0) -> int:
         """SIGTERM, wait, and return the exit code (killing it if it hangs)."""
         proc = self.proc
         if proc is None:

@@ -1,0 +1,418 @@
+"""The gateway as a MySQL server: commands, big packets, many sessions, failures, shutdown."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pymysql
+import pytest
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+from pymysql.constants import CLIENT
+
+from appliance.mysql import packets
+from appliance.mysql.constants import Command, CursorType
+from appliance.mysql.wire import PacketReader, frame
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def gateway(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), mariadb, mariadb.pki).start()
+    yield gw
+    assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+
+
+def connect(gw: GatewayProcess, user: str = "agent", **kw: Any) -> Any:
+    acct = gw.account(user)
+    args: dict[str, Any] = {
+        "host": gw.host,
+        "port": gw.port,
+        "user": acct.user,
+        "password": acct.password,
+        "database": "shop",
+        "autocommit": True,
+        "ssl_disabled": True,
+        "connect_timeout": 10,
+        "read_timeout": 30,
+    }
+    args.update(kw)
+    return pymysql.connect(**args)
+
+
+def scalar(conn: Any, sql: str) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def send_raw(conn: Any, payload: bytes) -> None:
+    conn._next_seq_id = 0
+    conn._write_bytes(frame(0, payload))
+
+
+def read_raw(conn: Any) -> bytes:
+    """The next packet's payload, without PyMySQL raising on ERR."""
+    header = conn._read_bytes(4)
+    length = header[0] | header[1] << 8 | header[2] << 16
+    return bytes(conn._read_bytes(length))
+
+
+# ------------------------------------------------------------------- commands
+
+
+def test_ping_init_db_statistics_and_field_list(gateway: GatewayProcess) -> None:
+    with connect(gateway, database=None) as conn:
+        conn.ping(reconnect=False)
+        conn.select_db("shop")
+        assert scalar(conn, "SELECT DATABASE()") == "shop"
+        send_raw(conn, bytes([Command.STATISTICS]))
+        assert read_raw(conn).startswith(b"Uptime: ")
+        send_raw(conn, bytes([Command.FIELD_LIST]) + b"customers\0")
+        names = []
+        while True:
+            payload = read_raw(conn)
+            if payload[0] == 0xFE and len(payload) < 9:
+                break
+            names.append(packets.parse_column_definition(payload).name)
+        assert names == [b"id", b"name", b"email", b"card_number"]
+        assert scalar(conn, "SELECT 42") == 42  # still in step
+
+
+def test_set_option_and_reset_connection(gateway: GatewayProcess) -> None:
+    with connect(gateway) as conn:
+        send_raw(conn, bytes([Command.SET_OPTION, 0, 0]))  # multi-statements on
+        assert read_raw(conn)[0] in (0x00, 0xFE)
+        with conn.cursor() as cur:
+            cur.execute("SET @x = 5; SELECT @x")
+            assert cur.nextset() and cur.fetchall() == ((5,),)
+        send_raw(conn, bytes([Command.RESET_CONNECTION]))
+        assert read_raw(conn)[0] == 0x00
+        assert scalar(conn, "SELECT @x") is None  # the reset reached the server
+
+
+def test_process_kill_ends_another_session(gateway: GatewayProcess) -> None:
+    with connect(gateway) as victim, connect(gateway) as killer:
+        victim_id = scalar(victim, "SELECT CONNECTION_ID()")
+        # the id the client saw in the greeting is the backend's own
+        assert victim.server_thread_id[0] == victim_id
+        send_raw(killer, bytes([Command.PROCESS_KILL]) + struct.pack("<I", victim_id))
+        assert read_raw(killer)[0] == 0x00
+        with pytest.raises(pymysql.err.OperationalError):
+            scalar(victim, "SELECT 1")
+        assert scalar(killer, "SELECT 2") == 2
+
+
+def test_unknown_command_gets_1047_and_the_session_goes_on(gateway: GatewayProcess) -> None:
+    with connect(gateway) as conn:
+        send_raw(conn, b"\x99whatever")
+        err = packets.parse_err(read_raw(conn))
+        assert err.code == 1047 and err.message.startswith("sqlgate: unknown or unsupported")
+        send_raw(conn, bytes([Command.SHUTDOWN]))
+        assert packets.parse_err(read_raw(conn)).code == 1047
+        assert scalar(conn, "SELECT 3") == 3
+
+
+def test_change_user_is_refused_and_the_session_goes_on(gateway: GatewayProcess) -> None:
+    with connect(gateway) as conn:
+        send_raw(conn, bytes([Command.CHANGE_USER]) + b"root\0\0shop\0")
+        err = packets.parse_err(read_raw(conn))
+        assert err.code == 1227
+        assert "COM_CHANGE_USER is refused" in err.message
+        assert "Open a new connection" in err.message
+        assert scalar(conn, "SELECT CURRENT_USER()").startswith("sqlgate_native@")
+
+
+def test_pipelined_commands_keep_their_order(gateway: GatewayProcess) -> None:
+    with connect(gateway) as conn:
+        burst = b"".join(
+            frame(0, p)
+            for p in (
+                b"\x03SELECT 1",
+                b"\x99",  # refused locally, answered between the two others
+                b"\x03SELECT 2",
+                bytes([Command.PING]),
+                b"\x03SELECT 3",
+            )
+        )
+        conn._sock.sendall(burst)
+        results = []
+        for expected_kind in ("rs", "err", "rs", "ok", "rs"):
+            if expected_kind == "rs":
+                conn._next_seq_id = 1
+                conn._read_query_result()
+                results.append(conn._result.rows[0][0])
+            else:
+                payload = read_raw(conn)
+                results.append(payload[0])
+        assert results == [1, 0xFF, 2, 0x00, 3]
+        assert scalar(conn, "SELECT 4") == 4
+
+
+def test_cursor_fetch_through_the_gateway(gateway: GatewayProcess) -> None:
+    with connect(gateway) as conn:
+        send_raw(conn, bytes([Command.STMT_PREPARE]) + b"SELECT id FROM customers ORDER BY id")
+        ok = packets.parse_stmt_prepare_ok(read_raw(conn))
+        deprecate = bool(conn.server_capabilities & CLIENT.DEPRECATE_EOF) and bool(
+            conn.client_flag & CLIENT.DEPRECATE_EOF
+        )
+        for _ in range(ok.column_count + (0 if deprecate else 1)):
+            read_raw(conn)
+        execute = (
+            bytes([Command.STMT_EXECUTE])
+            + struct.pack("<IBI", ok.statement_id, CursorType.READ_ONLY, 1)
+        )
+        send_raw(conn, execute)
+        assert read_raw(conn) == b"\x01"  # one column
+        column = packets.parse_column_definition(read_raw(conn))
+        eof = read_raw(conn)
+        assert packets.parse_eof(eof).status & 0x0040  # CURSOR_EXISTS: no rows yet
+        seen = []
+        while True:
+            send_raw(conn, bytes([Command.STMT_FETCH]) + struct.pack("<II", ok.statement_id, 2))
+            while True:
+                payload = read_raw(conn)
+                if payload[0] == 0xFE and len(payload) < 9:
+                    status = packets.parse_eof(payload).status
+                    break
+                seen.append(packets.parse_binary_row(payload, [column])[0])
+            if status & 0x0080:  # LAST_ROW_SENT
+                break
+        assert [struct.unpack("<i", v)[0] for v in seen if v is not None] == [1, 2, 3]
+        send_raw(conn, bytes([Command.STMT_CLOSE]) + struct.pack("<I", ok.statement_id))
+        assert scalar(conn, "SELECT 5") == 5
+
+
+# ---------------------------------------------------------------- big traffic
+
+
+def test_20mb_value_round_trip_and_16mib_parameter(gateway: GatewayProcess) -> None:
+    big = bytes(range(256)) * (20_000_000 // 256)
+    with connect(gateway) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS blobs (id INT PRIMARY KEY, v LONGBLOB)")
+        cur.execute("DELETE FROM blobs WHERE id > 0")
+        cur.execute("INSERT INTO blobs VALUES (1, %s)", (big,))  # COM_QUERY over 16 MiB
+        cur.execute("SELECT v FROM blobs WHERE id = 1")  # a row over 16 MiB
+        got = cur.fetchone()[0]
+        assert len(got) == len(big) and got == big
+    import mysql.connector
+
+    acct = gateway.account()
+    mc = mysql.connector.connect(
+        host=gateway.host,
+        port=gateway.port,
+        user=acct.user,
+        password=acct.password,
+        database="shop",
+        use_pure=True,
+        ssl_disabled=True,
+    )
+    try:
+        cur2 = mc.cursor(prepared=True)
+        param = b"\x07" * (17 * 1024 * 1024)
+        cur2.execute("INSERT INTO blobs VALUES (2, ?)", (param,))
+        cur2.execute("SELECT LENGTH(v), MD5(v) = MD5(?) FROM blobs WHERE id = 2", (param,))
+        assert cur2.fetchall() == [(len(param), 1)]
+    finally:
+        mc.close()
+
+
+def test_60k_row_result(gateway: GatewayProcess) -> None:
+    with connect(gateway) as conn, conn.cursor() as cur:
+        cur.execute("SELECT seq, CONCAT('row-', seq) FROM seq_1_to_60000")
+        rows = cur.fetchall()
+        assert len(rows) == 60000
+        assert rows[0] == (1, "row-1") and rows[-1] == (60000, "row-60000")
+
+
+def test_400_concurrent_sessions(gateway: GatewayProcess) -> None:
+    def one(i: int) -> tuple[int, int]:
+        conn = connect(gateway)
+        return i, conn
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        conns = [c for _, c in pool.map(one, range(400))]
+    try:
+        ids = set()
+        for conn in conns:
+            ids.add(scalar(conn, "SELECT CONNECTION_ID()"))
+        assert len(ids) == 400  # 400 live backend sessions at once
+
+        def work(conn: Any) -> int:
+            return int(scalar(conn, "SELECT COUNT(*) FROM customers"))
+
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            assert list(pool.map(work, conns)) == [3] * 400
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+# ------------------------------------------------------------------- failures
+
+
+def test_backend_gone_mid_session(gateway: GatewayProcess, mariadb: MariaDB) -> None:
+    with connect(gateway) as doomed, connect(gateway) as bystander:
+        backend_id = scalar(doomed, "SELECT CONNECTION_ID()")
+        mariadb.admin_sql(f"KILL CONNECTION {backend_id}")
+        with pytest.raises(pymysql.err.OperationalError) as err:
+            scalar(doomed, "SELECT 1")
+        assert err.value.args[0] in (1105, 1927, 2013)
+        assert scalar(bystander, "SELECT 6") == 6
+    with connect(gateway) as fresh:
+        assert scalar(fresh, "SELECT 7") == 7
+
+
+def test_client_gone_mid_result_closes_the_backend_session(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    conn = connect(gateway)
+    backend_id = scalar(conn, "SELECT CONNECTION_ID()")
+    send_raw(conn, b"\x03SELECT REPEAT('x', 1000) FROM seq_1_to_5000000")
+    conn._sock.recv(65536)  # the result has started
+    conn._sock.shutdown(socket.SHUT_RDWR)
+    conn._force_close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = mariadb.admin_sql(
+            f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {backend_id}"
+        )
+        if rows[0][0] == 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the backend session outlived its client")
+
+
+def test_malformed_client_packet_gets_err_then_close(gateway: GatewayProcess) -> None:
+    with connect(gateway) as bystander:
+        conn = connect(gateway)
+        conn._sock.sendall(b"\x01\x00\x00\x05\x0e")  # a command with sequence id 5
+        err = packets.parse_err(read_raw(conn))
+        assert err.code == 1158 and err.message.startswith("sqlgate: bad packet")
+        assert conn._sock.recv(10) == b""  # closed by the gateway
+        assert scalar(bystander, "SELECT 8") == 8
+    assert "Traceback" not in gateway.log()
+
+
+def test_garbage_instead_of_a_handshake(gateway: GatewayProcess) -> None:
+    with socket.create_connection((gateway.host, gateway.port), timeout=10) as sock:
+        greeting = b""
+        reader = PacketReader(1 << 16)
+        while (pkt := reader.next_packet()) is None:
+            chunk = sock.recv(4096)
+            assert chunk
+            reader.feed(chunk)
+        greeting = pkt.payload
+        assert packets.parse_greeting(greeting).server_version.startswith(b"5.5.5-10.")
+        sock.sendall(b"\x05\x00\x00\x01hello")
+        reply = sock.recv(4096)
+        assert reply[4] == 0xFF
+        assert sock.recv(10) == b""
+    assert "Traceback" not in gateway.log()
+
+
+# ------------------------------------------------------------ backend logins
+
+
+def test_backend_login_with_client_ed25519(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw-ed"),
+        mariadb,
+        mariadb.pki,
+        backend_user=mariadb.ed25519_user,
+        backend_password=mariadb.ed25519_password,
+        backend_tls="disabled",
+    ).start()
+    try:
+        with connect(gw) as conn:
+            assert scalar(conn, "SELECT CURRENT_USER()").startswith("sqlgate_ed25519@")
+            assert scalar(conn, "SHOW STATUS LIKE 'Ssl_version'") is not None
+    finally:
+        assert gw.stop() == 0
+
+
+def test_backend_tls_required_and_verified(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw-tls"),
+        mariadb,
+        mariadb.pki,
+        backend_tls="required",
+    )
+    gw.write_config()
+    text = gw.config_path.read_text().replace(
+        'tls = "required"',
+        f'tls = "required"\ntls_verify = true\ntls_ca_file = "{mariadb.pki.ca_cert}"',
+    )
+    gw.config_path.write_text(text)
+    gw.write_config = lambda: gw.config_path  # type: ignore[method-assign]
+    gw.start()
+    try:
+        with connect(gw) as conn, conn.cursor() as cur:
+            cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
+            assert cur.fetchone()[1].startswith("TLSv1")
+    finally:
+        assert gw.stop() == 0
+
+
+def test_unreachable_target_gets_a_clear_error(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from lab.mariadb import free_port
+
+    class Nowhere:
+        host = "127.0.0.1"
+        port = free_port()
+        native_user = "x"
+        native_password = "y"
+
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw-nowhere"), Nowhere(), mariadb.pki)  # type: ignore[arg-type]
+    gw.start()
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as err:
+            connect(gw)
+        assert "sqlgate: cannot reach target 'orders'" in str(err.value)
+    finally:
+        assert gw.stop() == 0
+
+
+# ------------------------------------------------------------------- shutdown
+
+
+def test_sigterm_drains_a_running_statement_and_exits_0(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw-drain"), mariadb, mariadb.pki).start()
+    idle = connect(gw)
+    busy = connect(gw)
+    result: list[Any] = []
+
+    def slow() -> None:
+        result.append(scalar(busy, "SELECT SLEEP(1.5), 'done'"))
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    code = gw.stop()
+    worker.join(5)
+    assert code == 0
+    assert result == [0]  # the running statement finished and its result arrived
+    assert time.monotonic() - started < 10
+    with pytest.raises(pymysql.err.OperationalError):
+        scalar(idle, "SELECT 1")  # idle sessions were closed
+    with pytest.raises(OSError):
+        socket.create_connection((gw.host, gw.port), timeout=1).close()
