@@ -220,6 +220,16 @@ RESPONSE_SHAPE: dict[int, int] = {
     Command.QUIT: _NONE,
 }
 
+_CARRIES_STATEMENT_ID = frozenset(
+    {
+        Command.STMT_EXECUTE,
+        Command.STMT_CLOSE,
+        Command.STMT_RESET,
+        Command.STMT_FETCH,
+        Command.STMT_SEND_LONG_DATA,
+    }
+)
+
 REFUSED_COMMANDS: dict[int, str] = {
     Command.CHANGE_USER: (
         "COM_CHANGE_USER is refused: a gateway session keeps the identity it logged in "
@@ -253,6 +263,7 @@ class _Response:
         "binary",
         "prep_cols",
         "local",
+        "started",
     )
 
     def __init__(self, cmd: ClientCommand, shape: int, local: bytes | None = None) -> None:
@@ -265,6 +276,7 @@ class _Response:
         self.left = 0
         self.eof_after = False
         self.prep_cols = 0
+        self.started = False  # some of the backend's answer has gone to the client
         self.binary = cmd.command in (Command.STMT_EXECUTE, Command.STMT_FETCH)
         if shape == _RESULTSET:
             self.state = _R_START
@@ -323,6 +335,7 @@ class Session:
         self._last_seq = 0  # sequence id of the last backend frame relayed
         self._server_buf = b""  # an incomplete backend packet head
         self.statements: dict[int, int] = {}  # prepared statement id -> parameter count
+        self._quitting = False  # COM_QUIT was received: close once the answers are out
 
     # ------------------------------------------------------------------ shell API
 
@@ -381,29 +394,14 @@ class Session:
         if self.phase is Phase.CLOSED:
             return
         name = self.settings.backend.name
+        if self._quitting:
+            self._close("client quit")
+            return
         if self.phase is Phase.COMMAND or self.phase is Phase.SERVER_AUTH:
-            seq = self._last_seq + 1 if self._responses and self._responses[0].rows else 1
-            if self.phase is Phase.SERVER_AUTH:
-                seq = self._client_seq + 1
-            self._send_client(
-                frame(
-                    seq,
-                    packets.build_err(
-                        ErrorCode.UNKNOWN,
-                        f"sqlgate: the connection to target '{name}' was lost; "
-                        "reconnect to continue",
-                    ),
-                )
-            )
-        elif self.phase is not Phase.AWAIT_SERVER_GREETING:
-            self._send_client(
-                frame(
-                    self._client_seq + 1,
-                    packets.build_err(
-                        ErrorCode.UNKNOWN, f"sqlgate: target '{name}' closed the connection"
-                    ),
-                )
-            )
+            message = f"sqlgate: the connection to target '{name}' was lost; reconnect to continue"
+        else:
+            message = f"sqlgate: target '{name}' closed the connection"
+        self._send_client(frame(self._answer_seq(), packets.build_err(ErrorCode.UNKNOWN, message)))
         self._close(f"target {name} closed the connection")
 
     def client_closed(self) -> None:
@@ -411,14 +409,27 @@ class Session:
             self._close("client closed the connection")
 
     def allow(self, cmd: ClientCommand) -> None:
-        """Let a received command go to the backend (in order with the others)."""
+        """Let a received command go to the backend (in order with the others).
+
+        A decision that arrives after the session closed is dropped: nothing more goes out.
+        """
+        if self.phase is Phase.CLOSED:
+            return
         self._decisions[cmd.id] = None
-        self._drain_decisions()
+        self._drain_safely()
 
     def refuse(self, cmd: ClientCommand, code: int, message: str) -> None:
         """Answer a received command with an ERR instead of relaying it."""
+        if self.phase is Phase.CLOSED:
+            return
         self._decisions[cmd.id] = packets.build_err(code, message)
-        self._drain_decisions()
+        self._drain_safely()
+
+    def _drain_safely(self) -> None:
+        try:
+            self._drain_decisions()
+        except ProtocolError as exc:
+            self._client_violation(str(exc))
 
     @property
     def busy(self) -> bool:
@@ -456,14 +467,20 @@ class Session:
     def _close(self, reason: str) -> None:
         self.phase = Phase.CLOSED
         self.close_requested = True
+        self._undecided.clear()
+        self._decisions.clear()
         self._events.append(SessionClosed(reason))
 
     def _client_violation(self, why: str) -> None:
+        if self.phase is Phase.CLOSED:
+            return
         if self.phase is Phase.COMMAND:
             seq = 1
         else:
             seq = self._client_seq + 1
-        if self.phase is not Phase.AWAIT_SERVER_GREETING:
+        tls = self._client_tls
+        readable = tls is None or (tls.handshake_done and not tls.failed)
+        if self.phase is not Phase.AWAIT_SERVER_GREETING and readable:
             self._send_client(
                 frame(
                     seq,
@@ -473,20 +490,29 @@ class Session:
         self._close(f"client protocol error: {why}")
 
     def _server_violation(self, why: str) -> None:
+        if self.phase is Phase.CLOSED:
+            return
         name = self.settings.backend.name
-        if self.phase is not Phase.AWAIT_SERVER_GREETING:
-            seq = self._client_seq + 1 if self.phase is not Phase.COMMAND else self._last_seq + 1
-            self._send_client(
-                frame(
-                    seq,
-                    packets.build_err(
-                        ErrorCode.UNKNOWN,
-                        f"sqlgate: target '{name}' broke the protocol ({why}); "
-                        "the session was closed",
-                    ),
-                )
+        self._send_client(
+            frame(
+                self._answer_seq(),
+                packets.build_err(
+                    ErrorCode.UNKNOWN,
+                    f"sqlgate: target '{name}' broke the protocol ({why}); the session was closed",
+                ),
             )
+        )
         self._close(f"target protocol error: {why}")
+
+    def _answer_seq(self) -> int:
+        """The sequence id the client expects for a packet the gateway sends it now."""
+        if self.phase is Phase.AWAIT_SERVER_GREETING:
+            return 0
+        if self.phase is not Phase.COMMAND:
+            return (self._client_seq + 1) & 0xFF
+        if self._responses and self._responses[0].started:
+            return (self._last_seq + 1) & 0xFF
+        return 1
 
     # --------------------------------------------------------------- handshake: server
 
@@ -822,7 +848,7 @@ class Session:
             else:
                 raise RemoteProtocolError("unexpected packet during the backend login")
         except _LoginRefused as exc:
-            self._server_login_failed(str(exc))
+            self._server_login_failed(f"target '{self.settings.backend.name}': {exc}")
 
     def _on_server_more_data(self, data: bytes) -> None:
         if self._server_auth_plugin != CACHING_SHA2_PASSWORD:
@@ -836,9 +862,15 @@ class Session:
                 self._server_reply(bytes([CachingSha2State.REQUEST_PUBLIC_KEY]))
             return
         if data.startswith(b"-----BEGIN"):
-            self._server_reply(
-                self._rsa_encrypt(self.settings.backend.password, self._server_nonce[:20], data)
-            )
+            try:
+                sealed = self._rsa_encrypt(
+                    self.settings.backend.password, self._server_nonce[:20], data
+                )
+            except Exception as exc:  # cryptography raises several types for bad keys
+                raise _LoginRefused(
+                    f"the target sent an unusable RSA public key ({type(exc).__name__})"
+                ) from exc
+            self._server_reply(sealed)
             return
         raise RemoteProtocolError("unexpected caching_sha2_password data")
 
@@ -864,7 +896,10 @@ class Session:
         leftover = self._server_in.take_remaining()
         if leftover:
             self._relay_server(leftover)
-        self._pump_commands()
+        try:
+            self._pump_commands()
+        except ProtocolError as exc:  # the client's own bytes, buffered during the login
+            self._client_violation(str(exc))
 
     # ---------------------------------------------------------------- command phase
 
@@ -879,12 +914,20 @@ class Session:
             payload = pkt.payload
             if not payload:
                 raise RemoteProtocolError("empty command packet")
+            if self._quitting:
+                raise RemoteProtocolError("a command after COM_QUIT")
             self._next_id += 1
             cmd = ClientCommand(self._next_id, payload[0], payload, pkt.raw)
             code = payload[0]
             if code in RESPONSE_SHAPE:
+                if code in _CARRIES_STATEMENT_ID and len(payload) < 5:
+                    raise RemoteProtocolError(f"{cmd.label} without a statement id")
                 if code == Command.QUIT:
-                    self._quit(cmd)
+                    # it leaves after whatever is still waiting for a decision
+                    self._quitting = True
+                    self._undecided.append(cmd)
+                    self._decisions[cmd.id] = None
+                    self._drain_decisions()
                     return
                 self._undecided.append(cmd)
                 self._events.append(CommandReceived(cmd))
@@ -907,10 +950,6 @@ class Session:
             self._decisions[cmd.id] = packets.build_err(err_code, message)
             self._drain_decisions()
 
-    def _quit(self, cmd: ClientCommand) -> None:
-        self._to_server.append(cmd.raw) if self._server_tls is None else self._send_server(cmd.raw)
-        self._close("client quit")
-
     def _drain_decisions(self) -> None:
         undecided = self._undecided
         decisions = self._decisions
@@ -927,12 +966,19 @@ class Session:
                 self._responses.append(_Response(cmd, shape))
             elif cmd.command == Command.STMT_CLOSE:
                 self.statements.pop(packets.parse_statement_id(cmd.payload), None)
+            elif cmd.command == Command.RESET_CONNECTION:
+                self.statements.clear()
             if self._server_tls is None:
                 self._to_server.append(cmd.raw)
             else:
                 self._send_server(cmd.raw)
             if shape == _NONE:
                 self._events.append(CommandCompleted(cmd, 0, 0, None))
+            if cmd.command == Command.QUIT:
+                self._flush_local()
+                if not self._responses:
+                    self._close("client quit")
+                return
         self._flush_local()
 
     def _flush_local(self) -> None:
@@ -947,8 +993,9 @@ class Session:
     def _relay_server(self, data: bytes) -> None:
         """Pass backend bytes to the client, following each answer to its end.
 
-        The hot path: row frames are skipped by length without copying, and whole chunks
-        go out as they came unless a local answer has to be slotted in between.
+        The hot path: row and column-definition frames are skipped by length without
+        copying, and whole chunks go out as they came unless a local answer has to be
+        slotted in between.
         """
         if self._server_buf:
             data = self._server_buf + data
@@ -962,63 +1009,84 @@ class Session:
             pos = take
             skip -= take
         responses = self._responses
-        while pos < n:
-            if n - pos < 5:
-                if n - pos == 4 and data[pos] == 0 and data[pos + 1] == 0 and data[pos + 2] == 0:
-                    pass  # an empty frame: complete on its own
-                else:
+        deprecate = self._deprecate_eof
+        eof_limit = MAX_PAYLOAD if deprecate else 9
+        last_seq = self._last_seq
+        try:
+            while pos < n and not skip:
+                start = pos
+                if n - pos < 4:
                     break
-            length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
-            self._last_seq = data[pos + 3]
-            if self._continued:
-                # the rest of a packet over 16 MiB: pass it through
-                self._continued = length == MAX_PAYLOAD
-                pos += 4
-                take = length if length <= n - pos else n - pos
-                pos += take
-                skip = length - take
-                if skip:
+                length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+                if length and n - pos < 5:
                     break
-                continue
-            if not responses or responses[0].local is not None:
-                # nothing asked for this: only an error (e.g. the server killed us) may come
-                if length == 0 or data[pos + 4] != 0xFF:
-                    raise RemoteProtocolError("target sent data nobody asked for")
+                if self._continued:
+                    # the rest of a packet over 16 MiB: pass it through
+                    self._continued = length == MAX_PAYLOAD
+                    last_seq = data[pos + 3]
+                    pos += 4
+                    take = length if length <= n - pos else n - pos
+                    pos += take
+                    skip = length - take
+                    continue
+                if not responses or responses[0].local is not None:
+                    # nothing asked for this: only an error (the server killing us) may come
+                    if length == 0 or data[pos + 4] != 0xFF:
+                        raise RemoteProtocolError("target sent data nobody asked for")
+                    if n - pos - 4 < length:
+                        break
+                    last_seq = data[pos + 3]
+                    pos += 4 + length
+                    continue
+                resp = responses[0]
+                first = data[pos + 4] if length else -1
+                state = resp.state
+                if (
+                    state == _R_ROWS and first != 0xFF and (first != 0xFE or length >= eof_limit)
+                ) or (state == _R_COLUMNS and resp.left > 1):
+                    # a row (a 0xFE that is too long for a terminator is a row too), or a
+                    # column definition that is not the last: stream it through
+                    if state == _R_ROWS:
+                        resp.rows += 1
+                    else:
+                        resp.left -= 1
+                    resp.started = True
+                    self._continued = length == MAX_PAYLOAD
+                    last_seq = data[pos + 3]
+                    pos += 4
+                    take = length if length <= n - pos else n - pos
+                    pos += take
+                    skip = length - take
+                    continue
                 if n - pos - 4 < length:
                     break
+                if length == MAX_PAYLOAD:
+                    raise RemoteProtocolError("a control packet over 16 MiB")
+                payload = data[pos + 4 : pos + 4 + length]
+                done = self._on_response_packet(resp, payload)
+                resp.started = True
+                last_seq = data[pos + 3]
                 pos += 4 + length
-                continue
-            resp = responses[0]
-            first = data[pos + 4] if length else -1
-            if resp.state == _R_ROWS and first != 0xFE and first != 0xFF:
-                resp.rows += 1
-                self._continued = length == MAX_PAYLOAD
-                pos += 4
-                take = length if length <= n - pos else n - pos
-                pos += take
-                skip = length - take
-                if skip:
-                    break
-                continue
-            if n - pos - 4 < length:
-                break
-            if length == MAX_PAYLOAD:
-                # only rows and definitions grow this large; treat it as opaque
-                self._continued = True
-                pos += 4 + length
-                continue
-            payload = data[pos + 4 : pos + 4 + length]
-            pos += 4 + length
-            if self._on_response_packet(resp, payload):
-                responses.popleft()
-                self._events.append(
-                    CommandCompleted(resp.cmd, resp.rows, resp.affected, resp.error)
-                )
-                if responses and responses[0].local is not None:
-                    self._emit(data[emit_from:pos])
-                    emit_from = pos
-                    self._flush_local()
+                if done:
+                    responses.popleft()
+                    self._events.append(
+                        CommandCompleted(resp.cmd, resp.rows, resp.affected, resp.error)
+                    )
+                    if responses and responses[0].local is not None:
+                        self._last_seq = last_seq
+                        self._emit(data[emit_from:pos])
+                        emit_from = pos
+                        self._flush_local()
+                    if self._quitting and not responses:
+                        self._close("client quit")
+        except ProtocolError:
+            # what was relayed stays relayed; the client learns the sequence id it expects
+            if start > emit_from:
+                self._emit(data[emit_from:start])
+            self._last_seq = last_seq if start > emit_from else self._last_seq
+            raise
         self._skip = skip
+        self._last_seq = last_seq
         if pos < n:
             self._server_buf = data[pos:]
         if emit_from == 0 and pos == n:
@@ -1059,7 +1127,7 @@ class Session:
             resp.state = _R_COLUMNS
             return False
         if state == _R_COLUMNS:
-            resp.left -= 1
+            resp.left -= 1  # the last definition (the others were streamed)
             if resp.left == 0:
                 resp.state = _R_ROWS if deprecate else _R_COLUMNS_EOF
             return False

@@ -17,7 +17,7 @@ _READ_SIZE = 256 * 1024
 class TlsEndpoint:
     """One side of a TLS connection kept entirely in memory."""
 
-    __slots__ = ("_in", "_out", "_obj", "handshake_done", "closed")
+    __slots__ = ("_in", "_out", "_obj", "handshake_done", "closed", "failed")
 
     def __init__(
         self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
@@ -29,6 +29,7 @@ class TlsEndpoint:
         )
         self.handshake_done = False
         self.closed = False
+        self.failed = False  # a TLS error: nothing more can be said over this connection
 
     def start(self) -> None:
         """Begin the handshake (the client side sends its ClientHello now)."""
@@ -40,6 +41,7 @@ class TlsEndpoint:
         except ssl.SSLWantReadError:
             return
         except ssl.SSLError as exc:
+            self.failed = True
             raise RemoteProtocolError(f"TLS handshake failed: {exc.reason or exc}") from exc
         self.handshake_done = True
 
@@ -60,6 +62,7 @@ class TlsEndpoint:
                 self.closed = True
                 break
             except ssl.SSLError as exc:
+                self.failed = True
                 raise RemoteProtocolError(f"TLS error: {exc.reason or exc}") from exc
             if not chunk:
                 self.closed = True
@@ -69,10 +72,15 @@ class TlsEndpoint:
 
     def send(self, plaintext: bytes | bytearray | memoryview) -> None:
         """Encrypt plaintext for the peer (collect it with ``take_outgoing``)."""
+        if self.failed:
+            return
         view = memoryview(plaintext)
-        while view:
-            written = self._obj.write(view)
-            view = view[written:]
+        try:
+            while view:
+                written = self._obj.write(view)
+                view = view[written:]
+        except ssl.SSLError:
+            self.failed = True  # the peer broke TLS; what it would have read is moot
 
     def take_outgoing(self) -> bytes:
         """Ciphertext waiting to go to the peer."""

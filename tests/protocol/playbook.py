@@ -71,6 +71,7 @@ from appliance.mysql.wire import Packet, PacketReader, frame, frames_needed
 __all__ = [
     "Playbook",
     "Reply",
+    "Step",
     "TlsFiles",
     "allow",
     "client",
@@ -471,7 +472,7 @@ class _ExpectEvent(Step):
 
     def __repr__(self) -> str:
         name = getattr(self.kind, "__name__", "predicate")
-        args = "".join(f", {k}={v!r}" for k, v in self.fields.items())
+        args = "".join(f", {k}={_show(v)}" for k, v in self.fields.items())
         return f"<< expect_event({name}{args})"
 
 
@@ -542,6 +543,12 @@ def describe(data: bytes, limit: int = 12) -> str:
     if pos < len(data):
         lines.append(f"    ... {len(data) - pos} more bytes")
     return "\n".join(lines) if lines else "    (nothing)"
+
+
+def _show(value: Any) -> str:
+    if callable(value) and not isinstance(value, type):
+        return f"<{getattr(value, '__name__', 'check')}>"
+    return repr(value)
 
 
 def _short(data: bytes, limit: int = 32) -> str:

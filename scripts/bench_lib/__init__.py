@@ -1,0 +1,9 @@
+"""The pieces of ``scripts/bench``: the rig it measures, the measurements, the report.
+
+- :mod:`bench_lib.rig`: tool checks, a private MariaDB, the gateway, a socat relay, and
+  per-process RSS and CPU readings from ``/proc``;
+- :mod:`bench_lib.measure`: sysbench, a large streamed result, ``SELECT 1`` latency and
+  idle sessions, each run through every endpoint in rotating order;
+- :mod:`bench_lib.report`: the table, the acceptance thresholds and the JSON file;
+- :mod:`bench_lib.cli`: the command line, ``main(argv) -> int``.
+"""

@@ -1,0 +1,582 @@
+"""``scripts/bench``: the gateway against direct access and a socat relay, in one run.
+
+Usage: ``scripts/bench [--quick] [--json FILE] [--check] [--profile FILE] [--keep]``.
+Progress goes to stderr, the table to stdout; docs/performance.md explains every figure.
+Exit status: 0 when the run completed (with ``--check``: and every threshold was met),
+1 when a threshold was missed under ``--check`` or the run failed, 2 when a tool is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .report import (
+    IDLE_MAX_RSS_MB,
+    POINT_SELECT_MIN_RATIO,
+    SELECT1_MAX_ADDED_P50_US,
+    STREAM_MAX_RSS_GROWTH_MB,
+    STREAM_MIN_RATIO,
+    Figure,
+    format_table,
+    median,
+)
+
+if TYPE_CHECKING:
+    from .rig import Rig
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Program -> the Debian package that provides it.
+PROGRAMS = {
+    "sysbench": "sysbench",
+    "socat": "socat",
+    "mariadb": "mariadb-client",
+    "mariadbd": "mariadb-server",
+    "mariadb-install-db": "mariadb-server",
+}
+MODULES = ("pymysql", "uvloop", "cryptography")
+_SBIN = os.pathsep.join(("/usr/sbin", "/usr/local/sbin", "/sbin"))
+
+RELAYS = ("direct", "socat", "gateway")
+TLS = "gateway-tls"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each measurement to do."""
+
+    rounds: int  # interleaved rounds of each sysbench workload and of the large result
+    seconds: int  # each sysbench run
+    warmup_s: int  # one oltp_point_select run per endpoint before measuring
+    stream_rows: int  # rows of 1,000 bytes in the large result
+    trips: int  # timed SELECT 1 round trips per endpoint and round
+    warmup_trips: int
+    latency_rounds: int
+    idle_sessions: int
+    tls: bool  # also measure a gateway that speaks TLS to the backend
+
+
+FULL = Plan(3, 6, 2, 1_000_000, 5_000, 500, 5, 1_000, True)
+QUICK = Plan(1, 2, 1, 100_000, 1_000, 200, 1, 1_000, True)
+
+# key, sysbench test, threads; the first one carries the throughput threshold
+WORKLOADS = (
+    ("point_select_8", "oltp_point_select", 8),
+    ("point_select_1", "oltp_point_select", 1),
+    ("read_only_1", "oltp_read_only", 1),
+    ("read_only_8", "oltp_read_only", 8),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Measure sqlgate against direct access and a socat relay, interleaved "
+        "in one run, on a private MariaDB server. See docs/performance.md.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of about a minute (1 round, short)"
+    )
+    parser.add_argument("--json", metavar="FILE", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when an acceptance threshold is missed"
+    )
+    parser.add_argument("--rounds", type=int, metavar="N", help="override the number of rounds")
+    parser.add_argument("--time", type=int, metavar="S", help="override each sysbench run's time")
+    parser.add_argument(
+        "--no-tls", action="store_true", help="skip the gateway with TLS toward the backend"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        type=Path,
+        help="after measuring, record the gateway with py-spy during one more 8-thread "
+        "oltp_point_select run (FILE.svg: flame graph; FILE.txt: collapsed stacks)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    return parser
+
+
+def missing_tools(profile: bool) -> str | None:
+    """One line naming what is missing, or None."""
+    programs = dict(PROGRAMS, **({"py-spy": "pip install py-spy"} if profile else {}))
+    absent = [p for p in programs if not shutil.which(p) and not shutil.which(p, path=_SBIN)]
+    if absent:
+        packages = sorted({PROGRAMS[p] for p in absent if p in PROGRAMS})
+        how = f"apt-get install {' '.join(packages)} (scripts/test installs them)"
+        if "py-spy" in absent:
+            how = f"{how}; pip install py-spy" if packages else "pip install py-spy"
+        return f"missing {', '.join(absent)}: {how}"
+    modules = [m for m in MODULES if importlib.util.find_spec(m) is None]
+    if modules:
+        return f"missing Python modules {', '.join(modules)}: pip install -e '.[test]'"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problem = missing_tools(args.profile is not None)
+    if problem:
+        print(f"bench: {problem}", file=sys.stderr)
+        return 2
+    from .rig import BenchError
+
+    plan = QUICK if args.quick else FULL
+    plan = Plan(
+        **dict(
+            asdict(plan),
+            rounds=args.rounds or plan.rounds,
+            seconds=args.time or plan.seconds,
+            tls=plan.tls and not args.no_tls,
+        )
+    )
+    try:
+        return _run(args, plan)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, plan: Plan) -> int:
+    from .rig import Rig, raise_nofile
+
+    # The gateway runs as ``python -m appliance.cli`` and must import this checkout.
+    os.chdir(REPO)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+    )
+    # The client side holds one socket per idle session and the gateway two; the gateway
+    # inherits this soft limit.
+    raise_nofile(2 * plan.idle_sessions + 512)
+    workdir = Path(tempfile.mkdtemp(prefix="sqlgate-bench-"))
+    started = time.monotonic()
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    notes: list[str] = []
+    try:
+        with Rig(workdir, with_tls=plan.tls) as rig:
+            assert rig.db is not None
+            machine = machine_info(rig.db.version)
+            _say(
+                f"sqlgate bench {date}: {machine['cpu']} x{machine['nproc']}, "
+                f"MariaDB {machine['mariadb']}; {'quick' if args.quick else 'full'} run, "
+                f"{plan.rounds} rounds, sysbench {plan.seconds}s; work dir {workdir}"
+            )
+            figures = _measure(rig, plan, notes)
+            if args.profile is not None:
+                _profile(rig, plan, args.profile)
+            machine["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    finally:
+        if args.keep:
+            _say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    duration = time.monotonic() - started
+    print(
+        f"\nsqlgate bench, {date}, {duration:.0f} s; {machine['cpu']}, "
+        f"{machine['nproc']} CPUs, MariaDB {machine['mariadb']}\n"
+    )
+    print(format_table(figures))
+    for note in notes:
+        print(f"note: {note}")
+    if args.json is not None:
+        data = {
+            "date": date,
+            "duration_s": round(duration, 1),
+            "quick": args.quick,
+            "plan": asdict(plan),
+            "machine": machine,
+            "figures": [f.as_json() for f in figures],
+            "notes": notes,
+        }
+        args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    missed = [f.label for f in figures if f.passed is False]
+    if missed:
+        print(f"thresholds missed: {'; '.join(missed)}")
+    return 1 if args.check and missed else 0
+
+
+def _mb(kib: int | None) -> float:
+    """KiB (as /proc reports them) in MB of 10^6 bytes, the unit of every RSS figure."""
+    return (kib or 0) * 1024 / 1e6
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- measurements
+
+
+def _measure(rig: Rig, plan: Plan, notes: list[str]) -> list[Figure]:
+    from . import measure
+
+    eps = rig.endpoints
+    with_tls = [*RELAYS, TLS] if plan.tls else list(RELAYS)
+    figures: list[Figure] = []
+
+    _say("preparing sysbench tables and warming up")
+    measure.sysbench_prepare(eps["direct"])
+    for name in with_tls:
+        measure.run_sysbench(eps[name], "oltp_point_select", 8, plan.warmup_s)
+
+    stalls: dict[str, int] = {}
+    for key, test, threads in WORKLOADS:
+        names = with_tls if key == "point_select_8" else list(RELAYS)
+        runs = measure.interleave(
+            names,
+            plan.rounds,
+            lambda n, t=test, k=threads: measure.run_sysbench(eps[n], t, k, plan.seconds),
+            lambda r: f"{r.qps:>9,.0f} qps",
+            f"{test} {threads} thr",
+        )
+        for name, results in runs.items():
+            stalls[name] = stalls.get(name, 0) + sum(r.stalls for r in results)
+        qps = {n: [r.qps for r in rs] for n, rs in runs.items()}
+        fig = Figure(
+            key=key,
+            label=f"{test} {threads} thr",
+            unit="QPS",
+            direct=median(qps["direct"]),
+            socat=median(qps["socat"]),
+            gateway=median(qps["gateway"]),
+            rounds=qps,
+        )
+        figures.append(fig)
+        if key != "point_select_8":
+            continue
+        ratio = fig.vs_direct
+        fig.threshold = f"gw/direct >= {POINT_SELECT_MIN_RATIO:.2f}"
+        fig.passed = ratio is not None and ratio >= POINT_SELECT_MIN_RATIO
+        cpu = {
+            n: [r.relay_cpu_us_per_query or 0.0 for r in rs]
+            for n, rs in runs.items()
+            if n != "direct"
+        }
+        figures.append(
+            Figure(
+                key="point_select_8_relay_cpu",
+                label=f"{test} {threads} thr, relay CPU",
+                unit="µs/query",
+                socat=median(cpu["socat"]),
+                gateway=median(cpu["gateway"]),
+                decimals=1,
+                rounds=cpu,
+            )
+        )
+        if plan.tls:
+            figures.append(
+                Figure(
+                    key="point_select_8_backend_tls",
+                    label=f"{test} {threads} thr, gateway with backend TLS",
+                    unit="QPS",
+                    direct=fig.direct,
+                    socat=fig.socat,
+                    gateway=median(qps[TLS]),
+                    rounds={TLS: qps[TLS]},
+                )
+            )
+    for name, count in stalls.items():
+        if count:
+            notes.append(
+                f"{count} sysbench run(s) through {name} were repeated: some of their "
+                "connections never completed the login (docs/performance.md, known issues)"
+            )
+
+    figures.extend(_stream(rig, plan))
+    figures.extend(_latency(rig, plan, with_tls))
+    figures.extend(_idle(rig, plan, notes))
+    return figures
+
+
+def _stream(rig: Rig, plan: Plan) -> list[Figure]:
+    from . import measure
+
+    eps = rig.endpoints
+    runs = measure.interleave(
+        RELAYS,
+        plan.rounds,
+        lambda n: measure.run_stream(eps[n], plan.stream_rows, sample_rss=n == "gateway"),
+        lambda r: (
+            f"{r.mb_per_s:>9,.1f} MB/s"
+            + (
+                f", RSS {_mb(r.rss_before_kib):.1f} -> {_mb(r.rss_max_kib):.1f} MB"
+                if r.rss_before_kib is not None and r.rss_max_kib is not None
+                else ""
+            )
+        ),
+        "large result, mariadb CLI",
+    )
+    size = f"{plan.stream_rows * measure.STREAM_ROW_BYTES / 1e9:g} GB"
+    rate = {n: [r.mb_per_s for r in rs] for n, rs in runs.items()}
+    fig = Figure(
+        key="stream",
+        label=f"{size} result, mariadb CLI",
+        unit="MB/s",
+        direct=median(rate["direct"]),
+        socat=median(rate["socat"]),
+        gateway=median(rate["gateway"]),
+        decimals=1,
+        threshold=f"gw/direct >= {STREAM_MIN_RATIO:.2f}",
+        rounds=rate,
+    )
+    fig.passed = fig.vs_direct is not None and fig.vs_direct >= STREAM_MIN_RATIO
+    gb = plan.stream_rows * measure.STREAM_ROW_BYTES / 1e9
+    cpu = {n: [(r.relay_cpu_s or 0.0) / gb for r in rs] for n, rs in runs.items() if n != "direct"}
+    before = [_mb(r.rss_before_kib) for r in runs["gateway"] if r.rss_before_kib is not None]
+    peak = [_mb(r.rss_max_kib) for r in runs["gateway"] if r.rss_max_kib is not None]
+    growth = max((p - b for p, b in zip(peak, before, strict=True)), default=0.0)
+    rss_before = Figure(
+        key="stream_rss_before",
+        label=f"{size} result, gateway RSS before",
+        unit="MB",
+        gateway=median(before),
+        decimals=1,
+        ratios=False,
+        rounds={"gateway": before},
+    )
+    rss_peak = Figure(
+        key="stream_rss_max",
+        label=f"{size} result, gateway RSS max while streaming",
+        unit="MB",
+        gateway=max(peak, default=None),
+        decimals=1,
+        ratios=False,
+        threshold=f"growth <= {STREAM_MAX_RSS_GROWTH_MB:g} MB (was {growth:.1f})",
+        passed=growth <= STREAM_MAX_RSS_GROWTH_MB,
+        rounds={"gateway": peak},
+    )
+    relay_cpu = Figure(
+        key="stream_relay_cpu",
+        label=f"{size} result, relay CPU",
+        unit="s/GB",
+        socat=median(cpu["socat"]),
+        gateway=median(cpu["gateway"]),
+        decimals=2,
+        rounds=cpu,
+    )
+    return [fig, relay_cpu, rss_before, rss_peak]
+
+
+def _latency(rig: Rig, plan: Plan, names: list[str]) -> list[Figure]:
+    from . import measure
+
+    eps = rig.endpoints
+    runs = measure.interleave(
+        names,
+        plan.latency_rounds,
+        lambda n: measure.run_select1(eps[n], plan.trips, plan.warmup_trips),
+        lambda r: f"p50 {r.p50_us:>7.1f} µs, p99 {r.p99_us:>7.1f} µs",
+        f"SELECT 1 x {plan.trips}",
+    )
+    p50 = {n: [r.p50_us for r in rs] for n, rs in runs.items()}
+    p99 = {n: [r.p99_us for r in rs] for n, rs in runs.items()}
+    # added latency per round (same round, so the same machine conditions), then the median
+    added = {
+        n: [a - d for a, d in zip(p50[n], p50["direct"], strict=True)]
+        for n in names
+        if n != "direct"
+    }
+    figures = [
+        Figure(
+            key="select1_p50",
+            label="SELECT 1 p50",
+            unit="µs",
+            direct=median(p50["direct"]),
+            socat=median(p50["socat"]),
+            gateway=median(p50["gateway"]),
+            decimals=1,
+            rounds=p50,
+        ),
+        Figure(
+            key="select1_p99",
+            label="SELECT 1 p99",
+            unit="µs",
+            direct=median(p99["direct"]),
+            socat=median(p99["socat"]),
+            gateway=median(p99["gateway"]),
+            decimals=1,
+            rounds=p99,
+        ),
+    ]
+    gw_added = median(added["gateway"])
+    figures.append(
+        Figure(
+            key="select1_added_p50",
+            label="SELECT 1 added p50 (vs direct)",
+            unit="µs",
+            socat=median(added["socat"]),
+            gateway=gw_added,
+            decimals=1,
+            ratios=False,
+            threshold=f"gateway <= {SELECT1_MAX_ADDED_P50_US:g} µs",
+            passed=gw_added is not None and gw_added <= SELECT1_MAX_ADDED_P50_US,
+            rounds=added,
+        )
+    )
+    if TLS in names:
+        figures.append(
+            Figure(
+                key="select1_p50_backend_tls",
+                label="SELECT 1 p50, gateway with backend TLS",
+                unit="µs",
+                direct=median(p50["direct"]),
+                socat=median(p50["socat"]),
+                gateway=median(p50[TLS]),
+                decimals=1,
+                rounds={TLS: p50[TLS]},
+            )
+        )
+    return figures
+
+
+def _idle(rig: Rig, plan: Plan, notes: list[str]) -> list[Figure]:
+    from . import measure
+
+    # A fresh gateway, so its RSS is not what earlier benchmarks left in its heap.
+    ep = rig.add_gateway("gateway-idle", backend_tls="disabled")
+    try:
+        result = measure.run_idle_sessions(ep, plan.idle_sessions)
+    finally:
+        rig.stop_gateway("gateway-idle")
+    measure.progress(
+        f"{plan.idle_sessions:,} idle sessions: RSS {_mb(result.rss_before_kib):.1f} -> "
+        f"{_mb(result.rss_open_kib):.1f} MB (closed: {_mb(result.rss_closed_kib):.1f}), "
+        f"opened in {result.open_seconds:.1f} s"
+    )
+    if result.retries:
+        notes.append(f"{result.retries} idle session(s) failed to open and were opened again")
+    total_mb = _mb(result.rss_open_kib)
+    n = f"{plan.idle_sessions:,}"
+    return [
+        Figure(
+            key="idle_rss_before",
+            label="gateway RSS before the idle sessions",
+            unit="MB",
+            gateway=_mb(result.rss_before_kib),
+            decimals=1,
+            ratios=False,
+        ),
+        Figure(
+            key="idle_rss",
+            label=f"{n} idle sessions, gateway RSS",
+            unit="MB",
+            gateway=total_mb,
+            decimals=1,
+            ratios=False,
+            threshold=f"< {IDLE_MAX_RSS_MB:g} MB",
+            passed=total_mb < IDLE_MAX_RSS_MB,
+        ),
+        Figure(
+            key="idle_rss_per_session",
+            label=f"{n} idle sessions, RSS per session",
+            unit="kB",
+            gateway=result.per_session_kib * 1024 / 1000,
+            decimals=1,
+            ratios=False,
+        ),
+    ]
+
+
+def _profile(rig: Rig, plan: Plan, out: Path) -> None:
+    """py-spy record of the gateway during one more 8-thread oltp_point_select run."""
+    from . import measure
+
+    ep = rig.endpoints["gateway"]
+    assert ep.pid is not None
+    fmt = "raw" if out.suffix in (".txt", ".folded") else "flamegraph"
+    seconds = max(plan.seconds, 5)
+    spy = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(ep.pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "250",
+            "--format",
+            fmt,
+            "--output",
+            str(out.resolve()),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    result = measure.run_sysbench(ep, "oltp_point_select", 8, seconds)
+    _, err = spy.communicate(timeout=seconds + 60)
+    if spy.returncode != 0:
+        _say(f"py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
+    else:
+        _say(f"profile of the gateway ({result.qps:,.0f} qps under py-spy) written to {out}")
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info(mariadb_version: str) -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_total = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "memory": mem_total,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "uvloop": _version("uvloop"),
+        "pymysql": _version("PyMySQL"),
+        "mariadb": mariadb_version,
+        "mariadb_client": _first_line(["mariadb", "--version"]),
+        "sysbench": _first_line(["sysbench", "--version"]),
+        "socat": _first_line(["socat", "-V"], contains="socat version"),
+        "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+    }
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _first_line(cmd: list[str], contains: str = "") -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "?"
+    for line in out.stdout.splitlines():
+        if contains in line:
+            return line.strip()
+    return "?"

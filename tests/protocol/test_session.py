@@ -1,0 +1,1655 @@
+"""Protocol stories of the session core, told as transcripts (see ``playbook.py``).
+
+Each story drives one ``Session`` with no I/O and states byte for byte what it must send
+on each leg and which events it must report; a story fails when the behaviour it tells
+breaks. Scrambles and nonces are fixed, so every byte is deterministic (except RSA and TLS
+ciphertext, which the tests decrypt).
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.mysql import auth, packets
+from appliance.mysql.constants import (
+    CACHING_SHA2_PASSWORD,
+    CLEAR_PASSWORD,
+    CLIENT_ED25519,
+    GATEWAY_CAPABILITIES,
+    MAX_PAYLOAD,
+    NATIVE_PASSWORD,
+    Capability,
+    Command,
+    ErrorCode,
+    FieldType,
+    ServerStatus,
+)
+from appliance.mysql.relay import (
+    Account,
+    AuthFailed,
+    Backend,
+    ClientAuthenticated,
+    CommandCompleted,
+    CommandReceived,
+    CommandRefused,
+    Identity,
+    Phase,
+    Session,
+    SessionClosed,
+    SessionReady,
+    SessionSettings,
+)
+from appliance.mysql.wire import Packet, PacketReader, frame
+
+from .playbook import (
+    AUTOCOMMIT,
+    SERVER_CAPABILITIES,
+    Playbook,
+    Reply,
+    Step,
+    TlsFiles,
+    allow,
+    client,
+    client_hello,
+    client_tls,
+    column,
+    command,
+    expect_client,
+    expect_closed,
+    expect_event,
+    expect_phase,
+    expect_server,
+    make_rsa_key,
+    make_tls_files,
+    query,
+    refuse,
+    server,
+    server_closes,
+    server_greeting,
+    server_tls,
+    ssl_request,
+)
+
+# ------------------------------------------------------------------------------ the cast
+
+SCRAMBLE = b"gateway-scramble-20b"  # the gateway's own challenge to its clients
+NONCE = b"server-nonce-0123456"  # the backend's challenge to the gateway
+assert len(SCRAMBLE) == len(NONCE) == 20
+
+ALICE_PW = b"alice-secret"
+BOB_PW = b"bob-secret"
+BACKEND_PW = b"vaulted-backend-secret"
+MAX_PACKET = 64 * 1024 * 1024  # SessionSettings.max_payload, announced in the backend login
+
+ATTRS = ((b"_client_name", b"libmysql"), (b"program_name", b"story"))
+
+C = Capability
+CLIENT_CAPS = int(
+    C.LONG_PASSWORD
+    | C.LONG_FLAG
+    | C.LOCAL_FILES  # every libmysql sets it; the gateway must never pass it on
+    | C.PROTOCOL_41
+    | C.INTERACTIVE
+    | C.TRANSACTIONS
+    | C.SECURE_CONNECTION
+    | C.MULTI_STATEMENTS
+    | C.MULTI_RESULTS
+    | C.PS_MULTI_RESULTS
+    | C.PLUGIN_AUTH
+    | C.CONNECT_ATTRS
+    | C.PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | C.CAN_HANDLE_EXPIRED_PASSWORDS
+    | C.SESSION_TRACK
+    | C.DEPRECATE_EOF
+    | C.QUERY_ATTRIBUTES  # not offered by the gateway: a pushy client asks anyway
+    | C.COMPRESS  # likewise
+)
+"""What a MySQL 8 client asks for (plus two flags the gateway never offers)."""
+
+REQUIRED = int(C.PROTOCOL_41 | C.SECURE_CONNECTION | C.PLUGIN_AUTH)
+OFFERED = int((SERVER_CAPABILITIES & GATEWAY_CAPABILITIES) | REQUIRED)
+"""What the gateway offers its client in front of a server that offers everything."""
+CLIENT_SIDE = CLIENT_CAPS & OFFERED
+"""The capabilities of the client's leg once it logged in without a database."""
+
+STORY_SERVER_CAPS = SERVER_CAPABILITIES & ~int(C.INTERACTIVE)
+"""A server that lacks one flag both the client and the allow-list have."""
+LOGIN_CAPS = int(
+    C.LONG_PASSWORD
+    | C.LONG_FLAG
+    | C.CONNECT_WITH_DB
+    | C.PROTOCOL_41
+    | C.TRANSACTIONS
+    | C.SECURE_CONNECTION
+    | C.MULTI_STATEMENTS
+    | C.MULTI_RESULTS
+    | C.PS_MULTI_RESULTS
+    | C.PLUGIN_AUTH
+    | C.CONNECT_ATTRS
+    | C.PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | C.SESSION_TRACK
+    | C.DEPRECATE_EOF
+)
+"""client's ∩ allow-list ∩ STORY_SERVER_CAPS, with the database flag: written out by hand."""
+assert LOGIN_CAPS == (CLIENT_CAPS & GATEWAY_CAPABILITIES & STORY_SERVER_CAPS) | int(
+    C.CONNECT_WITH_DB
+)
+
+NEVER_NEGOTIATED = int(
+    C.COMPRESS
+    | C.ZSTD_COMPRESSION
+    | C.LOCAL_FILES
+    | C.QUERY_ATTRIBUTES
+    | C.OPTIONAL_RESULTSET_METADATA
+    | C.CAN_HANDLE_EXPIRED_PASSWORDS
+    | C.MULTI_FACTOR_AUTH
+)
+
+MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
+CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
+LAST_ROW_SENT = int(ServerStatus.LAST_ROW_SENT)
+
+
+def _stage2(password: bytes) -> bytes:
+    return auth.parse_native_password_hash(auth.native_password_hash(password))
+
+
+ACCOUNTS = {
+    "alice": Account("alice", _stage2(ALICE_PW), frozenset({"dba"})),
+    "bob": Account("bob", _stage2(BOB_PW), frozenset({"sales"})),
+}
+
+
+def make_settings(
+    *,
+    backend_tls: str = "disabled",
+    backend_ctx: object = None,
+    client_tls: object = None,
+) -> SessionSettings:
+    backend = Backend(
+        name="db1",
+        host="localhost",
+        user="gw_svc",
+        password=BACKEND_PW,
+        tls=backend_tls,
+        tls_context=backend_ctx,  # type: ignore[arg-type]
+        allow_groups=frozenset({"dba", "ops"}),
+    )
+    return SessionSettings(backend=backend, accounts=ACCOUNTS, client_tls=client_tls)  # type: ignore[arg-type]
+
+
+def new_session(settings: SessionSettings | None = None, **kw: object) -> Session:
+    return Session(settings or make_settings(**kw), scramble=SCRAMBLE)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def rsa_pair() -> tuple[bytes, bytes]:
+    return make_rsa_key()
+
+
+# ------------------------------------------------------------------------ packet checks
+
+
+def ok_for_client(seq: int, caps: int = CLIENT_SIDE, status: int = AUTOCOMMIT) -> bytes:
+    """The OK the gateway itself sends its client at the end of the login."""
+    return frame(seq, packets.build_ok(packets.OkPacket(status=status), caps))
+
+
+def local_err(code: int, message: str, seq: int = 1) -> bytes:
+    return frame(seq, packets.build_err(code, message))
+
+
+def is_err(seq: int, code: int | None, *fragments: str) -> Callable[[Packet], None]:
+    """A check: an ERR packet with this sequence id, code and message fragments."""
+
+    def check(pkt: Packet) -> None:
+        assert pkt.payload[:1] == b"\xff", f"not an ERR packet: {pkt.payload[:40]!r}"
+        err = packets.parse_err(pkt.payload)
+        assert pkt.seq == seq, f"ERR with sequence id {pkt.seq}, expected {seq}"
+        if code is not None:
+            assert err.code == code, f"ERR {err.code} ({err.message}), expected {code}"
+        for fragment in fragments:
+            assert fragment in err.message, f"{fragment!r} not in {err.message!r}"
+
+    check.__name__ = f"ERR {code} seq={seq}"
+    return check
+
+
+def native(password: bytes, nonce: bytes = SCRAMBLE) -> bytes:
+    return auth.native_scramble(password, nonce)
+
+
+def _named(check: Callable[[object], bool], name: str) -> Callable[[object], bool]:
+    check.__name__ = name
+    return check
+
+
+def received(cmd_id: int, raw: bytes) -> Step:
+    return expect_event(
+        CommandReceived,
+        cmd=_named(lambda c: (c.id, c.raw) == (cmd_id, raw), f"id={cmd_id} raw={raw[:24]!r}"),
+    )
+
+
+def completed(cmd_id: int, rows: int = 0, affected: int = 0, error: int | None = None) -> Step:
+    return expect_event(
+        CommandCompleted,
+        cmd=_named(lambda c: c.id == cmd_id, f"id={cmd_id}"),
+        rows=rows,
+        affected=affected,
+        error=error,
+    )
+
+
+def alice_hello(*, caps: int = CLIENT_CAPS, seq: int = 1, **kw: object) -> bytes:
+    kw.setdefault("attributes", ATTRS)
+    return client_hello(b"alice", native(ALICE_PW), capabilities=caps, seq=seq, **kw)  # type: ignore[arg-type]
+
+
+def native_login(caps: int, *, database: bytes | None = None, seq: int = 1) -> bytes:
+    """The gateway's backend login with mysql_native_password, as it must be on the wire."""
+    return frame(
+        seq,
+        packets.build_handshake_response(
+            packets.HandshakeResponse(
+                capabilities=caps,
+                max_packet=MAX_PACKET,
+                charset=45,
+                user=b"gw_svc",
+                auth_response=native(BACKEND_PW, NONCE),
+                database=database,
+                auth_plugin=NATIVE_PASSWORD,
+                attributes=ATTRS if caps & C.CONNECT_ATTRS else (),
+            )
+        ),
+    )
+
+
+def ready(*, deprecate_eof: bool = True, settings: SessionSettings | None = None) -> Playbook:
+    """A session in the COMMAND phase; its (plain, native) login already told and checked."""
+    caps = CLIENT_CAPS if deprecate_eof else CLIENT_CAPS & ~int(C.DEPRECATE_EOF)
+    side = caps & OFFERED
+    login_caps = (side & ~int(C.CONNECT_WITH_DB)) | int(C.PLUGIN_AUTH_LENENC_CLIENT_DATA)
+    pb = Playbook(new_session(settings))
+    assert (
+        pb
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(alice_hello(caps=caps))
+        << expect_event(ClientAuthenticated)
+        << expect_server(native_login(login_caps))
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(2, side))
+        << expect_event(SessionReady, server_tls=False)
+        << expect_phase(Phase.COMMAND)
+    )
+    return pb
+
+
+# ============================================================ 1. the whole happy login
+
+
+def test_happy_path_greets_logs_in_with_the_vaulted_credential_and_reaches_commands() -> None:
+    greeting = server_greeting(
+        NONCE, version=b"8.0.36-story", connection_id=0x01020304, capabilities=STORY_SERVER_CAPS
+    )
+    offered = (STORY_SERVER_CAPS & GATEWAY_CAPABILITIES) | REQUIRED
+    side = CLIENT_CAPS & offered | int(C.CONNECT_WITH_DB)
+
+    def our_greeting(pkt: Packet) -> None:
+        g = packets.parse_greeting(pkt.payload)
+        assert pkt.seq == 0
+        assert g.server_version == b"8.0.36-story"
+        assert g.connection_id == 0x01020304
+        assert g.scramble == SCRAMBLE
+        assert g.auth_plugin == NATIVE_PASSWORD
+        assert not g.capabilities & C.COMPRESS
+        assert not g.capabilities & C.LOCAL_FILES
+        assert not g.capabilities & C.SSL  # no client TLS configured
+        assert g.capabilities & ~int(GATEWAY_CAPABILITIES) == 0
+        assert g.capabilities == offered
+        assert pkt.raw == frame(
+            0,
+            packets.build_greeting(
+                packets.Greeting(
+                    b"8.0.36-story", 0x01020304, SCRAMBLE, offered, 45, AUTOCOMMIT, NATIVE_PASSWORD
+                )
+            ),
+        )
+
+    def backend_login(pkt: Packet) -> None:
+        login = packets.parse_handshake_response(pkt.payload)
+        assert pkt.seq == 1
+        assert login.user == b"gw_svc"
+        assert login.auth_response == auth.native_scramble(BACKEND_PW, NONCE)
+        assert login.database == b"app"
+        assert login.charset == 45
+        assert login.auth_plugin == NATIVE_PASSWORD
+        assert login.attributes == ATTRS
+        assert login.capabilities == LOGIN_CAPS
+        assert login.capabilities & NEVER_NEGOTIATED == 0
+        assert not login.capabilities & C.SSL
+        assert pkt.raw == native_login(LOGIN_CAPS, database=b"app")
+
+    assert (
+        Playbook(new_session())
+        >> server(greeting)
+        << expect_client(our_greeting)
+        >> client(alice_hello(database=b"app"))
+        << expect_event(
+            ClientAuthenticated,
+            identity=Identity("alice", frozenset({"dba"}), "account"),
+            tls=False,
+        )
+        << expect_phase(Phase.SERVER_AUTH)
+        << expect_server(backend_login)
+        >> server(Reply(2).ok(status=AUTOCOMMIT).data)
+        << expect_client(ok_for_client(2, side))
+        << expect_event(SessionReady, server_tls=False)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
+@pytest.mark.parametrize("client_tls_on", [False, True], ids=["plain-only", "tls-offered"])
+def test_greeting_offers_ssl_exactly_when_client_tls_is_configured(
+    tls: TlsFiles, client_tls_on: bool
+) -> None:
+    ctx = tls.server_context() if client_tls_on else None
+    expected = OFFERED | (int(C.SSL) if client_tls_on else 0)
+
+    def check(pkt: Packet) -> None:
+        caps = packets.parse_greeting(pkt.payload).capabilities
+        assert caps == expected
+        assert caps & ~int(GATEWAY_CAPABILITIES | C.SSL) == 0
+
+    assert (
+        Playbook(new_session(client_tls=ctx))
+        >> server(server_greeting(NONCE))
+        << expect_client(check)
+    )
+
+
+# ========================================================== 2. the client proves itself
+
+
+def test_wrong_native_password_is_refused_and_the_session_closes() -> None:
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(client_hello(b"alice", native(b"guess"), capabilities=CLIENT_CAPS))
+        << expect_client(
+            is_err(2, 1045, "sqlgate: access denied", "wrong password", "'alice'", "plain")
+        )
+        << expect_event(AuthFailed, user="alice")
+        << expect_closed("authentication failed")
+        >> client(query(b"SELECT 1"))  # nothing more is read
+    )
+
+
+def test_unknown_user_is_refused() -> None:
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(client_hello(b"mallory", native(ALICE_PW), capabilities=CLIENT_CAPS))
+        << expect_client(is_err(2, 1045, "sqlgate: access denied", "'mallory'", "not a gateway"))
+        << expect_event(AuthFailed, user="mallory")
+        << expect_closed()
+    )
+
+
+def test_account_outside_the_targets_groups_is_refused_after_its_password() -> None:
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(client_hello(b"bob", native(BOB_PW), capabilities=CLIENT_CAPS))
+        << expect_client(is_err(2, 1045, "sqlgate: access denied", "may not reach target 'db1'"))
+        << expect_event(AuthFailed, user="bob")
+        << expect_closed()
+    )
+
+
+def _switch_to_native(seq: int) -> bytes:
+    return frame(
+        seq,
+        packets.build_auth_switch_request(packets.AuthSwitchRequest(NATIVE_PASSWORD, SCRAMBLE)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("plugin", "first_response"),
+    [
+        (CACHING_SHA2_PASSWORD, auth.sha2_scramble(ALICE_PW, SCRAMBLE)),
+        ("sha256_password", b"\x01"),
+        (CLIENT_ED25519, b""),
+        ("authentication_kerberos_client", b"token"),
+        (CLEAR_PASSWORD, ALICE_PW + b"\0"),  # never in clear over a plain connection
+    ],
+    ids=["caching_sha2", "sha256", "ed25519", "kerberos", "clear-text"],
+)
+def test_client_plugins_without_tls_are_switched_to_native(
+    plugin: str, first_response: bytes
+) -> None:
+    hello = client_hello(b"alice", first_response, capabilities=CLIENT_CAPS, plugin=plugin)
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(hello)
+        << expect_client(_switch_to_native(2))
+        << expect_phase(Phase.CLIENT_AUTH)
+        >> client(frame(3, native(ALICE_PW)))
+        << expect_event(ClientAuthenticated, tls=False)
+        << expect_server(lambda p: p.seq == 1)
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(4))
+        << expect_event(SessionReady)
+    )
+
+
+def test_wrong_password_after_the_switch_is_refused() -> None:
+    hello = client_hello(
+        b"alice",
+        auth.sha2_scramble(ALICE_PW, SCRAMBLE),
+        capabilities=CLIENT_CAPS,
+        plugin=CACHING_SHA2_PASSWORD,
+    )
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(hello)
+        << expect_client(_switch_to_native(2))
+        >> client(frame(3, native(b"guess")))
+        << expect_client(is_err(4, 1045, "wrong password"))
+        << expect_event(AuthFailed, user="alice")
+        << expect_closed()
+    )
+
+
+def _tls_sha2_login(pb: Playbook, tls: TlsFiles, *, password: bytes) -> Playbook:
+    """Greeting, SSLRequest, TLS, then a caching_sha2_password HandshakeResponse (seq 2)."""
+    caps = CLIENT_CAPS | int(C.SSL)
+    return (
+        pb
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: bool(packets.parse_greeting(p.payload).capabilities & C.SSL))
+        >> client(ssl_request(CLIENT_CAPS))
+        >> client_tls(tls.client_context())
+        >> client(
+            client_hello(
+                b"alice",
+                auth.sha2_scramble(password, SCRAMBLE),
+                capabilities=caps,
+                plugin=CACHING_SHA2_PASSWORD,
+                seq=2,
+            )
+        )
+    )
+
+
+def test_caching_sha2_over_tls_full_auth_then_fast_auth_from_the_shared_cache(
+    tls: TlsFiles,
+) -> None:
+    settings = make_settings(client_tls=tls.server_context())
+    side = (CLIENT_CAPS | int(C.SSL)) & (OFFERED | int(C.SSL))
+    first = Playbook(new_session(settings))
+    assert (
+        _tls_sha2_login(first, tls, password=ALICE_PW)
+        << expect_client(frame(3, b"\x01\x04"))  # perform full authentication
+        >> client(frame(4, ALICE_PW + b"\0"))  # the password, in clear inside TLS
+        << expect_event(ClientAuthenticated, tls=True)
+        << expect_server(lambda p: p.seq == 1)
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(5, side))
+        << expect_event(SessionReady)
+    )
+    assert settings.sha2_cache["alice"] == auth.sha2_double_hash(ALICE_PW)
+
+    second = Playbook(new_session(settings))
+    assert (
+        _tls_sha2_login(second, tls, password=ALICE_PW)
+        << expect_client(frame(3, b"\x01\x03"))  # fast auth success
+        << expect_event(ClientAuthenticated, tls=True)
+        << expect_server(lambda p: p.seq == 1)
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(4, side))
+        << expect_event(SessionReady)
+    )
+
+
+def test_caching_sha2_full_auth_with_a_wrong_password_is_refused(tls: TlsFiles) -> None:
+    settings = make_settings(client_tls=tls.server_context())
+    assert (
+        _tls_sha2_login(Playbook(new_session(settings)), tls, password=b"guess")
+        << expect_client(frame(3, b"\x01\x04"))
+        >> client(frame(4, b"guess\0"))
+        << expect_client(is_err(5, 1045, "wrong password", "using TLS"))
+        << expect_event(AuthFailed, user="alice")
+        << expect_closed()
+    )
+    assert "alice" not in settings.sha2_cache
+
+
+# ======================================================== 3. the gateway's backend login
+
+
+def _to_backend(pb: Playbook, greeting: bytes) -> Playbook:
+    """Greeting and a plain native client login; the backend login is the next thing."""
+    return (
+        pb
+        >> server(greeting)
+        << expect_client(lambda p: p.seq == 0)
+        >> client(alice_hello())
+        << expect_event(ClientAuthenticated)
+    )
+
+
+BACKEND_CAPS = (CLIENT_SIDE & ~int(C.CONNECT_WITH_DB)) | int(C.PLUGIN_AUTH_LENENC_CLIENT_DATA)
+
+
+def test_backend_auth_switch_to_client_ed25519_signs_the_servers_nonce() -> None:
+    ed_nonce = bytes(range(100, 132))  # MariaDB's 32-byte nonce, sent as is
+
+    def signature(pkt: Packet) -> None:
+        assert pkt.seq == 3
+        assert len(pkt.payload) == 64
+        public = auth.ed25519_password_public_key(BACKEND_PW)
+        assert auth.ed25519_verify(public, ed_nonce, pkt.payload)
+
+    switch = packets.build_auth_switch_request(packets.AuthSwitchRequest(CLIENT_ED25519, ed_nonce))
+    assert (
+        _to_backend(Playbook(new_session()), server_greeting(NONCE))
+        << expect_server(native_login(BACKEND_CAPS))
+        >> server(frame(2, switch))
+        << expect_server(signature)
+        >> server(Reply(4).ok().data)
+        << expect_client(ok_for_client(2))
+        << expect_event(SessionReady)
+    )
+
+
+def _sha2_login(seq: int = 1, *, ssl: bool = False) -> Callable[[Packet], None]:
+    def check(pkt: Packet) -> None:
+        login = packets.parse_handshake_response(pkt.payload)
+        assert pkt.seq == seq
+        assert login.auth_plugin == CACHING_SHA2_PASSWORD
+        assert login.auth_response == auth.sha2_scramble(BACKEND_PW, NONCE)
+        assert login.user == b"gw_svc"
+        assert bool(login.capabilities & C.SSL) is ssl
+        assert login.capabilities & NEVER_NEGOTIATED == 0
+
+    check.__name__ = f"caching_sha2 login seq={seq}"
+    return check
+
+
+def test_backend_caching_sha2_fast_auth() -> None:
+    assert (
+        _to_backend(Playbook(new_session()), server_greeting(NONCE, plugin=CACHING_SHA2_PASSWORD))
+        << expect_server(_sha2_login())
+        >> server(frame(2, b"\x01\x03"))  # fast auth success: an OK follows
+        >> server(Reply(3).ok().data)
+        << expect_client(ok_for_client(2))
+        << expect_event(SessionReady)
+    )
+
+
+def test_backend_caching_sha2_full_auth_over_plain_uses_the_servers_rsa_key(
+    rsa_pair: tuple[bytes, bytes],
+) -> None:
+    private_pem, public_pem = rsa_pair
+
+    def encrypted_password(pkt: Packet) -> None:
+        assert pkt.seq == 5
+        assert auth.sha2_rsa_decrypt(pkt.payload, NONCE, private_pem) == BACKEND_PW
+
+    assert (
+        _to_backend(Playbook(new_session()), server_greeting(NONCE, plugin=CACHING_SHA2_PASSWORD))
+        << expect_server(_sha2_login())
+        >> server(frame(2, b"\x01\x04"))  # perform full authentication
+        << expect_server(frame(3, b"\x02"))  # the gateway asks for the public key
+        >> server(frame(4, b"\x01" + public_pem))
+        << expect_server(encrypted_password)
+        >> server(Reply(6).ok().data)
+        << expect_client(ok_for_client(2))
+        << expect_event(SessionReady, server_tls=False)
+    )
+
+
+def test_backend_caching_sha2_full_auth_over_tls_sends_the_password_inside_tls(
+    tls: TlsFiles,
+) -> None:
+    settings = make_settings(backend_tls="required", backend_ctx=tls.client_context())
+    ssl_req = frame(
+        1,
+        packets.build_ssl_request(packets.SSLRequest(BACKEND_CAPS | int(C.SSL), MAX_PACKET, 45)),
+    )
+    assert (
+        _to_backend(
+            Playbook(new_session(settings)), server_greeting(NONCE, plugin=CACHING_SHA2_PASSWORD)
+        )
+        << expect_server(ssl_req)
+        >> server_tls(tls.server_context())
+        << expect_server(_sha2_login(2, ssl=True))
+        >> server(frame(3, b"\x01\x04"))
+        << expect_server(frame(4, BACKEND_PW + b"\0"))
+        >> server(Reply(5).ok().data)
+        << expect_client(ok_for_client(2))
+        << expect_event(SessionReady, server_tls=True)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
+def test_backend_error_is_reported_to_the_client_as_access_denied_naming_the_target() -> None:
+    denied = Reply(2).err(1045, "Access denied for user 'gw_svc'@'10.1.1.1'", "28000").data
+    assert (
+        _to_backend(Playbook(new_session()), server_greeting(NONCE))
+        << expect_server(native_login(BACKEND_CAPS))
+        >> server(denied)
+        << expect_client(is_err(2, 1045, "sqlgate: access denied", "target 'db1'", "gw_svc"))
+        << expect_event(AuthFailed, user="alice")
+        << expect_closed("backend login failed")
+    )
+
+
+def test_tls_required_on_a_server_without_ssl_is_refused_before_any_login(tls: TlsFiles) -> None:
+    settings = make_settings(backend_tls="required", backend_ctx=tls.client_context())
+    no_ssl = server_greeting(NONCE, capabilities=SERVER_CAPABILITIES & ~int(C.SSL))
+    assert (
+        _to_backend(Playbook(new_session(settings)), no_ssl)
+        << expect_client(is_err(2, 1045, "target 'db1' requires TLS"))
+        << expect_event(AuthFailed, user="alice")
+        << expect_closed()
+    )  # and not one byte went to the server: the playbook checks that at the end
+
+
+def test_tls_preferred_on_a_server_without_ssl_logs_in_plain(tls: TlsFiles) -> None:
+    settings = make_settings(backend_tls="preferred", backend_ctx=tls.client_context())
+    no_ssl = server_greeting(NONCE, capabilities=SERVER_CAPABILITIES & ~int(C.SSL))
+    assert (
+        _to_backend(Playbook(new_session(settings)), no_ssl)
+        << expect_server(native_login(BACKEND_CAPS))
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(2))
+        << expect_event(SessionReady, server_tls=False)
+    )
+
+
+def test_backend_refusing_the_connection_instead_of_greeting_is_passed_on() -> None:
+    too_many = frame(0, packets.build_err(1040, "Too many connections", "08004"))
+    assert (
+        Playbook(new_session())
+        >> server(too_many)
+        << expect_client(is_err(0, 1040, "target 'db1' refused the connection", "Too many"))
+        << expect_closed("refused the connection")
+    )
+
+
+def test_backend_asking_for_a_clear_password_on_a_plain_connection_is_refused() -> None:
+    switch = packets.build_auth_switch_request(packets.AuthSwitchRequest(CLEAR_PASSWORD, b""))
+    assert (
+        _to_backend(Playbook(new_session()), server_greeting(NONCE))
+        << expect_server(native_login(BACKEND_CAPS))
+        >> server(frame(2, switch))
+        << expect_client(is_err(2, 1045, "clear text"))
+        << expect_event(AuthFailed)
+        << expect_closed()
+    )
+
+
+def test_malformed_public_key_from_the_backend_closes_the_session_cleanly() -> None:
+    """BUG: a PEM that does not load raises ValueError out of ``server_data``."""
+    bad_pem = b"\x01-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n"
+    assert (
+        Playbook(new_session(), ignore=(AuthFailed,))
+        >> server(server_greeting(NONCE, plugin=CACHING_SHA2_PASSWORD))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(alice_hello())
+        << expect_event(ClientAuthenticated)
+        << expect_server(_sha2_login())
+        >> server(frame(2, b"\x01\x04"))
+        << expect_server(frame(3, b"\x02"))
+        >> server(frame(4, bad_pem))
+        << expect_client(is_err(2, None, "db1"))
+        << expect_closed()
+    )
+
+
+# ============================================================== 4. the command phase
+
+COLS = [column(b"id", FieldType.LONGLONG), column(b"name")]
+ROWS = [[b"1", b"ada"], [b"2", None], [b"3", b"grace"]]
+
+
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_query_and_text_result_pass_byte_for_byte(deprecate_eof: bool) -> None:
+    q = query(b"SELECT id, name FROM t")
+    result = Reply(1).text_result(COLS, ROWS, deprecate_eof=deprecate_eof).data
+    assert (
+        ready(deprecate_eof=deprecate_eof)
+        >> client(q)
+        << received(1, q)
+        >> allow(1)
+        << expect_server(q)
+        >> server(result)
+        << expect_client(result)
+        << completed(1, rows=3)
+    )
+
+
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_multiple_result_sets_complete_only_after_the_last(deprecate_eof: bool) -> None:
+    q = query(b"CALL two_results()")
+    reply = Reply(1).text_result(
+        COLS, ROWS[:2], deprecate_eof=deprecate_eof, status=AUTOCOMMIT | MORE_RESULTS
+    )
+    first = reply.data
+    reply.parts.clear()
+    reply.text_result(COLS, ROWS, deprecate_eof=deprecate_eof, status=AUTOCOMMIT | MORE_RESULTS)
+    reply.ok(status=AUTOCOMMIT, affected=0)  # the CALL's own final OK
+    rest = reply.data
+    assert (
+        ready(deprecate_eof=deprecate_eof)
+        >> client(q)
+        << received(1, q)
+        >> allow(1)
+        << expect_server(q)
+        >> server(first)
+        << expect_client(first)  # no CommandCompleted yet: more results follow
+        >> server(rest)
+        << expect_client(rest)
+        << completed(1, rows=5)
+    )
+
+
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_ok_with_more_results_then_a_result_set(deprecate_eof: bool) -> None:
+    q = query(b"UPDATE t SET x = 1; SELECT id, name FROM t")
+    first = Reply(1).ok(affected=4, status=AUTOCOMMIT | MORE_RESULTS)
+    both = first.text_result(COLS, ROWS, deprecate_eof=deprecate_eof).data
+    assert (
+        ready(deprecate_eof=deprecate_eof)
+        >> client(q)
+        << received(1, q)
+        >> allow(1)
+        << expect_server(q)
+        >> server(both)
+        << expect_client(both)
+        << completed(1, rows=3, affected=4)
+    )
+
+
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_result_fed_one_byte_at_a_time_reaches_the_client_unchanged(deprecate_eof: bool) -> None:
+    q = query(b"SELECT id, name FROM t")
+    result = Reply(1).text_result(COLS, ROWS, deprecate_eof=deprecate_eof).data
+    assert (
+        ready(deprecate_eof=deprecate_eof)
+        >> client(q, chunk=1)
+        << received(1, q)
+        >> allow(1)
+        << expect_server(q)
+        >> server(result, chunk=1)
+        << expect_client(result)
+        << completed(1, rows=3)
+    )
+
+
+def test_error_response_passes_and_completes_with_its_code() -> None:
+    q = query(b"SELECT * FROM missing")
+    err = Reply(1).err(1146, "Table 'app.missing' doesn't exist", "42S02").data
+    assert (
+        ready()
+        >> client(q)
+        << received(1, q)
+        >> allow(1)
+        << expect_server(q)
+        >> server(err)
+        << expect_client(err)
+        << completed(1, error=1146)
+    )
+
+
+def _big_row(kind: str) -> list[bytes]:
+    if kind == "big-first-value":  # starts 0xFE (8-byte length): the row is over 16 MiB
+        return [b"x" * (MAX_PAYLOAD + 1000), b"1"]
+    if kind == "big-second-value":
+        return [b"1", b"y" * (MAX_PAYLOAD + 1000)]
+    # a payload of exactly 0xFFFFFF bytes, ended by an empty frame
+    return [b"1", b"z" * (MAX_PAYLOAD - 2 - 4)]
+
+
+@pytest.mark.parametrize("kind", ["big-first-value", "big-second-value", "exactly-16MiB"])
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_row_over_16_mib_passes_through_continuation_frames(kind: str, deprecate_eof: bool) -> None:
+    q = query(b"SELECT blob_col FROM t")
+    row = _big_row(kind)
+    payload = packets.build_text_row(row)
+    assert len(payload) >= MAX_PAYLOAD
+    cols = [column(b"a", FieldType.BLOB), column(b"b", FieldType.BLOB)]
+    result = (
+        Reply(1)
+        .columns(cols, deprecate_eof=deprecate_eof)
+        .text_rows([[b"0", b"small"], row, [b"2", b"small"]])
+        .end(deprecate_eof=deprecate_eof)
+        .data
+    )
+    assert (
+        ready(deprecate_eof=deprecate_eof)
+        >> client(q)
+        << received(1, q)
+        >> allow(1)
+        << expect_server(q)
+        >> server(result, chunk=1 << 20)
+        << expect_client(result)
+        << completed(1, rows=3)
+    )
+
+
+def _prepare_ok(stmt: int, columns: int, params: int) -> bytes:
+    return packets.build_stmt_prepare_ok(packets.StmtPrepareOk(stmt, columns, params, 0))
+
+
+def _execute(stmt: int, flags: int = 0, params: bytes = b"") -> bytes:
+    return command(Command.STMT_EXECUTE, struct.pack("<IBI", stmt, flags, 1) + params)
+
+
+TWO_BIGINT_PARAMS = (
+    b"\x00"  # NULL bitmap
+    + b"\x01"  # new params bound
+    + b"\x08\x00\x08\x00"  # two LONGLONG
+    + (5).to_bytes(8, "little")
+    + (10).to_bytes(8, "little")
+)
+
+
+def _binary_rows(*values: int) -> list[list[bytes | None]]:
+    return [[v.to_bytes(8, "little"), b"\x03abc"] for v in values]
+
+
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_prepared_statement_prepare_then_execute_with_binary_rows(deprecate_eof: bool) -> None:
+    prep = command(Command.STMT_PREPARE, b"SELECT id, name FROM t WHERE id BETWEEN ? AND ?")
+    prep_ok = Reply(1).packet(_prepare_ok(7, columns=2, params=2))
+    prep_ok.packet(column(b"?", FieldType.LONGLONG)).packet(column(b"?", FieldType.LONGLONG))
+    if not deprecate_eof:
+        prep_ok.eof()
+    prep_ok.packet(COLS[0]).packet(COLS[1])
+    if not deprecate_eof:
+        prep_ok.eof()
+    execute = _execute(7, params=TWO_BIGINT_PARAMS)
+    rows = (
+        Reply(1)
+        .columns(COLS, deprecate_eof=deprecate_eof)
+        .binary_rows(_binary_rows(5, 6, 7, 8))
+        .end(deprecate_eof=deprecate_eof)
+        .data
+    )
+    pb = ready(deprecate_eof=deprecate_eof)
+    assert (
+        pb
+        >> client(prep)
+        << received(1, prep)
+        >> allow(1)
+        << expect_server(prep)
+        >> server(prep_ok.data)
+        << expect_client(prep_ok.data)
+        << completed(1)
+        >> client(execute)
+        << received(2, execute)
+        >> allow(2)
+        << expect_server(execute)
+        >> server(rows)
+        << expect_client(rows)
+        << completed(2, rows=4)
+    )
+    assert pb.session.statements == {7: 2}
+
+
+def test_prepare_without_parameters_or_columns_is_one_packet() -> None:
+    prep = command(Command.STMT_PREPARE, b"DO 1")
+    prep_ok = Reply(1).packet(_prepare_ok(8, columns=0, params=0)).data
+    ping = command(Command.PING)
+    assert (
+        ready(deprecate_eof=False)
+        >> client(prep + ping)
+        << received(1, prep)
+        << received(2, ping)
+        >> allow(1)
+        << expect_server(prep)
+        >> allow(2)
+        << expect_server(ping)
+        >> server(prep_ok + Reply(1).ok().data)
+        << expect_client(prep_ok + Reply(1).ok().data)
+        << completed(1)
+        << completed(2)
+    )
+
+
+def test_execute_opening_a_cursor_then_fetch_until_the_last_row() -> None:
+    execute = _execute(7, flags=1, params=TWO_BIGINT_PARAMS)  # CURSOR_TYPE_READ_ONLY
+    opened = Reply(1).columns(COLS, deprecate_eof=False, status=AUTOCOMMIT | CURSOR_EXISTS).data
+    fetch = command(Command.STMT_FETCH, struct.pack("<II", 7, 2))
+    batch = Reply(1).binary_rows(_binary_rows(5, 6)).eof(status=AUTOCOMMIT | CURSOR_EXISTS).data
+    last = (
+        Reply(1)
+        .binary_rows(_binary_rows(7))
+        .eof(status=AUTOCOMMIT | CURSOR_EXISTS | LAST_ROW_SENT)
+        .data
+    )
+    assert (
+        ready(deprecate_eof=False)
+        >> client(execute)
+        << received(1, execute)
+        >> allow(1)
+        << expect_server(execute)
+        >> server(opened)
+        << expect_client(opened)
+        << completed(1)  # the cursor is open: no rows follow until a fetch
+        >> client(fetch)
+        << received(2, fetch)
+        >> allow(2)
+        << expect_server(fetch)
+        >> server(batch)
+        << expect_client(batch)
+        << completed(2, rows=2)
+        >> client(fetch)
+        << received(3, fetch)
+        >> allow(3)
+        << expect_server(fetch)
+        >> server(last)
+        << expect_client(last)
+        << completed(3, rows=1)
+    )
+
+
+def test_stmt_close_and_send_long_data_expect_no_answer() -> None:
+    long_data = command(Command.STMT_SEND_LONG_DATA, struct.pack("<IH", 7, 0) + b"a chunk")
+    close = command(Command.STMT_CLOSE, struct.pack("<I", 7))
+    ping = command(Command.PING)
+    pong = Reply(1).ok().data
+    pb = ready()
+    pb.session.statements[7] = 1  # as if prepared earlier
+    assert (
+        pb
+        >> client(long_data + close + ping)
+        << received(1, long_data)
+        << received(2, close)
+        << received(3, ping)
+        >> allow(1)
+        << expect_server(long_data)
+        << completed(1)
+        >> allow(2)
+        << expect_server(close)
+        << completed(2)
+        >> allow(3)
+        << expect_server(ping)
+        >> server(pong)
+        << expect_client(pong)  # the ping's OK, not taken for an answer to the others
+        << completed(3)
+    )
+    assert 7 not in pb.session.statements
+    assert not pb.session.busy
+
+
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_field_list(deprecate_eof: bool) -> None:
+    fl = command(Command.FIELD_LIST, b"t\0")
+    defs = Reply(1).packet(COLS[0] + b"\xfb").packet(COLS[1] + b"\x00")  # with defaults
+    answer = defs.end(deprecate_eof=deprecate_eof).data
+    assert (
+        ready(deprecate_eof=deprecate_eof)
+        >> client(fl)
+        << received(1, fl)
+        >> allow(1)
+        << expect_server(fl)
+        >> server(answer)
+        << expect_client(answer)
+        << completed(1)
+    )
+
+
+def test_statistics_string_reply_and_ping() -> None:
+    stats = command(Command.STATISTICS)
+    text = frame(1, b"Uptime: 42  Threads: 1  Questions: 7  Slow queries: 0  Opens: 12")
+    ping = command(Command.PING)
+    pong = Reply(1).ok().data
+    assert (
+        ready()
+        >> client(stats)
+        << received(1, stats)
+        >> allow(1)
+        << expect_server(stats)
+        >> server(text)
+        << expect_client(text)
+        << completed(1)
+        >> client(ping)
+        << received(2, ping)
+        >> allow(2)
+        << expect_server(ping)
+        >> server(pong)
+        << expect_client(pong)
+        << completed(2)
+    )
+
+
+# ====================================================================== 5. ordering
+
+Q1, Q2, Q3 = query(b"INSERT INTO t VALUES (1)"), query(b"DROP TABLE t"), query(b"SELECT 3")
+R1 = Reply(1).ok(affected=1).data
+R3 = Reply(1).text_result([column(b"3")], [[b"3"]], deprecate_eof=True).data
+
+
+def test_pipelined_commands_are_relayed_in_order() -> None:
+    r2 = Reply(1).ok().data
+    assert (
+        ready()
+        >> client(Q1 + Q2 + Q3)
+        << received(1, Q1)
+        << received(2, Q2)
+        << received(3, Q3)
+        >> allow(1)
+        << expect_server(Q1)
+        >> allow(2)
+        << expect_server(Q2)
+        >> allow(3)
+        << expect_server(Q3)
+        >> server(R1 + r2 + R3)
+        << expect_client(R1 + r2 + R3)
+        << completed(1, affected=1)
+        << completed(2)
+        << completed(3, rows=1)
+    )
+
+
+def test_refused_command_answers_exactly_between_the_two_backend_responses() -> None:
+    denied = local_err(1142, "sqlgate: policy forbids DROP")
+    assert (
+        ready()
+        >> client(Q1 + Q2 + Q3)
+        << received(1, Q1)
+        << received(2, Q2)
+        << received(3, Q3)
+        >> allow(1)
+        << expect_server(Q1)
+        >> refuse(2, 1142, "sqlgate: policy forbids DROP")
+        >> allow(3)
+        << expect_server(Q3)
+        >> server(R1 + R3)  # both answers in ONE chunk
+        << expect_client(R1 + denied + R3)
+        << completed(1, affected=1)
+        << completed(2, error=1142)
+        << completed(3, rows=1)
+    )
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations([1, 2, 3])))
+def test_decisions_in_any_order_forward_in_command_order(order: tuple[int, ...]) -> None:
+    refused = {2}
+    raw = {1: Q1, 2: Q2, 3: Q3}
+    pb = ready() >> client(Q1 + Q2 + Q3) << received(1, Q1) << received(2, Q2) << received(3, Q3)
+    decided: set[int] = set()
+    forwarded: list[int] = []
+    for cmd_id in order:
+        if cmd_id in refused:
+            pb = pb >> refuse(cmd_id, 1142, "no")
+        else:
+            pb = pb >> allow(cmd_id)
+        decided.add(cmd_id)
+        head = next((i for i in (1, 2, 3) if i not in decided), 4)
+        now = [i for i in (1, 2, 3) if i < head and i not in refused and i not in forwarded]
+        if now:
+            pb = pb << expect_server(b"".join(raw[i] for i in now))
+            forwarded += now
+    assert forwarded == [1, 3]
+    assert (
+        pb
+        >> server(R1 + R3)
+        << expect_client(R1 + local_err(1142, "no") + R3)
+        << completed(1, affected=1)
+        << completed(2, error=1142)
+        << completed(3, rows=1)
+    )
+
+
+def test_allow_out_of_order_waits_for_the_earlier_command() -> None:
+    assert (
+        ready()
+        >> client(Q1 + Q2)
+        << received(1, Q1)
+        << received(2, Q2)
+        >> allow(2)  # nothing may overtake command 1
+        >> allow(1)
+        << expect_server(Q1 + Q2)
+    )
+
+
+def test_quit_does_not_overtake_an_undecided_command() -> None:
+    """BUG: COM_QUIT goes to the backend at once, ahead of commands still awaiting a decision."""
+    quit_ = command(Command.QUIT)
+    pb = ready()
+    pb.ignore = (SessionClosed, CommandCompleted)
+    assert (
+        pb
+        >> client(Q1 + quit_)
+        << received(1, Q1)
+        >> allow(1)  # nothing went to the backend before this decision
+        << expect_server(Q1 + quit_)
+    )
+
+
+# ===================================================================== 6. refusals
+
+
+@pytest.mark.parametrize(
+    ("code", "label"),
+    [(0x1D, "COM_DAEMON"), (0xFA, "COM_STMT_BULK_EXECUTE"), (0x42, "COM_0x42"), (0x00, "SLEEP")],
+)
+def test_unknown_command_gets_err_1047_and_the_session_continues(code: int, label: str) -> None:
+    odd = command(code, b"whatever")
+    ping = command(Command.PING)
+    pong = Reply(1).ok().data
+    assert (
+        ready()
+        >> client(odd)
+        << expect_event(CommandRefused, code=1047, message=lambda m: label in m)
+        << expect_client(is_err(1, 1047, "sqlgate: unknown or unsupported command", label))
+        << completed(1, error=1047)
+        >> client(ping)
+        << received(2, ping)
+        >> allow(2)
+        << expect_server(ping)
+        >> server(pong)
+        << expect_client(pong)
+        << completed(2)
+    )
+
+
+@pytest.mark.parametrize(
+    ("cmd", "fragment"),
+    [
+        (Command.CHANGE_USER, "COM_CHANGE_USER is refused"),
+        (Command.BINLOG_DUMP, "COM_BINLOG_DUMP"),
+        (Command.BINLOG_DUMP_GTID, "COM_BINLOG_DUMP_GTID"),
+        (Command.REGISTER_SLAVE, "COM_REGISTER_SLAVE"),
+    ],
+)
+def test_identity_and_replication_commands_get_err_1227(cmd: int, fragment: str) -> None:
+    packet = command(cmd, b"root\0" + bytes(20))
+    ping = command(Command.PING)
+    assert (
+        ready()
+        >> client(packet)
+        << expect_event(CommandRefused, code=ErrorCode.SPECIFIC_ACCESS_DENIED)
+        << expect_client(is_err(1, 1227, "sqlgate:", fragment))
+        << completed(1, error=1227)
+        >> client(ping)
+        << received(2, ping)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
+def test_core_refusal_between_relayed_commands_keeps_its_place() -> None:
+    change_user = command(Command.CHANGE_USER, b"root\0")
+    assert (
+        ready()
+        >> client(Q1 + change_user + Q3)
+        << received(1, Q1)
+        << expect_event(CommandRefused, code=1227)
+        << received(3, Q3)
+        >> allow(1)
+        << expect_server(Q1)
+        >> allow(3)
+        << expect_server(Q3)
+        >> server(R1 + R3)
+        << expect_client(R1)
+        << expect_client(is_err(1, 1227))
+        << expect_client(R3)
+        << completed(1, affected=1)
+        << completed(2, error=1227)
+        << completed(3, rows=1)
+    )
+
+
+# ==================================================================== 7. violations
+
+
+def test_command_with_a_nonzero_sequence_id_is_answered_and_closes() -> None:
+    assert (
+        ready()
+        >> client(frame(3, b"\x03SELECT 1"))
+        << expect_client(is_err(1, 1158, "sqlgate: bad packet", "sequence id 3"))
+        << expect_closed("client protocol error")
+    )
+
+
+def test_empty_command_packet_is_answered_and_closes() -> None:
+    assert (
+        ready()
+        >> client(frame(0, b""))
+        << expect_client(is_err(1, 1158, "empty command"))
+        << expect_closed("client protocol error")
+    )
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        frame(1, b"\x00garbage"),  # too short for a HandshakeResponse
+        frame(1, bytes(32)),  # no PROTOCOL_41
+        frame(1, b"\x00\x02\x00\x00" + bytes(28) + b"alice"),  # user without its NUL
+    ],
+    ids=["short", "pre-4.1", "unterminated-user"],
+)
+def test_garbage_handshake_response_is_answered_and_closes(garbage: bytes) -> None:
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(garbage)
+        << expect_client(is_err(2, 1158, "sqlgate: bad packet"))
+        << expect_closed("client protocol error")
+    )
+
+
+def test_handshake_response_with_the_wrong_sequence_id_is_answered_and_closes() -> None:
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(alice_hello(seq=5))
+        << expect_client(is_err(1, 1158, "sequence id 5"))
+        << expect_closed()
+    )
+
+
+def test_unsolicited_backend_data_is_a_target_error_and_closes() -> None:
+    assert (
+        ready()
+        >> server(Reply(1).ok().data)  # nobody asked
+        << expect_client(lambda p: packets.parse_err(p.payload).code == ErrorCode.UNKNOWN)
+        << expect_closed("target protocol error")
+    )
+
+
+def _mid_result(kind: str, deprecate_eof: bool) -> tuple[bytes, int]:
+    """A backend answer cut short, and the sequence id of its last frame."""
+    reply = Reply(1)
+    if kind == "after-rows":
+        reply.columns(COLS, deprecate_eof=deprecate_eof).text_rows(ROWS[:2])
+    elif kind == "after-column-definitions":
+        reply.columns(COLS, deprecate_eof=deprecate_eof)
+    else:  # the first of several results was an OK
+        reply.ok(affected=1, status=AUTOCOMMIT | MORE_RESULTS)
+    return reply.data, reply.seq - 1
+
+
+@pytest.mark.parametrize("kind", ["after-rows", "after-column-definitions", "after-first-ok"])
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_backend_closing_mid_result_gets_the_client_an_err_with_the_next_sequence_id(
+    kind: str, deprecate_eof: bool
+) -> None:
+    q = query(b"SELECT id, name FROM t")
+    partial, last_seq = _mid_result(kind, deprecate_eof)
+    assert (
+        ready(deprecate_eof=deprecate_eof)
+        >> client(q)
+        << received(1, q)
+        >> allow(1)
+        << expect_server(q)
+        >> server(partial)
+        << expect_client(partial)
+        >> server_closes()
+        << expect_client(is_err(last_seq + 1, ErrorCode.UNKNOWN, "connection to target 'db1'"))
+        << expect_closed("closed the connection")
+    )
+
+
+def test_backend_closing_while_idle_says_so() -> None:
+    assert (
+        ready()
+        >> server_closes()
+        << expect_client(is_err(1, ErrorCode.UNKNOWN, "target 'db1' was lost"))
+        << expect_closed()
+    )
+
+
+def _frames(data: bytes) -> list[Packet]:
+    reader = PacketReader(1 << 30)
+    reader.feed(data)
+    out = []
+    while (pkt := reader.next_packet()) is not None:
+        out.append(pkt)
+    assert len(reader) == 0, "the client was left with half a packet"
+    return out
+
+
+def test_backend_violation_mid_response_leaves_the_client_a_readable_sequence() -> None:
+    """BUG: bytes relayed earlier in the same chunk are dropped, yet the ERR's id counts them."""
+    q = query(b"SELECT id, name FROM t")
+    bogus = Reply(1).columns(COLS, deprecate_eof=True).data  # count and definitions...
+    bogus += frame(4, b"\x03abc\x03def")  # ...where classic EOF was due: a row
+    pb = ready(deprecate_eof=False) >> client(q) << received(1, q) >> allow(1) << expect_server(q)
+    session = pb.session
+    session.server_data(bogus)
+    out = b"".join(session.take_client_output())
+    seqs = [p.seq for p in _frames(out)]
+    assert session.phase is Phase.CLOSED
+    assert packets.parse_err(_frames(out)[-1].payload).code == ErrorCode.UNKNOWN
+    assert seqs == list(range(1, len(seqs) + 1)), f"client saw sequence ids {seqs}"
+
+
+def test_command_decided_after_a_client_violation_is_not_forwarded() -> None:
+    """BUG: ``allow`` after the session closed still sends the command to the backend."""
+    assert (
+        ready()
+        >> client(Q2 + frame(5, b"\x03oops"))
+        << received(1, Q2)
+        << expect_client(is_err(1, 1158, "sequence id 5"))
+        << expect_closed()
+        >> allow(1)  # the shell answers the CommandReceived it was given (as server.py does)
+    )  # the backend must not see DROP TABLE from a session that is closed
+
+
+def test_bad_packet_pipelined_behind_the_login_is_the_clients_fault() -> None:
+    """BUG: a client violation found after the backend's OK is blamed on the target."""
+    side = CLIENT_SIDE
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(alice_hello() + frame(7, b"\x03SELECT 1"))
+        << expect_event(ClientAuthenticated)
+        << expect_server(native_login(BACKEND_CAPS))
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(2, side))
+        << expect_event(SessionReady)
+        << expect_client(is_err(1, 1158, "sqlgate: bad packet"))
+        << expect_closed("client protocol error")
+    )
+
+
+def test_short_stmt_close_is_answered_not_raised() -> None:
+    """BUG: ``allow`` of a COM_STMT_CLOSE without a statement id raises RemoteProtocolError."""
+    session = ready().session
+    session.client_data(command(Command.STMT_CLOSE, b"\x07"))
+    for ev in session.take_events():
+        if isinstance(ev, CommandReceived):
+            session.allow(ev.cmd)  # as server.py does; nothing may escape
+    out = b"".join(session.take_client_output())
+    if session.phase is Phase.CLOSED:
+        assert packets.parse_err(_frames(out)[-1].payload).code == 1158
+    else:
+        assert session.phase is Phase.COMMAND
+
+
+@pytest.mark.parametrize("when", ["before-handshake", "after-handshake"])
+def test_tls_garbage_from_the_client_closes_without_raising(tls: TlsFiles, when: str) -> None:
+    """BUG: a TLS failure on the client leg makes ``_client_violation`` write into the broken
+    TLS object, and the ssl.SSLError escapes ``client_data``."""
+    pb = (
+        Playbook(new_session(client_tls=tls.server_context()))
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(ssl_request(CLIENT_CAPS))
+    )
+    if when == "after-handshake":
+        pb = pb >> client_tls(tls.client_context())
+    session = pb.session
+    session.client_data(b"\x17\x03\x03\x00\x20" + b"\xa5" * 32)  # a bogus TLS record
+    session.take_client_output()
+    assert session.phase is Phase.CLOSED
+    assert any(isinstance(e, SessionClosed) for e in session.take_events())
+
+
+# ====================================================== 8. nothing escapes the session
+
+_VALID_COMMANDS = [
+    query(b"SELECT 1"),
+    command(Command.PING),
+    command(Command.STMT_PREPARE, b"SELECT ?"),
+    _execute(7, params=TWO_BIGINT_PARAMS),
+    command(Command.STMT_CLOSE, struct.pack("<I", 7)),
+    command(Command.STMT_FETCH, struct.pack("<II", 7, 1)),
+    command(Command.STMT_SEND_LONG_DATA, struct.pack("<IH", 7, 0) + b"x"),
+    command(Command.FIELD_LIST, b"t\0"),
+    command(Command.CHANGE_USER, b"root\0"),
+    command(0x1D),
+    command(Command.INIT_DB, b"app"),
+    command(Command.QUIT),
+]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
+    """Real packets (some truncated and reframed) joined, then cut, flipped, spliced; or plain
+    random bytes."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=200))
+    parts = []
+    for raw in draw(st.lists(st.sampled_from(seeds), min_size=1, max_size=5)):
+        if draw(st.integers(0, 3)) == 0:  # a truncated payload, framed with its new length
+            payload = raw[4:]
+            raw = frame(raw[3], payload[: draw(st.integers(0, len(payload)))])
+        parts.append(raw)
+    data = bytearray(b"".join(parts))
+    for _ in range(draw(st.integers(0, 4))):
+        if not data:
+            break
+        op = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        i = draw(st.integers(0, len(data) - 1))
+        if op == "flip":
+            data[i] = draw(st.integers(0, 255))
+        elif op == "cut":
+            del data[i:]
+        elif op == "insert":
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del data[i : i + draw(st.integers(1, 8))]
+    return bytes(data)
+
+
+def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)] or [b""]
+
+
+def _shell_answers(session: Session, refuse_every: int = 0) -> list[object]:
+    """Answer every CommandReceived as a shell would; return all events seen."""
+    seen: list[object] = []
+    while events := session.take_events():
+        for ev in events:
+            seen.append(ev)
+            if isinstance(ev, CommandReceived):
+                if refuse_every and ev.cmd.id % refuse_every == 0:
+                    session.refuse(ev.cmd, 1142, "no")
+                else:
+                    session.allow(ev.cmd)
+    return seen
+
+
+def _assert_usable_or_closed(
+    session: Session, events: list[object], open_phases: set[Phase]
+) -> None:
+    if session.phase is Phase.CLOSED:
+        assert session.close_requested
+        assert sum(isinstance(e, SessionClosed) for e in events) == 1
+        session.take_client_output()
+        session.take_server_output()
+        session.client_data(b"\x01\x00\x00\x00\x0e")  # and it reads nothing more
+        session.server_data(b"\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00")
+        assert not session.take_client_output()
+        assert not session.take_server_output()
+    else:
+        assert session.phase in open_phases
+        assert not session.close_requested
+        assert not any(isinstance(e, SessionClosed) for e in events)
+
+
+FUZZ = settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(
+    data=mutated(_VALID_COMMANDS),
+    cuts=st.lists(st.integers(0, 400), max_size=4),
+    refuse_every=st.integers(0, 3),
+)
+def test_fuzz_client_bytes_in_the_command_phase(
+    data: bytes, cuts: list[int], refuse_every: int
+) -> None:
+    session = ready().session
+    events: list[object] = []
+    for piece in _chunks(data, cuts):
+        session.client_data(piece)
+        events += _shell_answers(session, refuse_every)
+    out = b"".join(session.take_client_output())
+    _frames(out)  # whatever the client got is whole packets
+    _assert_usable_or_closed(session, events, {Phase.COMMAND})
+
+
+_HELLOS = [
+    alice_hello(),
+    client_hello(
+        b"alice",
+        auth.sha2_scramble(ALICE_PW, SCRAMBLE),
+        capabilities=CLIENT_CAPS,
+        plugin=CACHING_SHA2_PASSWORD,
+    ),
+    frame(3, native(ALICE_PW)),
+    ssl_request(CLIENT_CAPS),
+    client_hello(
+        b"bob", native(BOB_PW), capabilities=CLIENT_CAPS & ~int(C.PLUGIN_AUTH), plugin=None
+    ),
+]
+
+
+@FUZZ
+@given(
+    data=mutated(_HELLOS),
+    cuts=st.lists(st.integers(0, 400), max_size=4),
+    with_tls=st.booleans(),
+)
+def test_fuzz_client_bytes_in_the_handshake(
+    tls: TlsFiles, data: bytes, cuts: list[int], with_tls: bool
+) -> None:
+    session = new_session(client_tls=tls.server_context() if with_tls else None)
+    session.server_data(server_greeting(NONCE))
+    events: list[object] = []
+    for piece in _chunks(data, cuts):
+        session.client_data(piece)
+        events += _shell_answers(session)
+    session.take_client_output()
+    _assert_usable_or_closed(
+        session, events, {Phase.AWAIT_CLIENT_HELLO, Phase.CLIENT_AUTH, Phase.SERVER_AUTH}
+    )
+
+
+def _server_auth_seeds(public_pem: bytes) -> list[bytes]:
+    return [
+        frame(2, b"\x01\x04"),
+        frame(2, b"\x01\x03"),
+        frame(3, b"\x02"),
+        frame(4, b"\x01" + public_pem),
+        frame(2, b"\x01\x04") + frame(4, b"\x01" + public_pem),
+        frame(
+            2,
+            packets.build_auth_switch_request(
+                packets.AuthSwitchRequest(CLIENT_ED25519, bytes(range(32)))
+            ),
+        ),
+        frame(
+            2,
+            packets.build_auth_switch_request(packets.AuthSwitchRequest(NATIVE_PASSWORD, NONCE)),
+        ),
+        frame(
+            2,
+            packets.build_auth_switch_request(
+                packets.AuthSwitchRequest(CACHING_SHA2_PASSWORD, NONCE)
+            ),
+        ),
+        Reply(2).ok().data,
+        Reply(2).err(1045, "denied").data,
+    ]
+
+
+@FUZZ
+@given(
+    data=st.data(),
+    cuts=st.lists(st.integers(0, 1200), max_size=4),
+    plugin=st.sampled_from([NATIVE_PASSWORD, CACHING_SHA2_PASSWORD]),
+)
+def test_fuzz_server_bytes_during_the_backend_login(
+    rsa_pair: tuple[bytes, bytes], data: st.DataObject, cuts: list[int], plugin: str
+) -> None:
+    payload = data.draw(mutated(_server_auth_seeds(rsa_pair[1])))
+    session = new_session()
+    session.server_data(server_greeting(NONCE, plugin=plugin))
+    session.client_data(alice_hello())
+    events = _shell_answers(session)
+    for piece in _chunks(payload, cuts):
+        session.server_data(piece)
+        events += _shell_answers(session)
+    _frames(b"".join(session.take_client_output()))
+    _assert_usable_or_closed(session, events, {Phase.SERVER_AUTH, Phase.COMMAND})
+
+
+_RESPONSES = [
+    Reply(1).text_result(COLS, ROWS, deprecate_eof=True).data,
+    Reply(1).text_result(COLS, ROWS, deprecate_eof=True, status=AUTOCOMMIT | MORE_RESULTS).data,
+    Reply(1).ok(affected=3).data,
+    Reply(1).err(1146, "no such table").data,
+    Reply(1).packet(_prepare_ok(7, 1, 1)).packet(COLS[0]).packet(COLS[1]).data,
+    Reply(1).columns(COLS, deprecate_eof=True).binary_rows(_binary_rows(1, 2)).data,
+    frame(1, b"\xfb/etc/passwd"),
+]
+
+
+@FUZZ
+@given(
+    data=mutated(_RESPONSES),
+    cuts=st.lists(st.integers(0, 400), max_size=4),
+    first=st.sampled_from(_VALID_COMMANDS[:8]),
+)
+def test_fuzz_server_bytes_in_the_command_phase(data: bytes, cuts: list[int], first: bytes) -> None:
+    session = ready().session
+    session.client_data(first)
+    events = _shell_answers(session)
+    for piece in _chunks(data, cuts):
+        session.server_data(piece)
+        events += _shell_answers(session)
+    session.take_client_output()
+    _assert_usable_or_closed(session, events, {Phase.COMMAND})
+
+
+def test_playbook_catches_unexpected_output() -> None:
+    """The transcript helper itself: unexpected bytes fail the story, naming them."""
+    pb = Playbook(new_session()) >> server(server_greeting(NONCE))
+    with pytest.raises(AssertionError, match="unexpected bytes to the client"):
+        assert pb >> client(b"")
+
+
+def test_playbook_catches_wrong_bytes_and_names_the_offset() -> None:
+    pb = Playbook(new_session()) >> server(server_greeting(NONCE))
+    with pytest.raises(AssertionError, match="differ at offset 0"):
+        assert pb << expect_client(frame(0, b"\x09"))
+
+
+def test_certificate_files_are_usable(tls: TlsFiles) -> None:
+    assert Path(tls.cert).exists() and b"BEGIN CERTIFICATE" in tls.cert_pem
