@@ -167,9 +167,8 @@ def test_cursor_fetch_through_the_gateway(gateway: GatewayProcess) -> None:
         )
         for _ in range(ok.column_count + (0 if deprecate else 1)):
             read_raw(conn)
-        execute = (
-            bytes([Command.STMT_EXECUTE])
-            + struct.pack("<IBI", ok.statement_id, CursorType.READ_ONLY, 1)
+        execute = bytes([Command.STMT_EXECUTE]) + struct.pack(
+            "<IBI", ok.statement_id, CursorType.READ_ONLY, 1
         )
         send_raw(conn, execute)
         assert read_raw(conn) == b"\x01"  # one column

@@ -14,7 +14,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymysql.connections import _lenenc_int
-from tests.protocol.test_packets import CASES, CLI_CAPS, CUSTOMERS_COLUMNS, MIXED_COLUMNS, PYMYSQL_CAPS
 
 from appliance.mysql.constants import Capability, FieldType, ServerStatus
 from appliance.mysql.errors import RemoteProtocolError
@@ -52,6 +51,13 @@ from appliance.mysql.packets import (
     read_lenenc_int,
     read_nul_bytes,
     write_lenenc_int,
+)
+from tests.protocol.test_packets import (
+    CASES,
+    CLI_CAPS,
+    CUSTOMERS_COLUMNS,
+    MIXED_COLUMNS,
+    PYMYSQL_CAPS,
 )
 
 FUZZ = settings(max_examples=200, deadline=None)
