@@ -29,6 +29,7 @@ from appliance.mysql.relay import (
     AuthFailed,
     Backend,
     ClientAuthenticated,
+    CommandCompleted,
     CommandReceived,
     CommandRefused,
     Session,
@@ -267,15 +268,22 @@ class ClientLeg(asyncio.Protocol):
         """Carry out what the session asked for: send its bytes, answer its events."""
         session = self.session
         assert session is not None
-        self._handle_events()
+        if session.has_events:
+            self._handle_events()
         out = session.take_server_output()
         if out:
             up = self.upstream
             if up is not None and up.transport is not None:
-                up.transport.writelines(out)
+                if len(out) == 1:
+                    up.transport.write(out[0])
+                else:
+                    up.transport.writelines(out)
         out = session.take_client_output()
         if out and self.transport is not None:
-            self.transport.writelines(out)
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
         if session.close_requested and not self._closing:
             self._closing = True
             if self.transport is not None:
@@ -294,8 +302,11 @@ class ClientLeg(asyncio.Protocol):
             if not events:
                 return
             for ev in events:
-                if isinstance(ev, CommandReceived):
-                    session.allow(ev.cmd)
+                kind = type(ev)
+                if kind is CommandReceived:
+                    session.allow(cast(CommandReceived, ev).cmd)
+                elif kind is CommandCompleted:
+                    continue
                 elif isinstance(ev, CommandRefused):
                     log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
                 elif isinstance(ev, ClientAuthenticated):

@@ -243,6 +243,9 @@ REFUSED_COMMANDS: dict[int, str] = {
 
 # ----------------------------------------------------------------- response tracking
 
+_MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
+
 # Response states
 _R_START, _R_COLUMNS, _R_COLUMNS_EOF, _R_ROWS, _R_PREP_PARAMS, _R_PREP_COLUMNS = range(6)
 _R_ONE, _R_LIST, _R_PREP_OK = 6, 7, 8
@@ -349,6 +352,10 @@ class Session:
         self._to_server = []
         return out
 
+    @property
+    def has_events(self) -> bool:
+        return bool(self._events)
+
     def take_events(self) -> list[Event]:
         ev = self._events
         self._events = []
@@ -364,8 +371,11 @@ class Session:
                 self._flush_client_tls()
                 if not data:
                     return
-            self._client_in.feed(data)
-            self._pump_client()
+            if self.phase is Phase.COMMAND and not len(self._client_in):
+                self._commands_from(data)
+            else:
+                self._client_in.feed(data)
+                self._pump_client()
         except ProtocolError as exc:
             self._client_violation(str(exc))
 
@@ -903,52 +913,67 @@ class Session:
 
     # ---------------------------------------------------------------- command phase
 
+    def _commands_from(self, data: bytes) -> None:
+        """The common case: whole command packets in one chunk, taken without buffering."""
+        n = len(data)
+        pos = 0
+        while n - pos >= 4 and self.phase is Phase.COMMAND:
+            length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+            end = pos + 4 + length
+            if length >= MAX_PAYLOAD or end > n:
+                break
+            raw = data if (pos == 0 and end == n) else data[pos:end]
+            self._on_command(data[pos + 3], raw[4:], raw)
+            pos = end
+        if pos < n and self.phase is Phase.COMMAND:
+            self._client_in.feed(data[pos:] if pos else data)
+            self._pump_commands()
+
     def _pump_commands(self) -> None:
         reader = self._client_in
         while self.phase is Phase.COMMAND:
             pkt = reader.next_packet()
             if pkt is None:
                 return
-            if pkt.seq != 0:
-                raise RemoteProtocolError(f"command packet with sequence id {pkt.seq}")
-            payload = pkt.payload
-            if not payload:
-                raise RemoteProtocolError("empty command packet")
-            if self._quitting:
-                raise RemoteProtocolError("a command after COM_QUIT")
-            self._next_id += 1
-            cmd = ClientCommand(self._next_id, payload[0], payload, pkt.raw)
-            code = payload[0]
-            if code in RESPONSE_SHAPE:
-                if code in _CARRIES_STATEMENT_ID and len(payload) < 5:
-                    raise RemoteProtocolError(f"{cmd.label} without a statement id")
-                if code == Command.QUIT:
-                    # it leaves after whatever is still waiting for a decision
-                    self._quitting = True
-                    self._undecided.append(cmd)
-                    self._decisions[cmd.id] = None
-                    self._drain_decisions()
-                    return
-                self._undecided.append(cmd)
-                self._events.append(CommandReceived(cmd))
-                continue
-            if code in REFUSED_COMMANDS:
-                err_code, message = (
-                    ErrorCode.SPECIFIC_ACCESS_DENIED,
-                    (f"sqlgate: {REFUSED_COMMANDS[code]}"),
-                )
-            else:
-                err_code = ErrorCode.UNKNOWN_COM
-                message = (
-                    f"sqlgate: unknown or unsupported command {cmd.label}; the gateway relays "
-                    "COM_QUERY, the COM_STMT_* family, COM_INIT_DB, COM_PING, COM_QUIT, "
-                    "COM_FIELD_LIST, COM_SET_OPTION, COM_RESET_CONNECTION, COM_STATISTICS and "
-                    "COM_PROCESS_KILL"
-                )
-            self._events.append(CommandRefused(cmd, err_code, message))
+            self._on_command(pkt.seq, pkt.payload, pkt.raw)
+
+    def _on_command(self, seq: int, payload: bytes, raw: bytes) -> None:
+        if seq != 0:
+            raise RemoteProtocolError(f"command packet with sequence id {seq}")
+        if not payload:
+            raise RemoteProtocolError("empty command packet")
+        if self._quitting:
+            raise RemoteProtocolError("a command after COM_QUIT")
+        self._next_id += 1
+        code = payload[0]
+        cmd = ClientCommand(self._next_id, code, payload, raw)
+        if code in RESPONSE_SHAPE:
+            if code in _CARRIES_STATEMENT_ID and len(payload) < 5:
+                raise RemoteProtocolError(f"{cmd.label} without a statement id")
             self._undecided.append(cmd)
-            self._decisions[cmd.id] = packets.build_err(err_code, message)
-            self._drain_decisions()
+            if code == Command.QUIT:
+                # it leaves after whatever is still waiting for a decision
+                self._quitting = True
+                self._decisions[cmd.id] = None
+                self._drain_decisions()
+            else:
+                self._events.append(CommandReceived(cmd))
+            return
+        if code in REFUSED_COMMANDS:
+            err_code = ErrorCode.SPECIFIC_ACCESS_DENIED
+            message = f"sqlgate: {REFUSED_COMMANDS[code]}"
+        else:
+            err_code = ErrorCode.UNKNOWN_COM
+            message = (
+                f"sqlgate: unknown or unsupported command {cmd.label}; the gateway relays "
+                "COM_QUERY, the COM_STMT_* family, COM_INIT_DB, COM_PING, COM_QUIT, "
+                "COM_FIELD_LIST, COM_SET_OPTION, COM_RESET_CONNECTION, COM_STATISTICS and "
+                "COM_PROCESS_KILL"
+            )
+        self._events.append(CommandRefused(cmd, err_code, message))
+        self._undecided.append(cmd)
+        self._decisions[cmd.id] = packets.build_err(err_code, message)
+        self._drain_decisions()
 
     def _drain_decisions(self) -> None:
         undecided = self._undecided
@@ -1041,15 +1066,25 @@ class Session:
                 resp = responses[0]
                 first = data[pos + 4] if length else -1
                 state = resp.state
-                if (
-                    state == _R_ROWS and first != 0xFF and (first != 0xFE or length >= eof_limit)
-                ) or (state == _R_COLUMNS and resp.left > 1):
-                    # a row (a 0xFE that is too long for a terminator is a row too), or a
-                    # column definition that is not the last: stream it through
-                    if state == _R_ROWS:
+                # Packets whose first byte tells all are streamed without a copy: rows (a
+                # 0xFE too long for a terminator is a row too), column definitions, and a
+                # one-byte column count.
+                if state == _R_ROWS:
+                    stream = first != 0xFF and (first != 0xFE or length >= eof_limit)
+                    if stream:
                         resp.rows += 1
-                    else:
-                        resp.left -= 1
+                elif state == _R_COLUMNS:
+                    stream = True
+                    resp.left -= 1
+                    if not resp.left:
+                        resp.state = _R_ROWS if deprecate else _R_COLUMNS_EOF
+                elif state == _R_START and length == 1 and 0 < first < 0xFB:
+                    stream = True
+                    resp.left = first
+                    resp.state = _R_COLUMNS
+                else:
+                    stream = False
+                if stream:
                     resp.started = True
                     self._continued = length == MAX_PAYLOAD
                     last_seq = data[pos + 3]
@@ -1135,7 +1170,7 @@ class Session:
             if not packets.is_eof_packet(first, len(payload)):
                 raise RemoteProtocolError("expected EOF after column definitions")
             status = packets.parse_eof(payload).status
-            if status & ServerStatus.CURSOR_EXISTS and resp.binary:
+            if status & _CURSOR_EXISTS and resp.binary:
                 return self._after_result(resp, status)
             resp.state = _R_ROWS
             return False
@@ -1160,7 +1195,7 @@ class Session:
     def _after_result(self, resp: _Response, status: int) -> bool:
         if resp.shape == _FETCH:
             return True
-        if status & ServerStatus.MORE_RESULTS_EXISTS:
+        if status & _MORE_RESULTS:
             resp.state = _R_START
             return False
         return True
