@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib.util
 import json
 import os
@@ -36,7 +37,8 @@ from .report import (
 )
 
 if TYPE_CHECKING:
-    from .rig import Rig
+    from .measure import SysbenchResult
+    from .rig import Endpoint, Rig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,7 +72,7 @@ class Plan:
     tls: bool  # also measure a gateway that speaks TLS to the backend
 
 
-FULL = Plan(3, 6, 2, 1_000_000, 5_000, 500, 5, 1_000, True)
+FULL = Plan(3, 6, 2, 1_000_000, 5_000, 500, 7, 1_000, True)
 QUICK = Plan(1, 2, 1, 100_000, 1_000, 200, 1, 1_000, True)
 
 # key, sysbench test, threads; the first one carries the throughput threshold
@@ -112,19 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def missing_tools(profile: bool) -> str | None:
-    """One line naming what is missing, or None."""
-    programs = dict(PROGRAMS, **({"py-spy": "pip install py-spy"} if profile else {}))
-    absent = [p for p in programs if not shutil.which(p) and not shutil.which(p, path=_SBIN)]
+    """One line naming what is missing and how to get it, or None."""
+    absent = [p for p in PROGRAMS if not shutil.which(p) and not shutil.which(p, path=_SBIN)]
+    hints = []
     if absent:
-        packages = sorted({PROGRAMS[p] for p in absent if p in PROGRAMS})
-        how = f"apt-get install {' '.join(packages)} (scripts/test installs them)"
-        if "py-spy" in absent:
-            how = f"{how}; pip install py-spy" if packages else "pip install py-spy"
-        return f"missing {', '.join(absent)}: {how}"
+        packages = " ".join(sorted({PROGRAMS[p] for p in absent}))
+        hints.append(f"apt-get install {packages} (scripts/test installs them)")
+    if profile and not shutil.which("py-spy"):
+        absent.append("py-spy")
+        hints.append("pip install py-spy")
     modules = [m for m in MODULES if importlib.util.find_spec(m) is None]
     if modules:
-        return f"missing Python modules {', '.join(modules)}: pip install -e '.[test]'"
-    return None
+        absent.extend(f"Python module {m}" for m in modules)
+        hints.append("pip install -e '.[test]'")
+    if not absent:
+        return None
+    return f"missing {', '.join(absent)}: {'; '.join(hints)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,9 +193,10 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     duration = time.monotonic() - started
+    commit = machine["sqlgate_commit"] + (" + changes" if machine["appliance_modified"] else "")
     print(
         f"\nsqlgate bench, {date}, {duration:.0f} s; {machine['cpu']}, "
-        f"{machine['nproc']} CPUs, MariaDB {machine['mariadb']}\n"
+        f"{machine['nproc']} CPUs, MariaDB {machine['mariadb']}; sqlgate {commit}\n"
     )
     print(format_table(figures))
     for note in notes:
@@ -242,7 +248,7 @@ def _measure(rig: Rig, plan: Plan, notes: list[str]) -> list[Figure]:
         runs = measure.interleave(
             names,
             plan.rounds,
-            lambda n, t=test, k=threads: measure.run_sysbench(eps[n], t, k, plan.seconds),
+            functools.partial(_sysbench_on, eps, test, threads, plan.seconds),
             lambda r: f"{r.qps:>9,.0f} qps",
             f"{test} {threads} thr",
         )
@@ -303,6 +309,14 @@ def _measure(rig: Rig, plan: Plan, notes: list[str]) -> list[Figure]:
     figures.extend(_latency(rig, plan, with_tls))
     figures.extend(_idle(rig, plan, notes))
     return figures
+
+
+def _sysbench_on(
+    eps: dict[str, Endpoint], test: str, threads: int, seconds: int, name: str
+) -> SysbenchResult:
+    from . import measure
+
+    return measure.run_sysbench(eps[name], test, threads, seconds)
 
 
 def _stream(rig: Rig, plan: Plan) -> list[Figure]:
@@ -428,6 +442,18 @@ def _latency(rig: Rig, plan: Plan, names: list[str]) -> list[Figure]:
             threshold=f"gateway <= {SELECT1_MAX_ADDED_P50_US:g} µs",
             passed=gw_added is not None and gw_added <= SELECT1_MAX_ADDED_P50_US,
             rounds=added,
+        )
+    )
+    cpu = {n: [r.relay_cpu_us or 0.0 for r in rs] for n, rs in runs.items() if n != "direct"}
+    figures.append(
+        Figure(
+            key="select1_relay_cpu",
+            label="SELECT 1 relay CPU",
+            unit="µs/query",
+            socat=median(cpu["socat"]),
+            gateway=median(cpu["gateway"]),
+            decimals=1,
+            rounds=cpu,
         )
     )
     if TLS in names:
@@ -561,6 +587,9 @@ def machine_info(mariadb_version: str) -> dict[str, Any]:
         "sysbench": _first_line(["sysbench", "--version"]),
         "socat": _first_line(["socat", "-V"], contains="socat version"),
         "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "sqlgate_commit": _git("rev-parse", "--short", "HEAD") or "?",
+        # uncommitted changes under appliance/ mean the figures are not the commit's
+        "appliance_modified": bool(_git("status", "--porcelain", "appliance")),
     }
 
 
@@ -569,6 +598,17 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "?"
+
+
+def _git(*args: str) -> str:
+    """Output of a read-only git command in the repository, or "" without git."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError:
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def _first_line(cmd: list[str], contains: str = "") -> str:

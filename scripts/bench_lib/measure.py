@@ -232,6 +232,7 @@ class LatencyResult:
     p50_us: float
     p99_us: float
     trips: int
+    relay_cpu_us: float | None  # the relay's CPU per round trip (login and warm-up included)
 
 
 def connect(ep: Endpoint, **kwargs: Any) -> pymysql.connections.Connection[Any]:
@@ -251,6 +252,7 @@ def connect(ep: Endpoint, **kwargs: Any) -> pymysql.connections.Connection[Any]:
 def run_select1(ep: Endpoint, trips: int, warmup: int) -> LatencyResult:
     """Round trips of ``SELECT 1`` over one connection, timed one by one."""
     times: list[int] = []
+    cpu_before = cpu_seconds(ep.pid) if ep.pid else 0.0
     with connect(ep) as conn, conn.cursor() as cur:
         for _ in range(warmup):
             cur.execute("SELECT 1")
@@ -265,8 +267,12 @@ def run_select1(ep: Endpoint, trips: int, warmup: int) -> LatencyResult:
                 times.append(clock() - t0)
         finally:
             gc.enable()
+    cpu_us: float | None = None
+    if ep.pid:
+        time.sleep(REAP_WAIT_S)
+        cpu_us = (cpu_seconds(ep.pid) - cpu_before) / (trips + warmup) * 1e6
     ordered = sorted(t / 1000 for t in times)
-    return LatencyResult(percentile(ordered, 0.50), percentile(ordered, 0.99), trips)
+    return LatencyResult(percentile(ordered, 0.50), percentile(ordered, 0.99), trips, cpu_us)
 
 
 # ------------------------------------------------------------------------ idle sessions
