@@ -81,6 +81,9 @@ class Gateway:
                 client_tls=client_tls,
                 max_payload=config.appliance.max_packet,
                 sha2_cache=sha2_cache,
+                # nothing decides per statement yet: relay at once, report nothing
+                gated=False,
+                report_completions=False,
             )
             self.routes[target.name] = Route(target, settings)
         self.by_address = routing.target_index(_target_addresses(config))

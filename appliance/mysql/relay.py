@@ -100,6 +100,11 @@ class SessionSettings:
     accounts: Mapping[str, Account]
     client_tls: ssl.SSLContext | None = None
     max_payload: int = 64 * 1024 * 1024
+    gated: bool = True
+    """Each command waits for the shell's ``allow``/``refuse``; without a gate, commands
+    are relayed as they arrive (no one to ask yet: no policy, no ledger)."""
+    report_completions: bool = True
+    """Emit ``CommandCompleted`` for each answer (what the audit trail records)."""
     sha2_cache: dict[str, bytes] = field(default_factory=dict)
     """SHA256(SHA256(password)) per account, filled by a full caching_sha2 login: it is
     what makes the next login of that account a fast one, as in MySQL."""
@@ -157,7 +162,7 @@ class SessionReady:
     server_tls: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CommandReceived:
     """The shell must answer with ``allow(cmd)`` or ``refuse(cmd, ...)``."""
 
@@ -173,7 +178,7 @@ class CommandRefused:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CommandCompleted:
     cmd: ClientCommand
     rows: int
@@ -339,6 +344,8 @@ class Session:
         self._server_buf = b""  # an incomplete backend packet head
         self.statements: dict[int, int] = {}  # prepared statement id -> parameter count
         self._quitting = False  # COM_QUIT was received: close once the answers are out
+        self._gated = settings.gated
+        self._report = settings.report_completions
 
     # ------------------------------------------------------------------ shell API
 
@@ -950,13 +957,16 @@ class Session:
         if code in RESPONSE_SHAPE:
             if code in _CARRIES_STATEMENT_ID and len(payload) < 5:
                 raise RemoteProtocolError(f"{cmd.label} without a statement id")
-            self._undecided.append(cmd)
             if code == Command.QUIT:
                 # it leaves after whatever is still waiting for a decision
                 self._quitting = True
+                self._undecided.append(cmd)
                 self._decisions[cmd.id] = None
                 self._drain_decisions()
+            elif not self._gated and not self._undecided:
+                self._forward(cmd)  # no one to ask: straight through, in order
             else:
+                self._undecided.append(cmd)
                 self._events.append(CommandReceived(cmd))
             return
         if code in REFUSED_COMMANDS:
@@ -986,25 +996,29 @@ class Session:
                 resp.error = int.from_bytes(err[1:3], "little")
                 self._responses.append(resp)
                 continue
-            shape = RESPONSE_SHAPE[cmd.command]
-            if shape != _NONE:
-                self._responses.append(_Response(cmd, shape))
-            elif cmd.command == Command.STMT_CLOSE:
-                self.statements.pop(packets.parse_statement_id(cmd.payload), None)
-            elif cmd.command == Command.RESET_CONNECTION:
-                self.statements.clear()
-            if self._server_tls is None:
-                self._to_server.append(cmd.raw)
-            else:
-                self._send_server(cmd.raw)
-            if shape == _NONE:
-                self._events.append(CommandCompleted(cmd, 0, 0, None))
+            self._forward(cmd)
             if cmd.command == Command.QUIT:
-                self._flush_local()
-                if not self._responses:
-                    self._close("client quit")
-                return
+                break
         self._flush_local()
+        if self._quitting and not undecided and not self._responses:
+            self._close("client quit")
+
+    def _forward(self, cmd: ClientCommand) -> None:
+        """Send an allowed command to the backend and expect its answer."""
+        code = cmd.command
+        shape = RESPONSE_SHAPE[code]
+        if shape != _NONE:
+            self._responses.append(_Response(cmd, shape))
+        if code == Command.STMT_CLOSE:
+            self.statements.pop(packets.parse_statement_id(cmd.payload), None)
+        elif code == Command.RESET_CONNECTION:
+            self.statements.clear()
+        if self._server_tls is None:
+            self._to_server.append(cmd.raw)
+        else:
+            self._send_server(cmd.raw)
+        if shape == _NONE and self._report:
+            self._events.append(CommandCompleted(cmd, 0, 0, None))
 
     def _flush_local(self) -> None:
         """Send the gateway's own answers that have reached the head of the line."""
@@ -1013,7 +1027,8 @@ class Session:
             resp = responses.popleft()
             assert resp.local is not None
             self._send_client(resp.local)
-            self._events.append(CommandCompleted(resp.cmd, 0, 0, resp.error))
+            if self._report:
+                self._events.append(CommandCompleted(resp.cmd, 0, 0, resp.error))
 
     def _relay_server(self, data: bytes) -> None:
         """Pass backend bytes to the client, following each answer to its end.
@@ -1104,9 +1119,10 @@ class Session:
                 pos += 4 + length
                 if done:
                     responses.popleft()
-                    self._events.append(
-                        CommandCompleted(resp.cmd, resp.rows, resp.affected, resp.error)
-                    )
+                    if self._report:
+                        self._events.append(
+                            CommandCompleted(resp.cmd, resp.rows, resp.affected, resp.error)
+                        )
                     if responses and responses[0].local is not None:
                         self._last_seq = last_seq
                         self._emit(data[emit_from:pos])
@@ -1169,7 +1185,7 @@ class Session:
         if state == _R_COLUMNS_EOF:
             if not packets.is_eof_packet(first, len(payload)):
                 raise RemoteProtocolError("expected EOF after column definitions")
-            status = packets.parse_eof(payload).status
+            status = _eof_status(payload)
             if status & _CURSOR_EXISTS and resp.binary:
                 return self._after_result(resp, status)
             resp.state = _R_ROWS
@@ -1180,7 +1196,7 @@ class Session:
                 if deprecate:
                     status = packets.ok_status(payload, self.client_caps)
                 else:
-                    status = packets.parse_eof(payload).status
+                    status = _eof_status(payload)
                 return self._after_result(resp, status)
             resp.rows += 1
             return False
@@ -1238,6 +1254,13 @@ class Session:
 
 class _LoginRefused(Exception):
     """The backend asked for something the gateway will not do during login."""
+
+
+def _eof_status(payload: bytes) -> int:
+    """Status flags of an EOF packet (0xFE, warnings, status), read in place."""
+    if len(payload) != 5:
+        raise RemoteProtocolError(f"EOF packet of {len(payload)} bytes")
+    return payload[3] | (payload[4] << 8)
 
 
 def _affected(ok_payload: bytes) -> int:

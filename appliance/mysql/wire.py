@@ -14,7 +14,7 @@ from appliance.mysql.constants import MAX_PAYLOAD
 from appliance.mysql.errors import RemoteProtocolError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Packet:
     """One logical packet: the sequence id of its first frame, the joined payload, and the
     exact frame bytes it arrived in (what the gateway forwards, byte for byte)."""
