@@ -179,6 +179,103 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return serve(config)
 
 
+def _resolve(host: str) -> list[str]:
+    """Addresses of a target host name, for the interception rules."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def _check_interfaces(config: Config) -> None:
+    """Every interface named in ``[network] interfaces`` exists here (ConfigError if not)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for i, name in enumerate(config.network.interfaces or ()):
+            if not ipr.link_lookup(ifname=name):
+                raise ConfigError(
+                    str(config.path),
+                    f"network.interfaces[{i}]",
+                    f"no interface '{name}' in this network namespace",
+                )
+
+
+def _split_target(text: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT`` (default port 3306)."""
+    host, port = text, "3306"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"'{text}' has no closing ']'")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"'{text}' is not HOST[:PORT]")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{text}' is not HOST[:PORT] with a port from 1 to 65535")
+    return host, int(port)
+
+
+def _cmd_net(args: argparse.Namespace) -> int:
+    action = args.net_command
+    if action == "probe":
+        try:
+            host, port = _split_target(args.target)
+        except ValueError as exc:
+            return _fail(f"--target: {exc}")
+        from netconfig.probe import format_result, probe
+
+        result = probe(host, port)
+        print(format_result(result))
+        return 0 if result.intercepted else 1
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    from netconfig import nft
+    from netconfig.plan import plan_rules
+
+    try:
+        plan = plan_rules(config, resolve=_resolve)
+        if action == "apply" and config.network.interfaces:
+            _check_interfaces(config)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    try:
+        if action == "apply":
+            if args.dry_run:
+                sys.stdout.write(plan.to_nft())
+                return 0
+            report = nft.apply(plan)
+            if report.changed:
+                print(
+                    f"applied: {len(report.added)} rules added, {len(report.removed)} removed"
+                    + (" (table rebuilt)" if report.rebuilt else "")
+                )
+            else:
+                print(f"unchanged: {len(plan.rules)} rules already in place")
+            return 0
+        if action == "remove":
+            print("removed table inet sqlgate" if nft.remove() else "no sqlgate rules installed")
+            return 0
+        rules = nft.status()
+        if not rules:
+            print("no sqlgate rules installed")
+            return 0
+        print(f"{'chain':<11} {'packets':>9} {'bytes':>11}  rule")
+        for rule in rules:
+            print(f"{rule.chain:<11} {rule.packets:>9} {rule.bytes:>11}  {rule.tag}")
+        return 0
+    except nft.NftError as exc:
+        return _fail(str(exc), 1)
+
+
 def _command_name(args: argparse.Namespace) -> str:
     words = [args.command]
     for attr in ("net_command", "ledger_command", "approvals_command"):
@@ -200,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "net":
+            return _cmd_net(args)
         return _fail(f"'{_command_name(args)}' is not available yet")
     except KeyboardInterrupt:
         return 130

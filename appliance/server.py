@@ -240,10 +240,9 @@ class ClientLeg(asyncio.Protocol):
 
     async def _connect(self, route: Route) -> None:
         target = route.target
-        loop = asyncio.get_running_loop()
         try:
             _, leg = await asyncio.wait_for(
-                loop.create_connection(lambda: ServerLeg(self), target.host, target.port),
+                _open_upstream(self, target, self.gw.config.network.mark),
                 target.connect_timeout_s,
             )
         except (OSError, TimeoutError) as exc:
@@ -402,15 +401,49 @@ def _fmt(addr: tuple[object, ...] | list[object]) -> str:
 
 
 def _original_destination(sock: socket.socket) -> routing.Address | None:
-    """The address the client dialled before a redirect, or None if it was not redirected."""
+    """The address the client dialled before a redirect, or None if it was not redirected.
+
+    An IPv4 client on a dual-stack listener arrives as ``::ffff:a.b.c.d``: its original
+    destination is kept by the IPv4 table.
+    """
     try:
-        if sock.family == socket.AF_INET6:
+        if sock.family == socket.AF_INET6 and not sock.getpeername()[0].startswith("::ffff:"):
             raw = sock.getsockopt(routing.SOL_IPV6, routing.IP6T_SO_ORIGINAL_DST, 28)
             return routing.parse_sockaddr_in6(raw)
         raw = sock.getsockopt(socket.SOL_IP, routing.SO_ORIGINAL_DST, 16)
         return routing.parse_sockaddr_in(raw)
     except (OSError, ValueError):
         return None
+
+
+async def _open_upstream(
+    client: ClientLeg, target: TargetConfig, mark: int
+) -> tuple[asyncio.BaseTransport, ServerLeg]:
+    """Connect to the target from a socket carrying the gateway's mark.
+
+    The mark exempts the gateway's own connections from its redirect rules (the output
+    chain would otherwise send them back into the gateway). Setting it needs
+    CAP_NET_ADMIN; without it the connection is made unmarked, which is fine wherever the
+    rules are not installed in the gateway's own namespace.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    last: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if mark:
+                with contextlib.suppress(PermissionError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        transport, leg = await loop.create_connection(lambda: ServerLeg(client), sock=sock)
+        return transport, leg
+    raise last or OSError(f"no address for {target.host}")
 
 
 def _target_addresses(config: Config) -> list[tuple[routing.Address, str]]:
@@ -454,6 +487,12 @@ async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = 
     """Run until SIGTERM/SIGINT, then drain. Returns the process exit code."""
     gw = Gateway(config)
     await gw.start()
+    interception = None
+    if config.network.manage_rules:
+        from appliance.interception import Interception  # netlink and scapy only when asked
+
+        interception = Interception(config)
+        await interception.start()  # after the listener exists: redirected clients land
     if ready is not None:
         ready(gw)
     stop = asyncio.Event()
@@ -464,6 +503,8 @@ async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = 
     await stop.wait()
     log.info("shutting down: draining %d sessions", len(gw.sessions))
     await gw.drain(config.appliance.drain_timeout_s)
+    if interception is not None:
+        await interception.stop()
     log.info("stopped")
     return 0
 
@@ -472,8 +513,13 @@ def serve(config: Config) -> int:
     """``sqlgate run``: the gateway in the foreground on uvloop."""
     import uvloop
 
+    from netconfig.nft import NftError
+
     try:
         return uvloop.run(run_gateway(config))
+    except NftError as exc:
+        log.error("cannot install the interception rules: %s", exc)
+        return 1
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.appliance.listen, exc.strerror or exc)
         return 1

@@ -59,6 +59,10 @@ from appliance.mysql.errors import ProtocolError, RemoteProtocolError
 from appliance.mysql.tls import TlsEndpoint
 from appliance.mysql.wire import Packet, PacketReader, frame
 
+GREETING_MARK = b"-sqlgate"
+"""Appended to the backend's server version in the gateway's greeting: clients still read
+the backend's version number, and ``sqlgate net probe`` can tell who answered."""
+
 
 class Phase(Enum):
     AWAIT_SERVER_GREETING = auto()
@@ -573,7 +577,7 @@ class Session:
             offered |= Capability.SSL
         self._offered_caps = int(offered)
         ours = packets.Greeting(
-            server_version=greeting.server_version,
+            server_version=greeting.server_version + GREETING_MARK,
             connection_id=greeting.connection_id,
             scramble=self._scramble,
             capabilities=int(offered),

@@ -311,7 +311,7 @@ def test_happy_path_greets_logs_in_with_the_vaulted_credential_and_reaches_comma
     def our_greeting(pkt: Packet) -> None:
         g = packets.parse_greeting(pkt.payload)
         assert pkt.seq == 0
-        assert g.server_version == b"8.0.36-story"
+        assert g.server_version == b"8.0.36-story-sqlgate"  # the backend version, marked
         assert g.connection_id == 0x01020304
         assert g.scramble == SCRAMBLE
         assert g.auth_plugin == NATIVE_PASSWORD
@@ -324,7 +324,13 @@ def test_happy_path_greets_logs_in_with_the_vaulted_credential_and_reaches_comma
             0,
             packets.build_greeting(
                 packets.Greeting(
-                    b"8.0.36-story", 0x01020304, SCRAMBLE, offered, 45, AUTOCOMMIT, NATIVE_PASSWORD
+                    b"8.0.36-story-sqlgate",
+                    0x01020304,
+                    SCRAMBLE,
+                    offered,
+                    45,
+                    AUTOCOMMIT,
+                    NATIVE_PASSWORD,
                 )
             ),
         )

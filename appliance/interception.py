@@ -1,0 +1,75 @@
+"""The gateway's own interception rules: installed at start, watched, removed at exit.
+
+Only with ``[network] manage_rules = true``. The rules come from the pure plan
+(``netconfig.plan``) and are written through netlink (``netconfig.nft``); the sentinel
+(``netconfig.sentinel``) watches the database-side interfaces for connections that did
+not pass the gateway and puts the rules back when they change behind the gateway's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from netconfig.sentinel import Alert, Sentinel
+
+from appliance.config import Config
+from netconfig import nft
+from netconfig.plan import Plan, plan_rules
+
+log = logging.getLogger("sqlgate.net")
+
+
+def resolve(host: str) -> list[str]:
+    """Addresses of a target's host name (the plan matches addresses, not names)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class Interception:
+    """Apply the plan, run the sentinel, and undo both on a clean stop."""
+
+    def __init__(self, config: Config, on_alert: Callable[[Alert], None] | None = None) -> None:
+        self.config = config
+        self.plan: Plan = plan_rules(config, resolve=resolve)
+        self._on_alert = on_alert
+        self._sentinel: Sentinel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        report = await asyncio.to_thread(nft.apply, self.plan)
+        log.info(
+            "interception rules in place: %d rules (%d added, %d removed)",
+            len(self.plan.rules),
+            len(report.added),
+            len(report.removed),
+        )
+        interfaces = list(self.config.network.interfaces or ()) or None
+        self._sentinel = Sentinel(self.plan, on_alert=self._alert, interfaces=interfaces)
+        await asyncio.to_thread(self._sentinel.start)
+
+    def _alert(self, alert: Alert) -> None:
+        """Called from the sentinel's threads: hand the alert to the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._report, alert)
+
+    def _report(self, alert: Alert) -> None:
+        details = " ".join(f"{k}={v}" for k, v in sorted(alert.details.items()))
+        log.warning("alert %s: %s %s", alert.kind, alert.message, details)
+        if self._on_alert is not None:
+            self._on_alert(alert)
+
+    async def stop(self) -> None:
+        if self._sentinel is not None:
+            await asyncio.to_thread(self._sentinel.stop)
+            self._sentinel = None
+        removed = await asyncio.to_thread(nft.remove)
+        log.info("interception rules %s", "removed" if removed else "were already gone")
