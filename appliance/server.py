@@ -91,13 +91,20 @@ class Gateway:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         app = self.config.appliance
-        self._server = await loop.create_server(
-            lambda: ClientLeg(self),
-            app.listen_host,
-            app.listen_port,
-            reuse_address=True,
-            backlog=4096,
-        )
+        if app.listen_host == "::":
+            # "[::]" means every address, IPv4 too: one dual-stack socket (uvloop would
+            # make it IPv6-only, and redirected IPv4 clients would be refused)
+            self._server = await loop.create_server(
+                lambda: ClientLeg(self), sock=_dual_stack_listener(app.listen_port)
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: ClientLeg(self),
+                app.listen_host,
+                app.listen_port,
+                reuse_address=True,
+                backlog=4096,
+            )
         addrs = ", ".join(_fmt(s.getsockname()) for s in self._server.sockets)
         log.info("listening on %s (default target %s)", addrs, app.default_target)
 
@@ -398,6 +405,20 @@ class ServerLeg(asyncio.Protocol):
 def _fmt(addr: tuple[object, ...] | list[object]) -> str:
     host, port = str(addr[0]), addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _dual_stack_listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+        sock.listen(4096)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _original_destination(sock: socket.socket) -> routing.Address | None:

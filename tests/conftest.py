@@ -1,4 +1,5 @@
-"""Shared fixtures: the lab MariaDB server, a throwaway PKI, free ports, the node client.
+"""Shared fixtures: the lab MariaDB server, a throwaway PKI, free ports, the node client,
+and the three-namespace lab (agent, gateway, db) with MariaDB in its db namespace.
 
 Missing tools make these fixtures fail, never skip: a test that cannot run is a red test.
 """
@@ -19,6 +20,9 @@ if _TESTS_DIR not in sys.path:
 from lab.certs import Pki, make_pki  # noqa: E402
 from lab.clients import ClientError, ensure_node_client  # noqa: E402
 from lab.mariadb import MariaDB, MariaDBError, free_port  # noqa: E402
+from lab.topology import LabEnv, start_lab  # noqa: E402
+
+from netconfig.lab import LabError  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +58,22 @@ def node_client() -> Path:
         return ensure_node_client()
     except ClientError as exc:
         pytest.fail(f"cannot set up the node mysql2 client: {exc}\n{exc.stderr}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
+    """The three-namespace lab under a unique prefix (``sgtXXXX-agent``, ``-gw``, ``-db``)
+    with the private MariaDB listening on the db's addresses, port 3306, in its namespace.
+
+    ``lab.lab`` is the :class:`netconfig.lab.Lab` (addresses, namespace names),
+    ``lab.db`` the :class:`MariaDB`; ``lab.in_ns(role)`` and ``lab.run_in(role, argv)``
+    act inside a namespace. Everything is torn down at the end of the session.
+    """
+    try:
+        env = start_lab(tmp_path_factory.mktemp("lab"))
+    except (MariaDBError, LabError, OSError) as exc:
+        pytest.fail(f"cannot build the three-namespace lab: {exc}", pytrace=False)
+    try:
+        yield env
+    finally:
+        env.close()
