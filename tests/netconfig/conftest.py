@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,78 @@ def listener(ns: str, address: str, port: int) -> socket.socket:
     sock.listen(8)
     sock.settimeout(5)
     return sock
+
+
+# --- the three-namespace lab: client -> gateway (router) -> db --------------------------
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Client, gateway and db namespaces joined by veth pairs, the gateway forwarding.
+
+    Addresses (inside the namespaces only): the client side is 10.78.1.0/24 and
+    fd78::1:0/112, the db side 10.78.2.0/24 and fd78::2:0/112; the gateway is .1 / ::x:1
+    on both, the client and the db are .10 / ::x:10 and route everything via the gateway.
+    """
+
+    client: str
+    gateway: str
+    db: str
+    client_v4: str = "10.78.1.10"
+    client_v6: str = "fd78::1:10"
+    gw_client_v4: str = "10.78.1.1"
+    gw_client_v6: str = "fd78::1:1"
+    gw_db_v4: str = "10.78.2.1"
+    gw_db_v6: str = "fd78::2:1"
+    db_v4: str = "10.78.2.10"
+    db_v6: str = "fd78::2:10"
+    gw_to_client: str = "gc0"  # the gateway's interface toward the client
+    gw_to_db: str = "gd0"  # ... and toward the db
+
+
+def _link(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+    """A veth pair created inside ``ns_a`` with its peer in ``ns_b`` (never the host)."""
+    run("ip", "-n", ns_a, "link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns", ns_b)
+    run("ip", "-n", ns_a, "link", "set", if_a, "up")
+    run("ip", "-n", ns_b, "link", "set", if_b, "up")
+
+
+def _address(ns: str, interface: str, *cidrs: str) -> None:
+    for cidr in cidrs:
+        extra = ["nodad"] if ":" in cidr else []
+        run("ip", "-n", ns, "addr", "add", cidr, "dev", interface, *extra)
+
+
+def build_lab(namespaces: Namespaces) -> Lab:
+    lab = Lab(client=namespaces.new(), gateway=namespaces.new(), db=namespaces.new())
+    for ns in (lab.client, lab.gateway, lab.db):
+        # No duplicate address detection: a tentative link-local address holds up neighbour
+        # discovery for about two seconds after the links come up.
+        ns_run(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+        ns_run(ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+    _link(lab.client, "c0", lab.gateway, lab.gw_to_client)
+    _link(lab.gateway, lab.gw_to_db, lab.db, "d0")
+    _address(lab.client, "c0", f"{lab.client_v4}/24", f"{lab.client_v6}/112")
+    _address(lab.gateway, lab.gw_to_client, f"{lab.gw_client_v4}/24", f"{lab.gw_client_v6}/112")
+    _address(lab.gateway, lab.gw_to_db, f"{lab.gw_db_v4}/24", f"{lab.gw_db_v6}/112")
+    _address(lab.db, "d0", f"{lab.db_v4}/24", f"{lab.db_v6}/112")
+    for ns, v4, v6 in (
+        (lab.client, lab.gw_client_v4, lab.gw_client_v6),
+        (lab.db, lab.gw_db_v4, lab.gw_db_v6),
+    ):
+        run("ip", "-n", ns, "route", "add", "default", "via", v4)
+        run("ip", "-n", ns, "-6", "route", "add", "default", "via", v6)
+    ns_run(
+        lab.gateway,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+    )
+    return lab
+
+
+@pytest.fixture
+def lab(namespaces: Namespaces) -> Lab:
+    """The three namespaces, no rules yet; deleted (with everything in them) afterwards."""
+    return build_lab(namespaces)
