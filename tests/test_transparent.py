@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ from lab.clients import ClientError, parse_batch
 from lab.mariadb import SHOP_CUSTOMERS
 from lab.topology import DB_PORT, LabEnv, LabGateway, unique_prefix
 
+from appliance.config import load_config
 from appliance.mysql.constants import ErrorCode
 from netconfig import nft
 from netconfig.lab import Lab
+from netconfig.plan import plan_rules
 
 pytestmark = pytest.mark.integration
 
@@ -428,3 +431,31 @@ def test_config_file_is_valid(gateway: LabGateway) -> None:
     assert config.network.manage_rules
     assert config.appliance.listen == "[::]:3307"
     assert Path(config.appliance.state_dir) == gateway.workdir.resolve()
+
+
+# --------------------------------------------------------------------------------------
+# the sentinel inside the running gateway
+
+
+def test_flushed_rules_raise_an_alert_and_come_back_within_2s(
+    lab: LabEnv, running_gateway: LabGateway
+) -> None:
+    gw = running_gateway
+    plan = plan_rules(load_config(gw.config_path))
+    for _ in range(3):  # the watchdog may win the race to the first connection: try again
+        gw.mark_log()
+        started = time.monotonic()
+        assert nft.remove(lab.ns("gw"))  # someone flushes the gateway's table behind its back
+        # a connection slips past while the table is gone: plain routing to MariaDB
+        slipped = lab.can_connect("agent", lab.lab.db_v4, DB_PORT, timeout=1.0)
+        restored = gw.wait_log(r"alert rules_restored", timeout=2.0)
+        elapsed = time.monotonic() - started
+        assert gw.wait_log(r"alert rules_changed", timeout=0.1) is not None, gw.new_log()
+        assert restored is not None and elapsed <= 2.5, f"{elapsed:.2f}s\n{gw.new_log()}"
+        assert not nft.diff(plan, lab.ns("gw")).changed
+        if slipped:
+            break
+    assert slipped, "no connection got past the flushed table in three tries"
+    agent = re.escape(lab.lab.agent_v4)
+    assert gw.wait_log(rf"alert bypass: .* from {agent}", timeout=2.0), gw.new_log()
+    through_gateway(lab, gw, "v4")  # and the path is intercepted again
