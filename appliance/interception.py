@@ -13,11 +13,10 @@ import logging
 import socket
 from collections.abc import Callable
 
-from netconfig.sentinel import Alert, Sentinel
-
 from appliance.config import Config
 from netconfig import nft
 from netconfig.plan import Plan, plan_rules
+from netconfig.sentinel import Alert, Sentinel
 
 log = logging.getLogger("sqlgate.net")
 
