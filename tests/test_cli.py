@@ -222,3 +222,17 @@ def test_net_apply_unknown_interface_exits_2(config_file: Path) -> None:
     config_file.write_text(text)
     err = assert_one_line_failure(sqlgate("net", "apply", "-c", str(config_file)))
     assert "network.interfaces[0]" in err and "nosuch0" in err
+
+
+def test_net_apply_target_without_an_address_exits_2(config_file: Path) -> None:
+    text = config_file.read_text().replace('host = "10.77.2.10"', 'host = "db.invalid"')
+    config_file.write_text(text)
+    err = assert_one_line_failure(sqlgate("net", "apply", "--dry-run", "-c", str(config_file)))
+    assert "targets[0].host" in err and "db.invalid" in err
+
+
+def test_net_apply_multicast_target_exits_2(config_file: Path) -> None:
+    text = config_file.read_text().replace('host = "10.77.2.10"', 'host = "224.0.0.5"')
+    config_file.write_text(text)
+    err = assert_one_line_failure(sqlgate("net", "apply", "-c", str(config_file)))
+    assert "targets[0].host" in err
