@@ -16,7 +16,8 @@ from collections.abc import Callable
 from appliance.config import Config
 from netconfig import nft
 from netconfig.plan import Plan, plan_rules
-from netconfig.sentinel import Alert, Sentinel
+from netconfig.routes import RouteError
+from netconfig.sentinel import Alert, Sentinel, SentinelError
 
 log = logging.getLogger("sqlgate.net")
 
@@ -30,6 +31,10 @@ def resolve(host: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+class InterceptionError(Exception):
+    """The rules or the sentinel could not be put in place (one line, for the log)."""
+
+
 class Interception:
     """Apply the plan, run the sentinel, and undo both on a clean stop."""
 
@@ -41,6 +46,12 @@ class Interception:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except (nft.NftError, SentinelError, RouteError) as exc:
+            raise InterceptionError(str(exc)) from exc
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         report = await asyncio.to_thread(nft.apply, self.plan)
         log.info(

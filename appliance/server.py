@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from appliance import routing
-from appliance.config import Config, TargetConfig
+from appliance.config import Config, ConfigError, TargetConfig
 from appliance.mysql import packets
 from appliance.mysql.constants import ErrorCode
 from appliance.mysql.relay import (
@@ -510,10 +510,18 @@ async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = 
     await gw.start()
     interception = None
     if config.network.manage_rules:
-        from appliance.interception import Interception  # netlink and scapy only when asked
+        from appliance.interception import (  # netlink and scapy only when asked
+            Interception,
+            InterceptionError,
+        )
 
-        interception = Interception(config)
-        await interception.start()  # after the listener exists: redirected clients land
+        try:
+            interception = Interception(config)
+            await interception.start()  # after the listener exists: redirected clients land
+        except (InterceptionError, ConfigError) as exc:
+            log.error("cannot install the interception rules: %s", exc)
+            await gw.drain(0)
+            return 1
     if ready is not None:
         ready(gw)
     stop = asyncio.Event()
@@ -534,13 +542,8 @@ def serve(config: Config) -> int:
     """``sqlgate run``: the gateway in the foreground on uvloop."""
     import uvloop
 
-    from netconfig.nft import NftError
-
     try:
         return uvloop.run(run_gateway(config))
-    except NftError as exc:
-        log.error("cannot install the interception rules: %s", exc)
-        return 1
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.appliance.listen, exc.strerror or exc)
         return 1
