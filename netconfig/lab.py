@@ -30,18 +30,19 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import re
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
+
+from netconfig.netns import inside as netns_inside
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -75,34 +76,10 @@ class LabError(RuntimeError):
     """The lab could not be built, inspected or removed; the message says what and where."""
 
 
-@contextmanager
-def inside(netns: str) -> Iterator[None]:
-    """Run the body with the CURRENT THREAD in network namespace ``netns``.
-
-    ``netns`` is a name under /run/netns or a path such as /proc/PID/ns/net. Only this
-    thread moves, and it moves back in any case. Sockets created in the body stay in
-    ``netns`` for their whole life, and child processes started in the body run there.
-    A missing namespace is a ``LabError`` (never created by accident).
-    """
-    path = netns if "/" in netns else f"{NETNS_DIR}/{netns}"
-    try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise LabError(f"network namespace '{netns}': {exc.strerror}") from None
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            # An open fd, never a name: given a name, pyroute2 creates what is missing.
-            pyroute2_netns.setns(target, flags=0)
-        except OSError as exc:
-            raise LabError(f"cannot enter network namespace '{netns}': {exc}") from None
-        try:
-            yield
-        finally:
-            pyroute2_netns.setns(saved, flags=0)
-    finally:
-        os.close(saved)
-        os.close(target)
+def inside(netns: str) -> AbstractContextManager[None]:
+    """Run the body with the CURRENT THREAD in network namespace ``netns``; a missing
+    namespace is a ``LabError`` (never created by accident). See ``netconfig.netns``."""
+    return netns_inside(netns, LabError)
 
 
 def _write_sysctl(name: str, value: str) -> None:

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink import NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_NFTABLES, nfgen_msg
@@ -47,6 +45,7 @@ from pyroute2.netlink.nfnetlink.nftsocket import (
 )
 from pyroute2.nftables.main import AsyncNFTables
 
+from netconfig.netns import inside
 from netconfig.plan import TABLE, Action, Chain, Hook, Plan, Rule
 
 __all__ = [
@@ -475,32 +474,9 @@ def _op_text(op: Op) -> str:
 # Netlink I/O
 
 
-@contextmanager
-def _inside(netns: str | None) -> Iterator[None]:
-    """Run the body with this thread in network namespace ``netns`` (a name under
-    /run/netns or a path such as /proc/PID/ns/net); ``None`` stays where we are."""
-    if netns is None:
-        yield
-        return
-    path = netns if "/" in netns else f"/run/netns/{netns}"
-    try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise NftError(f"network namespace '{netns}': {exc.strerror}") from None
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            # An open fd, never a name: pyroute2 would create a namespace that is missing.
-            pyroute2_netns.setns(target, flags=0)
-        except OSError as exc:
-            raise NftError(f"network namespace '{netns}': {exc}") from None
-        try:
-            yield
-        finally:
-            pyroute2_netns.setns(saved, flags=0)
-    finally:
-        os.close(saved)
-        os.close(target)
+def _inside(netns: str | None) -> AbstractContextManager[None]:
+    """This thread in ``netns`` for the body (see ``netconfig.netns.inside``)."""
+    return inside(netns, NftError)
 
 
 def _run(netns: str | None, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:

@@ -19,6 +19,7 @@ if _TESTS_DIR not in sys.path:
 
 from lab.certs import Pki, make_pki  # noqa: E402
 from lab.clients import ClientError, ensure_node_client  # noqa: E402
+from lab.gateway import GatewayProcess  # noqa: E402
 from lab.mariadb import MariaDB, MariaDBError, free_port  # noqa: E402
 from lab.topology import LabEnv, start_lab  # noqa: E402
 
@@ -77,3 +78,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
         yield env
     finally:
         env.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """``sqlgate run`` in front of the lab MariaDB for one test module; it must stop
+    cleanly (exit 0) and never log a traceback."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), mariadb, mariadb.pki).start()
+    yield gw
+    assert gw.stop() == 0
+    assert "Traceback" not in gw.log()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +17,6 @@ from mysql.connector import errors as myerrors
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def gateway(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), mariadb, mariadb.pki).start()
-    yield gw
-    assert gw.stop() == 0
-    assert "Traceback" not in gw.log()
-
-
-def pymysql_connect(gw: GatewayProcess, user: str = "agent", **kw: Any) -> Any:
-    acct = gw.account(user)
-    args: dict[str, Any] = {
-        "host": gw.host,
-        "port": gw.port,
-        "user": acct.user,
-        "password": acct.password,
-        "database": "shop",
-        "autocommit": True,
-        "connect_timeout": 10,
-    }
-    args.update(kw)
-    if not args.get("ssl"):
-        args.pop("ssl", None)
-        args["ssl_disabled"] = True
-    return pymysql.connect(**args)
-
-
 CUSTOMERS = [tuple(row) for row in SHOP_CUSTOMERS]
 
 
@@ -53,7 +26,7 @@ CUSTOMERS = [tuple(row) for row in SHOP_CUSTOMERS]
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_pymysql_reads_through_the_gateway(gateway: GatewayProcess, tls: bool) -> None:
     ssl = {"ca": str(gateway.pki.ca_cert), "check_hostname": True} if tls else None
-    with pymysql_connect(gateway, ssl=ssl) as conn:
+    with gateway.connect(ssl=ssl) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT id, name, email, card_number FROM customers ORDER BY id")
             assert cur.fetchall() == tuple(CUSTOMERS)
@@ -68,7 +41,7 @@ def test_pymysql_reads_through_the_gateway(gateway: GatewayProcess, tls: bool) -
 def test_pymysql_writes_multi_statements_and_many_result_sets(gateway: GatewayProcess) -> None:
     from pymysql.constants import CLIENT
 
-    with pymysql_connect(gateway, client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+    with gateway.connect(client_flag=CLIENT.MULTI_STATEMENTS) as conn:
         with conn.cursor() as cur:
             cur.execute("CREATE TABLE IF NOT EXISTS notes (id INT PRIMARY KEY, body TEXT)")
             cur.execute("DELETE FROM notes WHERE id > 0")
@@ -85,7 +58,7 @@ def test_pymysql_writes_multi_statements_and_many_result_sets(gateway: GatewayPr
 
 def test_wrong_password_is_refused_with_1045(gateway: GatewayProcess) -> None:
     with pytest.raises(pymysql.err.OperationalError) as err:
-        pymysql_connect(gateway, password="not-it")
+        gateway.connect(password="not-it")
     assert err.value.args[0] == 1045
     assert "sqlgate: access denied: wrong password for gateway account 'agent'" in err.value.args[1]
 
@@ -101,7 +74,7 @@ def test_unknown_user_is_refused_with_1045(gateway: GatewayProcess) -> None:
 
 def test_group_without_access_to_the_target_is_refused(gateway: GatewayProcess) -> None:
     with pytest.raises(pymysql.err.OperationalError) as err:
-        pymysql_connect(gateway, user="outsider")
+        gateway.connect(user="outsider")
     assert err.value.args[0] == 1045
     assert "may not reach target 'orders'" in err.value.args[1]
 
@@ -110,9 +83,9 @@ def test_backend_password_is_never_sent_to_clients_or_logs(
     gateway: GatewayProcess, mariadb: MariaDB
 ) -> None:
     with pytest.raises(pymysql.err.OperationalError) as err:
-        pymysql_connect(gateway, password="wrong")
+        gateway.connect(password="wrong")
     assert mariadb.native_password not in str(err.value)
-    with pymysql_connect(gateway) as conn, conn.cursor() as cur:
+    with gateway.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT CURRENT_USER()")
         row = cur.fetchone()
         assert row is not None and row[0].startswith("sqlgate_native@")

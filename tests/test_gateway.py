@@ -6,7 +6,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,31 +20,6 @@ from appliance.mysql.constants import Command, CursorType
 from appliance.mysql.wire import PacketReader, frame
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def gateway(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), mariadb, mariadb.pki).start()
-    yield gw
-    assert gw.stop() == 0
-    assert "Traceback" not in gw.log()
-
-
-def connect(gw: GatewayProcess, user: str = "agent", **kw: Any) -> Any:
-    acct = gw.account(user)
-    args: dict[str, Any] = {
-        "host": gw.host,
-        "port": gw.port,
-        "user": acct.user,
-        "password": acct.password,
-        "database": "shop",
-        "autocommit": True,
-        "ssl_disabled": True,
-        "connect_timeout": 10,
-        "read_timeout": 30,
-    }
-    args.update(kw)
-    return pymysql.connect(**args)
 
 
 def scalar(conn: Any, sql: str) -> Any:
@@ -71,7 +45,7 @@ def read_raw(conn: Any) -> bytes:
 
 
 def test_ping_init_db_statistics_and_field_list(gateway: GatewayProcess) -> None:
-    with connect(gateway, database=None) as conn:
+    with gateway.connect(database=None) as conn:
         conn.ping(reconnect=False)
         conn.select_db("shop")
         assert scalar(conn, "SELECT DATABASE()") == "shop"
@@ -89,7 +63,7 @@ def test_ping_init_db_statistics_and_field_list(gateway: GatewayProcess) -> None
 
 
 def test_set_option_and_reset_connection(gateway: GatewayProcess) -> None:
-    with connect(gateway) as conn:
+    with gateway.connect() as conn:
         send_raw(conn, bytes([Command.SET_OPTION, 0, 0]))  # multi-statements on
         assert read_raw(conn)[0] in (0x00, 0xFE)
         with conn.cursor() as cur:
@@ -101,7 +75,7 @@ def test_set_option_and_reset_connection(gateway: GatewayProcess) -> None:
 
 
 def test_process_kill_ends_another_session(gateway: GatewayProcess) -> None:
-    with connect(gateway) as victim, connect(gateway) as killer:
+    with gateway.connect() as victim, gateway.connect() as killer:
         victim_id = scalar(victim, "SELECT CONNECTION_ID()")
         # the id the client saw in the greeting is the backend's own
         assert victim.server_thread_id[0] == victim_id
@@ -113,7 +87,7 @@ def test_process_kill_ends_another_session(gateway: GatewayProcess) -> None:
 
 
 def test_unknown_command_gets_1047_and_the_session_goes_on(gateway: GatewayProcess) -> None:
-    with connect(gateway) as conn:
+    with gateway.connect() as conn:
         send_raw(conn, b"\x99whatever")
         err = packets.parse_err(read_raw(conn))
         assert err.code == 1047 and err.message.startswith("sqlgate: unknown or unsupported")
@@ -123,7 +97,7 @@ def test_unknown_command_gets_1047_and_the_session_goes_on(gateway: GatewayProce
 
 
 def test_change_user_is_refused_and_the_session_goes_on(gateway: GatewayProcess) -> None:
-    with connect(gateway) as conn:
+    with gateway.connect() as conn:
         send_raw(conn, bytes([Command.CHANGE_USER]) + b"root\0\0shop\0")
         err = packets.parse_err(read_raw(conn))
         assert err.code == 1227
@@ -133,7 +107,7 @@ def test_change_user_is_refused_and_the_session_goes_on(gateway: GatewayProcess)
 
 
 def test_pipelined_commands_keep_their_order(gateway: GatewayProcess) -> None:
-    with connect(gateway) as conn:
+    with gateway.connect() as conn:
         burst = b"".join(
             frame(0, p)
             for p in (
@@ -159,7 +133,7 @@ def test_pipelined_commands_keep_their_order(gateway: GatewayProcess) -> None:
 
 
 def test_cursor_fetch_through_the_gateway(gateway: GatewayProcess) -> None:
-    with connect(gateway) as conn:
+    with gateway.connect() as conn:
         send_raw(conn, bytes([Command.STMT_PREPARE]) + b"SELECT id FROM customers ORDER BY id")
         ok = packets.parse_stmt_prepare_ok(read_raw(conn))
         deprecate = bool(conn.server_capabilities & CLIENT.DEPRECATE_EOF) and bool(
@@ -196,7 +170,7 @@ def test_cursor_fetch_through_the_gateway(gateway: GatewayProcess) -> None:
 
 def test_20mb_value_round_trip_and_16mib_parameter(gateway: GatewayProcess) -> None:
     big = bytes(range(256)) * (20_000_000 // 256)
-    with connect(gateway) as conn, conn.cursor() as cur:
+    with gateway.connect() as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS blobs (id INT PRIMARY KEY, v LONGBLOB)")
         cur.execute("DELETE FROM blobs WHERE id > 0")
         cur.execute("INSERT INTO blobs VALUES (1, %s)", (big,))  # COM_QUERY over 16 MiB
@@ -226,7 +200,7 @@ def test_20mb_value_round_trip_and_16mib_parameter(gateway: GatewayProcess) -> N
 
 
 def test_60k_row_result(gateway: GatewayProcess) -> None:
-    with connect(gateway) as conn, conn.cursor() as cur:
+    with gateway.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT seq, CONCAT('row-', seq) FROM seq_1_to_60000")
         rows = cur.fetchall()
         assert len(rows) == 60000
@@ -235,7 +209,7 @@ def test_60k_row_result(gateway: GatewayProcess) -> None:
 
 def test_400_concurrent_sessions(gateway: GatewayProcess) -> None:
     def one(i: int) -> tuple[int, int]:
-        conn = connect(gateway)
+        conn = gateway.connect()
         return i, conn
 
     with ThreadPoolExecutor(max_workers=40) as pool:
@@ -260,21 +234,21 @@ def test_400_concurrent_sessions(gateway: GatewayProcess) -> None:
 
 
 def test_backend_gone_mid_session(gateway: GatewayProcess, mariadb: MariaDB) -> None:
-    with connect(gateway) as doomed, connect(gateway) as bystander:
+    with gateway.connect() as doomed, gateway.connect() as bystander:
         backend_id = scalar(doomed, "SELECT CONNECTION_ID()")
         mariadb.admin_sql(f"KILL CONNECTION {backend_id}")
         with pytest.raises(pymysql.err.OperationalError) as err:
             scalar(doomed, "SELECT 1")
         assert err.value.args[0] in (1105, 1927, 2013)
         assert scalar(bystander, "SELECT 6") == 6
-    with connect(gateway) as fresh:
+    with gateway.connect() as fresh:
         assert scalar(fresh, "SELECT 7") == 7
 
 
 def test_client_gone_mid_result_closes_the_backend_session(
     gateway: GatewayProcess, mariadb: MariaDB
 ) -> None:
-    conn = connect(gateway)
+    conn = gateway.connect()
     backend_id = scalar(conn, "SELECT CONNECTION_ID()")
     send_raw(conn, b"\x03SELECT REPEAT('x', 1000) FROM seq_1_to_5000000")
     conn._sock.recv(65536)  # the result has started
@@ -293,8 +267,8 @@ def test_client_gone_mid_result_closes_the_backend_session(
 
 
 def test_malformed_client_packet_gets_err_then_close(gateway: GatewayProcess) -> None:
-    with connect(gateway) as bystander:
-        conn = connect(gateway)
+    with gateway.connect() as bystander:
+        conn = gateway.connect()
         conn._sock.sendall(b"\x01\x00\x00\x05\x0e")  # a command with sequence id 5
         err = packets.parse_err(read_raw(conn))
         assert err.code == 1158 and err.message.startswith("sqlgate: bad packet")
@@ -335,7 +309,7 @@ def test_backend_login_with_client_ed25519(
         backend_tls="disabled",
     ).start()
     try:
-        with connect(gw) as conn:
+        with gw.connect() as conn:
             assert scalar(conn, "SELECT CURRENT_USER()").startswith("sqlgate_ed25519@")
             assert scalar(conn, "SHOW STATUS LIKE 'Ssl_version'") is not None
     finally:
@@ -360,7 +334,7 @@ def test_backend_tls_required_and_verified(
     gw.write_config = lambda: gw.config_path  # type: ignore[method-assign]
     gw.start()
     try:
-        with connect(gw) as conn, conn.cursor() as cur:
+        with gw.connect() as conn, conn.cursor() as cur:
             cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
             assert cur.fetchone()[1].startswith("TLSv1")
     finally:
@@ -382,7 +356,7 @@ def test_unreachable_target_gets_a_clear_error(
     gw.start()
     try:
         with pytest.raises(pymysql.err.OperationalError) as err:
-            connect(gw)
+            gw.connect()
         assert "sqlgate: cannot reach target 'orders'" in str(err.value)
     finally:
         assert gw.stop() == 0
@@ -395,8 +369,8 @@ def test_sigterm_drains_a_running_statement_and_exits_0(
     mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     gw = GatewayProcess(tmp_path_factory.mktemp("gw-drain"), mariadb, mariadb.pki).start()
-    idle = connect(gw)
-    busy = connect(gw)
+    idle = gw.connect()
+    busy = gw.connect()
     result: list[Any] = []
 
     def slow() -> None:

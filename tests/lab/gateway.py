@@ -15,7 +15,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pymysql
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
@@ -160,6 +162,26 @@ signing_key = "ledger.key"
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def connect(self, user: str = "agent", **kw: Any) -> Any:
+        """A PyMySQL connection through the gateway as a gateway account; plain unless
+        ``ssl`` is given (PyMySQL would otherwise try TLS unverified)."""
+        acct = self.account(user)
+        args: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": acct.user,
+            "password": acct.password,
+            "database": "shop",
+            "autocommit": True,
+            "connect_timeout": 10,
+            "read_timeout": 30,
+        }
+        args.update(kw)
+        if not args.get("ssl"):
+            args.pop("ssl", None)
+            args["ssl_disabled"] = True
+        return pymysql.connect(**args)
 
     def rss_kib(self) -> int:
         assert self.proc is not None
