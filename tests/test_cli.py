@@ -3,6 +3,7 @@ exactly one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,21 @@ def test_net_apply_multicast_target_exits_2(config_file: Path) -> None:
     config_file.write_text(text)
     err = assert_one_line_failure(sqlgate("net", "apply", "-c", str(config_file)))
     assert "targets[0].host" in err
+
+
+def test_run_with_rules_it_cannot_install_exits_1_in_one_line(config_file: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = (
+        config_file.read_text()
+        .replace('listen = "127.0.0.1:3307"', f'listen = "127.0.0.1:{port}"')
+        .replace('host = "10.77.2.10"', 'host = "db.invalid"')
+    )
+    config_file.write_text(text + "\n[network]\nmanage_rules = true\n")
+    result = sqlgate("run", "-c", str(config_file))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "cannot install the interception rules" in errors[0]
+    assert "targets[0].host" in errors[0]
