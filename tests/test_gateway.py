@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import struct
 import threading
@@ -389,3 +390,45 @@ def test_sigterm_drains_a_running_statement_and_exits_0(
         scalar(idle, "SELECT 1")  # idle sessions were closed
     with pytest.raises(OSError):
         socket.create_connection((gw.host, gw.port), timeout=1).close()
+
+
+def test_send_long_data_then_execute(gateway: GatewayProcess) -> None:
+    """COM_STMT_SEND_LONG_DATA has no answer; the EXECUTE that follows gets its result."""
+    with gateway.connect() as conn:
+        send_raw(conn, bytes([Command.STMT_PREPARE]) + b"SELECT LENGTH(?), MD5(?)")
+        ok = packets.parse_stmt_prepare_ok(read_raw(conn))
+        assert ok.param_count == 2
+        deprecate = bool(conn.server_capabilities & CLIENT.DEPRECATE_EOF) and bool(
+            conn.client_flag & CLIENT.DEPRECATE_EOF
+        )
+        blocks = [ok.param_count, ok.column_count]
+        for _ in range(sum(blocks) + (0 if deprecate else sum(1 for b in blocks if b))):
+            read_raw(conn)
+        chunk = b"ab" * 300_000
+        for param in (0, 1):
+            for _ in range(3):  # three pieces per parameter, none answered
+                send_raw(
+                    conn,
+                    bytes([Command.STMT_SEND_LONG_DATA])
+                    + struct.pack("<IH", ok.statement_id, param)
+                    + chunk,
+                )
+        execute = (
+            bytes([Command.STMT_EXECUTE])
+            + struct.pack("<IBI", ok.statement_id, 0, 1)
+            + b"\x00"  # NULL bitmap
+            + b"\x01"  # new parameters bound
+            + b"\xfc\x00\xfc\x00"  # both BLOB, values sent as long data
+        )
+        send_raw(conn, execute)
+        assert read_raw(conn) == b"\x02"
+        columns = [packets.parse_column_definition(read_raw(conn)) for _ in range(2)]
+        if not deprecate:
+            read_raw(conn)
+        row = packets.parse_binary_row(read_raw(conn), columns)
+        assert row[0] is not None and int.from_bytes(row[0], "little") == 3 * len(chunk)
+
+        expected_md5 = hashlib.md5(chunk * 3).hexdigest().encode()
+        assert row[1] is not None and row[1].endswith(expected_md5)
+        assert read_raw(conn)[0] == 0xFE  # end of the result
+        assert scalar(conn, "SELECT 9") == 9
