@@ -14,9 +14,12 @@ import argparse
 import logging
 import sys
 from importlib import metadata
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from appliance.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from appliance.ledger.chain import Head
 
 __all__ = ["build_parser", "main"]
 
@@ -276,6 +279,146 @@ def _cmd_net(args: argparse.Namespace) -> int:
         return _fail(str(exc), 1)
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    """Write ``ledger.key`` (PKCS8 PEM, 0600) and ``ledger.pub``; never overwrite."""
+    import os
+    from pathlib import Path
+
+    from appliance.ledger.chain import generate_key, key_id, private_key_pem, public_key_pem
+
+    out = Path(args.out)
+    key_path, pub_path = out / "ledger.key", out / "ledger.pub"
+    for path in (key_path, pub_path):
+        if path.exists() or path.is_symlink():
+            return _fail(f"{path}: already exists; refusing to overwrite a ledger key", 1)
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(f"{out}: cannot create the directory: {exc.strerror or exc}", 1)
+    key = generate_key()
+    written: list[Path] = []
+    try:
+        for path, data, mode in (
+            (key_path, private_key_pem(key), 0o600),
+            (pub_path, public_key_pem(key.public_key()), 0o644),
+        ):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            written.append(path)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)  # whatever the umask
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        return _fail(f"{exc.filename or out}: cannot write the key: {exc.strerror or exc}", 1)
+    print(f"wrote {key_path} (secret, mode 0600) and {pub_path}; key_id {key_id(key.public_key())}")
+    return 0
+
+
+def _read_held_head(text: str) -> Head:
+    """``--checkpoint``: a head as JSON text, or the name of a file holding it."""
+    import json
+    from pathlib import Path
+
+    from appliance.ledger.chain import Head as HeldHead
+
+    source = "--checkpoint"
+    if not text.lstrip().startswith("{"):
+        source = f"--checkpoint: {text}"
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except IsADirectoryError:
+            raise ValueError(f"{source}: is a directory") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ValueError(f"{source}: cannot read the file: {why}") from None
+    try:
+        return HeldHead.from_json(json.loads(text))
+    except ValueError as exc:
+        raise ValueError(
+            f"{source}: not a head as 'sqlgate ledger head' prints it: {exc}"
+        ) from None
+
+
+def _parse_since(text: str) -> str:
+    """``--since``: an ISO 8601 date or time (UTC unless it says otherwise), in ledger form."""
+    from datetime import UTC, datetime
+
+    value = text.strip()
+    if len(value) == 4 and value.isdigit():  # a year
+        value += "-01-01"
+    elif len(value) == 7 and value[4:5] == "-":  # a month
+        value += "-01"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--since: '{text}' is not an ISO 8601 date or time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _cmd_ledger(args: argparse.Namespace) -> int:
+    """``ledger verify|head|export``: exit 1 means the ledger was read and found wanting;
+    a missing or foreign file, a bad key or a bad argument is exit 2."""
+    import json
+
+    from appliance.ledger import store
+    from appliance.ledger.chain import KINDS, LedgerError, load_public_key
+
+    action = args.ledger_command
+    try:
+        if action == "verify":
+            public_key = load_public_key(args.pubkey)
+            held = None
+            if args.checkpoint is not None:
+                try:
+                    held = _read_held_head(args.checkpoint)
+                except ValueError as exc:
+                    return _fail(str(exc))
+            result = store.verify_file(args.ledger, public_key, held)
+            if not result.ok:
+                return _fail(f"ledger verify: record {result.first_bad_seq}: {result.reason}", 1)
+            if result.last_checkpoint_seq is None:
+                signed = f"no checkpoint yet ({result.unsigned} records are not yet signed)"
+            else:
+                signed = (
+                    f"last checkpoint at seq {result.last_checkpoint_seq} "
+                    f"({result.unsigned} records after it are not yet signed)"
+                )
+            print(f"ok: {result.records} records, {signed}")
+            if held is not None:
+                print(f"held checkpoint at seq {held.seq}: present, hash and signature match")
+            return 0
+        if action == "head":
+            head = store.read_head(args.ledger)
+            if head is None:
+                return _fail(f"{args.ledger}: no signed checkpoint yet", 1)
+            print(json.dumps(head.to_json()))
+            return 0
+        if args.kind is not None and args.kind not in KINDS:
+            return _fail(f"--kind: '{args.kind}' is not one of {', '.join(KINDS)}")
+        try:
+            since = None if args.since is None else _parse_since(args.since)
+        except ValueError as exc:
+            return _fail(str(exc))
+        bodies = store.export(args.ledger, session=args.session, since=since, kind=args.kind)
+        out = sys.stdout.buffer
+        try:
+            for body in bodies:
+                out.write(body.encode() + b"\n")
+            out.flush()
+        except BrokenPipeError:  # the reader went away (``| head``): stop quietly
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except LedgerError as exc:
+        return _fail(str(exc))
+
+
 def _command_name(args: argparse.Namespace) -> str:
     words = [args.command]
     for attr in ("net_command", "ledger_command", "approvals_command"):
@@ -299,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "net":
             return _cmd_net(args)
+        if args.command == "keygen":
+            return _cmd_keygen(args)
+        if args.command == "ledger":
+            return _cmd_ledger(args)
         return _fail(f"'{_command_name(args)}' is not available yet")
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,626 @@
+"""The ledger database: the gateway's writer (aiosqlite) and the readers (sqlite3).
+
+Storage: one SQLite file in WAL mode, ``PRAGMA application_id`` marks it as a sqlgate
+ledger, and one table::
+
+    records(seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, kind TEXT NOT NULL,
+            session TEXT, body TEXT NOT NULL)
+
+``body`` is the record's canonical JSON and the only source of truth; ``ts``, ``kind``
+and ``session`` are copies for the export filters. Verification trusts only ``body``: a
+changed copy column is harmless (export filters may then miss or include a record), but a
+body whose seq differs from its row's seq is reported. Triggers refuse UPDATE and DELETE,
+which stops accidents, not an attacker: the hash chain and the signatures do that.
+
+Writing (``LedgerWriter``): ``append`` queues the fields and waits; one writer task takes
+everything queued, seals it in order, inserts it in one transaction and commits (group
+commit), then answers every waiting caller. A checkpoint is added when records have been
+unsigned for ``checkpoint_interval`` seconds (1 s), and at ``close``. With ``fsync`` the
+database runs ``synchronous=FULL`` (each commit survives power loss), else ``NORMAL``
+(survives a crash of the process; WAL).
+
+Failures: when the file cannot be written (disk full, read-only, locked past
+``busy_timeout``, removed or replaced, its directory gone) every append in the batch
+raises ``LedgerUnavailable`` and none of those records is in the chain. The connection is
+dropped and the next append opens the file again, so the writer recovers on its own. A
+file that was removed or replaced is noticed by its inode; when the writer reopens a
+file that does not hold the last record it committed, the first record it writes is an
+``alert`` naming the previous head (``previous_seq``, ``previous_hash``). On every open the
+writer verifies the tail after the last checkpoint (and that checkpoint's signature with
+its own key) and refuses to extend a ledger that fails, or that another key signed. After
+any failure the head is read back from the file, so should a commit report an error after
+its data did reach the file, those records stay in an intact chain although their callers
+were told the ledger was unavailable (and refused their statements). Locks wait at most
+``busy_timeout``; a file system that hangs in the kernel is not bounded.
+
+Reading (``open_ledger``, ``verify_file``, ``read_head``, ``export``): plain sqlite3 with a
+read-only URI, rows streamed with ``fetchmany`` in one read transaction (a consistent
+snapshot while the gateway keeps writing). Like any WAL reader it may leave empty
+``-wal``/``-shm`` files beside the database; it never changes the database itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from appliance.ledger.chain import (
+    GENESIS_HASH,
+    KINDS,
+    FieldValue,
+    Head,
+    LedgerError,
+    Record,
+    Verifier,
+    VerifyResult,
+    check_fields,
+    checkpoint_fields,
+    key_id,
+    load_private_key,
+    seal_with_body,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from appliance.config import LedgerConfig
+
+__all__ = [
+    "APPLICATION_ID",
+    "LedgerFileError",
+    "LedgerUnavailable",
+    "LedgerWriter",
+    "WriterStats",
+    "export",
+    "open_ledger",
+    "read_head",
+    "verify_file",
+]
+
+log = logging.getLogger("sqlgate.ledger")
+
+APPLICATION_ID = 0x53514C47  # "SQLG"
+SCHEMA_VERSION = 1
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    session TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_session ON records(session);
+CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
+BEGIN SELECT RAISE(ABORT, 'the sqlgate ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
+BEGIN SELECT RAISE(ABORT, 'the sqlgate ledger is append-only'); END;
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""
+_INSERT = "INSERT INTO records (seq, ts, kind, session, body) VALUES (?, ?, ?, ?, ?)"
+_FETCH = 2048
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger cannot be written now; the record is not in the chain. Transient."""
+
+
+class LedgerFileError(LedgerError):
+    """The file is missing, is not a sqlgate ledger, or cannot be extended safely."""
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters of a ``LedgerWriter`` (for tests, benchmarks and the console)."""
+
+    commits: int = 0  # transactions committed
+    records: int = 0  # records committed, checkpoints included
+    checkpoints: int = 0  # checkpoint records committed
+    failures: int = 0  # batches that failed (their appends raised LedgerUnavailable)
+    reopens: int = 0  # times the file was opened
+
+
+_Pending = tuple["dict[str, Any] | None", "asyncio.Future[Record | None]"]
+
+
+class LedgerWriter:
+    """The gateway's single writer of one ledger file; see the module docstring.
+
+    Use ``await open()`` (or ``async with``), ``await append(fields)`` from any task, and
+    ``await close()``. ``append`` returns the sealed record once it is committed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        signing_key: Ed25519PrivateKey,
+        *,
+        fsync: bool = False,
+        checkpoint_interval: float = 1.0,
+        busy_timeout: float = 0.5,
+        max_batch: int = 4096,
+    ) -> None:
+        self.path = Path(path)
+        self.stats = WriterStats()
+        self._key = signing_key
+        self._public_key = signing_key.public_key()
+        self._key_id = key_id(self._public_key)
+        self._fsync = fsync
+        self._interval = checkpoint_interval
+        self._busy_timeout = busy_timeout
+        self._max_batch = max_batch
+        self._conn: aiosqlite.Connection | None = None
+        self._file_id: tuple[int, int] | None = None
+        self._seq = 0  # the head this writer last saw committed (0 and genesis: none)
+        self._hash = GENESIS_HASH
+        self._last_is_checkpoint = False
+        self._alert: dict[str, Any] | None = None
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._unsigned_since: float | None = None
+        self._retry_at = 0.0
+        self._available = True
+
+    @classmethod
+    def from_config(cls, config: LedgerConfig) -> LedgerWriter:
+        """A writer for ``[ledger]``; LedgerKeyError if the signing key cannot be used."""
+        return cls(config.path, load_private_key(config.signing_key), fsync=config.fsync)
+
+    @property
+    def key_id(self) -> str:
+        """The signing key's id, as checkpoints carry it."""
+        return self._key_id
+
+    @property
+    def available(self) -> bool:
+        """False from a failed open or write until the next commit succeeds."""
+        return self._available
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """The seq and hash of the last committed record (0 and 64 zeros before any)."""
+        return self._seq, self._hash
+
+    async def __aenter__(self) -> LedgerWriter:
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Start the writer and open the file (schema, tail check, chain head).
+
+        Raises LedgerUnavailable (cannot open now) or LedgerFileError (not a ledger, a
+        damaged tail, another key). Either way the writer is started and every append
+        tries again, so a gateway may keep running and refuse statements; call ``close``.
+        """
+        if self._task is not None:
+            raise RuntimeError("the ledger writer is already open")
+        try:
+            await self._connection()
+        except LedgerError:
+            self._available = False
+            raise
+        finally:
+            task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
+            task.add_done_callback(self._writer_done)
+            self._task = task
+
+    async def append(self, fields: Mapping[str, FieldValue]) -> Record:
+        """Commit one record and return it sealed (seq, ts, fields, prev_hash, hash).
+
+        ValueError: the fields are not appendable (see ``chain.check_fields``).
+        LedgerUnavailable: it could not be committed; it is not in the chain.
+        The returned dict is shared with nobody else but should be treated as read-only.
+        """
+        self._check_running()
+        check_fields(fields)
+        sealed = await self._enqueue({"seq": 0, "ts": utc_now(), **fields})
+        assert sealed is not None  # only checkpoint() is answered with None
+        return sealed
+
+    async def checkpoint(self) -> Record | None:
+        """Commit a checkpoint now, after everything queued; None if all is signed."""
+        self._check_running()
+        return await self._enqueue(None)
+
+    async def close(self) -> None:
+        """Write what is queued and a final checkpoint, then close the file."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        await self._drop_connection()
+
+    # -- the writer task ---------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._task is None:
+            raise LedgerUnavailable("the ledger writer is not open")
+        if self._closing or self._task.done():
+            raise LedgerUnavailable("the ledger writer is closed")
+
+    async def _enqueue(self, record: dict[str, Any] | None) -> Record | None:
+        future: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        self._wake.set()
+        return await future
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ledger writer stopped", exc_info=task.exception())
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(LedgerUnavailable("the ledger writer stopped"))
+        self._pending.clear()
+
+    def _seconds_to_checkpoint(self) -> float | None:
+        if self._unsigned_since is None:
+            return None
+        due = max(self._unsigned_since + self._interval, self._retry_at)
+        return max(0.0, due - time.monotonic())
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    break
+                wait = self._seconds_to_checkpoint()
+                if wait is None or wait > 0:
+                    self._wake.clear()
+                    try:
+                        async with asyncio.timeout(wait):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            due = self._seconds_to_checkpoint() == 0.0
+            if batch or due:
+                try:
+                    await self._write(batch, due)
+                except Exception as exc:  # a bug: never leave a caller waiting
+                    log.exception("%s: the ledger writer failed", self.path)
+                    await self._drop_connection()
+                    self._failed(batch, f"{self.path}: internal error: {exc!r}", due)
+        if self._unsigned_since is not None:
+            await self._write([], True)
+            if self._unsigned_since is not None:
+                log.warning("%s: no checkpoint at shutdown: the ledger is unavailable", self.path)
+
+    async def _write(self, batch: list[_Pending], checkpoint: bool) -> None:
+        batch = [(record, future) for record, future in batch if not future.done()]
+        try:
+            conn = await self._connection()
+        except LedgerError as exc:
+            self._failed(batch, str(exc), checkpoint)
+            return
+        seq, prev, last_is_checkpoint = self._seq, self._hash, self._last_is_checkpoint
+        rows: list[tuple[int, str, str, Any, str]] = []
+        answers: list[tuple[asyncio.Future[Record | None], Record | None]] = []
+        checkpoints = 0
+
+        def add(record: dict[str, Any]) -> Record:
+            nonlocal seq, prev, last_is_checkpoint
+            record["seq"] = seq + 1
+            sealed, body = seal_with_body(record, prev)
+            seq, prev = seq + 1, sealed["hash"]
+            last_is_checkpoint = sealed["kind"] == "checkpoint"
+            rows.append((seq, sealed["ts"], sealed["kind"], sealed.get("session"), body))
+            return sealed
+
+        def sign() -> Record | None:
+            nonlocal checkpoints
+            if seq == 0 or last_is_checkpoint:
+                return None
+            checkpoints += 1
+            return add({"seq": 0, "ts": utc_now(), **checkpoint_fields(self._key, seq, prev)})
+
+        if self._alert is not None:
+            add({"seq": 0, "ts": utc_now(), **self._alert})
+        for record, future in batch:
+            if record is None:
+                answers.append((future, sign()))
+                continue
+            try:
+                answers.append((future, add(record)))
+            except (TypeError, ValueError) as exc:
+                future.set_exception(ValueError(f"the record cannot be encoded: {exc}"))
+        if checkpoint:
+            sign()
+        if rows:
+            try:
+                await conn.executemany(_INSERT, rows)
+                await conn.commit()
+            except Exception as exc:  # sqlite3.Error, OSError, a stopped connection thread
+                if not isinstance(exc, (sqlite3.Error, OSError)):
+                    log.exception("%s: unexpected error while writing", self.path)
+                await self._drop_connection()
+                self._failed(batch, f"{self.path}: cannot write: {exc}", checkpoint)
+                return
+            if not self._available:
+                log.info("%s: the audit ledger is available again", self.path)
+                self._available = True
+            self.stats.commits += 1
+            self.stats.records += len(rows)
+            self.stats.checkpoints += checkpoints
+            self._alert = None
+            self._seq, self._hash, self._last_is_checkpoint = seq, prev, last_is_checkpoint
+            if last_is_checkpoint:
+                self._unsigned_since = None
+            elif self._unsigned_since is None or checkpoints:
+                self._unsigned_since = time.monotonic()
+        for future, sealed in answers:
+            if not future.done():
+                future.set_result(sealed)
+
+    def _failed(self, batch: list[_Pending], reason: str, checkpoint: bool) -> None:
+        self.stats.failures += 1
+        if checkpoint:
+            self._retry_at = time.monotonic() + self._interval
+        log.log(
+            logging.WARNING if self._available else logging.DEBUG,
+            "audit ledger unavailable: %s",
+            reason,
+        )
+        self._available = False
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(LedgerUnavailable(reason))
+
+    # -- the connection ----------------------------------------------------------------
+
+    def _same_file(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._file_id
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn, self._file_id = self._conn, None, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception as exc:  # closing a broken connection may fail too
+                log.debug("%s: closing: %s", self.path, exc)
+
+    async def _connection(self) -> aiosqlite.Connection:
+        if self._conn is not None:
+            if self._same_file():
+                return self._conn
+            log.warning("%s: the ledger file was removed or replaced", self.path)
+            await self._drop_connection()
+        try:
+            conn = await aiosqlite.connect(
+                self.path, timeout=self._busy_timeout, isolation_level="IMMEDIATE"
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerUnavailable(f"{self.path}: cannot open: {exc}") from None
+        try:
+            await self._prepare(conn)
+            st = os.stat(self.path)
+        except BaseException as exc:
+            try:
+                await conn.close()
+            except Exception as close_exc:
+                log.debug("%s: closing: %s", self.path, close_exc)
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise LedgerUnavailable(f"{self.path}: cannot open: {exc}") from None
+            raise
+        self._conn, self._file_id = conn, (st.st_dev, st.st_ino)
+        self.stats.reopens += 1
+        return conn
+
+    async def _prepare(self, conn: aiosqlite.Connection) -> None:
+        """Schema and pragmas; then check the tail and take the chain's head from it."""
+        app_id = await _scalar(conn, "PRAGMA application_id")
+        if app_id != APPLICATION_ID:
+            if await _scalar(conn, "SELECT count(*) FROM sqlite_master"):
+                raise LedgerFileError(f"{self.path}: not a sqlgate ledger (it holds other tables)")
+        mode = await _scalar(conn, "PRAGMA journal_mode=WAL")
+        if str(mode).lower() != "wal":
+            raise LedgerUnavailable(f"{self.path}: cannot use WAL mode (journal_mode={mode})")
+        await conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        if app_id != APPLICATION_ID:
+            await conn.executescript(_SCHEMA)
+        row = await _row(
+            conn, "SELECT seq FROM records WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
+        )
+        start = int(row[0]) if row else 1
+        after_hash = None if row else GENESIS_HASH  # the checkpoint's signature anchors it
+        verifier = Verifier(self._public_key, after_seq=start - 1, after_hash=after_hash)
+        async with conn.execute(
+            "SELECT seq, body FROM records WHERE seq >= ? ORDER BY seq", (start,)
+        ) as cursor:
+            async for seq, body in cursor:
+                if not verifier.feed_body(body, seq):
+                    break
+        result = verifier.result()
+        if not result.ok:
+            raise LedgerFileError(
+                f"{self.path}: record {result.first_bad_seq}: {result.reason}; refusing to "
+                "extend it: check it with 'sqlgate ledger verify', then move it aside"
+            )
+        await self._check_continuity(conn, result)
+        self._seq, self._hash = result.last_seq, result.last_hash
+        self._last_is_checkpoint = result.unsigned == 0 and result.last_seq > 0
+        if not result.unsigned:
+            self._unsigned_since = None
+        elif self._unsigned_since is None:  # left unsigned by a crash: sign it at once
+            self._unsigned_since = time.monotonic() - self._interval
+
+    async def _check_continuity(self, conn: aiosqlite.Connection, tail: VerifyResult) -> None:
+        """Plan an alert when the file does not hold the last record this writer committed."""
+        if self._seq == 0 or self._alert is not None:
+            return
+        seq, digest = self._seq, self._hash
+        found = None
+        if seq <= tail.last_seq:
+            row = await _row(conn, "SELECT body FROM records WHERE seq = ?", (seq,))
+            try:
+                found = json.loads(row[0]).get("hash") if row else None
+            except (ValueError, AttributeError):
+                found = None
+        if found == digest:
+            return
+        log.error(
+            "%s: the ledger no longer holds record %d that this gateway wrote", self.path, seq
+        )
+        self._alert = {
+            "kind": "alert",
+            "alert": "ledger_replaced",
+            "session": None,
+            "reason": f"the ledger file was removed, replaced or rolled back: it does not hold "
+            f"record {seq} written before (it ends at seq {tail.last_seq})",
+            "previous_seq": seq,
+            "previous_hash": digest,
+        }
+
+
+async def _row(
+    conn: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()
+) -> tuple[Any, ...] | None:
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else tuple(row)
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
+    row = await _row(conn, sql)
+    return None if row is None else row[0]
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def open_ledger(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection to a ledger (LedgerFileError naming the file if not)."""
+    p = Path(path)
+    if not p.exists():
+        raise LedgerFileError(f"{path}: no such file")
+    if p.is_dir():
+        raise LedgerFileError(f"{path}: is a directory, not a ledger")
+    uri = p.resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise LedgerFileError(f"{path}: cannot open: {exc}") from None
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        conn.close()
+        raise LedgerFileError(f"{path}: not a sqlgate ledger ({exc})") from None
+    if app_id != APPLICATION_ID or "records" not in tables:
+        conn.close()
+        raise LedgerFileError(f"{path}: not a sqlgate ledger")
+    return conn
+
+
+def _rows(
+    conn: sqlite3.Connection, sql: str, params: tuple[object, ...] = ()
+) -> Iterator[tuple[Any, ...]]:
+    cursor = conn.execute(sql, params)
+    try:
+        while chunk := cursor.fetchmany(_FETCH):
+            yield from chunk
+    finally:
+        cursor.close()
+
+
+def verify_file(
+    path: str | os.PathLike[str], public_key: Ed25519PublicKey, held_head: Head | None = None
+) -> VerifyResult:
+    """Verify a whole ledger file in one snapshot (LedgerFileError if it is not one)."""
+    conn = open_ledger(path)
+    verifier = Verifier(public_key, held_head)
+    try:
+        conn.execute("BEGIN")
+        for seq, body in _rows(conn, "SELECT seq, body FROM records ORDER BY seq"):
+            if not isinstance(body, str):
+                verifier.fail("the stored record is not text", seq)
+                break
+            if not verifier.feed_body(body, seq):
+                break
+    except sqlite3.Error as exc:
+        verifier.fail(f"the database cannot be read after this point ({exc})")
+    finally:
+        conn.close()
+    return verifier.result()
+
+
+def read_head(path: str | os.PathLike[str]) -> Head | None:
+    """The latest checkpoint as a head, or None if there is none yet."""
+    conn = open_ledger(path)
+    try:
+        row = conn.execute(
+            "SELECT seq, body FROM records WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise LedgerFileError(f"{path}: cannot read: {exc}") from None
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    try:
+        return Head.from_checkpoint(json.loads(row[1]))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise LedgerFileError(f"{path}: record {row[0]}: not a valid checkpoint: {exc}") from None
+
+
+def export(
+    path: str | os.PathLike[str],
+    *,
+    session: str | None = None,
+    since: str | None = None,
+    kind: str | None = None,
+) -> Iterator[str]:
+    """The stored bodies, oldest first, filtered on the session, ts (>= since) and kind.
+
+    ``since`` compares with ``ts`` as text, so give it in the ledger's own form
+    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, UTC). Opening errors raise LedgerFileError at once.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    conn = open_ledger(path)
+    where, params = [], []
+    for column, op, value in (("session", "=", session), ("ts", ">=", since), ("kind", "=", kind)):
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            params.append(value)
+    sql = "SELECT body FROM records"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq"
+
+    def bodies() -> Iterator[str]:
+        try:
+            conn.execute("BEGIN")
+            for (body,) in _rows(conn, sql, tuple(params)):
+                yield body
+        except sqlite3.Error as exc:
+            raise LedgerFileError(f"{path}: cannot read: {exc}") from None
+        finally:
+            conn.close()
+
+    return bodies()

@@ -1,0 +1,459 @@
+"""``sqlgate keygen`` and ``sqlgate ledger verify|head|export`` run as real processes on
+ledgers written by LedgerWriter; each kind of tampering is done the way an attacker with
+the file would (sqlite3, triggers dropped) and must be reported with its first bad seq."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.ledger import LedgerWriter, load_private_key
+from appliance.ledger.chain import GENESIS_HASH, canonical_json, seal, utc_now
+
+# The layout of the ledger the ``ledger`` fixture writes:
+#   1..10 statements (sessions s0/s1 alternating), 11 checkpoint,
+#   12..21 statements, 22 checkpoint, 23..27 statements, 28 checkpoint (at close).
+RECORDS = 28
+
+
+def sqlgate(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def one_line_failure(result: subprocess.CompletedProcess[str], status: int) -> str:
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def bad_record(result: subprocess.CompletedProcess[str], seq: int) -> str:
+    """Verification failed at ``seq``: the reason it gave."""
+    line = one_line_failure(result, 1)
+    prefix = f"sqlgate: ledger verify: record {seq}: "
+    assert line.startswith(prefix), line
+    return line[len(prefix) :]
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    out = tmp_path / "keys"
+    result = sqlgate("keygen", "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def write(db: Path, keys: Path, script: list[dict[str, Any] | None]) -> None:
+    """Append each fields dict; None forces a checkpoint; close adds the last one."""
+
+    async def main() -> None:
+        key = load_private_key(keys / "ledger.key")
+        async with LedgerWriter(db, key, checkpoint_interval=3600) as w:
+            for fields in script:
+                await (w.checkpoint() if fields is None else w.append(fields))
+
+    asyncio.run(main())
+
+
+def statements(start: int, count: int) -> list[dict[str, Any] | None]:
+    return [
+        {
+            "kind": "statement",
+            "session": f"s{i % 2}",
+            "statement_seq": i,
+            "identity": "agent@example.com",
+            "sql": f"SELECT {i}",
+            "decision": "allowed",
+        }
+        for i in range(start, start + count)
+    ]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, keys: Path) -> Path:
+    db = tmp_path / "ledger.db"
+    write(db, keys, [*statements(0, 10), None, *statements(10, 10), None, *statements(20, 5)])
+    return db
+
+
+def verify(db: Path, keys: Path, *extra: str | Path) -> subprocess.CompletedProcess[str]:
+    return sqlgate("ledger", "verify", "--ledger", db, "--pubkey", keys / "ledger.pub", *extra)
+
+
+def head(db: Path) -> dict[str, Any]:
+    result = sqlgate("ledger", "head", "--ledger", db)
+    assert result.returncode == 0, result.stderr
+    value = json.loads(result.stdout)
+    assert isinstance(value, dict)
+    return value
+
+
+def bodies(db: Path) -> dict[int, dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    found = {seq: json.loads(body) for seq, body in conn.execute("SELECT seq, body FROM records")}
+    conn.close()
+    return found
+
+
+def attack(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """Drop the append-only triggers and run SQL, as someone holding the file could."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TRIGGER IF EXISTS records_no_update")
+    conn.execute("DROP TRIGGER IF EXISTS records_no_delete")
+    for sql, params in statements:
+        conn.execute(sql, params)
+    conn.close()
+
+
+def store_body(db: Path, record: dict[str, Any]) -> None:
+    text = canonical_json(record).decode()
+    attack(db, ("UPDATE records SET body = ? WHERE seq = ?", (text, record["seq"])))
+
+
+def rewrite_from(db: Path, seq: int) -> None:
+    """Recompute every hash from ``seq`` on, as an attacker without the key can: the
+    checkpoints get the new hash but keep their old signatures."""
+    records = bodies(db)
+    prev = records[seq - 1]["hash"] if seq > 1 else GENESIS_HASH
+    for n in range(seq, max(records) + 1):
+        record = {k: v for k, v in records[n].items() if k not in ("prev_hash", "hash")}
+        if record["kind"] == "checkpoint":
+            record["checkpoint_hash"] = prev
+        sealed = seal(record, prev)
+        store_body(db, sealed)
+        prev = sealed["hash"]
+
+
+# -- keygen --------------------------------------------------------------------------------
+
+
+def test_keygen_writes_a_private_and_a_public_key(keys: Path) -> None:
+    key, pub = keys / "ledger.key", keys / "ledger.pub"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
+    assert pub.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----\n")
+    load_private_key(key)
+
+
+def test_keygen_prints_the_key_id(tmp_path: Path) -> None:
+    result = sqlgate("keygen", "--out", tmp_path / "k")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"wrote {tmp_path / 'k' / 'ledger.key'} ")
+    assert "key_id " in result.stdout
+
+
+def test_keygen_refuses_to_overwrite(keys: Path) -> None:
+    before = (keys / "ledger.key").read_bytes()
+    line = one_line_failure(sqlgate("keygen", "--out", keys), 1)
+    assert (
+        line
+        == f"sqlgate: {keys / 'ledger.key'}: already exists; refusing to overwrite a ledger key"
+    )
+    assert (keys / "ledger.key").read_bytes() == before
+    (keys / "ledger.key").unlink()  # a lone public key is not overwritten either
+    line = one_line_failure(sqlgate("keygen", "--out", keys), 1)
+    assert "ledger.pub: already exists" in line
+    assert not (keys / "ledger.key").exists()
+
+
+def test_keygen_into_an_unusable_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    line = one_line_failure(sqlgate("keygen", "--out", tmp_path / "file"), 1)
+    assert line.startswith(f"sqlgate: {tmp_path / 'file'}: cannot create the directory")
+
+
+# -- verify: intact ------------------------------------------------------------------------
+
+
+def test_verify_intact_ledger(ledger: Path, keys: Path) -> None:
+    result = verify(ledger, keys)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"ok: {RECORDS} records, last checkpoint at seq {RECORDS} "
+        "(0 records after it are not yet signed)\n"
+    )
+
+
+def test_verify_with_the_held_head_inline_and_as_a_file(
+    ledger: Path, keys: Path, tmp_path: Path
+) -> None:
+    held = head(ledger)
+    assert set(held) == {"seq", "hash", "ts", "signature", "key_id"}
+    assert held["seq"] == RECORDS - 1
+    assert held["hash"] == bodies(ledger)[RECORDS - 1]["hash"]
+    (tmp_path / "head.json").write_text(json.dumps(held))
+    for given in (json.dumps(held), str(tmp_path / "head.json")):
+        result = verify(ledger, keys, "--checkpoint", given)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[1] == (
+            f"held checkpoint at seq {RECORDS - 1}: present, hash and signature match"
+        )
+
+
+def test_verify_reports_unsigned_records_after_a_crash(tmp_path: Path, keys: Path) -> None:
+    db = tmp_path / "ledger.db"
+    write(db, keys, [*statements(0, 3), None, *statements(3, 2)])
+    # drop the final checkpoint, as if the gateway had died before writing it
+    attack(db, ("DELETE FROM records WHERE seq = 7", ()))
+    result = verify(db, keys)
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout
+        == "ok: 6 records, last checkpoint at seq 4 (2 records after it are not yet signed)\n"
+    )
+
+
+def test_verify_a_ledger_being_written(tmp_path: Path, keys: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> subprocess.CompletedProcess[str]:
+        key = load_private_key(keys / "ledger.key")
+        async with LedgerWriter(db, key, checkpoint_interval=3600) as w:
+            for fields in statements(0, 50):
+                assert fields is not None
+                await w.append(fields)
+            await w.checkpoint()
+            await w.append({"kind": "alert", "alert": "x", "reason": "y"})
+            return await asyncio.to_thread(verify, db, keys)
+
+    result = asyncio.run(main())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: 52 records, last checkpoint at seq 51 (1 records")
+
+
+# -- verify: one test per kind of tampering ------------------------------------------------
+
+
+def test_edited_record(ledger: Path, keys: Path) -> None:
+    record = bodies(ledger)[5]
+    store_body(ledger, {**record, "sql": "SELECT nothing_to_see"})
+    assert bad_record(verify(ledger, keys), 5) == (
+        "hash does not match the record's contents (the record was edited)"
+    )
+
+
+def test_edited_record_with_the_chain_rewritten(ledger: Path, keys: Path) -> None:
+    record = bodies(ledger)[5]
+    store_body(ledger, {**record, "decision": "blocked"})
+    rewrite_from(ledger, 5)
+    reason = bad_record(verify(ledger, keys), 11)
+    assert reason.startswith("checkpoint signature does not verify with this public key")
+
+
+def test_deleted_record(ledger: Path, keys: Path) -> None:
+    attack(ledger, ("DELETE FROM records WHERE seq = 7", ()))
+    reason = bad_record(verify(ledger, keys), 7)
+    assert reason.startswith("missing: the next record is seq 8")
+
+
+def test_inserted_record(ledger: Path, keys: Path) -> None:
+    records = bodies(ledger)
+    forged = seal(
+        {**records[5], "seq": 5, "ts": utc_now(), "sql": "GRANT ALL ON *.* TO mallory"},
+        records[4]["hash"],
+    )
+    attack(
+        ledger,
+        ("UPDATE records SET seq = -seq WHERE seq >= 5", ()),
+        ("UPDATE records SET seq = 1 - seq WHERE seq < 0", ()),
+        (
+            "INSERT INTO records VALUES (5, ?, 'statement', 's1', ?)",
+            (forged["ts"], canonical_json(forged).decode()),
+        ),
+    )
+    reason = bad_record(verify(ledger, keys), 6)
+    assert reason.startswith("found seq 5 where seq 6 was expected (a record was inserted")
+
+
+def test_reordered_records(ledger: Path, keys: Path) -> None:
+    attack(
+        ledger,
+        ("UPDATE records SET seq = -1 WHERE seq = 5", ()),
+        ("UPDATE records SET seq = 5 WHERE seq = 6", ()),
+        ("UPDATE records SET seq = 6 WHERE seq = -1", ()),
+    )
+    reason = bad_record(verify(ledger, keys), 5)
+    assert reason.startswith("missing: the next record is seq 6")
+    assert "reordered" in reason
+
+
+def test_broken_checkpoint_signature(ledger: Path, keys: Path) -> None:
+    records = bodies(ledger)
+    store_body(ledger, {**records[22], "signature": records[11]["signature"]})
+    rewrite_from(ledger, 22)  # so that only the signature is wrong
+    reason = bad_record(verify(ledger, keys), 22)
+    assert reason.startswith("checkpoint signature does not verify with this public key")
+
+
+def test_another_public_key(ledger: Path, keys: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    assert sqlgate("keygen", "--out", other).returncode == 0
+    key_id = bodies(ledger)[11]["key_id"]
+    reason = bad_record(verify(ledger, other), 11)
+    assert reason.startswith(f"checkpoint signature is by key_id {key_id}, not this public key")
+
+
+def test_tail_cut_off_after_the_held_head(ledger: Path, keys: Path) -> None:
+    held = json.dumps(head(ledger))  # seq 27
+    attack(ledger, ("DELETE FROM records WHERE seq > 20", ()))
+    assert verify(ledger, keys).returncode == 0  # without the head, a shorter ledger is fine
+    reason = bad_record(verify(ledger, keys, "--checkpoint", held), 21)
+    assert reason.startswith("ledger ends at seq 20, before the held checkpoint at seq 27")
+
+
+def test_rolled_back_to_an_older_copy(ledger: Path, keys: Path, tmp_path: Path) -> None:
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(ledger, backup)
+    write(ledger, keys, statements(100, 5))  # 29..33, checkpoint 34
+    held = json.dumps(head(ledger))  # seq 33
+    shutil.copyfile(backup, ledger)
+    reason = bad_record(verify(ledger, keys, "--checkpoint", held), 29)
+    assert reason.startswith("ledger ends at seq 28, before the held checkpoint at seq 33")
+
+
+def test_rolled_back_and_written_again(ledger: Path, keys: Path, tmp_path: Path) -> None:
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(ledger, backup)
+    write(ledger, keys, statements(100, 5))
+    held = head(ledger)
+    shutil.copyfile(backup, ledger)
+    write(ledger, keys, statements(200, 5))  # the gateway carries on from the old copy
+    actual = bodies(ledger)[33]["hash"]
+    reason = bad_record(verify(ledger, keys, "--checkpoint", json.dumps(held)), 33)
+    assert reason.startswith(f"has hash {actual}, the held checkpoint says {held['hash']}")
+
+
+def test_held_head_with_a_forged_signature(ledger: Path, keys: Path) -> None:
+    held = head(ledger)
+    held["signature"] = bodies(ledger)[11]["signature"]
+    reason = bad_record(verify(ledger, keys, "--checkpoint", json.dumps(held)), 27)
+    assert reason == "the held checkpoint's signature does not verify with this public key"
+
+
+def test_row_seq_changed_without_the_body(ledger: Path, keys: Path) -> None:
+    attack(ledger, ("UPDATE records SET seq = 1000 WHERE seq = 28", ()))
+    reason = bad_record(verify(ledger, keys), 28)
+    assert reason == "stored in row 1000 but the record says seq 28"
+
+
+def test_changed_index_columns_are_harmless(ledger: Path, keys: Path) -> None:
+    attack(ledger, ("UPDATE records SET kind = 'alert', session = 'x', ts = 'y' WHERE seq = 3", ()))
+    assert verify(ledger, keys).returncode == 0
+
+
+def test_body_that_is_not_json(ledger: Path, keys: Path) -> None:
+    attack(ledger, ("UPDATE records SET body = '{oops' WHERE seq = 9", ()))
+    assert bad_record(verify(ledger, keys), 9) == "the stored record is not valid JSON"
+
+
+# -- head and export -----------------------------------------------------------------------
+
+
+def test_head_without_a_checkpoint(tmp_path: Path, keys: Path) -> None:
+    db = tmp_path / "ledger.db"
+    write(db, keys, [])  # an empty ledger: nothing to sign, no checkpoint
+    line = one_line_failure(sqlgate("ledger", "head", "--ledger", db), 1)
+    assert line == f"sqlgate: {db}: no signed checkpoint yet"
+
+
+def test_export_prints_the_stored_bodies_oldest_first(ledger: Path) -> None:
+    result = sqlgate("ledger", "export", "--ledger", ledger)
+    assert result.returncode == 0, result.stderr
+    conn = sqlite3.connect(ledger)
+    stored = [body for (body,) in conn.execute("SELECT body FROM records ORDER BY seq")]
+    conn.close()
+    assert result.stdout.splitlines() == stored
+    assert [json.loads(line)["seq"] for line in stored] == list(range(1, RECORDS + 1))
+
+
+def export_seqs(ledger: Path, *filters: str) -> list[int]:
+    result = sqlgate("ledger", "export", "--ledger", ledger, *filters)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line)["seq"] for line in result.stdout.splitlines()]
+
+
+def test_export_filters(ledger: Path) -> None:
+    records = bodies(ledger)
+    s1 = [seq for seq, r in records.items() if r.get("session") == "s1"]
+    assert export_seqs(ledger, "--session", "s1") == s1 and len(s1) == 12
+    assert export_seqs(ledger, "--kind", "checkpoint") == [11, 22, 28]
+    assert export_seqs(ledger, "--kind", "checkpoint", "--session", "s1") == []
+    assert export_seqs(ledger, "--since", "2000-01-01") == list(range(1, RECORDS + 1))
+    assert export_seqs(ledger, "--since", "2999") == []
+    since = records[20]["ts"]
+    assert export_seqs(ledger, "--since", since) == list(range(20, RECORDS + 1))
+    as_offset = since[:-1] + "+00:00"
+    assert export_seqs(ledger, "--since", as_offset) == list(range(20, RECORDS + 1))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kind", "statments"], "sqlgate: --kind: 'statments' is not one of appliance_start"),
+        (["--since", "last week"], "sqlgate: --since: 'last week' is not an ISO 8601 date"),
+    ],
+)
+def test_export_bad_filters_exit_2(ledger: Path, args: list[str], message: str) -> None:
+    line = one_line_failure(sqlgate("ledger", "export", "--ledger", ledger, *args), 2)
+    assert line.startswith(message)
+
+
+# -- files that are not what they should be ------------------------------------------------
+
+
+def test_missing_and_foreign_files_are_one_line(tmp_path: Path, keys: Path, ledger: Path) -> None:
+    missing = tmp_path / "missing.db"
+    for action in (["verify", "--pubkey", str(keys / "ledger.pub")], ["head"], ["export"]):
+        line = one_line_failure(sqlgate("ledger", action[0], "--ledger", missing, *action[1:]), 2)
+        assert line == f"sqlgate: {missing}: no such file"
+    not_sqlite = keys / "ledger.pub"
+    line = one_line_failure(sqlgate("ledger", "head", "--ledger", not_sqlite), 2)
+    assert line.startswith(f"sqlgate: {not_sqlite}: not a sqlgate ledger")
+    other_db = tmp_path / "other.db"
+    sqlite3.connect(other_db).execute("CREATE TABLE t (x)").connection.close()
+    line = one_line_failure(sqlgate("ledger", "export", "--ledger", other_db), 2)
+    assert line == f"sqlgate: {other_db}: not a sqlgate ledger"
+    line = one_line_failure(sqlgate("ledger", "head", "--ledger", tmp_path), 2)
+    assert line == f"sqlgate: {tmp_path}: is a directory, not a ledger"
+
+
+def test_bad_public_key_files(ledger: Path, keys: Path, tmp_path: Path) -> None:
+    line = one_line_failure(
+        sqlgate("ledger", "verify", "--ledger", ledger, "--pubkey", keys / "ledger.key"), 2
+    )
+    assert line.endswith("holds a private key; give the public key (ledger.pub)")
+    line = one_line_failure(
+        sqlgate("ledger", "verify", "--ledger", ledger, "--pubkey", tmp_path / "nope.pub"), 2
+    )
+    assert (
+        line == f"sqlgate: {tmp_path / 'nope.pub'}: cannot read the key: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("{not json", "sqlgate: --checkpoint: not a head as 'sqlgate ledger head' prints it"),
+        ('{"seq": 3}', "sqlgate: --checkpoint: not a head as 'sqlgate ledger head' prints it"),
+        ("no-such-head.json", "sqlgate: --checkpoint: no-such-head.json: cannot read the file"),
+    ],
+)
+def test_bad_held_head(ledger: Path, keys: Path, given: str, message: str) -> None:
+    line = one_line_failure(verify(ledger, keys, "--checkpoint", given), 2)
+    assert line.startswith(message)

@@ -1,0 +1,486 @@
+"""LedgerWriter on real SQLite files: group commit, restarts, checkpoints, crashes, and a
+ledger that cannot be written (full disk, removed directory, a directory in the file's
+place, a lock) from which the writer recovers by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.ledger import LedgerFileError, LedgerUnavailable, LedgerWriter
+from appliance.ledger.chain import canonical_json, generate_key, key_id, private_key_pem
+from appliance.ledger.store import export, open_ledger, read_head, verify_file
+
+KEY = generate_key()
+PUBLIC = KEY.public_key()
+QUICK = 3.0  # seconds: an unavailable ledger answers well within this
+
+
+def stmt(i: int, session: str = "s1", sql: str | None = None) -> dict[str, Any]:
+    return {
+        "kind": "statement",
+        "session": session,
+        "statement_seq": i,
+        "identity": "agent@example.com",
+        "groups": ["agents"],
+        "sql": f"SELECT {i}" if sql is None else sql,
+        "decision": "allowed",
+    }
+
+
+def rows(db: Path) -> list[dict[str, Any]]:
+    return [json.loads(body) for body in export(db)]
+
+
+def writer(db: Path, **options: Any) -> LedgerWriter:
+    options.setdefault("checkpoint_interval", 3600.0)
+    return LedgerWriter(db, KEY, **options)
+
+
+async def timed_failure(w: LedgerWriter, fields: dict[str, Any]) -> str:
+    """The append raises LedgerUnavailable, quickly; its message."""
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailable) as failure:
+        await asyncio.wait_for(w.append(fields), 10)
+    assert time.monotonic() - started < QUICK
+    return str(failure.value)
+
+
+def test_concurrent_appends_form_one_chain_in_commit_order(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> tuple[list[dict[str, Any]], int]:
+        async with writer(db) as w:
+            sealed = await asyncio.gather(*(w.append(stmt(i)) for i in range(200)))
+            return sealed, w.stats.commits
+
+    sealed, commits = asyncio.run(main())
+    assert [r["seq"] for r in sealed] == list(range(1, 201))
+    assert [r["sql"] for r in sealed] == [f"SELECT {i}" for i in range(200)]
+    assert all(b["prev_hash"] == a["hash"] for a, b in zip(sealed, sealed[1:], strict=False))
+    assert commits < 200
+    stored = rows(db)
+    assert stored[:200] == sealed
+    assert stored[200]["kind"] == "checkpoint" and stored[200]["checkpoint_seq"] == 200
+    result = verify_file(db, PUBLIC)
+    assert result.ok and result.records == 201 and result.unsigned == 0
+
+
+def test_stored_body_is_canonical_and_columns_copy_it(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> list[dict[str, Any]]:
+        async with writer(db) as w:
+            return [
+                await w.append(stmt(1, sql='SELECT \'é\', "x" -- ,"kind":')),
+                await w.append({"kind": "alert", "alert": "bypass", "reason": "r"}),
+            ]
+
+    sealed = asyncio.run(main())
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT seq, ts, kind, session, body FROM records").fetchall()
+    conn.close()
+    for record, (seq, ts, kind, session, body) in zip(sealed, stored, strict=False):
+        assert body.encode() == canonical_json(record)
+        assert (seq, ts, kind, session) == (
+            record["seq"],
+            record["ts"],
+            record["kind"],
+            record.get("session"),
+        )
+    assert stored[1][3] is None
+
+
+def test_the_chain_continues_across_restarts(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            for i in range(10):
+                await w.append(stmt(i))
+        head = w.head
+        assert head[0] == 11  # the checkpoint written at close
+        async with writer(db) as w:
+            assert w.head == head
+            record = await w.append(stmt(10))
+            assert record["seq"] == 12 and record["prev_hash"] == head[1]
+
+    asyncio.run(main())
+    result = verify_file(db, PUBLIC)
+    assert result.ok and result.records == 13 and result.last_checkpoint_seq == 13
+
+
+def test_a_checkpoint_every_second_while_records_flow(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> int:
+        async with LedgerWriter(db, KEY) as w:
+            until = time.monotonic() + 2.5
+            while time.monotonic() < until:
+                await w.append(stmt(0))
+                await asyncio.sleep(0.01)
+            return w.stats.checkpoints
+
+    assert asyncio.run(main()) >= 2
+    kinds = [r["kind"] for r in rows(db)]
+    assert kinds.count("checkpoint") >= 3  # and one more at close
+    assert kinds[-1] == "checkpoint"
+    assert verify_file(db, PUBLIC).ok
+
+
+def test_checkpoint_on_demand(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            assert await w.checkpoint() is None  # nothing to sign yet
+            await w.append(stmt(0))
+            cp = await w.checkpoint()
+            assert cp is not None
+            assert (cp["seq"], cp["checkpoint_seq"], cp["key_id"]) == (2, 1, key_id(PUBLIC))
+            assert await w.checkpoint() is None  # already signed
+        assert w.stats.checkpoints == 1  # and close() had nothing to add
+
+    asyncio.run(main())
+    head = read_head(db)
+    assert head is not None and head.seq == 1
+
+
+def test_group_commit_20000_records(tmp_path: Path) -> None:
+    """64 sessions, each waiting for its record before the next (like write-before-
+    forward): far fewer commits than records. Timings belong to scripts/bench."""
+    db = tmp_path / "ledger.db"
+    sessions, each = 64, 20_000 // 64 + 1
+
+    async def main() -> tuple[int, int]:
+        async with writer(db) as w:
+
+            async def session(n: int) -> None:
+                for i in range(each):
+                    await w.append(stmt(i, session=f"s{n}"))
+
+            await asyncio.gather(*(session(n) for n in range(sessions)))
+            return w.stats.records, w.stats.commits
+
+    records, commits = asyncio.run(main())
+    assert records == sessions * each >= 20_000
+    assert commits <= records // 20
+    result = verify_file(db, PUBLIC)
+    assert result.ok and result.records == records + 1
+
+
+def test_invalid_fields_fail_only_their_caller(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            with pytest.raises(ValueError, match="set by the ledger writer"):
+                await w.append({"kind": "alert", "seq": 5})
+            with pytest.raises(ValueError, match="kind must be one of"):
+                await w.append({"kind": "checkpoint"})
+            results = await asyncio.gather(
+                w.append(stmt(0)),
+                w.append(stmt(1, sql="bad \udcff surrogate")),  # not encodable as UTF-8
+                w.append(stmt(2)),
+                return_exceptions=True,
+            )
+            assert isinstance(results[1], ValueError)
+            assert [r["seq"] for r in (results[0], results[2])] == [1, 2]  # type: ignore[index]
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+
+
+def test_append_before_open_and_after_close(tmp_path: Path) -> None:
+    async def main() -> None:
+        w = writer(tmp_path / "ledger.db")
+        with pytest.raises(LedgerUnavailable, match="not open"):
+            await w.append(stmt(0))
+        await w.open()
+        await w.close()
+        with pytest.raises(LedgerUnavailable, match="closed"):
+            await w.append(stmt(0))
+
+    asyncio.run(main())
+
+
+def test_triggers_refuse_update_and_delete(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+
+    asyncio.run(main())
+    conn = sqlite3.connect(db)
+    for sql in ("UPDATE records SET kind = 'x'", "DELETE FROM records"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute(sql)
+    conn.close()
+
+
+# -- crashes and files the writer must not extend ------------------------------------------
+
+CRASH = """
+import asyncio, os, sys
+from appliance.ledger import LedgerWriter, load_private_key
+
+async def main():
+    w = LedgerWriter(sys.argv[1], load_private_key(sys.argv[2]), checkpoint_interval=3600)
+    await w.open()
+    for i in range(int(sys.argv[3])):
+        await w.append({"kind": "statement", "session": "s1", "statement_seq": i})
+        if i == 9:
+            await w.checkpoint()
+    os._exit(0)  # like kill -9: no close, no final checkpoint
+
+asyncio.run(main())
+"""
+
+
+def crashed_ledger(tmp_path: Path, count: int = 30) -> Path:
+    """A ledger whose writer died after ``count`` records (checkpoint at seq 11)."""
+    key_file = tmp_path / "ledger.key"
+    key_file.write_bytes(private_key_pem(KEY))
+    db = tmp_path / "ledger.db"
+    args = [sys.executable, "-c", CRASH, str(db), str(key_file), str(count)]
+    subprocess.run(args, check=True, timeout=60)
+    assert (tmp_path / "ledger.db-wal").exists()
+    return db
+
+
+def test_crash_leaves_an_unsigned_tail_that_the_restart_signs(tmp_path: Path) -> None:
+    db = crashed_ledger(tmp_path)
+    result = verify_file(db, PUBLIC)
+    assert result.ok and result.records == 31
+    assert result.last_checkpoint_seq == 11 and result.unsigned == 20
+
+    async def main() -> None:
+        async with LedgerWriter(db, KEY) as w:  # checkpoint_interval 1 s
+            for _ in range(250):  # the tail is signed at once, not after a second
+                if w.stats.checkpoints:
+                    break
+                await asyncio.sleep(0.02)  # noqa: ASYNC110 - polling a counter
+            assert w.stats.checkpoints == 1
+            assert w.head[0] == 32
+
+    asyncio.run(main())
+    result = verify_file(db, PUBLIC)
+    assert result.ok and result.last_checkpoint_seq == 32 and result.unsigned == 0
+
+
+def tamper(db: Path, seq: int, **changes: Any) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER records_no_update")
+    (body,) = conn.execute("SELECT body FROM records WHERE seq = ?", (seq,)).fetchone()
+    record = {**json.loads(body), **changes}
+    conn.execute("UPDATE records SET body = ? WHERE seq = ?", (json.dumps(record), seq))
+    conn.commit()
+    conn.close()
+
+
+def test_refuses_to_extend_a_tampered_tail(tmp_path: Path) -> None:
+    db = crashed_ledger(tmp_path)
+    tamper(db, 15, statement_seq=99)
+
+    async def main() -> None:
+        w = writer(db)
+        with pytest.raises(LedgerFileError, match="record 15: hash does not match.*refusing"):
+            await w.open()
+        message = await timed_failure(w, stmt(0))  # keeps refusing, fail closed
+        assert "record 15" in message
+        await w.close()
+
+    asyncio.run(main())
+    assert len(rows(db)) == 31  # nothing was added
+
+
+def test_refuses_a_ledger_signed_by_another_key(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+        other = LedgerWriter(db, generate_key())
+        with pytest.raises(
+            LedgerFileError, match=f"record 2: checkpoint signature is by key_id {key_id(PUBLIC)}"
+        ):
+            await other.open()
+        await other.close()
+
+    asyncio.run(main())
+
+
+def test_refuses_a_database_that_is_not_a_ledger(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.close()
+
+    async def main() -> None:
+        w = writer(db)
+        with pytest.raises(LedgerFileError, match="not a sqlgate ledger"):
+            await w.open()
+        await w.close()
+
+    asyncio.run(main())
+    with pytest.raises(LedgerFileError, match="not a sqlgate ledger"):
+        open_ledger(db)
+
+
+# -- an unwritable ledger, and recovery ----------------------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (we run as root); chmod would not stop root, a full disk does."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (tests run as root): {done.stderr}", pytrace=False)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(path: Path) -> None:
+    with path.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def test_full_disk_refuses_quickly_and_recovers(small_tmpfs: Path) -> None:
+    db = small_tmpfs / "ledger.db"
+    filler = small_tmpfs / "filler"
+
+    async def main() -> int:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            fill(filler)
+            failed = None
+            for i in range(1, 100):
+                try:
+                    await asyncio.wait_for(w.append(stmt(i, sql=f"FULL-{i} " + "x" * 4000)), 10)
+                except LedgerUnavailable as exc:
+                    assert "full" in str(exc)
+                    failed = i
+                    break
+            assert failed is not None, "the disk never filled up"
+            await timed_failure(w, stmt(-1, sql="STILL-FULL"))  # still full: refused again
+            filler.unlink()
+            await w.append(stmt(1000, sql="RECOVERED"))
+            return failed
+
+    failed = asyncio.run(main())
+    texts = [r["sql"] for r in rows(db) if r["kind"] == "statement"]
+    written = ["SELECT 0"] + [f"FULL-{i} " + "x" * 4000 for i in range(1, failed)]
+    assert texts == [*written, "RECOVERED"]  # the refused records are not in the chain
+    result = verify_file(db, PUBLIC)
+    assert result.ok and result.unsigned == 0
+
+
+def test_removed_directory_refuses_then_a_new_ledger_starts_with_an_alert(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "ledger"
+    directory.mkdir()
+    db = directory / "ledger.db"
+
+    async def main() -> str:
+        async with writer(db) as w:
+            for i in range(5):
+                last = await w.append(stmt(i))
+            shutil.rmtree(directory)
+            await timed_failure(w, stmt(5))
+            await timed_failure(w, stmt(6))
+            directory.mkdir()
+            record = await w.append(stmt(7))
+            assert record["seq"] == 2  # after the alert
+            return str(last["hash"])
+
+    previous_hash = asyncio.run(main())
+    stored = rows(db)
+    assert [r["kind"] for r in stored] == ["alert", "statement", "checkpoint"]
+    alert = stored[0]
+    assert alert["alert"] == "ledger_replaced"
+    assert (alert["previous_seq"], alert["previous_hash"]) == (5, previous_hash)
+    assert verify_file(db, PUBLIC).ok
+
+
+def test_a_directory_in_place_of_the_file_refuses_then_recovers(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            await w.checkpoint()
+            os.rename(db, tmp_path / "moved.db")
+            db.mkdir()
+            await timed_failure(w, stmt(1))
+            db.rmdir()
+            os.rename(tmp_path / "moved.db", db)  # the operator puts it back
+            record = await w.append(stmt(2))
+            assert record["seq"] == 3  # the same chain continues, no alert needed
+
+    asyncio.run(main())
+    assert [r["kind"] for r in rows(db)] == ["statement", "checkpoint", "statement", "checkpoint"]
+    assert verify_file(db, PUBLIC).ok
+
+
+def test_a_locked_ledger_refuses_quickly_then_recovers(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db, busy_timeout=0.2) as w:
+            await w.append(stmt(0))
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+            assert "locked" in await timed_failure(w, stmt(1))
+            assert not w.available
+            other.execute("ROLLBACK")
+            other.close()
+            record = await w.append(stmt(2))
+            assert record["seq"] == 2
+            assert w.available
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+
+
+def test_unavailable_at_open_then_recovers(tmp_path: Path) -> None:
+    db = tmp_path / "later" / "ledger.db"
+
+    async def main() -> None:
+        w = writer(db)
+        with pytest.raises(LedgerUnavailable, match="cannot open"):
+            await w.open()
+        await timed_failure(w, stmt(0))
+        db.parent.mkdir()
+        record = await w.append(stmt(1))
+        assert record["seq"] == 1
+        await w.close()
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
