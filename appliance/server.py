@@ -18,10 +18,12 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from appliance import routing
+from appliance.audit import UNAVAILABLE, Audit
 from appliance.config import Config, ConfigError, TargetConfig
+from appliance.ledger import LedgerError, LedgerUnavailable, records
 from appliance.mysql import packets
 from appliance.mysql.constants import ErrorCode
 from appliance.mysql.relay import (
@@ -29,6 +31,7 @@ from appliance.mysql.relay import (
     AuthFailed,
     Backend,
     ClientAuthenticated,
+    ClientCommand,
     CommandCompleted,
     CommandReceived,
     CommandRefused,
@@ -81,12 +84,13 @@ class Gateway:
                 client_tls=client_tls,
                 max_payload=config.appliance.max_packet,
                 sha2_cache=sha2_cache,
-                # nothing decides per statement yet: relay at once, report nothing
-                gated=False,
-                report_completions=False,
+                # each statement waits for its ledger record; each answer is recorded
+                gated=True,
+                report_completions=True,
             )
             self.routes[target.name] = Route(target, settings)
         self.by_address = routing.target_index(_target_addresses(config))
+        self.audit = Audit(config)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -105,6 +109,7 @@ class Gateway:
                 reuse_address=True,
                 backlog=4096,
             )
+        await self.audit.open()
         addrs = ", ".join(_fmt(s.getsockname()) for s in self._server.sockets)
         log.info("listening on %s (default target %s)", addrs, app.default_target)
 
@@ -156,6 +161,10 @@ class ClientLeg(asyncio.Protocol):
         "started",
         "_pending",
         "_closing",
+        "sid",
+        "context",
+        "_begun",
+        "_statements",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -169,6 +178,16 @@ class ClientLeg(asyncio.Protocol):
         self.started = time.monotonic()
         self._pending: list[bytes] = []
         self._closing = False
+        self.sid = gw.audit.session_id(self.id)
+        self.context: dict[str, Any] = {
+            "identity": None,
+            "groups": (),
+            "client": "?",
+            "target": "?",
+            "db": None,
+        }
+        self._begun: dict[int, float] = {}  # command id -> when it was received
+        self._statements = 0
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -177,6 +196,7 @@ class ClientLeg(asyncio.Protocol):
         self.gw.add(self)
         peer = transport.get_extra_info("peername")
         self.peer = _fmt(peer) if peer else "?"
+        self.context["client"] = self.peer
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -189,6 +209,7 @@ class ClientLeg(asyncio.Protocol):
             return
         route = self.gw.routes[name]
         self.target = name
+        self.context["target"] = name
         self.session = Session(route.settings)
         asyncio.get_running_loop().create_task(self._connect(route))
 
@@ -204,6 +225,14 @@ class ClientLeg(asyncio.Protocol):
         if self.session is not None:
             self.session.client_closed()
             self._handle_events()
+            if self.context["identity"] is not None:
+                self.gw.audit.background(
+                    records.session_end(
+                        session=self.sid,
+                        statements=self._statements,
+                        duration_ms=(time.monotonic() - self.started) * 1000,
+                    )
+                )
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.abort()
 
@@ -288,7 +317,7 @@ class ClientLeg(asyncio.Protocol):
                 else:
                     up.transport.writelines(out)
         out = session.take_client_output()
-        if out and self.transport is not None:
+        if out and self.transport is not None and not self.transport.is_closing():
             if len(out) == 1:
                 self.transport.write(out[0])
             else:
@@ -313,12 +342,40 @@ class ClientLeg(asyncio.Protocol):
             for ev in events:
                 kind = type(ev)
                 if kind is CommandReceived:
-                    session.allow(cast(CommandReceived, ev).cmd)
+                    cmd = cast(CommandReceived, ev).cmd
+                    self._begun[cmd.id] = time.monotonic()
+                    self._statements += 1
+                    asyncio.get_running_loop().create_task(self._record_then_relay(cmd))
                 elif kind is CommandCompleted:
-                    continue
+                    done = cast(CommandCompleted, ev)
+                    began = self._begun.pop(done.cmd.id, None)
+                    if began is not None:
+                        self.gw.audit.result(
+                            self.sid,
+                            done.cmd.id,
+                            rows=done.rows,
+                            affected=done.affected,
+                            error=done.error,
+                            duration_ms=(time.monotonic() - began) * 1000,
+                        )
                 elif isinstance(ev, CommandRefused):
                     log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
+                    self._statements += 1
+                    self.gw.audit.refused(self.sid, ev.cmd, self.context, ev.code, ev.message)
                 elif isinstance(ev, ClientAuthenticated):
+                    self.context["identity"] = ev.identity.user
+                    self.context["groups"] = sorted(ev.identity.groups)
+                    self.context["db"] = session.database
+                    self.gw.audit.background(
+                        records.session_start(
+                            session=self.sid,
+                            identity=ev.identity.user,
+                            groups=sorted(ev.identity.groups),
+                            client=self.peer,
+                            target=self.target,
+                            db=session.database,
+                        )
+                    )
                     log.info(
                         "session %d: %s authenticated from %s (%s) for target %s",
                         self.id,
@@ -328,6 +385,15 @@ class ClientLeg(asyncio.Protocol):
                         self.target,
                     )
                 elif isinstance(ev, AuthFailed):
+                    self.gw.audit.background(
+                        records.auth_failed(
+                            session=self.sid,
+                            client=self.peer,
+                            target=self.target,
+                            identity=ev.user or None,
+                            reason=ev.reason,
+                        )
+                    )
                     log.warning(
                         "session %d: login refused for %r from %s: %s",
                         self.id,
@@ -339,6 +405,19 @@ class ClientLeg(asyncio.Protocol):
                     log.debug("session %d: backend login done", self.id)
                 elif isinstance(ev, SessionClosed):
                     log.info("session %d: closed: %s", self.id, ev.reason)
+
+    async def _record_then_relay(self, cmd: ClientCommand) -> None:
+        """Write-before-forward: the command goes to the target only once its statement
+        record is committed; without a ledger it is refused and nothing is forwarded."""
+        session = self.session
+        assert session is not None
+        try:
+            await self.gw.audit.statement(self.sid, cmd, self.context)
+        except LedgerUnavailable:
+            session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
+        else:
+            session.allow(cmd)
+        self.flush()
 
     def drain(self) -> None:
         """Close now if nothing is running, else once the running command ends."""
@@ -506,8 +585,26 @@ def _backend_tls_context(target: TargetConfig) -> ssl.SSLContext | None:
 
 async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = None) -> int:
     """Run until SIGTERM/SIGINT, then drain. Returns the process exit code."""
-    gw = Gateway(config)
-    await gw.start()
+    try:
+        gw = Gateway(config)
+    except LedgerError as exc:  # no signing key
+        log.error("cannot open the audit ledger: %s", exc)
+        return 1
+    try:
+        return await _serve_until_stopped(gw, config, ready)
+    finally:
+        await gw.audit.close()  # the final checkpoint; also ends the writer's thread
+
+
+async def _serve_until_stopped(
+    gw: Gateway, config: Config, ready: Callable[[Gateway], None] | None
+) -> int:
+    try:
+        await gw.start()
+    except LedgerError as exc:  # a file that is not this gateway's ledger
+        log.error("cannot open the audit ledger: %s", exc)
+        await gw.drain(0)
+        return 1
     interception = None
     if config.network.manage_rules:
         from appliance.interception import (  # netlink and scapy only when asked

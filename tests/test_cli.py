@@ -245,9 +245,19 @@ def test_run_with_rules_it_cannot_install_exits_1_in_one_line(config_file: Path)
         .replace('host = "10.77.2.10"', 'host = "db.invalid"')
     )
     config_file.write_text(text + "\n[network]\nmanage_rules = true\n")
+    assert sqlgate("keygen", "--out", str(config_file.parent / "keys")).returncode == 0
+    (config_file.parent / "keys" / "ledger.key").replace(config_file.parent / "ledger.key")
     result = sqlgate("run", "-c", str(config_file))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "cannot install the interception rules" in errors[0]
     assert "targets[0].host" in errors[0]
+
+
+def test_run_with_a_bad_ledger_key_exits_1_in_one_line(config_file: Path) -> None:
+    result = sqlgate("run", "-c", str(config_file))  # ledger.key holds 32 zero bytes
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "cannot open the audit ledger" in errors[0]

@@ -364,6 +364,14 @@ class Session:
         return out
 
     @property
+    def database(self) -> str | None:
+        """The default schema the client asked for at login, if any."""
+        hello = self._hello
+        if hello is None or not hello.database:
+            return None
+        return hello.database.decode("utf-8", "replace")
+
+    @property
     def has_events(self) -> bool:
         return bool(self._events)
 

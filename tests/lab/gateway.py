@@ -55,6 +55,7 @@ class GatewayProcess:
     backend_tls: str = "preferred"
     extra_toml: str = ""
     extra_targets: str = ""
+    ledger_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,7 +113,7 @@ tls = "{self.backend_tls}"
 {self.extra_targets}
 
 [ledger]
-path = "ledger.db"
+path = "{self.ledger_path or self.workdir / "ledger.db"}"
 signing_key = "ledger.key"
 
 {self.extra_toml}
@@ -182,6 +183,24 @@ signing_key = "ledger.key"
             args.pop("ssl", None)
             args["ssl_disabled"] = True
         return pymysql.connect(**args)
+
+    @property
+    def ledger(self) -> Path:
+        return self.ledger_path or self.workdir / "ledger.db"
+
+    def public_key(self) -> Path:
+        """ledger.pub for ``sqlgate ledger verify`` (derived from the signing key)."""
+        from cryptography.hazmat.primitives.serialization import (
+            PublicFormat,
+            load_pem_private_key,
+        )
+
+        key = load_pem_private_key((self.workdir / "ledger.key").read_bytes(), None)
+        pub = self.workdir / "ledger.pub"
+        pub.write_bytes(
+            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        )
+        return pub
 
     def rss_kib(self) -> int:
         assert self.proc is not None

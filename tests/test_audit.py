@@ -1,0 +1,162 @@
+"""The gateway writes its ledger: every command's statement before it runs, and its result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+
+from appliance.ledger import records
+from appliance.mysql.wire import frame
+
+pytestmark = pytest.mark.integration
+
+
+def sqlgate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def export(gw: GatewayProcess) -> list[dict[str, Any]]:
+    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    try:
+        with gw.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM customers")
+            cur.execute("CREATE TABLE IF NOT EXISTS audit_t (id INT PRIMARY KEY)")
+            cur.execute("REPLACE INTO audit_t VALUES (1)")
+            conn._write_bytes(frame(0, b"\x99"))  # refused by the core itself
+            conn._next_seq_id = 1
+            with pytest.raises(pymysql.err.OperationalError):
+                conn._read_packet()
+        acct = gw.account()
+        mc = mysql.connector.connect(
+            host=gw.host,
+            port=gw.port,
+            user=acct.user,
+            password=acct.password,
+            database="shop",
+            use_pure=True,
+            ssl_disabled=True,
+        )
+        cur2 = mc.cursor(prepared=True)
+        cur2.execute("SELECT name FROM customers WHERE id = ?", (2,))
+        assert cur2.fetchall() == [("Grace Hopper",)]
+        mc.close()
+    finally:
+        assert gw.stop() == 0
+    recs = export(gw)
+    kinds = Counter(r["kind"] for r in recs)
+    assert kinds["appliance_start"] == 1
+    assert kinds["session_start"] == 2 and kinds["session_end"] == 2
+    assert kinds["checkpoint"] >= 1
+    statements = [r for r in recs if r["kind"] == "statement"]
+    results = [r for r in recs if r["kind"] == "result"]
+    by_key = Counter((r["session"], r["statement_seq"]) for r in statements)
+    assert all(n == 1 for n in by_key.values())
+    assert Counter((r["session"], r["statement_seq"]) for r in results) == by_key
+    for st in statements:
+        (res,) = [
+            r
+            for r in results
+            if (r["session"], r["statement_seq"]) == (st["session"], st["statement_seq"])
+        ]
+        assert st["seq"] < res["seq"]  # the statement was committed first
+        assert st["identity"] == "agent" and st["groups"] == ["agents"]
+        assert st["target"] == "orders" and st["client"].startswith("127.0.0.1:")
+    sqls = [(s["command"], s["sql"], s["decision"]) for s in statements]
+    assert ("COM_QUERY", "SELECT COUNT(*) FROM customers", "allowed") in sqls
+    assert ("COM_QUERY", "REPLACE INTO audit_t VALUES (1)", "allowed") in sqls
+    assert ("COM_STMT_PREPARE", "SELECT name FROM customers WHERE id = ?", "allowed") in sqls
+    assert any(c == "COM_STMT_EXECUTE" for c, _, _ in sqls)
+    blocked = [s for s in statements if s["decision"] == "blocked"]
+    assert len(blocked) == 1 and blocked[0]["command"] == "COM_0x99"
+    select = next(s for s in statements if s["sql"] == "SELECT COUNT(*) FROM customers")
+    assert select["sql_sha256"] == records.sql_sha256(b"\x03SELECT COUNT(*) FROM customers")
+    select_result = next(
+        r
+        for r in results
+        if r["statement_seq"] == select["statement_seq"] and r["session"] == select["session"]
+    )
+    assert select_result["rows"] == 1 and select_result["error"] is None
+    verify = sqlgate(
+        "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert mariadb.native_password not in gw.ledger.read_bytes().decode("utf-8", "replace")
+
+
+def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    try:
+        with pytest.raises(pymysql.err.OperationalError):
+            gw.connect(password="wrong")
+    finally:
+        assert gw.stop() == 0
+    failed = [r for r in export(gw) if r["kind"] == "auth_failed"]
+    assert len(failed) == 1
+    assert failed[0]["identity"] == "agent" and "wrong password" in failed[0]["reason"]
+
+
+def test_unwritable_ledger_refuses_with_1105_and_forwards_nothing(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)], check=True)
+    try:
+        gw = GatewayProcess(
+            tmp_path / "gw", mariadb, mariadb.pki, ledger_path=small / "ledger.db"
+        ).start()
+        try:
+            mariadb.admin_sql(
+                "CREATE TABLE IF NOT EXISTS shop.audit_full (id INT PRIMARY KEY)",
+                "DELETE FROM shop.audit_full",
+            )
+            with gw.connect() as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                filler = small / "filler"
+                with filler.open("wb") as f:  # the disk fills up
+                    try:
+                        while True:
+                            f.write(b"\0" * 65536)
+                            f.flush()
+                    except OSError:
+                        pass
+                with pytest.raises(pymysql.err.OperationalError) as err:
+                    for i in range(50):  # until the WAL can grow no more
+                        cur.execute(f"INSERT INTO audit_full VALUES ({100 + i})")
+                assert err.value.args[0] == 1105
+                assert err.value.args[1] == "sqlgate: audit ledger unavailable"
+                refused_id = 100 + i
+                rows = mariadb.admin_sql(
+                    f"SELECT COUNT(*) FROM shop.audit_full WHERE id = {refused_id}"
+                )
+                assert rows[0][0] == 0  # nothing was forwarded
+                filler.unlink()  # space again: the gateway recovers by itself
+                cur.execute("INSERT INTO audit_full VALUES (1)")
+                cur.execute("SELECT COUNT(*) FROM audit_full WHERE id = 1")
+                assert cur.fetchone() == (1,)
+        finally:
+            assert gw.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
