@@ -93,6 +93,8 @@ class Gateway:
         self.audit = Audit(config)
 
     async def start(self) -> None:
+        # the ledger first: no client is accepted before its statements can be recorded
+        await self.audit.open()
         loop = asyncio.get_running_loop()
         app = self.config.appliance
         if app.listen_host == "::":
@@ -109,7 +111,6 @@ class Gateway:
                 reuse_address=True,
                 backlog=4096,
             )
-        await self.audit.open()
         addrs = ", ".join(_fmt(s.getsockname()) for s in self._server.sockets)
         log.info("listening on %s (default target %s)", addrs, app.default_target)
 
@@ -599,6 +600,11 @@ async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = 
 async def _serve_until_stopped(
     gw: Gateway, config: Config, ready: Callable[[Gateway], None] | None
 ) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # from the start: a stop while starting is clean
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     try:
         await gw.start()
     except LedgerError as exc:  # a file that is not this gateway's ledger
@@ -621,11 +627,6 @@ async def _serve_until_stopped(
             return 1
     if ready is not None:
         ready(gw)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining %d sessions", len(gw.sessions))
     await gw.drain(config.appliance.drain_timeout_s)

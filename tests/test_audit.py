@@ -160,3 +160,58 @@ def test_unwritable_ledger_refuses_with_1105_and_forwards_nothing(
             assert gw.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_kill_9_during_16_writers_loses_no_record_of_a_committed_row(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.crash_t (id INT PRIMARY KEY)", "DELETE FROM shop.crash_t"
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    stop = threading.Event()
+
+    def writer(n: int) -> None:
+        try:
+            with gw.connect() as conn, conn.cursor() as cur:
+                i = 0
+                while not stop.is_set():
+                    cur.execute(f"INSERT INTO crash_t VALUES ({n * 1_000_000 + i})")
+                    i += 1
+        except pymysql.err.MySQLError:
+            pass  # the gateway died under us
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    assert gw.proc is not None
+    gw.proc.kill()  # kill -9: no drain, no final checkpoint
+    gw.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    committed = {row[0] for row in mariadb.admin_sql("SELECT id FROM shop.crash_t")}
+    assert len(committed) > 100  # the writers did get going
+
+    gw.proc = None
+    gw.start()  # the same ledger: the chain continues
+    try:
+        with gw.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM crash_t")
+            assert cur.fetchone() == (len(committed),)
+    finally:
+        assert gw.stop() == 0
+    recorded = {
+        int(r["sql"].rsplit("(", 1)[1].rstrip(")"))
+        for r in export(gw)
+        if r["kind"] == "statement" and r["sql"].startswith("INSERT INTO crash_t")
+    }
+    assert committed <= recorded  # every committed row had its statement record first
+    verify = sqlgate(
+        "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
