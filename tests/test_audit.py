@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import mysql.connector
 import pymysql
 import pytest
+from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 
@@ -19,16 +19,6 @@ from appliance.ledger import records
 from appliance.mysql.wire import frame
 
 pytestmark = pytest.mark.integration
-
-
-def sqlgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def export(gw: GatewayProcess) -> list[dict[str, Any]]:

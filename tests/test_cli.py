@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from lab.clients import run_sqlgate as sqlgate
 
 from appliance.cli import build_parser, main
 
@@ -30,16 +30,6 @@ allow_groups = ["agents"]
 path = "ledger.db"
 signing_key = "ledger.key"
 """
-
-
-def sqlgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def assert_one_line_failure(result: subprocess.CompletedProcess[str], status: int = 2) -> str:

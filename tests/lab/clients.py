@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,17 @@ def run_mariadb(
 def parse_batch(stdout: str) -> list[list[str]]:
     """Rows of ``mariadb --batch`` output as lists of fields (the header row included)."""
     return [line.split("\t") for line in stdout.splitlines()]
+
+
+# -- the sqlgate command line -----------------------------------------------------------
+
+
+def run_sqlgate(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``sqlgate ARGS`` as this interpreter running this tree's ``appliance.cli``."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

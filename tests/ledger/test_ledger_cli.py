@@ -10,11 +10,11 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lab.clients import run_sqlgate as sqlgate
 
 from appliance.ledger import LedgerWriter, load_private_key
 from appliance.ledger.chain import GENESIS_HASH, canonical_json, seal, utc_now
@@ -23,16 +23,6 @@ from appliance.ledger.chain import GENESIS_HASH, canonical_json, seal, utc_now
 #   1..10 statements (sessions s0/s1 alternating), 11 checkpoint,
 #   12..21 statements, 22 checkpoint, 23..27 statements, 28 checkpoint (at close).
 RECORDS = 28
-
-
-def sqlgate(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def one_line_failure(result: subprocess.CompletedProcess[str], status: int) -> str:
