@@ -151,3 +151,20 @@ def make_pki(dir: Path, names: Sequence[str] = ()) -> Pki:
     _write_key(pki.ca_key, ca_key)
     _write_key(pki.server_key, server_key)
     return pki
+
+
+def rsa_key_pem(bits: int = 2048) -> tuple[bytes, bytes]:
+    """A fresh RSA key pair as (private PKCS8 PEM, public SubjectPublicKeyInfo PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from lab.certs import rsa_key_pem
 
 from appliance.ledger import records
 from appliance.ledger.chain import (
@@ -226,16 +226,7 @@ def test_key_files_round_trip(tmp_path: Path) -> None:
 
 
 def _rsa_pem() -> tuple[bytes, bytes]:
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    private = rsa_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = rsa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
+    return rsa_key_pem(1024)
 
 
 def test_key_loading_errors_name_the_file(tmp_path: Path) -> None:

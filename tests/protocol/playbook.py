@@ -48,8 +48,9 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from lab.certs import rsa_key_pem
 
 from appliance.mysql import packets
 from appliance.mysql.constants import (
@@ -838,13 +839,4 @@ def make_tls_files(directory: Path) -> TlsFiles:
 
 def make_rsa_key() -> tuple[bytes, bytes]:
     """A 2048-bit RSA key pair as (private PKCS8 PEM, public SubjectPublicKeyInfo PEM)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
+    return rsa_key_pem(2048)

@@ -11,9 +11,9 @@ import pymysql._auth as pymysql_auth
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519 as crypto_ed25519
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lab.certs import rsa_key_pem
 
 from appliance.mysql import auth, ed25519
 
@@ -182,16 +182,7 @@ def test_sha2_verify_fast_rejects(
 @pytest.fixture(scope="module")
 def rsa_pem() -> tuple[bytes, bytes]:
     """A fresh 2048-bit key pair as (private PEM, public PEM)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
+    return rsa_key_pem(2048)
 
 
 # Longer than the nonce, so the repeated XOR is exercised.
