@@ -44,9 +44,9 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -77,6 +77,7 @@ __all__ = [
     "public_key_pem",
     "record_hash",
     "seal",
+    "seal_new",
     "seal_with_body",
     "sign_head",
     "utc_now",
@@ -115,16 +116,43 @@ class LedgerKeyError(LedgerError):
     """A signing or public key file cannot be used; the message names the file."""
 
 
+# What json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# allow_nan=False) builds on every call; one instance saves that per record.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+_encode = _ENCODER.encode
+# The scanner json.loads ends up in, without its checks for a BOM and for whitespace
+# around the value: a body that needs them goes through json.loads itself.
+_scan_json: Callable[[str, int], tuple[Any, int]]
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
 def canonical_json(obj: object) -> bytes:
     """The one serialization that is hashed: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return _encode(obj).encode()
+
+
+_clock: tuple[int, str] = (-1, "")  # a second since the epoch and its text
 
 
 def utc_now() -> str:
-    """The current time as the ledger writes it: ``2025-01-31T12:00:00.123456Z``."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    """The current time as the ledger writes it: ``2025-01-31T12:00:00.123456Z``.
+
+    Like ``datetime.now(UTC)`` (the system clock, microseconds rounded down), with the
+    text of the current second kept, since every record needs one.
+    """
+    global _clock
+    second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    clock = _clock
+    if clock[0] != second:
+        t = time.gmtime(second)
+        text = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+            f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        )
+        clock = _clock = (second, text)
+    return f"{clock[1]}.{micros:06d}Z"
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -174,18 +202,29 @@ def seal_with_body(record: Mapping[str, Any], prev_hash: str) -> tuple[Record, s
     The body is built by inserting ``"hash":"..."`` into the hashed JSON at its sorted
     place instead of serializing twice; records with nested objects take the slow path.
     """
-    sealed: Record = {k: v for k, v in record.items() if k not in ("prev_hash", "hash")}
+    return seal_new({k: v for k, v in record.items() if k not in ("prev_hash", "hash")}, prev_hash)
+
+
+def seal_new(record: Record, prev_hash: str) -> tuple[Record, str]:
+    """``seal_with_body`` for a dict the caller hands over: it becomes the sealed record.
+
+    The writer builds a new dict for every record anyway; sealing it in place saves a copy.
+    """
+    if "prev_hash" in record or "hash" in record:  # placed last, as seal_with_body does
+        record.pop("prev_hash", None)
+        record.pop("hash", None)
+    sealed = record
     sealed["prev_hash"] = prev_hash
-    text = canonical_json(sealed)
-    digest = hashlib.sha256(bytes.fromhex(prev_hash) + text).hexdigest()
+    body = _encode(sealed)
+    digest = hashlib.sha256(bytes.fromhex(prev_hash) + body.encode()).hexdigest()
     names = tuple(sealed)
     marker = _hash_places.get(names)
     if marker is None:
         marker = _hash_place(names)
     sealed["hash"] = digest
-    if dict in map(type, sealed.values()):
+    # one "{" in the text is the record's own: no nested object (checked only otherwise)
+    if body.count("{") != 1 and dict in map(type, sealed.values()):
         return sealed, canonical_json(sealed).decode()
-    body = text.decode()
     member = f'"hash":"{digest}"'
     if not marker:  # no key sorts before "hash": it is the first member
         return sealed, "{" + member + "," + body[1:]
@@ -420,6 +459,8 @@ class Verifier:
         self._held = held_head
         self._expected = after_seq + 1
         self._prev = after_hash
+        # the hash every record must name as prev_hash is known to be 64 hex digits
+        self._prev_hex = after_hash is not None and _HEX64.match(after_hash) is not None
         self._count = 0
         self._last_checkpoint: int | None = None
         self._bad: tuple[int, str] | None = None
@@ -455,7 +496,12 @@ class Verifier:
         if self._bad is not None:
             return False
         try:
-            record = json.loads(body)
+            try:
+                record, end = _scan_json(body, 0)
+            except (StopIteration, ValueError, TypeError):
+                end = -1
+            if end != len(body):  # whitespace, a BOM, bytes or no JSON: as json.loads says
+                record = json.loads(body)
         except (ValueError, RecursionError):
             self.fail("the stored record is not valid JSON", stored_seq)
             return False
@@ -491,15 +537,22 @@ class Verifier:
         if stored is not None and stored != seq:
             self.fail(f"stored in row {stored} but the record says seq {seq}", seq)
             return False
-        for name in ("ts", "kind", "prev_hash", "hash"):
-            if not isinstance(record.get(name), str):
-                self.fail(f"the record has no valid '{name}'", seq)
-                return False
-        prev, digest = record["prev_hash"], record["hash"]
+        prev: Any = record.get("prev_hash")  # a str once checked below
+        digest: Any = record.get("hash")
+        if not (type(prev) is str and type(digest) is str and type(record.get("ts")) is str):
+            for name in ("ts", "kind", "prev_hash", "hash"):
+                if not isinstance(record.get(name), str):
+                    self.fail(f"the record has no valid '{name}'", seq)
+                    return False
+        elif not isinstance(record.get("kind"), str):
+            self.fail("the record has no valid 'kind'", seq)
+            return False
+        prev_hex = self._prev_hex
         if self._prev is None:  # starting mid-ledger: the first prev_hash is taken as given
             if not _HEX64.match(prev):
                 self.fail("prev_hash is not 64 hex digits", seq)
                 return False
+            prev_hex = True
         elif prev != self._prev:
             if seq == 1:
                 self.fail("prev_hash is not the genesis hash (64 zeros)", seq)
@@ -510,7 +563,7 @@ class Verifier:
                     seq,
                 )
             return False
-        if not (body is not None and _fast_hash_ok(body, prev, digest)):
+        if not (body is not None and _fast_hash_ok(body, prev, digest, prev_hex)):
             try:
                 good = record_hash(record) == digest
             except (TypeError, ValueError):
@@ -529,6 +582,7 @@ class Verifier:
             )
             return False
         self._prev = digest
+        self._prev_hex = True  # it matched a SHA-256 hex digest
         self._expected = seq + 1
         self._count += 1
         return True
@@ -584,11 +638,14 @@ class Verifier:
         )
 
 
-def _fast_hash_ok(body: str, prev: str, digest: str) -> bool:
-    """Whether ``body`` minus its top-level ``hash`` member hashes to ``digest``."""
+def _fast_hash_ok(body: str, prev: str, digest: str, prev_hex: bool = False) -> bool:
+    """Whether ``body`` minus its top-level ``hash`` member hashes to ``digest``.
+
+    ``prev_hex``: ``prev`` is known to be 64 hex digits (the verifier checked it before).
+    """
     member = f'"hash":"{digest}"'
     at = body.find(member)
-    if at < 1 or not _HEX64.match(prev):
+    if at < 1 or not (prev_hex or _HEX64.match(prev)):
         return False
     end = at + len(member)
     if body[at - 1] == ",":

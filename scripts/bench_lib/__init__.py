@@ -4,6 +4,9 @@
   per-process RSS and CPU readings from ``/proc``;
 - :mod:`bench_lib.measure`: sysbench, a large streamed result, ``SELECT 1`` latency and
   idle sessions, each run through every endpoint in rotating order;
+- :mod:`bench_lib.ledger`: the audit ledger's append rate (group commit, many appenders)
+  and the rate of ``sqlgate ledger verify``, each in a process of its own;
+- :mod:`bench_lib.errors`: ``BenchError``, the one error that stops a run;
 - :mod:`bench_lib.report`: the table, the acceptance thresholds and the JSON file;
 - :mod:`bench_lib.cli`: the command line, ``main(argv) -> int``.
 """

@@ -1,6 +1,8 @@
-"""``scripts/bench``: the gateway against direct access and a socat relay, in one run.
+"""``scripts/bench``: the gateway against direct access and a socat relay, in one run,
+and the audit ledger's own figures (append and verify rates).
 
-Usage: ``scripts/bench [--quick] [--json FILE] [--check] [--profile FILE] [--keep]``.
+Usage: ``scripts/bench [--quick] [--only gateway|ledger] [--json FILE] [--check]
+[--profile FILE] [--keep]``.
 Progress goes to stderr, the table to stdout; docs/performance.md explains every figure.
 Exit status: 0 when the run completed (with ``--check``: and every threshold was met),
 1 when a threshold was missed under ``--check`` or the run failed, 2 when a tool is missing.
@@ -25,8 +27,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import BenchError
 from .report import (
     IDLE_MAX_RSS_MB,
+    LEDGER_APPEND_MIN_PER_S,
+    LEDGER_VERIFY_MIN_PER_S,
+    POINT_SELECT_LEDGER_MIN_RATIO,
     POINT_SELECT_MIN_RATIO,
     SELECT1_MAX_ADDED_P50_US,
     STREAM_MAX_RSS_GROWTH_MB,
@@ -51,6 +57,8 @@ PROGRAMS = {
     "mariadb-install-db": "mariadb-server",
 }
 MODULES = ("pymysql", "uvloop", "cryptography")
+LEDGER_MODULES = ("uvloop", "cryptography")
+PARTS = ("gateway", "ledger")
 _SBIN = os.pathsep.join(("/usr/sbin", "/usr/local/sbin", "/sbin"))
 
 RELAYS = ("direct", "socat", "gateway")
@@ -70,10 +78,15 @@ class Plan:
     latency_rounds: int
     idle_sessions: int
     tls: bool  # also measure a gateway that speaks TLS to the backend
+    ledger_tasks: int = 64  # concurrent appenders, each waiting for its record
+    ledger_seconds: float = 3.0  # each append run, after a warm-up of 0.5 s
+    verify_records: int = 200_000  # statement records in the ledger that is verified
 
 
 FULL = Plan(3, 6, 2, 1_000_000, 5_000, 500, 7, 1_000, True)
-QUICK = Plan(1, 2, 1, 100_000, 1_000, 200, 1, 1_000, True)
+QUICK = Plan(
+    1, 2, 1, 100_000, 1_000, 200, 1, 1_000, True, ledger_seconds=1.5, verify_records=100_000
+)
 
 # key, sysbench test, threads; the first one carries the throughput threshold
 WORKLOADS = (
@@ -88,10 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Measure sqlgate against direct access and a socat relay, interleaved "
-        "in one run, on a private MariaDB server. See docs/performance.md.",
+        "in one run, on a private MariaDB server; and its audit ledger's append and verify "
+        "rates. See docs/performance.md.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run of about a minute (1 round, short)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=PARTS,
+        help="run one part: 'gateway' (against MariaDB, direct and socat) or 'ledger' "
+        "(append and verify rates; needs no database server)",
     )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write the figures here")
     parser.add_argument(
@@ -113,9 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def missing_tools(profile: bool) -> str | None:
+def missing_tools(profile: bool, parts: tuple[str, ...] = PARTS) -> str | None:
     """One line naming what is missing and how to get it, or None."""
-    absent = [p for p in PROGRAMS if not shutil.which(p) and not shutil.which(p, path=_SBIN)]
+    gateway = "gateway" in parts
+    absent = [
+        p for p in PROGRAMS if gateway and not shutil.which(p) and not shutil.which(p, path=_SBIN)
+    ]
     hints = []
     if absent:
         packages = " ".join(sorted({PROGRAMS[p] for p in absent}))
@@ -123,7 +146,9 @@ def missing_tools(profile: bool) -> str | None:
     if profile and not shutil.which("py-spy"):
         absent.append("py-spy")
         hints.append("pip install py-spy")
-    modules = [m for m in MODULES if importlib.util.find_spec(m) is None]
+    modules = [
+        m for m in (MODULES if gateway else LEDGER_MODULES) if importlib.util.find_spec(m) is None
+    ]
     if modules:
         absent.extend(f"Python module {m}" for m in modules)
         hints.append("pip install -e '.[test]'")
@@ -133,12 +158,15 @@ def missing_tools(profile: bool) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    problem = missing_tools(args.profile is not None)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    parts = (args.only,) if args.only else PARTS
+    if args.profile is not None and "gateway" not in parts:
+        parser.error("--profile records the gateway: it needs the gateway part")
+    problem = missing_tools(args.profile is not None, parts)
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
-    from .rig import BenchError
 
     plan = QUICK if args.quick else FULL
     plan = Plan(
@@ -150,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     try:
-        return _run(args, plan)
+        return _run(args, plan, parts)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -159,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace, plan: Plan) -> int:
-    from .rig import Rig, raise_nofile
-
+def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
     # The gateway runs as ``python -m appliance.cli`` and must import this checkout.
     os.chdir(REPO)
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -169,24 +195,44 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
     )
     # The client side holds one socket per idle session and the gateway two; the gateway
     # inherits this soft limit.
-    raise_nofile(2 * plan.idle_sessions + 512)
+    if "gateway" in parts:
+        from .rig import raise_nofile
+
+        raise_nofile(2 * plan.idle_sessions + 512)
     workdir = Path(tempfile.mkdtemp(prefix="sqlgate-bench-"))
     started = time.monotonic()
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     notes: list[str] = []
+    figures: list[Figure] = []
+    kind = "quick" if args.quick else "full"
     try:
-        with Rig(workdir, with_tls=plan.tls) as rig:
-            assert rig.db is not None
-            machine = machine_info(rig.db.version)
+        machine = machine_info(None)
+        if "ledger" in parts:
+            # First, on a machine without the database server and the relays running.
             _say(
-                f"sqlgate bench {date}: {machine['cpu']} x{machine['nproc']}, "
-                f"MariaDB {machine['mariadb']}; {'quick' if args.quick else 'full'} run, "
-                f"{plan.rounds} rounds, sysbench {plan.seconds}s; work dir {workdir}"
+                f"sqlgate bench {date}: {machine['cpu']} x{machine['nproc']}; {kind} run, "
+                f"ledger part: {plan.rounds} rounds; work dir {workdir}"
             )
-            figures = _measure(rig, plan, notes)
-            if args.profile is not None:
-                _profile(rig, plan, args.profile)
-            machine["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+            figures.extend(_ledger(workdir / "ledger", plan))
+        if "gateway" in parts:
+            from .rig import Rig
+
+            with Rig(workdir, with_tls=plan.tls) as rig:
+                assert rig.db is not None
+                machine = {
+                    **machine_info(rig.db.version),
+                    "loadavg_start": machine["loadavg_start"],
+                }
+                _say(
+                    f"sqlgate bench {date}: {machine['cpu']} x{machine['nproc']}, "
+                    f"MariaDB {machine['mariadb']}; {kind} run, "
+                    f"{plan.rounds} rounds, sysbench {plan.seconds}s; work dir {workdir}"
+                )
+                # the gateway rows go first, as before the ledger part existed
+                figures[:0] = _measure(rig, plan, notes)
+                if args.profile is not None:
+                    _profile(rig, plan, args.profile)
+        machine["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     finally:
         if args.keep:
             _say(f"kept {workdir}")
@@ -194,10 +240,16 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     duration = time.monotonic() - started
     commit = machine["sqlgate_commit"] + (" + changes" if machine["appliance_modified"] else "")
+    server = f", MariaDB {machine['mariadb']}" if machine["mariadb"] else ""
     print(
         f"\nsqlgate bench, {date}, {duration:.0f} s; {machine['cpu']}, "
-        f"{machine['nproc']} CPUs, MariaDB {machine['mariadb']}; sqlgate {commit}\n"
+        f"{machine['nproc']} CPUs{server}; sqlgate {commit}; parts: {', '.join(parts)}\n"
     )
+    if "gateway" in parts:
+        print(
+            "gateway: `sqlgate run` with its audit ledger on (fsync = false): every statement "
+            "waits for its record's group commit before it is forwarded.\n"
+        )
     print(format_table(figures))
     for note in notes:
         print(f"note: {note}")
@@ -206,6 +258,7 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
             "date": date,
             "duration_s": round(duration, 1),
             "quick": args.quick,
+            "parts": list(parts),
             "plan": asdict(plan),
             "machine": machine,
             "figures": [f.as_json() for f in figures],
@@ -270,6 +323,21 @@ def _measure(rig: Rig, plan: Plan, notes: list[str]) -> list[Figure]:
         ratio = fig.vs_direct
         fig.threshold = f"gw/direct >= {POINT_SELECT_MIN_RATIO:.2f}"
         fig.passed = ratio is not None and ratio >= POINT_SELECT_MIN_RATIO
+        # The gateway always writes its ledger, so the same run is the "ledger on" figure;
+        # its own threshold allows for the statement record committed before each query.
+        figures.append(
+            Figure(
+                key="point_select_8_ledger",
+                label=f"{test} {threads} thr, gateway ledger on",
+                unit="QPS",
+                direct=fig.direct,
+                socat=fig.socat,
+                gateway=fig.gateway,
+                threshold=f"gw/direct >= {POINT_SELECT_LEDGER_MIN_RATIO:.2f}",
+                passed=ratio is not None and ratio >= POINT_SELECT_LEDGER_MIN_RATIO,
+                rounds=qps,
+            )
+        )
         cpu = {
             n: [r.relay_cpu_us_per_query or 0.0 for r in rs]
             for n, rs in runs.items()
@@ -307,7 +375,103 @@ def _measure(rig: Rig, plan: Plan, notes: list[str]) -> list[Figure]:
 
     figures.extend(_stream(rig, plan))
     figures.extend(_latency(rig, plan, with_tls))
+    notes.append(_gateway_ledger_note(rig))
     figures.extend(_idle(rig, plan, notes))
+    return figures
+
+
+def _gateway_ledger_note(rig: Rig) -> str:
+    """How many records the measured gateway committed: the proof that its ledger was on."""
+    import sqlite3
+
+    path = rig.ledger_path("gateway")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            (count,) = conn.execute("SELECT count(*) FROM records").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"the gateway's ledger {path} cannot be read: {exc}"
+    return (
+        f"the gateway's ledger holds {count:,} records after the measurements above "
+        "(a statement and a result record per query)"
+    )
+
+
+def _ledger(workdir: Path, plan: Plan) -> list[Figure]:
+    """The ledger part: append rates with fsync off and on, then ``ledger verify``."""
+    from . import ledger, measure
+
+    settings = {"fsync=false": False, "fsync=true": True}
+    runs = measure.interleave(
+        list(settings),
+        plan.rounds,
+        lambda name: ledger.run_append(
+            workdir, fsync=settings[name], tasks=plan.ledger_tasks, seconds=plan.ledger_seconds
+        ),
+        lambda r: (
+            f"{r.records_per_s:>9,.0f} records/s, {r.cpu_us_per_record:5.1f} µs CPU/record, "
+            f"{r.records_per_commit:5.1f} records/commit"
+        ),
+        f"ledger append x{plan.ledger_tasks}",
+    )
+    figures: list[Figure] = []
+    for name, fsync in settings.items():
+        results = runs[name]
+        rate = [r.records_per_s for r in results]
+        cpu = [r.cpu_us_per_record for r in results]
+        per_commit = [r.records_per_commit for r in results]
+        setting = f"fsync = {'true' if fsync else 'false'}"
+        fig = Figure(
+            key=f"ledger_append_{'fsync' if fsync else 'nofsync'}",
+            label=f"ledger append, {plan.ledger_tasks} tasks, {setting}",
+            unit="records/s",
+            gateway=median(rate),
+            ratios=False,
+            rounds={"gateway": rate, "records_per_commit": per_commit},
+        )
+        if not fsync:
+            fig.threshold = f">= {LEDGER_APPEND_MIN_PER_S:,.0f}/s"
+            fig.passed = fig.gateway is not None and fig.gateway >= LEDGER_APPEND_MIN_PER_S
+        figures.append(fig)
+        figures.append(
+            Figure(
+                key=f"ledger_append_{'fsync' if fsync else 'nofsync'}_cpu",
+                label=f"ledger append, {setting}, CPU",
+                unit="µs/record",
+                gateway=median(cpu),
+                decimals=1,
+                ratios=False,
+                rounds={"gateway": cpu},
+            )
+        )
+
+    measure.progress(f"building a ledger of {plan.verify_records:,} statement records")
+    built = ledger.build_ledger(workdir / "verify", plan.verify_records, plan.ledger_tasks)
+    measure.progress(
+        f"built: {built.records:,} records ({built.checkpoints} checkpoints) in "
+        f"{built.seconds:.1f} s, {built.path.stat().st_size / 1e6:.0f} MB"
+    )
+    verified = measure.interleave(
+        ["verify"],
+        plan.rounds,
+        lambda _: ledger.run_verify(built),
+        lambda r: f"{r.records_per_s:>9,.0f} records/s ({r.seconds:.2f} s)",
+        "sqlgate ledger verify",
+    )["verify"]
+    rate = [r.records_per_s for r in verified]
+    verify = Figure(
+        key="ledger_verify",
+        label=f"ledger verify, {built.records:,} records",
+        unit="records/s",
+        gateway=median(rate),
+        ratios=False,
+        threshold=f">= {LEDGER_VERIFY_MIN_PER_S:,.0f}/s",
+        rounds={"gateway": rate, "seconds": [r.seconds for r in verified]},
+    )
+    verify.passed = verify.gateway is not None and verify.gateway >= LEDGER_VERIFY_MIN_PER_S
+    figures.append(verify)
     return figures
 
 
@@ -557,7 +721,7 @@ def _profile(rig: Rig, plan: Plan, out: Path) -> None:
 # --------------------------------------------------------------------------- machine
 
 
-def machine_info(mariadb_version: str) -> dict[str, Any]:
+def machine_info(mariadb_version: str | None) -> dict[str, Any]:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 import pymysql
 
-from .rig import SBTEST_DATABASE, BenchError, Endpoint, RssSampler, cpu_seconds, rss_kib
+from .errors import BenchError
+from .rig import SBTEST_DATABASE, Endpoint, RssSampler, cpu_seconds, rss_kib
 
 T = TypeVar("T")
 

@@ -9,10 +9,13 @@ from typing import Any
 
 # Acceptance thresholds (docs/performance.md explains each).
 POINT_SELECT_MIN_RATIO = 0.50  # oltp_point_select, 8 threads: gateway / direct QPS
+POINT_SELECT_LEDGER_MIN_RATIO = 0.45  # the same figure, read as "with the ledger on"
 SELECT1_MAX_ADDED_P50_US = 60.0  # SELECT 1: gateway p50 - direct p50
 STREAM_MIN_RATIO = 0.70  # large result: gateway / direct MB/s
 STREAM_MAX_RSS_GROWTH_MB = 16.0  # "flat": max RSS while streaming - RSS before
 IDLE_MAX_RSS_MB = 150.0  # 1,000 idle sessions: the gateway's whole RSS
+LEDGER_APPEND_MIN_PER_S = 20_000.0  # statement records/s, group commit, fsync = false
+LEDGER_VERIFY_MIN_PER_S = 100_000.0  # records/s, ``sqlgate ledger verify`` wall time
 
 
 @dataclass

@@ -9,6 +9,9 @@ Every endpoint reaches the same MariaDB server on loopback:
 - ``gateway-tls``: a second gateway with ``tls = "required"`` toward the backend (clients
   still speak plain TCP to it), for one figure of what backend TLS costs.
 
+Every gateway writes its audit ledger (``[ledger]``, ``fsync = false``, the default): each
+statement waits for its record's group commit before it is forwarded.
+
 The module also reads a process's RSS and CPU time from ``/proc``.
 """
 
@@ -28,13 +31,11 @@ from types import TracebackType
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB, MariaDBError, free_port
 
+from .errors import BenchError
+
 SBTEST_DATABASE = "sbtest"
 GATEWAY_USER = "agent"
 START_TIMEOUT_S = 20.0
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,14 @@ class Rig:
         for gw in self.gateways:
             if gw.proc is not None and gw.proc.pid == ep.pid:
                 gw.stop()
+
+    def ledger_path(self, name: str) -> Path:
+        """The audit ledger file of the gateway registered as ``name``."""
+        ep = self.endpoints[name]
+        for gw in self.gateways:
+            if gw.proc is not None and gw.proc.pid == ep.pid:
+                return gw.ledger
+        raise BenchError(f"{name} is not a gateway")
 
     def _start_socat(self, db: MariaDB) -> None:
         port = free_port()
