@@ -16,7 +16,9 @@ from typing import Any
 
 from appliance.config import Config
 from appliance.ledger import LedgerError, LedgerUnavailable, LedgerWriter, records
-from appliance.mysql.relay import ClientCommand
+from appliance.mysql.constants import Command
+from appliance.mysql.relay import ClientCommand, CommandCompleted
+from appliance.policy.gate import Verdict
 
 log = logging.getLogger("sqlgate.audit")
 
@@ -57,28 +59,121 @@ class Audit:
     def session_id(self, number: int) -> str:
         return f"{self.appliance}-{self.boot}-{number}"
 
-    async def statement(
-        self, session: str, cmd: ClientCommand, context: dict[str, Any], decision: str = "allowed"
+    async def statements(
+        self,
+        session: str,
+        first_seq: int,
+        cmd: ClientCommand,
+        verdict: Verdict,
+        context: dict[str, Any],
     ) -> None:
-        """Commit the statement record; raises ``LedgerUnavailable`` when it cannot."""
-        await self.writer.append(self._statement(session, cmd, context, decision, None, None))
+        """Commit one statement record per statement of the command (one group commit);
+        raises ``LedgerUnavailable`` when they cannot all be written."""
+        records_ = [
+            self._statement(session, first_seq + i, cmd, verdict, i, context)
+            for i in range(len(verdict.parts))
+        ]
+        if len(records_) == 1:
+            await self.writer.append(records_[0])
+            return
+        done = await asyncio.gather(
+            *(self.writer.append(r) for r in records_), return_exceptions=True
+        )
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def results(
+        self,
+        session: str,
+        first_seq: int,
+        verdict: Verdict,
+        done: CommandCompleted,
+        duration_ms: float,
+    ) -> None:
+        """One result record per statement: a multi-statement answer is split by result
+        set; statements after a failed one did not run."""
+        count = len(verdict.parts)
+        if count == 1:
+            self.result(
+                session,
+                first_seq,
+                rows=done.rows,
+                affected=done.affected,
+                error=done.error,
+                duration_ms=duration_ms,
+            )
+            return
+        answered = list(done.results or [])
+        if done.error is None and not answered:
+            answered = [(done.rows, done.affected)]
+        if done.error is None and len(answered) > count:
+            # more result sets than statements (a procedure's own): the last one takes them
+            rest = answered[count - 1 :]
+            answered[count - 1 :] = [(sum(r for r, _ in rest), sum(a for _, a in rest))]
+        for i in range(count):
+            if i < len(answered):
+                rows, affected = answered[i]
+                self.result(
+                    session,
+                    first_seq + i,
+                    rows=rows,
+                    affected=affected,
+                    error=None,
+                    duration_ms=duration_ms,
+                )
+            elif i == len(answered) and done.error is not None:
+                self.result(
+                    session,
+                    first_seq + i,
+                    rows=0,
+                    affected=0,
+                    error=done.error,
+                    duration_ms=duration_ms,
+                )
+            else:
+                self.result(
+                    session,
+                    first_seq + i,
+                    rows=None,
+                    affected=None,
+                    error=None,
+                    duration_ms=None,
+                    note="not run: an earlier statement of the text failed",
+                )
 
     def refused(
-        self, session: str, cmd: ClientCommand, context: dict[str, Any], code: int, reason: str
+        self,
+        session: str,
+        seq: int,
+        cmd: ClientCommand,
+        context: dict[str, Any],
+        code: int,
+        reason: str,
     ) -> None:
         """A command the core answered itself: its statement and its result."""
-        self.background(self._statement(session, cmd, context, "blocked", "protocol", reason))
-        self.result(session, cmd.id, rows=0, affected=0, error=int(code), duration_ms=0.0)
+        rule = _CORE_RULES.get(cmd.command, "unknown-command")
+        self.background(
+            records.statement(
+                **self._common(session, seq, cmd, context),
+                sql="",
+                decision="blocked",
+                rule=rule,
+                reason=reason,
+            )
+        )
+        self.result(session, seq, rows=0, affected=0, error=int(code), duration_ms=0.0)
 
     def result(
         self,
         session: str,
         statement_seq: int,
         *,
-        rows: int,
-        affected: int,
+        rows: int | None,
+        affected: int | None,
         error: int | None,
-        duration_ms: float,
+        duration_ms: float | None,
+        **extra: str,
     ) -> None:
         self.background(
             records.result(
@@ -88,6 +183,7 @@ class Audit:
                 affected=affected,
                 error=None if error is None else int(error),
                 duration_ms=duration_ms,
+                **extra,
             )
         )
 
@@ -108,31 +204,54 @@ class Audit:
         except ValueError as exc:  # a field the ledger cannot hold: a bug, said in one line
             log.error("audit ledger refused a %s record: %s", fields["kind"], exc)
 
-    @staticmethod
+    @classmethod
     def _statement(
+        cls,
         session: str,
+        seq: int,
         cmd: ClientCommand,
+        verdict: Verdict,
+        index: int,
         context: dict[str, Any],
-        decision: str,
-        rule: str | None,
-        reason: str | None,
     ) -> dict[str, Any]:
-        sql = cmd.sql
+        decision, rule, reason, extra = verdict.ledger_fields(index)
+        part = verdict.parts[index]
+        fields: dict[str, Any] = cls._common(session, seq, cmd, context)
+        if part.sql is not None:
+            fields["sql"] = part.sql
+        else:  # the whole text of the command: one statement, or the prepared one's
+            sql = cmd.sql
+            fields["sql"] = sql.decode("utf-8", "replace") if sql is not None else ""
+        if len(verdict.parts) > 1:
+            fields["part"] = f"{index + 1}/{len(verdict.parts)}"
+        fields.update(extra)
         return records.statement(
-            session=session,
-            statement_seq=cmd.id,
-            identity=context["identity"],
-            groups=_strings(context["groups"]),
-            client=context["client"],
-            target=context["target"],
-            db=context["db"],
-            command=cmd.label,
-            sql=sql.decode("utf-8", "replace") if sql is not None else "",
-            sql_sha256=records.sql_sha256(cmd.payload),
-            decision=decision,
-            rule=rule,
-            reason=reason,
+            **fields, decision=decision, rule=rule, reason=reason, statement_kind=part.kind
         )
+
+    @staticmethod
+    def _common(
+        session: str, seq: int, cmd: ClientCommand, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "session": session,
+            "statement_seq": seq,
+            "identity": context["identity"],
+            "groups": _strings(context["groups"]),
+            "client": context["client"],
+            "target": context["target"],
+            "db": context["db"],
+            "command": cmd.label,
+            "sql_sha256": records.sql_sha256(cmd.payload),
+        }
+
+
+_CORE_RULES: dict[int, str] = {
+    Command.CHANGE_USER: "change-user",
+    Command.BINLOG_DUMP: "replication",
+    Command.BINLOG_DUMP_GTID: "replication",
+    Command.REGISTER_SLAVE: "replication",
+}
 
 
 def _strings(values: Iterable[str]) -> list[str]:

@@ -123,6 +123,20 @@ class RuleAction(StrEnum):
     REVIEW = "review"
 
 
+class PolicyMode(StrEnum):
+    """Whether the policy's refusals take effect."""
+
+    ENFORCE = "enforce"  # refused statements never reach the target
+    SHADOW = "shadow"  # decide and record, but let everything run (for rollout)
+
+
+class OversizedAction(StrEnum):
+    """What happens to a statement text larger than ``[policy] max_statement_bytes``."""
+
+    BLOCK = "block"  # refused: the gateway will not forward what it did not classify
+    ALLOW = "allow"  # forwarded unclassified (still recorded, executable comments refused)
+
+
 class MaskStrategy(StrEnum):
     """How a masked column's value is rewritten on its way to the client."""
 
@@ -228,6 +242,17 @@ class ApprovalsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """``[policy]``: how statements are decided, and the runaway-agent guard."""
+
+    mode: PolicyMode = PolicyMode.ENFORCE
+    max_statement_bytes: int = 1024 * 1024
+    oversized: OversizedAction = OversizedAction.BLOCK
+    statements_per_second: int = 0  # per identity; 0: no limit
+    rows_changed_per_minute: int = 0  # per identity; 0: no limit
+
+
+@dataclass(frozen=True, slots=True)
 class RuleConfig:
     """``[[rules]]``: evaluated in order before the built-in rules; first match wins.
 
@@ -279,6 +304,7 @@ class Config:
     accounts: tuple[AccountConfig, ...] = ()
     bus: BusConfig = field(default_factory=BusConfig)
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     rules: tuple[RuleConfig, ...] = ()
     masking: tuple[MaskingRuleConfig, ...] = ()
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -636,6 +662,7 @@ _TOP_KEYS = (
     "ledger",
     "bus",
     "approvals",
+    "policy",
     "rules",
     "masking",
     "network",
@@ -665,6 +692,7 @@ def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:
     bus_raw = _section(raw, "bus")
     approvals_raw = _section(raw, "approvals")
     network_raw = _section(raw, "network")
+    policy_raw = _section(raw, "policy")
     return Config(
         path=path,
         sha256=sha256,
@@ -680,6 +708,7 @@ def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:
         ledger=_ledger(_Table(ledger_raw, "ledger", _LEDGER_KEYS, base)),
         bus=_bus(_Table(bus_raw or {}, "bus", _BUS_KEYS, base)),
         approvals=_approvals(_Table(approvals_raw or {}, "approvals", _APPROVALS_KEYS, base)),
+        policy=_policy(_Table(policy_raw or {}, "policy", _POLICY_KEYS, base)),
         rules=_rules(_array_of_tables(raw, "rules"), base, target_names),
         masking=_masking(_array_of_tables(raw, "masking"), base),
         network=_network(_Table(network_raw or {}, "network", _NETWORK_KEYS, base)),
@@ -942,6 +971,25 @@ def _approvals(t: _Table) -> ApprovalsConfig:
     return ApprovalsConfig(
         timeout_s=t.seconds("timeout_s", 120.0, 1, 86400),
         approver_groups=approver_groups,
+    )
+
+
+_POLICY_KEYS = (
+    "mode",
+    "max_statement_bytes",
+    "oversized",
+    "statements_per_second",
+    "rows_changed_per_minute",
+)
+
+
+def _policy(t: _Table) -> PolicyConfig:
+    return PolicyConfig(
+        mode=t.choice("mode", PolicyMode, PolicyMode.ENFORCE),
+        max_statement_bytes=t.integer("max_statement_bytes", 1024 * 1024, 1024, 1 << 30),
+        oversized=t.choice("oversized", OversizedAction, OversizedAction.BLOCK),
+        statements_per_second=t.integer("statements_per_second", 0, 0, 1_000_000),
+        rows_changed_per_minute=t.integer("rows_changed_per_minute", 0, 0, 1 << 40),
     )
 
 

@@ -41,6 +41,8 @@ from appliance.mysql.relay import (
     SessionSettings,
 )
 from appliance.mysql.wire import frame
+from appliance.policy.gate import Policy, SessionPolicy, Verdict
+from appliance.policy.rules import Subject
 
 log = logging.getLogger("sqlgate.server")
 
@@ -91,6 +93,7 @@ class Gateway:
             self.routes[target.name] = Route(target, settings)
         self.by_address = routing.target_index(_target_addresses(config))
         self.audit = Audit(config)
+        self.policy = Policy(config.policy, config.rules)
 
     async def start(self) -> None:
         # the ledger first: no client is accepted before its statements can be recorded
@@ -166,6 +169,7 @@ class ClientLeg(asyncio.Protocol):
         "context",
         "_begun",
         "_statements",
+        "policy",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -187,8 +191,10 @@ class ClientLeg(asyncio.Protocol):
             "target": "?",
             "db": None,
         }
-        self._begun: dict[int, float] = {}  # command id -> when it was received
-        self._statements = 0
+        # command id -> when it was received, its verdict and its first statement_seq
+        self._begun: dict[int, tuple[float, Verdict, int]] = {}
+        self._statements = 0  # statement records written (statement_seq of the last)
+        self.policy: SessionPolicy | None = None
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -343,30 +349,33 @@ class ClientLeg(asyncio.Protocol):
             for ev in events:
                 kind = type(ev)
                 if kind is CommandReceived:
-                    cmd = cast(CommandReceived, ev).cmd
-                    self._begun[cmd.id] = time.monotonic()
-                    self._statements += 1
-                    asyncio.get_running_loop().create_task(self._record_then_relay(cmd))
+                    self._decide(cast(CommandReceived, ev).cmd)
                 elif kind is CommandCompleted:
                     done = cast(CommandCompleted, ev)
                     began = self._begun.pop(done.cmd.id, None)
                     if began is not None:
-                        self.gw.audit.result(
-                            self.sid,
-                            done.cmd.id,
-                            rows=done.rows,
-                            affected=done.affected,
-                            error=done.error,
-                            duration_ms=(time.monotonic() - began) * 1000,
+                        at, verdict, first_seq = began
+                        if self.policy is not None:
+                            self.policy.completed(done.cmd, done.error, done.affected)
+                        self.gw.audit.results(
+                            self.sid, first_seq, verdict, done, (time.monotonic() - at) * 1000
                         )
                 elif isinstance(ev, CommandRefused):
                     log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
                     self._statements += 1
-                    self.gw.audit.refused(self.sid, ev.cmd, self.context, ev.code, ev.message)
+                    self.gw.audit.refused(
+                        self.sid, self._statements, ev.cmd, self.context, ev.code, ev.message
+                    )
                 elif isinstance(ev, ClientAuthenticated):
                     self.context["identity"] = ev.identity.user
                     self.context["groups"] = sorted(ev.identity.groups)
                     self.context["db"] = session.database
+                    self.policy = SessionPolicy(
+                        self.gw.policy,
+                        Subject(ev.identity.user, ev.identity.groups, self.target),
+                        session.database,
+                        session.client_charset,
+                    )
                     self.gw.audit.background(
                         records.session_start(
                             session=self.sid,
@@ -407,17 +416,55 @@ class ClientLeg(asyncio.Protocol):
                 elif isinstance(ev, SessionClosed):
                     log.info("session %d: closed: %s", self.id, ev.reason)
 
-    async def _record_then_relay(self, cmd: ClientCommand) -> None:
+    def _decide(self, cmd: ClientCommand) -> None:
+        """The policy's verdict now (in the order commands came), the ledger next."""
+        session = self.session
+        policy = self.policy
+        assert session is not None and policy is not None
+        verdict = policy.decide(cmd, session.server_status, session.prepared_sql)
+        first_seq = self._statements + 1
+        self._statements += len(verdict.parts)
+        self._begun[cmd.id] = (time.monotonic(), verdict, first_seq)
+        self.context["db"] = policy.db
+        for identity, message in self.gw.policy.alerts:
+            self.gw.audit.background(
+                records.alert(
+                    alert="runaway-agent",
+                    session=self.sid,
+                    identity=identity,
+                    client=self.peer,
+                    target=self.target,
+                    reason=message,
+                )
+            )
+        self.gw.policy.alerts.clear()
+        asyncio.get_running_loop().create_task(
+            self._record_then_relay(cmd, verdict, first_seq, dict(self.context))
+        )
+
+    async def _record_then_relay(
+        self, cmd: ClientCommand, verdict: Verdict, first_seq: int, context: dict[str, Any]
+    ) -> None:
         """Write-before-forward: the command goes to the target only once its statement
-        record is committed; without a ledger it is refused and nothing is forwarded."""
+        records are committed; without a ledger it is refused and nothing is forwarded."""
         session = self.session
         assert session is not None
         try:
-            await self.gw.audit.statement(self.sid, cmd, self.context)
+            await self.gw.audit.statements(self.sid, first_seq, cmd, verdict, context)
         except LedgerUnavailable:
             session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
         else:
-            session.allow(cmd)
+            if verdict.refused:
+                assert verdict.refusal is not None
+                log.info(
+                    "session %d: %s refused by rule %s",
+                    self.id,
+                    cmd.label,
+                    verdict.refusal.rule,
+                )
+                session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, verdict.refusal.message)
+            else:
+                session.allow(cmd)
         self.flush()
 
     def drain(self) -> None:

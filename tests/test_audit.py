@@ -33,7 +33,9 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
         with gw.connect() as conn, conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM customers")
             cur.execute("CREATE TABLE IF NOT EXISTS audit_t (id INT PRIMARY KEY)")
-            cur.execute("REPLACE INTO audit_t VALUES (1)")
+            cur.execute("INSERT IGNORE INTO audit_t VALUES (1)")
+            with pytest.raises(pymysql.err.OperationalError):  # refused by the policy
+                cur.execute("REPLACE INTO audit_t VALUES (1)")
             conn._write_bytes(frame(0, b"\x99"))  # refused by the core itself
             conn._next_seq_id = 1
             with pytest.raises(pymysql.err.OperationalError):
@@ -75,11 +77,12 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
         assert st["target"] == "orders" and st["client"].startswith("127.0.0.1:")
     sqls = [(s["command"], s["sql"], s["decision"]) for s in statements]
     assert ("COM_QUERY", "SELECT COUNT(*) FROM customers", "allowed") in sqls
-    assert ("COM_QUERY", "REPLACE INTO audit_t VALUES (1)", "allowed") in sqls
+    assert ("COM_QUERY", "INSERT IGNORE INTO audit_t VALUES (1)", "allowed") in sqls
+    assert ("COM_QUERY", "REPLACE INTO audit_t VALUES (1)", "blocked") in sqls
     assert ("COM_STMT_PREPARE", "SELECT name FROM customers WHERE id = ?", "allowed") in sqls
     assert any(c == "COM_STMT_EXECUTE" for c, _, _ in sqls)
-    blocked = [s for s in statements if s["decision"] == "blocked"]
-    assert len(blocked) == 1 and blocked[0]["command"] == "COM_0x99"
+    blocked = {s["command"]: s["rule"] for s in statements if s["decision"] == "blocked"}
+    assert blocked == {"COM_0x99": "unknown-command", "COM_QUERY": "replace"}
     select = next(s for s in statements if s["sql"] == "SELECT COUNT(*) FROM customers")
     assert select["sql_sha256"] == records.sql_sha256(b"\x03SELECT COUNT(*) FROM customers")
     select_result = next(

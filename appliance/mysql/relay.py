@@ -188,6 +188,10 @@ class CommandCompleted:
     rows: int
     affected: int
     error: int | None
+    results: list[tuple[int, int]] | None = None
+    """For an answer of several result sets (a multi-statement text): ``(rows,
+    affected)`` of each one that ended, in order; None for a single result. After an
+    error the list holds the results that came before it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +280,7 @@ class _Response:
         "prep_cols",
         "local",
         "started",
+        "results",
     )
 
     def __init__(self, cmd: ClientCommand, shape: int, local: bytes | None = None) -> None:
@@ -289,6 +294,7 @@ class _Response:
         self.eof_after = False
         self.prep_cols = 0
         self.started = False  # some of the backend's answer has gone to the client
+        self.results: list[tuple[int, int]] | None = None  # per result set, when several
         self.binary = cmd.command in (Command.STMT_EXECUTE, Command.STMT_FETCH)
         if shape == _RESULTSET:
             self.state = _R_START
@@ -347,6 +353,10 @@ class Session:
         self._last_seq = 0  # sequence id of the last backend frame relayed
         self._server_buf = b""  # an incomplete backend packet head
         self.statements: dict[int, int] = {}  # prepared statement id -> parameter count
+        self.prepared_sql: dict[int, bytes] = {}  # prepared statement id -> its SQL
+        self.server_status = 0
+        """The status flags of the backend's last OK or EOF (``NO_BACKSLASH_ESCAPES`` says
+        how the server reads backslashes in string literals right now)."""
         self._quitting = False  # COM_QUIT was received: close once the answers are out
         self._gated = settings.gated
         self._report = settings.report_completions
@@ -370,6 +380,12 @@ class Session:
         if hello is None or not hello.database:
             return None
         return hello.database.decode("utf-8", "replace")
+
+    @property
+    def client_charset(self) -> int | None:
+        """The collation id the client chose at login (the backend login carries it)."""
+        hello = self._hello
+        return None if hello is None else hello.charset
 
     @property
     def has_events(self) -> bool:
@@ -579,6 +595,7 @@ class Session:
         if not greeting.capabilities & Capability.PROTOCOL_41:
             raise RemoteProtocolError("target does not speak protocol 4.1")
         self.server_greeting = greeting
+        self.server_status = greeting.status
         offered = greeting.capabilities & GATEWAY_CAPABILITIES
         offered |= Capability.PROTOCOL_41 | Capability.SECURE_CONNECTION | Capability.PLUGIN_AUTH
         if self.settings.client_tls is not None:
@@ -916,6 +933,7 @@ class Session:
         self._close(f"backend login failed: {reason}")
 
     def _server_login_done(self, ok: packets.OkPacket) -> None:
+        self.server_status = ok.status
         self._send_client_seq(
             packets.build_ok(packets.OkPacket(status=ok.status), self.client_caps)
         )
@@ -1004,7 +1022,9 @@ class Session:
             cmd = undecided.popleft()
             err = decisions.pop(cmd.id)
             if err is not None:
-                resp = _Response(cmd, _SIMPLE, local=frame(1, err))
+                # the answer follows the command's last packet (it may have continued)
+                seq = (len(cmd.payload) // MAX_PAYLOAD + 1) & 0xFF
+                resp = _Response(cmd, _SIMPLE, local=frame(seq, err))
                 resp.error = int.from_bytes(err[1:3], "little")
                 self._responses.append(resp)
                 continue
@@ -1022,9 +1042,12 @@ class Session:
         if shape != _NONE:
             self._responses.append(_Response(cmd, shape))
         if code == Command.STMT_CLOSE:
-            self.statements.pop(packets.parse_statement_id(cmd.payload), None)
+            statement_id = packets.parse_statement_id(cmd.payload)
+            self.statements.pop(statement_id, None)
+            self.prepared_sql.pop(statement_id, None)
         elif code == Command.RESET_CONNECTION:
             self.statements.clear()
+            self.prepared_sql.clear()
         if self._server_tls is None:
             self._to_server.append(cmd.raw)
         else:
@@ -1133,7 +1156,9 @@ class Session:
                     responses.popleft()
                     if self._report:
                         self._events.append(
-                            CommandCompleted(resp.cmd, resp.rows, resp.affected, resp.error)
+                            CommandCompleted(
+                                resp.cmd, resp.rows, resp.affected, resp.error, resp.results
+                            )
                         )
                     if responses and responses[0].local is not None:
                         self._last_seq = last_seq
@@ -1172,6 +1197,7 @@ class Session:
                 resp.error = packets.parse_err(payload).code
             elif first == 0x00 and resp.cmd.command != Command.STATISTICS:
                 resp.affected = _affected(payload)
+                self.server_status = packets.ok_status(payload, self.client_caps)
             return True
         if first == 0xFF:
             resp.error = packets.parse_err(payload).code
@@ -1221,8 +1247,17 @@ class Session:
         raise RemoteProtocolError("response in an unknown state")
 
     def _after_result(self, resp: _Response, status: int) -> bool:
+        self.server_status = status
         if resp.shape == _FETCH:
             return True
+        if status & _MORE_RESULTS or resp.results is not None:
+            # one result of several: keep its own figures (the totals add them all up)
+            results = resp.results
+            if results is None:
+                results = resp.results = []
+            rows = resp.rows - sum(r for r, _ in results)
+            affected = resp.affected - sum(a for _, a in results)
+            results.append((rows, affected))
         if status & _MORE_RESULTS:
             resp.state = _R_START
             return False
@@ -1234,6 +1269,7 @@ class Session:
         if state == _R_PREP_OK:
             ok = packets.parse_stmt_prepare_ok(payload)
             self.statements[ok.statement_id] = ok.param_count
+            self.prepared_sql[ok.statement_id] = resp.cmd.payload[1:]
             resp.prep_cols = ok.column_count
             resp.left = ok.param_count
             resp.eof_after = False

@@ -1,0 +1,471 @@
+"""The policy as a session sees it: one verdict per client command, pure.
+
+``Policy`` is the gateway-wide part (rules, caches, the runaway-agent guard);
+``SessionPolicy`` follows what one session's server reads statements with (client
+character set, ``NO_BACKSLASH_ESCAPES`` from the server's status flags, the default
+schema) and turns each command into a ``Verdict``: a decision for every statement of
+its text. The whole command is refused when any statement is.
+
+Session state that changes lexing is followed, not guessed: ANSI_QUOTES is never known
+(a text with a double quote is read both ways, see ``classify_uncertain``);
+NO_BACKSLASH_ESCAPES is taken from every answer's status flags, and is unknown while a
+statement that may change ``sql_mode`` is on its way; a statement that changes the
+character set or ``sql_mode`` must be the last of its text, so nothing after it is
+read with the old rules.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
+from appliance.mysql.constants import Command, ServerStatus
+from appliance.mysql.relay import ClientCommand
+from appliance.policy.classify import Classification, classify_uncertain
+from appliance.policy.lexer import LexError, LexMode, Tok, shape, split_statements
+from appliance.policy.rules import UNSAFE_CHARSETS, Decision, Subject, decide
+
+__all__ = ["Part", "Policy", "SessionPolicy", "Verdict"]
+
+_NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
+
+#: Login collation ids of the character sets in ``UNSAFE_CHARSETS`` (big5, sjis, gbk,
+#: cp932, gb18030).
+_UNSAFE_COLLATIONS = frozenset({1, 84, 13, 88, 28, 87, 95, 96, 248, 249, 250})
+
+#: Variables whose change alters how the server reads the next statement's bytes.
+_LEXING_VARIABLES = frozenset({"sql_mode", "names", "character set", "character_set_client"})
+
+_CACHE_LIMIT = 50_000
+
+_RELAYED = RuleAction.ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One statement of a command, as the ledger records it."""
+
+    sql: str | None  # None: the command's whole text (a text of one statement)
+    kind: str
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the gateway does with one command."""
+
+    command: str  # e.g. COM_QUERY
+    parts: tuple[Part, ...]
+    refusal: Decision | None = None  # the first refused statement's decision
+    shadow: bool = False  # the refusal is recorded, not enforced
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None and not self.shadow
+
+    def ledger_fields(self, index: int) -> tuple[str, str | None, str | None, dict[str, str]]:
+        """``decision``, ``rule``, ``reason`` and extra fields of statement ``index``."""
+        part = self.parts[index]
+        d = part.decision
+        if self.refusal is None:
+            return "allowed", d.rule, None, {}
+        if self.shadow:
+            if not d.refused:
+                return "allowed", d.rule, None, {}
+            would = "blocked" if d.action is RuleAction.BLOCK else "review"
+            return "allowed", d.rule, f"shadow mode: {d.message}", {"shadow_decision": would}
+        if d.refused:
+            return "blocked", d.rule, d.message, {}
+        refused_at = next(i for i, p in enumerate(self.parts) if p.decision.refused)
+        return (
+            "blocked",
+            self.refusal.rule,
+            f"not run: statement {refused_at + 1} of the same text was refused "
+            f"({self.refusal.message})",
+            {},
+        )
+
+
+def _part(sql: str, kind: str, rule: str = "protocol") -> Part:
+    return Part(sql, kind, Decision(_RELAYED, rule, ""))
+
+
+@dataclass(slots=True)
+class _Usage:
+    """One identity's recent statements and changed rows, for the runaway guard."""
+
+    statements: deque[float] = field(default_factory=deque)
+    changed: deque[tuple[float, int]] = field(default_factory=deque)
+    changed_total: int = 0
+    alerted_at: float = -1e9
+
+
+class _Entry:
+    """A cached classification, and the verdicts already reached on it per subject,
+    schema and command (those that no session state can change)."""
+
+    __slots__ = ("found", "verdicts")
+
+    def __init__(self, found: tuple[Classification, ...]) -> None:
+        self.found = found
+        self.verdicts: dict[tuple[Subject, str | None, str], Verdict] = {}
+
+
+class Policy:
+    """The gateway's rules and caches, shared by all sessions."""
+
+    def __init__(self, settings: PolicyConfig, rules: tuple[RuleConfig, ...]) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.shadow = settings.mode is PolicyMode.SHADOW
+        self._exact: dict[tuple[bytes, LexMode, bool], _Entry] = {}
+        self._by_shape: dict[tuple[bytes, LexMode, bool], _Entry] = {}
+        self._usage: dict[str, _Usage] = {}
+        self.alerts: list[tuple[str, str]] = []  # (identity, message): taken by the shell
+
+    def classify(
+        self, sql: bytes, mode: LexMode, backslash_unknown: bool
+    ) -> tuple[Classification, ...]:
+        """Classifications of a text: by exact text, then by shape, then parsed."""
+        return self.entry(sql, mode, backslash_unknown).found
+
+    def entry(self, sql: bytes, mode: LexMode, backslash_unknown: bool) -> _Entry:
+        key = (sql, mode, backslash_unknown)
+        hit = self._exact.get(key)
+        if hit is not None:
+            return hit
+        # Texts that read differently under a sql_mode the gateway cannot know share
+        # nothing by shape: two such texts with one shape may still split differently.
+        form = None if b'"' in sql or b"\\" in sql else shape(sql, mode)
+        if form is not None:
+            hit = self._by_shape.get((form, mode, backslash_unknown))
+            if hit is not None:
+                return hit
+        entry = _Entry(classify_uncertain(sql, mode, True, backslash_unknown))
+        if len(self._exact) >= _CACHE_LIMIT:
+            self._exact.clear()
+        self._exact[key] = entry
+        found = entry.found
+        if form is not None and len(found) == 1 and found[0].literal_independent:
+            if len(self._by_shape) >= _CACHE_LIMIT:
+                self._by_shape.clear()
+            self._by_shape[(form, mode, backslash_unknown)] = entry
+        return entry
+
+    # ------------------------------------------------------------- runaway guard
+
+    def guard(self, identity: str, writes: bool, now: float) -> Decision | None:
+        """A refusal when ``identity`` is over its limits, else None (and it is counted)."""
+        s = self.settings
+        if not s.statements_per_second and not s.rows_changed_per_minute:
+            return None
+        usage = self._usage.setdefault(identity, _Usage())
+        if s.statements_per_second:
+            recent = usage.statements
+            while recent and recent[0] <= now - 1.0:
+                recent.popleft()
+            if len(recent) >= s.statements_per_second:
+                return self._tripped(
+                    identity,
+                    usage,
+                    now,
+                    "runaway-statements",
+                    f"{identity} sent more than {s.statements_per_second} statements in one "
+                    "second. Slow down: wait a second and send fewer statements, or batch "
+                    "them",
+                )
+            recent.append(now)
+        if writes and s.rows_changed_per_minute:
+            changed = usage.changed
+            while changed and changed[0][0] <= now - 60.0:
+                usage.changed_total -= changed.popleft()[1]
+            if usage.changed_total >= s.rows_changed_per_minute:
+                return self._tripped(
+                    identity,
+                    usage,
+                    now,
+                    "runaway-rows",
+                    f"{identity} changed {usage.changed_total} rows in the last minute, the "
+                    f"limit is {s.rows_changed_per_minute}. Stop and check what the previous "
+                    "statements did before changing more rows",
+                )
+        return None
+
+    def rows_changed(self, identity: str, rows: int, now: float) -> None:
+        if self.settings.rows_changed_per_minute and rows > 0:
+            usage = self._usage.setdefault(identity, _Usage())
+            usage.changed.append((now, rows))
+            usage.changed_total += rows
+
+    def _tripped(
+        self, identity: str, usage: _Usage, now: float, rule: str, reason: str
+    ) -> Decision:
+        if now - usage.alerted_at >= 60.0:  # one alert a minute per identity
+            usage.alerted_at = now
+            self.alerts.append((identity, reason))
+        return Decision(RuleAction.BLOCK, rule, reason)
+
+
+_WRITE_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
+
+
+class SessionPolicy:
+    """Decides one session's commands in the order the client sent them."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        who: Subject,
+        db: str | None,
+        charset: int | None,
+    ) -> None:
+        self.policy = policy
+        self.who = who
+        self.db = db
+        self._login_charset_unsafe = charset in _UNSAFE_COLLATIONS
+        self._charset_unsafe = self._login_charset_unsafe
+        self._mode_changes: set[int] = set()  # commands in flight that may change sql_mode
+        self._uses: dict[int, str | None] = {}  # command id -> schema it makes current
+        self._charsets: dict[int, str] = {}  # command id -> character set it sets
+
+    # ------------------------------------------------------------------ decide
+
+    def decide(self, cmd: ClientCommand, server_status: int, prepared: dict[int, bytes]) -> Verdict:
+        code = cmd.command
+        label = cmd.label
+        if code == Command.QUERY or code == Command.STMT_PREPARE:
+            return self._decide_text(cmd, label, server_status)
+        if code == Command.STMT_EXECUTE:
+            sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
+            text = sql.decode("utf-8", "replace")
+            if self._changes_lexing(sql, server_status):
+                self._mode_changes.add(cmd.id)
+            return self._guarded(Verdict(label, (_part(text, "EXECUTE", "prepared"),)), cmd)
+        if code == Command.INIT_DB:
+            schema = cmd.payload[1:].decode("utf-8", "replace")
+            self._uses[cmd.id] = schema
+            return Verdict(label, (_part(f"USE `{schema}`", "USE", "default-allow"),))
+        if code == Command.RESET_CONNECTION:
+            self._mode_changes.add(cmd.id)
+            return Verdict(label, (_part("", "RESET CONNECTION"),))
+        if code == Command.PROCESS_KILL:  # the KILL statement's command: decided as one
+            thread = int.from_bytes(cmd.payload[1:5], "little")
+            decision = decide(_KILL, self.who, self.db, self.policy.rules)
+            return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
+        return Verdict(label, (_part("", label.removeprefix("COM_").replace("_", " ")),))
+
+    def _decide_text(self, cmd: ClientCommand, label: str, server_status: int) -> Verdict:
+        sql = cmd.payload[1:]
+        policy = self.policy
+        settings = policy.settings
+        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._charset_unsafe]
+        backslash_unknown = bool(self._mode_changes)
+        if len(sql) <= settings.max_statement_bytes:
+            entry = policy.entry(sql, mode, backslash_unknown)
+        else:
+            large = self._large_insert(sql, mode, backslash_unknown)
+            if large is None:
+                return self._oversized(sql, label)
+            entry = _Entry(large)
+        return self._decide_found(cmd, label, entry)
+
+    def _large_insert(
+        self, sql: bytes, mode: LexMode, backslash_unknown: bool
+    ) -> tuple[Classification, ...] | None:
+        """An INSERT too large to parse is decided on its shape (its literals replaced),
+        when the shape is small and its classification cannot depend on the literals."""
+        limit = self.policy.settings.max_statement_bytes
+        try:
+            statements = split_statements(sql, mode)
+        except LexError:
+            return None
+        if len(statements) != 1:
+            return None
+        for token in statements[0].tokens:
+            quote = sql[token.start : token.start + 1]
+            if quote == b'"':
+                return None  # a string or a name: ANSI_QUOTES would decide
+            if (
+                backslash_unknown
+                and token.kind is Tok.STRING
+                and b"\\" in sql[token.start : token.end]
+            ):
+                return None  # a backslash in a string: NO_BACKSLASH_ESCAPES would decide
+        form = shape(sql, mode)
+        if form is None or len(form) > limit:
+            return None
+        form = _INTRODUCED.sub(b"?", form)  # _binary? is one literal, as sqlglot reads it
+        found = classify_uncertain(form, mode, True, backslash_unknown)
+        if len(found) != 1:
+            return None
+        c = found[0]
+        if c.kind != "INSERT" or c.problem is not None or not c.literal_independent:
+            return None
+        return (replace(c, text=""),)
+
+    def _oversized(self, sql: bytes, label: str) -> Verdict:
+        settings = self.policy.settings
+        text = sql.decode("utf-8", "replace")
+        size = f"{len(sql)} bytes, more than the {settings.max_statement_bytes} the gateway reads"
+        if settings.oversized is OversizedAction.ALLOW:
+            return Verdict(
+                label, (Part(text, "UNCLASSIFIED", Decision(_RELAYED, "oversized", "")),)
+            )
+        decision = Decision(
+            RuleAction.BLOCK,
+            "oversized",
+            f"the statement text is {size}. Send smaller statements (for example insert "
+            "rows in batches), or pass large values as prepared-statement parameters",
+        )
+        return self._verdict(label, (Part(text, "UNKNOWN", decision),))
+
+    def _decide_found(self, cmd: ClientCommand, label: str, entry: _Entry) -> Verdict:
+        found = entry.found
+        key = (self.who, self.db, label)
+        verdict = entry.verdicts.get(key)
+        if verdict is not None:
+            return self._guarded(verdict, cmd, found)
+        db = self.db
+        parts: list[Part] = []
+        last = len(found) - 1
+        single = last == 0
+        stateful = False  # the verdict depends on the session: not cached
+        for index, c in enumerate(found):
+            decision = decide(c, self.who, db, self.policy.rules)
+            if not decision.refused:
+                checked = self._session_checks(cmd, c, index, last, label)
+                if checked is not None:
+                    decision = checked
+            parts.append(Part(None if single else c.text, c.kind, decision))
+            if c.kind == "USE" or _touches_lexing(c):
+                stateful = True
+                if c.kind == "USE" and not decision.refused:
+                    db = _use_target(c) or db
+        if db != self.db:
+            self._uses[cmd.id] = db
+        verdict = self._verdict(label, tuple(parts))
+        if not stateful:
+            entry.verdicts[key] = verdict
+        return self._guarded(verdict, cmd, found)
+
+    def _session_checks(
+        self, cmd: ClientCommand, c: Classification, index: int, last: int, label: str
+    ) -> Decision | None:
+        """What only the session can know: statements that change how text is read."""
+        if not _touches_lexing(c):
+            return None
+        target = c.inner if c.inner is not None else c
+        changed = {name for name, _ in target.variables if name in _LEXING_VARIABLES}
+        if not changed:
+            return None
+        if c.inner is not None or label == "COM_STMT_PREPARE":
+            return Decision(
+                RuleAction.BLOCK,
+                "lexing-state",
+                f"a prepared SET of {', '.join(sorted(changed))} would change how the server "
+                "reads later statements without the gateway seeing it. Send the SET as a "
+                "plain statement",
+            )
+        if index != last:
+            return Decision(
+                RuleAction.BLOCK,
+                "lexing-state",
+                f"SET {', '.join(sorted(changed))} changes how the server reads the "
+                "statements after it, so it must be the last statement of its text. Send it "
+                "on its own first",
+            )
+        if "sql_mode" in changed:
+            self._mode_changes.add(cmd.id)
+        for name, value in target.variables:
+            if name in ("names", "character set", "character_set_client") and value:
+                self._charsets[cmd.id] = value.lower()
+        return None
+
+    def _changes_lexing(self, sql: bytes, server_status: int) -> bool:
+        """Whether a prepared statement's text sets a variable that changes lexing."""
+        mode = LexMode(no_backslash_escapes=bool(server_status & _NO_BACKSLASH_ESCAPES))
+        try:
+            found = self.policy.classify(sql, mode, backslash_unknown=True)
+        except LexError:
+            return True
+        return any(name in _LEXING_VARIABLES for c in found for name, _ in c.variables)
+
+    def _verdict(self, label: str, parts: tuple[Part, ...]) -> Verdict:
+        refusal = next((p.decision for p in parts if p.decision.refused), None)
+        return Verdict(label, parts, refusal, shadow=refusal is not None and self.policy.shadow)
+
+    def _guarded(
+        self, verdict: Verdict, cmd: ClientCommand, found: tuple[Classification, ...] = ()
+    ) -> Verdict:
+        if verdict.refusal is not None and not verdict.shadow:
+            return verdict
+        writes = any(c.kind in _WRITE_KINDS for c in found) or cmd.command == Command.STMT_EXECUTE
+        tripped = self.policy.guard(self.who.identity, writes, time.monotonic())
+        if tripped is None:
+            return verdict
+        parts = tuple(Part(p.sql, p.kind, tripped) for p in verdict.parts)
+        return self._verdict(verdict.command, parts)
+
+    # ---------------------------------------------------------------- completed
+
+    def completed(self, cmd: ClientCommand, error: int | None, affected: int) -> None:
+        """Follow what a finished command changed in the session."""
+        self._mode_changes.discard(cmd.id)
+        schema = self._uses.pop(cmd.id, None)
+        charset = self._charsets.pop(cmd.id, None)
+        if cmd.command == Command.RESET_CONNECTION and error is None:
+            self._charset_unsafe = self._login_charset_unsafe
+        if error is not None:
+            return
+        if schema is not None:
+            self.db = schema
+        if charset is not None:
+            self._charset_unsafe = charset in UNSAFE_CHARSETS
+        self.policy.rows_changed(self.who.identity, affected, time.monotonic())
+
+
+_KILL = Classification(
+    kind="KILL",
+    text="KILL",
+    reads=frozenset(),
+    writes=frozenset(),
+    has_where=False,
+    where_always_true=False,
+    multi_table=False,
+    functions=frozenset(),
+    variables=(),
+    flags=frozenset(),
+    problem=None,
+    literal_independent=True,
+)
+
+_INTRODUCED = re.compile(rb"(?<![A-Za-z0-9_$])(?:_[A-Za-z0-9]+|[Nn])\?")
+
+_MODES = {
+    (nbe, unsafe): LexMode(no_backslash_escapes=nbe, multibyte_unsafe=unsafe)
+    for nbe in (False, True)
+    for unsafe in (False, True)
+}
+
+
+def _touches_lexing(c: Classification) -> bool:
+    target = c.inner if c.inner is not None else c
+    return any(name in _LEXING_VARIABLES for name, _ in target.variables)
+
+
+def _use_target(c: Classification) -> str | None:
+    """The schema a ``USE`` statement makes current."""
+    raw = c.text.encode()
+    try:
+        stmts = split_statements(raw, LexMode())
+    except LexError:
+        return None
+    tokens = stmts[0].tokens if stmts else ()
+    if len(tokens) < 2:
+        return None
+    name = tokens[1]
+    # a bare word keeps the case it was written in; a quoted name is already unquoted
+    return name.text if name.kind is not Tok.WORD else raw[name.start : name.end].decode()

@@ -1,0 +1,564 @@
+"""Rules: what the gateway does with a classified statement (SPEC §6), pure.
+
+Order of evaluation, first match wins:
+
+1. a statement the gateway does not understand (``Classification.problem``) is blocked
+   before any rule can see it: an allow rule cannot open what was never read;
+2. the configured ``[[rules]]``, in file order;
+3. the built-in rules below: the blocks, then the reviews, then ``default-allow``.
+   A kind outside the allow-list (``KNOWN_KINDS``) is blocked: the list is what the
+   gateway knows, never a list of what it forbids.
+
+Every refusal names its rule and says, in words a language model can act on, what was
+refused and what would be accepted instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from appliance.config import RuleAction, RuleConfig
+from appliance.policy.classify import Classification
+
+__all__ = [
+    "KNOWN_KINDS",
+    "SESSION_VARIABLES",
+    "UNSAFE_CHARSETS",
+    "Decision",
+    "Subject",
+    "decide",
+    "qualified",
+]
+
+#: Kinds the built-ins allow when nothing else matched.
+ALLOWED_KINDS = frozenset(
+    {
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "SHOW",
+        "DESCRIBE",
+        "EXPLAIN",
+        "USE",
+        "SET",
+        "BEGIN",
+        "START TRANSACTION",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE SAVEPOINT",
+        "CREATE TABLE",
+        "CREATE INDEX",
+        "CREATE VIEW",
+        "CREATE DATABASE",
+        "PREPARE",
+        "EXECUTE",
+        "DEALLOCATE PREPARE",
+        "KILL",  # only threads of the gateway's own backend user; a rule can refuse it
+    }
+)
+
+SCHEMA_CHANGES = frozenset({"DROP TABLE", "ALTER TABLE", "RENAME TABLE", "DROP INDEX", "DROP VIEW"})
+STORED_CODE = frozenset(
+    f"{verb} {what}"
+    for verb in ("CREATE", "ALTER", "DROP")
+    for what in ("TRIGGER", "EVENT", "PROCEDURE", "FUNCTION")
+)
+PRIVILEGE_KINDS = frozenset(
+    {
+        "GRANT",
+        "REVOKE",
+        "CREATE USER",
+        "ALTER USER",
+        "DROP USER",
+        "RENAME USER",
+        "SET PASSWORD",
+        "CREATE ROLE",
+        "DROP ROLE",
+        "SET ROLE",
+    }
+)
+REVIEW_KINDS = SCHEMA_CHANGES | STORED_CODE | {"CALL", "REPLACE"}
+
+#: Everything the gateway knows how to decide; any other kind is blocked.
+KNOWN_KINDS = ALLOWED_KINDS | REVIEW_KINDS
+
+#: Session variables a statement may set (user variables ``@x`` always may). The rest
+#: are refused by name: a variable the gateway does not know may change what it reads.
+SESSION_VARIABLES = frozenset(
+    {
+        "autocommit",
+        "names",
+        "character set",
+        "character_set_client",
+        "character_set_connection",
+        "character_set_results",
+        "collation_connection",
+        "sql_mode",
+        "time_zone",
+        "transaction",
+        "transaction_isolation",
+        "tx_isolation",
+        "transaction_read_only",
+        "tx_read_only",
+        "sql_select_limit",
+        "max_execution_time",
+        "max_statement_time",
+        "sql_safe_updates",
+        "sql_auto_is_null",
+        "sql_big_selects",
+        "sql_notes",
+        "sql_warnings",
+        "sql_quote_show_create",
+        "foreign_key_checks",
+        "unique_checks",
+        "group_concat_max_len",
+        "innodb_lock_wait_timeout",
+        "lock_wait_timeout",
+        "wait_timeout",
+        "interactive_timeout",
+        "net_read_timeout",
+        "net_write_timeout",
+        "session_track_schema",
+        "session_track_state_change",
+        "session_track_system_variables",
+        "session_track_transaction_info",
+        "default_storage_engine",
+        "default_tmp_storage_engine",
+        "div_precision_increment",
+        "lc_time_names",
+        "profiling",
+        "big_tables",
+        "max_join_size",
+        "max_heap_table_size",
+        "tmp_table_size",
+        "sort_buffer_size",
+        "optimizer_search_depth",
+        "optimizer_switch",
+        "timestamp",
+        "insert_id",
+        "last_insert_id",
+        "sql_buffer_result",
+        "sql_if_exists",
+        "explicit_defaults_for_timestamp",
+        "cte_max_recursion_depth",
+        "max_recursive_iterations",
+    }
+)
+
+#: Client character sets whose multi-byte characters can end in a backslash or a quote:
+#: the server would read a statement differently from any ASCII-safe lexer.
+UNSAFE_CHARSETS = frozenset({"big5", "cp932", "gbk", "gb18030", "sjis"})
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who sends a statement, and where it goes."""
+
+    identity: str
+    groups: frozenset[str]
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to one statement, which rule said so, and why."""
+
+    action: RuleAction
+    rule: str
+    reason: str  # what was refused and why, and what would be accepted instead
+
+    @property
+    def refused(self) -> bool:
+        return self.action is not RuleAction.ALLOW
+
+    @property
+    def message(self) -> str:
+        """The text of the client's ERR 1227 (and of the ledger's ``reason``)."""
+        verb = "blocked" if self.action is RuleAction.BLOCK else "review required"
+        return f"sqlgate: {verb} by rule '{self.rule}': {self.reason}"
+
+
+def qualified(table: str, db: str | None) -> str:
+    """``schema.table`` for a table name as written, given the session's schema."""
+    if "." in table or not db:
+        return table
+    return f"{db.lower()}.{table}"
+
+
+def decide(
+    c: Classification, who: Subject, db: str | None, rules: tuple[RuleConfig, ...]
+) -> Decision:
+    """The decision for one statement (for ``PREPARE ... FROM '...'``, for its text)."""
+    if c.problem is not None:
+        return _block(
+            "not-understood",
+            f"the gateway could not read this statement: {c.problem}. Only statements the "
+            "gateway understands are forwarded; rewrite it in plain MySQL syntax",
+        )
+    if c.inner is not None:
+        if c.kind == "SET STATEMENT":
+            # its variables are set for the statement: they must pass as a plain SET
+            outer = decide(replace(c, kind="SET", inner=None), who, db, rules)
+            if outer.refused:
+                return outer
+        return decide(c.inner, who, db, rules)
+    tables = frozenset(qualified(t, db) for t in c.reads | c.writes)
+    for rule in rules:
+        if _matches(rule, c.kind, tables, who):
+            if rule.action is RuleAction.ALLOW:
+                return Decision(RuleAction.ALLOW, rule.name, "")
+            return Decision(rule.action, rule.name, _configured_reason(rule, c))
+    for builtin in BUILTINS:
+        decision = builtin(c, db)
+        if decision is not None:
+            return decision
+    return ALLOW
+
+
+ALLOW = Decision(RuleAction.ALLOW, "default-allow", "")
+
+
+def _matches(rule: RuleConfig, kind: str, tables: frozenset[str], who: Subject) -> bool:
+    if not any(s in ("*", "ANY") or kind == s or kind.startswith(s + " ") for s in rule.statements):
+        return False
+    if rule.targets is not None and who.target not in rule.targets:
+        return False
+    if rule.identities is not None and not any(
+        fnmatch.fnmatchcase(who.identity.lower(), p.lower()) for p in rule.identities
+    ):
+        return False
+    if rule.groups is not None and not who.groups.intersection(rule.groups):
+        return False
+    if rule.tables is not None:
+        return any(_table_matches(t, p) for t in tables for p in rule.tables)
+    return True
+
+
+def _table_matches(table: str, pattern: str) -> bool:
+    """``orders`` matches that table in any schema; ``shop.*`` every table of shop."""
+    pattern = pattern.lower()
+    if "." not in pattern:
+        table = table.rsplit(".", 1)[-1]
+    return fnmatch.fnmatchcase(table, pattern)
+
+
+def _configured_reason(rule: RuleConfig, c: Classification) -> str:
+    what = _what(c)
+    if rule.action is RuleAction.BLOCK:
+        return (
+            f"{what} is not allowed on this gateway. Do not retry it; ask a person with "
+            "the right access if it is really needed"
+        )
+    return _review_reason(what, "this gateway's policy requires a person to approve it")
+
+
+def _review_reason(what: str, why: str) -> str:
+    return (
+        f"{what}: {why}, and approvals are not enabled on this gateway. Ask an operator "
+        "to run it, or continue without it"
+    )
+
+
+def _what(c: Classification) -> str:
+    """The statement in a few words: its kind and the tables it touches."""
+    tables = sorted(c.writes or c.reads)
+    if not tables:
+        return c.kind
+    shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
+    joiner = {"DELETE": " FROM ", "INSERT": " INTO ", "REPLACE": " INTO "}.get(c.kind, " ")
+    return f"{c.kind}{joiner}{shown}"
+
+
+def _block(rule: str, reason: str) -> Decision:
+    return Decision(RuleAction.BLOCK, rule, reason)
+
+
+def _review(rule: str, reason: str) -> Decision:
+    return Decision(RuleAction.REVIEW, rule, reason)
+
+
+# ------------------------------------------------------------------- the built-ins
+
+Builtin = Callable[[Classification, "str | None"], "Decision | None"]
+
+
+def _drop_database(c: Classification, db: str | None) -> Decision | None:
+    if c.kind == "DROP DATABASE" or (c.kind == "CREATE DATABASE" and "or_replace" in c.flags):
+        return _block(
+            "drop-database",
+            f"{_what(c)} would delete a whole schema and all of its data. Drop the "
+            "individual tables you mean, or ask a person to do it",
+        )
+    return None
+
+
+def _truncate(c: Classification, db: str | None) -> Decision | None:
+    if c.kind == "TRUNCATE":
+        return _block(
+            "truncate",
+            f"{_what(c)} would delete every row. To remove rows, use DELETE with a WHERE "
+            "clause that selects the rows to delete",
+        )
+    return None
+
+
+def _without_where(c: Classification, db: str | None) -> Decision | None:
+    if c.kind not in ("DELETE", "UPDATE"):
+        return None
+    verb = "delete" if c.kind == "DELETE" else "update"
+    rule = f"{verb}-without-where"
+    if not c.has_where:
+        return _block(
+            rule,
+            f"{_what(c)} has no WHERE clause and would {verb} every row. Add a WHERE clause "
+            f"that selects the rows to {verb} (for example WHERE id = 42)",
+        )
+    if c.where_always_true:
+        return _block(
+            rule,
+            f"the WHERE clause of {_what(c)} is always true, so it would {verb} every row. "
+            f"Use a WHERE clause that selects only the rows to {verb} (for example "
+            "WHERE id = 42)",
+        )
+    return None
+
+
+def _privileges(c: Classification, db: str | None) -> Decision | None:
+    if c.kind in PRIVILEGE_KINDS or (
+        c.kind == "SET" and any(name == "password" for name, _ in c.variables)
+    ):
+        return _block(
+            "privileges",
+            f"{c.kind} changes accounts or privileges, which agents may not do through "
+            "the gateway. Ask a database administrator",
+        )
+    return None
+
+
+def _load_data(c: Classification, db: str | None) -> Decision | None:
+    if c.kind in ("LOAD DATA", "LOAD XML"):
+        return _block(
+            "load-data",
+            f"{c.kind} reads files on a server. Insert the rows with INSERT statements instead",
+        )
+    return None
+
+
+def _into_file(c: Classification, db: str | None) -> Decision | None:
+    if "into_outfile" in c.flags or "into_dumpfile" in c.flags:
+        return _block(
+            "into-outfile",
+            "SELECT ... INTO OUTFILE/DUMPFILE writes a file on the database server. Run the "
+            "SELECT without INTO and read the rows from the result",
+        )
+    return None
+
+
+def _load_file(c: Classification, db: str | None) -> Decision | None:
+    if "LOAD_FILE" in c.functions or "load_file" in c.flags:
+        return _block(
+            "load-file",
+            "LOAD_FILE() reads files on the database server. Query table data instead",
+        )
+    return None
+
+
+def _shutdown(c: Classification, db: str | None) -> Decision | None:
+    if c.kind == "SHUTDOWN":
+        return _block("shutdown", "SHUTDOWN would stop the database server. Do not retry it")
+    return None
+
+
+def _set_global(c: Classification, db: str | None) -> Decision | None:
+    if c.kind != "SET":
+        return None
+    for name, _ in c.variables:
+        if name.startswith(("global.", "persist.", "persist_only.")):
+            plain = name.split(".", 1)[1]
+            return _block(
+                "set-global",
+                f"SET GLOBAL {plain} would change the server for every client. Set the "
+                f"session value instead (SET SESSION {plain} = ...), if it is one a "
+                "session may change",
+            )
+    return None
+
+
+def _plugins(c: Classification, db: str | None) -> Decision | None:
+    if c.kind in ("INSTALL PLUGIN", "UNINSTALL PLUGIN"):
+        return _block("install-plugin", f"{c.kind} loads or unloads server code. Do not retry it")
+    return None
+
+
+def _udf(c: Classification, db: str | None) -> Decision | None:
+    if "soname" in c.flags:
+        return _block(
+            "udf",
+            "CREATE FUNCTION ... SONAME loads a shared library into the server. Do not retry it",
+        )
+    return None
+
+
+def _prepare_from_variable(c: Classification, db: str | None) -> Decision | None:
+    if "prepare_from_variable" in c.flags:
+        return _block(
+            "prepare-from-variable",
+            "PREPARE ... FROM @variable runs text the gateway cannot see. Prepare the "
+            "statement from a string literal (PREPARE s FROM 'SELECT ...'), or use your "
+            "driver's prepared statements",
+        )
+    return None
+
+
+def _handler(c: Classification, db: str | None) -> Decision | None:
+    if c.kind == "HANDLER":
+        return _block("handler", "HANDLER reads tables past the SQL layer. Use SELECT instead")
+    return None
+
+
+def _servers(c: Classification, db: str | None) -> Decision | None:
+    if c.kind in ("CREATE SERVER", "ALTER SERVER", "DROP SERVER"):
+        return _block(
+            "create-server",
+            f"{c.kind} defines connections to other servers. Do not retry it",
+        )
+    return None
+
+
+def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
+    for table in c.writes:
+        if qualified(table, db).split(".", 1)[0] == "mysql":
+            return _block(
+                "mysql-schema",
+                f"{c.kind} writes to the mysql system schema ({qualified(table, db)}), which "
+                "holds accounts and privileges. Do not retry it",
+            )
+    return None
+
+
+def _set_variables(c: Classification, db: str | None) -> Decision | None:
+    if c.kind != "SET":
+        return None
+    for name, value in c.variables:
+        if name.startswith("@"):
+            continue
+        plain = name.split(".", 1)[1] if name.startswith(("session.", "local.")) else name
+        if plain not in SESSION_VARIABLES:
+            return _block(
+                "set-variable",
+                f"SET {plain} is not a session setting the gateway allows (it may change how "
+                "statements are logged or read). Leave it unset",
+            )
+        if plain in ("names", "character set", "character_set_client") and (
+            value is None or value.lower() in UNSAFE_CHARSETS or value.lower() == "default"
+        ):
+            shown = value if value is not None else "a computed value"
+            if shown.lower() == "default":
+                shown = "DEFAULT (the server's, which the gateway cannot see)"
+            return _block(
+                "charset",
+                f"the client character set {shown} is not one the gateway can read safely. "
+                "Use SET NAMES utf8mb4",
+            )
+    return None
+
+
+def _unknown(c: Classification, db: str | None) -> Decision | None:
+    if c.kind not in KNOWN_KINDS:
+        what = (
+            "this text is not a statement the gateway knows"
+            if c.kind == "UNKNOWN"
+            else (f"{c.kind} is not a statement the gateway allows")
+        )
+        return _block(
+            "unknown-statement",
+            f"{what}. Supported are SELECT, INSERT, "
+            "UPDATE and DELETE with a WHERE, SHOW, DESCRIBE, EXPLAIN, USE, SET of session "
+            "settings, transactions, and CREATE TABLE/INDEX/VIEW",
+        )
+    return None
+
+
+def _schema_change(c: Classification, db: str | None) -> Decision | None:
+    # MariaDB's CREATE OR REPLACE TABLE drops the existing table first
+    if c.kind in SCHEMA_CHANGES or (c.kind == "CREATE TABLE" and "or_replace" in c.flags):
+        return _review(
+            "schema-change", _review_reason(_what(c), "a schema change needs a person's approval")
+        )
+    return None
+
+
+def _stored_code(c: Classification, db: str | None) -> Decision | None:
+    if c.kind in STORED_CODE:
+        return _review(
+            "stored-code",
+            _review_reason(_what(c), "stored code runs later, unseen, so it needs approval"),
+        )
+    return None
+
+
+def _call(c: Classification, db: str | None) -> Decision | None:
+    if c.kind == "CALL":
+        return _review(
+            "call",
+            _review_reason(
+                "CALL", "a stored procedure runs statements the gateway cannot see one by one"
+            ),
+        )
+    return None
+
+
+def _replace(c: Classification, db: str | None) -> Decision | None:
+    if c.kind == "REPLACE":
+        return _review(
+            "replace",
+            _review_reason(
+                _what(c),
+                "REPLACE deletes the rows it collides with; use INSERT ... ON DUPLICATE KEY "
+                "UPDATE to change existing rows without approval",
+            ),
+        )
+    return None
+
+
+def _multi_table(c: Classification, db: str | None) -> Decision | None:
+    if c.kind in ("UPDATE", "DELETE") and c.multi_table:
+        return _review(
+            "multi-table-write",
+            _review_reason(
+                _what(c),
+                f"a multi-table {c.kind} needs approval; a single-table {c.kind} with a "
+                "WHERE clause (a subquery may select the rows) does not",
+            ),
+        )
+    return None
+
+
+BUILTINS: tuple[Builtin, ...] = (
+    _drop_database,
+    _truncate,
+    _without_where,
+    _privileges,
+    _load_data,
+    _into_file,
+    _load_file,
+    _shutdown,
+    _set_global,
+    _plugins,
+    _udf,
+    _prepare_from_variable,
+    _handler,
+    _servers,
+    _mysql_schema,
+    _set_variables,
+    _unknown,
+    _schema_change,
+    _stored_code,
+    _call,
+    _replace,
+    _multi_table,
+)

@@ -1,0 +1,573 @@
+"""The statement corpus (tests/policy/corpus.py): every text decided as SPEC §6 says,
+first without a server, then through the real gateway in front of MariaDB, where every
+refusal must leave the data, the schemas and the accounts exactly as they were.
+
+Without a server, each text goes through a SessionPolicy (gate.py) as a COM_QUERY, as the
+gateway sends it: Policy.classify (classify_uncertain with ANSI_QUOTES unknown) and
+rules.decide for each statement, plus what only a session decides (``lexing-state``, the
+schema a USE makes current). The rules alone are checked too, and the caches shared.
+Through the gateway, every refused entry must get ERR 1227 (SQLSTATE 42000) naming its
+rule, change nothing on the server and leave the session usable; every allowed entry must
+run without an error (the corpus is real MariaDB syntax)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+from corpus import CORPUS, GBK_TRICK, MODE_CASES, OUTFILES, SCRATCH_SQL, Case, ModeCase
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+from pymysql.constants import CLIENT
+
+from appliance.config import PolicyConfig
+from appliance.mysql.constants import Command, ServerStatus
+from appliance.mysql.relay import ClientCommand
+from appliance.policy import rules
+from appliance.policy.gate import Policy, SessionPolicy, Verdict
+from appliance.policy.lexer import LexMode
+
+AGENT = rules.Subject("agent", frozenset({"agents"}), "orders")
+UTF8MB4_GENERAL_CI = 45
+GBK_CHINESE_CI = 28
+ALLOW = "default-allow"
+
+
+def _id(sql: str | bytes) -> str:
+    text = sql.decode("latin-1") if isinstance(sql, bytes) else sql
+    text = " ".join(text.split())
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+# ------------------------------------------------------------------ without a server
+
+
+class Session:
+    """One agent session's policy, fed commands the way the gateway feeds them."""
+
+    def __init__(self, charset: int = UTF8MB4_GENERAL_CI, policy: Policy | None = None) -> None:
+        policy = policy if policy is not None else Policy(PolicyConfig(), ())
+        self.policy = SessionPolicy(policy, AGENT, "shop", charset)
+        self._next = 0
+
+    def query(self, sql: bytes, status: int = 0) -> tuple[ClientCommand, Verdict]:
+        self._next += 1
+        payload = bytes([Command.QUERY]) + sql
+        cmd = ClientCommand(self._next, Command.QUERY, payload, payload)
+        return cmd, self.policy.decide(cmd, status, {})
+
+    def outcome(self, sql: bytes, status: int = 0) -> str:
+        return rule_of(self.query(sql, status)[1])
+
+
+def rule_of(verdict: Verdict) -> str:
+    """The rule that decides a text: its first refused statement's, else default-allow."""
+    if verdict.refusal is not None:
+        return verdict.refusal.rule
+    rules_seen = {part.decision.rule for part in verdict.parts}
+    assert rules_seen <= {ALLOW}, rules_seen
+    return ALLOW
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[_id(c.sql) for c in CORPUS])
+def test_corpus_decision(case: Case) -> None:
+    assert Session().outcome(case.sql.encode()) == case.expected
+
+
+SESSION_ONLY = ("lexing-state",)  # rules the session adds to the built-ins (gate.py)
+
+
+RULES_ONLY = [c for c in CORPUS if c.expected not in SESSION_ONLY and "USE " not in c.sql]
+
+
+@pytest.mark.parametrize("case", RULES_ONLY, ids=[_id(c.sql) for c in RULES_ONLY])
+def test_corpus_decision_by_the_rules_alone(case: Case) -> None:
+    """The same decisions from Policy.classify and rules.decide, without the session."""
+    found = Policy(PolicyConfig(), ()).classify(case.sql.encode(), LexMode(), False)
+    decisions = [rules.decide(c, AGENT, "shop", ()) for c in found]
+    refused = [d.rule for d in decisions if d.refused]
+    assert (refused[0] if refused else ALLOW) == case.expected
+
+
+@pytest.mark.parametrize("order", ["forward", "backward"])
+def test_corpus_decisions_with_shared_caches(order: str) -> None:
+    """One gateway-wide Policy for the whole corpus, as in the gateway: what one text
+    leaves in the caches (exact text, statement shape) must not decide another."""
+    policy = Policy(PolicyConfig(), ())
+    cases = CORPUS if order == "forward" else CORPUS[::-1]
+    wrong = [
+        f"{case.sql!r}: expected {case.expected}, got {got}"
+        for case in cases
+        if (got := Session(policy=policy).outcome(case.sql.encode())) != case.expected
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_cached_shape_does_not_hide_ansi_quotes() -> None:
+    """`SELECT ?` is the shape of both texts; with ANSI_QUOTES the second one is a
+    SELECT of an identifier and a DELETE."""
+    session = Session()
+    assert session.outcome(b"SELECT 'warm'") == ALLOW
+    assert session.outcome(rb'SELECT "a\"; DELETE FROM corpus.items; -- "') == "not-understood"
+
+
+def test_a_cached_shape_does_not_hide_no_backslash_escapes() -> None:
+    """While a SET sql_mode is on its way (pipelined), a backslash is read both ways,
+    whatever a text of the same shape read before."""
+    session = Session()
+    _, verdict = session.query(b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'")
+    assert not verdict.refused  # sent; its answer has not come back yet
+    assert session.outcome(b"SELECT 'warm'") == ALLOW
+    trick = rb"SELECT 'a\'; DELETE FROM corpus.items; -- '"
+    assert session.outcome(trick) == "not-understood"
+
+
+@pytest.mark.parametrize("case", MODE_CASES, ids=[_id(c.sql) for c in MODE_CASES])
+def test_session_state_decision(case: ModeCase) -> None:
+    session = Session(GBK_CHINESE_CI if case.multibyte_unsafe else UTF8MB4_GENERAL_CI)
+    status = int(ServerStatus.NO_BACKSLASH_ESCAPES) if case.no_backslash_escapes else 0
+    if case.backslash_unknown:
+        # sent, allowed and not yet answered: NO_BACKSLASH_ESCAPES is unknown meanwhile
+        _, verdict = session.query(b"SET sql_mode = CONCAT(@@sql_mode, ',ANSI')", status)
+        assert not verdict.refused
+    assert session.outcome(case.sql, status) == case.expected
+
+
+def _builtin_rule_names() -> set[str]:
+    """Every rule name a built-in can return, read from rules.py's _block/_review calls."""
+    tree = ast.parse(inspect.getsource(rules))
+    builtins = {fn.__name__ for fn in rules.BUILTINS}
+    names: set[str] = set()
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef) or node.name not in builtins:
+            continue
+        found = set()
+        for call in ast.walk(node):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name)
+                and call.func.id in ("_block", "_review")
+                and call.args
+            ):
+                first = call.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    found.add(first.value)
+                elif isinstance(first, ast.Name) and node.name == "_without_where":
+                    found |= {"delete-without-where", "update-without-where"}
+        assert found, f"no rule name found in {node.name}: teach this test to read it"
+        names |= found
+    return names
+
+
+def test_corpus_covers_every_rule() -> None:
+    assert len(CORPUS) >= 300
+    assert len({c.sql for c in CORPUS}) == len(CORPUS), "duplicate texts"
+    expected = {c.expected for c in CORPUS}
+    missing = (_builtin_rule_names() | {"not-understood", ALLOW}) - expected
+    assert not missing, f"no corpus entry is decided by {sorted(missing)}"
+
+
+# ------------------------------------------------------------- through the gateway
+
+#: What a forwarded refusal could have changed, read directly from the server.
+STATE_SQL: tuple[str, ...] = (
+    "SELECT schema_name FROM information_schema.schemata ORDER BY 1",
+    "SELECT table_schema, table_name, table_type, engine FROM information_schema.tables "
+    "WHERE table_schema NOT IN ('information_schema', 'performance_schema', 'sys') "
+    "ORDER BY 1, 2",
+    "SELECT table_schema, table_name, column_name, column_type FROM "
+    "information_schema.columns WHERE table_schema IN ('corpus', 'shop') ORDER BY 1, 2, 3",
+    "SELECT table_schema, table_name, index_name, seq_in_index, column_name FROM "
+    "information_schema.statistics WHERE table_schema IN ('corpus', 'shop') "
+    "ORDER BY 1, 2, 3, 4",
+    "SELECT routine_schema, routine_name, routine_type FROM information_schema.routines "
+    "ORDER BY 1, 2",
+    "SELECT trigger_schema, trigger_name FROM information_schema.triggers ORDER BY 1, 2",
+    "SELECT event_schema, event_name, status FROM information_schema.events ORDER BY 1, 2",
+    "SELECT User, Host, Priv FROM mysql.global_priv ORDER BY 1, 2",
+    "SELECT * FROM mysql.db ORDER BY Host, Db, User",
+    "SELECT * FROM mysql.tables_priv ORDER BY Host, Db, User, Table_name",
+    "SELECT * FROM mysql.roles_mapping ORDER BY 1, 2, 3",
+    "SELECT * FROM mysql.proxies_priv ORDER BY 1, 2, 3, 4",
+    "SELECT * FROM mysql.servers ORDER BY 1",
+    "SELECT * FROM mysql.plugin ORDER BY 1",
+    "SELECT * FROM mysql.func ORDER BY 1",
+    "SELECT @@global.general_log, @@global.slow_query_log, @@global.max_connections, "
+    "@@global.sql_mode, @@global.event_scheduler, @@global.local_infile, "
+    "@@global.init_connect, @@global.tx_isolation, @@global.read_only",
+    "SELECT * FROM corpus.items ORDER BY id",
+    "SELECT * FROM corpus.stock ORDER BY item_id",
+    "SELECT * FROM corpus.notes ORDER BY id",
+    "SELECT * FROM shop.customers ORDER BY id",
+    "SELECT * FROM shop.orders ORDER BY id",
+)
+
+
+class Direct:
+    """A root connection to MariaDB, past the gateway: the scratch data and its checks."""
+
+    def __init__(self, db: MariaDB) -> None:
+        self.db = db
+        self.conn = db.connect()
+        with self.conn.cursor() as cur:
+            cur.execute("SET SESSION lock_wait_timeout = 5, innodb_lock_wait_timeout = 5")
+
+    def run(self, *statements: str) -> None:
+        with self.conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+
+    def rebuild(self) -> None:
+        self.run(*SCRATCH_SQL)
+        for path in OUTFILES:
+            Path(path).unlink(missing_ok=True)
+
+    def state(self) -> list[Any]:
+        out: list[Any] = []
+        with self.conn.cursor() as cur:
+            for sql in STATE_SQL:
+                try:
+                    cur.execute(sql)
+                    out.append((sql, cur.fetchall()))
+                except pymysql.err.MySQLError as exc:  # e.g. a table that is gone
+                    out.append((sql, f"error {exc.args[0]}"))
+        out.append(("outfiles", [p for p in OUTFILES if os.path.exists(p)]))
+        return out
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def state_diff(before: list[Any], after: list[Any]) -> str:
+    return "; ".join(
+        f"{what}: {b!r} -> {a!r}" for (what, b), (_, a) in zip(before, after, strict=True) if a != b
+    )
+
+
+class Agent:
+    """The agent's connection through the gateway (mysql.connector, pure Python: it
+    reports the SQLSTATE), reopened only when a test lost it."""
+
+    def __init__(self, gw: GatewayProcess) -> None:
+        self.gw = gw
+        self.conn: Any = None
+
+    def get(self) -> Any:
+        if self.conn is None or not self.conn.is_connected():
+            acct = self.gw.account()
+            self.conn = mysql.connector.connect(
+                host=self.gw.host,
+                port=self.gw.port,
+                user=acct.user,
+                password=acct.password,
+                database="shop",
+                use_pure=True,
+                ssl_disabled=True,
+                autocommit=True,
+                connection_timeout=10,
+            )
+        return self.conn
+
+    def run(self, sql: str | bytes) -> list[Any]:
+        """Every result of a text, read to the end."""
+        conn = self.get()
+        rows: list[Any] = []
+        for result in conn.cmd_query_iter(sql.encode() if isinstance(sql, str) else sql):
+            if "columns" in result:
+                rows.append(conn.get_rows()[0])
+        return rows
+
+    def error(self, sql: str | bytes) -> Any:
+        """The error a text gets, or None when it ran."""
+        try:
+            self.run(sql)
+        except mysql.connector.Error as exc:
+            return exc
+        return None
+
+    def refused(self, sql: str | bytes) -> Any:
+        """The error a text gets; fails when it runs."""
+        error = self.error(sql)
+        assert error is not None, f"not refused: {sql!r}"
+        return error
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+@pytest.fixture(scope="module")
+def direct(mariadb: MariaDB) -> Iterator[Direct]:
+    d = Direct(mariadb)
+    d.rebuild()
+    try:
+        yield d
+    finally:
+        d.run(*(sql for sql in SCRATCH_SQL if sql.startswith("DROP ")))
+        d.close()
+        for path in OUTFILES:
+            Path(path).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    mariadb: MariaDB, direct: Direct, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), mariadb, mariadb.pki).start()
+    try:
+        yield gw
+    finally:
+        code = gw.stop()
+    assert code == 0, gw.log()[-3000:]
+    assert "Traceback" not in gw.log()
+
+
+@pytest.fixture(scope="module")
+def agent(gateway: GatewayProcess) -> Iterator[Agent]:
+    a = Agent(gateway)
+    try:
+        yield a
+    finally:
+        a.close()
+
+
+def assert_refused(error: Any, rule: str) -> None:
+    assert error is not None, "the statement ran"
+    assert (error.errno, error.sqlstate) == (1227, "42000"), f"{error.errno}: {error.msg}"
+    assert error.msg.startswith("sqlgate: "), error.msg
+    assert f" by rule '{rule}': " in error.msg, error.msg
+
+
+def assert_unchanged(direct: Direct, before: list[Any]) -> None:
+    after = direct.state()
+    if after != before:
+        diff = state_diff(before, after)
+        direct.rebuild()
+        pytest.fail(f"a refused statement changed the server: {diff}")
+
+
+REFUSED_LIVE = [c for c in CORPUS if c.expected != ALLOW and c.live]
+ALLOWED_LIVE = [c for c in CORPUS if c.expected == ALLOW and c.live]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", REFUSED_LIVE, ids=[_id(c.sql) for c in REFUSED_LIVE])
+def test_refused_through_the_gateway(case: Case, agent: Agent, direct: Direct) -> None:
+    before = direct.state()
+    error = agent.error(case.sql)
+    assert_unchanged(direct, before)
+    assert_refused(error, case.expected)
+    assert agent.run("SELECT 1") == [[(1,)]]  # the same session goes on
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", ALLOWED_LIVE, ids=[_id(c.sql) for c in ALLOWED_LIVE])
+def test_allowed_through_the_gateway(case: Case, agent: Agent) -> None:
+    """Allowed texts run, without any error: the corpus is real MariaDB syntax."""
+    try:
+        agent.run(case.sql)
+    finally:
+        conn = agent.get()
+        assert conn.cmd_reset_connection()
+        conn.cmd_init_db("shop")
+    assert agent.run("SELECT 1") == [[(1,)]]
+
+
+# ------------------------------------------------ session state that changes lexing
+
+
+def _pymysql(gw: GatewayProcess, **kw: Any) -> Any:
+    return gw.connect(**kw)
+
+
+def _refused_pymysql(conn: Any, sql: bytes, rule: str) -> None:
+    with pytest.raises(pymysql.err.MySQLError) as info, conn.cursor() as cur:
+        cur.execute(sql)
+    code, message = info.value.args
+    assert code == 1227, message
+    assert message.startswith("sqlgate: ") and f" by rule '{rule}': " in message, message
+
+
+@pytest.mark.integration
+def test_no_backslash_escapes_is_followed(
+    gateway: GatewayProcess, agent: Agent, direct: Direct
+) -> None:
+    """Under NO_BACKSLASH_ESCAPES, 'a\\' ends the string and a DELETE follows."""
+    trick = rb"SELECT 'a\'; DELETE FROM corpus.items; -- '"
+    before = direct.state()
+    conn = agent.get()
+    try:
+        assert agent.run(trick) == [[("a'; DELETE FROM corpus.items; -- ",)]]
+        agent.run("SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        assert agent.run(rb"SELECT 'a\'") == [[("a\\",)]]
+        assert_refused(agent.refused(trick), "delete-without-where")
+        assert_unchanged(direct, before)
+        assert agent.run("SELECT 1") == [[(1,)]]
+    finally:
+        assert conn.cmd_reset_connection()
+        conn.cmd_init_db("shop")
+    # COM_RESET_CONNECTION restored the default sql_mode, and the gateway followed
+    assert agent.run(trick) == [[("a'; DELETE FROM corpus.items; -- ",)]]
+
+
+@pytest.mark.integration
+def test_ansi_quotes_is_never_assumed(agent: Agent, direct: Direct) -> None:
+    """With ANSI_QUOTES, "a\\" is an identifier (here an alias) and the DELETE after it
+    runs: the gateway refuses the text whatever sql_mode the session has (the server never
+    reports it), even after an allowed text of the same shape."""
+    trick = rb'SELECT 2 AS "b\"; DELETE FROM corpus.items; -- "'  # sent nowhere else
+    before = direct.state()
+    conn = agent.get()
+    try:
+        assert agent.run("SELECT 1 AS 'same shape'") == [[(1,)]]
+        agent.run("SET sql_mode = 'ANSI_QUOTES'")
+        error = agent.error(trick)
+        assert_unchanged(direct, before)
+        assert_refused(error, "not-understood")
+        assert_refused(agent.refused(trick), "not-understood")
+        assert agent.run("SELECT 1") == [[(1,)]]
+    finally:
+        assert conn.cmd_reset_connection()
+        conn.cmd_init_db("shop")
+    assert_refused(agent.refused(trick), "not-understood")  # and in the default sql_mode
+
+
+def _login_only(gw: GatewayProcess, charset: str, **kw: Any) -> Any:
+    """A PyMySQL connection that logs in with `charset` (the handshake's collation) and
+    sends no SET NAMES afterwards, as the C client and most drivers do."""
+
+    class LoginCharsetOnly(pymysql.connections.Connection):  # type: ignore[misc]
+        def set_character_set(self, charset: str, collation: str | None = None) -> None:
+            self.charset = charset
+            self.encoding = pymysql.charset.charset_by_name(charset).encoding
+            self.collation = collation
+
+    acct = gw.account()
+    return LoginCharsetOnly(
+        host=gw.host,
+        port=gw.port,
+        user=acct.user,
+        password=acct.password,
+        database="shop",
+        charset=charset,
+        autocommit=True,
+        ssl_disabled=True,
+        connect_timeout=10,
+        read_timeout=30,
+        **kw,
+    )
+
+
+@pytest.mark.integration
+def test_pipelined_sql_mode_change(gateway: GatewayProcess, direct: Direct) -> None:
+    """SET sql_mode and, before its answer, a text whose reading depends on it: the
+    gateway cannot know NO_BACKSLASH_ESCAPES yet and must read the backslash both ways."""
+    trick = rb"SELECT 'a\'; DELETE FROM corpus.items; -- '"
+    before = direct.state()
+    with _pymysql(gateway, client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        for sql in (b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'", b"SELECT 'warm'", trick):
+            conn._execute_command(Command.QUERY, sql)  # all three before any answer
+        answers: list[Any] = []
+        for _ in range(3):
+            conn._next_seq_id = 1
+            try:
+                result = pymysql.connections.MySQLResult(conn)
+                result.read()
+                answers.append(result.rows)
+                while result.has_next:  # sequence ids run on across the results
+                    result = pymysql.connections.MySQLResult(conn)
+                    result.read()
+            except pymysql.err.MySQLError as exc:
+                answers.append(exc.args)
+        assert_unchanged(direct, before)
+        assert answers[2][0] == 1227 and "by rule 'not-understood'" in answers[2][1], answers
+
+
+@pytest.mark.integration
+def test_multibyte_client_charset(
+    mariadb: MariaDB, gateway: GatewayProcess, direct: Direct
+) -> None:
+    """A gbk session: 0xbf 0x5c is one character, so the quote after it ends the string
+    and what follows is another statement. The gateway reads only ASCII in such a session."""
+    # the control: the server itself splits the harmless twin of the trick in two
+    harmless = GBK_TRICK.replace(b"DELETE FROM corpus.items", b"SELECT 2")
+    with mariadb.connect(charset="gbk", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        with conn.cursor() as cur:
+            cur.execute(harmless)
+            assert cur.nextset() and cur.fetchall() == ((2,),)
+    before = direct.state()
+    with _login_only(gateway, "gbk", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        _refused_pymysql(conn, GBK_TRICK, "not-understood")
+        assert_unchanged(direct, before)
+        with conn.cursor() as cur:
+            cur.execute(b"SELECT id FROM corpus.items WHERE id = 1")
+            assert cur.fetchall() == ((1,),)
+            cur.execute(b"SELECT @@character_set_client")
+            assert cur.fetchall() == (("gbk",),)
+    with _pymysql(gateway) as conn:
+        _refused_pymysql(conn, b"SET NAMES gbk", "charset")
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@character_set_client")
+            assert cur.fetchall() == (("utf8mb4",),)
+
+
+@pytest.mark.integration
+def test_com_set_option_turns_multi_statements_on(gateway: GatewayProcess, direct: Direct) -> None:
+    """A client that logged in without MULTI_STATEMENTS turns them on with COM_SET_OPTION:
+    each statement is still decided."""
+    before = direct.state()
+    with _pymysql(gateway) as conn:
+        conn._execute_command(Command.SET_OPTION, b"\x00\x00")  # MYSQL_OPTION_MULTI_STATEMENTS_ON
+        conn._read_packet()  # EOF or OK
+        _refused_pymysql(conn, b"SELECT 1; DELETE FROM corpus.items", "delete-without-where")
+        assert_unchanged(direct, before)
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1; SELECT 2")
+            assert cur.fetchall() == ((1,),)
+            assert cur.nextset() and cur.fetchall() == ((2,),)
+
+
+@pytest.mark.integration
+def test_prepare_from_a_variable(agent: Agent, direct: Direct) -> None:
+    """The variable holds a DELETE the gateway never sees: PREPARE s FROM @v is refused,
+    so EXECUTE finds no statement."""
+    before = direct.state()
+    assert agent.get().cmd_reset_connection()  # no statement s left from earlier tests
+    agent.run("SET @v = 'DELETE FROM corpus.items'")
+    assert_refused(agent.refused("PREPARE s FROM @v"), "prepare-from-variable")
+    error = agent.refused("EXECUTE s")
+    assert error.errno == 1243, error.msg  # unknown prepared statement handler
+    assert_unchanged(direct, before)
+
+
+@pytest.mark.integration
+def test_binary_protocol_prepare(gateway: GatewayProcess, direct: Direct) -> None:
+    """COM_STMT_PREPARE is decided like a query."""
+    before = direct.state()
+    acct = gateway.account()
+    conn = mysql.connector.connect(
+        host=gateway.host,
+        port=gateway.port,
+        user=acct.user,
+        password=acct.password,
+        database="shop",
+        use_pure=True,
+        ssl_disabled=True,
+    )
+    try:
+        cur = conn.cursor(prepared=True)
+        with pytest.raises(mysql.connector.Error) as info:
+            cur.execute("DELETE FROM corpus.items WHERE 1 = 1 OR id = ?", (1,))
+        assert_refused(info.value, "delete-without-where")
+        cur.execute("SELECT name FROM corpus.items WHERE id = ?", (1,))
+        assert cur.fetchall() == [("apple",)]
+    finally:
+        conn.close()
+    assert_unchanged(direct, before)

@@ -1,0 +1,339 @@
+"""The policy in the real gateway: refusals the client can act on, nothing forwarded that
+was refused, each statement of a text decided and recorded, shadow mode, the guard."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+from lab.clients import run_sqlgate as sqlgate
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+from pymysql.constants import CLIENT
+
+pytestmark = pytest.mark.integration
+
+RULES = """
+[[rules]]
+name = "orders-are-read-only"
+statements = ["UPDATE", "DELETE", "INSERT"]
+tables = ["shop.orders"]
+action = "block"
+
+[[rules]]
+name = "dba-may-alter"
+statements = ["ALTER TABLE"]
+groups = ["dba"]
+action = "allow"
+"""
+
+
+def export(gw: GatewayProcess) -> list[dict[str, Any]]:
+    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def statements(gw: GatewayProcess) -> list[dict[str, Any]]:
+    return [r for r in export(gw) if r["kind"] == "statement"]
+
+
+def result_of(recs: list[dict[str, Any]], st: dict[str, Any]) -> dict[str, Any]:
+    (res,) = [
+        r
+        for r in recs
+        if r["kind"] == "result"
+        and (r["session"], r["statement_seq"]) == (st["session"], st["statement_seq"])
+    ]
+    return res
+
+
+def direct(mariadb: MariaDB, sql: str) -> list[tuple[Any, ...]]:
+    conn = mariadb.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            rows = list(cur.fetchall())
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def gw(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.pol_items (id INT PRIMARY KEY, v INT)")
+    direct(mariadb, "DELETE FROM shop.pol_items")
+    direct(mariadb, "INSERT INTO shop.pol_items VALUES (1, 10), (2, 20), (3, 30)")
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw"), mariadb, mariadb.pki, extra_toml=RULES
+    ).start()
+    yield gw
+    assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+
+
+def items(mariadb: MariaDB) -> list[tuple[Any, ...]]:
+    return direct(mariadb, "SELECT id, v FROM shop.pol_items ORDER BY id")
+
+
+def refused(conn: Any, sql: str) -> str:
+    """The message of the 1227 a statement gets; fails if it ran."""
+    with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
+        cur.execute(sql)
+    code, message = info.value.args
+    assert code == 1227, message
+    return str(message)
+
+
+def test_delete_without_where_is_refused_and_the_session_goes_on(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    before = items(mariadb)
+    with gw.connect(database="shop") as conn:
+        message = refused(conn, "DELETE FROM pol_items")
+        assert message.startswith("sqlgate: blocked by rule 'delete-without-where': ")
+        assert "Add a WHERE clause that selects the rows to delete" in message
+        refused(conn, "UPDATE pol_items SET v = 0 WHERE 1 = 1")
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM pol_items")
+            assert cur.fetchone() == (3,)
+            cur.execute("UPDATE pol_items SET v = 11 WHERE id = 1")
+        conn.commit()
+    assert items(mariadb) == [(1, 11), (2, 20), (3, 30)] != before
+    recs = export(gw)
+    blocked = [r for r in recs if r["kind"] == "statement" and r["sql"] == "DELETE FROM pol_items"]
+    assert len(blocked) == 1
+    st = blocked[0]
+    assert st["decision"] == "blocked" and st["rule"] == "delete-without-where"
+    assert st["reason"].startswith("sqlgate: blocked by rule 'delete-without-where'")
+    assert result_of(recs, st)["error"] == 1227
+    direct(mariadb, "UPDATE shop.pol_items SET v = 10 WHERE id = 1")
+
+
+def test_sqlstate_is_42000(gw: GatewayProcess) -> None:
+    conn = mysql.connector.connect(
+        host=gw.host,
+        port=gw.port,
+        user="agent",
+        password=gw.account().password,
+        database="shop",
+        use_pure=True,
+        ssl_disabled=True,
+    )
+    try:
+        cur = conn.cursor()
+        with pytest.raises(mysql.connector.Error) as info:
+            cur.execute("TRUNCATE TABLE pol_items")
+        assert info.value.errno == 1227 and info.value.sqlstate == "42000"
+        assert "rule 'truncate'" in info.value.msg
+    finally:
+        conn.close()
+
+
+def test_each_statement_of_a_multi_statement_text_is_decided_and_recorded(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT id FROM pol_items; SELECT 1, 2; UPDATE pol_items SET v = 12 WHERE id < 3"
+            )
+            assert cur.fetchall() == ((1,), (2,), (3,))
+            assert cur.nextset() and cur.fetchall() == ((1, 2),)
+            assert cur.nextset() and cur.rowcount == 2
+        conn.commit()
+        # one refused statement refuses the whole text: the INSERT before it does not run
+        message = refused(
+            conn, "INSERT INTO pol_items VALUES (9, 90); DELETE FROM pol_items WHERE 1"
+        )
+        assert "rule 'delete-without-where'" in message
+        # a failing statement: the ones after it do not run
+        with pytest.raises(pymysql.err.ProgrammingError), conn.cursor() as cur:
+            cur.execute("SELECT 7; SELECT * FROM no_such_table; SELECT 8")
+            while cur.nextset():
+                pass
+    assert items(mariadb) == [(1, 12), (2, 12), (3, 30)]
+    direct(mariadb, "UPDATE shop.pol_items SET v = id * 10")
+    recs = export(gw)
+    sts = [r for r in recs if r["kind"] == "statement"]
+
+    def part(sql: str) -> dict[str, Any]:
+        (st,) = [s for s in sts if s["sql"] == sql]
+        return st
+
+    first = part("SELECT id FROM pol_items")
+    second = part("SELECT 1, 2")
+    third = part("UPDATE pol_items SET v = 12 WHERE id < 3")
+    assert second["statement_seq"] == first["statement_seq"] + 1
+    assert third["statement_seq"] == first["statement_seq"] + 2
+    assert [first["part"], second["part"], third["part"]] == ["1/3", "2/3", "3/3"]
+    assert first["sql_sha256"] == third["sql_sha256"]  # the packet that carried them
+    assert (result_of(recs, first)["rows"], result_of(recs, second)["rows"]) == (3, 1)
+    assert result_of(recs, third)["affected"] == 2
+    insert = part("INSERT INTO pol_items VALUES (9, 90)")
+    delete = part("DELETE FROM pol_items WHERE 1")
+    assert insert["decision"] == delete["decision"] == "blocked"
+    assert delete["rule"] == insert["rule"] == "delete-without-where"
+    assert insert["reason"].startswith("not run: statement 2 of the same text was refused")
+    assert result_of(recs, insert)["error"] == 1227
+    seven, missing, eight = part("SELECT 7"), part("SELECT * FROM no_such_table"), part("SELECT 8")
+    assert result_of(recs, seven)["rows"] == 1 and result_of(recs, seven)["error"] is None
+    assert result_of(recs, missing)["error"] == 1146
+    assert result_of(recs, eight)["note"].startswith("not run")
+
+
+def test_prepared_statements_are_decided_at_prepare_time(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    conn = mysql.connector.connect(
+        host=gw.host,
+        port=gw.port,
+        user="agent",
+        password=gw.account().password,
+        database="shop",
+        use_pure=True,
+        ssl_disabled=True,
+    )
+    try:
+        cur = conn.cursor(prepared=True)
+        with pytest.raises(mysql.connector.Error) as info:
+            cur.execute("DELETE FROM pol_items WHERE ? OR 1 = 1", (0,))
+        assert info.value.errno == 1227
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT v FROM pol_items WHERE id = ?", (2,))
+        assert cur.fetchall() == [(20,)]
+        cur.execute("SELECT v FROM pol_items WHERE id = ?", (3,))
+        assert cur.fetchall() == [(30,)]
+    finally:
+        conn.close()
+    assert items(mariadb) == [(1, 10), (2, 20), (3, 30)]
+    sts = statements(gw)
+    prepare = [s for s in sts if s["command"] == "COM_STMT_PREPARE" and "OR 1 = 1" in s["sql"]]
+    assert prepare and prepare[0]["rule"] == "delete-without-where"
+    executes = [s for s in sts if s["command"] == "COM_STMT_EXECUTE"]
+    assert [s["sql"] for s in executes[-2:]] == ["SELECT v FROM pol_items WHERE id = ?"] * 2
+    assert all(s["rule"] == "prepared" and s["decision"] == "allowed" for s in executes)
+
+
+def test_configured_rules_come_first(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    before = direct(mariadb, "SELECT * FROM shop.orders ORDER BY id")
+    with gw.connect(database="shop") as conn:
+        message = refused(conn, "UPDATE orders SET total = 0 WHERE id = 1")
+        assert message.startswith("sqlgate: blocked by rule 'orders-are-read-only': ")
+        message = refused(conn, "ALTER TABLE pol_items ADD COLUMN w INT")
+        assert message.startswith("sqlgate: review required by rule 'schema-change': ")
+        assert "approval" in message
+    with gw.connect(user="dba", database="shop") as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE pol_items ADD COLUMN w INT")
+        cur.execute("ALTER TABLE pol_items DROP COLUMN w")
+    assert direct(mariadb, "SELECT * FROM shop.orders ORDER BY id") == before
+
+
+def test_unreadable_text_is_refused(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        message = refused(conn, "SELECT 1 /*! ; DELETE FROM pol_items */")
+        assert "rule 'not-understood'" in message and "executable comment" in message
+        with conn.cursor() as cur:  # the same words inside a string are only a string
+            cur.execute("SELECT '/*! DELETE FROM pol_items */'")
+            assert cur.fetchone() == ("/*! DELETE FROM pol_items */",)
+    assert items(mariadb) == [(1, 10), (2, 20), (3, 30)]
+
+
+def test_no_backslash_escapes_is_followed(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    """Under NO_BACKSLASH_ESCAPES, 'a\\' ends the string: what follows is a DELETE."""
+    trick = "SELECT 'a\\'; DELETE FROM pol_items; -- '"
+    with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        with conn.cursor() as cur:
+            cur.execute(trick)  # backslash escapes on: one string, one statement
+            assert cur.fetchall() == (("a'; DELETE FROM pol_items; -- ",),)
+            cur.execute("SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        message = refused(conn, trick)
+        assert "rule 'delete-without-where'" in message
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = DEFAULT")
+            cur.execute(trick)
+            assert len(cur.fetchall()) == 1
+    assert items(mariadb) == [(1, 10), (2, 20), (3, 30)]
+
+
+def test_changes_to_how_text_is_read(gw: GatewayProcess) -> None:
+    with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        assert "rule 'charset'" in refused(conn, "SET NAMES gbk")
+        message = refused(conn, "SET sql_mode = 'ANSI_QUOTES'; SELECT 1")
+        assert "rule 'lexing-state'" in message
+        with conn.cursor() as cur:
+            cur.execute("SET NAMES utf8mb4")
+            cur.execute("SELECT 'ü'")
+            assert cur.fetchone() == ("ü",)
+    # PyMySQL sends SET NAMES for the character set it was given: refused, it says why
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        gw.connect(database="shop", charset="gbk")
+    assert info.value.args[0] == 1227 and "rule 'charset'" in info.value.args[1]
+
+
+def test_shadow_mode_records_what_would_have_happened(mariadb: MariaDB, tmp_path: Path) -> None:
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.shadow_t (id INT PRIMARY KEY)")
+    direct(mariadb, "INSERT IGNORE INTO shop.shadow_t VALUES (1), (2)")
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, extra_toml='[policy]\nmode = "shadow"\n'
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM shadow_t")
+            assert cur.rowcount == 2
+            conn.commit()
+    finally:
+        assert gw.stop() == 0
+    assert direct(mariadb, "SELECT COUNT(*) FROM shop.shadow_t") == [(0,)]
+    recs = export(gw)
+    (st,) = [r for r in recs if r["kind"] == "statement" and r["sql"] == "DELETE FROM shadow_t"]
+    assert st["decision"] == "allowed" and st["shadow_decision"] == "blocked"
+    assert st["rule"] == "delete-without-where"
+    assert st["reason"].startswith("shadow mode: sqlgate: blocked by rule 'delete-without-where'")
+    assert result_of(recs, st)["affected"] == 2
+
+
+def test_runaway_guard_refuses_and_alerts(mariadb: MariaDB, tmp_path: Path) -> None:
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nstatements_per_second = 5\n",
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            messages = []
+            for _ in range(12):
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                except pymysql.err.OperationalError as exc:
+                    messages.append(str(exc.args[1]))
+            assert messages and all("rule 'runaway-statements'" in m for m in messages)
+            assert "Slow down" in messages[0]
+    finally:
+        assert gw.stop() == 0
+    alerts = [r for r in export(gw) if r["kind"] == "alert"]
+    assert len(alerts) == 1 and alerts[0]["alert"] == "runaway-agent"
+    assert alerts[0]["identity"] == "agent"
+
+
+def test_oversized_text(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    """Over ``max_statement_bytes``: an INSERT is decided on its shape, anything else is
+    refused; a refused text over 16 MiB gets its answer with the right sequence id."""
+    big = "x" * (17 * 1024 * 1024)
+    with gw.connect(database="shop", max_allowed_packet=64 * 1024 * 1024) as conn:
+        message = refused(conn, f"SELECT COUNT(*) FROM pol_items WHERE '{big}' <> ''")
+        assert "rule 'oversized'" in message and "prepared-statement parameters" in message
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO pol_items VALUES (100, LENGTH('{big[:2_000_000]}'))")
+            cur.execute("SELECT v FROM pol_items WHERE id = 100")
+            assert cur.fetchone() == (2_000_000,)
+        conn.commit()
+    direct(mariadb, "DELETE FROM shop.pol_items WHERE id = 100")
