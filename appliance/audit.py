@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from appliance.config import Config
@@ -33,7 +33,7 @@ class Audit:
         self.appliance = config.appliance.name
         self.writer = LedgerWriter.from_config(config.ledger)
         self.boot = os.urandom(4).hex()  # session ids stay unique across restarts
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._futures: set[asyncio.Future[Any]] = set()  # background appends in flight
 
     async def open(self) -> None:
         try:
@@ -49,8 +49,8 @@ class Audit:
         )
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._futures:
+            await asyncio.gather(*self._futures, return_exceptions=True)
         try:
             await self.writer.close()
         except LedgerError as exc:
@@ -189,20 +189,26 @@ class Audit:
 
     def background(self, fields: dict[str, Any]) -> None:
         """Append without waiting (the writer keeps the order of calls)."""
-        self._spawn(self._append_quietly(fields))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _append_quietly(self, fields: dict[str, Any]) -> None:
+        kind = fields["kind"]
         try:
-            await self.writer.append(fields)
-        except LedgerUnavailable as exc:
-            log.error("audit ledger unavailable: a %s record was lost: %s", fields["kind"], exc)
-        except ValueError as exc:  # a field the ledger cannot hold: a bug, said in one line
-            log.error("audit ledger refused a %s record: %s", fields["kind"], exc)
+            future = self.writer.append_nowait(fields)
+        except (LedgerUnavailable, ValueError) as exc:
+            self._lost(kind, exc)
+            return
+        self._futures.add(future)
+        future.add_done_callback(lambda f: self._settled(kind, f))
+
+    def _settled(self, kind: str, future: asyncio.Future[Any]) -> None:
+        self._futures.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._lost(kind, future.exception())
+
+    @staticmethod
+    def _lost(kind: str, exc: BaseException | None) -> None:
+        if isinstance(exc, LedgerUnavailable):
+            log.error("audit ledger unavailable: a %s record was lost: %s", kind, exc)
+        else:  # a field the ledger cannot hold: a bug, said in one line
+            log.error("audit ledger refused a %s record: %s", kind, exc)
 
     @classmethod
     def _statement(

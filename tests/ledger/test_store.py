@@ -181,6 +181,45 @@ def test_group_commit_20000_records(tmp_path: Path) -> None:
     assert result.ok and result.records == records + 1
 
 
+def test_records_nobody_waits_for_share_the_next_commit(tmp_path: Path) -> None:
+    """A result (append_nowait) lingers and rides along with the next statement's commit."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> tuple[int, int]:
+        async with writer(db, linger=1.0) as w:
+            for i in range(50):
+                await w.append(stmt(i))  # the statement: committed before it "runs"
+                w.append_nowait({"kind": "result", "session": "s1", "statement_seq": i})
+        return w.stats.records, w.stats.commits  # close() wrote the last one, and signed
+
+    records, commits = asyncio.run(main())
+    assert records == 101 and commits <= 52  # not one commit per record (about 100)
+    kinds = [r["kind"] for r in rows(db)]
+    assert kinds[:4] == ["statement", "result", "statement", "result"]
+    assert verify_file(db, PUBLIC).ok
+
+
+def test_the_wal_starts_over_while_records_flow(tmp_path: Path) -> None:
+    """Commits never stop long enough for SQLite to restart the WAL by itself: the writer
+    checkpoints it between batches, so it stays small however long records flow."""
+    db = tmp_path / "ledger.db"
+    wal = Path(f"{db}-wal")
+
+    async def main() -> int:
+        largest = 0
+        async with writer(db, checkpoint_interval=0.05) as w:
+            for i in range(6000):
+                await w.append(stmt(i, sql="SELECT " + "x" * 300))
+                if i % 100 == 0:
+                    largest = max(largest, wal.stat().st_size)
+        return largest
+
+    largest = asyncio.run(main())
+    # one commit per record writes about 10 KB of WAL: 60 MB if it never started over
+    assert largest < 20 * 1024 * 1024, largest
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_invalid_fields_fail_only_their_caller(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
 
