@@ -6,6 +6,9 @@
   idle sessions, each run through every endpoint in rotating order;
 - :mod:`bench_lib.ledger`: the audit ledger's append rate (group commit, many appenders)
   and the rate of ``sqlgate ledger verify``, each in a process of its own;
+- :mod:`bench_lib.policy`: the cost of one statement decision (``SessionPolicy.decide``),
+  cached, by shape and uncached, in a process of its own;
+- :mod:`bench_lib.worker`: runs such a process and reads the JSON object it prints;
 - :mod:`bench_lib.errors`: ``BenchError``, the one error that stops a run;
 - :mod:`bench_lib.report`: the table, the acceptance thresholds and the JSON file;
 - :mod:`bench_lib.cli`: the command line, ``main(argv) -> int``.

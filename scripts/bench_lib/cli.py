@@ -1,7 +1,8 @@
 """``scripts/bench``: the gateway against direct access and a socat relay, in one run,
-and the audit ledger's own figures (append and verify rates).
+the audit ledger's own figures (append and verify rates) and the statement policy's
+(the cost of one decision, cached or not).
 
-Usage: ``scripts/bench [--quick] [--only gateway|ledger] [--json FILE] [--check]
+Usage: ``scripts/bench [--quick] [--only gateway|ledger|policy] [--json FILE] [--check]
 [--profile FILE] [--keep]``.
 Progress goes to stderr, the table to stdout; docs/performance.md explains every figure.
 Exit status: 0 when the run completed (with ``--check``: and every threshold was met),
@@ -34,6 +35,8 @@ from .report import (
     LEDGER_VERIFY_MIN_PER_S,
     POINT_SELECT_LEDGER_MIN_RATIO,
     POINT_SELECT_MIN_RATIO,
+    POLICY_CACHED_MAX_US,
+    POLICY_UNCACHED_MAX_US,
     SELECT1_MAX_ADDED_P50_US,
     STREAM_MAX_RSS_GROWTH_MB,
     STREAM_MIN_RATIO,
@@ -58,7 +61,8 @@ PROGRAMS = {
 }
 MODULES = ("pymysql", "uvloop", "cryptography")
 LEDGER_MODULES = ("uvloop", "cryptography")
-PARTS = ("gateway", "ledger")
+POLICY_MODULES = ("sqlglot", "cryptography")
+PARTS = ("gateway", "ledger", "policy")
 _SBIN = os.pathsep.join(("/usr/sbin", "/usr/local/sbin", "/sbin"))
 
 RELAYS = ("direct", "socat", "gateway")
@@ -81,11 +85,26 @@ class Plan:
     ledger_tasks: int = 64  # concurrent appenders, each waiting for its record
     ledger_seconds: float = 3.0  # each append run, after a warm-up of 0.5 s
     verify_records: int = 200_000  # statement records in the ledger that is verified
+    # calls per timed loop of SessionPolicy.decide: cached, by shape, uncached
+    policy_calls: tuple[int, int, int] = (20_000, 10_000, 1_000)
+    policy_repeats: int = 7  # timed loops per path in each of ``rounds`` processes
 
 
 FULL = Plan(3, 6, 2, 1_000_000, 5_000, 500, 7, 1_000, True)
 QUICK = Plan(
-    1, 2, 1, 100_000, 1_000, 200, 1, 1_000, True, ledger_seconds=1.5, verify_records=100_000
+    1,
+    2,
+    1,
+    100_000,
+    1_000,
+    200,
+    1,
+    1_000,
+    True,
+    ledger_seconds=1.5,
+    verify_records=100_000,
+    policy_calls=(5_000, 2_000, 300),
+    policy_repeats=3,
 )
 
 # key, sysbench test, threads; the first one carries the throughput threshold
@@ -101,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Measure sqlgate against direct access and a socat relay, interleaved "
-        "in one run, on a private MariaDB server; and its audit ledger's append and verify "
-        "rates. See docs/performance.md.",
+        "in one run, on a private MariaDB server; its audit ledger's append and verify "
+        "rates; and the cost of its statement policy's decisions. See docs/performance.md.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run of about a minute (1 round, short)"
@@ -110,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only",
         choices=PARTS,
-        help="run one part: 'gateway' (against MariaDB, direct and socat) or 'ledger' "
-        "(append and verify rates; needs no database server)",
+        help="run one part: 'gateway' (against MariaDB, direct and socat), 'ledger' "
+        "(append and verify rates) or 'policy' (the cost of one statement decision); "
+        "the last two need no database server",
     )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write the figures here")
     parser.add_argument(
@@ -146,9 +166,14 @@ def missing_tools(profile: bool, parts: tuple[str, ...] = PARTS) -> str | None:
     if profile and not shutil.which("py-spy"):
         absent.append("py-spy")
         hints.append("pip install py-spy")
-    modules = [
-        m for m in (MODULES if gateway else LEDGER_MODULES) if importlib.util.find_spec(m) is None
-    ]
+    wanted = {
+        "gateway": MODULES,
+        "ledger": LEDGER_MODULES,
+        "policy": POLICY_MODULES,
+    }
+    modules = sorted(
+        {m for part in parts for m in wanted[part] if importlib.util.find_spec(m) is None}
+    )
     if modules:
         absent.extend(f"Python module {m}" for m in modules)
         hints.append("pip install -e '.[test]'")
@@ -214,6 +239,13 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
                 f"ledger part: {plan.rounds} rounds; work dir {workdir}"
             )
             figures.extend(_ledger(workdir / "ledger", plan))
+        if "policy" in parts:
+            # Like the ledger part: before the database server and the relays start.
+            _say(
+                f"sqlgate bench {date}: {machine['cpu']} x{machine['nproc']}; {kind} run, "
+                f"policy part: {plan.rounds} rounds"
+            )
+            figures.extend(_policy(plan, notes))
         if "gateway" in parts:
             from .rig import Rig
 
@@ -247,8 +279,9 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
     )
     if "gateway" in parts:
         print(
-            "gateway: `sqlgate run` with its audit ledger on (fsync = false): every statement "
-            "waits for its record's group commit before it is forwarded.\n"
+            "gateway: `sqlgate run` with its audit ledger on (fsync = false) and its statement "
+            "policy (built-in rules): every statement is decided, then waits for its "
+            "record's group commit before it is forwarded.\n"
         )
     print(format_table(figures))
     for note in notes:
@@ -473,6 +506,78 @@ def _ledger(workdir: Path, plan: Plan) -> list[Figure]:
     verify.passed = verify.gateway is not None and verify.gateway >= LEDGER_VERIFY_MIN_PER_S
     figures.append(verify)
     return figures
+
+
+def _policy(plan: Plan, notes: list[str]) -> list[Figure]:
+    """The policy part: ``SessionPolicy.decide`` per call, cached, by shape and uncached,
+    in ``plan.rounds`` fresh processes; each figure is the median of their medians."""
+    from . import policy
+
+    cached, by_shape, uncached = plan.policy_calls
+    runs: list[policy.PolicyRun] = []
+    for r in range(plan.rounds):
+        run = policy.run(
+            cached=cached, by_shape=by_shape, uncached=uncached, repeats=plan.policy_repeats
+        )
+        runs.append(run)
+        _say(
+            f"  {'policy decide':<28} round {r + 1}/{plan.rounds} "
+            f"cached {median(run.cached_us):.2f} µs, by shape {median(run.by_shape_us):.2f} "
+            f"µs, uncached {median(run.uncached_us):.1f} µs"
+        )
+    first = runs[0]
+    build = "compiled sqlglot" if first.compiled else "pure-Python sqlglot"
+    notes.append(
+        f"policy part: {first.sqlglot}; {plan.policy_repeats} timed loops per path in each "
+        f"of {plan.rounds} process(es), of {cached:,} / {by_shape:,} / {uncached:,} calls"
+    )
+    if not first.compiled:
+        notes.append(
+            "the uncached decision's threshold assumes the compiled build: pip install "
+            "sqlglotc (pyproject.toml pins the version)"
+        )
+
+    def figure(
+        key: str, label: str, values: list[list[float]], limit: float | None, decimals: int
+    ) -> Figure:
+        per_run = [median(v) or 0.0 for v in values]
+        fig = Figure(
+            key=key,
+            label=label,
+            unit="µs",
+            gateway=median(per_run),
+            decimals=decimals,
+            ratios=False,
+            rounds={"gateway": per_run, "repeats": [x for v in values for x in v]},
+        )
+        if limit is not None:
+            fig.threshold = f"<= {limit:g} µs"
+            fig.passed = fig.gateway is not None and fig.gateway <= limit
+        return fig
+
+    return [
+        figure(
+            "policy_cached",
+            "policy decision, cached (same text)",
+            [r.cached_us for r in runs],
+            POLICY_CACHED_MAX_US,
+            2,
+        ),
+        figure(
+            "policy_by_shape",
+            "policy decision, by shape (point selects)",
+            [r.by_shape_us for r in runs],
+            None,
+            2,
+        ),
+        figure(
+            "policy_uncached",
+            f"policy decision, uncached {first.join_bytes}-byte join, {build}",
+            [r.uncached_us for r in runs],
+            POLICY_UNCACHED_MAX_US,
+            1,
+        ),
+    ]
 
 
 def _sysbench_on(

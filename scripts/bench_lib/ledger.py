@@ -32,11 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BenchError
+from .worker import run_json
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = Path(__file__).resolve().parents[1]
 WARMUP_S = 0.5
-WORKER_TIMEOUT_S = 600.0
 _VERIFIED = re.compile(r"^ok: (\d+) records")
 
 
@@ -70,25 +68,7 @@ class VerifyRun:
 
 def _worker(args: list[str]) -> dict[str, Any]:
     """Run ``python -m bench_lib.ledger ARGS`` and return the JSON object it prints."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(SCRIPTS), str(REPO), env.get("PYTHONPATH", "")) if p
-    )
-    cmd = [sys.executable, "-m", "bench_lib.ledger", *args]
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"ledger {args[0]} did not finish in {WORKER_TIMEOUT_S:.0f} s") from None
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
-        raise BenchError(f"ledger {args[0]} failed: {lines[-1]}")
-    try:
-        data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise BenchError(f"ledger {args[0]}: no result in its output") from None
-    return data
+    return run_json("bench_lib.ledger", args, f"ledger {args[0]}")
 
 
 def run_append(workdir: Path, *, fsync: bool, tasks: int, seconds: float) -> AppendResult:

@@ -16,6 +16,8 @@ STREAM_MAX_RSS_GROWTH_MB = 16.0  # "flat": max RSS while streaming - RSS before
 IDLE_MAX_RSS_MB = 150.0  # 1,000 idle sessions: the gateway's whole RSS
 LEDGER_APPEND_MIN_PER_S = 20_000.0  # statement records/s, group commit, fsync = false
 LEDGER_VERIFY_MIN_PER_S = 100_000.0  # records/s, ``sqlgate ledger verify`` wall time
+POLICY_CACHED_MAX_US = 5.0  # SessionPolicy.decide, exact text decided before
+POLICY_UNCACHED_MAX_US = 150.0  # the same, a new ~300-byte join (compiled sqlglot)
 
 
 @dataclass
