@@ -249,6 +249,7 @@ class Audit:
             "db": context["db"],
             "command": cmd.label,
             "sql_sha256": records.sql_sha256(cmd.payload),
+            **token_fields(context),
         }
 
 
@@ -258,6 +259,13 @@ _CORE_RULES: dict[int, str] = {
     Command.BINLOG_DUMP_GTID: "replication",
     Command.REGISTER_SLAVE: "replication",
 }
+
+
+def token_fields(context: dict[str, Any]) -> dict[str, Any]:
+    """A token session's subject and token id, on each of its records."""
+    if "subject" not in context:
+        return {}
+    return {"subject": context["subject"], "token_id": context["token_id"]}
 
 
 def _strings(values: Iterable[str]) -> list[str]:

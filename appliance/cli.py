@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", required=True, help="directory for ledger.key and ledger.pub"
     )
 
+    account = commands.add_parser("account", help="gateway accounts")
+    account_commands = account.add_subparsers(
+        dest="account_command", metavar="ACTION", required=True
+    )
+    account_commands.add_parser(
+        "hash",
+        help="print the password_hash of [[accounts]] for a password",
+        description="Reads the password from the terminal (asked twice), or one line of "
+        "standard input, and prints the password_hash value for [[accounts]].",
+    )
+
     net = commands.add_parser("net", help="interception rules")
     net_commands = net.add_subparsers(dest="net_command", metavar="ACTION", required=True)
     net_apply = net_commands.add_parser("apply", help="install the interception rules")
@@ -317,6 +328,31 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_account(args: argparse.Namespace) -> int:
+    """``account hash``: the password from the terminal (asked twice) or one stdin line."""
+    from appliance.mysql.auth import native_password_hash
+
+    if sys.stdin is None:
+        return _fail("account hash: no standard input to read the password from")
+    if sys.stdin.isatty():
+        import getpass
+
+        try:
+            password = getpass.getpass("password: ").encode()
+            if password and getpass.getpass("again: ").encode() != password:
+                return _fail("account hash: the two passwords differ; nothing printed")
+        except EOFError:
+            password = b""
+    else:
+        line = sys.stdin.buffer.readline()
+        password = line[:-1] if line.endswith(b"\n") else line
+        password = password[:-1] if password.endswith(b"\r") else password
+    if not password:
+        return _fail("account hash: the password is empty; a gateway account needs one")
+    print(native_password_hash(password))
+    return 0
+
+
 def _read_held_head(text: str) -> Head:
     """``--checkpoint``: a head as JSON text, or the name of a file holding it."""
     import json
@@ -421,7 +457,7 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
 
 def _command_name(args: argparse.Namespace) -> str:
     words = [args.command]
-    for attr in ("net_command", "ledger_command", "approvals_command"):
+    for attr in ("account_command", "net_command", "ledger_command", "approvals_command"):
         sub = getattr(args, attr, None)
         if sub:
             words.append(sub)
@@ -446,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_keygen(args)
         if args.command == "ledger":
             return _cmd_ledger(args)
+        if args.command == "account":
+            return _cmd_account(args)
         return _fail(f"'{_command_name(args)}' is not available yet")
     except KeyboardInterrupt:
         return 130

@@ -158,6 +158,8 @@ class ApplianceConfig:
     state_dir: Path
     max_packet: int = 64 * _MIB  # largest client/server payload accepted, bytes
     drain_timeout_s: float = 30.0  # SIGTERM: how long running sessions may finish
+    failed_logins_free: int = 5  # per client address, before each retry must wait
+    failed_login_max_wait_s: float = 300.0  # the wait doubles up to this
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +176,15 @@ class IdentityConfig:
 
     issuer: str
     audience: str
-    jwks_file: Path | None  # exactly one of jwks_file and jwks_url is set
-    jwks_url: str | None
+    jwks_file: Path | None  # at most one of jwks_file and jwks_url is set;
+    jwks_url: str | None  # neither: the issuer's discovery document names the JWKS
     groups_claim: str = "groups"
     username_claim: str = "email"
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     leeway_s: float = 30.0
     max_lifetime_s: float = 86400.0
+    max_token_bytes: int = 16384  # larger passwords are refused before any parsing
+    ca_file: Path | None = None  # CA bundle for the identity provider's HTTPS; None: system CAs
 
 
 @dataclass(frozen=True, slots=True)
@@ -722,6 +726,8 @@ _APPLIANCE_KEYS = (
     "state_dir",
     "max_packet",
     "drain_timeout_s",
+    "failed_logins_free",
+    "failed_login_max_wait_s",
 )
 
 
@@ -739,6 +745,8 @@ def _appliance(t: _Table) -> ApplianceConfig:
         state_dir=t.path("state_dir", "/var/lib/sqlgate"),
         max_packet=t.integer("max_packet", 64 * _MIB, 1024, 1024 * _MIB),
         drain_timeout_s=t.seconds("drain_timeout_s", 30.0, 0, 3600),
+        failed_logins_free=t.integer("failed_logins_free", 5, 0, 1_000_000),
+        failed_login_max_wait_s=t.seconds("failed_login_max_wait_s", 300.0, 1, 86400),
     )
 
 
@@ -778,6 +786,8 @@ _IDENTITY_KEYS = (
     "algorithms",
     "leeway_s",
     "max_lifetime_s",
+    "max_token_bytes",
+    "ca_file",
 )
 
 
@@ -786,13 +796,19 @@ def _identity(t: _Table) -> IdentityConfig:
     audience = t.string("audience")
     if t.has("jwks_file") and t.has("jwks_url"):
         raise _Invalid(t.key("jwks_url"), "set either identity.jwks_file or jwks_url, not both")
-    if not t.has("jwks_file") and not t.has("jwks_url"):
-        raise _Invalid(t.key("jwks_file"), "required (or identity.jwks_url)")
     jwks_url = t.optional_string("jwks_url")
     if jwks_url is not None:
         parts = urllib.parse.urlsplit(jwks_url)
         if parts.scheme != "https" or not parts.hostname:
             raise _Invalid(t.key("jwks_url"), f"'{jwks_url}' is not an https:// URL")
+    if not t.has("jwks_file") and jwks_url is None:
+        parts = urllib.parse.urlsplit(issuer)
+        if parts.scheme != "https" or not parts.hostname:
+            problem = (
+                f"'{issuer}' is not an https:// URL, so its discovery document cannot be "
+                "fetched: set identity.jwks_file or identity.jwks_url"
+            )
+            raise _Invalid(t.key("issuer"), problem)
     algorithms = t.strings("algorithms", DEFAULT_ALGORITHMS)
     if not algorithms:
         raise _Invalid(t.key("algorithms"), "must name at least one algorithm")
@@ -813,6 +829,8 @@ def _identity(t: _Table) -> IdentityConfig:
         algorithms=algorithms,
         leeway_s=t.seconds("leeway_s", 30.0, 0, 600),
         max_lifetime_s=t.seconds("max_lifetime_s", 86400.0, 1, 30 * 86400),
+        max_token_bytes=t.integer("max_token_bytes", 16384, 1024, 65536),
+        ca_file=t.optional_existing_file("ca_file"),
     )
 
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from appliance import routing
-from appliance.audit import UNAVAILABLE, Audit
+from appliance.audit import UNAVAILABLE, Audit, token_fields
+from appliance.backoff import LoginBackoff
 from appliance.config import Config, ConfigError, TargetConfig
+from appliance.identity import TokenRejected, TokenVerifier
 from appliance.ledger import LedgerError, LedgerUnavailable, records
 from appliance.mysql import packets
 from appliance.mysql.constants import ErrorCode
@@ -35,10 +37,12 @@ from appliance.mysql.relay import (
     CommandCompleted,
     CommandReceived,
     CommandRefused,
+    Identity,
     Session,
     SessionClosed,
     SessionReady,
     SessionSettings,
+    TokenPresented,
 )
 from appliance.mysql.wire import frame
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
@@ -86,6 +90,7 @@ class Gateway:
                 client_tls=client_tls,
                 max_payload=config.appliance.max_packet,
                 sha2_cache=sha2_cache,
+                tokens=config.identity is not None,
                 # each statement waits for its ledger record; each answer is recorded
                 gated=True,
                 report_completions=True,
@@ -93,6 +98,11 @@ class Gateway:
             self.routes[target.name] = Route(target, settings)
         self.by_address = routing.target_index(_target_addresses(config))
         self.audit = Audit(config)
+        self.tokens = TokenVerifier(config.identity) if config.identity is not None else None
+        self.backoff = LoginBackoff(
+            free=config.appliance.failed_logins_free,
+            max_delay_s=config.appliance.failed_login_max_wait_s,
+        )
         self.policy = Policy(config.policy, config.rules)
 
     async def start(self) -> None:
@@ -161,6 +171,7 @@ class ClientLeg(asyncio.Protocol):
         "upstream",
         "session",
         "peer",
+        "peer_ip",
         "target",
         "started",
         "_pending",
@@ -179,6 +190,7 @@ class ClientLeg(asyncio.Protocol):
         self.upstream: ServerLeg | None = None
         self.session: Session | None = None
         self.peer = "?"
+        self.peer_ip = "?"
         self.target = "?"
         self.started = time.monotonic()
         self._pending: list[bytes] = []
@@ -203,6 +215,7 @@ class ClientLeg(asyncio.Protocol):
         self.gw.add(self)
         peer = transport.get_extra_info("peername")
         self.peer = _fmt(peer) if peer else "?"
+        self.peer_ip = str(peer[0]) if peer else "?"
         self.context["client"] = self.peer
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -210,6 +223,18 @@ class ClientLeg(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.gw.draining:
             self._refuse(ErrorCode.UNKNOWN, "sqlgate: the gateway is shutting down")
+            return
+        wait = self.gw.backoff.wait(self.peer_ip, time.monotonic())
+        if wait > 0:
+            reason = (
+                f"too many failed logins from {self.peer_ip}; try again in {wait:.0f} s"
+                if wait >= 1
+                else f"too many failed logins from {self.peer_ip}; try again in a second"
+            )
+            self.gw.audit.background(
+                records.auth_failed(client=self.peer, target=None, identity=None, reason=reason)
+            )
+            self._refuse(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
             return
         name = self._choose_target(sock)
         if name is None:
@@ -366,10 +391,16 @@ class ClientLeg(asyncio.Protocol):
                     self.gw.audit.refused(
                         self.sid, self._statements, ev.cmd, self.context, ev.code, ev.message
                     )
+                elif isinstance(ev, TokenPresented):
+                    asyncio.get_running_loop().create_task(self._verify_token(ev))
                 elif isinstance(ev, ClientAuthenticated):
                     self.context["identity"] = ev.identity.user
                     self.context["groups"] = sorted(ev.identity.groups)
                     self.context["db"] = session.database
+                    if ev.identity.method == "token":
+                        self.context["subject"] = ev.identity.subject
+                        self.context["token_id"] = ev.identity.token_id
+                    self.gw.backoff.succeeded(self.peer_ip)
                     self.policy = SessionPolicy(
                         self.gw.policy,
                         Subject(ev.identity.user, ev.identity.groups, self.target),
@@ -384,6 +415,8 @@ class ClientLeg(asyncio.Protocol):
                             client=self.peer,
                             target=self.target,
                             db=session.database,
+                            method=ev.identity.method,
+                            **token_fields(self.context),
                         )
                     )
                     log.info(
@@ -395,6 +428,7 @@ class ClientLeg(asyncio.Protocol):
                         self.target,
                     )
                 elif isinstance(ev, AuthFailed):
+                    self.gw.backoff.failed(self.peer_ip, time.monotonic())
                     self.gw.audit.background(
                         records.auth_failed(
                             session=self.sid,
@@ -415,6 +449,27 @@ class ClientLeg(asyncio.Protocol):
                     log.debug("session %d: backend login done", self.id)
                 elif isinstance(ev, SessionClosed):
                     log.info("session %d: closed: %s", self.id, ev.reason)
+
+    async def _verify_token(self, ev: TokenPresented) -> None:
+        """Check a token (its keys may have to be fetched) while the client waits."""
+        session = self.session
+        tokens = self.gw.tokens
+        assert session is not None and tokens is not None
+        try:
+            verified = await tokens.verify(ev.user, ev.token)
+        except TokenRejected as exc:
+            session.refuse_token(ev.user, str(exc))
+        else:
+            session.accept_token(
+                Identity(
+                    verified.user,
+                    verified.groups,
+                    "token",
+                    subject=verified.subject,
+                    token_id=verified.token_id,
+                )
+            )
+        self.flush()
 
     def _decide(self, cmd: ClientCommand) -> None:
         """The policy's verdict now (in the order commands came), the ledger next."""

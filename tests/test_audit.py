@@ -110,6 +110,29 @@ def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:
     assert failed[0]["identity"] == "agent" and "wrong password" in failed[0]["reason"]
 
 
+def test_repeated_failed_logins_make_the_address_wait(mariadb: MariaDB, tmp_path: Path) -> None:
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        appliance_extra="failed_logins_free = 2\nfailed_login_max_wait_s = 60",
+    ).start()
+    try:
+        for _ in range(3):
+            with pytest.raises(pymysql.err.OperationalError):
+                gw.connect(password="wrong")
+        # now even the right password waits: the address is slowed down, not the account
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            gw.connect()
+        code, message = info.value.args
+        assert code == 1045 and "too many failed logins from 127.0.0.1" in message
+    finally:
+        assert gw.stop() == 0
+    failed = [r for r in export(gw) if r["kind"] == "auth_failed"]
+    assert len(failed) == 4
+    assert "too many failed logins" in failed[-1]["reason"]
+
+
 def test_unwritable_ledger_refuses_with_1105_and_forwards_nothing(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

@@ -3,14 +3,17 @@ exactly one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from lab.clients import run_sqlgate as sqlgate
 
 from appliance.cli import build_parser, main
+from appliance.mysql.auth import native_password_hash
 
 CONFIG = """
 [appliance]
@@ -173,7 +176,8 @@ def test_usage_errors_return_2(argv: list[str], capsys: pytest.CaptureFixture[st
 def test_help_returns_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("run", "check", "keygen", "net", "ledger", "replay", "approvals", "tui"):
+    commands = ("run", "check", "keygen", "account", "net", "ledger", "replay", "approvals", "tui")
+    for command in commands:
         assert command in out
 
 
@@ -251,3 +255,59 @@ def test_run_with_a_bad_ledger_key_exits_1_in_one_line(config_file: Path) -> Non
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "cannot open the audit ledger" in errors[0]
+
+
+# account hash: the password from stdin (one line) or the terminal (asked twice)
+
+
+def account_hash(stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "account", "hash"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("stdin", ["s3cret pass\n", "s3cret pass", "s3cret pass\r\nignored\n"])
+def test_account_hash_reads_one_line_of_stdin(stdin: str) -> None:
+    result = account_hash(stdin)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == native_password_hash(b"s3cret pass") + "\n"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("stdin", ["", "\n"])
+def test_account_hash_refuses_an_empty_password(stdin: str) -> None:
+    line = assert_one_line_failure(account_hash(stdin))
+    assert line == "sqlgate: account hash: the password is empty; a gateway account needs one"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_account_hash_asks_twice_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import getpass
+
+    answers = iter(["pässword", "pässword", "pässword", "typo"])
+    prompts: list[str] = []
+
+    def ask(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr(sys, "stdin", _Tty())
+    monkeypatch.setattr(getpass, "getpass", ask)
+    assert main(["account", "hash"]) == 0
+    assert capsys.readouterr().out == native_password_hash("pässword".encode()) + "\n"
+    assert prompts == ["password: ", "again: "]
+    assert main(["account", "hash"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "sqlgate: account hash: the two passwords differ; nothing printed\n"

@@ -170,6 +170,7 @@ def test_spec_example_loads_every_field(
     assert i.algorithms == DEFAULT_ALGORITHMS
     assert "none" not in i.algorithms and not any(alg.startswith("HS") for alg in i.algorithms)
     assert (i.leeway_s, i.max_lifetime_s) == (30.0, 86400.0)
+    assert (i.max_token_bytes, i.ca_file) == (16384, None)
 
     (account,) = config.accounts
     assert account.user == "ci-bot"
@@ -262,6 +263,8 @@ username_claim = "preferred_username"
 algorithms = ["EdDSA"]
 leeway_s = 5
 max_lifetime_s = 3600
+max_token_bytes = 4096
+ca_file = "ca.pem"
 
 [bus]
 url = "mqtts://broker.example"
@@ -307,6 +310,7 @@ mark = 7
     assert (identity.groups_claim, identity.username_claim) == ("roles", "preferred_username")
     assert identity.algorithms == ("EdDSA",)
     assert (identity.leeway_s, identity.max_lifetime_s) == (5.0, 3600.0)
+    assert (identity.max_token_bytes, identity.ca_file) == (4096, confdir.resolve() / "ca.pem")
     bus = config.bus
     assert (bus.host, bus.port, bus.tls, bus.topic_prefix) == (
         "broker.example",
@@ -331,6 +335,13 @@ mark = 7
     assert config.network == type(config.network)(
         manage_rules=True, interfaces=("veth-db",), mark=7
     )
+
+
+def test_identity_without_jwks_uses_discovery(confdir: Path) -> None:
+    text = MINIMAL + '\n[identity]\nissuer = "https://idp.example.com"\naudience = "sqlgate"\n'
+    identity = load(confdir, text).identity
+    assert identity is not None
+    assert (identity.jwks_file, identity.jwks_url) == (None, None)
 
 
 def test_default_target_may_be_left_out_with_one_target(confdir: Path) -> None:
@@ -607,6 +618,30 @@ CASES = [
         ),
         "identity.jwks_url",
         "not both",
+    ),
+    (
+        "discovery-needs-an-https-issuer",
+        lambda t: t + '\n[identity]\nissuer = "http://idp"\naudience = "a"\n',
+        "identity.issuer",
+        "'http://idp' is not an https:// URL, so its discovery document cannot be fetched",
+    ),
+    (
+        "max-token-bytes-out-of-bounds",
+        lambda t: (
+            t
+            + '\n[identity]\nissuer = "i"\naudience = "a"\njwks_file = "jwks.json"\n'
+            + "max_token_bytes = 100\n"
+        ),
+        "identity.max_token_bytes",
+        "must be between 1024 and 65536, got 100",
+    ),
+    (
+        "missing-identity-ca-file",
+        lambda t: (
+            t + '\n[identity]\nissuer = "https://idp"\naudience = "a"\nca_file = "noca.pem"\n'
+        ),
+        "identity.ca_file",
+        "No such file or directory",
     ),
     (
         "symmetric-algorithm",

@@ -109,6 +109,9 @@ class SessionSettings:
     are relayed as they arrive (no one to ask yet: no policy, no ledger)."""
     report_completions: bool = True
     """Emit ``CommandCompleted`` for each answer (what the audit trail records)."""
+    tokens: bool = False
+    """A user that is not a gateway account may present an OIDC token as its password
+    (``mysql_clear_password``, over TLS only); the shell verifies it (``TokenPresented``)."""
     sha2_cache: dict[str, bytes] = field(default_factory=dict)
     """SHA256(SHA256(password)) per account, filled by a full caching_sha2 login: it is
     what makes the next login of that account a fast one, as in MySQL."""
@@ -121,7 +124,9 @@ class SessionSettings:
 class Identity:
     user: str
     groups: frozenset[str]
-    method: str  # "account" (later: "token")
+    method: str  # "account" or "token"
+    subject: str | None = None  # the token's sub
+    token_id: str | None = None  # the token's jti
 
 
 @dataclass(slots=True)
@@ -157,6 +162,15 @@ class ClientAuthenticated:
 class AuthFailed:
     user: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPresented:
+    """A client sent a token as its password: the shell answers ``accept_token`` or
+    ``refuse_token``."""
+
+    user: str
+    token: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +217,7 @@ Event = (
     ClientAuthenticated
     | AuthFailed
     | SessionReady
+    | TokenPresented
     | CommandReceived
     | CommandRefused
     | CommandCompleted
@@ -661,17 +676,60 @@ class Session:
         self.phase = Phase.CLIENT_AUTH
         user = hello.user.decode("utf-8", "replace")
         account = self.settings.accounts.get(user)
+        plugin = hello.auth_plugin or NATIVE_PASSWORD
+        if not hello.capabilities & Capability.PLUGIN_AUTH:
+            plugin = NATIVE_PASSWORD
         if account is None:
+            self._start_token_auth(user, plugin, hello.auth_response)
+            return
+        self._start_client_auth(account, plugin, hello.auth_response)
+
+    def _start_token_auth(self, user: str, plugin: str, response: bytes) -> None:
+        """Not a gateway account: its password must be an OIDC token, sent in clear
+        text, so only over TLS."""
+        if not self.settings.tokens:
             self._client_auth_failed(
                 user,
                 f"user '{user}' is not a gateway account; log in with one of the accounts "
                 "configured in [[accounts]]",
             )
             return
-        plugin = hello.auth_plugin or NATIVE_PASSWORD
-        if not hello.capabilities & Capability.PLUGIN_AUTH:
-            plugin = NATIVE_PASSWORD
-        self._start_client_auth(account, plugin, hello.auth_response)
+        if self._client_tls is None:
+            self._client_auth_failed(
+                user,
+                f"user '{user}' is not a gateway account, and a token is accepted as the "
+                "password only over TLS: connect with TLS (for example ssl_mode=REQUIRED or "
+                "--ssl) and send the token again",
+            )
+            return
+        if plugin == CLEAR_PASSWORD and response.rstrip(b"\0"):
+            self._token_received(user, response)
+            return
+        self._client_auth_step = "token-switch"
+        self._send_client_seq(
+            packets.build_auth_switch_request(
+                packets.AuthSwitchRequest(CLEAR_PASSWORD, self._scramble)
+            )
+        )
+
+    def _token_received(self, user: str, payload: bytes) -> None:
+        self._client_auth_step = "token-wait"
+        token = payload[:-1] if payload.endswith(b"\0") else payload
+        self._events.append(TokenPresented(user, token))
+
+    def accept_token(self, identity: Identity) -> None:
+        """The shell verified the token of a ``TokenPresented``: log in as ``identity``."""
+        if self.phase is not Phase.CLIENT_AUTH or self._client_auth_step != "token-wait":
+            return
+        self._client_auth_step = ""
+        self._admit(identity)
+
+    def refuse_token(self, user: str, reason: str) -> None:
+        """The token was refused: ERR 1045 with ``reason``, and the connection ends."""
+        if self.phase is not Phase.CLIENT_AUTH or self._client_auth_step != "token-wait":
+            return
+        self._client_auth_step = ""
+        self._client_auth_failed(user, reason)
 
     def _start_client_auth(self, account: Account, plugin: str, response: bytes) -> None:
         tls = self._client_tls is not None
@@ -710,9 +768,14 @@ class Session:
         hello = self._hello
         assert hello is not None
         user = hello.user.decode("utf-8", "replace")
-        account = self.settings.accounts[user]
         step = self._client_auth_step
         self._client_auth_step = ""
+        if step == "token-switch":
+            self._token_received(user, pkt.payload)
+            return
+        if step == "token-wait":
+            raise RemoteProtocolError("a packet while the gateway verifies the token")
+        account = self.settings.accounts[user]
         if step == "native-switch":
             self._check_native(account, pkt.payload)
         elif step == "sha2-full":
@@ -751,17 +814,21 @@ class Session:
         self._close(f"authentication failed: {reason}")
 
     def _client_proven(self, account: Account) -> None:
+        self._admit(Identity(account.user, account.groups, "account"))
+
+    def _admit(self, identity: Identity) -> None:
+        """A proven identity reaches the target only with one of its allowed groups."""
         backend = self.settings.backend
-        if not account.groups & backend.allow_groups:
-            groups = ", ".join(sorted(account.groups)) or "none"
+        if not identity.groups & backend.allow_groups:
+            groups = ", ".join(sorted(identity.groups)) or "none"
             allowed = ", ".join(sorted(backend.allow_groups)) or "none"
             self._client_auth_failed(
-                account.user,
-                f"user '{account.user}' (groups: {groups}) may not reach target "
+                identity.user,
+                f"user '{identity.user}' (groups: {groups}) may not reach target "
                 f"'{backend.name}'; its allowed groups are: {allowed}",
             )
             return
-        self.identity = Identity(account.user, account.groups, "account")
+        self.identity = identity
         self._events.append(ClientAuthenticated(self.identity, self._client_tls is not None))
         self._start_server_login()
 
@@ -1332,5 +1399,6 @@ __all__ = [
     "Session",
     "SessionClosed",
     "SessionReady",
+    "TokenPresented",
     "SessionSettings",
 ]

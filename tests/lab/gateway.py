@@ -54,6 +54,7 @@ class GatewayProcess:
     backend_password: str = ""
     backend_tls: str = "preferred"
     extra_toml: str = ""
+    appliance_extra: str = ""  # more [appliance] keys
     extra_targets: str = ""
     ledger_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -95,6 +96,7 @@ name = "test-gw"
 listen = "{self.host}:{self.port}"
 default_target = "orders"
 state_dir = "{self.workdir}"
+{self.appliance_extra}
 
 [tls]
 cert_file = "{self.pki.server_cert}"

@@ -205,13 +205,16 @@ def test_the_wal_starts_over_while_records_flow(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
     wal = Path(f"{db}-wal")
 
+    def wal_size() -> int:
+        return wal.stat().st_size
+
     async def main() -> int:
         largest = 0
         async with writer(db, checkpoint_interval=0.05) as w:
             for i in range(6000):
                 await w.append(stmt(i, sql="SELECT " + "x" * 300))
                 if i % 100 == 0:
-                    largest = max(largest, wal.stat().st_size)
+                    largest = max(largest, wal_size())
         return largest
 
     largest = asyncio.run(main())

@@ -353,6 +353,26 @@ def refuse(cmd_id: int | None, code: int, message: str) -> Step:
 
 
 @dataclass
+class _ShellCall(Step):
+    """The shell answers something other than a command (a token it verified, ...)."""
+
+    name: str
+    call: Callable[[Session], None]
+
+    def apply(self, pb: Playbook) -> None:
+        self.call(pb.session)
+        pb.collect()
+
+    def __repr__(self) -> str:
+        return f">> shell: {self.name}"
+
+
+def shell(name: str, call: Callable[[Session], None]) -> Step:
+    """The shell calls the session (``call(session)``), as after an awaited check."""
+    return _ShellCall(name, call)
+
+
+@dataclass
 class _TlsHandshake(Step):
     leg: str
     ctx: ssl.SSLContext

@@ -45,6 +45,7 @@ from appliance.mysql.relay import (
     SessionClosed,
     SessionReady,
     SessionSettings,
+    TokenPresented,
 )
 from appliance.mysql.wire import Packet, PacketReader, frame
 
@@ -74,6 +75,7 @@ from .playbook import (
     server_closes,
     server_greeting,
     server_tls,
+    shell,
     ssl_request,
 )
 
@@ -172,6 +174,7 @@ def make_settings(
     backend_tls: str = "disabled",
     backend_ctx: object = None,
     client_tls: object = None,
+    tokens: bool = False,
 ) -> SessionSettings:
     backend = Backend(
         name="db1",
@@ -182,7 +185,12 @@ def make_settings(
         tls_context=backend_ctx,  # type: ignore[arg-type]
         allow_groups=frozenset({"dba", "ops"}),
     )
-    return SessionSettings(backend=backend, accounts=ACCOUNTS, client_tls=client_tls)  # type: ignore[arg-type]
+    return SessionSettings(
+        backend=backend,
+        accounts=ACCOUNTS,
+        client_tls=client_tls,  # type: ignore[arg-type]
+        tokens=tokens,
+    )
 
 
 def new_session(settings: SessionSettings | None = None, **kw: object) -> Session:
@@ -549,6 +557,93 @@ def test_caching_sha2_full_auth_with_a_wrong_password_is_refused(tls: TlsFiles) 
         << expect_closed()
     )
     assert "alice" not in settings.sha2_cache
+
+
+TOKEN = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjYXJvbCJ9.c2ln"
+
+
+def _tls_token_hello(pb: Playbook, tls: TlsFiles, *, plugin: str, response: bytes) -> Playbook:
+    caps = CLIENT_CAPS | int(C.SSL)
+    return (
+        pb
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(ssl_request(CLIENT_CAPS))
+        >> client_tls(tls.client_context())
+        >> client(client_hello(b"carol", response, capabilities=caps, plugin=plugin, seq=2))
+    )
+
+
+def test_a_token_user_is_switched_to_clear_text_over_tls_and_waits_for_the_shell(
+    tls: TlsFiles,
+) -> None:
+    settings = make_settings(client_tls=tls.server_context(), tokens=True)
+    side = (CLIENT_CAPS | int(C.SSL)) & (OFFERED | int(C.SSL))
+    carol = Identity("carol", frozenset({"ops"}), "token", subject="u-1", token_id="j-1")
+    switch = frame(
+        3, packets.build_auth_switch_request(packets.AuthSwitchRequest(CLEAR_PASSWORD, SCRAMBLE))
+    )
+    assert (
+        _tls_token_hello(
+            Playbook(new_session(settings)),
+            tls,
+            plugin=NATIVE_PASSWORD,
+            response=native(b"x"),
+        )
+        << expect_client(switch)
+        >> client(frame(4, TOKEN + b"\0"))
+        << expect_event(TokenPresented, user="carol", token=TOKEN)
+        << expect_phase(Phase.CLIENT_AUTH)
+        >> shell("accept_token", lambda s: s.accept_token(carol))
+        << expect_event(ClientAuthenticated, identity=carol, tls=True)
+        << expect_server(lambda p: p.seq == 1)
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(5, side))
+        << expect_event(SessionReady)
+    )
+
+
+def test_a_token_sent_up_front_as_clear_text_is_verified_without_a_switch(
+    tls: TlsFiles,
+) -> None:
+    settings = make_settings(client_tls=tls.server_context(), tokens=True)
+    assert (
+        _tls_token_hello(
+            Playbook(new_session(settings)), tls, plugin=CLEAR_PASSWORD, response=TOKEN + b"\0"
+        )
+        << expect_event(TokenPresented, user="carol", token=TOKEN)
+        >> shell("refuse_token", lambda s: s.refuse_token("carol", "the token expired"))
+        << expect_client(is_err(3, 1045, "sqlgate: access denied: the token expired"))
+        << expect_event(AuthFailed, user="carol", reason="the token expired")
+        << expect_closed()
+    )
+
+
+def test_a_token_user_outside_the_targets_groups_is_refused(tls: TlsFiles) -> None:
+    settings = make_settings(client_tls=tls.server_context(), tokens=True)
+    visitor = Identity("carol", frozenset({"visitors"}), "token")
+    assert (
+        _tls_token_hello(
+            Playbook(new_session(settings)), tls, plugin=CLEAR_PASSWORD, response=TOKEN + b"\0"
+        )
+        << expect_event(TokenPresented)
+        >> shell("accept_token", lambda s: s.accept_token(visitor))
+        << expect_client(is_err(3, 1045, "may not reach target 'db1'", "visitors"))
+        << expect_event(AuthFailed, user="carol")
+        << expect_closed()
+    )
+
+
+def test_a_token_user_without_tls_is_told_tls_is_required() -> None:
+    assert (
+        Playbook(new_session(make_settings(tokens=True)))
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(client_hello(b"carol", TOKEN, capabilities=CLIENT_CAPS, plugin=CLEAR_PASSWORD))
+        << expect_client(is_err(2, 1045, "'carol'", "only over TLS", "ssl_mode=REQUIRED"))
+        << expect_event(AuthFailed, user="carol")
+        << expect_closed()
+    )
 
 
 # ======================================================== 3. the gateway's backend login

@@ -1,0 +1,688 @@
+"""appliance.identity: OIDC tokens as MySQL passwords, checked against real keys (RSA 2048
+and EC P-256) from a JWKS file, a JWKS URL or the issuer's discovery document. Every
+refusal is a TokenRejected whose reason says what to do, and never repeats the token."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from lab.certs import Pki
+
+from appliance import identity as identity_module
+from appliance.config import IdentityConfig
+from appliance.identity import TokenRejected, TokenVerifier, VerifiedToken
+
+ISSUER = "https://idp.example.com"
+AUDIENCE = "sqlgate"
+USER = "alice@example.com"
+JWKS_URL = "https://idp.example.com/jwks"
+DISCOVERY_URL = "https://idp.example.com/.well-known/openid-configuration"
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, PrivateKey]:
+    """Signing keys by kid: three RSA 2048 keys (equal-length kids) and one EC P-256."""
+    return {
+        "rsa-1": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "rsa-2": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "rsa-3": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ec-1": ec.generate_private_key(ec.SECP256R1()),
+    }
+
+
+def jwk(kid: str, key: PrivateKey) -> dict[str, Any]:
+    public = key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        data = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
+    else:
+        data = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))
+    data.update(kid=kid, use="sig")
+    return dict(data)
+
+
+def jwks(keys: dict[str, PrivateKey], *kids: str) -> bytes:
+    return json.dumps({"keys": [jwk(kid, keys[kid]) for kid in kids]}).encode()
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    """A valid payload; a change to None removes the claim."""
+    now = int(time.time())
+    body: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user-42",
+        "email": USER,
+        "groups": ["agents", "dba"],
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+    }
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def sign(
+    keys: dict[str, PrivateKey], kid: str = "rsa-1", alg: str | None = None, **changes: Any
+) -> bytes:
+    key = keys[kid]
+    alg = alg or ("RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256")
+    return jwt.encode(claims(**changes), key, algorithm=alg, headers={"kid": kid}).encode()
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> bytes:
+    """A token assembled by hand (PyJWT refuses to make the bad ones)."""
+    text = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    return f"{text}.{b64(signature)}".encode()
+
+
+def identity(**changes: Any) -> IdentityConfig:
+    fields: dict[str, Any] = {
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "jwks_file": None,
+        "jwks_url": None,
+        "max_lifetime_s": 86400.0,
+    }
+    fields.update(changes)
+    return IdentityConfig(**fields)
+
+
+class Clock:
+    """An injectable clock: real time plus an offset the test moves."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+class Fetcher:
+    """An injectable HTTPS GET: answers by URL and counts the requests."""
+
+    def __init__(self, answers: dict[str, bytes | Exception]) -> None:
+        self.answers = answers
+        self.requests: list[str] = []
+
+    def __call__(self, url: str) -> bytes:
+        self.requests.append(url)
+        answer = self.answers.get(url, ConnectionRefusedError(111, "Connection refused"))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def jwks_file(tmp_path: Path, keys: dict[str, PrivateKey]) -> Path:
+    path = tmp_path / "jwks.json"
+    path.write_bytes(jwks(keys, "rsa-1", "ec-1"))
+    return path
+
+
+@pytest.fixture
+def verifier(jwks_file: Path) -> TokenVerifier:
+    return TokenVerifier(identity(jwks_file=jwks_file))
+
+
+def verify(verifier: TokenVerifier, token: bytes, user: str = USER) -> VerifiedToken:
+    return asyncio.run(verifier.verify(user, token))
+
+
+def refused(verifier: TokenVerifier, token: bytes, user: str = USER) -> str:
+    """The reason ``token`` is refused; it never contains the token (or its signature)."""
+    with pytest.raises(TokenRejected) as caught:
+        verify(verifier, token, user)
+    reason = str(caught.value)
+    assert reason
+    assert "Traceback" not in reason
+    if len(token) > 8:
+        assert token.decode("latin-1") not in reason
+        signature = token.rsplit(b".", 1)[-1].decode("latin-1")
+        if len(signature) > 8:
+            assert signature not in reason
+    return reason
+
+
+# --- accepted -----------------------------------------------------------------------------
+
+
+def test_valid_token(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    token = sign(keys, jti="token-7")
+    verified = verify(verifier, token)
+    assert verified.user == USER
+    assert verified.subject == "user-42"
+    assert verified.groups == frozenset({"agents", "dba"})
+    assert verified.token_id == "token-7"
+    assert verified.expires_at == jwt.decode(token, options={"verify_signature": False})["exp"]
+
+
+def test_valid_ec_token_with_one_group_and_a_one_element_audience_list(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey]
+) -> None:
+    verified = verify(verifier, sign(keys, "ec-1", groups="agents", aud=[AUDIENCE], jti=None))
+    assert verified.groups == frozenset({"agents"})
+    assert verified.token_id is None
+    assert verify(verifier, sign(keys, "ec-1", groups=None)).groups == frozenset()
+
+
+def test_custom_claims_and_a_token_with_surrounding_nul(
+    jwks_file: Path, keys: dict[str, PrivateKey]
+) -> None:
+    verifier = TokenVerifier(
+        identity(jwks_file=jwks_file, username_claim="preferred_username", groups_claim="roles")
+    )
+    token = sign(keys, email=None, groups=None, preferred_username="bob", roles=["ops"])
+    verified = verify(verifier, token + b"\0", user="bob")
+    assert (verified.user, verified.groups) == ("bob", frozenset({"ops"}))
+
+
+# --- refused: the algorithm and the key ----------------------------------------------------
+
+
+def test_alg_none(verifier: TokenVerifier) -> None:
+    token = forge({"alg": "none", "kid": "rsa-1", "typ": "JWT"}, claims())
+    assert "alg none is never accepted" in refused(verifier, token)
+
+
+def test_hs256_signed_with_the_public_key(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey]
+) -> None:
+    secret = (
+        keys["rsa-1"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    header = {"alg": "HS256", "kid": "rsa-1", "typ": "JWT"}
+    unsigned = forge(header, claims()).rstrip(b".")
+    signature = hmac.new(secret, unsigned, hashlib.sha256).digest()
+    reason = refused(verifier, unsigned + b"." + b64(signature).encode())
+    assert reason.startswith("HS256 is refused: only asymmetric algorithms (RS256, ")
+
+
+def test_algorithm_not_in_the_configured_list(jwks_file: Path, keys: dict[str, PrivateKey]) -> None:
+    verifier = TokenVerifier(identity(jwks_file=jwks_file, algorithms=("ES256",)))
+    reason = refused(verifier, sign(keys))
+    assert "algorithm 'RS256' is not accepted: identity.algorithms allows ES256" in reason
+
+
+def test_missing_kid(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    token = jwt.encode(claims(), keys["rsa-1"], algorithm="RS256").encode()
+    assert "the token header has no 'kid'" in refused(verifier, token)
+
+
+def test_unknown_kid(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    reason = refused(verifier, sign(keys, "rsa-2"))
+    assert reason.startswith(
+        "unknown signing key id 'rsa-2' (the identity provider's JWKS has 'ec-1', 'rsa-1')"
+    )
+    assert "try again in a minute" in reason
+
+
+def test_key_of_the_wrong_type_for_the_algorithm(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey]
+) -> None:
+    # Signed by the RSA key, but the header names the EC key's id.
+    token = jwt.encode(claims(), keys["rsa-1"], algorithm="RS256", headers={"kid": "ec-1"})
+    reason = refused(verifier, token.encode())
+    assert (
+        "signing key 'ec-1' is an EC key on curve P-256, which cannot verify RS256 tokens" in reason
+    )
+
+
+def test_key_whose_alg_differs_from_the_header(tmp_path: Path, keys: dict[str, PrivateKey]) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [dict(jwk("rsa-1", keys["rsa-1"]), alg="RS256")]}))
+    verifier = TokenVerifier(identity(jwks_file=path))
+    assert verify(verifier, sign(keys, alg="RS256")).user == USER
+    reason = refused(verifier, sign(keys, alg="PS256"))
+    assert "signing key 'rsa-1' is for RS256 (its 'alg'), but the token says PS256" in reason
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+def test_weak_key(tmp_path: Path) -> None:
+    weak = {"weak": rsa.generate_private_key(public_exponent=65537, key_size=1024)}
+    path = tmp_path / "jwks.json"
+    path.write_bytes(jwks(weak, "weak"))
+    reason = refused(TokenVerifier(identity(jwks_file=path)), sign(weak, "weak"))
+    assert reason.startswith("the identity provider's key 'weak' cannot be used: The RSA key")
+
+
+def test_bad_signature(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    # The right kid, the wrong private key.
+    token = jwt.encode(claims(), keys["rsa-2"], algorithm="RS256", headers={"kid": "rsa-1"})
+    reason = refused(verifier, token.encode())
+    assert "signature does not verify with the identity provider's key 'rsa-1'" in reason
+
+
+def test_kid_found_after_rotation_and_refresh_at_most_once_a_minute(
+    jwks_file: Path, keys: dict[str, PrivateKey]
+) -> None:
+    clock = Clock()
+    verifier = TokenVerifier(identity(jwks_file=jwks_file), clock=clock)
+    assert verify(verifier, sign(keys, "rsa-1")).user == USER
+
+    # The provider rotates: the file gains a new key, and the verifier sees it.
+    jwks_file.write_bytes(jwks(keys, "rsa-1", "rsa-2"))
+    assert verify(verifier, sign(keys, "rsa-2")).user == USER
+
+    # A kid that is not there yet: one refresh, then the keys are left alone for a minute.
+    clock.offset = 100
+    assert "unknown signing key id 'rsa-3'" in refused(verifier, sign(keys, "rsa-3"))
+    # The file gains rsa-3 but looks unchanged (same size, inode and modification time),
+    # so only a refresh can find the key, and a refresh within the minute is not made.
+    stat = jwks_file.stat()
+    jwks_file.write_bytes(jwks(keys, "rsa-1", "rsa-3"))
+    os.utime(jwks_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert jwks_file.stat().st_size == stat.st_size
+    clock.offset = 150
+    assert "unknown signing key id 'rsa-3'" in refused(verifier, sign(keys, "rsa-3"))
+    clock.offset = 161
+    assert verify(verifier, sign(keys, "rsa-3")).user == USER
+    assert "unknown signing key id 'rsa-2'" in refused(verifier, sign(keys, "rsa-2"))
+
+
+def test_fetched_keys_refresh_on_unknown_kid_at_most_once_a_minute(
+    keys: dict[str, PrivateKey],
+) -> None:
+    clock = Clock()
+    fetch = Fetcher({JWKS_URL: jwks(keys, "rsa-1")})
+    verifier = TokenVerifier(identity(jwks_url=JWKS_URL), clock=clock, fetch=fetch)
+    verify(verifier, sign(keys, "rsa-1"))
+    verify(verifier, sign(keys, "rsa-1"))
+    assert fetch.requests == [JWKS_URL]
+
+    fetch.answers[JWKS_URL] = jwks(keys, "rsa-1", "rsa-2")
+    assert "unknown signing key id 'rsa-2'" in refused(verifier, sign(keys, "rsa-2"))
+    assert len(fetch.requests) == 1  # fetched a moment ago: not again
+    clock.offset = 61
+    assert verify(verifier, sign(keys, "rsa-2")).user == USER
+    assert len(fetch.requests) == 2
+    clock.offset = 90
+    assert "unknown signing key id 'rsa-3'" in refused(verifier, sign(keys, "rsa-3"))
+    assert "unknown signing key id 'rsa-3'" in refused(verifier, sign(keys, "rsa-3"))
+    assert len(fetch.requests) == 2
+    clock.offset = 122
+    assert "unknown signing key id 'rsa-3'" in refused(verifier, sign(keys, "rsa-3"))
+    assert len(fetch.requests) == 3
+
+
+def test_unusable_keys_in_the_jwks_are_skipped(tmp_path: Path, keys: dict[str, PrivateKey]) -> None:
+    path = tmp_path / "jwks.json"
+    secret = {"kty": "oct", "kid": "hmac", "k": b64(b"0" * 32)}
+    encryption = dict(jwk("rsa-2", keys["rsa-2"]), use="enc")
+    broken = {"kty": "RSA", "kid": "broken", "n": "AQAB"}
+    path.write_text(
+        json.dumps({"keys": [secret, encryption, broken, "junk", jwk("rsa-1", keys["rsa-1"])]})
+    )
+    verifier = TokenVerifier(identity(jwks_file=path))
+    assert verify(verifier, sign(keys, "rsa-1")).user == USER
+    reason = refused(verifier, sign(keys, "rsa-2"))
+    assert "(the identity provider's JWKS has 'rsa-1')" in reason
+
+
+# --- refused: the claims --------------------------------------------------------------------
+
+
+def test_expired(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    now = int(time.time())
+    reason = refused(verifier, sign(keys, iat=now - 700, exp=now - 100))
+    assert reason.startswith("the token expired at 20")
+    assert reason.endswith(" UTC; get a new one")
+
+
+def test_expired_within_the_leeway_is_accepted(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey]
+) -> None:
+    now = int(time.time())
+    assert verify(verifier, sign(keys, iat=now - 700, exp=now - 10)).user == USER
+
+
+def test_not_yet_valid(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    now = int(time.time())
+    reason = refused(verifier, sign(keys, nbf=now + 300, exp=now + 900))
+    assert reason.startswith("the token is not valid before 20")
+    assert "check the clocks" in reason
+
+
+def test_issued_in_the_future(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    now = int(time.time())
+    reason = refused(verifier, sign(keys, iat=now + 300, exp=now + 900))
+    assert "issued in the future" in reason
+
+
+def test_wrong_issuer(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    reason = refused(verifier, sign(keys, iss="https://evil.example.com"))
+    assert reason.startswith(
+        "the token was issued by 'https://evil.example.com', not by 'https://idp.example.com'"
+    )
+
+
+def test_issuer_must_match_exactly(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    assert "was issued by" in refused(verifier, sign(keys, iss=ISSUER + "/"))
+
+
+def test_wrong_audience(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    reason = refused(verifier, sign(keys, aud="billing"))
+    assert reason.startswith("the token is for audience 'billing', not 'sqlgate'")
+
+
+def test_extra_audiences(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    reason = refused(verifier, sign(keys, aud=[AUDIENCE, "billing"]))
+    assert reason.startswith("the token is for several audiences ('sqlgate', 'billing')")
+    assert "'sqlgate' alone" in reason
+
+
+def test_missing_exp(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    reason = refused(verifier, sign(keys, exp=None))
+    assert reason.startswith("the token has no 'exp' (expiry) claim")
+
+
+@pytest.mark.parametrize("claim", ["iss", "aud"])
+def test_missing_issuer_or_audience(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey], claim: str
+) -> None:
+    assert refused(verifier, sign(keys, **{claim: None})).startswith(f"the token has no '{claim}'")
+
+
+def test_absurd_lifetime(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    now = int(time.time())
+    reason = refused(verifier, sign(keys, iat=now, exp=now + 10 * 86400))
+    assert reason.startswith("the token's lifetime of 10.0 days is longer than the 24.0 hours")
+    assert "identity.max_lifetime_s" in reason
+    # Without iat or nbf the lifetime counts from now.
+    reason = refused(verifier, sign(keys, iat=None, exp=now + 2 * 86400))
+    assert reason.startswith("the token's lifetime of ")
+    assert verify(verifier, sign(keys, iat=None, exp=now + 3600)).user == USER
+
+
+def test_time_claim_that_is_not_a_number(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey]
+) -> None:
+    assert "'exp' (expiry) claim is not a time" in refused(verifier, sign(keys, exp="soon"))
+
+
+def test_user_name_not_matching_the_token(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey]
+) -> None:
+    reason = refused(verifier, sign(keys), user="bob")
+    assert reason == (
+        "the MySQL user name 'bob' does not match the token's email 'alice@example.com': "
+        "log in as 'alice@example.com' with this token"
+    )
+
+
+def test_username_claim_missing(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    assert "the token has no 'email' claim" in refused(verifier, sign(keys, email=None))
+
+
+def test_groups_of_the_wrong_type(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
+    reason = refused(verifier, sign(keys, groups=["agents", 7]))
+    assert "'groups' claim (identity.groups_claim) is neither a string nor a list" in reason
+
+
+# --- refused: not a token at all ---------------------------------------------------------
+
+
+def test_oversized_token(jwks_file: Path, keys: dict[str, PrivateKey]) -> None:
+    verifier = TokenVerifier(identity(jwks_file=jwks_file, max_token_bytes=2048))
+    token = sign(keys, groups=[f"group-{i}" for i in range(300)])
+    assert len(token) > 2048
+    reason = refused(verifier, token)
+    assert reason.startswith(
+        f"the token is {len(token)} bytes, more than the 2048 the gateway accepts "
+        "(identity.max_token_bytes)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("password", "words"),
+    [
+        ("pässwörd.a.b".encode(), "it has non-ASCII bytes"),
+        (b"\xff\xfe\x00garbage", "it has non-ASCII bytes"),
+        (b"hunter2", "a JWT is three base64url parts separated by dots, and this has no dots"),
+        (b"a.b.c.d", "and this has 4 parts"),
+        (b"a b.c.d", "these parts are not base64url text"),
+        (b"", "the password is empty"),
+    ],
+)
+def test_not_a_token(verifier: TokenVerifier, password: bytes, words: str) -> None:
+    reason = refused(verifier, password)
+    assert reason.startswith(
+        "user 'alice@example.com' is not a gateway account, so the password must be an OIDC "
+        "token from the identity provider, and "
+    )
+    assert words in reason
+
+
+def test_garbage_in_three_parts(verifier: TokenVerifier) -> None:
+    reason = refused(verifier, b"bm90.anNvbg.c2ln")
+    assert reason.startswith("the token's header cannot be read: ")
+
+
+# --- where the keys come from ----------------------------------------------------------------
+
+
+def test_discovery(keys: dict[str, PrivateKey]) -> None:
+    jwks_uri = "https://keys.idp.example.com/oauth/jwks"
+    fetch = Fetcher(
+        {
+            DISCOVERY_URL: json.dumps({"issuer": ISSUER, "jwks_uri": jwks_uri}).encode(),
+            jwks_uri: jwks(keys, "ec-1"),
+        }
+    )
+    verifier = TokenVerifier(identity(), fetch=fetch)
+    assert verify(verifier, sign(keys, "ec-1")).user == USER
+    assert verify(verifier, sign(keys, "ec-1")).user == USER
+    assert fetch.requests == [DISCOVERY_URL, jwks_uri]
+
+
+def test_discovery_is_https_only(keys: dict[str, PrivateKey]) -> None:
+    fetch = Fetcher({})
+    verifier = TokenVerifier(identity(issuer="http://idp.example.com"), fetch=fetch)
+    reason = refused(verifier, sign(keys, iss="http://idp.example.com"))
+    assert reason.startswith(
+        "the identity provider's keys cannot be fetched from http://idp.example.com: "
+        "the issuer is not an https:// URL"
+    )
+    fetch = Fetcher(
+        {DISCOVERY_URL: json.dumps({"issuer": ISSUER, "jwks_uri": "http://idp/jwks"}).encode()}
+    )
+    reason = refused(TokenVerifier(identity(), fetch=fetch), sign(keys))
+    assert reason == (
+        f"the identity provider's keys cannot be fetched from {DISCOVERY_URL}: its jwks_uri "
+        "'http://idp/jwks' is not an https:// URL, and keys come over HTTPS only"
+    )
+    assert fetch.requests == [DISCOVERY_URL]
+
+
+def test_discovery_document_for_another_issuer(keys: dict[str, PrivateKey]) -> None:
+    fetch = Fetcher(
+        {
+            DISCOVERY_URL: json.dumps(
+                {"issuer": "https://other.example.com", "jwks_uri": JWKS_URL}
+            ).encode()
+        }
+    )
+    reason = refused(TokenVerifier(identity(), fetch=fetch), sign(keys))
+    assert "the discovery document is for issuer 'https://other.example.com'" in reason
+
+
+def test_fetch_failure_without_cached_keys(keys: dict[str, PrivateKey]) -> None:
+    clock = Clock()
+    fetch = Fetcher({})
+    verifier = TokenVerifier(identity(jwks_url=JWKS_URL), clock=clock, fetch=fetch)
+    reason = refused(verifier, sign(keys))
+    assert reason == (
+        f"the identity provider's keys cannot be fetched from {JWKS_URL}: Connection refused"
+    )
+    # Retried after a few seconds, not on every login.
+    assert refused(verifier, sign(keys)) == reason
+    assert len(fetch.requests) == 1
+    fetch.answers[JWKS_URL] = jwks(keys, "rsa-1")
+    clock.offset = 11
+    assert verify(verifier, sign(keys)).user == USER
+
+
+def test_fetch_failure_keeps_the_cached_keys(
+    keys: dict[str, PrivateKey], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    fetch = Fetcher({JWKS_URL: jwks(keys, "rsa-1")})
+    verifier = TokenVerifier(identity(jwks_url=JWKS_URL), clock=clock, fetch=fetch)
+    assert verify(verifier, sign(keys)).user == USER
+    fetch.answers[JWKS_URL] = TimeoutError("timed out")
+    clock.offset = 61
+    reason = refused(verifier, sign(keys, "rsa-2"))  # an unknown kid: refresh, which fails
+    assert reason.startswith("unknown signing key id 'rsa-2' (the identity provider's JWKS")
+    assert "fetching them again failed: no answer within 5 s" in reason
+    assert len(fetch.requests) == 2
+    assert f"keys cannot be fetched from {JWKS_URL}" in caplog.text
+    assert "keeping the 1 keys already known" in caplog.text
+    assert verify(verifier, sign(keys)).user == USER  # the cached key still works
+
+
+def test_fetched_keys_are_fetched_again_after_an_hour(keys: dict[str, PrivateKey]) -> None:
+    clock = Clock()
+    fetch = Fetcher({JWKS_URL: jwks(keys, "rsa-1")})
+    verifier = TokenVerifier(identity(jwks_url=JWKS_URL), clock=clock, fetch=fetch)
+    verify(verifier, sign(keys))
+    fetch.answers[JWKS_URL] = jwks(keys, "rsa-2")  # rsa-1 withdrawn
+    clock.offset = 3601
+    exp = int(clock()) + 600
+    assert "unknown signing key id 'rsa-1'" in refused(verifier, sign(keys, iat=exp - 600, exp=exp))
+    assert len(fetch.requests) == 2
+
+
+def test_a_provider_that_never_answers(
+    keys: dict[str, PrivateKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(identity_module, "FETCH_TIMEOUT_S", 0.2)
+
+    def hang(url: str) -> bytes:
+        time.sleep(2)
+        return b""
+
+    started = time.monotonic()
+    reason = refused(TokenVerifier(identity(jwks_url=JWKS_URL), fetch=hang), sign(keys))
+    assert reason.endswith(f"{JWKS_URL}: no answer within 0.2 s")
+    assert time.monotonic() - started < 3
+
+
+def test_unreadable_jwks_file(tmp_path: Path, keys: dict[str, PrivateKey]) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text("{not json")
+    reason = refused(TokenVerifier(identity(jwks_file=path)), sign(keys))
+    assert reason == (
+        f"the identity provider's keys cannot be read from {path}: not a JWKS: not JSON"
+    )
+
+
+class Idp:
+    """A real HTTPS server on 127.0.0.1 serving discovery and a JWKS, for the default fetch."""
+
+    def __init__(self, pki: Pki, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
+        self.routes = routes
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                status, headers, body = routes.get(self.path, (404, {}, b"not found"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki.server_cert, pki.server_key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def idp(tmp_pki: Pki) -> Iterator[Idp]:
+    server = Idp(tmp_pki, {})
+    yield server
+    server.close()
+
+
+def test_the_default_fetch_over_real_https(
+    idp: Idp, tmp_pki: Pki, keys: dict[str, PrivateKey]
+) -> None:
+    issuer = idp.url
+    idp.routes["/.well-known/openid-configuration"] = (
+        200,
+        {"Content-Type": "application/json"},
+        json.dumps({"issuer": issuer, "jwks_uri": f"{idp.url}/keys"}).encode(),
+    )
+    idp.routes["/keys"] = (200, {}, jwks(keys, "rsa-1"))
+    token = sign(keys, iss=issuer)
+
+    # The test CA is not among the system CAs: refused, with the hint to set ca_file.
+    reason = refused(TokenVerifier(identity(issuer=issuer)), token)
+    assert reason.startswith(
+        f"the identity provider's keys cannot be fetched from {issuer}/.well-known/"
+        "openid-configuration: the server's TLS certificate is not trusted ("
+    )
+    assert "identity.ca_file" in reason
+
+    verifier = TokenVerifier(identity(issuer=issuer, ca_file=tmp_pki.ca_cert))
+    assert verify(verifier, token).user == USER
+
+    # A redirect to plain HTTP is not followed; an HTTP error is named.
+    idp.routes["/moved"] = (302, {"Location": "http://127.0.0.1:9/keys"}, b"")
+    moved = TokenVerifier(identity(jwks_url=f"{idp.url}/moved", ca_file=tmp_pki.ca_cert))
+    assert "redirected to a non-https URL http://127.0.0.1:9/keys" in refused(moved, token)
+    missing = TokenVerifier(identity(jwks_url=f"{idp.url}/nothing", ca_file=tmp_pki.ca_cert))
+    assert refused(missing, token).endswith(": HTTP 404 Not Found")
+
+
+def test_nothing_listening(keys: dict[str, PrivateKey], unused_port: int) -> None:
+    url = f"https://127.0.0.1:{unused_port}/jwks"
+    reason = refused(TokenVerifier(identity(jwks_url=url)), sign(keys))
+    assert (
+        reason == f"the identity provider's keys cannot be fetched from {url}: Connection refused"
+    )
+
+
+def test_an_unexpected_error_is_a_refusal(keys: dict[str, PrivateKey]) -> None:
+    def clock() -> float:
+        raise RuntimeError("clock broke")
+
+    verifier = TokenVerifier(identity(jwks_url=JWKS_URL), clock=clock)
+    reason = refused(verifier, sign(keys))
+    assert "because of an error in the gateway" in reason

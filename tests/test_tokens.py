@@ -1,0 +1,256 @@
+"""OIDC tokens as MySQL passwords through the real gateway, with real clients: the token
+is asked for in clear text over TLS only, verified against the provider's keys, and its
+identity, subject, groups and token id are on the session's ledger records."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import mysql.connector
+import pymysql
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from lab.clients import run_mariadb, run_node
+from lab.clients import run_sqlgate as sqlgate
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+
+pytestmark = pytest.mark.integration
+
+ISSUER = "https://idp.lab.test"
+AUDIENCE = "sqlgate"
+USER = "carol@example.com"
+
+
+class Provider:
+    """A signing key and the JWKS file the gateway reads it from."""
+
+    def __init__(self, directory: Path) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "lab-1"
+        self.jwks = directory / "jwks.json"
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update(kid=self.kid, use="sig", alg="RS256")
+        self.jwks.write_text(json.dumps({"keys": [jwk]}))
+
+    def token(self, **claims: Any) -> str:
+        now = int(time.time())
+        body: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "user-42",
+            "email": USER,
+            "groups": ["agents"],
+            "iat": now,
+            "exp": now + 600,
+            "jti": uuid.uuid4().hex,
+        }
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": self.kid})
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Provider:
+    return Provider(tmp_path_factory.mktemp("idp"))
+
+
+@pytest.fixture(scope="module")
+def gw(
+    mariadb: MariaDB, provider: Provider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    identity = f"""
+[identity]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+jwks_file = "{provider.jwks}"
+"""
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw"),
+        mariadb,
+        mariadb.pki,
+        extra_toml=identity,
+        appliance_extra="failed_logins_free = 1000",  # this module fails logins on purpose
+    ).start()
+    yield gw
+    assert gw.stop() == 0
+    log = gw.log()
+    assert "Traceback" not in log
+    assert mariadb.native_password not in log
+
+
+def tls_connect(gw: GatewayProcess, mariadb: MariaDB, password: str, **kw: Any) -> Any:
+    args: dict[str, Any] = {
+        "host": gw.host,
+        "port": gw.port,
+        "user": USER,
+        "password": password,
+        "database": "shop",
+        "ssl": {"ca": str(mariadb.pki.ca_cert)},
+        "connect_timeout": 10,
+    }
+    args.update(kw)
+    return pymysql.connect(**args)
+
+
+def export(gw: GatewayProcess) -> list[dict[str, Any]]:
+    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_pymysql_logs_in_with_a_token_and_the_ledger_knows_who(
+    gw: GatewayProcess, mariadb: MariaDB, provider: Provider
+) -> None:
+    jti = "token-for-pymysql"
+    with tls_connect(gw, mariadb, provider.token(jti=jti)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM customers")
+        assert cur.fetchone()[0] > 0
+    recs = [r for r in export(gw) if r.get("token_id") == jti]
+    kinds = {r["kind"] for r in recs}
+    assert {"session_start", "statement"} <= kinds
+    for r in recs:
+        assert r["identity"] == USER and r["subject"] == "user-42"
+        assert r["groups"] == ["agents"]
+    (start,) = [r for r in recs if r["kind"] == "session_start"]
+    assert start["method"] == "token"
+
+
+def test_other_clients_log_in_with_a_token(
+    gw: GatewayProcess, mariadb: MariaDB, provider: Provider
+) -> None:
+    conn = mysql.connector.connect(
+        host=gw.host,
+        port=gw.port,
+        user=USER,
+        password=provider.token(),
+        database="shop",
+        auth_plugin="mysql_clear_password",
+        ssl_ca=str(mariadb.pki.ca_cert),
+        use_pure=True,
+    )
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        assert cur.fetchall() == [(1,)]
+    finally:
+        conn.close()
+    out = run_mariadb(
+        "SELECT 2",
+        host=gw.host,
+        port=gw.port,
+        user=USER,
+        password=provider.token(),
+        ssl=True,
+        ssl_ca=mariadb.pki.ca_cert,
+        column_names=False,  # MariaDB's client allows the clear-text plugin by default
+    )
+    assert out.strip() == "2"
+    result = run_node(
+        {
+            "host": gw.host,
+            "port": gw.port,
+            "user": USER,
+            "password": provider.token(),
+            "ssl": {"ca": str(mariadb.pki.ca_cert)},
+            "queries": ["SELECT 3 AS n"],
+            "options": {"enableCleartextPlugin": True},
+        }
+    )
+    assert result["results"][0]["rows"] == [[3]]
+
+
+def refusal(gw: GatewayProcess, mariadb: MariaDB, password: str, **kw: Any) -> str:
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        tls_connect(gw, mariadb, password, **kw)
+    code, message = info.value.args
+    assert code == 1045, message
+    return str(message)
+
+
+@pytest.mark.parametrize(
+    ("claims", "fragment"),
+    [
+        ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 4000}, "expired"),
+        ({"nbf": int(time.time()) + 3600}, "not valid before"),
+        ({"iss": "https://evil.example"}, "issuer"),
+        ({"aud": "someone-else"}, "audience"),
+        ({"aud": [AUDIENCE, "another"]}, "audience"),
+        ({"exp": None}, "exp"),
+        ({"exp": int(time.time()) + 400 * 86400}, "lifetime"),
+        ({"email": "mallory@example.com"}, "mallory@example.com"),
+        ({"groups": ["visitors"]}, "may not reach target"),
+    ],
+    ids=[
+        "expired",
+        "not-yet-valid",
+        "wrong-issuer",
+        "wrong-audience",
+        "extra-audiences",
+        "missing-exp",
+        "absurd-lifetime",
+        "user-mismatch",
+        "group-not-allowed",
+    ],
+)
+def test_refused_tokens_get_1045_and_an_auth_failed_record(
+    gw: GatewayProcess, mariadb: MariaDB, provider: Provider, claims: dict[str, Any], fragment: str
+) -> None:
+    jti = uuid.uuid4().hex
+    message = refusal(gw, mariadb, provider.token(jti=jti, **claims))
+    assert message.startswith("sqlgate: access denied: ") and fragment in message
+    time.sleep(0.05)
+    failed = [r for r in export(gw) if r["kind"] == "auth_failed" and r["reason"] in message]
+    assert failed and failed[-1]["identity"] == USER
+
+
+def test_forged_and_malformed_tokens_are_refused(
+    gw: GatewayProcess, mariadb: MariaDB, provider: Provider
+) -> None:
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "email": USER, "iat": now, "exp": now + 600}
+    unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": provider.kid})
+    assert "none" in refusal(gw, mariadb, unsigned)
+    # HS256 "signed" with the public key as the secret: the classic key-confusion forgery
+    public_pem = provider.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "typ": "JWT", "kid": provider.kid}
+    signing_input = b".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=")
+        for part in (header, claims)
+    )
+    mac = hmac.new(public_pem, signing_input, hashlib.sha256).digest()
+    forged = (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+    assert "HS256" in refusal(gw, mariadb, forged)
+    (provider.jwks.parent / "other").mkdir(exist_ok=True)
+    stranger = Provider(provider.jwks.parent / "other")
+    other = jwt.encode(claims, stranger.key, algorithm="RS256", headers={"kid": "who-knows"})
+    assert "who-knows" in refusal(gw, mariadb, other)
+    assert "token" in refusal(gw, mariadb, "x" * 20_000)  # oversized
+
+
+def test_a_token_over_a_plain_connection_is_refused(
+    gw: GatewayProcess, mariadb: MariaDB, provider: Provider
+) -> None:
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        pymysql.connect(
+            host=gw.host,
+            port=gw.port,
+            user=USER,
+            password=provider.token(),
+            ssl_disabled=True,
+            connect_timeout=10,
+        )
+    code, message = info.value.args
+    assert code == 1045 and "only over TLS" in message
