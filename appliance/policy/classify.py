@@ -39,9 +39,11 @@ from appliance.policy.lexer import (
     default_mode_text,
     outline,
     outline_statement,
+    punct_at,
     split_statements,
     string_bytes,
     tokenize,
+    word_at,
 )
 
 __all__ = ["Classification", "classify", "classify_statement", "classify_uncertain"]
@@ -377,25 +379,13 @@ def _with_root(skeleton: bytes) -> str:
     return "SELECT"
 
 
-def _w(tokens: Sequence[Token], i: int) -> str | None:
-    if i < len(tokens):
-        t = tokens[i]
-        if t.kind == Tok.WORD:
-            return t.text
-    return None
-
-
-def _p(tokens: Sequence[Token], i: int, text: str) -> bool:
-    return i < len(tokens) and tokens[i].kind == Tok.PUNCT and tokens[i].text == text
-
-
 def _skip_definer(tokens: Sequence[Token], i: int) -> int:
-    if _w(tokens, i) != "DEFINER" or not _p(tokens, i + 1, "="):
+    if word_at(tokens, i) != "DEFINER" or not punct_at(tokens, i + 1, "="):
         return i
     i += 2
-    if _w(tokens, i) in ("CURRENT_USER", "CURRENT_ROLE"):
+    if word_at(tokens, i) in ("CURRENT_USER", "CURRENT_ROLE"):
         i += 1
-        if _p(tokens, i, "(") and _p(tokens, i + 1, ")"):
+        if punct_at(tokens, i, "(") and punct_at(tokens, i + 1, ")"):
             i += 2
         return i
     i += 1
@@ -409,10 +399,10 @@ def _skip_definer(tokens: Sequence[Token], i: int) -> int:
 
 
 def _skip_if_exists(tokens: Sequence[Token], i: int) -> int:
-    if _w(tokens, i) == "IF":
-        if _w(tokens, i + 1) == "NOT" and _w(tokens, i + 2) == "EXISTS":
+    if word_at(tokens, i) == "IF":
+        if word_at(tokens, i + 1) == "NOT" and word_at(tokens, i + 2) == "EXISTS":
             return i + 3
-        if _w(tokens, i + 1) == "EXISTS":
+        if word_at(tokens, i + 1) == "EXISTS":
             return i + 2
     return i
 
@@ -503,27 +493,27 @@ _EXPLAINED = frozenset(
 
 
 def _kind_from_tokens(tokens: Sequence[Token]) -> tuple[str, int]:
-    w0 = _w(tokens, 0)
+    w0 = word_at(tokens, 0)
     if w0 is None:
-        if tokens and tokens[0].kind == Tok.IDENT and _p(tokens, 1, ":"):
+        if tokens and tokens[0].kind == Tok.IDENT and punct_at(tokens, 1, ":"):
             return "COMPOUND", 0
         return "UNKNOWN", 0
-    if _p(tokens, 1, ":"):
+    if punct_at(tokens, 1, ":"):
         return "COMPOUND", 0  # label: BEGIN ... END
     simple = _SINGLE_WORD_KINDS.get(w0)
     if simple is not None:
         return simple, 1
-    w1 = _w(tokens, 1)
+    w1 = word_at(tokens, 1)
     if w0 in ("DESCRIBE", "DESC", "EXPLAIN"):
         if w1 == "ANALYZE":
             return "ANALYZE", 2
-        if w1 in _EXPLAINED or _p(tokens, 1, "("):
+        if w1 in _EXPLAINED or punct_at(tokens, 1, "("):
             return "EXPLAIN", 1
         return "DESCRIBE", 1
     if w0 == "SET":
         if w1 == "PASSWORD":
             return "SET PASSWORD", 2
-        if w1 == "ROLE" or (w1 == "DEFAULT" and _w(tokens, 2) == "ROLE"):
+        if w1 == "ROLE" or (w1 == "DEFAULT" and word_at(tokens, 2) == "ROLE"):
             return "SET ROLE", 2
         if w1 == "STATEMENT":
             return "SET STATEMENT", 2
@@ -562,7 +552,9 @@ def _kind_from_tokens(tokens: Sequence[Token]) -> tuple[str, int]:
         return "UNLOCK TABLES", 2
     if w0 == "ANALYZE":
         return "ANALYZE", 1
-    if w0 == "CHANGE" and (w1 == "MASTER" or (w1 == "REPLICATION" and _w(tokens, 2) == "SOURCE")):
+    if w0 == "CHANGE" and (
+        w1 == "MASTER" or (w1 == "REPLICATION" and word_at(tokens, 2) == "SOURCE")
+    ):
         return "CHANGE MASTER", 2
     return "UNKNOWN", 0
 
@@ -570,24 +562,24 @@ def _kind_from_tokens(tokens: Sequence[Token]) -> tuple[str, int]:
 def _ddl_kind(tokens: Sequence[Token], verb: str) -> tuple[str, int]:
     i = 1
     while True:
-        w = _w(tokens, i)
-        if w == "OR" and _w(tokens, i + 1) == "REPLACE":
+        w = word_at(tokens, i)
+        if w == "OR" and word_at(tokens, i + 1) == "REPLACE":
             i += 2
         elif w == "DEFINER":
             j = _skip_definer(tokens, i)
             if j == i:
                 break
             i = j
-        elif w == "ALGORITHM" and _p(tokens, i + 1, "="):
+        elif w == "ALGORITHM" and punct_at(tokens, i + 1, "="):
             i += 3
-        elif w == "SQL" and _w(tokens, i + 1) == "SECURITY":
+        elif w == "SQL" and word_at(tokens, i + 1) == "SECURITY":
             i += 3
         elif w in _DDL_MODIFIERS:
             i += 1
         else:
             break
     objects = {"CREATE": _CREATE_OBJECTS, "ALTER": _ALTER_OBJECTS, "DROP": _DROP_OBJECTS}[verb]
-    kind = objects.get(_w(tokens, i) or "")
+    kind = objects.get(word_at(tokens, i) or "")
     if kind is None:
         return "UNKNOWN", 0
     return kind, _skip_if_exists(tokens, i + 1)
@@ -778,7 +770,7 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
     if kind != "SELECT" and _DML_MODIFIERS.match(v.skeleton):
         tokens = v.tokens
         i = 1
-        while _w(tokens, i) in _DML_MODIFIER_WORDS:
+        while word_at(tokens, i) in _DML_MODIFIER_WORDS:
             edits.append((v.start(tokens[i]), v.end(tokens[i]), b""))
             i += 1
     if kind == "REPLACE":
@@ -869,7 +861,7 @@ def _into_clauses(v: _View) -> list[tuple[int, int, bytes]]:
     i = 0
     n = len(tokens)
     while i < n:
-        if _w(tokens, i) != "INTO":
+        if word_at(tokens, i) != "INTO":
             i += 1
             continue
         depth = 0
@@ -1274,7 +1266,7 @@ def _describe(v: _View, kind: str, head: int) -> Classification:
     end = head
     if end < len(tokens) and tokens[end].kind in (Tok.WORD, Tok.IDENT):
         end += 1
-        if _p(tokens, end, ".") and end + 1 < len(tokens):
+        if punct_at(tokens, end, ".") and end + 1 < len(tokens):
             end += 2
     if end == head:
         return _result(kind, text, problem=_parse_problem(kind, "no table name"))
@@ -1299,22 +1291,22 @@ def _explain(v: _View, kind: str, head: int) -> Classification:
     tokens = v.tokens
     i = head
     if kind == "ANALYZE":
-        w = _w(tokens, i)
+        w = word_at(tokens, i)
         if w in ("TABLE", "TABLES", "NO_WRITE_TO_BINLOG", "LOCAL"):
             return _by_tokens(v, kind, head)  # ANALYZE TABLE: statistics
     while True:  # EXTENDED, PARTITIONS, FORMAT = x
-        w = _w(tokens, i)
+        w = word_at(tokens, i)
         if w in ("EXTENDED", "PARTITIONS"):
             i += 1
-        elif w == "FORMAT" and _p(tokens, i + 1, "="):
+        elif w == "FORMAT" and punct_at(tokens, i + 1, "="):
             i += 3
         else:
             break
-    if _w(tokens, i) == "FOR" and _w(tokens, i + 1) == "CONNECTION":
+    if word_at(tokens, i) == "FOR" and word_at(tokens, i + 1) == "CONNECTION":
         return _result(kind, text, flags={"explain_for_connection"}, literal_independent=True)
     if i >= len(tokens):
         return _result(kind, text, problem=_parse_problem(kind, "no statement to explain"))
-    if _w(tokens, i) in _EXPLAINERS:
+    if word_at(tokens, i) in _EXPLAINERS:
         return _result(kind, text, problem=_parse_problem(kind, f"{kind} of an {tokens[i].text}"))
     inner = _classify_text(v.raw[v.start(tokens[i]) :], v.mode)
     problem = None
@@ -1424,15 +1416,15 @@ def _index_edits(v: _View) -> list[tuple[int, int, bytes]]:
             w = t.text
             if w in _INDEX_WORDS_DROPPED or w in ("VISIBLE", "INVISIBLE"):
                 edits.append((v.start(t), v.end(t), b" "))
-            elif w == "USING" and _w(tokens, i + 1) in ("BTREE", "HASH", "RTREE"):
+            elif w == "USING" and word_at(tokens, i + 1) in ("BTREE", "HASH", "RTREE"):
                 edits.append((v.start(t), v.end(tokens[i + 1]), b" "))
                 i += 1
-            elif w in _INDEX_OPTIONS_WITH_VALUE and i > 0 and _w(tokens, i - 1) != "INDEX":
-                j = i + 2 if _p(tokens, i + 1, "=") else i + 1
+            elif w in _INDEX_OPTIONS_WITH_VALUE and i > 0 and word_at(tokens, i - 1) != "INDEX":
+                j = i + 2 if punct_at(tokens, i + 1, "=") else i + 1
                 if j < n:
                     edits.append((v.start(t), v.end(tokens[j]), b" "))
                     i = j
-            elif w == "WITH" and _w(tokens, i + 1) == "PARSER" and i + 2 < n:
+            elif w == "WITH" and word_at(tokens, i + 1) == "PARSER" and i + 2 < n:
                 edits.append((v.start(t), v.end(tokens[i + 2]), b" "))
                 i += 2
         i += 1
@@ -1499,18 +1491,18 @@ def _assignments(
     found: list[tuple[str, str | None]] = []
     for a, b in _split_commas(tokens, start, stop):
         scope = ""
-        w = _w(tokens, a)
-        if w in _SCOPES and b - a > 1 and not _p(tokens, a + 1, "="):
+        w = word_at(tokens, a)
+        if w in _SCOPES and b - a > 1 and not punct_at(tokens, a + 1, "="):
             scope = _SCOPES[w]
             a += 1
-            w = _w(tokens, a)
+            w = word_at(tokens, a)
         if w == "NAMES":
-            collate = next((i for i in range(a + 1, b) if _w(tokens, i) == "COLLATE"), b)
+            collate = next((i for i in range(a + 1, b) if word_at(tokens, i) == "COLLATE"), b)
             found.append(("names", _literal(tokens, a + 1, collate)))
             if collate < b:
                 found.append(("collation_connection", _literal(tokens, collate + 1, b)))
             continue
-        if w == "CHARSET" or (w == "CHARACTER" and _w(tokens, a + 1) == "SET"):
+        if w == "CHARSET" or (w == "CHARACTER" and word_at(tokens, a + 1) == "SET"):
             skip = 1 if w == "CHARSET" else 2
             found.append(("character set", _literal(tokens, a + skip, b)))
             continue
@@ -1546,8 +1538,8 @@ def _set(v: _View, kind: str, head: int) -> Classification:
         # The value is a password: never copied anywhere.
         return _result(kind, text, variables=(("password", None),), flags=flags)
     if kind == "SET ROLE":
-        if _w(tokens, 1) == "DEFAULT":
-            stop = next((i for i in range(3, n) if _w(tokens, i) in ("TO", "FOR")), n)
+        if word_at(tokens, 1) == "DEFAULT":
+            stop = next((i for i in range(3, n) if word_at(tokens, i) in ("TO", "FOR")), n)
             return _result(
                 kind,
                 text,
@@ -1575,7 +1567,7 @@ def _set(v: _View, kind: str, head: int) -> Classification:
                 variables=variables,
                 problem=_parse_problem(kind, "no FOR <statement>"),
             )
-        if _w(tokens, split + 1) == "SET":
+        if word_at(tokens, split + 1) == "SET":
             return _result(kind, text, variables=variables, problem=_parse_problem(kind, "FOR SET"))
         inner = _classify_text(v.raw[v.start(tokens[split + 1]) :], v.mode)
         problem = None
@@ -1598,10 +1590,10 @@ def _set(v: _View, kind: str, head: int) -> Classification:
             problem=problem,
             inner=inner,
         )
-    i = 2 if _w(tokens, 1) in _SCOPES else 1
-    if _w(tokens, i) == "TRANSACTION":
+    i = 2 if word_at(tokens, 1) in _SCOPES else 1
+    if word_at(tokens, i) == "TRANSACTION":
         # SET [GLOBAL|SESSION] TRANSACTION ISOLATION LEVEL ..., READ ONLY
-        scope = _SCOPES.get(_w(tokens, 1) or "", "")
+        scope = _SCOPES.get(word_at(tokens, 1) or "", "")
         words = " ".join(t.text.lower() for t in tokens[i + 1 :]).replace(" ,", ",")
         assigned: tuple[tuple[str, str | None], ...] = ((scope + "transaction", words or None),)
     else:
@@ -1622,15 +1614,15 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
     flags = _skeleton_flags(v.skeleton, kind)
     if kind == "PREPARE":
         i = head + 1  # the statement name
-        if _w(tokens, i) != "FROM":
+        if word_at(tokens, i) != "FROM":
             return _result(kind, text, flags=flags, problem=_parse_problem(kind, "expected FROM"))
         i += 1
         stop = n
     else:
-        if _w(tokens, head) != "IMMEDIATE":
+        if word_at(tokens, head) != "IMMEDIATE":
             return _by_tokens(v, kind, head)  # EXECUTE name [USING ...]
         i = head + 1
-        stop = next((j for j in range(i, n) if _w(tokens, j) == "USING"), n)
+        stop = next((j for j in range(i, n) if word_at(tokens, j) == "USING"), n)
     if i < stop and tokens[i].kind == Tok.WORD and tokens[i].text.startswith("_"):
         i += 1  # a character set introducer
     strings = tokens[i:stop]
@@ -1675,7 +1667,11 @@ def _name(tokens: Sequence[Token], i: int) -> tuple[str | None, int]:
         return None, i
     name = tokens[i].text.lower()
     i += 1
-    if _p(tokens, i, ".") and i + 1 < len(tokens) and tokens[i + 1].kind in (Tok.WORD, Tok.IDENT):
+    if (
+        punct_at(tokens, i, ".")
+        and i + 1 < len(tokens)
+        and tokens[i + 1].kind in (Tok.WORD, Tok.IDENT)
+    ):
         name = f"{name}.{tokens[i + 1].text.lower()}"
         i += 2
     return name, i
@@ -1688,7 +1684,7 @@ def _name_list(tokens: Sequence[Token], i: int) -> list[str]:
         if name is None:
             return names
         names.append(name)
-        if not _p(tokens, i, ","):
+        if not punct_at(tokens, i, ","):
             return names
         i += 1
 
@@ -1724,21 +1720,21 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         independent = True
     elif kind in ("ALTER TABLE", "TRUNCATE"):
         i = head
-        if kind == "TRUNCATE" and _w(tokens, i) == "TABLE":
+        if kind == "TRUNCATE" and word_at(tokens, i) == "TABLE":
             i += 1
         name, i = _name(tokens, i)
         writes.extend([name] if name else [])
         for j in range(i, len(tokens)):
-            w = _w(tokens, j)
+            w = word_at(tokens, j)
             if w == "RENAME":
                 k = j + 1
-                if _w(tokens, k) in ("COLUMN", "INDEX", "KEY"):
+                if word_at(tokens, k) in ("COLUMN", "INDEX", "KEY"):
                     continue  # RENAME COLUMN a TO b: the table keeps its name
-                if _w(tokens, k) in ("TO", "AS"):
+                if word_at(tokens, k) in ("TO", "AS"):
                     k += 1
                 other, _ = _name(tokens, k)
                 writes.extend([other] if other else [])
-            elif w == "WITH" and _w(tokens, j + 1) == "TABLE":
+            elif w == "WITH" and word_at(tokens, j + 1) == "TABLE":
                 other, _ = _name(tokens, j + 2)
                 writes.extend([other] if other else [])
     elif kind in ("DROP TABLE", "DROP VIEW"):
@@ -1749,7 +1745,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
             writes.append(name + ".*")
     elif kind == "DROP INDEX":
         for j in range(head, len(tokens)):
-            if _w(tokens, j) == "ON":
+            if word_at(tokens, j) == "ON":
                 name, _ = _name(tokens, j + 1)
                 writes.extend([name] if name else [])
                 break
@@ -1772,7 +1768,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         writes.extend([name] if name else [])
         if kind == "CREATE TRIGGER":
             for j in range(i, len(tokens)):
-                if _w(tokens, j) == "ON":
+                if word_at(tokens, j) == "ON":
                     table, _ = _name(tokens, j + 1)
                     writes.extend([table] if table else [])
                     break
@@ -1780,26 +1776,26 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         i = head
         while True:
             old, i = _name(tokens, i)
-            if old is None or _w(tokens, i) != "TO":
+            if old is None or word_at(tokens, i) != "TO":
                 break
             new, i = _name(tokens, i + 1)
             writes.extend(x for x in (old, new) if x)
-            if not _p(tokens, i, ","):
+            if not punct_at(tokens, i, ","):
                 break
             i += 1
     elif kind in ("LOAD DATA", "LOAD XML"):
         for j in range(head, len(tokens)):
-            if _w(tokens, j) == "INTO" and _w(tokens, j + 1) == "TABLE":
+            if word_at(tokens, j) == "INTO" and word_at(tokens, j + 1) == "TABLE":
                 name, _ = _name(tokens, j + 2)
                 writes.extend([name] if name else [])
                 break
-        if any(_w(tokens, j) == "LOCAL" for j in range(head, min(head + 4, len(tokens)))):
+        if any(word_at(tokens, j) == "LOCAL" for j in range(head, min(head + 4, len(tokens)))):
             flags.add("local_infile")
     elif kind in ("OPTIMIZE", "REPAIR", "CHECK", "CHECKSUM", "ANALYZE"):
         i = head
-        while _w(tokens, i) in ("NO_WRITE_TO_BINLOG", "LOCAL"):
+        while word_at(tokens, i) in ("NO_WRITE_TO_BINLOG", "LOCAL"):
             i += 1
-        if _w(tokens, i) in ("TABLE", "TABLES"):
+        if word_at(tokens, i) in ("TABLE", "TABLES"):
             names = _name_list(tokens, i + 1)
             (writes if kind in ("OPTIMIZE", "REPAIR") else reads).extend(names)
     elif kind == "LOCK TABLES":

@@ -26,6 +26,7 @@ seen, before any parser.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
@@ -366,7 +367,8 @@ _END_SUFFIXES = frozenset({"IF", "CASE", "LOOP", "REPEAT", "WHILE", "FOR"})
 _TYPE_MODIFIERS = frozenset({"UNSIGNED", "SIGNED", "ZEROFILL", "BINARY", "ASCII", "UNICODE"})
 
 
-def _word(tokens: list[Token], i: int) -> str | None:
+def word_at(tokens: Sequence[Token], i: int) -> str | None:
+    """The upper-cased word at ``tokens[i]``, or None (not a word, or past the end)."""
     if i < len(tokens):
         t = tokens[i]
         if t.kind == Tok.WORD:
@@ -374,7 +376,8 @@ def _word(tokens: list[Token], i: int) -> str | None:
     return None
 
 
-def _is_punct(tokens: list[Token], i: int, text: str) -> bool:
+def punct_at(tokens: Sequence[Token], i: int, text: str) -> bool:
+    """Whether ``tokens[i]`` is the operator or punctuation ``text``."""
     return i < len(tokens) and tokens[i].kind == Tok.PUNCT and tokens[i].text == text
 
 
@@ -399,12 +402,12 @@ def _skip_parens(tokens: list[Token], i: int) -> int:
 
 def _skip_definer(tokens: list[Token], i: int) -> int:
     """Index after `DEFINER = user` when it starts at i, else i."""
-    if _word(tokens, i) != "DEFINER" or not _is_punct(tokens, i + 1, "="):
+    if word_at(tokens, i) != "DEFINER" or not punct_at(tokens, i + 1, "="):
         return i
     i += 2
-    if _word(tokens, i) in ("CURRENT_USER", "CURRENT_ROLE"):
+    if word_at(tokens, i) in ("CURRENT_USER", "CURRENT_ROLE"):
         i += 1
-        if _is_punct(tokens, i, "(") and _is_punct(tokens, i + 1, ")"):
+        if punct_at(tokens, i, "(") and punct_at(tokens, i + 1, ")"):
             i += 2
         return i
     i += 1  # the user name
@@ -420,45 +423,45 @@ def _skip_definer(tokens: list[Token], i: int) -> int:
 def _body_start(tokens: list[Token], first: int, last: int) -> int | None:
     """Where the body of a stored program or compound statement starts, when the
     statement beginning at `first` has one that may contain ';'; None otherwise."""
-    w = _word(tokens, first)
+    w = word_at(tokens, first)
     if w is None:
-        if tokens[first].kind == Tok.IDENT and _is_punct(tokens, first + 1, ":"):
+        if tokens[first].kind == Tok.IDENT and punct_at(tokens, first + 1, ":"):
             return first  # label: BEGIN ...
         return None
     if w == "BEGIN":
-        return first if _word(tokens, first + 1) == "NOT" else None
+        return first if word_at(tokens, first + 1) == "NOT" else None
     if w in _COMPOUND_OPENERS:
         return first
-    if _is_punct(tokens, first + 1, ":"):
+    if punct_at(tokens, first + 1, ":"):
         return first
     if w not in ("CREATE", "ALTER"):
         return None
     i = first + 1
-    if _word(tokens, i) == "OR" and _word(tokens, i + 1) == "REPLACE":
+    if word_at(tokens, i) == "OR" and word_at(tokens, i + 1) == "REPLACE":
         i += 2
     i = _skip_definer(tokens, i)
-    if _word(tokens, i) == "AGGREGATE":
+    if word_at(tokens, i) == "AGGREGATE":
         i += 1
-    obj = _word(tokens, i)
+    obj = word_at(tokens, i)
     if obj in ("PROCEDURE", "FUNCTION"):
         if w != "CREATE":
             return None
         i += 1
-        if _word(tokens, i) == "IF":
-            i += 3 if _word(tokens, i + 1) == "NOT" else 2
+        if word_at(tokens, i) == "IF":
+            i += 3 if word_at(tokens, i + 1) == "NOT" else 2
         i += 1  # name
-        if _is_punct(tokens, i, "."):
+        if punct_at(tokens, i, "."):
             i += 2
-        if not _is_punct(tokens, i, "("):
+        if not punct_at(tokens, i, "("):
             return None  # CREATE FUNCTION f RETURNS ... SONAME: no body
         return _after_routine_header(tokens, _skip_parens(tokens, i))
     if obj == "TRIGGER":
         while i < last:
-            if _word(tokens, i) == "FOR" and _word(tokens, i + 1) == "EACH":
+            if word_at(tokens, i) == "FOR" and word_at(tokens, i + 1) == "EACH":
                 i += 3  # FOR EACH ROW
-                if _word(tokens, i) in ("FOLLOWS", "PRECEDES"):
+                if word_at(tokens, i) in ("FOLLOWS", "PRECEDES"):
                     i += 2
-                    if _is_punct(tokens, i, "."):
+                    if punct_at(tokens, i, "."):
                         i += 2
                 return i
             i += 1
@@ -481,32 +484,32 @@ def _after_routine_header(tokens: list[Token], i: int) -> int:
     """Skip RETURNS type and the routine characteristics after the parameter list."""
     n = len(tokens)
     while i < n:
-        w = _word(tokens, i)
+        w = word_at(tokens, i)
         if w == "RETURNS":
             i += 2  # RETURNS type
-            if _is_punct(tokens, i, "("):
+            if punct_at(tokens, i, "("):
                 i = _skip_parens(tokens, i)
             while True:
-                m = _word(tokens, i)
+                m = word_at(tokens, i)
                 if m in _TYPE_MODIFIERS:
                     i += 1
                 elif m in ("CHARSET", "COLLATE"):
                     i += 2
-                elif m == "CHARACTER" and _word(tokens, i + 1) == "SET":
+                elif m == "CHARACTER" and word_at(tokens, i + 1) == "SET":
                     i += 3
                 else:
                     break
         elif w in ("COMMENT", "LANGUAGE", "CONTAINS"):
             i += 2
-        elif w == "NOT" and _word(tokens, i + 1) == "DETERMINISTIC":
+        elif w == "NOT" and word_at(tokens, i + 1) == "DETERMINISTIC":
             i += 2
         elif w == "DETERMINISTIC":
             i += 1
-        elif w == "NO" and _word(tokens, i + 1) == "SQL":
+        elif w == "NO" and word_at(tokens, i + 1) == "SQL":
             i += 2
-        elif w in ("READS", "MODIFIES") and _word(tokens, i + 1) == "SQL":
+        elif w in ("READS", "MODIFIES") and word_at(tokens, i + 1) == "SQL":
             i += 3
-        elif w == "SQL" and _word(tokens, i + 1) == "SECURITY":
+        elif w == "SQL" and word_at(tokens, i + 1) == "SECURITY":
             i += 3
         else:
             return i
@@ -538,13 +541,13 @@ def _compound_end(tokens: list[Token], body: int) -> int:
             continue
         w = t.text if kind == Tok.WORD else None
         if at_start:
-            if kind in _IDENT_KINDS and _is_punct(tokens, i + 1, ":"):
+            if kind in _IDENT_KINDS and punct_at(tokens, i + 1, ":"):
                 i += 2  # label
                 continue
             if w == "BEGIN":
                 stack.append(w)
                 i += 1
-                if _word(tokens, i) == "NOT" and _word(tokens, i + 1) == "ATOMIC":
+                if word_at(tokens, i) == "NOT" and word_at(tokens, i + 1) == "ATOMIC":
                     i += 2
                 continue
             if w in ("LOOP", "REPEAT"):
@@ -589,7 +592,7 @@ def _close(stack: list[str], tokens: list[Token], i: int) -> int:
     """Pop the block an END at i closes; index after `END [IF|CASE|...]`."""
     top = stack.pop() if stack else None
     i += 1
-    if top != "CASE_EXPR" and _word(tokens, i) in _END_SUFFIXES:
+    if top != "CASE_EXPR" and word_at(tokens, i) in _END_SUFFIXES:
         i += 1
     return i
 
@@ -598,24 +601,24 @@ def _handler_statement(tokens: list[Token], i: int) -> int | None:
     """For `DECLARE ... HANDLER FOR cond[, cond] statement` at i: the index where the
     handler's statement starts; None for other DECLAREs."""
     j = i + 1
-    if _word(tokens, j) not in ("CONTINUE", "EXIT", "UNDO"):
+    if word_at(tokens, j) not in ("CONTINUE", "EXIT", "UNDO"):
         return None
-    if _word(tokens, j + 1) != "HANDLER" or _word(tokens, j + 2) != "FOR":
+    if word_at(tokens, j + 1) != "HANDLER" or word_at(tokens, j + 2) != "FOR":
         return None
     j += 3
     n = len(tokens)
     while j < n:
-        w = _word(tokens, j)
+        w = word_at(tokens, j)
         if w == "SQLSTATE":
             j += 1
-            if _word(tokens, j) == "VALUE":
+            if word_at(tokens, j) == "VALUE":
                 j += 1
             j += 1
         elif w == "NOT":
             j += 2  # NOT FOUND
         else:
             j += 1
-        if _is_punct(tokens, j, ","):
+        if punct_at(tokens, j, ","):
             j += 1
             continue
         return j
