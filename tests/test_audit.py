@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import mysql.connector
 import pymysql
 import pytest
 from lab.clients import run_sqlgate as sqlgate
@@ -40,16 +39,7 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
             conn._next_seq_id = 1
             with pytest.raises(pymysql.err.OperationalError):
                 conn._read_packet()
-        acct = gw.account()
-        mc = mysql.connector.connect(
-            host=gw.host,
-            port=gw.port,
-            user=acct.user,
-            password=acct.password,
-            database="shop",
-            use_pure=True,
-            ssl_disabled=True,
-        )
+        mc = gw.connector()
         cur2 = mc.cursor(prepared=True)
         cur2.execute("SELECT name FROM customers WHERE id = ?", (2,))
         assert cur2.fetchall() == [("Grace Hopper",)]

@@ -178,18 +178,8 @@ def test_20mb_value_round_trip_and_16mib_parameter(gateway: GatewayProcess) -> N
         cur.execute("SELECT v FROM blobs WHERE id = 1")  # a row over 16 MiB
         got = cur.fetchone()[0]
         assert len(got) == len(big) and got == big
-    import mysql.connector
 
-    acct = gateway.account()
-    mc = mysql.connector.connect(
-        host=gateway.host,
-        port=gateway.port,
-        user=acct.user,
-        password=acct.password,
-        database="shop",
-        use_pure=True,
-        ssl_disabled=True,
-    )
+    mc = gateway.connector()
     try:
         cur2 = mc.cursor(prepared=True)
         param = b"\x07" * (17 * 1024 * 1024)

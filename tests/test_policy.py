@@ -117,15 +117,7 @@ def test_delete_without_where_is_refused_and_the_session_goes_on(
 
 
 def test_sqlstate_is_42000(gw: GatewayProcess) -> None:
-    conn = mysql.connector.connect(
-        host=gw.host,
-        port=gw.port,
-        user="agent",
-        password=gw.account().password,
-        database="shop",
-        use_pure=True,
-        ssl_disabled=True,
-    )
+    conn = gw.connector()
     try:
         cur = conn.cursor()
         with pytest.raises(mysql.connector.Error) as info:
@@ -191,15 +183,7 @@ def test_each_statement_of_a_multi_statement_text_is_decided_and_recorded(
 def test_prepared_statements_are_decided_at_prepare_time(
     gw: GatewayProcess, mariadb: MariaDB
 ) -> None:
-    conn = mysql.connector.connect(
-        host=gw.host,
-        port=gw.port,
-        user="agent",
-        password=gw.account().password,
-        database="shop",
-        use_pure=True,
-        ssl_disabled=True,
-    )
+    conn = gw.connector()
     try:
         cur = conn.cursor(prepared=True)
         with pytest.raises(mysql.connector.Error) as info:
@@ -337,3 +321,30 @@ def test_oversized_text(gw: GatewayProcess, mariadb: MariaDB) -> None:
             assert cur.fetchone() == (2_000_000,)
         conn.commit()
     direct(mariadb, "DELETE FROM shop.pol_items WHERE id = 100")
+
+
+def test_runaway_guard_stops_an_identity_that_changed_too_many_rows(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.guard_t (id INT PRIMARY KEY, v INT)")
+    direct(mariadb, "DELETE FROM shop.guard_t")
+    direct(mariadb, "INSERT INTO shop.guard_t VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            with conn.cursor() as cur:
+                cur.execute("UPDATE guard_t SET v = 1 WHERE id <= 4")  # 4 rows: over the limit
+                cur.execute("SELECT COUNT(*) FROM guard_t WHERE v = 1")  # reads still run
+                assert cur.fetchone() == (4,)
+            message = refused(conn, "UPDATE guard_t SET v = 2 WHERE id = 5")
+            assert "rule 'runaway-rows'" in message and "changed 4 rows" in message
+    finally:
+        assert gw.stop() == 0
+    assert direct(mariadb, "SELECT v FROM shop.guard_t WHERE id = 5") == [(0,)]
+    alerts = [r for r in export(gw) if r["kind"] == "alert"]
+    assert len(alerts) == 1 and "changed 4 rows" in alerts[0]["reason"]

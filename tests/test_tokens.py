@@ -238,11 +238,16 @@ def test_forged_and_malformed_tokens_are_refused(
     other = jwt.encode(claims, stranger.key, algorithm="RS256", headers={"kid": "who-knows"})
     assert "who-knows" in refusal(gw, mariadb, other)
     assert "token" in refusal(gw, mariadb, "x" * 20_000)  # oversized
+    time.sleep(0.05)
+    reasons = [r["reason"] for r in export(gw) if r["kind"] == "auth_failed"]
+    for fragment in ("none", "HS256", "who-knows", "16384"):
+        assert any(fragment in reason for reason in reasons), fragment
 
 
 def test_a_token_over_a_plain_connection_is_refused(
     gw: GatewayProcess, mariadb: MariaDB, provider: Provider
 ) -> None:
+    before = len([r for r in export(gw) if r["kind"] == "auth_failed"])
     with pytest.raises(pymysql.err.OperationalError) as info:
         pymysql.connect(
             host=gw.host,
@@ -254,3 +259,6 @@ def test_a_token_over_a_plain_connection_is_refused(
         )
     code, message = info.value.args
     assert code == 1045 and "only over TLS" in message
+    time.sleep(0.05)
+    failed = [r for r in export(gw) if r["kind"] == "auth_failed"]
+    assert len(failed) == before + 1 and "only over TLS" in failed[-1]["reason"]

@@ -186,6 +186,23 @@ signing_key = "ledger.key"
             args["ssl_disabled"] = True
         return pymysql.connect(**args)
 
+    def connector(self, user: str = "agent", **kw: Any) -> Any:
+        """A plain mysql-connector-python connection (pure Python) as a gateway account."""
+        import mysql.connector
+
+        acct = self.account(user)
+        args: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": acct.user,
+            "password": acct.password,
+            "database": "shop",
+            "use_pure": True,
+            "ssl_disabled": True,
+        }
+        args.update(kw)
+        return mysql.connector.connect(**args)
+
     @property
     def ledger(self) -> Path:
         return self.ledger_path or self.workdir / "ledger.db"

@@ -261,18 +261,7 @@ class Agent:
 
     def get(self) -> Any:
         if self.conn is None or not self.conn.is_connected():
-            acct = self.gw.account()
-            self.conn = mysql.connector.connect(
-                host=self.gw.host,
-                port=self.gw.port,
-                user=acct.user,
-                password=acct.password,
-                database="shop",
-                use_pure=True,
-                ssl_disabled=True,
-                autocommit=True,
-                connection_timeout=10,
-            )
+            self.conn = self.gw.connector(autocommit=True, connection_timeout=10)
         return self.conn
 
     def run(self, sql: str | bytes) -> list[Any]:
@@ -551,16 +540,7 @@ def test_prepare_from_a_variable(agent: Agent, direct: Direct) -> None:
 def test_binary_protocol_prepare(gateway: GatewayProcess, direct: Direct) -> None:
     """COM_STMT_PREPARE is decided like a query."""
     before = direct.state()
-    acct = gateway.account()
-    conn = mysql.connector.connect(
-        host=gateway.host,
-        port=gateway.port,
-        user=acct.user,
-        password=acct.password,
-        database="shop",
-        use_pure=True,
-        ssl_disabled=True,
-    )
+    conn = gateway.connector()
     try:
         cur = conn.cursor(prepared=True)
         with pytest.raises(mysql.connector.Error) as info:
