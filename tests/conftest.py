@@ -88,3 +88,24 @@ def gateway(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Itera
     yield gw
     assert gw.stop() == 0
     assert "Traceback" not in gw.log()
+
+
+from lab.broker import Broker, BrokerError  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One private Mosquitto for the whole session, on 127.0.0.1 and a free port, with
+    per-client passwords and ACLs (``sqlgate`` gateway, ``operator``) and a TLS listener
+    (``broker.tls_port``, the session's own PKI). Tests that stop it must start it again.
+    """
+    workdir = tmp_path_factory.mktemp("broker")
+    server = Broker(workdir, pki=make_pki(workdir / "pki", []))
+    try:
+        server.start()
+    except BrokerError as exc:
+        pytest.fail(f"cannot start the lab Mosquitto broker: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,401 @@
+"""The MQTT bus against a real Mosquitto with per-client passwords and ACLs.
+
+The session's ``broker`` serves the tests that leave it running; tests that stop the
+broker get their own. Each test uses its own appliance name, so retained messages and
+subscriptions of one test never reach another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiomqtt
+import pytest
+from lab.broker import Broker
+from lab.mariadb import free_port
+
+from appliance.bus import Bus, BusUnavailable, reconnect_delay
+from appliance.config import BusConfig
+
+T = TypeVar("T")
+
+SECRET = "eyJ-operator-token-must-never-be-logged"
+
+
+def run(coro: Coroutine[Any, Any, T], timeout_s: float = 20.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout_s))
+
+
+def appliance_name() -> str:
+    return f"edge-{secrets.token_hex(3)}"
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def raw_client(broker: Broker, user: str = Broker.operator_user) -> aiomqtt.Client:
+    """A plain MQTT client, as the console or another tool would use."""
+    return aiomqtt.Client(
+        broker.host, broker.port, username=user, password=broker.users[user], timeout=5
+    )
+
+
+async def next_message(client: aiomqtt.Client, timeout_s: float = 5.0) -> aiomqtt.Message:
+    return await asyncio.wait_for(client.messages.__anext__(), timeout_s)
+
+
+class Inbox:
+    """A handler that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, suffix: str, payload: dict[str, Any]) -> None:
+        self.messages.append((suffix, payload))
+
+    async def wait_for(self, count: int, timeout_s: float = 5.0) -> None:
+        await eventually(lambda: len(self.messages) >= count, timeout_s)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker this test may stop and restart."""
+    with Broker(tmp_path / "broker") as server:
+        yield server
+
+
+def test_reconnect_delay_doubles_from_half_a_second_to_thirty() -> None:
+    delays = [reconnect_delay(n) for n in range(9)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert reconnect_delay(10_000) == 30.0
+
+
+def test_bad_topics_and_payloads_are_programming_errors() -> None:
+    bus = Bus(BusConfig(), "edge-1")
+    for suffix in ("", "events/+", "events/#", "/events", "events//x", "events/"):
+        with pytest.raises(ValueError):
+            bus.publish(suffix, {})
+    for pattern in ("events/#/x", "events/a+", ""):
+        with pytest.raises(ValueError):
+            bus.subscribe(pattern, Inbox())
+    with pytest.raises(TypeError):
+        bus.publish("events/x", {"raw": b"bytes"})
+    with pytest.raises(ValueError):
+        bus.publish("events/x", {}, qos=3)
+    with pytest.raises(ValueError):
+        Bus(BusConfig(), "edge/1")
+    assert bus.queued == 0
+
+
+def test_round_trip_with_the_gateway_credentials(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    name = appliance_name()
+
+    async def main() -> None:
+        inbox = Inbox()
+        bus = Bus(broker.bus_config(), name)
+        bus.subscribe("sessions/+/statements", inbox)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        async with raw_client(broker) as observer:
+            await observer.subscribe(f"sqlgate/{name}/sessions/#", qos=1)
+            assert bus.publish("sessions/s1/statements", {"sql": "SELECT 1", "token": SECRET})
+            await inbox.wait_for(1)
+            seen = await next_message(observer)
+        await bus.close()
+        assert inbox.messages == [
+            ("sessions/s1/statements", {"v": 1, "sql": "SELECT 1", "token": SECRET})
+        ]
+        assert seen.topic.value == f"sqlgate/{name}/sessions/s1/statements"
+        assert isinstance(seen.payload, bytes) and seen.payload.startswith(b'{"v":1,')
+        assert bus.delivered == 1 and bus.dropped == 0
+
+    run(main())
+    assert SECRET not in caplog.text  # not even at DEBUG, paho's packet log included
+
+
+def test_retained_request_reaches_a_late_subscriber_until_cleared(broker: Broker) -> None:
+    name = appliance_name()
+    request = f"sqlgate/{name}/approvals/r1"
+
+    async def main() -> None:
+        bus = Bus(broker.bus_config(), name)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        await bus.publish_now("approvals/r1", {"id": "r1", "sql": "DROP TABLE t"}, retain=True)
+
+        async with raw_client(broker) as late:
+            await late.subscribe(f"sqlgate/{name}/approvals/+", qos=1)
+            message = await next_message(late)
+            assert message.topic.value == request and message.retain
+            assert json.loads(message.payload) == {"v": 1, "id": "r1", "sql": "DROP TABLE t"}
+            assert bus.clear_retained("approvals/r1")
+            cleared = await next_message(late)  # current subscribers see the empty message
+            assert cleared.topic.value == request and cleared.payload == b""
+
+        async with raw_client(broker) as later:
+            await later.subscribe(f"sqlgate/{name}/approvals/+", qos=1)
+            bus.publish("approvals/marker", {})
+            # A retained request would be delivered on subscribing, before the marker.
+            first = await next_message(later)
+            assert first.topic.value == f"sqlgate/{name}/approvals/marker"
+        await bus.close()
+
+    run(main())
+
+
+def test_operator_may_only_publish_decisions(broker: Broker) -> None:
+    name = appliance_name()
+    base = f"sqlgate/{name}"
+
+    async def main() -> None:
+        inbox = Inbox()
+        bus = Bus(broker.bus_config(), name)
+        bus.subscribe("events/#", inbox)
+        bus.subscribe("approvals/#", inbox)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        async with raw_client(broker, Broker.operator_user) as operator:
+            await operator.subscribe(f"{base}/#", qos=1)
+            await bus.publish_now("approvals/r7", {"id": "r7"}, retain=True)
+            status = await next_message(operator)  # retained, sent on subscribing
+            assert status.topic.value == f"{base}/status"
+            request = await next_message(operator)  # operators read requests
+            assert request.topic.value == f"{base}/approvals/r7"
+
+            # Refused by the ACL: the broker drops them without telling the publisher.
+            await operator.publish(f"{base}/events/forged", b'{"v":1}', qos=1)
+            await operator.publish(f"{base}/approvals/r8", b'{"v":1}', qos=1, retain=True)
+            await operator.publish("elsewhere/x", b'{"v":1}', qos=1)
+            await operator.publish(f"{base}/approvals/r7/decision", b'{"v":1,"ok":1}', qos=1)
+            # One publisher's messages arrive in order: anything forged would be first.
+            await eventually(lambda: any(s == "approvals/r7/decision" for s, _ in inbox.messages))
+            # Decisions carry tokens: only the gateway reads them, not other operators.
+            bus.publish("alerts", {"alert": "marker"})
+            assert (await next_message(operator)).topic.value == f"{base}/alerts"
+        bus.clear_retained("approvals/r7")
+        await bus.close()
+        suffixes = [suffix for suffix, _ in inbox.messages]
+        assert suffixes[:2] == ["approvals/r7", "approvals/r7/decision"]
+        assert not {"events/forged", "approvals/r8"} & set(suffixes)
+
+    run(main())
+    assert "Denied PUBLISH" in broker.log()
+
+
+def test_malformed_payloads_are_dropped_and_handlers_cannot_stop_the_bus(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    name = appliance_name()
+
+    def broken(suffix: str, payload: dict[str, Any]) -> None:
+        raise RuntimeError(f"handler bug quoting {payload.get('token')}")
+
+    async def main() -> list[tuple[str, dict[str, Any]]]:
+        inbox = Inbox()
+        bus = Bus(broker.bus_config(), name)
+        bus.subscribe("in/+", broken)
+        bus.subscribe("in/+", inbox)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        async with raw_client(broker, Broker.gateway_user) as peer:
+            for payload in (b"not json " + SECRET.encode(), b"[1, 2]", b"\xff\xfe", b'"text"'):
+                await peer.publish(f"sqlgate/{name}/in/bad", payload, qos=1)
+            good = json.dumps({"v": 1, "token": SECRET}).encode()
+            await peer.publish(f"sqlgate/{name}/in/good", good, qos=1)
+            await peer.publish(f"sqlgate/{name}/in/again", b'{"v":1}', qos=1)
+            await inbox.wait_for(2)
+        await bus.close()
+        return inbox.messages
+
+    messages = run(main())
+    assert messages == [("in/good", {"v": 1, "token": SECRET}), ("in/again", {"v": 1})]
+    assert caplog.text.count("not JSON") == 2
+    assert caplog.text.count("not a JSON object") == 2
+    assert caplog.text.count("failed: RuntimeError") == 2
+    assert SECRET not in caplog.text
+
+
+def test_broker_outage_queues_events_refuses_requests_and_recovers(own_broker: Broker) -> None:
+    name = appliance_name()
+
+    async def main() -> None:
+        inbox = Inbox()
+        bus = Bus(own_broker.bus_config(), name)
+        bus.subscribe("events/#", inbox)
+        await bus.start()
+        assert await bus.wait_connected(5)
+
+        own_broker.stop()
+        await eventually(lambda: not bus.connected, timeout_s=3)
+        started = time.monotonic()
+        with pytest.raises(BusUnavailable):
+            await bus.publish_now("approvals/r1", {"id": "r1"}, retain=True)
+        assert time.monotonic() - started < 0.05  # refused at once, not after a timeout
+        for i in range(3):
+            assert bus.publish(f"events/e{i}", {"i": i})
+        assert bus.queued == 3
+
+        own_broker.start()  # same port; no retained messages survive
+        assert await bus.wait_connected(10)
+        await inbox.wait_for(3)
+        assert inbox.messages == [(f"events/e{i}", {"v": 1, "i": i}) for i in range(3)]
+        assert bus.dropped == 0
+
+        # The subscription was made again on the new connection, for other publishers too.
+        async with raw_client(own_broker, Broker.gateway_user) as peer:
+            await peer.publish(f"sqlgate/{name}/events/outside", b'{"v":1}', qos=1)
+        await inbox.wait_for(4)
+        assert inbox.messages[-1] == ("events/outside", {"v": 1})
+        await bus.publish_now("approvals/r2", {"id": "r2"})  # requests work again
+        await bus.close()
+
+    run(main())
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_them(own_broker: Broker) -> None:
+    name = appliance_name()
+
+    async def main() -> None:
+        inbox = Inbox()
+        bus = Bus(own_broker.bus_config(), name, queue_size=3)
+        bus.subscribe("events/#", inbox)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        own_broker.stop()
+        await eventually(lambda: not bus.connected, timeout_s=3)
+        for i in range(5):
+            assert bus.publish("events/e", {"i": i})  # never blocks, never refuses
+        assert (bus.queued, bus.dropped) == (3, 2)
+
+        own_broker.start()
+        assert await bus.wait_connected(10)
+        await inbox.wait_for(3)
+        await asyncio.sleep(0.1)
+        assert [payload["i"] for _, payload in inbox.messages] == [2, 3, 4]
+        await bus.close()
+
+    run(main())
+
+
+def test_an_unreachable_broker_never_raises_into_the_gateway(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    nobody = BusConfig(url="mqtt://127.0.0.1:1", host="127.0.0.1", port=free_port())
+    wrong_password = dataclasses.replace(broker.bus_config(), password=b"wrong")
+
+    async def main(config: BusConfig) -> None:
+        bus = Bus(config, appliance_name(), backoff_first_s=0.05, backoff_max_s=0.1)
+        await bus.start()
+        await asyncio.sleep(0.5)  # several attempts
+        assert not bus.connected
+        with pytest.raises(BusUnavailable):
+            await bus.publish_now("approvals/r1", {})
+        assert bus.publish("events/e", {})
+        started = time.monotonic()
+        await bus.close()
+        assert time.monotonic() - started < 1
+        assert not bus.publish("events/e", {})
+        assert not bus.clear_retained("approvals/r1")
+
+    run(main(nobody))
+    run(main(wrong_password))
+    warnings = [r for r in caplog.records if r.name == "sqlgate.bus" and r.levelname == "WARNING"]
+    assert any("cannot connect" in r.getMessage() for r in warnings)
+    assert len([r for r in warnings if "cannot connect" in r.getMessage()]) == 2  # once each
+    assert "Traceback" not in caplog.text
+
+
+def test_two_gateways_on_one_broker_keep_to_their_own_topics(broker: Broker) -> None:
+    names = appliance_name(), appliance_name()
+
+    async def main() -> None:
+        inboxes = Inbox(), Inbox()
+        buses = [Bus(broker.bus_config(), name) for name in names]
+        for bus, inbox in zip(buses, inboxes, strict=True):
+            bus.subscribe("sessions/#", inbox)
+            await bus.start()
+            assert await bus.wait_connected(5)
+        async with raw_client(broker) as console:
+            await console.subscribe("sqlgate/+/sessions/#", qos=1)
+            for bus in buses:
+                bus.publish("sessions/s1/start", {"from": bus.appliance})
+            for inbox in inboxes:
+                await inbox.wait_for(1)
+            seen = {(await next_message(console)).topic.value for _ in buses}
+        for bus in buses:
+            bus.publish("sessions/s1/end", {"from": bus.appliance})
+        for inbox in inboxes:
+            await inbox.wait_for(2)
+        for bus in buses:
+            await bus.close()
+        for name, inbox in zip(names, inboxes, strict=True):
+            assert {payload["from"] for _, payload in inbox.messages} == {name}
+            assert len(inbox.messages) == 2
+        assert seen == {f"sqlgate/{name}/sessions/s1/start" for name in names}
+
+    run(main())
+
+
+def test_status_is_retained_online_then_offline(broker: Broker) -> None:
+    name = appliance_name()
+
+    async def status() -> dict[str, Any]:
+        async with raw_client(broker) as console:
+            await console.subscribe(f"sqlgate/{name}/status", qos=1)
+            message = await next_message(console)
+            assert message.retain
+            result: dict[str, Any] = json.loads(message.payload)
+            return result
+
+    async def main() -> None:
+        bus = Bus(broker.bus_config(), name)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        assert await status() == {"v": 1, "appliance": name, "state": "online"}
+        await bus.close()
+        assert await status() == {"v": 1, "appliance": name, "state": "offline"}
+
+    run(main())
+
+
+def test_mqtts_verifies_the_broker_certificate(broker: Broker) -> None:
+    assert broker.pki is not None
+    config = broker.bus_config(tls=True)
+    trusted = ssl.create_default_context(cafile=str(broker.pki.ca_cert))
+
+    async def main() -> None:
+        inbox = Inbox()
+        bus = Bus(config, appliance_name(), tls_context=trusted)
+        bus.subscribe("events/#", inbox)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        bus.publish("events/e", {"tls": True})
+        await inbox.wait_for(1)
+        await bus.close()
+
+        # The system CAs do not know the lab's CA: no connection.
+        untrusted = Bus(config, appliance_name(), backoff_first_s=0.05)
+        await untrusted.start()
+        assert not await untrusted.wait_connected(0.5)
+        await untrusted.close()
+
+    run(main())
