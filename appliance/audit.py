@@ -90,9 +90,11 @@ class Audit:
         verdict: Verdict,
         done: CommandCompleted,
         duration_ms: float,
+        who: dict[str, Any],
     ) -> None:
         """One result record per statement: a multi-statement answer is split by result
-        set; statements after a failed one did not run."""
+        set; statements after a failed one did not run. ``who``: the session's identity
+        fields (``who_fields``), on every record of the session."""
         count = len(verdict.parts)
         if count == 1:
             self.result(
@@ -102,6 +104,7 @@ class Audit:
                 affected=done.affected,
                 error=done.error,
                 duration_ms=duration_ms,
+                **who,
             )
             return
         answered = list(done.results or [])
@@ -121,6 +124,7 @@ class Audit:
                     affected=affected,
                     error=None,
                     duration_ms=duration_ms,
+                    **who,
                 )
             elif i == len(answered) and done.error is not None:
                 self.result(
@@ -130,6 +134,7 @@ class Audit:
                     affected=0,
                     error=done.error,
                     duration_ms=duration_ms,
+                    **who,
                 )
             else:
                 self.result(
@@ -140,6 +145,7 @@ class Audit:
                     error=None,
                     duration_ms=None,
                     note="not run: an earlier statement of the text failed",
+                    **who,
                 )
 
     def refused(
@@ -162,7 +168,15 @@ class Audit:
                 reason=reason,
             )
         )
-        self.result(session, seq, rows=0, affected=0, error=int(code), duration_ms=0.0)
+        self.result(
+            session,
+            seq,
+            rows=0,
+            affected=0,
+            error=int(code),
+            duration_ms=0.0,
+            **who_fields(context),
+        )
 
     def result(
         self,
@@ -173,7 +187,7 @@ class Audit:
         affected: int | None,
         error: int | None,
         duration_ms: float | None,
-        **extra: str,
+        **extra: Any,
     ) -> None:
         self.background(
             records.result(
@@ -259,6 +273,15 @@ _CORE_RULES: dict[int, str] = {
     Command.BINLOG_DUMP_GTID: "replication",
     Command.REGISTER_SLAVE: "replication",
 }
+
+
+def who_fields(context: dict[str, Any]) -> dict[str, Any]:
+    """Identity, groups and (for a token) subject and token id: on each session record."""
+    return {
+        "identity": context["identity"],
+        "groups": _strings(context["groups"]),
+        **token_fields(context),
+    }
 
 
 def token_fields(context: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from appliance import routing
-from appliance.audit import UNAVAILABLE, Audit, token_fields
+from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
 from appliance.backoff import LoginBackoff
 from appliance.config import Config, ConfigError, TargetConfig
 from appliance.identity import TokenRejected, TokenVerifier
@@ -181,6 +181,7 @@ class ClientLeg(asyncio.Protocol):
         "_begun",
         "_statements",
         "policy",
+        "who",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -207,6 +208,7 @@ class ClientLeg(asyncio.Protocol):
         self._begun: dict[int, tuple[float, Verdict, int]] = {}
         self._statements = 0  # statement records written (statement_seq of the last)
         self.policy: SessionPolicy | None = None
+        self.who: dict[str, Any] = {}  # identity fields for every record of the session
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -263,6 +265,7 @@ class ClientLeg(asyncio.Protocol):
                         session=self.sid,
                         statements=self._statements,
                         duration_ms=(time.monotonic() - self.started) * 1000,
+                        **self.who,
                     )
                 )
         if self.upstream is not None and self.upstream.transport is not None:
@@ -383,7 +386,12 @@ class ClientLeg(asyncio.Protocol):
                         if self.policy is not None:
                             self.policy.completed(done.cmd, done.error, done.affected)
                         self.gw.audit.results(
-                            self.sid, first_seq, verdict, done, (time.monotonic() - at) * 1000
+                            self.sid,
+                            first_seq,
+                            verdict,
+                            done,
+                            (time.monotonic() - at) * 1000,
+                            self.who,
                         )
                 elif isinstance(ev, CommandRefused):
                     log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
@@ -401,6 +409,7 @@ class ClientLeg(asyncio.Protocol):
                         self.context["subject"] = ev.identity.subject
                         self.context["token_id"] = ev.identity.token_id
                     self.gw.backoff.succeeded(self.peer_ip)
+                    self.who = who_fields(self.context)
                     self.policy = SessionPolicy(
                         self.gw.policy,
                         Subject(ev.identity.user, ev.identity.groups, self.target),

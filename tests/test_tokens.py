@@ -118,7 +118,7 @@ def test_pymysql_logs_in_with_a_token_and_the_ledger_knows_who(
         assert cur.fetchone()[0] > 0
     recs = [r for r in export(gw) if r.get("token_id") == jti]
     kinds = {r["kind"] for r in recs}
-    assert {"session_start", "statement"} <= kinds
+    assert {"session_start", "statement", "result", "session_end"} <= kinds
     for r in recs:
         assert r["identity"] == USER and r["subject"] == "user-42"
         assert r["groups"] == ["agents"]
