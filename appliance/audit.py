@@ -66,13 +66,18 @@ class Audit:
         cmd: ClientCommand,
         verdict: Verdict,
         context: dict[str, Any],
+        decision: str | None = None,
     ) -> None:
         """Commit one statement record per statement of the command (one group commit);
-        raises ``LedgerUnavailable`` when they cannot all be written."""
+        raises ``LedgerUnavailable`` when they cannot all be written. ``decision``
+        overrides the verdict's (``pending`` for a statement held for approval)."""
         records_ = [
             self._statement(session, first_seq + i, cmd, verdict, i, context)
             for i in range(len(verdict.parts))
         ]
+        if decision is not None:
+            for record in records_:
+                record["decision"] = decision
         if len(records_) == 1:
             await self.writer.append(records_[0])
             return

@@ -243,6 +243,7 @@ class ApprovalsConfig:
 
     timeout_s: float = 120.0
     approver_groups: tuple[str, ...] = ("dba",)
+    enabled: bool = False  # the section is present: review statements are held, not refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -711,7 +712,11 @@ def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:
         targets=targets,
         ledger=_ledger(_Table(ledger_raw, "ledger", _LEDGER_KEYS, base)),
         bus=_bus(_Table(bus_raw or {}, "bus", _BUS_KEYS, base)),
-        approvals=_approvals(_Table(approvals_raw or {}, "approvals", _APPROVALS_KEYS, base)),
+        approvals=_approvals(
+            _Table(approvals_raw or {}, "approvals", _APPROVALS_KEYS, base),
+            enabled=approvals_raw is not None,
+            identity=identity_raw is not None,
+        ),
         policy=_policy(_Table(policy_raw or {}, "policy", _POLICY_KEYS, base)),
         rules=_rules(_array_of_tables(raw, "rules"), base, target_names),
         masking=_masking(_array_of_tables(raw, "masking"), base),
@@ -981,15 +986,19 @@ def _bus(t: _Table) -> BusConfig:
 _APPROVALS_KEYS = ("timeout_s", "approver_groups")
 
 
-def _approvals(t: _Table) -> ApprovalsConfig:
+def _approvals(t: _Table, *, enabled: bool, identity: bool) -> ApprovalsConfig:
     approver_groups = t.strings("approver_groups", ("dba",))
     if not approver_groups:
         problem = "must name at least one group, or no held statement could ever be approved"
         raise _Invalid(t.key("approver_groups"), problem)
-    return ApprovalsConfig(
-        timeout_s=t.seconds("timeout_s", 120.0, 1, 86400),
-        approver_groups=approver_groups,
-    )
+    timeout_s = t.seconds("timeout_s", 120.0, 1, 86400)
+    if enabled and not identity:
+        problem = (
+            "approvals need [identity]: each decision carries the operator's token, which "
+            "the gateway verifies like a client's"
+        )
+        raise _Invalid("approvals", problem)
+    return ApprovalsConfig(timeout_s=timeout_s, approver_groups=approver_groups, enabled=enabled)
 
 
 _POLICY_KEYS = (

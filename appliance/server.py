@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from appliance import routing
+from appliance.approvals import Approvals, Outcome
 from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
 from appliance.backoff import LoginBackoff
-from appliance.config import Config, ConfigError, TargetConfig
+from appliance.bus import Bus
+from appliance.config import Config, ConfigError, RuleAction, TargetConfig
 from appliance.identity import TokenRejected, TokenVerifier
 from appliance.ledger import LedgerError, LedgerUnavailable, records
 from appliance.mysql import packets
@@ -46,7 +48,7 @@ from appliance.mysql.relay import (
 )
 from appliance.mysql.wire import frame
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
-from appliance.policy.rules import Subject
+from appliance.policy.rules import Decision, Subject
 
 log = logging.getLogger("sqlgate.server")
 
@@ -99,15 +101,30 @@ class Gateway:
         self.by_address = routing.target_index(_target_addresses(config))
         self.audit = Audit(config)
         self.tokens = TokenVerifier(config.identity) if config.identity is not None else None
+        self.bus: Bus | None = None
+        self.approvals: Approvals | None = None
+        if config.approvals.enabled and self.tokens is not None:
+            self.bus = Bus(config.bus, config.appliance.name)
+            self.approvals = Approvals(
+                config.approvals, self.bus, self.tokens, on_rejected=self._decision_rejected
+            )
         self.backoff = LoginBackoff(
             free=config.appliance.failed_logins_free,
             max_delay_s=config.appliance.failed_login_max_wait_s,
         )
         self.policy = Policy(config.policy, config.rules)
 
+    def _decision_rejected(self, request_id: str, reason: str) -> None:
+        log.warning("approval request %s: a decision was rejected: %s", request_id, reason)
+        self.audit.background(
+            records.alert(alert="approval_decision_rejected", reason=reason, request=request_id)
+        )
+
     async def start(self) -> None:
         # the ledger first: no client is accepted before its statements can be recorded
         await self.audit.open()
+        if self.bus is not None:
+            await self.bus.start()
         loop = asyncio.get_running_loop()
         app = self.config.appliance
         if app.listen_host == "::":
@@ -149,6 +166,8 @@ class Gateway:
         self.draining = True
         if self._server is not None:
             self._server.close()
+        if self.approvals is not None:
+            await self.approvals.close()  # held statements are answered: they do not run
         for leg in list(self.sessions):
             leg.drain()
         try:
@@ -159,6 +178,8 @@ class Gateway:
                 leg.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        if self.bus is not None:
+            await self.bus.close()
 
 
 class ClientLeg(asyncio.Protocol):
@@ -182,6 +203,7 @@ class ClientLeg(asyncio.Protocol):
         "_statements",
         "policy",
         "who",
+        "_approvers",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -209,6 +231,7 @@ class ClientLeg(asyncio.Protocol):
         self._statements = 0  # statement records written (statement_seq of the last)
         self.policy: SessionPolicy | None = None
         self.who: dict[str, Any] = {}  # identity fields for every record of the session
+        self._approvers: dict[int, str] = {}  # command id -> who approved it
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -385,13 +408,14 @@ class ClientLeg(asyncio.Protocol):
                         at, verdict, first_seq = began
                         if self.policy is not None:
                             self.policy.completed(done.cmd, done.error, done.affected)
+                        approver = self._approvers.pop(done.cmd.id, None)
                         self.gw.audit.results(
                             self.sid,
                             first_seq,
                             verdict,
                             done,
                             (time.monotonic() - at) * 1000,
-                            self.who,
+                            self.who if approver is None else {**self.who, "approver": approver},
                         )
                 elif isinstance(ev, CommandRefused):
                     log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
@@ -513,6 +537,9 @@ class ClientLeg(asyncio.Protocol):
         records are committed; without a ledger it is refused and nothing is forwarded."""
         session = self.session
         assert session is not None
+        if self._held(verdict):
+            await self._hold(cmd, verdict, first_seq, context)
+            return
         try:
             await self.gw.audit.statements(self.sid, first_seq, cmd, verdict, context)
         except LedgerUnavailable:
@@ -526,9 +553,95 @@ class ClientLeg(asyncio.Protocol):
                     cmd.label,
                     verdict.refusal.rule,
                 )
-                session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, verdict.refusal.message)
+                session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, self._refusal(verdict))
             else:
                 session.allow(cmd)
+        self.flush()
+
+    def _refusal(self, verdict: Verdict) -> str:
+        """The 1227 message; a statement for review that is not held says why."""
+        refusal = verdict.refusal
+        assert refusal is not None
+        if refusal.action is not RuleAction.REVIEW:
+            return refusal.message
+        if self.gw.approvals is None:
+            return (
+                f"{refusal.message}. Approvals are not enabled on this gateway: ask an "
+                "operator to run it, or continue without it"
+            )
+        return (
+            f"{refusal.message}. An approval is asked for one statement at a time: send it "
+            "on its own"
+        )
+
+    def _held(self, verdict: Verdict) -> bool:
+        """A statement for review waits for a person when approvals are on (a text of
+        several statements is refused instead: an approval binds one statement)."""
+        refusal = verdict.refusal
+        return (
+            self.gw.approvals is not None
+            and refusal is not None
+            and refusal.action is RuleAction.REVIEW
+            and not verdict.shadow
+            and len(verdict.parts) == 1
+        )
+
+    async def _hold(
+        self, cmd: ClientCommand, verdict: Verdict, first_seq: int, context: dict[str, Any]
+    ) -> None:
+        """Record the statement as pending, ask for approval, then run or refuse it."""
+        session = self.session
+        approvals = self.gw.approvals
+        assert session is not None and approvals is not None and verdict.refusal is not None
+        try:
+            await self.gw.audit.statements(
+                self.sid, first_seq, cmd, verdict, context, decision="pending"
+            )
+        except LedgerUnavailable:
+            session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
+            self.flush()
+            return
+        sql = cmd.sql
+        text = sql.decode("utf-8", "replace") if sql is not None else verdict.parts[0].sql or ""
+        rule = verdict.refusal
+        outcome = await approvals.request(
+            {
+                "appliance": self.gw.config.appliance.name,
+                "session": self.sid,
+                "statement_seq": first_seq,
+                "identity": context["identity"],
+                "groups": list(context["groups"]),
+                "client": context["client"],
+                "target": context["target"],
+                "db": context["db"],
+                "command": cmd.label,
+                "sql": text,
+                "rule": rule.rule,
+                "reason": rule.reason,
+                "rows_estimate": None,
+            },
+            requester=str(context["identity"]),
+            sql_sha256=records.sql_sha256(cmd.payload),
+        )
+        self.gw.audit.background(
+            records.approval(
+                session=self.sid,
+                statement_seq=first_seq,
+                decision=outcome.verdict,
+                approver=outcome.approver,
+                reason=outcome.reason,
+                latency_ms=round(outcome.latency_ms, 3),
+                request=outcome.request_id,
+                **self.who,
+            )
+        )
+        if outcome.verdict == "approved":
+            assert outcome.approver is not None
+            self._approvers[cmd.id] = outcome.approver
+            log.info("session %d: %s approved by %s", self.id, cmd.label, outcome.approver)
+            session.allow(cmd)
+        else:
+            session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, _held_refusal(outcome, rule))
         self.flush()
 
     def drain(self) -> None:
@@ -756,3 +869,20 @@ def serve(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.appliance.listen, exc.strerror or exc)
         return 1
+
+
+def _held_refusal(outcome: Outcome, rule: Decision) -> str:
+    """The 1227 message of a held statement that will not run."""
+    if outcome.verdict == "denied":
+        why = outcome.reason or "no reason given"
+        return f"sqlgate: denied by {outcome.approver}: {why}. The statement did not run"
+    if outcome.verdict == "expired":
+        return (
+            f"sqlgate: the approval asked for by rule '{rule.rule}' expired: nobody decided "
+            "in time, so the statement did not run. Ask an operator to watch the approvals "
+            "queue, then send the statement again"
+        )
+    return (
+        f"sqlgate: review required by rule '{rule.rule}', but approvals are unavailable "
+        f"right now ({outcome.reason}); the statement did not run. Try again later"
+    )

@@ -660,6 +660,12 @@ CASES = [
         "expected mqtt://HOST:PORT or mqtts://HOST:PORT",
     ),
     (
+        "approvals-without-identity",
+        lambda t: t + "\n[approvals]\ntimeout_s = 60\n",
+        "approvals",
+        "approvals need [identity]",
+    ),
+    (
         "empty-approver-groups",
         lambda t: t + "\n[approvals]\napprover_groups = []\n",
         "approvals.approver_groups",

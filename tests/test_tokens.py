@@ -11,7 +11,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -19,45 +18,13 @@ import mysql.connector
 import pymysql
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from lab.clients import run_mariadb, run_node
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
+from lab.tokens import AUDIENCE, ISSUER, USER, Provider, identity_toml
 
 pytestmark = pytest.mark.integration
-
-ISSUER = "https://idp.lab.test"
-AUDIENCE = "sqlgate"
-USER = "carol@example.com"
-
-
-class Provider:
-    """A signing key and the JWKS file the gateway reads it from."""
-
-    def __init__(self, directory: Path) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = "lab-1"
-        self.jwks = directory / "jwks.json"
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update(kid=self.kid, use="sig", alg="RS256")
-        self.jwks.write_text(json.dumps({"keys": [jwk]}))
-
-    def token(self, **claims: Any) -> str:
-        now = int(time.time())
-        body: dict[str, Any] = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": "user-42",
-            "email": USER,
-            "groups": ["agents"],
-            "iat": now,
-            "exp": now + 600,
-            "jti": uuid.uuid4().hex,
-        }
-        body.update(claims)
-        body = {k: v for k, v in body.items() if v is not None}
-        return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": self.kid})
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +36,11 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Provider:
 def gw(
     mariadb: MariaDB, provider: Provider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    identity = f"""
-[identity]
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-jwks_file = "{provider.jwks}"
-"""
     gw = GatewayProcess(
         tmp_path_factory.mktemp("gw"),
         mariadb,
         mariadb.pki,
-        extra_toml=identity,
+        extra_toml=identity_toml(provider),
         appliance_extra="failed_logins_free = 1000",  # this module fails logins on purpose
     ).start()
     yield gw
@@ -233,7 +194,6 @@ def test_forged_and_malformed_tokens_are_refused(
     mac = hmac.new(public_pem, signing_input, hashlib.sha256).digest()
     forged = (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
     assert "HS256" in refusal(gw, mariadb, forged)
-    (provider.jwks.parent / "other").mkdir(exist_ok=True)
     stranger = Provider(provider.jwks.parent / "other")
     other = jwt.encode(claims, stranger.key, algorithm="RS256", headers={"kid": "who-knows"})
     assert "who-knows" in refusal(gw, mariadb, other)

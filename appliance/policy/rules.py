@@ -257,10 +257,9 @@ def _configured_reason(rule: RuleConfig, c: Classification) -> str:
 
 
 def _review_reason(what: str, why: str) -> str:
-    return (
-        f"{what}: {why}, and approvals are not enabled on this gateway. Ask an operator "
-        "to run it, or continue without it"
-    )
+    """What is held and why; the gateway adds what happens next (a wait for a person,
+    or, without approvals, what to do instead)."""
+    return f"{what}: {why}"
 
 
 def _what(c: Classification) -> str:

@@ -1,0 +1,171 @@
+"""Just-in-time approvals (SPEC §8): a held statement waits for an operator's decision.
+
+The gateway publishes the request on the bus, retained while it is pending, and waits.
+A decision counts only when it carries a token that the gateway verifies like a client's,
+from a member of ``approver_groups`` who is not the requester, for the exact statement
+(its SHA-256) of a request still pending; the first such decision wins and the request is
+cleared. Anyone who can publish to the broker can send a decision: what makes it count is
+the token, never the topic. Decisions that do not count are reported (``on_rejected``)
+and change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.bus import Bus, BusUnavailable
+from appliance.config import ApprovalsConfig
+from appliance.identity import TokenRejected, TokenVerifier
+
+__all__ = ["Approvals", "Outcome"]
+
+log = logging.getLogger("sqlgate.approvals")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a held statement ended."""
+
+    verdict: str  # "approved", "denied", "expired" or "unavailable"
+    approver: str | None
+    reason: str | None
+    latency_ms: float
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Outcome]
+    requester: str
+    sql_sha256: str
+    started: float
+    request_id: str
+
+
+class Approvals:
+    """The gateway's pending requests and the decisions that settle them."""
+
+    def __init__(
+        self,
+        config: ApprovalsConfig,
+        bus: Bus,
+        tokens: TokenVerifier,
+        on_rejected: Callable[[str, str], None] = lambda request_id, reason: None,
+    ) -> None:
+        self.config = config
+        self.bus = bus
+        self.tokens = tokens
+        self.on_rejected = on_rejected
+        self._pending: dict[str, _Pending] = {}
+        self._checks: set[asyncio.Task[None]] = set()
+        bus.subscribe("approvals/+/decision", self._on_decision)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def request(self, fields: dict[str, Any], requester: str, sql_sha256: str) -> Outcome:
+        """Publish a request (``fields``: who, what, where, rule, reason) and wait for its
+        decision, at most ``timeout_s``; the request is cleared whatever the outcome."""
+        request_id = uuid.uuid4().hex
+        started = time.monotonic()
+        timeout = self.config.timeout_s
+        payload = {
+            **fields,
+            "id": request_id,
+            "sql_sha256": sql_sha256,
+            "approver_groups": list(self.config.approver_groups),
+            "requested_at": time.time(),
+            "expires_at": time.time() + timeout,
+        }
+        topic = f"approvals/{request_id}"
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Pending(future, requester, sql_sha256, started, request_id)
+        try:
+            try:
+                await self.bus.publish_now(topic, payload, retain=True)
+            except BusUnavailable as exc:
+                return Outcome("unavailable", None, str(exc), 0.0, request_id)
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
+            except TimeoutError:
+                return Outcome(
+                    "expired", None, None, (time.monotonic() - started) * 1000, request_id
+                )
+        finally:
+            self._pending.pop(request_id, None)
+            self.bus.clear_retained(topic)
+
+    def _on_decision(self, suffix: str, payload: dict[str, Any]) -> None:
+        parts = suffix.split("/")
+        request_id = parts[1] if len(parts) == 3 else ""
+        pending = self._pending.get(request_id)
+        if pending is None or pending.future.done():
+            if payload:  # an empty payload is a cleared retained message
+                self.on_rejected(request_id, "a decision for a request that is not pending")
+            return
+        task = asyncio.get_running_loop().create_task(self._check(pending, payload))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check(self, pending: _Pending, payload: dict[str, Any]) -> None:
+        request_id = pending.request_id
+        verdict = payload.get("decision")
+        operator = payload.get("operator")
+        token = payload.get("token")
+        reason = payload.get("reason")
+        if verdict not in ("approve", "deny"):
+            self.on_rejected(request_id, "a decision must be 'approve' or 'deny'")
+            return
+        if not isinstance(operator, str) or not isinstance(token, str):
+            self.on_rejected(request_id, "a decision needs the operator's name and token")
+            return
+        if reason is not None and not isinstance(reason, str):
+            self.on_rejected(request_id, "a decision's reason must be text")
+            return
+        if payload.get("sql_sha256") != pending.sql_sha256:
+            self.on_rejected(request_id, "the decision is for another statement (sql_sha256)")
+            return
+        try:
+            verified = await self.tokens.verify(operator, token.encode("ascii", "replace"))
+        except TokenRejected as exc:
+            self.on_rejected(request_id, f"the operator's token was refused: {exc}")
+            return
+        if not verified.groups & set(self.config.approver_groups):
+            groups = ", ".join(self.config.approver_groups)
+            self.on_rejected(
+                request_id, f"{verified.user} is not an approver (approver groups: {groups})"
+            )
+            return
+        if verified.user == pending.requester:
+            self.on_rejected(request_id, f"{verified.user} may not approve their own statement")
+            return
+        if pending.future.done():
+            return  # another decision came first: single use
+        outcome = "approved" if verdict == "approve" else "denied"
+        latency = (time.monotonic() - pending.started) * 1000
+        log.info("request %s %s by %s", request_id, outcome, verified.user)
+        pending.future.set_result(Outcome(outcome, verified.user, reason, latency, request_id))
+
+    async def close(self) -> None:
+        """The gateway stops: every held statement is answered (it does not run)."""
+        for pending in list(self._pending.values()):
+            if not pending.future.done():
+                latency = (time.monotonic() - pending.started) * 1000
+                pending.future.set_result(
+                    Outcome(
+                        "unavailable",
+                        None,
+                        "the gateway is shutting down",
+                        latency,
+                        pending.request_id,
+                    )
+                )
+        if self._checks:
+            await asyncio.gather(*self._checks, return_exceptions=True)

@@ -1,0 +1,320 @@
+"""Just-in-time approvals with a real Mosquitto: a held statement waits on the wire until
+an operator's signed decision arrives; approve runs it, deny and expiry refuse it, and a
+decision that does not carry a valid approver's token changes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+from lab.broker import Broker
+from lab.clients import run_sqlgate as sqlgate
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+from lab.tokens import Provider, identity_toml
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 4
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Provider:
+    return Provider(tmp_path_factory.mktemp("idp"))
+
+
+@pytest.fixture(scope="module")
+def gw(
+    mariadb: MariaDB,
+    broker: Broker,
+    provider: Provider,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GatewayProcess]:
+    work = tmp_path_factory.mktemp("gw")
+    (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
+    extra = (
+        identity_toml(provider)
+        + f"""
+[bus]
+url = "mqtt://{broker.host}:{broker.port}"
+username = "{broker.gateway_user}"
+password_file = "bus.pw"
+
+[approvals]
+timeout_s = {TIMEOUT_S}
+approver_groups = ["dba"]
+"""
+    )
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.appr_t (id INT PRIMARY KEY)",
+        "DELETE FROM shop.appr_t",
+        "INSERT INTO shop.appr_t VALUES (1), (2)",
+    )
+    gw = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra).start()
+    yield gw
+    assert gw.stop() == 0
+    log = gw.log()
+    assert "Traceback" not in log
+    assert broker.users[broker.gateway_user] not in log
+
+
+def columns(mariadb: MariaDB) -> list[str]:
+    rows = mariadb.admin_sql(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'shop' AND table_name = 'appr_t' ORDER BY ordinal_position"
+    )
+    return [str(r[0]) for r in rows]
+
+
+class Held:
+    """A statement sent from a thread: it waits in the gateway until decided."""
+
+    def __init__(self, gw: GatewayProcess, sql: str) -> None:
+        self.conn = gw.connect(database="shop", read_timeout=60)
+        self.error: tuple[Any, ...] | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(sql,), daemon=True)
+        self.thread.start()
+
+    def _run(self, sql: str) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql)
+        except pymysql.err.MySQLError as exc:
+            self.error = exc.args
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float = 30) -> tuple[Any, ...] | None:
+        assert self.done.wait(timeout), "the held statement never got an answer"
+        return self.error
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def next_request(broker: Broker, sql: str, appliance: str = "test-gw") -> dict[str, Any]:
+    """The pending request for ``sql``, as an operator's console receives it (retained;
+    an earlier request that is being cleared may come first)."""
+    proc = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-u",
+            broker.operator_user,
+            "-P",
+            broker.users[broker.operator_user],
+            "-t",
+            f"{broker.prefix}/{appliance}/approvals/+",
+            "-W",
+            "15",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if not line.strip():
+                continue
+            request: dict[str, Any] = json.loads(line)
+            if request.get("sql") == sql:
+                return request
+        raise AssertionError(f"no approval request for {sql!r}")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def decide(broker: Broker, request: dict[str, Any], payload: dict[str, Any]) -> None:
+    body = {"v": 1, "sql_sha256": request["sql_sha256"], **payload}
+    subprocess.run(
+        [
+            "mosquitto_pub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-u",
+            broker.operator_user,
+            "-P",
+            broker.users[broker.operator_user],
+            "-q",
+            "1",
+            "-t",
+            f"{broker.prefix}/test-gw/approvals/{request['id']}/decision",
+            "-m",
+            json.dumps(body),
+        ],
+        check=True,
+        timeout=30,
+    )
+
+
+def dba_token(provider: Provider, user: str = "dba@example.com", **claims: Any) -> str:
+    return provider.token(email=user, groups=["dba"], **claims)
+
+
+def export(gw: GatewayProcess) -> list[dict[str, Any]]:
+    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_an_approved_statement_runs_and_the_client_gets_its_result(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    held = Held(gw, "ALTER TABLE appr_t ADD COLUMN note VARCHAR(20)")
+    try:
+        request = next_request(broker, "ALTER TABLE appr_t ADD COLUMN note VARCHAR(20)")
+        assert request["v"] == 1 and request["identity"] == "agent"
+        assert request["sql"] == "ALTER TABLE appr_t ADD COLUMN note VARCHAR(20)"
+        assert request["rule"] == "schema-change" and request["target"] == "orders"
+        assert "note" not in columns(mariadb)  # it waits
+        decide(
+            broker,
+            request,
+            {"decision": "approve", "operator": "dba@example.com", "token": dba_token(provider)},
+        )
+        assert held.result() is None
+        assert "note" in columns(mariadb)
+    finally:
+        held.close()
+        mariadb.admin_sql("ALTER TABLE shop.appr_t DROP COLUMN IF EXISTS note")
+    time.sleep(0.1)
+    recs = [
+        r
+        for r in export(gw)
+        if r.get("request") == request["id"]
+        or r.get("sql", "").startswith("ALTER TABLE appr_t ADD COLUMN note")
+    ]
+    statement = next(r for r in recs if r["kind"] == "statement")
+    assert statement["decision"] == "pending" and statement["rule"] == "schema-change"
+    approval = next(
+        r
+        for r in export(gw)
+        if r["kind"] == "approval"
+        and r["statement_seq"] == statement["statement_seq"]
+        and r["session"] == statement["session"]
+    )
+    assert approval["decision"] == "approved" and approval["approver"] == "dba@example.com"
+    result = next(
+        r
+        for r in export(gw)
+        if r["kind"] == "result"
+        and r["statement_seq"] == statement["statement_seq"]
+        and r["session"] == statement["session"]
+    )
+    assert result["approver"] == "dba@example.com" and result["error"] is None
+
+
+def test_a_denied_statement_gets_1227_with_the_operators_reason(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    held = Held(gw, "DROP TABLE appr_t")
+    try:
+        request = next_request(broker, "DROP TABLE appr_t")
+        decide(
+            broker,
+            request,
+            {
+                "decision": "deny",
+                "operator": "dba@example.com",
+                "token": dba_token(provider),
+                "reason": "we still need that table",
+            },
+        )
+        error = held.result()
+    finally:
+        held.close()
+    assert error is not None and error[0] == 1227
+    assert error[1] == (
+        "sqlgate: denied by dba@example.com: we still need that table. The statement did not run"
+    )
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
+
+
+def test_decisions_without_a_valid_approver_token_change_nothing_and_it_expires(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    held = Held(gw, "DROP TABLE IF EXISTS appr_t")
+    try:
+        request = next_request(broker, "DROP TABLE IF EXISTS appr_t")
+        stranger = Provider(provider.jwks.parent / "stranger")
+        decide(  # the requester approving its own statement
+            broker,
+            request,
+            {"decision": "approve", "operator": "agent", "token": dba_token(provider, "agent")},
+        )
+        decide(  # a token from a key the gateway does not trust
+            broker,
+            request,
+            {"decision": "approve", "operator": "x@example.com", "token": dba_token(stranger)},
+        )
+        decide(  # a valid token, but not an approver
+            broker,
+            request,
+            {
+                "decision": "approve",
+                "operator": "eve@example.com",
+                "token": provider.token(email="eve@example.com", groups=["agents"]),
+            },
+        )
+        error = held.result(TIMEOUT_S + 20)
+    finally:
+        held.close()
+    assert error is not None and error[0] == 1227 and "expired" in error[1]
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
+    time.sleep(0.1)
+    reasons = [r["reason"] for r in export(gw) if r["kind"] == "alert"]
+    assert any("may not approve their own statement" in r for r in reasons)
+    assert any("token was refused" in r for r in reasons)
+    assert any("is not an approver" in r for r in reasons)
+    # the retained request is gone
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run(
+            [
+                "mosquitto_sub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-u",
+                broker.operator_user,
+                "-P",
+                broker.users[broker.operator_user],
+                "-t",
+                f"{broker.prefix}/test-gw/approvals/{request['id']}",
+                "-C",
+                "1",
+            ],
+            capture_output=True,
+            timeout=1.5,
+        )
+
+
+def test_without_the_broker_a_review_is_refused_at_once(gw: GatewayProcess, broker: Broker) -> None:
+    broker.stop()
+    try:
+        time.sleep(1.0)  # the gateway notices the lost connection
+        with gw.connect(database="shop") as conn:
+            started = time.monotonic()
+            with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
+                cur.execute("DROP TABLE appr_t")
+            assert time.monotonic() - started < 2
+            code, message = info.value.args
+            assert code == 1227 and "approvals are unavailable" in message
+            with conn.cursor() as cur:  # everything else goes on
+                cur.execute("SELECT COUNT(*) FROM appr_t")
+                assert cur.fetchone() == (2,)
+    finally:
+        broker.start()
