@@ -5,13 +5,14 @@ A decision counts only when it carries a token that the gateway verifies like a 
 from a member of ``approver_groups`` who is not the requester, for the exact statement
 (its SHA-256) of a request still pending; the first such decision wins and the request is
 cleared. Anyone who can publish to the broker can send a decision: what makes it count is
-the token, never the topic. Decisions that do not count are reported (``on_rejected``)
+the token, never the topic. Decisions that do not count are reported (``on_alert``)
 and change nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -56,15 +57,17 @@ class Approvals:
         config: ApprovalsConfig,
         bus: Bus,
         tokens: TokenVerifier,
-        on_rejected: Callable[[str, str], None] = lambda request_id, reason: None,
+        on_alert: Callable[[str, str, str], None] = lambda alert, request_id, reason: None,
     ) -> None:
         self.config = config
         self.bus = bus
         self.tokens = tokens
-        self.on_rejected = on_rejected
+        self.on_alert = on_alert
         self._pending: dict[str, _Pending] = {}
+        self._finished: collections.deque[str] = collections.deque(maxlen=1024)
         self._checks: set[asyncio.Task[None]] = set()
         bus.subscribe("approvals/+/decision", self._on_decision)
+        bus.subscribe("approvals/+", self._on_request)
 
     @property
     def pending(self) -> int:
@@ -100,7 +103,20 @@ class Approvals:
                 )
         finally:
             self._pending.pop(request_id, None)
+            self._finished.append(request_id)
             self.bus.clear_retained(topic)
+
+    def _on_request(self, suffix: str, payload: dict[str, Any]) -> None:
+        """A request this gateway is not waiting for is left from a run that ended while
+        it was pending (its client has long had an error): clear it."""
+        request_id = suffix.split("/")[1]
+        if not payload or request_id in self._pending or request_id in self._finished:
+            return
+        self._finished.append(request_id)
+        self.bus.clear_retained(suffix)
+        self.on_alert(
+            "approval_request_cleared", request_id, "a request left pending by an earlier run"
+        )
 
     def _on_decision(self, suffix: str, payload: dict[str, Any]) -> None:
         parts = suffix.split("/")
@@ -108,7 +124,7 @@ class Approvals:
         pending = self._pending.get(request_id)
         if pending is None or pending.future.done():
             if payload:  # an empty payload is a cleared retained message
-                self.on_rejected(request_id, "a decision for a request that is not pending")
+                self._rejected(request_id, "a decision for a request that is not pending")
             return
         task = asyncio.get_running_loop().create_task(self._check(pending, payload))
         self._checks.add(task)
@@ -121,30 +137,30 @@ class Approvals:
         token = payload.get("token")
         reason = payload.get("reason")
         if verdict not in ("approve", "deny"):
-            self.on_rejected(request_id, "a decision must be 'approve' or 'deny'")
+            self._rejected(request_id, "a decision must be 'approve' or 'deny'")
             return
         if not isinstance(operator, str) or not isinstance(token, str):
-            self.on_rejected(request_id, "a decision needs the operator's name and token")
+            self._rejected(request_id, "a decision needs the operator's name and token")
             return
         if reason is not None and not isinstance(reason, str):
-            self.on_rejected(request_id, "a decision's reason must be text")
+            self._rejected(request_id, "a decision's reason must be text")
             return
         if payload.get("sql_sha256") != pending.sql_sha256:
-            self.on_rejected(request_id, "the decision is for another statement (sql_sha256)")
+            self._rejected(request_id, "the decision is for another statement (sql_sha256)")
             return
         try:
             verified = await self.tokens.verify(operator, token.encode("ascii", "replace"))
         except TokenRejected as exc:
-            self.on_rejected(request_id, f"the operator's token was refused: {exc}")
+            self._rejected(request_id, f"the operator's token was refused: {exc}")
             return
         if not verified.groups & set(self.config.approver_groups):
             groups = ", ".join(self.config.approver_groups)
-            self.on_rejected(
+            self._rejected(
                 request_id, f"{verified.user} is not an approver (approver groups: {groups})"
             )
             return
         if verified.user == pending.requester:
-            self.on_rejected(request_id, f"{verified.user} may not approve their own statement")
+            self._rejected(request_id, f"{verified.user} may not approve their own statement")
             return
         if pending.future.done():
             return  # another decision came first: single use
@@ -152,6 +168,9 @@ class Approvals:
         latency = (time.monotonic() - pending.started) * 1000
         log.info("request %s %s by %s", request_id, outcome, verified.user)
         pending.future.set_result(Outcome(outcome, verified.user, reason, latency, request_id))
+
+    def _rejected(self, request_id: str, reason: str) -> None:
+        self.on_alert("approval_decision_rejected", request_id, reason)
 
     async def close(self) -> None:
         """The gateway stops: every held statement is answered (it does not run)."""

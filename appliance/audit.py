@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from appliance.bus import Bus
 from appliance.config import Config
 from appliance.ledger import LedgerError, LedgerUnavailable, LedgerWriter, records
 from appliance.mysql.constants import Command
@@ -34,6 +35,7 @@ class Audit:
         self.writer = LedgerWriter.from_config(config.ledger)
         self.boot = os.urandom(4).hex()  # session ids stay unique across restarts
         self._futures: set[asyncio.Future[Any]] = set()  # background appends in flight
+        self.bus: Bus | None = None  # set by the gateway when [bus] is configured
 
     async def open(self) -> None:
         try:
@@ -79,7 +81,7 @@ class Audit:
             for record in records_:
                 record["decision"] = decision
         if len(records_) == 1:
-            await self.writer.append(records_[0])
+            self._publish(await self.writer.append(records_[0]))
             return
         done = await asyncio.gather(
             *(self.writer.append(r) for r in records_), return_exceptions=True
@@ -87,6 +89,9 @@ class Audit:
         for outcome in done:
             if isinstance(outcome, BaseException):
                 raise outcome
+        for sealed in done:
+            if not isinstance(sealed, BaseException):
+                self._publish(sealed)
 
     def results(
         self,
@@ -219,8 +224,26 @@ class Audit:
 
     def _settled(self, kind: str, future: asyncio.Future[Any]) -> None:
         self._futures.discard(future)
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
             self._lost(kind, future.exception())
+        else:
+            self._publish(future.result())
+
+    def _publish(self, sealed: dict[str, Any] | None) -> None:
+        """Live events: the committed record itself, on the bus (best-effort)."""
+        bus = self.bus
+        if bus is None or sealed is None:
+            return
+        kind = sealed.get("kind")
+        if kind == "alert":
+            bus.publish("alerts", sealed)
+            return
+        suffix = _EVENT_TOPICS.get(str(kind))
+        session = sealed.get("session")
+        if suffix is not None and isinstance(session, str):
+            bus.publish(f"sessions/{session}/{suffix}", sealed)
 
     @staticmethod
     def _lost(kind: str, exc: BaseException | None) -> None:
@@ -271,6 +294,15 @@ class Audit:
             **token_fields(context),
         }
 
+
+_EVENT_TOPICS = {
+    "session_start": "start",
+    "statement": "statements",
+    "result": "results",
+    "session_end": "end",
+    "approval": "approvals",
+}
+"""Where each kind of a session's records is published (``sessions/<session>/...``)."""
 
 _CORE_RULES: dict[int, str] = {
     Command.CHANGE_USER: "change-user",

@@ -103,10 +103,12 @@ class Gateway:
         self.tokens = TokenVerifier(config.identity) if config.identity is not None else None
         self.bus: Bus | None = None
         self.approvals: Approvals | None = None
-        if config.approvals.enabled and self.tokens is not None:
+        if config.bus.enabled or config.approvals.enabled:
             self.bus = Bus(config.bus, config.appliance.name)
+            self.audit.bus = self.bus
+        if config.approvals.enabled and self.tokens is not None and self.bus is not None:
             self.approvals = Approvals(
-                config.approvals, self.bus, self.tokens, on_rejected=self._decision_rejected
+                config.approvals, self.bus, self.tokens, on_alert=self._approval_alert
             )
         self.backoff = LoginBackoff(
             free=config.appliance.failed_logins_free,
@@ -114,11 +116,9 @@ class Gateway:
         )
         self.policy = Policy(config.policy, config.rules)
 
-    def _decision_rejected(self, request_id: str, reason: str) -> None:
-        log.warning("approval request %s: a decision was rejected: %s", request_id, reason)
-        self.audit.background(
-            records.alert(alert="approval_decision_rejected", reason=reason, request=request_id)
-        )
+    def _approval_alert(self, alert: str, request_id: str, reason: str) -> None:
+        log.warning("approval request %s: %s: %s", request_id, alert, reason)
+        self.audit.background(records.alert(alert=alert, reason=reason, request=request_id))
 
     async def start(self) -> None:
         # the ledger first: no client is accepted before its statements can be recorded

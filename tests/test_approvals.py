@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -29,14 +30,11 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Provider:
     return Provider(tmp_path_factory.mktemp("idp"))
 
 
-@pytest.fixture(scope="module")
-def gw(
-    mariadb: MariaDB,
-    broker: Broker,
-    provider: Provider,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[GatewayProcess]:
-    work = tmp_path_factory.mktemp("gw")
+def approvals_gateway(
+    work: Path, mariadb: MariaDB, broker: Broker, provider: Provider, name: str = "test-gw"
+) -> GatewayProcess:
+    """A gateway with approvals on (not started)."""
+    work.mkdir(parents=True, exist_ok=True)
     (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
     extra = (
         identity_toml(provider)
@@ -51,12 +49,22 @@ timeout_s = {TIMEOUT_S}
 approver_groups = ["dba"]
 """
     )
+    return GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra, name=name)
+
+
+@pytest.fixture(scope="module")
+def gw(
+    mariadb: MariaDB,
+    broker: Broker,
+    provider: Provider,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GatewayProcess]:
     mariadb.admin_sql(
         "CREATE TABLE IF NOT EXISTS shop.appr_t (id INT PRIMARY KEY)",
         "DELETE FROM shop.appr_t",
         "INSERT INTO shop.appr_t VALUES (1), (2)",
     )
-    gw = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra).start()
+    gw = approvals_gateway(tmp_path_factory.mktemp("gw"), mariadb, broker, provider).start()
     yield gw
     assert gw.stop() == 0
     log = gw.log()
@@ -318,3 +326,116 @@ def test_without_the_broker_a_review_is_refused_at_once(gw: GatewayProcess, brok
                 assert cur.fetchone() == (2,)
     finally:
         broker.start()
+
+
+def retained(broker: Broker, topic: str) -> str | None:
+    """The retained message on ``topic`` (as the operator), or None when there is none."""
+    try:
+        out = subprocess.run(
+            [
+                "mosquitto_sub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-u",
+                broker.operator_user,
+                "-P",
+                broker.users[broker.operator_user],
+                "-t",
+                topic,
+                "-C",
+                "1",
+                "--retained-only",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1.5,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    return out.stdout.strip() or None
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill-9"])
+def test_a_gateway_that_stops_while_a_request_is_pending(
+    how: str, mariadb: MariaDB, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    """SIGTERM answers the held client and clears its request; after a kill -9 the
+    client loses its connection and the next start clears the request left behind."""
+    # another name: a gateway clears the requests under its name that it does not hold
+    gw = approvals_gateway(tmp_path / "gw", mariadb, broker, provider, name="test-gw-2").start()
+    held = Held(gw, "DROP TABLE appr_t")
+    request = next_request(broker, "DROP TABLE appr_t", appliance="test-gw-2")
+    topic = f"{broker.prefix}/test-gw-2/approvals/{request['id']}"
+    assert gw.proc is not None
+    try:
+        if how == "sigterm":
+            assert gw.stop() == 0
+            error = held.result()
+            assert error is not None and error[0] == 1227 and "shutting down" in error[1]
+            time.sleep(0.3)
+            assert retained(broker, topic) is None
+        else:
+            gw.proc.kill()
+            gw.proc.wait()
+            gw.proc = None
+            error = held.result()
+            assert error is not None  # the connection is gone
+            assert retained(broker, topic) is not None  # left behind
+            gw.start()
+            deadline = time.monotonic() + 10
+            while retained(broker, topic) is not None:
+                assert time.monotonic() < deadline, "the stale request was never cleared"
+            assert gw.stop() == 0
+            alerts = [r for r in export(gw) if r["kind"] == "alert"]
+            assert any(
+                r["alert"] == "approval_request_cleared" and r["request"] == request["id"]
+                for r in alerts
+            )
+    finally:
+        held.close()
+        if gw.proc is not None:
+            gw.stop()
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
+
+
+def test_live_events_carry_the_sessions_records(gw: GatewayProcess, broker: Broker) -> None:
+    proc = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-u",
+            broker.operator_user,
+            "-P",
+            broker.users[broker.operator_user],
+            "-t",
+            f"{broker.prefix}/test-gw/sessions/#",
+            "-v",
+            "-W",
+            "15",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)  # subscribed
+        with gw.connect(database="shop") as conn, conn.cursor() as cur:
+            cur.execute("SELECT 'live-event-marker'")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            topic, _, body = line.partition(" ")
+            event = json.loads(body)
+            if event.get("sql") == "SELECT 'live-event-marker'":
+                break
+        else:
+            raise AssertionError("the statement was never published")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert topic.endswith("/statements") and f"/sessions/{event['session']}/" in topic
+    assert event["v"] == 1 and event["kind"] == "statement" and event["decision"] == "allowed"
+    assert len(event["hash"]) == 64  # the committed record itself

@@ -55,6 +55,7 @@ class GatewayProcess:
     backend_tls: str = "preferred"
     extra_toml: str = ""
     appliance_extra: str = ""  # more [appliance] keys
+    name: str = "test-gw"  # the appliance name (unique per broker, like in production)
     extra_targets: str = ""
     ledger_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -92,7 +93,7 @@ class GatewayProcess:
         )
         self.config_path.write_text(
             f"""[appliance]
-name = "test-gw"
+name = "{self.name}"
 listen = "{self.host}:{self.port}"
 default_target = "orders"
 state_dir = "{self.workdir}"
