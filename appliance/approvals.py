@@ -24,7 +24,9 @@ from appliance.bus import Bus, BusUnavailable
 from appliance.config import ApprovalsConfig
 from appliance.identity import TokenRejected, TokenVerifier
 
-__all__ = ["Approvals", "Outcome"]
+__all__ = ["Approvals", "Grant", "Outcome"]
+
+_MAX_GRANT_MINUTES = 24 * 60
 
 log = logging.getLogger("sqlgate.approvals")
 
@@ -38,6 +40,16 @@ class Outcome:
     reason: str | None
     latency_ms: float
     request_id: str | None = None
+    grant_minutes: int = 0  # approved with a grant for this shape of statement
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An operator approved a statement shape for an identity, for a while."""
+
+    approver: str
+    until: float  # time.time()
+    request_id: str
 
 
 @dataclass(slots=True)
@@ -47,6 +59,7 @@ class _Pending:
     sql_sha256: str
     started: float
     request_id: str
+    grant_key: tuple[str, str, str] | None  # (identity, target, fingerprint)
 
 
 class Approvals:
@@ -64,6 +77,7 @@ class Approvals:
         self.tokens = tokens
         self.on_alert = on_alert
         self._pending: dict[str, _Pending] = {}
+        self._grants: dict[tuple[str, str, str], Grant] = {}
         self._finished: collections.deque[str] = collections.deque(maxlen=1024)
         self._checks: set[asyncio.Task[None]] = set()
         bus.subscribe("approvals/+/decision", self._on_decision)
@@ -73,9 +87,27 @@ class Approvals:
     def pending(self) -> int:
         return len(self._pending)
 
-    async def request(self, fields: dict[str, Any], requester: str, sql_sha256: str) -> Outcome:
+    def granted(self, identity: str, target: str, fingerprint: str | None) -> Grant | None:
+        """A grant that approves this statement shape for this identity now, if any."""
+        if fingerprint is None:
+            return None
+        key = (identity, target, fingerprint)
+        grant = self._grants.get(key)
+        if grant is not None and grant.until <= time.time():
+            del self._grants[key]
+            return None
+        return grant
+
+    async def request(
+        self,
+        fields: dict[str, Any],
+        requester: str,
+        sql_sha256: str,
+        fingerprint: str | None = None,
+    ) -> Outcome:
         """Publish a request (``fields``: who, what, where, rule, reason) and wait for its
-        decision, at most ``timeout_s``; the request is cleared whatever the outcome."""
+        decision, at most ``timeout_s``; the request is cleared whatever the outcome.
+        ``fingerprint`` (the statement's shape) lets an operator grant the shape."""
         request_id = uuid.uuid4().hex
         started = time.monotonic()
         timeout = self.config.timeout_s
@@ -84,12 +116,18 @@ class Approvals:
             "id": request_id,
             "sql_sha256": sql_sha256,
             "approver_groups": list(self.config.approver_groups),
+            "fingerprint": fingerprint,
             "requested_at": time.time(),
             "expires_at": time.time() + timeout,
         }
         topic = f"approvals/{request_id}"
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = _Pending(future, requester, sql_sha256, started, request_id)
+        grant_key = None
+        if fingerprint is not None:
+            grant_key = (requester, str(fields.get("target")), fingerprint)
+        self._pending[request_id] = _Pending(
+            future, requester, sql_sha256, started, request_id, grant_key
+        )
         try:
             try:
                 await self.bus.publish_now(topic, payload, retain=True)
@@ -145,6 +183,18 @@ class Approvals:
         if reason is not None and not isinstance(reason, str):
             self._rejected(request_id, "a decision's reason must be text")
             return
+        grant_minutes = payload.get("grant_minutes", 0)
+        if (
+            type(grant_minutes) is not int
+            or not 0 <= grant_minutes <= _MAX_GRANT_MINUTES
+            or (grant_minutes and (verdict != "approve" or pending.grant_key is None))
+        ):
+            self._rejected(
+                request_id,
+                f"grant_minutes must be a whole number from 0 to {_MAX_GRANT_MINUTES}, and "
+                "only with an approval of a statement that has a shape",
+            )
+            return
         if payload.get("sql_sha256") != pending.sql_sha256:
             self._rejected(request_id, "the decision is for another statement (sql_sha256)")
             return
@@ -167,7 +217,13 @@ class Approvals:
         outcome = "approved" if verdict == "approve" else "denied"
         latency = (time.monotonic() - pending.started) * 1000
         log.info("request %s %s by %s", request_id, outcome, verified.user)
-        pending.future.set_result(Outcome(outcome, verified.user, reason, latency, request_id))
+        if grant_minutes and pending.grant_key is not None:
+            self._grants[pending.grant_key] = Grant(
+                verified.user, time.time() + grant_minutes * 60, request_id
+            )
+        pending.future.set_result(
+            Outcome(outcome, verified.user, reason, latency, request_id, grant_minutes)
+        )
 
     def _rejected(self, request_id: str, reason: str) -> None:
         self.on_alert("approval_decision_rejected", request_id, reason)

@@ -68,18 +68,19 @@ class Audit:
         cmd: ClientCommand,
         verdict: Verdict,
         context: dict[str, Any],
-        decision: str | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         """Commit one statement record per statement of the command (one group commit);
-        raises ``LedgerUnavailable`` when they cannot all be written. ``decision``
-        overrides the verdict's (``pending`` for a statement held for approval)."""
+        raises ``LedgerUnavailable`` when they cannot all be written. ``overrides``
+        replaces fields the verdict gave (``decision: pending`` for a statement held for
+        approval, ``approved`` with the grant that let it through)."""
         records_ = [
             self._statement(session, first_seq + i, cmd, verdict, i, context)
             for i in range(len(verdict.parts))
         ]
-        if decision is not None:
+        if overrides:
             for record in records_:
-                record["decision"] = decision
+                record.update(overrides)
         if len(records_) == 1:
             self._publish(await self.writer.append(records_[0]))
             return

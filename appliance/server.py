@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import signal
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from appliance import routing
-from appliance.approvals import Approvals, Outcome
+from appliance.approvals import Approvals, Grant, Outcome
 from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
 from appliance.backoff import LoginBackoff
 from appliance.bus import Bus
@@ -48,6 +49,7 @@ from appliance.mysql.relay import (
 )
 from appliance.mysql.wire import frame
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
+from appliance.policy.lexer import LexMode, shape
 from appliance.policy.rules import Decision, Subject
 
 log = logging.getLogger("sqlgate.server")
@@ -593,9 +595,15 @@ class ClientLeg(asyncio.Protocol):
         session = self.session
         approvals = self.gw.approvals
         assert session is not None and approvals is not None and verdict.refusal is not None
+        identity = str(context["identity"])
+        fingerprint = _fingerprint(cmd.sql)
+        grant = approvals.granted(identity, self.target, fingerprint)
+        if grant is not None:
+            await self._run_granted(cmd, verdict, first_seq, context, grant)
+            return
         try:
             await self.gw.audit.statements(
-                self.sid, first_seq, cmd, verdict, context, decision="pending"
+                self.sid, first_seq, cmd, verdict, context, {"decision": "pending"}
             )
         except LedgerUnavailable:
             session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
@@ -620,8 +628,9 @@ class ClientLeg(asyncio.Protocol):
                 "reason": rule.reason,
                 "rows_estimate": None,
             },
-            requester=str(context["identity"]),
+            requester=identity,
             sql_sha256=records.sql_sha256(cmd.payload),
+            fingerprint=fingerprint,
         )
         self.gw.audit.background(
             records.approval(
@@ -632,6 +641,8 @@ class ClientLeg(asyncio.Protocol):
                 reason=outcome.reason,
                 latency_ms=round(outcome.latency_ms, 3),
                 request=outcome.request_id,
+                grant_minutes=outcome.grant_minutes,
+                fingerprint=fingerprint if outcome.grant_minutes else None,
                 **self.who,
             )
         )
@@ -642,6 +653,39 @@ class ClientLeg(asyncio.Protocol):
             session.allow(cmd)
         else:
             session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, _held_refusal(outcome, rule))
+        self.flush()
+
+    async def _run_granted(
+        self,
+        cmd: ClientCommand,
+        verdict: Verdict,
+        first_seq: int,
+        context: dict[str, Any],
+        grant: Grant,
+    ) -> None:
+        """An operator approved this shape of statement for this identity a while ago."""
+        session = self.session
+        assert session is not None
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(grant.until))
+        try:
+            await self.gw.audit.statements(
+                self.sid,
+                first_seq,
+                cmd,
+                verdict,
+                context,
+                {
+                    "decision": "approved",
+                    "reason": f"granted by {grant.approver} until {until} "
+                    f"(request {grant.request_id})",
+                    "approver": grant.approver,
+                },
+            )
+        except LedgerUnavailable:
+            session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
+        else:
+            self._approvers[cmd.id] = grant.approver
+            session.allow(cmd)
         self.flush()
 
     def drain(self) -> None:
@@ -869,6 +913,14 @@ def serve(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.appliance.listen, exc.strerror or exc)
         return 1
+
+
+def _fingerprint(sql: bytes | None) -> str | None:
+    """A statement's shape (its literals replaced), hashed: what a grant approves."""
+    if sql is None:
+        return None
+    form = shape(sql, LexMode())
+    return None if form is None else hashlib.sha256(form).hexdigest()
 
 
 def _held_refusal(outcome: Outcome, rule: Decision) -> str:

@@ -439,3 +439,56 @@ def test_live_events_carry_the_sessions_records(gw: GatewayProcess, broker: Brok
     assert topic.endswith("/statements") and f"/sessions/{event['session']}/" in topic
     assert event["v"] == 1 and event["kind"] == "statement" and event["decision"] == "allowed"
     assert len(event["hash"]) == 64  # the committed record itself
+
+
+def test_a_grant_lets_the_same_shape_through_for_a_while(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    held = Held(gw, "ALTER TABLE appr_t COMMENT = 'first'")
+    try:
+        request = next_request(broker, "ALTER TABLE appr_t COMMENT = 'first'")
+        assert request["fingerprint"]
+        decide(
+            broker,
+            request,
+            {
+                "decision": "approve",
+                "operator": "dba@example.com",
+                "token": dba_token(provider),
+                "grant_minutes": 5,
+            },
+        )
+        assert held.result() is None
+    finally:
+        held.close()
+    # the same shape with another literal runs at once, without a request
+    with gw.connect(database="shop") as conn, conn.cursor() as cur:
+        started = time.monotonic()
+        cur.execute("ALTER TABLE appr_t COMMENT = 'second'")
+        assert time.monotonic() - started < TIMEOUT_S
+    comment = mariadb.admin_sql(
+        "SELECT table_comment FROM information_schema.tables "
+        "WHERE table_schema = 'shop' AND table_name = 'appr_t'"
+    )
+    assert comment == [("second",)]
+    time.sleep(0.1)
+    (granted,) = [
+        r
+        for r in export(gw)
+        if r["kind"] == "statement" and r["sql"] == "ALTER TABLE appr_t COMMENT = 'second'"
+    ]
+    assert granted["decision"] == "approved" and granted["approver"] == "dba@example.com"
+    assert granted["reason"].startswith("granted by dba@example.com until ")
+    # another shape still waits for a person
+    held = Held(gw, "ALTER TABLE appr_t ADD COLUMN extra INT")
+    try:
+        request = next_request(broker, "ALTER TABLE appr_t ADD COLUMN extra INT")
+        decide(
+            broker,
+            request,
+            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+        )
+        error = held.result()
+        assert error is not None and error[0] == 1227
+    finally:
+        held.close()
