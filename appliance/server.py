@@ -27,6 +27,7 @@ from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
 from appliance.backoff import LoginBackoff
 from appliance.bus import Bus
 from appliance.config import Config, ConfigError, RuleAction, TargetConfig
+from appliance.estimate import SAFE_FUNCTIONS, estimate_rows
 from appliance.identity import TokenRejected, TokenVerifier
 from appliance.ledger import LedgerError, LedgerUnavailable, records
 from appliance.mysql import packets
@@ -48,6 +49,7 @@ from appliance.mysql.relay import (
     TokenPresented,
 )
 from appliance.mysql.wire import frame
+from appliance.policy.classify import count_query
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.lexer import LexMode, shape
 from appliance.policy.rules import Decision, Subject
@@ -612,6 +614,7 @@ class ClientLeg(asyncio.Protocol):
         sql = cmd.sql
         text = sql.decode("utf-8", "replace") if sql is not None else verdict.parts[0].sql or ""
         rule = verdict.refusal
+        rows_estimate = await self._estimate(verdict, sql, context["db"])
         outcome = await approvals.request(
             {
                 "appliance": self.gw.config.appliance.name,
@@ -626,7 +629,7 @@ class ClientLeg(asyncio.Protocol):
                 "sql": text,
                 "rule": rule.rule,
                 "reason": rule.reason,
-                "rows_estimate": None,
+                "rows_estimate": rows_estimate,
             },
             requester=identity,
             sql_sha256=records.sql_sha256(cmd.payload),
@@ -654,6 +657,19 @@ class ClientLeg(asyncio.Protocol):
         else:
             session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, _held_refusal(outcome, rule))
         self.flush()
+
+    async def _estimate(self, verdict: Verdict, sql: bytes | None, db: str | None) -> int | None:
+        """Rows a held single-table UPDATE or DELETE would touch, when its WHERE is safe
+        to run (plain built-in functions only)."""
+        part = verdict.parts[0]
+        if sql is None or part.kind not in ("UPDATE", "DELETE"):
+            return None
+        if not part.functions <= SAFE_FUNCTIONS:
+            return None
+        count_sql = count_query(sql)
+        if count_sql is None:
+            return None
+        return await estimate_rows(self.gw.config.target(self.target), db, count_sql)
 
     async def _run_granted(
         self,

@@ -47,6 +47,12 @@ password_file = "bus.pw"
 [approvals]
 timeout_s = {TIMEOUT_S}
 approver_groups = ["dba"]
+
+[[rules]]
+name = "review-appr-deletes"
+statements = ["DELETE"]
+tables = ["shop.appr_t"]
+action = "review"
 """
     )
     return GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra, name=name)
@@ -492,3 +498,38 @@ def test_a_grant_lets_the_same_shape_through_for_a_while(
         assert error is not None and error[0] == 1227
     finally:
         held.close()
+
+
+def test_a_held_delete_shows_how_many_rows_it_would_touch(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    held = Held(gw, "DELETE FROM appr_t WHERE id >= 2")
+    try:
+        request = next_request(broker, "DELETE FROM appr_t WHERE id >= 2")
+        assert request["rule"] == "review-appr-deletes"
+        assert request["rows_estimate"] == 1  # counted, not deleted
+        assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
+        decide(
+            broker,
+            request,
+            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+        )
+        assert held.result() is not None
+    finally:
+        held.close()
+    # a WHERE that calls something that could write or wait is never run to count it
+    started = time.monotonic()
+    held = Held(gw, "DELETE FROM appr_t WHERE id = SLEEP(5)")
+    try:
+        request = next_request(broker, "DELETE FROM appr_t WHERE id = SLEEP(5)")
+        assert request["rows_estimate"] is None
+        assert time.monotonic() - started < 1.5  # not counted (that would take 2 s)
+        decide(
+            broker,
+            request,
+            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+        )
+        assert held.result() is not None
+    finally:
+        held.close()
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2

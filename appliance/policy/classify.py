@@ -1957,3 +1957,33 @@ def _merge(a: Classification, b: Classification) -> Classification:
         literal_independent=a.literal_independent and b.literal_independent and problem is None,
         inner=inner,
     )
+
+
+def count_query(sql: bytes) -> str | None:
+    """``SELECT COUNT(*) FROM t WHERE ...`` for a single-table UPDATE or DELETE with a
+    WHERE: how many rows it would touch, for the person asked to approve it. Built for
+    one text at a time (never cached by shape: the answer depends on the literals);
+    None when the statement is anything else or cannot be read plainly."""
+    try:
+        statements = split_statements(sql, LexMode())
+    except LexError:
+        return None
+    if len(statements) != 1 or statements[0].executable_comment:
+        return None
+    try:
+        root = _parse(statements[0].text.decode("utf-8"))
+    except (_Unparsable, UnicodeDecodeError):
+        return None
+    if not isinstance(root, (exp.Update, exp.Delete)) or root.args.get("with_"):
+        return None
+    where = root.args.get("where")
+    if not isinstance(where, exp.Where):
+        return None
+    refs, targets, _ = (
+        _update_targets(root) if isinstance(root, exp.Update) else _delete_targets(root)
+    )
+    if len(refs) != 1 or len(targets) != 1 or not isinstance(targets[0], exp.Table):
+        return None
+    table = targets[0].copy()
+    query = exp.select(exp.Count(this=exp.Star())).from_(table).where(where.this.copy())
+    return query.sql(dialect="mysql")

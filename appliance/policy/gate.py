@@ -51,6 +51,7 @@ class Part:
     sql: str | None  # None: the command's whole text (a text of one statement)
     kind: str
     decision: Decision
+    functions: frozenset[str] = frozenset()  # what it calls (the row estimate checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +340,7 @@ class SessionPolicy:
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
                     decision = checked
-            parts.append(Part(None if single else c.text, c.kind, decision))
+            parts.append(Part(None if single else c.text, c.kind, decision, c.functions))
             if c.kind == "USE" or _touches_lexing(c):
                 stateful = True
                 if c.kind == "USE" and not decision.refused:
@@ -406,7 +407,7 @@ class SessionPolicy:
         tripped = self.policy.guard(self.who.identity, writes, time.monotonic())
         if tripped is None:
             return verdict
-        parts = tuple(Part(p.sql, p.kind, tripped) for p in verdict.parts)
+        parts = tuple(Part(p.sql, p.kind, tripped, p.functions) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
 
     # ---------------------------------------------------------------- completed
