@@ -129,13 +129,31 @@ def build_parser() -> argparse.ArgumentParser:
     approval_commands = approvals.add_subparsers(
         dest="approvals_command", metavar="ACTION", required=True
     )
-    config_option(approval_commands.add_parser("list", help="list pending approvals"))
+    approvals_list = approval_commands.add_parser(
+        "list",
+        help="list pending approvals",
+        description="Prints one line per pending request, oldest first: the id, the "
+        "requester, appliance/target, the seconds left and the statement. Nothing on "
+        "standard output (and 'no pending approvals' on standard error) when there are none.",
+    )
+    config_option(approvals_list)
+    approvals_list.add_argument(
+        "--appliance", metavar="NAME", help="only this gateway ([appliance] name)"
+    )
     for action in ("approve", "deny"):
-        decide = approval_commands.add_parser(action, help=f"{action} a pending request")
+        decide = approval_commands.add_parser(
+            action,
+            help=f"{action} a pending request",
+            description="Sends the decision with the operator's token (the [bus] user of "
+            "the configuration must be allowed to publish it) and waits until the gateway "
+            "accepts it: exit 0 when it did, 1 when it did not.",
+        )
         decide.add_argument("id", metavar="ID")
         config_option(decide)
-        decide.add_argument("--token-file", metavar="F", required=True)
-        decide.add_argument("--reason", metavar="TEXT")
+        decide.add_argument(
+            "--token-file", metavar="F", required=True, help="the operator's OIDC token"
+        )
+        decide.add_argument("--reason", metavar="TEXT", help="why (a denial's reaches the client)")
 
     tui = commands.add_parser("tui", help="the operator console")
     config_option(tui)
@@ -455,6 +473,44 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
 
+def _cmd_approvals(args: argparse.Namespace) -> int:
+    """``approvals list|approve|deny`` over the ``[bus]`` of the configuration: exit 1
+    when the broker or the gateway says no, 2 for bad input."""
+    import asyncio
+    import time
+
+    from appliance import operator
+
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    if not config.bus.enabled:
+        return _fail(f"{args.config}: no [bus] section: the approvals are on the MQTT broker")
+    action = args.approvals_command
+    try:
+        if action == "list":
+            requests = asyncio.run(operator.list_pending(config.bus, args.appliance))
+            if not requests:
+                sys.stderr.write("no pending approvals\n")
+                return 0
+            width = 200
+            if sys.stdout.isatty():
+                import shutil
+
+                width = shutil.get_terminal_size((width, 24)).columns
+            now = time.time()
+            for request in requests:
+                print(operator.format_request(request, now, width))
+            return 0
+        claim = config.identity.username_claim if config.identity is not None else "email"
+        token, name = operator.read_token_for(args.token_file, claim)
+        asyncio.run(operator.decide(config.bus, args.id, action, token, name, reason=args.reason))
+    except operator.OperatorError as exc:
+        return _fail(str(exc), exc.status)
+    print(f"{'approved' if action == 'approve' else 'denied'} {args.id}")
+    return 0
+
+
 def _command_name(args: argparse.Namespace) -> str:
     words = [args.command]
     for attr in ("account_command", "net_command", "ledger_command", "approvals_command"):
@@ -484,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_ledger(args)
         if args.command == "account":
             return _cmd_account(args)
+        if args.command == "approvals":
+            return _cmd_approvals(args)
         return _fail(f"'{_command_name(args)}' is not available yet")
     except KeyboardInterrupt:
         return 130

@@ -140,9 +140,6 @@ def test_version() -> None:
 
 LATER = [
     ["replay", "S1", "--ledger", "db", "--speed", "2.5"],
-    ["approvals", "list", "-c", "f"],
-    ["approvals", "approve", "A1", "-c", "f", "--token-file", "t", "--reason", "ok"],
-    ["approvals", "deny", "A1", "-c", "f", "--token-file", "t"],
     ["tui", "-c", "f", "--token-file", "t"],
 ]
 

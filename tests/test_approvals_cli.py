@@ -1,0 +1,432 @@
+"""``sqlgate approvals`` against a real Mosquitto and a real gateway with approvals on:
+the operator lists what is held and decides with a token, using an operator's own
+configuration (the broker's ``operator`` user, which may only read requests and publish
+decisions)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from lab.broker import Broker
+from lab.clients import run_sqlgate as sqlgate
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+from lab.tokens import Provider, identity_toml
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 30  # long enough for a decision that does not count to be seen not to count
+APPROVER = "dba@example.com"
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Provider:
+    return Provider(tmp_path_factory.mktemp("idp"))
+
+
+@pytest.fixture(scope="module")
+def gw(
+    mariadb: MariaDB,
+    broker: Broker,
+    provider: Provider,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GatewayProcess]:
+    work = tmp_path_factory.mktemp("gw")
+    (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
+    extra = (
+        identity_toml(provider)
+        + f"""
+[bus]
+url = "mqtt://{broker.host}:{broker.port}"
+topic_prefix = "{broker.prefix}"
+username = "{broker.gateway_user}"
+password_file = "bus.pw"
+
+[approvals]
+timeout_s = {TIMEOUT_S}
+approver_groups = ["dba"]
+"""
+    )
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.appr_cli (id INT PRIMARY KEY)",
+        "DELETE FROM shop.appr_cli",
+        "INSERT INTO shop.appr_cli VALUES (1), (2)",
+    )
+    gw = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra).start()
+    yield gw
+    assert gw.stop() == 0
+    log = gw.log()
+    assert "Traceback" not in log
+    assert broker.users[broker.gateway_user] not in log
+
+
+def operator_config(directory: Path, broker: Broker, *, bus: bool = True) -> Path:
+    """An operator's configuration: the sections every file needs, and ``[bus]`` with
+    the broker's operator user."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "orders.pw").write_text("unused\n")
+    (directory / "ledger.key").write_bytes(b"\x00" * 32)
+    (directory / "bus.pw").write_text(broker.users[broker.operator_user] + "\n")
+    text = """
+[appliance]
+name = "operator-desk"
+listen = "127.0.0.1:3307"
+default_target = "orders"
+state_dir = "state"
+
+[[targets]]
+name = "orders"
+host = "127.0.0.1"
+user = "unused"
+password_file = "orders.pw"
+
+[ledger]
+path = "ledger.db"
+signing_key = "ledger.key"
+"""
+    if bus:
+        text += f"""
+[bus]
+url = "mqtt://{broker.host}:{broker.port}"
+topic_prefix = "{broker.prefix}"
+username = "{broker.operator_user}"
+password_file = "bus.pw"
+"""
+    path = directory / "operator.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def config(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return operator_config(tmp_path_factory.mktemp("operator"), broker)
+
+
+@pytest.fixture(scope="module")
+def tokens(provider: Provider, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Token files: an approver's and a valid token of someone who is not one."""
+    directory = tmp_path_factory.mktemp("tokens")
+    files = {
+        "dba": provider.token(email=APPROVER, groups=["dba"]),
+        "eve": provider.token(email="eve@example.com", groups=["agents"]),
+    }
+    for name, token in files.items():
+        (directory / name).write_text(f"\n  {token}\n")  # whitespace around it is fine
+    return {name: directory / name for name in files}
+
+
+class Held:
+    """A statement sent from a thread: it waits in the gateway until decided."""
+
+    def __init__(self, gw: GatewayProcess, sql: str) -> None:
+        self.sql = sql
+        self.conn = gw.connect(database="shop", read_timeout=60)
+        self.error: tuple[Any, ...] | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(self.sql)
+        except pymysql.err.MySQLError as exc:
+            self.error = exc.args
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float = 30) -> tuple[Any, ...] | None:
+        assert self.done.wait(timeout), "the held statement never got an answer"
+        return self.error
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def one_line(result: subprocess.CompletedProcess[str], status: int) -> str:
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def secrets_absent(result: subprocess.CompletedProcess[str], *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in result.stdout and secret not in result.stderr
+
+
+def listed(config: Path, sql: str, timeout: float = 15) -> str:
+    """The ``approvals list`` line of the pending request for ``sql`` (it shows once the
+    gateway has published it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = sqlgate("approvals", "list", "-c", config)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        for line in result.stdout.splitlines():
+            if line.endswith(sql):
+                return line
+        assert time.monotonic() < deadline, f"{sql!r} never listed: {result.stdout!r}"
+        time.sleep(0.2)
+
+
+def request_id(line: str) -> str:
+    return line.split()[0]
+
+
+def test_list_shows_a_held_statement(
+    gw: GatewayProcess, config: Path, tokens: dict[str, Path]
+) -> None:
+    sql = "DROP TABLE IF EXISTS appr_cli_listed"
+    held = Held(gw, sql)
+    try:
+        line = listed(config, sql)
+        match = re.fullmatch(r"([0-9a-f]{32})  agent  test-gw/orders  (\d+)s left  (.*)", line)
+        assert match is not None, line
+        assert 0 < int(match[2]) <= TIMEOUT_S and match[3] == sql
+        assert not held.done.is_set()
+        only = sqlgate("approvals", "list", "-c", config, "--appliance", "test-gw")
+        assert only.returncode == 0 and line.split("  ")[0] in only.stdout
+        elsewhere = sqlgate("approvals", "list", "-c", config, "--appliance", "elsewhere")
+        assert elsewhere.returncode == 0, elsewhere.stderr
+        assert elsewhere.stdout == "" and elsewhere.stderr == "no pending approvals\n"
+        denied = sqlgate(
+            "approvals", "deny", request_id(line), "-c", config, "--token-file", tokens["dba"]
+        )
+        assert denied.returncode == 0, denied.stderr
+        assert held.result() is not None
+    finally:
+        held.close()
+
+
+def test_approve_lets_the_held_client_finish(
+    gw: GatewayProcess,
+    config: Path,
+    tokens: dict[str, Path],
+    mariadb: MariaDB,
+) -> None:
+    sql = "ALTER TABLE appr_cli ADD COLUMN note VARCHAR(20)"
+    held = Held(gw, sql)
+    try:
+        rid = request_id(listed(config, sql))
+        result = sqlgate(
+            "approvals",
+            "approve",
+            rid,
+            "-c",
+            config,
+            "--token-file",
+            tokens["dba"],
+            "--reason",
+            "planned change",
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"approved {rid}\n" and result.stderr == ""
+        secrets_absent(result, tokens["dba"].read_text().strip())
+        assert held.result() is None
+        columns = mariadb.admin_sql(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'shop' AND table_name = 'appr_cli'"
+        )
+        assert "note" in [str(row[0]) for row in columns]
+    finally:
+        held.close()
+        mariadb.admin_sql("ALTER TABLE shop.appr_cli DROP COLUMN IF EXISTS note")
+    assert rid not in sqlgate("approvals", "list", "-c", config).stdout
+    time.sleep(0.2)
+    export = sqlgate("ledger", "export", "--ledger", gw.ledger, "--kind", "approval")
+    approvals = [json.loads(line) for line in export.stdout.splitlines()]
+    approval = next(r for r in approvals if r.get("request") == rid)
+    assert approval["decision"] == "approved" and approval["approver"] == APPROVER
+    assert approval["reason"] == "planned change"
+
+
+def test_deny_gives_the_client_1227_with_the_reason(
+    gw: GatewayProcess, config: Path, tokens: dict[str, Path], mariadb: MariaDB
+) -> None:
+    sql = "DROP TABLE appr_cli"
+    held = Held(gw, sql)
+    try:
+        rid = request_id(listed(config, sql))
+        result = sqlgate(
+            "approvals",
+            "deny",
+            rid,
+            "-c",
+            config,
+            "--token-file",
+            tokens["dba"],
+            "--reason",
+            "we still need that table",
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"denied {rid}\n"
+        error = held.result()
+    finally:
+        held.close()
+    assert error is not None and error[0] == 1227
+    assert error[1] == (
+        f"sqlgate: denied by {APPROVER}: we still need that table. The statement did not run"
+    )
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_cli")[0][0] == 2
+
+
+def test_a_token_that_is_not_an_approvers_changes_nothing(
+    gw: GatewayProcess, config: Path, tokens: dict[str, Path], mariadb: MariaDB
+) -> None:
+    sql = "ALTER TABLE appr_cli ADD COLUMN eve INT"
+    held = Held(gw, sql)
+    try:
+        rid = request_id(listed(config, sql))
+        result = sqlgate("approvals", "approve", rid, "-c", config, "--token-file", tokens["eve"])
+        line = one_line(result, 1)
+        assert line.startswith(f"sqlgate: the gateway did not accept the decision on {rid}: ")
+        assert result.stdout == ""
+        secrets_absent(result, tokens["eve"].read_text().strip())
+        assert not held.done.is_set()  # still held, and still listed
+        assert rid in sqlgate("approvals", "list", "-c", config).stdout
+        denied = sqlgate("approvals", "deny", rid, "-c", config, "--token-file", tokens["dba"])
+        assert denied.returncode == 0, denied.stderr
+        error = held.result()
+    finally:
+        held.close()
+    assert error is not None and error[0] == 1227
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_cli")[0][0] == 2
+
+
+def mosquitto_pub(broker: Broker, topic: str, message: str) -> None:
+    """Publish as the gateway's user, retained: a stand-in for a gateway."""
+    user = broker.gateway_user
+    subprocess.run(
+        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-u", user]
+        + ["-P", broker.users[user], "-q", "1", "-r", "-t", topic, "-m", message],
+        check=True,
+        timeout=30,
+    )
+
+
+def test_a_decision_that_nobody_takes_up_exits_1_after_5s(
+    config: Path, broker: Broker, tokens: dict[str, Path]
+) -> None:
+    """A request whose gateway is gone (and so says nothing about the decision)."""
+    rid = "f" * 32
+    topic = f"{broker.prefix}/gone-gw/approvals/{rid}"
+    request = {
+        "v": 1,
+        "appliance": "gone-gw",
+        "identity": "agent",
+        "target": "orders",
+        "sql": "ALTER TABLE t ADD COLUMN c INT",
+        "id": rid,
+        "sql_sha256": "0" * 64,
+        "requested_at": time.time(),
+        "expires_at": time.time() + 60,
+    }
+    mosquitto_pub(broker, topic, json.dumps(request))
+    try:
+        line = listed(config, request["sql"])
+        assert line.startswith(f"{rid}  agent  gone-gw/orders  ")
+        started = time.monotonic()
+        result = sqlgate("approvals", "deny", rid, "-c", config, "--token-file", tokens["dba"])
+        assert 4.5 < time.monotonic() - started < 15
+        line = one_line(result, 1)
+        assert line.startswith(
+            f"sqlgate: the gateway did not accept the decision on {rid}: "
+            "it is still pending after 5s. Likely: the token is not valid for this gateway"
+        )
+    finally:
+        mosquitto_pub(broker, topic, "")
+
+
+def test_an_unknown_id_exits_1(gw: GatewayProcess, config: Path, tokens: dict[str, Path]) -> None:
+    result = sqlgate("approvals", "approve", "0" * 32, "-c", config, "--token-file", tokens["dba"])
+    assert one_line(result, 1) == f"sqlgate: no pending approval {'0' * 32}"
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "empty", "not a JWT", "no email claim", "bad id", "no [bus]"]
+)
+def test_bad_input_is_one_line_and_exit_2(
+    case: str, config: Path, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    args = ["approvals", "approve", "a" * 32, "-c", str(config), "--token-file", str(token_file)]
+    secret = "not-a-jwt-but-secret"
+    if case == "empty":
+        token_file.write_text("\n")
+    elif case == "not a JWT":
+        token_file.write_text(secret + "\n")
+    elif case == "no email claim":
+        token_file.write_text(provider.token(email=None))
+    elif case == "bad id":
+        token_file.write_text(provider.token())
+        args[2] = "sqlgate/#"
+    elif case == "no [bus]":
+        token_file.write_text(provider.token())
+        args[4] = str(operator_config(tmp_path / "nobus", broker, bus=False))
+    result = sqlgate(*args)
+    line = one_line(result, 2)
+    assert line.startswith("sqlgate: ") and result.stdout == ""
+    secrets_absent(result, secret)
+    expected = {
+        "missing": "cannot read the file",
+        "empty": "the file is empty",
+        "not a JWT": "is not a JWT",
+        "no email claim": "has no 'email' claim",
+        "bad id": "ID 'sqlgate/#'",
+        "no [bus]": "no [bus] section",
+    }[case]
+    assert expected in line
+
+
+def test_list_with_the_broker_down_exits_1(
+    gw: GatewayProcess, config: Path, broker: Broker
+) -> None:
+    broker.stop()
+    try:
+        result = sqlgate("approvals", "list", "-c", config)
+    finally:
+        broker.start()
+    line = one_line(result, 1)
+    assert line.startswith("sqlgate: cannot connect to the MQTT broker at mqtt://")
+    assert result.stdout == ""
+
+
+def test_refused_credentials_exit_1(config: Path, broker: Broker, tmp_path: Path) -> None:
+    wrong = operator_config(tmp_path, broker)
+    (tmp_path / "bus.pw").write_text("wrong-password\n")
+    result = sqlgate("approvals", "list", "-c", wrong)
+    line = one_line(result, 1)
+    assert "refused the connection as 'operator'" in line
+    secrets_absent(result, "wrong-password")
+
+
+def test_a_listed_statement_is_one_line_cut_to_the_width() -> None:
+    from appliance.operator import Request, format_request
+
+    request = Request(
+        id="a1",
+        appliance="edge-1",
+        identity="agent@example.com",
+        target="orders",
+        sql="UPDATE t\n  SET a = '\x1b[2J'\tWHERE id = 1 " + "x" * 300,
+        sql_sha256="0" * 64,
+        requested_at=100.0,
+        expires_at=220.0,
+    )
+    line = format_request(request, now=110.2, width=200)
+    assert len(line) == 200 and line.endswith("...")
+    assert line.startswith(
+        "a1  agent@example.com  edge-1/orders  110s left  UPDATE t SET a = '\\x1b[2J' WHERE"
+    )
+    assert format_request(request, now=500.0).split("  ")[3] == "0s left"
