@@ -154,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--token-file", metavar="F", required=True, help="the operator's OIDC token"
         )
         decide.add_argument("--reason", metavar="TEXT", help="why (a denial's reaches the client)")
+        if action == "approve":
+            decide.add_argument(
+                "--grant-minutes",
+                metavar="N",
+                type=int,
+                default=0,
+                help="also let the same shape of statement from the same identity through "
+                "for N minutes (1-1440)",
+            )
 
     tui = commands.add_parser("tui", help="the operator console")
     config_option(tui)
@@ -504,7 +513,14 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
             return 0
         claim = config.identity.username_claim if config.identity is not None else "email"
         token, name = operator.read_token_for(args.token_file, claim)
-        asyncio.run(operator.decide(config.bus, args.id, action, token, name, reason=args.reason))
+        grant = getattr(args, "grant_minutes", 0)
+        if not 0 <= grant <= 1440:
+            return _fail("--grant-minutes: expected 1 to 1440", 2)
+        asyncio.run(
+            operator.decide(
+                config.bus, args.id, action, token, name, reason=args.reason, grant_minutes=grant
+            )
+        )
     except operator.OperatorError as exc:
         return _fail(str(exc), exc.status)
     print(f"{'approved' if action == 'approve' else 'denied'} {args.id}")

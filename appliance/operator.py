@@ -397,6 +397,7 @@ async def decide(
     operator: str,
     reason: str | None = None,
     wait_s: float = DECISION_WAIT_S,
+    grant_minutes: int = 0,
 ) -> Request:
     """Send ``approve`` or ``deny`` for the pending request ``request_id`` and wait until
     the gateway clears it; OperatorError when it is unknown or the decision did not count."""
@@ -424,6 +425,8 @@ async def decide(
         }
         if reason is not None:
             body["reason"] = reason
+        if grant_minutes:
+            body["grant_minutes"] = grant_minutes
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         if connection.cleared(request):
             raise OperatorError(f"approval {request_id} is no longer pending")

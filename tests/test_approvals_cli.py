@@ -251,6 +251,51 @@ def test_approve_lets_the_held_client_finish(
     assert approval["reason"] == "planned change"
 
 
+def test_approve_with_a_grant_lets_the_same_shape_through(
+    gw: GatewayProcess,
+    config: Path,
+    tokens: dict[str, Path],
+    mariadb: MariaDB,
+) -> None:
+    sql = "ALTER TABLE appr_cli COMMENT = 'one'"
+    held = Held(gw, sql)
+    try:
+        rid = request_id(listed(config, sql))
+        result = sqlgate(
+            "approvals",
+            "approve",
+            rid,
+            "-c",
+            config,
+            "--token-file",
+            tokens["dba"],
+            "--grant-minutes",
+            "10",
+        )
+        assert result.returncode == 0, result.stderr
+        assert held.result() is None
+    finally:
+        held.close()
+    with gw.connect(database="shop") as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE appr_cli COMMENT = 'two'")  # no request: granted
+    time.sleep(0.2)
+    export = sqlgate("ledger", "export", "--ledger", gw.ledger, "--kind", "approval")
+    approval = next(json.loads(line) for line in export.stdout.splitlines() if rid in line)
+    assert approval["grant_minutes"] == 10
+    bad = sqlgate(
+        "approvals",
+        "approve",
+        rid,
+        "-c",
+        config,
+        "--token-file",
+        tokens["dba"],
+        "--grant-minutes",
+        "5000",
+    )
+    assert bad.returncode == 2 and "--grant-minutes" in bad.stderr
+
+
 def test_deny_gives_the_client_1227_with_the_reason(
     gw: GatewayProcess, config: Path, tokens: dict[str, Path], mariadb: MariaDB
 ) -> None:
