@@ -110,6 +110,7 @@ class Gateway:
         if config.bus.enabled or config.approvals.enabled:
             self.bus = Bus(config.bus, config.appliance.name)
             self.audit.bus = self.bus
+            self.audit.writer.on_checkpoint = self._publish_head
         if config.approvals.enabled and self.tokens is not None and self.bus is not None:
             self.approvals = Approvals(
                 config.approvals, self.bus, self.tokens, on_alert=self._approval_alert
@@ -119,6 +120,11 @@ class Gateway:
             max_delay_s=config.appliance.failed_login_max_wait_s,
         )
         self.policy = Policy(config.policy, config.rules)
+
+    def _publish_head(self, head: dict[str, Any]) -> None:
+        """The broker keeps the latest signed head: a witness of the ledger's progress."""
+        if self.bus is not None:
+            self.bus.publish("checkpoints", dict(head), retain=True)
 
     def _approval_alert(self, alert: str, request_id: str, reason: str) -> None:
         log.warning("approval request %s: %s: %s", request_id, alert, reason)

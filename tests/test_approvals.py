@@ -533,3 +533,14 @@ def test_a_held_delete_shows_how_many_rows_it_would_touch(
     finally:
         held.close()
     assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
+
+
+def test_the_broker_keeps_the_latest_signed_ledger_head(gw: GatewayProcess, broker: Broker) -> None:
+    with gw.connect(database="shop") as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    time.sleep(1.5)  # a checkpoint at least every second while records flow
+    head = retained(broker, f"{broker.prefix}/test-gw/checkpoints")
+    assert head is not None
+    record = json.loads(head)
+    assert record["kind"] == "checkpoint" and len(record["signature"]) > 40
+    assert record["checkpoint_seq"] < record["seq"]

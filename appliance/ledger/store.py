@@ -52,7 +52,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,6 +184,8 @@ class LedgerWriter:
         self._retry_at = 0.0
         self._available = True
         self._wal_due = False  # records were signed: copy the WAL into the database
+        self.on_checkpoint: Callable[[Record], None] | None = None
+        """Called with each committed checkpoint (the gateway publishes the head)."""
 
     @classmethod
     def from_config(cls, config: LedgerConfig) -> LedgerWriter:
@@ -368,12 +370,16 @@ class LedgerWriter:
             rows.append((seq, sealed["ts"], sealed["kind"], sealed.get("session"), body))
             return sealed
 
+        signed: list[Record] = []
+
         def sign() -> Record | None:
             nonlocal checkpoints
             if seq == 0 or last_is_checkpoint:
                 return None
             checkpoints += 1
-            return add({"seq": 0, "ts": utc_now(), **checkpoint_fields(self._key, seq, prev)})
+            record = add({"seq": 0, "ts": utc_now(), **checkpoint_fields(self._key, seq, prev)})
+            signed.append(record)
+            return record
 
         if self._alert is not None:
             add({"seq": 0, "ts": utc_now(), **self._alert})
@@ -410,6 +416,8 @@ class LedgerWriter:
             self._seq, self._hash, self._last_is_checkpoint = seq, prev, last_is_checkpoint
             if checkpoints and self._direct is not None:
                 self._wal_due = True  # the loop's connection never checkpoints the WAL
+            if signed and self.on_checkpoint is not None:
+                self.on_checkpoint(signed[-1])
             if last_is_checkpoint:
                 self._unsigned_since = None
             elif self._unsigned_since is None or checkpoints:
