@@ -29,7 +29,7 @@ from appliance.bus import Bus
 from appliance.config import Config, ConfigError, RuleAction, TargetConfig
 from appliance.estimate import SAFE_FUNCTIONS, estimate_rows
 from appliance.identity import TokenRejected, TokenVerifier
-from appliance.ledger import LedgerError, LedgerUnavailable, records
+from appliance.ledger import Head, LedgerError, LedgerUnavailable, records
 from appliance.mysql import packets
 from appliance.mysql.constants import ErrorCode
 from appliance.mysql.relay import (
@@ -124,7 +124,7 @@ class Gateway:
     def _publish_head(self, head: dict[str, Any]) -> None:
         """The broker keeps the latest signed head: a witness of the ledger's progress."""
         if self.bus is not None:
-            self.bus.publish("checkpoints", dict(head), retain=True)
+            self.bus.publish("checkpoints", Head.from_checkpoint(head).to_json(), retain=True)
 
     def _approval_alert(self, alert: str, request_id: str, reason: str) -> None:
         log.warning("approval request %s: %s: %s", request_id, alert, reason)
