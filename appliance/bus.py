@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -403,6 +404,9 @@ class Bus:
             max_queued_incoming_messages=10_000,
             max_inflight_messages=self._max_inflight,
             tls_context=self._tls_context,
+            # a request or decision right after another message must not wait for the
+            # peer's delayed ACK (Nagle: about 40 ms a hop)
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         client.pending_calls_threshold = self._max_inflight + 16  # ours are bounded already
         return client

@@ -8,6 +8,9 @@
   and the rate of ``sqlgate ledger verify``, each in a process of its own;
 - :mod:`bench_lib.policy`: the cost of one statement decision (``SessionPolicy.decide``),
   cached, by shape and uncached, in a process of its own;
+- :mod:`bench_lib.approvals`: a held statement's round trip with a private Mosquitto and
+  an operator in the bench process that approves every request at once, against the
+  same statement sent directly and through the gateway without a hold;
 - :mod:`bench_lib.worker`: runs such a process and reads the JSON object it prints;
 - :mod:`bench_lib.errors`: ``BenchError``, the one error that stops a run;
 - :mod:`bench_lib.report`: the table, the acceptance thresholds and the JSON file;

@@ -1,9 +1,10 @@
 """``scripts/bench``: the gateway against direct access and a socat relay, in one run,
-the audit ledger's own figures (append and verify rates) and the statement policy's
-(the cost of one decision, cached or not).
+the audit ledger's own figures (append and verify rates), the statement policy's (the
+cost of one decision, cached or not) and what a just-in-time approval adds to a held
+statement's round trip.
 
-Usage: ``scripts/bench [--quick] [--only gateway|ledger|policy] [--json FILE] [--check]
-[--profile FILE] [--keep]``.
+Usage: ``scripts/bench [--quick] [--only gateway|ledger|policy|approvals] [--json FILE]
+[--check] [--profile FILE] [--keep]``.
 Progress goes to stderr, the table to stdout; docs/performance.md explains every figure.
 Exit status: 0 when the run completed (with ``--check``: and every threshold was met),
 1 when a threshold was missed under ``--check`` or the run failed, 2 when a tool is missing.
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BenchError
 from .report import (
+    APPROVAL_MAX_ADDED_P50_MS,
     IDLE_MAX_RSS_MB,
     LEDGER_APPEND_MIN_PER_S,
     LEDGER_VERIFY_MIN_PER_S,
@@ -58,11 +60,18 @@ PROGRAMS = {
     "mariadb": "mariadb-client",
     "mariadbd": "mariadb-server",
     "mariadb-install-db": "mariadb-server",
+    "mosquitto": "mosquitto",
+    "mosquitto_passwd": "mosquitto",
+}
+PART_PROGRAMS = {
+    "gateway": ("sysbench", "socat", "mariadb", "mariadbd", "mariadb-install-db"),
+    "approvals": ("mariadbd", "mariadb-install-db", "mosquitto", "mosquitto_passwd"),
 }
 MODULES = ("pymysql", "uvloop", "cryptography")
 LEDGER_MODULES = ("uvloop", "cryptography")
 POLICY_MODULES = ("sqlglot", "cryptography")
-PARTS = ("gateway", "ledger", "policy")
+APPROVALS_MODULES = ("pymysql", "uvloop", "cryptography", "aiomqtt", "jwt")
+PARTS = ("gateway", "ledger", "policy", "approvals")
 _SBIN = os.pathsep.join(("/usr/sbin", "/usr/local/sbin", "/sbin"))
 
 RELAYS = ("direct", "socat", "gateway")
@@ -88,6 +97,8 @@ class Plan:
     # calls per timed loop of SessionPolicy.decide: cached, by shape, uncached
     policy_calls: tuple[int, int, int] = (20_000, 10_000, 1_000)
     policy_repeats: int = 7  # timed loops per path in each of ``rounds`` processes
+    approval_trips: int = 50  # timed statements per endpoint and round
+    approval_warmup: int = 3  # statements per endpoint before the first round
 
 
 FULL = Plan(3, 6, 2, 1_000_000, 5_000, 500, 7, 1_000, True)
@@ -105,6 +116,7 @@ QUICK = Plan(
     verify_records=100_000,
     policy_calls=(5_000, 2_000, 300),
     policy_repeats=3,
+    approval_trips=10,
 )
 
 # key, sysbench test, threads; the first one carries the throughput threshold
@@ -121,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scripts/bench",
         description="Measure sqlgate against direct access and a socat relay, interleaved "
         "in one run, on a private MariaDB server; its audit ledger's append and verify "
-        "rates; and the cost of its statement policy's decisions. See docs/performance.md.",
+        "rates; the cost of its statement policy's decisions; and what a just-in-time "
+        "approval adds to a held statement. See docs/performance.md.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run of about a minute (1 round, short)"
@@ -130,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         choices=PARTS,
         help="run one part: 'gateway' (against MariaDB, direct and socat), 'ledger' "
-        "(append and verify rates) or 'policy' (the cost of one statement decision); "
-        "the last two need no database server",
+        "(append and verify rates), 'policy' (the cost of one statement decision; these "
+        "two need no database server) or 'approvals' (a held statement's round trip, "
+        "with a private Mosquitto and an operator that approves at once)",
     )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write the figures here")
     parser.add_argument(
@@ -155,10 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def missing_tools(profile: bool, parts: tuple[str, ...] = PARTS) -> str | None:
     """One line naming what is missing and how to get it, or None."""
-    gateway = "gateway" in parts
-    absent = [
-        p for p in PROGRAMS if gateway and not shutil.which(p) and not shutil.which(p, path=_SBIN)
-    ]
+    programs = {p: None for part in parts for p in PART_PROGRAMS.get(part, ())}
+    absent = [p for p in programs if not shutil.which(p) and not shutil.which(p, path=_SBIN)]
     hints = []
     if absent:
         packages = " ".join(sorted({PROGRAMS[p] for p in absent}))
@@ -170,6 +182,7 @@ def missing_tools(profile: bool, parts: tuple[str, ...] = PARTS) -> str | None:
         "gateway": MODULES,
         "ledger": LEDGER_MODULES,
         "policy": POLICY_MODULES,
+        "approvals": APPROVALS_MODULES,
     }
     modules = sorted(
         {m for part in parts for m in wanted[part] if importlib.util.find_spec(m) is None}
@@ -264,6 +277,14 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
                 figures[:0] = _measure(rig, plan, notes)
                 if args.profile is not None:
                     _profile(rig, plan, args.profile)
+        if "approvals" in parts:
+            # Last, once the gateway part's servers have stopped.
+            _say(
+                f"sqlgate bench {date}: {machine['cpu']} x{machine['nproc']}; {kind} run, "
+                f"approvals part: {plan.rounds} rounds of {plan.approval_trips} statements "
+                f"per endpoint; work dir {workdir}"
+            )
+            figures.extend(_approvals(workdir / "approvals", plan, notes, machine))
         machine["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     finally:
         if args.keep:
@@ -282,6 +303,12 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
             "gateway: `sqlgate run` with its audit ledger on (fsync = false) and its statement "
             "policy (built-in rules): every statement is decided, then waits for its "
             "record's group commit before it is forwarded.\n"
+        )
+    if "approvals" in parts:
+        print(
+            "approvals: `sqlgate run` with [approvals] on and a private Mosquitto; an operator "
+            "in the bench process approves each request as soon as it arrives, so the "
+            "person's own time is about zero.\n"
         )
     print(format_table(figures))
     for note in notes:
@@ -578,6 +605,162 @@ def _policy(plan: Plan, notes: list[str]) -> list[Figure]:
             1,
         ),
     ]
+
+
+def _approvals(
+    workdir: Path, plan: Plan, notes: list[str], machine: dict[str, Any]
+) -> list[Figure]:
+    """The approvals part: a held statement against the same statement sent directly and
+    through the gateway without a hold, with an operator that approves at once."""
+    from . import approvals, measure
+
+    ends = approvals.ENDPOINTS
+    with approvals.ApprovalsRig(workdir) as rig:
+        assert rig.db is not None and rig.broker is not None and rig.provider is not None
+        machine["mariadb"] = machine.get("mariadb") or rig.db.version
+        mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path=_SBIN)
+        machine["mosquitto"] = _first_line([mosquitto or "mosquitto", "-h"], "mosquitto version")
+        machine["aiomqtt"] = _version("aiomqtt")
+        held = plan.rounds * plan.approval_trips + plan.approval_warmup
+        tokens = [
+            rig.provider.token(email=approvals.APPROVER, groups=["dba"]) for _ in range(held + 5)
+        ]
+        operator = approvals.Operator(rig.broker, approvals.APPLIANCE, tokens).start()
+        clients: dict[str, approvals.Client] = {}
+        try:
+            statements = approvals.Statements()
+            for name in ends:
+                clients[name] = approvals.connect(rig, name)
+                approvals.run_trips(clients[name], statements, plan.approval_warmup)
+            runs = measure.interleave(
+                ends,
+                plan.rounds,
+                lambda n: approvals.run_trips(clients[n], statements, plan.approval_trips),
+                lambda trips: (
+                    f"p50 {_pct([t.ms for t in trips], 0.5):7.2f} ms, "
+                    f"p95 {_pct([t.ms for t in trips], 0.95):7.2f} ms"
+                ),
+                f"ALTER TABLE x {plan.approval_trips}",
+            )
+        except BenchError as exc:
+            if operator.errors:  # the likelier cause of a statement that was not approved
+                raise BenchError(f"{exc}; approval operator: {operator.errors[0]}") from exc
+            raise
+        finally:
+            for client in clients.values():
+                client.conn.close()
+            operator.stop()
+        if operator.errors:
+            raise BenchError(f"approval operator: {operator.errors[0]}")
+        rig.stop_gateway()
+        ledger = approvals.approval_records(rig)
+
+    ms = {n: [[t.ms for t in trips] for trips in runs[n]] for n in ends}
+    operator_ms: list[list[float]] = []
+    ledger_ms: list[list[float]] = []
+    to_operator_ms: list[list[float]] = []
+    after_decision_ms: list[list[float]] = []
+    for trips in runs["held"]:
+        answers = []
+        for trip in trips:
+            answer = operator.answers.get(trip.sql)
+            record = ledger.get(answer.request_id) if answer is not None else None
+            if answer is None or record is None or record.get("decision") != "approved":
+                raise BenchError(f"no approved request in the ledger for {trip.sql!r}")
+            answers.append((trip, answer, float(record["latency_ms"])))
+        operator_ms.append([(a.published - a.received) * 1000 for _, a, _ in answers])
+        ledger_ms.append([latency for _, _, latency in answers])
+        to_operator_ms.append([(a.received - t.sent) * 1000 for t, a, _ in answers])
+        after_decision_ms.append([(t.done - a.published) * 1000 for t, a, _ in answers])
+
+    def per_round(values: list[list[float]], q: float) -> list[float]:
+        return [_pct(v, q) for v in values]
+
+    p50 = {n: per_round(ms[n], 0.5) for n in ends}
+    p95 = {n: per_round(ms[n], 0.95) for n in ends}
+    added50 = [h - d for h, d in zip(p50["held"], p50["direct"], strict=True)]
+    added95 = [h - d for h, d in zip(p95["held"], p95["direct"], strict=True)]
+    own50 = [h - g for h, g in zip(p50["held"], p50["gateway"], strict=True)]
+    count = plan.rounds * plan.approval_trips
+    notes.append(
+        f"approvals part: {count} held statements (after {plan.approval_warmup} to warm up), "
+        f"all approved; the same number direct and through the gateway without a hold; "
+        f"{machine['mosquitto']}"
+    )
+    stmt = "ALTER TABLE ... COMMENT"
+
+    def row(key: str, label: str, **kw: Any) -> Figure:
+        return Figure(key=key, label=label, unit="ms", decimals=2, ratios=False, **kw)
+
+    added = median(added50)
+    return [
+        row(
+            "approval_unheld_p50",
+            f"{stmt} p50, gateway without a hold",
+            direct=median(p50["direct"]),
+            gateway=median(p50["gateway"]),
+            rounds={"direct": p50["direct"], "gateway": p50["gateway"]},
+        ),
+        row(
+            "approval_held_p50",
+            f"{stmt} p50, held for approval",
+            direct=median(p50["direct"]),
+            gateway=median(p50["held"]),
+            rounds={"direct": p50["direct"], "gateway": p50["held"]},
+        ),
+        row(
+            "approval_held_p95",
+            f"{stmt} p95, held for approval",
+            direct=median(p95["direct"]),
+            gateway=median(p95["held"]),
+            rounds={"direct": p95["direct"], "gateway": p95["held"]},
+        ),
+        row(
+            "approval_added_p50",
+            "approval added p50 (held - direct)",
+            gateway=added,
+            threshold=f"<= {APPROVAL_MAX_ADDED_P50_MS:g} ms",
+            passed=added is not None and added <= APPROVAL_MAX_ADDED_P50_MS,
+            rounds={"gateway": added50, "vs_gateway_unheld": own50},
+        ),
+        row(
+            "approval_added_p95",
+            "approval added p95 (held - direct)",
+            gateway=median(added95),
+            rounds={"gateway": added95},
+        ),
+        row(
+            "approval_to_operator_p50",
+            "approval: execute -> request at the operator, p50",
+            gateway=median(per_round(to_operator_ms, 0.5)),
+            rounds={"gateway": per_round(to_operator_ms, 0.5)},
+        ),
+        row(
+            "approval_operator_p50",
+            "approval: request at the operator -> decision acked, p50",
+            gateway=median(per_round(operator_ms, 0.5)),
+            rounds={"gateway": per_round(operator_ms, 0.5), "p95": per_round(operator_ms, 0.95)},
+        ),
+        row(
+            "approval_after_decision_p50",
+            "approval: decision acked -> result, p50",
+            gateway=median(per_round(after_decision_ms, 0.5)),
+            rounds={"gateway": per_round(after_decision_ms, 0.5)},
+        ),
+        row(
+            "approval_ledger_latency_p50",
+            "approval: latency_ms in the ledger, p50",
+            gateway=median(per_round(ledger_ms, 0.5)),
+            rounds={"gateway": per_round(ledger_ms, 0.5), "p95": per_round(ledger_ms, 0.95)},
+        ),
+    ]
+
+
+def _pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of unsorted values."""
+    from .measure import percentile
+
+    return percentile(sorted(values), q)
 
 
 def _sysbench_on(

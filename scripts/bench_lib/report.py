@@ -18,6 +18,7 @@ LEDGER_APPEND_MIN_PER_S = 20_000.0  # statement records/s, group commit, fsync =
 LEDGER_VERIFY_MIN_PER_S = 100_000.0  # records/s, ``sqlgate ledger verify`` wall time
 POLICY_CACHED_MAX_US = 5.0  # SessionPolicy.decide, exact text decided before
 POLICY_UNCACHED_MAX_US = 150.0  # the same, a new ~300-byte join (compiled sqlglot)
+APPROVAL_MAX_ADDED_P50_MS = 50.0  # held statement p50 - the same statement direct, p50
 
 
 @dataclass

@@ -218,6 +218,7 @@ class Broker:
         lines = [
             "per_listener_settings false",
             "allow_anonymous false",
+            "set_tcp_nodelay true",  # no 40 ms Nagle waits between small messages
             f"password_file {self.password_file}",
             f"acl_file {self.acl_file}",
             "persistence false",
