@@ -316,7 +316,9 @@ def test_decisions_without_a_valid_approver_token_change_nothing_and_it_expires(
         )
 
 
-def test_without_the_broker_a_review_is_refused_at_once(gw: GatewayProcess, broker: Broker) -> None:
+def test_without_the_broker_a_review_is_refused_at_once(
+    gw: GatewayProcess, broker: Broker, provider: Provider
+) -> None:
     broker.stop()
     try:
         time.sleep(1.0)  # the gateway notices the lost connection
@@ -332,6 +334,26 @@ def test_without_the_broker_a_review_is_refused_at_once(gw: GatewayProcess, brok
                 assert cur.fetchone() == (2,)
     finally:
         broker.start()
+    # the gateway reconnects by itself and holds statements again
+    deadline = time.monotonic() + 15
+    while True:
+        held = Held(gw, "DROP TABLE appr_t")
+        if not held.done.wait(1.0):
+            break  # held: the request went out
+        held.close()
+        assert time.monotonic() < deadline, "approvals never came back after the broker did"
+        time.sleep(0.5)
+    try:
+        request = next_request(broker, "DROP TABLE appr_t")
+        decide(
+            broker,
+            request,
+            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+        )
+        error = held.result()
+        assert error is not None and "denied by dba@example.com" in error[1]
+    finally:
+        held.close()
 
 
 def retained(broker: Broker, topic: str) -> str | None:
@@ -556,3 +578,65 @@ def test_the_broker_keeps_the_latest_signed_ledger_head(gw: GatewayProcess, brok
         str(held),
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_two_gateways_on_one_broker_keep_to_their_own_requests(
+    gw: GatewayProcess, mariadb: MariaDB, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    other = approvals_gateway(tmp_path / "gw2", mariadb, broker, provider, name="test-gw-3").start()
+    first = Held(gw, "ALTER TABLE appr_t ROW_FORMAT = DYNAMIC")
+    second = Held(other, "ALTER TABLE appr_t ENGINE = InnoDB")
+    try:
+        ours = next_request(broker, "ALTER TABLE appr_t ROW_FORMAT = DYNAMIC")
+        theirs = next_request(broker, "ALTER TABLE appr_t ENGINE = InnoDB", appliance="test-gw-3")
+        assert ours["appliance"] == "test-gw" and theirs["appliance"] == "test-gw-3"
+        # a decision sent to the first gateway's topic for the second's request counts nowhere
+        decide(
+            broker,
+            theirs,
+            {"decision": "approve", "operator": "dba@example.com", "token": dba_token(provider)},
+        )  # (decide() publishes under test-gw: the first gateway does not hold it)
+        time.sleep(0.5)
+        assert not second.done.is_set() and not first.done.is_set()
+        subprocess.run(
+            [
+                "mosquitto_pub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-u",
+                broker.operator_user,
+                "-P",
+                broker.users[broker.operator_user],
+                "-q",
+                "1",
+                "-t",
+                f"{broker.prefix}/test-gw-3/approvals/{theirs['id']}/decision",
+                "-m",
+                json.dumps(
+                    {
+                        "v": 1,
+                        "decision": "approve",
+                        "operator": "dba@example.com",
+                        "token": dba_token(provider),
+                        "sql_sha256": theirs["sql_sha256"],
+                    }
+                ),
+            ],
+            check=True,
+            timeout=30,
+        )
+        assert second.result() is None  # approved on its own gateway
+        assert not first.done.is_set()  # the first still waits
+        decide(
+            broker,
+            ours,
+            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+        )
+        error = first.result()
+        assert error is not None and error[0] == 1227
+    finally:
+        first.close()
+        second.close()
+        assert other.stop() == 0
