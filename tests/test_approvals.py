@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +13,12 @@ from typing import Any
 
 import pymysql
 import pytest
+from lab.approvals import Held, approvals_toml, mosquitto, publish
 from lab.broker import Broker
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
-from lab.tokens import Provider, identity_toml
+from lab.tokens import Provider
 
 pytestmark = pytest.mark.integration
 
@@ -34,20 +34,9 @@ def approvals_gateway(
     work: Path, mariadb: MariaDB, broker: Broker, provider: Provider, name: str = "test-gw"
 ) -> GatewayProcess:
     """A gateway with approvals on (not started)."""
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
     extra = (
-        identity_toml(provider)
-        + f"""
-[bus]
-url = "mqtt://{broker.host}:{broker.port}"
-username = "{broker.gateway_user}"
-password_file = "bus.pw"
-
-[approvals]
-timeout_s = {TIMEOUT_S}
-approver_groups = ["dba"]
-
+        approvals_toml(work, broker, provider, timeout_s=TIMEOUT_S)
+        + """
 [[rules]]
 name = "review-appr-deletes"
 statements = ["DELETE"]
@@ -86,52 +75,19 @@ def columns(mariadb: MariaDB) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-class Held:
-    """A statement sent from a thread: it waits in the gateway until decided."""
-
-    def __init__(self, gw: GatewayProcess, sql: str) -> None:
-        self.conn = gw.connect(database="shop", read_timeout=60)
-        self.error: tuple[Any, ...] | None = None
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(sql,), daemon=True)
-        self.thread.start()
-
-    def _run(self, sql: str) -> None:
-        try:
-            with self.conn.cursor() as cur:
-                cur.execute(sql)
-        except pymysql.err.MySQLError as exc:
-            self.error = exc.args
-        finally:
-            self.done.set()
-
-    def result(self, timeout: float = 30) -> tuple[Any, ...] | None:
-        assert self.done.wait(timeout), "the held statement never got an answer"
-        return self.error
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 def next_request(broker: Broker, sql: str, appliance: str = "test-gw") -> dict[str, Any]:
     """The pending request for ``sql``, as an operator's console receives it (retained;
     an earlier request that is being cleared may come first)."""
     proc = subprocess.Popen(
-        [
+        mosquitto(
             "mosquitto_sub",
-            "-h",
-            broker.host,
-            "-p",
-            str(broker.port),
-            "-u",
+            broker,
             broker.operator_user,
-            "-P",
-            broker.users[broker.operator_user],
             "-t",
             f"{broker.prefix}/{appliance}/approvals/+",
             "-W",
             "15",
-        ],
+        ),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -149,29 +105,13 @@ def next_request(broker: Broker, sql: str, appliance: str = "test-gw") -> dict[s
         proc.wait()
 
 
-def decide(broker: Broker, request: dict[str, Any], payload: dict[str, Any]) -> None:
+def decide(
+    broker: Broker, request: dict[str, Any], payload: dict[str, Any], appliance: str = "test-gw"
+) -> None:
+    """An operator's decision on ``request``, published under ``appliance``."""
     body = {"v": 1, "sql_sha256": request["sql_sha256"], **payload}
-    subprocess.run(
-        [
-            "mosquitto_pub",
-            "-h",
-            broker.host,
-            "-p",
-            str(broker.port),
-            "-u",
-            broker.operator_user,
-            "-P",
-            broker.users[broker.operator_user],
-            "-q",
-            "1",
-            "-t",
-            f"{broker.prefix}/test-gw/approvals/{request['id']}/decision",
-            "-m",
-            json.dumps(body),
-        ],
-        check=True,
-        timeout=30,
-    )
+    topic = f"{broker.prefix}/{appliance}/approvals/{request['id']}/decision"
+    publish(broker, broker.operator_user, topic, json.dumps(body))
 
 
 def dba_token(provider: Provider, user: str = "dba@example.com", **claims: Any) -> str:
@@ -296,21 +236,15 @@ def test_decisions_without_a_valid_approver_token_change_nothing_and_it_expires(
     # the retained request is gone
     with pytest.raises(subprocess.TimeoutExpired):
         subprocess.run(
-            [
+            mosquitto(
                 "mosquitto_sub",
-                "-h",
-                broker.host,
-                "-p",
-                str(broker.port),
-                "-u",
+                broker,
                 broker.operator_user,
-                "-P",
-                broker.users[broker.operator_user],
                 "-t",
                 f"{broker.prefix}/test-gw/approvals/{request['id']}",
                 "-C",
                 "1",
-            ],
+            ),
             capture_output=True,
             timeout=1.5,
         )
@@ -360,22 +294,16 @@ def retained(broker: Broker, topic: str) -> str | None:
     """The retained message on ``topic`` (as the operator), or None when there is none."""
     try:
         out = subprocess.run(
-            [
+            mosquitto(
                 "mosquitto_sub",
-                "-h",
-                broker.host,
-                "-p",
-                str(broker.port),
-                "-u",
+                broker,
                 broker.operator_user,
-                "-P",
-                broker.users[broker.operator_user],
                 "-t",
                 topic,
                 "-C",
                 "1",
                 "--retained-only",
-            ],
+            ),
             capture_output=True,
             text=True,
             timeout=1.5,
@@ -430,22 +358,16 @@ def test_a_gateway_that_stops_while_a_request_is_pending(
 
 def test_live_events_carry_the_sessions_records(gw: GatewayProcess, broker: Broker) -> None:
     proc = subprocess.Popen(
-        [
+        mosquitto(
             "mosquitto_sub",
-            "-h",
-            broker.host,
-            "-p",
-            str(broker.port),
-            "-u",
+            broker,
             broker.operator_user,
-            "-P",
-            broker.users[broker.operator_user],
             "-t",
             f"{broker.prefix}/test-gw/sessions/#",
             "-v",
             "-W",
             "15",
-        ],
+        ),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -598,34 +520,11 @@ def test_two_gateways_on_one_broker_keep_to_their_own_requests(
         )  # (decide() publishes under test-gw: the first gateway does not hold it)
         time.sleep(0.5)
         assert not second.done.is_set() and not first.done.is_set()
-        subprocess.run(
-            [
-                "mosquitto_pub",
-                "-h",
-                broker.host,
-                "-p",
-                str(broker.port),
-                "-u",
-                broker.operator_user,
-                "-P",
-                broker.users[broker.operator_user],
-                "-q",
-                "1",
-                "-t",
-                f"{broker.prefix}/test-gw-3/approvals/{theirs['id']}/decision",
-                "-m",
-                json.dumps(
-                    {
-                        "v": 1,
-                        "decision": "approve",
-                        "operator": "dba@example.com",
-                        "token": dba_token(provider),
-                        "sql_sha256": theirs["sql_sha256"],
-                    }
-                ),
-            ],
-            check=True,
-            timeout=30,
+        decide(
+            broker,
+            theirs,
+            {"decision": "approve", "operator": "dba@example.com", "token": dba_token(provider)},
+            appliance="test-gw-3",
         )
         assert second.result() is None  # approved on its own gateway
         assert not first.done.is_set()  # the first still waits

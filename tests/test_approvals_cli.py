@@ -8,19 +8,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pymysql
 import pytest
+from lab.approvals import Held, approvals_toml, publish
 from lab.broker import Broker
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
-from lab.tokens import Provider, identity_toml
+from lab.tokens import Provider
 
 pytestmark = pytest.mark.integration
 
@@ -41,21 +39,7 @@ def gw(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatewayProcess]:
     work = tmp_path_factory.mktemp("gw")
-    (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
-    extra = (
-        identity_toml(provider)
-        + f"""
-[bus]
-url = "mqtt://{broker.host}:{broker.port}"
-topic_prefix = "{broker.prefix}"
-username = "{broker.gateway_user}"
-password_file = "bus.pw"
-
-[approvals]
-timeout_s = {TIMEOUT_S}
-approver_groups = ["dba"]
-"""
-    )
+    extra = approvals_toml(work, broker, provider, timeout_s=TIMEOUT_S)
     mariadb.admin_sql(
         "CREATE TABLE IF NOT EXISTS shop.appr_cli (id INT PRIMARY KEY)",
         "DELETE FROM shop.appr_cli",
@@ -122,34 +106,6 @@ def tokens(provider: Provider, tmp_path_factory: pytest.TempPathFactory) -> dict
     for name, token in files.items():
         (directory / name).write_text(f"\n  {token}\n")  # whitespace around it is fine
     return {name: directory / name for name in files}
-
-
-class Held:
-    """A statement sent from a thread: it waits in the gateway until decided."""
-
-    def __init__(self, gw: GatewayProcess, sql: str) -> None:
-        self.sql = sql
-        self.conn = gw.connect(database="shop", read_timeout=60)
-        self.error: tuple[Any, ...] | None = None
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            with self.conn.cursor() as cur:
-                cur.execute(self.sql)
-        except pymysql.err.MySQLError as exc:
-            self.error = exc.args
-        finally:
-            self.done.set()
-
-    def result(self, timeout: float = 30) -> tuple[Any, ...] | None:
-        assert self.done.wait(timeout), "the held statement never got an answer"
-        return self.error
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def one_line(result: subprocess.CompletedProcess[str], status: int) -> str:
@@ -351,13 +307,7 @@ def test_a_token_that_is_not_an_approvers_changes_nothing(
 
 def mosquitto_pub(broker: Broker, topic: str, message: str) -> None:
     """Publish as the gateway's user, retained: a stand-in for a gateway."""
-    user = broker.gateway_user
-    subprocess.run(
-        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-u", user]
-        + ["-P", broker.users[user], "-q", "1", "-r", "-t", topic, "-m", message],
-        check=True,
-        timeout=30,
-    )
+    publish(broker, broker.gateway_user, topic, message, retain=True)
 
 
 def test_a_decision_that_nobody_takes_up_exits_1_after_5s(

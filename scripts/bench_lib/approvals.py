@@ -51,10 +51,11 @@ from typing import Any
 
 import aiomqtt
 import pymysql
+from lab.approvals import approvals_toml
 from lab.broker import Broker, BrokerError
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB, MariaDBError
-from lab.tokens import Provider, identity_toml
+from lab.tokens import Provider
 
 from .errors import BenchError
 
@@ -168,19 +169,10 @@ class Operator:
 # -------------------------------------------------------------------------------- rig
 
 
-def _gateway_toml(broker: Broker, provider: Provider) -> str:
+def _gateway_toml(work: Path, broker: Broker, provider: Provider) -> str:
     return (
-        identity_toml(provider)
+        approvals_toml(work, broker, provider, timeout_s=TIMEOUT_S)
         + f"""
-[bus]
-url = "mqtt://{broker.host}:{broker.port}"
-username = "{broker.gateway_user}"
-password_file = "bus.pw"
-
-[approvals]
-timeout_s = {TIMEOUT_S}
-approver_groups = ["dba"]
-
 [[rules]]
 name = "bench-dba-alters-its-scratch-table"
 statements = ["ALTER TABLE"]
@@ -216,15 +208,13 @@ class ApprovalsRig:
             raise BenchError(f"cannot start the private Mosquitto: {first}") from exc
         self.provider = Provider(self.workdir / "idp")
         work = self.workdir / "gateway"
-        work.mkdir(parents=True)
-        (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
         self.gateway = gw = GatewayProcess(
             work,
             db,
             db.pki,
             backend_tls="disabled",
             name=APPLIANCE,
-            extra_toml=_gateway_toml(broker, self.provider),
+            extra_toml=_gateway_toml(work, broker, self.provider),
         )
         try:
             gw.start()

@@ -1,0 +1,94 @@
+"""What tests and the bench need around approvals: the gateway's sections for a lab
+broker, a statement held in a thread, and the Mosquitto command-line clients."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pymysql
+from lab.broker import Broker
+from lab.gateway import GatewayProcess
+from lab.tokens import Provider, identity_toml
+
+
+def approvals_toml(
+    work: Path,
+    broker: Broker,
+    provider: Provider,
+    *,
+    timeout_s: float,
+    approver_groups: tuple[str, ...] = ("dba",),
+) -> str:
+    """``[identity]``, ``[bus]`` (the broker's gateway user; its password file is written
+    into ``work``) and ``[approvals]``, for a gateway config's ``extra_toml``."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
+    groups = ", ".join(f'"{g}"' for g in approver_groups)
+    return (
+        identity_toml(provider)
+        + f"""
+[bus]
+url = "mqtt://{broker.host}:{broker.port}"
+topic_prefix = "{broker.prefix}"
+username = "{broker.gateway_user}"
+password_file = "bus.pw"
+
+[approvals]
+timeout_s = {timeout_s:g}
+approver_groups = [{groups}]
+"""
+    )
+
+
+class Held:
+    """A statement sent from a thread: it waits in the gateway until decided."""
+
+    def __init__(self, gw: GatewayProcess, sql: str, user: str = "agent") -> None:
+        self.sql = sql
+        self.conn = gw.connect(user=user, database="shop", read_timeout=60)
+        self.error: tuple[Any, ...] | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(self.sql)
+        except pymysql.err.MySQLError as exc:
+            self.error = exc.args
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float = 30) -> tuple[Any, ...] | None:
+        """None when it ran, else the error's ``(code, message)``."""
+        assert self.done.wait(timeout), "the held statement never got an answer"
+        return self.error
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def mosquitto(program: str, broker: Broker, user: str, *args: str) -> list[str]:
+    """The command line of ``mosquitto_sub``/``mosquitto_pub`` as ``user`` of the broker."""
+    return [
+        program,
+        "-h",
+        broker.host,
+        "-p",
+        str(broker.port),
+        "-u",
+        user,
+        "-P",
+        broker.users[user],
+        *args,
+    ]
+
+
+def publish(broker: Broker, user: str, topic: str, message: str, *, retain: bool = False) -> None:
+    """One message with QoS 1, as ``user``."""
+    args = ["-q", "1", "-t", topic, "-m", message] + (["-r"] if retain else [])
+    subprocess.run(mosquitto("mosquitto_pub", broker, user, *args), check=True, timeout=30)
