@@ -40,6 +40,7 @@ from appliance.policy.lexer import (
     outline,
     outline_statement,
     punct_at,
+    skip_definer,
     split_statements,
     string_bytes,
     tokenize,
@@ -379,25 +380,6 @@ def _with_root(skeleton: bytes) -> str:
     return "SELECT"
 
 
-def _skip_definer(tokens: Sequence[Token], i: int) -> int:
-    if word_at(tokens, i) != "DEFINER" or not punct_at(tokens, i + 1, "="):
-        return i
-    i += 2
-    if word_at(tokens, i) in ("CURRENT_USER", "CURRENT_ROLE"):
-        i += 1
-        if punct_at(tokens, i, "(") and punct_at(tokens, i + 1, ")"):
-            i += 2
-        return i
-    i += 1
-    if i < len(tokens):
-        t = tokens[i]
-        if t.kind == Tok.VARIABLE and not t.text.startswith("@@"):
-            i += 1
-        elif t.kind == Tok.PUNCT and t.text == "@":
-            i += 2
-    return i
-
-
 def _skip_if_exists(tokens: Sequence[Token], i: int) -> int:
     if word_at(tokens, i) == "IF":
         if word_at(tokens, i + 1) == "NOT" and word_at(tokens, i + 2) == "EXISTS":
@@ -566,7 +548,7 @@ def _ddl_kind(tokens: Sequence[Token], verb: str) -> tuple[str, int]:
         if w == "OR" and word_at(tokens, i + 1) == "REPLACE":
             i += 2
         elif w == "DEFINER":
-            j = _skip_definer(tokens, i)
+            j = skip_definer(tokens, i)
             if j == i:
                 break
             i = j

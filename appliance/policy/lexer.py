@@ -400,7 +400,7 @@ def _skip_parens(tokens: list[Token], i: int) -> int:
     return i
 
 
-def _skip_definer(tokens: list[Token], i: int) -> int:
+def skip_definer(tokens: Sequence[Token], i: int) -> int:
     """Index after `DEFINER = user` when it starts at i, else i."""
     if word_at(tokens, i) != "DEFINER" or not punct_at(tokens, i + 1, "="):
         return i
@@ -439,7 +439,7 @@ def _body_start(tokens: list[Token], first: int, last: int) -> int | None:
     i = first + 1
     if word_at(tokens, i) == "OR" and word_at(tokens, i + 1) == "REPLACE":
         i += 2
-    i = _skip_definer(tokens, i)
+    i = skip_definer(tokens, i)
     if word_at(tokens, i) == "AGGREGATE":
         i += 1
     obj = word_at(tokens, i)
