@@ -56,39 +56,39 @@ def _require(program: str, hint: str) -> str:
 # -- node mysql2 ----------------------------------------------------------------------
 
 
-def _pinned_mysql2_version() -> str:
-    package = json.loads((NODE_CLIENT_DIR / "package.json").read_text())
-    return str(package["dependencies"]["mysql2"])
-
-
-def _installed_mysql2_version() -> str | None:
-    installed = NODE_CLIENT_DIR / "node_modules" / "mysql2" / "package.json"
+def ensure_npm_package(directory: Path, package: str) -> None:
+    """Install ``directory``'s locked npm dependencies unless ``package`` is already
+    installed at the version its package.json pins."""
+    _require("node", "install Node.js (scripts/test does this)")
+    pinned = json.loads((directory / "package.json").read_text())["dependencies"][package]
+    installed = directory / "node_modules" / package / "package.json"
     try:
-        return str(json.loads(installed.read_text())["version"])
+        current = json.loads(installed.read_text())["version"]
     except (OSError, ValueError, KeyError):
-        return None
+        current = None
+    if current == pinned:
+        return
+    npm = _require("npm", "install npm (scripts/test does this)")
+    result = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClientError(
+            f"npm ci in {directory} failed (exit {result.returncode})",
+            returncode=result.returncode,
+            stdout=result.stdout,
+            stderr=result.stderr,
+        )
 
 
 def ensure_node_client() -> Path:
     """Install the node client's locked dependencies if missing; the path of run.js."""
-    _require("node", "install Node.js (scripts/test does this)")
-    if _installed_mysql2_version() != _pinned_mysql2_version():
-        npm = _require("npm", "install npm (scripts/test does this)")
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_CLIENT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ClientError(
-                f"npm ci in {NODE_CLIENT_DIR} failed (exit {result.returncode})",
-                returncode=result.returncode,
-                stdout=result.stdout,
-                stderr=result.stderr,
-            )
+    ensure_npm_package(NODE_CLIENT_DIR, "mysql2")
     return NODE_RUN_JS
 
 

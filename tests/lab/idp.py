@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from netconfig.lab import inside
 
 from .certs import Pki
-from .clients import ClientError
+from .clients import ClientError, ensure_npm_package
 from .mariadb import free_port
 
 IDP_DIR = Path(__file__).resolve().parents[1] / "clients" / "idp"
@@ -66,39 +66,9 @@ def _require(program: str) -> str:
     return path
 
 
-def _pinned_version() -> str:
-    package = json.loads((IDP_DIR / "package.json").read_text())
-    return str(package["dependencies"]["oidc-provider"])
-
-
-def _installed_version() -> str | None:
-    installed = IDP_DIR / "node_modules" / "oidc-provider" / "package.json"
-    try:
-        return str(json.loads(installed.read_text())["version"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def ensure_idp() -> Path:
     """Install the provider's locked dependencies if missing; the path of idp.js."""
-    _require("node")
-    if _installed_version() != _pinned_version():
-        npm = _require("npm")
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=IDP_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ClientError(
-                f"npm ci in {IDP_DIR} failed (exit {result.returncode})",
-                returncode=result.returncode,
-                stdout=result.stdout,
-                stderr=result.stderr,
-            )
+    ensure_npm_package(IDP_DIR, "oidc-provider")
     return IDP_JS
 
 
