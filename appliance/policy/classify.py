@@ -1552,26 +1552,7 @@ def _set(v: _View, kind: str, head: int) -> Classification:
         if word_at(tokens, split + 1) == "SET":
             return _result(kind, text, variables=variables, problem=_parse_problem(kind, "FOR SET"))
         inner = _classify_text(v.raw[v.start(tokens[split + 1]) :], v.mode)
-        problem = None
-        if inner.problem is not None:
-            problem = (
-                "SET STATEMENT ... FOR a statement the gateway does not understand: "
-                + inner.problem
-            )
-        return _result(
-            kind,
-            text,
-            reads=inner.reads,
-            writes=inner.writes,
-            has_where=inner.has_where,
-            where_always_true=inner.where_always_true,
-            multi_table=inner.multi_table,
-            functions=functions | inner.functions,
-            variables=variables,
-            flags=flags | inner.flags,
-            problem=problem,
-            inner=inner,
-        )
+        return _running(kind, text, inner, "SET STATEMENT ... FOR", functions, flags, variables)
     i = 2 if word_at(tokens, 1) in _SCOPES else 1
     if word_at(tokens, i) == "TRANSACTION":
         # SET [GLOBAL|SESSION] TRANSACTION ISOLATION LEVEL ..., READ ONLY
@@ -1620,11 +1601,22 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
             flags=flags,
             problem=_parse_problem(kind, f"the text holds {len(inner_all)} statements, not one"),
         )
-    inner = inner_all[0]
+    return _running(kind, text, inner_all[0], f"{kind} of", frozenset(), flags)
+
+
+def _running(
+    kind: str,
+    text: str,
+    inner: Classification,
+    what: str,
+    functions: Iterable[str],
+    flags: Iterable[str],
+    variables: tuple[tuple[str, str | None], ...] = (),
+) -> Classification:
+    """A statement that runs ``inner``: what will run is what the policy must see."""
     problem = None
     if inner.problem is not None:
-        problem = f"{kind} of a statement the gateway does not understand: {inner.problem}"
-    # What will run is what the policy must see.
+        problem = f"{what} a statement the gateway does not understand: {inner.problem}"
     return _result(
         kind,
         text,
@@ -1633,8 +1625,9 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
         has_where=inner.has_where,
         where_always_true=inner.where_always_true,
         multi_table=inner.multi_table,
-        functions=inner.functions,
-        flags=flags | inner.flags,
+        functions=frozenset(functions) | inner.functions,
+        variables=variables,
+        flags=frozenset(flags) | inner.flags,
         problem=problem,
         inner=inner,
     )
