@@ -143,7 +143,7 @@ class Bus:
                 ) from None
         self._tls_context = tls_context
         if config.tls and tls_context is None:
-            self._tls_context = ssl.create_default_context()  # system CAs, hostname checked
+            self._tls_context = config.tls_context()  # bus.ca_file or the system's CAs
         self._identifier = f"sqlgate-{appliance}-{os.urandom(4).hex()}"
         self._queue: collections.deque[_Outgoing] = collections.deque(maxlen=queue_size)
         self._max_inflight = max_inflight

@@ -25,6 +25,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import stat
 import tomllib
 import urllib.parse
@@ -236,6 +237,15 @@ class BusConfig:
     password_file: Path | None = None
     password: bytes | None = field(default=None, repr=False)
     enabled: bool = False  # the section is present: live events are published
+    ca_file: Path | None = None  # CA for an mqtts:// broker (else the system's)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS settings of an ``mqtts://`` broker (certificate and name checked)."""
+        if not self.tls:
+            return None
+        return ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -934,7 +944,7 @@ def _ledger(t: _Table) -> LedgerConfig:
     )
 
 
-_BUS_KEYS = ("url", "topic_prefix", "username", "password_file")
+_BUS_KEYS = ("url", "topic_prefix", "username", "password_file", "ca_file")
 
 
 def _bus(t: _Table) -> BusConfig:
@@ -974,6 +984,9 @@ def _bus(t: _Table) -> BusConfig:
         if username is None:
             raise _Invalid(t.key("username"), "required together with bus.password_file")
         password_file, password = t.secret("password_file")
+    ca_file = t.optional_existing_file("ca_file")
+    if ca_file is not None and not secure:
+        raise _Invalid(t.key("ca_file"), "only for an mqtts:// broker (bus.url is mqtt://)")
     return BusConfig(
         url=url,
         host=host,
@@ -983,6 +996,7 @@ def _bus(t: _Table) -> BusConfig:
         username=username,
         password_file=password_file,
         password=password,
+        ca_file=ca_file,
     )
 
 

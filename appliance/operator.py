@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import re
-import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -314,7 +313,7 @@ async def _connect(config: BusConfig, timeout_s: float = 5.0) -> AsyncIterator[_
         logger=_quiet_log,
         timeout=timeout_s,
         keepalive=30,
-        tls_context=ssl.create_default_context() if config.tls else None,
+        tls_context=config.tls_context(),
     )
     try:
         await client.__aenter__()

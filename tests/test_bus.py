@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import secrets
-import ssl
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -380,11 +379,11 @@ def test_status_is_retained_online_then_offline(broker: Broker) -> None:
 def test_mqtts_verifies_the_broker_certificate(broker: Broker) -> None:
     assert broker.pki is not None
     config = broker.bus_config(tls=True)
-    trusted = ssl.create_default_context(cafile=str(broker.pki.ca_cert))
+    trusted = dataclasses.replace(config, ca_file=broker.pki.ca_cert)  # [bus] ca_file
 
     async def main() -> None:
         inbox = Inbox()
-        bus = Bus(config, appliance_name(), tls_context=trusted)
+        bus = Bus(trusted, appliance_name())
         bus.subscribe("events/#", inbox)
         await bus.start()
         assert await bus.wait_connected(5)

@@ -660,6 +660,12 @@ CASES = [
         "expected mqtt://HOST:PORT or mqtts://HOST:PORT",
     ),
     (
+        "bus-ca-file-without-tls",
+        lambda t: t + '\n[bus]\nurl = "mqtt://127.0.0.1:1883"\nca_file = "ledger.key"\n',
+        "bus.ca_file",
+        "only for an mqtts:// broker",
+    ),
+    (
         "approvals-without-identity",
         lambda t: t + "\n[approvals]\ntimeout_s = 60\n",
         "approvals",
