@@ -118,6 +118,16 @@ def dba_token(provider: Provider, user: str = "dba@example.com", **claims: Any) 
     return provider.token(email=user, groups=["dba"], **claims)
 
 
+def by_dba(provider: Provider, decision: str, **extra: Any) -> dict[str, Any]:
+    """A decision payload from the approver dba@example.com, with a valid token."""
+    return {
+        "decision": decision,
+        "operator": "dba@example.com",
+        "token": dba_token(provider),
+        **extra,
+    }
+
+
 def export(gw: GatewayProcess) -> list[dict[str, Any]]:
     out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
     assert out.returncode == 0, out.stderr
@@ -137,7 +147,7 @@ def test_an_approved_statement_runs_and_the_client_gets_its_result(
         decide(
             broker,
             request,
-            {"decision": "approve", "operator": "dba@example.com", "token": dba_token(provider)},
+            by_dba(provider, "approve"),
         )
         assert held.result() is None
         assert "note" in columns(mariadb)
@@ -282,7 +292,7 @@ def test_without_the_broker_a_review_is_refused_at_once(
         decide(
             broker,
             request,
-            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+            by_dba(provider, "deny"),
         )
         error = held.result()
         assert error is not None and "denied by dba@example.com" in error[1]
@@ -436,7 +446,7 @@ def test_a_grant_lets_the_same_shape_through_for_a_while(
         decide(
             broker,
             request,
-            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+            by_dba(provider, "deny"),
         )
         error = held.result()
         assert error is not None and error[0] == 1227
@@ -456,7 +466,7 @@ def test_a_held_delete_shows_how_many_rows_it_would_touch(
         decide(
             broker,
             request,
-            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+            by_dba(provider, "deny"),
         )
         assert held.result() is not None
     finally:
@@ -471,7 +481,7 @@ def test_a_held_delete_shows_how_many_rows_it_would_touch(
         decide(
             broker,
             request,
-            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+            by_dba(provider, "deny"),
         )
         assert held.result() is not None
     finally:
@@ -516,14 +526,14 @@ def test_two_gateways_on_one_broker_keep_to_their_own_requests(
         decide(
             broker,
             theirs,
-            {"decision": "approve", "operator": "dba@example.com", "token": dba_token(provider)},
+            by_dba(provider, "approve"),
         )  # (decide() publishes under test-gw: the first gateway does not hold it)
         time.sleep(0.5)
         assert not second.done.is_set() and not first.done.is_set()
         decide(
             broker,
             theirs,
-            {"decision": "approve", "operator": "dba@example.com", "token": dba_token(provider)},
+            by_dba(provider, "approve"),
             appliance="test-gw-3",
         )
         assert second.result() is None  # approved on its own gateway
@@ -531,7 +541,7 @@ def test_two_gateways_on_one_broker_keep_to_their_own_requests(
         decide(
             broker,
             ours,
-            {"decision": "deny", "operator": "dba@example.com", "token": dba_token(provider)},
+            by_dba(provider, "deny"),
         )
         error = first.result()
         assert error is not None and error[0] == 1227
