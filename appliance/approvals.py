@@ -16,15 +16,15 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from appliance.bus import Bus, BusUnavailable
 from appliance.config import ApprovalsConfig
-from appliance.identity import TokenRejected, TokenVerifier
+from appliance.identity import TokenRejected, TokenVerifier, VerifiedToken
 
-__all__ = ["Approvals", "Grant", "Outcome"]
+__all__ = ["Approvals", "Grant", "OperatorRefused", "Outcome", "verify_operator"]
 
 _MAX_GRANT_MINUTES = 24 * 60
 
@@ -60,6 +60,31 @@ class _Pending:
     started: float
     request_id: str
     grant_key: tuple[str, str, str] | None  # (identity, target, fingerprint)
+    session: str | None = None  # the held session's id: an operator may end it
+
+
+class OperatorRefused(Exception):
+    """Why an operator's message (a decision, a kill) does not count, in words for the
+    ``alert`` record."""
+
+
+async def verify_operator(
+    tokens: TokenVerifier, approver_groups: Sequence[str], operator: str, token: str
+) -> VerifiedToken:
+    """The approver behind an operator's message on the bus.
+
+    Anyone who can publish to the broker can send one, so only the token counts: it is
+    verified like a client's token for the user ``operator``, and its user must be in
+    one of ``approver_groups``. ``OperatorRefused`` says why not.
+    """
+    try:
+        verified = await tokens.verify(operator, token.encode("ascii", "replace"))
+    except TokenRejected as exc:
+        raise OperatorRefused(f"the operator's token was refused: {exc}") from None
+    if not verified.groups & set(approver_groups):
+        groups = ", ".join(approver_groups)
+        raise OperatorRefused(f"{verified.user} is not an approver (approver groups: {groups})")
+    return verified
 
 
 class Approvals:
@@ -125,8 +150,15 @@ class Approvals:
         grant_key = None
         if fingerprint is not None:
             grant_key = (requester, str(fields.get("target")), fingerprint)
+        session = fields.get("session")
         self._pending[request_id] = _Pending(
-            future, requester, sql_sha256, started, request_id, grant_key
+            future,
+            requester,
+            sql_sha256,
+            started,
+            request_id,
+            grant_key,
+            session if isinstance(session, str) else None,
         )
         try:
             try:
@@ -199,15 +231,11 @@ class Approvals:
             self._rejected(request_id, "the decision is for another statement (sql_sha256)")
             return
         try:
-            verified = await self.tokens.verify(operator, token.encode("ascii", "replace"))
-        except TokenRejected as exc:
-            self._rejected(request_id, f"the operator's token was refused: {exc}")
-            return
-        if not verified.groups & set(self.config.approver_groups):
-            groups = ", ".join(self.config.approver_groups)
-            self._rejected(
-                request_id, f"{verified.user} is not an approver (approver groups: {groups})"
+            verified = await verify_operator(
+                self.tokens, self.config.approver_groups, operator, token
             )
+        except OperatorRefused as exc:
+            self._rejected(request_id, str(exc))
             return
         if verified.user == pending.requester:
             self._rejected(request_id, f"{verified.user} may not approve their own statement")
@@ -227,6 +255,16 @@ class Approvals:
 
     def _rejected(self, request_id: str, reason: str) -> None:
         self.on_alert("approval_decision_rejected", request_id, reason)
+
+    def end_session(self, session: str, operator: str, reason: str) -> None:
+        """An operator ended ``session``: a statement it holds is answered (denied by that
+        operator, with ``reason``) and never runs; its request is cleared."""
+        for pending in list(self._pending.values()):
+            if pending.session == session and not pending.future.done():
+                latency = (time.monotonic() - pending.started) * 1000
+                pending.future.set_result(
+                    Outcome("denied", operator, reason, latency, pending.request_id)
+                )
 
     async def close(self) -> None:
         """The gateway stops: every held statement is answered (it does not run)."""

@@ -53,6 +53,7 @@ from appliance.policy.classify import count_query
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.lexer import LexMode, shape
 from appliance.policy.rules import Decision, Subject
+from appliance.session_kill import SessionKills
 
 log = logging.getLogger("sqlgate.server")
 
@@ -71,6 +72,7 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.sessions: set[ClientLeg] = set()
+        self._by_sid: dict[str, ClientLeg] = {}  # the same sessions by id (ClientLeg.sid)
         self.draining = False
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -107,6 +109,7 @@ class Gateway:
         self.tokens = TokenVerifier(config.identity) if config.identity is not None else None
         self.bus: Bus | None = None
         self.approvals: Approvals | None = None
+        self.kills: SessionKills | None = None
         if config.bus.enabled or config.approvals.enabled:
             self.bus = Bus(config.bus, config.appliance.name)
             self.audit.bus = self.bus
@@ -114,6 +117,10 @@ class Gateway:
         if config.approvals.enabled and self.tokens is not None and self.bus is not None:
             self.approvals = Approvals(
                 config.approvals, self.bus, self.tokens, on_alert=self._approval_alert
+            )
+            # the same approvers may end a session (an operator proves it with a token)
+            self.kills = SessionKills(
+                config.approvals, self.bus, self.tokens, self.live_session, self.audit.background
             )
         self.backoff = LoginBackoff(
             free=config.appliance.failed_logins_free,
@@ -164,18 +171,27 @@ class Gateway:
 
     def add(self, leg: ClientLeg) -> None:
         self.sessions.add(leg)
+        self._by_sid[leg.sid] = leg
         self._idle.clear()
 
     def remove(self, leg: ClientLeg) -> None:
         self.sessions.discard(leg)
+        self._by_sid.pop(leg.sid, None)
         if not self.sessions:
             self._idle.set()
+
+    def live_session(self, sid: str) -> ClientLeg | None:
+        """The session with this id, unless it is gone or an operator already ended it."""
+        leg = self._by_sid.get(sid)
+        return leg if leg is not None and leg.ended_by is None else None
 
     async def drain(self, grace_s: float) -> None:
         """Stop accepting, let running commands finish, then close every session."""
         self.draining = True
         if self._server is not None:
             self._server.close()
+        if self.kills is not None:
+            await self.kills.close()
         if self.approvals is not None:
             await self.approvals.close()  # held statements are answered: they do not run
         for leg in list(self.sessions):
@@ -214,6 +230,7 @@ class ClientLeg(asyncio.Protocol):
         "policy",
         "who",
         "_approvers",
+        "ended_by",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -242,6 +259,7 @@ class ClientLeg(asyncio.Protocol):
         self.policy: SessionPolicy | None = None
         self.who: dict[str, Any] = {}  # identity fields for every record of the session
         self._approvers: dict[int, str] = {}  # command id -> who approved it
+        self.ended_by: tuple[str, str] | None = None  # (operator, reason) who ended it
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -293,11 +311,15 @@ class ClientLeg(asyncio.Protocol):
             self.session.client_closed()
             self._handle_events()
             if self.context["identity"] is not None:
+                ended: dict[str, Any] = {}
+                if self.ended_by is not None:
+                    ended = {"ended_by": self.ended_by[0], "reason": self.ended_by[1]}
                 self.gw.audit.background(
                     records.session_end(
                         session=self.sid,
                         statements=self._statements,
                         duration_ms=(time.monotonic() - self.started) * 1000,
+                        **ended,
                         **self.who,
                     )
                 )
@@ -621,26 +643,30 @@ class ClientLeg(asyncio.Protocol):
         text = sql.decode("utf-8", "replace") if sql is not None else verdict.parts[0].sql or ""
         rule = verdict.refusal
         rows_estimate = await self._estimate(verdict, sql, context["db"])
-        outcome = await approvals.request(
-            {
-                "appliance": self.gw.config.appliance.name,
-                "session": self.sid,
-                "statement_seq": first_seq,
-                "identity": context["identity"],
-                "groups": list(context["groups"]),
-                "client": context["client"],
-                "target": context["target"],
-                "db": context["db"],
-                "command": cmd.label,
-                "sql": text,
-                "rule": rule.rule,
-                "reason": rule.reason,
-                "rows_estimate": rows_estimate,
-            },
-            requester=identity,
-            sql_sha256=records.sql_sha256(cmd.payload),
-            fingerprint=fingerprint,
-        )
+        if self.ended_by is not None:  # an operator ended the session meanwhile
+            operator, why = self.ended_by
+            outcome = Outcome("denied", operator, why, 0.0)
+        else:
+            outcome = await approvals.request(
+                {
+                    "appliance": self.gw.config.appliance.name,
+                    "session": self.sid,
+                    "statement_seq": first_seq,
+                    "identity": context["identity"],
+                    "groups": list(context["groups"]),
+                    "client": context["client"],
+                    "target": context["target"],
+                    "db": context["db"],
+                    "command": cmd.label,
+                    "sql": text,
+                    "rule": rule.rule,
+                    "reason": rule.reason,
+                    "rows_estimate": rows_estimate,
+                },
+                requester=identity,
+                sql_sha256=records.sql_sha256(cmd.payload),
+                fingerprint=fingerprint,
+            )
         self.gw.audit.background(
             records.approval(
                 session=self.sid,
@@ -715,6 +741,20 @@ class ClientLeg(asyncio.Protocol):
         session = self.session
         if session is None or not session.busy:
             self.abort(graceful=True)
+
+    def end_by_operator(self, operator: str, reason: str) -> None:
+        """An operator ended this session (``kill/<session>``): a statement it holds for
+        approval is answered and never runs, and both connections are cut at once (the
+        client sees a lost connection). ``session_end`` carries who and why."""
+        if self.ended_by is not None:
+            return
+        self.ended_by = (operator, reason)
+        if self.gw.approvals is not None:
+            self.gw.approvals.end_session(self.sid, operator, reason)
+        if self.session is not None:
+            # closed now: a decision still on its way (allow, refuse) sends nothing more
+            self.session.client_closed()
+        self.abort()
 
     def abort(self, graceful: bool = False) -> None:
         if self.transport is not None:

@@ -6,10 +6,11 @@ password per client (``mosquitto_passwd``) and an ACL file:
 
 - ``sqlgate`` (the gateway): read and write ``<prefix>/#``;
 - ``operator`` (the console, ``sqlgate approvals``): write only
-  ``<prefix>/+/approvals/+/decision``; read every topic of docs/events.md except
-  those decisions, which carry operators' tokens: an operator must not collect another
-  operator's token (Mosquitto cannot deny reading one topic of a ``read <prefix>/#``
-  grant without denying writing it too, so reads are listed one by one).
+  ``<prefix>/+/approvals/+/decision`` and ``<prefix>/+/kill/+``; read every topic of
+  docs/events.md except those decisions and kills, which carry operators' tokens: an
+  operator must not collect another operator's token (Mosquitto cannot deny reading one
+  topic of a ``read <prefix>/#`` grant without denying writing it too, so reads are
+  listed one by one).
 
 With a ``pki`` it also listens with TLS (``tls_port``) using that server certificate.
 ``stop``/``start``/``restart`` keep the ports, so clients can be seen reconnecting. The
@@ -214,6 +215,7 @@ class Broker:
             f"topic read {p}/+/checkpoints\n"
             f"topic read {p}/+/approvals/+\n"
             f"topic write {p}/+/approvals/+/decision\n"
+            f"topic write {p}/+/kill/+\n"
         )
         lines = [
             "per_listener_settings false",
