@@ -164,9 +164,27 @@ def build_parser() -> argparse.ArgumentParser:
                 "for N minutes (1-1440)",
             )
 
-    tui = commands.add_parser("tui", help="the operator console")
+    tui = commands.add_parser(
+        "tui",
+        help="the operator console",
+        description="Live sessions, approvals, alerts and the ledger, from the MQTT broker "
+        "of the configuration's [bus]. Without --token-file the console is read-only.",
+    )
     config_option(tui)
-    tui.add_argument("--token-file", metavar="F")
+    tui.add_argument(
+        "--token-file", metavar="F", help="the operator's OIDC token: to decide and end sessions"
+    )
+    tui.add_argument(
+        "--recording",
+        metavar="FILE",
+        help="play recorded events (JSON lines: topic, payload, at) instead of the broker",
+    )
+    tui.add_argument(
+        "--speed",
+        metavar="X",
+        type=_positive_float,
+        help="with --recording: play at X times the recorded pace (default: all at once)",
+    )
     return parser
 
 
@@ -527,6 +545,19 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tui(args: argparse.Namespace) -> int:
+    """The operator console; one line on stderr when it cannot start."""
+    from tui.launch import ConsoleError, run_console
+
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    try:
+        return run_console(config, args.config, args.token_file, args.recording, args.speed)
+    except ConsoleError as exc:
+        return _fail(str(exc), exc.status)
+
+
 def _command_name(args: argparse.Namespace) -> str:
     words = [args.command]
     for attr in ("account_command", "net_command", "ledger_command", "approvals_command"):
@@ -558,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_account(args)
         if args.command == "approvals":
             return _cmd_approvals(args)
+        if args.command == "tui":
+            return _cmd_tui(args)
         return _fail(f"'{_command_name(args)}' is not available yet")
     except KeyboardInterrupt:
         return 130

@@ -46,6 +46,7 @@ __all__ = [
     "OperatorError",
     "Request",
     "decide",
+    "decision_body",
     "format_request",
     "list_pending",
     "read_token",
@@ -400,8 +401,6 @@ async def decide(
 ) -> Request:
     """Send ``approve`` or ``deny`` for the pending request ``request_id`` and wait until
     the gateway clears it; OperatorError when it is unknown or the decision did not count."""
-    if decision not in ("approve", "deny"):
-        raise ValueError(f"decision {decision!r}: expected 'approve' or 'deny'")
     check_level(request_id, "ID")
     async with _connect(config) as connection:
         pattern = f"{config.topic_prefix}/+/approvals/{request_id}"
@@ -415,17 +414,7 @@ async def decide(
         base = f"{config.topic_prefix}/{request.appliance}"
         # Best-effort: a gateway that publishes alerts says at once why a decision failed.
         await connection.subscribe(f"{base}/alerts", 0, required=False)
-        body: dict[str, Any] = {
-            "v": REQUEST_VERSION,
-            "decision": decision,
-            "operator": operator,
-            "token": token,
-            "sql_sha256": request.sql_sha256,
-        }
-        if reason is not None:
-            body["reason"] = reason
-        if grant_minutes:
-            body["grant_minutes"] = grant_minutes
+        body = decision_body(decision, request.sql_sha256, operator, token, reason, grant_minutes)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         if connection.cleared(request):
             raise OperatorError(f"approval {request_id} is no longer pending")
@@ -436,6 +425,32 @@ async def decide(
             f"the gateway did not accept the decision on {request_id}: {_printable(rejected)}"
         )
     return request
+
+
+def decision_body(
+    decision: str,
+    sql_sha256: str,
+    operator: str,
+    token: str,
+    reason: str | None = None,
+    grant_minutes: int = 0,
+) -> dict[str, Any]:
+    """The ``approvals/<id>/decision`` payload (docs/events.md) for ``approve`` or
+    ``deny`` of the statement whose SHA-256 is ``sql_sha256``."""
+    if decision not in ("approve", "deny"):
+        raise ValueError(f"decision {decision!r}: expected 'approve' or 'deny'")
+    body: dict[str, Any] = {
+        "v": REQUEST_VERSION,
+        "decision": decision,
+        "operator": operator,
+        "token": token,
+        "sql_sha256": sql_sha256,
+    }
+    if reason is not None:
+        body["reason"] = reason
+    if grant_minutes:
+        body["grant_minutes"] = grant_minutes
+    return body
 
 
 async def _settled(connection: _Connection, request: Request, wait_s: float) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab.approvals import Held, approvals_toml, publish
+from lab.approvals import Held, approvals_toml, operator_config, publish
 from lab.broker import Broker
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
@@ -51,43 +51,6 @@ def gw(
     log = gw.log()
     assert "Traceback" not in log
     assert broker.users[broker.gateway_user] not in log
-
-
-def operator_config(directory: Path, broker: Broker, *, bus: bool = True) -> Path:
-    """An operator's configuration: the sections every file needs, and ``[bus]`` with
-    the broker's operator user."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "orders.pw").write_text("unused\n")
-    (directory / "ledger.key").write_bytes(b"\x00" * 32)
-    (directory / "bus.pw").write_text(broker.users[broker.operator_user] + "\n")
-    text = """
-[appliance]
-name = "operator-desk"
-listen = "127.0.0.1:3307"
-default_target = "orders"
-state_dir = "state"
-
-[[targets]]
-name = "orders"
-host = "127.0.0.1"
-user = "unused"
-password_file = "orders.pw"
-
-[ledger]
-path = "ledger.db"
-signing_key = "ledger.key"
-"""
-    if bus:
-        text += f"""
-[bus]
-url = "mqtt://{broker.host}:{broker.port}"
-topic_prefix = "{broker.prefix}"
-username = "{broker.operator_user}"
-password_file = "bus.pw"
-"""
-    path = directory / "operator.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")

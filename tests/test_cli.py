@@ -140,7 +140,6 @@ def test_version() -> None:
 
 LATER = [
     ["replay", "S1", "--ledger", "db", "--speed", "2.5"],
-    ["tui", "-c", "f", "--token-file", "t"],
 ]
 
 

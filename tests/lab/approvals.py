@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+from cryptography.hazmat.primitives import serialization
 from lab.broker import Broker
 from lab.gateway import GatewayProcess
 from lab.tokens import Provider, identity_toml
@@ -92,3 +93,52 @@ def publish(broker: Broker, user: str, topic: str, message: str, *, retain: bool
     """One message with QoS 1, as ``user``."""
     args = ["-q", "1", "-t", topic, "-m", message] + (["-r"] if retain else [])
     subprocess.run(mosquitto("mosquitto_pub", broker, user, *args), check=True, timeout=30)
+
+
+def operator_config(
+    directory: Path, broker: Broker, *, bus: bool = True, gateway: GatewayProcess | None = None
+) -> Path:
+    """An operator's configuration: the sections every file needs, and ``[bus]`` with
+    the broker's operator user; with ``gateway``, its ledger (and ``ledger.pub`` beside
+    its key), as on a gateway's own machine."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "orders.pw").write_text("unused\n")
+    (directory / "ledger.key").write_bytes(b"\x00" * 32)
+    (directory / "bus.pw").write_text(broker.users[broker.operator_user] + "\n")
+    ledger, key = Path("ledger.db"), Path("ledger.key")
+    if gateway is not None:
+        ledger, key = gateway.ledger, gateway.workdir / "ledger.key"
+        private = serialization.load_pem_private_key(key.read_bytes(), None)
+        key.with_name("ledger.pub").write_bytes(
+            private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    text = f"""
+[appliance]
+name = "operator-desk"
+listen = "127.0.0.1:3307"
+default_target = "orders"
+state_dir = "state"
+
+[[targets]]
+name = "orders"
+host = "127.0.0.1"
+user = "unused"
+password_file = "orders.pw"
+
+[ledger]
+path = "{ledger}"
+signing_key = "{key}"
+"""
+    if bus:
+        text += f"""
+[bus]
+url = "mqtt://{broker.host}:{broker.port}"
+topic_prefix = "{broker.prefix}"
+username = "{broker.operator_user}"
+password_file = "bus.pw"
+"""
+    path = directory / "operator.toml"
+    path.write_text(text)
+    return path

@@ -1,0 +1,165 @@
+"""The console's keys, driven with Pilot over a recorded source: what each sends, and
+what the operator is told."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from console.drive import Run, drive
+from console.story import NOW, source
+
+from tui.app import ConsoleApp, Operator
+from tui.screens.session import SessionScreen
+from tui.sources import BusEvent, RecordedSource
+
+
+def sent(run: Run) -> list[tuple[str, dict[str, Any]]]:
+    source = run.app.source
+    assert isinstance(source, RecordedSource)
+    return source.sent
+
+
+OPERATOR = Operator("dba@example.com", "header.payload.signature")
+
+
+Scenario = Callable[[Run], Awaitable[None]]
+
+
+def console(operator: Operator | None = OPERATOR) -> Callable[[Scenario], Callable[[], None]]:
+    """A test that runs its scenario in a console (100x30) once the recording played."""
+
+    def wrap(scenario: Scenario) -> Callable[[], None]:
+        def test() -> None:
+            src = source()
+            app = ConsoleApp(src, clock=lambda: NOW, operator=operator)
+
+            async def played(run: Run) -> None:
+                await src.played.wait()
+                await run.settle()
+                await scenario(run)
+
+            drive(app, played)
+
+        test.__name__ = scenario.__name__
+        test.__doc__ = scenario.__doc__
+        return test
+
+    return wrap
+
+
+@console()
+async def test_a_approves_the_highlighted_request(run: Run) -> None:
+    await run.press("2", "a")
+    assert sent(run) == [
+        (
+            "sqlgate/edge-1/approvals/b81e44c0aa93/decision",
+            {
+                "v": 1,
+                "decision": "approve",
+                "operator": "dba@example.com",
+                "token": OPERATOR.token,
+                "sql_sha256": "6" * 64,
+            },
+        )
+    ]
+    assert ("edge-1", "b81e44c0aa93") in run.app.model.decided
+    await run.press("down", "a")
+    assert sent(run)[-1][0] == "sqlgate/edge-1/approvals/4f0c2e9b1d7a/decision"
+
+
+@console()
+async def test_d_asks_a_reason_and_enter_sends_the_denial(run: Run) -> None:
+    await run.press("2", "d", *"use a smaller batch", "enter")
+    topic, body = sent(run)[-1]
+    assert topic == "sqlgate/edge-1/approvals/b81e44c0aa93/decision"
+    assert (body["decision"], body["reason"]) == ("deny", "use a smaller batch")
+
+
+@console()
+async def test_escape_cancels_a_denial(run: Run) -> None:
+    await run.press("2", "d", *"oops", "escape")
+    assert sent(run) == []
+    await run.press("a")  # the approvals screen has the keys again
+    assert sent(run)[-1][1]["decision"] == "approve"
+
+
+@console()
+async def test_g_grants_minutes_and_refuses_a_bad_number(run: Run) -> None:
+    await run.press("2", "g", "0", "enter")
+    assert sent(run) == []
+    assert "1 to 1440" in str(run.app.screen.query_one("#prompt-help").render())
+    await run.press("backspace", *"30", "enter")
+    body = sent(run)[-1][1]
+    assert (body["decision"], body["grant_minutes"]) == ("approve", 30)
+
+
+@console()
+async def test_k_ends_the_highlighted_session_with_a_reason(run: Run) -> None:
+    await run.press("1", "k", *"runaway", "enter")
+    assert sent(run) == [
+        (
+            "sqlgate/edge-1/kill/edge-1-7a01-2",
+            {"operator": "dba@example.com", "token": OPERATOR.token, "reason": "runaway"},
+        )
+    ]
+
+
+@console()
+async def test_enter_opens_a_session_and_k_there_ends_it(run: Run) -> None:
+    await run.press("1", "down", "enter")
+    screen = run.app.screen
+    assert isinstance(screen, SessionScreen) and screen.key == ("edge-1", "edge-1-7a01-1")
+    rows = screen.query_one("#statements")
+    assert rows.row_count == 5  # type: ignore[attr-defined]
+    await run.press("k", "enter")
+    assert sent(run)[-1][0] == "sqlgate/edge-1/kill/edge-1-7a01-1"
+    await run.press("escape")
+    assert not isinstance(run.app.screen, SessionScreen)
+
+
+@console()
+async def test_an_ended_session_cannot_be_ended(run: Run) -> None:
+    await run.press("1", "down", "down", "k")
+    assert sent(run) == []
+    assert "that session has already ended" in run.notes()
+
+
+@console()
+async def test_a_refused_decision_is_reported_at_once(run: Run) -> None:
+    await run.press("2", "a")
+    run.app._deliver(
+        BusEvent(
+            "edge-1",
+            ("alerts",),
+            {
+                "v": 1,
+                "seq": 999,
+                "kind": "alert",
+                "alert": "approval_decision_rejected",
+                "request": "b81e44c0aa93",
+                "reason": "dba@example.com is not an approver (approver groups: dba)",
+            },
+        )
+    )
+    await run.press()
+    assert "dba@example.com is not an approver (approver groups: dba)" in run.notes()
+    assert ("edge-1", "b81e44c0aa93") not in run.app.model.decided
+
+
+@console()
+async def test_a_new_request_rings_the_bell_and_raises_the_badge(run: Run) -> None:
+    assert run.bells == 2  # the two requests of the recording
+    badge = run.app.screen.query_one("#badge")
+    assert badge.has_class("attention") and "2 PENDING" in str(badge.render())
+    run.app._deliver(BusEvent("edge-1", ("approvals", "b81e44c0aa93"), None))
+    run.app._deliver(BusEvent("edge-1", ("approvals", "4f0c2e9b1d7a"), None))
+    await run.press()
+    assert run.bells == 2 and not badge.has_class("attention")
+
+
+@console(operator=None)
+async def test_without_a_token_the_console_is_read_only(run: Run) -> None:
+    await run.press("2", "a", "d", "1", "k")
+    assert sent(run) == []
+    assert any("--token-file" in note for note in run.notes())

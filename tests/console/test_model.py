@@ -1,0 +1,114 @@
+"""The console's state, folded from bus events and ledger records without any I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from console.story import NOW, messages
+
+from tui.model import MAX_SESSIONS, Change, Console, SessionState, printable
+from tui.sources import split_topic
+
+
+def fold(model: Console | None = None) -> Console:
+    model = model or Console(lambda: NOW)
+    for m in messages():
+        where = split_topic("sqlgate", m.topic)
+        assert where is not None
+        model.event(where[0], where[1], m.payload)
+    return model
+
+
+def record(kind: str, seq: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "seq": seq,
+        "ts": "2026-11-26T10:00:00.000000Z",
+        "kind": kind,
+        "appliance": "gw",
+        "session": "gw-1",
+        **fields,
+    }
+
+
+def test_story_sessions_statements_and_requests() -> None:
+    model = fold()
+    agent = model.sessions[("edge-1", "edge-1-7a01-1")]
+    assert (agent.identity, agent.client, agent.target, agent.db) == (
+        "agent@example.com",
+        "10.77.1.10:53122",
+        "orders",
+        "shop",
+    )
+    assert (agent.statements, agent.blocked, agent.state) == (5, 1, SessionState.WAITING)
+    assert [s.outcome for s in agent.history] == ["1 rows", "1 rows", "ERR 1227", "1 affected", "-"]
+    ended = model.sessions[("edge-2", "edge-2-c3f0-9")]
+    assert ended.state is SessionState.ENDED and ended.duration_s(NOW) == 400
+    assert [s.state for s in model.session_list()] == ["waiting", "waiting", "ended"]
+    assert [r.id for r in model.request_list()] == ["b81e44c0aa93", "4f0c2e9b1d7a"]
+    assert model.request_list()[0].seconds_left(NOW) == 8
+    assert model.online == 2 and model.gateways["edge-1"].head is not None
+    assert [a.alert for a in model.alerts] == ["bypass", "runaway_statements"]
+
+
+def test_duplicates_are_recognised_by_appliance_and_seq() -> None:
+    model = fold()
+    before = model.sessions[("edge-1", "edge-1-7a01-1")].statements
+    assert fold(model) is model
+    assert model.sessions[("edge-1", "edge-1-7a01-1")].statements == before
+    assert len(model.alerts) == 2
+
+
+def test_a_held_statement_is_settled_by_its_approval_and_result() -> None:
+    model = Console()
+    model.record(record("statement", 1, statement_seq=1, sql="ALTER TABLE t", decision="pending"))
+    session = model.sessions[("gw", "gw-1")]
+    assert session.state is SessionState.WAITING
+    change = model.record(
+        record("approval", 2, statement_seq=1, decision="approved", approver="dba")
+    )
+    assert change & Change.STATEMENTS
+    model.record(record("result", 3, statement_seq=1, affected=0, approver="dba"))
+    view = session.history[0]
+    assert (view.decision, view.approver, view.outcome) == ("approved", "dba", "0 affected")
+    assert session.state is SessionState.ACTIVE and session.blocked == 0
+    model.record(record("statement", 4, statement_seq=2, sql="DROP TABLE t", decision="pending"))
+    model.record(record("approval", 5, statement_seq=2, decision="denied", reason="no"))
+    assert session.blocked == 1 and session.history[1].reason == "no"
+
+
+def test_requests_appear_once_and_go_when_cleared() -> None:
+    model = Console()
+    body = {"v": 1, "sql_sha256": "ab", "sql": "DELETE FROM t WHERE id = 1", "expires_at": 10}
+    assert model.event("gw", ("approvals", "r1"), body) & Change.NEW_APPROVAL
+    assert not model.event("gw", ("approvals", "r1"), body) & Change.NEW_APPROVAL
+    assert model.event("gw", ("approvals", "r1"), None) == Change.APPROVALS
+    assert model.requests == {}
+    assert model.event("gw", ("approvals", "r2"), {"v": 2, "sql_sha256": "ab"}) == Change.NONE
+
+
+def test_a_gateway_that_goes_offline_raises_an_alert() -> None:
+    model = Console(lambda: NOW)
+    model.event("gw", ("status",), {"v": 1, "state": "online"})
+    assert model.online == 1
+    change = model.event("gw", ("status",), {"v": 1, "state": "offline"})
+    assert change & Change.ALERTS and model.online == 0
+    assert model.alerts[0].alert == "gateway_offline"
+    assert model.alerts[0].ts.startswith("2026-11-26T10:15:30")
+
+
+def test_ended_sessions_are_forgotten_beyond_the_bound_live_ones_never() -> None:
+    model = Console()
+    model.record(record("session_start", 1, session="live"))
+    for n in range(MAX_SESSIONS + 10):
+        sid = f"s{n}"
+        model.record(record("session_start", 10 + 2 * n, session=sid))
+        model.record(record("session_end", 11 + 2 * n, session=sid))
+    assert len(model.sessions) == MAX_SESSIONS
+    assert ("gw", "live") in model.sessions
+    assert ("gw", "s0") not in model.sessions
+
+
+def test_text_from_the_wire_cannot_drive_the_terminal() -> None:
+    assert printable("SELECT 1;\x1b[2J\nDROP") == "SELECT 1;\ufffd[2J DROP"
+    assert printable("x" * 50, 10) == "x" * 9 + "\u2026"

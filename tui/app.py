@@ -1,0 +1,366 @@
+"""The operator console (SPEC §11): live sessions, approvals, alerts and the ledger.
+
+Workers fetch, messages carry, handlers mutate: the live source (MQTT, or a recording)
+and the ledger file are read by workers that only post messages; the handlers here fold
+them into ``Console`` and mark what changed; a timer redraws the visible screen at most
+four times a second, so a burst of statements costs one redraw, not one per event.
+Decisions and session ends go out through the same source, signed by the operator's
+token; what the gateway answers comes back as events (a cleared request, an alert).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from appliance.operator import decision_body
+from tui.ledger import LedgerFile, LedgerFileError, LedgerKeyError, Verification
+from tui.messages import FromLedger, FromSource, LedgerRead, Verified
+from tui.model import Alert, Change, Console, Request, printable
+from tui.screens.alerts import AlertsScreen
+from tui.screens.approvals import ApprovalsScreen
+from tui.screens.base import ConsoleScreen
+from tui.screens.ledger import LedgerScreen
+from tui.screens.prompt import Prompt
+from tui.screens.session import SessionScreen
+from tui.screens.sessions import SessionsScreen
+from tui.sources import BusEvent, LinkState, SendError, Source
+
+__all__ = ["ConsoleApp", "Operator"]
+
+REDRAW_S = 0.25
+VERIFY_EVERY_S = 60.0
+RECENT_EVERY_S = 5.0
+MAX_GRANT_MINUTES = 24 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who decides: the name in the token, and the token the gateway verifies."""
+
+    name: str
+    token: str
+
+
+def _minutes(text: str) -> str | None:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_GRANT_MINUTES:
+        return f"a whole number of minutes from 1 to {MAX_GRANT_MINUTES}"
+    return None
+
+
+class ConsoleApp(App[None]):
+    """The console; give it a source, and the ledger file and an operator when known."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "sqlgate console"
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
+        "sessions": SessionsScreen,
+        "approvals": ApprovalsScreen,
+        "ledger": LedgerScreen,
+        "alerts": AlertsScreen,
+    }
+    DEFAULT_MODE = "sessions"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "show('sessions')", "Sessions", show=False),
+        Binding("2", "show('approvals')", "Approvals", show=False),
+        Binding("3", "show('ledger')", "Ledger", show=False),
+        Binding("4", "show('alerts')", "Alerts", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        ledger: LedgerFile | None = None,
+        ledger_note: str = "not configured",
+        operator: Operator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.ledger = ledger
+        self.ledger_note = ledger_note
+        self.operator = operator
+        self.clock = clock
+        self.model = Console(clock)
+        self.link = LinkState(False, "starting")
+        self.verification: Verification | None = None
+        self.ledger_records: list[dict[str, Any]] = []
+        self.ledger_query: str | None = None
+        self.ticked = False
+        self._last_second = -1
+        self._dirty = Change.NONE
+        self._ending: set[tuple[str, str]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.run_worker(self._read_source(), name="source", group="source")
+        if self.ledger is not None:
+            self.run_worker(self._read_history, thread=True, name="history")
+            self.verify_ledger()
+            self.read_ledger(None)
+            self.set_interval(VERIFY_EVERY_S, self.verify_ledger)
+            self.set_interval(RECENT_EVERY_S, self._recent_again)
+        self.set_interval(REDRAW_S, self.redraw)
+
+    async def _read_source(self) -> None:
+        try:
+            await self.source.run(self._deliver)
+        except Exception as exc:  # a bug in a source must not become a traceback
+            self._deliver(LinkState(False, f"the live source stopped: {exc}"))
+
+    def _deliver(self, item: BusEvent | LinkState) -> None:
+        self.post_message(FromSource(item))
+
+    def redraw(self) -> None:
+        """Show what changed on the visible screen (and the clocks, once a second)."""
+        second = int(self.clock())
+        self.ticked = second != self._last_second
+        self._last_second = second
+        change, self._dirty = self._dirty, Change.NONE
+        screen = self.screen
+        if (change or self.ticked) and isinstance(screen, ConsoleScreen):
+            screen.redraw(change)
+        self.ticked = False
+
+    @property
+    def theme_colors(self) -> dict[str, str]:
+        """The theme's colours for attention, trouble and success: readable on light
+        and dark themes alike."""
+        theme = self.current_theme
+        return {
+            "warning": theme.warning or "yellow",
+            "error": theme.error or "red",
+            "success": theme.success or "green",
+        }
+
+    # -- handlers --------------------------------------------------------------------
+
+    def on_from_source(self, message: FromSource) -> None:
+        item = message.item
+        if isinstance(item, LinkState):
+            self.link = item
+            self._dirty |= Change.GATEWAYS
+            return
+        change = self.model.event(item.appliance, item.path, item.payload)
+        if change & Change.NEW_APPROVAL:
+            request = self.model.requests.get((item.appliance, item.path[-1]))
+            if request is not None:
+                self.bell()
+                self.notify(
+                    f"{printable(request.identity)} waits for approval on "
+                    f"{printable(request.target)}: {printable(request.sql, 80)}",
+                    title="Approval requested",
+                    severity="warning",
+                )
+        if change & Change.ALERTS:
+            self._answered(self.model.alerts[0])
+        self._dirty |= change
+
+    def _answered(self, alert: Alert) -> None:
+        """Tell the operator at once when the gateway did not take their action."""
+        if alert.alert == "approval_decision_rejected" and alert.request is not None:
+            key = (alert.appliance, alert.request)
+            if key in self.model.decided:
+                self.model.decided.discard(key)
+                self.notify(printable(alert.reason), title="Decision refused", severity="error")
+        elif alert.alert == "session_kill_rejected" and alert.session is not None:
+            key = (alert.appliance, alert.session)
+            if key in self._ending:
+                self._ending.discard(key)
+                self.notify(printable(alert.reason), title="Session not ended", severity="error")
+
+    def on_from_ledger(self, message: FromLedger) -> None:
+        self._dirty |= self.model.records(message.records)
+
+    def on_ledger_read(self, message: LedgerRead) -> None:
+        if message.query != self.ledger_query:
+            return  # an answer to an earlier search
+        self.ledger_records = message.records
+        if message.error is not None:
+            self.ledger_note = message.error
+        self._dirty |= Change.LEDGER
+
+    def on_verified(self, message: Verified) -> None:
+        verification = message.verification
+        failed_before = self.verification is not None and not self.verification.ok
+        self.verification = verification
+        if not verification.ok and verification.result is not None and not failed_before:
+            self._dirty |= self.model.console_alert(
+                "ledger_verification_failed", verification.summary
+            )
+        self._dirty |= Change.LEDGER | Change.GATEWAYS
+
+    # -- ledger (worker threads) -----------------------------------------------------
+
+    def _read_history(self) -> None:
+        assert self.ledger is not None
+        try:
+            records = self.ledger.history()
+        except LedgerFileError as exc:
+            self.post_message(LedgerRead([], None, str(exc)))
+            return
+        self.post_message(FromLedger(records))
+
+    def verify_ledger(self) -> None:
+        if self.ledger is None:
+            self.notify("no ledger file on this machine", severity="warning")
+            return
+        self.run_worker(self._verify, thread=True, group="verify", exclusive=True)
+
+    def _verify(self) -> None:
+        assert self.ledger is not None
+        try:
+            verification = self.ledger.verify()
+        except (LedgerFileError, LedgerKeyError) as exc:
+            verification = Verification(False, f"cannot verify: {exc}")
+        self.post_message(Verified(verification))
+
+    def read_ledger(self, query: str | None) -> None:
+        """Recent records (``query`` None) or a search, for the ledger screen."""
+        self.ledger_query = query
+        if self.ledger is None:
+            return
+        self.run_worker(
+            partial(self._read_records, query), thread=True, group="ledger-read", exclusive=True
+        )
+
+    def _read_records(self, query: str | None) -> None:
+        assert self.ledger is not None
+        try:
+            records = self.ledger.recent() if query is None else self.ledger.search(query)
+        except LedgerFileError as exc:
+            self.post_message(LedgerRead([], query, str(exc)))
+            return
+        self.post_message(LedgerRead(records, query, None))
+
+    def _recent_again(self) -> None:
+        if self.ledger_query is None and isinstance(self.screen, LedgerScreen):
+            self.read_ledger(None)
+
+    # -- actions ---------------------------------------------------------------------
+
+    def action_show(self, mode: str) -> None:
+        self.switch_mode(mode)
+
+    def open_session(self, key: tuple[str, str]) -> None:
+        if key in self.model.sessions:
+            self.push_screen(SessionScreen(key))
+
+    def _signed_in(self) -> Operator | None:
+        if self.operator is None:
+            self.notify(
+                "read-only console: start it with --token-file to decide and end sessions",
+                severity="warning",
+            )
+        return self.operator
+
+    def approve(self, request: Request) -> None:
+        if self._signed_in() is not None:
+            self.run_worker(self._decide(request, "approve"))
+
+    def deny(self, request: Request) -> None:
+        if self._signed_in() is None:
+            return
+
+        def send(reason: str | None) -> None:
+            if reason is not None:
+                self.run_worker(self._decide(request, "deny", reason=reason or None))
+
+        self.push_screen(
+            Prompt(
+                f"Deny {printable(request.identity, 40)}'s statement? "
+                "The reason reaches the client",
+                "reason",
+            ),
+            send,
+        )
+
+    def approve_with_grant(self, request: Request) -> None:
+        if self._signed_in() is None:
+            return
+        if request.fingerprint is None:
+            self.notify(
+                "this statement has no shape to grant: approve it once with a", severity="warning"
+            )
+            return
+
+        def send(minutes: str | None) -> None:
+            if minutes:
+                self.run_worker(self._decide(request, "approve", grant_minutes=int(minutes)))
+
+        self.push_screen(
+            Prompt(
+                f"Approve, and let {printable(request.identity, 40)} run statements of this "
+                "shape without asking for how many minutes?",
+                "minutes (1-1440)",
+                _minutes,
+            ),
+            send,
+        )
+
+    async def _decide(
+        self, request: Request, verdict: str, *, reason: str | None = None, grant_minutes: int = 0
+    ) -> None:
+        assert self.operator is not None
+        body = decision_body(
+            verdict,
+            request.sql_sha256,
+            self.operator.name,
+            self.operator.token,
+            reason,
+            grant_minutes,
+        )
+        try:
+            await self.source.send(request.appliance, f"approvals/{request.id}/decision", body)
+        except SendError as exc:
+            self.notify(str(exc), title="Decision not sent", severity="error")
+            return
+        self.model.decided.add(request.key)
+        self._dirty |= Change.APPROVALS
+        verb = "approval" if verdict == "approve" else "denial"
+        self.notify(f"{verb} sent for {printable(request.identity, 40)}'s statement")
+
+    def end_session(self, key: tuple[str, str]) -> None:
+        session = self.model.sessions.get(key)
+        if session is None or self._signed_in() is None:
+            return
+        if session.ended_at is not None:
+            self.notify("that session has already ended", severity="warning")
+            return
+
+        def send(reason: str | None) -> None:
+            if reason is not None:
+                self.run_worker(self._end(key, reason or None))
+
+        self.push_screen(
+            Prompt(
+                f"End the session of {printable(session.identity, 40)} from "
+                f"{printable(session.client)}? Reason (recorded in the ledger)",
+                "reason",
+            ),
+            send,
+        )
+
+    async def _end(self, key: tuple[str, str], reason: str | None) -> None:
+        assert self.operator is not None
+        appliance, session = key
+        body: dict[str, Any] = {"operator": self.operator.name, "token": self.operator.token}
+        if reason is not None:
+            body["reason"] = reason
+        try:
+            await self.source.send(appliance, f"kill/{session}", body)
+        except SendError as exc:
+            self.notify(str(exc), title="Session not ended", severity="error")
+            return
+        self._ending.add(key)
+        self.notify(f"asked {printable(appliance)} to end the session")

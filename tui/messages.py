@@ -1,0 +1,46 @@
+"""Messages that carry data from workers to the app; handlers alone change state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+from tui.ledger import Verification
+from tui.sources import BusEvent, LinkState
+
+__all__ = ["FromLedger", "FromSource", "LedgerRead", "Verified"]
+
+
+class FromSource(Message):
+    """An item from the live source (a bus event or a change of the link)."""
+
+    def __init__(self, item: BusEvent | LinkState) -> None:
+        super().__init__()
+        self.item = item
+
+
+class FromLedger(Message):
+    """Recent session records read from the ledger file at start."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.records = records
+
+
+class LedgerRead(Message):
+    """Records for the ledger screen (recent ones, or a search's hits), or why not."""
+
+    def __init__(self, records: list[dict[str, Any]], query: str | None, error: str | None) -> None:
+        super().__init__()
+        self.records = records
+        self.query = query
+        self.error = error
+
+
+class Verified(Message):
+    """The ledger file's verification."""
+
+    def __init__(self, verification: Verification) -> None:
+        super().__init__()
+        self.verification = verification

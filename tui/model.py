@@ -1,0 +1,519 @@
+"""What the console knows: sessions, their statements, pending approvals, alerts, the
+gateways and their ledger heads, folded from bus events and ledger records.
+
+Pure: no Textual, no MQTT, no clock of its own. The same ledger record the gateway
+commits is what arrives on ``sessions/...`` and ``alerts`` (docs/events.md), so history
+read from the ledger and live events go through one ``record`` method. Every collection
+is bounded, and duplicates (the bus delivers at least once) are recognised by
+``(appliance, seq)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "Alert",
+    "Change",
+    "Console",
+    "Gateway",
+    "Request",
+    "SessionState",
+    "SessionView",
+    "StatementView",
+    "printable",
+]
+
+MAX_SESSIONS = 500
+"""Ended sessions beyond this many are forgotten, oldest first (live ones never)."""
+MAX_STATEMENTS = 1000
+"""Statements kept per session (the ledger keeps them all)."""
+MAX_ALERTS = 1000
+MAX_SEEN = 100_000
+
+REQUEST_VERSION = 1
+
+
+class Change(enum.Flag):
+    """What an event changed, so the screen showing it redraws only then."""
+
+    NONE = 0
+    SESSIONS = enum.auto()
+    STATEMENTS = enum.auto()
+    APPROVALS = enum.auto()
+    NEW_APPROVAL = enum.auto()  # a request this console had not seen: draw attention
+    ALERTS = enum.auto()
+    GATEWAYS = enum.auto()
+    LEDGER = enum.auto()  # records read from the ledger file for the ledger screen
+
+
+class SessionState(enum.StrEnum):
+    ACTIVE = "active"
+    WAITING = "waiting"  # a statement is held for approval
+    ENDED = "ended"
+
+
+def printable(text: object, limit: int | None = None) -> str:
+    """One line without control characters: a statement must not drive the terminal."""
+    flat = " ".join(str(text).split())
+    clean = "".join(c if c.isprintable() else "\ufffd" for c in flat)
+    if limit is not None and len(clean) > limit:
+        return clean[: max(limit - 1, 0)] + "\u2026"
+    return clean
+
+
+def _text(body: Mapping[str, Any], key: str, default: str = "") -> str:
+    value = body.get(key)
+    return value if isinstance(value, str) else default
+
+
+def _number(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(slots=True)
+class StatementView:
+    """One statement of a session, with its result once that arrives."""
+
+    statement_seq: int | None
+    ts: str
+    command: str
+    sql: str
+    decision: str
+    rule: str | None = None
+    reason: str | None = None
+    part: str | None = None
+    rows: int | None = None
+    affected: int | None = None
+    error: str | None = None
+    duration_ms: float | None = None
+    approver: str | None = None
+    done: bool = False  # its result record arrived
+
+    @property
+    def outcome(self) -> str:
+        """What came back, short: ``12 rows``, ``3 affected``, ``ERR 1227``, or ``-``."""
+        if self.error:
+            return f"ERR {self.error}"
+        if self.rows is not None:
+            return f"{self.rows} rows"
+        if self.affected is not None:
+            return f"{self.affected} affected"
+        return "ok" if self.done else "-"
+
+
+@dataclass(slots=True)
+class SessionView:
+    """A session as the operator sees it."""
+
+    appliance: str
+    session: str
+    identity: str = "?"
+    client: str = "?"
+    target: str = "?"
+    db: str = ""
+    started: str = ""  # ts of its first record seen
+    started_at: float | None = None  # epoch seconds, for the duration
+    ended_at: float | None = None
+    end_reason: str | None = None
+    statements: int = 0
+    blocked: int = 0
+    waiting: int = 0  # statements held for approval now
+    history: collections.deque[StatementView] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_STATEMENTS)
+    )
+    by_seq: dict[int, StatementView] = field(default_factory=dict)
+    order: int = 0  # when the console first saw it (newest first)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.appliance, self.session)
+
+    @property
+    def state(self) -> SessionState:
+        if self.ended_at is not None:
+            return SessionState.ENDED
+        return SessionState.WAITING if self.waiting else SessionState.ACTIVE
+
+    def duration_s(self, now: float) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at if self.ended_at is not None else now
+        return max(0.0, end - self.started_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A pending approval request (docs/events.md, ``approvals/<id>``)."""
+
+    appliance: str
+    id: str
+    session: str
+    identity: str
+    client: str
+    target: str
+    db: str
+    sql: str
+    rule: str
+    reason: str
+    sql_sha256: str
+    rows_estimate: int | None
+    fingerprint: str | None
+    requested_at: float
+    expires_at: float
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.appliance, self.id)
+
+    def seconds_left(self, now: float) -> int:
+        return max(0, math.ceil(self.expires_at - now))
+
+    @classmethod
+    def from_payload(
+        cls, appliance: str, request_id: str, body: Mapping[str, Any]
+    ) -> Request | None:
+        if body.get("v") != REQUEST_VERSION or not isinstance(body.get("sql_sha256"), str):
+            return None
+        fingerprint = body.get("fingerprint")
+        return cls(
+            appliance=appliance,
+            id=request_id,
+            session=_text(body, "session"),
+            identity=_text(body, "identity", "?"),
+            client=_text(body, "client", "?"),
+            target=_text(body, "target", "?"),
+            db=_text(body, "db"),
+            sql=_text(body, "sql"),
+            rule=_text(body, "rule", "?"),
+            reason=_text(body, "reason"),
+            sql_sha256=_text(body, "sql_sha256"),
+            rows_estimate=_int(body, "rows_estimate"),
+            fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+            requested_at=_number(body, "requested_at") or 0.0,
+            expires_at=_number(body, "expires_at") or 0.0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an operator must look at: a gateway's ``alert`` record, or the
+    console's own finding (a gateway gone offline, a ledger that does not verify)."""
+
+    appliance: str
+    ts: str
+    alert: str
+    reason: str
+    session: str | None = None
+    request: str | None = None
+    source: str = "gateway"  # or "console"
+
+
+@dataclass(slots=True)
+class Gateway:
+    """A gateway seen on the bus."""
+
+    name: str
+    online: bool = False
+    head: dict[str, Any] | None = None  # its latest signed ledger head (``checkpoints``)
+
+
+def epoch(ts: str) -> float | None:
+    """Seconds since the epoch of a ledger ``ts`` (``2025-06-01T10:15:02.118000Z``)."""
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class Console:
+    """The console's state. Feed it with ``event`` (bus) and ``record`` (ledger); each
+    returns the ``Change`` it made."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.gateways: dict[str, Gateway] = {}
+        self.sessions: dict[tuple[str, str], SessionView] = {}
+        self.requests: dict[tuple[str, str], Request] = {}
+        self.alerts: collections.deque[Alert] = collections.deque(maxlen=MAX_ALERTS)
+        self.decided: set[tuple[str, str]] = set()  # requests this console answered
+        self._seen: set[tuple[str, int]] = set()
+        self._seen_order: collections.deque[tuple[str, int]] = collections.deque()
+        self._order = 0
+        self.unseen_alerts = 0  # alerts since the operator last looked at them
+
+    # -- input -----------------------------------------------------------------------
+
+    def event(
+        self, appliance: str, path: tuple[str, ...], payload: dict[str, Any] | None
+    ) -> Change:
+        """A bus message on ``<prefix>/<appliance>/<path...>``; ``None``: an empty
+        (cleared retained) payload."""
+        if not path:
+            return Change.NONE
+        head = path[0]
+        if head == "status" and len(path) == 1:
+            return self._status(appliance, payload)
+        if head == "checkpoints" and len(path) == 1:
+            if payload is None:
+                return Change.NONE
+            self._gateway(appliance).head = dict(payload)
+            return Change.GATEWAYS
+        if head == "approvals" and len(path) == 2:
+            return self._request(appliance, path[1], payload)
+        if payload is None:
+            return Change.NONE
+        if (head == "sessions" and len(path) == 3) or (head == "alerts" and len(path) == 1):
+            if not isinstance(payload.get("kind"), str):
+                return Change.NONE
+            return self.record({**payload, "appliance": _text(payload, "appliance", appliance)})
+        return Change.NONE
+
+    def records(self, records: Iterable[Mapping[str, Any]]) -> Change:
+        change = Change.NONE
+        for body in records:
+            change |= self.record(body)
+        return change
+
+    def record(self, body: Mapping[str, Any]) -> Change:
+        """A ledger record (from the ledger file or a bus event)."""
+        appliance = _text(body, "appliance", "?")
+        seq = _int(body, "seq")
+        if seq is not None:
+            if (appliance, seq) in self._seen:
+                return Change.NONE
+            self._remember((appliance, seq))
+        kind = body.get("kind")
+        if kind == "alert":
+            return self._alert(appliance, body)
+        session_id = _text(body, "session")
+        if not session_id or kind not in (
+            "session_start",
+            "statement",
+            "result",
+            "approval",
+            "session_end",
+        ):
+            return Change.NONE
+        session = self._session(appliance, session_id, body)
+        ts = _text(body, "ts")
+        if kind == "session_start":
+            session.started = ts or session.started
+            session.started_at = epoch(ts) if ts else session.started_at
+            return Change.SESSIONS
+        if kind == "session_end":
+            session.ended_at = (epoch(ts) if ts else None) or session.started_at or 0.0
+            session.end_reason = body.get("reason") if isinstance(body.get("reason"), str) else None
+            session.waiting = 0
+            self._trim()
+            return Change.SESSIONS | Change.STATEMENTS
+        if kind == "statement":
+            return self._statement(session, body)
+        if kind == "result":
+            return self._result(session, body)
+        return self._approval(session, body)
+
+    # -- the parts ---------------------------------------------------------------------
+
+    def _remember(self, key: tuple[str, int]) -> None:
+        self._seen.add(key)
+        self._seen_order.append(key)
+        if len(self._seen_order) > MAX_SEEN:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _gateway(self, name: str) -> Gateway:
+        gateway = self.gateways.get(name)
+        if gateway is None:
+            gateway = self.gateways[name] = Gateway(name)
+        return gateway
+
+    def _status(self, appliance: str, payload: dict[str, Any] | None) -> Change:
+        gateway = self._gateway(appliance)
+        online = payload is not None and payload.get("state") == "online"
+        if gateway.online and not online:
+            self._add_alert(
+                Alert(
+                    appliance,
+                    self._now_ts(),
+                    "gateway_offline",
+                    f"gateway {appliance} went offline",
+                    source="console",
+                )
+            )
+            gateway.online = online
+            return Change.GATEWAYS | Change.ALERTS
+        gateway.online = online
+        return Change.GATEWAYS
+
+    def _request(self, appliance: str, request_id: str, payload: dict[str, Any] | None) -> Change:
+        key = (appliance, request_id)
+        if payload is None:
+            if self.requests.pop(key, None) is None:
+                return Change.NONE
+            self.decided.discard(key)
+            return Change.APPROVALS
+        request = Request.from_payload(appliance, request_id, payload)
+        if request is None:
+            return Change.NONE
+        new = key not in self.requests
+        self.requests[key] = request
+        return Change.APPROVALS | (Change.NEW_APPROVAL if new else Change.NONE)
+
+    def _alert(self, appliance: str, body: Mapping[str, Any]) -> Change:
+        request = body.get("request")
+        session = body.get("session")
+        self._add_alert(
+            Alert(
+                appliance=appliance,
+                ts=_text(body, "ts"),
+                alert=_text(body, "alert", "alert"),
+                reason=_text(body, "reason"),
+                session=session if isinstance(session, str) else None,
+                request=request if isinstance(request, str) else None,
+            )
+        )
+        return Change.ALERTS
+
+    def _add_alert(self, alert: Alert) -> None:
+        self.alerts.appendleft(alert)
+        self.unseen_alerts += 1
+
+    def console_alert(self, alert: str, reason: str) -> Change:
+        """A finding of the console itself (the ledger file does not verify...)."""
+        self._add_alert(Alert("console", self._now_ts(), alert, reason, source="console"))
+        return Change.ALERTS
+
+    def _now_ts(self) -> str:
+        return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def _session(self, appliance: str, session_id: str, body: Mapping[str, Any]) -> SessionView:
+        key = (appliance, session_id)
+        session = self.sessions.get(key)
+        if session is None:
+            self._order += 1
+            session = self.sessions[key] = SessionView(appliance, session_id, order=self._order)
+            ts = _text(body, "ts")
+            session.started = ts
+            session.started_at = epoch(ts) if ts else None
+        # every record of a session carries who and where: the first one seen fills in
+        for attr in ("identity", "client", "target"):
+            value = body.get(attr)
+            if isinstance(value, str) and value and getattr(session, attr) == "?":
+                setattr(session, attr, value)
+        db = body.get("db")
+        if isinstance(db, str) and db:
+            session.db = db
+        return session
+
+    def _statement(self, session: SessionView, body: Mapping[str, Any]) -> Change:
+        seq = _int(body, "statement_seq")
+        decision = _text(body, "decision", "?")
+        reason = body.get("reason")
+        rule = body.get("rule")
+        part = body.get("part")
+        known = session.by_seq.get(seq) if seq is not None else None
+        if known is not None:  # a held statement's decision came as a second record
+            self._settle(session, known, decision)
+            return Change.STATEMENTS | Change.SESSIONS
+        view = StatementView(
+            statement_seq=seq,
+            ts=_text(body, "ts"),
+            command=_text(body, "command", "?"),
+            sql=_text(body, "sql"),
+            decision=decision,
+            rule=rule if isinstance(rule, str) else None,
+            reason=reason if isinstance(reason, str) else None,
+            part=part if isinstance(part, str) else None,
+            approver=body.get("approver") if isinstance(body.get("approver"), str) else None,
+        )
+        if len(session.history) == session.history.maxlen and session.history:
+            old = session.history[0]
+            if old.statement_seq is not None:
+                session.by_seq.pop(old.statement_seq, None)
+        session.history.append(view)
+        if seq is not None:
+            session.by_seq[seq] = view
+        session.statements += 1
+        if decision == "blocked":
+            session.blocked += 1
+        elif decision == "pending":
+            session.waiting += 1
+        return Change.STATEMENTS | Change.SESSIONS
+
+    def _settle(self, session: SessionView, view: StatementView, decision: str) -> None:
+        if view.decision == "pending" and decision != "pending":
+            session.waiting = max(0, session.waiting - 1)
+            if decision in ("denied", "expired", "unavailable", "blocked"):
+                session.blocked += 1
+        view.decision = decision
+
+    def _result(self, session: SessionView, body: Mapping[str, Any]) -> Change:
+        seq = _int(body, "statement_seq")
+        view = session.by_seq.get(seq) if seq is not None else None
+        if view is None:
+            return Change.NONE
+        # each part of a multi-statement text has its own result: the last one shows
+        view.rows = _int(body, "rows")
+        view.affected = _int(body, "affected")
+        error = body.get("error")
+        view.error = str(error) if error not in (None, "", 0) else None
+        view.duration_ms = _number(body, "duration_ms")
+        approver = body.get("approver")
+        if isinstance(approver, str):
+            view.approver = approver
+        view.done = True
+        return Change.STATEMENTS
+
+    def _approval(self, session: SessionView, body: Mapping[str, Any]) -> Change:
+        seq = _int(body, "statement_seq")
+        view = session.by_seq.get(seq) if seq is not None else None
+        if view is None:
+            return Change.NONE
+        self._settle(session, view, _text(body, "decision", view.decision))
+        approver = body.get("approver")
+        if isinstance(approver, str):
+            view.approver = approver
+        reason = body.get("reason")
+        if isinstance(reason, str) and reason:
+            view.reason = reason
+        return Change.STATEMENTS | Change.SESSIONS
+
+    def _trim(self) -> None:
+        """Forget the oldest ended sessions beyond ``MAX_SESSIONS``."""
+        if len(self.sessions) <= MAX_SESSIONS:
+            return
+        ended = sorted(
+            (s for s in self.sessions.values() if s.ended_at is not None), key=lambda s: s.order
+        )
+        for session in ended[: len(self.sessions) - MAX_SESSIONS]:
+            del self.sessions[session.key]
+
+    # -- views -----------------------------------------------------------------------
+
+    def session_list(self) -> list[SessionView]:
+        """Live sessions first (waiting ones on top), then ended ones; newest first."""
+        rank = {SessionState.WAITING: 0, SessionState.ACTIVE: 1, SessionState.ENDED: 2}
+        return sorted(self.sessions.values(), key=lambda s: (rank[s.state], -s.order))
+
+    def request_list(self) -> list[Request]:
+        """Pending requests, the one that expires first on top."""
+        return sorted(self.requests.values(), key=lambda r: (r.expires_at, r.appliance, r.id))
+
+    @property
+    def online(self) -> int:
+        return sum(1 for g in self.gateways.values() if g.online)

@@ -1,0 +1,276 @@
+"""Where the console's live data comes from: the MQTT broker in production, a recorded
+file in tests, snapshots and demos. Both deliver the same items and take the same
+decisions, so the app cannot tell them apart.
+
+A source never raises into the console: a broker that is down or refuses is a
+``LinkState`` the status bar shows, and the MQTT source keeps retrying with the gateway's
+backoff (0.5 s doubling to 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from appliance.bus import reconnect_delay
+from appliance.config import BusConfig
+
+__all__ = [
+    "BusEvent",
+    "Deliver",
+    "LinkState",
+    "MqttSource",
+    "RecordedSource",
+    "SendError",
+    "Source",
+    "parse_payload",
+    "split_topic",
+]
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+EVENT_VERSION = 1
+SUBSCRIPTIONS = ("status", "checkpoints", "alerts", "approvals/+", "sessions/#")
+"""What the console reads under ``<prefix>/+/`` (the operator ACL of docs/events.md)."""
+
+_quiet_log = logging.getLogger("sqlgate.tui.mqtt")
+_quiet_log.addHandler(logging.NullHandler())
+_quiet_log.propagate = False  # a library line on stderr would tear the screen
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    """A message on ``<prefix>/<appliance>/<path...>``; ``payload`` None: emptied."""
+
+    appliance: str
+    path: tuple[str, ...]
+    payload: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """The source's connection changed; ``detail`` says it in words for the status bar."""
+
+    connected: bool
+    detail: str
+
+
+Deliver = Callable[[BusEvent | LinkState], None]
+
+
+class SendError(Exception):
+    """A decision could not be handed to the broker; the message says why."""
+
+
+class Source(Protocol):
+    """What the console reads from and sends decisions through."""
+
+    prefix: str
+
+    async def run(self, deliver: Deliver) -> None:
+        """Deliver items until cancelled; never raises."""
+
+    async def send(self, appliance: str, suffix: str, payload: dict[str, Any]) -> None:
+        """Publish ``payload`` on ``<prefix>/<appliance>/<suffix>`` (SendError if not)."""
+
+
+def split_topic(prefix: str, topic: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(appliance, path)`` of a topic under ``prefix``, or None."""
+    start = prefix + "/"
+    if not topic.startswith(start):
+        return None
+    appliance, *rest = topic[len(start) :].split("/")
+    if not appliance:
+        return None
+    return appliance, tuple(rest)
+
+
+def parse_payload(payload: bytes) -> dict[str, Any] | None | bool:
+    """The JSON object of a message, None for an empty one, False for one to drop
+    (not JSON, not an object, too large, a format version this console does not know)."""
+    if not payload:
+        return None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return False
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(body, dict) or body.get("v") != EVENT_VERSION:
+        return False
+    return body
+
+
+def _event(prefix: str, topic: str, payload: bytes) -> BusEvent | None:
+    where = split_topic(prefix, topic)
+    body = parse_payload(payload)
+    if where is None or body is False:
+        return None
+    assert not isinstance(body, bool)
+    return BusEvent(where[0], where[1], body)
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    body = {"v": EVENT_VERSION, **payload}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class MqttSource:
+    """The broker, with the operator's ``[bus]`` credentials."""
+
+    def __init__(self, config: BusConfig, *, timeout_s: float = 5.0) -> None:
+        self.config = config
+        self.prefix = config.topic_prefix
+        self._timeout = timeout_s
+        self._client: aiomqtt.Client | None = None
+        self._password: str | None = None
+        if config.password is not None:
+            self._password = config.password.decode("utf-8", "replace")
+
+    def _new_client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self.config.host,
+            self.config.port,
+            username=self.config.username,
+            password=self._password,
+            identifier=f"sqlgate-console-{os.urandom(4).hex()}",
+            logger=_quiet_log,
+            timeout=self._timeout,
+            keepalive=10,
+            tls_context=self.config.tls_context(),
+        )
+
+    async def run(self, deliver: Deliver) -> None:
+        url = self.config.url
+        attempt = 0
+        deliver(LinkState(False, f"connecting to {url}"))
+        while True:
+            try:
+                async with self._new_client() as client:
+                    refused = await self._subscribe(client)
+                    self._client = client
+                    attempt = 0
+                    who = f" as {self.config.username}" if self.config.username else ""
+                    detail = f"connected to {url}{who}"
+                    if refused:
+                        detail += f" (the broker refused {', '.join(refused)}: see its ACL)"
+                    deliver(LinkState(True, detail))
+                    async for message in client.messages:
+                        payload = message.payload if isinstance(message.payload, bytes) else b""
+                        event = _event(self.prefix, message.topic.value, payload)
+                        if event is not None:
+                            deliver(event)
+                    why = "the broker closed the connection"
+            except aiomqtt.MqttCodeError as exc:
+                why = f"the broker refused the connection: {exc}"
+            except (aiomqtt.MqttError, OSError, ValueError) as exc:
+                why = str(exc) or type(exc).__name__
+            finally:
+                self._client = None
+            delay = reconnect_delay(attempt)
+            attempt += 1
+            deliver(LinkState(False, f"broker {url} unreachable: {why}; retrying in {delay:g}s"))
+            await asyncio.sleep(delay)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> list[str]:
+        refused = []
+        for suffix in SUBSCRIPTIONS:
+            topic = f"{self.prefix}/+/{suffix}"
+            granted = await client.subscribe(topic, qos=1)
+            if any(
+                code.is_failure if isinstance(code, ReasonCode) else code >= 0x80
+                for code in granted
+            ):
+                refused.append(topic)
+        return refused
+
+    async def send(self, appliance: str, suffix: str, payload: dict[str, Any]) -> None:
+        client = self._client
+        if client is None:
+            raise SendError(f"not connected to the MQTT broker at {self.config.url}")
+        try:
+            await client.publish(
+                f"{self.prefix}/{appliance}/{suffix}",
+                _encode(payload),
+                qos=1,
+                timeout=self._timeout,
+            )
+        except aiomqtt.MqttError as exc:
+            raise SendError(
+                f"the MQTT broker at {self.config.url} did not take it: {exc}"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One line of a recording: a topic, its payload (None: empty), when (seconds)."""
+
+    topic: str
+    payload: dict[str, Any] | None
+    at: float = 0.0
+
+
+class RecordedSource:
+    """Messages from a recording (JSON lines ``{"topic", "payload", "at"}``): played at
+    once, or at ``speed`` times their own pace. Decisions are kept in ``sent``."""
+
+    def __init__(
+        self,
+        messages: Iterable[Recorded],
+        *,
+        prefix: str = "sqlgate",
+        speed: float | None = None,
+        name: str = "recording",
+    ) -> None:
+        self.prefix = prefix
+        self.messages = list(messages)
+        self.speed = speed
+        self.name = name
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.played = asyncio.Event()
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> RecordedSource:
+        """A recording file; ValueError naming the line when one is not a message."""
+        messages = []
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    body = json.loads(line)
+                    messages.append(
+                        Recorded(str(body["topic"]), body.get("payload"), float(body.get("at", 0)))
+                    )
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{path}:{number}: not a recorded message ({exc})") from None
+        kwargs.setdefault("name", Path(path).name)
+        return cls(messages, **kwargs)
+
+    async def run(self, deliver: Deliver) -> None:
+        deliver(LinkState(True, f"playing {self.name}"))
+        started = asyncio.get_running_loop().time()
+        for message in self.messages:
+            if self.speed:
+                wait = started + message.at / self.speed - asyncio.get_running_loop().time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            body = message.payload
+            if body is not None and body.get("v") != EVENT_VERSION:
+                continue
+            where = split_topic(self.prefix, message.topic)
+            if where is not None:
+                deliver(BusEvent(where[0], where[1], body))
+        self.played.set()
+        await asyncio.Event().wait()  # a recording ends; the console stays
+
+    async def send(self, appliance: str, suffix: str, payload: dict[str, Any]) -> None:
+        self.sent.append((f"{self.prefix}/{appliance}/{suffix}", payload))

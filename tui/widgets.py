@@ -1,0 +1,109 @@
+"""Widgets every screen shares: the status bar with the approvals badge, and the cell
+helpers that keep statement text plain (no markup, no control characters)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable, Static
+
+from tui.model import Console, printable
+from tui.sources import LinkState
+
+__all__ = ["TABS", "StatusBar", "cell", "clock", "duration", "fill", "highlighted"]
+
+TABS = (
+    ("1", "sessions", "Sessions"),
+    ("2", "approvals", "Approvals"),
+    ("3", "ledger", "Ledger"),
+    ("4", "alerts", "Alerts"),
+)
+
+
+def cell(value: object, style: str = "", limit: int | None = None) -> Text:
+    """A table cell that shows ``value`` as it is: never read as markup."""
+    if value is None:
+        return Text("-", style="dim")
+    return Text(printable(value, limit), style=style)
+
+
+def clock(ts: str) -> str:
+    """``HH:MM:SS`` of a ledger ``ts`` (UTC), or ``?``."""
+    return ts[11:19] if len(ts) >= 19 and ts[10] == "T" else "?"
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``3m07s``, ``2h05m``: short enough for a narrow column."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class StatusBar(Horizontal):
+    """Tabs, the link to the broker and gateways, and the pending-approvals badge."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 2; }
+    """
+
+    def __init__(self, current: str) -> None:
+        super().__init__()
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="tabs")
+        yield Static(id="badge")
+
+    def show(self, model: Console, link: LinkState) -> None:
+        tabs = Text()
+        counts = {"approvals": len(model.requests), "alerts": model.unseen_alerts}
+        for key, mode, label in TABS:
+            count = counts.get(mode)
+            text = f" {key} {label}" + (f" ({count})" if count else "") + " "
+            tabs.append(text, style="reverse bold" if mode == self.current else "")
+        tabs.append("\n")
+        gateways = len(model.gateways)
+        if link.connected:
+            tabs.append(f" {link.detail}", style="")
+            tabs.append(f" \u00b7 {model.online}/{gateways} gateways online", style="dim")
+        else:
+            tabs.append(f" {link.detail}", style="bold")
+        self.query_one("#tabs", Static).update(tabs)
+        badge = self.query_one("#badge", Static)
+        pending = len(model.requests)
+        badge.set_class(pending > 0, "attention")
+        badge.set_class(not link.connected, "offline")
+        if pending:
+            badge.update(Text(f" \u2691 {pending} PENDING ", style="bold"))
+        elif not link.connected:
+            badge.update(Text(" BROKER DOWN ", style="bold"))
+        else:
+            badge.update("")
+
+
+def fill(table: DataTable[Text], rows: Sequence[tuple[str, Sequence[Text]]]) -> None:
+    """Replace the rows of ``table``, keeping the cursor on the row it was on."""
+    current: str | None = None
+    if table.row_count and table.cursor_row < table.row_count:
+        current = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+    table.clear()
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if current is not None and current in table.rows:
+        table.move_cursor(row=table.get_row_index(current), animate=False)
+
+
+def highlighted(table: DataTable[Text]) -> str | None:
+    """The key of the row under the cursor, if any."""
+    if not table.row_count or table.cursor_row >= table.row_count:
+        return None
+    return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
