@@ -62,9 +62,14 @@ class SessionState(enum.StrEnum):
 
 def printable(text: object, limit: int | None = None) -> str:
     """One line without control characters: a statement must not drive the terminal."""
-    flat = " ".join(str(text).split())
+    raw = str(text)
+    cut = limit is not None and len(raw) > 4 * limit + 64  # a 1 MiB statement: cut first
+    if cut:
+        assert limit is not None
+        raw = raw[: 4 * limit + 64]
+    flat = " ".join(raw.split())
     clean = "".join(c if c.isprintable() else "\ufffd" for c in flat)
-    if limit is not None and len(clean) > limit:
+    if limit is not None and (cut or len(clean) > limit):
         return clean[: max(limit - 1, 0)] + "\u2026"
     return clean
 

@@ -112,3 +112,8 @@ def test_ended_sessions_are_forgotten_beyond_the_bound_live_ones_never() -> None
 def test_text_from_the_wire_cannot_drive_the_terminal() -> None:
     assert printable("SELECT 1;\x1b[2J\nDROP") == "SELECT 1;\ufffd[2J DROP"
     assert printable("x" * 50, 10) == "x" * 9 + "\u2026"
+
+
+def test_a_huge_statement_is_cut_before_it_is_cleaned() -> None:
+    assert printable("SELECT " + " " * 5_000_000 + "1", 20) == "SELECT\u2026"
+    assert printable("x" * 5_000_000, 10) == "x" * 9 + "\u2026"

@@ -4,6 +4,7 @@ with the stored picture (``pytest --snapshot-update`` after a deliberate change)
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,3 +66,14 @@ def test_screen(snap_compare: SnapCompare, keys: tuple[str, ...], size: tuple[in
 @pytest.mark.parametrize("theme", ["textual-light", "textual-dark"])
 def test_approvals_in_both_themes(snap_compare: SnapCompare, theme: str) -> None:
     assert snap_compare(console(theme), run_before=settled("2"), terminal_size=(100, 30))
+
+
+def test_the_readme_shows_the_approvals_screen_as_it_is_drawn() -> None:
+    """docs/console-approvals.svg is the approvals snapshot: after a deliberate change
+    of the screen, copy the new snapshot over it."""
+    root = Path(__file__).parents[2]
+    snapshot = (
+        Path(__file__).parent / "__snapshots__/test_snapshots/test_screen[approvals-wide].svg"
+    )
+    assert (root / "docs/console-approvals.svg").read_bytes() == snapshot.read_bytes()
+    assert "docs/console-approvals.svg" in (root / "README.md").read_text()
