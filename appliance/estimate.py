@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-from typing import Any
 
-from appliance.config import TargetConfig, TargetTLS
+from appliance.config import TargetConfig
+from appliance.side_connection import connect
 
 __all__ = ["SAFE_FUNCTIONS", "estimate_rows"]
 
@@ -51,29 +50,7 @@ async def estimate_rows(
 
 
 def _count(target: TargetConfig, db: str | None, count_sql: str, timeout_s: float) -> int | None:
-    import pymysql
-
-    tls: dict[str, Any] | None = None
-    if target.tls is not TargetTLS.DISABLED:
-        context = ssl.create_default_context(
-            cafile=str(target.tls_ca_file) if target.tls_ca_file else None
-        )
-        if not target.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        tls = {"ssl": context}
-    conn = pymysql.connect(
-        host=target.host,
-        port=target.port,
-        user=target.user,
-        password=target.password,
-        database=db,
-        connect_timeout=max(1, int(timeout_s)),
-        read_timeout=max(1, int(timeout_s)),
-        write_timeout=max(1, int(timeout_s)),
-        autocommit=False,
-        **(tls or {"ssl_disabled": target.tls is TargetTLS.DISABLED}),
-    )
+    conn = connect(target, db, timeout_s)
     try:
         with conn.cursor() as cur:
             cur.execute("START TRANSACTION READ ONLY")

@@ -1,0 +1,43 @@
+"""A connection of the gateway's own to a target, for what it must ask the database
+itself (the rows a held statement would touch, the views that show masked columns).
+
+PyMySQL in a worker thread, with the target's vaulted credential and TLS settings, and
+short timeouts: these questions are courtesies or safety checks, never on a client's
+path while it could block the event loop.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from appliance.config import TargetConfig, TargetTLS
+
+__all__ = ["connect"]
+
+
+def connect(target: TargetConfig, db: str | None, timeout_s: float) -> Any:
+    """A PyMySQL connection to ``target`` (blocking: call it in a thread)."""
+    import pymysql
+
+    tls: dict[str, Any] | None = None
+    if target.tls is not TargetTLS.DISABLED:
+        context = ssl.create_default_context(
+            cafile=str(target.tls_ca_file) if target.tls_ca_file else None
+        )
+        if not target.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        tls = {"ssl": context}
+    return pymysql.connect(
+        host=target.host,
+        port=target.port,
+        user=target.user,
+        password=target.password,
+        database=db,
+        connect_timeout=max(1, int(timeout_s)),
+        read_timeout=max(1, int(timeout_s)),
+        write_timeout=max(1, int(timeout_s)),
+        autocommit=False,
+        **(tls or {"ssl_disabled": target.tls is TargetTLS.DISABLED}),
+    )
