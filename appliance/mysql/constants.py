@@ -199,6 +199,27 @@ class FieldType(IntEnum):
     GEOMETRY = 0xFF
 
 
+class ColumnFlag(IntFlag):
+    """Flags of a column definition (16 bits on the wire; the server's field flags)."""
+
+    NOT_NULL = 0x0001
+    PRI_KEY = 0x0002
+    UNIQUE_KEY = 0x0004
+    MULTIPLE_KEY = 0x0008
+    BLOB = 0x0010
+    UNSIGNED = 0x0020  # integers: the binary protocol's bytes are unsigned
+    ZEROFILL = 0x0040  # numbers: the text protocol pads them with zeros to the length
+    BINARY = 0x0080
+    ENUM = 0x0100
+    AUTO_INCREMENT = 0x0200
+    TIMESTAMP = 0x0400
+    SET = 0x0800
+    NO_DEFAULT_VALUE = 0x1000
+    ON_UPDATE_NOW = 0x2000
+    PART_KEY = 0x4000
+    NUM = 0x8000
+
+
 class PacketHeader(IntEnum):
     """First payload byte that tells response packets apart.
 

@@ -28,6 +28,13 @@ Phases and the rules between them:
 
 A protocol violation by the client is answered with an ERR packet where the client can
 read one, then CLOSED; by the backend, the client gets an ERR and the session closes.
+
+Masking: while ``Session.masker`` is None, answers take the fast relay (``_relay_server``),
+which copies nothing. With a masker, the masked relay (``_relay_masked``) holds each result
+set's column definitions until the masker has planned it; a set with nothing to mask then
+streams exactly as in the fast relay, a set with a plan has each row taken whole, rewritten
+and framed again, one row at a time. ERR messages are scrubbed. A rewritten row that needs
+a different number of frames shifts the sequence ids of the rest of its answer.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from appliance.mysql import auth, packets
+from appliance.mysql import auth, masking, packets
 from appliance.mysql.constants import (
     CACHING_SHA2_PASSWORD,
     CLEAR_PASSWORD,
@@ -56,8 +63,9 @@ from appliance.mysql.constants import (
     ServerStatus,
 )
 from appliance.mysql.errors import ProtocolError, RemoteProtocolError
+from appliance.mysql.masking import Masker, Masks
 from appliance.mysql.tls import TlsEndpoint
-from appliance.mysql.wire import Packet, PacketReader, frame
+from appliance.mysql.wire import Packet, PacketReader, frame, frames_needed, join_frames
 
 GREETING_MARK = b"-sqlgate"
 """Appended to the backend's server version in the gateway's greeting: clients still read
@@ -206,6 +214,8 @@ class CommandCompleted:
     """For an answer of several result sets (a multi-statement text): ``(rows,
     affected)`` of each one that ended, in order; None for a single result. After an
     error the list holds the results that came before it."""
+    masked: dict[str, int] = field(default_factory=dict)
+    """Per ``ColumnMask.label``, how many values of this answer its mask changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +306,7 @@ class _Response:
         "local",
         "started",
         "results",
+        "mask",
     )
 
     def __init__(self, cmd: ClientCommand, shape: int, local: bytes | None = None) -> None:
@@ -310,6 +321,7 @@ class _Response:
         self.prep_cols = 0
         self.started = False  # some of the backend's answer has gone to the client
         self.results: list[tuple[int, int]] | None = None  # per result set, when several
+        self.mask: _Masking | None = None  # set by the masked relay only
         self.binary = cmd.command in (Command.STMT_EXECUTE, Command.STMT_FETCH)
         if shape == _RESULTSET:
             self.state = _R_START
@@ -321,6 +333,28 @@ class _Response:
             self.state = _R_PREP_OK
         else:
             self.state = _R_ONE
+
+
+class _Masking:
+    """What the masked relay knows of one answer."""
+
+    __slots__ = ("defs", "held", "columns", "masks", "masked")
+
+    def __init__(self) -> None:
+        self.defs: list[packets.ColumnDefinition] | None = None
+        """Column definitions being collected for the plan (None: not collecting)."""
+        self.held: list[tuple[int, bytes, bytes]] = []
+        """Their packets, held back until the plan is made: (seq, frame bytes, payload)."""
+        self.columns: tuple[packets.ColumnDefinition, ...] = ()
+        """The definitions of the result set whose rows are streaming (binary rows need
+        them to be read)."""
+        self.masks: Masks | None = None
+        """Its plan; None: its rows stream untouched."""
+        self.masked: dict[str, int] = {}
+        """Per mask label, how many values were changed in this answer."""
+
+
+_Plan = tuple[tuple[packets.ColumnDefinition, ...], Masks]
 
 
 # --------------------------------------------------------------------------- session
@@ -375,6 +409,15 @@ class Session:
         self._quitting = False  # COM_QUIT was received: close once the answers are out
         self._gated = settings.gated
         self._report = settings.report_completions
+        # masking (the masked relay only; the fast relay never reads these)
+        self.masker: Masker | None = None
+        """Set by the shell (once the client is known) to mask result sets and scrub errors;
+        None keeps the fast relay."""
+        self._mask_sticky = False  # the masked relay holds state the fast one cannot take
+        self._shift = 0  # added to the sequence ids of the rest of the current answer
+        self._partial = bytearray()  # the start of a packet the masked relay waits for
+        self._partial_whole = False  # ... which it needs whole (not just its head)
+        self._cursor_plans: dict[int, _Plan] = {}  # statement id -> plan of its open cursor
 
     # ------------------------------------------------------------------ shell API
 
@@ -442,7 +485,10 @@ class Session:
                 if not data:
                     return
             if self.phase is Phase.COMMAND:
-                self._relay_server(data)
+                if self.masker is None and not self._mask_sticky:
+                    self._relay_server(data)
+                else:
+                    self._relay_masked(data)
             else:
                 self._server_in.feed(data)
                 self._pump_server_handshake()
@@ -1009,7 +1055,10 @@ class Session:
         self._events.append(SessionReady(self._server_tls is not None))
         leftover = self._server_in.take_remaining()
         if leftover:
-            self._relay_server(leftover)
+            if self.masker is None:
+                self._relay_server(leftover)
+            else:
+                self._relay_masked(leftover)
         try:
             self._pump_commands()
         except ProtocolError as exc:  # the client's own bytes, buffered during the login
@@ -1112,9 +1161,15 @@ class Session:
             statement_id = packets.parse_statement_id(cmd.payload)
             self.statements.pop(statement_id, None)
             self.prepared_sql.pop(statement_id, None)
+            self._cursor_plans.pop(statement_id, None)
         elif code == Command.RESET_CONNECTION:
             self.statements.clear()
             self.prepared_sql.clear()
+            self._cursor_plans.clear()
+        elif self._cursor_plans and (
+            code == Command.STMT_RESET or code == Command.STMT_EXECUTE
+        ):  # both close the statement's cursor, if it had one
+            self._cursor_plans.pop(packets.parse_statement_id(cmd.payload), None)
         if self._server_tls is None:
             self._to_server.append(cmd.raw)
         else:
@@ -1254,6 +1309,291 @@ class Session:
             self._to_client.append(data)
         else:
             self._send_client(data)
+
+    # ------------------------------------------------------------------ masked relay
+
+    def _relay_masked(self, data: bytes) -> None:
+        """Pass backend bytes to the client with a masker in place (see the module docstring).
+
+        Follows the fast relay's rules, except that a packet the masker must see is taken
+        whole: column definitions (held until the plan), rows of a planned result set, ERRs,
+        and every packet after a row whose framing changed (they are renumbered). Only
+        one such packet is buffered, bounded by ``max_payload``.
+        """
+        partial = self._partial
+        if self._server_buf:  # an incomplete head the fast relay left behind
+            partial += self._server_buf
+            self._server_buf = b""
+        if partial:
+            partial += data
+            if self._partial_whole and self._packet_end(partial, 0) < 0:
+                return
+            data = bytes(partial)
+            partial.clear()
+            self._partial_whole = False
+        n = len(data)
+        pos = 0
+        emit_from = 0
+        skip = self._skip
+        if skip:
+            take = skip if skip <= n else n
+            pos = take
+            skip -= take
+        responses = self._responses
+        deprecate = self._deprecate_eof
+        eof_limit = MAX_PAYLOAD if deprecate else 9
+        start = pos
+        try:
+            while pos < n and not skip:
+                start = pos
+                if n - pos < 4:
+                    break
+                length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+                if length and n - pos < 5:
+                    break
+                if self._continued:
+                    # the rest of a row over 16 MiB that streams
+                    self._continued = length == MAX_PAYLOAD
+                    self._last_seq = data[pos + 3]
+                    pos += 4
+                    take = length if length <= n - pos else n - pos
+                    pos += take
+                    skip = length - take
+                    continue
+                resp = responses[0] if responses and responses[0].local is None else None
+                if resp is None:
+                    if length == 0 or data[pos + 4] != 0xFF:
+                        raise RemoteProtocolError("target sent data nobody asked for")
+                elif not self._shift:
+                    m = resp.mask
+                    if m is None:
+                        m = resp.mask = self._begin_masking(resp)
+                    state = resp.state
+                    # what the fast relay streams still streams, unless the masker must see it
+                    if state == _R_ROWS:
+                        first = data[pos + 4] if length else -1
+                        stream = (
+                            m.masks is None
+                            and first != 0xFF
+                            and (first != 0xFE or length >= eof_limit)
+                        )
+                        if stream:
+                            resp.rows += 1
+                    elif state == _R_COLUMNS and m.defs is None:
+                        stream = True  # definitions of a set that began before the masker
+                        resp.left -= 1
+                        if not resp.left:
+                            resp.state = _R_ROWS if deprecate else _R_COLUMNS_EOF
+                    else:
+                        stream = False
+                    if stream:
+                        resp.started = True
+                        self._continued = length == MAX_PAYLOAD
+                        self._last_seq = data[pos + 3]
+                        pos += 4
+                        take = length if length <= n - pos else n - pos
+                        pos += take
+                        skip = length - take
+                        continue
+                end = self._packet_end(data, pos)
+                if end < 0:
+                    self._partial_whole = True
+                    break
+                raw = data[pos:end]
+                payload = raw[4:] if length < MAX_PAYLOAD else join_frames(raw)
+                out, done = self._whole_packet(resp, data[pos + 3], payload, raw)
+                if out is not None:  # replaced (b"": held back for now)
+                    if start > emit_from:
+                        self._emit(data[emit_from:start])
+                    if out:
+                        self._emit(out)
+                    emit_from = end
+                pos = end
+                if resp is None:
+                    continue
+                resp.started = True
+                if done:
+                    responses.popleft()
+                    self._shift = 0
+                    if self._report:
+                        m = resp.mask
+                        self._events.append(
+                            CommandCompleted(
+                                resp.cmd,
+                                resp.rows,
+                                resp.affected,
+                                resp.error,
+                                resp.results,
+                                m.masked if m is not None else {},
+                            )
+                        )
+                    if responses and responses[0].local is not None:
+                        if pos > emit_from:
+                            self._emit(data[emit_from:pos])
+                        emit_from = pos
+                        self._flush_local()
+                    if self._quitting and not responses:
+                        self._close("client quit")
+        except ProtocolError:
+            # what was relayed stays relayed; _last_seq already says how far it went
+            if start > emit_from:
+                self._emit(data[emit_from:start])
+            raise
+        finally:
+            self._mask_sticky = bool(
+                self._partial
+                or self._server_buf
+                or self._shift
+                or (responses and responses[0].mask is not None)
+            )
+        self._skip = skip
+        if pos < n:
+            partial += data[pos:]
+            self._mask_sticky = True
+        if emit_from == 0 and pos == n:
+            self._emit(data)
+        elif pos > emit_from:
+            self._emit(data[emit_from:pos])
+
+    def _begin_masking(self, resp: _Response) -> _Masking:
+        m = _Masking()
+        if resp.shape == _FETCH and self.masker is not None and self._cursor_plans:
+            plan = self._cursor_plans.get(packets.parse_statement_id(resp.cmd.payload))
+            if plan is not None:
+                m.columns, m.masks = plan
+        return m
+
+    def _packet_end(self, buf: bytes | bytearray, pos: int) -> int:
+        """Where the logical packet at ``pos`` ends, or -1 while some of it is missing.
+
+        A packet the masked relay must hold whole may span 16 MiB frames; it is refused
+        when it would exceed ``max_payload`` (masking keeps one row in memory, bounded).
+        """
+        n = len(buf)
+        total = 0
+        expected = -1
+        limit = self.settings.max_payload
+        while True:
+            if n - pos < 4:
+                return -1
+            length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+            seq = buf[pos + 3]
+            if expected >= 0 and seq != expected:
+                raise RemoteProtocolError(
+                    f"continuation frame has sequence id {seq}, expected {expected}"
+                )
+            expected = (seq + 1) & 0xFF
+            total += length
+            if total > limit:
+                raise RemoteProtocolError(
+                    f"a row of more than {limit} bytes exceeds what the gateway masks"
+                )
+            if n - pos - 4 < length:
+                return -1
+            pos += 4 + length
+            if length < MAX_PAYLOAD:
+                return pos
+
+    def _whole_packet(
+        self, resp: _Response | None, seq: int, payload: bytes, raw: bytes
+    ) -> tuple[bytes | None, bool]:
+        """Advance an answer by one whole packet under masking.
+
+        Returns what goes to the client in place of ``raw`` (None: ``raw`` itself; b"":
+        nothing yet, the packet is held) and whether the answer is complete.
+        """
+        masker = self.masker
+        first = payload[0] if payload else -1
+        if first == 0xFF:
+            scrubbed = payload if masker is None else masking.scrub_err(payload, masker.scrub)
+            done = resp is not None and self._on_response_packet(resp, payload)
+            return self._reframe(seq, payload, raw, scrubbed), done
+        assert resp is not None  # the caller lets only an ERR come unasked
+        m = resp.mask
+        if m is None:
+            m = resp.mask = self._begin_masking(resp)
+        state = resp.state
+        deprecate = self._deprecate_eof
+        if state == _R_ROWS and not packets.is_result_terminator(first, len(payload), deprecate):
+            resp.rows += 1
+            masks = m.masks
+            if masks is None:
+                return self._reframe(seq, payload, raw, payload), False
+            if resp.binary:
+                row, counts = masking.mask_binary_row(payload, m.columns, masks)
+            else:
+                row, counts = masking.mask_text_row(payload, masks)
+            masked = m.masked
+            for i, count in counts.items():
+                mask = masks[i]
+                assert mask is not None
+                masked[mask.label] = masked.get(mask.label, 0) + count
+            return self._reframe(seq, payload, raw, row), False
+        if len(payload) >= MAX_PAYLOAD:
+            raise RemoteProtocolError("a control packet over 16 MiB")
+        defs = m.defs
+        if defs is not None and (
+            state == _R_COLUMNS or (state == _R_PREP_COLUMNS and resp.left > 0)
+        ):
+            defs.append(packets.parse_column_definition(payload))
+            m.held.append((seq, raw, payload))
+            done = self._on_response_packet(resp, payload)
+            if resp.left:
+                return b"", done
+            return self._release_columns(m, rows_follow=state == _R_COLUMNS), done
+        done = self._on_response_packet(resp, payload)
+        after = resp.state
+        if after != state and (after == _R_COLUMNS or after == _R_PREP_COLUMNS):
+            if masker is not None:
+                m.defs = []  # a block of column definitions begins: collect it
+        elif (state == _R_COLUMNS_EOF and after != _R_ROWS) or state == _R_ROWS:
+            # a result set ended (or opened a cursor): its plan ends with it
+            if self.server_status & _CURSOR_EXISTS and resp.cmd.command == Command.STMT_EXECUTE:
+                statement_id = packets.parse_statement_id(resp.cmd.payload)
+                if m.masks is not None:
+                    self._cursor_plans[statement_id] = (m.columns, m.masks)
+                else:
+                    self._cursor_plans.pop(statement_id, None)
+            m.columns = ()
+            m.masks = None
+        return self._reframe(seq, payload, raw, payload), done
+
+    def _release_columns(self, m: _Masking, *, rows_follow: bool) -> bytes:
+        """The held column definitions, once the last one is in: plan the set, replace the
+        definitions of masked columns, and send them all."""
+        defs = m.defs
+        assert defs is not None
+        held = m.held
+        m.defs = None
+        m.held = []
+        masker = self.masker
+        masks = None if masker is None else masking.normalize_plan(masker.plan(defs), len(defs))
+        if rows_follow:
+            m.columns = tuple(defs)
+            m.masks = masks
+        out = []
+        for i, (seq, raw, payload) in enumerate(held):
+            new = payload
+            if masks is not None and masks[i] is not None:
+                new = packets.build_column_definition(masking.masked_column_definition(defs[i]))
+            replaced = self._reframe(seq, payload, raw, new)
+            out.append(raw if replaced is None else replaced)
+        return b"".join(out)
+
+    def _reframe(self, seq: int, payload: bytes, raw: bytes, new: bytes) -> bytes | None:
+        """Frame ``new`` in place of a packet that came as ``raw``, renumbered by the
+        answer's shift; None when ``raw`` can go as it is. A payload that needs another
+        number of frames than it came in shifts the rest of the answer."""
+        shift = self._shift
+        if new is payload or new == payload:
+            if not shift:
+                self._last_seq = (seq + frames_needed(len(payload)) - 1) & 0xFF
+                return None
+        out_seq = (seq + shift) & 0xFF
+        frames = frames_needed(len(new))
+        self._shift = (shift + frames - frames_needed(len(payload))) & 0xFF
+        self._last_seq = (out_seq + frames - 1) & 0xFF
+        return frame(out_seq, new)
 
     def _on_response_packet(self, resp: _Response, payload: bytes) -> bool:
         """Advance one answer by one packet; True when the answer is complete."""

@@ -90,11 +90,12 @@ class PacketReader:
         if pos == total + 4:
             payload = raw[4:]
         else:
-            payload = _join_frames(raw)
+            payload = join_frames(raw)
         return Packet(seq, payload, raw)
 
 
-def _join_frames(raw: bytes) -> bytes:
+def join_frames(raw: bytes) -> bytes:
+    """The payload of one logical packet from its whole frames (headers dropped)."""
     parts = []
     pos = 0
     n = len(raw)

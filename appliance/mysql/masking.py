@@ -1,0 +1,484 @@
+"""Result-set masking on the wire: the interface the policy implements, and the row codec.
+
+The policy decides which columns of a result set are masked and how (``Masker.plan``); this
+module rewrites what the server sent so that a masked column's values never reach the client:
+
+* the column definition of a masked column becomes a plain string column
+  (``masked_column_definition``): a masked value is text whatever the column held, so the
+  client must not expect an integer, a date or a NOT NULL value there;
+* text rows keep every unmasked value byte for byte and re-encode the masked ones
+  (``mask_text_row``);
+* binary rows (prepared statements, cursor fetches) carry numbers and dates as fixed-width
+  binary values: a masked one is first turned into the exact text the text protocol would
+  have sent (``binary_value_text``), so a mask sees the same input whichever protocol the
+  client chose, and the result goes out as a length-encoded string (``mask_binary_row``);
+* an ERR's message may quote a value (a duplicate key, a failed conversion):
+  ``scrub_err`` passes it through ``Masker.scrub`` and keeps the code and SQLSTATE.
+
+Pure functions over payloads, no I/O. Malformed input from the server raises
+``RemoteProtocolError``; a plan that does not fit its result set is the gateway's own bug
+and raises ``LocalProtocolError``: either way nothing unmasked is sent.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Protocol
+
+from appliance.mysql.constants import UTF8MB4_GENERAL_CI, ColumnFlag, FieldType
+from appliance.mysql.errors import LocalProtocolError, RemoteProtocolError
+from appliance.mysql.packets import (
+    Buffer,
+    ColumnDefinition,
+    read_lenenc_bytes,
+    read_lenenc_int,
+    write_lenenc_bytes,
+)
+
+# ------------------------------------------------------------------------------ interface
+
+
+class ColumnMask(Protocol):
+    """How the values of one column are masked; called once per value, so keep it cheap."""
+
+    @property
+    def label(self) -> str:
+        """What the result record names, e.g. ``shop.customers.card_number`` (a plain
+        attribute or a frozen dataclass field satisfies this too)."""
+        ...
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        """The masked text of ``value`` (the column's text-protocol form; None is SQL NULL)."""
+        ...
+
+
+class Masker(Protocol):
+    """One session's masking policy, asked once per result set."""
+
+    def plan(self, columns: Sequence[ColumnDefinition]) -> Sequence[ColumnMask | None] | None:
+        """A mask per column (None: not masked), or None when nothing is masked: the result
+        set then streams untouched."""
+        ...
+
+    def scrub(self, message: bytes) -> bytes:
+        """An ERR packet's message text, scrubbed of values it may leak."""
+        ...
+
+
+Masks = tuple[ColumnMask | None, ...]
+
+
+def normalize_plan(planned: Sequence[ColumnMask | None] | None, column_count: int) -> Masks | None:
+    """The plan as a tuple, or None when it masks nothing (so callers test one thing)."""
+    if planned is None:
+        return None
+    masks = tuple(planned)
+    if len(masks) != column_count:
+        raise LocalProtocolError(
+            f"masking plan has {len(masks)} entries for a result of {column_count} columns"
+        )
+    if all(m is None for m in masks):
+        return None
+    return masks
+
+
+# -------------------------------------------------------------------- column definitions
+
+MASKED_TYPE = int(FieldType.VAR_STRING)
+MASKED_MIN_LENGTH = 256
+"""Room for any strategy's output (a keyed hash in hex included), in bytes."""
+MASKED_DECIMALS = 0
+"""What MariaDB 10.11 sends for a VARCHAR column of a table (checked against a real
+server in the integration tests; string expressions get 39, columns 0)."""
+
+_KEPT_FLAGS = int(
+    ColumnFlag.PRI_KEY | ColumnFlag.UNIQUE_KEY | ColumnFlag.MULTIPLE_KEY | ColumnFlag.PART_KEY
+)
+"""Key flags stay (they describe the table, not the value); every flag about the value's
+type, nullability or defaults (NOT_NULL, UNSIGNED, ZEROFILL, NUM, BLOB, ENUM, SET,
+TIMESTAMP, AUTO_INCREMENT, ON_UPDATE_NOW, NO_DEFAULT_VALUE) is cleared: a masked value is a
+nullable string. BINARY stays only on binary strings."""
+
+_BINARY = int(ColumnFlag.BINARY)
+_UNSIGNED = int(ColumnFlag.UNSIGNED)
+_ZEROFILL = int(ColumnFlag.ZEROFILL)
+_BINARY_CHARSET = 63
+
+_NUMERIC = frozenset(
+    int(t)
+    for t in (
+        FieldType.DECIMAL,
+        FieldType.NEWDECIMAL,
+        FieldType.TINY,
+        FieldType.SHORT,
+        FieldType.INT24,
+        FieldType.LONG,
+        FieldType.LONGLONG,
+        FieldType.FLOAT,
+        FieldType.DOUBLE,
+        FieldType.YEAR,
+        FieldType.NULL,
+    )
+)
+_TEMPORAL = frozenset(
+    int(t)
+    for t in (
+        FieldType.DATE,
+        FieldType.NEWDATE,
+        FieldType.TIME,
+        FieldType.TIME2,
+        FieldType.DATETIME,
+        FieldType.DATETIME2,
+        FieldType.TIMESTAMP,
+        FieldType.TIMESTAMP2,
+    )
+)
+_AS_TEXT = _NUMERIC | _TEMPORAL | {int(FieldType.JSON)}
+"""Types whose text form is characters whatever charset the definition names (numbers and
+dates carry charset 63, MySQL's JSON too): masked, they become utf8mb4 text."""
+
+
+def masked_column_definition(c: ColumnDefinition) -> ColumnDefinition:
+    """The definition the client gets for a masked column: a nullable VAR_STRING that can
+    hold any masked value, with the column's names (its origin stays visible)."""
+    if c.type in _AS_TEXT:
+        charset = UTF8MB4_GENERAL_CI
+        flags = c.flags & _KEPT_FLAGS
+    else:  # strings, blobs, ENUM, SET, BIT, GEOMETRY: keep the charset (63 stays binary)
+        charset = c.charset
+        flags = c.flags & (_KEPT_FLAGS | _BINARY)
+    return ColumnDefinition(
+        catalog=c.catalog,
+        schema=c.schema,
+        table=c.table,
+        org_table=c.org_table,
+        name=c.name,
+        org_name=c.org_name,
+        charset=charset,
+        length=max(c.length, MASKED_MIN_LENGTH),
+        type=MASKED_TYPE,
+        flags=flags,
+        decimals=MASKED_DECIMALS,
+    )
+
+
+# -------------------------------------------------------------- binary values as text
+
+_INTEGER = {
+    int(FieldType.TINY): ("<b", "<B"),
+    int(FieldType.SHORT): ("<h", "<H"),
+    int(FieldType.YEAR): ("<h", "<H"),
+    int(FieldType.INT24): ("<i", "<I"),
+    int(FieldType.LONG): ("<i", "<I"),
+    int(FieldType.LONGLONG): ("<q", "<Q"),
+}
+"""Integer types: struct formats (signed, unsigned); the UNSIGNED flag picks one."""
+
+_FIXED_WIDTH = {t: struct.calcsize(f[0]) for t, f in _INTEGER.items()}
+_FIXED_WIDTH[int(FieldType.FLOAT)] = 4
+_FIXED_WIDTH[int(FieldType.DOUBLE)] = 8
+_FIXED_WIDTH[int(FieldType.NULL)] = 0
+
+_DATE = int(FieldType.DATE)
+_TIME = int(FieldType.TIME)
+_DATETIMES = frozenset((int(FieldType.DATETIME), int(FieldType.TIMESTAMP)))
+_BINARY_TEMPORAL = frozenset((_DATE, _TIME)) | _DATETIMES
+"""Temporal types of the binary protocol: a length byte, then that many bytes."""
+_DATE_LENGTHS = (0, 4, 7, 11)
+_TIME_LENGTHS = (0, 8, 12)
+
+_FLOAT = int(FieldType.FLOAT)
+_DOUBLE = int(FieldType.DOUBLE)
+_NOT_FIXED_DEC = 31
+"""Decimals of a FLOAT/DOUBLE without a fixed scale (MariaDB's FLOATING_POINT_DECIMALS)."""
+_FLT_DIG = 6
+_MAX_DECPT_FOR_F_FORMAT = 15  # DBL_DIG: beyond it the server writes 1e16, not 10000000000000000
+
+
+def _digits(x: float, significant: int | None) -> tuple[str, int]:
+    """Decimal digits of |x| without trailing zeros, and where the decimal point goes
+    (x = 0.DIGITS * 10**decpt), as the server's dtoa gives them: the shortest digits that
+    read back as x, or x rounded to ``significant`` digits."""
+    text = repr(abs(x)) if significant is None else f"{abs(x):.{significant - 1}e}"
+    _, digit_tuple, exponent = Decimal(text).as_tuple()
+    assert isinstance(exponent, int)
+    digits = "".join(map(str, digit_tuple)).lstrip("0")
+    if not digits:
+        return "0", 1
+    return digits.rstrip("0"), len(digits) + exponent
+
+
+def _gcvt(x: float, is_float: bool) -> str:
+    """MariaDB's ``my_gcvt`` with the wide buffers the text protocol gives it: the shortest
+    digits (FLOAT: at most 6 significant), in plain notation unless the exponent is
+    outside -14..15, then as ``1.5e20`` / ``1e-16`` (no '+', no zero padding)."""
+    if not math.isfinite(x):
+        return "0"  # dtoa's overflow answer; the server never stores these
+    digits, decpt = _digits(x, _FLT_DIG if is_float else None)
+    sign = "-" if math.copysign(1.0, x) < 0 else ""  # dtoa keeps the sign of -0.0
+    n = len(digits)
+    if decpt >= -_MAX_DECPT_FOR_F_FORMAT + 1 and (decpt <= _MAX_DECPT_FOR_F_FORMAT or n > decpt):
+        if decpt <= 0:
+            return f"{sign}0.{'0' * -decpt}{digits}"
+        if decpt < n:
+            return f"{sign}{digits[:decpt]}.{digits[decpt:]}"
+        return f"{sign}{digits}{'0' * (decpt - n)}"
+    mantissa = digits[0] + ("." + digits[1:] if n > 1 else "")
+    return f"{sign}{mantissa}e{decpt - 1}"
+
+
+def _fcvt(x: float, decimals: int) -> str:
+    """MariaDB's ``my_fcvt``: fixed notation with exactly ``decimals`` digits."""
+    if not math.isfinite(x):
+        return "0"
+    return f"{x:.{decimals}f}"
+
+
+def _fraction(decimals: int, micro: int) -> str:
+    """The fractional seconds the text protocol writes: as many digits as the scale."""
+    if decimals <= 0:
+        return ""
+    if decimals > 6:  # no fixed scale (an expression): all six digits, if any
+        return f".{micro:06d}" if micro else ""
+    return "." + f"{micro:06d}"[:decimals]
+
+
+def _check_length(raw: bytes, width: int, column: ColumnDefinition) -> None:
+    if len(raw) != width:
+        raise RemoteProtocolError(
+            f"binary value of {len(raw)} bytes for a column of type {column.type} "
+            f"({width} expected)"
+        )
+
+
+def binary_value_text(column: ColumnDefinition, raw: Buffer) -> bytes:
+    """A binary-protocol value as the text protocol would send it.
+
+    ``raw`` is the value's whole encoding as ``packets.parse_binary_row`` returns it: the
+    fixed-width bytes of a number, a temporal value with its length byte, a string with its
+    length prefix. Masks see the same input for a text and a binary result.
+    """
+    data = raw if isinstance(raw, bytes) else bytes(raw)
+    t = column.type
+    formats = _INTEGER.get(t)
+    if formats is not None:
+        _check_length(data, _FIXED_WIDTH[t], column)
+        value = struct.unpack(formats[1] if column.flags & _UNSIGNED else formats[0], data)[0]
+        return _zerofill(column, str(value))
+    if t == _DOUBLE or t == _FLOAT:
+        _check_length(data, _FIXED_WIDTH[t], column)
+        x = struct.unpack("<d" if t == _DOUBLE else "<f", data)[0]
+        if column.decimals >= _NOT_FIXED_DEC:
+            text = _gcvt(x, t == _FLOAT)
+        else:
+            text = _fcvt(x, column.decimals)
+        return _zerofill(column, text)
+    if t in _BINARY_TEMPORAL:
+        return _temporal_text(column, data)
+    if t in _FIXED_WIDTH:  # the NULL type: never a value, always the bitmap
+        _check_length(data, 0, column)
+        return b""
+    value, end = read_lenenc_bytes(data, 0)
+    if value is None:
+        raise RemoteProtocolError("NULL marker inside a binary row")
+    if end != len(data):
+        raise RemoteProtocolError(f"{len(data) - end} bytes after a binary string value")
+    return value
+
+
+def _zerofill(column: ColumnDefinition, text: str) -> bytes:
+    """ZEROFILL numbers are padded to the column's display length in the text protocol."""
+    if column.flags & _ZEROFILL:
+        text = text.zfill(column.length)
+    return text.encode("ascii")
+
+
+def _temporal_text(column: ColumnDefinition, data: bytes) -> bytes:
+    if not data:
+        raise RemoteProtocolError("truncated binary temporal value")
+    n = data[0]
+    if len(data) != n + 1:
+        raise RemoteProtocolError(
+            f"binary temporal value announces {n} bytes and carries {len(data) - 1}"
+        )
+    t = column.type
+    if t == _TIME:
+        if n not in _TIME_LENGTHS:
+            raise RemoteProtocolError(f"binary TIME of {n} bytes")
+        if n == 0:
+            negative, days, hour, minute, second, micro = 0, 0, 0, 0, 0, 0
+        else:
+            negative, days, hour, minute, second = struct.unpack_from("<BIBBB", data, 1)
+            micro = int.from_bytes(data[9:13], "little") if n == 12 else 0
+        sign = "-" if negative else ""
+        text = f"{sign}{days * 24 + hour:02d}:{minute:02d}:{second:02d}"
+        return (text + _fraction(column.decimals, micro)).encode("ascii")
+    if n not in _DATE_LENGTHS:
+        raise RemoteProtocolError(f"binary date or datetime of {n} bytes")
+    year = data[1] | data[2] << 8 if n else 0
+    month = data[3] if n else 0
+    day = data[4] if n else 0
+    date = f"{year:04d}-{month:02d}-{day:02d}"
+    if t == _DATE:
+        return date.encode("ascii")
+    hour, minute, second = (data[5], data[6], data[7]) if n >= 7 else (0, 0, 0)
+    micro = int.from_bytes(data[8:12], "little") if n == 11 else 0
+    text = f"{date} {hour:02d}:{minute:02d}:{second:02d}" + _fraction(column.decimals, micro)
+    return text.encode("ascii")
+
+
+# ------------------------------------------------------------------------------- rows
+
+_NULL = 0xFB
+_NULL_BYTE = b"\xfb"
+Counts = dict[int, int]
+"""Per column index, how many values its mask changed (only columns that changed one)."""
+
+
+def _encode_text(value: bytes | None) -> bytes:
+    return _NULL_BYTE if value is None else write_lenenc_bytes(value)
+
+
+def mask_text_row(payload: Buffer, masks: Sequence[ColumnMask | None]) -> tuple[bytes, Counts]:
+    """Apply ``masks`` to a text-protocol row; unmasked values keep their exact bytes.
+
+    A value whose mask returns it unchanged keeps its bytes too, so a row nothing changed
+    comes back as the same bytes.
+    """
+    data = payload if isinstance(payload, bytes) else bytes(payload)
+    n = len(data)
+    parts: list[bytes] = []
+    counts: Counts = {}
+    kept_from = 0  # start of the run of bytes copied unchanged
+    pos = 0
+    for i, mask in enumerate(masks):
+        if pos >= n:
+            raise RemoteProtocolError(f"text row has {i} of {len(masks)} values")
+        start = pos
+        first = data[pos]
+        if first < 0xFB:
+            pos += 1 + first
+            if pos > n:
+                raise RemoteProtocolError("text row value runs past the end of the packet")
+            if mask is None:
+                continue
+            value: bytes | None = data[start + 1 : pos]
+        elif first == _NULL:
+            pos += 1
+            if mask is None:
+                continue
+            value = None
+        else:
+            value, pos = read_lenenc_bytes(data, pos)
+            if mask is None:
+                continue
+        masked = mask(value)
+        if masked == value:
+            continue
+        counts[i] = 1
+        parts.append(data[kept_from:start])
+        parts.append(_encode_text(masked))
+        kept_from = pos
+    if pos != n:
+        raise RemoteProtocolError(f"text row has more than {len(masks)} values")
+    if not parts:
+        return data, counts
+    parts.append(data[kept_from:])
+    return b"".join(parts), counts
+
+
+def mask_binary_row(
+    payload: Buffer,
+    columns: Sequence[ColumnDefinition],
+    masks: Sequence[ColumnMask | None],
+) -> tuple[bytes, Counts]:
+    """Apply ``masks`` to a binary-protocol row of ``columns``.
+
+    Unmasked values keep their exact bytes. A masked value is turned into its text form,
+    masked, and written as a length-encoded string (the client reads it with the masked
+    definition, a VAR_STRING); a masked NULL result sets the NULL bitmap instead.
+    """
+    if len(masks) != len(columns):
+        raise LocalProtocolError(f"{len(masks)} masks for a row of {len(columns)} columns")
+    data = payload if isinstance(payload, bytes) else bytes(payload)
+    n = len(data)
+    count = len(columns)
+    pos = 1 + (count + 9) // 8  # header, then the NULL bitmap (offset 2)
+    if n < pos:
+        raise RemoteProtocolError("truncated binary row")
+    if data[0] != 0x00:
+        raise RemoteProtocolError(f"binary row header {data[0]:#x}, expected 0x00")
+    bitmap = bytearray(data[1:pos])
+    parts: list[bytes] = [b"\x00", b""]
+    counts: Counts = {}
+    kept_from = pos
+    for i, column in enumerate(columns):
+        bit = i + 2
+        byte, flag = bit >> 3, 1 << (bit & 7)
+        start = pos
+        is_null = bitmap[byte] & flag
+        if not is_null:
+            pos = _binary_value_end(data, pos, column)
+        mask = masks[i]
+        if mask is None:
+            continue
+        value = None if is_null else binary_value_text(column, data[start:pos])
+        masked = mask(value)
+        if masked != value:
+            counts[i] = 1
+        parts.append(data[kept_from:start])
+        kept_from = pos
+        if masked is None:
+            bitmap[byte] |= flag
+        else:
+            bitmap[byte] &= ~flag
+            parts.append(write_lenenc_bytes(masked))
+    if pos != n:
+        raise RemoteProtocolError(f"{n - pos} unexpected trailing bytes after binary row")
+    parts.append(data[kept_from:])
+    parts[1] = bytes(bitmap)
+    return b"".join(parts), counts
+
+
+def _binary_value_end(data: bytes, pos: int, column: ColumnDefinition) -> int:
+    """Where the binary value of ``column`` at ``pos`` ends (as ``parse_binary_row`` reads)."""
+    t = column.type
+    width = _FIXED_WIDTH.get(t)
+    if width is not None:
+        end = pos + width
+    elif t in _BINARY_TEMPORAL:
+        if pos >= len(data):
+            raise RemoteProtocolError("truncated binary row")
+        end = pos + 1 + data[pos]
+    else:
+        length, start = read_lenenc_int(data, pos)
+        if length is None:
+            raise RemoteProtocolError("NULL marker inside a binary row")
+        end = start + length
+    if end > len(data):
+        raise RemoteProtocolError("binary row value runs past the end of the packet")
+    return end
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def scrub_err(payload: Buffer, scrub: Callable[[bytes], bytes]) -> bytes:
+    """An ERR packet with its message passed through ``scrub``; code, SQLSTATE marker and
+    SQLSTATE stay as they were. Unchanged text gives back the same bytes."""
+    data = payload if isinstance(payload, bytes) else bytes(payload)
+    if len(data) < 3 or data[0] != 0xFF:
+        raise RemoteProtocolError("not an ERR packet")
+    head = 3
+    if len(data) > 3 and data[3] == 0x23:  # '#', then a 5-character SQLSTATE
+        if len(data) < 9:
+            raise RemoteProtocolError("truncated SQLSTATE in ERR packet")
+        head = 9
+    message = data[head:]
+    cleaned = scrub(message)
+    if cleaned == message:
+        return data
+    return data[:head] + cleaned
