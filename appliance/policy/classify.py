@@ -47,7 +47,17 @@ from appliance.policy.lexer import (
     word_at,
 )
 
-__all__ = ["Classification", "classify", "classify_statement", "classify_uncertain"]
+__all__ = [
+    "Classification",
+    "IsMasked",
+    "MaskedAs",
+    "MaskedUse",
+    "classify",
+    "classify_statement",
+    "classify_uncertain",
+    "mask_rewrite",
+    "masked_uses",
+]
 
 # sqlglot warns ("contains unsupported syntax. Falling back to parsing as a 'Command'")
 # for statements we refuse anyway; the warning would only flood the gateway's log.
@@ -1962,3 +1972,1339 @@ def count_query(sql: bytes) -> str | None:
     table = targets[0].copy()
     query = exp.select(exp.Count(this=exp.Star())).from_(table).where(where.this.copy())
     return query.sql(dialect="mysql")
+
+
+# -- masked columns ----------------------------------------------------------------------------
+#
+# Result-set masking matches a column's origin (schema.table.column in the result's column
+# definition), and the server keeps that origin only for a column that the outermost
+# SELECT returns as it is. Everywhere else (an expression over the column, a UNION branch,
+# a derived table or CTE, a subquery, a copy into a table or a variable, a condition that
+# probes it) the origin is lost or the value never comes back at all. masked_uses() finds
+# those uses before a statement is forwarded; mask_rewrite() replaces them with SQL that
+# computes the masked value.
+#
+# Reading a text into column references, each with where it sits and the base tables it
+# may come from, depends only on the text and its lexing: it is cached by (text, mode).
+# Which references are masked is asked of the caller's predicate on every call. Whatever
+# the reading cannot place is "not understood" when the statement names a table with a
+# masked column (fail closed).
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedUse:
+    """A use of a masked column that result-set masking cannot see."""
+
+    column: str  # "schema.table.column" as resolved; "schema.table.*": any of its columns
+    where: str  # "inside UPPER()", "in WHERE", "in a UNION", "copied by INSERT ... SELECT", ...
+
+
+# (schema, table, column) -> whether that column is masked; column "*" asks whether any
+# column of the table is. Names arrive lower-cased; the schema is "" for an unqualified
+# table when the session has no default schema (the server refuses such a statement).
+IsMasked = Callable[[str, str, str], bool]
+# (schema, table, column) -> the strategy of a masked column ("redact", "null", "last4",
+# "hash"), None when it is not masked; column "*" as for IsMasked.
+MaskedAs = Callable[[str, str, str], str | None]
+
+_REPLACE, _COVERED, _NO_FIX = 0, 1, 2  # how mask_rewrite treats a reference
+
+_NOT_UNDERSTOOD = "not understood"
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """One reference to a column (or "*", every column) of a base table."""
+
+    column: str  # lower-case name; "*": every column; "": unknown (an unreadable text)
+    tables: tuple[tuple[str | None, str], ...]  # (schema, None: the default; table) it may be of
+    where: str
+    span: tuple[int, int] | None = None  # its characters in the text, when it may be replaced
+    alias: str | None = None  # a bare select-list item: the name its replacement must keep
+    fix: int = _NO_FIX  # _REPLACE: replace span; _COVERED: masked once the others are
+
+
+class _Source(NamedTuple):
+    """A FROM or JOIN item as its query refers to it."""
+
+    name: str  # alias, else the table's name (lower case)
+    table: tuple[str | None, str] | None  # a base table: (schema or None, name)
+    exposed: tuple[_Ref, ...]  # a derived table, CTE or table function: what it selects
+    what: str  # "table", "derived table", "CTE", "table function", "VALUES list"
+
+
+class _Item(NamedTuple):
+    """One select-list item: its name and the references it is made of."""
+
+    name: str | None
+    refs: tuple[_Ref, ...]
+    plain: bool  # returned as it is by the outermost SELECT: result masking sees it
+    star: bool = False  # `*` or `t.*`: it stands for several columns
+
+
+class _Scope:
+    """The sources and CTE names a query sees; outer scopes for correlated references."""
+
+    __slots__ = ("parent", "sources", "ctes")
+
+    def __init__(self, parent: _Scope | None) -> None:
+        self.parent = parent
+        self.sources: list[_Source] = []
+        self.ctes: dict[str, tuple[_Ref, ...]] = {}
+
+    def cte(self, name: str) -> tuple[_Ref, ...] | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            found = scope.ctes.get(name)
+            if found is not None:
+                return found
+            scope = scope.parent
+        return None
+
+    def source(self, name: str) -> _Source | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            for src in scope.sources:
+                if src.name == name:
+                    return src
+            scope = scope.parent
+        scope = self
+        while scope is not None:  # a table named by its own name although it has an alias
+            for src in scope.sources:
+                if src.table is not None and src.table[1] == name:
+                    return src
+            scope = scope.parent
+        return None
+
+    def tables(self) -> tuple[tuple[str | None, str], ...]:
+        """Every base table in this scope and the outer ones: an unqualified column may be
+        of any of them."""
+        found: dict[tuple[str | None, str], None] = {}
+        scope: _Scope | None = self
+        while scope is not None:
+            for src in scope.sources:
+                if src.table is not None:
+                    found[src.table] = None
+            scope = scope.parent
+        return tuple(found)
+
+
+_SET_OPERATIONS: dict[type, str] = {
+    exp.Union: "in a UNION",
+    exp.Intersect: "in an INTERSECT",
+    exp.Except: "in an EXCEPT",
+}
+_OPERATORS: dict[type, str] = {
+    exp.EQ: "=",
+    exp.NEQ: "<>",
+    exp.NullSafeEQ: "<=>",
+    exp.GT: ">",
+    exp.GTE: ">=",
+    exp.LT: "<",
+    exp.LTE: "<=",
+    exp.Like: "LIKE",
+    exp.RegexpLike: "REGEXP",
+    exp.Add: "+",
+    exp.Sub: "-",
+    exp.Mul: "*",
+    exp.Div: "/",
+    exp.IntDiv: "DIV",
+    exp.Mod: "%",
+    exp.DPipe: "||",
+    exp.BitwiseAnd: "&",
+    exp.BitwiseOr: "|",
+    exp.BitwiseXor: "^",
+    exp.BitwiseNot: "~",
+    exp.BitwiseLeftShift: "<<",
+    exp.BitwiseRightShift: ">>",
+    exp.And: "AND",
+    exp.Or: "OR",
+    exp.Xor: "XOR",
+    exp.Not: "NOT",
+    exp.Neg: "-",
+    exp.Is: "IS",
+    exp.In: "IN",
+    exp.Between: "BETWEEN",
+}
+# Functions whose argument must be a column name: a replacement expression would not parse.
+_COLUMN_ARGUMENT = frozenset({"VALUES", "VALUE", "DEFAULT"})
+# Nodes that hold no column reference.
+_LEAVES = (
+    exp.Literal,
+    exp.Null,
+    exp.Boolean,
+    exp.Placeholder,
+    exp.Parameter,
+    exp.SessionParameter,
+    exp.DataType,
+    exp.TableAlias,
+)
+
+
+def _where(label: str | None, chain: tuple[str, ...]) -> str:
+    """Innermost first: "inside UPPER() in WHERE in a derived table"."""
+    parts = [label] if label else []
+    for part in reversed(chain):
+        if not parts or parts[-1] != part:
+            parts.append(part)
+    return " ".join(parts) or "in an expression"
+
+
+def _function_label(node: exp.Expr) -> str | exp.Func | None:
+    """What a node makes of the references inside it: a label, or a function whose name
+    is read when a reference is found (see _Uses.label)."""
+    if isinstance(node, exp.Case):
+        return "inside CASE"
+    if isinstance(node, exp.Collate):
+        return "inside COLLATE"
+    if isinstance(node, exp.If) and isinstance(node.parent, exp.Case):
+        return None  # a WHEN branch: the CASE names it
+    if isinstance(node, exp.Anonymous):
+        return f"inside {node.name.upper()}()"
+    if isinstance(node, exp.Func) and not isinstance(node, (exp.Connector, exp.SubqueryPredicate)):
+        return node
+    return None
+
+
+_CALL_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
+
+
+def _call_label(node: exp.Func) -> str:
+    """ "inside NAME()" with the name MySQL spells the function with (sqlglot reads
+    IFNULL as COALESCE, LOCATE as STR_POSITION, ...)."""
+    try:
+        text = node.sql(dialect="mysql")
+    except Exception:  # a node the generator cannot write: its class names it
+        text = ""
+    m = _CALL_NAME.match(text)
+    if m is not None:
+        return f"inside {m.group(1).upper()}()"
+    if isinstance(node, (exp.JSONExtract, exp.JSONExtractScalar)):
+        arrow = "->>" if isinstance(node, exp.JSONExtractScalar) else "->"
+        return f"inside the {arrow} operator"
+    return f"inside {type(node).__name__.upper()}()"
+
+
+def _operator_label(node: exp.Expr) -> str | None:
+    if isinstance(node, exp.Paren):
+        return "inside parentheses"
+    symbol = _OPERATORS.get(type(node))
+    if symbol is None and isinstance(node, (exp.Binary, exp.Unary, exp.Predicate)):
+        symbol = type(node).__name__.upper()
+    return f"inside the {symbol} operator" if symbol else None
+
+
+class _Uses:
+    """One walk of a parsed statement: every reference to a base table's column, with
+    where it sits. Plain projections of the outermost SELECT are kept apart (as items),
+    everything else is appended to ``refs``."""
+
+    def __init__(self, base: int | None) -> None:
+        self.base = base  # where the parsed text starts in the whole text; None: no rewrite
+        self.refs: list[_Ref] = []
+        self.placed: set[int] = set()  # Column and Star nodes the walk has placed
+        self.confused = False  # a node it could not place: the statement is not understood
+        self.labels: dict[int, str] = {}  # function node id -> "inside NAME()"
+
+    # -- statements ----------------------------------------------------------------------
+
+    def statement(self, root: exp.Expr, kind: str, into: str | None) -> None:
+        if isinstance(root, exp.Query):
+            copy = (f"copied by SELECT ... {into}",) if into else ()
+            self.query(root, None, (), copy, (), outermost=True)
+        elif isinstance(root, exp.Values):
+            self.expr(root, _Scope(None), ())
+        elif isinstance(root, exp.Insert):
+            self.insert(root, "REPLACE" if kind == "REPLACE" else "INSERT")
+        elif isinstance(root, exp.Update):
+            self.write(root, ("of an UPDATE",))
+        elif isinstance(root, exp.Delete):
+            self.write(root, ("of a DELETE",))
+        elif isinstance(root, exp.Create):
+            source = root.args.get("expression")
+            if isinstance(source, exp.Query):
+                if kind == "CREATE VIEW":
+                    copied, part = "exposed by CREATE VIEW", "of CREATE VIEW"
+                else:
+                    copied, part = "copied by CREATE TABLE ... SELECT", "of CREATE TABLE ... SELECT"
+                self.query(source, None, (), (copied,), (part,))
+        elif isinstance(root, exp.Set):
+            for item in root.expressions:
+                assignment = item.this if isinstance(item, exp.SetItem) else None
+                if not isinstance(assignment, exp.EQ):
+                    self.confused = True
+                    continue
+                name = assignment.this.sql(dialect="mysql")
+                self.expr(assignment.expression, _Scope(None), (f"assigned to {name}",))
+        else:
+            self.confused = True
+        for node in root.walk():
+            if isinstance(node, (exp.Column, exp.Star)) and id(node) not in self.placed:
+                self.confused = True
+                break
+
+    def insert(self, root: exp.Insert, verb: str) -> None:
+        scope = _Scope(None)
+        self.with_(root, scope, ())
+        target = root.this
+        if isinstance(target, exp.Schema):
+            target = target.this
+        into = _Scope(None)
+        if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier):
+            table = (target.db.lower() or None, target.name.lower())
+            into.sources.append(_Source(table[1], table, (), "table"))
+        else:
+            self.confused = True
+        source = root.args.get("expression")
+        selected: list[_Scope] = []
+        if isinstance(source, exp.Query):
+            self.query(
+                source,
+                scope,
+                (),
+                (f"copied by {verb} ... SELECT",),
+                (f"of {verb} ... SELECT",),
+                scope_out=selected,
+            )
+        elif isinstance(source, exp.Values):
+            self.expr(source, into, (f"copied by {verb}",))
+        elif source is not None:
+            self.confused = True
+        conflict = root.args.get("conflict")
+        if isinstance(conflict, exp.OnConflict):
+            for s in selected[:1]:
+                into.sources.extend(s.sources)
+            for assignment in conflict.expressions:
+                self.assignment(assignment, into, ("in ON DUPLICATE KEY UPDATE",))
+        self.returning(root, into, (f"of {verb}",))
+
+    def returning(self, root: exp.Expr, scope: _Scope, chain: tuple[str, ...]) -> None:
+        """MariaDB's INSERT/REPLACE/DELETE ... RETURNING: values of the rows written."""
+        found = root.args.get("returning")
+        if isinstance(found, exp.Returning):
+            for item in found.expressions:
+                self.expr(item, scope, (*chain, "in RETURNING"))
+
+    def write(self, root: exp.Update | exp.Delete, chain: tuple[str, ...]) -> None:
+        """UPDATE and DELETE: their table references, SET values and conditions."""
+        scope = _Scope(None)
+        self.with_(root, scope, chain)
+        pending: list[exp.Join] = []
+        if root.this is not None:
+            self.source(root.this, scope, chain, pending)
+        extra = root.args.get("from_")
+        if isinstance(extra, exp.From):
+            self.source(extra.this, scope, chain, pending)
+        for item in root.args.get("using") or ():
+            self.source(item, scope, chain, pending)
+        for join in root.args.get("joins") or ():
+            self.join(join, scope, chain, pending)
+        for join in pending:
+            self.condition(join, scope, chain)
+        if isinstance(root, exp.Update):
+            for assignment in root.expressions:
+                self.assignment(assignment, scope, (*chain, "in SET"))
+        self.returning(root, scope, chain)
+        for key, label in (("where", "in WHERE"), ("order", "in ORDER BY"), ("limit", "in LIMIT")):
+            value = root.args.get(key)
+            if isinstance(value, exp.Where):
+                value = value.this
+            if isinstance(value, exp.Expr):
+                self.expr(value, scope, (*chain, label))
+
+    def assignment(self, node: exp.Expr, scope: _Scope, chain: tuple[str, ...]) -> None:
+        """`column = value`: the column is written, not read."""
+        if isinstance(node, exp.EQ) and isinstance(node.this, exp.Column):
+            self.placed.add(id(node.this))
+            self.expr(node.expression, scope, chain)
+        else:
+            self.expr(node, scope, chain)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def query(
+        self,
+        node: exp.Expr,
+        parent: _Scope | None,
+        chain: tuple[str, ...],
+        copy: tuple[str, ...],
+        label: tuple[str, ...],
+        *,
+        outermost: bool = False,
+        exists: bool = False,
+        scope_out: list[_Scope] | None = None,
+    ) -> list[_Item]:
+        """A query with its context: ``chain`` (outer to inner) where it sits, ``copy``
+        what happens to what it selects, ``label`` what its clauses are part of."""
+        if isinstance(node, exp.Subquery):
+            inner = node.this
+            if not isinstance(inner, (exp.Query, exp.Values)):
+                self.confused = True
+                return []
+            items = self.query(
+                inner,
+                parent,
+                chain,
+                copy,
+                label,
+                outermost=outermost,
+                exists=exists,
+                scope_out=scope_out,
+            )
+            self.modifiers(node, _Scope(parent), (*chain, *label), items, ("this", "alias"))
+            return items
+        if isinstance(node, exp.Select):
+            return self.select(node, parent, chain, copy, label, outermost, exists, scope_out)
+        if isinstance(node, exp.SetOperation):
+            return self.set_operation(node, parent, chain, copy, label)
+        if isinstance(node, exp.Values):
+            self.expr(node, _Scope(parent), (*chain, *copy))
+            return []
+        self.confused = True
+        return []
+
+    def select(
+        self,
+        node: exp.Select,
+        parent: _Scope | None,
+        chain: tuple[str, ...],
+        copy: tuple[str, ...],
+        label: tuple[str, ...],
+        outermost: bool,
+        exists: bool,
+        scope_out: list[_Scope] | None,
+    ) -> list[_Item]:
+        scope = _Scope(parent)
+        if scope_out is not None:
+            scope_out.append(scope)
+        clause = (*chain, *label)
+        self.with_(node, scope, clause)
+        plain_sources = self.sources(node, scope, clause)
+        top = outermost and not chain and not copy and not label
+        item_chain = (*chain, *copy)
+        if top and not plain_sources:
+            what = next((s.what for s in scope.sources if s.table is None), "derived table")
+            item_chain = (f"in a SELECT that reads a {what}",)
+        items: list[_Item] = []
+        for item in node.expressions:
+            target = item.this if isinstance(item, exp.Alias) else item
+            name: str | None = None
+            if isinstance(item, exp.Alias):
+                name = item.alias.lower()
+            elif isinstance(target, exp.Column) and not isinstance(target.this, exp.Star):
+                name = target.name.lower()
+            star = isinstance(target, exp.Star) or (
+                isinstance(target, exp.Column) and isinstance(target.this, exp.Star)
+            )
+            plain = top and plain_sources and (star or isinstance(target, exp.Column))
+            start = len(self.refs)
+            if isinstance(item, exp.Aliases):
+                self.confused = True
+            elif star and exists:
+                self.placed.update((id(target), id(target.this)))  # EXISTS (SELECT *) reads none
+            else:
+                self.expr(target, scope, item_chain, bare=not isinstance(item, exp.Alias))
+            refs = tuple(self.refs[start:])
+            if plain:
+                del self.refs[start:]
+            items.append(_Item(name, refs, plain, star))
+        aliases = {
+            item.alias.lower(): items[i]
+            for i, item in enumerate(node.expressions)
+            if isinstance(item, exp.Alias)
+        }
+        self.modifiers(
+            node, scope, clause, items, ("expressions", "from_", "joins", "with_"), aliases
+        )
+        return items
+
+    def modifiers(
+        self,
+        node: exp.Expr,
+        scope: _Scope,
+        clause: tuple[str, ...],
+        items: list[_Item],
+        skip: tuple[str, ...],
+        aliases: dict[str, _Item] | None = None,
+    ) -> None:
+        """A query's clauses after its select list and sources. ``aliases``: the names
+        ORDER BY, GROUP BY and HAVING may use for select-list items (all item names when
+        None: a set operation's or parenthesised query's ORDER BY sees only those)."""
+        if aliases is None:
+            aliases = {item.name: item for item in items if item.name}
+        for key, value in node.args.items():
+            if key in skip or not isinstance(value, (exp.Expr, list)):
+                continue
+            if key == "where" and isinstance(value, exp.Where):
+                self.expr(value.this, scope, (*clause, "in WHERE"))
+            elif key == "having" and isinstance(value, exp.Having):
+                self.by_item(value.this, scope, (*clause, "in HAVING"), items, aliases, False)
+            elif key == "group" and isinstance(value, exp.Group):
+                for part in value.expressions:
+                    self.by_item(part, scope, (*clause, "in GROUP BY"), items, aliases, True)
+                for k, v in value.args.items():
+                    if k != "expressions":
+                        self.any_expr(v, scope, (*clause, "in GROUP BY"))
+            elif key == "order" and isinstance(value, exp.Order):
+                for part in value.expressions:
+                    target = part.this if isinstance(part, exp.Ordered) else part
+                    self.by_item(target, scope, (*clause, "in ORDER BY"), items, aliases, True)
+            elif key in ("limit", "offset"):
+                self.any_expr(value, scope, (*clause, "in LIMIT"))
+            elif key == "windows":
+                self.any_expr(value, scope, (*clause, "in WINDOW"))
+            elif key in ("distinct", "hint", "locks", "kind", "operation_modifiers"):
+                continue  # no column reference; one would stay unplaced, and confuse
+            else:
+                self.any_expr(value, scope, (*clause, f"in {key.upper()}"))
+
+    def by_item(
+        self,
+        node: exp.Expr,
+        scope: _Scope,
+        chain: tuple[str, ...],
+        items: list[_Item],
+        aliases: dict[str, _Item],
+        positional: bool,
+    ) -> None:
+        """An ORDER BY, GROUP BY or HAVING expression, which may name a select-list item
+        by position or alias: what that item is made of is used there too."""
+        here = _where(None, chain)
+        if positional and isinstance(node, exp.Literal) and not node.is_string:
+            try:
+                position = int(node.name)
+            except ValueError:
+                position = 0
+            where = f"{here}, by select-list position {position}"
+            before = items[: position - 1] if position > 0 else []
+            if any(item.star for item in before):
+                # A `*` before it expands to an unknown number of columns: any it covers.
+                for earlier in before:
+                    if earlier.star:
+                        self.follow(earlier, where)
+            if 1 <= position <= len(items):
+                self.follow(items[position - 1], where)
+            return
+        names = [node] if isinstance(node, exp.Column) else list(node.find_all(exp.Column))
+        for column in names:
+            item = aliases.get(column.name.lower()) if not column.table else None
+            if item is not None:
+                self.follow(item, f"{here}, by its select-list alias {column.name}")
+        self.expr(node, scope, chain)
+
+    def follow(self, item: _Item, where: str) -> None:
+        fix = _NO_FIX if item.plain else _COVERED  # a rewritten item is masked already
+        self.refs.extend(replace(r, where=where, span=None, alias=None, fix=fix) for r in item.refs)
+
+    def set_operation(
+        self,
+        node: exp.SetOperation,
+        parent: _Scope | None,
+        chain: tuple[str, ...],
+        copy: tuple[str, ...],
+        label: tuple[str, ...],
+    ) -> list[_Item]:
+        what = next(
+            (text for cls, text in _SET_OPERATIONS.items() if isinstance(node, cls)),
+            "in a set operation",
+        )
+        scope = _Scope(parent)
+        self.with_(node, scope, (*chain, *label))
+        branches = [
+            self.query(branch, scope, chain, (*copy, what), (*label, what))
+            for branch in (node.this, node.expression)
+        ]
+        items: list[_Item] = []
+        for i in range(max(len(b) for b in branches)):
+            parts = [b[i] for b in branches if i < len(b)]
+            refs = tuple(r for part in parts for r in part.refs)
+            items.append(_Item(parts[0].name, refs, False, any(p.star for p in parts)))
+        self.modifiers(
+            node, _Scope(scope), (*chain, *label), items, ("this", "expression", "with_")
+        )
+        return items
+
+    def with_(self, node: exp.Expr, scope: _Scope, chain: tuple[str, ...]) -> None:
+        w = node.args.get("with_")
+        if w is None:
+            return
+        if not isinstance(w, exp.With):
+            self.confused = True
+            return
+        for cte in w.expressions:
+            name = cte.alias.lower()
+            if w.args.get("recursive"):
+                scope.ctes[name] = ()
+            items = self.query(cte.this, scope, (*chain, "in a CTE"), (), ())
+            scope.ctes[name] = tuple(r for item in items for r in item.refs)
+
+    # -- sources --------------------------------------------------------------------------
+
+    def sources(self, node: exp.Select, scope: _Scope, chain: tuple[str, ...]) -> bool:
+        """Adds a SELECT's FROM and JOIN items to its scope; whether all are base tables."""
+        plain = True
+        pending: list[exp.Join] = []
+        first = node.args.get("from_")
+        if isinstance(first, exp.From):
+            plain = self.source(first.this, scope, chain, pending) and plain
+        for join in node.args.get("joins") or ():
+            plain = self.join(join, scope, chain, pending) and plain
+        for join in pending:  # conditions once every source is known
+            self.condition(join, scope, chain)
+        return plain and not any(j.method.upper() == "NATURAL" for j in pending)
+
+    def join(
+        self, join: object, scope: _Scope, chain: tuple[str, ...], pending: list[exp.Join]
+    ) -> bool:
+        if not isinstance(join, exp.Join) or join.this is None:
+            self.confused = True
+            return False
+        plain = self.source(join.this, scope, chain, pending)
+        pending.append(join)
+        return plain
+
+    def source(
+        self, item: exp.Expr, scope: _Scope, chain: tuple[str, ...], pending: list[exp.Join]
+    ) -> bool:
+        plain = True
+        alias = item.alias.lower() if isinstance(item, (exp.Table, exp.Subquery)) else ""
+        if isinstance(item, exp.Table):
+            target = item.this
+            if isinstance(target, exp.Identifier):
+                name = target.name.lower()
+                db = item.db.lower() or None
+                cte = scope.cte(name) if db is None else None
+                if item.args.get("catalog"):
+                    self.confused = True
+                if cte is not None:
+                    scope.sources.append(_Source(alias or name, None, cte, "CTE"))
+                    plain = False
+                else:
+                    scope.sources.append(_Source(alias or name, (db, name), (), "table"))
+            else:  # JSON_TABLE(...) and other table functions
+                start = len(self.refs)
+                self.expr(target, scope, (*chain, "in FROM"))
+                exposed = tuple(self.refs[start:])
+                scope.sources.append(_Source(alias, None, exposed, "table function"))
+                plain = False
+        elif isinstance(item, exp.Subquery):
+            inner = item.this
+            if isinstance(inner, exp.Table) or (isinstance(inner, exp.Subquery) and not alias):
+                plain = self.source(inner, scope, chain, pending)  # ( joined tables )
+            else:
+                items = self.query(inner, scope, (*chain, "in a derived table"), (), ())
+                exposed = tuple(r for i in items for r in i.refs)
+                scope.sources.append(_Source(alias, None, exposed, "derived table"))
+                plain = False
+        elif isinstance(item, exp.Values):
+            self.expr(item, scope, (*chain, "in FROM"))
+            scope.sources.append(_Source(item.alias.lower(), None, (), "VALUES list"))
+            plain = False
+        else:
+            start = len(self.refs)
+            self.expr(item, scope, (*chain, "in FROM"))
+            exposed = tuple(self.refs[start:])
+            scope.sources.append(_Source(item.alias.lower(), None, exposed, "table function"))
+            plain = False
+        for join in item.args.get("joins") or ():
+            plain = self.join(join, scope, chain, pending) and plain
+        return plain
+
+    def condition(self, join: exp.Join, scope: _Scope, chain: tuple[str, ...]) -> None:
+        on = join.args.get("on")
+        if isinstance(on, exp.Expr):
+            self.expr(on, scope, (*chain, "in ON"))
+        for name in join.args.get("using") or ():
+            if isinstance(name, exp.Column):
+                self.column(name, scope, _where(None, (*chain, "in USING")), False, False)
+            elif isinstance(name, exp.Identifier):
+                self.loose_name(name, scope, (*chain, "in USING"))
+            else:
+                self.confused = True
+        if join.method.upper() == "NATURAL":  # compares every column of the same name
+            where = _where(None, (*chain, "in a NATURAL JOIN"))
+            for src in scope.sources:
+                if src.table is not None:
+                    self.refs.append(_Ref("*", (src.table,), where))
+
+    # -- expressions ---------------------------------------------------------------------------
+
+    def any_expr(self, value: object, scope: _Scope, chain: tuple[str, ...]) -> None:
+        if isinstance(value, exp.Expr):
+            self.expr(value, scope, chain)
+        elif isinstance(value, list):
+            for v in value:
+                if isinstance(v, exp.Expr):
+                    self.expr(v, scope, chain)
+
+    def expr(
+        self,
+        node: exp.Expr,
+        scope: _Scope,
+        chain: tuple[str, ...],
+        function: str | exp.Func | None = None,
+        operator: str | None = None,
+        fixable: bool = True,
+        bare: bool = False,
+    ) -> None:
+        """Every reference in an expression. ``function`` and ``operator``: the innermost
+        function and operator around it, for the message."""
+        if isinstance(node, exp.Column):
+            where = _where(self.label(function) or (None if chain else operator), chain)
+            self.column(node, scope, where, fixable, bare)
+            return
+        if isinstance(node, exp.Star):
+            self.placed.add(id(node))
+            if not isinstance(node.parent, exp.Func):  # COUNT(*) reads no value
+                label = self.label(function) or (None if chain else operator)
+                self.star(scope, node, _where(label, chain))
+            return
+        if isinstance(node, (exp.Subquery, exp.Select, exp.SetOperation)):
+            self.query(node, scope, (*chain, "in a subquery"), (), ())
+            return
+        if isinstance(node, exp.Exists) and isinstance(node.this, exp.Query):
+            self.query(node.this, scope, (*chain, "in a subquery"), (), (), exists=True)
+            return
+        if isinstance(node, exp.Window):
+            if not isinstance(node.this, exp.Identifier):  # a named window's definition
+                self.expr(node.this, scope, chain, function, operator, fixable)
+            for part in node.args.get("partition_by") or ():
+                self.expr(part, scope, (*chain, "in a window PARTITION BY"), fixable=fixable)
+            for key, text in (("order", "in a window ORDER BY"), ("spec", "in a window frame")):
+                value = node.args.get(key)
+                if isinstance(value, exp.Expr):
+                    self.expr(value, scope, (*chain, text), fixable=fixable)
+            return
+        if isinstance(node, exp.Alias):
+            self.expr(node.this, scope, chain, function, operator, fixable)
+            return
+        if isinstance(node, exp.PropertyEQ) and isinstance(node.this, exp.Parameter):
+            assigned = f"assigned to {node.this.sql(dialect='mysql')}"
+            self.expr(node.expression, scope, chain, assigned, operator, fixable)
+            return
+        if isinstance(node, (exp.Identifier, exp.Var)):
+            # A bare name the parser did not read as a column may still be one.
+            self.loose_name(
+                node, scope, chain, self.label(function) or (None if chain else operator)
+            )
+            return
+        if isinstance(node, _LEAVES):
+            return
+        if isinstance(node, (exp.Table, exp.Aliases)):
+            self.confused = True
+            return
+        inside = _function_label(node)
+        if inside is not None:
+            function = inside
+        else:
+            operator = _operator_label(node) or operator
+        if isinstance(node, exp.MatchAgainst) or (
+            isinstance(node, exp.Anonymous) and node.name.upper() in _COLUMN_ARGUMENT
+        ):
+            fixable = False
+        for value in node.args.values():
+            if isinstance(value, exp.Expr):
+                self.expr(value, scope, chain, function, operator, fixable)
+            elif isinstance(value, list):
+                for v in value:
+                    if isinstance(v, exp.Expr):
+                        self.expr(v, scope, chain, function, operator, fixable)
+
+    def label(self, function: str | exp.Func | None) -> str | None:
+        if function is None or isinstance(function, str):
+            return function
+        found = self.labels.get(id(function))
+        if found is None:
+            found = self.labels[id(function)] = _call_label(function)
+        return found
+
+    def column(
+        self, node: exp.Column, scope: _Scope, where: str, fixable: bool, bare: bool
+    ) -> None:
+        self.placed.add(id(node))
+        name = node.this
+        qualifier = node.table.lower()
+        db = node.db.lower()
+        if node.args.get("catalog"):
+            self.confused = True
+            return
+        if isinstance(name, exp.Star):
+            self.placed.add(id(name))
+            self.star(scope, node, where)
+            return
+        if not isinstance(name, exp.Identifier):
+            self.confused = True
+            return
+        tables: tuple[tuple[str | None, str], ...]
+        if db:
+            tables = ((db, qualifier),)
+        elif qualifier:
+            src = scope.source(qualifier)
+            if src is None:
+                tables = ((None, qualifier),)
+            elif src.table is None:
+                return  # a derived table's or CTE's column: its own references are checked
+            else:
+                tables = (src.table,)
+        else:
+            tables = scope.tables()
+        if not tables:
+            return
+        span = self.span(node) if fixable else None
+        self.refs.append(
+            _Ref(
+                name.name.lower(),
+                tables,
+                where,
+                span,
+                name.name if bare else None,
+                _REPLACE if span is not None else _NO_FIX,
+            )
+        )
+
+    def loose_name(
+        self,
+        node: exp.Identifier | exp.Var,
+        scope: _Scope,
+        chain: tuple[str, ...],
+        label: str | None = None,
+    ) -> None:
+        tables = scope.tables()
+        if tables and node.name:
+            self.refs.append(_Ref(node.name.lower(), tables, _where(label, chain)))
+
+    def star(self, scope: _Scope, node: exp.Column | exp.Star, where: str) -> None:
+        """`*` or `t.*` outside a plain projection: every column of a base table, and what
+        a derived table or CTE selects (its own references, masked once they are)."""
+        sources: list[_Source]
+        if isinstance(node, exp.Column):
+            qualifier = node.table.lower()
+            db = node.db.lower()
+            src = None if db else scope.source(qualifier)
+            if src is None:
+                sources = [_Source(qualifier, (db or None, qualifier), (), "table")]
+            else:
+                sources = [src]
+            text = f"{qualifier}.*"
+        else:
+            sources = scope.sources
+            text = "*"
+        for src in sources:
+            if src.table is not None:
+                self.refs.append(_Ref("*", (src.table,), where))
+            else:
+                through = f"through {text} over the {src.what} {src.name}".rstrip()
+                if where != "in an expression":
+                    through = f"{through} {where}"
+                self.refs.extend(
+                    replace(r, where=through, span=None, alias=None, fix=_COVERED)
+                    for r in src.exposed
+                )
+
+    def span(self, node: exp.Column) -> tuple[int, int] | None:
+        if self.base is None:
+            return None
+        starts: list[int] = []
+        ends: list[int] = []
+        for key in ("db", "table", "this"):
+            part = node.args.get(key)
+            if part is None:
+                continue
+            meta = part.meta if isinstance(part, exp.Identifier) else {}
+            start, end = meta.get("start"), meta.get("end")
+            if not isinstance(start, int) or not isinstance(end, int):
+                return None
+            starts.append(start)
+            ends.append(end)
+        if not starts:
+            return None
+        return self.base + min(starts), self.base + max(ends) + 1
+
+
+# Kinds that carry no column value to the client, into a table or into a variable.
+_VALUELESS = frozenset(
+    {
+        "SHOW",
+        "DESCRIBE",
+        "USE",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "START TRANSACTION",
+        "SAVEPOINT",
+        "RELEASE SAVEPOINT",
+        "DROP TABLE",
+        "DROP VIEW",
+        "DROP INDEX",
+        "DROP DATABASE",
+        "CREATE DATABASE",
+        "TRUNCATE",
+        "LOCK TABLES",
+        "UNLOCK TABLES",
+        "DEALLOCATE PREPARE",
+        "KILL",
+    }
+)
+_READ_BY_PARSER = frozenset(
+    {"SELECT", "INSERT", "REPLACE", "UPDATE", "DELETE", "CREATE TABLE", "CREATE VIEW", "SET"}
+)
+_MAX_NESTING = 4  # EXPLAIN / SET STATEMENT / PREPARE of a statement holding another
+
+
+def _text_refs(sql: bytes, mode: LexMode) -> tuple[_Ref, ...]:
+    """The references of every statement of a text (a USE between them changes the
+    default schema of the ones after it)."""
+    if len(sql) > _CACHE_TEXT_LIMIT:
+        return _read_refs(sql, mode)
+    return _text_refs_cached(sql, mode)
+
+
+@lru_cache(maxsize=4_096)
+def _text_refs_cached(sql: bytes, mode: LexMode) -> tuple[_Ref, ...]:
+    return _read_refs(sql, mode)
+
+
+def _read_refs(sql: bytes, mode: LexMode, depth: int = 0, base: int | None = 0) -> tuple[_Ref, ...]:
+    """``base``: where sql starts in the text being rewritten (characters), None when
+    its references cannot be replaced in place."""
+    try:
+        statements = split_statements(sql, mode)
+    except LexError:
+        return (_Ref("", (), _NOT_UNDERSTOOD),)
+    if base is not None:
+        try:
+            sql.decode("utf-8")
+        except UnicodeDecodeError:
+            base = None
+    refs: list[_Ref] = []
+    schema: str | None = None  # made current by a USE earlier in the text
+    for stmt in statements:
+        offset = None
+        if base is not None:
+            offset = base + len(sql[: stmt.start].decode("utf-8"))
+        try:
+            found, used = _statement_refs(stmt, mode, offset, depth)
+        except RecursionError:
+            found, used = [_not_understood(stmt.tokens)], None
+        except Exception as err:  # fail closed on whatever the parser's tree held
+            _log.warning("cannot find masked columns in a statement: %s", type(err).__name__)
+            found, used = [_not_understood(stmt.tokens)], None
+        if schema is not None:
+            found = [_in_schema(r, schema) for r in found]
+        refs.extend(found)
+        if used is not None:
+            schema = used
+    return tuple(refs)
+
+
+def _in_schema(ref: _Ref, schema: str) -> _Ref:
+    return replace(ref, tables=tuple((s if s is not None else schema, t) for s, t in ref.tables))
+
+
+def _not_understood(tokens: Sequence[Token]) -> _Ref:
+    """Every table a statement may name: it is not understood when one has a masked
+    column. Each name alone (the default schema's table) and each `a.b` pair."""
+    tables: dict[tuple[str | None, str], None] = {}
+    for i, t in enumerate(tokens):
+        if t.kind not in (Tok.WORD, Tok.IDENT):
+            continue
+        name = t.text.lower()
+        tables[(None, name)] = None
+        if punct_at(tokens, i + 1, ".") and i + 2 < len(tokens):
+            after = tokens[i + 2]
+            if after.kind in (Tok.WORD, Tok.IDENT):
+                tables[(name, after.text.lower())] = None
+    return _Ref("*", tuple(tables), _NOT_UNDERSTOOD)
+
+
+def _statement_refs(
+    stmt: Statement, mode: LexMode, offset: int | None, depth: int
+) -> tuple[list[_Ref], str | None]:
+    """One statement's references, and the schema it makes current (USE)."""
+    if stmt.executable_comment or depth > _MAX_NESTING:
+        return [_not_understood(stmt.tokens)], None
+    o = outline_statement(stmt.text, mode)
+    if o is None:
+        return [], None
+    v = _View(stmt.text, o.skeleton, stmt.plain, False, mode)
+    v.set_tokens(stmt.tokens, stmt.start)
+    kind, head = _kind(v)
+    tokens = v.tokens
+    if kind == "USE":
+        if head < len(tokens) and tokens[head].kind in (Tok.WORD, Tok.IDENT):
+            return [], tokens[head].text.lower()
+        return [], None
+    if kind in _VALUELESS:
+        return [], None
+    if kind == "SET" and not any(t.kind is Tok.WORD and t.text.upper() == "SELECT" for t in tokens):
+        return [], None  # variables set to literals and expressions: no table is read
+    inner = _inner_statement(v, kind, head)
+    if inner is not None:
+        start, body, aligned = inner
+        if start < 0:
+            return [], None
+        at = None
+        if aligned and offset is not None:
+            at = offset + len(v.raw[:start].decode("utf-8"))
+        return list(_read_refs(body, mode, depth + 1, at)), None
+    if kind not in _READ_BY_PARSER:
+        return [_not_understood(tokens)], None
+    flags = _skeleton_flags(v.skeleton, kind)
+    text, aligned = _aligned_text(v, stmt, kind, flags)
+    try:
+        root = _parse(text)
+    except _Unparsable:
+        return [_not_understood(tokens)], None
+    into = None
+    if kind == "SELECT":
+        into = next(
+            (
+                label
+                for flag, label in (
+                    ("into_outfile", "INTO OUTFILE"),
+                    ("into_dumpfile", "INTO DUMPFILE"),
+                    ("into_variable", "INTO"),
+                )
+                if flag in flags
+            ),
+            None,
+        )
+    walk = _Uses(offset if aligned else None)
+    walk.statement(root, kind, into)
+    if walk.confused:
+        return [*walk.refs, _not_understood(tokens)], None
+    return walk.refs, None
+
+
+def _inner_statement(v: _View, kind: str, head: int) -> tuple[int, bytes, bool] | None:
+    """EXPLAIN, ANALYZE, SET STATEMENT ... FOR, PREPARE and EXECUTE IMMEDIATE hold a
+    statement: (where it starts in raw, its text, whether that text is raw's own bytes).
+    Start -1: a statement holding no column value. None: not such a statement."""
+    tokens = v.tokens
+    n = len(tokens)
+    if kind in ("EXPLAIN", "ANALYZE"):
+        i = head
+        if kind == "ANALYZE" and word_at(tokens, i) in ("TABLE", "TABLES", "NO_WRITE_TO_BINLOG"):
+            return None  # statistics: not understood when the table has masked columns
+        while True:
+            w = word_at(tokens, i)
+            if w in ("EXTENDED", "PARTITIONS"):
+                i += 1
+            elif w == "FORMAT" and punct_at(tokens, i + 1, "="):
+                i += 3
+            else:
+                break
+        if word_at(tokens, i) == "FOR" and word_at(tokens, i + 1) == "CONNECTION":
+            return -1, b"", True
+        if i >= n or word_at(tokens, i) in _EXPLAINERS:
+            return None
+        start = v.start(tokens[i])
+        return start, v.raw[start:], True
+    if kind == "SET STATEMENT":
+        depth = 0
+        for i in range(2, n):
+            t = tokens[i]
+            if t.kind == Tok.PUNCT:
+                depth += t.text == "("
+                depth -= t.text == ")"
+            elif depth == 0 and t.kind == Tok.WORD and t.text == "FOR" and i + 1 < n:
+                start = v.start(tokens[i + 1])
+                return start, v.raw[start:], True
+        return None
+    if kind in ("PREPARE", "EXECUTE"):
+        if kind == "PREPARE":
+            if word_at(tokens, head + 1) != "FROM":
+                return None
+            i, stop = head + 2, n
+        else:
+            if word_at(tokens, head) != "IMMEDIATE":
+                return -1, b"", True  # EXECUTE name: its PREPARE was checked
+            i = head + 1
+            stop = next((j for j in range(i, n) if word_at(tokens, j) == "USING"), n)
+        if i < stop and tokens[i].kind == Tok.WORD and tokens[i].text.startswith("_"):
+            i += 1  # a character set introducer
+        strings = tokens[i:stop]
+        if not strings or any(t.kind != Tok.STRING for t in strings):
+            return None
+        body = b"".join(string_bytes(v.bytes_of(t), v.mode) for t in strings)
+        return 0, body, False  # the text is inside a literal: not replaced in place
+    return None
+
+
+def _aligned_text(v: _View, stmt: Statement, kind: str, flags: set[str]) -> tuple[str, bool]:
+    """The text sqlglot reads, and whether its characters sit where the statement's do
+    (comments, INTO clauses and DML modifiers blanked with as many spaces, REPLACE
+    spelled INSERT): then the parser's positions are the statement's."""
+    raw = v.raw
+    spans = [(s - stmt.start, e - stmt.start) for s, e in stmt.comments]
+    if kind == "SELECT" and flags & {"into_outfile", "into_dumpfile", "into_variable"}:
+        spans.extend((s, e) for s, e, _ in _into_clauses(v))
+    tokens = v.tokens
+    if kind != "SELECT" and _DML_MODIFIERS.match(v.skeleton):
+        i = 1
+        while word_at(tokens, i) in _DML_MODIFIER_WORDS:
+            spans.append((v.start(tokens[i]), v.end(tokens[i])))
+            i += 1
+    parts: list[bytes] = []
+    kept = 0
+    for s, e in sorted(spans):
+        if s < kept:
+            continue
+        parts.append(raw[kept:s])
+        parts.append(b" " * len(raw[s:e].decode("utf-8", "replace")))
+        kept = e
+    parts.append(raw[kept:])
+    text = b"".join(parts)
+    if kind == "REPLACE":
+        s = v.start(tokens[0])
+        text = text[:s] + b"INSERT " + text[s + 7 :]
+    respelled = default_mode_text(text, v.mode)
+    return respelled.decode("utf-8", "replace"), respelled == text
+
+
+def _readings(
+    sql: bytes, mode: LexMode, ansi_unknown: bool, backslash_unknown: bool
+) -> list[tuple[_Ref, ...]]:
+    """The references under each sql_mode the session may be in (see
+    classify_uncertain)."""
+    modes = [mode]
+    if ansi_unknown and b'"' in sql:
+        modes += [replace(m, ansi_quotes=not m.ansi_quotes) for m in modes]
+    if backslash_unknown and b"\\" in sql:
+        modes += [replace(m, no_backslash_escapes=not m.no_backslash_escapes) for m in modes]
+    return [_text_refs(sql, m) for m in modes]
+
+
+def _hits(
+    ref: _Ref, default_db: str | None, test: Callable[[str, str, str], bool]
+) -> list[tuple[str, str]]:
+    """The tables of a reference whose column is masked."""
+    default = (default_db or "").lower()
+    found = []
+    for schema, table in ref.tables:
+        s = schema if schema is not None else default
+        if test(s, table, ref.column):
+            found.append((s, table))
+            if ref.where == _NOT_UNDERSTOOD:
+                break  # one is enough to refuse
+    return found
+
+
+def _memo(predicate: Callable[[str, str, str], object]) -> Callable[[str, str, str], object]:
+    answers: dict[tuple[str, str, str], object] = {}
+
+    def ask(schema: str, table: str, column: str) -> object:
+        key = (schema, table, column)
+        if key not in answers:
+            answers[key] = predicate(schema, table, column)
+        return answers[key]
+
+    return ask
+
+
+def masked_uses(
+    sql: bytes | str,
+    default_db: str | None,
+    is_masked: IsMasked,
+    mode: LexMode,
+    *,
+    ansi_unknown: bool = True,
+    backslash_unknown: bool = False,
+) -> list[MaskedUse]:
+    """Every use of a masked column in a statement text other than a plain projection of
+    its outermost SELECT: those the result-set masking cannot see. Empty when there is
+    none; a text or a part of it the gateway cannot read gives a use "not understood"
+    when it names a table with a masked column.
+
+    ``mode`` is the session's lexing, as for classify(); ``ansi_unknown`` and
+    ``backslash_unknown`` read a text both ways where ANSI_QUOTES or NO_BACKSLASH_ESCAPES
+    is not known (as classify_uncertain() does): the uses of both readings count.
+    """
+    raw = sql.encode() if isinstance(sql, str) else sql
+    ask = _memo(is_masked)
+
+    def test(schema: str, table: str, column: str) -> bool:
+        return bool(ask(schema, table, column))
+
+    uses: dict[MaskedUse, None] = {}
+    for refs in _readings(raw, mode, ansi_unknown, backslash_unknown):
+        for ref in refs:
+            if not ref.column:
+                uses[MaskedUse("*.*.*", ref.where)] = None
+                continue
+            for schema, table in _hits(ref, default_db, test):
+                uses[MaskedUse(f"{schema}.{table}.{ref.column}", ref.where)] = None
+    return list(uses)
+
+
+def _masked_sql(strategy: str, column: str) -> str | None:
+    """An expression over ``column`` (its text) that yields the masked value."""
+    if strategy == "redact":
+        return "'****'"
+    if strategy == "null":
+        return "NULL"
+    if strategy == "last4":
+        return f"CONCAT(REPEAT('*', GREATEST(CHAR_LENGTH({column}) - 4, 0)), RIGHT({column}, 4))"
+    return None  # hash: a keyed digest the server cannot compute
+
+
+def _spells(text: str, name: str) -> bool:
+    """The reference's text ends with the column's name, as a check on positions."""
+    last = text.rsplit(".", 1)[-1].strip()
+    if last.startswith("`") and last.endswith("`"):
+        last = last[1:-1].replace("``", "`")
+    return last.lower() == name
+
+
+def mask_rewrite(
+    sql: bytes | str,
+    default_db: str | None,
+    masked: MaskedAs,
+    mode: LexMode,
+    *,
+    ansi_unknown: bool = True,
+    backslash_unknown: bool = False,
+) -> str | None:
+    """The statement text with each masked column reference outside a plain projection
+    replaced by an expression that yields its masked value (redact: '****', null: NULL,
+    last4: its last four characters after asterisks), so that nothing but masked values
+    reaches a function, a condition, a copy or another query. Plain projections stay as
+    they are (result-set masking masks them). The text unchanged when it has no such use;
+    None when a rewrite is not certain: a hash strategy, a `*` that expands to a masked
+    column, a reference by select-list position or alias, a name that must stay a column,
+    a text that is not UTF-8 or reads differently under an unknown sql_mode, or anything
+    not understood. The caller refuses those."""
+    raw = sql.encode() if isinstance(sql, str) else sql
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    ask = _memo(masked)
+
+    def test(schema: str, table: str, column: str) -> bool:
+        return ask(schema, table, column) is not None
+
+    results: set[str] = set()
+    for refs in _readings(raw, mode, ansi_unknown, backslash_unknown):
+        edits: dict[tuple[int, int], str] = {}
+        for ref in refs:
+            if not ref.column:
+                return None
+            hits = _hits(ref, default_db, test)
+            if not hits or ref.fix == _COVERED:
+                continue
+            if ref.fix != _REPLACE or ref.span is None:
+                return None
+            strategies = {ask(s, t, ref.column) for s, t in hits}
+            if len(strategies) != 1:
+                return None  # tables of the same name masked differently: which one?
+            strategy = strategies.pop()
+            start, end = ref.span
+            original = text[start:end]
+            if not isinstance(strategy, str) or not _spells(original, ref.column):
+                return None
+            expression = _masked_sql(strategy, original)
+            if expression is None:
+                return None
+            if ref.alias is not None:
+                expression += " AS `" + ref.alias.replace("`", "``") + "`"
+            if edits.setdefault((start, end), expression) != expression:
+                return None
+        parts: list[str] = []
+        kept = 0
+        for (start, end), expression in sorted(edits.items()):
+            if start < kept:
+                return None
+            parts.append(text[kept:start])
+            parts.append(expression)
+            kept = end
+        parts.append(text[kept:])
+        results.add("".join(parts))
+    if len(results) != 1:
+        return None
+    return results.pop()
+
+
+# -- view lineage (masking) ---------------------------------------------------------------
+
+ViewSources = dict[str, frozenset[tuple[str, str, str]]]
+
+
+def view_sources(definition: str, schema: str) -> ViewSources | None:
+    """For a view's definition (``information_schema.VIEWS.VIEW_DEFINITION``, which
+    MariaDB writes fully qualified), each output column (lower-case) and the base
+    columns ``(schema, table, column)`` its value is computed from; a UNION's column
+    takes those of every branch. None when the definition is not a plain SELECT (or
+    UNION of them) over tables and views: the caller then assumes the worst."""
+    if not definition.strip():
+        return None
+    try:
+        tree = _parse(definition)
+    except _Unparsable:
+        return None
+    branches: list[exp.Select] = []
+
+    def collect(node: exp.Expr) -> bool:
+        if isinstance(node, exp.Select):
+            branches.append(node)
+            return True
+        if isinstance(node, exp.Union | exp.Intersect | exp.Except):
+            return collect(node.this) and collect(node.expression)
+        return False
+
+    if not collect(tree) or tree.args.get("with_") or tree.args.get("with"):
+        return None
+    found: dict[int, set[tuple[str, str, str]]] = {}
+    names: dict[int, str] = {}
+    for number, select in enumerate(branches):
+        tables: dict[str, tuple[str, str]] = {}  # alias or name -> (schema, table)
+        start = select.args.get("from_") or select.args.get("from")
+        plain = _plain_tables([start, *(select.args.get("joins") or [])])
+        if plain is None:
+            return None  # a derived table, a table function: not followed
+        for table in plain:
+            where = (table.db or schema).lower(), table.name.lower()
+            tables[(table.alias or table.name).lower()] = where
+        for index, item in enumerate(select.expressions):
+            if isinstance(item, exp.Star) or (
+                isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
+            ):
+                return None  # MariaDB expands stars in stored definitions
+            if number == 0:
+                names[index] = item.alias_or_name.lower()
+            columns: set[tuple[str, str, str]] = found.setdefault(index, set())
+            for column in item.find_all(exp.Column):
+                if column.find_ancestor(exp.Subquery) is not None:
+                    return None
+                qualifier = column.table.lower()
+                if qualifier:
+                    if qualifier not in tables:
+                        return None
+                    candidates = [tables[qualifier]]
+                else:
+                    candidates = list(tables.values())
+                for db, name in candidates:
+                    columns.add((db, name, column.name.lower()))
+            if item.find(exp.Subquery) is not None:
+                return None
+    return {names[i]: frozenset(found.get(i, set())) for i in names}
+
+
+def _plain_tables(sources: Iterable[exp.Expr | None]) -> list[exp.Table] | None:
+    """The tables of FROM and JOIN sources, through MariaDB's parenthesised joins;
+    None when a source is anything but a table."""
+    tables: list[exp.Table] = []
+    for source in sources:
+        if source is None:
+            continue
+        node = source.this if isinstance(source, exp.From | exp.Join) else source
+        if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Table):
+            node = node.this  # "(a JOIN b ON ...)": a table carrying its joins
+        if not isinstance(node, exp.Table) or not node.name:
+            return None
+        tables.append(node)
+        inner = _plain_tables(node.args.get("joins") or [])
+        if inner is None:
+            return None
+        tables.extend(inner)
+    return tables
