@@ -107,6 +107,8 @@ class Audit:
         set; statements after a failed one did not run. ``who``: the session's identity
         fields (``who_fields``), on every record of the session."""
         count = len(verdict.parts)
+        if done.masked:  # which columns were masked, and how many values (the answer's)
+            who = {**who, "masked": sorted(done.masked), "masked_values": sum(done.masked.values())}
         if count == 1:
             self.result(
                 session,

@@ -266,6 +266,7 @@ class PolicyConfig:
     oversized: OversizedAction = OversizedAction.BLOCK
     statements_per_second: int = 0  # per identity; 0: no limit
     rows_changed_per_minute: int = 0  # per identity; 0: no limit
+    masking_key_file: Path | None = None  # the key of the `hash` strategy; None: state_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,12 +290,14 @@ class RuleConfig:
 class MaskingRuleConfig:
     """``[[masking]]``: a column pattern, how to mask it, and who sees the real value."""
 
-    column: str  # "schema.table.column" as written
+    column: str  # "schema.table.column" as written ("" for a content rule)
     schema: str  # each part is a name or a pattern where '*' matches anything
     table: str
     column_name: str
     strategy: MaskStrategy
     exempt_groups: tuple[str, ...] = ()
+    detect: tuple[str, ...] = ()  # a content rule: detectors run on every column
+    on_use: str = "refuse"  # a use other than a plain projection: "refuse" or "rewrite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1024,6 +1027,7 @@ _POLICY_KEYS = (
     "oversized",
     "statements_per_second",
     "rows_changed_per_minute",
+    "masking_key_file",
 )
 
 
@@ -1034,6 +1038,7 @@ def _policy(t: _Table) -> PolicyConfig:
         oversized=t.choice("oversized", OversizedAction, OversizedAction.BLOCK),
         statements_per_second=t.integer("statements_per_second", 0, 0, 1_000_000),
         rows_changed_per_minute=t.integer("rows_changed_per_minute", 0, 0, 1 << 40),
+        masking_key_file=t.optional_existing_file("masking_key_file"),
     )
 
 
@@ -1076,13 +1081,39 @@ def _rules(
     return tuple(rules)
 
 
-_MASKING_KEYS = ("column", "strategy", "exempt_groups")
+_MASKING_KEYS = ("column", "detect", "strategy", "exempt_groups", "on_use")
+_DETECTORS = ("card", "email")
+_ON_USE = ("refuse", "rewrite")
 
 
 def _masking(tables: list[Mapping[str, object]], base: Path) -> tuple[MaskingRuleConfig, ...]:
     rules: list[MaskingRuleConfig] = []
     for index, raw in enumerate(tables):
         t = _Table(raw, f"masking[{index}]", _MASKING_KEYS, base)
+        detect = t.strings("detect", ())
+        if detect:
+            if "column" in raw or "on_use" in raw:
+                problem = "a content rule (detect) applies to every column: no column or on_use"
+                raise _Invalid(t.key("detect"), problem)
+            for i, kind in enumerate(detect):
+                if kind not in _DETECTORS:
+                    problem = f"'{kind}': expected one of {', '.join(_DETECTORS)}"
+                    raise _Invalid(f"{t.key('detect')}[{i}]", problem)
+            rules.append(
+                MaskingRuleConfig(
+                    column="",
+                    schema="*",
+                    table="*",
+                    column_name="*",
+                    strategy=t.choice("strategy", MaskStrategy),
+                    exempt_groups=t.strings("exempt_groups", ()),
+                    detect=detect,
+                )
+            )
+            continue
+        on_use = t.string("on_use", "refuse")
+        if on_use not in _ON_USE:
+            raise _Invalid(t.key("on_use"), f"'{on_use}': expected refuse or rewrite")
         column = t.string("column")
         parts = column.split(".")
         if len(parts) != 3 or any(not p or p != p.strip() or "`" in p for p in parts):
@@ -1099,6 +1130,7 @@ def _masking(tables: list[Mapping[str, object]], base: Path) -> tuple[MaskingRul
                 column_name=parts[2],
                 strategy=t.choice("strategy", MaskStrategy),
                 exempt_groups=t.strings("exempt_groups", ()),
+                on_use=on_use,
             )
         )
     return tuple(rules)

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -26,6 +27,7 @@ from appliance.approvals import Approvals, Grant, Outcome
 from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
 from appliance.backoff import LoginBackoff
 from appliance.bus import Bus
+from appliance.catalog import ViewCatalog
 from appliance.config import Config, ConfigError, RuleAction, TargetConfig
 from appliance.estimate import SAFE_FUNCTIONS, estimate_rows
 from appliance.identity import TokenRejected, TokenVerifier
@@ -52,6 +54,7 @@ from appliance.mysql.wire import frame
 from appliance.policy.classify import count_query
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.lexer import LexMode, shape
+from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Decision, Subject
 from appliance.session_kill import SessionKills
 
@@ -127,6 +130,11 @@ class Gateway:
             max_delay_s=config.appliance.failed_login_max_wait_s,
         )
         self.policy = Policy(config.policy, config.rules)
+        self.masking: MaskingPolicy | None = None
+        self.catalog: ViewCatalog | None = None
+        if config.masking:
+            self.masking = MaskingPolicy(config.masking, masking_key(config))
+            self.catalog = ViewCatalog(config, self.masking)
 
     def _publish_head(self, head: dict[str, Any]) -> None:
         """The broker keeps the latest signed head: a witness of the ledger's progress."""
@@ -140,6 +148,8 @@ class Gateway:
     async def start(self) -> None:
         # the ledger first: no client is accepted before its statements can be recorded
         await self.audit.open()
+        if self.catalog is not None:
+            await self.catalog.start()  # the views that show masked columns, before clients
         if self.bus is not None:
             await self.bus.start()
         loop = asyncio.get_running_loop()
@@ -204,6 +214,8 @@ class Gateway:
                 leg.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        if self.catalog is not None:
+            await self.catalog.close()
         if self.bus is not None:
             await self.bus.close()
 
@@ -441,6 +453,10 @@ class ClientLeg(asyncio.Protocol):
                         if self.policy is not None:
                             self.policy.completed(done.cmd, done.error, done.affected)
                         approver = self._approvers.pop(done.cmd.id, None)
+                        if self.gw.catalog is not None and any(
+                            "VIEW" in part.kind for part in verdict.parts
+                        ):
+                            self.gw.catalog.invalidate()
                         self.gw.audit.results(
                             self.sid,
                             first_seq,
@@ -472,6 +488,10 @@ class ClientLeg(asyncio.Protocol):
                         session.database,
                         session.client_charset,
                     )
+                    if self.gw.masking is not None:
+                        masker = self.gw.masking.for_groups(ev.identity.groups)
+                        session.masker = masker
+                        self.policy.masker = masker
                     self.gw.audit.background(
                         records.session_start(
                             session=self.sid,
@@ -586,6 +606,8 @@ class ClientLeg(asyncio.Protocol):
                     verdict.refusal.rule,
                 )
                 session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, self._refusal(verdict))
+            elif verdict.rewritten is not None:  # masked by construction
+                session.allow(cmd, verdict.rewritten.encode())
             else:
                 session.allow(cmd)
         self.flush()
@@ -975,6 +997,23 @@ def serve(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.appliance.listen, exc.strerror or exc)
         return 1
+
+
+def masking_key(config: Config) -> bytes:
+    """The key of the ``hash`` strategy: ``[policy] masking_key_file``, or a key made
+    once in ``state_dir`` (so digests stay the same across restarts)."""
+    path = config.policy.masking_key_file
+    if path is None:
+        path = config.appliance.state_dir / "masking.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32))
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise OSError(f"{path}: a masking key needs at least 16 bytes")
+    return key
 
 
 def _fingerprint(sql: bytes | None) -> str | None:

@@ -514,13 +514,21 @@ class Session:
         if self.phase is not Phase.CLOSED:
             self._close("client closed the connection")
 
-    def allow(self, cmd: ClientCommand) -> None:
-        """Let a received command go to the backend (in order with the others).
+    def allow(self, cmd: ClientCommand, sql: bytes | None = None) -> None:
+        """Let a received command go to the backend (in order with the others); with
+        ``sql``, a COM_QUERY or COM_STMT_PREPARE goes with that text in place of its own
+        (a statement the policy rewrote; both must fit in one packet).
 
         A decision that arrives after the session closed is dropped: nothing more goes out.
         """
         if self.phase is Phase.CLOSED:
             return
+        if sql is not None:
+            payload = bytes([cmd.command]) + sql
+            if cmd.sql is None or len(cmd.payload) >= MAX_PAYLOAD or len(payload) >= MAX_PAYLOAD:
+                raise ValueError("only a text command of one packet can be rewritten")
+            new = ClientCommand(cmd.id, cmd.command, payload, frame(0, payload))
+            self._undecided = deque(new if c.id == cmd.id else c for c in self._undecided)
         self._decisions[cmd.id] = None
         self._drain_safely()
 

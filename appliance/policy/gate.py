@@ -24,8 +24,14 @@ from dataclasses import dataclass, field, replace
 from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
-from appliance.policy.classify import Classification, classify_uncertain
+from appliance.policy.classify import (
+    Classification,
+    classify_uncertain,
+    mask_rewrite,
+    masked_uses,
+)
 from appliance.policy.lexer import LexError, LexMode, Tok, shape, split_statements
+from appliance.policy.masking import SessionMasker
 from appliance.policy.rules import UNSAFE_CHARSETS, Decision, Subject, decide
 
 __all__ = ["Part", "Policy", "SessionPolicy", "Verdict"]
@@ -62,6 +68,7 @@ class Verdict:
     parts: tuple[Part, ...]
     refusal: Decision | None = None  # the first refused statement's decision
     shadow: bool = False  # the refusal is recorded, not enforced
+    rewritten: str | None = None  # the text forwarded instead (masked by construction)
 
     @property
     def refused(self) -> bool:
@@ -71,6 +78,8 @@ class Verdict:
         """``decision``, ``rule``, ``reason`` and extra fields of statement ``index``."""
         part = self.parts[index]
         d = part.decision
+        if self.rewritten is not None:
+            return "allowed", d.rule, d.reason, {"rewritten": self.rewritten}
         if self.refusal is None:
             return "allowed", d.rule, None, {}
         if self.shadow:
@@ -88,6 +97,16 @@ class Verdict:
             f"({self.refusal.message})",
             {},
         )
+
+
+_MAX_REWRITE = 16 * 1024 * 1024 - 2  # a rewritten command must fit in one packet
+
+
+def _split_column(column: str) -> tuple[str, str, str]:
+    """``schema.table.column`` (as ``masked_uses`` names it) in its three parts."""
+    schema, _, rest = column.partition(".")
+    table, _, name = rest.rpartition(".")
+    return schema, table, name
 
 
 def _part(sql: str, kind: str, rule: str = "protocol") -> Part:
@@ -231,6 +250,7 @@ class SessionPolicy:
         self._mode_changes: set[int] = set()  # commands in flight that may change sql_mode
         self._uses: dict[int, str | None] = {}  # command id -> schema it makes current
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
+        self.masker: SessionMasker | None = None  # what this session may not see
 
     # ------------------------------------------------------------------ decide
 
@@ -271,7 +291,51 @@ class SessionPolicy:
             if large is None:
                 return self._oversized(sql, label)
             entry = _Entry(large)
-        return self._decide_found(cmd, label, entry)
+        verdict = self._decide_found(cmd, label, entry)
+        if self.masker is not None and verdict.refusal is None:
+            return self._masking(verdict, sql, mode, backslash_unknown)
+        return verdict
+
+    def _masking(
+        self, verdict: Verdict, sql: bytes, mode: LexMode, backslash_unknown: bool
+    ) -> Verdict:
+        """Layer one of masking: a masked column used other than as a plain projected
+        value is rewritten so the value is masked by construction (rules with
+        ``on_use = "rewrite"``) or the statement is refused."""
+        masker = self.masker
+        assert masker is not None
+        uses = masked_uses(
+            sql, self.db, masker.is_masked, mode, backslash_unknown=backslash_unknown
+        )
+        if not uses:
+            return verdict
+        rules = [masker.rule_for(*_split_column(use.column)) for use in uses]
+        if len(verdict.parts) == 1 and all(r is not None and r.rewrite for r in rules):
+            text = mask_rewrite(
+                sql, self.db, masker.strategy_for, mode, backslash_unknown=backslash_unknown
+            )
+            if text is not None and text.encode() != sql and len(text) < _MAX_REWRITE:
+                columns = ", ".join(sorted({use.column for use in uses}))
+                decision = Decision(
+                    RuleAction.ALLOW, "masking", f"rewritten so that {columns} stay masked"
+                )
+                part = verdict.parts[0]
+                return Verdict(
+                    verdict.command,
+                    (Part(part.sql, part.kind, decision, part.functions),),
+                    rewritten=text,
+                )
+        first = uses[0]
+        more = f" (and {len(uses) - 1} more such uses)" if len(uses) > 1 else ""
+        decision = Decision(
+            RuleAction.BLOCK,
+            "masking",
+            f"{first.column} is masked for {self.who.identity}: it may only be selected as "
+            f"a plain column, and here it is used {first.where}{more}. Select the column "
+            "itself (its value comes back masked), or leave it out",
+        )
+        parts = tuple(Part(p.sql, p.kind, decision, p.functions) for p in verdict.parts)
+        return self._verdict(verdict.command, parts)
 
     def _large_insert(
         self, sql: bytes, mode: LexMode, backslash_unknown: bool

@@ -1,0 +1,191 @@
+"""The views of each target that show masked columns (SPEC §7).
+
+A view hides the origin of its columns: MariaDB reports a merged view's columns with the
+view as their table, so a rule on ``shop.customers.card_number`` would not see
+``SELECT c FROM shop.v_cards``. The gateway therefore reads every view definition of a
+target that has masking rules (``information_schema.VIEWS``, on a side connection with
+the target's credential), works out which view columns come from masked ones (through
+other views too), and adds a rule for each, with its source's strategy and exemptions.
+
+Fail closed: a view whose definition the gateway cannot read or understand (no SHOW VIEW
+privilege, syntax the classifier does not know) has every column masked when its text
+names a table with masked columns. Refreshed at start, every ``refresh_s`` and soon
+after a statement that creates, alters or drops a view went through the gateway. Until
+the first load of a target has worked, ``ready`` lacks it (the gateway logs why and
+keeps trying).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from appliance.config import Config, MaskStrategy, TargetConfig
+from appliance.policy.classify import view_sources
+from appliance.policy.masking import ColumnRule, MaskingPolicy
+from appliance.side_connection import connect
+
+__all__ = ["View", "ViewCatalog", "derive_rules"]
+
+log = logging.getLogger("sqlgate.catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    schema: str
+    name: str
+    definition: str  # "" when the gateway may not read it
+    columns: tuple[str, ...]
+
+
+def derive_rules(views: Sequence[View], base: Sequence[ColumnRule]) -> list[ColumnRule]:
+    """Rules for the view columns that show a masked column, through views of views."""
+    derived: dict[tuple[str, str, str], ColumnRule] = {}
+
+    def rule_for(schema: str, table: str, column: str) -> ColumnRule | None:
+        key = (schema.lower(), table.lower(), column.lower())
+        if key in derived:
+            return derived[key]
+        for rule in base:
+            if rule.matches(schema, table, column):
+                return rule
+        return None
+
+    def may_show_masked(text: str) -> bool:
+        """An unreadable or not understood definition: could it show a masked column?"""
+        if not text:
+            return True  # no SHOW VIEW privilege: nothing can be ruled out
+        lowered = text.lower()
+        for rule in [*base, *derived.values()]:
+            table = rule.label.split(".")[1].lower()
+            if "*" in table or table in lowered:
+                return True
+        return False
+
+    sources = {(v.schema, v.name): view_sources(v.definition, v.schema) for v in views}
+    changed = True
+    while changed:  # a view over a view: until nothing new is found
+        changed = False
+        for view in views:
+            found = sources[(view.schema, view.name)]
+            for column in view.columns:
+                key = (view.schema.lower(), view.name.lower(), column.lower())
+                if key in derived:
+                    continue
+                source_rule: ColumnRule | None = None
+                if found is None:
+                    if may_show_masked(view.definition):  # fail closed: every column
+                        source_rule = ColumnRule.of("*", "*", "*", MaskStrategy.REDACT)
+                else:
+                    for schema, table, name in found.get(column.lower(), ()):
+                        source_rule = rule_for(schema, table, name)
+                        if source_rule is not None:
+                            break
+                if source_rule is not None:
+                    derived[key] = ColumnRule.of(
+                        view.schema,
+                        view.name,
+                        column,
+                        source_rule.strategy,
+                        rewrite=source_rule.rewrite,
+                        exempt_groups=source_rule.exempt_groups,
+                    )
+                    changed = True
+    return list(derived.values())
+
+
+def _load(target: TargetConfig, timeout_s: float) -> list[View]:
+    conn = connect(target, None, timeout_s)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS"
+            )
+            rows = cur.fetchall()
+            cur.execute(
+                "SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME "
+                "FROM information_schema.COLUMNS c JOIN information_schema.VIEWS v "
+                "ON v.TABLE_SCHEMA = c.TABLE_SCHEMA AND v.TABLE_NAME = c.TABLE_NAME "
+                "ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION"
+            )
+            columns: dict[tuple[str, str], list[str]] = {}
+            for schema, name, column in cur.fetchall():
+                columns.setdefault((schema, name), []).append(column)
+        conn.rollback()
+    finally:
+        conn.close()
+    return [
+        View(schema, name, definition or "", tuple(columns.get((schema, name), ())))
+        for schema, name, definition in rows
+    ]
+
+
+class ViewCatalog:
+    """Keeps the policy's rules for masked view columns current, per target."""
+
+    def __init__(
+        self, config: Config, policy: MaskingPolicy, refresh_s: float = 60.0, timeout_s: float = 5.0
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.refresh_s = refresh_s
+        self.timeout_s = timeout_s
+        self.ready: set[str] = set()  # targets whose views were read at least once
+        self._rules: dict[str, list[ColumnRule]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.policy.column_rules)
+
+    async def start(self) -> None:
+        """Read every target's views once (waiting at most ``timeout_s`` for each),
+        then keep them current in the background."""
+        if not self.needed:
+            return
+        await self.refresh()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="view catalog")
+
+    def invalidate(self) -> None:
+        """A view was created, altered or dropped: read the views again soon."""
+        self._wake.set()
+
+    async def refresh(self) -> None:
+        for target in self.config.targets:
+            try:
+                views = await asyncio.wait_for(
+                    asyncio.to_thread(_load, target, self.timeout_s), self.timeout_s + 1
+                )
+            except Exception as exc:  # the previous rules stay; a first failure keeps it unready
+                log.warning(
+                    "target %s: cannot read its views for masking: %s",
+                    target.name,
+                    str(exc) or type(exc).__name__,
+                )
+                continue
+            self._rules[target.name] = derive_rules(views, self.policy.column_rules)
+            self.ready.add(target.name)
+        self.policy.set_derived(rule for rules in self._rules.values() for rule in rules)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.refresh_s)
+                await asyncio.sleep(0.2)  # let a burst of DDL finish
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.refresh()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def view_statement(kinds: Iterable[str]) -> bool:
+    """Whether statement kinds include one that changes views."""
+    return any("VIEW" in kind for kind in kinds)

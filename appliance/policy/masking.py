@@ -1,0 +1,330 @@
+"""Which values are masked, and how (SPEC §7): the policy side of result-set masking.
+
+``MaskingPolicy`` holds the ``[[masking]]`` rules of the configuration; ``for_groups``
+gives a session its ``SessionMasker`` (None when its groups are exempt from every rule),
+which the protocol core asks, per result set, for a plan: a mask for each column whose
+ORIGIN (schema, table and column of the column definition, so aliases do not escape)
+matches a rule, and, with content detectors, a scan of every other column. Views hide
+origins, so masked columns of views are added as rules of their own (``derived``) from
+the view definitions; layer one (``classify.masked_uses``) asks ``is_masked``.
+
+Strategies work on the value's text form, so the text and binary protocols agree:
+``redact`` -> ``****``; ``last4`` -> one ``*`` per character but the last four (values
+of four characters or fewer are starred whole); ``hash`` -> HMAC-SHA256 under the
+gateway's masking key, hex (stable: joins and group-bys on the digest still work);
+``null`` -> SQL NULL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from appliance.config import MaskingRuleConfig, MaskStrategy
+from appliance.mysql.packets import ColumnDefinition
+
+__all__ = [
+    "DETECTORS",
+    "ColumnRule",
+    "MaskingPolicy",
+    "SessionMasker",
+    "ValueMask",
+    "luhn_valid",
+    "mask_value",
+]
+
+DETECTORS = ("card", "email")
+"""Content detectors a ``[[masking]]`` entry may name in ``detect``."""
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every payment card number carries."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        d = ord(char) - 48
+        if index % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _last4(text: str) -> str:
+    if len(text) <= 4:
+        return "*" * len(text)
+    return "*" * (len(text) - 4) + text[-4:]
+
+
+def mask_value(strategy: MaskStrategy, value: bytes, key: bytes) -> bytes | None:
+    """``value`` (a text-protocol value) masked by ``strategy``; None is SQL NULL."""
+    if strategy is MaskStrategy.REDACT:
+        return b"****"
+    if strategy is MaskStrategy.NULL:
+        return None
+    if strategy is MaskStrategy.HASH:
+        return hmac.new(key, value, hashlib.sha256).hexdigest().encode()
+    text = value.decode("utf-8", "surrogateescape")
+    return _last4(text).encode("utf-8", "surrogateescape")
+
+
+# -- content detectors ------------------------------------------------------------------
+
+_CARD = re.compile(rb"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+_EMAIL = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
+
+
+def _cards(text: bytes) -> Iterable[tuple[int, int]]:
+    for match in _CARD.finditer(text):
+        digits = re.sub(rb"[ -]", b"", match.group()).decode()
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            yield match.span()
+
+
+def _emails(text: bytes) -> Iterable[tuple[int, int]]:
+    for match in _EMAIL.finditer(text):
+        yield match.span()
+
+
+_FINDERS = {"card": _cards, "email": _emails}
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """A content rule: what it finds, and how a finding is masked."""
+
+    kind: str
+    strategy: MaskStrategy
+
+
+def _scan(text: bytes, detectors: Sequence[Detector], key: bytes) -> bytes:
+    """``text`` with every finding of ``detectors`` masked (NULL strategy: redacted,
+    since part of a value cannot be NULL)."""
+    spans: list[tuple[int, int, MaskStrategy]] = []
+    for detector in detectors:
+        if detector.kind == "card" and not any(48 <= b <= 57 for b in text[:4096] or b"0"):
+            continue
+        if detector.kind == "email" and b"@" not in text:
+            continue
+        for start, end in _FINDERS[detector.kind](text):
+            spans.append((start, end, detector.strategy))
+    if not spans:
+        return text
+    spans.sort()
+    out = bytearray()
+    pos = 0
+    for start, end, strategy in spans:
+        if start < pos:
+            continue  # overlapping findings: the first one masks
+        out += text[pos:start]
+        masked = mask_value(strategy, text[start:end], key)
+        out += masked if masked is not None else b"****"
+        pos = end
+    out += text[pos:]
+    return bytes(out)
+
+
+# -- column rules -----------------------------------------------------------------------
+
+
+def _pattern(part: str) -> re.Pattern[str]:
+    """A name, or a pattern where ``*`` matches anything; case-insensitive, as the
+    server compares identifiers."""
+    return re.compile(".*".join(re.escape(p) for p in part.split("*")), re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnRule:
+    """A ``schema.table.column`` pattern with its strategy (from the configuration, or
+    derived from a view that shows a masked column)."""
+
+    label: str
+    schema: re.Pattern[str]
+    table: re.Pattern[str]
+    column: re.Pattern[str]
+    strategy: MaskStrategy
+    rewrite: bool = False  # layer one may rewrite uses instead of refusing them
+    exempt_groups: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(
+        cls,
+        schema: str,
+        table: str,
+        column: str,
+        strategy: MaskStrategy,
+        *,
+        rewrite: bool = False,
+        exempt_groups: Iterable[str] = (),
+    ) -> ColumnRule:
+        return cls(
+            f"{schema}.{table}.{column}",
+            _pattern(schema),
+            _pattern(table),
+            _pattern(column),
+            strategy,
+            rewrite,
+            frozenset(exempt_groups),
+        )
+
+    def matches(self, schema: str, table: str, column: str) -> bool:
+        """``schema`` empty: a column whose schema the server did not say (a TEMPTABLE
+        view): the rule matches on table and column alone (fail closed). ``column``
+        ``*``: whether the rule masks any column of the table."""
+        return (
+            (not schema or self.schema.fullmatch(schema) is not None)
+            and self.table.fullmatch(table) is not None
+            and (column == "*" or self.column.fullmatch(column) is not None)
+        )
+
+
+@dataclass(slots=True)
+class ValueMask:
+    """The mask of one column of one result set (``appliance.mysql.masking.ColumnMask``)."""
+
+    label: str
+    strategy: MaskStrategy | None  # None: content detectors only
+    key: bytes
+    detectors: Sequence[Detector] = ()
+    quoted_only: bool = False  # warnings: scrub the values quoted in a message
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        if value is None:
+            return None
+        if self.strategy is not None:
+            return mask_value(self.strategy, value, self.key)
+        if self.quoted_only:
+            return _scrub_quoted(value, self.detectors, self.key)
+        return _scan(value, self.detectors, self.key)
+
+
+_WARNING_COLUMNS = (b"level", b"code", b"message")
+
+# Error messages that quote a value: the value is replaced, the rest kept for the agent.
+_VALUE_MESSAGES = re.compile(
+    rb"(Duplicate entry |Incorrect [a-z ]+ value: |Truncated incorrect [A-Za-z ]+ value: |"
+    rb"Data truncated for column |Out of range value |Cannot add or update a child row|"
+    rb"Cannot delete or update a parent row|CONSTRAINT )"
+)
+_QUOTED = re.compile(rb"'((?:[^'\\]|\\.|'')*)'")
+
+
+def _scrub_quoted(message: bytes, detectors: Sequence[Detector], key: bytes) -> bytes:
+    """``message`` with its quoted values replaced when it is a kind of message that
+    quotes a value (duplicate key, incorrect value...), and with content findings masked.
+    The first quoted part of a value message is the value; names that follow (the key,
+    the column) stay, so the agent still learns what went wrong."""
+    if _VALUE_MESSAGES.search(message):
+        match = _QUOTED.search(message)
+        if match is not None and not message[: match.start()].endswith(b"column "):
+            message = message[: match.start()] + b"'****'" + message[match.end() :]
+    return _scan(message, detectors or _ALL_DETECTORS, key)
+
+
+_ALL_DETECTORS = (Detector("card", MaskStrategy.LAST4), Detector("email", MaskStrategy.REDACT))
+
+
+@dataclass(slots=True)
+class SessionMasker:
+    """What one session may not see (``appliance.mysql.masking.Masker``)."""
+
+    rules: list[ColumnRule]
+    detectors: list[Detector]
+    key: bytes
+    policy: MaskingPolicy | None = None  # for rules derived from views, which change
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+    def _all_rules(self) -> Iterable[ColumnRule]:
+        yield from self.rules
+        if self.policy is not None:
+            for rule in self.policy.derived:
+                if not rule.exempt_groups & self.groups:
+                    yield rule
+
+    def rule_for(self, schema: str, table: str, column: str) -> ColumnRule | None:
+        for rule in self._all_rules():
+            if rule.matches(schema, table, column):
+                return rule
+        return None
+
+    def is_masked(self, schema: str, table: str, column: str) -> bool:
+        """For layer one: whether a column of a table is masked for this session
+        (``column`` ``*``: any column of it)."""
+        return self.rule_for(schema, table, column) is not None
+
+    def strategy_for(self, schema: str, table: str, column: str) -> str | None:
+        """For a rewrite: the strategy of a masked column, when its rule allows one."""
+        rule = self.rule_for(schema, table, column)
+        return rule.strategy.value if rule is not None and rule.rewrite else None
+
+    def plan(self, columns: Sequence[ColumnDefinition]) -> list[ValueMask | None] | None:
+        masks: list[ValueMask | None] = []
+        names = tuple(c.name.lower() for c in columns)
+        warnings = names == _WARNING_COLUMNS and not any(c.org_table for c in columns)
+        for c in columns:
+            schema = c.schema.decode("utf-8", "replace")
+            table = c.org_table.decode("utf-8", "replace")
+            name = c.org_name.decode("utf-8", "replace")
+            rule = self.rule_for(schema, table, name) if table and name else None
+            if rule is not None:
+                label = f"{schema or '?'}.{table}.{name}"
+                masks.append(ValueMask(label, rule.strategy, self.key))
+            elif warnings and c.name.lower() == b"message":
+                masks.append(ValueMask("warnings", None, self.key, self.detectors, True))
+            elif self.detectors:
+                label = f"{schema}.{table}.{name}" if table else c.name.decode("utf-8", "replace")
+                masks.append(ValueMask(label, None, self.key, self.detectors))
+            else:
+                masks.append(None)
+        return masks if any(m is not None for m in masks) else None
+
+    def scrub(self, message: bytes) -> bytes:
+        return _scrub_quoted(message, self.detectors, self.key)
+
+
+class MaskingPolicy:
+    """The configuration's masking rules, and those derived from views."""
+
+    def __init__(self, rules: Sequence[MaskingRuleConfig], key: bytes) -> None:
+        self.key = key
+        self.column_rules: list[ColumnRule] = []
+        self.detectors: list[tuple[Detector, frozenset[str]]] = []
+        for rule in rules:
+            if rule.detect:
+                for kind in rule.detect:
+                    self.detectors.append(
+                        (Detector(kind, rule.strategy), frozenset(rule.exempt_groups))
+                    )
+            else:
+                self.column_rules.append(
+                    ColumnRule.of(
+                        rule.schema,
+                        rule.table,
+                        rule.column_name,
+                        rule.strategy,
+                        rewrite=rule.on_use == "rewrite",
+                        exempt_groups=rule.exempt_groups,
+                    )
+                )
+        self.derived: list[ColumnRule] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.column_rules or self.detectors)
+
+    def for_groups(self, groups: Iterable[str]) -> SessionMasker | None:
+        """The masker of a session whose identity has ``groups``; None when nothing
+        applies to it (every rule exempts one of its groups)."""
+        mine = frozenset(groups)
+        rules = [r for r in self.column_rules if not r.exempt_groups & mine]
+        detectors = [d for d, exempt in self.detectors if not exempt & mine]
+        if not rules and not detectors:
+            return None
+        return SessionMasker(rules, detectors, self.key, self, mine)
+
+    def set_derived(self, rules: Iterable[ColumnRule]) -> None:
+        """Replace the rules derived from views (the catalog refreshes them)."""
+        self.derived = list(rules)

@@ -1,0 +1,163 @@
+"""The policy side of masking: strategies, rule matching by origin, exemptions, content
+detectors and the scrubbing of messages, without I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from appliance.config import MaskingRuleConfig, MaskStrategy
+from appliance.mysql.constants import FieldType
+from appliance.mysql.packets import ColumnDefinition
+from appliance.policy.masking import ColumnRule, MaskingPolicy, luhn_valid, mask_value
+
+KEY = b"k" * 32
+
+
+def rule(column: str, strategy: str, *exempt: str, on_use: str = "refuse") -> MaskingRuleConfig:
+    schema, table, name = column.split(".")
+    return MaskingRuleConfig(
+        column, schema, table, name, MaskStrategy(strategy), tuple(exempt), on_use=on_use
+    )
+
+
+def detect(*kinds: str, strategy: str = "last4", exempt: tuple[str, ...] = ()) -> MaskingRuleConfig:
+    return MaskingRuleConfig("", "*", "*", "*", MaskStrategy(strategy), exempt, detect=kinds)
+
+
+def col(schema: str, table: str, name: str, alias: str | None = None) -> ColumnDefinition:
+    return ColumnDefinition(
+        b"def", schema.encode(), (alias or table).encode(), table.encode(),
+        (alias or name).encode(), name.encode(), 45, 80, FieldType.VAR_STRING, 0, 0,
+    )  # fmt: skip
+
+
+POLICY = MaskingPolicy(
+    [
+        rule("shop.customers.card_number", "last4", "pii-readers"),
+        rule("shop.customers.email", "redact"),
+        rule("*.*.ssn", "null"),
+        rule("shop.customers.token", "hash"),
+    ],
+    KEY,
+)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "value", "masked"),
+    [
+        ("redact", b"4111111111111111", b"****"),
+        ("last4", b"4111111111111111", b"************1111"),
+        ("last4", b"1234", b"****"),
+        ("last4", b"", b""),
+        ("last4", "n\u00e4me@ex.de".encode(), b"******x.de"),
+        ("null", b"123-45-6789", None),
+        ("hash", b"abc", hmac.new(KEY, b"abc", hashlib.sha256).hexdigest().encode()),
+    ],
+)
+def test_strategies(strategy: str, value: bytes, masked: bytes | None) -> None:
+    assert mask_value(MaskStrategy(strategy), value, KEY) == masked
+
+
+def test_hash_is_stable_and_keyed() -> None:
+    one = mask_value(MaskStrategy.HASH, b"4111", KEY)
+    assert one == mask_value(MaskStrategy.HASH, b"4111", KEY)
+    assert one != mask_value(MaskStrategy.HASH, b"4111", b"other key")
+    assert one != mask_value(MaskStrategy.HASH, b"4112", KEY)
+
+
+def test_luhn() -> None:
+    assert luhn_valid("4111111111111111") and luhn_valid("5555555555554444")
+    assert not luhn_valid("4111111111111112")
+
+
+def test_plan_masks_by_origin_whatever_the_alias() -> None:
+    masker = POLICY.for_groups(["agents"])
+    assert masker is not None
+    plan = masker.plan(
+        [
+            col("shop", "customers", "id"),
+            col("shop", "customers", "card_number", alias="c"),
+            col("SHOP", "Customers", "EMAIL"),
+            col("hr", "people", "ssn"),
+        ]
+    )
+    assert plan is not None
+    assert plan[0] is None
+    assert [m.label for m in plan[1:] if m is not None] == [
+        "shop.customers.card_number",
+        "SHOP.Customers.EMAIL",
+        "hr.people.ssn",
+    ]
+    assert plan[1] is not None and plan[1](b"4111111111111111") == b"************1111"
+    assert plan[3] is not None and plan[3](b"x") is None
+    assert masker.plan([col("shop", "orders", "card_number")]) is None
+
+
+def test_a_column_without_schema_matches_on_table_and_column() -> None:
+    masker = POLICY.for_groups([])
+    assert masker is not None
+    plan = masker.plan([col("", "customers", "card_number")])
+    assert plan is not None and plan[0] is not None
+
+
+def test_exempt_groups_see_real_values() -> None:
+    readers = POLICY.for_groups(["pii-readers"])
+    assert readers is not None
+    assert readers.plan([col("shop", "customers", "card_number")]) is None
+    assert readers.plan([col("shop", "customers", "email")]) is not None
+    only_exempt = MaskingPolicy([rule("shop.customers.card_number", "last4", "dba")], KEY)
+    assert only_exempt.for_groups(["dba"]) is None
+
+
+def test_derived_rules_for_views_follow_the_exemptions_of_their_source() -> None:
+    POLICY.set_derived(
+        [ColumnRule.of("shop", "v_cards", "c", MaskStrategy.LAST4, exempt_groups=["pii-readers"])]
+    )
+    try:
+        agent = POLICY.for_groups(["agents"])
+        reader = POLICY.for_groups(["pii-readers"])
+        assert agent is not None and agent.is_masked("shop", "v_cards", "c")
+        assert reader is not None and not reader.is_masked("shop", "v_cards", "c")
+    finally:
+        POLICY.set_derived([])
+
+
+def test_content_detectors_find_cards_by_luhn_and_emails() -> None:
+    policy = MaskingPolicy([detect("card", "email", strategy="last4")], KEY)
+    masker = policy.for_groups([])
+    assert masker is not None
+    plan = masker.plan([col("shop", "notes", "body")])
+    assert plan is not None and plan[0] is not None
+    mask = plan[0]
+    text = b"paid with 4111 1111 1111 1111, mail ann@example.com; order 4111111111111112"
+    assert mask(text) == (
+        b"paid with ***************1111, mail ***********.com; order 4111111111111112"
+    )
+    assert mask(b"nothing here") == b"nothing here"
+
+
+def test_error_messages_that_quote_a_value_are_scrubbed() -> None:
+    masker = POLICY.for_groups([])
+    assert masker is not None
+    assert masker.scrub(b"Duplicate entry '4111111111111111' for key 'card'") == (
+        b"Duplicate entry '****' for key 'card'"
+    )
+    assert masker.scrub(b"Incorrect integer value: 'ann@example.com' for column `x`") == (
+        b"Incorrect integer value: '****' for column `x`"
+    )
+    assert masker.scrub(b"Table 'shop.x' doesn't exist") == b"Table 'shop.x' doesn't exist"
+    assert masker.scrub(b"card 4111111111111111 seen") == b"card ************1111 seen"
+
+
+def test_show_warnings_messages_are_scrubbed() -> None:
+    masker = POLICY.for_groups([])
+    assert masker is not None
+    columns = [col("", "", name) for name in ("Level", "Code", "Message")]
+    plan = masker.plan(columns)
+    assert plan is not None and plan[0] is None and plan[2] is not None
+    assert plan[2](b"Truncated incorrect DOUBLE value: '4111111111111111'") == (
+        b"Truncated incorrect DOUBLE value: '****'"
+    )

@@ -1,0 +1,281 @@
+"""Result-set masking with real clients through the gateway (SPEC §7): masked columns
+come back masked in the text protocol (PyMySQL, the mariadb CLI, SQLAlchemy) and the
+binary one (mysql-connector prepared statements), whatever the alias, through views;
+exempt groups see real values; the database keeps the real data; the ledger's result
+record names what was masked; error texts do not leak masked values."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+import sqlalchemy
+from lab.clients import run_mariadb, run_sqlgate
+from lab.gateway import GatewayAccount, GatewayProcess
+from lab.mariadb import MariaDB
+
+pytestmark = pytest.mark.integration
+
+CARD = "4111111111111111"
+ROWS = [
+    (1, "Ann", CARD, "ann@example.com", 123456789, "tok-a"),
+    (2, "Bob", "5555555555554444", "bob@example.com", 987654321, "tok-b"),
+    (3, "Cy", None, None, None, "tok-a"),
+]
+MASKING = """
+[[masking]]
+column = "shop.mask_customers.card_number"
+strategy = "last4"
+exempt_groups = ["pii-readers"]
+
+[[masking]]
+column = "shop.mask_customers.email"
+strategy = "redact"
+
+[[masking]]
+column = "shop.*.ssn"
+strategy = "null"
+
+[[masking]]
+column = "shop.mask_customers.token"
+strategy = "hash"
+
+[[masking]]
+column = "shop.mask_customers.phone"
+strategy = "last4"
+on_use = "rewrite"
+"""
+
+
+@pytest.fixture(scope="module")
+def gw(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    values = ", ".join(
+        "(" + ", ".join("NULL" if v is None else repr(v) for v in row) + ")" for row in ROWS
+    )
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.mask_customers",
+        "CREATE TABLE shop.mask_customers (id INT PRIMARY KEY, name VARCHAR(20), "
+        "card_number VARCHAR(19) UNIQUE, email VARCHAR(60), ssn INT NOT NULL DEFAULT 0, "
+        "token VARCHAR(20), phone VARCHAR(20) DEFAULT '+49 30 1234567')",
+        "INSERT INTO shop.mask_customers (id, name, card_number, email, ssn, token) "
+        f"VALUES {values}".replace("NULL, NULL, NULL", "NULL, NULL, 0"),
+        "CREATE OR REPLACE ALGORITHM=TEMPTABLE VIEW shop.mask_temp AS "
+        "SELECT id, card_number FROM shop.mask_customers",
+        "CREATE OR REPLACE VIEW shop.mask_v AS "
+        "SELECT id, card_number AS c, UPPER(email) AS e, name FROM shop.mask_customers",
+        "CREATE OR REPLACE VIEW shop.mask_vv AS SELECT id, c FROM shop.mask_v",
+        "DROP VIEW IF EXISTS shop.mask_late",
+        "DROP TABLE IF EXISTS shop.mask_copy",
+    )
+    work = tmp_path_factory.mktemp("gw")
+    accounts = [
+        GatewayAccount("agent", "agent-secret-1"),
+        GatewayAccount("auditor", "auditor-secret-4", ("agents", "pii-readers")),
+    ]
+    gw = GatewayProcess(work, mariadb, mariadb.pki, accounts=accounts, extra_toml=MASKING)
+    gw.start()
+    yield gw
+    assert gw.stop() == 0
+    log = gw.log()
+    assert "Traceback" not in log and CARD not in log
+
+
+def key(gw: GatewayProcess) -> bytes:
+    return (gw.workdir / "masking.key").read_bytes()
+
+
+def digest(gw: GatewayProcess, value: str) -> str:
+    return hmac.new(key(gw), value.encode(), hashlib.sha256).hexdigest()
+
+
+def expected(gw: GatewayProcess) -> list[tuple[object, ...]]:
+    phone = "**********4567"
+    return [
+        (1, "Ann", "************1111", "****", None, digest(gw, "tok-a"), phone),
+        (2, "Bob", "************4444", "****", None, digest(gw, "tok-b"), phone),
+        (3, "Cy", None, None, None, digest(gw, "tok-a"), phone),
+    ]
+
+
+def query(gw: GatewayProcess, sql: str, user: str = "agent") -> list[tuple[object, ...]]:
+    conn = gw.connect(user=user, database="shop")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return [tuple(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def test_pymysql_text_protocol_gets_masked_values(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    assert query(gw, "SELECT * FROM mask_customers ORDER BY id") == expected(gw)
+    real = mariadb.admin_sql("SELECT card_number FROM shop.mask_customers WHERE id = 1")
+    assert real == [(CARD,)]  # the data in the database is unchanged
+
+
+def test_an_alias_does_not_escape_the_origin(gw: GatewayProcess) -> None:
+    rows = query(
+        gw, "SELECT c.card_number AS cc, c.email AS `e` FROM mask_customers c WHERE id = 1"
+    )
+    assert rows == [("************1111", "****")]
+
+
+def test_hash_is_stable_so_joins_and_groups_still_work(gw: GatewayProcess) -> None:
+    tokens = [r[5] for r in query(gw, "SELECT * FROM mask_customers ORDER BY id")]
+    assert tokens[0] == tokens[2] != tokens[1]
+    assert tokens == [r[5] for r in query(gw, "SELECT * FROM mask_customers ORDER BY id")]
+
+
+def test_exempt_groups_see_the_real_values(gw: GatewayProcess) -> None:
+    rows = query(gw, "SELECT card_number, email FROM mask_customers WHERE id = 1", user="auditor")
+    assert rows == [(CARD, "****")]  # exempt from the card rule only
+
+
+def test_mysql_connector_prepared_statements_binary_protocol(gw: GatewayProcess) -> None:
+    conn = gw.connector()
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT * FROM mask_customers WHERE id >= ? ORDER BY id", (1,))
+        rows = [tuple(r) for r in cur.fetchall()]
+        cur.close()
+    finally:
+        conn.close()
+    assert rows == expected(gw)
+
+
+def test_the_mariadb_cli(gw: GatewayProcess) -> None:
+    out = run_mariadb(
+        "SELECT id, card_number, email, ssn FROM mask_customers WHERE id = 2",
+        host=gw.host,
+        port=gw.port,
+        user="agent",
+        password="agent-secret-1",
+        database="shop",
+    )
+    assert out.splitlines() == ["id\tcard_number\temail\tssn", "2\t************4444\t****\tNULL"]
+    assert "5555555555554444" not in out
+
+
+def test_sqlalchemy(gw: GatewayProcess) -> None:
+    url = f"mysql+pymysql://agent:agent-secret-1@{gw.host}:{gw.port}/shop"
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sqlalchemy.text("SELECT card_number, ssn FROM mask_customers WHERE id < :n"),
+                {"n": 3},
+            ).all()
+    finally:
+        engine.dispose()
+    assert sorted(tuple(r) for r in rows) == [
+        ("************1111", None),
+        ("************4444", None),
+    ]
+
+
+def test_a_temptable_view_keeps_the_origin_and_is_masked(gw: GatewayProcess) -> None:
+    assert query(gw, "SELECT card_number FROM mask_temp WHERE id = 1") == [("************1111",)]
+
+
+def test_error_texts_do_not_leak_masked_values(gw: GatewayProcess) -> None:
+    conn = gw.connect(database="shop")
+    try:
+        with conn.cursor() as cur, pytest.raises(Exception) as caught:
+            cur.execute(f"INSERT INTO mask_customers (id, card_number) VALUES (9, '{CARD}')")
+    finally:
+        conn.close()
+    code, message = caught.value.args
+    assert code == 1062 and CARD not in message and "'****'" in message
+
+
+def test_the_result_record_names_the_masked_columns(gw: GatewayProcess) -> None:
+    marker = "SELECT id, card_number, email FROM mask_customers WHERE id IN (1, 2) /* rec */"
+    query(gw, marker)
+    ledger = str(gw.ledger)
+    records = [
+        json.loads(line)
+        for line in run_sqlgate("ledger", "export", "--ledger", ledger).stdout.splitlines()
+    ]
+    statement = next(r for r in records if r["kind"] == "statement" and r.get("sql") == marker)
+    result = next(
+        r
+        for r in records
+        if r["kind"] == "result"
+        and (r["session"], r["statement_seq"]) == (statement["session"], statement["statement_seq"])
+    )
+    assert result["masked"] == [
+        "shop.mask_customers.card_number",
+        "shop.mask_customers.email",
+    ]
+    assert result["masked_values"] == 4
+
+
+def test_views_show_masked_columns_masked(gw: GatewayProcess) -> None:
+    rows = query(gw, "SELECT * FROM mask_v WHERE id = 1")
+    assert rows == [(1, "************1111", "****", "Ann")]
+    assert query(gw, "SELECT c FROM mask_vv WHERE id = 2") == [("************4444",)]
+
+
+def test_a_view_made_later_is_masked_as_soon_as_it_exists(gw: GatewayProcess) -> None:
+    late = "CREATE VIEW shop.mask_late AS SELECT id, card_number AS x FROM shop.mask_customers"
+    query(gw, late, user="auditor")  # exempt from the card rule: may make such a view
+    deadline = time.monotonic() + 10
+    rows = query(gw, "SELECT x FROM mask_late WHERE id = 1")
+    while rows != [("************1111",)] and time.monotonic() < deadline:
+        assert rows == [("************1111",)] or rows == [(CARD,)]
+        time.sleep(0.1)
+        rows = query(gw, "SELECT x FROM mask_late WHERE id = 1")
+    assert rows == [("************1111",)]
+
+
+# Uses of a masked column that would lose its origin or probe its value: refused.
+REFUSED = [
+    ("SELECT UPPER(card_number) FROM mask_customers", "inside UPPER()"),
+    ("SELECT GROUP_CONCAT(card_number) FROM mask_customers", "GROUP_CONCAT"),
+    ("SELECT JSON_OBJECT('c', card_number) FROM mask_customers", "JSON_OBJECT"),
+    ("SELECT card_number FROM mask_customers UNION SELECT 'x'", "UNION"),
+    ("SELECT id FROM mask_customers WHERE card_number LIKE '4111%'", "WHERE"),
+    ("SELECT id FROM mask_customers ORDER BY email", "ORDER BY"),
+    ("SELECT x.c FROM (SELECT card_number AS c FROM mask_customers) x", "derived table"),
+    ("WITH c AS (SELECT email FROM mask_customers) SELECT * FROM c", "CTE"),
+    ("SELECT (SELECT card_number FROM mask_customers LIMIT 1) AS s", "subquery"),
+    ("SELECT card_number INTO @leak FROM mask_customers LIMIT 1", "SELECT ... INTO"),
+    ("SET @leak = (SELECT email FROM mask_customers LIMIT 1)", "@leak"),
+    ("CREATE TABLE shop.mask_copy AS SELECT card_number FROM mask_customers", "CREATE TABLE"),
+    ("INSERT INTO shop.mask_copy2 SELECT card_number FROM mask_customers", "INSERT"),
+    ("SELECT SUBSTRING(token, 1, 3) FROM mask_customers", "SUBSTRING"),
+    ("UPDATE mask_customers SET name = email WHERE id = 1", "UPDATE"),
+    ("SELECT id FROM mask_customers GROUP BY ssn", "GROUP BY"),
+]
+
+
+@pytest.mark.parametrize(("sql", "where"), REFUSED, ids=[w for _, w in REFUSED])
+def test_uses_that_lose_the_origin_are_refused(
+    gw: GatewayProcess, mariadb: MariaDB, sql: str, where: str
+) -> None:
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        query(gw, sql)
+    code, message = caught.value.args
+    assert code == 1227 and "by rule 'masking'" in message, message
+    assert where.lower() in message.lower(), message
+    assert CARD not in message
+    assert mariadb.admin_sql("SELECT name FROM shop.mask_customers WHERE id = 1") == [("Ann",)]
+    assert not mariadb.admin_sql(
+        "SELECT 1 FROM information_schema.TABLES WHERE TABLE_NAME = 'mask_copy'"
+    )
+
+
+def test_exempt_groups_may_use_the_column_freely(gw: GatewayProcess) -> None:
+    rows = query(gw, "SELECT UPPER(card_number) FROM mask_customers WHERE id = 1", user="auditor")
+    assert rows == [(CARD,)]
+
+
+def test_a_rewrite_rule_masks_by_construction(gw: GatewayProcess) -> None:
+    rows = query(gw, "SELECT CONCAT('tel: ', phone) AS t FROM mask_customers WHERE id = 1")
+    assert rows == [("tel: **********4567",)]
+    assert query(gw, "SELECT id FROM mask_customers WHERE phone = '+49 30 1234567'") == []
