@@ -528,6 +528,24 @@ CASES = [
         "expected one of redact, last4, hash, null, got 'blur'",
     ),
     (
+        "unknown-detector",
+        lambda t: t + '\n[[masking]]\ndetect = ["card", "iban"]\nstrategy = "redact"\n',
+        "masking[0].detect[1]",
+        "'iban': expected one of card, email",
+    ),
+    (
+        "detector-with-column",
+        lambda t: t + '\n[[masking]]\ndetect = ["card"]\ncolumn = "a.b.c"\nstrategy = "redact"\n',
+        "masking[0].detect",
+        "a content rule (detect) applies to every column",
+    ),
+    (
+        "bad-on-use",
+        lambda t: t + '\n[[masking]]\ncolumn = "a.b.c"\nstrategy = "redact"\non_use = "mask"\n',
+        "masking[0].on_use",
+        "'mask': expected refuse or rewrite",
+    ),
+    (
         "bad-rule-action",
         lambda t: t + '\n[[rules]]\nname = "r"\nstatements = ["DROP TABLE"]\naction = "deny"\n',
         "rules[0].action",
@@ -723,3 +741,28 @@ def test_config_error_str_is_file_key_problem() -> None:
     error = ConfigError("/etc/sqlgate.toml", "targets[1].password_file", "cannot read x")
     assert str(error) == "/etc/sqlgate.toml: targets[1].password_file: cannot read x"
     assert (error.key, error.problem) == ("targets[1].password_file", "cannot read x")
+
+
+def test_masking_rules_by_column_and_by_content(confdir: Path) -> None:
+    path = write(
+        confdir,
+        MINIMAL
+        + """
+[[masking]]
+column = "shop.customers.phone"
+strategy = "last4"
+on_use = "rewrite"
+
+[[masking]]
+detect = ["card", "email"]
+strategy = "redact"
+exempt_groups = ["pii-readers"]
+""",
+    )
+    column, content = load_config(path).masking
+    assert (column.column_name, column.on_use, column.detect) == ("phone", "rewrite", ())
+    assert (content.detect, content.strategy.value, content.exempt_groups) == (
+        ("card", "email"),
+        "redact",
+        ("pii-readers",),
+    )

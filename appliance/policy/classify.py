@@ -3144,7 +3144,12 @@ def _masked_sql(strategy: str, column: str) -> str | None:
     if strategy == "null":
         return "NULL"
     if strategy == "last4":
-        return f"CONCAT(REPEAT('*', GREATEST(CHAR_LENGTH({column}) - 4, 0)), RIGHT({column}, 4))"
+        # as on the way back: every character starred but the last four, and values of
+        # four characters or fewer starred whole
+        return (
+            f"IF(CHAR_LENGTH({column}) <= 4, REPEAT('*', CHAR_LENGTH({column})), "
+            f"CONCAT(REPEAT('*', CHAR_LENGTH({column}) - 4), RIGHT({column}, 4)))"
+        )
     return None  # hash: a keyed digest the server cannot compute
 
 

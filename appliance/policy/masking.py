@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from appliance.config import MaskingRuleConfig, MaskStrategy
+from appliance.mysql.constants import FieldType
 from appliance.mysql.packets import ColumnDefinition
 
 __all__ = [
@@ -203,6 +204,22 @@ class ValueMask:
 
 _WARNING_COLUMNS = (b"level", b"code", b"message")
 
+# Content detectors scan string columns (a number column keeps its type for the client).
+_STRING_TYPES = frozenset(
+    {
+        FieldType.VARCHAR,
+        FieldType.VAR_STRING,
+        FieldType.STRING,
+        FieldType.TINY_BLOB,
+        FieldType.MEDIUM_BLOB,
+        FieldType.LONG_BLOB,
+        FieldType.BLOB,
+        FieldType.JSON,
+        FieldType.ENUM,
+        FieldType.SET,
+    }
+)
+
 # Error messages that quote a value: the value is replaced, the rest kept for the agent.
 _VALUE_MESSAGES = re.compile(
     rb"(Duplicate entry |Incorrect [a-z ]+ value: |Truncated incorrect [A-Za-z ]+ value: |"
@@ -274,7 +291,7 @@ class SessionMasker:
                 masks.append(ValueMask(label, rule.strategy, self.key))
             elif warnings and c.name.lower() == b"message":
                 masks.append(ValueMask("warnings", None, self.key, self.detectors, True))
-            elif self.detectors:
+            elif self.detectors and c.type in _STRING_TYPES:
                 label = f"{schema}.{table}.{name}" if table else c.name.decode("utf-8", "replace")
                 masks.append(ValueMask(label, None, self.key, self.detectors))
             else:

@@ -548,7 +548,10 @@ def test_bytes_and_the_predicate_contract() -> None:
 
 # -- mask_rewrite ---------------------------------------------------------------------------
 
-LAST4 = "CONCAT(REPEAT('*', GREATEST(CHAR_LENGTH({c}) - 4, 0)), RIGHT({c}, 4))"
+LAST4 = (
+    "IF(CHAR_LENGTH({c}) <= 4, REPEAT('*', CHAR_LENGTH({c})), "
+    "CONCAT(REPEAT('*', CHAR_LENGTH({c}) - 4), RIGHT({c}, 4)))"
+)
 
 
 def last4(column: str) -> str:
