@@ -12,10 +12,11 @@ import json
 import time
 from collections.abc import Iterator
 
+import mysql.connector
 import pymysql
 import pytest
 import sqlalchemy
-from lab.clients import run_mariadb, run_sqlgate
+from lab.clients import ClientError, run_mariadb, run_sqlgate
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB
 
@@ -279,3 +280,41 @@ def test_a_rewrite_rule_masks_by_construction(gw: GatewayProcess) -> None:
     rows = query(gw, "SELECT CONCAT('tel: ', phone) AS t FROM mask_customers WHERE id = 1")
     assert rows == [("tel: **********4567",)]
     assert query(gw, "SELECT id FROM mask_customers WHERE phone = '+49 30 1234567'") == []
+
+
+def test_joins_keep_the_origin(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.mask_orders (id INT PRIMARY KEY, customer INT)",
+        "REPLACE INTO shop.mask_orders VALUES (10, 1), (11, 2)",
+    )
+    rows = query(
+        gw,
+        "SELECT o.id, c.card_number, c.name FROM mask_orders o "
+        "JOIN mask_customers c ON c.id = o.customer ORDER BY o.id",
+    )
+    assert rows == [(10, "************1111", "Ann"), (11, "************4444", "Bob")]
+
+
+def test_prepared_statements_are_refused_at_prepare(gw: GatewayProcess) -> None:
+    conn = gw.connector()
+    try:
+        cur = conn.cursor(prepared=True)
+        with pytest.raises(mysql.connector.Error) as caught:
+            cur.execute("SELECT LOWER(email) FROM mask_customers WHERE id = ?", (1,))
+    finally:
+        conn.close()
+    assert caught.value.errno == 1227 and "by rule 'masking'" in str(caught.value.msg)
+
+
+def test_the_mariadb_cli_is_refused_with_the_reason(gw: GatewayProcess) -> None:
+    with pytest.raises(ClientError) as caught:
+        run_mariadb(
+            "SELECT GROUP_CONCAT(card_number) FROM mask_customers",
+            host=gw.host,
+            port=gw.port,
+            user="agent",
+            password="agent-secret-1",
+            database="shop",
+        )
+    assert "ERROR 1227" in str(caught.value) and "GROUP_CONCAT" in str(caught.value)
+    assert CARD not in str(caught.value)
