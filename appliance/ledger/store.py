@@ -47,6 +47,7 @@ snapshot while the gateway keeps writing). Like any WAL reader it may leave empt
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -115,6 +116,18 @@ PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
 _INSERT = "INSERT INTO records (seq, ts, kind, session, body) VALUES (?, ?, ?, ?, ?)"
+
+# What came back for a statement (session recording), bound to the chain by the SHA-256
+# its result record carries; not append-only: retention deletes old ones (recorded).
+_RECORDINGS = """
+CREATE TABLE IF NOT EXISTS recordings (
+    hash TEXT PRIMARY KEY,
+    ts TEXT NOT NULL,
+    body BLOB NOT NULL
+)
+"""
+_INSERT_RECORDING = "INSERT OR IGNORE INTO recordings (hash, ts, body) VALUES (?, ?, ?)"
+_ATTACHMENT = "\0attachment"  # a record's blob, kept out of its fields
 _FETCH = 2048
 
 
@@ -248,16 +261,20 @@ class LedgerWriter:
         assert sealed is not None  # only checkpoint() is answered with None
         return sealed
 
-    def append_nowait(self, fields: Mapping[str, FieldValue]) -> asyncio.Future[Record | None]:
+    def append_nowait(
+        self, fields: Mapping[str, FieldValue], attachment: bytes | None = None
+    ) -> asyncio.Future[Record | None]:
         """Queue one record nobody waits for (the future says how it went).
 
         Such records may linger up to ``linger`` seconds for company, so that they share
-        a commit with the next record someone does wait for.
+        a commit with the next record someone does wait for. ``attachment`` (a session
+        recording) is stored in the same transaction under its SHA-256, which ``fields``
+        must carry (``recording``) so that the chain covers it.
         """
-        return self._queue(fields, waited=False)
+        return self._queue(fields, waited=False, attachment=attachment)
 
     def _queue(
-        self, fields: Mapping[str, FieldValue], waited: bool
+        self, fields: Mapping[str, FieldValue], waited: bool, attachment: bytes | None = None
     ) -> asyncio.Future[Record | None]:
         self._check_running()
         check_fields(fields)
@@ -267,8 +284,28 @@ class LedgerWriter:
             self._wake.set()
         elif not self._pending:
             self._wake.set()  # the writer starts the lingering clock
-        self._pending.append(({"seq": 0, "ts": utc_now(), **fields}, future))
+        record: dict[str, Any] = {"seq": 0, "ts": utc_now(), **fields}
+        if attachment is not None:
+            record[_ATTACHMENT] = attachment
+        self._pending.append((record, future))
         return future
+
+    async def purge_recordings(self, before: str) -> int:
+        """Delete the session recordings of results older than ``before`` (a ledger
+        ``ts``): first the ``recordings_purged`` alert that says so is committed (so
+        ``verify`` knows they are meant to be gone), then they go. How many went."""
+        await self.append(
+            {
+                "kind": "alert",
+                "alert": "recordings_purged",
+                "reason": f"retention: recordings of results before {before} deleted",
+                "before": before,
+            }
+        )
+        conn = await self._connection()
+        cursor = await conn.execute("DELETE FROM recordings WHERE ts < ?", (before,))
+        await conn.commit()
+        return cursor.rowcount
 
     async def checkpoint(self) -> Record | None:
         """Commit a checkpoint now, after everything queued; None if all is signed."""
@@ -358,11 +395,17 @@ class LedgerWriter:
             return
         seq, prev, last_is_checkpoint = self._seq, self._hash, self._last_is_checkpoint
         rows: list[tuple[int, str, str, Any, str]] = []
+        blobs: list[tuple[str, str, bytes]] = []
         answers: list[tuple[asyncio.Future[Record | None], Record | None]] = []
         checkpoints = 0
 
         def add(record: dict[str, Any]) -> Record:
             nonlocal seq, prev, last_is_checkpoint
+            blob = record.pop(_ATTACHMENT, None)
+            if blob is not None:
+                blobs.append((hashlib.sha256(blob).hexdigest(), record["ts"], blob))
+                record[_ATTACHMENT] = blob  # kept for a retry if this commit fails
+                record = {k: v for k, v in record.items() if k != _ATTACHMENT}
             record["seq"] = seq + 1
             sealed, body = seal_with_body(record, prev)
             seq, prev = seq + 1, sealed["hash"]
@@ -396,9 +439,11 @@ class LedgerWriter:
         if rows:
             try:
                 if self._direct is not None:
-                    await self._commit_direct(self._direct, rows)
+                    await self._commit_direct(self._direct, rows, blobs)
                 else:
                     await conn.executemany(_INSERT, rows)
+                    if blobs:
+                        await conn.executemany(_INSERT_RECORDING, blobs)
                     await conn.commit()
             except Exception as exc:  # sqlite3.Error, OSError, a stopped connection thread
                 if not isinstance(exc, (sqlite3.Error, OSError)):
@@ -427,13 +472,18 @@ class LedgerWriter:
                 future.set_result(sealed)
 
     async def _commit_direct(
-        self, db: sqlite3.Connection, rows: list[tuple[int, str, str, Any, str]]
+        self,
+        db: sqlite3.Connection,
+        rows: list[tuple[int, str, str, Any, str]],
+        blobs: list[tuple[str, str, bytes]],
     ) -> None:
         """Insert and commit on the loop; a lock is waited for without blocking it."""
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
                 db.executemany(_INSERT, rows)
+                if blobs:
+                    db.executemany(_INSERT_RECORDING, blobs)
                 db.commit()
                 return
             except sqlite3.OperationalError as exc:
@@ -543,6 +593,8 @@ class LedgerWriter:
         await conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         if app_id != APPLICATION_ID:
             await conn.executescript(_SCHEMA)
+        await conn.execute(_RECORDINGS)  # also in ledgers made before recordings existed
+        await conn.commit()
         row = await _row(
             conn, "SELECT seq FROM records WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
         )
@@ -661,6 +713,7 @@ def verify_file(
     """Verify a whole ledger file in one snapshot (LedgerFileError if it is not one)."""
     conn = open_ledger(path)
     verifier = Verifier(public_key, held_head)
+    recordings = _Recordings(conn)
     try:
         conn.execute("BEGIN")
         for seq, body in _rows(conn, "SELECT seq, body FROM records ORDER BY seq"):
@@ -669,11 +722,57 @@ def verify_file(
                 break
             if not verifier.feed_body(body, seq):
                 break
+            if '"recording":"' in body or '"recordings_purged"' in body:
+                recordings.note(seq, body)
+        else:
+            problem = recordings.check()
+            if problem is not None:
+                verifier.fail(problem[1], problem[0])
     except sqlite3.Error as exc:
         verifier.fail(f"the database cannot be read after this point ({exc})")
     finally:
         conn.close()
     return verifier.result()
+
+
+class _Recordings:
+    """Session recordings against the hashes their result records carry: each must be
+    there and unchanged, unless a later ``recordings_purged`` alert removed it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.missing: list[tuple[int, str]] = []  # (seq, ts) of results without their blob
+        self.purged_before = ""  # the latest purge's bound
+        self.bad: tuple[int, str] | None = None
+
+    def note(self, seq: int, body: str) -> None:
+        record = json.loads(body)
+        if record.get("kind") == "alert" and record.get("alert") == "recordings_purged":
+            before = record.get("before")
+            if isinstance(before, str) and before > self.purged_before:
+                self.purged_before = before
+            return
+        digest = record.get("recording")
+        if record.get("kind") != "result" or not isinstance(digest, str) or self.bad:
+            return
+        try:
+            row = self.conn.execute(
+                "SELECT body FROM recordings WHERE hash = ?", (digest,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a ledger without the table
+            row = None
+        if row is None:
+            self.missing.append((seq, str(record.get("ts", ""))))
+        elif hashlib.sha256(row[0]).hexdigest() != digest:
+            self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
+
+    def check(self) -> tuple[int, str] | None:
+        if self.bad is not None:
+            return self.bad
+        for seq, ts in self.missing:
+            if ts >= self.purged_before:
+                return seq, "the recording of this result is missing (and was not purged)"
+        return None
 
 
 def read_head(path: str | os.PathLike[str]) -> Head | None:

@@ -1,0 +1,96 @@
+"""Session recordings stored beside the ledger: committed with their result record,
+bound to it by SHA-256, so ``verify`` proves them untouched; retention deletes old ones
+only after a ``recordings_purged`` alert says so."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from appliance.ledger import LedgerWriter
+from appliance.ledger.chain import generate_key
+from appliance.ledger.store import verify_file
+
+KEY = generate_key()
+PUBLIC = KEY.public_key()
+
+
+def result(i: int, blob: bytes) -> dict[str, Any]:
+    return {
+        "kind": "result",
+        "session": "s1",
+        "statement_seq": i,
+        "rows": 1,
+        "recording": hashlib.sha256(blob).hexdigest(),
+    }
+
+
+def ledger(db: Path, blobs: list[bytes], purge_before: str | None = None) -> list[str]:
+    """A ledger with one result per blob; the ``ts`` of each result."""
+
+    async def main() -> list[str]:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            futures = [w.append_nowait(result(i, b), b) for i, b in enumerate(blobs, 1)]
+            sealed = [await f for f in futures]
+            if purge_before is not None:
+                await w.purge_recordings(purge_before)
+            return [str(r["ts"]) for r in sealed if r is not None]
+
+    return asyncio.run(main())
+
+
+def stored(db: Path) -> dict[str, bytes]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT hash, body FROM recordings"))
+
+
+def test_recordings_are_stored_with_their_results_and_verify(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    blobs = [b"\x01\x00\x00\x01\x05", b"rows as the agent saw them", b"\x01\x00\x00\x01\x05"]
+    ledger(db, blobs)
+    assert stored(db) == {hashlib.sha256(b).hexdigest(): b for b in blobs}
+    result = verify_file(db, PUBLIC)
+    assert result.ok, result.reason
+
+
+def test_an_edited_recording_fails_verification_naming_its_result(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    ledger(db, [b"first", b"second answer"])
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE recordings SET body = ? WHERE body = ?", (b"second ANSWER", b"second answer")
+        )
+    result = verify_file(db, PUBLIC)
+    assert not result.ok and result.first_bad_seq == 2
+    assert "recording of this result was changed" in str(result.reason)
+
+
+def test_a_deleted_recording_fails_verification(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    ledger(db, [b"first", b"second"])
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM recordings WHERE body = ?", (b"first",))
+    result = verify_file(db, PUBLIC)
+    assert not result.ok and result.first_bad_seq == 1
+    assert "missing (and was not purged)" in str(result.reason)
+
+
+def test_a_recorded_purge_removes_old_recordings_and_still_verifies(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    times = ledger(db, [b"old one", b"old two"], purge_before="9999-01-01T00:00:00.000000Z")
+    assert stored(db) == {}
+    result = verify_file(db, PUBLIC)
+    assert result.ok, result.reason
+    assert times[0] < "9999"
+
+
+def test_a_purge_does_not_excuse_what_came_after_it(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    ledger(db, [b"old"], purge_before="2000-01-01T00:00:00.000000Z")
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM recordings")
+    result = verify_file(db, PUBLIC)
+    assert not result.ok and "missing" in str(result.reason)
