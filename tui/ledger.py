@@ -61,13 +61,23 @@ class LedgerFile:
         return self._load("SELECT body FROM records ORDER BY seq DESC LIMIT ?", (limit,))
 
     def history(self, limit: int = HISTORY_RECORDS) -> list[dict[str, Any]]:
-        """The last ``limit`` records of the kinds the sessions screen shows."""
-        return self._load(
+        """The last ``limit`` records of the kinds the sessions screen shows, each with the
+        gateway that wrote it (``appliance``, as live events carry it)."""
+        started = self._load(
+            "SELECT body FROM records WHERE kind = 'appliance_start' ORDER BY seq DESC LIMIT 1",
+            (),
+        )
+        name = started[0].get("appliance") if started else None
+        records = self._load(
             "SELECT body FROM records WHERE kind IN "
             "('session_start', 'statement', 'result', 'approval', 'session_end', 'alert') "
             "ORDER BY seq DESC LIMIT ?",
             (limit,),
         )
+        if isinstance(name, str):
+            for record in records:
+                record.setdefault("appliance", name)
+        return records
 
     def search(self, text: str, limit: int = 200) -> list[dict[str, Any]]:
         """The last ``limit`` records whose JSON contains ``text`` (case-insensitive for

@@ -256,6 +256,8 @@ def test_the_ledger_screen_verifies_searches_and_sees_tampering(
         return str(run.app.screen.query_one("#verification").render())
 
     async def scenario(run: Run) -> None:
+        await run.until("the history", lambda: run.app.model.sessions)
+        assert {gateway for gateway, _ in run.app.model.sessions} == {"console-gw"}
         await run.press("3")
         await run.until("verification", lambda: "verified:" in verification(run))
         await run.press("slash", *f"ledger-{tmp_path.name}", "enter")
