@@ -7,7 +7,7 @@ module rewrites what the server sent so that a masked column's values never reac
   (``masked_column_definition``): a masked value is text whatever the column held, so the
   client must not expect an integer, a date or a NOT NULL value there;
 * text rows keep every unmasked value byte for byte and re-encode the masked ones
-  (``mask_text_row``);
+  (``mask_text_row``; ``TextRows`` for every row of a result set, its plan compiled once);
 * binary rows (prepared statements, cursor fetches) carry numbers and dates as fixed-width
   binary values: a masked one is first turned into the exact text the text protocol would
   have sent (``binary_value_text``), so a mask sees the same input whichever protocol the
@@ -346,48 +346,135 @@ def mask_text_row(payload: Buffer, masks: Sequence[ColumnMask | None]) -> tuple[
     """Apply ``masks`` to a text-protocol row; unmasked values keep their exact bytes.
 
     A value whose mask returns it unchanged keeps its bytes too, so a row nothing changed
-    comes back as the same bytes.
+    comes back as the same bytes. (``TextRows`` does the same for every row of a result
+    set, with the plan's work done once.)
     """
     data = payload if isinstance(payload, bytes) else bytes(payload)
-    n = len(data)
-    parts: list[bytes] = []
-    counts: Counts = {}
-    kept_from = 0  # start of the run of bytes copied unchanged
-    pos = 0
-    for i, mask in enumerate(masks):
-        if pos >= n:
-            raise RemoteProtocolError(f"text row has {i} of {len(masks)} values")
-        start = pos
-        first = data[pos]
-        if first < 0xFB:
-            pos += 1 + first
-            if pos > n:
-                raise RemoteProtocolError("text row value runs past the end of the packet")
-            if mask is None:
-                continue
-            value: bytes | None = data[start + 1 : pos]
-        elif first == _NULL:
-            pos += 1
-            if mask is None:
-                continue
-            value = None
-        else:
-            value, pos = read_lenenc_bytes(data, pos)
-            if mask is None:
-                continue
-        masked = mask(value)
-        if masked == value:
-            continue
-        counts[i] = 1
-        parts.append(data[kept_from:start])
-        parts.append(_encode_text(masked))
-        kept_from = pos
-    if pos != n:
-        raise RemoteProtocolError(f"text row has more than {len(masks)} values")
-    if not parts:
-        return data, counts
-    parts.append(data[kept_from:])
-    return b"".join(parts), counts
+    rows = TextRows(masks)
+    out = rows.mask(data, 0, len(data))
+    return (data if out is None else out), rows.take_counts()
+
+
+class TextRows:
+    """A plan compiled for the text rows of one result set (``mask_text_row`` row by row).
+
+    What the plan implies is worked out once: the masked columns, and the last of them
+    (the values after it are only walked over, to check the row's shape). ``mask`` reads
+    the row in place, without copying its payload out of the buffer it came in, and
+    counts what it changed per column (``take_counts``) instead of returning a count
+    for every row.
+    """
+
+    __slots__ = ("masks", "_head", "_total", "_changed")
+
+    def __init__(self, masks: Sequence[ColumnMask | None]) -> None:
+        self.masks = masks
+        """The plan as given (callers may test it by identity)."""
+        plan = tuple(masks)
+        last = max((i for i, m in enumerate(plan) if m is not None), default=-1)
+        self._head = plan[: last + 1]
+        """The masks up to the last masked column."""
+        self._total = len(plan)
+        self._changed = [0] * len(plan)
+
+    def take_counts(self) -> Counts:
+        """Per column, how many values its mask changed since the last call."""
+        changed = self._changed
+        counts = {i: c for i, c in enumerate(changed) if c}
+        if counts:
+            self._changed = [0] * len(changed)
+        return counts
+
+    def mask(self, data: bytes, pos: int, end: int) -> bytes | None:
+        """The text row ``data[pos:end]`` with its masked values rewritten, or None when
+        no value changed (the row then goes as it came)."""
+        base = pos
+        total = self._total
+        parts: list[bytes] | None = None
+        touched: list[int] = []  # the columns whose values changed (counted once whole)
+        kept_from = pos  # start of the run of bytes copied unchanged
+        i = 0
+        for mask in self._head:
+            if pos >= end:
+                raise RemoteProtocolError(f"text row has {i} of {total} values")
+            first = data[pos]
+            if first < 0xFB:
+                value_at = pos + 1
+                stop = value_at + first
+                if stop > end:
+                    raise RemoteProtocolError("text row value runs past the end of the packet")
+            elif first == _NULL:
+                value_at = -1
+                stop = pos + 1
+            else:
+                value_at, stop = _long_value(data, pos, end, base)
+            if mask is not None:
+                value = None if value_at < 0 else data[value_at:stop]
+                masked = mask(value)
+                if masked != value:
+                    touched.append(i)
+                    if parts is None:
+                        parts = []
+                    if first < 0xFB and masked is not None and len(masked) == first:
+                        parts.append(data[kept_from:value_at])  # the same one-byte length
+                        parts.append(masked)
+                    else:
+                        parts.append(data[kept_from:pos])
+                        parts.append(_encode_text(masked))
+                    kept_from = stop
+            pos = stop
+            i += 1
+        while i < total:  # past the last masked column: only the row's shape is checked
+            if pos >= end:
+                raise RemoteProtocolError(f"text row has {i} of {total} values")
+            first = data[pos]
+            if first < 0xFB:
+                pos += 1 + first
+                if pos > end:
+                    raise RemoteProtocolError("text row value runs past the end of the packet")
+            elif first == _NULL:
+                pos += 1
+            elif first == 0xFC and pos + 3 <= end:  # 251 to 65,535 bytes: common enough
+                stop = pos + 3 + (data[pos + 1] | data[pos + 2] << 8)
+                if stop > end:
+                    raise RemoteProtocolError(
+                        f"length-encoded string at {pos - base} runs past the end"
+                    )
+                pos = stop
+            else:
+                pos = _long_value(data, pos, end, base)[1]
+            i += 1
+        if pos != end:
+            raise RemoteProtocolError(f"text row has more than {total} values")
+        if parts is None:
+            return None
+        changed = self._changed
+        for i in touched:
+            changed[i] += 1
+        parts.append(data[kept_from:end])
+        return b"".join(parts)
+
+
+def _long_value(data: bytes, pos: int, end: int, base: int) -> tuple[int, int]:
+    """A text value whose length takes 2, 3 or 8 bytes (0xFC, 0xFD, 0xFE): where its
+    bytes start and end. Errors name positions within the row, as ``read_lenenc_bytes``."""
+    first = data[pos]
+    if first == 0xFC:
+        value_at = pos + 3
+        length = data[pos + 1] | data[pos + 2] << 8 if value_at <= end else 0
+    elif first == 0xFD:
+        value_at = pos + 4
+        length = data[pos + 1] | data[pos + 2] << 8 | data[pos + 3] << 16 if value_at <= end else 0
+    elif first == 0xFE:
+        value_at = pos + 9
+        length = int.from_bytes(data[pos + 1 : value_at], "little")
+    else:
+        raise RemoteProtocolError(f"0xFF is not a length-encoded integer (at {pos - base})")
+    if value_at > end:
+        raise RemoteProtocolError(f"truncated length-encoded integer at {pos - base}")
+    if value_at + length > end:
+        raise RemoteProtocolError(f"length-encoded string at {pos - base} runs past the end")
+    return value_at, value_at + length
 
 
 def mask_binary_row(

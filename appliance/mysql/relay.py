@@ -33,8 +33,18 @@ Masking: while ``Session.masker`` is None, answers take the fast relay (``_relay
 which copies nothing. With a masker, the masked relay (``_relay_masked``) holds each result
 set's column definitions until the masker has planned it; a set with nothing to mask then
 streams exactly as in the fast relay, a set with a plan has each row taken whole, rewritten
-and framed again, one row at a time. ERR messages are scrubbed. A rewritten row that needs
-a different number of frames shifts the sequence ids of the rest of its answer.
+and framed again: text rows that arrive whole in one chunk are rewritten in one pass (the
+plan compiled once per set, ``masking.TextRows``) and go out in one piece; other rows one
+at a time. ERR messages are scrubbed. A rewritten row that needs a different number of
+frames shifts the sequence ids of the rest of its answer.
+
+Recording: while ``Session.record_limit`` is above 0, each answer of a command sent from
+then on is captured as the client received it (after masking, before client TLS, frame
+headers included) up to that many bytes, and handed over in its ``CommandCompleted``. Both
+relays copy what they pass in slices cut at answer boundaries (and, masked, around each
+rewritten packet): a slice per chunk and per answer, nothing per streamed packet; while
+nothing is recorded, one test per chunk and one per answer. An answer is recorded when
+recording was on as its command went out (``transcript.decode_answer`` reads it back).
 """
 
 from __future__ import annotations
@@ -216,6 +226,11 @@ class CommandCompleted:
     error the list holds the results that came before it."""
     masked: dict[str, int] = field(default_factory=dict)
     """Per ``ColumnMask.label``, how many values of this answer its mask changed."""
+    recorded: bytes | None = None
+    """The answer as the client received it, frames whole with their headers (after
+    masking, before TLS), at most ``Session.record_limit`` bytes; None while not recording."""
+    recorded_truncated: bool = False
+    """The answer was longer than the limit: ``recorded`` holds only its first bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +322,9 @@ class _Response:
         "started",
         "results",
         "mask",
+        "recorded",
+        "room",
+        "recorded_truncated",
     )
 
     def __init__(self, cmd: ClientCommand, shape: int, local: bytes | None = None) -> None:
@@ -322,6 +340,9 @@ class _Response:
         self.started = False  # some of the backend's answer has gone to the client
         self.results: list[tuple[int, int]] | None = None  # per result set, when several
         self.mask: _Masking | None = None  # set by the masked relay only
+        self.recorded: bytearray | None = None  # what the client got so far, when recorded
+        self.room = 0  # ... and how many more bytes it may take
+        self.recorded_truncated = False  # ... and whether some did not fit
         self.binary = cmd.command in (Command.STMT_EXECUTE, Command.STMT_FETCH)
         if shape == _RESULTSET:
             self.state = _R_START
@@ -338,7 +359,7 @@ class _Response:
 class _Masking:
     """What the masked relay knows of one answer."""
 
-    __slots__ = ("defs", "held", "columns", "masks", "masked")
+    __slots__ = ("defs", "held", "columns", "masks", "masked", "text")
 
     def __init__(self) -> None:
         self.defs: list[packets.ColumnDefinition] | None = None
@@ -352,6 +373,8 @@ class _Masking:
         """Its plan; None: its rows stream untouched."""
         self.masked: dict[str, int] = {}
         """Per mask label, how many values were changed in this answer."""
+        self.text: masking.TextRows | None = None
+        """``masks`` compiled for text rows, made at the first run of them."""
 
 
 _Plan = tuple[tuple[packets.ColumnDefinition, ...], Masks]
@@ -418,6 +441,12 @@ class Session:
         self._partial = bytearray()  # the start of a packet the masked relay waits for
         self._partial_whole = False  # ... which it needs whole (not just its head)
         self._cursor_plans: dict[int, _Plan] = {}  # statement id -> plan of its open cursor
+        # recording
+        self.record_limit = 0
+        """Above 0 (set by the shell, normally once after the login): the answers of the
+        commands sent from now on are captured up to this many bytes each (see
+        ``CommandCompleted.recorded``). Without ``report_completions`` nothing is captured."""
+        self._recording = 0  # answers being captured that have not completed yet
 
     # ------------------------------------------------------------------ shell API
 
@@ -1150,6 +1179,8 @@ class Session:
                 seq = (len(cmd.payload) // MAX_PAYLOAD + 1) & 0xFF
                 resp = _Response(cmd, _SIMPLE, local=frame(seq, err))
                 resp.error = int.from_bytes(err[1:3], "little")
+                if self.record_limit > 0 and self._report:
+                    self._record_start(resp)
                 self._responses.append(resp)
                 continue
             self._forward(cmd)
@@ -1164,7 +1195,10 @@ class Session:
         code = cmd.command
         shape = RESPONSE_SHAPE[code]
         if shape != _NONE:
-            self._responses.append(_Response(cmd, shape))
+            resp = _Response(cmd, shape)
+            if self.record_limit > 0 and self._report:
+                self._record_start(resp)
+            self._responses.append(resp)
         if code == Command.STMT_CLOSE:
             statement_id = packets.parse_statement_id(cmd.payload)
             self.statements.pop(statement_id, None)
@@ -1183,7 +1217,8 @@ class Session:
         else:
             self._send_server(cmd.raw)
         if shape == _NONE and self._report:
-            self._events.append(CommandCompleted(cmd, 0, 0, None))
+            recorded = b"" if self.record_limit > 0 else None  # the client gets nothing
+            self._events.append(CommandCompleted(cmd, 0, 0, None, recorded=recorded))
 
     def _flush_local(self) -> None:
         """Send the gateway's own answers that have reached the head of the line."""
@@ -1193,7 +1228,10 @@ class Session:
             assert resp.local is not None
             self._send_client(resp.local)
             if self._report:
-                self._events.append(CommandCompleted(resp.cmd, 0, 0, resp.error))
+                event = CommandCompleted(resp.cmd, 0, 0, resp.error)
+                if resp.recorded is not None:
+                    self._record_end(resp, event, resp.local, 0, len(resp.local))
+                self._events.append(event)
 
     def _relay_server(self, data: bytes) -> None:
         """Pass backend bytes to the client, following each answer to its end.
@@ -1217,6 +1255,9 @@ class Session:
         deprecate = self._deprecate_eof
         eof_limit = MAX_PAYLOAD if deprecate else 9
         last_seq = self._last_seq
+        report = self._report
+        recording = self._recording
+        rec_from = 0  # where the current answer's bytes in ``data`` begin
         try:
             while pos < n and not skip:
                 start = pos
@@ -1284,12 +1325,13 @@ class Session:
                 pos += 4 + length
                 if done:
                     responses.popleft()
-                    if self._report:
-                        self._events.append(
-                            CommandCompleted(
-                                resp.cmd, resp.rows, resp.affected, resp.error, resp.results
-                            )
+                    if report:
+                        event = CommandCompleted(
+                            resp.cmd, resp.rows, resp.affected, resp.error, resp.results
                         )
+                        if recording:
+                            rec_from = self._record_end(resp, event, data, rec_from, pos)
+                        self._events.append(event)
                     if responses and responses[0].local is not None:
                         self._last_seq = last_seq
                         self._emit(data[emit_from:pos])
@@ -1305,6 +1347,8 @@ class Session:
             raise
         self._skip = skip
         self._last_seq = last_seq
+        if recording and responses and pos > rec_from:
+            self._record(responses[0], data, rec_from, pos)
         if pos < n:
             self._server_buf = data[pos:]
         if emit_from == 0 and pos == n:
@@ -1317,6 +1361,47 @@ class Session:
             self._to_client.append(data)
         else:
             self._send_client(data)
+
+    # ------------------------------------------------------------------ recording
+
+    def _record_start(self, resp: _Response) -> None:
+        """Capture this answer, with the limit in force now."""
+        resp.recorded = bytearray()
+        resp.room = self.record_limit
+        self._recording += 1
+
+    def _record(self, resp: _Response, data: bytes, start: int, end: int) -> None:
+        """Add ``data[start:end]``, bytes of ``resp`` the client got, to its capture; past
+        the limit only the flag grows (once cut, a capture never resumes)."""
+        recorded = resp.recorded
+        if recorded is None or start >= end:
+            return
+        room = resp.room
+        if end - start <= room:
+            recorded += data[start:end]
+            resp.room = room - (end - start)
+            return
+        if room > 0:
+            recorded += data[start : start + room]
+            resp.room = 0
+        resp.recorded_truncated = True
+
+    def _record_end(
+        self, resp: _Response, event: CommandCompleted, data: bytes, start: int, end: int
+    ) -> int:
+        """The answer ends at ``data[end]``: complete its capture into ``event``. Returns
+        ``end``, where the next answer's bytes begin."""
+        recorded = resp.recorded
+        if recorded is not None:
+            if not recorded and end - start <= resp.room:
+                event.recorded = data[start:end]  # the whole answer came in this chunk
+            else:
+                self._record(resp, data, start, end)
+                event.recorded = bytes(recorded)
+                event.recorded_truncated = resp.recorded_truncated
+            resp.recorded = None
+            self._recording -= 1
+        return end
 
     # ------------------------------------------------------------------ masked relay
 
@@ -1351,6 +1436,8 @@ class Session:
         deprecate = self._deprecate_eof
         eof_limit = MAX_PAYLOAD if deprecate else 9
         start = pos
+        recording = self._recording
+        rec_from = 0  # where the current answer's bytes in ``data`` begin
         try:
             while pos < n and not skip:
                 start = pos
@@ -1379,6 +1466,23 @@ class Session:
                     state = resp.state
                     # what the fast relay streams still streams, unless the masker must see it
                     if state == _R_ROWS:
+                        if m.masks is not None and not resp.binary:
+                            # the rows of a planned text result set: all the whole ones
+                            # here are masked in one pass, then go out in one piece
+                            end, out = self._mask_text_rows(resp, m, data, pos, eof_limit)
+                            if end > pos:
+                                if out is not None:
+                                    if start > emit_from:
+                                        self._emit(data[emit_from:start])
+                                    self._emit(out)
+                                    emit_from = end
+                                    if recording:
+                                        self._record(resp, data, rec_from, start)
+                                        self._record(resp, out, 0, len(out))
+                                        rec_from = end
+                                resp.started = True
+                                pos = end
+                                continue
                         first = data[pos + 4] if length else -1
                         stream = (
                             m.masks is None
@@ -1416,6 +1520,10 @@ class Session:
                     if out:
                         self._emit(out)
                     emit_from = end
+                    if recording and resp is not None:
+                        self._record(resp, data, rec_from, start)
+                        self._record(resp, out, 0, len(out))
+                        rec_from = end
                 pos = end
                 if resp is None:
                     continue
@@ -1425,16 +1533,17 @@ class Session:
                     self._shift = 0
                     if self._report:
                         m = resp.mask
-                        self._events.append(
-                            CommandCompleted(
-                                resp.cmd,
-                                resp.rows,
-                                resp.affected,
-                                resp.error,
-                                resp.results,
-                                m.masked if m is not None else {},
-                            )
+                        event = CommandCompleted(
+                            resp.cmd,
+                            resp.rows,
+                            resp.affected,
+                            resp.error,
+                            resp.results,
+                            m.masked if m is not None else {},
                         )
+                        if recording:
+                            rec_from = self._record_end(resp, event, data, rec_from, pos)
+                        self._events.append(event)
                     if responses and responses[0].local is not None:
                         if pos > emit_from:
                             self._emit(data[emit_from:pos])
@@ -1455,6 +1564,8 @@ class Session:
                 or (responses and responses[0].mask is not None)
             )
         self._skip = skip
+        if recording and responses and pos > rec_from:
+            self._record(responses[0], data, rec_from, pos)
         if pos < n:
             partial += data[pos:]
             self._mask_sticky = True
@@ -1462,6 +1573,76 @@ class Session:
             self._emit(data)
         elif pos > emit_from:
             self._emit(data[emit_from:pos])
+
+    def _mask_text_rows(
+        self, resp: _Response, m: _Masking, data: bytes, pos: int, eof_limit: int
+    ) -> tuple[int, bytes | None]:
+        """Mask the text rows that lie whole, one frame each, in ``data`` from ``pos`` on,
+        under the plan ``m.masks`` (the answer's sequence ids unshifted so far).
+
+        Returns where the run ends (``pos`` when the packet there is not such a row: the
+        caller then takes it one packet at a time) and what goes to the client in place of
+        ``data[pos:end]``: one piece, or None when no value changed. A row whose masked
+        payload needs a second frame ends the run, framed by ``_reframe`` (which shifts
+        the rest of the answer).
+        """
+        rows = m.text
+        masks = m.masks
+        assert masks is not None
+        if rows is None or rows.masks is not masks:
+            rows = m.text = masking.TextRows(masks)
+        mask_row = rows.mask
+        n = len(data)
+        kept = pos
+        pieces: list[bytes] = []
+        count = 0
+        last = -1  # where the last row taken begins (its sequence id is the answer's last)
+        while n - pos >= 5:
+            length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+            end = pos + 4 + length
+            if end > n or not length or length >= MAX_PAYLOAD:
+                break
+            first = data[pos + 4]
+            if first == 0xFF or (first == 0xFE and length < eof_limit):
+                break  # an ERR or the end of the set
+            try:
+                row = mask_row(data, pos + 4, end)
+            except ProtocolError:
+                break  # the rows before it go first; taken alone, it fails again
+            count += 1
+            last = pos
+            if row is not None:
+                size = len(row)
+                if size == length:  # the same length: the same header
+                    pieces.append(data[kept : pos + 4])
+                elif size < MAX_PAYLOAD:
+                    pieces.append(data[kept:pos])
+                    pieces.append((size | data[pos + 3] << 24).to_bytes(4, "little"))
+                else:
+                    pieces.append(data[kept:pos])
+                    framed = self._reframe(data[pos + 3], data[pos + 4 : end], data[pos:end], row)
+                    assert framed is not None  # it set _last_seq and the shift
+                    pieces.append(framed)
+                    kept = pos = end
+                    last = -1
+                    break
+                pieces.append(row)
+                kept = end
+            pos = end
+        if last >= 0:
+            self._last_seq = data[last + 3]
+        if count:
+            resp.rows += count
+            masked = m.masked
+            for i, changed in rows.take_counts().items():
+                mask = masks[i]
+                assert mask is not None
+                masked[mask.label] = masked.get(mask.label, 0) + changed
+        if not pieces:
+            return pos, None
+        if kept < pos:
+            pieces.append(data[kept:pos])
+        return pos, b"".join(pieces)
 
     def _begin_masking(self, resp: _Response) -> _Masking:
         m = _Masking()

@@ -182,6 +182,9 @@ class ColumnRule:
         )
 
 
+_LAST4 = MaskStrategy.LAST4
+
+
 @dataclass(slots=True)
 class ValueMask:
     """The mask of one column of one result set (``appliance.mysql.masking.ColumnMask``)."""
@@ -195,8 +198,13 @@ class ValueMask:
     def __call__(self, value: bytes | None) -> bytes | None:
         if value is None:
             return None
-        if self.strategy is not None:
-            return mask_value(self.strategy, value, self.key)
+        strategy = self.strategy
+        if strategy is _LAST4 and value.isascii():
+            # the common case, without decoding: one character per byte
+            n = len(value)
+            return b"*" * (n - 4) + value[-4:] if n > 4 else b"*" * n
+        if strategy is not None:
+            return mask_value(strategy, value, self.key)
         if self.quoted_only:
             return _scrub_quoted(value, self.detectors, self.key)
         return _scan(value, self.detectors, self.key)

@@ -7,11 +7,19 @@ import hashlib
 import hmac
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from appliance.config import MaskingRuleConfig, MaskStrategy
 from appliance.mysql.constants import FieldType
 from appliance.mysql.packets import ColumnDefinition
-from appliance.policy.masking import ColumnRule, MaskingPolicy, luhn_valid, mask_value
+from appliance.policy.masking import (
+    ColumnRule,
+    MaskingPolicy,
+    ValueMask,
+    luhn_valid,
+    mask_value,
+)
 
 KEY = b"k" * 32
 
@@ -59,6 +67,14 @@ POLICY = MaskingPolicy(
 )
 def test_strategies(strategy: str, value: bytes, masked: bytes | None) -> None:
     assert mask_value(MaskStrategy(strategy), value, KEY) == masked
+
+
+@given(st.one_of(st.binary(max_size=40), st.text(max_size=20).map(str.encode)))
+def test_a_value_mask_gives_what_its_strategy_gives(value: bytes) -> None:
+    """``ValueMask`` takes a shortcut for ASCII values under ``last4``: the same bytes."""
+    for strategy in MaskStrategy:
+        assert ValueMask("x", strategy, KEY)(value) == mask_value(strategy, value, KEY)
+    assert ValueMask("x", MaskStrategy.LAST4, KEY)(None) is None
 
 
 def test_hash_is_stable_and_keyed() -> None:
