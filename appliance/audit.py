@@ -9,6 +9,7 @@ appended in the background, in order, by the same group-committing writer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from appliance.config import Config
 from appliance.ledger import LedgerError, LedgerUnavailable, LedgerWriter, records
 from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand, CommandCompleted
+from appliance.mysql.transcript import cut_rows
 from appliance.policy.gate import Verdict
 
 log = logging.getLogger("sqlgate.audit")
@@ -36,6 +38,8 @@ class Audit:
         self.boot = os.urandom(4).hex()  # session ids stay unique across restarts
         self._futures: set[asyncio.Future[Any]] = set()  # background appends in flight
         self.bus: Bus | None = None  # set by the gateway when [bus] is configured
+        # [recording] max_rows: rows of an answer kept in its recording (0: no recording)
+        self.max_rows = config.recording.max_rows if config.recording.enabled else 0
 
     async def open(self) -> None:
         try:
@@ -102,6 +106,7 @@ class Audit:
         done: CommandCompleted,
         duration_ms: float,
         who: dict[str, Any],
+        deprecate_eof: bool = True,
     ) -> None:
         """One result record per statement: a multi-statement answer is split by result
         set; statements after a failed one did not run. ``who``: the session's identity
@@ -109,6 +114,27 @@ class Audit:
         count = len(verdict.parts)
         if done.masked:  # which columns were masked, and how many values (the answer's)
             who = {**who, "masked": sorted(done.masked), "masked_values": sum(done.masked.values())}
+        recording = done.recorded
+        truncated = done.recorded_truncated
+        limit = self.max_rows
+        if recording is not None and limit and done.rows > limit:
+            cut = cut_rows(
+                recording,
+                limit,
+                command=done.cmd.command,
+                deprecate_eof=deprecate_eof,
+            )
+            if cut is not None:  # only the first [recording] max_rows rows are kept
+                recording, truncated = cut, True
+        if recording is not None:  # the whole answer, with the first statement's result
+            first = {
+                **who,
+                "recording": hashlib.sha256(recording).hexdigest(),
+                "recording_bytes": len(recording),
+                "recording_truncated": truncated,
+            }
+        else:
+            first = who
         if count == 1:
             self.result(
                 session,
@@ -117,7 +143,8 @@ class Audit:
                 affected=done.affected,
                 error=done.error,
                 duration_ms=duration_ms,
-                **who,
+                attachment=recording,
+                **first,
             )
             return
         answered = list(done.results or [])
@@ -137,7 +164,8 @@ class Audit:
                     affected=affected,
                     error=None,
                     duration_ms=duration_ms,
-                    **who,
+                    attachment=recording if i == 0 else None,
+                    **(first if i == 0 else who),
                 )
             elif i == len(answered) and done.error is not None:
                 self.result(
@@ -147,7 +175,8 @@ class Audit:
                     affected=0,
                     error=done.error,
                     duration_ms=duration_ms,
-                    **who,
+                    attachment=recording if i == 0 else None,
+                    **(first if i == 0 else who),
                 )
             else:
                 self.result(
@@ -200,6 +229,7 @@ class Audit:
         affected: int | None,
         error: int | None,
         duration_ms: float | None,
+        attachment: bytes | None = None,
         **extra: Any,
     ) -> None:
         self.background(
@@ -211,14 +241,16 @@ class Audit:
                 error=None if error is None else int(error),
                 duration_ms=duration_ms,
                 **extra,
-            )
+            ),
+            attachment,
         )
 
-    def background(self, fields: dict[str, Any]) -> None:
-        """Append without waiting (the writer keeps the order of calls)."""
+    def background(self, fields: dict[str, Any], attachment: bytes | None = None) -> None:
+        """Append without waiting (the writer keeps the order of calls); ``attachment``:
+        a session recording, stored with the record (which names its SHA-256)."""
         kind = fields["kind"]
         try:
-            future = self.writer.append_nowait(fields)
+            future = self.writer.append_nowait(fields, attachment)
         except (LedgerUnavailable, ValueError) as exc:
             self._lost(kind, exc)
             return

@@ -49,6 +49,7 @@ __all__ = [
     "MaskStrategy",
     "MaskingRuleConfig",
     "NetworkConfig",
+    "RecordingConfig",
     "RuleAction",
     "RuleConfig",
     "TLSConfig",
@@ -310,6 +311,16 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    """``[recording]``: what came back for each statement, as the agent saw it."""
+
+    enabled: bool = False  # the section is present
+    max_bytes: int = 64 * 1024  # per statement: the answer's bytes kept
+    max_rows: int = 1000  # per statement: rows kept (of each result set)
+    keep_days: int = 30  # recordings older than this are purged (0: kept forever)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration."""
 
@@ -327,6 +338,7 @@ class Config:
     rules: tuple[RuleConfig, ...] = ()
     masking: tuple[MaskingRuleConfig, ...] = ()
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
     def target(self, name: str) -> TargetConfig:
         """The target called ``name``; ``KeyError`` when there is none."""
@@ -685,6 +697,7 @@ _TOP_KEYS = (
     "rules",
     "masking",
     "network",
+    "recording",
 )
 
 
@@ -711,6 +724,7 @@ def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:
     bus_raw = _section(raw, "bus")
     approvals_raw = _section(raw, "approvals")
     network_raw = _section(raw, "network")
+    recording_raw = _section(raw, "recording")
     policy_raw = _section(raw, "policy")
     return Config(
         path=path,
@@ -737,6 +751,7 @@ def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:
         rules=_rules(_array_of_tables(raw, "rules"), base, target_names),
         masking=_masking(_array_of_tables(raw, "masking"), base),
         network=_network(_Table(network_raw or {}, "network", _NETWORK_KEYS, base)),
+        recording=_recording(recording_raw, base),
     )
 
 
@@ -1134,6 +1149,21 @@ def _masking(tables: list[Mapping[str, object]], base: Path) -> tuple[MaskingRul
             )
         )
     return tuple(rules)
+
+
+_RECORDING_KEYS = ("max_bytes", "max_rows", "keep_days")
+
+
+def _recording(raw: Mapping[str, object] | None, base: Path) -> RecordingConfig:
+    if raw is None:
+        return RecordingConfig()
+    t = _Table(raw, "recording", _RECORDING_KEYS, base)
+    return RecordingConfig(
+        enabled=True,
+        max_bytes=t.integer("max_bytes", 64 * 1024, 1024, 64 * 1024 * 1024),
+        max_rows=t.integer("max_rows", 1000, 1, 10_000_000),
+        keep_days=t.integer("keep_days", 30, 0, 36500),
+    )
 
 
 _NETWORK_KEYS = ("manage_rules", "interfaces", "mark")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import itertools
 import logging
@@ -33,7 +34,7 @@ from appliance.estimate import SAFE_FUNCTIONS, estimate_rows
 from appliance.identity import TokenRejected, TokenVerifier
 from appliance.ledger import Head, LedgerError, LedgerUnavailable, records
 from appliance.mysql import packets
-from appliance.mysql.constants import ErrorCode
+from appliance.mysql.constants import Capability, ErrorCode
 from appliance.mysql.relay import (
     Account,
     AuthFailed,
@@ -130,11 +131,28 @@ class Gateway:
             max_delay_s=config.appliance.failed_login_max_wait_s,
         )
         self.policy = Policy(config.policy, config.rules)
+        self._retention: asyncio.Task[None] | None = None
         self.masking: MaskingPolicy | None = None
         self.catalog: ViewCatalog | None = None
         if config.masking:
             self.masking = MaskingPolicy(config.masking, masking_key(config))
             self.catalog = ViewCatalog(config, self.masking)
+
+    async def _purge_recordings(self, every_s: float = 3600.0) -> None:
+        """Retention: recordings older than ``[recording] keep_days`` are deleted, hourly
+        (the deletion is itself a ledger record)."""
+        keep = datetime.timedelta(days=self.config.recording.keep_days)
+        while True:
+            cutoff = datetime.datetime.now(datetime.UTC) - keep
+            before = cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            try:
+                gone = await self.audit.writer.purge_recordings(before)
+            except Exception as exc:  # the ledger may be unavailable: try again later
+                log.warning("recording retention: %s", exc)
+            else:
+                if gone:
+                    log.info("recording retention: %d recordings before %s deleted", gone, before)
+            await asyncio.sleep(every_s)
 
     def _publish_head(self, head: dict[str, Any]) -> None:
         """The broker keeps the latest signed head: a witness of the ledger's progress."""
@@ -150,6 +168,10 @@ class Gateway:
         await self.audit.open()
         if self.catalog is not None:
             await self.catalog.start()  # the views that show masked columns, before clients
+        if self.config.recording.enabled and self.config.recording.keep_days:
+            self._retention = asyncio.get_running_loop().create_task(
+                self._purge_recordings(), name="recording retention"
+            )
         if self.bus is not None:
             await self.bus.start()
         loop = asyncio.get_running_loop()
@@ -216,6 +238,9 @@ class Gateway:
             await self._server.wait_closed()
         if self.catalog is not None:
             await self.catalog.close()
+        if self._retention is not None:
+            self._retention.cancel()
+            await asyncio.gather(self._retention, return_exceptions=True)
         if self.bus is not None:
             await self.bus.close()
 
@@ -464,6 +489,7 @@ class ClientLeg(asyncio.Protocol):
                             done,
                             (time.monotonic() - at) * 1000,
                             self.who if approver is None else {**self.who, "approver": approver},
+                            bool(session.client_caps & Capability.DEPRECATE_EOF),
                         )
                 elif isinstance(ev, CommandRefused):
                     log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
@@ -492,6 +518,8 @@ class ClientLeg(asyncio.Protocol):
                         masker = self.gw.masking.for_groups(ev.identity.groups)
                         session.masker = masker
                         self.policy.masker = masker
+                    if self.gw.config.recording.enabled:  # what the agent sees, recorded
+                        session.record_limit = self.gw.config.recording.max_bytes
                     self.gw.audit.background(
                         records.session_start(
                             session=self.sid,
@@ -501,6 +529,8 @@ class ClientLeg(asyncio.Protocol):
                             target=self.target,
                             db=session.database,
                             method=ev.identity.method,
+                            # how its answers are framed: replay decodes recordings by it
+                            deprecate_eof=bool(session.client_caps & Capability.DEPRECATE_EOF),
                             **token_fields(self.context),
                         )
                     )

@@ -766,3 +766,16 @@ exempt_groups = ["pii-readers"]
         "redact",
         ("pii-readers",),
     )
+
+
+def test_recording_section(confdir: Path) -> None:
+    assert not load(confdir, MINIMAL).recording.enabled
+    recording = load(confdir, MINIMAL + "\n[recording]\nmax_rows = 50\nkeep_days = 0\n").recording
+    assert (recording.enabled, recording.max_bytes, recording.max_rows, recording.keep_days) == (
+        True,
+        65536,
+        50,
+        0,
+    )
+    with pytest.raises(ConfigError, match=r"recording\.max_bytes"):
+        load(confdir, MINIMAL + "\n[recording]\nmax_bytes = 10\n")

@@ -21,14 +21,16 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from appliance.operator import decision_body
+from appliance.replay import load as load_replay
 from tui.ledger import LedgerFile, LedgerFileError, LedgerKeyError, Verification
-from tui.messages import FromLedger, FromSource, LedgerRead, Verified
+from tui.messages import FromLedger, FromSource, LedgerRead, ReplayLoaded, Verified
 from tui.model import Alert, Change, Console, Request, printable
 from tui.screens.alerts import AlertsScreen
 from tui.screens.approvals import ApprovalsScreen
 from tui.screens.base import ConsoleScreen
 from tui.screens.ledger import LedgerScreen
 from tui.screens.prompt import Prompt
+from tui.screens.replay import ReplayScreen
 from tui.screens.session import SessionScreen
 from tui.screens.sessions import SessionsScreen
 from tui.sources import BusEvent, LinkState, SendError, Source
@@ -251,6 +253,28 @@ class ConsoleApp(App[None]):
 
     def action_show(self, mode: str) -> None:
         self.switch_mode(mode)
+
+    def replay_session(self, session: str) -> None:
+        """Load the session from the ledger file (a worker), then show its replay."""
+        if self.ledger is None:
+            self.notify("replay reads the ledger file, which is not on this machine")
+            return
+        self.run_worker(partial(self._load_replay, session), thread=True, group="replay")
+
+    def _load_replay(self, session: str) -> None:
+        assert self.ledger is not None
+        try:
+            steps = load_replay(self.ledger.path, session)
+        except LedgerFileError as exc:
+            self.post_message(ReplayLoaded(session, [], str(exc)))
+            return
+        self.post_message(ReplayLoaded(session, steps, None))
+
+    def on_replay_loaded(self, message: ReplayLoaded) -> None:
+        if message.error is not None or not message.steps:
+            self.notify(message.error or "the ledger holds nothing of this session yet")
+            return
+        self.push_screen(ReplayScreen(message.session, message.steps))
 
     def open_session(self, key: tuple[str, str]) -> None:
         if key in self.model.sessions:

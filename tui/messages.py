@@ -6,10 +6,11 @@ from typing import Any
 
 from textual.message import Message
 
+from appliance.replay import Step
 from tui.ledger import Verification
 from tui.sources import BusEvent, LinkState
 
-__all__ = ["FromLedger", "FromSource", "LedgerRead", "Verified"]
+__all__ = ["FromLedger", "FromSource", "LedgerRead", "ReplayLoaded", "Verified"]
 
 
 class FromSource(Message):
@@ -44,3 +45,13 @@ class Verified(Message):
     def __init__(self, verification: Verification) -> None:
         super().__init__()
         self.verification = verification
+
+
+class ReplayLoaded(Message):
+    """A session's steps read from the ledger file for the replay screen, or why not."""
+
+    def __init__(self, session: str, steps: list[Step], error: str | None) -> None:
+        super().__init__()
+        self.session = session
+        self.steps = steps
+        self.error = error

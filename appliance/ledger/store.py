@@ -293,7 +293,11 @@ class LedgerWriter:
     async def purge_recordings(self, before: str) -> int:
         """Delete the session recordings of results older than ``before`` (a ledger
         ``ts``): first the ``recordings_purged`` alert that says so is committed (so
-        ``verify`` knows they are meant to be gone), then they go. How many went."""
+        ``verify`` knows they are meant to be gone), then they go. How many went (none:
+        nothing is written)."""
+        conn = await self._connection()
+        if not await _scalar_args(conn, "SELECT count(*) FROM recordings WHERE ts < ?", before):
+            return 0
         await self.append(
             {
                 "kind": "alert",
@@ -657,6 +661,12 @@ async def _row(
     return None if row is None else tuple(row)
 
 
+async def _scalar_args(conn: aiosqlite.Connection, sql: str, *args: object) -> Any:
+    async with conn.execute(sql, args) as cursor:
+        row = await cursor.fetchone()
+    return row[0] if row else None
+
+
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
     row = await _row(conn, sql)
     return None if row is None else row[0]
@@ -830,3 +840,27 @@ def export(
             conn.close()
 
     return bodies()
+
+
+class RecordingReader:
+    """Session recordings of a ledger by their SHA-256, read-only (one connection)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def get(self, digest: str) -> bytes | None:
+        if self._conn is None:
+            self._conn = open_ledger(self.path)
+        try:
+            row = self._conn.execute(
+                "SELECT body FROM recordings WHERE hash = ?", (digest,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a ledger from before recordings
+            return None
+        return bytes(row[0]) if row is not None else None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

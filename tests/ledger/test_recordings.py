@@ -12,7 +12,7 @@ from typing import Any
 
 from appliance.ledger import LedgerWriter
 from appliance.ledger.chain import generate_key
-from appliance.ledger.store import verify_file
+from appliance.ledger.store import export, verify_file
 
 KEY = generate_key()
 PUBLIC = KEY.public_key()
@@ -90,6 +90,7 @@ def test_a_recorded_purge_removes_old_recordings_and_still_verifies(tmp_path: Pa
 def test_a_purge_does_not_excuse_what_came_after_it(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
     ledger(db, [b"old"], purge_before="2000-01-01T00:00:00.000000Z")
+    assert not any('"recordings_purged"' in body for body in export(db))  # nothing to purge
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM recordings")
     result = verify_file(db, PUBLIC)

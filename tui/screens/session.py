@@ -43,6 +43,7 @@ class SessionScreen(ConsoleScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("k", "kill", "End session"),
+        Binding("r", "replay", "Replay"),
     ]
 
     def __init__(self, key: tuple[str, str]) -> None:
@@ -129,3 +130,6 @@ class SessionScreen(ConsoleScreen):
 
     def action_kill(self) -> None:
         self.console.end_session(self.key)
+
+    def action_replay(self) -> None:
+        self.console.replay_session(self.key[1])

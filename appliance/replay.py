@@ -1,0 +1,274 @@
+"""A recorded session, shown again (SPEC §10): ``sqlgate replay`` and the console.
+
+The ledger holds what happened (the session's records) and what the agent saw (the
+recording of each answer, bound to its ``result`` record by SHA-256). ``load`` turns a
+session into ``Step``s in ledger order, each with the seconds since the session began and
+its text; a recording whose hash does not match is not shown ("altered"). ``play``
+writes the steps at the session's own pace divided by ``speed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from appliance.ledger.store import RecordingReader, export
+from appliance.mysql.constants import Command
+from appliance.mysql.transcript import Answer, ResultSet, decode_answer
+
+__all__ = ["Step", "answer_json", "load", "play", "render"]
+
+MAX_CELL = 60  # characters of a value shown in a text table
+
+
+@dataclass(slots=True)
+class Step:
+    """One moment of a session: a record, and what came back when it is a result."""
+
+    at: float  # seconds since the session's first record
+    record: dict[str, Any]
+    answer: Answer | None = None
+    problem: str | None = None  # the recording is altered or missing
+    lines: list[str] = field(default_factory=list)
+
+
+def _epoch(ts: object) -> float:
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+_COMMANDS = {c.label: int(c) for c in Command}
+
+
+def load(ledger: str | Path, session: str) -> list[Step]:
+    """The session's steps; LedgerFileError when the file is not a ledger, an empty
+    list when it holds no such session."""
+    records = [json.loads(body) for body in export(ledger, session=session)]
+    if not records:
+        return []
+    reader = RecordingReader(ledger)
+    start = _epoch(records[0].get("ts"))
+    deprecate_eof = True
+    commands: dict[int, int] = {}  # statement_seq -> command byte
+    steps: list[Step] = []
+    for record in records:
+        kind = record.get("kind")
+        if kind == "session_start":
+            deprecate_eof = bool(record.get("deprecate_eof", True))
+        elif kind == "statement":
+            command = _COMMANDS.get(str(record.get("command")), int(Command.QUERY))
+            commands[int(record.get("statement_seq") or 0)] = command
+        step = Step(max(0.0, _epoch(record.get("ts")) - start), record)
+        digest = record.get("recording")
+        if kind == "result" and isinstance(digest, str):
+            blob = reader.get(digest)
+            if blob is None:
+                step.problem = "its recording is gone (purged)"
+            elif hashlib.sha256(blob).hexdigest() != digest:
+                step.problem = "its recording was ALTERED after it was written: not shown"
+            else:
+                step.answer = decode_answer(
+                    blob,
+                    command=commands.get(int(record.get("statement_seq") or 0), Command.QUERY),
+                    deprecate_eof=deprecate_eof,
+                    truncated=bool(record.get("recording_truncated")),
+                )
+        step.lines = render(step)
+        steps.append(step)
+    reader.close()
+    return steps
+
+
+# -- text -----------------------------------------------------------------------------
+
+
+def _cell(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    flat = " ".join(value.split()) if "\n" in value or "\t" in value else value
+    clean = "".join(c if c.isprintable() else "\ufffd" for c in flat)
+    return clean if len(clean) <= MAX_CELL else clean[: MAX_CELL - 1] + "\u2026"
+
+
+def _table(columns: list[str], rows: list[list[str | None]]) -> list[str]:
+    cells = [[_cell(c) for c in columns], *[[_cell(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
+
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    return [rule, line(cells[0]), rule, *(line(r) for r in cells[1:]), rule]
+
+
+def _answer_lines(answer: Answer) -> list[str]:
+    lines: list[str] = []
+    for result in answer.result_sets:
+        names = [c.name for c in result.columns]
+        lines += _table(names, result.rows)
+        if not result.complete:
+            lines.append("(more rows came back than were recorded)")
+    if answer.error is not None:
+        lines.append(f"ERROR {answer.error.code} ({answer.error.sqlstate}): {answer.error.message}")
+    if answer.problem:
+        lines.append(f"(recording: {answer.problem})")
+    return lines
+
+
+def render(step: Step) -> list[str]:
+    """The step as transcript lines (without the time)."""
+    r = step.record
+    kind = r.get("kind")
+    if kind == "session_start":
+        db = f" ({r['db']})" if r.get("db") else ""
+        return [
+            f"session {r.get('session')}: {r.get('identity')} from {r.get('client')} "
+            f"to {r.get('target')}{db}"
+        ]
+    if kind == "statement":
+        part = f" [{r['part']}]" if r.get("part") else ""
+        lines = [f"> {r.get('sql') or r.get('command')}{part}"]
+        decision = r.get("decision")
+        if decision == "blocked":
+            lines.append(f"  REFUSED: {r.get('reason')}")
+        elif decision == "pending":
+            lines.append(f"  HELD for approval: {r.get('reason')}")
+        elif r.get("rewritten"):
+            lines.append(f"  rewritten to mask by construction: {r['rewritten']}")
+        return lines
+    if kind == "approval":
+        who = f" by {r['approver']}" if r.get("approver") else ""
+        why = f": {r['reason']}" if r.get("reason") else ""
+        return [f"  {str(r.get('decision')).upper()}{who}{why}"]
+    if kind == "result":
+        lines = []
+        if step.answer is not None:
+            lines += ["  " + line for line in _answer_lines(step.answer)]
+        figures = []
+        if r.get("rows") is not None:
+            figures.append(f"{r['rows']} rows")
+        if r.get("affected"):
+            figures.append(f"{r['affected']} affected")
+        if r.get("error"):
+            figures.append(f"error {r['error']}")
+        if r.get("duration_ms") is not None:
+            figures.append(f"{r['duration_ms']} ms")
+        if r.get("masked"):
+            figures.append(f"masked: {', '.join(r['masked'])}")
+        if step.problem:
+            figures.append(step.problem)
+        if r.get("note"):
+            figures.append(str(r["note"]))
+        lines.append("  (" + ", ".join(figures) + ")")
+        return lines
+    if kind == "session_end":
+        return [f"session ended: {r.get('reason') or 'closed'}"]
+    if kind == "alert":
+        return [f"ALERT {r.get('alert')}: {r.get('reason')}"]
+    return [f"{kind}"]
+
+
+# -- json -----------------------------------------------------------------------------
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    """What came back, as plain JSON (for ``--format json`` and evidence exports)."""
+    results: list[dict[str, Any]] = []
+    for result in answer.results:
+        if isinstance(result, ResultSet):
+            results.append(
+                {
+                    "columns": [asdict(c) for c in result.columns],
+                    "rows": result.rows,
+                    "complete": result.complete,
+                }
+            )
+        else:
+            results.append({"ok": asdict(result)})
+    out: dict[str, Any] = {"results": results, "complete": answer.complete}
+    if answer.error is not None:
+        out["error"] = asdict(answer.error)
+    if answer.truncated:
+        out["truncated"] = True
+    if answer.problem:
+        out["problem"] = answer.problem
+    return out
+
+
+def step_json(step: Step) -> dict[str, Any]:
+    body: dict[str, Any] = {"at": round(step.at, 6), "record": step.record}
+    if step.answer is not None:
+        body["answer"] = answer_json(step.answer)
+    if step.problem:
+        body["problem"] = step.problem
+    return body
+
+
+# -- playing --------------------------------------------------------------------------
+
+
+def play(
+    steps: Iterable[Step],
+    out: TextIO,
+    *,
+    speed: float = 1.0,
+    fmt: str = "text",
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Write ``steps`` as they happened, ``speed`` times faster."""
+    started = clock()
+    for step in steps:
+        wait = started + step.at / speed - clock()
+        if wait > 0:
+            sleep(wait)
+        if fmt == "json":
+            out.write(json.dumps(step_json(step), ensure_ascii=False) + "\n")
+        else:
+            stamp = str(step.record.get("ts", ""))[11:23]
+            for n, line in enumerate(step.lines):
+                out.write(f"{stamp if n == 0 else ' ' * len(stamp)}  {line}\n")
+        out.flush()
+
+
+def with_answers(ledger: str | Path, bodies: Iterable[str]) -> Iterator[str]:
+    """Export lines with each result's recording decoded in an ``answer`` member (not
+    part of the hashed record: the record's own fields are unchanged)."""
+    deprecate: dict[str, bool] = {}
+    commands: dict[tuple[str, int], int] = {}
+    reader = RecordingReader(ledger)
+    for body in bodies:
+        record = json.loads(body)
+        kind = record.get("kind")
+        session = str(record.get("session"))
+        if kind == "session_start":
+            deprecate[session] = bool(record.get("deprecate_eof", True))
+        elif kind == "statement":
+            key = (session, int(record.get("statement_seq") or 0))
+            commands[key] = _COMMANDS.get(str(record.get("command")), int(Command.QUERY))
+        digest = record.get("recording")
+        if kind != "result" or not isinstance(digest, str):
+            yield body
+            continue
+        blob = reader.get(digest)
+        if blob is None or hashlib.sha256(blob).hexdigest() != digest:
+            record["answer"] = {"problem": "recording missing or altered"}
+        else:
+            seq = int(record.get("statement_seq") or 0)
+            answer = decode_answer(
+                blob,
+                command=commands.get((session, seq), Command.QUERY),
+                deprecate_eof=deprecate.get(session, True),
+                truncated=bool(record.get("recording_truncated")),
+            )
+            record["answer"] = answer_json(answer)
+        yield json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    reader.close()

@@ -1,0 +1,242 @@
+"""Session recording and replay through a real gateway: a session with reads, a masked
+read, a refusal and an approval replays with all of them in order as the agent saw
+them, at its own pace scaled by ``--speed``; a changed recording fails ``ledger verify``;
+``ledger export --with-results`` carries the answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from cryptography.hazmat.primitives import serialization
+from lab.approvals import Held, approvals_toml
+from lab.broker import Broker
+from lab.clients import run_sqlgate
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+from lab.tokens import Provider
+
+from appliance import operator
+
+pytestmark = pytest.mark.integration
+
+CARD = "4111111111111111"
+PAUSE_S = 1.5  # a pause in the session, which a replay at --speed 1 takes as long
+
+
+@pytest.fixture(scope="module")
+def recorded(
+    mariadb: MariaDB, broker: Broker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, str]]:
+    """A gateway with recording, masking and approvals, and one session played on it."""
+    work = tmp_path_factory.mktemp("gw")
+    provider = Provider(work / "idp")
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.rec_cards",
+        "CREATE TABLE shop.rec_cards (id INT PRIMARY KEY, owner VARCHAR(20), card VARCHAR(19))",
+        f"INSERT INTO shop.rec_cards VALUES (1, 'Ann', '{CARD}'), (2, 'Bob', NULL)",
+    )
+    extra = (
+        approvals_toml(work, broker, provider, timeout_s=30)
+        + """
+[recording]
+max_bytes = 65536
+max_rows = 100
+
+[[masking]]
+column = "shop.rec_cards.card"
+strategy = "last4"
+
+[[rules]]
+name = "review-rec-deletes"
+statements = ["DELETE"]
+tables = ["shop.rec_cards"]
+action = "review"
+"""
+    )
+    gw = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra, name="rec-gw").start()
+    conn = gw.connect(database="shop")
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 + 1 AS two")
+        cur.execute("SELECT id, owner FROM rec_cards ORDER BY id")
+        time.sleep(PAUSE_S)
+        cur.execute("SELECT card FROM rec_cards WHERE id = 1")
+        with pytest.raises(pymysql.err.OperationalError):
+            cur.execute("UPDATE rec_cards SET owner = 'x'")
+    conn.close()
+    held = Held(gw, "DELETE FROM rec_cards WHERE id = 2")
+    bus = broker.bus_config(user=broker.operator_user)
+    deadline = time.monotonic() + 15
+    request = None
+    while request is None and time.monotonic() < deadline:
+        pending = asyncio.run(operator.list_pending(bus, "rec-gw"))
+        request = next((r for r in pending if r.sql.startswith("DELETE FROM rec_cards")), None)
+    assert request is not None
+    token = provider.token(email="dba@example.com", groups=["dba"])
+    asyncio.run(operator.decide(bus, request.id, "approve", token, "dba@example.com"))
+    assert held.result() is None
+    held.close()
+    sessions = [r["session"] for r in export(gw) if r["kind"] == "session_start"]
+    gw.stop()
+    yield gw, sessions[0]
+
+
+def export(gw: GatewayProcess, *args: str) -> list[dict[str, Any]]:
+    out = run_sqlgate("ledger", "export", "--ledger", str(gw.ledger), *args)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def replay(gw: GatewayProcess, session: str, *args: str) -> tuple[str, float]:
+    started = time.monotonic()
+    out = run_sqlgate("replay", session, "--ledger", str(gw.ledger), *args)
+    assert out.returncode == 0, out.stderr
+    return out.stdout, time.monotonic() - started
+
+
+def test_the_session_replays_in_order_as_the_agent_saw_it(
+    recorded: tuple[GatewayProcess, str],
+) -> None:
+    gw, session = recorded
+    text, _ = replay(gw, session, "--speed", "100")
+    order = [
+        "> SELECT 1 + 1 AS two",
+        "| 2   |",
+        "> SELECT id, owner FROM rec_cards ORDER BY id",
+        "| 2  | Bob   |",
+        "> SELECT card FROM rec_cards WHERE id = 1",
+        "| ************1111 |",
+        "masked: shop.rec_cards.card",
+        "> UPDATE rec_cards SET owner = 'x'",
+        "REFUSED: sqlgate: blocked by rule 'update-without-where'",
+        "session ended",
+    ]
+    positions = [text.find(piece) for piece in order]
+    assert all(p >= 0 for p in positions), (order, text)
+    assert positions == sorted(positions)
+    assert CARD not in text
+
+
+def test_the_approval_is_in_place(recorded: tuple[GatewayProcess, str]) -> None:
+    gw, _ = recorded
+    sessions = [r["session"] for r in export(gw) if r["kind"] == "session_start"]
+    text, _ = replay(gw, sessions[1], "--speed", "100")
+    order = [
+        "> DELETE FROM rec_cards WHERE id = 2",
+        "HELD for approval",
+        "APPROVED by dba@example.com",
+        "1 affected",
+    ]
+    positions = [text.find(piece) for piece in order]
+    assert all(p >= 0 for p in positions), (order, text)
+    assert positions == sorted(positions)
+
+
+def test_timings_are_scaled_by_speed(recorded: tuple[GatewayProcess, str]) -> None:
+    gw, session = recorded
+    _, own_pace = replay(gw, session, "--speed", "1")
+    _, faster = replay(gw, session, "--speed", "10")
+    assert own_pace >= PAUSE_S
+    assert faster < own_pace - PAUSE_S * 0.8
+
+
+def test_json_format_carries_the_answers(recorded: tuple[GatewayProcess, str]) -> None:
+    gw, session = recorded
+    text, _ = replay(gw, session, "--speed", "1000", "--format", "json")
+    steps = [json.loads(line) for line in text.splitlines()]
+    answers = [s["answer"] for s in steps if "answer" in s]
+    rows = [r["rows"] for a in answers for r in a["results"] if "rows" in r]
+    assert [["************1111"]] in rows and [["2"]] in rows
+    assert [s["at"] for s in steps] == sorted(s["at"] for s in steps)
+
+
+def test_export_with_results_for_evidence(recorded: tuple[GatewayProcess, str]) -> None:
+    gw, session = recorded
+    records = export(gw, "--session", session, "--with-results")
+    results = [r for r in records if r["kind"] == "result" and "answer" in r]
+    assert results and all(len(r["recording"]) == 64 for r in results)
+    assert any(
+        res.get("rows") == [["************1111"]] for r in results for res in r["answer"]["results"]
+    )
+
+
+def test_a_changed_recording_fails_verification_and_is_not_replayed(
+    recorded: tuple[GatewayProcess, str], tmp_path: Path
+) -> None:
+    gw, session = recorded
+    copy = tmp_path / "ledger.db"
+    with sqlite3.connect(gw.ledger) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy) as db:
+        digest, body = db.execute(
+            "SELECT hash, body FROM recordings WHERE instr(body, ?) > 0", (b"************1111",)
+        ).fetchone()
+        db.execute(
+            "UPDATE recordings SET body = ? WHERE hash = ?",
+            (body.replace(b"************1111", CARD.encode()), digest),
+        )
+    key = serialization.load_pem_private_key((gw.workdir / "ledger.key").read_bytes(), None)
+    pub = tmp_path / "ledger.pub"
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    assert (
+        run_sqlgate("ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(pub)).returncode
+        == 0
+    )
+    bad = run_sqlgate("ledger", "verify", "--ledger", str(copy), "--pubkey", str(pub))
+    assert bad.returncode == 1
+    assert "recording of this result was changed" in bad.stderr
+    out = run_sqlgate("replay", session, "--ledger", str(copy), "--speed", "1000")
+    assert "ALTERED" in out.stdout and CARD not in out.stdout
+
+
+def test_the_console_replays_a_session_with_play_pause_step_and_speed(
+    recorded: tuple[GatewayProcess, str],
+) -> None:
+    from console.drive import Run, drive
+    from textual.widgets import RichLog
+
+    from tui.app import ConsoleApp
+    from tui.ledger import LedgerFile
+    from tui.screens.replay import ReplayScreen
+    from tui.sources import RecordedSource
+
+    gw, session = recorded
+    app = ConsoleApp(RecordedSource([]), ledger=LedgerFile(gw.ledger, None))
+
+    def lines(run: Run) -> str:
+        log = run.app.screen.query_one("#replay-log", RichLog)
+        return "\n".join(strip.text for strip in log.lines)
+
+    async def scenario(run: Run) -> None:
+        run.app.replay_session(session)
+        await run.until("the replay", lambda: isinstance(run.app.screen, ReplayScreen))
+        screen = run.app.screen
+        assert isinstance(screen, ReplayScreen)
+        await run.press("n", "n")
+        assert screen.shown == 2 and not screen.playing
+        assert "session " in lines(run) and "> SET NAMES" in lines(run)
+        assert "SELECT 1 + 1 AS two" not in lines(run)
+        await run.press("plus", "plus", "plus", "plus", "plus", "plus")
+        assert screen.speed == 200.0
+        await run.press("minus", "minus", "minus", "minus")
+        assert screen.speed == 2.0
+        await run.press("space")
+        assert screen.playing
+        await run.until("the end", lambda: screen.done)
+        text = lines(run)
+        assert "SELECT 1 + 1 AS two" in text
+        assert "************1111" in text and CARD not in text
+        assert "REFUSED" in text and text.index("REFUSED") > text.index("************1111")
+
+    drive(app, scenario)
