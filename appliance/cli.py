@@ -74,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the configuration")
     config_option(check)
 
+    health = commands.add_parser(
+        "health",
+        help="check that the gateway serves: listener, ledger, broker",
+        description="One line per check: the listener answers with the gateway's MySQL "
+        "greeting, the ledger opens read-only and its tail verifies, the [bus] broker "
+        "accepts the configured credentials. Exit 0 when every check passes, 1 when one "
+        "fails, 2 for an unusable configuration.",
+    )
+    config_option(health)
+    health.add_argument(
+        "--timeout",
+        metavar="S",
+        type=_positive_float,
+        default=3.0,
+        help="seconds each check may take (default 3)",
+    )
+
     keygen = commands.add_parser("keygen", help="write an Ed25519 ledger signing key")
     keygen.add_argument(
         "--out", metavar="DIR", required=True, help="directory for ledger.key and ledger.pub"
@@ -119,11 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--session", metavar="ID", help="only this session")
     export.add_argument("--since", metavar="ISO", help="only records at or after this time")
     export.add_argument("--kind", metavar="K", help="only records of this kind")
+    export.add_argument(
+        "--with-results",
+        action="store_true",
+        help="add to each result record the answer its recording holds (an 'answer' "
+        "member, outside the hashed record): for evidence bundles",
+    )
 
     replay = commands.add_parser("replay", help="replay a recorded session")
     replay.add_argument("session", metavar="SESSION")
     ledger_option(replay)
-    replay.add_argument("--speed", metavar="X", type=_positive_float, default=1.0)
+    replay.add_argument(
+        "--speed",
+        metavar="X",
+        type=_positive_float,
+        default=1.0,
+        help="X times faster than it happened (default 1: its own pace)",
+    )
+    replay.add_argument("--format", choices=("text", "json"), default="text")
 
     approvals = commands.add_parser("approvals", help="pending approval requests")
     approval_commands = approvals.add_subparsers(
@@ -224,6 +254,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return config
     print(f"ok: {args.config}: {len(config.targets)} targets")
     return 0
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    from appliance import health
+
+    checks = health.run(config, args.timeout)
+    for check in checks:
+        print(check.line(), flush=True)
+    return 1 if any(check.ok is False for check in checks) else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -486,6 +528,10 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return _fail(str(exc))
         bodies = store.export(args.ledger, session=args.session, since=since, kind=args.kind)
+        if args.with_results:
+            from appliance.replay import with_answers
+
+            bodies = with_answers(args.ledger, bodies)
         out = sys.stdout.buffer
         try:
             for body in bodies:
@@ -498,6 +544,27 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         return 0
     except LedgerError as exc:
         return _fail(str(exc))
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """``replay SESSION``: the session as the agent lived it; exit 1 when the ledger
+    holds no such session."""
+    from appliance.ledger.chain import LedgerError
+    from appliance.replay import load, play
+
+    try:
+        steps = load(args.ledger, args.session)
+    except LedgerError as exc:
+        return _fail(str(exc))
+    if not steps:
+        return _fail(f"{args.ledger}: no session {args.session}", 1)
+    try:
+        play(steps, sys.stdout, speed=args.speed, fmt=args.format)
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def _cmd_approvals(args: argparse.Namespace) -> int:
@@ -579,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "health":
+            return _cmd_health(args)
         if args.command == "net":
             return _cmd_net(args)
         if args.command == "keygen":
@@ -591,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_approvals(args)
         if args.command == "tui":
             return _cmd_tui(args)
+        if args.command == "replay":
+            return _cmd_replay(args)
         return _fail(f"'{_command_name(args)}' is not available yet")
     except KeyboardInterrupt:
         return 130

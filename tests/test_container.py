@@ -1,0 +1,403 @@
+"""The image's entry point, ``python -m appliance.container`` (issue 11).
+
+The pure parts (the ``setpriv`` command line, the broker's files) are checked directly;
+the rest runs the entry point for real on this machine: switching to an unprivileged user
+with only CAP_NET_ADMIN and CAP_NET_RAW, and the embedded Mosquitto beside a real gateway
+(started, used, restarted when it dies, stopped with the gateway). The image built from
+the Containerfile is tested by ``scripts/container-smoke`` (CI's container stage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB, free_port
+
+from appliance.config import BusConfig
+from appliance.container import (
+    CAP_NET_ADMIN,
+    CAP_NET_RAW,
+    CAP_SETPCAP,
+    EntrypointError,
+    broker_files,
+    config_path,
+    setpriv_argv,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS_EVENTS = REPO / "docs" / "events.md"
+START_TIMEOUT_S = 20.0
+
+
+# --------------------------------------------------------------------------------------
+# pure parts
+
+
+def test_setpriv_keeps_only_the_network_capabilities_it_has() -> None:
+    all_caps = (1 << 41) - 1
+    argv = setpriv_argv(10001, 10002, all_caps, ["sqlgate", "run"])
+    assert argv == [
+        "setpriv",
+        "--reuid=10001",
+        "--regid=10002",
+        "--init-groups",
+        "--inh-caps=-all,+net_admin,+net_raw",
+        "--ambient-caps=-all,+net_admin,+net_raw",
+        "--no-new-privs",
+        "--bounding-set=-all,+net_admin,+net_raw",
+        "--",
+        "sqlgate",
+        "run",
+    ]
+    # No CAP_NET_RAW given and no CAP_SETPCAP to cut the bounding set with.
+    argv = setpriv_argv(1, 1, 1 << CAP_NET_ADMIN, ["x"])
+    assert "--ambient-caps=-all,+net_admin" in argv
+    assert not any(a.startswith("--bounding-set") for a in argv)
+    argv = setpriv_argv(1, 1, 1 << CAP_SETPCAP, ["x"])
+    assert "--ambient-caps=-all" in argv and "--bounding-set=-all" in argv
+    assert setpriv_argv(1, 1, 1 << CAP_NET_RAW, ["x"])[4] == "--inh-caps=-all,+net_raw"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["sqlgate", "run"], "/etc/sqlgate/sqlgate.toml"),
+        (["sqlgate", "run", "-c", "/x.toml"], "/x.toml"),
+        (["sqlgate", "run", "--config", "/y.toml", "-v"], "/y.toml"),
+        (["sqlgate", "run", "--config=/z.toml"], "/z.toml"),
+        (["sqlgate", "run", "-c/w.toml"], "/w.toml"),
+    ],
+)
+def test_config_path(argv: list[str], expected: str) -> None:
+    assert config_path(argv) == expected
+
+
+def bus(**kw: object) -> BusConfig:
+    values: dict[str, object] = {
+        "url": "mqtt://127.0.0.1:1883",
+        "username": "sqlgate",
+        "password": b"gw-secret",
+        "enabled": True,
+    }
+    values.update(kw)
+    return BusConfig(**values)  # type: ignore[arg-type]
+
+
+def documented_acl() -> str:
+    """The ACL block of docs/events.md (comments and alignment removed)."""
+    text = DOCS_EVENTS.read_text()
+    section = text[text.index("## Broker access control") :]
+    block = section[section.index("```\n") + 4 :]
+    block = block[: block.index("```")]
+    return "".join(re.sub(r"\s+#.*", "", line) + "\n" for line in block.splitlines())
+
+
+def test_broker_files_follow_the_documented_acl(tmp_path: Path) -> None:
+    files = broker_files(bus(), tmp_path, b"op-secret", "sqlgate")
+    assert files.acl == documented_acl()
+    assert files.passwords == "sqlgate:gw-secret\noperator:op-secret\n"
+    config = files.config.splitlines()
+    for line in (
+        "allow_anonymous false",
+        "set_tcp_nodelay true",
+        f"password_file {tmp_path / 'passwords'}",
+        f"acl_file {tmp_path / 'acl'}",
+        "user sqlgate",
+        "listener 1883 127.0.0.1",
+    ):
+        assert line in config
+    assert "gw-secret" not in files.config and "op-secret" not in files.acl
+
+
+def test_broker_files_without_an_operator_and_with_another_prefix(tmp_path: Path) -> None:
+    files = broker_files(
+        bus(url="mqtt://[::1]:1884", host="::1", port=1884, topic_prefix="corp/db"),
+        tmp_path,
+        None,
+        None,
+    )
+    assert files.acl == "user sqlgate\ntopic readwrite corp/db/#\n"
+    assert files.passwords == "sqlgate:gw-secret\n"
+    assert "listener 1884 ::1" in files.config.splitlines()
+    assert not any(line.startswith("user ") for line in files.config.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"url": "mqtts://127.0.0.1:8883", "port": 8883, "tls": True}, "asks for TLS"),
+        ({"username": None, "password": None}, "refuses anonymous clients"),
+        ({"username": "operator"}, "is the console's user"),
+        ({"password": b"two\nlines"}, "not one line"),
+        ({"password": b"\xff"}, "not UTF-8"),
+    ],
+)
+def test_broker_files_refuse(tmp_path: Path, kw: dict[str, object], message: str) -> None:
+    with pytest.raises(EntrypointError, match=message) as caught:
+        broker_files(bus(**kw), tmp_path, None, None)
+    assert caught.value.status == 2
+
+
+# --------------------------------------------------------------------------------------
+# for real
+
+
+def entrypoint_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def test_root_becomes_the_user_with_only_the_network_capabilities(tmp_path: Path) -> None:
+    # The interpreter must be usable by that user: Debian's own, not one under /root.
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    done = subprocess.run(
+        [
+            python,
+            "-m",
+            "appliance.container",
+            "sh",
+            "-c",
+            "id -u; grep -E '^Cap(Eff|Amb):' /proc/self/status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=entrypoint_env(SQLGATE_USER="nobody"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    uid, eff, amb = done.stdout.split("\n")[:3]
+    wanted = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
+    assert int(uid) == 65534
+    assert int(eff.split()[1], 16) == wanted
+    assert int(amb.split()[1], 16) == wanted
+
+
+def test_unknown_user_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance.container", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=entrypoint_env(SQLGATE_USER="no-such-user-here"),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "sqlgate-entrypoint: SQLGATE_USER: no user 'no-such-user-here' in this image\n"
+    )
+
+
+def test_missing_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance.container", "no-such-command-here"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=entrypoint_env(SQLGATE_USER="root"),
+        check=False,
+    )
+    assert done.returncode == 127
+    assert done.stderr.startswith("sqlgate-entrypoint: no-such-command-here: ")
+
+
+class Entrypoint:
+    """``python -m appliance.container sqlgate run -c CFG`` as root, its stderr in a file."""
+
+    def __init__(self, gw: GatewayProcess, bin_dir: Path, **env: str) -> None:
+        self.gw = gw
+        self.log_path = gw.workdir / "entrypoint.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "appliance.container",
+                    "sqlgate",
+                    "run",
+                    "-c",
+                    str(gw.config_path),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=entrypoint_env(
+                    SQLGATE_USER="root",
+                    PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                    **env,
+                ),
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = START_TIMEOUT_S) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.log())
+            if found:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the log:\n{self.log()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(45)
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    """``sqlgate`` on PATH: this tree's, as the image's venv has its own."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    shim = directory / "sqlgate"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m appliance.cli "$@"\n')
+    shim.chmod(0o755)
+    return directory
+
+
+def gateway_with_bus(mariadb: MariaDB, workdir: Path, url: str) -> GatewayProcess:
+    workdir.mkdir(parents=True)
+    (workdir / "bus.pw").write_text("gateway-bus-secret\n")
+    (workdir / "operator.pw").write_text("operator-bus-secret\n")
+    toml = f'[bus]\nurl = "{url}"\nusername = "sqlgate"\npassword_file = "bus.pw"\n'
+    gw = GatewayProcess(workdir, mariadb, mariadb.pki, extra_toml=toml, name="entry-gw")
+    gw.write_config()
+    return gw
+
+
+def children(pid: int, name: str) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            comm = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and comm == name:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def mqtt_connect(port: int, user: str | None, password: str | None) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, username=user, password=password, timeout=5):
+        pass
+
+
+def health(gw: GatewayProcess) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "health", "-c", str(gw.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.integration
+def test_embedded_broker_beside_the_gateway(
+    mariadb: MariaDB, tmp_path: Path, bin_dir: Path
+) -> None:
+    port = free_port()
+    gw = gateway_with_bus(mariadb, tmp_path / "gw", f"mqtt://127.0.0.1:{port}")
+    entry = Entrypoint(gw, bin_dir, SQLGATE_EMBEDDED_BROKER="1")
+    try:
+        entry.wait_log(rf"embedded broker listening on mqtt://127\.0\.0\.1:{port}")
+        files = Path(entry.wait_log(r"Config loaded from (\S+)/mosquitto\.conf")[1])
+        assert files.parent == Path(tempfile.gettempdir())
+        assert oct(files.stat().st_mode & 0o777) == "0o700"
+        entry.wait_log(r"bus: connected to mqtt://")
+        done = health(gw)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"ok broker mqtt://127.0.0.1:{port} (connected as 'sqlgate')" in done.stdout
+        # The operator of operator.pw may connect; nobody else.
+        asyncio.run(mqtt_connect(port, "operator", "operator-bus-secret"))
+        with pytest.raises(aiomqtt.MqttCodeError):
+            asyncio.run(mqtt_connect(port, None, None))
+        with pytest.raises(aiomqtt.MqttCodeError):
+            asyncio.run(mqtt_connect(port, "operator", "wrong"))
+        # Only on loopback.
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) == 0
+
+        # Mosquitto dies: it is started again, and the gateway reconnects.
+        [broker] = children(entry.proc.pid, "mosquitto")
+        os.kill(broker, signal.SIGKILL)
+        entry.wait_log(r"mosquitto was killed by SIGKILL: restarting it in 1s")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (done := health(gw)).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done.returncode == 0, done.stdout + entry.log()
+        [again] = children(entry.proc.pid, "mosquitto")
+        assert again != broker
+    finally:
+        code = entry.stop()
+    assert code == 0, entry.log()
+    assert not children(entry.proc.pid, "mosquitto")
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # the broker went with the gateway
+    log = entry.log()
+    assert "Traceback" not in log
+    assert "gateway-bus-secret" not in log and "operator-bus-secret" not in log
+    assert not files.exists()  # its configuration and password file were removed
+
+
+@pytest.mark.integration
+def test_a_broker_elsewhere_starts_nothing(mariadb: MariaDB, tmp_path: Path, bin_dir: Path) -> None:
+    gw = gateway_with_bus(mariadb, tmp_path / "gw", "mqtt://192.0.2.1:1883")
+    entry = Entrypoint(gw, bin_dir, SQLGATE_EMBEDDED_BROKER="1")
+    try:
+        entry.wait_log(r"listening on 127\.0\.0\.1:\d+")
+        assert (
+            "sqlgate-entrypoint: SQLGATE_EMBEDDED_BROKER: bus.url mqtt://192.0.2.1:1883 is not "
+            "on this machine: no broker started" in entry.log()
+        )
+        assert not children(entry.proc.pid, "mosquitto")
+    finally:
+        code = entry.stop()
+    assert code == 0, entry.log()
+
+
+@pytest.mark.integration
+def test_without_the_variable_no_broker(mariadb: MariaDB, tmp_path: Path, bin_dir: Path) -> None:
+    port = free_port()
+    gw = gateway_with_bus(mariadb, tmp_path / "gw", f"mqtt://127.0.0.1:{port}")
+    entry = Entrypoint(gw, bin_dir)
+    try:
+        entry.wait_log(r"listening on 127\.0\.0\.1:\d+")
+        # The gateway itself is the process (exec'd), and no broker listens.
+        cmdline = Path(f"/proc/{entry.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[2:5] == [b"appliance.cli", b"run", b"-c"]
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        code = entry.stop()
+    assert code == 0, entry.log()
+
+
+@pytest.mark.integration
+def test_a_tls_bus_cannot_be_embedded(mariadb: MariaDB, tmp_path: Path, bin_dir: Path) -> None:
+    gw = gateway_with_bus(mariadb, tmp_path / "gw", "mqtts://127.0.0.1:8883")
+    entry = Entrypoint(gw, bin_dir, SQLGATE_EMBEDDED_BROKER="1")
+    assert entry.proc.wait(30) == 2
+    assert entry.log() == (
+        "sqlgate-entrypoint: SQLGATE_EMBEDDED_BROKER: bus.url mqtts://127.0.0.1:8883 asks for "
+        "TLS; the embedded broker listens on plain MQTT on loopback only: use "
+        "mqtt://127.0.0.1:8883\n"
+    )
