@@ -8,6 +8,8 @@
   and the rate of ``sqlgate ledger verify``, each in a process of its own;
 - :mod:`bench_lib.policy`: the cost of one statement decision (``SessionPolicy.decide``),
   cached, by shape and uncached, in a process of its own;
+- :mod:`bench_lib.masking`: a large join with one masked column, masked and unmasked, and
+  a result no rule applies to through gateways with and without ``[[masking]]`` rules;
 - :mod:`bench_lib.approvals`: a held statement's round trip with a private Mosquitto and
   an operator in the bench process that approves every request at once, against the
   same statement sent directly and through the gateway without a hold;

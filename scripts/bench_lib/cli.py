@@ -1,10 +1,10 @@
 """``scripts/bench``: the gateway against direct access and a socat relay, in one run,
 the audit ledger's own figures (append and verify rates), the statement policy's (the
-cost of one decision, cached or not) and what a just-in-time approval adds to a held
-statement's round trip.
+cost of one decision, cached or not), what result-set masking costs a large result, and
+what a just-in-time approval adds to a held statement's round trip.
 
-Usage: ``scripts/bench [--quick] [--only gateway|ledger|policy|approvals] [--json FILE]
-[--check] [--profile FILE] [--keep]``.
+Usage: ``scripts/bench [--quick] [--only gateway|ledger|policy|masking|approvals]
+[--json FILE] [--check] [--profile FILE] [--keep]``.
 Progress goes to stderr, the table to stdout; docs/performance.md explains every figure.
 Exit status: 0 when the run completed (with ``--check``: and every threshold was met),
 1 when a threshold was missed under ``--check`` or the run failed, 2 when a tool is missing.
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +36,8 @@ from .report import (
     IDLE_MAX_RSS_MB,
     LEDGER_APPEND_MIN_PER_S,
     LEDGER_VERIFY_MIN_PER_S,
+    MASK_MIN_RATIO,
+    MASK_NO_RULE_MIN_RATIO,
     POINT_SELECT_LEDGER_MIN_RATIO,
     POINT_SELECT_MIN_RATIO,
     POLICY_CACHED_MAX_US,
@@ -48,7 +51,7 @@ from .report import (
 )
 
 if TYPE_CHECKING:
-    from .measure import SysbenchResult
+    from .measure import StreamResult, SysbenchResult
     from .rig import Endpoint, Rig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,13 +68,16 @@ PROGRAMS = {
 }
 PART_PROGRAMS = {
     "gateway": ("sysbench", "socat", "mariadb", "mariadbd", "mariadb-install-db"),
+    "masking": ("mariadb", "mariadbd", "mariadb-install-db"),
     "approvals": ("mariadbd", "mariadb-install-db", "mosquitto", "mosquitto_passwd"),
 }
 MODULES = ("pymysql", "uvloop", "cryptography")
 LEDGER_MODULES = ("uvloop", "cryptography")
 POLICY_MODULES = ("sqlglot", "cryptography")
+MASKING_MODULES = ("pymysql", "uvloop", "cryptography", "sqlglot")
 APPROVALS_MODULES = ("pymysql", "uvloop", "cryptography", "aiomqtt", "jwt")
-PARTS = ("gateway", "ledger", "policy", "approvals")
+PARTS = ("gateway", "ledger", "policy", "masking", "approvals")
+PROFILED = ("gateway", "masking")  # the parts --profile records
 _SBIN = os.pathsep.join(("/usr/sbin", "/usr/local/sbin", "/sbin"))
 
 RELAYS = ("direct", "socat", "gateway")
@@ -133,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scripts/bench",
         description="Measure sqlgate against direct access and a socat relay, interleaved "
         "in one run, on a private MariaDB server; its audit ledger's append and verify "
-        "rates; the cost of its statement policy's decisions; and what a just-in-time "
-        "approval adds to a held statement. See docs/performance.md.",
+        "rates; the cost of its statement policy's decisions; what result-set masking "
+        "costs a large result; and what a just-in-time approval adds to a held statement. "
+        "See docs/performance.md.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run of about a minute (1 round, short)"
@@ -144,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PARTS,
         help="run one part: 'gateway' (against MariaDB, direct and socat), 'ledger' "
         "(append and verify rates), 'policy' (the cost of one statement decision; these "
-        "two need no database server) or 'approvals' (a held statement's round trip, "
-        "with a private Mosquitto and an operator that approves at once)",
+        "two need no database server), 'masking' (a large result with a masked column, "
+        "masked and unmasked) or 'approvals' (a held statement's round trip, with a "
+        "private Mosquitto and an operator that approves at once)",
     )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write the figures here")
     parser.add_argument(
@@ -161,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         type=Path,
         help="after measuring, record the gateway with py-spy during one more 8-thread "
-        "oltp_point_select run (FILE.svg: flame graph; FILE.txt: collapsed stacks)",
+        "oltp_point_select run (FILE.svg: flame graph; FILE.txt: collapsed stacks); the "
+        "masking part records the masking gateway during one more masked stream (to FILE "
+        "with --only masking, else to FILE with '-masking' added to its name)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser
@@ -182,6 +192,7 @@ def missing_tools(profile: bool, parts: tuple[str, ...] = PARTS) -> str | None:
         "gateway": MODULES,
         "ledger": LEDGER_MODULES,
         "policy": POLICY_MODULES,
+        "masking": MASKING_MODULES,
         "approvals": APPROVALS_MODULES,
     }
     modules = sorted(
@@ -199,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     parts = (args.only,) if args.only else PARTS
-    if args.profile is not None and "gateway" not in parts:
-        parser.error("--profile records the gateway: it needs the gateway part")
+    if args.profile is not None and not set(PROFILED) & set(parts):
+        parser.error("--profile records a gateway: it needs the gateway or the masking part")
     problem = missing_tools(args.profile is not None, parts)
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
@@ -277,6 +288,16 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
                 figures[:0] = _measure(rig, plan, notes)
                 if args.profile is not None:
                     _profile(rig, plan, args.profile)
+        if "masking" in parts:
+            # After the gateway part's servers have stopped: a MariaDB and gateways of its own.
+            _say(
+                f"sqlgate bench {date}: {machine['cpu']} x{machine['nproc']}; {kind} run, "
+                f"masking part: {plan.rounds} rounds; work dir {workdir}"
+            )
+            out = args.profile
+            if out is not None and "gateway" in parts:
+                out = out.with_name(f"{out.stem}-masking{out.suffix}")
+            figures.extend(_masking(workdir / "masking", plan, notes, machine, out))
         if "approvals" in parts:
             # Last, once the gateway part's servers have stopped.
             _say(
@@ -303,6 +324,12 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
             "gateway: `sqlgate run` with its audit ledger on (fsync = false) and its statement "
             "policy (built-in rules): every statement is decided, then waits for its "
             "record's group commit before it is forwarded.\n"
+        )
+    if "masking" in parts:
+        print(
+            "masking: two `sqlgate run` as above, one with a [[masking]] rule (a card column, "
+            "last4, one group exempt), one without; the same MariaDB, mariadb CLI into "
+            "/dev/null.\n"
         )
     if "approvals" in parts:
         print(
@@ -603,6 +630,236 @@ def _policy(plan: Plan, notes: list[str]) -> list[Figure]:
             [r.uncached_us for r in runs],
             POLICY_UNCACHED_MAX_US,
             1,
+        ),
+    ]
+
+
+def _total_stream(runs: list[StreamResult]) -> StreamResult:
+    """Several streams as one: their bytes over their time, their relay CPU added up."""
+    from .measure import StreamResult
+
+    seconds = sum(r.seconds for r in runs)
+    mb = sum(r.mb_per_s * r.seconds for r in runs)
+    cpu = [r.relay_cpu_s for r in runs if r.relay_cpu_s is not None]
+    return StreamResult(
+        mb_per_s=mb / seconds if seconds else 0.0,
+        seconds=seconds,
+        relay_cpu_s=sum(cpu) if cpu else None,
+        rss_before_kib=None,
+        rss_max_kib=None,
+    )
+
+
+def _masking(
+    workdir: Path, plan: Plan, notes: list[str], machine: dict[str, Any], profile: Path | None
+) -> list[Figure]:
+    """The masking part: a large join with one masked column, direct, through the gateway
+    as an identity exempt from the rule and as one it masks; and a result no rule applies
+    to, through a gateway with rules and one without."""
+    from . import masking, measure
+
+    seq = max(1, plan.stream_rows // masking.CARD_ROWS)
+    join_rows = seq * masking.CARD_ROWS
+    join_sql = masking.join_sql(seq)
+    join_gb = join_rows * masking.JOIN_ROW_BYTES / 1e9
+    plain_gb = plan.stream_rows * measure.STREAM_ROW_BYTES / 1e9
+
+    def describe(gb: float) -> Callable[[measure.StreamResult], str]:
+        def line(r: measure.StreamResult) -> str:
+            cpu = "" if r.relay_cpu_s is None else f", relay CPU {r.relay_cpu_s / gb:5.2f} s/GB"
+            return f"{r.mb_per_s:>9,.1f} MB/s{cpu}"
+
+        return line
+
+    with masking.MaskingRig(workdir) as rig:
+        assert rig.db is not None
+        machine["mariadb"] = machine.get("mariadb") or rig.db.version
+        eps = rig.endpoints
+        checked = masking.check_clients(rig)
+        measure.progress(checked)
+        joins = measure.interleave(
+            masking.JOIN_ENDPOINTS,
+            plan.rounds,
+            lambda n: measure.run_stream(
+                eps[n],
+                join_rows,
+                sample_rss=n == "masked",
+                sql=join_sql,
+                row_bytes=masking.JOIN_ROW_BYTES,
+                database=masking.SCHEMA,
+            ),
+            describe(join_gb),
+            "join, one column masked",
+        )
+        # in slices of 0.1 GB: whole 1 GB runs of the same endpoint differ by up to 10%
+        # within minutes on a shared machine, more than the threshold's margin
+        slices = max(1, plan.stream_rows // masking.NO_RULE_SLICE_ROWS)
+        slice_rows = plan.stream_rows // slices
+        plain = measure.interleave_slices(
+            masking.NO_RULE_ENDPOINTS,
+            plan.rounds,
+            slices,
+            lambda n: measure.run_stream(
+                eps[n], slice_rows, sample_rss=False, database=masking.SCHEMA
+            ),
+            lambda n, rs: describe(plain_gb)(_total_stream(rs)),
+            "result no rule applies to" + (f", {slices} slices" if slices > 1 else ""),
+        )
+        profiled = 0
+        if profile is not None:
+            _say(masking.profile(eps["masked"], seq, profile))
+            profiled = 1
+        rig.stop_gateway("gateway-masking")
+        ledger = masking.masked_runs(rig.gateways["gateway-masking"].ledger, join_sql)
+
+    # Every measured masked run must have masked every card; the exempt identity's none.
+    agent, reader = ledger.get("agent", []), ledger.get("reader", [])
+    if len(agent) != plan.rounds + profiled or any(v != join_rows for v in agent):
+        raise BenchError(
+            f"the masking gateway's ledger does not show {join_rows:,} masked values for "
+            f"each masked run of the join: {agent}"
+        )
+    if len(reader) != plan.rounds or any(reader):
+        raise BenchError(f"the exempt identity's runs of the join were masked: {reader}")
+    notes.append(f"masking part: {checked}")
+    notes.append(
+        f"masking part: the masking gateway's ledger counts {join_rows:,} masked values "
+        f"(every card) for each of the {len(agent)} masked runs of the join, none for the "
+        f"exempt identity's {len(reader)}"
+    )
+
+    size = f"{join_gb:.1g} GB join"
+    rate = {n: [r.mb_per_s for r in rs] for n, rs in joins.items()}
+    ratio = [m / u for m, u in zip(rate["masked"], rate["unmasked"], strict=True)]
+    cpu = {n: [(r.relay_cpu_s or 0.0) / join_gb for r in joins[n]] for n in ("unmasked", "masked")}
+    before = [_mb(r.rss_before_kib) for r in joins["masked"] if r.rss_before_kib is not None]
+    peak = [_mb(r.rss_max_kib) for r in joins["masked"] if r.rss_max_kib is not None]
+    growth = max((p - b for p, b in zip(peak, before, strict=True)), default=0.0)
+    plain_size = f"{plain_gb:g} GB result no rule applies to"
+    if slices > 1:
+        plain_size += f" ({slices} x {slice_rows * measure.STREAM_ROW_BYTES / 1e9:g} GB)"
+    # a round's figures are over all of its slices: their bytes over their time
+    totals = {n: [_total_stream(rs) for rs in rounds] for n, rounds in plain.items()}
+    plain_rate = {n: [r.mb_per_s for r in rs] for n, rs in totals.items()}
+    plain_ratio = [w / o for w, o in zip(plain_rate["with"], plain_rate["without"], strict=True)]
+    plain_cpu = {n: [(r.relay_cpu_s or 0.0) / plain_gb for r in rs] for n, rs in totals.items()}
+    ratio_med = median(ratio)
+    plain_med = median(plain_ratio)
+
+    def rows(key: str, label: str, unit: str, **kw: Any) -> Figure:
+        return Figure(key=key, label=label, unit=unit, **kw)
+
+    return [
+        rows(
+            "mask_join_unmasked",
+            f"{size}, exempt identity (unmasked)",
+            "MB/s",
+            direct=median(rate["direct"]),
+            gateway=median(rate["unmasked"]),
+            decimals=1,
+            rounds={"direct": rate["direct"], "gateway": rate["unmasked"]},
+        ),
+        rows(
+            "mask_join_masked",
+            f"{size}, card masked (last4)",
+            "MB/s",
+            direct=median(rate["direct"]),
+            gateway=median(rate["masked"]),
+            decimals=1,
+            rounds={"direct": rate["direct"], "gateway": rate["masked"]},
+        ),
+        rows(
+            "mask_join_ratio",
+            f"{size}, masked / unmasked",
+            "",
+            gateway=ratio_med,
+            decimals=2,
+            ratios=False,
+            threshold=f">= {MASK_MIN_RATIO:.2f}",
+            passed=ratio_med is not None and ratio_med >= MASK_MIN_RATIO,
+            rounds={"gateway": ratio},
+        ),
+        rows(
+            "mask_join_relay_cpu_unmasked",
+            f"{size}, relay CPU, exempt identity",
+            "s/GB",
+            gateway=median(cpu["unmasked"]),
+            decimals=2,
+            ratios=False,
+            rounds={"gateway": cpu["unmasked"]},
+        ),
+        rows(
+            "mask_join_relay_cpu_masked",
+            f"{size}, relay CPU, masked",
+            "s/GB",
+            gateway=median(cpu["masked"]),
+            decimals=2,
+            ratios=False,
+            rounds={"gateway": cpu["masked"]},
+        ),
+        rows(
+            "mask_join_rss_max",
+            f"{size}, gateway RSS max while masking",
+            "MB",
+            gateway=max(peak, default=None),
+            decimals=1,
+            ratios=False,
+            threshold=f"growth <= {STREAM_MAX_RSS_GROWTH_MB:g} MB (was {growth:.1f})",
+            passed=growth <= STREAM_MAX_RSS_GROWTH_MB,
+            rounds={"gateway": peak, "before": before},
+        ),
+        rows(
+            "mask_norule_without",
+            f"{plain_size}, gateway without rules",
+            "MB/s",
+            gateway=median(plain_rate["without"]),
+            decimals=1,
+            ratios=False,
+            rounds={
+                "gateway": plain_rate["without"],
+                "slices": [[r.mb_per_s for r in rs] for rs in plain["without"]],
+            },
+        ),
+        rows(
+            "mask_norule_with",
+            f"{plain_size}, gateway with rules",
+            "MB/s",
+            gateway=median(plain_rate["with"]),
+            decimals=1,
+            ratios=False,
+            rounds={
+                "gateway": plain_rate["with"],
+                "slices": [[r.mb_per_s for r in rs] for rs in plain["with"]],
+            },
+        ),
+        rows(
+            "mask_norule_ratio",
+            f"{plain_size}, with / without rules",
+            "",
+            gateway=plain_med,
+            decimals=2,
+            ratios=False,
+            threshold=f">= {MASK_NO_RULE_MIN_RATIO:.2f}",
+            passed=plain_med is not None and plain_med >= MASK_NO_RULE_MIN_RATIO,
+            rounds={"gateway": plain_ratio},
+        ),
+        rows(
+            "mask_norule_relay_cpu_without",
+            f"{plain_size}, relay CPU, without rules",
+            "s/GB",
+            gateway=median(plain_cpu["without"]),
+            decimals=2,
+            ratios=False,
+            rounds={"gateway": plain_cpu["without"]},
+        ),
+        rows(
+            "mask_norule_relay_cpu_with",
+            f"{plain_size}, relay CPU, with rules",
+            "s/GB",
+            gateway=median(plain_cpu["with"]),
+            decimals=2,
+            ratios=False,
+            rounds={"gateway": plain_cpu["with"]},
         ),
     ]
 

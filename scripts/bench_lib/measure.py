@@ -62,6 +62,31 @@ def interleave(
     return results
 
 
+def interleave_slices(
+    names: Sequence[str],
+    rounds: int,
+    slices: int,
+    measure: Callable[[str], T],
+    describe: Callable[[str, list[T]], str],
+    label: str,
+) -> dict[str, list[list[T]]]:
+    """Like ``interleave``, with each round cut into ``slices`` short runs per endpoint,
+    the order mirrored from one slice to the next (A B, B A, A B, ...): a burst of other
+    work on the machine then falls on every endpoint alike. Per endpoint, per round, the
+    results of its slices."""
+    results: dict[str, list[list[T]]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = rotation(names, r)
+        done: dict[str, list[T]] = {name: [] for name in names}
+        for k in range(slices):
+            for name in order if k % 2 == 0 else reversed(order):
+                done[name].append(measure(name))
+        for name in order:
+            results[name].append(done[name])
+            progress(f"{label:<28} round {r + 1}/{rounds} {name:<12} {describe(name, done[name])}")
+    return results
+
+
 def progress(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
 
@@ -176,8 +201,17 @@ def stream_sql(rows: int) -> str:
     return f"SELECT REPEAT('x', {STREAM_ROW_BYTES}) FROM seq_1_to_{rows}"
 
 
-def run_stream(ep: Endpoint, rows: int, *, sample_rss: bool) -> StreamResult:
-    """Stream ``rows`` rows of 1,000 bytes with the ``mariadb`` client into /dev/null."""
+def run_stream(
+    ep: Endpoint,
+    rows: int,
+    *,
+    sample_rss: bool,
+    sql: str | None = None,
+    row_bytes: int = STREAM_ROW_BYTES,
+    database: str = SBTEST_DATABASE,
+) -> StreamResult:
+    """Stream ``rows`` rows of 1,000 bytes with the ``mariadb`` client into /dev/null
+    (or ``rows`` rows of ``row_bytes`` bytes of row data that ``sql`` returns)."""
     cmd = [
         "mariadb",
         "--no-defaults",
@@ -188,8 +222,8 @@ def run_stream(ep: Endpoint, rows: int, *, sample_rss: bool) -> StreamResult:
         "--batch",
         "--quick",
         "--skip-column-names",
-        f"--database={SBTEST_DATABASE}",
-        f"--execute={stream_sql(rows)}",
+        f"--database={database}",
+        f"--execute={sql or stream_sql(rows)}",
     ]
     env = dict(os.environ, MYSQL_PWD=ep.password)
     pid = ep.pid if sample_rss else None
@@ -215,7 +249,7 @@ def run_stream(ep: Endpoint, rows: int, *, sample_rss: bool) -> StreamResult:
     if ep.pid:
         time.sleep(REAP_WAIT_S)
         relay_cpu = cpu_seconds(ep.pid) - cpu_before
-    mb = rows * STREAM_ROW_BYTES / 1e6
+    mb = rows * row_bytes / 1e6
     return StreamResult(
         mb_per_s=mb / elapsed,
         seconds=elapsed,

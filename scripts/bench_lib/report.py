@@ -19,6 +19,8 @@ LEDGER_VERIFY_MIN_PER_S = 100_000.0  # records/s, ``sqlgate ledger verify`` wall
 POLICY_CACHED_MAX_US = 5.0  # SessionPolicy.decide, exact text decided before
 POLICY_UNCACHED_MAX_US = 150.0  # the same, a new ~300-byte join (compiled sqlglot)
 APPROVAL_MAX_ADDED_P50_MS = 50.0  # held statement p50 - the same statement direct, p50
+MASK_MIN_RATIO = 0.50  # a large result, one column masked: masked / unmasked MB/s
+MASK_NO_RULE_MIN_RATIO = 0.95  # a result no rule applies to: with / without rules MB/s
 
 
 @dataclass
