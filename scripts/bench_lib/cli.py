@@ -3,7 +3,7 @@ the audit ledger's own figures (append and verify rates), the statement policy's
 cost of one decision, cached or not), what result-set masking costs a large result, and
 what a just-in-time approval adds to a held statement's round trip.
 
-Usage: ``scripts/bench [--quick] [--only gateway|ledger|policy|masking|approvals]
+Usage: ``scripts/bench [--quick] [--only gateway|ledger|policy|masking|approvals|recording]
 [--json FILE] [--check] [--profile FILE] [--keep]``.
 Progress goes to stderr, the table to stdout; docs/performance.md explains every figure.
 Exit status: 0 when the run completed (with ``--check``: and every threshold was met),
@@ -70,13 +70,14 @@ PART_PROGRAMS = {
     "gateway": ("sysbench", "socat", "mariadb", "mariadbd", "mariadb-install-db"),
     "masking": ("mariadb", "mariadbd", "mariadb-install-db"),
     "approvals": ("mariadbd", "mariadb-install-db", "mosquitto", "mosquitto_passwd"),
+    "recording": ("sysbench", "mariadb", "mariadbd", "mariadb-install-db"),
 }
 MODULES = ("pymysql", "uvloop", "cryptography")
 LEDGER_MODULES = ("uvloop", "cryptography")
 POLICY_MODULES = ("sqlglot", "cryptography")
 MASKING_MODULES = ("pymysql", "uvloop", "cryptography", "sqlglot")
 APPROVALS_MODULES = ("pymysql", "uvloop", "cryptography", "aiomqtt", "jwt")
-PARTS = ("gateway", "ledger", "policy", "masking", "approvals")
+PARTS = ("gateway", "ledger", "policy", "masking", "approvals", "recording")
 PROFILED = ("gateway", "masking")  # the parts --profile records
 _SBIN = os.pathsep.join(("/usr/sbin", "/usr/local/sbin", "/sbin"))
 
@@ -153,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(append and verify rates), 'policy' (the cost of one statement decision; these "
         "two need no database server), 'masking' (a large result with a masked column, "
         "masked and unmasked) or 'approvals' (a held statement's round trip, with a "
-        "private Mosquitto and an operator that approves at once)",
+        "private Mosquitto and an operator that approves at once) or 'recording' "
+        "(oltp_read_only through a gateway with [recording] and one without)",
     )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write the figures here")
     parser.add_argument(
@@ -194,6 +196,7 @@ def missing_tools(profile: bool, parts: tuple[str, ...] = PARTS) -> str | None:
         "policy": POLICY_MODULES,
         "masking": MASKING_MODULES,
         "approvals": APPROVALS_MODULES,
+        "recording": MODULES,
     }
     modules = sorted(
         {m for part in parts for m in wanted[part] if importlib.util.find_spec(m) is None}
@@ -306,6 +309,11 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
                 f"per endpoint; work dir {workdir}"
             )
             figures.extend(_approvals(workdir / "approvals", plan, notes, machine))
+        if "recording" in parts:
+            from . import recording
+
+            _say(f"sqlgate bench {date}: {kind} run, recording part: {plan.rounds} rounds")
+            figures.extend(recording.run(workdir / "recording", plan, notes, machine))
         machine["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     finally:
         if args.keep:
@@ -336,6 +344,11 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
             "approvals: `sqlgate run` with [approvals] on and a private Mosquitto; an operator "
             "in the bench process approves each request as soon as it arrives, so the "
             "person's own time is about zero.\n"
+        )
+    if "recording" in parts:
+        print(
+            "recording: two `sqlgate run` as above, one with [recording] (defaults), one "
+            "without; the same MariaDB, sysbench oltp_read_only 8 threads.\n"
         )
     print(format_table(figures))
     for note in notes:
