@@ -229,10 +229,12 @@ def test_the_console_replays_a_session_with_play_pause_step_and_speed(
         assert "SELECT 1 + 1 AS two" not in lines(run)
         await run.press("plus", "plus", "plus", "plus", "plus", "plus")
         assert screen.speed == 200.0
-        await run.press("minus", "minus", "minus", "minus")
-        assert screen.speed == 2.0
-        await run.press("space")
+        await run.press("minus", "minus", "minus", "minus", "minus", "minus")
+        assert screen.speed == 0.5
+        await run.press("space")  # the session's 1.5 s pause takes 3 s at x0.5
         assert screen.playing
+        await run.press("plus", "plus", "plus", "plus")
+        assert screen.speed == 10.0
         await run.until("the end", lambda: screen.done)
         text = lines(run)
         assert "SELECT 1 + 1 AS two" in text

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
@@ -129,7 +129,10 @@ class ConsoleApp(App[None]):
         self.ticked = second != self._last_second
         self._last_second = second
         change, self._dirty = self._dirty, Change.NONE
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:  # the app is closing: nothing left to draw
+            return
         if (change or self.ticked) and isinstance(screen, ConsoleScreen):
             screen.redraw(change)
         self.ticked = False
