@@ -39,16 +39,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pymysql
-from lab.gateway import GatewayAccount, GatewayProcess
-from lab.mariadb import MariaDB, MariaDBError
+from lab.gateway import GatewayAccount
 
 from .errors import BenchError
+from .private import PrivateRig
 from .rig import Endpoint
 
 SCHEMA = "bench_mask"
@@ -90,23 +88,11 @@ def join_sql(seq: int) -> str:
 # -------------------------------------------------------------------------------- rig
 
 
-@dataclass
-class MaskingRig:
+class MaskingRig(PrivateRig):
     """MariaDB and the two gateways; ``with MaskingRig(...) as rig`` starts and stops them."""
 
-    workdir: Path
-    db: MariaDB | None = None
-    gateways: dict[str, GatewayProcess] = field(default_factory=dict)
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)
-
     def start(self) -> MaskingRig:
-        try:
-            self.db = db = MariaDB(
-                self.workdir / "db", extra_args=["--innodb-buffer-pool-size=256M"]
-            ).start()
-        except MariaDBError as exc:
-            first = str(exc).splitlines()[0]
-            raise BenchError(f"cannot start the private MariaDB: {first}") from exc
+        db = self.start_db()
         values = ", ".join(f"({i}, '{card(i)}')" for i in range(1, CARD_ROWS + 1))
         db.admin_sql(
             f"CREATE DATABASE {SCHEMA}",
@@ -114,8 +100,8 @@ class MaskingRig:
             f"INSERT INTO {SCHEMA}.{TABLE} VALUES {values}",
         )
         self.endpoints["direct"] = Endpoint("direct", db.port, db.native_user, db.native_password)
-        masking = self._gateway("gateway-masking", RULE)
-        plain = self._gateway("gateway-plain", "")
+        masking = self.start_gateway("gateway-masking", RULE, ACCOUNTS)
+        plain = self.start_gateway("gateway-plain", "", ACCOUNTS)
         for name, gw, user in (
             ("unmasked", masking, "reader"),
             ("masked", masking, "agent"),
@@ -126,53 +112,6 @@ class MaskingRig:
             acct = gw.account(user)
             self.endpoints[name] = Endpoint(name, gw.port, acct.user, acct.password, gw.proc.pid)
         return self
-
-    def _gateway(self, name: str, toml: str) -> GatewayProcess:
-        assert self.db is not None
-        gw = GatewayProcess(
-            self.workdir / name,
-            self.db,
-            self.db.pki,
-            accounts=list(ACCOUNTS),
-            backend_tls="disabled",
-            name=f"bench-{name}",
-            extra_toml=toml,
-        )
-        self.gateways[name] = gw
-        try:
-            gw.start()
-        except RuntimeError as exc:
-            raise BenchError(f"{name}: {str(exc).splitlines()[0]} (log: {gw.log_path})") from exc
-        return gw
-
-    def stop_gateway(self, name: str) -> None:
-        """SIGTERM a gateway (its ledger is then complete); a non-zero exit is an error."""
-        gw = self.gateways[name]
-        if gw.proc is not None:
-            code = gw.stop()
-            if code != 0:
-                raise BenchError(f"{name} exited with {code} (log: {gw.log_path})")
-
-    def stop(self) -> None:
-        for gw in self.gateways.values():
-            gw.stop()
-        if self.db is not None:
-            self.db.stop()
-
-    def __enter__(self) -> MaskingRig:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # ---------------------------------------------------------------------------- checks

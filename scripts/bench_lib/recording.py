@@ -26,16 +26,13 @@ import re
 import sqlite3
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-
-from lab.gateway import GatewayProcess
-from lab.mariadb import MariaDB, MariaDBError
 
 from . import measure
 from .errors import BenchError
+from .private import PrivateRig
 from .report import Figure, median
 from .rig import GATEWAY_USER, SBTEST_DATABASE, Endpoint, cpu_seconds
 
@@ -98,77 +95,19 @@ def run_tps(ep: Endpoint, seconds: int, *, attempts: int = 3) -> TpsResult:
 # -------------------------------------------------------------------------------- rig
 
 
-@dataclass
-class RecordingRig:
+class RecordingRig(PrivateRig):
     """MariaDB and the two gateways; ``with RecordingRig(...) as rig`` starts and stops them."""
 
-    workdir: Path
-    db: MariaDB | None = None
-    gateways: dict[str, GatewayProcess] = field(default_factory=dict)
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)
-
     def start(self) -> RecordingRig:
-        try:
-            self.db = db = MariaDB(
-                self.workdir / "db", extra_args=["--innodb-buffer-pool-size=256M"]
-            ).start()
-        except MariaDBError as exc:
-            first = str(exc).splitlines()[0]
-            raise BenchError(f"cannot start the private MariaDB: {first}") from exc
+        db = self.start_db()
         db.admin_sql(f"CREATE DATABASE {SBTEST_DATABASE}")
         self.endpoints["direct"] = Endpoint("direct", db.port, db.native_user, db.native_password)
         for name, toml in (("without", ""), ("with", RECORDING_TOML)):
-            gw = self._gateway(GATEWAYS[name], toml)
+            gw = self.start_gateway(GATEWAYS[name], toml)
             assert gw.proc is not None
             acct = gw.account(GATEWAY_USER)
             self.endpoints[name] = Endpoint(name, gw.port, acct.user, acct.password, gw.proc.pid)
         return self
-
-    def _gateway(self, name: str, toml: str) -> GatewayProcess:
-        assert self.db is not None
-        gw = GatewayProcess(
-            self.workdir / name,
-            self.db,
-            self.db.pki,
-            backend_tls="disabled",
-            name=f"bench-{name}",
-            extra_toml=toml,
-        )
-        self.gateways[name] = gw
-        try:
-            gw.start()
-        except RuntimeError as exc:
-            raise BenchError(f"{name}: {str(exc).splitlines()[0]} (log: {gw.log_path})") from exc
-        return gw
-
-    def stop_gateway(self, name: str) -> None:
-        """SIGTERM a gateway (its ledger is then complete); a non-zero exit is an error."""
-        gw = self.gateways[name]
-        if gw.proc is not None:
-            code = gw.stop()
-            if code != 0:
-                raise BenchError(f"{name} exited with {code} (log: {gw.log_path})")
-
-    def stop(self) -> None:
-        for gw in self.gateways.values():
-            gw.stop()
-        if self.db is not None:
-            self.db.stop()
-
-    def __enter__(self) -> RecordingRig:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # ---------------------------------------------------------------------------- ledger
