@@ -46,7 +46,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiomqtt
@@ -58,6 +57,7 @@ from lab.mariadb import MariaDB, MariaDBError
 from lab.tokens import Provider
 
 from .errors import BenchError
+from .rig import StartStop
 
 APPLIANCE = "bench-approvals"
 TABLE = "bench_approvals"
@@ -184,7 +184,7 @@ action = "allow"
 
 
 @dataclass
-class ApprovalsRig:
+class ApprovalsRig(StartStop):
     """MariaDB, Mosquitto and a gateway with approvals on; ``with`` starts and stops them."""
 
     workdir: Path
@@ -241,21 +241,6 @@ class ApprovalsRig:
             self.broker.stop()
         if self.db is not None:
             self.db.stop()
-
-    def __enter__(self) -> ApprovalsRig:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # ----------------------------------------------------------------------- measurement

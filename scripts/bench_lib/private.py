@@ -6,18 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB, MariaDBError
 
 from .errors import BenchError
-from .rig import Endpoint
+from .rig import Endpoint, StartStop
 
 
 @dataclass
-class PrivateRig:
+class PrivateRig(StartStop):
     """``with Rig(workdir) as rig``: a subclass's ``start`` builds what it needs with
     ``start_db`` and ``start_gateway``; everything stops on the way out."""
 
@@ -25,9 +23,6 @@ class PrivateRig:
     db: MariaDB | None = None
     gateways: dict[str, GatewayProcess] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
-
-    def start(self) -> Self:
-        raise NotImplementedError
 
     def start_db(self) -> MariaDB:
         try:
@@ -73,18 +68,3 @@ class PrivateRig:
             gw.stop()
         if self.db is not None:
             self.db.stop()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

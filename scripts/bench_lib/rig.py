@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB, MariaDBError, free_port
@@ -148,8 +149,33 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None
 # --------------------------------------------------------------------------------- rig
 
 
+class StartStop:
+    """``with rig:`` starts it (stopping what did start when that fails) and stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 @dataclass
-class Rig:
+class Rig(StartStop):
     """The servers of one benchmark run; ``with Rig(...) as rig`` starts and stops them."""
 
     workdir: Path
@@ -239,18 +265,3 @@ class Rig:
                 self.socat.wait(5)
         if self.db is not None:
             self.db.stop()
-
-    def __enter__(self) -> Rig:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
