@@ -78,25 +78,43 @@ class Audit:
         raises ``LedgerUnavailable`` when they cannot all be written. ``overrides``
         replaces fields the verdict gave (``decision: pending`` for a statement held for
         approval, ``approved`` with the grant that let it through)."""
-        records_ = [
-            self._statement(session, first_seq + i, cmd, verdict, i, context)
-            for i in range(len(verdict.parts))
-        ]
-        if overrides:
-            for record in records_:
+        futures = self.statements_soon(session, first_seq, cmd, verdict, context, overrides)
+        await asyncio.wait(futures)
+        self.committed(futures)
+
+    def statements_soon(
+        self,
+        session: str,
+        first_seq: int,
+        cmd: ClientCommand,
+        verdict: Verdict,
+        context: dict[str, Any],
+        overrides: dict[str, Any] | None = None,
+    ) -> list[asyncio.Future[Any]]:
+        """``statements`` without a task: queue the records now; once every future is done,
+        ``committed(futures)`` says whether they are all in the ledger."""
+        futures: list[asyncio.Future[Any]] = []
+        for i in range(len(verdict.parts)):
+            record = self._statement(session, first_seq + i, cmd, verdict, i, context)
+            if overrides:
                 record.update(overrides)
-        if len(records_) == 1:
-            self._publish(await self.writer.append(records_[0]))
-            return
-        done = await asyncio.gather(
-            *(self.writer.append(r) for r in records_), return_exceptions=True
-        )
-        for outcome in done:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        for sealed in done:
-            if not isinstance(sealed, BaseException):
-                self._publish(sealed)
+            try:
+                futures.append(self.writer.append_soon(record))
+            except (LedgerUnavailable, ValueError) as exc:
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                futures.append(failed)
+        return futures
+
+    def committed(self, futures: list[asyncio.Future[Any]]) -> None:
+        """Publish the committed statement records, or raise the first failure
+        (``LedgerUnavailable``; a ``ValueError`` is a record the ledger cannot hold)."""
+        for future in futures:
+            exc = future.exception()
+            if exc is not None:
+                raise exc
+        for future in futures:
+            self._publish(future.result())
 
     def results(
         self,

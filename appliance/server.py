@@ -608,23 +608,39 @@ class ClientLeg(asyncio.Protocol):
                 )
             )
         self.gw.policy.alerts.clear()
-        asyncio.get_running_loop().create_task(
-            self._record_then_relay(cmd, verdict, first_seq, dict(self.context))
-        )
+        if self._held(verdict):
+            asyncio.get_running_loop().create_task(
+                self._hold(cmd, verdict, first_seq, dict(self.context))
+            )
+            return
+        # write-before-forward: the command goes on once its records are committed
+        futures = self.gw.audit.statements_soon(self.sid, first_seq, cmd, verdict, self.context)
+        pending = len(futures)
 
-    async def _record_then_relay(
-        self, cmd: ClientCommand, verdict: Verdict, first_seq: int, context: dict[str, Any]
+        def one_done(_: asyncio.Future[Any]) -> None:
+            nonlocal pending
+            pending -= 1
+            if not pending:
+                self._recorded(cmd, verdict, futures)
+
+        for future in futures:
+            future.add_done_callback(one_done)
+        if not futures:  # nothing to record (no statement in it): forwarded as it is
+            asyncio.get_running_loop().call_soon(self._recorded, cmd, verdict, futures)
+
+    def _recorded(
+        self, cmd: ClientCommand, verdict: Verdict, futures: list[asyncio.Future[Any]]
     ) -> None:
-        """Write-before-forward: the command goes to the target only once its statement
-        records are committed; without a ledger it is refused and nothing is forwarded."""
+        """The statement records are committed (the command runs) or not (it is refused
+        and nothing is forwarded)."""
         session = self.session
         assert session is not None
-        if self._held(verdict):
-            await self._hold(cmd, verdict, first_seq, context)
-            return
         try:
-            await self.gw.audit.statements(self.sid, first_seq, cmd, verdict, context)
+            self.gw.audit.committed(futures)
         except LedgerUnavailable:
+            session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
+        except ValueError as exc:  # a record the ledger cannot hold: fail closed
+            log.error("session %d: %s not recorded: %s", self.id, cmd.label, exc)
             session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
         else:
             if verdict.refused:
