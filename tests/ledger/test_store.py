@@ -199,6 +199,30 @@ def test_records_nobody_waits_for_share_the_next_commit(tmp_path: Path) -> None:
     assert verify_file(db, PUBLIC).ok
 
 
+def test_records_queued_over_a_few_turns_of_the_loop_share_one_commit(tmp_path: Path) -> None:
+    """Sessions whose packets come a turn or two apart (each turn of the loop reads the
+    sockets that became ready) still share a commit: it waits while turns bring more."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> tuple[int, list[int]]:
+        async with writer(db) as w:
+            await w.append(stmt(0))  # the file is open, the head known
+            before = w.stats.commits
+
+            async def session(i: int) -> int:
+                for _ in range(i % 3):  # arrives 0, 1 or 2 turns after the first
+                    await asyncio.sleep(0)
+                return int((await w.append(stmt(i, session=f"s{i}")))["seq"])
+
+            seqs = await asyncio.gather(*(session(i) for i in range(1, 10)))
+            return w.stats.commits - before, sorted(seqs)
+
+    commits, seqs = asyncio.run(main())
+    assert seqs == list(range(2, 11))
+    assert commits == 1  # one per turn (3) if the commit did not wait for the later ones
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_the_wal_starts_over_while_records_flow(tmp_path: Path) -> None:
     """Commits never stop long enough for SQLite to restart the WAL by itself: the writer
     checkpoints it between batches, so it stays small however long records flow."""
