@@ -123,15 +123,40 @@ class _Usage:
     alerted_at: float = -1e9
 
 
+_VerdictKey = tuple[Subject, str | None, str]  # who, schema, command
+_AllowedKey = tuple[str, str, str, str, frozenset[str]]  # command, kind, rule, reason, functions
+
+
 class _Entry:
     """A cached classification, and the verdicts already reached on it per subject,
-    schema and command (those that no session state can change)."""
+    schema and command (those that no session state can change).
 
-    __slots__ = ("found", "verdicts")
+    The first verdict sits in two slots, any further ones in a dict made when needed:
+    nearly every text is decided for one (subject, schema, command), and of the tens of
+    thousands of entries the cache keeps, every object is one more for each full
+    collection of the garbage collector to walk."""
+
+    __slots__ = ("found", "key", "verdict", "more")
 
     def __init__(self, found: tuple[Classification, ...]) -> None:
         self.found = found
-        self.verdicts: dict[tuple[Subject, str | None, str], Verdict] = {}
+        self.key: _VerdictKey | None = None
+        self.verdict: Verdict | None = None
+        self.more: dict[_VerdictKey, Verdict] | None = None
+
+    def get(self, key: _VerdictKey) -> Verdict | None:
+        if self.key is key or self.key == key:
+            return self.verdict
+        return self.more.get(key) if self.more is not None else None
+
+    def put(self, key: _VerdictKey, verdict: Verdict) -> None:
+        if self.key is None:
+            self.key = key
+            self.verdict = verdict
+        elif self.more is None:
+            self.more = {key: verdict}
+        else:
+            self.more[key] = verdict
 
 
 class Policy:
@@ -141,8 +166,14 @@ class Policy:
         self.settings = settings
         self.rules = rules
         self.shadow = settings.mode is PolicyMode.SHADOW
-        self._exact: dict[tuple[bytes, LexMode, bool], _Entry] = {}
-        self._by_shape: dict[tuple[bytes, LexMode, bool], _Entry] = {}
+        # Entries by text and by shape, in one dict per (mode, backslash_unknown): keyed
+        # by the bytes alone, these keys are objects the garbage collector never walks.
+        self._exact: dict[tuple[LexMode, bool], dict[bytes, _Entry]] = {}
+        self._by_shape: dict[tuple[LexMode, bool], dict[bytes, _Entry]] = {}
+        self._exact_count = 0
+        self._shape_count = 0
+        # Allowed verdicts of one statement, shared by every text that reaches them.
+        self._allowed: dict[_AllowedKey, Verdict] = {}
         self._usage: dict[str, _Usage] = {}
         self.alerts: list[tuple[str, str]] = []  # (identity, message): taken by the shell
 
@@ -153,27 +184,55 @@ class Policy:
         return self.entry(sql, mode, backslash_unknown).found
 
     def entry(self, sql: bytes, mode: LexMode, backslash_unknown: bool) -> _Entry:
-        key = (sql, mode, backslash_unknown)
-        hit = self._exact.get(key)
+        reading = (mode, backslash_unknown)
+        texts = self._exact.get(reading)
+        if texts is None:
+            texts = self._exact[reading] = {}
+        hit = texts.get(sql)
         if hit is not None:
             return hit
         # Texts that read differently under a sql_mode the gateway cannot know share
         # nothing by shape: two such texts with one shape may still split differently.
         form = None if b'"' in sql or b"\\" in sql else shape(sql, mode)
+        shapes = self._by_shape.get(reading)
+        if shapes is None:
+            shapes = self._by_shape[reading] = {}
         if form is not None:
-            hit = self._by_shape.get((form, mode, backslash_unknown))
+            hit = shapes.get(form)
             if hit is not None:
                 return hit
-        entry = _Entry(classify_uncertain(sql, mode, True, backslash_unknown))
-        if len(self._exact) >= _CACHE_LIMIT:
-            self._exact.clear()
-        self._exact[key] = entry
+        # This cache is the only one kept of these classifications. The classifier
+        # outlines the text from the matches shape() just found (see lexer._last_scan).
+        entry = _Entry(classify_uncertain(sql, mode, True, backslash_unknown, cached=False))
+        if self._exact_count >= _CACHE_LIMIT:
+            for cached in self._exact.values():
+                cached.clear()
+            self._exact_count = 0
+        texts[sql] = entry
+        self._exact_count += 1
         found = entry.found
         if form is not None and len(found) == 1 and found[0].literal_independent:
-            if len(self._by_shape) >= _CACHE_LIMIT:
-                self._by_shape.clear()
-            self._by_shape[(form, mode, backslash_unknown)] = entry
+            if self._shape_count >= _CACHE_LIMIT:
+                for cached in self._by_shape.values():
+                    cached.clear()
+                self._shape_count = 0
+            shapes[form] = entry
+            self._shape_count += 1
         return entry
+
+    def allowed_verdict(self, label: str, part: Part) -> Verdict:
+        """The verdict of a command of one allowed statement, the very one an earlier
+        text got if equal: the exact-text cache keeps one per text, mostly the same few.
+        """
+        decision = part.decision
+        # All such a verdict holds (its part's action is ALLOW, its text None).
+        key = (label, part.kind, decision.rule, decision.reason, part.functions)
+        verdict = self._allowed.get(key)
+        if verdict is None:
+            if len(self._allowed) >= _CACHE_LIMIT:
+                self._allowed.clear()
+            verdict = self._allowed[key] = Verdict(label, (part,))
+        return verdict
 
     # ------------------------------------------------------------- runaway guard
 
@@ -231,6 +290,10 @@ class Policy:
 
 _WRITE_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 
+#: ``ClientCommand.label`` of each known command, looked up rather than built from the
+#: enum on every command (a microsecond of every decision).
+_LABELS = {int(c): c.label for c in Command}
+
 
 class SessionPolicy:
     """Decides one session's commands in the order the client sent them."""
@@ -251,12 +314,15 @@ class SessionPolicy:
         self._uses: dict[int, str | None] = {}  # command id -> schema it makes current
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
         self.masker: SessionMasker | None = None  # what this session may not see
+        # The key of this session's verdicts per command, made once: an entry compares
+        # it by identity first (see _Entry.get).
+        self._keys: dict[str, _VerdictKey] = {}
 
     # ------------------------------------------------------------------ decide
 
     def decide(self, cmd: ClientCommand, server_status: int, prepared: dict[int, bytes]) -> Verdict:
         code = cmd.command
-        label = cmd.label
+        label = _LABELS.get(code) or cmd.label
         if code == Command.QUERY or code == Command.STMT_PREPARE:
             return self._decide_text(cmd, label, server_status)
         if code == Command.STMT_EXECUTE:
@@ -389,8 +455,10 @@ class SessionPolicy:
 
     def _decide_found(self, cmd: ClientCommand, label: str, entry: _Entry) -> Verdict:
         found = entry.found
-        key = (self.who, self.db, label)
-        verdict = entry.verdicts.get(key)
+        key = self._keys.get(label)
+        if key is None or key[1] != self.db or key[0] is not self.who:
+            key = self._keys[label] = (self.who, self.db, label)
+        verdict = entry.get(key)
         if verdict is not None:
             return self._guarded(verdict, cmd, found)
         db = self.db
@@ -399,21 +467,27 @@ class SessionPolicy:
         single = last == 0
         stateful = False  # the verdict depends on the session: not cached
         for index, c in enumerate(found):
+            touches_lexing = _touches_lexing(c)
             decision = decide(c, self.who, db, self.policy.rules)
-            if not decision.refused:
+            if touches_lexing and not decision.refused:
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
                     decision = checked
             parts.append(Part(None if single else c.text, c.kind, decision, c.functions))
-            if c.kind == "USE" or _touches_lexing(c):
+            if c.kind == "USE" or touches_lexing:
                 stateful = True
                 if c.kind == "USE" and not decision.refused:
                     db = _use_target(c) or db
         if db != self.db:
             self._uses[cmd.id] = db
-        verdict = self._verdict(label, tuple(parts))
-        if not stateful:
-            entry.verdicts[key] = verdict
+        if stateful:
+            verdict = self._verdict(label, tuple(parts))
+        else:
+            if single and not parts[0].decision.refused:
+                verdict = self.policy.allowed_verdict(label, parts[0])
+            else:
+                verdict = self._verdict(label, tuple(parts))
+            entry.put(key, verdict)
         return self._guarded(verdict, cmd, found)
 
     def _session_checks(
@@ -467,6 +541,9 @@ class SessionPolicy:
     ) -> Verdict:
         if verdict.refusal is not None and not verdict.shadow:
             return verdict
+        settings = self.policy.settings
+        if not settings.statements_per_second and not settings.rows_changed_per_minute:
+            return verdict  # the guard is off (what guard() would find, without the clock)
         writes = any(c.kind in _WRITE_KINDS for c in found) or cmd.command == Command.STMT_EXECUTE
         tripped = self.policy.guard(self.who.identity, writes, time.monotonic())
         if tripped is None:
@@ -518,6 +595,8 @@ _MODES = {
 
 def _touches_lexing(c: Classification) -> bool:
     target = c.inner if c.inner is not None else c
+    if not target.variables:
+        return False
     return any(name in _LEXING_VARIABLES for name, _ in target.variables)
 
 

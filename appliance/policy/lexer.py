@@ -117,9 +117,12 @@ _WS = rb"[ \t\n\r\f\v]*+"
 # comment or a quoted name nor change how the next token is read: scanners that only
 # need literals, comments and statement ends take it in one match. A word is left out
 # when a quote, '$' or a non-ASCII byte follows (X'0A', N'x', a$b), '.' when a digit
-# follows (t.5, .5), and '-', '/', '#', '@', '?', ';', '\' and digits entirely.
+# follows (t.5, .5), and '-', '/', '#', '@', '?', ';', '\' and digits entirely. A word
+# takes the punctuation after it in the same step of the repetition (what the next step
+# would take anyway): a fifth fewer steps of the regular expression engine.
 _RUN = (
     rb"(?P<run>(?:[A-Za-z_][A-Za-z0-9_]*+(?![$\x80-\xff'\"])"
+    rb"[ \t\n\r\f\v,()=*+<>!%&|^~{}\[\]:]*+"
     rb"|[ \t\n\r\f\v,()=*+<>!%&|^~{}\[\]:]++|\.(?![0-9]))++)"
 )
 
@@ -714,8 +717,11 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
     in_exec = False
     pos = 0
     n = len(sql)
+    scanned: list[re.Match[bytes]] | None = [] if n <= _SCAN_LIMIT else None
     while pos < n:
         for m in (slow if in_exec else fast).finditer(sql, pos):
+            if scanned is not None:
+                scanned.append(m)
             kind = m.lastgroup or ""
             e = m.end()
             if kind == "run":
@@ -761,10 +767,24 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
             break
     if in_exec:
         return None
+    if scanned is not None:
+        global _last_scan
+        _last_scan = (sql, mode.ansi_quotes, mode.no_backslash_escapes, scanned)
     if not out:
         return sql
     out.append(sql[kept:])
     return b"".join(out)
+
+
+# The last text shape() read and its mode's ANSI_QUOTES and NO_BACKSLASH_ESCAPES, with
+# the master pattern's matches in the order it took them (switching patterns at
+# executable comments as outline() does too): the gateway computes a text's shape and,
+# when no cached classification has that shape, outlines the very same bytes object
+# next, which can then skip the regular expression. Matching is most of the cost of
+# either (6 of the 9 and 12 µs of a 300-byte statement). Only short texts are kept.
+_Scan = tuple[bytes, bool, bool, list[re.Match[bytes]]]
+_last_scan: _Scan | None = None
+_SCAN_LIMIT = 64 * 1024
 
 
 _IDENT_END = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -785,6 +805,11 @@ class Outline:
     skeleton: bytes
     executable_comment: bool
     plain: bool  # as Statement.plain
+    # When the statement is not plain only because it holds ordinary comments: their
+    # spans (absolute offsets). default_mode_text() of such a statement is its text with
+    # each of them turned into a space, which a classifier can splice without lexing the
+    # text again. None otherwise.
+    comments: tuple[tuple[int, int], ...] | None = None
 
 
 # A statement head that may open a stored program or compound statement, whose body can
@@ -801,7 +826,16 @@ _COMPOUND_HEAD = re.compile(
 def outline(sql: bytes, mode: LexMode) -> tuple[Outline, ...]:
     """The statements of a text as split_statements() splits them, each as an Outline:
     the cheap view a classifier needs for the statements it sees most."""
-    outlines = _outline(sql, mode, 0, len(sql), True)
+    scan = _last_scan
+    if (
+        scan is not None
+        and scan[0] is sql
+        and scan[1] == mode.ansi_quotes
+        and scan[2] == mode.no_backslash_escapes
+    ):
+        outlines = _outline(sql, mode, 0, len(sql), True, scan[3])
+    else:
+        outlines = _outline(sql, mode, 0, len(sql), True)
     if any(_COMPOUND_HEAD.match(o.skeleton) for o in outlines):
         # A body may hold ';': only the token-level reading finds where it ends.
         outlines = []
@@ -824,7 +858,17 @@ def tokenize(text: bytes, mode: LexMode) -> tuple[Token, ...]:
     return tuple(_lex(text, mode, open_end=True)[0])
 
 
-def _outline(sql: bytes, mode: LexMode, pos: int, limit: int, split: bool) -> list[Outline]:
+def _outline(
+    sql: bytes,
+    mode: LexMode,
+    pos: int,
+    limit: int,
+    split: bool,
+    scanned: list[re.Match[bytes]] | None = None,
+) -> list[Outline]:
+    """``scanned``: the matches of the whole text as shape() found them (see _last_scan),
+    the very ones the loop below would find: where it would start the other pattern
+    afresh, it goes on with the next of them instead."""
     if mode.multibyte_unsafe and not sql.isascii():
         offset = next(i for i, b in enumerate(sql) if b >= 0x80)
         raise LexError(_MULTIBYTE_MESSAGE.format(byte=sql[offset], offset=offset))
@@ -836,7 +880,8 @@ def _outline(sql: bytes, mode: LexMode, pos: int, limit: int, split: bool) -> li
     first = -1  # start of the statement's first token or comment
     last = -1  # end of its last one
     has_token = False
-    plain = True
+    plain = True  # but for comments
+    comments: list[tuple[int, int]] = []
     executable = False
     prev_end = -1
     dot_end = -1
@@ -845,7 +890,8 @@ def _outline(sql: bytes, mode: LexMode, pos: int, limit: int, split: bool) -> li
     while pos < limit:
         # No endpos: the bytes after a statement still decide how its last token reads
         # (`1--` before a ';' is arithmetic, at the end of the text a comment).
-        for m in (slow if in_exec else fast).finditer(sql, pos):
+        matches = scanned if scanned is not None else (slow if in_exec else fast).finditer(sql, pos)
+        for m in matches:
             kind = m.lastgroup or ""
             s = m.start(kind)
             if s >= limit:
@@ -856,12 +902,15 @@ def _outline(sql: bytes, mode: LexMode, pos: int, limit: int, split: bool) -> li
                 in_exec = False  # the server lexes the next statement afresh
             if kind == "semi" and split:
                 if has_token or executable:
-                    outlines.append(_finish(sql, mode, first, last, pieces, plain, executable))
+                    outlines.append(
+                        _finish(sql, mode, first, last, pieces, plain, comments, executable)
+                    )
                 pieces = []
                 append = pieces.append
                 first = -1
                 has_token = False
                 plain = True
+                comments = []
                 executable = False
                 continue
             if first < 0:
@@ -907,7 +956,9 @@ def _outline(sql: bytes, mode: LexMode, pos: int, limit: int, split: bool) -> li
                     append(b" ")
                     last = e + 1
                     pos = e + 1
-                    break
+                    if scanned is None:
+                        break  # on with the fast pattern
+                    continue
                 append(sql[s:e])
             elif kind == "dword":
                 append(sql[s:e])
@@ -917,7 +968,7 @@ def _outline(sql: bytes, mode: LexMode, pos: int, limit: int, split: bool) -> li
                 append(b";")
             elif kind == "cmt" or kind == "lcmt":
                 append(b" ")
-                plain = False
+                comments.append((s, e))
                 continue
             elif kind == "xopen":
                 append(b" ")
@@ -927,17 +978,20 @@ def _outline(sql: bytes, mode: LexMode, pos: int, limit: int, split: bool) -> li
                     in_exec = True
                     exec_start = s
                     pos = e
-                    break
+                    if scanned is None:
+                        break  # on with the slow pattern
                 continue
             else:  # bad
                 raise LexError(f"{_UNTERMINATED[sql[s:e]]} starting at byte {s}")
             has_token = True
         else:
             break
+        if scanned is not None:
+            break  # all of the whole text's matches are read: never start them again
     if in_exec and split:
         raise LexError(f"unterminated executable comment starting at byte {exec_start}")
     if has_token or executable:
-        outlines.append(_finish(sql, mode, first, last, pieces, plain, executable))
+        outlines.append(_finish(sql, mode, first, last, pieces, plain, comments, executable))
     return outlines
 
 
@@ -948,15 +1002,23 @@ def _finish(
     last: int,
     pieces: list[bytes],
     plain: bool,
+    comments: list[tuple[int, int]],
     executable: bool,
 ) -> Outline:
+    """``plain`` says whether the statement is plain but for its ``comments``."""
     while last > first and sql[last - 1] in _WS_BYTES:
         last -= 1
     if plain:
         text = sql[first:last]
         if b'"' in text or (mode.no_backslash_escapes and b"\\" in text):
             plain = False
-    return Outline(first, last, b"".join(pieces).upper(), executable, plain)
+    skeleton = b"".join(pieces).upper()
+    if not comments:
+        return Outline(first, last, skeleton, executable, plain)
+    # A statement that ends in '--' reads it as a comment on its own, and as an operator
+    # before a ';' in the whole text: only default_mode_text() of its text says how.
+    spliced = plain and not sql.endswith(b"--", first, last)
+    return Outline(first, last, skeleton, executable, False, tuple(comments) if spliced else None)
 
 
 def default_mode_text(sql: bytes, mode: LexMode) -> bytes:

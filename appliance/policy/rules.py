@@ -206,12 +206,13 @@ def decide(
             if outer.refused:
                 return outer
         return decide(c.inner, who, db, rules)
-    tables = frozenset(qualified(t, db) for t in c.reads | c.writes)
-    for rule in rules:
-        if _matches(rule, c.kind, tables, who):
-            if rule.action is RuleAction.ALLOW:
-                return Decision(RuleAction.ALLOW, rule.name, "")
-            return Decision(rule.action, rule.name, _configured_reason(rule, c))
+    if rules:
+        tables = frozenset(qualified(t, db) for t in c.reads | c.writes)
+        for rule in rules:
+            if _matches(rule, c.kind, tables, who):
+                if rule.action is RuleAction.ALLOW:
+                    return Decision(RuleAction.ALLOW, rule.name, "")
+                return Decision(rule.action, rule.name, _configured_reason(rule, c))
     for builtin in BUILTINS:
         decision = builtin(c, db)
         if decision is not None:

@@ -1,0 +1,137 @@
+"""The shortcuts of the uncached decision read a text exactly as the long way does: the
+outline from shape()'s matches, the comments blanked without default_mode_text(), and
+the gate's caches keeping few objects for the garbage collector to walk."""
+
+from __future__ import annotations
+
+import gc
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.config import PolicyConfig
+from appliance.mysql.relay import ClientCommand
+from appliance.policy.classify import _parse_text, _View, classify
+from appliance.policy.gate import Policy, SessionPolicy
+from appliance.policy.lexer import LexError, LexMode, default_mode_text, outline, shape
+from appliance.policy.rules import Subject
+
+MODES = [LexMode(), LexMode(ansi_quotes=True), LexMode(no_backslash_escapes=True)]
+
+_FRAGMENTS = [
+    " ",
+    "\n",
+    "SELECT",
+    "a",
+    "t.",
+    "5",
+    ".5",
+    "1abc",
+    "'x'",
+    "'y\\''",
+    '"q"',
+    "`i`",
+    "@v",
+    "?",
+    ";",
+    ",",
+    "(",
+    ")",
+    "-",
+    "--",
+    "-- c\n",
+    "# c\n",
+    "/* c */",
+    "/*c*/",
+    "/*! x */",
+    "/*+ h */",
+    "*",
+    "/",
+    "X'0A'",
+    "N",
+    "$",
+    "\\",
+    "BEGIN",
+    "END",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=25), st.sampled_from(MODES))
+def test_outline_after_shape_is_the_outline(parts: list[str], mode: LexMode) -> None:
+    sql = "".join(parts).encode()
+    fresh = bytes(bytearray(sql))  # another object: no match of shape() to reuse
+    try:
+        expected = outline(fresh, mode)
+    except LexError as err:
+        shape(sql, mode)
+        try:
+            outline(sql, mode)
+        except LexError as again:
+            assert str(again) == str(err)
+        else:
+            raise AssertionError("outline() after shape() read what does not lex")
+        return
+    shape(sql, mode)
+    assert outline(sql, mode) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=25), st.sampled_from(MODES))
+def test_blanked_comments_are_the_default_mode_text(parts: list[str], mode: LexMode) -> None:
+    sql = "".join(parts).encode()
+    try:
+        outlines = outline(sql, mode)
+    except LexError:
+        return
+    for o in outlines:
+        if o.comments is None:
+            continue
+        assert not o.plain
+        raw = sql[o.start : o.end]
+        view = _View(raw, o.skeleton, o.plain, o.executable_comment, mode)
+        view.comments = tuple((s - o.start, e - o.start) for s, e in o.comments)
+        assert _parse_text(view) == default_mode_text(raw, mode).decode("utf-8", "replace")
+
+
+def test_a_trailing_dash_dash_is_left_to_default_mode_text() -> None:
+    # '--' before ';' is two minus signs in the text, a comment in the statement alone
+    sql = b"SELECT 1 /* c */ --;SELECT 2"
+    assert outline(sql, LexMode())[0].comments is None
+    assert outline(b"SELECT 1 /* c */ -- x", LexMode())[0].comments == ((9, 16), (17, 21))
+
+
+def _join(n: int) -> bytes:
+    return (
+        f"SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id "
+        f"WHERE o.total > {n} /* request {n} */"
+    ).encode()
+
+
+def test_a_comment_changes_nothing_the_classifier_reads() -> None:
+    plain = classify(
+        b"SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id "
+        b"WHERE o.total > 7",
+        LexMode(),
+    )
+    commented = classify(_join(7), LexMode())
+    assert [(c.kind, c.reads, c.functions, c.flags, c.problem) for c in commented] == [
+        (c.kind, c.reads, c.functions, c.flags, c.problem) for c in plain
+    ]
+
+
+def test_uncached_decisions_keep_few_objects_alive() -> None:
+    session = SessionPolicy(
+        Policy(PolicyConfig(), ()), Subject("agent", frozenset({"agents"}), "orders"), "shop", 45
+    )
+    for n in range(50):  # the caches' first entries, the shared verdict and name sets
+        session.decide(ClientCommand(n, 3, b"\x03" + _join(n), b""), 0, {})
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(50, 250):
+        verdict = session.decide(ClientCommand(n, 3, b"\x03" + _join(n), b""), 0, {})
+        assert verdict.refusal is None
+    gc.collect()
+    # an entry, its classifications' tuple and the classification: the keys are bytes,
+    # the verdict and the sets of names are shared, the parsed trees freed
+    assert (len(gc.get_objects()) - before) / 200 <= 3.5
