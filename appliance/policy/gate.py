@@ -159,6 +159,32 @@ class _Entry:
             self.more[key] = verdict
 
 
+class _Cache:
+    """Entries by text (or shape), in one dict per (mode, backslash_unknown): keyed by
+    the bytes alone, its keys are objects the garbage collector never walks. Emptied
+    whole when it holds ``_CACHE_LIMIT`` entries."""
+
+    __slots__ = ("_tables", "_count")
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple[LexMode, bool], dict[bytes, _Entry]] = {}
+        self._count = 0
+
+    def table(self, reading: tuple[LexMode, bool]) -> dict[bytes, _Entry]:
+        found = self._tables.get(reading)
+        if found is None:
+            found = self._tables[reading] = {}
+        return found
+
+    def put(self, table: dict[bytes, _Entry], key: bytes, entry: _Entry) -> None:
+        if self._count >= _CACHE_LIMIT:
+            for cached in self._tables.values():
+                cached.clear()
+            self._count = 0
+        table[key] = entry
+        self._count += 1
+
+
 class Policy:
     """The gateway's rules and caches, shared by all sessions."""
 
@@ -166,12 +192,8 @@ class Policy:
         self.settings = settings
         self.rules = rules
         self.shadow = settings.mode is PolicyMode.SHADOW
-        # Entries by text and by shape, in one dict per (mode, backslash_unknown): keyed
-        # by the bytes alone, these keys are objects the garbage collector never walks.
-        self._exact: dict[tuple[LexMode, bool], dict[bytes, _Entry]] = {}
-        self._by_shape: dict[tuple[LexMode, bool], dict[bytes, _Entry]] = {}
-        self._exact_count = 0
-        self._shape_count = 0
+        self._exact = _Cache()  # entries by text
+        self._by_shape = _Cache()  # entries shared by texts of one shape
         # Allowed verdicts of one statement, shared by every text that reaches them.
         self._allowed: dict[_AllowedKey, Verdict] = {}
         self._usage: dict[str, _Usage] = {}
@@ -185,18 +207,14 @@ class Policy:
 
     def entry(self, sql: bytes, mode: LexMode, backslash_unknown: bool) -> _Entry:
         reading = (mode, backslash_unknown)
-        texts = self._exact.get(reading)
-        if texts is None:
-            texts = self._exact[reading] = {}
+        texts = self._exact.table(reading)
         hit = texts.get(sql)
         if hit is not None:
             return hit
         # Texts that read differently under a sql_mode the gateway cannot know share
         # nothing by shape: two such texts with one shape may still split differently.
         form = None if b'"' in sql or b"\\" in sql else shape(sql, mode)
-        shapes = self._by_shape.get(reading)
-        if shapes is None:
-            shapes = self._by_shape[reading] = {}
+        shapes = self._by_shape.table(reading)
         if form is not None:
             hit = shapes.get(form)
             if hit is not None:
@@ -204,20 +222,10 @@ class Policy:
         # This cache is the only one kept of these classifications. The classifier
         # outlines the text from the matches shape() just found (see lexer._last_scan).
         entry = _Entry(classify_uncertain(sql, mode, True, backslash_unknown, cached=False))
-        if self._exact_count >= _CACHE_LIMIT:
-            for cached in self._exact.values():
-                cached.clear()
-            self._exact_count = 0
-        texts[sql] = entry
-        self._exact_count += 1
+        self._exact.put(texts, sql, entry)
         found = entry.found
         if form is not None and len(found) == 1 and found[0].literal_independent:
-            if self._shape_count >= _CACHE_LIMIT:
-                for cached in self._by_shape.values():
-                    cached.clear()
-                self._shape_count = 0
-            shapes[form] = entry
-            self._shape_count += 1
+            self._by_shape.put(shapes, form, entry)
         return entry
 
     def allowed_verdict(self, label: str, part: Part) -> Verdict:
