@@ -79,7 +79,8 @@ class Audit:
         replaces fields the verdict gave (``decision: pending`` for a statement held for
         approval, ``approved`` with the grant that let it through)."""
         futures = self.statements_soon(session, first_seq, cmd, verdict, context, overrides)
-        await asyncio.wait(futures)
+        if futures:
+            await asyncio.wait(futures)
         self.committed(futures)
 
     def statements_soon(
