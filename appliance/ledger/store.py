@@ -357,8 +357,8 @@ class LedgerWriter:
         if db is None or self._closing or self._alert is not None or not self._same_file():
             self._wake.set()
             return
-        batch = self._pending[: self._max_batch]
-        del self._pending[: self._max_batch]
+        batch = [entry for entry in self._pending[: self._max_batch] if not entry[1].done()]
+        del self._pending[: self._max_batch]  # (a cancelled caller's record is not written)
         if not self._pending:
             self._waited = 0
         signed_before = self._unsigned_since is None

@@ -223,6 +223,25 @@ def test_records_queued_over_a_few_turns_of_the_loop_share_one_commit(tmp_path: 
     assert verify_file(db, PUBLIC).ok
 
 
+def test_a_record_whose_caller_gave_up_before_the_commit_is_not_written(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            gave_up = asyncio.create_task(w.append(stmt(1)))
+            kept = asyncio.create_task(w.append(stmt(2)))
+            await asyncio.sleep(0)  # both queued, their commit scheduled
+            gave_up.cancel()
+            assert (await kept)["seq"] == 2
+
+    asyncio.run(main())
+    assert [r.get("statement_seq") for r in rows(db) if r["kind"] == "statement"] == [0, 2]
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_the_wal_starts_over_while_records_flow(tmp_path: Path) -> None:
     """Commits never stop long enough for SQLite to restart the WAL by itself: the writer
     checkpoints it between batches, so it stays small however long records flow."""
