@@ -390,9 +390,24 @@ class LedgerWriter:
         """Delete the session recordings of results older than ``before`` (a ledger
         ``ts``): first the ``recordings_purged`` alert that says so is committed (so
         ``verify`` knows they are meant to be gone), then they go. How many went (none:
-        nothing is written)."""
+        nothing is written).
+
+        An answer given again and again (the same bytes) is stored once, under the time
+        of its first result: one that a result at or after ``before`` repeated stays. The
+        results are read without holding the write lock (statements keep committing);
+        those committed meanwhile are read again under it, just before the deletion."""
         conn = await self._connection()
-        if not await _scalar_args(conn, "SELECT count(*) FROM recordings WHERE ts < ?", before):
+        old = {
+            str(row[0])
+            for row in await conn.execute_fetchall(
+                "SELECT hash FROM recordings WHERE ts < ?", (before,)
+            )
+        }
+        if not old:
+            return 0
+        end = await _scalar(conn, "SELECT coalesce(max(seq), 0) FROM records")
+        old -= await _recorded_since(conn, "ts >= ? AND seq <= ?", (before, end))
+        if not old:
             return 0
         await self.append(
             {
@@ -403,9 +418,17 @@ class LedgerWriter:
             }
         )
         conn = await self._connection()
-        cursor = await conn.execute("DELETE FROM recordings WHERE ts < ?", (before,))
-        await conn.commit()
-        return cursor.rowcount
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            old -= await _recorded_since(conn, "seq > ?", (end,))
+            await conn.executemany(
+                "DELETE FROM recordings WHERE hash = ?", [(digest,) for digest in sorted(old)]
+            )
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
+        return len(old)
 
     async def checkpoint(self) -> Record | None:
         """Commit a checkpoint now, after everything queued; None if all is signed."""
@@ -778,6 +801,18 @@ async def _scalar_args(conn: aiosqlite.Connection, sql: str, *args: object) -> A
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
     row = await _row(conn, sql)
     return None if row is None else row[0]
+
+
+async def _recorded_since(
+    conn: aiosqlite.Connection, where: str, params: tuple[object, ...]
+) -> set[str]:
+    """The recordings that result records matching ``where`` refer to."""
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT json_extract(body, '$.recording') FROM records "
+        f"WHERE kind = 'result' AND {where} AND instr(body, '\"recording\":\"') > 0",
+        params,
+    )
+    return {str(row[0]) for row in rows if row[0] is not None}
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

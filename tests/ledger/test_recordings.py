@@ -95,3 +95,26 @@ def test_a_purge_does_not_excuse_what_came_after_it(tmp_path: Path) -> None:
         conn.execute("DELETE FROM recordings")
     result = verify_file(db, PUBLIC)
     assert not result.ok and "missing" in str(result.reason)
+
+
+def test_a_purge_keeps_an_answer_a_later_result_repeated(tmp_path: Path) -> None:
+    """The same answer is stored once, under its first result's time; when a result after
+    the purge's bound repeated it, it stays, and the ledger still verifies."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> tuple[str, str]:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            first = await w.append_nowait(result(1, b"SELECT 1 answer"), b"SELECT 1 answer")
+            await asyncio.sleep(0.01)
+            await w.append_nowait(result(2, b"gone"), b"gone")
+            await asyncio.sleep(0.01)
+            late = await w.append_nowait(result(3, b"SELECT 1 answer"), b"SELECT 1 answer")
+            assert first is not None and late is not None
+            assert await w.purge_recordings(str(late["ts"])) == 1  # "gone" only
+            return str(first["ts"]), str(late["ts"])
+
+    first, late = asyncio.run(main())
+    assert first < late
+    assert stored(db) == {hashlib.sha256(b"SELECT 1 answer").hexdigest(): b"SELECT 1 answer"}
+    result_ = verify_file(db, PUBLIC)
+    assert result_.ok, result_.reason
