@@ -140,9 +140,26 @@ def sysbench_prepare(direct: Endpoint) -> None:
         raise BenchError(f"sysbench prepare failed: {_last_line(result)}")
 
 
-def run_sysbench(
+@dataclass(frozen=True)
+class SysbenchRun:
+    """A finished sysbench run: its output, the relay's CPU seconds before it, and how
+    many attempts were lost to stalled logins."""
+
+    stdout: str
+    cpu_before: float
+    stalls: int
+
+    def relay_cpu_us_per(self, ep: Endpoint, count: int) -> float | None:
+        """The relay's CPU per ``count`` units of work since the run began (None direct)."""
+        if not ep.pid:
+            return None
+        time.sleep(REAP_WAIT_S)
+        return (cpu_seconds(ep.pid) - self.cpu_before) / max(count, 1) * 1e6
+
+
+def sysbench(
     ep: Endpoint, test: str, threads: int, seconds: int, *, attempts: int = 3
-) -> SysbenchResult:
+) -> SysbenchRun:
     """One sysbench run; a run whose connections stall at login is repeated (and counted)."""
     cmd = [
         "sysbench",
@@ -160,22 +177,26 @@ def run_sysbench(
             cmd, capture_output=True, text=True, timeout=seconds + 120, check=False
         )
         if result.returncode == 0:
-            break
+            return SysbenchRun(result.stdout, cpu_before, stalls)
         output = result.stdout + result.stderr
         if any(s in output for s in _CONNECT_FAILED) and attempt + 1 < attempts:
             stalls += 1
             progress(f"{ep.name}: sysbench could not connect ({_last_line(result)}); repeating")
             continue
         raise BenchError(f"sysbench {test} through {ep.name} failed: {_last_line(result)}")
-    match = _QUERIES.search(result.stdout)
+    raise BenchError(f"sysbench {test} through {ep.name}: no attempt made")
+
+
+def run_sysbench(
+    ep: Endpoint, test: str, threads: int, seconds: int, *, attempts: int = 3
+) -> SysbenchResult:
+    """One sysbench run: queries per second and the relay's CPU per query."""
+    done = sysbench(ep, test, threads, seconds, attempts=attempts)
+    match = _QUERIES.search(done.stdout)
     if match is None:
         raise BenchError(f"sysbench {test} through {ep.name}: no 'queries:' line in its output")
     queries, qps = int(match.group(1)), float(match.group(2))
-    cpu_us: float | None = None
-    if ep.pid:
-        time.sleep(REAP_WAIT_S)
-        cpu_us = (cpu_seconds(ep.pid) - cpu_before) / max(queries, 1) * 1e6
-    return SysbenchResult(qps, queries, cpu_us, stalls)
+    return SysbenchResult(qps, queries, done.relay_cpu_us_per(ep, queries), done.stalls)
 
 
 def _last_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from . import measure
 from .errors import BenchError
 from .private import PrivateRig
 from .report import Figure, median
-from .rig import GATEWAY_USER, SBTEST_DATABASE, Endpoint, cpu_seconds
+from .rig import GATEWAY_USER, SBTEST_DATABASE, Endpoint
 
 RECORDING_MIN_RATIO = 0.90  # oltp_read_only 8 thr: with / without [recording] TPS
 TEST = "oltp_read_only"
@@ -57,39 +55,14 @@ class TpsResult:
 def run_tps(ep: Endpoint, seconds: int, *, attempts: int = 3) -> TpsResult:
     """One sysbench oltp_read_only run through ``ep``: transactions and queries per second,
     and the gateway's CPU per transaction; a run whose logins stall is repeated."""
-    cmd = [
-        "sysbench",
-        TEST,
-        *measure._sysbench_args(ep),
-        f"--threads={THREADS}",
-        f"--time={seconds}",
-        "--report-interval=0",
-        "run",
-    ]
-    stalls = 0
-    for attempt in range(attempts):
-        cpu_before = cpu_seconds(ep.pid) if ep.pid else 0.0
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=seconds + 120, check=False
-        )
-        if done.returncode == 0:
-            break
-        output = done.stdout + done.stderr
-        if any(s in output for s in measure._CONNECT_FAILED) and attempt + 1 < attempts:
-            stalls += 1
-            measure.progress(f"{ep.name}: sysbench could not connect; repeating")
-            continue
-        raise BenchError(f"sysbench {TEST} through {ep.name} failed: {measure._last_line(done)}")
+    done = measure.sysbench(ep, TEST, THREADS, seconds, attempts=attempts)
     txn = _TRANSACTIONS.search(done.stdout)
     queries = measure._QUERIES.search(done.stdout)
     if txn is None or queries is None:
         raise BenchError(f"sysbench {TEST} through {ep.name}: no transactions/queries line")
     count, tps = int(txn.group(1)), float(txn.group(2))
-    cpu_us: float | None = None
-    if ep.pid:
-        time.sleep(measure.REAP_WAIT_S)
-        cpu_us = (cpu_seconds(ep.pid) - cpu_before) / max(count, 1) * 1e6
-    return TpsResult(tps, float(queries.group(2)), cpu_us, stalls)
+    cpu_us = done.relay_cpu_us_per(ep, count)
+    return TpsResult(tps, float(queries.group(2)), cpu_us, done.stalls)
 
 
 # -------------------------------------------------------------------------------- rig
