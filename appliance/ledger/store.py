@@ -330,6 +330,14 @@ class LedgerWriter:
             self._wake.set()  # the writer starts the lingering clock
         return future
 
+    def _take_batch(self) -> list[_Pending]:
+        """The next records to commit, in order; a caller that gave up is left out."""
+        batch = [entry for entry in self._pending[: self._max_batch] if not entry[1].done()]
+        del self._pending[: self._max_batch]
+        if not self._pending:
+            self._waited = 0
+        return batch
+
     def _commit_on_loop(self) -> None:
         """Seal and commit what is queued, synchronously (``fsync = false``: a commit is a
         write to the WAL, cheaper than handing it to a thread). Whatever cannot be done
@@ -357,10 +365,7 @@ class LedgerWriter:
         if db is None or self._closing or self._alert is not None or not self._same_file():
             self._wake.set()
             return
-        batch = [entry for entry in self._pending[: self._max_batch] if not entry[1].done()]
-        del self._pending[: self._max_batch]  # (a cancelled caller's record is not written)
-        if not self._pending:
-            self._waited = 0
+        batch = self._take_batch()
         signed_before = self._unsigned_since is None
         sealed = self._seal(batch, self._seconds_to_checkpoint() == 0.0)
         try:
@@ -490,10 +495,7 @@ class LedgerWriter:
                     await self._sleep(wait)
             elif not self._waited and not self._closing and self._linger:
                 await self._sleep(self._linger)  # only an append() or close() cuts it short
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            if not self._pending:
-                self._waited = 0
+            batch = self._take_batch()
             due = self._seconds_to_checkpoint() == 0.0
             if batch or due or self._wal_due:
                 self._task_busy = True  # appends queue up behind this write, in order
@@ -515,7 +517,6 @@ class LedgerWriter:
                 log.warning("%s: no checkpoint at shutdown: the ledger is unavailable", self.path)
 
     async def _write(self, batch: list[_Pending], checkpoint: bool) -> None:
-        batch = [(record, future) for record, future in batch if not future.done()]
         try:
             conn = await self._connection()
         except LedgerError as exc:
