@@ -700,11 +700,15 @@ def _plain(sql: bytes, start: int, end: int, tokens: tuple[Token, ...], mode: Le
 
 
 def shape(sql: bytes, mode: LexMode) -> bytes | None:
-    """The text with every string, number and hex/bit literal replaced by '?', everything
-    else (whitespace, comments) kept verbatim; None when the text does not lex.
+    """The text with every string, number and hex/bit literal replaced by '?' and every
+    ordinary comment by ``/**/``, everything else (whitespace, optimizer hints ``/*+``,
+    executable comments) kept verbatim; None when the text does not lex.
 
-    Two texts with the same shape differ only in literal values: the lexing rules are
-    those of split_statements, and a literal is one token in both texts.
+    Two texts with the same shape differ only in literal values and in what their
+    ordinary comments say: the lexing rules are those of split_statements, a literal is
+    one token in both texts, and a comment is one in both, which the server skips. Agents
+    and ORMs put a request id or a trace in a comment (sqlcommenter, marginalia); such
+    texts still share one shape.
     """
     if mode.multibyte_unsafe and not sql.isascii():
         return None
@@ -761,6 +765,13 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
                     break
             elif kind == "semi":
                 in_exec = False
+            elif kind == "cmt" or kind == "lcmt":
+                s = m.start(kind)
+                if sql[s : s + 3] == b"/*+":
+                    continue  # an optimizer hint: MySQL reads it
+                out.append(sql[kept:s])
+                out.append(b"/**/")
+                kept = e
             elif kind == "bad":
                 return None
         else:

@@ -11,9 +11,10 @@ forwarded, so this cost adds to every query. Three paths, from cheapest to deare
   different id each time: the text is new, but its shape (literals replaced by ``?``) was
   decided before, so the lexer runs and the parser does not;
 - ``uncached``: a join of three tables as an agent writes it (joins, a few predicates,
-  ORDER BY, LIMIT, about 300 bytes), with a literal and a trailing comment that change on
-  every call, so neither the exact-text nor the shape cache can answer: the lexer, the
+  ORDER BY, LIMIT, a trailing comment, about 300 bytes), with a column alias that changes
+  on every call, so neither the exact-text nor the shape cache can answer: the lexer, the
   shape, sqlglot's tokenizer and parser, the analysis of the tree and the rules all run.
+  (A new literal or a new comment alone would share the shape of the previous text.)
 
 Each run is a fresh Python process (``python -m bench_lib.policy ...``, which prints one
 JSON object), with one ``Policy(PolicyConfig(), ())`` and one ``SessionPolicy`` for
@@ -48,10 +49,10 @@ if TYPE_CHECKING:
 
 # sysbench's oltp_point_select, as sent with --db-ps-mode=disable
 POINT_SELECT = "SELECT c FROM sbtest1 WHERE id={id}"
-# A join as agents write them. The literal in ``o.total > {n}`` and the comment change
-# per call: a new literal alone would still share the shape of the previous text.
+# A join as agents write them. The alias ``t{n}`` changes per call: a new literal or
+# comment alone would still share the shape of the previous text.
 AGENT_JOIN = (
-    "SELECT o.id, o.created_at, o.total, c.name, c.email, p.title FROM orders o "
+    "SELECT o.id, o.created_at, o.total AS t{n}, c.name, c.email, p.title FROM orders o "
     "JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id "
     "WHERE o.status = 'shipped' AND o.created_at >= '2026-01-01' AND o.total > {n} "
     "ORDER BY o.created_at DESC LIMIT 50 /* request {n} */"

@@ -670,6 +670,8 @@ INDEPENDENT = [
     ("USE shop", "USE shop"),
     ("COMMIT", "COMMIT"),
     ("SELECT * FROM t INTO OUTFILE 'a'", "SELECT * FROM t INTO OUTFILE 'b'"),
+    ("SELECT c FROM t WHERE id = 5 /* request 1 */", "SELECT c FROM t WHERE id = 6 -- req 2"),
+    ("DELETE FROM t WHERE id = 5 # a", "DELETE FROM t WHERE id = 6 /* it's b */"),
 ]
 
 DEPENDENT = [

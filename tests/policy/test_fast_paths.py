@@ -5,7 +5,9 @@ the gate's caches keeping few objects for the garbage collector to walk."""
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,15 +105,15 @@ def test_a_trailing_dash_dash_is_left_to_default_mode_text() -> None:
 
 def _join(n: int) -> bytes:
     return (
-        f"SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id "
-        f"WHERE o.total > {n} /* request {n} */"
+        f"SELECT o.id, c.name AS name{n} FROM orders o JOIN customers c "
+        f"ON c.id = o.customer_id WHERE o.total > {n} /* request {n} */"
     ).encode()
 
 
 def test_a_comment_changes_nothing_the_classifier_reads() -> None:
     plain = classify(
-        b"SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id "
-        b"WHERE o.total > 7",
+        b"SELECT o.id, c.name AS name7 FROM orders o JOIN customers c "
+        b"ON c.id = o.customer_id WHERE o.total > 7",
         LexMode(),
     )
     commented = classify(_join(7), LexMode())
@@ -135,3 +137,54 @@ def test_uncached_decisions_keep_few_objects_alive() -> None:
     # an entry, its classifications' tuple and the classification: the keys are bytes,
     # the verdict and the sets of names are shared, the parsed trees freed
     assert (len(gc.get_objects()) - before) / 200 <= 3.5
+
+
+def test_a_new_comment_is_decided_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents and ORMs put a request id or a trace in a comment; the statement is still
+    decided from the cached classification of its shape, not parsed again."""
+    import appliance.policy.gate as gate
+
+    parsed: list[bytes] = []
+    real = gate.classify_uncertain
+
+    def counting(sql: bytes, *args: object, **kwargs: object) -> object:
+        parsed.append(sql)
+        return real(sql, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gate, "classify_uncertain", counting)
+    session = SessionPolicy(
+        Policy(PolicyConfig(), ()), Subject("agent", frozenset({"agents"}), "orders"), "shop", 45
+    )
+    texts = [
+        b"SELECT c FROM t WHERE id = 5 /* traceparent='00-4bf92f-01' */",
+        b"SELECT c FROM t WHERE id = 6 /* traceparent='00-a3ce92-01' */",
+        b"SELECT c FROM t WHERE id = 7 -- request 3",
+        b"SELECT c FROM t WHERE id = 8 /*+ NO_BKA(t) */",  # a hint is read: a new shape
+    ]
+    for n, sql in enumerate(texts):
+        verdict = session.decide(ClientCommand(n, 3, b"\x03" + sql, b""), 0, {})
+        assert verdict.refusal is None
+    assert parsed == [texts[0], texts[3]]
+
+
+@pytest.mark.parametrize("comments", [("/* a */\n", "-- b\n"), ("# it's\n", "/*c*/\n")])
+def test_texts_of_one_shape_read_alike_whatever_their_comments_say(
+    comments: tuple[str, str],
+) -> None:
+    """The by-shape cache hands one classification to every text of a shape: across the
+    whole corpus, a comment's contents never change what the classifier reads."""
+    from tests.policy.corpus import CORPUS
+
+    checked = 0
+    for case in CORPUS:
+        head, sep, tail = case.sql.partition(" ")
+        if not sep:
+            continue
+        a, b = (f"{head} {c} {tail}".encode() for c in comments)
+        shape_a, shape_b = shape(a, LexMode()), shape(b, LexMode())
+        if shape_a is None or shape_a != shape_b:
+            continue
+        first, second = classify(a, LexMode()), classify(b, LexMode())
+        assert [replace(c, text="") for c in first] == [replace(c, text="") for c in second]
+        checked += 1
+    assert checked > 250

@@ -339,13 +339,19 @@ SAME_SHAPE = [
     (b'SELECT "x" FROM t', b"SELECT 'y' FROM t"),
     (b"SELECT X'0A', 0b1", b"SELECT 12, 'q'"),
     (b"SELECT 1 /* it's */ FROM t", b"SELECT 2 /* it's */ FROM t"),
+    # what an ordinary comment says (a request id, a trace) is skipped by the server
+    (b"SELECT 1 /* it's */ FROM t", b"SELECT 1 /* its */ FROM t"),
+    (b"SELECT 1 /* request 7 */", b"SELECT 1 -- request 8"),
+    (b"SELECT 1 # a\nFROM t", b"SELECT 1 /*b*/\nFROM t"),
     (b"INSERT INTO t VALUES (1, 'a'), (2, 'b')", b"INSERT INTO t VALUES (3, 'c'), (4, 'd')"),
 ]
 
 DIFFERENT_SHAPE = [
     (b"SELECT c FROM t WHERE id=1", b"SELECT d FROM t WHERE id=1"),
     (b"SELECT c FROM t WHERE id=1", b"SELECT c FROM t WHERE id=@v"),
-    (b"SELECT 1 /* it's */ FROM t", b"SELECT 1 /* its */ FROM t"),
+    (b"SELECT 1 /*+ BKA(t) */ FROM t", b"SELECT 1 /*+ NO_BKA(t) */ FROM t"),  # hints
+    (b"/*!50001 SELECT 1 */", b"/*!50001 SELECT 1, 2 */"),
+    (b"SELECT 1 /* c */ FROM t", b"SELECT 1 FROM t"),
     (b"SELECT t.5 FROM t", b"SELECT t.6 FROM t"),  # t.5 names a column
     (b"SELECT `a` FROM t", b"SELECT `b` FROM t"),
     (b"SELECT 1abc FROM t", b"SELECT 1abd FROM t"),
@@ -367,9 +373,10 @@ def test_shape_text() -> None:
     assert shape(b"SELECT c FROM sbtest1 WHERE id=5017", DEFAULT) == (
         b"SELECT c FROM sbtest1 WHERE id=?"
     )
-    # A quote inside a comment is not a literal; the comment is kept verbatim.
-    assert shape(b"SELECT 1 -- it's\n, 'x' # don't\n", DEFAULT) == (
-        b"SELECT ? -- it's\n, ? # don't\n"
+    # A quote inside a comment is not a literal; each comment becomes /**/.
+    assert shape(b"SELECT 1 -- it's\n, 'x' # don't\n", DEFAULT) == (b"SELECT ? /**/\n, ? /**/\n")
+    assert shape(b"SELECT /*+ BKA(t) */ 1 /* trace='00-4bf' */", DEFAULT) == (
+        b"SELECT /*+ BKA(t) */ ? /**/"
     )
     assert shape(b'SELECT "a" FROM t', ANSI) == b'SELECT "a" FROM t'
     assert shape(b"SELECT 'a\\'b', 2", DEFAULT) == b"SELECT ?, ?"
