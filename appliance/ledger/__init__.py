@@ -14,10 +14,17 @@ from appliance.ledger.chain import (
     load_private_key,
     load_public_key,
 )
-from appliance.ledger.store import LedgerFileError, LedgerUnavailable, LedgerWriter, WriterStats
+from appliance.ledger.store import (
+    LedgerDamaged,
+    LedgerFileError,
+    LedgerUnavailable,
+    LedgerWriter,
+    WriterStats,
+)
 
 __all__ = [
     "Head",
+    "LedgerDamaged",
     "LedgerError",
     "LedgerFileError",
     "LedgerKeyError",

@@ -491,7 +491,9 @@ class Verifier:
         The fast path removes the ``hash`` member from the text and hashes the rest: if
         that matches, those are the bytes that were hashed when the record was written,
         and the text differs from them only by the top-level ``hash`` member (an insertion
-        anywhere else is not valid JSON). Otherwise the record is re-serialized.
+        anywhere else is not valid JSON). Otherwise the record is re-serialized to say
+        what is wrong; a text that is not those bytes fails even when its values hash
+        right, since another reader may take them otherwise (a repeated key).
         """
         if self._bad is not None:
             return False
@@ -570,6 +572,17 @@ class Verifier:
                 good = False
             if not good:
                 self.fail("hash does not match the record's contents (the record was edited)", seq)
+                return False
+            if body is not None:
+                # The values hash right, but the stored text is not the canonical JSON the
+                # writer stored: spaces, another key order, a repeated key (which a JSON
+                # reader may take either way) or a line break. What an auditor's tools
+                # read must be the very bytes that were hashed.
+                self.fail(
+                    "the stored text is not the record's canonical JSON (it was rewritten; "
+                    "a key may be repeated with another value)",
+                    seq,
+                )
                 return False
         if record["kind"] == "checkpoint" and not self._check_checkpoint(record, seq, prev):
             return False

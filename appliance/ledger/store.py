@@ -143,6 +143,11 @@ class LedgerFileError(LedgerError):
     """The file is missing, is not a sqlgate ledger, or cannot be extended safely."""
 
 
+class LedgerDamaged(LedgerError):
+    """A stored record cannot be read as one (export, replay): the file was damaged or
+    edited; ``sqlgate ledger verify`` names the first bad record. The message names it."""
+
+
 @dataclass(slots=True)
 class WriterStats:
     """Counters of a ``LedgerWriter`` (for tests, benchmarks and the console)."""
@@ -393,14 +398,16 @@ class LedgerWriter:
 
     async def purge_recordings(self, before: str) -> int:
         """Delete the session recordings of results older than ``before`` (a ledger
-        ``ts``): first the ``recordings_purged`` alert that says so is committed (so
-        ``verify`` knows they are meant to be gone), then they go. How many went (none:
-        nothing is written).
+        ``ts``; a time to come counts as now): first the ``recordings_purged`` alert that
+        says so is committed and signed (``verify`` honours only a signed purge, so that
+        nobody can excuse a deleted recording by appending one), then they go. How many
+        went (none: nothing is written).
 
         An answer given again and again (the same bytes) is stored once, under the time
         of its first result: one that a result at or after ``before`` repeated stays. The
         results are read without holding the write lock (statements keep committing);
         those committed meanwhile are read again under it, just before the deletion."""
+        before = min(before, utc_now())
         conn = await self._connection()
         old = {
             str(row[0])
@@ -422,6 +429,7 @@ class LedgerWriter:
                 "before": before,
             }
         )
+        await self.checkpoint()
         conn = await self._connection()
         await conn.execute("BEGIN IMMEDIATE")
         try:
@@ -838,19 +846,56 @@ def open_ledger(path: str | os.PathLike[str]) -> sqlite3.Connection:
         raise LedgerFileError(f"{path}: is a directory, not a ledger")
     uri = p.resolve().as_uri() + "?mode=ro"
     try:
+        return _open_read_only(uri, path)
+    except sqlite3.OperationalError as exc:
+        if not _needs_shm(exc, p):
+            raise LedgerFileError(f"{path}: not a sqlgate ledger ({exc})") from None
+    # A ledger in WAL mode is read through a -shm file beside it, which SQLite could not
+    # create (a read-only copy, a directory the reader cannot write). Without a write-ahead
+    # log to read, the file alone is the whole ledger: read it as unchanging.
+    wal = Path(f"{p}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise LedgerFileError(
+            f"{path}: its write-ahead log ({wal.name}) can only be read where SQLite may "
+            "create the -shm file beside it: copy the ledger with its -wal file to a "
+            "directory you can write to"
+        )
+    try:
+        return _open_read_only(uri + "&immutable=1", path)
+    except sqlite3.Error as exc:
+        raise LedgerFileError(f"{path}: not a sqlgate ledger ({exc})") from None
+
+
+def _open_read_only(uri: str, path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """The connection once the file proves to be a ledger (sqlite3.OperationalError when
+    it cannot be read at all; LedgerFileError or LedgerDamaged naming the file)."""
+    try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     except sqlite3.Error as exc:
         raise LedgerFileError(f"{path}: cannot open: {exc}") from None
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    except sqlite3.Error as exc:
+    except sqlite3.OperationalError:
         conn.close()
+        raise
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if "malformed" in str(exc):
+            raise LedgerDamaged(f"{path}: the file is damaged ({exc})") from None
         raise LedgerFileError(f"{path}: not a sqlgate ledger ({exc})") from None
     if app_id != APPLICATION_ID or "records" not in tables:
         conn.close()
         raise LedgerFileError(f"{path}: not a sqlgate ledger")
     return conn
+
+
+def _needs_shm(exc: sqlite3.OperationalError, path: Path) -> bool:
+    """Whether opening failed for want of a -shm file that SQLite may not create."""
+    message = str(exc)
+    return not Path(f"{path}-shm").exists() and (
+        "readonly database" in message or "unable to open database file" in message
+    )
 
 
 def _rows(
@@ -882,7 +927,7 @@ def verify_file(
             if '"recording":"' in body or '"recordings_purged"' in body:
                 recordings.note(seq, body)
         else:
-            problem = recordings.check()
+            problem = recordings.check(verifier.result().last_checkpoint_seq)
             if problem is not None:
                 verifier.fail(problem[1], problem[0])
     except sqlite3.Error as exc:
@@ -894,20 +939,22 @@ def verify_file(
 
 class _Recordings:
     """Session recordings against the hashes their result records carry: each must be
-    there and unchanged, unless a later ``recordings_purged`` alert removed it."""
+    there and unchanged, unless a ``recordings_purged`` alert removed it. Only a signed
+    alert counts (a checkpoint after it), and only for results before its own time:
+    anyone with write access to the file could append an unsigned one."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.missing: list[tuple[int, str]] = []  # (seq, ts) of results without their blob
-        self.purged_before = ""  # the latest purge's bound
+        self.purges: list[tuple[int, str]] = []  # (seq, bound) of each purge alert
         self.bad: tuple[int, str] | None = None
 
     def note(self, seq: int, body: str) -> None:
         record = json.loads(body)
         if record.get("kind") == "alert" and record.get("alert") == "recordings_purged":
-            before = record.get("before")
-            if isinstance(before, str) and before > self.purged_before:
-                self.purged_before = before
+            before, ts = record.get("before"), record.get("ts")
+            if isinstance(before, str) and isinstance(ts, str):
+                self.purges.append((seq, min(before, ts)))
             return
         digest = record.get("recording")
         if record.get("kind") != "result" or not isinstance(digest, str) or self.bad:
@@ -923,12 +970,18 @@ class _Recordings:
         elif hashlib.sha256(row[0]).hexdigest() != digest:
             self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
 
-    def check(self) -> tuple[int, str] | None:
+    def check(self, signed_through: int | None) -> tuple[int, str] | None:
+        """The first bad recording; ``signed_through``: the seq of the last checkpoint."""
         if self.bad is not None:
             return self.bad
+        signed = [before for seq, before in self.purges if seq < (signed_through or 0)]
+        purged_before = max(signed, default="")
         for seq, ts in self.missing:
-            if ts >= self.purged_before:
-                return seq, "the recording of this result is missing (and was not purged)"
+            if ts >= purged_before:
+                unsigned = len(signed) < len(self.purges)
+                return seq, "the recording of this result is missing (and was not purged" + (
+                    " by a signed purge record)" if unsigned else ")"
+                )
         return None
 
 
@@ -958,7 +1011,9 @@ def export(
     since: str | None = None,
     kind: str | None = None,
 ) -> Iterator[str]:
-    """The stored bodies, oldest first, filtered on the session, ts (>= since) and kind.
+    """The stored bodies, oldest first, filtered on the session, ts (>= since) and kind:
+    one line of JSON each. A body that is not a JSON object raises LedgerDamaged naming
+    its record; one spread over several lines is given on one.
 
     ``since`` compares with ``ts`` as text, so give it in the ledger's own form
     (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, UTC). Opening errors raise LedgerFileError at once.
@@ -971,7 +1026,7 @@ def export(
         if value is not None:
             where.append(f"{column} {op} ?")
             params.append(value)
-    sql = "SELECT body FROM records"
+    sql = "SELECT seq, body FROM records"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY seq"
@@ -979,14 +1034,36 @@ def export(
     def bodies() -> Iterator[str]:
         try:
             conn.execute("BEGIN")
-            for (body,) in _rows(conn, sql, tuple(params)):
-                yield body
+            for seq, body in _rows(conn, sql, tuple(params)):
+                yield _export_line(path, seq, body)
         except sqlite3.Error as exc:
             raise LedgerFileError(f"{path}: cannot read: {exc}") from None
         finally:
             conn.close()
 
     return bodies()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _export_line(path: str | os.PathLike[str], seq: object, body: object) -> str:
+    """A stored body as one line of JSON (LedgerDamaged unless it holds a JSON object)."""
+    try:
+        if not isinstance(body, str):
+            raise ValueError("not text")
+        record = json.loads(body, parse_constant=_reject_constant)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+    except (ValueError, RecursionError):
+        raise LedgerDamaged(
+            f"{path}: record {seq}: the stored record is not a JSON object (the file was "
+            "damaged or edited; 'sqlgate ledger verify' names the first bad record)"
+        ) from None
+    if "\n" in body or "\r" in body:  # JSON lines: one record, one line
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return body
 
 
 class RecordingReader:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -464,13 +465,15 @@ def test_verifier_fast_path_and_slow_path_agree_on_stored_text() -> None:
     verifier = Verifier(PUBLIC)
     assert all(verifier.feed_body(body, seq) for seq, body in enumerate(bodies, 1))
     assert verifier.result().ok
-    # the same content with the hash member first (fast path) or with spaces (slow path)
-    for separators in ((",", ":"), (", ", ": ")):
-        moved = copy.deepcopy(chain)
-        texts = [json.dumps({"hash": r.pop("hash"), **r}, separators=separators) for r in moved]
-        assert texts[0].startswith('{"hash"')
-        verifier = Verifier(PUBLIC)
-        assert all(verifier.feed_body(text) for text in texts)
+    # the same content with the hash member first: the hashed bytes plus that member
+    moved = copy.deepcopy(chain)
+    texts = [
+        json.dumps({"hash": r.pop("hash"), **dict(sorted(r.items()))}, separators=(",", ":"))
+        for r in moved
+    ]
+    assert texts[0].startswith('{"hash"')
+    verifier = Verifier(PUBLIC)
+    assert all(verifier.feed_body(text) for text in texts)
     # an added field is an edit, whichever path looks at it
     edited = json.loads(bodies[2])
     edited["note"] = "x"
@@ -516,3 +519,37 @@ def test_malformed_records(text: str, reason: str) -> None:
     assert not verifier.feed_body(text)
     result = verifier.result()
     assert (result.first_bad_seq, result.reason) == (1, reason)
+
+
+REWRITTEN = (
+    "the stored text is not the record's canonical JSON (it was rewritten; a key may be "
+    "repeated with another value)"
+)
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda body: json.dumps(json.loads(body), separators=(", ", ": ")),  # spaces
+        lambda body: json.dumps(json.loads(body), indent=1),  # one member per line
+        lambda body: json.dumps(  # another key order
+            dict(reversed(json.loads(body).items())), separators=(",", ":")
+        ),
+        lambda body: '{"ts":"2000-01-01T00:00:00.000000Z",' + body[1:],  # a repeated key
+        lambda body: body.replace('"kind":', '"kind":"alert","kind":', 1),
+    ],
+)
+def test_a_rewritten_text_fails_even_when_its_values_hash_right(
+    rewrite: Callable[[str], str],
+) -> None:
+    """Another reader (SQLite's json_extract, an auditor's script) may read a repeated key
+    or a reordered text otherwise than the verifier does: only the hashed bytes pass."""
+    chain = build_chain(4)
+    bodies = [canonical_json(r).decode() for r in chain]
+    bodies[2] = rewrite(bodies[2])
+    assert bodies[2] != canonical_json(chain[2]).decode()
+    verifier = Verifier(PUBLIC)
+    fed = [verifier.feed_body(body, seq) for seq, body in enumerate(bodies, 1)]
+    assert fed == [True, True] + [False] * (len(bodies) - 2)
+    assert verifier.result().first_bad_seq == 3
+    assert verifier.result().reason == REWRITTEN

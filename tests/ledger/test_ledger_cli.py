@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -404,6 +406,28 @@ def test_export_bad_filters_exit_2(ledger: Path, args: list[str], message: str) 
     assert line.startswith(message)
 
 
+def test_export_stops_at_a_damaged_record_naming_it(ledger: Path) -> None:
+    attack(ledger, ("UPDATE records SET body = ? WHERE seq = 5", ("{oops",)))
+    result = sqlgate("ledger", "export", "--ledger", ledger)
+    line = one_line_failure(result, 1)
+    assert line.startswith(f"sqlgate: {ledger}: record 5: the stored record is not a JSON object")
+    assert [json.loads(out)["seq"] for out in result.stdout.splitlines()] == [1, 2, 3, 4]
+
+
+def test_export_gives_each_record_one_line(ledger: Path, keys: Path) -> None:
+    """A body spread over lines (rewritten: verify says so) still exports as JSON lines."""
+    record = bodies(ledger)[5]
+    attack(ledger, ("UPDATE records SET body = ? WHERE seq = 5", (json.dumps(record, indent=1),)))
+    result = sqlgate("ledger", "export", "--ledger", ledger)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, RECORDS + 1))
+    assert json.loads(lines[4]) == record
+    assert bad_record(verify(ledger, keys), 5).startswith(
+        "the stored text is not the record's canonical JSON"
+    )
+
+
 # -- files that are not what they should be ------------------------------------------------
 
 
@@ -447,3 +471,46 @@ def test_bad_public_key_files(ledger: Path, keys: Path, tmp_path: Path) -> None:
 def test_bad_held_head(ledger: Path, keys: Path, given: str, message: str) -> None:
     line = one_line_failure(verify(ledger, keys, "--checkpoint", given), 2)
     assert line.startswith(message)
+
+
+def without_write_access(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``sqlgate ARGS`` as a reader who may not write where the ledger is (root keeps
+    that right through CAP_DAC_OVERRIDE, so it is dropped)."""
+    command = [sys.executable, "-m", "appliance.cli", *map(str, args)]
+    if os.geteuid() == 0:
+        drop = ["--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "--"]
+        command = ["setpriv", *drop, *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_read_only_copy_reads_without_write_access(
+    tmp_path: Path, keys: Path, ledger: Path
+) -> None:
+    """An auditor's copy in a directory they cannot write: SQLite cannot create the -shm
+    file a WAL ledger is read through, and the file alone is the whole ledger."""
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    copy = folder / "ledger.db"
+    shutil.copy(ledger, copy)  # closed by its writer: no -wal left
+    copy.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        result = without_write_access(
+            "ledger", "verify", "--ledger", copy, "--pubkey", keys / "ledger.pub"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"ok: {RECORDS} records")
+        result = without_write_access("ledger", "export", "--ledger", copy)
+        assert len(result.stdout.splitlines()) == RECORDS, result.stderr
+        # with a write-ahead log to read, the reader is told what to do
+        folder.chmod(0o755)
+        Path(f"{copy}-wal").write_bytes(b"x" * 100)
+        folder.chmod(0o555)
+        line = one_line_failure(without_write_access("ledger", "head", "--ledger", copy), 2)
+        assert line == (
+            f"sqlgate: {copy}: its write-ahead log (ledger.db-wal) can only be read where "
+            "SQLite may create the -shm file beside it: copy the ledger with its -wal file "
+            "to a directory you can write to"
+        )
+    finally:
+        folder.chmod(0o755)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from appliance.ledger import LedgerWriter
-from appliance.ledger.chain import generate_key
+from appliance.ledger.chain import generate_key, seal_with_body
 from appliance.ledger.store import export, verify_file
 
 KEY = generate_key()
@@ -118,3 +119,70 @@ def test_a_purge_keeps_an_answer_a_later_result_repeated(tmp_path: Path) -> None
     assert stored(db) == {hashlib.sha256(b"SELECT 1 answer").hexdigest(): b"SELECT 1 answer"}
     result_ = verify_file(db, PUBLIC)
     assert result_.ok, result_.reason
+
+
+def _append_chained(db: Path, fields: dict[str, Any]) -> None:
+    """Append a correctly chained record, as anyone with write access to the file could
+    (without the signing key)."""
+    with sqlite3.connect(db) as conn:
+        seq, body = conn.execute("SELECT seq, body FROM records ORDER BY seq DESC").fetchone()
+        prev = json.loads(body)["hash"]
+        record = {"seq": seq + 1, "ts": "2099-01-01T00:00:00.000000Z", **fields}
+        sealed, text = seal_with_body(record, prev)
+        conn.execute(
+            "INSERT INTO records (seq, ts, kind, session, body) VALUES (?, ?, ?, ?, ?)",
+            (sealed["seq"], sealed["ts"], sealed["kind"], None, text),
+        )
+
+
+def test_an_appended_unsigned_purge_excuses_no_deleted_recording(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    ledger(db, [b"first", b"second"])  # closed: a checkpoint signs both results
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM recordings")
+    _append_chained(
+        db,
+        {
+            "kind": "alert",
+            "alert": "recordings_purged",
+            "reason": "retention",
+            "before": "2099-01-01T00:00:00.000000Z",
+        },
+    )
+    result = verify_file(db, PUBLIC)
+    assert not result.ok and result.first_bad_seq == 1
+    assert result.reason == (
+        "the recording of this result is missing (and was not purged by a signed purge record)"
+    )
+
+
+def test_a_purge_is_signed_before_the_recordings_go(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> list[str]:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            await w.append_nowait(result(1, b"old"), b"old")
+            assert await w.purge_recordings("9999-01-01T00:00:00.000000Z") == 1
+            return [json.loads(body)["kind"] for body in export(db)]
+
+    kinds = asyncio.run(main())
+    assert kinds[-2:] == ["alert", "checkpoint"]  # before the writer's closing checkpoint
+    purge = [json.loads(b) for b in export(db) if '"recordings_purged"' in b][0]
+    assert purge["before"] <= purge["ts"]  # a time to come counts as now
+
+
+def test_a_recording_swapped_under_a_respaced_result_fails(tmp_path: Path) -> None:
+    """Rewriting the result's text (a space after a colon) must not hide its recording
+    from the check: the text itself no longer verifies."""
+    db = tmp_path / "ledger.db"
+    ledger(db, [b"first", b"second answer"])
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE recordings SET body = ? WHERE body = ?", (b"forged", b"second answer"))
+        body = conn.execute("SELECT body FROM records WHERE seq = 2").fetchone()[0]
+        conn.execute("DROP TRIGGER IF EXISTS records_no_update")  # as the file's holder could
+        conn.execute(
+            "UPDATE records SET body = ? WHERE seq = 2",
+            (body.replace('"recording":"', '"recording": "'),),
+        )
+    result = verify_file(db, PUBLIC)
+    assert not result.ok and result.first_bad_seq == 2
