@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from importlib import metadata
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from appliance.config import Config, ConfigError, load_config
+from appliance.config import Config, ConfigError, check_files, load_config, read_small_file
 
 if TYPE_CHECKING:
     from appliance.ledger.chain import Head
@@ -86,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--timeout",
         metavar="S",
-        type=_positive_float,
+        type=_seconds,
         default=3.0,
-        help="seconds each check may take (default 3)",
+        help=f"seconds each check may take (default 3, at most {MAX_TIMEOUT:g})",
     )
 
     keygen = commands.add_parser("keygen", help="write an Ed25519 ledger signing key")
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--speed",
         metavar="X",
-        type=_positive_float,
+        type=_speed,
         default=1.0,
         help="X times faster than it happened (default 1: its own pace)",
     )
@@ -212,19 +213,37 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument(
         "--speed",
         metavar="X",
-        type=_positive_float,
+        type=_speed,
         help="with --recording: play at X times the recorded pace (default: all at once)",
     )
     return parser
 
 
-def _positive_float(text: str) -> float:
+MAX_TIMEOUT = 3600.0  # health --timeout, seconds
+SPEEDS = (0.001, 1_000_000.0)  # replay and tui --speed: slower or faster is not a replay
+
+
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be greater than 0")
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' must be greater than 0 and at most {MAX_TIMEOUT:g} seconds"
+        )
+    return value
+
+
+def _speed(text: str) -> float:
+    value = _number(text)
+    low, high = SPEEDS
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"'{text}' must be from {low} to {high:.0f}")
     return value
 
 
@@ -239,17 +258,50 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
-def _load(path: str) -> Config | int:
-    """The configuration, or the exit status after reporting why it cannot be used."""
+def _load(path: str, *, starting: bool = False) -> Config | int:
+    """The configuration, or the exit status after reporting why it cannot be used.
+
+    ``starting`` (check, run): also load the files the gateway loads at start and check
+    the rules' statement kinds, so that what ``check`` passes, ``run`` can use.
+    """
     try:
-        return load_config(path)
+        config = load_config(path)
+        if starting:
+            check_files(config)
+            _check_rule_kinds(config)
+        return config
     except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")  # "<file>: <key>: <problem>" names the file first
-        return 2
+        return _fail(str(exc))  # "<file>: <key>: <problem>" names the file first
+
+
+def _check_rule_kinds(config: Config) -> None:
+    """Every ``[[rules]] statements`` entry names a kind a statement can have.
+
+    Here rather than in appliance.config: the kinds live in the policy, which imports
+    the configuration. A rule matches a kind equal to an entry or starting with it and a
+    space ("DROP" matches "DROP TABLE"), so the first words of a kind are accepted too.
+    """
+    import difflib
+
+    from appliance.policy.classify import KINDS
+
+    heads = {" ".join(words[:n]) for words in map(str.split, KINDS) for n in range(1, len(words))}
+    accepted = KINDS | heads
+    for i, rule in enumerate(config.rules):
+        for j, kind in enumerate(rule.statements):
+            if kind in ("*", "ANY") or kind in accepted:
+                continue
+            close = difflib.get_close_matches(kind, sorted(accepted), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problem = (
+                f"rule '{rule.name}': '{kind}' is not a statement kind, so the rule could "
+                f"never match{hint}; accepted: *, ANY, {', '.join(sorted(accepted))}"
+            )
+            raise ConfigError(config.path, f"rules[{i}].statements[{j}]", problem)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, starting=True)
     if isinstance(config, int):
         return config
     print(f"ok: {args.config}: {len(config.targets)} targets")
@@ -269,7 +321,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, starting=True)
     if isinstance(config, int):
         return config
     _setup_logging(args.verbose)
@@ -346,8 +398,7 @@ def _cmd_net(args: argparse.Namespace) -> int:
         if action == "apply" and config.network.interfaces:
             _check_interfaces(config)
     except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+        return _fail(str(exc))
     try:
         if action == "apply":
             if args.dry_run:
@@ -384,6 +435,8 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
     from appliance.ledger.chain import generate_key, key_id, private_key_pem, public_key_pem
 
+    if not args.out.strip():
+        return _fail("--out: the directory name is empty")
     out = Path(args.out)
     key_path, pub_path = out / "ledger.key", out / "ledger.pub"
     for path in (key_path, pub_path):
@@ -443,7 +496,6 @@ def _cmd_account(args: argparse.Namespace) -> int:
 def _read_held_head(text: str) -> Head:
     """``--checkpoint``: a head as JSON text, or the name of a file holding it."""
     import json
-    from pathlib import Path
 
     from appliance.ledger.chain import Head as HeldHead
 
@@ -451,14 +503,19 @@ def _read_held_head(text: str) -> Head:
     if not text.lstrip().startswith("{"):
         source = f"--checkpoint: {text}"
         try:
-            text = Path(text).read_text(encoding="utf-8")
+            text = read_small_file(text).decode("utf-8")
         except IsADirectoryError:
             raise ValueError(f"{source}: is a directory") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError):
+                why = str(exc.strerror)
+            else:
+                why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise ValueError(f"{source}: cannot read the file: {why}") from None
     try:
         return HeldHead.from_json(json.loads(text))
+    except RecursionError:
+        raise ValueError(f"{source}: not a head: JSON nested too deeply") from None
     except ValueError as exc:
         raise ValueError(
             f"{source}: not a head as 'sqlgate ledger head' prints it: {exc}"
@@ -480,20 +537,46 @@ def _parse_since(text: str) -> str:
         raise ValueError(f"--since: '{text}' is not an ISO 8601 date or time") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:  # before year 1 or after 9999 in UTC: before or after every record
+        when = (datetime.min if when.year == 1 else datetime.max).replace(tzinfo=UTC)
+    # isoformat, not strftime("%Y"), which writes the year 999 as "999" (after "2026")
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+_T = TypeVar("_T")
+
+
+def _opening(ledger: str, open_: Callable[[], _T]) -> _T:
+    """``open_()``, with a refusal of the system (a directory without search
+    permission) reported like any ledger that cannot be opened (LedgerFileError)."""
+    from appliance.ledger.store import LedgerFileError
+
+    try:
+        return open_()
+    except OSError as exc:
+        raise LedgerFileError(f"{ledger}: cannot open: {exc.strerror or exc}") from None
 
 
 def _cmd_ledger(args: argparse.Namespace) -> int:
-    """``ledger verify|head|export``: exit 1 means the ledger was read and found wanting;
-    a missing or foreign file, a bad key or a bad argument is exit 2."""
+    """``ledger verify|head|export``: exit 1 means the ledger was read and found wanting
+    (or damaged); a missing or foreign file, a bad key or a bad argument is exit 2."""
     import json
 
     from appliance.ledger import store
     from appliance.ledger.chain import KINDS, LedgerError, load_public_key
+    from appliance.ledger.store import LedgerDamaged
 
     action = args.ledger_command
     try:
         if action == "verify":
+            try:
+                read_small_file(args.pubkey)  # not a device or a FIFO, read without end
+            except ValueError as exc:
+                return _fail(f"{args.pubkey}: cannot read the key: {exc}")
+            except OSError:
+                pass  # load_public_key says why, naming the file
             public_key = load_public_key(args.pubkey)
             held = None
             if args.checkpoint is not None:
@@ -501,7 +584,7 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
                     held = _read_held_head(args.checkpoint)
                 except ValueError as exc:
                     return _fail(str(exc))
-            result = store.verify_file(args.ledger, public_key, held)
+            result = _opening(args.ledger, lambda: store.verify_file(args.ledger, public_key, held))
             if not result.ok:
                 return _fail(f"ledger verify: record {result.first_bad_seq}: {result.reason}", 1)
             if result.last_checkpoint_seq is None:
@@ -516,7 +599,7 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
                 print(f"held checkpoint at seq {held.seq}: present, hash and signature match")
             return 0
         if action == "head":
-            head = store.read_head(args.ledger)
+            head = _opening(args.ledger, lambda: store.read_head(args.ledger))
             if head is None:
                 return _fail(f"{args.ledger}: no signed checkpoint yet", 1)
             print(json.dumps(head.to_json()))
@@ -527,33 +610,47 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
             since = None if args.since is None else _parse_since(args.since)
         except ValueError as exc:
             return _fail(str(exc))
-        bodies = store.export(args.ledger, session=args.session, since=since, kind=args.kind)
+        if sys.stdout is None:
+            return _fail("ledger export: standard output is closed: nowhere to write", 1)
+        bodies = _opening(
+            args.ledger,
+            lambda: store.export(args.ledger, session=args.session, since=since, kind=args.kind),
+        )
         if args.with_results:
             from appliance.replay import with_answers
 
             bodies = with_answers(args.ledger, bodies)
         out = sys.stdout.buffer
         try:
-            for body in bodies:
-                out.write(body.encode() + b"\n")
-            out.flush()
+            try:
+                for body in bodies:
+                    out.write(body.encode() + b"\n")
+            finally:
+                out.flush()  # what was read before a damaged record, ahead of the error
         except BrokenPipeError:  # the reader went away (``| head``): stop quietly
             import os
 
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except LedgerDamaged as exc:
+        return _fail(str(exc), 1)
     except LedgerError as exc:
         return _fail(str(exc))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     """``replay SESSION``: the session as the agent lived it; exit 1 when the ledger
-    holds no such session."""
+    holds no such session or a record of it cannot be read (the ledger is damaged)."""
     from appliance.ledger.chain import LedgerError
+    from appliance.ledger.store import LedgerDamaged
     from appliance.replay import load, play
 
+    if sys.stdout is None:
+        return _fail("replay: standard output is closed: nowhere to write", 1)
     try:
-        steps = load(args.ledger, args.session)
+        steps = _opening(args.ledger, lambda: load(args.ledger, args.session))
+    except LedgerDamaged as exc:
+        return _fail(str(exc), 1)
     except LedgerError as exc:
         return _fail(str(exc))
     if not steps:

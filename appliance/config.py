@@ -12,7 +12,9 @@ starts. Rules the loader enforces, so nothing downstream has to:
 - Relative paths are relative to the config file's directory and are stored resolved.
 - Secrets (``targets.password_file``, ``bus.password_file``) are read at load time, with
   one trailing newline stripped, and never appear in a ``repr``. Other files the gateway
-  needs at start (TLS certificate and key, JWKS, signing key, CA bundles) must exist.
+  needs at start (TLS certificate and key, JWKS, signing key, CA bundles) must exist;
+  ``check_files`` (``sqlgate check`` and ``run``) also loads the keys and certificates.
+- The file itself is read only when it is a regular file of at most 1 MiB.
 - Every problem is a ``ConfigError`` naming the file, the dotted key
   (``targets[1].password_file``) and what is wrong.
 """
@@ -20,6 +22,7 @@ starts. Rules the loader enforces, so nothing downstream has to:
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import ipaddress
 import os
@@ -34,7 +37,9 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
+
+from appliance import routing
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -55,7 +60,9 @@ __all__ = [
     "TLSConfig",
     "TargetConfig",
     "TargetTLS",
+    "check_files",
     "load_config",
+    "read_small_file",
 ]
 
 DEFAULT_ALGORITHMS: tuple[str, ...] = (
@@ -87,6 +94,9 @@ _ASYMMETRIC_ALGORITHMS = frozenset(
 """Signature algorithms with a public verification key; HS* and ``none`` never qualify."""
 
 _MIB = 1024 * 1024
+MAX_FILE_BYTES = _MIB
+"""The largest configuration (or key, or checkpoint) file read: these are small texts, and
+a bound keeps a wrong path (a device, a log) from being read without end."""
 
 
 class ConfigError(Exception):
@@ -359,9 +369,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the configuration file at ``path``; raise ``ConfigError``."""
     file = Path(path)
     try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read the file: {_os_reason(exc)}") from None
+        data = read_small_file(file)
+    except (OSError, ValueError) as exc:
+        why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        raise ConfigError(path, "", f"cannot read the file: {why}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -370,11 +381,91 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(path, "", "invalid TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ConfigError(path, "", f"invalid TOML: {str(exc).split(';')[0]}") from None
     resolved = file.resolve()
     try:
         return _build(raw, resolved, hashlib.sha256(data).hexdigest())
     except _Invalid as exc:
         raise ConfigError(path, exc.key, exc.problem) from None
+
+
+def read_small_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them.
+
+    OSError when the system refuses (IsADirectoryError for a directory); ValueError
+    ("not a regular file", "larger than ...") for a device, a FIFO or a socket, which is
+    never opened (a FIFO would block, a device never end), or for a file over ``limit``.
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    if not stat.S_ISREG(mode):
+        raise ValueError("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # swapped for a FIFO?
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        size = f"{limit // _MIB} MiB" if limit % _MIB == 0 else f"{limit} bytes"
+        raise ValueError(f"larger than {size}")
+    return data
+
+
+def check_files(config: Config) -> None:
+    """Load what the gateway loads at start beyond ``load_config``: the TLS certificate
+    and key, the CA bundles and the ledger signing key (ConfigError naming the key).
+
+    ``sqlgate check`` and ``sqlgate run`` call it; the operator's commands (approvals,
+    console, health) do not, as a desk's copy of the file need not hold the secret key.
+    """
+    from appliance.ledger.chain import LedgerError, load_private_key
+
+    def fail(key: str, problem: str) -> NoReturn:
+        raise ConfigError(config.path, key, problem)
+
+    if config.tls is not None:
+        cert, key = config.tls.cert_file, config.tls.key_file
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+        except ssl.SSLError:
+            fail("tls.cert_file", f"{cert}: not a PEM certificate")
+        asked: list[bool] = []
+
+        def password() -> bytes:  # never a prompt on the terminal
+            asked.append(True)
+            return b""
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                fail("tls.key_file", f"{key}: not the key of the certificate in {cert}")
+            if asked:
+                fail("tls.key_file", f"{key}: the key is encrypted; sqlgate needs it unencrypted")
+            fail("tls.key_file", f"{key}: not a PEM private key")
+    bundles = [(f"targets[{i}].tls_ca_file", t.tls_ca_file) for i, t in enumerate(config.targets)]
+    if config.identity is not None:
+        bundles.append(("identity.ca_file", config.identity.ca_file))
+    bundles.append(("bus.ca_file", config.bus.ca_file))
+    for name, bundle in bundles:
+        if bundle is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=bundle)
+            except ssl.SSLError:
+                fail(name, f"{bundle}: no PEM CA certificate in the file")
+    signing_key = config.ledger.signing_key
+    try:
+        read_small_file(signing_key)  # the loader reads the whole file
+        load_private_key(signing_key)
+    except (OSError, ValueError) as exc:
+        why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        fail("ledger.signing_key", f"cannot read {signing_key}: {why}")
+    except LedgerError as exc:
+        fail("ledger.signing_key", str(exc))
 
 
 # --- validation -------------------------------------------------------------------------
@@ -545,7 +636,13 @@ class _Table:
     def path(self, name: str, default: str | _Missing = _MISSING) -> Path:
         """A path, resolved against the config file's directory."""
         value = self.string(name, default)
-        return (self.base / value).resolve()
+        if "\0" in value:
+            raise _Invalid(self.key(name), "a path cannot contain a NUL character (\\u0000)")
+        try:
+            return (self.base / value).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
+            why = _os_reason(exc) if isinstance(exc, OSError) else "a symbolic link loop"
+            raise _Invalid(self.key(name), f"cannot resolve {value}: {why}") from None
 
     def optional_path(self, name: str) -> Path | None:
         return self.path(name) if self.has(name) else None
@@ -624,6 +721,14 @@ def _check_name(key: str, value: str, what: str) -> str:
     return value
 
 
+def _split_url(key: str, url: str, example: str = "") -> urllib.parse.SplitResult:
+    try:
+        return urllib.parse.urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL" for an unclosed '['
+        hint = f": {example}" if example else ""
+        raise _Invalid(key, f"'{url}' is not a valid URL ({exc}){hint}") from None
+
+
 def _parse_listen(key: str, value: str) -> tuple[str, int]:
     """``HOST:PORT`` where HOST is an IPv4 literal or a bracketed IPv6 literal."""
     example = "expected IP:PORT such as 0.0.0.0:3307 or [::]:3307"
@@ -649,6 +754,8 @@ def _parse_listen(key: str, value: str) -> tuple[str, int]:
             raise _Invalid(key, problem) from None
     if not port_text.isdigit() or not port_text.isascii():
         raise _Invalid(key, f"'{port_text}' is not a port number: {example}")
+    if len(port_text.lstrip("0")) > 5:  # int() refuses more than 4300 digits
+        raise _Invalid(key, f"port must be between 0 and 65535, got {port_text[:12]}...")
     port = int(port_text)
     if port > 65535:
         raise _Invalid(key, f"port must be between 0 and 65535, got {port}")
@@ -834,11 +941,11 @@ def _identity(t: _Table) -> IdentityConfig:
         raise _Invalid(t.key("jwks_url"), "set either identity.jwks_file or jwks_url, not both")
     jwks_url = t.optional_string("jwks_url")
     if jwks_url is not None:
-        parts = urllib.parse.urlsplit(jwks_url)
+        parts = _split_url(t.key("jwks_url"), jwks_url)
         if parts.scheme != "https" or not parts.hostname:
             raise _Invalid(t.key("jwks_url"), f"'{jwks_url}' is not an https:// URL")
     if not t.has("jwks_file") and jwks_url is None:
-        parts = urllib.parse.urlsplit(issuer)
+        parts = _split_url(t.key("issuer"), issuer)
         if parts.scheme != "https" or not parts.hostname:
             problem = (
                 f"'{issuer}' is not an https:// URL, so its discovery document cannot be "
@@ -917,14 +1024,25 @@ _TARGET_KEYS = (
 def _targets(tables: list[Mapping[str, object]], base: Path) -> tuple[TargetConfig, ...]:
     targets: list[TargetConfig] = []
     seen: dict[str, str] = {}
+    addresses: dict[tuple[str, int], str] = {}  # as routing compares them -> "targets[i] (name)"
     for index, raw in enumerate(tables):
         t = _Table(raw, f"targets[{index}]", _TARGET_KEYS, base)
         name = _check_name(t.key("name"), t.string("name"), "target name")
         if name in seen:
             raise _Invalid(t.key("name"), f"duplicate target name '{name}' (also {seen[name]})")
         seen[name] = t.prefix
-        host = _parse_host(t.key("host"), t.string("host"))
+        written = t.string("host")
+        host = _parse_host(t.key("host"), written)
         port = t.integer("port", 3306, 1, 65535)
+        address = routing.normalize((host.lower(), port))
+        if address in addresses:
+            problem = (
+                f"'{written}' port {port} is also the address of {addresses[address]}: an "
+                "intercepted connection could not tell the two targets apart; give each "
+                "target its own address and port"
+            )
+            raise _Invalid(t.key("host"), problem)
+        addresses[address] = f"{t.prefix} ('{name}')"
         user = t.string("user")
         password_file, password = t.secret("password_file")
         tls = t.choice("tls", TargetTLS, TargetTLS.PREFERRED)
@@ -968,7 +1086,7 @@ _BUS_KEYS = ("url", "topic_prefix", "username", "password_file", "ca_file")
 def _bus(t: _Table) -> BusConfig:
     url = t.string("url", "mqtt://127.0.0.1:1883")
     example = "expected mqtt://HOST:PORT or mqtts://HOST:PORT"
-    parts = urllib.parse.urlsplit(url)
+    parts = _split_url(t.key("url"), url, example)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.netloc:
         raise _Invalid(t.key("url"), f"'{url}': {example}")
     if parts.username is not None or parts.password is not None:

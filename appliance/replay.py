@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from appliance.ledger.store import RecordingReader, export
+from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
 from appliance.mysql.transcript import Answer, ResultSet, decode_answer
 
@@ -41,17 +41,54 @@ class Step:
 def _epoch(ts: object) -> float:
     try:
         return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         return 0.0
 
 
 _COMMANDS = {c.label: int(c) for c in Command}
+MAX_WAIT = 86400.0  # seconds between two steps at most: a damaged ts cannot stall for ever
+
+
+def _damaged(ledger: str | Path, where: str, problem: str) -> LedgerDamaged:
+    return LedgerDamaged(
+        f"{ledger}: {where}: {problem} (the file was damaged or edited; "
+        "'sqlgate ledger verify' names the first bad record)"
+    )
+
+
+def _records(ledger: str | Path, bodies: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each exported body with its record; LedgerDamaged for one that is not a record
+    (``export`` refuses those already, naming the seq: this is the last line of defence)."""
+    seq: object = None
+    for body in bodies:
+        where = "the first record" if seq is None else f"the record after seq {seq}"
+        if not isinstance(body, str):
+            raise _damaged(ledger, where, f"stored as {type(body).__name__}, not text")
+        try:
+            record = json.loads(body)
+        except RecursionError:
+            raise _damaged(ledger, where, "nested too deeply to read") from None
+        except ValueError:
+            raise _damaged(ledger, where, "not JSON") from None
+        if not isinstance(record, dict):
+            raise _damaged(ledger, where, "not a JSON object")
+        seq = record.get("seq")
+        yield body, record
+
+
+def _statement_seq(ledger: str | Path, record: dict[str, Any]) -> int:
+    value = record.get("statement_seq") or 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = f"'{value[:40]}'" if isinstance(value, str) else f"({type(value).__name__})"
+        where = f"record {record.get('seq')}"
+        raise _damaged(ledger, where, f"its statement_seq {shown} is not an integer")
+    return value
 
 
 def load(ledger: str | Path, session: str) -> list[Step]:
-    """The session's steps; LedgerFileError when the file is not a ledger, an empty
-    list when it holds no such session."""
-    records = [json.loads(body) for body in export(ledger, session=session)]
+    """The session's steps; LedgerFileError when the file is not a ledger, LedgerDamaged
+    when a stored record cannot be read, an empty list when it holds no such session."""
+    records = [record for _, record in _records(ledger, export(ledger, session=session))]
     if not records:
         return []
     reader = RecordingReader(ledger)
@@ -65,7 +102,7 @@ def load(ledger: str | Path, session: str) -> list[Step]:
             deprecate_eof = bool(record.get("deprecate_eof", True))
         elif kind == "statement":
             command = _COMMANDS.get(str(record.get("command")), int(Command.QUERY))
-            commands[int(record.get("statement_seq") or 0)] = command
+            commands[_statement_seq(ledger, record)] = command
         step = Step(max(0.0, _epoch(record.get("ts")) - start), record)
         digest = record.get("recording")
         if kind == "result" and isinstance(digest, str):
@@ -77,7 +114,7 @@ def load(ledger: str | Path, session: str) -> list[Step]:
             else:
                 step.answer = decode_answer(
                     blob,
-                    command=commands.get(int(record.get("statement_seq") or 0), Command.QUERY),
+                    command=commands.get(_statement_seq(ledger, record), Command.QUERY),
                     deprecate_eof=deprecate_eof,
                     truncated=bool(record.get("recording_truncated")),
                 )
@@ -162,7 +199,8 @@ def render(step: Step) -> list[str]:
         if r.get("duration_ms") is not None:
             figures.append(f"{r['duration_ms']} ms")
         if r.get("masked"):
-            figures.append(f"masked: {', '.join(r['masked'])}")
+            masked = r["masked"] if isinstance(r["masked"], list) else [r["masked"]]
+            figures.append(f"masked: {', '.join(map(str, masked))}")
         if step.problem:
             figures.append(step.problem)
         if r.get("note"):
@@ -229,7 +267,7 @@ def play(
     for step in steps:
         wait = started + step.at / speed - clock()
         if wait > 0:
-            sleep(wait)
+            sleep(min(wait, MAX_WAIT))
         if fmt == "json":
             out.write(json.dumps(step_json(step), ensure_ascii=False) + "\n")
         else:
@@ -245,14 +283,13 @@ def with_answers(ledger: str | Path, bodies: Iterable[str]) -> Iterator[str]:
     deprecate: dict[str, bool] = {}
     commands: dict[tuple[str, int], int] = {}
     reader = RecordingReader(ledger)
-    for body in bodies:
-        record = json.loads(body)
+    for body, record in _records(ledger, bodies):
         kind = record.get("kind")
         session = str(record.get("session"))
         if kind == "session_start":
             deprecate[session] = bool(record.get("deprecate_eof", True))
         elif kind == "statement":
-            key = (session, int(record.get("statement_seq") or 0))
+            key = (session, _statement_seq(ledger, record))
             commands[key] = _COMMANDS.get(str(record.get("command")), int(Command.QUERY))
         digest = record.get("recording")
         if kind != "result" or not isinstance(digest, str):
@@ -262,7 +299,7 @@ def with_answers(ledger: str | Path, bodies: Iterable[str]) -> Iterator[str]:
         if blob is None or hashlib.sha256(blob).hexdigest() != digest:
             record["answer"] = {"problem": "recording missing or altered"}
         else:
-            seq = int(record.get("statement_seq") or 0)
+            seq = _statement_seq(ledger, record)
             answer = decode_answer(
                 blob,
                 command=commands.get((session, seq), Command.QUERY),

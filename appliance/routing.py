@@ -49,8 +49,21 @@ def normalize(address: Address) -> Address:
 
 
 def target_index(pairs: Iterable[tuple[Address, str]]) -> dict[Address, str]:
-    """Map each (address, port) a target answers on to the target's name."""
-    return {normalize(addr): name for addr, name in pairs}
+    """Map each (address, port) a target answers on to the target's name.
+
+    An address two targets answer on (``sqlgate check`` refuses two that are spelled
+    alike, but two host names may resolve to one address) belongs to neither: a
+    connection to it is refused rather than given one target's credential by chance.
+    """
+    index: dict[Address, str] = {}
+    shared: set[Address] = set()
+    for addr, name in pairs:
+        key = normalize(addr)
+        owner = index.setdefault(key, name)
+        if owner != name or key in shared:
+            shared.add(key)
+            index.pop(key, None)
+    return index
 
 
 def pick_target(

@@ -4,6 +4,7 @@ exactly one line on stderr, never a traceback."""
 from __future__ import annotations
 
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from lab.clients import run_sqlgate as sqlgate
 
 from appliance.cli import build_parser, main
+from appliance.ledger.chain import generate_key, private_key_pem
 from appliance.mysql.auth import native_password_hash
 
 CONFIG = """
@@ -47,7 +49,7 @@ def assert_one_line_failure(result: subprocess.CompletedProcess[str], status: in
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     (tmp_path / "orders.pw").write_text("orders-secret\n")
-    (tmp_path / "ledger.key").write_bytes(b"\x00" * 32)
+    (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
     path = tmp_path / "sqlgate.toml"
     path.write_text(CONFIG)
     return path
@@ -67,37 +69,37 @@ def test_check_long_option(config_file: Path) -> None:
 def test_check_invalid_config_names_file_and_key(config_file: Path) -> None:
     config_file.write_text(CONFIG.replace("password_file", "pasword_file"))
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
-    assert line.startswith(f"{config_file}: targets[0].pasword_file: unknown key")
+    assert line.startswith(f"sqlgate: {config_file}: targets[0].pasword_file: unknown key")
 
 
 def test_check_missing_secret(config_file: Path) -> None:
     (config_file.parent / "orders.pw").unlink()
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
-    assert line.startswith(f"{config_file}: targets[0].password_file: cannot read ")
+    assert line.startswith(f"sqlgate: {config_file}: targets[0].password_file: cannot read ")
 
 
 def test_check_toml_syntax_error(config_file: Path) -> None:
     config_file.write_text(CONFIG + "\n[ledger\n")
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
-    assert line.startswith(f"{config_file}: invalid TOML: ")
+    assert line.startswith(f"sqlgate: {config_file}: invalid TOML: ")
     assert "line " in line
 
 
 def test_check_missing_config_file(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.toml"
     line = assert_one_line_failure(sqlgate("check", "-c", str(missing)))
-    assert line == f"{missing}: cannot read the file: No such file or directory"
+    assert line == f"sqlgate: {missing}: cannot read the file: No such file or directory"
 
 
 def test_check_config_is_a_directory(tmp_path: Path) -> None:
     line = assert_one_line_failure(sqlgate("check", "-c", str(tmp_path)))
-    assert line == f"{tmp_path}: cannot read the file: is a directory"
+    assert line == f"sqlgate: {tmp_path}: cannot read the file: is a directory"
 
 
 def test_run_invalid_config_exits_2(config_file: Path) -> None:
     config_file.write_text(CONFIG.replace('"127.0.0.1:3307"', '"127.0.0.1"'))
     line = assert_one_line_failure(sqlgate("run", "-c", str(config_file)))
-    assert line.startswith(f"{config_file}: appliance.listen: ")
+    assert line.startswith(f"sqlgate: {config_file}: appliance.listen: ")
 
 
 def test_run_missing_config_exits_2(tmp_path: Path) -> None:
@@ -252,12 +254,14 @@ def test_run_with_rules_it_cannot_install_exits_1_in_one_line(config_file: Path)
     assert "targets[0].host" in errors[0]
 
 
-def test_run_with_a_bad_ledger_key_exits_1_in_one_line(config_file: Path) -> None:
-    result = sqlgate("run", "-c", str(config_file))  # ledger.key holds 32 zero bytes
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "cannot open the audit ledger" in errors[0]
+def test_run_with_a_bad_ledger_key_exits_2_naming_the_key(config_file: Path) -> None:
+    key = config_file.parent / "ledger.key"
+    key.write_bytes(b"\x00" * 32)
+    line = assert_one_line_failure(sqlgate("run", "-c", str(config_file)))
+    assert line == (
+        f"sqlgate: {config_file}: ledger.signing_key: {key}: not a PEM private key "
+        "(expected 'sqlgate keygen' output)"
+    )
 
 
 # account hash: the password from stdin (one line) or the terminal (asked twice)
@@ -314,3 +318,144 @@ def test_account_hash_asks_twice_on_a_terminal(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "sqlgate: account hash: the two passwords differ; nothing printed\n"
+
+
+# --- ledger commands on a small ledger, in-process ---------------------------------------
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> tuple[Path, Path]:
+    """A ledger of four statements (sessions S1, S2) and its public key."""
+    import asyncio
+
+    from appliance.ledger import LedgerWriter
+    from appliance.ledger.chain import public_key_pem
+
+    key = generate_key()
+    db, pub = tmp_path / "ledger.db", tmp_path / "ledger.pub"
+    pub.write_bytes(public_key_pem(key.public_key()))
+
+    async def write() -> None:
+        async with LedgerWriter(db, key, checkpoint_interval=3600) as writer:
+            for n in range(4):
+                fields = {"kind": "statement", "session": f"S{n % 2 + 1}", "statement_seq": n}
+                await writer.append({**fields, "sql": f"SELECT {n}", "decision": "allowed"})
+
+    asyncio.run(write())
+    return db, pub
+
+
+def exported(db: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    assert main(["ledger", "export", "--ledger", str(db), *args]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return out.splitlines()
+
+
+@pytest.mark.parametrize("since", ["0999-01-01", "0001-01-01T00:00:00+01:00"])
+def test_since_before_the_year_1000_matches_every_record(
+    ledger: tuple[Path, Path], since: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    every = exported(ledger[0], capsys=capsys)
+    assert len(every) == 5  # and the checkpoint written at close
+    assert exported(ledger[0], "--since", since, capsys=capsys) == every
+
+
+def test_since_after_the_year_9999_in_utc_matches_nothing(
+    ledger: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert exported(ledger[0], "--since", "9999-12-31T23:59:59-01:00", capsys=capsys) == []
+
+
+def test_export_to_a_closed_stdout_is_one_line_and_exit_1(
+    ledger: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["ledger", "export", "--ledger", str(ledger[0])]) == 1
+    assert main(["replay", "S1", "--ledger", str(ledger[0])]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "sqlgate: ledger export: standard output is closed: nowhere to write",
+        "sqlgate: replay: standard output is closed: nowhere to write",
+    ]
+
+
+def test_a_ledger_behind_a_directory_without_search_permission_cannot_be_opened(
+    ledger: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, pub = ledger
+    exists = Path.exists
+
+    def refused(path: Path) -> bool:  # what stat() says as another user (tests run as root)
+        if path == db:
+            raise PermissionError(13, "Permission denied", str(path))
+        return exists(path)
+
+    monkeypatch.setattr(Path, "exists", refused)
+    for argv in (
+        ["ledger", "export", "--ledger", str(db)],
+        ["ledger", "head", "--ledger", str(db)],
+        ["ledger", "verify", "--ledger", str(db), "--pubkey", str(pub)],
+        ["replay", "S1", "--ledger", str(db)],
+    ):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err == f"sqlgate: {db}: cannot open: Permission denied\n"
+
+
+def test_a_checkpoint_nested_too_deeply_is_one_line(
+    ledger: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, pub = ledger
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for held in (str(deep), '{"seq": ' + "[" * 100_000 + "]" * 100_000 + "}"):
+        argv = ["ledger", "verify", "--ledger", str(db), "--pubkey", str(pub), "--checkpoint"]
+        assert main([*argv, held]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sqlgate: --checkpoint") and err.count("\n") == 1
+        assert "nested too deeply" in err
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def test_files_that_never_end_are_refused_not_read(
+    ledger: tuple[Path, Path], fifo: Path, tmp_path: Path
+) -> None:
+    """A FIFO (no writer: opening it would wait for ever) or a file over 1 MiB, as the
+    configuration, the public key or the held checkpoint."""
+    db, pub = ledger
+    big = tmp_path / "big"
+    big.write_bytes(b"#" * (1024 * 1024 + 1))
+    verify = ("ledger", "verify", "--ledger", str(db), "--pubkey")
+    for path, why in ((fifo, "not a regular file"), (big, "larger than 1 MiB")):
+        line = assert_one_line_failure(sqlgate("check", "-c", str(path), timeout=20))
+        assert line == f"sqlgate: {path}: cannot read the file: {why}"
+        line = assert_one_line_failure(sqlgate(*verify, str(path), timeout=20))
+        assert line == f"sqlgate: {path}: cannot read the key: {why}"
+        result = sqlgate(*verify, str(pub), "--checkpoint", str(path), timeout=20)
+        line = assert_one_line_failure(result)
+        assert line == f"sqlgate: --checkpoint: {path}: cannot read the file: {why}"
+
+
+def test_keygen_refuses_an_empty_directory_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["keygen", "--out", ""]) == 2
+    assert capsys.readouterr().err == "sqlgate: --out: the directory name is empty\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("speed", ["1e-300", "0.0001", "inf", "1e7"])
+def test_replay_speed_out_of_range_is_a_usage_error(
+    ledger: tuple[Path, Path], speed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", "S1", "--ledger", str(ledger[0]), "--speed", speed]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"sqlgate: argument --speed: '{speed}' must be from 0.001 to 1000000")

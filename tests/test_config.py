@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance import routing
 from appliance.cli import main
 from appliance.config import (
     DEFAULT_ALGORITHMS,
@@ -20,6 +21,7 @@ from appliance.config import (
     TargetTLS,
     load_config,
 )
+from appliance.ledger.chain import generate_key, private_key_pem, public_key_pem
 
 CI_PASSWORD = b"ci-bot-secret"
 CI_STAGE2 = hashlib.sha1(hashlib.sha1(CI_PASSWORD).digest()).digest()
@@ -117,8 +119,9 @@ def confdir(tmp_path: Path) -> Path:
     (tmp_path / "jwks.json").write_text('{"keys": []}\n')
     (tmp_path / "orders.pw").write_bytes(b"orders-secret\n")
     (tmp_path / "billing.pw").write_bytes(b"billing-secret")
-    (tmp_path / "ledger.key").write_bytes(b"\x00" * 32)
+    (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
     (tmp_path / "a-directory").mkdir()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
     return tmp_path
 
 
@@ -394,7 +397,7 @@ def check_fails(
     assert main(["check", "-c", str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == f"{error}\n"
+    assert err == f"sqlgate: {error}\n"
     return error
 
 
@@ -702,6 +705,71 @@ CASES = [
         "No such file or directory",
     ),
     ("toml-syntax-error", lambda t: t + "\nfsync = = true\n", "", "invalid TOML"),
+    (
+        "targets-sharing-an-address",
+        lambda t: t + SECOND_TARGET.replace('"db.billing.internal"', '"10.77.2.10"'),
+        "targets[1].host",
+        "'10.77.2.10' port 3306 is also the address of targets[0] ('orders')",
+    ),
+    (
+        "ipv4-mapped-target-sharing-an-address",
+        lambda t: t + SECOND_TARGET.replace('"db.billing.internal"', '"::ffff:10.77.2.10"'),
+        "targets[1].host",
+        "'::ffff:10.77.2.10' port 3306 is also the address of targets[0] ('orders')",
+    ),
+    (
+        "issuer-with-an-unclosed-bracket",
+        lambda t: t + '\n[identity]\nissuer = "https://[::1"\naudience = "a"\n',
+        "identity.issuer",
+        "'https://[::1' is not a valid URL",
+    ),
+    (
+        "jwks-url-with-an-unclosed-bracket",
+        lambda t: (
+            t + '\n[identity]\nissuer = "i"\naudience = "a"\njwks_url = "https://[::1/jwks"\n'
+        ),
+        "identity.jwks_url",
+        "'https://[::1/jwks' is not a valid URL",
+    ),
+    (
+        "bus-url-with-an-unclosed-bracket",
+        lambda t: t + '\n[bus]\nurl = "mqtt://[::1"\n',
+        "bus.url",
+        "'mqtt://[::1' is not a valid URL",
+    ),
+    *(
+        (
+            f"nul-in-{key}",
+            lambda t, old=old: t.replace(old, f'{old.split("=")[0]}= "a\\u0000b"'),
+            key,
+            "a path cannot contain a NUL character",
+        )
+        for key, old in (
+            ("ledger.path", 'path = "ledger.db"'),
+            ("ledger.signing_key", 'signing_key = "ledger.key"'),
+            ("appliance.state_dir", 'state_dir = "state"'),
+            ("targets[0].password_file", 'password_file = "orders.pw"'),
+        )
+    ),
+    (
+        "path-in-a-symbolic-link-loop",
+        lambda t: t.replace('state_dir = "state"', 'state_dir = "loop/state"'),
+        "appliance.state_dir",
+        "cannot resolve loop/state: a symbolic link loop",
+    ),
+    (
+        "listen-port-of-5000-digits",
+        lambda t: t.replace('"127.0.0.1:3307"', '"127.0.0.1:' + "9" * 5000 + '"'),
+        "appliance.listen",
+        "port must be between 0 and 65535",
+    ),
+    (
+        "array-nested-100000-deep",
+        lambda t: t + "\nfoo = " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "",
+        "invalid TOML: arrays or tables nested too deeply",
+    ),
+    ("integer-of-5000-digits", lambda t: "foo = 1" + "0" * 5000 + "\n" + t, "", "invalid TOML"),
 ]
 
 
@@ -734,7 +802,7 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert info.value.key == ""
     assert str(info.value) == f"{path}: cannot read the file: No such file or directory"
     assert main(["check", "-c", str(path)]) == 2
-    assert capsys.readouterr().err == f"{info.value}\n"
+    assert capsys.readouterr().err == f"sqlgate: {info.value}\n"
 
 
 def test_config_error_str_is_file_key_problem() -> None:
@@ -779,3 +847,169 @@ def test_recording_section(confdir: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"recording\.max_bytes"):
         load(confdir, MINIMAL + "\n[recording]\nmax_bytes = 10\n")
+
+
+# --- what `sqlgate check` loads beyond the file: keys, certificates, rule kinds -----------
+
+
+def check_refuses(
+    directory: Path, text: str, key: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Loading passes, but ``sqlgate check`` (and ``run``) exit 2 naming ``key``."""
+    path = write(directory, text)
+    load_config(path)
+    for command in ("check", "run"):
+        assert main([command, "-c", str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.startswith(f"sqlgate: {path}: {key}: ") and err.count("\n") == 1, err
+        assert problem in err, err
+
+
+def check_passes(directory: Path, text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(directory, text)
+    assert main(["check", "-c", str(path)]) == 0
+    assert capsys.readouterr() == (f"ok: {path}: 1 targets\n", "")
+
+
+@pytest.fixture
+def pki(confdir: Path) -> Path:
+    """A certificate and its key (real.crt, real.key), another key, the key encrypted."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    (confdir / "real.crt").write_bytes(cert.public_bytes(pem))
+    (confdir / "real.key").write_bytes(key.private_bytes(pem, pkcs8, serialization.NoEncryption()))
+    other = ec.generate_private_key(ec.SECP256R1())
+    (confdir / "other.key").write_bytes(
+        other.private_bytes(pem, pkcs8, serialization.NoEncryption())
+    )
+    (confdir / "locked.key").write_bytes(
+        key.private_bytes(pem, pkcs8, serialization.BestAvailableEncryption(b"secret"))
+    )
+    return confdir
+
+
+def test_check_passes_a_usable_certificate_and_key(
+    pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    check_passes(pki, MINIMAL + '\n[tls]\ncert_file = "real.crt"\nkey_file = "real.key"\n', capsys)
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "bad", "problem"),
+    [
+        ("gateway.crt", "real.key", "tls.cert_file", "gateway.crt: not a PEM certificate"),
+        ("real.key", "real.key", "tls.cert_file", "real.key: not a PEM certificate"),
+        ("real.crt", "gateway.key", "tls.key_file", "gateway.key: not a PEM private key"),
+        ("real.crt", "other.key", "tls.key_file", "other.key: not the key of the certificate"),
+        ("real.crt", "locked.key", "tls.key_file", "locked.key: the key is encrypted"),
+    ],
+)
+def test_check_loads_the_certificate_and_key(
+    pki: Path, cert: str, key: str, bad: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls = f'\n[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+    check_refuses(pki, MINIMAL + tls, bad, problem, capsys)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ('[bus]\nurl = "mqtts://127.0.0.1"\nca_file = "{ca}"\n', "bus.ca_file"),
+        ('[identity]\nissuer = "https://i"\naudience = "a"\nca_file = "{ca}"', "identity.ca_file"),
+    ],
+)
+def test_check_loads_the_ca_bundles(
+    pki: Path, section: str, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = MINIMAL + "\n" + section.format(ca="ledger.key")
+    check_refuses(pki, bad, key, "ledger.key: no PEM CA certificate in the file", capsys)
+    check_passes(pki, MINIMAL + "\n" + section.format(ca="real.crt"), capsys)
+
+
+def test_check_loads_the_target_ca_bundle(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = MINIMAL.replace('user = "sqlgate"', 'user = "sqlgate"\ntls_ca_file = "real.key"')
+    check_refuses(pki, text, "targets[0].tls_ca_file", "no PEM CA certificate", capsys)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\x00" * 32, "not a PEM private key (expected 'sqlgate keygen' output)"),
+        (public_key_pem(generate_key().public_key()), "not a PEM private key"),
+        (b"#" * (1024 * 1024 + 1), "ledger.key: larger than 1 MiB"),
+    ],
+    ids=["garbage", "public-key", "too-large"],
+)
+def test_check_loads_the_ledger_signing_key(
+    confdir: Path, content: bytes, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (confdir / "ledger.key").write_bytes(content)
+    check_refuses(confdir, MINIMAL, "ledger.signing_key", problem, capsys)
+
+
+def rule(*statements: str) -> str:
+    kinds = ", ".join(f'"{s}"' for s in statements)
+    return f'\n[[rules]]\nname = "r1"\nstatements = [{kinds}]\naction = "block"\n'
+
+
+@pytest.mark.parametrize(
+    ("statements", "index", "problem"),
+    [
+        (["FROBNICATE"], 0, "rule 'r1': 'FROBNICATE' is not a statement kind"),
+        (["SELECT", "DELTE"], 1, "'DELTE' is not a statement kind, so the rule could never "),
+        (["DELTE"], 0, "(did you mean 'DELETE'?); accepted: *, ANY, ALTER, ALTER DATABASE,"),
+        (["create tab"], 0, "'CREATE TAB' is not a statement kind"),
+    ],
+)
+def test_check_refuses_a_statement_kind_no_statement_has(
+    confdir: Path,
+    statements: list[str],
+    index: int,
+    problem: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = f"rules[0].statements[{index}]"
+    check_refuses(confdir, MINIMAL + rule(*statements), key, problem, capsys)
+
+
+def test_check_accepts_kinds_their_first_words_and_any(
+    confdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kinds = ("*", "ANY", "select", "Drop  Table", "CREATE", "START", "DEALLOCATE PREPARE")
+    # kinds the built-ins block or hold may be named too (a rule comes before them)
+    kinds += ("GRANT", "TRUNCATE", "DROP DATABASE", "LOCK TABLES", "ALTER USER", "LOAD DATA")
+    check_passes(confdir, MINIMAL + rule(*kinds), capsys)
+
+
+def test_an_address_two_targets_resolve_to_is_routed_to_neither() -> None:
+    index = routing.target_index(
+        [
+            (("10.0.0.5", 3306), "orders"),
+            (("::ffff:10.0.0.5", 3306), "billing"),  # a name resolving to the same address
+            (("10.0.0.5", 3306), "orders"),
+            (("10.0.0.6", 3306), "orders"),
+            (("10.0.0.6", 3306), "orders"),  # one target reached twice stays routed
+        ]
+    )
+    assert index == {("10.0.0.6", 3306): "orders"}

@@ -301,3 +301,17 @@ def test_check_lines() -> None:
     assert (
         Check("broker", "-", None, "no [bus] section").line() == "skip broker - (no [bus] section)"
     )
+
+
+@pytest.mark.parametrize("timeout", ["inf", "1e10", "3601"])
+def test_a_timeout_out_of_range_is_a_usage_error(
+    timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from appliance.cli import main
+
+    assert main(["health", "-c", "/nonexistent/sqlgate.toml", "--timeout", timeout]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(
+        f"sqlgate: argument --timeout: '{timeout}' must be greater than 0 and at most 3600 seconds"
+    )

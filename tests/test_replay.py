@@ -6,6 +6,7 @@ them, at its own pace scaled by ``--speed``; a changed recording fails ``ledger 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sqlite3
 import time
@@ -242,3 +243,75 @@ def test_the_console_replays_a_session_with_play_pause_step_and_speed(
         assert "REFUSED" in text and text.index("REFUSED") > text.index("************1111")
 
     drive(app, scenario)
+
+
+# A ledger someone edited: what cannot be read is one line naming the record, exit 1.
+
+
+@pytest.fixture
+def small_ledger(tmp_path: Path) -> Path:
+    """Session S1: its start, one statement (seq 2) and its result (seq 3)."""
+    from appliance.ledger import LedgerWriter
+    from appliance.ledger.chain import generate_key
+
+    db = tmp_path / "ledger.db"
+    session = {"session": "S1", "identity": "agent@example.com"}
+
+    async def write() -> None:
+        async with LedgerWriter(db, generate_key(), checkpoint_interval=3600) as writer:
+            await writer.append({"kind": "session_start", **session})
+            statement = {"statement_seq": 1, "sql": "SELECT 1", "decision": "allowed"}
+            await writer.append({"kind": "statement", **session, **statement})
+            await writer.append({"kind": "result", **session, "statement_seq": 1, "rows": 1})
+
+    asyncio.run(write())
+    return db
+
+
+def edit(db: Path, seq: int, body: object) -> None:
+    """Replace a stored body as someone holding the file could (triggers dropped)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TRIGGER IF EXISTS records_no_update")
+    conn.execute("UPDATE records SET body = ? WHERE seq = ?", (body, seq))
+    conn.close()
+
+
+def damaged(db: Path, *args: str) -> str:
+    """The one line of ``sqlgate ARGS --ledger DB``, which must exit 1 saying the ledger
+    is damaged and how to find out more."""
+    done = run_sqlgate(*args, "--ledger", str(db))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"sqlgate: {db}: record 2: ")
+    assert "damaged or edited; 'sqlgate ledger verify' names the first bad record" in done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"kind":"statement"}', "{oops", "[1,2]", 12345], ids=["blob", "text", "array", "int"]
+)
+def test_a_stored_body_that_is_not_a_record_is_named(small_ledger: Path, body: object) -> None:
+    edit(small_ledger, 2, body)
+    for args in (("replay", "S1"), ("ledger", "export", "--with-results"), ("ledger", "export")):
+        damaged(small_ledger, *args)
+
+
+def test_a_record_with_a_statement_seq_that_is_not_a_number_is_named(small_ledger: Path) -> None:
+    conn = sqlite3.connect(small_ledger)
+    record = json.loads(conn.execute("SELECT body FROM records WHERE seq = 2").fetchone()[0])
+    conn.close()
+    edit(small_ledger, 2, json.dumps({**record, "statement_seq": "abc"}))
+    for args in (("replay", "S1"), ("ledger", "export", "--with-results")):
+        assert "its statement_seq 'abc' is not an integer" in damaged(small_ledger, *args)
+
+
+def test_a_step_far_in_the_future_waits_a_day_at_most() -> None:
+    from appliance.replay import MAX_WAIT, Step, play
+
+    waits: list[float] = []
+    steps = [Step(0.0, {"ts": "0001-01-01T00:00:00Z"}, lines=["first"])]
+    steps.append(Step(6e10, {"ts": "2026-01-01T00:00:00Z"}, lines=["second"]))
+    out = io.StringIO()
+    play(steps, out, speed=0.001, sleep=waits.append, clock=lambda: 0.0)
+    assert waits == [MAX_WAIT]  # time.sleep(6e13) raises OverflowError
+    assert out.getvalue().splitlines()[1].endswith("second")

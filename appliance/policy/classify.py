@@ -48,6 +48,7 @@ from appliance.policy.lexer import (
 )
 
 __all__ = [
+    "KINDS",
     "Classification",
     "IsMasked",
     "MaskedAs",
@@ -615,6 +616,40 @@ def _ddl_kind(tokens: Sequence[Token], verb: str) -> tuple[str, int]:
     if kind is None:
         return "UNKNOWN", 0
     return kind, _skip_if_exists(tokens, i + 1)
+
+
+#: Every kind a statement can be given: what a ``[[rules]] statements`` entry may name.
+KINDS: frozenset[str] = frozenset(
+    {kind for kind in _DML_FIRST.values() if kind != "WITH"}
+    | set(_CREATE_OBJECTS.values())
+    | set(_ALTER_OBJECTS.values())
+    | set(_DROP_OBJECTS.values())
+    | set(_SINGLE_WORD_KINDS.values())
+    | {
+        "ANALYZE",
+        "EXPLAIN",
+        "DESCRIBE",
+        "SET PASSWORD",
+        "SET ROLE",
+        "SET STATEMENT",
+        "SET",
+        "BEGIN",
+        "START TRANSACTION",
+        "RELEASE SAVEPOINT",
+        "DEALLOCATE PREPARE",
+        "RENAME TABLE",
+        "RENAME USER",
+        "LOAD DATA",
+        "LOAD XML",
+        "INSTALL PLUGIN",
+        "UNINSTALL PLUGIN",
+        "LOCK TABLES",
+        "UNLOCK TABLES",
+        "CHANGE MASTER",
+        "COMPOUND",
+        "UNKNOWN",
+    }
+)
 
 
 # -- parsing ---------------------------------------------------------------------------------

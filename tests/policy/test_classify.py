@@ -922,3 +922,21 @@ def test_classify_statement_agrees_on_any_text(parts: list[str], mode: LexMode) 
         if stmt.tokens and stmt.tokens[-1].text == "-":
             continue  # `1--;` is a syntax error that reads differently once cut off
         assert classify_statement(stmt, mode) == c
+
+
+def test_every_kind_given_is_one_a_rule_may_name() -> None:
+    """``KINDS`` is what ``sqlgate check`` accepts in ``[[rules]] statements``: every kind
+    the corpus is given (inner statements too) and every kind the built-ins name."""
+    from appliance.policy.classify import KINDS
+    from appliance.policy.rules import ALLOWED_KINDS
+    from tests.policy.corpus import CORPUS
+
+    given: set[str] = set()
+    for case in CORPUS:
+        for c in classify(case.sql.encode(), DEFAULT):
+            while c is not None:
+                given.add(c.kind)
+                c = c.inner
+    assert given <= KINDS
+    assert len(given) > 60
+    assert ALLOWED_KINDS <= KINDS
