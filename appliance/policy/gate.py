@@ -20,6 +20,7 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from enum import Enum
 
 from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
 from appliance.mysql.constants import Command, ServerStatus
@@ -38,9 +39,21 @@ __all__ = ["Part", "Policy", "SessionPolicy", "Verdict"]
 
 _NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
 
-#: Login collation ids of the character sets in ``UNSAFE_CHARSETS`` (big5, sjis, gbk,
-#: cp932, gb18030).
-_UNSAFE_COLLATIONS = frozenset({1, 84, 13, 88, 28, 87, 95, 96, 248, 249, 250})
+#: Login collation ids of utf8mb3 and utf8mb4 (MariaDB's ``information_schema.collations``
+#: below 256, the ids a handshake can carry): text in them is read as it is.
+_UTF8_COLLATIONS = frozenset({33, 45, 46, 83, *range(192, 216), *range(223, 248)})
+
+#: Login collation ids of the single-byte character sets (latin1, ascii, binary, cp1251,
+#: ...): bytes >= 0x80 are read only inside quotes and comments. Every other id (big5,
+#: sjis, gbk, cp932, an id the server does not know and replaces with its own default)
+#: leaves the session ASCII only.
+_EIGHT_BIT_COLLATIONS = frozenset(
+    {
+        *range(2, 12), 14, 15, 16, 18, *range(20, 24), 25, 26, 27, 29, 30, 31, 32, 34,
+        *range(36, 45), *range(47, 54), 57, 58, 59, *range(63, 76), *range(77, 83), 89, 92,
+        93, 94, 99,
+    }
+)  # fmt: skip
 
 #: Variables whose change alters how the server reads the next statement's bytes.
 _LEXING_VARIABLES = frozenset({"sql_mode", "names", "character set", "character_set_client"})
@@ -316,8 +329,8 @@ class SessionPolicy:
         self.policy = policy
         self.who = who
         self.db = db
-        self._login_charset_unsafe = charset in _UNSAFE_COLLATIONS
-        self._charset_unsafe = self._login_charset_unsafe
+        self._login_reading = _login_reading(charset)
+        self._reading = self._login_reading  # how the client character set is read
         self._mode_changes: set[int] = set()  # commands in flight that may change sql_mode
         self._uses: dict[int, str | None] = {}  # command id -> schema it makes current
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
@@ -356,7 +369,7 @@ class SessionPolicy:
         sql = cmd.payload[1:]
         policy = self.policy
         settings = policy.settings
-        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._charset_unsafe]
+        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
         backslash_unknown = bool(self._mode_changes)
         if len(sql) <= settings.max_statement_bytes:
             entry = policy.entry(sql, mode, backslash_unknown)
@@ -567,13 +580,13 @@ class SessionPolicy:
         schema = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
         if cmd.command == Command.RESET_CONNECTION and error is None:
-            self._charset_unsafe = self._login_charset_unsafe
+            self._reading = self._login_reading
         if error is not None:
             return
         if schema is not None:
             self.db = schema
         if charset is not None:
-            self._charset_unsafe = charset in UNSAFE_CHARSETS
+            self._reading = _named_reading(charset)
         self.policy.rows_changed(self.who.identity, affected, time.monotonic())
 
 
@@ -594,11 +607,41 @@ _KILL = Classification(
 
 _INTRODUCED = re.compile(rb"(?<![A-Za-z0-9_$])(?:_[A-Za-z0-9]+|[Nn])\?")
 
+
+class _Reading(Enum):
+    """How the gateway reads bytes >= 0x80 in a client character set (see LexMode)."""
+
+    UTF8 = "utf8"
+    EIGHT_BIT = "eight-bit"
+    ASCII_ONLY = "ascii-only"
+
+
 _MODES = {
-    (nbe, unsafe): LexMode(no_backslash_escapes=nbe, multibyte_unsafe=unsafe)
+    (nbe, reading): LexMode(
+        no_backslash_escapes=nbe,
+        multibyte_unsafe=reading is _Reading.ASCII_ONLY,
+        eight_bit=reading is _Reading.EIGHT_BIT,
+    )
     for nbe in (False, True)
-    for unsafe in (False, True)
+    for reading in _Reading
 }
+
+
+def _login_reading(collation: int | None) -> _Reading:
+    if collation in _UTF8_COLLATIONS:
+        return _Reading.UTF8
+    if collation in _EIGHT_BIT_COLLATIONS:
+        return _Reading.EIGHT_BIT
+    return _Reading.ASCII_ONLY
+
+
+def _named_reading(charset: str) -> _Reading:
+    """The reading of a character set a SET named (the rules refused the others)."""
+    if charset in UNSAFE_CHARSETS:
+        return _Reading.ASCII_ONLY
+    if charset in ("utf8mb4", "utf8mb3", "utf8"):
+        return _Reading.UTF8
+    return _Reading.EIGHT_BIT
 
 
 def _touches_lexing(c: Classification) -> bool:

@@ -54,7 +54,13 @@ class LexMode:
 
     ansi_quotes: bool = False  # sql_mode ANSI_QUOTES: "x" is an identifier, not a string
     no_backslash_escapes: bool = False  # sql_mode NO_BACKSLASH_ESCAPES: '\' is ordinary
-    multibyte_unsafe: bool = False  # big5/cp932/gbk/gb18030/sjis: a lead byte can hide a quote
+    # big5/cp932/gbk/gb18030/sjis (a lead byte can hide a quote) or a character set the
+    # gateway does not know: only ASCII text is read
+    multibyte_unsafe: bool = False
+    # latin1 and every other client character set that is not UTF-8: the server may read
+    # a byte >= 0x80 as a space (latin1's 0xA0), so such a byte is read only inside
+    # quotes and comments, never in a word the server might split differently
+    eight_bit: bool = False
 
 
 class Tok(IntEnum):
@@ -103,7 +109,15 @@ class LexError(ValueError):
 _MULTIBYTE_MESSAGE = (
     "byte 0x{byte:02x} at offset {offset}: the client character set is one the gateway "
     "cannot read safely (big5, cp932, gbk, gb18030 or sjis can hide a quote or backslash "
-    "inside a multi-byte character); connect with utf8mb4"
+    "inside a multi-byte character, and a character set the gateway does not know may "
+    "too); connect with utf8mb4"
+)
+
+_EIGHT_BIT_MESSAGE = (
+    "byte 0x{byte:02x} at offset {offset} is outside quotes: in the session's client "
+    "character set (not UTF-8) the server may read it as a space or a symbol (latin1 "
+    "reads 0xa0 as a space), so the gateway cannot tell where words end; quote the name "
+    "with backticks or connect with utf8mb4"
 )
 
 _IDENT_CHARS = rb"A-Za-z0-9_$\x80-\xff"
@@ -263,8 +277,7 @@ def _lex(
     indexes (into the token list) of the ';' tokens. With open_end the text is one
     statement cut from a longer one, where a ';' may have ended an executable comment."""
     if mode.multibyte_unsafe and not sql.isascii():
-        offset = next(i for i, b in enumerate(sql) if b >= 0x80)
-        raise LexError(_MULTIBYTE_MESSAGE.format(byte=sql[offset], offset=offset))
+        _refuse_high_bytes(sql, mode)
     pattern = _pattern(mode.ansi_quotes, mode.no_backslash_escapes, False)
     tokens: list[Token] = []
     append = tokens.append
@@ -347,7 +360,30 @@ def _lex(
             raise LexError(f"unterminated executable comment starting at byte {exec_start}")
         comments.append((exec_start, n, True))
     comments.sort()
+    if mode.eight_bit and not sql.isascii():
+        _refuse_high_bytes_in_words(sql, tokens)
     return tokens, comments, semis
+
+
+def _refuse_high_bytes(sql: bytes, mode: LexMode) -> None:
+    """Raise unless the gateway reads the text's bytes >= 0x80 as the server does: never
+    in a character set that can hide a quote, only inside quotes and comments in one
+    that is not UTF-8 (see LexMode)."""
+    if sql.isascii():
+        return
+    if mode.multibyte_unsafe:
+        offset = next(i for i, b in enumerate(sql) if b >= 0x80)
+        raise LexError(_MULTIBYTE_MESSAGE.format(byte=sql[offset], offset=offset))
+    if mode.eight_bit:
+        as_utf8 = LexMode(mode.ansi_quotes, mode.no_backslash_escapes)
+        _refuse_high_bytes_in_words(sql, _lex(sql, as_utf8, open_end=True)[0])
+
+
+def _refuse_high_bytes_in_words(sql: bytes, tokens: list[Token]) -> None:
+    for t in tokens:
+        if t.kind in (Tok.WORD, Tok.VARIABLE) and not sql[t.start : t.end].isascii():
+            offset = next(i for i in range(t.start, t.end) if sql[i] >= 0x80)
+            raise LexError(_EIGHT_BIT_MESSAGE.format(byte=sql[offset], offset=offset))
 
 
 def _after_qualifier(tokens: list[Token], s: int) -> bool:
@@ -710,8 +746,11 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
     and ORMs put a request id or a trace in a comment (sqlcommenter, marginalia); such
     texts still share one shape.
     """
-    if mode.multibyte_unsafe and not sql.isascii():
-        return None
+    if (mode.multibyte_unsafe or mode.eight_bit) and not sql.isascii():
+        try:
+            _refuse_high_bytes(sql, mode)
+        except LexError:
+            return None
     fast = _pattern(mode.ansi_quotes, mode.no_backslash_escapes, True)
     slow = _pattern(mode.ansi_quotes, mode.no_backslash_escapes, False)
     out: list[bytes] = []
@@ -880,9 +919,8 @@ def _outline(
     """``scanned``: the matches of the whole text as shape() found them (see _last_scan),
     the very ones the loop below would find: where it would start the other pattern
     afresh, it goes on with the next of them instead."""
-    if mode.multibyte_unsafe and not sql.isascii():
-        offset = next(i for i, b in enumerate(sql) if b >= 0x80)
-        raise LexError(_MULTIBYTE_MESSAGE.format(byte=sql[offset], offset=offset))
+    if (mode.multibyte_unsafe or mode.eight_bit) and not sql.isascii():
+        _refuse_high_bytes(sql, mode)
     fast = _pattern(mode.ansi_quotes, mode.no_backslash_escapes, True)
     slow = _pattern(mode.ansi_quotes, mode.no_backslash_escapes, False)
     outlines: list[Outline] = []

@@ -16,6 +16,7 @@ refused and what would be accepted instead.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -453,17 +454,33 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
                 f"SET {plain} is not a session setting the gateway allows (it may change how "
                 "statements are logged or read). Leave it unset",
             )
-        if plain in ("names", "character set", "character_set_client") and (
-            value is None or value.lower() in UNSAFE_CHARSETS or value.lower() == "default"
-        ):
-            shown = value if value is not None else "a computed value"
-            if shown.lower() == "default":
-                shown = "DEFAULT (the server's, which the gateway cannot see)"
-            return _block(
-                "charset",
-                f"the client character set {shown} is not one the gateway can read safely. "
-                "Use SET NAMES utf8mb4",
-            )
+        if plain in ("names", "character set", "character_set_client"):
+            refused = _charset_refusal(value)
+            if refused is not None:
+                return _block(
+                    "charset",
+                    f"the client character set {refused} is not one the gateway can read "
+                    "safely. Use SET NAMES utf8mb4",
+                )
+    return None
+
+
+_CHARSET_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _charset_refusal(value: str | None) -> str | None:
+    """How to name a client character set a SET may not choose, or None when it may: a
+    named set the gateway reads safely. A number is a collation id (28 is gbk), DEFAULT
+    and computed values are the server's to decide, which the gateway cannot see."""
+    if value is None:
+        return "a computed value"
+    name = value.lower()
+    if name == "default":
+        return "DEFAULT (the server's, which the gateway cannot see)"
+    if name in UNSAFE_CHARSETS:
+        return value
+    if not _CHARSET_NAME.fullmatch(name):
+        return f"{value} (a collation number or an expression, not a character set name)"
     return None
 
 

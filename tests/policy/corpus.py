@@ -1150,10 +1150,15 @@ class ModeCase(NamedTuple):
     no_backslash_escapes: bool = False  # the server's status flag says so
     backslash_unknown: bool = False  # a statement that may change sql_mode is running
     multibyte_unsafe: bool = False  # the session logged in with big5/gbk/sjis/...
+    eight_bit: bool = False  # the session logged in with latin1 (0xa0 is a space there)
 
 
 #: GBK reads 0xbf 0x5c as one character: the quote after it ends the string there.
 GBK_TRICK = b"SELECT '\xbf\\'; DELETE FROM corpus.items; -- '"
+
+#: latin1 reads 0xa0 as a space: the server sees id OR 1 = 1, a lexer that takes every
+#: byte >= 0x80 for a letter sees one identifier.
+LATIN1_TRICK = b"DELETE FROM corpus.items WHERE id\xa0OR\xa01 = 1"
 
 MODE_CASES: list[ModeCase] = [
     # NO_BACKSLASH_ESCAPES: a backslash is an ordinary character
@@ -1179,4 +1184,12 @@ MODE_CASES: list[ModeCase] = [
     ModeCase(GBK_TRICK, NOT_UNDERSTOOD, multibyte_unsafe=True),
     ModeCase("SELECT '数据'".encode("gbk"), NOT_UNDERSTOOD, multibyte_unsafe=True),
     ModeCase(b"DELETE FROM corpus.items", "delete-without-where", multibyte_unsafe=True),
+    # a single-byte client character set: bytes >= 0x80 only inside quotes and comments
+    ModeCase(LATIN1_TRICK, NOT_UNDERSTOOD, eight_bit=True),
+    ModeCase(b"SELECT 1 --\xa0'\nDELETE FROM corpus.items -- '", NOT_UNDERSTOOD, eight_bit=True),
+    ModeCase(b"SELECT @caf\xe9", NOT_UNDERSTOOD, eight_bit=True),
+    ModeCase(b"SELECT 'caf\xe9', `caf\xe9` /* \xa0 */ # \xa0", ALLOW, eight_bit=True),
+    ModeCase(b"SELECT id FROM corpus.items WHERE name = 'caf\xe9'", ALLOW, eight_bit=True),
+    # the same bytes in utf8mb4: 0xa0 is part of one identifier there, as the server reads it
+    ModeCase(b"SELECT 1 --\xa0'\nDELETE FROM corpus.items -- '", ALLOW),
 ]

@@ -22,7 +22,16 @@ from typing import Any
 import mysql.connector
 import pymysql
 import pytest
-from corpus import CORPUS, GBK_TRICK, MODE_CASES, OUTFILES, SCRATCH_SQL, Case, ModeCase
+from corpus import (
+    CORPUS,
+    GBK_TRICK,
+    LATIN1_TRICK,
+    MODE_CASES,
+    OUTFILES,
+    SCRATCH_SQL,
+    Case,
+    ModeCase,
+)
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
@@ -30,13 +39,14 @@ from pymysql.constants import CLIENT
 from appliance.config import PolicyConfig
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
-from appliance.policy import rules
+from appliance.policy import gate, rules
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.lexer import LexMode
 
 AGENT = rules.Subject("agent", frozenset({"agents"}), "orders")
 UTF8MB4_GENERAL_CI = 45
 GBK_CHINESE_CI = 28
+LATIN1_SWEDISH_CI = 8
 ALLOW = "default-allow"
 
 
@@ -131,13 +141,77 @@ def test_a_cached_shape_does_not_hide_no_backslash_escapes() -> None:
 
 @pytest.mark.parametrize("case", MODE_CASES, ids=[_id(c.sql) for c in MODE_CASES])
 def test_session_state_decision(case: ModeCase) -> None:
-    session = Session(GBK_CHINESE_CI if case.multibyte_unsafe else UTF8MB4_GENERAL_CI)
+    login = GBK_CHINESE_CI if case.multibyte_unsafe else UTF8MB4_GENERAL_CI
+    session = Session(LATIN1_SWEDISH_CI if case.eight_bit else login)
     status = int(ServerStatus.NO_BACKSLASH_ESCAPES) if case.no_backslash_escapes else 0
     if case.backslash_unknown:
         # sent, allowed and not yet answered: NO_BACKSLASH_ESCAPES is unknown meanwhile
         _, verdict = session.query(b"SET sql_mode = CONCAT(@@sql_mode, ',ANSI')", status)
         assert not verdict.refused
     assert session.outcome(case.sql, status) == case.expected
+
+
+def _set(session: Session, sql: bytes) -> None:
+    """Send a SET and let its answer come back: the session now reads with it."""
+    cmd, verdict = session.query(sql)
+    assert not verdict.refused, verdict.refusal
+    session.policy.completed(cmd, None, 0)
+
+
+def test_a_set_character_set_changes_how_high_bytes_are_read() -> None:
+    """After SET NAMES latin1 a byte >= 0x80 outside quotes is refused; after SET NAMES
+    utf8mb4 it is part of a word again; after RESET CONNECTION the login's set is back."""
+    session = Session()
+    assert session.outcome(LATIN1_TRICK) == ALLOW  # one identifier in utf8mb4: no OR
+    _set(session, b"SET NAMES latin1")
+    assert session.outcome(LATIN1_TRICK) == "not-understood"
+    assert session.outcome(b"SELECT 'caf\xe9'") == ALLOW
+    _set(session, b"SET character_set_client = utf8mb4")
+    assert session.outcome(LATIN1_TRICK) == ALLOW
+    _set(session, b"SET CHARACTER SET cp1251")
+    assert session.outcome(LATIN1_TRICK) == "not-understood"
+    reset = ClientCommand(99, Command.RESET_CONNECTION, b"\x1f", b"\x1f")
+    session.policy.decide(reset, 0, {})
+    session.policy.completed(reset, None, 0)
+    assert session.outcome(LATIN1_TRICK) == ALLOW
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"SET character_set_client = 28",  # gbk_chinese_ci
+        b"SET @@session.character_set_client = 1",  # big5_chinese_ci
+        b"SET NAMES 95",  # cp932_japanese_ci
+        b"SET CHARACTER SET 13",  # sjis_japanese_ci
+        b"SET character_set_client = 1e0",
+        b"SET NAMES '28'",
+    ],
+)
+def test_a_character_set_given_by_number_is_refused(sql: bytes) -> None:
+    """The server takes a number as a collation id, so SET character_set_client = 28 is
+    gbk: only a name says which set the session reads with."""
+    assert Session().outcome(sql) == "charset"
+
+
+@pytest.mark.parametrize(
+    ("login", "trick", "accented"),
+    [
+        (45, ALLOW, ALLOW),  # utf8mb4_general_ci: 0xa0 is inside one identifier
+        (33, ALLOW, ALLOW),  # utf8mb3_general_ci
+        (8, "not-understood", ALLOW),  # latin1_swedish_ci: high bytes only in quotes
+        (63, "not-understood", ALLOW),  # binary
+        (255, "not-understood", "not-understood"),  # unknown here: ASCII only
+    ],
+)
+def test_the_login_collation_decides_how_high_bytes_are_read(
+    login: int, trick: str, accented: str
+) -> None:
+    """utf8mb3/utf8mb4 ids read UTF-8, single-byte ids read high bytes only in quotes,
+    and an id the gateway does not know (255 is MySQL 8's utf8mb4_0900_ai_ci, which
+    MariaDB 10.11 replaces with its own default) reads ASCII only."""
+    session = Session(login)
+    assert session.outcome(LATIN1_TRICK) == trick
+    assert session.outcome("SELECT 'caf\u00e9'".encode()) == accented
 
 
 def _builtin_rule_names() -> set[str]:
@@ -505,6 +579,68 @@ def test_multibyte_client_charset(
         with conn.cursor() as cur:
             cur.execute("SELECT @@character_set_client")
             assert cur.fetchall() == (("utf8mb4",),)
+
+
+@pytest.mark.integration
+def test_single_byte_client_charset(
+    mariadb: MariaDB, gateway: GatewayProcess, direct: Direct
+) -> None:
+    """A latin1 session: the server reads 0xa0 as a space, so id<0xa0>OR<0xa0>1 = 1 is
+    true for every row. The gateway reads bytes >= 0x80 there only inside quotes."""
+    # the control: the server itself reads the OR in the harmless twin of the trick
+    count = LATIN1_TRICK.replace(b"DELETE FROM", b"SELECT COUNT(*) FROM")
+    with mariadb.connect(charset="latin1") as conn, conn.cursor() as cur:
+        cur.execute(b"SELECT COUNT(*) FROM corpus.items")
+        rows = cur.fetchall()
+        cur.execute(count)
+        assert cur.fetchall() == rows and rows[0][0] > 1
+    before = direct.state()
+    with _login_only(gateway, "latin1") as conn:
+        _refused_pymysql(conn, LATIN1_TRICK, "not-understood")
+        assert_unchanged(direct, before)
+        with conn.cursor() as cur:
+            cur.execute(b"SELECT id, 'caf\xe9' FROM corpus.items WHERE id = 1")
+            assert cur.fetchall() == ((1, "caf\u00e9"),)
+            cur.execute(b"SELECT @@character_set_client")
+            assert cur.fetchall() == (("latin1",),)
+    with _pymysql(gateway) as conn:  # utf8mb4, then SET NAMES latin1
+        with conn.cursor() as cur:
+            cur.execute("SET NAMES latin1")
+        _refused_pymysql(conn, LATIN1_TRICK, "not-understood")
+        assert_unchanged(direct, before)
+
+
+@pytest.mark.integration
+def test_character_set_by_number(mariadb: MariaDB, gateway: GatewayProcess) -> None:
+    """The server takes SET character_set_client = 28 as gbk (a collation id): the gateway
+    refuses it, and the session goes on reading utf8mb4."""
+    with mariadb.connect() as conn, conn.cursor() as cur:  # the control
+        cur.execute("SET character_set_client = 28")
+        cur.execute("SELECT @@character_set_client")
+        assert cur.fetchall() == (("gbk",),)
+    with _pymysql(gateway) as conn:
+        for sql in (b"SET character_set_client = 28", b"SET NAMES 95", b"SET CHARACTER SET 1"):
+            _refused_pymysql(conn, sql, "charset")
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@character_set_client")
+            assert cur.fetchall() == (("utf8mb4",),)
+
+
+@pytest.mark.integration
+def test_login_collations_match_the_server(mariadb: MariaDB) -> None:
+    """The gateway's tables of login collation ids are the server's: every utf8mb3/utf8mb4
+    id a handshake can carry, and every single-byte one."""
+    utf8 = mariadb.admin_sql(
+        "SELECT id FROM information_schema.collations WHERE id < 256 "
+        "AND character_set_name IN ('utf8mb3', 'utf8mb4')"
+    )
+    single = mariadb.admin_sql(
+        "SELECT c.id FROM information_schema.collations c JOIN "
+        "information_schema.character_sets s USING (character_set_name) "
+        "WHERE c.id < 256 AND s.maxlen = 1"
+    )
+    assert {r[0] for r in utf8} == gate._UTF8_COLLATIONS
+    assert {r[0] for r in single} == gate._EIGHT_BIT_COLLATIONS
 
 
 @pytest.mark.integration

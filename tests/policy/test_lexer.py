@@ -462,3 +462,26 @@ def test_outline_matches_split_statements(parts: list[str], mode: LexMode) -> No
         t.kind in (Tok.STRING, Tok.NUMBER, Tok.HEX, Tok.PARAM) for t in tokenize(sql, mode)
     )
     assert found.count(b"?") >= literals
+
+
+LATIN1 = LexMode(eight_bit=True)
+
+
+def test_eight_bit_charset_reads_high_bytes_only_in_quotes_and_comments() -> None:
+    """latin1 reads 0xa0 as a space: outside quotes and comments such a byte is refused,
+    inside them it is read as the server reads it."""
+    for sql in (
+        b"DELETE FROM t WHERE id\xa0OR\xa01 = 1",
+        b"SELECT 1 --\xa0'\nDELETE FROM t -- '",
+        b"SELECT @caf\xe9",
+        b"SELECT 1 /*!\xa0OR 1 */",
+    ):
+        with pytest.raises(LexError, match="outside quotes.*utf8mb4"):
+            split_statements(sql, LATIN1)
+        with pytest.raises(LexError, match="outside quotes"):
+            outline(sql, LATIN1)
+        assert shape(sql, LATIN1) is None
+        assert texts(sql) == [sql]  # utf8mb4 reads the high bytes as part of a word
+    fine = b"SELECT 'caf\xe9', `caf\xe9` /* \xa0 */ # \xa0"
+    assert texts(fine, LATIN1) == [fine]
+    assert shape(fine, LATIN1) == shape(fine, LexMode())
