@@ -162,6 +162,13 @@ def _pattern(ansi_quotes: bool, no_backslash_escapes: bool, runs: bool) -> re.Pa
         rb"(?P<hexs>[xX]'[0-9a-fA-F]*'|[bB]'[01]*')",
         rb"(?P<word>[A-Za-z_\x80-\xff][" + _IDENT_CHARS + rb"]*+)",
         rb"(?P<hexn>0x[0-9a-fA-F]++" + no_ident + rb"|0b[01]++" + no_ident + rb")",
+        # The server ends a number with a point or an exponent there, whatever follows
+        # (1e0OR(1) is 1e0 OR (1)): the text is refused rather than read as one word.
+        rb"(?P<numword>(?:[0-9]++\.[0-9]*+|\.[0-9]++)(?:[eE][+-]?[0-9]++)?+["
+        + _IDENT_CHARS
+        + rb"]|[0-9]++[eE][+-]?[0-9]++["
+        + _IDENT_CHARS
+        + rb"])",
         rb"(?P<num>(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][+-]?[0-9]++)?" + no_ident + rb")",
         rb"(?P<op1>[,().=])",
         # An identifier may start with a digit (1abc) or '$'.
@@ -349,6 +356,8 @@ def _lex(
                     exec_start = m.start(kind)
                 else:  # a nested opener inside an executable comment: still code
                     comments.append((m.start(kind), e, True))
+            elif kind == "numword":
+                raise LexError(_number_word(sql, m.start(kind), e))
             else:  # bad
                 s = m.start(kind)
                 what = _UNTERMINATED[sql[s:e]]
@@ -363,6 +372,14 @@ def _lex(
     if mode.eight_bit and not sql.isascii():
         _refuse_high_bytes_in_words(sql, tokens)
     return tokens, comments, semis
+
+
+def _number_word(sql: bytes, s: int, e: int) -> str:
+    shown = sql[s:e].decode("ascii", "replace")
+    return (
+        f"the number {shown[:-1]} at byte {s} runs into a word ({shown}...): the server "
+        "ends the number there and reads the rest as the next word; put a space after it"
+    )
 
 
 def _refuse_high_bytes(sql: bytes, mode: LexMode) -> None:
@@ -811,7 +828,7 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
                 out.append(sql[kept:s])
                 out.append(b"/**/")
                 kept = e
-            elif kind == "bad":
+            elif kind == "bad" or kind == "numword":
                 return None
         else:
             break
@@ -1030,6 +1047,8 @@ def _outline(
                     if scanned is None:
                         break  # on with the slow pattern
                 continue
+            elif kind == "numword":
+                raise LexError(_number_word(sql, s, e))
             else:  # bad
                 raise LexError(f"{_UNTERMINATED[sql[s:e]]} starting at byte {s}")
             has_token = True

@@ -582,6 +582,7 @@ PREPARE = [
     Case("PREPARE s FROM _utf8mb4'DELETE FROM corpus.items'", "delete-without-where"),
     Case("PREPARE s FROM 'CALL corpus.restock(1)'", "call"),
     Case("PREPARE s FROM 'SELECT 1; DELETE FROM corpus.items'", NOT_UNDERSTOOD),
+    Case("PREPARE s FROM 'DELETE FROM corpus.items WHERE id = 1e0OR(1)'", NOT_UNDERSTOOD),
     Case("DROP PREPARE s", ALLOW, live=False),
     *_cases(
         "prepare-from-variable",
@@ -1093,7 +1094,19 @@ NOT_READ = [
     Case("INSERT DELAYED INTO corpus.notes (item_id, body) VALUES (1, 'x')", ALLOW, live=False),
 ]
 
+#: The server ends a number at its point or exponent whatever follows: each of these
+#: is ``... OR (1)`` to it, true for every row, not one odd word.
+NUMBER_WORDS = _cases(
+    NOT_UNDERSTOOD,
+    "DELETE FROM corpus.items WHERE id = 1e0OR(1)",
+    "DELETE FROM corpus.items WHERE id = 1E+0or(1)",
+    "UPDATE corpus.items SET qty = 0 WHERE id = 1.OR(1)",
+    "UPDATE corpus.items SET qty = 0 WHERE id = .5e1OR(1)",
+    "SELECT 1e0FROM corpus.items",
+)
+
 CORPUS: list[Case] = [
+    *NUMBER_WORDS,
     *READS,
     *WRITES,
     *WITHOUT_WHERE,

@@ -485,3 +485,23 @@ def test_eight_bit_charset_reads_high_bytes_only_in_quotes_and_comments() -> Non
     fine = b"SELECT 'caf\xe9', `caf\xe9` /* \xa0 */ # \xa0"
     assert texts(fine, LATIN1) == [fine]
     assert shape(fine, LATIN1) == shape(fine, LexMode())
+
+
+@pytest.mark.parametrize(
+    "sql", [b"id=1e0OR(1)", b"id=1E+0or(1)", b"id=1.OR(1)", b"id=.5e1OR(1)", b"t.1e0or", b"1.5\xe9"]
+)
+def test_a_number_running_into_a_word_is_refused(sql: bytes) -> None:
+    """The server ends a number at its point or exponent (1e0OR(1) is 1e0 OR (1)); a
+    reading of one word would hide the OR, so the text is refused."""
+    with pytest.raises(LexError, match="runs into a word"):
+        split_statements(sql, LexMode())
+    with pytest.raises(LexError, match="runs into a word"):
+        outline(sql, LexMode())
+    assert shape(sql, LexMode()) is None
+
+
+def test_numbers_and_number_like_names_still_read() -> None:
+    tokens = split_statements(b"SELECT 1e5, 1.5, .5, t.5, 1abc, 0x1Fg, 1e, 12ex", LexMode())
+    assert [t.text for t in tokens[0].tokens if t.text != ","] == [
+        "SELECT", "1e5", "1.5", ".5", "T", ".", "5", "1ABC", "0X1FG", "1E", "12EX",
+    ]  # fmt: skip
