@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import hashlib
 import itertools
 import logging
 import os
@@ -54,7 +53,6 @@ from appliance.mysql.relay import (
 from appliance.mysql.wire import frame
 from appliance.policy.classify import count_query
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
-from appliance.policy.lexer import LexMode, shape
 from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Decision, Subject
 from appliance.session_kill import SessionKills
@@ -609,8 +607,10 @@ class ClientLeg(asyncio.Protocol):
             )
         self.gw.policy.alerts.clear()
         if self._held(verdict):
+            # the shape as the session reads the text now, before later answers move on
+            fingerprint = policy.fingerprint(cmd, session.server_status)
             asyncio.get_running_loop().create_task(
-                self._hold(cmd, verdict, first_seq, dict(self.context))
+                self._hold(cmd, verdict, first_seq, dict(self.context), fingerprint)
             )
             return
         # write-before-forward: the command goes on once its records are committed
@@ -687,14 +687,19 @@ class ClientLeg(asyncio.Protocol):
         )
 
     async def _hold(
-        self, cmd: ClientCommand, verdict: Verdict, first_seq: int, context: dict[str, Any]
+        self,
+        cmd: ClientCommand,
+        verdict: Verdict,
+        first_seq: int,
+        context: dict[str, Any],
+        fingerprint: str | None,
     ) -> None:
-        """Record the statement as pending, ask for approval, then run or refuse it."""
+        """Record the statement as pending, ask for approval, then run or refuse it.
+        ``fingerprint`` is what a grant binds (SessionPolicy.fingerprint)."""
         session = self.session
         approvals = self.gw.approvals
         assert session is not None and approvals is not None and verdict.refusal is not None
         identity = str(context["identity"])
-        fingerprint = _fingerprint(cmd.sql)
         grant = approvals.granted(identity, self.target, fingerprint)
         if grant is not None:
             await self._run_granted(cmd, verdict, first_seq, context, grant)
@@ -1060,14 +1065,6 @@ def masking_key(config: Config) -> bytes:
     if len(key) < 16:
         raise OSError(f"{path}: a masking key needs at least 16 bytes")
     return key
-
-
-def _fingerprint(sql: bytes | None) -> str | None:
-    """A statement's shape (its literals replaced), hashed: what a grant approves."""
-    if sql is None:
-        return None
-    form = shape(sql, LexMode())
-    return None if form is None else hashlib.sha256(form).hexdigest()
 
 
 def _held_refusal(outcome: Outcome, rule: Decision) -> str:

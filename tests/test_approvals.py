@@ -454,6 +454,37 @@ def test_a_grant_lets_the_same_shape_through_for_a_while(
         held.close()
 
 
+def test_a_grant_does_not_cover_the_same_bytes_read_without_backslash_escapes(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    """Granted: ALTER TABLE appr_t COMMENT ?. Under NO_BACKSLASH_ESCAPES the bytes
+    COMMENT '\\', ADD COLUMN ... -- ' end the string at the backslash and add a column:
+    the same shape when read with escapes, another statement as the session reads it, so
+    it waits for a person again."""
+    granted = "ALTER TABLE appr_t COMMENT 'nbe grant'"
+    held = Held(gw, granted)
+    try:
+        request = next_request(broker, granted)
+        decide(broker, request, by_dba(provider, "approve", grant_minutes=5))
+        assert held.result() is None
+    finally:
+        held.close()
+    trick = "ALTER TABLE appr_t COMMENT '\\', ADD COLUMN nbe_evil INT -- '"
+    held = Held(gw, trick, before=("SET sql_mode = 'NO_BACKSLASH_ESCAPES'",))
+    try:
+        request = next_request(broker, trick)  # asked again, not run on the grant
+        decide(broker, request, by_dba(provider, "deny"))
+        error = held.result()
+        assert error is not None and error[0] == 1227, error
+    finally:
+        held.close()
+    added = mariadb.admin_sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'shop' "
+        "AND table_name = 'appr_t' AND column_name = 'nbe_evil'"
+    )
+    assert added == []
+
+
 def test_a_held_delete_shows_how_many_rows_it_would_touch(
     gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
 ) -> None:

@@ -16,6 +16,7 @@ read with the old rules.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections import deque
@@ -365,6 +366,22 @@ class SessionPolicy:
             return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
         return Verdict(label, (_part("", label.removeprefix("COM_").replace("_", " ")),))
 
+    def fingerprint(self, cmd: ClientCommand, server_status: int) -> str | None:
+        """What an approval grant binds: the text's shape as this session reads it now,
+        hashed with how it reads it (a grant given for a text read with backslash
+        escapes does not cover the same bytes read without them). None when there is no
+        text, it does not lex, or a ``sql_mode`` change is on its way."""
+        sql = cmd.sql
+        if sql is None or self._mode_changes:
+            return None
+        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
+        form = shape(sql, mode)
+        if form is None:
+            return None
+        if mode != _DEFAULT_MODE:
+            form = repr(mode).encode() + b"\n" + form
+        return hashlib.sha256(form).hexdigest()
+
     def _decide_text(self, cmd: ClientCommand, label: str, server_status: int) -> Verdict:
         sql = cmd.payload[1:]
         policy = self.policy
@@ -625,6 +642,9 @@ _MODES = {
     for nbe in (False, True)
     for reading in _Reading
 }
+
+
+_DEFAULT_MODE = LexMode()
 
 
 def _login_reading(collation: int | None) -> _Reading:

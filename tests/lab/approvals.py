@@ -47,9 +47,15 @@ approver_groups = [{groups}]
 class Held:
     """A statement sent from a thread: it waits in the gateway until decided."""
 
-    def __init__(self, gw: GatewayProcess, sql: str, user: str = "agent") -> None:
+    def __init__(
+        self, gw: GatewayProcess, sql: str, user: str = "agent", before: tuple[str, ...] = ()
+    ) -> None:
+        """``before``: statements the session runs first (each must be allowed)."""
         self.sql = sql
         self.conn = gw.connect(user=user, database="shop", read_timeout=60)
+        with self.conn.cursor() as cur:
+            for statement in before:
+                cur.execute(statement)
         self.error: tuple[Any, ...] | None = None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

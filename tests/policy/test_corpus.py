@@ -176,6 +176,24 @@ def test_a_set_character_set_changes_how_high_bytes_are_read() -> None:
     assert session.outcome(LATIN1_TRICK) == ALLOW
 
 
+def test_a_grant_fingerprint_is_the_shape_as_the_session_reads_it() -> None:
+    """Literals do not change it; NO_BACKSLASH_ESCAPES and the character set do; while
+    a sql_mode change is on its way there is none (nothing to bind a grant to)."""
+    nbe = int(ServerStatus.NO_BACKSLASH_ESCAPES)
+    session = Session()
+    one, _ = session.query(b"ALTER TABLE t COMMENT 'a'")
+    two, _ = session.query(b"ALTER TABLE t COMMENT '\\', ADD COLUMN c INT -- '")
+    fingerprint = session.policy.fingerprint
+    assert fingerprint(one, 0) == fingerprint(two, 0) is not None
+    assert fingerprint(one, nbe) not in (None, fingerprint(one, 0))
+    assert fingerprint(two, nbe) != fingerprint(one, nbe)
+    assert Session(8).policy.fingerprint(one, 0) != fingerprint(one, 0)  # latin1
+    pending, _ = session.query(b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'")
+    assert fingerprint(one, 0) is None
+    session.policy.completed(pending, None, 0)
+    assert fingerprint(one, 0) == fingerprint(two, 0) is not None
+
+
 @pytest.mark.parametrize(
     "sql",
     [
