@@ -15,6 +15,7 @@ import pymysql
 import pytest
 from lab.approvals import Held, approvals_toml, mosquitto, publish
 from lab.broker import Broker
+from lab.clients import ledger_records
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
@@ -128,12 +129,6 @@ def by_dba(provider: Provider, decision: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def export(gw: GatewayProcess) -> list[dict[str, Any]]:
-    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
-
-
 def test_an_approved_statement_runs_and_the_client_gets_its_result(
     gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
 ) -> None:
@@ -157,7 +152,7 @@ def test_an_approved_statement_runs_and_the_client_gets_its_result(
     time.sleep(0.1)
     recs = [
         r
-        for r in export(gw)
+        for r in ledger_records(gw.ledger)
         if r.get("request") == request["id"]
         or r.get("sql", "").startswith("ALTER TABLE appr_t ADD COLUMN note")
     ]
@@ -165,7 +160,7 @@ def test_an_approved_statement_runs_and_the_client_gets_its_result(
     assert statement["decision"] == "pending" and statement["rule"] == "schema-change"
     approval = next(
         r
-        for r in export(gw)
+        for r in ledger_records(gw.ledger)
         if r["kind"] == "approval"
         and r["statement_seq"] == statement["statement_seq"]
         and r["session"] == statement["session"]
@@ -173,7 +168,7 @@ def test_an_approved_statement_runs_and_the_client_gets_its_result(
     assert approval["decision"] == "approved" and approval["approver"] == "dba@example.com"
     result = next(
         r
-        for r in export(gw)
+        for r in ledger_records(gw.ledger)
         if r["kind"] == "result"
         and r["statement_seq"] == statement["statement_seq"]
         and r["session"] == statement["session"]
@@ -239,7 +234,7 @@ def test_decisions_without_a_valid_approver_token_change_nothing_and_it_expires(
     assert error is not None and error[0] == 1227 and "expired" in error[1]
     assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
     time.sleep(0.1)
-    reasons = [r["reason"] for r in export(gw) if r["kind"] == "alert"]
+    reasons = [r["reason"] for r in ledger_records(gw.ledger) if r["kind"] == "alert"]
     assert any("may not approve their own statement" in r for r in reasons)
     assert any("token was refused" in r for r in reasons)
     assert any("is not an approver" in r for r in reasons)
@@ -354,7 +349,7 @@ def test_a_gateway_that_stops_while_a_request_is_pending(
             while retained(broker, topic) is not None:
                 assert time.monotonic() < deadline, "the stale request was never cleared"
             assert gw.stop() == 0
-            alerts = [r for r in export(gw) if r["kind"] == "alert"]
+            alerts = [r for r in ledger_records(gw.ledger) if r["kind"] == "alert"]
             assert any(
                 r["alert"] == "approval_request_cleared" and r["request"] == request["id"]
                 for r in alerts
@@ -434,7 +429,7 @@ def test_a_grant_lets_the_same_shape_through_for_a_while(
     time.sleep(0.1)
     (granted,) = [
         r
-        for r in export(gw)
+        for r in ledger_records(gw.ledger)
         if r["kind"] == "statement" and r["sql"] == "ALTER TABLE appr_t COMMENT = 'second'"
     ]
     assert granted["decision"] == "approved" and granted["approver"] == "dba@example.com"

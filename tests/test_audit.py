@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pymysql
 import pytest
+from lab.clients import ledger_records
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
@@ -18,12 +17,6 @@ from appliance.ledger import records
 from appliance.mysql.wire import frame
 
 pytestmark = pytest.mark.integration
-
-
-def export(gw: GatewayProcess) -> list[dict[str, Any]]:
-    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
 
 
 def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_path: Path) -> None:
@@ -46,7 +39,7 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
         mc.close()
     finally:
         assert gw.stop() == 0
-    recs = export(gw)
+    recs = ledger_records(gw.ledger)
     kinds = Counter(r["kind"] for r in recs)
     assert kinds["appliance_start"] == 1
     assert kinds["session_start"] == 2 and kinds["session_end"] == 2
@@ -95,7 +88,7 @@ def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:
             gw.connect(password="wrong")
     finally:
         assert gw.stop() == 0
-    failed = [r for r in export(gw) if r["kind"] == "auth_failed"]
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
     assert len(failed) == 1
     assert failed[0]["identity"] == "agent" and "wrong password" in failed[0]["reason"]
 
@@ -118,7 +111,7 @@ def test_repeated_failed_logins_make_the_address_wait(mariadb: MariaDB, tmp_path
         assert code == 1045 and "too many failed logins from 127.0.0.1" in message
     finally:
         assert gw.stop() == 0
-    failed = [r for r in export(gw) if r["kind"] == "auth_failed"]
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
     assert len(failed) == 4
     assert "too many failed logins" in failed[-1]["reason"]
 
@@ -213,7 +206,7 @@ def test_kill_9_during_16_writers_loses_no_record_of_a_committed_row(
         assert gw.stop() == 0
     recorded = {
         int(r["sql"].rsplit("(", 1)[1].rstrip(")"))
-        for r in export(gw)
+        for r in ledger_records(gw.ledger)
         if r["kind"] == "statement" and r["sql"].startswith("INSERT INTO crash_t")
     }
     assert committed <= recorded  # every committed row had its statement record first

@@ -21,7 +21,6 @@ its minute of key caching passes while the other tests run.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,8 +31,7 @@ import mysql.connector
 import pymysql
 import pytest
 from lab.certs import Pki, make_pki
-from lab.clients import run_mariadb, run_node
-from lab.clients import run_sqlgate as sqlgate
+from lab.clients import ledger_records, run_mariadb, run_node
 from lab.gateway import GatewayProcess
 from lab.idp import OidcClient, Provider, ProviderError, claims_of, kid_of
 from lab.mariadb import MariaDB
@@ -92,19 +90,13 @@ def stop_gateway(gw: GatewayProcess, mariadb: MariaDB, secrets: dict[str, str]) 
     assert not leaked, f"in the gateway log: {leaked}"
 
 
-def export(ledger: Path) -> list[dict[str, Any]]:
-    out = sqlgate("ledger", "export", "--ledger", str(ledger))
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
-
-
 def records_of(ledger: Path, token: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
     """The ledger records of the session that logged in with ``token`` (found by its jti),
     once its session_start and a statement are there."""
     jti = claims_of(token)["jti"]
     deadline = time.monotonic() + timeout
     while True:
-        recs = [r for r in export(ledger) if r.get("token_id") == jti]
+        recs = [r for r in ledger_records(ledger) if r.get("token_id") == jti]
         kinds = {r["kind"] for r in recs}
         if {"session_start", "statement"} <= kinds or time.monotonic() >= deadline:
             return recs
@@ -322,7 +314,7 @@ def test_a_provider_token_for_a_group_without_access_is_refused(
     message = refusal(gw, token, VISITOR_EMAIL)
     assert "may not reach target" in message and "visitors" in message
     time.sleep(0.05)
-    failed = [r for r in export(gw.ledger) if r["kind"] == "auth_failed"]
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
     assert any(r["identity"] == VISITOR_EMAIL and r["reason"] in message for r in failed)
 
 
@@ -496,6 +488,6 @@ def test_a_key_rotation_needs_no_gateway_restart(rotation: Rotation) -> None:
     message = refusal(gw, rotation.old_token)
     assert "unknown signing key id" in message and old_kid in message and new_kid in message
     time.sleep(0.05)
-    failed = [r for r in export(gw.ledger) if r["kind"] == "auth_failed"]
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
     assert failed and old_kid in failed[-1]["reason"]
     assert failed[-1]["identity"] == CAROL_EMAIL

@@ -3,7 +3,6 @@ was refused, each statement of a text decided and recorded, shadow mode, the gua
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import mysql.connector
 import pymysql
 import pytest
-from lab.clients import run_sqlgate as sqlgate
+from lab.clients import ledger_records
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
@@ -33,14 +32,8 @@ action = "allow"
 """
 
 
-def export(gw: GatewayProcess) -> list[dict[str, Any]]:
-    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
-
-
 def statements(gw: GatewayProcess) -> list[dict[str, Any]]:
-    return [r for r in export(gw) if r["kind"] == "statement"]
+    return [r for r in ledger_records(gw.ledger) if r["kind"] == "statement"]
 
 
 def result_of(recs: list[dict[str, Any]], st: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +99,7 @@ def test_delete_without_where_is_refused_and_the_session_goes_on(
             cur.execute("UPDATE pol_items SET v = 11 WHERE id = 1")
         conn.commit()
     assert items(mariadb) == [(1, 11), (2, 20), (3, 30)] != before
-    recs = export(gw)
+    recs = ledger_records(gw.ledger)
     blocked = [r for r in recs if r["kind"] == "statement" and r["sql"] == "DELETE FROM pol_items"]
     assert len(blocked) == 1
     st = blocked[0]
@@ -152,7 +145,7 @@ def test_each_statement_of_a_multi_statement_text_is_decided_and_recorded(
                 pass
     assert items(mariadb) == [(1, 12), (2, 12), (3, 30)]
     direct(mariadb, "UPDATE shop.pol_items SET v = id * 10")
-    recs = export(gw)
+    recs = ledger_records(gw.ledger)
     sts = [r for r in recs if r["kind"] == "statement"]
 
     def part(sql: str) -> dict[str, Any]:
@@ -275,7 +268,7 @@ def test_shadow_mode_records_what_would_have_happened(mariadb: MariaDB, tmp_path
     finally:
         assert gw.stop() == 0
     assert direct(mariadb, "SELECT COUNT(*) FROM shop.shadow_t") == [(0,)]
-    recs = export(gw)
+    recs = ledger_records(gw.ledger)
     (st,) = [r for r in recs if r["kind"] == "statement" and r["sql"] == "DELETE FROM shadow_t"]
     assert st["decision"] == "allowed" and st["shadow_decision"] == "blocked"
     assert st["rule"] == "delete-without-where"
@@ -303,7 +296,7 @@ def test_runaway_guard_refuses_and_alerts(mariadb: MariaDB, tmp_path: Path) -> N
             assert "Slow down" in messages[0]
     finally:
         assert gw.stop() == 0
-    alerts = [r for r in export(gw) if r["kind"] == "alert"]
+    alerts = [r for r in ledger_records(gw.ledger) if r["kind"] == "alert"]
     assert len(alerts) == 1 and alerts[0]["alert"] == "runaway-agent"
     assert alerts[0]["identity"] == "agent"
 
@@ -346,5 +339,5 @@ def test_runaway_guard_stops_an_identity_that_changed_too_many_rows(
     finally:
         assert gw.stop() == 0
     assert direct(mariadb, "SELECT v FROM shop.guard_t WHERE id = 5") == [(0,)]
-    alerts = [r for r in export(gw) if r["kind"] == "alert"]
+    alerts = [r for r in ledger_records(gw.ledger) if r["kind"] == "alert"]
     assert len(alerts) == 1 and "changed 4 rows" in alerts[0]["reason"]

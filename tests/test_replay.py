@@ -12,14 +12,13 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pymysql
 import pytest
 from cryptography.hazmat.primitives import serialization
 from lab.approvals import Held, approvals_toml
 from lab.broker import Broker
-from lab.clients import run_sqlgate
+from lab.clients import ledger_records, run_sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import Provider
@@ -84,15 +83,9 @@ action = "review"
     asyncio.run(operator.decide(bus, request.id, "approve", token, "dba@example.com"))
     assert held.result() is None
     held.close()
-    sessions = [r["session"] for r in export(gw) if r["kind"] == "session_start"]
+    sessions = [r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start"]
     gw.stop()
     yield gw, sessions[0]
-
-
-def export(gw: GatewayProcess, *args: str) -> list[dict[str, Any]]:
-    out = run_sqlgate("ledger", "export", "--ledger", str(gw.ledger), *args)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
 
 
 def replay(gw: GatewayProcess, session: str, *args: str) -> tuple[str, float]:
@@ -127,7 +120,7 @@ def test_the_session_replays_in_order_as_the_agent_saw_it(
 
 def test_the_approval_is_in_place(recorded: tuple[GatewayProcess, str]) -> None:
     gw, _ = recorded
-    sessions = [r["session"] for r in export(gw) if r["kind"] == "session_start"]
+    sessions = [r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start"]
     text, _ = replay(gw, sessions[1], "--speed", "100")
     order = [
         "> DELETE FROM rec_cards WHERE id = 2",
@@ -160,7 +153,7 @@ def test_json_format_carries_the_answers(recorded: tuple[GatewayProcess, str]) -
 
 def test_export_with_results_for_evidence(recorded: tuple[GatewayProcess, str]) -> None:
     gw, session = recorded
-    records = export(gw, "--session", session, "--with-results")
+    records = ledger_records(gw.ledger, "--session", session, "--with-results")
     results = [r for r in records if r["kind"] == "result" and "answer" in r]
     assert results and all(len(r["recording"]) == 64 for r in results)
     assert any(

@@ -16,7 +16,7 @@ import pymysql
 import pytest
 from lab.approvals import Held, approvals_toml, publish
 from lab.broker import Broker
-from lab.clients import run_sqlgate as sqlgate
+from lab.clients import ledger_records
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import Provider
@@ -34,19 +34,13 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Provider:
     return Provider(tmp_path_factory.mktemp("idp"))
 
 
-def export(gw: GatewayProcess) -> list[dict[str, Any]]:
-    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
-
-
 def wait_record(
     gw: GatewayProcess, match: Callable[[dict[str, Any]], bool], what: str, timeout: float = 10
 ) -> dict[str, Any]:
     """The first ledger record ``match`` accepts, waiting for it to be written."""
     deadline = time.monotonic() + timeout
     while True:
-        for record in export(gw):
+        for record in ledger_records(gw.ledger):
             if match(record):
                 return record
         assert time.monotonic() < deadline, f"no {what} in the ledger"
@@ -100,7 +94,7 @@ action = "review"
     # listening is not subscribed: kill a session that does not exist until it is heard
     deadline = time.monotonic() + 15
     warm_up = f"{APPLIANCE}-warm-up"
-    while not any(alert_of("session_kill_rejected", warm_up)(r) for r in export(gw)):
+    while not any(alert_of("session_kill_rejected", warm_up)(r) for r in ledger_records(gw.ledger)):
         assert time.monotonic() < deadline, "the gateway never read the kill topic"
         kill(broker, warm_up, by_dba(provider))
         time.sleep(0.5)
@@ -155,7 +149,7 @@ def test_an_approvers_kill_ends_the_session_and_others_go_on(
     finally:
         close(victim)
         close(bystander)
-    records = export(gw)
+    records = ledger_records(gw.ledger)
     (alert,) = [r for r in records if alert_of("session_killed", sid)(r)]
     assert alert["operator"] == APPROVER and alert["reason"] == "runaway agent"
     assert records.index(alert) < records.index(end)  # the kill is recorded, then done
@@ -175,7 +169,7 @@ def test_a_kill_from_someone_who_is_not_an_approver_is_rejected(
         assert query(conn, "SELECT 'alive'") == (("alive",),)
     finally:
         close(conn)
-    records = export(gw)
+    records = ledger_records(gw.ledger)
     assert not any(alert_of("session_killed", sid)(r) for r in records)
     end = wait_record(
         gw, lambda r: r["kind"] == "session_end" and r["session"] == sid, "session_end"
@@ -197,7 +191,9 @@ def test_a_kill_with_a_bad_token_or_payload_is_rejected(
         kill(broker, sid, "")  # empty: ignored
         deadline = time.monotonic() + 10
         while True:
-            rejected = [r for r in export(gw) if alert_of("session_kill_rejected", sid)(r)]
+            rejected = [
+                r for r in ledger_records(gw.ledger) if alert_of("session_kill_rejected", sid)(r)
+            ]
             if len(rejected) >= 3:
                 break
             assert time.monotonic() < deadline, f"only {len(rejected)} rejected kills"
@@ -211,7 +207,7 @@ def test_a_kill_with_a_bad_token_or_payload_is_rejected(
         assert query(conn, "SELECT 'alive'") == (("alive",),)
     finally:
         close(conn)
-    assert not any(alert_of("session_killed", sid)(r) for r in export(gw))
+    assert not any(alert_of("session_killed", sid)(r) for r in ledger_records(gw.ledger))
 
 
 def test_killing_a_session_that_waits_for_approval_never_runs_its_statement(
@@ -244,7 +240,7 @@ def test_killing_a_session_that_waits_for_approval_never_runs_its_statement(
     )
     assert approval["decision"] == "denied" and approval["approver"] == APPROVER
     assert approval["statement_seq"] == pending["statement_seq"]
-    records = export(gw)
+    records = ledger_records(gw.ledger)
     assert not any(
         r["kind"] == "result"
         and r["session"] == sid
@@ -270,7 +266,7 @@ def test_a_kill_for_a_session_this_gateway_does_not_have_is_rejected(
         assert query(conn, "SELECT 'alive'") == (("alive",),)
     finally:
         close(conn)
-    records = export(gw)
+    records = ledger_records(gw.ledger)
     assert not any(alert_of("session_killed", s)(r) for r in records for s in (sid, live))
     end = wait_record(
         gw, lambda r: r["kind"] == "session_end" and r["session"] == live, "session_end"

@@ -18,8 +18,7 @@ import mysql.connector
 import pymysql
 import pytest
 from cryptography.hazmat.primitives import serialization
-from lab.clients import run_mariadb, run_node
-from lab.clients import run_sqlgate as sqlgate
+from lab.clients import ledger_records, run_mariadb, run_node
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import AUDIENCE, ISSUER, USER, Provider, identity_toml
@@ -64,12 +63,6 @@ def tls_connect(gw: GatewayProcess, mariadb: MariaDB, password: str, **kw: Any) 
     return pymysql.connect(**args)
 
 
-def export(gw: GatewayProcess) -> list[dict[str, Any]]:
-    out = sqlgate("ledger", "export", "--ledger", str(gw.ledger))
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
-
-
 def test_pymysql_logs_in_with_a_token_and_the_ledger_knows_who(
     gw: GatewayProcess, mariadb: MariaDB, provider: Provider
 ) -> None:
@@ -77,7 +70,7 @@ def test_pymysql_logs_in_with_a_token_and_the_ledger_knows_who(
     with tls_connect(gw, mariadb, provider.token(jti=jti)) as conn, conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM customers")
         assert cur.fetchone()[0] > 0
-    recs = [r for r in export(gw) if r.get("token_id") == jti]
+    recs = [r for r in ledger_records(gw.ledger) if r.get("token_id") == jti]
     kinds = {r["kind"] for r in recs}
     assert {"session_start", "statement", "result", "session_end"} <= kinds
     for r in recs:
@@ -171,7 +164,11 @@ def test_refused_tokens_get_1045_and_an_auth_failed_record(
     message = refusal(gw, mariadb, provider.token(jti=jti, **claims))
     assert message.startswith("sqlgate: access denied: ") and fragment in message
     time.sleep(0.05)
-    failed = [r for r in export(gw) if r["kind"] == "auth_failed" and r["reason"] in message]
+    failed = [
+        r
+        for r in ledger_records(gw.ledger)
+        if r["kind"] == "auth_failed" and r["reason"] in message
+    ]
     assert failed and failed[-1]["identity"] == USER
 
 
@@ -199,7 +196,7 @@ def test_forged_and_malformed_tokens_are_refused(
     assert "who-knows" in refusal(gw, mariadb, other)
     assert "token" in refusal(gw, mariadb, "x" * 20_000)  # oversized
     time.sleep(0.05)
-    reasons = [r["reason"] for r in export(gw) if r["kind"] == "auth_failed"]
+    reasons = [r["reason"] for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
     for fragment in ("none", "HS256", "who-knows", "16384"):
         assert any(fragment in reason for reason in reasons), fragment
 
@@ -207,7 +204,7 @@ def test_forged_and_malformed_tokens_are_refused(
 def test_a_token_over_a_plain_connection_is_refused(
     gw: GatewayProcess, mariadb: MariaDB, provider: Provider
 ) -> None:
-    before = len([r for r in export(gw) if r["kind"] == "auth_failed"])
+    before = len([r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"])
     with pytest.raises(pymysql.err.OperationalError) as info:
         pymysql.connect(
             host=gw.host,
@@ -220,5 +217,5 @@ def test_a_token_over_a_plain_connection_is_refused(
     code, message = info.value.args
     assert code == 1045 and "only over TLS" in message
     time.sleep(0.05)
-    failed = [r for r in export(gw) if r["kind"] == "auth_failed"]
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
     assert len(failed) == before + 1 and "only over TLS" in failed[-1]["reason"]

@@ -239,3 +239,10 @@ def run_sqlgate(*args: str | Path, timeout: float = 60) -> subprocess.CompletedP
         timeout=timeout,
         check=False,
     )
+
+
+def ledger_records(ledger: Path, *args: str) -> list[dict[str, Any]]:
+    """``sqlgate ledger export`` of ``ledger`` (with ARGS such as ``--session``), parsed."""
+    out = run_sqlgate("ledger", "export", "--ledger", ledger, *args)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
