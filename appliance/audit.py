@@ -18,7 +18,6 @@ from typing import Any
 from appliance.bus import Bus
 from appliance.config import Config
 from appliance.ledger import LedgerError, LedgerUnavailable, LedgerWriter, records
-from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand, CommandCompleted
 from appliance.mysql.transcript import cut_rows
 from appliance.policy.gate import Verdict
@@ -217,9 +216,9 @@ class Audit:
         context: dict[str, Any],
         code: int,
         reason: str,
+        rule: str,
     ) -> None:
         """A command the core answered itself: its statement and its result."""
-        rule = _CORE_RULES.get(cmd.command, "unknown-command")
         self.background(
             records.statement(
                 **self._common(session, seq, cmd, context),
@@ -357,13 +356,6 @@ _EVENT_TOPICS = {
     "approval": "approvals",
 }
 """Where each kind of a session's records is published (``sessions/<session>/...``)."""
-
-_CORE_RULES: dict[int, str] = {
-    Command.CHANGE_USER: "change-user",
-    Command.BINLOG_DUMP: "replication",
-    Command.BINLOG_DUMP_GTID: "replication",
-    Command.REGISTER_SLAVE: "replication",
-}
 
 
 def who_fields(context: dict[str, Any]) -> dict[str, Any]:

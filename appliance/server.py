@@ -493,7 +493,13 @@ class ClientLeg(asyncio.Protocol):
                     log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
                     self._statements += 1
                     self.gw.audit.refused(
-                        self.sid, self._statements, ev.cmd, self.context, ev.code, ev.message
+                        self.sid,
+                        self._statements,
+                        ev.cmd,
+                        self.context,
+                        ev.code,
+                        ev.message,
+                        ev.rule,
                     )
                 elif isinstance(ev, TokenPresented):
                     asyncio.get_running_loop().create_task(self._verify_token(ev))

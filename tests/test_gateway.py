@@ -12,6 +12,7 @@ from typing import Any
 
 import pymysql
 import pytest
+from lab.clients import ledger_records
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
@@ -164,6 +165,40 @@ def test_cursor_fetch_through_the_gateway(gateway: GatewayProcess) -> None:
         assert [struct.unpack("<i", v)[0] for v in seen if v is not None] == [1, 2, 3]
         send_raw(conn, bytes([Command.STMT_CLOSE]) + struct.pack("<I", ok.statement_id))
         assert scalar(conn, "SELECT 5") == 5
+
+
+def _prepare(conn: Any, sql: bytes) -> int:
+    """COM_STMT_PREPARE over a PyMySQL connection's socket: the statement id."""
+    send_raw(conn, bytes([Command.STMT_PREPARE]) + sql)
+    ok = packets.parse_stmt_prepare_ok(read_raw(conn))
+    deprecate = bool(conn.server_capabilities & CLIENT.DEPRECATE_EOF) and bool(
+        conn.client_flag & CLIENT.DEPRECATE_EOF
+    )
+    for _ in range(ok.column_count + (0 if deprecate or not ok.column_count else 1)):
+        read_raw(conn)
+    return ok.statement_id
+
+
+def test_the_last_prepared_statement_id_is_refused(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """MariaDB runs the statement prepared last for id 0xFFFFFFFF; through the gateway
+    such an execute is refused, so every execution names the statement it runs."""
+    last = bytes([Command.STMT_EXECUTE]) + struct.pack("<IBI", 0xFFFFFFFF, 0, 1)
+    with mariadb.connect() as conn:  # the control: the server runs SELECT 7
+        _prepare(conn, b"SELECT 7")
+        send_raw(conn, last)
+        assert read_raw(conn) == b"\x01"  # a result set of one column
+    with gateway.connect() as conn:
+        _prepare(conn, b"SELECT 7")
+        send_raw(conn, last)
+        error = read_raw(conn)
+        assert error[:3] == b"\xff\xcb\x04"  # ERR 1227
+        assert b"sqlgate: statement id 0xFFFFFFFF" in error
+        assert scalar(conn, "SELECT 5") == 5
+    time.sleep(0.1)
+    (refused,) = [r for r in ledger_records(gateway.ledger) if r.get("rule") == "last-prepared"]
+    assert refused["decision"] == "blocked" and refused["command"] == "COM_STMT_EXECUTE"
 
 
 # ---------------------------------------------------------------- big traffic

@@ -212,6 +212,7 @@ class CommandRefused:
     cmd: ClientCommand
     code: int
     message: str
+    rule: str  # what the ledger names as the deciding rule
 
 
 @dataclass(slots=True)
@@ -283,14 +284,40 @@ _CARRIES_STATEMENT_ID = frozenset(
     }
 )
 
-REFUSED_COMMANDS: dict[int, str] = {
+#: Statement id 0xFFFFFFFF: MariaDB runs "the statement prepared last" for it, which the
+#: gateway cannot name for certain (a prepare it refused never reached the server, so
+#: the server's last one is an earlier statement). The commands that answer are refused;
+#: COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have no answer to refuse with and change
+#: nothing the next refused execute could run.
+_LAST_PREPARED = b"\xff\xff\xff\xff"
+_ANSWERED_WITH_A_STATEMENT_ID = frozenset(
+    {Command.STMT_EXECUTE, Command.STMT_RESET, Command.STMT_FETCH}
+)
+LAST_PREPARED_REFUSAL = (
+    "statement id 0xFFFFFFFF (MariaDB's 'the statement prepared last') is refused: the "
+    "gateway decides and records each execution by the statement it names. Use the id "
+    "COM_STMT_PREPARE returned"
+)
+
+#: Commands the core refuses itself: the rule the ledger names and the reason.
+REFUSED_COMMANDS: dict[int, tuple[str, str]] = {
     Command.CHANGE_USER: (
+        "change-user",
         "COM_CHANGE_USER is refused: a gateway session keeps the identity it logged in "
-        "with. Open a new connection as the other user instead"
+        "with. Open a new connection as the other user instead",
     ),
-    Command.BINLOG_DUMP: "replication (COM_BINLOG_DUMP) is refused through the gateway",
-    Command.BINLOG_DUMP_GTID: "replication (COM_BINLOG_DUMP_GTID) is refused through the gateway",
-    Command.REGISTER_SLAVE: "replication (COM_REGISTER_SLAVE) is refused through the gateway",
+    Command.BINLOG_DUMP: (
+        "replication",
+        "replication (COM_BINLOG_DUMP) is refused through the gateway",
+    ),
+    Command.BINLOG_DUMP_GTID: (
+        "replication",
+        "replication (COM_BINLOG_DUMP_GTID) is refused through the gateway",
+    ),
+    Command.REGISTER_SLAVE: (
+        "replication",
+        "replication (COM_REGISTER_SLAVE) is refused through the gateway",
+    ),
 }
 
 
@@ -1138,8 +1165,17 @@ class Session:
         code = payload[0]
         cmd = ClientCommand(self._next_id, code, payload, raw)
         if code in RESPONSE_SHAPE:
-            if code in _CARRIES_STATEMENT_ID and len(payload) < 5:
-                raise RemoteProtocolError(f"{cmd.label} without a statement id")
+            if code in _CARRIES_STATEMENT_ID:
+                if len(payload) < 5:
+                    raise RemoteProtocolError(f"{cmd.label} without a statement id")
+                if code in _ANSWERED_WITH_A_STATEMENT_ID and payload[1:5] == _LAST_PREPARED:
+                    self._refuse_in_core(
+                        cmd,
+                        ErrorCode.SPECIFIC_ACCESS_DENIED,
+                        "last-prepared",
+                        LAST_PREPARED_REFUSAL,
+                    )
+                    return
             if code == Command.QUIT:
                 # it leaves after whatever is still waiting for a decision
                 self._quitting = True
@@ -1153,17 +1189,22 @@ class Session:
                 self._events.append(CommandReceived(cmd))
             return
         if code in REFUSED_COMMANDS:
-            err_code = ErrorCode.SPECIFIC_ACCESS_DENIED
-            message = f"sqlgate: {REFUSED_COMMANDS[code]}"
+            self._refuse_in_core(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, *REFUSED_COMMANDS[code])
         else:
-            err_code = ErrorCode.UNKNOWN_COM
-            message = (
-                f"sqlgate: unknown or unsupported command {cmd.label}; the gateway relays "
+            self._refuse_in_core(
+                cmd,
+                ErrorCode.UNKNOWN_COM,
+                "unknown-command",
+                f"unknown or unsupported command {cmd.label}; the gateway relays "
                 "COM_QUERY, the COM_STMT_* family, COM_INIT_DB, COM_PING, COM_QUIT, "
                 "COM_FIELD_LIST, COM_SET_OPTION, COM_RESET_CONNECTION, COM_STATISTICS and "
-                "COM_PROCESS_KILL"
+                "COM_PROCESS_KILL",
             )
-        self._events.append(CommandRefused(cmd, err_code, message))
+
+    def _refuse_in_core(self, cmd: ClientCommand, err_code: int, rule: str, why: str) -> None:
+        """Answer a command the core itself refuses, in its place in the line."""
+        message = f"sqlgate: {why}"
+        self._events.append(CommandRefused(cmd, err_code, message, rule))
         self._undecided.append(cmd)
         self._decisions[cmd.id] = packets.build_err(err_code, message)
         self._drain_decisions()

@@ -1267,7 +1267,9 @@ def test_unknown_command_gets_err_1047_and_the_session_continues(code: int, labe
     assert (
         ready()
         >> client(odd)
-        << expect_event(CommandRefused, code=1047, message=lambda m: label in m)
+        << expect_event(
+            CommandRefused, code=1047, rule="unknown-command", message=lambda m: label in m
+        )
         << expect_client(is_err(1, 1047, "sqlgate: unknown or unsupported command", label))
         << completed(1, error=1047)
         >> client(ping)
@@ -1301,6 +1303,37 @@ def test_identity_and_replication_commands_get_err_1227(cmd: int, fragment: str)
         >> client(ping)
         << received(2, ping)
         << expect_phase(Phase.COMMAND)
+    )
+
+
+@pytest.mark.parametrize("code", [Command.STMT_EXECUTE, Command.STMT_FETCH, Command.STMT_RESET])
+def test_the_last_prepared_statement_id_is_refused(code: int) -> None:
+    """Statement id 0xFFFFFFFF is MariaDB's 'the statement prepared last': the gateway
+    could not say which statement it decides, records or masks, so it answers itself."""
+    packet = command(code, b"\xff\xff\xff\xff" + bytes(5))
+    ping = command(Command.PING)
+    assert (
+        ready()
+        >> client(packet)
+        << expect_event(CommandRefused, code=1227, rule="last-prepared")
+        << expect_client(is_err(1, 1227, "sqlgate: statement id 0xFFFFFFFF"))
+        << completed(1, error=1227)
+        >> client(ping)
+        << received(2, ping)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
+def test_close_of_the_last_prepared_statement_id_goes_through() -> None:
+    """COM_STMT_CLOSE has no answer to refuse with; it is relayed like any other."""
+    close = command(Command.STMT_CLOSE, b"\xff\xff\xff\xff")
+    assert (
+        ready()
+        >> client(close)
+        << received(1, close)
+        >> allow(1)
+        << expect_server(close)
+        << completed(1)
     )
 
 
