@@ -258,6 +258,8 @@ class ClientLeg(asyncio.Protocol):
         "started",
         "_pending",
         "_closing",
+        "_client_lost",
+        "_ended_once",
         "sid",
         "context",
         "_begun",
@@ -280,6 +282,8 @@ class ClientLeg(asyncio.Protocol):
         self.started = time.monotonic()
         self._pending: list[bytes] = []
         self._closing = False
+        self._client_lost = False  # the client's connection is gone
+        self._ended_once = False  # session_end is written
         self.sid = gw.audit.session_id(self.id)
         self.context: dict[str, Any] = {
             "identity": None,
@@ -341,23 +345,40 @@ class ClientLeg(asyncio.Protocol):
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.gw.remove(self)
-        if self.session is not None:
-            self.session.client_closed()
+        self._client_lost = True
+        session = self.session
+        if session is not None:
+            session.client_closed()
+            if not session.close_requested:
+                # what the client sent before it left still runs and is recorded with
+                # its answer (see Session.client_closed); the session ends after that
+                up = self.upstream
+                if up is not None and up.transport is not None:
+                    up.transport.resume_reading()  # nobody will drain the client side now
+                self.flush()
+                return
             self._handle_events()
-            if self.context["identity"] is not None:
-                ended: dict[str, Any] = {}
-                if self.ended_by is not None:
-                    ended = {"ended_by": self.ended_by[0], "reason": self.ended_by[1]}
-                self.gw.audit.background(
-                    records.session_end(
-                        session=self.sid,
-                        statements=self._statements,
-                        duration_ms=(time.monotonic() - self.started) * 1000,
-                        **ended,
-                        **self.who,
-                    )
+        self._ended()
+
+    def _ended(self) -> None:
+        """The client connection is gone and the session is over: its last record."""
+        if self._ended_once:
+            return
+        self._ended_once = True
+        self.gw.remove(self)
+        if self.session is not None and self.context["identity"] is not None:
+            ended: dict[str, Any] = {}
+            if self.ended_by is not None:
+                ended = {"ended_by": self.ended_by[0], "reason": self.ended_by[1]}
+            self.gw.audit.background(
+                records.session_end(
+                    session=self.sid,
+                    statements=self._statements,
+                    duration_ms=(time.monotonic() - self.started) * 1000,
+                    **ended,
+                    **self.who,
                 )
+            )
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.abort()
 
@@ -454,6 +475,8 @@ class ClientLeg(asyncio.Protocol):
             up = self.upstream
             if up is not None and up.transport is not None:
                 up.transport.close()
+            if self._client_lost:  # the client left first: nothing else will end it
+                self._ended()
         elif self.gw.draining and not session.busy:
             self.drain()
 
@@ -480,13 +503,16 @@ class ClientLeg(asyncio.Protocol):
                             "VIEW" in part.kind for part in verdict.parts
                         ):
                             self.gw.catalog.invalidate()
+                        who = self.who if approver is None else {**self.who, "approver": approver}
+                        if done.unfinished is not None:
+                            who = {**who, "reason": done.unfinished}
                         self.gw.audit.results(
                             self.sid,
                             first_seq,
                             verdict,
                             done,
                             (time.monotonic() - at) * 1000,
-                            self.who if approver is None else {**self.who, "approver": approver},
+                            who,
                             bool(session.client_caps & Capability.DEPRECATE_EOF),
                         )
                 elif isinstance(ev, CommandRefused):
@@ -832,7 +858,8 @@ class ClientLeg(asyncio.Protocol):
             self.gw.approvals.end_session(self.sid, operator, reason)
         if self.session is not None:
             # closed now: a decision still on its way (allow, refuse) sends nothing more
-            self.session.client_closed()
+            self.session.close_now(f"ended by {operator}")
+            self._handle_events()
         self.abort()
 
     def abort(self, graceful: bool = False) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
         cur2 = mc.cursor(prepared=True)
         cur2.execute("SELECT name FROM customers WHERE id = ?", (2,))
         assert cur2.fetchall() == [("Grace Hopper",)]
+        cur2.close()  # COM_STMT_CLOSE
         mc.close()
     finally:
         assert gw.stop() == 0
@@ -63,7 +65,9 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
     assert ("COM_QUERY", "INSERT IGNORE INTO audit_t VALUES (1)", "allowed") in sqls
     assert ("COM_QUERY", "REPLACE INTO audit_t VALUES (1)", "blocked") in sqls
     assert ("COM_STMT_PREPARE", "SELECT name FROM customers WHERE id = ?", "allowed") in sqls
-    assert any(c == "COM_STMT_EXECUTE" for c, _, _ in sqls)
+    prepared = "SELECT name FROM customers WHERE id = ?"
+    assert ("COM_STMT_EXECUTE", prepared, "allowed") in sqls  # the prepared text
+    assert ("COM_STMT_CLOSE", prepared, "allowed") in sqls
     blocked = {s["command"]: s["rule"] for s in statements if s["decision"] == "blocked"}
     assert blocked == {"COM_0x99": "unknown-command", "COM_QUERY": "replace"}
     select = next(s for s in statements if s["sql"] == "SELECT COUNT(*) FROM customers")
@@ -79,6 +83,50 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert mariadb.native_password not in gw.ledger.read_bytes().decode("utf-8", "replace")
+
+
+def test_what_a_client_sent_before_it_left_runs_and_is_recorded(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """INSERTs pipelined with COM_QUIT, and one still running when the client closes its
+    socket: a server would run all of them, and so does the gateway, recording each
+    result before the session ends."""
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.left_t (id INT PRIMARY KEY)", "DELETE FROM shop.left_t"
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    try:
+        quitting = gw.connect(database="shop")
+        quitting._sock.sendall(  # no answer awaited: INSERT, INSERT, COM_QUIT, close
+            frame(0, b"\x03INSERT INTO left_t VALUES (1)")
+            + frame(0, b"\x03INSERT INTO left_t VALUES (2)")
+            + frame(0, b"\x01")
+        )
+        quitting._force_close()
+        leaving = gw.connect(database="shop")
+        leaving._sock.sendall(
+            frame(0, b"\x03INSERT INTO left_t SELECT 3 FROM (SELECT SLEEP(0.5)) AS s")
+        )
+        time.sleep(0.1)  # the INSERT is on its way
+        leaving._force_close()
+        deadline = time.monotonic() + 10
+        while mariadb.admin_sql("SELECT COUNT(*) FROM shop.left_t")[0][0] < 3:
+            assert time.monotonic() < deadline, "the INSERTs did not all run"
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        assert gw.stop() == 0
+    recs = ledger_records(gw.ledger)
+    inserts = {
+        (r["session"], r["statement_seq"]): r["sql"]
+        for r in recs
+        if r["kind"] == "statement" and r["sql"].startswith("INSERT INTO left_t")
+    }
+    results = {(r["session"], r["statement_seq"]): r for r in recs if r["kind"] == "result"}
+    assert len(inserts) == 3
+    for key, sql in inserts.items():
+        assert results[key]["affected"] == 1 and results[key]["error"] is None, sql
+    assert sum(r["kind"] == "session_end" for r in recs) == 2
 
 
 def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:

@@ -258,6 +258,7 @@ class ErrorCode(IntEnum):
     NET_READ_ERROR = 1158
     NOT_SUPPORTED_YET = 1235
     CONN_HOST_ERROR = 2003
+    SERVER_LOST = 2013  # only in the ledger: a command's answer never came
 
 
 SQLSTATE_FOR: dict[int, bytes] = {
@@ -272,6 +273,7 @@ SQLSTATE_FOR: dict[int, bytes] = {
     ErrorCode.NET_READ_ERROR: b"08S01",
     ErrorCode.NOT_SUPPORTED_YET: b"42000",
     ErrorCode.CONN_HOST_ERROR: b"HY000",
+    ErrorCode.SERVER_LOST: b"HY000",
 }
 
 NATIVE_PASSWORD = "mysql_native_password"

@@ -232,6 +232,9 @@ class CommandCompleted:
     masking, before TLS), at most ``Session.record_limit`` bytes; None while not recording."""
     recorded_truncated: bool = False
     """The answer was longer than the limit: ``recorded`` holds only its first bytes."""
+    unfinished: str | None = None
+    """Why the command has no whole answer: the session ended first (``error`` then says
+    whether it may have run: SERVER_LOST, or UNKNOWN when it was never sent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +460,8 @@ class Session:
         """The status flags of the backend's last OK or EOF (``NO_BACKSLASH_ESCAPES`` says
         how the server reads backslashes in string literals right now)."""
         self._quitting = False  # COM_QUIT was received: close once the answers are out
+        self._quit_reason = "client quit"
+        self._client_gone = False  # the client left with commands on their way
         self._gated = settings.gated
         self._report = settings.report_completions
         # masking (the masked relay only; the fast relay never reads these)
@@ -545,6 +550,8 @@ class Session:
                     self._relay_server(data)
                 else:
                     self._relay_masked(data)
+                if self._client_gone:
+                    self._answered_without_a_client()
             else:
                 self._server_in.feed(data)
                 self._pump_server_handshake()
@@ -557,7 +564,7 @@ class Session:
             return
         name = self.settings.backend.name
         if self._quitting:
-            self._close("client quit")
+            self._close(self._quit_reason)
             return
         if self.phase is Phase.COMMAND or self.phase is Phase.SERVER_AUTH:
             message = f"sqlgate: the connection to target '{name}' was lost; reconnect to continue"
@@ -567,8 +574,30 @@ class Session:
         self._close(f"target {name} closed the connection")
 
     def client_closed(self) -> None:
+        """The client is gone. What it sent in the command phase still goes on as if a
+        COM_QUIT followed: each command is decided, relayed and answered by the server
+        (the answers go nowhere), so what ran is recorded with its outcome and what the
+        client sent is not lost; the session closes when nothing is left."""
+        if self.phase is Phase.CLOSED:
+            return
+        if self.phase is Phase.COMMAND and self.busy:
+            self._quitting = True
+            self._quit_reason = "client closed the connection"
+            self._client_gone = True
+            self._answered_without_a_client()
+            return
+        self._close("client closed the connection")
+
+    def _answered_without_a_client(self) -> None:
+        """An answer that has begun to come back ran its statement; the rest of it (a
+        result of millions of rows) is for nobody, so the session ends there."""
+        if self.phase is not Phase.CLOSED and self._responses and self._responses[0].started:
+            self._close("client closed the connection during the answer")
+
+    def close_now(self, reason: str) -> None:
+        """End the session at once: nothing still waiting is relayed or answered."""
         if self.phase is not Phase.CLOSED:
-            self._close("client closed the connection")
+            self._close(reason)
 
     def allow(self, cmd: ClientCommand, sql: bytes | None = None) -> None:
         """Let a received command go to the backend (in order with the others); with
@@ -637,9 +666,35 @@ class Session:
     def _close(self, reason: str) -> None:
         self.phase = Phase.CLOSED
         self.close_requested = True
+        self._complete_unanswered(reason)
         self._undecided.clear()
         self._decisions.clear()
         self._events.append(SessionClosed(reason))
+
+    def _complete_unanswered(self, reason: str) -> None:
+        """Every command the session took ends with a CommandCompleted, so each recorded
+        statement gets its result: one sent to the server whose answer did not come may
+        have run, one never sent did not."""
+        events = self._events
+        for resp in self._responses:
+            if resp.local is not None:
+                events.append(CommandCompleted(resp.cmd, 0, 0, resp.error))
+                continue
+            why = f"the session ended ({reason}) before its whole answer came: it may have run"
+            events.append(
+                CommandCompleted(
+                    resp.cmd,
+                    resp.rows,
+                    resp.affected,
+                    ErrorCode.SERVER_LOST,
+                    resp.results,
+                    unfinished=why,
+                )
+            )
+        self._responses.clear()
+        for cmd in self._undecided:
+            why = f"the session ended ({reason}) before it was sent: it did not run"
+            events.append(CommandCompleted(cmd, 0, 0, ErrorCode.UNKNOWN, unfinished=why))
 
     def _client_violation(self, why: str) -> None:
         if self.phase is Phase.CLOSED:
@@ -1229,7 +1284,7 @@ class Session:
                 break
         self._flush_local()
         if self._quitting and not undecided and not self._responses:
-            self._close("client quit")
+            self._close(self._quit_reason)
 
     def _forward(self, cmd: ClientCommand) -> None:
         """Send an allowed command to the backend and expect its answer."""
@@ -1379,7 +1434,7 @@ class Session:
                         emit_from = pos
                         self._flush_local()
                     if self._quitting and not responses:
-                        self._close("client quit")
+                        self._close(self._quit_reason)
         except ProtocolError:
             # what was relayed stays relayed; the client learns the sequence id it expects
             if start > emit_from:
@@ -1591,7 +1646,7 @@ class Session:
                         emit_from = pos
                         self._flush_local()
                     if self._quitting and not responses:
-                        self._close("client quit")
+                        self._close(self._quit_reason)
         except ProtocolError:
             # what was relayed stays relayed; _last_seq already says how far it went
             if start > emit_from:

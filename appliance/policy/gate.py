@@ -61,6 +61,17 @@ _LEXING_VARIABLES = frozenset({"sql_mode", "names", "character set", "character_
 
 _CACHE_LIMIT = 50_000
 
+#: Commands that name a prepared statement by its id.
+_NAMES_A_STATEMENT = frozenset(
+    {
+        Command.STMT_EXECUTE,
+        Command.STMT_FETCH,
+        Command.STMT_RESET,
+        Command.STMT_CLOSE,
+        Command.STMT_SEND_LONG_DATA,
+    }
+)
+
 _RELAYED = RuleAction.ALLOW
 
 
@@ -347,9 +358,11 @@ class SessionPolicy:
         label = _LABELS.get(code) or cmd.label
         if code == Command.QUERY or code == Command.STMT_PREPARE:
             return self._decide_text(cmd, label, server_status)
-        if code == Command.STMT_EXECUTE:
+        if code in _NAMES_A_STATEMENT:  # the record carries the prepared statement's text
             sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
             text = sql.decode("utf-8", "replace")
+            if code != Command.STMT_EXECUTE:
+                return Verdict(label, (_part(text, label.removeprefix("COM_").replace("_", " ")),))
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
             return self._guarded(Verdict(label, (_part(text, "EXECUTE", "prepared"),)), cmd)

@@ -58,6 +58,7 @@ from .playbook import (
     TlsFiles,
     allow,
     client,
+    client_closes,
     client_hello,
     client_tls,
     column,
@@ -1449,7 +1450,77 @@ def test_backend_closing_mid_result_gets_the_client_an_err_with_the_next_sequenc
         << expect_client(partial)
         >> server_closes()
         << expect_client(is_err(last_seq + 1, ErrorCode.UNKNOWN, "connection to target 'db1'"))
+        # the ledger learns the answer never came: the statement may have run
+        << expect_event(
+            CommandCompleted, error=2013, unfinished=lambda why: "it may have run" in why
+        )
         << expect_closed("closed the connection")
+    )
+
+
+def test_a_client_that_leaves_mid_statement_still_gets_its_statement_finished() -> None:
+    """The client sends INSERT then closes (as a pipelined INSERT + close would): the
+    INSERT still goes to the server once decided, its answer completes it (for the
+    ledger), and only then does the session close."""
+    assert (
+        ready()
+        >> client(Q1 + Q3)
+        << received(1, Q1)
+        << received(2, Q3)
+        >> client_closes()
+        << expect_phase(Phase.COMMAND)  # not closed while something is on its way
+        >> allow(1)
+        << expect_server(Q1)
+        >> allow(2)
+        << expect_server(Q3)
+        >> server(R1)
+        << expect_client(R1)  # the shell has no client to give it to: dropped there
+        << completed(1, affected=1)
+        >> server(R3)
+        << expect_client(R3)
+        << completed(2, rows=1)
+        << expect_closed("client closed the connection")
+    )
+
+
+def test_a_client_that_leaves_during_an_answer_ends_the_session_there() -> None:
+    """The statement ran; the rest of its result is for nobody: no draining it."""
+    q = query(b"SELECT id, name FROM t")
+    partial, _ = _mid_result("after-rows", True)
+    assert (
+        ready()
+        >> client(q)
+        << received(1, q)
+        >> allow(1)
+        << expect_server(q)
+        >> server(partial)
+        << expect_client(partial)
+        >> client_closes()
+        << expect_event(CommandCompleted, error=2013)
+        << expect_closed("client closed the connection during the answer")
+    )
+
+
+def test_a_client_that_leaves_while_idle_ends_the_session_at_once() -> None:
+    assert ready() >> client_closes() << expect_closed("client closed the connection")
+
+
+def test_ending_a_session_now_completes_what_was_on_its_way() -> None:
+    """An operator's kill: the command sent to the server may have run, the one still
+    waiting for its decision did not; each gets its completion for the ledger."""
+    assert (
+        ready()
+        >> client(Q1 + Q3)
+        << received(1, Q1)
+        << received(2, Q3)
+        >> allow(1)
+        << expect_server(Q1)
+        >> shell("close_now", lambda session: session.close_now("ended by dba"))
+        << expect_event(CommandCompleted, error=2013, unfinished=lambda why: "ended by dba" in why)
+        << expect_event(
+            CommandCompleted, error=1105, unfinished=lambda why: "it did not run" in why
+        )
+        << expect_closed("ended by dba")
     )
 
 
@@ -1494,6 +1565,9 @@ def test_command_decided_after_a_client_violation_is_not_forwarded() -> None:
         >> client(Q2 + frame(5, b"\x03oops"))
         << received(1, Q2)
         << expect_client(is_err(1, 1158, "sequence id 5"))
+        << expect_event(
+            CommandCompleted, error=1105, unfinished=lambda why: "it did not run" in why
+        )
         << expect_closed()
         >> allow(1)  # the shell answers the CommandReceived it was given (as server.py does)
     )  # the backend must not see DROP TABLE from a session that is closed

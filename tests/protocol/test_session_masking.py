@@ -349,6 +349,7 @@ def test_a_masked_row_larger_than_max_payload_closes_the_session_unsent() -> Non
         << expect_client(Reply(1).columns([ID, CARD_MASKED], deprecate_eof=True).data)
         >> server(row[: 1 << 19])  # its header announces too much: refused at once
         << expect_client(is_err(seq, ErrorCode.UNKNOWN, "exceeds what the gateway masks"))
+        << expect_event(CommandCompleted, error=ErrorCode.SERVER_LOST)
         << expect_closed("target protocol error")
     )
 
@@ -581,6 +582,7 @@ def test_a_plan_of_the_wrong_size_closes_the_session_before_any_value_leaves() -
         pb
         << expect_client(Reply(1).packet(b"\x02").data)  # only the column count went out
         << expect_client(is_err(2, ErrorCode.UNKNOWN, "masking plan has 1 entries"))
+        << expect_event(CommandCompleted, error=ErrorCode.SERVER_LOST)
         << expect_closed()
     )
 
