@@ -344,6 +344,16 @@ class ClientLeg(asyncio.Protocol):
         session.client_data(data)
         self.flush()
 
+    def eof_received(self) -> bool:
+        """The client half-closed (``shutdown(SHUT_WR)``): it may still read, so the
+        connection stays open until what it sent is answered."""
+        session = self.session
+        if session is None:
+            return False
+        session.client_done_sending()
+        self.flush()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._client_lost = True
         session = self.session

@@ -292,6 +292,28 @@ def test_client_gone_mid_result_closes_the_backend_session(
         pytest.fail("the backend session outlived its client")
 
 
+def test_a_half_closed_client_still_gets_its_answer(gateway: GatewayProcess) -> None:
+    """A client that shuts down its sending side after a query (as `nc -N` does) is
+    still reading: the answer comes, then the gateway closes."""
+    conn = gateway.connect()
+    try:
+        send_raw(conn, b"\x03SELECT 41 + 1")
+        conn._sock.shutdown(socket.SHUT_WR)
+        conn._sock.settimeout(10)
+        data = b""
+        while chunk := conn._sock.recv(65536):
+            data += chunk
+    finally:
+        conn._force_close()
+    reader = PacketReader(1 << 24)
+    reader.feed(data)
+    payloads = []
+    while (pkt := reader.next_packet()) is not None:
+        payloads.append(pkt.payload)
+    assert payloads[0] == b"\x01"  # one column, then its definition and the row
+    assert b"\x0242" in payloads  # the row: the text "42"
+
+
 def test_malformed_client_packet_gets_err_then_close(gateway: GatewayProcess) -> None:
     with gateway.connect() as bystander:
         conn = gateway.connect()

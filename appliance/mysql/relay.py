@@ -594,6 +594,17 @@ class Session:
         if self.phase is not Phase.CLOSED and self._responses and self._responses[0].started:
             self._close("client closed the connection during the answer")
 
+    def client_done_sending(self) -> None:
+        """The client half-closed its connection: it sends nothing more but still reads.
+        What it sent is answered, then the session closes (as after a COM_QUIT)."""
+        if self.phase is Phase.CLOSED:
+            return
+        if self.phase is Phase.COMMAND and self.busy:
+            self._quitting = True
+            self._quit_reason = "client finished sending"
+            return
+        self._close("client closed the connection")
+
     def close_now(self, reason: str) -> None:
         """End the session at once: nothing still waiting is relayed or answered."""
         if self.phase is not Phase.CLOSED:

@@ -1501,6 +1501,22 @@ def test_a_client_that_leaves_during_an_answer_ends_the_session_there() -> None:
     )
 
 
+def test_a_client_done_sending_gets_its_answers_then_the_session_closes() -> None:
+    """A half-closed client still reads: its answer goes out, then the session closes."""
+    assert (
+        ready()
+        >> client(Q3)
+        << received(1, Q3)
+        >> shell("client_done_sending", lambda session: session.client_done_sending())
+        >> allow(1)
+        << expect_server(Q3)
+        >> server(R3)
+        << expect_client(R3)
+        << completed(1, rows=1)
+        << expect_closed("client finished sending")
+    )
+
+
 def test_a_client_that_leaves_while_idle_ends_the_session_at_once() -> None:
     assert ready() >> client_closes() << expect_closed("client closed the connection")
 
