@@ -29,6 +29,10 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
             cur.execute("INSERT IGNORE INTO audit_t VALUES (1)")
             with pytest.raises(pymysql.err.OperationalError):  # refused by the policy
                 cur.execute("REPLACE INTO audit_t VALUES (1)")
+            cur.execute("/* nothing */")  # no statement: the server answers OK
+            with pytest.raises(pymysql.err.MySQLError) as empty:
+                cur.execute(";")  # nor here: "Query was empty"
+            assert empty.value.args[0] == 1065
             conn._write_bytes(frame(0, b"\x99"))  # refused by the core itself
             conn._next_seq_id = 1
             with pytest.raises(pymysql.err.OperationalError):
@@ -78,6 +82,15 @@ def test_every_command_has_one_statement_and_one_result(mariadb: MariaDB, tmp_pa
         if r["statement_seq"] == select["statement_seq"] and r["session"] == select["session"]
     )
     assert select_result["rows"] == 1 and select_result["error"] is None
+    for text, error in (("/* nothing */", None), (";", 1065)):
+        empty = next(s for s in statements if s["sql"] == text)
+        assert empty["decision"] == "allowed" and empty["rule"] == "empty"
+        (empty_result,) = [
+            r
+            for r in results
+            if (r["session"], r["statement_seq"]) == (empty["session"], empty["statement_seq"])
+        ]
+        assert empty_result["error"] == error
     verify = sqlgate(
         "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
     )

@@ -409,6 +409,8 @@ class SessionPolicy:
                 return self._oversized(sql, label)
             entry = _Entry(large)
         verdict = self._decide_found(cmd, label, entry)
+        if not verdict.parts:  # only blanks, comments or ';': nothing runs
+            return Verdict(label, (_EMPTY,))
         if self.masker is not None and verdict.refusal is None:
             return self._masking(verdict, sql, mode, backslash_unknown)
         return verdict
@@ -619,6 +621,10 @@ class SessionPolicy:
             self._reading = _named_reading(charset)
         self.policy.rows_changed(self.who.identity, affected, time.monotonic())
 
+
+#: A text with no statement in it still gets its ledger record, and its result (an OK
+#: for a comment, "Query was empty" for nothing at all).
+_EMPTY = _part(None, "EMPTY", "empty")
 
 _KILL = Classification(
     kind="KILL",
