@@ -875,36 +875,20 @@ def check_passes(directory: Path, text: str, capsys: pytest.CaptureFixture[str])
 @pytest.fixture
 def pki(confdir: Path) -> Path:
     """A certificate and its key (real.crt, real.key), another key, the key encrypted."""
-    import datetime
+    from cryptography.hazmat.primitives import serialization
+    from lab.certs import make_pki
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    (confdir / "real.crt").write_bytes(cert.public_bytes(pem))
-    (confdir / "real.key").write_bytes(key.private_bytes(pem, pkcs8, serialization.NoEncryption()))
-    other = ec.generate_private_key(ec.SECP256R1())
-    (confdir / "other.key").write_bytes(
-        other.private_bytes(pem, pkcs8, serialization.NoEncryption())
-    )
+    made = make_pki(confdir / "pki")
+    (confdir / "real.crt").write_bytes(made.server_cert.read_bytes())
+    (confdir / "real.key").write_bytes(made.server_key.read_bytes())
+    (confdir / "other.key").write_bytes(made.ca_key.read_bytes())  # the CA's, not the cert's
+    key = serialization.load_pem_private_key(made.server_key.read_bytes(), None)
     (confdir / "locked.key").write_bytes(
-        key.private_bytes(pem, pkcs8, serialization.BestAvailableEncryption(b"secret"))
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
     )
     return confdir
 
