@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from appliance.bus import Bus
@@ -167,14 +167,13 @@ class Audit:
             return
         answered = list(done.results or [])
         if done.error is None and not answered:
-            answered = [(done.rows, done.affected)]
-        if done.error is None and len(answered) > count:
-            # more result sets than statements (a procedure's own): the last one takes them
-            rest = answered[count - 1 :]
-            answered[count - 1 :] = [(sum(r for r, _ in rest), sum(a for _, a in rest))]
+            answered = [(done.rows, done.affected, False)]
+        figures, cut_short = _per_statement([p.kind for p in verdict.parts], answered)
+        if cut_short is not None and done.error is None:
+            figures.append(cut_short)
         for i in range(count):
-            if i < len(answered):
-                rows, affected = answered[i]
+            if i < len(figures):
+                rows, affected = figures[i]
                 self.result(
                     session,
                     first_seq + i,
@@ -185,12 +184,13 @@ class Audit:
                     attachment=recording if i == 0 else None,
                     **(first if i == 0 else who),
                 )
-            elif i == len(answered) and done.error is not None:
+            elif i == len(figures) and done.error is not None:
+                rows, affected = cut_short if cut_short is not None else (0, 0)
                 self.result(
                     session,
                     first_seq + i,
-                    rows=0,
-                    affected=0,
+                    rows=rows,
+                    affected=affected,
                     error=done.error,
                     duration_ms=duration_ms,
                     attachment=recording if i == 0 else None,
@@ -346,6 +346,44 @@ class Audit:
             "sql_sha256": records.sql_sha256(cmd.payload),
             **token_fields(context),
         }
+
+
+def _per_statement(
+    kinds: Sequence[str], answered: Sequence[tuple[int, int, bool]]
+) -> tuple[list[tuple[int, int]], tuple[int, int] | None]:
+    """Split an answer's results among the statements of its text, in order: one result
+    each, but a CALL takes its procedure's result sets and the OK that ends it. Returns
+    the ``(rows, affected)`` of each statement that finished, and those gathered for a
+    CALL whose answer stopped before its OK (its procedure failed), else None. Results
+    beyond the statements (not expected) go to the last one."""
+    figures: list[tuple[int, int]] = []
+    pos = 0
+    for kind in kinds:
+        if pos >= len(answered):
+            break
+        if kind != "CALL":
+            rows, affected, _ = answered[pos]
+            pos += 1
+            figures.append((rows, affected))
+            continue
+        rows = affected = 0
+        ended = False
+        while pos < len(answered):
+            r, a, result_set = answered[pos]
+            pos += 1
+            rows += r
+            affected += a
+            if not result_set:
+                ended = True
+                break
+        if not ended:
+            return figures, (rows, affected)
+        figures.append((rows, affected))
+    if pos < len(answered) and figures:
+        rest = answered[pos:]
+        rows, affected = figures[-1]
+        figures[-1] = (rows + sum(r for r, _, _ in rest), affected + sum(a for _, a, _ in rest))
+    return figures, None
 
 
 _EVENT_TOPICS = {

@@ -13,6 +13,7 @@ from lab.clients import ledger_records
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
+from pymysql.constants import CLIENT
 
 from appliance.ledger import records
 from appliance.mysql.wire import frame
@@ -140,6 +141,42 @@ def test_what_a_client_sent_before_it_left_runs_and_is_recorded(
     for key, sql in inserts.items():
         assert results[key]["affected"] == 1 and results[key]["error"] is None, sql
     assert sum(r["kind"] == "session_end" for r in recs) == 2
+
+
+def test_a_call_in_a_text_keeps_its_own_result_sets(mariadb: MariaDB, tmp_path: Path) -> None:
+    """CALL's procedure sends two result sets and an OK of its own; the SELECT after it
+    in the same text gets only its own result (rows are counted per statement)."""
+    mariadb.admin_sql(
+        "DROP PROCEDURE IF EXISTS shop.two_sets",
+        "CREATE PROCEDURE shop.two_sets() BEGIN SELECT 1 UNION SELECT 2; SELECT 3; END",
+    )
+    allow_calls = '[[rules]]\nname = "calls"\nstatements = ["CALL"]\naction = "allow"\n'
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=allow_calls).start()
+    text = "CALL two_sets(); SELECT 7 UNION SELECT 8 UNION SELECT 9 UNION SELECT 10"
+    try:
+        with (
+            gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(text)
+            sets = [cur.fetchall()]
+            while cur.nextset():
+                sets.append(cur.fetchall())
+            assert sets[0] == ((1,), (2,)) and sets[-1] == ((7,), (8,), (9,), (10,))
+    finally:
+        assert gw.stop() == 0
+    recs = ledger_records(gw.ledger)
+    parts = {
+        r["statement_seq"]: r["statement_kind"]
+        for r in recs
+        if r["kind"] == "statement" and r.get("part")
+    }
+    rows = {
+        parts[r["statement_seq"]]: r["rows"]
+        for r in recs
+        if r["kind"] == "result" and r["statement_seq"] in parts
+    }
+    assert rows == {"CALL": 3, "SELECT": 4}
 
 
 def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:

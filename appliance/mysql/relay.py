@@ -221,10 +221,11 @@ class CommandCompleted:
     rows: int
     affected: int
     error: int | None
-    results: list[tuple[int, int]] | None = None
-    """For an answer of several result sets (a multi-statement text): ``(rows,
-    affected)`` of each one that ended, in order; None for a single result. After an
-    error the list holds the results that came before it."""
+    results: list[tuple[int, int, bool]] | None = None
+    """For an answer of several results (a multi-statement text, a CALL): ``(rows,
+    affected, result_set)`` of each one that ended, in order (``result_set`` False for an
+    OK, such as the one that ends a CALL); None for a single result. After an error the
+    list holds the results that came before it."""
     masked: dict[str, int] = field(default_factory=dict)
     """Per ``ColumnMask.label``, how many values of this answer its mask changed."""
     recorded: bytes | None = None
@@ -368,7 +369,7 @@ class _Response:
         self.eof_after = False
         self.prep_cols = 0
         self.started = False  # some of the backend's answer has gone to the client
-        self.results: list[tuple[int, int]] | None = None  # per result set, when several
+        self.results: list[tuple[int, int, bool]] | None = None  # per result, when several
         self.mask: _Masking | None = None  # set by the masked relay only
         self.recorded: bytearray | None = None  # what the client got so far, when recorded
         self.room = 0  # ... and how many more bytes it may take
@@ -1909,7 +1910,8 @@ class Session:
         if state == _R_START:
             if first == 0x00:
                 resp.affected += _affected(payload)
-                return self._after_result(resp, packets.ok_status(payload, self.client_caps))
+                status = packets.ok_status(payload, self.client_caps)
+                return self._after_result(resp, status, result_set=False)
             if first == 0xFB:
                 raise RemoteProtocolError("LOAD DATA LOCAL request, which the gateway never allows")
             count, _ = packets.read_lenenc_int(payload, 0)
@@ -1949,7 +1951,7 @@ class Session:
             return self._on_prepare_packet(resp, payload)
         raise RemoteProtocolError("response in an unknown state")
 
-    def _after_result(self, resp: _Response, status: int) -> bool:
+    def _after_result(self, resp: _Response, status: int, result_set: bool = True) -> bool:
         self.server_status = status
         if resp.shape == _FETCH:
             return True
@@ -1958,9 +1960,9 @@ class Session:
             results = resp.results
             if results is None:
                 results = resp.results = []
-            rows = resp.rows - sum(r for r, _ in results)
-            affected = resp.affected - sum(a for _, a in results)
-            results.append((rows, affected))
+            rows = resp.rows - sum(r for r, _, _ in results)
+            affected = resp.affected - sum(a for _, a, _ in results)
+            results.append((rows, affected, result_set))
         if status & _MORE_RESULTS:
             resp.state = _R_START
             return False
