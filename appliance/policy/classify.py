@@ -2140,6 +2140,11 @@ class _Source(NamedTuple):
     table: tuple[str | None, str] | None  # a base table: (schema or None, name)
     exposed: tuple[_Ref, ...]  # a derived table, CTE or table function: what it selects
     what: str  # "table", "derived table", "CTE", "table function", "VALUES list"
+    written: str = ""  # the name as the statement writes it (the server may compare case)
+
+
+#: What _Scope.source returns for a qualifier that names more than one source.
+_AMBIGUOUS = _Source("", None, (), "ambiguous name", "")
 
 
 class _Item(NamedTuple):
@@ -2170,12 +2175,19 @@ class _Scope:
             scope = scope.parent
         return None
 
-    def source(self, name: str) -> _Source | None:
+    def source(self, name: str, written: str) -> _Source | None:
+        """The source a qualifier names (``name`` lower-cased, ``written`` as written),
+        None when none does. The server compares table names and aliases with their case
+        or without it (``lower_case_table_names``): in the innermost scope with a match,
+        one written the same way is the source either way; a match only in another case
+        (``d`` for ``D``) may not be, the server may look further out, so that is
+        ``_AMBIGUOUS``."""
         scope: _Scope | None = self
         while scope is not None:
-            for src in scope.sources:
-                if src.name == name:
-                    return src
+            matches = [src for src in scope.sources if src.name == name]
+            if matches:
+                exact = next((src for src in matches if src.written == written), None)
+                return _AMBIGUOUS if exact is None else exact
             scope = scope.parent
         scope = self
         while scope is not None:  # a table named by its own name although it has an alias
@@ -2361,7 +2373,7 @@ class _Uses:
         into = _Scope(None)
         if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier):
             table = (target.db.lower() or None, target.name.lower())
-            into.sources.append(_Source(table[1], table, (), "table"))
+            into.sources.append(_Source(table[1], table, (), "table", target.name))
         else:
             self.confused = True
         source = root.args.get("expression")
@@ -2676,25 +2688,28 @@ class _Uses:
         self, item: exp.Expr, scope: _Scope, chain: tuple[str, ...], pending: list[exp.Join]
     ) -> bool:
         plain = True
-        alias = item.alias.lower() if isinstance(item, (exp.Table, exp.Subquery)) else ""
+        written = item.alias if isinstance(item, (exp.Table, exp.Subquery)) else ""
+        alias = written.lower()
         if isinstance(item, exp.Table):
             target = item.this
             if isinstance(target, exp.Identifier):
                 name = target.name.lower()
+                written = written or target.name
                 db = item.db.lower() or None
                 cte = scope.cte(name) if db is None else None
                 if item.args.get("catalog"):
                     self.confused = True
                 if cte is not None:
-                    scope.sources.append(_Source(alias or name, None, cte, "CTE"))
+                    scope.sources.append(_Source(alias or name, None, cte, "CTE", written))
                     plain = False
                 else:
-                    scope.sources.append(_Source(alias or name, (db, name), (), "table"))
+                    source = _Source(alias or name, (db, name), (), "table", written)
+                    scope.sources.append(source)
             else:  # JSON_TABLE(...) and other table functions
                 start = len(self.refs)
                 self.expr(target, scope, (*chain, "in FROM"))
                 exposed = tuple(self.refs[start:])
-                scope.sources.append(_Source(alias, None, exposed, "table function"))
+                scope.sources.append(_Source(alias, None, exposed, "table function", written))
                 plain = False
         elif isinstance(item, exp.Subquery):
             inner = item.this
@@ -2703,17 +2718,19 @@ class _Uses:
             else:
                 items = self.query(inner, scope, (*chain, "in a derived table"), (), ())
                 exposed = tuple(r for i in items for r in i.refs)
-                scope.sources.append(_Source(alias, None, exposed, "derived table"))
+                scope.sources.append(_Source(alias, None, exposed, "derived table", written))
                 plain = False
         elif isinstance(item, exp.Values):
             self.expr(item, scope, (*chain, "in FROM"))
-            scope.sources.append(_Source(item.alias.lower(), None, (), "VALUES list"))
+            written = item.alias
+            scope.sources.append(_Source(written.lower(), None, (), "VALUES list", written))
             plain = False
         else:
             start = len(self.refs)
             self.expr(item, scope, (*chain, "in FROM"))
             exposed = tuple(self.refs[start:])
-            scope.sources.append(_Source(item.alias.lower(), None, exposed, "table function"))
+            written = item.alias
+            scope.sources.append(_Source(written.lower(), None, exposed, "table function", written))
             plain = False
         for join in item.args.get("joins") or ():
             plain = self.join(join, scope, chain, pending) and plain
@@ -2848,7 +2865,10 @@ class _Uses:
         if db:
             tables = ((db, qualifier),)
         elif qualifier:
-            src = scope.source(qualifier)
+            src = scope.source(qualifier, node.table)
+            if src is _AMBIGUOUS:
+                self.confused = True
+                return
             if src is None:
                 tables = ((None, qualifier),)
             elif src.table is None:
@@ -2889,7 +2909,10 @@ class _Uses:
         if isinstance(node, exp.Column):
             qualifier = node.table.lower()
             db = node.db.lower()
-            src = None if db else scope.source(qualifier)
+            src = None if db else scope.source(qualifier, node.table)
+            if src is _AMBIGUOUS:
+                self.confused = True
+                return
             if src is None:
                 sources = [_Source(qualifier, (db or None, qualifier), (), "table")]
             else:

@@ -335,6 +335,27 @@ NAMES: U = [
     ("PREPARE s FROM 'SELECT UPPER(email) FROM customers'", {(EMAIL, "inside UPPER()")}),
 ]
 
+#: Aliases that differ only in case are two sources (the server compares their case):
+#: ``D`` is the customers table, not the derived table ``d``.
+CASED_ALIASES: U = [
+    (
+        "SELECT UPPER(D.card_number) FROM (SELECT 1 AS card_number) d, customers D",
+        {(CARD, "inside UPPER() in a SELECT that reads a derived table")},
+    ),
+    (
+        "SELECT D.id FROM (SELECT 1 AS x) d JOIN customers D WHERE D.card_number LIKE '41%'",
+        {(CARD, "in WHERE")},
+    ),
+    (
+        "SELECT UPPER(customers.card_number) FROM (SELECT 1 AS x) CUSTOMERS, customers",
+        {(CARD, "inside UPPER() in a SELECT that reads a derived table")},
+    ),
+    (
+        "WITH d AS (SELECT 1 AS card_number) SELECT UPPER(D.card_number) FROM d, customers D",
+        {(CARD, "inside UPPER() in a SELECT that reads a CTE")},
+    ),
+]
+
 NOT_UNDERSTOOD: U = [
     ("SELECT email FROM customers WHERE", {(ALL, "not understood")}),
     ("ALTER TABLE customers ADD COLUMN leak VARCHAR(64) AS (email)", {(ALL, "not understood")}),
@@ -347,9 +368,14 @@ NOT_UNDERSTOOD: U = [
     ("CHECKSUM TABLE shop.customers", {(ALL, "not understood")}),
     ("RENAME TABLE customers TO customers_old", {(ALL, "not understood")}),
     ("SELECT 1; SELECT 'unterminated", {("*.*.*", "not understood")}),
+    # aliases that differ only in case: two sources to a server that compares case
+    (
+        "SELECT (SELECT UPPER(D.card_number) FROM (SELECT 1 AS card_number) d) FROM customers D",
+        {(ALL, "not understood")},  # D may be the outer customers: the server looks out
+    ),
 ]
 
-USES = FUNCTIONS + CONDITIONS + QUERIES + COPIES + NAMES + NOT_UNDERSTOOD
+USES = FUNCTIONS + CONDITIONS + QUERIES + COPIES + NAMES + CASED_ALIASES + NOT_UNDERSTOOD
 
 
 @pytest.mark.parametrize(("sql", "expected"), USES, ids=[_id(s) for s, _ in USES])
