@@ -19,6 +19,9 @@ import sqlalchemy
 from lab.clients import ClientError, run_mariadb, run_sqlgate
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB
+from pymysql.constants import CLIENT
+
+from appliance.mysql.wire import frame
 
 pytestmark = pytest.mark.integration
 
@@ -269,6 +272,34 @@ def test_uses_that_lose_the_origin_are_refused(
     assert not mariadb.admin_sql(
         "SELECT 1 FROM information_schema.TABLES WHERE TABLE_NAME = 'mask_copy'"
     )
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["failed-text", "pipelined"])
+def test_a_schema_the_gateway_is_not_sure_of_still_masks(
+    gw: GatewayProcess, pipelined: bool
+) -> None:
+    """Logged in to another schema, the agent moves the server to shop in a way the
+    gateway cannot be sure of (a text that fails after its USE; a USE whose answer has
+    not come yet): mask_customers may then be shop's, so it is masked."""
+    probe = b"SELECT UPPER(card_number) FROM mask_customers"
+    conn = gw.connect(database="mysql", client_flag=CLIENT.MULTI_STATEMENTS)
+    try:
+        if pipelined:
+            conn._write_bytes(frame(0, b"\x03USE shop") + frame(0, b"\x03" + probe))
+            conn._next_seq_id = 1
+            assert conn._read_packet().is_ok_packet()
+            conn._next_seq_id = 1
+            with pytest.raises(pymysql.err.OperationalError) as caught:
+                conn._read_packet().raise_for_error()
+        else:
+            with pytest.raises(pymysql.err.MySQLError), conn.cursor() as cur:
+                cur.execute("USE shop; SELECT nosuchfn()")
+            with pytest.raises(pymysql.err.OperationalError) as caught, conn.cursor() as cur:
+                cur.execute(probe)
+    finally:
+        conn.close()
+    code, message = caught.value.args
+    assert code == 1227 and "by rule 'masking'" in message, message
 
 
 def test_exempt_groups_may_use_the_column_freely(gw: GatewayProcess) -> None:

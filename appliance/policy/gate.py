@@ -344,7 +344,9 @@ class SessionPolicy:
         self._login_reading = _login_reading(charset)
         self._reading = self._login_reading  # how the client character set is read
         self._mode_changes: set[int] = set()  # commands in flight that may change sql_mode
-        self._uses: dict[int, str | None] = {}  # command id -> schema it makes current
+        # command id -> the schema it makes current, and whether a failure of the command
+        # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
+        self._uses: dict[int, tuple[str | None, bool]] = {}
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
         self.masker: SessionMasker | None = None  # what this session may not see
         # The key of this session's verdicts per command, made once: an entry compares
@@ -368,14 +370,14 @@ class SessionPolicy:
             return self._guarded(Verdict(label, (_part(text, "EXECUTE", "prepared"),)), cmd)
         if code == Command.INIT_DB:
             schema = cmd.payload[1:].decode("utf-8", "replace")
-            self._uses[cmd.id] = schema
+            self._uses[cmd.id] = (schema, True)
             return Verdict(label, (_part(f"USE `{schema}`", "USE", "default-allow"),))
         if code == Command.RESET_CONNECTION:
             self._mode_changes.add(cmd.id)
             return Verdict(label, (_part("", "RESET CONNECTION"),))
         if code == Command.PROCESS_KILL:  # the KILL statement's command: decided as one
             thread = int.from_bytes(cmd.payload[1:5], "little")
-            decision = decide(_KILL, self.who, self.db, self.policy.rules)
+            decision = decide(_KILL, self.who, self.schema, self.policy.rules)
             return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
         return Verdict(label, (_part("", label.removeprefix("COM_").replace("_", " ")),))
 
@@ -394,6 +396,13 @@ class SessionPolicy:
         if mode != _DEFAULT_MODE:
             form = repr(mode).encode() + b"\n" + form
         return hashlib.sha256(form).hexdigest()
+
+    @property
+    def schema(self) -> str | None:
+        """The schema unqualified table names are read in: None (any schema) while a USE
+        or COM_INIT_DB is on its way, since the server may already be in the new one, and
+        after a text whose USE may or may not have run."""
+        return None if self._uses else self.db
 
     def _decide_text(self, cmd: ClientCommand, label: str, server_status: int) -> Verdict:
         sql = cmd.payload[1:]
@@ -424,14 +433,14 @@ class SessionPolicy:
         masker = self.masker
         assert masker is not None
         uses = masked_uses(
-            sql, self.db, masker.is_masked, mode, backslash_unknown=backslash_unknown
+            sql, self.schema, masker.is_masked, mode, backslash_unknown=backslash_unknown
         )
         if not uses:
             return verdict
         rules = [masker.rule_for(*_split_column(use.column)) for use in uses]
         if len(verdict.parts) == 1 and all(r is not None and r.rewrite for r in rules):
             text = mask_rewrite(
-                sql, self.db, masker.strategy_for, mode, backslash_unknown=backslash_unknown
+                sql, self.schema, masker.strategy_for, mode, backslash_unknown=backslash_unknown
             )
             if text is not None and text.encode() != sql and len(text) < _MAX_REWRITE:
                 columns = ", ".join(sorted({use.column for use in uses}))
@@ -509,12 +518,14 @@ class SessionPolicy:
     def _decide_found(self, cmd: ClientCommand, label: str, entry: _Entry) -> Verdict:
         found = entry.found
         key = self._keys.get(label)
-        if key is None or key[1] != self.db or key[0] is not self.who:
-            key = self._keys[label] = (self.who, self.db, label)
+        schema = self.schema
+        if key is None or key[1] != schema or key[0] is not self.who:
+            key = self._keys[label] = (self.who, schema, label)
         verdict = entry.get(key)
         if verdict is not None:
             return self._guarded(verdict, cmd, found)
-        db = self.db
+        db = schema
+        uses = False
         parts: list[Part] = []
         last = len(found) - 1
         single = last == 0
@@ -522,6 +533,8 @@ class SessionPolicy:
         for index, c in enumerate(found):
             touches_lexing = _touches_lexing(c)
             decision = decide(c, self.who, db, self.policy.rules)
+            if not decision.refused and _prepares_a_use(c, label):
+                decision = _PREPARED_USE
             if touches_lexing and not decision.refused:
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
@@ -529,10 +542,9 @@ class SessionPolicy:
             parts.append(Part(None if single else c.text, c.kind, decision, c.functions))
             if c.kind == "USE" or touches_lexing:
                 stateful = True
-                if c.kind == "USE" and not decision.refused:
-                    db = _use_target(c) or db
-        if db != self.db:
-            self._uses[cmd.id] = db
+                if c.kind == "USE" and not decision.refused and label == "COM_QUERY":
+                    db = _use_target(c)  # None when it cannot be read: any schema then
+                    uses = True
         if stateful:
             verdict = self._verdict(label, tuple(parts))
         else:
@@ -541,7 +553,10 @@ class SessionPolicy:
             else:
                 verdict = self._verdict(label, tuple(parts))
             entry.put(key, verdict)
-        return self._guarded(verdict, cmd, found)
+        verdict = self._guarded(verdict, cmd, found)
+        if uses and (verdict.refusal is None or verdict.shadow):  # it goes to the server
+            self._uses[cmd.id] = (db, single)
+        return verdict
 
     def _session_checks(
         self, cmd: ClientCommand, c: Classification, index: int, last: int, label: str
@@ -609,14 +624,18 @@ class SessionPolicy:
     def completed(self, cmd: ClientCommand, error: int | None, affected: int) -> None:
         """Follow what a finished command changed in the session."""
         self._mode_changes.discard(cmd.id)
-        schema = self._uses.pop(cmd.id, None)
+        use = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
         if cmd.command == Command.RESET_CONNECTION and error is None:
             self._reading = self._login_reading
+        if use is not None:
+            schema, certain = use
+            if error is None:
+                self.db = schema
+            elif not certain:  # a statement after the USE failed, or the USE itself
+                self.db = None
         if error is not None:
             return
-        if schema is not None:
-            self.db = schema
         if charset is not None:
             self._reading = _named_reading(charset)
         self.policy.rows_changed(self.who.identity, affected, time.monotonic())
@@ -681,6 +700,21 @@ def _named_reading(charset: str) -> _Reading:
     if charset in ("utf8mb4", "utf8mb3", "utf8"):
         return _Reading.UTF8
     return _Reading.EIGHT_BIT
+
+
+_PREPARED_USE = Decision(
+    RuleAction.BLOCK,
+    "prepared-use",
+    "a prepared USE changes the current schema when it runs, unseen by the gateway, "
+    "which reads table names in it. Send USE as a plain statement",
+)
+
+
+def _prepares_a_use(c: Classification, label: str) -> bool:
+    """PREPARE ... FROM 'USE x', EXECUTE IMMEDIATE 'USE x', COM_STMT_PREPARE of a USE."""
+    return (c.inner is not None and c.inner.kind == "USE") or (
+        c.kind == "USE" and label == "COM_STMT_PREPARE"
+    )
 
 
 def _touches_lexing(c: Classification) -> bool:

@@ -184,7 +184,9 @@ class Decision:
 
 
 def qualified(table: str, db: str | None) -> str:
-    """``schema.table`` for a table name as written, given the session's schema."""
+    """``schema.table`` for a table name as written, given the session's schema. Without
+    one (none chosen, or the gateway does not know it for certain) the name stays bare:
+    it may be a table of any schema."""
     if "." in table or not db:
         return table
     return f"{db.lower()}.{table}"
@@ -236,15 +238,26 @@ def _matches(rule: RuleConfig, kind: str, tables: frozenset[str], who: Subject) 
     if rule.groups is not None and not who.groups.intersection(rule.groups):
         return False
     if rule.tables is not None:
+        if rule.action is RuleAction.ALLOW:
+            # an allow covers a statement only when it covers every table it names
+            return bool(tables) and all(
+                any(_table_matches(t, p, certain=True) for p in rule.tables) for t in tables
+            )
         return any(_table_matches(t, p) for t in tables for p in rule.tables)
     return True
 
 
-def _table_matches(table: str, pattern: str) -> bool:
-    """``orders`` matches that table in any schema; ``shop.*`` every table of shop."""
+def _table_matches(table: str, pattern: str, certain: bool = False) -> bool:
+    """``orders`` matches that table in any schema; ``shop.*`` every table of shop. A
+    bare name (the session's schema is not known) may be a table of any schema: it
+    matches ``shop.orders`` unless the match must be ``certain`` (an allow)."""
     pattern = pattern.lower()
     if "." not in pattern:
         table = table.rsplit(".", 1)[-1]
+    elif "." not in table:
+        if certain:
+            return False
+        pattern = pattern.rsplit(".", 1)[-1]
     return fnmatch.fnmatchcase(table, pattern)
 
 
@@ -432,11 +445,19 @@ def _servers(c: Classification, db: str | None) -> Decision | None:
 
 def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
     for table in c.writes:
-        if qualified(table, db).split(".", 1)[0] == "mysql":
+        name = qualified(table, db)
+        if name.split(".", 1)[0] == "mysql":
             return _block(
                 "mysql-schema",
-                f"{c.kind} writes to the mysql system schema ({qualified(table, db)}), which "
-                "holds accounts and privileges. Do not retry it",
+                f"{c.kind} writes to the mysql system schema ({name}), which holds accounts "
+                "and privileges. Do not retry it",
+            )
+        if "." not in name:
+            return _block(
+                "mysql-schema",
+                f"{c.kind} writes to {name} in a schema the gateway does not know for "
+                "certain (none was chosen, or a USE has not finished), which may be the "
+                "mysql system schema. Name the schema (schema.table)",
             )
     return None
 

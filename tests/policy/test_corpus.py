@@ -36,9 +36,10 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
 
-from appliance.config import PolicyConfig
+from appliance.config import PolicyConfig, RuleAction, RuleConfig
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
+from appliance.mysql.wire import frame
 from appliance.policy import gate, rules
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.lexer import LexMode
@@ -192,6 +193,83 @@ def test_a_grant_fingerprint_is_the_shape_as_the_session_reads_it() -> None:
     assert fingerprint(one, 0) is None
     session.policy.completed(pending, None, 0)
     assert fingerprint(one, 0) == fingerprint(two, 0) is not None
+
+
+ORDERS_READ_ONLY = RuleConfig(
+    "orders-read-only", ("INSERT", "UPDATE", "DELETE"), RuleAction.BLOCK, ("shop.orders",)
+)
+SCRATCH_DELETES = RuleConfig("scratch-deletes", ("DELETE",), RuleAction.ALLOW, ("scratch.*",))
+
+
+def _ruled(*rules_: RuleConfig, db: str = "other") -> Session:
+    session = Session(policy=Policy(PolicyConfig(), rules_))
+    session.policy.db = db
+    return session
+
+
+def test_a_use_on_its_way_leaves_the_schema_unknown() -> None:
+    """USE and, before its answer, a statement with bare table names: the server may
+    already be in the new schema, so a bare name may be a table of any schema."""
+    session = _ruled(ORDERS_READ_ONLY)
+    assert session.outcome(b"INSERT INTO orders VALUES (1)") == ALLOW  # other.orders
+    use, _ = session.query(b"USE shop")
+    assert session.outcome(b"INSERT INTO orders VALUES (1)") == "orders-read-only"
+    assert session.outcome(b"INSERT INTO func VALUES (1)") == "mysql-schema"  # mysql.func?
+    session.policy.completed(use, None, 0)
+    assert session.policy.schema == "shop"
+    assert session.outcome(b"INSERT INTO orders VALUES (1)") == "orders-read-only"
+    assert session.outcome(b"INSERT INTO func VALUES (1)") == ALLOW  # shop.func
+    init_db = ClientCommand(50, Command.INIT_DB, b"\x02mysql", b"")
+    session.policy.decide(init_db, 0, {})
+    assert session.outcome(b"INSERT INTO func VALUES (1)") == "mysql-schema"
+
+
+def test_a_failed_text_with_a_use_leaves_the_schema_unknown() -> None:
+    """USE mysql; SELECT nosuchfn(): the error may come after the USE ran. A lone USE
+    that fails leaves the schema as it was."""
+    session = _ruled(ORDERS_READ_ONLY)
+    alone, _ = session.query(b"USE nosuchdb")
+    session.policy.completed(alone, 1049, 0)
+    assert session.policy.schema == "other"
+    text, _ = session.query(b"USE mysql; SELECT nosuchfn()")
+    session.policy.completed(text, 1305, 0)
+    assert session.policy.schema is None
+    assert session.outcome(b"INSERT INTO func VALUES (1)") == "mysql-schema"
+    refused, verdict = session.query(b"USE shop; DELETE FROM orders")
+    assert verdict.refused
+    session.policy.completed(refused, 1227, 0)  # never sent: nothing changed
+    assert session.policy.schema is None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [b"PREPARE s FROM 'USE shop'", b"EXECUTE IMMEDIATE 'USE shop'", b"prepare s from 'use `shop`'"],
+)
+def test_a_prepared_use_is_refused(sql: bytes) -> None:
+    assert Session().outcome(sql) == "prepared-use"
+
+
+def test_a_binary_prepared_use_is_refused() -> None:
+    session = Session()
+    payload = bytes([Command.STMT_PREPARE]) + b"USE mysql"
+    cmd = ClientCommand(7, Command.STMT_PREPARE, payload, payload)
+    assert rule_of(session.policy.decide(cmd, 0, {})) == "prepared-use"
+
+
+def test_an_allow_rule_with_tables_covers_only_statements_on_them() -> None:
+    """Every table the statement names must be covered, each in a schema known for
+    certain: an allow must not reach a table of another schema."""
+    session = _ruled(SCRATCH_DELETES, db="scratch")
+
+    def deciding(sql: bytes) -> str:
+        verdict = session.query(sql)[1]
+        return (verdict.refusal or verdict.parts[0].decision).rule
+
+    assert deciding(b"DELETE FROM tmp") == "scratch-deletes"
+    joined = b"DELETE t FROM tmp t JOIN shop.orders o ON o.id = t.id WHERE t.id = 1"
+    assert deciding(joined) == "multi-table-write"
+    session.query(b"USE scratch")  # on its way: tmp may be a table of any schema
+    assert deciding(b"DELETE FROM tmp WHERE id = 1") == "mysql-schema"
 
 
 @pytest.mark.parametrize(
@@ -569,6 +647,24 @@ def test_pipelined_sql_mode_change(gateway: GatewayProcess, direct: Direct) -> N
                 answers.append(exc.args)
         assert_unchanged(direct, before)
         assert answers[2][0] == 1227 and "by rule 'not-understood'" in answers[2][1], answers
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("switch", [b"\x02mysql", b"\x03USE mysql"], ids=["init-db", "use"])
+def test_pipelined_schema_change(mariadb: MariaDB, gateway: GatewayProcess, switch: bytes) -> None:
+    """COM_INIT_DB mysql (or USE mysql) and, before its answer, an INSERT into the bare
+    name func: the server runs it in mysql, so the gateway must not read it in shop."""
+    evil = b"\x03INSERT INTO func (name, ret, dl, type) VALUES ('evil_udf', 0, 'x.so', 'function')"
+    with _pymysql(gateway, database="shop") as conn:
+        conn._write_bytes(frame(0, switch) + frame(0, evil))  # both before any answer
+        conn._next_seq_id = 1
+        assert conn._read_packet().is_ok_packet()
+        conn._next_seq_id = 1
+        with pytest.raises(pymysql.err.MySQLError) as refused:
+            conn._read_packet().raise_for_error()
+        code, message = refused.value.args
+        assert code == 1227 and "by rule 'mysql-schema'" in message, message
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM mysql.func WHERE name = 'evil_udf'") == [(0,)]
 
 
 @pytest.mark.integration
