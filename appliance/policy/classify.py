@@ -1600,14 +1600,45 @@ def _assignments(
             words = " ".join(t.text.lower() for t in tokens[a:b])
             found.append((scope + words, None))
             continue
-        # A structured name: key_cache.key_buffer_size, @@global.x, `name`.
-        name = ".".join(_variable_name(t, "") for t in tokens[a:eq] if t.text != ".")
-        if tokens[a].kind != Tok.VARIABLE:
-            name = scope + name
-        elif scope:
-            name = _variable_name(tokens[a], scope) if eq == a + 1 else scope + name
-        found.append((name, _literal(tokens, eq + 1, b)))
+        found.append((_assigned_name(tokens, a, eq, scope), _literal(tokens, eq + 1, b)))
     return tuple(found)
+
+
+def _assigned_name(tokens: Sequence[Token], a: int, eq: int, scope: str) -> str:
+    """The variable a SET assigns, from the tokens before its ``=``: ``@x``, ``@@x``,
+    ``@@global.x``, ``@@session . x`` (the server allows blanks and comments around the
+    dot), ``key_cache.key_buffer_size``, `` `name` ``. Session scope is left out of the
+    name, GLOBAL is ``global.``. Any other form is named so that no rule allows it."""
+    first = tokens[a]
+    if first.kind == Tok.VARIABLE and eq == a + 1:
+        return _variable_name(first, scope)
+    parts: list[str] = []
+    for i in range(a, eq):
+        t = tokens[i]
+        if (i - a) % 2:  # between names: a dot and nothing else
+            if t.kind != Tok.PUNCT or t.text != ".":
+                return _UNREADABLE_NAME
+        elif t.kind in (Tok.WORD, Tok.IDENT):
+            parts.append(t.text.lower())
+        elif i == a and t.kind == Tok.VARIABLE and t.text.startswith("@@") and "." not in t.text:
+            parts.append(t.text)  # @@session . x
+        else:
+            return _UNREADABLE_NAME
+    if (eq - a) % 2 == 0:  # ends with a dot
+        return _UNREADABLE_NAME
+    if parts[0].startswith("@@"):
+        if scope:
+            return _UNREADABLE_NAME  # SET GLOBAL @@session . x: not MariaDB syntax
+        head = parts[0][2:]
+        if len(parts) > 1 and head in _SYSVAR_SCOPES:
+            return _SYSVAR_SCOPES[head] + ".".join(parts[1:])
+        return ".".join([head, *parts[1:]])
+    return scope + ".".join(parts)
+
+
+#: The name of a variable assignment the gateway cannot read: not a session setting it
+#: allows, and not a user variable (those start with '@').
+_UNREADABLE_NAME = "(a variable name the gateway cannot read)"
 
 
 def _set(v: _View, kind: str, head: int) -> Classification:

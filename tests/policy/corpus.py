@@ -498,6 +498,10 @@ SET_REFUSED = [
         # SET STATEMENT sets its variables for one statement: they are decided too
         "SET STATEMENT pseudo_thread_id = 5 FOR SELECT 1",
         "SET STATEMENT sql_log_bin = 0 FOR DELETE FROM corpus.items WHERE id = 1",
+        # a comment after the dot: the server still reads @@global.max_connections
+        "SET @@global./**/max_connections = 1999",
+        "SET @@session./**/character_set_client = gbk",
+        "SET @@session./**/sql_log_bin = 0",
     ),
     *_cases(
         "set-global",
@@ -516,6 +520,7 @@ SET_REFUSED = [
         "set global general_log=1",
         "SET GLOBAL sql_mode = DEFAULT",
         "SET @@session.time_zone = '+00:00', @@global.time_zone = '+00:00'",
+        "SET @@global . max_connections = 1999",
     ),
 ]
 
@@ -552,6 +557,7 @@ CHARSET = [
         "SET CHARACTER SET latin1; SELECT 1",
         "PREPARE s FROM 'SET NAMES utf8mb4'",
         "PREPARE s FROM 'SET sql_mode = ''ANSI_QUOTES'''",
+        r"SET @@session . sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT 'a\\'",
     ),
     *_cases(
         ALLOW,
