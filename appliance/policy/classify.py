@@ -312,10 +312,15 @@ _DML_MODIFIERS = re.compile(
 )
 
 
+_ON_DUPLICATE = re.compile(rb"(?<![A-Z0-9_$])ON\s+DUPLICATE\s+KEY\s+UPDATE(?![A-Z0-9_$])")
+
+
 def _skeleton_flags(skeleton: bytes, kind: str) -> set[str]:
     flags: set[str] = set()
     if _OR_REPLACE.match(skeleton):
         flags.add("or_replace")  # MariaDB: drops the existing object first
+    if kind == "INSERT" and b"DUPLICATE" in skeleton and _ON_DUPLICATE.search(skeleton):
+        flags.add("on_duplicate_update")  # the INSERT may update rows
     if not (
         b"INTO" in skeleton
         or b"FOR" in skeleton

@@ -444,6 +444,14 @@ def _servers(c: Classification, db: str | None) -> Decision | None:
 
 
 def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
+    if c.kind in ("CREATE VIEW", "ALTER VIEW"):
+        for table in c.reads:
+            if qualified(table, db).split(".", 1)[0] == "mysql":
+                return _block(
+                    "mysql-schema",
+                    f"{c.kind} over the mysql system schema ({qualified(table, db)}) would let "
+                    "statements write to it through the view. Do not retry it",
+                )
     for table in c.writes:
         name = qualified(table, db)
         if name.split(".", 1)[0] == "mysql":
@@ -522,10 +530,26 @@ def _unknown(c: Classification, db: str | None) -> Decision | None:
 
 
 def _schema_change(c: Classification, db: str | None) -> Decision | None:
-    # MariaDB's CREATE OR REPLACE TABLE drops the existing table first
-    if c.kind in SCHEMA_CHANGES or (c.kind == "CREATE TABLE" and "or_replace" in c.flags):
+    # MariaDB's CREATE OR REPLACE TABLE, VIEW and INDEX drop the existing object first
+    if c.kind in SCHEMA_CHANGES or (c.kind in _REPLACEABLE and "or_replace" in c.flags):
         return _review(
             "schema-change", _review_reason(_what(c), "a schema change needs a person's approval")
+        )
+    return None
+
+
+_REPLACEABLE = frozenset({"CREATE TABLE", "CREATE VIEW", "CREATE INDEX"})
+
+
+def _upsert_from_select(c: Classification, db: str | None) -> Decision | None:
+    if c.kind == "INSERT" and "on_duplicate_update" in c.flags and c.reads:
+        return _review(
+            "upsert-from-select",
+            _review_reason(
+                _what(c),
+                "INSERT ... SELECT ... ON DUPLICATE KEY UPDATE updates every existing row "
+                "the SELECT returns, as many as an UPDATE without WHERE may",
+            ),
         )
     return None
 
@@ -595,6 +619,7 @@ BUILTINS: tuple[Builtin, ...] = (
     _set_variables,
     _unknown,
     _schema_change,
+    _upsert_from_select,
     _stored_code,
     _call,
     _replace,

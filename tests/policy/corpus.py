@@ -618,13 +618,14 @@ DDL = [
         "CREATE INDEX idx_items_qty ON corpus.items (qty)",
         "CREATE UNIQUE INDEX idx_label ON corpus.t_new (label)",
         "CREATE VIEW corpus.v_orders AS SELECT id, total FROM shop.orders",
-        "CREATE OR REPLACE VIEW corpus.v_orders AS SELECT id FROM shop.orders",
         "CREATE DATABASE IF NOT EXISTS corpus_archive",
         "CREATE SCHEMA corpus_archive2",
-        "CREATE OR REPLACE INDEX idx_name ON corpus.items (name)",  # no rows are lost
     ),
     *_cases(
         "schema-change",
+        # MariaDB drops the existing view or index first: another definition takes its place
+        "CREATE OR REPLACE VIEW corpus.in_stock AS SELECT 'hijacked' AS name",
+        "CREATE OR REPLACE INDEX idx_name ON corpus.items (qty)",
         "DROP TABLE corpus.stock",
         "DROP TABLE IF EXISTS corpus.stock",
         "drop table corpus.items, corpus.stock",
@@ -648,6 +649,18 @@ DDL = [
         "TRUNCATE corpus.items",
         "truncate table corpus.stock",
         "TRUNCATE TABLE mysql.general_log",
+    ),
+    *_cases(
+        "mysql-schema",
+        # a view over the mysql schema can be written through
+        "CREATE VIEW corpus.funcs AS SELECT * FROM mysql.func",
+        "CREATE OR REPLACE VIEW corpus.users AS SELECT * FROM mysql.user WHERE 1 = 1",
+    ),
+    *_cases(
+        "upsert-from-select",
+        # updates every row the SELECT returns: here all of them
+        "INSERT INTO corpus.items SELECT * FROM corpus.items ON DUPLICATE KEY UPDATE qty = -1",
+        "insert into corpus.items select * from corpus.items on  duplicate  key update qty=0",
     ),
     *_cases(
         "drop-database",
