@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import itertools
 import logging
 import os
@@ -209,6 +210,22 @@ class Gateway:
         self._by_sid.pop(leg.sid, None)
         if not self.sessions:
             self._idle.set()
+
+    def owns_thread(self, identity: str, target: str, thread: int) -> bool:
+        """Whether ``thread`` is the backend thread of a live session of ``identity`` on
+        ``target`` (what a KILL from that identity may reach)."""
+        for leg in self.sessions:
+            session = leg.session
+            greeting = session.server_greeting if session is not None else None
+            if (
+                greeting is not None
+                and greeting.connection_id == thread
+                and leg.target == target
+                and leg.policy is not None
+                and leg.policy.who.identity == identity
+            ):
+                return True
+        return False
 
     def live_session(self, sid: str) -> ClientLeg | None:
         """The session with this id, unless it is gone or an operator already ended it."""
@@ -553,6 +570,9 @@ class ClientLeg(asyncio.Protocol):
                         Subject(ev.identity.user, ev.identity.groups, self.target),
                         session.database,
                         session.client_charset,
+                    )
+                    self.policy.owns_thread = functools.partial(
+                        self.gw.owns_thread, ev.identity.user, self.target
                     )
                     if self.gw.masking is not None:
                         masker = self.gw.masking.for_groups(ev.identity.groups)

@@ -88,6 +88,30 @@ def test_process_kill_ends_another_session(gateway: GatewayProcess) -> None:
         assert scalar(killer, "SELECT 2") == 2
 
 
+def test_kill_of_another_identitys_session_is_refused(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """Every session shares the backend account, which may end any of its threads: the
+    gateway lets agent end only agent's sessions, by KILL or COM_PROCESS_KILL."""
+    with (
+        gateway.connect(user="dba", password="dba-secret-2") as victim,
+        gateway.connect() as killer,
+    ):
+        victim_id = scalar(victim, "SELECT CONNECTION_ID()")
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            scalar(killer, f"KILL {victim_id}")
+        assert refused.value.args[0] == 1227 and "'kill-other'" in refused.value.args[1]
+        send_raw(killer, bytes([Command.PROCESS_KILL]) + struct.pack("<I", victim_id))
+        error = read_raw(killer)
+        assert error[:3] == b"\xff\xcb\x04" and b"'kill-other'" in error
+        with pytest.raises(pymysql.err.OperationalError):
+            scalar(killer, "KILL USER agent")
+        assert scalar(victim, "SELECT 3") == 3  # still there
+    root = mariadb.admin_sql("SELECT CONNECTION_ID()")[0][0]  # a thread outside the gateway
+    with gateway.connect() as killer, pytest.raises(pymysql.err.OperationalError):
+        scalar(killer, f"KILL {root}")
+
+
 def test_unknown_command_gets_1047_and_the_session_goes_on(gateway: GatewayProcess) -> None:
     with gateway.connect() as conn:
         send_raw(conn, b"\x99whatever")

@@ -20,6 +20,7 @@ import hashlib
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -349,6 +350,9 @@ class SessionPolicy:
         self._uses: dict[int, tuple[str | None, bool]] = {}
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
         self.masker: SessionMasker | None = None  # what this session may not see
+        # whether a backend thread id is one of this identity's live sessions on this
+        # target (the gateway knows them); until it is told, none is
+        self.owns_thread: Callable[[int], bool] = _no_thread
         # The key of this session's verdicts per command, made once: an entry compares
         # it by identity first (see _Entry.get).
         self._keys: dict[str, _VerdictKey] = {}
@@ -378,6 +382,8 @@ class SessionPolicy:
         if code == Command.PROCESS_KILL:  # the KILL statement's command: decided as one
             thread = int.from_bytes(cmd.payload[1:5], "little")
             decision = decide(_KILL, self.who, self.schema, self.policy.rules)
+            if not decision.refused:
+                decision = self._kill_check(thread)
             return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
         return Verdict(label, (_part("", label.removeprefix("COM_").replace("_", " ")),))
 
@@ -396,6 +402,21 @@ class SessionPolicy:
         if mode != _DEFAULT_MODE:
             form = repr(mode).encode() + b"\n" + form
         return hashlib.sha256(form).hexdigest()
+
+    def _kill_check(self, thread: int | None) -> Decision:
+        """KILL reaches only a thread of this identity's own sessions on this target: all
+        sessions share the backend account, so the server alone would let an agent end
+        any other agent's session."""
+        if thread is not None and self.owns_thread(thread):
+            return Decision(RuleAction.ALLOW, "default-allow", "")
+        what = "that thread" if thread is None else f"thread {thread}"
+        return Decision(
+            RuleAction.BLOCK,
+            "kill-other",
+            f"KILL may end only this identity's own sessions through the gateway, and {what} "
+            "is not one of them (KILL [CONNECTION | QUERY] takes the id a session was given "
+            "at login, CONNECTION_ID(); KILL USER and KILL QUERY ID are refused)",
+        )
 
     @property
     def schema(self) -> str | None:
@@ -535,6 +556,10 @@ class SessionPolicy:
             decision = decide(c, self.who, db, self.policy.rules)
             if not decision.refused and _prepares_a_use(c, label):
                 decision = _PREPARED_USE
+            if c.kind == "KILL":
+                stateful = True  # whose thread it is changes from session to session
+                if not decision.refused:
+                    decision = self._kill_check(_kill_target(c.text))
             if touches_lexing and not decision.refused:
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
@@ -700,6 +725,22 @@ def _named_reading(charset: str) -> _Reading:
     if charset in ("utf8mb4", "utf8mb3", "utf8"):
         return _Reading.UTF8
     return _Reading.EIGHT_BIT
+
+
+_KILL_TARGET = re.compile(
+    r"\s*KILL\s+(?:(?:HARD|SOFT)\s+)?(?:(?:CONNECTION|QUERY)\s+)?([0-9]{1,10})\s*", re.IGNORECASE
+)
+
+
+def _kill_target(text: str) -> int | None:
+    """The thread id of ``KILL [HARD|SOFT] [CONNECTION|QUERY] n``; None for any other form
+    (KILL USER, KILL QUERY ID, an expression, a comment inside)."""
+    m = _KILL_TARGET.fullmatch(text)
+    return int(m.group(1)) if m else None
+
+
+def _no_thread(thread: int) -> bool:
+    return False
 
 
 _PREPARED_USE = Decision(

@@ -822,8 +822,17 @@ ADMIN = [
         "HANDLER items CLOSE",
         "HANDLER corpus.items READ idx_name FIRST WHERE name = 'a'",
     ),
-    # KILL reaches only the gateway's own backend user's threads; a rule can refuse it
-    *_cases(ALLOW, "KILL 999999", "KILL QUERY 999999", "KILL CONNECTION 999999", live=False),
+    # KILL reaches only the identity's own sessions (the corpus session owns none)
+    *_cases(
+        "kill-other",
+        "KILL 999999",
+        "KILL QUERY 999999",
+        "KILL CONNECTION 999999",
+        "KILL USER agent",
+        "KILL QUERY ID 5",
+        "KILL 5 + 1",
+        live=False,
+    ),
     *_cases(
         UNKNOWN,
         "FLUSH PRIVILEGES",

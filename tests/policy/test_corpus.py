@@ -92,7 +92,7 @@ def test_corpus_decision(case: Case) -> None:
     assert Session().outcome(case.sql.encode()) == case.expected
 
 
-SESSION_ONLY = ("lexing-state",)  # rules the session adds to the built-ins (gate.py)
+SESSION_ONLY = ("lexing-state", "kill-other")  # rules the session adds to the built-ins (gate.py)
 
 
 RULES_ONLY = [c for c in CORPUS if c.expected not in SESSION_ONLY and "USE " not in c.sql]
@@ -205,6 +205,20 @@ def _ruled(*rules_: RuleConfig, db: str = "other") -> Session:
     session = Session(policy=Policy(PolicyConfig(), rules_))
     session.policy.db = db
     return session
+
+
+def test_kill_reaches_only_the_identitys_own_sessions() -> None:
+    """The server lets the shared backend account end any of its threads; the gateway
+    lets an identity end only its own sessions' threads."""
+    session = Session()
+    session.policy.owns_thread = lambda thread: thread == 41
+    for sql in (b"KILL 41", b"KILL QUERY 41", b"kill connection 41", b"KILL HARD QUERY 41"):
+        assert session.outcome(sql) == ALLOW, sql
+    for sql in (b"KILL 42", b"KILL /* x */ 41", b"KILL USER agent", b"KILL 41; KILL 42"):
+        assert session.outcome(sql) == "kill-other", sql
+    payload = bytes([Command.PROCESS_KILL]) + (42).to_bytes(4, "little")
+    cmd = ClientCommand(99, Command.PROCESS_KILL, payload, payload)
+    assert rule_of(session.policy.decide(cmd, 0, {})) == "kill-other"
 
 
 def test_a_use_on_its_way_leaves_the_schema_unknown() -> None:
