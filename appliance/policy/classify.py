@@ -2385,6 +2385,8 @@ class _Uses:
                 else:
                     copied, part = "copied by CREATE TABLE ... SELECT", "of CREATE TABLE ... SELECT"
                 self.query(source, None, (), (copied,), (part,))
+            for reference in root.find_all(exp.Reference):
+                self.referenced(reference)
         elif isinstance(root, exp.Set):
             for item in root.expressions:
                 assignment = item.this if isinstance(item, exp.SetItem) else None
@@ -2399,6 +2401,26 @@ class _Uses:
             if isinstance(node, (exp.Column, exp.Star)) and id(node) not in self.placed:
                 self.confused = True
                 break
+
+    def referenced(self, reference: exp.Reference) -> None:
+        """A FOREIGN KEY's REFERENCES t (col): whether a value is accepted then says
+        whether col holds it, an oracle for the column's values."""
+        target = reference.this
+        table = target.this if isinstance(target, exp.Schema) else target
+        if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+            self.confused = True
+            return
+        source = (table.db.lower() or None, table.name.lower())
+        columns = target.expressions if isinstance(target, exp.Schema) else []
+        for column in columns or [exp.to_identifier("*")]:
+            name = column.name.lower() if isinstance(column, exp.Identifier) else "*"
+            self.refs.append(_Ref(name, (source,), "referenced by a FOREIGN KEY"))
+
+    def statistics(self, table: exp.Table) -> None:
+        """mysql.column_stats holds the lowest and highest value and a histogram of each
+        column ANALYZE ... PERSISTENT reached: masked ones too."""
+        if table.name.lower() == "column_stats" and table.db.lower() in ("mysql", ""):
+            self.refs.append(_Ref("", (), "in mysql.column_stats, which holds column values"))
 
     def insert(self, root: exp.Insert, verb: str) -> None:
         scope = _Scope(None)
@@ -2728,6 +2750,7 @@ class _Uses:
         alias = written.lower()
         if isinstance(item, exp.Table):
             target = item.this
+            self.statistics(item)
             if isinstance(target, exp.Identifier):
                 name = target.name.lower()
                 written = written or target.name

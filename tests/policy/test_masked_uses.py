@@ -335,6 +335,24 @@ NAMES: U = [
     ("PREPARE s FROM 'SELECT UPPER(email) FROM customers'", {(EMAIL, "inside UPPER()")}),
 ]
 
+#: Oracles: a foreign key to a masked column accepts exactly the values it holds, and
+#: mysql.column_stats holds the lowest and highest value of each analysed column.
+ORACLES: U = [
+    (
+        "CREATE TABLE other.probe (c VARCHAR(19), "
+        "FOREIGN KEY (c) REFERENCES customers (card_number))",
+        {(CARD, "referenced by a FOREIGN KEY")},
+    ),
+    (
+        "CREATE TABLE other.probe (c VARCHAR(19) REFERENCES shop.customers (card_number))",
+        {(CARD, "referenced by a FOREIGN KEY")},
+    ),
+    (
+        "SELECT min_value, max_value FROM mysql.column_stats",
+        {("*.*.*", "in mysql.column_stats, which holds column values")},
+    ),
+]
+
 #: Aliases that differ only in case are two sources (the server compares their case):
 #: ``D`` is the customers table, not the derived table ``d``.
 CASED_ALIASES: U = [
@@ -375,7 +393,7 @@ NOT_UNDERSTOOD: U = [
     ),
 ]
 
-USES = FUNCTIONS + CONDITIONS + QUERIES + COPIES + NAMES + CASED_ALIASES + NOT_UNDERSTOOD
+USES = FUNCTIONS + CONDITIONS + QUERIES + COPIES + NAMES + CASED_ALIASES + ORACLES + NOT_UNDERSTOOD
 
 
 @pytest.mark.parametrize(("sql", "expected"), USES, ids=[_id(s) for s, _ in USES])
