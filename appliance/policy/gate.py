@@ -135,7 +135,7 @@ def _split_column(column: str) -> tuple[str, str, str]:
     return schema, table, name
 
 
-def _part(sql: str, kind: str, rule: str = "protocol") -> Part:
+def _part(sql: str | None, kind: str, rule: str = "protocol") -> Part:
     return Part(sql, kind, Decision(_RELAYED, rule, ""))
 
 
