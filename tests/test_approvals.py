@@ -5,6 +5,7 @@ decision that does not carry a valid approver's token changes nothing."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -478,6 +479,43 @@ def test_a_grant_does_not_cover_the_same_bytes_read_without_backslash_escapes(
         "AND table_name = 'appr_t' AND column_name = 'nbe_evil'"
     )
     assert added == []
+
+
+def test_a_held_statement_of_a_client_that_left_runs_once_approved(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    """The agent's connection closes while its statement waits: as a server would have
+    run what it was sent, the approved statement runs, and its result is recorded."""
+    sql = "ALTER TABLE appr_t COMMENT 'client left'"
+    held = Held(gw, sql)
+    try:
+        request = next_request(broker, sql)
+        held.conn._sock.shutdown(socket.SHUT_RDWR)  # the agent is gone
+        assert held.result() is not None  # its read failed
+        decide(broker, request, by_dba(provider, "approve"))
+        deadline = time.monotonic() + TIMEOUT_S
+        comment: list[tuple[object, ...]] = []
+        while time.monotonic() < deadline:
+            comment = mariadb.admin_sql(
+                "SELECT table_comment FROM information_schema.tables "
+                "WHERE table_schema = 'shop' AND table_name = 'appr_t'"
+            )
+            if comment == [("client left",)]:
+                break
+            time.sleep(0.05)
+        assert comment == [("client left",)]
+    finally:
+        held.close()
+    time.sleep(0.2)
+    recs = ledger_records(gw.ledger)
+    (statement,) = [r for r in recs if r["kind"] == "statement" and r["sql"] == sql]
+    (result,) = [
+        r
+        for r in recs
+        if r["kind"] == "result"
+        and (r["session"], r["statement_seq"]) == (statement["session"], statement["statement_seq"])
+    ]
+    assert result["error"] is None and result["approver"] == "dba@example.com"
 
 
 def test_a_held_delete_shows_how_many_rows_it_would_touch(
