@@ -35,7 +35,7 @@ from appliance.policy.classify import (
 )
 from appliance.policy.lexer import LexError, LexMode, Tok, shape, split_statements
 from appliance.policy.masking import SessionMasker
-from appliance.policy.rules import UNSAFE_CHARSETS, Decision, Subject, decide
+from appliance.policy.rules import ALLOW, UNSAFE_CHARSETS, Decision, Subject, decide
 
 __all__ = ["Part", "Policy", "SessionPolicy", "Verdict"]
 
@@ -382,7 +382,7 @@ class SessionPolicy:
         if code == Command.PROCESS_KILL:  # the KILL statement's command: decided as one
             thread = int.from_bytes(cmd.payload[1:5], "little")
             decision = decide(_KILL, self.who, self.schema, self.policy.rules)
-            if not decision.refused:
+            if decision == ALLOW:  # not a configured rule's allow: only its own sessions
                 decision = self._kill_check(thread)
             return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
         return Verdict(label, (_part("", label.removeprefix("COM_").replace("_", " ")),))
@@ -558,7 +558,7 @@ class SessionPolicy:
                 decision = _PREPARED_USE
             if c.kind == "KILL":
                 stateful = True  # whose thread it is changes from session to session
-                if not decision.refused:
+                if decision == ALLOW:  # not a configured rule's allow
                     decision = self._kill_check(_kill_target(c.text))
             if touches_lexing and not decision.refused:
                 checked = self._session_checks(cmd, c, index, last, label)

@@ -219,6 +219,11 @@ def test_kill_reaches_only_the_identitys_own_sessions() -> None:
     payload = bytes([Command.PROCESS_KILL]) + (42).to_bytes(4, "little")
     cmd = ClientCommand(99, Command.PROCESS_KILL, payload, payload)
     assert rule_of(session.policy.decide(cmd, 0, {})) == "kill-other"
+    # a configured rule that allows KILL (for DBAs, say) is the operator's choice
+    dbas = RuleConfig("dbas-kill", ("KILL",), RuleAction.ALLOW)
+    ruled = _ruled(dbas)
+    assert ruled.query(b"KILL 42")[1].parts[0].decision.rule == "dbas-kill"
+    assert ruled.policy.decide(cmd, 0, {}).parts[0].decision.rule == "dbas-kill"
 
 
 def test_a_use_on_its_way_leaves_the_schema_unknown() -> None:
