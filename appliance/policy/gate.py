@@ -746,13 +746,15 @@ def _no_thread(thread: int) -> bool:
 _PREPARED_USE = Decision(
     RuleAction.BLOCK,
     "prepared-use",
-    "a prepared USE changes the current schema when it runs, unseen by the gateway, "
-    "which reads table names in it. Send USE as a plain statement",
+    "a USE inside another statement (PREPARE, EXECUTE IMMEDIATE, SET STATEMENT ... FOR, "
+    "a prepared statement) changes the current schema unseen by the gateway, which reads "
+    "table names in it. Send USE as a plain statement",
 )
 
 
 def _prepares_a_use(c: Classification, label: str) -> bool:
-    """PREPARE ... FROM 'USE x', EXECUTE IMMEDIATE 'USE x', COM_STMT_PREPARE of a USE."""
+    """PREPARE ... FROM 'USE x', EXECUTE IMMEDIATE 'USE x', SET STATEMENT ... FOR USE x,
+    COM_STMT_PREPARE of a USE."""
     return (c.inner is not None and c.inner.kind == "USE") or (
         c.kind == "USE" and label == "COM_STMT_PREPARE"
     )

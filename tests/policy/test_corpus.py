@@ -262,7 +262,12 @@ def test_a_failed_text_with_a_use_leaves_the_schema_unknown() -> None:
 
 @pytest.mark.parametrize(
     "sql",
-    [b"PREPARE s FROM 'USE shop'", b"EXECUTE IMMEDIATE 'USE shop'", b"prepare s from 'use `shop`'"],
+    [
+        b"PREPARE s FROM 'USE shop'",
+        b"EXECUTE IMMEDIATE 'USE shop'",
+        b"prepare s from 'use `shop`'",
+        b"SET STATEMENT max_statement_time = 1 FOR USE mysql",
+    ],
 )
 def test_a_prepared_use_is_refused(sql: bytes) -> None:
     assert Session().outcome(sql) == "prepared-use"
