@@ -135,6 +135,12 @@ def _split_column(column: str) -> tuple[str, str, str]:
     return schema, table, name
 
 
+def _protocol_kind(label: str) -> str:
+    """The statement kind the ledger shows for a protocol command: COM_STMT_FETCH is
+    STMT FETCH."""
+    return label.removeprefix("COM_").replace("_", " ")
+
+
 def _part(sql: str | None, kind: str, rule: str = "protocol") -> Part:
     return Part(sql, kind, Decision(_RELAYED, rule, ""))
 
@@ -368,7 +374,7 @@ class SessionPolicy:
             sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
             text = sql.decode("utf-8", "replace")
             if code != Command.STMT_EXECUTE:
-                return Verdict(label, (_part(text, label.removeprefix("COM_").replace("_", " ")),))
+                return Verdict(label, (_part(text, _protocol_kind(label)),))
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
             return self._guarded(Verdict(label, (_part(text, "EXECUTE", "prepared"),)), cmd)
@@ -385,7 +391,7 @@ class SessionPolicy:
             if decision == ALLOW:  # not a configured rule's allow: only its own sessions
                 decision = self._kill_check(thread)
             return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
-        return Verdict(label, (_part("", label.removeprefix("COM_").replace("_", " ")),))
+        return Verdict(label, (_part("", _protocol_kind(label)),))
 
     def fingerprint(self, cmd: ClientCommand, server_status: int) -> str | None:
         """What an approval grant binds: the text's shape as this session reads it now,
