@@ -255,6 +255,9 @@ REFUSED = [
     ("SELECT SUBSTRING(token, 1, 3) FROM mask_customers", "SUBSTRING"),
     ("UPDATE mask_customers SET name = email WHERE id = 1", "UPDATE"),
     ("SELECT id FROM mask_customers GROUP BY ssn", "GROUP BY"),
+    # other sessions' statement texts hold their literals (every session is one account)
+    ("SHOW FULL PROCESSLIST", "process list"),
+    ("SELECT info FROM information_schema.PROCESSLIST", "process list"),
 ]
 
 

@@ -2417,10 +2417,18 @@ class _Uses:
             self.refs.append(_Ref(name, (source,), "referenced by a FOREIGN KEY"))
 
     def statistics(self, table: exp.Table) -> None:
-        """mysql.column_stats holds the lowest and highest value and a histogram of each
-        column ANALYZE ... PERSISTENT reached: masked ones too."""
-        if table.name.lower() == "column_stats" and table.db.lower() in ("mysql", ""):
+        """Tables that hold column values or statement texts whatever the masking:
+        mysql.column_stats (the lowest and highest value and a histogram of each column
+        ANALYZE ... PERSISTENT reached), the process list and performance_schema (the
+        texts of other sessions' statements, literals included; every session shares
+        the backend account)."""
+        name, schema = table.name.lower(), table.db.lower()
+        if name == "column_stats" and schema in ("mysql", ""):
             self.refs.append(_Ref("", (), "in mysql.column_stats, which holds column values"))
+        elif (name in ("processlist", "innodb_trx") and schema in ("information_schema", "")) or (
+            schema == "performance_schema"
+        ):
+            self.refs.append(_Ref("", (), _OTHER_SESSIONS))
 
     def insert(self, root: exp.Insert, verb: str) -> None:
         scope = _Scope(None)
@@ -3012,6 +3020,11 @@ class _Uses:
         return self.base + min(starts), self.base + max(ends) + 1
 
 
+_OTHER_SESSIONS = (
+    "in the process list, InnoDB's status or performance_schema, which show the texts of "
+    "other sessions' statements"
+)
+
 # Kinds that carry no column value to the client, into a table or into a variable.
 _VALUELESS = frozenset(
     {
@@ -3125,6 +3138,10 @@ def _statement_refs(
         if head < len(tokens) and tokens[head].kind in (Tok.WORD, Tok.IDENT):
             return [], tokens[head].text.lower()
         return [], None
+    if kind == "SHOW" and any(
+        t.kind is Tok.WORD and t.text in ("PROCESSLIST", "ENGINE") for t in tokens
+    ):  # SHOW [FULL] PROCESSLIST; SHOW ENGINE INNODB STATUS quotes recent statements
+        return [_Ref("", (), _OTHER_SESSIONS)], None
     if kind in _VALUELESS:
         return [], None
     if kind == "SET" and not any(t.kind is Tok.WORD and t.text.upper() == "SELECT" for t in tokens):

@@ -335,6 +335,11 @@ NAMES: U = [
     ("PREPARE s FROM 'SELECT UPPER(email) FROM customers'", {(EMAIL, "inside UPPER()")}),
 ]
 
+OTHER_SESSIONS = (
+    "in the process list, InnoDB's status or performance_schema, which show the texts of "
+    "other sessions' statements"
+)
+
 #: Oracles: a foreign key to a masked column accepts exactly the values it holds, and
 #: mysql.column_stats holds the lowest and highest value of each analysed column.
 ORACLES: U = [
@@ -347,6 +352,16 @@ ORACLES: U = [
         "CREATE TABLE other.probe (c VARCHAR(19) REFERENCES shop.customers (card_number))",
         {(CARD, "referenced by a FOREIGN KEY")},
     ),
+    *[
+        (sql, {("*.*.*", OTHER_SESSIONS)})
+        for sql in (
+            "SHOW FULL PROCESSLIST",
+            "SELECT info FROM information_schema.PROCESSLIST",
+            "SELECT trx_query FROM information_schema.INNODB_TRX",
+            "SELECT sql_text FROM performance_schema.events_statements_history",
+            "SHOW ENGINE INNODB STATUS",
+        )
+    ],
     (
         "SELECT min_value, max_value FROM mysql.column_stats",
         {("*.*.*", "in mysql.column_stats, which holds column values")},
