@@ -670,7 +670,7 @@ class ClientLeg(asyncio.Protocol):
         self.gw.policy.alerts.clear()
         if self._held(verdict):
             # the shape as the session reads the text now, before later answers move on
-            fingerprint = policy.fingerprint(cmd, session.server_status)
+            fingerprint = policy.fingerprint(cmd, session.server_status, verdict)
             asyncio.get_running_loop().create_task(
                 self._hold(cmd, verdict, first_seq, dict(self.context), fingerprint)
             )
@@ -731,6 +731,12 @@ class ClientLeg(asyncio.Protocol):
                 f"{refusal.message}. Approvals are not enabled on this gateway: ask an "
                 "operator to run it, or continue without it"
             )
+        if _prepares(verdict):
+            return (
+                f"{refusal.message}. A statement that needs approval cannot be prepared: "
+                "each execution would run unseen. Send it as a plain statement with its "
+                "values, and it waits for a person"
+            )
         return (
             f"{refusal.message}. An approval is asked for one statement at a time: send it "
             "on its own"
@@ -738,7 +744,8 @@ class ClientLeg(asyncio.Protocol):
 
     def _held(self, verdict: Verdict) -> bool:
         """A statement for review waits for a person when approvals are on (a text of
-        several statements is refused instead: an approval binds one statement)."""
+        several statements is refused instead: an approval binds one statement; so is a
+        prepare: an approval binds one execution)."""
         refusal = verdict.refusal
         return (
             self.gw.approvals is not None
@@ -746,6 +753,7 @@ class ClientLeg(asyncio.Protocol):
             and refusal.action is RuleAction.REVIEW
             and not verdict.shadow
             and len(verdict.parts) == 1
+            and not _prepares(verdict)
         )
 
     async def _hold(
@@ -946,6 +954,11 @@ class ServerLeg(asyncio.Protocol):
 
 
 # ------------------------------------------------------------------------ helpers
+
+
+def _prepares(verdict: Verdict) -> bool:
+    """COM_STMT_PREPARE or PREPARE: the statement would run at each later execute."""
+    return verdict.command == "COM_STMT_PREPARE" or verdict.parts[0].kind == "PREPARE"
 
 
 def _fmt(addr: tuple[object, ...] | list[object]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mysql.connector
 import pymysql
 import pytest
 from lab.approvals import Held, approvals_toml, mosquitto, publish
@@ -516,6 +517,53 @@ def test_a_held_statement_of_a_client_that_left_runs_once_approved(
         and (r["session"], r["statement_seq"]) == (statement["session"], statement["statement_seq"])
     ]
     assert result["error"] is None and result["approver"] == "dba@example.com"
+
+
+def test_a_statement_for_review_cannot_be_prepared(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    """An approval binds one execution; a prepared statement runs at every execute, so a
+    reviewable one is refused at once, by COM_STMT_PREPARE and by PREPARE, and nothing
+    waits for a person."""
+    before = mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")
+    conn = gw.connector(database="shop")
+    try:
+        cur = conn.cursor(prepared=True)
+        with pytest.raises(mysql.connector.Error) as refused:
+            cur.execute("DELETE FROM appr_t WHERE id = ?", (1,))
+        assert refused.value.errno == 1227 and "cannot be prepared" in refused.value.msg
+    finally:
+        conn.close()
+    with gw.connect(database="shop") as text, text.cursor() as cur:
+        started = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as caught:
+            cur.execute("PREPARE s FROM 'DELETE FROM appr_t WHERE id = 1'")
+        assert time.monotonic() - started < TIMEOUT_S  # refused, not held
+        assert caught.value.args[0] == 1227 and "cannot be prepared" in caught.value.args[1]
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t") == before
+
+
+def test_a_grant_on_execute_immediate_covers_nothing_else(
+    gw: GatewayProcess, broker: Broker, provider: Provider
+) -> None:
+    """EXECUTE IMMEDIATE holds its statement in a string, which a shape makes '?': a
+    grant there would cover any statement. The next one is asked for again."""
+    first = "EXECUTE IMMEDIATE 'ALTER TABLE appr_t COMMENT = ''granted once'''"
+    held = Held(gw, first)
+    try:
+        request = next_request(broker, first)
+        assert request["fingerprint"] is None  # nothing a grant could bind: none is taken
+        decide(broker, request, by_dba(provider, "approve"))
+        assert held.result() is None
+    finally:
+        held.close()
+    second = "EXECUTE IMMEDIATE 'DROP TABLE appr_t'"
+    held = Held(gw, second)
+    try:
+        request = next_request(broker, second)  # asked for, not run on the grant
+        decide(broker, request, by_dba(provider, "deny"))
+        error = held.result()
+        assert error is not None and error[0] == 1227
+    finally:
+        held.close()
 
 
 def test_a_held_delete_shows_how_many_rows_it_would_touch(

@@ -393,13 +393,18 @@ class SessionPolicy:
             return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
         return Verdict(label, (_part("", _protocol_kind(label)),))
 
-    def fingerprint(self, cmd: ClientCommand, server_status: int) -> str | None:
+    def fingerprint(self, cmd: ClientCommand, server_status: int, verdict: Verdict) -> str | None:
         """What an approval grant binds: the text's shape as this session reads it now,
         hashed with how it reads it (a grant given for a text read with backslash
-        escapes does not cover the same bytes read without them). None when there is no
-        text, it does not lex, or a ``sql_mode`` change is on its way."""
+        escapes does not cover the same bytes read without them). None, so no grant, when
+        there is no text, it does not lex, a ``sql_mode`` change is on its way, a double
+        quote may be a name (ANSI_QUOTES is never known: the shape would make any
+        table's name a '?'), or the text holds its statement in a string (PREPARE,
+        EXECUTE IMMEDIATE, SET STATEMENT: there the literal is the statement)."""
         sql = cmd.sql
-        if sql is None or self._mode_changes:
+        if sql is None or self._mode_changes or b'"' in sql:
+            return None
+        if any(p.kind in _HOLDS_A_STATEMENT for p in verdict.parts):
             return None
         mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
         form = shape(sql, mode)
@@ -447,12 +452,20 @@ class SessionPolicy:
         verdict = self._decide_found(cmd, label, entry)
         if not verdict.parts:  # only blanks, comments or ';': nothing runs
             return Verdict(label, (_EMPTY,))
-        if self.masker is not None and verdict.refusal is None:
-            return self._masking(verdict, sql, mode, backslash_unknown)
+        refusal = verdict.refusal
+        if self.masker is not None and (refusal is None or refusal.action is RuleAction.REVIEW):
+            # a statement for review is checked too: an approval must not copy masked
+            # values out in the clear (it is refused, never rewritten, then)
+            return self._masking(verdict, sql, mode, backslash_unknown, refusal is None)
         return verdict
 
     def _masking(
-        self, verdict: Verdict, sql: bytes, mode: LexMode, backslash_unknown: bool
+        self,
+        verdict: Verdict,
+        sql: bytes,
+        mode: LexMode,
+        backslash_unknown: bool,
+        rewrite: bool = True,
     ) -> Verdict:
         """Layer one of masking: a masked column used other than as a plain projected
         value is rewritten so the value is masked by construction (rules with
@@ -465,7 +478,7 @@ class SessionPolicy:
         if not uses:
             return verdict
         rules = [masker.rule_for(*_split_column(use.column)) for use in uses]
-        if len(verdict.parts) == 1 and all(r is not None and r.rewrite for r in rules):
+        if rewrite and len(verdict.parts) == 1 and all(r is not None and r.rewrite for r in rules):
             text = mask_rewrite(
                 sql, self.schema, masker.strategy_for, mode, backslash_unknown=backslash_unknown
             )
@@ -714,6 +727,9 @@ _MODES = {
 
 
 _DEFAULT_MODE = LexMode()
+
+#: Kinds whose text holds another statement (in a string, or after FOR).
+_HOLDS_A_STATEMENT = frozenset({"PREPARE", "EXECUTE", "SET STATEMENT", "EXPLAIN", "ANALYZE"})
 
 
 def _login_reading(collation: int | None) -> _Reading:

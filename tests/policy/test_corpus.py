@@ -36,13 +36,14 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
 
-from appliance.config import PolicyConfig, RuleAction, RuleConfig
+from appliance.config import MaskingRuleConfig, MaskStrategy, PolicyConfig, RuleAction, RuleConfig
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.mysql.wire import frame
 from appliance.policy import gate, rules
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.lexer import LexMode
+from appliance.policy.masking import MaskingPolicy
 
 AGENT = rules.Subject("agent", frozenset({"agents"}), "orders")
 UTF8MB4_GENERAL_CI = 45
@@ -182,17 +183,61 @@ def test_a_grant_fingerprint_is_the_shape_as_the_session_reads_it() -> None:
     a sql_mode change is on its way there is none (nothing to bind a grant to)."""
     nbe = int(ServerStatus.NO_BACKSLASH_ESCAPES)
     session = Session()
-    one, _ = session.query(b"ALTER TABLE t COMMENT 'a'")
-    two, _ = session.query(b"ALTER TABLE t COMMENT '\\', ADD COLUMN c INT -- '")
-    fingerprint = session.policy.fingerprint
+    one, first = session.query(b"ALTER TABLE t COMMENT 'a'")
+    two, second = session.query(b"ALTER TABLE t COMMENT '\\', ADD COLUMN c INT -- '")
+
+    def fingerprint(
+        cmd: ClientCommand, status: int, policy: SessionPolicy | None = None
+    ) -> str | None:
+        policy = policy if policy is not None else session.policy
+        return policy.fingerprint(cmd, status, first if cmd is one else second)
+
     assert fingerprint(one, 0) == fingerprint(two, 0) is not None
     assert fingerprint(one, nbe) not in (None, fingerprint(one, 0))
     assert fingerprint(two, nbe) != fingerprint(one, nbe)
-    assert Session(8).policy.fingerprint(one, 0) != fingerprint(one, 0)  # latin1
+    assert fingerprint(one, 0, Session(8).policy) != fingerprint(one, 0)  # latin1
     pending, _ = session.query(b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'")
     assert fingerprint(one, 0) is None
     session.policy.completed(pending, None, 0)
     assert fingerprint(one, 0) == fingerprint(two, 0) is not None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"EXECUTE IMMEDIATE 'DROP TABLE t'",  # the literal is the statement
+        b"PREPARE s FROM 'ALTER TABLE t COMMENT ''x'''",
+        b'DROP TABLE "t"',  # under ANSI_QUOTES a name, which a shape would make '?'
+    ],
+)
+def test_no_grant_fingerprint_where_a_literal_may_be_the_statement(sql: bytes) -> None:
+    session = Session()
+    cmd, verdict = session.query(sql)
+    assert session.policy.fingerprint(cmd, 0, verdict) is None
+
+
+def test_a_statement_for_review_is_checked_for_masked_uses_too() -> None:
+    """REPLACE ... SELECT of a masked column is held for review; an approval would copy
+    the clear values out, so masking refuses it first (never a rewrite, never held)."""
+    masking = MaskingPolicy(
+        [
+            MaskingRuleConfig(
+                "shop.customers.card_number",
+                "shop",
+                "customers",
+                "card_number",
+                MaskStrategy.LAST4,
+                (),
+                on_use="rewrite",
+            )
+        ],
+        b"k" * 32,
+    )
+    session = Session()
+    session.policy.masker = masking.for_groups(["agents"])
+    copy = b"REPLACE INTO loot SELECT id, card_number FROM customers"
+    assert session.outcome(copy) == "masking"
+    assert session.outcome(b"REPLACE INTO loot SELECT id, name FROM customers") == "replace"
 
 
 ORDERS_READ_ONLY = RuleConfig(
