@@ -192,8 +192,10 @@ def token_user(token: str, claim: str, source: str = "the token") -> str:
 
 
 def _printable(text: str) -> str:
-    """One line, no control characters (a statement must not drive the terminal)."""
-    flat = " ".join(text.split())
+    """One line, no control characters (a statement must not drive the terminal); a line
+    break shows as ⏎ (it ends a ``--`` comment: what follows runs)."""
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    flat = " \u23ce ".join(line for line in lines if line)
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in flat)
 
 

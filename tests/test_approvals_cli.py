@@ -385,6 +385,6 @@ def test_a_listed_statement_is_one_line_cut_to_the_width() -> None:
     line = format_request(request, now=110.2, width=200)
     assert len(line) == 200 and line.endswith("...")
     assert line.startswith(
-        "a1  agent@example.com  edge-1/orders  110s left  UPDATE t SET a = '\\x1b[2J' WHERE"
+        "a1  agent@example.com  edge-1/orders  110s left  UPDATE t \u23ce SET a = '\\x1b[2J' WHERE"
     )
     assert format_request(request, now=500.0).split("  ")[3] == "0s left"

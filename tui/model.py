@@ -60,6 +60,13 @@ class SessionState(enum.StrEnum):
     ENDED = "ended"
 
 
+def one_line(text: str) -> str:
+    """Blanks collapsed, each line break shown as ⏎: a line break ends a ``--`` or
+    ``#`` comment, so what follows it runs, and must not read as part of the comment."""
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    return " \u23ce ".join(line for line in lines if line)
+
+
 def printable(text: object, limit: int | None = None) -> str:
     """One line without control characters: a statement must not drive the terminal."""
     raw = str(text)
@@ -67,7 +74,7 @@ def printable(text: object, limit: int | None = None) -> str:
     if cut:
         assert limit is not None
         raw = raw[: 4 * limit + 64]
-    flat = " ".join(raw.split())
+    flat = one_line(raw)
     clean = "".join(c if c.isprintable() else "\ufffd" for c in flat)
     if limit is not None and (cut or len(clean) > limit):
         return clean[: max(limit - 1, 0)] + "\u2026"

@@ -110,7 +110,12 @@ def test_ended_sessions_are_forgotten_beyond_the_bound_live_ones_never() -> None
 
 
 def test_text_from_the_wire_cannot_drive_the_terminal() -> None:
-    assert printable("SELECT 1;\x1b[2J\nDROP") == "SELECT 1;\ufffd[2J DROP"
+    assert printable("SELECT 1;\x1b[2J\nDROP") == "SELECT 1;\ufffd[2J \u23ce DROP"
+    # a line break ends a -- comment: what follows it must not read as comment
+    hidden = "ALTER TABLE t COMMENT = 'x' -- table comment only\n, DROP COLUMN total"
+    assert printable(hidden) == (
+        "ALTER TABLE t COMMENT = 'x' -- table comment only \u23ce , DROP COLUMN total"
+    )
     assert printable("x" * 50, 10) == "x" * 9 + "\u2026"
 
 
