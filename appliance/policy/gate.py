@@ -61,6 +61,7 @@ _EIGHT_BIT_COLLATIONS = frozenset(
 _LEXING_VARIABLES = frozenset({"sql_mode", "names", "character set", "character_set_client"})
 
 _CACHE_LIMIT = 50_000
+_CACHE_BYTES = 64 << 20
 
 #: Commands that name a prepared statement by its id.
 _NAMES_A_STATEMENT = frozenset(
@@ -194,13 +195,15 @@ class _Entry:
 class _Cache:
     """Entries by text (or shape), in one dict per (mode, backslash_unknown): keyed by
     the bytes alone, its keys are objects the garbage collector never walks. Emptied
-    whole when it holds ``_CACHE_LIMIT`` entries."""
+    whole when it holds ``_CACHE_LIMIT`` entries or about ``_CACHE_BYTES`` of text (an
+    agent sending distinct 1 MiB statements must not grow it by gigabytes)."""
 
-    __slots__ = ("_tables", "_count")
+    __slots__ = ("_tables", "_count", "bytes")
 
     def __init__(self) -> None:
         self._tables: dict[tuple[LexMode, bool], dict[bytes, _Entry]] = {}
         self._count = 0
+        self.bytes = 0  # the keys' length, twice: each entry also holds its text
 
     def table(self, reading: tuple[LexMode, bool]) -> dict[bytes, _Entry]:
         found = self._tables.get(reading)
@@ -209,12 +212,15 @@ class _Cache:
         return found
 
     def put(self, table: dict[bytes, _Entry], key: bytes, entry: _Entry) -> None:
-        if self._count >= _CACHE_LIMIT:
+        size = 2 * len(key)
+        if self._count >= _CACHE_LIMIT or self.bytes + size > _CACHE_BYTES:
             for cached in self._tables.values():
                 cached.clear()
             self._count = 0
+            self.bytes = 0
         table[key] = entry
         self._count += 1
+        self.bytes += size
 
 
 class Policy:

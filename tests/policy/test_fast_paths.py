@@ -188,3 +188,17 @@ def test_texts_of_one_shape_read_alike_whatever_their_comments_say(
         assert [replace(c, text="") for c in first] == [replace(c, text="") for c in second]
         checked += 1
     assert checked > 250
+
+
+def test_the_text_caches_hold_a_bounded_amount_of_text() -> None:
+    """Distinct large statements (each up to max_statement_bytes) must not grow the
+    caches by gigabytes: they are emptied before they hold more than their budget."""
+    from appliance.policy import gate
+
+    cache = gate._Cache()
+    table = cache.table((LexMode(), False))
+    entry = gate._Entry(())
+    for n in range(200):
+        cache.put(table, str(n).encode() + b"x" * (1 << 20), entry)
+        assert cache.bytes <= gate._CACHE_BYTES
+    assert sum(len(key) for key in table) <= gate._CACHE_BYTES
