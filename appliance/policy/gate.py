@@ -35,7 +35,14 @@ from appliance.policy.classify import (
 )
 from appliance.policy.lexer import LexError, LexMode, Tok, shape, split_statements
 from appliance.policy.masking import SessionMasker
-from appliance.policy.rules import ALLOW, UNSAFE_CHARSETS, Decision, Subject, decide
+from appliance.policy.rules import (
+    ALLOW,
+    CHARSET_VARIABLES,
+    UNSAFE_CHARSETS,
+    Decision,
+    Subject,
+    decide,
+)
 
 __all__ = ["Part", "Policy", "SessionPolicy", "Verdict"]
 
@@ -58,7 +65,7 @@ _EIGHT_BIT_COLLATIONS = frozenset(
 )  # fmt: skip
 
 #: Variables whose change alters how the server reads the next statement's bytes.
-_LEXING_VARIABLES = frozenset({"sql_mode", "names", "character set", "character_set_client"})
+_LEXING_VARIABLES = CHARSET_VARIABLES | {"sql_mode"}
 
 _CACHE_LIMIT = 50_000
 _CACHE_BYTES = 64 << 20
@@ -637,7 +644,7 @@ class SessionPolicy:
         if "sql_mode" in changed:
             self._mode_changes.add(cmd.id)
         for name, value in target.variables:
-            if name in ("names", "character set", "character_set_client") and value:
+            if name in CHARSET_VARIABLES and value:
                 self._charsets[cmd.id] = value.lower()
         return None
 

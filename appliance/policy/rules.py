@@ -26,6 +26,7 @@ from appliance.policy.classify import Classification
 __all__ = [
     "KNOWN_KINDS",
     "SESSION_VARIABLES",
+    "CHARSET_VARIABLES",
     "UNSAFE_CHARSETS",
     "Decision",
     "Subject",
@@ -153,6 +154,10 @@ SESSION_VARIABLES = frozenset(
 #: Client character sets whose multi-byte characters can end in a backslash or a quote:
 #: the server would read a statement differently from any ASCII-safe lexer.
 UNSAFE_CHARSETS = frozenset({"big5", "cp932", "gbk", "gb18030", "sjis"})
+
+#: The names a SET of the client character set has (SET NAMES, SET CHARACTER SET,
+#: character_set_client).
+CHARSET_VARIABLES = frozenset({"names", "character set", "character_set_client"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,7 +488,7 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
                 f"SET {plain} is not a session setting the gateway allows (it may change how "
                 "statements are logged or read). Leave it unset",
             )
-        if plain in ("names", "character set", "character_set_client"):
+        if plain in CHARSET_VARIABLES:
             refused = _charset_refusal(value)
             if refused is not None:
                 return _block(
