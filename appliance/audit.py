@@ -25,6 +25,10 @@ from appliance.policy.gate import Verdict
 log = logging.getLogger("sqlgate.audit")
 
 UNAVAILABLE = "sqlgate: audit ledger unavailable"
+CONGESTED_RECORDS = 20_000
+"""Records waiting for the ledger at which sessions stop reading their clients (each
+waits in memory, about 1 kB, until its group commit; the ledger commits 20,000 and more
+a second, so a burst this deep is gone in about a second)."""
 
 
 class Audit:
@@ -36,6 +40,7 @@ class Audit:
         self.writer = LedgerWriter.from_config(config.ledger)
         self.boot = os.urandom(4).hex()  # session ids stay unique across restarts
         self._futures: set[asyncio.Future[Any]] = set()  # background appends in flight
+        self._relief: asyncio.Future[None] | None = None  # see relieved()
         self.bus: Bus | None = None  # set by the gateway when [bus] is configured
         # [recording] max_rows: rows of an answer kept in its recording (0: no recording)
         self.max_rows = config.recording.max_rows if config.recording.enabled else 0
@@ -60,6 +65,20 @@ class Audit:
             await self.writer.close()
         except LedgerError as exc:
             log.error("audit ledger: final checkpoint failed: %s", exc)
+
+    @property
+    def congested(self) -> bool:
+        """So many records wait for the ledger that sessions should stop reading their
+        clients until ``relieved()``."""
+        return self.writer.backlog >= CONGESTED_RECORDS
+
+    def relieved(self) -> asyncio.Future[None]:
+        """A future answered once the ledger has caught up (a quarter of the congestion
+        mark is left), shared by every session that waits."""
+        relief = self._relief
+        if relief is None or relief.done():
+            relief = self._relief = self.writer.below(CONGESTED_RECORDS // 4)
+        return relief
 
     def session_id(self, number: int) -> str:
         return f"{self.appliance}-{self.boot}-{number}"

@@ -60,6 +60,19 @@ from appliance.session_kill import SessionKills
 
 log = logging.getLogger("sqlgate.server")
 
+# Flow control: a session reads its client no faster than its commands are taken care of,
+# so a client that floods commands (or stops reading its answers) costs bounded memory and
+# cannot starve the others. Reading a client pauses for any of these reasons:
+_HELD_BACKLOG = 1  # its commands wait in numbers for decisions, records or answers
+_HELD_LEDGER = 2  # the audit ledger is behind (every session waits)
+_HELD_UNREAD = 4  # the client does not read its answers
+_HELD_TARGET = 8  # the target does not read the commands sent to it
+_HELD_INTAKE = 16  # commands it sent are still buffered, to be taken turn by turn
+_INTAKE = 128  # commands a session takes from its client's bytes per turn of the loop
+_BACKLOG_COMMANDS = 512  # ... taken and unanswered before reading pauses (resumes at half)
+_BACKLOG_BYTES = 64 * 1024 * 1024  # ... or their bytes while they wait for a decision
+_REFUSALS_LOGGED = 20  # per session; the ledger has every one
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -101,6 +114,7 @@ class Gateway:
                 client_tls=client_tls,
                 max_payload=config.appliance.max_packet,
                 sha2_cache=sha2_cache,
+                intake=_INTAKE,
                 tokens=config.identity is not None,
                 # each statement waits for its ledger record; each answer is recorded
                 gated=True,
@@ -285,6 +299,9 @@ class ClientLeg(asyncio.Protocol):
         "who",
         "_approvers",
         "ended_by",
+        "_paused_by",
+        "_taking",
+        "_refusals",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -316,6 +333,9 @@ class ClientLeg(asyncio.Protocol):
         self.who: dict[str, Any] = {}  # identity fields for every record of the session
         self._approvers: dict[int, str] = {}  # command id -> who approved it
         self.ended_by: tuple[str, str] | None = None  # (operator, reason) who ended it
+        self._paused_by = 0  # why reading the client is paused (_HELD_* bits; 0: reading)
+        self._taking = False  # more buffered commands are to be taken next turn
+        self._refusals = 0  # refusals logged so far
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -412,10 +432,90 @@ class ClientLeg(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.pause_reading()
+        self.hold_reading(_HELD_UNREAD)
 
     def resume_writing(self) -> None:
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
+        self.release_reading(_HELD_UNREAD)
+
+    # ------------------------------------------------------------------ flow control
+
+    def hold_reading(self, why: int) -> None:
+        """Stop reading the client (for one more reason, a ``_HELD_*`` bit)."""
+        transport = self.transport
+        if not self._paused_by and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        self._paused_by |= why
+
+    def release_reading(self, why: int) -> None:
+        """That reason is gone: read the client again once no other is left."""
+        if not self._paused_by & why:
+            return
+        self._paused_by &= ~why
+        if self._paused_by == _HELD_INTAKE:
+            self._take_soon()  # the commands already read come first
+            return
+        transport = self.transport
+        if self._paused_by or transport is None or self._closing or transport.is_closing():
+            return
+        transport.resume_reading()
+
+    def _regulate(self) -> None:
+        """Hold or release the client's reading by what it has sent and not had answered,
+        and by the ledger's backlog; take buffered commands on the next turn of the loop,
+        after other sessions' events, and read more only once they are all taken."""
+        session = self.session
+        if session is None or self._closing:
+            return
+        backlog = session.backlog
+        if backlog > _BACKLOG_COMMANDS or (
+            backlog > 1 and session.backlog_bytes() > _BACKLOG_BYTES
+        ):
+            self.hold_reading(_HELD_BACKLOG)
+        elif self._paused_by & _HELD_BACKLOG and (
+            backlog <= _BACKLOG_COMMANDS // 2 and session.backlog_bytes() <= _BACKLOG_BYTES // 2
+        ):
+            self.release_reading(_HELD_BACKLOG)
+        if not self._paused_by & _HELD_LEDGER and self.gw.audit.congested:
+            self.hold_reading(_HELD_LEDGER)
+            self.gw.audit.relieved().add_done_callback(self._ledger_relieved)
+        if session.more_commands:
+            self.hold_reading(_HELD_INTAKE)
+            if self._paused_by == _HELD_INTAKE:
+                self._take_soon()
+        else:
+            self.release_reading(_HELD_INTAKE)
+
+    def _ledger_relieved(self, _: asyncio.Future[None]) -> None:
+        self.release_reading(_HELD_LEDGER)
+
+    def _take_soon(self) -> None:
+        if not self._taking:
+            self._taking = True
+            asyncio.get_running_loop().call_soon(self._take_more)
+
+    def _take_more(self) -> None:
+        self._taking = False
+        session = self.session
+        if session is None or self._closing or self._paused_by != _HELD_INTAKE:
+            return
+        session.take_commands()
+        self.flush()
+
+    def _log_refusal(self, message: str, *args: object) -> None:
+        """Refusals at info level, up to a few per session (a flood would drown the log)."""
+        self._refusals += 1
+        if self._refusals <= _REFUSALS_LOGGED:
+            log.info(message, self.id, *args)
+            if self._refusals == _REFUSALS_LOGGED:
+                log.info(
+                    "session %d: further refusals are logged at debug level "
+                    "(the ledger records every one)",
+                    self.id,
+                )
+        else:
+            log.debug(message, self.id, *args)
 
     # ------------------------------------------------------------------- helpers
 
@@ -506,6 +606,13 @@ class ClientLeg(asyncio.Protocol):
                 self._ended()
         elif self.gw.draining and not session.busy:
             self.drain()
+        if (
+            self._paused_by
+            or session.more_commands
+            or session.backlog > 8
+            or self.gw.audit.congested
+        ):
+            self._regulate()
 
     def _handle_events(self) -> None:
         session = self.session
@@ -543,7 +650,7 @@ class ClientLeg(asyncio.Protocol):
                             bool(session.client_caps & Capability.DEPRECATE_EOF),
                         )
                 elif isinstance(ev, CommandRefused):
-                    log.info("session %d: %s refused: %s", self.id, ev.cmd.label, ev.message)
+                    self._log_refusal("session %d: %s refused: %s", ev.cmd.label, ev.message)
                     self._statements += 1
                     self.gw.audit.refused(
                         self.sid,
@@ -707,11 +814,8 @@ class ClientLeg(asyncio.Protocol):
         else:
             if verdict.refused:
                 assert verdict.refusal is not None
-                log.info(
-                    "session %d: %s refused by rule %s",
-                    self.id,
-                    cmd.label,
-                    verdict.refusal.rule,
+                self._log_refusal(
+                    "session %d: %s refused by rule %s", cmd.label, verdict.refusal.rule
                 )
                 session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, self._refusal(verdict))
             elif verdict.rewritten is not None:  # masked by construction
@@ -945,12 +1049,10 @@ class ServerLeg(asyncio.Protocol):
             client.transport.close()
 
     def pause_writing(self) -> None:
-        if self.client.transport is not None:
-            self.client.transport.pause_reading()
+        self.client.hold_reading(_HELD_TARGET)
 
     def resume_writing(self) -> None:
-        if self.client.transport is not None:
-            self.client.transport.resume_reading()
+        self.client.release_reading(_HELD_TARGET)
 
 
 # ------------------------------------------------------------------------ helpers

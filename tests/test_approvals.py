@@ -23,6 +23,8 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import Provider
 
+from appliance.mysql.wire import frame
+
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 4
@@ -517,6 +519,42 @@ def test_a_held_statement_of_a_client_that_left_runs_once_approved(
         and (r["session"], r["statement_seq"]) == (statement["session"], statement["statement_seq"])
     ]
     assert result["error"] is None and result["approver"] == "dba@example.com"
+
+
+def selects(gw: GatewayProcess, session: str) -> list[str]:
+    """The SELECT statements the ledger has of ``session``, in order."""
+    records = ledger_records(gw.ledger, "--kind", "statement", "--session", session)
+    return [r["sql"] for r in records if r["sql"].startswith("SELECT ")]
+
+
+def test_commands_pipelined_behind_a_held_statement_are_read_only_so_far(
+    gw: GatewayProcess, broker: Broker, provider: Provider
+) -> None:
+    """An agent that pipelines thousands of statements behind one that waits for a
+    person: the gateway reads a bounded backlog of them (decided and recorded, waiting in
+    line) and no more until the line moves; then every one runs, in order."""
+    sql = "ALTER TABLE appr_t ALGORITHM = DEFAULT, COMMENT 'pipelined behind'"  # no grant's shape
+    n = 3000
+    conn = gw.connect(database="shop", read_timeout=30)
+    try:
+        conn._sock.sendall(
+            frame(0, b"\x03" + sql.encode())
+            + b"".join(frame(0, b"\x03SELECT %d" % i) for i in range(n))
+        )
+        request = next_request(broker, sql)
+        time.sleep(0.5)  # what the gateway would read of the rest, it has read by now
+        recorded = selects(gw, request["session"])
+        assert 0 < len(recorded) < 1000, len(recorded)
+        decide(broker, request, by_dba(provider, "approve"))
+        conn._next_seq_id = 1
+        conn._read_query_result()  # the ALTER's OK
+        for i in range(n):
+            conn._next_seq_id = 1
+            conn._read_query_result()
+            assert conn._result.rows == ((i,),)
+    finally:
+        conn.close()
+    assert selects(gw, request["session"]) == [f"SELECT {i}" for i in range(n)]
 
 
 def test_a_statement_for_review_cannot_be_prepared(gw: GatewayProcess, mariadb: MariaDB) -> None:

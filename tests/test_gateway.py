@@ -122,6 +122,44 @@ def test_unknown_command_gets_1047_and_the_session_goes_on(gateway: GatewayProce
         assert scalar(conn, "SELECT 3") == 3
 
 
+def test_a_flood_of_commands_is_read_no_faster_than_it_is_answered(
+    gateway: GatewayProcess,
+) -> None:
+    """A client that pipelines 100,000 commands the gateway refuses itself and does not
+    read its answers: the gateway stops reading it (memory stays flat; unthrottled, it
+    grew by about 1.5 kB a command), other sessions go on, and once the client reads,
+    every command is answered and recorded."""
+    n = 100_000
+    with gateway.connect() as conn, gateway.connect() as other:
+        marker = f"flood-{time.time_ns()}"
+        scalar(conn, f"SELECT '{marker}'")
+        before = gateway.rss_kib()
+        sock = conn._sock
+        sock.settimeout(10)
+        sock.sendall(frame(0, b"\x99") * n)  # fits in the sockets' buffers
+        peak = before
+        for _ in range(30):
+            time.sleep(0.1)
+            peak = max(peak, gateway.rss_kib())
+        assert scalar(other, "SELECT 7") == 7  # meanwhile, others are served
+        assert (peak - before) < 48 * 1024, f"grew by {(peak - before) // 1024} MiB"
+        # then it reads: n ERR packets, in order, none lost
+        answered = 0
+        reader = PacketReader(1 << 24)
+        while answered < n:
+            reader.feed(sock.recv(1 << 20))
+            while (pkt := reader.next_packet()) is not None:
+                parsed = packets.parse_err(pkt.payload)
+                assert parsed.code == 1047
+                answered += 1
+        assert answered == n
+        assert scalar(conn, "SELECT 8") == 8
+    statements = ledger_records(gateway.ledger, "--kind", "statement")
+    sid = next(r["session"] for r in statements if marker in r["sql"])
+    refused = [r for r in statements if r["session"] == sid and r["rule"] == "unknown-command"]
+    assert len(refused) == n
+
+
 def test_change_user_is_refused_and_the_session_goes_on(gateway: GatewayProcess) -> None:
     with gateway.connect() as conn:
         send_raw(conn, bytes([Command.CHANGE_USER]) + b"root\0\0shop\0")

@@ -222,6 +222,7 @@ class LedgerWriter:
         self._turns = 0  # turns of the loop the scheduled commit has waited
         self._gathered = 0  # records queued when it last looked
         self._task_busy = False  # the writer task is writing: it keeps the order
+        self._below: list[tuple[int, asyncio.Future[None]]] = []  # see below()
         self.on_checkpoint: Callable[[Record], None] | None = None
         """Called with each committed checkpoint (the gateway publishes the head)."""
 
@@ -244,6 +245,36 @@ class LedgerWriter:
     def head(self) -> tuple[int, str]:
         """The seq and hash of the last committed record (0 and 64 zeros before any)."""
         return self._seq, self._hash
+
+    @property
+    def backlog(self) -> int:
+        """Records queued and not yet taken into a commit."""
+        return len(self._pending)
+
+    def below(self, records: int) -> asyncio.Future[None]:
+        """A future answered once fewer than ``records`` are queued (committed or failed):
+        what a producer that outruns the ledger waits for before it goes on."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(self._pending) < records:
+            future.set_result(None)
+        else:
+            self._below.append((records, future))
+        return future
+
+    def _progress(self) -> None:
+        """Answer the ``below`` futures whose mark the queue is now under."""
+        if not self._below:
+            return
+        queued = len(self._pending)
+        waiting = []
+        for records, future in self._below:
+            if future.done():
+                continue
+            if queued < records:
+                future.set_result(None)
+            else:
+                waiting.append((records, future))
+        self._below = waiting
 
     async def __aenter__(self) -> LedgerWriter:
         try:
@@ -478,6 +509,7 @@ class LedgerWriter:
             if not future.done():
                 future.set_exception(LedgerUnavailable("the ledger writer stopped"))
         self._pending.clear()
+        self._progress()
 
     def _seconds_to_checkpoint(self) -> float | None:
         if self._unsigned_since is None:
@@ -617,6 +649,7 @@ class LedgerWriter:
         for future, record in sealed.answers:
             if not future.done():
                 future.set_result(record)
+        self._progress()
 
     async def _commit_direct(
         self,
@@ -668,6 +701,7 @@ class LedgerWriter:
         for _, future in batch:
             if not future.done():
                 future.set_exception(LedgerUnavailable(reason))
+        self._progress()
 
     # -- the connection ----------------------------------------------------------------
 

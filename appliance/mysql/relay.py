@@ -133,6 +133,11 @@ class SessionSettings:
     sha2_cache: dict[str, bytes] = field(default_factory=dict)
     """SHA256(SHA256(password)) per account, filled by a full caching_sha2 login: it is
     what makes the next login of that account a fast one, as in MySQL."""
+    intake: int = 0
+    """Above 0: at most this many commands are taken from the client's bytes per call;
+    the rest stay buffered (``more_commands``) until the shell calls ``take_commands``,
+    so that a client's flood is read no faster than its commands are decided, recorded
+    and answered, and other sessions get their turn. 0: every whole command at once."""
 
 
 # ------------------------------------------------------------------------------ events
@@ -463,6 +468,7 @@ class Session:
         self._quitting = False  # COM_QUIT was received: close once the answers are out
         self._quit_reason = "client quit"
         self._client_gone = False  # the client left with commands on their way
+        self._more = False  # the intake stopped with client bytes still buffered
         self._gated = settings.gated
         self._report = settings.report_completions
         # masking (the masked relay only; the fast relay never reads these)
@@ -574,6 +580,31 @@ class Session:
         self._send_client(frame(self._answer_seq(), packets.build_err(ErrorCode.UNKNOWN, message)))
         self._close(f"target {name} closed the connection")
 
+    @property
+    def more_commands(self) -> bool:
+        """The client's bytes may hold more commands than the intake took (see
+        ``SessionSettings.intake``): call ``take_commands``."""
+        return self._more
+
+    def take_commands(self) -> None:
+        """Take the next commands (up to the intake) from the client's buffered bytes."""
+        if self.phase is not Phase.COMMAND:
+            self._more = False
+            return
+        try:
+            self._pump_commands()
+        except ProtocolError as exc:
+            self._client_violation(str(exc))
+
+    def _take_everything(self) -> None:
+        """The client sends no more: every command it did send is taken now, so that the
+        session does not end before them."""
+        if self._more and self.phase is Phase.COMMAND:
+            try:
+                self._pump_commands(0)
+            except ProtocolError as exc:
+                self._client_violation(str(exc))
+
     def client_closed(self) -> None:
         """The client is gone. What it sent in the command phase still goes on as if a
         COM_QUIT followed: each command is decided, relayed and answered by the server
@@ -581,6 +612,7 @@ class Session:
         client sent is not lost; the session closes when nothing is left."""
         if self.phase is Phase.CLOSED:
             return
+        self._take_everything()
         if self.phase is Phase.COMMAND and self.busy:
             self._quitting = True
             self._quit_reason = "client closed the connection"
@@ -600,6 +632,7 @@ class Session:
         What it sent is answered, then the session closes (as after a COM_QUIT)."""
         if self.phase is Phase.CLOSED:
             return
+        self._take_everything()
         if self.phase is Phase.COMMAND and self.busy:
             self._quitting = True
             self._quit_reason = "client finished sending"
@@ -644,8 +677,17 @@ class Session:
 
     @property
     def busy(self) -> bool:
-        """Commands are still waiting for a decision or an answer."""
-        return bool(self._undecided or self._responses)
+        """Commands are still waiting to be taken, for a decision or for an answer."""
+        return bool(self._undecided or self._responses or self._more)
+
+    @property
+    def backlog(self) -> int:
+        """Commands taken and not yet answered (waiting for a decision or an answer)."""
+        return len(self._undecided) + len(self._responses)
+
+    def backlog_bytes(self) -> int:
+        """The bytes of the commands still waiting for a decision."""
+        return sum(len(cmd.raw) for cmd in self._undecided)
 
     # ------------------------------------------------------------------ output helpers
 
@@ -1201,7 +1243,9 @@ class Session:
         """The common case: whole command packets in one chunk, taken without buffering."""
         n = len(data)
         pos = 0
-        while n - pos >= 4 and self.phase is Phase.COMMAND:
+        left = self.settings.intake or -1  # commands still to take in this call
+        self._more = False
+        while n - pos >= 4 and left and self.phase is Phase.COMMAND:
             length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
             end = pos + 4 + length
             if length >= MAX_PAYLOAD or end > n:
@@ -1209,17 +1253,29 @@ class Session:
             raw = data if (pos == 0 and end == n) else data[pos:end]
             self._on_command(data[pos + 3], raw[4:], raw)
             pos = end
+            left -= 1
         if pos < n and self.phase is Phase.COMMAND:
             self._client_in.feed(data[pos:] if pos else data)
-            self._pump_commands()
+            if left:
+                self._pump_commands(left if left > 0 else 0)
+            else:
+                self._more = True
 
-    def _pump_commands(self) -> None:
+    def _pump_commands(self, limit: int | None = None) -> None:
+        """Take buffered commands: up to ``limit`` (None: the intake; 0: all)."""
         reader = self._client_in
+        left = (self.settings.intake if limit is None else limit) or -1
         while self.phase is Phase.COMMAND:
+            if not left:
+                self._more = True
+                return
             pkt = reader.next_packet()
             if pkt is None:
+                self._more = False
                 return
             self._on_command(pkt.seq, pkt.payload, pkt.raw)
+            left -= 1
+        self._more = False
 
     def _on_command(self, seq: int, payload: bytes, raw: bytes) -> None:
         if seq != 0:

@@ -242,6 +242,36 @@ def test_a_record_whose_caller_gave_up_before_the_commit_is_not_written(
     assert verify_file(db, PUBLIC).ok
 
 
+def test_below_answers_once_the_queue_is_under_the_mark(tmp_path: Path) -> None:
+    """What sessions that outrun the ledger wait for: the future is answered when the
+    records queued before it are committed, or when their commit failed."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db, linger=1.0, busy_timeout=0.2) as w:
+            await w.append(stmt(0))
+            assert w.below(1).done()  # nothing queued
+            for i in range(1, 101):
+                w.append_nowait(stmt(i))  # they linger for company
+            assert w.backlog == 100
+            under_50, under_101 = w.below(50), w.below(101)
+            assert under_101.done() and not under_50.done()
+            await asyncio.sleep(0.1)
+            assert not under_50.done()  # still lingering
+            await w.append(stmt(101))  # the commit that takes them all
+            assert under_50.done() and w.backlog == 0
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")  # the next commit fails
+            failed = w.append_soon(stmt(102))
+            assert not w.below(1).done()
+            await asyncio.wait_for(w.below(1), QUICK)
+            assert isinstance(failed.exception(), LedgerUnavailable)
+            other.execute("ROLLBACK")
+            other.close()
+
+    asyncio.run(main())
+
+
 def test_the_wal_starts_over_while_records_flow(tmp_path: Path) -> None:
     """Commits never stop long enough for SQLite to restart the WAL by itself: the writer
     checkpoints it between batches, so it stays small however long records flow."""

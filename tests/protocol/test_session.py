@@ -8,6 +8,7 @@ ciphertext, which the tests decrypt).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import struct
 from collections.abc import Callable
@@ -1175,6 +1176,71 @@ def test_pipelined_commands_are_relayed_in_order() -> None:
         << completed(1, affected=1)
         << completed(2)
         << completed(3, rows=1)
+    )
+
+
+def _intake(n: int) -> Playbook:
+    return ready(settings=dataclasses.replace(make_settings(), intake=n))
+
+
+def test_the_intake_takes_a_few_commands_per_call_and_keeps_the_rest_buffered() -> None:
+    """A flood is read no faster than the shell asks for more: with an intake of 2, three
+    pipelined commands are two now and one at ``take_commands``."""
+    pb = _intake(2) >> client(Q1 + Q2 + Q3) << received(1, Q1) << received(2, Q2)
+    assert pb.session.more_commands and pb.session.busy
+    assert pb.session.backlog == 2
+    assert (
+        pb
+        >> allow(1)
+        << expect_server(Q1)
+        >> allow(2)
+        << expect_server(Q2)
+        >> shell("take_commands", lambda s: s.take_commands())
+        << received(3, Q3)
+        >> allow(3)
+        << expect_server(Q3)
+    )
+    assert not pb.session.more_commands
+    assert (
+        pb
+        >> server(R1 + Reply(1).ok().data + R3)
+        << expect_client(R1 + Reply(1).ok().data + R3)
+        << completed(1, affected=1)
+        << completed(2)
+        << completed(3, rows=1)
+    )
+    assert pb.session.backlog == 0 and not pb.session.busy
+
+
+def test_the_intake_also_bounds_commands_that_were_buffered_in_pieces() -> None:
+    data = Q1 + Q2 + Q3
+    pb = _intake(1) >> client(data[:3]) >> client(data[3:]) << received(1, Q1)
+    assert pb.session.more_commands
+    assert pb >> shell("take_commands", lambda s: s.take_commands()) << received(2, Q2)
+    assert pb >> shell("take_commands", lambda s: s.take_commands()) << received(3, Q3)
+    assert pb >> shell("take_commands", lambda s: s.take_commands())
+    assert not pb.session.more_commands
+
+
+def test_a_client_that_leaves_with_commands_beyond_the_intake_loses_none() -> None:
+    """What the intake had not taken yet when the client left is taken at once: it is
+    decided, run and recorded like the rest, and the session ends after it."""
+    assert (
+        _intake(1)
+        >> client(Q1 + Q3)
+        << received(1, Q1)
+        >> client_closes()
+        << received(2, Q3)
+        << expect_phase(Phase.COMMAND)
+        >> allow(1)
+        << expect_server(Q1)
+        >> allow(2)
+        << expect_server(Q3)
+        >> server(R1 + R3)
+        << expect_client(R1 + R3)
+        << completed(1, affected=1)
+        << completed(2, rows=1)
+        << expect_closed("client closed the connection")
     )
 
 
