@@ -52,8 +52,9 @@ from appliance.mysql.relay import (
     TokenPresented,
 )
 from appliance.mysql.wire import frame
+from appliance.offload import Offload
 from appliance.policy.classify import count_query
-from appliance.policy.gate import Policy, SessionPolicy, Verdict
+from appliance.policy.gate import Classified, Policy, SessionPolicy, TextJob, Verdict
 from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Decision, Subject
 from appliance.session_kill import SessionKills
@@ -123,6 +124,7 @@ class Gateway:
             self.routes[target.name] = Route(target, settings)
         self.by_address = routing.target_index(_target_addresses(config))
         self.audit = Audit(config)
+        self.offload = Offload()  # its worker process starts with the first large text
         self.tokens = TokenVerifier(config.identity) if config.identity is not None else None
         self.bus: Bus | None = None
         self.approvals: Approvals | None = None
@@ -302,6 +304,10 @@ class ClientLeg(asyncio.Protocol):
         "_paused_by",
         "_taking",
         "_refusals",
+        "_classifying",
+        "_later",
+        "_deferred",
+        "_early",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -336,6 +342,11 @@ class ClientLeg(asyncio.Protocol):
         self._paused_by = 0  # why reading the client is paused (_HELD_* bits; 0: reading)
         self._taking = False  # more buffered commands are to be taken next turn
         self._refusals = 0  # refusals logged so far
+        # a large text is being classified in the worker process (appliance.offload):
+        self._classifying = False
+        self._later: list[ClientCommand | CommandRefused] = []  # what came after it
+        self._deferred: set[int] = set()  # ids of the commands not decided yet
+        self._early: dict[int, CommandCompleted] = {}  # their completions, if the session ended
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -626,41 +637,12 @@ class ClientLeg(asyncio.Protocol):
                 if kind is CommandReceived:
                     self._decide(cast(CommandReceived, ev).cmd)
                 elif kind is CommandCompleted:
-                    done = cast(CommandCompleted, ev)
-                    began = self._begun.pop(done.cmd.id, None)
-                    if began is not None:
-                        at, verdict, first_seq = began
-                        if self.policy is not None:
-                            self.policy.completed(done.cmd, done.error, done.affected)
-                        approver = self._approvers.pop(done.cmd.id, None)
-                        if self.gw.catalog is not None and any(
-                            "VIEW" in part.kind for part in verdict.parts
-                        ):
-                            self.gw.catalog.invalidate()
-                        who = self.who if approver is None else {**self.who, "approver": approver}
-                        if done.unfinished is not None:
-                            who = {**who, "reason": done.unfinished}
-                        self.gw.audit.results(
-                            self.sid,
-                            first_seq,
-                            verdict,
-                            done,
-                            (time.monotonic() - at) * 1000,
-                            who,
-                            bool(session.client_caps & Capability.DEPRECATE_EOF),
-                        )
+                    self._completed(cast(CommandCompleted, ev))
                 elif isinstance(ev, CommandRefused):
-                    self._log_refusal("session %d: %s refused: %s", ev.cmd.label, ev.message)
-                    self._statements += 1
-                    self.gw.audit.refused(
-                        self.sid,
-                        self._statements,
-                        ev.cmd,
-                        self.context,
-                        ev.code,
-                        ev.message,
-                        ev.rule,
-                    )
+                    if self._classifying:  # recorded in its turn, after the text before it
+                        self._later.append(ev)
+                    else:
+                        self._record_refusal(ev)
                 elif isinstance(ev, TokenPresented):
                     asyncio.get_running_loop().create_task(self._verify_token(ev))
                 elif isinstance(ev, ClientAuthenticated):
@@ -732,6 +714,42 @@ class ClientLeg(asyncio.Protocol):
                 elif isinstance(ev, SessionClosed):
                     log.info("session %d: closed: %s", self.id, ev.reason)
 
+    def _completed(self, done: CommandCompleted) -> None:
+        """A command's answer is complete (or the session ended first): its results."""
+        session = self.session
+        assert session is not None
+        began = self._begun.pop(done.cmd.id, None)
+        if began is None:
+            if done.cmd.id in self._deferred:  # not decided yet: its result comes after
+                self._early[done.cmd.id] = done
+            return
+        at, verdict, first_seq = began
+        if self.policy is not None:
+            self.policy.completed(done.cmd, done.error, done.affected)
+        approver = self._approvers.pop(done.cmd.id, None)
+        if self.gw.catalog is not None and any("VIEW" in part.kind for part in verdict.parts):
+            self.gw.catalog.invalidate()
+        who = self.who if approver is None else {**self.who, "approver": approver}
+        if done.unfinished is not None:
+            who = {**who, "reason": done.unfinished}
+        self.gw.audit.results(
+            self.sid,
+            first_seq,
+            verdict,
+            done,
+            (time.monotonic() - at) * 1000,
+            who,
+            bool(session.client_caps & Capability.DEPRECATE_EOF),
+        )
+
+    def _record_refusal(self, ev: CommandRefused) -> None:
+        """A command the core refused itself: its statement and result records."""
+        self._log_refusal("session %d: %s refused: %s", ev.cmd.label, ev.message)
+        self._statements += 1
+        self.gw.audit.refused(
+            self.sid, self._statements, ev.cmd, self.context, ev.code, ev.message, ev.rule
+        )
+
     async def _verify_token(self, ev: TokenPresented) -> None:
         """Check a token (its keys may have to be fetched) while the client waits."""
         session = self.session
@@ -754,11 +772,52 @@ class ClientLeg(asyncio.Protocol):
         self.flush()
 
     def _decide(self, cmd: ClientCommand) -> None:
-        """The policy's verdict now (in the order commands came), the ledger next."""
+        """Decide in the order commands came: behind a text the worker is classifying,
+        a command waits its turn."""
+        if self._classifying:
+            self._later.append(cmd)
+            self._deferred.add(cmd.id)
+        else:
+            self._decide_or_offload(cmd)
+
+    def _decide_or_offload(self, cmd: ClientCommand) -> None:
         session = self.session
         policy = self.policy
         assert session is not None and policy is not None
-        verdict = policy.decide(cmd, session.server_status, session.prepared_sql)
+        job = policy.text_job(cmd, session.server_status)
+        if job is None:
+            self._decide_now(cmd)
+            return
+        self._classifying = True
+        self._deferred.add(cmd.id)
+        asyncio.get_running_loop().create_task(self._classify_then_decide(cmd, job))
+
+    async def _classify_then_decide(self, cmd: ClientCommand, job: TextJob) -> None:
+        """A large text, classified in the worker process while the loop goes on; then
+        it is decided, and the commands that came after it in their turn."""
+        classified = await self.gw.offload.classify(job)
+        self._classifying = False
+        self._decide_now(cmd, classified)
+        later = self._later
+        taken = 0
+        while taken < len(later) and not self._classifying:  # another may go to the worker
+            item = later[taken]
+            taken += 1
+            if isinstance(item, CommandRefused):
+                self._record_refusal(item)
+            else:
+                self._decide_or_offload(item)
+        del later[:taken]
+        if self.session is not None:
+            self.flush()
+
+    def _decide_now(self, cmd: ClientCommand, classified: Classified | None = None) -> None:
+        """The policy's verdict now, the ledger next."""
+        session = self.session
+        policy = self.policy
+        assert session is not None and policy is not None
+        self._deferred.discard(cmd.id)
+        verdict = policy.decide(cmd, session.server_status, session.prepared_sql, classified)
         first_seq = self._statements + 1
         self._statements += len(verdict.parts)
         self._begun[cmd.id] = (time.monotonic(), verdict, first_seq)
@@ -796,6 +855,10 @@ class ClientLeg(asyncio.Protocol):
             future.add_done_callback(one_done)
         if not futures:  # nothing to record (no statement in it): forwarded as it is
             asyncio.get_running_loop().call_soon(self._recorded, cmd, verdict, futures)
+        if self._early:  # the session ended while it waited for its decision
+            early = self._early.pop(cmd.id, None)
+            if early is not None:
+                self._completed(early)
 
     def _recorded(
         self, cmd: ClientCommand, verdict: Verdict, futures: list[asyncio.Future[Any]]
@@ -853,6 +916,8 @@ class ClientLeg(asyncio.Protocol):
         refusal = verdict.refusal
         return (
             self.gw.approvals is not None
+            and self.session is not None
+            and not self.session.close_requested  # ended while it was being classified
             and refusal is not None
             and refusal.action is RuleAction.REVIEW
             and not verdict.shadow
@@ -1175,6 +1240,7 @@ async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = 
     try:
         return await _serve_until_stopped(gw, config, ready)
     finally:
+        gw.offload.close()
         await gw.audit.close()  # the final checkpoint; also ends the writer's thread
 
 

@@ -160,6 +160,111 @@ def test_a_flood_of_commands_is_read_no_faster_than_it_is_answered(
     assert len(refused) == n
 
 
+def test_a_megabyte_statement_is_classified_while_other_sessions_go_on(
+    gateway: GatewayProcess,
+) -> None:
+    """A 1 MB text takes seconds to parse; it is classified in the worker process, so a
+    statement another session sends meanwhile is decided (and recorded) first, and the
+    large one is then decided like any other: it runs, and its records are complete."""
+    marker = f"meanwhile-{time.time_ns()}"
+    ors = " OR ".join(f"id = {i}" for i in range(75_000))
+    big = f"SELECT id FROM customers WHERE {ors} /* {marker} */"
+    assert 1_000_000 < len(big) <= 1024 * 1024  # under max_statement_bytes
+    with gateway.connect() as conn, gateway.connect() as other:
+        send_raw(conn, b"\x03" + big.encode())
+        time.sleep(0.5)  # the gateway has the whole text and is classifying it
+        assert scalar(other, f"SELECT '{marker}'") == marker
+        conn._next_seq_id = 1
+        conn._read_query_result()
+        assert {row[0] for row in conn._result.rows} == {1, 2, 3}
+        assert scalar(conn, "SELECT 9") == 9
+    records = ledger_records(gateway.ledger)
+    statements = [r for r in records if r["kind"] == "statement" and marker in r["sql"]]
+    assert [r["sql"] for r in statements] == [f"SELECT '{marker}'", big]  # in that order
+    (mine,) = [r for r in statements if r["sql"] == big]
+    assert mine["decision"] == "allowed" and mine["kind"] == "statement"
+    (result,) = [
+        r
+        for r in records
+        if r["kind"] == "result"
+        and (r["session"], r["statement_seq"]) == (mine["session"], mine["statement_seq"])
+    ]
+    assert result["rows"] == 3 and result["error"] is None
+
+
+def test_a_large_text_of_a_session_that_ends_while_it_is_classified_is_recorded(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """The target connection is lost while the worker reads the text: the session ends,
+    and the text still gets its statement record (decided) and a result saying it never
+    ran, like any command the session had taken."""
+    marker = f"ended-{time.time_ns()}"
+    ors = " OR ".join(f"id = {i}" for i in range(75_000))
+    big = f"SELECT id FROM customers WHERE {ors} /* {marker} */"
+    with gateway.connect() as conn:
+        backend_id = scalar(conn, "SELECT CONNECTION_ID()")
+        send_raw(conn, b"\x03" + big.encode())
+        time.sleep(0.3)  # the gateway is classifying it
+        mariadb.admin_sql(f"KILL CONNECTION {backend_id}")
+        err = packets.parse_err(read_raw(conn))
+        assert err.code == 1105 and "lost" in err.message
+    deadline = time.monotonic() + 30
+    while True:  # the worker is still at it
+        records = ledger_records(gateway.ledger)
+        statements = [r for r in records if r["kind"] == "statement" and marker in r["sql"]]
+        if statements or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (statement,) = statements
+    (result,) = [
+        r
+        for r in records
+        if r["kind"] == "result"
+        and (r["session"], r["statement_seq"]) == (statement["session"], statement["statement_seq"])
+    ]
+    assert result["error"] == 1105 and "before it was sent" in result["reason"]
+
+
+def test_commands_pipelined_with_large_texts_are_recorded_in_the_order_sent(
+    gateway: GatewayProcess,
+) -> None:
+    """Two large texts (classified in the worker, one after the other), a command the
+    gateway refuses itself and a short statement, in one burst: the answers and the
+    ledger's statement records follow the order they were sent in."""
+    marker = f"burst-{time.time_ns()}"
+    ors = " OR ".join(f"id = {i}" for i in range(20_000))
+    first = f"SELECT id FROM customers WHERE id = 1 OR {ors} /* {marker} 1 */"
+    second = f"SELECT id FROM customers WHERE id = 2 OR {ors} /* {marker} 2 */"
+    with gateway.connect() as conn:
+        conn._sock.sendall(
+            frame(0, b"\x03" + first.encode())
+            + frame(0, b"\x99")
+            + frame(0, b"\x03" + second.encode())
+            + frame(0, f"\x03SELECT '{marker} 3'".encode())
+        )
+        conn._next_seq_id = 1
+        conn._read_query_result()
+        assert {row[0] for row in conn._result.rows} == {1, 2, 3}
+        assert packets.parse_err(read_raw(conn)).code == 1047
+        conn._next_seq_id = 1
+        conn._read_query_result()
+        assert {row[0] for row in conn._result.rows} == {1, 2, 3}
+        conn._next_seq_id = 1
+        conn._read_query_result()
+        assert conn._result.rows == ((f"{marker} 3",),)
+    statements = ledger_records(gateway.ledger, "--kind", "statement")
+    (sid,) = {r["session"] for r in statements if marker in r["sql"]}
+    mine = [r for r in statements if r["session"] == sid]
+    assert [r["statement_seq"] for r in mine] == sorted(r["statement_seq"] for r in mine)
+    start = next(i for i, r in enumerate(mine) if r["sql"] == first)
+    assert [(r["command"], r["sql"]) for r in mine][start : start + 4] == [
+        ("COM_QUERY", first),
+        ("COM_0x99", ""),
+        ("COM_QUERY", second),
+        ("COM_QUERY", f"SELECT '{marker} 3'"),
+    ]
+
+
 def test_change_user_is_refused_and_the_session_goes_on(gateway: GatewayProcess) -> None:
     with gateway.connect() as conn:
         send_raw(conn, bytes([Command.CHANGE_USER]) + b"root\0\0shop\0")

@@ -53,11 +53,13 @@ __all__ = [
     "IsMasked",
     "MaskedAs",
     "MaskedUse",
+    "Readings",
     "classify",
     "classify_statement",
     "classify_uncertain",
     "mask_rewrite",
     "masked_uses",
+    "reference_readings",
 ]
 
 # sqlglot warns ("contains unsupported syntax. Falling back to parsing as a 'Command'")
@@ -3270,11 +3272,15 @@ def _aligned_text(v: _View, stmt: Statement, kind: str, flags: set[str]) -> tupl
     return respelled.decode("utf-8", "replace"), respelled == text
 
 
-def _readings(
+Readings = list[tuple["_Ref", ...]]
+"""A text's column references, once per sql_mode it may be read in (see masked_uses)."""
+
+
+def reference_readings(
     sql: bytes, mode: LexMode, ansi_unknown: bool, backslash_unknown: bool
-) -> list[tuple[_Ref, ...]]:
+) -> Readings:
     """The references under each sql_mode the session may be in (see
-    classify_uncertain)."""
+    classify_uncertain); what ``masked_uses`` reads, made ahead (in a worker process)."""
     modes = [mode]
     if ansi_unknown and b'"' in sql:
         modes += [replace(m, ansi_quotes=not m.ansi_quotes) for m in modes]
@@ -3318,6 +3324,7 @@ def masked_uses(
     *,
     ansi_unknown: bool = True,
     backslash_unknown: bool = False,
+    readings: Readings | None = None,
 ) -> list[MaskedUse]:
     """Every use of a masked column in a statement text other than a plain projection of
     its outermost SELECT: those the result-set masking cannot see. Empty when there is
@@ -3327,6 +3334,7 @@ def masked_uses(
     ``mode`` is the session's lexing, as for classify(); ``ansi_unknown`` and
     ``backslash_unknown`` read a text both ways where ANSI_QUOTES or NO_BACKSLASH_ESCAPES
     is not known (as classify_uncertain() does): the uses of both readings count.
+    ``readings``: ``reference_readings`` of the same text and modes, made before.
     """
     raw = sql.encode() if isinstance(sql, str) else sql
     ask = _memo(is_masked)
@@ -3334,8 +3342,10 @@ def masked_uses(
     def test(schema: str, table: str, column: str) -> bool:
         return bool(ask(schema, table, column))
 
+    if readings is None:
+        readings = reference_readings(raw, mode, ansi_unknown, backslash_unknown)
     uses: dict[MaskedUse, None] = {}
-    for refs in _readings(raw, mode, ansi_unknown, backslash_unknown):
+    for refs in readings:
         for ref in refs:
             if not ref.column:
                 uses[MaskedUse("*.*.*", ref.where)] = None
@@ -3398,7 +3408,7 @@ def mask_rewrite(
         return ask(schema, table, column) is not None
 
     results: set[str] = set()
-    for refs in _readings(raw, mode, ansi_unknown, backslash_unknown):
+    for refs in reference_readings(raw, mode, ansi_unknown, backslash_unknown):
         edits: dict[tuple[int, int], str] = {}
         for ref in refs:
             if not ref.column:

@@ -29,9 +29,11 @@ from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import (
     Classification,
+    Readings,
     classify_uncertain,
     mask_rewrite,
     masked_uses,
+    reference_readings,
 )
 from appliance.policy.lexer import LexError, LexMode, Tok, shape, split_statements
 from appliance.policy.masking import SessionMasker
@@ -44,7 +46,21 @@ from appliance.policy.rules import (
     decide,
 )
 
-__all__ = ["Part", "Policy", "SessionPolicy", "Verdict"]
+__all__ = [
+    "OFFLOAD_BYTES",
+    "Classified",
+    "Part",
+    "Policy",
+    "SessionPolicy",
+    "TextJob",
+    "Verdict",
+    "classify_text",
+]
+
+OFFLOAD_BYTES = 32 * 1024
+"""Texts at least this long, when not decided before, are classified by ``classify_text``
+in a worker process (see ``appliance.offload``): parsing takes about 2 µs a byte, so a
+megabyte of SQL would hold the event loop, and every other session, for seconds."""
 
 _NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
 
@@ -244,18 +260,34 @@ class Policy:
         self._usage: dict[str, _Usage] = {}
         self.alerts: list[tuple[str, str]] = []  # (identity, message): taken by the shell
 
+    def decided_before(self, sql: bytes, mode: LexMode, backslash_unknown: bool) -> bool:
+        """Whether the exact text has its classification in the cache."""
+        return sql in self._exact.table((mode, backslash_unknown))
+
     def classify(
         self, sql: bytes, mode: LexMode, backslash_unknown: bool
     ) -> tuple[Classification, ...]:
         """Classifications of a text: by exact text, then by shape, then parsed."""
         return self.entry(sql, mode, backslash_unknown).found
 
-    def entry(self, sql: bytes, mode: LexMode, backslash_unknown: bool) -> _Entry:
+    def entry(
+        self,
+        sql: bytes,
+        mode: LexMode,
+        backslash_unknown: bool,
+        found: tuple[Classification, ...] | None = None,
+    ) -> _Entry:
+        """The cached entry of a text, made now if needed (``found``: its classification,
+        made by ``classify_text`` in a worker process)."""
         reading = (mode, backslash_unknown)
         texts = self._exact.table(reading)
         hit = texts.get(sql)
         if hit is not None:
             return hit
+        if found is not None:
+            entry = _Entry(found)
+            self._exact.put(texts, sql, entry)
+            return entry
         # Texts that read differently under a sql_mode the gateway cannot know share
         # nothing by shape: two such texts with one shape may still split differently.
         form = None if b'"' in sql or b"\\" in sql else shape(sql, mode)
@@ -378,11 +410,19 @@ class SessionPolicy:
 
     # ------------------------------------------------------------------ decide
 
-    def decide(self, cmd: ClientCommand, server_status: int, prepared: dict[int, bytes]) -> Verdict:
+    def decide(
+        self,
+        cmd: ClientCommand,
+        server_status: int,
+        prepared: dict[int, bytes],
+        classified: Classified | None = None,
+    ) -> Verdict:
+        """The verdict on one command. ``classified``: what ``classify_text`` made of its
+        ``text_job`` (used if the session still reads the text the same way)."""
         code = cmd.command
         label = _LABELS.get(code) or cmd.label
         if code == Command.QUERY or code == Command.STMT_PREPARE:
-            return self._decide_text(cmd, label, server_status)
+            return self._decide_text(cmd, label, server_status, classified)
         if code in _NAMES_A_STATEMENT:  # the record carries the prepared statement's text
             sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
             text = sql.decode("utf-8", "replace")
@@ -449,16 +489,40 @@ class SessionPolicy:
         after a text whose USE may or may not have run."""
         return None if self._uses else self.db
 
-    def _decide_text(self, cmd: ClientCommand, label: str, server_status: int) -> Verdict:
+    def text_job(self, cmd: ClientCommand, server_status: int) -> TextJob | None:
+        """A statement text long enough to be classified away from the event loop, and
+        not decided before (None: decide it now)."""
+        code = cmd.command
+        if (code != Command.QUERY and code != Command.STMT_PREPARE) or len(
+            cmd.payload
+        ) <= OFFLOAD_BYTES:
+            return None
+        sql = cmd.payload[1:]
+        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
+        backslash_unknown = bool(self._mode_changes)
+        limit = self.policy.settings.max_statement_bytes
+        if len(sql) <= limit and self.policy.decided_before(sql, mode, backslash_unknown):
+            return None
+        return TextJob(sql, mode, backslash_unknown, limit, self.masker is not None)
+
+    def _decide_text(
+        self, cmd: ClientCommand, label: str, server_status: int, classified: Classified | None
+    ) -> Verdict:
         sql = cmd.payload[1:]
         policy = self.policy
         settings = policy.settings
         mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
         backslash_unknown = bool(self._mode_changes)
+        if classified is not None and classified.reading != (mode, backslash_unknown):
+            classified = None  # an answer in between changed how the text reads
         if len(sql) <= settings.max_statement_bytes:
-            entry = policy.entry(sql, mode, backslash_unknown)
+            found = None if classified is None else classified.found
+            entry = policy.entry(sql, mode, backslash_unknown, found)
         else:
-            large = self._large_insert(sql, mode, backslash_unknown)
+            if classified is not None:
+                large = classified.found
+            else:
+                large = _large_insert(sql, mode, backslash_unknown, settings.max_statement_bytes)
             if large is None:
                 return self._oversized(sql, label)
             entry = _Entry(large)
@@ -469,7 +533,8 @@ class SessionPolicy:
         if self.masker is not None and (refusal is None or refusal.action is RuleAction.REVIEW):
             # a statement for review is checked too: an approval must not copy masked
             # values out in the clear (it is refused, never rewritten, then)
-            return self._masking(verdict, sql, mode, backslash_unknown, refusal is None)
+            readings = None if classified is None else classified.readings
+            return self._masking(verdict, sql, mode, backslash_unknown, refusal is None, readings)
         return verdict
 
     def _masking(
@@ -479,14 +544,21 @@ class SessionPolicy:
         mode: LexMode,
         backslash_unknown: bool,
         rewrite: bool = True,
+        readings: Readings | None = None,
     ) -> Verdict:
         """Layer one of masking: a masked column used other than as a plain projected
         value is rewritten so the value is masked by construction (rules with
-        ``on_use = "rewrite"``) or the statement is refused."""
+        ``on_use = "rewrite"``) or the statement is refused. ``readings``: the text's
+        column references, read by ``classify_text``."""
         masker = self.masker
         assert masker is not None
         uses = masked_uses(
-            sql, self.schema, masker.is_masked, mode, backslash_unknown=backslash_unknown
+            sql,
+            self.schema,
+            masker.is_masked,
+            mode,
+            backslash_unknown=backslash_unknown,
+            readings=readings,
         )
         if not uses:
             return verdict
@@ -517,40 +589,6 @@ class SessionPolicy:
         )
         parts = tuple(Part(p.sql, p.kind, decision, p.functions) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
-
-    def _large_insert(
-        self, sql: bytes, mode: LexMode, backslash_unknown: bool
-    ) -> tuple[Classification, ...] | None:
-        """An INSERT too large to parse is decided on its shape (its literals replaced),
-        when the shape is small and its classification cannot depend on the literals."""
-        limit = self.policy.settings.max_statement_bytes
-        try:
-            statements = split_statements(sql, mode)
-        except LexError:
-            return None
-        if len(statements) != 1:
-            return None
-        for token in statements[0].tokens:
-            quote = sql[token.start : token.start + 1]
-            if quote == b'"':
-                return None  # a string or a name: ANSI_QUOTES would decide
-            if (
-                backslash_unknown
-                and token.kind is Tok.STRING
-                and b"\\" in sql[token.start : token.end]
-            ):
-                return None  # a backslash in a string: NO_BACKSLASH_ESCAPES would decide
-        form = shape(sql, mode)
-        if form is None or len(form) > limit:
-            return None
-        form = _INTRODUCED.sub(b"?", form)  # _binary? is one literal, as sqlglot reads it
-        found = classify_uncertain(form, mode, True, backslash_unknown)
-        if len(found) != 1:
-            return None
-        c = found[0]
-        if c.kind != "INSERT" or c.problem is not None or not c.literal_independent:
-            return None
-        return (replace(c, text=""),)
 
     def _oversized(self, sql: bytes, label: str) -> Verdict:
         settings = self.policy.settings
@@ -741,6 +779,43 @@ _MODES = {
 
 _DEFAULT_MODE = LexMode()
 
+
+@dataclass(frozen=True, slots=True)
+class TextJob:
+    """What classifying one statement text takes, all of it picklable: a worker process
+    does it (``classify_text``) while the event loop serves the other sessions."""
+
+    sql: bytes
+    mode: LexMode
+    backslash_unknown: bool
+    limit: int  # [policy] max_statement_bytes: a longer text only if it is an INSERT
+    references: bool  # the session has masked columns: read the column references too
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """``classify_text``'s answer, for ``SessionPolicy.decide``."""
+
+    reading: tuple[LexMode, bool]  # the job's mode and backslash_unknown
+    found: tuple[Classification, ...] | None  # None: too large, and not an INSERT
+    readings: Readings | None  # the column references, when the job asked for them
+
+
+def classify_text(job: TextJob) -> Classified:
+    """Classify a text as ``SessionPolicy.decide`` would, without any state or cache."""
+    sql, mode, backslash_unknown = job.sql, job.mode, job.backslash_unknown
+    if len(sql) <= job.limit:
+        found: tuple[Classification, ...] | None = classify_uncertain(
+            sql, mode, True, backslash_unknown, cached=False
+        )
+    else:
+        found = _large_insert(sql, mode, backslash_unknown, job.limit)
+    readings = None
+    if job.references and found is not None:
+        readings = reference_readings(sql, mode, True, backslash_unknown)
+    return Classified((mode, backslash_unknown), found, readings)
+
+
 #: Kinds whose text holds another statement (in a string, or after FOR).
 _HOLDS_A_STATEMENT = frozenset({"PREPARE", "EXECUTE", "SET STATEMENT", "EXPLAIN", "ANALYZE"})
 
@@ -800,6 +875,37 @@ def _touches_lexing(c: Classification) -> bool:
     if not target.variables:
         return False
     return any(name in _LEXING_VARIABLES for name, _ in target.variables)
+
+
+def _large_insert(
+    sql: bytes, mode: LexMode, backslash_unknown: bool, limit: int
+) -> tuple[Classification, ...] | None:
+    """An INSERT too large to parse (over ``limit`` bytes) is decided on its shape (its
+    literals replaced), when the shape is small and its classification cannot depend on
+    the literals."""
+    try:
+        statements = split_statements(sql, mode)
+    except LexError:
+        return None
+    if len(statements) != 1:
+        return None
+    for token in statements[0].tokens:
+        quote = sql[token.start : token.start + 1]
+        if quote == b'"':
+            return None  # a string or a name: ANSI_QUOTES would decide
+        if backslash_unknown and token.kind is Tok.STRING and b"\\" in sql[token.start : token.end]:
+            return None  # a backslash in a string: NO_BACKSLASH_ESCAPES would decide
+    form = shape(sql, mode)
+    if form is None or len(form) > limit:
+        return None
+    form = _INTRODUCED.sub(b"?", form)  # _binary? is one literal, as sqlglot reads it
+    found = classify_uncertain(form, mode, True, backslash_unknown)
+    if len(found) != 1:
+        return None
+    c = found[0]
+    if c.kind != "INSERT" or c.problem is not None or not c.literal_independent:
+        return None
+    return (replace(c, text=""),)
 
 
 def _use_target(c: Classification) -> str | None:
