@@ -45,6 +45,7 @@ from appliance.mysql.relay import (
     CommandReceived,
     CommandRefused,
     Identity,
+    Phase,
     Session,
     SessionClosed,
     SessionReady,
@@ -73,6 +74,7 @@ _INTAKE = 128  # commands a session takes from its client's bytes per turn of th
 _BACKLOG_COMMANDS = 512  # ... taken and unanswered before reading pauses (resumes at half)
 _BACKLOG_BYTES = 64 * 1024 * 1024  # ... or their bytes while they wait for a decision
 _REFUSALS_LOGGED = 20  # per session; the ledger has every one
+_LOGIN_TIMEOUT_S = 10.0  # from the connection to the end of the login (MySQL's connect_timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +310,7 @@ class ClientLeg(asyncio.Protocol):
         "_later",
         "_deferred",
         "_early",
+        "_login_deadline",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -347,6 +350,7 @@ class ClientLeg(asyncio.Protocol):
         self._later: list[ClientCommand | CommandRefused] = []  # what came after it
         self._deferred: set[int] = set()  # ids of the commands not decided yet
         self._early: dict[int, CommandCompleted] = {}  # their completions, if the session ended
+        self._login_deadline: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -383,7 +387,9 @@ class ClientLeg(asyncio.Protocol):
         self.target = name
         self.context["target"] = name
         self.session = Session(route.settings)
-        asyncio.get_running_loop().create_task(self._connect(route))
+        loop = asyncio.get_running_loop()
+        self._login_deadline = loop.call_later(_LOGIN_TIMEOUT_S, self._login_timed_out)
+        loop.create_task(self._connect(route))
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -418,11 +424,36 @@ class ClientLeg(asyncio.Protocol):
             self._handle_events()
         self._ended()
 
+    def _login_timed_out(self) -> None:
+        """A client that has not logged in by now (it sends nothing, or the target does
+        not answer) is told so and let go: it held a connection to the target."""
+        self._login_deadline = None
+        session = self.session
+        if session is None or session.phase is Phase.COMMAND or session.phase is Phase.CLOSED:
+            return
+        reason = f"the login did not complete within {_LOGIN_TIMEOUT_S:g} s"
+        log.warning("session %d: %s from %s", self.id, reason, self.peer)
+        self.gw.backoff.failed(self.peer_ip, time.monotonic())
+        self.gw.audit.background(
+            records.auth_failed(
+                session=self.sid,
+                client=self.peer,
+                target=self.target,
+                identity=self.context["identity"],
+                reason=reason,
+            )
+        )
+        session.login_timed_out(_LOGIN_TIMEOUT_S)
+        self.flush()
+
     def _ended(self) -> None:
         """The client connection is gone and the session is over: its last record."""
         if self._ended_once:
             return
         self._ended_once = True
+        if self._login_deadline is not None:
+            self._login_deadline.cancel()
+            self._login_deadline = None
         self.gw.remove(self)
         if self.session is not None and self.context["identity"] is not None:
             ended: dict[str, Any] = {}
@@ -437,8 +468,9 @@ class ClientLeg(asyncio.Protocol):
                     **self.who,
                 )
             )
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.abort()
+        up, self.upstream = self.upstream, None  # no cycle: the session is freed at once
+        if up is not None and up.transport is not None:
+            up.transport.abort()
 
     def pause_writing(self) -> None:
         if self.upstream is not None and self.upstream.transport is not None:
@@ -711,6 +743,9 @@ class ClientLeg(asyncio.Protocol):
                     )
                 elif isinstance(ev, SessionReady):
                     log.debug("session %d: backend login done", self.id)
+                    if self._login_deadline is not None:
+                        self._login_deadline.cancel()
+                        self._login_deadline = None
                 elif isinstance(ev, SessionClosed):
                     log.info("session %d: closed: %s", self.id, ev.reason)
 

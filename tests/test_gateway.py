@@ -8,6 +8,7 @@ import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -507,6 +508,132 @@ def test_garbage_instead_of_a_handshake(gateway: GatewayProcess) -> None:
         assert reply[4] == 0xFF
         assert sock.recv(10) == b""
     assert "Traceback" not in gateway.log()
+
+
+def _greeted(gateway: GatewayProcess) -> socket.socket:
+    """A raw connection to the gateway that has read its greeting."""
+    sock = socket.create_connection((gateway.host, gateway.port), timeout=20)
+    reader = PacketReader(1 << 16)
+    while reader.next_packet() is None:
+        chunk = sock.recv(4096)
+        assert chunk
+        reader.feed(chunk)
+    return sock
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    """Everything the gateway sends until it closes the connection (a reset, when it
+    closed with bytes it did not read, may cut its error message off)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def _refused_packet(reply: bytes) -> None:
+    """The gateway's 'bad packet' error, unless a reset overtook it."""
+    if reply:
+        err = packets.parse_err(reply[4:])
+        assert err.code == 1158, err
+
+
+def test_a_client_that_does_not_log_in_in_time_is_told_and_let_go(
+    gateway: GatewayProcess,
+) -> None:
+    """Connections that never log in held a connection to the target each (and filled
+    its max_connections) for as long as they liked."""
+    started = time.monotonic()
+    with _greeted(gateway) as sock, gateway.connect() as bystander:
+        reply = _until_closed(sock)
+        waited = time.monotonic() - started
+        err = packets.parse_err(reply[4:])
+        assert err.code == 1043
+        assert err.message == "sqlgate: the login did not complete within 10 s"
+        assert 9 < waited < 19
+        assert scalar(bystander, "SELECT 5") == 5
+    failed = ledger_records(gateway.ledger, "--kind", "auth_failed")
+    assert any("did not complete within 10 s" in r["reason"] for r in failed)
+
+
+def test_a_handshake_larger_than_a_login_needs_is_refused_at_once(
+    gateway: GatewayProcess,
+) -> None:
+    """Before the login, a packet may be 64 KiB (a token is at most 16 KiB): announcing a
+    64 MiB handshake no longer makes the gateway hold 64 MiB per connection."""
+    before = gateway.rss_kib()
+    socks = [_greeted(gateway) for _ in range(8)]
+    try:
+        for sock in socks:
+            sock.sendall(b"\xf0\xff\xff\x01" + b"\0" * (1 << 20))  # an unfinished packet
+        replies = [_until_closed(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    for reply in replies:
+        _refused_packet(reply)
+    assert any(b"65536 bytes" in reply for reply in replies)
+    assert gateway.rss_kib() - before < 32 * 1024
+    with gateway.connect() as conn:
+        assert scalar(conn, "SELECT 6") == 6
+
+
+class _SilentTarget:
+    """A target that accepts connections and never greets (a hung server, or a TCP load
+    balancer in front of one): the lab MariaDB's stand-in for GatewayProcess."""
+
+    def __init__(self, pki: Any) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = "127.0.0.1", self.server.getsockname()[1]
+        self.native_user, self.native_password = "nobody", "nothing"
+        self.pki = pki
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.server.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_more_than_a_login_needs_sent_before_it_completes_is_refused(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """While the gateway waits for the target's greeting, a client's bytes are kept, up
+    to 256 KiB: not the gigabytes a client sent to a target that did not answer."""
+    target = _SilentTarget(mariadb.pki)
+    gw = GatewayProcess(tmp_path / "gw", target, mariadb.pki).start()  # type: ignore[arg-type]
+    try:
+        before = gw.rss_kib()
+        with socket.create_connection((gw.host, gw.port), timeout=20) as sock:
+            try:
+                sock.sendall(b"\xff\xff\xff\x01" + bytes(8 << 20))
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            assert _until_closed(sock) == b""  # not greeted: no error packet either
+        assert gw.rss_kib() - before < 16 * 1024
+        assert "more than 262144 bytes sent before the login completed" in gw.log()
+    finally:
+        assert gw.stop() == 0
+        target.close()
+    assert "Traceback" not in gw.log()
+
+
+def test_a_user_name_longer_than_any_server_reads_is_refused(gateway: GatewayProcess) -> None:
+    with pytest.raises(pymysql.err.MySQLError) as err:
+        pymysql.connect(
+            host=gateway.host, port=gateway.port, user="u" * 300, password="x", connect_timeout=10
+        )
+    assert "longer than 256 bytes" in str(err.value)
 
 
 # ------------------------------------------------------------ backend logins

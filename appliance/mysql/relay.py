@@ -78,6 +78,15 @@ from appliance.mysql.tls import TlsEndpoint
 from appliance.mysql.wire import Packet, PacketReader, frame, frames_needed, join_frames
 
 GREETING_MARK = b"-sqlgate"
+
+LOGIN_PAYLOAD = 64 * 1024
+"""Until the login is done, a client packet (the handshake response, an auth answer) is
+at most this long: a token is at most 16 KiB. A client that is not logged in cannot make
+the gateway hold a command-sized (``max_payload``) buffer."""
+LOGIN_BUFFER = 256 * 1024
+"""... and at most this much of what it sent is kept while the login goes on."""
+MAX_USER_BYTES = 256
+"""The longest user name the gateway reads (MariaDB's limit is 128 characters)."""
 """Appended to the backend's server version in the gateway's greeting: clients still read
 the backend's version number, and ``sqlgate net probe`` can tell who answered."""
 
@@ -437,7 +446,7 @@ class Session:
         self.close_requested = False
         self._scramble = scramble or os.urandom(SCRAMBLE_LENGTH)
         self._rsa_encrypt = rsa_encrypt
-        self._client_in = PacketReader(settings.max_payload)
+        self._client_in = PacketReader(min(settings.max_payload, LOGIN_PAYLOAD))
         self._server_in = PacketReader(settings.max_payload)
         self._client_tls: TlsEndpoint | None = None
         self._server_tls: TlsEndpoint | None = None
@@ -536,9 +545,25 @@ class Session:
                 self._commands_from(data)
             else:
                 self._client_in.feed(data)
+                if self.phase is not Phase.COMMAND and len(self._client_in) > LOGIN_BUFFER:
+                    raise RemoteProtocolError(
+                        f"more than {LOGIN_BUFFER} bytes sent before the login completed"
+                    )
                 self._pump_client()
         except ProtocolError as exc:
             self._client_violation(str(exc))
+
+    def login_timed_out(self, seconds: float) -> None:
+        """The shell's login deadline passed: tell the client and close."""
+        if self.phase is Phase.CLOSED or self.phase is Phase.COMMAND:
+            return
+        why = f"the login did not complete within {seconds:g} s"
+        tls = self._client_tls
+        if tls is None or (tls.handshake_done and not tls.failed):
+            self._send_client(
+                frame(self._answer_seq(), packets.build_err(ErrorCode.HANDSHAKE, f"sqlgate: {why}"))
+            )
+        self._close(why)
 
     def server_data(self, data: bytes) -> None:
         """Bytes from the backend (ciphertext once TLS is up)."""
@@ -723,6 +748,9 @@ class Session:
         self._complete_unanswered(reason)
         self._undecided.clear()
         self._decisions.clear()
+        self._client_in.clear()  # nothing more is read: what is buffered goes now
+        self._server_in.clear()
+        self._more = False
         self._events.append(SessionClosed(reason))
 
     def _complete_unanswered(self, reason: str) -> None:
@@ -890,6 +918,8 @@ class Session:
             raise RemoteProtocolError("the client does not speak protocol 4.1")
         if hello.capabilities & Capability.SSL and self._client_tls is None:
             raise RemoteProtocolError("the client claims TLS but sent no SSLRequest")
+        if len(hello.user) > MAX_USER_BYTES:
+            raise RemoteProtocolError(f"a user name longer than {MAX_USER_BYTES} bytes")
         self._hello = hello
         self.client_caps = hello.capabilities & self._offered_caps
         self.phase = Phase.CLIENT_AUTH
@@ -1224,6 +1254,7 @@ class Session:
             packets.build_ok(packets.OkPacket(status=ok.status), self.client_caps)
         )
         self.phase = Phase.COMMAND
+        self._client_in.max_payload = self.settings.max_payload
         self._deprecate_eof = bool(self.client_caps & Capability.DEPRECATE_EOF)
         self._events.append(SessionReady(self._server_tls is not None))
         leftover = self._server_in.take_remaining()

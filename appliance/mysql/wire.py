@@ -43,11 +43,22 @@ class PacketReader:
         self._buf = bytearray()
         self._max_payload = max_payload
 
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int) -> None:
+        self._max_payload = value
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
 
     def __len__(self) -> int:
         return len(self._buf)
+
+    def clear(self) -> None:
+        self._buf = bytearray()
 
     def take_remaining(self) -> bytes:
         """Hand over whatever is buffered (used when the stream changes hands, e.g. to TLS)."""
