@@ -18,6 +18,7 @@ from typing import Any
 from appliance.bus import Bus
 from appliance.config import Config
 from appliance.ledger import LedgerError, LedgerUnavailable, LedgerWriter, records
+from appliance.mysql.constants import ErrorCode
 from appliance.mysql.relay import ClientCommand, CommandCompleted
 from appliance.mysql.transcript import cut_rows
 from appliance.policy.gate import Verdict
@@ -254,6 +255,32 @@ class Audit:
             affected=0,
             error=int(code),
             duration_ms=0.0,
+            **who_fields(context),
+        )
+
+    def not_decided(
+        self, session: str, seq: int, cmd: ClientCommand, context: dict[str, Any], reason: str
+    ) -> None:
+        """A command the session took and never decided, because it ended first: its
+        statement (blocked: it did not run) and its result."""
+        sql = cmd.sql
+        self.background(
+            records.statement(
+                **self._common(session, seq, cmd, context),
+                sql=sql.decode("utf-8", "replace") if sql is not None else "",
+                decision="blocked",
+                rule="not-decided",
+                reason=reason,
+            )
+        )
+        self.result(
+            session,
+            seq,
+            rows=0,
+            affected=0,
+            error=int(ErrorCode.UNKNOWN),
+            duration_ms=0.0,
+            reason=reason,
             **who_fields(context),
         )
 

@@ -7,54 +7,93 @@ for seconds. ``Offload`` hands such a text (``policy.gate.TextJob``) to one work
 process, started when the first one comes, and gives back what it made of it
 (``policy.gate.Classified``); the session decides it then, in its turn.
 
-When the worker cannot answer (it died, it could not start), the text is classified on
-the loop as before: slower for everyone for a moment, never a different decision.
+A text the worker has not read within ``JOB_TIMEOUT_S`` is refused as not understood
+(fail closed; the worker is replaced). When the worker cannot answer at all (it died,
+it could not start), ``classify`` gives None and the text is classified on the loop as
+before: slower for everyone for a moment, never a different decision.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import multiprocessing
 import signal
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from appliance.policy.gate import Classified, TextJob, classify_text
+from appliance.policy.gate import Classified, TextJob, classify_text, unclassified
 
 log = logging.getLogger("sqlgate.offload")
 
+JOB_TIMEOUT_S = 30.0
+"""How long the worker may take over one text (a megabyte of SQL takes about 2 s)."""
+_RETRY_S = 60.0  # after the worker could not be started, the loop classifies until then
+_PR_SET_PDEATHSIG = 1
+
 
 def _worker_init() -> None:
-    """The worker leaves signals to the gateway: a Ctrl-C in a terminal reaches the whole
-    process group, and the gateway's own shutdown stops the worker."""
+    """The worker ends with the gateway, however the gateway ends (even SIGKILL), and
+    leaves Ctrl-C in a terminal, which reaches the whole process group, to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 class Offload:
     """One worker process for the gateway's large statement texts."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float = JOB_TIMEOUT_S) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._timeout_s = timeout_s
+        self._retry_at = 0.0  # the worker could not start: not before this (monotonic)
         self.jobs = 0  # texts the worker classified
 
     async def classify(self, job: TextJob) -> Classified | None:
-        """What the worker made of the text; None if it could not (decide it here)."""
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-            )
+        """What the worker made of the text; a refusal if it took too long; None if it
+        could not answer (decide it on the loop)."""
         pool = self._pool
+        if pool is None:
+            if time.monotonic() < self._retry_at:
+                return None
+            try:
+                pool = self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_init,
+                )
+            except OSError as exc:  # no /dev/shm for its locks, no processes left, ...
+                log.error(
+                    "cannot start the classifier worker (%s); large texts are "
+                    "classified on the event loop for a minute",
+                    exc,
+                )
+                self._retry_at = time.monotonic() + _RETRY_S
+                return None
+        loop = asyncio.get_running_loop()
         try:
-            classified = await asyncio.get_running_loop().run_in_executor(pool, classify_text, job)
+            classified = await asyncio.wait_for(
+                loop.run_in_executor(pool, classify_text, job), self._timeout_s
+            )
+        except TimeoutError:
+            log.warning(
+                "the classifier worker took more than %g s over a %d-byte text: refused, "
+                "and the worker replaced",
+                self._timeout_s,
+                len(job.sql),
+            )
+            self._discard(pool)
+            return unclassified(
+                job,
+                f"the gateway could not read this {len(job.sql)}-byte text within "
+                f"{self._timeout_s:g} s; send shorter or simpler statements",
+            )
         except BrokenProcessPool as exc:
             log.warning("the classifier worker stopped (%s); starting a new one", exc)
-            if self._pool is pool:
-                self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._discard(pool)
             return None
         except Exception as exc:  # a bug in the worker: the loop classifies it instead
             log.error("the classifier worker failed on a %d-byte text: %r", len(job.sql), exc)
@@ -62,8 +101,17 @@ class Offload:
         self.jobs += 1
         return classified
 
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Stop a worker (a job still running is abandoned): the next job starts anew."""
+        if self._pool is pool:
+            self._pool = None
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(OSError, AttributeError):
+                process.kill()
+
     def close(self) -> None:
-        """Stop the worker (a job still running is abandoned)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker now: shutting down does not wait for a text it is reading."""
+        if self._pool is not None:
+            self._discard(self._pool)

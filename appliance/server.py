@@ -306,7 +306,7 @@ class ClientLeg(asyncio.Protocol):
         "_paused_by",
         "_taking",
         "_refusals",
-        "_classifying",
+        "_in_worker",
         "_later",
         "_deferred",
         "_early",
@@ -346,7 +346,7 @@ class ClientLeg(asyncio.Protocol):
         self._taking = False  # more buffered commands are to be taken next turn
         self._refusals = 0  # refusals logged so far
         # a large text is being classified in the worker process (appliance.offload):
-        self._classifying = False
+        self._in_worker: ClientCommand | None = None
         self._later: list[ClientCommand | CommandRefused] = []  # what came after it
         self._deferred: set[int] = set()  # ids of the commands not decided yet
         self._early: dict[int, CommandCompleted] = {}  # their completions, if the session ended
@@ -451,6 +451,7 @@ class ClientLeg(asyncio.Protocol):
         if self._ended_once:
             return
         self._ended_once = True
+        self._abandon_deferred("the session ended before the gateway had read it")
         if self._login_deadline is not None:
             self._login_deadline.cancel()
             self._login_deadline = None
@@ -671,7 +672,9 @@ class ClientLeg(asyncio.Protocol):
                 elif kind is CommandCompleted:
                     self._completed(cast(CommandCompleted, ev))
                 elif isinstance(ev, CommandRefused):
-                    if self._classifying:  # recorded in its turn, after the text before it
+                    if (
+                        self._in_worker is not None
+                    ):  # recorded in its turn, after the text before it
                         self._later.append(ev)
                     else:
                         self._record_refusal(ev)
@@ -809,7 +812,7 @@ class ClientLeg(asyncio.Protocol):
     def _decide(self, cmd: ClientCommand) -> None:
         """Decide in the order commands came: behind a text the worker is classifying,
         a command waits its turn."""
-        if self._classifying:
+        if self._in_worker is not None:
             self._later.append(cmd)
             self._deferred.add(cmd.id)
         else:
@@ -823,19 +826,37 @@ class ClientLeg(asyncio.Protocol):
         if job is None:
             self._decide_now(cmd)
             return
-        self._classifying = True
+        if session.close_requested:  # it will not run: no need to read it
+            self._not_decided(cmd, "the session ended before the gateway had read it")
+            return
+        self._in_worker = cmd
         self._deferred.add(cmd.id)
         asyncio.get_running_loop().create_task(self._classify_then_decide(cmd, job))
 
     async def _classify_then_decide(self, cmd: ClientCommand, job: TextJob) -> None:
         """A large text, classified in the worker process while the loop goes on; then
         it is decided, and the commands that came after it in their turn."""
-        classified = await self.gw.offload.classify(job)
-        self._classifying = False
+        try:
+            while True:
+                classified = await self.gw.offload.classify(job)
+                if cmd.id not in self._deferred:  # the session ended meanwhile: recorded
+                    return
+                session, policy = self.session, self.policy
+                assert session is not None and policy is not None
+                again = policy.text_job(cmd, session.server_status)
+                if classified is None or again is None or session.close_requested:
+                    break
+                if (again.mode, again.backslash_unknown) == classified.reading:
+                    break
+                job = again  # an answer in between changed how the text reads: again
+        except BaseException:
+            self._abandon_deferred("the gateway stopped before it had read it")
+            raise
+        self._in_worker = None
         self._decide_now(cmd, classified)
         later = self._later
         taken = 0
-        while taken < len(later) and not self._classifying:  # another may go to the worker
+        while taken < len(later) and self._in_worker is None:  # another may go to the worker
             item = later[taken]
             taken += 1
             if isinstance(item, CommandRefused):
@@ -843,8 +864,31 @@ class ClientLeg(asyncio.Protocol):
             else:
                 self._decide_or_offload(item)
         del later[:taken]
-        if self.session is not None:
-            self.flush()
+        self.flush()
+
+    def _not_decided(self, cmd: ClientCommand, why: str) -> None:
+        """Record a command that will not be decided (the session ended): not run."""
+        self._deferred.discard(cmd.id)
+        self._early.pop(cmd.id, None)
+        self._statements += 1
+        self.gw.audit.not_decided(
+            self.sid, self._statements, cmd, self.context, f"{why}: it did not run"
+        )
+
+    def _abandon_deferred(self, why: str) -> None:
+        """The session is over with commands still waiting for a text the worker reads:
+        each is recorded as not run, in order, before the session's end."""
+        cmd, self._in_worker = self._in_worker, None
+        later, self._later = self._later, []
+        if cmd is not None and cmd.id in self._deferred:
+            self._not_decided(cmd, why)
+        for item in later:
+            if isinstance(item, CommandRefused):
+                self._record_refusal(item)
+            else:
+                self._not_decided(item, why)
+        self._deferred.clear()
+        self._early.clear()
 
     def _decide_now(self, cmd: ClientCommand, classified: Classified | None = None) -> None:
         """The policy's verdict now, the ledger next."""

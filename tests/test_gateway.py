@@ -196,9 +196,9 @@ def test_a_megabyte_statement_is_classified_while_other_sessions_go_on(
 def test_a_large_text_of_a_session_that_ends_while_it_is_classified_is_recorded(
     gateway: GatewayProcess, mariadb: MariaDB
 ) -> None:
-    """The target connection is lost while the worker reads the text: the session ends,
-    and the text still gets its statement record (decided) and a result saying it never
-    ran, like any command the session had taken."""
+    """The target connection is lost while the worker reads the text, and the client
+    leaves: the text still gets its statement record (not decided, not run) and its
+    result, and both come before the session's end, which counts it."""
     marker = f"ended-{time.time_ns()}"
     ors = " OR ".join(f"id = {i}" for i in range(75_000))
     big = f"SELECT id FROM customers WHERE {ors} /* {marker} */"
@@ -210,20 +210,24 @@ def test_a_large_text_of_a_session_that_ends_while_it_is_classified_is_recorded(
         err = packets.parse_err(read_raw(conn))
         assert err.code == 1105 and "lost" in err.message
     deadline = time.monotonic() + 30
-    while True:  # the worker is still at it
+    while True:
         records = ledger_records(gateway.ledger)
         statements = [r for r in records if r["kind"] == "statement" and marker in r["sql"]]
         if statements or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     (statement,) = statements
+    assert statement["decision"] == "blocked" and statement["rule"] == "not-decided"
+    mine = [r for r in records if r.get("session") == statement["session"]]
     (result,) = [
         r
-        for r in records
-        if r["kind"] == "result"
-        and (r["session"], r["statement_seq"]) == (statement["session"], statement["statement_seq"])
+        for r in mine
+        if r["kind"] == "result" and r["statement_seq"] == statement["statement_seq"]
     ]
-    assert result["error"] == 1105 and "before it was sent" in result["reason"]
+    assert result["error"] == 1105 and "did not run" in result["reason"]
+    (end,) = [r for r in mine if r["kind"] == "session_end"]
+    assert statement["seq"] < result["seq"] < end["seq"]
+    assert end["statements"] == statement["statement_seq"]
 
 
 def test_commands_pipelined_with_large_texts_are_recorded_in_the_order_sent(

@@ -7,9 +7,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import pytest
+
+from appliance import offload as offload_module
 from appliance.offload import Offload
-from appliance.policy.gate import TextJob, classify_text
+from appliance.policy.gate import Classified, TextJob, classify_text
 from appliance.policy.lexer import LexMode
 
 ORS = " OR ".join(f"id = {i}" for i in range(40_000))
@@ -56,3 +63,93 @@ def test_a_worker_that_dies_gives_none_and_the_next_text_a_new_worker() -> None:
     assert lost is None
     assert again == classify_text(job("SELECT 3 FROM t WHERE " + ORS[:40_000]))
     assert second != first
+
+
+def test_a_text_the_worker_cannot_read_in_time_is_refused_and_the_worker_replaced() -> None:
+    async def main() -> tuple[object, bool, object]:
+        offload = Offload(timeout_s=0.5)
+        try:
+            await offload.classify(job("SELECT 1 FROM t WHERE " + ORS[:20_000]))  # started
+            pool = offload._pool
+            assert pool is not None
+            (worker,) = pool._processes.values()
+            late = await offload.classify(job(f"SELECT 2 FROM t WHERE {ORS} OR {ORS}"))
+            await asyncio.sleep(0.5)
+            again = await offload.classify(job("SELECT 3 FROM t WHERE " + ORS[:20_000]))
+            return late, worker.is_alive(), again
+        finally:
+            offload.close()
+
+    late, alive, again = asyncio.run(main())
+    assert isinstance(late, Classified) and late.found is not None
+    (refused,) = late.found
+    assert refused.kind == "UNKNOWN" and refused.problem is not None
+    assert "could not read this" in refused.problem and "within 0.5 s" in refused.problem
+    assert not alive  # killed, not left to finish
+    assert again == classify_text(job("SELECT 3 FROM t WHERE " + ORS[:20_000]))
+
+
+def test_closing_stops_a_worker_in_the_middle_of_a_text() -> None:
+    """Shutting down does not wait for the text the worker is reading: it is killed."""
+
+    async def main() -> int | None:
+        offload = Offload()
+        await offload.classify(job("SELECT 1"))
+        pool = offload._pool
+        assert pool is not None
+        (worker,) = pool._processes.values()
+        task = asyncio.create_task(offload.classify(job(f"SELECT 2 FROM t WHERE {ORS}")))
+        await asyncio.sleep(0.2)
+        offload.close()
+        worker.join(10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return worker.exitcode
+
+    assert asyncio.run(main()) == -signal.SIGKILL
+
+
+def test_the_worker_ends_with_the_gateway_even_when_it_is_killed() -> None:
+    """SIGKILL leaves no chance to stop the worker: the kernel's parent-death signal does."""
+    script = (
+        "import asyncio, os, sys\n"
+        "from appliance.offload import Offload\n"
+        "from appliance.policy.gate import TextJob\n"
+        "from appliance.policy.lexer import LexMode\n"
+        "async def main():\n"
+        "    o = Offload()\n"
+        "    await o.classify(TextJob(b'SELECT 1', LexMode(), False, 1 << 20, False))\n"
+        "    print(*[p.pid for p in o._pool._processes.values()], flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        worker = int(proc.stdout.readline())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            if "Z" in Path(f"/proc/{worker}/stat").read_text().split(")")[-1][:3]:
+                break  # a zombie: ended, waiting for init to reap it
+            time.sleep(0.05)
+        stat = Path(f"/proc/{worker}/stat")
+        assert not stat.exists() or "Z" in stat.read_text().split(")")[-1][:3]
+    finally:
+        proc.kill()
+
+
+def test_a_worker_that_cannot_start_leaves_the_texts_to_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_processes(*args: object, **kwargs: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(offload_module, "ProcessPoolExecutor", no_processes)
+
+    async def main() -> tuple[object, object]:
+        offload = Offload()
+        return await offload.classify(job("SELECT 1")), await offload.classify(job("SELECT 2"))
+
+    assert asyncio.run(main()) == (None, None)

@@ -60,6 +60,7 @@ __all__ = [
     "mask_rewrite",
     "masked_uses",
     "reference_readings",
+    "unreadable",
 ]
 
 # sqlglot warns ("contains unsupported syntax. Falling back to parsing as a 'Command'")
@@ -112,7 +113,7 @@ def _classify(sql: bytes, mode: LexMode) -> tuple[Classification, ...]:
     try:
         outlines = outline(sql, mode)
     except LexError as err:
-        return (_unreadable(sql, str(err)),)
+        return (unreadable(sql, str(err)),)
     views = []
     for o in outlines:
         view = _View(sql[o.start : o.end], o.skeleton, o.plain, o.executable_comment, mode)
@@ -127,9 +128,9 @@ def classify_statement(stmt: Statement, mode: LexMode) -> Classification:
     try:
         o = outline_statement(stmt.text, mode)
     except LexError as err:
-        return _unreadable(stmt.text, str(err))
+        return unreadable(stmt.text, str(err))
     if o is None:
-        return _unreadable(stmt.text, "the statement holds no code")
+        return unreadable(stmt.text, "the statement holds no code")
     view = _View(stmt.text, o.skeleton, stmt.plain, stmt.executable_comment, mode)
     view.set_tokens(stmt.tokens, stmt.start)
     return _classify_view(view)
@@ -140,13 +141,14 @@ def _classify_text(text: bytes, mode: LexMode) -> Classification:
     try:
         o = outline_statement(text, mode)
     except LexError as err:
-        return _unreadable(text, str(err))
+        return unreadable(text, str(err))
     if o is None:
-        return _unreadable(text, "the statement is empty")
+        return unreadable(text, "the statement is empty")
     return _classify_view(_View(text, o.skeleton, o.plain, o.executable_comment, mode))
 
 
-def _unreadable(sql: bytes, problem: str) -> Classification:
+def unreadable(sql: bytes, problem: str) -> Classification:
+    """A text the gateway does not understand, and why: the policy refuses it."""
     return _result("UNKNOWN", sql.decode("utf-8", "replace"), problem=problem)
 
 

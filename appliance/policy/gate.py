@@ -34,6 +34,7 @@ from appliance.policy.classify import (
     mask_rewrite,
     masked_uses,
     reference_readings,
+    unreadable,
 )
 from appliance.policy.lexer import LexError, LexMode, Tok, shape, split_statements
 from appliance.policy.masking import SessionMasker
@@ -55,6 +56,7 @@ __all__ = [
     "TextJob",
     "Verdict",
     "classify_text",
+    "unclassified",
 ]
 
 OFFLOAD_BYTES = 32 * 1024
@@ -82,6 +84,9 @@ _EIGHT_BIT_COLLATIONS = frozenset(
 
 #: Variables whose change alters how the server reads the next statement's bytes.
 _LEXING_VARIABLES = CHARSET_VARIABLES | {"sql_mode"}
+# The word SET, which every statement that sets a variable has (SET, SET STATEMENT ...
+# FOR); in a string or a quoted name it only costs a parse.
+_MAY_SET = re.compile(rb"(?i)(?<![a-z_$])set(?![a-z0-9_$])")
 
 _CACHE_LIMIT = 50_000
 _CACHE_BYTES = 64 << 20
@@ -688,6 +693,8 @@ class SessionPolicy:
 
     def _changes_lexing(self, sql: bytes, server_status: int) -> bool:
         """Whether a prepared statement's text sets a variable that changes lexing."""
+        if _MAY_SET.search(sql) is None:  # no SET: a large text is not parsed again here
+            return False
         mode = LexMode(no_backslash_escapes=bool(server_status & _NO_BACKSLASH_ESCAPES))
         try:
             found = self.policy.classify(sql, mode, backslash_unknown=True)
@@ -799,6 +806,11 @@ class Classified:
     reading: tuple[LexMode, bool]  # the job's mode and backslash_unknown
     found: tuple[Classification, ...] | None  # None: too large, and not an INSERT
     readings: Readings | None  # the column references, when the job asked for them
+
+
+def unclassified(job: TextJob, problem: str) -> Classified:
+    """What a job that could not be done gives: a text not understood (refused)."""
+    return Classified((job.mode, job.backslash_unknown), (unreadable(job.sql, problem),), None)
 
 
 def classify_text(job: TextJob) -> Classified:
