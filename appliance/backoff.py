@@ -18,6 +18,7 @@ class _Record:
     failures: int
     last: float
     blocked_until: float = 0.0
+    reported_until: float = 0.0  # the block whose first refused connection was recorded
 
 
 class LoginBackoff:
@@ -60,6 +61,16 @@ class LoginBackoff:
         if record is None:
             return 0.0
         return max(0.0, record.blocked_until - now)
+
+    def first_refusal(self, address: str) -> bool:
+        """Whether a connection refused now is the first of the address's current block:
+        that one is recorded; the others of the same block are only counted out (one
+        record per connection would let a blocked client fill the ledger)."""
+        record = self._by_address.get(address)
+        if record is None or record.reported_until == record.blocked_until:
+            return False
+        record.reported_until = record.blocked_until
+        return True
 
     def _forget_old(self, now: float) -> None:
         stale = [a for a, r in self._by_address.items() if now - r.last > self.window_s]

@@ -375,9 +375,12 @@ class ClientLeg(asyncio.Protocol):
                 if wait >= 1
                 else f"too many failed logins from {self.peer_ip}; try again in a second"
             )
-            self.gw.audit.background(
-                records.auth_failed(client=self.peer, target=None, identity=None, reason=reason)
-            )
+            if self.gw.backoff.first_refusal(self.peer_ip):  # one record per block
+                noted = f"{reason} (until then its connections are refused unrecorded)"
+                log.warning("refused %s: %s", self.peer, noted)
+                self.gw.audit.background(
+                    records.auth_failed(client=self.peer, target=None, identity=None, reason=noted)
+                )
             self._refuse(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
             return
         name = self._choose_target(sock)

@@ -207,11 +207,15 @@ def test_repeated_failed_logins_make_the_address_wait(mariadb: MariaDB, tmp_path
             gw.connect()
         code, message = info.value.args
         assert code == 1045 and "too many failed logins from 127.0.0.1" in message
+        for _ in range(20):  # a blocked client that keeps connecting: refused each time ...
+            with pytest.raises(pymysql.err.OperationalError):
+                gw.connect()
     finally:
         assert gw.stop() == 0
     failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
-    assert len(failed) == 4
+    assert len(failed) == 4  # ... and recorded once: it does not fill the ledger
     assert "too many failed logins" in failed[-1]["reason"]
+    assert "refused unrecorded" in failed[-1]["reason"]
 
 
 def test_unwritable_ledger_refuses_with_1105_and_forwards_nothing(

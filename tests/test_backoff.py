@@ -36,3 +36,15 @@ def test_the_table_stays_bounded() -> None:
     for i in range(100):
         b.failed(f"10.0.0.{i}", float(i))
     assert len(b._by_address) <= 10
+
+
+def test_only_the_first_refusal_of_each_block_is_recorded() -> None:
+    b = LoginBackoff(free=1, first_delay_s=10.0)
+    assert not b.first_refusal("10.0.0.1")  # not blocked
+    b.failed("10.0.0.1", 0.0)
+    b.failed("10.0.0.1", 1.0)  # blocked until 11
+    assert b.first_refusal("10.0.0.1")
+    assert not b.first_refusal("10.0.0.1")
+    b.failed("10.0.0.1", 12.0)  # a new block, until 32
+    assert b.first_refusal("10.0.0.1")
+    assert not b.first_refusal("10.0.0.1")
