@@ -311,6 +311,8 @@ class ClientLeg(asyncio.Protocol):
         "_deferred",
         "_early",
         "_login_deadline",
+        "_holding",
+        "_behind_hold",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -351,6 +353,8 @@ class ClientLeg(asyncio.Protocol):
         self._deferred: set[int] = set()  # ids of the commands not decided yet
         self._early: dict[int, CommandCompleted] = {}  # their completions, if the session ended
         self._login_deadline: asyncio.TimerHandle | None = None
+        self._holding = 0  # statements of this session waiting for a person
+        self._behind_hold: set[int] = set()  # commands refused for it: one at a time
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -916,11 +920,16 @@ class ClientLeg(asyncio.Protocol):
                 )
             )
         self.gw.policy.alerts.clear()
-        if self._held(verdict):
+        held = self._held(verdict)
+        if held and self._holding:  # one request at a time per session
+            self._behind_hold.add(cmd.id)
+            held = False
+        if held:
             # the shape as the session reads the text now, before later answers move on
             fingerprint = policy.fingerprint(cmd, session.server_status, verdict)
+            self._holding += 1
             asyncio.get_running_loop().create_task(
-                self._hold(cmd, verdict, first_seq, dict(self.context), fingerprint)
+                self._hold_one(cmd, verdict, first_seq, dict(self.context), fingerprint)
             )
             return
         # write-before-forward: the command goes on once its records are committed
@@ -962,19 +971,26 @@ class ClientLeg(asyncio.Protocol):
                 self._log_refusal(
                     "session %d: %s refused by rule %s", cmd.label, verdict.refusal.rule
                 )
-                session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, self._refusal(verdict))
+                session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, self._refusal(verdict, cmd))
             elif verdict.rewritten is not None:  # masked by construction
                 session.allow(cmd, verdict.rewritten.encode())
             else:
                 session.allow(cmd)
         self.flush()
 
-    def _refusal(self, verdict: Verdict) -> str:
+    def _refusal(self, verdict: Verdict, cmd: ClientCommand) -> str:
         """The 1227 message; a statement for review that is not held says why."""
         refusal = verdict.refusal
         assert refusal is not None
         if refusal.action is not RuleAction.REVIEW:
             return refusal.message
+        if cmd.id in self._behind_hold:
+            self._behind_hold.discard(cmd.id)
+            return (
+                f"{refusal.message}. Another statement of this session is waiting for "
+                "approval, and a session asks for one at a time: send this one again once "
+                "that one is answered"
+            )
         if self.gw.approvals is None:
             return (
                 f"{refusal.message}. Approvals are not enabled on this gateway: ask an "
@@ -1006,6 +1022,19 @@ class ClientLeg(asyncio.Protocol):
             and len(verdict.parts) == 1
             and not _prepares(verdict)
         )
+
+    async def _hold_one(
+        self,
+        cmd: ClientCommand,
+        verdict: Verdict,
+        first_seq: int,
+        context: dict[str, Any],
+        fingerprint: str | None,
+    ) -> None:
+        try:
+            await self._hold(cmd, verdict, first_seq, context, fingerprint)
+        finally:
+            self._holding -= 1
 
     async def _hold(
         self,

@@ -557,6 +557,34 @@ def test_commands_pipelined_behind_a_held_statement_are_read_only_so_far(
     assert selects(gw, request["session"]) == [f"SELECT {i}" for i in range(n)]
 
 
+def test_a_session_asks_for_one_approval_at_a_time(
+    gw: GatewayProcess, broker: Broker, provider: Provider
+) -> None:
+    """A second statement for review pipelined behind a held one is refused, not sent to
+    the operators as well: one agent cannot fill their screens with requests."""
+    first = "ALTER TABLE appr_t ALGORITHM = DEFAULT, COMMENT 'one at a time'"  # no grant's shape
+    second = "DELETE FROM appr_t WHERE id = 4242"
+    conn = gw.connect(database="shop", read_timeout=30)
+    try:
+        conn._sock.sendall(frame(0, b"\x03" + first.encode()) + frame(0, b"\x03" + second.encode()))
+        request = next_request(broker, first)
+        decide(broker, request, by_dba(provider, "approve"))
+        conn._next_seq_id = 1
+        conn._read_query_result()  # the approved ALTER's OK
+        conn._next_seq_id = 1
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            conn._read_query_result()
+        code, message = refused.value.args
+        assert code == 1227 and "a session asks for one at a time" in message
+    finally:
+        conn.close()
+    records = ledger_records(gw.ledger, "--session", request["session"])
+    (statement,) = [r for r in records if r["kind"] == "statement" and r["sql"] == second]
+    assert statement["decision"] != "pending"
+    approvals = [r for r in records if r["kind"] == "approval"]
+    assert [r["statement_seq"] for r in approvals] == [request["statement_seq"]]
+
+
 def test_a_statement_for_review_cannot_be_prepared(gw: GatewayProcess, mariadb: MariaDB) -> None:
     """An approval binds one execution; a prepared statement runs at every execute, so a
     reviewable one is refused at once, by COM_STMT_PREPARE and by PREPARE, and nothing
