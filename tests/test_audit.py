@@ -316,3 +316,34 @@ def test_kill_9_during_16_writers_loses_no_record_of_a_committed_row(
         "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_executes_of_a_large_prepared_text_carry_it_cut_and_name_its_prepare(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Each execute's record carried the whole prepared text: a 7-byte COM_STMT_EXECUTE
+    of a 1 MB text wrote 1 MB to the ledger. Past 4 KiB the text is cut and names the
+    prepare's record, which has it whole."""
+    ids = ", ".join(str(i) for i in range(20_000))
+    prepared = f"SELECT name FROM customers WHERE id = ? AND id IN ({ids})"
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    try:
+        mc = gw.connector()
+        cur = mc.cursor(prepared=True)
+        for _ in range(5):
+            cur.execute(prepared, (2,))
+            assert cur.fetchall() == [("Grace Hopper",)]
+        cur.close()
+        mc.close()
+    finally:
+        assert gw.stop() == 0
+    statements = ledger_records(gw.ledger, "--kind", "statement")
+    (prepare,) = [s for s in statements if s["command"] == "COM_STMT_PREPARE"]
+    assert prepare["sql"] == prepared
+    executes = [s for s in statements if s["command"] == "COM_STMT_EXECUTE"]
+    assert len(executes) == 5
+    for execute in executes:
+        assert execute["sql"].startswith(prepared[:4000])
+        assert len(execute["sql"]) < 4096 + 200
+        assert f"sql_sha256 {prepare['sql_sha256']}" in execute["sql"]
+        assert f"{len(prepared)} bytes in all" in execute["sql"]

@@ -164,6 +164,23 @@ def _split_column(column: str) -> tuple[str, str, str]:
     return schema, table, name
 
 
+_CARRIED_BYTES = 4096
+
+
+def _carried(sql: bytes) -> str:
+    """The prepared text as the record of an execute, fetch, reset, close or long data
+    carries it: whole up to 4 KiB; a longer one is cut and names the prepare's record by
+    its ``sql_sha256`` (a 7-byte execute must not write a megabyte to the ledger)."""
+    if len(sql) <= _CARRIED_BYTES:
+        return sql.decode("utf-8", "replace")
+    digest = hashlib.sha256(bytes([Command.STMT_PREPARE]) + sql).hexdigest()
+    head = sql[:_CARRIED_BYTES].decode("utf-8", "replace")
+    return (
+        f"{head} ... [{len(sql)} bytes in all: the whole text is in the record of its "
+        f"prepare, sql_sha256 {digest}]"
+    )
+
+
 def _protocol_kind(label: str) -> str:
     """The statement kind the ledger shows for a protocol command: COM_STMT_FETCH is
     STMT FETCH."""
@@ -430,7 +447,7 @@ class SessionPolicy:
             return self._decide_text(cmd, label, server_status, classified)
         if code in _NAMES_A_STATEMENT:  # the record carries the prepared statement's text
             sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
-            text = sql.decode("utf-8", "replace")
+            text = _carried(sql)
             if code != Command.STMT_EXECUTE:
                 return Verdict(label, (_part(text, _protocol_kind(label)),))
             if self._changes_lexing(sql, server_status):
