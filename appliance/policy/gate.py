@@ -48,6 +48,7 @@ from appliance.policy.rules import (
 )
 
 __all__ = [
+    "MAX_STATEMENTS",
     "OFFLOAD_BYTES",
     "Classified",
     "Part",
@@ -58,6 +59,10 @@ __all__ = [
     "classify_text",
     "unclassified",
 ]
+
+MAX_STATEMENTS = 1000
+"""A text of more statements is refused whole: each is decided and recorded on the event
+loop, and tens of thousands of them held every session for seconds."""
 
 OFFLOAD_BYTES = 32 * 1024
 """Texts at least this long, when not decided before, are classified by ``classify_text``
@@ -548,6 +553,8 @@ class SessionPolicy:
             if large is None:
                 return self._oversized(sql, label)
             entry = _Entry(large)
+        if len(entry.found) > MAX_STATEMENTS:
+            return self._too_many(sql, label, len(entry.found))
         verdict = self._decide_found(cmd, label, entry)
         if not verdict.parts:  # only blanks, comments or ';': nothing runs
             return Verdict(label, (_EMPTY,))
@@ -611,6 +618,15 @@ class SessionPolicy:
         )
         parts = tuple(Part(p.sql, p.kind, decision, p.functions) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
+
+    def _too_many(self, sql: bytes, label: str, count: int) -> Verdict:
+        decision = Decision(
+            RuleAction.BLOCK,
+            "too-many-statements",
+            f"the text holds {count} statements, more than the {MAX_STATEMENTS} the gateway "
+            "decides and records in one text. Send them in several texts",
+        )
+        return self._verdict(label, (Part(sql.decode("utf-8", "replace"), "MULTI", decision),))
 
     def _oversized(self, sql: bytes, label: str) -> Verdict:
         settings = self.policy.settings
