@@ -237,26 +237,22 @@ class Audit:
         code: int,
         reason: str,
         rule: str,
+        sql: str = "",
     ) -> None:
         """A command the core answered itself: its statement and its result."""
         self.background(
             records.statement(
                 **self._common(session, seq, cmd, context),
-                sql="",
+                sql=sql,
                 decision="blocked",
                 rule=rule,
                 reason=reason,
             )
         )
-        self.result(
-            session,
-            seq,
-            rows=0,
-            affected=0,
-            error=int(code),
-            duration_ms=0.0,
-            **who_fields(context),
-        )
+        extra: dict[str, Any] = who_fields(context)
+        if rule == "not-decided":
+            extra["reason"] = reason
+        self.result(session, seq, rows=0, affected=0, error=int(code), duration_ms=0.0, **extra)
 
     def not_decided(
         self, session: str, seq: int, cmd: ClientCommand, context: dict[str, Any], reason: str
@@ -264,25 +260,8 @@ class Audit:
         """A command the session took and never decided, because it ended first: its
         statement (blocked: it did not run) and its result."""
         sql = cmd.sql
-        self.background(
-            records.statement(
-                **self._common(session, seq, cmd, context),
-                sql=sql.decode("utf-8", "replace") if sql is not None else "",
-                decision="blocked",
-                rule="not-decided",
-                reason=reason,
-            )
-        )
-        self.result(
-            session,
-            seq,
-            rows=0,
-            affected=0,
-            error=int(ErrorCode.UNKNOWN),
-            duration_ms=0.0,
-            reason=reason,
-            **who_fields(context),
-        )
+        text = sql.decode("utf-8", "replace") if sql is not None else ""
+        self.refused(session, seq, cmd, context, ErrorCode.UNKNOWN, reason, "not-decided", sql=text)
 
     def result(
         self,

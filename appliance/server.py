@@ -438,20 +438,21 @@ class ClientLeg(asyncio.Protocol):
         session = self.session
         if session is None or session.phase is Phase.COMMAND or session.phase is Phase.CLOSED:
             return
-        reason = f"the login did not complete within {_LOGIN_TIMEOUT_S:g} s"
-        log.warning("session %d: %s from %s", self.id, reason, self.peer)
+        self._login_failed(None, f"the login did not complete within {_LOGIN_TIMEOUT_S:g} s")
+        session.login_timed_out(_LOGIN_TIMEOUT_S)
+        self.flush()
+
+    def _login_failed(self, user: str | None, reason: str) -> None:
+        """A failed login: it counts for the address's backoff, and is recorded."""
         self.gw.backoff.failed(self.peer_ip, time.monotonic())
         self.gw.audit.background(
             records.auth_failed(
-                session=self.sid,
-                client=self.peer,
-                target=self.target,
-                identity=self.context["identity"],
-                reason=reason,
+                session=self.sid, client=self.peer, target=self.target, identity=user, reason=reason
             )
         )
-        session.login_timed_out(_LOGIN_TIMEOUT_S)
-        self.flush()
+        log.warning(
+            "session %d: login refused for %r from %s: %s", self.id, user, self.peer, reason
+        )
 
     def _ended(self) -> None:
         """The client connection is gone and the session is over: its last record."""
@@ -734,23 +735,7 @@ class ClientLeg(asyncio.Protocol):
                         self.target,
                     )
                 elif isinstance(ev, AuthFailed):
-                    self.gw.backoff.failed(self.peer_ip, time.monotonic())
-                    self.gw.audit.background(
-                        records.auth_failed(
-                            session=self.sid,
-                            client=self.peer,
-                            target=self.target,
-                            identity=ev.user or None,
-                            reason=ev.reason,
-                        )
-                    )
-                    log.warning(
-                        "session %d: login refused for %r from %s: %s",
-                        self.id,
-                        ev.user,
-                        self.peer,
-                        ev.reason,
-                    )
+                    self._login_failed(ev.user or None, ev.reason)
                 elif isinstance(ev, SessionReady):
                     log.debug("session %d: backend login done", self.id)
                     if self._login_deadline is not None:
@@ -929,8 +914,8 @@ class ClientLeg(asyncio.Protocol):
             fingerprint = policy.fingerprint(cmd, session.server_status, verdict)
             self._holding += 1
             asyncio.get_running_loop().create_task(
-                self._hold_one(cmd, verdict, first_seq, dict(self.context), fingerprint)
-            )
+                self._hold(cmd, verdict, first_seq, dict(self.context), fingerprint)
+            ).add_done_callback(self._hold_done)
             return
         # write-before-forward: the command goes on once its records are committed
         futures = self.gw.audit.statements_soon(self.sid, first_seq, cmd, verdict, self.context)
@@ -1023,18 +1008,8 @@ class ClientLeg(asyncio.Protocol):
             and not _prepares(verdict)
         )
 
-    async def _hold_one(
-        self,
-        cmd: ClientCommand,
-        verdict: Verdict,
-        first_seq: int,
-        context: dict[str, Any],
-        fingerprint: str | None,
-    ) -> None:
-        try:
-            await self._hold(cmd, verdict, first_seq, context, fingerprint)
-        finally:
-            self._holding -= 1
+    def _hold_done(self, _: asyncio.Task[None]) -> None:
+        self._holding -= 1  # the next statement for review may be held
 
     async def _hold(
         self,
