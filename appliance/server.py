@@ -521,12 +521,10 @@ class ClientLeg(asyncio.Protocol):
         if session is None or self._closing:
             return
         backlog = session.backlog
-        if backlog > _BACKLOG_COMMANDS or (
-            backlog > 1 and session.backlog_bytes() > _BACKLOG_BYTES
-        ):
+        if backlog > _BACKLOG_COMMANDS or (backlog > 1 and session.backlog_bytes > _BACKLOG_BYTES):
             self.hold_reading(_HELD_BACKLOG)
         elif self._paused_by & _HELD_BACKLOG and (
-            backlog <= _BACKLOG_COMMANDS // 2 and session.backlog_bytes() <= _BACKLOG_BYTES // 2
+            backlog <= _BACKLOG_COMMANDS // 2 and session.backlog_bytes <= _BACKLOG_BYTES // 2
         ):
             self.release_reading(_HELD_BACKLOG)
         if not self._paused_by & _HELD_LEDGER and self.gw.audit.congested:
@@ -662,6 +660,7 @@ class ClientLeg(asyncio.Protocol):
             self._paused_by
             or session.more_commands
             or session.backlog > 8
+            or session.backlog_bytes > _BACKLOG_BYTES
             or self.gw.audit.congested
         ):
             self._regulate()

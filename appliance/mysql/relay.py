@@ -463,6 +463,7 @@ class Session:
         # command phase
         self._next_id = 0
         self._undecided: deque[ClientCommand] = deque()
+        self._undecided_bytes = 0  # the bytes of those commands (see backlog_bytes)
         self._decisions: dict[int, bytes | None] = {}  # id -> None (allow) or ERR payload
         self._responses: deque[_Response] = deque()
         self._skip = 0  # payload bytes of the current backend frame still to pass through
@@ -684,6 +685,7 @@ class Session:
                 raise ValueError("only a text command of one packet can be rewritten")
             new = ClientCommand(cmd.id, cmd.command, payload, frame(0, payload))
             self._undecided = deque(new if c.id == cmd.id else c for c in self._undecided)
+            self._undecided_bytes += len(new.raw) - len(cmd.raw)
         self._decisions[cmd.id] = None
         self._drain_safely()
 
@@ -710,9 +712,10 @@ class Session:
         """Commands taken and not yet answered (waiting for a decision or an answer)."""
         return len(self._undecided) + len(self._responses)
 
+    @property
     def backlog_bytes(self) -> int:
         """The bytes of the commands still waiting for a decision."""
-        return sum(len(cmd.raw) for cmd in self._undecided)
+        return self._undecided_bytes
 
     # ------------------------------------------------------------------ output helpers
 
@@ -747,6 +750,7 @@ class Session:
         self.close_requested = True
         self._complete_unanswered(reason)
         self._undecided.clear()
+        self._undecided_bytes = 0
         self._decisions.clear()
         self._client_in.clear()  # nothing more is read: what is buffered goes now
         self._server_in.clear()
@@ -1334,12 +1338,14 @@ class Session:
                 # it leaves after whatever is still waiting for a decision
                 self._quitting = True
                 self._undecided.append(cmd)
+                self._undecided_bytes += len(raw)
                 self._decisions[cmd.id] = None
                 self._drain_decisions()
             elif not self._gated and not self._undecided:
                 self._forward(cmd)  # no one to ask: straight through, in order
             else:
                 self._undecided.append(cmd)
+                self._undecided_bytes += len(raw)
                 self._events.append(CommandReceived(cmd))
             return
         if code in REFUSED_COMMANDS:
@@ -1360,6 +1366,7 @@ class Session:
         message = f"sqlgate: {why}"
         self._events.append(CommandRefused(cmd, err_code, message, rule))
         self._undecided.append(cmd)
+        self._undecided_bytes += len(cmd.raw)
         self._decisions[cmd.id] = packets.build_err(err_code, message)
         self._drain_decisions()
 
@@ -1368,6 +1375,7 @@ class Session:
         decisions = self._decisions
         while undecided and undecided[0].id in decisions:
             cmd = undecided.popleft()
+            self._undecided_bytes -= len(cmd.raw)
             err = decisions.pop(cmd.id)
             if err is not None:
                 # the answer follows the command's last packet (it may have continued)
@@ -1532,7 +1540,7 @@ class Session:
                         self._emit(data[emit_from:pos])
                         emit_from = pos
                         self._flush_local()
-                    if self._quitting and not responses:
+                    if self._quitting and not responses and not self._undecided:
                         self._close(self._quit_reason)
         except ProtocolError:
             # what was relayed stays relayed; the client learns the sequence id it expects
@@ -1744,7 +1752,7 @@ class Session:
                             self._emit(data[emit_from:pos])
                         emit_from = pos
                         self._flush_local()
-                    if self._quitting and not responses:
+                    if self._quitting and not responses and not self._undecided:
                         self._close(self._quit_reason)
         except ProtocolError:
             # what was relayed stays relayed; _last_seq already says how far it went

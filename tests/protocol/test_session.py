@@ -1189,6 +1189,7 @@ def test_the_intake_takes_a_few_commands_per_call_and_keeps_the_rest_buffered() 
     pb = _intake(2) >> client(Q1 + Q2 + Q3) << received(1, Q1) << received(2, Q2)
     assert pb.session.more_commands and pb.session.busy
     assert pb.session.backlog == 2
+    assert pb.session.backlog_bytes == len(Q1) + len(Q2)  # what waits for a decision
     assert (
         pb
         >> allow(1)
@@ -1209,7 +1210,8 @@ def test_the_intake_takes_a_few_commands_per_call_and_keeps_the_rest_buffered() 
         << completed(2)
         << completed(3, rows=1)
     )
-    assert pb.session.backlog == 0 and not pb.session.busy
+    assert pb.session.backlog == 0 and pb.session.backlog_bytes == 0
+    assert not pb.session.busy
 
 
 def test_the_intake_also_bounds_commands_that_were_buffered_in_pieces() -> None:
@@ -1317,6 +1319,45 @@ def test_quit_does_not_overtake_an_undecided_command() -> None:
         << received(1, Q1)
         >> allow(1)  # nothing went to the backend before this decision
         << expect_server(Q1 + quit_)
+    )
+
+
+class _NothingMasked:
+    """A masker with nothing to mask: answers take the masked relay unchanged."""
+
+    def plan(self, columns: object) -> None:
+        return None
+
+    def scrub(self, message: bytes) -> bytes:
+        return message
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_quit_waits_for_a_command_still_undecided_after_an_answer(masked: bool) -> None:
+    """Q1 is answered while Q3, sent before COM_QUIT, still waits for its decision (its
+    ledger commit): the session must not close there and drop Q3."""
+    quit_ = command(Command.QUIT)
+    pb = ready()
+    if masked:
+        pb.session.masker = _NothingMasked()  # the masked relay
+    assert (
+        pb
+        >> client(Q1 + Q3 + quit_)
+        << received(1, Q1)
+        << received(2, Q3)
+        >> allow(1)
+        << expect_server(Q1)
+        >> server(R1)
+        << expect_client(R1)
+        << completed(1, affected=1)
+        << expect_phase(Phase.COMMAND)  # Q3 is still to run
+        >> allow(2)
+        << expect_server(Q3 + quit_)
+        << completed(3)  # COM_QUIT, which has no answer
+        >> server(R3)
+        << expect_client(R3)
+        << completed(2, rows=1)
+        << expect_closed("client quit")
     )
 
 
