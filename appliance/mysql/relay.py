@@ -612,24 +612,22 @@ class Session:
         ``SessionSettings.intake``): call ``take_commands``."""
         return self._more
 
-    def take_commands(self) -> None:
-        """Take the next commands (up to the intake) from the client's buffered bytes."""
+    def take_commands(self, everything: bool = False) -> None:
+        """Take the next commands (up to the intake; ``everything``: all of them) from
+        the client's buffered bytes."""
         if self.phase is not Phase.COMMAND:
             self._more = False
             return
         try:
-            self._pump_commands()
+            self._pump_commands(0 if everything else None)
         except ProtocolError as exc:
             self._client_violation(str(exc))
 
     def _take_everything(self) -> None:
         """The client sends no more: every command it did send is taken now, so that the
         session does not end before them."""
-        if self._more and self.phase is Phase.COMMAND:
-            try:
-                self._pump_commands(0)
-            except ProtocolError as exc:
-                self._client_violation(str(exc))
+        if self._more:
+            self.take_commands(everything=True)
 
     def client_closed(self) -> None:
         """The client is gone. What it sent in the command phase still goes on as if a

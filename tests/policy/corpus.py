@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from appliance.config import MaskingRuleConfig, MaskStrategy
+from appliance.policy.masking import MaskingPolicy
+
 
 class Case(NamedTuple):
     sql: str
@@ -1234,3 +1237,18 @@ MODE_CASES: list[ModeCase] = [
     # the same bytes in utf8mb4: 0xa0 is part of one identifier there, as the server reads it
     ModeCase(b"SELECT 1 --\xa0'\nDELETE FROM corpus.items -- '", ALLOW),
 ]
+
+
+def card_masking(on_use: str = "refuse") -> MaskingPolicy:
+    """``shop.customers.card_number`` masked (last4) for everyone: the masking rule the
+    policy's own tests share."""
+    rule = MaskingRuleConfig(
+        "shop.customers.card_number",
+        "shop",
+        "customers",
+        "card_number",
+        MaskStrategy.LAST4,
+        (),
+        on_use=on_use,
+    )
+    return MaskingPolicy([rule], b"k" * 32)

@@ -31,19 +31,19 @@ from corpus import (
     SCRATCH_SQL,
     Case,
     ModeCase,
+    card_masking,
 )
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
 
-from appliance.config import MaskingRuleConfig, MaskStrategy, PolicyConfig, RuleAction, RuleConfig
+from appliance.config import PolicyConfig, RuleAction, RuleConfig
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.mysql.wire import frame
 from appliance.policy import gate, rules
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.lexer import LexMode
-from appliance.policy.masking import MaskingPolicy
 
 AGENT = rules.Subject("agent", frozenset({"agents"}), "orders")
 UTF8MB4_GENERAL_CI = 45
@@ -219,20 +219,7 @@ def test_no_grant_fingerprint_where_a_literal_may_be_the_statement(sql: bytes) -
 def test_a_statement_for_review_is_checked_for_masked_uses_too() -> None:
     """REPLACE ... SELECT of a masked column is held for review; an approval would copy
     the clear values out, so masking refuses it first (never a rewrite, never held)."""
-    masking = MaskingPolicy(
-        [
-            MaskingRuleConfig(
-                "shop.customers.card_number",
-                "shop",
-                "customers",
-                "card_number",
-                MaskStrategy.LAST4,
-                (),
-                on_use="rewrite",
-            )
-        ],
-        b"k" * 32,
-    )
+    masking = card_masking(on_use="rewrite")
     session = Session()
     session.policy.masker = masking.for_groups(["agents"])
     copy = b"REPLACE INTO loot SELECT id, card_number FROM customers"

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from corpus import card_masking
 
-from appliance.config import MaskingRuleConfig, MaskStrategy, PolicyConfig
+from appliance.config import PolicyConfig
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.gate import (
@@ -114,19 +115,7 @@ def test_a_classification_made_for_another_reading_is_not_used() -> None:
 
 
 def test_a_masked_column_used_in_a_large_text_is_found_by_the_worker() -> None:
-    masking = MaskingPolicy(
-        [
-            MaskingRuleConfig(
-                "shop.customers.card_number",
-                "shop",
-                "customers",
-                "card_number",
-                MaskStrategy.LAST4,
-                (),
-            )
-        ],
-        b"k" * 32,
-    )
+    masking = card_masking()
     ids = ",".join(str(i) for i in range(10_000))
     sql = f"SELECT id FROM customers WHERE card_number LIKE '4111%' AND id IN ({ids})"
     cmd = query(sql)
