@@ -1,16 +1,27 @@
-"""Per-client-address backoff after repeated failed logins, pure.
+"""Backoff after repeated failed logins, per user name from a client address, pure.
 
-A few mistakes are free; after ``free`` failures within ``window_s`` seconds an address
-is refused for a delay that doubles with each further failure, up to ``max_delay_s``.
-A successful login forgets the address. Password and token guessing get slow while an
-agent that fumbled once is not locked out.
+A few mistakes are free; after ``free`` failures within ``window_s`` seconds a user name
+from an address must wait before each further attempt, a delay that doubles with each
+further failure up to ``max_delay_s``. A successful login of that name from that address
+forgets its failures. Password and token guessing get slow, while an agent that fumbled
+once is not locked out, and neither are the other agents behind the same address (a
+host or a NAT that many agents share): one agent with an expired token waits alone.
+
+An address as a whole waits only when its failures look like a scan: failures naming
+more than ``scan_free`` different user names (or none: a client that never sent its
+login) within the window. Then every connection from it is refused before its login is
+read, which also spares the target the connections such a client would open.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 __all__ = ["LoginBackoff"]
+
+K = TypeVar("K", str, tuple[str, str])
+_NO_NAME = ""  # the failures of clients that never named a user
 
 
 @dataclass(slots=True)
@@ -19,10 +30,11 @@ class _Record:
     last: float
     blocked_until: float = 0.0
     reported_until: float = 0.0  # the block whose first refused connection was recorded
+    names: set[str] = field(default_factory=set)  # an address's: the user names it failed
 
 
 class LoginBackoff:
-    """Failed logins per client address, and how long each must wait."""
+    """Failed logins per (client address, user name) and per address, and the waits."""
 
     def __init__(
         self,
@@ -31,48 +43,75 @@ class LoginBackoff:
         first_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
         max_addresses: int = 100_000,
+        scan_free: int | None = None,
     ) -> None:
         self.free = free
+        self.scan_free = max(10, 2 * free) if scan_free is None else scan_free
         self.window_s = window_s
         self.first_delay_s = first_delay_s
         self.max_delay_s = max_delay_s
         self.max_addresses = max_addresses
+        self._by_user: dict[tuple[str, str], _Record] = {}
         self._by_address: dict[str, _Record] = {}
 
-    def failed(self, address: str, now: float) -> None:
-        record = self._by_address.get(address)
-        if record is None or now - record.last > self.window_s:
-            if len(self._by_address) >= self.max_addresses:
-                self._forget_old(now)
-            record = self._by_address[address] = _Record(0, now)
-        record.failures += 1
-        record.last = now
-        over = record.failures - self.free
-        if over > 0:
-            delay = min(self.max_delay_s, self.first_delay_s * 2 ** (over - 1))
-            record.blocked_until = now + delay
+    def failed(self, address: str, user: str | None, now: float) -> None:
+        """A failed login from ``address``; ``user`` is None when no name was given."""
+        name = user or _NO_NAME
+        if user:
+            self._count(self._by_user, (address, name), self.free, now)
+        spread = self._by_address.get(address)
+        if spread is not None and now - spread.last > self.window_s:
+            spread = None
+        if spread is None or name == _NO_NAME or name not in spread.names:
+            spread = self._count(self._by_address, address, self.scan_free, now)
+            if name != _NO_NAME and len(spread.names) <= self.scan_free:
+                spread.names.add(name)  # bounded: past the limit every name counts anyway
+        else:
+            spread.last = now  # a name failing again keeps the scan's evidence fresh
 
-    def succeeded(self, address: str) -> None:
-        self._by_address.pop(address, None)
+    def succeeded(self, address: str, user: str) -> None:
+        """``user`` logged in from ``address``: its own failures are forgotten (those
+        that count against the address as a whole age out with the window)."""
+        self._by_user.pop((address, user), None)
 
-    def wait(self, address: str, now: float) -> float:
-        """Seconds ``address`` must still wait before it may try again (0: it may)."""
-        record = self._by_address.get(address)
-        if record is None:
-            return 0.0
-        return max(0.0, record.blocked_until - now)
+    def wait(self, address: str, user: str, now: float) -> float:
+        """Seconds ``user`` must still wait before it may try again from ``address``."""
+        record = self._by_user.get((address, user))
+        return 0.0 if record is None else max(0.0, record.blocked_until - now)
 
-    def first_refusal(self, address: str) -> bool:
-        """Whether a connection refused now is the first of the address's current block:
-        that one is recorded; the others of the same block are only counted out (one
-        record per connection would let a blocked client fill the ledger)."""
+    def address_wait(self, address: str, now: float) -> float:
+        """Seconds every connection from ``address`` must still wait (0: it may try)."""
         record = self._by_address.get(address)
+        return 0.0 if record is None else max(0.0, record.blocked_until - now)
+
+    def first_refusal(self, address: str, user: str | None = None) -> bool:
+        """Whether a login refused now is the first of the current block of ``address``
+        (``user`` None) or of ``user`` from it: that one is recorded; the others of the
+        same block are only counted out (one record per connection would let a blocked
+        client fill the ledger)."""
+        record = (
+            self._by_address.get(address) if user is None else self._by_user.get((address, user))
+        )
         if record is None or record.reported_until == record.blocked_until:
             return False
         record.reported_until = record.blocked_until
         return True
 
-    def _forget_old(self, now: float) -> None:
-        stale = [a for a, r in self._by_address.items() if now - r.last > self.window_s]
-        for address in stale or list(self._by_address)[: len(self._by_address) // 2]:
-            del self._by_address[address]
+    def _count(self, table: dict[K, _Record], key: K, free: int, now: float) -> _Record:
+        record = table.get(key)
+        if record is None or now - record.last > self.window_s:
+            if len(table) >= self.max_addresses:
+                self._forget_old(table, now)
+            record = table[key] = _Record(0, now)
+        record.failures += 1
+        record.last = now
+        over = record.failures - free
+        if over > 0:
+            delay = min(self.max_delay_s, self.first_delay_s * 2 ** (over - 1))
+            record.blocked_until = now + delay
+        return record
+
+    def _forget_old(self, table: dict[K, _Record], now: float) -> None:
+        stale = [k for k, r in table.items() if now - r.last > self.window_s]
+        for key in stale or list(table)[: len(table) // 2]:
+            del table[key]

@@ -170,7 +170,7 @@ class ApplianceConfig:
     state_dir: Path
     max_packet: int = 64 * _MIB  # largest client/server payload accepted, bytes
     drain_timeout_s: float = 30.0  # SIGTERM: how long running sessions may finish
-    failed_logins_free: int = 5  # per client address, before each retry must wait
+    failed_logins_free: int = 5  # per user name and address, before each retry must wait
     failed_login_max_wait_s: float = 300.0  # the wait doubles up to this
 
 

@@ -311,6 +311,7 @@ class ClientLeg(asyncio.Protocol):
         "_deferred",
         "_early",
         "_login_deadline",
+        "_login_user",
         "_holding",
         "_behind_hold",
     )
@@ -353,6 +354,7 @@ class ClientLeg(asyncio.Protocol):
         self._deferred: set[int] = set()  # ids of the commands not decided yet
         self._early: dict[int, CommandCompleted] = {}  # their completions, if the session ended
         self._login_deadline: asyncio.TimerHandle | None = None
+        self._login_user: str | None = None  # the name the client logs in with, once given
         self._holding = 0  # statements of this session waiting for a person
         self._behind_hold: set[int] = set()  # commands refused for it: one at a time
 
@@ -372,19 +374,11 @@ class ClientLeg(asyncio.Protocol):
         if self.gw.draining:
             self._refuse(ErrorCode.UNKNOWN, "sqlgate: the gateway is shutting down")
             return
-        wait = self.gw.backoff.wait(self.peer_ip, time.monotonic())
-        if wait > 0:
-            reason = (
-                f"too many failed logins from {self.peer_ip}; try again in {wait:.0f} s"
-                if wait >= 1
-                else f"too many failed logins from {self.peer_ip}; try again in a second"
-            )
+        wait = self.gw.backoff.address_wait(self.peer_ip, time.monotonic())
+        if wait > 0:  # failures naming many users: every connection waits, unread
+            reason = _too_many(f"from {self.peer_ip} (for many user names)", wait)
             if self.gw.backoff.first_refusal(self.peer_ip):  # one record per block
-                noted = f"{reason} (until then its connections are refused unrecorded)"
-                log.warning("refused %s: %s", self.peer, noted)
-                self.gw.audit.background(
-                    records.auth_failed(client=self.peer, target=None, identity=None, reason=noted)
-                )
+                self._record_waiting(None, reason)
             self._refuse(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
             return
         name = self._choose_target(sock)
@@ -394,6 +388,7 @@ class ClientLeg(asyncio.Protocol):
         self.target = name
         self.context["target"] = name
         self.session = Session(route.settings)
+        self.session.login_gate = self._login_gate
         loop = asyncio.get_running_loop()
         self._login_deadline = loop.call_later(_LOGIN_TIMEOUT_S, self._login_timed_out)
         loop.create_task(self._connect(route))
@@ -438,13 +433,41 @@ class ClientLeg(asyncio.Protocol):
         session = self.session
         if session is None or session.phase is Phase.COMMAND or session.phase is Phase.CLOSED:
             return
-        self._login_failed(None, f"the login did not complete within {_LOGIN_TIMEOUT_S:g} s")
+        # the client's doing unless it waits for the target (its greeting or the
+        # gateway's own login there)
+        theirs = session.phase is Phase.AWAIT_CLIENT_HELLO or session.phase is Phase.CLIENT_AUTH
+        self._login_failed(
+            self._login_user,
+            f"the login did not complete within {_LOGIN_TIMEOUT_S:g} s",
+            counted=theirs,
+        )
         session.login_timed_out(_LOGIN_TIMEOUT_S)
         self.flush()
 
-    def _login_failed(self, user: str | None, reason: str) -> None:
-        """A failed login: it counts for the address's backoff, and is recorded."""
-        self.gw.backoff.failed(self.peer_ip, time.monotonic())
+    def _login_gate(self, user: str) -> str | None:
+        """The client named ``user``: refused while that name waits from its address."""
+        self._login_user = user
+        wait = self.gw.backoff.wait(self.peer_ip, user, time.monotonic())
+        if wait <= 0:
+            return None
+        reason = _too_many(f"as '{user}' from {self.peer_ip}", wait)
+        if self.gw.backoff.first_refusal(self.peer_ip, user):  # one record per block
+            self._record_waiting(user, reason)
+        return reason
+
+    def _record_waiting(self, user: str | None, reason: str) -> None:
+        """The first login refused in a wait is recorded; the rest of the wait's are not."""
+        noted = f"{reason} (until then such logins are refused unrecorded)"
+        log.warning("refused %s: %s", self.peer, noted)
+        self.gw.audit.background(
+            records.auth_failed(client=self.peer, target=None, identity=user, reason=noted)
+        )
+
+    def _login_failed(self, user: str | None, reason: str, counted: bool = True) -> None:
+        """A failed login is recorded; unless the target failed it, it counts toward the
+        backoff of its user name from its address."""
+        if counted:  # under the name the client gave (a token's user may differ)
+            self.gw.backoff.failed(self.peer_ip, self._login_user or user, time.monotonic())
         self.gw.audit.background(
             records.auth_failed(
                 session=self.sid, client=self.peer, target=self.target, identity=user, reason=reason
@@ -694,7 +717,8 @@ class ClientLeg(asyncio.Protocol):
                     if ev.identity.method == "token":
                         self.context["subject"] = ev.identity.subject
                         self.context["token_id"] = ev.identity.token_id
-                    self.gw.backoff.succeeded(self.peer_ip)
+                    if self._login_user is not None:
+                        self.gw.backoff.succeeded(self.peer_ip, self._login_user)
                     self.who = who_fields(self.context)
                     self.policy = SessionPolicy(
                         self.gw.policy,
@@ -734,7 +758,8 @@ class ClientLeg(asyncio.Protocol):
                         self.target,
                     )
                 elif isinstance(ev, AuthFailed):
-                    self._login_failed(ev.user or None, ev.reason)
+                    if ev.cause != "waiting":  # (that one was recorded by the gate)
+                        self._login_failed(ev.user or None, ev.reason, ev.cause == "client")
                 elif isinstance(ev, SessionReady):
                     log.debug("session %d: backend login done", self.id)
                     if self._login_deadline is not None:
@@ -1211,6 +1236,12 @@ class ServerLeg(asyncio.Protocol):
 def _prepares(verdict: Verdict) -> bool:
     """COM_STMT_PREPARE or PREPARE: the statement would run at each later execute."""
     return verdict.command == "COM_STMT_PREPARE" or verdict.parts[0].kind == "PREPARE"
+
+
+def _too_many(who: str, wait: float) -> str:
+    """Why a login is refused while it waits, and for how long."""
+    after = f"{wait:.0f} s" if wait >= 1 else "a second"
+    return f"too many failed logins {who}; try again in {after}"
 
 
 def _fmt(addr: tuple[object, ...] | list[object]) -> str:

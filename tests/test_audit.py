@@ -191,7 +191,9 @@ def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:
     assert failed[0]["identity"] == "agent" and "wrong password" in failed[0]["reason"]
 
 
-def test_repeated_failed_logins_make_the_address_wait(mariadb: MariaDB, tmp_path: Path) -> None:
+def test_repeated_failed_logins_make_the_user_wait_not_the_address(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
     gw = GatewayProcess(
         tmp_path / "gw",
         mariadb,
@@ -202,20 +204,47 @@ def test_repeated_failed_logins_make_the_address_wait(mariadb: MariaDB, tmp_path
         for _ in range(3):
             with pytest.raises(pymysql.err.OperationalError):
                 gw.connect(password="wrong")
-        # now even the right password waits: the address is slowed down, not the account
+        # now even the right password waits: the name is slowed down from this address
         with pytest.raises(pymysql.err.OperationalError) as info:
             gw.connect()
         code, message = info.value.args
-        assert code == 1045 and "too many failed logins from 127.0.0.1" in message
+        assert code == 1045 and "too many failed logins as 'agent' from 127.0.0.1" in message
         for _ in range(20):  # a blocked client that keeps connecting: refused each time ...
             with pytest.raises(pymysql.err.OperationalError):
                 gw.connect()
+        # ... while another agent behind the same address is not held up by it
+        with gw.connect("dba") as conn, conn.cursor() as cur:
+            cur.execute("SELECT CURRENT_USER()")
     finally:
         assert gw.stop() == 0
     failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
     assert len(failed) == 4  # ... and recorded once: it does not fill the ledger
+    assert failed[-1]["identity"] == "agent"
     assert "too many failed logins" in failed[-1]["reason"]
     assert "refused unrecorded" in failed[-1]["reason"]
+
+
+def test_failures_for_many_user_names_make_the_address_wait(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, appliance_extra="failed_logins_free = 2"
+    ).start()  # a scan: failures for more than max(10, 2 * 2) names
+    try:
+        for i in range(11):
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                pymysql.connect(
+                    host=gw.host, port=gw.port, user=f"guess{i}", password="x", connect_timeout=5
+                )
+            assert "is not a gateway account" in info.value.args[1]
+        with pytest.raises(pymysql.err.OperationalError) as info:  # every name now waits
+            gw.connect("dba")
+        code, message = info.value.args
+        assert code == 1045 and "too many failed logins from 127.0.0.1" in message
+    finally:
+        assert gw.stop() == 0
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
+    assert len(failed) == 12 and "many user names" in failed[-1]["reason"]
 
 
 def test_unwritable_ledger_refuses_with_1105_and_forwards_nothing(

@@ -1,4 +1,4 @@
-"""Failed logins slow an address down; a success forgets it."""
+"""Failed logins slow a user name from an address down; a scan slows the address down."""
 
 from __future__ import annotations
 
@@ -8,43 +8,93 @@ from appliance.backoff import LoginBackoff
 def test_a_few_failures_are_free_then_the_wait_doubles_up_to_a_cap() -> None:
     b = LoginBackoff(free=3, first_delay_s=1.0, max_delay_s=8.0)
     for _ in range(3):
-        b.failed("10.0.0.1", 100.0)
-    assert b.wait("10.0.0.1", 100.0) == 0.0
+        b.failed("10.0.0.1", "agent", 100.0)
+    assert b.wait("10.0.0.1", "agent", 100.0) == 0.0
     waits = []
     for _ in range(6):
-        b.failed("10.0.0.1", 100.0)
-        waits.append(b.wait("10.0.0.1", 100.0))
+        b.failed("10.0.0.1", "agent", 100.0)
+        waits.append(b.wait("10.0.0.1", "agent", 100.0))
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    assert b.wait("10.0.0.1", 105.0) == 3.0
-    assert b.wait("10.0.0.2", 100.0) == 0.0  # other addresses are not affected
+    assert b.wait("10.0.0.1", "agent", 105.0) == 3.0
+    assert b.wait("10.0.0.2", "agent", 100.0) == 0.0  # other addresses are not affected
+
+
+def test_other_users_of_the_same_address_do_not_wait() -> None:
+    b = LoginBackoff(free=2)
+    for _ in range(10):  # one agent with an expired token, retrying
+        b.failed("10.0.0.1", "ci-bot", 0.0)
+    assert b.wait("10.0.0.1", "ci-bot", 0.0) > 0
+    assert b.wait("10.0.0.1", "agent", 0.0) == 0.0
+    assert b.address_wait("10.0.0.1", 0.0) == 0.0  # one name is not a scan
+
+
+def test_failures_for_many_names_make_the_whole_address_wait() -> None:
+    b = LoginBackoff(free=5, first_delay_s=1.0)
+    assert b.scan_free == 10  # max(10, 2 * free)
+    for i in range(10):
+        b.failed("10.0.0.1", f"user{i}", 0.0)
+    assert b.address_wait("10.0.0.1", 0.0) == 0.0
+    b.failed("10.0.0.1", "user10", 0.0)
+    assert b.address_wait("10.0.0.1", 0.0) == 1.0
+    assert b.address_wait("10.0.0.2", 0.0) == 0.0
+    # clients that never name a user count like new names (a slow or silent login)
+    for _ in range(11):
+        b.failed("10.0.0.3", None, 0.0)
+    assert b.address_wait("10.0.0.3", 0.0) > 0
 
 
 def test_success_and_time_forget() -> None:
     b = LoginBackoff(free=1, window_s=60.0)
-    b.failed("a", 0.0)
-    b.failed("a", 0.0)
-    assert b.wait("a", 0.0) > 0
-    b.succeeded("a")
-    assert b.wait("a", 0.0) == 0.0
-    b.failed("b", 0.0)
-    b.failed("b", 100.0)  # the first failure is outside the window: it starts over
-    assert b.wait("b", 100.0) == 0.0
+    b.failed("a", "agent", 0.0)
+    b.failed("a", "agent", 0.0)
+    assert b.wait("a", "agent", 0.0) > 0
+    b.succeeded("a", "agent")
+    assert b.wait("a", "agent", 0.0) == 0.0
+    b.failed("b", "agent", 0.0)
+    b.failed("b", "agent", 100.0)  # the first failure is outside the window: it starts over
+    assert b.wait("b", "agent", 100.0) == 0.0
 
 
-def test_the_table_stays_bounded() -> None:
-    b = LoginBackoff(max_addresses=10, window_s=1.0)
+def test_a_success_does_not_clear_a_scan() -> None:
+    b = LoginBackoff(free=1, scan_free=2, window_s=60.0)
+    for name in ("a", "b", "c"):
+        b.failed("10.0.0.1", name, 0.0)
+    b.succeeded("10.0.0.1", "agent")  # a valid account does not launder a scan
+    assert b.address_wait("10.0.0.1", 0.0) > 0
+    assert b.address_wait("10.0.0.1", 61.0) == 0.0  # the wait ends
+    b.failed("10.0.0.1", "d", 200.0)  # and the window forgets the names
+    assert b.address_wait("10.0.0.1", 200.0) == 0.0
+
+
+def test_a_repeated_name_is_not_counted_again_toward_a_scan() -> None:
+    b = LoginBackoff(free=100, scan_free=2)
+    for _ in range(50):
+        b.failed("10.0.0.1", "agent", 0.0)
+        b.failed("10.0.0.1", "dba", 0.0)
+    assert b.address_wait("10.0.0.1", 0.0) == 0.0
+
+
+def test_the_tables_stay_bounded() -> None:
+    b = LoginBackoff(max_addresses=10, window_s=1.0, scan_free=1000)
     for i in range(100):
-        b.failed(f"10.0.0.{i}", float(i))
-    assert len(b._by_address) <= 10
+        b.failed(f"10.0.0.{i}", "agent", float(i))
+        b.failed("10.0.0.200", f"user{i}", float(i))
+    assert len(b._by_address) <= 10 and len(b._by_user) <= 10
+    for record in b._by_address.values():
+        assert len(record.names) <= 1001
 
 
 def test_only_the_first_refusal_of_each_block_is_recorded() -> None:
-    b = LoginBackoff(free=1, first_delay_s=10.0)
-    assert not b.first_refusal("10.0.0.1")  # not blocked
-    b.failed("10.0.0.1", 0.0)
-    b.failed("10.0.0.1", 1.0)  # blocked until 11
-    assert b.first_refusal("10.0.0.1")
-    assert not b.first_refusal("10.0.0.1")
-    b.failed("10.0.0.1", 12.0)  # a new block, until 32
+    b = LoginBackoff(free=1, first_delay_s=10.0, scan_free=1)
+    assert not b.first_refusal("10.0.0.1", "agent")  # not blocked
+    b.failed("10.0.0.1", "agent", 0.0)
+    b.failed("10.0.0.1", "agent", 1.0)  # blocked until 11
+    assert b.first_refusal("10.0.0.1", "agent")
+    assert not b.first_refusal("10.0.0.1", "agent")
+    b.failed("10.0.0.1", "agent", 12.0)  # a new block, until 32
+    assert b.first_refusal("10.0.0.1", "agent")
+    assert not b.first_refusal("10.0.0.1", "agent")
+    assert not b.first_refusal("10.0.0.1")  # the address itself is not blocked ...
+    b.failed("10.0.0.1", "dba", 13.0)  # ... until a second name fails
     assert b.first_refusal("10.0.0.1")
     assert not b.first_refusal("10.0.0.1")

@@ -632,6 +632,31 @@ def test_more_than_a_login_needs_sent_before_it_completes_is_refused(
     assert "Traceback" not in gw.log()
 
 
+def test_a_login_that_times_out_waiting_for_the_target_is_not_held_against_the_client(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """The 10 s login limit, reached while the target does not greet: recorded, but not
+    a failure of the client's (with failed_logins_free = 0 it would block the address)."""
+    target = _SilentTarget(mariadb.pki)
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        target,  # type: ignore[arg-type]
+        mariadb.pki,
+        appliance_extra="failed_logins_free = 0",
+    ).start()
+    try:
+        with socket.create_connection((gw.host, gw.port), timeout=20) as sock:
+            assert b"did not complete within 10 s" in _until_closed(sock)  # let go
+        with socket.create_connection((gw.host, gw.port), timeout=1.5) as sock:
+            with pytest.raises(TimeoutError):  # waits for the target again: not refused
+                sock.recv(1024)
+    finally:
+        assert gw.stop() == 0
+        target.close()
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
+    assert [r["reason"] for r in failed] == ["the login did not complete within 10 s"]
+
+
 def test_a_user_name_longer_than_any_server_reads_is_refused(gateway: GatewayProcess) -> None:
     with pytest.raises(pymysql.err.MySQLError) as err:
         pymysql.connect(

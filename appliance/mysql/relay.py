@@ -192,8 +192,14 @@ class ClientAuthenticated:
 
 @dataclass(frozen=True, slots=True)
 class AuthFailed:
+    """A login was refused (ERR 1045 sent, the session closes). ``cause``: "client" (its
+    credentials, token or groups: a failure that counts against it), "target" (the
+    gateway's own login to the target failed: not the client's doing) or "waiting"
+    (``Session.login_gate`` refused the name before its credentials were read)."""
+
     user: str
     reason: str
+    cause: str = "client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,6 +502,10 @@ class Session:
         commands sent from now on are captured up to this many bytes each (see
         ``CommandCompleted.recorded``). Without ``report_completions`` nothing is captured."""
         self._recording = 0  # answers being captured that have not completed yet
+        self.login_gate: Callable[[str], str | None] | None = None
+        """Set by the shell before the login: called with the user name the client gives,
+        before its credentials are checked; a reason refuses the login (1045, an
+        ``AuthFailed`` with cause "waiting"), None lets it go on."""
 
     # ------------------------------------------------------------------ shell API
 
@@ -926,6 +936,12 @@ class Session:
         self.client_caps = hello.capabilities & self._offered_caps
         self.phase = Phase.CLIENT_AUTH
         user = hello.user.decode("utf-8", "replace")
+        gate = self.login_gate
+        if gate is not None:
+            refused = gate(user)
+            if refused is not None:
+                self._client_auth_failed(user, refused, cause="waiting")
+                return
         account = self.settings.accounts.get(user)
         plugin = hello.auth_plugin or NATIVE_PASSWORD
         if not hello.capabilities & Capability.PLUGIN_AUTH:
@@ -1057,11 +1073,11 @@ class Session:
         self._client_seq = (self._client_seq + 1) & 0xFF
         self._send_client(frame(self._client_seq, payload))
 
-    def _client_auth_failed(self, user: str, reason: str) -> None:
+    def _client_auth_failed(self, user: str, reason: str, cause: str = "client") -> None:
         self._send_client_seq(
             packets.build_err(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
         )
-        self._events.append(AuthFailed(user, reason))
+        self._events.append(AuthFailed(user, reason, cause))
         self._close(f"authentication failed: {reason}")
 
     def _client_proven(self, account: Account) -> None:
@@ -1247,7 +1263,7 @@ class Session:
             packets.build_err(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
         )
         user = self.identity.user if self.identity else ""
-        self._events.append(AuthFailed(user, reason))
+        self._events.append(AuthFailed(user, reason, "target"))
         self._close(f"backend login failed: {reason}")
 
     def _server_login_done(self, ok: packets.OkPacket) -> None:

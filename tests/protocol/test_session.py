@@ -409,10 +409,43 @@ def test_wrong_native_password_is_refused_and_the_session_closes() -> None:
         << expect_client(
             is_err(2, 1045, "sqlgate: access denied", "wrong password", "'alice'", "plain")
         )
-        << expect_event(AuthFailed, user="alice")
+        << expect_event(AuthFailed, user="alice", cause="client")
         << expect_closed("authentication failed")
         >> client(query(b"SELECT 1"))  # nothing more is read
     )
+
+
+def test_a_name_the_login_gate_refuses_is_turned_away_before_its_password() -> None:
+    asked: list[str] = []
+
+    def gate(user: str) -> str | None:
+        asked.append(user)
+        return "too many failed logins as 'alice'; try again in 3 s" if user == "alice" else None
+
+    session = new_session()
+    session.login_gate = gate
+    assert (
+        Playbook(session)
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(client_hello(b"alice", native(ALICE_PW), capabilities=CLIENT_CAPS))
+        << expect_client(is_err(2, 1045, "sqlgate: access denied: too many failed logins"))
+        << expect_event(AuthFailed, user="alice", cause="waiting")
+        << expect_closed("too many failed logins")
+    )  # the right password, refused all the same: nothing went to the server
+    assert asked == ["alice"]
+    other = new_session()
+    other.login_gate = gate
+    assert (
+        Playbook(other)
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(client_hello(b"bob", native(BOB_PW), capabilities=CLIENT_CAPS))
+        << expect_client(is_err(2, 1045, "may not reach target"))  # checked as usual
+        << expect_event(AuthFailed, user="bob", cause="client")
+        << expect_closed()
+    )
+    assert asked == ["alice", "bob"]
 
 
 def test_unknown_user_is_refused() -> None:
@@ -764,7 +797,7 @@ def test_backend_error_is_reported_to_the_client_as_access_denied_naming_the_tar
         << expect_server(native_login(BACKEND_CAPS))
         >> server(denied)
         << expect_client(is_err(2, 1045, "sqlgate: access denied", "target 'db1'", "gw_svc"))
-        << expect_event(AuthFailed, user="alice")
+        << expect_event(AuthFailed, user="alice", cause="target")  # not the client's doing
         << expect_closed("backend login failed")
     )
 
