@@ -3389,6 +3389,7 @@ def mask_rewrite(
     *,
     ansi_unknown: bool = True,
     backslash_unknown: bool = False,
+    readings: Readings | None = None,
 ) -> str | None:
     """The statement text with each masked column reference outside a plain projection
     replaced by an expression that yields its masked value (redact: '****', null: NULL,
@@ -3398,7 +3399,8 @@ def mask_rewrite(
     None when a rewrite is not certain: a hash strategy, a `*` that expands to a masked
     column, a reference by select-list position or alias, a name that must stay a column,
     a text that is not UTF-8 or reads differently under an unknown sql_mode, or anything
-    not understood. The caller refuses those."""
+    not understood. The caller refuses those. ``readings``: ``reference_readings`` of the
+    same text and modes, made before (as for ``masked_uses``)."""
     raw = sql.encode() if isinstance(sql, str) else sql
     try:
         text = raw.decode("utf-8")
@@ -3410,7 +3412,9 @@ def mask_rewrite(
         return ask(schema, table, column) is not None
 
     results: set[str] = set()
-    for refs in reference_readings(raw, mode, ansi_unknown, backslash_unknown):
+    if readings is None:
+        readings = reference_readings(raw, mode, ansi_unknown, backslash_unknown)
+    for refs in readings:
         edits: dict[tuple[int, int], str] = {}
         for ref in refs:
             if not ref.column:

@@ -594,7 +594,12 @@ class SessionPolicy:
         rules = [masker.rule_for(*_split_column(use.column)) for use in uses]
         if rewrite and len(verdict.parts) == 1 and all(r is not None and r.rewrite for r in rules):
             text = mask_rewrite(
-                sql, self.schema, masker.strategy_for, mode, backslash_unknown=backslash_unknown
+                sql,
+                self.schema,
+                masker.strategy_for,
+                mode,
+                backslash_unknown=backslash_unknown,
+                readings=readings,
             )
             if text is not None and text.encode() != sql and len(text) < _MAX_REWRITE:
                 columns = ", ".join(sorted({use.column for use in uses}))

@@ -131,3 +131,27 @@ def test_a_masked_column_used_in_a_large_text_is_found_by_the_worker() -> None:
     # ... and are what decides: without them the use would not be seen
     blind = Classified(classified.reading, classified.found, [()])
     assert session(masking).decide(cmd, AUTOCOMMIT, {}, blind).refusal is None
+
+
+def test_a_large_text_is_rewritten_for_masking_from_the_worker_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """on_use = "rewrite": the worker's references make the rewrite too; the loop does
+    not read the text a second time (a megabyte text would hold every session)."""
+    masking = card_masking(on_use="rewrite")
+    ids = ",".join(str(i) for i in range(10_000))
+    cmd = query(f"SELECT id FROM customers WHERE card_number LIKE '4111%' AND id IN ({ids})")
+    expected = session(masking).decide(cmd, AUTOCOMMIT, {})  # reads the text itself
+    assert expected.rewritten is not None and "card_number LIKE" not in expected.rewritten
+    sp = session(masking)
+    job = sp.text_job(cmd, AUTOCOMMIT)
+    assert job is not None
+    classified = classify_text(job)
+
+    def read_again(*args: object) -> object:
+        raise AssertionError("the text was read again on the event loop")
+
+    from appliance.policy import classify
+
+    monkeypatch.setattr(classify, "_text_refs", read_again)
+    assert shown(sp.decide(cmd, AUTOCOMMIT, {}, classified)) == shown(expected)
