@@ -19,7 +19,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -390,15 +390,20 @@ class ClientLeg(asyncio.Protocol):
         self.session = Session(route.settings)
         self.session.login_gate = self._login_gate
         loop = asyncio.get_running_loop()
-        self._login_deadline = loop.call_later(_LOGIN_TIMEOUT_S, self._login_timed_out)
-        loop.create_task(self._connect(route))
+        self._login_deadline = loop.call_later(
+            _LOGIN_TIMEOUT_S, self._guarded, self._login_timed_out
+        )
+        self._spawn(self._connect(route))
 
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session is None:
             return
-        session.client_data(data)
-        self.flush()
+        try:
+            session.client_data(data)
+            self.flush()
+        except Exception as exc:
+            self.internal_error("reading the client", exc)
 
     def eof_received(self) -> bool:
         """The client half-closed (``shutdown(SHUT_WR)``): it may still read, so the
@@ -552,7 +557,9 @@ class ClientLeg(asyncio.Protocol):
             self.release_reading(_HELD_BACKLOG)
         if not self._paused_by & _HELD_LEDGER and self.gw.audit.congested:
             self.hold_reading(_HELD_LEDGER)
-            self.gw.audit.relieved().add_done_callback(self._ledger_relieved)
+            self.gw.audit.relieved().add_done_callback(
+                functools.partial(self._guarded, self._ledger_relieved)
+            )
         if session.more_commands:
             self.hold_reading(_HELD_INTAKE)
             if self._paused_by == _HELD_INTAKE:
@@ -566,7 +573,7 @@ class ClientLeg(asyncio.Protocol):
     def _take_soon(self) -> None:
         if not self._taking:
             self._taking = True
-            asyncio.get_running_loop().call_soon(self._take_more)
+            asyncio.get_running_loop().call_soon(self._guarded, self._take_more)
 
     def _take_more(self) -> None:
         self._taking = False
@@ -709,7 +716,7 @@ class ClientLeg(asyncio.Protocol):
                     else:
                         self._record_refusal(ev)
                 elif isinstance(ev, TokenPresented):
-                    asyncio.get_running_loop().create_task(self._verify_token(ev))
+                    self._spawn(self._verify_token(ev))
                 elif isinstance(ev, ClientAuthenticated):
                     self.context["identity"] = ev.identity.user
                     self.context["groups"] = sorted(ev.identity.groups)
@@ -847,7 +854,7 @@ class ClientLeg(asyncio.Protocol):
             return
         self._in_worker = cmd
         self._deferred.add(cmd.id)
-        asyncio.get_running_loop().create_task(self._classify_then_decide(cmd, job))
+        self._spawn(self._classify_then_decide(cmd, job))
 
     async def _classify_then_decide(self, cmd: ClientCommand, job: TextJob) -> None:
         """A large text, classified in the worker process while the loop goes on; then
@@ -937,7 +944,7 @@ class ClientLeg(asyncio.Protocol):
             # the shape as the session reads the text now, before later answers move on
             fingerprint = policy.fingerprint(cmd, session.server_status, verdict)
             self._holding += 1
-            asyncio.get_running_loop().create_task(
+            self._spawn(
                 self._hold(cmd, verdict, first_seq, dict(self.context), fingerprint)
             ).add_done_callback(self._hold_done)
             return
@@ -949,12 +956,14 @@ class ClientLeg(asyncio.Protocol):
             nonlocal pending
             pending -= 1
             if not pending:
-                self._recorded(cmd, verdict, futures)
+                self._guarded(self._recorded, cmd, verdict, futures)
 
         for future in futures:
             future.add_done_callback(one_done)
         if not futures:  # nothing to record (no statement in it): forwarded as it is
-            asyncio.get_running_loop().call_soon(self._recorded, cmd, verdict, futures)
+            asyncio.get_running_loop().call_soon(
+                self._guarded, self._recorded, cmd, verdict, futures
+            )
         if self._early:  # the session ended while it waited for its decision
             early = self._early.pop(cmd.id, None)
             if early is not None:
@@ -1158,6 +1167,40 @@ class ClientLeg(asyncio.Protocol):
             session.allow(cmd)
         self.flush()
 
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        """A fault of the gateway's own while it served this session (logged with its
+        traceback): the session is ended as an operator would end it (``session_end``
+        says why; what it recorded before stands), instead of being left with a client
+        that waits for an answer that will never come. Other sessions go on."""
+        log.error(
+            "session %d: internal error while %s; the session is ended",
+            self.id,
+            where,
+            exc_info=exc,
+        )
+        try:
+            self.end_by_operator("sqlgate", f"internal error while {where}: {exc!r}")
+        except Exception:
+            log.exception("session %d: while ending it", self.id)
+            self.abort()
+
+    def _guarded(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run a callback of this session's; a fault in it ends the session."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            self.internal_error(f"running {callback.__name__}", exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of this session's; a fault in it ends the session."""
+        task = asyncio.get_running_loop().create_task(work)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.internal_error(f"running {task.get_coro().__name__}", exc)  # type: ignore[union-attr]
+
     def drain(self) -> None:
         """Close now if nothing is running, else once the running command ends."""
         session = self.session
@@ -1212,8 +1255,11 @@ class ServerLeg(asyncio.Protocol):
         client = self.client
         session = client.session
         assert session is not None
-        session.server_data(data)
-        client.flush()
+        try:
+            session.server_data(data)
+            client.flush()
+        except Exception as exc:
+            client.internal_error("reading the target", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         client = self.client

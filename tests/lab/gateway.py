@@ -58,6 +58,7 @@ class GatewayProcess:
     name: str = "test-gw"  # the appliance name (unique per broker, like in production)
     extra_targets: str = ""
     ledger_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the process
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,7 +128,7 @@ signing_key = "ledger.key"
     def start(self) -> GatewayProcess:
         self.write_config()
         log = self.log_path.open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance.cli", "run", "-c", str(self.config_path)],
             stdout=log,
