@@ -422,25 +422,25 @@ def test_a_name_the_login_gate_refuses_is_turned_away_before_its_password() -> N
         asked.append(user)
         return "too many failed logins as 'alice'; try again in 3 s" if user == "alice" else None
 
-    session = new_session()
-    session.login_gate = gate
+    def hello(user: bytes, password: bytes) -> Playbook:
+        session = new_session()
+        session.login_gate = gate
+        return (
+            Playbook(session)
+            >> server(server_greeting(NONCE))
+            << expect_client(lambda p: p.seq == 0)
+            >> client(client_hello(user, native(password), capabilities=CLIENT_CAPS))
+        )
+
     assert (
-        Playbook(session)
-        >> server(server_greeting(NONCE))
-        << expect_client(lambda p: p.seq == 0)
-        >> client(client_hello(b"alice", native(ALICE_PW), capabilities=CLIENT_CAPS))
+        hello(b"alice", ALICE_PW)
         << expect_client(is_err(2, 1045, "sqlgate: access denied: too many failed logins"))
         << expect_event(AuthFailed, user="alice", cause="waiting")
         << expect_closed("too many failed logins")
     )  # the right password, refused all the same: nothing went to the server
     assert asked == ["alice"]
-    other = new_session()
-    other.login_gate = gate
     assert (
-        Playbook(other)
-        >> server(server_greeting(NONCE))
-        << expect_client(lambda p: p.seq == 0)
-        >> client(client_hello(b"bob", native(BOB_PW), capabilities=CLIENT_CAPS))
+        hello(b"bob", BOB_PW)
         << expect_client(is_err(2, 1045, "may not reach target"))  # checked as usual
         << expect_event(AuthFailed, user="bob", cause="client")
         << expect_closed()
