@@ -7,8 +7,11 @@ for seconds. ``Offload`` hands such a text (``policy.gate.TextJob``) to one work
 process, started when the first one comes, and gives back what it made of it
 (``policy.gate.Classified``); the session decides it then, in its turn.
 
-A text the worker has not read within ``JOB_TIMEOUT_S`` is refused as not understood
-(fail closed; the worker is replaced). When the worker cannot answer at all (it died,
+Texts take turns, in the order they come, whichever sessions send them: a text the
+worker has not read within ``JOB_TIMEOUT_S`` of starting on it is refused as not
+understood (fail closed; the worker is replaced), and the texts after it wait their turn
+with a new worker: time spent waiting does not count, so a burst of large texts from many
+sessions is read one after the other, not refused. When the worker cannot answer at all (it died,
 it could not start), ``classify`` gives None and the text is classified on the loop as
 before: slower for everyone for a moment, never a different decision.
 """
@@ -51,10 +54,15 @@ class Offload:
         self._timeout_s = timeout_s
         self._retry_at = 0.0  # the worker could not start: not before this (monotonic)
         self.jobs = 0  # texts the worker classified
+        self._turn = asyncio.Lock()  # one text in the worker at a time, first come first
 
     async def classify(self, job: TextJob) -> Classified | None:
-        """What the worker made of the text; a refusal if it took too long; None if it
-        could not answer (decide it on the loop)."""
+        """What the worker made of the text, once the texts before it are done; a refusal
+        if it took too long; None if it could not answer (decide it on the loop)."""
+        async with self._turn:
+            return await self._classify(job)
+
+    async def _classify(self, job: TextJob) -> Classified | None:
         pool = self._pool
         if pool is None:
             if time.monotonic() < self._retry_at:

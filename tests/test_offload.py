@@ -89,6 +89,33 @@ def test_a_text_the_worker_cannot_read_in_time_is_refused_and_the_worker_replace
     assert again == classify_text(job("SELECT 3 FROM t WHERE " + ORS[:20_000]))
 
 
+def test_texts_of_many_sessions_take_turns_and_waiting_does_not_count() -> None:
+    """A burst of large texts (one per session) is read one after the other, each with
+    the whole time limit from its start: the later ones were refused for the time they
+    waited behind the others, and a refusal's worker replacement cancelled the ones
+    queued behind it (their sessions then waited forever)."""
+    texts = [f"SELECT {i} FROM t WHERE " + ORS[:120_000] for i in range(16)]
+
+    async def main() -> list[object]:
+        offload = Offload(timeout_s=1.5)  # several times one text, less than all 16
+        try:
+            await offload.classify(job("SELECT 1"))  # the worker is up
+            started = time.monotonic()
+            await offload.classify(job(texts[0]))
+            one = time.monotonic() - started
+            assert 16 * one > 1.5, f"one text took {one:.2f} s: the burst would fit anyway"
+
+            async def session(i: int) -> object:
+                await asyncio.sleep(0.02 * i)  # they come one after the other
+                return await offload.classify(job(texts[i]))
+
+            return await asyncio.gather(*(session(i) for i in range(16)), return_exceptions=True)
+        finally:
+            offload.close()
+
+    assert asyncio.run(main()) == [classify_text(job(t)) for t in texts]
+
+
 def test_closing_stops_a_worker_in_the_middle_of_a_text() -> None:
     """Shutting down does not wait for the text the worker is reading: it is killed."""
 
