@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from textual.app import App, ScreenStackError
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from appliance.operator import decision_body
@@ -122,6 +123,21 @@ class ConsoleApp(App[None]):
 
     def _deliver(self, item: BusEvent | LinkState) -> None:
         self.post_message(FromSource(item))
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A notice, never read as markup, whatever the caller asks: its text comes from
+        the wire (a statement, a user name, a gateway's reason), and markup in it would
+        crash the console, hide text, or make a link that acts when clicked (an agent's
+        statement approving itself)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def redraw(self) -> None:
         """Show what changed on the visible screen (and the clocks, once a second)."""

@@ -53,13 +53,15 @@ def drive(
     app: ConsoleApp,
     scenario: Callable[[Run], Awaitable[None]],
     size: tuple[int, int] = (100, 30),
+    notifications: bool = False,
 ) -> None:
-    """Run ``scenario`` against ``app`` (headless, ``size``) in a new event loop."""
+    """Run ``scenario`` against ``app`` (headless, ``size``) in a new event loop; with
+    ``notifications``, its notices are shown as on a terminal (Pilot hides them)."""
 
     async def main() -> None:
         bells: list[None] = []
         app.bell = lambda: bells.append(None)  # type: ignore[method-assign]
-        async with app.run_test(size=size) as pilot:
+        async with app.run_test(size=size, notifications=notifications) as pilot:
             run = Run(app, pilot, bells)
             await run.settle()
             await scenario(run)

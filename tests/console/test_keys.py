@@ -26,7 +26,9 @@ OPERATOR = Operator("dba@example.com", "header.payload.signature")
 Scenario = Callable[[Run], Awaitable[None]]
 
 
-def console(operator: Operator | None = OPERATOR) -> Callable[[Scenario], Callable[[], None]]:
+def console(
+    operator: Operator | None = OPERATOR, notifications: bool = False
+) -> Callable[[Scenario], Callable[[], None]]:
     """A test that runs its scenario in a console (100x30) once the recording played."""
 
     def wrap(scenario: Scenario) -> Callable[[], None]:
@@ -39,7 +41,7 @@ def console(operator: Operator | None = OPERATOR) -> Callable[[Scenario], Callab
                 await run.settle()
                 await scenario(run)
 
-            drive(app, played)
+            drive(app, played, notifications=notifications)
 
         test.__name__ = scenario.__name__
         test.__doc__ = scenario.__doc__
@@ -163,3 +165,41 @@ async def test_without_a_token_the_console_is_read_only(run: Run) -> None:
     await run.press("2", "a", "d", "1", "k")
     assert sent(run) == []
     assert any("--token-file" in note for note in run.notes())
+
+
+@console(notifications=True)
+async def test_markup_in_a_request_is_shown_as_text_and_never_acts(run: Run) -> None:
+    """An agent's statement is data: '[/]' in it must not crash the console, and an
+    action link in it must not approve anything when the operator clicks the notice."""
+    from textual.widgets._toast import Toast
+
+    sql = "DELETE FROM t WHERE id <> 0 AND 'x' <> '[@click=screen.approve]see details[/]'"
+    request = {
+        "v": 1,
+        "appliance": "edge-1",
+        "session": "edge-1-7a01-9",
+        "statement_seq": 1,
+        "identity": "agent[/]",
+        "client": "10.77.1.12:40001",
+        "target": "orders",
+        "db": "shop",
+        "command": "COM_QUERY",
+        "sql": sql,
+        "rule": "review",
+        "reason": "why",
+        "rows_estimate": None,
+        "id": "c0ffee000001",
+        "sql_sha256": "7" * 64,
+        "approver_groups": ["dba"],
+        "fingerprint": None,
+        "requested_at": NOW,
+        "expires_at": NOW + 120,
+    }
+    await run.press("2")
+    run.app._deliver(BusEvent("edge-1", ("approvals", "c0ffee000001"), request))
+    await run.until("the notice", lambda: any("[@click=" in n for n in run.notes()))
+    toasts = list(run.app.screen.query(Toast))
+    # shown as written: read as markup, the notice would say "... 'see details'" and
+    # those words would be a link that approves when the operator clicks the notice
+    assert any("[@click=screen.approve]see details[/]" in t.render().plain for t in toasts)
+    assert sent(run) == []  # and nothing was sent
