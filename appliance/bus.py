@@ -361,7 +361,7 @@ class Bus:
         if payload:
             try:
                 body = json.loads(payload)
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (ValueError, RecursionError):  # also too deep, or a 5,000-digit number
                 log.warning("bus: dropped a %d-byte message on %s: not JSON", len(payload), topic)
                 return
             if not isinstance(body, dict):
@@ -479,7 +479,10 @@ class Bus:
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            self._dispatch(message.topic.value, message.payload)
+            try:
+                self._dispatch(message.topic.value, message.payload)
+            except Exception:  # one message, whatever it holds, never ends the connection
+                log.exception("bus: a message on %s could not be handled", message.topic.value)
 
     async def _write(self, client: aiomqtt.Client) -> None:
         slots = asyncio.Semaphore(self._max_inflight)

@@ -215,7 +215,14 @@ def test_malformed_payloads_are_dropped_and_handlers_cannot_stop_the_bus(
         await bus.start()
         assert await bus.wait_connected(5)
         async with raw_client(broker, Broker.gateway_user) as peer:
-            for payload in (b"not json " + SECRET.encode(), b"[1, 2]", b"\xff\xfe", b'"text"'):
+            for payload in (
+                b"not json " + SECRET.encode(),
+                b"[1, 2]",
+                b"\xff\xfe",
+                b'"text"',
+                b"[" * 100_000,  # deeper than the parser goes
+                b'{"decision": ' + b"9" * 5_000 + b"}",  # more digits than int() takes
+            ):
                 await peer.publish(f"sqlgate/{name}/in/bad", payload, qos=1)
             good = json.dumps({"v": 1, "token": SECRET}).encode()
             await peer.publish(f"sqlgate/{name}/in/good", good, qos=1)
@@ -226,7 +233,8 @@ def test_malformed_payloads_are_dropped_and_handlers_cannot_stop_the_bus(
 
     messages = run(main())
     assert messages == [("in/good", {"v": 1, "token": SECRET}), ("in/again", {"v": 1})]
-    assert caplog.text.count("not JSON") == 2
+    assert caplog.text.count("not JSON") == 4
+    assert "lost the connection" not in caplog.text and "Traceback" not in caplog.text
     assert caplog.text.count("not a JSON object") == 2
     assert caplog.text.count("failed: RuntimeError") == 2
     assert SECRET not in caplog.text

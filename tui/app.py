@@ -10,6 +10,7 @@ token; what the gateway answers comes back as events (a cleared request, an aler
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ __all__ = ["ConsoleApp", "Operator"]
 
 REDRAW_S = 0.25
 VERIFY_EVERY_S = 60.0
+SOURCE_RESTART_S = 5.0  # after the live source failed (a bug): it is started again
 RECENT_EVERY_S = 5.0
 MAX_GRANT_MINUTES = 24 * 60
 
@@ -116,10 +118,15 @@ class ConsoleApp(App[None]):
         self.set_interval(REDRAW_S, self.redraw)
 
     async def _read_source(self) -> None:
-        try:
-            await self.source.run(self._deliver)
-        except Exception as exc:  # a bug in a source must not become a traceback
-            self._deliver(LinkState(False, f"the live source stopped: {exc}"))
+        while True:
+            try:
+                await self.source.run(self._deliver)
+                return
+            except Exception as exc:  # a bug in a source must not become a traceback
+                self._deliver(
+                    LinkState(False, f"the live source failed ({exc}); starting it again")
+                )
+            await asyncio.sleep(SOURCE_RESTART_S)  # the console never stops
 
     def _deliver(self, item: BusEvent | LinkState) -> None:
         self.post_message(FromSource(item))

@@ -102,7 +102,7 @@ def parse_payload(payload: bytes) -> dict[str, Any] | None | bool:
         return False
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # also too deep, or a 5,000-digit number
         return False
     if not isinstance(body, dict) or body.get("v") != EVENT_VERSION:
         return False

@@ -203,3 +203,31 @@ async def test_markup_in_a_request_is_shown_as_text_and_never_acts(run: Run) -> 
     # those words would be a link that approves when the operator clicks the notice
     assert any("[@click=screen.approve]see details[/]" in t.render().plain for t in toasts)
     assert sent(run) == []  # and nothing was sent
+
+
+def test_a_live_source_that_fails_is_started_again(monkeypatch: Any) -> None:
+    """The console never stops: a source that raised (a bug, a message it could not
+    take) is reported on the status bar and started again."""
+    import tui.app
+
+    monkeypatch.setattr(tui.app, "SOURCE_RESTART_S", 0.05)
+
+    class Flaky(RecordedSource):
+        runs = 0
+
+        async def run(self, deliver: Any) -> None:
+            Flaky.runs += 1
+            if Flaky.runs == 1:
+                raise RecursionError("maximum recursion depth exceeded")
+            await super().run(deliver)
+
+    recorded = source()
+    src = Flaky(recorded.messages, prefix=recorded.prefix)
+    app = ConsoleApp(src, clock=lambda: NOW, operator=OPERATOR)
+
+    async def scenario(run: Run) -> None:
+        await src.played.wait()
+        await run.until("the recording's requests", lambda: len(run.app.model.requests) == 2)
+
+    drive(app, scenario)
+    assert Flaky.runs == 2

@@ -7,7 +7,7 @@ from typing import Any
 from console.story import NOW, messages
 
 from tui.model import MAX_SESSIONS, Change, Console, SessionState, printable
-from tui.sources import split_topic
+from tui.sources import parse_payload, split_topic
 
 
 def fold(model: Console | None = None) -> Console:
@@ -122,3 +122,9 @@ def test_text_from_the_wire_cannot_drive_the_terminal() -> None:
 def test_a_huge_statement_is_cut_before_it_is_cleaned() -> None:
     assert printable("SELECT " + " " * 5_000_000 + "1", 20) == "SELECT\u2026"
     assert printable("x" * 5_000_000, 10) == "x" * 9 + "\u2026"
+
+
+def test_a_payload_too_deep_or_with_a_huge_number_is_dropped() -> None:
+    assert parse_payload(b"[" * 100_000) is False  # RecursionError in the parser
+    assert parse_payload(b'{"v": 1, "n": ' + b"9" * 5_000 + b"}") is False  # int() limit
+    assert parse_payload(b'{"v": 1, "n": 5}') == {"v": 1, "n": 5}
