@@ -7,9 +7,10 @@ ledger, and one table::
             session TEXT, body TEXT NOT NULL)
 
 ``body`` is the record's canonical JSON and the only source of truth; ``ts``, ``kind``
-and ``session`` are copies for the export filters. Verification trusts only ``body``: a
-changed copy column is harmless (export filters may then miss or include a record), but a
-body whose seq differs from its row's seq is reported. Triggers refuse UPDATE and DELETE,
+and ``session`` are copies for the export filters. Verification reports a copy column
+that differs from its body (an export filtered on it would miss or include a record),
+and a body whose seq differs from its row's seq; ``read_head`` finds the latest
+checkpoint by the bodies. Triggers refuse UPDATE and DELETE,
 which stops accidents, not an attacker: the hash chain and the signatures do that.
 
 Writing (``LedgerWriter``): ``append`` queues the fields and waits; everything queued is
@@ -952,11 +953,13 @@ def verify_file(
     recordings = _Recordings(conn)
     try:
         conn.execute("BEGIN")
-        for seq, body in _rows(conn, "SELECT seq, body FROM records ORDER BY seq"):
+        for seq, body, *columns in _rows(
+            conn, "SELECT seq, body, ts, kind, session FROM records ORDER BY seq"
+        ):
             if not isinstance(body, str):
                 verifier.fail("the stored record is not text", seq)
                 break
-            if not verifier.feed_body(body, seq):
+            if not verifier.feed_body(body, seq, columns):
                 break
             if '"recording":"' in body or '"recordings_purged"' in body:
                 recordings.note(seq, body)
@@ -1001,7 +1004,7 @@ class _Recordings:
             row = None
         if row is None:
             self.missing.append((seq, str(record.get("ts", ""))))
-        elif hashlib.sha256(row[0]).hexdigest() != digest:
+        elif not isinstance(row[0], bytes) or hashlib.sha256(row[0]).hexdigest() != digest:
             self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
 
     def check(self, signed_through: int | None) -> tuple[int, str] | None:
@@ -1020,11 +1023,17 @@ class _Recordings:
 
 
 def read_head(path: str | os.PathLike[str]) -> Head | None:
-    """The latest checkpoint as a head, or None if there is none yet."""
+    """The latest checkpoint as a head, or None if there is none yet.
+
+    Found by what the records say (their bodies, which the chain covers), not by the
+    ``kind`` column: a column relabelled in the file would otherwise hand an auditor an
+    older head, and with it a rollback to that head would go unnoticed. The search runs
+    back from the newest record, so it reads about a second's worth of them."""
     conn = open_ledger(path)
     try:
         row = conn.execute(
-            "SELECT seq, body FROM records WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
+            "SELECT seq, body FROM records WHERE json_valid(body) "
+            "AND json_extract(body, '$.kind') = 'checkpoint' ORDER BY seq DESC LIMIT 1"
         ).fetchone()
     except sqlite3.Error as exc:
         raise LedgerFileError(f"{path}: cannot read: {exc}") from None
@@ -1035,7 +1044,7 @@ def read_head(path: str | os.PathLike[str]) -> Head | None:
     try:
         return Head.from_checkpoint(json.loads(row[1]))
     except (ValueError, TypeError, AttributeError) as exc:
-        raise LedgerFileError(f"{path}: record {row[0]}: not a valid checkpoint: {exc}") from None
+        raise LedgerDamaged(f"{path}: record {row[0]}: not a valid checkpoint: {exc}") from None
 
 
 def export(
@@ -1116,7 +1125,11 @@ class RecordingReader:
             ).fetchone()
         except sqlite3.OperationalError:  # a ledger from before recordings
             return None
-        return bytes(row[0]) if row is not None else None
+        if row is None:
+            return None
+        if not isinstance(row[0], bytes):  # stored as text (edited): never its SHA-256
+            return b""
+        return row[0]
 
     def close(self) -> None:
         if self._conn is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from appliance.ledger import LedgerWriter
 from appliance.ledger.chain import generate_key, seal_with_body
-from appliance.ledger.store import export, verify_file
+from appliance.ledger.store import RecordingReader, export, verify_file
 
 KEY = generate_key()
 PUBLIC = KEY.public_key()
@@ -67,6 +67,22 @@ def test_an_edited_recording_fails_verification_naming_its_result(tmp_path: Path
     result = verify_file(db, PUBLIC)
     assert not result.ok and result.first_bad_seq == 2
     assert "recording of this result was changed" in str(result.reason)
+
+
+def test_a_recording_stored_as_text_fails_verification_and_replay_says_so(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ledger.db"
+    ledger(db, [b"first", b"second answer"])
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE recordings SET body = CAST(body AS TEXT)")
+    result = verify_file(db, PUBLIC)  # was a TypeError (a traceback from the CLI)
+    assert not result.ok and result.first_bad_seq == 1
+    assert "recording of this result was changed" in str(result.reason)
+    reader = RecordingReader(db)
+    digest = hashlib.sha256(b"first").hexdigest()
+    blob = reader.get(digest)
+    assert blob is not None and hashlib.sha256(blob).hexdigest() != digest  # "altered"
 
 
 def test_a_deleted_recording_fails_verification(tmp_path: Path) -> None:
