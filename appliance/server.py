@@ -51,6 +51,7 @@ from appliance.mysql.relay import (
     SessionReady,
     SessionSettings,
     TokenPresented,
+    printable,
 )
 from appliance.mysql.wire import frame
 from appliance.offload import Offload
@@ -455,7 +456,7 @@ class ClientLeg(asyncio.Protocol):
         wait = self.gw.backoff.wait(self.peer_ip, user, time.monotonic())
         if wait <= 0:
             return None
-        reason = _too_many(f"as '{user}' from {self.peer_ip}", wait)
+        reason = _too_many(f"as '{printable(user)}' from {self.peer_ip}", wait)
         if self.gw.backoff.first_refusal(self.peer_ip, user):  # one record per block
             self._record_waiting(user, reason)
         return reason

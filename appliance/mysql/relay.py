@@ -957,15 +957,15 @@ class Session:
         if not self.settings.tokens:
             self._client_auth_failed(
                 user,
-                f"user '{user}' is not a gateway account; log in with one of the accounts "
-                "configured in [[accounts]]",
+                f"user '{printable(user)}' is not a gateway account; log in with one of the "
+                "accounts configured in [[accounts]]",
             )
             return
         if self._client_tls is None:
             self._client_auth_failed(
                 user,
-                f"user '{user}' is not a gateway account, and a token is accepted as the "
-                "password only over TLS: connect with TLS (for example ssl_mode=REQUIRED or "
+                f"user '{printable(user)}' is not a gateway account, and a token is accepted as "
+                "the password only over TLS: connect with TLS (for example ssl_mode=REQUIRED or "
                 "--ssl) and send the token again",
             )
             return
@@ -1087,11 +1087,11 @@ class Session:
         """A proven identity reaches the target only with one of its allowed groups."""
         backend = self.settings.backend
         if not identity.groups & backend.allow_groups:
-            groups = ", ".join(sorted(identity.groups)) or "none"
+            groups = ", ".join(printable(g) for g in sorted(identity.groups)) or "none"
             allowed = ", ".join(sorted(backend.allow_groups)) or "none"
             self._client_auth_failed(
                 identity.user,
-                f"user '{identity.user}' (groups: {groups}) may not reach target "
+                f"user '{printable(identity.user)}' (groups: {groups}) may not reach target "
                 f"'{backend.name}'; its allowed groups are: {allowed}",
             )
             return
@@ -2118,6 +2118,13 @@ class _LoginRefused(Exception):
     """The backend asked for something the gateway will not do during login."""
 
 
+def printable(text: str) -> str:
+    """A name the client chose, fit for a message, the log and the ledger: control and
+    other unprintable characters escaped (a user name holding a newline would otherwise
+    forge a line of the gateway's log)."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _eof_status(payload: bytes) -> int:
     """Status flags of an EOF packet (0xFE, warnings, status), read in place."""
     if len(payload) != 5:
@@ -2148,4 +2155,5 @@ __all__ = [
     "SessionReady",
     "TokenPresented",
     "SessionSettings",
+    "printable",
 ]

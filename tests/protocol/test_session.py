@@ -460,6 +460,25 @@ def test_unknown_user_is_refused() -> None:
     )
 
 
+def test_a_user_name_cannot_forge_lines_in_messages_or_the_log() -> None:
+    forged = b"x\n2026-01-01 INFO sqlgate.server: session 9: admin authenticated\x1b[2J"
+    session = new_session()
+    assert (
+        Playbook(session)
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(client_hello(forged, native(ALICE_PW), capabilities=CLIENT_CAPS))
+        << expect_client(is_err(2, 1045, "user 'x\\n2026-01-01 INFO", "\\x1b[2J'"))
+        << expect_event(
+            AuthFailed,
+            reason="user 'x\\n2026-01-01 INFO sqlgate.server: session 9: admin authenticated"
+            "\\x1b[2J' is not a gateway account; log in with one of the accounts configured "
+            "in [[accounts]]",
+        )
+        << expect_closed()
+    )
+
+
 def test_account_outside_the_targets_groups_is_refused_after_its_password() -> None:
     assert (
         Playbook(new_session())
