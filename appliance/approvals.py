@@ -27,6 +27,11 @@ from appliance.identity import TokenRejected, TokenVerifier, VerifiedToken
 __all__ = ["Approvals", "Grant", "OperatorRefused", "Outcome", "verify_operator"]
 
 _MAX_GRANT_MINUTES = 24 * 60
+_MAX_ID_CHARS = 64  # a request id is 32 hex digits; a topic may hold 65,535 bytes
+# Rejected decisions recorded one by one per second; past that (a flood from someone with
+# the operators' broker login), they are counted and one alert says how many there were.
+_REJECTIONS_PER_S = 20
+_CHECKS_PER_REQUEST = 8  # decisions of one request checked at once (token verification)
 
 log = logging.getLogger("sqlgate.approvals")
 
@@ -105,6 +110,9 @@ class Approvals:
         self._grants: dict[tuple[str, str, str], Grant] = {}
         self._finished: collections.deque[str] = collections.deque(maxlen=1024)
         self._checks: set[asyncio.Task[None]] = set()
+        self._checking: collections.Counter[str] = collections.Counter()  # by request id
+        self._window = (0, 0)  # (second, rejections recorded in it)
+        self._unrecorded = 0  # rejections past the limit, not yet reported
         bus.subscribe("approvals/+/decision", self._on_decision)
         bus.subscribe("approvals/+", self._on_request)
 
@@ -196,9 +204,28 @@ class Approvals:
             if payload:  # an empty payload is a cleared retained message
                 self._rejected(request_id, "a decision for a request that is not pending")
             return
+        if payload.get("v") != 1:
+            self._rejected(request_id, 'a decision must say "v": 1 (the format this reads)')
+            return
+        if self._checking[request_id] >= _CHECKS_PER_REQUEST:
+            self._rejected(
+                request_id,
+                f"more than {_CHECKS_PER_REQUEST} decisions for this request are being checked "
+                "at once; send the decision again",
+            )
+            return
+        self._checking[request_id] += 1
         task = asyncio.get_running_loop().create_task(self._check(pending, payload))
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
+        task.add_done_callback(lambda _: self._checked(request_id))
+
+    def _checked(self, request_id: str) -> None:
+        left = self._checking[request_id] - 1
+        if left > 0:
+            self._checking[request_id] = left
+        else:
+            del self._checking[request_id]
 
     async def _check(self, pending: _Pending, payload: dict[str, Any]) -> None:
         request_id = pending.request_id
@@ -254,7 +281,31 @@ class Approvals:
         )
 
     def _rejected(self, request_id: str, reason: str) -> None:
+        """Report a decision that did not count: one alert each, up to a limit a second;
+        past it they are counted, and reported together a second later."""
+        if len(request_id) > _MAX_ID_CHARS:
+            request_id = request_id[: _MAX_ID_CHARS - 3] + "..."
+        second = int(time.monotonic())
+        start, recorded = self._window
+        if start != second:
+            start, recorded = second, 0
+        if recorded >= _REJECTIONS_PER_S:
+            if not self._unrecorded:
+                asyncio.get_running_loop().call_later(1.0, self._report_unrecorded)
+            self._unrecorded += 1
+            return
+        self._window = (start, recorded + 1)
         self.on_alert("approval_decision_rejected", request_id, reason)
+
+    def _report_unrecorded(self) -> None:
+        count, self._unrecorded = self._unrecorded, 0
+        if count:
+            self.on_alert(
+                "approval_decision_rejected",
+                "",
+                f"{count} more decisions that did not count arrived within a second and were "
+                f"not recorded one by one (more than {_REJECTIONS_PER_S} a second: a flood)",
+            )
 
     def end_session(self, session: str, operator: str, reason: str) -> None:
         """An operator ended ``session``: a statement it holds is answered (denied by that

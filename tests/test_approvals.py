@@ -223,6 +223,9 @@ def test_decisions_without_a_valid_approver_token_change_nothing_and_it_expires(
             request,
             {"decision": "approve", "operator": "x@example.com", "token": dba_token(stranger)},
         )
+        decide(  # a valid approval in a message format this gateway does not read
+            broker, request, {**by_dba(provider, "approve"), "v": 2}
+        )
         decide(  # a valid token, but not an approver
             broker,
             request,
@@ -242,6 +245,7 @@ def test_decisions_without_a_valid_approver_token_change_nothing_and_it_expires(
     assert any("may not approve their own statement" in r for r in reasons)
     assert any("token was refused" in r for r in reasons)
     assert any("is not an approver" in r for r in reasons)
+    assert any('a decision must say "v": 1' in r for r in reasons)
     # the retained request is gone
     with pytest.raises(subprocess.TimeoutExpired):
         subprocess.run(
@@ -257,6 +261,34 @@ def test_decisions_without_a_valid_approver_token_change_nothing_and_it_expires(
             capture_output=True,
             timeout=1.5,
         )
+
+
+def test_a_flood_of_decisions_is_recorded_in_short(gw: GatewayProcess, broker: Broker) -> None:
+    """Anyone with the operators' broker login can send decisions: 300 for a 60,000-byte
+    request id must not write 300 alerts of 60 kB each (they filled the disk)."""
+    long_id = "f" * 60_000
+    topic = f"{broker.prefix}/test-gw/approvals/{long_id}/decision"
+    subprocess.run(
+        mosquitto("mosquitto_pub", broker, broker.operator_user, "-q", "1", "-t", topic, "-l"),
+        input='{"v": 1}\n' * 300,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        alerts = [
+            r
+            for r in ledger_records(gw.ledger, "--kind", "alert")
+            if r.get("alert") == "approval_decision_rejected"
+        ]
+        flood = [r for r in alerts if str(r.get("request", "")).startswith("fff")]
+        counted = sum(int(r["reason"].split()[0]) for r in alerts if "a flood" in r["reason"])
+        if len(flood) + counted >= 300 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert 0 < len(flood) < 150 and all(len(r["request"]) <= 64 for r in flood)
+    assert len(flood) + counted == 300  # every one accounted for
 
 
 def test_without_the_broker_a_review_is_refused_at_once(
