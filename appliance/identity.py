@@ -29,18 +29,26 @@ Keys are cached. A ``jwks_file`` is read again when it changes (modification tim
 or inode); a fetched JWKS is fetched again after an hour. A ``kid`` that is not in the
 cache makes the verifier read or fetch the keys once more, at most once a minute, so a
 key rotation needs no restart. A failed fetch keeps the cached keys (and logs a warning);
-with no keys at all the token is refused, naming the URL and the reason.
+with no keys at all the token is refused, naming the URL and the reason. A JWKS that is
+read but holds no usable key (``{"keys": []}``: the provider or the operator withdrew
+them) replaces the cache: every token is refused until it has one again.
+
+One fetch at a time, in a daemon thread, within ``FETCH_TIMEOUT_S`` from its start to
+its last byte (a server that drips its answer is cut off); while one still runs, no
+other starts, and logins whose key is cached do not wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -162,6 +170,7 @@ class _KeyCache:
     loaded_at: float | None = None  # clock time of the last successful load
     attempted_at: float | None = None  # clock time of the last load, successful or not
     failure: _SourceError | None = None  # why the last load failed
+    none_usable: str = ""  # the last load found no usable key: why (keys is then {})
     file_stamp: tuple[int, int, int] | None = None  # jwks_file: mtime_ns, size, inode
     jwks_uri: str | None = None  # discovery: the JWKS location it named
 
@@ -187,6 +196,7 @@ class TokenVerifier:
         self._ssl: ssl.SSLContext | None = None
         self._cache = _KeyCache()
         self._lock = asyncio.Lock()
+        self._fetching = False  # a fetch thread is running (perhaps after its wait ended)
 
     # --- verification ----------------------------------------------------------------
 
@@ -458,6 +468,11 @@ class TokenVerifier:
 
     async def _signing_keys(self, kid: str) -> list[_Key]:
         """The cached keys with ``kid``, loading or refreshing them as the rules allow."""
+        cache = self._cache
+        if self._lock.locked() and cache.keys:  # a fetch is under way: it may be slow
+            found = cache.keys.get(kid)
+            if found:
+                return found
         async with self._lock:
             cache = self._cache
             now = self._clock()
@@ -470,6 +485,11 @@ class TokenVerifier:
                 found = cache.keys.get(kid)
             if found:
                 return found
+            if not cache.keys:
+                raise TokenRejected(
+                    f"the identity provider's JWKS has no usable signing key "
+                    f"({cache.none_usable}): every token is refused until it has one"
+                )
             kids = sorted(cache.keys)
             listed = ", ".join(_quote(k) for k in kids[:_SHOWN_KIDS])
             if len(kids) > _SHOWN_KIDS:
@@ -512,11 +532,17 @@ class TokenVerifier:
                 raise TokenRejected(exc.message()) from None
             log.warning("%s; keeping the %d keys already known", exc.message(), len(cache.keys))
             return
-        cache.keys = keys
+        cache.keys, cache.none_usable = keys
         cache.loaded_at = now
         cache.failure = None
+        if not cache.keys:
+            log.warning(
+                "the identity provider's JWKS has no usable signing key (%s): token logins "
+                "are refused until it has one",
+                cache.none_usable,
+            )
 
-    async def _read_keys(self) -> dict[str, list[_Key]]:
+    async def _read_keys(self) -> tuple[dict[str, list[_Key]], str]:
         config = self.config
         if config.jwks_file is not None:
             path = config.jwks_file
@@ -576,9 +602,29 @@ class TokenVerifier:
         """The body at ``url`` (in a thread); ``_SourceError`` with a reason otherwise."""
         if not _is_https(url):
             raise _SourceError(url, "not an https:// URL")
+        if self._fetching:
+            raise _SourceError(url, "the previous request there has not finished yet")
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+
+        def fetch() -> None:
+            try:
+                data = self._fetch(url)
+            except BaseException as exc:
+                outcome: tuple[bytes | None, BaseException | None] = (None, exc)
+            else:
+                outcome = (data, None)
+            finally:
+                self._fetching = False
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(_settle, answer, *outcome)
+
+        self._fetching = True
+        # A daemon thread: one that hangs (name resolution has no timeout) neither holds
+        # a pool's thread nor keeps the gateway from exiting.
+        threading.Thread(target=fetch, name="sqlgate-jwks", daemon=True).start()
         try:
-            # The thread's own timeout does not cover name resolution: bound the wait too.
-            data = await asyncio.wait_for(asyncio.to_thread(self._fetch, url), FETCH_TIMEOUT_S + 1)
+            data = await asyncio.wait_for(answer, FETCH_TIMEOUT_S + 1)
         except _SourceError:
             raise
         except Exception as exc:
@@ -605,9 +651,19 @@ class TokenVerifier:
         request = urllib.request.Request(
             url, headers={"Accept": "application/json", "User-Agent": "sqlgate"}
         )
+        deadline = time.monotonic() + FETCH_TIMEOUT_S
+        chunks: list[bytes] = []
+        size = 0
         with opener.open(request, timeout=FETCH_TIMEOUT_S) as response:
-            data: bytes = response.read(_MAX_DOCUMENT + 1)
-        return data
+            while size <= _MAX_DOCUMENT:
+                if time.monotonic() > deadline:  # each read has its timeout; so has the whole
+                    raise TimeoutError("timed out")
+                chunk: bytes = response.read1(64 * 1024)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        return b"".join(chunks)
 
 
 class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -632,15 +688,27 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
 # --- JWKS ------------------------------------------------------------------------------
 
 
-def _parse_at(where: str, data: bytes) -> dict[str, list[_Key]]:
+def _settle(answer: asyncio.Future[bytes], data: bytes | None, exc: BaseException | None) -> None:
+    if answer.done():  # the wait gave up
+        return
+    if exc is not None:
+        answer.set_exception(exc)
+    else:
+        assert data is not None
+        answer.set_result(data)
+
+
+def _parse_at(where: str, data: bytes) -> tuple[dict[str, list[_Key]], str]:
     try:
         return _parse_jwks(data)
     except ValueError as exc:
         raise _SourceError(where, str(exc)) from None
 
 
-def _parse_jwks(data: bytes) -> dict[str, list[_Key]]:
-    """The usable verification keys of a JWKS document, by kid; ValueError says why none."""
+def _parse_jwks(data: bytes) -> tuple[dict[str, list[_Key]], str]:
+    """The usable verification keys of a JWKS document, by kid, and when there is none,
+    why (a JWKS with no usable key is an answer: the keys were withdrawn); ValueError
+    when it is not a JWKS."""
     try:
         document = json.loads(data)
     except (ValueError, RecursionError):
@@ -659,9 +727,9 @@ def _parse_jwks(data: bytes) -> dict[str, list[_Key]]:
             continue
         keys.setdefault(key.kid, []).append(key)
     if not keys:
-        why = f" ({len(skipped)} skipped: {skipped[0]})" if skipped else ""
-        raise ValueError(f"the JWKS has no usable signing keys{why}")
-    return keys
+        why = f"{len(skipped)} skipped: {skipped[0]}" if skipped else "it lists none"
+        return keys, why
+    return keys, ""
 
 
 def _usable_key(entry: object) -> _Key:

@@ -605,9 +605,24 @@ class Idp:
 
     def __init__(self, pki: Pki, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
         self.routes = routes
+        self.drip_cut = threading.Event()  # the client hung up on /drip
+
+        idp = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                if self.path == "/drip":  # a byte every 0.2 s, never done within a limit
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    try:
+                        for _ in range(1000):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        idp.drip_cut.set()
+                    return
                 status, headers, body = routes.get(self.path, (404, {}, b"not found"))
                 self.send_response(status)
                 for name, value in headers.items():
@@ -686,3 +701,91 @@ def test_an_unexpected_error_is_a_refusal(keys: dict[str, PrivateKey]) -> None:
     verifier = TokenVerifier(identity(jwks_url=JWKS_URL), clock=clock)
     reason = refused(verifier, sign(keys))
     assert "because of an error in the gateway" in reason
+
+
+def test_a_provider_that_drips_its_answer_is_cut_off(
+    idp: Idp, tmp_pki: Pki, keys: dict[str, PrivateKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read within its timeout, the whole never done: the fetch ends at its limit
+    (it used to read on in its thread, one per login, until the pool had none left)."""
+    monkeypatch.setattr(identity_module, "FETCH_TIMEOUT_S", 1.0)
+    verifier = TokenVerifier(identity(jwks_url=f"{idp.url}/drip", ca_file=tmp_pki.ca_cert))
+    started = time.monotonic()
+    assert refused(verifier, sign(keys)).endswith("no answer within 1 s")
+    assert idp.drip_cut.wait(5), "the fetch read on after its limit"
+    assert time.monotonic() - started < 5
+
+
+def test_a_slow_provider_holds_up_neither_cached_logins_nor_a_second_fetch(
+    keys: dict[str, PrivateKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(identity_module, "FETCH_TIMEOUT_S", 0.3)
+    clock = Clock()
+    release = threading.Event()
+    requests: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        requests.append(url)
+        if len(requests) > 1:
+            release.wait(10)  # the provider hangs (until the test lets it go)
+        return jwks(keys, "rsa-1", "rsa-2")
+
+    verifier = TokenVerifier(identity(jwks_url=JWKS_URL), clock=clock, fetch=fetch)
+    assert verify(verifier, sign(keys, "rsa-1", exp=int(time.time()) + 3600)).user == USER
+    verifier._cache.keys = {"rsa-1": verifier._cache.keys["rsa-1"]}  # rsa-2 comes later
+    clock.offset = 61
+
+    async def main() -> tuple[VerifiedToken, str]:
+        unknown = asyncio.create_task(verifier.verify(USER, sign(keys, "rsa-2")))
+        await asyncio.sleep(0.05)  # its fetch hangs now
+        known = await asyncio.wait_for(verifier.verify(USER, sign(keys, "rsa-1")), 0.25)
+        with pytest.raises(TokenRejected) as first:
+            await unknown
+        return known, str(first.value)
+
+    known, reason = asyncio.run(main())
+    assert known.user == USER  # the cached key did not wait for the hanging fetch
+    assert "no answer within 0.3 s" in reason
+    clock.offset = 122
+    reason = refused(verifier, sign(keys, "rsa-2"))
+    assert "the previous request there has not finished yet" in reason
+    assert len(requests) == 2  # no second request piled up behind the first
+    release.set()
+    deadline = time.monotonic() + 5
+    while verifier._fetching and time.monotonic() < deadline:
+        time.sleep(0.01)
+    clock.offset = 183
+    assert verify(verifier, sign(keys, "rsa-2")).user == USER
+
+
+def test_a_jwks_with_no_usable_key_withdraws_the_keys(
+    jwks_file: Path, keys: dict[str, PrivateKey]
+) -> None:
+    """An empty key set is the provider's (or the operator's) answer, not a failure to
+    read one: the keys known before are no longer trusted."""
+    verifier = TokenVerifier(identity(jwks_file=jwks_file))
+    assert verify(verifier, sign(keys)).user == USER
+    jwks_file.write_text('{"keys": []}')
+    reason = refused(verifier, sign(keys))
+    assert reason == (
+        "the identity provider's JWKS has no usable signing key (it lists none): every "
+        "token is refused until it has one"
+    )
+    jwks_file.write_bytes(jwks(keys, "rsa-1"))
+    assert verify(verifier, sign(keys)).user == USER
+
+
+def test_a_fetched_jwks_with_no_usable_key_withdraws_the_keys(
+    keys: dict[str, PrivateKey],
+) -> None:
+    clock = Clock()
+    fetch = Fetcher({JWKS_URL: jwks(keys, "rsa-1")})
+    verifier = TokenVerifier(identity(jwks_url=JWKS_URL), clock=clock, fetch=fetch)
+    assert verify(verifier, sign(keys)).user == USER
+    fetch.answers[JWKS_URL] = json.dumps(
+        {"keys": [dict(jwk("rsa-1", keys["rsa-1"]), use="enc")]}
+    ).encode()
+    clock.offset = 3601
+    exp = int(clock()) + 600
+    reason = refused(verifier, sign(keys, iat=exp - 600, exp=exp))
+    assert reason.startswith("the identity provider's JWKS has no usable signing key (1 skipped")
