@@ -662,7 +662,10 @@ def test_a_user_name_longer_than_any_server_reads_is_refused(gateway: GatewayPro
         pymysql.connect(
             host=gateway.host, port=gateway.port, user="u" * 300, password="x", connect_timeout=10
         )
-    assert "longer than 256 bytes" in str(err.value)
+    assert "longer than 256 bytes" in str(err.value) and err.value.args[0] == 1045
+    time.sleep(0.05)  # a failed login like any other: recorded (and counted)
+    failed = [r for r in ledger_records(gateway.ledger, "--kind", "auth_failed")]
+    assert any("user name longer than 256 bytes" in r["reason"] for r in failed)
 
 
 # ------------------------------------------------------------ backend logins

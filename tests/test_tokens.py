@@ -201,6 +201,25 @@ def test_forged_and_malformed_tokens_are_refused(
         assert any(fragment in reason for reason in reasons), fragment
 
 
+def test_a_token_larger_than_a_login_packet_is_refused_and_recorded(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """A "token" over 64 KiB: 1045 the client can read (it got a packet sequence error),
+    and an auth_failed record (there was none, so no backoff either). A megabyte one is
+    recorded too, though its client, perhaps still sending, may see the connection close."""
+    message = refusal(gw, mariadb, "x" * 100_000)
+    assert message.startswith("sqlgate: access denied: the login packet is longer than")
+    with pytest.raises(pymysql.err.OperationalError):
+        tls_connect(gw, mariadb, "y" * 1_000_000)
+    time.sleep(0.1)
+    failed = [
+        r
+        for r in ledger_records(gw.ledger)
+        if r["kind"] == "auth_failed" and "login packet is longer" in r["reason"]
+    ]
+    assert len(failed) == 2 and all(r["identity"] == USER for r in failed)
+
+
 def test_a_token_over_a_plain_connection_is_refused(
     gw: GatewayProcess, mariadb: MariaDB, provider: Provider
 ) -> None:

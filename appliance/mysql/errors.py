@@ -18,3 +18,12 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """The gateway was asked to send something the protocol does not allow."""
+
+
+class PacketTooLarge(RemoteProtocolError):
+    """A packet longer than the reader takes; ``seq`` is its sequence id, so that the
+    answer can follow it (the packet itself is never read)."""
+
+    def __init__(self, message: str, seq: int) -> None:
+        super().__init__(message)
+        self.seq = seq

@@ -72,7 +72,7 @@ from appliance.mysql.constants import (
     ErrorCode,
     ServerStatus,
 )
-from appliance.mysql.errors import ProtocolError, RemoteProtocolError
+from appliance.mysql.errors import PacketTooLarge, ProtocolError, RemoteProtocolError
 from appliance.mysql.masking import Masker, Masks
 from appliance.mysql.tls import TlsEndpoint
 from appliance.mysql.wire import Packet, PacketReader, frame, frames_needed, join_frames
@@ -556,13 +556,31 @@ class Session:
                 self._commands_from(data)
             else:
                 self._client_in.feed(data)
+                self._pump_client()  # first: a login packet too long is a failed login
                 if self.phase is not Phase.COMMAND and len(self._client_in) > LOGIN_BUFFER:
                     raise RemoteProtocolError(
                         f"more than {LOGIN_BUFFER} bytes sent before the login completed"
                     )
-                self._pump_client()
+        except PacketTooLarge as exc:
+            if self.phase is Phase.AWAIT_CLIENT_HELLO or self.phase is Phase.CLIENT_AUTH:
+                self._login_too_large(exc)
+            else:
+                self._client_violation(str(exc))
         except ProtocolError as exc:
             self._client_violation(str(exc))
+
+    def _login_too_large(self, exc: PacketTooLarge) -> None:
+        """A login packet over the limit (a token of a megabyte, say): refused like any
+        failed login (1045, recorded, counted), answered after the packet's own seq."""
+        hello = self._hello
+        user = hello.user.decode("utf-8", "replace") if hello is not None else ""
+        self._client_seq = exc.seq
+        self._client_auth_failed(
+            user,
+            f"the login packet is longer than the {self._client_in.max_payload} bytes the "
+            "gateway reads before a login (a token that large is refused: ask the identity "
+            "provider for a smaller one)",
+        )
 
     def login_timed_out(self, seconds: float) -> None:
         """The shell's login deadline passed: tell the client and close."""
@@ -930,8 +948,11 @@ class Session:
             raise RemoteProtocolError("the client does not speak protocol 4.1")
         if hello.capabilities & Capability.SSL and self._client_tls is None:
             raise RemoteProtocolError("the client claims TLS but sent no SSLRequest")
-        if len(hello.user) > MAX_USER_BYTES:
-            raise RemoteProtocolError(f"a user name longer than {MAX_USER_BYTES} bytes")
+        if len(hello.user) > MAX_USER_BYTES:  # a failed login: recorded and counted
+            self._client_auth_failed(
+                "", f"a user name longer than {MAX_USER_BYTES} bytes is not accepted"
+            )
+            return
         self._hello = hello
         self.client_caps = hello.capabilities & self._offered_caps
         self.phase = Phase.CLIENT_AUTH

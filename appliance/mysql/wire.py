@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.mysql.constants import MAX_PAYLOAD
-from appliance.mysql.errors import RemoteProtocolError
+from appliance.mysql.errors import PacketTooLarge, RemoteProtocolError
 
 
 @dataclass(slots=True)
@@ -88,8 +88,9 @@ class PacketReader:
             expected = (frame_seq + 1) & 0xFF
             total += length
             if total > self._max_payload:
-                raise RemoteProtocolError(
-                    f"packet of more than {self._max_payload} bytes exceeds the gateway's limit"
+                raise PacketTooLarge(
+                    f"packet of more than {self._max_payload} bytes exceeds the gateway's limit",
+                    seq,
                 )
             if n - pos - 4 < length:
                 return None

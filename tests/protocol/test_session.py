@@ -479,6 +479,22 @@ def test_a_user_name_cannot_forge_lines_in_messages_or_the_log() -> None:
     )
 
 
+def test_a_login_packet_over_the_limit_is_a_failed_login_answered_in_sequence() -> None:
+    """A megabyte token (or any login packet over 64 KiB) is refused like a wrong password:
+    1045 after the packet's own sequence id, and an AuthFailed that the shell records and
+    counts (it used to be a protocol error the client could not even read)."""
+    huge = client_hello(b"carol", b"x" * 70_000, capabilities=CLIENT_CAPS)
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(huge[:4096])  # refused from its header: the rest is never read
+        << expect_client(is_err(2, 1045, "the login packet is longer than the 65536 bytes"))
+        << expect_event(AuthFailed, user="", cause="client")
+        << expect_closed("authentication failed")
+    )
+
+
 def test_account_outside_the_targets_groups_is_refused_after_its_password() -> None:
     assert (
         Playbook(new_session())
