@@ -66,6 +66,7 @@ class _Pending:
     request_id: str
     grant_key: tuple[str, str, str] | None  # (identity, target, fingerprint)
     session: str | None = None  # the held session's id: an operator may end it
+    payload: dict[str, Any] | None = None  # the request as published (again on reconnect)
 
 
 class OperatorRefused(Exception):
@@ -115,6 +116,7 @@ class Approvals:
         self._unrecorded = 0  # rejections past the limit, not yet reported
         bus.subscribe("approvals/+/decision", self._on_decision)
         bus.subscribe("approvals/+", self._on_request)
+        bus.on_connected(self._publish_pending)
 
     @property
     def pending(self) -> int:
@@ -167,6 +169,7 @@ class Approvals:
             request_id,
             grant_key,
             session if isinstance(session, str) else None,
+            payload,
         )
         try:
             try:
@@ -183,6 +186,14 @@ class Approvals:
             self._pending.pop(request_id, None)
             self._finished.append(request_id)
             self.bus.clear_retained(topic)
+
+    def _publish_pending(self) -> None:
+        """Connected again: the requests still pending are published again (retained),
+        since a broker that restarted without persistence has lost them, and operators
+        who look now would not see the statements that wait for them."""
+        for pending in self._pending.values():
+            if not pending.future.done() and pending.payload is not None:
+                self.bus.publish(f"approvals/{pending.request_id}", pending.payload, retain=True)
 
     def _on_request(self, suffix: str, payload: dict[str, Any]) -> None:
         """A request this gateway is not waiting for is left from a run that ended while

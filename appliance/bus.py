@@ -152,6 +152,7 @@ class Bus:
         self._keepalive = keepalive_s
         self._backoff = (backoff_first_s, backoff_max_s)
         self._handlers: dict[str, list[Handler]] = {}
+        self._on_connect: list[Callable[[], None]] = []  # after each (re)connect
         self._wakeup = asyncio.Event()
         self._connected_event = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -458,6 +459,17 @@ class Bus:
                 done.add(topic)
         self._client = client
         self._connected_event.set()
+        for callback in list(self._on_connect):
+            try:
+                callback()
+            except Exception:  # a caller's bug must not cost the connection
+                log.exception("bus: a callback after connecting failed")
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the bus has connected and subscribed, on the loop:
+        for what the broker may have lost meanwhile (a restart without persistence loses
+        retained messages)."""
+        self._on_connect.append(callback)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Read and write until either side fails; unacknowledged messages go back."""

@@ -36,11 +36,16 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Provider:
 
 
 def approvals_gateway(
-    work: Path, mariadb: MariaDB, broker: Broker, provider: Provider, name: str = "test-gw"
+    work: Path,
+    mariadb: MariaDB,
+    broker: Broker,
+    provider: Provider,
+    name: str = "test-gw",
+    timeout_s: float = TIMEOUT_S,
 ) -> GatewayProcess:
     """A gateway with approvals on (not started)."""
     extra = (
-        approvals_toml(work, broker, provider, timeout_s=TIMEOUT_S)
+        approvals_toml(work, broker, provider, timeout_s=timeout_s)
         + """
 [[rules]]
 name = "review-appr-deletes"
@@ -352,6 +357,31 @@ def retained(broker: Broker, topic: str) -> str | None:
     except subprocess.TimeoutExpired:
         return None
     return out.stdout.strip() or None
+
+
+def test_a_request_pending_across_a_broker_restart_is_published_again(
+    gw: GatewayProcess, mariadb: MariaDB, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    """A broker without persistence (the lab's, the image's) forgets retained requests
+    when it restarts: the gateway publishes its pending ones again once it reconnects,
+    or operators who look then would not see the statement that waits for them."""
+    restarting = approvals_gateway(
+        tmp_path / "gw", mariadb, broker, provider, name="restart-gw", timeout_s=60
+    ).start()
+    sql = "DELETE FROM appr_t WHERE id = 1"
+    held = Held(restarting, sql)
+    try:
+        first = next_request(broker, sql, appliance="restart-gw")
+        broker.restart()
+        again = next_request(broker, sql, appliance="restart-gw")
+        assert again["id"] == first["id"]
+        decide(broker, again, by_dba(provider, "deny"), appliance="restart-gw")
+        error = held.result()
+        assert error is not None and "denied by dba@example.com" in error[1]
+    finally:
+        held.close()
+        assert restarting.stop() == 0
+    assert "Traceback" not in restarting.log()
 
 
 @pytest.mark.parametrize("how", ["sigterm", "kill-9"])
