@@ -738,6 +738,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    for name, value in vars(args).items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # bytes the locale could not decode (surrogates)
+                return _fail(f"{name.replace('_', '-')}: the argument is not valid UTF-8 text")
     try:
         if args.command == "check":
             return _cmd_check(args)

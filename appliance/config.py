@@ -32,7 +32,7 @@ import ssl
 import stat
 import tomllib
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from enum import Enum, StrEnum
@@ -457,6 +457,8 @@ def check_files(config: Config) -> None:
                 ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=bundle)
             except ssl.SSLError:
                 fail(name, f"{bundle}: no PEM CA certificate in the file")
+    if config.masking:  # the gateway loads (or makes) the hash strategy's key at start
+        _check_masking_key(config, fail)
     signing_key = config.ledger.signing_key
     try:
         read_small_file(signing_key)  # the loader reads the whole file
@@ -466,6 +468,32 @@ def check_files(config: Config) -> None:
         fail("ledger.signing_key", f"cannot read {signing_key}: {why}")
     except LedgerError as exc:
         fail("ledger.signing_key", str(exc))
+
+
+def _check_masking_key(config: Config, fail: Callable[[str, str], NoReturn]) -> None:
+    """``[policy] masking_key_file`` readable and 16 bytes or more; without it, the key
+    ``state_dir/masking.key`` made at the first start must be possible (or be there)."""
+    path = config.policy.masking_key_file
+    key = "policy.masking_key_file"
+    if path is None:
+        key = "appliance.state_dir"
+        state = config.appliance.state_dir
+        path = state / "masking.key"
+        if not path.exists():
+            near = state
+            while not near.exists() and near != near.parent:
+                near = near.parent
+            if not near.is_dir():
+                fail(key, f"{state}: not a directory, so the masking key cannot be kept there")
+            if not os.access(near, os.W_OK | os.X_OK):
+                fail(key, f"{near}: not writable, so the masking key cannot be made there")
+            return
+    try:
+        data = read_small_file(path)
+    except OSError as exc:
+        fail(key, f"cannot read the masking key {path}: {_os_reason(exc)}")
+    if len(data) < 16:
+        fail(key, f"{path}: a masking key needs at least 16 bytes, it has {len(data)}")
 
 
 # --- validation -------------------------------------------------------------------------

@@ -1400,6 +1400,9 @@ async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = 
     except LedgerError as exc:  # no signing key
         log.error("cannot open the audit ledger: %s", exc)
         return 1
+    except OSError as exc:  # the masking key (before anything listens)
+        log.error("cannot load the masking key: %s", exc.strerror or exc)
+        return 1
     try:
         return await _serve_until_stopped(gw, config, ready)
     finally:

@@ -459,3 +459,52 @@ def test_replay_speed_out_of_range_is_a_usage_error(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith(f"sqlgate: argument --speed: '{speed}' must be from 0.001 to 1000000")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [b"ledger", b"export", b"--ledger", b"ledger.db", b"--session", b"s\xff"],
+        [b"replay", b"s\xff", b"--ledger", b"ledger.db"],
+        [b"net", b"probe", b"-c", b"sqlgate.toml", b"--target", b"h\xff"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_gets_one_line(tmp_path: Path, argv: list[bytes]) -> None:
+    result = subprocess.run(
+        [sys.executable.encode(), b"-m", b"appliance.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    line = assert_one_line_failure(result)
+    assert line.endswith(": the argument is not valid UTF-8 text")
+
+
+MASKING = """
+[[masking]]
+column = "shop.customers.card_number"
+strategy = "hash"
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        ('state_dir = "/dev/null"', "appliance.state_dir", "/dev/null: not a directory"),
+        (
+            'state_dir = "state"\n\n[policy]\nmasking_key_file = "short.key"',
+            "policy.masking_key_file",
+            "a masking key needs at least 16 bytes, it has 8",
+        ),
+    ],
+)
+def test_check_finds_a_masking_key_the_gateway_could_not_load(
+    config_file: Path, change: str, key: str, problem: str
+) -> None:
+    """It used to pass check, then `run` failed saying it could not listen."""
+    (config_file.parent / "short.key").write_bytes(b"8 bytes!")
+    config_file.write_text(CONFIG.replace('state_dir = "state"', change) + MASKING)
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"sqlgate: {config_file}: {key}: ") and problem in line
