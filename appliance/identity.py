@@ -214,7 +214,6 @@ class TokenVerifier:
             ) from None
 
     async def _verify(self, user: str, token: bytes) -> VerifiedToken:
-        config = self.config
         text = self._token_text(user, token)
         try:
             header = jwt.get_unverified_header(text)
@@ -232,31 +231,7 @@ class TokenVerifier:
             )
         if not isinstance(kid, str) or not kid:
             raise TokenRejected("the token header's 'kid' (key id) is not a non-empty string")
-        key = self._choose(kid, alg, await self._signing_keys(kid))
-        try:
-            signing_key = key.for_algorithm(alg)
-        except jwt.PyJWTError as exc:
-            raise TokenRejected(
-                f"the identity provider's key {_quote(kid)} cannot verify {alg}: {_short(exc)}"
-            ) from None
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                text,
-                signing_key,
-                algorithms=[alg],
-                audience=config.audience,
-                issuer=config.issuer,
-                options={
-                    "require": ["exp", "iss", "aud"],
-                    "verify_exp": False,  # checked below, against self._clock
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "strict_aud": False,  # a list is checked below: exactly [audience]
-                    "enforce_minimum_key_length": True,
-                },
-            )
-        except jwt.PyJWTError as exc:
-            raise TokenRejected(self._explain(exc, text, kid)) from None
+        claims = self._signed_claims(text, kid, alg, await self._signing_keys(kid))
         self._check_audience(claims)
         expires_at = self._check_times(claims)
         token_user = self._check_user(user, claims)
@@ -267,6 +242,44 @@ class TokenVerifier:
             token_id=claims.get("jti"),
             expires_at=expires_at,
         )
+
+    def _signed_claims(self, text: str, kid: str, alg: str, keys: list[_Key]) -> dict[str, Any]:
+        """The claims, once a key with ``kid`` verifies the signature. Key ids need not
+        be unique (a provider in the middle of a rotation may list two keys under one):
+        each key that fits the algorithm is tried."""
+        config = self.config
+        fitting = self._choose(kid, alg, keys)
+        for n, key in enumerate(fitting, 1):
+            try:
+                signing_key = key.for_algorithm(alg)
+            except jwt.PyJWTError as exc:
+                raise TokenRejected(
+                    f"the identity provider's key {_quote(kid)} cannot verify {alg}: {_short(exc)}"
+                ) from None
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    text,
+                    signing_key,
+                    algorithms=[alg],
+                    audience=config.audience,
+                    issuer=config.issuer,
+                    options={
+                        "require": ["exp", "iss", "aud"],
+                        "verify_exp": False,  # checked below, against self._clock
+                        "verify_nbf": False,
+                        "verify_iat": False,
+                        "strict_aud": False,  # a list is checked below: exactly [audience]
+                        "enforce_minimum_key_length": True,
+                    },
+                )
+            except jwt.InvalidSignatureError as exc:
+                if n < len(fitting):
+                    continue  # another key under the same kid may have signed it
+                raise TokenRejected(self._explain(exc, text, kid)) from None
+            except jwt.PyJWTError as exc:
+                raise TokenRejected(self._explain(exc, text, kid)) from None
+            return claims
+        raise AssertionError("_choose returns at least one key")
 
     def _token_text(self, user: str, token: bytes) -> str:
         """The token as text, after the checks that need no parsing."""
@@ -322,14 +335,18 @@ class TokenVerifier:
             )
         return alg
 
-    def _choose(self, kid: str, alg: str, keys: list[_Key]) -> _Key:
-        """The key with this kid that can verify an ``alg`` token."""
+    def _choose(self, kid: str, alg: str, keys: list[_Key]) -> list[_Key]:
+        """The keys with this kid that can verify an ``alg`` token (at least one)."""
         reasons = []
+        fitting = []
         for key in keys:
             misfit = key.misfit(alg)
             if misfit is None:
-                return key
-            reasons.append(misfit)
+                fitting.append(key)
+            else:
+                reasons.append(misfit)
+        if fitting:
+            return fitting
         raise TokenRejected(
             f"the identity provider's signing key {_quote(kid)} {reasons[0]}; "
             "the token's header and the provider's key disagree"
@@ -833,6 +850,8 @@ def _at(ts: object) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds >= 365 * 86400:  # exp = 1e308 would print a 300-digit number of days
+        return "more than a year"
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f} days"
     if seconds >= 2 * 3600:

@@ -789,3 +789,20 @@ def test_a_fetched_jwks_with_no_usable_key_withdraws_the_keys(
     exp = int(clock()) + 600
     reason = refused(verifier, sign(keys, iat=exp - 600, exp=exp))
     assert reason.startswith("the identity provider's JWKS has no usable signing key (1 skipped")
+
+
+def test_two_keys_under_one_kid_are_both_tried(tmp_path: Path, keys: dict[str, PrivateKey]) -> None:
+    """Key ids need not be unique (a rotation may list two keys under one): a token
+    signed by the second was refused as altered."""
+    path = tmp_path / "jwks.json"
+    second = dict(jwk("rsa-1", keys["rsa-2"]))
+    path.write_text(json.dumps({"keys": [jwk("rsa-1", keys["rsa-1"]), second]}))
+    verifier = TokenVerifier(identity(jwks_file=path))
+    by_second = jwt.encode(
+        claims(), keys["rsa-2"], algorithm="RS256", headers={"kid": "rsa-1"}
+    ).encode()
+    assert verify(verifier, by_second).user == USER
+    assert verify(verifier, sign(keys, "rsa-1")).user == USER
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(claims(), stranger, algorithm="RS256", headers={"kid": "rsa-1"})
+    assert "signature" in refused(verifier, forged.encode())
