@@ -95,6 +95,7 @@ _ASYMMETRIC_ALGORITHMS = frozenset(
 
 _MIB = 1024 * 1024
 MAX_FILE_BYTES = _MIB
+_MAX_SECRET_BYTES = 64 * 1024  # a password file larger than this is not one
 """The largest configuration (or key, or checkpoint) file read: these are small texts, and
 a bound keeps a wrong path (a device, a log) from being read without end."""
 
@@ -689,13 +690,17 @@ class _Table:
         path = self.path(name)
         _check_readable(self.key(name), path)
         try:
-            data = path.read_bytes()
+            data = read_small_file(path, _MAX_SECRET_BYTES)
         except OSError as exc:
             raise _Invalid(self.key(name), f"cannot read {path}: {_os_reason(exc)}") from None
+        except ValueError as exc:
+            raise _Invalid(self.key(name), f"{path}: {exc}: not a password") from None
         if data.endswith(b"\r\n"):
             data = data[:-2]
         elif data.endswith(b"\n"):
             data = data[:-1]
+        if not data:
+            raise _Invalid(self.key(name), f"{path} is empty: it must hold the password")
         return path, data
 
 

@@ -508,3 +508,17 @@ def test_check_finds_a_masking_key_the_gateway_could_not_load(
     config_file.write_text(CONFIG.replace('state_dir = "state"', change) + MASKING)
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
     assert line.startswith(f"sqlgate: {config_file}: {key}: ") and problem in line
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"", "is empty: it must hold the password"), (b"x" * 2_000_000, "larger than")],
+    ids=["empty", "2 MB"],
+)
+def test_check_refuses_a_password_file_that_holds_no_password(
+    config_file: Path, content: bytes, problem: str
+) -> None:
+    (config_file.parent / "orders.pw").write_bytes(content)
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"sqlgate: {config_file}: targets[0].password_file: ")
+    assert problem in line
