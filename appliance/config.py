@@ -95,9 +95,14 @@ _ASYMMETRIC_ALGORITHMS = frozenset(
 
 _MIB = 1024 * 1024
 MAX_FILE_BYTES = _MIB
-_MAX_SECRET_BYTES = 64 * 1024  # a password file larger than this is not one
 """The largest configuration (or key, or checkpoint) file read: these are small texts, and
 a bound keeps a wrong path (a device, a log) from being read without end."""
+_MAX_SECRET_BYTES = 64 * 1024  # a password file larger than this is not one
+_MAX_KEY_PARTS = 64  # a.b.c...: far more than any key here has, far less than hurts
+# linear: a match starts only where a word does, and a word is never given back
+_DEEP_KEY = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9_-]++[ \t]*\.[ \t]*){" + str(_MAX_KEY_PARTS) + "}"
+)
 
 
 class ConfigError(Exception):
@@ -378,6 +383,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
+    deep = _DEEP_KEY.search(text)
+    if deep is not None:  # the TOML parser takes time quadratic in a dotted key's parts
+        line = text.count("\n", 0, deep.start()) + 1
+        raise ConfigError(
+            path,
+            "",
+            f"invalid TOML: a dotted key of more than {_MAX_KEY_PARTS} parts (line {line})",
+        )
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

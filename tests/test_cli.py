@@ -522,3 +522,10 @@ def test_check_refuses_a_password_file_that_holds_no_password(
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
     assert line.startswith(f"sqlgate: {config_file}: targets[0].password_file: ")
     assert problem in line
+
+
+def test_check_refuses_a_dotted_key_too_long_to_parse_in_time(config_file: Path) -> None:
+    """tomllib takes time quadratic in a dotted key's parts: 32,000 of them took 19 s."""
+    config_file.write_text(CONFIG + "a." * 32_000 + "b = 1\n")
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file), timeout=10))
+    assert line.endswith("invalid TOML: a dotted key of more than 64 parts (line 18)")

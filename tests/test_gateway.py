@@ -538,10 +538,12 @@ def _until_closed(sock: socket.socket) -> bytes:
 
 
 def _refused_packet(reply: bytes) -> None:
-    """The gateway's 'bad packet' error, unless a reset overtook it."""
+    """The gateway's refusal of an oversized login packet (a failed login, answered
+    after the packet's sequence id), unless a reset overtook it."""
     if reply:
+        assert reply[3] == 2  # the greeting was 0, the client's packet 1
         err = packets.parse_err(reply[4:])
-        assert err.code == 1158, err
+        assert err.code == 1045 and "login packet is longer" in err.message, err
 
 
 def test_a_client_that_does_not_log_in_in_time_is_told_and_let_go(
