@@ -124,8 +124,16 @@ _ENCODER = json.JSONEncoder(
 _encode = _ENCODER.encode
 # The scanner json.loads ends up in, without its checks for a BOM and for whitespace
 # around the value: a body that needs them goes through json.loads itself.
+# NaN and Infinity are not JSON (the writer never makes them, and export refuses them):
+# a stored record holding one is not a record, whatever its hash says.
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 _scan_json: Callable[[str, int], tuple[Any, int]]
-_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_scan_json = json.JSONDecoder(parse_constant=_not_json).scan_once  # type: ignore[attr-defined]
 
 
 def canonical_json(obj: object) -> bytes:
@@ -512,7 +520,7 @@ class Verifier:
             except (StopIteration, ValueError, TypeError):
                 end = -1
             if end != len(body):  # whitespace, a BOM, bytes or no JSON: as json.loads says
-                record = json.loads(body)
+                record = json.loads(body, parse_constant=_not_json)
         except (ValueError, RecursionError):
             self.fail("the stored record is not valid JSON", stored_seq)
             return False

@@ -795,6 +795,7 @@ class LedgerWriter:
                 f"{self.path}: record {result.first_bad_seq}: {result.reason}; refusing to "
                 "extend it: check it with 'sqlgate ledger verify', then move it aside"
             )
+        first_open = self._seq == 0
         await self._check_continuity(conn, result)
         self._seq, self._hash = result.last_seq, result.last_hash
         self._last_is_checkpoint = result.unsigned == 0 and result.last_seq > 0
@@ -802,6 +803,18 @@ class LedgerWriter:
             self._unsigned_since = None
         elif self._unsigned_since is None:  # left unsigned by a crash: sign it at once
             self._unsigned_since = time.monotonic() - self._interval
+            if first_open and self._alert is None:  # said in the ledger, before it is signed
+                first = result.last_seq - result.unsigned + 1
+                self._alert = {
+                    "kind": "alert",
+                    "alert": "unsigned_tail_signed",
+                    "session": None,
+                    "reason": f"records {first} to {result.last_seq} came after the last "
+                    "checkpoint when this run started (written by a run that stopped before "
+                    "signing them, or added to the file since): signed now, after this alert",
+                    "from_seq": first,
+                    "to_seq": result.last_seq,
+                }
 
     async def _check_continuity(self, conn: aiosqlite.Connection, tail: VerifyResult) -> None:
         """Plan an alert when the file does not hold the last record this writer committed."""

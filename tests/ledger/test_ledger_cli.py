@@ -5,6 +5,7 @@ the file would (sqlite3, triggers dropped) and must be reported with its first b
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -535,3 +536,24 @@ def test_a_read_only_copy_reads_without_write_access(
         )
     finally:
         folder.chmod(0o755)
+
+
+def test_a_record_holding_nan_is_not_json(ledger: Path, keys: Path) -> None:
+    """A record added to the tail with NaN in it and a hash over its own text: verify
+    passed it (and the next run signed it) while export called the file damaged."""
+    last = max(bodies(ledger).items())[1]
+    seq, prev = last["seq"] + 1, last["hash"]
+    text = (
+        f'{{"kind":"result","prev_hash":"{prev}","rows":NaN,"seq":{seq},'
+        '"session":"s1","ts":"2030-01-01T00:00:00.000000Z"}'
+    )
+    digest = hashlib.sha256(bytes.fromhex(prev) + text.encode()).hexdigest()
+    body = f'{{"hash":"{digest}",' + text[1:]
+    attack(
+        ledger,
+        (
+            "INSERT INTO records VALUES (?, ?, 'result', 's1', ?)",
+            (seq, "2030-01-01T00:00:00.000000Z", body),
+        ),
+    )
+    assert bad_record(verify(ledger, keys), seq) == "the stored record is not valid JSON"

@@ -389,11 +389,15 @@ def test_crash_leaves_an_unsigned_tail_that_the_restart_signs(tmp_path: Path) ->
                     break
                 await asyncio.sleep(0.02)  # noqa: ASYNC110 - polling a counter
             assert w.stats.checkpoints == 1
-            assert w.head[0] == 32
+            assert w.head[0] == 33
 
     asyncio.run(main())
     result = verify_file(db, PUBLIC)
-    assert result.ok and result.last_checkpoint_seq == 32 and result.unsigned == 0
+    assert result.ok and result.last_checkpoint_seq == 33 and result.unsigned == 0
+    # the auditor is told that the tail was found unsigned, and signed by this run
+    alert, checkpoint = rows(db)[31:33]
+    assert alert["alert"] == "unsigned_tail_signed" and checkpoint["kind"] == "checkpoint"
+    assert (alert["from_seq"], alert["to_seq"]) == (12, 31)
 
 
 def tamper(db: Path, seq: int, **changes: Any) -> None:
