@@ -45,7 +45,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -472,6 +472,7 @@ class Verifier:
         self._count = 0
         self._last_checkpoint: int | None = None
         self._bad: tuple[int, str] | None = None
+        self.last_record: Mapping[str, Any] = {}  # the record feed_body read last
         if held_head is not None and not verify_head(
             public_key, held_head.seq, held_head.hash, held_head.signature
         ):
@@ -493,17 +494,9 @@ class Verifier:
         if self._bad is None:
             self._bad = (self._expected if seq is None else seq, reason)
 
-    def feed_body(
-        self,
-        body: str,
-        stored_seq: int | None = None,
-        columns: Sequence[object] | None = None,
-    ) -> bool:
-        """Check one stored record text; ``stored_seq`` is the row's seq column, if any,
-        and ``columns`` its ``ts``, ``kind`` and ``session`` columns: copies of the
-        record's own fields that ``export`` filters on and ``ledger head`` once searched
-        by, so they must say what the record says (a relabelled column would hide a
-        record from an export the auditor trusts because verify passed).
+    def feed_body(self, body: str, stored_seq: int | None = None) -> bool:
+        """Check one stored record text; ``stored_seq`` is the row's seq column, if any.
+        The record it read is ``last_record`` (for checks of the row's other columns).
 
         The fast path removes the ``hash`` member from the text and hashes the rest: if
         that matches, those are the bytes that were hashed when the record was written,
@@ -527,20 +520,8 @@ class Verifier:
         if not isinstance(record, dict):
             self.fail("the stored record is not a JSON object", stored_seq)
             return False
-        if not self._check(record, body, stored_seq):
-            return False
-        if columns is not None and tuple(columns) != (
-            record.get("ts"),
-            record.get("kind"),
-            record.get("session"),
-        ):
-            self.fail(
-                "the row's ts, kind or session column differs from the record (the file was "
-                "edited: an export filtered on them would leave the record out)",
-                stored_seq,
-            )
-            return False
-        return True
+        self.last_record = record
+        return self._check(record, body, stored_seq)
 
     def feed(self, record: Mapping[str, Any]) -> bool:
         """Check one parsed record; False once the ledger is found bad."""

@@ -966,13 +966,27 @@ def verify_file(
     recordings = _Recordings(conn)
     try:
         conn.execute("BEGIN")
-        for seq, body, *columns in _rows(
+        for seq, body, ts, kind, session in _rows(
             conn, "SELECT seq, body, ts, kind, session FROM records ORDER BY seq"
         ):
             if not isinstance(body, str):
                 verifier.fail("the stored record is not text", seq)
                 break
-            if not verifier.feed_body(body, seq, columns):
+            if not verifier.feed_body(body, seq):
+                break
+            record = verifier.last_record
+            # copies of the record's fields that export filters on: an edited one would
+            # hide the record from an export the auditor trusts because verify passed
+            if (
+                record.get("kind") != kind
+                or record.get("ts") != ts
+                or record.get("session") != session
+            ):
+                verifier.fail(
+                    "the row's ts, kind or session column differs from the record (the file "
+                    "was edited: an export filtered on them would leave the record out)",
+                    seq,
+                )
                 break
             if '"recording":"' in body or '"recordings_purged"' in body:
                 recordings.note(seq, body)
