@@ -35,7 +35,13 @@ log = logging.getLogger("sqlgate.offload")
 JOB_TIMEOUT_S = 30.0
 """How long the worker may take over one text (a megabyte of SQL takes about 2 s)."""
 _RETRY_S = 60.0  # after the worker could not be started, the loop classifies until then
+_START_S = 60.0  # a new worker (a Python that imports the parser) must be ready by then
 _PR_SET_PDEATHSIG = 1
+
+
+def _ready() -> bool:
+    """The worker has started (and imported what it needs): its first, empty job."""
+    return True
 
 
 def _worker_init() -> None:
@@ -81,6 +87,8 @@ class Offload:
                 )
                 self._retry_at = time.monotonic() + _RETRY_S
                 return None
+            if not await self._started(pool):
+                return None
         loop = asyncio.get_running_loop()
         try:
             classified = await asyncio.wait_for(
@@ -108,6 +116,23 @@ class Offload:
             return None
         self.jobs += 1
         return classified
+
+    async def _started(self, pool: ProcessPoolExecutor) -> bool:
+        """Wait for a new worker to be up, so that a text's time limit counts its reading
+        only, not the start of a process (seconds on a loaded machine)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(pool, _ready), _START_S)
+        except Exception as exc:  # it died, or never came up: the loop classifies
+            log.error(
+                "the classifier worker did not start (%r); large texts are classified on "
+                "the event loop for a minute",
+                exc,
+            )
+            self._discard(pool)
+            self._retry_at = time.monotonic() + _RETRY_S
+            return False
+        return True
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
         """Stop a worker (a job still running is abandoned): the next job starts anew."""
