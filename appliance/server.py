@@ -437,6 +437,10 @@ class ClientLeg(asyncio.Protocol):
         not answer) is told so and let go: it held a connection to the target."""
         self._login_deadline = None
         session = self.session
+        if session is not None and session.draining:  # refused, and it stopped sending
+            session.close_now("the refused login packet did not end in time")
+            self.flush()
+            return
         if session is None or session.phase is Phase.COMMAND or session.phase is Phase.CLOSED:
             return
         # the client's doing unless it waits for the target (its greeting or the

@@ -22,8 +22,10 @@ class LocalProtocolError(ProtocolError):
 
 class PacketTooLarge(RemoteProtocolError):
     """A packet longer than the reader takes; ``seq`` is its sequence id, so that the
-    answer can follow it (the packet itself is never read)."""
+    answer can follow it (the packet itself is never read), and ``unread`` how many of
+    its bytes have not arrived yet (-1: unknown, more frames follow)."""
 
-    def __init__(self, message: str, seq: int) -> None:
+    def __init__(self, message: str, seq: int, unread: int = -1) -> None:
         super().__init__(message)
         self.seq = seq
+        self.unread = unread

@@ -84,6 +84,10 @@ LOGIN_PAYLOAD = 64 * 1024
 at most this long: a token is at most 16 KiB. A client that is not logged in cannot make
 the gateway hold a command-sized (``max_payload``) buffer."""
 LOGIN_BUFFER = 256 * 1024
+LOGIN_DRAIN = 2 * 1024 * 1024
+"""The rest of a refused oversized login packet, up to this, is read and dropped before
+the connection closes: closing with it unread would reset the connection under the
+error the client is about to read."""
 """... and at most this much of what it sent is kept while the login goes on."""
 MAX_USER_BYTES = 256
 """The longest user name the gateway reads (MariaDB's limit is 128 characters)."""
@@ -485,6 +489,7 @@ class Session:
         self._quit_reason = "client quit"
         self._client_gone = False  # the client left with commands on their way
         self._more = False  # the intake stopped with client bytes still buffered
+        self._drain = 0  # bytes of a refused oversized login packet still to drop
         self._gated = settings.gated
         self._report = settings.report_completions
         # masking (the masked relay only; the fast relay never reads these)
@@ -544,6 +549,9 @@ class Session:
 
     def client_data(self, data: bytes) -> None:
         """Bytes from the client (ciphertext once TLS is up)."""
+        if self._drain:
+            self._drain_login(data)
+            return
         if self.phase is Phase.CLOSED:
             return
         try:
@@ -581,6 +589,30 @@ class Session:
             "gateway reads before a login (a token that large is refused: ask the identity "
             "provider for a smaller one)",
         )
+        if 0 < exc.unread <= LOGIN_DRAIN:  # let the client finish sending, then close
+            self._drain = exc.unread
+            self.close_requested = False
+
+    @property
+    def draining(self) -> bool:
+        """A refused login packet's rest is being read and dropped; closed after it."""
+        return self._drain > 0
+
+    def _drain_login(self, data: bytes) -> None:
+        tls = self._client_tls
+        if tls is not None:
+            try:
+                data = tls.receive(data)
+            except ProtocolError:
+                data = b""
+                self._drain = 0
+        self._drain = max(0, self._drain - len(data))
+        if not self._drain:
+            self.close_requested = True
+
+    def _stop_draining(self) -> None:
+        self._drain = 0
+        self.close_requested = True
 
     def login_timed_out(self, seconds: float) -> None:
         """The shell's login deadline passed: tell the client and close."""
@@ -662,6 +694,8 @@ class Session:
         COM_QUIT followed: each command is decided, relayed and answered by the server
         (the answers go nowhere), so what ran is recorded with its outcome and what the
         client sent is not lost; the session closes when nothing is left."""
+        if self._drain:
+            self._stop_draining()
         if self.phase is Phase.CLOSED:
             return
         self._take_everything()
@@ -682,6 +716,8 @@ class Session:
     def client_done_sending(self) -> None:
         """The client half-closed its connection: it sends nothing more but still reads.
         What it sent is answered, then the session closes (as after a COM_QUIT)."""
+        if self._drain:
+            self._stop_draining()
         if self.phase is Phase.CLOSED:
             return
         self._take_everything()
@@ -693,6 +729,8 @@ class Session:
 
     def close_now(self, reason: str) -> None:
         """End the session at once: nothing still waiting is relayed or answered."""
+        if self._drain:
+            self._stop_draining()
         if self.phase is not Phase.CLOSED:
             self._close(reason)
 

@@ -88,9 +88,11 @@ class PacketReader:
             expected = (frame_seq + 1) & 0xFF
             total += length
             if total > self._max_payload:
+                whole = length < MAX_PAYLOAD and total == length  # one frame, this one
                 raise PacketTooLarge(
                     f"packet of more than {self._max_payload} bytes exceeds the gateway's limit",
                     seq,
+                    max(0, pos + 4 + length - n) if whole else -1,
                 )
             if n - pos - 4 < length:
                 return None
