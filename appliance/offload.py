@@ -80,12 +80,7 @@ class Offload:
                     initializer=_worker_init,
                 )
             except OSError as exc:  # no /dev/shm for its locks, no processes left, ...
-                log.error(
-                    "cannot start the classifier worker (%s); large texts are "
-                    "classified on the event loop for a minute",
-                    exc,
-                )
-                self._retry_at = time.monotonic() + _RETRY_S
+                self._not_started(exc)
                 return None
             if not await self._started(pool):
                 return None
@@ -123,16 +118,20 @@ class Offload:
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.run_in_executor(pool, _ready), _START_S)
-        except Exception as exc:  # it died, or never came up: the loop classifies
-            log.error(
-                "the classifier worker did not start (%r); large texts are classified on "
-                "the event loop for a minute",
-                exc,
-            )
+        except Exception as exc:  # it died, or never came up
             self._discard(pool)
-            self._retry_at = time.monotonic() + _RETRY_S
+            self._not_started(exc)
             return False
         return True
+
+    def _not_started(self, why: BaseException) -> None:
+        """No worker: the loop classifies large texts until a new try, a minute on."""
+        log.error(
+            "cannot start the classifier worker (%r); large texts are classified on the "
+            "event loop for a minute",
+            why,
+        )
+        self._retry_at = time.monotonic() + _RETRY_S
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
         """Stop a worker (a job still running is abandoned): the next job starts anew."""
