@@ -373,6 +373,10 @@ class LabGateway:
         if self.running:
             return self
         self.write_config()
+        try:
+            log_start = self.log_path.stat().st_size
+        except FileNotFoundError:
+            log_start = 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -387,7 +391,21 @@ class LabGateway:
         self.pid_path.write_text(f"{self.proc.pid}\n")
         self._wait_listening(timeout)
         self.rules_ready = self._wait_rules(RULES_TIMEOUT_S if self.manage_rules else 0)
+        if self.rules_ready and self.manage_rules:
+            self._wait_sentinel(log_start, RULES_TIMEOUT_S)
         return self
+
+    def _wait_sentinel(self, log_start: int, timeout: float) -> None:
+        """Until the bypass sentinel watches (it starts just after the rules are in
+        place): a test that breaks the rules at once would otherwise race its capture."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.log_path.open("rb") as f:
+                f.seek(log_start)
+                text = f.read().decode(errors="replace")
+            if "bypass sentinel watching" in text or "cannot install the interception" in text:
+                return
+            time.sleep(0.05)
 
     def _wait_listening(self, timeout: float) -> None:
         """Until a socket listens on our port in the gateway namespace (no connection is
