@@ -11,6 +11,7 @@ stderr starting with ``sqlgate:`` and a non-zero exit status, never a traceback:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from collections.abc import Callable
@@ -368,11 +369,24 @@ def _split_target(text: str) -> tuple[str, int]:
             if not rest.startswith(":"):
                 raise ValueError(f"'{text}' is not HOST[:PORT]")
             port = rest[1:]
+        if not _is_v6(host):
+            raise ValueError(f"'{text}': [{host}] is not an IPv6 address")
     elif text.count(":") == 1:
         host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    elif ":" in text and not _is_v6(text):
+        raise ValueError(f"'{text}' is not HOST[:PORT] (an IPv6 address and port: [::1]:3306)")
+    if not host or "[" in host or "]" in host:
+        raise ValueError(f"'{text}' is not HOST[:PORT]")
+    if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"'{text}' is not HOST[:PORT] with a port from 1 to 65535")
     return host, int(port)
+
+
+def _is_v6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
 
 
 def _cmd_net(args: argparse.Namespace) -> int:
@@ -442,6 +456,8 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     for path in (key_path, pub_path):
         if path.exists() or path.is_symlink():
             return _fail(f"{path}: already exists; refusing to overwrite a ledger key", 1)
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out: {out} is not a directory (the key pair goes in a directory)")
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:

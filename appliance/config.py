@@ -373,6 +373,8 @@ class Config:
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the configuration file at ``path``; raise ``ConfigError``."""
+    if not os.fspath(path):
+        raise ConfigError("-c", "", "the configuration file's name is empty")
     file = Path(path)
     try:
         data = read_small_file(file)

@@ -96,6 +96,12 @@ def test_check_config_is_a_directory(tmp_path: Path) -> None:
     assert line == f"sqlgate: {tmp_path}: cannot read the file: is a directory"
 
 
+def test_check_with_an_empty_config_name_says_so() -> None:
+    """An empty name used to read as the current directory ("is a directory")."""
+    line = assert_one_line_failure(sqlgate("check", "-c", ""))
+    assert line == "sqlgate: -c: the configuration file's name is empty"
+
+
 def test_run_invalid_config_exits_2(config_file: Path) -> None:
     config_file.write_text(CONFIG.replace('"127.0.0.1:3307"', '"127.0.0.1"'))
     line = assert_one_line_failure(sqlgate("run", "-c", str(config_file)))
@@ -207,7 +213,10 @@ def test_net_commands_with_a_missing_config_exit_2(tmp_path: Path) -> None:
         assert_one_line_failure(sqlgate("net", action, "-c", str(tmp_path / "nope.toml")))
 
 
-@pytest.mark.parametrize("target", ["10.0.0.1:0", "10.0.0.1:99999", "[::1", "host:port", ":3306"])
+@pytest.mark.parametrize(
+    "target",
+    ["10.0.0.1:0", "10.0.0.1:99999", "[::1", "host:port", ":3306", "::1]:x", "[db]:3306", "a:b:c"],
+)
 def test_net_probe_bad_target_exits_2(target: str) -> None:
     err = assert_one_line_failure(sqlgate("net", "probe", "--target", target))
     assert "--target" in err

@@ -167,8 +167,20 @@ def test_keygen_refuses_to_overwrite(keys: Path) -> None:
 
 def test_keygen_into_an_unusable_directory(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    line = one_line_failure(sqlgate("keygen", "--out", tmp_path / "file"), 1)
-    assert line.startswith(f"sqlgate: {tmp_path / 'file'}: cannot create the directory")
+    line = one_line_failure(sqlgate("keygen", "--out", tmp_path / "file" / "keys"), 1)
+    assert line == (
+        f"sqlgate: {tmp_path / 'file' / 'keys'}: cannot create the directory: Not a directory"
+    )
+
+
+def test_keygen_into_a_file_says_it_is_not_a_directory(tmp_path: Path) -> None:
+    """It said "cannot create the directory: File exists", which reads as a key clash."""
+    (tmp_path / "file").write_text("")
+    line = one_line_failure(sqlgate("keygen", "--out", tmp_path / "file"), 2)
+    assert line == (
+        f"sqlgate: --out: {tmp_path / 'file'} is not a directory (the key pair goes in a directory)"
+    )
+    assert (tmp_path / "file").read_text() == ""
 
 
 # -- verify: intact ------------------------------------------------------------------------
