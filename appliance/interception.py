@@ -17,7 +17,7 @@ from appliance.config import Config
 from netconfig import nft
 from netconfig.plan import Plan, plan_rules
 from netconfig.routes import RouteError
-from netconfig.sentinel import Alert, Sentinel, SentinelError
+from netconfig.sentinel import Alert, Sentinel, SentinelError, not_started
 
 log = logging.getLogger("sqlgate.net")
 
@@ -32,7 +32,8 @@ def resolve(host: str) -> list[str]:
 
 
 class InterceptionError(Exception):
-    """The rules or the sentinel could not be put in place (one line, for the log)."""
+    """The rules could not be put in place (one line, for the log). A sentinel that
+    cannot start is an alert instead: the gateway serves behind its rules without it."""
 
 
 class Interception:
@@ -61,8 +62,13 @@ class Interception:
             len(report.removed),
         )
         interfaces = list(self.config.network.interfaces or ()) or None
-        self._sentinel = Sentinel(self.plan, on_alert=self._alert, interfaces=interfaces)
-        await asyncio.to_thread(self._sentinel.start)
+        sentinel = Sentinel(self.plan, on_alert=self._alert, interfaces=interfaces)
+        try:
+            await asyncio.to_thread(sentinel.start)
+        except SentinelError as exc:  # no CAP_NET_RAW, no route yet: serve without it
+            self._report(not_started(str(exc)))
+            return
+        self._sentinel = sentinel
 
     def _alert(self, alert: Alert) -> None:
         """Called from the sentinel's threads: hand the alert to the event loop."""

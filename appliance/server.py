@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from appliance import routing
 from appliance.approvals import Approvals, Grant, Outcome
@@ -60,6 +60,9 @@ from appliance.policy.gate import Classified, Policy, SessionPolicy, TextJob, Ve
 from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Decision, Subject
 from appliance.session_kill import SessionKills
+
+if TYPE_CHECKING:
+    from netconfig.sentinel import Alert as NetworkAlert
 
 log = logging.getLogger("sqlgate.server")
 
@@ -176,6 +179,14 @@ class Gateway:
         """The broker keeps the latest signed head: a witness of the ledger's progress."""
         if self.bus is not None:
             self.bus.publish("checkpoints", Head.from_checkpoint(head).to_json(), retain=True)
+
+    def network_alert(self, alert: NetworkAlert) -> None:
+        """The interception's alerts (a bypass, rules changed or restored behind the
+        gateway's back, the sentinel's own trouble): recorded and published like every
+        other alert, not only logged."""
+        self.audit.background(
+            records.alert(alert=alert.kind, reason=alert.message, **dict(alert.details))
+        )
 
     def _approval_alert(self, alert: str, request_id: str, reason: str) -> None:
         log.warning("approval request %s: %s: %s", request_id, alert, reason)
@@ -1436,7 +1447,7 @@ async def _serve_until_stopped(
         )
 
         try:
-            interception = Interception(config)
+            interception = Interception(config, on_alert=gw.network_alert)
             await interception.start()  # after the listener exists: redirected clients land
         except (InterceptionError, ConfigError) as exc:
             log.error("cannot install the interception rules: %s", exc)

@@ -4,7 +4,7 @@ The rules (``netconfig.plan``) send every connection to a target through the pro
 drop the rest in the forward path. Two things can still go wrong while the gateway runs,
 and the sentinel watches for both:
 
-- **Bypass**: a TCP SYN to a target's address and port leaves (or arrives on) a
+- **Bypass**: a TCP SYN to a target's address and port leaves through a
   database-side interface with a source address that is not one of the gateway's own.
   The proxy connects upstream from the gateway's own address, so such a packet is a
   client that reached the database without the gateway (rules missing, a route around
@@ -62,6 +62,7 @@ __all__ = [
     "Sentinel",
     "SentinelError",
     "describe_drift",
+    "not_started",
     "syn_filter",
 ]
 
@@ -101,6 +102,19 @@ def _alert(kind: str, message: str, details: Mapping[str, str]) -> Alert:
     return Alert(kind, message, MappingProxyType(dict(details)), _now())
 
 
+def not_started(why: str, netns: str | None = None) -> Alert:
+    """The ``sentinel_error`` alert of a sentinel that could not start (``why``: one line)."""
+    details = {"source": "start"}
+    if netns:
+        details["netns"] = netns
+    return _alert(
+        SENTINEL_ERROR,
+        f"{why}; the interception rules are in place, but nobody watches for connections "
+        "around them or for changes to them (the sentinel needs CAP_NET_RAW)",
+        details,
+    )
+
+
 def _endpoint(address: IPAddress, port: int) -> str:
     return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
@@ -115,6 +129,8 @@ _W, _H, _B = 0x00, 0x08, 0x10
 _ABS, _IND, _MSH = 0x20, 0x40, 0xA0
 _JEQ, _JSET, _AND = 0x10, 0x40, 0x50
 _SKF_AD_PROTOCOL = -0x1000  # SKF_AD_OFF + SKF_AD_PROTOCOL: the frame's ethertype
+_SKF_AD_PKTTYPE = -0x1000 + 4  # SKF_AD_OFF + SKF_AD_PKTTYPE: incoming, outgoing, ...
+_PACKET_OUTGOING = 4
 _NET = -0x100000  # SKF_NET_OFF: loads relative to the network header, any link type
 _SO_ATTACH_FILTER = 26
 _ACCEPT_BYTES = 0x40000
@@ -124,9 +140,13 @@ Insn = tuple[int, int, int, int]  # code, jt, jf, k
 
 
 def syn_filter(ports: Iterable[int]) -> list[Insn]:
-    """A BPF program passing TCP SYNs (without ACK) to ``ports``, IPv4 and IPv6.
+    """A BPF program passing TCP SYNs (without ACK) to ``ports``, IPv4 and IPv6, that
+    leave through the interface.
 
-    Loads go through ``SKF_NET_OFF`` so the program works on any link type; IPv4
+    Only outgoing packets: a SYN that arrives on the interface may still be redirected
+    to the proxy (a gateway with one interface for clients and databases sees every
+    client's SYN come in before the redirect); one that leaves toward a database has
+    passed every rule. Loads go through ``SKF_NET_OFF`` so the program works on any link type; IPv4
     fragments after the first and IPv6 packets with extension headers before TCP do not
     pass (a connection's SYN carries neither). No ports: every SYN passes.
     """
@@ -145,6 +165,8 @@ def syn_filter(ports: Iterable[int]) -> list[Insn]:
         for i, port in enumerate(wanted):
             op(_JMP | _JEQ, port, flags, 0 if i < len(wanted) - 1 else "reject")
 
+    op(_LD | _W | _ABS, _SKF_AD_PKTTYPE)
+    op(_JMP | _JEQ, _PACKET_OUTGOING, 0, "reject")
     op(_LD | _W | _ABS, _SKF_AD_PROTOCOL)
     op(_JMP | _JEQ, 0x0800, 0, "ip6")
     op(_LD | _B | _ABS, _NET + 9)  # protocol
@@ -230,12 +252,12 @@ class Sentinel:
     """Watches the database-side interfaces for bypasses and the rules for drift.
 
     ``interfaces``: where to capture; by default the interfaces toward the plan's target
-    addresses (``routes.interfaces_toward``). Give only interfaces that face the
-    databases: on a client-side interface every client's SYN is seen before the redirect
-    and would be reported. ``netns``: the gateway's namespace (a name under /run/netns or
-    a path); ``None`` is the caller's. ``on_alert`` runs on the sentinel's threads, so it
-    must be thread-safe (see the module docstring). ``stop()`` may be called from any
-    thread, ``on_alert`` included.
+    addresses (``routes.interfaces_toward``), which may also face the clients (one
+    interface for both): only SYNs leaving an interface count, so a client's SYN coming
+    in to be redirected is not a bypass. ``netns``: the gateway's namespace (a name
+    under /run/netns or a path); ``None`` is the caller's. ``on_alert`` runs on the
+    sentinel's threads, so it must be thread-safe (see the module docstring). ``stop()``
+    may be called from any thread, ``on_alert`` included.
     """
 
     def __init__(

@@ -21,9 +21,9 @@ from typing import Any
 
 import pymysql
 import pytest
-from lab.clients import ClientError, parse_batch
+from lab.clients import ClientError, ledger_records, parse_batch
 from lab.mariadb import SHOP_CUSTOMERS
-from lab.topology import DB_PORT, LabEnv, LabGateway, unique_prefix
+from lab.topology import DB_PORT, LabEnv, LabGateway, ns_argv, sqlgate_argv, unique_prefix
 
 from appliance.config import load_config
 from appliance.mysql.constants import ErrorCode
@@ -336,6 +336,43 @@ def test_clean_stop_removes_the_rules(lab: LabEnv, running_gateway: LabGateway) 
 # failing closed, and back to plain routing
 
 
+class GatewayWithoutNetRaw(LabGateway):
+    """The lab's gateway run without CAP_NET_RAW, which its sentinel needs."""
+
+    def command(self) -> list[str]:
+        run = sqlgate_argv("run", "-c", str(self.config_path))
+        return ns_argv(self.lab.gw_ns, ["setpriv", "--bounding-set=-net_raw", *run])
+
+
+def test_without_net_raw_the_gateway_serves_without_its_sentinel(
+    lab: LabEnv, no_gateway: LabGateway, tmp_path: Path
+) -> None:
+    """The sentinel needs CAP_NET_RAW, the rules only CAP_NET_ADMIN: without the first the
+    gateway serves behind its rules and says the sentinel is off (it exited 1 and left
+    its rules behind, so every client was refused)."""
+    gw = GatewayWithoutNetRaw(
+        tmp_path,
+        lab.lab,
+        backend_user=lab.db.native_user,
+        backend_password=lab.db.native_password,
+        pki=lab.pki,
+    )
+    try:
+        gw.start()
+        assert gw.rules_ready, gw.log()
+        through_gateway(lab, gw, "v4")
+        assert_authenticated_in_log(lab, gw, "v4")
+        (alert,) = ledger_records(tmp_path / "ledger.db", "--kind", "alert")
+        assert alert["alert"] == "sentinel_error" and alert["source"] == "start"
+        assert "Operation not permitted" in alert["reason"]
+        assert "the interception rules are in place" in alert["reason"]
+        assert gw.stop() == 0
+        assert nft.status(lab.ns("gw")) == []  # a clean stop removes them, as ever
+    finally:
+        gw.stop()
+        nft.remove(lab.ns("gw"))
+
+
 def test_killed_gateway_fails_closed_then_net_remove_restores_plain_routing(
     lab: LabEnv, running_gateway: LabGateway
 ) -> None:
@@ -459,3 +496,18 @@ def test_flushed_rules_raise_an_alert_and_come_back_within_2s(
     agent = re.escape(lab.lab.agent_v4)
     assert gw.wait_log(rf"alert bypass: .* from {agent}", timeout=2.0), gw.new_log()
     through_gateway(lab, gw, "v4")  # and the path is intercepted again
+    # Each alert is a ledger record too (and so an event for the console), not only a
+    # log line: they were only logged.
+    deadline = time.monotonic() + 5
+    while True:
+        alerts = ledger_records(gw.workdir / "ledger.db", "--kind", "alert")
+        kinds = {r["alert"] for r in alerts}
+        if {"bypass", "rules_changed", "rules_restored"} <= kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    bypass = [r for r in alerts if r["alert"] == "bypass" and r["src"] == lab.lab.agent_v4]
+    assert bypass, alerts
+    assert bypass[0]["dst"] == lab.lab.db_v4 and bypass[0]["target"] == "orders"
+    assert "did not pass the gateway" in bypass[0]["reason"]
+    changed = next(r for r in alerts if r["alert"] == "rules_changed")
+    assert "table inet sqlgate is gone" in changed["reason"]

@@ -403,7 +403,14 @@ class LabGateway:
             with self.log_path.open("rb") as f:
                 f.seek(log_start)
                 text = f.read().decode(errors="replace")
-            if "bypass sentinel watching" in text or "cannot install the interception" in text:
+            if any(
+                line in text
+                for line in (
+                    "bypass sentinel watching",
+                    "alert sentinel_error",
+                    "cannot install the interception",
+                )
+            ):
                 return
             time.sleep(0.05)
 

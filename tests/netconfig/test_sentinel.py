@@ -434,6 +434,30 @@ def test_start_fails_with_one_line(lab: Lab, plan: Plan) -> None:
 
 
 @pytest.mark.usefixtures("db_listeners")
+@pytest.mark.usefixtures("db_listeners")
+def test_a_redirected_syn_coming_in_is_not_a_bypass(
+    lab: Lab, plan: Plan, start_sentinel: Start
+) -> None:
+    """On an interface that also faces the clients (a gateway with one interface), every
+    client's SYN comes in before the redirect: only SYNs leaving toward a database count
+    (each intercepted connection was reported as a bypass)."""
+    port = next(r.to_port for r in plan.rules if r.to_port)
+    proxy = listener(lab.gateway, "0.0.0.0", port)
+    try:
+        _, alerts = start_sentinel(interfaces=[lab.gw_to_client, lab.gw_to_db], restore=False)
+        connect(lab.client, lab.db_v4).close()  # redirected: the proxy's listener answers
+        time.sleep(10 * INTERVAL)
+        assert alerts.all("bypass") == []
+        nft.remove(netns=lab.gateway)  # now one passes by plain routing, and is reported
+        alerts.wait("rules_changed", timeout=2.0)
+        connect(lab.client, lab.db_v4).close()
+        bypass = alerts.wait("bypass", source_is(lab.client_v4))
+        assert bypass.details["interface"] == lab.gw_to_db
+    finally:
+        proxy.close()
+
+
+@pytest.mark.usefixtures("db_listeners")
 def test_interfaces_can_be_given(lab: Lab, start_sentinel: Start) -> None:
     sentinel, alerts = start_sentinel(interfaces=[lab.gw_to_db], restore=False)
     assert sentinel.interfaces == (lab.gw_to_db,)
