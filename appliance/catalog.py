@@ -96,8 +96,8 @@ def derive_rules(views: Sequence[View], base: Sequence[ColumnRule]) -> list[Colu
     return list(derived.values())
 
 
-def _load(target: TargetConfig, timeout_s: float) -> list[View]:
-    conn = connect(target, None, timeout_s)
+def _load(target: TargetConfig, timeout_s: float, mark: int) -> list[View]:
+    conn = connect(target, None, timeout_s, mark)
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -157,7 +157,8 @@ class ViewCatalog:
         for target in self.config.targets:
             try:
                 views = await asyncio.wait_for(
-                    asyncio.to_thread(_load, target, self.timeout_s), self.timeout_s + 1
+                    asyncio.to_thread(_load, target, self.timeout_s, self.config.network.mark),
+                    self.timeout_s + 1,
                 )
             except Exception as exc:  # the previous rules stay; a first failure keeps it unready
                 log.warning(

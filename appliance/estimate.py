@@ -35,12 +35,12 @@ SAFE_FUNCTIONS = frozenset(
 
 
 async def estimate_rows(
-    target: TargetConfig, db: str | None, count_sql: str, timeout_s: float = 2.0
+    target: TargetConfig, db: str | None, count_sql: str, mark: int, timeout_s: float = 2.0
 ) -> int | None:
     """The count, or None when it cannot be had within ``timeout_s``."""
     try:
         return await asyncio.wait_for(
-            asyncio.to_thread(_count, target, db, count_sql, timeout_s), timeout_s + 0.5
+            asyncio.to_thread(_count, target, db, count_sql, mark, timeout_s), timeout_s + 0.5
         )
     except TimeoutError:
         log.info("row estimate for target %s: no answer within %.1f s", target.name, timeout_s)
@@ -49,8 +49,10 @@ async def estimate_rows(
     return None
 
 
-def _count(target: TargetConfig, db: str | None, count_sql: str, timeout_s: float) -> int | None:
-    conn = connect(target, db, timeout_s)
+def _count(
+    target: TargetConfig, db: str | None, count_sql: str, mark: int, timeout_s: float
+) -> int | None:
+    conn = connect(target, db, timeout_s, mark)
     try:
         with conn.cursor() as cur:
             cur.execute("START TRANSACTION READ ONLY")

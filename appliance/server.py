@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from appliance import routing
+from appliance import marked_socket, routing
 from appliance.approvals import Approvals, Grant, Outcome
 from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
 from appliance.backoff import LoginBackoff
@@ -96,6 +96,9 @@ class Gateway:
         self.config = config
         self.sessions: set[ClientLeg] = set()
         self._by_sid: dict[str, ClientLeg] = {}  # the same sessions by id (ClientLeg.sid)
+        # local ports of upstream sockets that could not be marked (no CAP_NET_ADMIN):
+        # a client connection from one of them is the gateway's own, redirected back
+        self.unmarked_ports: set[int] = set()
         self.draining = False
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -383,6 +386,20 @@ class ClientLeg(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if peer and peer[1] in self.gw.unmarked_ports and _is_local(self.peer_ip):
+            log.error(
+                "session %d: the connection from %s is the gateway's own, sent back by the "
+                "interception rules: its connections to targets must carry [network] mark, "
+                "which needs CAP_NET_ADMIN; refused",
+                self.id,
+                self.peer,
+            )
+            self._refuse(
+                ErrorCode.CONN_HOST_ERROR,
+                "sqlgate: the gateway's connection to its target came back to it (the "
+                "interception rules redirect it; the gateway lacks CAP_NET_ADMIN to mark it)",
+            )
+            return
         if self.gw.draining:
             self._refuse(ErrorCode.UNKNOWN, "sqlgate: the gateway is shutting down")
             return
@@ -1148,7 +1165,9 @@ class ClientLeg(asyncio.Protocol):
         count_sql = count_query(sql)
         if count_sql is None:
             return None
-        return await estimate_rows(self.gw.config.target(self.target), db, count_sql)
+        return await estimate_rows(
+            self.gw.config.target(self.target), db, count_sql, self.gw.config.network.mark
+        )
 
     async def _run_granted(
         self,
@@ -1252,11 +1271,12 @@ class ClientLeg(asyncio.Protocol):
 class ServerLeg(asyncio.Protocol):
     """The gateway's own connection to the target."""
 
-    __slots__ = ("client", "transport")
+    __slots__ = ("client", "transport", "unmarked_port")
 
     def __init__(self, client: ClientLeg) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.unmarked_port = 0  # its local port, when its socket could not be marked
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -1279,6 +1299,8 @@ class ServerLeg(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         client = self.client
+        if self.unmarked_port:
+            client.gw.unmarked_ports.discard(self.unmarked_port)
         session = client.session
         if session is not None and client.transport is not None:
             session.server_closed()
@@ -1347,28 +1369,51 @@ async def _open_upstream(
     """Connect to the target from a socket carrying the gateway's mark.
 
     The mark exempts the gateway's own connections from its redirect rules (the output
-    chain would otherwise send them back into the gateway). Setting it needs
-    CAP_NET_ADMIN; without it the connection is made unmarked, which is fine wherever the
-    rules are not installed in the gateway's own namespace.
+    chain would otherwise send them back into the gateway; see ``marked_socket``). A
+    socket that cannot be marked (no CAP_NET_ADMIN) gets its local port first and is
+    listed in ``Gateway.unmarked_ports``, so that the gateway knows it if the rules
+    bring it back (``ClientLeg`` refuses it: no loop of connections to itself).
     """
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    unmarked = client.gw.unmarked_ports
     last: OSError | None = None
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
+        port = 0
         try:
             sock.setblocking(False)
-            if mark:
-                with contextlib.suppress(PermissionError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            if not marked_socket.mark(sock, mark):
+                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+                port = sock.getsockname()[1]
+                unmarked.add(port)
             await loop.sock_connect(sock, address)
+            transport, leg = await loop.create_connection(lambda: ServerLeg(client), sock=sock)
         except OSError as exc:
+            unmarked.discard(port)
             sock.close()
             last = exc
             continue
-        transport, leg = await loop.create_connection(lambda: ServerLeg(client), sock=sock)
+        except BaseException:  # cancelled (the connect timed out)
+            unmarked.discard(port)
+            sock.close()
+            raise
+        leg.unmarked_port = port
         return transport, leg
     raise last or OSError(f"no address for {target.host}")
+
+
+def _is_local(address: str) -> bool:
+    """Whether ``address`` is one of this host's own (it can be bound to)."""
+    if address.startswith("::ffff:") and "." in address:
+        address = address[7:]
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _target_addresses(config: Config) -> list[tuple[routing.Address, str]]:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from appliance import marked_socket
 from appliance.config import TargetConfig, TargetTLS
 
 __all__ = ["connect"]
 
 
-def connect(target: TargetConfig, db: str | None, timeout_s: float) -> Any:
-    """A PyMySQL connection to ``target`` (blocking: call it in a thread)."""
+def connect(target: TargetConfig, db: str | None, timeout_s: float, mark: int) -> Any:
+    """A PyMySQL connection to ``target`` from a socket with the gateway's ``mark``
+    (blocking: call it in a thread)."""
     import pymysql
 
     tls: dict[str, Any] | None = None
@@ -29,7 +31,8 @@ def connect(target: TargetConfig, db: str | None, timeout_s: float) -> Any:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         tls = {"ssl": context}
-    return pymysql.connect(
+    conn = pymysql.connect(
+        defer_connect=True,
         host=target.host,
         port=target.port,
         user=target.user,
@@ -41,3 +44,5 @@ def connect(target: TargetConfig, db: str | None, timeout_s: float) -> Any:
         autocommit=False,
         **(tls or {"ssl_disabled": target.tls is TargetTLS.DISABLED}),
     )
+    conn.connect(marked_socket.connect(target.host, target.port, mark, max(1.0, timeout_s)))
+    return conn

@@ -373,6 +373,83 @@ def test_without_net_raw_the_gateway_serves_without_its_sentinel(
         nft.remove(lab.ns("gw"))
 
 
+class GatewayWithoutNetAdmin(LabGateway):
+    """The lab's gateway without CAP_NET_ADMIN and CAP_NET_RAW (either sets a socket mark)."""
+
+    def command(self) -> list[str]:
+        run = sqlgate_argv("run", "-c", str(self.config_path))
+        return ns_argv(self.lab.gw_ns, ["setpriv", "--bounding-set=-net_admin,-net_raw", *run])
+
+
+def test_a_gateway_that_cannot_mark_its_connections_refuses_them_when_they_come_back(
+    lab: LabEnv, no_gateway: LabGateway, tmp_path: Path
+) -> None:
+    """Rules installed by someone else, the gateway without CAP_NET_ADMIN: its unmarked
+    upstream connection is redirected into itself. It connected to itself again and
+    again (thousands of sessions a second, out of file descriptors); now the returning
+    connection is refused and the client told why."""
+    gw = GatewayWithoutNetAdmin(
+        tmp_path,
+        lab.lab,
+        backend_user=lab.db.native_user,
+        backend_password=lab.db.native_password,
+        pki=lab.pki,
+        manage_rules=False,
+    )
+    gw.write_config()
+    nft.apply(plan_rules(load_config(gw.config_path)), lab.ns("gw"))
+    try:
+        gw.start()
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            lab.connect("agent", lab.lab.db_v4, DB_PORT, AGENT, AGENT_PASSWORD, timeout=5)
+        assert "came back to it" in str(refused.value)
+        assert "CAP_NET_ADMIN" in str(refused.value)
+        time.sleep(0.5)
+        log = gw.log()
+        assert log.count("is the gateway's own, sent back by the interception rules") == 1, log
+        assert log.count("cannot mark the gateway's connections to its targets") == 1, log
+    finally:
+        gw.stop()
+        nft.remove(lab.ns("gw"))
+
+
+def test_views_over_masked_columns_stay_masked_behind_the_rules(
+    lab: LabEnv, no_gateway: LabGateway, tmp_path: Path
+) -> None:
+    """The gateway reads the targets' views on a side connection of its own; it carried
+    no mark, so the rules sent it back into the gateway, the views were never read and a
+    view showed the masked column in clear. Started with the rules already in place (a
+    restart after SIGKILL), as the first read then met nobody listening."""
+    lab.db.admin_sql(
+        "CREATE OR REPLACE VIEW shop.v_cards AS SELECT id, card_number AS c FROM shop.customers"
+    )
+    gw = LabGateway(
+        tmp_path,
+        lab.lab,
+        backend_user=lab.db.native_user,
+        backend_password=lab.db.native_password,
+        pki=lab.pki,
+        extra_toml='[[masking]]\ncolumn = "shop.customers.card_number"\nstrategy = "last4"\n',
+    )
+    gw.write_config()
+    nft.apply(plan_rules(load_config(gw.config_path)), lab.ns("gw"))
+    try:
+        gw.start()
+        conn = lab.connect("agent", lab.lab.db_v4, DB_PORT, AGENT, AGENT_PASSWORD, timeout=5)
+        try:
+            assert query(conn, "SELECT card_number FROM shop.customers WHERE id = 1") == [
+                ("************1111",)
+            ]
+            assert query(conn, "SELECT c FROM shop.v_cards WHERE id = 1") == [("************1111",)]
+        finally:
+            conn.close()
+        assert "cannot read its views" not in gw.log()
+    finally:
+        gw.stop()
+        nft.remove(lab.ns("gw"))
+        lab.db.admin_sql("DROP VIEW IF EXISTS shop.v_cards")
+
+
 def test_killed_gateway_fails_closed_then_net_remove_restores_plain_routing(
     lab: LabEnv, running_gateway: LabGateway
 ) -> None:
