@@ -305,8 +305,46 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config, starting=True)
     if isinstance(config, int):
         return config
+    if config.network.manage_rules:
+        try:
+            _check_interception(config)
+        except ConfigError as exc:
+            return _fail(str(exc))
     print(f"ok: {args.config}: {len(config.targets)} targets")
     return 0
+
+
+def _check_interception(config: Config) -> None:
+    """With ``manage_rules``: the rules can be planned here (targets resolve, the named
+    interfaces exist) and redirected clients reach the listener. A redirect leads to the
+    listen port on the address the connection came in on, so a listener on loopback, or
+    on IPv4 only with an IPv6 target, would refuse every redirected client."""
+    from netconfig.plan import plan_rules
+
+    plan = plan_rules(config, resolve=_resolve)
+    if config.network.interfaces:
+        _check_interfaces(config)
+    host = config.appliance.listen_host
+    try:
+        listen = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: the system's choice
+    if listen.is_loopback:
+        raise ConfigError(
+            str(config.path),
+            "appliance.listen",
+            f"'{config.appliance.listen}' is a loopback address, but redirected clients "
+            "arrive on the address of the interface they came in on: listen on "
+            f"[::]:{config.appliance.listen_port}",
+        )
+    v6 = sorted({r.daddr for r in plan.rules if r.daddr is not None and r.daddr.version == 6})
+    if v6 and listen.version == 4:
+        raise ConfigError(
+            str(config.path),
+            "appliance.listen",
+            f"'{config.appliance.listen}' takes IPv4 only, but target address {v6[0]} is "
+            f"IPv6: listen on [::]:{config.appliance.listen_port} (IPv4 and IPv6)",
+        )
 
 
 def _cmd_health(args: argparse.Namespace) -> int:

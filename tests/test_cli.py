@@ -243,6 +243,36 @@ def test_net_apply_multicast_target_exits_2(config_file: Path) -> None:
     assert "targets[0].host" in err
 
 
+@pytest.mark.parametrize(
+    ("listen", "host", "problem"),
+    [
+        ("127.0.0.1:3307", "10.77.2.10", "appliance.listen: '127.0.0.1:3307' is a loopback"),
+        ("0.0.0.0:3307", "fd77:2::10", "appliance.listen: '0.0.0.0:3307' takes IPv4 only"),
+        ("[::]:3307", "db.invalid", "targets[0].host: 'db.invalid' resolved to no address"),
+    ],
+)
+def test_check_with_manage_rules_finds_what_would_refuse_redirected_clients(
+    config_file: Path, listen: str, host: str, problem: str
+) -> None:
+    """`check` passed these, and `run` then refused every redirected client (or could
+    not install the rules)."""
+    text = (
+        config_file.read_text()
+        .replace('listen = "127.0.0.1:3307"', f'listen = "{listen}"')
+        .replace('host = "10.77.2.10"', f'host = "{host}"')
+    )
+    config_file.write_text(text + "\n[network]\nmanage_rules = true\n")
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"sqlgate: {config_file}: {problem}"), line
+    config_file.write_text(
+        text.replace(f'listen = "{listen}"', 'listen = "[::]:3307"').replace(
+            f'host = "{host}"', 'host = "fd77:2::10"'
+        )
+        + "\n[network]\nmanage_rules = true\n"
+    )
+    assert sqlgate("check", "-c", str(config_file)).returncode == 0
+
+
 def test_run_with_rules_it_cannot_install_exits_1_in_one_line(config_file: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
