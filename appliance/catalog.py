@@ -12,7 +12,7 @@ privilege, syntax the classifier does not know) has every column masked when its
 names a table with masked columns. Refreshed at start, every ``refresh_s`` and soon
 after a statement that creates, alters or drops a view went through the gateway. Until
 the first load of a target has worked, ``ready`` lacks it (the gateway logs why and
-keeps trying).
+tries again every 2 s).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from appliance.side_connection import connect
 __all__ = ["View", "ViewCatalog", "derive_rules"]
 
 log = logging.getLogger("sqlgate.catalog")
+
+_UNREADY_RETRY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,7 @@ class ViewCatalog:
         self.timeout_s = timeout_s
         self.ready: set[str] = set()  # targets whose views were read at least once
         self._rules: dict[str, list[ColumnRule]] = {}
+        self._failing: dict[str, str] = {}  # target -> why its views could not be read
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -161,20 +164,28 @@ class ViewCatalog:
                     self.timeout_s + 1,
                 )
             except Exception as exc:  # the previous rules stay; a first failure keeps it unready
-                log.warning(
-                    "target %s: cannot read its views for masking: %s",
-                    target.name,
-                    str(exc) or type(exc).__name__,
-                )
+                why = str(exc) or type(exc).__name__
+                if self._failing.get(target.name) != why:  # once, not at every retry
+                    self._failing[target.name] = why
+                    log.warning(
+                        "target %s: cannot read its views for masking: %s", target.name, why
+                    )
                 continue
+            if self._failing.pop(target.name, None) is not None:
+                log.info("target %s: its views are read again", target.name)
             self._rules[target.name] = derive_rules(views, self.policy.column_rules)
             self.ready.add(target.name)
         self.policy.set_derived(rule for rules in self._rules.values() for rule in rules)
 
     async def _run(self) -> None:
         while True:
+            unready = any(t.name not in self.ready for t in self.config.targets)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.refresh_s)
+                # a target whose views are not known yet is tried again soon: until
+                # then its views' masked columns have no rule
+                await asyncio.wait_for(
+                    self._wake.wait(), _UNREADY_RETRY_S if unready else self.refresh_s
+                )
                 await asyncio.sleep(0.2)  # let a burst of DDL finish
             except TimeoutError:
                 pass
