@@ -53,6 +53,10 @@ strategy = "hash"
 column = "shop.mask_customers.phone"
 strategy = "last4"
 on_use = "rewrite"
+
+[[masking]]
+column = "shop.mask_kunden.straße"
+strategy = "last4"
 """
 
 
@@ -74,6 +78,8 @@ def gw(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         "SELECT id, card_number AS c, UPPER(email) AS e, name FROM shop.mask_customers",
         "CREATE OR REPLACE VIEW shop.mask_vv AS SELECT id, c FROM shop.mask_v",
         "DROP VIEW IF EXISTS shop.mask_late",
+        "CREATE OR REPLACE TABLE shop.mask_kunden (id INT PRIMARY KEY, `straße` VARCHAR(40))",
+        "INSERT INTO shop.mask_kunden VALUES (1, 'Geheimweg 42')",
         "DROP TABLE IF EXISTS shop.mask_copy",
     )
     work = tmp_path_factory.mktemp("gw")
@@ -352,3 +358,67 @@ def test_the_mariadb_cli_is_refused_with_the_reason(gw: GatewayProcess) -> None:
         )
     assert "ERROR 1227" in str(caught.value) and "GROUP_CONCAT" in str(caught.value)
     assert CARD not in str(caught.value)
+
+
+# The server sends the names of a result's columns in character_set_results: in UTF-16
+# or UTF-32 no rule would match them.
+HIDDEN_NAMES = [
+    "SET character_set_results = utf16",
+    "SET SESSION character_set_results = 'utf32'",
+    "SET @@character_set_results = ucs2",
+    "SET character_set_results = utf16le",
+    "SET STATEMENT character_set_results = utf16 FOR "
+    "SELECT card_number FROM mask_customers WHERE id = 1",
+]
+
+
+@pytest.mark.parametrize("sql", HIDDEN_NAMES)
+def test_a_results_character_set_that_hides_names_is_refused(gw: GatewayProcess, sql: str) -> None:
+    conn = gw.connect()
+    try:
+        with conn.cursor() as cur:
+            with pytest.raises(pymysql.err.OperationalError) as caught:
+                cur.execute(sql)
+            code, message = caught.value.args
+            assert code == 1227 and "by rule 'charset'" in message, message
+            cur.execute("SELECT card_number FROM mask_customers WHERE id = 1")
+            assert cur.fetchall() == (("************1111",),)
+    finally:
+        conn.close()
+    conn = gw.connector()
+    try:
+        with pytest.raises(mysql.connector.Error) as refused:
+            conn.cursor().execute(sql)
+        assert refused.value.errno == 1227
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT card_number FROM mask_customers WHERE id = ?", (2,))
+        assert [tuple(r) for r in cur.fetchall()] == [("************4444",)]
+    finally:
+        conn.close()
+
+
+def test_names_in_the_client_character_set_still_match(gw: GatewayProcess) -> None:
+    """A latin1 client gets the names in latin1 (Windows-1252): `straße` still matches
+    its rule; where the results character set cannot hold the name (cp1251 sends
+    `stra?e`) the column is masked whole."""
+    select = "SELECT id, `straße` FROM mask_kunden"
+    conn = gw.connect(charset="latin1")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(select)
+            assert cur.fetchall() == ((1, "********g 42"),)
+            cur.execute("SET character_set_results = cp1251")
+            cur.execute(select)
+            assert cur.fetchall() == ((1, "****"),)
+            cur.execute("SET character_set_results = NULL")  # names as stored: UTF-8
+            cur.execute(select)
+            assert cur.fetchall() == ((1, "********g 42"),)
+    finally:
+        conn.close()
+    conn = gw.connector(charset="latin1")
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute(select + " WHERE id = ?", (1,))
+        assert [tuple(r) for r in cur.fetchall()] == [(1, "********g 42")]
+    finally:
+        conn.close()

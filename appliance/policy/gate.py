@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
+from appliance.mysql.charsets import collation_charset
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import (
@@ -89,6 +90,10 @@ _EIGHT_BIT_COLLATIONS = frozenset(
 
 #: Variables whose change alters how the server reads the next statement's bytes.
 _LEXING_VARIABLES = CHARSET_VARIABLES | {"sql_mode"}
+#: Variables that set the character set of result names (masking reads them).
+_RESULTS_VARIABLES = frozenset({"names", "character set", "character_set_results"})
+#: Variables the session follows: a statement that sets one is decided by the session.
+_SESSION_VARIABLES = _LEXING_VARIABLES | _RESULTS_VARIABLES
 # The word SET, which every statement that sets a variable has (SET, SET STATEMENT ...
 # FOR); in a string or a quoted name it only costs a parse.
 _MAY_SET = re.compile(rb"(?i)(?<![a-z_$])set(?![a-z0-9_$])")
@@ -427,13 +432,36 @@ class SessionPolicy:
         # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
         self._uses: dict[int, tuple[str | None, bool]] = {}
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
-        self.masker: SessionMasker | None = None  # what this session may not see
+        # the character set of result names (masking reads them): from the login, then
+        # each SET that succeeded; command id -> the one it sets, and whether a failure
+        # of the command means it was not set (else: not known)
+        self._login_results = collation_charset(charset)
+        self._results = self._login_results
+        self._results_sets: dict[int, tuple[str, bool]] = {}
+        self._masker: SessionMasker | None = None
         # whether a backend thread id is one of this identity's live sessions on this
         # target (the gateway knows them); until it is told, none is
         self.owns_thread: Callable[[int], bool] = _no_thread
         # The key of this session's verdicts per command, made once: an entry compares
         # it by identity first (see _Entry.get).
         self._keys: dict[str, _VerdictKey] = {}
+
+    @property
+    def masker(self) -> SessionMasker | None:
+        """What this session may not see."""
+        return self._masker
+
+    @masker.setter
+    def masker(self, masker: SessionMasker | None) -> None:
+        self._masker = masker
+        self._tell_masker()
+
+    def _tell_masker(self) -> None:
+        """The masker reads result names in the session's results character set; while
+        a SET of it is on its way, that is not known (names that depend on it are then
+        masked whole)."""
+        if self._masker is not None:
+            self._masker.results_charset = None if self._results_sets else self._results
 
     # ------------------------------------------------------------------ decide
 
@@ -665,7 +693,7 @@ class SessionPolicy:
         single = last == 0
         stateful = False  # the verdict depends on the session: not cached
         for index, c in enumerate(found):
-            touches_lexing = _touches_lexing(c)
+            touches_lexing = _touches_session(c)
             decision = decide(c, self.who, db, self.policy.rules)
             if not decision.refused and _prepares_a_use(c, label):
                 decision = _PREPARED_USE
@@ -699,14 +727,23 @@ class SessionPolicy:
     def _session_checks(
         self, cmd: ClientCommand, c: Classification, index: int, last: int, label: str
     ) -> Decision | None:
-        """What only the session can know: statements that change how text is read."""
-        if not _touches_lexing(c):
+        """What only the session can know: statements that change how text is read, or
+        the character set of result names."""
+        if not _touches_session(c):
             return None
         target = c.inner if c.inner is not None else c
         changed = {name for name, _ in target.variables if name in _LEXING_VARIABLES}
-        if not changed:
-            return None
-        if c.inner is not None or label == "COM_STMT_PREPARE":
+        results = {name for name, _ in target.variables if name in _RESULTS_VARIABLES}
+        prepared = c.inner is not None or label == "COM_STMT_PREPARE"
+        if results and not changed and prepared:
+            return Decision(
+                RuleAction.BLOCK,
+                "lexing-state",
+                f"a prepared SET of {', '.join(sorted(results))} would change the character "
+                "set of result names without the gateway seeing it, and masking reads them. "
+                "Send the SET as a plain statement",
+            )
+        if changed and prepared:
             return Decision(
                 RuleAction.BLOCK,
                 "lexing-state",
@@ -714,7 +751,7 @@ class SessionPolicy:
                 "reads later statements without the gateway seeing it. Send the SET as a "
                 "plain statement",
             )
-        if index != last:
+        if changed and index != last:
             return Decision(
                 RuleAction.BLOCK,
                 "lexing-state",
@@ -727,6 +764,10 @@ class SessionPolicy:
         for name, value in target.variables:
             if name in CHARSET_VARIABLES and value:
                 self._charsets[cmd.id] = value.lower()
+            if name in _RESULTS_VARIABLES and value:
+                # a failed text whose SET was not last may have run the SET
+                self._results_sets[cmd.id] = (value.lower(), index == last)
+        self._tell_masker()
         return None
 
     def _changes_lexing(self, sql: bytes, server_status: int) -> bool:
@@ -766,8 +807,17 @@ class SessionPolicy:
         self._mode_changes.discard(cmd.id)
         use = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
+        results = self._results_sets.pop(cmd.id, None)
         if cmd.command == Command.RESET_CONNECTION and error is None:
             self._reading = self._login_reading
+            self._results = self._login_results
+        if results is not None:
+            name, certain = results
+            if error is None:
+                self._results = name
+            elif not certain:
+                self._results = None
+        self._tell_masker()
         if use is not None:
             schema, certain = use
             if error is None:
@@ -920,11 +970,12 @@ def _prepares_a_use(c: Classification, label: str) -> bool:
     )
 
 
-def _touches_lexing(c: Classification) -> bool:
+def _touches_session(c: Classification) -> bool:
+    """Whether a statement sets a variable the session follows (``_SESSION_VARIABLES``)."""
     target = c.inner if c.inner is not None else c
     if not target.variables:
         return False
-    return any(name in _LEXING_VARIABLES for name, _ in target.variables)
+    return any(name in _SESSION_VARIABLES for name, _ in target.variables)
 
 
 def _large_insert(

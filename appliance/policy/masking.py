@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from appliance.config import MaskingRuleConfig, MaskStrategy
+from appliance.mysql.charsets import LOSSLESS_NAMES, name_codec
 from appliance.mysql.constants import FieldType
 from appliance.mysql.packets import ColumnDefinition
 
@@ -252,6 +253,35 @@ def _scrub_quoted(message: bytes, detectors: Sequence[Detector], key: bytes) -> 
 _ALL_DETECTORS = (Detector("card", MaskStrategy.LAST4), Detector("email", MaskStrategy.REDACT))
 
 
+_UNREADABLE = "(a column whose origin could not be read)"
+
+
+class _NameReader:
+    """Reads the names of column definitions as the server encoded them (in the
+    session's results character set). None for a name that cannot be read for sure: a
+    NUL byte (UTF-16 or UTF-32), a ``?`` where the character set may have lost a
+    character, non-ASCII bytes in a character set without a codec, or bytes the codec
+    rejects."""
+
+    __slots__ = ("codec", "lossy")
+
+    def __init__(self, charset: str | None) -> None:
+        self.codec = name_codec(charset)
+        self.lossy = charset is None or charset.lower() not in LOSSLESS_NAMES
+
+    def __call__(self, raw: bytes) -> str | None:
+        if raw.isascii():  # the same in every character set the gateway allows
+            if b"\x00" in raw or (self.lossy and b"?" in raw):
+                return None
+            return raw.decode("ascii")
+        if self.codec is None:
+            return None
+        try:
+            return raw.decode(self.codec)
+        except UnicodeDecodeError:
+            return None
+
+
 @dataclass(slots=True)
 class SessionMasker:
     """What one session may not see (``appliance.mysql.masking.Masker``)."""
@@ -261,6 +291,9 @@ class SessionMasker:
     key: bytes
     policy: MaskingPolicy | None = None  # for rules derived from views, which change
     groups: frozenset[str] = field(default_factory=frozenset)
+    results_charset: str | None = "utf8mb4"
+    """The session's ``character_set_results``, in which the server sends the names of
+    column definitions (``SessionPolicy`` follows it); None while it is not known."""
 
     def _all_rules(self) -> Iterable[ColumnRule]:
         yield from self.rules
@@ -289,11 +322,22 @@ class SessionMasker:
         masks: list[ValueMask | None] = []
         names = tuple(c.name.lower() for c in columns)
         warnings = names == _WARNING_COLUMNS and not any(c.org_table for c in columns)
+        read = _NameReader(self.results_charset)
         for c in columns:
-            schema = c.schema.decode("utf-8", "replace")
-            table = c.org_table.decode("utf-8", "replace")
-            name = c.org_name.decode("utf-8", "replace")
-            rule = self.rule_for(schema, table, name) if table and name else None
+            schema = read(c.schema)
+            table = read(c.org_table)
+            name = read(c.org_name)
+            if schema is None or table is None or name is None:
+                # a name the gateway cannot read for sure may be a masked column's
+                if c.org_table and any(True for _ in self._all_rules()):
+                    masks.append(ValueMask(_UNREADABLE, MaskStrategy.REDACT, self.key))
+                    continue
+                schema, table, name = (
+                    n.decode("utf-8", "replace") for n in (c.schema, c.org_table, c.org_name)
+                )
+                rule = None
+            else:
+                rule = self.rule_for(schema, table, name) if table and name else None
             if rule is not None:
                 label = f"{schema or '?'}.{table}.{name}"
                 masks.append(ValueMask(label, rule.strategy, self.key))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from appliance.config import RuleAction, RuleConfig
+from appliance.mysql.charsets import UNREADABLE_NAMES
 from appliance.policy.classify import Classification
 
 __all__ = [
@@ -159,6 +160,13 @@ UNSAFE_CHARSETS = frozenset({"big5", "cp932", "gbk", "gb18030", "sjis"})
 #: character_set_client).
 CHARSET_VARIABLES = frozenset({"names", "character set", "character_set_client"})
 
+#: Variables a ``SET STATEMENT ... FOR`` may not set: the gateway reads the statement's
+#: text and its result names in the session's character sets, not the statement's.
+STATEMENT_CHARSET_VARIABLES = CHARSET_VARIABLES | {
+    "character_set_connection",
+    "character_set_results",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Subject:
@@ -209,6 +217,14 @@ def decide(
         )
     if c.inner is not None:
         if c.kind == "SET STATEMENT":
+            pinned = sorted({_plain(n) for n, _ in c.variables} & STATEMENT_CHARSET_VARIABLES)
+            if pinned:
+                return _block(
+                    "charset",
+                    f"SET STATEMENT {', '.join(pinned)} ... FOR changes a character set for "
+                    "one statement, which the gateway would read (its text, the names of its "
+                    "result) in the session's. Set it with a plain SET first",
+                )
             # its variables are set for the statement: they must pass as a plain SET
             outer = decide(replace(c, kind="SET", inner=None), who, db, rules)
             if outer.refused:
@@ -481,7 +497,7 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
     for name, value in c.variables:
         if name.startswith("@"):
             continue
-        plain = name.split(".", 1)[1] if name.startswith(("session.", "local.")) else name
+        plain = _plain(name)
         if plain not in SESSION_VARIABLES:
             return _block(
                 "set-variable",
@@ -496,7 +512,21 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
                     f"the client character set {refused} is not one the gateway can read "
                     "safely. Use SET NAMES utf8mb4",
                 )
+        if plain == "character_set_results":
+            refused = _results_refusal(value)
+            if refused is not None:
+                return _block(
+                    "charset",
+                    f"character_set_results set to {refused} would send the names of result "
+                    "columns in a form the gateway cannot match with its masking rules. Use "
+                    "utf8mb4 (or the client character set, binary or NULL)",
+                )
     return None
+
+
+def _plain(name: str) -> str:
+    """A system variable's name without its ``session.`` or ``local.`` scope."""
+    return name.split(".", 1)[1] if name.startswith(("session.", "local.")) else name
 
 
 _CHARSET_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -511,10 +541,28 @@ def _charset_refusal(value: str | None) -> str | None:
     name = value.lower()
     if name == "default":
         return "DEFAULT (the server's, which the gateway cannot see)"
-    if name in UNSAFE_CHARSETS:
+    if name in UNSAFE_CHARSETS or name in UNREADABLE_NAMES:
         return value
     if not _CHARSET_NAME.fullmatch(name):
         return f"{value} (a collation number or an expression, not a character set name)"
+    return None
+
+
+def _results_refusal(value: str | None) -> str | None:
+    """How to name a ``character_set_results`` a SET may not choose, or None when it may:
+    a character set name whose names keep their ASCII bytes, binary, or NULL (both send
+    names as stored, in UTF-8)."""
+    if value == "null":  # the keyword (a quoted 'NULL' is an unknown character set)
+        return None
+    if value is None:
+        return "a computed value"
+    name = value.lower()
+    if name == "default":
+        return "DEFAULT (the server's, which the gateway cannot see)"
+    if not _CHARSET_NAME.fullmatch(name):
+        return f"{value} (a collation number or an expression, not a character set name)"
+    if name in UNREADABLE_NAMES:
+        return f"{value} (its names do not keep their ASCII bytes)"
     return None
 
 

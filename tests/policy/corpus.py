@@ -550,6 +550,28 @@ CHARSET = [
         "SET NAMES DEFAULT",
         "SET CHARACTER SET DEFAULT",
         "SET character_set_client = DEFAULT",
+        # result names in a form masking cannot match (UTF-16, UTF-32, filename's @002d)
+        "SET character_set_results = utf16",
+        "SET SESSION character_set_results = 'utf32'",
+        "SET @@character_set_results = ucs2",
+        "SET character_set_results = utf16le",
+        "SET @@session.character_set_results = filename",
+        "SET character_set_results = DEFAULT",
+        "SET character_set_results = @cs",
+        "SET character_set_results = 63",
+        "SET NAMES utf16",
+        # a character set for one statement: the gateway reads it in the session's
+        "SET STATEMENT character_set_results = utf16 FOR SELECT 1",
+        "SET STATEMENT character_set_results = utf8mb4 FOR SELECT 1",
+        "SET STATEMENT character_set_connection = latin1 FOR SELECT 1",
+        "SET STATEMENT character_set_client = latin1 FOR SELECT 1",
+    ),
+    *_cases(
+        ALLOW,
+        "SET character_set_results = binary",
+        "SET character_set_results = latin1",
+        "SET character_set_results = utf8mb4; SELECT 1",
+        live=False,
     ),
     # a statement that changes how the server reads bytes must end its text
     *_cases(
@@ -560,6 +582,7 @@ CHARSET = [
         "SET CHARACTER SET latin1; SELECT 1",
         "PREPARE s FROM 'SET NAMES utf8mb4'",
         "PREPARE s FROM 'SET sql_mode = ''ANSI_QUOTES'''",
+        "PREPARE s FROM 'SET character_set_results = latin1'",  # masking reads result names
         r"SET @@session . sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT 'a\\'",
     ),
     *_cases(

@@ -10,16 +10,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.config import MaskingRuleConfig, MaskStrategy
-from appliance.mysql.constants import FieldType
+from appliance.config import MaskingRuleConfig, MaskStrategy, PolicyConfig
+from appliance.mysql.constants import Command, FieldType
 from appliance.mysql.packets import ColumnDefinition
+from appliance.mysql.relay import ClientCommand
+from appliance.policy.gate import Policy, SessionPolicy
 from appliance.policy.masking import (
     ColumnRule,
     MaskingPolicy,
+    SessionMasker,
     ValueMask,
     luhn_valid,
     mask_value,
 )
+from appliance.policy.rules import Subject
 
 KEY = b"k" * 32
 
@@ -177,3 +181,112 @@ def test_show_warnings_messages_are_scrubbed() -> None:
     assert plan[2](b"Truncated incorrect DOUBLE value: '4111111111111111'") == (
         b"Truncated incorrect DOUBLE value: '****'"
     )
+
+
+def raw_col(schema: bytes, table: bytes, name: bytes) -> ColumnDefinition:
+    return ColumnDefinition(
+        b"def", schema, table, table, name, name, 45, 80, FieldType.VAR_STRING, 0, 0
+    )
+
+
+UMLAUT = MaskingPolicy([rule("shop.kunden.straße", "last4"), rule("shop.c.card", "last4")], KEY)
+
+
+def strategies(charset: str | None, *columns: ColumnDefinition) -> list[object]:
+    masker = UMLAUT.for_groups(())
+    assert masker is not None
+    masker.results_charset = charset
+    plan = masker.plan(columns) or [None] * len(columns)
+    return [m if m is None else (m.label, m.strategy) for m in plan]
+
+
+@pytest.mark.parametrize(
+    ("charset", "encoding"),
+    [("utf8mb4", "utf-8"), ("utf8mb3", "utf-8"), ("binary", "utf-8"), ("null", "utf-8"),
+     ("latin1", "cp1252"), ("latin2", "iso8859_2"), ("cp1250", "cp1250")],
+)  # fmt: skip
+def test_names_are_read_in_the_results_character_set(charset: str, encoding: str) -> None:
+    c = raw_col(b"shop", b"kunden", "straße".encode(encoding))
+    assert strategies(charset, c) == [("shop.kunden.straße", MaskStrategy.LAST4)]
+
+
+@pytest.mark.parametrize(
+    ("charset", "schema", "table", "name"),
+    [
+        ("utf8mb4", b"shop", b"kunden", "straße".encode("latin1")),  # not UTF-8
+        ("big5", b"shop", b"kunden", "straße".encode("latin1")),  # no codec
+        (None, b"shop", b"kunden", "straße".encode()),  # a SET on its way
+        ("cp1251", b"shop", b"kunden", b"stra?e"),  # the server's stand-in for a lost character
+        (None, b"shop", b"kunden", b"stra?e"),
+        ("utf8mb4", *("shop", "c", "card")),  # UTF-16 however it got there
+        ("utf8mb4", b"shop", b"c", "card".encode("utf-32-be")),
+        ("latin1", b"shop", b"kunden", b"stra\x81e"),  # undefined in Windows-1252
+    ],
+)
+def test_a_name_that_cannot_be_read_for_sure_masks_its_column_whole(
+    charset: str | None, schema: bytes | str, table: bytes | str, name: bytes | str
+) -> None:
+    parts = [p.encode("utf-16-be") if isinstance(p, str) else p for p in (schema, table, name)]
+    label, strategy = strategies(charset, raw_col(*parts))[0]  # type: ignore[misc]
+    assert strategy is MaskStrategy.REDACT and "could not be read" in str(label)
+
+
+def test_ascii_names_are_read_alike_in_every_results_character_set() -> None:
+    columns = (raw_col(b"shop", b"c", b"card"), raw_col(b"shop", b"c", b"x?y"))
+    for charset in ("utf8mb4", "latin1", "big5", "koi8r", "binary"):
+        assert strategies(charset, *columns)[0] == ("shop.c.card", MaskStrategy.LAST4)
+    assert strategies("utf8mb4", *columns)[1] is None  # a '?' is a '?' in UTF-8
+
+
+def test_without_column_rules_an_unreadable_name_is_left_to_the_detectors() -> None:
+    masker = MaskingPolicy([detect("card")], KEY).for_groups(())
+    assert masker is not None
+    masker.results_charset = "utf8mb4"
+    plan = masker.plan([raw_col(b"shop", b"c", "card".encode("utf-16-be"))])
+    assert plan is not None and plan[0] is not None and plan[0].strategy is None
+
+
+def test_the_session_tells_its_masker_the_results_character_set() -> None:
+    def session(collation: int | None) -> tuple[SessionPolicy, SessionMasker]:
+        sp = SessionPolicy(
+            Policy(PolicyConfig(), ()), Subject("a", frozenset(), "t"), "shop", collation
+        )
+        masker = UMLAUT.for_groups(())
+        assert masker is not None
+        sp.masker = masker  # the gateway gives it one after the login
+        return sp, masker
+
+    def run(sp: SessionPolicy, sql: str, error: int | None = None, *, seen: object = "x") -> None:
+        cmd = ClientCommand(id(sql), Command.QUERY, bytes([Command.QUERY]) + sql.encode(), b"")
+        assert not sp.decide(cmd, 0, {}).refused
+        if seen != "x":
+            assert sp.masker is not None and sp.masker.results_charset == seen
+        sp.completed(cmd, error, 0)
+
+    sp, masker = session(8)  # latin1_swedish_ci
+    assert masker.results_charset == "latin1"
+    run(sp, "SET NAMES utf8mb4", seen=None)  # not known until it succeeded
+    assert masker.results_charset == "utf8mb4"
+    run(sp, "SET character_set_results = cp1251", 1115)  # failed: unchanged
+    assert masker.results_charset == "utf8mb4"
+    run(sp, "SET CHARACTER SET koi8r")
+    assert masker.results_charset == "koi8r"
+    run(sp, "SET character_set_results = NULL")
+    assert masker.results_charset == "null"
+    run(sp, "SET character_set_results = latin2; SELECT 1", 1146)  # it may have run
+    assert masker.results_charset is None
+    reset = ClientCommand(99, Command.RESET_CONNECTION, b"\x1f", b"\x1f")
+    sp.decide(reset, 0, {})
+    sp.completed(reset, None, 0)
+    assert masker.results_charset == "latin1"
+    for collation, charset in (
+        (45, "utf8mb4"),
+        (33, "utf8mb3"),
+        (63, "binary"),
+        (35, None),
+        (None, None),
+        (250, None),
+    ):
+        assert (
+            session(collation)[1].results_charset == charset
+        )  # 35 is ucs2: the server's default then
