@@ -422,3 +422,37 @@ def test_names_in_the_client_character_set_still_match(gw: GatewayProcess) -> No
         assert [tuple(r) for r in cur.fetchall()] == [(1, "********g 42")]
     finally:
         conn.close()
+
+
+def test_explain_extended_does_not_show_masked_values_in_its_note(gw: GatewayProcess) -> None:
+    """EXPLAIN EXTENDED leaves a note (1003) with the query as the optimizer rewrote it:
+    a constant table's row is written in, masked columns too. Its text is not shown; the
+    code keeps its type."""
+    conn = gw.connect()
+    try:
+        with conn.cursor() as cur:
+            for explain in ("EXPLAIN EXTENDED", "DESCRIBE EXTENDED"):
+                cur.execute(
+                    f"{explain} SELECT id, card_number, email, ssn, token, phone "
+                    "FROM mask_customers WHERE id = 1"
+                )
+                cur.execute("SHOW WARNINGS")
+                rows = cur.fetchall()
+                assert [r[:2] for r in rows] == [("Note", 1003)], rows
+                message = rows[0][2]
+                assert "not shown" in message
+                for value in (CARD, "ann@example.com", "123456789", "tok-a", "1234567"):
+                    assert value not in message
+    finally:
+        conn.close()
+    conn = gw.connector()
+    try:
+        explain = conn.cursor()
+        explain.execute("EXPLAIN EXTENDED SELECT card_number FROM mask_customers WHERE id = 1")
+        explain.fetchall()
+        cur = conn.cursor(prepared=True)  # the binary protocol
+        cur.execute("SHOW WARNINGS")
+        rows = [tuple(r) for r in cur.fetchall()]
+        assert [r[:2] for r in rows] == [("Note", 1003)] and CARD not in str(rows), rows
+    finally:
+        conn.close()

@@ -71,6 +71,14 @@ class Masker(Protocol):
 Masks = tuple[ColumnMask | None, ...]
 
 
+def reads_only(mask: ColumnMask | None) -> bool:
+    """Whether ``mask`` only reads its column's values, so that a later column of the
+    same row can be masked by them (a warning's code decides how its message is
+    masked): such a column keeps its definition and its bytes. A mask says so with a
+    true ``reads_only`` attribute; rows call masks in column order."""
+    return getattr(mask, "reads_only", False) is True
+
+
 def normalize_plan(planned: Sequence[ColumnMask | None] | None, column_count: int) -> Masks | None:
     """The plan as a tuple, or None when it masks nothing (so callers test one thing)."""
     if planned is None:
@@ -513,6 +521,9 @@ def mask_binary_row(
         if mask is None:
             continue
         value = None if is_null else binary_value_text(column, data[start:pos])
+        if reads_only(mask):
+            mask(value)
+            continue
         masked = mask(value)
         if masked != value:
             counts[i] = 1

@@ -2039,7 +2039,7 @@ class Session:
         out = []
         for i, (seq, raw, payload) in enumerate(held):
             new = payload
-            if masks is not None and masks[i] is not None:
+            if masks is not None and masks[i] is not None and not masking.reads_only(masks[i]):
                 new = packets.build_column_definition(masking.masked_column_definition(defs[i]))
             replaced = self._reframe(seq, payload, raw, new)
             out.append(raw if replaced is None else replaced)

@@ -186,6 +186,37 @@ class ColumnRule:
 _LAST4 = MaskStrategy.LAST4
 
 
+class _WarningRow:
+    """The code of the warning row being masked (shared by its code and message masks)."""
+
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code: bytes | None = None
+
+
+@dataclass(slots=True)
+class _WarningCode:
+    """Reads a warning's code for its message's mask; the code itself goes as it is."""
+
+    row: _WarningRow
+    label: str = "warnings"
+    reads_only: bool = True
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        self.row.code = value
+        return value
+
+
+_REWRITTEN_QUERY = b"1003"
+"""The note of EXPLAIN EXTENDED (and MySQL 8's EXPLAIN): the query as the optimizer
+rewrote it, with the values of constant tables' rows written in, masked columns too."""
+_NOT_SHOWN = (
+    b"sqlgate: the query as the server rewrote it is not shown, as it may hold the values "
+    b"of masked columns"
+)
+
+
 @dataclass(slots=True)
 class ValueMask:
     """The mask of one column of one result set (``appliance.mysql.masking.ColumnMask``)."""
@@ -195,6 +226,7 @@ class ValueMask:
     key: bytes
     detectors: Sequence[Detector] = ()
     quoted_only: bool = False  # warnings: scrub the values quoted in a message
+    row: _WarningRow | None = None  # warnings: the code of the message's row
 
     def __call__(self, value: bytes | None) -> bytes | None:
         if value is None:
@@ -207,6 +239,8 @@ class ValueMask:
         if strategy is not None:
             return mask_value(strategy, value, self.key)
         if self.quoted_only:
+            if self.row is not None and self.row.code == _REWRITTEN_QUERY:
+                return _NOT_SHOWN
             return _scrub_quoted(value, self.detectors, self.key)
         return _scan(value, self.detectors, self.key)
 
@@ -318,11 +352,14 @@ class SessionMasker:
         rule = self.rule_for(schema, table, column)
         return rule.strategy.value if rule is not None and rule.rewrite else None
 
-    def plan(self, columns: Sequence[ColumnDefinition]) -> list[ValueMask | None] | None:
-        masks: list[ValueMask | None] = []
+    def plan(
+        self, columns: Sequence[ColumnDefinition]
+    ) -> list[ValueMask | _WarningCode | None] | None:
+        masks: list[ValueMask | _WarningCode | None] = []
         names = tuple(c.name.lower() for c in columns)
         warnings = names == _WARNING_COLUMNS and not any(c.org_table for c in columns)
         read = _NameReader(self.results_charset)
+        row = _WarningRow() if warnings else None
         for c in columns:
             schema = read(c.schema)
             table = read(c.org_table)
@@ -341,8 +378,10 @@ class SessionMasker:
             if rule is not None:
                 label = f"{schema or '?'}.{table}.{name}"
                 masks.append(ValueMask(label, rule.strategy, self.key))
-            elif warnings and c.name.lower() == b"message":
-                masks.append(ValueMask("warnings", None, self.key, self.detectors, True))
+            elif row is not None and c.name.lower() == b"code":
+                masks.append(_WarningCode(row))
+            elif row is not None and c.name.lower() == b"message":
+                masks.append(ValueMask("warnings", None, self.key, self.detectors, True, row))
             elif self.detectors and c.type in _STRING_TYPES:
                 label = f"{schema}.{table}.{name}" if table else c.name.decode("utf-8", "replace")
                 masks.append(ValueMask(label, None, self.key, self.detectors))

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from appliance.config import MaskingRuleConfig, MaskStrategy, PolicyConfig
 from appliance.mysql.constants import Command, FieldType
-from appliance.mysql.packets import ColumnDefinition
+from appliance.mysql.masking import TextRows, mask_binary_row, reads_only
+from appliance.mysql.packets import ColumnDefinition, write_lenenc_bytes
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.gate import Policy, SessionPolicy
 from appliance.policy.masking import (
@@ -290,3 +291,43 @@ def test_the_session_tells_its_masker_the_results_character_set() -> None:
         assert (
             session(collation)[1].results_charset == charset
         )  # 35 is ucs2: the server's default then
+
+
+def warning_columns() -> list[ColumnDefinition]:
+    def c(name: bytes, type_: FieldType, charset: int = 45) -> ColumnDefinition:
+        return ColumnDefinition(b"def", b"", b"", b"", name, name, charset, 80, type_, 0, 0)
+
+    return [c(b"Level", FieldType.VAR_STRING), c(b"Code", FieldType.LONG, 63),
+            c(b"Message", FieldType.VAR_STRING)]  # fmt: skip
+
+
+REWRITTEN = b"select 1 AS `id`,'4111111111111111' AS `card_number` from `shop`.`c` where 1"
+
+
+def test_the_rewritten_query_of_explain_extended_is_not_shown() -> None:
+    """Note 1003 holds the query as the server rewrote it, constant rows' values in it."""
+    masker = POLICY.for_groups(())
+    assert masker is not None
+    columns = warning_columns()
+    plan = masker.plan(columns)
+    assert plan is not None and reads_only(plan[1]) and not reads_only(plan[2])
+
+    def text(code: bytes, message: bytes) -> bytes:
+        return b"".join(write_lenenc_bytes(v) for v in (b"Note", code, message))
+
+    rows = TextRows(plan)
+    hidden = rows.mask(text(b"1003", REWRITTEN), 0, len(text(b"1003", REWRITTEN)))
+    assert hidden is not None and b"4111" not in hidden and b"not shown" in hidden
+    assert hidden.startswith(text(b"1003", b"")[:10])  # level and code as they came
+    other = text(b"1265", b"Data truncated for column 'x' at row 1")
+    assert rows.mask(other, 0, len(other)) is None  # other warnings: scrubbed as before
+
+    def binary(code: int, message: bytes) -> bytes:
+        values = write_lenenc_bytes(b"Note") + code.to_bytes(4, "little")
+        return b"\x00\x00" + values + write_lenenc_bytes(message)
+
+    out, _ = mask_binary_row(binary(1003, REWRITTEN), columns, plan)
+    assert out.startswith(binary(1003, b"")[:-1])  # the code stays a 4-byte integer
+    assert b"4111" not in out and b"not shown" in out
+    same = binary(1265, b"Data truncated for column 'x' at row 1")
+    assert mask_binary_row(same, columns, plan)[0] == same
