@@ -76,6 +76,7 @@ def mask_value(strategy: MaskStrategy, value: bytes, key: bytes) -> bytes | None
 # -- content detectors ------------------------------------------------------------------
 
 _CARD = re.compile(rb"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+_DIGIT = re.compile(rb"[0-9]")  # no digit anywhere in a value: no card in it
 _EMAIL = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
 
 
@@ -107,7 +108,7 @@ def _scan(text: bytes, detectors: Sequence[Detector], key: bytes) -> bytes:
     since part of a value cannot be NULL)."""
     spans: list[tuple[int, int, MaskStrategy]] = []
     for detector in detectors:
-        if detector.kind == "card" and not any(48 <= b <= 57 for b in text[:4096] or b"0"):
+        if detector.kind == "card" and _DIGIT.search(text) is None:
             continue
         if detector.kind == "email" and b"@" not in text:
             continue

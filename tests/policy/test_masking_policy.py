@@ -160,6 +160,16 @@ def test_content_detectors_find_cards_by_luhn_and_emails() -> None:
     assert mask(b"nothing here") == b"nothing here"
 
 
+def test_a_card_after_a_long_text_without_digits_is_found() -> None:
+    masker = MaskingPolicy([detect("card")], KEY).for_groups([])
+    assert masker is not None
+    plan = masker.plan([col("shop", "notes", "body")])
+    assert plan is not None and plan[0] is not None
+    prose = b"Lorem ipsum dolor sit amet. " * 150  # over 4 KiB, no digit
+    assert plan[0](prose + b"card 4111111111111111") == prose + b"card ************1111"
+    assert plan[0](prose) == prose
+
+
 def test_error_messages_that_quote_a_value_are_scrubbed() -> None:
     masker = POLICY.for_groups([])
     assert masker is not None
