@@ -588,11 +588,41 @@ class SessionPolicy:
             return Verdict(label, (_EMPTY,))
         refusal = verdict.refusal
         if self.masker is not None and (refusal is None or refusal.action is RuleAction.REVIEW):
+            shadow = self._masked_name(entry.found)
+            if shadow is not None:
+                return self._verdict(
+                    verdict.command,
+                    tuple(Part(p.sql, p.kind, shadow, p.functions) for p in verdict.parts),
+                )
             # a statement for review is checked too: an approval must not copy masked
             # values out in the clear (it is refused, never rewritten, then)
             readings = None if classified is None else classified.readings
             return self._masking(verdict, sql, mode, backslash_unknown, refusal is None, readings)
         return verdict
+
+    def _masked_name(self, found: tuple[Classification, ...]) -> Decision | None:
+        """A table created under a name that masking rules cover (a temporary table
+        that shadows a masked one, a table matching a wildcard rule) would mask what is
+        written into it: chosen values would come back as their digests or last digits,
+        which tells what the masked values are."""
+        masker = self.masker
+        assert masker is not None
+        for c in found:
+            if c.kind != "CREATE TABLE":
+                continue
+            for name in sorted(c.writes):
+                schema, _, table = name.rpartition(".")
+                schema = schema or self.schema or ""
+                if masker.is_masked(schema, table, "*"):
+                    return Decision(
+                        RuleAction.BLOCK,
+                        "masking",
+                        f"a table named {schema}.{table} would be masked like the one with "
+                        f"masked columns for {self.who.identity} (what is written into it "
+                        "would come back masked, a way to learn masked values). Use "
+                        "another name",
+                    )
+        return None
 
     def _masking(
         self,

@@ -341,3 +341,27 @@ def test_the_rewritten_query_of_explain_extended_is_not_shown() -> None:
     assert b"4111" not in out and b"not shown" in out
     same = binary(1265, b"Data truncated for column 'x' at row 1")
     assert mask_binary_row(same, columns, plan)[0] == same
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TEMPORARY TABLE customers (id INT, card_number VARCHAR(19))",
+        "CREATE TEMPORARY TABLE shop.customers LIKE shop.orders",
+        "CREATE TABLE scratch.customers (card_number VARCHAR(19))",  # the rule's wildcard
+        "CREATE TEMPORARY TABLE customers AS SELECT '4111111111111111' AS card_number",
+    ],
+)
+def test_a_table_created_where_masking_rules_apply_is_refused(sql: str) -> None:
+    """Chosen values written into such a table came back masked (their HMAC under the
+    gateway's key): an oracle for the masked column's real values."""
+    policy = MaskingPolicy([rule("*.customers.card_number", "hash")], b"k" * 32)
+    sp = SessionPolicy(Policy(PolicyConfig(), ()), Subject("a", frozenset(), "t"), "shop", 45)
+    sp.masker = policy.for_groups(())
+    cmd = ClientCommand(1, Command.QUERY, bytes([Command.QUERY]) + sql.encode(), b"")
+    verdict = sp.decide(cmd, 0, {})
+    assert verdict.refusal is not None and verdict.refusal.rule == "masking"
+    assert "would be masked like the one with masked columns" in verdict.refusal.reason
+    other = b"CREATE TEMPORARY TABLE orders_copy (id INT)"
+    cmd = ClientCommand(2, Command.QUERY, bytes([Command.QUERY]) + other, b"")
+    assert sp.decide(cmd, 0, {}).refusal is None
