@@ -160,6 +160,24 @@ def test_content_detectors_find_cards_by_luhn_and_emails() -> None:
     assert mask(b"nothing here") == b"nothing here"
 
 
+def test_a_detectors_hash_is_not_the_digest_a_hashed_column_shows() -> None:
+    """A detector masks text the client chooses (``SELECT 'ann@example.com'``): under the
+    column rules' key it handed out the digest of any guess, to compare with a hashed
+    column's digests."""
+    policy = MaskingPolicy(
+        [rule("shop.customers.email", "hash"), detect("email", strategy="hash")], KEY
+    )
+    masker = policy.for_groups([])
+    assert masker is not None
+    plan = masker.plan([col("shop", "customers", "email"), col("", "", "guess")])
+    assert plan is not None and plan[0] is not None and plan[1] is not None
+    column = plan[0](b"ann@example.com")
+    detected = plan[1](b"ann@example.com")
+    assert column == hmac.new(KEY, b"ann@example.com", hashlib.sha256).hexdigest().encode()
+    assert detected is not None and len(detected) == 64 and detected != column
+    assert plan[1](b"ann@example.com") == detected  # still stable
+
+
 def test_a_card_after_a_long_text_without_digits_is_found() -> None:
     masker = MaskingPolicy([detect("card")], KEY).for_groups([])
     assert masker is not None
