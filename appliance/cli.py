@@ -259,14 +259,15 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
-def _load(path: str, *, starting: bool = False) -> Config | int:
+def _load(path: str, *, starting: bool = False, operator: bool = False) -> Config | int:
     """The configuration, or the exit status after reporting why it cannot be used.
 
     ``starting`` (check, run): also load the files the gateway loads at start and check
     the rules' statement kinds, so that what ``check`` passes, ``run`` can use.
+    ``operator`` (the console, approvals): the gateway's secrets need not be there.
     """
     try:
-        config = load_config(path)
+        config = load_config(path, operator=operator)
         if starting:
             check_files(config)
             _check_rule_kinds(config)
@@ -726,7 +727,7 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
 
     from appliance import operator
 
-    config = _load(args.config)
+    config = _load(args.config, operator=True)
     if isinstance(config, int):
         return config
     if not config.bus.enabled:
@@ -767,7 +768,7 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     """The operator console; one line on stderr when it cannot start."""
     from tui.launch import ConsoleError, run_console
 
-    config = _load(args.config)
+    config = _load(args.config, operator=True)
     if isinstance(config, int):
         return config
     try:

@@ -21,6 +21,7 @@ starts. Rules the loader enforces, so nothing downstream has to:
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import errno
 import hashlib
@@ -371,8 +372,25 @@ class Config:
         return None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the configuration file at ``path``; raise ``ConfigError``."""
+_FOR_OPERATOR: contextvars.ContextVar[bool] = contextvars.ContextVar("for_operator", default=False)
+
+
+def load_config(path: str | os.PathLike[str], *, operator: bool = False) -> Config:
+    """Read and validate the configuration file at ``path``; raise ``ConfigError``.
+
+    ``operator``: for the operator's commands (the console, ``sqlgate approvals``) on a
+    desk that has the gateway's configuration but not its secrets: the targets'
+    password files, the TLS and ledger keys, the masking key are named, not read
+    (``password`` is empty), so they need not be there.
+    """
+    token = _FOR_OPERATOR.set(operator)
+    try:
+        return _load_config(path)
+    finally:
+        _FOR_OPERATOR.reset(token)
+
+
+def _load_config(path: str | os.PathLike[str]) -> Config:
     if not os.fspath(path):
         raise ConfigError("-c", "", "the configuration file's name is empty")
     file = Path(path)
@@ -700,6 +718,19 @@ class _Table:
     def optional_existing_file(self, name: str) -> Path | None:
         return self.existing_file(name) if self.has(name) else None
 
+    def gateway_file(self, name: str) -> Path:
+        """A file only the gateway reads (a key, a certificate): checked like
+        ``existing_file``, except for an operator's commands, which never open it."""
+        return self.path(name) if _FOR_OPERATOR.get() else self.existing_file(name)
+
+    def optional_gateway_file(self, name: str) -> Path | None:
+        return self.gateway_file(name) if self.has(name) else None
+
+    def gateway_secret(self, name: str) -> tuple[Path, bytes]:
+        """``secret`` for a secret only the gateway uses (a target's vaulted password):
+        an operator's commands get its path and no bytes, and need no copy of it."""
+        return (self.path(name), b"") if _FOR_OPERATOR.get() else self.secret(name)
+
     def secret(self, name: str) -> tuple[Path, bytes]:
         """A file holding a secret: its path and its bytes minus one trailing newline."""
         path = self.path(name)
@@ -964,7 +995,7 @@ def _tls(t: _Table) -> TLSConfig | None:
     for name, other in (("cert_file", "key_file"), ("key_file", "cert_file")):
         if not t.has(name):
             raise _Invalid(t.key(name), f"required together with {t.key(other)}")
-    return TLSConfig(cert_file=t.existing_file("cert_file"), key_file=t.existing_file("key_file"))
+    return TLSConfig(cert_file=t.gateway_file("cert_file"), key_file=t.gateway_file("key_file"))
 
 
 _IDENTITY_KEYS = (
@@ -1092,10 +1123,10 @@ def _targets(tables: list[Mapping[str, object]], base: Path) -> tuple[TargetConf
             raise _Invalid(t.key("host"), problem)
         addresses[address] = f"{t.prefix} ('{name}')"
         user = t.string("user")
-        password_file, password = t.secret("password_file")
+        password_file, password = t.gateway_secret("password_file")
         tls = t.choice("tls", TargetTLS, TargetTLS.PREFERRED)
         tls_verify = t.boolean("tls_verify", False)
-        tls_ca_file = t.optional_existing_file("tls_ca_file")
+        tls_ca_file = t.optional_gateway_file("tls_ca_file")
         if tls is TargetTLS.DISABLED and (tls_verify or tls_ca_file is not None):
             offending = "tls_verify" if tls_verify else "tls_ca_file"
             raise _Invalid(t.key(offending), f'has no effect with {t.key("tls")} = "disabled"')
@@ -1123,7 +1154,7 @@ _LEDGER_KEYS = ("path", "signing_key", "fsync")
 def _ledger(t: _Table) -> LedgerConfig:
     return LedgerConfig(
         path=t.path("path"),
-        signing_key=t.existing_file("signing_key"),
+        signing_key=t.gateway_file("signing_key"),
         fsync=t.boolean("fsync", False),
     )
 
@@ -1219,7 +1250,7 @@ def _policy(t: _Table) -> PolicyConfig:
         oversized=t.choice("oversized", OversizedAction, OversizedAction.BLOCK),
         statements_per_second=t.integer("statements_per_second", 0, 0, 1_000_000),
         rows_changed_per_minute=t.integer("rows_changed_per_minute", 0, 0, 1 << 40),
-        masking_key_file=t.optional_existing_file("masking_key_file"),
+        masking_key_file=t.optional_gateway_file("masking_key_file"),
     )
 
 

@@ -66,6 +66,28 @@ def test_check_long_option(config_file: Path) -> None:
     assert sqlgate("check", "--config", str(config_file)).returncode == 0
 
 
+def test_operator_commands_need_none_of_the_gateways_secrets(config_file: Path) -> None:
+    """An operator's desk has the configuration, not the vaulted password, the TLS keys
+    or the ledger key: the console and `approvals` refused to start without them."""
+    with socket.socket() as probe:  # a broker port where nobody listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config_file.write_text(
+        CONFIG
+        + '\n[tls]\ncert_file = "gateway.crt"\nkey_file = "gateway.key"\n'
+        + f'\n[bus]\nurl = "mqtt://127.0.0.1:{port}"\n'
+        + '\n[identity]\nissuer = "https://idp.example"\naudience = "sqlgate"\n'
+        + 'jwks_url = "https://idp.example/jwks"\n\n[approvals]\n'
+    )
+    (config_file.parent / "orders.pw").unlink()
+    (config_file.parent / "ledger.key").unlink()
+    line = assert_one_line_failure(sqlgate("approvals", "list", "-c", str(config_file)), 1)
+    assert "broker" in line and "password_file" not in line, line
+    # the gateway itself still needs every one of them
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert "password_file" in line or "cert_file" in line, line
+
+
 def test_check_invalid_config_names_file_and_key(config_file: Path) -> None:
     config_file.write_text(CONFIG.replace("password_file", "pasword_file"))
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
