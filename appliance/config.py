@@ -333,7 +333,7 @@ class RecordingConfig:
 
     enabled: bool = False  # the section is present
     max_bytes: int = 64 * 1024  # per statement: the answer's bytes kept
-    max_rows: int = 1000  # per statement: rows kept (of each result set)
+    max_rows: int = 1000  # per statement: rows kept (over all its result sets)
     keep_days: int = 30  # recordings older than this are purged (0: kept forever)
 
 

@@ -108,7 +108,7 @@ def load(ledger: str | Path, session: str) -> list[Step]:
         if kind == "result" and isinstance(digest, str):
             blob = reader.get(digest)
             if blob is None:
-                step.problem = "its recording is gone (purged)"
+                step.problem = _missing(reader, record)
             elif hashlib.sha256(blob).hexdigest() != digest:
                 step.problem = "its recording was ALTERED after it was written: not shown"
             else:
@@ -124,15 +124,51 @@ def load(ledger: str | Path, session: str) -> list[Step]:
     return steps
 
 
+def _missing(reader: RecordingReader, record: dict[str, Any]) -> str:
+    """Why a result's recording is not there: purged for retention only when a signed
+    purge record says so for the result's time (as ``ledger verify`` counts it), else
+    missing, which verify reports as the ledger's fault."""
+    before = reader.purged_before()
+    if str(record.get("ts", "")) < before:
+        return f"its recording was purged (retention: recordings before {before})"
+    return (
+        "its recording is MISSING (no signed purge removed it: the file was edited or "
+        "damaged; 'sqlgate ledger verify' says more)"
+    )
+
+
 # -- text -----------------------------------------------------------------------------
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (escapes, carriage returns,
+    line breaks) shown as U+FFFD: what a session sent must not draw on the auditor's
+    screen or pass for a line of the transcript."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
+def _flat(value: object) -> str:
+    """A value the session chose (a reason, an error message, a name) on one line."""
+    text = str(value)
+    if "\n" in text or "\t" in text or "\r" in text:
+        text = " ".join(text.split())
+    return _printable(text)
 
 
 def _cell(value: str | None) -> str:
     if value is None:
         return "NULL"
-    flat = " ".join(value.split()) if "\n" in value or "\t" in value else value
-    clean = "".join(c if c.isprintable() else "\ufffd" for c in flat)
+    clean = _flat(value)
     return clean if len(clean) <= MAX_CELL else clean[: MAX_CELL - 1] + "\u2026"
+
+
+def _statement_lines(sql: str) -> list[str]:
+    """A statement's text as written, line by line: the first after ``>``, the others
+    after ``|``, so that none can pass for a step of its own."""
+    lines = sql.replace("\r\n", "\n").split("\n")
+    return [f"> {_printable(lines[0])}", *(f"| {_printable(line)}" for line in lines[1:])]
 
 
 def _table(columns: list[str], rows: list[list[str | None]]) -> list[str]:
@@ -154,9 +190,10 @@ def _answer_lines(answer: Answer) -> list[str]:
         if not result.complete:
             lines.append("(more rows came back than were recorded)")
     if answer.error is not None:
-        lines.append(f"ERROR {answer.error.code} ({answer.error.sqlstate}): {answer.error.message}")
+        error = answer.error
+        lines.append(f"ERROR {error.code} ({_flat(error.sqlstate)}): {_flat(error.message)}")
     if answer.problem:
-        lines.append(f"(recording: {answer.problem})")
+        lines.append(f"(recording: {_flat(answer.problem)})")
     return lines
 
 
@@ -167,24 +204,26 @@ def render(step: Step) -> list[str]:
     if kind == "session_start":
         db = f" ({r['db']})" if r.get("db") else ""
         return [
-            f"session {r.get('session')}: {r.get('identity')} from {r.get('client')} "
-            f"to {r.get('target')}{db}"
+            _flat(
+                f"session {r.get('session')}: {r.get('identity')} from {r.get('client')} "
+                f"to {r.get('target')}{db}"
+            )
         ]
     if kind == "statement":
-        part = f" [{r['part']}]" if r.get("part") else ""
-        lines = [f"> {r.get('sql') or r.get('command')}{part}"]
+        part = f" [{_flat(r['part'])}]" if r.get("part") else ""
+        lines = _statement_lines(f"{r.get('sql') or r.get('command')}{part}")
         decision = r.get("decision")
         if decision == "blocked":
-            lines.append(f"  REFUSED: {r.get('reason')}")
+            lines.append(f"  REFUSED: {_flat(r.get('reason'))}")
         elif decision == "pending":
-            lines.append(f"  HELD for approval: {r.get('reason')}")
+            lines.append(f"  HELD for approval: {_flat(r.get('reason'))}")
         elif r.get("rewritten"):
-            lines.append(f"  rewritten to mask by construction: {r['rewritten']}")
+            lines.append(f"  rewritten to mask by construction: {_flat(r['rewritten'])}")
         return lines
     if kind == "approval":
         who = f" by {r['approver']}" if r.get("approver") else ""
         why = f": {r['reason']}" if r.get("reason") else ""
-        return [f"  {str(r.get('decision')).upper()}{who}{why}"]
+        return [f"  {_flat(str(r.get('decision')).upper() + who + why)}"]
     if kind == "result":
         lines = []
         if step.answer is not None:
@@ -205,13 +244,13 @@ def render(step: Step) -> list[str]:
             figures.append(step.problem)
         if r.get("note"):
             figures.append(str(r["note"]))
-        lines.append("  (" + ", ".join(figures) + ")")
+        lines.append("  (" + _flat(", ".join(figures)) + ")")
         return lines
     if kind == "session_end":
-        return [f"session ended: {r.get('reason') or 'closed'}"]
+        return [f"session ended: {_flat(r.get('reason') or 'closed')}"]
     if kind == "alert":
-        return [f"ALERT {r.get('alert')}: {r.get('reason')}"]
-    return [f"{kind}"]
+        return [_flat(f"ALERT {r.get('alert')}: {r.get('reason')}")]
+    return [_flat(kind)]
 
 
 # -- json -----------------------------------------------------------------------------
@@ -296,8 +335,10 @@ def with_answers(ledger: str | Path, bodies: Iterable[str]) -> Iterator[str]:
             yield body
             continue
         blob = reader.get(digest)
-        if blob is None or hashlib.sha256(blob).hexdigest() != digest:
-            record["answer"] = {"problem": "recording missing or altered"}
+        if blob is None:
+            record["answer"] = {"problem": _missing(reader, record)}
+        elif hashlib.sha256(blob).hexdigest() != digest:
+            record["answer"] = {"problem": "its recording was ALTERED after it was written"}
         else:
             seq = _statement_seq(ledger, record)
             answer = decode_answer(

@@ -308,3 +308,29 @@ def test_a_step_far_in_the_future_waits_a_day_at_most() -> None:
     play(steps, out, speed=0.001, sleep=waits.append, clock=lambda: 0.0)
     assert waits == [MAX_WAIT]  # time.sleep(6e13) raises OverflowError
     assert out.getvalue().splitlines()[1].endswith("second")
+
+
+def test_what_a_session_sent_cannot_forge_or_hide_transcript_lines() -> None:
+    """Statement texts, reasons and error messages were written raw: a comment with a
+    line break and a time in it read as a refusal that never happened, and an escape
+    sequence hid the lines after it on the auditor's terminal."""
+    from appliance.replay import Step, render
+
+    sql = "DELETE FROM t WHERE id = 1 /*\n08:29:00.000    REFUSED: by rule 'x'\n*/ \x1b[8m"
+    lines = render(Step(0.0, {"kind": "statement", "sql": sql, "decision": "allowed"}))
+    assert lines == [
+        "> DELETE FROM t WHERE id = 1 /*",
+        "| 08:29:00.000    REFUSED: by rule 'x'",
+        "| */ \ufffd[8m",
+    ]
+    refused = {"kind": "statement", "sql": "SELECT 1", "decision": "blocked"}
+    lines = render(Step(0.0, {**refused, "reason": "no\n08:00:00.000  ok \x1b[2J"}))
+    assert lines[1] == "  REFUSED: no 08:00:00.000 ok \ufffd[2J"
+    for record in (
+        {"kind": "approval", "decision": "approved", "approver": "a\x1b[2J", "reason": "x\ny"},
+        {"kind": "session_end", "reason": "bye\r\n\x07"},
+        {"kind": "alert", "alert": "x", "reason": "\x1b]0;title\x07"},
+        {"kind": "result", "rows": 1, "note": "\x1b[8m"},
+    ):
+        for line in render(Step(0.0, record)):
+            assert line.isprintable() and "\n" not in line, (record, line)

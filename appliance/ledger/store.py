@@ -1142,21 +1142,65 @@ class RecordingReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._purged: str | None = None
 
     def get(self, digest: str) -> bytes | None:
+        """The recording with SHA-256 ``digest``; None when there is none, b"" when it is
+        stored as text (edited); LedgerDamaged when its pages cannot be read."""
         if self._conn is None:
             self._conn = open_ledger(self.path)
         try:
             row = self._conn.execute(
                 "SELECT body FROM recordings WHERE hash = ?", (digest,)
             ).fetchone()
-        except sqlite3.OperationalError:  # a ledger from before recordings
-            return None
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a ledger from before recordings
+                return None
+            raise LedgerDamaged(f"{self.path}: recording {digest[:12]}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # a damaged page ("disk image is malformed")
+            raise LedgerDamaged(
+                f"{self.path}: recording {digest[:12]} cannot be read: {exc} (the file was "
+                "damaged; 'sqlgate ledger verify' says more)"
+            ) from None
         if row is None:
             return None
         if not isinstance(row[0], bytes):  # stored as text (edited): never its SHA-256
             return b""
         return row[0]
+
+    def purged_before(self) -> str:
+        """The time before which recordings were purged for retention, as signed purge
+        records say (``""`` when none did): only such a purge explains a recording that
+        is gone, as ``ledger verify`` counts them (``_Recordings``)."""
+        if self._purged is None:
+            try:
+                self._purged = self._signed_purges()
+            except sqlite3.DatabaseError as exc:
+                raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
+        return self._purged
+
+    def _signed_purges(self) -> str:
+        if self._conn is None:
+            self._conn = open_ledger(self.path)
+        head = self._conn.execute(
+            "SELECT max(seq) FROM records WHERE json_extract(body, '$.kind') = 'checkpoint'"
+        ).fetchone()
+        signed_through = head[0] if head and head[0] is not None else 0
+        bounds = [""]
+        for _, body in self._conn.execute(
+            "SELECT seq, body FROM records WHERE seq < ? AND body LIKE ?",
+            (signed_through, '%"recordings_purged"%'),
+        ):
+            try:
+                record = json.loads(body)
+            except (ValueError, RecursionError, TypeError):
+                continue
+            if not isinstance(record, dict) or record.get("alert") != "recordings_purged":
+                continue
+            before, ts = record.get("before"), record.get("ts")
+            if isinstance(before, str):
+                bounds.append(min(before, ts) if isinstance(ts, str) else before)
+        return max(bounds)
 
     def close(self) -> None:
         if self._conn is not None:

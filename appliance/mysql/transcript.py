@@ -219,7 +219,9 @@ def decode_answer(
         _read_answer(answer, reader, command, deprecate_eof, columns)
     except _Cut:
         if truncated:
-            answer.problem = f"the recording stops after {len(data)} bytes (its size limit)"
+            answer.problem = (
+                f"the recording stops after {len(data)} bytes ([recording] max_bytes or max_rows)"
+            )
         else:
             answer.problem = f"the answer ends early, after {len(data)} bytes"
         return answer

@@ -202,3 +202,43 @@ def test_a_recording_swapped_under_a_respaced_result_fails(tmp_path: Path) -> No
         )
     result = verify_file(db, PUBLIC)
     assert not result.ok and result.first_bad_seq == 2
+
+
+def _replayed_problems(db: Path) -> list[str | None]:
+    from appliance.replay import load
+
+    return [step.problem for step in load(db, "s1") if step.record.get("kind") == "result"]
+
+
+def test_replay_says_purged_only_for_a_signed_purge(tmp_path: Path) -> None:
+    """Any missing recording replayed as "purged", so a deleted one read as retention
+    while `ledger verify` reported the ledger edited."""
+    purged = tmp_path / "purged.db"
+    ledger(purged, [b"old one"], purge_before="9999-01-01T00:00:00.000000Z")
+    (problem,) = _replayed_problems(purged)
+    assert problem is not None and problem.startswith("its recording was purged (retention")
+    deleted = tmp_path / "deleted.db"
+    ledger(deleted, [b"first", b"second"])
+    with sqlite3.connect(deleted) as conn:
+        conn.execute("DELETE FROM recordings WHERE body = ?", (b"second",))
+    problems = _replayed_problems(deleted)
+    assert problems[0] is None
+    assert problems[1] is not None and problems[1].startswith("its recording is MISSING")
+    assert "purged" not in problems[1].replace("no signed purge", "")
+
+
+def test_a_damaged_recording_page_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    from lab.clients import run_sqlgate
+
+    db = tmp_path / "ledger.db"
+    big = bytes(range(256)) * 8192  # 2 MiB: its own overflow pages
+    ledger(db, [b"small", big])
+    data = bytearray(db.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 65536] = b"\xff" * 65536
+    db.write_bytes(bytes(data))
+    for args in (("replay", "s1"), ("ledger", "export", "--with-results")):
+        done = run_sqlgate(*args, "--ledger", str(db))
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith(f"sqlgate: {db}"), done.stderr

@@ -321,7 +321,9 @@ def test_a_capture_cut_mid_row_gives_the_whole_rows(deprecate_eof: bool) -> None
         data[:cut], command=Command.QUERY, deprecate_eof=deprecate_eof, truncated=True
     )
     assert not answer.complete and answer.truncated
-    assert answer.problem == f"the recording stops after {cut} bytes (its size limit)"
+    assert answer.problem == (
+        f"the recording stops after {cut} bytes ([recording] max_bytes or max_rows)"
+    )
     result = result_set(answer)
     assert result.rows == ROWS_TEXT[:1] and not result.complete
     assert result.columns == [ID_COLUMN, NAME_COLUMN]
