@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -336,12 +337,30 @@ def test_clean_stop_removes_the_rules(lab: LabEnv, running_gateway: LabGateway) 
 # failing closed, and back to plain routing
 
 
-class GatewayWithoutNetRaw(LabGateway):
-    """The lab's gateway run without CAP_NET_RAW, which its sentinel needs."""
+@dataclass
+class GatewayWithout(LabGateway):
+    """The lab's gateway run without some capabilities (``dropped``, for setpriv's
+    ``--bounding-set``: ``-net_raw``, ``-net_admin,-net_raw``)."""
+
+    dropped: str = ""
 
     def command(self) -> list[str]:
+        if not self.dropped:
+            return super().command()
         run = sqlgate_argv("run", "-c", str(self.config_path))
-        return ns_argv(self.lab.gw_ns, ["setpriv", "--bounding-set=-net_raw", *run])
+        return ns_argv(self.lab.gw_ns, ["setpriv", f"--bounding-set={self.dropped}", *run])
+
+
+def own_gateway(lab: LabEnv, workdir: Path, **kwargs: Any) -> GatewayWithout:
+    """A gateway of the test's own in the lab (the module's one stopped first)."""
+    return GatewayWithout(
+        workdir,
+        lab.lab,
+        backend_user=lab.db.native_user,
+        backend_password=lab.db.native_password,
+        pki=lab.pki,
+        **kwargs,
+    )
 
 
 def test_without_net_raw_the_gateway_serves_without_its_sentinel(
@@ -350,13 +369,7 @@ def test_without_net_raw_the_gateway_serves_without_its_sentinel(
     """The sentinel needs CAP_NET_RAW, the rules only CAP_NET_ADMIN: without the first the
     gateway serves behind its rules and says the sentinel is off (it exited 1 and left
     its rules behind, so every client was refused)."""
-    gw = GatewayWithoutNetRaw(
-        tmp_path,
-        lab.lab,
-        backend_user=lab.db.native_user,
-        backend_password=lab.db.native_password,
-        pki=lab.pki,
-    )
+    gw = own_gateway(lab, tmp_path, dropped="-net_raw")
     try:
         gw.start()
         assert gw.rules_ready, gw.log()
@@ -373,14 +386,6 @@ def test_without_net_raw_the_gateway_serves_without_its_sentinel(
         nft.remove(lab.ns("gw"))
 
 
-class GatewayWithoutNetAdmin(LabGateway):
-    """The lab's gateway without CAP_NET_ADMIN and CAP_NET_RAW (either sets a socket mark)."""
-
-    def command(self) -> list[str]:
-        run = sqlgate_argv("run", "-c", str(self.config_path))
-        return ns_argv(self.lab.gw_ns, ["setpriv", "--bounding-set=-net_admin,-net_raw", *run])
-
-
 def test_a_gateway_that_cannot_mark_its_connections_refuses_them_when_they_come_back(
     lab: LabEnv, no_gateway: LabGateway, tmp_path: Path
 ) -> None:
@@ -388,14 +393,8 @@ def test_a_gateway_that_cannot_mark_its_connections_refuses_them_when_they_come_
     upstream connection is redirected into itself. It connected to itself again and
     again (thousands of sessions a second, out of file descriptors); now the returning
     connection is refused and the client told why."""
-    gw = GatewayWithoutNetAdmin(
-        tmp_path,
-        lab.lab,
-        backend_user=lab.db.native_user,
-        backend_password=lab.db.native_password,
-        pki=lab.pki,
-        manage_rules=False,
-    )
+    # either capability sets a socket mark: without both it cannot
+    gw = own_gateway(lab, tmp_path, dropped="-net_admin,-net_raw", manage_rules=False)
     gw.write_config()
     nft.apply(plan_rules(load_config(gw.config_path)), lab.ns("gw"))
     try:
@@ -423,12 +422,9 @@ def test_views_over_masked_columns_stay_masked_behind_the_rules(
     lab.db.admin_sql(
         "CREATE OR REPLACE VIEW shop.v_cards AS SELECT id, card_number AS c FROM shop.customers"
     )
-    gw = LabGateway(
+    gw = own_gateway(
+        lab,
         tmp_path,
-        lab.lab,
-        backend_user=lab.db.native_user,
-        backend_password=lab.db.native_password,
-        pki=lab.pki,
         extra_toml='[[masking]]\ncolumn = "shop.customers.card_number"\nstrategy = "last4"\n',
     )
     gw.write_config()
