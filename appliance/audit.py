@@ -18,9 +18,11 @@ from typing import Any
 from appliance.bus import Bus
 from appliance.config import Config
 from appliance.ledger import LedgerError, LedgerUnavailable, LedgerWriter, records
-from appliance.mysql.constants import ErrorCode
+from appliance.mysql import packets
+from appliance.mysql.constants import Command, CursorType, ErrorCode
+from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.relay import ClientCommand, CommandCompleted
-from appliance.mysql.transcript import cut_rows
+from appliance.mysql.transcript import cut_rows, decode_answer
 from appliance.policy.gate import Verdict
 
 log = logging.getLogger("sqlgate.audit")
@@ -30,6 +32,14 @@ CONGESTED_RECORDS = 20_000
 """Records waiting for the ledger at which sessions stop reading their clients (each
 waits in memory, about 1 kB, until its group commit; the ledger commits 20,000 and more
 a second, so a burst this deep is gone in about a second)."""
+
+
+_NAMES_A_CURSOR = frozenset(
+    {Command.STMT_EXECUTE, Command.STMT_FETCH, Command.STMT_RESET, Command.STMT_CLOSE}
+)
+"""Commands that open, read or end a prepared statement's cursor."""
+_ENDS_EVERY_STATEMENT = frozenset({Command.RESET_CONNECTION, Command.CHANGE_USER})
+_CURSOR_TYPES = int(CursorType.READ_ONLY | CursorType.FOR_UPDATE | CursorType.SCROLLABLE)
 
 
 class Audit:
@@ -145,22 +155,29 @@ class Audit:
         duration_ms: float,
         who: dict[str, Any],
         deprecate_eof: bool = True,
+        cursors: dict[int, list[ColumnDefinition]] | None = None,
     ) -> None:
         """One result record per statement: a multi-statement answer is split by result
         set; statements after a failed one did not run. ``who``: the session's identity
-        fields (``who_fields``), on every record of the session."""
+        fields (``who_fields``), on every record of the session. ``cursors``: the
+        session's open cursors (statement id -> columns), kept up to date here so that
+        [recording] max_rows can count the rows of a fetch, whose answer has no columns."""
         count = len(verdict.parts)
         if done.masked:  # which columns were masked, and how many values (the answer's)
             who = {**who, "masked": sorted(done.masked), "masked_values": sum(done.masked.values())}
         recording = done.recorded
         truncated = done.recorded_truncated
         limit = self.max_rows
+        columns = None
+        if recording is not None and limit and cursors is not None:
+            columns = _cursor(cursors, done, recording, deprecate_eof)
         if recording is not None and limit and done.rows > limit:
             cut = cut_rows(
                 recording,
                 limit,
                 command=done.cmd.command,
                 deprecate_eof=deprecate_eof,
+                columns=columns,
             )
             if cut is not None:  # only the first [recording] max_rows rows are kept
                 recording, truncated = cut, True
@@ -371,6 +388,38 @@ class Audit:
             "sql_sha256": records.sql_sha256(cmd.payload),
             **token_fields(context),
         }
+
+
+def _cursor(
+    cursors: dict[int, list[ColumnDefinition]],
+    done: CommandCompleted,
+    recording: bytes,
+    deprecate_eof: bool,
+) -> list[ColumnDefinition] | None:
+    """Keep ``cursors`` (statement id -> the columns of the cursor its last execute
+    opened) up to date with ``done``; for a fetch, the columns its rows are read with
+    (its answer carries rows only). Only an execute that asked for a cursor and got no
+    rows is decoded: its answer is definitions, no row is read on the gateway's path."""
+    cmd = done.cmd
+    if cmd.command in _ENDS_EVERY_STATEMENT:
+        cursors.clear()
+    if cmd.command not in _NAMES_A_CURSOR or len(cmd.payload) < 5:
+        return None
+    statement_id = packets.parse_statement_id(cmd.payload)
+    if cmd.command == Command.STMT_FETCH:
+        return cursors.get(statement_id)
+    cursors.pop(statement_id, None)  # closed, reset, or executed again
+    if cmd.command == Command.STMT_EXECUTE and len(cmd.payload) > 5:
+        if cmd.payload[5] & _CURSOR_TYPES and not done.rows and done.error is None:
+            answer = decode_answer(
+                recording,
+                command=cmd.command,
+                deprecate_eof=deprecate_eof,
+                truncated=done.recorded_truncated,
+            )
+            if answer.cursor_columns is not None:
+                cursors[statement_id] = answer.cursor_columns
+    return None
 
 
 def _per_statement(

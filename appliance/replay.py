@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
+from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, decode_answer
 
 __all__ = ["Step", "answer_json", "load", "play", "render"]
@@ -93,35 +94,79 @@ def load(ledger: str | Path, session: str) -> list[Step]:
         return []
     reader = RecordingReader(ledger)
     start = _epoch(records[0].get("ts"))
-    deprecate_eof = True
-    commands: dict[int, int] = {}  # statement_seq -> command byte
+    answers = _Answers(ledger)
     steps: list[Step] = []
     for record in records:
-        kind = record.get("kind")
-        if kind == "session_start":
-            deprecate_eof = bool(record.get("deprecate_eof", True))
-        elif kind == "statement":
-            command = _COMMANDS.get(str(record.get("command")), int(Command.QUERY))
-            commands[_statement_seq(ledger, record)] = command
+        answers.note(record)
         step = Step(max(0.0, _epoch(record.get("ts")) - start), record)
         digest = record.get("recording")
-        if kind == "result" and isinstance(digest, str):
-            blob = reader.get(digest)
-            if blob is None:
-                step.problem = _missing(reader, record)
-            elif hashlib.sha256(blob).hexdigest() != digest:
-                step.problem = "its recording was ALTERED after it was written: not shown"
-            else:
-                step.answer = decode_answer(
-                    blob,
-                    command=commands.get(_statement_seq(ledger, record), Command.QUERY),
-                    deprecate_eof=deprecate_eof,
-                    truncated=bool(record.get("recording_truncated")),
-                )
+        if record.get("kind") == "result":
+            blob = None
+            if isinstance(digest, str):
+                blob = reader.get(digest)
+                if blob is None:
+                    step.problem = _missing(reader, record)
+                elif hashlib.sha256(blob).hexdigest() != digest:
+                    step.problem = "its recording was ALTERED after it was written: not shown"
+                    blob = None
+            step.answer = answers.decode(record, blob)
         step.lines = render(step)
         steps.append(step)
     reader.close()
     return steps
+
+
+class _Answers:
+    """What reading a session's recordings needs from its records: how its client leg ends
+    results, each statement's command and text until its result, and the columns of each
+    cursor an execute opened, which its fetches are read with (the fetch answers carry
+    rows only). The records do not carry the prepared statement's id, but an execute and
+    the fetches of its cursor carry the same text (the prepared one's): cursors are kept
+    by session and text."""
+
+    def __init__(self, ledger: str | Path) -> None:
+        self.ledger = ledger
+        self.deprecate_eof: dict[str, bool] = {}
+        self.statements: dict[tuple[str, int], tuple[int, str]] = {}  # -> command, text
+        self.cursors: dict[tuple[str, str], list[ColumnDefinition]] = {}
+
+    def note(self, record: dict[str, Any]) -> None:
+        """Remember what a ``session_start`` or ``statement`` record says for the results
+        that follow."""
+        kind = record.get("kind")
+        session = str(record.get("session"))
+        if kind == "session_start":
+            self.deprecate_eof[session] = bool(record.get("deprecate_eof", True))
+        elif kind == "statement":
+            command = _COMMANDS.get(str(record.get("command")), int(Command.QUERY))
+            key = (session, _statement_seq(self.ledger, record))
+            self.statements[key] = (command, str(record.get("sql") or ""))
+
+    def decode(self, record: dict[str, Any], blob: bytes | None) -> Answer | None:
+        """The ``result`` record's answer from its recording (None: none to read, which
+        also forgets the cursor its execute may have opened)."""
+        session = str(record.get("session"))
+        key = (session, _statement_seq(self.ledger, record))
+        command, text = self.statements.pop(key, (int(Command.QUERY), ""))
+        cursor = (session, text)
+        if blob is None:
+            if command == Command.STMT_EXECUTE:
+                self.cursors.pop(cursor, None)  # its fetches are not read with old columns
+            return None
+        answer = decode_answer(
+            blob,
+            command=command,
+            deprecate_eof=self.deprecate_eof.get(session, True),
+            truncated=bool(record.get("recording_truncated")),
+            columns=self.cursors.get(cursor) if command == Command.STMT_FETCH else None,
+        )
+        if command == Command.STMT_EXECUTE:
+            columns = answer.cursor_columns
+            if columns is None:
+                self.cursors.pop(cursor, None)
+            else:
+                self.cursors[cursor] = columns
+        return answer
 
 
 def _missing(reader: RecordingReader, record: dict[str, Any]) -> str:
@@ -182,9 +227,17 @@ def _table(columns: list[str], rows: list[list[str | None]]) -> list[str]:
     return [rule, line(cells[0]), rule, *(line(r) for r in cells[1:]), rule]
 
 
+def _opened(answer: Answer, result: ResultSet) -> bool:
+    """The result set is an execute's cursor: its rows are in the answers to the fetches."""
+    return result.cursor and answer.command == Command.STMT_EXECUTE
+
+
 def _answer_lines(answer: Answer) -> list[str]:
     lines: list[str] = []
     for result in answer.result_sets:
+        if _opened(answer, result):
+            lines.append("(cursor opened; its rows come with the fetches)")
+            continue
         names = [c.name for c in result.columns]
         lines += _table(names, result.rows)
         if not result.complete:
@@ -266,6 +319,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
                     "columns": [asdict(c) for c in result.columns],
                     "rows": result.rows,
                     "complete": result.complete,
+                    **({"cursor": True} if _opened(answer, result) else {}),
                 }
             )
         else:
@@ -319,19 +373,16 @@ def play(
 def with_answers(ledger: str | Path, bodies: Iterable[str]) -> Iterator[str]:
     """Export lines with each result's recording decoded in an ``answer`` member (not
     part of the hashed record: the record's own fields are unchanged)."""
-    deprecate: dict[str, bool] = {}
-    commands: dict[tuple[str, int], int] = {}
+    answers = _Answers(ledger)
     reader = RecordingReader(ledger)
     for body, record in _records(ledger, bodies):
-        kind = record.get("kind")
-        session = str(record.get("session"))
-        if kind == "session_start":
-            deprecate[session] = bool(record.get("deprecate_eof", True))
-        elif kind == "statement":
-            key = (session, _statement_seq(ledger, record))
-            commands[key] = _COMMANDS.get(str(record.get("command")), int(Command.QUERY))
+        answers.note(record)
+        if record.get("kind") != "result":
+            yield body
+            continue
         digest = record.get("recording")
-        if kind != "result" or not isinstance(digest, str):
+        if not isinstance(digest, str):
+            answers.decode(record, None)
             yield body
             continue
         blob = reader.get(digest)
@@ -339,14 +390,9 @@ def with_answers(ledger: str | Path, bodies: Iterable[str]) -> Iterator[str]:
             record["answer"] = {"problem": _missing(reader, record)}
         elif hashlib.sha256(blob).hexdigest() != digest:
             record["answer"] = {"problem": "its recording was ALTERED after it was written"}
-        else:
-            seq = _statement_seq(ledger, record)
-            answer = decode_answer(
-                blob,
-                command=commands.get((session, seq), Command.QUERY),
-                deprecate_eof=deprecate.get(session, True),
-                truncated=bool(record.get("recording_truncated")),
-            )
+            blob = None
+        answer = answers.decode(record, blob)
+        if answer is not None:
             record["answer"] = answer_json(answer)
         yield json.dumps(record, ensure_ascii=False, separators=(",", ":"))
     reader.close()

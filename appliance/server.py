@@ -329,6 +329,7 @@ class ClientLeg(asyncio.Protocol):
         "_login_user",
         "_holding",
         "_behind_hold",
+        "_cursors",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -356,6 +357,8 @@ class ClientLeg(asyncio.Protocol):
         # command id -> when it was received, its verdict and its first statement_seq
         self._begun: dict[int, tuple[float, Verdict, int]] = {}
         self._statements = 0  # statement records written (statement_seq of the last)
+        # statement id -> the columns of its open cursor, for the recording's max_rows
+        self._cursors: dict[int, list[packets.ColumnDefinition]] = {}
         self.policy: SessionPolicy | None = None
         self.who: dict[str, Any] = {}  # identity fields for every record of the session
         self._approvers: dict[int, str] = {}  # command id -> who approved it
@@ -834,6 +837,7 @@ class ClientLeg(asyncio.Protocol):
             (time.monotonic() - at) * 1000,
             who,
             bool(session.client_caps & Capability.DEPRECATE_EOF),
+            self._cursors,
         )
 
     def _record_refusal(self, ev: CommandRefused) -> None:

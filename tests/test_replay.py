@@ -238,6 +238,104 @@ def test_the_console_replays_a_session_with_play_pause_step_and_speed(
     drive(app, scenario)
 
 
+# A prepared statement read through a cursor: its rows come in the fetches' answers.
+
+CURSOR_ROWS = 5
+CURSOR_MAX_ROWS = 3  # [recording] max_rows: the second fetch (4 rows) is cut
+
+
+@pytest.fixture(scope="module")
+def cursor_session(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, str]]:
+    """mysql-connector's prepared cursor asking for a server cursor (READ_ONLY): one
+    fetch of one row, then one of the rest."""
+    import functools
+
+    from appliance.mysql.constants import CursorType
+
+    work = tmp_path_factory.mktemp("gw-cursor")
+    rows = ", ".join(f"({i}, 'owner{i}', '{CARD[:-1]}{i}')" for i in range(1, CURSOR_ROWS + 1))
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.rec_cursor",
+        "CREATE TABLE shop.rec_cursor (id INT PRIMARY KEY, owner VARCHAR(20), card VARCHAR(19))",
+        f"INSERT INTO shop.rec_cursor VALUES {rows}",
+    )
+    extra = f"""
+[recording]
+max_bytes = 65536
+max_rows = {CURSOR_MAX_ROWS}
+
+[[masking]]
+column = "shop.rec_cursor.card"
+strategy = "last4"
+"""
+    gw = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra, name="rec-cur").start()
+    conn = gw.connector()
+    conn.cmd_stmt_execute = functools.partial(
+        conn.cmd_stmt_execute, flags=int(CursorType.READ_ONLY)
+    )
+    cur = conn.cursor(prepared=True)
+    cur.execute("SELECT id, owner, card FROM rec_cursor WHERE id > ? ORDER BY id", (0,))
+    statement_id = cur._prepared["statement_id"]
+    fetched = []
+    for count in (1, 100):  # COM_STMT_FETCH of one row, then of the others
+        conn.cmd_stmt_fetch(statement_id, count)
+        rows, _ = conn.get_rows(binary=True, columns=cur.description)
+        fetched += [tuple(r) for r in rows]
+    cur.close()
+    conn.close()
+    assert fetched == [(i, f"owner{i}", f"************111{i}") for i in range(1, CURSOR_ROWS + 1)]
+    gw.stop()
+    statements = [r for r in ledger_records(gw.ledger) if r["kind"] == "statement"]
+    assert [r["command"] for r in statements].count("COM_STMT_FETCH") == 2, statements
+    yield gw, statements[0]["session"]
+
+
+def test_a_cursors_rows_replay_with_its_fetches(
+    cursor_session: tuple[GatewayProcess, str],
+) -> None:
+    """The fetches' answers were read without the execute's columns: the execute
+    replayed as an empty table and the fetched rows were not shown at all."""
+    gw, session = cursor_session
+    text, _ = replay(gw, session, "--speed", "1000")
+    order = [
+        "> SELECT id, owner, card FROM rec_cursor WHERE id > ? ORDER BY id",
+        "(cursor opened; its rows come with the fetches)",
+        "| 1  | owner1 | ************1111 |",
+        "| 2  | owner2 | ************1112 |",
+        "| 4  | owner4 | ************1114 |",
+        "(more rows came back than were recorded)",
+    ]
+    positions = [text.find(piece) for piece in order]
+    assert all(p >= 0 for p in positions), (order, text)
+    assert positions == sorted(positions)
+    assert "owner5" not in text  # beyond max_rows
+    assert "columns=" not in text and CARD[:-1] not in text
+
+
+def test_a_cursors_rows_are_exported_with_its_fetches(
+    cursor_session: tuple[GatewayProcess, str],
+) -> None:
+    gw, session = cursor_session
+    records = ledger_records(gw.ledger, "--session", session, "--with-results")
+    commands = {r["statement_seq"]: r["command"] for r in records if r["kind"] == "statement"}
+    results = [r for r in records if r["kind"] == "result"]
+    execute = next(r for r in results if commands[r["statement_seq"]] == "COM_STMT_EXECUTE")
+    assert execute["answer"]["results"][0]["cursor"] is True
+    assert execute["answer"]["results"][0]["rows"] == []
+    fetches = [r for r in results if commands[r["statement_seq"]] == "COM_STMT_FETCH"]
+    answers = [f["answer"] for f in fetches]
+    assert "problem" not in answers[0] and "columns=" not in json.dumps(answers), answers
+    assert [a["results"][0]["rows"] for a in answers] == [
+        [["1", "owner1", "************1111"]],
+        [[str(i), f"owner{i}", f"************111{i}"] for i in range(2, CURSOR_MAX_ROWS + 2)],
+    ]
+    # the second fetch had 4 rows: [recording] max_rows kept 3
+    assert [f["rows"] for f in fetches] == [1, CURSOR_ROWS - 1]
+    assert [f["recording_truncated"] for f in fetches] == [False, True]
+
+
 # A ledger someone edited: what cannot be read is one line naming the record, exit 1.
 
 

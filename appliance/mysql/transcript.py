@@ -136,6 +136,15 @@ class Answer:
         return [r for r in self.results if isinstance(r, ResultSet)]
 
     @property
+    def cursor_columns(self) -> list[packets.ColumnDefinition] | None:
+        """For a COM_STMT_EXECUTE that opened a cursor, the definitions its fetches are read
+        with (``decode_answer(..., columns=)``): the fetches carry rows only. None when it
+        opened none."""
+        if self.command != Command.STMT_EXECUTE:
+            return None
+        return next((r.definitions for r in self.result_sets if r.cursor), None)
+
+    @property
     def ok(self) -> Ok | None:
         """The last OK of the answer, if any."""
         oks = [r for r in self.results if isinstance(r, Ok)]
