@@ -696,26 +696,31 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     """``replay SESSION``: the session as the agent lived it; exit 1 when the ledger
     holds no such session or a record of it cannot be read (the ledger is damaged)."""
+    import itertools
+
     from appliance.ledger.chain import LedgerError
     from appliance.ledger.store import LedgerDamaged
-    from appliance.replay import load, play
+    from appliance.replay import play, steps
 
     if sys.stdout is None:
         return _fail("replay: standard output is closed: nowhere to write", 1)
-    try:
-        steps = _opening(args.ledger, lambda: load(args.ledger, args.session))
-    except LedgerDamaged as exc:
-        return _fail(str(exc), 1)
-    except LedgerError as exc:
-        return _fail(str(exc))
-    if not steps:
-        return _fail(f"{args.ledger}: no session {args.session}", 1)
-    try:
-        play(steps, sys.stdout, speed=args.speed, fmt=args.format)
+    try:  # each step is read as it is played: memory holds one answer at a time
+        found = _opening(
+            args.ledger,
+            lambda: steps(args.ledger, args.session, answers=args.format == "json"),
+        )
+        first = next(found, None)
+        if first is None:
+            return _fail(f"{args.ledger}: no session {args.session}", 1)
+        play(itertools.chain([first], found), sys.stdout, speed=args.speed, fmt=args.format)
     except BrokenPipeError:
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except LedgerDamaged as exc:  # the steps before it were written
+        return _fail(str(exc), 1)
+    except LedgerError as exc:
+        return _fail(str(exc))
     return 0
 
 

@@ -1,10 +1,10 @@
 """A recorded session, shown again (SPEC §10): ``sqlgate replay`` and the console.
 
 The ledger holds what happened (the session's records) and what the agent saw (the
-recording of each answer, bound to its ``result`` record by SHA-256). ``load`` turns a
-session into ``Step``s in ledger order, each with the seconds since the session began and
-its text; a recording whose hash does not match is not shown ("altered"). ``play``
-writes the steps at the session's own pace divided by ``speed``.
+recording of each answer, bound to its ``result`` record by SHA-256). ``steps`` turns a
+session into ``Step``s in ledger order, one at a time, each with the seconds since the
+session began and its text; a recording whose hash does not match is not shown
+("altered"). ``play`` writes the steps at the session's own pace divided by ``speed``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from appliance.mysql.constants import Command
 from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, decode_answer
 
-__all__ = ["Step", "answer_json", "load", "play", "render"]
+__all__ = ["Step", "answer_json", "load", "play", "render", "steps"]
 
 MAX_CELL = 60  # characters of a value shown in a text table
 
@@ -86,34 +86,50 @@ def _statement_seq(ledger: str | Path, record: dict[str, Any]) -> int:
     return value
 
 
-def load(ledger: str | Path, session: str) -> list[Step]:
-    """The session's steps; LedgerFileError when the file is not a ledger, LedgerDamaged
-    when a stored record cannot be read, an empty list when it holds no such session."""
-    records = [record for _, record in _records(ledger, export(ledger, session=session))]
-    if not records:
-        return []
+def load(ledger: str | Path, session: str, *, answers: bool = True) -> list[Step]:
+    """The session's steps (``steps``) as a list, for a caller that moves about in them
+    (the console); an empty list when the ledger holds no such session."""
+    return list(steps(ledger, session, answers=answers))
+
+
+def steps(ledger: str | Path, session: str, *, answers: bool = True) -> Iterator[Step]:
+    """The session's steps, each read and decoded when it is asked for, so that memory
+    holds one answer however long the session (``sqlgate replay`` writes each as it
+    comes). ``answers`` False: a step's decoded answer is dropped once its lines are
+    rendered. LedgerFileError at once when the file is not a ledger; LedgerDamaged, when
+    a stored record cannot be read, from the step that reaches it."""
+    return _steps(ledger, export(ledger, session=session), answers)
+
+
+def _steps(ledger: str | Path, bodies: Iterable[str], keep: bool) -> Iterator[Step]:
     reader = RecordingReader(ledger)
-    start = _epoch(records[0].get("ts"))
-    answers = _Answers(ledger)
-    steps: list[Step] = []
-    for record in records:
-        answers.note(record)
-        step = Step(max(0.0, _epoch(record.get("ts")) - start), record)
-        digest = record.get("recording")
-        if record.get("kind") == "result":
-            blob = None
-            if isinstance(digest, str):
-                blob = reader.get(digest)
-                if blob is None:
-                    step.problem = _missing(reader, record)
-                elif hashlib.sha256(blob).hexdigest() != digest:
-                    step.problem = "its recording was ALTERED after it was written: not shown"
-                    blob = None
-            step.answer = answers.decode(record, blob)
-        step.lines = render(step)
-        steps.append(step)
-    reader.close()
-    return steps
+    decoder = _Answers(ledger)
+    start: float | None = None
+    try:
+        for _, record in _records(ledger, bodies):
+            at = _epoch(record.get("ts"))
+            if start is None:
+                start = at
+            decoder.note(record)
+            step = Step(max(0.0, at - start), record)
+            digest = record.get("recording")
+            if record.get("kind") == "result":
+                blob = None
+                if isinstance(digest, str):
+                    blob = reader.get(digest)
+                    if blob is None:
+                        step.problem = _missing(reader, record)
+                    elif hashlib.sha256(blob).hexdigest() != digest:
+                        step.problem = "its recording was ALTERED after it was written: not shown"
+                        blob = None
+                step.answer = decoder.decode(record, blob)
+                blob = None  # not held while the step is shown
+            step.lines = render(step)
+            if not keep:
+                step.answer = None
+            yield step
+    finally:
+        reader.close()
 
 
 class _Answers:

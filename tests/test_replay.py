@@ -6,6 +6,7 @@ them, at its own pace scaled by ``--speed``; a changed recording fails ``ledger 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import sqlite3
@@ -394,6 +395,56 @@ def test_a_record_with_a_statement_seq_that_is_not_a_number_is_named(small_ledge
     edit(small_ledger, 2, json.dumps({**record, "statement_seq": "abc"}))
     for args in (("replay", "S1"), ("ledger", "export", "--with-results")):
         assert "its statement_seq 'abc' is not an integer" in damaged(small_ledger, *args)
+
+
+def test_replay_reads_one_recording_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every recording of the session was read and decoded before the first line was
+    written: memory grew with the whole session (280 MB for 8 answers of 20 MB)."""
+    from appliance import replay as replay_module
+    from appliance.ledger import LedgerWriter
+    from appliance.ledger.chain import generate_key
+    from appliance.ledger.store import RecordingReader
+
+    db = tmp_path / "ledger.db"
+    session = {"session": "S1", "identity": "agent@example.com"}
+    count = 4
+
+    async def write() -> None:
+        async with LedgerWriter(db, generate_key(), checkpoint_interval=3600) as writer:
+            await writer.append({"kind": "session_start", **session})
+            for seq in range(1, count + 1):
+                statement = {"statement_seq": seq, "sql": f"DO {seq}", "decision": "allowed"}
+                await writer.append({"kind": "statement", **session, **statement})
+                ok = bytes([0x00, seq, 0, 2, 0, 0, 0])  # OK, `seq` rows affected
+                blob = len(ok).to_bytes(3, "little") + b"\x01" + ok
+                recording = {
+                    "recording": hashlib.sha256(blob).hexdigest(),
+                    "recording_bytes": len(blob),
+                    "recording_truncated": False,
+                }
+                result = {"statement_seq": seq, "rows": 0, "affected": seq, **recording}
+                await writer.append_nowait({"kind": "result", **session, **result}, blob)
+
+    asyncio.run(write())
+    read: list[str] = []
+
+    class Spy(RecordingReader):
+        def get(self, digest: str) -> bytes | None:
+            read.append(digest)
+            return super().get(digest)
+
+    monkeypatch.setattr(replay_module, "RecordingReader", Spy)
+    steps = replay_module.steps(db, "S1", answers=False)
+    first = next(s for s in steps if s.record["kind"] == "result")
+    assert len(read) == 1  # the later recordings are not read yet
+    assert first.answer is None and first.lines  # rendered, then its answer dropped
+    rest = [s for s in steps if s.record["kind"] == "result"]
+    assert len(read) == count and len(rest) == count - 1
+    out = io.StringIO()
+    replay_module.play(replay_module.steps(db, "S1"), out, speed=1e6)
+    assert out.getvalue().count("affected") == count
 
 
 def test_a_step_far_in_the_future_waits_a_day_at_most() -> None:

@@ -290,7 +290,7 @@ class ConsoleApp(App[None]):
     def _load_replay(self, session: str) -> None:
         assert self.ledger is not None
         try:
-            steps = load_replay(self.ledger.path, session)
+            steps = load_replay(self.ledger.path, session, answers=False)  # lines suffice
         except LedgerFileError as exc:
             self.post_message(ReplayLoaded(session, [], str(exc)))
             return
