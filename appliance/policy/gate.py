@@ -601,10 +601,12 @@ class SessionPolicy:
         return verdict
 
     def _masked_name(self, found: tuple[Classification, ...]) -> Decision | None:
-        """A table created under a name that masking rules cover (a temporary table
-        that shadows a masked one, a table matching a wildcard rule) would mask what is
-        written into it: chosen values would come back as their digests or last digits,
-        which tells what the masked values are."""
+        """A table created under a name a masking rule names (a temporary table that
+        shadows a masked one, a name a rule with a wildcard schema matches) would mask
+        what is written into it: chosen values would come back as their digests or last
+        digits, which tells what the masked values are. (A rule for a column of every
+        table, ``shop.*.ssn``, is not about names: docs/masking.md says what writers of
+        such a column can learn.)"""
         masker = self.masker
         assert masker is not None
         for c in found:
@@ -613,7 +615,7 @@ class SessionPolicy:
             for name in sorted(c.writes):
                 schema, _, table = name.rpartition(".")
                 schema = schema or self.schema or ""
-                if masker.is_masked(schema, table, "*"):
+                if masker.names_table(schema, table):
                     return Decision(
                         RuleAction.BLOCK,
                         "masking",

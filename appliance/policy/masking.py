@@ -353,6 +353,15 @@ class SessionMasker:
                 return rule
         return None
 
+    def names_table(self, schema: str, table: str) -> bool:
+        """Whether a rule names a table called ``schema.table`` (its table part is not
+        the bare wildcard ``*``, which names every table: those rules are about a
+        column wherever it is)."""
+        return any(
+            rule.table.pattern != ".*" and rule.matches(schema, table, "*")
+            for rule in self._all_rules()
+        )
+
     def is_masked(self, schema: str, table: str, column: str) -> bool:
         """For layer one: whether a column of a table is masked for this session
         (``column`` ``*``: any column of it)."""

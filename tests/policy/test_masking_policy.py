@@ -383,3 +383,8 @@ def test_a_table_created_where_masking_rules_apply_is_refused(sql: str) -> None:
     other = b"CREATE TEMPORARY TABLE orders_copy (id INT)"
     cmd = ClientCommand(2, Command.QUERY, bytes([Command.QUERY]) + other, b"")
     assert sp.decide(cmd, 0, {}).refusal is None
+    # a rule for a column of every table names no table: creating one is not refused
+    anywhere = MaskingPolicy([rule("shop.*.ssn", "null")], b"k" * 32)
+    sp.masker = anywhere.for_groups(())
+    cmd = ClientCommand(3, Command.QUERY, bytes([Command.QUERY]) + other, b"")
+    assert sp.decide(cmd, 0, {}).refusal is None
