@@ -325,6 +325,8 @@ class NetworkConfig:
     manage_rules: bool = False
     interfaces: tuple[str, ...] | None = None  # None: found from the routing table
     mark: int = 0x5147  # firewall mark of the proxy's own upstream sockets
+    # a clean stop leaves the rules in place (fail closed until the gateway is back)
+    keep_rules_on_stop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -1363,7 +1365,7 @@ def _recording(raw: Mapping[str, object] | None, base: Path) -> RecordingConfig:
     )
 
 
-_NETWORK_KEYS = ("manage_rules", "interfaces", "mark")
+_NETWORK_KEYS = ("manage_rules", "interfaces", "mark", "keep_rules_on_stop")
 
 
 def _network(t: _Table) -> NetworkConfig:
@@ -1376,4 +1378,5 @@ def _network(t: _Table) -> NetworkConfig:
         manage_rules=t.boolean("manage_rules", False),
         interfaces=interfaces,
         mark=t.integer("mark", 0x5147, 1, 0xFFFFFFFF),
+        keep_rules_on_stop=t.boolean("keep_rules_on_stop", False),
     )

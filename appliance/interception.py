@@ -87,5 +87,11 @@ class Interception:
         if self._sentinel is not None:
             await asyncio.to_thread(self._sentinel.stop)
             self._sentinel = None
+        if self.config.network.keep_rules_on_stop:
+            log.info(
+                "interception rules kept (keep_rules_on_stop): connections to the targets "
+                "fail until the gateway is back, or until 'sqlgate net remove'"
+            )
+            return
         removed = await asyncio.to_thread(nft.remove)
         log.info("interception rules %s", "removed" if removed else "were already gone")

@@ -446,6 +446,26 @@ def test_views_over_masked_columns_stay_masked_behind_the_rules(
         lab.db.admin_sql("DROP VIEW IF EXISTS shop.v_cards")
 
 
+def test_with_keep_rules_on_stop_a_clean_stop_fails_closed(
+    lab: LabEnv, no_gateway: LabGateway, tmp_path: Path
+) -> None:
+    """A clean stop (an upgrade) removed the rules, so until the gateway was back the
+    clients reached the database around it; with keep_rules_on_stop they stay."""
+    gw = own_gateway(lab, tmp_path, extra_toml="keep_rules_on_stop = true\n")
+    try:
+        gw.start()
+        assert gw.rules_ready, gw.log()
+        through_gateway(lab, gw, "v4")
+        assert gw.stop() == 0
+        assert "interception rules kept (keep_rules_on_stop)" in gw.log()
+        assert nft.status(lab.ns("gw")) != []
+        assert not lab.can_connect("agent", lab.lab.db_v4, DB_PORT, timeout=1.0)
+    finally:
+        gw.stop()
+        nft.remove(lab.ns("gw"))
+    assert lab.can_connect("agent", lab.lab.db_v4, DB_PORT, timeout=2.0)  # net remove
+
+
 def test_killed_gateway_fails_closed_then_net_remove_restores_plain_routing(
     lab: LabEnv, running_gateway: LabGateway
 ) -> None:
