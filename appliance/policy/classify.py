@@ -1889,13 +1889,23 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
                     break
     elif kind == "RENAME TABLE":
         i = head
+        if word_at(tokens, i) == "IF" and word_at(tokens, i + 1) == "EXISTS":
+            i += 2
         while True:
             old, i = _name(tokens, i)
+            if word_at(tokens, i) == "NOWAIT":
+                i += 1
+            elif word_at(tokens, i) == "WAIT":
+                i += 2  # WAIT n
             if old is None or word_at(tokens, i) != "TO":
+                # a pair not read is a table not named: its rules would not see it
+                problem = _parse_problem(kind, "expected 'old_name TO new_name'")
                 break
             new, i = _name(tokens, i + 1)
             writes.extend(x for x in (old, new) if x)
             if not punct_at(tokens, i, ","):
+                if i < len(tokens):
+                    problem = _parse_problem(kind, f"unexpected {tokens[i].text!r}")
                 break
             i += 1
     elif kind in ("LOAD DATA", "LOAD XML"):

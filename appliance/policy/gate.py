@@ -42,6 +42,7 @@ from appliance.policy.masking import SessionMasker
 from appliance.policy.rules import (
     ALLOW,
     CHARSET_VARIABLES,
+    STORED_CODE,
     UNSAFE_CHARSETS,
     Decision,
     Subject,
@@ -507,12 +508,15 @@ class SessionPolicy:
         escapes does not cover the same bytes read without them). None, so no grant, when
         there is no text, it does not lex, a ``sql_mode`` change is on its way, a double
         quote may be a name (ANSI_QUOTES is never known: the shape would make any
-        table's name a '?'), or the text holds its statement in a string (PREPARE,
-        EXECUTE IMMEDIATE, SET STATEMENT: there the literal is the statement)."""
+        table's name a '?'), the text holds its statement in a string (PREPARE,
+        EXECUTE IMMEDIATE, SET STATEMENT: there the literal is the statement), it is
+        stored code (its body may run a string as SQL, and runs later, unseen), or the
+        current schema is not known. The current schema is part of it: a grant to drop
+        ``orders`` in a scratch schema is not one to drop ``orders`` after ``USE shop``."""
         sql = cmd.sql
-        if sql is None or self._mode_changes or b'"' in sql:
+        if sql is None or self._mode_changes or self._uses or b'"' in sql:
             return None
-        if any(p.kind in _HOLDS_A_STATEMENT for p in verdict.parts):
+        if any(p.kind in _HOLDS_A_STATEMENT or p.kind in STORED_CODE for p in verdict.parts):
             return None
         mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
         form = shape(sql, mode)
@@ -520,7 +524,8 @@ class SessionPolicy:
             return None
         if mode != _DEFAULT_MODE:
             form = repr(mode).encode() + b"\n" + form
-        return hashlib.sha256(form).hexdigest()
+        where = (self.db or "").encode("utf-8", "surrogateescape")
+        return hashlib.sha256(where + b"\n" + form).hexdigest()
 
     def _kill_check(self, thread: int | None) -> Decision:
         """KILL reaches only a thread of this identity's own sessions on this target: all

@@ -232,8 +232,19 @@ def decide(
         return decide(c.inner, who, db, rules)
     if rules:
         tables = frozenset(qualified(t, db) for t in c.reads | c.writes)
+        also = _also_does(c)
         for rule in rules:
-            if _matches(rule, c.kind, tables, who):
+            if rule.action is RuleAction.ALLOW:
+                if c.kind in STORED_CODE and c.kind not in rule.statements:
+                    continue  # only an allow that names stored code allows it (see below)
+                matched = _matches(rule, c.kind, tables, who)
+            else:
+                matched = (
+                    _matches(rule, c.kind, tables, who)
+                    or any(_matches(rule, kind, tables, who) for kind in also)
+                    or (c.kind in _VIEW_KINDS and _refuses_through_views(rule, tables, who))
+                )
+            if matched:
                 if rule.action is RuleAction.ALLOW:
                     return Decision(RuleAction.ALLOW, rule.name, "")
                 return Decision(rule.action, rule.name, _configured_reason(rule, c))
@@ -245,6 +256,28 @@ def decide(
 
 
 ALLOW = Decision(RuleAction.ALLOW, "default-allow", "")
+
+
+_VIEW_KINDS = frozenset({"CREATE VIEW", "ALTER VIEW"})
+
+
+def _refuses_through_views(rule: RuleConfig, tables: frozenset[str], who: Subject) -> bool:
+    """A rule that refuses or holds changes to named tables also refuses a view over
+    them: an updatable view passes UPDATE, DELETE and INSERT through to its tables,
+    where the rule (which matches names as written) would not see them."""
+    return rule.tables is not None and _matches(rule, rule.statements[0], tables, who)
+
+
+def _also_does(c: Classification) -> tuple[str, ...]:
+    """The kinds of change a statement makes besides its own kind, for the rules that
+    refuse or hold them: ``INSERT ... ON DUPLICATE KEY UPDATE`` updates rows (an UPDATE
+    rule applies), ``REPLACE`` deletes the rows it collides with and inserts (DELETE and
+    INSERT rules apply). Never to allow it: an allow for INSERT is not one for REPLACE."""
+    if c.kind == "INSERT" and "on_duplicate_update" in c.flags:
+        return ("UPDATE",)
+    if c.kind == "REPLACE":
+        return ("DELETE", "INSERT")
+    return ()
 
 
 def _matches(rule: RuleConfig, kind: str, tables: frozenset[str], who: Subject) -> bool:

@@ -178,6 +178,22 @@ def test_a_set_character_set_changes_how_high_bytes_are_read() -> None:
     assert session.outcome(LATIN1_TRICK) == ALLOW
 
 
+def test_a_grant_fingerprint_holds_the_current_schema() -> None:
+    """A grant to drop ``orders`` in a scratch schema covered ``DROP TABLE orders`` after
+    ``USE shop``; while a USE is on its way there is none."""
+    scratch, shop = Session(), Session()
+    scratch.policy.db = "scratch"
+    cmd, verdict = scratch.query(b"DROP TABLE orders")
+    assert verdict.refusal is not None and verdict.refusal.action is RuleAction.REVIEW
+    granted = scratch.policy.fingerprint(cmd, 0, verdict)
+    assert granted is not None
+    assert shop.policy.fingerprint(cmd, 0, verdict) not in (None, granted)
+    use, _ = shop.query(b"USE scratch")
+    assert shop.policy.fingerprint(cmd, 0, verdict) is None  # not known yet
+    shop.policy.completed(use, None, 0)
+    assert shop.policy.fingerprint(cmd, 0, verdict) == granted
+
+
 def test_a_grant_fingerprint_is_the_shape_as_the_session_reads_it() -> None:
     """Literals do not change it; NO_BACKSLASH_ESCAPES and the character set do; while
     a sql_mode change is on its way there is none (nothing to bind a grant to)."""
@@ -208,6 +224,9 @@ def test_a_grant_fingerprint_is_the_shape_as_the_session_reads_it() -> None:
         b"EXECUTE IMMEDIATE 'DROP TABLE t'",  # the literal is the statement
         b"PREPARE s FROM 'ALTER TABLE t COMMENT ''x'''",
         b'DROP TABLE "t"',  # under ANSI_QUOTES a name, which a shape would make '?'
+        # stored code: a grant on its shape covered any SQL in its body's string
+        b"CREATE OR REPLACE PROCEDURE shop.report() EXECUTE IMMEDIATE 'SELECT 1'",
+        b"CREATE EVENT e ON SCHEDULE EVERY 1 DAY DO DELETE FROM t WHERE id = 1",
     ],
 )
 def test_no_grant_fingerprint_where_a_literal_may_be_the_statement(sql: bytes) -> None:
@@ -857,3 +876,61 @@ def test_binary_protocol_prepare(gateway: GatewayProcess, direct: Direct) -> Non
     finally:
         conn.close()
     assert_unchanged(direct, before)
+
+
+def test_rules_for_updates_and_deletes_see_upserts_and_replaces() -> None:
+    """INSERT ... ON DUPLICATE KEY UPDATE changed every order past a rule refusing
+    UPDATE on them; REPLACE deletes the rows it collides with. An allow for INSERT is
+    still not one for either."""
+    no_updates = RuleConfig("no-order-updates", ("UPDATE",), RuleAction.BLOCK, ("shop.orders",))
+    no_deletes = RuleConfig("no-order-deletes", ("DELETE",), RuleAction.BLOCK, ("shop.orders",))
+    session = _ruled(no_updates, no_deletes, db="shop")
+    upsert = b"INSERT INTO orders (id, total) VALUES (1, 0) ON DUPLICATE KEY UPDATE total = 0"
+    assert session.outcome(upsert) == "no-order-updates"
+    assert session.outcome(b"REPLACE INTO orders (id, total) VALUES (1, 0)") == "no-order-deletes"
+    assert session.outcome(b"INSERT INTO orders (id, total) VALUES (9, 0)") == ALLOW
+    inserts = RuleConfig("inserts", ("INSERT",), RuleAction.ALLOW, ("shop.orders",))
+    allowed = _ruled(inserts, db="shop")
+    assert allowed.query(upsert)[1].refusal is None  # the INSERT it is
+    assert allowed.outcome(b"REPLACE INTO orders (id, total) VALUES (1, 0)") == "replace"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"RENAME TABLE shop.orders NOWAIT TO shop.orders_old",
+        b"RENAME TABLE shop.orders WAIT 5 TO shop.orders_old",
+        b"RENAME TABLE IF EXISTS shop.orders TO shop.orders_old",
+    ],
+)
+def test_rename_table_options_keep_its_tables(sql: bytes) -> None:
+    """NOWAIT, WAIT n and IF EXISTS made the tables vanish: a block rule on them became
+    the built-in review."""
+    locked = RuleConfig("orders-locked", ("RENAME TABLE",), RuleAction.BLOCK, ("shop.orders",))
+    assert _ruled(locked).outcome(sql) == "orders-locked"
+    assert _ruled(locked).outcome(b"RENAME TABLE shop.orders TO x y") == "not-understood"
+
+
+def test_a_rule_on_tables_refuses_a_view_over_them() -> None:
+    """A view over a table whose changes a rule refuses passed them through: UPDATE and
+    DELETE on the view changed the table, which the rule (names as written) never saw."""
+    session = _ruled(ORDERS_READ_ONLY, db="shop")
+    assert session.outcome(b"CREATE VIEW ov AS SELECT * FROM shop.orders") == "orders-read-only"
+    replace = b"CREATE OR REPLACE VIEW ov AS SELECT id FROM orders"
+    assert session.outcome(replace) == "orders-read-only"
+    assert session.outcome(b"CREATE VIEW cv AS SELECT * FROM customers") == ALLOW
+
+
+def test_an_allow_rule_covers_stored_code_only_by_name() -> None:
+    """A sandbox rule allowing everything on sandbox.* let a trigger on a sandbox table
+    delete from shop.orders, unreviewed; stored code keeps its review unless an allow
+    names its kind."""
+    sandbox = RuleConfig("sandbox", ("*",), RuleAction.ALLOW, ("sandbox.*",))
+    session = _ruled(sandbox, db="sandbox")
+    trigger = (
+        b"CREATE TRIGGER sandbox.tr AFTER INSERT ON sandbox.t FOR EACH ROW DELETE FROM shop.orders"
+    )
+    assert session.outcome(trigger) == "stored-code"
+    assert session.query(b"DELETE FROM sandbox.t WHERE id = 1")[1].refusal is None
+    named = RuleConfig("triggers", ("CREATE TRIGGER",), RuleAction.ALLOW, ("sandbox.*",))
+    assert _ruled(named, db="sandbox").query(trigger)[1].refusal is None
