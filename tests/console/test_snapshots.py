@@ -34,7 +34,11 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
         await pilot.pause()
         app.clear_notifications()
         await pilot.press(*keys)
-        await pilot.pause()
+        # a pushed screen mounts, focuses and fills its table over several turns: on a
+        # loaded machine one pause drew it half done (its cursor row not yet styled)
+        for _ in range(5):
+            await pilot.wait_for_scheduled_animations()
+            await pilot.pause(0.05)
         for field in app.screen.query(Input):
             field.cursor_blink = False  # a blinking cursor is not the same picture twice
         app.redraw()
