@@ -32,6 +32,7 @@ a configuration the broker cannot be built from, 1 for anything else that stops 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import pwd
@@ -322,7 +323,33 @@ class _Broker:
         self.pid: int | None = None
         self.started_at = 0.0
 
+    def _port_free(self) -> None:
+        """EntrypointError when something already listens where the broker is to: the
+        gateway would connect there (a broker without its passwords or ACL, anyone's)
+        and take it for its own."""
+        try:
+            infos = socket.getaddrinfo(self.bus.host, self.bus.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise EntrypointError(f"broker address {self.bus.host}: {exc}") from None
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(address)
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        raise EntrypointError(
+                            f"{self.bus.host}:{self.bus.port} is already in use by another "
+                            "program: the embedded broker cannot listen there, and the "
+                            "gateway must not take that one for its own (stop it, or turn "
+                            "SQLGATE_EMBEDDED_BROKER off and point [bus] url at it)"
+                        ) from None
+                    raise EntrypointError(
+                        f"cannot listen on {self.bus.host}:{self.bus.port}: {exc.strerror}"
+                    ) from None
+
     def start(self) -> None:
+        self._port_free()
         argv = [_program("mosquitto"), "-c", str(self.config_file)]
         sets = _capability_sets(Path("/proc/self/status").read_text())
         setpriv = shutil.which("setpriv")
@@ -346,9 +373,14 @@ class _Broker:
                 probe.settimeout(0.5)
                 try:
                     probe.connect((self.bus.host, self.bus.port))
-                    return
                 except OSError:
                     pass
+                else:  # ours, unless it has just died (and another answered)
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                    if pid:
+                        self.pid = None
+                        raise EntrypointError(f"mosquitto {_ended(status)} while starting")
+                    return
             time.sleep(0.05)
         self.stop()
         raise EntrypointError(
@@ -447,8 +479,24 @@ def _supervise(argv: Sequence[str], broker: _Broker) -> int:
             return 128 + stop_signal
         gateway = os.posix_spawn(program, list(argv), os.environ)
         delay = 1.0
+        restart_at: float | None = None  # the broker is down: start it again then
         while True:
-            pid, status = os.wait()
+            if restart_at is None:
+                pid, status = os.wait()
+            else:  # the gateway's end is reaped at once, not after the broker's delay
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if not pid:
+                    if time.monotonic() < restart_at:
+                        time.sleep(0.05)
+                        continue
+                    restart_at = None
+                    try:
+                        broker.start()
+                    except EntrypointError as exc:  # its port taken meanwhile, ...
+                        _say(f"{exc}: trying again in {delay:g}s")
+                        restart_at = time.monotonic() + delay
+                        delay = min(delay * 2, BROKER_RESTART_MAX_S)
+                    continue
             if pid == gateway:
                 code = os.waitstatus_to_exitcode(status)
                 return code if code >= 0 else 128 - code
@@ -457,9 +505,8 @@ def _supervise(argv: Sequence[str], broker: _Broker) -> int:
                 if time.monotonic() - broker.started_at > 60:
                     delay = 1.0
                 _say(f"mosquitto {_ended(status)}: restarting it in {delay:g}s")
-                time.sleep(delay)
+                restart_at = time.monotonic() + delay
                 delay = min(delay * 2, BROKER_RESTART_MAX_S)
-                broker.start()
             # anything else: an orphan handed to PID 1, now reaped
     finally:
         broker.stop()

@@ -22,6 +22,7 @@ writes: the health check can run every few seconds beside a busy gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -30,6 +31,7 @@ import socket
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 
@@ -215,6 +217,9 @@ def check_ledger(config: Config) -> Check:
     result = verifier.result()
     if not result.ok:
         return fail(f"record {result.first_bad_seq}: {result.reason}")
+    unwritable = _unwritable(path)
+    if unwritable is not None:
+        return fail(f"{unwritable}: the gateway refuses every statement (1105) until it is")
     if result.last_seq == 0:
         return Check("ledger", subject, True, "no records yet")
     signed = f"last checkpoint at seq {start}" if row else "no checkpoint yet"
@@ -224,6 +229,26 @@ def check_ledger(config: Config) -> Check:
         True,
         f"seq {result.last_seq} at {_ts(last_body)}, {signed}, {result.unsigned} unsigned",
     )
+
+
+_MIN_FREE_BYTES = 1 << 20  # less room than this and a commit of a large statement fails
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the gateway could not append to the ledger now, without writing to it: the
+    file or its directory (the WAL and its index go there) not writable by this user,
+    or its file system (nearly) full."""
+    for target, what in ((path, "the file"), (path.parent, "its directory")):
+        if not os.access(target, os.W_OK):
+            return f"{what} is not writable"
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return None
+    free = fs.f_bavail * fs.f_frsize
+    if free < _MIN_FREE_BYTES:
+        return f"its file system is full ({free // 1024} KiB free)"
+    return None
 
 
 def _ts(body: str) -> str:
@@ -261,6 +286,10 @@ async def check_broker(bus: BusConfig, timeout_s: float = DEFAULT_TIMEOUT_S) -> 
         tls_context=tls,
         clean_session=True,
     )
+    # the TCP and TLS handshakes run in a thread with paho's own limit (5 s), which the
+    # timeout below cannot cut short: a TLS listener that never answers held it past it
+    with contextlib.suppress(AttributeError, ValueError):
+        client._client.connect_timeout = timeout_s
     try:
         async with asyncio.timeout(timeout_s + 1.0):
             async with client:

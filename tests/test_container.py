@@ -359,6 +359,58 @@ def test_embedded_broker_beside_the_gateway(
 
 
 @pytest.mark.integration
+def test_an_embedded_broker_whose_port_is_taken_stops_the_start(
+    mariadb: MariaDB, tmp_path: Path, bin_dir: Path
+) -> None:
+    """Another program on the broker's port (a broker of the host's, without the
+    gateway's passwords and ACL) was taken for the embedded one: the gateway connected
+    to it and health said ok."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(8)
+        port = other.getsockname()[1]
+        gw = gateway_with_bus(mariadb, tmp_path / "gw", f"mqtt://127.0.0.1:{port}")
+        entry = Entrypoint(gw, bin_dir, SQLGATE_EMBEDDED_BROKER="1")
+        try:
+            code = entry.proc.wait(START_TIMEOUT_S)
+        finally:
+            entry.stop()
+    assert code == 1, entry.log()
+    assert f"127.0.0.1:{port} is already in use by another program" in entry.log()
+    assert "bus: connected" not in entry.log() and "Traceback" not in entry.log()
+
+
+@pytest.mark.integration
+def test_a_stop_while_the_broker_waits_to_restart_is_not_delayed(
+    mariadb: MariaDB, tmp_path: Path, bin_dir: Path
+) -> None:
+    """The supervisor slept out the broker's restart delay before it reaped the gateway:
+    a stop then took up to 30 s (past podman's 10, so SIGKILL, exit 137)."""
+    port = free_port()
+    gw = gateway_with_bus(mariadb, tmp_path / "gw", f"mqtt://127.0.0.1:{port}")
+    entry = Entrypoint(gw, bin_dir, SQLGATE_EMBEDDED_BROKER="1")
+    try:
+        entry.wait_log(r"bus: connected to mqtt://")
+        for n, delay in enumerate(("1s", "2s", "4s", "8s")):  # the delay doubles to 8 s
+            [broker] = children(entry.proc.pid, "mosquitto")
+            os.kill(broker, signal.SIGKILL)
+            entry.wait_log(rf"restarting it in {delay}\b")
+            if n < 3:
+                deadline = time.monotonic() + START_TIMEOUT_S
+                while children(entry.proc.pid, "mosquitto") in ([], [broker]):
+                    assert time.monotonic() < deadline, entry.log()
+                    time.sleep(0.05)
+        started = time.monotonic()
+        code = entry.stop()
+        took = time.monotonic() - started
+    finally:
+        entry.stop()
+    assert code == 0, entry.log()
+    assert took < 4, f"{took:.1f}s\n{entry.log()}"  # not the rest of the broker's delay
+    assert not children(entry.proc.pid, "mosquitto")
+
+
+@pytest.mark.integration
 def test_a_broker_elsewhere_starts_nothing(mariadb: MariaDB, tmp_path: Path, bin_dir: Path) -> None:
     gw = gateway_with_bus(mariadb, tmp_path / "gw", "mqtt://192.0.2.1:1883")
     entry = Entrypoint(gw, bin_dir, SQLGATE_EMBEDDED_BROKER="1")

@@ -13,6 +13,8 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +24,7 @@ from lab.broker import Broker
 from lab.clients import run_sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB, free_port
+from lab.topology import python_env
 
 from appliance.health import Check, _dial_addresses
 
@@ -179,6 +182,58 @@ def test_ledger_missing(gw: GatewayProcess) -> None:
     found = lines(done)
     assert found["ledger"] == f"FAIL ledger {gw.workdir / 'absent.db'}: no such file"
     assert found["listener"].startswith("ok listener ")
+
+
+def test_a_ledger_on_a_full_file_system_fails(gw: GatewayProcess, tmp_path: Path) -> None:
+    """Health said ok while the gateway refused every statement (1105): its ledger's file
+    system was full. A copy of the ledger on a full tmpfs, in a mount namespace of its
+    own (nothing stays mounted)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    config = variant(gw, "fullfs", (f'path = "{gw.ledger}"', f'path = "{full}/ledger.db"'))
+    holder = (  # the gateway has the ledger open, its WAL index made, as it fills up
+        "import sqlite3, sys, time; "
+        f"d = sqlite3.connect('{full}/ledger.db'); "
+        f"sqlite3.connect('{gw.ledger}').backup(d); "
+        "d.execute('SELECT count(*) FROM records').fetchall(); "
+        "print('open', flush=True); time.sleep(60)"
+    )
+    script = (
+        f"mount -t tmpfs -o size=2m tmpfs {full} && "
+        f'{{ {sys.executable} -c "{holder}" > {tmp_path}/holder.out & }}; holder=$!; '
+        f"while ! grep -q open {tmp_path}/holder.out 2>/dev/null; do sleep 0.05; done && "
+        f"(dd if=/dev/zero of={full}/filler bs=64k 2>/dev/null; true) && "
+        f"{sys.executable} -m appliance.cli health -c {config}; "
+        'status=$?; kill "$holder"; exit $status'
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=python_env(),
+    )
+    assert done.returncode == 1, report(done)
+    assert lines(done)["ledger"] == (
+        f"FAIL ledger {full}/ledger.db: its file system is full (0 KiB free): the gateway "
+        "refuses every statement (1105) until it is"
+    )
+
+
+def test_a_tls_broker_that_never_answers_is_bounded_by_the_timeout(gw: GatewayProcess) -> None:
+    """The TLS handshake ran under paho's own 5 s limit whatever --timeout said."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        config = variant(gw, "silenttls", ("mqtt://", "mqtts://"))
+        text = re.sub(r"mqtts://[^\"]+", f"mqtts://127.0.0.1:{port}", config.read_text())
+        config.write_text(text)
+        started = time.monotonic()
+        done = health(config, "--timeout", "0.5")
+        took = time.monotonic() - started
+    assert done.returncode == 1, report(done)
+    assert lines(done)["broker"].startswith(f"FAIL broker mqtts://127.0.0.1:{port}: ")
+    assert took < 4.5, f"{took:.1f}s"  # the interpreter's start and the other checks
 
 
 def test_ledger_not_a_ledger(gw: GatewayProcess) -> None:
