@@ -80,6 +80,7 @@ BROKER_START_TIMEOUT_S = 10.0
 BROKER_STOP_TIMEOUT_S = 10.0
 BROKER_RESTART_MAX_S = 30.0
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+_STOPS = (signal.SIGTERM, signal.SIGINT)  # blocked until someone handles them
 _FORWARDED = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -468,6 +469,7 @@ def _supervise(argv: Sequence[str], broker: _Broker) -> int:
 
     for signum in _FORWARDED:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)  # the gateway starts with them blocked
     try:
         broker.start()
         broker.wait_ready()
@@ -476,8 +478,8 @@ def _supervise(argv: Sequence[str], broker: _Broker) -> int:
         if program is None:
             raise EntrypointError(f"{argv[0]}: command not found", 127)
         if stop_signal is not None:
-            return 128 + stop_signal
-        gateway = os.posix_spawn(program, list(argv), os.environ)
+            return 0  # stopped before the gateway started: nothing to drain
+        gateway = os.posix_spawn(program, list(argv), os.environ, setsigmask=_STOPS)
         delay = 1.0
         restart_at: float | None = None  # the broker is down: start it again then
         while True:
@@ -514,6 +516,11 @@ def _supervise(argv: Sequence[str], broker: _Broker) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Become unprivileged, start the broker if asked, then run the command."""
+    # First of all: as PID 1 a signal without a handler is dropped by the kernel, so a
+    # stop during the start (before the gateway's handlers exist) was lost, the stop
+    # ended in SIGKILL and the rules stayed. Blocked, it waits; the mask outlives exec,
+    # and the gateway lifts it once its handlers are in place.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         _say("usage: python -m appliance.container COMMAND [ARGS...]")

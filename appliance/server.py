@@ -1482,6 +1482,9 @@ async def _serve_until_stopped(
     for sig in (signal.SIGTERM, signal.SIGINT):  # from the start: a stop while starting is clean
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    # the container's entry point blocks them until now (see appliance.container): one
+    # that came meanwhile is delivered here, to the handler
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         await gw.start()
     except LedgerError as exc:  # a file that is not this gateway's ledger

@@ -410,6 +410,57 @@ def test_a_stop_while_the_broker_waits_to_restart_is_not_delayed(
     assert not children(entry.proc.pid, "mosquitto")
 
 
+def _pid_of_child(parent: int) -> int | None:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                return int(stat.parent.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
+@pytest.mark.integration
+def test_a_stop_while_the_gateway_starts_as_pid_1_is_not_lost(
+    mariadb: MariaDB, tmp_path: Path, bin_dir: Path
+) -> None:
+    """As a container's PID 1, a SIGTERM that came before the gateway's handlers existed
+    was dropped by the kernel: the stop ended in SIGKILL (exit 137) with the rules left.
+    The entry point blocks it until the gateway handles it."""
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, name="pid1-gw")
+    gw.write_config()
+    with (tmp_path / "log").open("wb") as log:
+        unshare = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m",
+             "appliance.container", "sqlgate", "run", "-c", str(gw.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=entrypoint_env(
+                SQLGATE_USER="root", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+            ),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        pid1 = None
+        while time.monotonic() < deadline:  # the gateway's interpreter, not yet serving
+            pid1 = _pid_of_child(unshare.pid)
+            if pid1 is not None:
+                cmdline = Path(f"/proc/{pid1}/cmdline").read_bytes()
+                if b"appliance.cli\0run" in cmdline:
+                    break
+            time.sleep(0.002)
+        assert pid1 is not None
+        os.kill(pid1, signal.SIGTERM)
+        code = unshare.wait(START_TIMEOUT_S)
+    finally:
+        if unshare.poll() is None:
+            unshare.kill()
+            unshare.wait()
+    log_text = (tmp_path / "log").read_text()
+    assert code == 0, log_text
+    assert "stopped" in log_text and "Traceback" not in log_text
+
+
 @pytest.mark.integration
 def test_a_broker_elsewhere_starts_nothing(mariadb: MariaDB, tmp_path: Path, bin_dir: Path) -> None:
     gw = gateway_with_bus(mariadb, tmp_path / "gw", "mqtt://192.0.2.1:1883")
