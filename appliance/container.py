@@ -297,12 +297,16 @@ class _Broker:
 
     def __init__(self, bus: BusConfig, operator_password: bytes | None) -> None:
         self.bus = bus
-        self.directory = Path(tempfile.mkdtemp(prefix="sqlgate-broker-"))
         try:
             run_as: str | None = pwd.getpwuid(os.geteuid()).pw_name
         except KeyError:  # a --user without a name here: mosquitto stays who it is anyway
             run_as = None
-        files = broker_files(self.bus, self.directory, operator_password, run_as)
+        self.directory = Path(tempfile.mkdtemp(prefix="sqlgate-broker-"))
+        try:
+            files = broker_files(self.bus, self.directory, operator_password, run_as)
+        except BaseException:  # a bad password: no empty directory left behind
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
         self.config_file = self.directory / "mosquitto.conf"
         for name, text in (
             ("mosquitto.conf", files.config),
@@ -390,6 +394,13 @@ class _Broker:
         )
 
     def stop(self) -> None:
+        """Stop Mosquitto if it runs; its files go either way."""
+        try:
+            self._end()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _end(self) -> None:
         pid, self.pid = self.pid, None
         if pid is None:
             return
@@ -406,7 +417,6 @@ class _Broker:
         else:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _embedded_broker(argv: Sequence[str], env: Mapping[str, str]) -> _Broker | None:
@@ -431,7 +441,8 @@ def _embedded_broker(argv: Sequence[str], env: Mapping[str, str]) -> _Broker | N
     operator_password: bytes | None = None
     try:
         data = password_file.read_bytes()
-        operator_password = data[:-1] if data.endswith(b"\n") else data
+        # one trailing line end, as the configuration's own password files may have
+        operator_password = data.removesuffix(b"\n").removesuffix(b"\r")
     except FileNotFoundError:
         if named:
             raise EntrypointError(f"{ENV_OPERATOR_PASSWORD}: {named}: no such file", 2) from None

@@ -31,6 +31,8 @@ from appliance.container import (
     CAP_NET_RAW,
     CAP_SETPCAP,
     EntrypointError,
+    _Broker,
+    _embedded_broker,
     broker_files,
     config_path,
     setpriv_argv,
@@ -148,6 +150,35 @@ def test_broker_files_refuse(tmp_path: Path, kw: dict[str, object], message: str
     with pytest.raises(EntrypointError, match=message) as caught:
         broker_files(bus(**kw), tmp_path, None, None)
     assert caught.value.status == 2
+
+
+def test_a_refused_broker_password_leaves_no_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each refused start left an empty sqlgate-broker-* directory in /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(EntrypointError, match="not one line"):
+        _Broker(bus(password=b"two\nlines"), None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_an_operator_password_file_with_a_crlf_end_is_read(
+    mariadb: MariaDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """operator.pw written on Windows ("secret\\r\\n") was "not one line" (exit 2),
+    while the configuration's own password files take such an end."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gw = gateway_with_bus(mariadb, tmp_path / "gw", f"mqtt://127.0.0.1:{free_port()}")
+    (gw.workdir / "operator.pw").write_bytes(b"operator-bus-secret\r\n")
+    argv = ["sqlgate", "run", "-c", str(gw.config_path)]
+    broker = _embedded_broker(argv, {"SQLGATE_EMBEDDED_BROKER": "1"})
+    assert broker is not None
+    try:
+        assert "operator:" in (broker.directory / "passwords").read_text()
+    finally:
+        broker.stop()
+    assert not broker.directory.exists()
 
 
 # --------------------------------------------------------------------------------------
