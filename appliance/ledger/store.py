@@ -204,6 +204,9 @@ class LedgerWriter:
         self._linger = linger
         self._waited = 0  # queued records someone awaits (an over-estimate is harmless)
         self._conn: aiosqlite.Connection | None = None
+        # a transaction on ``_conn`` that spans awaits (a purge's) against the writer's
+        # commits on the same connection, which would otherwise land inside it
+        self._conn_turn = asyncio.Lock()
         self._direct: sqlite3.Connection | None = None  # fsync = false: commits on the loop
         self._file_id: tuple[int, int] | None = None
         self._seq = 0  # the head this writer last saw committed (0 and genesis: none)
@@ -462,17 +465,18 @@ class LedgerWriter:
             }
         )
         await self.checkpoint()
-        conn = await self._connection()
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            old -= await _recorded_since(conn, "seq > ?", (end,))
-            await conn.executemany(
-                "DELETE FROM recordings WHERE hash = ?", [(digest,) for digest in sorted(old)]
-            )
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            raise
+        async with self._conn_turn:
+            conn = await self._connection()
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                old -= await _recorded_since(conn, "seq > ?", (end,))
+                await conn.executemany(
+                    "DELETE FROM recordings WHERE hash = ?", [(digest,) for digest in sorted(old)]
+                )
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
         return len(old)
 
     async def checkpoint(self) -> Record | None:
@@ -569,10 +573,11 @@ class LedgerWriter:
                 if self._direct is not None:
                     await self._commit_direct(self._direct, sealed.rows, sealed.blobs)
                 else:
-                    await conn.executemany(_INSERT, sealed.rows)
-                    if sealed.blobs:
-                        await conn.executemany(_INSERT_RECORDING, sealed.blobs)
-                    await conn.commit()
+                    async with self._conn_turn:  # not inside a purge's transaction
+                        await conn.executemany(_INSERT, sealed.rows)
+                        if sealed.blobs:
+                            await conn.executemany(_INSERT_RECORDING, sealed.blobs)
+                        await conn.commit()
             except Exception as exc:  # sqlite3.Error, OSError, a stopped connection thread
                 if not isinstance(exc, (sqlite3.Error, OSError)):
                     log.exception("%s: unexpected error while writing", self.path)

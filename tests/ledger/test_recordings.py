@@ -11,8 +11,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance.ledger import LedgerWriter
-from appliance.ledger.chain import generate_key, seal_with_body
+from appliance.ledger.chain import generate_key, seal_with_body, utc_now
 from appliance.ledger.store import RecordingReader, export, verify_file
 
 KEY = generate_key()
@@ -242,3 +244,40 @@ def test_a_damaged_recording_page_is_one_line_not_a_traceback(tmp_path: Path) ->
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr
         assert done.stderr.startswith(f"sqlgate: {db}"), done.stderr
+
+
+def test_a_purge_keeps_an_answer_repeated_while_it_deletes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With fsync the writer commits on the connection the purge holds its lock on: a
+    result repeating an old answer, committed between the purge's last look and its
+    delete, joined the purge's transaction and lost its recording (verify failed)."""
+    from appliance.ledger import store
+
+    db = tmp_path / "ledger.db"
+    real = store._recorded_since
+
+    async def main() -> None:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0, fsync=True) as w:
+            await w.append_nowait(result(1, b"an answer"), b"an answer")
+            await asyncio.sleep(0.01)
+            repeated: list[asyncio.Future[Any]] = []
+            calls = 0
+
+            async def racing(conn: Any, where: str, params: tuple[object, ...]) -> set[str]:
+                nonlocal calls
+                calls += 1
+                found = await real(conn, where, params)
+                if calls == 2:  # the purge's last look, under its lock: a session repeats it
+                    repeated.append(w.append_nowait(result(2, b"an answer"), b"an answer"))
+                    await asyncio.sleep(0.2)  # the writer's turn comes meanwhile
+                return found
+
+            monkeypatch.setattr(store, "_recorded_since", racing)
+            await w.purge_recordings(utc_now())
+            assert calls == 2 and repeated
+            await repeated[0]
+
+    asyncio.run(main())
+    result_ = verify_file(db, PUBLIC)
+    assert result_.ok, result_.reason
