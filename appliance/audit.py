@@ -222,7 +222,10 @@ class Audit:
                     **(first if i == 0 else who),
                 )
             elif i == len(figures) and done.error is not None:
-                rows, affected = cut_short if cut_short is not None else (0, 0)
+                # what the answer had beyond the finished statements is the failed one's:
+                # a CALL's finished sets and the rows of the set the error cut off
+                rows = max(0, done.rows - sum(r for r, _ in figures))
+                affected = max(0, done.affected - sum(a for _, a in figures))
                 self.result(
                     session,
                     first_seq + i,

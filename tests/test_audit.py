@@ -179,6 +179,32 @@ def test_a_call_in_a_text_keeps_its_own_result_sets(mariadb: MariaDB, tmp_path: 
     assert rows == {"CALL": 3, "SELECT": 4}
 
 
+def test_a_statement_that_fails_mid_result_in_a_text_keeps_the_rows_it_sent(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """The second statement sends three rows, then fails (a subquery returns two rows at
+    the fourth): its result record said 0 rows, though the client had three."""
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    failing = "SELECT seq, IF(seq = 4, (SELECT 1 UNION SELECT 2), 1) FROM seq_1_to_6"
+    try:
+        with (
+            gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(f"SELECT 1; {failing}")
+            with pytest.raises(pymysql.err.OperationalError):
+                cur.nextset()
+    finally:
+        assert gw.stop() == 0
+    recs = ledger_records(gw.ledger)
+    parts = [r for r in recs if r["kind"] == "statement" and r.get("part")]
+    assert [p["sql"] for p in parts] == ["SELECT 1", failing]
+    results = {r["statement_seq"]: r for r in recs if r["kind"] == "result"}
+    first, second = (results[p["statement_seq"]] for p in parts)
+    assert (first["rows"], first["error"]) == (1, None)
+    assert (second["rows"], second["error"]) == (3, 1242)
+
+
 def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:
     gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
     try:
