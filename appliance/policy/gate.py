@@ -433,6 +433,7 @@ class SessionPolicy:
         # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
         self._uses: dict[int, tuple[str | None, bool]] = {}
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
+        self._preparing: set[int] = set()  # prepares sent on whose answer (the id) it waits
         # the character set of result names (masking reads them): from the login, then
         # each SET that succeeded; command id -> the one it sets, and whether a failure
         # of the command means it was not set (else: not known)
@@ -477,13 +478,20 @@ class SessionPolicy:
         ``text_job`` (used if the session still reads the text the same way)."""
         code = cmd.command
         label = _LABELS.get(code) or cmd.label
-        if code == Command.QUERY or code == Command.STMT_PREPARE:
+        if code == Command.QUERY:
             return self._decide_text(cmd, label, server_status, classified)
+        if code == Command.STMT_PREPARE:
+            verdict = self._decide_text(cmd, label, server_status, classified)
+            if verdict.refusal is None or verdict.shadow:
+                self._preparing.add(cmd.id)  # its statement id comes with its answer
+            return verdict
         if code in _NAMES_A_STATEMENT:  # the record carries the prepared statement's text
             sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
             text = _carried(sql)
             if code != Command.STMT_EXECUTE:
                 return Verdict(label, (_part(text, _protocol_kind(label)),))
+            if not sql and self._preparing:
+                return self._verdict(label, (Part(None, "EXECUTE", _EXECUTE_BEFORE_PREPARED),))
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
             return self._guarded(Verdict(label, (_part(text, "EXECUTE", "prepared"),)), cmd)
@@ -842,6 +850,7 @@ class SessionPolicy:
     def completed(self, cmd: ClientCommand, error: int | None, affected: int) -> None:
         """Follow what a finished command changed in the session."""
         self._mode_changes.discard(cmd.id)
+        self._preparing.discard(cmd.id)
         use = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
         results = self._results_sets.pop(cmd.id, None)
@@ -989,6 +998,14 @@ def _kill_target(text: str) -> int | None:
 def _no_thread(thread: int) -> bool:
     return False
 
+
+_EXECUTE_BEFORE_PREPARED = Decision(
+    RuleAction.BLOCK,
+    "prepared-unknown",
+    "COM_STMT_EXECUTE names a statement id the gateway has not seen prepared: a PREPARE "
+    "sent before it has not been answered yet, so the gateway cannot tell (or record) "
+    "what would run. Wait for the PREPARE's answer, then execute the id it gives",
+)
 
 _PREPARED_USE = Decision(
     RuleAction.BLOCK,

@@ -934,3 +934,22 @@ def test_an_allow_rule_covers_stored_code_only_by_name() -> None:
     assert session.query(b"DELETE FROM sandbox.t WHERE id = 1")[1].refusal is None
     named = RuleConfig("triggers", ("CREATE TRIGGER",), RuleAction.ALLOW, ("sandbox.*",))
     assert _ruled(named, db="sandbox").query(trigger)[1].refusal is None
+
+
+def test_an_execute_sent_before_its_prepare_was_answered_is_refused() -> None:
+    """A client that pipelines PREPARE and EXECUTE (guessing the id) had the EXECUTE
+    allowed and recorded with no text: its statement is known only from the PREPARE's
+    answer."""
+    session = Session()
+    payload = bytes([Command.STMT_PREPARE]) + b"INSERT INTO t VALUES (7)"
+    prepare = ClientCommand(1, Command.STMT_PREPARE, payload, payload)
+    assert session.policy.decide(prepare, 0, {}).refusal is None
+    run = bytes([Command.STMT_EXECUTE]) + (1).to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
+    execute = ClientCommand(2, Command.STMT_EXECUTE, run, run)
+    assert rule_of(session.policy.decide(execute, 0, {})) == "prepared-unknown"
+    session.policy.completed(prepare, None, 0)  # its answer gave id 1
+    again = ClientCommand(3, Command.STMT_EXECUTE, run, run)
+    assert session.policy.decide(again, 0, {1: b"INSERT INTO t VALUES (7)"}).refusal is None
+    # with no PREPARE on its way an unknown id is the server's to refuse (1243)
+    late = ClientCommand(4, Command.STMT_EXECUTE, run, run)
+    assert session.policy.decide(late, 0, {}).refusal is None
