@@ -536,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         _say("usage: python -m appliance.container COMMAND [ARGS...]")
         return 2
+    if not _is_gateway_run(args):  # another command (health, approvals) keeps Ctrl-C
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
     env = os.environ
     try:
         _drop_privileges(args, env)

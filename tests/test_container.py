@@ -218,6 +218,30 @@ def test_root_becomes_the_user_with_only_the_network_capabilities(tmp_path: Path
     assert int(amb.split()[1], 16) == wanted
 
 
+def test_other_commands_keep_ctrl_c() -> None:
+    """The entry point blocks SIGTERM and SIGINT until the gateway handles them; another
+    command (health, approvals, a shell) got them blocked too: Ctrl-C did nothing."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance.container",
+            sys.executable,  # not sh: dash clears the mask of what it starts
+            "-c",
+            "print(open('/proc/self/status').read().split('SigBlk:')[1].split()[0])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=entrypoint_env(SQLGATE_USER="root"),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    blocked = int(done.stdout, 16)
+    stops = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    assert blocked & stops == 0, done.stdout
+
+
 def test_unknown_user_is_refused() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "appliance.container", "true"],
