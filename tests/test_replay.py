@@ -447,6 +447,29 @@ def test_replay_reads_one_recording_at_a_time(
     assert out.getvalue().count("affected") == count
 
 
+def test_the_console_says_a_damaged_ledger_cannot_be_replayed(small_ledger: Path) -> None:
+    """A damaged record ended the console (its replay worker raised) instead of a
+    notice."""
+    from console.drive import Run, drive
+
+    from tui.app import ConsoleApp
+    from tui.ledger import LedgerFile
+    from tui.sources import RecordedSource
+
+    edit(small_ledger, 2, "{oops")
+    app = ConsoleApp(RecordedSource([]), ledger=LedgerFile(small_ledger, None))
+
+    async def scenario(run: Run) -> None:
+        run.app.replay_session("S1")
+        await run.until(
+            "the notice",
+            lambda: any("damaged or edited" in str(n.message) for n in run.app._notifications),
+        )
+        assert run.app.is_running
+
+    drive(app, scenario, notifications=True)
+
+
 def test_a_step_far_in_the_future_waits_a_day_at_most() -> None:
     from appliance.replay import MAX_WAIT, Step, play
 

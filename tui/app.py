@@ -22,6 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
+from appliance.ledger.chain import LedgerError
 from appliance.operator import decision_body
 from appliance.replay import load as load_replay
 from tui.ledger import LedgerFile, LedgerFileError, LedgerKeyError, Verification
@@ -291,7 +292,7 @@ class ConsoleApp(App[None]):
         assert self.ledger is not None
         try:
             steps = load_replay(self.ledger.path, session, answers=False)  # lines suffice
-        except LedgerFileError as exc:
+        except LedgerError as exc:  # not a ledger, or damaged: said, never a crash
             self.post_message(ReplayLoaded(session, [], str(exc)))
             return
         self.post_message(ReplayLoaded(session, steps, None))
