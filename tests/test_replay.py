@@ -89,6 +89,13 @@ action = "review"
     yield gw, sessions[0]
 
 
+def assert_in_order(text: str, pieces: list[str]) -> None:
+    """Every piece is in ``text``, in this order."""
+    positions = [text.find(piece) for piece in pieces]
+    assert all(p >= 0 for p in positions), (pieces, text)
+    assert positions == sorted(positions), (pieces, text)
+
+
 def replay(gw: GatewayProcess, session: str, *args: str) -> tuple[str, float]:
     started = time.monotonic()
     out = run_sqlgate("replay", session, "--ledger", str(gw.ledger), *args)
@@ -113,9 +120,7 @@ def test_the_session_replays_in_order_as_the_agent_saw_it(
         "REFUSED: sqlgate: blocked by rule 'update-without-where'",
         "session ended",
     ]
-    positions = [text.find(piece) for piece in order]
-    assert all(p >= 0 for p in positions), (order, text)
-    assert positions == sorted(positions)
+    assert_in_order(text, order)
     assert CARD not in text
 
 
@@ -129,9 +134,7 @@ def test_the_approval_is_in_place(recorded: tuple[GatewayProcess, str]) -> None:
         "APPROVED by dba@example.com",
         "1 affected",
     ]
-    positions = [text.find(piece) for piece in order]
-    assert all(p >= 0 for p in positions), (order, text)
-    assert positions == sorted(positions)
+    assert_in_order(text, order)
 
 
 def test_timings_are_scaled_by_speed(recorded: tuple[GatewayProcess, str]) -> None:
@@ -308,9 +311,7 @@ def test_a_cursors_rows_replay_with_its_fetches(
         "| 4  | owner4 | ************1114 |",
         "(more rows came back than were recorded)",
     ]
-    positions = [text.find(piece) for piece in order]
-    assert all(p >= 0 for p in positions), (order, text)
-    assert positions == sorted(positions)
+    assert_in_order(text, order)
     assert "owner5" not in text  # beyond max_rows
     assert "columns=" not in text and CARD[:-1] not in text
 
