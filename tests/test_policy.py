@@ -341,3 +341,43 @@ def test_runaway_guard_stops_an_identity_that_changed_too_many_rows(
     assert direct(mariadb, "SELECT v FROM shop.guard_t WHERE id = 5") == [(0,)]
     alerts = [r for r in ledger_records(gw.ledger) if r["kind"] == "alert"]
     assert len(alerts) == 1 and "changed 4 rows" in alerts[0]["reason"]
+
+
+SHOP_DELETES = """
+[[rules]]
+name = "shop-keeps-its-rows"
+statements = ["DELETE"]
+tables = ["shop.*"]
+action = "block"
+"""
+
+
+def test_a_table_named_with_a_dot_is_not_taken_for_schema_dot_table(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """DELETE FROM `x.y` in shop was read as a delete from table y of schema x: the rule
+    for shop.* missed it, and the server deleted from shop.`x.y`."""
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.`x.y` (id INT PRIMARY KEY)")
+    direct(mariadb, "INSERT IGNORE INTO shop.`x.y` VALUES (1), (2)")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=SHOP_DELETES).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            for sql in ("DELETE FROM `x.y` WHERE id = 1", "DELETE FROM shop.`x.y` WHERE id = 2"):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'not-understood': ")
+                assert "the name `x.y` contains a dot" in message
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                conn.select_db("x.y")  # COM_INIT_DB
+            code, message = info.value.args
+            assert code == 1227 and "the schema name `x.y` contains a dot" in message
+            with conn.cursor() as cur:  # the session goes on, in shop
+                cur.execute("SELECT DATABASE()")
+                assert cur.fetchone() == ("shop",)
+        assert direct(mariadb, "SELECT id FROM shop.`x.y` ORDER BY id") == [(1,), (2,)]
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP TABLE shop.`x.y`")
+    recs = ledger_records(gw.ledger)
+    (st,) = [r for r in statements(gw) if r["sql"] == "DELETE FROM `x.y` WHERE id = 1"]
+    assert st["decision"] == "blocked" and st["rule"] == "not-understood"
+    assert result_of(recs, st)["error"] == 1227

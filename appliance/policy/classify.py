@@ -403,6 +403,8 @@ def _classify_view(v: _View) -> Classification:
         if v.executable:
             return _result(kind, v.text(), problem=_EXECUTABLE_COMMENT)
         return _HANDLERS.get(kind, _by_tokens)(v, kind, head)
+    except _DottedName as err:
+        return _result(kind, v.text(), problem=err.problem)
     except RecursionError:
         return _result(kind, v.text(), problem=_parse_problem(kind, "it nests too deeply"))
     except Exception as err:  # fail closed on whatever the parser's tree held
@@ -766,12 +768,41 @@ def _category(cls: type) -> int:
     return c
 
 
+class _DottedName(Exception):
+    """A schema, table, view, trigger or routine named with a dot (a quoted name such as
+    `x.y`): the rules match names as their parts joined with dots, where x.y reads as
+    table y of schema x and shop.`x.y` as three parts. Such a statement is not understood
+    (fail closed): a rule for shop.* must not miss table `x.y` of shop."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        quoted = "`" + name.replace("`", "``") + "`"
+        self.problem = (
+            f"the name {quoted} contains a dot, which the gateway's rules cannot tell from "
+            "a schema.table name, so it cannot tell what the statement touches; name "
+            "schemas, tables, views and routines without dots (a database administrator "
+            "can rename an existing one)"
+        )
+
+
+def _part(name: str) -> str:
+    """One part of a schema-qualified name, lower-cased (raises _DottedName for a part
+    with a dot)."""
+    if "." in name:
+        raise _DottedName(name)
+    return name.lower()
+
+
 def _table_name(t: exp.Table) -> str:
+    """The table's name as the rules match it ("schema.table" when qualified); raises
+    _DottedName for a part with a dot."""
     name = t.name
     if not name:
         return ""
     db = t.db
     catalog = t.catalog
+    if "." in name or "." in db or "." in catalog:
+        raise _DottedName(next(p for p in (catalog, db, name) if "." in p))
     if catalog:
         return f"{catalog}.{db}.{name}".lower()
     if db:
@@ -823,10 +854,10 @@ class _Tree:
         skip = {id(node) for node in excluded}
         names: set[str] = set()
         for t in self.tables:
-            if id(t) in skip:
+            if id(t) in skip or (not t.db and t.name.lower() in self.ctes):
                 continue
             name = _table_name(t)
-            if not name or name == "dual" or (name in self.ctes and not t.db):
+            if not name or name == "dual":
                 continue
             names.add(name)
         return names
@@ -1338,14 +1369,15 @@ def _show(v: _View, kind: str, head: int) -> Classification:
     target = root.args.get("target")
     db = root.args.get("db")
     what = str(root.this or "").upper()
-    target_name = target.name.lower() if isinstance(target, exp.Expression) else ""
-    db_name = db.name.lower() if isinstance(db, exp.Expression) else ""
+    target_name = target.name if isinstance(target, exp.Expression) else ""
+    db_name = db.name if isinstance(db, exp.Expression) else ""
     if what in _SHOW_TABLE_TARGETS and target_name:
-        reads.add(f"{db_name}.{target_name}" if db_name else target_name)
+        table = _part(target_name)
+        reads.add(f"{_part(db_name)}.{table}" if db_name else table)
     elif what in ("CREATE DATABASE", "CREATE SCHEMA") and target_name:
-        reads.add(f"{target_name}.*")
+        reads.add(f"{_part(target_name)}.*")
     elif db_name and not target_name:  # SHOW TABLES FROM db, SHOW TABLE STATUS IN db
-        reads.add(f"{db_name}.*")
+        reads.add(f"{_part(db_name)}.*")
     return _result(
         kind, text, reads=reads, functions=_skeleton_functions(v.skeleton), literal_independent=True
     )
@@ -1437,6 +1469,8 @@ def _use(v: _View, kind: str, head: int) -> Classification:
         return _result(kind, text, problem=_parse_problem(kind, str(err)))
     if not isinstance(root, exp.Use):
         return _result(kind, text, problem=_mismatch_problem(kind, root))
+    if isinstance(root.this, exp.Table):
+        _table_name(root.this)  # a schema named with a dot: the rules would misread its tables
     return _result(kind, text, literal_independent=True)
 
 
@@ -1479,7 +1513,7 @@ def _create(v: _View, kind: str, head: int) -> Classification:
     writes: set[str] = set()
     if isinstance(target, exp.Table):
         if kind == "CREATE DATABASE":  # the name is in `this` or (SCHEMA) in `db`
-            writes.add(f"{(target.name or target.db).lower()}.*")
+            writes.add(f"{_part(target.name or target.db)}.*")
         else:
             writes.add(_table_name(target))
     return _result(
@@ -1777,17 +1811,18 @@ def _running(
 
 
 def _name(tokens: Sequence[Token], i: int) -> tuple[str | None, int]:
-    """A possibly qualified name at i: ("schema.name" or "name", index after it)."""
+    """A possibly qualified name at i: ("schema.name" or "name", index after it); raises
+    _DottedName for a part with a dot."""
     if i >= len(tokens) or tokens[i].kind not in (Tok.WORD, Tok.IDENT):
         return None, i
-    name = tokens[i].text.lower()
+    name = _part(tokens[i].text)
     i += 1
     if (
         punct_at(tokens, i, ".")
         and i + 1 < len(tokens)
         and tokens[i + 1].kind in (Tok.WORD, Tok.IDENT)
     ):
-        name = f"{name}.{tokens[i + 1].text.lower()}"
+        name = f"{name}.{_part(tokens[i + 1].text)}"
         i += 2
     return name, i
 

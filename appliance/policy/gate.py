@@ -497,8 +497,14 @@ class SessionPolicy:
             return self._guarded(Verdict(label, (_part(text, "EXECUTE", "prepared"),)), cmd)
         if code == Command.INIT_DB:
             schema = cmd.payload[1:].decode("utf-8", "replace")
-            self._uses[cmd.id] = (schema, True)
-            return Verdict(label, (_part(f"USE `{schema}`", "USE", "default-allow"),))
+            use = f"USE `{schema}`"
+            if "." in schema:  # the rules would misread its tables (see schema)
+                verdict = self._verdict(label, (Part(use, "USE", _dotted_schema(schema)),))
+            else:
+                verdict = Verdict(label, (_part(use, "USE", "default-allow"),))
+            if not verdict.refused:  # it goes to the server (with a dot: in shadow mode)
+                self._uses[cmd.id] = (schema, True)
+            return verdict
         if code == Command.RESET_CONNECTION:
             self._mode_changes.add(cmd.id)
             return Verdict(label, (_part("", "RESET CONNECTION"),))
@@ -554,8 +560,13 @@ class SessionPolicy:
     def schema(self) -> str | None:
         """The schema unqualified table names are read in: None (any schema) while a USE
         or COM_INIT_DB is on its way, since the server may already be in the new one, and
-        after a text whose USE may or may not have run."""
-        return None if self._uses else self.db
+        after a text whose USE may or may not have run. None too for a schema whose name
+        holds a dot (the login's: USE and COM_INIT_DB of one are refused), which the rules
+        would misread: table t of schema `a.b` is not a.b.t."""
+        db = self.db
+        if self._uses or (db is not None and "." in db):
+            return None
+        return db
 
     def text_job(self, cmd: ClientCommand, server_status: int) -> TextJob | None:
         """A statement text long enough to be classified away from the event loop, and
@@ -1014,6 +1025,18 @@ _PREPARED_USE = Decision(
     "a prepared statement) changes the current schema unseen by the gateway, which reads "
     "table names in it. Send USE as a plain statement",
 )
+
+
+def _dotted_schema(schema: str) -> Decision:
+    """COM_INIT_DB of a schema whose name holds a dot (a USE of one is not understood)."""
+    quoted = "`" + schema.replace("`", "``") + "`"
+    return Decision(
+        RuleAction.BLOCK,
+        "not-understood",
+        f"the schema name {quoted} contains a dot, which the gateway's rules cannot tell "
+        "from a schema.table name, so it could not tell which tables later statements "
+        "touch. Use a schema whose name has no dot (a database administrator can rename it)",
+    )
 
 
 def _prepares_a_use(c: Classification, label: str) -> bool:

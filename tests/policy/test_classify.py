@@ -940,3 +940,96 @@ def test_every_kind_given_is_one_a_rule_may_name() -> None:
     assert given <= KINDS
     assert len(given) > 60
     assert ALLOWED_KINDS <= KINDS
+
+
+# -- names with a dot ----------------------------------------------------------------------
+
+# Each names a schema, table, view, trigger or routine with a dot, on every path that
+# reads names: sqlglot's tree, the token readers, SHOW, USE, statements inside others.
+DOTTED = [
+    ("DELETE FROM `x.y` WHERE id = 1", "x.y"),
+    ("DELETE FROM shop.`x.y` WHERE id = 1", "x.y"),
+    ("DELETE FROM `a.b`.t WHERE id = 1", "a.b"),
+    ("DELETE t FROM t JOIN `x.y` AS u ON t.id = u.id WHERE t.id = 1", "x.y"),
+    ("UPDATE `x.y` SET a = 1 WHERE id = 1", "x.y"),
+    ("INSERT INTO `x.y` VALUES (1)", "x.y"),
+    ("REPLACE INTO t SELECT * FROM `x.y`", "x.y"),
+    ("SELECT * FROM `x.y`", "x.y"),
+    ("SELECT * FROM t WHERE id IN (SELECT id FROM shop.`x.y`)", "x.y"),
+    ("CREATE TABLE `x.y` (a INT)", "x.y"),
+    ("CREATE TABLE t LIKE `x.y`", "x.y"),
+    ("CREATE TABLE t (a INT, FOREIGN KEY (a) REFERENCES `x.y` (id))", "x.y"),
+    ("CREATE INDEX i ON `x.y` (a)", "x.y"),
+    ("CREATE VIEW `v.w` AS SELECT 1", "v.w"),
+    ("CREATE VIEW v AS SELECT * FROM `x.y`", "x.y"),
+    ("CREATE DATABASE `a.b`", "a.b"),
+    ("CREATE SCHEMA IF NOT EXISTS `a.b`", "a.b"),
+    ("DESCRIBE `x.y`", "x.y"),
+    ("SHOW CREATE TABLE `x.y`", "x.y"),
+    ("SHOW COLUMNS FROM t FROM `a.b`", "a.b"),
+    ("SHOW TABLES FROM `a.b`", "a.b"),
+    ("SHOW CREATE DATABASE `a.b`", "a.b"),
+    ("USE `a.b`", "a.b"),
+    ("EXPLAIN SELECT * FROM `x.y`", "x.y"),
+    ("PREPARE s FROM 'DELETE FROM `x.y` WHERE id = 1'", "x.y"),
+    ("EXECUTE IMMEDIATE 'DELETE FROM `x.y` WHERE id = 1'", "x.y"),
+    ("SET STATEMENT max_statement_time = 1 FOR DELETE FROM `x.y` WHERE id = 1", "x.y"),
+    ("ALTER TABLE `x.y` ADD COLUMN b INT", "x.y"),
+    ("ALTER TABLE t RENAME TO `x.y`", "x.y"),
+    ("ALTER TABLE t EXCHANGE PARTITION p WITH TABLE `x.y`", "x.y"),
+    ("TRUNCATE TABLE `x.y`", "x.y"),
+    ("DROP TABLE t, `x.y`", "x.y"),
+    ("DROP VIEW IF EXISTS `v.w`", "v.w"),
+    ("DROP DATABASE `a.b`", "a.b"),
+    ("ALTER DATABASE `a.b` CHARACTER SET utf8mb4", "a.b"),
+    ("DROP INDEX i ON `x.y`", "x.y"),
+    ("RENAME TABLE t TO `x.y`", "x.y"),
+    ("RENAME TABLE shop.`x.y` TO shop.t", "x.y"),
+    ("LOCK TABLES t READ, `x.y` WRITE", "x.y"),
+    ("CREATE TRIGGER tr BEFORE INSERT ON `x.y` FOR EACH ROW SET @a = 1", "x.y"),
+    ("CREATE TRIGGER `t.r` BEFORE INSERT ON t FOR EACH ROW SET @a = 1", "t.r"),
+    ("DROP TRIGGER `t.r`", "t.r"),
+    ("CREATE PROCEDURE `p.q`() SELECT 1", "p.q"),
+    ("DROP FUNCTION `f.g`", "f.g"),
+    ("CREATE EVENT `e.f` ON SCHEDULE EVERY 1 DAY DO SELECT 1", "e.f"),
+    ("ALTER VIEW `v.w` AS SELECT 1", "v.w"),
+    ("OPTIMIZE TABLE `x.y`", "x.y"),
+    ("CHECK TABLE `x.y`", "x.y"),
+    ("ANALYZE TABLE `x.y`", "x.y"),
+    ("HANDLER `x.y` OPEN", "x.y"),
+    ("LOAD DATA INFILE '/tmp/f' INTO TABLE `x.y`", "x.y"),
+]
+
+
+@pytest.mark.parametrize(("sql", "name"), DOTTED)
+def test_a_name_with_a_dot_is_not_understood(sql: str, name: str) -> None:
+    """`x.y` was read as table y of schema x (and shop.`x.y` as "shop.x.y"): a rule for
+    shop.* missed table `x.y` of shop."""
+    found = one(sql)
+    assert found.problem is not None
+    assert f"the name `{name}` contains a dot" in found.problem
+    assert "schema.table" in found.problem
+
+
+def test_a_double_quoted_name_with_a_dot_is_not_understood_either() -> None:
+    found = classify_uncertain(b'DELETE FROM "x.y" WHERE id = 1', DEFAULT, True, False)
+    assert found[0].problem is not None and "`x.y` contains a dot" in found[0].problem
+    assert "`x.y` contains a dot" in (one('DROP TABLE "x.y"', ANSI).problem or "")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT `a.b` FROM t",  # a column: the rules do not match columns
+        "SELECT t.`a.b` FROM t AS `p.q` WHERE `p.q`.id = 1",  # an alias
+        "WITH `c.d` AS (SELECT 1) SELECT * FROM t, `c.d`",  # a CTE
+        "INSERT INTO t (`a.b`) VALUES (1)",
+        "UPDATE t SET `a.b` = 1 WHERE `p.q` = 2",
+        "ALTER TABLE t RENAME COLUMN `a.b` TO c",
+        "SELECT 'x.y' FROM t",
+    ],
+)
+def test_other_names_with_a_dot_are_read(sql: str) -> None:
+    found = one(sql)
+    assert found.problem is None
+    assert found.reads | found.writes == {"t"}

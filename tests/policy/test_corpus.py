@@ -37,7 +37,7 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
 
-from appliance.config import PolicyConfig, RuleAction, RuleConfig
+from appliance.config import PolicyConfig, PolicyMode, RuleAction, RuleConfig
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.mysql.wire import frame
@@ -909,6 +909,65 @@ def test_rename_table_options_keep_its_tables(sql: bytes) -> None:
     locked = RuleConfig("orders-locked", ("RENAME TABLE",), RuleAction.BLOCK, ("shop.orders",))
     assert _ruled(locked).outcome(sql) == "orders-locked"
     assert _ruled(locked).outcome(b"RENAME TABLE shop.orders TO x y") == "not-understood"
+
+
+SHOP_LOCKED = RuleConfig("shop-locked", ("*",), RuleAction.BLOCK, ("shop.*",))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"DELETE FROM `x.y` WHERE id = 1",
+        b"DELETE FROM shop.`x.y` WHERE id = 1",
+        b"UPDATE `x.y` SET v = 0 WHERE id = 1",
+        b"INSERT INTO `x.y` VALUES (1)",
+        b"SELECT * FROM `x.y`",
+        b"CREATE TABLE `x.y` (id INT)",
+        b"CREATE VIEW `v.w` AS SELECT 1",
+        b"DROP TABLE `x.y`",
+        b"ALTER TABLE `x.y` ADD COLUMN w INT",
+        b"RENAME TABLE `x.y` TO `x.z`",
+        b"LOCK TABLES `x.y` WRITE",
+        b"TRUNCATE TABLE `x.y`",
+        b"SHOW CREATE TABLE `x.y`",
+        b"CREATE TRIGGER `t.r` BEFORE INSERT ON `x.y` FOR EACH ROW SET @a = 1",
+        b"EXECUTE IMMEDIATE 'DELETE FROM `x.y` WHERE id = 1'",
+        b"USE `a.b`",
+    ],
+)
+def test_a_name_with_a_dot_is_refused_where_a_rule_would_miss_it(sql: bytes) -> None:
+    """In schema shop, DELETE FROM `x.y` was read as a delete from table y of schema x:
+    the rule for shop.* missed it, and the server deleted from shop.`x.y`."""
+    verdict = _ruled(SHOP_LOCKED, db="shop").query(sql)[1]
+    assert verdict.refusal is not None and verdict.refusal.rule == "not-understood"
+    assert "contains a dot, which the gateway's rules cannot tell" in verdict.refusal.message
+
+
+def test_a_schema_with_a_dot_is_never_the_current_schema() -> None:
+    """With `scratch.x` the current schema, DELETE FROM t was read as a delete from
+    "scratch.x.t", which an allow for scratch.* covers: every row of `scratch.x`.t went.
+    USE and COM_INIT_DB of such a schema are refused; a login into one leaves the schema
+    unknown (a bare name may then be of any schema)."""
+    session = _ruled(SCRATCH_DELETES, db="scratch")
+    assert session.outcome(b"USE `scratch.x`") == "not-understood"
+    init_db = ClientCommand(50, Command.INIT_DB, b"\x02scratch.x", b"")
+    verdict = session.policy.decide(init_db, 0, {})
+    assert verdict.refused and verdict.refusal is not None
+    assert verdict.refusal.rule == "not-understood"
+    assert "the schema name `scratch.x` contains a dot" in verdict.refusal.message
+    session.policy.completed(init_db, 1227, 0)  # never sent
+    assert session.policy.schema == "scratch"
+    delete = b"DELETE FROM t"
+    assert session.query(delete)[1].parts[0].decision.rule == "scratch-deletes"
+    login = _ruled(SCRATCH_DELETES, db="scratch.x")
+    assert login.policy.schema is None
+    assert login.outcome(delete) == "delete-without-where"
+    # shadow mode forwards the COM_INIT_DB: the schema is not known after it either
+    shadow = Session(policy=Policy(PolicyConfig(mode=PolicyMode.SHADOW), (SCRATCH_DELETES,)))
+    verdict = shadow.policy.decide(init_db, 0, {})
+    assert verdict.shadow and not verdict.refused
+    shadow.policy.completed(init_db, None, 0)
+    assert shadow.policy.schema is None
 
 
 def test_a_rule_on_tables_refuses_a_view_over_them() -> None:
