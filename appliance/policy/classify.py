@@ -2191,6 +2191,9 @@ class MaskedUse:
 
     column: str  # "schema.table.column" as resolved; "schema.table.*": any of its columns
     where: str  # "inside UPPER()", "in WHERE", "in a UNION", "copied by INSERT ... SELECT", ...
+    # (schema, table, column) as the masking rules match them: a name may hold a dot, so
+    # the parts are never read back from ``column``; ("*", "*", "*"): not understood
+    origin: tuple[str, str, str]
 
 
 # (schema, table, column) -> whether that column is masked; column "*" asks whether any
@@ -3395,10 +3398,11 @@ def masked_uses(
     for refs in readings:
         for ref in refs:
             if not ref.column:
-                uses[MaskedUse("*.*.*", ref.where)] = None
+                uses[MaskedUse("*.*.*", ref.where, ("*", "*", "*"))] = None
                 continue
             for schema, table in _hits(ref, default_db, test):
-                uses[MaskedUse(f"{schema}.{table}.{ref.column}", ref.where)] = None
+                column = f"{schema}.{table}.{ref.column}"
+                uses[MaskedUse(column, ref.where, (schema, table, ref.column))] = None
     return list(uses)
 
 

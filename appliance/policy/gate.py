@@ -168,13 +168,6 @@ class Verdict:
 _MAX_REWRITE = 16 * 1024 * 1024 - 2  # a rewritten command must fit in one packet
 
 
-def _split_column(column: str) -> tuple[str, str, str]:
-    """``schema.table.column`` (as ``masked_uses`` names it) in its three parts."""
-    schema, _, rest = column.partition(".")
-    table, _, name = rest.rpartition(".")
-    return schema, table, name
-
-
 _CARRIED_BYTES = 4096
 
 
@@ -675,7 +668,7 @@ class SessionPolicy:
         )
         if not uses:
             return verdict
-        rules = [masker.rule_for(*_split_column(use.column)) for use in uses]
+        rules = [masker.rule_for(*use.origin) for use in uses]
         if rewrite and len(verdict.parts) == 1 and all(r is not None and r.rewrite for r in rules):
             text = mask_rewrite(
                 sql,

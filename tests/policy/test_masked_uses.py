@@ -601,7 +601,7 @@ def test_bytes_and_the_predicate_contract() -> None:
         return is_masked(schema, table, column)
 
     found = masked_uses(b"SELECT LOWER(Email) FROM Customers", "Shop", record, DEFAULT)
-    assert found == [MaskedUse(EMAIL, "inside LOWER()")]
+    assert found == [MaskedUse(EMAIL, "inside LOWER()", ("shop", "customers", "email"))]
     assert asked == [("shop", "customers", "email")]  # lower case, and asked once
 
 

@@ -388,3 +388,25 @@ def test_a_table_created_where_masking_rules_apply_is_refused(sql: str) -> None:
     sp.masker = anywhere.for_groups(())
     cmd = ClientCommand(3, Command.QUERY, bytes([Command.QUERY]) + other, b"")
     assert sp.decide(cmd, 0, {}).refusal is None
+
+
+def test_a_masked_column_named_with_a_dot_is_not_taken_for_another() -> None:
+    """A use of `card.number` of shop.t was named "shop.t.card.number" and split back
+    as column number of table `t.card`: a rewrite rule for every column called number
+    made the gateway rewrite the statement, which masked number and left `card.number`
+    (whose rule refuses such uses) in the clear inside UPPER()."""
+    policy = MaskingPolicy(
+        [rule("shop.t.card*", "redact"), rule("shop.*.number", "redact", on_use="rewrite")],
+        KEY,
+    )
+    sp = SessionPolicy(Policy(PolicyConfig(), ()), Subject("a", frozenset(), "t"), "shop", 45)
+    sp.masker = policy.for_groups(())
+    sql = b"SELECT UPPER(`card.number`), UPPER(number) FROM t"
+    cmd = ClientCommand(1, Command.QUERY, bytes([Command.QUERY]) + sql, b"")
+    verdict = sp.decide(cmd, 0, {})
+    assert verdict.rewritten is None
+    assert verdict.refusal is not None and verdict.refusal.rule == "masking"
+    assert "shop.t.card.number is masked" in verdict.refusal.reason
+    alone = b"SELECT UPPER(number) FROM t"  # a rewrite rule's own use is still rewritten
+    cmd = ClientCommand(2, Command.QUERY, bytes([Command.QUERY]) + alone, b"")
+    assert sp.decide(cmd, 0, {}).rewritten == "SELECT UPPER('****') FROM t"
