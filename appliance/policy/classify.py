@@ -850,14 +850,15 @@ class _Tree:
                 self.functions.add(name)
 
     def reads(self, excluded: Iterable[exp.Expression] = ()) -> set[str]:
-        """Names of the tables read, but for the given nodes, CTE names and DUAL."""
+        """Names of the tables read, but for the given nodes, CTE names and DUAL (the
+        keyword: a quoted `dual`, in any case, is a table the server reads)."""
         skip = {id(node) for node in excluded}
         names: set[str] = set()
         for t in self.tables:
             if id(t) in skip or (not t.db and t.name.lower() in self.ctes):
                 continue
             name = _table_name(t)
-            if not name or name == "dual":
+            if not name or (name == "dual" and not t.this.args.get("quoted")):
                 continue
             names.add(name)
         return names

@@ -1033,3 +1033,14 @@ def test_other_names_with_a_dot_are_read(sql: str) -> None:
     found = one(sql)
     assert found.problem is None
     assert found.reads | found.writes == {"t"}
+
+
+def test_a_quoted_dual_is_a_table() -> None:
+    """DUAL is a keyword only unquoted: `dual` (in any case) is a table the server reads,
+    which was left out of the tables read, so a rule on its schema did not see it."""
+    for sql in ("SELECT * FROM `dual`", "SELECT * FROM `Dual`", "SELECT 1 FROM t, `DUAL`"):
+        assert one(sql).reads >= {"dual"}, sql
+    assert one('SELECT * FROM "dual"', ANSI).reads == {"dual"}
+    assert one("SELECT * FROM shop.dual").reads == {"shop.dual"}
+    for sql in ("SELECT 1 FROM DUAL", "SELECT 1 FROM dual WHERE 1"):
+        assert one(sql).reads == set(), sql

@@ -970,6 +970,15 @@ def test_a_schema_with_a_dot_is_never_the_current_schema() -> None:
     assert shadow.policy.schema is None
 
 
+def test_a_rule_on_a_schema_sees_a_table_named_dual() -> None:
+    """A quoted `dual` is a table (DUAL is a keyword only unquoted): it was not counted
+    as read, so a rule refusing reads of shop.* let SELECT * FROM `Dual` through."""
+    reads = RuleConfig("shop-unread", ("SELECT",), RuleAction.BLOCK, ("shop.*",))
+    session = _ruled(reads, db="shop")
+    assert session.outcome(b"SELECT * FROM `Dual`") == "shop-unread"
+    assert session.outcome(b"SELECT 1 FROM DUAL") == ALLOW
+
+
 def test_a_rule_on_tables_refuses_a_view_over_them() -> None:
     """A view over a table whose changes a rule refuses passed them through: UPDATE and
     DELETE on the view changed the table, which the rule (names as written) never saw."""
