@@ -381,3 +381,39 @@ def test_a_table_named_with_a_dot_is_not_taken_for_schema_dot_table(
     (st,) = [r for r in statements(gw) if r["sql"] == "DELETE FROM `x.y` WHERE id = 1"]
     assert st["decision"] == "blocked" and st["rule"] == "not-understood"
     assert result_of(recs, st)["error"] == 1227
+
+
+def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """After the rows limit, an UPDATE inside PREPARE/EXECUTE, EXECUTE IMMEDIATE or SET
+    STATEMENT ... FOR is refused like a plain one."""
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.guard_in (id INT PRIMARY KEY, v INT)")
+    direct(mariadb, "DELETE FROM shop.guard_in")
+    direct(mariadb, "INSERT INTO shop.guard_in VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            with conn.cursor() as cur:
+                cur.execute("PREPARE s FROM 'UPDATE guard_in SET v = 7 WHERE id > 0'")
+                cur.execute("UPDATE guard_in SET v = 1 WHERE id <= 4")  # 4 rows: over
+            for sql in (
+                "EXECUTE s",
+                "EXECUTE IMMEDIATE 'UPDATE guard_in SET v = 8 WHERE id > 0'",
+                "SET STATEMENT max_statement_time=100 FOR UPDATE guard_in SET v=9 WHERE id>0",
+            ):
+                assert "rule 'runaway-rows'" in refused(conn, sql), sql
+    finally:
+        assert gw.stop() == 0
+    assert direct(mariadb, "SELECT id, v FROM shop.guard_in ORDER BY id") == [
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (4, 1),
+        (5, 0),
+    ]

@@ -379,8 +379,11 @@ class Policy:
                     now,
                     "runaway-rows",
                     f"{identity} changed {usage.changed_total} rows in the last minute, the "
-                    f"limit is {s.rows_changed_per_minute}. Stop and check what the previous "
-                    "statements did before changing more rows",
+                    f"limit is {s.rows_changed_per_minute}, so statements that may change rows "
+                    "(INSERT, UPDATE, DELETE, REPLACE, CALL, DDL, and any run through "
+                    "PREPARE, EXECUTE or SET STATEMENT) are refused until fewer rows changed "
+                    "in the last minute. Stop and check what the previous statements did "
+                    "before changing more rows",
                 )
         return None
 
@@ -399,7 +402,27 @@ class Policy:
         return Decision(RuleAction.BLOCK, rule, reason)
 
 
-_WRITE_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
+#: Kinds that change rows, for the rows limit. CALL too: a procedure's statements change
+#: rows the gateway never sees one by one.
+_WRITE_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CALL"})
+
+
+def _writes(c: Classification) -> bool:
+    """Whether a statement may change rows, for the rows limit: a write kind, a statement
+    that writes a table (DDL, ``CREATE TABLE ... SELECT``), or one that runs such a
+    statement (PREPARE, EXECUTE IMMEDIATE, SET STATEMENT ... FOR, ANALYZE). ``EXECUTE
+    name`` may run anything: the gateway does not follow the names SQL-level PREPARE
+    binds. EXPLAIN does not run its statement."""
+    while True:
+        if c.kind in _WRITE_KINDS or c.writes:
+            return True
+        inner = c.inner
+        if inner is None:
+            return c.kind == "EXECUTE"
+        if c.kind == "EXPLAIN":
+            return False
+        c = inner
+
 
 #: ``ClientCommand.label`` of each known command, looked up rather than built from the
 #: enum on every command (a microsecond of every decision).
@@ -595,8 +618,8 @@ class SessionPolicy:
                 large = classified.found
             else:
                 large = _large_insert(sql, mode, backslash_unknown, settings.max_statement_bytes)
-            if large is None:
-                return self._oversized(sql, label)
+            if large is None:  # forwarded unread (oversized = "allow"): it may write
+                return self._guarded(self._oversized(sql, label), cmd, None)
             entry = _Entry(large)
         if len(entry.found) > MAX_STATEMENTS:
             return self._too_many(sql, label, len(entry.found))
@@ -835,14 +858,25 @@ class SessionPolicy:
         return Verdict(label, parts, refusal, shadow=refusal is not None and self.policy.shadow)
 
     def _guarded(
-        self, verdict: Verdict, cmd: ClientCommand, found: tuple[Classification, ...] = ()
+        self,
+        verdict: Verdict,
+        cmd: ClientCommand,
+        found: tuple[Classification, ...] | None = (),
     ) -> Verdict:
+        """The verdict, or the guard's refusal of the whole command. The rows limit
+        refuses a command when any of its statements may change rows (``_writes``).
+        ``found`` None: a text forwarded unread."""
         if verdict.refusal is not None and not verdict.shadow:
             return verdict
         settings = self.policy.settings
         if not settings.statements_per_second and not settings.rows_changed_per_minute:
             return verdict  # the guard is off (what guard() would find, without the clock)
-        writes = any(c.kind in _WRITE_KINDS for c in found) or cmd.command == Command.STMT_EXECUTE
+        writes = False
+        if settings.rows_changed_per_minute:
+            if found is None or cmd.command == Command.STMT_EXECUTE:
+                writes = True
+            else:
+                writes = any(_writes(c) for c in found)
         tripped = self.policy.guard(self.who.identity, writes, time.monotonic())
         if tripped is None:
             return verdict

@@ -1,0 +1,157 @@
+"""The runaway-agent guard (``Policy.guard``, ``SessionPolicy._guarded``) without a server:
+what counts toward ``statements_per_second``, what counts as a write once
+``rows_changed_per_minute`` is reached, and when it alerts. Through the real gateway:
+tests/test_policy.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.config import OversizedAction, PolicyConfig, RuleAction, RuleConfig
+from appliance.mysql.constants import Command
+from appliance.mysql.relay import ClientCommand
+from appliance.policy.gate import Policy, SessionPolicy, Verdict
+from appliance.policy.rules import Subject
+
+AGENT = Subject("agent", frozenset({"agents"}), "orders")
+UTF8MB4_GENERAL_CI = 45
+ALLOW_CALL = RuleConfig("calls", ("CALL",), RuleAction.ALLOW)
+
+
+class Session:
+    """One agent session's policy, fed commands the way the gateway feeds them."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.session = SessionPolicy(policy, AGENT, "shop", UTF8MB4_GENERAL_CI)
+        self.prepared: dict[int, bytes] = {}
+        self._next = 0
+
+    def send(self, command: Command, body: bytes) -> tuple[ClientCommand, Verdict]:
+        self._next += 1
+        payload = bytes([command]) + body
+        cmd = ClientCommand(self._next, command, payload, payload)
+        return cmd, self.session.decide(cmd, 0, self.prepared)
+
+    def query(self, sql: str, affected: int = 0, error: int | None = None) -> str | None:
+        """The rule that refused the text, or None when it ran (changing ``affected``)."""
+        cmd, verdict = self.send(Command.QUERY, sql.encode())
+        if verdict.refused:
+            assert verdict.refusal is not None
+            return verdict.refusal.rule
+        self.session.completed(cmd, error, affected)
+        return None
+
+    def prepare(self, sql: str, statement_id: int) -> str | None:
+        cmd, verdict = self.send(Command.STMT_PREPARE, sql.encode())
+        if verdict.refused:
+            assert verdict.refusal is not None
+            return verdict.refusal.rule
+        self.session.completed(cmd, None, 0)  # its answer gave the id
+        self.prepared[statement_id] = sql.encode()
+        return None
+
+    def execute(self, statement_id: int) -> str | None:
+        body = statement_id.to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
+        cmd, verdict = self.send(Command.STMT_EXECUTE, body)
+        if verdict.refused:
+            assert verdict.refusal is not None
+            return verdict.refusal.rule
+        self.session.completed(cmd, None, 0)
+        return None
+
+
+def guarded(
+    rules: tuple[RuleConfig, ...] = (),
+    statements_per_second: int = 0,
+    rows_changed_per_minute: int = 0,
+) -> Session:
+    config = PolicyConfig(
+        statements_per_second=statements_per_second,
+        rows_changed_per_minute=rows_changed_per_minute,
+    )
+    return Session(Policy(config, rules))
+
+
+def tripped_rows(rules: tuple[RuleConfig, ...] = ()) -> Session:
+    """A session whose identity has changed more rows than its limit this minute."""
+    s = guarded(rules, rows_changed_per_minute=3)
+    assert s.query("UPDATE items SET v = 1 WHERE id <= 4", affected=4) is None
+    assert s.query("UPDATE items SET v = 2 WHERE id = 5") == "runaway-rows"
+    return s
+
+
+# ------------------------------------------------------------------------ the rows limit
+
+STATEMENTS_THAT_WRITE = [
+    "PREPARE s FROM 'UPDATE items SET v = 3 WHERE id > 0'",
+    "EXECUTE s",  # SQL-level: the gateway does not follow what s was prepared from
+    "EXECUTE s USING @a",
+    "EXECUTE IMMEDIATE 'UPDATE items SET v = 3 WHERE id > 0'",
+    "EXECUTE IMMEDIATE 'EXECUTE s'",
+    "SET STATEMENT max_statement_time = 100 FOR UPDATE items SET v = 3 WHERE id > 0",
+    "SET STATEMENT max_statement_time = 100 FOR EXECUTE s",
+    "SET STATEMENT max_statement_time = 100 FOR INSERT INTO items VALUES (9, 9)",
+    "DELETE FROM items WHERE id = 1",
+    "INSERT INTO items VALUES (9, 9)",
+    "CREATE TABLE copy AS SELECT * FROM items",
+    "SELECT 1; UPDATE items SET v = 3 WHERE id = 1",
+    "CALL refill()",
+    "PREPARE s FROM 'CALL refill()'",
+]
+
+
+@pytest.mark.parametrize("sql", STATEMENTS_THAT_WRITE)
+def test_after_the_rows_limit_a_statement_that_may_write_is_refused(sql: str) -> None:
+    """Only the top-level kind was looked at: PREPARE/EXECUTE, EXECUTE IMMEDIATE and SET
+    STATEMENT ... FOR ran their UPDATE after the limit."""
+    assert tripped_rows((ALLOW_CALL,)).query(sql) == "runaway-rows"
+
+
+STATEMENTS_THAT_READ = [
+    "SELECT v FROM items WHERE id = 1",
+    "PREPARE r FROM 'SELECT v FROM items WHERE id = 1'",
+    "EXECUTE IMMEDIATE 'SELECT v FROM items WHERE id = 1'",
+    "SET STATEMENT max_statement_time = 100 FOR SELECT v FROM items",
+    "EXPLAIN UPDATE items SET v = 3 WHERE id > 0",
+    "DEALLOCATE PREPARE r",
+    "SET @a = 1",
+    "SELECT 1; SELECT 2",
+]
+
+
+@pytest.mark.parametrize("sql", STATEMENTS_THAT_READ)
+def test_after_the_rows_limit_a_statement_that_changes_no_rows_runs(sql: str) -> None:
+    assert tripped_rows().query(sql) is None
+
+
+def test_a_call_is_held_for_review_not_counted_as_run() -> None:
+    """Without a rule that allows CALL, the built-in review decides it, as before."""
+    assert tripped_rows().query("CALL refill()") == "call"
+
+
+def oversized_allowed(statements_per_second: int = 0, rows_changed_per_minute: int = 0) -> Session:
+    config = PolicyConfig(
+        max_statement_bytes=64,
+        oversized=OversizedAction.ALLOW,
+        statements_per_second=statements_per_second,
+        rows_changed_per_minute=rows_changed_per_minute,
+    )
+    return Session(Policy(config, ()))
+
+
+BIG = "SELECT * FROM items WHERE id IN (" + ",".join(["1"] * 40) + ")"
+
+
+def test_an_oversized_text_forwarded_unread_counts_as_a_write() -> None:
+    """``oversized = "allow"`` forwards a text the gateway did not read: it passed the
+    guard unseen."""
+    s = oversized_allowed(rows_changed_per_minute=3)
+    assert s.query("UPDATE items SET v = 1 WHERE id <= 4", affected=4) is None
+    assert s.query(BIG) == "runaway-rows"
+
+
+def test_an_oversized_text_forwarded_unread_counts_toward_the_rate() -> None:
+    s = oversized_allowed(statements_per_second=1)
+    assert s.query(BIG) is None
+    assert s.query("SELECT 1") == "runaway-statements"
