@@ -417,3 +417,26 @@ def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
         (4, 1),
         (5, 0),
     ]
+
+
+def test_runaway_guard_counts_each_statement_of_a_text(mariadb: MariaDB, tmp_path: Path) -> None:
+    """A text of several statements counts as that many toward statements_per_second."""
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.guard_text (id INT PRIMARY KEY, v INT)")
+    direct(mariadb, "DELETE FROM shop.guard_text")
+    direct(mariadb, "INSERT INTO shop.guard_text VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nstatements_per_second = 5\n",
+    ).start()
+    try:
+        with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+            text = "; ".join(f"UPDATE guard_text SET v = 1 WHERE id = {i}" for i in range(1, 7))
+            message = refused(conn, text)  # 6 statements: over 5 a second
+            assert "rule 'runaway-statements'" in message and "a text of 6" in message
+            assert direct(mariadb, "SELECT SUM(v) FROM shop.guard_text") == [(0,)]
+    finally:
+        assert gw.stop() == 0
+    alerts = [r for r in ledger_records(gw.ledger) if r["kind"] == "alert"]
+    assert len(alerts) == 1 and "a text of 6 statements" in alerts[0]["reason"]

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from itertools import repeat
 
 from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
 from appliance.mysql.charsets import collation_charset
@@ -347,27 +348,38 @@ class Policy:
 
     # ------------------------------------------------------------- runaway guard
 
-    def guard(self, identity: str, writes: bool, now: float) -> Decision | None:
-        """A refusal when ``identity`` is over its limits, else None (and it is counted)."""
+    def guard(self, identity: str, writes: bool, now: float, count: int = 1) -> Decision | None:
+        """A refusal when ``identity`` is over its limits, else None (and it is counted).
+
+        ``count``: the statements of the text, each counted toward the rate (a text is
+        refused whole when they would pass the limit); ``writes``: whether any of them
+        may change rows (``_writes``)."""
         s = self.settings
         if not s.statements_per_second and not s.rows_changed_per_minute:
             return None
         usage = self._usage.setdefault(identity, _Usage())
-        if s.statements_per_second:
+        limit = s.statements_per_second
+        if limit:
             recent = usage.statements
             while recent and recent[0] <= now - 1.0:
                 recent.popleft()
-            if len(recent) >= s.statements_per_second:
-                return self._tripped(
-                    identity,
-                    usage,
-                    now,
-                    "runaway-statements",
-                    f"{identity} sent more than {s.statements_per_second} statements in one "
-                    "second. Slow down: wait a second and send fewer statements, or batch "
-                    "them",
-                )
-            recent.append(now)
+            if len(recent) + count > limit:
+                if count > limit:
+                    reason = (
+                        f"a text of {count} statements counts as {count}, more than the "
+                        f"{limit} statements {identity} may send in one second. Send them in "
+                        "several texts, or batch them (one INSERT of many rows)"
+                    )
+                else:
+                    reason = (
+                        f"{identity} sent more than {limit} statements in one second. Slow "
+                        "down: wait a second and send fewer statements, or batch them"
+                    )
+                return self._tripped(identity, usage, now, "runaway-statements", reason)
+            if count == 1:
+                recent.append(now)
+            else:
+                recent.extend(repeat(now, count))
         if writes and s.rows_changed_per_minute:
             changed = usage.changed
             while changed and changed[0][0] <= now - 60.0:
@@ -863,9 +875,10 @@ class SessionPolicy:
         cmd: ClientCommand,
         found: tuple[Classification, ...] | None = (),
     ) -> Verdict:
-        """The verdict, or the guard's refusal of the whole command. The rows limit
-        refuses a command when any of its statements may change rows (``_writes``).
-        ``found`` None: a text forwarded unread."""
+        """The verdict, or the guard's refusal of the whole command. Each statement of a
+        text counts toward the rate; the rows limit refuses a command when any of its
+        statements may change rows (``_writes``). ``found`` None: a text forwarded
+        unread."""
         if verdict.refusal is not None and not verdict.shadow:
             return verdict
         settings = self.policy.settings
@@ -877,7 +890,8 @@ class SessionPolicy:
                 writes = True
             else:
                 writes = any(_writes(c) for c in found)
-        tripped = self.policy.guard(self.who.identity, writes, time.monotonic())
+        count = len(verdict.parts) or 1
+        tripped = self.policy.guard(self.who.identity, writes, time.monotonic(), count)
         if tripped is None:
             return verdict
         parts = tuple(Part(p.sql, p.kind, tripped, p.functions) for p in verdict.parts)
@@ -908,11 +922,12 @@ class SessionPolicy:
                 self.db = schema
             elif not certain:  # a statement after the USE failed, or the USE itself
                 self.db = None
+        # rows changed before an error count too (a text whose last statement failed)
+        self.policy.rows_changed(self.who.identity, affected, time.monotonic())
         if error is not None:
             return
         if charset is not None:
             self._reading = _named_reading(charset)
-        self.policy.rows_changed(self.who.identity, affected, time.monotonic())
 
 
 #: A text with no statement in it still gets its ledger record, and its result (an OK

@@ -155,3 +155,35 @@ def test_an_oversized_text_forwarded_unread_counts_toward_the_rate() -> None:
     s = oversized_allowed(statements_per_second=1)
     assert s.query(BIG) is None
     assert s.query("SELECT 1") == "runaway-statements"
+
+
+# ----------------------------------------------------- texts of several statements
+
+
+def test_each_statement_of_a_text_counts_toward_the_rate() -> None:
+    """A text of many statements counted as one: 50 UPDATEs passed a limit of 5."""
+    s = guarded(statements_per_second=5)
+    assert s.query("SELECT 1; SELECT 2; SELECT 3") is None
+    assert s.query("SELECT 1; SELECT 2; SELECT 3") == "runaway-statements"
+    assert s.query("SELECT 1; SELECT 2") is None  # 5 in all: at the limit
+    assert s.query("SELECT 1") == "runaway-statements"
+
+
+def test_a_text_of_more_statements_than_the_rate_is_refused_whole() -> None:
+    s = guarded(statements_per_second=5)
+    cmd, verdict = s.send(Command.QUERY, b"SELECT 1;" * 6)
+    assert verdict.refused and len(verdict.parts) == 6
+    assert all(p.decision.rule == "runaway-statements" for p in verdict.parts)
+    assert verdict.refusal is not None
+    assert "a text of 6 statements counts as 6" in verdict.refusal.reason
+    assert "Send them in several texts" in verdict.refusal.reason
+    assert s.query("SELECT 1; SELECT 2; SELECT 3; SELECT 4; SELECT 5") is None
+
+
+def test_rows_changed_by_a_text_that_failed_later_count() -> None:
+    """The rows a text changed before its last statement failed were not counted: an
+    agent could change any number of rows by ending each text with an error."""
+    s = guarded(rows_changed_per_minute=3)
+    sql = "UPDATE items SET v = 1 WHERE id <= 4; SELECT no_such_column FROM items"
+    assert s.query(sql, affected=4, error=1054) is None
+    assert s.query("UPDATE items SET v = 2 WHERE id = 5") == "runaway-rows"
