@@ -3,6 +3,7 @@ was refused, each statement of a text decided and recorded, shadow mode, the gua
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -419,8 +420,11 @@ def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
     ]
 
 
-def test_runaway_guard_counts_each_statement_of_a_text(mariadb: MariaDB, tmp_path: Path) -> None:
-    """A text of several statements counts as that many toward statements_per_second."""
+def test_runaway_guard_counts_each_statement_of_a_text_and_alerts_per_limit(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A text of several statements counts as that many toward statements_per_second, and
+    a rows-limit trip within a minute of a statements-limit alert writes its own alert."""
     direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.guard_text (id INT PRIMARY KEY, v INT)")
     direct(mariadb, "DELETE FROM shop.guard_text")
     direct(mariadb, "INSERT INTO shop.guard_text VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
@@ -428,7 +432,7 @@ def test_runaway_guard_counts_each_statement_of_a_text(mariadb: MariaDB, tmp_pat
         tmp_path / "gw",
         mariadb,
         mariadb.pki,
-        extra_toml="[policy]\nstatements_per_second = 5\n",
+        extra_toml="[policy]\nstatements_per_second = 5\nrows_changed_per_minute = 3\n",
     ).start()
     try:
         with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
@@ -436,7 +440,15 @@ def test_runaway_guard_counts_each_statement_of_a_text(mariadb: MariaDB, tmp_pat
             message = refused(conn, text)  # 6 statements: over 5 a second
             assert "rule 'runaway-statements'" in message and "a text of 6" in message
             assert direct(mariadb, "SELECT SUM(v) FROM shop.guard_text") == [(0,)]
+            time.sleep(1.1)
+            with conn.cursor() as cur:
+                cur.execute("UPDATE guard_text SET v = 1 WHERE id <= 4")  # 4 rows: over 3
+            message = refused(conn, "UPDATE guard_text SET v = 2 WHERE id = 5")
+            assert "rule 'runaway-rows'" in message
     finally:
         assert gw.stop() == 0
     alerts = [r for r in ledger_records(gw.ledger) if r["kind"] == "alert"]
-    assert len(alerts) == 1 and "a text of 6 statements" in alerts[0]["reason"]
+    assert [a["alert"] for a in alerts] == ["runaway-agent", "runaway-agent"]
+    assert "a text of 6 statements" in alerts[0]["reason"]
+    assert "changed 4 rows" in alerts[1]["reason"]
+    assert direct(mariadb, "SELECT v FROM shop.guard_text WHERE id = 5") == [(0,)]

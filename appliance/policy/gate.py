@@ -203,7 +203,7 @@ class _Usage:
     statements: deque[float] = field(default_factory=deque)
     changed: deque[tuple[float, int]] = field(default_factory=deque)
     changed_total: int = 0
-    alerted_at: float = -1e9
+    alerted_at: dict[str, float] = field(default_factory=dict)  # rule -> its last alert
 
 
 _VerdictKey = tuple[Subject, str | None, str]  # who, schema, command
@@ -408,8 +408,9 @@ class Policy:
     def _tripped(
         self, identity: str, usage: _Usage, now: float, rule: str, reason: str
     ) -> Decision:
-        if now - usage.alerted_at >= 60.0:  # one alert a minute per identity
-            usage.alerted_at = now
+        # one alert a minute per identity and limit
+        if now - usage.alerted_at.get(rule, -1e9) >= 60.0:
+            usage.alerted_at[rule] = now
             self.alerts.append((identity, reason))
         return Decision(RuleAction.BLOCK, rule, reason)
 

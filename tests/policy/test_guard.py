@@ -187,3 +187,26 @@ def test_rows_changed_by_a_text_that_failed_later_count() -> None:
     sql = "UPDATE items SET v = 1 WHERE id <= 4; SELECT no_such_column FROM items"
     assert s.query(sql, affected=4, error=1054) is None
     assert s.query("UPDATE items SET v = 2 WHERE id = 5") == "runaway-rows"
+
+
+# ---------------------------------------------------------------------------- alerts
+
+
+def test_each_limit_alerts_once_a_minute() -> None:
+    """One alert time served both limits: the rows limit, tripped within a minute of a
+    statements alert, wrote no alert."""
+    policy = Policy(PolicyConfig(statements_per_second=2, rows_changed_per_minute=3), ())
+    assert policy.guard("agent", False, 100.0) is None
+    assert policy.guard("agent", False, 100.1) is None
+    tripped = policy.guard("agent", False, 100.2)
+    assert tripped is not None and tripped.rule == "runaway-statements"
+    assert policy.guard("agent", False, 100.3) is not None  # the same limit: no new alert
+    policy.rows_changed("agent", 4, 101.5)
+    tripped = policy.guard("agent", True, 102.0)
+    assert tripped is not None and tripped.rule == "runaway-rows"
+    assert policy.guard("agent", True, 103.0) is not None
+    assert [m.split(" ")[1] for _, m in policy.alerts] == ["sent", "changed"]
+    assert policy.guard("agent", False, 160.3) is None
+    assert policy.guard("agent", False, 160.31) is None
+    assert policy.guard("agent", False, 160.32) is not None  # a minute on: alerts again
+    assert len(policy.alerts) == 3
