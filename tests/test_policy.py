@@ -388,7 +388,7 @@ def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:
     """After the rows limit, an UPDATE inside PREPARE/EXECUTE, EXECUTE IMMEDIATE or SET
-    STATEMENT ... FOR is refused like a plain one."""
+    STATEMENT ... FOR is refused like a plain one, and a prepared SELECT still runs."""
     direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.guard_in (id INT PRIMARY KEY, v INT)")
     direct(mariadb, "DELETE FROM shop.guard_in")
     direct(mariadb, "INSERT INTO shop.guard_in VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
@@ -409,6 +409,16 @@ def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
                 "SET STATEMENT max_statement_time=100 FOR UPDATE guard_in SET v=9 WHERE id>0",
             ):
                 assert "rule 'runaway-rows'" in refused(conn, sql), sql
+        mc = gw.connector(database="shop")
+        try:
+            cur = mc.cursor(prepared=True)
+            cur.execute("SELECT v FROM guard_in WHERE id = ?", (1,))  # binary protocol
+            assert cur.fetchall() == [(1,)]
+            with pytest.raises(mysql.connector.Error) as info:
+                cur.execute("UPDATE guard_in SET v = ? WHERE id = ?", (6, 5))
+            assert info.value.errno == 1227 and "runaway-rows" in info.value.msg
+        finally:
+            mc.close()
     finally:
         assert gw.stop() == 0
     assert direct(mariadb, "SELECT id, v FROM shop.guard_in ORDER BY id") == [

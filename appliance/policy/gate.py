@@ -437,6 +437,12 @@ def _writes(c: Classification) -> bool:
         c = inner
 
 
+#: A session remembers the texts it prepared that change no rows (so that executing them
+#: passes the rows limit) up to these bounds, then forgets them all: an execute of a
+#: text it does not remember counts as a write.
+_PREPARED_READS_LIMIT = 4096
+_PREPARED_READS_BYTES = 8 << 20
+
 #: ``ClientCommand.label`` of each known command, looked up rather than built from the
 #: enum on every command (a microsecond of every decision).
 _LABELS = {int(c): c.label for c in Command}
@@ -476,6 +482,9 @@ class SessionPolicy:
         # The key of this session's verdicts per command, made once: an entry compares
         # it by identity first (see _Entry.get).
         self._keys: dict[str, _VerdictKey] = {}
+        # prepared texts that change no rows (kept only under a rows limit), and their bytes
+        self._prepared_reads: set[bytes] = set()
+        self._prepared_reads_bytes = 0
 
     @property
     def masker(self) -> SessionMasker | None:
@@ -523,7 +532,8 @@ class SessionPolicy:
                 return self._verdict(label, (Part(None, "EXECUTE", _EXECUTE_BEFORE_PREPARED),))
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
-            return self._guarded(Verdict(label, (_part(text, "EXECUTE", "prepared"),)), cmd)
+            verdict = Verdict(label, (_part(text, "EXECUTE", "prepared"),))
+            return self._guarded(verdict, cmd, prepared=sql)
         if code == Command.INIT_DB:
             schema = cmd.payload[1:].decode("utf-8", "replace")
             use = f"USE `{schema}`"
@@ -875,11 +885,12 @@ class SessionPolicy:
         verdict: Verdict,
         cmd: ClientCommand,
         found: tuple[Classification, ...] | None = (),
+        prepared: bytes | None = None,
     ) -> Verdict:
         """The verdict, or the guard's refusal of the whole command. Each statement of a
         text counts toward the rate; the rows limit refuses a command when any of its
         statements may change rows (``_writes``). ``found`` None: a text forwarded
-        unread."""
+        unread; ``prepared``: the text a COM_STMT_EXECUTE runs."""
         if verdict.refusal is not None and not verdict.shadow:
             return verdict
         settings = self.policy.settings
@@ -887,16 +898,39 @@ class SessionPolicy:
             return verdict  # the guard is off (what guard() would find, without the clock)
         writes = False
         if settings.rows_changed_per_minute:
-            if found is None or cmd.command == Command.STMT_EXECUTE:
+            if prepared is not None:  # what the prepared text does, if it was read here
+                writes = prepared not in self._prepared_reads
+            elif found is None:
                 writes = True
             else:
                 writes = any(_writes(c) for c in found)
+                if cmd.command == Command.STMT_PREPARE:
+                    self._prepared(cmd.payload[1:], writes)
         count = len(verdict.parts) or 1
         tripped = self.policy.guard(self.who.identity, writes, time.monotonic(), count)
         if tripped is None:
             return verdict
         parts = tuple(Part(p.sql, p.kind, tripped, p.functions) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
+
+    def _prepared(self, sql: bytes, writes: bool) -> None:
+        """Remember whether a prepared text changes rows (for the rows limit on its
+        executes; a text is read the same way each time it is prepared)."""
+        reads = self._prepared_reads
+        if writes:
+            if sql in reads:
+                reads.discard(sql)
+                self._prepared_reads_bytes -= len(sql)
+            return
+        if sql in reads:
+            return
+        if len(reads) >= _PREPARED_READS_LIMIT or (
+            self._prepared_reads_bytes + len(sql) > _PREPARED_READS_BYTES
+        ):
+            reads.clear()
+            self._prepared_reads_bytes = 0
+        reads.add(sql)
+        self._prepared_reads_bytes += len(sql)
 
     # ---------------------------------------------------------------- completed
 

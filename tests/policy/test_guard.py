@@ -210,3 +210,27 @@ def test_each_limit_alerts_once_a_minute() -> None:
     assert policy.guard("agent", False, 160.31) is None
     assert policy.guard("agent", False, 160.32) is not None  # a minute on: alerts again
     assert len(policy.alerts) == 3
+
+
+# ----------------------------------------------------------------- prepared statements
+
+
+def test_after_the_rows_limit_a_prepared_select_runs_and_a_prepared_update_does_not() -> None:
+    """Every COM_STMT_EXECUTE counted as a write: a prepared SELECT was refused where the
+    same SELECT as text ran. It is decided by what its statement was prepared from."""
+    s = guarded(rows_changed_per_minute=3)
+    assert s.prepare("SELECT v FROM items WHERE id = ?", 1) is None
+    assert s.prepare("UPDATE items SET v = ? WHERE id = ?", 2) is None
+    assert s.query("UPDATE items SET v = 1 WHERE id <= 4", affected=4) is None
+    assert s.execute(1) is None
+    assert s.execute(2) == "runaway-rows"
+    assert s.prepare("SELECT v FROM items WHERE id > ?", 3) is None
+    assert s.execute(3) is None
+    assert s.prepare("DELETE FROM items WHERE id = ?", 4) == "runaway-rows"
+
+
+def test_an_execute_of_a_text_the_session_did_not_read_counts_as_a_write() -> None:
+    s = guarded(rows_changed_per_minute=3)
+    assert s.query("UPDATE items SET v = 1 WHERE id <= 4", affected=4) is None
+    s.prepared[7] = b"SELECT v FROM items"  # prepared where this policy did not see it
+    assert s.execute(7) == "runaway-rows"
