@@ -903,7 +903,10 @@ class SessionPolicy:
             elif found is None:
                 writes = True
             else:
-                writes = any(_writes(c) for c in found)
+                for c in found:  # a loop, not any(): no generator per statement
+                    if _writes(c):
+                        writes = True
+                        break
                 if cmd.command == Command.STMT_PREPARE:
                     self._prepared(cmd.payload[1:], writes)
         count = len(verdict.parts) or 1
