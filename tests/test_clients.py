@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pymysql
 import pytest
 import sqlalchemy
 from lab.clients import ClientError, node_spec, parse_batch, run_mariadb, run_node
-from lab.gateway import GatewayProcess
+from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import SHOP_CUSTOMERS, MariaDB
 from mysql.connector import errors as myerrors
 
@@ -169,6 +170,78 @@ def test_caching_sha2_without_tls_falls_back_to_native(gateway: GatewayProcess) 
     cur.execute("SELECT 8")
     assert cur.fetchall() == [(8,)]
     conn.close()
+
+
+@pytest.fixture
+def sha2_gateway(mariadb: MariaDB, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway of its own, so that the first caching_sha2 login of each account is a
+    full authentication and the next one a fast one (the cache lives in the process)."""
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        accounts=[GatewayAccount("cli", "cli-secret-4"), GatewayAccount("cext", "cext-secret-5")],
+    ).start()
+    yield gw
+    assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+
+
+def test_mysql_connector_c_extension_with_caching_sha2_over_tls(
+    sha2_gateway: GatewayProcess,
+) -> None:
+    """libmysqlclient sends no scramble for a greeting that names another plugin and waits
+    for the plugin's challenge (an auth switch); it failed with 2000 Unknown MySQL error."""
+    try:
+        import _mysql_connector  # noqa: F401  (the C extension: its absence is a failure)
+    except ImportError as exc:
+        pytest.fail(f"mysql-connector-python's C extension is missing: {exc}", pytrace=False)
+    acct = sha2_gateway.account("cext")
+    kwargs: dict[str, Any] = {
+        "host": sha2_gateway.host,
+        "port": sha2_gateway.port,
+        "user": acct.user,
+        "password": acct.password,
+        "use_pure": False,
+        "auth_plugin": "caching_sha2_password",
+        "ssl_ca": str(sha2_gateway.pki.ca_cert),
+        "ssl_verify_cert": True,
+    }
+    for expected in (11, 12):  # full authentication, then fast
+        conn = mysql.connector.connect(**kwargs)
+        try:
+            assert type(conn).__name__ == "CMySQLConnection"
+            cur = conn.cursor()
+            cur.execute(f"SELECT {expected}")
+            assert cur.fetchall() == [(expected,)]
+            cur.close()
+        finally:
+            conn.close()
+    with pytest.raises(myerrors.ProgrammingError) as err:
+        mysql.connector.connect(**dict(kwargs, password="nope"))
+    assert err.value.errno == 1045
+
+
+def test_mariadb_cli_with_caching_sha2_as_its_plugin(sha2_gateway: GatewayProcess) -> None:
+    """MariaDB Connector/C with --default-auth=caching_sha2_password: over TLS it failed
+    with 2012 Error in server handshake; over a plain connection it is switched to native."""
+    acct = sha2_gateway.account("cli")
+    common: dict[str, Any] = {
+        "host": sha2_gateway.host,
+        "port": sha2_gateway.port,
+        "user": acct.user,
+        "column_names": False,
+        "extra_args": ["--default-auth=caching_sha2_password"],
+    }
+    tls: dict[str, Any] = {"ssl_ca": sha2_gateway.pki.ca_cert, "verify_server_cert": True}
+    for n in (21, 22):  # full authentication, then fast
+        out = run_mariadb(f"SELECT {n}", password=acct.password, **common, **tls)
+        assert parse_batch(out) == [[str(n)]]
+    out = run_mariadb("SELECT 23", password=acct.password, **common)
+    assert parse_batch(out) == [["23"]]
+    with pytest.raises(ClientError) as err:
+        run_mariadb("SELECT 1", password="bad", **common, **tls)
+    assert "1045" in err.value.stderr and "wrong password" in err.value.stderr
 
 
 # ---------------------------------------------------------------- mariadb CLI

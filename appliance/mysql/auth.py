@@ -32,6 +32,7 @@ from appliance.mysql import ed25519
 
 __all__ = [
     "NONCE_LENGTH",
+    "SHA2_SCRAMBLE_LENGTH",
     "ed25519_password_public_key",
     "ed25519_password_sign",
     "ed25519_verify",
@@ -49,9 +50,11 @@ __all__ = [
 
 #: The length of the server's scramble; both plugins hash only this much of the nonce.
 NONCE_LENGTH: Final = 20
+#: The length of a caching_sha2_password scramble (the client's fast-auth proof).
+SHA2_SCRAMBLE_LENGTH: Final = 32
 
 _SHA1_LENGTH: Final = 20
-_SHA256_LENGTH: Final = 32
+_SHA256_LENGTH: Final = SHA2_SCRAMBLE_LENGTH
 _NATIVE_HASH_RE: Final = re.compile(r"\*[0-9A-Fa-f]{40}")
 
 # MySQL 8 encrypts with RSA_PKCS1_OAEP_PADDING, which is OAEP with SHA-1 and MGF1-SHA-1.

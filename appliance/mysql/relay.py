@@ -14,7 +14,10 @@ Phases and the rules between them:
     AWAIT_CLIENT_HELLO     SSLRequest -> TLS with the client, stay; HandshakeResponse ->
                            check the account                            -> CLIENT_AUTH
     CLIENT_AUTH            auth switch / caching_sha2 exchanges until the client is proven
-                           or refused (ERR 1045, CLOSED). Proven -> log in to the backend
+                           or refused (ERR 1045, CLOSED). caching_sha2 without a scramble
+                           (the greeting named another plugin) over TLS -> switch to it
+                           with a fresh nonce, then fast or full auth; without TLS ->
+                           switch to native. Proven -> log in to the backend
                            with the vaulted credential                  -> SERVER_AUTH
     SERVER_AUTH            backend TLS, auth switch, caching_sha2 fast/full, ed25519.
                            Backend OK -> client OK                      -> COMMAND
@@ -447,6 +450,7 @@ class Session:
         *,
         scramble: bytes | None = None,
         rsa_encrypt: Callable[[bytes, bytes, bytes], bytes] = auth.sha2_rsa_encrypt,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.settings = settings
         self.phase = Phase.AWAIT_SERVER_GREETING
@@ -454,7 +458,8 @@ class Session:
         self.client_caps = 0
         self.server_greeting: packets.Greeting | None = None
         self.close_requested = False
-        self._scramble = scramble or os.urandom(SCRAMBLE_LENGTH)
+        self._random_bytes = random_bytes  # fresh challenges (tests pass a fixed source)
+        self._scramble = scramble or random_bytes(SCRAMBLE_LENGTH)
         self._rsa_encrypt = rsa_encrypt
         self._client_in = PacketReader(min(settings.max_payload, LOGIN_PAYLOAD))
         self._server_in = PacketReader(settings.max_payload)
@@ -1062,23 +1067,40 @@ class Session:
         if plugin == NATIVE_PASSWORD:
             self._check_native(account, response)
         elif plugin == CACHING_SHA2_PASSWORD:
-            cached = self.settings.sha2_cache.get(account.user)
-            if cached is not None and auth.sha2_verify_fast(cached, self._scramble, response):
+            if len(response) != auth.SHA2_SCRAMBLE_LENGTH and tls:
+                # The greeting named mysql_native_password, so a client library whose
+                # plugin is caching_sha2_password (libmysqlclient, MariaDB Connector/C)
+                # sends no scramble and waits for the plugin's own challenge; a MySQL 8
+                # server then switches to the plugin with a fresh nonce. Without TLS the
+                # switch to native below does as well (no full auth without TLS).
+                self._client_auth_step = "sha2-switch"
+                self._scramble = self._random_bytes(SCRAMBLE_LENGTH)
                 self._send_client_seq(
-                    packets.build_auth_more_data(bytes([CachingSha2State.FAST_AUTH_SUCCESS]))
-                )
-                self._client_proven(account)
-            elif tls:
-                self._client_auth_step = "sha2-full"
-                self._send_client_seq(
-                    packets.build_auth_more_data(
-                        bytes([CachingSha2State.PERFORM_FULL_AUTHENTICATION])
+                    packets.build_auth_switch_request(
+                        packets.AuthSwitchRequest(CACHING_SHA2_PASSWORD, self._scramble)
                     )
                 )
             else:
-                self._switch_client_to_native()
+                self._check_sha2(account, response)
         elif plugin == CLEAR_PASSWORD and tls:
             self._check_cleartext(account, response)
+        else:
+            self._switch_client_to_native()
+
+    def _check_sha2(self, account: Account, response: bytes) -> None:
+        """A caching_sha2_password scramble: fast auth from the cache, else full auth
+        (the password in clear, so only over TLS), else a switch to native."""
+        cached = self.settings.sha2_cache.get(account.user)
+        if cached is not None and auth.sha2_verify_fast(cached, self._scramble, response):
+            self._send_client_seq(
+                packets.build_auth_more_data(bytes([CachingSha2State.FAST_AUTH_SUCCESS]))
+            )
+            self._client_proven(account)
+        elif self._client_tls is not None:
+            self._client_auth_step = "sha2-full"
+            self._send_client_seq(
+                packets.build_auth_more_data(bytes([CachingSha2State.PERFORM_FULL_AUTHENTICATION]))
+            )
         else:
             self._switch_client_to_native()
 
@@ -1104,6 +1126,8 @@ class Session:
         account = self.settings.accounts[user]
         if step == "native-switch":
             self._check_native(account, pkt.payload)
+        elif step == "sha2-switch":
+            self._check_sha2(account, pkt.payload)
         elif step == "sha2-full":
             self._check_cleartext(account, pkt.payload)
         else:

@@ -539,12 +539,13 @@ def _switch_to_native(seq: int) -> bytes:
     ("plugin", "first_response"),
     [
         (CACHING_SHA2_PASSWORD, auth.sha2_scramble(ALICE_PW, SCRAMBLE)),
+        (CACHING_SHA2_PASSWORD, b""),  # libmysqlclient: no scramble for another plugin
         ("sha256_password", b"\x01"),
         (CLIENT_ED25519, b""),
         ("authentication_kerberos_client", b"token"),
         (CLEAR_PASSWORD, ALICE_PW + b"\0"),  # never in clear over a plain connection
     ],
-    ids=["caching_sha2", "sha256", "ed25519", "kerberos", "clear-text"],
+    ids=["caching_sha2", "caching_sha2-empty", "sha256", "ed25519", "kerberos", "clear-text"],
 )
 def test_client_plugins_without_tls_are_switched_to_native(
     plugin: str, first_response: bytes
@@ -648,6 +649,90 @@ def test_caching_sha2_full_auth_with_a_wrong_password_is_refused(tls: TlsFiles) 
         << expect_closed()
     )
     assert "alice" not in settings.sha2_cache
+
+
+SWITCH_NONCE = b"fresh-switch-nonce20"  # the gateway's second challenge, after a switch
+assert len(SWITCH_NONCE) == 20
+
+SWITCH_TO_SHA2 = b"\xfecaching_sha2_password\0" + SWITCH_NONCE + b"\0"
+"""AuthSwitchRequest: 0xFE, the plugin's name, its challenge and the NUL servers add."""
+
+
+def _tls_sha2_login_without_scramble(
+    settings: SessionSettings, tls: TlsFiles, response: bytes = b""
+) -> Playbook:
+    """Greeting (naming mysql_native_password), SSLRequest, TLS, then what libmysqlclient
+    and MariaDB Connector/C send with caching_sha2_password as their default plugin: no
+    scramble (the greeting's was for another plugin), seq 2."""
+    session = Session(settings, scramble=SCRAMBLE, random_bytes=lambda n: SWITCH_NONCE[:n])
+    caps = CLIENT_CAPS | int(C.SSL)
+    return (
+        Playbook(session)
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: packets.parse_greeting(p.payload).auth_plugin == NATIVE_PASSWORD)
+        >> client(ssl_request(CLIENT_CAPS))
+        >> client_tls(tls.client_context())
+        >> client(
+            client_hello(b"alice", response, capabilities=caps, plugin=CACHING_SHA2_PASSWORD, seq=2)
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "response", [b"", b"\0", native(ALICE_PW)], ids=["empty", "nul", "20-byte"]
+)
+def test_caching_sha2_without_a_scramble_over_tls_is_switched_to_it_with_a_fresh_nonce(
+    tls: TlsFiles, response: bytes
+) -> None:
+    """A MySQL 8 server answers a client that sent no caching_sha2 scramble with an
+    AuthSwitchRequest to the plugin; a "perform full auth" instead makes libmysqlclient
+    fail (2000 Unknown MySQL error) and Connector/C too (2012 Error in server handshake)."""
+    settings = make_settings(client_tls=tls.server_context())
+    side = (CLIENT_CAPS | int(C.SSL)) & (OFFERED | int(C.SSL))
+    assert (
+        _tls_sha2_login_without_scramble(settings, tls, response)
+        << expect_client(frame(3, SWITCH_TO_SHA2))
+        << expect_phase(Phase.CLIENT_AUTH)
+        >> client(frame(4, auth.sha2_scramble(ALICE_PW, SWITCH_NONCE)))
+        << expect_client(frame(5, b"\x01\x04"))  # perform full authentication
+        >> client(frame(6, ALICE_PW + b"\0"))  # the password, in clear inside TLS
+        << expect_event(ClientAuthenticated, tls=True)
+        << expect_server(lambda p: p.seq == 1)
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(7, side))
+        << expect_event(SessionReady)
+    )
+    assert settings.sha2_cache["alice"] == auth.sha2_double_hash(ALICE_PW)
+
+    # the next login proves the password with a scramble of the switch's nonce: fast auth
+    assert (
+        _tls_sha2_login_without_scramble(settings, tls, response)
+        << expect_client(frame(3, SWITCH_TO_SHA2))
+        >> client(frame(4, auth.sha2_scramble(ALICE_PW, SWITCH_NONCE)))
+        << expect_client(frame(5, b"\x01\x03"))  # fast auth success
+        << expect_event(ClientAuthenticated, tls=True)
+        << expect_server(lambda p: p.seq == 1)
+        >> server(Reply(2).ok().data)
+        << expect_client(ok_for_client(6, side))
+        << expect_event(SessionReady)
+    )
+
+
+def test_caching_sha2_after_the_switch_a_scramble_of_the_greetings_nonce_is_not_fast_auth(
+    tls: TlsFiles,
+) -> None:
+    settings = make_settings(client_tls=tls.server_context())
+    settings.sha2_cache["alice"] = auth.sha2_double_hash(ALICE_PW)
+    assert (
+        _tls_sha2_login_without_scramble(settings, tls)
+        << expect_client(frame(3, SWITCH_TO_SHA2))
+        >> client(frame(4, auth.sha2_scramble(ALICE_PW, SCRAMBLE)))  # the old challenge
+        << expect_client(frame(5, b"\x01\x04"))
+        >> client(frame(6, b"guess\0"))
+        << expect_client(is_err(7, 1045, "wrong password", "using TLS"))
+        << expect_event(AuthFailed, user="alice")
+        << expect_closed()
+    )
 
 
 TOKEN = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjYXJvbCJ9.c2ln"
