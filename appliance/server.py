@@ -327,6 +327,7 @@ class ClientLeg(asyncio.Protocol):
         "_early",
         "_login_deadline",
         "_login_user",
+        "_login_db_shadow",
         "_holding",
         "_behind_hold",
         "_cursors",
@@ -373,6 +374,8 @@ class ClientLeg(asyncio.Protocol):
         self._early: dict[int, CommandCompleted] = {}  # their completions, if the session ended
         self._login_deadline: asyncio.TimerHandle | None = None
         self._login_user: str | None = None  # the name the client logs in with, once given
+        # shadow mode: what the rules would have done to the database named at login
+        self._login_db_shadow: dict[str, str] = {}
         self._holding = 0  # statements of this session waiting for a person
         self._behind_hold: set[int] = set()  # commands refused for it: one at a time
 
@@ -421,6 +424,7 @@ class ClientLeg(asyncio.Protocol):
         self.context["target"] = name
         self.session = Session(route.settings)
         self.session.login_gate = self._login_gate
+        self.session.database_gate = self._database_gate
         loop = asyncio.get_running_loop()
         self._login_deadline = loop.call_later(
             _LOGIN_TIMEOUT_S, self._guarded, self._login_timed_out
@@ -495,6 +499,55 @@ class ClientLeg(asyncio.Protocol):
         if self.gw.backoff.first_refusal(self.peer_ip, user):  # one record per block
             self._record_waiting(user, reason)
         return reason
+
+    def _database_gate(self, identity: Identity, schema: str) -> str | None:
+        """The database a client named in its login is decided as the text
+        ``USE `schema```: a refusal ends the login (ERR 1044) and is recorded as a failed
+        login naming the rule. It does not count toward the login backoff: the
+        credentials were right."""
+        decision = self.gw.policy.login_schema(
+            Subject(identity.user, identity.groups, self.target), schema
+        )
+        if not decision.refused:
+            return None
+        if self.gw.policy.shadow:  # noted on the session's start, and the login goes on
+            would = "blocked" if decision.action is RuleAction.BLOCK else "review"
+            self._login_db_shadow = {
+                "rule": decision.rule,
+                "reason": f"shadow mode: {decision.message}",
+                "shadow_decision": would,
+            }
+            return None
+        then = (
+            "log in without a database"
+            if decision.action is RuleAction.BLOCK
+            else "a login cannot wait for a person: log in without a database and send the "
+            "USE on its own"
+        )
+        message = (
+            f"{decision.message} (the login names the database '{printable(schema)}', "
+            f"decided as USE of it; {then})"
+        )
+        self.gw.audit.background(
+            records.auth_failed(
+                session=self.sid,
+                client=self.peer,
+                target=self.target,
+                identity=identity.user,
+                reason=message,
+                rule=decision.rule,
+                db=schema,
+            )
+        )
+        log.warning(
+            "session %d: login refused for %r from %s: database %r refused by rule %s",
+            self.id,
+            identity.user,
+            self.peer,
+            schema,
+            decision.rule,
+        )
+        return message
 
     def _record_waiting(self, user: str | None, reason: str) -> None:
         """The first login refused in a wait is recorded; the rest of the wait's are not."""
@@ -790,6 +843,7 @@ class ClientLeg(asyncio.Protocol):
                             # how its answers are framed: replay decodes recordings by it
                             deprecate_eof=bool(session.client_caps & Capability.DEPRECATE_EOF),
                             **token_fields(self.context),
+                            **self._login_db_shadow,
                         )
                     )
                     log.info(
@@ -801,7 +855,7 @@ class ClientLeg(asyncio.Protocol):
                         self.target,
                     )
                 elif isinstance(ev, AuthFailed):
-                    if ev.cause != "waiting":  # (that one was recorded by the gate)
+                    if ev.cause not in ("waiting", "database"):  # (recorded by the gates)
                         self._login_failed(ev.user or None, ev.reason, ev.cause == "client")
                 elif isinstance(ev, SessionReady):
                     log.debug("session %d: backend login done", self.id)

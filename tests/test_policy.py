@@ -462,3 +462,92 @@ def test_runaway_guard_counts_each_statement_of_a_text_and_alerts_per_limit(
     assert "a text of 6 statements" in alerts[0]["reason"]
     assert "changed 4 rows" in alerts[1]["reason"]
     assert direct(mariadb, "SELECT v FROM shop.guard_text WHERE id = 5") == [(0,)]
+
+
+USE_RULE = """
+[[rules]]
+name = "agents-stay-out-of-schemas"
+statements = ["USE"]
+identities = ["agent"]
+action = "block"
+"""
+
+
+def _current_db(conn: Any) -> Any:
+    with conn.cursor() as cur:
+        cur.execute("SELECT DATABASE()")
+        return cur.fetchone()[0]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "shadow"])
+def test_a_use_rule_decides_com_init_db_and_the_logins_database(
+    mariadb: MariaDB, tmp_path: Path, mode: str
+) -> None:
+    """A rule on USE refuses the text, COM_INIT_DB (PyMySQL's select_db) alike, with the
+    same rule and reason; a login naming a database is refused with 1044 and recorded as
+    a failed login naming the rule. In shadow mode all of them run, the rule recorded."""
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml=f'[policy]\nmode = "{mode}"\n' + USE_RULE,
+    ).start()
+    enforced = mode == "enforce"
+    try:
+        with gw.connect(database=None) as conn:
+            if enforced:
+                text = refused(conn, "USE shop")
+                with pytest.raises(pymysql.err.OperationalError) as info:
+                    conn.select_db("shop")
+                assert info.value.args == (1227, text)
+                assert text.startswith("sqlgate: blocked by rule 'agents-stay-out-of-schemas'")
+                assert _current_db(conn) is None  # the session goes on, in no schema
+            else:
+                conn.select_db("shop")
+                assert _current_db(conn) == "shop"
+        if enforced:
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                gw.connect(database="shop")
+            code, login = info.value.args
+            assert code == 1044, login
+            assert login.startswith("sqlgate: blocked by rule 'agents-stay-out-of-schemas'")
+            assert "'shop'" in login
+        else:
+            with gw.connect(database="shop") as conn:
+                assert _current_db(conn) == "shop"
+        with gw.connect(user="dba", database="shop") as conn:  # the rule is not theirs
+            conn.select_db("mysql")
+            assert _current_db(conn) == "mysql"
+    finally:
+        assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+    recs = ledger_records(gw.ledger)
+    sts = [r for r in recs if r["kind"] == "statement" and r["identity"] == "agent"]
+    (init_db,) = [s for s in sts if s["command"] == "COM_INIT_DB"]
+    assert init_db["sql"] == "USE `shop`"
+    assert init_db["rule"] == "agents-stay-out-of-schemas"
+    if enforced:
+        (use,) = [s for s in sts if s["sql"] == "USE shop"]
+        assert init_db["decision"] == use["decision"] == "blocked"
+        assert init_db["reason"] == use["reason"] == text
+        assert result_of(recs, init_db)["error"] == 1227
+        (failed,) = [r for r in recs if r["kind"] == "auth_failed"]
+        assert failed["identity"] == "agent" and failed["db"] == "shop"
+        assert failed["rule"] == "agents-stay-out-of-schemas" and failed["reason"] == login
+        starts = [r for r in recs if r["kind"] == "session_start" and r["identity"] == "agent"]
+        assert [s["db"] for s in starts] == [None]  # the refused login never started
+    else:
+        assert init_db["decision"] == "allowed" and init_db["shadow_decision"] == "blocked"
+        (start,) = [
+            r
+            for r in recs
+            if r["kind"] == "session_start" and r["identity"] == "agent" and r["db"] == "shop"
+        ]
+        assert start["rule"] == "agents-stay-out-of-schemas"
+        assert start["shadow_decision"] == "blocked"
+        assert start["reason"].startswith("shadow mode: sqlgate: blocked by rule")
+        assert not [r for r in recs if r["kind"] == "auth_failed"]
+    dba = [r for r in recs if r["kind"] == "statement" and r["identity"] == "dba"]
+    assert [(s["sql"], s["decision"], s["rule"]) for s in dba if s["command"] == "COM_INIT_DB"] == [
+        ("USE `mysql`", "allowed", "default-allow")
+    ]

@@ -249,6 +249,7 @@ class ErrorCode(IntEnum):
 
     CON_COUNT = 1040
     HANDSHAKE = 1043
+    DBACCESS_DENIED = 1044  # ER_DBACCESS_DENIED_ERROR: a database the user may not use
     ACCESS_DENIED = 1045
     NOT_SUPPORTED_AUTH_MODE = 1251
     UNKNOWN_COM = 1047
@@ -264,6 +265,7 @@ class ErrorCode(IntEnum):
 SQLSTATE_FOR: dict[int, bytes] = {
     ErrorCode.CON_COUNT: b"08004",
     ErrorCode.HANDSHAKE: b"08S01",
+    ErrorCode.DBACCESS_DENIED: b"42000",
     ErrorCode.ACCESS_DENIED: b"28000",
     ErrorCode.NOT_SUPPORTED_AUTH_MODE: b"08004",
     ErrorCode.UNKNOWN_COM: b"08S01",

@@ -17,8 +17,9 @@ Phases and the rules between them:
                            or refused (ERR 1045, CLOSED). caching_sha2 without a scramble
                            (the greeting named another plugin) over TLS -> switch to it
                            with a fresh nonce, then fast or full auth; without TLS ->
-                           switch to native. Proven -> log in to the backend
-                           with the vaulted credential                  -> SERVER_AUTH
+                           switch to native. Proven, its database refused by the shell's
+                           database_gate -> ERR 1044, CLOSED. Proven -> log in to the
+                           backend with the vaulted credential          -> SERVER_AUTH
     SERVER_AUTH            backend TLS, auth switch, caching_sha2 fast/full, ed25519.
                            Backend OK -> client OK                      -> COMMAND
                            Backend ERR -> client ERR 1045               -> CLOSED
@@ -201,8 +202,9 @@ class ClientAuthenticated:
 class AuthFailed:
     """A login was refused (ERR 1045 sent, the session closes). ``cause``: "client" (its
     credentials, token or groups: a failure that counts against it), "target" (the
-    gateway's own login to the target failed: not the client's doing) or "waiting"
-    (``Session.login_gate`` refused the name before its credentials were read)."""
+    gateway's own login to the target failed: not the client's doing), "waiting"
+    (``Session.login_gate`` refused the name before its credentials were read) or
+    "database" (``Session.database_gate`` refused the database it named: ERR 1044)."""
 
     user: str
     reason: str
@@ -516,6 +518,12 @@ class Session:
         """Set by the shell before the login: called with the user name the client gives,
         before its credentials are checked; a reason refuses the login (1045, an
         ``AuthFailed`` with cause "waiting"), None lets it go on."""
+        self.database_gate: Callable[[Identity, str], str | None] | None = None
+        """Set by the shell before the login: called with the proven identity and the
+        default schema the client named in its login, before the gateway logs in to the
+        target; a message (the whole ERR text) refuses the login (1044 with SQLSTATE
+        42000, as a server refuses a database, and an ``AuthFailed`` with cause
+        "database"), None lets it go on."""
 
     # ------------------------------------------------------------------ shell API
 
@@ -1167,7 +1175,8 @@ class Session:
         self._admit(Identity(account.user, account.groups, "account"))
 
     def _admit(self, identity: Identity) -> None:
-        """A proven identity reaches the target only with one of its allowed groups."""
+        """A proven identity reaches the target only with one of its allowed groups, and
+        with the database it named only when the shell's ``database_gate`` lets it."""
         backend = self.settings.backend
         if not identity.groups & backend.allow_groups:
             groups = ", ".join(printable(g) for g in sorted(identity.groups)) or "none"
@@ -1178,6 +1187,15 @@ class Session:
                 f"'{backend.name}'; its allowed groups are: {allowed}",
             )
             return
+        schema = self.database
+        gate = self.database_gate
+        if schema is not None and gate is not None:
+            refused = gate(identity, schema)
+            if refused is not None:
+                self._send_client_seq(packets.build_err(ErrorCode.DBACCESS_DENIED, refused))
+                self._events.append(AuthFailed(identity.user, refused, "database"))
+                self._close(f"login refused: {refused}")
+                return
         self.identity = identity
         self._events.append(ClientAuthenticated(self.identity, self._client_tls is not None))
         self._start_server_login()

@@ -287,6 +287,11 @@ class Policy:
         self._usage: dict[str, _Usage] = {}
         self.alerts: list[tuple[str, str]] = []  # (identity, message): taken by the shell
 
+    def login_schema(self, who: Subject, schema: str) -> Decision:
+        """The decision on the default schema a client names in its login: that on the
+        text ``USE `schema``` with no schema current yet (the rules, then the built-ins)."""
+        return decide(_use_of(schema), who, None, self.rules)
+
     def decided_before(self, sql: bytes, mode: LexMode, backslash_unknown: bool) -> bool:
         """Whether the exact text has its classification in the cache."""
         return sql in self._exact.table((mode, backslash_unknown))
@@ -534,14 +539,15 @@ class SessionPolicy:
                 self._mode_changes.add(cmd.id)
             verdict = Verdict(label, (_part(text, "EXECUTE", "prepared"),))
             return self._guarded(verdict, cmd, prepared=sql)
-        if code == Command.INIT_DB:
+        if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`
             schema = cmd.payload[1:].decode("utf-8", "replace")
-            use = f"USE `{schema}`"
+            use = _use_of(schema)
             if "." in schema:  # the rules would misread its tables (see schema)
-                verdict = self._verdict(label, (Part(use, "USE", _dotted_schema(schema)),))
+                decision = _dotted_schema(schema)
             else:
-                verdict = Verdict(label, (_part(use, "USE", "default-allow"),))
-            if not verdict.refused:  # it goes to the server (with a dot: in shadow mode)
+                decision = decide(use, self.who, self.schema, self.policy.rules)
+            verdict = self._guarded(self._verdict(label, (Part(use.text, "USE", decision),)), cmd)
+            if verdict.refusal is None or verdict.shadow:  # it goes to the server
                 self._uses[cmd.id] = (schema, True)
             return verdict
         if code == Command.RESET_CONNECTION:
@@ -986,6 +992,15 @@ _KILL = Classification(
     problem=None,
     literal_independent=True,
 )
+
+_USE = replace(_KILL, kind="USE", text="USE")
+
+
+def _use_of(schema: str) -> Classification:
+    """What the text ``USE `schema``` classifies as: how COM_INIT_DB and the database of a
+    login are decided and recorded."""
+    return replace(_USE, text="USE `" + schema.replace("`", "``") + "`")
+
 
 _INTRODUCED = re.compile(rb"(?<![A-Za-z0-9_$])(?:_[A-Za-z0-9]+|[Nn])\?")
 

@@ -277,6 +277,41 @@ def test_kill_reaches_only_the_identitys_own_sessions() -> None:
     assert ruled.policy.decide(cmd, 0, {}).parts[0].decision.rule == "dbas-kill"
 
 
+NO_USE = RuleConfig("no-use", ("USE",), RuleAction.BLOCK, identities=("agent",))
+USE_REVIEWED = RuleConfig("use-reviewed", ("USE",), RuleAction.REVIEW)
+
+
+@pytest.mark.parametrize("rule", [NO_USE, USE_REVIEWED], ids=["block", "review"])
+def test_com_init_db_and_a_logins_database_are_decided_as_the_text_use(rule: RuleConfig) -> None:
+    """COM_INIT_DB (PyMySQL's select_db) and the database of a login are the text USE:
+    the same rule, the same reason; a refused COM_INIT_DB leaves the schema as it was."""
+    session = _ruled(rule, db="shop")
+    text = session.query(b"USE `se``cret`")[1]
+    init_db = ClientCommand(50, Command.INIT_DB, b"\x02se`cret", b"")
+    verdict = session.policy.decide(init_db, 0, {})
+    assert verdict.refused and verdict.command == "COM_INIT_DB"
+    assert verdict.refusal == text.refusal
+    assert verdict.refusal is not None and verdict.refusal.rule == rule.name
+    (part,) = verdict.parts
+    assert (part.sql, part.kind) == ("USE `se``cret`", "USE")
+    session.policy.completed(init_db, 1227, 0)  # never sent
+    assert session.policy.schema == "shop"
+    login = session.policy.policy.login_schema(AGENT, "se`cret")
+    assert login == text.refusal
+    # another identity, or no rule: allowed, and the schema follows the answer
+    other = rules.Subject("dba", frozenset({"dba"}), "orders")
+    if rule is NO_USE:
+        assert not session.policy.policy.login_schema(other, "secret").refused
+    plain = Session()
+    init_db = ClientCommand(51, Command.INIT_DB, b"\x02secret", b"")
+    verdict = plain.policy.decide(init_db, 0, {})
+    assert not verdict.refused and verdict.parts[0].decision.rule == ALLOW
+    assert plain.policy.schema is None  # on its way
+    plain.policy.completed(init_db, None, 0)
+    assert plain.policy.schema == "secret"
+    assert plain.policy.policy.login_schema(AGENT, "secret").rule == ALLOW
+
+
 def test_a_use_on_its_way_leaves_the_schema_unknown() -> None:
     """USE and, before its answer, a statement with bare table names: the server may
     already be in the new schema, so a bare name may be a table of any schema."""

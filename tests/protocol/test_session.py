@@ -448,6 +448,44 @@ def test_a_name_the_login_gate_refuses_is_turned_away_before_its_password() -> N
     assert asked == ["alice", "bob"]
 
 
+def test_a_database_the_database_gate_refuses_ends_the_login_with_1044() -> None:
+    """The database a client names in its login is the shell's to decide (as USE of it),
+    after the credentials and before the gateway logs in to the target."""
+    asked: list[tuple[Identity, str]] = []
+    message = "sqlgate: blocked by rule 'no-use': USE is not allowed on this gateway"
+
+    def gate(identity: Identity, schema: str) -> str | None:
+        asked.append((identity, schema))
+        return message if schema == "secret" else None
+
+    def hello(database: bytes) -> Playbook:
+        session = new_session()
+        session.database_gate = gate
+        return (
+            Playbook(session)
+            >> server(server_greeting(NONCE))
+            << expect_client(lambda p: p.seq == 0)
+            >> client(alice_hello(database=database))
+        )
+
+    refusal = b"\xff\x14\x04#42000" + message.encode()  # ER_DBACCESS_DENIED_ERROR
+    assert (
+        hello(b"secret")
+        << expect_client(frame(2, refusal))
+        << expect_event(AuthFailed, user="alice", reason=message, cause="database")
+        << expect_closed("login refused: sqlgate: blocked by rule 'no-use'")
+    )  # nothing went to the server
+    alice = Identity("alice", frozenset({"dba"}), "account")
+    assert asked == [(alice, "secret")]
+    login_caps = (CLIENT_SIDE | int(C.CONNECT_WITH_DB)) | int(C.PLUGIN_AUTH_LENENC_CLIENT_DATA)
+    assert (
+        hello(b"shop")
+        << expect_event(ClientAuthenticated, identity=alice)
+        << expect_server(native_login(login_caps, database=b"shop"))
+    )
+    assert asked == [(alice, "secret"), (alice, "shop")]
+
+
 def test_unknown_user_is_refused() -> None:
     assert (
         Playbook(new_session())
