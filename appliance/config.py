@@ -44,6 +44,7 @@ from appliance import routing
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
+    "MAX_SECRET_BYTES",
     "AccountConfig",
     "ApplianceConfig",
     "ApprovalsConfig",
@@ -98,7 +99,8 @@ _MIB = 1024 * 1024
 MAX_FILE_BYTES = _MIB
 """The largest configuration (or key, or checkpoint) file read: these are small texts, and
 a bound keeps a wrong path (a device, a log) from being read without end."""
-_MAX_SECRET_BYTES = 64 * 1024  # a password file larger than this is not one
+MAX_SECRET_BYTES = 64 * 1024
+"""A password file larger than this is not one."""
 _MAX_KEY_PARTS = 64  # a.b.c...: far more than any key here has, far less than hurts
 # linear: a match starts only where a word does, and a word is never given back
 _DEEP_KEY = re.compile(
@@ -453,7 +455,8 @@ def read_small_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -
 
 def check_files(config: Config) -> None:
     """Load what the gateway loads at start beyond ``load_config``: the TLS certificate
-    and key, the CA bundles and the ledger signing key (ConfigError naming the key).
+    and key, the CA bundles, the JWKS file, the masking key and the ledger signing key
+    (ConfigError naming the key).
 
     ``sqlgate check`` and ``sqlgate run`` call it; the operator's commands (approvals,
     console, health) do not, as a desk's copy of the file need not hold the secret key.
@@ -483,6 +486,13 @@ def check_files(config: Config) -> None:
             if asked:
                 fail("tls.key_file", f"{key}: the key is encrypted; sqlgate needs it unencrypted")
             fail("tls.key_file", f"{key}: not a PEM private key")
+    if config.identity is not None and config.identity.jwks_file is not None:
+        jwks = config.identity.jwks_file  # read whole at start and whenever it changes
+        try:
+            read_small_file(jwks)
+        except (OSError, ValueError) as exc:
+            why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            fail("identity.jwks_file", f"cannot read {jwks}: {why}")
     bundles = [(f"targets[{i}].tls_ca_file", t.tls_ca_file) for i, t in enumerate(config.targets)]
     if config.identity is not None:
         bundles.append(("identity.ca_file", config.identity.ca_file))
@@ -526,8 +536,9 @@ def _check_masking_key(config: Config, fail: Callable[[str, str], NoReturn]) -> 
             return
     try:
         data = read_small_file(path)
-    except OSError as exc:
-        fail(key, f"cannot read the masking key {path}: {_os_reason(exc)}")
+    except (OSError, ValueError) as exc:  # ValueError: not a regular file, over 1 MiB
+        why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        fail(key, f"cannot read the masking key {path}: {why}")
     if len(data) < 16:
         fail(key, f"{path}: a masking key needs at least 16 bytes, it has {len(data)}")
 
@@ -738,7 +749,7 @@ class _Table:
         path = self.path(name)
         _check_readable(self.key(name), path)
         try:
-            data = read_small_file(path, _MAX_SECRET_BYTES)
+            data = read_small_file(path, MAX_SECRET_BYTES)
         except OSError as exc:
             raise _Invalid(self.key(name), f"cannot read {path}: {_os_reason(exc)}") from None
         except ValueError as exc:

@@ -423,7 +423,7 @@ def _embedded_broker(argv: Sequence[str], env: Mapping[str, str]) -> _Broker | N
     """The broker to start for this command, or None (see the module's 2.)."""
     if not _truthy(env.get(ENV_BROKER)) or not _is_gateway_run(argv):
         return None
-    from appliance.config import ConfigError, load_config
+    from appliance.config import MAX_SECRET_BYTES, ConfigError, load_config, read_small_file
 
     try:
         config = load_config(config_path(argv))
@@ -439,16 +439,20 @@ def _embedded_broker(argv: Sequence[str], env: Mapping[str, str]) -> _Broker | N
     named = env.get(ENV_OPERATOR_PASSWORD)
     password_file = Path(named) if named else config.path.parent / "operator.pw"
     operator_password: bytes | None = None
-    try:
-        data = password_file.read_bytes()
+    try:  # a regular file (a FIFO would hold the start for ever) of a password's size
+        data = read_small_file(password_file, MAX_SECRET_BYTES)
         # one trailing line end, as the configuration's own password files may have
         operator_password = data.removesuffix(b"\n").removesuffix(b"\r")
     except FileNotFoundError:
         if named:
             raise EntrypointError(f"{ENV_OPERATOR_PASSWORD}: {named}: no such file", 2) from None
         _say(f"no {password_file}: the broker knows no '{OPERATOR_USER}' (no console)")
+    except IsADirectoryError:
+        raise EntrypointError(f"{password_file}: cannot read: is a directory", 2) from None
     except OSError as exc:
         raise EntrypointError(f"{password_file}: cannot read: {exc.strerror}", 2) from None
+    except ValueError as exc:  # not a regular file, or larger than a password
+        raise EntrypointError(f"{password_file}: cannot read: {exc}", 2) from None
     return _Broker(bus, operator_password)
 
 

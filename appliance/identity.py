@@ -62,7 +62,7 @@ from typing import IO, Any
 
 import jwt
 
-from appliance.config import IdentityConfig
+from appliance.config import IdentityConfig, read_small_file
 
 __all__ = ["TokenRejected", "TokenVerifier", "VerifiedToken"]
 
@@ -564,10 +564,12 @@ class TokenVerifier:
         if config.jwks_file is not None:
             path = config.jwks_file
             self._cache.file_stamp = _file_stamp(path)
-            try:
-                data = path.read_bytes()
+            try:  # not a FIFO swapped in (it would hold the loop), at most 1 MiB
+                data = read_small_file(path, _MAX_DOCUMENT)
             except OSError as exc:
                 raise _SourceError(str(path), _os_reason(exc), fetched=False) from None
+            except ValueError as exc:
+                raise _SourceError(str(path), str(exc), fetched=False) from None
             try:
                 return _parse_jwks(data)
             except ValueError as exc:

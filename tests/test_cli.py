@@ -571,6 +571,62 @@ def test_check_finds_a_masking_key_the_gateway_could_not_load(
     assert line.startswith(f"sqlgate: {config_file}: {key}: ") and problem in line
 
 
+TLS = '\n[tls]\ncert_file = "pki/server.crt"\nkey_file = "pki/server.key"\n'
+IDENTITY = '\n[identity]\nissuer = "https://idp.example"\naudience = "sqlgate"\n'
+BUS = '\n[bus]\nurl = "mqtts://127.0.0.1"\nusername = "gw"\n'
+
+# key -> the configuration with {bad} where the key names the file; "state/masking.key"
+# is the key made in state_dir (named by appliance.state_dir)
+FILE_KEYS = {
+    "targets[0].password_file": CONFIG.replace('"orders.pw"', '"{bad}"'),
+    "ledger.signing_key": CONFIG.replace('"ledger.key"', '"{bad}"'),
+    "targets[0].tls_ca_file": CONFIG.replace(
+        'user = "sqlgate"', 'user = "sqlgate"\ntls_ca_file = "{bad}"'
+    ),
+    "tls.cert_file": CONFIG + TLS.replace('"pki/server.crt"', '"{bad}"'),
+    "tls.key_file": CONFIG + TLS.replace('"pki/server.key"', '"{bad}"'),
+    "identity.jwks_file": CONFIG + TLS + IDENTITY + 'jwks_file = "{bad}"\n',
+    "identity.ca_file": CONFIG + TLS + IDENTITY + 'ca_file = "{bad}"\n',
+    "bus.password_file": CONFIG + BUS + 'password_file = "{bad}"\n',
+    "bus.ca_file": CONFIG + BUS + 'ca_file = "{bad}"\n',
+    "policy.masking_key_file": CONFIG + '\n[policy]\nmasking_key_file = "{bad}"\n' + MASKING,
+    "appliance.state_dir": CONFIG + MASKING,
+}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "over-1-MiB"])
+@pytest.mark.parametrize("key", sorted(FILE_KEYS))
+def test_check_and_run_refuse_a_file_they_cannot_use_in_one_line(
+    config_file: Path, key: str, kind: str
+) -> None:
+    """Every file the configuration names, as a FIFO (opening it would wait for ever), a
+    directory, or more than 1 MiB (of no key, certificate or password): exit 2 and one
+    line naming the key, never a traceback (the masking key over 1 MiB or a FIFO in
+    state_dir was one; a JWKS file over 1 MiB passed, and the gateway read it whole)."""
+    from lab.certs import make_pki
+
+    home = config_file.parent
+    make_pki(home / "pki")
+    (home / "jwks.json").write_text('{"keys": []}')
+    (home / "state").mkdir()
+    bad = home / "state" / "masking.key" if key == "appliance.state_dir" else home / "bad"
+    if kind == "fifo":
+        os.mkfifo(bad)
+    elif kind == "directory":
+        bad.mkdir()
+    else:
+        bad.write_bytes(b"#" * (1024 * 1024 + 1))
+    config_file.write_text(FILE_KEYS[key].format(bad="bad"))
+    for command in ("check", "run"):
+        line = assert_one_line_failure(sqlgate(command, "-c", str(config_file), timeout=20))
+        assert line.startswith(f"sqlgate: {config_file}: {key}: "), line
+        assert str(bad) in line, line
+        problem = {"fifo": "not a regular file", "directory": "is a directory"}.get(kind)
+        if problem is None:  # over 1 MiB: too large, or not what a PEM file holds
+            problem = "larger than" if "PEM" not in line else "PEM"
+        assert problem in line, line
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [(b"", "is empty: it must hold the password"), (b"x" * 2_000_000, "larger than")],

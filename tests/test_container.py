@@ -37,6 +37,7 @@ from appliance.container import (
     config_path,
     setpriv_argv,
 )
+from appliance.ledger.chain import generate_key, private_key_pem
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS_EVENTS = REPO / "docs" / "events.md"
@@ -179,6 +180,37 @@ def test_an_operator_password_file_with_a_crlf_end_is_read(
     finally:
         broker.stop()
     assert not broker.directory.exists()
+
+
+@pytest.mark.timeout(30)  # a FIFO held the entry point for ever
+@pytest.mark.parametrize("kind", ["fifo", "directory", "over-64-KiB"])
+def test_an_operator_password_file_that_holds_no_password_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "orders.pw").write_text("orders-secret\n")
+    (tmp_path / "bus.pw").write_text("gateway-bus-secret\n")
+    (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
+    config = tmp_path / "sqlgate.toml"
+    config.write_text(
+        '[appliance]\nname = "edge-1"\nlisten = "127.0.0.1:3307"\n\n'
+        '[[targets]]\nname = "orders"\nhost = "10.77.2.10"\nuser = "sqlgate"\n'
+        'password_file = "orders.pw"\n\n[ledger]\npath = "ledger.db"\nsigning_key = "ledger.key"\n'
+        '\n[bus]\nurl = "mqtt://127.0.0.1:1883"\nusername = "sqlgate"\npassword_file = "bus.pw"\n'
+    )
+    operator = tmp_path / "operator.pw"
+    if kind == "fifo":
+        os.mkfifo(operator)
+    elif kind == "directory":
+        operator.mkdir()
+    else:
+        operator.write_bytes(b"#" * (64 * 1024 + 1))
+    why = {"fifo": "not a regular file", "directory": "is a directory"}.get(kind, "larger than")
+    argv = ["sqlgate", "run", "-c", str(config)]
+    with pytest.raises(EntrypointError, match=f"{operator}: cannot read: {why}") as caught:
+        _embedded_broker(argv, {"SQLGATE_EMBEDDED_BROKER": "1"})
+    assert caught.value.status == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("sqlgate-broker")] == []
 
 
 # --------------------------------------------------------------------------------------

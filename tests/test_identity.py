@@ -304,6 +304,24 @@ def test_kid_found_after_rotation_and_refresh_at_most_once_a_minute(
     assert "unknown signing key id 'rsa-2'" in refused(verifier, sign(keys, "rsa-2"))
 
 
+@pytest.mark.timeout(30)  # reading a FIFO held the event loop for ever
+@pytest.mark.parametrize("kind", ["fifo", "over-1-MiB"])
+def test_a_jwks_file_replaced_by_one_that_cannot_be_read_keeps_the_keys(
+    jwks_file: Path, keys: dict[str, PrivateKey], kind: str
+) -> None:
+    clock = Clock()
+    verifier = TokenVerifier(identity(jwks_file=jwks_file), clock=clock)
+    assert verify(verifier, sign(keys, "rsa-1")).user == USER
+    jwks_file.unlink()
+    if kind == "fifo":
+        os.mkfifo(jwks_file)
+    else:  # a valid key set, padded past what a JWKS may be
+        jwks_file.write_bytes(jwks(keys, "rsa-1", "rsa-2") + b" " * (1024 * 1024))
+    clock.offset = 100
+    assert "unknown signing key id 'rsa-2'" in refused(verifier, sign(keys, "rsa-2"))
+    assert verify(verifier, sign(keys, "rsa-1")).user == USER
+
+
 def test_fetched_keys_refresh_on_unknown_kid_at_most_once_a_minute(
     keys: dict[str, PrivateKey],
 ) -> None:
