@@ -18,7 +18,14 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from appliance.config import Config, ConfigError, check_files, load_config, read_small_file
+from appliance.config import (
+    Config,
+    ConfigError,
+    check_files,
+    check_ledger_path,
+    load_config,
+    read_small_file,
+)
 
 if TYPE_CHECKING:
     from appliance.ledger.chain import Head
@@ -306,11 +313,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config, starting=True)
     if isinstance(config, int):
         return config
-    if config.network.manage_rules:
-        try:
+    try:
+        check_ledger_path(config)  # not for run: it starts, and waits for a usable ledger
+        if config.network.manage_rules:
             _check_interception(config)
-        except ConfigError as exc:
-            return _fail(str(exc))
+    except ConfigError as exc:
+        return _fail(str(exc))
     print(f"ok: {args.config}: {len(config.targets)} targets")
     return 0
 

@@ -63,6 +63,7 @@ __all__ = [
     "TargetConfig",
     "TargetTLS",
     "check_files",
+    "check_ledger_path",
     "load_config",
     "read_small_file",
 ]
@@ -514,6 +515,46 @@ def check_files(config: Config) -> None:
         fail("ledger.signing_key", f"cannot read {signing_key}: {why}")
     except LedgerError as exc:
         fail("ledger.signing_key", str(exc))
+
+
+def check_ledger_path(config: Config) -> None:
+    """``ledger.path`` names a file the ledger can be made in or opened as: not a
+    directory or another kind of file, in a directory that exists (the file itself is
+    made at the first start). ConfigError naming the key if not.
+
+    Only ``sqlgate check`` asks: ``run`` starts whatever the ledger's state, refusing
+    statements (1105) until the ledger can be written, and recovers by itself then.
+    """
+    path = config.ledger.path
+
+    def fail(problem: str) -> NoReturn:
+        raise ConfigError(config.path, "ledger.path", problem)
+
+    try:
+        mode: int | None = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:  # ENOTDIR: a regular file where a directory should be
+        if exc.errno != errno.ENOTDIR:
+            fail(f"cannot use {path}: {_os_reason(exc)}")
+        mode = None
+    if mode is not None:
+        if stat.S_ISDIR(mode):
+            fail(f"{path} is a directory: name the ledger's file, such as {path / 'ledger.db'}")
+        if not stat.S_ISREG(mode):
+            fail(f"{path}: not a regular file")
+        return
+    parent = path.parent
+    try:
+        parent_mode = parent.stat().st_mode
+    except FileNotFoundError:
+        fail(f"{parent}: no such directory, so the ledger cannot be made there")
+    except OSError as exc:
+        if exc.errno != errno.ENOTDIR:
+            fail(f"cannot use {parent}: {_os_reason(exc)}")
+        parent_mode = 0
+    if not stat.S_ISDIR(parent_mode):
+        fail(f"{parent}: not a directory, so the ledger cannot be made there")
 
 
 def _check_masking_key(config: Config, fail: Callable[[str, str], NoReturn]) -> None:

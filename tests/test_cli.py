@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -625,6 +627,60 @@ def test_check_and_run_refuse_a_file_they_cannot_use_in_one_line(
         if problem is None:  # over 1 MiB: too large, or not what a PEM file holds
             problem = "larger than" if "PEM" not in line else "PEM"
         assert problem in line, line
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        (".", "is a directory: name the ledger's file, such as"),
+        ("missing/ledger.db", "missing: no such directory, so the ledger cannot be made there"),
+        ("orders.pw/ledger.db", "orders.pw: not a directory, so the ledger cannot be made there"),
+        ("fifo", "fifo: not a regular file"),
+    ],
+    ids=["directory", "missing-directory", "under-a-file", "fifo"],
+)
+def test_check_refuses_a_ledger_path_no_ledger_can_be_made_at(
+    config_file: Path, where: str, problem: str
+) -> None:
+    """They passed check; the gateway then refused every statement (ledger unavailable).
+    A ledger file that does not exist yet is fine (test_check_ok): it is made."""
+    os.mkfifo(config_file.parent / "fifo")
+    config_file.write_text(CONFIG.replace('path = "ledger.db"', f'path = "{where}"'))
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"sqlgate: {config_file}: ledger.path: ") and problem in line, line
+
+
+def test_run_still_starts_with_a_ledger_it_cannot_open_yet(config_file: Path) -> None:
+    """`run` does not ask what `check` does of the ledger's path: it starts, refuses
+    statements while the ledger cannot be written, and recovers once it can."""
+    from lab.mariadb import free_port
+
+    port = free_port()
+    config_file.write_text(
+        CONFIG.replace('path = "ledger.db"', 'path = "later/ledger.db"').replace(
+            "127.0.0.1:3307", f"127.0.0.1:{port}"
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "-c", str(config_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the gateway did not listen"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
