@@ -457,7 +457,8 @@ def read_small_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -
 def check_files(config: Config) -> None:
     """Load what the gateway loads at start beyond ``load_config``: the TLS certificate
     and key, the CA bundles, the JWKS file, the masking key and the ledger signing key
-    (ConfigError naming the key).
+    (ConfigError naming the key); and ``[identity]`` only with the ``[tls]`` its token
+    logins need.
 
     ``sqlgate check`` and ``sqlgate run`` call it; the operator's commands (approvals,
     console, health) do not, as a desk's copy of the file need not hold the secret key.
@@ -515,6 +516,15 @@ def check_files(config: Config) -> None:
         fail("ledger.signing_key", f"cannot read {signing_key}: {why}")
     except LedgerError as exc:
         fail("ledger.signing_key", str(exc))
+    if config.identity is not None and config.tls is None and not config.approvals.enabled:
+        # (with [approvals], [identity] also verifies the operators' tokens, over MQTT)
+        fail(
+            "identity",
+            "[identity] needs [tls] (cert_file, key_file): a client's token is accepted as "
+            "its password only over TLS, and without [tls] the gateway offers clients no "
+            "TLS, so no token login could succeed. Add [tls], or remove [identity] and "
+            "log in with [[accounts]]",
+        )
 
 
 def check_ledger_path(config: Config) -> None:

@@ -920,7 +920,11 @@ def test_check_loads_the_certificate_and_key(
     ("section", "key"),
     [
         ('[bus]\nurl = "mqtts://127.0.0.1"\nca_file = "{ca}"\n', "bus.ca_file"),
-        ('[identity]\nissuer = "https://i"\naudience = "a"\nca_file = "{ca}"', "identity.ca_file"),
+        (
+            '[tls]\ncert_file = "real.crt"\nkey_file = "real.key"\n\n'
+            '[identity]\nissuer = "https://i"\naudience = "a"\nca_file = "{ca}"',
+            "identity.ca_file",
+        ),
     ],
 )
 def test_check_loads_the_ca_bundles(
@@ -950,6 +954,21 @@ def test_check_loads_the_ledger_signing_key(
 ) -> None:
     (confdir / "ledger.key").write_bytes(content)
     check_refuses(confdir, MINIMAL, "ledger.signing_key", problem, capsys)
+
+
+IDENTITY = '\n[identity]\nissuer = "https://idp"\naudience = "sqlgate"\njwks_file = "jwks.json"\n'
+
+
+def test_check_refuses_identity_without_tls(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tokens travel only inside TLS, which the gateway offers only with [tls]: without
+    it no token login could ever succeed, yet check passed."""
+    check_refuses(pki, MINIMAL + IDENTITY, "identity", "[identity] needs [tls]", capsys)
+    check_passes(
+        pki, MINIMAL + IDENTITY + '[tls]\ncert_file = "real.crt"\nkey_file = "real.key"\n', capsys
+    )
+    # with [approvals], [identity] also verifies the operators' tokens (over MQTT)
+    approvals = '\n[bus]\nurl = "mqtt://127.0.0.1:1883"\n\n[approvals]\napprover_groups = ["dba"]\n'
+    check_passes(pki, MINIMAL + IDENTITY + approvals, capsys)
 
 
 def rule(*statements: str) -> str:
