@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from appliance import routing
+from appliance.mysql.constants import MAX_USER_BYTES
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -1129,6 +1130,16 @@ def _accounts(tables: list[Mapping[str, object]], base: Path) -> tuple[AccountCo
     for index, raw in enumerate(tables):
         t = _Table(raw, f"accounts[{index}]", _ACCOUNT_KEYS, base)
         user = t.string("user")
+        size = len(user.encode())
+        if size > MAX_USER_BYTES:
+            problem = (
+                f"'{user[:32]}...' is {size} bytes in UTF-8, more than the {MAX_USER_BYTES} "
+                "a login's user name may have, so it could never log in"
+            )
+            raise _Invalid(t.key("user"), problem)
+        if "\0" in user:
+            problem = "a user name cannot contain a NUL character (\\u0000): it ends the name"
+            raise _Invalid(t.key("user"), problem + " in a login, so it could never log in")
         if user in seen:
             raise _Invalid(t.key("user"), f"duplicate account '{user}' (also {seen[user]})")
         seen[user] = t.prefix

@@ -228,6 +228,12 @@ def test_spec_example_loads_every_field(
     assert config.network.mark == 0x5147
 
 
+def test_an_account_name_of_256_bytes_is_accepted(confdir: Path) -> None:
+    text = MINIMAL + f'\n[[accounts]]\nuser = "{"é" * 128}"\npassword_hash = "{CI_HASH}"\n'
+    (account,) = load(confdir, text).accounts
+    assert len(account.user.encode()) == 256
+
+
 def test_minimal_config_takes_defaults(confdir: Path) -> None:
     config = load(confdir, MINIMAL)
     assert config.tls is None
@@ -517,6 +523,18 @@ CASES = [
         lambda t: t + '\n[[accounts]]\nuser = "ci"\npassword_hash = "*ABCDEF"\n',
         "accounts[0].password_hash",
         "40 hex digits",
+    ),
+    (
+        "account-user-over-256-bytes",  # 86 x 3 bytes in UTF-8: it could never log in
+        lambda t: t + f'\n[[accounts]]\nuser = "{"€" * 86}"\npassword_hash = "{CI_HASH}"\n',
+        "accounts[0].user",
+        "is 258 bytes in UTF-8, more than the 256 a login's user name may have",
+    ),
+    (
+        "account-user-with-a-nul",
+        lambda t: t + f'\n[[accounts]]\nuser = "ci\\u0000bot"\npassword_hash = "{CI_HASH}"\n',
+        "accounts[0].user",
+        "cannot contain a NUL character",
     ),
     (
         "bad-masking-column",

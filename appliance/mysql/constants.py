@@ -11,6 +11,10 @@ from enum import IntEnum, IntFlag
 MAX_PAYLOAD = 0xFFFFFF
 """A payload of exactly this length is continued by the next packet (16 MiB rule)."""
 
+MAX_USER_BYTES = 256
+"""The longest user name (UTF-8) the gateway reads in a login (MariaDB's limit is 128
+characters); a gateway account's name must fit."""
+
 PROTOCOL_VERSION = 10
 SCRAMBLE_LENGTH = 20
 

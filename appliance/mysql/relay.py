@@ -67,6 +67,7 @@ from appliance.mysql.constants import (
     CLIENT_ED25519,
     GATEWAY_CAPABILITIES,
     MAX_PAYLOAD,
+    MAX_USER_BYTES,
     NATIVE_PASSWORD,
     SCRAMBLE_LENGTH,
     CachingSha2State,
@@ -93,8 +94,6 @@ LOGIN_DRAIN = 2 * 1024 * 1024
 the connection closes: closing with it unread would reset the connection under the
 error the client is about to read."""
 """... and at most this much of what it sent is kept while the login goes on."""
-MAX_USER_BYTES = 256
-"""The longest user name the gateway reads (MariaDB's limit is 128 characters)."""
 """Appended to the backend's server version in the gateway's greeting: clients still read
 the backend's version number, and ``sqlgate net probe`` can tell who answered."""
 
