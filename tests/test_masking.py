@@ -302,7 +302,7 @@ def test_a_schema_the_gateway_is_not_sure_of_still_masks(
                 conn._read_packet().raise_for_error()
         else:
             with pytest.raises(pymysql.err.MySQLError), conn.cursor() as cur:
-                cur.execute("USE shop; SELECT nosuchfn()")
+                cur.execute("USE shop; SELECT * FROM nosuchtable")
             with pytest.raises(pymysql.err.OperationalError) as caught, conn.cursor() as cur:
                 cur.execute(probe)
     finally:

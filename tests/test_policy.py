@@ -213,6 +213,37 @@ def test_configured_rules_come_first(gw: GatewayProcess, mariadb: MariaDB) -> No
     assert direct(mariadb, "SELECT * FROM shop.orders ORDER BY id") == before
 
 
+def test_a_stored_function_call_is_held_and_runs_nothing(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """A function a DBA made deletes rows; an agent's SELECT that calls it would run the
+    DELETE unseen, recorded as an allowed SELECT. It is held for review instead (refused
+    here: approvals are off), the rows stay, and the ledger says why."""
+    direct(
+        mariadb,
+        "CREATE OR REPLACE FUNCTION shop.pol_archive() RETURNS INT MODIFIES SQL DATA "
+        "BEGIN DELETE FROM shop.pol_items; RETURN ROW_COUNT(); END",
+    )
+    try:
+        with gw.connect(database="shop") as conn:
+            message = refused(conn, "SELECT pol_archive()")
+            assert message.startswith("sqlgate: review required by rule 'stored-function': ")
+            assert "it calls pol_archive(), a stored function" in message
+            assert "Approvals are not enabled on this gateway" in message
+            refused(conn, "SELECT id, shop.pol_archive() FROM pol_items")
+            with conn.cursor() as cur:  # the session goes on
+                cur.execute("SELECT COUNT(*) FROM pol_items")
+                assert cur.fetchone() == (3,)
+        assert items(mariadb) == [(1, 10), (2, 20), (3, 30)]
+        recs = ledger_records(gw.ledger)
+        (st,) = [r for r in recs if r["kind"] == "statement" and r["sql"] == "SELECT pol_archive()"]
+        assert (st["decision"], st["rule"]) == ("blocked", "stored-function")
+        assert st["reason"].startswith("sqlgate: review required by rule 'stored-function': ")
+        assert result_of(recs, st)["error"] == 1227
+    finally:
+        direct(mariadb, "DROP FUNCTION IF EXISTS shop.pol_archive")
+
+
 def test_unreadable_text_is_refused(gw: GatewayProcess, mariadb: MariaDB) -> None:
     with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
         message = refused(conn, "SELECT 1 /*! ; DELETE FROM pol_items */")

@@ -46,6 +46,12 @@ from appliance.policy.lexer import (
     tokenize,
     word_at,
 )
+from appliance.policy.server_functions import (
+    ARGUMENT_COUNTS,
+    BUILTIN_FUNCTIONS,
+    KEYWORD_FUNCTIONS,
+    NATIVE_FUNCTIONS,
+)
 
 __all__ = [
     "KINDS",
@@ -86,6 +92,11 @@ class Classification:
     problem: str | None  # why the gateway does not understand it; the policy refuses
     literal_independent: bool  # same classification for every text of the same shape
     inner: Classification | None = None  # PREPARE/EXECUTE IMMEDIATE/EXPLAIN/...: what it runs
+    # Calls the server reads as calls of stored functions, which run statements the
+    # gateway never sees: lower-case names, "schema.name" when qualified (see
+    # _stored_functions). Only for statements that call them when they run (stored code
+    # runs later, a CALL is a call already).
+    stored_functions: frozenset[str] = frozenset()
 
 
 _EXECUTABLE_COMMENT = (
@@ -167,6 +178,7 @@ def _result(
     problem: str | None = None,
     literal_independent: bool = False,
     inner: Classification | None = None,
+    stored_functions: Iterable[str] = (),
 ) -> Classification:
     return Classification(
         kind=kind,
@@ -182,6 +194,7 @@ def _result(
         problem=problem,
         literal_independent=literal_independent and problem is None,
         inner=inner,
+        stored_functions=_shared(stored_functions),
     )
 
 
@@ -367,9 +380,48 @@ def _skeleton_flags(skeleton: bytes, kind: str) -> set[str]:
     return flags
 
 
-def _skeleton_functions(skeleton: bytes) -> set[str]:
-    """Names followed by '(' (a word ending where blanks before the '(' start)."""
+class _Suspect(NamedTuple):
+    """A name before '(' that may call a stored function (see _stored_functions)."""
+
+    name: str  # upper case as written; "" for a quoted name (the skeleton shows ``)
+    spaced: bool  # a blank or a comment between the name and its '('
+    qualified: bool  # after a '.': schema.name(...)
+
+
+# Words after which a name and '(' define a table, view or routine (or list a table's
+# columns): INSERT INTO t (a), CREATE TABLE t (...), REFERENCES t (a).
+_NOT_CALLED_AFTER = frozenset(b"INTO TABLE REFERENCES VIEW PROCEDURE FUNCTION".split())
+
+# How a call's name is written, for _builtin: which of the server's functions it can be.
+_TIGHT, _SPACED, _QUOTED = 0, 1, 2
+
+
+def _builtin(name: str, spelling: int) -> bool:
+    """Whether the server reads a call of ``name`` (upper case), written so, as a call
+    of its own function (server_functions.py says how each may be written)."""
+    if spelling == _TIGHT:
+        return name in BUILTIN_FUNCTIONS
+    if spelling == _SPACED:
+        return name in NATIVE_FUNCTIONS or name in KEYWORD_FUNCTIONS
+    return name in NATIVE_FUNCTIONS
+
+
+def _takes(name: str, count: int) -> bool:
+    """Whether the built-in ``name`` takes ``count`` arguments (for the few that are
+    built in with some counts only: ``POINT(x)`` is a stored function's call)."""
+    limits = ARGUMENT_COUNTS.get(name)
+    if limits is None:
+        return True
+    least, most = limits
+    return least <= count and (most is None or count <= most)
+
+
+def _skeleton_calls(skeleton: bytes) -> tuple[set[str], list[_Suspect]]:
+    """Names followed by '(' (a word ending where blanks before the '(' start), and the
+    ones among them that may call a stored function: qualified, quoted, not built in as
+    written, or built in with some numbers of arguments only."""
     names: set[str] = set()
+    suspects: list[_Suspect] = []
     p = skeleton.find(b"(")
     while p >= 0:
         end = p
@@ -378,19 +430,39 @@ def _skeleton_functions(skeleton: bytes) -> set[str]:
         start = end
         while start > 0 and skeleton[start - 1] in _IDENT_BYTES:
             start -= 1
-        if start < end and not 0x30 <= skeleton[start] <= 0x39 and skeleton[start] != 0x24:
+        quoted = start == end and skeleton.endswith(b"``", 0, end)
+        if quoted:
+            start = end - 2
+        if start < end:
             before = start
             while before > 0 and skeleton[before - 1] in _BLANKS:
                 before -= 1
             first = before
             while first > 0 and skeleton[first - 1] in _IDENT_BYTES:
                 first -= 1
-            if before == start or skeleton[first:before] not in _DEFINING:
+            word = skeleton[first:before]
+            qualified = before > 0 and skeleton[before - 1] == 0x2E  # '.'
+            called = qualified or word not in _NOT_CALLED_AFTER
+            if quoted:
+                if called:
+                    suspects.append(_Suspect("", end != p, qualified))
+            else:
                 name = skeleton[start:end].decode("utf-8", "replace")
-                if name not in _NOT_FUNCTIONS:
+                if (
+                    not 0x30 <= skeleton[start] <= 0x39
+                    and skeleton[start] != 0x24
+                    and (before == start or word not in _DEFINING)
+                    and name not in _NOT_FUNCTIONS
+                ):
                     names.add(name)
+                if called and (
+                    qualified
+                    or not _builtin(name, _SPACED if end != p else _TIGHT)
+                    or name in ARGUMENT_COUNTS
+                ):
+                    suspects.append(_Suspect(name, end != p, qualified))
         p = skeleton.find(b"(", p + 1)
-    return names
+    return names, suspects
 
 
 # -- dispatch ------------------------------------------------------------------------------
@@ -748,7 +820,7 @@ def _mismatch_problem(kind: str, root: exp.Expr) -> str:
     )
 
 
-_TABLE, _CTE, _FUNC = 1, 2, 3
+_TABLE, _CTE, _FUNC, _DOT = 1, 2, 3, 4
 _CATEGORY: dict[type, int] = {}
 _FUNCTION_NAMES: dict[type, str] = {}
 
@@ -758,6 +830,8 @@ def _category(cls: type) -> int:
         c = _TABLE
     elif issubclass(cls, exp.CTE):
         c = _CTE
+    elif issubclass(cls, exp.Dot):
+        c = _DOT  # schema.f(...): a qualified call
     elif issubclass(cls, exp.Func) and not issubclass(
         cls, (exp.Connector, exp.SubqueryPredicate)
     ):  # AND, OR, XOR, EXISTS, ANY are operators to a reader
@@ -811,7 +885,9 @@ def _table_name(t: exp.Table) -> str:
 
 
 class _Tree:
-    """What one walk of a parsed tree gives: tables, CTE names, function names.
+    """What one walk of a parsed tree gives: tables, CTE names, function names, and the
+    calls _stored_functions looks at (calls of names the parser does not know, and
+    qualified names).
 
     The walk also unlinks every node from its parent. Those links are what makes a
     sqlglot tree a cycle: without them the tree is freed as soon as the caller drops it,
@@ -820,12 +896,16 @@ class _Tree:
     collections walking the trees). Nothing reads a node's parent after this walk.
     """
 
-    __slots__ = ("tables", "ctes", "functions")
+    __slots__ = ("root", "text", "tables", "ctes", "functions", "anonymous", "dots")
 
-    def __init__(self, root: exp.Expr) -> None:
+    def __init__(self, root: exp.Expr, text: str) -> None:
+        self.root = root
+        self.text = text  # what the parser read: node positions are offsets in it
         self.tables: list[exp.Table] = []
         self.ctes: set[str] = set()
         self.functions: set[str] = set()
+        self.anonymous: list[exp.Anonymous] = []
+        self.dots: list[exp.Dot] = []
         category = _CATEGORY.get
         for node in root.bfs():  # walk()'s order, without its extra generator
             node.parent = None
@@ -840,8 +920,12 @@ class _Tree:
                 self.tables.append(node)
             elif c == _CTE:
                 self.ctes.add(node.alias.lower())
+            elif c == _DOT:
+                assert isinstance(node, exp.Dot)
+                self.dots.append(node)
             elif isinstance(node, exp.Anonymous):
                 self.functions.add(node.name.upper())
+                self.anonymous.append(node)
             else:
                 name = _FUNCTION_NAMES.get(cls)
                 if name is None:
@@ -864,6 +948,203 @@ class _Tree:
         return names
 
 
+# -- stored functions ----------------------------------------------------------------------
+#
+# A call runs one of the server's own functions or a stored function of that name, whose
+# statements the gateway never sees (server_functions.py says which names are the
+# server's, and how each may be written). The skeleton gives the suspects cheaply; only a
+# statement that has some is looked at closely.
+
+_PLAIN_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+#: Names the SQL parser reads as something of its own when '(' follows, keeping no trace
+#: of how the name was written: a function with a syntax of its own (CAST, TRIM,
+#: STRING_AGG, ...), or a keyword that cannot name a function (a clause, a character set
+#: introducer). Any other name before '(' in an expression is in the tree as an
+#: exp.Anonymous or, for one of the parser's own functions (_PARSER_FUNCTIONS), as a node
+#: whose position is the name's; before '(' elsewhere a name stands for a table, a CTE,
+#: an index or a part of the syntax (JSON_TABLE's COLUMNS (...)).
+_PARSED_SPECIALLY = frozenset(
+    name
+    for name in (
+        *_MYSQL.parser_class.FUNCTION_PARSERS,
+        *_MYSQL.parser_class.NO_PAREN_FUNCTION_PARSERS,
+        *(
+            word
+            for word, token in _MYSQL.tokenizer_class.KEYWORDS.items()
+            if token not in _MYSQL.parser_class.FUNC_TOKENS
+        ),
+    )
+    if _PLAIN_NAME.fullmatch(name)
+)
+_PARSER_FUNCTIONS = frozenset(_MYSQL.parser_class.FUNCTIONS) - _PARSED_SPECIALLY
+
+_NOT_CALLED_AFTER_WORDS = frozenset(w.decode() for w in _NOT_CALLED_AFTER)
+
+#: Kinds whose parentheses define things (columns, indexes, a routine's parameters) and
+#: whose calls run later or not at all: not read for calls. A CALL is reviewed as one.
+_DEFINES = frozenset(
+    {
+        "ALTER TABLE",
+        "TRUNCATE",
+        "RENAME TABLE",
+        "DROP TABLE",
+        "DROP VIEW",
+        "DROP INDEX",
+        "DROP DATABASE",
+        "ALTER DATABASE",
+        "CREATE SEQUENCE",
+        "ALTER SEQUENCE",
+        "CALL",
+        *(
+            f"{verb} {what}"
+            for verb in ("CREATE", "ALTER", "DROP")
+            for what in ("TRIGGER", "EVENT", "PROCEDURE", "FUNCTION")
+        ),
+    }
+)
+
+
+def _stored_functions(v: _View, suspects: Sequence[_Suspect], tree: _Tree | None) -> set[str]:
+    """The calls of a statement that the server reads as calls of stored functions:
+    lower-case names, ``schema.name`` when qualified.
+
+    With the statement's parse ``tree``, the skeleton's suspects are told from names that
+    only look like calls (``WITH cte (a) AS``, ``INSERT t (a)``, ``COLUMNS (...)``): a
+    name is a call where the tree has it as exp.Anonymous, or as one of the parser's own
+    functions at the name's position; a name the parser reads specially is taken for a
+    call wherever it stands before '('. A qualified call is an exp.Dot, always a stored
+    function's. Without a tree (SET, SHOW, DO, ...), every name before '(' is a call."""
+    if tree is None:
+        return _token_calls(v.tokens) if suspects else set()
+    found: set[str] = set()
+    for dot in tree.dots:
+        call = dot.expression
+        if isinstance(call, exp.Func):
+            name = call.name if isinstance(call, exp.Anonymous) else call.sql_name()
+            found.add(f"{_qualifier(dot.this)}.{name.lower()}")
+    if not suspects:
+        return found
+    anonymous: dict[str, list[exp.Anonymous]] = {}
+    for node in tree.anonymous:
+        anonymous.setdefault(node.name.upper(), []).append(node)
+    calls = [
+        (s.name, _SPACED if s.spaced else _TIGHT) for s in suspects if s.name and not s.qualified
+    ]
+    if any(not s.name and not s.qualified for s in suspects):  # `name`(...): read its name
+        calls.extend(
+            (name, spelling)
+            for qualifier, name, spelling, _ in _calls_in(v.tokens)
+            if qualifier is None and spelling == _QUOTED
+        )
+    written: set[str] | None = None
+    for name, spelling in calls:
+        if name == "JSON_TABLE":  # the table function in FROM, a stored function elsewhere
+            if _calls_json_table(tree):
+                found.add("json_table")
+        elif _builtin(name, spelling):
+            if name in ARGUMENT_COUNTS:
+                nodes = anonymous.get(name)  # the parser reads these names as Anonymous
+                if not nodes or not all(_takes(name, len(n.expressions)) for n in nodes):
+                    found.add(name.lower())
+        elif name in anonymous or name in _PARSED_SPECIALLY:
+            found.add(name.lower())
+        elif name in _PARSER_FUNCTIONS:
+            if written is None:
+                written = _written_names(tree)
+            if (f"`{name}`" if spelling == _QUOTED else name) in written:
+                found.add(name.lower())
+    return found
+
+
+def _written_names(tree: _Tree) -> set[str]:
+    """The text, upper case, at the position of every node that has one, but for names
+    (tables, CTEs, columns): where the parser read a function, its name."""
+    text = tree.text
+    names: set[str] = set()
+    for node in tree.root.bfs():
+        start = node.meta_get("start")
+        if start is not None and not isinstance(node, exp.Identifier):
+            names.add(text[start : node.meta_get("end", start) + 1].upper())
+    return names
+
+
+def _qualifier(node: exp.Expr) -> str:
+    """``schema`` of ``schema.name(...)`` (``a.b`` for ``a.b.name(...)``), lower case."""
+    if isinstance(node, exp.Dot):
+        return f"{_qualifier(node.this)}.{_qualifier(node.expression)}"
+    if isinstance(node, exp.Column):
+        return ".".join(part.name.lower() for part in node.parts)
+    return node.name.lower() if node.name else type(node).__name__.lower()
+
+
+def _calls_json_table(tree: _Tree) -> bool:
+    """Whether a JSON_TABLE stands anywhere but as a table of FROM or JOIN, where the
+    server reads the name as a stored function's."""
+    as_tables = sum(1 for t in tree.tables if isinstance(t.this, exp.JSONTable))
+    return sum(1 for _ in tree.root.find_all(exp.JSONTable)) > as_tables
+
+
+def _token_calls(tokens: Sequence[Token]) -> set[str]:
+    """Every call in the tokens that the server reads as a stored function's."""
+    found: set[str] = set()
+    for qualifier, name, spelling, paren in _calls_in(tokens):
+        if qualifier is not None:
+            found.add(f"{qualifier}.{name.lower()}")
+        elif not _builtin(name, spelling) or (
+            name in ARGUMENT_COUNTS and not _takes(name, _argument_count(tokens, paren))
+        ):
+            found.add(name.lower())
+    return found
+
+
+def _calls_in(tokens: Sequence[Token]) -> Iterable[tuple[str | None, str, int, int]]:
+    """(qualifier or None, upper-case name, spelling, index of the '(') of each name
+    before '(' in the tokens, but for a table, view or routine being defined."""
+    for i in range(1, len(tokens)):
+        paren = tokens[i]
+        if paren.kind != Tok.PUNCT or paren.text != "(":
+            continue
+        name = tokens[i - 1]
+        if name.kind == Tok.WORD:
+            spelling = _TIGHT if name.end == paren.start else _SPACED
+        elif name.kind == Tok.IDENT:
+            spelling = _QUOTED
+        else:
+            continue
+        j = i - 1
+        while j >= 2 and punct_at(tokens, j - 1, ".") and tokens[j - 2].kind in _NAME_KINDS:
+            j -= 2
+        if j > 0 and word_at(tokens, j - 1) in _NOT_CALLED_AFTER_WORDS:
+            continue
+        qualifier = None
+        if j < i - 1:
+            qualifier = ".".join(tokens[k].text.lower() for k in range(j, i - 1, 2))
+        yield qualifier, name.text.upper(), spelling, i
+
+
+_NAME_KINDS = (Tok.WORD, Tok.IDENT)
+
+
+def _argument_count(tokens: Sequence[Token], paren: int) -> int:
+    """The number of arguments of the call whose '(' is ``tokens[paren]``."""
+    depth = 0
+    commas = 0
+    empty = True
+    for t in tokens[paren + 1 :]:
+        if t.kind == Tok.PUNCT:
+            if t.text == ")":
+                if depth == 0:
+                    return 0 if empty else commas + 1
+                depth -= 1
+            elif t.text == "(":
+                depth += 1
+            elif t.text == "," and depth == 0:
+                commas += 1
+        empty = False
+    return commas + 1
+
+
 # -- SELECT, INSERT, REPLACE, UPDATE, DELETE --------------------------------------------
 
 _ROOTS: dict[str, tuple[type[exp.Expr], ...]] = {
@@ -884,7 +1165,7 @@ _DML_MODIFIER_WORDS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "QU
 def _dml(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
     flags = _skeleton_flags(v.skeleton, kind)
-    functions = _skeleton_functions(v.skeleton)
+    functions, suspects = _skeleton_calls(v.skeleton)
     edits: list[tuple[int, int, bytes]] = []
     if kind == "SELECT" and (
         "into_outfile" in flags or "into_dumpfile" in flags or "into_variable" in flags
@@ -900,8 +1181,9 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
         # REPLACE has INSERT's syntax; sqlglot reads only the INSERT spelling.
         s = 0 if v.plain else v.start(v.tokens[0])  # plain: no comment before it
         edits.append((s, s + 7, b"INSERT"))
+    parsed = _parse_text(v, edits)
     try:
-        root = _parse(_parse_text(v, edits))
+        root = _parse(parsed)
     except _Unparsable as err:
         return _result(
             kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, str(err))
@@ -916,8 +1198,9 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
         return _result(
             kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, missing)
         )
-    tree = _Tree(root)
+    tree = _Tree(root, parsed)
     functions |= tree.functions
+    stored = _stored_functions(v, suspects, tree) if suspects or tree.dots else ()
     if kind == "SELECT":
         return _result(
             kind,
@@ -926,6 +1209,7 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
             functions=functions,
             flags=flags,
             literal_independent=True,
+            stored_functions=stored,
         )
     if kind in ("INSERT", "REPLACE"):
         assert isinstance(root, exp.Insert)
@@ -941,6 +1225,7 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
             functions=functions,
             flags=flags,
             literal_independent=True,
+            stored_functions=stored,
         )
     if isinstance(root, exp.Update):
         refs, targets, excluded = _update_targets(root)
@@ -964,6 +1249,7 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
         functions=functions,
         flags=flags,
         literal_independent=not literal_dependent,
+        stored_functions=stored,
     )
 
 
@@ -1379,8 +1665,14 @@ def _show(v: _View, kind: str, head: int) -> Classification:
         reads.add(f"{_part(target_name)}.*")
     elif db_name and not target_name:  # SHOW TABLES FROM db, SHOW TABLE STATUS IN db
         reads.add(f"{_part(db_name)}.*")
+    functions, suspects = _skeleton_calls(v.skeleton)
     return _result(
-        kind, text, reads=reads, functions=_skeleton_functions(v.skeleton), literal_independent=True
+        kind,
+        text,
+        reads=reads,
+        functions=functions,
+        literal_independent=True,
+        stored_functions=_stored_functions(v, suspects, None),  # SHOW ... WHERE f()
     )
 
 
@@ -1490,10 +1782,11 @@ _CREATE_KINDS = {
 def _create(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
     flags = _skeleton_flags(v.skeleton, kind)
-    functions = _skeleton_functions(v.skeleton)
+    functions, suspects = _skeleton_calls(v.skeleton)
     edits = _index_edits(v) if kind == "CREATE INDEX" else []
+    parsed = _parse_text(v, edits)
     try:
-        root = _parse(_parse_text(v, edits))
+        root = _parse(parsed)
     except _Unparsable as err:
         return _result(
             kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, str(err))
@@ -1505,7 +1798,7 @@ def _create(v: _View, kind: str, head: int) -> Classification:
         return _result(
             kind, text, flags=flags, functions=functions, problem=_mismatch_problem(kind, root)
         )
-    tree = _Tree(root)
+    tree = _Tree(root, parsed)
     target = root.this
     if isinstance(target, exp.Schema):
         target = target.this
@@ -1517,6 +1810,11 @@ def _create(v: _View, kind: str, head: int) -> Classification:
             writes.add(f"{_part(target.name or target.db)}.*")
         else:
             writes.add(_table_name(target))
+    # A view calls what it selects whenever it is read; CREATE TABLE ... SELECT calls it
+    # now. The server refuses stored functions in column definitions.
+    stored: Iterable[str] = ()
+    if kind == "CREATE VIEW" or isinstance(root.expression, exp.Query):
+        stored = _stored_functions(v, suspects, tree)
     return _result(
         kind,
         text,
@@ -1524,6 +1822,7 @@ def _create(v: _View, kind: str, head: int) -> Classification:
         writes=writes,
         functions=functions | tree.functions,
         flags=flags,
+        stored_functions=stored,
     )
 
 
@@ -1690,7 +1989,7 @@ def _set(v: _View, kind: str, head: int) -> Classification:
     tokens = v.tokens
     n = len(tokens)
     flags = _skeleton_flags(v.skeleton, kind)
-    functions = _skeleton_functions(v.skeleton)
+    functions, suspects = _skeleton_calls(v.skeleton)
     if kind == "SET PASSWORD":
         # The value is a password: never copied anywhere.
         return _result(kind, text, variables=(("password", None),), flags=flags)
@@ -1727,7 +2026,16 @@ def _set(v: _View, kind: str, head: int) -> Classification:
         if word_at(tokens, split + 1) == "SET":
             return _result(kind, text, variables=variables, problem=_parse_problem(kind, "FOR SET"))
         inner = _classify_text(v.raw[v.start(tokens[split + 1]) :], v.mode)
-        return _running(kind, text, inner, "SET STATEMENT ... FOR", functions, flags, variables)
+        return _running(
+            kind,
+            text,
+            inner,
+            "SET STATEMENT ... FOR",
+            functions,
+            flags,
+            variables,
+            _token_calls(tokens[:split]) if suspects else (),
+        )
     i = 2 if word_at(tokens, 1) in _SCOPES else 1
     if word_at(tokens, i) == "TRANSACTION":
         # SET [GLOBAL|SESSION] TRANSACTION ISOLATION LEVEL ..., READ ONLY
@@ -1736,7 +2044,14 @@ def _set(v: _View, kind: str, head: int) -> Classification:
         assigned: tuple[tuple[str, str | None], ...] = ((scope + "transaction", words or None),)
     else:
         assigned = _assignments(tokens, 1, n)
-    return _result(kind, text, variables=assigned, functions=functions, flags=flags)
+    return _result(
+        kind,
+        text,
+        variables=assigned,
+        functions=functions,
+        flags=flags,
+        stored_functions=_stored_functions(v, suspects, None),
+    )
 
 
 # -- PREPARE -------------------------------------------------------------------------------------
@@ -1776,7 +2091,12 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
             flags=flags,
             problem=_parse_problem(kind, f"the text holds {len(inner_all)} statements, not one"),
         )
-    return _running(kind, text, inner_all[0], f"{kind} of", frozenset(), flags)
+    inner = inner_all[0]
+    if kind == "EXECUTE" and _skeleton_calls(v.skeleton)[1]:  # USING f(): runs with it
+        inner = replace(
+            inner, stored_functions=inner.stored_functions | _token_calls(tokens[stop:])
+        )
+    return _running(kind, text, inner, f"{kind} of", frozenset(), flags)
 
 
 def _running(
@@ -1787,8 +2107,11 @@ def _running(
     functions: Iterable[str],
     flags: Iterable[str],
     variables: tuple[tuple[str, str | None], ...] = (),
+    stored_functions: Iterable[str] = (),
 ) -> Classification:
-    """A statement that runs ``inner``: what will run is what the policy must see."""
+    """A statement that runs ``inner``: what will run is what the policy must see.
+    (``stored_functions``: its own calls, SET STATEMENT f() FOR; the inner statement's
+    are its own.)"""
     problem = None
     if inner.problem is not None:
         problem = f"{what} a statement the gateway does not understand: {inner.problem}"
@@ -1805,6 +2128,7 @@ def _running(
         flags=frozenset(flags) | inner.flags,
         problem=problem,
         inner=inner,
+        stored_functions=stored_functions,
     )
 
 
@@ -1851,7 +2175,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
     tokens = v.tokens
     flags = _skeleton_flags(v.skeleton, kind)
-    functions = _skeleton_functions(v.skeleton)
+    functions, suspects = _skeleton_calls(v.skeleton)
     reads: list[str] = []
     writes: list[str] = []
     independent = False
@@ -1970,6 +2294,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         reads.extend([name] if name else [])
     elif kind in ("UNKNOWN", "COMPOUND"):
         pass
+    stored = _stored_functions(v, suspects, None) if kind not in _DEFINES else ()
     return _result(
         kind,
         text,
@@ -1979,6 +2304,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         flags=flags,
         problem=problem,
         literal_independent=independent,
+        stored_functions=stored,
     )
 
 
@@ -2136,6 +2462,7 @@ def _merge(a: Classification, b: Classification) -> Classification:
         problem=problem,
         literal_independent=a.literal_independent and b.literal_independent and problem is None,
         inner=inner,
+        stored_functions=a.stored_functions | b.stored_functions,
     )
 
 

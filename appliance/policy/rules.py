@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from appliance.config import RuleAction, RuleConfig
 from appliance.mysql.charsets import UNREADABLE_NAMES
 from appliance.policy.classify import Classification
+from appliance.policy.server_functions import BUILTIN_FUNCTIONS, SERVER
 
 __all__ = [
     "KNOWN_KINDS",
@@ -230,25 +231,33 @@ def decide(
             if outer.refused:
                 return outer
         return decide(c.inner, who, db, rules)
+    builtins = BUILTINS
     if rules:
         tables = frozenset(qualified(t, db) for t in c.reads | c.writes)
         also = _also_does(c)
+        calls = frozenset(qualified(f, db) for f in c.stored_functions)
+        calls_allowed = not calls or _calls_allowed(rules, calls, who)
+        if calls and calls_allowed:
+            builtins = _BUILTINS_CALLS_ALLOWED
         for rule in rules:
             if rule.action is RuleAction.ALLOW:
                 if c.kind in STORED_CODE and c.kind not in rule.statements:
                     continue  # only an allow that names stored code allows it (see below)
+                if not calls_allowed:
+                    continue  # nor stored functions: only allows for CALL of them do
                 matched = _matches(rule, c.kind, tables, who)
             else:
                 matched = (
                     _matches(rule, c.kind, tables, who)
                     or any(_matches(rule, kind, tables, who) for kind in also)
                     or (c.kind in _VIEW_KINDS and _refuses_through_views(rule, tables, who))
+                    or (bool(calls) and _matches(rule, "CALL", calls, who))
                 )
             if matched:
                 if rule.action is RuleAction.ALLOW:
                     return Decision(RuleAction.ALLOW, rule.name, "")
                 return Decision(rule.action, rule.name, _configured_reason(rule, c))
-    for builtin in BUILTINS:
+    for builtin in builtins:
         decision = builtin(c, db)
         if decision is not None:
             return decision
@@ -266,6 +275,22 @@ def _refuses_through_views(rule: RuleConfig, tables: frozenset[str], who: Subjec
     them: an updatable view passes UPDATE, DELETE and INSERT through to its tables,
     where the rule (which matches names as written) would not see them."""
     return rule.tables is not None and _matches(rule, rule.statements[0], tables, who)
+
+
+def _calls_allowed(rules: tuple[RuleConfig, ...], calls: frozenset[str], who: Subject) -> bool:
+    """Whether allow rules for CALL cover every stored function a statement calls: a rule
+    that names CALL (``*`` does not) and whose ``tables``, if it has any, match the
+    function's ``schema.name``. The statement itself still needs an allow of its own
+    (a configured one, or the built-in default)."""
+    return all(
+        any(
+            rule.action is RuleAction.ALLOW
+            and "CALL" in rule.statements
+            and _matches(rule, "CALL", frozenset({call}), who)
+            for rule in rules
+        )
+        for call in calls
+    )
 
 
 def _also_does(c: Classification) -> tuple[str, ...]:
@@ -660,6 +685,37 @@ def _call(c: Classification, db: str | None) -> Decision | None:
     return None
 
 
+def _stored_function(c: Classification, db: str | None) -> Decision | None:
+    calls = sorted(c.stored_functions)
+    if not calls:
+        return None
+    shown = ", ".join(f"{name}()" for name in calls[:3]) + (", ..." if len(calls) > 3 else "")
+    # What the gateway read, for a caller that meant one of the server's functions.
+    unknown = [n.upper() for n in calls if "." not in n and n.upper() not in BUILTIN_FUNCTIONS]
+    respelled = [n.upper() for n in calls if "." not in n and n.upper() in BUILTIN_FUNCTIONS]
+    notes = []
+    if unknown:
+        notes.append(f"{SERVER} has no built-in function {' or '.join(unknown[:3])}")
+    if respelled:
+        notes.append(
+            f"{' and '.join(respelled[:3])} {'is' if len(respelled) == 1 else 'are'} built "
+            "in only when written unquoted, with '(' straight after the name and the "
+            "arguments the server's function takes"
+        )
+    read = f" ({'; '.join(notes)})" if notes else ""
+    one = len(calls) == 1
+    return _review(
+        "stored-function",
+        _review_reason(
+            _what(c),
+            f"it calls {shown}, {'a stored function' if one else 'stored functions'}{read}, "
+            f"which {'runs' if one else 'run'} statements the gateway cannot see one by one. "
+            "Use built-in functions or plain statements instead, or ask an operator to allow "
+            f"{'the function' if one else 'the functions'}",
+        ),
+    )
+
+
 def _replace(c: Classification, db: str | None) -> Decision | None:
     if c.kind == "REPLACE":
         return _review(
@@ -708,6 +764,10 @@ BUILTINS: tuple[Builtin, ...] = (
     _upsert_from_select,
     _stored_code,
     _call,
+    _stored_function,
     _replace,
     _multi_table,
 )
+
+#: The built-ins for a statement whose stored functions allow rules for CALL cover.
+_BUILTINS_CALLS_ALLOWED = tuple(b for b in BUILTINS if b is not _stored_function)

@@ -76,6 +76,9 @@ SCRATCH_SQL: tuple[str, ...] = (
     "INSERT INTO corpus.notes (item_id, body) VALUES (1, 'fresh'), (3, 'bruised')",
     "CREATE VIEW corpus.in_stock AS SELECT id, name FROM corpus.items WHERE qty > 0",
     "CREATE PROCEDURE corpus.in_stock_count() SELECT COUNT(*) FROM corpus.in_stock",
+    # a stored function a call of which deletes every item, unseen by the gateway
+    "CREATE FUNCTION corpus.purge_items() RETURNS INT MODIFIES SQL DATA "
+    "BEGIN DELETE FROM corpus.items; RETURN ROW_COUNT(); END",
     "CREATE USER 'corpus_victim'@'%' IDENTIFIED BY 'victim-secret'",
     "GRANT SELECT ON corpus.* TO 'corpus_victim'@'%'",
 )
@@ -187,6 +190,16 @@ READS = _cases(
     "SELECT a.name, b.name FROM corpus.items a JOIN corpus.items b ON a.qty = b.qty AND "
     "a.id < b.id",
     "SELECT 'a\"b'",  # a double quote inside a string changes nothing
+    # the server's own functions, however they may be written (server_functions.py)
+    "SELECT CONCAT ('a', 'b'), LEFT ('abc', 1), `concat`('a', 'b')",
+    "SELECT ST_AsText(POINT(1, 2)), ST_AsText(LINESTRING(POINT(0, 0), POINT(1, 1)))",
+    "SELECT INET6_NTOA(INET6_ATON('::1')), IS_IPV4('10.0.0.1'), SYS_GUID()",
+    "SELECT NVL(NULL, 1), DECODE_ORACLE(1, 1, 'one', 'other')",
+    "SELECT DATE(created), HOUR(created), REPEAT('x', 2), TIMESTAMPADD(DAY, 1, created) "
+    "FROM shop.orders",
+    """SELECT JSON_VALUE('{"a": 1}', '$.a'), REGEXP_SUBSTR(name, '[A-Z]') FROM """
+    "shop.customers",
+    "SELECT id, NTILE(2) OVER (ORDER BY id), MEDIAN(total) OVER () FROM shop.orders",
     # MariaDB's ANALYZE runs the statement: it is decided as that statement
     "ANALYZE SELECT * FROM shop.orders",
 )
@@ -732,6 +745,35 @@ STORED_CODE = [
         "call corpus.restock(2)",
         "SELECT 1; CALL corpus.restock(1)",
     ),
+    # a stored function runs statements unseen too, from inside any statement
+    *_cases(
+        "stored-function",
+        "SELECT corpus.purge_items()",
+        "SELECT id, corpus.purge_items() FROM corpus.items",
+        "select `corpus`.`purge_items`()",
+        "SELECT corpus . purge_items ( )",
+        "USE corpus; SELECT purge_items()",
+        "SELECT id FROM corpus.items WHERE qty > corpus.purge_items()",
+        "SELECT * FROM corpus.items WHERE id IN (SELECT corpus.purge_items())",
+        "SET @n = corpus.purge_items()",
+        "UPDATE corpus.items SET qty = corpus.purge_items() WHERE id = 1",
+        "INSERT INTO corpus.notes (item_id, body) VALUES (corpus.purge_items(), 'x')",
+        "DELETE FROM corpus.notes WHERE id = corpus.purge_items()",
+        "CREATE TABLE corpus.purged AS SELECT corpus.purge_items() AS n",
+        "CREATE VIEW corpus.purging AS SELECT corpus.purge_items() AS n",  # run when read
+        "PREPARE s FROM 'SELECT corpus.purge_items()'",
+        "EXECUTE IMMEDIATE 'SELECT ?' USING corpus.purge_items()",
+        "ANALYZE SELECT corpus.purge_items()",
+        "SET STATEMENT max_statement_time = 10 FOR SELECT corpus.purge_items()",
+        "SHOW TABLES FROM corpus WHERE corpus.purge_items() > 0",
+        "SELECT 1; SELECT corpus.purge_items()",
+        # names that are not the server's functions, as written: stored functions' names
+        "SELECT archive(id) FROM shop.orders",
+        "SELECT ANY_VALUE(name) FROM shop.customers",  # MySQL's, not MariaDB's
+        "SELECT NOW ()",  # a function keyword with a space before '('
+        "SELECT `left`(name, 1) FROM shop.customers",  # a keyword in backquotes
+        "SELECT POINT(1)",  # POINT takes two arguments; with one it is not the server's
+    ),
     *_cases(
         "udf",
         "CREATE FUNCTION sys_exec RETURNS INTEGER SONAME 'lib_mysqludf_sys.so'",
@@ -883,6 +925,7 @@ ADMIN = [
         "XA START 'corpus'",
         "DO RELEASE_ALL_LOCKS()",
         "DO SLEEP(0)",
+        "DO corpus.purge_items()",
         "HELP 'SELECT'",
         "BINLOG 'AAAA'",
         "CACHE INDEX corpus.items IN hot_cache",

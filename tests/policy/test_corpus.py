@@ -330,14 +330,14 @@ def test_a_use_on_its_way_leaves_the_schema_unknown() -> None:
 
 
 def test_a_failed_text_with_a_use_leaves_the_schema_unknown() -> None:
-    """USE mysql; SELECT nosuchfn(): the error may come after the USE ran. A lone USE
-    that fails leaves the schema as it was."""
+    """USE mysql; SELECT * FROM nosuchtable: the error may come after the USE ran. A lone
+    USE that fails leaves the schema as it was."""
     session = _ruled(ORDERS_READ_ONLY)
     alone, _ = session.query(b"USE nosuchdb")
     session.policy.completed(alone, 1049, 0)
     assert session.policy.schema == "other"
-    text, _ = session.query(b"USE mysql; SELECT nosuchfn()")
-    session.policy.completed(text, 1305, 0)
+    text, _ = session.query(b"USE mysql; SELECT * FROM nosuchtable")
+    session.policy.completed(text, 1146, 0)
     assert session.policy.schema is None
     assert session.outcome(b"INSERT INTO func VALUES (1)") == "mysql-schema"
     refused, verdict = session.query(b"USE shop; DELETE FROM orders")
