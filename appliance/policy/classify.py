@@ -383,7 +383,7 @@ def _skeleton_flags(skeleton: bytes, kind: str) -> set[str]:
 class _Suspect(NamedTuple):
     """A name before '(' that may call a stored function (see _stored_functions)."""
 
-    name: str  # upper case as written; "" for a quoted name (the skeleton shows ``)
+    name: str  # upper case; "" for a quoted name (the skeleton shows ``)
     spaced: bool  # a blank or a comment between the name and its '('
     qualified: bool  # after a '.': schema.name(...)
 
@@ -460,7 +460,8 @@ def _skeleton_calls(skeleton: bytes) -> tuple[set[str], list[_Suspect]]:
                     or not _builtin(name, _SPACED if end != p else _TIGHT)
                     or name in ARGUMENT_COUNTS
                 ):
-                    suspects.append(_Suspect(name, end != p, qualified))
+                    # upper() as the tree's names get it (the skeleton's is ASCII only)
+                    suspects.append(_Suspect(name.upper(), end != p, qualified))
         p = skeleton.find(b"(", p + 1)
     return names, suspects
 

@@ -74,6 +74,9 @@ def rule(sql: str, *rules: RuleConfig, db: str | None = "shop") -> str:
         ("EXECUTE s USING f()", {"f"}),
         ("KILL f()", {"f"}),
         ("SELECT 'ééé€', split(a, ',') FROM t", {"split"}),  # positions are characters
+        ("SELECT é(1), f$x(2), `my func`(3)", {"é", "f$x", "my func"}),
+        ("SELECT a.b.c(1)", {"a.b.c"}),
+        ("SELECT f\n(1), g -- a comment\n(2), h/*+ hint */(3)", {"f", "g", "h"}),
     ],
 )
 def test_calls_of_stored_functions_are_read(sql: str, calls: set[str]) -> None:
