@@ -582,3 +582,39 @@ def test_a_use_rule_decides_com_init_db_and_the_logins_database(
     assert [(s["sql"], s["decision"], s["rule"]) for s in dba if s["command"] == "COM_INIT_DB"] == [
         ("USE `mysql`", "allowed", "default-allow")
     ]
+
+
+SECRET_OFF_LIMITS = """
+[[rules]]
+name = "secret-is-off-limits"
+statements = ["*"]
+tables = ["shop.pol_secret"]
+action = "block"
+"""
+
+
+def test_a_subquery_in_a_set_reads_its_table(mariadb: MariaDB, tmp_path: Path) -> None:
+    """SET @a = (SELECT c FROM shop.secret) was read as touching no table: a rule that
+    refuses every statement on the table let it through, and SELECT @a gave the value."""
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.pol_secret (c INT)")
+    direct(mariadb, "DELETE FROM shop.pol_secret")
+    direct(mariadb, "INSERT INTO shop.pol_secret VALUES (42)")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=SECRET_OFF_LIMITS).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            for sql in (
+                "SET @a = (SELECT c FROM shop.pol_secret)",
+                "SET @a := 1 + (SELECT c FROM pol_secret)",
+                "SET SESSION sql_select_limit = (SELECT c FROM pol_secret)",
+                "DO @a := (SELECT c FROM pol_secret)",
+            ):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'secret-is-off-limits': ")
+            with conn.cursor() as cur:  # nothing ran: the session goes on
+                cur.execute("SELECT @a, @@session.sql_select_limit > 42")
+                assert cur.fetchone() == (None, 1)
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP TABLE shop.pol_secret")
+    sts = [r for r in statements(gw) if r["sql"] == "SET @a = (SELECT c FROM shop.pol_secret)"]
+    assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "secret-is-off-limits")]

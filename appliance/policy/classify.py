@@ -821,6 +821,62 @@ def _mismatch_problem(kind: str, root: exp.Expr) -> str:
     )
 
 
+# Words that open a query inside parentheses: a subquery anywhere in an expression is
+# written "(SELECT ...", "(WITH ...", "(VALUES ..." (MariaDB; MySQL also "(TABLE t").
+_QUERY_HEADS = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})
+
+
+def _subquery_spans(tokens: Sequence[Token], start: int, stop: int) -> list[tuple[int, int]]:
+    """The token indexes of the '(' and ')' around each outermost parenthesised query
+    in tokens[start:stop] (the last index when the ')' is missing)."""
+    spans: list[tuple[int, int]] = []
+    i = start
+    while i < stop:
+        t = tokens[i]
+        if t.kind != Tok.PUNCT or t.text != "(":
+            i += 1
+            continue
+        j = i + 1
+        while punct_at(tokens, j, "("):
+            j += 1
+        if word_at(tokens, j) not in _QUERY_HEADS:
+            i += 1
+            continue
+        depth = 0
+        k = i
+        while k < stop:
+            u = tokens[k]
+            if u.kind == Tok.PUNCT:
+                if u.text == "(":
+                    depth += 1
+                elif u.text == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+            k += 1
+        spans.append((i, min(k, stop - 1)))
+        i = k + 1
+    return spans
+
+
+def _subquery_reads(v: _View, start: int, stop: int) -> tuple[set[str], set[str]]:
+    """The tables and functions of the subqueries in v.tokens[start:stop], for a
+    statement whose handler reads its tokens, not a parsed tree (SET, DO, CALL, ...):
+    the server runs a subquery wherever an expression may stand, and a table it reads
+    is one the rules must see. Each is parsed as ``SELECT (<subquery>)``; raises
+    _Unparsable when one cannot be read."""
+    tokens = v.tokens
+    reads: set[str] = set()
+    functions: set[str] = set()
+    for i, j in _subquery_spans(tokens, start, stop):
+        s, e = v.start(tokens[i]), v.end(tokens[j])
+        parsed = _parse_text(v, [(0, s, b"SELECT "), (e, len(v.raw), b"")])
+        tree = _Tree(_parse(parsed), parsed)
+        reads |= tree.reads()
+        functions |= tree.functions
+    return reads, functions
+
+
 _TABLE, _CTE, _FUNC, _DOT = 1, 2, 3, 4
 _CATEGORY: dict[type, int] = {}
 _FUNCTION_NAMES: dict[type, str] = {}
@@ -1647,8 +1703,9 @@ _SHOW_TABLE_TARGETS = frozenset(
 
 def _show(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
+    parsed = _parse_text(v)
     try:
-        root = _parse(_parse_text(v))
+        root = _parse(parsed)
     except _Unparsable as err:
         return _result(kind, text, problem=_parse_problem(kind, str(err)))
     if not isinstance(root, exp.Show):
@@ -1667,11 +1724,13 @@ def _show(v: _View, kind: str, head: int) -> Classification:
     elif db_name and not target_name:  # SHOW TABLES FROM db, SHOW TABLE STATUS IN db
         reads.add(f"{_part(db_name)}.*")
     functions, suspects = _skeleton_calls(v.skeleton)
+    # SHOW ... WHERE runs its condition, subqueries too: their tables are read.
+    tree = _Tree(root, parsed)
     return _result(
         kind,
         text,
-        reads=reads,
-        functions=functions,
+        reads=reads | tree.reads(),
+        functions=functions | tree.functions,
         literal_independent=True,
         stored_functions=_stored_functions(v, suspects, None),  # SHOW ... WHERE f()
     )
@@ -1777,6 +1836,7 @@ _CREATE_KINDS = {
     "CREATE INDEX": ("INDEX",),
     "CREATE VIEW": ("VIEW",),
     "CREATE DATABASE": ("DATABASE", "SCHEMA"),
+    "ALTER VIEW": ("VIEW",),
 }
 
 
@@ -1785,6 +1845,11 @@ def _create(v: _View, kind: str, head: int) -> Classification:
     flags = _skeleton_flags(v.skeleton, kind)
     functions, suspects = _skeleton_calls(v.skeleton)
     edits = _index_edits(v) if kind == "CREATE INDEX" else []
+    if kind == "ALTER VIEW":
+        # ALTER VIEW has CREATE VIEW's syntax, which is what sqlglot reads: the tables of
+        # its new definition are read
+        first = v.tokens[0]
+        edits.append((v.start(first), v.end(first), b"CREATE"))
     parsed = _parse_text(v, edits)
     try:
         root = _parse(parsed)
@@ -1814,7 +1879,7 @@ def _create(v: _View, kind: str, head: int) -> Classification:
     # A view calls what it selects whenever it is read; CREATE TABLE ... SELECT calls it
     # now. The server refuses stored functions in column definitions.
     stored: Iterable[str] = ()
-    if kind == "CREATE VIEW" or isinstance(root.expression, exp.Query):
+    if kind in ("CREATE VIEW", "ALTER VIEW") or isinstance(root.expression, exp.Query):
         stored = _stored_functions(v, suspects, tree)
     return _result(
         kind,
@@ -1992,22 +2057,14 @@ def _set(v: _View, kind: str, head: int) -> Classification:
     flags = _skeleton_flags(v.skeleton, kind)
     functions, suspects = _skeleton_calls(v.skeleton)
     if kind == "SET PASSWORD":
-        # The value is a password: never copied anywhere.
-        return _result(kind, text, variables=(("password", None),), flags=flags)
-    if kind == "SET ROLE":
-        if word_at(tokens, 1) == "DEFAULT":
-            stop = next((i for i in range(3, n) if word_at(tokens, i) in ("TO", "FOR")), n)
-            return _result(
-                kind,
-                text,
-                writes={"mysql.default_roles"},
-                variables=(("default role", _literal(tokens, 3, stop)),),
-                flags=flags | {"default_role"},
-            )
-        return _result(kind, text, variables=(("role", _literal(tokens, 2, n)),), flags=flags)
+        # The value is a password: never copied anywhere (nor parsed into a message).
+        problem = None
+        if _subquery_spans(tokens, head, n):
+            problem = _parse_problem(kind, "a subquery in it")
+        return _result(kind, text, variables=(("password", None),), flags=flags, problem=problem)
+    split = n
     if kind == "SET STATEMENT":
         depth = 0
-        split = n
         for i in range(2, n):
             t = tokens[i]
             if t.kind == Tok.PUNCT:
@@ -2016,6 +2073,27 @@ def _set(v: _View, kind: str, head: int) -> Classification:
             elif depth == 0 and t.kind == Tok.WORD and t.text == "FOR":
                 split = i
                 break
+    # A value may be a subquery (SET @a = (SELECT c FROM t)): it reads its tables.
+    try:
+        reads, called = _subquery_reads(v, head, split)
+    except _Unparsable as err:
+        return _result(kind, text, flags=flags, problem=_parse_problem(kind, str(err)))
+    functions |= called
+    if kind == "SET ROLE":
+        if word_at(tokens, 1) == "DEFAULT":
+            stop = next((i for i in range(3, n) if word_at(tokens, i) in ("TO", "FOR")), n)
+            return _result(
+                kind,
+                text,
+                reads=reads,
+                writes={"mysql.default_roles"},
+                variables=(("default role", _literal(tokens, 3, stop)),),
+                flags=flags | {"default_role"},
+            )
+        return _result(
+            kind, text, reads=reads, variables=(("role", _literal(tokens, 2, n)),), flags=flags
+        )
+    if kind == "SET STATEMENT":
         variables = _assignments(tokens, 2, split)
         if split >= n - 1:
             return _result(
@@ -2036,6 +2114,7 @@ def _set(v: _View, kind: str, head: int) -> Classification:
             flags,
             variables,
             _token_calls(tokens[:split]) if suspects else (),
+            reads,
         )
     i = 2 if word_at(tokens, 1) in _SCOPES else 1
     if word_at(tokens, i) == "TRANSACTION":
@@ -2048,6 +2127,7 @@ def _set(v: _View, kind: str, head: int) -> Classification:
     return _result(
         kind,
         text,
+        reads=reads,
         variables=assigned,
         functions=functions,
         flags=flags,
@@ -2077,11 +2157,19 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
             return _by_tokens(v, kind, head)  # EXECUTE name [USING ...]
         i = head + 1
         stop = next((j for j in range(i, n) if word_at(tokens, j) == "USING"), n)
+    # MariaDB refuses subqueries in the text and its USING values; should one run, it
+    # reads its tables.
+    try:
+        reads, called = _subquery_reads(v, head, n)
+    except _Unparsable as err:
+        return _result(kind, text, flags=flags, problem=_parse_problem(kind, str(err)))
     if i < stop and tokens[i].kind == Tok.WORD and tokens[i].text.startswith("_"):
         i += 1  # a character set introducer
     strings = tokens[i:stop]
     if not strings or any(t.kind != Tok.STRING for t in strings):
-        return _result(kind, text, flags=flags | {"prepare_from_variable"})
+        return _result(
+            kind, text, reads=reads, functions=called, flags=flags | {"prepare_from_variable"}
+        )
     # Adjacent string literals are one literal.
     body = b"".join(string_bytes(v.bytes_of(t), v.mode) for t in strings)
     inner_all = classify(body, v.mode)
@@ -2097,7 +2185,7 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
         inner = replace(
             inner, stored_functions=inner.stored_functions | _token_calls(tokens[stop:])
         )
-    return _running(kind, text, inner, f"{kind} of", frozenset(), flags)
+    return _running(kind, text, inner, f"{kind} of", called, flags, reads=reads)
 
 
 def _running(
@@ -2109,17 +2197,18 @@ def _running(
     flags: Iterable[str],
     variables: tuple[tuple[str, str | None], ...] = (),
     stored_functions: Iterable[str] = (),
+    reads: Iterable[str] = (),
 ) -> Classification:
     """A statement that runs ``inner``: what will run is what the policy must see.
     (``stored_functions``: its own calls, SET STATEMENT f() FOR; the inner statement's
-    are its own.)"""
+    are its own. ``reads``: the tables it reads itself besides.)"""
     problem = None
     if inner.problem is not None:
         problem = f"{what} a statement the gateway does not understand: {inner.problem}"
     return _result(
         kind,
         text,
-        reads=inner.reads,
+        reads=inner.reads.union(reads),
         writes=inner.writes,
         has_where=inner.has_where,
         where_always_true=inner.where_always_true,
@@ -2238,7 +2327,6 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         "ALTER FUNCTION",
         "DROP FUNCTION",
         "CREATE SEQUENCE",
-        "ALTER VIEW",
     ):
         name, i = _name(tokens, head)
         writes.extend([name] if name else [])
@@ -2293,8 +2381,18 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
     elif kind == "HANDLER":
         name, _ = _name(tokens, head)
         reads.extend([name] if name else [])
-    elif kind in ("UNKNOWN", "COMPOUND"):
-        pass
+    elif kind == "COMPOUND":
+        problem = _COMPOUND_PROBLEM
+    if kind not in _BODIES and problem is None:
+        # CALL p((SELECT ...)), DO (SELECT ...), LOAD DATA ... SET c = (SELECT ...): the
+        # server runs the subquery and reads its tables.
+        try:
+            found, called = _subquery_reads(v, head, len(tokens))
+        except _Unparsable as err:
+            problem = _parse_problem(kind, str(err))
+        else:
+            reads.extend(found)
+            functions |= called
     stored = _stored_functions(v, suspects, None) if kind not in _DEFINES else ()
     return _result(
         kind,
@@ -2307,6 +2405,20 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         literal_independent=independent,
         stored_functions=stored,
     )
+
+
+# Kinds whose text holds a body of statements that run later, when the trigger, event or
+# routine does (the built-in rules review them, and only an allow rule naming the kind
+# allows one): their subqueries are not read now.
+_BODIES = frozenset(
+    {"CREATE TRIGGER", "CREATE EVENT", "ALTER EVENT", "CREATE PROCEDURE", "CREATE FUNCTION"}
+)
+
+_COMPOUND_PROBLEM = (
+    "a compound statement (BEGIN NOT ATOMIC ... END, IF, CASE, LOOP, REPEAT, WHILE, FOR) "
+    "runs the statements in its body, which the gateway does not read one by one, so it "
+    "cannot tell which tables they touch; send them as separate statements"
+)
 
 
 _Handler = Callable[[_View, str, int], Classification]
@@ -2326,6 +2438,7 @@ _HANDLERS: dict[str, _Handler] = {
     "CREATE INDEX": _create,
     "CREATE VIEW": _create,
     "CREATE DATABASE": _create,
+    "ALTER VIEW": _create,
     "SET": _set,
     "SET PASSWORD": _set,
     "SET ROLE": _set,
@@ -3523,7 +3636,9 @@ def _statement_refs(
         t.kind is Tok.WORD and t.text in ("PROCESSLIST", "ENGINE") for t in tokens
     ):  # SHOW [FULL] PROCESSLIST; SHOW ENGINE INNODB STATUS quotes recent statements
         return [_Ref("", (), _OTHER_SESSIONS)], None
-    if kind in _VALUELESS:
+    if kind in _VALUELESS and not (
+        kind == "SHOW" and _subquery_spans(tokens, head, len(tokens))
+    ):  # SHOW ... WHERE (SELECT ...): not analysed, not understood (below)
         return [], None
     if kind == "SET" and not any(t.kind is Tok.WORD and t.text.upper() == "SELECT" for t in tokens):
         return [], None  # variables set to literals and expressions: no table is read

@@ -934,17 +934,22 @@ ADMIN = [
         "SIGNAL SQLSTATE '45000'",
         "BACKUP STAGE START",
         "RESTART",
-        # compound statements outside a stored program (MariaDB) run their bodies
-        "BEGIN NOT ATOMIC DELETE FROM corpus.items; END",
-        "IF 1 = 1 THEN DELETE FROM corpus.items; END IF",
-        "FOR i IN 1..3 DO DELETE FROM corpus.items WHERE id = i; END FOR",
-        "WHILE 0 DO SELECT 1; END WHILE",
         # bare words: sqlglot reads a column or an alias; no statement starts so
         "orders",
         "corpus.items",
         "x y",
         "SELEC 1",
         "DELET FROM corpus.items",
+    ),
+    # compound statements outside a stored program (MariaDB) run their bodies, which
+    # the gateway does not read statement by statement: no rule may see them as touching
+    # nothing, so no configured allow may open them
+    *_cases(
+        NOT_UNDERSTOOD,
+        "BEGIN NOT ATOMIC DELETE FROM corpus.items; END",
+        "IF 1 = 1 THEN DELETE FROM corpus.items; END IF",
+        "FOR i IN 1..3 DO DELETE FROM corpus.items WHERE id = i; END FOR",
+        "WHILE 0 DO SELECT 1; END WHILE",
     ),
 ]
 

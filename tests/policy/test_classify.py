@@ -1044,3 +1044,75 @@ def test_a_quoted_dual_is_a_table() -> None:
     assert one("SELECT * FROM shop.dual").reads == {"shop.dual"}
     for sql in ("SELECT 1 FROM DUAL", "SELECT 1 FROM dual WHERE 1"):
         assert one(sql).reads == set(), sql
+
+
+# -- subqueries where no parsed tree is walked ----------------------------------------------
+#
+# The server runs a subquery wherever an expression may stand, and reads its tables. Each
+# text here runs on MariaDB 10.11 (CALL with a procedure p of one argument; LOAD DATA with
+# a file); the reads must hold what the server reads.
+
+SUBQUERIES = [
+    ("SET @a = (SELECT c FROM secret)", {"secret"}),
+    ("SET @a := (SELECT c FROM s.secret), @b = 1", {"s.secret"}),
+    ("SET @a = (SELECT 1) + (SELECT c FROM secret)", {"secret"}),
+    ("SET @a = ((SELECT 1) UNION (SELECT c FROM secret) LIMIT 1 OFFSET 1)", {"secret"}),
+    ("SET @a = (VALUES ((SELECT c FROM secret)))", {"secret"}),
+    ("SET @a = 1 IN (SELECT c FROM secret WHERE x IN (SELECT y FROM u))", {"secret", "u"}),
+    ("SET @a = EXISTS(SELECT * FROM secret)", {"secret"}),
+    ("SET SESSION sql_select_limit = (SELECT c FROM secret)", {"secret"}),
+    ("SET @@session.sql_select_limit = (SELECT c FROM secret)", {"secret"}),
+    ("SET sql_select_limit = (/* x */ SELECT c FROM secret)", {"secret"}),
+    ("DO (SELECT c FROM secret)", {"secret"}),
+    ("DO 1, @b := (SELECT c FROM secret)", {"secret"}),
+    ("CALL p((SELECT c FROM secret))", {"secret"}),
+    ("CALL shop.p(1 IN (SELECT c FROM secret))", {"secret"}),
+    ("SHOW TABLES WHERE Tables_in_shop IN (SELECT 'x' FROM secret)", {"secret"}),
+    ("SHOW COLUMNS FROM t WHERE Field = (SELECT 'id' FROM secret)", {"t", "secret"}),
+    ("SHOW STATUS WHERE (SELECT c FROM secret) = 42", {"secret"}),
+    ("SHOW DATABASES WHERE `Database` IN (SELECT 'shop' FROM s.secret)", {"s.secret"}),
+    ("LOAD DATA INFILE '/tmp/f' INTO TABLE t (@v) SET x = (SELECT c FROM secret)", {"secret"}),
+    ("ALTER VIEW s.v AS SELECT c AS a FROM s.secret", {"s.secret"}),
+    # MariaDB refuses a subquery in these (error 1970), read all the same
+    ("SET STATEMENT sql_select_limit = (SELECT c FROM secret) FOR SELECT 1", {"secret"}),
+    ("PREPARE s FROM CONCAT('SELECT ', (SELECT c FROM secret))", {"secret"}),
+    ("EXECUTE s USING (SELECT c FROM secret)", {"secret"}),
+    ("EXECUTE IMMEDIATE 'SELECT ?' USING (SELECT c FROM secret)", {"secret"}),
+    ("KILL (SELECT c FROM secret)", {"secret"}),
+]
+
+
+@pytest.mark.parametrize(("sql", "reads"), SUBQUERIES)
+def test_a_subquery_anywhere_is_read(sql: str, reads: set[str]) -> None:
+    """SET @a = (SELECT c FROM secret) read no table, so a rule refusing reads of
+    secret let it through, and SELECT @a gave the value."""
+    found = one(sql)
+    assert found.problem is None
+    assert found.reads == reads
+
+
+def test_a_subquery_the_parser_cannot_read_is_not_understood() -> None:
+    for sql in ("SET @a = (SELECT c FROM secret INTO @b)", "DO (SELECT c FROM secret WHERE)"):
+        assert "cannot read" in (one(sql).problem or ""), sql
+    # a password is never put into a message, the parser's neither
+    found = one("SET PASSWORD = (SELECT 'x')")
+    assert found.problem is not None and "'x'" not in found.problem
+
+
+def test_a_statement_without_a_subquery_reads_nothing_more() -> None:
+    for sql in ("SET @a = 1", "SET NAMES utf8mb4", "CALL p(1, (2))", "DO SLEEP(0)"):
+        assert one(sql).reads == set(), sql
+    assert one("SET STATEMENT max_statement_time = 1 FOR SELECT * FROM t").reads == {"t"}
+    # a stored program's body runs later: it is reviewed, its subqueries are not read now
+    assert one("CREATE PROCEDURE p() SELECT (SELECT c FROM secret)").problem is None
+
+
+def test_a_compound_statement_is_not_understood() -> None:
+    """BEGIN NOT ATOMIC ... END runs its statements now, unread: not touching nothing."""
+    for sql in (
+        "BEGIN NOT ATOMIC SELECT * FROM secret; END",
+        "IF 1 THEN SELECT * FROM secret; END IF",
+    ):
+        found = one(sql)
+        assert found.kind == "COMPOUND"
+        assert "compound statement" in (found.problem or ""), sql

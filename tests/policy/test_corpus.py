@@ -258,6 +258,34 @@ def _ruled(*rules_: RuleConfig, db: str = "other") -> Session:
     return session
 
 
+SECRET_OFF_LIMITS = RuleConfig("secret-off-limits", ("*",), RuleAction.BLOCK, ("shop.secret",))
+ALLOW_ALL = RuleConfig("allow-all", ("*",), RuleAction.ALLOW)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"SET @a = (SELECT c FROM secret)",
+        b"SET @a := 1 + (SELECT c FROM shop.secret)",
+        b"SET SESSION sql_select_limit = (SELECT c FROM secret)",
+        b"DO (SELECT c FROM secret)",
+        b"CALL p((SELECT c FROM secret))",
+        b"SHOW TABLES WHERE (SELECT c FROM secret) = 42",
+    ],
+)
+def test_a_rule_sees_the_tables_of_a_subquery_anywhere(sql: bytes) -> None:
+    """SET @a = (SELECT c FROM secret) read no table: a block rule on shop.secret let it
+    through (and SELECT @a then gave the value); so did an allow for every statement."""
+    session = _ruled(SECRET_OFF_LIMITS, ALLOW_ALL, db="shop")
+    assert session.outcome(sql) == "secret-off-limits"
+    assert session.query(b"SET @a = 1")[1].parts[0].decision.rule == "allow-all"
+
+
+def test_no_allow_opens_a_compound_statement() -> None:
+    session = _ruled(SECRET_OFF_LIMITS, ALLOW_ALL, db="shop")
+    assert session.outcome(b"BEGIN NOT ATOMIC SELECT * FROM secret; END") == "not-understood"
+
+
 def test_kill_reaches_only_the_identitys_own_sessions() -> None:
     """The server lets the shared backend account end any of its threads; the gateway
     lets an identity end only its own sessions' threads."""
