@@ -877,7 +877,7 @@ def _subquery_reads(v: _View, start: int, stop: int) -> tuple[set[str], set[str]
     return reads, functions
 
 
-_TABLE, _CTE, _FUNC, _DOT = 1, 2, 3, 4
+_TABLE, _WITH, _FUNC, _DOT = 1, 2, 3, 4
 _CATEGORY: dict[type, int] = {}
 _FUNCTION_NAMES: dict[type, str] = {}
 
@@ -885,8 +885,8 @@ _FUNCTION_NAMES: dict[type, str] = {}
 def _category(cls: type) -> int:
     if issubclass(cls, exp.Table):
         c = _TABLE
-    elif issubclass(cls, exp.CTE):
-        c = _CTE
+    elif issubclass(cls, exp.With):
+        c = _WITH
     elif issubclass(cls, exp.Dot):
         c = _DOT  # schema.f(...): a qualified call
     elif issubclass(cls, exp.Func) and not issubclass(
@@ -942,41 +942,43 @@ def _table_name(t: exp.Table) -> str:
 
 
 class _Tree:
-    """What one walk of a parsed tree gives: tables, CTE names, function names, and the
-    calls _stored_functions looks at (calls of names the parser does not know, and
+    """What one walk of a parsed tree gives: tables, WITH clauses, function names, and
+    the calls _stored_functions looks at (calls of names the parser does not know, and
     qualified names).
 
     The walk also unlinks every node from its parent. Those links are what makes a
     sqlglot tree a cycle: without them the tree is freed as soon as the caller drops it,
     where otherwise the garbage collector had to find it, a few hundred objects for each
     uncached statement (17 µs of the uncached decision of a 300-byte join, its young
-    collections walking the trees). Nothing reads a node's parent after this walk.
+    collections walking the trees). Nothing reads a node's parent after this walk: the
+    query each WITH belongs to is kept as the walk meets it.
     """
 
-    __slots__ = ("root", "text", "tables", "ctes", "functions", "anonymous", "dots")
+    __slots__ = ("root", "text", "tables", "withs", "functions", "anonymous", "dots")
 
     def __init__(self, root: exp.Expr, text: str) -> None:
         self.root = root
         self.text = text  # what the parser read: node positions are offsets in it
         self.tables: list[exp.Table] = []
-        self.ctes: set[str] = set()
+        self.withs: list[tuple[exp.Expr | None, exp.With]] = []  # (its query, the WITH)
         self.functions: set[str] = set()
         self.anonymous: list[exp.Anonymous] = []
         self.dots: list[exp.Dot] = []
         category = _CATEGORY.get
         for node in root.bfs():  # walk()'s order, without its extra generator
-            node.parent = None
             cls = type(node)
             c = category(cls)
             if c is None:
                 c = _category(cls)
             if not c:
+                node.parent = None
                 continue
             if c == _TABLE:
                 assert isinstance(node, exp.Table)
                 self.tables.append(node)
-            elif c == _CTE:
-                self.ctes.add(node.alias.lower())
+            elif c == _WITH:
+                assert isinstance(node, exp.With)
+                self.withs.append((node.parent, node))
             elif c == _DOT:
                 assert isinstance(node, exp.Dot)
                 self.dots.append(node)
@@ -989,20 +991,75 @@ class _Tree:
                     assert isinstance(node, exp.Func)
                     name = _FUNCTION_NAMES[cls] = node.sql_name().upper()
                 self.functions.add(name)
+            node.parent = None
 
     def reads(self, excluded: Iterable[exp.Expression] = ()) -> set[str]:
-        """Names of the tables read, but for the given nodes, CTE names and DUAL (the
-        keyword: a quoted `dual`, in any case, is a table the server reads)."""
+        """Names of the tables read, but for the given nodes, references to a CTE and
+        DUAL (the keyword: a quoted `dual`, in any case, is a table the server reads)."""
         skip = {id(node) for node in excluded}
+        if self.withs:
+            skip |= self._cte_references()
         names: set[str] = set()
         for t in self.tables:
-            if id(t) in skip or (not t.db and t.name.lower() in self.ctes):
+            if id(t) in skip:
                 continue
             name = _table_name(t)
             if not name or (name == "dual" and not t.this.args.get("quoted")):
                 continue
             names.add(name)
         return names
+
+    def _cte_references(self) -> set[int]:
+        """The table references that name a CTE in scope, as MariaDB 10.11 scopes them:
+        a WITH's names are seen in its own query (subqueries and derived tables too),
+        nowhere outside it; in the body of one of its CTEs only the CTEs before it (WITH
+        RECURSIVE: all of them), so in ``WITH t AS (SELECT * FROM t)`` the inner ``t``
+        is the table; and not in the body of a CTE of a WITH nested inside, which reads
+        the table of that name. A name is a CTE's only when written the same, case
+        too: MariaDB compares CTE names without case, a server may with it. Where a
+        server might see a CTE the reference counts as a table: that only refuses more,
+        where a table taken for a CTE would go unseen."""
+        found: set[int] = set()
+        for owner, w in self.withs:
+            ctes = [cte for cte in w.expressions if isinstance(cte, exp.CTE)]
+            names = [cte.alias for cte in ctes]
+            recursive = bool(w.args.get("recursive"))
+            if len(self.withs) == 1 and owner is self.root:
+                # The common case, one WITH heading the statement: its query is every
+                # table but those of its CTEs' bodies (none of them holds a WITH).
+                in_bodies: set[int] = set()
+                for i, cte in enumerate(ctes):
+                    visible = names if recursive else names[:i]
+                    for t in cte.this.find_all(exp.Table):
+                        in_bodies.add(id(t))
+                        if not t.db and t.name in visible:
+                            found.add(id(t))
+                for t in self.tables:
+                    if id(t) not in in_bodies and not t.db and t.name in names:
+                        found.add(id(t))
+                continue
+            if owner is not None:
+                for value in owner.args.values():
+                    if value is not w:
+                        _cte_names_in(value, names, found)
+            for i, cte in enumerate(ctes):
+                _cte_names_in(cte.this, names if recursive else names[:i], found)
+        return found
+
+
+def _cte_names_in(value: object, names: Sequence[str], found: set[int]) -> None:
+    """Adds to found the unqualified table references under value named in names, but
+    for those inside the CTEs of a nested WITH."""
+    if not names:
+        return
+    stack = [p for p in (value if isinstance(value, list) else (value,)) if isinstance(p, exp.Expr)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, exp.CTE):
+            continue
+        if isinstance(node, exp.Table) and not node.db and node.name in names:
+            found.add(id(node))
+        stack.extend(node.iter_expressions())
 
 
 # -- stored functions ----------------------------------------------------------------------
@@ -2689,19 +2746,29 @@ class _Item(NamedTuple):
 class _Scope:
     """The sources and CTE names a query sees; outer scopes for correlated references."""
 
-    __slots__ = ("parent", "sources", "ctes")
+    __slots__ = ("parent", "sources", "ctes", "cte_limit")
 
-    def __init__(self, parent: _Scope | None) -> None:
+    def __init__(self, parent: _Scope | None, cte_limit: _Scope | None = None) -> None:
         self.parent = parent
         self.sources: list[_Source] = []
         self.ctes: dict[str, tuple[_Ref, ...]] = {}
+        # A CTE's body: the scope of its WITH, the last whose CTE names it sees
+        self.cte_limit = cte_limit
 
     def cte(self, name: str) -> tuple[_Ref, ...] | None:
+        """What the CTE of that name selects, None when none is in scope. The body of a
+        CTE sees its own WITH's names, not those of a WITH around that one's query
+        (MariaDB 10.11 reads the table there)."""
         scope: _Scope | None = self
+        limit: _Scope | None = None
         while scope is not None:
             found = scope.ctes.get(name)
             if found is not None:
                 return found
+            if scope is limit:
+                return None
+            if limit is None:
+                limit = scope.cte_limit
             scope = scope.parent
         return None
 
@@ -3216,7 +3283,8 @@ class _Uses:
             name = cte.alias.lower()
             if w.args.get("recursive"):
                 scope.ctes[name] = ()
-            items = self.query(cte.this, scope, (*chain, "in a CTE"), (), ())
+            body = _Scope(scope, cte_limit=scope)
+            items = self.query(cte.this, body, (*chain, "in a CTE"), (), ())
             scope.ctes[name] = tuple(r for item in items for r in item.refs)
 
     # -- sources --------------------------------------------------------------------------

@@ -281,6 +281,21 @@ def test_a_rule_sees_the_tables_of_a_subquery_anywhere(sql: bytes) -> None:
     assert session.query(b"SET @a = 1")[1].parts[0].decision.rule == "allow-all"
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"SELECT * FROM secret WHERE 1 IN (WITH secret AS (SELECT 1) SELECT * FROM secret)",
+        b"SELECT (SELECT c FROM secret), (WITH secret AS (SELECT 1) SELECT 1 FROM secret)",
+        b"WITH secret AS (SELECT * FROM secret) SELECT * FROM secret",
+        b"WITH secret AS (SELECT 1) SELECT * FROM (WITH t AS (SELECT * FROM secret) SELECT 1) d",
+    ],
+)
+def test_a_cte_hides_a_table_only_in_its_scope(sql: bytes) -> None:
+    """Any table named like a CTE anywhere in the statement was skipped: a block rule on
+    shop.secret missed the outer query's secret."""
+    assert _ruled(SECRET_OFF_LIMITS, db="shop").outcome(sql) == "secret-off-limits"
+
+
 def test_no_allow_opens_a_compound_statement() -> None:
     session = _ruled(SECRET_OFF_LIMITS, ALLOW_ALL, db="shop")
     assert session.outcome(b"BEGIN NOT ATOMIC SELECT * FROM secret; END") == "not-understood"

@@ -389,6 +389,21 @@ CASED_ALIASES: U = [
     ),
 ]
 
+#: A WITH's names are not seen in the body of a CTE of a WITH nested inside its query:
+#: MariaDB reads the table there (its real card numbers, through UPPER()).
+CTE_SCOPES: U = [
+    (
+        "WITH customers AS (SELECT 1 AS card_number) "
+        "SELECT (WITH t AS (SELECT card_number FROM customers) SELECT UPPER(card_number) FROM t)",
+        {(CARD, "in a CTE in a subquery")},
+    ),
+    (  # the nested WITH's own query sees the outer CTE
+        "WITH customers AS (SELECT 1 AS card_number) "
+        "SELECT (WITH t AS (SELECT 5) SELECT UPPER(card_number) FROM customers)",
+        set(),
+    ),
+]
+
 NOT_UNDERSTOOD: U = [
     ("SELECT email FROM customers WHERE", {(ALL, "not understood")}),
     ("ALTER TABLE customers ADD COLUMN leak VARCHAR(64) AS (email)", {(ALL, "not understood")}),
@@ -412,7 +427,17 @@ NOT_UNDERSTOOD: U = [
     ),
 ]
 
-USES = FUNCTIONS + CONDITIONS + QUERIES + COPIES + NAMES + CASED_ALIASES + ORACLES + NOT_UNDERSTOOD
+USES = (
+    FUNCTIONS
+    + CONDITIONS
+    + QUERIES
+    + COPIES
+    + NAMES
+    + CASED_ALIASES
+    + CTE_SCOPES
+    + ORACLES
+    + NOT_UNDERSTOOD
+)
 
 
 @pytest.mark.parametrize(("sql", "expected"), USES, ids=[_id(s) for s, _ in USES])
