@@ -618,3 +618,53 @@ def test_a_subquery_in_a_set_reads_its_table(mariadb: MariaDB, tmp_path: Path) -
         direct(mariadb, "DROP TABLE shop.pol_secret")
     sts = [r for r in statements(gw) if r["sql"] == "SET @a = (SELECT c FROM shop.pol_secret)"]
     assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "secret-is-off-limits")]
+
+
+SCRATCH_ANYTHING = """
+[[rules]]
+name = "scratch-anything"
+statements = ["*"]
+tables = ["pol_scratch.*"]
+action = "allow"
+"""
+
+
+def test_an_allow_covers_a_schema_only_in_its_own_case(mariadb: MariaDB, tmp_path: Path) -> None:
+    """MariaDB (lower_case_table_names=0) tells `Pol_Scratch` from `pol_scratch`, but the
+    gateway lower-cased names: an allow for pol_scratch.* let DELETE FROM Pol_Scratch.t
+    with no WHERE and DROP TABLE Pol_Scratch.x skip the built-in rules."""
+    schemas = ("pol_scratch", "Pol_Scratch")
+    for schema in schemas:
+        direct(mariadb, f"DROP DATABASE IF EXISTS `{schema}`")
+        direct(mariadb, f"CREATE DATABASE `{schema}`")
+        direct(mariadb, f"CREATE TABLE `{schema}`.t (id INT PRIMARY KEY)")
+        direct(mariadb, f"INSERT INTO `{schema}`.t VALUES (1), (2), (3)")
+        direct(mariadb, f"CREATE TABLE `{schema}`.x (id INT)")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=SCRATCH_ANYTHING).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            message = refused(conn, "DELETE FROM Pol_Scratch.t")
+            assert message.startswith("sqlgate: blocked by rule 'delete-without-where': ")
+            message = refused(conn, "DROP TABLE Pol_Scratch.x")
+            assert message.startswith("sqlgate: review required by rule 'schema-change': ")
+            with conn.cursor() as cur:  # the schema the rule names, in its case
+                cur.execute("DELETE FROM pol_scratch.t")
+                cur.execute("DROP TABLE pol_scratch.x")
+            conn.commit()
+        with gw.connect(database="Pol_Scratch") as conn:  # the session's schema, as set
+            message = refused(conn, "DELETE FROM t")
+            assert message.startswith("sqlgate: blocked by rule 'delete-without-where': ")
+        assert direct(mariadb, "SELECT COUNT(*) FROM Pol_Scratch.t") == [(3,)]
+        assert direct(mariadb, "SELECT COUNT(*) FROM pol_scratch.t") == [(0,)]
+        tables = direct(
+            mariadb,
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema LIKE 'pol_scratch' ORDER BY BINARY table_schema, table_name",
+        )
+        assert tables == [("Pol_Scratch", "t"), ("Pol_Scratch", "x"), ("pol_scratch", "t")]
+    finally:
+        assert gw.stop() == 0
+        for schema in schemas:
+            direct(mariadb, f"DROP DATABASE IF EXISTS `{schema}`")
+    sts = [r for r in statements(gw) if r["sql"] == "DELETE FROM pol_scratch.t"]
+    assert [(s["decision"], s["rule"]) for s in sts] == [("allowed", "scratch-anything")]

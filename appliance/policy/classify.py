@@ -81,7 +81,8 @@ _log = logging.getLogger(__name__)
 class Classification:
     kind: str  # canonical upper-case kind; "UNKNOWN" when not recognised
     text: str  # this statement's text decoded (utf-8, errors="replace")
-    reads: frozenset[str]  # tables read: "schema.table" when qualified in the text
+    # Names as written (the case too): "schema.table" when qualified in the text
+    reads: frozenset[str]  # tables read
     writes: frozenset[str]  # tables written/created/altered/dropped ("db.*": a schema)
     has_where: bool  # UPDATE/DELETE: a WHERE clause exists
     where_always_true: bool  # UPDATE/DELETE: the WHERE may be true for every row
@@ -93,9 +94,10 @@ class Classification:
     literal_independent: bool  # same classification for every text of the same shape
     inner: Classification | None = None  # PREPARE/EXECUTE IMMEDIATE/EXPLAIN/...: what it runs
     # Calls the server reads as calls of stored functions, which run statements the
-    # gateway never sees: lower-case names, "schema.name" when qualified (see
-    # _stored_functions). Only for statements that call them when they run (stored code
-    # runs later, a CALL is a call already).
+    # gateway never sees: lower-case names (the server ignores a routine name's case),
+    # "schema.name" when qualified, the schema as written (see _stored_functions). Only
+    # for statements that call them when they run (stored code runs later, a CALL is a
+    # call already).
     stored_functions: frozenset[str] = frozenset()
 
 
@@ -917,16 +919,17 @@ class _DottedName(Exception):
 
 
 def _part(name: str) -> str:
-    """One part of a schema-qualified name, lower-cased (raises _DottedName for a part
+    """One part of a schema-qualified name, as written (raises _DottedName for a part
     with a dot)."""
     if "." in name:
         raise _DottedName(name)
-    return name.lower()
+    return name
 
 
 def _table_name(t: exp.Table) -> str:
-    """The table's name as the rules match it ("schema.table" when qualified); raises
-    _DottedName for a part with a dot."""
+    """The table's name as the rules match it ("schema.table" when qualified), as
+    written: the server may tell schemas and tables by their case; raises _DottedName
+    for a part with a dot."""
     name = t.name
     if not name:
         return ""
@@ -935,10 +938,10 @@ def _table_name(t: exp.Table) -> str:
     if "." in name or "." in db or "." in catalog:
         raise _DottedName(next(p for p in (catalog, db, name) if "." in p))
     if catalog:
-        return f"{catalog}.{db}.{name}".lower()
+        return f"{catalog}.{db}.{name}"
     if db:
-        return f"{db}.{name}".lower()
-    return name.lower()
+        return f"{db}.{name}"
+    return name
 
 
 class _Tree:
@@ -1004,7 +1007,7 @@ class _Tree:
             if id(t) in skip:
                 continue
             name = _table_name(t)
-            if not name or (name == "dual" and not t.this.args.get("quoted")):
+            if not name or (name.lower() == "dual" and not t.this.args.get("quoted")):
                 continue
             names.add(name)
         return names
@@ -1121,7 +1124,7 @@ _DEFINES = frozenset(
 
 def _stored_functions(v: _View, suspects: Sequence[_Suspect], tree: _Tree | None) -> set[str]:
     """The calls of a statement that the server reads as calls of stored functions:
-    lower-case names, ``schema.name`` when qualified.
+    lower-case names, ``schema.name`` when qualified (the schema as written).
 
     With the statement's parse ``tree``, the skeleton's suspects are told from names that
     only look like calls (``WITH cte (a) AS``, ``INSERT t (a)``, ``COLUMNS (...)``): a
@@ -1130,7 +1133,7 @@ def _stored_functions(v: _View, suspects: Sequence[_Suspect], tree: _Tree | None
     call wherever it stands before '('. A qualified call is an exp.Dot, always a stored
     function's. Without a tree (SET, SHOW, DO, ...), every name before '(' is a call."""
     if tree is None:
-        return _token_calls(v.tokens) if suspects else set()
+        return _token_calls(v, v.tokens) if suspects else set()
     found: set[str] = set()
     for dot in tree.dots:
         call = dot.expression
@@ -1148,7 +1151,7 @@ def _stored_functions(v: _View, suspects: Sequence[_Suspect], tree: _Tree | None
     if any(not s.name and not s.qualified for s in suspects):  # `name`(...): read its name
         calls.extend(
             (name, spelling)
-            for qualifier, name, spelling, _ in _calls_in(v.tokens)
+            for qualifier, name, spelling, _ in _calls_in(v, v.tokens)
             if qualifier is None and spelling == _QUOTED
         )
     written: set[str] | None = None
@@ -1184,12 +1187,13 @@ def _written_names(tree: _Tree) -> set[str]:
 
 
 def _qualifier(node: exp.Expr) -> str:
-    """``schema`` of ``schema.name(...)`` (``a.b`` for ``a.b.name(...)``), lower case."""
+    """``schema`` of ``schema.name(...)`` (``a.b`` for ``a.b.name(...)``), as written (the
+    server may tell schemas by their case)."""
     if isinstance(node, exp.Dot):
         return f"{_qualifier(node.this)}.{_qualifier(node.expression)}"
     if isinstance(node, exp.Column):
-        return ".".join(part.name.lower() for part in node.parts)
-    return node.name.lower() if node.name else type(node).__name__.lower()
+        return ".".join(part.name for part in node.parts)
+    return node.name if node.name else type(node).__name__.lower()
 
 
 def _calls_json_table(tree: _Tree) -> bool:
@@ -1199,10 +1203,10 @@ def _calls_json_table(tree: _Tree) -> bool:
     return sum(1 for _ in tree.root.find_all(exp.JSONTable)) > as_tables
 
 
-def _token_calls(tokens: Sequence[Token]) -> set[str]:
-    """Every call in the tokens that the server reads as a stored function's."""
+def _token_calls(v: _View, tokens: Sequence[Token]) -> set[str]:
+    """Every call in the tokens (of v) that the server reads as a stored function's."""
     found: set[str] = set()
-    for qualifier, name, spelling, paren in _calls_in(tokens):
+    for qualifier, name, spelling, paren in _calls_in(v, tokens):
         if qualifier is not None:
             found.add(f"{qualifier}.{name.lower()}")
         elif not _builtin(name, spelling) or (
@@ -1212,9 +1216,10 @@ def _token_calls(tokens: Sequence[Token]) -> set[str]:
     return found
 
 
-def _calls_in(tokens: Sequence[Token]) -> Iterable[tuple[str | None, str, int, int]]:
-    """(qualifier or None, upper-case name, spelling, index of the '(') of each name
-    before '(' in the tokens, but for a table, view or routine being defined."""
+def _calls_in(v: _View, tokens: Sequence[Token]) -> Iterable[tuple[str | None, str, int, int]]:
+    """(qualifier as written or None, upper-case name, spelling, index of the '(') of each
+    name before '(' in the tokens (of v), but for a table, view or routine being
+    defined."""
     for i in range(1, len(tokens)):
         paren = tokens[i]
         if paren.kind != Tok.PUNCT or paren.text != "(":
@@ -1233,7 +1238,7 @@ def _calls_in(tokens: Sequence[Token]) -> Iterable[tuple[str | None, str, int, i
             continue
         qualifier = None
         if j < i - 1:
-            qualifier = ".".join(tokens[k].text.lower() for k in range(j, i - 1, 2))
+            qualifier = ".".join(_written(v, tokens[k]) for k in range(j, i - 1, 2))
         yield qualifier, name.text.upper(), spelling, i
 
 
@@ -2170,7 +2175,7 @@ def _set(v: _View, kind: str, head: int) -> Classification:
             functions,
             flags,
             variables,
-            _token_calls(tokens[:split]) if suspects else (),
+            _token_calls(v, tokens[:split]) if suspects else (),
             reads,
         )
     i = 2 if word_at(tokens, 1) in _SCOPES else 1
@@ -2240,7 +2245,7 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
     inner = inner_all[0]
     if kind == "EXECUTE" and _skeleton_calls(v.skeleton)[1]:  # USING f(): runs with it
         inner = replace(
-            inner, stored_functions=inner.stored_functions | _token_calls(tokens[stop:])
+            inner, stored_functions=inner.stored_functions | _token_calls(v, tokens[stop:])
         )
     return _running(kind, text, inner, f"{kind} of", called, flags, reads=reads)
 
@@ -2282,27 +2287,37 @@ def _running(
 # -- kinds read from their tokens alone ------------------------------------------------------
 
 
-def _name(tokens: Sequence[Token], i: int) -> tuple[str | None, int]:
-    """A possibly qualified name at i: ("schema.name" or "name", index after it); raises
-    _DottedName for a part with a dot."""
+def _name(v: _View, i: int) -> tuple[str | None, int]:
+    """A possibly qualified name at token i, as written: ("schema.name" or "name", index
+    after it); raises _DottedName for a part with a dot."""
+    tokens = v.tokens
     if i >= len(tokens) or tokens[i].kind not in (Tok.WORD, Tok.IDENT):
         return None, i
-    name = _part(tokens[i].text)
+    name = _part(_written(v, tokens[i]))
     i += 1
     if (
         punct_at(tokens, i, ".")
         and i + 1 < len(tokens)
         and tokens[i + 1].kind in (Tok.WORD, Tok.IDENT)
     ):
-        name = f"{name}.{_part(tokens[i + 1].text)}"
+        name = f"{name}.{_part(_written(v, tokens[i + 1]))}"
         i += 2
     return name, i
 
 
-def _name_list(tokens: Sequence[Token], i: int) -> list[str]:
+def _written(v: _View, t: Token) -> str:
+    """A name token's text as written: a word's token text is upper-cased, a quoted
+    name's is the name."""
+    if t.kind == Tok.WORD:
+        return v.bytes_of(t).decode("utf-8", "replace")
+    return t.text
+
+
+def _name_list(v: _View, i: int) -> list[str]:
+    tokens = v.tokens
     names: list[str] = []
     while True:
-        name, i = _name(tokens, i)
+        name, i = _name(v, i)
         if name is None:
             return names
         names.append(name)
@@ -2344,7 +2359,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         i = head
         if kind == "TRUNCATE" and word_at(tokens, i) == "TABLE":
             i += 1
-        name, i = _name(tokens, i)
+        name, i = _name(v, i)
         writes.extend([name] if name else [])
         for j in range(i, len(tokens)):
             w = word_at(tokens, j)
@@ -2354,21 +2369,21 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
                     continue  # RENAME COLUMN a TO b: the table keeps its name
                 if word_at(tokens, k) in ("TO", "AS"):
                     k += 1
-                other, _ = _name(tokens, k)
+                other, _ = _name(v, k)
                 writes.extend([other] if other else [])
             elif w == "WITH" and word_at(tokens, j + 1) == "TABLE":
-                other, _ = _name(tokens, j + 2)
+                other, _ = _name(v, j + 2)
                 writes.extend([other] if other else [])
     elif kind in ("DROP TABLE", "DROP VIEW"):
-        writes.extend(_name_list(tokens, head))
+        writes.extend(_name_list(v, head))
     elif kind in ("DROP DATABASE", "ALTER DATABASE"):
-        name, _ = _name(tokens, head)
-        if name and name not in ("character", "default", "collate", "charset", "read"):
+        name, _ = _name(v, head)
+        if name and name.lower() not in ("character", "default", "collate", "charset", "read"):
             writes.append(name + ".*")
     elif kind == "DROP INDEX":
         for j in range(head, len(tokens)):
             if word_at(tokens, j) == "ON":
-                name, _ = _name(tokens, j + 1)
+                name, _ = _name(v, j + 1)
                 writes.extend([name] if name else [])
                 break
     elif kind in (
@@ -2385,12 +2400,12 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         "DROP FUNCTION",
         "CREATE SEQUENCE",
     ):
-        name, i = _name(tokens, head)
+        name, i = _name(v, head)
         writes.extend([name] if name else [])
         if kind == "CREATE TRIGGER":
             for j in range(i, len(tokens)):
                 if word_at(tokens, j) == "ON":
-                    table, _ = _name(tokens, j + 1)
+                    table, _ = _name(v, j + 1)
                     writes.extend([table] if table else [])
                     break
     elif kind == "RENAME TABLE":
@@ -2398,7 +2413,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         if word_at(tokens, i) == "IF" and word_at(tokens, i + 1) == "EXISTS":
             i += 2
         while True:
-            old, i = _name(tokens, i)
+            old, i = _name(v, i)
             if word_at(tokens, i) == "NOWAIT":
                 i += 1
             elif word_at(tokens, i) == "WAIT":
@@ -2407,7 +2422,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
                 # a pair not read is a table not named: its rules would not see it
                 problem = _parse_problem(kind, "expected 'old_name TO new_name'")
                 break
-            new, i = _name(tokens, i + 1)
+            new, i = _name(v, i + 1)
             writes.extend(x for x in (old, new) if x)
             if not punct_at(tokens, i, ","):
                 if i < len(tokens):
@@ -2417,7 +2432,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
     elif kind in ("LOAD DATA", "LOAD XML"):
         for j in range(head, len(tokens)):
             if word_at(tokens, j) == "INTO" and word_at(tokens, j + 1) == "TABLE":
-                name, _ = _name(tokens, j + 2)
+                name, _ = _name(v, j + 2)
                 writes.extend([name] if name else [])
                 break
         if any(word_at(tokens, j) == "LOCAL" for j in range(head, min(head + 4, len(tokens)))):
@@ -2427,16 +2442,16 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         while word_at(tokens, i) in ("NO_WRITE_TO_BINLOG", "LOCAL"):
             i += 1
         if word_at(tokens, i) in ("TABLE", "TABLES"):
-            names = _name_list(tokens, i + 1)
+            names = _name_list(v, i + 1)
             (writes if kind in ("OPTIMIZE", "REPAIR") else reads).extend(names)
     elif kind == "LOCK TABLES":
         for a, b in _split_commas(tokens, head, len(tokens)):
-            name, _ = _name(tokens, a)
+            name, _ = _name(v, a)
             if name:
                 lock = {t.text for t in tokens[a:b] if t.kind == Tok.WORD}
                 (writes if "WRITE" in lock else reads).append(name)
     elif kind == "HANDLER":
-        name, _ = _name(tokens, head)
+        name, _ = _name(v, head)
         reads.extend([name] if name else [])
     elif kind == "COMPOUND":
         problem = _COMPOUND_PROBLEM

@@ -198,12 +198,13 @@ class Decision:
 
 
 def qualified(table: str, db: str | None) -> str:
-    """``schema.table`` for a table name as written, given the session's schema. Without
-    one (none chosen, or the gateway does not know it for certain) the name stays bare:
-    it may be a table of any schema."""
+    """``schema.table`` for a table name as written, given the session's schema as it
+    was set (the login's, a USE's or a COM_INIT_DB's, in its case). Without one (none
+    chosen, or the gateway does not know it for certain) the name stays bare: it may be
+    a table of any schema."""
     if "." in table or not db:
         return table
-    return f"{db.lower()}.{table}"
+    return f"{db}.{table}"
 
 
 def decide(
@@ -233,7 +234,11 @@ def decide(
         return decide(c.inner, who, db, rules)
     builtins = BUILTINS
     if rules:
+        # Names as written. MariaDB tells schemas and tables by their case
+        # (lower_case_table_names=0, Linux's default): `Scratch` is not `scratch`. An
+        # allow covers a name only in its own case; a refusal matches it in any case.
         tables = frozenset(qualified(t, db) for t in c.reads | c.writes)
+        lowered: frozenset[str] | None = None
         also = _also_does(c)
         calls = frozenset(qualified(f, db) for f in c.stored_functions)
         calls_allowed = not calls or _calls_allowed(rules, calls, who)
@@ -247,11 +252,13 @@ def decide(
                     continue  # nor stored functions: only allows for CALL of them do
                 matched = _matches(rule, c.kind, tables, who)
             else:
+                if lowered is None:
+                    lowered = frozenset(t.lower() for t in tables)
                 matched = (
-                    _matches(rule, c.kind, tables, who)
-                    or any(_matches(rule, kind, tables, who) for kind in also)
-                    or (c.kind in _VIEW_KINDS and _refuses_through_views(rule, tables, who))
-                    or (bool(calls) and _matches(rule, "CALL", calls, who))
+                    _matches(rule, c.kind, lowered, who)
+                    or any(_matches(rule, kind, lowered, who) for kind in also)
+                    or (c.kind in _VIEW_KINDS and _refuses_through_views(rule, lowered, who))
+                    or (bool(calls) and _matches(rule, "CALL", _lower(calls), who))
                 )
             if matched:
                 if rule.action is RuleAction.ALLOW:
@@ -275,6 +282,10 @@ def _refuses_through_views(rule: RuleConfig, tables: frozenset[str], who: Subjec
     them: an updatable view passes UPDATE, DELETE and INSERT through to its tables,
     where the rule (which matches names as written) would not see them."""
     return rule.tables is not None and _matches(rule, rule.statements[0], tables, who)
+
+
+def _lower(names: frozenset[str]) -> frozenset[str]:
+    return frozenset(name.lower() for name in names)
 
 
 def _calls_allowed(rules: tuple[RuleConfig, ...], calls: frozenset[str], who: Subject) -> bool:
@@ -318,19 +329,20 @@ def _matches(rule: RuleConfig, kind: str, tables: frozenset[str], who: Subject) 
         return False
     if rule.tables is not None:
         if rule.action is RuleAction.ALLOW:
-            # an allow covers a statement only when it covers every table it names
+            # an allow covers a statement only when it covers every table it names, each
+            # in the case the rule writes it
             return bool(tables) and all(
                 any(_table_matches(t, p, certain=True) for p in rule.tables) for t in tables
             )
-        return any(_table_matches(t, p) for t in tables for p in rule.tables)
+        # a refusal: the names come lower-cased, the patterns are compared so
+        return any(_table_matches(t, p.lower()) for t in tables for p in rule.tables)
     return True
 
 
 def _table_matches(table: str, pattern: str, certain: bool = False) -> bool:
-    """``orders`` matches that table in any schema; ``shop.*`` every table of shop. A
-    bare name (the session's schema is not known) may be a table of any schema: it
-    matches ``shop.orders`` unless the match must be ``certain`` (an allow)."""
-    pattern = pattern.lower()
+    """``orders`` matches that table in any schema; ``shop.*`` every table of shop, case
+    respected. A bare name (the session's schema is not known) may be a table of any
+    schema: it matches ``shop.orders`` unless the match must be ``certain`` (an allow)."""
     if "." not in pattern:
         table = table.rsplit(".", 1)[-1]
     elif "." not in table:
@@ -523,9 +535,10 @@ def _servers(c: Classification, db: str | None) -> Decision | None:
 
 
 def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
+    # `MySQL.user` is another schema on a server that tells case, but not on every one
     if c.kind in ("CREATE VIEW", "ALTER VIEW"):
         for table in c.reads:
-            if qualified(table, db).split(".", 1)[0] == "mysql":
+            if qualified(table, db).split(".", 1)[0].lower() == "mysql":
                 return _block(
                     "mysql-schema",
                     f"{c.kind} over the mysql system schema ({qualified(table, db)}) would let "
@@ -533,7 +546,7 @@ def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
                 )
     for table in c.writes:
         name = qualified(table, db)
-        if name.split(".", 1)[0] == "mysql":
+        if name.split(".", 1)[0].lower() == "mysql":
             return _block(
                 "mysql-schema",
                 f"{c.kind} writes to the mysql system schema ({name}), which holds accounts "

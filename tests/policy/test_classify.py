@@ -227,7 +227,7 @@ TABLES = [
         {"shop.orders", "customers"},
         set(),
     ),
-    ("SELECT `A` FROM `Shop`.`Orders`", {"shop.orders"}, set()),
+    ("SELECT `A` FROM `Shop`.`Orders`", {"Shop.Orders"}, set()),  # as written: case counts
     (
         "SELECT (SELECT MAX(x) FROM s.u) FROM t WHERE a IN (SELECT b FROM v)",
         {"s.u", "t", "v"},
@@ -1038,11 +1038,15 @@ def test_other_names_with_a_dot_are_read(sql: str) -> None:
 def test_a_quoted_dual_is_a_table() -> None:
     """DUAL is a keyword only unquoted: `dual` (in any case) is a table the server reads,
     which was left out of the tables read, so a rule on its schema did not see it."""
-    for sql in ("SELECT * FROM `dual`", "SELECT * FROM `Dual`", "SELECT 1 FROM t, `DUAL`"):
-        assert one(sql).reads >= {"dual"}, sql
+    for sql, name in (
+        ("SELECT * FROM `dual`", "dual"),
+        ("SELECT * FROM `Dual`", "Dual"),
+        ("SELECT 1 FROM t, `DUAL`", "DUAL"),
+    ):
+        assert one(sql).reads >= {name}, sql
     assert one('SELECT * FROM "dual"', ANSI).reads == {"dual"}
     assert one("SELECT * FROM shop.dual").reads == {"shop.dual"}
-    for sql in ("SELECT 1 FROM DUAL", "SELECT 1 FROM dual WHERE 1"):
+    for sql in ("SELECT 1 FROM DUAL", "SELECT 1 FROM dual WHERE 1", "SELECT 1 FROM Dual"):
         assert one(sql).reads == set(), sql
 
 
@@ -1182,3 +1186,51 @@ def test_a_cte_name_hides_a_table_only_in_its_scope(sql: str, reads: set[str]) -
     found = one(sql)
     assert found.problem is None
     assert found.reads == reads
+
+
+# -- names keep their case --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "reads", "writes"),
+    [
+        ("DELETE FROM Scratch.T WHERE id = 1", set(), {"Scratch.T"}),
+        (
+            "SELECT * FROM `SCRATCH`.t JOIN Shop.Orders o ON o.id = t.id",
+            {"SCRATCH.t", "Shop.Orders"},
+            set(),
+        ),
+        ("INSERT INTO Scratch.t SELECT * FROM shop.T", {"shop.T"}, {"Scratch.t"}),
+        ("DROP TABLE SCRATCH.x, Scratch.`Y`", set(), {"SCRATCH.x", "Scratch.Y"}),
+        ("TRUNCATE Scratch.T", set(), {"Scratch.T"}),
+        ("RENAME TABLE Scratch.a TO SCRATCH.B", set(), {"Scratch.a", "SCRATCH.B"}),
+        ("DROP DATABASE Scratch", set(), {"Scratch.*"}),
+        ("CREATE DATABASE SCRATCH", set(), {"SCRATCH.*"}),
+        ("SHOW TABLES FROM Scratch", {"Scratch.*"}, set()),
+        ("SHOW COLUMNS FROM T FROM Scratch", {"Scratch.T"}, set()),
+        ("DESCRIBE Scratch.T", {"Scratch.T"}, set()),
+        ("SET @a = (SELECT c FROM Shop.Secret)", {"Shop.Secret"}, set()),
+    ],
+)
+def test_names_keep_the_case_they_are_written_in(
+    sql: str, reads: set[str], writes: set[str]
+) -> None:
+    """MariaDB tells `Scratch` from `scratch` (lower_case_table_names=0): a name read in
+    lower case let an allow rule for scratch.* cover DELETE FROM Scratch.t."""
+    found = one(sql)
+    assert found.problem is None
+    assert (found.reads, found.writes) == (reads, writes)
+
+
+def test_a_stored_functions_schema_keeps_its_case() -> None:
+    for sql, calls in (
+        ("SELECT Scratch.Archive(1)", {"Scratch.archive"}),
+        ("SELECT `SCRATCH` . f (1)", {"SCRATCH.f"}),
+        ("SET @a = Scratch.F(1)", {"Scratch.f"}),
+    ):
+        assert one(sql).stored_functions == calls, sql
+
+
+def test_alter_database_options_are_not_schemas_in_any_case() -> None:
+    for sql in ("ALTER DATABASE CHARACTER SET utf8mb4", "alter database character set utf8mb4"):
+        assert one(sql).writes == set(), sql

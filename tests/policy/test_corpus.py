@@ -192,6 +192,8 @@ def test_a_grant_fingerprint_holds_the_current_schema() -> None:
     assert shop.policy.fingerprint(cmd, 0, verdict) is None  # not known yet
     shop.policy.completed(use, None, 0)
     assert shop.policy.fingerprint(cmd, 0, verdict) == granted
+    shop.policy.db = "Scratch"  # another schema, to a server that tells case
+    assert shop.policy.fingerprint(cmd, 0, verdict) not in (None, granted)
 
 
 def test_a_grant_fingerprint_is_the_shape_as_the_session_reads_it() -> None:
@@ -294,6 +296,56 @@ def test_a_cte_hides_a_table_only_in_its_scope(sql: bytes) -> None:
     """Any table named like a CTE anywhere in the statement was skipped: a block rule on
     shop.secret missed the outer query's secret."""
     assert _ruled(SECRET_OFF_LIMITS, db="shop").outcome(sql) == "secret-off-limits"
+
+
+SCRATCH_ANYTHING = RuleConfig("scratch-anything", ("*",), RuleAction.ALLOW, ("scratch.*",))
+
+
+def test_an_allow_covers_a_name_only_in_its_own_case() -> None:
+    """Names were lower-cased, so an allow for scratch.* covered the distinct schemas
+    Scratch and SCRATCH (MariaDB, lower_case_table_names=0): a DELETE with no WHERE and
+    a DROP TABLE there skipped the built-in rules."""
+    session = _ruled(SCRATCH_ANYTHING, db="shop")
+
+    def rule(sql: bytes) -> str:
+        return session.query(sql)[1].parts[0].decision.rule
+
+    assert rule(b"DELETE FROM scratch.t") == "scratch-anything"
+    assert rule(b"DROP TABLE scratch.x") == "scratch-anything"
+    assert rule(b"DELETE FROM Scratch.t") == "delete-without-where"
+    assert rule(b"DROP TABLE SCRATCH.x") == "schema-change"
+    assert rule(b"DELETE FROM `sCRATCH`.t") == "delete-without-where"
+    # the session's schema as it was set
+    for schema, expected in (("scratch", "scratch-anything"), ("Scratch", "delete-without-where")):
+        session.policy.db = schema
+        assert rule(b"DELETE FROM t") == expected, schema
+    # a bare pattern: the table's name, in its case
+    tables = _ruled(RuleConfig("t-only", ("*",), RuleAction.ALLOW, ("t",)), db="scratch")
+    assert tables.query(b"DELETE FROM t")[1].parts[0].decision.rule == "t-only"
+    assert tables.outcome(b"DELETE FROM T") == "delete-without-where"
+    # a stored function's schema too (a routine's own name has no case on the server)
+    archive = RuleConfig("archive", ("CALL",), RuleAction.ALLOW, ("scratch.archive",))
+    calls = _ruled(archive, db="scratch")
+    assert calls.outcome(b"SELECT scratch.ARCHIVE(1)") == ALLOW
+    assert calls.outcome(b"SELECT Archive(1)") == ALLOW  # scratch.archive
+    assert calls.outcome(b"SELECT Scratch.archive(1)") == "stored-function"
+    assert calls.outcome(b"SELECT `SCRATCH`.archive(1)") == "stored-function"
+
+
+def test_a_refusal_matches_a_name_in_any_case() -> None:
+    session = _ruled(SECRET_OFF_LIMITS, ORDERS_READ_ONLY, db="Shop")
+    for sql in (
+        b"SELECT * FROM SHOP.Secret",
+        b"SELECT * FROM secret",  # Shop.secret
+        b"SET @a = (SELECT c FROM `shop`.`SECRET`)",
+    ):
+        assert session.outcome(sql) == "secret-off-limits", sql
+    assert session.outcome(b"DELETE FROM Orders WHERE id = 1") == "orders-read-only"
+    assert session.outcome(b"CREATE VIEW v AS SELECT * FROM SHOP.ORDERS") == "orders-read-only"
+    no_calls = _ruled(RuleConfig("no-shop-calls", ("CALL",), RuleAction.BLOCK, ("shop.*",)))
+    assert no_calls.outcome(b"SELECT SHOP.f(1)") == "no-shop-calls"
+    # and so does the built-in rule for the mysql schema
+    assert session.outcome(b"INSERT INTO MySQL.user SELECT * FROM x") == "mysql-schema"
 
 
 def test_no_allow_opens_a_compound_statement() -> None:
