@@ -36,7 +36,7 @@ from tui.screens.prompt import Prompt
 from tui.screens.replay import ReplayScreen
 from tui.screens.session import SessionScreen
 from tui.screens.sessions import SessionsScreen
-from tui.sources import BusEvent, LinkState, SendError, Source
+from tui.sources import Item, LinkState, SendError, Source, Synced
 
 __all__ = ["ConsoleApp", "Operator"]
 
@@ -129,7 +129,7 @@ class ConsoleApp(App[None]):
                 )
             await asyncio.sleep(SOURCE_RESTART_S)  # the console never stops
 
-    def _deliver(self, item: BusEvent | LinkState) -> None:
+    def _deliver(self, item: Item) -> None:
         self.post_message(FromSource(item))
 
     def notify(
@@ -152,6 +152,8 @@ class ConsoleApp(App[None]):
         second = int(self.clock())
         self.ticked = second != self._last_second
         self._last_second = second
+        if self.ticked:
+            self._dirty |= self.model.expire()
         change, self._dirty = self._dirty, Change.NONE
         try:
             screen = self.screen
@@ -178,7 +180,12 @@ class ConsoleApp(App[None]):
         item = message.item
         if isinstance(item, LinkState):
             self.link = item
+            if item.connected:
+                self.model.reconnected()
             self._dirty |= Change.GATEWAYS
+            return
+        if isinstance(item, Synced):
+            self._dirty |= self.model.synced()
             return
         change = self.model.event(item.appliance, item.path, item.payload)
         if change & Change.NEW_APPROVAL:

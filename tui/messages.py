@@ -8,15 +8,15 @@ from textual.message import Message
 
 from appliance.replay import Step
 from tui.ledger import Verification
-from tui.sources import BusEvent, LinkState
+from tui.sources import Item
 
 __all__ = ["FromLedger", "FromSource", "LedgerRead", "ReplayLoaded", "Verified"]
 
 
 class FromSource(Message):
-    """An item from the live source (a bus event or a change of the link)."""
+    """An item from the live source (a bus event, a change of the link, ``Synced``)."""
 
-    def __init__(self, item: BusEvent | LinkState) -> None:
+    def __init__(self, item: Item) -> None:
         super().__init__()
         self.item = item
 

@@ -39,6 +39,9 @@ MAX_ALERTS = 1000
 MAX_SEEN = 100_000
 
 REQUEST_VERSION = 1
+EXPIRED_GRACE_S = 5.0
+"""A request is dropped this long after its ``expires_at`` (the gateway's clock), whether
+or not its clearing arrived: the gateway has answered it by then."""
 
 
 class Change(enum.Flag):
@@ -264,6 +267,7 @@ class Console:
         self.requests: dict[tuple[str, str], Request] = {}
         self.alerts: collections.deque[Alert] = collections.deque(maxlen=MAX_ALERTS)
         self.decided: set[tuple[str, str]] = set()  # requests this console answered
+        self._unconfirmed: set[tuple[str, str]] = set()  # not sent again since a reconnect
         self._seen: set[tuple[str, int]] = set()
         self._seen_order: collections.deque[tuple[str, int]] = collections.deque()
         self._order = 0
@@ -375,16 +379,46 @@ class Console:
     def _request(self, appliance: str, request_id: str, payload: dict[str, Any] | None) -> Change:
         key = (appliance, request_id)
         if payload is None:
-            if self.requests.pop(key, None) is None:
-                return Change.NONE
-            self.decided.discard(key)
-            return Change.APPROVALS
+            return self._drop([key])
         request = Request.from_payload(appliance, request_id, payload)
         if request is None:
             return Change.NONE
+        self._unconfirmed.discard(key)
         new = key not in self.requests
         self.requests[key] = request
         return Change.APPROVALS | (Change.NEW_APPROVAL if new else Change.NONE)
+
+    def _drop(self, keys: Iterable[tuple[str, str]]) -> Change:
+        change = Change.NONE
+        for key in keys:
+            self._unconfirmed.discard(key)
+            if self.requests.pop(key, None) is not None:
+                self.decided.discard(key)
+                change = Change.APPROVALS
+        return change
+
+    def expire(self) -> Change:
+        """Drop the requests past their ``expires_at`` (and ``EXPIRED_GRACE_S``): the
+        gateway has answered them, even if the console missed their clearing."""
+        now = self.clock()
+        return self._drop(
+            [
+                key
+                for key, request in self.requests.items()
+                if 0 < request.expires_at and request.expires_at + EXPIRED_GRACE_S < now
+            ]
+        )
+
+    def reconnected(self) -> None:
+        """The source connected again: every request is unconfirmed until the broker
+        sends it again (retained while pending); ``synced`` drops the rest."""
+        self._unconfirmed = set(self.requests)
+
+    def synced(self) -> Change:
+        """The broker has sent what it retains: an unconfirmed request was cleared while
+        the console was away (answered, expired)."""
+        keys, self._unconfirmed = self._unconfirmed, set()
+        return self._drop(keys)
 
     def _alert(self, appliance: str, body: Mapping[str, Any]) -> Change:
         request = body.get("request")

@@ -27,17 +27,24 @@ from appliance.config import BusConfig
 __all__ = [
     "BusEvent",
     "Deliver",
+    "Item",
     "LinkState",
     "MqttSource",
     "RecordedSource",
     "SendError",
     "Source",
+    "Synced",
     "parse_payload",
     "split_topic",
 ]
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 EVENT_VERSION = 1
+SETTLE_S = 1.0
+"""After its subscriptions are acknowledged (SUBACK), how long the source waits for the
+messages the broker retains (they follow the SUBACKs at once) before it says ``Synced``."""
+SETTLE_MAX_S = 10.0
+"""How much longer it waits, at most, for the messages already received to be delivered."""
 SUBSCRIPTIONS = ("status", "checkpoints", "alerts", "approvals/+", "sessions/#")
 """What the console reads under ``<prefix>/+/`` (the operator ACL of docs/events.md)."""
 
@@ -63,7 +70,15 @@ class LinkState:
     detail: str
 
 
-Deliver = Callable[[BusEvent | LinkState], None]
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """Connected, and what the broker retains for the console has been delivered: a
+    request it did not send again is no longer pending (answered while the console was
+    away). Comes after each ``LinkState(connected=True)`` of the MQTT source."""
+
+
+Item = BusEvent | LinkState | Synced
+Deliver = Callable[[Item], None]
 
 
 class SendError(Exception):
@@ -163,11 +178,15 @@ class MqttSource:
                     if refused:
                         detail += f" (the broker refused {', '.join(refused)}: see its ACL)"
                     deliver(LinkState(True, detail))
-                    async for message in client.messages:
-                        payload = message.payload if isinstance(message.payload, bytes) else b""
-                        event = _event(self.prefix, message.topic.value, payload)
-                        if event is not None:
-                            deliver(event)
+                    settle = asyncio.create_task(self._settle(client, deliver))
+                    try:
+                        async for message in client.messages:
+                            payload = message.payload if isinstance(message.payload, bytes) else b""
+                            event = _event(self.prefix, message.topic.value, payload)
+                            if event is not None:
+                                deliver(event)
+                    finally:
+                        settle.cancel()
                     why = "the broker closed the connection"
             except aiomqtt.MqttCodeError as exc:
                 why = f"the broker refused the connection: {exc}"
@@ -179,6 +198,18 @@ class MqttSource:
             attempt += 1
             deliver(LinkState(False, f"broker {url} unreachable: {why}; retrying in {delay:g}s"))
             await asyncio.sleep(delay)
+
+    @staticmethod
+    async def _settle(client: aiomqtt.Client, deliver: Deliver) -> None:
+        """``Synced`` once the retained messages are in: ``SETTLE_S`` after the SUBACKs,
+        when every message received so far has been delivered (or ``SETTLE_MAX_S`` later,
+        when messages keep coming faster than they are read)."""
+        await asyncio.sleep(SETTLE_S)
+        for _ in range(int(SETTLE_MAX_S / 0.05)):
+            if not len(client.messages):
+                break
+            await asyncio.sleep(0.05)
+        deliver(Synced())
 
     async def _subscribe(self, client: aiomqtt.Client) -> list[str]:
         refused = []

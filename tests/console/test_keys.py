@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from console.drive import Run, drive
-from console.story import NOW, source
+from console.story import NOW, messages, source
 
 from tui.app import ConsoleApp, Operator
+from tui.model import EXPIRED_GRACE_S
 from tui.screens.session import SessionScreen
-from tui.sources import BusEvent, RecordedSource
+from tui.sources import BusEvent, LinkState, RecordedSource, Synced
 
 
 def sent(run: Run) -> list[tuple[str, dict[str, Any]]]:
@@ -231,3 +232,34 @@ def test_a_live_source_that_fails_is_started_again(monkeypatch: Any) -> None:
 
     drive(app, scenario)
     assert Flaky.runs == 2
+
+
+def test_requests_answered_while_away_or_expired_leave_the_screen() -> None:
+    """A request answered while the console was disconnected is not sent again by the
+    broker when it reconnects: it goes once the retained ones are in (``Synced``). One
+    whose clearing never arrives goes shortly after its expiry."""
+    src = source()
+    now = [NOW]
+    app = ConsoleApp(src, clock=lambda: now[0], operator=OPERATOR)
+    pending = next(m for m in messages() if m.topic.endswith("/approvals/4f0c2e9b1d7a"))
+
+    def shown(run: Run) -> int:
+        return int(run.app.screen.query_one("#requests").row_count)  # type: ignore[attr-defined]
+
+    async def scenario(run: Run) -> None:
+        await src.played.wait()
+        await run.press("2")
+        assert shown(run) == 2
+        run.app._deliver(LinkState(False, "broker unreachable"))
+        run.app._deliver(LinkState(True, "connected"))
+        run.app._deliver(BusEvent("edge-1", ("approvals", "4f0c2e9b1d7a"), pending.payload))
+        run.app._deliver(Synced())
+        await run.until("the answered request to go", lambda: shown(run) == 1)
+        assert ("edge-1", "4f0c2e9b1d7a") in run.app.model.requests
+        badge = run.app.screen.query_one("#badge")
+        assert "1 PENDING" in str(badge.render())
+        now[0] = NOW + 90 + EXPIRED_GRACE_S + 1  # past its expiry; no clearing came
+        await run.until("the expired request to go", lambda: shown(run) == 0)
+        assert not badge.has_class("attention")
+
+    drive(app, scenario)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pymysql
 import pytest
 from console.drive import Run, drive
-from lab.approvals import Held, approvals_toml, operator_config
+from lab.approvals import Held, approvals_toml, operator_config, publish
 from lab.broker import Broker
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
@@ -26,7 +26,7 @@ from tui.app import ConsoleApp, Operator
 from tui.ledger import LedgerFile, public_key_beside
 from tui.screens.approvals import ApprovalsScreen
 from tui.screens.session import SessionScreen
-from tui.sources import MqttSource
+from tui.sources import BusEvent, Item, LinkState, MqttSource, Synced
 
 pytestmark = pytest.mark.integration
 
@@ -285,3 +285,44 @@ def test_the_ledger_screen_verifies_searches_and_sees_tampering(
         assert run.app.model.alerts[0].alert == "ledger_verification_failed"
 
     drive(app, scenario)
+
+
+def test_the_source_says_synced_once_the_retained_requests_are_in(broker: Broker) -> None:
+    """After each (re)connect the console learns which requests are still pending from
+    the retained ones that follow its subscriptions; ``Synced`` comes after them."""
+    topic = "sqlgate/synced-gw/approvals/r1"
+    publish(
+        broker, broker.gateway_user, topic, json.dumps({"v": 1, "sql_sha256": "ab"}), retain=True
+    )
+    items: list[Item] = []
+
+    async def main() -> None:
+        synced = asyncio.Event()
+
+        def deliver(item: Item) -> None:
+            items.append(item)
+            if isinstance(item, Synced):
+                synced.set()
+
+        source = MqttSource(broker.bus_config(broker.operator_user))
+        task = asyncio.create_task(source.run(deliver))
+        try:
+            await asyncio.wait_for(synced.wait(), 15)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        publish(broker, broker.gateway_user, topic, "", retain=True)
+    connected = next(
+        i for i, item in enumerate(items) if isinstance(item, LinkState) and item.connected
+    )
+    retained = next(
+        i
+        for i, item in enumerate(items)
+        if isinstance(item, BusEvent) and item.appliance == "synced-gw"
+    )
+    synced = next(i for i, item in enumerate(items) if isinstance(item, Synced))
+    assert connected < retained < synced

@@ -6,7 +6,7 @@ from typing import Any
 
 from console.story import NOW, messages
 
-from tui.model import MAX_SESSIONS, Change, Console, SessionState, printable
+from tui.model import EXPIRED_GRACE_S, MAX_SESSIONS, Change, Console, SessionState, printable
 from tui.sources import parse_payload, split_topic
 
 
@@ -85,6 +85,39 @@ def test_requests_appear_once_and_go_when_cleared() -> None:
     assert model.event("gw", ("approvals", "r1"), None) == Change.APPROVALS
     assert model.requests == {}
     assert model.event("gw", ("approvals", "r2"), {"v": 2, "sql_sha256": "ab"}) == Change.NONE
+
+
+def request(expires_at: float) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "sql_sha256": "ab",
+        "sql": "DELETE FROM t WHERE id = 1",
+        "expires_at": expires_at,
+    }
+
+
+def test_a_request_past_its_expiry_goes_even_when_its_clearing_was_missed() -> None:
+    now = [1000.0]
+    model = Console(lambda: now[0])
+    model.event("gw", ("approvals", "r1"), request(1010.0))
+    model.decided.add(("gw", "r1"))
+    now[0] = 1010.0 + EXPIRED_GRACE_S - 0.5  # the gateway may still be answering it
+    assert model.expire() == Change.NONE and ("gw", "r1") in model.requests
+    now[0] = 1010.0 + EXPIRED_GRACE_S + 0.5
+    assert model.expire() == Change.APPROVALS
+    assert model.requests == {} and model.decided == set()
+
+
+def test_after_a_reconnect_a_request_the_broker_does_not_send_again_goes() -> None:
+    model = Console(lambda: 1000.0)
+    model.event("gw", ("approvals", "answered"), request(1100.0))
+    model.event("gw", ("approvals", "pending"), request(1100.0))
+    model.reconnected()
+    # retained messages follow the subscriptions: only the pending one is sent again
+    assert not model.event("gw", ("approvals", "pending"), request(1100.0)) & Change.NEW_APPROVAL
+    assert model.synced() == Change.APPROVALS
+    assert list(model.requests) == [("gw", "pending")]
+    assert model.synced() == Change.NONE  # until the next reconnect
 
 
 def test_a_gateway_that_goes_offline_raises_an_alert() -> None:
