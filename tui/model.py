@@ -268,6 +268,7 @@ class Console:
         self.alerts: collections.deque[Alert] = collections.deque(maxlen=MAX_ALERTS)
         self.decided: set[tuple[str, str]] = set()  # requests this console answered
         self._unconfirmed: set[tuple[str, str]] = set()  # not sent again since a reconnect
+        self._decided_gone: collections.deque[tuple[str, str]] = collections.deque(maxlen=64)
         self._seen: set[tuple[str, int]] = set()
         self._seen_order: collections.deque[tuple[str, int]] = collections.deque()
         self._order = 0
@@ -393,9 +394,15 @@ class Console:
         for key in keys:
             self._unconfirmed.discard(key)
             if self.requests.pop(key, None) is not None:
-                self.decided.discard(key)
+                if key in self.decided:
+                    self.decided.discard(key)
+                    self._decided_gone.append(key)
                 change = Change.APPROVALS
         return change
+
+    def was_decided(self, key: tuple[str, str]) -> bool:
+        """Whether this console sent a decision for the request (pending or lately gone)."""
+        return key in self.decided or key in self._decided_gone
 
     def expire(self) -> Change:
         """Drop the requests past their ``expires_at`` (and ``EXPIRED_GRACE_S``): the

@@ -263,3 +263,50 @@ def test_requests_answered_while_away_or_expired_leave_the_screen() -> None:
         assert not badge.has_class("attention")
 
     drive(app, scenario)
+
+
+def detail(run: Run) -> str:
+    return str(run.app.screen.query_one("#request-detail").render())
+
+
+@console()
+async def test_a_never_falls_on_a_request_that_took_the_read_ones_row(run: Run) -> None:
+    """The operator reads the top request; another operator answers it. The cursor must
+    not slide to the next request: nothing is selected, ``a`` asks to select one, and
+    only a request shown in full is approved."""
+    await run.press("2")
+    assert "UPDATE orders SET status = 'shipped'" in detail(run)
+    run.app._deliver(BusEvent("edge-1", ("approvals", "b81e44c0aa93"), None))  # answered
+    await run.until(
+        "the row to go", lambda: ("edge-1", "b81e44c0aa93") not in run.app.model.requests
+    )
+    await run.press("a", "d", "g")
+    assert sent(run) == []
+    assert any("is no longer pending" in note for note in run.notes())
+    assert any("select a request first" in note for note in run.notes())
+    assert "No request is selected" in detail(run)
+    await run.press("down")  # the first move selects the row the cursor is on
+    assert "ALTER TABLE orders ADD COLUMN note TEXT" in detail(run)
+    await run.press("a")
+    assert [topic for topic, _ in sent(run)] == ["sqlgate/edge-1/approvals/4f0c2e9b1d7a/decision"]
+
+
+@console()
+async def test_a_request_arriving_on_top_does_not_take_the_selection(run: Run) -> None:
+    await run.press("2", "down")
+    assert "ALTER TABLE orders" in detail(run)
+    newer = dict(next(m for m in messages() if m.topic.endswith("/b81e44c0aa93")).payload or {})
+    newer.update(id="0a0a0a0a0a0a", sql="DROP TABLE orders", expires_at=NOW + 1)
+    run.app._deliver(BusEvent("edge-1", ("approvals", "0a0a0a0a0a0a"), newer))
+    await run.until("the new request", lambda: len(run.app.model.requests) == 3)
+    await run.press("a")
+    assert [topic for topic, _ in sent(run)] == ["sqlgate/edge-1/approvals/4f0c2e9b1d7a/decision"]
+
+
+@console()
+async def test_ones_own_answered_request_goes_without_a_warning(run: Run) -> None:
+    await run.press("2", "a")
+    run.app._deliver(BusEvent("edge-1", ("approvals", "b81e44c0aa93"), None))
+    await run.until("the row to go", lambda: len(run.app.model.requests) == 1)
+    assert not any("no longer pending" in note for note in run.notes())
+    assert "No request is selected" in detail(run)

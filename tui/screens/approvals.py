@@ -1,10 +1,18 @@
 """Approvals: the statements held for a person, the one that expires first on top, with
 everything needed to decide it. ``a`` approves, ``d`` denies with a reason, ``g``
-approves with a time-boxed grant for the same shape of statement."""
+approves with a time-boxed grant for the same shape of statement.
+
+The keys act on the request shown in full below the table (``reading``), never on
+whatever row happens to be under the cursor: when that request goes (another operator
+answered it, it expired), nothing is selected until the operator picks a request
+again, so a key meant for it cannot fall on the one that took its row."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
@@ -29,6 +37,48 @@ def request_row_key(request: Request) -> str:
     return f"{request.appliance}\x00{request.id}"
 
 
+class RequestTable(DataTable[Text]):
+    """The requests. With nothing selected its cursor is hidden; the first move (a key,
+    a click) shows it, on the row it is on, and selects that request."""
+
+    def _reveal(self) -> bool:
+        if self.show_cursor or not self.row_count:
+            return False
+        self.show_cursor = True  # highlights the row under it: RowHighlighted
+        return True
+
+    def action_cursor_up(self) -> None:
+        if not self._reveal():
+            super().action_cursor_up()
+
+    def action_cursor_down(self) -> None:
+        if not self._reveal():
+            super().action_cursor_down()
+
+    def action_page_up(self) -> None:
+        if not self._reveal():
+            super().action_page_up()
+
+    def action_page_down(self) -> None:
+        if not self._reveal():
+            super().action_page_down()
+
+    def action_scroll_home(self) -> None:
+        if not self._reveal():
+            super().action_scroll_home()
+
+    def action_scroll_end(self) -> None:
+        if not self._reveal():
+            super().action_scroll_end()
+
+    def action_select_cursor(self) -> None:
+        if not self._reveal():
+            super().action_select_cursor()
+
+    def on_click(self, event: events.Click) -> None:
+        self._reveal()  # then DataTable moves the cursor to the clicked row
+
+
 class ApprovalsScreen(ConsoleScreen):
     MODE = "approvals"
     BINDINGS = [
@@ -37,8 +87,14 @@ class ApprovalsScreen(ConsoleScreen):
         Binding("g", "grant", "Approve+grant"),
     ]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading: Request | None = None
+        """The request shown in full below the table: the one ``a``, ``d`` and ``g``
+        act on. None: nothing is selected."""
+
     def body(self) -> ComposeResult:
-        table: DataTable[Text] = DataTable(id="requests", cursor_type="row", zebra_stripes=True)
+        table = RequestTable(id="requests", cursor_type="row", zebra_stripes=True)
         for label, width in COLUMNS:
             table.add_column(label, width=width, key=label)
         yield table
@@ -67,14 +123,44 @@ class ApprovalsScreen(ConsoleScreen):
                     ],
                 )
             )
-        table = self.query_one(DataTable)
+        table = self.query_one(RequestTable)
         fill(table, rows)
-        self._detail(self.selected(), now)
+        reading = self.reading
+        if reading is not None:
+            self.reading = model.requests.get(reading.key)
+            if self.reading is None:
+                self._gone(reading, table)
+        elif table.show_cursor:  # nothing was ever selected: the top one, shown below
+            self.reading = self._under_cursor()
+        self._detail(now)
 
-    def _detail(self, request: Request | None, now: float) -> None:
+    def _gone(self, request: Request, table: RequestTable) -> None:
+        """The request being read is no longer pending: select nothing (the cursor
+        would otherwise rest on whichever request took its row) and say so."""
+        table.show_cursor = False
+        if not self.console.model.was_decided(request.key):
+            self.console.notify(
+                f"{printable(request.identity, 40)}'s statement "
+                f"{printable(request.sql, 60)} is no longer pending (answered elsewhere, "
+                "or expired). Nothing is selected: \u2191/\u2193 selects a request.",
+                title="Request gone",
+                severity="warning",
+            )
+
+    def _detail(self, now: float) -> None:
         detail = self.query_one("#request-detail", Static)
+        request = self.reading
         if request is None:
-            detail.update(Text("No statement is waiting for approval.", style="dim"))
+            if self.query_one(RequestTable).row_count:
+                detail.update(
+                    Text(
+                        "No request is selected: \u2191/\u2193 selects one, shown here in full "
+                        "before a, d or g act on it.",
+                        style="dim",
+                    )
+                )
+            else:
+                detail.update(Text("No statement is waiting for approval.", style="dim"))
             return
         text = Text()
         text.append(printable(request.identity), style="bold")
@@ -92,27 +178,43 @@ class ApprovalsScreen(ConsoleScreen):
         )
         detail.update(text)
 
-    def selected(self) -> Request | None:
-        key = highlighted(self.query_one(DataTable))
+    def _under_cursor(self) -> Request | None:
+        key = highlighted(self.query_one(RequestTable))
         if key is None:
             return None
         appliance, _, request_id = key.partition("\x00")
         return self.console.model.requests.get((appliance, request_id))
 
+    def selected(self) -> Request | None:
+        """The request the keys act on: the one shown in full (None: nothing selected)."""
+        return self.reading
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self._detail(self.selected(), self.console.clock())
+        if not event.data_table.show_cursor:
+            return  # nothing selected: rows moving under the hidden cursor select nothing
+        self.reading = self._under_cursor()
+        self._detail(self.console.clock())
+
+    def _chosen(self) -> Request | None:
+        request = self.reading
+        if request is None:
+            self.console.notify(
+                "select a request first (\u2191/\u2193): the keys act on the one shown in full",
+                severity="warning",
+            )
+        return request
 
     def action_approve(self) -> None:
-        request = self.selected()
+        request = self._chosen()
         if request is not None:
             self.console.approve(request)
 
     def action_deny(self) -> None:
-        request = self.selected()
+        request = self._chosen()
         if request is not None:
             self.console.deny(request)
 
     def action_grant(self) -> None:
-        request = self.selected()
+        request = self._chosen()
         if request is not None:
             self.console.approve_with_grant(request)
