@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.bus import Bus, BusUnavailable
+from appliance.bus import Bus, BusUnavailable, bounded_sql
 from appliance.config import ApprovalsConfig
 from appliance.identity import TokenRejected, TokenVerifier, VerifiedToken
 
@@ -147,7 +147,7 @@ class Approvals:
         started = time.monotonic()
         timeout = self.config.timeout_s
         payload = {
-            **fields,
+            **bounded_sql(fields),  # at most EVENT_SQL_CHARS of the statement
             "id": request_id,
             "sql_sha256": sql_sha256,
             "approver_groups": list(self.config.approver_groups),

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from appliance.bus import Bus
+from appliance.bus import Bus, bounded_sql
 from appliance.config import Config
 from appliance.ledger import LedgerError, LedgerUnavailable, LedgerWriter, records
 from appliance.mysql import packets
@@ -341,7 +341,8 @@ class Audit:
         suffix = _EVENT_TOPICS.get(str(kind))
         session = sealed.get("session")
         if suffix is not None and isinstance(session, str):
-            bus.publish(f"sessions/{session}/{suffix}", sealed)
+            # the record itself, but at most EVENT_SQL_CHARS of its statement
+            bus.publish(f"sessions/{session}/{suffix}", bounded_sql(sealed))
 
     @staticmethod
     def _lost(kind: str, exc: BaseException | None) -> None:

@@ -39,10 +39,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from appliance.config import BusConfig
 
 __all__ = [
+    "EVENT_SQL_CHARS",
     "EVENT_VERSION",
     "Bus",
     "BusUnavailable",
     "Handler",
+    "bounded_sql",
     "reconnect_delay",
 ]
 
@@ -50,6 +52,12 @@ log = logging.getLogger("sqlgate.bus")
 
 EVENT_VERSION = 1
 """The ``"v"`` of every payload; consumers ignore versions they do not know."""
+
+EVENT_SQL_CHARS = 64 * 1024
+"""The most of a statement's text an event or an approval request carries. A longer one
+is cut and says ``"sql_truncated": true``; its ``sql_sha256`` is of the whole text, and
+the ledger keeps all of it. Even with every character escaped by JSON (``\\u0001``, 6
+bytes) the message stays well under what consumers read (1 MiB)."""
 
 Handler = Callable[[str, dict[str, Any]], None]
 """Called with the topic suffix (below ``<prefix>/<appliance>/``) and the payload."""
@@ -76,6 +84,15 @@ class _Outgoing:
     payload: bytes
     qos: int
     retain: bool
+
+
+def bounded_sql(body: dict[str, Any], limit: int = EVENT_SQL_CHARS) -> dict[str, Any]:
+    """``body`` as the bus carries it: its ``sql`` cut to ``limit`` characters (a copy,
+    with ``"sql_truncated": true``) when longer; otherwise ``body`` itself."""
+    sql = body.get("sql")
+    if not isinstance(sql, str) or len(sql) <= limit:
+        return body
+    return {**body, "sql": sql[:limit], "sql_truncated": True}
 
 
 def _check_suffix(suffix: str, *, wildcards: bool) -> None:

@@ -4,11 +4,13 @@ decision that does not carry a valid approver's token changes nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import Provider
 
+from appliance.bus import EVENT_SQL_CHARS
 from appliance.mysql.wire import frame
 
 pytestmark = pytest.mark.integration
@@ -460,6 +463,80 @@ def test_live_events_carry_the_sessions_records(gw: GatewayProcess, broker: Brok
     assert topic.endswith("/statements") and f"/sessions/{event['session']}/" in topic
     assert event["v"] == 1 and event["kind"] == "statement" and event["decision"] == "allowed"
     assert len(event["hash"]) == 64  # the committed record itself
+
+
+def first_message(
+    broker: Broker, pattern: str, check: Any, appliance: str = "test-gw"
+) -> tuple[int, dict[str, Any]]:
+    """The size and body of the first message on ``pattern`` whose body ``check`` likes."""
+    proc = subprocess.Popen(
+        mosquitto(
+            "mosquitto_sub",
+            broker,
+            broker.operator_user,
+            "-t",
+            f"{broker.prefix}/{appliance}/{pattern}",
+            "-W",
+            "15",
+        ),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip():
+                body: dict[str, Any] = json.loads(line)
+                if check(body):
+                    return len(line), body
+        raise AssertionError(f"no such message on {pattern}")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_huge_statement_goes_on_the_bus_cut_and_into_the_ledger_whole(
+    gw: GatewayProcess, broker: Broker, provider: Provider
+) -> None:
+    """A statement padded past 1 MiB of JSON (a comment of control characters) went out
+    whole, so consoles dropped it: an allowed one never showed, a held one could not be
+    answered. Events and requests carry 64 KiB of it, with the SHA-256 of all of it."""
+    pad = "/* " + "\x01" * (200 * 1024) + " */"
+    select = "SELECT 'huge-event-marker' AS m " + pad
+    delete = "DELETE FROM shop.appr_t WHERE id = 99 " + pad
+    with ThreadPoolExecutor(2) as pool:
+        event = pool.submit(
+            first_message,
+            broker,
+            "sessions/+/statements",
+            lambda b: str(b.get("sql", "")).startswith("SELECT 'huge-event-marker'"),
+        )
+        request = pool.submit(
+            first_message,
+            broker,
+            "approvals/+",
+            lambda b: str(b.get("sql", "")).startswith("DELETE FROM shop.appr_t WHERE id = 99"),
+        )
+        time.sleep(0.5)  # subscribed
+        with gw.connect(database="shop") as conn, conn.cursor() as cur:
+            cur.execute(select)
+        held = Held(gw, delete)
+        try:
+            size, body = event.result(20)
+            assert size < 1024 * 1024 and body["sql_truncated"] is True
+            assert body["sql"] == select[:EVENT_SQL_CHARS]
+            # of the whole command, as ever: COM_QUERY's byte, then the text
+            assert body["sql_sha256"] == hashlib.sha256(b"\x03" + select.encode()).hexdigest()
+            size, asked = request.result(20)
+            assert size < 1024 * 1024 and asked["sql_truncated"] is True
+            assert asked["sql_sha256"] == hashlib.sha256(b"\x03" + delete.encode()).hexdigest()
+            decide(broker, asked, by_dba(provider, "approve"))  # answered from what it shows
+            assert held.result() is None
+        finally:
+            held.close()
+    whole = [
+        r for r in ledger_records(gw.ledger, "--kind", "statement") if r["sql"] in (select, delete)
+    ]
+    assert len(whole) == 2 and not any("sql_truncated" in r for r in whole)
 
 
 def test_a_grant_lets_the_same_shape_through_for_a_while(

@@ -22,7 +22,7 @@ import pytest
 from lab.broker import Broker
 from lab.mariadb import free_port
 
-from appliance.bus import Bus, BusUnavailable, reconnect_delay
+from appliance.bus import EVENT_SQL_CHARS, Bus, BusUnavailable, bounded_sql, reconnect_delay
 from appliance.config import BusConfig
 
 T = TypeVar("T")
@@ -81,6 +81,23 @@ def test_reconnect_delay_doubles_from_half_a_second_to_thirty() -> None:
     delays = [reconnect_delay(n) for n in range(9)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
     assert reconnect_delay(10_000) == 30.0
+
+
+def test_an_event_carries_a_bounded_prefix_of_its_statement() -> None:
+    record = {
+        "v": 1,
+        "kind": "statement",
+        "sql": "\x01" * (4 * EVENT_SQL_CHARS),
+        "sql_sha256": "ab",
+    }
+    event = bounded_sql(record)
+    assert event["sql"] == "\x01" * EVENT_SQL_CHARS and event["sql_truncated"] is True
+    assert event["sql_sha256"] == "ab"  # of the whole text: the record's own
+    assert len(record["sql"]) == 4 * EVENT_SQL_CHARS and "sql_truncated" not in record
+    # every character escaped by JSON (\u0001): still far below a console's 1 MiB
+    assert len(json.dumps(event, ensure_ascii=False).encode()) < 512 * 1024
+    small = {"sql": "SELECT 1"}
+    assert bounded_sql(small) is small and bounded_sql({"kind": "alert"}) == {"kind": "alert"}
 
 
 def test_bad_topics_and_payloads_are_programming_errors() -> None:

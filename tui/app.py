@@ -36,7 +36,7 @@ from tui.screens.prompt import Prompt
 from tui.screens.replay import ReplayScreen
 from tui.screens.session import SessionScreen
 from tui.screens.sessions import SessionsScreen
-from tui.sources import Item, LinkState, SendError, Source, Synced
+from tui.sources import BusEvent, Item, LinkState, SendError, Source, Synced
 
 __all__ = ["ConsoleApp", "Operator"]
 
@@ -187,7 +187,10 @@ class ConsoleApp(App[None]):
         if isinstance(item, Synced):
             self._dirty |= self.model.synced()
             return
-        change = self.model.event(item.appliance, item.path, item.payload)
+        if isinstance(item, BusEvent):
+            change = self.model.event(item.appliance, item.path, item.payload)
+        else:
+            change = self.model.too_large(item.appliance, item.path, item.size)
         if change & Change.NEW_APPROVAL:
             request = self.model.requests.get((item.appliance, item.path[-1]))
             if request is not None:
@@ -322,12 +325,24 @@ class ConsoleApp(App[None]):
             )
         return self.operator
 
+    def _decidable(self, request: Request) -> bool:
+        if self._signed_in() is None:
+            return False
+        if request.too_large is not None:
+            self.notify(
+                f"this request ({request.too_large:,} bytes) is larger than the console "
+                f"reads: decide it with `sqlgate approvals` (id {printable(request.id, 64)})",
+                severity="warning",
+            )
+            return False
+        return True
+
     def approve(self, request: Request) -> None:
-        if self._signed_in() is not None:
+        if self._decidable(request):
             self.run_worker(self._decide(request, "approve"))
 
     def deny(self, request: Request) -> None:
-        if self._signed_in() is None:
+        if not self._decidable(request):
             return
 
         def send(reason: str | None) -> None:
@@ -344,7 +359,7 @@ class ConsoleApp(App[None]):
         )
 
     def approve_with_grant(self, request: Request) -> None:
-        if self._signed_in() is None:
+        if not self._decidable(request):
             return
         if request.fingerprint is None:
             self.notify(

@@ -191,6 +191,8 @@ class Request:
     fingerprint: str | None
     requested_at: float
     expires_at: float
+    too_large: int | None = None  # a placeholder: the request's size, not read
+    sql_truncated: bool = False  # ``sql`` is the start of the statement only
 
     @property
     def key(self) -> tuple[str, str]:
@@ -222,6 +224,7 @@ class Request:
             fingerprint=fingerprint if isinstance(fingerprint, str) else None,
             requested_at=_number(body, "requested_at") or 0.0,
             expires_at=_number(body, "expires_at") or 0.0,
+            sql_truncated=body.get("sql_truncated") is True,
         )
 
 
@@ -300,6 +303,51 @@ class Console:
                 return Change.NONE
             return self.record({**payload, "appliance": _text(payload, "appliance", appliance)})
         return Change.NONE
+
+    def too_large(self, appliance: str, path: tuple[str, ...], size: int) -> Change:
+        """A message on ``sessions/<session>/<kind>`` or ``approvals/<id>`` too large to
+        read: a placeholder says so, rather than the statement or request vanishing."""
+        what = f"{size:,} bytes, more than the console reads"
+        if len(path) == 2 and path[0] == "approvals":
+            key = (appliance, path[1])
+            self._unconfirmed.discard(key)
+            new = key not in self.requests
+            self.requests[key] = Request(
+                appliance=appliance,
+                id=path[1],
+                session="",
+                identity="?",
+                client="?",
+                target="?",
+                db="",
+                sql=f"(a request of {what}: decide it with `sqlgate approvals`)",
+                rule="?",
+                reason="",
+                sql_sha256="",
+                rows_estimate=None,
+                fingerprint=None,
+                requested_at=self.clock(),
+                expires_at=0.0,  # unknown: it goes when the gateway clears it
+                too_large=size,
+            )
+            return Change.APPROVALS | (Change.NEW_APPROVAL if new else Change.NONE)
+        if len(path) != 3 or path[0] != "sessions" or not path[1]:
+            return Change.NONE
+        session = self._session(appliance, path[1], {})
+        kind = {"statements": "statement", "results": "result"}.get(path[2], path[2])
+        self._append(
+            session,
+            StatementView(
+                statement_seq=None,
+                ts=self._now_ts(),
+                command="?",
+                sql=f"(a {kind} event of {what}: the ledger has it)",
+                decision="?",
+            ),
+        )
+        if kind == "statement":
+            session.statements += 1
+        return Change.STATEMENTS | Change.SESSIONS
 
     def records(self, records: Iterable[Mapping[str, Any]]) -> Change:
         change = Change.NONE
@@ -494,19 +542,23 @@ class Console:
             part=part if isinstance(part, str) else None,
             approver=body.get("approver") if isinstance(body.get("approver"), str) else None,
         )
-        if len(session.history) == session.history.maxlen and session.history:
-            old = session.history[0]
-            if old.statement_seq is not None:
-                session.by_seq.pop(old.statement_seq, None)
-        session.history.append(view)
-        if seq is not None:
-            session.by_seq[seq] = view
+        self._append(session, view)
         session.statements += 1
         if decision == "blocked":
             session.blocked += 1
         elif decision == "pending":
             session.waiting += 1
         return Change.STATEMENTS | Change.SESSIONS
+
+    @staticmethod
+    def _append(session: SessionView, view: StatementView) -> None:
+        if len(session.history) == session.history.maxlen and session.history:
+            old = session.history[0]
+            if old.statement_seq is not None:
+                session.by_seq.pop(old.statement_seq, None)
+        session.history.append(view)
+        if view.statement_seq is not None:
+            session.by_seq[view.statement_seq] = view
 
     def _settle(self, session: SessionView, view: StatementView, decision: str) -> None:
         if view.decision == "pending" and decision != "pending":

@@ -34,8 +34,10 @@ __all__ = [
     "SendError",
     "Source",
     "Synced",
+    "TooLarge",
     "parse_payload",
     "split_topic",
+    "to_item",
 ]
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -77,7 +79,18 @@ class Synced:
     away). Comes after each ``LinkState(connected=True)`` of the MQTT source."""
 
 
-Item = BusEvent | LinkState | Synced
+@dataclass(frozen=True, slots=True)
+class TooLarge:
+    """A message on ``<prefix>/<appliance>/<path...>`` larger than the console reads
+    (``MAX_PAYLOAD_BYTES``), on a topic where a dropped message would hide a statement
+    or a request (``sessions/...``, ``approvals/<id>``): left unread, and shown as such."""
+
+    appliance: str
+    path: tuple[str, ...]
+    size: int
+
+
+Item = BusEvent | LinkState | Synced | TooLarge
 Deliver = Callable[[Item], None]
 
 
@@ -124,10 +137,20 @@ def parse_payload(payload: bytes) -> dict[str, Any] | None | bool:
     return body
 
 
-def _event(prefix: str, topic: str, payload: bytes) -> BusEvent | None:
+def to_item(prefix: str, topic: str, payload: bytes) -> BusEvent | TooLarge | None:
+    """What a message on ``topic`` is for the console; None: dropped (not under
+    ``prefix``, unreadable, too large where a placeholder is not needed)."""
     where = split_topic(prefix, topic)
+    if where is None:
+        return None
+    appliance, path = where
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        shown = (len(path) == 3 and path[0] == "sessions") or (
+            len(path) == 2 and path[0] == "approvals"
+        )
+        return TooLarge(appliance, path, len(payload)) if shown else None
     body = parse_payload(payload)
-    if where is None or body is False:
+    if body is False:
         return None
     assert not isinstance(body, bool)
     return BusEvent(where[0], where[1], body)
@@ -182,7 +205,7 @@ class MqttSource:
                     try:
                         async for message in client.messages:
                             payload = message.payload if isinstance(message.payload, bytes) else b""
-                            event = _event(self.prefix, message.topic.value, payload)
+                            event = to_item(self.prefix, message.topic.value, payload)
                             if event is not None:
                                 deliver(event)
                     finally:

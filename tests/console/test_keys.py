@@ -12,7 +12,7 @@ from console.story import NOW, messages, source
 from tui.app import ConsoleApp, Operator
 from tui.model import EXPIRED_GRACE_S
 from tui.screens.session import SessionScreen
-from tui.sources import BusEvent, LinkState, RecordedSource, Synced
+from tui.sources import BusEvent, LinkState, RecordedSource, Synced, TooLarge
 
 
 def sent(run: Run) -> list[tuple[str, dict[str, Any]]]:
@@ -310,3 +310,30 @@ async def test_ones_own_answered_request_goes_without_a_warning(run: Run) -> Non
     await run.until("the row to go", lambda: len(run.app.model.requests) == 1)
     assert not any("no longer pending" in note for note in run.notes())
     assert "No request is selected" in detail(run)
+
+
+@console()
+async def test_a_request_too_large_to_read_is_listed_and_cannot_be_decided_here(
+    run: Run,
+) -> None:
+    await run.press("2")
+    run.app._deliver(TooLarge("edge-1", ("approvals", "0b0b0b0b0b0b"), 3_000_000))
+    await run.until("the placeholder", lambda: len(run.app.model.requests) == 3)
+    assert run.bells == 3  # rings like any new request
+    await run.press("up")  # nothing expires sooner: it is on top
+    assert "3,000,000 bytes" in detail(run)
+    await run.press("a", "d", "g")
+    assert sent(run) == []
+    assert any("decide it with `sqlgate approvals`" in note for note in run.notes())
+
+
+@console()
+async def test_a_request_cut_short_says_so(run: Run) -> None:
+    cut = dict(next(m for m in messages() if m.topic.endswith("/b81e44c0aa93")).payload or {})
+    cut.update(id="0c0c0c0c0c0c", sql="DELETE FROM t /* " + "x" * 65_000, sql_truncated=True)
+    cut.update(expires_at=NOW + 1)
+    await run.press("2")
+    run.app._deliver(BusEvent("edge-1", ("approvals", "0c0c0c0c0c0c"), cut))
+    await run.until("the request", lambda: len(run.app.model.requests) == 3)
+    await run.press("up")
+    assert "only its first 65,017 characters came" in detail(run)

@@ -7,7 +7,7 @@ from typing import Any
 from console.story import NOW, messages
 
 from tui.model import EXPIRED_GRACE_S, MAX_SESSIONS, Change, Console, SessionState, printable
-from tui.sources import parse_payload, split_topic
+from tui.sources import MAX_PAYLOAD_BYTES, TooLarge, parse_payload, split_topic, to_item
 
 
 def fold(model: Console | None = None) -> Console:
@@ -161,3 +161,25 @@ def test_a_payload_too_deep_or_with_a_huge_number_is_dropped() -> None:
     assert parse_payload(b"[" * 100_000) is False  # RecursionError in the parser
     assert parse_payload(b'{"v": 1, "n": ' + b"9" * 5_000 + b"}") is False  # int() limit
     assert parse_payload(b'{"v": 1, "n": 5}') == {"v": 1, "n": 5}
+
+
+def test_a_message_too_large_to_read_is_a_placeholder_not_nothing() -> None:
+    big = b'{"v": 1, "sql": "' + b"x" * MAX_PAYLOAD_BYTES + b'"}'
+    size = len(big)
+    assert to_item("sqlgate", "sqlgate/gw/sessions/s1/statements", big) == TooLarge(
+        "gw", ("sessions", "s1", "statements"), size
+    )
+    assert to_item("sqlgate", "sqlgate/gw/approvals/r1", big) == TooLarge(
+        "gw", ("approvals", "r1"), size
+    )
+    assert to_item("sqlgate", "sqlgate/gw/status", big) is None
+    model = Console(lambda: NOW)
+    change = model.too_large("gw", ("sessions", "s1", "statements"), size)
+    assert change & Change.STATEMENTS
+    session = model.sessions[("gw", "s1")]
+    assert session.statements == 1 and "more than the console reads" in session.history[0].sql
+    assert model.too_large("gw", ("approvals", "r1"), size) & Change.NEW_APPROVAL
+    request = model.requests[("gw", "r1")]
+    assert request.too_large == size and "sqlgate approvals" in request.sql
+    assert model.expire() == Change.NONE  # its expiry is unknown: it goes when cleared
+    assert model.event("gw", ("approvals", "r1"), None) == Change.APPROVALS

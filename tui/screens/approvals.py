@@ -110,11 +110,15 @@ class ApprovalsScreen(ConsoleScreen):
             left = r.seconds_left(now)
             sent = r.key in model.decided
             urgent = f"bold {colors['error']}" if left <= 15 else f"bold {colors['warning']}"
+            if r.too_large is not None:
+                shown, style = "?", urgent
+            else:
+                shown, style = ("sent", "dim") if sent else (f"{left}s", urgent)
             rows.append(
                 (
                     request_row_key(r),
                     [
-                        cell("sent" if sent else f"{left}s", "dim" if sent else urgent),
+                        cell(shown, style),
                         cell(r.identity),
                         cell(f"{r.appliance}/{r.target}"),
                         cell(r.rows_estimate if r.rows_estimate is not None else "?"),
@@ -162,6 +166,9 @@ class ApprovalsScreen(ConsoleScreen):
             else:
                 detail.update(Text("No statement is waiting for approval.", style="dim"))
             return
+        if request.too_large is not None:
+            detail.update(Text(printable(request.sql) + f"\nid {printable(request.id)}"))
+            return
         text = Text()
         text.append(printable(request.identity), style="bold")
         text.append(f" from {printable(request.client)} on ")
@@ -169,6 +176,11 @@ class ApprovalsScreen(ConsoleScreen):
         if request.db:
             text.append(f" ({printable(request.db)})")
         text.append(f", {request.seconds_left(now)}s left\n")
+        if request.sql_truncated:  # said before the text, which may fill the pane
+            text.append(
+                f"only its first {len(request.sql):,} characters came: the ledger has it whole\n",
+                style=f"bold {self.console.theme_colors['warning']}",
+            )
         text.append(printable(request.sql, 600), style="bold")
         text.append("\n")
         text.append(f"rule {printable(request.rule)}: {printable(request.reason, 300)}\n")
