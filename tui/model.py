@@ -5,7 +5,8 @@ Pure: no Textual, no MQTT, no clock of its own. The same ledger record the gatew
 commits is what arrives on ``sessions/...`` and ``alerts`` (docs/events.md), so history
 read from the ledger and live events go through one ``record`` method. Every collection
 is bounded, and duplicates (the bus delivers at least once) are recognised by
-``(appliance, seq)``.
+``(appliance, seq, hash)``: a gateway deployed again with a fresh ledger under the same
+name counts from seq 1 again, with other hashes.
 """
 
 from __future__ import annotations
@@ -272,8 +273,8 @@ class Console:
         self.decided: set[tuple[str, str]] = set()  # requests this console answered
         self._unconfirmed: set[tuple[str, str]] = set()  # not sent again since a reconnect
         self._decided_gone: collections.deque[tuple[str, str]] = collections.deque(maxlen=64)
-        self._seen: set[tuple[str, int]] = set()
-        self._seen_order: collections.deque[tuple[str, int]] = collections.deque()
+        self._seen: set[tuple[str, int, str | None]] = set()
+        self._seen_order: collections.deque[tuple[str, int, str | None]] = collections.deque()
         self._order = 0
         self.unseen_alerts = 0  # alerts since the operator last looked at them
 
@@ -360,9 +361,11 @@ class Console:
         appliance = _text(body, "appliance", "?")
         seq = _int(body, "seq")
         if seq is not None:
-            if (appliance, seq) in self._seen:
+            digest = body.get("hash")
+            seen = (appliance, seq, digest if isinstance(digest, str) else None)
+            if seen in self._seen:
                 return Change.NONE
-            self._remember((appliance, seq))
+            self._remember(seen)
         kind = body.get("kind")
         if kind == "alert":
             return self._alert(appliance, body)
@@ -395,7 +398,7 @@ class Console:
 
     # -- the parts ---------------------------------------------------------------------
 
-    def _remember(self, key: tuple[str, int]) -> None:
+    def _remember(self, key: tuple[str, int, str | None]) -> None:
         self._seen.add(key)
         self._seen_order.append(key)
         if len(self._seen_order) > MAX_SEEN:

@@ -59,6 +59,16 @@ def test_duplicates_are_recognised_by_appliance_and_seq() -> None:
     assert len(model.alerts) == 2
 
 
+def test_a_gateway_with_a_fresh_ledger_is_not_taken_for_duplicates() -> None:
+    """Deployed again under the same name with a new ledger, a gateway counts from seq 1
+    again: its records have other hashes, and are new."""
+    model = Console()
+    model.record(record("session_start", 1, session="old", hash="a" * 64))
+    model.record(record("session_start", 1, session="old", hash="a" * 64))  # again: a duplicate
+    assert model.record(record("session_start", 1, session="new", hash="b" * 64))
+    assert set(model.sessions) == {("gw", "old"), ("gw", "new")}
+
+
 def test_a_held_statement_is_settled_by_its_approval_and_result() -> None:
     model = Console()
     model.record(record("statement", 1, statement_seq=1, sql="ALTER TABLE t", decision="pending"))
