@@ -266,6 +266,9 @@ def broker_files(
             "per_listener_settings false",
             "allow_anonymous false",
             "set_tcp_nodelay true",  # no 40 ms Nagle waits between small messages
+            # room for a console that pauses while gateways publish (docs/events.md)
+            "max_queued_messages 10000",
+            "max_queued_bytes 67108864",
             f"password_file {directory / 'passwords'}",
             f"acl_file {directory / 'acl'}",
             "persistence false",

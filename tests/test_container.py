@@ -115,6 +115,8 @@ def test_broker_files_follow_the_documented_acl(tmp_path: Path) -> None:
     for line in (
         "allow_anonymous false",
         "set_tcp_nodelay true",
+        "max_queued_messages 10000",
+        "max_queued_bytes 67108864",
         f"password_file {tmp_path / 'passwords'}",
         f"acl_file {tmp_path / 'acl'}",
         "user sqlgate",

@@ -36,7 +36,7 @@ from tui.screens.prompt import Prompt
 from tui.screens.replay import ReplayScreen
 from tui.screens.session import SessionScreen
 from tui.screens.sessions import SessionsScreen
-from tui.sources import BusEvent, Item, LinkState, SendError, Source, Synced
+from tui.sources import Batcher, BusEvent, Item, LinkState, SendError, Source, Synced
 
 __all__ = ["ConsoleApp", "Operator"]
 
@@ -45,6 +45,7 @@ VERIFY_EVERY_S = 60.0
 SOURCE_RESTART_S = 5.0  # after the live source failed (a bug): it is started again
 RECENT_EVERY_S = 5.0
 MAX_GRANT_MINUTES = 24 * 60
+MAX_REQUEST_NOTICES = 3  # new requests in one batch noticed one by one; more: one notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,9 @@ class ConsoleApp(App[None]):
         self._last_second = -1
         self._dirty = Change.NONE
         self._ending: set[tuple[str, str]] = set()
+        # the source's items reach the handlers in batches (one message per 50 ms at
+        # most, however fast they come): a message each cost more than folding them
+        self._inbox = Batcher(lambda items: self.post_message(FromSource(items)))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -130,7 +134,7 @@ class ConsoleApp(App[None]):
             await asyncio.sleep(SOURCE_RESTART_S)  # the console never stops
 
     def _deliver(self, item: Item) -> None:
-        self.post_message(FromSource(item))
+        self._inbox(item)
 
     def notify(
         self,
@@ -177,33 +181,51 @@ class ConsoleApp(App[None]):
     # -- handlers --------------------------------------------------------------------
 
     def on_from_source(self, message: FromSource) -> None:
-        item = message.item
-        if isinstance(item, LinkState):
-            self.link = item
-            if item.connected:
-                self.model.reconnected()
-            self._dirty |= Change.GATEWAYS
+        """A batch of the live source's items, folded in order; the screen shows the
+        result at its next redraw."""
+        asking: list[Request] = []
+        for item in message.items:
+            if isinstance(item, LinkState):
+                self.link = item
+                if item.connected:
+                    self.model.reconnected()
+                self._dirty |= Change.GATEWAYS
+                continue
+            if isinstance(item, Synced):
+                self._dirty |= self.model.synced()
+                continue
+            if isinstance(item, BusEvent):
+                change = self.model.event(item.appliance, item.path, item.payload)
+            else:
+                change = self.model.too_large(item.appliance, item.path, item.size)
+            if change & Change.NEW_APPROVAL:
+                request = self.model.requests.get((item.appliance, item.path[-1]))
+                if request is not None:
+                    asking.append(request)
+            if change & Change.ALERTS:
+                self._answered(self.model.alerts[0])
+            self._dirty |= change
+        if asking:
+            self._asking(asking)
+
+    def _asking(self, requests: list[Request]) -> None:
+        """New requests: the bell and a notice each (once for them all, past a few)."""
+        if len(requests) > MAX_REQUEST_NOTICES:
+            self.bell()
+            self.notify(
+                f"{len(requests)} statements wait for approval (2 shows them)",
+                title="Approvals requested",
+                severity="warning",
+            )
             return
-        if isinstance(item, Synced):
-            self._dirty |= self.model.synced()
-            return
-        if isinstance(item, BusEvent):
-            change = self.model.event(item.appliance, item.path, item.payload)
-        else:
-            change = self.model.too_large(item.appliance, item.path, item.size)
-        if change & Change.NEW_APPROVAL:
-            request = self.model.requests.get((item.appliance, item.path[-1]))
-            if request is not None:
-                self.bell()
-                self.notify(
-                    f"{printable(request.identity)} waits for approval on "
-                    f"{printable(request.target)}: {printable(request.sql, 80)}",
-                    title="Approval requested",
-                    severity="warning",
-                )
-        if change & Change.ALERTS:
-            self._answered(self.model.alerts[0])
-        self._dirty |= change
+        for request in requests:
+            self.bell()
+            self.notify(
+                f"{printable(request.identity)} waits for approval on "
+                f"{printable(request.target)}: {printable(request.sql, 80)}",
+                title="Approval requested",
+                severity="warning",
+            )
 
     def _answered(self, alert: Alert) -> None:
         """Tell the operator at once when the gateway did not take their action."""

@@ -14,11 +14,12 @@ __all__ = ["FromLedger", "FromSource", "LedgerRead", "ReplayLoaded", "Verified"]
 
 
 class FromSource(Message):
-    """An item from the live source (a bus event, a change of the link, ``Synced``)."""
+    """Items from the live source, in order (bus events, changes of the link,
+    ``Synced``, ``TooLarge``): a batch of what came within ``BATCH_S``."""
 
-    def __init__(self, item: Item) -> None:
+    def __init__(self, items: list[Item]) -> None:
         super().__init__()
-        self.item = item
+        self.items = items
 
 
 class FromLedger(Message):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,9 @@ from appliance.bus import reconnect_delay
 from appliance.config import BusConfig
 
 __all__ = [
+    "BATCH_MAX",
+    "BATCH_S",
+    "Batcher",
     "BusEvent",
     "Deliver",
     "Item",
@@ -92,6 +97,54 @@ class TooLarge:
 
 Item = BusEvent | LinkState | Synced | TooLarge
 Deliver = Callable[[Item], None]
+
+
+BATCH_S = 0.05
+"""Items of a source are handed on at most once per this many seconds, in one batch."""
+BATCH_MAX = 1000
+"""...or as soon as this many wait."""
+
+
+class Batcher:
+    """A ``Deliver`` that hands items on in batches, in order: the first item after a
+    quiet spell goes at the loop's next turn, later ones wait until ``every_s`` after
+    the previous batch (or until ``most`` wait). At thousands of events a second, one
+    message per batch instead of one per event is what lets the console keep up."""
+
+    def __init__(
+        self,
+        post: Callable[[list[Item]], object],
+        every_s: float = BATCH_S,
+        most: int = BATCH_MAX,
+    ) -> None:
+        self._post = post
+        self._every = every_s
+        self._most = most
+        self._items: list[Item] = []
+        self._handle: asyncio.Handle | None = None
+        self._last = -math.inf
+
+    def __call__(self, item: Item) -> None:
+        self._items.append(item)
+        if len(self._items) >= self._most:
+            self.flush()
+        elif self._handle is None:
+            loop = asyncio.get_running_loop()
+            due = self._last + self._every
+            if due <= loop.time():
+                self._handle = loop.call_soon(self.flush)
+            else:
+                self._handle = loop.call_at(due, self.flush)
+
+    def flush(self) -> None:
+        """Hand on what waits, now."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        items, self._items = self._items, []
+        if items:
+            self._last = asyncio.get_running_loop().time()
+            self._post(items)
 
 
 class SendError(Exception):
@@ -184,6 +237,10 @@ class MqttSource:
             timeout=self._timeout,
             keepalive=10,
             tls_context=self.config.tls_context(),
+            # small packets (each event's acknowledgement, a decision right after one)
+            # must not wait for the broker's delayed ACK (Nagle: about 40 ms), as the
+            # gateway's do not
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def run(self, deliver: Deliver) -> None:

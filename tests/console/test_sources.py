@@ -1,0 +1,92 @@
+"""The live source's plumbing without a broker: items reach the app in batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+from console.drive import Run, drive
+from console.story import NOW, source
+
+from tui.app import ConsoleApp
+from tui.sources import Batcher, BusEvent, Item, Synced
+
+
+def event(n: int) -> BusEvent:
+    return BusEvent(
+        "gw",
+        ("sessions", f"s{n % 40}", "statements"),
+        {
+            "v": 1,
+            "seq": n,
+            "kind": "statement",
+            "session": f"s{n % 40}",
+            "statement_seq": n,
+            "sql": f"SELECT {n}",
+            "decision": "allowed",
+        },
+    )
+
+
+def test_items_go_on_in_order_in_batches_at_most_every_50_ms() -> None:
+    batches: list[tuple[float, list[Item]]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(lambda items: batches.append((loop.time(), items)), every_s=0.05)
+        batcher(event(0))  # after a quiet spell: at the loop's next turn
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(batches) == 1
+        for n in range(1, 2001):  # a burst, as fast as the broker sends it
+            batcher(event(n))
+            if n % 100 == 0:
+                await asyncio.sleep(0.005)
+        batcher(Synced())
+        await asyncio.sleep(0.2)
+
+    asyncio.run(main())
+    items = [item for _, batch in batches for item in batch]
+    assert items[:-1] == [event(n) for n in range(2001)] and items[-1] == Synced()
+    assert len(batches) <= 5  # 1, then one per 50 ms of a burst of ~100 ms
+    gaps = [b[0] - a[0] for a, b in zip(batches[1:], batches[2:], strict=False)]
+    assert all(gap >= 0.049 for gap in gaps)
+
+
+def test_a_full_batch_goes_at_once() -> None:
+    batches: list[list[Item]] = []
+
+    async def main() -> None:
+        batcher = Batcher(batches.append, every_s=60, most=100)
+        batcher(event(0))
+        await asyncio.sleep(0)
+        for n in range(1, 201):
+            batcher(event(n))  # no await: only the size can flush
+
+    asyncio.run(main())
+    assert [len(batch) for batch in batches] == [1, 100, 100]
+
+
+def test_a_burst_of_events_is_one_message_to_the_app() -> None:
+    src = source()
+    app = ConsoleApp(src, clock=lambda: NOW)
+    sizes: list[int] = []
+    post = app._inbox._post
+    app._inbox._post = lambda items: (sizes.append(len(items)), post(items))  # type: ignore[method-assign]
+
+    async def scenario(run: Run) -> None:
+        await src.played.wait()
+        await run.settle()
+        sizes.clear()
+        for n in range(2000):
+            run.app._deliver(event(n))
+        await run.until("the burst", lambda: sum(sizes) == 2000)
+        await run.until(
+            "every statement",
+            lambda: (
+                sum(s.statements for s in run.app.model.sessions.values() if s.appliance == "gw")
+                == 2000
+            ),
+        )
+
+    drive(app, scenario)
+    assert sizes == [1000, 1000]  # BATCH_MAX each, instead of 2,000 messages
