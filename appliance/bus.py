@@ -141,6 +141,7 @@ class Bus:
         backoff_first_s: float = BACKOFF_FIRST_S,
         backoff_max_s: float = BACKOFF_MAX_S,
         tls_context: ssl.SSLContext | None = None,
+        run: str | None = None,
     ) -> None:
         if queue_size < 1 or max_inflight < 1:
             raise ValueError("queue_size and max_inflight must be at least 1")
@@ -162,6 +163,10 @@ class Bus:
         if config.tls and tls_context is None:
             self._tls_context = config.tls_context()  # bus.ca_file or the system's CAs
         self._identifier = f"sqlgate-{appliance}-{os.urandom(4).hex()}"
+        self.run = run or os.urandom(4).hex()
+        """This start of the gateway, in its ``status`` (random unless given)."""
+        self.since = time.time()
+        """When this run began (before any of its sessions), in its ``status``."""
         self._queue: collections.deque[_Outgoing] = collections.deque(maxlen=queue_size)
         self._max_inflight = max_inflight
         self._max_incoming = max_incoming_bytes
@@ -399,7 +404,9 @@ class Bus:
     # -- the connection ----------------------------------------------------------------
 
     def _status(self, state: str) -> dict[str, Any]:
-        return {"appliance": self.appliance, "state": state}
+        """``run`` and ``since`` tell a console that the gateway started again: the
+        sessions it had before ``since`` ended with the previous run."""
+        return {"appliance": self.appliance, "state": state, "run": self.run, "since": self.since}
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

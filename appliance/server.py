@@ -139,7 +139,8 @@ class Gateway:
         self.approvals: Approvals | None = None
         self.kills: SessionKills | None = None
         if config.bus.enabled or config.approvals.enabled:
-            self.bus = Bus(config.bus, config.appliance.name)
+            # the run is the session ids' middle part: edge-1-<run>-17
+            self.bus = Bus(config.bus, config.appliance.name, run=self.audit.boot)
             self.audit.bus = self.bus
             self.audit.writer.on_checkpoint = self._publish_head
         if config.approvals.enabled and self.tokens is not None and self.bus is not None:

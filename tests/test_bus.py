@@ -391,12 +391,24 @@ def test_status_is_retained_online_then_offline(broker: Broker) -> None:
             return result
 
     async def main() -> None:
-        bus = Bus(broker.bus_config(), name)
+        before = time.time()
+        bus = Bus(broker.bus_config(), name, run="0a1b2c3d")
         await bus.start()
         assert await bus.wait_connected(5)
-        assert await status() == {"v": 1, "appliance": name, "state": "online"}
+        online = await status()
+        # the run (a start of the gateway) and since when: a console ends the sessions
+        # of an earlier run when the run changes
+        assert online == {
+            "v": 1,
+            "appliance": name,
+            "state": "online",
+            "run": "0a1b2c3d",
+            "since": bus.since,
+        }
+        assert before <= bus.since <= time.time()
         await bus.close()
-        assert await status() == {"v": 1, "appliance": name, "state": "offline"}
+        assert await status() == {**online, "state": "offline"}
+        assert Bus(broker.bus_config(), name).run != Bus(broker.bus_config(), name).run
 
     run(main())
 

@@ -155,6 +155,7 @@ class SessionView:
     )
     by_seq: dict[int, StatementView] = field(default_factory=dict)
     order: int = 0  # when the console first saw it (newest first)
+    run: str | None = None  # the gateway's run when the console first saw it, if known
 
     @property
     def key(self) -> tuple[str, str]:
@@ -250,6 +251,8 @@ class Gateway:
     name: str
     online: bool = False
     head: dict[str, Any] | None = None  # its latest signed ledger head (``checkpoints``)
+    run: str | None = None  # this start of the gateway (``status``)
+    since: float | None = None  # when it began: its sessions started after
 
 
 def epoch(ts: str) -> float | None:
@@ -413,6 +416,12 @@ class Console:
     def _status(self, appliance: str, payload: dict[str, Any] | None) -> Change:
         gateway = self._gateway(appliance)
         online = payload is not None and payload.get("state") == "online"
+        change = Change.GATEWAYS
+        run = payload.get("run") if payload is not None and online else None
+        if isinstance(run, str) and run != gateway.run:
+            assert payload is not None
+            gateway.run, gateway.since = run, _number(payload, "since")
+            change |= self._restarted(gateway)
         if gateway.online and not online:
             self._add_alert(
                 Alert(
@@ -424,9 +433,34 @@ class Console:
                 )
             )
             gateway.online = online
-            return Change.GATEWAYS | Change.ALERTS
+            return change | Change.ALERTS
         gateway.online = online
-        return Change.GATEWAYS
+        return change
+
+    def _restarted(self, gateway: Gateway) -> Change:
+        """The gateway runs again (a new ``run``): the sessions of its earlier runs ended
+        with them, whether or not their ``session_end`` was written (a crash) or seen."""
+        since = gateway.since
+        gone = [
+            s
+            for s in self.sessions.values()
+            if s.appliance == gateway.name
+            and s.ended_at is None
+            and (
+                (s.run is not None and s.run != gateway.run)
+                or (since is not None and s.started_at is not None and s.started_at < since)
+            )
+        ]
+        for session in gone:
+            self._end(session, since if since is not None else self.clock(), "gateway restarted")
+        self._trim()
+        return Change.SESSIONS | Change.STATEMENTS if gone else Change.NONE
+
+    def _end(self, session: SessionView, at: float, reason: str) -> None:
+        """A session ended without its ``session_end`` (the console's finding)."""
+        session.ended_at = max(at, session.started_at or at)
+        session.end_reason = reason
+        session.waiting = 0
 
     def _request(self, appliance: str, request_id: str, payload: dict[str, Any] | None) -> Change:
         key = (appliance, request_id)
@@ -481,6 +515,17 @@ class Console:
     def _alert(self, appliance: str, body: Mapping[str, Any]) -> Change:
         request = body.get("request")
         session = body.get("session")
+        change = Change.ALERTS
+        if (
+            body.get("alert") == "session_kill_rejected"
+            and isinstance(session, str)
+            and _text(body, "reason").startswith("no live session")
+        ):  # the operator's kill found nothing to end: it had ended unseen
+            known = self.sessions.get((appliance, session))
+            if known is not None and known.ended_at is None:
+                self._end(known, self.clock(), "no live session on the gateway")
+                self._trim()
+                change |= Change.SESSIONS | Change.STATEMENTS
         self._add_alert(
             Alert(
                 appliance=appliance,
@@ -491,7 +536,7 @@ class Console:
                 request=request if isinstance(request, str) else None,
             )
         )
-        return Change.ALERTS
+        return change
 
     def _add_alert(self, alert: Alert) -> None:
         self.alerts.appendleft(alert)
@@ -510,7 +555,10 @@ class Console:
         session = self.sessions.get(key)
         if session is None:
             self._order += 1
-            session = self.sessions[key] = SessionView(appliance, session_id, order=self._order)
+            gateway = self.gateways.get(appliance)
+            session = self.sessions[key] = SessionView(
+                appliance, session_id, order=self._order, run=gateway.run if gateway else None
+            )
             ts = _text(body, "ts")
             session.started = ts
             session.started_at = epoch(ts) if ts else None

@@ -337,3 +337,17 @@ async def test_a_request_cut_short_says_so(run: Run) -> None:
     await run.until("the request", lambda: len(run.app.model.requests) == 3)
     await run.press("up")
     assert "only its first 65,017 characters came" in detail(run)
+
+
+@console()
+async def test_a_gateway_that_started_again_shows_its_old_sessions_ended(run: Run) -> None:
+    def states() -> list[str]:
+        table = run.app.screen.query_one("#sessions")
+        return [str(table.get_cell(key, "State")) for key in table.rows]  # type: ignore[attr-defined]
+
+    await run.press("1")
+    assert states() == ["waiting", "waiting", "ended"]
+    back = {"v": 1, "appliance": "edge-1", "state": "online", "run": "9f9f9f9f", "since": NOW - 5}
+    run.app._deliver(BusEvent("edge-1", ("status",), back))
+    await run.until("the sessions to end", lambda: states() == ["ended", "ended", "ended"])
+    assert run.app.model.sessions[("edge-1", "edge-1-7a01-1")].end_reason == "gateway restarted"

@@ -6,7 +6,15 @@ from typing import Any
 
 from console.story import NOW, messages
 
-from tui.model import EXPIRED_GRACE_S, MAX_SESSIONS, Change, Console, SessionState, printable
+from tui.model import (
+    EXPIRED_GRACE_S,
+    MAX_SESSIONS,
+    Change,
+    Console,
+    SessionState,
+    epoch,
+    printable,
+)
 from tui.sources import MAX_PAYLOAD_BYTES, TooLarge, parse_payload, split_topic, to_item
 
 
@@ -193,3 +201,57 @@ def test_a_message_too_large_to_read_is_a_placeholder_not_nothing() -> None:
     assert request.too_large == size and "sqlgate approvals" in request.sql
     assert model.expire() == Change.NONE  # its expiry is unknown: it goes when cleared
     assert model.event("gw", ("approvals", "r1"), None) == Change.APPROVALS
+
+
+START = epoch("2026-11-26T10:00:00.000000Z") or 0.0  # the ts of ``record``
+
+
+def status(run: str, since: float, state: str = "online") -> dict[str, Any]:
+    return {"v": 1, "appliance": "gw", "state": state, "run": run, "since": since}
+
+
+def test_sessions_of_an_earlier_run_end_when_the_gateway_starts_again() -> None:
+    """A gateway killed with its sessions never wrote their ends: when it is back (a
+    new run), they are shown ended, and trimmed like any ended session."""
+    model = Console(lambda: START + 100)
+    model.event("gw", ("status",), status("r1", START - 60))
+    model.record(record("session_start", 1, session="crashed"))
+    model.record(record("statement", 2, session="crashed", statement_seq=1, decision="pending"))
+    model.record(record("session_start", 3, session="quit"))
+    model.record(record("session_end", 4, session="quit", reason="client quit"))
+    model.event("gw", ("status",), status("r1", START - 60, "offline"))  # the will
+    assert model.sessions[("gw", "crashed")].state is SessionState.WAITING
+    change = model.event("gw", ("status",), status("r2", START + 90))
+    assert change & Change.SESSIONS
+    crashed = model.sessions[("gw", "crashed")]
+    assert crashed.state is SessionState.ENDED and crashed.end_reason == "gateway restarted"
+    assert crashed.ended_at == START + 90
+    assert model.sessions[("gw", "quit")].end_reason == "client quit"
+    model.record(record("session_start", 5, session="new", ts="2026-11-26T10:01:40.000000Z"))
+    # the same run again (its retained status after a reconnect) ends nothing
+    assert not model.event("gw", ("status",), status("r2", START + 90)) & Change.SESSIONS
+    assert model.sessions[("gw", "new")].state is SessionState.ACTIVE
+
+
+def test_sessions_read_from_the_ledger_before_the_run_began_are_ended() -> None:
+    model = Console(lambda: START + 100)
+    model.record(record("session_start", 1, session="old"))  # history, before any status
+    model.record(record("session_start", 2, session="live", ts="2026-11-26T10:01:00.000000Z"))
+    model.event("gw", ("status",), status("r9", START + 30))
+    assert model.sessions[("gw", "old")].state is SessionState.ENDED
+    assert model.sessions[("gw", "live")].state is SessionState.ACTIVE
+
+
+def test_a_kill_that_finds_no_live_session_ends_it_on_the_console() -> None:
+    model = Console(lambda: START + 5)
+    model.record(record("session_start", 1, session="gone"))
+    alert = record(
+        "alert",
+        2,
+        session="gone",
+        alert="session_kill_rejected",
+        reason="no live session gone on this gateway",
+    )
+    assert model.record(alert) & Change.SESSIONS
+    gone = model.sessions[("gw", "gone")]
+    assert gone.state is SessionState.ENDED and gone.end_reason == "no live session on the gateway"
