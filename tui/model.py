@@ -120,6 +120,7 @@ class StatementView:
     duration_ms: float | None = None
     approver: str | None = None
     done: bool = False  # its result record arrived
+    number: int = 0  # its place in the session as the console saw it (1, 2, ...): a key
 
     @property
     def outcome(self) -> str:
@@ -156,6 +157,7 @@ class SessionView:
     by_seq: dict[int, StatementView] = field(default_factory=dict)
     order: int = 0  # when the console first saw it (newest first)
     run: str | None = None  # the gateway's run when the console first saw it, if known
+    shown: int = 0  # statement rows added to ``history`` so far (the last one's number)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -603,6 +605,8 @@ class Console:
 
     @staticmethod
     def _append(session: SessionView, view: StatementView) -> None:
+        session.shown += 1
+        view.number = session.shown
         if len(session.history) == session.history.maxlen and session.history:
             old = session.history[0]
             if old.statement_seq is not None:

@@ -351,3 +351,35 @@ async def test_a_gateway_that_started_again_shows_its_old_sessions_ended(run: Ru
     run.app._deliver(BusEvent("edge-1", ("status",), back))
     await run.until("the sessions to end", lambda: states() == ["ended", "ended", "ended"])
     assert run.app.model.sessions[("edge-1", "edge-1-7a01-1")].end_reason == "gateway restarted"
+
+
+@console()
+async def test_a_long_session_keeps_its_statements_in_order(run: Run) -> None:
+    """Past the 1,000 statements kept, the oldest go and new ones come: rows must stay
+    in order, newest at the bottom (rows keyed by id() took a new statement for a gone
+    one whose memory it reused)."""
+
+    def statement(n: int) -> BusEvent:
+        body = {
+            "v": 1,
+            "seq": 10_000 + n,
+            "ts": "2026-11-26T10:15:00.000000Z",
+            "kind": "statement",
+            "session": "edge-1-7a01-1",
+            "statement_seq": 100 + n,
+            "sql": f"SELECT {n}",
+            "decision": "allowed",
+        }
+        return BusEvent("edge-1", ("sessions", "edge-1-7a01-1", "statements"), body)
+
+    def numbers() -> list[int]:
+        table = run.app.screen.query_one("#statements")
+        cells = [str(table.get_cell(key, "Statement")) for key in table.rows]  # type: ignore[attr-defined]
+        return [int(c.split()[1]) for c in cells if c.startswith("SELECT ") and c[7:].isdigit()]
+
+    await run.press("1", "down", "enter")
+    for first, last in ((0, 1000), (1000, 1300), (1300, 1600)):
+        for n in range(first, last):
+            run.app._deliver(statement(n))
+        await run.until(f"statement {last - 1}", lambda last=last: numbers()[-1:] == [last - 1])
+    assert numbers() == list(range(600, 1600))

@@ -95,7 +95,7 @@ class SessionScreen(ConsoleScreen):
         follow = table.row_count == 0 or table.cursor_row >= table.row_count - 1
         present: set[str] = set()
         for view in history:
-            key = str(id(view))
+            key = str(view.number)  # never reused (an id() is, once old statements go)
             present.add(key)
             values = (
                 clock(view.ts),
