@@ -124,9 +124,12 @@ class StatementView:
 
     @property
     def outcome(self) -> str:
-        """What came back, short: ``12 rows``, ``3 affected``, ``ERR 1227``, or ``-``."""
+        """What came back, short: ``12 rows``, ``3 affected``, ``ERR 1227``, or ``-``.
+        A write's result has ``rows`` 0 and the rows it changed in ``affected``."""
         if self.error:
             return f"ERR {self.error}"
+        if self.affected and not self.rows:
+            return f"{self.affected} affected"
         if self.rows is not None:
             return f"{self.rows} rows"
         if self.affected is not None:

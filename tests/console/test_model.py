@@ -255,3 +255,12 @@ def test_a_kill_that_finds_no_live_session_ends_it_on_the_console() -> None:
     assert model.record(alert) & Change.SESSIONS
     gone = model.sessions[("gw", "gone")]
     assert gone.state is SessionState.ENDED and gone.end_reason == "no live session on the gateway"
+
+
+def test_a_write_shows_the_rows_it_changed() -> None:
+    model = Console()
+    for seq, (rows, affected) in enumerate(((0, 2), (5, 0), (0, 0), (None, 3)), 1):
+        model.record(record("statement", 2 * seq, statement_seq=seq, sql="x", decision="allowed"))
+        model.record(record("result", 2 * seq + 1, statement_seq=seq, rows=rows, affected=affected))
+    outcomes = [view.outcome for view in model.sessions[("gw", "gw-1")].history]
+    assert outcomes == ["2 affected", "5 rows", "0 rows", "3 affected"]
