@@ -425,12 +425,28 @@ class ConsoleApp(App[None]):
         verb = "approval" if verdict == "approve" else "denial"
         self.notify(f"{verb} sent for {printable(request.identity, 40)}'s statement")
 
+    def _nameable(self, key: tuple[str, str]) -> bool:
+        """Whether a session's gateway and id can be levels of its kill topic: a
+        gateway's can; one with ``+``, ``#``, ``/`` or NUL came from elsewhere (a
+        forged event), and MQTT could not publish on it."""
+        if any(c in level for level in key for c in "+#/\0"):
+            self.notify(
+                f"the session {printable(key[1], 60)} of {printable(key[0], 40)} has +, #, "
+                "/ or NUL in its name: no gateway made it, and no kill can name it",
+                title="Session not ended",
+                severity="error",
+            )
+            return False
+        return True
+
     def end_session(self, key: tuple[str, str]) -> None:
         session = self.model.sessions.get(key)
         if session is None or self._signed_in() is None:
             return
         if session.ended_at is not None:
             self.notify("that session has already ended", severity="warning")
+            return
+        if not self._nameable(key):
             return
 
         def send(reason: str | None) -> None:
@@ -449,6 +465,8 @@ class ConsoleApp(App[None]):
     async def _end(self, key: tuple[str, str], reason: str | None) -> None:
         assert self.operator is not None
         appliance, session = key
+        if not self._nameable(key):
+            return
         body: dict[str, Any] = {"operator": self.operator.name, "token": self.operator.token}
         if reason is not None:
             body["reason"] = reason

@@ -318,6 +318,8 @@ class MqttSource:
             raise SendError(
                 f"the MQTT broker at {self.config.url} did not take it: {exc}"
             ) from None
+        except ValueError as exc:  # a topic MQTT cannot publish on (a wildcard in it)
+            raise SendError(f"cannot publish on that topic: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

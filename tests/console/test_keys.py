@@ -383,3 +383,44 @@ async def test_a_long_session_keeps_its_statements_in_order(run: Run) -> None:
             run.app._deliver(statement(n))
         await run.until(f"statement {last - 1}", lambda last=last: numbers()[-1:] == [last - 1])
     assert numbers() == list(range(600, 1600))
+
+
+@console()
+async def test_k_on_a_session_id_with_a_wildcard_is_refused_not_a_crash(run: Run) -> None:
+    """A forged event named a session ``s+1``: a kill topic cannot hold it. ``k`` says
+    so; before, MQTT's ValueError ended the console."""
+    forged = {
+        "v": 1,
+        "seq": 7,
+        "ts": "2026-11-26T10:15:29.000000Z",
+        "kind": "session_start",
+        "session": "s+1",
+        "identity": "agent",
+    }
+    run.app._deliver(BusEvent("edge-3", ("sessions", "s1", "start"), forged))
+    await run.until("the session", lambda: ("edge-3", "s+1") in run.app.model.sessions)
+    await run.press("1", "down", "down")  # below the two waiting sessions
+    assert "s+1" in str(run.app.screen.query_one("#sessions").get_row_at(2))  # type: ignore[attr-defined]
+    await run.press("k", *"why", "enter")
+    assert sent(run) == []
+    assert any("no kill can name it" in note for note in run.notes())
+    assert run.app.is_running
+
+
+def test_a_topic_mqtt_cannot_publish_on_is_a_send_error() -> None:
+    """MqttSource.send turns paho's ValueError (a wildcard in the topic) into SendError,
+    which the console reports, instead of a worker failure that ends it."""
+    import asyncio
+
+    import pytest
+
+    from appliance.config import BusConfig
+    from tui.sources import MqttSource, SendError
+
+    async def main() -> None:
+        source = MqttSource(BusConfig(url="mqtt://127.0.0.1:1", host="127.0.0.1", port=1))
+        source._client = source._new_client()  # not connected: paho checks the topic first
+        with pytest.raises(SendError, match="wildcards"):
+            await source.send("gw", "kill/s+1", {"operator": "dba", "token": "t"})
+
+    asyncio.run(main())
