@@ -2112,6 +2112,20 @@ def _assigned_name(tokens: Sequence[Token], a: int, eq: int, scope: str) -> str:
 _UNREADABLE_NAME = "(a variable name the gateway cannot read)"
 
 
+def _statement_for(tokens: Sequence[Token], n: int) -> int:
+    """Where the FOR of ``SET STATEMENT ... FOR <statement>`` is (the first at the
+    outermost level: a value may hold parentheses), or ``n`` when there is none."""
+    depth = 0
+    for i in range(2, n):
+        t = tokens[i]
+        if t.kind == Tok.PUNCT:
+            depth += t.text == "("
+            depth -= t.text == ")"
+        elif depth == 0 and t.kind == Tok.WORD and t.text == "FOR":
+            return i
+    return n
+
+
 def _set(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
     tokens = v.tokens
@@ -2126,15 +2140,7 @@ def _set(v: _View, kind: str, head: int) -> Classification:
         return _result(kind, text, variables=(("password", None),), flags=flags, problem=problem)
     split = n
     if kind == "SET STATEMENT":
-        depth = 0
-        for i in range(2, n):
-            t = tokens[i]
-            if t.kind == Tok.PUNCT:
-                depth += t.text == "("
-                depth -= t.text == ")"
-            elif depth == 0 and t.kind == Tok.WORD and t.text == "FOR":
-                split = i
-                break
+        split = _statement_for(tokens, n)
     # A value may be a subquery (SET @a = (SELECT c FROM t)): it reads its tables.
     try:
         reads, called = _subquery_reads(v, head, split)
@@ -3788,16 +3794,11 @@ def _inner_statement(v: _View, kind: str, head: int) -> tuple[int, bytes, bool] 
         start = v.start(tokens[i])
         return start, v.raw[start:], True
     if kind == "SET STATEMENT":
-        depth = 0
-        for i in range(2, n):
-            t = tokens[i]
-            if t.kind == Tok.PUNCT:
-                depth += t.text == "("
-                depth -= t.text == ")"
-            elif depth == 0 and t.kind == Tok.WORD and t.text == "FOR" and i + 1 < n:
-                start = v.start(tokens[i + 1])
-                return start, v.raw[start:], True
-        return None
+        i = _statement_for(tokens, n)
+        if i + 1 >= n:
+            return None
+        start = v.start(tokens[i + 1])
+        return start, v.raw[start:], True
     if kind in ("PREPARE", "EXECUTE"):
         if kind == "PREPARE":
             if word_at(tokens, head + 1) != "FROM":
