@@ -348,12 +348,17 @@ def test_oversized_text(gw: GatewayProcess, mariadb: MariaDB) -> None:
     direct(mariadb, "DELETE FROM shop.pol_items WHERE id = 100")
 
 
+def _five_rows(mariadb: MariaDB, table: str) -> None:
+    """shop.<table> (id, v) with the rows 1 to 5, v = 0, for the runaway-guard tests."""
+    direct(mariadb, f"CREATE TABLE IF NOT EXISTS shop.{table} (id INT PRIMARY KEY, v INT)")
+    direct(mariadb, f"DELETE FROM shop.{table}")
+    direct(mariadb, f"INSERT INTO shop.{table} VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
+
+
 def test_runaway_guard_stops_an_identity_that_changed_too_many_rows(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:
-    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.guard_t (id INT PRIMARY KEY, v INT)")
-    direct(mariadb, "DELETE FROM shop.guard_t")
-    direct(mariadb, "INSERT INTO shop.guard_t VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
+    _five_rows(mariadb, "guard_t")
     gw = GatewayProcess(
         tmp_path / "gw",
         mariadb,
@@ -420,9 +425,7 @@ def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
 ) -> None:
     """After the rows limit, an UPDATE inside PREPARE/EXECUTE, EXECUTE IMMEDIATE or SET
     STATEMENT ... FOR is refused like a plain one, and a prepared SELECT still runs."""
-    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.guard_in (id INT PRIMARY KEY, v INT)")
-    direct(mariadb, "DELETE FROM shop.guard_in")
-    direct(mariadb, "INSERT INTO shop.guard_in VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
+    _five_rows(mariadb, "guard_in")
     gw = GatewayProcess(
         tmp_path / "gw",
         mariadb,
@@ -466,9 +469,7 @@ def test_runaway_guard_counts_each_statement_of_a_text_and_alerts_per_limit(
 ) -> None:
     """A text of several statements counts as that many toward statements_per_second, and
     a rows-limit trip within a minute of a statements-limit alert writes its own alert."""
-    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.guard_text (id INT PRIMARY KEY, v INT)")
-    direct(mariadb, "DELETE FROM shop.guard_text")
-    direct(mariadb, "INSERT INTO shop.guard_text VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
+    _five_rows(mariadb, "guard_text")
     gw = GatewayProcess(
         tmp_path / "gw",
         mariadb,
