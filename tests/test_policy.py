@@ -621,6 +621,55 @@ def test_a_subquery_in_a_set_reads_its_table(mariadb: MariaDB, tmp_path: Path) -
     assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "secret-is-off-limits")]
 
 
+SEQUENCE_OFF_LIMITS = """
+[[rules]]
+name = "sequence-is-off-limits"
+statements = ["*"]
+tables = ["shop.pol_seq"]
+action = "block"
+"""
+
+
+def test_a_rule_on_a_sequence_sees_the_functions_that_change_it(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """SELECT SETVAL(shop.seq, 100) was read as touching no table (the parser takes the
+    argument for a column), nor under sql_mode ORACLE SELECT seq.nextval (a column of
+    table seq): a rule refusing every statement on the sequence let both change it."""
+    direct(mariadb, "DROP SEQUENCE IF EXISTS shop.pol_seq")
+    direct(mariadb, "CREATE SEQUENCE shop.pol_seq")
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, extra_toml=SEQUENCE_OFF_LIMITS
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            texts = [
+                "SELECT SETVAL(shop.pol_seq, 100)",
+                "SELECT NEXTVAL(pol_seq)",
+                "DO SETVAL(pol_seq, 200)",
+                "SET @x = NEXT VALUE FOR pol_seq",
+                "SET @x = LASTVAL(pol_seq)",
+            ]
+            for sql in texts:
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'sequence-is-off-limits': ")
+            with conn.cursor() as cur:
+                cur.execute("SET sql_mode = 'ORACLE'")
+            for sql in ("SELECT pol_seq.nextval", "SELECT `shop`.`pol_seq`.`NEXTVAL`"):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'sequence-is-off-limits': ")
+            with conn.cursor() as cur:  # the session goes on
+                cur.execute("SELECT @x")
+                assert cur.fetchone() == (None,)
+        # not one value was taken: the next is still the first
+        assert direct(mariadb, "SELECT NEXTVAL(shop.pol_seq)") == [(1,)]
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP SEQUENCE IF EXISTS shop.pol_seq")
+    sts = [r for r in statements(gw) if r["sql"] == "SELECT NEXTVAL(pol_seq)"]
+    assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "sequence-is-off-limits")]
+
+
 SCRATCH_ANYTHING = """
 [[rules]]
 name = "scratch-anything"

@@ -477,7 +477,12 @@ def _classify_view(v: _View) -> Classification:
         kind, head = _kind(v)
         if v.executable:
             return _result(kind, v.text(), problem=_EXECUTABLE_COMMENT)
-        return _HANDLERS.get(kind, _by_tokens)(v, kind, head)
+        c = _HANDLERS.get(kind, _by_tokens)(v, kind, head)
+        if _SEQUENCE_HINT.search(v.skeleton) or (
+            b"``" in v.skeleton and _QUOTED_SEQUENCE_HINT.search(v.raw)
+        ):
+            c = _with_sequences(v, c)
+        return c
     except _DottedName as err:
         return _result(kind, v.text(), problem=err.problem)
     except RecursionError:
@@ -487,6 +492,87 @@ def _classify_view(v: _View) -> Classification:
         return _result(
             kind, v.text(), problem=_parse_problem(kind, f"{type(err).__name__} while analysing it")
         )
+
+
+# -- sequences --------------------------------------------------------------------------------
+#
+# A sequence is a table the server changes through functions, not statements:
+# NEXTVAL(s), SETVAL(s, n), NEXT VALUE FOR s and, under sql_mode ORACLE (which the gateway
+# cannot see), s.nextval change s; LASTVAL(s), PREVIOUS VALUE FOR s and s.currval read it.
+# The parser reads the argument as a column and s.nextval as a column of table s, so the
+# sequence would be no table of the statement: a rule on shop.seq would not see
+# ``SELECT SETVAL(shop.seq, 1)``. Each use adds the sequence to the tables read, and to
+# those written where it changes it.
+
+_SEQUENCE_HINT = re.compile(rb"NEXTVAL|SETVAL|LASTVAL|CURRVAL|VALUE[ \t\n\r\f\v]++FOR" + _E)
+_QUOTED_SEQUENCE_HINT = re.compile(rb"nextval|currval", re.IGNORECASE)  # `s`.`nextval`
+_SEQUENCE_CALLS = {"NEXTVAL": True, "SETVAL": True, "LASTVAL": False}  # name: changes it
+_SEQUENCE_METHODS = {"nextval": True, "currval": False}
+_SEQUENCE_VALUE_FOR = {"NEXT": True, "PREVIOUS": False}
+# A word before "NEXTVAL (" that makes it a name being defined, not a call.
+_NAMING_WORDS = frozenset(
+    "INTO TABLE REFERENCES VIEW EXISTS ON PROCEDURE FUNCTION FROM JOIN UPDATE".split()
+)
+_SEQUENCE_ADVICE = (
+    " (for a sequence write NEXTVAL(s) for NEXT VALUE FOR s and LASTVAL(s) for PREVIOUS "
+    "VALUE FOR s)"
+)
+
+
+def _with_sequences(v: _View, c: Classification) -> Classification:
+    """c with the sequences the statement uses among its tables (see above)."""
+    reads, writes, value_for = _sequence_uses(v)
+    if c.problem is not None:
+        if value_for and not c.problem.endswith(_SEQUENCE_ADVICE):
+            return replace(c, problem=c.problem + _SEQUENCE_ADVICE)
+        return c
+    if not reads:
+        return c
+    return replace(c, reads=_shared(c.reads | reads), writes=_shared(c.writes | writes))
+
+
+def _sequence_uses(v: _View) -> tuple[set[str], set[str], bool]:
+    """The sequences a statement reads and changes, and whether it wrote one of the
+    VALUE FOR forms."""
+    tokens = v.tokens
+    reads: set[str] = set()
+    writes: set[str] = set()
+    value_for = False
+    for i, t in enumerate(tokens):
+        name: str | None = None
+        if t.kind == Tok.WORD and t.text in _SEQUENCE_CALLS and punct_at(tokens, i + 1, "("):
+            if punct_at(tokens, i - 1, ".") or word_at(tokens, i - 1) in _NAMING_WORDS:
+                continue
+            name, after = _name(v, i + 2)
+            if not (punct_at(tokens, after, ")") or punct_at(tokens, after, ",")):
+                continue
+            changes = _SEQUENCE_CALLS[t.text]
+        elif (
+            t.kind == Tok.WORD
+            and t.text in _SEQUENCE_VALUE_FOR
+            and word_at(tokens, i + 1) == "VALUE"
+            and word_at(tokens, i + 2) == "FOR"
+        ):
+            value_for = True
+            name, _ = _name(v, i + 3)
+            changes = _SEQUENCE_VALUE_FOR[t.text]
+        elif (
+            t.kind in (Tok.WORD, Tok.IDENT)
+            and t.text.lower() in _SEQUENCE_METHODS
+            and i >= 2
+            and punct_at(tokens, i - 1, ".")
+            and tokens[i - 2].kind in (Tok.WORD, Tok.IDENT)
+        ):
+            name = _part(_written(v, tokens[i - 2]))
+            schema = tokens[i - 4] if i >= 4 and punct_at(tokens, i - 3, ".") else None
+            if schema is not None and schema.kind in (Tok.WORD, Tok.IDENT):
+                name = f"{_part(_written(v, schema))}.{name}"
+            changes = _SEQUENCE_METHODS[t.text.lower()]
+        if name:
+            reads.add(name)
+            if changes:
+                writes.add(name)
+    return reads, writes, value_for
 
 
 def _kind(v: _View) -> tuple[str, int]:

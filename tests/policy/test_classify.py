@@ -287,6 +287,48 @@ def test_tables(sql: str, reads: set[str], writes: set[str]) -> None:
     assert (found.reads, found.writes) == (reads, writes)
 
 
+SEQUENCES = [
+    # the function forms: NEXTVAL and SETVAL change the sequence, LASTVAL reads it
+    ("SELECT SETVAL(shop.seq, 100)", {"shop.seq"}, {"shop.seq"}),
+    ("SELECT NEXTVAL(seq), LASTVAL(s.other)", {"seq", "s.other"}, {"seq"}),
+    ("SELECT nextval (`Seq`)", {"Seq"}, {"Seq"}),
+    ("DO SETVAL(s, 5, 1, 0)", {"s"}, {"s"}),
+    ("SET @x = NEXTVAL(shop.seq)", {"shop.seq"}, {"shop.seq"}),
+    ("INSERT INTO t (id) VALUES (NEXTVAL(s))", {"s"}, {"s", "t"}),
+    ("UPDATE t SET a = 1 WHERE id = LASTVAL(s)", {"s"}, {"t"}),
+    ("CREATE TABLE t (id INT DEFAULT NEXTVAL(s))", {"s"}, {"s", "t"}),
+    ("SET @x = NEXT VALUE FOR shop.seq", {"shop.seq"}, {"shop.seq"}),
+    ("SET @x = PREVIOUS VALUE FOR seq", {"seq"}, set()),
+    # sql_mode ORACLE's forms, which the server reads whatever is quoted
+    ("SELECT seq.nextval", {"seq"}, {"seq"}),
+    ("SELECT shop . seq . CURRVAL", {"shop.seq"}, set()),
+    ("SELECT `shop`.`seq`.`NextVal`", {"shop.seq"}, {"shop.seq"}),
+    # not uses of a sequence
+    ("INSERT INTO nextval (a, b) VALUES (1, 2)", set(), {"nextval"}),
+    ("SELECT `t`.`a`, 'nextval(s)' FROM t -- nextval(s)", {"t"}, set()),
+    ("SELECT nextval FROM t", {"t"}, set()),
+]
+
+
+@pytest.mark.parametrize(("sql", "reads", "writes"), SEQUENCES)
+def test_sequences_are_tables_of_the_statement(sql: str, reads: set[str], writes: set[str]) -> None:
+    """The parser reads NEXTVAL(s)'s argument as a column, and s.nextval as a column of
+    table s: without the sequence among the tables, a rule on it did not see SETVAL."""
+    found = one(sql)
+    assert found.problem is None
+    assert (found.reads, found.writes) == (reads, writes)
+
+
+@pytest.mark.parametrize("sql", ["SELECT NEXT VALUE FOR s", "SELECT PREVIOUS VALUE FOR shop.s"])
+def test_value_for_that_the_parser_cannot_read_says_what_to_write(sql: str) -> None:
+    problem = one(sql).problem
+    assert problem is not None
+    assert problem.endswith(
+        "(for a sequence write NEXTVAL(s) for NEXT VALUE FOR s and LASTVAL(s) for PREVIOUS "
+        "VALUE FOR s)"
+    )
+
+
 # -- UPDATE and DELETE ---------------------------------------------------------------------------
 
 MULTI_TABLE = [
