@@ -478,8 +478,9 @@ def _classify_view(v: _View) -> Classification:
         if v.executable:
             return _result(kind, v.text(), problem=_EXECUTABLE_COMMENT)
         c = _HANDLERS.get(kind, _by_tokens)(v, kind, head)
-        if _SEQUENCE_HINT.search(v.skeleton) or (
-            b"``" in v.skeleton and _QUOTED_SEQUENCE_HINT.search(v.raw)
+        skeleton = v.skeleton
+        if (b"VAL" in skeleton and _SEQUENCE_HINT.search(skeleton)) or (
+            b"``" in skeleton and _QUOTED_SEQUENCE_HINT.search(v.raw)
         ):
             c = _with_sequences(v, c)
         return c
