@@ -670,6 +670,58 @@ def test_a_rule_on_a_sequence_sees_the_functions_that_change_it(
     assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "sequence-is-off-limits")]
 
 
+PROCEDURES = """
+[[rules]]
+name = "purge-never"
+statements = ["CALL"]
+tables = ["shop.pol_purge"]
+action = "block"
+
+[[rules]]
+name = "count-is-safe"
+statements = ["CALL"]
+tables = ["shop.pol_count"]
+action = "allow"
+"""
+
+
+def test_rules_name_the_procedure_a_call_runs(mariadb: MariaDB, tmp_path: Path) -> None:
+    """CALL's procedure was no name of the statement: a block rule naming it only held
+    the CALL for review (which an operator could approve), and an allow rule naming a
+    procedure allowed nothing."""
+    _five_rows(mariadb, "pol_calls")
+    direct(mariadb, "DROP PROCEDURE IF EXISTS shop.pol_purge")
+    direct(mariadb, "DROP PROCEDURE IF EXISTS shop.pol_count")
+    direct(mariadb, "CREATE PROCEDURE shop.pol_purge() DELETE FROM shop.pol_calls")
+    direct(mariadb, "CREATE PROCEDURE shop.pol_count() SELECT COUNT(*) FROM shop.pol_calls")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=PROCEDURES).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            for sql in ("CALL pol_purge()", "CALL shop.POL_PURGE"):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'purge-never': CALL ")
+            with conn.cursor() as cur:
+                cur.execute("CALL pol_count()")
+                assert cur.fetchall() == ((5,),)
+            message = refused(
+                conn, "CALL pol_count((SELECT id FROM pol_calls LIMIT 1))"
+            )  # not the same call
+            assert message.startswith("sqlgate: review required by rule 'call': ")
+        assert direct(mariadb, "SELECT COUNT(*) FROM shop.pol_calls") == [(5,)]
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP PROCEDURE IF EXISTS shop.pol_purge")
+        direct(mariadb, "DROP PROCEDURE IF EXISTS shop.pol_count")
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_calls")
+    sts = [r for r in statements(gw) if r["sql"].startswith("CALL")]
+    assert [(s["sql"], s["decision"], s["rule"]) for s in sts] == [
+        ("CALL pol_purge()", "blocked", "purge-never"),
+        ("CALL shop.POL_PURGE", "blocked", "purge-never"),
+        ("CALL pol_count()", "allowed", "count-is-safe"),
+        ("CALL pol_count((SELECT id FROM pol_calls LIMIT 1))", "blocked", "call"),
+    ]
+
+
 SCRATCH_ANYTHING = """
 [[rules]]
 name = "scratch-anything"

@@ -1186,7 +1186,7 @@ _PARSER_FUNCTIONS = frozenset(_MYSQL.parser_class.FUNCTIONS) - _PARSED_SPECIALLY
 _NOT_CALLED_AFTER_WORDS = frozenset(w.decode() for w in _NOT_CALLED_AFTER)
 
 #: Kinds whose parentheses define things (columns, indexes, a routine's parameters) and
-#: whose calls run later or not at all: not read for calls. A CALL is reviewed as one.
+#: whose calls run later or not at all: not read for calls.
 _DEFINES = frozenset(
     {
         "ALTER TABLE",
@@ -1199,7 +1199,6 @@ _DEFINES = frozenset(
         "ALTER DATABASE",
         "CREATE SEQUENCE",
         "ALTER SEQUENCE",
-        "CALL",
         *(
             f"{verb} {what}"
             for verb in ("CREATE", "ALTER", "DROP")
@@ -2435,6 +2434,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
     writes: list[str] = []
     independent = False
     problem = None
+    procedure = ""  # CALL's
     if kind in _TRANSACTION_WORDS:
         allowed = _TRANSACTION_WORDS[kind]
         extra = [
@@ -2546,6 +2546,15 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
     elif kind == "HANDLER":
         name, _ = _name(v, head)
         reads.extend([name] if name else [])
+    elif kind == "CALL":
+        # The procedure stands among the tables, as a routine does in CREATE and DROP
+        # PROCEDURE, so that rules name it (its name in lower case: the server ignores
+        # a routine name's case).
+        name, _ = _name(v, head)
+        if name:
+            schema, dot, routine = name.rpartition(".")
+            procedure = f"{schema}{dot}{routine.lower()}"
+            reads.append(procedure)
     elif kind == "COMPOUND":
         problem = _COMPOUND_PROBLEM
     if kind not in _BODIES and problem is None:
@@ -2558,7 +2567,12 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         else:
             reads.extend(found)
             functions |= called
-    stored = _stored_functions(v, suspects, None) if kind not in _DEFINES else ()
+    stored: Iterable[str] = ()
+    if kind not in _DEFINES:
+        stored = _stored_functions(v, suspects, None)
+        if kind == "CALL":
+            # CALL p(f()): f is a call, the procedure itself is among the tables
+            stored = stored - {procedure}
     return _result(
         kind,
         text,

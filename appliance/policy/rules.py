@@ -248,6 +248,10 @@ def decide(
             if rule.action is RuleAction.ALLOW:
                 if c.kind in STORED_CODE and c.kind not in rule.statements:
                     continue  # only an allow that names stored code allows it (see below)
+                if c.kind == "CALL" and rule.tables is not None and "CALL" not in rule.statements:
+                    # nor a procedure by its name: `*` on shop.* does not allow CALL shop.p,
+                    # which may change any table
+                    continue
                 if not calls_allowed:
                     continue  # nor stored functions: only allows for CALL of them do
                 matched = _matches(rule, c.kind, tables, who)
@@ -692,7 +696,7 @@ def _call(c: Classification, db: str | None) -> Decision | None:
         return _review(
             "call",
             _review_reason(
-                "CALL", "a stored procedure runs statements the gateway cannot see one by one"
+                _what(c), "a stored procedure runs statements the gateway cannot see one by one"
             ),
         )
     return None

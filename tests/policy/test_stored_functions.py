@@ -169,7 +169,9 @@ def test_stored_code_keeps_its_own_review() -> None:
     ):
         assert one(sql).stored_functions == frozenset(), sql
         assert rule(sql) == "stored-code", sql
-    assert one("CALL p(f())").stored_functions == frozenset()
+    # a CALL's arguments run now: f is called, the procedure is among the tables
+    found = one("CALL p(f())")
+    assert (found.stored_functions, found.reads) == ({"f"}, {"p"})
     assert rule("CALL p(f())") == "call"
     # nor are a schema change's definitions calls
     assert rule("ALTER TABLE orders ADD INDEX idx (total)") == "schema-change"
@@ -224,6 +226,35 @@ def test_an_allow_for_call_names_the_functions_it_allows() -> None:
     # an allow for CALL with no tables trusts every stored routine
     every_call = RuleConfig("calls", ("CALL",), RuleAction.ALLOW)
     assert rule("SELECT archive(id), x.cleanup() FROM orders", every_call) == "default-allow"
+
+
+def test_rules_name_the_procedure_a_call_runs() -> None:
+    """CALL's procedure was no name of the statement: a block rule for CALL on shop.*
+    only held CALL shop.purge() for review (which an operator could approve), and no
+    allow rule could name one procedure."""
+    no_shop_routines = RuleConfig("no-shop-routines", ("CALL",), RuleAction.BLOCK, ("shop.*",))
+    found = decision("CALL shop.purge()", no_shop_routines)
+    assert (found.action, found.rule) == (RuleAction.BLOCK, "no-shop-routines")
+    assert rule("CALL purge()", no_shop_routines) == "no-shop-routines"  # in schema shop
+    assert rule("CALL other.purge()", no_shop_routines) == "call"
+    # an allow names the procedure in any case of its name (the server ignores it)
+    assert rule("CALL archive(1)", ALLOW_ARCHIVE) == "archive-is-safe"
+    assert rule("CALL shop.ARCHIVE(1)", ALLOW_ARCHIVE) == "archive-is-safe"
+    assert rule("CALL archive", ALLOW_ARCHIVE) == "archive-is-safe"
+    # only that procedure, in that schema, with nothing else unseen in its arguments
+    assert rule("CALL purge()", ALLOW_ARCHIVE) == "call"
+    assert rule("CALL archive(1)", ALLOW_ARCHIVE, db="other") == "call"
+    assert rule("CALL archive(1)", ALLOW_ARCHIVE, db=None) == "call"
+    assert rule("CALL archive(cleanup())", ALLOW_ARCHIVE) == "call"
+    assert rule("CALL archive((SELECT total FROM orders))", ALLOW_ARCHIVE) == "call"
+    # an allow of every kind on a schema is not one for its procedures, which may
+    # change any table; one of every kind without tables still allows every CALL
+    everything = RuleConfig("sandbox", ("*",), RuleAction.ALLOW, ("shop.*",))
+    assert rule("CALL shop.archive()", everything) == "call"
+    assert rule("CALL shop.archive()", RuleConfig("all", ("*",), RuleAction.ALLOW)) == "all"
+    assert decision("CALL shop.purge()").message.startswith(
+        "sqlgate: review required by rule 'call': CALL shop.purge: "
+    )
 
 
 def test_an_allow_for_the_statement_does_not_allow_its_stored_functions() -> None:
