@@ -133,6 +133,25 @@ def test_exempt_groups_see_real_values() -> None:
     assert only_exempt.for_groups(["dba"]) is None
 
 
+def test_the_first_rule_that_applies_to_the_session_decides() -> None:
+    """docs/masking.md: rules for one column apply in file order, skipping those that
+    exempt one of the session's groups."""
+    layered = MaskingPolicy(
+        [
+            rule("shop.customers.card_number", "redact", "pii-readers"),
+            rule("shop.customers.card_number", "last4"),
+            rule("shop.customers.card_number", "null"),
+        ],
+        KEY,
+    )
+    readers = layered.for_groups(["pii-readers"])
+    agents = layered.for_groups(["agents"])
+    assert readers is not None and agents is not None
+    for masker, strategy in ((readers, MaskStrategy.LAST4), (agents, MaskStrategy.REDACT)):
+        found = masker.rule_for("shop", "customers", "card_number")
+        assert found is not None and found.strategy is strategy
+
+
 def test_derived_rules_for_views_follow_the_exemptions_of_their_source() -> None:
     POLICY.set_derived(
         [ColumnRule.of("shop", "v_cards", "c", MaskStrategy.LAST4, exempt_groups=["pii-readers"])]
