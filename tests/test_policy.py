@@ -3,6 +3,7 @@ was refused, each statement of a text decided and recorded, shadow mode, the gua
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -621,6 +622,56 @@ def test_a_subquery_in_a_set_reads_its_table(mariadb: MariaDB, tmp_path: Path) -
     assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "secret-is-off-limits")]
 
 
+@contextlib.contextmanager
+def _global_sql_mode(mariadb: MariaDB, mode: str) -> Iterator[None]:
+    """The server's global sql_mode, which new sessions start in, set for a while."""
+    ((before,),) = direct(mariadb, "SELECT @@GLOBAL.sql_mode")
+    direct(mariadb, f"SET GLOBAL sql_mode = '{mode}'")
+    try:
+        yield
+    finally:
+        direct(mariadb, f"SET GLOBAL sql_mode = '{before}'")
+
+
+def test_sql_modes_that_read_text_differently(mariadb: MariaDB, tmp_path: Path) -> None:
+    """SET sql_mode = 'MSSQL' (names in [brackets]), 'PIPES_AS_CONCAT', 'HIGH_NOT_PRECEDENCE',
+    ... were allowed: under them the server reads the same bytes differently from the
+    gateway (a quote inside [...] hid a DELETE without WHERE; NOT id BETWEEN 0 AND 1
+    deleted every row). Such modes are refused; a '[' outside strings too, so a server
+    that starts sessions in MSSQL hides nothing either."""
+    _five_rows(mariadb, "pol_modes")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    hidden = "SAVEPOINT [a'];DELETE FROM pol_modes;SELECT 1 AS [']"
+    pinned = (
+        "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR EXECUTE IMMEDIATE "
+        r"'DELETE FROM pol_modes WHERE id = ''x\\'' OR id = id -- '''"
+    )
+    try:
+        with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+            for sql in (
+                "SET sql_mode = 'MSSQL'",
+                "SET sql_mode = 'STRICT_TRANS_TABLES,HIGH_NOT_PRECEDENCE'",
+                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT')",
+                pinned,
+            ):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'sql-mode': "), message
+            with conn.cursor() as cur:  # the idiom of client libraries passes
+                cur.execute("SET sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')")
+                cur.execute("SELECT @@sql_mode LIKE '%STRICT_ALL_TABLES%'")
+                assert cur.fetchone() == (1,)
+        with _global_sql_mode(mariadb, "MSSQL"):
+            with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+                message = refused(conn, hidden)
+                assert message.startswith("sqlgate: blocked by rule 'not-understood': ")
+        assert direct(mariadb, "SELECT COUNT(*) FROM shop.pol_modes") == [(5,)]
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_modes")
+    sts = [r for r in statements(gw) if r["sql"] == hidden]
+    assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "not-understood")]
+
+
 SEQUENCE_OFF_LIMITS = """
 [[rules]]
 name = "sequence-is-off-limits"
@@ -653,14 +704,14 @@ def test_a_rule_on_a_sequence_sees_the_functions_that_change_it(
             for sql in texts:
                 message = refused(conn, sql)
                 assert message.startswith("sqlgate: blocked by rule 'sequence-is-off-limits': ")
-            with conn.cursor() as cur:
-                cur.execute("SET sql_mode = 'ORACLE'")
-            for sql in ("SELECT pol_seq.nextval", "SELECT `shop`.`pol_seq`.`NEXTVAL`"):
-                message = refused(conn, sql)
-                assert message.startswith("sqlgate: blocked by rule 'sequence-is-off-limits': ")
             with conn.cursor() as cur:  # the session goes on
                 cur.execute("SELECT @x")
                 assert cur.fetchone() == (None,)
+        # a session refuses SET sql_mode = 'ORACLE', but a server may start sessions in it
+        with _global_sql_mode(mariadb, "ORACLE"), gw.connect(database="shop") as conn:
+            for sql in ("SELECT pol_seq.nextval", "SELECT `shop`.`pol_seq`.`NEXTVAL`"):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'sequence-is-off-limits': ")
         # not one value was taken: the next is still the first
         assert direct(mariadb, "SELECT NEXTVAL(shop.pol_seq)") == [(1,)]
     finally:

@@ -105,6 +105,13 @@ _EXECUTABLE_COMMENT = (
     "executable comment /*! ... */ (the server runs its contents; send the statement without it)"
 )
 
+# MariaDB has no '[' outside strings, quoted names and comments, but under sql_mode MSSQL
+# `[...]` quotes a name: a quote, comment or ';' inside it would be read differently.
+_BRACKET = (
+    "'[' outside a string (not MariaDB syntax; under sql_mode MSSQL it quotes a name, "
+    "which the gateway does not read): write names in backticks"
+)
+
 # Texts longer than this are classified but not cached: a cache entry keeps its text.
 _CACHE_TEXT_LIMIT = 64 * 1024
 
@@ -477,6 +484,8 @@ def _classify_view(v: _View) -> Classification:
         kind, head = _kind(v)
         if v.executable:
             return _result(kind, v.text(), problem=_EXECUTABLE_COMMENT)
+        if b"[" in v.skeleton:
+            return _result(kind, v.text(), problem=_BRACKET)
         c = _HANDLERS.get(kind, _by_tokens)(v, kind, head)
         skeleton = v.skeleton
         if (b"VAL" in skeleton and _SEQUENCE_HINT.search(skeleton)) or (
@@ -2157,8 +2166,41 @@ def _assignments(
             words = " ".join(t.text.lower() for t in tokens[a:b])
             found.append((scope + words, None))
             continue
-        found.append((_assigned_name(tokens, a, eq, scope), _literal(tokens, eq + 1, b)))
+        name = _assigned_name(tokens, a, eq, scope)
+        value = _literal(tokens, eq + 1, b)
+        if value is None and name.rpartition(".")[2] == "sql_mode":
+            value = _mode_concat(tokens, eq + 1, b)
+        found.append((name, value))
     return tuple(found)
+
+
+_CURRENT_MODES = frozenset({"@@sql_mode", "@@session.sql_mode", "@@local.sql_mode"})
+
+
+def _mode_concat(tokens: Sequence[Token], start: int, stop: int) -> str | None:
+    """The value of ``CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')`` (an idiom of client
+    libraries) as text, the session's modes written ``@@sql_mode``: the policy checks
+    the modes added. Only string literals and the session's sql_mode, in nested CONCATs;
+    None for anything else."""
+    if not (
+        word_at(tokens, start) == "CONCAT"
+        and punct_at(tokens, start + 1, "(")
+        and punct_at(tokens, stop - 1, ")")
+    ):
+        return None
+    parts: list[str] = []
+    for a, b in _split_commas(tokens, start + 2, stop - 1):
+        t = tokens[a]
+        if b - a == 1 and t.kind == Tok.STRING:
+            parts.append(t.text)
+        elif b - a == 1 and t.kind == Tok.VARIABLE and t.text.lower() in _CURRENT_MODES:
+            parts.append("@@sql_mode")
+        else:
+            inner = _mode_concat(tokens, a, b)
+            if inner is None:
+                return None
+            parts.append(inner)
+    return "".join(parts)
 
 
 def _assigned_name(tokens: Sequence[Token], a: int, eq: int, scope: str) -> str:

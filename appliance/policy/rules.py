@@ -227,6 +227,13 @@ def decide(
                     "one statement, which the gateway would read (its text, the names of its "
                     "result) in the session's. Set it with a plain SET first",
                 )
+            if c.inner.kind in _RUNS_TEXT and any(_plain(n) == "sql_mode" for n, _ in c.variables):
+                return _block(
+                    "sql-mode",
+                    f"SET STATEMENT sql_mode ... FOR {c.inner.kind} has the server read the "
+                    "statement text it runs under that sql_mode, where the gateway reads it "
+                    "under the session's. Set sql_mode with a plain SET first",
+                )
             # its variables are set for the statement: they must pass as a plain SET
             outer = decide(replace(c, kind="SET", inner=None), who, db, rules)
             if outer.refused:
@@ -579,6 +586,10 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
                 f"SET {plain} is not a session setting the gateway allows (it may change how "
                 "statements are logged or read). Leave it unset",
             )
+        if plain == "sql_mode":
+            refused = _sql_mode_refusal(value)
+            if refused is not None:
+                return _block("sql-mode", refused)
         if plain in CHARSET_VARIABLES:
             refused = _charset_refusal(value)
             if refused is not None:
@@ -597,6 +608,71 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
                     "utf8mb4 (or the client character set, binary or NULL)",
                 )
     return None
+
+
+#: The sql_mode flags under which the gateway reads statements as the server does: those
+#: that change only what statements do (dates, strictness, options), ANSI_QUOTES (a
+#: double-quoted text is read both ways while the gateway cannot know it) and
+#: NO_BACKSLASH_ESCAPES (followed from the server's status flags). The others change how
+#: the server reads the same bytes: MSSQL quotes names in [brackets], ORACLE reads
+#: PL/SQL, PIPES_AS_CONCAT makes || a concatenation, HIGH_NOT_PRECEDENCE binds NOT
+#: tighter, IGNORE_SPACE and EMPTY_STRING_IS_NULL change names and values, and the
+#: combinations ANSI, DB2, MAXDB, MYSQL323, MYSQL40 and POSTGRESQL hold some of them.
+SQL_MODES_READ = frozenset(
+    {
+        "",
+        "ALLOW_INVALID_DATES",
+        "ANSI_QUOTES",
+        "ERROR_FOR_DIVISION_BY_ZERO",
+        "IGNORE_BAD_TABLE_OPTIONS",
+        "NO_AUTO_CREATE_USER",
+        "NO_AUTO_VALUE_ON_ZERO",
+        "NO_BACKSLASH_ESCAPES",
+        "NO_DIR_IN_CREATE",
+        "NO_ENGINE_SUBSTITUTION",
+        "NO_FIELD_OPTIONS",
+        "NO_KEY_OPTIONS",
+        "NO_TABLE_OPTIONS",
+        "NO_UNSIGNED_SUBTRACTION",
+        "NO_ZERO_DATE",
+        "NO_ZERO_IN_DATE",
+        "ONLY_FULL_GROUP_BY",
+        "PAD_CHAR_TO_FULL_LENGTH",
+        "REAL_AS_FLOAT",
+        "SIMULTANEOUS_ASSIGNMENT",
+        "STRICT_ALL_TABLES",
+        "STRICT_TRANS_TABLES",
+        "TIME_ROUND_FRACTIONAL",
+        "TRADITIONAL",
+    }
+)
+
+#: Kinds that run a statement text of their own, which the server reads when it runs.
+_RUNS_TEXT = frozenset({"EXECUTE", "PREPARE"})
+
+
+def _sql_mode_refusal(value: str | None) -> str | None:
+    """Why a SET of sql_mode to ``value`` (a literal, None: computed) is refused."""
+    if value is None:
+        return (
+            "SET sql_mode to a computed value could turn on a mode under which the server "
+            "reads statements differently from the gateway. Set it to a quoted list of "
+            "modes, for example SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'"
+        )
+    if value.lower() == "default":
+        return None  # the server's global sql_mode (docs/policy.md: the operator's)
+    # "@@sql_mode": the session's own modes, from CONCAT(@@sql_mode, ',...')
+    modes = {part.strip().upper() for part in value.split(",")} - {"@@SQL_MODE"}
+    unread = sorted(modes - SQL_MODES_READ)
+    if not unread:
+        return None
+    return (
+        f"sql_mode {', '.join(unread[:3])} makes the server read statements differently "
+        "from the gateway (names in brackets, || as concatenation, NOT binding tighter, "
+        "PL/SQL, modes given as a number), so the gateway could not tell what later "
+        "statements do. Leave it out: for example SET sql_mode = "
+        "'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'"
+    )
 
 
 def _plain(name: str) -> str:

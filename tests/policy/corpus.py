@@ -462,6 +462,8 @@ SET_ALLOWED = _cases(
     "SET @@session.sql_mode = ''",
     "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
     "SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')",
+    "SET @@SESSION.sql_mode = CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), "
+    "',NO_AUTO_VALUE_ON_ZERO')",
     "SET NAMES utf8mb4",
     "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
     "SET NAMES latin1",
@@ -506,7 +508,7 @@ SET_REFUSED = [
         "SET skip_replication = 1",
         "SET SESSION binlog_format = 'STATEMENT'",
         "SET character_set_server = latin1",
-        "SET sql_mode = 'ANSI', sql_log_bin = 0",
+        "SET sql_mode = 'TRADITIONAL', sql_log_bin = 0",
         "SET SESSION gtid_domain_id = 7",
         "set sql_log_bin=0",
         "SET sql_log_bin := 0",
@@ -606,6 +608,45 @@ CHARSET = [
 ]
 
 # ------------------------------------------------------------------------ PREPARE
+
+SQL_MODE = [
+    # modes under which the server reads the same bytes differently
+    *_cases(
+        "sql-mode",
+        "SET sql_mode = 'MSSQL'",
+        "SET sql_mode = 'ORACLE'",
+        "SET SESSION sql_mode = 'ANSI'",
+        "SET @@sql_mode = 'PIPES_AS_CONCAT'",
+        "SET sql_mode = 'STRICT_TRANS_TABLES,HIGH_NOT_PRECEDENCE'",
+        "SET sql_mode = IGNORE_SPACE",
+        "SET sql_mode = 'EMPTY_STRING_IS_NULL'",
+        "SET @@session.sql_mode := 'POSTGRESQL'",
+        "SET sql_mode = 4",
+        "SET sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT')",
+        "SET sql_mode = CONCAT(@@sql_mode, ',', 'ORACLE')",
+        "SET sql_mode = CONCAT(@@global.sql_mode, ',STRICT_ALL_TABLES')",  # not the session's
+        "SET STATEMENT sql_mode = 'PIPES_AS_CONCAT' FOR SELECT 'a' || 'b'",
+        # the server reads the text it runs under the statement's sql_mode
+        "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR EXECUTE IMMEDIATE 'SELECT 1'",
+        "SET STATEMENT sql_mode = '' FOR PREPARE corpus_s FROM 'SELECT 1'",
+    ),
+    # MSSQL's [names]: not MariaDB syntax in any other mode, refused in every mode
+    *_cases(
+        NOT_UNDERSTOOD,
+        "SAVEPOINT [a'];DELETE FROM corpus.items;SELECT 1 AS [']",
+        "SELECT v[a/*] FROM corpus.items [*/]",
+        "DELETE FROM corpus.items WHERE id IN (SELECT 5 [x/*] FROM dual) OR 1=1 OR id IN "
+        "(SELECT 5 [*/] )",
+    ),
+    *_cases(
+        ALLOW,
+        "SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'",
+        "SET SESSION sql_mode = 'traditional,ansi_quotes'",
+        "SET sql_mode = ''",
+        "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1",
+        "SELECT JSON_VALUE('[1, 2]', '$[1]')",
+    ),
+]
 
 PREPARE = [
     *_cases(
@@ -1219,6 +1260,7 @@ CORPUS: list[Case] = [
     *SET_ALLOWED,
     *SET_REFUSED,
     *CHARSET,
+    *SQL_MODE,
     *PREPARE,
     *DDL,
     *STORED_CODE,
@@ -1243,6 +1285,7 @@ FAMILIES: dict[str, list[Case]] = {
     "set-allowed": SET_ALLOWED,
     "set-refused": SET_REFUSED,
     "charset-lexing": CHARSET,
+    "sql-mode": SQL_MODE,
     "prepare": PREPARE,
     "ddl": DDL,
     "stored-code": STORED_CODE,
