@@ -1888,6 +1888,7 @@ def _show(v: _View, kind: str, head: int) -> Classification:
         text,
         reads=reads | tree.reads(),
         functions=functions | tree.functions,
+        flags=("show_grants",) if what == "GRANTS" else (),
         literal_independent=True,
         stored_functions=_stored_functions(v, suspects, None),  # SHOW ... WHERE f()
     )

@@ -573,6 +573,32 @@ def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
     return None
 
 
+#: The tables that hold the password hashes of the server's accounts (mysql.user is a
+#: view of mysql.global_priv since MariaDB 10.4).
+CREDENTIAL_TABLES = frozenset({"mysql.user", "mysql.global_priv"})
+
+
+def _credential_table(name: str) -> bool:
+    """Whether a table read may be one of CREDENTIAL_TABLES: a bare name (no schema
+    known for certain) may be in mysql."""
+    if "." not in name:
+        name = "mysql." + name
+    return name in CREDENTIAL_TABLES
+
+
+def _credentials(c: Classification, db: str | None) -> Decision | None:
+    read = sorted(t for t in c.reads if _credential_table(qualified(t, db).lower()))
+    if not read and "show_grants" not in c.flags:
+        return None
+    what = f"{c.kind} of {', '.join(read)}" if read else "SHOW GRANTS"
+    return _block(
+        "credentials",
+        f"{what} shows the password hashes of database accounts, the gateway's own "
+        "credential among them. Read privileges from information_schema.USER_PRIVILEGES, "
+        "SCHEMA_PRIVILEGES or TABLE_PRIVILEGES instead",
+    )
+
+
 def _set_variables(c: Classification, db: str | None) -> Decision | None:
     if c.kind != "SET":
         return None
@@ -851,6 +877,7 @@ BUILTINS: tuple[Builtin, ...] = (
     _handler,
     _servers,
     _mysql_schema,
+    _credentials,
     _set_variables,
     _unknown,
     _schema_change,

@@ -166,7 +166,7 @@ READS = _cases(
     "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop'",
     "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "
     "'shop' AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION",
-    "SELECT User, Host FROM mysql.user",  # reading the mysql schema is not writing it
+    "SELECT Db, User FROM mysql.db",  # reading the mysql schema is not writing it
     "SELECT DATE_SUB(NOW(), INTERVAL 7 DAY), CURDATE() + INTERVAL 1 MONTH",
     "SELECT ROUND(AVG(total), 2), MIN(total), MAX(total), STDDEV(total) FROM shop.orders",
     "SELECT LEFT(card_number, 4), RIGHT(card_number, 4) FROM shop.customers",
@@ -394,7 +394,6 @@ SHOW = _cases(
     "SHOW GLOBAL STATUS LIKE 'Uptime'",
     "SHOW PROCESSLIST",
     "SHOW FULL PROCESSLIST",
-    "SHOW GRANTS",
     "SHOW WARNINGS",
     "SHOW WARNINGS LIMIT 5",
     "SHOW ERRORS",
@@ -647,6 +646,20 @@ SQL_MODE = [
         "SELECT JSON_VALUE('[1, 2]', '$[1]')",
     ),
 ]
+
+CREDENTIALS = _cases(
+    # password hashes of the server's accounts, the gateway's backend credential's too
+    "credentials",
+    "SHOW GRANTS",
+    "show grants",
+    "SELECT User, Host FROM mysql.user",
+    "SELECT User, authentication_string FROM mysql.user",
+    "SELECT * FROM mysql.global_priv",
+    "TABLE `mysql`.`user`",
+    "SELECT 1 FROM corpus.items WHERE EXISTS (SELECT * FROM mysql.user WHERE User = 'root')",
+    "INSERT INTO corpus.notes (body) SELECT User FROM mysql.user",
+    "USE mysql; SELECT Priv FROM global_priv",
+)
 
 PREPARE = [
     *_cases(
@@ -1025,7 +1038,7 @@ MYSQL_SCHEMA = [
     ),
     Case("DELETE FROM mysql.proxies_priv WHERE 1 = 1", "delete-without-where"),
     # reading it to write elsewhere is a read of mysql
-    Case("INSERT INTO corpus.notes (body) SELECT User FROM mysql.user", ALLOW),
+    Case("INSERT INTO corpus.notes (body) SELECT User FROM mysql.db", ALLOW),
 ]
 
 # ---------------------------------------------------------------------- comments
@@ -1261,6 +1274,7 @@ CORPUS: list[Case] = [
     *SET_REFUSED,
     *CHARSET,
     *SQL_MODE,
+    *CREDENTIALS,
     *PREPARE,
     *DDL,
     *STORED_CODE,
@@ -1286,6 +1300,7 @@ FAMILIES: dict[str, list[Case]] = {
     "set-refused": SET_REFUSED,
     "charset-lexing": CHARSET,
     "sql-mode": SQL_MODE,
+    "credentials": CREDENTIALS,
     "prepare": PREPARE,
     "ddl": DDL,
     "stored-code": STORED_CODE,
