@@ -243,6 +243,7 @@ TABLES = [
     ("UPDATE t SET a = (SELECT MAX(b) FROM u) WHERE id = 2", {"u"}, {"t"}),
     ("DELETE FROM mysql.user WHERE user = 'x'", set(), {"mysql.user"}),
     ("DELETE FROM t WHERE id IN (SELECT id FROM s.u)", {"s.u"}, {"t"}),
+    ("DELETE `history` FROM history JOIN t ON t.id = history.id WHERE t.a = 1", {"t"}, {"history"}),
     ("SHOW CREATE TABLE s.t", {"s.t"}, set()),
     ("SHOW COLUMNS FROM t FROM s", {"s.t"}, set()),
     ("SHOW TABLES FROM s", {"s.*"}, set()),
@@ -600,6 +601,9 @@ PROBLEMS = [
     ("SELECT a b c d FROM", "cannot read this SELECT"),
     ("UPDATE t", "cannot read this UPDATE"),
     ("DELETE t", "cannot read this DELETE"),
+    # the parser read HISTORY as the table: a rule on the table did not see it
+    ("DELETE HISTORY FROM shop.t", "cannot read this DELETE statement (DELETE HISTORY)"),
+    ("delete/**/history from t", "cannot read this DELETE statement (DELETE HISTORY)"),
     ("INSERT t", "cannot read this INSERT"),
     ("SHOW GRANTS FOR CURRENT_USER()", "cannot read this SHOW"),
     ("USE", "cannot read this USE"),
