@@ -821,3 +821,60 @@ def test_an_allow_covers_a_schema_only_in_its_own_case(mariadb: MariaDB, tmp_pat
             direct(mariadb, f"DROP DATABASE IF EXISTS `{schema}`")
     sts = [r for r in statements(gw) if r["sql"] == "DELETE FROM pol_scratch.t"]
     assert [(s["decision"], s["rule"]) for s in sts] == [("allowed", "scratch-anything")]
+
+
+NESTED_SECRET = """
+[[rules]]
+name = "no-secret"
+statements = ["*"]
+tables = ["shop.pol_nested_secret"]
+action = "block"
+"""
+
+
+def test_a_use_nested_in_statements_that_run_statements_is_refused(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """SET STATEMENT ... FOR EXECUTE IMMEDIATE 'USE shop' (a USE at depth two) was allowed:
+    the server went to shop while the gateway read bare names in the login's schema, so
+    SELECT * FROM a table the rules refuse in shop gave its rows."""
+    direct(mariadb, "DROP DATABASE IF EXISTS pol_nested_other")
+    direct(mariadb, "CREATE DATABASE pol_nested_other")
+    for schema, value in (("shop", "4111111111111111"), ("pol_nested_other", "decoy")):
+        direct(mariadb, f"CREATE OR REPLACE TABLE {schema}.pol_nested_secret (card TEXT)")
+        direct(mariadb, f"INSERT INTO {schema}.pol_nested_secret VALUES ('{value}')")
+    nested = [
+        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE 'USE shop'",
+        "EXECUTE IMMEDIATE 'SET STATEMENT max_statement_time=0 FOR USE shop'",
+        "PREPARE s FROM 'SET STATEMENT max_statement_time=0 FOR USE shop'",
+        "SET STATEMENT max_statement_time=0 FOR PREPARE s FROM 'USE shop'",
+        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE "
+        "'SET STATEMENT lock_wait_timeout=5 FOR USE shop'",
+    ]
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=NESTED_SECRET).start()
+    try:
+        with gw.connect(database="pol_nested_other") as conn:
+            for sql in nested:
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'prepared-use': ")
+                if sql.startswith(("PREPARE", "SET STATEMENT max_statement_time=0 FOR PREPARE")):
+                    with pytest.raises(pymysql.err.MySQLError) as info, conn.cursor() as cur:
+                        cur.execute("EXECUTE s")
+                    assert info.value.args[0] == 1243  # nothing was prepared
+                assert _current_db(conn) == "pol_nested_other"
+                with conn.cursor() as cur:
+                    cur.execute("SELECT * FROM pol_nested_secret")
+                    assert cur.fetchall() == (("decoy",),)
+            refused(conn, "SELECT * FROM shop.pol_nested_secret")
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP DATABASE IF EXISTS pol_nested_other")
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_nested_secret")
+    assert "Traceback" not in gw.log()
+    sts = statements(gw)
+    assert [(s["sql"], s["decision"], s["rule"]) for s in sts if s["sql"] in nested] == [
+        (sql, "blocked", "prepared-use") for sql in nested
+    ]
+    reads = [s for s in sts if s["sql"] == "SELECT * FROM pol_nested_secret"]
+    assert len(reads) == len(nested)
+    assert {(s["db"], s["decision"]) for s in reads} == {("pol_nested_other", "allowed")}

@@ -20,7 +20,7 @@ import hashlib
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from itertools import repeat
@@ -832,9 +832,10 @@ class SessionPolicy:
         the character set of result names."""
         if not _touches_session(c):
             return None
-        target = c.inner if c.inner is not None else c
-        changed = {name for name, _ in target.variables if name in _LEXING_VARIABLES}
-        results = {name for name, _ in target.variables if name in _RESULTS_VARIABLES}
+        # a statement run by another one, at any depth, is a prepared one
+        assigned = c.variables if c.inner is None else _nested_variables(c.inner)
+        changed = {name for name, _ in assigned if name in _LEXING_VARIABLES}
+        results = {name for name, _ in assigned if name in _RESULTS_VARIABLES}
         prepared = c.inner is not None or label == "COM_STMT_PREPARE"
         if results and not changed and prepared:
             return Decision(
@@ -862,7 +863,7 @@ class SessionPolicy:
             )
         if "sql_mode" in changed:
             self._mode_changes.add(cmd.id)
-        for name, value in target.variables:
+        for name, value in assigned:
             if name in CHARSET_VARIABLES and value:
                 self._charsets[cmd.id] = value.lower()
             if name in _RESULTS_VARIABLES and value:
@@ -880,7 +881,9 @@ class SessionPolicy:
             found = self.policy.classify(sql, mode, backslash_unknown=True)
         except LexError:
             return True
-        return any(name in _LEXING_VARIABLES for c in found for name, _ in c.variables)
+        return any(
+            name in _LEXING_VARIABLES for c in found for s in _chain(c) for name, _ in s.variables
+        )
 
     def _verdict(self, label: str, parts: tuple[Part, ...]) -> Verdict:
         refusal = next((p.decision for p in parts if p.decision.refused), None)
@@ -1134,20 +1137,37 @@ def _dotted_schema(schema: str) -> Decision:
     )
 
 
+def _chain(c: Classification | None) -> Iterator[Classification]:
+    """A statement, the statement it runs, the one that one runs, and so on (``SET
+    STATEMENT ... FOR EXECUTE IMMEDIATE 'SET STATEMENT ... FOR USE x'``): what a
+    statement holds is decided the same at any depth."""
+    while c is not None:
+        yield c
+        c = c.inner
+
+
+def _nested_variables(inner: Classification) -> list[tuple[str, str | None]]:
+    """The variables set by a statement another one runs and by what it runs in turn,
+    at any depth."""
+    return [assigned for s in _chain(inner) for assigned in s.variables]
+
+
 def _prepares_a_use(c: Classification, label: str) -> bool:
     """PREPARE ... FROM 'USE x', EXECUTE IMMEDIATE 'USE x', SET STATEMENT ... FOR USE x,
-    COM_STMT_PREPARE of a USE."""
-    return (c.inner is not None and c.inner.kind == "USE") or (
-        c.kind == "USE" and label == "COM_STMT_PREPARE"
-    )
+    each nested in another at any depth; COM_STMT_PREPARE of a USE."""
+    if c.inner is None:
+        return c.kind == "USE" and label == "COM_STMT_PREPARE"
+    return any(s.kind == "USE" for s in _chain(c.inner))
 
 
 def _touches_session(c: Classification) -> bool:
-    """Whether a statement sets a variable the session follows (``_SESSION_VARIABLES``)."""
-    target = c.inner if c.inner is not None else c
-    if not target.variables:
-        return False
-    return any(name in _SESSION_VARIABLES for name, _ in target.variables)
+    """Whether a statement, or one it runs at any depth, sets a variable the session
+    follows (``_SESSION_VARIABLES``)."""
+    if c.inner is None:
+        if not c.variables:
+            return False
+        return any(name in _SESSION_VARIABLES for name, _ in c.variables)
+    return any(name in _SESSION_VARIABLES for s in _chain(c.inner) for name, _ in s.variables)
 
 
 def _large_insert(

@@ -1,0 +1,173 @@
+"""Statements that run other statements (``SET STATEMENT ... FOR``, ``EXECUTE IMMEDIATE``,
+``PREPARE ... FROM``) nested in one another: what the innermost one does to the session
+(a USE, a SET of the client or results character set or of sql_mode) is refused at any
+depth exactly as at depth one, so the session never changes unseen. Through the real
+gateway: tests/test_policy.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.config import PolicyConfig, RuleAction, RuleConfig
+from appliance.mysql.constants import Command
+from appliance.mysql.relay import ClientCommand
+from appliance.policy.gate import Policy, SessionPolicy, Verdict
+from appliance.policy.rules import Subject
+
+AGENT = Subject("agent", frozenset({"agents"}), "orders")
+UTF8MB4_GENERAL_CI = 45
+NO_SECRET = RuleConfig("no-secret", ("*",), RuleAction.BLOCK, ("shop.secret",))
+# 'a\' ends the string only without backslash escapes: then the UNION reads shop.secret
+TRICK = r"SELECT 'a\' UNION SELECT card FROM shop.secret -- '"
+
+
+class Session:
+    """One agent session in schema ``other``, fed commands the way the gateway feeds them."""
+
+    def __init__(self) -> None:
+        self.policy = SessionPolicy(
+            Policy(PolicyConfig(), (NO_SECRET,)), AGENT, "other", UTF8MB4_GENERAL_CI
+        )
+        self._next = 0
+
+    def send(
+        self, sql: str, command: Command = Command.QUERY, prepared: dict[int, bytes] | None = None
+    ) -> tuple[ClientCommand, Verdict]:
+        self._next += 1
+        body = sql.encode() if command != Command.STMT_EXECUTE else b"\x01\x00\x00\x00\x00"
+        payload = bytes([command]) + body
+        cmd = ClientCommand(self._next, command, payload, payload)
+        return cmd, self.policy.decide(cmd, 0, prepared or {})
+
+    def run(self, sql: str) -> Verdict:
+        """Decide a text and, unless refused, let its answer (OK) come back."""
+        cmd, verdict = self.send(sql)
+        self.policy.completed(cmd, 1227 if verdict.refused else None, 0)
+        return verdict
+
+
+def refusal(verdict: Verdict) -> tuple[str, str]:
+    assert verdict.refused and verdict.refusal is not None, verdict
+    return verdict.refusal.rule, verdict.refusal.message
+
+
+USE_AT_DEPTH = [
+    # depth 2
+    "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE 'USE shop'",
+    "EXECUTE IMMEDIATE 'SET STATEMENT max_statement_time=0 FOR USE shop'",
+    "PREPARE s FROM 'SET STATEMENT max_statement_time=0 FOR USE shop'",
+    "SET STATEMENT max_statement_time=0 FOR PREPARE s FROM 'USE shop'",
+    # depth 3
+    "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE "
+    "'SET STATEMENT lock_wait_timeout=5 FOR USE shop'",
+    "SET STATEMENT max_statement_time=0 FOR PREPARE s FROM "
+    "'SET STATEMENT lock_wait_timeout=5 FOR USE `shop`'",
+    "PREPARE s FROM 'SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE ''USE shop'''",
+]
+
+
+@pytest.mark.parametrize("sql", USE_AT_DEPTH)
+def test_a_use_nested_at_any_depth_is_refused_as_at_depth_one(sql: str) -> None:
+    """The server would be in ``shop`` while the gateway reads bare names in ``other``:
+    ``SELECT * FROM secret`` would read shop.secret past the rule on it."""
+    session = Session()
+    depth_one = refusal(session.run("EXECUTE IMMEDIATE 'USE shop'"))
+    assert depth_one[0] == "prepared-use"
+    assert refusal(session.run(sql)) == depth_one
+    assert session.policy.schema == "other"
+    # one statement of a text: the whole text is refused
+    assert refusal(session.run(f"SELECT 1; {sql}")) == depth_one
+
+
+CHARSET_AT_DEPTH = [
+    # depth 2: the same SET at depth one, then nested
+    (
+        "EXECUTE IMMEDIATE 'SET NAMES latin1'",
+        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE 'SET NAMES latin1'",
+    ),
+    (
+        "PREPARE s FROM 'SET character_set_client = latin1'",
+        "SET STATEMENT max_statement_time=0 FOR PREPARE s FROM 'SET character_set_client = latin1'",
+    ),
+    (
+        "EXECUTE IMMEDIATE 'SET CHARACTER SET latin1'",
+        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE 'SET CHARACTER SET latin1'",
+    ),
+    (
+        "EXECUTE IMMEDIATE 'SET character_set_results = latin1'",
+        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE "
+        "'SET character_set_results = latin1'",
+    ),
+    (
+        "EXECUTE IMMEDIATE 'SET sql_mode = ''NO_BACKSLASH_ESCAPES'''",
+        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE "
+        "'SET sql_mode = ''NO_BACKSLASH_ESCAPES'''",
+    ),
+    # depth 3
+    (
+        "EXECUTE IMMEDIATE 'SET NAMES latin1'",
+        "SET STATEMENT max_statement_time=0 FOR PREPARE s FROM "
+        "'EXECUTE IMMEDIATE ''SET NAMES latin1'''",
+    ),
+    (
+        "PREPARE s FROM 'SET character_set_results = latin1'",
+        "EXECUTE IMMEDIATE 'SET STATEMENT max_statement_time=0 FOR PREPARE s FROM "
+        "''SET character_set_results = latin1'''",
+    ),
+    (
+        "EXECUTE IMMEDIATE 'SET sql_mode = ''NO_BACKSLASH_ESCAPES'''",
+        "SET STATEMENT max_statement_time=0 FOR PREPARE s FROM "
+        "'EXECUTE IMMEDIATE ''SET sql_mode = ''''NO_BACKSLASH_ESCAPES'''''''",
+    ),
+]
+
+
+@pytest.mark.parametrize(("depth_one", "sql"), CHARSET_AT_DEPTH)
+def test_a_set_of_the_charset_or_sql_mode_nested_at_any_depth_is_refused(
+    depth_one: str, sql: str
+) -> None:
+    """Run, it would change how the server reads the next statements (latin1 reads 0xa0
+    as a space) or the names masking matches, unseen by the gateway."""
+    session = Session()
+    expected = refusal(session.run(depth_one))
+    assert expected[0] == "lexing-state"
+    assert refusal(session.run(sql)) == expected
+    assert refusal(session.run(f"SELECT 1; {sql}")) == expected
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE "
+        "'SET sql_mode = ''NO_BACKSLASH_ESCAPES'''",
+        "EXECUTE IMMEDIATE 'SET STATEMENT max_statement_time=0 FOR PREPARE s FROM "
+        "''SET sql_mode = ''''NO_BACKSLASH_ESCAPES'''''''",
+    ],
+    ids=["depth 2", "depth 3"],
+)
+def test_a_nested_sql_mode_change_is_not_followed_by_text_read_the_old_way(nested: str) -> None:
+    """In one text, or pipelined: the SELECT after it would be read with backslash
+    escapes while the server reads it without, and its UNION reads shop.secret."""
+    session = Session()
+    _, verdict = session.send(f"{nested}; {TRICK}")
+    assert verdict.refused and refusal(verdict)[0] == "lexing-state"
+    first, verdict = session.send(nested)  # pipelined: not answered yet
+    assert refusal(verdict)[0] == "lexing-state"  # so never sent: nothing to follow
+    _, after = session.send(TRICK)
+    session.policy.completed(first, 1227, 0)
+    assert not after.refused  # read with backslash escapes, as the server reads it
+
+
+def test_an_execute_of_a_nested_sql_mode_change_leaves_backslashes_unknown() -> None:
+    """A COM_STMT_EXECUTE of a text that sets sql_mode at any depth: until its answer,
+    a backslash in a string is read both ways."""
+    session = Session()
+    prepared = {
+        1: b"SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE "
+        b"'SET sql_mode = ''NO_BACKSLASH_ESCAPES'''"
+    }
+    execute, verdict = session.send("", Command.STMT_EXECUTE, prepared)
+    assert not verdict.refused
+    _, after = session.send(TRICK)
+    assert refusal(after)[0] in ("no-secret", "not-understood")
+    session.policy.completed(execute, None, 0)
