@@ -679,6 +679,8 @@ class SessionPolicy:
         masker = self.masker
         assert masker is not None
         for c in found:
+            if c.inner is not None:  # EXECUTE IMMEDIATE 'CREATE TABLE ...', at any depth
+                c = _innermost(c)
             if c.kind != "CREATE TABLE":
                 continue
             for name in sorted(c.writes):
@@ -798,10 +800,11 @@ class SessionPolicy:
             decision = decide(c, self.who, db, self.policy.rules)
             if not decision.refused and _prepares_a_use(c, label):
                 decision = _PREPARED_USE
-            if c.kind == "KILL":
+            runs = c if c.inner is None else _innermost(c)  # EXECUTE IMMEDIATE 'KILL 5'
+            if runs.kind == "KILL":
                 stateful = True  # whose thread it is changes from session to session
                 if decision == ALLOW:  # not a configured rule's allow
-                    decision = self._kill_check(_kill_target(c.text))
+                    decision = self._kill_check(_kill_target(runs.text))
             if touches_lexing and not decision.refused:
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
@@ -1144,6 +1147,13 @@ def _chain(c: Classification | None) -> Iterator[Classification]:
     while c is not None:
         yield c
         c = c.inner
+
+
+def _innermost(c: Classification) -> Classification:
+    """The statement that runs in the end: the last of ``_chain(c)``."""
+    while c.inner is not None:
+        c = c.inner
+    return c
 
 
 def _nested_variables(inner: Classification) -> list[tuple[str, str | None]]:

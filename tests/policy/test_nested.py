@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.config import PolicyConfig, RuleAction, RuleConfig
+from appliance.config import MaskingRuleConfig, MaskStrategy, PolicyConfig, RuleAction, RuleConfig
 from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
+from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Subject
 
 AGENT = Subject("agent", frozenset({"agents"}), "orders")
@@ -171,3 +172,51 @@ def test_an_execute_of_a_nested_sql_mode_change_leaves_backslashes_unknown() -> 
     _, after = session.send(TRICK)
     assert refusal(after)[0] in ("no-secret", "not-understood")
     session.policy.completed(execute, None, 0)
+
+
+RUN_BY_ANOTHER = [
+    "EXECUTE IMMEDIATE '{}'",
+    "PREPARE s FROM '{}'",
+    "SET STATEMENT max_statement_time=0 FOR {}",
+    "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE '{}'",
+    "EXECUTE IMMEDIATE 'SET STATEMENT max_statement_time=0 FOR {}'",
+]
+
+
+@pytest.mark.parametrize("form", RUN_BY_ANOTHER)
+def test_a_kill_run_by_another_statement_reaches_only_the_identitys_sessions(form: str) -> None:
+    """EXECUTE IMMEDIATE 'KILL 42' ends thread 42 as KILL 42 does (the server runs it):
+    the gateway let it end any session of the shared backend account."""
+    session = Session()
+    session.policy.owns_thread = lambda thread: thread == 41
+    assert refusal(session.run("KILL 42"))[0] == "kill-other"
+    assert refusal(session.run(form.format("KILL 42"))) == refusal(session.run("KILL 42"))
+    assert refusal(session.run(form.format("KILL QUERY 42")))[0] == "kill-other"
+    assert not session.run(form.format("KILL 41")).refused
+
+
+@pytest.mark.parametrize("form", RUN_BY_ANOTHER)
+def test_a_table_created_under_a_masked_name_by_another_statement_is_refused(form: str) -> None:
+    """Chosen values written into a table the masking rule names come back masked, an
+    oracle for the real ones: created through EXECUTE IMMEDIATE as well as plainly."""
+    policy = MaskingPolicy(
+        [
+            MaskingRuleConfig(
+                "*.customers.card_number",
+                "*",
+                "customers",
+                "card_number",
+                MaskStrategy.HASH,
+                (),
+                on_use="refuse",
+            )
+        ],
+        b"k" * 32,
+    )
+    session = Session()
+    session.policy.masker = policy.for_groups(())
+    create = "CREATE TEMPORARY TABLE customers (id INT, card_number VARCHAR(19))"
+    plain = refusal(session.run(create))
+    assert plain[0] == "masking"
+    assert refusal(session.run(form.format(create))) == plain
+    assert not session.run(form.format("CREATE TEMPORARY TABLE t (id INT)")).refused
