@@ -506,8 +506,11 @@ class ClientLeg(asyncio.Protocol):
         ``USE `schema```: a refusal ends the login (ERR 1044) and is recorded as a failed
         login naming the rule. It does not count toward the login backoff: the
         credentials were right."""
+        session = self.session
         decision = self.gw.policy.login_schema(
-            Subject(identity.user, identity.groups, self.target), schema
+            Subject(identity.user, identity.groups, self.target),
+            schema,
+            session.client_charset if session is not None else None,
         )
         if not decision.refused:
             return None

@@ -400,12 +400,25 @@ def test_a_results_character_set_that_hides_names_is_refused(gw: GatewayProcess,
 def test_names_in_the_client_character_set_still_match(gw: GatewayProcess) -> None:
     """A latin1 client gets the names in latin1 (Windows-1252): `straße` still matches
     its rule; where the results character set cannot hold the name (cp1251 sends
-    `stra?e`) the column is masked whole."""
-    select = "SELECT id, `straße` FROM mask_kunden"
+    `stra?e`) the column is masked whole. The client may not write the name itself in
+    latin1 (the gateway reads names as UTF-8): CONCAT(`straße`) gave the clear value."""
+    select = "SELECT * FROM mask_kunden"
     conn = gw.connect(charset="latin1")
     try:
         with conn.cursor() as cur:
             cur.execute(select)
+            assert cur.fetchall() == ((1, "********g 42"),)
+            for sql in (
+                "SELECT CONCAT(`straße`) FROM mask_kunden",
+                "SELECT `straße` FROM mask_kunden",
+            ):
+                with pytest.raises(pymysql.err.OperationalError) as caught:
+                    cur.execute(sql)
+                code, message = caught.value.args
+                assert code == 1227 and "by rule 'not-understood'" in message, message
+                assert "SET NAMES utf8mb4" in message
+            # a string is a value: its latin1 bytes reach the server as they are
+            cur.execute(select + " WHERE 'Straße' LIKE 'Stra_e'")
             assert cur.fetchall() == ((1, "********g 42"),)
             cur.execute("SET character_set_results = cp1251")
             cur.execute(select)

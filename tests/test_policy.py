@@ -832,6 +832,15 @@ action = "block"
 """
 
 
+KUENDIGUNG_OFF_LIMITS = """
+[[rules]]
+name = "kuendigung-off-limits"
+statements = ["*"]
+tables = ["shop.pol_kündigung", "pol_kündigung.*"]
+action = "block"
+"""
+
+
 def test_a_use_nested_in_statements_that_run_statements_is_refused(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:
@@ -878,3 +887,54 @@ def test_a_use_nested_in_statements_that_run_statements_is_refused(
     reads = [s for s in sts if s["sql"] == "SELECT * FROM pol_nested_secret"]
     assert len(reads) == len(nested)
     assert {(s["db"], s["decision"]) for s in reads} == {("pol_nested_other", "allowed")}
+
+
+def test_a_non_ascii_name_in_a_latin1_session_is_refused(mariadb: MariaDB, tmp_path: Path) -> None:
+    """A latin1 client sends `pol_kündigung` as pol_k<0xfc>ndigung, which the gateway read
+    as UTF-8 (pol_k\ufffdndigung): no rule named it and the row came back. A quoted name
+    with a byte >= 0x80 is not understood in a session that is not UTF-8 now, and so is a
+    schema name COM_INIT_DB or a login carries; a string keeps its bytes. In utf8mb4 the
+    rule refuses the name."""
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.`pol_kündigung` (id INT, note TEXT)")
+    direct(mariadb, "DELETE FROM shop.`pol_kündigung`")
+    direct(mariadb, "INSERT INTO shop.`pol_kündigung` VALUES (1, 'fristlos')")
+    direct(mariadb, "CREATE DATABASE IF NOT EXISTS `pol_kündigung`")
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS `pol_kündigung`.t (id INT)")
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, extra_toml=KUENDIGUNG_OFF_LIMITS
+    ).start()
+    texts = (
+        "SELECT * FROM `pol_kündigung`",
+        'SELECT * FROM "pol_kündigung"',  # a name under ANSI_QUOTES
+        "SELECT note FROM shop.`pol_kündigung` WHERE id = 1",
+    )
+    try:
+        with gw.connect(charset="latin1") as conn:
+            for sql in texts:
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'not-understood': "), sql
+                assert "quoted name" in message and "SET NAMES utf8mb4" in message
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                conn.select_db("pol_kündigung")  # COM_INIT_DB, in latin1
+            code, message = info.value.args
+            assert code == 1227 and "'not-understood'" in message, message
+            with conn.cursor() as cur:  # a string is a value: its bytes go as they are
+                cur.execute("SELECT 'Kündigung' LIKE 'K_ndigung', DATABASE()")
+                assert cur.fetchall() == ((1, "shop"),)
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            gw.connect(charset="latin1", database="pol_kündigung")
+        code, message = info.value.args
+        assert code == 1044 and "'not-understood'" in message, message
+        with gw.connect() as conn:  # utf8mb4: the rule sees the name
+            for sql in texts:
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'kuendigung-off-limits'")
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP TABLE shop.`pol_kündigung`")
+        direct(mariadb, "DROP DATABASE `pol_kündigung`")
+    sts = [s for s in statements(gw) if s["sql"].startswith("SELECT * FROM `pol_k")]
+    assert [(s["decision"], s["rule"]) for s in sts] == [
+        ("blocked", "not-understood"),
+        ("blocked", "kuendigung-off-limits"),
+    ]

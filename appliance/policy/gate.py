@@ -287,9 +287,14 @@ class Policy:
         self._usage: dict[str, _Usage] = {}
         self.alerts: list[tuple[str, str]] = []  # (identity, message): taken by the shell
 
-    def login_schema(self, who: Subject, schema: str) -> Decision:
-        """The decision on the default schema a client names in its login: that on the
-        text ``USE `schema``` with no schema current yet (the rules, then the built-ins)."""
+    def login_schema(self, who: Subject, schema: str, collation: int | None = None) -> Decision:
+        """The decision on the default schema a client names in its login (decoded as
+        UTF-8, ``collation`` the login's): that on the text ``USE `schema``` with no
+        schema current yet (the rules, then the built-ins); a name the gateway cannot
+        read as the server does is refused (``_unreadable_name``)."""
+        unreadable = _unreadable_name("schema", schema, _login_reading(collation))
+        if unreadable is not None:
+            return unreadable
         return decide(_use_of(schema), who, None, self.rules)
 
     def decided_before(self, sql: bytes, mode: LexMode, backslash_unknown: bool) -> bool:
@@ -542,7 +547,10 @@ class SessionPolicy:
         if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`
             schema = cmd.payload[1:].decode("utf-8", "replace")
             use = _use_of(schema)
-            if "." in schema:  # the rules would misread its tables (see schema)
+            unreadable = _unreadable_name("schema", schema, self._reading)
+            if unreadable is not None:
+                decision = unreadable
+            elif "." in schema:  # the rules would misread its tables (see schema)
                 decision = _dotted_schema(schema)
             else:
                 decision = decide(use, self.who, self.schema, self.policy.rules)
@@ -1160,6 +1168,31 @@ def _nested_variables(inner: Classification) -> list[tuple[str, str | None]]:
     """The variables set by a statement another one runs and by what it runs in turn,
     at any depth."""
     return [assigned for s in _chain(inner) for assigned in s.variables]
+
+
+def _unreadable_name(what: str, name: str, reading: _Reading) -> Decision | None:
+    """The refusal of a name a command carries outside any statement text (the schema of
+    COM_INIT_DB or of the login), decoded as UTF-8 with replacement, when it may not be
+    the name the server reads: the rules read names as UTF-8, the server in the client
+    character set. So a byte that is not UTF-8, or any byte >= 0x80 when the client
+    character set is not UTF-8 (latin1's ``k<0xfc>ndigung`` is ``kündigung`` to the server
+    and would match no rule here). None when the name reads the same."""
+    if reading is _Reading.UTF8:
+        if "\ufffd" not in name:
+            return None
+        why = "bytes that are not UTF-8"
+    elif name.isascii():
+        return None
+    else:
+        why = "bytes >= 0x80 in a client character set that is not UTF-8"
+    quoted = "`" + name.replace("`", "``") + "`"
+    return Decision(
+        RuleAction.BLOCK,
+        "not-understood",
+        f"the {what} name {quoted} holds {why}: the gateway reads names only as UTF-8, so "
+        "it could not tell which rules name it. Use utf8mb4 (SET NAMES utf8mb4) for "
+        "non-ASCII names",
+    )
 
 
 def _prepares_a_use(c: Classification, label: str) -> bool:

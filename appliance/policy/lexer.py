@@ -59,7 +59,9 @@ class LexMode:
     multibyte_unsafe: bool = False
     # latin1 and every other client character set that is not UTF-8: the server may read
     # a byte >= 0x80 as a space (latin1's 0xA0), so such a byte is read only inside
-    # quotes and comments, never in a word the server might split differently
+    # string literals and comments, never in a word the server might split differently,
+    # nor in a quoted name (the policy reads names as UTF-8: in another character set
+    # they would match no rule)
     eight_bit: bool = False
 
 
@@ -116,8 +118,20 @@ _MULTIBYTE_MESSAGE = (
 _EIGHT_BIT_MESSAGE = (
     "byte 0x{byte:02x} at offset {offset} is outside quotes: in the session's client "
     "character set (not UTF-8) the server may read it as a space or a symbol (latin1 "
-    "reads 0xa0 as a space), so the gateway cannot tell where words end; quote the name "
-    "with backticks or connect with utf8mb4"
+    "reads 0xa0 as a space), so the gateway cannot tell where words end; put non-ASCII "
+    "text in a single-quoted string, and use utf8mb4 (SET NAMES utf8mb4) for non-ASCII "
+    "names"
+)
+
+_EIGHT_BIT_NAME_MESSAGE = (
+    "byte 0x{byte:02x} at offset {offset} is inside a quoted name{double}: the gateway "
+    "reads names only as UTF-8 and the session's client character set is not UTF-8, so "
+    "it could not tell which rules name it; use utf8mb4 (SET NAMES utf8mb4) for "
+    "non-ASCII names"
+)
+_DOUBLE_QUOTED = (
+    " (a double-quoted text is a name under sql_mode ANSI_QUOTES, which the gateway "
+    "cannot see: put a string in single quotes)"
 )
 
 _IDENT_CHARS = rb"A-Za-z0-9_$\x80-\xff"
@@ -397,10 +411,27 @@ def _refuse_high_bytes(sql: bytes, mode: LexMode) -> None:
 
 
 def _refuse_high_bytes_in_words(sql: bytes, tokens: list[Token]) -> None:
+    """In a client character set that is not UTF-8: a byte >= 0x80 in a word or a
+    variable (the server may split it there), or in a quoted name, a double-quoted
+    string included (a name under ANSI_QUOTES, which the gateway never knows). Names
+    are read as UTF-8, so such a name would match no rule nor masking rule; a
+    single-quoted string is a value, and keeps its bytes."""
     for t in tokens:
-        if t.kind in (Tok.WORD, Tok.VARIABLE) and not sql[t.start : t.end].isascii():
-            offset = next(i for i in range(t.start, t.end) if sql[i] >= 0x80)
+        kind = t.kind
+        if kind is Tok.STRING:
+            if sql[t.start] != 0x22:  # '"'
+                continue
+        elif kind is not Tok.WORD and kind is not Tok.VARIABLE and kind is not Tok.IDENT:
+            continue
+        if sql[t.start : t.end].isascii():
+            continue
+        offset = next(i for i in range(t.start, t.end) if sql[i] >= 0x80)
+        if kind is Tok.WORD or kind is Tok.VARIABLE:
             raise LexError(_EIGHT_BIT_MESSAGE.format(byte=sql[offset], offset=offset))
+        double = _DOUBLE_QUOTED if sql[t.start] == 0x22 else ""
+        raise LexError(
+            _EIGHT_BIT_NAME_MESSAGE.format(byte=sql[offset], offset=offset, double=double)
+        )
 
 
 def _after_qualifier(tokens: list[Token], s: int) -> bool:

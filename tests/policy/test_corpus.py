@@ -515,6 +515,65 @@ def test_the_login_collation_decides_how_high_bytes_are_read(
     assert session.outcome("SELECT 'caf\u00e9'".encode()) == accented
 
 
+KUENDIGUNG_OFF_LIMITS = RuleConfig(
+    "kuendigung-off-limits", ("*",), RuleAction.BLOCK, ("shop.kündigung", "kündigung.*")
+)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM `kündigung`",
+        "SELECT * FROM shop.`kündigung` WHERE id = 1",
+        'SELECT * FROM "kündigung"',  # a name under ANSI_QUOTES, which is never known
+        "SHOW COLUMNS FROM `kündigung`",
+        "USE `kündigung`",
+    ],
+)
+def test_a_non_ascii_name_in_a_single_byte_session_is_refused(sql: str) -> None:
+    """In latin1 the name `kündigung` is sent as k<0xfc>ndigung, which the gateway read as
+    UTF-8 (k\ufffdndigung): no rule named it and the text ran. There it is not understood
+    now, with advice to use utf8mb4; in utf8mb4 the rule refuses it."""
+    latin1 = Session(LATIN1_SWEDISH_CI, Policy(PolicyConfig(), (KUENDIGUNG_OFF_LIMITS,)))
+    _, verdict = latin1.query(sql.encode("latin1"))
+    assert verdict.refusal is not None and verdict.refusal.rule == "not-understood"
+    assert "quoted name" in verdict.refusal.reason
+    assert "SET NAMES utf8mb4" in verdict.refusal.reason
+    utf8 = Session(UTF8MB4_GENERAL_CI, Policy(PolicyConfig(), (KUENDIGUNG_OFF_LIMITS,)))
+    if not sql.startswith("USE"):  # a USE names no table: no rule with tables matches it
+        assert utf8.outcome(sql.encode()) == "kuendigung-off-limits"
+
+
+@pytest.mark.parametrize(
+    ("login", "name", "refused"),
+    [
+        (LATIN1_SWEDISH_CI, "kündigung".encode("latin1"), True),
+        (LATIN1_SWEDISH_CI, b"kuendigung", False),
+        (UTF8MB4_GENERAL_CI, "kündigung".encode("latin1"), True),  # not UTF-8
+        (UTF8MB4_GENERAL_CI, "kündigung".encode(), False),
+        (GBK_CHINESE_CI, "kündigung".encode("gbk"), True),  # ASCII only
+    ],
+)
+def test_a_schema_name_the_gateway_cannot_read_is_refused(
+    login: int, name: bytes, refused: bool
+) -> None:
+    """COM_INIT_DB and a login's database carry a name in the client character set; read
+    as UTF-8, latin1's k<0xfc>ndigung was a schema no rule names, and the unqualified
+    tables of later statements were read in it."""
+    session = Session(login)
+    init_db = ClientCommand(50, Command.INIT_DB, bytes([Command.INIT_DB]) + name, b"")
+    verdict = session.policy.decide(init_db, 0, {})
+    login_db = session.policy.policy.login_schema(AGENT, name.decode("utf-8", "replace"), login)
+    if refused:
+        assert verdict.refusal is not None and verdict.refusal.rule == "not-understood"
+        assert "SET NAMES utf8mb4" in verdict.refusal.reason
+        assert login_db == verdict.refusal
+        session.policy.completed(init_db, 1227, 0)  # never sent
+        assert session.policy.schema == "shop"
+    else:
+        assert not verdict.refused and not login_db.refused
+
+
 def _builtin_rule_names() -> set[str]:
     """Every rule name a built-in can return, read from rules.py's _block/_review calls."""
     tree = ast.parse(inspect.getsource(rules))

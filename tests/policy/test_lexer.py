@@ -482,9 +482,53 @@ def test_eight_bit_charset_reads_high_bytes_only_in_quotes_and_comments() -> Non
             outline(sql, LATIN1)
         assert shape(sql, LATIN1) is None
         assert texts(sql) == [sql]  # utf8mb4 reads the high bytes as part of a word
-    fine = b"SELECT 'caf\xe9', `caf\xe9` /* \xa0 */ # \xa0"
+    fine = b"SELECT 'caf\xe9' /* \xa0 */ # \xa0"
     assert texts(fine, LATIN1) == [fine]
     assert shape(fine, LATIN1) == shape(fine, LexMode())
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"SELECT * FROM `k\xfcndigung`",
+        b"SELECT CONCAT(`stra\xdfe`) FROM kunden",
+        b"SELECT k.`stra\xdfe` FROM kunden k",
+        b"SELECT * FROM shop.`k\xfcndigung` WHERE id = 'caf\xe9'",
+        b"SELECT 1 /*! FROM `k\xfcndigung` */",
+        b'SELECT * FROM "k\xfcndigung"',  # a name under ANSI_QUOTES
+        b'SELECT "caf\xe9"',  # a string, or a name under ANSI_QUOTES
+    ],
+)
+def test_eight_bit_charset_refuses_high_bytes_in_quoted_names(sql: bytes) -> None:
+    """Names are read as UTF-8: in latin1 `k<0xfc>ndigung` would be `k\ufffdndigung` to
+    the rules, matching none of them (a rule on `kündigung` let the text through), so a
+    quoted name with a byte >= 0x80 is refused there; a double-quoted text too, whether
+    the session reads it as a string or (ANSI_QUOTES, never known) as a name."""
+    for mode in (LATIN1, LexMode(ansi_quotes=True, eight_bit=True)):
+        with pytest.raises(LexError, match=r"inside a quoted name.*SET NAMES utf8mb4"):
+            split_statements(sql, mode)
+        with pytest.raises(LexError, match=r"inside a quoted name.*SET NAMES utf8mb4"):
+            outline(sql, mode)
+        assert shape(sql, mode) is None
+    # the same message both ways: the two ANSI_QUOTES readings refuse alike
+    messages = set()
+    for mode in (LATIN1, LexMode(ansi_quotes=True, eight_bit=True)):
+        with pytest.raises(LexError) as info:
+            split_statements(sql, mode)
+        messages.add(str(info.value))
+    assert len(messages) == 1
+    assert ("ANSI_QUOTES" in messages.pop()) == (b'"' in sql)
+    assert texts(sql) == [sql]  # utf8mb4 reads the name
+
+
+def test_eight_bit_charset_reads_high_bytes_in_single_quoted_strings() -> None:
+    """A single-quoted string is a value, not a name: its bytes stay as they are."""
+    sql = b"SELECT `id`, 'caf\xe9' FROM t WHERE n = 'k\xfcn''x' -- \xe9"
+    (stmt,) = split_statements(sql, LATIN1)
+    assert [t.kind for t in stmt.tokens if t.kind in (Tok.STRING, Tok.IDENT)] == [
+        Tok.IDENT, Tok.STRING, Tok.STRING,
+    ]  # fmt: skip
+    assert shape(sql, LATIN1) == shape(sql, LexMode())
 
 
 @pytest.mark.parametrize(

@@ -340,6 +340,35 @@ def test_the_session_tells_its_masker_the_results_character_set() -> None:
         )  # 35 is ucs2: the server's default then
 
 
+@pytest.mark.parametrize(
+    ("sql", "latin1", "utf8"),
+    [
+        ("SELECT CONCAT(`straße`) FROM kunden", "not-understood", "masking"),
+        ("SELECT id FROM kunden WHERE `straße` LIKE 'G%'", "not-understood", "masking"),
+        ("SELECT k.`straße` FROM kunden k", "not-understood", "default-allow"),
+        # strings are values, not names: their bytes stay, and masking reads around them
+        ("SELECT CONCAT(card, 'ü') FROM c", "masking", "masking"),
+        ("SELECT id FROM c WHERE card = 'ü'", "masking", "masking"),
+        ("SELECT card, 'ü' FROM c WHERE id = 1", "default-allow", "default-allow"),
+    ],
+)
+def test_a_masked_name_the_gateway_cannot_read_is_refused(sql: str, latin1: str, utf8: str) -> None:
+    """In latin1 `straße` is sent as stra<0xdf>e: read as UTF-8 it named no masked column,
+    so CONCAT(`straße`) came back in clear. A quoted name with a byte >= 0x80 is not
+    understood there; a string with one is a value and is read as before."""
+    for collation, encoding, expected in ((8, "latin1", latin1), (45, "utf-8", utf8)):
+        sp = SessionPolicy(
+            Policy(PolicyConfig(), ()), Subject("a", frozenset(), "t"), "shop", collation
+        )
+        sp.masker = UMLAUT.for_groups(())
+        payload = bytes([Command.QUERY]) + sql.encode(encoding)
+        verdict = sp.decide(ClientCommand(1, Command.QUERY, payload, payload), 0, {})
+        rule = (
+            verdict.refusal.rule if verdict.refusal is not None else verdict.parts[0].decision.rule
+        )
+        assert rule == expected, (encoding, verdict)
+
+
 def warning_columns() -> list[ColumnDefinition]:
     def c(name: bytes, type_: FieldType, charset: int = 45) -> ColumnDefinition:
         return ColumnDefinition(b"def", b"", b"", b"", name, name, charset, 80, type_, 0, 0)
