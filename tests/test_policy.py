@@ -17,6 +17,10 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
 
+from appliance.mysql import packets
+from appliance.mysql.constants import Command
+from appliance.mysql.wire import frame
+
 pytestmark = pytest.mark.integration
 
 RULES = """
@@ -938,3 +942,50 @@ def test_a_non_ascii_name_in_a_latin1_session_is_refused(mariadb: MariaDB, tmp_p
         ("blocked", "not-understood"),
         ("blocked", "kuendigung-off-limits"),
     ]
+
+
+def _field_list(conn: Any, payload: bytes) -> list[bytes] | tuple[int, str]:
+    """COM_FIELD_LIST (PyMySQL has no call for it): the column names, or (code, message)
+    of its ERR."""
+    conn._next_seq_id = 0
+    conn._write_bytes(frame(0, bytes([Command.FIELD_LIST]) + payload))
+    names = []
+    while True:
+        header = conn._read_bytes(4)
+        packet = bytes(conn._read_bytes(header[0] | header[1] << 8 | header[2] << 16))
+        if packet[0] == 0xFF:
+            return int.from_bytes(packet[1:3], "little"), packet[9:].decode()
+        if packet[0] == 0xFE and len(packet) < 9:
+            return names
+        names.append(packets.parse_column_definition(packet).name)
+
+
+def test_com_field_list_is_decided_as_show_columns(mariadb: MariaDB, tmp_path: Path) -> None:
+    """COM_FIELD_LIST gave the columns of shop.pol_secret where a rule refused SHOW
+    COLUMNS FROM pol_secret (recorded with rule `protocol` and no text). It is decided and
+    recorded as that text now; a name the rules would misread is not understood."""
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.pol_secret (c INT)")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=SECRET_OFF_LIMITS).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            show = refused(conn, "SHOW COLUMNS FROM pol_secret")
+            assert show.startswith("sqlgate: blocked by rule 'secret-is-off-limits': ")
+            assert _field_list(conn, b"pol_secret\0") == (1227, show)
+            code, message = _field_list(conn, b"shop.pol_secret\0")  # one name, dot and all
+            assert code == 1227 and "'not-understood'" in message, message
+            assert _field_list(conn, b"customers\0e%") == [b"email"]
+            with conn.cursor() as cur:  # still in step
+                cur.execute("SELECT 42")
+                assert cur.fetchone() == (42,)
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP TABLE shop.pol_secret")
+    recs = ledger_records(gw.ledger)
+    lists = [s for s in statements(gw) if s["command"] == "COM_FIELD_LIST"]
+    assert [(s["sql"], s["statement_kind"], s["decision"], s["rule"]) for s in lists] == [
+        ("SHOW COLUMNS FROM `pol_secret`", "SHOW", "blocked", "secret-is-off-limits"),
+        ("SHOW COLUMNS FROM `shop.pol_secret`", "SHOW", "blocked", "not-understood"),
+        ("SHOW COLUMNS FROM `customers` LIKE 'e%'", "SHOW", "allowed", "default-allow"),
+    ]
+    assert lists[0]["reason"] == show
+    assert [result_of(recs, s).get("error") for s in lists] == [1227, 1227, None]

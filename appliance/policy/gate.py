@@ -558,6 +558,8 @@ class SessionPolicy:
             if verdict.refusal is None or verdict.shadow:  # it goes to the server
                 self._uses[cmd.id] = (schema, True)
             return verdict
+        if code == Command.FIELD_LIST:  # decided and recorded as SHOW COLUMNS FROM `table`
+            return self._guarded(self._field_list(cmd, label), cmd)
         if code == Command.RESET_CONNECTION:
             self._mode_changes.add(cmd.id)
             return Verdict(label, (_part("", "RESET CONNECTION"),))
@@ -568,6 +570,29 @@ class SessionPolicy:
                 decision = self._kill_check(thread)
             return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
         return Verdict(label, (_part("", _protocol_kind(label)),))
+
+    def _field_list(self, cmd: ClientCommand, label: str) -> Verdict:
+        """COM_FIELD_LIST (a table name up to a NUL, then a wildcard) gives the column
+        definitions of a table of the current schema, as ``SHOW COLUMNS FROM `table` LIKE
+        'wildcard'`` does: it is decided and recorded as that text. The server reads the
+        whole name as one table's (a dot is part of it; the classifier refuses a name
+        with one) in the client character set; a name the gateway cannot read as the
+        server does is refused (``_unreadable_name``)."""
+        raw, _, rest = cmd.payload[1:].partition(b"\0")
+        table = raw.decode("utf-8", "replace")
+        wildcard = rest.partition(b"\0")[0]  # the server reads it up to a NUL
+        text = "SHOW COLUMNS FROM `" + table.replace("`", "``") + "`"
+        if wildcard:
+            text += " LIKE " + _single_quoted(wildcard).decode("utf-8", "replace")
+        decision = _unreadable_name("table", table, self._reading)
+        if decision is not None:
+            return self._verdict(label, (Part(text, "SHOW", decision),))
+        found = self.policy.classify(text.encode(), _DEFAULT_MODE, False)
+        if len(found) != 1:  # cannot be: one quoted name, one quoted string
+            return self._verdict(label, (Part(text, "SHOW", _NOT_ONE_TABLE),))
+        (c,) = found
+        decision = decide(c, self.who, self.schema, self.policy.rules)
+        return self._verdict(label, (Part(text, c.kind, decision, c.functions),))
 
     def fingerprint(self, cmd: ClientCommand, server_status: int, verdict: Verdict) -> str | None:
         """What an approval grant binds: the text's shape as this session reads it now,
@@ -1170,13 +1195,26 @@ def _nested_variables(inner: Classification) -> list[tuple[str, str | None]]:
     return [assigned for s in _chain(inner) for assigned in s.variables]
 
 
+_NOT_ONE_TABLE = Decision(
+    RuleAction.BLOCK,
+    "not-understood",
+    "the gateway could not read the COM_FIELD_LIST as one SHOW COLUMNS of one table",
+)
+
+
+def _single_quoted(value: bytes) -> bytes:
+    """``value`` as a string literal read with backslash escapes."""
+    return b"'" + value.replace(b"\\", b"\\\\").replace(b"'", b"''") + b"'"
+
+
 def _unreadable_name(what: str, name: str, reading: _Reading) -> Decision | None:
     """The refusal of a name a command carries outside any statement text (the schema of
-    COM_INIT_DB or of the login), decoded as UTF-8 with replacement, when it may not be
-    the name the server reads: the rules read names as UTF-8, the server in the client
-    character set. So a byte that is not UTF-8, or any byte >= 0x80 when the client
-    character set is not UTF-8 (latin1's ``k<0xfc>ndigung`` is ``kündigung`` to the server
-    and would match no rule here). None when the name reads the same."""
+    COM_INIT_DB or of the login, COM_FIELD_LIST's table), decoded as UTF-8 with
+    replacement, when it may not be the name the server reads: the rules read names as
+    UTF-8, the server in the client character set. So a byte that is not UTF-8, or any
+    byte >= 0x80 when the client character set is not UTF-8 (latin1's ``k<0xfc>ndigung``
+    is ``kündigung`` to the server and would match no rule here). None when the name
+    reads the same."""
     if reading is _Reading.UTF8:
         if "\ufffd" not in name:
             return None

@@ -407,6 +407,61 @@ def test_com_init_db_and_a_logins_database_are_decided_as_the_text_use(rule: Rul
     assert plain.policy.policy.login_schema(AGENT, "secret").rule == ALLOW
 
 
+def _field_list(session: Session, payload: bytes) -> Verdict:
+    body = bytes([Command.FIELD_LIST]) + payload
+    return session.policy.decide(ClientCommand(60, Command.FIELD_LIST, body, body), 0, {})
+
+
+@pytest.mark.parametrize(
+    ("payload", "text"),
+    [
+        (b"secret\0", "SHOW COLUMNS FROM `secret`"),
+        (b"secret", "SHOW COLUMNS FROM `secret`"),  # no NUL: the whole payload is the name
+        (b"secret\0c%", "SHOW COLUMNS FROM `secret` LIKE 'c%'"),
+        (b"secret\0it's\\\0x", "SHOW COLUMNS FROM `secret` LIKE 'it''s\\\\'"),
+    ],
+)
+def test_com_field_list_is_decided_as_show_columns(payload: bytes, text: str) -> None:
+    """COM_FIELD_LIST gives a table's column definitions, as SHOW COLUMNS does: it was
+    allowed (rule ``protocol``, no text) where a rule refused SHOW COLUMNS FROM secret.
+    It is decided and recorded as that text now: the same rule, the same reason."""
+    session = _ruled(SECRET_OFF_LIMITS, db="shop")
+    show = session.query(b"SHOW COLUMNS FROM secret")[1]
+    assert show.refusal is not None and show.refusal.rule == "secret-off-limits"
+    verdict = _field_list(session, payload)
+    assert verdict.command == "COM_FIELD_LIST" and verdict.refusal == show.refusal
+    (part,) = verdict.parts
+    assert (part.sql, part.kind) == (text, "SHOW")
+    assert verdict.ledger_fields(0)[:2] == ("blocked", "secret-off-limits")
+    # another table, or the same name in another schema: allowed, as the text is
+    allowed = _field_list(session, b"orders\0")
+    assert not allowed.refused and allowed.parts[0].decision.rule == ALLOW
+    assert allowed.parts[0].sql == "SHOW COLUMNS FROM `orders`"
+    assert not _field_list(_ruled(SECRET_OFF_LIMITS, db="other"), payload).refused
+
+
+@pytest.mark.parametrize(
+    ("login", "name", "rule"),
+    [
+        (UTF8MB4_GENERAL_CI, b"shop.secret", "not-understood"),  # one name, dot and all
+        (UTF8MB4_GENERAL_CI, b"x.y", "not-understood"),
+        (UTF8MB4_GENERAL_CI, "kün".encode("latin1"), "not-understood"),  # not UTF-8
+        (UTF8MB4_GENERAL_CI, "kün".encode(), ALLOW),
+        (LATIN1_SWEDISH_CI, "kün".encode("latin1"), "not-understood"),
+        (LATIN1_SWEDISH_CI, "kün".encode(), "not-understood"),
+        (LATIN1_SWEDISH_CI, b"kuen", ALLOW),
+    ],
+)
+def test_com_field_list_of_a_name_the_gateway_cannot_read_is_refused(
+    login: int, name: bytes, rule: str
+) -> None:
+    """The server reads COM_FIELD_LIST's name whole (a dot is part of it) in the client
+    character set: a name the rules would misread is not understood."""
+    session = Session(login)
+    verdict = _field_list(session, name + b"\0")
+    assert rule_of(verdict) == rule, verdict
+
+
 def test_a_use_on_its_way_leaves_the_schema_unknown() -> None:
     """USE and, before its answer, a statement with bare table names: the server may
     already be in the new schema, so a bare name may be a table of any schema."""
