@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from appliance.config import Config, MaskStrategy, TargetConfig
@@ -196,8 +196,3 @@ class ViewCatalog:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-
-
-def view_statement(kinds: Iterable[str]) -> bool:
-    """Whether statement kinds include one that changes views."""
-    return any("VIEW" in kind for kind in kinds)

@@ -882,7 +882,7 @@ class ClientLeg(asyncio.Protocol):
         if self.policy is not None:
             self.policy.completed(done.cmd, done.error, done.affected)
         approver = self._approvers.pop(done.cmd.id, None)
-        if self.gw.catalog is not None and any("VIEW" in part.kind for part in verdict.parts):
+        if self.gw.catalog is not None and any(part.views for part in verdict.parts):
             self.gw.catalog.invalidate()
         who = self.who if approver is None else {**self.who, "approver": approver}
         if done.unfinished is not None:

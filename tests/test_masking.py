@@ -243,6 +243,48 @@ def test_a_view_made_later_is_masked_as_soon_as_it_exists(gw: GatewayProcess) ->
     assert rows == [("************1111",)]
 
 
+def _create_view_run_by_another(gw: GatewayProcess, name: str, how: str) -> None:
+    """As the exempt auditor, CREATE VIEW name over the card column, run the way given."""
+    create = f"CREATE VIEW shop.{name} AS SELECT id, card_number AS x FROM shop.mask_customers"
+    if how == "execute immediate":
+        query(gw, "EXECUTE IMMEDIATE '" + create + "'", user="auditor")
+    elif how == "prepare and execute":
+        conn = gw.connect(user="auditor", database="shop")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("PREPARE make_view FROM '" + create + "'")
+                time.sleep(1.5)  # the catalog's reading after the PREPARE is over by now
+                cur.execute("EXECUTE make_view")
+        finally:
+            conn.close()
+    else:  # a prepared statement of the binary protocol, executed a while after
+        conn = gw.connector(user="auditor", database="shop")
+        try:
+            prepared = conn.cmd_stmt_prepare(create.encode())
+            time.sleep(1.5)
+            conn.cmd_stmt_execute(prepared["statement_id"])
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("how", ["execute immediate", "prepare and execute", "binary protocol"])
+def test_a_view_made_by_a_statement_run_by_another_is_masked_at_once(
+    gw: GatewayProcess, how: str
+) -> None:
+    """A view created by EXECUTE IMMEDIATE, EXECUTE or COM_STMT_EXECUTE did not make the
+    catalog read the views again (the kind recorded is EXECUTE): until the next periodic
+    reading (a minute), the view showed the card in the clear."""
+    name = "mask_late_" + how.replace(" ", "_")
+    _create_view_run_by_another(gw, name, how)
+    deadline = time.monotonic() + 10
+    rows = query(gw, f"SELECT x FROM {name} WHERE id = 1")
+    while rows != [("************1111",)] and time.monotonic() < deadline:
+        assert rows == [(CARD,)]
+        time.sleep(0.1)
+        rows = query(gw, f"SELECT x FROM {name} WHERE id = 1")
+    assert rows == [("************1111",)]
+
+
 # Uses of a masked column that would lose its origin or probe its value: refused.
 REFUSED = [
     ("SELECT UPPER(card_number) FROM mask_customers", "inside UPPER()"),

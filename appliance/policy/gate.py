@@ -125,6 +125,9 @@ class Part:
     kind: str
     decision: Decision
     functions: frozenset[str] = frozenset()  # what it calls (the row estimate checks)
+    # it may create, change or drop a view (masking's view catalog reads them again):
+    # CREATE VIEW itself, or run by EXECUTE IMMEDIATE, EXECUTE or a prepared statement
+    views: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,11 @@ def _protocol_kind(label: str) -> str:
     """The statement kind the ledger shows for a protocol command: COM_STMT_FETCH is
     STMT FETCH."""
     return label.removeprefix("COM_").replace("_", " ")
+
+
+#: The word VIEW in a prepared text (CREATE, ALTER or DROP VIEW): executing it may
+#: change a view.
+_VIEW_WORD = re.compile(rb"view", re.IGNORECASE)
 
 
 def _part(sql: str | None, kind: str, rule: str = "protocol") -> Part:
@@ -542,7 +550,8 @@ class SessionPolicy:
                 return self._verdict(label, (Part(None, "EXECUTE", _EXECUTE_BEFORE_PREPARED),))
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
-            verdict = Verdict(label, (_part(text, "EXECUTE", "prepared"),))
+            views = _VIEW_WORD.search(sql) is not None  # CREATE VIEW prepared, run now
+            verdict = Verdict(label, (replace(_part(text, "EXECUTE", "prepared"), views=views),))
             return self._guarded(verdict, cmd, prepared=sql)
         if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`
             schema = cmd.payload[1:].decode("utf-8", "replace")
@@ -694,7 +703,7 @@ class SessionPolicy:
             if shadow is not None:
                 return self._verdict(
                     verdict.command,
-                    tuple(Part(p.sql, p.kind, shadow, p.functions) for p in verdict.parts),
+                    tuple(replace(p, decision=shadow) for p in verdict.parts),
                 )
             # a statement for review is checked too: an approval must not copy masked
             # values out in the clear (it is refused, never rewritten, then)
@@ -773,7 +782,7 @@ class SessionPolicy:
                 part = verdict.parts[0]
                 return Verdict(
                     verdict.command,
-                    (Part(part.sql, part.kind, decision, part.functions),),
+                    (replace(part, decision=decision),),
                     rewritten=text,
                 )
         first = uses[0]
@@ -785,7 +794,7 @@ class SessionPolicy:
             f"a plain column, and here it is used {first.where}{more}. Select the column "
             "itself (its value comes back masked), or leave it out",
         )
-        parts = tuple(Part(p.sql, p.kind, decision, p.functions) for p in verdict.parts)
+        parts = tuple(replace(p, decision=decision) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
 
     def _too_many(self, sql: bytes, label: str, count: int) -> Verdict:
@@ -842,7 +851,8 @@ class SessionPolicy:
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
                     decision = checked
-            parts.append(Part(None if single else c.text, c.kind, decision, c.functions))
+            views = "VIEW" in runs.kind or (c.kind == "EXECUTE" and c.inner is None)
+            parts.append(Part(None if single else c.text, c.kind, decision, c.functions, views))
             if c.kind == "USE" or touches_lexing:
                 stateful = True
                 if c.kind == "USE" and not decision.refused and label == "COM_QUERY":
@@ -958,7 +968,7 @@ class SessionPolicy:
         tripped = self.policy.guard(self.who.identity, writes, time.monotonic(), count)
         if tripped is None:
             return verdict
-        parts = tuple(Part(p.sql, p.kind, tripped, p.functions) for p in verdict.parts)
+        parts = tuple(replace(p, decision=tripped) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
 
     def _prepared(self, sql: bytes, writes: bool) -> None:
