@@ -2184,31 +2184,53 @@ def _assignments(
 
 _CURRENT_MODES = frozenset({"@@sql_mode", "@@session.sql_mode", "@@local.sql_mode"})
 
+#: Every sql_mode name MariaDB 10.11 knows: REPLACE(@@sql_mode, '<one of them>', '')
+#: removes it. None is part of another but ANSI of ANSI_QUOTES, which leaves _QUOTES,
+#: no mode: a removal cannot make a new mode out of what is left.
+_MODE_NAMES = frozenset(
+    (
+        "REAL_AS_FLOAT PIPES_AS_CONCAT ANSI_QUOTES IGNORE_SPACE IGNORE_BAD_TABLE_OPTIONS "
+        "ONLY_FULL_GROUP_BY NO_UNSIGNED_SUBTRACTION NO_DIR_IN_CREATE POSTGRESQL ORACLE "
+        "MSSQL DB2 MAXDB NO_KEY_OPTIONS NO_TABLE_OPTIONS NO_FIELD_OPTIONS MYSQL323 MYSQL40 "
+        "ANSI NO_AUTO_VALUE_ON_ZERO NO_BACKSLASH_ESCAPES STRICT_TRANS_TABLES "
+        "STRICT_ALL_TABLES NO_ZERO_IN_DATE NO_ZERO_DATE ALLOW_INVALID_DATES "
+        "ERROR_FOR_DIVISION_BY_ZERO TRADITIONAL NO_AUTO_CREATE_USER HIGH_NOT_PRECEDENCE "
+        "NO_ENGINE_SUBSTITUTION PAD_CHAR_TO_FULL_LENGTH EMPTY_STRING_IS_NULL "
+        "SIMULTANEOUS_ASSIGNMENT TIME_ROUND_FRACTIONAL"
+    ).split()
+)
+
 
 def _mode_concat(tokens: Sequence[Token], start: int, stop: int) -> str | None:
-    """The value of ``CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')`` (an idiom of client
-    libraries) as text, the session's modes written ``@@sql_mode``: the policy checks
-    the modes added. Only string literals and the session's sql_mode, in nested CONCATs;
-    None for anything else."""
+    """The value of the idioms of client libraries that add modes to the session's,
+    ``CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')``, or remove one,
+    ``REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY', '')``, as text with the session's modes
+    written ``@@sql_mode`` (a removal leaves them that, or fewer): the policy checks the
+    modes added. Only string literals, the session's sql_mode and whole mode names
+    removed, nested; None for anything else."""
+    if stop - start == 1:
+        t = tokens[start]
+        if t.kind == Tok.STRING:
+            return t.text
+        if t.kind == Tok.VARIABLE and t.text.lower() in _CURRENT_MODES:
+            return "@@sql_mode"
+        return None
+    call = word_at(tokens, start)
     if not (
-        word_at(tokens, start) == "CONCAT"
+        call in ("CONCAT", "REPLACE")
         and punct_at(tokens, start + 1, "(")
         and punct_at(tokens, stop - 1, ")")
     ):
         return None
-    parts: list[str] = []
-    for a, b in _split_commas(tokens, start + 2, stop - 1):
-        t = tokens[a]
-        if b - a == 1 and t.kind == Tok.STRING:
-            parts.append(t.text)
-        elif b - a == 1 and t.kind == Tok.VARIABLE and t.text.lower() in _CURRENT_MODES:
-            parts.append("@@sql_mode")
-        else:
-            inner = _mode_concat(tokens, a, b)
-            if inner is None:
-                return None
-            parts.append(inner)
-    return "".join(parts)
+    args = _split_commas(tokens, start + 2, stop - 1)
+    values = [_mode_concat(tokens, a, b) for a, b in args]
+    if any(v is None for v in values):
+        return None
+    if call == "CONCAT":
+        return "".join(v for v in values if v is not None)
+    if len(values) != 3 or values[2] != "" or (values[1] or "").upper() not in _MODE_NAMES:
+        return None
+    return values[0]
 
 
 def _assigned_name(tokens: Sequence[Token], a: int, eq: int, scope: str) -> str:

@@ -624,6 +624,9 @@ SQL_MODE = [
         "SET sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT')",
         "SET sql_mode = CONCAT(@@sql_mode, ',', 'ORACLE')",
         "SET sql_mode = CONCAT(@@global.sql_mode, ',STRICT_ALL_TABLES')",  # not the session's
+        "SET sql_mode = REPLACE(@@sql_mode, 'STRICT_TRANS_TABLES', 'ORACLE')",
+        "SET sql_mode = REPLACE(@@sql_mode, '_QUOTES', '')",  # ANSI_QUOTES would be ANSI
+        "SET sql_mode = CONCAT(REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY', ''), ',ANSI')",
         "SET STATEMENT sql_mode = 'PIPES_AS_CONCAT' FOR SELECT 'a' || 'b'",
         # the server reads the text it runs under the statement's sql_mode
         "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR EXECUTE IMMEDIATE 'SELECT 1'",
@@ -642,6 +645,8 @@ SQL_MODE = [
         "SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'",
         "SET SESSION sql_mode = 'traditional,ansi_quotes'",
         "SET sql_mode = ''",
+        "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'ONLY_FULL_GROUP_BY', '')",
+        "SET sql_mode = @@sql_mode",
         "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1",
         "SELECT JSON_VALUE('[1, 2]', '$[1]')",
     ),
