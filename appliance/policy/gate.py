@@ -1171,15 +1171,20 @@ _PREPARED_USE = Decision(
 )
 
 
+def _name_refusal(what: str, name: str, problem: str) -> Decision:
+    """The refusal of a name a command carries outside any statement text."""
+    quoted = "`" + name.replace("`", "``") + "`"
+    return Decision(RuleAction.BLOCK, "not-understood", f"the {what} name {quoted} {problem}")
+
+
 def _dotted_schema(schema: str) -> Decision:
     """COM_INIT_DB of a schema whose name holds a dot (a USE of one is not understood)."""
-    quoted = "`" + schema.replace("`", "``") + "`"
-    return Decision(
-        RuleAction.BLOCK,
-        "not-understood",
-        f"the schema name {quoted} contains a dot, which the gateway's rules cannot tell "
-        "from a schema.table name, so it could not tell which tables later statements "
-        "touch. Use a schema whose name has no dot (a database administrator can rename it)",
+    return _name_refusal(
+        "schema",
+        schema,
+        "contains a dot, which the gateway's rules cannot tell from a schema.table name, so "
+        "it could not tell which tables later statements touch. Use a schema whose name has "
+        "no dot (a database administrator can rename it)",
     )
 
 
@@ -1233,13 +1238,11 @@ def _unreadable_name(what: str, name: str, reading: _Reading) -> Decision | None
         return None
     else:
         why = "bytes >= 0x80 in a client character set that is not UTF-8"
-    quoted = "`" + name.replace("`", "``") + "`"
-    return Decision(
-        RuleAction.BLOCK,
-        "not-understood",
-        f"the {what} name {quoted} holds {why}: the gateway reads names only as UTF-8, so "
-        "it could not tell which rules name it. Use utf8mb4 (SET NAMES utf8mb4) for "
-        "non-ASCII names",
+    return _name_refusal(
+        what,
+        name,
+        f"holds {why}: the gateway reads names only as UTF-8, so it could not tell which "
+        "rules name it. Use utf8mb4 (SET NAMES utf8mb4) for non-ASCII names",
     )
 
 
