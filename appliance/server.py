@@ -1018,7 +1018,7 @@ class ClientLeg(asyncio.Protocol):
         first_seq = self._statements + 1
         self._statements += len(verdict.parts)
         self._begun[cmd.id] = (time.monotonic(), verdict, first_seq)
-        self.context["db"] = policy.db
+        self.context["db"] = policy.db_of(cmd)
         for identity, message in self.gw.policy.alerts:
             self.gw.audit.background(
                 records.alert(

@@ -676,6 +676,36 @@ def test_sql_modes_that_read_text_differently(mariadb: MariaDB, tmp_path: Path) 
     assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "not-understood")]
 
 
+def test_a_statement_pipelined_after_a_use_records_no_schema(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """USE shop and a statement sent before its answer: the statement's record said the
+    old schema while the server ran it in shop (an approval request for it did too, and
+    counted its rows there). Its schema is recorded as not known now."""
+    direct(mariadb, "CREATE DATABASE IF NOT EXISTS pol_pipe")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    marker = f"pipe-{time.time_ns()}"
+    try:
+        with gw.connect(database="pol_pipe") as conn:
+            conn._sock.sendall(
+                frame(0, b"\x03USE shop") + frame(0, f"\x03SELECT DATABASE(), '{marker}'".encode())
+            )
+            conn._next_seq_id = 1
+            conn._read_query_result()  # the USE's OK
+            conn._next_seq_id = 1
+            conn._read_query_result()
+            assert conn._result.rows == (("shop", marker),)
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT '{marker} after'")
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP DATABASE IF EXISTS pol_pipe")
+    recs = {r["sql"]: r for r in statements(gw) if marker in r["sql"] or r["sql"] == "USE shop"}
+    assert recs["USE shop"]["db"] == "pol_pipe"
+    assert recs[f"SELECT DATABASE(), '{marker}'"]["db"] is None
+    assert recs[f"SELECT '{marker} after'"]["db"] == "shop"
+
+
 SEQUENCE_OFF_LIMITS = """
 [[rules]]
 name = "sequence-is-off-limits"

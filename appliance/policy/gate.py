@@ -643,6 +643,14 @@ class SessionPolicy:
             "at login, CONNECTION_ID(); KILL USER and KILL QUERY ID are refused)",
         )
 
+    def db_of(self, cmd: ClientCommand) -> str | None:
+        """The schema a command runs in, for its records and an approval request: None
+        while an earlier USE or COM_INIT_DB is on its way (pipelined before it, the
+        server may be in either schema)."""
+        if self._uses and any(other != cmd.id for other in self._uses):
+            return None
+        return self.db
+
     @property
     def schema(self) -> str | None:
         """The schema unqualified table names are read in: None (any schema) while a USE

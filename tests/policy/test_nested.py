@@ -220,3 +220,21 @@ def test_a_table_created_under_a_masked_name_by_another_statement_is_refused(for
     assert plain[0] == "masking"
     assert refusal(session.run(form.format(create))) == plain
     assert not session.run(form.format("CREATE TEMPORARY TABLE t (id INT)")).refused
+
+
+def test_the_schema_of_a_command_pipelined_after_a_use_is_not_known() -> None:
+    """A USE, then a statement sent before its answer: the statement's records (and an
+    approval request for it) named the old schema, where the server may run it in the
+    new one. Its schema is not known until the USE is answered."""
+    session = Session()
+    use, verdict = session.send("USE shop")
+    assert not verdict.refused
+    after, _ = session.send("SELECT 1")
+    assert session.policy.db_of(use) == "other"  # the USE itself runs in the old one
+    assert session.policy.db_of(after) is None
+    init_db, _ = session.send("other", Command.INIT_DB)
+    session.policy.completed(use, None, 0)
+    assert session.policy.db_of(after) is None  # COM_INIT_DB still on its way
+    session.policy.completed(init_db, None, 0)
+    later, _ = session.send("SELECT 2")
+    assert session.policy.db_of(later) == "other"
