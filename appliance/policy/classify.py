@@ -2182,7 +2182,9 @@ def _assignments(
     return tuple(found)
 
 
-_CURRENT_MODES = frozenset({"@@sql_mode", "@@session.sql_mode", "@@local.sql_mode"})
+_CURRENT_MODES = frozenset(
+    {"@@sql_mode", "@@session.sql_mode", "@@local.sql_mode", "@@global.sql_mode"}
+)
 
 #: Every sql_mode name MariaDB 10.11 knows: REPLACE(@@sql_mode, '<one of them>', '')
 #: removes it. None is part of another but ANSI of ANSI_QUOTES, which leaves _QUOTES,
@@ -2203,34 +2205,54 @@ _MODE_NAMES = frozenset(
 
 def _mode_concat(tokens: Sequence[Token], start: int, stop: int) -> str | None:
     """The value of the idioms of client libraries that add modes to the session's,
-    ``CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')``, or remove one,
-    ``REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY', '')``, as text with the session's modes
-    written ``@@sql_mode`` (a removal leaves them that, or fewer): the policy checks the
-    modes added. Only string literals, the session's sql_mode and whole mode names
-    removed, nested; None for anything else."""
+    ``CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')`` (CONCAT_WS too), or remove one,
+    ``REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY', '')`` (also in ``(SELECT ...)``), as
+    text with the session's modes written ``@@sql_mode`` (a removal leaves them that, or
+    fewer; the global ones, which the session started in, count as the session's): the
+    policy checks the modes added. Only literals (a double-quoted one is a string, or
+    under ANSI_QUOTES a name, which the server reads as the same mode), those variables,
+    and whole mode names removed, nested; None for anything else."""
     if stop - start == 1:
         t = tokens[start]
-        if t.kind == Tok.STRING:
+        if t.kind in (Tok.STRING, Tok.IDENT):
             return t.text
         if t.kind == Tok.VARIABLE and t.text.lower() in _CURRENT_MODES:
             return "@@sql_mode"
         return None
+    if (
+        punct_at(tokens, start, "(")
+        and word_at(tokens, start + 1) == "SELECT"
+        and punct_at(tokens, stop - 1, ")")
+    ):
+        return _mode_concat(tokens, start + 2, stop - 1)
     call = word_at(tokens, start)
     if not (
-        call in ("CONCAT", "REPLACE")
+        call in ("CONCAT", "CONCAT_WS", "REPLACE")
         and punct_at(tokens, start + 1, "(")
         and punct_at(tokens, stop - 1, ")")
     ):
         return None
     args = _split_commas(tokens, start + 2, stop - 1)
     values = [_mode_concat(tokens, a, b) for a, b in args]
-    if any(v is None for v in values):
+    if not values or any(v is None for v in values):
         return None
+    texts = [v or "" for v in values]
     if call == "CONCAT":
-        return "".join(v for v in values if v is not None)
-    if len(values) != 3 or values[2] != "" or (values[1] or "").upper() not in _MODE_NAMES:
+        return "".join(texts)
+    if call == "CONCAT_WS":
+        return texts[0].join(texts[1:])
+    if len(texts) != 3:
         return None
-    return values[0]
+    base, removed, put = texts
+    if (removed, put) == (",,", ","):  # tidying up after a removal
+        return base
+    if (
+        put == ""
+        and removed.strip(",").upper() in _MODE_NAMES
+        and len(removed) - len(removed.strip(",")) <= 1
+    ):
+        return base
+    return None
 
 
 def _assigned_name(tokens: Sequence[Token], a: int, eq: int, scope: str) -> str:

@@ -681,12 +681,14 @@ def _sql_mode_refusal(value: str | None) -> str | None:
     """Why a SET of sql_mode to ``value`` (a literal, None: computed) is refused."""
     if value is None:
         return (
-            "SET sql_mode to a computed value could turn on a mode under which the server "
-            "reads statements differently from the gateway. Set it to a quoted list of "
-            "modes, for example SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'"
+            "SET sql_mode to a value the gateway cannot read (a variable, a function) could "
+            "turn on a mode under which the server reads statements differently from the "
+            "gateway. Set it to a quoted list of modes (SET sql_mode = "
+            "'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'), DEFAULT, CONCAT(@@sql_mode, "
+            "',MODE') to add one, or REPLACE(@@sql_mode, 'MODE', '') to remove one"
         )
-    if value.lower() == "default":
-        return None  # the server's global sql_mode (docs/policy.md: the operator's)
+    if value.lower() in ("default", "0"):
+        return None  # the server's global sql_mode (docs/policy.md: the operator's); none
     # "@@sql_mode": the session's own modes, from CONCAT(@@sql_mode, ',...')
     modes = {part.strip().upper() for part in value.split(",")} - {"@@SQL_MODE"}
     unread = sorted(modes - SQL_MODES_READ)

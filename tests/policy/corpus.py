@@ -623,7 +623,10 @@ SQL_MODE = [
         "SET sql_mode = 4",
         "SET sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT')",
         "SET sql_mode = CONCAT(@@sql_mode, ',', 'ORACLE')",
-        "SET sql_mode = CONCAT(@@global.sql_mode, ',STRICT_ALL_TABLES')",  # not the session's
+        "SET sql_mode = CONCAT_WS(',', @@sql_mode, 'ORACLE')",
+        "SET sql_mode = (SELECT REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY', '') FROM dual)",
+        "SET SQL_MODE = @OLD_SQL_MODE",  # a variable's value is not known
+        'SET sql_mode = "ORACLE"',
         "SET sql_mode = REPLACE(@@sql_mode, 'STRICT_TRANS_TABLES', 'ORACLE')",
         "SET sql_mode = REPLACE(@@sql_mode, '_QUOTES', '')",  # ANSI_QUOTES would be ANSI
         "SET sql_mode = CONCAT(REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY', ''), ',ANSI')",
@@ -647,6 +650,16 @@ SQL_MODE = [
         "SET sql_mode = ''",
         "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'ONLY_FULL_GROUP_BY', '')",
         "SET sql_mode = @@sql_mode",
+        "SET sql_mode = CONCAT(@@global.sql_mode, ',STRICT_ALL_TABLES')",
+        "SET sql_mode = @@GLOBAL.sql_mode",
+        "SET sql_mode = 0",
+        # double quotes: a string, or under ANSI_QUOTES a name, the same mode either way
+        'SET sql_mode = "NO_ENGINE_SUBSTITUTION"',
+        'SET SESSION sql_mode = ""',
+        "SET sql_mode = (SELECT REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY', ''))",
+        "SET sql_mode = REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY,', '')",
+        "SET sql_mode = REPLACE(REPLACE(@@sql_mode, 'ONLY_FULL_GROUP_BY', ''), ',,', ',')",
+        "SET sql_mode = CONCAT_WS(',', @@sql_mode, 'STRICT_TRANS_TABLES')",
         "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1",
         "SELECT JSON_VALUE('[1, 2]', '$[1]')",
     ),
