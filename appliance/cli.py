@@ -172,20 +172,37 @@ def build_parser() -> argparse.ArgumentParser:
         "list",
         help="list pending approvals",
         description="Prints one line per pending request, oldest first: the id, the "
-        "requester, appliance/target, the seconds left and the statement. Nothing on "
-        "standard output (and 'no pending approvals' on standard error) when there are none.",
+        "requester, appliance/target, the seconds left and the statement, cut to the line "
+        "('approvals show ID' prints it whole). Nothing on standard output (and 'no "
+        "pending approvals' on standard error) when there are none.",
     )
     config_option(approvals_list)
     approvals_list.add_argument(
         "--appliance", metavar="NAME", help="only this gateway ([appliance] name)"
     )
+    approvals_show = approval_commands.add_parser(
+        "show",
+        help="print a pending request with its whole statement",
+        description="Prints the request (who, where, seconds left, rule and reason, "
+        "sql_sha256) and then its whole statement as the gateway sent it, line breaks "
+        "kept, control characters as \\xNN: what 'approvals approve ID' would approve. "
+        "A statement the gateway cut (past 65,536 characters) is said to be cut.",
+    )
+    approvals_show.add_argument("id", metavar="ID")
+    config_option(approvals_show)
     for action in ("approve", "deny"):
+        look = (
+            " It approves the whole statement, not the part 'approvals list' shows: read "
+            "it first with 'approvals show ID'."
+            if action == "approve"
+            else ""
+        )
         decide = approval_commands.add_parser(
             action,
             help=f"{action} a pending request",
             description="Sends the decision with the operator's token (the [bus] user of "
             "the configuration must be allowed to publish it) and waits until the gateway "
-            "accepts it: exit 0 when it did, 1 when it did not.",
+            f"accepts it: exit 0 when it did, 1 when it did not.{look}",
         )
         decide.add_argument("id", metavar="ID")
         config_option(decide)
@@ -733,7 +750,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_approvals(args: argparse.Namespace) -> int:
-    """``approvals list|approve|deny`` over the ``[bus]`` of the configuration: exit 1
+    """``approvals list|show|approve|deny`` over the ``[bus]`` of the configuration: exit 1
     when the broker or the gateway says no, 2 for bad input."""
     import asyncio
     import time
@@ -760,6 +777,15 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
             now = time.time()
             for request in requests:
                 print(operator.format_request(request, now, width))
+            return 0
+        if action == "show":
+            request = asyncio.run(operator.show_pending(config.bus, args.id))
+            try:
+                print(operator.format_whole(request, time.time()), flush=True)
+            except BrokenPipeError:  # the reader went away (``| head``): stop quietly
+                import os
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         claim = config.identity.username_claim if config.identity is not None else "email"
         token, name = operator.read_token_for(args.token_file, claim)

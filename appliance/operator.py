@@ -48,9 +48,11 @@ __all__ = [
     "decide",
     "decision_body",
     "format_request",
+    "format_whole",
     "list_pending",
     "read_token",
     "read_token_for",
+    "show_pending",
     "token_user",
 ]
 
@@ -95,6 +97,9 @@ class Request:
     sql_sha256: str
     requested_at: float
     expires_at: float
+    rule: str = "?"
+    reason: str = ""
+    sql_truncated: bool = False  # ``sql`` is the start of the statement only
 
     @classmethod
     def from_message(cls, appliance: str, request_id: str, payload: bytes) -> Request | None:
@@ -130,6 +135,9 @@ class Request:
             sql_sha256=sql_sha256,
             requested_at=number("requested_at"),
             expires_at=number("expires_at"),
+            rule=text("rule"),
+            reason=text("reason"),
+            sql_truncated=body.get("sql_truncated") is True,
         )
 
 
@@ -201,7 +209,7 @@ def _printable(text: str) -> str:
 
 def format_request(request: Request, now: float, width: int = 200) -> str:
     """``ID  IDENTITY  APPLIANCE/TARGET  Ns left  STATEMENT`` on one line; the statement
-    is cut (``...``) so the line fits ``width``."""
+    is cut (``...``) so the line fits ``width`` (``format_whole`` shows all of it)."""
     left = max(0, math.ceil(request.expires_at - now))
     head = (
         f"{_printable(request.id)}  {_printable(request.identity)}  "
@@ -212,6 +220,29 @@ def format_request(request: Request, now: float, width: int = 200) -> str:
     if len(sql) > room:
         sql = sql[: room - 3] + "..."
     return head + sql
+
+
+def format_whole(request: Request, now: float) -> str:
+    """The request with its whole statement, as it came, last: its lines as they are
+    (a line break ends a ``--`` comment, so what follows shows on a line of its own),
+    every other control character as ``\\xNN`` (it must not drive the terminal)."""
+    left = max(0, math.ceil(request.expires_at - now))
+    sql = "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in request.sql)
+    if request.sql_truncated:
+        what = (
+            f"statement: ONLY ITS FIRST {len(request.sql):,} CHARACTERS came (the gateway "
+            "cut it; the ledger has it whole): do not approve what you have not read"
+        )
+    else:
+        what = f"statement, whole ({len(request.sql):,} characters)"
+    return (
+        f"id {_printable(request.id)}\n"
+        f"from {_printable(request.identity)} on "
+        f"{_printable(request.appliance)}/{_printable(request.target)}, {left}s left\n"
+        f"rule {_printable(request.rule)}: {_printable(request.reason)}\n"
+        f"sha256 {_printable(request.sql_sha256)}\n"
+        f"{what}:\n{sql}"
+    )
 
 
 # -- the connection ---------------------------------------------------------------------
@@ -391,6 +422,27 @@ async def list_pending(
     return sorted(found.values(), key=lambda r: (r.requested_at, r.appliance, r.id))
 
 
+async def _pending(connection: _Connection, request_id: str) -> Request:
+    """The pending request ``request_id`` (one topic level): OperatorError when no
+    gateway, or more than one, holds it."""
+    config = connection.config
+    pattern = f"{config.topic_prefix}/+/approvals/{request_id}"
+    found = await _retained(connection, pattern, "+", LIST_WAIT_S)
+    if not found:
+        raise OperatorError(f"no pending approval {request_id}")
+    if len(found) > 1:
+        names = ", ".join(sorted(appliance for appliance, _ in found))
+        raise OperatorError(f"approval {request_id} is pending on several gateways: {names}")
+    return next(iter(found.values()))
+
+
+async def show_pending(config: BusConfig, request_id: str) -> Request:
+    """The pending request ``request_id``, with its statement as the gateway sent it."""
+    check_level(request_id, "ID")
+    async with _connect(config) as connection:
+        return await _pending(connection, request_id)
+
+
 async def decide(
     config: BusConfig,
     request_id: str,
@@ -405,14 +457,7 @@ async def decide(
     the gateway clears it; OperatorError when it is unknown or the decision did not count."""
     check_level(request_id, "ID")
     async with _connect(config) as connection:
-        pattern = f"{config.topic_prefix}/+/approvals/{request_id}"
-        found = await _retained(connection, pattern, "+", LIST_WAIT_S)
-        if not found:
-            raise OperatorError(f"no pending approval {request_id}")
-        if len(found) > 1:
-            names = ", ".join(sorted(appliance for appliance, _ in found))
-            raise OperatorError(f"approval {request_id} is pending on several gateways: {names}")
-        request = next(iter(found.values()))
+        request = await _pending(connection, request_id)
         base = f"{config.topic_prefix}/{request.appliance}"
         # Best-effort: a gateway that publishes alerts says at once why a decision failed.
         await connection.subscribe(f"{base}/alerts", 0, required=False)

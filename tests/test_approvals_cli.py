@@ -5,6 +5,7 @@ decisions)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -126,6 +127,49 @@ def test_list_shows_a_held_statement(
         assert held.result() is not None
     finally:
         held.close()
+
+
+def test_show_prints_the_whole_statement_that_list_cuts(
+    gw: GatewayProcess, config: Path, tokens: dict[str, Path]
+) -> None:
+    """``list`` cuts a statement to the line: past the cut, a comment may hide what
+    runs. ``show`` prints it whole, line breaks kept, before anyone approves it."""
+    words = "harmless words " * 40
+    sql = f"ALTER TABLE appr_cli COMMENT '{words}' -- nothing else\n, DROP COLUMN id"
+    held = Held(gw, sql)
+    try:
+        start = sql[:40]
+        deadline = time.monotonic() + 15
+        while True:
+            result = sqlgate("approvals", "list", "-c", config)
+            assert result.returncode == 0, result.stderr
+            line = next((x for x in result.stdout.splitlines() if start in x), None)
+            if line is not None:
+                break
+            assert time.monotonic() < deadline, result.stdout
+            time.sleep(0.2)
+        assert line.endswith("...") and "DROP COLUMN" not in line  # cut to 200
+        rid = request_id(line)
+        shown = sqlgate("approvals", "show", rid, "-c", config)
+        assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+        head, statement = shown.stdout.split(f"statement, whole ({len(sql):,} characters):\n")
+        assert statement == sql + "\n"  # as sent: the DROP on its own line
+        lines = head.splitlines()
+        assert lines[0] == f"id {rid}"
+        assert re.fullmatch(r"from agent on test-gw/orders, \d+s left", lines[1]), lines[1]
+        assert lines[2].startswith("rule ") and lines[3].startswith("sha256 ")
+        assert len(lines) == 4
+        helped = sqlgate("approvals", "approve", "--help")
+        assert "read it first with 'approvals show ID'" in " ".join(helped.stdout.split())
+        denied = sqlgate("approvals", "deny", rid, "-c", config, "--token-file", tokens["dba"])
+        assert denied.returncode == 0, denied.stderr
+        assert held.result() is not None
+    finally:
+        held.close()
+    gone = sqlgate("approvals", "show", rid, "-c", config)
+    assert one_line(gone, 1) == f"sqlgate: no pending approval {rid}"
+    bad = sqlgate("approvals", "show", "sqlgate/#", "-c", config)
+    assert "ID 'sqlgate/#'" in one_line(bad, 2)
 
 
 def test_approve_lets_the_held_client_finish(
@@ -388,3 +432,32 @@ def test_a_listed_statement_is_one_line_cut_to_the_width() -> None:
         "a1  agent@example.com  edge-1/orders  110s left  UPDATE t \u23ce SET a = '\\x1b[2J' WHERE"
     )
     assert format_request(request, now=500.0).split("  ")[3] == "0s left"
+
+
+def test_a_shown_statement_keeps_its_lines_and_says_when_it_was_cut() -> None:
+    from appliance.operator import Request, format_whole
+
+    request = Request(
+        id="a1",
+        appliance="edge-1",
+        identity="agent@example.com",
+        target="orders",
+        sql="UPDATE t -- x\n  SET a = '\x1b[2J'\rWHERE id = 1 \u202e" + "x" * 300,
+        sql_sha256="0" * 64,
+        requested_at=100.0,
+        expires_at=220.0,
+        rule="review",
+        reason="an UPDATE needs a person",
+    )
+    assert format_whole(request, now=110.2) == (
+        "id a1\n"
+        "from agent@example.com on edge-1/orders, 110s left\n"
+        "rule review: an UPDATE needs a person\n"
+        f"sha256 {'0' * 64}\n"
+        "statement, whole (345 characters):\n"
+        "UPDATE t -- x\n  SET a = '\\x1b[2J'\\x0dWHERE id = 1 \\x202e" + "x" * 300
+    )
+    cut = dataclasses.replace(request, sql_truncated=True)
+    assert "statement: ONLY ITS FIRST 345 CHARACTERS came (the gateway cut it" in format_whole(
+        cut, now=110.2
+    )

@@ -359,8 +359,25 @@ class ConsoleApp(App[None]):
             return False
         return True
 
+    def _approvable(self, request: Request) -> bool:
+        """Decidable, and its whole text came: an approval binds the whole statement,
+        so one the gateway cut is never approved from the part shown (it may be denied)."""
+        if not self._decidable(request):
+            return False
+        if request.sql_truncated:
+            self.notify(
+                f"only the first {len(request.sql):,} characters of this statement came "
+                "(the gateway cut it): it cannot be approved here, unread. Deny it (d), or "
+                "read it whole in the ledger and decide with `sqlgate approvals` "
+                f"(id {printable(request.id, 64)})",
+                title="Not shown in full",
+                severity="warning",
+            )
+            return False
+        return True
+
     def approve(self, request: Request) -> None:
-        if self._decidable(request):
+        if self._approvable(request):
             self.run_worker(self._decide(request, "approve"))
 
     def deny(self, request: Request) -> None:
@@ -381,7 +398,7 @@ class ConsoleApp(App[None]):
         )
 
     def approve_with_grant(self, request: Request) -> None:
-        if not self._decidable(request):
+        if not self._approvable(request):
             return
         if request.fingerprint is None:
             self.notify(

@@ -8,6 +8,8 @@ from typing import Any
 
 from console.drive import Run, drive
 from console.story import NOW, messages, source
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable
 
 from tui.app import ConsoleApp, Operator
 from tui.model import EXPIRED_GRACE_S
@@ -28,9 +30,11 @@ Scenario = Callable[[Run], Awaitable[None]]
 
 
 def console(
-    operator: Operator | None = OPERATOR, notifications: bool = False
+    operator: Operator | None = OPERATOR,
+    notifications: bool = False,
+    size: tuple[int, int] = (100, 30),
 ) -> Callable[[Scenario], Callable[[], None]]:
-    """A test that runs its scenario in a console (100x30) once the recording played."""
+    """A test that runs its scenario in a console (``size``) once the recording played."""
 
     def wrap(scenario: Scenario) -> Callable[[], None]:
         def test() -> None:
@@ -42,7 +46,7 @@ def console(
                 await run.settle()
                 await scenario(run)
 
-            drive(app, played, notifications=notifications)
+            drive(app, played, size=size, notifications=notifications)
 
         test.__name__ = scenario.__name__
         test.__doc__ = scenario.__doc__
@@ -327,16 +331,91 @@ async def test_a_request_too_large_to_read_is_listed_and_cannot_be_decided_here(
     assert any("decide it with `sqlgate approvals`" in note for note in run.notes())
 
 
-@console()
-async def test_a_request_cut_short_says_so(run: Run) -> None:
-    cut = dict(next(m for m in messages() if m.topic.endswith("/b81e44c0aa93")).payload or {})
-    cut.update(id="0c0c0c0c0c0c", sql="DELETE FROM t /* " + "x" * 65_000, sql_truncated=True)
-    cut.update(expires_at=NOW + 1)
+async def on_top(run: Run, request_id: str, sql: str, **fields: Any) -> None:
+    """Deliver a request for ``sql`` that expires first, and select it (the top row)."""
+    body = dict(next(m for m in messages() if m.topic.endswith("/b81e44c0aa93")).payload or {})
+    body.update(id=request_id, sql=sql, sql_sha256="c" * 64, expires_at=NOW + 1, **fields)
     await run.press("2")
-    run.app._deliver(BusEvent("edge-1", ("approvals", "0c0c0c0c0c0c"), cut))
+    run.app._deliver(BusEvent("edge-1", ("approvals", request_id), body))
     await run.until("the request", lambda: len(run.app.model.requests) == 3)
     await run.press("up")
+
+
+COMMENTED_DROP = "ALTER TABLE appr_t COMMENT '" + "harmless words " * 40 + "', DROP COLUMN id"
+
+
+@console()
+async def test_the_detail_shows_a_long_statement_whole_before_a_approves_it(run: Run) -> None:
+    """645 characters: a comment, then DROP COLUMN. Cut to 600, the detail hid the
+    DROP that ``a`` approved."""
+    assert len(COMMENTED_DROP) == 645
+    await run.press("2")
+    await on_top(run, "0d0d0d0d0d0d", COMMENTED_DROP)
+    shown = " ".join(detail(run).split())  # wrapped to the pane's width
+    assert " ".join(COMMENTED_DROP.split()) + " rule review-bulk-updates" in shown
+    table = run.app.screen.query_one("#requests", DataTable)
+    row = table.get_row_at(table.cursor_row)
+    assert len(row[4].plain) == 120 and row[4].plain.endswith("\u2026")  # the row stays short
+    await run.press("a")
+    assert [(topic, body["sql_sha256"]) for topic, body in sent(run)] == [
+        ("sqlgate/edge-1/approvals/0d0d0d0d0d0d/decision", "c" * 64)
+    ]
+
+
+LONGER_DROP = COMMENTED_DROP.replace("harmless words " * 40, "harmless words " * 120)
+
+
+@console(size=(80, 24))
+async def test_a_and_g_wait_until_the_end_of_a_long_statement_was_on_screen(run: Run) -> None:
+    """On 80x24 a longer statement is longer than the pane: its DROP is below, to be
+    scrolled to before ``a`` or ``g`` approve."""
+    await on_top(run, "0d0d0d0d0d0d", LONGER_DROP)
+    await run.press("a", "g")
+    assert sent(run) == []
+    assert sum("scroll it to its end" in note for note in run.notes()) == 2
+    pane = run.app.screen.query_one("#request-pane", VerticalScroll)
+    assert pane.max_scroll_y > 0 and pane.scroll_y == 0
+    await run.press("tab", "pagedown")  # the pane: part of the way down
+    assert 0 < pane.scroll_y < pane.max_scroll_y
+    await run.press("a")
+    assert sent(run) == []
+    await run.press("end", "home")  # the end was on screen: read whole
+    await run.press("a")
+    assert [topic for topic, _ in sent(run)] == ["sqlgate/edge-1/approvals/0d0d0d0d0d0d/decision"]
+    run.app._deliver(BusEvent("edge-1", ("approvals", "0d0d0d0d0d0d"), None))  # it ran
+    await run.until("the row to go", lambda: len(run.app.model.requests) == 2)
+    assert run.app.focused is run.app.screen.query_one("#requests")  # not the pane
+    await run.press("down")  # another request: read from its top
+    assert pane.scroll_y == 0 and "UPDATE orders SET status = 'shipped'" in detail(run)
+    await run.press("a")  # it fits: nothing to scroll
+    assert sent(run)[-1][0] == "sqlgate/edge-1/approvals/b81e44c0aa93/decision"
+
+
+@console(size=(80, 24))
+async def test_a_denial_needs_no_scrolling(run: Run) -> None:
+    await on_top(run, "0d0d0d0d0d0d", LONGER_DROP)
+    await run.press("d", *"no", "enter")
+    assert [(topic, body["decision"]) for topic, body in sent(run)] == [
+        ("sqlgate/edge-1/approvals/0d0d0d0d0d0d/decision", "deny")
+    ]
+
+
+@console()
+async def test_a_request_cut_short_says_so_and_cannot_be_approved(run: Run) -> None:
+    """The gateway sent only the start of the statement: what follows was never shown,
+    so ``a`` and ``g`` refuse (however far it is scrolled); ``d`` denies it."""
+    sql = "DELETE FROM t /* " + "x" * 65_000
+    await on_top(run, "0c0c0c0c0c0c", sql, sql_truncated=True)
     assert "only its first 65,017 characters came" in detail(run)
+    await run.press("tab", "end")
+    await run.press("a", "g")
+    assert sent(run) == []
+    notes = [note for note in run.notes() if "the gateway cut it" in note]
+    assert len(notes) == 2 and "cannot be approved here" in notes[0]
+    await run.press("d", *"too long to read", "enter")
+    assert [(topic, body["decision"]) for topic, body in sent(run)] == [
+        ("sqlgate/edge-1/approvals/0c0c0c0c0c0c/decision", "deny")
+    ]
 
 
 @console()

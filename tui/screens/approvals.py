@@ -5,7 +5,13 @@ approves with a time-boxed grant for the same shape of statement.
 The keys act on the request shown in full below the table (``reading``), never on
 whatever row happens to be under the cursor: when that request goes (another operator
 answered it, it expired), nothing is selected until the operator picks a request
-again, so a key meant for it cannot fall on the one that took its row."""
+again, so a key meant for it cannot fall on the one that took its row.
+
+The pane below the table holds the whole statement, wrapped, and scrolls when it is
+longer than the pane (the mouse wheel, or Tab to it and the arrows, PgDn, End): ``a``
+and ``g`` act only once its end has been on screen (``_seen_whole``), and never on a
+statement the gateway cut (``sql_truncated``: the console refuses to approve it, ``d``
+may deny it)."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from tui.model import Change, Request, printable
@@ -35,6 +42,12 @@ COLUMNS = (
 
 def request_row_key(request: Request) -> str:
     return f"{request.appliance}\x00{request.id}"
+
+
+def _shown(request: Request) -> tuple[str, str, str, bool]:
+    """What the operator reads of a request: a new text under the same id is a new
+    reading (it must be read to its end again)."""
+    return (request.appliance, request.id, request.sql, request.sql_truncated)
 
 
 class RequestTable(DataTable[Text]):
@@ -92,13 +105,42 @@ class ApprovalsScreen(ConsoleScreen):
         self.reading: Request | None = None
         """The request shown in full below the table: the one ``a``, ``d`` and ``g``
         act on. None: nothing is selected."""
+        self._in_pane: tuple[str, str, str, bool] | None = None
+        """``_shown`` of the request in the pane (a new one starts at its top)."""
+        self._laid_out: tuple[str, str, str, bool] | None = None
+        """``_in_pane`` when the screen was last laid out: until the pane's sizes are
+        those of the request in it, where it ends is not known."""
+        self._seen_whole: tuple[str, str, str, bool] | None = None
+        """``_shown`` of the request whose end has been on screen: ``a`` and ``g`` act
+        on it (and on no other)."""
 
     def body(self) -> ComposeResult:
         table = RequestTable(id="requests", cursor_type="row", zebra_stripes=True)
         for label, width in COLUMNS:
             table.add_column(label, width=width, key=label)
         yield table
-        yield Static(id="request-detail")
+        with VerticalScroll(id="request-pane"):
+            yield Static(id="request-detail")
+
+    def on_mount(self) -> None:
+        self.watch(self.query_one("#request-pane"), "scroll_y", self._scrolled, init=False)
+        # the pane's sizes are those of its text only once the screen is laid out again
+        # (a check before that would see the previous request's): at once, not queued
+        self.screen_layout_refresh_signal.subscribe(self, self._relaid, immediate=True)
+
+    def _relaid(self, _screen: object) -> None:
+        self._laid_out = self._in_pane
+        self._scrolled()
+
+    def _scrolled(self) -> None:
+        """Whether the end of the statement in the pane is on screen now (all of it
+        fits, or it is scrolled to its end): once it has been, it counts as read whole."""
+        shown = self._in_pane
+        if shown is None or shown != self._laid_out:
+            return
+        pane = self.query_one("#request-pane", VerticalScroll)
+        if pane.scroll_y >= pane.max_scroll_y:
+            self._seen_whole = shown
 
     def show(self, change: Change, now: float) -> None:
         if not change & Change.APPROVALS and not self.console.ticked:
@@ -142,6 +184,7 @@ class ApprovalsScreen(ConsoleScreen):
         """The request being read is no longer pending: select nothing (the cursor
         would otherwise rest on whichever request took its row) and say so."""
         table.show_cursor = False
+        table.focus()  # where the arrows select again (not the pane, which they scroll)
         if not self.console.model.was_decided(request.key):
             self.console.notify(
                 f"{printable(request.identity, 40)}'s statement "
@@ -154,6 +197,10 @@ class ApprovalsScreen(ConsoleScreen):
     def _detail(self, now: float) -> None:
         detail = self.query_one("#request-detail", Static)
         request = self.reading
+        shown = None if request is None else _shown(request)
+        if shown != self._in_pane:  # another request: read from its top
+            self._in_pane = shown
+            self.query_one("#request-pane", VerticalScroll).scroll_home(animate=False)
         if request is None:
             if self.query_one(RequestTable).row_count:
                 detail.update(
@@ -181,7 +228,7 @@ class ApprovalsScreen(ConsoleScreen):
                 f"only its first {len(request.sql):,} characters came: the ledger has it whole\n",
                 style=f"bold {self.console.theme_colors['warning']}",
             )
-        text.append(printable(request.sql, 600), style="bold")
+        text.append(printable(request.sql), style="bold")  # whole: the keys act on it
         text.append("\n")
         text.append(f"rule {printable(request.rule)}: {printable(request.reason, 300)}\n")
         rows = "unknown" if request.rows_estimate is None else str(request.rows_estimate)
@@ -216,8 +263,24 @@ class ApprovalsScreen(ConsoleScreen):
             )
         return request
 
-    def action_approve(self) -> None:
+    def _approvable(self) -> Request | None:
+        """The request ``a`` and ``g`` act on, once its whole text has been on screen
+        (the console refuses a cut or unread one itself, saying why)."""
         request = self._chosen()
+        if request is None or request.sql_truncated or request.too_large is not None:
+            return request
+        if self._seen_whole != _shown(request):
+            self.console.notify(
+                "the statement goes on below: scroll it to its end before approving it "
+                "(the mouse wheel, or Tab to it, then End)",
+                title="Not read to its end",
+                severity="warning",
+            )
+            return None
+        return request
+
+    def action_approve(self) -> None:
+        request = self._approvable()
         if request is not None:
             self.console.approve(request)
 
@@ -227,6 +290,6 @@ class ApprovalsScreen(ConsoleScreen):
             self.console.deny(request)
 
     def action_grant(self) -> None:
-        request = self._chosen()
+        request = self._approvable()
         if request is not None:
             self.console.approve_with_grant(request)
