@@ -771,6 +771,53 @@ def test_a_grant_on_execute_immediate_covers_nothing_else(
         held.close()
 
 
+def victim_exists(mariadb: MariaDB) -> bool:
+    return bool(
+        mariadb.admin_sql(
+            "SELECT 1 FROM information_schema.tables "
+            "WHERE table_schema = 'shop' AND table_name = 'appr_victim'"
+        )
+    )
+
+
+def test_a_grant_on_a_call_covers_nothing_else(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    """A procedure may run its argument as SQL: a grant on CALL appr_run(?) would cover
+    CALL appr_run('DROP TABLE ...'). Such a request has no shape to grant (an operator's
+    grant is refused), and the next CALL is asked for again."""
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.appr_victim (id INT)",
+        "CREATE OR REPLACE PROCEDURE shop.appr_run(s TEXT) BEGIN EXECUTE IMMEDIATE s; END",
+    )
+    try:
+        first = "CALL appr_run('SELECT 1')"
+        held = Held(gw, first)
+        try:
+            called = next_request(broker, first)
+            assert called["rule"] == "call"
+            grant = {"grant_minutes": 5} if called["fingerprint"] else {}
+            decide(broker, called, by_dba(provider, "approve", **grant))
+            assert held.result() is None
+        finally:
+            held.close()
+        second = "CALL appr_run('DROP TABLE shop.appr_victim')"
+        held = Held(gw, second)
+        try:
+            request = next_request(broker, second)  # asked for, not run on a grant
+            decide(broker, request, by_dba(provider, "deny"))
+            error = held.result()
+            assert error is not None and error[0] == 1227
+        finally:
+            held.close()
+        assert victim_exists(mariadb)
+        assert called["fingerprint"] is None  # nothing a grant could bind
+    finally:
+        mariadb.admin_sql(
+            "DROP PROCEDURE IF EXISTS shop.appr_run", "DROP TABLE IF EXISTS shop.appr_victim"
+        )
+
+
 def test_a_held_delete_shows_how_many_rows_it_would_touch(
     gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
 ) -> None:

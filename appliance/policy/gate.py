@@ -611,7 +611,9 @@ class SessionPolicy:
         quote may be a name (ANSI_QUOTES is never known: the shape would make any
         table's name a '?'), the text holds its statement in a string (PREPARE,
         EXECUTE IMMEDIATE, SET STATEMENT: there the literal is the statement), it is
-        stored code (its body may run a string as SQL, and runs later, unseen), or the
+        stored code (its body may run a string as SQL, and runs later, unseen), it calls
+        a stored routine at any depth (a CALL, or a call of a stored function: the
+        routine's arguments may be SQL it runs, ``CALL run('DROP TABLE t')``), or the
         current schema is not known. The current schema is part of it: a grant to drop
         ``orders`` in a scratch schema is not one to drop ``orders`` after ``USE shop``."""
         sql = cmd.sql
@@ -620,6 +622,9 @@ class SessionPolicy:
         if any(p.kind in _HOLDS_A_STATEMENT or p.kind in STORED_CODE for p in verdict.parts):
             return None
         mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
+        found = self._found_again(sql, mode)
+        if found is None or any(_calls_routines(c) for c in found):
+            return None
         form = shape(sql, mode)
         if form is None:
             return None
@@ -627,6 +632,16 @@ class SessionPolicy:
             form = repr(mode).encode() + b"\n" + form
         where = (self.db or "").encode("utf-8", "surrogateescape")
         return hashlib.sha256(where + b"\n" + form).hexdigest()
+
+    def _found_again(self, sql: bytes, mode: LexMode) -> tuple[Classification, ...] | None:
+        """The classifications decide() read a text with, again: from the policy's
+        caches (by text or by shape; parsed again if they were emptied meanwhile), and
+        for a text over ``max_statement_bytes`` the INSERT read from its shape (None: it
+        was not one)."""
+        limit = self.policy.settings.max_statement_bytes
+        if len(sql) <= limit:
+            return self.policy.classify(sql, mode, False)
+        return _large_insert(sql, mode, False, limit)
 
     def _kill_check(self, thread: int | None) -> Decision:
         """KILL reaches only a thread of this identity's own sessions on this target: all
@@ -1203,6 +1218,12 @@ def _chain(c: Classification | None) -> Iterator[Classification]:
     while c is not None:
         yield c
         c = c.inner
+
+
+def _calls_routines(c: Classification) -> bool:
+    """Whether a statement, or one it runs at any depth, calls a stored procedure or a
+    stored function: code the gateway never sees, which may run its arguments as SQL."""
+    return any(s.kind == "CALL" or s.stored_functions for s in _chain(c))
 
 
 def _innermost(c: Classification) -> Classification:

@@ -237,6 +237,41 @@ def test_no_grant_fingerprint_where_a_literal_may_be_the_statement(sql: bytes) -
     assert session.policy.fingerprint(cmd, 0, verdict) is None
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # a procedure may run its argument: CALL run('DROP TABLE t') had the shape
+        # CALL run(?) of the CALL run('SELECT 1') an operator granted
+        b"CALL run('SELECT 1')",
+        b"CALL shop.run(1)",
+        b"CALL run",
+        # so may a stored function called anywhere in a statement
+        b"SELECT f('SELECT 1')",
+        b"SELECT shop.f('x') FROM t WHERE id = 1",
+        b"UPDATE t SET note = f('x') WHERE id = 1",
+        b"DELETE FROM t WHERE id = f(1)",
+    ],
+)
+def test_no_grant_fingerprint_for_a_call_of_stored_routines(sql: bytes) -> None:
+    session = Session()
+    cmd, verdict = session.query(sql)
+    assert verdict.refusal is not None and verdict.refusal.rule in ("call", "stored-function")
+    assert session.policy.fingerprint(cmd, 0, verdict) is None
+
+
+def test_no_grant_fingerprint_for_a_large_insert_calling_a_stored_function() -> None:
+    """A text over max_statement_bytes is read from its shape (an INSERT); its calls
+    count too."""
+    session = Session(policy=Policy(PolicyConfig(max_statement_bytes=1024), ()))
+    rows = b", ".join(b"(%d, 'row %d')" % (i, i) for i in range(100))
+    cmd, verdict = session.query(b"INSERT INTO t VALUES " + rows)
+    assert len(cmd.payload) > 1024 and not verdict.refused
+    assert session.policy.fingerprint(cmd, 0, verdict) is not None
+    cmd, verdict = session.query(b"INSERT INTO t VALUES (0, f('x')), " + rows)
+    assert verdict.refusal is not None and verdict.refusal.rule == "stored-function"
+    assert session.policy.fingerprint(cmd, 0, verdict) is None
+
+
 def test_a_statement_for_review_is_checked_for_masked_uses_too() -> None:
     """REPLACE ... SELECT of a masked column is held for review; an approval would copy
     the clear values out, so masking refuses it first (never a rewrite, never held)."""
