@@ -818,6 +818,47 @@ def test_a_grant_on_a_call_covers_nothing_else(
         )
 
 
+def engine(mariadb: MariaDB) -> str:
+    rows = mariadb.admin_sql(
+        "SELECT engine FROM information_schema.tables "
+        "WHERE table_schema = 'shop' AND table_name = 'appr_t'"
+    )
+    return str(rows[0][0])
+
+
+def test_a_grant_on_an_engine_covers_no_other_engine(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    """After ENGINE the server reads a literal as a name: a grant on ENGINE = 'InnoDB'
+    would cover ENGINE = 'MEMORY' (the rows gone at the next restart) or 'BLACKHOLE'
+    (gone at once). Such a request has no shape to grant, and the next one is asked for
+    again."""
+    first = "ALTER TABLE appr_t ENGINE = 'InnoDB'"
+    try:
+        held = Held(gw, first)
+        try:
+            altered = next_request(broker, first)
+            assert altered["rule"] == "schema-change"
+            grant = {"grant_minutes": 5} if altered["fingerprint"] else {}
+            decide(broker, altered, by_dba(provider, "approve", **grant))
+            assert held.result() is None
+        finally:
+            held.close()
+        second = "ALTER TABLE appr_t ENGINE = 'MEMORY'"
+        held = Held(gw, second)
+        try:
+            request = next_request(broker, second)  # asked for, not run on a grant
+            decide(broker, request, by_dba(provider, "deny"))
+            error = held.result()
+            assert error is not None and error[0] == 1227
+        finally:
+            held.close()
+        assert engine(mariadb) == "InnoDB"
+        assert altered["fingerprint"] is None  # nothing a grant could bind
+    finally:
+        mariadb.admin_sql("ALTER TABLE shop.appr_t ENGINE = InnoDB")
+
+
 def test_a_held_delete_shows_how_many_rows_it_would_touch(
     gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
 ) -> None:

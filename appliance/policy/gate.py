@@ -20,7 +20,7 @@ import hashlib
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from itertools import repeat
@@ -38,7 +38,17 @@ from appliance.policy.classify import (
     reference_readings,
     unreadable,
 )
-from appliance.policy.lexer import LexError, LexMode, Tok, shape, split_statements
+from appliance.policy.lexer import (
+    LexError,
+    LexMode,
+    Tok,
+    Token,
+    literal_types,
+    punct_at,
+    shape,
+    split_statements,
+    word_at,
+)
 from appliance.policy.masking import SessionMasker
 from appliance.policy.rules import (
     ALLOW,
@@ -613,9 +623,14 @@ class SessionPolicy:
         EXECUTE IMMEDIATE, SET STATEMENT: there the literal is the statement), it is
         stored code (its body may run a string as SQL, and runs later, unseen), it calls
         a stored routine at any depth (a CALL, or a call of a stored function: the
-        routine's arguments may be SQL it runs, ``CALL run('DROP TABLE t')``), or the
-        current schema is not known. The current schema is part of it: a grant to drop
-        ``orders`` in a scratch schema is not one to drop ``orders`` after ``USE shop``."""
+        routine's arguments may be SQL it runs, ``CALL run('DROP TABLE t')``), a literal
+        is read as a name or an option rather than a value (``ENGINE = 'MEMORY'``, see
+        ``_literals_are_values``), or the current schema is not known. The current
+        schema is part of it: a grant to drop ``orders`` in a scratch schema is not one
+        to drop ``orders`` after ``USE shop``. So is each literal's type (a '?' of the
+        shape given for a string does not cover a number: ``WHERE code = 'A-1'`` is not
+        ``WHERE code = 0``, which with sql_mode '' matches every code that does not
+        start with a digit)."""
         sql = cmd.sql
         if sql is None or self._mode_changes or self._uses or b'"' in sql:
             return None
@@ -628,6 +643,19 @@ class SessionPolicy:
         form = shape(sql, mode)
         if form is None:
             return None
+        try:
+            statements = split_statements(sql, mode)
+        except LexError:
+            return None
+        if len(statements) != len(found):
+            return None
+        types = bytearray()
+        for c, statement in zip(found, statements, strict=True):
+            if not _literals_are_values(c.kind, statement.tokens):
+                return None
+            types += literal_types(statement.tokens)
+        # the types first: letters only, so the first newline ends them
+        form = bytes(types) + b"\n" + form
         if mode != _DEFAULT_MODE:
             form = repr(mode).encode() + b"\n" + form
         where = (self.db or "").encode("utf-8", "surrogateescape")
@@ -1218,6 +1246,65 @@ def _chain(c: Classification | None) -> Iterator[Classification]:
     while c is not None:
         yield c
         c = c.inner
+
+
+# Statements whose literals the server reads as values of expressions: a grant's '?'
+# stands for any other value of the same type there, but after the words of
+# _NAMED_AFTER, and for a column's position in ORDER BY or GROUP BY.
+_VALUE_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "DO"})
+# In those, a literal right after one of these words names something: CHARACTER SET
+# 'latin1' and CHARSET 'latin1' (a cast's character set), COLLATE 'latin1_bin',
+# CONVERT(x USING 'latin1'), INTO OUTFILE or DUMPFILE 'path', AS 'alias'.
+_NAMED_AFTER = frozenset({"SET", "CHARSET", "COLLATE", "USING", "OUTFILE", "DUMPFILE", "AS"})
+# Words that end an ORDER BY or GROUP BY list (at its depth of parentheses).
+_LIST_ENDS = frozenset(
+    (
+        "LIMIT HAVING WINDOW INTO FOR LOCK UNION EXCEPT INTERSECT OFFSET FETCH ON "
+        "PROCEDURE ROWS RANGE ORDER GROUP"
+    ).split()
+)
+# In any other statement (DDL, SET, accounts, administration) a literal is read as an
+# option or a name: ENGINE = 'MEMORY', CHARSET, COLLATE, CONNECTION, DATA DIRECTORY,
+# SONAME, PASSWORD, IDENTIFIED BY, an account 'u'@'h', VARCHAR(10), KILL 5, SET
+# sql_mode = ''. All but the text of a COMMENT and a column's DEFAULT value, the only
+# literals such a statement may have and keep a fingerprint.
+_VALUE_AFTER = frozenset({"COMMENT", "DEFAULT"})
+
+
+def _literals_are_values(kind: str, tokens: Sequence[Token]) -> bool:
+    """Whether every literal of a statement (of ``kind``; ``tokens`` without its
+    comments) is one the server reads as a value, so that a grant of its shape may
+    cover any other value of the same type; when in doubt, not."""
+    values = kind in _VALUE_KINDS
+    lists: set[int] = set()  # depths of parentheses in an ORDER BY or GROUP BY list
+    depth = 0
+    for i, t in enumerate(tokens):
+        if t.kind == Tok.PUNCT:
+            if t.text == "(":
+                depth += 1
+            elif t.text == ")":
+                lists.discard(depth)
+                depth -= 1
+        elif t.kind == Tok.WORD:
+            if t.text in _LIST_ENDS:
+                lists.discard(depth)
+            elif t.text == "BY" and i and word_at(tokens, i - 1) in ("ORDER", "GROUP"):
+                lists.add(depth)
+        elif t.kind in _LITERALS:
+            after = word_at(tokens, i - 1) if i else None
+            if not values:
+                comment = i > 1 and punct_at(tokens, i - 1, "=") and word_at(tokens, i - 2)
+                if after not in _VALUE_AFTER and comment != "COMMENT":
+                    return False
+            elif after in _NAMED_AFTER:
+                return False
+            elif t.kind == Tok.NUMBER and depth in lists:
+                if after == "BY" or punct_at(tokens, i - 1, ","):
+                    return False  # ORDER BY 2: the second column
+    return True
+
+
+_LITERALS = frozenset({Tok.STRING, Tok.NUMBER, Tok.HEX})
 
 
 def _calls_routines(c: Classification) -> bool:

@@ -39,6 +39,7 @@ __all__ = [
     "Tok",
     "Token",
     "default_mode_text",
+    "literal_types",
     "outline",
     "outline_statement",
     "shape",
@@ -872,6 +873,28 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
         return sql
     out.append(sql[kept:])
     return b"".join(out)
+
+
+def literal_types(tokens: Sequence[Token]) -> bytes:
+    """One letter for each literal among ``tokens``, in order: the type a '?' of shape()
+    stands for, which a grant on a shape must keep (``code = 'A-1'`` compares strings,
+    ``code = 0`` numbers, and with sql_mode '' matches every code that does not start
+    with a digit). ``s`` a string (``'x'``, ``"x"``, ``_latin1'x'``, ``N'x'``: the
+    word before it is kept by shape()), ``i`` an integer, ``d`` a decimal (``1.5``,
+    ``.5``, ``1.``), ``e`` an approximate number (``1e3``), ``x`` a hexadecimal literal
+    (``X'0A'``, ``0x0A``), ``b`` a bit literal (``B'01'``, ``0b01``). ``NULL``, ``TRUE``
+    and ``FALSE`` are words, which shape() keeps as they are."""
+    types = bytearray()
+    for t in tokens:
+        kind = t.kind
+        if kind == Tok.STRING:
+            types += b"s"
+        elif kind == Tok.NUMBER:
+            text = t.text
+            types += b"e" if "e" in text or "E" in text else b"d" if "." in text else b"i"
+        elif kind == Tok.HEX:
+            types += b"b" if t.text[:1] in "bB" or t.text[:2] == "0b" else b"x"
+    return bytes(types)
 
 
 # The last text shape() read and its mode's ANSI_QUOTES and NO_BACKSLASH_ESCAPES, with

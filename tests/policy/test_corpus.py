@@ -272,6 +272,97 @@ def test_no_grant_fingerprint_for_a_large_insert_calling_a_stored_function() -> 
     assert session.policy.fingerprint(cmd, 0, verdict) is None
 
 
+def _fingerprint(sql: bytes) -> str | None:
+    session = Session()
+    cmd, verdict = session.query(sql)
+    return session.policy.fingerprint(cmd, 0, verdict)
+
+
+@pytest.mark.parametrize(
+    ("granted", "other", "same"),
+    [
+        (
+            b"UPDATE t SET note = 'x' WHERE code = 'A-1'",
+            b"UPDATE t SET note = 'y' WHERE code = 'B-2'",
+            True,
+        ),
+        # a string column compared to 0 matches every row (sql_mode ''): not covered
+        (
+            b"UPDATE t SET note = 'x' WHERE code = 'A-1'",
+            b"UPDATE t SET note = 'x' WHERE code = 0",
+            False,
+        ),
+        (b"DELETE FROM t WHERE id = 1", b"DELETE FROM t WHERE id = 2", True),
+        (b"DELETE FROM t WHERE id = 1", b"DELETE FROM t WHERE id = '1'", False),
+        (b"DELETE FROM t WHERE id = 1", b"DELETE FROM t WHERE id = 1.5", False),
+        (b"DELETE FROM t WHERE id = 1", b"DELETE FROM t WHERE id = 1e0", False),
+        (b"DELETE FROM t WHERE id = 1", b"DELETE FROM t WHERE id = 0x1", False),
+        (b"DELETE FROM t WHERE id = X'01'", b"DELETE FROM t WHERE id = 0x02", True),
+        (b"DELETE FROM t WHERE id = X'01'", b"DELETE FROM t WHERE id = b'1'", False),
+        (b"DELETE FROM t WHERE id = 1", b"DELETE FROM t WHERE id = NULL", False),  # a word
+        (b"DELETE FROM t WHERE id = 1", b"DELETE FROM t WHERE id = TRUE", False),
+    ],
+)
+def test_a_grant_fingerprint_keeps_each_literals_type(
+    granted: bytes, other: bytes, same: bool
+) -> None:
+    fingerprint = _fingerprint(granted)
+    assert fingerprint is not None
+    assert (_fingerprint(other) == fingerprint) is same
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # options and names of statements other than SELECT, INSERT, UPDATE, DELETE,
+        # REPLACE and DO: a grant of ENGINE = 'InnoDB' covered ENGINE = 'MEMORY'
+        b"ALTER TABLE t ENGINE = 'InnoDB'",
+        b"ALTER TABLE t ENGINE 'BLACKHOLE'",
+        b"ALTER TABLE t COMMENT 'x', ENGINE = 'MEMORY'",
+        b"ALTER TABLE t CHARSET 'latin1'",
+        b"ALTER TABLE t DEFAULT CHARACTER SET = 'latin1'",
+        b"ALTER TABLE t COLLATE = 'latin1_bin'",
+        b"ALTER TABLE t CONNECTION = 'mysql://u@other/db/t'",
+        b"ALTER TABLE t DATA DIRECTORY = '/tmp'",
+        b"ALTER TABLE t MODIFY c VARCHAR(10)",  # VARCHAR(1) truncates
+        b"ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0)",
+        b"INSTALL SONAME 'ha_connect'",
+        b"SET PASSWORD = PASSWORD('secret')",
+        b"DROP USER 'bob'@'%'",
+        b"KILL 5",
+        b"SET sql_mode = ''",
+        # names in a statement whose other literals are values
+        b"SELECT CONVERT(a USING 'latin1') FROM t",
+        b"SELECT CAST(a AS CHAR CHARACTER SET 'latin1') FROM t",
+        b"UPDATE t SET a = 'x' WHERE b = 'y' COLLATE 'latin1_bin'",
+        b"SELECT a INTO OUTFILE '/tmp/a' FROM t",
+        b"SELECT a AS 'b' FROM t",
+        b"SELECT a, b FROM t ORDER BY 1",  # a column's position
+        b"INSERT INTO s SELECT a, b FROM t GROUP BY a, 2 LIMIT 1",
+        b"DELETE FROM t WHERE a IN (SELECT b FROM s ORDER BY (b), 2)",
+    ],
+)
+def test_no_grant_fingerprint_where_a_literal_is_a_name_or_an_option(sql: bytes) -> None:
+    assert _fingerprint(sql) is None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"ALTER TABLE t COMMENT 'x'",
+        b"ALTER TABLE t COMMENT = 'x'",
+        b"ALTER TABLE t ALTER c SET DEFAULT 'x'",
+        b"DROP TABLE t",
+        b"UPDATE t SET a = 'x' WHERE id IN (1, 2) ORDER BY id LIMIT 10",
+        b"SELECT a FROM t ORDER BY a DESC LIMIT 5, 10",
+        b"REPLACE INTO t VALUES (1, 'x'), (2, 'y')",
+        b"DO GET_LOCK('x', 1)",
+    ],
+)
+def test_a_grant_fingerprint_where_every_literal_is_a_value(sql: bytes) -> None:
+    assert _fingerprint(sql) is not None
+
+
 def test_a_statement_for_review_is_checked_for_masked_uses_too() -> None:
     """REPLACE ... SELECT of a masked column is held for review; an approval would copy
     the clear values out, so masking refuses it first (never a rewrite, never held)."""

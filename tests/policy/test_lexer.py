@@ -12,6 +12,7 @@ from appliance.policy.lexer import (
     LexMode,
     Tok,
     default_mode_text,
+    literal_types,
     outline,
     shape,
     split_statements,
@@ -382,6 +383,16 @@ def test_shape_text() -> None:
     assert shape(b"SELECT 'a\\'b', 2", DEFAULT) == b"SELECT ?, ?"
     assert shape(b"SELECT 'a\\'b', 2", NBE) is None  # 'a\' then b', 2 unterminated
     assert shape(b"/*!50001 SELECT 1 */", DEFAULT) == b"/*!50001 SELECT ? */"
+
+
+def test_literal_types() -> None:
+    """The type behind each '?' of the shape, in order; NULL, TRUE and FALSE are words."""
+    sql = (
+        b"SELECT 'a', _latin1'b', 1, 1.5, .5, 1., 1e3, 1.5E-3, X'0A', 0x0A, B'01', 0b01, NULL, t.5"
+    )
+    tokens = [t for s in split_statements(sql, DEFAULT) for t in s.tokens]
+    assert literal_types(tokens) == b"ssidddeexxbb"
+    assert shape(sql, DEFAULT) == b"SELECT ?, _latin1?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, t.5"
 
 
 def test_default_mode_text() -> None:
