@@ -142,7 +142,9 @@ class Approvals:
     ) -> Outcome:
         """Publish a request (``fields``: who, what, where, rule, reason) and wait for its
         decision, at most ``timeout_s``; the request is cleared whatever the outcome.
-        ``fingerprint`` (the statement's shape) lets an operator grant the shape."""
+        ``fingerprint`` (the statement's shape) lets an operator grant the shape. Once
+        the request has ended (decided, expired, its waiter cancelled), no decision
+        counts any more: one whose token is still being checked installs no grant."""
         request_id = uuid.uuid4().hex
         started = time.monotonic()
         timeout = self.config.timeout_s
@@ -179,10 +181,13 @@ class Approvals:
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except TimeoutError:
+                if not future.cancel():  # decided as it expired: that decision counts
+                    return future.result()
                 return Outcome(
                     "expired", None, None, (time.monotonic() - started) * 1000, request_id
                 )
         finally:
+            future.cancel()  # ended: a decision still being checked finds it done
             self._pending.pop(request_id, None)
             self._finished.append(request_id)
             self.bus.clear_retained(topic)
@@ -278,8 +283,8 @@ class Approvals:
         if verified.user == pending.requester:
             self._rejected(request_id, f"{verified.user} may not approve their own statement")
             return
-        if pending.future.done():
-            return  # another decision came first: single use
+        if pending.future.done() or self._pending.get(request_id) is not pending:
+            return  # another decision came first (single use), or the request ended
         outcome = "approved" if verdict == "approve" else "denied"
         latency = (time.monotonic() - pending.started) * 1000
         log.info("request %s %s by %s", request_id, outcome, verified.user)

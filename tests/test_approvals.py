@@ -4,6 +4,7 @@ decision that does not carry a valid approver's token changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import socket
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mysql.connector
 import pymysql
@@ -25,7 +26,10 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import Provider
 
+from appliance.approvals import Approvals
 from appliance.bus import EVENT_SQL_CHARS
+from appliance.config import ApprovalsConfig
+from appliance.identity import VerifiedToken
 from appliance.mysql.wire import frame
 
 pytestmark = pytest.mark.integration
@@ -954,3 +958,73 @@ def test_two_gateways_on_one_broker_keep_to_their_own_requests(
         first.close()
         second.close()
         assert other.stop() == 0
+
+
+# ------------------------------------------------------------ without a lab: a race
+
+
+class _Bus:
+    """What Approvals uses of the bus: the request's topic is told on ``published``."""
+
+    def __init__(self) -> None:
+        self.published = asyncio.Event()
+        self.topic = ""
+
+    def subscribe(self, pattern: str, handler: Any) -> None:
+        pass
+
+    def on_connected(self, callback: Any) -> None:
+        pass
+
+    async def publish_now(self, topic: str, payload: dict[str, Any], retain: bool) -> None:
+        self.topic = topic
+        self.published.set()
+
+    def clear_retained(self, topic: str) -> bool:
+        return True
+
+
+class _SlowTokens:
+    """A token check that takes until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.checking = asyncio.Event()
+        self.finish = asyncio.Event()
+
+    async def verify(self, user: str, token: bytes) -> VerifiedToken:
+        self.checking.set()
+        await self.finish.wait()
+        return VerifiedToken(user, None, frozenset({"dba"}), None, time.time() + 60)
+
+
+@pytest.mark.parametrize("end", ["expired", "cancelled"])
+def test_a_decision_checked_after_its_request_ended_grants_nothing(end: str) -> None:
+    """An approval with a grant whose token check is still running when its request
+    expires (or its waiter is cancelled: the session ended) counts for nothing: the
+    ledger says expired, so no later statement may run as granted by that request."""
+
+    async def scenario() -> None:
+        bus, tokens = _Bus(), _SlowTokens()
+        timeout_s = 0.2 if end == "expired" else 60.0
+        config = ApprovalsConfig(timeout_s=timeout_s, approver_groups=("dba",), enabled=True)
+        approvals = Approvals(config, cast(Any, bus), cast(Any, tokens))
+        sha = "ab" * 32
+        fields = {"target": "orders", "sql": "DELETE FROM t WHERE id = 1"}
+        waiting = asyncio.create_task(approvals.request(fields, "agent", sha, "fp"))
+        await bus.published.wait()
+        approve = {"v": 1, "decision": "approve", "operator": "dba@example.com"}
+        approve |= {"token": "t", "sql_sha256": sha, "grant_minutes": 5}
+        approvals._on_decision(bus.topic + "/decision", approve)
+        await tokens.checking.wait()  # the decision is being checked
+        if end == "cancelled":
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        else:
+            outcome = await waiting
+            assert outcome.verdict == "expired" and outcome.grant_minutes == 0
+        tokens.finish.set()
+        await approvals.close()  # waits for the checks still running
+        assert approvals.granted("agent", "orders", "fp") is None
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
