@@ -706,6 +706,57 @@ def test_a_statement_pipelined_after_a_use_records_no_schema(
     assert recs[f"SELECT '{marker} after'"]["db"] == "shop"
 
 
+DOT_NAMES = """
+[[rules]]
+name = "secret-is-off-limits"
+statements = ["*"]
+tables = ["shop.pol_dot_secret"]
+action = "block"
+
+[[rules]]
+name = "shop-is-open"
+statements = ["*"]
+tables = ["shop.*"]
+action = "allow"
+"""
+
+
+def test_a_leading_dot_names_a_table_of_the_current_schema(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """MariaDB reads `.t` as table t of the current schema; the gateway skipped such a
+    name where it reads names itself (DROP, ALTER, TRUNCATE, LOCK, ...) and read SHOW
+    COLUMNS IN .t as schema IN: a rule on shop.pol_dot_secret did not see ALTER TABLE x
+    RENAME TO .pol_dot_secret, which an allow for shop.* then let through."""
+    _five_rows(mariadb, "pol_dot_secret")
+    _five_rows(mariadb, "pol_dot_pub")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=DOT_NAMES).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            for sql in (
+                "ALTER TABLE .pol_dot_secret COMMENT 'x'",
+                "TRUNCATE TABLE .pol_dot_secret",
+                "LOCK TABLES pol_dot_pub READ, .pol_dot_secret WRITE",
+                "ALTER TABLE pol_dot_pub ADD FOREIGN KEY (id) REFERENCES .pol_dot_secret (id)",
+            ):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'secret-is-off-limits': ")
+            message = refused(conn, "SHOW COLUMNS IN .pol_dot_secret")
+            assert message.startswith("sqlgate: blocked by rule 'not-understood': ")
+            with conn.cursor() as cur:  # the allow still covers the schema's other tables
+                cur.execute("ALTER TABLE .pol_dot_pub COMMENT 'open'")
+        assert direct(mariadb, "SELECT COUNT(*) FROM shop.pol_dot_secret") == [(5,)]
+        comments = direct(
+            mariadb,
+            "SELECT table_name, table_comment FROM information_schema.tables "
+            "WHERE table_schema = 'shop' AND table_name LIKE 'pol_dot_%' ORDER BY 1",
+        )
+        assert comments == [("pol_dot_pub", "open"), ("pol_dot_secret", "")]
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_dot_secret, shop.pol_dot_pub")
+
+
 SEQUENCE_OFF_LIMITS = """
 [[rules]]
 name = "sequence-is-off-limits"

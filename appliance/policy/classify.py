@@ -1865,8 +1865,22 @@ _SHOW_TABLE_TARGETS = frozenset(
 )
 
 
+_SHOW_WITH = re.compile(_kw(b"WITH"))
+
+
 def _show(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
+    if _SHOW_WITH.search(v.skeleton):
+        # SHOW TABLES WHERE 1 IN (WITH RECURSIVE ...) crashed MariaDB 10.11 (SIGSEGV in
+        # check_grant); a SHOW has no other use for WITH
+        return _result(kind, text, problem=_parse_problem(kind, "a WITH inside a SHOW"))
+    tokens = v.tokens
+    if any(
+        punct_at(tokens, i + 1, ".") and word_at(tokens, i) in ("IN", "FROM")
+        for i in range(head, len(tokens) - 1)
+    ):
+        # SHOW COLUMNS IN .t: the parser reads IN as t's schema
+        return _result(kind, text, problem=_parse_problem(kind, "a name starting with '.'"))
     parsed = _parse_text(v)
     try:
         root = _parse(parsed)
@@ -2475,8 +2489,10 @@ def _running(
 
 def _name(v: _View, i: int) -> tuple[str | None, int]:
     """A possibly qualified name at token i, as written: ("schema.name" or "name", index
-    after it); raises _DottedName for a part with a dot."""
+    after it; ``.name`` is ``name``); raises _DottedName for a part with a dot."""
     tokens = v.tokens
+    if punct_at(tokens, i, "."):
+        i += 1  # `.t` (MariaDB): table t of the current schema, as a bare t
     if i >= len(tokens) or tokens[i].kind not in (Tok.WORD, Tok.IDENT):
         return None, i
     name = _part(_written(v, tokens[i]))
@@ -2561,6 +2577,13 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
             elif w == "WITH" and word_at(tokens, j + 1) == "TABLE":
                 other, _ = _name(v, j + 2)
                 writes.extend([other] if other else [])
+            elif w == "REFERENCES":  # ADD FOREIGN KEY ... REFERENCES t (c)
+                other, _ = _name(v, j + 1)
+                reads.extend([other] if other else [])
+            elif w == "UNION":  # a MERGE table's UNION=(t1, t2): read and written through it
+                k = j + 2 if punct_at(tokens, j + 1, "=") else j + 1
+                if punct_at(tokens, k, "("):
+                    writes.extend(_name_list(v, k + 1))
     elif kind in ("DROP TABLE", "DROP VIEW"):
         writes.extend(_name_list(v, head))
     elif kind in ("DROP DATABASE", "ALTER DATABASE"):
@@ -2640,6 +2663,12 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
     elif kind == "HANDLER":
         name, _ = _name(v, head)
         reads.extend([name] if name else [])
+    elif kind == "FLUSH":
+        i = head
+        while word_at(tokens, i) in ("NO_WRITE_TO_BINLOG", "LOCAL"):
+            i += 1
+        if word_at(tokens, i) in ("TABLE", "TABLES"):
+            reads.extend(_name_list(v, i + 1))  # FLUSH TABLES t WITH READ LOCK, FOR EXPORT
     elif kind == "CALL":
         # The procedure stands among the tables, as a routine does in CREATE and DROP
         # PROCEDURE, so that rules name it (its name in lower case: the server ignores
