@@ -795,31 +795,50 @@ def test_a_grant_on_a_call_covers_nothing_else(
         "CREATE OR REPLACE PROCEDURE shop.appr_run(s TEXT) BEGIN EXECUTE IMMEDIATE s; END",
     )
     try:
-        first = "CALL appr_run('SELECT 1')"
-        held = Held(gw, first)
-        try:
-            called = next_request(broker, first)
-            assert called["rule"] == "call"
-            grant = {"grant_minutes": 5} if called["fingerprint"] else {}
-            decide(broker, called, by_dba(provider, "approve", **grant))
-            assert held.result() is None
-        finally:
-            held.close()
-        second = "CALL appr_run('DROP TABLE shop.appr_victim')"
-        held = Held(gw, second)
-        try:
-            request = next_request(broker, second)  # asked for, not run on a grant
-            decide(broker, request, by_dba(provider, "deny"))
-            error = held.result()
-            assert error is not None and error[0] == 1227
-        finally:
-            held.close()
+        called = _granted_then_asked_again(
+            gw,
+            broker,
+            provider,
+            ("call", "CALL appr_run('SELECT 1')"),
+            "CALL appr_run('DROP TABLE shop.appr_victim')",
+        )
         assert victim_exists(mariadb)
         assert called["fingerprint"] is None  # nothing a grant could bind
     finally:
         mariadb.admin_sql(
             "DROP PROCEDURE IF EXISTS shop.appr_run", "DROP TABLE IF EXISTS shop.appr_victim"
         )
+
+
+def _granted_then_asked_again(
+    gw: GatewayProcess,
+    broker: Broker,
+    provider: Provider,
+    first: tuple[str, str],
+    second: str,
+) -> dict[str, Any]:
+    """Hold ``first`` (its rule, its text) and approve it, with a grant when the request
+    offers one; then ``second`` must be asked for again (not run on the grant), and is
+    denied. The first request."""
+    rule, text = first
+    held = Held(gw, text)
+    try:
+        request = next_request(broker, text)
+        assert request["rule"] == rule
+        grant = {"grant_minutes": 5} if request["fingerprint"] else {}
+        decide(broker, request, by_dba(provider, "approve", **grant))
+        assert held.result() is None
+    finally:
+        held.close()
+    held = Held(gw, second)
+    try:
+        again = next_request(broker, second)  # asked for, not run on a grant
+        decide(broker, again, by_dba(provider, "deny"))
+        error = held.result()
+        assert error is not None and error[0] == 1227
+    finally:
+        held.close()
+    return request
 
 
 def engine(mariadb: MariaDB) -> str:
@@ -837,26 +856,14 @@ def test_a_grant_on_an_engine_covers_no_other_engine(
     would cover ENGINE = 'MEMORY' (the rows gone at the next restart) or 'BLACKHOLE'
     (gone at once). Such a request has no shape to grant, and the next one is asked for
     again."""
-    first = "ALTER TABLE appr_t ENGINE = 'InnoDB'"
     try:
-        held = Held(gw, first)
-        try:
-            altered = next_request(broker, first)
-            assert altered["rule"] == "schema-change"
-            grant = {"grant_minutes": 5} if altered["fingerprint"] else {}
-            decide(broker, altered, by_dba(provider, "approve", **grant))
-            assert held.result() is None
-        finally:
-            held.close()
-        second = "ALTER TABLE appr_t ENGINE = 'MEMORY'"
-        held = Held(gw, second)
-        try:
-            request = next_request(broker, second)  # asked for, not run on a grant
-            decide(broker, request, by_dba(provider, "deny"))
-            error = held.result()
-            assert error is not None and error[0] == 1227
-        finally:
-            held.close()
+        altered = _granted_then_asked_again(
+            gw,
+            broker,
+            provider,
+            ("schema-change", "ALTER TABLE appr_t ENGINE = 'InnoDB'"),
+            "ALTER TABLE appr_t ENGINE = 'MEMORY'",
+        )
         assert engine(mariadb) == "InnoDB"
         assert altered["fingerprint"] is None  # nothing a grant could bind
     finally:
