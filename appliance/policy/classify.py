@@ -520,9 +520,9 @@ _SEQUENCE_CALLS = {"NEXTVAL": True, "SETVAL": True, "LASTVAL": False}  # name: c
 _SEQUENCE_METHODS = {"nextval": True, "currval": False}
 _SEQUENCE_VALUE_FOR = {"NEXT": True, "PREVIOUS": False}
 # A word before "NEXTVAL (" that makes it a name being defined, not a call.
-_NAMING_WORDS = frozenset(
-    "INTO TABLE REFERENCES VIEW EXISTS ON PROCEDURE FUNCTION FROM JOIN UPDATE".split()
-)
+# (Not FROM, JOIN or ON: EXTRACT(DAY FROM NEXTVAL(s)), ... JOIN t ON SETVAL(s, 1) call it;
+# a table named nextval then reads as a sequence, which only refuses more.)
+_NAMING_WORDS = frozenset("INTO TABLE REFERENCES VIEW EXISTS PROCEDURE FUNCTION".split())
 _SEQUENCE_ADVICE = (
     " (for a sequence write NEXTVAL(s) for NEXT VALUE FOR s and LASTVAL(s) for PREVIOUS "
     "VALUE FOR s)"
@@ -647,6 +647,7 @@ _ALTER_OBJECTS = {
     "PROCEDURE": "ALTER PROCEDURE",
     "FUNCTION": "ALTER FUNCTION",
     "SERVER": "ALTER SERVER",
+    "SEQUENCE": "ALTER SEQUENCE",
 }
 _DROP_OBJECTS = {
     "TABLE": "DROP TABLE",
@@ -662,6 +663,7 @@ _DROP_OBJECTS = {
     "USER": "DROP USER",
     "ROLE": "DROP ROLE",
     "SERVER": "DROP SERVER",
+    "SEQUENCE": "DROP SEQUENCE",
     "PREPARE": "DEALLOCATE PREPARE",
 }
 # Words before the object of CREATE/ALTER/DROP that change nothing the policy decides on.
@@ -1208,6 +1210,7 @@ _DEFINES = frozenset(
         "ALTER DATABASE",
         "CREATE SEQUENCE",
         "ALTER SEQUENCE",
+        "DROP SEQUENCE",
         *(
             f"{verb} {what}"
             for verb in ("CREATE", "ALTER", "DROP")
@@ -1448,6 +1451,12 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
             literal_independent=True,
             stored_functions=stored,
         )
+    if any(not isinstance(sub.this, exp.Query) for sub in root.find_all(exp.Subquery)):
+        # UPDATE a JOIN (secret s) ... SET s.c = 1: the parser reads the parenthesised
+        # table as a derived one, so the table written would be taken for one read
+        return _result(
+            kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, _IN_PARENS)
+        )
     if isinstance(root, exp.Update):
         refs, targets, excluded = _update_targets(root)
     else:
@@ -1472,6 +1481,9 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
         literal_independent=not literal_dependent,
         stored_functions=stored,
     )
+
+
+_IN_PARENS = "a table in parentheses; write the tables without them"
 
 
 def _missing_part(root: exp.Expr) -> str | None:
@@ -2584,7 +2596,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
                 k = j + 2 if punct_at(tokens, j + 1, "=") else j + 1
                 if punct_at(tokens, k, "("):
                     writes.extend(_name_list(v, k + 1))
-    elif kind in ("DROP TABLE", "DROP VIEW"):
+    elif kind in ("DROP TABLE", "DROP VIEW", "DROP SEQUENCE"):
         writes.extend(_name_list(v, head))
     elif kind in ("DROP DATABASE", "ALTER DATABASE"):
         name, _ = _name(v, head)
@@ -2609,6 +2621,7 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
         "ALTER FUNCTION",
         "DROP FUNCTION",
         "CREATE SEQUENCE",
+        "ALTER SEQUENCE",
     ):
         name, i = _name(v, head)
         writes.extend([name] if name else [])
@@ -2653,7 +2666,8 @@ def _by_tokens(v: _View, kind: str, head: int) -> Classification:
             i += 1
         if word_at(tokens, i) in ("TABLE", "TABLES"):
             names = _name_list(v, i + 1)
-            (writes if kind in ("OPTIMIZE", "REPAIR") else reads).extend(names)
+            # ANALYZE writes the table's statistics (the server asks for INSERT)
+            (writes if kind in ("OPTIMIZE", "REPAIR", "ANALYZE") else reads).extend(names)
     elif kind == "LOCK TABLES":
         for a, b in _split_commas(tokens, head, len(tokens)):
             name, _ = _name(v, a)

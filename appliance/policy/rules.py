@@ -217,6 +217,11 @@ def decide(
             f"the gateway could not read this statement: {c.problem}. Only statements the "
             "gateway understands are forwarded; rewrite it in plain MySQL syntax",
         )
+    if "prepare_from_variable" in c.flags:
+        # a text the gateway cannot see: no configured rule can allow it, `*` neither
+        refused = _prepare_from_variable(c, db)
+        assert refused is not None
+        return refused
     if c.inner is not None:
         if c.kind == "SET STATEMENT":
             pinned = sorted({_plain(n) for n, _ in c.variables} & STATEMENT_CHARSET_VARIABLES)

@@ -294,6 +294,9 @@ TABLES = [
     ("ALTER TABLE pub ADD FOREIGN KEY (id) REFERENCES shop.secret (id)", {"shop.secret"}, {"pub"}),
     ("ALTER TABLE s.m UNION=(secret, s.other)", set(), {"s.m", "secret", "s.other"}),
     ("FLUSH TABLES secret WITH READ LOCK", {"secret"}, set()),
+    ("DROP SEQUENCE IF EXISTS seq, s.other", set(), {"seq", "s.other"}),
+    ("ALTER SEQUENCE s.seq RESTART 5", set(), {"s.seq"}),
+    ("ANALYZE TABLE secret", set(), {"secret"}),  # it writes the statistics
 ]
 
 
@@ -316,6 +319,10 @@ SEQUENCES = [
     ("CREATE TABLE t (id INT DEFAULT NEXTVAL(s))", {"s"}, {"s", "t"}),
     ("SET @x = NEXT VALUE FOR shop.seq", {"shop.seq"}, {"shop.seq"}),
     ("SET @x = PREVIOUS VALUE FOR seq", {"seq"}, set()),
+    # after FROM and ON too: EXTRACT(... FROM f(...)), a join's condition
+    ("SELECT EXTRACT(DAY FROM NEXTVAL(s))", {"s"}, {"s"}),
+    ("SELECT * FROM a JOIN b ON SETVAL(s, 100)", {"a", "b", "s"}, {"s"}),
+    ("SELECT TRIM('a' FROM LASTVAL(s))", {"s"}, set()),
     # sql_mode ORACLE's forms, which the server reads whatever is quoted
     ("SELECT seq.nextval", {"seq"}, {"seq"}),
     ("SELECT shop . seq . CURRVAL", {"shop.seq"}, set()),
@@ -618,6 +625,10 @@ PROBLEMS = [
     ("UPDATE t", "cannot read this UPDATE"),
     ("DELETE t", "cannot read this DELETE"),
     ("SHOW COLUMNS IN .secret", "cannot read this SHOW statement (a name starting with '.')"),
+    # the parser took the parenthesised table for a derived one: its write for a read
+    ("UPDATE pub JOIN (secret s) ON pub.id = s.id SET s.c = 1", "(a table in parentheses"),
+    ("DELETE s FROM pub JOIN (secret s) ON pub.id = s.id", "(a table in parentheses"),
+    ("UPDATE (secret s) JOIN pub ON pub.id = s.id SET s.c = 1", "(a table in parentheses"),
     # crashed MariaDB 10.11 (SIGSEGV in check_grant): a SHOW has no use for WITH
     (
         "SHOW TABLES WHERE 1 IN (WITH RECURSIVE y AS (SELECT c FROM t) SELECT c FROM y)",

@@ -257,6 +257,21 @@ def test_rules_name_the_procedure_a_call_runs() -> None:
     )
 
 
+def test_no_rule_allows_a_text_the_gateway_cannot_see() -> None:
+    """EXECUTE IMMEDIATE or PREPARE of an expression runs a text the gateway never reads:
+    an allow of every kind let EXECUTE IMMEDIATE CONCAT('SELECT f', '()') call a stored
+    function (and run any write) unseen; it is refused whatever the rules say."""
+    everything = RuleConfig("all", ("*",), RuleAction.ALLOW)
+    for sql in (
+        "EXECUTE IMMEDIATE CONCAT('SELECT f', '()')",
+        "PREPARE s FROM CONCAT('DROP ', 'TABLE t')",
+        "PREPARE s FROM @v",
+        "SET STATEMENT max_statement_time = 1 FOR EXECUTE IMMEDIATE @v",
+    ):
+        assert rule(sql, everything) == "prepare-from-variable", sql
+    assert rule("EXECUTE IMMEDIATE 'SELECT 1'", everything) == "all"
+
+
 def test_an_allow_for_the_statement_does_not_allow_its_stored_functions() -> None:
     """An allow for SELECT on shop.orders (or for everything on a sandbox) is not one to
     run unseen statements from a function: the call stays held."""
