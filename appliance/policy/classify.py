@@ -3751,7 +3751,15 @@ class _Uses:
             return
         tables: tuple[tuple[str | None, str], ...]
         if db:
+            # shop.c.card: MariaDB reads c as an alias in scope when shop is its table's
+            # schema, so the column may be that table's as well as shop.c's
             tables = ((db, qualifier),)
+            src = scope.source(qualifier, node.table)
+            if src is _AMBIGUOUS or (src is not None and src.table is None):
+                self.confused = True
+                return
+            if src is not None and src.table is not None and src.table != tables[0]:
+                tables = (*tables, src.table)
         elif qualifier:
             src = scope.source(qualifier, node.table)
             if src is _AMBIGUOUS:
@@ -3797,12 +3805,14 @@ class _Uses:
         if isinstance(node, exp.Column):
             qualifier = node.table.lower()
             db = node.db.lower()
-            src = None if db else scope.source(qualifier, node.table)
-            if src is _AMBIGUOUS:
+            src = scope.source(qualifier, node.table)
+            if src is _AMBIGUOUS or (db and src is not None and src.table is None):
                 self.confused = True
                 return
             if src is None:
                 sources = [_Source(qualifier, (db or None, qualifier), (), "table")]
+            elif db:  # shop.c.*: the alias c in scope, or table shop.c (see column())
+                sources = [src, _Source(qualifier, (db, qualifier), (), "table")]
             else:
                 sources = [src]
             text = f"{qualifier}.*"

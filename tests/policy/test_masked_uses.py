@@ -312,6 +312,12 @@ COPIES: U = [
 ]
 
 NAMES: U = [
+    # schema.alias.column: MariaDB reads the alias when shop is its table's schema
+    ("SELECT UPPER(shop.c.card_number) FROM customers c", {(CARD, "inside UPPER()")}),
+    ("SELECT id FROM customers c WHERE shop.c.card_number LIKE '4%'", {(CARD, "in WHERE")}),
+    ("SELECT LENGTH(shop.other.card_number) FROM customers other", {(CARD, "inside LENGTH()")}),
+    ("SELECT x.c FROM (SELECT shop.c.* FROM customers c) x", {(ALL, "in a derived table")}),
+    ("SELECT shop.c.card_number FROM customers c", set()),  # a plain projection
     (  # unqualified, two tables joined: the masked one may hold it
         "SELECT UPPER(name) FROM customers c JOIN orders o ON o.customer_id = c.id "
         "WHERE email <> ''",
