@@ -757,6 +757,51 @@ def test_a_leading_dot_names_a_table_of_the_current_schema(
         direct(mariadb, "DROP TABLE IF EXISTS shop.pol_dot_secret, shop.pol_dot_pub")
 
 
+CALL_SECRET = """
+[[rules]]
+name = "no-secret"
+statements = ["*"]
+tables = ["shop.pol_call_secret"]
+action = "block"
+
+[[rules]]
+name = "calls"
+statements = ["CALL"]
+action = "allow"
+"""
+
+
+def test_after_a_call_the_schema_is_not_known(mariadb: MariaDB, tmp_path: Path) -> None:
+    """A procedure of the current schema that runs EXECUTE IMMEDIATE 'USE shop' leaves the
+    session in shop: the gateway read the next SELECT * FROM pol_call_secret in the old
+    schema and shop's rows came back past a rule refusing every statement on them."""
+    direct(mariadb, "CREATE DATABASE IF NOT EXISTS pol_call_other")
+    for schema, value in (("shop", "SHOP-SECRET"), ("pol_call_other", "decoy")):
+        direct(mariadb, f"CREATE OR REPLACE TABLE {schema}.pol_call_secret (v TEXT)")
+        direct(mariadb, f"INSERT INTO {schema}.pol_call_secret VALUES ('{value}')")
+    direct(
+        mariadb,
+        "CREATE OR REPLACE PROCEDURE pol_call_other.tidy() BEGIN EXECUTE IMMEDIATE 'USE shop'; END",
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=CALL_SECRET).start()
+    try:
+        with gw.connect(database="pol_call_other") as conn:
+            with conn.cursor() as cur:
+                cur.execute("CALL tidy()")
+                cur.execute("SELECT DATABASE()")
+                assert cur.fetchone() == ("shop",)  # where MariaDB left the session
+            message = refused(conn, "SELECT * FROM pol_call_secret")
+            assert message.startswith("sqlgate: blocked by rule 'no-secret': ")
+            with conn.cursor() as cur:  # a USE makes the schema known again
+                cur.execute("USE pol_call_other")
+                cur.execute("SELECT * FROM pol_call_secret")
+                assert cur.fetchall() == (("decoy",),)
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP DATABASE IF EXISTS pol_call_other")
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_call_secret")
+
+
 SEQUENCE_OFF_LIMITS = """
 [[rules]]
 name = "sequence-is-off-limits"

@@ -109,6 +109,7 @@ _SESSION_VARIABLES = _LEXING_VARIABLES | _RESULTS_VARIABLES
 # The word SET, which every statement that sets a variable has (SET, SET STATEMENT ...
 # FOR); in a string or a quoted name it only costs a parse.
 _MAY_SET = re.compile(rb"(?i)(?<![a-z_$])set(?![a-z0-9_$])")
+_MAY_CALL = re.compile(rb"(?i)(?<![a-z_$])call(?![a-z0-9_$])")
 
 _CACHE_LIMIT = 50_000
 _CACHE_BYTES = 64 << 20
@@ -492,6 +493,8 @@ class SessionPolicy:
         self._login_reading = _login_reading(charset)
         self._reading = self._login_reading  # how the client character set is read
         self._mode_changes: set[int] = set()  # commands in flight that may change sql_mode
+        # an SQL-level PREPARE of a CALL went through: EXECUTE name may run one
+        self._prepared_calls = False
         # command id -> the schema it makes current, and whether a failure of the command
         # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
         self._uses: dict[int, tuple[str | None, bool]] = {}
@@ -560,6 +563,8 @@ class SessionPolicy:
                 return self._verdict(label, (Part(None, "EXECUTE", _EXECUTE_BEFORE_PREPARED),))
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
+            if self._runs_call(sql, server_status):
+                self._uses[cmd.id] = (None, True)  # see decide(): the schema is not known
             views = _VIEW_WORD.search(sql) is not None  # CREATE VIEW prepared, run now
             verdict = Verdict(label, (replace(_part(text, "EXECUTE", "prepared"), views=views),))
             return self._guarded(verdict, cmd, prepared=sql)
@@ -909,6 +914,17 @@ class SessionPolicy:
                 if c.kind == "USE" and not decision.refused and label == "COM_QUERY":
                     db = _use_target(c)  # None when it cannot be read: any schema then
                     uses = True
+            if runs.kind == "CALL" or c.kind == "EXECUTE":
+                stateful = True  # what it does to the schema depends on the session
+            if not decision.refused and (runs.kind == "CALL" or c.kind == "EXECUTE"):
+                if any(s.kind == "PREPARE" for s in _chain(c)):
+                    self._prepared_calls = self._prepared_calls or runs.kind == "CALL"
+                elif runs.kind == "CALL" or (c.inner is None and self._prepared_calls):
+                    # a procedure may leave the session in another schema (a USE it runs
+                    # as dynamic SQL lasts when it is of the current schema): not known
+                    # after it, for the rest of the text too
+                    db = None
+                    uses = True
         if stateful:
             verdict = self._verdict(label, tuple(parts))
         else:
@@ -981,6 +997,17 @@ class SessionPolicy:
         return any(
             name in _LEXING_VARIABLES for c in found for s in _chain(c) for name, _ in s.variables
         )
+
+    def _runs_call(self, sql: bytes, server_status: int) -> bool:
+        """Whether a prepared statement's text runs a stored procedure."""
+        if _MAY_CALL.search(sql) is None:
+            return False
+        mode = LexMode(no_backslash_escapes=bool(server_status & _NO_BACKSLASH_ESCAPES))
+        try:
+            found = self.policy.classify(sql, mode, backslash_unknown=True)
+        except LexError:
+            return True
+        return any(s.kind == "CALL" for c in found for s in _chain(c))
 
     def _verdict(self, label: str, parts: tuple[Part, ...]) -> Verdict:
         refusal = next((p.decision for p in parts if p.decision.refused), None)

@@ -238,3 +238,49 @@ def test_the_schema_of_a_command_pipelined_after_a_use_is_not_known() -> None:
     session.policy.completed(init_db, None, 0)
     later, _ = session.send("SELECT 2")
     assert session.policy.db_of(later) == "other"
+
+
+ALLOW_CALLS = RuleConfig("calls", ("CALL",), RuleAction.ALLOW)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "CALL tidy()",
+        "EXECUTE IMMEDIATE 'CALL tidy()'",
+        "SET STATEMENT max_statement_time = 10 FOR CALL tidy()",
+    ],
+)
+def test_after_a_call_the_schema_is_not_known(call: str) -> None:
+    """A procedure of the current schema that runs EXECUTE IMMEDIATE 'USE shop' leaves
+    the session in shop (MariaDB restores the schema only for a procedure of another):
+    the gateway went on reading names in the old schema, so SELECT * FROM secret read
+    shop.secret past a rule on it. After an allowed CALL the schema is not known."""
+    session = Session()
+    session.policy = SessionPolicy(
+        Policy(PolicyConfig(), (NO_SECRET, ALLOW_CALLS)), AGENT, "other", UTF8MB4_GENERAL_CI
+    )
+    assert not session.run(call).refused
+    assert session.policy.schema is None
+    refusal = session.run("SELECT * FROM secret").refusal
+    assert refusal is not None and refusal.rule == "no-secret"
+    # in the same text too
+    session.run("USE other")
+    _, verdict = session.send(f"{call}; SELECT * FROM secret")
+    assert verdict.refused and verdict.refusal is not None
+    assert verdict.refusal.rule == "no-secret"
+
+
+def test_after_executing_a_prepared_call_the_schema_is_not_known() -> None:
+    session = Session()
+    session.policy = SessionPolicy(
+        Policy(PolicyConfig(), (NO_SECRET, ALLOW_CALLS)), AGENT, "other", UTF8MB4_GENERAL_CI
+    )
+    assert not session.run("PREPARE s FROM 'CALL tidy()'").refused
+    assert session.policy.schema == "other"  # prepared, not run
+    assert not session.run("EXECUTE s").refused
+    assert session.policy.schema is None
+    session.run("USE other")
+    cmd, verdict = session.send("", Command.STMT_EXECUTE, prepared={1: b"CALL tidy()"})
+    session.policy.completed(cmd, None, 0)
+    assert session.policy.schema is None
