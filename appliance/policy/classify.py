@@ -112,6 +112,10 @@ _BRACKET = (
     "which the gateway does not read): write names in backticks"
 )
 
+# MariaDB ends a line comment at a NUL byte and then fails on it (1064); a later version
+# might read on, so a NUL outside strings and quoted names is refused.
+_NUL = "a NUL byte outside a string (the server ends a comment there): remove it"
+
 # Texts longer than this are classified but not cached: a cache entry keeps its text.
 _CACHE_TEXT_LIMIT = 64 * 1024
 
@@ -486,6 +490,8 @@ def _classify_view(v: _View) -> Classification:
             return _result(kind, v.text(), problem=_EXECUTABLE_COMMENT)
         if b"[" in v.skeleton:
             return _result(kind, v.text(), problem=_BRACKET)
+        if b"\x00" in v.skeleton:
+            return _result(kind, v.text(), problem=_NUL)
         c = _HANDLERS.get(kind, _by_tokens)(v, kind, head)
         skeleton = v.skeleton
         if (b"VAL" in skeleton and _SEQUENCE_HINT.search(skeleton)) or (

@@ -194,7 +194,8 @@ def _pattern(ansi_quotes: bool, no_backslash_escapes: bool, runs: bool) -> re.Pa
         rb"(?P<var>@@" + sysvar + rb"|@" + varname + rb")",
         rb"(?P<semi>;)",
         rb"(?P<param>\?)",
-        rb"(?P<lcmt>\#[^\n]*+|--(?=[\x00-\x20\x7f]|\Z)[^\n]*+)",
+        # MariaDB ends a line comment at a NUL byte too (and then reads the NUL)
+        rb"(?P<lcmt>\#[^\n\x00]*+|--(?=[\x00-\x20\x7f]|\Z)[^\n\x00]*+)",
         rb"(?P<xopen>/\*M?![0-9]*+)",
         rb"(?P<cmt>/\*.*?\*/)",
         rb"(?P<bad>/\*|['\"`])",

@@ -560,3 +560,11 @@ def test_numbers_and_number_like_names_still_read() -> None:
     assert [t.text for t in tokens[0].tokens if t.text != ","] == [
         "SELECT", "1e5", "1.5", ".5", "T", ".", "5", "1ABC", "0X1FG", "1E", "12EX",
     ]  # fmt: skip
+
+
+def test_a_nul_byte_ends_a_line_comment_as_the_server_reads_it() -> None:
+    """MariaDB ends `--` and `#` comments at a NUL byte: what follows is statements."""
+    found = split_statements(b"SELECT 1;--\x00ECT 2;SELECT 3", LexMode())
+    assert [s.text for s in found] == [b"SELECT 1", b"--\x00ECT 2", b"SELECT 3"]
+    found = split_statements(b"SELECT 1 # a\x00;DELETE FROM t", LexMode())
+    assert [s.text for s in found] == [b"SELECT 1 # a\x00", b"DELETE FROM t"]
