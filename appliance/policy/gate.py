@@ -987,27 +987,34 @@ class SessionPolicy:
 
     def _changes_lexing(self, sql: bytes, server_status: int) -> bool:
         """Whether a prepared statement's text sets a variable that changes lexing."""
-        if _MAY_SET.search(sql) is None:  # no SET: a large text is not parsed again here
-            return False
-        mode = LexMode(no_backslash_escapes=bool(server_status & _NO_BACKSLASH_ESCAPES))
-        try:
-            found = self.policy.classify(sql, mode, backslash_unknown=True)
-        except LexError:
-            return True
-        return any(
-            name in _LEXING_VARIABLES for c in found for s in _chain(c) for name, _ in s.variables
+        return self._prepared_does(
+            sql,
+            server_status,
+            _MAY_SET,  # no SET: a large text is not parsed again here
+            lambda s: any(name in _LEXING_VARIABLES for name, _ in s.variables),
         )
 
     def _runs_call(self, sql: bytes, server_status: int) -> bool:
         """Whether a prepared statement's text runs a stored procedure."""
-        if _MAY_CALL.search(sql) is None:
+        return self._prepared_does(sql, server_status, _MAY_CALL, lambda s: s.kind == "CALL")
+
+    def _prepared_does(
+        self,
+        sql: bytes,
+        server_status: int,
+        word: re.Pattern[bytes],
+        test: Callable[[Classification], bool],
+    ) -> bool:
+        """Whether a statement of a prepared text, at any depth, passes ``test``; only
+        read when ``word`` is in it; a text that does not lex may do anything."""
+        if word.search(sql) is None:
             return False
         mode = LexMode(no_backslash_escapes=bool(server_status & _NO_BACKSLASH_ESCAPES))
         try:
             found = self.policy.classify(sql, mode, backslash_unknown=True)
         except LexError:
             return True
-        return any(s.kind == "CALL" for c in found for s in _chain(c))
+        return any(test(s) for c in found for s in _chain(c))
 
     def _verdict(self, label: str, parts: tuple[Part, ...]) -> Verdict:
         refusal = next((p.decision for p in parts if p.decision.refused), None)
