@@ -1639,7 +1639,18 @@ def _delete_targets(
 # depends on literal values: `id = 5 OR id <> 6` counts as always true, `id = id` is
 # true, `x IS NULL OR x IS NOT NULL` is true, `1`, `TRUE`, `2 > 1`, `NOT 0` may be.
 
-_LITERALS = (exp.Literal, exp.Boolean, exp.Null, exp.Placeholder)
+# Hex (0x1, X'01'), bit (b'1') and N'' literals are literals too: the shape turns them
+# into '?' like the others, so an analysis keyed on their values would be shared with
+# texts whose WHERE it does not fit (id = 0x1 OR id <> 0x2 cached for id = 1 OR id <> 1).
+_LITERALS = (
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Placeholder,
+    exp.HexString,
+    exp.BitString,
+    exp.National,
+)
 _SUBQUERIES = (exp.Subquery, exp.Query, exp.Exists)
 _MAX_ATOMS = 12
 _MAX_EVALUATIONS = 200_000  # formula nodes times assignments: beyond it, say "may be true"

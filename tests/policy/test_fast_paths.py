@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.config import PolicyConfig
+from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import _parse_text, _View, classify
 from appliance.policy.gate import Policy, SessionPolicy
@@ -202,3 +203,17 @@ def test_the_text_caches_hold_a_bounded_amount_of_text() -> None:
         cache.put(table, str(n).encode() + b"x" * (1 << 20), entry)
         assert cache.bytes <= gate._CACHE_BYTES
     assert sum(len(key) for key in table) <= gate._CACHE_BYTES
+
+
+def test_a_shape_shared_with_hex_literals_keeps_an_always_true_where_refused() -> None:
+    """DELETE ... WHERE id = 0x1 OR id <> 0x2 was read as selective (its hex literals
+    compared by value) and cached by shape, which the shape shares with WHERE id = 1 OR
+    id <> 1: that DELETE of every row was then allowed from the cache."""
+    policy = Policy(PolicyConfig(), ())
+    session = SessionPolicy(policy, Subject("agent", frozenset({"agents"}), "orders"), "shop", 45)
+    for i, sql in enumerate(
+        (b"DELETE FROM t WHERE id = 0x1 OR id <> 0x2", b"DELETE FROM t WHERE id = 1 OR id <> 1")
+    ):
+        payload = bytes([Command.QUERY]) + sql
+        verdict = session.decide(ClientCommand(i + 1, Command.QUERY, payload, payload), 0, {})
+        assert verdict.refusal is not None and verdict.refusal.rule == "delete-without-where"
