@@ -1349,9 +1349,8 @@ def _calls_routines(c: Classification) -> bool:
 
 def _innermost(c: Classification) -> Classification:
     """The statement that runs in the end: the last of ``_chain(c)``."""
-    while c.inner is not None:
-        c = c.inner
-    return c
+    *_, last = _chain(c)
+    return last
 
 
 def _nested_variables(inner: Classification) -> list[tuple[str, str | None]]:
