@@ -27,6 +27,9 @@ from appliance.identity import TokenRejected, TokenVerifier, VerifiedToken
 __all__ = ["Approvals", "Grant", "OperatorRefused", "Outcome", "verify_operator"]
 
 _MAX_GRANT_MINUTES = 24 * 60
+_BUS_START_WAIT_S = 5.0
+"""How long a request made before the bus's first connection attempt ended waits for it
+(a gateway accepts clients before it has reached the broker)."""
 _MAX_ID_CHARS = 64  # a request id is 32 hex digits; a topic may hold 65,535 bytes
 # Rejected decisions recorded one by one per second; past that (a flood from someone with
 # the operators' broker login), they are counted and one alert says how many there were.
@@ -145,6 +148,8 @@ class Approvals:
         ``fingerprint`` (the statement's shape) lets an operator grant the shape. Once
         the request has ended (decided, expired, its waiter cancelled), no decision
         counts any more: one whose token is still being checked installs no grant."""
+        if not self.bus.connected:  # just started: the broker may be answering now
+            await self.bus.wait_first_attempt(_BUS_START_WAIT_S)
         request_id = uuid.uuid4().hex
         started = time.monotonic()
         timeout = self.config.timeout_s

@@ -177,6 +177,7 @@ class Bus:
         self._on_connect: list[Callable[[], None]] = []  # after each (re)connect
         self._wakeup = asyncio.Event()
         self._connected_event = asyncio.Event()
+        self._first_attempt_ended = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._inflight: dict[int, _Outgoing] = {}  # sent, not yet acknowledged, by send order
         self._next_send = 0
@@ -209,6 +210,15 @@ class Bus:
         except TimeoutError:
             return False
         return True
+
+    async def wait_first_attempt(self, timeout_s: float) -> None:
+        """Return once the first connection attempt has ended (connected or not), at most
+        ``timeout_s``: a gateway listens before its bus is connected, and a statement
+        that needs the bus in its first moments must not be refused for that."""
+        try:
+            await asyncio.wait_for(self._first_attempt_ended.wait(), timeout_s)
+        except TimeoutError:
+            pass
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -459,6 +469,7 @@ class Bus:
             finally:
                 self._client = None
                 self._connected_event.clear()
+                self._first_attempt_ended.set()
             if was_connected:
                 failures = 0
                 log.warning("bus: lost the connection to %s: %s", self.config.url, reason)
@@ -483,6 +494,7 @@ class Bus:
                 done.add(topic)
         self._client = client
         self._connected_event.set()
+        self._first_attempt_ended.set()
         for callback in list(self._on_connect):
             try:
                 callback()

@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 LIST_WAIT_S = 1.0
-"""The longest ``list`` collects retained requests."""
+"""The longest ``list`` keeps listening once the retained requests have been read."""
 
 DECISION_WAIT_S = 5.0
 """How long a decision is given to count (the gateway clears the request)."""
@@ -384,14 +384,15 @@ async def _retained(
 ) -> dict[tuple[str, str], Request]:
     """The requests retained under ``pattern`` (``<prefix>/<appliance>/approvals/<id>``)."""
     config = connection.config
-    started = time.monotonic()
     await connection.subscribe(pattern, 0)
     # The answer to a second subscription comes after the first one's retained burst.
     await connection.subscribe(f"{config.topic_prefix}/{appliance}/status", 0, required=False)
     found: dict[tuple[str, str], Request] = {}
-    deadline = started + wait_s
-    while (remaining := deadline - time.monotonic()) > 0:
-        message = await connection.next(min(remaining, QUIET_S))
+    # The burst has been received: all of it is read, however long subscribing took;
+    # ``wait_s`` only bounds how long later messages keep the listing open.
+    deadline = time.monotonic() + wait_s
+    while True:
+        message = await connection.next(QUIET_S)
         if message is None:
             break
         parts = _split(config, message.topic.value)
@@ -404,6 +405,8 @@ async def _retained(
             found.pop(key, None)
         else:
             found[key] = request
+        if time.monotonic() >= deadline:
+            break
     return found
 
 

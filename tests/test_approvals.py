@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,18 +24,18 @@ from lab.broker import Broker
 from lab.clients import ledger_records
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
-from lab.mariadb import MariaDB
+from lab.mariadb import MariaDB, free_port
 from lab.tokens import Provider
 
 from appliance.approvals import Approvals
-from appliance.bus import EVENT_SQL_CHARS
+from appliance.bus import EVENT_SQL_CHARS, Bus
 from appliance.config import ApprovalsConfig
 from appliance.identity import VerifiedToken
 from appliance.mysql.wire import frame
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT_S = 4
+TIMEOUT_S = 10  # long enough for a stall of a loaded machine between request and reading it
 
 
 @pytest.fixture(scope="module")
@@ -343,8 +344,9 @@ def test_without_the_broker_a_review_is_refused_at_once(
         held.close()
 
 
-def retained(broker: Broker, topic: str) -> str | None:
-    """The retained message on ``topic`` (as the operator), or None when there is none."""
+def retained(broker: Broker, topic: str, wait_s: float = 1.5) -> str | None:
+    """The retained message on ``topic`` (as the operator), or None when none came within
+    ``wait_s`` (when one is expected, give a long wait: it returns as soon as it comes)."""
     try:
         out = subprocess.run(
             mosquitto(
@@ -359,7 +361,7 @@ def retained(broker: Broker, topic: str) -> str | None:
             ),
             capture_output=True,
             text=True,
-            timeout=1.5,
+            timeout=wait_s,
         )
     except subprocess.TimeoutExpired:
         return None
@@ -398,7 +400,9 @@ def test_a_gateway_that_stops_while_a_request_is_pending(
     """SIGTERM answers the held client and clears its request; after a kill -9 the
     client loses its connection and the next start clears the request left behind."""
     # another name: a gateway clears the requests under its name that it does not hold
-    gw = approvals_gateway(tmp_path / "gw", mariadb, broker, provider, name="test-gw-2").start()
+    gw = approvals_gateway(
+        tmp_path / "gw", mariadb, broker, provider, name="test-gw-2", timeout_s=60
+    ).start()
     held = Held(gw, "DROP TABLE appr_t")
     request = next_request(broker, "DROP TABLE appr_t", appliance="test-gw-2")
     topic = f"{broker.prefix}/test-gw-2/approvals/{request['id']}"
@@ -416,7 +420,7 @@ def test_a_gateway_that_stops_while_a_request_is_pending(
             gw.proc = None
             error = held.result()
             assert error is not None  # the connection is gone
-            assert retained(broker, topic) is not None  # left behind
+            assert retained(broker, topic, wait_s=15) is not None  # left behind
             gw.start()
             deadline = time.monotonic() + 10
             while retained(broker, topic) is not None:
@@ -909,7 +913,7 @@ def test_the_broker_keeps_the_latest_signed_ledger_head(gw: GatewayProcess, brok
     with gw.connect(database="shop") as conn, conn.cursor() as cur:
         cur.execute("SELECT 1")
     time.sleep(1.5)  # a checkpoint at least every second while records flow
-    head = retained(broker, f"{broker.prefix}/test-gw/checkpoints")
+    head = retained(broker, f"{broker.prefix}/test-gw/checkpoints", wait_s=15)
     assert head is not None
     # what `sqlgate ledger head` prints: an auditor can verify the ledger against it
     held = Path(gw.workdir / "head.json")
@@ -973,6 +977,8 @@ def test_two_gateways_on_one_broker_keep_to_their_own_requests(
 class _Bus:
     """What Approvals uses of the bus: the request's topic is told on ``published``."""
 
+    connected = True
+
     def __init__(self) -> None:
         self.published = asyncio.Event()
         self.topic = ""
@@ -1035,3 +1041,32 @@ def test_a_decision_checked_after_its_request_ended_grants_nothing(end: str) -> 
         assert approvals.granted("agent", "orders", "fp") is None
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_review_in_the_gateways_first_moments_waits_for_the_broker(broker: Broker) -> None:
+    """A gateway listens before its bus has reached the broker: a statement held in that
+    moment waits for the first connection attempt instead of being refused as if the
+    broker were down (and once the broker does not answer, it is refused)."""
+
+    async def scenario() -> None:
+        bus = Bus(broker.bus_config(), "first-moments-gw")
+        config = ApprovalsConfig(timeout_s=0.5, approver_groups=("dba",), enabled=True)
+        approvals = Approvals(config, bus, cast(Any, None))
+        await bus.start()
+        assert not bus.connected  # the connection attempt has not run yet
+        fields = {"target": "orders", "sql": "DROP TABLE t"}
+        outcome = await approvals.request(fields, "agent", "ab" * 32)
+        assert outcome.verdict == "expired"  # it was put to the operators, not refused
+        await approvals.close()
+        await bus.close()
+
+        port = free_port()
+        nobody = replace(broker.bus_config(), url=f"mqtt://127.0.0.1:{port}", port=port)
+        down = Bus(nobody, "first-moments-gw")
+        approvals = Approvals(config, down, cast(Any, None))
+        await down.start()
+        outcome = await approvals.request(fields, "agent", "ab" * 32)
+        assert outcome.verdict == "unavailable"
+        await down.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))

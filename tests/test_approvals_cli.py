@@ -5,6 +5,7 @@ decisions)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
@@ -20,6 +21,8 @@ from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import Provider
+
+from appliance import operator
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +125,33 @@ def test_list_shows_a_held_statement(
         assert elsewhere.stdout == "" and elsewhere.stderr == "no pending approvals\n"
         denied = sqlgate(
             "approvals", "deny", request_id(line), "-c", config, "--token-file", tokens["dba"]
+        )
+        assert denied.returncode == 0, denied.stderr
+        assert held.result() is not None
+    finally:
+        held.close()
+
+
+def test_a_slow_subscription_does_not_cut_the_list(
+    gw: GatewayProcess, broker: Broker, config: Path, tokens: dict[str, Path]
+) -> None:
+    """The broker's answer to the subscriptions comes after the retained requests: they
+    are all read, however long subscribing took (``wait_s`` = 0 stands for a broker
+    slower than the whole wait; the listing said there was nothing pending)."""
+    sql = "DROP TABLE IF EXISTS appr_cli_slow"
+    held = Held(gw, sql)
+    try:
+        as_operator = broker.bus_config(broker.operator_user)
+        deadline = time.monotonic() + 15
+        while not (found := asyncio.run(operator.list_pending(as_operator, "test-gw"))):
+            assert time.monotonic() < deadline, "the request was never published"
+        assert [r.sql for r in found] == [sql]
+        again = asyncio.run(operator.list_pending(as_operator, "test-gw", wait_s=0))
+        assert [(r.id, r.sql) for r in again] == [(found[0].id, sql)]
+        shown = asyncio.run(operator.show_pending(as_operator, found[0].id))
+        assert shown.sql == sql
+        denied = sqlgate(
+            "approvals", "deny", found[0].id, "-c", config, "--token-file", tokens["dba"]
         )
         assert denied.returncode == 0, denied.stderr
         assert held.result() is not None
