@@ -346,7 +346,7 @@ class Policy:
             return entry
         # Texts that read differently under a sql_mode the gateway cannot know share
         # nothing by shape: two such texts with one shape may still split differently.
-        form = None if b'"' in sql or b"\\" in sql else shape(sql, mode)
+        form = None if b'"' in sql or b"\\" in sql else shape(sql, mode, typed=True)
         shapes = self._by_shape.table(reading)
         if form is not None:
             hit = shapes.get(form)

@@ -785,10 +785,13 @@ def _plain(sql: bytes, start: int, end: int, tokens: tuple[Token, ...], mode: Le
     return True
 
 
-def shape(sql: bytes, mode: LexMode) -> bytes | None:
+def shape(sql: bytes, mode: LexMode, *, typed: bool = False) -> bytes | None:
     """The text with every string, number and hex/bit literal replaced by '?' and every
     ordinary comment by ``/**/``, everything else (whitespace, optimizer hints ``/*+``,
-    executable comments) kept verbatim; None when the text does not lex.
+    executable comments) kept verbatim; None when the text does not lex. ``typed``: the
+    shape, a newline and the literals' types (letters as literal_types() spells them):
+    texts whose literals differ in type may parse differently (``LIKE 'x'`` and ``LIKE
+    0x41``), so one's classification does not stand for the other's.
 
     Two texts with the same shape differ only in literal values and in what their
     ordinary comments say: the lexing rules are those of split_statements, a literal is
@@ -804,6 +807,7 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
     fast = _pattern(mode.ansi_quotes, mode.no_backslash_escapes, True)
     slow = _pattern(mode.ansi_quotes, mode.no_backslash_escapes, False)
     out: list[bytes] = []
+    types = bytearray()  # with ``typed``
     kept = 0  # sql[kept:s] is still to be copied
     prev_end = -1  # end of the last identifier-like token, for t.5
     dot_end = -1  # end of a '.' directly after an identifier-like token
@@ -834,11 +838,22 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
                 out.append(sql[kept:s])
                 out.append(b"?")
                 kept = e
+                if typed:
+                    number = sql[s:e]
+                    if number.isdigit():
+                        types += b"i"
+                    else:
+                        types += b"e" if b"e" in number or b"E" in number else b"d"
             elif kind == "sq" or kind == "dq" or kind == "hexs" or kind == "hexn":
                 s = m.start(kind)
                 out.append(sql[kept:s])
                 out.append(b"?")
                 kept = e
+                if typed:
+                    if kind == "sq" or kind == "dq":
+                        types += b"s"
+                    else:
+                        types += b"x" if sql[s] in b"xX" or sql[s + 1] == 0x78 else b"b"
             elif kind == "op1":
                 if e - 1 == prev_end and sql[prev_end] == 0x2E:  # '.'
                     dot_end = e
@@ -871,8 +886,11 @@ def shape(sql: bytes, mode: LexMode) -> bytes | None:
         global _last_scan
         _last_scan = (sql, mode.ansi_quotes, mode.no_backslash_escapes, scanned)
     if not out:
-        return sql
+        return sql + b"\n" if typed else sql
     out.append(sql[kept:])
+    if typed:
+        out.append(b"\n")
+        out.append(bytes(types))
     return b"".join(out)
 
 

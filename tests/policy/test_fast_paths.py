@@ -217,3 +217,18 @@ def test_a_shape_shared_with_hex_literals_keeps_an_always_true_where_refused() -
         payload = bytes([Command.QUERY]) + sql
         verdict = session.decide(ClientCommand(i + 1, Command.QUERY, payload, payload), 0, {})
         assert verdict.refusal is not None and verdict.refusal.rule == "delete-without-where"
+
+
+def test_a_literal_of_another_type_is_not_decided_by_shape() -> None:
+    """SHOW VARIABLES LIKE 0x41 has the shape of SHOW VARIABLES LIKE 'x', but another
+    parse (the gateway does not understand it): it took the cached verdict of the first
+    text when that came first. The shape cache is keyed by the literals' types too."""
+    policy = Policy(PolicyConfig(), ())
+    session = SessionPolicy(policy, Subject("agent", frozenset({"agents"}), "orders"), "shop", 45)
+    texts = (b"SHOW VARIABLES LIKE 'x'", b"SHOW VARIABLES LIKE 0x41")
+    rules = []
+    for i, sql in enumerate(texts):
+        payload = bytes([Command.QUERY]) + sql
+        verdict = session.decide(ClientCommand(i + 1, Command.QUERY, payload, payload), 0, {})
+        rules.append(None if verdict.refusal is None else verdict.refusal.rule)
+    assert rules == [None, "not-understood"]

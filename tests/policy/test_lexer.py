@@ -393,6 +393,10 @@ def test_literal_types() -> None:
     tokens = [t for s in split_statements(sql, DEFAULT) for t in s.tokens]
     assert literal_types(tokens) == b"ssidddeexxbb"
     assert shape(sql, DEFAULT) == b"SELECT ?, _latin1?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, t.5"
+    # the typed shape (the shape cache's key) ends with them
+    assert shape(sql, DEFAULT, typed=True) == shape(sql, DEFAULT) + b"\nssidddeexxbb"
+    assert shape(b"SELECT c FROM t", DEFAULT, typed=True) == b"SELECT c FROM t\n"
+    assert shape(b"SELECT 1", DEFAULT, typed=True) != shape(b"SELECT '1'", DEFAULT, typed=True)
 
 
 def test_default_mode_text() -> None:
