@@ -59,6 +59,7 @@ from appliance.policy.classify import count_query
 from appliance.policy.gate import Classified, Policy, SessionPolicy, TextJob, Verdict
 from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Decision, Subject
+from appliance.server_mode import GlobalModes
 from appliance.session_kill import SessionKills
 
 if TYPE_CHECKING:
@@ -156,6 +157,8 @@ class Gateway:
             max_delay_s=config.appliance.failed_login_max_wait_s,
         )
         self.policy = Policy(config.policy, config.rules)
+        self.global_modes = GlobalModes(config, self._mode_alert)
+        self.policy.unreadable_modes = self.global_modes.unreadable
         self._retention: asyncio.Task[None] | None = None
         self.masking: MaskingPolicy | None = None
         self.catalog: ViewCatalog | None = None
@@ -196,9 +199,13 @@ class Gateway:
         log.warning("approval request %s: %s: %s", request_id, alert, reason)
         self.audit.background(records.alert(alert=alert, reason=reason, request=request_id))
 
+    def _mode_alert(self, alert: str, reason: str) -> None:
+        self.audit.background(records.alert(alert=alert, reason=reason))
+
     async def start(self) -> None:
         # the ledger first: no client is accepted before its statements can be recorded
         await self.audit.open()
+        await self.global_modes.start()  # the mode sessions start in, before clients
         if self.catalog is not None:
             await self.catalog.start()  # the views that show masked columns, before clients
         if self.config.recording.enabled and self.config.recording.keep_days:
@@ -287,6 +294,7 @@ class Gateway:
             await self._server.wait_closed()
         if self.catalog is not None:
             await self.catalog.close()
+        await self.global_modes.close()
         if self._retention is not None:
             self._retention.cancel()
             await asyncio.gather(self._retention, return_exceptions=True)

@@ -305,6 +305,9 @@ class Policy:
         self._allowed: dict[_AllowedKey, Verdict] = {}
         self._usage: dict[str, _Usage] = {}
         self.alerts: list[tuple[str, str]] = []  # (identity, message): taken by the shell
+        # target -> the modes of its server's global sql_mode the gateway cannot read
+        # (kept by server_mode.GlobalModes): its statements are refused
+        self.unreadable_modes: dict[str, str] = {}
 
     def login_schema(self, who: Subject, schema: str, collation: int | None = None) -> Decision:
         """The decision on the default schema a client names in its login (decoded as
@@ -753,6 +756,9 @@ class SessionPolicy:
         verdict = self._decide_found(cmd, label, entry)
         if not verdict.parts:  # only blanks, comments or ';': nothing runs
             return Verdict(label, (_EMPTY,))
+        if policy.unreadable_modes and self.who.target in policy.unreadable_modes:
+            modes = _server_mode_refusal(policy.unreadable_modes[self.who.target])
+            return self._verdict(label, tuple(replace(p, decision=modes) for p in verdict.parts))
         refusal = verdict.refusal
         if self.masker is not None and (refusal is None or refusal.action is RuleAction.REVIEW):
             shadow = self._masked_name(entry.found)
@@ -1237,6 +1243,17 @@ def _kill_target(text: str) -> int | None:
 
 def _no_thread(thread: int) -> bool:
     return False
+
+
+def _server_mode_refusal(modes: str) -> Decision:
+    return Decision(
+        RuleAction.BLOCK,
+        "sql-mode",
+        f"the database server's global sql_mode holds {modes}, under which the server reads "
+        "statements differently from the gateway, and every session starts in it: no "
+        "statement runs until an administrator leaves it out of the global sql_mode on the "
+        "server",
+    )
 
 
 _EXECUTE_BEFORE_PREPARED = Decision(
