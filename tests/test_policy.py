@@ -802,6 +802,66 @@ def test_after_a_call_the_schema_is_not_known(mariadb: MariaDB, tmp_path: Path) 
         direct(mariadb, "DROP TABLE IF EXISTS shop.pol_call_secret")
 
 
+def test_after_a_call_that_fails_the_schema_is_not_known(mariadb: MariaDB, tmp_path: Path) -> None:
+    """The procedure moves the session to shop, then signals an error: the schema stays
+    moved, while the gateway took the failed CALL for one that changed nothing."""
+    direct(mariadb, "CREATE DATABASE IF NOT EXISTS pol_fail_other")
+    for schema, value in (("shop", "SHOP-SECRET"), ("pol_fail_other", "decoy")):
+        direct(mariadb, f"CREATE OR REPLACE TABLE {schema}.pol_call_secret (v TEXT)")
+        direct(mariadb, f"INSERT INTO {schema}.pol_call_secret VALUES ('{value}')")
+    direct(
+        mariadb,
+        "CREATE OR REPLACE PROCEDURE pol_fail_other.tidy() BEGIN EXECUTE IMMEDIATE 'USE shop'; "
+        "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'; END",
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=CALL_SECRET).start()
+    try:
+        with gw.connect(database="pol_fail_other") as conn:
+            with pytest.raises(pymysql.err.OperationalError) as failed, conn.cursor() as cur:
+                cur.execute("CALL tidy()")
+            assert failed.value.args[0] == 1644
+            with conn.cursor() as cur:
+                cur.execute("SELECT DATABASE()")
+                assert cur.fetchone() == ("shop",)  # where MariaDB left the session
+            message = refused(conn, "SELECT * FROM pol_call_secret")
+            assert message.startswith("sqlgate: blocked by rule 'no-secret': ")
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP DATABASE IF EXISTS pol_fail_other")
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_call_secret")
+
+
+def test_a_set_statement_of_sql_mode_does_not_change_how_later_texts_are_read(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """The SELECT of SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 1 is
+    answered with that mode's status flag; the session's mode is back after it. Taking
+    the flag, the gateway read 'a\\' as a whole string and the UNION as part of another,
+    while MariaDB ran the UNION: shop's rows past a rule on them."""
+    direct(mariadb, "CREATE DATABASE IF NOT EXISTS pol_nbe_other")
+    for schema, value in (("shop", "SHOP-SECRET"), ("pol_nbe_other", "decoy")):
+        direct(mariadb, f"CREATE OR REPLACE TABLE {schema}.pol_call_secret (v TEXT)")
+        direct(mariadb, f"INSERT INTO {schema}.pol_call_secret VALUES ('{value}')")
+    trick = (
+        "SELECT 'a\\' ' UNION SELECT v FROM shop.pol_call_secret -- ' "
+        "FROM pol_nbe_other.pol_call_secret"
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=CALL_SECRET).start()
+    try:
+        with gw.connect(database="pol_nbe_other") as conn:
+            with conn.cursor() as cur:
+                cur.execute("SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 1")
+            refused(conn, trick)  # read both ways, which differ
+            with conn.cursor() as cur:  # the next answer tells the mode again
+                cur.execute("SELECT 1")
+            message = refused(conn, trick)  # read with backslash escapes, as MariaDB does
+            assert message.startswith("sqlgate: blocked by rule 'no-secret': "), message
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP DATABASE IF EXISTS pol_nbe_other")
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_call_secret")
+
+
 SEQUENCE_OFF_LIMITS = """
 [[rules]]
 name = "sequence-is-off-limits"

@@ -496,6 +496,10 @@ class SessionPolicy:
         self._login_reading = _login_reading(charset)
         self._reading = self._login_reading  # how the client character set is read
         self._mode_changes: set[int] = set()  # commands in flight that may change sql_mode
+        # SET STATEMENT sql_mode = ... FOR: its answer's status flags are those of the
+        # statement's own mode, not the session's; until a later answer, not known
+        self._statement_modes: set[int] = set()
+        self._stale_status = False
         # an SQL-level PREPARE of a CALL went through: EXECUTE name may run one
         self._prepared_calls = False
         # command id -> the schema it makes current, and whether a failure of the command
@@ -508,7 +512,7 @@ class SessionPolicy:
         # of the command means it was not set (else: not known)
         self._login_results = collation_charset(charset)
         self._results = self._login_results
-        self._results_sets: dict[int, tuple[str, bool]] = {}
+        self._results_sets: dict[int, tuple[str | None, bool]] = {}
         self._masker: SessionMasker | None = None
         # whether a backend thread id is one of this identity's live sessions on this
         # target (the gateway knows them); until it is told, none is
@@ -567,7 +571,8 @@ class SessionPolicy:
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
             if self._runs_call(sql, server_status):
-                self._uses[cmd.id] = (None, True)  # see decide(): the schema is not known
+                self._uses[cmd.id] = (None, False)  # see decide(): the schema is not known
+                self._after_call(cmd)
             views = _VIEW_WORD.search(sql) is not None  # CREATE VIEW prepared, run now
             verdict = Verdict(label, (replace(_part(text, "EXECUTE", "prepared"), views=views),))
             return self._guarded(verdict, cmd, prepared=sql)
@@ -582,13 +587,17 @@ class SessionPolicy:
             else:
                 decision = decide(use, self.who, self.schema, self.policy.rules)
             verdict = self._guarded(self._verdict(label, (Part(use.text, "USE", decision),)), cmd)
-            if verdict.refusal is None or verdict.shadow:  # it goes to the server
+            if verdict.refusal is None or self.may_run(verdict.refusal):
                 self._uses[cmd.id] = (schema, True)
             return verdict
         if code == Command.FIELD_LIST:  # decided and recorded as SHOW COLUMNS FROM `table`
             return self._guarded(self._field_list(cmd, label), cmd)
         if code == Command.RESET_CONNECTION:
             self._mode_changes.add(cmd.id)
+            if self._reading is not self._login_reading:
+                # commands sent before its answer are read by the server in the login's
+                # character set, unless the reset fails: only ASCII reads the same in both
+                self._reading = _Reading.ASCII_ONLY
             return Verdict(label, (_part("", "RESET CONNECTION"),))
         if code == Command.PROCESS_KILL:  # the KILL statement's command: decided as one
             thread = int.from_bytes(cmd.payload[1:5], "little")
@@ -640,7 +649,7 @@ class SessionPolicy:
         ``WHERE code = 0``, which with sql_mode '' matches every code that does not
         start with a digit)."""
         sql = cmd.sql
-        if sql is None or self._mode_changes or self._uses or b'"' in sql:
+        if sql is None or self._backslash_unknown or self._uses or b'"' in sql:
             return None
         if any(p.kind in _HOLDS_A_STATEMENT or p.kind in STORED_CODE for p in verdict.parts):
             return None
@@ -714,6 +723,20 @@ class SessionPolicy:
             return None
         return db
 
+    @property
+    def _backslash_unknown(self) -> bool:
+        """Whether the server's last status flags may not tell its NO_BACKSLASH_ESCAPES:
+        a change of sql_mode is on its way, or the last answer came under a SET
+        STATEMENT's mode."""
+        return bool(self._mode_changes) or self._stale_status
+
+    def may_run(self, decision: Decision) -> bool:
+        """Whether a statement so decided may reach the server: allowed, held for a person
+        who may approve it, or refused only in the records (shadow mode). What it does
+        to the session is followed then, or an approved one would leave the gateway
+        reading later statements in the wrong schema or character set."""
+        return decision.action is not RuleAction.BLOCK or self.policy.shadow
+
     def text_job(self, cmd: ClientCommand, server_status: int) -> TextJob | None:
         """A statement text long enough to be classified away from the event loop, and
         not decided before (None: decide it now)."""
@@ -724,7 +747,7 @@ class SessionPolicy:
             return None
         sql = cmd.payload[1:]
         mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
-        backslash_unknown = bool(self._mode_changes)
+        backslash_unknown = self._backslash_unknown
         limit = self.policy.settings.max_statement_bytes
         if len(sql) <= limit and self.policy.decided_before(sql, mode, backslash_unknown):
             return None
@@ -737,7 +760,7 @@ class SessionPolicy:
         policy = self.policy
         settings = policy.settings
         mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
-        backslash_unknown = bool(self._mode_changes)
+        backslash_unknown = self._backslash_unknown
         if classified is not None and classified.reading != (mode, backslash_unknown):
             classified = None  # an answer in between changed how the text reads
         if len(sql) <= settings.max_statement_bytes:
@@ -899,38 +922,46 @@ class SessionPolicy:
         last = len(found) - 1
         single = last == 0
         stateful = False  # the verdict depends on the session: not cached
+        calls = False  # a procedure runs: it may change the schema, then fail
         for index, c in enumerate(found):
             touches_lexing = _touches_session(c)
             decision = decide(c, self.who, db, self.policy.rules)
-            if not decision.refused and _prepares_a_use(c, label):
+            if self.may_run(decision) and _prepares_a_use(c, label):
                 decision = _PREPARED_USE
             runs = c if c.inner is None else _innermost(c)  # EXECUTE IMMEDIATE 'KILL 5'
             if runs.kind == "KILL":
                 stateful = True  # whose thread it is changes from session to session
                 if decision == ALLOW:  # not a configured rule's allow
                     decision = self._kill_check(_kill_target(runs.text))
-            if touches_lexing and not decision.refused:
+            if touches_lexing and self.may_run(decision):
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
                     decision = checked
+            if _sets_statement_mode(c):
+                stateful = True
+                if self.may_run(decision):
+                    self._mode_changes.add(cmd.id)
+                    self._statement_modes.add(cmd.id)
             views = "VIEW" in runs.kind or (c.kind == "EXECUTE" and c.inner is None)
             parts.append(Part(None if single else c.text, c.kind, decision, c.functions, views))
             if c.kind == "USE" or touches_lexing:
                 stateful = True
-                if c.kind == "USE" and not decision.refused and label == "COM_QUERY":
+                if c.kind == "USE" and self.may_run(decision) and label == "COM_QUERY":
                     db = _use_target(c)  # None when it cannot be read: any schema then
                     uses = True
             if runs.kind == "CALL" or c.kind == "EXECUTE":
                 stateful = True  # what it does to the schema depends on the session
-            if not decision.refused and (runs.kind == "CALL" or c.kind == "EXECUTE"):
+            if self.may_run(decision) and (runs.kind == "CALL" or c.kind == "EXECUTE"):
                 if any(s.kind == "PREPARE" for s in _chain(c)):
                     self._prepared_calls = self._prepared_calls or runs.kind == "CALL"
                 elif runs.kind == "CALL" or (c.inner is None and self._prepared_calls):
                     # a procedure may leave the session in another schema (a USE it runs
                     # as dynamic SQL lasts when it is of the current schema): not known
-                    # after it, for the rest of the text too
+                    # after it, for the rest of the text too; nor the character set of
+                    # result names, which one it runs may set
                     db = None
                     uses = True
+                    calls = True
         if stateful:
             verdict = self._verdict(label, tuple(parts))
         else:
@@ -940,9 +971,17 @@ class SessionPolicy:
                 verdict = self._verdict(label, tuple(parts))
             entry.put(key, verdict)
         verdict = self._guarded(verdict, cmd, found)
-        if uses and (verdict.refusal is None or verdict.shadow):  # it goes to the server
-            self._uses[cmd.id] = (db, single)
+        if uses and (verdict.refusal is None or self.may_run(verdict.refusal)):
+            self._uses[cmd.id] = (db, single and not calls)
+        if calls and (verdict.refusal is None or self.may_run(verdict.refusal)):
+            self._after_call(cmd)
         return verdict
+
+    def _after_call(self, cmd: ClientCommand) -> None:
+        """A procedure runs: the character set of result names is not known from now on
+        (it may ``SET character_set_results``, which lasts after it)."""
+        self._results_sets[cmd.id] = (None, False)
+        self._tell_masker()
 
     def _session_checks(
         self, cmd: ClientCommand, c: Classification, index: int, last: int, label: str
@@ -1087,6 +1126,11 @@ class SessionPolicy:
         """Follow what a finished command changed in the session."""
         self._mode_changes.discard(cmd.id)
         self._preparing.discard(cmd.id)
+        if cmd.id in self._statement_modes:
+            self._statement_modes.discard(cmd.id)
+            self._stale_status = True
+        elif error is None:  # the answer's status flags are the session's again
+            self._stale_status = False
         use = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
         results = self._results_sets.pop(cmd.id, None)
@@ -1096,7 +1140,7 @@ class SessionPolicy:
         if results is not None:
             name, certain = results
             if error is None:
-                self._results = name
+                self._results = name  # None: not known (after a procedure)
             elif not certain:
                 self._results = None
         self._tell_masker()
@@ -1418,6 +1462,16 @@ def _prepares_a_use(c: Classification, label: str) -> bool:
     if c.inner is None:
         return c.kind == "USE" and label == "COM_STMT_PREPARE"
     return any(s.kind == "USE" for s in _chain(c.inner))
+
+
+def _sets_statement_mode(c: Classification) -> bool:
+    """Whether a statement is, or runs at any depth, a SET STATEMENT sql_mode = ... FOR:
+    the server runs the statement under that mode, and its answer carries that mode's
+    NO_BACKSLASH_ESCAPES flag, though the session's mode is back when it ends."""
+    return any(
+        s.kind == "SET STATEMENT" and any(name == "sql_mode" for name, _ in s.variables)
+        for s in _chain(c)
+    )
 
 
 def _touches_session(c: Classification) -> bool:

@@ -507,7 +507,8 @@ def test_com_init_db_and_a_logins_database_are_decided_as_the_text_use(rule: Rul
     """COM_INIT_DB (PyMySQL's select_db) and the database of a login are the text USE:
     the same rule, the same reason; a refused COM_INIT_DB leaves the schema as it was."""
     session = _ruled(rule, db="shop")
-    text = session.query(b"USE `se``cret`")[1]
+    use, text = session.query(b"USE `se``cret`")
+    session.policy.completed(use, 1227, 0)  # refused (a held one: denied)
     init_db = ClientCommand(50, Command.INIT_DB, b"\x02se`cret", b"")
     verdict = session.policy.decide(init_db, 0, {})
     assert verdict.refused and verdict.command == "COM_INIT_DB"

@@ -1,0 +1,149 @@
+"""What a command does to the session is followed whenever it may reach the server: an
+approved statement (held for review first), a procedure that fails half way, a SET
+STATEMENT whose answer carries its own sql_mode, a COM_RESET_CONNECTION with commands
+sent behind it. Else the gateway reads later statements in another schema, sql_mode or
+character set than the server does. Through the real gateway: tests/test_policy.py."""
+
+from __future__ import annotations
+
+from appliance.config import PolicyConfig, RuleAction, RuleConfig
+from appliance.mysql.constants import Command
+from appliance.mysql.relay import ClientCommand
+from appliance.policy.gate import Policy, SessionPolicy, Verdict
+from appliance.policy.rules import Subject
+
+AGENT = Subject("agent", frozenset({"agents"}), "orders")
+UTF8MB4_GENERAL_CI = 45
+GBK_CHINESE_CI = 28
+NO_SECRET = RuleConfig("no-secret", ("*",), RuleAction.BLOCK, ("shop.secret",))
+ALLOW_CALLS = RuleConfig("calls", ("CALL",), RuleAction.ALLOW)
+REVIEW_USE = RuleConfig("review-use", ("USE",), RuleAction.REVIEW)
+NO_BACKSLASH_ESCAPES = 0x0200
+
+
+class Session:
+    """One agent session in schema ``pub``, fed commands the way the gateway feeds them."""
+
+    def __init__(self, *rules: RuleConfig, charset: int = UTF8MB4_GENERAL_CI) -> None:
+        self.policy = SessionPolicy(
+            Policy(PolicyConfig(), (NO_SECRET, *rules)), AGENT, "pub", charset
+        )
+        self._next = 0
+
+    def send(
+        self, sql: bytes | str, command: Command = Command.QUERY, status: int = 0
+    ) -> tuple[ClientCommand, Verdict]:
+        self._next += 1
+        body = sql.encode() if isinstance(sql, str) else sql
+        payload = bytes([command]) + body
+        cmd = ClientCommand(self._next, command, payload, payload)
+        return cmd, self.policy.decide(cmd, status, {})
+
+    def done(self, cmd: ClientCommand, error: int | None = None) -> None:
+        self.policy.completed(cmd, error, 0)
+
+    def reads_shop_secret(self, status: int = 0) -> bool:
+        """Whether ``SELECT * FROM secret`` is refused as reading shop.secret."""
+        cmd, verdict = self.send("SELECT * FROM secret", status=status)
+        self.done(cmd, 1227 if verdict.refused else None)
+        return verdict.refusal is not None and verdict.refusal.rule == "no-secret"
+
+
+def test_an_approved_text_with_a_use_moves_the_schema() -> None:
+    """USE shop; DROP TABLE t is held for review: approved, it runs and the server is in
+    shop, so a bare ``secret`` is shop.secret from then on."""
+    session = Session()
+    cmd, verdict = session.send("USE shop; DROP TABLE t")
+    assert verdict.refusal is not None and verdict.refusal.action is RuleAction.REVIEW
+    assert session.policy.schema is None  # approved or not: not known until it is answered
+    session.done(cmd)  # approved, ran
+    assert session.policy.db == "shop"
+    assert session.reads_shop_secret()
+
+
+def test_an_approved_use_moves_the_schema() -> None:
+    for command, body in ((Command.QUERY, "USE shop"), (Command.INIT_DB, "shop")):
+        session = Session(REVIEW_USE)
+        cmd, verdict = session.send(body, command)
+        assert verdict.refusal is not None and verdict.refusal.action is RuleAction.REVIEW
+        session.done(cmd)
+        assert session.policy.db == "shop"
+        assert session.reads_shop_secret()
+
+
+def test_a_denied_use_leaves_the_schema() -> None:
+    session = Session(REVIEW_USE)
+    cmd, _ = session.send("USE shop")
+    session.done(cmd, 1227)  # denied: the gateway answered
+    assert session.policy.schema == "pub"
+
+
+def test_an_approved_call_makes_the_schema_unknown() -> None:
+    """A procedure may run ``EXECUTE IMMEDIATE 'USE shop'``, which lasts after it when it
+    is of the current schema: held for review (no rule allows CALL) and approved, the
+    CALL leaves the schema unknown like an allowed one."""
+    session = Session()
+    cmd, verdict = session.send("CALL pub.run('USE shop')")
+    assert verdict.refusal is not None and verdict.refusal.action is RuleAction.REVIEW
+    session.done(cmd)
+    assert session.policy.schema is None
+    assert session.reads_shop_secret()
+
+
+def test_a_call_that_fails_makes_the_schema_unknown() -> None:
+    """The procedure changed the schema, then signalled an error."""
+    session = Session(ALLOW_CALLS)
+    cmd, verdict = session.send("CALL pub.use_then_fail()")
+    assert verdict.refusal is None
+    session.done(cmd, 1644)
+    assert session.policy.schema is None
+    assert session.reads_shop_secret()
+
+
+def test_a_call_makes_the_character_set_of_result_names_unknown() -> None:
+    """A procedure may ``SET character_set_results``, which lasts after it."""
+    session = Session(ALLOW_CALLS)
+    assert session.policy._results == "utf8mb4"
+    cmd, verdict = session.send("CALL pub.run('SET character_set_results = latin1')")
+    assert verdict.refusal is None
+    session.done(cmd)
+    assert session.policy._results is None
+
+
+def test_a_set_statement_of_sql_mode_leaves_no_backslash_escapes_unknown() -> None:
+    """SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 1: the SELECT's answer
+    carries that flag, the session's mode does not. The next text is read both ways."""
+    trick = r"SELECT 'a\' ' UNION SELECT v FROM shop.secret -- ' FROM pub.secret"
+    session = Session()
+    cmd, verdict = session.send("SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 1")
+    assert verdict.refusal is None
+    session.done(cmd)
+    _, verdict = session.send(trick, status=NO_BACKSLASH_ESCAPES)
+    assert verdict.refusal is not None  # refused: the two readings differ
+    # the other way round: a session in NO_BACKSLASH_ESCAPES, a statement without it
+    session = Session()
+    cmd, _ = session.send("SET STATEMENT sql_mode='' FOR SELECT 1", status=NO_BACKSLASH_ESCAPES)
+    session.done(cmd)
+    hidden = r"SELECT v FROM pub.secret WHERE v = 'x\' UNION SELECT v FROM shop.secret -- '"
+    _, verdict = session.send(hidden, status=0)
+    assert verdict.refusal is not None
+    # an answer that came under the session's own mode tells it again
+    cmd, _ = session.send("SELECT 1", status=NO_BACKSLASH_ESCAPES)
+    session.done(cmd)
+    assert not session.policy._backslash_unknown
+
+
+def test_a_query_sent_behind_a_reset_is_read_in_both_character_sets() -> None:
+    """A gbk login, SET NAMES utf8mb4, then COM_RESET_CONNECTION and a query in one
+    write: the server reads the query in gbk again (0xbf 0x60 is one character there,
+    the backtick is swallowed), the gateway read it as UTF-8."""
+    session = Session(charset=GBK_CHINESE_CI)
+    cmd, verdict = session.send("SET NAMES utf8mb4")
+    assert verdict.refusal is None
+    session.done(cmd)
+    reset, _ = session.send(b"", Command.RESET_CONNECTION)
+    _, verdict = session.send(b"SELECT v AS `\xbf`, 'x` FROM shop.secret -- ' FROM pub.secret")
+    assert verdict.refusal is not None
+    session.done(reset)
+    _, verdict = session.send(b"SELECT v AS `\xbf`, 'x` FROM shop.secret -- ' FROM pub.secret")
+    assert verdict.refusal is not None  # gbk again: only ASCII
