@@ -862,6 +862,34 @@ def test_a_set_statement_of_sql_mode_does_not_change_how_later_texts_are_read(
         direct(mariadb, "DROP TABLE IF EXISTS shop.pol_call_secret")
 
 
+def test_a_statement_text_the_server_converts_is_not_read_unconverted(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """In swe7 the backtick is the letter é: EXECUTE IMMEDIATE _swe7'UPDATE pub ` , secret
+    SET ... -- ` ...' was read as an UPDATE of pub alone and set every row of the table a
+    rule refuses; with character_set_connection = swe7 a backslash in the text became
+    '?', and shop's rows came back."""
+    direct(mariadb, "CREATE OR REPLACE TABLE shop.pol_call_secret (v TEXT)")
+    direct(mariadb, "INSERT INTO shop.pol_call_secret VALUES ('SHOP-SECRET')")
+    direct(mariadb, "CREATE OR REPLACE TABLE shop.pol_pub (id INT, c INT)")
+    direct(mariadb, "INSERT INTO shop.pol_pub VALUES (1, 0), (2, 0)")
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=CALL_SECRET).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            message = refused(
+                conn,
+                "EXECUTE IMMEDIATE _swe7'UPDATE pol_pub ` , pol_call_secret "
+                "SET pol_call_secret.v = 0x70776e6564 -- ` SET c = 1 WHERE id = 1'",
+            )
+            assert "not-understood" in message, message
+            message = refused(conn, "SET character_set_connection = swe7")
+            assert message.startswith("sqlgate: blocked by rule 'charset': "), message
+        assert direct(mariadb, "SELECT v FROM shop.pol_call_secret") == [("SHOP-SECRET",)]
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_call_secret, shop.pol_pub")
+
+
 SEQUENCE_OFF_LIMITS = """
 [[rules]]
 name = "sequence-is-off-limits"

@@ -75,6 +75,20 @@ UNREADABLE_NAMES = frozenset({"ucs2", "utf16", "utf16le", "utf32", "filename"})
 character, or ``filename``'s ``@002d`` for ``-``. Such a results character set is
 refused, and a session that logs in with one gets the server's default instead."""
 
+UNSAFE_CHARSETS = frozenset({"big5", "cp932", "gbk", "gb18030", "sjis"})
+"""Client character sets whose multi-byte characters can end in a backslash or a quote:
+the server would read a statement differently from any ASCII-safe lexer."""
+
+ASCII_CHANGING = frozenset({"swe7"})
+"""A single-byte character set whose ASCII bytes are other characters (in swe7 the
+backtick is é, the backslash Ö): a text converted to or from it changes its quotes and
+backslashes, and names in it do not keep their ASCII bytes."""
+
+CONVERSION_UNSAFE = UNSAFE_CHARSETS | UNREADABLE_NAMES | ASCII_CHANGING
+"""Character sets from or to which the server's conversion of a text (a statement held
+in a string, as PREPARE and EXECUTE IMMEDIATE take it) may turn a character into a quote
+or a backslash, or one into a letter."""
+
 LOSSLESS_NAMES = frozenset({"utf8mb4", "utf8mb3", "utf8", "binary", "null"})
 """Results character sets that carry every name as stored (UTF-8); the others write a
 ``?`` for a character they cannot hold, which may hide a masked column's name."""

@@ -30,6 +30,7 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError
 
+from appliance.mysql.charsets import CONVERSION_UNSAFE
 from appliance.policy.lexer import (
     LexError,
     LexMode,
@@ -2429,6 +2430,11 @@ def _set(v: _View, kind: str, head: int) -> Classification:
 # -- PREPARE -------------------------------------------------------------------------------------
 
 
+#: Introducers of a PREPARE or EXECUTE IMMEDIATE text whose bytes the server reads as
+#: the gateway does: UTF-8, and binary (not converted).
+_AS_READ = frozenset({"utf8mb4", "utf8mb3", "utf8", "binary"})
+
+
 def _prepare(v: _View, kind: str, head: int) -> Classification:
     """PREPARE name FROM <text>, and MariaDB's EXECUTE IMMEDIATE <text> [USING ...]:
     a literal text is classified as the statement it holds; any other text (a variable,
@@ -2454,8 +2460,16 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
         reads, called = _subquery_reads(v, head, n)
     except _Unparsable as err:
         return _result(kind, text, flags=flags, problem=_parse_problem(kind, str(err)))
+    charset = None
     if i < stop and tokens[i].kind == Tok.WORD and tokens[i].text.startswith("_"):
-        i += 1  # a character set introducer
+        charset = tokens[i].text[1:].lower()  # a character set introducer
+        if charset in CONVERSION_UNSAFE:
+            why = (
+                f"the server converts a text in {charset} before it reads it, which may "
+                "turn a character into a quote or a backslash or one into a letter"
+            )
+            return _result(kind, text, flags=flags, problem=_parse_problem(kind, why))
+        i += 1
     strings = tokens[i:stop]
     if not strings or any(t.kind != Tok.STRING for t in strings):
         return _result(
@@ -2463,6 +2477,12 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
         )
     # Adjacent string literals are one literal.
     body = b"".join(string_bytes(v.bytes_of(t), v.mode) for t in strings)
+    if charset is not None and charset not in _AS_READ and not body.isascii():
+        why = (
+            f"the server converts a text in {charset} before it reads it, and the gateway "
+            "would read its characters beyond ASCII as they were sent, not as converted"
+        )
+        return _result(kind, text, flags=flags, problem=_parse_problem(kind, why))
     inner_all = classify(body, v.mode)
     if len(inner_all) != 1:
         return _result(

@@ -21,7 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from appliance.config import RuleAction, RuleConfig
-from appliance.mysql.charsets import UNREADABLE_NAMES
+from appliance.mysql.charsets import (
+    ASCII_CHANGING,
+    UNREADABLE_NAMES,
+    UNSAFE_CHARSETS,
+)
 from appliance.policy.classify import Classification
 from appliance.policy.server_functions import BUILTIN_FUNCTIONS, SERVER
 
@@ -152,10 +156,6 @@ SESSION_VARIABLES = frozenset(
         "max_recursive_iterations",
     }
 )
-
-#: Client character sets whose multi-byte characters can end in a backslash or a quote:
-#: the server would read a statement differently from any ASCII-safe lexer.
-UNSAFE_CHARSETS = frozenset({"big5", "cp932", "gbk", "gb18030", "sjis"})
 
 #: The names a SET of the client character set has (SET NAMES, SET CHARACTER SET,
 #: character_set_client).
@@ -629,6 +629,16 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
                     f"the client character set {refused} is not one the gateway can read "
                     "safely. Use SET NAMES utf8mb4",
                 )
+        if plain in CONNECTION_VARIABLES:
+            refused = _connection_refusal(value)
+            if refused is not None:
+                return _block(
+                    "charset",
+                    f"{plain} set to {refused} would make the server convert the statement "
+                    "texts that PREPARE and EXECUTE IMMEDIATE take as strings before it "
+                    "reads them, so that it could read another statement than the gateway. "
+                    "Use utf8mb4 (SET NAMES utf8mb4 sets it too)",
+                )
         if plain == "character_set_results":
             refused = _results_refusal(value)
             if refused is not None:
@@ -725,10 +735,34 @@ def _charset_refusal(value: str | None) -> str | None:
     name = value.lower()
     if name == "default":
         return "DEFAULT (the server's, which the gateway cannot see)"
-    if name in UNSAFE_CHARSETS or name in UNREADABLE_NAMES:
+    if name in UNSAFE_CHARSETS or name in UNREADABLE_NAMES or name in ASCII_CHANGING:
         return value
     if not _CHARSET_NAME.fullmatch(name):
         return f"{value} (a collation number or an expression, not a character set name)"
+    return None
+
+
+#: The connection character set: string literals are converted to it, the statement
+#: texts of PREPARE and EXECUTE IMMEDIATE among them.
+CONNECTION_VARIABLES = frozenset({"character_set_connection", "collation_connection"})
+
+
+def _connection_refusal(value: str | None) -> str | None:
+    """How to name a connection character set (or collation) a SET may not choose, or
+    None when it may: one to which texts convert without turning a character into a
+    quote or a backslash. A client's text converts character by character, so gbk's or
+    sjis's characters stay whole (the server reads them so); swe7 has no backslash, and
+    ucs2, utf16 and utf32 no ASCII bytes."""
+    if value is None:
+        return "a computed value"
+    name = value.lower()
+    if name == "default":
+        return "DEFAULT (the server's, which the gateway cannot see)"
+    if not _CHARSET_NAME.fullmatch(name):
+        return f"{value} (a number or an expression, not a name)"
+    charset = name.split("_", 1)[0]  # utf16_bin is of utf16
+    if charset in ASCII_CHANGING or charset in UNREADABLE_NAMES:
+        return value
     return None
 
 
@@ -745,7 +779,7 @@ def _results_refusal(value: str | None) -> str | None:
         return "DEFAULT (the server's, which the gateway cannot see)"
     if not _CHARSET_NAME.fullmatch(name):
         return f"{value} (a collation number or an expression, not a character set name)"
-    if name in UNREADABLE_NAMES:
+    if name in UNREADABLE_NAMES or name in ASCII_CHANGING:
         return f"{value} (its names do not keep their ASCII bytes)"
     return None
 
