@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -308,6 +309,11 @@ REFUSED = [
     # other sessions' statement texts hold their literals (every session is one account)
     ("SHOW FULL PROCESSLIST", "process list"),
     ("SELECT info FROM information_schema.PROCESSLIST", "process list"),
+    # the key values of the records other sessions lock; other sessions' plans
+    ("SELECT lock_data FROM information_schema.INNODB_LOCKS", "lock tables"),
+    ("SELECT * FROM sys.innodb_lock_waits", "sys schema"),
+    ("EXPLAIN FORMAT=JSON FOR CONNECTION 1", "FOR CONNECTION"),
+    ("DESCRIBE FOR CONNECTION 1", "whose plan of another session's statement"),
 ]
 
 
@@ -353,6 +359,85 @@ def test_a_schema_the_gateway_is_not_sure_of_still_masks(
         conn.close()
     code, message = caught.value.args
     assert code == 1227 and "by rule 'masking'" in message, message
+
+
+def refused(gw: GatewayProcess, sql: str) -> str:
+    """The message of the gateway's refusal of sql, by the masking rule."""
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        query(gw, sql)
+    code, message = caught.value.args
+    assert code == 1227 and "by rule 'masking'" in message, message
+    assert CARD not in message and "5555555555554444" not in message
+    return str(message)
+
+
+def test_the_key_values_other_sessions_lock_are_refused(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """Session A locks the rows through the card index, B waits for them: InnoDB's lock
+    tables show the key values of the locked records ('4111111111111111', 1), the card
+    numbers in the clear."""
+    a = mariadb.connect(database="shop")
+    b = mariadb.connect(database="shop")
+    lock = (  # from the first card (a NULL card sorts first)
+        "SELECT id FROM mask_customers FORCE INDEX (card_number) WHERE card_number > '0' FOR UPDATE"
+    )
+    waiter = threading.Thread(target=lambda: b.cursor().execute(lock))
+    try:
+        with a.cursor() as cur, b.cursor() as other:
+            other.execute("SET innodb_lock_wait_timeout = 20")
+            other.execute("BEGIN")
+            cur.execute("BEGIN")
+            cur.execute(lock)
+            waiter.start()
+            probe = "SELECT lock_data FROM information_schema.INNODB_LOCKS"
+            deadline = time.monotonic() + 10
+            while not any(CARD in str(r) for r in mariadb.admin_sql(probe)):
+                assert time.monotonic() < deadline, mariadb.admin_sql(probe)
+                time.sleep(0.05)
+            assert "lock tables" in refused(gw, probe)
+            assert "lock tables" in refused(
+                gw,
+                "SELECT l.lock_data FROM information_schema.INNODB_LOCK_WAITS w JOIN "
+                "information_schema.INNODB_LOCKS l ON l.lock_id = w.blocking_lock_id",
+            )
+    finally:
+        a.rollback()
+        waiter.join(timeout=30)
+        b.rollback()
+        a.close()
+        b.close()
+
+
+def test_the_plan_of_another_sessions_statement_is_refused(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """EXPLAIN FORMAT=JSON FOR CONNECTION shows the running statement's conditions with
+    their literals ("attached_condition": "... like '5555555555554444%'")."""
+    other = mariadb.connect(database="shop")
+    running = threading.Thread(
+        target=lambda: other.cursor().execute(
+            "SELECT id FROM mask_customers WHERE card_number LIKE '5555555555554444%' "
+            "AND SLEEP(3) = 0"
+        )
+    )
+    try:
+        running.start()
+        plan = f"EXPLAIN FORMAT=JSON FOR CONNECTION {other.thread_id()}"
+        deadline = time.monotonic() + 3
+        while True:
+            try:
+                shown = mariadb.admin_sql(plan)
+                break
+            except pymysql.err.MySQLError:  # not running yet
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert "5555555555554444" in str(shown)
+        for sql in (plan, f"EXPLAIN FOR CONNECTION {other.thread_id()}"):
+            assert "FOR CONNECTION" in refused(gw, sql)
+    finally:
+        running.join(timeout=30)
+        other.close()
 
 
 def test_exempt_groups_may_use_the_column_freely(gw: GatewayProcess) -> None:

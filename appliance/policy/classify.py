@@ -3276,14 +3276,18 @@ class _Uses:
     def statistics(self, table: exp.Table) -> None:
         """Tables that hold column values or statement texts whatever the masking:
         mysql.column_stats (the lowest and highest value and a histogram of each column
-        ANALYZE ... PERSISTENT reached), the process list and performance_schema (the
-        texts of other sessions' statements, literals included; every session shares
+        ANALYZE ... PERSISTENT reached), InnoDB's lock tables (the key values of the
+        records other sessions lock) and full-text index tables (the words of indexed
+        columns), the process list, performance_schema and the sys schema's views of them
+        (the texts of other sessions' statements, literals included; every session shares
         the backend account)."""
         name, schema = table.name.lower(), table.db.lower()
         if name == "column_stats" and schema in ("mysql", ""):
             self.refs.append(_Ref("", (), "in mysql.column_stats, which holds column values"))
+        elif name in _INNODB_VALUES and schema in ("information_schema", ""):
+            self.refs.append(_Ref("", (), _INNODB_VALUES[name]))
         elif (name in ("processlist", "innodb_trx") and schema in ("information_schema", "")) or (
-            schema == "performance_schema"
+            schema in ("performance_schema", "sys")
         ):
             self.refs.append(_Ref("", (), _OTHER_SESSIONS))
 
@@ -3889,9 +3893,28 @@ class _Uses:
 
 
 _OTHER_SESSIONS = (
-    "in the process list, InnoDB's status or performance_schema, which show the texts of "
-    "other sessions' statements"
+    "in the process list, InnoDB's status, performance_schema or the sys schema, which show "
+    "the texts of other sessions' statements"
 )
+_OTHER_PLANS = (
+    "in EXPLAIN ... FOR CONNECTION or SHOW EXPLAIN/ANALYZE ... FOR, whose plan of another "
+    "session's statement shows its conditions with their literals"
+)
+_LOCKED_VALUES = (
+    "in InnoDB's lock tables (information_schema.INNODB_LOCKS, INNODB_LOCK_WAITS), which "
+    "show the key values of the records other sessions lock"
+)
+_INDEXED_WORDS = (
+    "in InnoDB's full-text index tables (information_schema.INNODB_FT_INDEX_TABLE, "
+    "INNODB_FT_INDEX_CACHE), which show the words of an indexed column"
+)
+# information_schema tables that show values held in rows (see _Uses.statistics)
+_INNODB_VALUES = {
+    "innodb_locks": _LOCKED_VALUES,
+    "innodb_lock_waits": _LOCKED_VALUES,
+    "innodb_ft_index_table": _INDEXED_WORDS,
+    "innodb_ft_index_cache": _INDEXED_WORDS,
+}
 
 # Kinds that carry no column value to the client, into a table or into a variable.
 _VALUELESS = frozenset(
@@ -4010,6 +4033,8 @@ def _statement_refs(
         t.kind is Tok.WORD and t.text in ("PROCESSLIST", "ENGINE") for t in tokens
     ):  # SHOW [FULL] PROCESSLIST; SHOW ENGINE INNODB STATUS quotes recent statements
         return [_Ref("", (), _OTHER_SESSIONS)], None
+    if _explains_connection(tokens, kind, head):
+        return [_Ref("", (), _OTHER_PLANS)], None
     if kind in _VALUELESS and not (
         kind == "SHOW" and _subquery_spans(tokens, head, len(tokens))
     ):  # SHOW ... WHERE (SELECT ...): not analysed, not understood (below)
@@ -4054,6 +4079,26 @@ def _statement_refs(
     return walk.refs, None
 
 
+def _explains_connection(tokens: Sequence[Token], kind: str, head: int) -> bool:
+    """EXPLAIN/DESCRIBE [EXTENDED | PARTITIONS | FORMAT = x] FOR CONNECTION n and SHOW
+    EXPLAIN/ANALYZE [FORMAT = x] FOR n: the plan of another session's running statement,
+    its conditions (``attached_condition``) with their literals."""
+    if kind == "SHOW":
+        return word_at(tokens, head) in ("EXPLAIN", "ANALYZE")
+    if kind not in ("EXPLAIN", "ANALYZE"):
+        return False
+    i = head
+    while True:
+        w = word_at(tokens, i)
+        if w in ("EXTENDED", "PARTITIONS"):
+            i += 1
+        elif w == "FORMAT" and punct_at(tokens, i + 1, "="):
+            i += 3
+        else:
+            break
+    return word_at(tokens, i) == "FOR" and word_at(tokens, i + 1) == "CONNECTION"
+
+
 def _inner_statement(v: _View, kind: str, head: int) -> tuple[int, bytes, bool] | None:
     """EXPLAIN, ANALYZE, SET STATEMENT ... FOR, PREPARE and EXECUTE IMMEDIATE hold a
     statement: (where it starts in raw, its text, whether that text is raw's own bytes).
@@ -4072,8 +4117,6 @@ def _inner_statement(v: _View, kind: str, head: int) -> tuple[int, bytes, bool] 
                 i += 3
             else:
                 break
-        if word_at(tokens, i) == "FOR" and word_at(tokens, i + 1) == "CONNECTION":
-            return -1, b"", True
         if i >= n or word_at(tokens, i) in _EXPLAINERS:
             return None
         start = v.start(tokens[i])

@@ -342,8 +342,20 @@ NAMES: U = [
 ]
 
 OTHER_SESSIONS = (
-    "in the process list, InnoDB's status or performance_schema, which show the texts of "
-    "other sessions' statements"
+    "in the process list, InnoDB's status, performance_schema or the sys schema, which show "
+    "the texts of other sessions' statements"
+)
+OTHER_PLANS = (
+    "in EXPLAIN ... FOR CONNECTION or SHOW EXPLAIN/ANALYZE ... FOR, whose plan of another "
+    "session's statement shows its conditions with their literals"
+)
+LOCKED_VALUES = (
+    "in InnoDB's lock tables (information_schema.INNODB_LOCKS, INNODB_LOCK_WAITS), which "
+    "show the key values of the records other sessions lock"
+)
+INDEXED_WORDS = (
+    "in InnoDB's full-text index tables (information_schema.INNODB_FT_INDEX_TABLE, "
+    "INNODB_FT_INDEX_CACHE), which show the words of an indexed column"
 )
 
 #: Oracles: a foreign key to a masked column accepts exactly the values it holds, and
@@ -366,6 +378,57 @@ ORACLES: U = [
             "SELECT trx_query FROM information_schema.INNODB_TRX",
             "SELECT sql_text FROM performance_schema.events_statements_history",
             "SHOW ENGINE INNODB STATUS",
+            # sys's views of INNODB_TRX and performance_schema: waiting_query, blocking_query
+            "SELECT waiting_query, blocking_query FROM sys.innodb_lock_waits",
+            "SELECT current_statement FROM sys.session",
+            "SELECT * FROM sys.`x$processlist`",
+        )
+    ],
+    # lock_data: the key values of locked index records, '4111111111111111' of a card
+    # another session locks (or waits for) through its index
+    *[
+        (sql, {("*.*.*", LOCKED_VALUES)})
+        for sql in (
+            "SELECT lock_data FROM information_schema.INNODB_LOCKS",
+            "SELECT * FROM information_schema.innodb_locks",
+            "SELECT l.lock_data FROM information_schema.INNODB_LOCK_WAITS w "
+            "JOIN information_schema.INNODB_LOCKS l ON l.lock_id = w.blocking_lock_id",
+            "SELECT * FROM INNODB_LOCK_WAITS",  # the default schema may be information_schema
+            "SELECT 1 FROM orders WHERE EXISTS "
+            "(SELECT 1 FROM information_schema.INNODB_LOCKS WHERE lock_data LIKE '%4111%')",
+            "EXECUTE IMMEDIATE 'SELECT lock_data FROM information_schema.INNODB_LOCKS'",
+        )
+    ],
+    *[
+        (sql, {("*.*.*", INDEXED_WORDS)})
+        for sql in (
+            "SELECT word FROM information_schema.INNODB_FT_INDEX_TABLE",
+            "SELECT word FROM information_schema.INNODB_FT_INDEX_CACHE",
+        )
+    ],
+    # the plan of another session's running statement: "attached_condition":
+    # "o.card like '5500005555555559%'" (and its text in the tabular form's note)
+    *[
+        (sql, {("*.*.*", OTHER_PLANS)})
+        for sql in (
+            "EXPLAIN FOR CONNECTION 12",
+            "EXPLAIN FORMAT=JSON FOR CONNECTION 12",
+            "explain format = json for connection 12",
+            "EXPLAIN EXTENDED FOR CONNECTION 12",
+            "EXPLAIN /* plan */ FOR -- of\n CONNECTION 12",
+            "DESCRIBE FOR CONNECTION 12",
+            "DESC FORMAT=JSON FOR CONNECTION 12",
+            "EXPLAIN ANALYZE FOR CONNECTION 12",
+            "ANALYZE FORMAT=JSON FOR CONNECTION 12",
+            "SHOW EXPLAIN FOR 12",
+            "SHOW EXPLAIN FORMAT=JSON FOR 12",
+            "SHOW ANALYZE FORMAT=JSON FOR 12",
+            "EXECUTE IMMEDIATE 'EXPLAIN FORMAT=JSON FOR CONNECTION 12'",
+            "PREPARE s FROM 'EXPLAIN FORMAT=JSON FOR CONNECTION 12'",
+            "SET STATEMENT max_statement_time = 5 FOR EXPLAIN FORMAT=JSON FOR CONNECTION 12",
+            "SET STATEMENT max_statement_time = 5 FOR SHOW EXPLAIN FOR 12",
+            "EXECUTE IMMEDIATE 'SET STATEMENT max_statement_time = 5 FOR "
+            "DESC FORMAT=JSON FOR CONNECTION 12'",
         )
     ],
     (
@@ -583,6 +646,21 @@ ALLOWED: A = [
         {(CARD, "copied by INSERT ... SELECT")},
     ),
     ("SHOW CREATE TABLE customers", "CHECKSUM TABLE customers", {(ALL, "not understood")}),
+    (  # pages, sizes and record counts, no values
+        "SELECT table_name, index_name, number_records FROM information_schema.INNODB_BUFFER_PAGE",
+        "SELECT lock_table, lock_index, lock_data FROM information_schema.INNODB_LOCKS",
+        {("*.*.*", LOCKED_VALUES)},
+    ),
+    (  # the session's own statement
+        "EXPLAIN FORMAT=JSON SELECT id FROM customers WHERE id = 12",
+        "EXPLAIN FORMAT=JSON FOR CONNECTION 12",
+        {("*.*.*", OTHER_PLANS)},
+    ),
+    (
+        "SHOW TABLES FROM information_schema LIKE 'INNODB_LOCK%'",
+        "SHOW EXPLAIN FOR 12",
+        {("*.*.*", OTHER_PLANS)},
+    ),
     ("DESCRIBE customers", "HANDLER customers READ FIRST", {(ALL, "not understood")}),
     (
         "CREATE TABLE copy LIKE customers",

@@ -438,6 +438,45 @@ def test_a_table_created_where_masking_rules_apply_is_refused(sql: str) -> None:
     assert sp.decide(cmd, 0, {}).refusal is None
 
 
+@pytest.mark.parametrize(
+    ("sql", "where"),
+    [
+        (
+            "SELECT lock_data FROM information_schema.INNODB_LOCKS",
+            "InnoDB's lock tables (information_schema.INNODB_LOCKS, INNODB_LOCK_WAITS), "
+            "which show the key values of the records other sessions lock",
+        ),
+        ("SELECT * FROM information_schema.INNODB_LOCK_WAITS", "InnoDB's lock tables"),
+        ("SELECT word FROM information_schema.INNODB_FT_INDEX_CACHE", "full-text index"),
+        ("SELECT waiting_query FROM sys.innodb_lock_waits", "the sys schema"),
+        (
+            "EXPLAIN FORMAT=JSON FOR CONNECTION 12",
+            "EXPLAIN ... FOR CONNECTION or SHOW EXPLAIN/ANALYZE ... FOR, whose plan of "
+            "another session's statement shows its conditions with their literals",
+        ),
+        ("EXPLAIN FOR CONNECTION 12", "FOR CONNECTION"),
+        ("DESC FOR CONNECTION 12", "FOR CONNECTION"),
+        ("EXECUTE IMMEDIATE 'EXPLAIN FORMAT=JSON FOR CONNECTION 12'", "FOR CONNECTION"),
+        ("SET STATEMENT max_statement_time = 1 FOR EXPLAIN FOR CONNECTION 12", "FOR CONNECTION"),
+    ],
+)
+def test_locks_and_plans_of_other_sessions_are_refused(sql: str, where: str) -> None:
+    """A session with masked columns: the key values another session locks through the
+    card index (INNODB_LOCKS.lock_data '4111111111111111'), and the plan of another
+    session's statement (its attached_condition holds the literal it compares the
+    masked column with) are masked values in the clear. Without masked columns they
+    are the session's business (the rules decide)."""
+    sp = SessionPolicy(Policy(PolicyConfig(), ()), Subject("a", frozenset(), "t"), "shop", 45)
+    sp.masker = POLICY.for_groups(())
+    cmd = ClientCommand(1, Command.QUERY, bytes([Command.QUERY]) + sql.encode(), b"")
+    verdict = sp.decide(cmd, 0, {})
+    assert verdict.refusal is not None and verdict.refusal.rule == "masking"
+    assert where in verdict.refusal.reason
+    plain = SessionPolicy(Policy(PolicyConfig(), ()), Subject("a", frozenset(), "t"), "shop", 45)
+    cmd = ClientCommand(2, Command.QUERY, bytes([Command.QUERY]) + sql.encode(), b"")
+    assert plain.decide(cmd, 0, {}).refusal is None
+
+
 def test_a_masked_column_named_with_a_dot_is_not_taken_for_another() -> None:
     """A use of `card.number` of shop.t was named "shop.t.card.number" and split back
     as column number of table `t.card`: a rewrite rule for every column called number
