@@ -43,59 +43,93 @@ class View:
 
 
 def derive_rules(views: Sequence[View], base: Sequence[ColumnRule]) -> list[ColumnRule]:
-    """Rules for the view columns that show a masked column, through views of views."""
-    derived: dict[tuple[str, str, str], ColumnRule] = {}
+    """Rules for the view columns that show a masked column, through views of views.
 
-    def rule_for(schema: str, table: str, column: str) -> ColumnRule | None:
-        key = (schema.lower(), table.lower(), column.lower())
-        if key in derived:
-            return derived[key]
+    Each such column gets one rule, keyed by the view's name and column in any schema
+    (MariaDB reports a view's columns with the schema of its base table), holding for
+    each base column it is computed from every configuration rule that matches that
+    column, in file order: a session gets, per source, the first rule that does not
+    exempt it, and of those the strictest (``ColumnRule.for_groups``)."""
+    by_name = {(v.schema.lower(), v.name.lower()): v for v in views}
+    sources = {
+        (v.schema.lower(), v.name.lower()): view_sources(v.definition, v.schema) for v in views
+    }
+    unread = (ColumnRule.of("*", "*", "*", MaskStrategy.REDACT),)  # fail closed
+    memo: dict[tuple[str, str, str], tuple[tuple[ColumnRule, ...], ...]] = {}
+    busy: set[tuple[str, str]] = set()  # views being worked out (a cycle: none)
+
+    def base_chain(schema: str, table: str, column: str) -> tuple[ColumnRule, ...]:
+        chain: list[ColumnRule] = []
         for rule in base:
             if rule.matches(schema, table, column):
-                return rule
-        return None
+                chain.append(rule)
+                if not rule.exempt_groups:
+                    break  # the rules after it never apply
+        return tuple(chain)
 
-    def may_show_masked(text: str) -> bool:
+    def chains_of(schema: str, table: str, column: str) -> tuple[tuple[ColumnRule, ...], ...]:
+        """The rule chains of a column of a table or view."""
+        key = (schema.lower(), table.lower(), column.lower())
+        if key in memo:
+            return memo[key]
+        view = by_name.get(key[:2])
+        if view is None:
+            chain = base_chain(schema, table, column)
+            return (chain,) if chain else ()
+        if key[:2] in busy:
+            return ()
+        busy.add(key[:2])
+        try:
+            found = sources[key[:2]]
+            chains: dict[tuple[ColumnRule, ...], None] = {}
+            if found is None:
+                if may_show_masked(view):
+                    chains[unread] = None
+            else:
+                for source in sorted(found.get(key[2], ())):
+                    for chain in chains_of(*source):
+                        chains[chain] = None
+        finally:
+            busy.discard(key[:2])
+        memo[key] = result = tuple(chains)
+        return result
+
+    def shows_masked(view: View) -> bool:
+        return any(chains_of(view.schema, view.name, column) for column in view.columns)
+
+    def may_show_masked(view: View) -> bool:
         """An unreadable or not understood definition: could it show a masked column?"""
-        if not text:
+        if not view.definition:
             return True  # no SHOW VIEW privilege: nothing can be ruled out
-        lowered = text.lower()
-        for rule in [*base, *derived.values()]:
+        lowered = view.definition.lower()
+        for rule in base:
             table = rule.label.split(".")[1].lower()
             if "*" in table or table in lowered:
                 return True
-        return False
+        return any(
+            other is not view and other.name.lower() in lowered and shows_masked(other)
+            for other in views
+        )
 
-    sources = {(v.schema, v.name): view_sources(v.definition, v.schema) for v in views}
-    changed = True
-    while changed:  # a view over a view: until nothing new is found
-        changed = False
-        for view in views:
-            found = sources[(view.schema, view.name)]
-            for column in view.columns:
-                key = (view.schema.lower(), view.name.lower(), column.lower())
-                if key in derived:
-                    continue
-                source_rule: ColumnRule | None = None
-                if found is None:
-                    if may_show_masked(view.definition):  # fail closed: every column
-                        source_rule = ColumnRule.of("*", "*", "*", MaskStrategy.REDACT)
-                else:
-                    for schema, table, name in found.get(column.lower(), ()):
-                        source_rule = rule_for(schema, table, name)
-                        if source_rule is not None:
-                            break
-                if source_rule is not None:
-                    derived[key] = ColumnRule.of(
-                        view.schema,
-                        view.name,
-                        column,
-                        source_rule.strategy,
-                        rewrite=source_rule.rewrite,
-                        exempt_groups=source_rule.exempt_groups,
-                    )
-                    changed = True
-    return list(derived.values())
+    derived: list[ColumnRule] = []
+    for view in views:
+        for column in view.columns:
+            chains = chains_of(view.schema, view.name, column)
+            if not chains:
+                continue
+            everyone = ColumnRule.of("*", "*", "*", MaskStrategy.REDACT, chains=chains)
+            anyone = everyone.for_groups(frozenset())
+            derived.append(
+                ColumnRule.of(
+                    "*",
+                    view.name,
+                    column,
+                    MaskStrategy.REDACT if anyone is None else anyone.strategy,
+                    chains=chains,
+                    label=f"{view.schema}.{view.name}.{column}",
+                )
+            )
+    return derived
 
 
 def _load(target: TargetConfig, timeout_s: float, mark: int) -> list[View]:

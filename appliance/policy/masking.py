@@ -33,6 +33,7 @@ __all__ = [
     "DETECTORS",
     "ColumnRule",
     "MaskingPolicy",
+    "STRICTNESS",
     "SessionMasker",
     "ValueMask",
     "luhn_valid",
@@ -161,6 +162,10 @@ class ColumnRule:
     strategy: MaskStrategy
     rewrite: bool = False  # layer one may rewrite uses instead of refusing them
     exempt_groups: frozenset[str] = frozenset()
+    chains: tuple[tuple[ColumnRule, ...], ...] = ()
+    """A rule derived from a view: for each base column the view column is computed
+    from, the configuration's rules that match it, in file order. Who sees what is
+    decided per session (``for_groups``)."""
 
     @classmethod
     def of(
@@ -172,15 +177,43 @@ class ColumnRule:
         *,
         rewrite: bool = False,
         exempt_groups: Iterable[str] = (),
+        chains: Sequence[Sequence[ColumnRule]] = (),
+        label: str | None = None,
     ) -> ColumnRule:
         return cls(
-            f"{schema}.{table}.{column}",
+            label or f"{schema}.{table}.{column}",
             _pattern(schema),
             _pattern(table),
             _pattern(column),
             strategy,
             rewrite,
             frozenset(exempt_groups),
+            tuple(tuple(chain) for chain in chains),
+        )
+
+    def for_groups(self, groups: frozenset[str]) -> ColumnRule | None:
+        """The rule as it applies to a session with ``groups`` (None: it does not). A
+        derived rule takes, for each of its sources, the first rule that does not
+        exempt the session (the layering of the configuration), and of those the
+        strictest (``STRICTNESS``; the first of equals)."""
+        if not self.chains:
+            return None if self.exempt_groups & groups else self
+        firsts: list[ColumnRule] = []
+        for chain in self.chains:
+            for rule in chain:
+                if not rule.exempt_groups & groups:
+                    firsts.append(rule)
+                    break
+        if not firsts:
+            return None
+        strictest = min(firsts, key=lambda r: STRICTNESS.index(r.strategy))
+        return ColumnRule(
+            self.label,
+            self.schema,
+            self.table,
+            self.column,
+            strictest.strategy,
+            all(r.rewrite for r in firsts),
         )
 
     def matches(self, schema: str, table: str, column: str) -> bool:
@@ -195,6 +228,12 @@ class ColumnRule:
 
 
 _LAST4 = MaskStrategy.LAST4
+
+STRICTNESS = (MaskStrategy.REDACT, MaskStrategy.NULL, MaskStrategy.HASH, MaskStrategy.LAST4)
+"""Strategies from the one that shows least: ``redact`` and ``null`` hide the value,
+``hash`` hides it but lets equal values be told apart (joins, guesses of a small set),
+``last4`` shows four characters. A view column computed from columns masked alike
+takes the first."""
 
 
 class _WarningRow:
@@ -299,6 +338,7 @@ _ALL_DETECTORS = (Detector("card", MaskStrategy.LAST4), Detector("email", MaskSt
 
 
 _UNREADABLE = "(a column whose origin could not be read)"
+_ANY_SCHEMA = "*any*"  # the schema MariaDB reports for a JSON_TABLE's columns
 
 
 class _NameReader:
@@ -339,15 +379,47 @@ class SessionMasker:
     results_charset: str | None = "utf8mb4"
     """The session's ``character_set_results``, in which the server sends the names of
     column definitions (``SessionPolicy`` follows it); None while it is not known."""
+    _derived: tuple[object, list[ColumnRule]] | None = None
+
+    def _derived_rules(self) -> list[ColumnRule]:
+        """The rules derived from views, as they apply to this session (kept until the
+        catalog replaces them)."""
+        if self.policy is None:
+            return []
+        derived = self.policy.derived
+        cached = self._derived
+        if cached is None or cached[0] is not derived:
+            mine = [r for r in (rule.for_groups(self.groups) for rule in derived) if r]
+            cached = self._derived = (derived, mine)
+        return cached[1]
 
     def _all_rules(self) -> Iterable[ColumnRule]:
         yield from self.rules
-        if self.policy is not None:
-            for rule in self.policy.derived:
-                if not rule.exempt_groups & self.groups:
-                    yield rule
+        yield from self._derived_rules()
+
+    def _origin_lost(self, alias: str, name: str) -> ColumnRule | None:
+        """The rule of a result column whose origin the server made up or left out (a
+        view's UNION, aggregate, window function, subquery or JSON_TABLE, a TEMPTABLE
+        view with a column list): that of the view the column's table field names, or,
+        when the view was given an alias, the strictest of the view columns of that
+        name (fail closed: another view's column, or a same-named column of a derived
+        table, is masked too)."""
+        rule = self.rule_for("", alias, name)
+        if rule is not None:
+            return rule
+        named = [
+            r
+            for r in self._derived_rules()
+            if r.column.pattern != ".*" and r.column.fullmatch(name) is not None
+        ]
+        if not named:
+            return None
+        return min(named, key=lambda r: STRICTNESS.index(r.strategy))
 
     def rule_for(self, schema: str, table: str, column: str) -> ColumnRule | None:
+        """The first rule that masks a column for this session: the configuration's in
+        file order, then those derived from views (which match whatever schema the
+        server reports: MariaDB gives a view's columns the schema of its base table)."""
         for rule in self._all_rules():
             if rule.matches(schema, table, column):
                 return rule
@@ -394,7 +466,13 @@ class SessionMasker:
                 )
                 rule = None
             else:
+                if schema == _ANY_SCHEMA:  # made up by the server (JSON_TABLE)
+                    schema = ""
                 rule = self.rule_for(schema, table, name) if table and name else None
+                if rule is None and name and (not schema or not table) and c.table:
+                    # no usable origin: a column of a view, or of a derived table
+                    alias = read(c.table)
+                    rule = self._origin_lost(alias, name) if alias else None
             if rule is not None:
                 label = f"{schema or '?'}.{table}.{name}"
                 masks.append(ValueMask(label, rule.strategy, self.key))
