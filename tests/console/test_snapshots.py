@@ -35,12 +35,19 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
         app.clear_notifications()
         await pilot.press(*keys)
         # a pushed screen mounts, focuses and fills its table over several turns: on a
-        # loaded machine one pause drew it half done (its cursor row not yet styled)
-        for _ in range(5):
+        # loaded machine a fixed number of pauses drew it half done (its cursor row not
+        # yet styled). Wait until the picture stays the same for three looks in a row.
+        previous, same = None, 0
+        for _ in range(100):
+            for field in app.screen.query(Input):
+                field.cursor_blink = False  # a blinking cursor is not the same picture twice
             await pilot.wait_for_scheduled_animations()
-            await pilot.pause(0.05)
-        for field in app.screen.query(Input):
-            field.cursor_blink = False  # a blinking cursor is not the same picture twice
+            await pilot.pause(0.1)
+            picture = app.export_screenshot()
+            same = same + 1 if picture == previous else 0
+            if same == 3:
+                break
+            previous = picture
         app.redraw()
         await pilot.pause()
 
