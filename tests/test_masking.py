@@ -415,16 +415,21 @@ def test_the_plan_of_another_sessions_statement_is_refused(
     """EXPLAIN FORMAT=JSON FOR CONNECTION shows the running statement's conditions with
     their literals ("attached_condition": "... like '5555555555554444%'")."""
     other = mariadb.connect(database="shop")
-    running = threading.Thread(
-        target=lambda: other.cursor().execute(
-            "SELECT id FROM mask_customers WHERE card_number LIKE '5555555555554444%' "
-            "AND SLEEP(3) = 0"
-        )
-    )
+
+    def run() -> None:
+        try:
+            other.cursor().execute(
+                "SELECT id FROM mask_customers WHERE card_number LIKE '5555555555554444%' "
+                "AND SLEEP(60) = 0"
+            )
+        except pymysql.err.MySQLError:
+            pass  # ended by the KILL QUERY below
+
+    running = threading.Thread(target=run)
     try:
         running.start()
         plan = f"EXPLAIN FORMAT=JSON FOR CONNECTION {other.thread_id()}"
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 30
         while True:
             try:
                 shown = mariadb.admin_sql(plan)
@@ -436,6 +441,7 @@ def test_the_plan_of_another_sessions_statement_is_refused(
         for sql in (plan, f"EXPLAIN FOR CONNECTION {other.thread_id()}"):
             assert "FOR CONNECTION" in refused(gw, sql)
     finally:
+        mariadb.admin_sql(f"KILL QUERY {other.thread_id()}")
         running.join(timeout=30)
         other.close()
 
