@@ -9,10 +9,20 @@ other views too), and adds a rule for each, with its source's strategy and exemp
 
 Fail closed: a view whose definition the gateway cannot read or understand (no SHOW VIEW
 privilege, syntax the classifier does not know) has every column masked when its text
-names a table with masked columns. Refreshed at start, every ``refresh_s`` and soon
-after a statement that creates, alters or drops a view went through the gateway. Until
-the first load of a target has worked, ``ready`` lacks it (the gateway logs why and
-tries again every 2 s).
+names a table with masked columns.
+
+The columns of the target's tables and views named like a masked view column are read
+too (``information_schema.COLUMNS``): a view read under an alias is reported like a
+column of a table named like the alias (``SELECT c FROM shop.v_plain v`` comes as
+``shop.v.c``), or of its base table under the view's column name (``shop.cust.c`` in a
+join), so a column that is not one the catalog read takes the strictest rule of a masked
+view column of its name (``SessionMasker.plan``). A table the side connection may not
+see, a temporary table or one made since the last refresh is not known: its columns
+named like masked view columns are masked.
+
+Refreshed at start, every ``refresh_s`` and soon after a statement that creates, alters,
+renames or drops a view or a table went through the gateway. Until the first load of a
+target has worked, ``ready`` lacks it (the gateway logs why and tries again every 2 s).
 """
 
 from __future__ import annotations
@@ -132,7 +142,12 @@ def derive_rules(views: Sequence[View], base: Sequence[ColumnRule]) -> list[Colu
     return derived
 
 
-def _load(target: TargetConfig, timeout_s: float, mark: int) -> list[View]:
+def _load(
+    target: TargetConfig, timeout_s: float, mark: int, base: Sequence[ColumnRule]
+) -> tuple[list[ColumnRule], frozenset[tuple[str, str, str]]]:
+    """The rules derived from the target's views, and the (schema, table, column) of
+    every column of its tables and views named like a masked view column (as the server
+    spells them)."""
     conn = connect(target, None, timeout_s, mark)
     try:
         with conn.cursor() as cur:
@@ -149,13 +164,27 @@ def _load(target: TargetConfig, timeout_s: float, mark: int) -> list[View]:
             columns: dict[tuple[str, str], list[str]] = {}
             for schema, name, column in cur.fetchall():
                 columns.setdefault((schema, name), []).append(column)
+            views = [
+                View(schema, name, definition or "", tuple(columns.get((schema, name), ())))
+                for schema, name, definition in rows
+            ]
+            rules = derive_rules(views, base)
+            labels = {rule.label for rule in rules}
+            names = sorted(
+                {c for v in views for c in v.columns if f"{v.schema}.{v.name}.{c}" in labels}
+            )
+            known: frozenset[tuple[str, str, str]] = frozenset()
+            if names:
+                cur.execute(
+                    "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+                    f"WHERE COLUMN_NAME IN ({', '.join(['%s'] * len(names))})",
+                    names,
+                )
+                known = frozenset((str(s), str(t), str(c)) for s, t, c in cur.fetchall())
         conn.rollback()
     finally:
         conn.close()
-    return [
-        View(schema, name, definition or "", tuple(columns.get((schema, name), ())))
-        for schema, name, definition in rows
-    ]
+    return rules, known
 
 
 class ViewCatalog:
@@ -187,14 +216,21 @@ class ViewCatalog:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="view catalog")
 
     def invalidate(self) -> None:
-        """A view was created, altered or dropped: read the views again soon."""
+        """A view or a table was created, altered, renamed or dropped: read the views
+        and the names of tables again soon."""
         self._wake.set()
 
     async def refresh(self) -> None:
         for target in self.config.targets:
             try:
-                views = await asyncio.wait_for(
-                    asyncio.to_thread(_load, target, self.timeout_s, self.config.network.mark),
+                rules, known = await asyncio.wait_for(
+                    asyncio.to_thread(
+                        _load,
+                        target,
+                        self.timeout_s,
+                        self.config.network.mark,
+                        self.policy.column_rules,
+                    ),
                     self.timeout_s + 1,
                 )
             except Exception as exc:  # the previous rules stay; a first failure keeps it unready
@@ -207,7 +243,8 @@ class ViewCatalog:
                 continue
             if self._failing.pop(target.name, None) is not None:
                 log.info("target %s: its views are read again", target.name)
-            self._rules[target.name] = derive_rules(views, self.policy.column_rules)
+            self._rules[target.name] = rules
+            self.policy.set_known(target.name, known)
             self.ready.add(target.name)
         self.policy.set_derived(rule for rules in self._rules.values() for rule in rules)
 

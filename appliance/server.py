@@ -838,7 +838,7 @@ class ClientLeg(asyncio.Protocol):
                         self.gw.owns_thread, ev.identity.user, self.target
                     )
                     if self.gw.masking is not None:
-                        masker = self.gw.masking.for_groups(ev.identity.groups)
+                        masker = self.gw.masking.for_groups(ev.identity.groups, self.target)
                         session.masker = masker
                         self.policy.masker = masker
                     if self.gw.config.recording.enabled:  # what the agent sees, recorded
@@ -890,7 +890,7 @@ class ClientLeg(asyncio.Protocol):
         if self.policy is not None:
             self.policy.completed(done.cmd, done.error, done.affected)
         approver = self._approvers.pop(done.cmd.id, None)
-        if self.gw.catalog is not None and any(part.views for part in verdict.parts):
+        if self.gw.catalog is not None and any(part.catalog for part in verdict.parts):
             self.gw.catalog.invalidate()
         who = self.who if approver is None else {**self.who, "approver": approver}
         if done.unfinished is not None:

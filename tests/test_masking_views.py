@@ -1,8 +1,8 @@
 """Views made by an administrator, read through a real gateway (docs/masking.md): views
 whose columns come without a usable origin (UNION, window functions, aggregates,
 subqueries, JSON_TABLE, a TEMPTABLE view with a column list), views in another schema
-than their tables, layered rules and view columns computed from several masked
-columns."""
+than their tables, layered rules, view columns computed from several masked columns, and
+views read under an alias."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ strategy = "last4"
 [[masking]]
 column = "shop.mview_cust.secret"
 strategy = "redact"
+
+[[masking]]
+column = "shop.mview_alias.card"
+strategy = "redact"
+exempt_groups = ["pii-readers"]
 """
 VIEWS = {
     "shop.mview_union": "SELECT card AS u FROM shop.mview_cust UNION ALL "
@@ -56,6 +61,12 @@ def gw(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         "CREATE OR REPLACE ALGORITHM=TEMPTABLE VIEW shop.mview_tmp (z) AS "
         "SELECT secret FROM shop.mview_cust",
         *(f"CREATE OR REPLACE VIEW {name} AS {select}" for name, select in VIEWS.items()),
+        "CREATE OR REPLACE TABLE shop.mview_alias (id INT PRIMARY KEY, card VARCHAR(19))",
+        f"INSERT INTO shop.mview_alias VALUES (1, '{CARDS[0]}'), (2, '{CARDS[1]}')",
+        "CREATE OR REPLACE VIEW shop.mview_plain AS SELECT id, card AS pc FROM shop.mview_alias",
+        # a base table with a column named like the masked view column, not masked
+        "CREATE OR REPLACE TABLE shop.mview_pc (id INT PRIMARY KEY, pc VARCHAR(19))",
+        "INSERT INTO shop.mview_pc VALUES (1, 'plain-1'), (2, 'plain-2')",
     )
     accounts = [
         GatewayAccount("agent", "agent-secret-1"),
@@ -137,3 +148,35 @@ def test_a_view_column_of_several_masked_columns_takes_the_strictest(gw: Gateway
             (1, "****"),
             (2, "****"),
         ]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT pc FROM mview_plain ORDER BY id",
+        "SELECT pc FROM shop.mview_plain v ORDER BY id",
+        "SELECT v.pc FROM mview_plain AS v ORDER BY v.id",
+        "SELECT V.pc FROM mview_plain V ORDER BY V.id",
+        "SELECT w.pc FROM mview_plain w JOIN mview_cust c ON c.id = w.id ORDER BY w.id",
+        # in a join with a table, the view's base table with the view's column name
+        "SELECT v.pc FROM mview_plain v JOIN mview_pc t ON t.id = v.id ORDER BY v.id",
+        "SELECT mview_plain.pc FROM mview_plain JOIN mview_pc t ON t.id = mview_plain.id "
+        "ORDER BY t.id",
+    ],
+)
+def test_a_view_read_under_an_alias_is_masked(gw: GatewayProcess, sql: str) -> None:
+    """MariaDB sends db 'shop', table and org_table the alias, org_name 'pc': like a
+    column of a base table named like the alias, and the card came in the clear."""
+    assert query(gw, sql) == [("****",), ("****",)]
+    assert query(gw, sql, user="auditor") == [(CARDS[0],), (CARDS[1],)]
+
+
+def test_a_base_table_with_a_column_named_like_a_masked_view_column_is_not_masked(
+    gw: GatewayProcess,
+) -> None:
+    plain = [("plain-1",), ("plain-2",)]
+    assert query(gw, "SELECT pc FROM mview_pc ORDER BY id") == plain
+    assert query(gw, "SELECT v.pc FROM mview_pc v ORDER BY v.id") == plain
+    joined = "SELECT v.pc, t.pc FROM mview_plain v JOIN mview_pc t ON t.id = v.id ORDER BY v.id"
+    assert query(gw, joined) == [("****", "plain-1"), ("****", "plain-2")]
+    assert query(gw, joined, user="auditor") == [(CARDS[0], "plain-1"), (CARDS[1], "plain-2")]

@@ -136,9 +136,10 @@ class Part:
     kind: str
     decision: Decision
     functions: frozenset[str] = frozenset()  # what it calls (the row estimate checks)
-    # it may create, change or drop a view (masking's view catalog reads them again):
-    # CREATE VIEW itself, or run by EXECUTE IMMEDIATE, EXECUTE or a prepared statement
-    views: bool = False
+    # it may create, change, rename or drop a view or a table (masking's view catalog
+    # reads them again): CREATE VIEW, CREATE TABLE, RENAME TABLE... itself, or run by
+    # EXECUTE IMMEDIATE, EXECUTE or a prepared statement
+    catalog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +207,21 @@ def _protocol_kind(label: str) -> str:
     return label.removeprefix("COM_").replace("_", " ")
 
 
-#: The word VIEW in a prepared text (CREATE, ALTER or DROP VIEW): executing it may
-#: change a view.
-_VIEW_WORD = re.compile(rb"view", re.IGNORECASE)
+#: The word VIEW, TABLE or SEQUENCE in a prepared text (CREATE, ALTER or DROP VIEW,
+#: CREATE or RENAME TABLE...): executing it may change a view or the names of tables.
+_CATALOG_WORD = re.compile(rb"view|\btable\b|\bsequence\b", re.IGNORECASE)
+
+#: Statements that may give a table a name the view catalog does not know yet (a
+#: temporary table is never known: it is not read again for one).
+_TABLE_NAMING = frozenset({"CREATE TABLE", "ALTER TABLE", "RENAME TABLE", "CREATE SEQUENCE"})
+_TEMPORARY = re.compile(r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY\b", re.IGNORECASE)
+
+
+def _changes_catalog(c: Classification) -> bool:
+    """Whether a statement may change what the view catalog reads (views, table names)."""
+    if "VIEW" in c.kind:
+        return True
+    return c.kind in _TABLE_NAMING and _TEMPORARY.match(c.text) is None
 
 
 def _part(sql: str | None, kind: str, rule: str = "protocol") -> Part:
@@ -573,8 +586,9 @@ class SessionPolicy:
             if self._runs_call(sql, server_status):
                 self._uses[cmd.id] = (None, False)  # see decide(): the schema is not known
                 self._after_call(cmd)
-            views = _VIEW_WORD.search(sql) is not None  # CREATE VIEW prepared, run now
-            verdict = Verdict(label, (replace(_part(text, "EXECUTE", "prepared"), views=views),))
+            catalog = _CATALOG_WORD.search(sql) is not None  # CREATE VIEW prepared, run now
+            part = replace(_part(text, "EXECUTE", "prepared"), catalog=catalog)
+            verdict = Verdict(label, (part,))
             return self._guarded(verdict, cmd, prepared=sql)
         if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`
             schema = cmd.payload[1:].decode("utf-8", "replace")
@@ -942,8 +956,8 @@ class SessionPolicy:
                 if self.may_run(decision):
                     self._mode_changes.add(cmd.id)
                     self._statement_modes.add(cmd.id)
-            views = "VIEW" in runs.kind or (c.kind == "EXECUTE" and c.inner is None)
-            parts.append(Part(None if single else c.text, c.kind, decision, c.functions, views))
+            catalog = _changes_catalog(runs) or (c.kind == "EXECUTE" and c.inner is None)
+            parts.append(Part(None if single else c.text, c.kind, decision, c.functions, catalog))
             if c.kind == "USE" or touches_lexing:
                 stateful = True
                 if c.kind == "USE" and self.may_run(decision) and label == "COM_QUERY":

@@ -376,6 +376,7 @@ class SessionMasker:
     key: bytes
     policy: MaskingPolicy | None = None  # for rules derived from views, which change
     groups: frozenset[str] = field(default_factory=frozenset)
+    target: str | None = None  # whose tables the catalog knows (None: none known)
     results_charset: str | None = "utf8mb4"
     """The session's ``character_set_results``, in which the server sends the names of
     column definitions (``SessionPolicy`` follows it); None while it is not known."""
@@ -407,6 +408,10 @@ class SessionMasker:
         rule = self.rule_for("", alias, name)
         if rule is not None:
             return rule
+        return self._named(name)
+
+    def _named(self, name: str) -> ColumnRule | None:
+        """The strictest rule of a masked view column called ``name`` (any view)."""
         named = [
             r
             for r in self._derived_rules()
@@ -415,6 +420,15 @@ class SessionMasker:
         if not named:
             return None
         return min(named, key=lambda r: STRICTNESS.index(r.strategy))
+
+    def _unknown(self, schema: str, table: str, column: str) -> bool:
+        """Whether ``schema.table.column`` is not a column of a table or view the catalog
+        read for this session's target (as the server spells them: with
+        lower_case_table_names=0 ``T`` and ``t`` are two tables, and a name in another
+        case is not known). The catalog reads only the columns named like a masked view
+        column."""
+        known = None if self.policy is None else self.policy.known.get(self.target or "")
+        return known is None or (schema, table, column) not in known
 
     def rule_for(self, schema: str, table: str, column: str) -> ColumnRule | None:
         """The first rule that masks a column for this session: the configuration's in
@@ -473,6 +487,12 @@ class SessionMasker:
                     # no usable origin: a column of a view, or of a derived table
                     alias = read(c.table)
                     rule = self._origin_lost(alias, name) if alias else None
+                elif rule is None and name and table and self._unknown(schema, table, name):
+                    # a merged view read under an alias comes as a column of a table
+                    # named like the alias (shop.v.c for SELECT c FROM shop.v_plain v),
+                    # or in a join as its base table's with the view's column name
+                    # (shop.cust.c): a column the catalog does not know is taken for one
+                    rule = self._named(name)
             if rule is not None:
                 label = f"{schema or '?'}.{table}.{name}"
                 masks.append(ValueMask(label, rule.strategy, self.key))
@@ -516,21 +536,29 @@ class MaskingPolicy:
                     )
                 )
         self.derived: list[ColumnRule] = []
+        self.known: dict[str, frozenset[tuple[str, str, str]]] = {}
+        """Per target, the columns (schema, table, column) of its tables and views that
+        are named like a masked view column, as the catalog read them."""
 
     @property
     def active(self) -> bool:
         return bool(self.column_rules or self.detectors)
 
-    def for_groups(self, groups: Iterable[str]) -> SessionMasker | None:
-        """The masker of a session whose identity has ``groups``; None when nothing
-        applies to it (every rule exempts one of its groups)."""
+    def for_groups(self, groups: Iterable[str], target: str | None = None) -> SessionMasker | None:
+        """The masker of a session whose identity has ``groups``, connected to
+        ``target``; None when nothing applies to it (every rule exempts one of its
+        groups)."""
         mine = frozenset(groups)
         rules = [r for r in self.column_rules if not r.exempt_groups & mine]
         detectors = [d for d, exempt in self.detectors if not exempt & mine]
         if not rules and not detectors:
             return None
-        return SessionMasker(rules, detectors, self.key, self, mine)
+        return SessionMasker(rules, detectors, self.key, self, mine, target=target)
 
     def set_derived(self, rules: Iterable[ColumnRule]) -> None:
         """Replace the rules derived from views (the catalog refreshes them)."""
         self.derived = list(rules)
+
+    def set_known(self, target: str, names: Iterable[tuple[str, str, str]]) -> None:
+        """Replace the known columns of ``target`` (the catalog reads them)."""
+        self.known[target] = frozenset(names)
