@@ -519,6 +519,7 @@ class ClientLeg(asyncio.Protocol):
             Subject(identity.user, identity.groups, self.target),
             schema,
             session.client_charset if session is not None else None,
+            masked=self.gw.masking is not None,
         )
         if not decision.refused:
             return None

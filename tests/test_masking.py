@@ -409,6 +409,17 @@ def test_the_key_values_other_sessions_lock_are_refused(
         b.close()
 
 
+def test_a_schema_of_statement_texts_is_not_made_current(gw: GatewayProcess) -> None:
+    """Bare names after USE performance_schema read other sessions' statements (their
+    literals: masked values) past the refusal of performance_schema.events_..."""
+    direct = "SELECT sql_text FROM performance_schema.events_statements_history"
+    assert "performance_schema" in refused(gw, direct)
+    assert "current schema" in refused(gw, "USE performance_schema")
+    with pytest.raises(pymysql.err.OperationalError) as login:
+        gw.connect(database="performance_schema")
+    assert login.value.args[0] == 1044 and "current schema" in login.value.args[1]
+
+
 def test_the_plan_of_another_sessions_statement_is_refused(
     gw: GatewayProcess, mariadb: MariaDB
 ) -> None:

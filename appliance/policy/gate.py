@@ -322,14 +322,19 @@ class Policy:
         # (kept by server_mode.GlobalModes): its statements are refused
         self.unreadable_modes: dict[str, str] = {}
 
-    def login_schema(self, who: Subject, schema: str, collation: int | None = None) -> Decision:
+    def login_schema(
+        self, who: Subject, schema: str, collation: int | None = None, masked: bool = False
+    ) -> Decision:
         """The decision on the default schema a client names in its login (decoded as
         UTF-8, ``collation`` the login's): that on the text ``USE `schema``` with no
         schema current yet (the rules, then the built-ins); a name the gateway cannot
-        read as the server does is refused (``_unreadable_name``)."""
+        read as the server does is refused (``_unreadable_name``), and so is a schema of
+        other sessions' statement texts when the session may have masked columns."""
         unreadable = _unreadable_name("schema", schema, _login_reading(collation))
         if unreadable is not None:
             return unreadable
+        if masked and schema.lower() in _STATEMENT_SCHEMAS:
+            return _statement_schema_use(schema)
         return decide(_use_of(schema), who, None, self.rules)
 
     def decided_before(self, sql: bytes, mode: LexMode, backslash_unknown: bool) -> bool:
@@ -598,6 +603,8 @@ class SessionPolicy:
                 decision = unreadable
             elif "." in schema:  # the rules would misread its tables (see schema)
                 decision = _dotted_schema(schema)
+            elif self.masker is not None and schema.lower() in _STATEMENT_SCHEMAS:
+                decision = _statement_schema_use(schema)
             else:
                 decision = decide(use, self.who, self.schema, self.policy.rules)
             verdict = self._guarded(self._verdict(label, (Part(use.text, "USE", decision),)), cmd)
@@ -822,6 +829,10 @@ class SessionPolicy:
         for c in found:
             if c.inner is not None:  # EXECUTE IMMEDIATE 'CREATE TABLE ...', at any depth
                 c = _innermost(c)
+            if c.kind == "USE":
+                target = _use_target(c)
+                if target is not None and target.lower() in _STATEMENT_SCHEMAS:
+                    return _statement_schema_use(target)
             if c.kind != "CREATE TABLE":
                 continue
             for name in sorted(c.writes):
@@ -1301,6 +1312,22 @@ def _kill_target(text: str) -> int | None:
 
 def _no_thread(thread: int) -> bool:
     return False
+
+
+#: Schemas whose tables show the texts of other sessions' statements, literals included:
+#: a masked session reads them refused by their qualified names (classify's
+#: ``_Uses.statistics``), so it may not make one current and name them bare.
+_STATEMENT_SCHEMAS = frozenset({"performance_schema", "sys"})
+
+
+def _statement_schema_use(schema: str) -> Decision:
+    return Decision(
+        RuleAction.BLOCK,
+        "masking",
+        f"the tables of {schema} show the texts of other sessions' statements with their "
+        "literals, which may be masked values: a session with masked columns may not make "
+        "it its current schema (its tables are refused by their full names too)",
+    )
 
 
 def _server_mode_refusal(modes: str) -> Decision:

@@ -497,3 +497,33 @@ def test_a_masked_column_named_with_a_dot_is_not_taken_for_another() -> None:
     alone = b"SELECT UPPER(number) FROM t"  # a rewrite rule's own use is still rewritten
     cmd = ClientCommand(2, Command.QUERY, bytes([Command.QUERY]) + alone, b"")
     assert sp.decide(cmd, 0, {}).rewritten == "SELECT UPPER('****') FROM t"
+
+
+@pytest.mark.parametrize(
+    ("command", "body"),
+    [
+        (Command.QUERY, "USE performance_schema"),
+        (Command.QUERY, "USE `SYS`"),
+        (Command.QUERY, "SELECT 1; USE sys"),
+        (Command.INIT_DB, "performance_schema"),
+    ],
+)
+def test_a_masked_session_may_not_make_a_schema_of_statement_texts_current(
+    command: Command, body: str
+) -> None:
+    """performance_schema's and sys's tables show other sessions' statements with their
+    literals; a masked session is refused them by their full names, but after USE
+    performance_schema a bare SELECT sql_text FROM events_statements_history read them."""
+    sp = SessionPolicy(Policy(PolicyConfig(), ()), Subject("a", frozenset(), "t"), "shop", 45)
+    sp.masker = POLICY.for_groups(())
+    cmd = ClientCommand(1, command, bytes([command]) + body.encode(), b"")
+    verdict = sp.decide(cmd, 0, {})
+    assert verdict.refusal is not None and verdict.refusal.rule == "masking", verdict
+    plain = SessionPolicy(Policy(PolicyConfig(), ()), Subject("a", frozenset(), "t"), "shop", 45)
+    cmd = ClientCommand(2, command, bytes([command]) + body.encode(), b"")
+    assert plain.decide(cmd, 0, {}).refusal is None
+    # nor name it in the login
+    policy = Policy(PolicyConfig(), ())
+    who = Subject("a", frozenset(), "t")
+    assert policy.login_schema(who, "Performance_Schema", masked=True).rule == "masking"
+    assert not policy.login_schema(who, "performance_schema").refused
