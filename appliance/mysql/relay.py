@@ -363,6 +363,9 @@ _R_START, _R_COLUMNS, _R_COLUMNS_EOF, _R_ROWS, _R_PREP_PARAMS, _R_PREP_COLUMNS =
 _R_ONE, _R_LIST, _R_PREP_OK = 6, 7, 8
 
 
+_ALL_PLANS = -1  # in _Response.drops: every cursor's plan (COM_RESET_CONNECTION)
+
+
 class _Response:
     """Where the backend's answer to one relayed command stands."""
 
@@ -384,6 +387,7 @@ class _Response:
         "recorded",
         "room",
         "recorded_truncated",
+        "drops",
     )
 
     def __init__(self, cmd: ClientCommand, shape: int, local: bytes | None = None) -> None:
@@ -402,6 +406,8 @@ class _Response:
         self.recorded: bytearray | None = None  # what the client got so far, when recorded
         self.room = 0  # ... and how many more bytes it may take
         self.recorded_truncated = False  # ... and whether some did not fit
+        # cursor plans that end as this answer begins (statement ids; _ALL_PLANS: all)
+        self.drops: list[int] | None = None
         self.binary = cmd.command in (Command.STMT_EXECUTE, Command.STMT_FETCH)
         if shape == _RESULTSET:
             self.state = _R_START
@@ -507,6 +513,7 @@ class Session:
         self._partial = bytearray()  # the start of a packet the masked relay waits for
         self._partial_whole = False  # ... which it needs whole (not just its head)
         self._cursor_plans: dict[int, _Plan] = {}  # statement id -> plan of its open cursor
+        self._plan_drops: list[int] = []  # ends of cursors sent without an answer of their own
         # recording
         self.record_limit = 0
         """Above 0 (set by the shell, normally once after the login): the answers of the
@@ -1511,24 +1518,36 @@ class Session:
         """Send an allowed command to the backend and expect its answer."""
         code = cmd.command
         shape = RESPONSE_SHAPE[code]
+        resp = None
         if shape != _NONE:
             resp = _Response(cmd, shape)
             if self.record_limit > 0 and self._report:
                 self._record_start(resp)
             self._responses.append(resp)
+        # A cursor's plan ends with it (a close, a reset, a new execute, a reset of the
+        # connection), but only once the answers to the commands sent before have been
+        # read: a FETCH sent in the same write still needs it.
         if code == Command.STMT_CLOSE:
             statement_id = packets.parse_statement_id(cmd.payload)
             self.statements.pop(statement_id, None)
             self.prepared_sql.pop(statement_id, None)
-            self._cursor_plans.pop(statement_id, None)
+            if self._cursor_plans:
+                self._plan_drops.append(statement_id)
         elif code == Command.RESET_CONNECTION:
             self.statements.clear()
             self.prepared_sql.clear()
-            self._cursor_plans.clear()
+            if self._cursor_plans:
+                self._plan_drops.append(_ALL_PLANS)
         elif self._cursor_plans and (
             code == Command.STMT_RESET or code == Command.STMT_EXECUTE
         ):  # both close the statement's cursor, if it had one
-            self._cursor_plans.pop(packets.parse_statement_id(cmd.payload), None)
+            self._plan_drops.append(packets.parse_statement_id(cmd.payload))
+        if self._plan_drops:
+            if resp is not None:
+                resp.drops, self._plan_drops = self._plan_drops, []
+            elif len(self._responses) == 0:  # nothing is on its way: it ends now
+                self._end_plans(self._plan_drops)
+                self._plan_drops = []
         if self._server_tls is None:
             self._to_server.append(cmd.raw)
         else:
@@ -1961,7 +1980,17 @@ class Session:
             pieces.append(data[kept:pos])
         return pos, b"".join(pieces)
 
+    def _end_plans(self, drops: list[int]) -> None:
+        for statement_id in drops:
+            if statement_id == _ALL_PLANS:
+                self._cursor_plans.clear()
+            else:
+                self._cursor_plans.pop(statement_id, None)
+
     def _begin_masking(self, resp: _Response) -> _Masking:
+        if resp.drops is not None:
+            self._end_plans(resp.drops)
+            resp.drops = None
         m = _Masking()
         if resp.shape == _FETCH and self.masker is not None and self._cursor_plans:
             plan = self._cursor_plans.get(packets.parse_statement_id(resp.cmd.payload))

@@ -492,6 +492,32 @@ def test_closing_the_cursor_drops_its_plan(ending: bytes) -> None:
     assert _ask(pb, 5, fetch) >> server(batch) << expect_client(batch) << done(5, rows=2)
 
 
+@pytest.mark.parametrize(
+    "ending",
+    [
+        command(Command.STMT_CLOSE, struct.pack("<I", 7)),
+        command(Command.STMT_RESET, struct.pack("<I", 7)),
+        command(Command.RESET_CONNECTION),
+        _execute(7),
+    ],
+    ids=["stmt-close", "stmt-reset", "reset-connection", "execute-again"],
+)
+def test_a_fetch_sent_with_the_cursors_end_is_masked(ending: bytes) -> None:
+    """FETCH and CLOSE in one write: the plan was dropped as the CLOSE went out, before
+    the FETCH's rows came back, and they reached the client in the clear."""
+    pb, fetch, batch, batch_masked = _cursor_story(card_masker())
+    _ask(pb, 4, fetch)
+    _ask(pb, 5, ending)  # sent before the fetch is answered
+    if ending[4] == Command.STMT_CLOSE:
+        pb << completed(5)  # no answer of its own: done as it goes out
+    masked = done(4, rows=2, app_t_card=1, app_t_born=1)
+    pb >> server(batch) << expect_client(batch_masked) << masked
+    if ending[4] != Command.STMT_CLOSE:
+        pb >> server(Reply(1).ok().data) << expect_client(Reply(1).ok().data) << completed(5)
+    # the cursor has ended now: a later (scripted) fetch answer passes as it came
+    assert _ask(pb, 6, fetch) >> server(batch) << expect_client(batch) << done(6, rows=2)
+
+
 # ------------------------------------------------------------------------- errors
 
 
