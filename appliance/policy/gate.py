@@ -524,6 +524,9 @@ class SessionPolicy:
         # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
         self._uses: dict[int, tuple[str | None, bool]] = {}
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
+        # commands on their way that change the client character set (a SET of it, a
+        # reset of the connection): until answered, only ASCII reads alike before and after
+        self._reading_changes: set[int] = set()
         self._preparing: set[int] = set()  # prepares sent on whose answer (the id) it waits
         # the character set of result names (masking reads them): from the login, then
         # each SET that succeeded; command id -> the one it sets, and whether a failure
@@ -598,7 +601,7 @@ class SessionPolicy:
         if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`
             schema = cmd.payload[1:].decode("utf-8", "replace")
             use = _use_of(schema)
-            unreadable = _unreadable_name("schema", schema, self._reading)
+            unreadable = _unreadable_name("schema", schema, self._current_reading)
             if unreadable is not None:
                 decision = unreadable
             elif "." in schema:  # the rules would misread its tables (see schema)
@@ -616,9 +619,9 @@ class SessionPolicy:
         if code == Command.RESET_CONNECTION:
             self._mode_changes.add(cmd.id)
             if self._reading is not self._login_reading:
-                # commands sent before its answer are read by the server in the login's
-                # character set, unless the reset fails: only ASCII reads the same in both
-                self._reading = _Reading.ASCII_ONLY
+                # the commands sent behind it are read by the server in the login's
+                # character set, unless the reset fails
+                self._reading_changes.add(cmd.id)
             return Verdict(label, (_part("", "RESET CONNECTION"),))
         if code == Command.PROCESS_KILL:  # the KILL statement's command: decided as one
             thread = int.from_bytes(cmd.payload[1:5], "little")
@@ -641,7 +644,7 @@ class SessionPolicy:
         text = "SHOW COLUMNS FROM `" + table.replace("`", "``") + "`"
         if wildcard:
             text += " LIKE " + _single_quoted(wildcard).decode("utf-8", "replace")
-        decision = _unreadable_name("table", table, self._reading)
+        decision = _unreadable_name("table", table, self._current_reading)
         if decision is not None:
             return self._verdict(label, (Part(text, "SHOW", decision),))
         found = self.policy.classify(text.encode(), _DEFAULT_MODE, False)
@@ -670,11 +673,11 @@ class SessionPolicy:
         ``WHERE code = 0``, which with sql_mode '' matches every code that does not
         start with a digit)."""
         sql = cmd.sql
-        if sql is None or self._backslash_unknown or self._uses or b'"' in sql:
+        if sql is None or self._backslash_unknown or self.schema is None or b'"' in sql:
             return None
         if any(p.kind in _HOLDS_A_STATEMENT or p.kind in STORED_CODE for p in verdict.parts):
             return None
-        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
+        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._current_reading]
         found = self._found_again(sql, mode)
         if found is None or any(_calls_routines(c) for c in found):
             return None
@@ -745,6 +748,13 @@ class SessionPolicy:
         return db
 
     @property
+    def _current_reading(self) -> _Reading:
+        """How the client's text is read now: only ASCII while a change of the client
+        character set is on its way (the server reads what is sent behind it in the new
+        one, or in the old one should the change fail)."""
+        return _Reading.ASCII_ONLY if self._reading_changes else self._reading
+
+    @property
     def _backslash_unknown(self) -> bool:
         """Whether the server's last status flags may not tell its NO_BACKSLASH_ESCAPES:
         a change of sql_mode is on its way, or the last answer came under a SET
@@ -767,7 +777,7 @@ class SessionPolicy:
         ) <= OFFLOAD_BYTES:
             return None
         sql = cmd.payload[1:]
-        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
+        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._current_reading]
         backslash_unknown = self._backslash_unknown
         limit = self.policy.settings.max_statement_bytes
         if len(sql) <= limit and self.policy.decided_before(sql, mode, backslash_unknown):
@@ -780,7 +790,7 @@ class SessionPolicy:
         sql = cmd.payload[1:]
         policy = self.policy
         settings = policy.settings
-        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._reading]
+        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._current_reading]
         backslash_unknown = self._backslash_unknown
         if classified is not None and classified.reading != (mode, backslash_unknown):
             classified = None  # an answer in between changed how the text reads
@@ -1049,6 +1059,7 @@ class SessionPolicy:
         for name, value in assigned:
             if name in CHARSET_VARIABLES and value:
                 self._charsets[cmd.id] = value.lower()
+                self._reading_changes.add(cmd.id)  # the commands sent behind it: either
             if name in _RESULTS_VARIABLES and value:
                 # a failed text whose SET was not last may have run the SET
                 self._results_sets[cmd.id] = (value.lower(), index == last)
@@ -1158,6 +1169,7 @@ class SessionPolicy:
             self._stale_status = False
         use = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
+        self._reading_changes.discard(cmd.id)
         results = self._results_sets.pop(cmd.id, None)
         if cmd.command == Command.RESET_CONNECTION and error is None:
             self._reading = self._login_reading

@@ -147,3 +147,45 @@ def test_a_query_sent_behind_a_reset_is_read_in_both_character_sets() -> None:
     session.done(reset)
     _, verdict = session.send(b"SELECT v AS `\xbf`, 'x` FROM shop.secret -- ' FROM pub.secret")
     assert verdict.refusal is not None  # gbk again: only ASCII
+
+
+def test_a_query_sent_behind_a_set_names_is_read_in_both_character_sets() -> None:
+    """SET NAMES latin1 and SELECT UPPER(`stra\\xdfe`) in one write: the server reads the
+    SELECT in latin1 (straße), the gateway read it in UTF-8 (no such name, so no masked
+    column used in a function): ASCII only until the SET is answered."""
+    session = Session()
+    names, verdict = session.send("SET NAMES latin1")
+    assert verdict.refusal is None
+    _, verdict = session.send(b"SELECT UPPER(`stra\xdfe`) FROM kunden")
+    assert verdict.refusal is not None and verdict.refusal.rule == "not-understood"
+    _, verdict = session.send("SELECT 1")  # ASCII reads alike
+    assert verdict.refusal is None
+    session.done(names)
+    _, verdict = session.send(b"SELECT UPPER(`stra\xdfe`) FROM kunden")
+    assert verdict.refusal is not None  # latin1 now: no byte >= 0x80 in a name either
+
+
+def test_no_grant_is_made_or_used_while_the_schema_or_character_set_is_unknown() -> None:
+    """A grant binds the current schema and how the text is read: with the schema not
+    known (no database, a failed text with a USE, after a CALL) every such session
+    shared one fingerprint, so a grant given in one covered the same DELETE in another
+    schema; a SET NAMES on its way read the next text as before it."""
+    delete = "DELETE FROM t WHERE id = 3"
+    session = Session()
+    cmd, verdict = session.send(delete)
+    known = session.policy.fingerprint(cmd, 0, verdict)
+    assert known is not None
+    for before in ("USE shop; SELECT * FROM nosuch", None):
+        other = Session()
+        if before is None:
+            other.policy.db = None  # logged in without a database
+        else:
+            text, _ = other.send(before)
+            other.done(text, 1146)  # the USE ran, the SELECT failed: schema not known
+        assert other.policy.schema is None
+        cmd, verdict = other.send(delete)
+        assert other.policy.fingerprint(cmd, 0, verdict) is None
+    other = Session()
+    other.send("SET NAMES latin1")  # on its way
+    cmd, verdict = other.send(delete)
+    assert other.policy.fingerprint(cmd, 0, verdict) not in (None, known)
