@@ -115,6 +115,35 @@ def test_delete_without_where_is_refused_and_the_session_goes_on(
     direct(mariadb, "UPDATE shop.pol_items SET v = 10 WHERE id = 1")
 
 
+def test_a_where_true_for_every_row_is_refused(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    """WHEREs MariaDB 10.11 found true for every row (each deleted all of them) that the
+    gateway read as selective: different literals taken for one, a server constant read as
+    a column, a comparison of a comparison read with sqlglot's precedence."""
+    before = items(mariadb)
+    with gw.connect(database="shop") as conn:
+        for sql in (
+            "DELETE FROM pol_items WHERE id <> 1 OR id <> 2",
+            "DELETE FROM pol_items WHERE id > 5 OR id < 6",
+            "UPDATE pol_items SET v = 0 WHERE (id) = id",
+            "DELETE FROM pol_items WHERE utc_date",
+        ):
+            message = refused(conn, sql)
+            verb = sql.split()[0].lower()
+            assert message.startswith(f"sqlgate: blocked by rule '{verb}-without-where': ")
+        for sql in (
+            "DELETE FROM pol_items WHERE id = 1 <= 1",
+            "DELETE FROM pol_items WHERE id = 1 IS TRUE",
+        ):
+            message = refused(conn, sql)
+            assert message.startswith("sqlgate: blocked by rule 'not-understood': ")
+            assert "result of another test" in message
+        with conn.cursor() as cur:  # tests that tell rows apart still run
+            cur.execute("UPDATE pol_items SET v = v WHERE id = 1 OR id = 2")
+            cur.execute("UPDATE pol_items SET v = v WHERE id = 5 OR id <> 6 AND id < 0")
+        conn.commit()
+    assert items(mariadb) == before
+
+
 def test_sqlstate_is_42000(gw: GatewayProcess) -> None:
     conn = gw.connector()
     try:

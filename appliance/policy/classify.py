@@ -21,8 +21,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -1469,12 +1471,21 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
     else:
         assert isinstance(root, exp.Delete)
         refs, targets, excluded = _delete_targets(root)
+    twins = _case_twins(refs)
+    if twins is not None:
+        return _result(
+            kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, twins)
+        )
     where = root.args.get("where")
     always_true = False
     literal_dependent = False
     if isinstance(where, exp.Where):
         outer = _ref_names(refs)
-        always_true, literal_dependent = _where_analysis(where.this, outer, len(refs) == 1)
+        always_true, literal_dependent, misread = _where_analysis(where.this, outer, len(refs) == 1)
+        if misread is not None:
+            return _result(
+                kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, misread)
+            )
     return _result(
         kind,
         text,
@@ -1553,6 +1564,28 @@ def _alias_map(refs: Sequence[exp.Expression]) -> dict[str, exp.Table]:
             if ref.alias:
                 names[ref.alias.lower()] = ref
     return names
+
+
+def _case_twins(refs: Sequence[exp.Expression]) -> str | None:
+    """Why names of the statement's tables that differ only in case are refused.
+
+    MariaDB compares table names and aliases case-sensitively when lower_case_table_names
+    is 0 (`UPDATE w AS X, pub AS x SET X.c = 1` writes w); the gateway reads names without
+    case and would take the one for the other."""
+    seen: dict[str, str] = {}
+    for ref in refs:
+        if not isinstance(ref, (exp.Table, exp.Subquery)):
+            continue
+        names = [ref.alias] if ref.alias else []
+        if isinstance(ref, exp.Table) and not ref.alias:
+            names.append(ref.name)
+        for name in names:
+            if seen.setdefault(name.lower(), name) != name:
+                return (
+                    f"the table names or aliases {seen[name.lower()]} and {name} differ only "
+                    "in case; name them differently"
+                )
+    return None
 
 
 def _ref_names(refs: Sequence[exp.Expression]) -> set[str]:
@@ -1636,13 +1669,19 @@ def _delete_targets(
 # uncorrelated subquery) is a constant the gateway does not evaluate. The WHERE is
 # "always true" when some value of the constants makes the formula true for every value
 # of the row atoms (two-valued: a NULL row is not special-cased, which only says "true"
-# more often). Atoms are compared with their literals abstracted, so the answer never
-# depends on literal values: `id = 5 OR id <> 6` counts as always true, `id = id` is
-# true, `x IS NULL OR x IS NOT NULL` is true, `1`, `TRUE`, `2 > 1`, `NOT 0` may be.
+# more often). Atoms are keyed with their literals' values: `id = 5 OR id <> 5` is true,
+# `id = id` is true, `x IS NULL OR x IS NOT NULL` is true, `1`, `TRUE`, `2 > 1`, `NOT 0`
+# may be. Tests of one expression against literals (`id <> 1`, `id > 5`, `id IN (1, 2)`,
+# `id BETWEEN 1 AND 9`) are not independent: they are evaluated together at the values
+# that tell them apart (each literal, and values below, between and above them), so
+# `id <> 1 OR id <> 2` and `id > 5 OR id < 6` are true. Literals whose order or equality
+# the gateway cannot be sure of (strings that may be equal under a collation or as
+# numbers, hex, bit and N'' literals, placeholders) are only compared as "some other
+# value"; compared by order, the WHERE is taken for always true.
+#
+# A verdict that relies on literal values is not literal-independent: the shape turns every
+# literal into '?', and `id = 1 OR id <> 1` shares the shape of `id = 1 OR id <> 2`.
 
-# Hex (0x1, X'01'), bit (b'1') and N'' literals are literals too: the shape turns them
-# into '?' like the others, so an analysis keyed on their values would be shared with
-# texts whose WHERE it does not fit (id = 0x1 OR id <> 0x2 cached for id = 1 OR id <> 1).
 _LITERALS = (
     exp.Literal,
     exp.Boolean,
@@ -1656,6 +1695,20 @@ _SUBQUERIES = (exp.Subquery, exp.Query, exp.Exists)
 _MAX_ATOMS = 12
 _MAX_EVALUATIONS = 200_000  # formula nodes times assignments: beyond it, say "may be true"
 
+# Constants of the server that sqlglot reads as columns when written without parentheses
+# (CURRENT_DATE, CURRENT_USER, LOCALTIME are read as functions already).
+_CONSTANT_NAMES = frozenset({"utc_date", "utc_time", "utc_timestamp", "current_role"})
+
+
+def _constant_name(node: exp.Column) -> bool:
+    ident = node.this
+    return (
+        not node.table
+        and isinstance(ident, exp.Identifier)
+        and not ident.quoted
+        and ident.name.lower() in _CONSTANT_NAMES
+    )
+
 
 class _F(NamedTuple):
     """A boolean formula: "a" (atom), "!", "&" and "|" (n-ary), "^", "T" or "F"."""
@@ -1668,6 +1721,152 @@ class _F(NamedTuple):
 _TRUE = _F("T")
 _FALSE = _F("F")
 _COMPARISONS = (exp.EQ, exp.NullSafeEQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+_ORDERED = ("gt", "lt", "between")
+# a op literal as (test, negated); literal op a flips the order
+_TESTS: dict[type, tuple[str, bool]] = {
+    exp.EQ: ("eq", False),
+    exp.NullSafeEQ: ("eq", False),
+    exp.NEQ: ("eq", True),
+    exp.GT: ("gt", False),
+    exp.LT: ("lt", False),
+    exp.GTE: ("lt", True),
+    exp.LTE: ("gt", True),
+}
+_FLIPPED = {"eq": "eq", "gt": "lt", "lt": "gt"}
+_NUMBER_PREFIX = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class _Value(NamedTuple):
+    """A literal as the analysis compares it: sure is False for a value whose equality
+    to others depends on the collation or the column's type."""
+
+    kind: str  # "n" number, "s" string, "u" unsure (placeholder, hex, bit, N'', NULL)
+    value: object
+
+
+def _value(node: exp.Expr, unsure: int) -> _Value | None:
+    """The value of a literal operand, None when node is not a literal."""
+    if isinstance(node, exp.Paren):
+        return _value(node.this, unsure)
+    negative = isinstance(node, exp.Neg)
+    if negative:
+        node = node.this
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return None if negative else _Value("s", node.this)
+        try:
+            number = Decimal(node.this)
+        except ArithmeticError:
+            return _Value("u", unsure)
+        return _Value("n", -number if negative else number)
+    if isinstance(node, _LITERALS) and not isinstance(node, exp.Boolean) and not negative:
+        return _Value("u", unsure)
+    return None
+
+
+def _as_number(v: _Value) -> Decimal | None:
+    """The number a value compares as with a numeric column (None: not sure)."""
+    if v.kind == "n":
+        assert isinstance(v.value, Decimal)
+        return v.value
+    if v.kind != "s":
+        return None
+    assert isinstance(v.value, str)
+    m = _NUMBER_PREFIX.match(v.value)
+    try:
+        return Decimal(m.group(0).strip()) if m else Decimal(0)
+    except ArithmeticError:
+        return None
+
+
+def _as_text(v: _Value) -> str | None:
+    """The text a value compares as with a string column under any usual collation."""
+    if v.kind == "n":
+        return str(v.value)
+    if v.kind != "s":
+        return None
+    assert isinstance(v.value, str)
+    if not all(" " <= c <= "~" for c in v.value):
+        return None  # accents, ligatures, ignorable characters: collation-dependent
+    return v.value.casefold().rstrip(" ")
+
+
+def _pattern(v: _Value) -> str | None:
+    """A string without letters, digits as 9: strings of one pattern order alike in every
+    collation (dates, times, numbers of one format)."""
+    text = v.value
+    if v.kind != "s" or not isinstance(text, str) or _as_text(v) is None:
+        return None
+    if any(c.isalpha() for c in text):
+        return None
+    return re.sub(r"\d", "9", text)
+
+
+_MAX_POINTS = 200_000  # tests of one expression times the values that tell them apart
+
+
+def _points(tests: Sequence[tuple[int, str, tuple[_Value, ...]]]) -> list[int] | None:
+    """The atoms true at each value that tells apart tests (atom, test, literals) of one
+    expression, as bit masks (None: their order is unknown, or too many of them)."""
+    values = sorted({v for _, _, vs in tests for v in vs}, key=lambda v: (v.kind, str(v.value)))
+    kinds = {v.kind for v in values}
+    if not any(test in _ORDERED for _, test, _ in tests):
+        # equality only: some value equal to none of the literals, and each literal whose
+        # equal is different from every other literal both as a number (a numeric column)
+        # and as a string (a string column, case-insensitive); unsure ones have none
+        masks = [0]
+        numbers = [_as_number(v) for v in values]
+        texts = [_as_text(v) for v in values]
+        if None in numbers or None in texts:
+            return masks
+        at: dict[_Value, int] = {}
+        for atom, _, vs in tests:
+            for v in vs:
+                at[v] = at.get(v, 0) | 1 << atom
+        once_n, once_t = Counter(numbers), Counter(texts)
+        for v, number, text in zip(values, numbers, texts, strict=True):
+            if once_n[number] == 1 and once_t[text] == 1:
+                masks.append(at[v])
+        return masks
+    interior = True  # values strictly between two literals exist
+    if kinds == {"n"}:
+        values.sort(key=lambda v: v.value)  # type: ignore[arg-type, return-value]
+    elif kinds == {"s"} and len(patterns := {_pattern(v) for v in values}) == 1:
+        if None in patterns:
+            return None
+        values.sort(key=lambda v: str(v.value))
+        interior = False  # '2026-01-01' < d < '2026-01-02' has no DATE
+    else:
+        return None
+    positions = [0, 2 * len(values)]
+    for i, v in enumerate(values):
+        positions.append(2 * i + 1)
+        if i and interior:
+            low, high = values[i - 1].value, v.value
+            assert isinstance(low, Decimal) and isinstance(high, Decimal)
+            if low.to_integral_value(ROUND_FLOOR) + 1 < high:  # an integer between
+                positions.append(2 * i)
+    if kinds == {"s"} and values[0].value == "":
+        positions.remove(0)  # no string is below ''
+    if len(positions) * len(tests) > _MAX_POINTS:
+        return None
+    index = {v: 2 * i + 1 for i, v in enumerate(values)}
+    masks = []
+    for p in positions:
+        mask = 0
+        for atom, test, vs in tests:
+            if test == "eq":
+                on = any(p == index[v] for v in vs)
+            elif test == "gt":
+                on = p > index[vs[0]]
+            elif test == "lt":
+                on = p < index[vs[0]]
+            else:  # between
+                on = index[vs[0]] <= p <= index[vs[1]]
+            if on:
+                mask |= 1 << atom
+        masks.append(mask)
+    return masks
 
 
 class _Atoms:
@@ -1677,6 +1876,12 @@ class _Atoms:
         self.index: dict[object, int] = {}
         self.row: list[bool] = []  # per atom: depends on the row
         self.literal_dependent = False
+        self.abstract = False  # key() with literals as '?'
+        self.seen: set[object] = set()  # abstract keys of atoms holding a literal
+        self.literal = False  # key() met a literal
+        self.unsure = 0
+        # tests of one expression against literals: key -> [(atom, test, values)]
+        self.tests: dict[object, list[tuple[int, str, tuple[_Value, ...]]]] = {}
 
     def formula(self, node: exp.Expr) -> _F:
         if isinstance(node, exp.Paren):
@@ -1698,6 +1903,12 @@ class _Atoms:
             return _F("^", args=(self.formula(node.this), self.formula(node.expression)))
         if isinstance(node, exp.Not):
             return _F("!", args=(self.formula(node.this),))
+        if isinstance(node, exp.Predicate) and node.args.get("negate") is True:
+            # a NOT LIKE b is NOT (a LIKE b): key() does not read "negate"
+            return _F("!", args=(self.atom_of(node),))
+        return self.atom_of(node)
+
+    def atom_of(self, node: exp.Expr) -> _F:
         dependence = self.dependence(node)
         if dependence != "row":
             if dependence == "literal":
@@ -1706,16 +1917,50 @@ class _Atoms:
         if isinstance(node, _COMPARISONS):
             return self.comparison(node)
         if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+            self.noted(node)
             return self.atom(("isnull", self.key(node.this)), True)
+        if isinstance(node, exp.In) and node.expressions and not node.args.get("query"):
+            values = [self.value(x) for x in node.expressions]
+            if all(v is not None for v in values):
+                return self.test(node.this, "eq", tuple(v for v in values if v is not None))
+        if isinstance(node, exp.Between):
+            low, high = self.value(node.args["low"]), self.value(node.args["high"])
+            if low is not None and high is not None:
+                return self.test(node.this, "between", (low, high))
+        self.noted(node)
         return self.atom(self.key(node), True)
 
+    def value(self, node: exp.Expr | None) -> _Value | None:
+        if node is None:
+            return None
+        self.unsure += 1
+        return _value(node, self.unsure)
+
     def comparison(self, node: exp.Expr) -> _F:
+        test, negated = _TESTS[type(node)]
+        for this, other, name in (
+            (node.this, node.expression, test),
+            (node.expression, node.this, _FLIPPED[test]),
+        ):
+            v = self.value(other)
+            if v is not None and self.dependence(this) == "row":
+                f = self.test(this, name, (v,))
+                return _F("!", args=(f,)) if negated else f
+        self.literal = False
         a = self.key(node.this)
         b = self.key(node.expression)
+        if self.literal:  # id + 1 = id + 1 is true, id + 2 = id + 1 is not
+            self.abstract = True
+            try:
+                if self.key(node.this) == self.key(node.expression):
+                    self.literal_dependent = True
+            finally:
+                self.abstract = False
         if a == b:
             if isinstance(node, (exp.EQ, exp.NullSafeEQ, exp.GTE, exp.LTE)):
                 return _TRUE
             return _FALSE
+        self.noted(node)
         if isinstance(node, (exp.EQ, exp.NullSafeEQ, exp.NEQ)):
             eq = self.atom(("=", frozenset((a, b))), True)
             return _F("!", args=(eq,)) if isinstance(node, exp.NEQ) else eq
@@ -1728,6 +1973,28 @@ class _Atoms:
             return _F("!", args=(self.atom((">", a, b), True),))
         return _F("!", args=(self.atom((">", b, a), True),))
 
+    def test(self, subject: exp.Expr, name: str, values: tuple[_Value, ...]) -> _F:
+        """subject <name> values: an atom evaluated with the other tests of subject."""
+        key = self.key(subject)
+        self.noted(subject, test=True)
+        f = self.atom(("test", key, name, values), True)
+        self.tests.setdefault(key, []).append((f.atom, name, values))
+        return f
+
+    def noted(self, node: exp.Expr, test: bool = False) -> None:
+        """Marks the analysis literal-dependent when an atom holding a literal is met twice
+        with literals abstracted: its verdict may change with their values. Every test
+        against a literal holds one: two tests of one expression are evaluated together."""
+        self.abstract, self.literal = True, test
+        try:
+            key = ("test", self.key(node)) if test else self.key(node)
+        finally:
+            self.abstract = False
+        if self.literal:
+            if key in self.seen:
+                self.literal_dependent = True
+            self.seen.add(key)
+
     def atom(self, key: object, row: bool) -> _F:
         i = self.index.get(key)
         if i is None:
@@ -1736,9 +2003,17 @@ class _Atoms:
         return _F("a", i)
 
     def key(self, node: exp.Expr) -> object:
-        """A structural key with literal values abstracted away."""
+        """A structural key, literals by value (or as '?' while self.abstract)."""
+        while isinstance(node, exp.Paren):
+            node = node.this
         if isinstance(node, _LITERALS):
-            return "?"
+            self.literal = True
+            if self.abstract:
+                return "?"
+            if isinstance(node, exp.Placeholder):
+                self.unsure += 1
+                return ("?", self.unsure)  # each placeholder its own value
+            return (type(node).__name__, str(node.this), node.args.get("is_string"))
         if isinstance(node, exp.Column):
             table = node.table.lower()
             if self.single and table in self.outer:
@@ -1753,7 +2028,7 @@ class _Atoms:
             elif isinstance(value, list):
                 keys = tuple(self.key(x) for x in value if isinstance(x, exp.Expression))
                 parts.append((name, keys))
-            elif value is not None and value is not False:
+            elif value is not None and value is not False and name != "negate":
                 parts.append((name, str(value)))
         return tuple(parts)
 
@@ -1764,6 +2039,8 @@ class _Atoms:
         while stack:
             sub = stack.pop()
             if isinstance(sub, exp.Column):
+                if _constant_name(sub):
+                    continue
                 return "row"
             if isinstance(sub, _SUBQUERIES):
                 if self.correlated(sub):
@@ -1786,6 +2063,21 @@ class _Atoms:
             if table and table in self.outer and table not in inner:
                 return True
         return False
+
+    def groups(self) -> list[tuple[list[int], list[int]]] | None:
+        """Per expression tested against two or more literal tests: (its atoms, the atoms
+        true at each value that tells the tests apart as a bit mask). None: unknown order."""
+        out: list[tuple[list[int], list[int]]] = []
+        for found in self.tests.values():
+            unique = {atom: (atom, name, values) for atom, name, values in found}
+            if len(unique) < 2:
+                continue
+            masks = _points(list(unique.values()))
+            if masks is None:
+                return None
+            atoms = list(unique)
+            out.append((atoms, masks))
+        return out
 
 
 def _evaluate(f: _F, bits: int) -> bool:
@@ -1824,28 +2116,61 @@ def _bits(atoms: Sequence[int], mask: int) -> int:
     return bits
 
 
-def _may_be_always_true(f: _F, row: list[bool]) -> bool:
+def _rows(free: Sequence[int], groups: Sequence[Sequence[int]], masks: Sequence[int]) -> list[int]:
+    """Every row assignment: the free atoms each way, each group at each of its values."""
+    rows = [_bits(free, m) for m in masks]
+    for group in groups:
+        rows = [r | g for r in rows for g in group]
+    return rows
+
+
+def _may_be_always_true(
+    f: _F, row: list[bool], groups: Sequence[tuple[list[int], list[int]]]
+) -> bool:
     """Some value of the constant atoms makes f true for every value of the row atoms.
 
     Exhaustive while the truth table is small; beyond that a conjunction is split, and
-    anything else is "may be true" unless all-false or all-true row atoms falsify it for
-    every value of the constants."""
-    used = sorted(_atoms_of(f, set()))
-    consts = [i for i in used if not row[i]]
-    rows = [i for i in used if row[i]]
+    anything else is "may be true" unless all-false or all-true free row atoms (the tests
+    of one expression at one of its values) falsify it for every value of the constants."""
+    used = _atoms_of(f, set())
+    consts = sorted(i for i in used if not row[i])
+    grouped: set[int] = set()
+    values: list[list[int]] = []
+    for atoms, masks in groups:
+        if used.intersection(atoms):
+            grouped.update(atoms)
+            values.append(masks)
+    free = sorted(i for i in used if row[i] and i not in grouped)
     size = _size(f)
-    candidates: Sequence[int]
-    if len(used) <= _MAX_ATOMS and (size << len(used)) <= _MAX_EVALUATIONS:
-        candidates = range(1 << len(rows))
+    count = 1 << len(free)
+    for masks in values:
+        count *= len(masks)
+    candidates: list[int]
+    if (
+        len(free) <= _MAX_ATOMS
+        and len(consts) <= _MAX_ATOMS
+        and ((size * count) << len(consts)) <= _MAX_EVALUATIONS
+    ):
+        candidates = _rows(free, values, range(1 << len(free)))
     elif f.op == "&":  # a conjunction is always true only if each part is
-        return all(_may_be_always_true(part, row) for part in f.args)
+        return all(_may_be_always_true(part, row, groups) for part in f.args)
     elif len(consts) <= _MAX_ATOMS and (size << (len(consts) + 1)) <= _MAX_EVALUATIONS:
-        candidates = (0, (1 << len(rows)) - 1)
+        # each group at each of its values, the others at their first
+        candidates = _rows(free, [m[:1] for m in values], (0, (1 << len(free)) - 1))
+        for masks in values:
+            candidates += [r & ~masks[0] | m for r in candidates[:2] for m in masks[1:]]
     else:
         return True
+    budget = _MAX_EVALUATIONS
     for c in range(1 << len(consts)):
         base = _bits(consts, c)
-        if all(_evaluate(f, base | _bits(rows, r)) for r in candidates):
+        for r in candidates:
+            budget -= size
+            if budget < 0:
+                return True
+            if not _evaluate(f, base | r):
+                break
+        else:
             return True
     return False
 
@@ -1865,6 +2190,8 @@ def _simple_conjunction(cond: exp.Expr) -> bool:
             continue
         if not isinstance(node, _SIMPLE_TESTS) or not isinstance(node.this, exp.Column):
             return False
+        if _constant_name(node.this):
+            return False
         for name, value in node.args.items():
             if name == "this":
                 continue
@@ -1874,16 +2201,50 @@ def _simple_conjunction(cond: exp.Expr) -> bool:
     return True
 
 
-def _where_analysis(cond: exp.Expr, outer: set[str], single: bool) -> tuple[bool, bool]:
-    """(the WHERE may be true for every row, it holds a predicate built from literals)."""
+_BOOLEAN = (exp.Predicate, exp.Connector, exp.Not)
+
+
+def _misread(cond: exp.Expr) -> str | None:
+    """Why the parser's reading of cond may not be the server's, None when it is.
+
+    sqlglot puts = <=> <> below < <= > >= and reads BETWEEN, LIKE and IN chains its own
+    way; MariaDB gives the comparisons one level, left to right (`id = 1 <= 1` is
+    (id = 1) <= 1 there, id = (1 <= 1) here). A test of the result of another test is
+    refused, written with parentheses or not (IS TRUE, IS NULL of a comparison too)."""
+    for node in cond.walk():
+        if not isinstance(node, exp.Predicate) or isinstance(node, exp.Exists):
+            continue
+        for value in node.args.values():
+            for operand in value if isinstance(value, list) else [value]:
+                while isinstance(operand, exp.Paren):
+                    operand = operand.this
+                if isinstance(operand, _BOOLEAN):
+                    return (
+                        "a comparison, IS, LIKE, IN or BETWEEN applied to the result of "
+                        "another test, as in a = b < c or (a = 1) IS TRUE, whose reading "
+                        "differs between the parser and the server: compare columns with "
+                        "values"
+                    )
+    return None
+
+
+def _where_analysis(cond: exp.Expr, outer: set[str], single: bool) -> tuple[bool, bool, str | None]:
+    """(the WHERE may be true for every row, it holds a predicate built from literals,
+    why the parser may misread it)."""
     if _simple_conjunction(cond):
-        return False, False
+        return False, False, None
     atoms = _Atoms(outer, single)
     try:
+        misread = _misread(cond)
+        if misread is not None:
+            return True, True, misread
         formula = atoms.formula(cond)
-        return _may_be_always_true(formula, atoms.row), atoms.literal_dependent
+        groups = atoms.groups()
+        if groups is None:  # tests of unknown order: say true
+            return True, True, None
+        return _may_be_always_true(formula, atoms.row, groups), atoms.literal_dependent, None
     except RecursionError:
-        return True, True
+        return True, True, None
 
 
 # -- other kinds that need the parser ---------------------------------------------------------

@@ -381,6 +381,27 @@ def test_multi_table(sql: str, multi: bool, reads: set[str], writes: set[str]) -
     assert (found.multi_table, found.reads, found.writes) == (multi, reads, writes)
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # MariaDB (lower_case_table_names=0) updates w here; read without case, pub
+        "UPDATE w AS X, pub AS x SET X.c = 77 WHERE x.id = 1",
+        "UPDATE mysql.db AS D, pub AS d SET D.Select_priv = 'Y' WHERE d.id = 1",
+        "UPDATE pub, PUB SET PUB.c = 1",
+        "DELETE X FROM w AS X JOIN pub AS x ON X.id = x.id WHERE x.id = 1",
+        "DELETE FROM w USING w AS W, w WHERE W.id = 1",
+    ],
+)
+def test_names_differing_only_in_case_are_refused(sql: str) -> None:
+    found = one(sql)
+    assert found.problem is not None and "differ only in case" in found.problem
+
+
+def test_names_in_one_case_are_read() -> None:
+    found = one("UPDATE w AS X, pub AS y SET X.c = 77 WHERE y.id = 1")
+    assert (found.problem, found.writes, found.reads) == (None, {"w"}, {"pub"})
+
+
 ALWAYS_TRUE = [
     # hex, bit and N'' literals are literals too (the shape makes them '?' alike)
     "id = 0x1 OR id <> 0x2",
@@ -414,6 +435,30 @@ ALWAYS_TRUE = [
     "(SELECT COUNT(*) FROM u) > 0",
     "NOW() > '2000-01-01'",
     "a = 1 XOR NOT a = 1",
+    # tests of one expression against different literals are evaluated together
+    "id <> 1 OR id <> 2",
+    "NOT (n <=> 1 AND n <=> 2)",
+    "id > 5 OR id < 6",
+    "id IN (1,2) OR id NOT IN (1)",
+    "NOT (id < 1 AND id > 1)",
+    "val <> 'a' OR val <> 'b'",
+    "id <= 1 OR id >= 2",  # no integer between
+    "id BETWEEN 1 AND 5 OR id NOT BETWEEN 2 AND 5",
+    "d < '2026-01-02' OR d >= '2026-01-01'",
+    "name < 'b' OR name > 'a'",  # letters: order by collation, unknown
+    "val <> 'a' OR val <> 'A'",  # equal or not by collation
+    "id <> ? OR id <> ?",
+    "c LIKE 'a%' OR c NOT LIKE 'a%'",
+    # a parenthesised operand is the operand
+    "(id) = id",
+    "(n) <=> n",
+    "(n) IS NULL OR n IS NOT NULL",
+    # server constants sqlglot reads as columns
+    "utc_date",
+    "utc_time",
+    "utc_timestamp > '2000-01-01'",
+    "current_role",
+    "utc_date AND id = 1 OR utc_date",
 ]
 
 NOT_ALWAYS_TRUE = [
@@ -434,7 +479,42 @@ NOT_ALWAYS_TRUE = [
     "NOT (id = 5)",
     "0",
     "1 = 0 AND id = 1",
+    "id = 5 OR id <> 6",
+    "id = 1 OR id = 2",
+    "status = 'a' OR status = 'b'",
+    "id <= 1 OR id >= 3",
+    "id < 1.5 OR id > 1.5",
+    "created < '2026-01-01' OR created > '2026-06-01'",
+    "id BETWEEN 1 AND 5 OR id > 7",
+    "id = ? OR id = ?",
+    "`utc_date` = 1 OR x = 2",
+    "c LIKE 'a%' OR c NOT LIKE 'b%'",
+    "status = 'x' AND created < '2026-01-01'",
+    "(status = 'x' OR status = 'y') AND created < '2026-01-01'",
 ]
+
+# sqlglot reads comparisons of comparisons, and BETWEEN, LIKE and IN chains, otherwise than
+# MariaDB (id = 1 <= 1 is (id = 1) <= 1 there); IS TRUE of a comparison is another atom
+MISREAD = [
+    "id = 1 <= 1",
+    "n <=> 1 <= 1",
+    "id NOT BETWEEN 5 AND 1 IN (0)",
+    "a NOT LIKE b = c",
+    "n = 5 IS NOT TRUE OR n = 5",
+    "id = 5 IS TRUE OR id = 5 IS FALSE",
+    "(id = 5) IS NOT NULL",
+    "id = 5 IS NOT UNKNOWN",
+    "id = 1 = 0 OR id = 1",
+    "id IN (SELECT id FROM u WHERE a = 1 < 2)",
+]
+
+
+@pytest.mark.parametrize("where", MISREAD)
+@pytest.mark.parametrize("verb", ["DELETE FROM t", "UPDATE t SET a = 1"])
+def test_where_misread_is_refused(verb: str, where: str) -> None:
+    found = one(f"{verb} WHERE {where}")
+    assert found.problem is not None and "result of another test" in found.problem
+    assert not found.literal_independent
 
 
 @pytest.mark.parametrize("where", ALWAYS_TRUE)
@@ -750,7 +830,6 @@ INDEPENDENT = [
     ("SELECT 'a' FROM t LIMIT 5", 'SELECT "b" FROM t LIMIT 10'),
     ("INSERT INTO t VALUES (1, 'a')", "INSERT INTO t VALUES (2, 'b\\'c')"),
     ("UPDATE t SET a = 1 WHERE id = 5", "UPDATE t SET a = 2 WHERE id = 6"),
-    ("DELETE FROM t WHERE id = 5 OR id <> 6", "DELETE FROM t WHERE id = 1 OR id <> 1"),
     ("DELETE FROM t WHERE id = id", "DELETE FROM t WHERE id = id"),
     ("SHOW VARIABLES LIKE 'a%'", "SHOW VARIABLES LIKE 'b%'"),
     ("DESCRIBE t", "DESCRIBE t"),
@@ -763,6 +842,13 @@ INDEPENDENT = [
 ]
 
 DEPENDENT = [
+    # one shape, different verdicts: literals compared with one another
+    "DELETE FROM t WHERE id = 5 OR id <> 6",
+    "DELETE FROM t WHERE id = 1 OR id <> 1",
+    "DELETE FROM t WHERE id + 1 = id + 1",
+    "DELETE FROM t WHERE id + 1 = id + 2 OR id + 2 <> id + 1",
+    "DELETE FROM t WHERE c LIKE 'a' OR c NOT LIKE 'a'",
+    "DELETE FROM t WHERE (c + 1) IS NULL OR (c + 1) IS NOT NULL",
     "DELETE FROM t WHERE 1 = 1",
     "DELETE FROM t WHERE id = 5 OR 2 > 1",
     "UPDATE t SET a = 1 WHERE 1",
@@ -923,7 +1009,11 @@ def test_long_where_chains() -> None:
     )
     many = " OR ".join(f"c{i} = {i}" for i in range(20))
     assert not one(f"DELETE FROM t WHERE {many}").where_always_true
-    assert one(f"DELETE FROM t WHERE {many} OR NOT c0 = 1").where_always_true
+    assert one(f"DELETE FROM t WHERE {many} OR NOT c0 = 0").where_always_true
+    assert not one(f"DELETE FROM t WHERE {many} OR NOT c0 = 1").where_always_true  # c0 = 1
+    same = " OR ".join(f"c = {i}" for i in range(3000))
+    assert not one(f"DELETE FROM t WHERE {same}").where_always_true
+    assert one(f"DELETE FROM t WHERE {same} OR c <> 0").where_always_true
 
 
 def test_deep_nesting_fails_closed() -> None:
