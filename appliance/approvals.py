@@ -70,6 +70,7 @@ class _Pending:
     grant_key: tuple[str, str, str] | None  # (identity, target, fingerprint)
     session: str | None = None  # the held session's id: an operator may end it
     payload: dict[str, Any] | None = None  # the request as published (again on reconnect)
+    requester_subject: str | None = None  # the requester's token subject (sub), if any
 
 
 class OperatorRefused(Exception):
@@ -142,6 +143,7 @@ class Approvals:
         requester: str,
         sql_sha256: str,
         fingerprint: str | None = None,
+        requester_subject: str | None = None,
     ) -> Outcome:
         """Publish a request (``fields``: who, what, where, rule, reason) and wait for its
         decision, at most ``timeout_s``; the request is cleared whatever the outcome.
@@ -177,6 +179,7 @@ class Approvals:
             grant_key,
             session if isinstance(session, str) else None,
             payload,
+            requester_subject,
         )
         try:
             try:
@@ -285,7 +288,10 @@ class Approvals:
         except OperatorRefused as exc:
             self._rejected(request_id, str(exc))
             return
-        if verified.user == pending.requester:
+        if verified.user == pending.requester or (
+            pending.requester_subject is not None and verified.subject == pending.requester_subject
+        ):
+            # one person under another name (a second e-mail of one subject) is the same
             self._rejected(request_id, f"{verified.user} may not approve their own statement")
             return
         if pending.future.done() or self._pending.get(request_id) is not pending:

@@ -465,6 +465,11 @@ class TokenVerifier:
                 f"the MySQL user name {_quote(user)} does not match the token's {name} "
                 f"{_quote(value)}: log in as {_quote(value)} with this token"
             )
+        if name == "email" and claims.get("email_verified") is False:
+            raise TokenRejected(
+                "the token's email is not verified (email_verified is false): the identity "
+                "provider does not vouch for it, so it cannot name who is asking"
+            )
         return value
 
     def _groups(self, claims: Mapping[str, Any]) -> frozenset[str]:

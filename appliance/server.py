@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import functools
 import itertools
@@ -339,6 +340,7 @@ class ClientLeg(asyncio.Protocol):
         "_login_db_shadow",
         "_holding",
         "_behind_hold",
+        "_token_ends",
         "_cursors",
     )
 
@@ -386,6 +388,9 @@ class ClientLeg(asyncio.Protocol):
         # shadow mode: what the rules would have done to the database named at login
         self._login_db_shadow: dict[str, str] = {}
         self._holding = 0  # statements of this session waiting for a person
+        # when the token this session logged in with stops counting (epoch seconds, with
+        # the identity leeway): its commands are refused after it
+        self._token_ends: float | None = None
         self._behind_hold: set[int] = set()  # commands refused for it: one at a time
 
     # -------------------------------------------------------------- asyncio callbacks
@@ -925,6 +930,8 @@ class ClientLeg(asyncio.Protocol):
         except TokenRejected as exc:
             session.refuse_token(ev.user, str(exc))
         else:
+            leeway = self.gw.config.identity.leeway_s if self.gw.config.identity else 0.0
+            self._token_ends = verified.expires_at + leeway
             session.accept_token(
                 Identity(
                     verified.user,
@@ -1024,6 +1031,8 @@ class ClientLeg(asyncio.Protocol):
         assert session is not None and policy is not None
         self._deferred.discard(cmd.id)
         verdict = policy.decide(cmd, session.server_status, session.prepared_sql, classified)
+        if self._token_ends is not None and time.time() > self._token_ends:
+            verdict = _token_expired(verdict, self._token_ends)
         first_seq = self._statements + 1
         self._statements += len(verdict.parts)
         self._begun[cmd.id] = (time.monotonic(), verdict, first_seq)
@@ -1199,6 +1208,7 @@ class ClientLeg(asyncio.Protocol):
                     "rows_estimate": rows_estimate,
                 },
                 requester=identity,
+                requester_subject=context.get("subject"),
                 sql_sha256=records.sql_sha256(cmd.payload),
                 fingerprint=fingerprint,
             )
@@ -1609,6 +1619,20 @@ def masking_key(config: Config) -> bytes:
     if len(key) < 16:
         raise OSError(f"{path}: a masking key needs at least 16 bytes")
     return key
+
+
+def _token_expired(verdict: Verdict, ended: float) -> Verdict:
+    """A session whose token has expired (its groups, even the person's access, may have
+    changed since): every command is refused, in shadow mode too."""
+    when = datetime.datetime.fromtimestamp(ended, datetime.UTC).strftime("%H:%M:%S UTC")
+    decision = Decision(
+        RuleAction.BLOCK,
+        "token-expired",
+        f"the token this session logged in with expired (with the leeway, at {when}). Log "
+        "in again with a new token",
+    )
+    parts = tuple(dataclasses.replace(p, decision=decision) for p in verdict.parts)
+    return Verdict(verdict.command, parts, decision)
 
 
 def _held_refusal(outcome: Outcome, rule: Decision) -> str:

@@ -27,7 +27,7 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB, free_port
 from lab.tokens import Provider
 
-from appliance.approvals import Approvals
+from appliance.approvals import Approvals, Outcome
 from appliance.bus import EVENT_SQL_CHARS, Bus
 from appliance.config import ApprovalsConfig
 from appliance.identity import VerifiedToken
@@ -1070,3 +1070,48 @@ def test_a_review_in_the_gateways_first_moments_waits_for_the_broker(broker: Bro
         await down.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+class _Tokens:
+    """Every token verifies as ``user`` with subject ``subject``, an approver."""
+
+    def __init__(self, user: str, subject: str | None) -> None:
+        self.user, self.subject = user, subject
+
+    async def verify(self, user: str, token: bytes) -> VerifiedToken:
+        return VerifiedToken(self.user, self.subject, frozenset({"dba"}), None, time.time() + 60)
+
+
+@pytest.mark.parametrize(
+    ("operator", "subject", "counts"),
+    [
+        ("c4rol@example.com", "user-42", False),  # the requester under another e-mail
+        ("dba@example.com", "user-7", True),  # someone else
+        ("c4rol@example.com", None, True),  # a token without a subject: the name decides
+    ],
+)
+def test_an_approver_may_not_approve_their_own_statement_under_another_name(
+    operator: str, subject: str | None, counts: bool
+) -> None:
+    """The requester's token subject is compared too: one person with two e-mails (an
+    identity provider that lets a user change theirs) approved their own DELETE."""
+
+    async def scenario() -> Outcome | None:
+        bus, tokens = _Bus(), _Tokens(operator, subject)
+        config = ApprovalsConfig(timeout_s=0.5, approver_groups=("dba",), enabled=True)
+        approvals = Approvals(config, cast(Any, bus), cast(Any, tokens))
+        sha = "ab" * 32
+        fields = {"target": "orders", "sql": "DELETE FROM t WHERE id = 9"}
+        waiting = asyncio.create_task(
+            approvals.request(fields, "carol@example.com", sha, None, requester_subject="user-42")
+        )
+        await bus.published.wait()
+        decision = {"v": 1, "decision": "approve", "operator": operator, "token": "t"}
+        approvals._on_decision(bus.topic + "/decision", {**decision, "sql_sha256": sha})
+        outcome = await waiting
+        await approvals.close()
+        return outcome
+
+    outcome = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert outcome is not None
+    assert outcome.verdict == ("approved" if counts else "expired")

@@ -237,3 +237,42 @@ def test_a_token_over_a_plain_connection_is_refused(
     time.sleep(0.05)
     failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
     assert len(failed) == before + 1 and "only over TLS" in failed[-1]["reason"]
+
+
+def test_a_session_ends_with_its_token(mariadb: MariaDB, provider: Provider, tmp_path: Any) -> None:
+    """A session whose token expired kept running every statement: revoking a person's
+    token, or taking them out of a group, changed nothing for a session already open."""
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml=identity_toml(provider) + "leeway_s = 0\n",
+    ).start()
+    try:
+        now = int(time.time())
+        token = provider.token(iat=now, exp=now + 3, jti="short-lived")
+        with tls_connect(gw, mariadb, token) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            time.sleep(max(0.0, now + 3.5 - time.time()))
+            with pytest.raises(pymysql.err.OperationalError) as caught, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            code, message = caught.value.args
+            assert code == 1227 and "token-expired" in message and "Log in again" in message
+    finally:
+        assert gw.stop() == 0
+    recs = [r for r in ledger_records(gw.ledger) if r.get("token_id") == "short-lived"]
+    refused = [r for r in recs if r["kind"] == "statement" and r["rule"] == "token-expired"]
+    assert len(refused) == 1 and refused[0]["decision"] == "blocked"
+
+
+def test_an_email_the_provider_did_not_verify_names_nobody(
+    gw: GatewayProcess, mariadb: MariaDB, provider: Provider
+) -> None:
+    """A token whose email is marked unverified could name a person it is not."""
+    token = provider.token(email_verified=False)
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        tls_connect(gw, mariadb, token)
+    assert caught.value.args[0] == 1045 and "email_verified" in caught.value.args[1]
+    with tls_connect(gw, mariadb, provider.token(email_verified=True)) as conn:
+        conn.ping()

@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from appliance.mysql import auth, masking, packets
+from appliance.mysql.charsets import ASCII_CHANGING, collation_charset
 from appliance.mysql.constants import (
     CACHING_SHA2_PASSWORD,
     CLEAR_PASSWORD,
@@ -1014,6 +1015,14 @@ class Session:
         self.client_caps = hello.capabilities & self._offered_caps
         self.phase = Phase.CLIENT_AUTH
         user = hello.user.decode("utf-8", "replace")
+        if collation_charset(hello.charset) in ASCII_CHANGING:  # a failed login: recorded
+            self._client_auth_failed(
+                user,
+                f"the character set {collation_charset(hello.charset)} (collation "
+                f"{hello.charset}) reads ASCII bytes as other letters, so the gateway could "
+                "not tell the names it is sent; log in with utf8mb4",
+            )
+            return
         gate = self.login_gate
         if gate is not None:
             refused = gate(user)

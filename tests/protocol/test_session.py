@@ -486,6 +486,23 @@ def test_a_database_the_database_gate_refuses_ends_the_login_with_1044() -> None
     assert asked == [(alice, "secret"), (alice, "shop")]
 
 
+@pytest.mark.parametrize("collation", [10, 82], ids=["swe7_swedish_ci", "swe7_bin"])
+def test_a_login_in_swe7_is_refused(collation: int) -> None:
+    """In swe7 the bytes of `{`, `|`, `}` and `~` are the letters ä, ö, å and ü: a rule on
+    the table kündigung did not see SELECT * FROM `k~ndigung`, nor masking the column
+    gr~n of grün."""
+    hello = alice_hello(charset=collation)
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(hello)
+        << expect_client(is_err(2, 1045, "swe7", "log in with utf8mb4"))
+        << expect_event(AuthFailed, user="alice")
+        << expect_closed()
+    )
+
+
 def test_unknown_user_is_refused() -> None:
     assert (
         Playbook(new_session())
