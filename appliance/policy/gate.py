@@ -518,6 +518,12 @@ class SessionPolicy:
         # statement's own mode, not the session's; until a later answer, not known
         self._statement_modes: set[int] = set()
         self._stale_status = False
+        # Stored code ran (a procedure, a function, perhaps a trigger): one that sets
+        # sql_mode leaves the answers' NO_BACKSLASH_ESCAPES flag at its own mode after it
+        # ends (MariaDB restores the mode, not the flag), until the session sets sql_mode
+        # again. ``_mode_sets``: the commands on their way that do.
+        self._status_untrusted = False
+        self._mode_sets: set[int] = set()
         # an SQL-level PREPARE of a CALL went through: EXECUTE name may run one
         self._prepared_calls = False
         # command id -> the schema it makes current, and whether a failure of the command
@@ -618,6 +624,7 @@ class SessionPolicy:
             return self._guarded(self._field_list(cmd, label), cmd)
         if code == Command.RESET_CONNECTION:
             self._mode_changes.add(cmd.id)
+            self._mode_sets.add(cmd.id)
             if self._reading is not self._login_reading:
                 # the commands sent behind it are read by the server in the login's
                 # character set, unless the reset fails
@@ -759,7 +766,7 @@ class SessionPolicy:
         """Whether the server's last status flags may not tell its NO_BACKSLASH_ESCAPES:
         a change of sql_mode is on its way, or the last answer came under a SET
         STATEMENT's mode."""
-        return bool(self._mode_changes) or self._stale_status
+        return bool(self._mode_changes) or self._stale_status or self._status_untrusted
 
     def may_run(self, decision: Decision) -> bool:
         """Whether a statement so decided may reach the server: allowed, held for a person
@@ -986,6 +993,9 @@ class SessionPolicy:
                     uses = True
             if runs.kind == "CALL" or c.kind == "EXECUTE":
                 stateful = True  # what it does to the schema depends on the session
+            if runs.stored_functions and self.may_run(decision):
+                stateful = True
+                calls = True  # a function may set character_set_results or sql_mode
             if self.may_run(decision) and (runs.kind == "CALL" or c.kind == "EXECUTE"):
                 if any(s.kind == "PREPARE" for s in _chain(c)):
                     self._prepared_calls = self._prepared_calls or runs.kind == "CALL"
@@ -1013,9 +1023,11 @@ class SessionPolicy:
         return verdict
 
     def _after_call(self, cmd: ClientCommand) -> None:
-        """A procedure runs: the character set of result names is not known from now on
-        (it may ``SET character_set_results``, which lasts after it)."""
+        """Stored code runs (a procedure, a function): the character set of result names
+        is not known from now on (it may ``SET character_set_results``, which lasts after
+        it), nor what the answers' NO_BACKSLASH_ESCAPES flag says (see _status_untrusted)."""
         self._results_sets[cmd.id] = (None, False)
+        self._status_untrusted = True
         self._tell_masker()
 
     def _session_checks(
@@ -1056,6 +1068,7 @@ class SessionPolicy:
             )
         if "sql_mode" in changed:
             self._mode_changes.add(cmd.id)
+            self._mode_sets.add(cmd.id)
         for name, value in assigned:
             if name in CHARSET_VARIABLES and value:
                 self._charsets[cmd.id] = value.lower()
@@ -1162,6 +1175,10 @@ class SessionPolicy:
         """Follow what a finished command changed in the session."""
         self._mode_changes.discard(cmd.id)
         self._preparing.discard(cmd.id)
+        if cmd.id in self._mode_sets:
+            self._mode_sets.discard(cmd.id)
+            if error is None:  # the flag follows the mode it set
+                self._status_untrusted = False
         if cmd.id in self._statement_modes:
             self._statement_modes.discard(cmd.id)
             self._stale_status = True

@@ -621,6 +621,14 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
             refused = _sql_mode_refusal(value)
             if refused is not None:
                 return _block("sql-mode", refused)
+        if plain == "character set":
+            return _block(
+                "charset",
+                "SET CHARACTER SET makes the connection character set the current "
+                "database's, which the gateway cannot see (a database in swe7 or utf16 would "
+                "change the statement texts PREPARE and EXECUTE IMMEDIATE take as strings). "
+                "Use SET NAMES",
+            )
         if plain in CHARSET_VARIABLES:
             refused = _charset_refusal(value)
             if refused is not None:

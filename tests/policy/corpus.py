@@ -467,7 +467,6 @@ SET_ALLOWED = _cases(
     "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
     "SET NAMES latin1",
     "SET NAMES ascii",
-    "SET CHARACTER SET utf8mb4",
     "SET character_set_client = utf8mb4",
     "SET character_set_results = gbk",  # results only: statements are still read as utf8mb4
     "SET character_set_results = NULL",
@@ -579,6 +578,10 @@ CHARSET = [
         "SET STATEMENT character_set_results = utf8mb4 FOR SELECT 1",
         "SET STATEMENT character_set_connection = latin1 FOR SELECT 1",
         "SET STATEMENT character_set_client = latin1 FOR SELECT 1",
+        # the connection's becomes the current database's, which the gateway cannot see
+        "SET CHARACTER SET utf8mb4",
+        "SET CHARSET latin1",
+        "SET CHARACTER SET latin1; SELECT 1",
     ),
     *_cases(
         ALLOW,
@@ -593,7 +596,6 @@ CHARSET = [
         "SET NAMES utf8mb4; SELECT 1",
         "SET sql_mode = 'ANSI_QUOTES'; SELECT 1",
         r"SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT 'a\\'",
-        "SET CHARACTER SET latin1; SELECT 1",
         "PREPARE s FROM 'SET NAMES utf8mb4'",
         "PREPARE s FROM 'SET sql_mode = ''ANSI_QUOTES'''",
         "PREPARE s FROM 'SET character_set_results = latin1'",  # masking reads result names

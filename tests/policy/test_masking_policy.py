@@ -317,7 +317,7 @@ def test_the_session_tells_its_masker_the_results_character_set() -> None:
     assert masker.results_charset == "utf8mb4"
     run(sp, "SET character_set_results = cp1251", 1115)  # failed: unchanged
     assert masker.results_charset == "utf8mb4"
-    run(sp, "SET CHARACTER SET koi8r")
+    run(sp, "SET NAMES koi8r")
     assert masker.results_charset == "koi8r"
     run(sp, "SET character_set_results = NULL")
     assert masker.results_charset == "null"

@@ -91,8 +91,9 @@ CHARSET_AT_DEPTH = [
         "SET STATEMENT max_statement_time=0 FOR PREPARE s FROM 'SET character_set_client = latin1'",
     ),
     (
-        "EXECUTE IMMEDIATE 'SET CHARACTER SET latin1'",
-        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE 'SET CHARACTER SET latin1'",
+        "EXECUTE IMMEDIATE 'SET @@character_set_client = latin1'",
+        "SET STATEMENT max_statement_time=0 FOR EXECUTE IMMEDIATE "
+        "'SET @@character_set_client = latin1'",
     ),
     (
         "EXECUTE IMMEDIATE 'SET character_set_results = latin1'",

@@ -189,3 +189,31 @@ def test_no_grant_is_made_or_used_while_the_schema_or_character_set_is_unknown()
     other.send("SET NAMES latin1")  # on its way
     cmd, verdict = other.send(delete)
     assert other.policy.fingerprint(cmd, 0, verdict) not in (None, known)
+
+
+def test_after_stored_code_the_no_backslash_escapes_flag_is_not_trusted() -> None:
+    """A procedure or function that runs SET sql_mode leaves the answers' flag at its own
+    mode after it ends, until the session sets sql_mode again: the gateway read the next
+    text by the flag and shop.secret's rows came back. A text with a backslash is read
+    both ways until a SET of sql_mode is answered."""
+    trick = r"SELECT v FROM pub.secret WHERE v = 'a\' OR v = ' UNION SELECT v FROM shop.secret -- '"
+    for stored in ("CALL pub.p_set()", "SELECT pub.f_nbe()"):
+        session = Session(ALLOW_CALLS)
+        cmd, verdict = session.send(stored)
+        assert verdict.refusal is None
+        session.done(cmd)
+        assert session.policy._results is None  # it may have set character_set_results
+        _, verdict = session.send(trick, status=NO_BACKSLASH_ESCAPES)
+        assert verdict.refusal is not None, stored
+        cmd, _ = session.send("SELECT 1", status=NO_BACKSLASH_ESCAPES)
+        session.done(cmd)  # an answer carries the same untrusted flag
+        _, verdict = session.send(trick, status=NO_BACKSLASH_ESCAPES)
+        assert verdict.refusal is not None, stored
+        cmd, verdict = session.send("SET sql_mode = 'STRICT_TRANS_TABLES'")
+        assert verdict.refusal is None
+        session.done(cmd)
+        assert not session.policy._backslash_unknown
+        _, verdict = session.send(trick)  # read with escapes, as the server does now
+        assert verdict.refusal is not None and verdict.refusal.rule == "no-secret"
+        _, verdict = session.send(r"SELECT 'O\'Brien'")
+        assert verdict.refusal is None
