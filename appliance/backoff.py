@@ -11,10 +11,15 @@ An address as a whole waits only when its failures look like a scan: failures na
 more than ``scan_free`` different user names (or none: a client that never sent its
 login) within the window. Then every connection from it is refused before its login is
 read, which also spares the target the connections such a client would open.
+
+An IPv6 client counts by its /64 network: one host commonly holds a whole /64 and may
+take a new address for every attempt.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -22,6 +27,21 @@ __all__ = ["LoginBackoff"]
 
 K = TypeVar("K", str, tuple[str, str])
 _NO_NAME = ""  # the failures of clients that never named a user
+
+
+@functools.lru_cache(maxsize=4096)
+def client_of(address: str) -> str:
+    """What failures count against: an IPv4 address (also IPv4-mapped IPv6), an IPv6
+    address's /64 network; anything else as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
 
 
 @dataclass(slots=True)
@@ -56,6 +76,7 @@ class LoginBackoff:
 
     def failed(self, address: str, user: str | None, now: float) -> None:
         """A failed login from ``address``; ``user`` is None when no name was given."""
+        address = client_of(address)
         name = user or _NO_NAME
         if user:
             self._count(self._by_user, (address, name), self.free, now)
@@ -72,16 +93,16 @@ class LoginBackoff:
     def succeeded(self, address: str, user: str) -> None:
         """``user`` logged in from ``address``: its own failures are forgotten (those
         that count against the address as a whole age out with the window)."""
-        self._by_user.pop((address, user), None)
+        self._by_user.pop((client_of(address), user), None)
 
     def wait(self, address: str, user: str, now: float) -> float:
         """Seconds ``user`` must still wait before it may try again from ``address``."""
-        record = self._by_user.get((address, user))
+        record = self._by_user.get((client_of(address), user))
         return 0.0 if record is None else max(0.0, record.blocked_until - now)
 
     def address_wait(self, address: str, now: float) -> float:
         """Seconds every connection from ``address`` must still wait (0: it may try)."""
-        record = self._by_address.get(address)
+        record = self._by_address.get(client_of(address))
         return 0.0 if record is None else max(0.0, record.blocked_until - now)
 
     def first_refusal(self, address: str, user: str | None = None) -> bool:
@@ -89,6 +110,7 @@ class LoginBackoff:
         (``user`` None) or of ``user`` from it: that one is recorded; the others of the
         same block are only counted out (one record per connection would let a blocked
         client fill the ledger)."""
+        address = client_of(address)
         record = (
             self._by_address.get(address) if user is None else self._by_user.get((address, user))
         )

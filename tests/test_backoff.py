@@ -98,3 +98,23 @@ def test_only_the_first_refusal_of_each_block_is_recorded() -> None:
     b.failed("10.0.0.1", "dba", 13.0)  # ... until a second name fails
     assert b.first_refusal("10.0.0.1")
     assert not b.first_refusal("10.0.0.1")
+
+
+def test_an_ipv6_client_counts_by_its_64_network() -> None:
+    """One host holds a whole /64 and may take a new address for every guess: the
+    failures of 2001:db8::1, ::2, ... counted apart, so none of them ever waited."""
+    b = LoginBackoff(free=3, first_delay_s=1.0)
+    for i in range(1, 5):
+        b.failed(f"2001:db8::{i:x}", "admin", 0.0)
+    assert b.wait("2001:db8::ffff", "admin", 0.0) == 1.0
+    assert b.wait("2001:db8:0:1::1", "admin", 0.0) == 0.0  # another /64
+    for i in range(11):  # a scan from addresses of one /64
+        b.failed(f"2001:db8:0:2::{i + 1:x}", f"user{i}", 0.0)
+    assert b.address_wait("2001:db8:0:2::abcd", 0.0) > 0
+    # IPv4 counts per address, IPv4-mapped IPv6 too
+    for _ in range(4):
+        b.failed("::ffff:10.0.0.9", "admin", 0.0)
+    assert b.wait("10.0.0.9", "admin", 0.0) == 1.0
+    assert b.wait("10.0.0.10", "admin", 0.0) == 0.0
+    b.succeeded("2001:db8::77", "admin")  # a success from the /64 clears it
+    assert b.wait("2001:db8::1", "admin", 0.0) == 0.0
