@@ -4448,7 +4448,13 @@ def _explains_connection(tokens: Sequence[Token], kind: str, head: int) -> bool:
         return word_at(tokens, head) in ("EXPLAIN", "ANALYZE")
     if kind not in ("EXPLAIN", "ANALYZE"):
         return False
-    i = head
+    i = _past_explain_options(tokens, head)
+    return word_at(tokens, i) == "FOR" and word_at(tokens, i + 1) == "CONNECTION"
+
+
+def _past_explain_options(tokens: Sequence[Token], i: int) -> int:
+    """Where an EXPLAIN's statement (or FOR CONNECTION) starts: past EXTENDED,
+    PARTITIONS and FORMAT = x."""
     while True:
         w = word_at(tokens, i)
         if w in ("EXTENDED", "PARTITIONS"):
@@ -4456,8 +4462,7 @@ def _explains_connection(tokens: Sequence[Token], kind: str, head: int) -> bool:
         elif w == "FORMAT" and punct_at(tokens, i + 1, "="):
             i += 3
         else:
-            break
-    return word_at(tokens, i) == "FOR" and word_at(tokens, i + 1) == "CONNECTION"
+            return i
 
 
 def _inner_statement(v: _View, kind: str, head: int) -> tuple[int, bytes, bool] | None:
@@ -4467,17 +4472,13 @@ def _inner_statement(v: _View, kind: str, head: int) -> tuple[int, bytes, bool] 
     tokens = v.tokens
     n = len(tokens)
     if kind in ("EXPLAIN", "ANALYZE"):
-        i = head
-        if kind == "ANALYZE" and word_at(tokens, i) in ("TABLE", "TABLES", "NO_WRITE_TO_BINLOG"):
+        if kind == "ANALYZE" and word_at(tokens, head) in (
+            "TABLE",
+            "TABLES",
+            "NO_WRITE_TO_BINLOG",
+        ):
             return None  # statistics: not understood when the table has masked columns
-        while True:
-            w = word_at(tokens, i)
-            if w in ("EXTENDED", "PARTITIONS"):
-                i += 1
-            elif w == "FORMAT" and punct_at(tokens, i + 1, "="):
-                i += 3
-            else:
-                break
+        i = _past_explain_options(tokens, head)
         if i >= n or word_at(tokens, i) in _EXPLAINERS:
             return None
         start = v.start(tokens[i])

@@ -750,6 +750,18 @@ def _charset_refusal(value: str | None) -> str | None:
     return None
 
 
+def _not_a_name(value: str | None) -> str | None:
+    """Why a SET of a character set or collation to ``value`` cannot be followed: a
+    computed value, DEFAULT (the server's) or no name; None for a name."""
+    if value is None:
+        return "a computed value"
+    if value.lower() == "default":
+        return "DEFAULT (the server's, which the gateway cannot see)"
+    if not _CHARSET_NAME.fullmatch(value.lower()):
+        return f"{value} (a collation number or an expression, not a character set name)"
+    return None
+
+
 #: The connection character set: string literals are converted to it, the statement
 #: texts of PREPARE and EXECUTE IMMEDIATE among them.
 CONNECTION_VARIABLES = frozenset({"character_set_connection", "collation_connection"})
@@ -761,14 +773,10 @@ def _connection_refusal(value: str | None) -> str | None:
     quote or a backslash. A client's text converts character by character, so gbk's or
     sjis's characters stay whole (the server reads them so); swe7 has no backslash, and
     ucs2, utf16 and utf32 no ASCII bytes."""
-    if value is None:
-        return "a computed value"
-    name = value.lower()
-    if name == "default":
-        return "DEFAULT (the server's, which the gateway cannot see)"
-    if not _CHARSET_NAME.fullmatch(name):
-        return f"{value} (a number or an expression, not a name)"
-    charset = name.split("_", 1)[0]  # utf16_bin is of utf16
+    not_named = _not_a_name(value)
+    if not_named is not None or value is None:
+        return not_named
+    charset = value.lower().split("_", 1)[0]  # utf16_bin is of utf16
     if charset in ASCII_CHANGING or charset in UNREADABLE_NAMES:
         return value
     return None
@@ -780,13 +788,10 @@ def _results_refusal(value: str | None) -> str | None:
     names as stored, in UTF-8)."""
     if value == "null":  # the keyword (a quoted 'NULL' is an unknown character set)
         return None
-    if value is None:
-        return "a computed value"
+    not_named = _not_a_name(value)
+    if not_named is not None or value is None:
+        return not_named
     name = value.lower()
-    if name == "default":
-        return "DEFAULT (the server's, which the gateway cannot see)"
-    if not _CHARSET_NAME.fullmatch(name):
-        return f"{value} (a collation number or an expression, not a character set name)"
     if name in UNREADABLE_NAMES or name in ASCII_CHANGING:
         return f"{value} (its names do not keep their ASCII bytes)"
     return None
