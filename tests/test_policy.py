@@ -800,14 +800,20 @@ action = "allow"
 """
 
 
+def secret_in_two_schemas(mariadb: MariaDB, other: str) -> None:
+    """pol_call_secret in shop (SHOP-SECRET, which CALL_SECRET refuses) and in ``other``
+    (a decoy): where a bare name is read tells which schema the gateway believes in."""
+    direct(mariadb, f"CREATE DATABASE IF NOT EXISTS {other}")
+    for schema, value in (("shop", "SHOP-SECRET"), (other, "decoy")):
+        direct(mariadb, f"CREATE OR REPLACE TABLE {schema}.pol_call_secret (v TEXT)")
+        direct(mariadb, f"INSERT INTO {schema}.pol_call_secret VALUES ('{value}')")
+
+
 def test_after_a_call_the_schema_is_not_known(mariadb: MariaDB, tmp_path: Path) -> None:
     """A procedure of the current schema that runs EXECUTE IMMEDIATE 'USE shop' leaves the
     session in shop: the gateway read the next SELECT * FROM pol_call_secret in the old
     schema and shop's rows came back past a rule refusing every statement on them."""
-    direct(mariadb, "CREATE DATABASE IF NOT EXISTS pol_call_other")
-    for schema, value in (("shop", "SHOP-SECRET"), ("pol_call_other", "decoy")):
-        direct(mariadb, f"CREATE OR REPLACE TABLE {schema}.pol_call_secret (v TEXT)")
-        direct(mariadb, f"INSERT INTO {schema}.pol_call_secret VALUES ('{value}')")
+    secret_in_two_schemas(mariadb, "pol_call_other")
     direct(
         mariadb,
         "CREATE OR REPLACE PROCEDURE pol_call_other.tidy() BEGIN EXECUTE IMMEDIATE 'USE shop'; END",
@@ -834,10 +840,7 @@ def test_after_a_call_the_schema_is_not_known(mariadb: MariaDB, tmp_path: Path) 
 def test_after_a_call_that_fails_the_schema_is_not_known(mariadb: MariaDB, tmp_path: Path) -> None:
     """The procedure moves the session to shop, then signals an error: the schema stays
     moved, while the gateway took the failed CALL for one that changed nothing."""
-    direct(mariadb, "CREATE DATABASE IF NOT EXISTS pol_fail_other")
-    for schema, value in (("shop", "SHOP-SECRET"), ("pol_fail_other", "decoy")):
-        direct(mariadb, f"CREATE OR REPLACE TABLE {schema}.pol_call_secret (v TEXT)")
-        direct(mariadb, f"INSERT INTO {schema}.pol_call_secret VALUES ('{value}')")
+    secret_in_two_schemas(mariadb, "pol_fail_other")
     direct(
         mariadb,
         "CREATE OR REPLACE PROCEDURE pol_fail_other.tidy() BEGIN EXECUTE IMMEDIATE 'USE shop'; "
@@ -867,10 +870,7 @@ def test_a_set_statement_of_sql_mode_does_not_change_how_later_texts_are_read(
     answered with that mode's status flag; the session's mode is back after it. Taking
     the flag, the gateway read 'a\\' as a whole string and the UNION as part of another,
     while MariaDB ran the UNION: shop's rows past a rule on them."""
-    direct(mariadb, "CREATE DATABASE IF NOT EXISTS pol_nbe_other")
-    for schema, value in (("shop", "SHOP-SECRET"), ("pol_nbe_other", "decoy")):
-        direct(mariadb, f"CREATE OR REPLACE TABLE {schema}.pol_call_secret (v TEXT)")
-        direct(mariadb, f"INSERT INTO {schema}.pol_call_secret VALUES ('{value}')")
+    secret_in_two_schemas(mariadb, "pol_nbe_other")
     trick = (
         "SELECT 'a\\' ' UNION SELECT v FROM shop.pol_call_secret -- ' "
         "FROM pol_nbe_other.pol_call_secret"
