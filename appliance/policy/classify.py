@@ -2340,14 +2340,7 @@ def _explain(v: _View, kind: str, head: int) -> Classification:
         w = word_at(tokens, i)
         if w in ("TABLE", "TABLES", "NO_WRITE_TO_BINLOG", "LOCAL"):
             return _by_tokens(v, kind, head)  # ANALYZE TABLE: statistics
-    while True:  # EXTENDED, PARTITIONS, FORMAT = x
-        w = word_at(tokens, i)
-        if w in ("EXTENDED", "PARTITIONS"):
-            i += 1
-        elif w == "FORMAT" and punct_at(tokens, i + 1, "="):
-            i += 3
-        else:
-            break
+    i = _past_explain_options(tokens, i)
     if word_at(tokens, i) == "FOR" and word_at(tokens, i + 1) == "CONNECTION":
         return _result(kind, text, flags={"explain_for_connection"}, literal_independent=True)
     if i >= len(tokens):
