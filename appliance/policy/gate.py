@@ -530,9 +530,9 @@ class SessionPolicy:
         # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
         self._uses: dict[int, tuple[str | None, bool]] = {}
         self._charsets: dict[int, str] = {}  # command id -> character set it sets
-        # commands on their way that change the client character set (a SET of it, a
-        # reset of the connection): until answered, only ASCII reads alike before and after
-        self._reading_changes: set[int] = set()
+        # resets of the connection on their way that bring the login's character set back
+        # (with _charsets: until answered, only ASCII reads alike before and after)
+        self._resets: set[int] = set()
         self._preparing: set[int] = set()  # prepares sent on whose answer (the id) it waits
         # the character set of result names (masking reads them): from the login, then
         # each SET that succeeded; command id -> the one it sets, and whether a failure
@@ -628,7 +628,7 @@ class SessionPolicy:
             if self._reading is not self._login_reading:
                 # the commands sent behind it are read by the server in the login's
                 # character set, unless the reset fails
-                self._reading_changes.add(cmd.id)
+                self._resets.add(cmd.id)
             return Verdict(label, (_part("", "RESET CONNECTION"),))
         if code == Command.PROCESS_KILL:  # the KILL statement's command: decided as one
             thread = int.from_bytes(cmd.payload[1:5], "little")
@@ -759,7 +759,7 @@ class SessionPolicy:
         """How the client's text is read now: only ASCII while a change of the client
         character set is on its way (the server reads what is sent behind it in the new
         one, or in the old one should the change fail)."""
-        return _Reading.ASCII_ONLY if self._reading_changes else self._reading
+        return _Reading.ASCII_ONLY if self._charsets or self._resets else self._reading
 
     @property
     def _backslash_unknown(self) -> bool:
@@ -1072,7 +1072,6 @@ class SessionPolicy:
         for name, value in assigned:
             if name in CHARSET_VARIABLES and value:
                 self._charsets[cmd.id] = value.lower()
-                self._reading_changes.add(cmd.id)  # the commands sent behind it: either
             if name in _RESULTS_VARIABLES and value:
                 # a failed text whose SET was not last may have run the SET
                 self._results_sets[cmd.id] = (value.lower(), index == last)
@@ -1186,7 +1185,7 @@ class SessionPolicy:
             self._stale_status = False
         use = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
-        self._reading_changes.discard(cmd.id)
+        self._resets.discard(cmd.id)
         results = self._results_sets.pop(cmd.id, None)
         if cmd.command == Command.RESET_CONNECTION and error is None:
             self._reading = self._login_reading
