@@ -381,6 +381,9 @@ class SessionMasker:
     """The session's ``character_set_results``, in which the server sends the names of
     column definitions (``SessionPolicy`` follows it); None while it is not known."""
     _derived: tuple[object, list[ColumnRule]] | None = None
+    # _named's answers for the derived rules of _derived: most columns of most results
+    # match no rule and ask it, once per result set
+    _named_memo: dict[str, ColumnRule | None] = field(default_factory=dict)
 
     def _derived_rules(self) -> list[ColumnRule]:
         """The rules derived from views, as they apply to this session (kept until the
@@ -392,6 +395,7 @@ class SessionMasker:
         if cached is None or cached[0] is not derived:
             mine = [r for r in (rule.for_groups(self.groups) for rule in derived) if r]
             cached = self._derived = (derived, mine)
+            self._named_memo.clear()
         return cached[1]
 
     def _all_rules(self) -> Iterable[ColumnRule]:
@@ -412,14 +416,16 @@ class SessionMasker:
 
     def _named(self, name: str) -> ColumnRule | None:
         """The strictest rule of a masked view column called ``name`` (any view)."""
-        named = [
-            r
-            for r in self._derived_rules()
-            if r.column.pattern != ".*" and r.column.fullmatch(name) is not None
-        ]
-        if not named:
-            return None
-        return min(named, key=lambda r: STRICTNESS.index(r.strategy))
+        derived = self._derived_rules()  # first: a new list clears the memo
+        memo = self._named_memo
+        if name in memo:
+            return memo[name]
+        named = [r for r in derived if r.column.pattern != ".*" and r.column.fullmatch(name)]
+        rule = min(named, key=lambda r: STRICTNESS.index(r.strategy)) if named else None
+        if len(memo) >= 4096:
+            memo.clear()
+        memo[name] = rule
+        return rule
 
     def _unknown(self, schema: str, table: str, column: str) -> bool:
         """Whether ``schema.table.column`` is not a column of a table or view the catalog
