@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from appliance.config import Config, MaskStrategy, TargetConfig
 from appliance.policy.classify import view_sources
 from appliance.policy.masking import ColumnRule, MaskingPolicy
-from appliance.side_connection import connect
+from appliance.side_connection import ReadFailures, connect
 
 __all__ = ["View", "ViewCatalog", "derive_rules"]
 
@@ -199,7 +199,7 @@ class ViewCatalog:
         self.timeout_s = timeout_s
         self.ready: set[str] = set()  # targets whose views were read at least once
         self._rules: dict[str, list[ColumnRule]] = {}
-        self._failing: dict[str, str] = {}  # target -> why its views could not be read
+        self._failures = ReadFailures("its views for masking", log)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -234,14 +234,9 @@ class ViewCatalog:
                     self.timeout_s + 1,
                 )
             except Exception as exc:  # the previous rules stay; a first failure keeps it unready
-                why = str(exc) or type(exc).__name__
-                if self._failing.get(target.name) != why:  # once, not at every retry
-                    self._failing[target.name] = why
-                    log.warning(
-                        "target %s: cannot read its views for masking: %s", target.name, why
-                    )
+                self._failures.failed(target.name, exc)
                 continue
-            if self._failing.pop(target.name, None) is not None:
+            if self._failures.succeeded(target.name):
                 log.info("target %s: its views are read again", target.name)
             self._rules[target.name] = rules
             self.policy.set_known(target.name, known)

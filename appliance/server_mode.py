@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from appliance.config import Config, TargetConfig
 from appliance.policy.rules import SQL_MODES_READ
-from appliance.side_connection import connect
+from appliance.side_connection import ReadFailures, connect
 
 __all__ = ["GlobalModes", "unreadable_modes"]
 
@@ -58,7 +58,7 @@ class GlobalModes:
         self.refresh_s = refresh_s
         self.timeout_s = timeout_s
         self.unreadable: dict[str, str] = {}
-        self._failing: dict[str, str] = {}  # target -> why its mode could not be read
+        self._failures = ReadFailures("its global sql_mode", log)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -78,12 +78,9 @@ class GlobalModes:
                 self.timeout_s + 1,
             )
         except Exception as exc:  # what was known stays
-            why = str(exc) or type(exc).__name__
-            if self._failing.get(target.name) != why:  # once, not at every retry
-                self._failing[target.name] = why
-                log.warning("target %s: cannot read its global sql_mode: %s", target.name, why)
+            self._failures.failed(target.name, exc)
             return
-        self._failing.pop(target.name, None)
+        self._failures.succeeded(target.name)
         self._set(target.name, unreadable_modes(value))
 
     def _set(self, target: str, modes: str) -> None:

@@ -8,13 +8,34 @@ path while it could block the event loop.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
 from appliance import marked_socket
 from appliance.config import TargetConfig, TargetTLS
 
-__all__ = ["connect"]
+__all__ = ["ReadFailures", "connect"]
+
+
+class ReadFailures:
+    """Why the last read of each target failed: logged when the reason changes, not at
+    every retry of a background refresh."""
+
+    def __init__(self, what: str, log: logging.Logger) -> None:
+        self.what = what  # what is read, as in "cannot read <what>"
+        self.log = log
+        self._why: dict[str, str] = {}  # target -> why its last read failed
+
+    def failed(self, target: str, exc: BaseException) -> None:
+        why = str(exc) or type(exc).__name__
+        if self._why.get(target) != why:
+            self._why[target] = why
+            self.log.warning("target %s: cannot read %s: %s", target, self.what, why)
+
+    def succeeded(self, target: str) -> bool:
+        """Forget the target's failure; True when there was one."""
+        return self._why.pop(target, None) is not None
 
 
 def connect(target: TargetConfig, db: str | None, timeout_s: float, mark: int) -> Any:
