@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Protocol
 
@@ -58,9 +59,13 @@ class ColumnMask(Protocol):
 class Masker(Protocol):
     """One session's masking policy, asked once per result set."""
 
-    def plan(self, columns: Sequence[ColumnDefinition]) -> Sequence[ColumnMask | None] | None:
+    def plan(
+        self, columns: Sequence[ColumnDefinition], *, origins_unsure: bool = False
+    ) -> Sequence[ColumnMask | None] | None:
         """A mask per column (None: not masked), or None when nothing is masked: the result
-        set then streams untouched."""
+        set then streams untouched. ``origins_unsure``: a column's ``org_name`` may be its
+        alias (a cursor's, see ``cursor_origins``), so any column of a table may hide a
+        masked one."""
         ...
 
     def scrub(self, message: bytes) -> bytes:
@@ -147,6 +152,28 @@ _TEMPORAL = frozenset(
 _AS_TEXT = _NUMERIC | _TEMPORAL | {int(FieldType.JSON)}
 """Types whose text form is characters whatever charset the definition names (numbers and
 dates carry charset 63, MySQL's JSON too): masked, they become utf8mb4 text."""
+
+
+def cursor_origins(
+    executed: Sequence[ColumnDefinition], prepared: Sequence[ColumnDefinition] | None
+) -> list[ColumnDefinition] | None:
+    """The definitions to plan a cursor's result set by, None when they are not known.
+
+    MariaDB sends the columns of a result set that opens a cursor with their alias as
+    origin name (``SELECT card_number AS c`` comes as org_name ``c``), while the
+    definitions its PREPARE_OK sent name the origin. When the statement's prepared
+    definitions describe the same columns (same names, tables and schemas, in order),
+    each executed definition takes the prepared origin name; otherwise (no prepared
+    definitions, or the statement was prepared again by the server after a change of its
+    tables) the origins are unknown."""
+    if prepared is None or len(prepared) != len(executed):
+        return None
+    out = []
+    for e, p in zip(executed, prepared, strict=True):
+        if (e.name, e.table, e.org_table, e.schema) != (p.name, p.table, p.org_table, p.schema):
+            return None
+        out.append(e if e.org_name == p.org_name else replace(e, org_name=p.org_name))
+    return out
 
 
 def masked_column_definition(c: ColumnDefinition) -> ColumnDefinition:

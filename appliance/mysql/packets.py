@@ -26,6 +26,7 @@ from appliance.mysql.constants import (
     SQLSTATE_FOR,
     Capability,
     Command,
+    CursorType,
     FieldType,
     ServerStatus,
 )
@@ -955,6 +956,18 @@ def parse_stmt_execute_header(payload: Buffer) -> StmtExecuteHeader:
         statement_id=payload[1] | payload[2] << 8 | payload[3] << 16 | payload[4] << 24,
         flags=payload[5],
         iteration_count=payload[6] | payload[7] << 8 | payload[8] << 16 | payload[9] << 24,
+    )
+
+
+_CURSOR_FLAGS = int(CursorType.READ_ONLY | CursorType.FOR_UPDATE | CursorType.SCROLLABLE)
+
+
+def opens_cursor(payload: Buffer) -> bool:
+    """Whether a command is a COM_STMT_EXECUTE that asks for a cursor (its flags byte)."""
+    return (
+        len(payload) >= 6
+        and payload[0] == Command.STMT_EXECUTE
+        and bool(payload[5] & _CURSOR_FLAGS)
     )
 
 

@@ -381,6 +381,7 @@ class _Response:
         "error",
         "binary",
         "prep_cols",
+        "prep_id",
         "local",
         "started",
         "results",
@@ -401,6 +402,7 @@ class _Response:
         self.left = 0
         self.eof_after = False
         self.prep_cols = 0
+        self.prep_id = -1  # COM_STMT_PREPARE: the statement id its PREPARE_OK gave
         self.started = False  # some of the backend's answer has gone to the client
         self.results: list[tuple[int, int, bool]] | None = None  # per result, when several
         self.mask: _Masking | None = None  # set by the masked relay only
@@ -514,6 +516,9 @@ class Session:
         self._partial = bytearray()  # the start of a packet the masked relay waits for
         self._partial_whole = False  # ... which it needs whole (not just its head)
         self._cursor_plans: dict[int, _Plan] = {}  # statement id -> plan of its open cursor
+        self._prepared_columns: dict[int, tuple[packets.ColumnDefinition, ...]] = {}
+        """Prepared statement id -> the column definitions its PREPARE_OK came with (the
+        masked relay only): a cursor's own definitions name aliases as origins."""
         self._plan_drops: list[int] = []  # ends of cursors sent without an answer of their own
         # recording
         self.record_limit = 0
@@ -1540,11 +1545,13 @@ class Session:
             statement_id = packets.parse_statement_id(cmd.payload)
             self.statements.pop(statement_id, None)
             self.prepared_sql.pop(statement_id, None)
+            self._prepared_columns.pop(statement_id, None)
             if self._cursor_plans:
                 self._plan_drops.append(statement_id)
         elif code == Command.RESET_CONNECTION:
             self.statements.clear()
             self.prepared_sql.clear()
+            self._prepared_columns.clear()
             if self._cursor_plans:
                 self._plan_drops.append(_ALL_PLANS)
         elif self._cursor_plans and (
@@ -2084,7 +2091,7 @@ class Session:
             done = self._on_response_packet(resp, payload)
             if resp.left:
                 return b"", done
-            return self._release_columns(m, rows_follow=state == _R_COLUMNS), done
+            return self._release_columns(m, resp, rows_follow=state == _R_COLUMNS), done
         done = self._on_response_packet(resp, payload)
         after = resp.state
         if after != state and (after == _R_COLUMNS or after == _R_PREP_COLUMNS):
@@ -2102,7 +2109,7 @@ class Session:
             m.masks = None
         return self._reframe(seq, payload, raw, payload), done
 
-    def _release_columns(self, m: _Masking, *, rows_follow: bool) -> bytes:
+    def _release_columns(self, m: _Masking, resp: _Response, *, rows_follow: bool) -> bytes:
         """The held column definitions, once the last one is in: plan the set, replace the
         definitions of masked columns, and send them all."""
         defs = m.defs
@@ -2111,7 +2118,21 @@ class Session:
         m.defs = None
         m.held = []
         masker = self.masker
-        masks = None if masker is None else masking.normalize_plan(masker.plan(defs), len(defs))
+        if not rows_follow and resp.prep_id >= 0:
+            self._prepared_columns[resp.prep_id] = tuple(defs)
+        if masker is None:
+            masks = None
+        elif rows_follow and packets.opens_cursor(resp.cmd.payload):
+            # MariaDB gives a cursor's columns their alias as origin name (org_name):
+            # the prepared definitions name the origins
+            statement_id = packets.parse_statement_id(resp.cmd.payload)
+            origins = masking.cursor_origins(defs, self._prepared_columns.get(statement_id))
+            if origins is None:
+                masks = masking.normalize_plan(masker.plan(defs, origins_unsure=True), len(defs))
+            else:
+                masks = masking.normalize_plan(masker.plan(origins), len(defs))
+        else:
+            masks = masking.normalize_plan(masker.plan(defs), len(defs))
         if rows_follow:
             m.columns = tuple(defs)
             m.masks = masks
@@ -2222,6 +2243,7 @@ class Session:
             ok = packets.parse_stmt_prepare_ok(payload)
             self.statements[ok.statement_id] = ok.param_count
             self.prepared_sql[ok.statement_id] = resp.cmd.payload[1:]
+            resp.prep_id = ok.statement_id
             resp.prep_cols = ok.column_count
             resp.left = ok.param_count
             resp.eof_after = False

@@ -338,6 +338,7 @@ _ALL_DETECTORS = (Detector("card", MaskStrategy.LAST4), Detector("email", MaskSt
 
 
 _UNREADABLE = "(a column whose origin could not be read)"
+_ALIASED = "(a cursor's column whose origin is not known)"
 _ANY_SCHEMA = "*any*"  # the schema MariaDB reports for a JSON_TABLE's columns
 
 
@@ -465,14 +466,19 @@ class SessionMasker:
         return rule.strategy.value if rule is not None and rule.rewrite else None
 
     def plan(
-        self, columns: Sequence[ColumnDefinition]
+        self, columns: Sequence[ColumnDefinition], *, origins_unsure: bool = False
     ) -> list[ValueMask | _WarningCode | None] | None:
         masks: list[ValueMask | _WarningCode | None] = []
         names = tuple(c.name.lower() for c in columns)
         warnings = names == _WARNING_COLUMNS and not any(c.org_table for c in columns)
         read = _NameReader(self.results_charset)
         row = _WarningRow() if warnings else None
+        # an origin name that may be an alias may hide any column of its table
+        unsure = origins_unsure and any(True for _ in self._all_rules())
         for c in columns:
+            if unsure and c.org_table:
+                masks.append(ValueMask(_ALIASED, MaskStrategy.REDACT, self.key))
+                continue
             schema = read(c.schema)
             table = read(c.org_table)
             name = read(c.org_name)

@@ -117,6 +117,24 @@ def test_plan_masks_by_origin_whatever_the_alias() -> None:
     assert masker.plan([col("shop", "orders", "card_number")]) is None
 
 
+def test_origins_that_may_be_aliases_mask_every_column_of_a_table_whole() -> None:
+    """A cursor's columns whose prepared definitions are not known: ``c`` may be
+    card_number, ``id`` may be anything; a computed column has no table to hide."""
+    masker = POLICY.for_groups(["agents"])
+    assert masker is not None
+    columns = [col("shop", "customers", "c"), col("shop", "orders", "id"), col("", "", "n")]
+    assert masker.plan(columns) is None  # read as origins, no rule names them
+    plan = masker.plan(columns, origins_unsure=True)
+    assert plan is not None and plan[2] is None
+    assert [(m.strategy, "origin is not known" in m.label) for m in plan[:2] if m] == [
+        (MaskStrategy.REDACT, True)
+    ] * 2
+    detectors_only = MaskingPolicy([detect("card")], KEY).for_groups(())
+    assert detectors_only is not None  # no column rule: nothing to hide behind an alias
+    planned = detectors_only.plan(columns, origins_unsure=True)
+    assert planned is not None and all(m is None or m.strategy is None for m in planned)
+
+
 def test_a_column_without_schema_matches_on_table_and_column() -> None:
     masker = POLICY.for_groups([])
     assert masker is not None

@@ -108,10 +108,14 @@ class ByName:
     def __init__(self, masks: dict[bytes, ColumnMask] | None = None) -> None:
         self.masks = masks or {}
         self.plans: list[list[bytes]] = []
+        self.unsure: list[bool] = []  # per plan: were its origins said to be unsure
         self.scrubbed: list[bytes] = []
 
-    def plan(self, columns: Sequence[ColumnDefinition]) -> Sequence[ColumnMask | None] | None:
+    def plan(
+        self, columns: Sequence[ColumnDefinition], *, origins_unsure: bool = False
+    ) -> Sequence[ColumnMask | None] | None:
         self.plans.append([c.org_name for c in columns])
+        self.unsure.append(origins_unsure)
         planned = [self.masks.get(c.org_name) for c in columns]
         return planned if any(m is not None for m in planned) else None
 
@@ -428,7 +432,11 @@ def test_prepare_then_execute_masks_definitions_and_binary_rows(deprecate_eof: b
 
 
 def _cursor_story(masker: ByName) -> tuple[Playbook, bytes, bytes, bytes]:
-    """Execute with a cursor, then fetch twice; returns the playbook and the fetch bytes."""
+    """Prepare, execute with a cursor, then fetch twice; returns the playbook and the
+    fetch bytes."""
+    prep = command(Command.STMT_PREPARE, b"SELECT id, card, born FROM t WHERE id > ?")
+    prepared = _prepare_answer(False, [ID, CARD, BORN]).data
+    prepared_masked = _prepare_answer(False, [ID, CARD_MASKED, BORN_MASKED]).data
     execute = _execute(7, flags=1)  # CURSOR_TYPE_READ_ONLY
     opened = Reply(1).columns(
         [ID, CARD, BORN], deprecate_eof=False, status=AUTOCOMMIT | CURSOR_EXISTS
@@ -443,23 +451,24 @@ def _cursor_story(masker: ByName) -> tuple[Playbook, bytes, bytes, bytes]:
     last = Reply(1).binary_rows(BIN_ROWS[:1]).eof(status=last_status).data
     last_masked = Reply(1).binary_rows(BIN_ROWS_MASKED[:1]).eof(status=last_status).data
     pb = masked_ready(masker, deprecate_eof=False)
+    assert _ask(pb, 1, prep) >> server(prepared) << expect_client(prepared_masked) << done(1)
     assert (
-        _ask(pb, 1, execute)
+        _ask(pb, 2, execute)
         >> server(opened.data)
         << expect_client(opened_masked.data)
-        << done(1)  # the cursor is open; its plan is kept for the fetches
-    )
-    assert (
-        _ask(pb, 2, fetch)
-        >> server(batch)
-        << expect_client(batch_masked.data)
-        << done(2, rows=2, app_t_card=1, app_t_born=1)
+        << done(2)  # the cursor is open; its plan is kept for the fetches
     )
     assert (
         _ask(pb, 3, fetch)
+        >> server(batch)
+        << expect_client(batch_masked.data)
+        << done(3, rows=2, app_t_card=1, app_t_born=1)
+    )
+    assert (
+        _ask(pb, 4, fetch)
         >> server(last)
         << expect_client(last_masked)
-        << done(3, rows=1, app_t_card=1, app_t_born=1)
+        << done(4, rows=1, app_t_card=1, app_t_born=1)
     )
     return pb, fetch, batch, batch_masked.data
 
@@ -467,7 +476,74 @@ def _cursor_story(masker: ByName) -> tuple[Playbook, bytes, bytes, bytes]:
 def test_cursor_fetches_are_masked_with_the_plan_made_at_execute() -> None:
     masker = card_masker()
     _cursor_story(masker)
-    assert masker.plans == [[b"id", b"card", b"born"]]  # planned once, at the execute
+    # planned at the prepare and once at the execute, not at the fetches
+    assert masker.plans == [[b"id", b"card", b"born"]] * 2
+    assert masker.unsure == [False, False]
+
+
+def _aliased(name: bytes, org_name: bytes, *, masked: bool = False) -> bytes:
+    """A column definition of app.t whose name is an alias of ``org_name`` (as the client
+    gets it masked, with ``masked``)."""
+    d = packets.parse_column_definition(CARD_MASKED if masked else column(org_name))
+    return packets.build_column_definition(dataclasses.replace(d, name=name, org_name=org_name))
+
+
+def test_an_aliased_column_of_a_cursor_is_masked_by_its_prepared_origin() -> None:
+    """MariaDB sends the columns of a result set that opens a cursor with their alias as
+    origin name (org_name ``c`` for ``card AS c``), where its PREPARE_OK sent ``card``:
+    the plan was made from the alias, and the fetches came back in the clear."""
+    masker = card_masker()
+    prep = command(Command.STMT_PREPARE, b"SELECT id, card AS c FROM t WHERE id > ?")
+    prepared = _prepare_answer(False, [ID, _aliased(b"c", b"card")]).data
+    prepared_masked = _prepare_answer(False, [ID, _aliased(b"c", b"card", masked=True)]).data
+    as_cursor = _aliased(b"c", b"c")  # what MariaDB sends with the cursor
+    as_cursor_masked = masked_column(b"c")
+    status = AUTOCOMMIT | CURSOR_EXISTS
+    opened = Reply(1).columns([ID, as_cursor], deprecate_eof=False, status=status).data
+    opened_masked = Reply(1).columns([ID, as_cursor_masked], deprecate_eof=False, status=status)
+    rows = [[(1).to_bytes(8, "little"), packets.write_lenenc_bytes(SECRET)]]
+    rows_masked = [[(1).to_bytes(8, "little"), packets.write_lenenc_bytes(b"************1111")]]
+    last = AUTOCOMMIT | CURSOR_EXISTS | LAST_ROW_SENT
+    fetch = command(Command.STMT_FETCH, struct.pack("<II", 7, 10))
+    pb = masked_ready(masker, deprecate_eof=False)
+    assert _ask(pb, 1, prep) >> server(prepared) << expect_client(prepared_masked) << done(1)
+    assert (
+        _ask(pb, 2, _execute(7, flags=1))
+        >> server(opened)
+        << expect_client(opened_masked.data)
+        << done(2)
+    )
+    assert (
+        _ask(pb, 3, fetch)
+        >> server(Reply(1).binary_rows(rows).eof(status=last).data)
+        << expect_client(Reply(1).binary_rows(rows_masked).eof(status=last).data)
+        << done(3, rows=1, app_t_card=1)
+    )
+    assert masker.plans == [[b"id", b"card"], [b"id", b"card"]]  # the prepared origin
+    assert masker.unsure == [False, False]
+
+
+@pytest.mark.parametrize("prepared", [None, [ID, _aliased(b"x", b"card")]], ids=["none", "other"])
+def test_a_cursor_whose_prepared_columns_are_not_known_is_planned_as_unsure(
+    prepared: list[bytes] | None,
+) -> None:
+    """No PREPARE_OK seen for the statement, or one with other columns (the server
+    prepared it again after its table changed): the origins may be aliases."""
+    masker = card_masker()
+    pb = masked_ready(masker, deprecate_eof=False)
+    execute_id = 1
+    if prepared is not None:
+        prep = command(Command.STMT_PREPARE, b"SELECT card AS x FROM t WHERE id > ?")
+        answer = _prepare_answer(False, prepared).data
+        masked = _prepare_answer(False, [ID, _aliased(b"x", b"card", masked=True)]).data
+        _ask(pb, 1, prep) >> server(answer) << expect_client(masked) << completed(1)
+        execute_id = 2
+    status = AUTOCOMMIT | CURSOR_EXISTS
+    opened = Reply(1).columns([ID, _aliased(b"c", b"c")], deprecate_eof=False, status=status)
+    _ask(pb, execute_id, _execute(7, flags=1)) >> server(opened.data)
+    pb << expect_client(opened.data) << completed(execute_id)  # the double masks by org_name
+    assert masker.plans[-1] == [b"id", b"c"]
+    assert masker.unsure[-1] is True
 
 
 @pytest.mark.parametrize(
@@ -483,13 +559,13 @@ def test_cursor_fetches_are_masked_with_the_plan_made_at_execute() -> None:
 def test_closing_the_cursor_drops_its_plan(ending: bytes) -> None:
     pb, fetch, batch, batch_masked = _cursor_story(card_masker())
     assert batch != batch_masked
-    _ask(pb, 4, ending)
+    _ask(pb, 5, ending)
     if ending[4] == Command.STMT_CLOSE:
-        pb << completed(4)  # no answer
+        pb << completed(5)  # no answer
     else:
-        pb >> server(Reply(1).ok().data) << expect_client(Reply(1).ok().data) << completed(4)
+        pb >> server(Reply(1).ok().data) << expect_client(Reply(1).ok().data) << completed(5)
     # a (scripted) fetch answer now passes as it came: no stale plan is applied to it
-    assert _ask(pb, 5, fetch) >> server(batch) << expect_client(batch) << done(5, rows=2)
+    assert _ask(pb, 6, fetch) >> server(batch) << expect_client(batch) << done(6, rows=2)
 
 
 @pytest.mark.parametrize(
@@ -506,16 +582,16 @@ def test_a_fetch_sent_with_the_cursors_end_is_masked(ending: bytes) -> None:
     """FETCH and CLOSE in one write: the plan was dropped as the CLOSE went out, before
     the FETCH's rows came back, and they reached the client in the clear."""
     pb, fetch, batch, batch_masked = _cursor_story(card_masker())
-    _ask(pb, 4, fetch)
-    _ask(pb, 5, ending)  # sent before the fetch is answered
+    _ask(pb, 5, fetch)
+    _ask(pb, 6, ending)  # sent before the fetch is answered
     if ending[4] == Command.STMT_CLOSE:
-        pb << completed(5)  # no answer of its own: done as it goes out
-    masked = done(4, rows=2, app_t_card=1, app_t_born=1)
+        pb << completed(6)  # no answer of its own: done as it goes out
+    masked = done(5, rows=2, app_t_card=1, app_t_born=1)
     pb >> server(batch) << expect_client(batch_masked) << masked
     if ending[4] != Command.STMT_CLOSE:
-        pb >> server(Reply(1).ok().data) << expect_client(Reply(1).ok().data) << completed(5)
+        pb >> server(Reply(1).ok().data) << expect_client(Reply(1).ok().data) << completed(6)
     # the cursor has ended now: a later (scripted) fetch answer passes as it came
-    assert _ask(pb, 6, fetch) >> server(batch) << expect_client(batch) << done(6, rows=2)
+    assert _ask(pb, 7, fetch) >> server(batch) << expect_client(batch) << done(7, rows=2)
 
 
 # ------------------------------------------------------------------------- errors
