@@ -103,6 +103,12 @@ def normalize_plan(planned: Sequence[ColumnMask | None] | None, column_count: in
 MASKED_TYPE = int(FieldType.VAR_STRING)
 MASKED_MIN_LENGTH = 256
 """Room for any strategy's output (a keyed hash in hex included), in bytes."""
+MASKED_LONG_TYPE = int(FieldType.BLOB)
+MAX_VAR_STRING_LENGTH = 65535
+"""Longer columns (TEXT and longer, JSON) stay BLOB-typed text when masked, as servers
+send them: no server sends a VAR_STRING longer than this, and clients that keep the
+length of one in a C int (asyncmy) fail on a 4 GiB one."""
+_BLOB_FLAG = int(ColumnFlag.BLOB)
 MASKED_DECIMALS = 0
 """What MariaDB 10.11 sends for a VARCHAR column of a table (checked against a real
 server in the integration tests; string expressions get 39, columns 0)."""
@@ -178,13 +184,19 @@ def cursor_origins(
 
 def masked_column_definition(c: ColumnDefinition) -> ColumnDefinition:
     """The definition the client gets for a masked column: a nullable VAR_STRING that can
-    hold any masked value, with the column's names (its origin stays visible)."""
+    hold any masked value (a BLOB-typed one beyond ``MAX_VAR_STRING_LENGTH``), with the
+    column's names (its origin stays visible)."""
     if c.type in _AS_TEXT:
         charset = UTF8MB4_GENERAL_CI
         flags = c.flags & _KEPT_FLAGS
     else:  # strings, blobs, ENUM, SET, BIT, GEOMETRY: keep the charset (63 stays binary)
         charset = c.charset
         flags = c.flags & (_KEPT_FLAGS | _BINARY)
+    length = max(c.length, MASKED_MIN_LENGTH)
+    type_ = MASKED_TYPE
+    if length > MAX_VAR_STRING_LENGTH:
+        type_ = MASKED_LONG_TYPE
+        flags |= _BLOB_FLAG
     return ColumnDefinition(
         catalog=c.catalog,
         schema=c.schema,
@@ -193,8 +205,8 @@ def masked_column_definition(c: ColumnDefinition) -> ColumnDefinition:
         name=c.name,
         org_name=c.org_name,
         charset=charset,
-        length=max(c.length, MASKED_MIN_LENGTH),
-        type=MASKED_TYPE,
+        length=length,
+        type=type_,
         flags=flags,
         decimals=MASKED_DECIMALS,
     )

@@ -33,7 +33,9 @@ from appliance.mysql.constants import (
 from appliance.mysql.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from appliance.mysql.masking import (
     MASKED_DECIMALS,
+    MASKED_LONG_TYPE,
     MASKED_TYPE,
+    MAX_VAR_STRING_LENGTH,
     ColumnMask,
     binary_value_text,
     mask_binary_row,
@@ -150,10 +152,10 @@ MASKED_DEFINITIONS = [
         _T + h("027662 027662 0c 3f00 14000000 fd 8000 00 0000"),
         _T + h("027662 027662 0c 3f00 00010000 fd 8000 00 0000"),
     ),
-    (  # tx TEXT: BLOB cleared, a length above 256 kept
+    (  # tx TEXT in utf8mb4 (65,535 characters of 4 bytes): too long for a VAR_STRING
         "text",
         _T + h("027478 027478 0c 2d00 fcff0300 fc 1000 00 0000"),
-        _T + h("027478 027478 0c 2d00 fcff0300 fd 0000 00 0000"),
+        _T + h("027478 027478 0c 2d00 fcff0300 fc 1000 00 0000"),
     ),
     (  # d DECIMAL(10,2): numbers become utf8mb4 text, decimals 0
         "decimal",
@@ -195,10 +197,20 @@ MASKED_DEFINITIONS = [
         _T + h("026274 026274 0c 3f00 0a000000 10 2000 00 0000"),
         _T + h("026274 026274 0c 3f00 00010000 fd 0000 00 0000"),
     ),
-    (  # MySQL's JSON: charset 63 but text; BLOB and BINARY cleared, 4 GiB length kept
+    (  # MySQL's JSON: charset 63 but text; BINARY cleared, 4 GiB length kept, so a BLOB
         "mysql-json",
         _T + h("026a73 026a73 0c 3f00 ffffffff f5 9000 00 0000"),
-        _T + h("026a73 026a73 0c 2d00 ffffffff fd 0000 00 0000"),
+        _T + h("026a73 026a73 0c 2d00 ffffffff fc 1000 00 0000"),
+    ),
+    (  # MariaDB's JSON, a LONGTEXT: a BLOB still (no server sends a 4 GiB VAR_STRING)
+        "mariadb-json",
+        _T + h("026a73 026a73 0c 2d00 ffffffff fc 1000 00 0000"),
+        _T + h("026a73 026a73 0c 2d00 ffffffff fc 1000 00 0000"),
+    ),
+    (  # VARCHAR(16383) in utf8mb4, the longest: a VAR_STRING still
+        "longest-varchar",
+        _T + h("0176 0176 0c 2d00 fcff0000 fd 0000 00 0000"),
+        _T + h("0176 0176 0c 2d00 fcff0000 fd 0000 00 0000"),
     ),
 ]
 
@@ -212,7 +224,9 @@ def test_masked_column_definition_is_byte_exact(original: bytes, expected: bytes
     masked = masked_column_definition(parse_column_definition(original))
     assert build_column_definition(masked) == expected
     assert parse_column_definition(expected) == masked
-    assert masked.type == MASKED_TYPE == F.VAR_STRING
+    long = masked.length > MAX_VAR_STRING_LENGTH
+    assert masked.type == (MASKED_LONG_TYPE if long else MASKED_TYPE)
+    assert (MASKED_TYPE, MASKED_LONG_TYPE) == (F.VAR_STRING, F.BLOB)
     assert masked.decimals == MASKED_DECIMALS == 0
 
 
