@@ -73,6 +73,17 @@ def test_unknown_user_is_refused_with_1045(gateway: GatewayProcess) -> None:
     assert "not a gateway account" in err.value.args[1]
 
 
+def test_an_unknown_database_is_refused_as_the_server_says(gateway: GatewayProcess) -> None:
+    """Not "access denied": the client named a database the target does not have."""
+    with pytest.raises(pymysql.err.OperationalError) as err:
+        gateway.connect(database="no_such_db")
+    assert err.value.args[0] == 1049
+    assert err.value.args[1] == "sqlgate: target 'orders': Unknown database 'no_such_db'"
+    with gateway.connect() as conn, conn.cursor() as cur:  # the gateway serves on
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+
+
 def test_group_without_access_to_the_target_is_refused(gateway: GatewayProcess) -> None:
     with pytest.raises(pymysql.err.OperationalError) as err:
         gateway.connect(user="outsider")

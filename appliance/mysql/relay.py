@@ -1335,10 +1335,15 @@ class Session:
                 self._server_login_done(packets.parse_ok(payload, self._backend_caps()))
             elif head == b"\xff":
                 err = packets.parse_err(payload)
-                self._server_login_failed(
-                    f"target '{self.settings.backend.name}' refused the gateway's login "
-                    f"({err.code}: {err.message})"
-                )
+                if err.code == ErrorCode.BAD_DB:  # the client's mistake: say it as the server
+                    self._server_login_failed(
+                        f"target '{self.settings.backend.name}': {err.message}", err.code
+                    )
+                else:
+                    self._server_login_failed(
+                        f"target '{self.settings.backend.name}' refused the gateway's login "
+                        f"({err.code}: {err.message})"
+                    )
             elif head == b"\xfe":
                 switch = packets.parse_auth_switch_request(payload)
                 self._server_auth_plugin = switch.plugin
@@ -1379,10 +1384,10 @@ class Session:
         self._server_seq = (self._server_seq + 1) & 0xFF
         self._send_server(frame(self._server_seq, payload))
 
-    def _server_login_failed(self, reason: str) -> None:
-        self._send_client_seq(
-            packets.build_err(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
-        )
+    def _server_login_failed(self, reason: str, code: int = ErrorCode.ACCESS_DENIED) -> None:
+        denied = code == ErrorCode.ACCESS_DENIED
+        message = f"sqlgate: access denied: {reason}" if denied else f"sqlgate: {reason}"
+        self._send_client_seq(packets.build_err(code, message))
         user = self.identity.user if self.identity else ""
         self._events.append(AuthFailed(user, reason, "target"))
         self._close(f"backend login failed: {reason}")
