@@ -137,6 +137,13 @@ class Approvals:
             return None
         return grant
 
+    def withdraw_grant(self, request_id: str) -> None:
+        """The grant that the decision on ``request_id`` installed no longer counts (its
+        approval could not be recorded)."""
+        for key, grant in list(self._grants.items()):
+            if grant.request_id == request_id:
+                del self._grants[key]
+
     async def request(
         self,
         fields: dict[str, Any],

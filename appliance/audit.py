@@ -1,9 +1,10 @@
 """What the gateway writes to its ledger, built from the session core's events.
 
 The ``statement`` record of a relayed command is committed before the command goes to
-the target (the shell awaits ``statement`` and only then allows the command); everything
-else (session start and end, failed logins, results, the core's own refusals) is
-appended in the background, in order, by the same group-committing writer.
+the target (the shell awaits ``statement`` and only then allows the command), and so is
+the ``approval`` of a held one (``append``); everything else (session start and end,
+failed logins, results, the core's own refusals) is appended in the background, in
+order, by the same group-committing writer.
 """
 
 from __future__ import annotations
@@ -111,6 +112,12 @@ class Audit:
         if futures:
             await asyncio.wait(futures)
         self.committed(futures)
+
+    async def append(self, fields: dict[str, Any]) -> None:
+        """Commit one record, the caller waiting: what must be in the ledger before the
+        gateway acts on it (an approval before its statement runs). Raises
+        ``LedgerUnavailable``, or ``ValueError`` for a record the ledger cannot hold."""
+        self._publish(await self.writer.append(fields))
 
     def statements_soon(
         self,

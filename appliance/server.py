@@ -1212,27 +1212,41 @@ class ClientLeg(asyncio.Protocol):
                 sql_sha256=records.sql_sha256(cmd.payload),
                 fingerprint=fingerprint,
             )
-        self.gw.audit.background(
-            records.approval(
-                session=self.sid,
-                statement_seq=first_seq,
-                decision=outcome.verdict,
-                approver=outcome.approver,
-                reason=outcome.reason,
-                latency_ms=round(outcome.latency_ms, 3),
-                request=outcome.request_id,
-                grant_minutes=outcome.grant_minutes,
-                fingerprint=fingerprint if outcome.grant_minutes else None,
-                **self.who,
-            )
+        approval = records.approval(
+            session=self.sid,
+            statement_seq=first_seq,
+            decision=outcome.verdict,
+            approver=outcome.approver,
+            reason=outcome.reason,
+            latency_ms=round(outcome.latency_ms, 3),
+            request=outcome.request_id,
+            grant_minutes=outcome.grant_minutes,
+            fingerprint=fingerprint if outcome.grant_minutes else None,
+            **self.who,
         )
-        if outcome.verdict == "approved":
-            assert outcome.approver is not None
+        if outcome.verdict != "approved":  # refused either way: its record may follow
+            self.gw.audit.background(approval)
+            session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, _held_refusal(outcome, rule))
+            self.flush()
+            return
+        assert outcome.approver is not None
+        try:  # write-before-forward: it runs once its approval is committed
+            await self.gw.audit.append(approval)
+        except (LedgerUnavailable, ValueError) as exc:
+            log.error(
+                "session %d: %s approved by %s but not recorded (%s): refused",
+                self.id,
+                cmd.label,
+                outcome.approver,
+                exc,
+            )
+            if outcome.request_id is not None:  # nor does a grant of it count
+                approvals.withdraw_grant(outcome.request_id)
+            session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
+        else:
             self._approvers[cmd.id] = outcome.approver
             log.info("session %d: %s approved by %s", self.id, cmd.label, outcome.approver)
             session.allow(cmd)
-        else:
-            session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, _held_refusal(outcome, rule))
         self.flush()
 
     async def _estimate(self, verdict: Verdict, sql: bytes | None, db: str | None) -> int | None:

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -436,6 +437,56 @@ def test_a_gateway_that_stops_while_a_request_is_pending(
         if gw.proc is not None:
             gw.stop()
     assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
+
+
+def test_an_approval_the_ledger_cannot_record_refuses_the_statement(
+    mariadb: MariaDB, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    """The approval was appended in the background and the statement ran at once: with
+    the ledger locked, an approved DELETE ran with only its pending record behind it. It
+    runs once its approval is committed; else it is refused with 1105 and nothing is
+    forwarded, and a grant that came with the approval does not count."""
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.appr_t (id INT PRIMARY KEY)",
+        "INSERT IGNORE INTO shop.appr_t VALUES (1), (2)",
+    )
+    gw = approvals_gateway(tmp_path / "gw", mariadb, broker, provider, name="ledger-gw").start()
+    sql = "DELETE FROM appr_t WHERE id = 2"
+    held = Held(gw, sql)
+    lock = sqlite3.connect(gw.ledger, isolation_level=None)
+    try:
+        request = next_request(broker, sql, appliance="ledger-gw")
+        assert request["fingerprint"]
+        lock.execute("BEGIN EXCLUSIVE")  # another program holds the ledger's write lock
+        decide(broker, request, by_dba(provider, "approve", grant_minutes=5), "ledger-gw")
+        assert held.result() == (1105, "sqlgate: audit ledger unavailable")
+        assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t WHERE id = 2") == [(1,)]
+        lock.execute("ROLLBACK")
+        # the grant is withdrawn: the same shape waits for a person again
+        again = Held(gw, "DELETE FROM appr_t WHERE id = 1")
+        try:
+            request = next_request(broker, again.sql, appliance="ledger-gw")
+            decide(broker, request, by_dba(provider, "deny"), "ledger-gw")
+            error = again.result()
+            assert error is not None and error[0] == 1227
+        finally:
+            again.close()
+    finally:
+        lock.close()
+        held.close()
+        assert gw.stop() == 0
+        mariadb.admin_sql("INSERT IGNORE INTO shop.appr_t VALUES (1), (2)")
+    recs = ledger_records(gw.ledger)
+    (statement,) = [r for r in recs if r["kind"] == "statement" and r["sql"] == sql]
+    assert statement["decision"] == "pending"
+    approvals = [
+        r
+        for r in recs
+        if r["kind"] == "approval"
+        and r["session"] == statement["session"]
+        and r["statement_seq"] == statement["statement_seq"]
+    ]
+    assert approvals == []  # nothing says it ran
 
 
 def test_live_events_carry_the_sessions_records(gw: GatewayProcess, broker: Broker) -> None:
