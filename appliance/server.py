@@ -290,7 +290,7 @@ class Gateway:
         except TimeoutError:
             log.warning("drain timeout: closing %d busy sessions", len(self.sessions))
             for leg in list(self.sessions):
-                leg.abort()
+                leg.shut_down(f"gateway shutdown: the drain timeout of {grace_s:g} s passed")
         if self._server is not None:
             await self._server.wait_closed()
         if self.catalog is not None:
@@ -1351,6 +1351,25 @@ class ClientLeg(asyncio.Protocol):
             self.session.close_now(f"ended by {operator}")
             self._handle_events()
         self.abort()
+
+    def shut_down(self, reason: str) -> None:
+        """The gateway stops and this session is still busy: a command whose answer has
+        not begun is answered with 1053 (Session.shut_down), and the session ends now.
+        Its records say the gateway ended it (``ended_by`` sqlgate, ``reason``), not that
+        the client left."""
+        if self.ended_by is None:
+            self.ended_by = ("sqlgate", reason)
+        session = self.session
+        if session is None:
+            self.abort()
+            return
+        try:
+            session.shut_down(reason)
+            self.flush()  # the ERR goes out, then both connections close
+        except Exception:
+            log.exception("session %d: while ending it", self.id)
+        self._ended()  # recorded now: a client that reads nothing more may never let go
+        self.abort(graceful=True)
 
     def abort(self, graceful: bool = False) -> None:
         if self.transport is not None:

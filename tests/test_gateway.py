@@ -767,6 +767,59 @@ def test_sigterm_drains_a_running_statement_and_exits_0(
         socket.create_connection((gw.host, gw.port), timeout=1).close()
 
 
+def test_a_statement_past_the_drain_timeout_is_recorded_as_cut_by_the_shutdown(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A session still busy when the drain timeout passed was aborted as if its client
+    had left: its result said "client closed the connection" and its session_end named
+    nobody. The client gets 1053 and both records name the gateway's shutdown."""
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw-drain-timeout"),
+        mariadb,
+        mariadb.pki,
+        appliance_extra="drain_timeout_s = 1",
+    ).start()
+    busy = gw.connect()
+    errors: list[tuple[Any, ...]] = []
+
+    def slow() -> None:
+        try:
+            scalar(busy, "SELECT SLEEP(20), 'cut'")
+        except pymysql.err.MySQLError as exc:
+            errors.append(exc.args)
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not any(
+        r["kind"] == "statement" and r["sql"] == "SELECT SLEEP(20), 'cut'"
+        for r in ledger_records(gw.ledger)
+    ):
+        assert time.monotonic() < deadline, "the statement never reached the ledger"
+        time.sleep(0.1)
+    assert gw.stop() == 0
+    worker.join(30)
+    assert errors and errors[0][0] == 1053
+    assert "shutdown" in errors[0][1]
+    recs = ledger_records(gw.ledger)
+    (statement,) = [
+        r for r in recs if r["kind"] == "statement" and r["sql"] == "SELECT SLEEP(20), 'cut'"
+    ]
+    (result,) = [
+        r
+        for r in recs
+        if r["kind"] == "result"
+        and r["session"] == statement["session"]
+        and r["statement_seq"] == statement["statement_seq"]
+    ]
+    assert "drain timeout" in result["reason"] and "client closed" not in result["reason"]
+    (end,) = [
+        r for r in recs if r["kind"] == "session_end" and r["session"] == statement["session"]
+    ]
+    assert end["ended_by"] == "sqlgate" and "drain timeout" in end["reason"]
+    assert recs[-1]["kind"] == "checkpoint"
+
+
 def test_send_long_data_then_execute(gateway: GatewayProcess) -> None:
     """COM_STMT_SEND_LONG_DATA has no answer; the EXECUTE that follows gets its result."""
     with gateway.connect() as conn:

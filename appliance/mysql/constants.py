@@ -256,6 +256,7 @@ class ErrorCode(IntEnum):
     DBACCESS_DENIED = 1044  # ER_DBACCESS_DENIED_ERROR: a database the user may not use
     ACCESS_DENIED = 1045
     BAD_DB = 1049  # ER_BAD_DB_ERROR: the database the client named does not exist
+    SERVER_SHUTDOWN = 1053  # ER_SERVER_SHUTDOWN: the gateway stops before the answer
     NOT_SUPPORTED_AUTH_MODE = 1251
     UNKNOWN_COM = 1047
     UNKNOWN = 1105
@@ -273,6 +274,7 @@ SQLSTATE_FOR: dict[int, bytes] = {
     ErrorCode.DBACCESS_DENIED: b"42000",
     ErrorCode.ACCESS_DENIED: b"28000",
     ErrorCode.BAD_DB: b"42000",
+    ErrorCode.SERVER_SHUTDOWN: b"08S01",
     ErrorCode.NOT_SUPPORTED_AUTH_MODE: b"08004",
     ErrorCode.UNKNOWN_COM: b"08S01",
     ErrorCode.UNKNOWN: b"HY000",

@@ -759,6 +759,24 @@ class Session:
         if self.phase is not Phase.CLOSED:
             self._close(reason)
 
+    def shut_down(self, reason: str) -> None:
+        """The gateway stops before this session's commands are answered: the first
+        one whose answer has not begun gets ERR 1053 (server shutdown in progress) and
+        the session ends now, each command completed as by ``close_now``. An answer that
+        has begun is cut off without one: the client expects the rest of it, and an ERR
+        in the middle of column definitions is no packet it can read."""
+        if self._drain:
+            self._stop_draining()
+        if self.phase is Phase.CLOSED:
+            return
+        waiting = self._responses or self._undecided  # a command the client waits for
+        answering = self._responses and self._responses[0].started
+        if self.phase is Phase.COMMAND and waiting and not answering and not self._client_gone:
+            ran = "may have run" if self._responses else "did not run"
+            message = f"sqlgate: server shutdown in progress; the statement {ran}"
+            self._send_client(frame(1, packets.build_err(ErrorCode.SERVER_SHUTDOWN, message)))
+        self._close(reason)
+
     def allow(self, cmd: ClientCommand, sql: bytes | None = None) -> None:
         """Let a received command go to the backend (in order with the others); with
         ``sql``, a COM_QUERY or COM_STMT_PREPARE goes with that text in place of its own

@@ -1876,6 +1876,64 @@ def test_ending_a_session_now_completes_what_was_on_its_way() -> None:
     )
 
 
+def test_a_gateway_shutdown_answers_the_waiting_command_with_1053() -> None:
+    """Past the drain timeout: the command sent to the server and not yet answered gets
+    ERR 1053 (it may have run), and each command's completion names the shutdown."""
+    assert (
+        ready()
+        >> client(Q1 + Q3)
+        << received(1, Q1)
+        << received(2, Q3)
+        >> allow(1)
+        << expect_server(Q1)
+        >> shell("shut_down", lambda session: session.shut_down("gateway shutdown"))
+        << expect_client(is_err(1, ErrorCode.SERVER_SHUTDOWN, "shutdown", "may have run"))
+        << expect_event(
+            CommandCompleted, error=2013, unfinished=lambda why: "gateway shutdown" in why
+        )
+        << expect_event(
+            CommandCompleted, error=1105, unfinished=lambda why: "it did not run" in why
+        )
+        << expect_closed("gateway shutdown")
+    )
+
+
+def test_a_gateway_shutdown_before_a_decision_says_the_command_did_not_run() -> None:
+    assert (
+        ready()
+        >> client(Q1)
+        << received(1, Q1)
+        >> shell("shut_down", lambda session: session.shut_down("gateway shutdown"))
+        << expect_client(is_err(1, ErrorCode.SERVER_SHUTDOWN, "did not run"))
+        << expect_event(CommandCompleted, error=1105)
+        << expect_closed("gateway shutdown")
+    )
+
+
+def test_a_gateway_shutdown_cuts_an_answer_that_has_begun_without_an_err() -> None:
+    """An ERR in the middle of an answer is no packet the client can read: it is cut."""
+    assert (
+        ready()
+        >> client(Q3)
+        << received(1, Q3)
+        >> allow(1)
+        << expect_server(Q3)
+        >> server(R3[:12])
+        << expect_client(R3[:12])  # the column count, and a column definition begun
+        >> shell("shut_down", lambda session: session.shut_down("gateway shutdown"))
+        << expect_event(CommandCompleted, error=2013)
+        << expect_closed("gateway shutdown")
+    )
+
+
+def test_a_gateway_shutdown_of_an_idle_session_sends_nothing() -> None:
+    assert (
+        ready()
+        >> shell("shut_down", lambda session: session.shut_down("gateway shutdown"))
+        << expect_closed("gateway shutdown")
+    )
+
+
 def test_backend_closing_while_idle_says_so() -> None:
     assert (
         ready()
