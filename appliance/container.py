@@ -80,15 +80,10 @@ BROKER_START_TIMEOUT_S = 10.0
 BROKER_STOP_TIMEOUT_S = 10.0
 BROKER_RESTART_MAX_S = 30.0
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
-_STOPS = (signal.SIGTERM, signal.SIGINT)  # blocked until someone handles them
-_FORWARDED = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
+_STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)  # the gateway drains and exits
+# ... and those it logs and ignores (appliance.server STOP_SIGNALS, IGNORED_SIGNALS): all
+# go to the gateway, blocked until its handlers exist (a default action would end it)
+_FORWARDED = (*_STOPS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class EntrypointError(Exception):
@@ -478,7 +473,8 @@ def _supervise(argv: Sequence[str], broker: _Broker) -> int:
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stop_signal
         if gateway is None:
-            stop_signal = signum  # not started yet: it will not be
+            if signum in _STOPS:
+                stop_signal = signum  # not started yet: it will not be
             return
         try:
             os.kill(gateway, signum)
@@ -487,7 +483,8 @@ def _supervise(argv: Sequence[str], broker: _Broker) -> int:
 
     for signum in _FORWARDED:
         signal.signal(signum, forward)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)  # the gateway starts with them blocked
+    # the gateway starts with them blocked
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     try:
         broker.start()
         broker.wait_ready()
@@ -497,7 +494,7 @@ def _supervise(argv: Sequence[str], broker: _Broker) -> int:
             raise EntrypointError(f"{argv[0]}: command not found", 127)
         if stop_signal is not None:
             return 0  # stopped before the gateway started: nothing to drain
-        gateway = os.posix_spawn(program, list(argv), os.environ, setsigmask=_STOPS)
+        gateway = os.posix_spawn(program, list(argv), os.environ, setsigmask=_FORWARDED)
         delay = 1.0
         restart_at: float | None = None  # the broker is down: start it again then
         while True:
@@ -538,13 +535,13 @@ def main(argv: list[str] | None = None) -> int:
     # stop during the start (before the gateway's handlers exist) was lost, the stop
     # ended in SIGKILL and the rules stayed. Blocked, it waits; the mask outlives exec,
     # and the gateway lifts it once its handlers are in place.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         _say("usage: python -m appliance.container COMMAND [ARGS...]")
         return 2
     if not _is_gateway_run(args):  # another command (health, approvals) keeps Ctrl-C
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     env = os.environ
     try:
         _drop_privileges(args, env)

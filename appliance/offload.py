@@ -46,8 +46,10 @@ def _ready() -> bool:
 
 def _worker_init() -> None:
     """The worker ends with the gateway, however the gateway ends (even SIGKILL), and
-    leaves Ctrl-C in a terminal, which reaches the whole process group, to it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leaves what a terminal sends the whole process group (Ctrl-C, Ctrl-\\, a hangup) to
+    it: the gateway drains on the first two and ignores the third."""
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 

@@ -1567,8 +1567,23 @@ def _backend_tls_context(target: TargetConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+"""Signals that stop the gateway cleanly: it drains, then exits 0."""
+IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+"""Signals the gateway ignores, saying so in its log: it reloads nothing (SIGHUP's
+usual meaning); a changed configuration applies on a restart."""
+
+
+def _ignored(sig: signal.Signals) -> None:
+    log.warning(
+        "%s ignored: the gateway reloads nothing while it runs; restart it (SIGTERM, then "
+        "start it again) to apply a changed configuration",
+        sig.name,
+    )
+
+
 async def run_gateway(config: Config, ready: Callable[[Gateway], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT, then drain. Returns the process exit code."""
+    """Run until SIGTERM, SIGINT or SIGQUIT, then drain. Returns the process exit code."""
     try:
         gw = Gateway(config)
     except LedgerError as exc:  # no signing key
@@ -1589,12 +1604,15 @@ async def _serve_until_stopped(
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # from the start: a stop while starting is clean
+    for sig in STOP_SIGNALS:  # from the start: a stop while starting is clean
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    for sig in IGNORED_SIGNALS:  # their default would end the gateway without a drain
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, _ignored, sig)
     # the container's entry point blocks them until now (see appliance.container): one
     # that came meanwhile is delivered here, to the handler
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {*STOP_SIGNALS, *IGNORED_SIGNALS})
     try:
         await gw.start()
     except LedgerError as exc:  # a file that is not this gateway's ledger

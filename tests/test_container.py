@@ -253,8 +253,9 @@ def test_root_becomes_the_user_with_only_the_network_capabilities(tmp_path: Path
 
 
 def test_other_commands_keep_ctrl_c() -> None:
-    """The entry point blocks SIGTERM and SIGINT until the gateway handles them; another
-    command (health, approvals, a shell) got them blocked too: Ctrl-C did nothing."""
+    """The entry point blocks the signals it forwards until the gateway handles them;
+    another command (health, approvals, a shell) got them blocked too: Ctrl-C did
+    nothing."""
     done = subprocess.run(
         [
             sys.executable,
@@ -272,8 +273,15 @@ def test_other_commands_keep_ctrl_c() -> None:
     )
     assert done.returncode == 0, done.stderr
     blocked = int(done.stdout, 16)
-    stops = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
-    assert blocked & stops == 0, done.stdout
+    forwarded = (
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGHUP,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    )
+    assert blocked & sum(1 << (sig - 1) for sig in forwarded) == 0, done.stdout
 
 
 def test_unknown_user_is_refused() -> None:
@@ -425,6 +433,11 @@ def test_embedded_broker_beside_the_gateway(
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) == 0
 
+        # SIGHUP, forwarded to the gateway, is ignored there (it reloads nothing).
+        entry.proc.send_signal(signal.SIGHUP)
+        entry.wait_log(r"SIGHUP ignored")
+        assert entry.proc.poll() is None and health(gw).returncode == 0, entry.log()
+
         # Mosquitto dies: it is started again, and the gateway reconnects.
         [broker] = children(entry.proc.pid, "mosquitto")
         os.kill(broker, signal.SIGKILL)
@@ -539,6 +552,7 @@ def test_a_stop_while_the_gateway_starts_as_pid_1_is_not_lost(
                     break
             time.sleep(0.002)
         assert pid1 is not None
+        os.kill(pid1, signal.SIGHUP)  # ignored, once there is a handler to say so
         os.kill(pid1, signal.SIGTERM)
         code = unshare.wait(START_TIMEOUT_S)
     finally:
@@ -548,6 +562,7 @@ def test_a_stop_while_the_gateway_starts_as_pid_1_is_not_lost(
     log_text = (tmp_path / "log").read_text()
     assert code == 0, log_text
     assert "stopped" in log_text and "Traceback" not in log_text
+    assert "SIGHUP ignored" in log_text
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
 import struct
 import threading
@@ -817,6 +818,37 @@ def test_a_statement_past_the_drain_timeout_is_recorded_as_cut_by_the_shutdown(
         r for r in recs if r["kind"] == "session_end" and r["session"] == statement["session"]
     ]
     assert end["ended_by"] == "sqlgate" and "drain timeout" in end["reason"]
+    assert recs[-1]["kind"] == "checkpoint"
+
+
+def test_sighup_and_sigusr_are_ignored_and_sigquit_stops_cleanly(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The gateway had no handler for SIGHUP (which a container's entry point forwards):
+    it died at once, without a drain, a session_end or its final checkpoint. It reloads
+    nothing, so SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored; SIGQUIT stops it
+    like SIGTERM."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw-signals"), mariadb, mariadb.pki).start()
+    assert gw.proc is not None
+    proc = gw.proc
+    try:
+        conn = gw.connect()
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            proc.send_signal(sig)
+            deadline = time.monotonic() + 30
+            while f"{sig.name} ignored" not in gw.log():
+                assert proc.poll() is None, gw.log()
+                assert time.monotonic() < deadline, gw.log()
+                time.sleep(0.05)
+            assert scalar(conn, "SELECT 7") == 7  # the session goes on
+        proc.send_signal(signal.SIGQUIT)
+        assert proc.wait(45) == 0, gw.log()
+    finally:
+        gw.stop()
+    log = gw.log()
+    assert "restart it" in log and "stopped" in log and "Traceback" not in log
+    recs = ledger_records(gw.ledger)
+    assert [r["kind"] for r in recs].count("session_end") == 1
     assert recs[-1]["kind"] == "checkpoint"
 
 
