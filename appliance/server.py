@@ -131,6 +131,8 @@ class Gateway:
                 # each statement waits for its ledger record; each answer is recorded
                 gated=True,
                 report_completions=True,
+                # the mode each session starts in, read before the client's first command
+                read_sql_mode=True,
             )
             self.routes[target.name] = Route(target, settings)
         self.by_address = routing.target_index(_target_addresses(config))
@@ -839,6 +841,7 @@ class ClientLeg(asyncio.Protocol):
                         Subject(ev.identity.user, ev.identity.groups, self.target),
                         session.database,
                         session.client_charset,
+                        None,  # the mode its backend session starts in: not known yet
                     )
                     self.policy.owns_thread = functools.partial(
                         self.gw.owns_thread, ev.identity.user, self.target
@@ -877,11 +880,26 @@ class ClientLeg(asyncio.Protocol):
                         self._login_failed(ev.user or None, ev.reason, ev.cause == "client")
                 elif isinstance(ev, SessionReady):
                     log.debug("session %d: backend login done", self.id)
+                    self._started_in(ev)
                     if self._login_deadline is not None:
                         self._login_deadline.cancel()
                         self._login_deadline = None
                 elif isinstance(ev, SessionClosed):
                     log.info("session %d: closed: %s", self.id, ev.reason)
+
+    def _started_in(self, ready: SessionReady) -> None:
+        """The backend session's sql_mode as it started: the policy refuses its statements
+        under a mode the gateway cannot read, or one it could not learn."""
+        if ready.sql_mode is None:
+            log.warning(
+                "session %d: the sql_mode of its backend session could not be read (%s): "
+                "its statements are refused",
+                self.id,
+                ready.sql_mode_error,
+            )
+        if self.policy is not None:
+            self.policy.started_in(ready.sql_mode)
+        self.gw.global_modes.seen(self.target, ready.sql_mode)
 
     def _completed(self, done: CommandCompleted) -> None:
         """A command's answer is complete (or the session ended first): its results."""

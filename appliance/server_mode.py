@@ -7,28 +7,30 @@ on a side connection at start and every ``refresh_s`` (15 s); while it holds a m
 cannot read (``PIPES_AS_CONCAT``, ``ORACLE``, ``MSSQL``, ...) the target's statements are
 refused (fail closed) and an alert says why. A target whose mode cannot be read (down,
 refused) keeps what was last known.
+
+What a session starts in is not taken from here: the relay asks each new backend session
+its own ``sql_mode`` before the client's first command (``SessionSettings.read_sql_mode``),
+so a server restarted into another global mode between two reads, or not up when the
+gateway started, cannot slip a session past the policy. This read is what the alert
+follows, and what a session that goes back to the global mode (``SET sql_mode = DEFAULT``,
+``COM_RESET_CONNECTION``) is refused by; a new session whose mode disagrees with it, or
+comes before any read succeeded, has it read again at once (``seen``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from appliance.config import Config, TargetConfig
-from appliance.policy.rules import SQL_MODES_READ
+from appliance.policy.rules import unreadable_modes
 from appliance.side_connection import ReadFailures, connect
 
 __all__ = ["GlobalModes", "unreadable_modes"]
 
 log = logging.getLogger("sqlgate.server_mode")
-
-
-def unreadable_modes(sql_mode: str) -> str:
-    """The modes of ``sql_mode`` (as the server reports it) the gateway cannot read, or
-    "" when there is none."""
-    modes = {part.strip().upper() for part in sql_mode.split(",")}
-    return ",".join(sorted(modes - SQL_MODES_READ))
 
 
 def _read(target: TargetConfig, timeout_s: float, mark: int) -> str:
@@ -60,6 +62,10 @@ class GlobalModes:
         self.unreadable: dict[str, str] = {}
         self._failures = ReadFailures("its global sql_mode", log)
         self._task: asyncio.Task[None] | None = None
+        self._targets = {target.name: target for target in config.targets}
+        self._read: set[str] = set()  # targets whose last read succeeded
+        self._asked: dict[str, float] = {}  # target -> when ``seen`` last had it read
+        self._reads: set[asyncio.Task[None]] = set()  # those reads, until they end
 
     async def start(self) -> None:
         """Read every target's mode once (at most ``timeout_s`` each), then keep them
@@ -79,9 +85,31 @@ class GlobalModes:
             )
         except Exception as exc:  # what was known stays
             self._failures.failed(target.name, exc)
+            self._read.discard(target.name)
             return
         self._failures.succeeded(target.name)
+        self._read.add(target.name)
         self._set(target.name, unreadable_modes(value))
+
+    def seen(self, target: str, sql_mode: str | None) -> None:
+        """A new session of ``target`` started in ``sql_mode`` (None: not known). When that
+        disagrees with the global mode last read, or no read has succeeded since the last
+        failure, read it again now (at most once a second per target): the alert and the
+        refusal of sessions that go back to the global mode then follow a restarted
+        server at once."""
+        if sql_mode is not None and target in self._read:
+            if unreadable_modes(sql_mode) == self.unreadable.get(target, ""):
+                return
+        config = self._targets.get(target)
+        now = time.monotonic()
+        if config is None or now - self._asked.get(target, -1.0) < 1.0:
+            return
+        self._asked[target] = now
+        task = asyncio.get_running_loop().create_task(
+            self._refresh(config), name=f"global sql_mode of {target}"
+        )
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
 
     def _set(self, target: str, modes: str) -> None:
         before = self.unreadable.get(target, "")
@@ -108,6 +136,7 @@ class GlobalModes:
             await self.refresh()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [*self._reads, *([self._task] if self._task is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

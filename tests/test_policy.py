@@ -670,8 +670,10 @@ def test_sql_modes_that_read_text_differently(mariadb: MariaDB, tmp_path: Path) 
     """SET sql_mode = 'MSSQL' (names in [brackets]), 'PIPES_AS_CONCAT', 'HIGH_NOT_PRECEDENCE',
     ... were allowed: under them the server reads the same bytes differently from the
     gateway (a quote inside [...] hid a DELETE without WHERE; NOT id BETWEEN 0 AND 1
-    deleted every row). Such modes are refused; a '[' outside strings too, so a server
-    that starts sessions in MSSQL hides nothing either."""
+    deleted every row). Such modes are refused; a session that starts in one (the
+    server's global mode) runs nothing; a '[' outside strings is refused too, so a session
+    that goes back to a global MSSQL (SET sql_mode = DEFAULT) before the gateway reads it
+    again hides nothing either."""
     _five_rows(mariadb, "pol_modes")
     gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
     hidden = "SAVEPOINT [a'];DELETE FROM pol_modes;SELECT 1 AS [']"
@@ -693,16 +695,24 @@ def test_sql_modes_that_read_text_differently(mariadb: MariaDB, tmp_path: Path) 
                 cur.execute("SET sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')")
                 cur.execute("SELECT @@sql_mode LIKE '%STRICT_ALL_TABLES%'")
                 assert cur.fetchone() == (1,)
-        with _global_sql_mode(mariadb, "MSSQL"):
-            with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+            with _global_sql_mode(mariadb, "MSSQL"):
+                with pytest.raises(pymysql.err.OperationalError) as at_login:
+                    gw.connect(database="shop")  # its SET NAMES is refused
+                why = at_login.value.args[1]
+                assert "started this session in holds" in why and "MSSQL" in why, why
+                with conn.cursor() as cur:
+                    cur.execute("SET sql_mode = DEFAULT")
                 message = refused(conn, hidden)
-                assert message.startswith("sqlgate: blocked by rule 'not-understood': ")
+                assert message.startswith("sqlgate: blocked by rule ")
+                assert message.split("'")[1] in ("not-understood", "sql-mode"), message
         assert direct(mariadb, "SELECT COUNT(*) FROM shop.pol_modes") == [(5,)]
     finally:
         assert gw.stop() == 0
         direct(mariadb, "DROP TABLE IF EXISTS shop.pol_modes")
     sts = [r for r in statements(gw) if r["sql"] == hidden]
-    assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "not-understood")]
+    assert [s["decision"] for s in sts] == ["blocked"]
+    assert sts[0]["rule"] in ("not-understood", "sql-mode")
 
 
 def test_a_statement_pipelined_after_a_use_records_no_schema(
@@ -954,11 +964,16 @@ def test_a_rule_on_a_sequence_sees_the_functions_that_change_it(
             with conn.cursor() as cur:  # the session goes on
                 cur.execute("SELECT @x")
                 assert cur.fetchone() == (None,)
-        # a session refuses SET sql_mode = 'ORACLE', but a server may start sessions in it
-        with _global_sql_mode(mariadb, "ORACLE"), gw.connect(database="shop") as conn:
+        # a session refuses SET sql_mode = 'ORACLE', but it may go back to a global ORACLE
+        # before the gateway reads that again
+        with gw.connect(database="shop") as conn, _global_sql_mode(mariadb, "ORACLE"):
+            with conn.cursor() as cur:
+                cur.execute("SET sql_mode = DEFAULT")
             for sql in ("SELECT pol_seq.nextval", "SELECT `shop`.`pol_seq`.`NEXTVAL`"):
                 message = refused(conn, sql)
-                assert message.startswith("sqlgate: blocked by rule 'sequence-is-off-limits': ")
+                assert message.startswith("sqlgate: blocked by rule "), message
+                rule = message.split("'")[1]
+                assert rule in ("sequence-is-off-limits", "sql-mode"), message
         # not one value was taken: the next is still the first
         assert direct(mariadb, "SELECT NEXTVAL(shop.pol_seq)") == [(1,)]
     finally:

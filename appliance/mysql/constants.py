@@ -63,7 +63,6 @@ GATEWAY_CAPABILITIES = (
     | Capability.CONNECT_WITH_DB
     | Capability.NO_SCHEMA
     | Capability.ODBC
-    | Capability.IGNORE_SPACE
     | Capability.PROTOCOL_41
     | Capability.INTERACTIVE
     | Capability.IGNORE_SIGPIPE
@@ -84,6 +83,8 @@ Left out on purpose: COMPRESS and ZSTD_COMPRESSION (the gateway must read every 
 LOCAL_FILES (LOAD DATA LOCAL lets the server pull client files), OPTIONAL_RESULTSET_METADATA
 and QUERY_ATTRIBUTES (result and command layouts the gateway does not parse),
 CAN_HANDLE_EXPIRED_PASSWORDS and MULTI_FACTOR_AUTH (the gateway owns the backend login),
+IGNORE_SPACE (the server adds the sql_mode IGNORE_SPACE to the session, under which it
+reads function names differently from the gateway; node's mysql2 asks for it by default),
 SSL (added per leg by the gateway itself), and the MariaDB extended capabilities.
 """
 

@@ -23,6 +23,9 @@ Phases and the rules between them:
     SERVER_AUTH            backend TLS, auth switch, caching_sha2 fast/full, ed25519.
                            Backend OK -> client OK                      -> COMMAND
                            Backend ERR -> client ERR 1045               -> CLOSED
+                           With ``read_sql_mode``, the backend OK is followed by the
+                           gateway's own SELECT @@SESSION.sql_mode; its answer (a row,
+                           or an ERR: not known) -> client OK           -> COMMAND
     COMMAND                each client packet (seq 0) is one command: refused ones are
                            answered locally, the rest wait for the shell's decision, then
                            go to the backend byte for byte; responses stream back and are
@@ -155,6 +158,10 @@ class SessionSettings:
     the rest stay buffered (``more_commands``) until the shell calls ``take_commands``,
     so that a client's flood is read no faster than its commands are decided, recorded
     and answered, and other sessions get their turn. 0: every whole command at once."""
+    read_sql_mode: bool = False
+    """Once the backend accepts the login, ask it the session's ``sql_mode`` (one round
+    trip, before the client's OK): the mode every statement of the session starts under,
+    which no handshake reports (``SessionReady.sql_mode``)."""
 
 
 # ------------------------------------------------------------------------------ events
@@ -225,6 +232,10 @@ class SessionReady:
     """The backend accepted the gateway's login; the client has its OK."""
 
     server_tls: bool
+    sql_mode: str | None = None
+    """The backend session's ``sql_mode`` as it started (``read_sql_mode``); None: not
+    read (not asked, or the server answered with an error: ``sql_mode_error``)."""
+    sql_mode_error: str = ""
 
 
 @dataclass(slots=True)
@@ -366,6 +377,20 @@ _R_ONE, _R_LIST, _R_PREP_OK = 6, 7, 8
 
 _ALL_PLANS = -1  # in _Response.drops: every cursor's plan (COM_RESET_CONNECTION)
 
+#: The gateway's own question after the backend login (``SessionSettings.read_sql_mode``).
+SQL_MODE_QUERY = b"SELECT @@SESSION.sql_mode"
+
+
+class _ModeAnswer:
+    """The answer to ``SQL_MODE_QUERY`` as it arrives: one column, one row."""
+
+    __slots__ = ("columns", "state", "value")
+
+    def __init__(self) -> None:
+        self.state = _R_START
+        self.columns = 0  # column definitions still to come
+        self.value: bytes | None = None
+
 
 class _Response:
     """Where the backend's answer to one relayed command stands."""
@@ -485,6 +510,7 @@ class Session:
         self._client_auth_step = ""
         self._server_auth_plugin = ""
         self._server_nonce = b""
+        self._mode_answer: _ModeAnswer | None = None  # read_sql_mode: the answer so far
         # command phase
         self._next_id = 0
         self._undecided: deque[ClientCommand] = deque()
@@ -942,7 +968,10 @@ class Session:
             if self.phase is Phase.AWAIT_SERVER_GREETING:
                 self._on_server_greeting(pkt)
             elif self.phase is Phase.SERVER_AUTH:
-                self._on_server_auth(pkt)
+                if self._mode_answer is None:
+                    self._on_server_auth(pkt)
+                else:
+                    self._on_mode_packet(self._mode_answer, pkt.payload)
             else:
                 if pkt.payload[:1] == b"\xff":
                     err = packets.parse_err(pkt.payload)
@@ -1412,13 +1441,60 @@ class Session:
 
     def _server_login_done(self, ok: packets.OkPacket) -> None:
         self.server_status = ok.status
+        if self.settings.read_sql_mode:
+            self._mode_answer = _ModeAnswer()
+            self._send_server(frame(0, bytes([Command.QUERY]) + SQL_MODE_QUERY))
+            return
+        self._enter_commands(SessionReady(self._server_tls is not None))
+
+    def _on_mode_packet(self, answer: _ModeAnswer, payload: bytes) -> None:
+        """One packet of the answer to ``SQL_MODE_QUERY``: column count, definition, EOF
+        (without DEPRECATE_EOF), the row, then EOF or OK; or an ERR at any point."""
+        first = payload[0] if payload else -1
+        tls = self._server_tls is not None
+        if first == 0xFF:
+            err = packets.parse_err(payload)
+            self._mode_answer = None
+            self._enter_commands(SessionReady(tls, None, f"{err.code}: {err.message}"))
+            return
+        deprecate = bool(self._backend_caps() & Capability.DEPRECATE_EOF)
+        state = answer.state
+        if state == _R_START:
+            count, _ = packets.read_lenenc_int(payload, 0)
+            if count != 1:
+                raise RemoteProtocolError("unexpected answer to the gateway's sql_mode query")
+            answer.columns = 1
+            answer.state = _R_COLUMNS
+        elif state == _R_COLUMNS:
+            answer.columns -= 1
+            if answer.columns == 0:
+                answer.state = _R_ROWS if deprecate else _R_COLUMNS_EOF
+        elif state == _R_COLUMNS_EOF:
+            if not packets.is_eof_packet(first, len(payload)):
+                raise RemoteProtocolError("expected EOF after column definitions")
+            answer.state = _R_ROWS
+        elif packets.is_result_terminator(first, len(payload), deprecate):
+            if deprecate:
+                self.server_status = packets.ok_status(payload, self._backend_caps())
+            else:
+                self.server_status = _eof_status(payload)
+            self._mode_answer = None
+            value = answer.value
+            if value is None:
+                self._enter_commands(SessionReady(tls, None, "no sql_mode in the answer"))
+            else:
+                self._enter_commands(SessionReady(tls, value.decode("utf-8", "replace")))
+        else:
+            (answer.value,) = packets.parse_text_row(payload, 1)
+
+    def _enter_commands(self, ready: SessionReady) -> None:
         self._send_client_seq(
-            packets.build_ok(packets.OkPacket(status=ok.status), self.client_caps)
+            packets.build_ok(packets.OkPacket(status=self.server_status), self.client_caps)
         )
         self.phase = Phase.COMMAND
         self._client_in.max_payload = self.settings.max_payload
         self._deprecate_eof = bool(self.client_caps & Capability.DEPRECATE_EOF)
-        self._events.append(SessionReady(self._server_tls is not None))
+        self._events.append(ready)
         leftover = self._server_in.take_remaining()
         if leftover:
             if self.masker is None:

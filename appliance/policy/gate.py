@@ -58,6 +58,7 @@ from appliance.policy.rules import (
     Decision,
     Subject,
     decide,
+    unreadable_modes,
 )
 
 __all__ = [
@@ -507,10 +508,15 @@ class SessionPolicy:
         who: Subject,
         db: str | None,
         charset: int | None,
+        sql_mode: str | None = "",
     ) -> None:
         self.policy = policy
         self.who = who
         self.db = db
+        # the refusal of every statement while the sql_mode the server started the
+        # session in cannot be read, or is not known (see started_in)
+        self._start_mode: Decision | None = None
+        self.started_in(sql_mode)
         self._login_reading = _login_reading(charset)
         self._reading = self._login_reading  # how the client character set is read
         self._mode_changes: set[int] = set()  # commands in flight that may change sql_mode
@@ -550,6 +556,16 @@ class SessionPolicy:
         # prepared texts that change no rows (kept only under a rows limit), and their bytes
         self._prepared_reads: set[bytes] = set()
         self._prepared_reads_bytes = 0
+
+    def started_in(self, sql_mode: str | None) -> None:
+        """The ``sql_mode`` the server started the session in (as it reports it; None: not
+        known). Under a mode the gateway cannot read, or one it does not know, every
+        statement of the session is refused (``sql-mode``)."""
+        if sql_mode is None:
+            self._start_mode = _START_MODE_UNKNOWN
+            return
+        modes = unreadable_modes(sql_mode)
+        self._start_mode = _start_mode_refusal(modes) if modes else None
 
     @property
     def masker(self) -> SessionMasker | None:
@@ -817,6 +833,9 @@ class SessionPolicy:
         verdict = self._decide_found(cmd, label, entry)
         if not verdict.parts:  # only blanks, comments or ';': nothing runs
             return Verdict(label, (_EMPTY,))
+        if self._start_mode is not None:
+            modes = self._start_mode
+            return self._verdict(label, tuple(replace(p, decision=modes) for p in verdict.parts))
         if policy.unreadable_modes and self.who.target in policy.unreadable_modes:
             modes = _server_mode_refusal(policy.unreadable_modes[self.who.target])
             return self._verdict(label, tuple(replace(p, decision=modes) for p in verdict.parts))
@@ -1367,6 +1386,25 @@ def _server_mode_refusal(modes: str) -> Decision:
         "statement runs until an administrator leaves it out of the global sql_mode on the "
         "server",
     )
+
+
+def _start_mode_refusal(modes: str) -> Decision:
+    return Decision(
+        RuleAction.BLOCK,
+        "sql-mode",
+        f"the sql_mode the database server started this session in holds {modes}, under "
+        "which the server reads statements differently from the gateway: no statement of "
+        "this session runs. Sessions start in the server's global sql_mode, which an "
+        "administrator sets on the server (so may its init_connect)",
+    )
+
+
+_START_MODE_UNKNOWN = Decision(
+    RuleAction.BLOCK,
+    "sql-mode",
+    "the gateway could not read the sql_mode the database server started this session in, "
+    "so it cannot tell how the server reads its statements: none of them runs. Reconnect",
+)
 
 
 _EXECUTE_BEFORE_PREPARED = Decision(

@@ -38,6 +38,7 @@ __all__ = [
     "Subject",
     "decide",
     "qualified",
+    "unreadable_modes",
 ]
 
 #: Kinds the built-ins allow when nothing else matched.
@@ -695,6 +696,14 @@ SQL_MODES_READ = frozenset(
         "TRADITIONAL",
     }
 )
+
+
+def unreadable_modes(sql_mode: str) -> str:
+    """The modes of ``sql_mode`` (as the server reports it) the gateway cannot read, or
+    "" when there is none."""
+    modes = {part.strip().upper() for part in sql_mode.split(",")}
+    return ",".join(sorted(modes - SQL_MODES_READ))
+
 
 #: Kinds that run a statement text of their own, which the server reads when it runs.
 _RUNS_TEXT = frozenset({"EXECUTE", "PREPARE"})

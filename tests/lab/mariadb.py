@@ -120,8 +120,9 @@ class MariaDB:
     ``root_user``/``root_password``, ``native_user``/``native_password``,
     ``ed25519_user``/``ed25519_password``, ``database``, ``workdir``, ``datadir``,
     ``error_log``, ``users`` (name -> password), and after start ``version``,
-    ``startup_seconds`` and ``running``. Methods: ``start()``, ``stop()``, ``connect()``
-    (PyMySQL, root, Unix socket), ``admin_sql(*statements)``.
+    ``startup_seconds`` and ``running``. Methods: ``start()``, ``stop()``, ``restart()``
+    (other server options), ``connect()`` (PyMySQL, root, Unix socket),
+    ``admin_sql(*statements)``.
     """
 
     root_user = "root"
@@ -192,6 +193,13 @@ class MariaDB:
         self._terminate()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart(self, *extra_args: str) -> None:
+        """Stop the server (if it runs) and start it again on the same data, with
+        ``extra_args`` in place of the constructor's (``--sql-mode=...``)."""
+        self._terminate()
+        self.extra_args = tuple(extra_args)
+        self._launch(find_program("mariadbd"), self.root_password)
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
@@ -300,7 +308,7 @@ class MariaDB:
             *self.extra_args,
         ]
 
-    def _launch(self, mariadbd: str) -> None:
+    def _launch(self, mariadbd: str, root_password: str = "") -> None:
         self.error_log.unlink(missing_ok=True)
         self.socket.unlink(missing_ok=True)
         self._proc = subprocess.Popen(
@@ -323,7 +331,7 @@ class MariaDB:
             if self.socket.exists():
                 try:
                     # Before provisioning, root@localhost has no password.
-                    with self.connect(password="") as conn, conn.cursor() as cur:
+                    with self.connect(password=root_password) as conn, conn.cursor() as cur:
                         cur.execute("SELECT VERSION()")
                         row = cur.fetchone()
                         self.version = str(row[0]) if row else ""

@@ -217,3 +217,30 @@ def test_after_stored_code_the_no_backslash_escapes_flag_is_not_trusted() -> Non
         assert verdict.refusal is not None and verdict.refusal.rule == "no-secret"
         _, verdict = session.send(r"SELECT 'O\'Brien'")
         assert verdict.refusal is None
+
+
+def test_the_mode_the_server_started_the_session_in_decides_every_statement() -> None:
+    """``started_in``: the shell tells the backend session's sql_mode as it logged in."""
+    session = Session()
+    assert not session.send("SELECT 1 || 0")[1].refused  # told nothing: readable
+    for started, refused in (
+        ("PIPES_AS_CONCAT,STRICT_TRANS_TABLES", "holds PIPES_AS_CONCAT"),
+        ("IGNORE_SPACE,STRICT_TRANS_TABLES", "holds IGNORE_SPACE"),  # by init_connect
+        (None, "could not read"),
+    ):
+        session.policy.started_in(started)
+        for text in ("SELECT 1 || 0", "SET NAMES utf8mb4", "/* c */ SELECT 1; SELECT 2"):
+            _, verdict = session.send(text)
+            assert verdict.refusal is not None and verdict.refusal.rule == "sql-mode", text
+            assert refused in verdict.refusal.reason
+    session.policy.started_in("STRICT_TRANS_TABLES,ANSI_QUOTES,NO_BACKSLASH_ESCAPES")
+    assert not session.send("SELECT 1 || 0")[1].refused
+    # not known until told (the gateway's shell constructs it so)
+    unknown = SessionPolicy(Policy(PolicyConfig(), ()), AGENT, "pub", UTF8MB4_GENERAL_CI, None)
+    verdict = unknown.decide(_query(1, "SELECT 1"), 0, {})
+    assert verdict.refusal is not None and verdict.refusal.rule == "sql-mode"
+
+
+def _query(cmd_id: int, sql: str) -> ClientCommand:
+    payload = bytes([Command.QUERY]) + sql.encode()
+    return ClientCommand(cmd_id, Command.QUERY, payload, payload)

@@ -1061,6 +1061,60 @@ def test_malformed_public_key_from_the_backend_closes_the_session_cleanly() -> N
     )
 
 
+@pytest.mark.parametrize("deprecate_eof", [True, False])
+def test_the_backend_sessions_sql_mode_is_asked_before_the_client_gets_its_ok(
+    deprecate_eof: bool,
+) -> None:
+    """``read_sql_mode``: one question after the backend OK; the client's OK (with the
+    answer's status) and SessionReady, naming the mode, wait for its answer."""
+    caps = CLIENT_CAPS if deprecate_eof else CLIENT_CAPS & ~int(C.DEPRECATE_EOF)
+    side = caps & OFFERED
+    login_caps = (side & ~int(C.CONNECT_WITH_DB)) | int(C.PLUGIN_AUTH_LENENC_CLIENT_DATA)
+    settings = dataclasses.replace(make_settings(), read_sql_mode=True)
+    in_trans = AUTOCOMMIT | int(ServerStatus.IN_TRANS)
+    answer = Reply(1).text_result(
+        [column(b"@@SESSION.sql_mode")],
+        [[b"PIPES_AS_CONCAT"]],
+        deprecate_eof=deprecate_eof,
+        status=in_trans,
+    )
+    assert (
+        Playbook(new_session(settings))
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(alice_hello(caps=caps))
+        << expect_event(ClientAuthenticated)
+        << expect_server(native_login(login_caps))
+        >> client(query(b"SELECT 1"))  # pipelined behind the login: it waits
+        >> server(Reply(2).ok().data)
+        << expect_server(query(b"SELECT @@SESSION.sql_mode"))
+        >> server(answer.data, chunk=3)
+        << expect_client(ok_for_client(2, side, status=in_trans))
+        << expect_event(SessionReady, server_tls=False, sql_mode="PIPES_AS_CONCAT")
+        << expect_phase(Phase.COMMAND)
+        << expect_event(CommandReceived)
+    )
+
+
+def test_an_error_answer_to_the_sql_mode_question_leaves_the_mode_unknown() -> None:
+    settings = dataclasses.replace(make_settings(), read_sql_mode=True)
+    login_caps = (CLIENT_SIDE & ~int(C.CONNECT_WITH_DB)) | int(C.PLUGIN_AUTH_LENENC_CLIENT_DATA)
+    assert (
+        Playbook(new_session(settings))
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(alice_hello())
+        << expect_event(ClientAuthenticated)
+        << expect_server(native_login(login_caps))
+        >> server(Reply(2).ok().data)
+        << expect_server(query(b"SELECT @@SESSION.sql_mode"))
+        >> server(Reply(1).err(1227, "no, not you").data)
+        << expect_client(ok_for_client(2))
+        << expect_event(SessionReady, sql_mode=None, sql_mode_error="1227: no, not you")
+        << expect_phase(Phase.COMMAND)
+    )
+
+
 # ============================================================== 4. the command phase
 
 COLS = [column(b"id", FieldType.LONGLONG), column(b"name")]
@@ -2205,6 +2259,9 @@ def _server_auth_seeds(public_pem: bytes) -> list[bytes]:
         ),
         Reply(2).ok().data,
         Reply(2).err(1045, "denied").data,
+        # the answer to the sql_mode question (read_sql_mode)
+        Reply(1).text_result([column(b"m")], [[b"ANSI"]], deprecate_eof=True).data,
+        Reply(1).err(1227, "denied").data,
     ]
 
 
@@ -2213,12 +2270,17 @@ def _server_auth_seeds(public_pem: bytes) -> list[bytes]:
     data=st.data(),
     cuts=st.lists(st.integers(0, 1200), max_size=4),
     plugin=st.sampled_from([NATIVE_PASSWORD, CACHING_SHA2_PASSWORD]),
+    read_sql_mode=st.booleans(),
 )
 def test_fuzz_server_bytes_during_the_backend_login(
-    rsa_pair: tuple[bytes, bytes], data: st.DataObject, cuts: list[int], plugin: str
+    rsa_pair: tuple[bytes, bytes],
+    data: st.DataObject,
+    cuts: list[int],
+    plugin: str,
+    read_sql_mode: bool,
 ) -> None:
     payload = data.draw(mutated(_server_auth_seeds(rsa_pair[1])))
-    session = new_session()
+    session = new_session(dataclasses.replace(make_settings(), read_sql_mode=read_sql_mode))
     session.server_data(server_greeting(NONCE, plugin=plugin))
     session.client_data(alice_hello())
     events = _shell_answers(session)
