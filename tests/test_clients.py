@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,6 +282,35 @@ def test_mariadb_cli_wrong_password(gateway: GatewayProcess) -> None:
     with pytest.raises(ClientError) as err:
         run_mariadb("SELECT 1", host=gateway.host, port=gateway.port, user="agent", password="bad")
     assert "1045" in err.value.stderr and "sqlgate: access denied" in err.value.stderr
+
+
+# ---------------------------------------------------------------- Perl DBD::MariaDB
+
+PERL_CLIENT = r"""
+use strict; use warnings; use DBI;
+my ($host, $port, $user, $password) = @ARGV;
+my $dbh = DBI->connect("DBI:MariaDB:database=shop;host=$host;port=$port;mariadb_ssl=0",
+    $user, $password, { RaiseError => 1, PrintError => 0 });
+my $sth = $dbh->prepare("SELECT id, email FROM customers WHERE id <= ? ORDER BY id");
+$sth->execute(2);
+while (my @row = $sth->fetchrow_array) { print join(",", @row), "\n"; }
+$dbh->disconnect;
+"""
+
+
+def test_perl_dbd_mariadb(gateway: GatewayProcess) -> None:
+    """DBD::MariaDB sets character_set_server at connect, which was refused: no login."""
+    acct = gateway.account()
+    perl = shutil.which("perl")
+    assert perl is not None, "perl not found: install the Debian package libdbd-mariadb-perl"
+    done = subprocess.run(
+        [perl, "-e", PERL_CLIENT, gateway.host, str(gateway.port), acct.user, acct.password],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{r[0]},{r[2]}" for r in CUSTOMERS[:2]]
 
 
 # ---------------------------------------------------------------- SQLAlchemy

@@ -106,6 +106,8 @@ SESSION_VARIABLES = frozenset(
         "character_set_connection",
         "character_set_results",
         "collation_connection",
+        "character_set_server",
+        "collation_server",
         "sql_mode",
         "time_zone",
         "transaction",
@@ -648,6 +650,15 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
                     "reads them, so that it could read another statement than the gateway. "
                     "Use utf8mb4 (SET NAMES utf8mb4 sets it too)",
                 )
+        if plain in SERVER_CHARSET_VARIABLES:
+            refused = _connection_refusal(value)
+            if refused is not None:
+                return _block(
+                    "charset",
+                    f"{plain} set to {refused} would be the character set of databases "
+                    "created without one, in which texts could convert so that the server "
+                    "reads another statement than the gateway. Use utf8mb4",
+                )
         if plain == "character_set_results":
             refused = _results_refusal(value)
             if refused is not None:
@@ -774,6 +785,10 @@ def _not_a_name(value: str | None) -> str | None:
 #: The connection character set: string literals are converted to it, the statement
 #: texts of PREPARE and EXECUTE IMMEDIATE among them.
 CONNECTION_VARIABLES = frozenset({"character_set_connection", "collation_connection"})
+#: The defaults of databases created without a character set, and the current database's
+#: character set while none is chosen (which SET CHARACTER SET and LOAD DATA would take):
+#: drivers set them at connect (Perl's DBD::MariaDB sets character_set_server).
+SERVER_CHARSET_VARIABLES = frozenset({"character_set_server", "collation_server"})
 
 
 def _connection_refusal(value: str | None) -> str | None:

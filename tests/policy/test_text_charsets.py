@@ -74,6 +74,11 @@ def decision_bytes(sql: bytes) -> str:
         ("SET collation_connection = utf8mb4_unicode_ci", "default-allow"),
         ("SET NAMES utf8mb4 COLLATE utf8mb4_bin", "default-allow"),
         ("SET NAMES latin1", "default-allow"),
+        # the defaults of new databases: what Perl's DBD::MariaDB sets at connect
+        ("SET character_set_server = 'utf8mb4'", "default-allow"),
+        ("SET collation_server = utf8mb4_general_ci", "default-allow"),
+        ("SET character_set_server = swe7", "charset"),
+        ("SET collation_server = DEFAULT", "charset"),
     ],
 )
 def test_the_connection_character_set_may_not_be_one_that_converts_quotes(
