@@ -16,6 +16,7 @@ from lab.clients import ClientError, node_spec, parse_batch, run_mariadb, run_no
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import SHOP_CUSTOMERS, MariaDB
 from mysql.connector import errors as myerrors
+from pymysql.constants import CLIENT
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +85,15 @@ def test_an_unknown_database_is_refused_as_the_server_says(gateway: GatewayProce
     with gateway.connect() as conn, conn.cursor() as cur:  # the gateway serves on
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
+
+
+def test_a_client_that_claims_compression_is_refused_at_login(gateway: GatewayProcess) -> None:
+    """As PHP's mysqlnd does with MYSQLI_CLIENT_COMPRESS: it would then send compressed
+    commands, and it waited for ever."""
+    with pytest.raises(pymysql.err.OperationalError) as err:
+        gateway.connect(client_flag=CLIENT.COMPRESS)
+    assert err.value.args[0] == 1158
+    assert "connect without compression" in err.value.args[1]
 
 
 def test_group_without_access_to_the_target_is_refused(gateway: GatewayProcess) -> None:

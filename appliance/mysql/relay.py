@@ -375,6 +375,7 @@ _R_START, _R_COLUMNS, _R_COLUMNS_EOF, _R_ROWS, _R_PREP_PARAMS, _R_PREP_COLUMNS =
 _R_ONE, _R_LIST, _R_PREP_OK = 6, 7, 8
 
 
+_COMPRESSION = int(Capability.COMPRESS | Capability.ZSTD_COMPRESSION)
 _ALL_PLANS = -1  # in _Response.drops: every cursor's plan (COM_RESET_CONNECTION)
 
 #: The gateway's own question after the backend login (``SessionSettings.read_sql_mode``).
@@ -1058,6 +1059,11 @@ class Session:
             raise RemoteProtocolError("the client does not speak protocol 4.1")
         if hello.capabilities & Capability.SSL and self._client_tls is None:
             raise RemoteProtocolError("the client claims TLS but sent no SSLRequest")
+        if hello.capabilities & _COMPRESSION:  # PHP's mysqlnd would go on compressed
+            raise RemoteProtocolError(
+                "the client asked for compression, which the gateway does not offer; "
+                "connect without compression"
+            )
         if len(hello.user) > MAX_USER_BYTES:  # a failed login: recorded and counted
             self._client_auth_failed(
                 "", f"a user name longer than {MAX_USER_BYTES} bytes is not accepted"

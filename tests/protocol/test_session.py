@@ -113,9 +113,8 @@ CLIENT_CAPS = int(
     | C.SESSION_TRACK
     | C.DEPRECATE_EOF
     | C.QUERY_ATTRIBUTES  # not offered by the gateway: a pushy client asks anyway
-    | C.COMPRESS  # likewise
 )
-"""What a MySQL 8 client asks for (plus two flags the gateway never offers)."""
+"""What a MySQL 8 client asks for (plus a flag the gateway never offers)."""
 
 REQUIRED = int(C.PROTOCOL_41 | C.SECURE_CONNECTION | C.PLUGIN_AUTH)
 OFFERED = int((SERVER_CAPABILITIES & GATEWAY_CAPABILITIES) | REQUIRED)
@@ -1787,6 +1786,20 @@ def test_garbage_handshake_response_is_answered_and_closes(garbage: bytes) -> No
         << expect_client(lambda p: p.seq == 0)
         >> client(garbage)
         << expect_client(is_err(2, 1158, "sqlgate: bad packet"))
+        << expect_closed("client protocol error")
+    )
+
+
+@pytest.mark.parametrize("flag", [C.COMPRESS, C.ZSTD_COMPRESSION], ids=["zlib", "zstd"])
+def test_a_client_that_claims_compression_is_refused(flag: int) -> None:
+    """Not offered, but claimed: PHP's mysqlnd then sends its commands compressed, which
+    the gateway read as garbage (a COM_SLEEP) while the client waited for ever."""
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: not packets.parse_greeting(p.payload).capabilities & flag)
+        >> client(alice_hello(caps=CLIENT_CAPS | int(flag)))
+        << expect_client(is_err(2, 1158, "sqlgate: bad packet", "connect without compression"))
         << expect_closed("client protocol error")
     )
 
