@@ -575,8 +575,9 @@ def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
             return _block(
                 "mysql-schema",
                 f"{c.kind} writes to {name} in a schema the gateway does not know for "
-                "certain (none was chosen, or a USE has not finished), which may be the "
-                "mysql system schema. Name the schema (schema.table)",
+                "certain (none was chosen, a USE has not finished, or a CALL ran, and a "
+                "procedure may change the current schema), which may be the mysql system "
+                "schema. Name the schema (schema.table), or choose it again with USE",
             )
     return None
 

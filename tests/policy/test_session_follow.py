@@ -100,6 +100,15 @@ def test_a_call_that_fails_makes_the_schema_unknown() -> None:
     assert session.reads_shop_secret()
 
 
+def test_a_write_after_a_call_is_refused_saying_why_and_what_to_do() -> None:
+    session = Session(ALLOW_CALLS)
+    cmd, _ = session.send("CALL pub.run('SELECT 1')")
+    session.done(cmd)
+    _, verdict = session.send("INSERT INTO notes VALUES (1)")
+    assert verdict.refusal is not None and verdict.refusal.rule == "mysql-schema"
+    assert "a CALL ran" in verdict.refusal.reason and "USE" in verdict.refusal.reason
+
+
 def test_a_call_makes_the_character_set_of_result_names_unknown() -> None:
     """A procedure may ``SET character_set_results``, which lasts after it."""
     session = Session(ALLOW_CALLS)
