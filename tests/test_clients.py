@@ -345,6 +345,40 @@ def test_sqlalchemy_orm_style_session(gateway: GatewayProcess) -> None:
         engine.dispose()
 
 
+# ---------------------------------------------------------------- Node mariadb
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_node_mariadb_connector_executes_new_texts(
+    gateway: GatewayProcess, node_client: Path, tls: bool
+) -> None:
+    """MariaDB Connector/Node.js (npm mariadb, pipelining on by default) sends
+    COM_STMT_PREPARE and COM_STMT_EXECUTE with statement id 0xFFFFFFFF in one write for
+    each text it has not prepared: every such first execute was refused (1227)."""
+    acct = gateway.account()
+    spec = node_spec(
+        host=gateway.host,
+        port=gateway.port,
+        user=acct.user,
+        password=acct.password,
+        database="shop",
+        queries=[
+            "SELECT id, email FROM customers WHERE id >= ? ORDER BY id",
+            "SELECT id, email FROM customers WHERE id >= ? ORDER BY id",
+            "SELECT ? + 1 AS two",
+        ],
+        prepared=True,
+        ssl_ca=gateway.pki.ca_cert if tls else None,
+        driver="mariadb",
+    )
+    out = run_node(spec | {"params": [[1], [2], [1]]})
+    first, again, two = out["results"]
+    assert first["fields"] == ["id", "email"]
+    assert first["rows"] == [[r[0], r[2]] for r in CUSTOMERS]
+    assert again["rows"] == [[r[0], r[2]] for r in CUSTOMERS if r[0] >= 2]
+    assert two["fields"] == ["two"] and two["rows"] == [["2"]]  # a BIGINT
+
+
 # ---------------------------------------------------------------- Node mysql2
 
 

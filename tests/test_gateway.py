@@ -352,11 +352,12 @@ def _prepare(conn: Any, sql: bytes) -> int:
     return ok.statement_id
 
 
-def test_the_last_prepared_statement_id_is_refused(
+def test_the_last_prepared_statement_id_runs_only_right_after_its_prepare(
     gateway: GatewayProcess, mariadb: MariaDB
 ) -> None:
-    """MariaDB runs the statement prepared last for id 0xFFFFFFFF; through the gateway
-    such an execute is refused, so every execution names the statement it runs."""
+    """MariaDB runs the statement prepared last for id 0xFFFFFFFF. Through the gateway an
+    execute of it runs right after its prepare (as the prepare's statement); after any
+    other command it is refused, so every execution names the statement it runs."""
     last = bytes([Command.STMT_EXECUTE]) + struct.pack("<IBI", 0xFFFFFFFF, 0, 1)
     with mariadb.connect() as conn:  # the control: the server runs SELECT 7
         _prepare(conn, b"SELECT 7")
@@ -365,6 +366,13 @@ def test_the_last_prepared_statement_id_is_refused(
     with gateway.connect() as conn:
         _prepare(conn, b"SELECT 7")
         send_raw(conn, last)
+        assert read_raw(conn) == b"\x01"
+        read_raw(conn)  # the column
+        assert read_raw(conn)[0] == 0xFE  # its EOF
+        assert read_raw(conn) == b"\x00\x00\x07\x00\x00\x00"  # 7 as a binary INT
+        assert read_raw(conn)[0] == 0xFE
+        assert scalar(conn, "SELECT 5") == 5
+        send_raw(conn, last)  # after another command
         error = read_raw(conn)
         assert error[:3] == b"\xff\xcb\x04"  # ERR 1227
         assert b"sqlgate: statement id 0xFFFFFFFF" in error

@@ -19,7 +19,7 @@ import mysql.connector
 import pymysql
 import pytest
 import sqlalchemy
-from lab.clients import ClientError, run_mariadb, run_sqlgate
+from lab.clients import ClientError, node_spec, run_mariadb, run_node, run_sqlgate
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
@@ -159,6 +159,47 @@ def test_mysql_connector_prepared_statements_binary_protocol(gw: GatewayProcess)
     finally:
         conn.close()
     assert rows == expected(gw)
+
+
+def test_mariadb_connector_node_execute_is_masked_and_recorded(gw: GatewayProcess) -> None:
+    """The npm package mariadb pipelines COM_STMT_PREPARE and COM_STMT_EXECUTE with
+    statement id 0xFFFFFFFF ("the statement prepared last") for each new text: the first
+    execute of each was refused. Now it runs, masked, recorded with the prepared text."""
+    marker = "SELECT id, card_number FROM mask_customers WHERE id >= ? ORDER BY id /* mdb */"
+    out = run_node(
+        node_spec(
+            host=gw.host,
+            port=gw.port,
+            user="agent",
+            password="agent-secret-1",
+            database="shop",
+            queries=[marker, "SELECT ? + 1 AS two"],
+            prepared=True,
+            driver="mariadb",
+        )
+        | {"params": [[1], [1]]}
+    )
+    masked, two = out["results"]
+    assert masked["fields"] == ["id", "card_number"]
+    assert masked["rows"] == [[1, "************1111"], [2, "************4444"], [3, None]]
+    assert two["rows"] == [["2"]]  # a BIGINT, as the connector gives it
+    records = [
+        json.loads(line)
+        for line in run_sqlgate("ledger", "export", "--ledger", str(gw.ledger)).stdout.splitlines()
+    ]
+    statement = next(
+        r
+        for r in records
+        if r["kind"] == "statement" and r["command"] == "COM_STMT_EXECUTE" and r["sql"] == marker
+    )
+    assert statement["decision"] == "allowed"
+    result = next(
+        r
+        for r in records
+        if r["kind"] == "result"
+        and (r["session"], r["statement_seq"]) == (statement["session"], statement["statement_seq"])
+    )
+    assert result["rows"] == 3 and result["masked"] == ["shop.mask_customers.card_number"]
 
 
 def _cursor_rows(conn: pymysql.connections.Connection[Any], sql: str) -> list[bytes | None]:

@@ -184,6 +184,10 @@ class ClientCommand:
     command: int
     payload: bytes
     raw: bytes
+    stands_for: int | None = None
+    """A COM_STMT_EXECUTE with statement id 0xFFFFFFFF (MariaDB's "the statement prepared
+    last") sent right after a COM_STMT_PREPARE: that prepare's ``id``. The execute runs its
+    statement, and goes to the server under the id the prepare's answer gives."""
 
     @property
     def label(self) -> str:
@@ -328,20 +332,51 @@ _CARRIES_STATEMENT_ID = frozenset(
     }
 )
 
-#: Statement id 0xFFFFFFFF: MariaDB runs "the statement prepared last" for it, which the
-#: gateway cannot name for certain (a prepare it refused never reached the server, so
-#: the server's last one is an earlier statement). The commands that answer are refused;
-#: COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have no answer to refuse with and change
-#: nothing the next refused execute could run.
+#: Statement id 0xFFFFFFFF: MariaDB runs "the statement prepared last" for it. MariaDB's
+#: Connector/Node.js sends a COM_STMT_PREPARE and, in the same write, a COM_STMT_EXECUTE
+#: with this id. Such an execute is taken only when the client sent it right after a
+#: COM_STMT_PREPARE (with nothing but other such executes in between): it then stands for
+#: that prepare's statement (``ClientCommand.stands_for``) and waits, once allowed, for
+#: the prepare's answer; it goes to the server under the id that answer gives, so that it
+#: is decided, recorded and masked as that statement. A prepare the gateway refused, or
+#: that failed, prepared nothing: the execute is answered with an error. Any other use
+#: of the id names a statement the gateway cannot tell for certain (a prepare it refused
+#: never reached the server, so the server's last one is an earlier statement): the
+#: commands that answer are refused; COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have no
+#: answer to refuse with and change nothing the next refused execute could run.
 _LAST_PREPARED = b"\xff\xff\xff\xff"
 _ANSWERED_WITH_A_STATEMENT_ID = frozenset(
     {Command.STMT_EXECUTE, Command.STMT_RESET, Command.STMT_FETCH}
 )
 LAST_PREPARED_REFUSAL = (
-    "statement id 0xFFFFFFFF (MariaDB's 'the statement prepared last') is refused: the "
-    "gateway decides and records each execution by the statement it names. Use the id "
-    "COM_STMT_PREPARE returned"
+    "statement id 0xFFFFFFFF (MariaDB's 'the statement prepared last') is refused here: "
+    "the gateway takes it only for a COM_STMT_EXECUTE sent right after the "
+    "COM_STMT_PREPARE it stands for. Use the id COM_STMT_PREPARE returned"
 )
+LAST_PREPARED_UNPREPARED = (
+    "statement id 0xFFFFFFFF (MariaDB's 'the statement prepared last') names no statement: "
+    "the COM_STMT_PREPARE sent before it {}, so nothing was executed"
+)
+
+
+class _LastPrepared:
+    """A COM_STMT_PREPARE that executes with statement id 0xFFFFFFFF may stand for."""
+
+    __slots__ = ("prepare", "statement_id")
+
+    def __init__(self, prepare: int) -> None:
+        self.prepare = prepare  # the prepare's ClientCommand.id
+        self.statement_id: int | None = None
+        """None: not known yet; below 0 (``_REFUSED``, ``_FAILED``): no statement; else
+        the id the prepare's answer gave."""
+
+    @property
+    def failed(self) -> str:
+        return "was refused by the gateway" if self.statement_id == _REFUSED else "failed"
+
+
+_REFUSED, _FAILED = -1, -2  # _LastPrepared.statement_id of a prepare that prepared nothing
+
 
 #: Commands the core refuses itself: the rule the ledger names and the reason.
 REFUSED_COMMANDS: dict[int, tuple[str, str]] = {
@@ -416,6 +451,7 @@ class _Response:
         "room",
         "recorded_truncated",
         "drops",
+        "last",
     )
 
     def __init__(self, cmd: ClientCommand, shape: int, local: bytes | None = None) -> None:
@@ -437,6 +473,8 @@ class _Response:
         self.recorded_truncated = False  # ... and whether some did not fit
         # cursor plans that end as this answer begins (statement ids; _ALL_PLANS: all)
         self.drops: list[int] | None = None
+        # COM_STMT_PREPARE: what executes with statement id 0xFFFFFFFF wait to learn
+        self.last: _LastPrepared | None = None
         self.binary = cmd.command in (Command.STMT_EXECUTE, Command.STMT_FETCH)
         if shape == _RESULTSET:
             self.state = _R_START
@@ -524,6 +562,13 @@ class Session:
         self._server_buf = b""  # an incomplete backend packet head
         self.statements: dict[int, int] = {}  # prepared statement id -> parameter count
         self.prepared_sql: dict[int, bytes] = {}  # prepared statement id -> its SQL
+        # statement id 0xFFFFFFFF (see _LAST_PREPARED): the prepare it may stand for now
+        # (None once another command came), the prepares not yet sent or refused, and
+        # the executes taken for one, by command id
+        self._last_prepared: _LastPrepared | None = None
+        self._prepares: dict[int, _LastPrepared] = {}
+        self._standing: dict[int, _LastPrepared] = {}
+        self._prepared_last = False  # a prepare's answer came: an execute may go on
         self.server_status = 0
         """The status flags of the backend's last OK or EOF (``NO_BACKSLASH_ESCAPES`` says
         how the server reads backslashes in string literals right now)."""
@@ -695,6 +740,9 @@ class Session:
                     self._relay_server(data)
                 else:
                     self._relay_masked(data)
+                if self._prepared_last:  # an execute waited for this prepare's answer
+                    self._prepared_last = False
+                    self._drain_decisions()
                 if self._client_gone:
                     self._answered_without_a_client()
             else:
@@ -1562,21 +1610,29 @@ class Session:
         self._next_id += 1
         code = payload[0]
         cmd = ClientCommand(self._next_id, code, payload, raw)
+        last, self._last_prepared = self._last_prepared, None
         if code in RESPONSE_SHAPE:
             if code in _CARRIES_STATEMENT_ID:
                 if len(payload) < 5:
                     raise RemoteProtocolError(f"{cmd.label} without a statement id")
                 if code in _ANSWERED_WITH_A_STATEMENT_ID and payload[1:5] == _LAST_PREPARED:
-                    self._refuse_in_core(
-                        cmd,
-                        ErrorCode.SPECIFIC_ACCESS_DENIED,
-                        "last-prepared",
-                        LAST_PREPARED_REFUSAL,
-                    )
-                    return
-            if code == Command.QUIT:
-                # it leaves after whatever is still waiting for a decision
-                self._quitting = True
+                    if code != Command.STMT_EXECUTE or last is None:
+                        self._refuse_in_core(
+                            cmd,
+                            ErrorCode.SPECIFIC_ACCESS_DENIED,
+                            "last-prepared",
+                            LAST_PREPARED_REFUSAL,
+                        )
+                        return
+                    # the statement of the prepare just before it (see _LAST_PREPARED)
+                    cmd.stands_for = last.prepare
+                    self._standing[cmd.id] = self._last_prepared = last
+            elif code == Command.STMT_PREPARE:
+                self._last_prepared = self._prepares[cmd.id] = _LastPrepared(cmd.id)
+            if code == Command.QUIT or (cmd.stands_for is not None and not self._gated):
+                # QUIT leaves after whatever is still waiting for a decision; an execute
+                # that stands for a prepare waits for its answer (see _drain_decisions)
+                self._quitting = code == Command.QUIT
                 self._undecided.append(cmd)
                 self._undecided_bytes += len(raw)
                 self._decisions[cmd.id] = None
@@ -1614,9 +1670,27 @@ class Session:
         undecided = self._undecided
         decisions = self._decisions
         while undecided and undecided[0].id in decisions:
-            cmd = undecided.popleft()
+            cmd = undecided[0]
+            if cmd.stands_for is not None:
+                last = self._standing[cmd.id]
+                if decisions[cmd.id] is None:
+                    if last.statement_id is None:
+                        break  # the prepare's answer has not come: it goes after it
+                    if last.statement_id < 0:
+                        decisions[cmd.id] = packets.build_err(
+                            ErrorCode.SPECIFIC_ACCESS_DENIED,
+                            "sqlgate: " + LAST_PREPARED_UNPREPARED.format(last.failed),
+                        )
+                    else:  # sent under the real id: decided, recorded, masked as it
+                        cmd = _naming(cmd, last.statement_id)
+                del self._standing[cmd.id]
+            undecided.popleft()
             self._undecided_bytes -= len(cmd.raw)
             err = decisions.pop(cmd.id)
+            if cmd.command == Command.STMT_PREPARE and err is not None:
+                refused = self._prepares.pop(cmd.id, None)
+                if refused is not None:  # it prepared nothing: see _LAST_PREPARED
+                    refused.statement_id = _REFUSED
             if err is not None:
                 # the answer follows the command's last packet (it may have continued)
                 seq = (len(cmd.payload) // MAX_PAYLOAD + 1) & 0xFF
@@ -1643,6 +1717,8 @@ class Session:
             if self.record_limit > 0 and self._report:
                 self._record_start(resp)
             self._responses.append(resp)
+            if code == Command.STMT_PREPARE:
+                resp.last = self._prepares.pop(cmd.id, None)
         # A cursor's plan ends with it (a close, a reset, a new execute, a reset of the
         # connection), but only once the answers to the commands sent before have been
         # read: a FETCH sent in the same write still needs it.
@@ -2278,6 +2354,8 @@ class Session:
             return True
         if first == 0xFF:
             resp.error = packets.parse_err(payload).code
+            if resp.last is not None:  # a prepare that failed prepared nothing
+                self._learn_last(resp.last, _FAILED)
             return True
         deprecate = self._deprecate_eof
         if state == _R_START:
@@ -2321,8 +2399,16 @@ class Session:
                 return True
             return False
         if resp.shape == _PREPARE:
-            return self._on_prepare_packet(resp, payload)
+            done = self._on_prepare_packet(resp, payload)
+            if done and resp.last is not None:
+                self._learn_last(resp.last, resp.prep_id)
+            return done
         raise RemoteProtocolError("response in an unknown state")
+
+    def _learn_last(self, last: _LastPrepared, statement_id: int) -> None:
+        """A prepare's whole answer came: executes that stand for it may go on."""
+        last.statement_id = statement_id
+        self._prepared_last = bool(self._standing)
 
     def _after_result(self, resp: _Response, status: int, result_set: bool = True) -> bool:
         self.server_status = status
@@ -2388,6 +2474,15 @@ def printable(text: str) -> str:
     other unprintable characters escaped (a user name holding a newline would otherwise
     forge a line of the gateway's log)."""
     return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _naming(cmd: ClientCommand, statement_id: int) -> ClientCommand:
+    """``cmd`` (a command whose statement id is 0xFFFFFFFF) under ``statement_id``: the id
+    follows the command byte in its first frame, so the frames keep their lengths."""
+    sid = statement_id.to_bytes(4, "little")
+    payload = cmd.payload[:1] + sid + cmd.payload[5:]
+    raw = cmd.raw[:5] + sid + cmd.raw[9:]
+    return ClientCommand(cmd.id, cmd.command, payload, raw, cmd.stands_for)
 
 
 def _eof_status(payload: bytes) -> int:

@@ -540,6 +540,9 @@ class SessionPolicy:
         # (with _charsets: until answered, only ASCII reads alike before and after)
         self._resets: set[int] = set()
         self._preparing: set[int] = set()  # prepares sent on whose answer (the id) it waits
+        # the last COM_STMT_PREPARE decided: its command id and the text it sends (None:
+        # refused), what an execute of statement id 0xFFFFFFFF right after it runs
+        self._last_prepare: tuple[int, bytes | None] = (0, None)
         # the character set of result names (masking reads them): from the login, then
         # each SET that succeeded; command id -> the one it sets, and whether a failure
         # of the command means it was not set (else: not known)
@@ -601,11 +604,22 @@ class SessionPolicy:
             return self._decide_text(cmd, label, server_status, classified)
         if code == Command.STMT_PREPARE:
             verdict = self._decide_text(cmd, label, server_status, classified)
+            sent: bytes | None = None
             if verdict.refusal is None or verdict.shadow:
                 self._preparing.add(cmd.id)  # its statement id comes with its answer
+                rewritten = verdict.rewritten
+                sent = cmd.payload[1:] if rewritten is None else rewritten.encode()
+            self._last_prepare = (cmd.id, sent)
             return verdict
         if code in _NAMES_A_STATEMENT:  # the record carries the prepared statement's text
-            sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
+            if cmd.stands_for is not None:  # id 0xFFFFFFFF: the prepare just before it
+                prepare, last = self._last_prepare
+                if prepare != cmd.stands_for or last is None:
+                    part = Part(None, "EXECUTE", _LAST_PREPARED_REFUSED)
+                    return self._verdict(label, (part,))
+                sql = last
+            else:
+                sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
             text = _carried(sql)
             if code != Command.STMT_EXECUTE:
                 return Verdict(label, (_part(text, _protocol_kind(label)),))
@@ -1413,6 +1427,14 @@ _EXECUTE_BEFORE_PREPARED = Decision(
     "COM_STMT_EXECUTE names a statement id the gateway has not seen prepared: a PREPARE "
     "sent before it has not been answered yet, so the gateway cannot tell (or record) "
     "what would run. Wait for the PREPARE's answer, then execute the id it gives",
+)
+
+_LAST_PREPARED_REFUSED = Decision(
+    RuleAction.BLOCK,
+    "last-prepared",
+    "COM_STMT_EXECUTE names statement id 0xFFFFFFFF (MariaDB's 'the statement prepared "
+    "last'), and the COM_STMT_PREPARE sent just before it was refused: it prepared "
+    "nothing, so nothing runs",
 )
 
 _PREPARED_USE = Decision(

@@ -88,7 +88,8 @@ def ensure_npm_package(directory: Path, package: str) -> None:
 
 def ensure_node_client() -> Path:
     """Install the node client's locked dependencies if missing; the path of run.js."""
-    ensure_npm_package(NODE_CLIENT_DIR, "mysql2")
+    for package in ("mysql2", "mariadb"):
+        ensure_npm_package(NODE_CLIENT_DIR, package)
     return NODE_RUN_JS
 
 
@@ -121,8 +122,8 @@ def run_node(
     if check and (result.returncode != 0 or "error" in output):
         error = output.get("error") or {}
         raise ClientError(
-            f"node mysql2 failed: {error.get('code')} ({error.get('errno')}): "
-            f"{error.get('message')}",
+            f"node {spec.get('driver', 'mysql2')} failed: {error.get('code')} "
+            f"({error.get('errno')}): {error.get('message')}",
             returncode=result.returncode,
             stdout=result.stdout,
             stderr=result.stderr,
@@ -144,8 +145,10 @@ def node_spec(
     prepared: bool = False,
     continue_on_error: bool = False,
     options: Mapping[str, Any] | None = None,
+    driver: str = "mysql2",
 ) -> dict[str, Any]:
-    """The JSON spec for :func:`run_node`; ``ssl_ca`` (a path or PEM text) turns TLS on."""
+    """The JSON spec for :func:`run_node`; ``ssl_ca`` (a path or PEM text) turns TLS on;
+    ``driver``: "mysql2" or "mariadb" (MariaDB Connector/Node.js)."""
     spec: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -154,6 +157,7 @@ def node_spec(
         "queries": list(queries),
         "prepared": prepared,
         "continueOnError": continue_on_error,
+        "driver": driver,
     }
     if database is not None:
         spec["database"] = database

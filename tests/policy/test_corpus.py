@@ -1375,6 +1375,32 @@ def test_an_allow_rule_covers_stored_code_only_by_name() -> None:
     assert _ruled(named, db="sandbox").query(trigger)[1].refusal is None
 
 
+def test_an_execute_of_the_last_prepared_id_is_decided_as_its_prepare() -> None:
+    """COM_STMT_EXECUTE with id 0xFFFFFFFF right after its prepare (MariaDB
+    Connector/Node.js): decided and recorded as the prepared text, before the prepare's
+    answer gave an id; after a refused prepare, refused."""
+    session = Session()
+    last = bytes([Command.STMT_EXECUTE]) + b"\xff\xff\xff\xff\x00\x01\x00\x00\x00"
+
+    def prepare(cmd_id: int, sql: bytes) -> Verdict:
+        payload = bytes([Command.STMT_PREPARE]) + sql
+        return session.policy.decide(
+            ClientCommand(cmd_id, Command.STMT_PREPARE, payload, payload), 0, {}
+        )
+
+    def execute(cmd_id: int, stands_for: int) -> Verdict:
+        cmd = ClientCommand(cmd_id, Command.STMT_EXECUTE, last, last, stands_for)
+        return session.policy.decide(cmd, 0, {})
+
+    assert prepare(1, b"SELECT name FROM customers").refusal is None
+    verdict = execute(2, 1)
+    assert verdict.refusal is None and verdict.parts[0].sql == "SELECT name FROM customers"
+    assert rule_of(prepare(3, b"USE mysql")) == "prepared-use"
+    assert rule_of(execute(4, 3)) == "last-prepared"
+    assert prepare(5, b"SELECT 1").refusal is None
+    assert rule_of(execute(6, 3)) == "last-prepared"  # not the prepare decided last
+
+
 def test_an_execute_sent_before_its_prepare_was_answered_is_refused() -> None:
     """A client that pipelines PREPARE and EXECUTE (guessing the id) had the EXECUTE
     allowed and recorded with no text: its statement is known only from the PREPARE's

@@ -1714,6 +1714,205 @@ def test_the_last_prepared_statement_id_is_refused(code: int) -> None:
     )
 
 
+LAST = 0xFFFFFFFF  # MariaDB's "the statement prepared last"
+
+
+def _stands_for(cmd_id: int, raw: bytes, prepare: int) -> Step:
+    """CommandReceived for an execute of id 0xFFFFFFFF taken as the prepare's statement."""
+    return expect_event(
+        CommandReceived,
+        cmd=_named(
+            lambda c: (c.id, c.raw, c.stands_for) == (cmd_id, raw, prepare),
+            f"id={cmd_id} stands_for={prepare}",
+        ),
+    )
+
+
+@pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
+def test_an_execute_of_the_last_prepared_id_goes_under_the_id_its_prepare_got(
+    deprecate_eof: bool,
+) -> None:
+    """MariaDB Connector/Node.js writes COM_STMT_PREPARE and COM_STMT_EXECUTE with id
+    0xFFFFFFFF at once. The execute waits for the prepare's answer, then goes under the id
+    it gave: the server runs, and the gateway records and masks, that very statement."""
+    prep = command(Command.STMT_PREPARE, b"SELECT id, name FROM t WHERE id BETWEEN ? AND ?")
+    prep_ok = Reply(1).packet(_prepare_ok(7, columns=2, params=2))
+    prep_ok.packet(column(b"?", FieldType.LONGLONG)).packet(column(b"?", FieldType.LONGLONG))
+    if not deprecate_eof:
+        prep_ok.eof()
+    prep_ok.packet(COLS[0]).packet(COLS[1])
+    if not deprecate_eof:
+        prep_ok.eof()
+    last = _execute(LAST, params=TWO_BIGINT_PARAMS)
+    sent = _execute(7, params=TWO_BIGINT_PARAMS)
+    rows = (
+        Reply(1)
+        .columns(COLS, deprecate_eof=deprecate_eof)
+        .binary_rows(_binary_rows(5, 6))
+        .end(deprecate_eof=deprecate_eof)
+        .data
+    )
+    ping = command(Command.PING)
+    pb = ready(deprecate_eof=deprecate_eof)
+    assert (
+        pb
+        >> client(prep + last + ping)
+        << received(1, prep)
+        << _stands_for(2, last, 1)
+        << received(3, ping)
+        >> allow(1)
+        << expect_server(prep)
+        >> allow(2)  # nothing goes yet: the id is not known
+        >> allow(3)  # and nothing after it
+        >> server(prep_ok.data, chunk=7)
+        << expect_client(prep_ok.data)
+        << completed(1)
+        << expect_server(sent + ping)
+        >> server(rows + Reply(1).ok().data)
+        << expect_client(rows + Reply(1).ok().data)
+        << expect_event(
+            CommandCompleted,
+            cmd=_named(lambda c: (c.id, c.payload) == (2, sent[4:]), "the execute of id 7"),
+            rows=2,
+            error=None,
+        )
+        << completed(3)
+    )
+    assert pb.session.statements == {7: 2}
+
+
+def test_executes_of_the_last_prepared_id_after_its_answer_go_at_once() -> None:
+    """The prepare answered before the executes came: each goes under its id as it is
+    allowed, the second too (nothing but executes of the id came in between)."""
+    prep = command(Command.STMT_PREPARE, b"DO 1")
+    prep_ok = Reply(1).packet(_prepare_ok(8, columns=0, params=0)).data
+    last = _execute(LAST)
+    ok = Reply(1).ok().data
+    assert (
+        ready()
+        >> client(prep)
+        << received(1, prep)
+        >> allow(1)
+        << expect_server(prep)
+        >> server(prep_ok)
+        << expect_client(prep_ok)
+        << completed(1)
+        >> client(last + last)
+        << _stands_for(2, last, 1)
+        << _stands_for(3, last, 1)
+        >> allow(2)
+        << expect_server(_execute(8))
+        >> allow(3)
+        << expect_server(_execute(8))
+        >> server(ok + ok)
+        << expect_client(ok + ok)
+        << completed(2)
+        << completed(3)
+    )
+
+
+def test_an_execute_of_the_last_prepared_id_waits_for_its_prepare_without_a_gate() -> None:
+    prep = command(Command.STMT_PREPARE, b"DO 1")
+    prep_ok = Reply(1).packet(_prepare_ok(8, columns=0, params=0)).data
+    ok = Reply(1).ok().data
+    assert (
+        ready(settings=dataclasses.replace(make_settings(), gated=False))
+        >> client(prep + _execute(LAST))
+        << expect_server(prep)  # the execute waits
+        >> server(prep_ok)
+        << expect_client(prep_ok)
+        << completed(1)
+        << expect_server(_execute(8))
+        >> server(ok)
+        << expect_client(ok)
+        << completed(2)
+    )
+
+
+def test_an_execute_of_the_last_prepared_id_after_a_refused_prepare_is_refused() -> None:
+    """A prepare the gateway refused never reached the server, whose statement prepared
+    last is an earlier one: the execute that stands for it is answered by the gateway,
+    even when allowed, and nothing reaches the server."""
+    prep = command(Command.STMT_PREPARE, b"SELECT secret FROM t")
+    last = _execute(LAST)
+    ping = command(Command.PING)
+    assert (
+        ready()
+        >> client(prep + last + ping)
+        << received(1, prep)
+        << _stands_for(2, last, 1)
+        << received(3, ping)
+        >> refuse(1, 1227, "sqlgate: refused")
+        << expect_client(is_err(1, 1227, "sqlgate: refused"))
+        << completed(1, error=1227)
+        >> allow(2)
+        << expect_client(is_err(1, 1227, "the COM_STMT_PREPARE sent before it was refused"))
+        << completed(2, error=1227)
+        >> allow(3)
+        << expect_server(ping)
+        >> server(Reply(1).ok().data)
+        << expect_client(Reply(1).ok().data)
+        << completed(3)
+    )
+
+
+def test_an_execute_of_the_last_prepared_id_after_a_failed_prepare_is_refused() -> None:
+    """A prepare the server failed prepared nothing: the execute is answered by the
+    gateway once the prepare's error is in, and never reaches the server."""
+    prep = command(Command.STMT_PREPARE, b"SELEKT 1")
+    last = _execute(LAST)
+    failed = Reply(1).err(1064, "You have an error in your SQL syntax", "42000").data
+    assert (
+        ready()
+        >> client(prep + last)
+        << received(1, prep)
+        << _stands_for(2, last, 1)
+        >> allow(1)
+        << expect_server(prep)
+        >> allow(2)
+        >> server(failed)
+        << expect_client(failed)
+        << completed(1, error=1064)
+        << expect_client(is_err(1, 1227, "the COM_STMT_PREPARE sent before it failed"))
+        << completed(2, error=1227)
+    )
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        command(Command.PING),
+        query(b"SELECT 1"),
+        command(Command.STMT_SEND_LONG_DATA, b"\xff\xff\xff\xff\x00\x00ab"),
+        command(Command.STMT_EXECUTE, struct.pack("<IBI", 3, 0, 1)),
+    ],
+    ids=["ping", "query", "long-data", "execute-by-id"],
+)
+def test_the_last_prepared_id_is_refused_after_another_command(between: bytes) -> None:
+    """Only an execute sent right after its prepare (executes of the id aside) is taken:
+    after any other command the gateway does not take the id for certain."""
+    prep = command(Command.STMT_PREPARE, b"DO 1")
+    last = _execute(LAST)
+    assert (
+        ready()
+        >> client(prep + between + last)
+        << received(1, prep)
+        << expect_event(CommandReceived, cmd=_named(lambda c: c.id == 2, "id=2"))
+        << expect_event(CommandRefused, code=1227, rule="last-prepared")
+    )
+
+
+@pytest.mark.parametrize("code", [Command.STMT_FETCH, Command.STMT_RESET])
+def test_only_an_execute_may_stand_for_the_prepare_before_it(code: int) -> None:
+    prep = command(Command.STMT_PREPARE, b"DO 1")
+    assert (
+        ready()
+        >> client(prep + command(code, b"\xff\xff\xff\xff" + bytes(4)))
+        << received(1, prep)
+        << expect_event(CommandRefused, code=1227, rule="last-prepared")
+    )
+
+
 def test_close_of_the_last_prepared_statement_id_goes_through() -> None:
     """COM_STMT_CLOSE has no answer to refuse with; it is relayed like any other."""
     close = command(Command.STMT_CLOSE, b"\xff\xff\xff\xff")

@@ -481,6 +481,48 @@ def test_cursor_fetches_are_masked_with_the_plan_made_at_execute() -> None:
     assert masker.unsure == [False, False]
 
 
+def test_a_cursor_opened_by_the_last_prepared_id_is_masked_at_each_fetch() -> None:
+    """COM_STMT_PREPARE and a cursor's COM_STMT_EXECUTE with id 0xFFFFFFFF (MariaDB's
+    "the statement prepared last") in one write, then FETCH by the id the prepare gave:
+    the cursor's plan is kept under that id, so the fetched rows are masked."""
+    masker = card_masker()
+    prep = command(Command.STMT_PREPARE, b"SELECT id, card, born FROM t WHERE id > ?")
+    prepared = _prepare_answer(False, [ID, CARD, BORN]).data
+    prepared_masked = _prepare_answer(False, [ID, CARD_MASKED, BORN_MASKED]).data
+    last = _execute(0xFFFFFFFF, flags=1)  # CURSOR_TYPE_READ_ONLY
+    status = AUTOCOMMIT | CURSOR_EXISTS
+    opened = Reply(1).columns([ID, CARD, BORN], deprecate_eof=False, status=status)
+    opened_masked = Reply(1).columns(
+        [ID, CARD_MASKED, BORN_MASKED], deprecate_eof=False, status=status
+    )
+    fetch = command(Command.STMT_FETCH, struct.pack("<II", 7, 2))
+    batch = Reply(1).binary_rows(BIN_ROWS).eof(status=status).data
+    batch_masked = Reply(1).binary_rows(BIN_ROWS_MASKED).eof(status=status).data
+    pb = masked_ready(masker, deprecate_eof=False)
+    assert (
+        pb
+        >> client(prep + last)
+        << received(1, prep)
+        << expect_event(CommandReceived, cmd=lambda c: c.id == 2 and c.stands_for == 1)
+        >> allow(1)
+        << expect_server(prep)
+        >> allow(2)
+        >> server(prepared)
+        << expect_client(prepared_masked)
+        << done(1)
+        << expect_server(_execute(7, flags=1))
+        >> server(opened.data)
+        << expect_client(opened_masked.data)
+        << done(2)
+    )
+    assert (
+        _ask(pb, 3, fetch)
+        >> server(batch)
+        << expect_client(batch_masked)
+        << done(3, rows=2, app_t_card=1, app_t_born=1)
+    )
+
+
 def _aliased(name: bytes, org_name: bytes, *, masked: bool = False) -> bytes:
     """A column definition of app.t whose name is an alias of ``org_name`` (as the client
     gets it masked, with ``masked``)."""

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Runs queries with mysql2 and prints one JSON line: node run.js '<json>'
+// Runs queries with mysql2 (or MariaDB Connector/Node.js, the npm package mariadb) and
+// prints one JSON line: node run.js '<json>'
 //
 // Input: {
 //   host, port, user, password, database?,
@@ -8,7 +9,10 @@
 //   prepared?: bool            use execute() (binary protocol) instead of query()
 //   params?: [[...], ...]      parameters for each query, by position (optional)
 //   continueOnError?: bool     record an error per query and go on (exit 0)
-//   options?: {...}            extra mysql2 connection options, merged last
+//   options?: {...}            extra connection options, merged last
+//   driver?: "mysql2" | "mariadb"  the client library (default mysql2); mariadb keeps its
+//                              default pipelining, so execute() sends COM_STMT_PREPARE and
+//                              COM_STMT_EXECUTE (statement id 0xFFFFFFFF) in one write
 // }
 // Output, exit 0: {"results": [{"fields": [...], "rows": [[...]]}
 //                              | {"affectedRows", "insertId", "warningStatus"}
@@ -19,6 +23,27 @@
 
 const fs = require('fs');
 const mysql = require('mysql2/promise');
+
+// MariaDB Connector/Node.js behind mysql2's promise interface: [result, fields].
+async function mariadbConnection(config) {
+  const mariadb = require('mariadb');
+  const conn = await mariadb.createConnection({ ...config, ssl: config.ssl || false });
+  const call = (run) => async (sql, params) => {
+    const result = await run.call(conn, { sql: sql.sql, rowsAsArray: true }, params);
+    if (!Array.isArray(result)) {
+      const { affectedRows, insertId, warningStatus } = result;
+      return [{ affectedRows, insertId: Number(insertId), warningStatus }, undefined];
+    }
+    const fields = (result.meta || []).map((m) => ({ name: m.name() }));
+    return [Array.from(result), fields];
+  };
+  return {
+    execute: call(conn.execute),
+    query: call(conn.query),
+    end: () => conn.end(),
+    destroy: () => conn.destroy(),
+  };
+}
 
 function toJsonValue(value) {
   if (Buffer.isBuffer(value)) return { hex: value.toString('hex') };
@@ -73,7 +98,10 @@ async function main() {
   const results = [];
   let conn;
   try {
-    conn = await mysql.createConnection(config);
+    conn =
+      spec.driver === 'mariadb'
+        ? await mariadbConnection(config)
+        : await mysql.createConnection(config);
   } catch (err) {
     return { out: { error: errorJson(err), results }, code: 1 };
   }
