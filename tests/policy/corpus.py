@@ -492,6 +492,7 @@ SET_ALLOWED = _cases(
     "SET sql_mode = DEFAULT",
     "SET sql_mode = 'NO_BACKSLASH_ESCAPES', NAMES utf8mb4",  # one statement: nothing after
     "SET collation_connection = gbk_chinese_ci",  # the client's bytes are still utf8mb4
+    "SET character_set_server = latin1",  # the default of new databases (DBD::MariaDB)
 )
 
 SET_REFUSED = [
@@ -505,7 +506,7 @@ SET_REFUSED = [
         "SET SESSION pseudo_thread_id = 5",
         "SET skip_replication = 1",
         "SET SESSION binlog_format = 'STATEMENT'",
-        "SET character_set_server = latin1",
+        "SET character_set_database = latin1",
         "SET sql_mode = 'TRADITIONAL', sql_log_bin = 0",
         "SET SESSION gtid_domain_id = 7",
         "set sql_log_bin=0",
