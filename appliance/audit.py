@@ -354,6 +354,7 @@ class Audit:
     @staticmethod
     def _lost(kind: str, exc: BaseException | None) -> None:
         if isinstance(exc, LedgerUnavailable):
+            # the writer names it in a records_lost alert once the ledger can be written
             log.error("audit ledger unavailable: a %s record was lost: %s", kind, exc)
         else:  # a field the ledger cannot hold: a bug, said in one line
             log.error("audit ledger refused a %s record: %s", kind, exc)

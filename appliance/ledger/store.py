@@ -31,7 +31,11 @@ writer task's; while it works, records queue behind it, in order.
 Failures: when the file cannot be written (disk full, read-only, locked past
 ``busy_timeout``, removed or replaced, its directory gone) every append in the batch
 raises ``LedgerUnavailable`` and none of those records is in the chain. The connection is
-dropped and the next append opens the file again, so the writer recovers on its own. A
+dropped and the next append opens the file again, so the writer recovers on its own (it
+tries again within ``checkpoint_interval`` while anything is due). Records of the batch
+that nobody waited for (``append_nowait``) are lost without their makers knowing: the
+first commit that succeeds starts with a ``records_lost`` alert naming them (how many of
+each kind, their first and last ``ts``, their sessions and statements). A
 file that was removed or replaced is noticed by its inode; when the writer reopens a
 file that does not hold the last record it committed, the first record it writes is an
 ``alert`` naming the previous head (``previous_seq``, ``previous_hash``). On every open the
@@ -134,6 +138,8 @@ CREATE TABLE IF NOT EXISTS recordings (
 _INSERT_RECORDING = "INSERT OR IGNORE INTO recordings (hash, ts, body) VALUES (?, ?, ?)"
 _ATTACHMENT = "\0attachment"  # a record's blob, kept out of its fields
 _FETCH = 2048
+LOST_LISTED = 100
+"""Sessions, and statements, a ``records_lost`` alert names at most (it counts the rest)."""
 
 
 class LedgerUnavailable(LedgerError):
@@ -172,6 +178,18 @@ class _Sealed:
     answers: list[tuple[asyncio.Future[Record | None], Record | None]] = field(default_factory=list)
     signed: list[Record] = field(default_factory=list)  # the checkpoints among the rows
     head: tuple[int, str, bool] = (0, GENESIS_HASH, False)  # seq, hash, is a checkpoint
+    lost: tuple[str, int] | None = None  # a records_lost alert's hash, and the losses it names
+
+
+@dataclass(slots=True)
+class _Lost:
+    """A record nobody waited for that a failed write dropped: what its alert says."""
+
+    kind: str
+    ts: str
+    session: str | None
+    statement_seq: int | None
+    hash: str | None  # as sealed for the commit that failed (None: never sealed)
 
 
 class LedgerWriter:
@@ -213,6 +231,10 @@ class LedgerWriter:
         self._hash = GENESIS_HASH
         self._last_is_checkpoint = False
         self._alert: dict[str, Any] | None = None
+        # queued by append_nowait, until answered: nobody is told should they be lost
+        self._unwaited: set[asyncio.Future[Record | None]] = set()
+        self._lost: list[_Lost] = []  # dropped, not yet named by a committed records_lost
+        self._lost_alerts: list[tuple[str, int]] = []  # records_lost alerts of failed writes
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -336,7 +358,9 @@ class LedgerWriter:
         recording) is stored in the same transaction under its SHA-256, which ``fields``
         must carry (``recording``) so that the chain covers it.
         """
-        return self._queue(fields, waited=False, attachment=attachment)
+        future = self._queue(fields, waited=False, attachment=attachment)
+        self._unwaited.add(future)
+        return future
 
     def _queue(
         self, fields: Mapping[str, FieldValue], waited: bool, attachment: bytes | None = None
@@ -372,7 +396,12 @@ class LedgerWriter:
 
     def _take_batch(self) -> list[_Pending]:
         """The next records to commit, in order; a caller that gave up is left out."""
-        batch = [entry for entry in self._pending[: self._max_batch] if not entry[1].done()]
+        batch = []
+        for entry in self._pending[: self._max_batch]:
+            if entry[1].done():
+                self._unwaited.discard(entry[1])
+            else:
+                batch.append(entry)
         del self._pending[: self._max_batch]
         if not self._pending:
             self._waited = 0
@@ -402,7 +431,13 @@ class LedgerWriter:
         db = self._direct
         if not self._pending or self._task_busy:
             return
-        if db is None or self._closing or self._alert is not None or not self._same_file():
+        if (
+            db is None
+            or self._closing
+            or self._alert is not None
+            or self._lost
+            or not self._same_file()
+        ):
             self._wake.set()
             return
         batch = self._take_batch()
@@ -514,6 +549,7 @@ class LedgerWriter:
             if not future.done():
                 future.set_exception(LedgerUnavailable("the ledger writer stopped"))
         self._pending.clear()
+        self._unwaited.clear()
         self._progress()
 
     def _seconds_to_checkpoint(self) -> float | None:
@@ -582,7 +618,7 @@ class LedgerWriter:
                 if not isinstance(exc, (sqlite3.Error, OSError)):
                     log.exception("%s: unexpected error while writing", self.path)
                 await self._drop_connection()
-                self._failed(batch, f"{self.path}: cannot write: {exc}", checkpoint)
+                self._failed(batch, f"{self.path}: cannot write: {exc}", checkpoint, sealed)
                 return
         self._committed(sealed)
 
@@ -619,14 +655,20 @@ class LedgerWriter:
 
         if self._alert is not None:
             add({"seq": 0, "ts": utc_now(), **self._alert})
+        if self._lost:
+            lost = add({"seq": 0, "ts": utc_now(), **self._lost_alert()})
+            out.lost = (lost["hash"], len(self._lost))
         for record, future in batch:
             if record is None:
                 answers.append((future, sign()))
                 continue
             try:
-                answers.append((future, add(record)))
+                sealed = add(record)
             except (TypeError, ValueError) as exc:
+                self._unwaited.discard(future)
                 future.set_exception(ValueError(f"the record cannot be encoded: {exc}"))
+                continue
+            answers.append((future, sealed))
         if checkpoint:
             sign()
         out.head = (seq, prev, last_is_checkpoint)
@@ -643,6 +685,13 @@ class LedgerWriter:
             self.stats.records += len(sealed.rows)
             self.stats.checkpoints += checkpoints
             self._alert = None
+            if sealed.lost is not None:  # the alert names them: they are told
+                del self._lost[: sealed.lost[1]]
+                log.warning(
+                    "%s: %d lost record(s) are named by a records_lost alert",
+                    self.path,
+                    sealed.lost[1],
+                )
             self._seq, self._hash, self._last_is_checkpoint = sealed.head
             if checkpoints and self._direct is not None:
                 self._wal_due = True  # the loop's connection never checkpoints the WAL
@@ -652,7 +701,9 @@ class LedgerWriter:
                 self._unsigned_since = None
             elif self._unsigned_since is None or checkpoints:
                 self._unsigned_since = time.monotonic()
+        unwaited = self._unwaited
         for future, record in sealed.answers:
+            unwaited.discard(future)
             if not future.done():
                 future.set_result(record)
         self._progress()
@@ -694,20 +745,100 @@ class LedgerWriter:
         except Exception as exc:  # the next one tries again; a write will tell if broken
             log.debug("%s: WAL checkpoint: %s", self.path, exc)
 
-    def _failed(self, batch: list[_Pending], reason: str, checkpoint: bool) -> None:
+    def _failed(
+        self,
+        batch: list[_Pending],
+        reason: str,
+        checkpoint: bool,
+        sealed: _Sealed | None = None,
+    ) -> None:
+        """Answer the batch with ``LedgerUnavailable``; the records nobody waits for are
+        kept as lost, for the ``records_lost`` alert the next commit starts with (and a
+        retry within ``checkpoint_interval`` writes it even if no record comes)."""
         self.stats.failures += 1
+        now = time.monotonic()
         if checkpoint:
-            self._retry_at = time.monotonic() + self._interval
+            self._retry_at = now + self._interval
         log.log(
             logging.WARNING if self._available else logging.DEBUG,
             "audit ledger unavailable: %s",
             reason,
         )
         self._available = False
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(LedgerUnavailable(reason))
+        hashes: dict[int, str] = {}
+        if sealed is not None:
+            hashes = {id(f): r["hash"] for f, r in sealed.answers if r is not None}
+        if sealed is not None and sealed.lost is not None:
+            self._lost_alerts.append(sealed.lost)
+        for record, future in batch:
+            unwaited = future in self._unwaited
+            self._unwaited.discard(future)
+            if future.done():
+                continue
+            if record is not None and unwaited:
+                session, statement_seq = record.get("session"), record.get("statement_seq")
+                self._lost.append(
+                    _Lost(
+                        kind=str(record.get("kind")),
+                        ts=str(record.get("ts")),
+                        session=session if isinstance(session, str) else None,
+                        statement_seq=statement_seq if type(statement_seq) is int else None,
+                        hash=hashes.get(id(future)),
+                    )
+                )
+            future.set_exception(LedgerUnavailable(reason))
+        if self._lost and self._unsigned_since is None:  # the alert is due, as a checkpoint
+            self._unsigned_since = now
+            self._retry_at = max(self._retry_at, now + self._interval)
         self._progress()
+
+    def _lost_alert(self) -> dict[str, Any]:
+        """The ``records_lost`` alert naming ``_lost``: how many of each kind, when they
+        were made (first and last ``ts``), the sessions and statements they belong to."""
+        lost = self._lost
+        kinds: dict[str, int] = {}
+        sessions: dict[str, None] = {}
+        statements: dict[str, None] = {}
+        for entry in lost:
+            kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+            if entry.session is not None:
+                sessions[entry.session] = None
+                if entry.statement_seq is not None:
+                    statements[f"{entry.session}:{entry.statement_seq}"] = None
+        counts = [f"{kind}={count}" for kind, count in sorted(kinds.items())]
+        first, last = min(e.ts for e in lost), max(e.ts for e in lost)
+        return {
+            "kind": "alert",
+            "alert": "records_lost",
+            "session": None,
+            "reason": f"{len(lost)} record(s) made from {first} to {last} could not be "
+            f"written while the ledger was unavailable and are not in it ({', '.join(counts)})",
+            "lost": len(lost),
+            "lost_kinds": counts,
+            "first_ts": first,
+            "last_ts": last,
+            "sessions": list(sessions)[:LOST_LISTED],
+            "sessions_unlisted": max(0, len(sessions) - LOST_LISTED),
+            "statements": list(statements)[:LOST_LISTED],
+            "statements_unlisted": max(0, len(statements) - LOST_LISTED),
+        }
+
+    async def _landed(self, conn: aiosqlite.Connection, after: int) -> None:
+        """Records of a write that failed may still have reached the file (a commit that
+        reported an error after its data was written): those are not lost, and neither
+        are the losses a records_lost alert that reached it names."""
+        if not self._lost and not self._lost_alerts:
+            return
+        landed = {
+            str(row[0])
+            for row in await conn.execute_fetchall(
+                "SELECT json_extract(body, '$.hash') FROM records WHERE seq > ?", (after,)
+            )
+        }
+        told = max((n for digest, n in self._lost_alerts if digest in landed), default=0)
+        self._lost_alerts.clear()
+        del self._lost[:told]
+        self._lost = [e for e in self._lost if e.hash is None or e.hash not in landed]
 
     # -- the connection ----------------------------------------------------------------
 
@@ -802,10 +933,13 @@ class LedgerWriter:
             )
         first_open = self._seq == 0
         await self._check_continuity(conn, result)
+        if result.last_seq > self._seq:
+            await self._landed(conn, self._seq)
         self._seq, self._hash = result.last_seq, result.last_hash
         self._last_is_checkpoint = result.unsigned == 0 and result.last_seq > 0
         if not result.unsigned:
-            self._unsigned_since = None
+            if not self._lost:  # else the records_lost alert is due
+                self._unsigned_since = None
         elif self._unsigned_since is None:  # left unsigned by a crash: sign it at once
             self._unsigned_since = time.monotonic() - self._interval
             if first_open and self._alert is None:  # said in the ledger, before it is signed

@@ -588,6 +588,97 @@ def test_a_locked_ledger_refuses_quickly_then_recovers(tmp_path: Path) -> None:
     assert verify_file(db, PUBLIC).ok
 
 
+def result_of(i: int, session: str = "s1") -> dict[str, Any]:
+    return {"kind": "result", "session": session, "statement_seq": i, "rows": 1, "error": None}
+
+
+def test_records_lost_while_locked_are_named_by_an_alert_once_it_is_writable(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db, busy_timeout=0.2) as w:
+            await w.append(stmt(0))
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+            lost = [
+                w.append_nowait(result_of(0)),
+                w.append_nowait({"kind": "session_end", "session": "s1", "reason": "quit"}),
+                w.append_nowait(result_of(4, session="s2")),
+            ]
+            await asyncio.wait(lost)
+            assert all(isinstance(f.exception(), LedgerUnavailable) for f in lost)
+            # a record its caller waits for is refused to the caller: not a lost one
+            assert "locked" in await timed_failure(w, stmt(1))
+            other.execute("ROLLBACK")
+            other.close()
+            await w.append(stmt(2))
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+    records = rows(db)
+    alerts = [r for r in records if r["kind"] == "alert"]
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert["alert"] == "records_lost"
+    assert alert["lost"] == 3
+    assert alert["lost_kinds"] == ["result=2", "session_end=1"]
+    assert alert["sessions"] == ["s1", "s2"]
+    assert alert["statements"] == ["s1:0", "s2:4"]
+    assert alert["first_ts"] <= alert["last_ts"] <= alert["ts"]
+    assert [r["kind"] for r in records if r["seq"] > alert["seq"]] == ["statement", "checkpoint"]
+    assert [r["statement_seq"] for r in records if r["kind"] == "statement"] == [0, 2]
+
+
+def test_a_lost_record_is_named_at_close_when_nothing_else_comes(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db, busy_timeout=0.2) as w:
+            await w.append(stmt(0))
+            await w.checkpoint()
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            lost = w.append_nowait(result_of(0))
+            await asyncio.wait([lost])
+            assert isinstance(lost.exception(), LedgerUnavailable)
+            other.execute("ROLLBACK")
+            other.close()
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+    records = rows(db)
+    assert [r["kind"] for r in records[-2:]] == ["alert", "checkpoint"]
+    assert records[-2]["alert"] == "records_lost"
+    assert records[-2]["statements"] == ["s1:0"]
+
+
+def test_records_lost_before_the_first_open_are_named_in_the_new_ledger(tmp_path: Path) -> None:
+    db = tmp_path / "later" / "ledger.db"
+
+    async def main() -> None:
+        w = writer(db, checkpoint_interval=0.05)
+        with pytest.raises(LedgerUnavailable, match="cannot open"):
+            await w.open()
+        lost = w.append_nowait({"kind": "appliance_start", "appliance": "gw"})
+        await asyncio.wait([lost])
+        assert isinstance(lost.exception(), LedgerUnavailable)
+        db.parent.mkdir()
+        for _ in range(200):  # retried on its own, within the checkpoint interval
+            if db.exists() and any(r["kind"] == "checkpoint" for r in rows(db)):
+                break
+            await asyncio.sleep(0.05)
+        await w.close()
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+    records = rows(db)
+    assert records[0]["alert"] == "records_lost"
+    assert records[0]["lost_kinds"] == ["appliance_start=1"]
+    assert records[0]["sessions"] == [] and records[0]["statements"] == []
+
+
 def test_unavailable_at_open_then_recovers(tmp_path: Path) -> None:
     db = tmp_path / "later" / "ledger.db"
 
