@@ -288,7 +288,8 @@ class Gateway:
         for leg in list(self.sessions):
             leg.drain()
         try:
-            await asyncio.wait_for(self._idle.wait(), grace_s)
+            if not self._idle.is_set():  # (a wait of 0 s times out even when idle)
+                await asyncio.wait_for(self._idle.wait(), grace_s)
         except TimeoutError:
             log.warning("drain timeout: closing %d busy sessions", len(self.sessions))
             for leg in list(self.sessions):

@@ -702,3 +702,30 @@ def test_check_refuses_a_dotted_key_too_long_to_parse_in_time(config_file: Path)
     config_file.write_text(CONFIG + "a." * 32_000 + "b = 1\n")
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file), timeout=10))
     assert line.endswith("invalid TOML: a dotted key of more than 64 parts (line 18)")
+
+
+def test_a_second_gateway_on_a_ledger_in_use_refuses_to_start(config_file: Path) -> None:
+    """One ledger file, one writer: a gateway whose ledger another process writes stops
+    at once, in one line naming that process; the readers are not kept out."""
+    import asyncio
+
+    from appliance.ledger import LedgerWriter, load_private_key
+
+    tmp = config_file.parent
+    (tmp / "ledger.pub").write_text("")
+    ledger = tmp / "ledger.db"
+
+    async def main() -> None:
+        writer = LedgerWriter(ledger, load_private_key(tmp / "ledger.key"))
+        async with writer:
+            await writer.append({"kind": "alert", "alert": "test", "reason": "first"})
+            await writer.checkpoint()
+            started = await asyncio.to_thread(sqlgate, "run", "-c", str(config_file))
+            line = assert_one_line_failure(started, status=1)
+            assert f"in use by another gateway (pid {os.getpid()})" in line, line
+            head = await asyncio.to_thread(sqlgate, "ledger", "head", "--ledger", str(ledger))
+            assert head.returncode == 0, head.stderr
+            exported = await asyncio.to_thread(sqlgate, "ledger", "export", "--ledger", str(ledger))
+            assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 2
+
+    asyncio.run(main())

@@ -28,6 +28,10 @@ callback cannot do at once (a busy file, retried asynchronously up to ``busy_tim
 reopen; a failure to report) and the WAL checkpoint after each signed checkpoint are the
 writer task's; while it works, records queue behind it, in order.
 
+One writer per file: while open, the writer holds an exclusive ``flock`` on
+``<ledger>.lock`` beside it (its pid inside, for the message); another writer of the file
+gets LedgerFileError ("in use by another gateway"). The readers below take no lock.
+
 Failures: when the file cannot be written (disk full, read-only, locked past
 ``busy_timeout``, removed or replaced, its directory gone) every append in the batch
 raises ``LedgerUnavailable`` and none of those records is in the chain. The connection is
@@ -55,6 +59,8 @@ snapshot while the gateway keeps writing). Like any WAL reader it may leave empt
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -222,6 +228,7 @@ class LedgerWriter:
         self._linger = linger
         self._waited = 0  # queued records someone awaits (an over-estimate is harmless)
         self._conn: aiosqlite.Connection | None = None
+        self._lock: int | None = None  # the lock file, flocked while this writer is open
         # a transaction on ``_conn`` that spans awaits (a purge's) against the writer's
         # commits on the same connection, which would otherwise land inside it
         self._conn_turn = asyncio.Lock()
@@ -526,6 +533,7 @@ class LedgerWriter:
         if self._task is not None:
             await asyncio.shield(self._task)
         await self._drop_connection()
+        self._release_lock()
 
     # -- the writer task ---------------------------------------------------------------
 
@@ -869,6 +877,7 @@ class LedgerWriter:
                 return self._conn
             log.warning("%s: the ledger file was removed or replaced", self.path)
             await self._drop_connection()
+        self._take_lock()
         try:
             conn = await aiosqlite.connect(
                 self.path, timeout=self._busy_timeout, isolation_level="IMMEDIATE"
@@ -898,6 +907,58 @@ class LedgerWriter:
         self._conn, self._direct, self._file_id = conn, direct, (st.st_dev, st.st_ino)
         self.stats.reopens += 1
         return conn
+
+    @property
+    def lock_path(self) -> Path:
+        """The file a writer holds an exclusive ``flock`` on while it is open."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _take_lock(self) -> None:
+        """Hold the lock file beside the ledger (or check that the one held is still the
+        one there): two writers of one file would fork its chain. LedgerFileError when
+        another process holds it, LedgerUnavailable when it cannot be made now."""
+        path = self.lock_path
+        if self._lock is not None:
+            try:
+                held, there = os.fstat(self._lock), os.stat(path)
+                if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+                    return
+            except OSError:
+                pass
+            self._release_lock()  # removed with its directory: take the new one
+        try:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except PermissionError:  # made by another user: locking needs no write
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise LedgerUnavailable(
+                f"{self.path}: cannot open its lock file {path.name}: {exc.strerror or exc}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                holder = f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                raise LedgerFileError(
+                    f"{self.path}: the ledger is in use by another gateway{holder}: one "
+                    "ledger file takes one gateway"
+                ) from None
+            raise LedgerUnavailable(
+                f"{self.path}: cannot lock {path.name}: {exc.strerror or exc}"
+            ) from None
+        with contextlib.suppress(OSError):  # who holds it, for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock = self._lock, None
+        if fd is not None:
+            os.close(fd)  # the flock goes with it
 
     async def _prepare(self, conn: aiosqlite.Connection) -> None:
         """Schema and pragmas; then check the tail and take the chain's head from it."""

@@ -679,6 +679,29 @@ def test_records_lost_before_the_first_open_are_named_in_the_new_ledger(tmp_path
     assert records[0]["sessions"] == [] and records[0]["statements"] == []
 
 
+def test_a_second_writer_of_one_file_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        first = writer(db)
+        await first.open()
+        await first.append(stmt(0))
+        second = writer(db)
+        with pytest.raises(
+            LedgerFileError, match=rf"in use by another gateway \(pid {os.getpid()}\)"
+        ):
+            await second.open()
+        assert "in use by another gateway" in await timed_failure(second, stmt(1))
+        assert [r["seq"] for r in rows(db)] == [1]  # readers take no lock
+        await first.close()
+        record = await second.append(stmt(2))  # the lock is free: the second goes on
+        assert record["seq"] == 3  # after the first one's final checkpoint
+        await second.close()
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_unavailable_at_open_then_recovers(tmp_path: Path) -> None:
     db = tmp_path / "later" / "ledger.db"
 
