@@ -1097,7 +1097,7 @@ def open_ledger(path: str | os.PathLike[str]) -> sqlite3.Connection:
         return _open_read_only(uri, path)
     except sqlite3.OperationalError as exc:
         if not _needs_shm(exc, p):
-            raise LedgerFileError(f"{path}: not a sqlgate ledger ({exc})") from None
+            raise _unreadable(path, exc) from None
     # A ledger in WAL mode is read through a -shm file beside it, which SQLite could not
     # create (a read-only copy, a directory the reader cannot write). Without a write-ahead
     # log to read, the file alone is the whole ledger: read it as unchanging.
@@ -1111,7 +1111,24 @@ def open_ledger(path: str | os.PathLike[str]) -> sqlite3.Connection:
     try:
         return _open_read_only(uri + "&immutable=1", path)
     except sqlite3.Error as exc:
-        raise LedgerFileError(f"{path}: not a sqlgate ledger ({exc})") from None
+        raise _unreadable(path, exc) from None
+
+
+_NOT_A_DATABASE = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FORMAT)
+_NO_ROOM = (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL)
+
+
+def _unreadable(path: str | os.PathLike[str], exc: sqlite3.Error) -> LedgerFileError:
+    """Why a file could not be read: it is no SQLite database, or it could not be read
+    (an I/O error, a full file system for the -shm file, a permission): not the same."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else int(code) & 0xFF
+    if primary is None or primary in _NOT_A_DATABASE:
+        return LedgerFileError(f"{path}: not a sqlgate ledger ({exc})")
+    hint = ""
+    if primary in _NO_ROOM:  # reading a WAL ledger writes its -shm index beside it
+        hint = " (is the file system full? reading needs room for the -shm file beside it)"
+    return LedgerFileError(f"{path}: cannot read the ledger: {exc}{hint}")
 
 
 def _open_read_only(uri: str, path: str | os.PathLike[str]) -> sqlite3.Connection:

@@ -490,6 +490,22 @@ def fill(path: Path) -> None:
             assert exc.errno == errno.ENOSPC
 
 
+def test_a_ledger_unreadable_on_a_full_disk_is_not_called_foreign(small_tmpfs: Path) -> None:
+    """Its -shm index gone (as after a reboot) and no room to make it again: the readers
+    say they cannot read it, and why that may be, not that it is no ledger."""
+    db = crashed_ledger(small_tmpfs)
+    Path(f"{db}-shm").unlink(missing_ok=True)
+    fill(small_tmpfs / "filler")
+    with pytest.raises(LedgerFileError) as failure:
+        open_ledger(db)
+    message = str(failure.value)
+    assert "not a sqlgate ledger" not in message
+    assert message.startswith(f"{db}: cannot read the ledger: ")
+    assert "is the file system full?" in message
+    (small_tmpfs / "filler").unlink()
+    assert verify_file(db, PUBLIC).last_seq == 31  # 30 records and a checkpoint
+
+
 def test_full_disk_refuses_quickly_and_recovers(small_tmpfs: Path) -> None:
     db = small_tmpfs / "ledger.db"
     filler = small_tmpfs / "filler"
