@@ -50,6 +50,10 @@ its data did reach the file, those records stay in an intact chain although thei
 were told the ledger was unavailable (and refused their statements). Locks wait at most
 ``busy_timeout``; a file system that hangs in the kernel is not bounded.
 
+``ts`` never runs backwards against ``seq``: an alert or a checkpoint the writer makes
+while records wait is stamped no later than they are, so ``export(since=...)`` gives a
+tail of the ledger.
+
 Reading (``open_ledger``, ``verify_file``, ``read_head``, ``export``): plain sqlite3 with a
 read-only URI, rows streamed with ``fetchmany`` in one read transaction (a consistent
 snapshot while the gateway keeps writing). Like any WAL reader it may leave empty
@@ -657,14 +661,25 @@ class LedgerWriter:
         def sign() -> Record | None:
             if seq == 0 or last_is_checkpoint:
                 return None
-            record = add({"seq": 0, "ts": utc_now(), **checkpoint_fields(self._key, seq, prev)})
+            # no later than a record queued meanwhile (while the file was reopened), which
+            # the next commit places after it
+            ts = utc_now()
+            waiting = self._pending[0][0] if self._pending else None
+            if waiting is not None:
+                ts = min(ts, waiting["ts"])
+            record = add({"seq": 0, "ts": ts, **checkpoint_fields(self._key, seq, prev)})
             signed.append(record)
             return record
 
+        # an alert goes ahead of the batch: stamped no later than its first record (made
+        # when it was queued), so that ts never runs backwards against seq
+        first = next((record["ts"] for record, _ in batch if record is not None), None)
+        now = utc_now()
+        stamp = now if first is None else min(now, first)
         if self._alert is not None:
-            add({"seq": 0, "ts": utc_now(), **self._alert})
+            add({"seq": 0, "ts": stamp, **self._alert})
         if self._lost:
-            lost = add({"seq": 0, "ts": utc_now(), **self._lost_alert()})
+            lost = add({"seq": 0, "ts": stamp, **self._lost_alert()})
             out.lost = (lost["hash"], len(self._lost))
         for record, future in batch:
             if record is None:

@@ -564,6 +564,26 @@ def test_removed_directory_refuses_then_a_new_ledger_starts_with_an_alert(
     assert verify_file(db, PUBLIC).ok
 
 
+def test_an_alert_ahead_of_queued_records_keeps_ts_in_seq_order(tmp_path: Path) -> None:
+    """The ledger_replaced alert is made when the writer reopens the file, after the
+    records it goes ahead of were made: its ts is not later than theirs."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            db.unlink()
+            queued = w.append_nowait(result_of(0))
+            await w.append(stmt(1))
+            assert queued.done() and queued.exception() is None
+
+    asyncio.run(main())
+    stored = rows(db)
+    assert [r["kind"] for r in stored] == ["alert", "result", "statement", "checkpoint"]
+    assert [r["ts"] for r in stored] == sorted(r["ts"] for r in stored)
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_a_directory_in_place_of_the_file_refuses_then_recovers(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
 
