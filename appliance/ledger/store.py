@@ -148,6 +148,11 @@ CREATE TABLE IF NOT EXISTS recordings (
 _INSERT_RECORDING = "INSERT OR IGNORE INTO recordings (hash, ts, body) VALUES (?, ?, ?)"
 _ATTACHMENT = "\0attachment"  # a record's blob, kept out of its fields
 _FETCH = 2048
+PURGE_BATCH = 500
+"""Recordings a retention purge deletes in one transaction (each a few milliseconds:
+the writer's commits wait for the lock far less than ``busy_timeout``)."""
+PURGE_PAUSE_S = 0.01  # between two of its transactions: the writer takes the lock
+PURGE_BUSY_S = 5.0  # how long a purge's transaction waits for the writer's lock
 LOST_LISTED = 100
 """Sessions, and statements, a ``records_lost`` alert names at most (it counts the rest)."""
 
@@ -233,9 +238,6 @@ class LedgerWriter:
         self._waited = 0  # queued records someone awaits (an over-estimate is harmless)
         self._conn: aiosqlite.Connection | None = None
         self._lock: int | None = None  # the lock file, flocked while this writer is open
-        # a transaction on ``_conn`` that spans awaits (a purge's) against the writer's
-        # commits on the same connection, which would otherwise land inside it
-        self._conn_turn = asyncio.Lock()
         self._direct: sqlite3.Connection | None = None  # fsync = false: commits on the loop
         self._file_id: tuple[int, int] | None = None
         self._seq = 0  # the head this writer last saw committed (0 and genesis: none)
@@ -480,16 +482,39 @@ class LedgerWriter:
     async def purge_recordings(self, before: str) -> int:
         """Delete the session recordings of results older than ``before`` (a ledger
         ``ts``; a time to come counts as now): first the ``recordings_purged`` alert that
-        says so is committed and signed (``verify`` honours only a signed purge, so that
-        nobody can excuse a deleted recording by appending one), then they go. How many
-        went (none: nothing is written).
+        says they are deleted is committed and signed (``verify`` honours only a signed
+        purge, so that nobody can excuse a deleted recording by appending one), then they
+        go, ``PURGE_BATCH`` at a time, each batch its own short transaction, and a
+        ``recordings_deleted`` alert says how many went (and why it stopped, if it did).
+        Returns how many went (none found: nothing is written); LedgerUnavailable when
+        the purge could not finish.
 
-        An answer given again and again (the same bytes) is stored once, under the time
-        of its first result: one that a result at or after ``before`` repeated stays. The
-        results are read without holding the write lock (statements keep committing);
-        those committed meanwhile are read again under it, just before the deletion."""
+        The purge reads and deletes through a connection of its own, so that statements
+        keep committing between its batches and a failure of either leaves the other's
+        connection alone. An answer given again and again (the same bytes) is stored once,
+        under the time of its first result: one that a result at or after ``before``
+        repeated stays; each batch looks again, under its lock, at the results committed
+        since the last look."""
+        self._check_running()
         before = min(before, utc_now())
-        conn = await self._connection()
+        uri = self.path.resolve().as_uri() + "?mode=rw"  # never creates the file
+        try:
+            conn = await aiosqlite.connect(
+                uri, uri=True, timeout=PURGE_BUSY_S, isolation_level=None
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerUnavailable(f"{self.path}: cannot open: {exc}") from None
+        try:
+            return await self._purge(conn, before)
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"{self.path}: recording retention: {exc}") from None
+        finally:
+            try:
+                await conn.close()
+            except Exception as exc:  # closing a broken connection may fail too
+                log.debug("%s: closing: %s", self.path, exc)
+
+    async def _purge(self, conn: aiosqlite.Connection, before: str) -> int:
         old = {
             str(row[0])
             for row in await conn.execute_fetchall(
@@ -502,28 +527,60 @@ class LedgerWriter:
         old -= await _recorded_since(conn, "ts >= ? AND seq <= ?", (before, end))
         if not old:
             return 0
+        found = len(old)
         await self.append(
             {
                 "kind": "alert",
                 "alert": "recordings_purged",
-                "reason": f"retention: recordings of results before {before} deleted",
+                "reason": f"retention: the {found} recording(s) of results before {before} "
+                "are deleted from now on (a recordings_deleted alert says how many went)",
                 "before": before,
+                "recordings": found,
             }
         )
         await self.checkpoint()
-        async with self._conn_turn:
-            conn = await self._connection()
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                old -= await _recorded_since(conn, "seq > ?", (end,))
-                await conn.executemany(
-                    "DELETE FROM recordings WHERE hash = ?", [(digest,) for digest in sorted(old)]
-                )
-                await conn.commit()
-            except BaseException:
-                await conn.rollback()
-                raise
-        return len(old)
+        order = sorted(old)
+        deleted = 0
+        stopped: str | None = None
+        cancelled = False
+        try:
+            for start in range(0, len(order), PURGE_BATCH):
+                if start:
+                    await asyncio.sleep(PURGE_PAUSE_S)  # the writer's turn
+                chunk = order[start : start + PURGE_BATCH]
+                work = asyncio.ensure_future(_purge_batch(conn, chunk, old, end))
+                try:
+                    gone, end = await asyncio.shield(work)
+                except asyncio.CancelledError:  # the batch in hand ends first (a moment)
+                    cancelled = True
+                    gone, end = await work
+                deleted += gone
+                if cancelled:
+                    break
+        except asyncio.CancelledError:  # between two batches
+            cancelled = True
+        except sqlite3.Error as exc:
+            stopped = str(exc)
+        if cancelled and stopped is None:
+            stopped = "the gateway stopped"
+        how = f"stopped after {deleted} of {found}: {stopped}" if stopped else f"{deleted} deleted"
+        outcome: dict[str, FieldValue] = {
+            "kind": "alert",
+            "alert": "recordings_deleted",
+            "reason": f"retention: recordings of results before {before}: {how}",
+            "before": before,
+            "deleted": deleted,
+            "complete": stopped is None,
+        }
+        try:
+            await self.append(outcome)
+        except LedgerUnavailable as exc:
+            log.warning("%s: recording retention: %s; not recorded: %s", self.path, how, exc)
+        if cancelled:
+            raise asyncio.CancelledError
+        if stopped is not None:
+            raise LedgerUnavailable(f"{self.path}: recording retention {how}")
+        return deleted
 
     async def checkpoint(self) -> Record | None:
         """Commit a checkpoint now, after everything queued; None if all is signed."""
@@ -621,11 +678,10 @@ class LedgerWriter:
                 if self._direct is not None:
                     await self._commit_direct(self._direct, sealed.rows, sealed.blobs)
                 else:
-                    async with self._conn_turn:  # not inside a purge's transaction
-                        await conn.executemany(_INSERT, sealed.rows)
-                        if sealed.blobs:
-                            await conn.executemany(_INSERT_RECORDING, sealed.blobs)
-                        await conn.commit()
+                    await conn.executemany(_INSERT, sealed.rows)
+                    if sealed.blobs:
+                        await conn.executemany(_INSERT_RECORDING, sealed.blobs)
+                    await conn.commit()
             except Exception as exc:  # sqlite3.Error, OSError, a stopped connection thread
                 if not isinstance(exc, (sqlite3.Error, OSError)):
                     log.exception("%s: unexpected error while writing", self.path)
@@ -1076,6 +1132,37 @@ async def _scalar_args(conn: aiosqlite.Connection, sql: str, *args: object) -> A
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
     row = await _row(conn, sql)
     return None if row is None else row[0]
+
+
+async def _purge_batch(
+    conn: aiosqlite.Connection, chunk: list[str], old: set[str], end: int
+) -> tuple[int, int]:
+    """One transaction of a purge: leave out of ``old`` the answers that results
+    committed since seq ``end`` repeated, delete those of ``chunk`` still in it. Returns
+    how many went (once committed) and the seq looked at last."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        last = await _scalar(conn, "SELECT coalesce(max(seq), 0) FROM records")
+        if last > end:  # results committed since the last look
+            old -= await _recorded_since(conn, "seq > ?", (end,))
+            end = last
+        doomed = [digest for digest in chunk if digest in old]
+        gone = 0
+        if doomed:
+            marks = ",".join("?" * len(doomed))
+            async with conn.execute(
+                f"DELETE FROM recordings WHERE hash IN ({marks})", doomed
+            ) as cursor:
+                gone = max(0, cursor.rowcount)
+        await conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                await conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.debug("purge: rollback: %s", exc)
+        raise
+    return gone, end
 
 
 async def _recorded_since(

@@ -184,9 +184,81 @@ def test_a_purge_is_signed_before_the_recordings_go(tmp_path: Path) -> None:
             return [json.loads(body)["kind"] for body in export(db)]
 
     kinds = asyncio.run(main())
-    assert kinds[-2:] == ["alert", "checkpoint"]  # before the writer's closing checkpoint
+    # signed before the deletion; what went is said after it
+    assert kinds == ["result", "alert", "checkpoint", "alert"]
     purge = [json.loads(b) for b in export(db) if '"recordings_purged"' in b][0]
     assert purge["before"] <= purge["ts"]  # a time to come counts as now
+    assert purge["recordings"] == 1
+    done = json.loads(list(export(db))[-2])
+    assert (done["alert"], done["deleted"], done["complete"]) == ("recordings_deleted", 1, True)
+
+
+def test_a_purge_deletes_in_short_transactions_while_statements_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch by batch, each its own transaction: statements commit between them, and a
+    result that repeats an old answer meanwhile keeps it."""
+    from appliance.ledger import store
+
+    monkeypatch.setattr(store, "PURGE_BATCH", 2)
+    db = tmp_path / "ledger.db"
+    blobs = [f"answer {i}".encode() for i in range(9)]
+
+    async def main() -> int:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            for i, blob in enumerate(blobs):
+                await w.append_nowait(result(i, blob), blob)
+            await asyncio.sleep(0.01)
+            purge = asyncio.ensure_future(w.purge_recordings(utc_now()))
+            seq = 100
+            while not purge.done():  # a session going on with its statements
+                seq += 1
+                blob = blobs[0] if seq == 103 else b"-"
+                await w.append_nowait(result(seq, blob), blob)
+                await asyncio.sleep(0)
+            assert w.stats.failures == 0 and w.stats.reopens == 1
+            return await purge
+
+    gone = asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+    left = stored(db)
+    deletions = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
+    assert len(deletions) == 1 and deletions[0]["deleted"] == gone and deletions[0]["complete"]
+    # the repeated answer stays (kept, or stored again by its result), and the later one
+    assert set(left) == {hashlib.sha256(b).hexdigest() for b in (blobs[0], b"-")}
+    assert gone in (len(blobs) - 1, len(blobs))
+
+
+def test_a_purge_that_stops_says_what_went_and_leaves_the_writer_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.ledger import LedgerUnavailable, store
+
+    monkeypatch.setattr(store, "PURGE_BATCH", 1)
+    db = tmp_path / "ledger.db"
+    blobs = [b"one", b"two", b"three"]
+    last = max(hashlib.sha256(b).hexdigest() for b in blobs)  # the last the purge reaches
+
+    async def main() -> None:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            for i, blob in enumerate(blobs):
+                await w.append_nowait(result(i, blob), blob)
+            with sqlite3.connect(db) as conn:  # a deletion the database refuses
+                conn.execute(
+                    "CREATE TRIGGER keep BEFORE DELETE ON recordings WHEN old.hash = "
+                    f"'{last}' BEGIN SELECT RAISE(ABORT, 'kept for the test'); END"
+                )
+            with pytest.raises(LedgerUnavailable, match="stopped after 2 of 3"):
+                await w.purge_recordings(utc_now())
+            assert (await w.append_nowait(result(9, b"-"), b"-"))["kind"] == "result"
+            assert w.stats.failures == 0 and w.stats.reopens == 1
+
+    asyncio.run(main())
+    assert set(stored(db)) == {last, hashlib.sha256(b"-").hexdigest()}
+    done = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
+    assert len(done) == 1
+    assert (done[0]["deleted"], done[0]["complete"]) == (2, False)
+    assert "stopped after 2 of 3: kept for the test" in done[0]["reason"]
 
 
 def test_a_recording_swapped_under_a_respaced_result_fails(tmp_path: Path) -> None:
@@ -281,3 +353,44 @@ def test_a_purge_keeps_an_answer_repeated_while_it_deletes(
     asyncio.run(main())
     result_ = verify_file(db, PUBLIC)
     assert result_.ok, result_.reason
+
+
+def test_a_purge_cut_short_by_a_stop_says_what_went_and_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway stops (cancels the purge) while a batch is in hand: the batch ends,
+    the alert counts it, and the cancellation goes on (the drain waits for it)."""
+    from appliance.ledger import store
+
+    monkeypatch.setattr(store, "PURGE_BATCH", 1)
+    db = tmp_path / "ledger.db"
+    blobs = [f"answer {i}".encode() for i in range(5)]
+    real = store._purge_batch
+    purge: asyncio.Future[int] | None = None
+    batches = 0
+
+    async def stopping(*args: Any) -> tuple[int, int]:
+        nonlocal batches
+        batches += 1
+        if batches == 2 and purge is not None:
+            purge.cancel()  # the stop comes while this batch runs
+        return await real(*args)
+
+    monkeypatch.setattr(store, "_purge_batch", stopping)
+
+    async def main() -> None:
+        nonlocal purge
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            for i, blob in enumerate(blobs):
+                await w.append_nowait(result(i, blob), blob)
+            purge = asyncio.ensure_future(w.purge_recordings(utc_now()))
+            with pytest.raises(asyncio.CancelledError):
+                await purge
+
+    asyncio.run(main())
+    assert batches == 2
+    assert len(stored(db)) == 3
+    done = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
+    assert (done[0]["deleted"], done[0]["complete"]) == (2, False)
+    assert done[0]["reason"].endswith("stopped after 2 of 5: the gateway stopped")
+    assert verify_file(db, PUBLIC).ok
