@@ -56,8 +56,11 @@ tail of the ledger.
 
 Reading (``open_ledger``, ``verify_file``, ``read_head``, ``export``): plain sqlite3 with a
 read-only URI, rows streamed with ``fetchmany`` in one read transaction (a consistent
-snapshot while the gateway keeps writing). Like any WAL reader it may leave empty
-``-wal``/``-shm`` files beside the database; it never changes the database itself.
+snapshot while the gateway keeps writing); ``export``, whose reader may pause for as long
+as it likes, reads the records up to the head at its start in chunks by seq, each its own
+read transaction, so that it never keeps the gateway's WAL from starting over. Like any
+WAL reader it may leave empty ``-wal``/``-shm`` files beside the database; it never
+changes the database itself.
 """
 
 from __future__ import annotations
@@ -1415,16 +1418,20 @@ def export(
         if value is not None:
             where.append(f"{column} {op} ?")
             params.append(value)
-    sql = "SELECT seq, body FROM records"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq"
+    where.append("seq > ? AND seq <= ?")
+    sql = f"SELECT seq, body FROM records WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
 
     def bodies() -> Iterator[str]:
+        # up to the head at the start, a chunk at a time, each read a transaction of its
+        # own: a reader that pauses (a pipe nobody reads) holds no snapshot, which would
+        # keep the gateway's write-ahead log from starting over, growing without bound
         try:
-            conn.execute("BEGIN")
-            for seq, body in _rows(conn, sql, tuple(params)):
-                yield _export_line(path, seq, body)
+            end = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
+            after = 0
+            while chunk := conn.execute(sql, (*params, after, end, _FETCH)).fetchall():
+                for seq, body in chunk:
+                    yield _export_line(path, seq, body)
+                after = chunk[-1][0]
         except sqlite3.Error as exc:
             raise LedgerFileError(f"{path}: cannot read: {exc}") from None
         finally:

@@ -753,3 +753,33 @@ def test_unavailable_at_open_then_recovers(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert verify_file(db, PUBLIC).ok
+
+
+def test_a_paused_export_holds_no_snapshot_of_the_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export whose reader stops reading (a pipe nobody drains) must not keep the
+    write-ahead log from being copied back and starting over; it still gives every
+    record up to the head at its start, in order, and none after."""
+    from appliance.ledger import store
+
+    monkeypatch.setattr(store, "_FETCH", 4)
+    db = tmp_path / "ledger.db"
+
+    async def fill(first: int, count: int) -> None:
+        async with writer(db) as w:
+            for i in range(first, first + count):
+                await w.append(stmt(i))
+
+    asyncio.run(fill(0, 10))
+    lines = export(db)
+    got = [json.loads(next(lines))["seq"]]  # the export pauses here
+    asyncio.run(fill(10, 5))  # records written meanwhile, and a checkpoint at close
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        busy, frames, copied = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        other.close()
+    assert (busy, frames, copied) == (0, 0, 0)  # the WAL was copied back and emptied
+    got += [json.loads(line)["seq"] for line in lines]
+    assert got == list(range(1, 12))  # 10 statements and a checkpoint: the head at start
