@@ -157,6 +157,10 @@ SESSION_VARIABLES = frozenset(
         "explicit_defaults_for_timestamp",
         "cte_max_recursion_depth",
         "max_recursive_iterations",
+        # what frameworks set at connect (Magento, Drupal): values and checks, not reading
+        "auto_increment_increment",
+        "auto_increment_offset",
+        "innodb_strict_mode",
     }
 )
 

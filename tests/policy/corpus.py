@@ -493,6 +493,8 @@ SET_ALLOWED = _cases(
     "SET sql_mode = 'NO_BACKSLASH_ESCAPES', NAMES utf8mb4",  # one statement: nothing after
     "SET collation_connection = gbk_chinese_ci",  # the client's bytes are still utf8mb4
     "SET character_set_server = latin1",  # the default of new databases (DBD::MariaDB)
+    "SET SESSION auto_increment_increment = 1, auto_increment_offset = 1",  # Magento
+    "SET SESSION innodb_strict_mode = 1",  # Drupal
 )
 
 SET_REFUSED = [
