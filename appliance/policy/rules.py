@@ -645,24 +645,21 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
                     f"the client character set {refused} is not one the gateway can read "
                     "safely. Use SET NAMES utf8mb4",
                 )
-        if plain in CONNECTION_VARIABLES:
+        if plain in CONNECTION_VARIABLES or plain in SERVER_CHARSET_VARIABLES:
             refused = _connection_refusal(value)
             if refused is not None:
-                return _block(
-                    "charset",
-                    f"{plain} set to {refused} would make the server convert the statement "
-                    "texts that PREPARE and EXECUTE IMMEDIATE take as strings before it "
-                    "reads them, so that it could read another statement than the gateway. "
-                    "Use utf8mb4 (SET NAMES utf8mb4 sets it too)",
+                what = (
+                    "would make the server convert the statement texts that PREPARE and "
+                    "EXECUTE IMMEDIATE take as strings before it reads them"
+                    if plain in CONNECTION_VARIABLES
+                    else "would be the character set of databases created without one, "
+                    "in which texts could convert"
                 )
-        if plain in SERVER_CHARSET_VARIABLES:
-            refused = _connection_refusal(value)
-            if refused is not None:
                 return _block(
                     "charset",
-                    f"{plain} set to {refused} would be the character set of databases "
-                    "created without one, in which texts could convert so that the server "
-                    "reads another statement than the gateway. Use utf8mb4",
+                    f"{plain} set to {refused} {what}, so that the server could read "
+                    "another statement than the gateway. Use utf8mb4 (SET NAMES utf8mb4 "
+                    "sets the connection's)",
                 )
         if plain == "character_set_results":
             refused = _results_refusal(value)
