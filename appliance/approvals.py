@@ -49,6 +49,9 @@ class Outcome:
     latency_ms: float
     request_id: str | None = None
     grant_minutes: int = 0  # approved with a grant for this shape of statement
+    grant: tuple[tuple[str, str, str], Grant] | None = None
+    """The grant that comes with the approval, by (identity, target, fingerprint): it
+    counts once ``Approvals.install`` has it, after its approval record is committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +140,12 @@ class Approvals:
             return None
         return grant
 
-    def withdraw_grant(self, request_id: str) -> None:
-        """The grant that the decision on ``request_id`` installed no longer counts (its
-        approval could not be recorded)."""
-        for key, grant in list(self._grants.items()):
-            if grant.request_id == request_id:
-                del self._grants[key]
+    def install(self, outcome: Outcome) -> None:
+        """The grant that came with an approval counts from now: its approval record is
+        committed (until then, a statement of the same shape waits for a person)."""
+        if outcome.grant is not None:
+            key, grant = outcome.grant
+            self._grants[key] = grant
 
     async def request(
         self,
@@ -306,12 +309,12 @@ class Approvals:
         outcome = "approved" if verdict == "approve" else "denied"
         latency = (time.monotonic() - pending.started) * 1000
         log.info("request %s %s by %s", request_id, outcome, verified.user)
+        grant = None
         if grant_minutes and pending.grant_key is not None:
-            self._grants[pending.grant_key] = Grant(
-                verified.user, time.time() + grant_minutes * 60, request_id
-            )
+            until = time.time() + grant_minutes * 60
+            grant = (pending.grant_key, Grant(verified.user, until, request_id))
         pending.future.set_result(
-            Outcome(outcome, verified.user, reason, latency, request_id, grant_minutes)
+            Outcome(outcome, verified.user, reason, latency, request_id, grant_minutes, grant)
         )
 
     def _rejected(self, request_id: str, reason: str) -> None:

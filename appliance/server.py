@@ -1259,10 +1259,9 @@ class ClientLeg(asyncio.Protocol):
                 outcome.approver,
                 exc,
             )
-            if outcome.request_id is not None:  # nor does a grant of it count
-                approvals.withdraw_grant(outcome.request_id)
-            session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
+            session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)  # its grant never counts
         else:
+            approvals.install(outcome)  # a grant counts once its approval is recorded
             self._approvers[cmd.id] = outcome.approver
             log.info("session %d: %s approved by %s", self.id, cmd.label, outcome.approver)
             session.allow(cmd)

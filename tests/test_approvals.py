@@ -1094,6 +1094,34 @@ def test_a_decision_checked_after_its_request_ended_grants_nothing(end: str) -> 
     asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
+def test_a_grant_counts_only_once_its_approval_is_recorded() -> None:
+    """The grant was in force as the decision came, before the session had its approval
+    committed: while that write failed on a locked ledger, another session's statement of
+    the same shape ran as granted, and the ledger held no approval at all."""
+
+    async def scenario() -> None:
+        bus, tokens = _Bus(), _SlowTokens()
+        tokens.finish.set()  # the check passes at once
+        config = ApprovalsConfig(timeout_s=60.0, approver_groups=("dba",), enabled=True)
+        approvals = Approvals(config, cast(Any, bus), cast(Any, tokens))
+        sha = "cd" * 32
+        fields = {"target": "orders", "sql": "DELETE FROM t WHERE id = 1"}
+        waiting = asyncio.create_task(approvals.request(fields, "agent", sha, "fp"))
+        await bus.published.wait()
+        approve = {"v": 1, "decision": "approve", "operator": "dba@example.com"}
+        approve |= {"token": "t", "sql_sha256": sha, "grant_minutes": 5}
+        approvals._on_decision(bus.topic + "/decision", approve)
+        outcome = await waiting
+        assert outcome.verdict == "approved" and outcome.grant_minutes == 5
+        assert approvals.granted("agent", "orders", "fp") is None  # not recorded yet
+        approvals.install(outcome)  # its approval record is committed
+        grant = approvals.granted("agent", "orders", "fp")
+        assert grant is not None and grant.request_id == outcome.request_id
+        await approvals.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
 def test_a_review_in_the_gateways_first_moments_waits_for_the_broker(broker: Broker) -> None:
     """A gateway listens before its bus has reached the broker: a statement held in that
     moment waits for the first connection attempt instead of being refused as if the
