@@ -50,9 +50,12 @@ its data did reach the file, those records stay in an intact chain although thei
 were told the ledger was unavailable (and refused their statements). Locks wait at most
 ``busy_timeout``; a file system that hangs in the kernel is not bounded.
 
-``ts`` never runs backwards against ``seq``: an alert or a checkpoint the writer makes
-while records wait is stamped no later than they are, so ``export(since=...)`` gives a
-tail of the ledger.
+``ts`` never runs backwards against ``seq``, so ``export(since=...)`` gives a tail of the
+ledger. One rule, applied as each record is sealed (``_seal``): a record is stamped when it
+is queued; one the writer makes itself (an alert, a checkpoint, also one asked for with
+``checkpoint()``) when it is sealed, but no later than the first record queued after it;
+and none earlier than the record before it (should the clock be set back, records carry
+the previous ``ts`` until it catches up).
 
 Reading (``open_ledger``, ``verify_file``, ``read_head``, ``export``): plain sqlite3 with a
 read-only URI, rows streamed with ``fetchmany`` in one read transaction (a consistent
@@ -69,6 +72,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -195,7 +199,7 @@ class _Sealed:
     blobs: list[tuple[str, str, bytes]] = field(default_factory=list)
     answers: list[tuple[asyncio.Future[Record | None], Record | None]] = field(default_factory=list)
     signed: list[Record] = field(default_factory=list)  # the checkpoints among the rows
-    head: tuple[int, str, bool] = (0, GENESIS_HASH, False)  # seq, hash, is a checkpoint
+    head: tuple[int, str, bool, str] = (0, GENESIS_HASH, False, "")  # seq, hash, checkpoint?, ts
     lost: tuple[str, int] | None = None  # a records_lost alert's hash, and the losses it names
 
 
@@ -246,6 +250,7 @@ class LedgerWriter:
         self._seq = 0  # the head this writer last saw committed (0 and genesis: none)
         self._hash = GENESIS_HASH
         self._last_is_checkpoint = False
+        self._ts = ""  # the head's ts: no record is stamped earlier (see _seal)
         self._alert: dict[str, Any] | None = None
         # queued by append_nowait, until answered: nobody is told should they be lost
         self._unwaited: set[asyncio.Future[Record | None]] = set()
@@ -697,11 +702,14 @@ class LedgerWriter:
         """Chain the batch after the committed head (plus a checkpoint when asked): the
         rows to insert and each caller's answer. Nothing changes until ``_committed``."""
         seq, prev, last_is_checkpoint = self._seq, self._hash, self._last_is_checkpoint
+        last_ts = self._ts
         out = _Sealed()
         rows, blobs, answers, signed = out.rows, out.blobs, out.answers, out.signed
 
         def add(record: dict[str, Any]) -> Record:
-            nonlocal seq, prev, last_is_checkpoint
+            nonlocal seq, prev, last_is_checkpoint, last_ts
+            if record["ts"] < last_ts:  # the clock was set back: ts never runs backwards
+                record["ts"] = last_ts
             blob = record.pop(_ATTACHMENT, None)
             if blob is not None:  # stored under the SHA-256 its record names (verify checks)
                 digest = record.get("recording")
@@ -712,37 +720,38 @@ class LedgerWriter:
                 record = {k: v for k, v in record.items() if k != _ATTACHMENT}
             record["seq"] = seq + 1
             sealed, body = seal_new(record, prev)  # the writer's own dict: sealed in place
-            seq, prev = seq + 1, sealed["hash"]
+            seq, prev, last_ts = seq + 1, sealed["hash"], sealed["ts"]
             last_is_checkpoint = sealed["kind"] == "checkpoint"
             rows.append((seq, sealed["ts"], sealed["kind"], sealed.get("session"), body))
             return sealed
 
-        def sign() -> Record | None:
+        def stamp(after: int) -> str:
+            """The ts of a record the writer makes ahead of ``batch[after:]``: now, but no
+            later than the first record that follows it (in this batch, or still queued
+            for the next), stamped when it was queued: made later, sealed before it."""
+            now = utc_now()
+            for entries in (itertools.islice(batch, after, None), self._pending):
+                for record, _ in entries:
+                    if record is not None:
+                        return min(now, str(record["ts"]))
+            return now
+
+        def sign(after: int) -> Record | None:
             if seq == 0 or last_is_checkpoint:
                 return None
-            # no later than a record queued meanwhile (while the file was reopened), which
-            # the next commit places after it
-            ts = utc_now()
-            waiting = self._pending[0][0] if self._pending else None
-            if waiting is not None:
-                ts = min(ts, waiting["ts"])
-            record = add({"seq": 0, "ts": ts, **checkpoint_fields(self._key, seq, prev)})
+            fields = checkpoint_fields(self._key, seq, prev)
+            record = add({"seq": 0, "ts": stamp(after), **fields})
             signed.append(record)
             return record
 
-        # an alert goes ahead of the batch: stamped no later than its first record (made
-        # when it was queued), so that ts never runs backwards against seq
-        first = next((record["ts"] for record, _ in batch if record is not None), None)
-        now = utc_now()
-        stamp = now if first is None else min(now, first)
-        if self._alert is not None:
-            add({"seq": 0, "ts": stamp, **self._alert})
+        if self._alert is not None:  # alerts go ahead of the batch
+            add({"seq": 0, "ts": stamp(0), **self._alert})
         if self._lost:
-            lost = add({"seq": 0, "ts": stamp, **self._lost_alert()})
+            lost = add({"seq": 0, "ts": stamp(0), **self._lost_alert()})
             out.lost = (lost["hash"], len(self._lost))
-        for record, future in batch:
-            if record is None:
-                answers.append((future, sign()))
+        for at, (record, future) in enumerate(batch, 1):
+            if record is None:  # a checkpoint() asked for: it signs what came before it
+                answers.append((future, sign(at)))
                 continue
             try:
                 sealed = add(record)
@@ -752,8 +761,8 @@ class LedgerWriter:
                 continue
             answers.append((future, sealed))
         if checkpoint:
-            sign()
-        out.head = (seq, prev, last_is_checkpoint)
+            sign(len(batch))
+        out.head = (seq, prev, last_is_checkpoint, last_ts)
         return out
 
     def _committed(self, sealed: _Sealed) -> None:
@@ -774,7 +783,7 @@ class LedgerWriter:
                     self.path,
                     sealed.lost[1],
                 )
-            self._seq, self._hash, self._last_is_checkpoint = sealed.head
+            self._seq, self._hash, self._last_is_checkpoint, self._ts = sealed.head
             if checkpoints and self._direct is not None:
                 self._wal_due = True  # the loop's connection never checkpoints the WAL
             if sealed.signed and self.on_checkpoint is not None:
@@ -1072,6 +1081,8 @@ class LedgerWriter:
             await self._landed(conn, self._seq)
         self._seq, self._hash = result.last_seq, result.last_hash
         self._last_is_checkpoint = result.unsigned == 0 and result.last_seq > 0
+        ts = verifier.last_record.get("ts") if result.last_seq else None
+        self._ts = ts if isinstance(ts, str) else ""
         if not result.unsigned:
             if not self._lost:  # else the records_lost alert is due
                 self._unsigned_since = None
@@ -1408,7 +1419,9 @@ def export(
     its record; one spread over several lines is given on one.
 
     ``since`` compares with ``ts`` as text, so give it in the ledger's own form
-    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, UTC). Opening errors raise LedgerFileError at once.
+    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, UTC). It is a filter on every record, not a seek:
+    that it gives a tail rests on the writer never letting ``ts`` run backwards against
+    ``seq``. Opening errors raise LedgerFileError at once.
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")

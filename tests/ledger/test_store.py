@@ -584,6 +584,82 @@ def test_an_alert_ahead_of_queued_records_keeps_ts_in_seq_order(tmp_path: Path) 
     assert verify_file(db, PUBLIC).ok
 
 
+class Clock:
+    """``utc_now`` for the writer: a microsecond later at each call; ``back`` sets it back."""
+
+    def __init__(self) -> None:
+        self.micros = 500_000
+
+    def __call__(self) -> str:
+        self.micros += 1
+        return f"2030-01-01T00:00:00.{self.micros:06d}Z"
+
+    def back(self, micros: int) -> None:
+        self.micros -= micros
+
+
+def test_a_checkpoint_asked_for_is_stamped_no_later_than_the_records_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkpoint() (the retention purge asks for one after its recordings_purged alert)
+    shared a batch with a record queued after it and was stamped when the batch was
+    sealed, later than that record: ts ran backwards against seq, and export --since the
+    checkpoint's ts gave the records before and after that record, not a tail."""
+    from appliance.ledger import store
+
+    monkeypatch.setattr(store, "utc_now", Clock())
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            asked = asyncio.ensure_future(w.checkpoint())
+            await asyncio.sleep(0)  # asked for: queued
+            queued = w.append_nowait(stmt(1))  # a session's record meanwhile
+            signed = await asked
+            assert signed is not None and signed["seq"] == 2
+            assert (await queued) is not None
+
+    asyncio.run(main())
+    stored = rows(db)
+    assert [r["kind"] for r in stored] == ["statement", "checkpoint", "statement", "checkpoint"]
+    assert [r["ts"] for r in stored] == sorted(r["ts"] for r in stored)
+    since = [json.loads(body)["seq"] for body in export(db, since=stored[1]["ts"])]
+    assert since == [2, 3, 4]
+    assert verify_file(db, PUBLIC).ok
+
+
+def test_a_clock_set_back_does_not_run_ts_backwards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record is stamped no earlier than the one before it, also after a reopen (the
+    head's ts is read back from the file), so that export --since stays a tail."""
+    from appliance.ledger import store
+
+    clock = Clock()
+    monkeypatch.setattr(store, "utc_now", clock)
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            clock.back(1000)
+            await w.append(stmt(1))
+        clock.back(1000)
+        async with writer(db) as w:
+            await w.append(stmt(2))
+
+    asyncio.run(main())
+    stored = rows(db)
+    assert [r.get("sql") for r in stored if r["kind"] == "statement"] == [
+        "SELECT 0",
+        "SELECT 1",
+        "SELECT 2",
+    ]
+    assert [r["ts"] for r in stored] == sorted(r["ts"] for r in stored)
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_a_directory_in_place_of_the_file_refuses_then_recovers(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
 
