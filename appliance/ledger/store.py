@@ -1482,6 +1482,7 @@ class RecordingReader:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._purged: str | None = None
+        self._purged_at = 0  # the ledger's last seq when ``_purged`` was read
 
     def get(self, digest: str) -> bytes | None:
         """The recording with SHA-256 ``digest``; None when there is none, b"" when it is
@@ -1507,15 +1508,27 @@ class RecordingReader:
             return b""
         return row[0]
 
-    def purged_before(self) -> str:
+    def purged_before(self, ts: str | None = None) -> str:
         """The time before which recordings were purged for retention, as signed purge
         records say (``""`` when none did): only such a purge explains a recording that
-        is gone, as ``ledger verify`` counts them (``_Recordings``)."""
-        if self._purged is None:
-            try:
+        is gone, as ``ledger verify`` counts them (``_Recordings``).
+
+        ``ts``: the time of a result whose recording was not found. A bound read earlier
+        that does not cover it is read again if records were added since: a retention
+        purge may have run while a long export or replay was reading, and its signed
+        alert explains the recording, as ``ledger verify`` run now would say. Only then,
+        so a reader whose recordings are there never reads the purges again."""
+        try:
+            if self._purged is not None and (ts is None or ts < self._purged):
+                return self._purged
+            if self._conn is None:
+                self._conn = open_ledger(self.path)
+            last = self._conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()
+            if self._purged is None or last[0] != self._purged_at:  # taken before the read
+                self._purged_at = last[0]
                 self._purged = self._signed_purges()
-            except sqlite3.DatabaseError as exc:
-                raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
         return self._purged
 
     def _signed_purges(self) -> str:

@@ -301,6 +301,50 @@ def test_replay_says_purged_only_for_a_signed_purge(tmp_path: Path) -> None:
     assert "purged" not in problems[1].replace("no signed purge", "")
 
 
+def test_export_with_results_says_purged_for_a_purge_that_ran_while_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader kept the signed purge bound it read first: recordings that a retention
+    purge deleted while a chunked `ledger export --with-results` was paused were called
+    MISSING (edited or damaged), though a signed purge removed them and verify passes.
+    The bound is read again when a recording is not found, and only then."""
+    from appliance.ledger import store
+    from appliance.replay import with_answers
+
+    micros = iter(range(100_000, 999_999))  # every stamp later than the one before
+    monkeypatch.setattr(store, "utc_now", lambda: f"2030-01-01T00:00:00.{next(micros)}Z")
+    reads = 0
+    signed_purges = RecordingReader._signed_purges
+
+    def counted(self: RecordingReader) -> str:
+        nonlocal reads
+        reads += 1
+        return signed_purges(self)
+
+    monkeypatch.setattr(RecordingReader, "_signed_purges", counted)
+    db = tmp_path / "ledger.db"
+    now = "9999-01-01T00:00:00.000000Z"  # a time to come counts as now
+
+    async def main() -> list[dict[str, Any]]:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            await w.append_nowait(result(1, b"old"), b"old")
+            assert await w.purge_recordings(now) == 1
+            for i in (2, 3, 4):
+                await w.append_nowait(result(i, f"answer {i}".encode()), f"answer {i}".encode())
+            await w.checkpoint()
+            lines = with_answers(db, export(db))
+            read = [json.loads(next(lines))]  # result 1, purged: the bound is read
+            assert await w.purge_recordings(now) == 3  # the hourly purge, meanwhile
+            return read + [json.loads(line) for line in lines]
+
+    records = asyncio.run(main())
+    answers = [r["answer"]["problem"] for r in records if r["kind"] == "result"]
+    assert len(answers) == 4
+    assert all(a.startswith("its recording was purged (retention") for a in answers), answers
+    assert reads == 2  # once at the first, once after the purge: not for each recording
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_a_damaged_recording_page_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     from lab.clients import run_sqlgate
 
