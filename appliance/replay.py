@@ -188,11 +188,9 @@ class _Answers:
 def _missing(reader: RecordingReader, record: dict[str, Any]) -> str:
     """Why a result's recording is not there: purged for retention only when a signed
     purge record says so for the result's time (as ``ledger verify`` counts it), else
-    missing, which verify reports as the ledger's fault. The bound is read again when it
-    does not cover the result: a purge may have run since the reading began."""
-    ts = str(record.get("ts", ""))
-    before = reader.purged_before(ts)
-    if ts < before:
+    missing, which verify reports as the ledger's fault."""
+    before = reader.purged(record)
+    if before is not None:
         return f"its recording was purged (retention: recordings before {before})"
     return (
         "its recording is MISSING (no signed purge removed it: the file was edited or "

@@ -42,7 +42,11 @@ first commit that succeeds starts with a ``records_lost`` alert naming them (how
 each kind, their first and last ``ts``, their sessions and statements). A
 file that was removed or replaced is noticed by its inode; when the writer reopens a
 file that does not hold the last record it committed, the first record it writes is an
-``alert`` naming the previous head (``previous_seq``, ``previous_hash``). On every open the
+``alert`` naming the previous head (``previous_seq``, ``previous_hash``); when it finds
+unsigned records in the file that it did not write (a run that stopped before signing
+them, or anyone who can write the file, behind its back), the first record it writes is
+an ``unsigned_tail_signed`` alert naming them (``from_seq``, ``to_seq``), and only then
+does it sign them: what they say is not the gateway's word. On every open the
 writer verifies the tail after the last checkpoint (and that checkpoint's signature with
 its own key) and refuses to extend a ledger that fails, or that another key signed. After
 any failure the head is read back from the file, so should a commit report an error after
@@ -201,6 +205,8 @@ class _Sealed:
     signed: list[Record] = field(default_factory=list)  # the checkpoints among the rows
     head: tuple[int, str, bool, str] = (0, GENESIS_HASH, False, "")  # seq, hash, checkpoint?, ts
     lost: tuple[str, int] | None = None  # a records_lost alert's hash, and the losses it names
+    alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # planned, sealed
+    hashes: list[str] = field(default_factory=list)  # of every row: this writer's records
 
 
 @dataclass(slots=True)
@@ -251,7 +257,11 @@ class LedgerWriter:
         self._hash = GENESIS_HASH
         self._last_is_checkpoint = False
         self._ts = ""  # the head's ts: no record is stamped earlier (see _seal)
-        self._alert: dict[str, Any] | None = None
+        self._alerts: list[dict[str, Any]] = []  # planned: the next commit starts with them
+        # hashes of the rows of commits that failed since the file was last opened: should
+        # one have reached the file after all, its records are this writer's, not foreign
+        self._own: set[str] = set()
+        self._alerts_tried: list[tuple[str, dict[str, Any]]] = []  # sealed in a failed commit
         # queued by append_nowait, until answered: nobody is told should they be lost
         self._unwaited: set[asyncio.Future[Record | None]] = set()
         self._lost: list[_Lost] = []  # dropped, not yet named by a committed records_lost
@@ -452,13 +462,7 @@ class LedgerWriter:
         db = self._direct
         if not self._pending or self._task_busy:
             return
-        if (
-            db is None
-            or self._closing
-            or self._alert is not None
-            or self._lost
-            or not self._same_file()
-        ):
+        if db is None or self._closing or self._alerts or self._lost or not self._same_file():
             self._wake.set()
             return
         batch = self._take_batch()
@@ -471,6 +475,7 @@ class LedgerWriter:
             db.commit()
         except Exception as exc:  # the writer task tries again, and waits or reports
             log.debug("%s: commit on the loop: %s", self.path, exc)
+            self._own.update(sealed.hashes)  # it may have reached the file all the same
             try:
                 if db.in_transaction:
                     db.rollback()
@@ -721,6 +726,7 @@ class LedgerWriter:
             record["seq"] = seq + 1
             sealed, body = seal_new(record, prev)  # the writer's own dict: sealed in place
             seq, prev, last_ts = seq + 1, sealed["hash"], sealed["ts"]
+            out.hashes.append(prev)
             last_is_checkpoint = sealed["kind"] == "checkpoint"
             rows.append((seq, sealed["ts"], sealed["kind"], sealed.get("session"), body))
             return sealed
@@ -744,8 +750,8 @@ class LedgerWriter:
             signed.append(record)
             return record
 
-        if self._alert is not None:  # alerts go ahead of the batch
-            add({"seq": 0, "ts": stamp(0), **self._alert})
+        for alert in self._alerts:  # alerts go ahead of the batch
+            out.alerts.append((add({"seq": 0, "ts": stamp(0), **alert})["hash"], alert))
         if self._lost:
             lost = add({"seq": 0, "ts": stamp(0), **self._lost_alert()})
             out.lost = (lost["hash"], len(self._lost))
@@ -775,7 +781,9 @@ class LedgerWriter:
             self.stats.commits += 1
             self.stats.records += len(sealed.rows)
             self.stats.checkpoints += checkpoints
-            self._alert = None
+            del self._alerts[: len(sealed.alerts)]  # they are in the ledger now
+            self._own.clear()  # a commit after a failed one: that one never landed
+            self._alerts_tried.clear()
             if sealed.lost is not None:  # the alert names them: they are told
                 del self._lost[: sealed.lost[1]]
                 log.warning(
@@ -859,8 +867,11 @@ class LedgerWriter:
         hashes: dict[int, str] = {}
         if sealed is not None:
             hashes = {id(f): r["hash"] for f, r in sealed.answers if r is not None}
-        if sealed is not None and sealed.lost is not None:
-            self._lost_alerts.append(sealed.lost)
+        if sealed is not None:
+            self._own.update(sealed.hashes)  # the commit may have reached the file after all
+            self._alerts_tried += sealed.alerts
+            if sealed.lost is not None:
+                self._lost_alerts.append(sealed.lost)
         for record, future in batch:
             unwaited = future in self._unwaited
             self._unwaited.discard(future)
@@ -917,8 +928,9 @@ class LedgerWriter:
     async def _landed(self, conn: aiosqlite.Connection, after: int) -> None:
         """Records of a write that failed may still have reached the file (a commit that
         reported an error after its data was written): those are not lost, and neither
-        are the losses a records_lost alert that reached it names."""
-        if not self._lost and not self._lost_alerts:
+        are the losses a records_lost alert that reached it names, nor is an alert that
+        reached it still to be written."""
+        if not self._lost and not self._lost_alerts and not self._alerts_tried:
             return
         landed = {
             str(row[0])
@@ -930,6 +942,9 @@ class LedgerWriter:
         self._lost_alerts.clear()
         del self._lost[:told]
         self._lost = [e for e in self._lost if e.hash is None or e.hash not in landed]
+        written = [alert for digest, alert in self._alerts_tried if digest in landed]
+        self._alerts = [a for a in self._alerts if not any(a is w for w in written)]
+        self._alerts_tried.clear()
 
     # -- the connection ----------------------------------------------------------------
 
@@ -1063,12 +1078,14 @@ class LedgerWriter:
         start = int(row[0]) if row else 1
         after_hash = None if row else GENESIS_HASH  # the checkpoint's signature anchors it
         verifier = Verifier(self._public_key, after_seq=start - 1, after_hash=after_hash)
+        tail: list[tuple[int, str]] = []  # seq and hash of each record from that checkpoint
         async with conn.execute(
             "SELECT seq, body FROM records WHERE seq >= ? ORDER BY seq", (start,)
         ) as cursor:
             async for seq, body in cursor:
                 if not verifier.feed_body(body, seq):
                     break
+                tail.append((seq, str(verifier.last_record.get("hash"))))
         result = verifier.result()
         if not result.ok:
             raise LedgerFileError(
@@ -1076,9 +1093,20 @@ class LedgerWriter:
                 "extend it: check it with 'sqlgate ledger verify', then move it aside"
             )
         first_open = self._seq == 0
-        await self._check_continuity(conn, result)
+        mine = self._seq if await self._check_continuity(conn, result) else 0
         if result.last_seq > self._seq:
             await self._landed(conn, self._seq)
+        # unsigned records this writer did not write (its own are up to its head, or in a
+        # commit that failed but reached the file): whoever added them, they get signed
+        # below, so the ledger says first that they were found, not written, by this run
+        signed_through = result.last_checkpoint_seq or 0
+        foreign = [
+            seq
+            for seq, digest in tail
+            if seq > signed_through and seq > mine and digest not in self._own
+        ]
+        self._own.clear()  # what failed before this open either is in the file or never was
+        self._alerts_tried.clear()
         self._seq, self._hash = result.last_seq, result.last_hash
         self._last_is_checkpoint = result.unsigned == 0 and result.last_seq > 0
         ts = verifier.last_record.get("ts") if result.last_seq else None
@@ -1086,25 +1114,43 @@ class LedgerWriter:
         if not result.unsigned:
             if not self._lost:  # else the records_lost alert is due
                 self._unsigned_since = None
-        elif self._unsigned_since is None:  # left unsigned by a crash: sign it at once
+        elif self._unsigned_since is None or foreign:  # sign it at once
             self._unsigned_since = time.monotonic() - self._interval
-            if first_open and self._alert is None:  # said in the ledger, before it is signed
-                first = result.last_seq - result.unsigned + 1
-                self._alert = {
-                    "kind": "alert",
-                    "alert": "unsigned_tail_signed",
-                    "session": None,
-                    "reason": f"records {first} to {result.last_seq} came after the last "
-                    "checkpoint when this run started (written by a run that stopped before "
-                    "signing them, or added to the file since): signed now, after this alert",
-                    "from_seq": first,
-                    "to_seq": result.last_seq,
-                }
+        if foreign:
+            self._alerts.append(self._unsigned_tail_alert(foreign[0], foreign[-1], first_open))
 
-    async def _check_continuity(self, conn: aiosqlite.Connection, tail: VerifyResult) -> None:
-        """Plan an alert when the file does not hold the last record this writer committed."""
-        if self._seq == 0 or self._alert is not None:
-            return
+    def _unsigned_tail_alert(self, first: int, last: int, first_open: bool) -> dict[str, Any]:
+        """The ``unsigned_tail_signed`` alert naming records ``first`` to ``last``, which
+        this writer found unsigned and did not write, and which it signs after it: what
+        they say counts for no more than their having been in the file (a forged
+        ``recordings_purged`` alert among them excuses nothing; see ``_Retention``)."""
+        if first_open:
+            why = (
+                "came after the last checkpoint when this run started (written by a run that "
+                "stopped before signing them, or added to the file since)"
+            )
+        else:
+            why = (
+                "were found unsigned in the file and not written by this gateway (something "
+                "else added them while it ran, or they came with a file that replaced it)"
+            )
+            log.error(
+                "%s: records %d to %d were not written by this gateway", self.path, first, last
+            )
+        return {
+            "kind": "alert",
+            "alert": "unsigned_tail_signed",
+            "session": None,
+            "reason": f"records {first} to {last} {why}: signed now, after this alert",
+            "from_seq": first,
+            "to_seq": last,
+        }
+
+    async def _check_continuity(self, conn: aiosqlite.Connection, tail: VerifyResult) -> bool:
+        """Whether the file holds the last record this writer committed (trivially so
+        before its first); when it does not, plan an alert naming that record."""
+        if self._seq == 0:
+            return True
         seq, digest = self._seq, self._hash
         found = None
         if seq <= tail.last_seq:
@@ -1114,19 +1160,22 @@ class LedgerWriter:
             except (ValueError, AttributeError):
                 found = None
         if found == digest:
-            return
+            return True
         log.error(
             "%s: the ledger no longer holds record %d that this gateway wrote", self.path, seq
         )
-        self._alert = {
-            "kind": "alert",
-            "alert": "ledger_replaced",
-            "session": None,
-            "reason": f"the ledger file was removed, replaced or rolled back: it does not hold "
-            f"record {seq} written before (it ends at seq {tail.last_seq})",
-            "previous_seq": seq,
-            "previous_hash": digest,
-        }
+        self._alerts.append(
+            {
+                "kind": "alert",
+                "alert": "ledger_replaced",
+                "session": None,
+                "reason": f"the ledger file was removed, replaced or rolled back: it does not "
+                f"hold record {seq} written before (it ends at seq {tail.last_seq})",
+                "previous_seq": seq,
+                "previous_hash": digest,
+            }
+        )
+        return False
 
 
 async def _row(
@@ -1321,7 +1370,7 @@ def verify_file(
                     seq,
                 )
                 break
-            if '"recording":"' in body or '"recordings_purged"' in body:
+            if '"recording":"' in body or _Retention.mentions(body):
                 recordings.note(seq, body)
         else:
             problem = recordings.check(verifier.result().last_checkpoint_seq)
@@ -1334,24 +1383,99 @@ def verify_file(
     return verifier.result()
 
 
+_RETENTION_MARKS = ('"recordings_purged"', '"unsigned_tail_signed"')
+"""Text that the body of an alert ``_Retention`` reads holds (a cheap test before parsing)."""
+
+
+@dataclass(slots=True)
+class _Excuses:
+    """What the retention records explain, for results by their ``ts``: a missing
+    recording of a result before ``full`` was purged. ``refused``: the bound and the why
+    of each purge record that explains nothing (for the message of a missing one)."""
+
+    full: str = ""
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+    def explains(self, ts: str) -> str | None:
+        """The bound of the purge that explains a missing recording of a result at
+        ``ts`` (None: none does, the recording was deleted by someone else)."""
+        return self.full if ts < self.full else None
+
+    def missing(self, ts: str) -> str:
+        """Why a missing recording of a result at ``ts`` is the ledger's fault."""
+        whys = [why for bound, why in self.refused if ts < bound]
+        if "after the fact" in whys:
+            return (
+                "the recording of this result is missing (and was not purged: the purge "
+                "record before its time was signed after the fact, after an "
+                "unsigned_tail_signed alert, so anyone could have written it)"
+            )
+        if "unsigned" in whys:
+            return (
+                "the recording of this result is missing (and was not purged by a signed "
+                "purge record)"
+            )
+        return "the recording of this result is missing (and was not purged)"
+
+
+class _Retention:
+    """The retention records of a ledger, as ``verify`` and replay honour them (one rule
+    for both). A ``recordings_purged`` alert explains the missing recordings of results
+    before its bound (``before``, or its own time if earlier) only when the gateway
+    signed it as it wrote it: a checkpoint follows it, and no ``unsigned_tail_signed``
+    alert names it. Anyone who can write the file can append a chained alert; the
+    gateway then signs it after the fact, after such an alert, and it excuses nothing."""
+
+    def __init__(self) -> None:
+        self.purges: list[tuple[int, str]] = []  # (seq, bound) of each purge alert
+        self.tails: list[tuple[int, int]] = []  # ranges signed after the fact
+
+    @staticmethod
+    def mentions(body: str) -> bool:
+        """Whether a stored body may be an alert that ``note`` reads."""
+        return any(mark in body for mark in _RETENTION_MARKS)
+
+    def note(self, seq: int, record: Mapping[str, Any]) -> None:
+        """Take in one record (any kind; only the alerts above count)."""
+        if record.get("kind") != "alert":
+            return
+        alert = record.get("alert")
+        if alert == "recordings_purged":
+            before, ts = record.get("before"), record.get("ts")
+            if isinstance(before, str):
+                self.purges.append((seq, min(before, ts) if isinstance(ts, str) else before))
+        elif alert == "unsigned_tail_signed":
+            first, last = record.get("from_seq"), record.get("to_seq")
+            if type(first) is int and type(last) is int:
+                self.tails.append((first, last))
+
+    def excuses(self, signed_through: int | None) -> _Excuses:
+        """What the purges explain; ``signed_through``: the seq of the last checkpoint."""
+        out = _Excuses()
+        for seq, bound in self.purges:
+            if seq >= (signed_through or 0):
+                out.refused.append((bound, "unsigned"))
+            elif any(first <= seq <= last for first, last in self.tails):
+                out.refused.append((bound, "after the fact"))
+            else:
+                out.full = max(out.full, bound)
+        return out
+
+
 class _Recordings:
     """Session recordings against the hashes their result records carry: each must be
-    there and unchanged, unless a ``recordings_purged`` alert removed it. Only a signed
-    alert counts (a checkpoint after it), and only for results before its own time:
-    anyone with write access to the file could append an unsigned one."""
+    there and unchanged, unless a purge that ``_Retention`` honours removed it."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.missing: list[tuple[int, str]] = []  # (seq, ts) of results without their blob
-        self.purges: list[tuple[int, str]] = []  # (seq, bound) of each purge alert
+        self.retention = _Retention()
         self.bad: tuple[int, str] | None = None
 
     def note(self, seq: int, body: str) -> None:
         record = json.loads(body)
-        if record.get("kind") == "alert" and record.get("alert") == "recordings_purged":
-            before, ts = record.get("before"), record.get("ts")
-            if isinstance(before, str) and isinstance(ts, str):
-                self.purges.append((seq, min(before, ts)))
+        if record.get("kind") == "alert":
+            self.retention.note(seq, record)
             return
         digest = record.get("recording")
         if record.get("kind") != "result" or not isinstance(digest, str) or self.bad:
@@ -1371,14 +1495,10 @@ class _Recordings:
         """The first bad recording; ``signed_through``: the seq of the last checkpoint."""
         if self.bad is not None:
             return self.bad
-        signed = [before for seq, before in self.purges if seq < (signed_through or 0)]
-        purged_before = max(signed, default="")
+        excuses = self.retention.excuses(signed_through)
         for seq, ts in self.missing:
-            if ts >= purged_before:
-                unsigned = len(signed) < len(self.purges)
-                return seq, "the recording of this result is missing (and was not purged" + (
-                    " by a signed purge record)" if unsigned else ")"
-                )
+            if excuses.explains(ts) is None:
+                return seq, excuses.missing(ts)
         return None
 
 
@@ -1481,8 +1601,7 @@ class RecordingReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._purged: str | None = None
-        self._purged_at = 0  # the ledger's last seq when ``_purged`` was read
+        self._excuses: _Excuses | None = None
 
     def get(self, digest: str) -> bytes | None:
         """The recording with SHA-256 ``digest``; None when there is none, b"" when it is
@@ -1508,51 +1627,37 @@ class RecordingReader:
             return b""
         return row[0]
 
-    def purged_before(self, ts: str | None = None) -> str:
-        """The time before which recordings were purged for retention, as signed purge
-        records say (``""`` when none did): only such a purge explains a recording that
-        is gone, as ``ledger verify`` counts them (``_Recordings``).
+    def purged(self, record: Mapping[str, Any]) -> str | None:
+        """For a result whose recording is gone: the bound of the retention purge that
+        removed it (None: none did, the ledger's fault), as ``ledger verify`` counts it
+        (``_Retention``, one rule for both)."""
+        if self._excuses is None:
+            try:
+                self._excuses = self._retention()
+            except sqlite3.DatabaseError as exc:
+                raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
+        return self._excuses.explains(str(record.get("ts", "")))
 
-        ``ts``: the time of a result whose recording was not found. A bound read earlier
-        that does not cover it is read again if records were added since: a retention
-        purge may have run while a long export or replay was reading, and its signed
-        alert explains the recording, as ``ledger verify`` run now would say. Only then,
-        so a reader whose recordings are there never reads the purges again."""
-        try:
-            if self._purged is not None and (ts is None or ts < self._purged):
-                return self._purged
-            if self._conn is None:
-                self._conn = open_ledger(self.path)
-            last = self._conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()
-            if self._purged is None or last[0] != self._purged_at:  # taken before the read
-                self._purged_at = last[0]
-                self._purged = self._signed_purges()
-        except sqlite3.DatabaseError as exc:
-            raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
-        return self._purged
-
-    def _signed_purges(self) -> str:
+    def _retention(self) -> _Excuses:
         if self._conn is None:
             self._conn = open_ledger(self.path)
         head = self._conn.execute(
             "SELECT max(seq) FROM records WHERE json_extract(body, '$.kind') = 'checkpoint'"
         ).fetchone()
         signed_through = head[0] if head and head[0] is not None else 0
-        bounds = [""]
-        for _, body in self._conn.execute(
-            "SELECT seq, body FROM records WHERE seq < ? AND body LIKE ?",
-            (signed_through, '%"recordings_purged"%'),
+        retention = _Retention()
+        marks = " OR ".join("body LIKE ?" for _ in _RETENTION_MARKS)
+        for seq, body in self._conn.execute(
+            f"SELECT seq, body FROM records WHERE {marks} ORDER BY seq",
+            tuple(f"%{mark}%" for mark in _RETENTION_MARKS),
         ):
             try:
                 record = json.loads(body)
             except (ValueError, RecursionError, TypeError):
                 continue
-            if not isinstance(record, dict) or record.get("alert") != "recordings_purged":
-                continue
-            before, ts = record.get("before"), record.get("ts")
-            if isinstance(before, str):
-                bounds.append(min(before, ts) if isinstance(ts, str) else before)
-        return max(bounds)
+            if isinstance(record, dict):
+                retention.note(seq, record)
+        return retention.excuses(signed_through)
 
     def close(self) -> None:
         if self._conn is not None:

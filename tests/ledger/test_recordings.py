@@ -5,16 +5,19 @@ only after a ``recordings_purged`` alert says so."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from appliance.ledger import LedgerWriter
-from appliance.ledger.chain import generate_key, seal_with_body, utc_now
+from appliance.ledger import LedgerUnavailable, LedgerWriter
+from appliance.ledger.chain import generate_key, private_key_pem, seal_with_body, utc_now
 from appliance.ledger.store import RecordingReader, export, verify_file
 
 KEY = generate_key()
@@ -172,6 +175,126 @@ def test_an_appended_unsigned_purge_excuses_no_deleted_recording(tmp_path: Path)
     assert result.reason == (
         "the recording of this result is missing (and was not purged by a signed purge record)"
     )
+
+
+FORGED_PURGE = {
+    "kind": "alert",
+    "alert": "recordings_purged",
+    "reason": "retention",
+    "before": "2099-01-01T00:00:00.000000Z",
+}
+AFTER_THE_FACT = (
+    "the recording of this result is missing (and was not purged: the purge record before "
+    "its time was signed after the fact, after an unsigned_tail_signed alert, so anyone "
+    "could have written it)"
+)
+
+
+def _tail_alerts(db: Path) -> list[tuple[int, int]]:
+    return [
+        (r["from_seq"], r["to_seq"])
+        for r in map(json.loads, export(db))
+        if r.get("alert") == "unsigned_tail_signed"
+    ]
+
+
+def test_a_purge_appended_while_the_gateway_runs_excuses_nothing(tmp_path: Path) -> None:
+    """Someone who can write the file (no signing key) appended a chained purge alert and
+    deleted the recordings while the gateway ran: its next commit collided, it reopened
+    the file and signed the alert with its next checkpoint, saying nothing, and verify
+    honoured the forged purge. Now an unsigned_tail_signed alert names it before it is
+    signed, and a purge it names excuses nothing (verify, replay)."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            for i, blob in enumerate([b"first", b"second"], 1):
+                await w.append_nowait(result(i, blob), blob)
+            await w.checkpoint()
+            with sqlite3.connect(db) as conn:
+                conn.execute("DELETE FROM recordings")
+            conn.close()
+            _append_chained(db, FORGED_PURGE)
+            for _ in range(2):  # the gateway goes on; its first statement collides
+                with contextlib.suppress(LedgerUnavailable):
+                    await w.append({"kind": "session_end", "session": "s2", "reason": "quit"})
+            assert w.stats.failures == 1
+
+    asyncio.run(main())
+    assert _tail_alerts(db) == [(4, 4)]  # the forged purge, signed after this alert
+    result_ = verify_file(db, PUBLIC)
+    assert not result_.ok and result_.first_bad_seq == 1
+    assert result_.reason == AFTER_THE_FACT
+    assert all(str(p).startswith("its recording is MISSING") for p in _replayed_problems(db))
+
+
+def test_a_purge_appended_to_a_stopped_ledger_excuses_nothing_once_signed(
+    tmp_path: Path,
+) -> None:
+    """The same with the gateway stopped: the next start signed the forged purge after an
+    unsigned_tail_signed alert, and verify honoured it all the same."""
+    db = tmp_path / "ledger.db"
+    ledger(db, [b"first", b"second"])  # closed: a checkpoint signs both results
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM recordings")
+    conn.close()
+    _append_chained(db, FORGED_PURGE)
+    ledger(db, [])  # the next start signs it
+    assert _tail_alerts(db) == [(4, 4)]
+    result_ = verify_file(db, PUBLIC)
+    assert not result_.ok and result_.first_bad_seq == 1
+    assert result_.reason == AFTER_THE_FACT
+    assert all(str(p).startswith("its recording is MISSING") for p in _replayed_problems(db))
+
+
+CRASH_IN_PURGE = """
+import asyncio, hashlib, os, sys
+from appliance.ledger import LedgerWriter, load_private_key
+from appliance.ledger.chain import utc_now
+
+async def main():
+    w = LedgerWriter(sys.argv[1], load_private_key(sys.argv[2]), checkpoint_interval=3600)
+    await w.open()
+    for i, blob in enumerate([b"old one", b"old two"]):
+        digest = hashlib.sha256(blob).hexdigest()
+        fields = {"kind": "result", "session": "s1", "statement_seq": i, "recording": digest}
+        await w.append_nowait(fields, blob)
+    await w.checkpoint()
+
+    async def crash():  # like kill -9 once the purge's alert is committed, unsigned
+        os._exit(0)
+
+    w.checkpoint = crash
+    await w.purge_recordings(utc_now())
+
+asyncio.run(main())
+"""
+
+
+def test_a_purge_cut_by_a_crash_before_its_checkpoint_is_done_again(tmp_path: Path) -> None:
+    """A purge alert left unsigned by a crash is signed at the next start after an
+    unsigned_tail_signed alert, so it excuses nothing; but nothing went (the recordings go
+    only once it is signed), and the next purge deletes them under its own signed alert."""
+    key_file = tmp_path / "ledger.key"
+    key_file.write_bytes(private_key_pem(KEY))
+    db = tmp_path / "ledger.db"
+    args = [sys.executable, "-c", CRASH_IN_PURGE, str(db), str(key_file)]
+    subprocess.run(args, check=True, timeout=60)
+    assert len(stored(db)) == 2
+    assert verify_file(db, PUBLIC).ok
+
+    async def main() -> int:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            return await w.purge_recordings(utc_now())
+
+    assert asyncio.run(main()) == 2
+    assert _tail_alerts(db) == [(4, 4)]  # the first purge's alert
+    assert stored(db) == {}
+    result_ = verify_file(db, PUBLIC)
+    assert result_.ok, result_.reason
+    problems = _replayed_problems(db)
+    assert len(problems) == 2
+    assert all(str(p).startswith("its recording was purged") for p in problems)
 
 
 def test_a_purge_is_signed_before_the_recordings_go(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ place, a lock) from which the writer recovers by itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -20,7 +21,14 @@ from typing import Any
 import pytest
 
 from appliance.ledger import LedgerFileError, LedgerUnavailable, LedgerWriter
-from appliance.ledger.chain import canonical_json, generate_key, key_id, private_key_pem
+from appliance.ledger.chain import (
+    canonical_json,
+    generate_key,
+    key_id,
+    private_key_pem,
+    seal_with_body,
+    utc_now,
+)
 from appliance.ledger.store import export, open_ledger, read_head, verify_file
 
 KEY = generate_key()
@@ -657,6 +665,110 @@ def test_a_clock_set_back_does_not_run_ts_backwards(
         "SELECT 2",
     ]
     assert [r["ts"] for r in stored] == sorted(r["ts"] for r in stored)
+    assert verify_file(db, PUBLIC).ok
+
+
+def append_behind(db: Path, fields: dict[str, Any]) -> int:
+    """Append a chained, unsigned record as anyone who can write the file could (no
+    signing key), behind a writer's back; its seq."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        seq, body = conn.execute("SELECT seq, body FROM records ORDER BY seq DESC").fetchone()
+        record = {"seq": seq + 1, "ts": utc_now(), **fields}
+        sealed, text = seal_with_body(record, json.loads(body)["hash"])
+        conn.execute(
+            "INSERT INTO records (seq, ts, kind, session, body) VALUES (?, ?, ?, ?, ?)",
+            (sealed["seq"], sealed["ts"], sealed["kind"], sealed.get("session"), text),
+        )
+    return int(sealed["seq"])
+
+
+class LandsThenFails:
+    """The writer's connection, whose next commit reaches the file and then reports an
+    error (as a commit may after its data was written)."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+        self.armed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def commit(self) -> None:
+        self.real.commit()
+        if self.armed:
+            self.armed = False
+            raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_records_added_behind_the_writer_are_named_before_it_signs_them(tmp_path: Path) -> None:
+    """A record appended to the file behind the running gateway (chained, unsigned) made
+    its next commit fail; it reopened the file and signed the record with its next
+    checkpoint, saying nothing. Now an unsigned_tail_signed alert names exactly the
+    records it did not write: not its own commit that failed but reached the file."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> int:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            await w.checkpoint()  # seq 2
+            assert w._direct is not None
+            w._direct = LandsThenFails(w._direct)  # type: ignore[assignment]
+            with pytest.raises(LedgerUnavailable):
+                await w.append(stmt(1))  # seq 3: in the file all the same
+            added = append_behind(db, {"kind": "session_end", "session": "s9", "reason": "x"})
+            record = await w.append(stmt(2))
+            assert record["seq"] == added + 2  # after the alert
+            return added
+
+    added = asyncio.run(main())
+    stored = rows(db)
+    assert [r["kind"] for r in stored] == [
+        "statement",
+        "checkpoint",
+        "statement",
+        "session_end",
+        "alert",
+        "statement",
+        "checkpoint",
+    ]
+    alert = stored[added]
+    assert alert["alert"] == "unsigned_tail_signed"
+    assert (alert["from_seq"], alert["to_seq"]) == (added, added) == (4, 4)
+    assert verify_file(db, PUBLIC).ok
+
+
+def test_a_file_with_an_unsigned_tail_in_place_of_the_ledger_gets_both_alerts(
+    tmp_path: Path,
+) -> None:
+    """The writer planned one alert at a time: the ledger_replaced alert for a file put in
+    place of the ledger left no room to say that the file's unsigned tail, which the
+    writer then signed, was not its own."""
+    other = tmp_path / "other.db"
+
+    async def make_other() -> None:
+        async with writer(other) as w:
+            await w.append(stmt(100))
+
+    asyncio.run(make_other())
+    added = append_behind(other, stmt(101))
+    directory = tmp_path / "ledger"
+    directory.mkdir()
+    db = directory / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            shutil.rmtree(directory)
+            await timed_failure(w, stmt(1))
+            directory.mkdir()
+            shutil.copy(other, db)
+            await w.append(stmt(2))
+
+    asyncio.run(main())
+    alerts = [r for r in rows(db) if r["kind"] == "alert"]
+    assert [a["alert"] for a in alerts] == ["ledger_replaced", "unsigned_tail_signed"]
+    assert alerts[0]["previous_seq"] == 1
+    assert (alerts[1]["from_seq"], alerts[1]["to_seq"]) == (added, added)
     assert verify_file(db, PUBLIC).ok
 
 
