@@ -186,9 +186,9 @@ class _Answers:
 
 
 def _missing(reader: RecordingReader, record: dict[str, Any]) -> str:
-    """Why a result's recording is not there: purged for retention only when a signed
-    purge record says so for the result's time (as ``ledger verify`` counts it), else
-    missing, which verify reports as the ledger's fault."""
+    """Why a result's recording is not there: purged for retention only when a purge
+    that ``ledger verify`` honours explains it (signed as it was written, before the
+    result's time, within what it deleted), else missing, the ledger's fault."""
     before = reader.purged(record)
     if before is not None:
         return f"its recording was purged (retention: recordings before {before})"

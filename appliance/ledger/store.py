@@ -1383,23 +1383,55 @@ def verify_file(
     return verifier.result()
 
 
-_RETENTION_MARKS = ('"recordings_purged"', '"unsigned_tail_signed"')
+_RETENTION_MARKS = ('"recordings_purged"', '"recordings_deleted"', '"unsigned_tail_signed"')
 """Text that the body of an alert ``_Retention`` reads holds (a cheap test before parsing)."""
+
+_Missing = tuple[int, str, str]  # a result whose recording is gone: seq, ts, recording
 
 
 @dataclass(slots=True)
 class _Excuses:
-    """What the retention records explain, for results by their ``ts``: a missing
-    recording of a result before ``full`` was purged. ``refused``: the bound and the why
-    of each purge record that explains nothing (for the message of a missing one)."""
+    """What the retention records explain. A missing recording of a result before
+    ``full`` was purged (by a purge that finished, or said nothing of how it went); each
+    purge that stopped part way (``limited``: its bound and how many it deleted) explains
+    at most that many distinct recordings of results before its bound, beyond those.
+    ``refused``: the bound and the why of each purge record that explains nothing."""
 
     full: str = ""
+    limited: list[tuple[str, int]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
 
-    def explains(self, ts: str) -> str | None:
-        """The bound of the purge that explains a missing recording of a result at
-        ``ts`` (None: none does, the recording was deleted by someone else)."""
-        return self.full if ts < self.full else None
+    def window(self) -> tuple[str, str] | None:
+        """The ``ts`` (from, to) of the results whose missing recordings only a purge that
+        stopped part way may explain: ``explain`` needs all of those (None: no such)."""
+        top = max((bound for bound, _ in self.limited), default="")
+        return (self.full, top) if top > self.full else None
+
+    def explain(self, missing: list[_Missing]) -> dict[int, str]:
+        """The missing recordings that purges explain: the seq of each result, and the
+        bound of its purge. A purge that stopped part way is charged once per recording
+        (the same answer under several results went once), the earliest results first,
+        each to the purge with the smallest bound after it, which leaves the others for
+        later results: which ones it deleted is not recorded, only how many."""
+        left = [deleted for _, deleted in self.limited]
+        order = sorted(range(len(self.limited)), key=lambda i: self.limited[i][0])
+        charged: dict[str, set[int]] = {}  # a recording -> the purges it was charged to
+        out: dict[int, str] = {}
+        for seq, ts, digest in sorted(missing, key=lambda m: (m[1], m[0])):
+            if ts < self.full:
+                out[seq] = self.full
+                continue
+            after = [i for i in order if ts < self.limited[i][0]]
+            done = charged.get(digest, set())
+            purge = next((i for i in after if i in done), None)
+            if purge is None:
+                purge = next((i for i in after if left[i] > 0), None)
+                if purge is None:
+                    continue
+                left[purge] -= 1
+                charged.setdefault(digest, set()).add(purge)
+            out[seq] = self.limited[purge][0]
+        return out
 
     def missing(self, ts: str) -> str:
         """Why a missing recording of a result at ``ts`` is the ledger's fault."""
@@ -1415,6 +1447,12 @@ class _Excuses:
                 "the recording of this result is missing (and was not purged by a signed "
                 "purge record)"
             )
+        if any(ts < bound for bound, _ in self.limited):
+            return (
+                "the recording of this result is missing (and was not purged: the purge "
+                "before its time stopped part way, and more recordings are missing than "
+                "its recordings_deleted alert says it deleted)"
+            )
         return "the recording of this result is missing (and was not purged)"
 
 
@@ -1424,10 +1462,17 @@ class _Retention:
     before its bound (``before``, or its own time if earlier) only when the gateway
     signed it as it wrote it: a checkpoint follows it, and no ``unsigned_tail_signed``
     alert names it. Anyone who can write the file can append a chained alert; the
-    gateway then signs it after the fact, after such an alert, and it excuses nothing."""
+    gateway then signs it after the fact, after such an alert, and it excuses nothing.
+
+    The ``recordings_deleted`` alert after a purge (the same ``before``) says how it
+    went: one with ``complete`` false limits the purge to the ``deleted`` recordings it
+    counts (the rest were left, and may not go unnoticed). It needs no signature: a
+    forged one can only limit a purge further, as ``complete`` true changes nothing
+    against a purge that said nothing (a crash, or a ledger from before the alert)."""
 
     def __init__(self) -> None:
-        self.purges: list[tuple[int, str]] = []  # (seq, bound) of each purge alert
+        self.purges: list[tuple[int, str, str]] = []  # seq, before, bound of each purge
+        self.outcomes: list[tuple[int, str, int | None]] = []  # seq, before, deleted if cut
         self.tails: list[tuple[int, int]] = []  # ranges signed after the fact
 
     @staticmethod
@@ -1439,11 +1484,17 @@ class _Retention:
         """Take in one record (any kind; only the alerts above count)."""
         if record.get("kind") != "alert":
             return
-        alert = record.get("alert")
+        alert, before = record.get("alert"), record.get("before")
         if alert == "recordings_purged":
-            before, ts = record.get("before"), record.get("ts")
+            ts = record.get("ts")
             if isinstance(before, str):
-                self.purges.append((seq, min(before, ts) if isinstance(ts, str) else before))
+                bound = min(before, ts) if isinstance(ts, str) else before
+                self.purges.append((seq, before, bound))
+        elif alert == "recordings_deleted":
+            if isinstance(before, str):
+                deleted = record.get("deleted")
+                cut = deleted if type(deleted) is int and deleted >= 0 else 0
+                self.outcomes.append((seq, before, None if record.get("complete") is True else cut))
         elif alert == "unsigned_tail_signed":
             first, last = record.get("from_seq"), record.get("to_seq")
             if type(first) is int and type(last) is int:
@@ -1452,11 +1503,22 @@ class _Retention:
     def excuses(self, signed_through: int | None) -> _Excuses:
         """What the purges explain; ``signed_through``: the seq of the last checkpoint."""
         out = _Excuses()
-        for seq, bound in self.purges:
+        honoured: list[tuple[int, str, str]] = []
+        for seq, before, bound in self.purges:
             if seq >= (signed_through or 0):
                 out.refused.append((bound, "unsigned"))
             elif any(first <= seq <= last for first, last in self.tails):
                 out.refused.append((bound, "after the fact"))
+            else:
+                honoured.append((seq, before, bound))
+        cut: dict[int, int] = {}  # a purge's seq -> at most how many it deleted
+        for seq, before, deleted in self.outcomes:
+            purge = next((p for p, b, _ in reversed(honoured) if p < seq and b == before), None)
+            if purge is not None and deleted is not None:
+                cut[purge] = min(cut.get(purge, deleted), deleted)
+        for seq, _, bound in honoured:
+            if seq in cut:
+                out.limited.append((bound, cut[seq]))
             else:
                 out.full = max(out.full, bound)
         return out
@@ -1468,7 +1530,7 @@ class _Recordings:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.missing: list[tuple[int, str]] = []  # (seq, ts) of results without their blob
+        self.missing: list[_Missing] = []  # the results without their recording
         self.retention = _Retention()
         self.bad: tuple[int, str] | None = None
 
@@ -1487,7 +1549,7 @@ class _Recordings:
         except sqlite3.OperationalError:  # a ledger without the table
             row = None
         if row is None:
-            self.missing.append((seq, str(record.get("ts", ""))))
+            self.missing.append((seq, str(record.get("ts", "")), digest))
         elif not isinstance(row[0], bytes) or hashlib.sha256(row[0]).hexdigest() != digest:
             self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
 
@@ -1496,8 +1558,9 @@ class _Recordings:
         if self.bad is not None:
             return self.bad
         excuses = self.retention.excuses(signed_through)
-        for seq, ts in self.missing:
-            if excuses.explains(ts) is None:
+        explained = excuses.explain(self.missing)
+        for seq, ts, _ in self.missing:
+            if seq not in explained:
                 return seq, excuses.missing(ts)
         return None
 
@@ -1602,6 +1665,7 @@ class RecordingReader:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._excuses: _Excuses | None = None
+        self._explained: dict[int, str] | None = None  # results that a cut purge explains
 
     def get(self, digest: str) -> bytes | None:
         """The recording with SHA-256 ``digest``; None when there is none, b"" when it is
@@ -1631,12 +1695,40 @@ class RecordingReader:
         """For a result whose recording is gone: the bound of the retention purge that
         removed it (None: none did, the ledger's fault), as ``ledger verify`` counts it
         (``_Retention``, one rule for both)."""
-        if self._excuses is None:
-            try:
+        ts = str(record.get("ts", ""))
+        try:
+            if self._excuses is None:
                 self._excuses = self._retention()
-            except sqlite3.DatabaseError as exc:
-                raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
-        return self._excuses.explains(str(record.get("ts", "")))
+            excuses = self._excuses
+            if ts < excuses.full:
+                return excuses.full
+            window = excuses.window()
+            if window is None or ts >= window[1]:
+                return None
+            if self._explained is None:  # as verify counts them: all of them, once
+                self._explained = excuses.explain(self._missing(window))
+        except sqlite3.DatabaseError as exc:
+            raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
+        seq = record.get("seq")
+        return self._explained.get(seq) if type(seq) is int else None
+
+    def _missing(self, window: tuple[str, str]) -> list[_Missing]:
+        """The results from ``window[0]`` to before ``window[1]`` whose recording is gone."""
+        assert self._conn is not None
+        missing: list[_Missing] = []
+        for seq, body in self._conn.execute(
+            "SELECT seq, body FROM records WHERE kind = 'result' AND ts >= ? AND ts < ? "
+            "AND instr(body, ?) > 0 ORDER BY seq",
+            (*window, '"recording":"'),
+        ).fetchall():
+            try:
+                record = json.loads(body)
+            except (ValueError, RecursionError, TypeError):
+                continue
+            digest = record.get("recording") if isinstance(record, dict) else None
+            if isinstance(digest, str) and self.get(digest) is None:
+                missing.append((seq, str(record.get("ts", "")), digest))
+        return missing
 
     def _retention(self) -> _Excuses:
         if self._conn is None:

@@ -561,3 +561,69 @@ def test_a_purge_cut_short_by_a_stop_says_what_went_and_stops(
     assert (done[0]["deleted"], done[0]["complete"]) == (2, False)
     assert done[0]["reason"].endswith("stopped after 2 of 5: the gateway stopped")
     assert verify_file(db, PUBLIC).ok
+
+
+def test_a_purge_that_stopped_excuses_no_more_than_it_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge that stopped part way says so (complete false, deleted n), yet verify
+    excused every missing recording before its bound: those it left could be deleted
+    unnoticed. It explains at most n recordings now (an answer several results share
+    counts once), verify and replay alike; the next purge, which finishes, all of them."""
+    from appliance.ledger import store
+
+    monkeypatch.setattr(store, "PURGE_BATCH", 1)
+    db = tmp_path / "ledger.db"
+    blobs = [f"answer {i}".encode() for i in range(5)]
+    digests = [hashlib.sha256(b).hexdigest() for b in blobs]
+    repeated = blobs[digests.index(min(digests))]  # the purge's first batch deletes it
+    real = store._purge_batch
+    purge: asyncio.Future[int] | None = None
+    batches = 0
+
+    async def stopping(*args: Any) -> tuple[int, int]:
+        nonlocal batches
+        batches += 1
+        if batches == 2 and purge is not None:
+            purge.cancel()  # the gateway stops while the second batch runs
+        return await real(*args)
+
+    monkeypatch.setattr(store, "_purge_batch", stopping)
+
+    async def main() -> None:
+        nonlocal purge
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            for i, blob in enumerate([*blobs, repeated], 1):
+                await w.append_nowait(result(i, blob), blob)
+            purge = asyncio.ensure_future(w.purge_recordings(utc_now()))
+            with pytest.raises(asyncio.CancelledError):
+                await purge
+
+    asyncio.run(main())
+    done = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
+    assert (done[0]["deleted"], done[0]["complete"]) == (2, False)
+    assert len(stored(db)) == 3
+    result_ = verify_file(db, PUBLIC)  # three results lost their recordings: two went
+    assert result_.ok, result_.reason
+    with sqlite3.connect(db) as conn:  # what the purge left, deleted by someone else
+        conn.execute("DELETE FROM recordings")
+    conn.close()
+    result_ = verify_file(db, PUBLIC)
+    # two recordings are explained, the earliest results' (which went is not recorded)
+    assert not result_.ok and result_.first_bad_seq == 3
+    assert "stopped part way" in str(result_.reason)
+    problems = _replayed_problems(db)
+    explained = {seq for seq, d in enumerate([*digests, min(digests)], 1) if d in digests[:2]}
+    for seq, problem in enumerate(problems, 1):
+        expected = "its recording was purged" if seq in explained else "its recording is MISSING"
+        assert str(problem).startswith(expected), (seq, problem)
+
+    async def again() -> int:  # the next purge finishes: it explains all of them
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            await w.append_nowait(result(9, b"later"), b"later")
+            return await w.purge_recordings(utc_now())
+
+    monkeypatch.setattr(store, "_purge_batch", real)
+    assert asyncio.run(again()) == 1
+    result_ = verify_file(db, PUBLIC)
+    assert result_.ok, result_.reason
