@@ -490,9 +490,12 @@ class Verifier:
         return self._expected
 
     def fail(self, reason: str, seq: int | None = None) -> None:
-        """Record a problem found outside the records (e.g. a damaged database)."""
-        if self._bad is None:
-            self._bad = (self._expected if seq is None else seq, reason)
+        """Record a problem found outside the records (e.g. a damaged database, a missing
+        session recording). Of several problems the one at the lowest seq is kept: the
+        result names the first bad record, whichever check found it, and in any order."""
+        seq = self._expected if seq is None else seq
+        if self._bad is None or seq < self._bad[0]:
+            self._bad = (seq, reason)
 
     def feed_body(self, body: str, stored_seq: int | None = None) -> bool:
         """Check one stored record text; ``stored_seq`` is the row's seq column, if any.

@@ -1372,14 +1372,15 @@ def verify_file(
                 break
             if '"recording":"' in body or _Retention.mentions(body):
                 recordings.note(seq, body)
-        else:
-            problem = recordings.check(verifier.result().last_checkpoint_seq)
-            if problem is not None:
-                verifier.fail(problem[1], problem[0])
     except sqlite3.Error as exc:
         verifier.fail(f"the database cannot be read after this point ({exc})")
     finally:
         conn.close()
+    # also when the chain broke: a recording missing or changed before that record makes
+    # the first bad record an earlier one (Verifier.fail keeps the lowest seq)
+    problem = recordings.check(verifier.result().last_checkpoint_seq)
+    if problem is not None:
+        verifier.fail(problem[1], problem[0])
     return verifier.result()
 
 
@@ -1554,15 +1555,17 @@ class _Recordings:
             self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
 
     def check(self, signed_through: int | None) -> tuple[int, str] | None:
-        """The first bad recording; ``signed_through``: the seq of the last checkpoint."""
-        if self.bad is not None:
-            return self.bad
+        """The first bad recording, missing or changed, whichever result comes first;
+        ``signed_through``: the seq of the last checkpoint."""
         excuses = self.retention.excuses(signed_through)
         explained = excuses.explain(self.missing)
-        for seq, ts, _ in self.missing:
-            if seq not in explained:
-                return seq, excuses.missing(ts)
-        return None
+        gone = next(
+            ((seq, excuses.missing(ts)) for seq, ts, _ in self.missing if seq not in explained),
+            None,
+        )
+        if gone is None or (self.bad is not None and self.bad[0] < gone[0]):
+            return self.bad
+        return gone
 
 
 def read_head(path: str | os.PathLike[str]) -> Head | None:

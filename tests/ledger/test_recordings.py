@@ -119,6 +119,42 @@ def test_a_purge_does_not_excuse_what_came_after_it(tmp_path: Path) -> None:
     assert not result.ok and "missing" in str(result.reason)
 
 
+def test_verify_names_the_first_bad_record_whichever_check_finds_it(tmp_path: Path) -> None:
+    """A changed recording was reported before an earlier missing one, and the recordings
+    were not checked at all when the chain broke later: verify named a later record than
+    the first bad one."""
+    blobs = [b"one", b"two", b"three", b"four"]
+    changed = tmp_path / "changed.db"
+    ledger(changed, blobs)
+    with sqlite3.connect(changed) as conn:
+        conn.execute("DELETE FROM recordings WHERE body = ?", (b"one",))
+        conn.execute("UPDATE recordings SET body = ? WHERE body = ?", (b"THREE", b"three"))
+    conn.close()
+    result_ = verify_file(changed, PUBLIC)
+    assert (result_.first_bad_seq, result_.reason) == (
+        1,
+        "the recording of this result is missing (and was not purged)",
+    )
+    broken = tmp_path / "broken.db"
+    ledger(broken, blobs)
+    with sqlite3.connect(broken) as conn:
+        conn.execute("UPDATE recordings SET body = ? WHERE body = ?", (b"ONE", b"one"))
+        conn.execute("DROP TRIGGER records_no_update")
+        conn.execute(
+            "UPDATE records SET body = replace(body, '\"rows\":1', '\"rows\":2') WHERE seq = 4"
+        )
+    conn.close()
+    result_ = verify_file(broken, PUBLIC)
+    assert result_.first_bad_seq == 1
+    assert "recording of this result was changed" in str(result_.reason)
+    with sqlite3.connect(broken) as conn:  # the recording as it was: the record is first
+        conn.execute("UPDATE recordings SET body = ? WHERE body = ?", (b"one", b"ONE"))
+    conn.close()
+    result_ = verify_file(broken, PUBLIC)
+    assert result_.first_bad_seq == 4
+    assert "hash does not match" in str(result_.reason)
+
+
 def test_a_purge_keeps_an_answer_a_later_result_repeated(tmp_path: Path) -> None:
     """The same answer is stored once, under its first result's time; when a result after
     the purge's bound repeated it, it stays, and the ledger still verifies."""
