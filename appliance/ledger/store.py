@@ -1669,6 +1669,7 @@ class RecordingReader:
         self._conn: sqlite3.Connection | None = None
         self._excuses: _Excuses | None = None
         self._explained: dict[int, str] | None = None  # results that a cut purge explains
+        self._read_at = 0  # the ledger's last seq when ``_excuses`` was read
 
     def get(self, digest: str) -> bytes | None:
         """The recording with SHA-256 ``digest``; None when there is none, b"" when it is
@@ -1697,23 +1698,41 @@ class RecordingReader:
     def purged(self, record: Mapping[str, Any]) -> str | None:
         """For a result whose recording is gone: the bound of the retention purge that
         removed it (None: none did, the ledger's fault), as ``ledger verify`` counts it
-        (``_Retention``, one rule for both)."""
-        ts = str(record.get("ts", ""))
+        (``_Retention``, one rule for both).
+
+        The retention records are read once; when they explain nothing and records were
+        added since, once more: a purge may have run while a long export or replay was
+        reading, and its signed alert explains the recording, as ``ledger verify`` run
+        now would say. Only then, so a reader whose recordings are there reads them once."""
         try:
-            if self._excuses is None:
-                self._excuses = self._retention()
-            excuses = self._excuses
-            if ts < excuses.full:
-                return excuses.full
-            window = excuses.window()
-            if window is None or ts >= window[1]:
-                return None
-            if self._explained is None:  # as verify counts them: all of them, once
-                self._explained = excuses.explain(self._missing(window))
+            found = self._purged(record)
+            if found is None and self._last_seq() != self._read_at:
+                self._excuses = self._explained = None
+                found = self._purged(record)
         except sqlite3.DatabaseError as exc:
             raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
+        return found
+
+    def _purged(self, record: Mapping[str, Any]) -> str | None:
+        ts = str(record.get("ts", ""))
+        if self._excuses is None:
+            self._read_at = self._last_seq()  # taken before the read
+            self._excuses = self._retention()
+        excuses = self._excuses
+        if ts < excuses.full:
+            return excuses.full
+        window = excuses.window()
+        if window is None or ts >= window[1]:
+            return None
+        if self._explained is None:  # as verify counts them: all of them, once
+            self._explained = excuses.explain(self._missing(window))
         seq = record.get("seq")
         return self._explained.get(seq) if type(seq) is int else None
+
+    def _last_seq(self) -> int:
+        if self._conn is None:
+            self._conn = open_ledger(self.path)
+        return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0])
 
     def _missing(self, window: tuple[str, str]) -> list[_Missing]:
         """The results from ``window[0]`` to before ``window[1]`` whose recording is gone."""

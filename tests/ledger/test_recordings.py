@@ -473,14 +473,14 @@ def test_export_with_results_says_purged_for_a_purge_that_ran_while_it_read(
     micros = iter(range(100_000, 999_999))  # every stamp later than the one before
     monkeypatch.setattr(store, "utc_now", lambda: f"2030-01-01T00:00:00.{next(micros)}Z")
     reads = 0
-    signed_purges = RecordingReader._signed_purges
+    retention = RecordingReader._retention
 
-    def counted(self: RecordingReader) -> str:
+    def counted(self: RecordingReader) -> Any:
         nonlocal reads
         reads += 1
-        return signed_purges(self)
+        return retention(self)
 
-    monkeypatch.setattr(RecordingReader, "_signed_purges", counted)
+    monkeypatch.setattr(RecordingReader, "_retention", counted)
     db = tmp_path / "ledger.db"
     now = "9999-01-01T00:00:00.000000Z"  # a time to come counts as now
 
