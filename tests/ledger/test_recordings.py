@@ -558,6 +558,32 @@ def test_a_purge_keeps_an_answer_repeated_while_it_deletes(
     assert result_.ok, result_.reason
 
 
+class StopInBatch:
+    """Installed as the purge's batch: cancels the purge it runs (``run``) while its
+    ``at``-th batch runs, as the gateway stopping then would; that batch still ends."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, at: int = 2) -> None:
+        from appliance.ledger import store
+
+        self.real = store._purge_batch
+        self.at = at
+        self.batches = 0
+        self.purge: asyncio.Future[int] | None = None
+        monkeypatch.setattr(store, "_purge_batch", self)
+
+    async def __call__(self, *args: Any) -> tuple[int, int]:
+        self.batches += 1
+        if self.batches == self.at and self.purge is not None:
+            self.purge.cancel()
+        return await self.real(*args)
+
+    async def run(self, writer: LedgerWriter) -> None:
+        """A purge of everything so far, cancelled in its ``at``-th batch."""
+        self.purge = asyncio.ensure_future(writer.purge_recordings(utc_now()))
+        with pytest.raises(asyncio.CancelledError):
+            await self.purge
+
+
 def test_a_purge_cut_short_by_a_stop_says_what_went_and_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -568,30 +594,16 @@ def test_a_purge_cut_short_by_a_stop_says_what_went_and_stops(
     monkeypatch.setattr(store, "PURGE_BATCH", 1)
     db = tmp_path / "ledger.db"
     blobs = [f"answer {i}".encode() for i in range(5)]
-    real = store._purge_batch
-    purge: asyncio.Future[int] | None = None
-    batches = 0
-
-    async def stopping(*args: Any) -> tuple[int, int]:
-        nonlocal batches
-        batches += 1
-        if batches == 2 and purge is not None:
-            purge.cancel()  # the stop comes while this batch runs
-        return await real(*args)
-
-    monkeypatch.setattr(store, "_purge_batch", stopping)
+    stop = StopInBatch(monkeypatch)  # the stop comes while the second batch runs
 
     async def main() -> None:
-        nonlocal purge
         async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
             for i, blob in enumerate(blobs):
                 await w.append_nowait(result(i, blob), blob)
-            purge = asyncio.ensure_future(w.purge_recordings(utc_now()))
-            with pytest.raises(asyncio.CancelledError):
-                await purge
+            await stop.run(w)
 
     asyncio.run(main())
-    assert batches == 2
+    assert stop.batches == 2
     assert len(stored(db)) == 3
     done = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
     assert (done[0]["deleted"], done[0]["complete"]) == (2, False)
@@ -613,27 +625,13 @@ def test_a_purge_that_stopped_excuses_no_more_than_it_deleted(
     blobs = [f"answer {i}".encode() for i in range(5)]
     digests = [hashlib.sha256(b).hexdigest() for b in blobs]
     repeated = blobs[digests.index(min(digests))]  # the purge's first batch deletes it
-    real = store._purge_batch
-    purge: asyncio.Future[int] | None = None
-    batches = 0
-
-    async def stopping(*args: Any) -> tuple[int, int]:
-        nonlocal batches
-        batches += 1
-        if batches == 2 and purge is not None:
-            purge.cancel()  # the gateway stops while the second batch runs
-        return await real(*args)
-
-    monkeypatch.setattr(store, "_purge_batch", stopping)
+    stop = StopInBatch(monkeypatch)  # the gateway stops while the second batch runs
 
     async def main() -> None:
-        nonlocal purge
         async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
             for i, blob in enumerate([*blobs, repeated], 1):
                 await w.append_nowait(result(i, blob), blob)
-            purge = asyncio.ensure_future(w.purge_recordings(utc_now()))
-            with pytest.raises(asyncio.CancelledError):
-                await purge
+            await stop.run(w)
 
     asyncio.run(main())
     done = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
@@ -659,7 +657,7 @@ def test_a_purge_that_stopped_excuses_no_more_than_it_deleted(
             await w.append_nowait(result(9, b"later"), b"later")
             return await w.purge_recordings(utc_now())
 
-    monkeypatch.setattr(store, "_purge_batch", real)
+    monkeypatch.setattr(store, "_purge_batch", stop.real)
     assert asyncio.run(again()) == 1
     result_ = verify_file(db, PUBLIC)
     assert result_.ok, result_.reason
