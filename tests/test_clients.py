@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,14 @@ import mysql.connector
 import pymysql
 import pytest
 import sqlalchemy
-from lab.clients import ClientError, node_spec, parse_batch, run_mariadb, run_node
+from lab.clients import (
+    ClientError,
+    ledger_records,
+    node_spec,
+    parse_batch,
+    run_mariadb,
+    run_node,
+)
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import SHOP_CUSTOMERS, MariaDB
 from mysql.connector import errors as myerrors
@@ -341,6 +350,95 @@ def test_sqlalchemy_orm_style_session(gateway: GatewayProcess) -> None:
             meta = sqlalchemy.MetaData()
             customers = sqlalchemy.Table("customers", meta, autoload_with=conn)
             assert [c.name for c in customers.columns] == ["id", "name", "email", "card_number"]
+    finally:
+        engine.dispose()
+
+
+# When the target ends the backend session (wait_timeout, KILL, a failover) the client is
+# told as MariaDB tells it: its connection closes. Pools then see a lost connection.
+
+_DRIVERS = {
+    "pymysql": {"ssl_disabled": True},
+    "mysqlconnector": {"ssl_disabled": True, "use_pure": True},
+}
+
+
+def _engine(gateway: GatewayProcess, driver: str, **kw: Any) -> sqlalchemy.Engine:
+    acct = gateway.account()
+    url = f"mysql+{driver}://{acct.user}:{acct.password}@{gateway.host}:{gateway.port}/shop"
+    return sqlalchemy.create_engine(
+        url, pool_size=1, max_overflow=0, connect_args=_DRIVERS[driver], **kw
+    )
+
+
+def _wait_for_session_end(gateway: GatewayProcess, marker: str) -> None:
+    """Until the ledger has the end of the session that ran the statement with ``marker``
+    (the gateway has closed its client connection)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        records = ledger_records(gateway.ledger)
+        sessions = {r["session"] for r in records if marker in (r.get("sql") or "")}
+        if any(r["kind"] == "session_end" and r["session"] in sessions for r in records):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no session_end for the session of {marker}")
+
+
+def test_sqlalchemy_pre_ping_reconnects_after_the_target_ended_an_idle_session(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """BUG: the gateway sent an idle client ERR 1105 (was lost; reconnect), which the
+    pre-ping then read as the answer to its ping and raised instead of reconnecting.
+    (mysql-connector's ping calls any error "not available", which SQLAlchemy took for
+    a disconnect: it was not caught.)"""
+    engine = _engine(gateway, "pymysql", pool_pre_ping=True)
+    marker = f"idle-{time.time_ns()}"
+    try:
+        with engine.connect() as conn:
+            sql = f"SELECT CONNECTION_ID() /* {marker} */"
+            backend_id = conn.execute(sqlalchemy.text(sql)).scalar()
+        mariadb.admin_sql(f"KILL CONNECTION {backend_id}")  # the pooled session is idle
+        _wait_for_session_end(gateway, marker)
+        with engine.connect() as conn:  # the pre-ping finds it gone and reconnects
+            assert conn.execute(sqlalchemy.text("SELECT CONNECTION_ID()")).scalar() != backend_id
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("driver", list(_DRIVERS))
+def test_sqlalchemy_invalidates_a_connection_whose_target_is_lost_during_a_statement(
+    gateway: GatewayProcess, mariadb: MariaDB, driver: str
+) -> None:
+    """BUG: the statement's error was ERR 1105, not a lost connection: the pool kept the
+    dead connection and leaving the block raised again (its rollback)."""
+    engine = _engine(gateway, driver)
+    try:
+        with engine.connect() as conn:
+            backend_id = conn.execute(sqlalchemy.text("SELECT CONNECTION_ID()")).scalar()
+
+            def kill_while_it_sleeps() -> None:
+                sleeping = (
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                    f"WHERE ID = {backend_id} AND INFO LIKE 'SELECT SLEEP%'"
+                )
+                deadline = time.monotonic() + 30
+                while not mariadb.admin_sql(sleeping)[0][0] and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                mariadb.admin_sql(f"KILL CONNECTION {backend_id}")
+
+            killer = threading.Thread(target=kill_while_it_sleeps)
+            killer.start()
+            try:
+                with pytest.raises(sqlalchemy.exc.DBAPIError) as caught:
+                    conn.execute(sqlalchemy.text("SELECT SLEEP(10)"))
+            finally:
+                killer.join()
+            orig = caught.value.orig
+            errno = orig.errno if driver == "mysqlconnector" else orig.args[0]
+            assert errno == 2013, orig  # CR_SERVER_LOST, as from MariaDB itself
+            assert caught.value.connection_invalidated
+        with engine.connect() as conn:  # the pool connects anew
+            assert conn.execute(sqlalchemy.text("SELECT 7")).scalar() == 7
     finally:
         engine.dispose()
 

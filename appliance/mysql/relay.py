@@ -752,19 +752,32 @@ class Session:
             self._server_violation(str(exc))
 
     def server_closed(self) -> None:
-        """The backend connection is gone."""
+        """The backend connection is gone. In the command phase the client is told as
+        MariaDB tells it when a session of its own ends (``wait_timeout``, ``KILL``, a
+        failover): its connection closes with nothing sent. Each driver then says it
+        lost the connection, 2006 on its next command or 2013 for a command waiting for
+        its answer, which pools take for a dead connection (a pre-ping reconnects). An
+        ERR would not do: an idle client reads it as the answer to its next command,
+        and libmariadb (mysqlclient, MariaDB Connector/Python) reads one carrying 2013
+        as a malformed packet (2027). What was waiting is completed as by ``close_now``
+        (in the ledger: may have run, or did not run)."""
         if self.phase is Phase.CLOSED:
             return
         name = self.settings.backend.name
+        reason = f"target {name} closed the connection"
         if self._quitting:
             self._close(self._quit_reason)
             return
-        if self.phase is Phase.COMMAND or self.phase is Phase.SERVER_AUTH:
-            message = f"sqlgate: the connection to target '{name}' was lost; reconnect to continue"
-        else:
-            message = f"sqlgate: target '{name}' closed the connection"
-        self._send_client(frame(self._answer_seq(), packets.build_err(ErrorCode.UNKNOWN, message)))
-        self._close(f"target {name} closed the connection")
+        if self.phase is not Phase.COMMAND:  # a login: the client reads an ERR there
+            if self.phase is Phase.SERVER_AUTH:
+                message = (
+                    f"sqlgate: the connection to target '{name}' was lost; reconnect to continue"
+                )
+            else:
+                message = f"sqlgate: target '{name}' closed the connection"
+            err = packets.build_err(ErrorCode.UNKNOWN, message)
+            self._send_client(frame(self._answer_seq(), err))
+        self._close(reason)
 
     @property
     def more_commands(self) -> bool:
