@@ -331,6 +331,7 @@ class ClientLeg(asyncio.Protocol):
         "who",
         "_approvers",
         "ended_by",
+        "_close_reason",
         "_paused_by",
         "_taking",
         "_refusals",
@@ -378,6 +379,7 @@ class ClientLeg(asyncio.Protocol):
         self.who: dict[str, Any] = {}  # identity fields for every record of the session
         self._approvers: dict[int, str] = {}  # command id -> who approved it
         self.ended_by: tuple[str, str] | None = None  # (operator, reason) who ended it
+        self._close_reason: str | None = None  # why the session closed (SessionClosed)
         self._paused_by = 0  # why reading the client is paused (_HELD_* bits; 0: reading)
         self._taking = False  # more buffered commands are to be taken next turn
         self._refusals = 0  # refusals logged so far
@@ -603,7 +605,7 @@ class ClientLeg(asyncio.Protocol):
             self._login_deadline = None
         self.gw.remove(self)
         if self.session is not None and self.context["identity"] is not None:
-            ended: dict[str, Any] = {}
+            ended: dict[str, Any] = {"reason": self._close_reason}  # the client, the target
             if self.ended_by is not None:
                 ended = {"ended_by": self.ended_by[0], "reason": self.ended_by[1]}
             self.gw.audit.background(
@@ -886,6 +888,7 @@ class ClientLeg(asyncio.Protocol):
                         self._login_deadline.cancel()
                         self._login_deadline = None
                 elif isinstance(ev, SessionClosed):
+                    self._close_reason = ev.reason
                     log.info("session %d: closed: %s", self.id, ev.reason)
 
     def _started_in(self, ready: SessionReady) -> None:

@@ -455,6 +455,37 @@ def test_backend_gone_mid_session(gateway: GatewayProcess, mariadb: MariaDB) -> 
         assert scalar(fresh, "SELECT 7") == 7
 
 
+def _session_end(gateway: GatewayProcess, marker: str) -> dict[str, Any]:
+    """The session_end of the session that ran the statement with ``marker``."""
+    deadline = time.monotonic() + 30
+    while True:
+        records = ledger_records(gateway.ledger)
+        (sid,) = {r["session"] for r in records if marker in (r.get("sql") or "")}
+        ends = [r for r in records if r["kind"] == "session_end" and r["session"] == sid]
+        if ends or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (end,) = ends
+    return end
+
+
+def test_a_session_end_says_why_the_session_ended(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """BUG: a session_end nobody ended had ``reason`` null, also when the target ended
+    the session."""
+    killed, quit = f"killed-{time.time_ns()}", f"quit-{time.time_ns()}"
+    with gateway.connect() as conn:
+        backend_id = scalar(conn, f"SELECT CONNECTION_ID() /* {killed} */")
+        mariadb.admin_sql(f"KILL CONNECTION {backend_id}")  # while the client is idle
+        end = _session_end(gateway, killed)
+    assert end["reason"] == "target orders closed the connection"
+    assert "ended_by" not in end  # nobody ended it: the target went away
+    with gateway.connect() as conn:
+        scalar(conn, f"SELECT 1 /* {quit} */")
+    assert _session_end(gateway, quit)["reason"] == "client quit"  # PyMySQL's COM_QUIT
+
+
 def test_client_gone_mid_result_closes_the_backend_session(
     gateway: GatewayProcess, mariadb: MariaDB
 ) -> None:
