@@ -59,7 +59,11 @@ ledger. One rule, applied as each record is sealed (``_seal``): a record is stam
 is queued; one the writer makes itself (an alert, a checkpoint, also one asked for with
 ``checkpoint()``) when it is sealed, but no later than the first record queued after it;
 and none earlier than the record before it (should the clock be set back, records carry
-the previous ``ts`` until it catches up).
+the previous ``ts`` until it catches up). Records the writer did not write (those an
+``unsigned_tail_signed`` alert names) keep their own ``ts`` and are the exception: theirs
+sets no floor, else one stamped far in the future would stamp every record after it. On
+open the floor is the gateway's word only: its head while the file still holds it, the
+last checkpoint, and its own records of a failed commit that reached the file.
 
 Reading (``open_ledger``, ``verify_file``, ``read_head``, ``export``): plain sqlite3 with a
 read-only URI, rows streamed with ``fetchmany`` in one read transaction (a consistent
@@ -256,7 +260,9 @@ class LedgerWriter:
         self._seq = 0  # the head this writer last saw committed (0 and genesis: none)
         self._hash = GENESIS_HASH
         self._last_is_checkpoint = False
-        self._ts = ""  # the head's ts: no record is stamped earlier (see _seal)
+        # no record is stamped earlier (see _seal): the ts of the gateway's own last word,
+        # never of a record it did not write (see _prepare)
+        self._ts = ""
         self._alerts: list[dict[str, Any]] = []  # planned: the next commit starts with them
         # hashes of the rows of commits that failed since the file was last opened: should
         # one have reached the file after all, its records are this writer's, not foreign
@@ -1078,14 +1084,18 @@ class LedgerWriter:
         start = int(row[0]) if row else 1
         after_hash = None if row else GENESIS_HASH  # the checkpoint's signature anchors it
         verifier = Verifier(self._public_key, after_seq=start - 1, after_hash=after_hash)
-        tail: list[tuple[int, str]] = []  # seq and hash of each record from that checkpoint
+        tail: list[tuple[int, str, str]] = []  # seq, hash and ts of each from that checkpoint
         async with conn.execute(
             "SELECT seq, body FROM records WHERE seq >= ? ORDER BY seq", (start,)
         ) as cursor:
             async for seq, body in cursor:
                 if not verifier.feed_body(body, seq):
                     break
-                tail.append((seq, str(verifier.last_record.get("hash"))))
+                record = verifier.last_record
+                stamped = record.get("ts")
+                tail.append(
+                    (seq, str(record.get("hash")), stamped if isinstance(stamped, str) else "")
+                )
         result = verifier.result()
         if not result.ok:
             raise LedgerFileError(
@@ -1093,7 +1103,8 @@ class LedgerWriter:
                 "extend it: check it with 'sqlgate ledger verify', then move it aside"
             )
         first_open = self._seq == 0
-        mine = self._seq if await self._check_continuity(conn, result) else 0
+        held = await self._check_continuity(conn, result)
+        mine = self._seq if held else 0
         if result.last_seq > self._seq:
             await self._landed(conn, self._seq)
         # unsigned records this writer did not write (its own are up to its head, or in a
@@ -1102,15 +1113,22 @@ class LedgerWriter:
         signed_through = result.last_checkpoint_seq or 0
         foreign = [
             seq
-            for seq, digest in tail
+            for seq, digest, _ in tail
             if seq > signed_through and seq > mine and digest not in self._own
         ]
+        # no record is stamped earlier than the gateway's own word before it: its head
+        # (kept while the file holds it), the last checkpoint, its own records that landed;
+        # a ts of the records it names as foreign counts for nothing (a forged one far in
+        # the future would otherwise stamp every record after it)
+        floor = self._ts if held else ""
+        for seq, digest, stamped in tail:
+            if seq == signed_through or digest in self._own:
+                floor = max(floor, stamped)
         self._own.clear()  # what failed before this open either is in the file or never was
         self._alerts_tried.clear()
         self._seq, self._hash = result.last_seq, result.last_hash
         self._last_is_checkpoint = result.unsigned == 0 and result.last_seq > 0
-        ts = verifier.last_record.get("ts") if result.last_seq else None
-        self._ts = ts if isinstance(ts, str) else ""
+        self._ts = floor
         if not result.unsigned:
             if not self._lost:  # else the records_lost alert is due
                 self._unsigned_since = None

@@ -668,18 +668,59 @@ def test_a_clock_set_back_does_not_run_ts_backwards(
     assert verify_file(db, PUBLIC).ok
 
 
-def append_behind(db: Path, fields: dict[str, Any]) -> int:
+def append_behind(db: Path, fields: dict[str, Any], ts: str | None = None) -> int:
     """Append a chained, unsigned record as anyone who can write the file could (no
-    signing key), behind a writer's back; its seq."""
+    signing key), behind a writer's back (stamped ``ts``, or now); its seq."""
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         seq, body = conn.execute("SELECT seq, body FROM records ORDER BY seq DESC").fetchone()
-        record = {"seq": seq + 1, "ts": utc_now(), **fields}
+        record = {"seq": seq + 1, "ts": utc_now() if ts is None else ts, **fields}
         sealed, text = seal_with_body(record, json.loads(body)["hash"])
         conn.execute(
             "INSERT INTO records (seq, ts, kind, session, body) VALUES (?, ?, ?, ?, ?)",
             (sealed["seq"], sealed["ts"], sealed["kind"], sealed.get("session"), text),
         )
     return int(sealed["seq"])
+
+
+FAR = "9999-12-31T23:59:59.999999Z"
+
+
+def test_a_foreign_record_s_ts_does_not_stamp_the_records_after_it(tmp_path: Path) -> None:
+    """A record appended behind the gateway (chained, no key) with a ts far in the future
+    was named by an unsigned_tail_signed alert, yet its ts became the floor under which
+    the writer stamps nothing: its alert and every record and checkpoint after it carried
+    the forged ts, in the running gateway and after a restart alike. Only the gateway's
+    own word (its head, the last checkpoint, its records that landed) sets the floor."""
+    db = tmp_path / "ledger.db"
+
+    async def running() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            await w.checkpoint()
+            append_behind(db, stmt(90, session="x"), ts=FAR)
+            for i in (1, 2):  # the first collides; the second comes after the alert
+                with contextlib.suppress(LedgerUnavailable):
+                    await w.append(stmt(i))
+            assert w.stats.failures == 1
+
+    async def restarted() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(3))
+
+    asyncio.run(running())
+    append_behind(db, stmt(91, session="x"), ts=FAR)  # with the gateway stopped
+    asyncio.run(restarted())
+    asyncio.run(restarted())  # and once more: what it signed set no floor either
+    stored = rows(db)
+    forged = [r["seq"] for r in stored if r.get("session") == "x"]
+    named = [
+        (r["from_seq"], r["to_seq"]) for r in stored if r.get("alert") == "unsigned_tail_signed"
+    ]
+    assert len(forged) == 2 and named == [(seq, seq) for seq in forged]
+    own = [r for r in stored if r.get("session") != "x"]
+    assert len(own) > 8 and all(r["ts"] < "9999" for r in own), [r["ts"] for r in own]
+    assert [r["ts"] for r in own] == sorted(r["ts"] for r in own)
+    assert verify_file(db, PUBLIC).ok
 
 
 class LandsThenFails:
