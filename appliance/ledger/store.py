@@ -46,7 +46,9 @@ file that does not hold the last record it committed, the first record it writes
 unsigned records in the file that it did not write (a run that stopped before signing
 them, or anyone who can write the file, behind its back), the first record it writes is
 an ``unsigned_tail_signed`` alert naming them (``from_seq``, ``to_seq``), and only then
-does it sign them: what they say is not the gateway's word. On every open the
+does it sign them: what they say is not the gateway's word (such an alert planned for a
+file that is replaced before it is written is dropped: it named that file's records, and
+the new file's own are named instead). On every open the
 writer verifies the tail after the last checkpoint (and that checkpoint's signature with
 its own key) and refuses to extend a ledger that fails, or that another key signed. After
 any failure the head is read back from the file, so should a commit report an error after
@@ -1166,7 +1168,9 @@ class LedgerWriter:
 
     async def _check_continuity(self, conn: aiosqlite.Connection, tail: VerifyResult) -> bool:
         """Whether the file holds the last record this writer committed (trivially so
-        before its first); when it does not, plan an alert naming that record."""
+        before its first); when it does not, plan an alert naming that record, in place
+        of any ``unsigned_tail_signed`` alert planned that reached no file: it names
+        records of the file that was replaced, not of this one (whose own are named next)."""
         if self._seq == 0:
             return True
         seq, digest = self._seq, self._hash
@@ -1182,6 +1186,7 @@ class LedgerWriter:
         log.error(
             "%s: the ledger no longer holds record %d that this gateway wrote", self.path, seq
         )
+        self._alerts = [a for a in self._alerts if a.get("alert") != "unsigned_tail_signed"]
         self._alerts.append(
             {
                 "kind": "alert",

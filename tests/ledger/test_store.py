@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -811,6 +812,63 @@ def test_a_file_with_an_unsigned_tail_in_place_of_the_ledger_gets_both_alerts(
     assert alerts[0]["previous_seq"] == 1
     assert (alerts[1]["from_seq"], alerts[1]["to_seq"]) == (added, added)
     assert verify_file(db, PUBLIC).ok
+
+
+def test_a_tail_alert_planned_for_a_replaced_file_is_not_written_in_its_successor(
+    tmp_path: Path,
+) -> None:
+    """A start found records it did not write and planned an unsigned_tail_signed alert
+    naming them; its first commit failed (the file was locked) and the file was replaced:
+    the alert went into the new file, naming records of the old one, and a purge of the
+    gateway's own that later landed in that range was refused by verify. The new file
+    gets the ledger_replaced alert and an alert naming its own unsigned tail only."""
+    db = tmp_path / "ledger.db"
+    other = tmp_path / "other.db"
+
+    async def make(path: Path, i: int) -> None:
+        async with writer(path) as w:
+            await w.append(stmt(i))  # seq 1, and a checkpoint at close
+
+    asyncio.run(make(db, 0))
+    for i in range(20):  # seq 3 to 22: a run that stopped before signing them, or anyone
+        append_behind(db, stmt(50 + i, session="x"))
+    asyncio.run(make(other, 100))
+    added = append_behind(other, stmt(101, session="y"))
+
+    async def main() -> None:
+        w = writer(db)
+        hold = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            hold.execute("BEGIN IMMEDIATE")  # the file is locked past busy_timeout
+            await w.open()
+            await timed_failure(w, stmt(1))
+        finally:
+            hold.rollback()
+            hold.close()
+        for suffix in ("", "-wal", "-shm"):  # the file is moved aside, another put there
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{db}{suffix}", tmp_path / f"aside.db{suffix}")
+        shutil.copy(other, db)
+        try:
+            for i in range(3):
+                blob = f"answer {i}".encode()
+                fields = {**result_of(i), "recording": hashlib.sha256(blob).hexdigest()}
+                await w.append_nowait(fields, blob)
+            await w.checkpoint()
+            assert await w.purge_recordings(utc_now()) == 3
+        finally:
+            await w.close()
+
+    asyncio.run(main())
+    stored = rows(db)
+    alerts = [r for r in stored if r.get("alert") in ("ledger_replaced", "unsigned_tail_signed")]
+    assert [a["alert"] for a in alerts] == ["ledger_replaced", "unsigned_tail_signed"]
+    assert alerts[0]["previous_seq"] == 22
+    assert (alerts[1]["from_seq"], alerts[1]["to_seq"]) == (added, added) == (3, 3)
+    purge = next(r for r in stored if r.get("alert") == "recordings_purged")
+    assert purge["seq"] < 22  # where the planned alert named the old file's records
+    result = verify_file(db, PUBLIC)
+    assert result.ok, result.reason
 
 
 def test_a_directory_in_place_of_the_file_refuses_then_recovers(tmp_path: Path) -> None:
