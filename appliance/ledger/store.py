@@ -570,11 +570,10 @@ class LedgerWriter:
                     await asyncio.sleep(PURGE_PAUSE_S)  # the writer's turn
                 chunk = order[start : start + PURGE_BATCH]
                 work = asyncio.ensure_future(_purge_batch(conn, chunk, old, end))
-                try:
-                    gone, end = await asyncio.shield(work)
-                except asyncio.CancelledError:  # the batch in hand ends first (a moment)
-                    cancelled = True
-                    gone, end = await work
+                # the batch in hand ends first (a moment), however often the purge is
+                # cancelled meanwhile: what it deleted is counted, then the stop goes on
+                cancelled = await _wait_out(work) or cancelled
+                gone, end = work.result()
                 deleted += gone
                 if cancelled:
                     break
@@ -1249,6 +1248,19 @@ async def _purge_batch(
                 log.debug("purge: rollback: %s", exc)
         raise
     return gone, end
+
+
+async def _wait_out(work: asyncio.Future[Any]) -> bool:
+    """Wait until ``work`` is done, however many times the waiting task is cancelled
+    meanwhile (a second stop must not lose what the batch in hand did); whether it was.
+    The caller takes the outcome from ``work`` and stops if it was cancelled."""
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.wait((work,))
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
 
 
 async def _recorded_since(

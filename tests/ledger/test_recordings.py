@@ -11,6 +11,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -659,5 +660,83 @@ def test_a_purge_that_stopped_excuses_no_more_than_it_deleted(
 
     monkeypatch.setattr(store, "_purge_batch", stop.real)
     assert asyncio.run(again()) == 1
+    result_ = verify_file(db, PUBLIC)
+    assert result_.ok, result_.reason
+
+
+class CommitThen:
+    """The purge's connection, as its batches see it: the first COMMIT lands, then
+    ``then`` runs in the batch still in hand (a stop, the error the commit reports)."""
+
+    def __init__(self, then: Callable[[], Awaitable[None]]) -> None:
+        self.then: Callable[[], Awaitable[None]] | None = then
+        self.real: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        then = self.then
+        if sql != "COMMIT" or then is None:
+            return self.real.execute(sql, *args)
+        self.then = None
+
+        async def commit() -> None:
+            await self.real.execute(sql, *args)
+            await then()
+
+        return commit()
+
+
+def at_commit(monkeypatch: pytest.MonkeyPatch, then: Callable[[], Awaitable[None]]) -> None:
+    """Run the purge's batches through a ``CommitThen`` connection."""
+    from appliance.ledger import store
+
+    real = store._purge_batch
+    proxy = CommitThen(then)
+
+    async def batch(conn: Any, *args: Any) -> tuple[int, int]:
+        proxy.real = conn
+        return await real(proxy, *args)
+
+    monkeypatch.setattr(store, "_purge_batch", batch)
+
+
+def test_a_purge_stopped_twice_in_a_batch_counts_what_the_batch_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway stopped twice over (a second Ctrl-C, an outer timeout) while a batch
+    committed: the second stop fell on the batch, whose deletions had landed, and the
+    recordings_deleted alert said none went, so verify called them missing, and the next
+    purge, finding nothing left, wrote nothing to clear it. The batch in hand is waited
+    for however often the purge is stopped, and counted; the stop goes on after."""
+    db = tmp_path / "ledger.db"
+    blobs = [f"answer {i}".encode() for i in range(3)]
+    purge: asyncio.Future[int] | None = None
+
+    async def stop_twice() -> None:
+        assert purge is not None
+        for _ in range(2):
+            purge.cancel()
+            for _ in range(3):
+                await asyncio.sleep(0)  # the purge takes the stop, and waits on
+
+    at_commit(monkeypatch, stop_twice)
+
+    async def main() -> None:
+        nonlocal purge
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            for i, blob in enumerate(blobs):
+                await w.append_nowait(result(i, blob), blob)
+            purge = asyncio.ensure_future(w.purge_recordings(utc_now()))
+            with pytest.raises(asyncio.CancelledError):
+                await purge
+            assert await w.purge_recordings(utc_now()) == 0  # nothing left to delete
+
+    asyncio.run(main())
+    assert stored(db) == {}
+    done = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
+    assert [(d["deleted"], d["complete"]) for d in done] == [(3, False)]
+    assert done[0]["reason"].endswith("stopped after 3 of 3: the gateway stopped")
     result_ = verify_file(db, PUBLIC)
     assert result_.ok, result_.reason
