@@ -740,3 +740,34 @@ def test_a_purge_stopped_twice_in_a_batch_counts_what_the_batch_deleted(
     assert done[0]["reason"].endswith("stopped after 3 of 3: the gateway stopped")
     result_ = verify_file(db, PUBLIC)
     assert result_.ok, result_.reason
+
+
+def test_a_purge_batch_whose_commit_landed_but_failed_counts_what_went(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose COMMIT reported an error after it reached the file was not counted:
+    recordings_deleted said none went, verify called them missing, and the next purge,
+    finding nothing left, wrote nothing to clear it. A batch that fails is counted by
+    how many of its recordings are gone all the same."""
+    db = tmp_path / "ledger.db"
+    blobs = [f"answer {i}".encode() for i in range(3)]
+
+    async def report_an_error() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    at_commit(monkeypatch, report_an_error)
+
+    async def main() -> None:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            for i, blob in enumerate(blobs):
+                await w.append_nowait(result(i, blob), blob)
+            with pytest.raises(LedgerUnavailable, match="stopped after 3 of 3: disk I/O error"):
+                await w.purge_recordings(utc_now())
+            assert await w.purge_recordings(utc_now()) == 0  # nothing left to delete
+
+    asyncio.run(main())
+    assert stored(db) == {}
+    done = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
+    assert [(d["deleted"], d["complete"]) for d in done] == [(3, False)]
+    result_ = verify_file(db, PUBLIC)
+    assert result_.ok, result_.reason
