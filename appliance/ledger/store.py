@@ -1407,7 +1407,12 @@ def _rows(
 def verify_file(
     path: str | os.PathLike[str], public_key: Ed25519PublicKey, held_head: Head | None = None
 ) -> VerifyResult:
-    """Verify a whole ledger file in one snapshot (LedgerFileError if it is not one)."""
+    """Verify a whole ledger file in one snapshot (LedgerFileError if it is not one).
+
+    Past a record that breaks the chain the rest is read best effort for the retention
+    alerts only (a read error ends it): a purge there, or one that a checkpoint there
+    would have signed, may explain a missing recording before the break, and the first
+    bad record named must be one that is wrong, not a recording a purge deleted."""
     conn = open_ledger(path)
     verifier = Verifier(public_key, held_head)
     recordings = _Recordings(conn)
@@ -1416,34 +1421,38 @@ def verify_file(
         for seq, body, ts, kind, session in _rows(
             conn, "SELECT seq, body, ts, kind, session FROM records ORDER BY seq"
         ):
+            if not verifier.ok:  # past the break: only what may excuse a missing recording
+                recordings.note_unverified(seq, body, kind)
+                continue
             if not isinstance(body, str):
                 verifier.fail("the stored record is not text", seq)
-                break
-            if not verifier.feed_body(body, seq):
-                break
-            record = verifier.last_record
-            # copies of the record's fields that export filters on: an edited one would
-            # hide the record from an export the auditor trusts because verify passed
-            if (
-                record.get("kind") != kind
-                or record.get("ts") != ts
-                or record.get("session") != session
-            ):
-                verifier.fail(
-                    "the row's ts, kind or session column differs from the record (the file "
-                    "was edited: an export filtered on them would leave the record out)",
-                    seq,
-                )
-                break
-            if '"recording":"' in body or _Retention.mentions(body):
-                recordings.note(seq, body)
+            elif verifier.feed_body(body, seq):
+                record = verifier.last_record
+                # copies of the record's fields that export filters on: an edited one would
+                # hide the record from an export the auditor trusts because verify passed
+                if (
+                    record.get("kind") != kind
+                    or record.get("ts") != ts
+                    or record.get("session") != session
+                ):
+                    verifier.fail(
+                        "the row's ts, kind or session column differs from the record (the "
+                        "file was edited: an export filtered on them would leave the record "
+                        "out)",
+                        seq,
+                    )
+                elif '"recording":"' in body or _Retention.mentions(body):
+                    recordings.note(seq, body)
+            if not verifier.ok:
+                recordings.note_unverified(seq, body, kind)
     except sqlite3.Error as exc:
-        verifier.fail(f"the database cannot be read after this point ({exc})")
+        if verifier.ok:  # past a break, the read is best effort: the break is the finding
+            verifier.fail(f"the database cannot be read after this point ({exc})")
     finally:
         conn.close()
     # also when the chain broke: a recording missing or changed before that record makes
     # the first bad record an earlier one (Verifier.fail keeps the lowest seq)
-    problem = recordings.check(verifier.result().last_checkpoint_seq)
+    problem = recordings.check(verifier.result().last_checkpoint_seq, broken=not verifier.ok)
     if problem is not None:
         verifier.fail(problem[1], problem[0])
     return verifier.result()
@@ -1540,6 +1549,7 @@ class _Retention:
         self.purges: list[tuple[int, str, str]] = []  # seq, before, bound of each purge
         self.outcomes: list[tuple[int, str, int | None]] = []  # seq, before, deleted if cut
         self.tails: list[tuple[int, int]] = []  # ranges signed after the fact
+        self.claimed = 0  # past a break: the last record that says it is a checkpoint
 
     @staticmethod
     def mentions(body: str) -> bool:
@@ -1566,12 +1576,18 @@ class _Retention:
             if type(first) is int and type(last) is int:
                 self.tails.append((first, last))
 
-    def excuses(self, signed_through: int | None) -> _Excuses:
-        """What the purges explain; ``signed_through``: the seq of the last checkpoint."""
+    def excuses(self, signed_through: int | None, *, broken: bool = False) -> _Excuses:
+        """What the purges explain; ``signed_through``: the seq of the last checkpoint.
+
+        ``broken``: the chain broke after it, so whether a purge after it was signed
+        cannot be known. One that a record past the break says is a checkpoint may have
+        been, and counts: a missing recording is then blamed only when no purge of the
+        file could explain it, and the first bad record named is one that is wrong."""
         out = _Excuses()
         honoured: list[tuple[int, str, str]] = []
+        signed = max(signed_through or 0, self.claimed if broken else 0)
         for seq, before, bound in self.purges:
-            if seq >= (signed_through or 0):
+            if seq >= signed:
                 out.refused.append((bound, "unsigned"))
             elif any(first <= seq <= last for first, last in self.tails):
                 out.refused.append((bound, "after the fact"))
@@ -1592,7 +1608,10 @@ class _Retention:
 
 class _Recordings:
     """Session recordings against the hashes their result records carry: each must be
-    there and unchanged, unless a purge that ``_Retention`` honours removed it."""
+    there and unchanged, unless a purge that ``_Retention`` honours removed it.
+
+    Past a break in the chain only the retention alerts are read (``note_unverified``):
+    the results there are not the ledger's word, but a purge there may well be."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -1619,10 +1638,31 @@ class _Recordings:
         elif not isinstance(row[0], bytes) or hashlib.sha256(row[0]).hexdigest() != digest:
             self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
 
-    def check(self, signed_through: int | None) -> tuple[int, str] | None:
+    def note_unverified(self, seq: int, body: object, kind: object) -> None:
+        """Take in a record at or past a break in the chain, best effort (one that cannot
+        be read is passed over): its retention alerts, and whether it says it is a
+        checkpoint (``kind``: the row's column), which may have signed a purge before it."""
+        if kind == "checkpoint":
+            self.retention.claimed = seq
+        if not isinstance(body, str):
+            return
+        if not ('"checkpoint"' in body or _Retention.mentions(body)):
+            return
+        try:
+            record = json.loads(body)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(record, dict):
+            return
+        if record.get("kind") == "checkpoint":
+            self.retention.claimed = seq
+        self.retention.note(seq, record)
+
+    def check(self, signed_through: int | None, *, broken: bool = False) -> tuple[int, str] | None:
         """The first bad recording, missing or changed, whichever result comes first;
-        ``signed_through``: the seq of the last checkpoint."""
-        excuses = self.retention.excuses(signed_through)
+        ``signed_through``: the seq of the last checkpoint; ``broken``: the chain broke
+        after the results noted (see ``_Retention.excuses``)."""
+        excuses = self.retention.excuses(signed_through, broken=broken)
         explained = excuses.explain(self.missing)
         gone = next(
             ((seq, excuses.missing(ts)) for seq, ts, _ in self.missing if seq not in explained),

@@ -284,6 +284,83 @@ def test_a_purge_appended_to_a_stopped_ledger_excuses_nothing_once_signed(
     assert all(str(p).startswith("its recording is MISSING") for p in _replayed_problems(db))
 
 
+def _purged_ledger(db: Path) -> dict[str, int]:
+    """Results 1-3 whose recordings a signed purge deletes, a statement after them, then
+    a fourth result: the seq of the statement, the purge, its checkpoint, the fourth."""
+
+    async def main() -> None:
+        async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            for i, blob in enumerate([b"one", b"two", b"three"], 1):
+                await w.append_nowait(result(i, blob), blob)
+            await w.append(
+                {"kind": "statement", "session": "s2", "statement_seq": 1, "sql": "SELECT 1"}
+            )
+            await w.checkpoint()
+            assert await w.purge_recordings(utc_now()) == 3
+            await w.append_nowait(result(4, b"four"), b"four")
+
+    asyncio.run(main())
+    records = [json.loads(b) for b in export(db)]
+    purge = next(r["seq"] for r in records if r.get("alert") == "recordings_purged")
+    assert records[purge]["kind"] == "checkpoint"  # the checkpoint right after it
+    return {
+        "statement": next(r["seq"] for r in records if r["kind"] == "statement"),
+        "purge": purge,
+        "signed by": purge + 1,
+        "fourth": next(r["seq"] for r in records if r.get("statement_seq") == 4),
+        "last": records[-1]["seq"],
+    }
+
+
+def _break_at(db: Path, seq: int) -> None:
+    """Rewrite record ``seq`` in other bytes (the chain breaks there; it still reads)."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER IF EXISTS records_no_update")
+        conn.execute(
+            "UPDATE records SET body = replace(body, '\"kind\":', '\"kind\": ') WHERE seq = ?",
+            (seq,),
+        )
+    conn.close()
+
+
+def test_a_break_in_the_chain_is_named_not_a_recording_a_purge_deleted(
+    tmp_path: Path,
+) -> None:
+    """A record damaged between the results and their signed purge, or the checkpoint
+    that signs the purge: verify named the first result "missing, not purged" (the purge
+    past the break, or signed past it, was not honoured), not the damaged record. A purge
+    read past the break counts now when a record past it says it is a checkpoint; a
+    recording missing or changed before the break that no purge explains still comes
+    first."""
+    canonical = "the stored text is not the record's canonical JSON"
+    for damaged in ("statement", "signed by"):
+        db = tmp_path / f"{damaged.replace(' ', '_')}.db"
+        seqs = _purged_ledger(db)
+        _break_at(db, seqs[damaged])
+        result_ = verify_file(db, PUBLIC)
+        assert result_.first_bad_seq == seqs[damaged], (damaged, result_.reason)
+        assert str(result_.reason).startswith(canonical), result_.reason
+    for changed in (False, True):  # the fourth result's recording, before the break
+        db = tmp_path / f"changed_{changed}.db"
+        seqs = _purged_ledger(db)
+        _break_at(db, seqs["last"])
+        with sqlite3.connect(db) as conn:
+            if changed:
+                conn.execute("UPDATE recordings SET body = ? WHERE body = ?", (b"FOUR", b"four"))
+            else:
+                conn.execute("DELETE FROM recordings WHERE body = ?", (b"four",))
+        conn.close()
+        result_ = verify_file(db, PUBLIC)
+        assert result_.first_bad_seq == seqs["fourth"], (changed, result_.reason)
+        why = "was changed" if changed else "is missing (and was not purged)"
+        assert why in str(result_.reason), result_.reason
+        if not changed:  # a purge past the break that nothing past it signs: unsigned
+            _append_chained(db, FORGED_PURGE)
+            result_ = verify_file(db, PUBLIC)
+            assert result_.first_bad_seq == seqs["fourth"], result_.reason
+            assert "not purged by a signed purge record" in str(result_.reason)
+
+
 CRASH_IN_PURGE = """
 import asyncio, hashlib, os, sys
 from appliance.ledger import LedgerWriter, load_private_key
