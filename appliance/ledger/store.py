@@ -1466,46 +1466,45 @@ _Missing = tuple[int, str, str]  # a result whose recording is gone: seq, ts, re
 
 @dataclass(slots=True)
 class _Excuses:
-    """What the retention records explain. A missing recording of a result before
-    ``full`` was purged (by a purge that finished, or said nothing of how it went); each
-    purge that stopped part way (``limited``: its bound and how many it deleted) explains
-    at most that many distinct recordings of results before its bound, beyond those.
-    ``refused``: the bound and the why of each purge record that explains nothing."""
+    """What the retention records explain. A recording is stored once, and a purge with
+    bound b deletes it only when every result carrying it is before b (a later result
+    repeating it keeps it): a missing recording whose latest result is before ``full``
+    was purged (by a purge that finished, or said nothing of how it went); each purge
+    that stopped part way (``limited``: its bound and how many it deleted) explains at
+    most that many distinct recordings whose latest result is before its bound, beyond
+    those. ``refused``: the bound and the why of each purge record that explains nothing."""
 
     full: str = ""
     limited: list[tuple[str, int]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
 
-    def window(self) -> tuple[str, str] | None:
-        """The ``ts`` (from, to) of the results whose missing recordings only a purge that
-        stopped part way may explain: ``explain`` needs all of those (None: no such)."""
-        top = max((bound for bound, _ in self.limited), default="")
-        return (self.full, top) if top > self.full else None
+    def explain(self, latest: Mapping[str, str]) -> dict[str, str]:
+        """The missing recordings that purges explain, given the ``ts`` of the latest
+        result carrying each: the bound of the purge that explains each.
 
-    def explain(self, missing: list[_Missing]) -> dict[int, str]:
-        """The missing recordings that purges explain: the seq of each result, and the
-        bound of its purge. A purge that stopped part way is charged once per recording
-        (the same answer under several results went once), the earliest results first,
-        each to the purge with the smallest bound after it, which leaves the others for
-        later results: which ones it deleted is not recorded, only how many."""
-        left = [deleted for _, deleted in self.limited]
-        order = sorted(range(len(self.limited)), key=lambda i: self.limited[i][0])
-        charged: dict[str, set[int]] = {}  # a recording -> the purges it was charged to
-        out: dict[int, str] = {}
-        for seq, ts, digest in sorted(missing, key=lambda m: (m[1], m[0])):
-            if ts < self.full:
-                out[seq] = self.full
-                continue
-            after = [i for i in order if ts < self.limited[i][0]]
-            done = charged.get(digest, set())
-            purge = next((i for i in after if i in done), None)
-            if purge is None:
-                purge = next((i for i in after if left[i] > 0), None)
-                if purge is None:
-                    continue
+        Which recordings a stopped purge deleted is not recorded, only how many. The
+        purges that may have deleted one are those with a bound after its latest result,
+        so the later its latest result the fewer: those go first, each to the stopped
+        purge with the smallest such bound that has deletions left. As each one's
+        purges include those of every one after it, this explains as many as any
+        assignment could: a recording left over is one more than the purges deleted."""
+        stopped = sorted(self.limited)
+        left = [deleted for _, deleted in stopped]
+        out: dict[str, str] = {}
+        later: list[tuple[str, str]] = []
+        for digest, last in latest.items():
+            if last < self.full:
+                out[digest] = self.full
+            else:
+                later.append((last, digest))
+        for last, digest in sorted(later, reverse=True):
+            purge = next(
+                (i for i, (bound, _) in enumerate(stopped) if last < bound and left[i] > 0),
+                None,
+            )
+            if purge is not None:
                 left[purge] -= 1
-                charged.setdefault(digest, set()).add(purge)
-            out[seq] = self.limited[purge][0]
+                out[digest] = stopped[purge][0]
         return out
 
     def missing(self, ts: str) -> str:
@@ -1625,8 +1624,8 @@ class _Recordings:
             self.retention.note(seq, record)
             return
         digest = record.get("recording")
-        if record.get("kind") != "result" or not isinstance(digest, str) or self.bad:
-            return
+        if record.get("kind") != "result" or not isinstance(digest, str):
+            return  # every result, also past a changed recording: see ``check``
         try:
             row = self.conn.execute(
                 "SELECT body FROM recordings WHERE hash = ?", (digest,)
@@ -1635,7 +1634,9 @@ class _Recordings:
             row = None
         if row is None:
             self.missing.append((seq, str(record.get("ts", "")), digest))
-        elif not isinstance(row[0], bytes) or hashlib.sha256(row[0]).hexdigest() != digest:
+        elif self.bad is None and (
+            not isinstance(row[0], bytes) or hashlib.sha256(row[0]).hexdigest() != digest
+        ):
             self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
 
     def note_unverified(self, seq: int, body: object, kind: object) -> None:
@@ -1663,9 +1664,16 @@ class _Recordings:
         ``signed_through``: the seq of the last checkpoint; ``broken``: the chain broke
         after the results noted (see ``_Retention.excuses``)."""
         excuses = self.retention.excuses(signed_through, broken=broken)
-        explained = excuses.explain(self.missing)
+        latest: dict[str, str] = {}  # a missing recording -> the ts of its latest result
+        for _, ts, digest in self.missing:
+            latest[digest] = max(latest.get(digest, ts), ts)
+        explained = excuses.explain(latest)
         gone = next(
-            ((seq, excuses.missing(ts)) for seq, ts, _ in self.missing if seq not in explained),
+            (
+                (seq, excuses.missing(latest[digest]))
+                for seq, _, digest in self.missing
+                if digest not in explained
+            ),
             None,
         )
         if gone is None or (self.bad is not None and self.bad[0] < gone[0]):
@@ -1773,7 +1781,8 @@ class RecordingReader:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._excuses: _Excuses | None = None
-        self._explained: dict[int, str] | None = None  # results that a cut purge explains
+        self._latest: dict[str, str] | None = None  # recordings gone since the purge bound
+        self._explained: dict[str, str] | None = None  # those a purge explains: its bound
         self._read_at = 0  # the ledger's last seq when ``_excuses`` was read
 
     def get(self, digest: str) -> bytes | None:
@@ -1812,50 +1821,53 @@ class RecordingReader:
         try:
             found = self._purged(record)
             if found is None and self._last_seq() != self._read_at:
-                self._excuses = self._explained = None
+                self._excuses = None
                 found = self._purged(record)
         except sqlite3.DatabaseError as exc:
             raise LedgerDamaged(f"{self.path}: cannot be read: {exc}") from None
         return found
 
     def _purged(self, record: Mapping[str, Any]) -> str | None:
-        ts = str(record.get("ts", ""))
+        digest, ts = record.get("recording"), str(record.get("ts", ""))
         if self._excuses is None:
             self._read_at = self._last_seq()  # taken before the read
             self._excuses = self._retention()
+            self._latest = self._explained = None
         excuses = self._excuses
-        if ts < excuses.full:
-            return excuses.full
-        window = excuses.window()
-        if window is None or ts >= window[1]:
+        if not isinstance(digest, str) or not (excuses.full or excuses.limited):
             return None
-        if self._explained is None:  # as verify counts them: all of them, once
-            self._explained = excuses.explain(self._missing(window))
-        seq = record.get("seq")
-        return self._explained.get(seq) if type(seq) is int else None
+        if self._latest is None or self._explained is None:  # as verify: all, once
+            self._latest = self._gone_since(excuses.full)
+            self._explained = excuses.explain(self._latest)
+        if digest in self._latest:
+            return self._explained.get(digest)
+        # no result at or after ``full`` carries it (or it came after the look)
+        return excuses.full if ts < excuses.full else None
 
     def _last_seq(self) -> int:
         if self._conn is None:
             self._conn = open_ledger(self.path)
         return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0])
 
-    def _missing(self, window: tuple[str, str]) -> list[_Missing]:
-        """The results from ``window[0]`` to before ``window[1]`` whose recording is gone."""
+    def _gone_since(self, since: str) -> dict[str, str]:
+        """The recordings gone that results at or after ``since`` carry, each with the
+        ``ts`` of its latest result: whether a purge explains one depends on that
+        (``_Excuses.explain``), and a recording missing with no result since is
+        explained by the purge that finished. One pass, in SQL: a replay of old results
+        reads the results since the purge's bound once, not once per recording."""
         assert self._conn is not None
-        missing: list[_Missing] = []
-        for seq, body in self._conn.execute(
-            "SELECT seq, body FROM records WHERE kind = 'result' AND ts >= ? AND ts < ? "
-            "AND instr(body, ?) > 0 ORDER BY seq",
-            (*window, '"recording":"'),
-        ).fetchall():
-            try:
-                record = json.loads(body)
-            except (ValueError, RecursionError, TypeError):
-                continue
-            digest = record.get("recording") if isinstance(record, dict) else None
-            if isinstance(digest, str) and self.get(digest) is None:
-                missing.append((seq, str(record.get("ts", "")), digest))
-        return missing
+        stored = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recordings'"
+        ).fetchone()
+        gone = "AND NOT EXISTS (SELECT 1 FROM recordings WHERE hash = digest)" if stored else ""
+        rows = self._conn.execute(
+            "SELECT json_extract(body, '$.recording') AS digest, max(ts) FROM records "
+            "WHERE kind = 'result' AND ts >= ? AND instr(body, ?) > 0 "
+            "AND typeof(body) = 'text' AND json_valid(body) "
+            f"GROUP BY digest HAVING typeof(digest) = 'text' {gone}",
+            (since, '"recording":"'),
+        ).fetchall()
+        return {str(digest): str(last) for digest, last in rows}
 
     def _retention(self) -> _Excuses:
         if self._conn is None:

@@ -655,9 +655,11 @@ class StopInBatch:
             self.purge.cancel()
         return await self.real(*args)
 
-    async def run(self, writer: LedgerWriter) -> None:
-        """A purge of everything so far, cancelled in its ``at``-th batch."""
-        self.purge = asyncio.ensure_future(writer.purge_recordings(utc_now()))
+    async def run(self, writer: LedgerWriter, before: str | None = None) -> None:
+        """A purge (of everything so far, or before ``before``), cancelled in its
+        ``at``-th batch."""
+        self.batches = 0
+        self.purge = asyncio.ensure_future(writer.purge_recordings(before or utc_now()))
         with pytest.raises(asyncio.CancelledError):
             await self.purge
 
@@ -721,11 +723,16 @@ def test_a_purge_that_stopped_excuses_no_more_than_it_deleted(
         conn.execute("DELETE FROM recordings")
     conn.close()
     result_ = verify_file(db, PUBLIC)
-    # two recordings are explained, the earliest results' (which went is not recorded)
-    assert not result_.ok and result_.first_bad_seq == 3
+    # two recordings are explained, those whose last result is latest (fewer purges
+    # could have deleted them; which went is not recorded)
+    carried = [*digests, min(digests)]  # the recording of each result, seq 1 to 6
+    last = {d: seq for seq, d in enumerate(carried, 1)}
+    latest = sorted(last, key=last.__getitem__)[-2:]
+    explained = {seq for seq, d in enumerate(carried, 1) if d in latest}
+    first = min(set(range(1, 7)) - explained)
+    assert not result_.ok and result_.first_bad_seq == first
     assert "stopped part way" in str(result_.reason)
     problems = _replayed_problems(db)
-    explained = {seq for seq, d in enumerate([*digests, min(digests)], 1) if d in digests[:2]}
     for seq, problem in enumerate(problems, 1):
         expected = "its recording was purged" if seq in explained else "its recording is MISSING"
         assert str(problem).startswith(expected), (seq, problem)
@@ -848,3 +855,62 @@ def test_a_purge_batch_whose_commit_landed_but_failed_counts_what_went(
     assert [(d["deleted"], d["complete"]) for d in done] == [(3, False)]
     result_ = verify_file(db, PUBLIC)
     assert result_.ok, result_.reason
+
+
+def test_stopped_purges_count_an_answer_by_its_latest_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer D given before a purge's bound and again after it, and X before it: the
+    first purge kept D (repeated later), deleted X and stopped; the second deleted D and
+    stopped. Two went, two counted, yet verify failed and replay said MISSING: D was
+    charged by its first result to the first purge, which could not have deleted it. A
+    recording counts by its latest result now, the latest first; with one more missing
+    than the purges counted, verify fails and replay says MISSING for that one."""
+    from appliance.ledger import store
+
+    monkeypatch.setattr(store, "PURGE_BATCH", 1)
+    stop = StopInBatch(monkeypatch, at=1)  # each purge stops in its first batch
+
+    def run(db: Path, before: list[bytes]) -> None:
+        async def main() -> None:
+            async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+                for i, blob in enumerate([b"D", *before], 1):
+                    await w.append_nowait(result(i, blob), blob)
+                await asyncio.sleep(0.01)
+                first = utc_now()
+                await asyncio.sleep(0.01)
+                await w.append_nowait(result(len(before) + 2, b"D"), b"D")  # D again
+                await w.checkpoint()
+                await stop.run(w, first)  # keeps D, deletes one of ``before``
+                await asyncio.sleep(0.01)
+                await stop.run(w)  # deletes one of what is left
+
+        asyncio.run(main())
+        done = [json.loads(b) for b in export(db) if '"recordings_deleted"' in b]
+        assert [(d["deleted"], d["complete"]) for d in done] == [(1, False), (1, False)]
+
+    shared = tmp_path / "shared.db"
+    run(shared, [b"X"])
+    assert stored(shared) == {}  # two went, two counted
+    result_ = verify_file(shared, PUBLIC)
+    assert result_.ok, result_.reason
+    problems = _replayed_problems(shared)
+    assert len(problems) == 3
+    assert all(str(p).startswith("its recording was purged") for p in problems), problems
+    over = tmp_path / "over.db"
+    run(over, [b"X", b"Y"])
+    assert len(stored(over)) == 1
+    with sqlite3.connect(over) as conn:  # the one the purges left, deleted by someone else
+        conn.execute("DELETE FROM recordings")
+    conn.close()
+    result_ = verify_file(over, PUBLIC)  # three went, two counted: X's is the one over
+    assert not result_.ok and result_.first_bad_seq == 2, result_.reason
+    assert "stopped part way" in str(result_.reason)
+    problems = _replayed_problems(over)
+    assert [str(p).startswith("its recording was purged") for p in problems] == [
+        True,
+        False,
+        True,
+        True,
+    ], problems
+    assert str(problems[1]).startswith("its recording is MISSING")
