@@ -186,15 +186,19 @@ class _Answers:
 
 
 def _missing(reader: RecordingReader, record: dict[str, Any]) -> str:
-    """Why a result's recording is not there: purged for retention only when a purge
-    that ``ledger verify`` honours explains it (signed as it was written, before the
-    result's time, within what it deleted), else missing, the ledger's fault."""
+    """Why a result's recording is not there: purged when a purge record of the ledger
+    explains it (by the rule ``ledger verify`` applies), else MISSING, the ledger's
+    fault. Replay and export hold no public key and check no signature, so "purged" is
+    the ledger's word, said as such: ``ledger verify --pubkey`` is the proof."""
     before = reader.purged(record)
     if before is not None:
-        return f"its recording was purged (retention: recordings before {before})"
+        return (
+            "its recording was purged by the ledger's purge record (retention: recordings "
+            f"before {before})"
+        )
     return (
-        "its recording is MISSING (no signed purge removed it: the file was edited or "
-        "damaged; 'sqlgate ledger verify' says more)"
+        "its recording is MISSING (no purge record of the ledger removed it: the file was "
+        "edited or damaged; 'sqlgate ledger verify' says more)"
     )
 
 

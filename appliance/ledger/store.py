@@ -1810,14 +1810,17 @@ class RecordingReader:
         return row[0]
 
     def purged(self, record: Mapping[str, Any]) -> str | None:
-        """For a result whose recording is gone: the bound of the retention purge that
-        removed it (None: none did, the ledger's fault), as ``ledger verify`` counts it
-        (``_Retention``, one rule for both).
+        """For a result whose recording is gone: the bound of the retention purge record
+        that explains it (None: none does, the ledger's fault), by the rule ``ledger
+        verify`` applies (``_Retention``), over the ledger as it is: with no public key,
+        the last record that says it is a checkpoint is taken as signed. A purge record
+        and checkpoint that anyone who can write the file appended count here; only
+        ``ledger verify --pubkey`` proves a purge was the gateway's.
 
         The retention records are read once; when they explain nothing and records were
         added since, once more: a purge may have run while a long export or replay was
-        reading, and its signed alert explains the recording, as ``ledger verify`` run
-        now would say. Only then, so a reader whose recordings are there reads them once."""
+        reading, and its alert explains the recording, as ``ledger verify`` run now would
+        say. Only then, so a reader whose recordings are there reads them once."""
         try:
             found = self._purged(record)
             if found is None and self._last_seq() != self._read_at:
@@ -1870,6 +1873,8 @@ class RecordingReader:
         return {str(digest): str(last) for digest, last in rows}
 
     def _retention(self) -> _Excuses:
+        """The purges as ``_Retention`` honours them, the last checkpoint taken as signed
+        (its signature is not checked: there is no key; see ``purged``)."""
         if self._conn is None:
             self._conn = open_ledger(self.path)
         head = self._conn.execute(

@@ -521,13 +521,16 @@ def _replayed_problems(db: Path) -> list[str | None]:
     return [step.problem for step in load(db, "s1") if step.record.get("kind") == "result"]
 
 
+PURGED = "its recording was purged by the ledger's purge record (retention"
+
+
 def test_replay_says_purged_only_for_a_signed_purge(tmp_path: Path) -> None:
     """Any missing recording replayed as "purged", so a deleted one read as retention
     while `ledger verify` reported the ledger edited."""
     purged = tmp_path / "purged.db"
     ledger(purged, [b"old one"], purge_before="9999-01-01T00:00:00.000000Z")
     (problem,) = _replayed_problems(purged)
-    assert problem is not None and problem.startswith("its recording was purged (retention")
+    assert problem is not None and problem.startswith(PURGED)
     deleted = tmp_path / "deleted.db"
     ledger(deleted, [b"first", b"second"])
     with sqlite3.connect(deleted) as conn:
@@ -535,7 +538,37 @@ def test_replay_says_purged_only_for_a_signed_purge(tmp_path: Path) -> None:
     problems = _replayed_problems(deleted)
     assert problems[0] is None
     assert problems[1] is not None and problems[1].startswith("its recording is MISSING")
-    assert "purged" not in problems[1].replace("no signed purge", "")
+    assert "purged" not in problems[1]
+
+
+def test_replay_and_export_say_purged_on_the_ledgers_word(tmp_path: Path) -> None:
+    """Replay and export take no public key: after a forged purge record and a
+    checkpoint whose signature does not verify, they said "purged (retention ...)" while
+    verify failed, as if a signature had been checked. They say whose word it is now:
+    the ledger's purge record's (verify is the proof)."""
+    from appliance.replay import with_answers
+
+    db = tmp_path / "ledger.db"
+    ledger(db, [b"first", b"second"])
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM recordings")
+    conn.close()
+    _append_chained(db, FORGED_PURGE)
+    purge = json.loads(list(export(db))[-1])
+    forged = {"signature": "AAAA", "key_id": "0123456789abcdef"}
+    _append_chained(
+        db,
+        {"kind": "checkpoint", "checkpoint_seq": purge["seq"], "checkpoint_hash": purge["hash"]}
+        | forged,
+    )
+    result_ = verify_file(db, PUBLIC)
+    assert not result_.ok and result_.first_bad_seq == purge["seq"] + 1, result_.reason
+    assert "signature is by key_id 0123456789abcdef" in str(result_.reason)
+    said = f"{PURGED}: recordings before {FORGED_PURGE['before']})"
+    assert _replayed_problems(db) == [said, said]
+    exported = [json.loads(line) for line in with_answers(db, export(db))]
+    answers = [r["answer"]["problem"] for r in exported if r["kind"] == "result"]
+    assert answers == [said, said]
 
 
 def test_export_with_results_says_purged_for_a_purge_that_ran_while_it_read(
@@ -577,7 +610,7 @@ def test_export_with_results_says_purged_for_a_purge_that_ran_while_it_read(
     records = asyncio.run(main())
     answers = [r["answer"]["problem"] for r in records if r["kind"] == "result"]
     assert len(answers) == 4
-    assert all(a.startswith("its recording was purged (retention") for a in answers), answers
+    assert all(a.startswith(PURGED) for a in answers), answers
     assert reads == 2  # once at the first, once after the purge: not for each recording
     assert verify_file(db, PUBLIC).ok
 
