@@ -345,6 +345,8 @@ class ClientLeg(asyncio.Protocol):
         "_holding",
         "_behind_hold",
         "_token_ends",
+        "_token_timer",
+        "_token_over",
         "_cursors",
     )
 
@@ -394,8 +396,10 @@ class ClientLeg(asyncio.Protocol):
         self._login_db_shadow: dict[str, str] = {}
         self._holding = 0  # statements of this session waiting for a person
         # when the token this session logged in with stops counting (epoch seconds, with
-        # the identity leeway): its commands are refused after it
+        # the identity leeway): the session ends then (_token_over_now)
         self._token_ends: float | None = None
+        self._token_timer: asyncio.TimerHandle | None = None  # fires at _token_ends
+        self._token_over = False  # its time is up: nothing more is forwarded (_token_ran_out)
         self._behind_hold: set[int] = set()  # commands refused for it: one at a time
 
     # -------------------------------------------------------------- asyncio callbacks
@@ -508,6 +512,30 @@ class ClientLeg(asyncio.Protocol):
         session.login_timed_out(_LOGIN_TIMEOUT_S)
         self.flush()
 
+    def _token_ran_out(self) -> None:
+        """The token this session logged in with has expired (with the leeway)."""
+        self._token_timer = None
+        self._token_over_now()
+        self.flush()
+
+    def _token_over_now(self) -> None:
+        """Nothing more is forwarded: a command not sent yet is refused (1227,
+        ``token-expired``; one decided from now on is recorded so), and once nothing is
+        waiting the session ends as MariaDB ends one (``wait_timeout``, ``KILL``): both
+        connections close with nothing sent (see ``flush``), and a transaction still
+        open is lost with the backend's connection. A command the client already waits
+        for is answered first; so is a statement held for approval (it is refused if it
+        was not yet sent)."""
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
+        if self._token_over:
+            return
+        self._token_over = True
+        session, ends = self.session, self._token_ends
+        assert session is not None and ends is not None
+        session.stop_forwarding(ErrorCode.SPECIFIC_ACCESS_DENIED, _token_rule(ends).message)
+
     def _login_gate(self, user: str) -> str | None:
         """The client named ``user``: refused while that name waits from its address."""
         self._login_user = user
@@ -603,6 +631,9 @@ class ClientLeg(asyncio.Protocol):
         if self._login_deadline is not None:
             self._login_deadline.cancel()
             self._login_deadline = None
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
         self.gw.remove(self)
         if self.session is not None and self.context["identity"] is not None:
             ended: dict[str, Any] = {"reason": self._close_reason}  # the client, the target
@@ -787,6 +818,12 @@ class ClientLeg(asyncio.Protocol):
                 self.transport.write(out[0])
             else:
                 self.transport.writelines(out)
+        if self._token_over and session.phase is Phase.COMMAND and not session.busy:
+            # its token's time is up and nothing is waiting: closed with nothing sent, as
+            # MariaDB closes a session it ends (a pool's pre-ping sees a lost connection)
+            assert self._token_ends is not None
+            session.close_now(f"token expired at {_clock(self._token_ends)} (with the leeway)")
+            self._handle_events()
         if session.close_requested and not self._closing:
             self._closing = True
             if self.transport is not None:
@@ -887,6 +924,13 @@ class ClientLeg(asyncio.Protocol):
                     if self._login_deadline is not None:
                         self._login_deadline.cancel()
                         self._login_deadline = None
+                    if self._token_ends is not None:
+                        loop = asyncio.get_running_loop()
+                        self._token_timer = loop.call_at(
+                            loop.time() + max(0.0, self._token_ends - time.time()),
+                            self._guarded,
+                            self._token_ran_out,
+                        )
                 elif isinstance(ev, SessionClosed):
                     self._close_reason = ev.reason
                     log.info("session %d: closed: %s", self.id, ev.reason)
@@ -1053,8 +1097,10 @@ class ClientLeg(asyncio.Protocol):
         assert session is not None and policy is not None
         self._deferred.discard(cmd.id)
         verdict = policy.decide(cmd, session.server_status, session.prepared_sql, classified)
-        if self._token_ends is not None and time.time() > self._token_ends:
-            verdict = _token_expired(verdict, self._token_ends)
+        ends = self._token_ends
+        if ends is not None and (self._token_over or time.time() > ends):
+            verdict = _token_expired(verdict, ends)
+            self._token_over_now()  # (before its timer): the session ends once it is answered
         first_seq = self._statements + 1
         self._statements += len(verdict.parts)
         self._begun[cmd.id] = (time.monotonic(), verdict, first_seq)
@@ -1693,16 +1739,24 @@ def masking_key(config: Config) -> bytes:
     return key
 
 
+def _clock(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%H:%M:%S UTC")
+
+
+def _token_rule(ended: float) -> Decision:
+    """The refusal of a command of a session whose token has expired."""
+    return Decision(
+        RuleAction.BLOCK,
+        "token-expired",
+        f"the token this session logged in with expired (with the leeway, at "
+        f"{_clock(ended)}). Log in again with a new token",
+    )
+
+
 def _token_expired(verdict: Verdict, ended: float) -> Verdict:
     """A session whose token has expired (its groups, even the person's access, may have
     changed since): every command is refused, in shadow mode too."""
-    when = datetime.datetime.fromtimestamp(ended, datetime.UTC).strftime("%H:%M:%S UTC")
-    decision = Decision(
-        RuleAction.BLOCK,
-        "token-expired",
-        f"the token this session logged in with expired (with the leeway, at {when}). Log "
-        "in again with a new token",
-    )
+    decision = _token_rule(ended)
     parts = tuple(dataclasses.replace(p, decision=decision) for p in verdict.parts)
     return Verdict(verdict.command, parts, decision)
 

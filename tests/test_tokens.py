@@ -17,11 +17,13 @@ import jwt
 import mysql.connector
 import pymysql
 import pytest
+import sqlalchemy
 from cryptography.hazmat.primitives import serialization
 from lab.clients import ledger_records, run_mariadb, run_node
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import AUDIENCE, ISSUER, USER, Provider, identity_toml
+from pymysql.constants import COMMAND
 
 pytestmark = pytest.mark.integration
 
@@ -239,31 +241,131 @@ def test_a_token_over_a_plain_connection_is_refused(
     assert len(failed) == before + 1 and "only over TLS" in failed[-1]["reason"]
 
 
-def test_a_session_ends_with_its_token(mariadb: MariaDB, provider: Provider, tmp_path: Any) -> None:
-    """A session whose token expired kept running every statement: revoking a person's
-    token, or taking them out of a group, changed nothing for a session already open."""
+# A session lasts as long as its token. Once the token's time is up the gateway ends the
+# session as MariaDB ends one (wait_timeout, KILL): the connection closes with nothing
+# sent, which drivers and pools take for a lost connection.
+
+
+@pytest.fixture(scope="module")
+def expiring_gw(
+    mariadb: MariaDB, provider: Provider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(
-        tmp_path / "gw",
+        tmp_path_factory.mktemp("gw-expiry"),
         mariadb,
         mariadb.pki,
         extra_toml=identity_toml(provider) + "leeway_s = 0\n",
     ).start()
+    mariadb.admin_sql("CREATE TABLE IF NOT EXISTS shop.expiry_probe (id INT PRIMARY KEY)")
+    yield gw
+    assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+
+
+def short_token(provider: Provider, jti: str, seconds: int = 5) -> str:
+    now = int(time.time())
+    return provider.token(iat=now, exp=now + seconds, jti=jti)
+
+
+def session_end(gw: GatewayProcess, jti: str) -> dict[str, Any]:
+    """The session_end of the session that logged in with token ``jti``, once written."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        recs = ledger_records(gw.ledger)
+        ends = [r for r in recs if r["kind"] == "session_end" and r.get("token_id") == jti]
+        if ends:
+            return ends[0]
+        time.sleep(0.2)
+    pytest.fail(f"the session of token {jti} did not end")
+
+
+def test_an_idle_session_whose_token_expires_is_closed_and_its_transaction_lost(
+    expiring_gw: GatewayProcess, mariadb: MariaDB, provider: Provider
+) -> None:
+    """BUG: the session stayed open for ever, refusing each command with 1227; a pool's
+    pre-ping read that as an error, not as a dead connection, and did not reconnect."""
+    jti = f"idle-{uuid.uuid4().hex}"
+    row = int(time.time_ns() % 1_000_000_000)
+    conn = tls_connect(expiring_gw, mariadb, short_token(provider, jti), autocommit=False)
     try:
-        now = int(time.time())
-        token = provider.token(iat=now, exp=now + 3, jti="short-lived")
-        with tls_connect(gw, mariadb, token) as conn:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-            time.sleep(max(0.0, now + 3.5 - time.time()))
-            with pytest.raises(pymysql.err.OperationalError) as caught, conn.cursor() as cur:
-                cur.execute("SELECT 1")
-            code, message = caught.value.args
-            assert code == 1227 and "token-expired" in message and "Log in again" in message
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO expiry_probe VALUES ({row})")  # not committed
+        end = session_end(expiring_gw, jti)
+        assert "token expired" in end["reason"] and "ended_by" not in end
+        with pytest.raises(pymysql.err.OperationalError) as caught, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        assert caught.value.args[0] in (2006, 2013), caught.value.args  # a lost connection
     finally:
-        assert gw.stop() == 0
-    recs = [r for r in ledger_records(gw.ledger) if r.get("token_id") == "short-lived"]
+        conn.close()
+    assert mariadb.admin_sql(f"SELECT COUNT(*) FROM shop.expiry_probe WHERE id = {row}") == [(0,)]
+
+
+def test_a_pool_reconnects_with_a_fresh_token_once_the_first_expired(
+    expiring_gw: GatewayProcess, mariadb: MariaDB, provider: Provider
+) -> None:
+    """SQLAlchemy's pre-ping of a pooled connection whose token expired raised 1227
+    instead of reconnecting; now it finds the connection lost and connects anew."""
+    gw = expiring_gw
+    tokens: list[str] = []
+
+    engine = sqlalchemy.create_engine(
+        f"mysql+pymysql://{USER.replace('@', '%40')}@{gw.host}:{gw.port}/shop",
+        pool_size=1,
+        max_overflow=0,
+        pool_pre_ping=True,
+        connect_args={"ssl": {"ca": str(mariadb.pki.ca_cert)}, "connect_timeout": 10},
+    )
+
+    @sqlalchemy.event.listens_for(engine, "do_connect")
+    def fresh_token(dialect: Any, rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        jti = f"pool-{len(tokens)}-{uuid.uuid4().hex}"
+        tokens.append(jti)
+        cparams["password"] = short_token(provider, jti, 5 if len(tokens) == 1 else 600)
+
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(sqlalchemy.text("SELECT CONNECTION_ID()")).scalar()
+        assert "token expired" in session_end(gw, tokens[0])["reason"]
+        with engine.connect() as conn:  # the pre-ping finds it gone and reconnects
+            again = conn.execute(sqlalchemy.text("SELECT CONNECTION_ID()")).scalar()
+        assert again != first and len(tokens) == 2
+    finally:
+        engine.dispose()
+
+
+def test_a_command_after_the_token_expired_is_refused_once_then_the_session_ends(
+    expiring_gw: GatewayProcess, mariadb: MariaDB, provider: Provider
+) -> None:
+    """The session is busy when its token expires (a SLEEP sent before); a command the
+    client sends after is refused with 1227 token-expired, recorded, and once that is
+    answered the connection closes. (pymysql's own calls send the command without
+    waiting for the answer before it.)"""
+    jti = f"busy-{uuid.uuid4().hex}"
+    now = int(time.time())
+    conn = tls_connect(
+        expiring_gw, mariadb, provider.token(iat=now, exp=now + 5, jti=jti), read_timeout=30
+    )
+    try:
+        conn._execute_command(COMMAND.COM_QUERY, "SELECT SLEEP(7) AS slept")
+        time.sleep(max(0.0, now + 5.5 - time.time()))  # the token expired meanwhile
+        conn._execute_command(COMMAND.COM_QUERY, "SELECT 'after' AS late")
+        conn._read_query_result()  # the SLEEP's answer, sent before the token expired
+        conn._next_seq_id = 1  # (pymysql expects one answer at a time)
+        with pytest.raises(pymysql.err.OperationalError) as caught:
+            conn._read_query_result()
+        code, message = caught.value.args
+        assert code == 1227 and "token-expired" in message and "Log in again" in message
+        with pytest.raises(pymysql.err.OperationalError) as lost:
+            conn.ping(reconnect=False)
+        assert lost.value.args[0] in (2006, 2013), lost.value.args
+    finally:
+        conn.close()
+    end = session_end(expiring_gw, jti)
+    assert "token expired" in end["reason"]
+    recs = [r for r in ledger_records(expiring_gw.ledger) if r.get("token_id") == jti]
     refused = [r for r in recs if r["kind"] == "statement" and r["rule"] == "token-expired"]
     assert len(refused) == 1 and refused[0]["decision"] == "blocked"
+    assert "'after'" in refused[0]["sql"]
 
 
 def test_an_email_the_provider_did_not_verify_names_nobody(

@@ -573,6 +573,7 @@ class Session:
         """The status flags of the backend's last OK or EOF (``NO_BACKSLASH_ESCAPES`` says
         how the server reads backslashes in string literals right now)."""
         self._quitting = False  # COM_QUIT was received: close once the answers are out
+        self._stopped: bytes | None = None  # stop_forwarding: the ERR in place of each command
         self._quit_reason = "client quit"
         self._client_gone = False  # the client left with commands on their way
         self._more = False  # the intake stopped with client bytes still buffered
@@ -864,6 +865,14 @@ class Session:
             message = f"sqlgate: server shutdown in progress; the statement {ran}"
             self._send_client(frame(1, packets.build_err(ErrorCode.SERVER_SHUTDOWN, message)))
         self._close(reason)
+
+    def stop_forwarding(self, code: int, message: str) -> None:
+        """Nothing more goes to the backend (the identity's time is up): each command not
+        sent yet, whether allowed already or later, is answered in its turn with ERR
+        ``code`` instead (a COM_QUIT still goes: it only ends the backend session). The
+        answers of the commands already sent still come. The shell ends the session
+        with ``close_now`` once it is no longer ``busy``."""
+        self._stopped = packets.build_err(code, message)
 
     def allow(self, cmd: ClientCommand, sql: bytes | None = None) -> None:
         """Let a received command go to the backend (in order with the others); with
@@ -1642,9 +1651,12 @@ class Session:
                     self._standing[cmd.id] = self._last_prepared = last
             elif code == Command.STMT_PREPARE:
                 self._last_prepared = self._prepares[cmd.id] = _LastPrepared(cmd.id)
-            if code == Command.QUIT or (cmd.stands_for is not None and not self._gated):
+            if code == Command.QUIT or (
+                not self._gated and (cmd.stands_for is not None or self._stopped is not None)
+            ):
                 # QUIT leaves after whatever is still waiting for a decision; an execute
-                # that stands for a prepare waits for its answer (see _drain_decisions)
+                # that stands for a prepare waits for its answer (see _drain_decisions);
+                # with forwarding stopped, a command waits its turn for the ERR
                 self._quitting = code == Command.QUIT
                 self._undecided.append(cmd)
                 self._undecided_bytes += len(raw)
@@ -1700,6 +1712,8 @@ class Session:
             undecided.popleft()
             self._undecided_bytes -= len(cmd.raw)
             err = decisions.pop(cmd.id)
+            if err is None and self._stopped is not None and cmd.command != Command.QUIT:
+                err = self._stopped  # allowed, but nothing goes to the backend any more
             if cmd.command == Command.STMT_PREPARE and err is not None:
                 refused = self._prepares.pop(cmd.id, None)
                 if refused is not None:  # it prepared nothing: see _LAST_PREPARED

@@ -2208,6 +2208,32 @@ def test_a_gateway_shutdown_of_an_idle_session_sends_nothing() -> None:
     )
 
 
+def test_a_session_that_stopped_forwarding_answers_what_was_not_sent_with_its_err() -> None:
+    """The session's token ran out (stop_forwarding): the command already sent gets the
+    server's answer; one allowed but not yet sent (behind it) and one allowed afterwards
+    are answered with the ERR in their turn, and nothing more reaches the server."""
+    expired = "sqlgate: blocked by rule 'token-expired': the token expired"
+    assert (
+        ready()
+        >> client(Q1 + Q2)
+        << received(1, Q1)
+        << received(2, Q2)
+        >> allow(1)
+        << expect_server(Q1)
+        >> shell("stop_forwarding", lambda session: session.stop_forwarding(1227, expired))
+        >> allow(2)
+        >> client(Q3)
+        << received(3, Q3)
+        >> allow(3)
+        >> server(R1)
+        << expect_client(R1 + local_err(1227, expired) + local_err(1227, expired))
+        << completed(1, affected=1)
+        << completed(2, error=1227)
+        << completed(3, error=1227)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
 def test_backend_closing_while_idle_closes_the_client_without_a_word() -> None:
     """As MariaDB does when it ends a session (wait_timeout, KILL): the connection just
     closes, and the client's next command fails with 2006 (a pool's pre-ping reconnects).
