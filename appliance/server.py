@@ -967,6 +967,8 @@ class ClientLeg(asyncio.Protocol):
         who = self.who if approver is None else {**self.who, "approver": approver}
         if done.unfinished is not None:
             who = {**who, "reason": done.unfinished}
+        elif done.refused is not None:  # allowed, but the gateway answered it with an ERR
+            who = {**who, "reason": done.refused}
         self.gw.audit.results(
             self.sid,
             first_seq,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -316,6 +317,39 @@ def test_unwritable_ledger_refuses_with_1105_and_forwards_nothing(
             assert gw.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_refused_stmt_close_leaves_the_next_query_its_own_answer(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """COM_STMT_CLOSE has no answer. Refused while the ledger is unavailable, it got an
+    ERR all the same, which the client took for the answer to its next query, and each
+    answer after was one late: the first query after the ledger was back failed with the
+    1105 meant for the one before it."""
+    import mysql.connector
+
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    lock = sqlite3.connect(gw.ledger, isolation_level=None)
+    try:
+        mc = gw.connector()
+        prepared = mc.cursor(prepared=True)
+        prepared.execute("SELECT name FROM customers WHERE id = ?", (2,))
+        assert prepared.fetchall() == [("Grace Hopper",)]
+        cur = mc.cursor()
+        lock.execute("BEGIN EXCLUSIVE")  # another program holds the ledger's write lock
+        prepared.close()  # COM_STMT_CLOSE, refused: no answer comes
+        with pytest.raises(mysql.connector.Error) as err:
+            cur.execute("SELECT name FROM customers WHERE id = 1")
+        assert (err.value.errno, err.value.msg) == (1105, "sqlgate: audit ledger unavailable")
+        lock.execute("ROLLBACK")
+        cur.execute("SELECT name FROM customers WHERE id = 2")
+        assert cur.fetchall() == [("Grace Hopper",)]
+        cur.execute("SELECT 7")
+        assert cur.fetchall() == [(7,)]
+        mc.close()
+    finally:
+        lock.close()
+        assert gw.stop() == 0
 
 
 def test_kill_9_during_16_writers_loses_no_record_of_a_committed_row(

@@ -280,6 +280,10 @@ class CommandCompleted:
     unfinished: str | None = None
     """Why the command has no whole answer: the session ended first (``error`` then says
     whether it may have run: SERVER_LOST, or UNKNOWN when it was never sent)."""
+    refused: str | None = None
+    """Why the gateway answered a command it was told to allow with ERR ``error`` in the
+    target's place (a COM_STMT_EXECUTE of a statement whose long data was refused: see
+    ``LONG_DATA_REFUSED``); None otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +382,19 @@ class _LastPrepared:
 _REFUSED, _FAILED = -1, -2  # _LastPrepared.statement_id of a prepare that prepared nothing
 
 
+#: A COM_STMT_EXECUTE of a statement one of whose COM_STMT_SEND_LONG_DATA chunks was
+#: refused (that command has no answer: MariaDB reports a long-data failure at the next
+#: execute of the statement, and so does the gateway). Run, the execute would bind the
+#: parameter without the chunk; it is answered with the ERR the chunk was refused with
+#: until a COM_STMT_RESET (which drops the long data on the server too) or a
+#: COM_STMT_CLOSE of the statement goes to the target.
+LONG_DATA_REFUSED = (
+    "not run: long data (COM_STMT_SEND_LONG_DATA) of this statement was refused ({}), so "
+    "a parameter would have been bound without it; answered with that error until a "
+    "COM_STMT_RESET or COM_STMT_CLOSE of the statement"
+)
+
+
 #: Commands the core refuses itself: the rule the ledger names and the reason.
 REFUSED_COMMANDS: dict[int, tuple[str, str]] = {
     Command.CHANGE_USER: (
@@ -452,6 +469,7 @@ class _Response:
         "recorded_truncated",
         "drops",
         "last",
+        "refused",
     )
 
     def __init__(self, cmd: ClientCommand, shape: int, local: bytes | None = None) -> None:
@@ -475,6 +493,7 @@ class _Response:
         self.drops: list[int] | None = None
         # COM_STMT_PREPARE: what executes with statement id 0xFFFFFFFF wait to learn
         self.last: _LastPrepared | None = None
+        self.refused: str | None = None  # see CommandCompleted.refused
         self.binary = cmd.command in (Command.STMT_EXECUTE, Command.STMT_FETCH)
         if shape == _RESULTSET:
             self.state = _R_START
@@ -569,6 +588,9 @@ class Session:
         self._prepares: dict[int, _LastPrepared] = {}
         self._standing: dict[int, _LastPrepared] = {}
         self._prepared_last = False  # a prepare's answer came: an execute may go on
+        # statement id -> the ERR a COM_STMT_SEND_LONG_DATA of it was refused with: its
+        # next execute gets it instead of running (see LONG_DATA_REFUSED)
+        self._long_data_refused: dict[int, bytes] = {}
         self.server_status = 0
         """The status flags of the backend's last OK or EOF (``NO_BACKSLASH_ESCAPES`` says
         how the server reads backslashes in string literals right now)."""
@@ -968,7 +990,7 @@ class Session:
         events = self._events
         for resp in self._responses:
             if resp.local is not None:
-                events.append(CommandCompleted(resp.cmd, 0, 0, resp.error))
+                events.append(CommandCompleted(resp.cmd, 0, 0, resp.error, refused=resp.refused))
                 continue
             why = f"the session ended ({reason}) before its whole answer came: it may have run"
             events.append(
@@ -1714,15 +1736,24 @@ class Session:
             err = decisions.pop(cmd.id)
             if err is None and self._stopped is not None and cmd.command != Command.QUIT:
                 err = self._stopped  # allowed, but nothing goes to the backend any more
+            why = None
+            if err is None and cmd.command == Command.STMT_EXECUTE and self._long_data_refused:
+                err = self._long_data_refused.get(packets.parse_statement_id(cmd.payload))
+                if err is not None:  # it would run without a chunk of a parameter
+                    why = LONG_DATA_REFUSED.format(printable(packets.parse_err(err).message))
             if cmd.command == Command.STMT_PREPARE and err is not None:
                 refused = self._prepares.pop(cmd.id, None)
                 if refused is not None:  # it prepared nothing: see _LAST_PREPARED
                     refused.statement_id = _REFUSED
+            if err is not None and RESPONSE_SHAPE.get(cmd.command) == _NONE:
+                self._refused_silently(cmd, err)  # the client expects no answer to it
+                continue
             if err is not None:
                 # the answer follows the command's last packet (it may have continued)
                 seq = (len(cmd.payload) // MAX_PAYLOAD + 1) & 0xFF
                 resp = _Response(cmd, _SIMPLE, local=frame(seq, err))
                 resp.error = int.from_bytes(err[1:3], "little")
+                resp.refused = why
                 if self.record_limit > 0 and self._report:
                     self._record_start(resp)
                 self._responses.append(resp)
@@ -1733,6 +1764,21 @@ class Session:
         self._flush_local()
         if self._quitting and not undecided and not self._responses:
             self._close(self._quit_reason)
+
+    def _refused_silently(self, cmd: ClientCommand, err: bytes) -> None:
+        """A refused COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA: the client expects no
+        answer, so it gets none (an ERR would be read as the answer to its next command);
+        its result carries the error. Nothing reached the target: a statement whose close
+        was refused is still prepared there, and the gateway keeps what it knows of it (a
+        later command naming it is decided as that statement: MariaDB never gives its id
+        to another one in the session). A refused chunk of long data makes the next
+        execute of its statement fail instead of running without it (LONG_DATA_REFUSED)."""
+        if cmd.command == Command.STMT_SEND_LONG_DATA:
+            self._long_data_refused[packets.parse_statement_id(cmd.payload)] = err
+        if self._report:
+            recorded = b"" if self.record_limit > 0 else None  # the client gets nothing
+            error = int.from_bytes(err[1:3], "little")
+            self._events.append(CommandCompleted(cmd, 0, 0, error, recorded=recorded))
 
     def _forward(self, cmd: ClientCommand) -> None:
         """Send an allowed command to the backend and expect its answer."""
@@ -1751,21 +1797,27 @@ class Session:
         # read: a FETCH sent in the same write still needs it.
         if code == Command.STMT_CLOSE:
             statement_id = packets.parse_statement_id(cmd.payload)
+            self._long_data_refused.pop(statement_id, None)
             self.statements.pop(statement_id, None)
             self.prepared_sql.pop(statement_id, None)
             self._prepared_columns.pop(statement_id, None)
             if self._cursor_plans:
                 self._plan_drops.append(statement_id)
         elif code == Command.RESET_CONNECTION:
+            self._long_data_refused.clear()
             self.statements.clear()
             self.prepared_sql.clear()
             self._prepared_columns.clear()
             if self._cursor_plans:
                 self._plan_drops.append(_ALL_PLANS)
-        elif self._cursor_plans and (
-            code == Command.STMT_RESET or code == Command.STMT_EXECUTE
-        ):  # both close the statement's cursor, if it had one
-            self._plan_drops.append(packets.parse_statement_id(cmd.payload))
+        else:
+            if code == Command.STMT_RESET and self._long_data_refused:
+                # the server drops the statement's long data: a new one may be sent
+                self._long_data_refused.pop(packets.parse_statement_id(cmd.payload), None)
+            if self._cursor_plans and (
+                code == Command.STMT_RESET or code == Command.STMT_EXECUTE
+            ):  # both close the statement's cursor, if it had one
+                self._plan_drops.append(packets.parse_statement_id(cmd.payload))
         if self._plan_drops:
             if resp is not None:
                 resp.drops, self._plan_drops = self._plan_drops, []
@@ -1788,7 +1840,7 @@ class Session:
             assert resp.local is not None
             self._send_client(resp.local)
             if self._report:
-                event = CommandCompleted(resp.cmd, 0, 0, resp.error)
+                event = CommandCompleted(resp.cmd, 0, 0, resp.error, refused=resp.refused)
                 if resp.recorded is not None:
                     self._record_end(resp, event, resp.local, 0, len(resp.local))
                 self._events.append(event)

@@ -15,8 +15,8 @@ The shapes are the relay's, by command:
     COM_STMT_PREPARE             PREPARE_OK, parameter and column definitions, or ERR
     COM_FIELD_LIST               column definitions up to the terminator, or ERR
     COM_STATISTICS               one string packet, or ERR
-    STMT_CLOSE, SEND_LONG_DATA,  nothing (or the ERR of a refusal)
-    QUIT
+    STMT_CLOSE, SEND_LONG_DATA,  nothing (a refused one too; recordings made before
+    QUIT                         that may hold the ERR of a refusal)
     anything else                one packet: OK, ERR (a refusal) or EOF
 
 Rows come as text whichever protocol carried them: binary values are written as the text
@@ -274,7 +274,7 @@ def _read_answer(
 ) -> None:
     if command in _NO_ANSWER:
         if reader.left():
-            _single(answer, reader.take())  # only a refusal answers these
+            _single(answer, reader.take())  # an older recording of a refusal
         return
     if command == Command.QUERY or command == Command.STMT_EXECUTE:
         _read_results(answer, reader, deprecate, binary=command == Command.STMT_EXECUTE)

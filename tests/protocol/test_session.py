@@ -1391,6 +1391,142 @@ def test_stmt_close_and_send_long_data_expect_no_answer() -> None:
     assert not pb.session.busy
 
 
+UNAVAILABLE = "sqlgate: audit ledger unavailable"
+
+
+def test_a_refused_stmt_close_gets_no_answer_and_the_next_query_gets_its_own() -> None:
+    """COM_STMT_CLOSE has no answer: a refused one (the ledger is unavailable) must not be
+    answered either, or the client reads that ERR as the answer to its next command and
+    every answer after is one late. The statement is still prepared on the server."""
+    close = command(Command.STMT_CLOSE, struct.pack("<I", 7))
+    pb = ready()
+    pb.session.statements[7] = 1  # as if prepared earlier
+    pb.session.prepared_sql[7] = b"SELECT ?"
+    assert (
+        pb
+        >> client(close + Q3)
+        << received(1, close)
+        << received(2, Q3)
+        >> refuse(1, 1105, UNAVAILABLE)
+        << completed(1, error=1105)  # nothing to the client, nothing to the server
+        >> refuse(2, 1105, UNAVAILABLE)
+        << expect_client(local_err(1105, UNAVAILABLE, seq=1))  # the query's, once
+        << completed(2, error=1105)
+        >> client(Q3)
+        << received(3, Q3)
+        >> allow(3)
+        << expect_server(Q3)
+        >> server(R3)
+        << expect_client(R3)
+        << completed(3, rows=1)
+    )
+    assert pb.session.statements == {7: 1}  # not closed on the server: still known
+    assert pb.session.prepared_sql == {7: b"SELECT ?"}
+    assert not pb.session.busy
+
+
+def test_a_session_that_stopped_forwarding_answers_no_command_that_has_no_answer() -> None:
+    expired = "sqlgate: blocked by rule 'token-expired': the token expired"
+    long_data = command(Command.STMT_SEND_LONG_DATA, struct.pack("<IH", 7, 0) + b"a chunk")
+    close = command(Command.STMT_CLOSE, struct.pack("<I", 7))
+    assert (
+        ready()
+        >> shell("stop_forwarding", lambda session: session.stop_forwarding(1227, expired))
+        >> client(long_data + close + Q3)
+        << received(1, long_data)
+        << received(2, close)
+        << received(3, Q3)
+        >> allow(1)
+        << completed(1, error=1227)
+        >> allow(2)
+        << completed(2, error=1227)
+        >> allow(3)
+        << expect_client(local_err(1227, expired, seq=1))
+        << completed(3, error=1227)
+    )
+
+
+def _long_data_refused(reason: str) -> bool:
+    return "long data (COM_STMT_SEND_LONG_DATA) of this statement was refused" in reason
+
+
+def test_an_execute_after_refused_long_data_gets_its_err_until_a_reset() -> None:
+    """MariaDB reports a failed COM_STMT_SEND_LONG_DATA at the next execute of the
+    statement: run, it would bind the parameter without the chunk the gateway dropped.
+    A COM_STMT_RESET drops the statement's long data on the server; the execute goes."""
+    long_data = command(Command.STMT_SEND_LONG_DATA, struct.pack("<IH", 7, 0) + b"a chunk")
+    execute = _execute(7, params=TWO_BIGINT_PARAMS)
+    reset = command(Command.STMT_RESET, struct.pack("<I", 7))
+    reset_ok = Reply(1).ok().data
+    rows = (
+        Reply(1)
+        .columns(COLS, deprecate_eof=True)
+        .binary_rows(_binary_rows(5))
+        .end(deprecate_eof=True)
+        .data
+    )
+    pb = ready()
+    pb.session.statements[7] = 2  # as if prepared earlier
+    assert (
+        pb
+        >> client(long_data + execute)
+        << received(1, long_data)
+        << received(2, execute)
+        >> refuse(1, 1105, UNAVAILABLE)
+        << completed(1, error=1105)
+        >> allow(2)  # the ledger is back: allowed, but it must not run
+        << expect_client(local_err(1105, UNAVAILABLE, seq=1))
+        << expect_event(
+            CommandCompleted,
+            cmd=_named(lambda c: c.id == 2, "id=2"),
+            error=1105,
+            refused=_long_data_refused,
+        )
+        >> client(execute)  # again: still refused
+        << received(3, execute)
+        >> allow(3)
+        << expect_client(local_err(1105, UNAVAILABLE, seq=1))
+        << completed(3, error=1105)
+        >> client(reset + execute)
+        << received(4, reset)
+        << received(5, execute)
+        >> allow(4)
+        << expect_server(reset)
+        >> allow(5)
+        << expect_server(execute)
+        >> server(reset_ok + rows)
+        << expect_client(reset_ok + rows)
+        << completed(4)
+        << completed(5, rows=1)
+    )
+
+
+def test_a_close_forgets_the_refused_long_data_of_its_statement() -> None:
+    long_data = command(Command.STMT_SEND_LONG_DATA, struct.pack("<IH", 7, 0) + b"a chunk")
+    close = command(Command.STMT_CLOSE, struct.pack("<I", 7))
+    other = _execute(8)
+    pb = ready()
+    pb.session.statements[7] = pb.session.statements[8] = 1
+    assert (
+        pb
+        >> client(long_data + close + other)
+        << received(1, long_data)
+        << received(2, close)
+        << received(3, other)
+        >> refuse(1, 1105, UNAVAILABLE)
+        << completed(1, error=1105)
+        >> allow(2)
+        << expect_server(close)
+        << completed(2)
+        >> allow(3)  # another statement: not concerned
+        << expect_server(other)
+        >> server(Reply(1).ok().data)
+        << expect_client(Reply(1).ok().data)
+        << completed(3)
+    )
+    assert not pb.session._long_data_refused
+
+
 @pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate-eof", "classic-eof"])
 def test_field_list(deprecate_eof: bool) -> None:
     fl = command(Command.FIELD_LIST, b"t\0")
