@@ -534,7 +534,12 @@ class ClientLeg(asyncio.Protocol):
         self._token_over = True
         session, ends = self.session, self._token_ends
         assert session is not None and ends is not None
-        session.stop_forwarding(ErrorCode.SPECIFIC_ACCESS_DENIED, _token_rule(ends).message)
+        session.stop_forwarding(
+            ErrorCode.SPECIFIC_ACCESS_DENIED,
+            _token_rule(ends).message,
+            f"not run: the token this session logged in with expired (with the leeway, at "
+            f"{_clock(ends)}) before it was sent (token-expired)",
+        )
 
     def _login_gate(self, user: str) -> str | None:
         """The client named ``user``: refused while that name waits from its address."""

@@ -283,7 +283,8 @@ class CommandCompleted:
     refused: str | None = None
     """Why the gateway answered a command it was told to allow with ERR ``error`` in the
     target's place (a COM_STMT_EXECUTE of a statement whose long data was refused: see
-    ``LONG_DATA_REFUSED``); None otherwise."""
+    ``LONG_DATA_REFUSED``; any command once ``stop_forwarding`` was called); None
+    otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,6 +597,7 @@ class Session:
         how the server reads backslashes in string literals right now)."""
         self._quitting = False  # COM_QUIT was received: close once the answers are out
         self._stopped: bytes | None = None  # stop_forwarding: the ERR in place of each command
+        self._stopped_why = ""  # stop_forwarding: why, for the ledger
         self._quit_reason = "client quit"
         self._client_gone = False  # the client left with commands on their way
         self._more = False  # the intake stopped with client bytes still buffered
@@ -888,13 +890,16 @@ class Session:
             self._send_client(frame(1, packets.build_err(ErrorCode.SERVER_SHUTDOWN, message)))
         self._close(reason)
 
-    def stop_forwarding(self, code: int, message: str) -> None:
+    def stop_forwarding(self, code: int, message: str, why: str) -> None:
         """Nothing more goes to the backend (the identity's time is up): each command not
         sent yet, whether allowed already or later, is answered in its turn with ERR
-        ``code`` instead (a COM_QUIT still goes: it only ends the backend session). The
-        answers of the commands already sent still come. The shell ends the session
-        with ``close_now`` once it is no longer ``busy``."""
+        ``code`` instead (a COM_QUIT still goes: it only ends the backend session), its
+        completion saying ``why`` (``CommandCompleted.refused``: the ledger tells it from
+        the same error sent by the target). The answers of the commands already sent
+        still come. The shell ends the session with ``close_now`` once it is no longer
+        ``busy``."""
         self._stopped = packets.build_err(code, message)
+        self._stopped_why = why
 
     def allow(self, cmd: ClientCommand, sql: bytes | None = None) -> None:
         """Let a received command go to the backend (in order with the others); with
@@ -1734,9 +1739,10 @@ class Session:
             undecided.popleft()
             self._undecided_bytes -= len(cmd.raw)
             err = decisions.pop(cmd.id)
+            why = None
             if err is None and self._stopped is not None and cmd.command != Command.QUIT:
                 err = self._stopped  # allowed, but nothing goes to the backend any more
-            why = None
+                why = self._stopped_why
             if err is None and cmd.command == Command.STMT_EXECUTE and self._long_data_refused:
                 err = self._long_data_refused.get(packets.parse_statement_id(cmd.payload))
                 if err is not None:  # it would run without a chunk of a parameter
@@ -1746,7 +1752,7 @@ class Session:
                 if refused is not None:  # it prepared nothing: see _LAST_PREPARED
                     refused.statement_id = _REFUSED
             if err is not None and RESPONSE_SHAPE.get(cmd.command) == _NONE:
-                self._refused_silently(cmd, err)  # the client expects no answer to it
+                self._refused_silently(cmd, err, why)  # the client expects no answer to it
                 continue
             if err is not None:
                 # the answer follows the command's last packet (it may have continued)
@@ -1765,7 +1771,7 @@ class Session:
         if self._quitting and not undecided and not self._responses:
             self._close(self._quit_reason)
 
-    def _refused_silently(self, cmd: ClientCommand, err: bytes) -> None:
+    def _refused_silently(self, cmd: ClientCommand, err: bytes, why: str | None) -> None:
         """A refused COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA: the client expects no
         answer, so it gets none (an ERR would be read as the answer to its next command);
         its result carries the error. Nothing reached the target: a statement whose close
@@ -1778,7 +1784,7 @@ class Session:
         if self._report:
             recorded = b"" if self.record_limit > 0 else None  # the client gets nothing
             error = int.from_bytes(err[1:3], "little")
-            self._events.append(CommandCompleted(cmd, 0, 0, error, recorded=recorded))
+            self._events.append(CommandCompleted(cmd, 0, 0, error, recorded=recorded, refused=why))
 
     def _forward(self, cmd: ClientCommand) -> None:
         """Send an allowed command to the backend and expect its answer."""

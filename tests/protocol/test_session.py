@@ -252,13 +252,20 @@ def received(cmd_id: int, raw: bytes) -> Step:
     )
 
 
-def completed(cmd_id: int, rows: int = 0, affected: int = 0, error: int | None = None) -> Step:
+def completed(
+    cmd_id: int,
+    rows: int = 0,
+    affected: int = 0,
+    error: int | None = None,
+    **fields: object,
+) -> Step:
     return expect_event(
         CommandCompleted,
         cmd=_named(lambda c: c.id == cmd_id, f"id={cmd_id}"),
         rows=rows,
         affected=affected,
         error=error,
+        **fields,
     )
 
 
@@ -1425,24 +1432,28 @@ def test_a_refused_stmt_close_gets_no_answer_and_the_next_query_gets_its_own() -
     assert not pb.session.busy
 
 
+#: why a command was not sent once the session stopped forwarding (the ledger says it)
+WHY = "not run: the token expired before it was sent (token-expired)"
+
+
 def test_a_session_that_stopped_forwarding_answers_no_command_that_has_no_answer() -> None:
     expired = "sqlgate: blocked by rule 'token-expired': the token expired"
     long_data = command(Command.STMT_SEND_LONG_DATA, struct.pack("<IH", 7, 0) + b"a chunk")
     close = command(Command.STMT_CLOSE, struct.pack("<I", 7))
     assert (
         ready()
-        >> shell("stop_forwarding", lambda session: session.stop_forwarding(1227, expired))
+        >> shell("stop_forwarding", lambda session: session.stop_forwarding(1227, expired, WHY))
         >> client(long_data + close + Q3)
         << received(1, long_data)
         << received(2, close)
         << received(3, Q3)
         >> allow(1)
-        << completed(1, error=1227)
+        << completed(1, error=1227, refused=WHY)
         >> allow(2)
-        << completed(2, error=1227)
+        << completed(2, error=1227, refused=WHY)
         >> allow(3)
         << expect_client(local_err(1227, expired, seq=1))
-        << completed(3, error=1227)
+        << completed(3, error=1227, refused=WHY)
     )
 
 
@@ -2356,16 +2367,16 @@ def test_a_session_that_stopped_forwarding_answers_what_was_not_sent_with_its_er
         << received(2, Q2)
         >> allow(1)
         << expect_server(Q1)
-        >> shell("stop_forwarding", lambda session: session.stop_forwarding(1227, expired))
+        >> shell("stop_forwarding", lambda session: session.stop_forwarding(1227, expired, WHY))
         >> allow(2)
         >> client(Q3)
         << received(3, Q3)
         >> allow(3)
         >> server(R1)
         << expect_client(R1 + local_err(1227, expired) + local_err(1227, expired))
-        << completed(1, affected=1)
-        << completed(2, error=1227)
-        << completed(3, error=1227)
+        << completed(1, affected=1, refused=None)
+        << completed(2, error=1227, refused=WHY)
+        << completed(3, error=1227, refused=WHY)
         << expect_phase(Phase.COMMAND)
     )
 
