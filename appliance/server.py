@@ -323,6 +323,7 @@ class ClientLeg(asyncio.Protocol):
         "_closing",
         "_client_lost",
         "_ended_once",
+        "_end_record",
         "sid",
         "context",
         "_begun",
@@ -395,6 +396,9 @@ class ClientLeg(asyncio.Protocol):
         # shadow mode: what the rules would have done to the database named at login
         self._login_db_shadow: dict[str, str] = {}
         self._holding = 0  # statements of this session waiting for a person
+        # its session_end, when it ended while a statement was held: written after the
+        # statement's approval record (see _hold_done)
+        self._end_record: dict[str, Any] | None = None
         # when the token this session logged in with stops counting (epoch seconds, with
         # the identity leeway): the session ends then (_token_over_now)
         self._token_ends: float | None = None
@@ -640,22 +644,34 @@ class ClientLeg(asyncio.Protocol):
             self._token_timer.cancel()
             self._token_timer = None
         self.gw.remove(self)
+        if self._holding and self.gw.approvals is not None:
+            # a statement it holds is answered and never runs: its request is withdrawn,
+            # so that no decision comes after the session's end (nor a grant with it)
+            operator, why = self.ended_by or ("sqlgate", self._withdrawn())
+            self.gw.approvals.end_session(self.sid, operator, why)
         if self.session is not None and self.context["identity"] is not None:
             ended: dict[str, Any] = {"reason": self._close_reason}  # the client, the target
             if self.ended_by is not None:
                 ended = {"ended_by": self.ended_by[0], "reason": self.ended_by[1]}
-            self.gw.audit.background(
-                records.session_end(
-                    session=self.sid,
-                    statements=self._statements,
-                    duration_ms=(time.monotonic() - self.started) * 1000,
-                    **ended,
-                    **self.who,
-                )
+            end = records.session_end(
+                session=self.sid,
+                statements=self._statements,
+                duration_ms=(time.monotonic() - self.started) * 1000,
+                **ended,
+                **self.who,
             )
+            if self._holding:  # written once the held statement's approval record is
+                self._end_record = end
+            else:
+                self.gw.audit.background(end)
         up, self.upstream = self.upstream, None  # no cycle: the session is freed at once
         if up is not None and up.transport is not None:
             up.transport.abort()
+
+    def _withdrawn(self) -> str:
+        """Why a statement held for approval was refused: its session ended first."""
+        why = self._close_reason or "its connection closed"
+        return f"the session ended before a decision ({why})"
 
     def pause_writing(self) -> None:
         if self.upstream is not None and self.upstream.transport is not None:
@@ -1231,6 +1247,9 @@ class ClientLeg(asyncio.Protocol):
 
     def _hold_done(self, _: asyncio.Task[None]) -> None:
         self._holding -= 1  # the next statement for review may be held
+        if not self._holding and self._end_record is not None:  # its approval came first
+            end, self._end_record = self._end_record, None
+            self.gw.audit.background(end)
 
     async def _hold(
         self,
@@ -1265,6 +1284,8 @@ class ClientLeg(asyncio.Protocol):
         if self.ended_by is not None:  # an operator ended the session meanwhile
             operator, why = self.ended_by
             outcome = Outcome("denied", operator, why, 0.0)
+        elif self._ended_once:  # it ended meanwhile: nobody is asked
+            outcome = Outcome("denied", "sqlgate", self._withdrawn(), 0.0)
         else:
             outcome = await approvals.request(
                 {
@@ -1406,9 +1427,14 @@ class ClientLeg(asyncio.Protocol):
             self.internal_error(f"running {task.get_coro().__name__}", exc)  # type: ignore[union-attr]
 
     def drain(self) -> None:
-        """Close now if nothing is running, else once the running command ends."""
+        """Close now if nothing is running, else once the running command ends; the
+        session ends for the gateway's shutdown (its ``session_end`` says so), not as if
+        its client had left."""
         session = self.session
         if session is None or not session.busy:
+            if session is not None:
+                session.close_now("gateway shutdown")
+                self._handle_events()
             self.abort(graceful=True)
 
     def end_by_operator(self, operator: str, reason: str) -> None:

@@ -719,6 +719,58 @@ def test_a_held_statement_of_a_client_that_left_runs_once_approved(
     assert result["error"] is None and result["approver"] == "dba@example.com"
 
 
+def test_a_held_statement_whose_target_closed_the_session_is_withdrawn(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    """The target ended the backend session (a KILL, a failover) while a statement was
+    held: its request stayed pending, and an approval given later was recorded after the
+    session's end (with a grant, had it asked for one). The request is withdrawn as the
+    session ends: denied by sqlgate, recorded before the session's end."""
+    sql = "ALTER TABLE appr_t ALGORITHM = INPLACE, COMMENT 'target closed'"  # no grant has it
+    conn = gw.connect(user="agent", database="shop", read_timeout=60)
+    with conn.cursor() as cur:
+        cur.execute("SELECT CONNECTION_ID()")
+        (backend,) = cast(tuple[int], cur.fetchone())  # the target's id for this session
+    errors: list[tuple[Any, ...]] = []
+
+    def run() -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        except pymysql.err.MySQLError as exc:
+            errors.append(exc.args)
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run)
+        request = next_request(broker, sql)
+        mariadb.admin_sql(f"KILL {backend}")
+        running.result(30)
+    conn.close()
+    assert errors and errors[0][0] in (2006, 2013), errors  # a lost connection
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        recs = ledger_records(gw.ledger)
+        (statement,) = [r for r in recs if r["kind"] == "statement" and r["sql"] == sql]
+        mine = [r for r in recs if r.get("session") == statement["session"]]
+        if any(r["kind"] == "session_end" for r in mine):
+            break
+        assert time.monotonic() < deadline, "the session's end was never recorded"
+        time.sleep(0.1)
+    decide(broker, request, by_dba(provider, "approve"))  # too late: it counts for nothing
+    time.sleep(1)
+    mine = [r for r in ledger_records(gw.ledger) if r.get("session") == statement["session"]]
+    assert mine[-1]["kind"] == "session_end", mine[-1]
+    assert "target orders closed the connection" in mine[-1]["reason"]
+    (approval,) = [r for r in mine if r["kind"] == "approval"]
+    assert approval["decision"] == "denied" and approval["approver"] == "sqlgate"
+    assert "the session ended before a decision" in approval["reason"]
+    comment = mariadb.admin_sql(
+        "SELECT table_comment FROM information_schema.tables "
+        "WHERE table_schema = 'shop' AND table_name = 'appr_t'"
+    )
+    assert comment != [("target closed",)]
+
+
 def selects(gw: GatewayProcess, session: str) -> list[str]:
     """The SELECT statements the ledger has of ``session``, in order."""
     records = ledger_records(gw.ledger, "--kind", "statement", "--session", session)

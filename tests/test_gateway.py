@@ -808,6 +808,9 @@ def test_sigterm_drains_a_running_statement_and_exits_0(
         scalar(idle, "SELECT 1")  # idle sessions were closed
     with pytest.raises(OSError):
         socket.create_connection((gw.host, gw.port), timeout=1).close()
+    # both ended for the shutdown, not as if their clients had left
+    ends = [r for r in ledger_records(gw.ledger) if r["kind"] == "session_end"]
+    assert [r["reason"] for r in ends] == ["gateway shutdown"] * 2, ends
 
 
 def test_a_statement_past_the_drain_timeout_is_recorded_as_cut_by_the_shutdown(
