@@ -345,8 +345,9 @@ class Approvals:
             )
 
     def end_session(self, session: str, operator: str, reason: str) -> None:
-        """An operator ended ``session``: a statement it holds is answered (denied by that
-        operator, with ``reason``) and never runs; its request is cleared."""
+        """``session`` ended (an operator ended it, or it ended first: ``operator`` is
+        then sqlgate): a statement it holds is answered (denied by ``operator``, with
+        ``reason``) and never runs; its request is cleared."""
         for pending in list(self._pending.values()):
             if pending.session == session and not pending.future.done():
                 latency = (time.monotonic() - pending.started) * 1000
