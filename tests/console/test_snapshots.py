@@ -24,8 +24,10 @@ def console(theme: str | None = None) -> ConsoleApp:
     return app
 
 
-def settled(*keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
-    """Before the picture: the recording played, notifications gone, ``keys`` pressed."""
+def settled(*keys: str, shows: str | None = None) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    """Before the picture: the recording played, notifications gone, ``keys`` pressed;
+    ``shows``: the class of the screen they open (a message handler pushes it a few turns
+    after the key, and until then the old picture can look settled)."""
 
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
@@ -44,6 +46,8 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
             await pilot.wait_for_scheduled_animations()
             await pilot.pause(0.1)
             picture = app.export_screenshot()
+            if shows is not None and type(app.screen).__name__ != shows:
+                continue  # not open yet
             same = same + 1 if picture == previous else 0
             if same == 3:
                 break
@@ -54,24 +58,29 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
     return run_before
 
 
-SCREENS: Iterable[tuple[str, tuple[str, ...], tuple[int, int]]] = [
-    ("sessions", (), (80, 24)),
-    ("sessions-wide", (), (140, 40)),
-    ("session-detail", ("down", "enter"), (80, 24)),
-    ("approvals", ("2",), (80, 24)),
-    ("approvals-wide", ("2",), (140, 40)),
-    ("deny-reason", ("2", "d", *"not during business hours"), (80, 24)),
-    ("grant-minutes", ("2", "g", *"30"), (80, 24)),
-    ("ledger", ("3",), (80, 24)),
-    ("alerts", ("4",), (80, 24)),
+#: name, keys, terminal size, and the screen the keys open (None: none)
+SCREENS: Iterable[tuple[str, tuple[str, ...], tuple[int, int], str | None]] = [
+    ("sessions", (), (80, 24), None),
+    ("sessions-wide", (), (140, 40), None),
+    ("session-detail", ("down", "enter"), (80, 24), "SessionScreen"),
+    ("approvals", ("2",), (80, 24), None),
+    ("approvals-wide", ("2",), (140, 40), None),
+    ("deny-reason", ("2", "d", *"not during business hours"), (80, 24), None),
+    ("grant-minutes", ("2", "g", *"30"), (80, 24), None),
+    ("ledger", ("3",), (80, 24), None),
+    ("alerts", ("4",), (80, 24), None),
 ]
 
 
 @pytest.mark.parametrize(
-    ("keys", "size"), [(keys, size) for _, keys, size in SCREENS], ids=[n for n, _, _ in SCREENS]
+    ("keys", "size", "shows"),
+    [(keys, size, shows) for _, keys, size, shows in SCREENS],
+    ids=[n for n, _, _, _ in SCREENS],
 )
-def test_screen(snap_compare: SnapCompare, keys: tuple[str, ...], size: tuple[int, int]) -> None:
-    assert snap_compare(console(), run_before=settled(*keys), terminal_size=size)
+def test_screen(
+    snap_compare: SnapCompare, keys: tuple[str, ...], size: tuple[int, int], shows: str | None
+) -> None:
+    assert snap_compare(console(), run_before=settled(*keys, shows=shows), terminal_size=size)
 
 
 @pytest.mark.parametrize("theme", ["textual-light", "textual-dark"])
