@@ -1113,6 +1113,24 @@ class _SlowTokens:
         return VerifiedToken(user, None, frozenset({"dba"}), None, time.time() + 60)
 
 
+async def _approved_with_a_grant(
+    bus: _Bus, tokens: _SlowTokens, timeout_s: float
+) -> tuple[Approvals, asyncio.Task[Outcome]]:
+    """Approvals on ``bus``, a request of agent's (a DELETE of shape "fp") waiting in
+    it, and a dba's approval of it with a 5-minute grant, just received (its token
+    checked by ``tokens``)."""
+    config = ApprovalsConfig(timeout_s=timeout_s, approver_groups=("dba",), enabled=True)
+    approvals = Approvals(config, cast(Any, bus), cast(Any, tokens))
+    sha = "ab" * 32
+    fields = {"target": "orders", "sql": "DELETE FROM t WHERE id = 1"}
+    waiting = asyncio.create_task(approvals.request(fields, "agent", sha, "fp"))
+    await bus.published.wait()
+    approve = {"v": 1, "decision": "approve", "operator": "dba@example.com"}
+    approve |= {"token": "t", "sql_sha256": sha, "grant_minutes": 5}
+    approvals._on_decision(bus.topic + "/decision", approve)
+    return approvals, waiting
+
+
 @pytest.mark.parametrize("end", ["expired", "cancelled"])
 def test_a_decision_checked_after_its_request_ended_grants_nothing(end: str) -> None:
     """An approval with a grant whose token check is still running when its request
@@ -1122,15 +1140,7 @@ def test_a_decision_checked_after_its_request_ended_grants_nothing(end: str) -> 
     async def scenario() -> None:
         bus, tokens = _Bus(), _SlowTokens()
         timeout_s = 0.2 if end == "expired" else 60.0
-        config = ApprovalsConfig(timeout_s=timeout_s, approver_groups=("dba",), enabled=True)
-        approvals = Approvals(config, cast(Any, bus), cast(Any, tokens))
-        sha = "ab" * 32
-        fields = {"target": "orders", "sql": "DELETE FROM t WHERE id = 1"}
-        waiting = asyncio.create_task(approvals.request(fields, "agent", sha, "fp"))
-        await bus.published.wait()
-        approve = {"v": 1, "decision": "approve", "operator": "dba@example.com"}
-        approve |= {"token": "t", "sql_sha256": sha, "grant_minutes": 5}
-        approvals._on_decision(bus.topic + "/decision", approve)
+        approvals, waiting = await _approved_with_a_grant(bus, tokens, timeout_s)
         await tokens.checking.wait()  # the decision is being checked
         if end == "cancelled":
             waiting.cancel()
@@ -1154,15 +1164,7 @@ def test_a_grant_counts_only_once_its_approval_is_recorded() -> None:
     async def scenario() -> None:
         bus, tokens = _Bus(), _SlowTokens()
         tokens.finish.set()  # the check passes at once
-        config = ApprovalsConfig(timeout_s=60.0, approver_groups=("dba",), enabled=True)
-        approvals = Approvals(config, cast(Any, bus), cast(Any, tokens))
-        sha = "cd" * 32
-        fields = {"target": "orders", "sql": "DELETE FROM t WHERE id = 1"}
-        waiting = asyncio.create_task(approvals.request(fields, "agent", sha, "fp"))
-        await bus.published.wait()
-        approve = {"v": 1, "decision": "approve", "operator": "dba@example.com"}
-        approve |= {"token": "t", "sql_sha256": sha, "grant_minutes": 5}
-        approvals._on_decision(bus.topic + "/decision", approve)
+        approvals, waiting = await _approved_with_a_grant(bus, tokens, 60.0)
         outcome = await waiting
         assert outcome.verdict == "approved" and outcome.grant_minutes == 5
         assert approvals.granted("agent", "orders", "fp") is None  # not recorded yet
