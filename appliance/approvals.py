@@ -346,8 +346,9 @@ class Approvals:
 
     def end_session(self, session: str, operator: str, reason: str) -> None:
         """``session`` ended (an operator ended it, or it ended first: ``operator`` is
-        then sqlgate): a statement it holds is answered (denied by ``operator``, with
-        ``reason``) and never runs; its request is cleared."""
+        then sqlgate), or its token expired: a statement it holds is answered (denied by
+        ``operator``, with ``reason``) and never runs; its request is cleared, and a
+        decision sent for it later is rejected as one for a request not pending."""
         for pending in list(self._pending.values()):
             if pending.session == session and not pending.future.done():
                 latency = (time.monotonic() - pending.started) * 1000

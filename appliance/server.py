@@ -528,8 +528,9 @@ class ClientLeg(asyncio.Protocol):
         waiting the session ends as MariaDB ends one (``wait_timeout``, ``KILL``): both
         connections close with nothing sent (see ``flush``), and a transaction still
         open is lost with the backend's connection. A command the client already waits
-        for is answered first; so is a statement held for approval (it is refused if it
-        was not yet sent)."""
+        for is answered first. A statement held for approval is withdrawn at once: its
+        request is cleared and the statement refused, so that nobody approves it on
+        behalf of an identity whose token has expired."""
         if self._token_timer is not None:
             self._token_timer.cancel()
             self._token_timer = None
@@ -544,6 +545,16 @@ class ClientLeg(asyncio.Protocol):
             f"not run: the token this session logged in with expired (with the leeway, at "
             f"{_clock(ends)}) before it was sent (token-expired)",
         )
+        log.info(
+            "session %d: the token it logged in with expired (with the leeway, at %s): "
+            "it ends once nothing is waiting",
+            self.id,
+            _clock(ends),
+        )
+        if self._holding and self.gw.approvals is not None:
+            # answered in _hold, as a session that ended first (a later decision for the
+            # request is rejected: it is no longer pending)
+            self.gw.approvals.end_session(self.sid, "sqlgate", _token_withdrawn(ends))
 
     def _login_gate(self, user: str) -> str | None:
         """The client named ``user``: refused while that name waits from its address."""
@@ -1284,6 +1295,9 @@ class ClientLeg(asyncio.Protocol):
         if self.ended_by is not None:  # an operator ended the session meanwhile
             operator, why = self.ended_by
             outcome = Outcome("denied", operator, why, 0.0)
+        elif self._token_over:  # its token expired meanwhile: nobody is asked
+            assert self._token_ends is not None
+            outcome = Outcome("denied", "sqlgate", _token_withdrawn(self._token_ends), 0.0)
         elif self._ended_once:  # it ended meanwhile: nobody is asked
             outcome = Outcome("denied", "sqlgate", self._withdrawn(), 0.0)
         else:
@@ -1322,7 +1336,19 @@ class ClientLeg(asyncio.Protocol):
         )
         if outcome.verdict != "approved":  # refused either way: its record may follow
             self.gw.audit.background(approval)
-            session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, _held_refusal(outcome, rule))
+            ends = self._token_ends
+            if self._token_over and outcome.approver == "sqlgate" and ends is not None:
+                # withdrawn as its token expired: the client gets the token's refusal
+                session.refuse(
+                    cmd,
+                    ErrorCode.SPECIFIC_ACCESS_DENIED,
+                    _token_rule(ends).message,
+                    f"not run: the token this session logged in with expired (with the "
+                    f"leeway, at {_clock(ends)}) while it waited for approval (token-expired)",
+                )
+            else:
+                message = _held_refusal(outcome, rule)
+                session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, message)
             self.flush()
             return
         assert outcome.approver is not None
@@ -1783,6 +1809,14 @@ def _token_rule(ended: float) -> Decision:
         "token-expired",
         f"the token this session logged in with expired (with the leeway, at "
         f"{_clock(ended)}). Log in again with a new token",
+    )
+
+
+def _token_withdrawn(ended: float) -> str:
+    """Why a statement held for approval was refused: the session's token expired."""
+    return (
+        f"the token this session logged in with expired (with the leeway, at "
+        f"{_clock(ended)}) before a decision"
     )
 
 

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -26,7 +27,7 @@ from lab.clients import ledger_records
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB, free_port
-from lab.tokens import Provider
+from lab.tokens import USER, Provider
 
 from appliance.approvals import Approvals, Outcome
 from appliance.bus import EVENT_SQL_CHARS, Bus
@@ -769,6 +770,167 @@ def test_a_held_statement_whose_target_closed_the_session_is_withdrawn(
         "WHERE table_schema = 'shop' AND table_name = 'appr_t'"
     )
     assert comment != [("target closed",)]
+
+
+LEEWAY_S = 30  # [identity] leeway_s (the default): a token counts that long past its exp
+EXPIRES_IN_S = 8  # the session's token runs out this long after it logs in
+
+
+def expiring_session(gw: GatewayProcess, mariadb: MariaDB, provider: Provider, jti: str) -> Any:
+    """A session of carol@example.com (group agents) whose token runs out, with the
+    gateway's leeway, EXPIRES_IN_S seconds from now: before its statement's approval
+    (asked for after the login) could expire."""
+    exp = int(time.time()) + EXPIRES_IN_S - LEEWAY_S
+    return pymysql.connect(
+        host=gw.host,
+        port=gw.port,
+        user=USER,
+        # another subject than the approver's tokens (by_dba): a person of its own
+        password=provider.token(iat=exp - 60, exp=exp, jti=jti, sub="carol-42"),
+        database="shop",
+        ssl={"ca": str(mariadb.pki.ca_cert)},
+        autocommit=True,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+
+
+def ended(gw: GatewayProcess, session: str) -> list[dict[str, Any]]:
+    """The ledger records of ``session``, once its session_end is written."""
+    deadline = time.monotonic() + 30
+    while True:
+        mine = ledger_records(gw.ledger, "--session", session)
+        if any(r["kind"] == "session_end" for r in mine):
+            return mine
+        assert time.monotonic() < deadline, "the session's end was never recorded"
+        time.sleep(0.1)
+
+
+def lost(conn: Any) -> None:
+    """The connection is gone, as a server that ended the session leaves it."""
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        conn.ping(reconnect=False)
+    assert caught.value.args[0] in (2006, 2013), caught.value.args
+
+
+def test_a_held_statement_is_withdrawn_when_the_sessions_token_expires(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    """BUG: a statement held for approval when its session's token expired went on
+    waiting, and an operator's approval given after the expiry was recorded as
+    `approved` (with a grant, had it asked for one) on behalf of an identity whose token
+    no longer counted. It is withdrawn as the token expires: the client gets the token's
+    refusal, the request leaves the broker, the ledger says why, the session ends, and a
+    later approval is rejected as one for a request that is not pending."""
+    sql = "ALTER TABLE appr_t ALGORITHM = INPLACE, COMMENT 'token expired'"
+    conn = expiring_session(gw, mariadb, provider, f"held-{uuid.uuid4().hex}")
+    errors: list[tuple[Any, ...]] = []
+
+    def run() -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        except pymysql.err.MySQLError as exc:
+            errors.append(exc.args)
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run)
+            request = next_request(broker, sql)
+            assert request["identity"] == USER
+            running.result(30)  # answered as the token expires (its approval would later)
+        assert len(errors) == 1, errors
+        code, message = errors[0]
+        assert code == 1227 and "'token-expired'" in message and "Log in again" in message
+        lost(conn)
+    finally:
+        conn.close()
+    session = request["session"]
+    mine = ended(gw, session)
+    topic = f"{broker.prefix}/test-gw/approvals/{request['id']}"
+    assert retained(broker, topic) is None  # withdrawn from the operators' queue
+    decide(broker, request, by_dba(provider, "approve", grant_minutes=5))  # too late
+    deadline = time.monotonic() + TIMEOUT_S
+    while not [
+        r
+        for r in ledger_records(gw.ledger, "--kind", "alert")
+        if r["alert"] == "approval_decision_rejected" and r.get("request") == request["id"]
+    ]:
+        assert time.monotonic() < deadline, "the late approval was not rejected"
+        time.sleep(0.1)
+    assert ledger_records(gw.ledger, "--session", session) == mine  # nothing came after
+    assert [r["kind"] for r in mine][-3:] == ["approval", "result", "session_end"]
+    approval, result, end = mine[-3:]
+    assert approval["decision"] == "denied" and approval["approver"] == "sqlgate"
+    assert "token this session logged in with expired" in approval["reason"]
+    assert "before a decision" in approval["reason"]
+    assert result["error"] == 1227 and "(token-expired)" in result["reason"]
+    assert "waited for approval" in result["reason"]
+    assert "token expired at" in end["reason"] and "ended_by" not in end
+    comment = mariadb.admin_sql(
+        "SELECT table_comment FROM information_schema.tables "
+        "WHERE table_schema = 'shop' AND table_name = 'appr_t'"
+    )
+    assert comment != [("token expired",)]
+
+
+def test_an_approved_statement_running_when_the_token_expires_finishes_first(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    """The approved statement is on the target (waiting for a lock) when the session's
+    token expires: like any command already sent, it runs to its end and the client gets
+    its answer; then the session ends as an idle one does."""
+    sql = "ALTER TABLE appr_t ALGORITHM = INPLACE, COMMENT 'ran past its token'"
+    blocker = mariadb.connect(autocommit=False)
+    conn = expiring_session(gw, mariadb, provider, f"running-{uuid.uuid4().hex}")
+    errors: list[tuple[Any, ...]] = []
+
+    def run() -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        except pymysql.err.MySQLError as exc:
+            errors.append(exc.args)
+
+    try:
+        with blocker.cursor() as cur:  # holds the table's metadata lock: the ALTER waits
+            cur.execute("BEGIN")
+            cur.execute("SELECT * FROM shop.appr_t")
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run)
+            request = next_request(broker, sql)
+            decide(broker, request, by_dba(provider, "approve"))
+            deadline = time.monotonic() + TIMEOUT_S
+            while not mariadb.admin_sql(
+                "SELECT id FROM information_schema.processlist WHERE info LIKE "
+                "'ALTER TABLE appr_t%ran past its token%'"
+            ):
+                assert time.monotonic() < deadline, "the approved statement was never sent"
+                time.sleep(0.05)
+            number = request["session"].rsplit("-", 1)[1]
+            expired = f"session {number}: the token it logged in with expired"
+            while expired not in gw.log():  # the gateway's timer went off meanwhile
+                assert time.monotonic() < deadline + EXPIRES_IN_S, "the token never expired"
+                time.sleep(0.1)
+            blocker.rollback()  # the lock goes: the ALTER runs to its end
+            running.result(30)
+        assert errors == []
+        lost(conn)
+    finally:
+        blocker.close()
+        conn.close()
+    mine = ended(gw, request["session"])
+    assert [r["kind"] for r in mine][-3:] == ["approval", "result", "session_end"]
+    approval, result, end = mine[-3:]
+    assert approval["decision"] == "approved" and approval["approver"] == "dba@example.com"
+    assert result["error"] is None and result["approver"] == "dba@example.com"
+    assert "reason" not in result or result["reason"] is None
+    assert "token expired at" in end["reason"]
+    comment = mariadb.admin_sql(
+        "SELECT table_comment FROM information_schema.tables "
+        "WHERE table_schema = 'shop' AND table_name = 'appr_t'"
+    )
+    assert comment == [("ran past its token",)]
 
 
 def selects(gw: GatewayProcess, session: str) -> list[str]:

@@ -575,6 +575,7 @@ class Session:
         self._undecided: deque[ClientCommand] = deque()
         self._undecided_bytes = 0  # the bytes of those commands (see backlog_bytes)
         self._decisions: dict[int, bytes | None] = {}  # id -> None (allow) or ERR payload
+        self._refused_why: dict[int, str] = {}  # id -> why it was refused (refuse's ``why``)
         self._responses: deque[_Response] = deque()
         self._skip = 0  # payload bytes of the current backend frame still to pass through
         self._continued = False  # the last backend frame was 0xFFFFFF long
@@ -920,11 +921,15 @@ class Session:
         self._decisions[cmd.id] = None
         self._drain_safely()
 
-    def refuse(self, cmd: ClientCommand, code: int, message: str) -> None:
-        """Answer a received command with an ERR instead of relaying it."""
+    def refuse(self, cmd: ClientCommand, code: int, message: str, why: str | None = None) -> None:
+        """Answer a received command with an ERR instead of relaying it; ``why`` goes on
+        its completion (``CommandCompleted.refused``) when the error alone would not tell
+        the ledger why (a code the target sends too)."""
         if self.phase is Phase.CLOSED:
             return
         self._decisions[cmd.id] = packets.build_err(code, message)
+        if why is not None:
+            self._refused_why[cmd.id] = why
         self._drain_safely()
 
     def _drain_safely(self) -> None:
@@ -983,6 +988,7 @@ class Session:
         self._undecided.clear()
         self._undecided_bytes = 0
         self._decisions.clear()
+        self._refused_why.clear()
         self._client_in.clear()  # nothing more is read: what is buffered goes now
         self._server_in.clear()
         self._more = False
@@ -1739,7 +1745,7 @@ class Session:
             undecided.popleft()
             self._undecided_bytes -= len(cmd.raw)
             err = decisions.pop(cmd.id)
-            why = None
+            why = self._refused_why.pop(cmd.id, None) if self._refused_why else None
             if err is None and self._stopped is not None and cmd.command != Command.QUIT:
                 err = self._stopped  # allowed, but nothing goes to the backend any more
                 why = self._stopped_why

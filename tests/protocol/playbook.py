@@ -319,6 +319,7 @@ def server_closes() -> Step:
 class _Decision(Step):
     cmd_id: int | None
     refusal: tuple[int, str] | None
+    why: str | None = None
 
     def apply(self, pb: Playbook) -> None:
         cmd_id = self.cmd_id
@@ -332,14 +333,15 @@ class _Decision(Step):
         if self.refusal is None:
             pb.session.allow(cmd)
         else:
-            pb.session.refuse(cmd, *self.refusal)
+            pb.session.refuse(cmd, *self.refusal, self.why)
         pb.collect()
 
     def __repr__(self) -> str:
         which = "" if self.cmd_id is None else str(self.cmd_id)
         if self.refusal is None:
             return f">> allow({which})"
-        return f">> refuse({which}, {self.refusal[0]}, {self.refusal[1]!r})"
+        why = "" if self.why is None else f", why={self.why!r}"
+        return f">> refuse({which}, {self.refusal[0]}, {self.refusal[1]!r}{why})"
 
 
 def allow(cmd_id: int | None = None) -> Step:
@@ -347,9 +349,10 @@ def allow(cmd_id: int | None = None) -> Step:
     return _Decision(cmd_id, None)
 
 
-def refuse(cmd_id: int | None, code: int, message: str) -> Step:
-    """The shell answers command ``cmd_id`` with an ERR of its own."""
-    return _Decision(cmd_id, (code, message))
+def refuse(cmd_id: int | None, code: int, message: str, why: str | None = None) -> Step:
+    """The shell answers command ``cmd_id`` with an ERR of its own (``why``: for the
+    ledger, on its completion)."""
+    return _Decision(cmd_id, (code, message), why)
 
 
 @dataclass

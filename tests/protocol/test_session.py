@@ -1457,6 +1457,27 @@ def test_a_session_that_stopped_forwarding_answers_no_command_that_has_no_answer
     )
 
 
+def test_a_held_command_refused_with_a_reason_once_forwarding_stopped() -> None:
+    """A statement held for approval when the session's token ran out is withdrawn: the
+    shell refuses it with the token's ERR and says why for the ledger; the command behind
+    it, allowed, gets the stopped ERR in its turn, and nothing reaches the server."""
+    expired = "sqlgate: blocked by rule 'token-expired': the token expired"
+    withdrawn = "not run: the token expired while it waited for approval (token-expired)"
+    assert (
+        ready()
+        >> client(Q1 + Q2)
+        << received(1, Q1)
+        << received(2, Q2)
+        >> shell("stop_forwarding", lambda session: session.stop_forwarding(1227, expired, WHY))
+        >> allow(2)
+        >> refuse(1, 1227, expired, withdrawn)
+        << expect_client(local_err(1227, expired) + local_err(1227, expired))
+        << completed(1, error=1227, refused=withdrawn)
+        << completed(2, error=1227, refused=WHY)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
 def _long_data_refused(reason: str) -> bool:
     return "long data (COM_STMT_SEND_LONG_DATA) of this statement was refused" in reason
 
