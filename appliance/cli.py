@@ -28,6 +28,8 @@ from appliance.config import (
 )
 
 if TYPE_CHECKING:
+    import pathlib
+
     from appliance.ledger.chain import Head
 
 __all__ = ["build_parser", "main"]
@@ -332,12 +334,74 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return config
     try:
         check_ledger_path(config)  # not for run: it starts, and waits for a usable ledger
+        _check_ledger_file(config)
         if config.network.manage_rules:
             _check_interception(config)
     except ConfigError as exc:
         return _fail(str(exc))
     print(f"ok: {args.config}: {len(config.targets)} targets")
     return 0
+
+
+def _check_ledger_file(config: Config) -> None:
+    """The ledger file ``run`` would open is one it can extend (ConfigError naming
+    ``ledger.path`` if not): a sqlgate ledger whose records after the last checkpoint
+    verify with ``ledger.signing_key``, or an empty database, readable and writable
+    here; a file that does not exist yet, in a directory it can be made in.
+
+    ``run`` stops at once on another program's database or a ledger signed by another
+    key, and refuses every statement (1105) while the file is no SQLite database or
+    cannot be written: ``check`` said ``ok`` to all of them before.
+    """
+    import os
+
+    from appliance import health
+
+    path = config.ledger.path
+
+    def fail(problem: str) -> NoReturn:
+        raise ConfigError(config.path, "ledger.path", problem)
+
+    if not path.exists():
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            fail(f"{path.parent}: not writable, so the ledger cannot be made there")
+        return
+    if _is_blank_database(path):
+        for target, what in ((path, "the file"), (path.parent, "its directory")):
+            if not os.access(target, os.W_OK):
+                fail(f"{path}: {what} is not writable, so the ledger cannot be made there")
+        return
+    result = health.check_ledger(config)
+    if result.ok is False:
+        detail = result.detail
+        if detail.startswith("record "):  # the chain, or its signatures, do not verify
+            detail += f" with ledger.signing_key {config.ledger.signing_key}"
+        if detail.startswith(("record ", "not a sqlgate ledger")):
+            detail += "; the gateway cannot extend it"
+        fail(f"{path}: {detail}")
+
+
+def _is_blank_database(path: pathlib.Path) -> bool:
+    """An empty file, or an SQLite database with no tables: the gateway makes its
+    ledger in it (anything else must already be a sqlgate ledger)."""
+    import sqlite3
+
+    from appliance.ledger.store import APPLICATION_ID
+
+    if path.stat().st_size == 0:
+        return True
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return bool(app_id != APPLICATION_ID and tables == 0)
 
 
 def _check_interception(config: Config) -> None:

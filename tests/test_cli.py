@@ -3,6 +3,7 @@ exactly one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -648,6 +649,76 @@ def test_check_refuses_a_ledger_path_no_ledger_can_be_made_at(
     config_file.write_text(CONFIG.replace('path = "ledger.db"', f'path = "{where}"'))
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
     assert line.startswith(f"sqlgate: {config_file}: ledger.path: ") and problem in line, line
+
+
+def _write_ledger(path: Path, key_file: Path | None) -> None:
+    """A ledger of one signed record, by the key in ``key_file`` (None: a new key)."""
+    import asyncio
+
+    from appliance.ledger import LedgerWriter, load_private_key
+
+    key = generate_key() if key_file is None else load_private_key(key_file)
+
+    async def write() -> None:
+        async with LedgerWriter(path, key) as writer:
+            await writer.append({"kind": "alert", "alert": "test", "reason": "first"})
+            await writer.checkpoint()
+
+    asyncio.run(write())
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("other-database", "not a sqlgate ledger; the gateway cannot extend it"),
+        ("text", "not a sqlgate ledger (file is not a database); the gateway cannot"),
+        ("another-key", "not this public key"),
+    ],
+)
+def test_check_refuses_a_ledger_file_run_could_not_extend(
+    config_file: Path, content: str, problem: str
+) -> None:
+    """check said ok to all of these; run then stopped at once ("cannot open the audit
+    ledger"), or (a file that is no database) refused every statement with 1105."""
+    import sqlite3
+
+    ledger = config_file.parent / "ledger.db"
+    if content == "other-database":
+        with contextlib.closing(sqlite3.connect(ledger)) as conn:
+            conn.execute("CREATE TABLE orders (id INTEGER)")
+            conn.commit()
+    elif content == "text":
+        ledger.write_text(CONFIG)
+    else:
+        _write_ledger(ledger, None)
+    before = ledger.read_bytes()
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"sqlgate: {config_file}: ledger.path: {ledger}: "), line
+    assert problem in line, line
+    if content == "another-key":
+        assert f"with ledger.signing_key {config_file.parent / 'ledger.key'}" in line, line
+    assert ledger.read_bytes() == before  # read, never written
+    if content != "text":
+        started = sqlgate("run", "-c", str(config_file))
+        assert started.returncode == 1 and "cannot open the audit ledger" in started.stderr
+
+
+@pytest.mark.parametrize("content", ["empty-file", "empty-database", "own-ledger"])
+def test_check_accepts_a_ledger_file_run_can_extend(config_file: Path, content: str) -> None:
+    import sqlite3
+
+    ledger = config_file.parent / "ledger.db"
+    if content == "empty-file":
+        ledger.write_bytes(b"")
+    elif content == "empty-database":
+        with contextlib.closing(sqlite3.connect(ledger)) as conn:
+            conn.execute("PRAGMA user_version = 7")  # a database file, with no table
+            conn.commit()
+    else:
+        _write_ledger(ledger, config_file.parent / "ledger.key")
+    result = sqlgate("check", "-c", str(config_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
 
 
 def test_run_still_starts_with_a_ledger_it_cannot_open_yet(config_file: Path) -> None:
