@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         hint = f" (see '{self.prog} --help')"
-        sys.stderr.write(f"sqlgate: {message}{hint}\n")
+        sys.stderr.write(f"sqlgate: {_one_line(message)}{hint}\n")
         raise SystemExit(2)
 
 
@@ -280,8 +280,17 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _one_line(message: str) -> str:
+    """``message`` with its control characters escaped (``\\n``, ``\\x1b``): a file name
+    or a configured value holding a line break or a terminal escape, echoed in an error,
+    must neither split the one line a script reads nor drive the terminal."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def _fail(message: str, status: int = 2) -> int:
-    sys.stderr.write(f"sqlgate: {message}\n")
+    sys.stderr.write(f"sqlgate: {_one_line(message)}\n")
     return status
 
 

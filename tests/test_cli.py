@@ -800,3 +800,18 @@ def test_a_second_gateway_on_a_ledger_in_use_refuses_to_start(config_file: Path)
             assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 2
 
     asyncio.run(main())
+
+
+def test_a_line_break_or_terminal_escape_in_an_error_stays_on_one_line(
+    config_file: Path,
+) -> None:
+    """A configured value or a file name echoed in an error split it over several lines
+    (a script reading the one line got half of it) and drove the terminal (ESC)."""
+    config_file.write_text(CONFIG.replace('"edge-1"', '"edge\\n1\\u001b[2J"'))
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line.startswith(f"sqlgate: {config_file}: appliance.name: 'edge\\n1\\x1b[2J' is not")
+    missing = config_file.parent / "led\nger\x1b[31m.db"
+    line = assert_one_line_failure(sqlgate("ledger", "export", "--ledger", str(missing)))
+    assert line == f"sqlgate: {config_file.parent}/led\\nger\\x1b[31m.db: no such file"
+    line = assert_one_line_failure(sqlgate("replay", "S1", "--ledger", "x", "--speed", "1\n2"))
+    assert line.startswith("sqlgate: argument --speed: '1\\n2' is not a number")
