@@ -294,6 +294,40 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
+def _print(text: str, *, end: str = "\n", flush: bool = False) -> None:
+    """``print`` for a command's output: when the reader has gone (``| head -1``,
+    ``| grep -q``), the rest of the output goes nowhere and the command carries on to its
+    own exit status, with no error about the pipe."""
+    if sys.stdout is None:  # started with standard output closed
+        return
+    try:
+        sys.stdout.write(text + end)
+        if flush:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null: what is still buffered, and what is written
+    later, is dropped there instead of failing (at exit, as "Exception ignored")."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _flush_stdout() -> None:
+    """Flush standard output before exit, the reader being gone or not."""
+    if sys.stdout is None:
+        return
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+    except (OSError, ValueError):  # closed, or a full disk: nothing more to do about it
+        pass
+
+
 def _load(path: str, *, starting: bool = False, operator: bool = False) -> Config | int:
     """The configuration, or the exit status after reporting why it cannot be used.
 
@@ -348,7 +382,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             _check_interception(config)
     except ConfigError as exc:
         return _fail(str(exc))
-    print(f"ok: {args.config}: {len(config.targets)} targets")
+    _print(f"ok: {args.config}: {len(config.targets)} targets")
     return 0
 
 
@@ -454,7 +488,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
     checks = health.run(config, args.timeout)
     for check in checks:
-        print(check.line(), flush=True)
+        _print(check.line(), flush=True)
     return 1 if any(check.ok is False for check in checks) else 0
 
 
@@ -536,7 +570,7 @@ def _cmd_net(args: argparse.Namespace) -> int:
         from netconfig.probe import format_result, probe
 
         result = probe(host, port)
-        print(format_result(result))
+        _print(format_result(result))
         return 0 if result.intercepted else 1
     config = _load(args.config)
     if isinstance(config, int):
@@ -553,27 +587,27 @@ def _cmd_net(args: argparse.Namespace) -> int:
     try:
         if action == "apply":
             if args.dry_run:
-                sys.stdout.write(plan.to_nft())
+                _print(plan.to_nft(), end="")
                 return 0
             report = nft.apply(plan)
             if report.changed:
-                print(
+                _print(
                     f"applied: {len(report.added)} rules added, {len(report.removed)} removed"
                     + (" (table rebuilt)" if report.rebuilt else "")
                 )
             else:
-                print(f"unchanged: {len(plan.rules)} rules already in place")
+                _print(f"unchanged: {len(plan.rules)} rules already in place")
             return 0
         if action == "remove":
-            print("removed table inet sqlgate" if nft.remove() else "no sqlgate rules installed")
+            _print("removed table inet sqlgate" if nft.remove() else "no sqlgate rules installed")
             return 0
         rules = nft.status()
         if not rules:
-            print("no sqlgate rules installed")
+            _print("no sqlgate rules installed")
             return 0
-        print(f"{'chain':<11} {'packets':>9} {'bytes':>11}  rule")
+        _print(f"{'chain':<11} {'packets':>9} {'bytes':>11}  rule")
         for rule in rules:
-            print(f"{rule.chain:<11} {rule.packets:>9} {rule.bytes:>11}  {rule.tag}")
+            _print(f"{rule.chain:<11} {rule.packets:>9} {rule.bytes:>11}  {rule.tag}")
         return 0
     except nft.NftError as exc:
         return _fail(str(exc), 1)
@@ -617,7 +651,8 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         for path in written:
             path.unlink(missing_ok=True)
         return _fail(f"{exc.filename or out}: cannot write the key: {exc.strerror or exc}", 1)
-    print(f"wrote {key_path} (secret, mode 0600) and {pub_path}; key_id {key_id(key.public_key())}")
+    written_id = key_id(key.public_key())
+    _print(f"wrote {key_path} (secret, mode 0600) and {pub_path}; key_id {written_id}")
     return 0
 
 
@@ -642,7 +677,7 @@ def _cmd_account(args: argparse.Namespace) -> int:
         password = password[:-1] if password.endswith(b"\r") else password
     if not password:
         return _fail("account hash: the password is empty; a gateway account needs one")
-    print(native_password_hash(password))
+    _print(native_password_hash(password))
     return 0
 
 
@@ -747,15 +782,15 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
                     f"last checkpoint at seq {result.last_checkpoint_seq} "
                     f"({result.unsigned} records after it are not yet signed)"
                 )
-            print(f"ok: {result.records} records, {signed}")
+            _print(f"ok: {result.records} records, {signed}")
             if held is not None:
-                print(f"held checkpoint at seq {held.seq}: present, hash and signature match")
+                _print(f"held checkpoint at seq {held.seq}: present, hash and signature match")
             return 0
         if action == "head":
             head = _opening(args.ledger, lambda: store.read_head(args.ledger))
             if head is None:
                 return _fail(f"{args.ledger}: no signed checkpoint yet", 1)
-            print(json.dumps(head.to_json()))
+            _print(json.dumps(head.to_json()))
             return 0
         if args.kind is not None and args.kind not in KINDS:
             return _fail(f"--kind: '{args.kind}' is not one of {', '.join(KINDS)}")
@@ -781,9 +816,7 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
             finally:
                 out.flush()  # what was read before a damaged record, ahead of the error
         except BrokenPipeError:  # the reader went away (``| head``): stop quietly
-            import os
-
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _drop_stdout()
         return 0
     except LedgerDamaged as exc:
         return _fail(str(exc), 1)
@@ -812,9 +845,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             return _fail(f"{args.ledger}: no session {args.session}", 1)
         play(itertools.chain([first], found), sys.stdout, speed=args.speed, fmt=args.format)
     except BrokenPipeError:
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
     except LedgerDamaged as exc:  # the steps before it were written
         return _fail(str(exc), 1)
     except LedgerError as exc:
@@ -849,16 +880,11 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
                 width = shutil.get_terminal_size((width, 24)).columns
             now = time.time()
             for request in requests:
-                print(operator.format_request(request, now, width))
+                _print(operator.format_request(request, now, width))
             return 0
         if action == "show":
             request = asyncio.run(operator.show_pending(config.bus, args.id))
-            try:
-                print(operator.format_whole(request, time.time()), flush=True)
-            except BrokenPipeError:  # the reader went away (``| head``): stop quietly
-                import os
-
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _print(operator.format_whole(request, time.time()), flush=True)
             return 0
         claim = config.identity.username_claim if config.identity is not None else "email"
         token, name = operator.read_token_for(args.token_file, claim)
@@ -872,7 +898,7 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
         )
     except operator.OperatorError as exc:
         return _fail(str(exc), exc.status)
-    print(f"{'approved' if action == 'approve' else 'denied'} {args.id}")
+    _print(f"{'approved' if action == 'approve' else 'denied'} {args.id}")
     return 0
 
 
@@ -900,6 +926,13 @@ def _command_name(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``sqlgate`` command line; return the exit status."""
+    try:
+        return _main(argv)
+    finally:
+        _flush_stdout()  # here, not at exit: a reader gone is no error of the command
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -911,6 +944,11 @@ def main(argv: list[str] | None = None) -> int:
                 value.encode("utf-8")
             except UnicodeEncodeError:  # bytes the locale could not decode (surrogates)
                 return _fail(f"{name.replace('_', '-')}: the argument is not valid UTF-8 text")
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """The command's exit status; one line on stderr for what it could not do."""
     try:
         if args.command == "check":
             return _cmd_check(args)

@@ -815,3 +815,48 @@ def test_a_line_break_or_terminal_escape_in_an_error_stays_on_one_line(
     assert line == f"sqlgate: {config_file.parent}/led\\nger\\x1b[31m.db: no such file"
     line = assert_one_line_failure(sqlgate("replay", "S1", "--ledger", "x", "--speed", "1\n2"))
     assert line.startswith("sqlgate: argument --speed: '1\\n2' is not a number")
+
+
+def _to_a_reader_gone(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``sqlgate ARGS | head -0``, deterministically: standard output is a pipe whose
+    reader has already closed it; buffered as for anyone (no PYTHONUNBUFFERED)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "appliance.cli", *map(str, args)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_output_to_a_reader_gone_keeps_the_exit_status_and_says_nothing(
+    config_file: Path, ledger: tuple[Path, Path]
+) -> None:
+    """`sqlgate check | grep -q ok` and the like: the reader leaves before the output is
+    written. Python then printed "Exception ignored ... BrokenPipeError" and exited 120
+    (with PYTHONUNBUFFERED: "sqlgate: [Errno 32] Broken pipe", exit 1), although the
+    command had done its work (keygen had written the key pair)."""
+    db, pub = ledger
+    config_file.write_text(CONFIG.replace('"ledger.db"', '"gateway.db"'))  # not that one
+    out = config_file.parent / "keys"
+    for args, status in [
+        (("check", "-c", config_file), 0),
+        (("keygen", "--out", out), 0),
+        (("ledger", "head", "--ledger", db), 0),
+        (("ledger", "verify", "--ledger", db, "--pubkey", pub), 0),
+        (("ledger", "export", "--ledger", db), 0),
+        (("health", "-c", config_file, "--timeout", "1"), 1),  # nothing listens
+        (("--help",), 0),
+    ]:
+        result = _to_a_reader_gone(*args)
+        assert (result.returncode, result.stderr) == (status, ""), args
+    assert (out / "ledger.key").exists() and (out / "ledger.pub").exists()
