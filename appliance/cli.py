@@ -572,16 +572,19 @@ def _cmd_net(args: argparse.Namespace) -> int:
         result = probe(host, port)
         _print(format_result(result))
         return 0 if result.intercepted else 1
-    config = _load(args.config)
+    # remove and status act on the table alone: neither a target's name that does not
+    # resolve now (DNS down) nor a secret missing may keep the rules from being removed
+    config = _load(args.config, operator=action != "apply")
     if isinstance(config, int):
         return config
     from netconfig import nft
     from netconfig.plan import plan_rules
 
     try:
-        plan = plan_rules(config, resolve=_resolve)
-        if action == "apply" and config.network.interfaces:
-            _check_interfaces(config)
+        if action == "apply":
+            plan = plan_rules(config, resolve=_resolve)
+            if config.network.interfaces:
+                _check_interfaces(config)
     except ConfigError as exc:
         return _fail(str(exc))
     try:

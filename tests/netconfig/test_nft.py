@@ -593,3 +593,44 @@ def test_gateway_redirects_fails_closed_and_is_plain_routing_after_remove(
         assert reaches(agent, address, dbs[v]) == (address, 3306)
     for sock in (*proxies.values(), *dbs.values()):
         sock.close()
+
+
+_CLI_CONFIG = """
+[appliance]
+listen = "0.0.0.0:3307"
+[[targets]]
+name = "orders"
+host = "{host}"
+user = "sqlgate"
+password_file = "orders.pw"
+[ledger]
+path = "ledger.db"
+signing_key = "ledger.key"
+"""
+
+
+def test_net_remove_and_status_need_no_target_that_resolves_now(netns: str, tmp_path: Path) -> None:
+    """`sqlgate net remove` planned the rules first: with a target's host name that did
+    not resolve (DNS down) or a password file gone, it refused (exit 2) and left the
+    rules, which drop every connection to the database, in place; `status` likewise."""
+    import sys
+
+    from appliance.ledger.chain import generate_key, private_key_pem
+
+    (tmp_path / "orders.pw").write_text("secret\n")
+    (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
+    good, broken = tmp_path / "good.toml", tmp_path / "broken.toml"
+    good.write_text(_CLI_CONFIG.format(host="10.77.2.10"))
+    broken.write_text(_CLI_CONFIG.format(host="orders.invalid").replace("orders.pw", "gone.pw"))
+
+    def sqlgate(*args: str) -> tuple[int, str, str]:
+        done = ns_run(netns, sys.executable, "-m", "appliance.cli", *args, check=False)
+        return done.returncode, done.stdout, done.stderr
+
+    assert sqlgate("net", "apply", "-c", str(good))[0] == 0
+    code, out, err = sqlgate("net", "status", "-c", str(broken))
+    assert (code, err) == (0, "") and "sqlgate:bypass-drop:orders" in out
+    assert sqlgate("net", "remove", "-c", str(broken)) == (0, "removed table inet sqlgate\n", "")
+    assert "sqlgate" not in ns_run(netns, "nft", "list", "ruleset").stdout
+    code, _, err = sqlgate("net", "apply", "-c", str(broken))  # apply still needs them
+    assert code == 2 and "targets[0]" in err, err
