@@ -308,6 +308,50 @@ def test_pipelined_commands_keep_their_order(gateway: GatewayProcess) -> None:
         assert scalar(conn, "SELECT 4") == 4
 
 
+def test_commands_before_a_pipelined_quit_are_answered_and_what_follows_it_ignored(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """A client pipelines an INSERT, COM_QUIT and one more command. MariaDB runs and
+    answers the INSERT, then closes, never reading what followed the COM_QUIT; so does
+    the gateway (it answered ERR 1158 in place of the INSERT's OK and ran nothing)."""
+    marker = time.time_ns() % 1_000_000_000
+    mariadb.admin_sql("CREATE TABLE IF NOT EXISTS shop.after_quit (id INT)")
+    with gateway.connect() as conn:
+        burst = b"".join(
+            frame(0, p)
+            for p in (
+                f"\x03INSERT INTO after_quit VALUES ({marker})".encode(),
+                bytes([Command.QUIT]),
+                b"\x03SELECT 1",
+            )
+        )
+        conn._sock.sendall(burst)
+        answer = read_raw(conn)
+        assert answer[0] == 0x00, answer  # the INSERT's OK
+        assert packets.read_lenenc_int(answer, 1)[0] == 1  # one row affected
+        assert conn._sock.recv(100) == b""  # then the connection closes, nothing more
+    rows = mariadb.admin_sql(f"SELECT COUNT(*) FROM shop.after_quit WHERE id = {marker}")
+    assert rows == [(1,)]
+    deadline = time.monotonic() + 30
+    while True:
+        records = ledger_records(gateway.ledger)
+        (insert,) = [
+            r for r in records if r.get("sql") == f"INSERT INTO after_quit VALUES ({marker})"
+        ]
+        mine = [r for r in records if r.get("session") == insert["session"]]
+        if any(r["kind"] == "session_end" for r in mine) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    statements = [(r["command"], r["sql"]) for r in mine if r["kind"] == "statement"]
+    assert statements[-1] == ("COM_QUERY", insert["sql"])  # SELECT 1 was never read
+    (result,) = [
+        r for r in mine if r["kind"] == "result" and r["statement_seq"] == insert["statement_seq"]
+    ]
+    assert result["affected"] == 1 and result["error"] is None
+    (end,) = [r for r in mine if r["kind"] == "session_end"]
+    assert end["reason"] == "client quit"
+
+
 def test_cursor_fetch_through_the_gateway(gateway: GatewayProcess) -> None:
     with gateway.connect() as conn:
         send_raw(conn, bytes([Command.STMT_PREPARE]) + b"SELECT id FROM customers ORDER BY id")

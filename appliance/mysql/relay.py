@@ -597,6 +597,9 @@ class Session:
         """The status flags of the backend's last OK or EOF (``NO_BACKSLASH_ESCAPES`` says
         how the server reads backslashes in string literals right now)."""
         self._quitting = False  # COM_QUIT was received: close once the answers are out
+        # COM_QUIT was taken: like the server, the gateway reads nothing after it (what
+        # the client sends behind it is dropped; the commands before it are answered)
+        self._quit_taken = False
         self._stopped: bytes | None = None  # stop_forwarding: the ERR in place of each command
         self._stopped_why = ""  # stop_forwarding: why, for the ledger
         self._quit_reason = "client quit"
@@ -683,6 +686,8 @@ class Session:
                 self._flush_client_tls()
                 if not data:
                     return
+            if self._quit_taken:
+                return
             if self.phase is Phase.COMMAND and not len(self._client_in):
                 self._commands_from(data)
             else:
@@ -1623,7 +1628,7 @@ class Session:
         pos = 0
         left = self.settings.intake or -1  # commands still to take in this call
         self._more = False
-        while n - pos >= 4 and left and self.phase is Phase.COMMAND:
+        while n - pos >= 4 and left and self.phase is Phase.COMMAND and not self._quit_taken:
             length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
             end = pos + 4 + length
             if length >= MAX_PAYLOAD or end > n:
@@ -1632,7 +1637,7 @@ class Session:
             self._on_command(data[pos + 3], raw[4:], raw)
             pos = end
             left -= 1
-        if pos < n and self.phase is Phase.COMMAND:
+        if pos < n and self.phase is Phase.COMMAND and not self._quit_taken:
             self._client_in.feed(data[pos:] if pos else data)
             if left:
                 self._pump_commands(left if left > 0 else 0)
@@ -1644,6 +1649,9 @@ class Session:
         reader = self._client_in
         left = (self.settings.intake if limit is None else limit) or -1
         while self.phase is Phase.COMMAND:
+            if self._quit_taken:
+                reader.clear()  # sent behind COM_QUIT: the server would not read it either
+                break
             if not left:
                 self._more = True
                 return
@@ -1660,8 +1668,6 @@ class Session:
             raise RemoteProtocolError(f"command packet with sequence id {seq}")
         if not payload:
             raise RemoteProtocolError("empty command packet")
-        if self._quitting:
-            raise RemoteProtocolError("a command after COM_QUIT")
         self._next_id += 1
         code = payload[0]
         cmd = ClientCommand(self._next_id, code, payload, raw)
@@ -1690,7 +1696,7 @@ class Session:
                 # QUIT leaves after whatever is still waiting for a decision; an execute
                 # that stands for a prepare waits for its answer (see _drain_decisions);
                 # with forwarding stopped, a command waits its turn for the ERR
-                self._quitting = code == Command.QUIT
+                self._quitting = self._quit_taken = code == Command.QUIT
                 self._undecided.append(cmd)
                 self._undecided_bytes += len(raw)
                 self._decisions[cmd.id] = None

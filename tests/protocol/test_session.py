@@ -1811,6 +1811,28 @@ def test_quit_waits_for_a_command_still_undecided_after_an_answer(masked: bool) 
     )
 
 
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_bytes_after_quit_are_ignored_and_earlier_commands_answered(chunk: int | None) -> None:
+    """BUG: a command pipelined behind COM_QUIT made the gateway answer ERR 1158 ("a
+    command after COM_QUIT") in place of the answer to Q1, sent before the COM_QUIT, and
+    close without running it. The server reads nothing after COM_QUIT: neither does the
+    gateway, and Q1 is forwarded and answered as it would be without the gateway."""
+    quit_ = command(Command.QUIT)
+    pb = ready()
+    assert (
+        pb
+        >> client(Q1 + quit_ + Q3 + b"\xff\xff\xff\x07garbage", chunk=chunk)
+        << received(1, Q1)
+        >> allow(1)
+        << expect_server(Q1 + quit_)
+        << completed(2)  # COM_QUIT, which has no answer
+        >> server(R1)
+        << expect_client(R1)
+        << completed(1, affected=1)
+        << expect_closed("client quit")
+    )
+
+
 # ===================================================================== 6. refusals
 
 
