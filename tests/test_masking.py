@@ -60,6 +60,12 @@ on_use = "rewrite"
 [[masking]]
 column = "shop.mask_kunden.straße"
 strategy = "last4"
+
+[[rules]]
+name = "mask-calls"
+statements = ["CALL"]
+tables = ["mask_other.*"]
+action = "allow"
 """
 
 
@@ -84,6 +90,9 @@ def gw(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         "CREATE OR REPLACE TABLE shop.mask_kunden (id INT PRIMARY KEY, `straße` VARCHAR(40))",
         "INSERT INTO shop.mask_kunden VALUES (1, 'Geheimweg 42')",
         "DROP TABLE IF EXISTS shop.mask_copy",
+        "CREATE DATABASE IF NOT EXISTS mask_other",
+        "CREATE OR REPLACE PROCEDURE mask_other.cards(IN n INT) "
+        "SELECT id, card_number, ssn FROM shop.mask_customers WHERE id <= n ORDER BY id",
     )
     work = tmp_path_factory.mktemp("gw")
     accounts = [
@@ -249,6 +258,33 @@ def test_a_cursor_fetch_is_masked_whatever_the_alias(gw: GatewayProcess, sql: st
         b"************1111",
         b"************4444",
     ]
+
+
+def test_a_call_outside_the_masked_schema_runs_and_its_rows_are_masked(
+    gw: GatewayProcess,
+) -> None:
+    """BUG: every CALL was read in no schema, where the rule for `shop.*.ssn` named any
+    table, the procedure's too: `CALL mask_other.cards(2)` in schema mask_other was
+    refused (".call.* is masked ... used not understood"). It runs; what it returns is
+    masked by origin, in the text and in the binary protocol."""
+    conn = gw.connect(database="mask_other")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CALL mask_other.cards(2)")
+            assert [tuple(r) for r in cur.fetchall()] == [
+                (1, "************1111", None),
+                (2, "************4444", None),
+            ]
+    finally:
+        conn.close()
+    connector = gw.connector(database="mask_other")
+    try:
+        cur = connector.cursor(prepared=True)
+        cur.execute("CALL cards(?)", (1,))
+        assert [tuple(r) for r in cur.fetchall()] == [(1, "************1111", None)]
+        cur.nextset()
+    finally:
+        connector.close()
 
 
 def test_the_mariadb_cli(gw: GatewayProcess) -> None:

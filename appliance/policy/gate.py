@@ -864,7 +864,10 @@ class SessionPolicy:
             # a statement for review is checked too: an approval must not copy masked
             # values out in the clear (it is refused, never rewritten, then)
             readings = None if classified is None else classified.readings
-            return self._masking(verdict, sql, mode, backslash_unknown, refusal is None, readings)
+            schema = self._reading_schema(cmd, verdict)
+            return self._masking(
+                verdict, sql, mode, backslash_unknown, schema, refusal is None, readings
+            )
         return verdict
 
     def _masked_name(self, found: tuple[Classification, ...]) -> Decision | None:
@@ -899,24 +902,38 @@ class SessionPolicy:
                     )
         return None
 
+    def _reading_schema(self, cmd: ClientCommand, verdict: Verdict) -> str | None:
+        """The schema the unqualified names of a text are read in for masking. A text of
+        one statement runs in the schema the session is in as it starts: a ``CALL`` (or
+        an ``EXECUTE`` of one) may leave the session in another schema, but only once it
+        has run, so its own entry in ``_uses`` does not count (it did, and every ``CALL``
+        was read in no schema, where any rule with a wildcard table matched its name).
+        A text of several is read in ``schema`` (None when a part of it moves)."""
+        if len(verdict.parts) != 1 or cmd.id not in self._uses:
+            return self.schema
+        db = self.db_of(cmd)
+        return None if db is not None and "." in db else db
+
     def _masking(
         self,
         verdict: Verdict,
         sql: bytes,
         mode: LexMode,
         backslash_unknown: bool,
+        schema: str | None,
         rewrite: bool = True,
         readings: Readings | None = None,
     ) -> Verdict:
         """Layer one of masking: a masked column used other than as a plain projected
         value is rewritten so the value is masked by construction (rules with
-        ``on_use = "rewrite"``) or the statement is refused. ``readings``: the text's
+        ``on_use = "rewrite"``) or the statement is refused. ``schema``: where its
+        unqualified names are read (``_reading_schema``). ``readings``: the text's
         column references, read by ``classify_text``."""
         masker = self.masker
         assert masker is not None
         uses = masked_uses(
             sql,
-            self.schema,
+            schema,
             masker.is_masked,
             mode,
             backslash_unknown=backslash_unknown,
@@ -928,7 +945,7 @@ class SessionPolicy:
         if rewrite and len(verdict.parts) == 1 and all(r is not None and r.rewrite for r in rules):
             text = mask_rewrite(
                 sql,
-                self.schema,
+                schema,
                 masker.strategy_for,
                 mode,
                 backslash_unknown=backslash_unknown,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.config import MaskingRuleConfig, MaskStrategy, PolicyConfig
+from appliance.config import MaskingRuleConfig, MaskStrategy, PolicyConfig, RuleAction, RuleConfig
 from appliance.mysql.constants import Command, FieldType
 from appliance.mysql.masking import TextRows, mask_binary_row, reads_only
 from appliance.mysql.packets import ColumnDefinition, write_lenenc_bytes
@@ -545,3 +545,36 @@ def test_a_masked_session_may_not_make_a_schema_of_statement_texts_current(
     who = Subject("a", frozenset(), "t")
     assert policy.login_schema(who, "Performance_Schema", masked=True).rule == "masking"
     assert not policy.login_schema(who, "performance_schema").refused
+
+
+@pytest.mark.parametrize(
+    ("schema", "sql", "refused"),
+    [
+        ("other", "CALL other.p(2, @o, @io)", False),
+        ("other", "CALL p(2)", False),
+        ("other", "CALL shop.p(2)", True),  # names a shop table, where every one is masked
+        ("shop", "CALL p(2)", True),
+        # after a CALL the schema is not known: what follows it in the text is read so
+        ("other", "CALL p(2); SELECT x FROM p", True),
+    ],
+)
+@pytest.mark.parametrize("command", [Command.QUERY, Command.STMT_PREPARE])
+def test_a_call_is_read_in_the_schema_it_starts_in(
+    schema: str, sql: str, refused: bool, command: int
+) -> None:
+    """BUG: every CALL (also prepared) was read for masking in no schema, as if its own
+    possible change of schema had already happened: under a rule with a wildcard table
+    (`shop.*.card_number`), `CALL other.p()` in schema `other` was refused with
+    ".call.* is masked for a: ... used not understood"."""
+    if command == Command.STMT_PREPARE and ";" in sql:
+        return  # one statement per prepare
+    allow = RuleConfig("calls", ("CALL",), RuleAction.ALLOW)
+    policy = MaskingPolicy([rule("shop.*.card_number", "last4")], KEY)
+    sp = SessionPolicy(Policy(PolicyConfig(), (allow,)), Subject("a", frozenset(), "t"), schema, 45)
+    sp.masker = policy.for_groups(())
+    payload = bytes([command]) + sql.encode()
+    verdict = sp.decide(ClientCommand(1, command, payload, payload), 0, {})
+    if refused:
+        assert verdict.refusal is not None and verdict.refusal.rule == "masking", verdict
+    else:
+        assert verdict.refusal is None, verdict
