@@ -461,6 +461,30 @@ def test_uses_that_lose_the_origin_are_refused(
     )
 
 
+SHADOWED = [
+    "SELECT (SELECT UPPER(c.email) FROM shop.orders c LIMIT 1) FROM mask_customers c",
+    "SELECT (SELECT UPPER(c.email) FROM (SELECT 1 AS x) c) FROM mask_customers c",
+    "WITH c AS (SELECT 1 AS x) SELECT (SELECT UPPER(c.email) FROM c) FROM mask_customers c",
+    "SELECT (SELECT UPPER(shop.c.email) FROM shop.orders c LIMIT 1) FROM mask_customers c",
+    "SELECT id FROM mask_customers c WHERE EXISTS "
+    "(SELECT 1 FROM shop.orders c WHERE c.card_number LIKE '4%')",
+]
+
+
+@pytest.mark.parametrize("sql", SHADOWED, ids=["table", "derived", "cte", "schema", "where"])
+def test_an_inner_alias_does_not_hide_the_outer_tables_column(
+    gw: GatewayProcess, mariadb: MariaDB, sql: str
+) -> None:
+    """The server reads c.email of the inner c when it has such a column, else the outer
+    c's: an alias of the same name inside a subquery does not make the column unmasked."""
+    mariadb.admin_sql("USE shop", sql)  # no "unknown column": the server reads the outer c's
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        query(gw, sql)
+    code, message = caught.value.args
+    assert code == 1227 and "by rule 'masking'" in message, message
+    assert "shop.mask_customers." in message, message
+
+
 @pytest.mark.parametrize("pipelined", [False, True], ids=["failed-text", "pipelined"])
 def test_a_schema_the_gateway_is_not_sure_of_still_masks(
     gw: GatewayProcess, pipelined: bool

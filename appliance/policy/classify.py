@@ -3444,6 +3444,24 @@ class _Scope:
             scope = scope.parent
         return None
 
+    def named(self, name: str, written: str) -> list[_Source] | None:
+        """Every source a qualified column's qualifier may name, innermost first, None
+        when it names none (``_AMBIGUOUS`` as for ``source``). The server reads
+        ``c.col`` in the innermost scope with a source ``c`` only when that source has
+        a column ``col``; else it looks further out (``SELECT (SELECT c.card FROM other
+        c) FROM customers c`` reads customers.card), and which sources have the column
+        is not known here: so every source of that name in this scope and the outer
+        ones."""
+        first = self.source(name, written)
+        if first is None or first is _AMBIGUOUS:
+            return None if first is None else [first]
+        found = [first]
+        scope: _Scope | None = self
+        while scope is not None:
+            found.extend(src for src in scope.sources if src.name == name and src is not first)
+            scope = scope.parent
+        return found
+
     def tables(self) -> tuple[tuple[str | None, str], ...]:
         """Every base table in this scope and the outer ones: an unqualified column may be
         of any of them."""
@@ -4149,23 +4167,23 @@ class _Uses:
             # shop.c.card: MariaDB reads c as an alias in scope when shop is its table's
             # schema, so the column may be that table's as well as shop.c's
             tables = ((db, qualifier),)
-            src = scope.source(qualifier, node.table)
-            if src is _AMBIGUOUS or (src is not None and src.table is None):
+            named = scope.named(qualifier, node.table) or []
+            if any(src is _AMBIGUOUS or src.table is None for src in named):
                 self.confused = True
                 return
-            if src is not None and src.table is not None and src.table != tables[0]:
-                tables = (*tables, src.table)
+            for src in named:
+                if src.table is not None and src.table not in tables:
+                    tables = (*tables, src.table)
         elif qualifier:
-            src = scope.source(qualifier, node.table)
-            if src is _AMBIGUOUS:
+            sources = scope.named(qualifier, node.table)
+            if sources is None:
+                tables = ((None, qualifier),)
+            elif any(src is _AMBIGUOUS for src in sources):
                 self.confused = True
                 return
-            if src is None:
-                tables = ((None, qualifier),)
-            elif src.table is None:
-                return  # a derived table's or CTE's column: its own references are checked
             else:
-                tables = (src.table,)
+                # a derived table's or CTE's column: its own references are checked
+                tables = tuple(dict.fromkeys(src.table for src in sources if src.table))
         else:
             tables = scope.tables()
         if not tables:

@@ -160,6 +160,27 @@ CONDITIONS: U = [
         "SELECT (SELECT email FROM customers c WHERE c.id = o.customer_id) FROM orders o",
         {(EMAIL, "in a subquery")},
     ),
+    (  # the inner c has no email column: the server reads the outer c's
+        "SELECT (SELECT UPPER(c.email) FROM orders c LIMIT 1) FROM customers c",
+        {(EMAIL, "inside UPPER() in a subquery")},
+    ),
+    (
+        "SELECT id FROM customers c WHERE EXISTS "
+        "(SELECT 1 FROM orders c WHERE c.card_number LIKE '4%')",
+        {(CARD, "in WHERE in a subquery in WHERE")},
+    ),
+    (  # a derived table or CTE of that name has no such column either
+        "SELECT (SELECT UPPER(c.email) FROM (SELECT 1 AS x) c) FROM customers c",
+        {(EMAIL, "inside UPPER() in a subquery")},
+    ),
+    (
+        "WITH c AS (SELECT 1 AS x) SELECT (SELECT UPPER(c.email) FROM c) FROM customers c",
+        {(EMAIL, "inside UPPER() in a subquery")},
+    ),
+    (
+        "SELECT (SELECT UPPER(shop.c.email) FROM orders c LIMIT 1) FROM customers c",
+        {(EMAIL, "inside UPPER() in a subquery")},
+    ),
     (
         "SELECT 1 FROM orders WHERE customer_id = ANY (SELECT email FROM customers)",
         {(EMAIL, "in a subquery in WHERE")},
@@ -662,6 +683,11 @@ ALLOWED: A = [
         {("*.*.*", OTHER_PLANS)},
     ),
     ("DESCRIBE customers", "HANDLER customers READ FIRST", {(ALL, "not understood")}),
+    (  # an inner alias that shadows the outer one: its own columns are not masked
+        "SELECT (SELECT UPPER(c.total) FROM orders c LIMIT 1) FROM customers c",
+        "SELECT (SELECT UPPER(c.email) FROM orders c LIMIT 1) FROM customers c",
+        {(EMAIL, "inside UPPER() in a subquery")},
+    ),
     (
         "CREATE TABLE copy LIKE customers",
         "CREATE TABLE copy AS SELECT * FROM customers",
