@@ -485,6 +485,28 @@ def test_an_inner_alias_does_not_hide_the_outer_tables_column(
     assert "shop.mask_customers." in message, message
 
 
+ALIASED = [
+    "SELECT email AS x, (SELECT UPPER(x)) FROM mask_customers",
+    "SELECT token AS x, (SELECT x FROM shop.orders LIMIT 1) FROM mask_customers",
+    "SELECT id, email AS x, (SELECT COUNT(*) FROM shop.orders WHERE x LIKE 'a%') "
+    "FROM mask_customers",
+]
+
+
+@pytest.mark.parametrize("sql", ALIASED, ids=["function", "plain", "condition"])
+def test_a_subquery_may_not_read_a_select_list_alias_of_a_masked_column(
+    gw: GatewayProcess, mariadb: MariaDB, sql: str
+) -> None:
+    """The server lets a subquery in the select list name an item before it by its alias;
+    what the subquery returns of it has no origin, so the use is refused."""
+    assert mariadb.admin_sql("USE shop", sql)  # the server reads the alias there
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        query(gw, sql)
+    code, message = caught.value.args
+    assert code == 1227 and "by rule 'masking'" in message, message
+    assert "by its select-list alias x" in message, message
+
+
 @pytest.mark.parametrize("pipelined", [False, True], ids=["failed-text", "pipelined"])
 def test_a_schema_the_gateway_is_not_sure_of_still_masks(
     gw: GatewayProcess, pipelined: bool

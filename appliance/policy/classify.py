@@ -3833,10 +3833,28 @@ class _Uses:
             for i, item in enumerate(node.expressions)
             if isinstance(item, exp.Alias)
         }
+        self.subquery_aliases(node, item_chain, aliases)
         self.modifiers(
             node, scope, clause, items, ("expressions", "from_", "joins", "with_"), aliases
         )
         return items
+
+    def subquery_aliases(
+        self, node: exp.Select, chain: tuple[str, ...], aliases: dict[str, _Item]
+    ) -> None:
+        """A subquery in the select list may name an item before it by its alias
+        (``SELECT card AS x, (SELECT UPPER(x))``): the server reads that item there, so
+        what it is made of is used inside the subquery."""
+        if not aliases:
+            return
+        here = _where(None, (*chain, "in a subquery"))
+        for item in node.expressions:
+            for column in item.find_all(exp.Column):
+                if column.table or column.find_ancestor(exp.Select) is node:
+                    continue
+                found = aliases.get(column.name.lower())
+                if found is not None:
+                    self.follow(found, f"{here}, by its select-list alias {column.name}")
 
     def modifiers(
         self,

@@ -169,6 +169,19 @@ CONDITIONS: U = [
         "(SELECT 1 FROM orders c WHERE c.card_number LIKE '4%')",
         {(CARD, "in WHERE in a subquery in WHERE")},
     ),
+    (  # a subquery in the select list reads an item before it by its alias
+        "SELECT email AS x, (SELECT UPPER(x)) FROM customers",
+        {(EMAIL, "in a subquery, by its select-list alias x")},
+    ),
+    (
+        "SELECT id, card_number AS x, (SELECT MAX(total) FROM orders WHERE total < x) "
+        "FROM customers",
+        {(CARD, "in a subquery, by its select-list alias x")},
+    ),
+    (
+        "SELECT email AS x, (SELECT (SELECT CONCAT(x, ''))) FROM customers",
+        {(EMAIL, "in a subquery, by its select-list alias x")},
+    ),
     (  # a derived table or CTE of that name has no such column either
         "SELECT (SELECT UPPER(c.email) FROM (SELECT 1 AS x) c) FROM customers c",
         {(EMAIL, "inside UPPER() in a subquery")},
@@ -683,6 +696,11 @@ ALLOWED: A = [
         {("*.*.*", OTHER_PLANS)},
     ),
     ("DESCRIBE customers", "HANDLER customers READ FIRST", {(ALL, "not understood")}),
+    (
+        "SELECT name AS x, (SELECT UPPER(x)) FROM customers",
+        "SELECT email AS x, (SELECT UPPER(x)) FROM customers",
+        {(EMAIL, "in a subquery, by its select-list alias x")},
+    ),
     (  # an inner alias that shadows the outer one: its own columns are not masked
         "SELECT (SELECT UPPER(c.total) FROM orders c LIMIT 1) FROM customers c",
         "SELECT (SELECT UPPER(c.email) FROM orders c LIMIT 1) FROM customers c",
