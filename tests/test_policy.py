@@ -126,6 +126,8 @@ def test_a_where_true_for_every_row_is_refused(gw: GatewayProcess, mariadb: Mari
             "DELETE FROM pol_items WHERE id > 5 OR id < 6",
             "UPDATE pol_items SET v = 0 WHERE (id) = id",
             "DELETE FROM pol_items WHERE utc_date",
+            "DELETE FROM pol_items WHERE 1 IN (1, id)",
+            "UPDATE pol_items SET v = 0 WHERE id BETWEEN id AND id",
         ):
             message = refused(conn, sql)
             verb = sql.split()[0].lower()

@@ -1923,10 +1923,30 @@ class _Atoms:
             values = [self.value(x) for x in node.expressions]
             if all(v is not None for v in values):
                 return self.test(node.this, "eq", tuple(v for v in values if v is not None))
+            # a IN (b, c) is a = b OR a = c: 1 IN (1, id) is true for every row
+            return _F(
+                "|",
+                args=tuple(
+                    self.atom_of(exp.EQ(this=node.this.copy(), expression=x.copy()))
+                    for x in node.expressions
+                ),
+            )
         if isinstance(node, exp.Between):
             low, high = self.value(node.args["low"]), self.value(node.args["high"])
             if low is not None and high is not None:
                 return self.test(node.this, "between", (low, high))
+            # a BETWEEN b AND c is a >= b AND a <= c: id BETWEEN id AND id is id = id
+            return _F(
+                "&",
+                args=(
+                    self.atom_of(
+                        exp.GTE(this=node.this.copy(), expression=node.args["low"].copy())
+                    ),
+                    self.atom_of(
+                        exp.LTE(this=node.this.copy(), expression=node.args["high"].copy())
+                    ),
+                ),
+            )
         self.noted(node)
         return self.atom(self.key(node), True)
 

@@ -449,6 +449,12 @@ ALWAYS_TRUE = [
     "val <> 'a' OR val <> 'A'",  # equal or not by collation
     "id <> ? OR id <> ?",
     "c LIKE 'a%' OR c NOT LIKE 'a%'",
+    # IN and BETWEEN over other than literals are their comparisons
+    "1 IN (1, id)",
+    "'a' IN (val, 'a')",
+    "NOT 1 NOT IN (id, 1)",
+    "@v IN (1, id)",
+    "id BETWEEN id AND id",
     # a parenthesised operand is the operand
     "(id) = id",
     "(n) <=> n",
@@ -490,6 +496,10 @@ NOT_ALWAYS_TRUE = [
     "`utc_date` = 1 OR x = 2",
     "c LIKE 'a%' OR c NOT LIKE 'b%'",
     "status = 'x' AND created < '2026-01-01'",
+    "5 IN (id, val)",
+    "1 NOT IN (2, id)",
+    "id BETWEEN 1 AND val",
+    "1 BETWEEN id AND 2",
     "(status = 'x' OR status = 'y') AND created < '2026-01-01'",
 ]
 
