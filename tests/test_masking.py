@@ -583,6 +583,33 @@ def test_the_key_values_other_sessions_lock_are_refused(
         b.close()
 
 
+def test_the_logs_of_statement_texts_are_refused(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    """With log_output = TABLE the server writes every session's statements, literals
+    included, to mysql.general_log (and slow ones to mysql.slow_log); the binary log
+    holds the statements that changed data (SHOW BINLOG EVENTS)."""
+    mariadb.admin_sql("SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = ON")
+    try:
+        mariadb.admin_sql(f"SELECT id FROM shop.mask_customers WHERE card_number = '{CARD}'")
+        logged = "SELECT COUNT(*) FROM mysql.general_log WHERE argument LIKE '%4111111111111111%'"
+        assert mariadb.admin_sql(logged)[0][0] >= 1  # the application's literal is there
+        for sql in (
+            "SELECT argument FROM mysql.general_log",
+            "SELECT sql_text FROM mysql.slow_log",
+            "SHOW BINLOG EVENTS",
+        ):
+            with pytest.raises(pymysql.err.OperationalError) as caught:
+                query(gw, sql)
+            code, message = caught.value.args
+            assert code == 1227 and "by rule 'masking'" in message, message
+            assert "general or slow query log or the binary log" in message, message
+    finally:
+        mariadb.admin_sql(
+            "SET GLOBAL general_log = OFF",
+            "SET GLOBAL log_output = 'FILE'",
+            "TRUNCATE TABLE mysql.general_log",
+        )
+
+
 def test_a_schema_of_statement_texts_is_not_made_current(gw: GatewayProcess) -> None:
     """Bare names after USE performance_schema read other sessions' statements (their
     literals: masked values) past the refusal of performance_schema.events_..."""

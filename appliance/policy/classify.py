@@ -3678,8 +3678,10 @@ class _Uses:
             self.refs.append(_Ref("", (), "in mysql.column_stats, which holds column values"))
         elif name in _INNODB_VALUES and schema in ("information_schema", ""):
             self.refs.append(_Ref("", (), _INNODB_VALUES[name]))
-        elif (name in ("processlist", "innodb_trx") and schema in ("information_schema", "")) or (
-            schema in ("performance_schema", "sys")
+        elif (
+            (name in _SESSION_TEXTS and schema in ("information_schema", ""))
+            or (name in _LOGGED_TEXTS and schema in ("mysql", ""))
+            or schema in ("performance_schema", "sys")
         ):
             self.refs.append(_Ref("", (), _OTHER_SESSIONS))
 
@@ -4303,9 +4305,16 @@ class _Uses:
 
 
 _OTHER_SESSIONS = (
-    "in the process list, InnoDB's status, performance_schema or the sys schema, which show "
-    "the texts of other sessions' statements"
+    "in the process list, InnoDB's status, performance_schema, the sys schema, the query "
+    "cache, the general or slow query log or the binary log, which show the texts of other "
+    "sessions' statements"
 )
+# information_schema tables with the texts of other sessions' statements (QUERY_CACHE_INFO:
+# the query_cache_info plugin's, the cached statements)
+_SESSION_TEXTS = frozenset({"processlist", "innodb_trx", "query_cache_info"})
+# mysql tables the server writes statement texts to (log_output = TABLE)
+_LOGGED_TEXTS = frozenset({"general_log", "slow_log"})
+_LOGS = frozenset({"BINLOG", "RELAYLOG"})  # SHOW ... EVENTS of these
 _OTHER_PLANS = (
     "in EXPLAIN ... FOR CONNECTION or SHOW EXPLAIN/ANALYZE ... FOR, whose plan of another "
     "session's statement shows its conditions with their literals"
@@ -4439,9 +4448,10 @@ def _statement_refs(
         if head < len(tokens) and tokens[head].kind in (Tok.WORD, Tok.IDENT):
             return [], tokens[head].text.lower()
         return [], None
-    if kind == "SHOW" and any(
-        t.kind is Tok.WORD and t.text in ("PROCESSLIST", "ENGINE") for t in tokens
-    ):  # SHOW [FULL] PROCESSLIST; SHOW ENGINE INNODB STATUS quotes recent statements
+    words = {t.text for t in tokens if t.kind is Tok.WORD} if kind == "SHOW" else set()
+    if words & {"PROCESSLIST", "ENGINE"} or ("EVENTS" in words and words & _LOGS):
+        # SHOW [FULL] PROCESSLIST; SHOW ENGINE INNODB STATUS quotes recent statements;
+        # SHOW BINLOG|RELAYLOG EVENTS the logged statements (those of row events too)
         return [_Ref("", (), _OTHER_SESSIONS)], None
     if _explains_connection(tokens, kind, head):
         return [_Ref("", (), _OTHER_PLANS)], None

@@ -376,8 +376,9 @@ NAMES: U = [
 ]
 
 OTHER_SESSIONS = (
-    "in the process list, InnoDB's status, performance_schema or the sys schema, which show "
-    "the texts of other sessions' statements"
+    "in the process list, InnoDB's status, performance_schema, the sys schema, the query "
+    "cache, the general or slow query log or the binary log, which show the texts of other "
+    "sessions' statements"
 )
 OTHER_PLANS = (
     "in EXPLAIN ... FOR CONNECTION or SHOW EXPLAIN/ANALYZE ... FOR, whose plan of another "
@@ -416,6 +417,16 @@ ORACLES: U = [
             "SELECT waiting_query, blocking_query FROM sys.innodb_lock_waits",
             "SELECT current_statement FROM sys.session",
             "SELECT * FROM sys.`x$processlist`",
+            # the logs the server writes to tables (log_output = TABLE), the binary and
+            # relay logs (statements, and the statements of row events: annotations)
+            "SELECT argument FROM mysql.general_log",
+            "SELECT sql_text FROM mysql.SLOW_LOG",
+            "SELECT 1 FROM orders WHERE EXISTS (SELECT 1 FROM `mysql`.`general_log`)",
+            "SHOW BINLOG EVENTS",
+            "show binlog events in 'mariadb-bin.000001' from 4 limit 10",
+            "SHOW RELAYLOG EVENTS",
+            "EXECUTE IMMEDIATE 'SHOW BINLOG EVENTS'",
+            "SELECT statement_text FROM information_schema.QUERY_CACHE_INFO",
         )
     ],
     # lock_data: the key values of locked index records, '4111111111111111' of a card
@@ -696,6 +707,12 @@ ALLOWED: A = [
         {("*.*.*", OTHER_PLANS)},
     ),
     ("DESCRIBE customers", "HANDLER customers READ FIRST", {(ALL, "not understood")}),
+    ("SHOW EVENTS", "SHOW BINLOG EVENTS", {("*.*.*", OTHER_SESSIONS)}),
+    (
+        "SELECT * FROM mysql.innodb_index_stats",
+        "SELECT * FROM mysql.general_log",
+        {("*.*.*", OTHER_SESSIONS)},
+    ),
     (
         "SELECT name AS x, (SELECT UPPER(x)) FROM customers",
         "SELECT email AS x, (SELECT UPPER(x)) FROM customers",
