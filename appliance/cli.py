@@ -604,13 +604,18 @@ def _cmd_net(args: argparse.Namespace) -> int:
         if action == "remove":
             _print("removed table inet sqlgate" if nft.remove() else "no sqlgate rules installed")
             return 0
-        rules = nft.status()
-        if not rules:
+        live = nft.live_table()
+        if live is None or not live.rules:
             _print("no sqlgate rules installed")
             return 0
         _print(f"{'chain':<11} {'packets':>9} {'bytes':>11}  rule")
-        for rule in rules:
-            _print(f"{rule.chain:<11} {rule.packets:>9} {rule.bytes:>11}  {rule.tag}")
+        for rule in live.rules:
+            _print(f"{rule.chain:<11} {rule.packets:>9} {rule.bytes:>11}  {rule.tag or ''}")
+        if live.dormant:
+            _print(
+                "table inet sqlgate is dormant: these rules see no packet, so nothing is "
+                "intercepted; 'sqlgate net apply' puts them back in force"
+            )
         return 0
     except nft.NftError as exc:
         return _fail(str(exc), 1)

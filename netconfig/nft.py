@@ -80,6 +80,7 @@ NF_DROP = 0
 NF_ACCEPT = 1
 # include/uapi/linux/netfilter/nf_tables.h
 NFT_RETURN = -5
+NFT_TABLE_F_DORMANT = 1  # the table's chains are unhooked: its rules see no packet
 NFT_REG_VERDICT = 0
 NFT_REG_1 = 1
 NFT_CMP_EQ = 0
@@ -297,10 +298,17 @@ class LiveRule:
 
 @dataclass(frozen=True, slots=True)
 class LiveTable:
-    """Table ``inet sqlgate`` as dumped: chains, and rules in chain order."""
+    """Table ``inet sqlgate`` as dumped: chains, rules in chain order, and the table's
+    flags (``nft add table inet sqlgate { flags dormant; }`` switches every chain off
+    while the rules stay listed)."""
 
     chains: tuple[LiveChain, ...]
     rules: tuple[LiveRule, ...]
+    flags: int = 0
+
+    @property
+    def dormant(self) -> bool:
+        return bool(self.flags & NFT_TABLE_F_DORMANT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +330,8 @@ class ApplyReport:
     removed: tuple[str, ...] = ()
     created: tuple[str, ...] = ()
     rebuilt: bool = False  # the table did not have our chains and was replaced whole
+    # the flags the table had (dormant: switched off) when it was replaced for them
+    flags: int = 0
 
     @property
     def changed(self) -> bool:
@@ -373,9 +383,10 @@ def reconcile(plan: Plan, live: LiveTable | None) -> tuple[list[Op], ApplyReport
     A rule is kept when a live rule in the right chain has its tag and its expressions,
     and sits after the rules kept before it (order matters: the exemption must come
     first). Everything else in our table is stale: other tags, untagged rules, changed
-    expressions, duplicates. A chain with the wrong type, hook, priority or policy, or a
-    chain we do not plan, cannot be fixed in place: the table is replaced whole, inside
-    the same atomic transaction.
+    expressions, duplicates. A chain with the wrong type, hook, priority or policy, a
+    chain we do not plan, or a table with flags (dormant: every chain unhooked, so the
+    listed rules do nothing) cannot be trusted as it is: the table is replaced whole,
+    inside the same atomic transaction.
     """
     full = [NewChain(chain) for chain in plan.chains]
     everything: list[Op] = [*full, *(NewRule(rule, None) for rule in plan.rules)]
@@ -385,9 +396,11 @@ def reconcile(plan: Plan, live: LiveTable | None) -> tuple[list[Op], ApplyReport
 
     planned = {chain.name: chain for chain in plan.chains}
     by_name = {chain.name: chain for chain in live.chains}
-    if any(c.name not in planned or not c.matches(planned[c.name]) for c in live.chains):
+    if live.flags or any(
+        c.name not in planned or not c.matches(planned[c.name]) for c in live.chains
+    ):
         removed = tuple(_describe(rule) for rule in live.rules)
-        report = ApplyReport(added=plan.tags, removed=removed, rebuilt=True)
+        report = ApplyReport(added=plan.tags, removed=removed, rebuilt=True, flags=live.flags)
         return [DelTable(), NewTable(), *everything], report
 
     ops: list[Op] = [NewChain(c) for c in plan.chains if c.name not in by_name]
@@ -502,8 +515,10 @@ async def _dump(nft: Any, msg_cls: Any, msg_type: int) -> list[Any]:
 
 async def _live(nft: Any) -> LiveTable | None:
     tables = await _dump(nft, nft_table_msg, NFT_MSG_GETTABLE)
-    if not any(t.get_attr("NFTA_TABLE_NAME") == TABLE for t in tables):
+    ours = [t for t in tables if t.get_attr("NFTA_TABLE_NAME") == TABLE]
+    if not ours:
         return None
+    flags = int(ours[0].get_attr("NFTA_TABLE_FLAGS") or 0)
     chains = []
     for msg in await _dump(nft, nft_chain_msg, NFT_MSG_GETCHAIN):
         if msg.get_attr("NFTA_CHAIN_TABLE") != TABLE:
@@ -542,7 +557,7 @@ async def _live(nft: Any) -> LiveTable | None:
                 bytes=nbytes,
             )
         )
-    return LiveTable(tuple(chains), tuple(rules))
+    return LiveTable(tuple(chains), tuple(rules), flags)
 
 
 def _optional_int(value: Any) -> int | None:

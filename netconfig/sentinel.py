@@ -225,6 +225,10 @@ def describe_drift(report: ApplyReport, *, restoring: bool) -> tuple[str, dict[s
     parts: list[str] = []
     if table in report.created:
         what = f"{table} is gone"
+    elif report.flags & nft.NFT_TABLE_F_DORMANT:
+        what = f"{table} was switched off (flags dormant: its rules saw no packet)"
+    elif report.flags:
+        what = f"{table} has flags 0x{report.flags:x} the gateway did not set"
     elif report.rebuilt:
         what = f"the chains of {table} were replaced"
     else:
@@ -234,11 +238,13 @@ def describe_drift(report: ApplyReport, *, restoring: bool) -> tuple[str, dict[s
         parts.append(f"{len(chains)} chain{'s' if len(chains) != 1 else ''} missing")
         details["chains_missing"] = ", ".join(c.removeprefix("chain ") for c in chains)
     for name, tags in (("missing", missing), ("extra", extra), ("changed", changed)):
-        if tags:
+        if tags and not report.flags:  # replaced for its flags: every rule counts as changed
             parts.append(f"{len(tags)} rule{'s' if len(tags) != 1 else ''} {name}")
             details[name] = ", ".join(tags)
     if report.rebuilt:
         details["rebuilt"] = "yes"
+    if report.flags:
+        details["flags"] = f"0x{report.flags:x}"
     counts = f" ({', '.join(parts)})" if parts else ""
     action = "restoring them" if restoring else "run 'sqlgate net apply' to put them back"
     return f"the gateway's rules changed behind its back: {what}{counts}; {action}", details
@@ -358,7 +364,12 @@ class Sentinel:
             if not report.changed:
                 self._drift = None
                 return None
-            key = (report.added, report.removed, report.created, (str(report.rebuilt),))
+            key = (
+                report.added,
+                report.removed,
+                report.created,
+                (str(report.rebuilt), str(report.flags)),
+            )
             alert: Alert | None = None
             if key != self._drift:
                 self._drift = key

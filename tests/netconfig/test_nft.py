@@ -634,3 +634,28 @@ def test_net_remove_and_status_need_no_target_that_resolves_now(netns: str, tmp_
     assert "sqlgate" not in ns_run(netns, "nft", "list", "ruleset").stdout
     code, _, err = sqlgate("net", "apply", "-c", str(broken))  # apply still needs them
     assert code == 2 and "targets[0]" in err, err
+
+
+def test_a_dormant_table_is_not_trusted(namespaces: Namespaces, make_config: MakeConfig) -> None:
+    # `flags dormant` unhooks every chain of the table while its rules stay listed: an
+    # apply said "unchanged" and the sentinel saw no drift, and clients went straight
+    # to the database. Now the table is replaced, in force again.
+    agent, gateway, db = three_namespaces(namespaces)
+    plan = plan_rules(make_config([("orders", "10.77.2.10")], 3307))
+    proxy, database = listener(gateway, "0.0.0.0", 3307), listener(db, "10.77.2.10", 3306)
+    apply(plan, gateway)
+    ns_run(gateway, "nft", "add table inet sqlgate { flags dormant; }")
+    assert reaches(agent, "10.77.2.10", database) == ("10.77.2.10", 3306)  # the hazard
+    assert [s.tag for s in status(gateway)] == list(plan.tags)  # ... listed all the same
+
+    drift = diff(plan, gateway)
+    assert drift.changed and drift.rebuilt and drift.flags == 1
+    report = apply(plan, gateway)
+    assert report.rebuilt and report.flags == 1
+    assert "dormant" not in ns_run(gateway, "nft", "list", "table", "inet", "sqlgate").stdout
+    assert nft_text(gateway) == plan.to_nft()
+    assert not apply(plan, gateway).changed
+    assert reaches(agent, "10.77.2.10", proxy) == ("10.77.2.10", 3306)
+    assert nothing_waiting(database)
+    for sock in (proxy, database):
+        sock.close()

@@ -322,6 +322,27 @@ def test_check_rules_without_threads(lab: Lab, plan: Plan) -> None:
     sentinel.stop()  # never started: nothing to do
 
 
+def test_a_dormant_table_is_a_drift_and_is_put_back_in_force(lab: Lab, plan: Plan) -> None:
+    # A dormant table lists every rule but unhooks its chains: nothing is intercepted.
+    # The watchdog saw no drift in it, so it never restored the rules.
+    alerts = Alerts()
+    sentinel = Sentinel(plan, on_alert=alerts, netns=lab.gateway)
+    assert sentinel.check_rules() is None
+    ns_run(lab.gateway, "nft", "add table inet sqlgate { flags dormant; }")
+    changed = sentinel.check_rules()
+    assert changed is not None and changed.kind == "rules_changed"
+    assert changed.message == (
+        "the gateway's rules changed behind its back: table inet sqlgate was switched off "
+        "(flags dormant: its rules saw no packet); restoring them"
+    )
+    assert changed.details["flags"] == "0x1"
+    assert [a.kind for a in alerts.all()] == ["rules_changed", "rules_restored"]
+    live = nft.live_table(lab.gateway)
+    assert live is not None and not live.dormant
+    assert not nft.diff(plan, lab.gateway).changed
+    sentinel.stop()
+
+
 @pytest.mark.usefixtures("db_listeners")
 def test_failures_are_alerts_and_the_threads_go_on(
     lab: Lab, plan: Plan, start_sentinel: Start, monkeypatch: pytest.MonkeyPatch
