@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import ipaddress
 import itertools
 import logging
 import os
@@ -20,7 +21,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -1619,6 +1620,13 @@ async def _open_upstream(
     unmarked = client.gw.unmarked_ports
     last: OSError | None = None
     for family, kind, proto, _, address in infos:
+        if _own_listener(client.gw.listen_addresses, str(address[0]), int(address[1])):
+            last = OSError(
+                f"{_fmt(address)} is this gateway's own listener, so the target would be "
+                "the gateway itself (a loop of connections to itself): fix the target's "
+                "host or port"
+            )
+            continue
         sock = socket.socket(family, kind, proto)
         port = 0
         try:
@@ -1641,6 +1649,28 @@ async def _open_upstream(
         leg.unmarked_port = port
         return transport, leg
     raise last or OSError(f"no address for {target.host}")
+
+
+def _own_listener(listening: Iterable[tuple[str, int]], host: str, port: int) -> bool:
+    """Whether ``host``:``port`` reaches one of the gateway's own listening sockets: a
+    target there would make every connection open another to the gateway, without end."""
+    dialled = routing.normalize((host, port))
+    for address, listen_port in listening:
+        if listen_port != port:
+            continue
+        if address in ("0.0.0.0", "::"):  # every address of this host
+            if _is_local(dialled[0]):
+                return True
+        elif routing.normalize((address, port)) == dialled or _unspecified(dialled[0]):
+            return True
+    return False
+
+
+def _unspecified(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
 
 
 def _is_local(address: str) -> bool:

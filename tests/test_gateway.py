@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 import socket
 import struct
@@ -16,7 +17,7 @@ import pymysql
 import pytest
 from lab.clients import ledger_records
 from lab.gateway import GatewayProcess
-from lab.mariadb import MariaDB
+from lab.mariadb import MariaDB, free_port
 from pymysql.constants import CLIENT
 
 from appliance.mysql import packets
@@ -981,3 +982,41 @@ def test_send_long_data_then_execute(gateway: GatewayProcess) -> None:
         assert row[1] is not None and row[1].endswith(expected_md5)
         assert read_raw(conn)[0] == 0xFE  # end of the result
         assert scalar(conn, "SELECT 9") == 9
+
+
+class _Itself:
+    """A target at the gateway's own listen address and port (an operator's slip: the
+    gateway's address where the database's belongs): the stand-in for GatewayProcess."""
+
+    def __init__(self, pki: Any) -> None:
+        self.host, self.port = "127.0.0.1", free_port()
+        self.native_user, self.native_password = "nobody", "nothing"
+        self.pki = pki
+
+
+def test_a_target_that_is_the_gateway_itself_is_refused_not_looped(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    # Each client connection made the gateway connect to itself, which made it connect
+    # to itself again: thousands of sessions a second from one client, until it ran
+    # out of file descriptors, and the client got no answer.
+    itself = _Itself(mariadb.pki)
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        itself,  # type: ignore[arg-type]
+        mariadb.pki,
+        port=itself.port,
+        appliance_extra="drain_timeout_s = 1",
+    ).start()
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            gw.connect().close()
+        code, message = refused.value.args
+        assert code == 2003, refused.value  # CR_CONN_HOST_ERROR, as for any unreachable target
+        assert f"127.0.0.1:{gw.port} is this gateway's own listener" in message
+        # two connections (start()'s readiness check and the client), two sessions: no
+        # session of the gateway's own connections to itself
+        sessions = {int(n) for n in re.findall(r"session (\d+):", gw.log())}
+        assert sessions == {1, 2}, gw.log()[-2000:]
+    finally:
+        gw.stop()
