@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -34,12 +35,14 @@ from pyroute2.netlink.nfnetlink.nftsocket import (
     NFT_MSG_DELRULE,
     NFT_MSG_DELTABLE,
     NFT_MSG_GETCHAIN,
+    NFT_MSG_GETGEN,
     NFT_MSG_GETRULE,
     NFT_MSG_GETTABLE,
     NFT_MSG_NEWCHAIN,
     NFT_MSG_NEWRULE,
     NFT_MSG_NEWTABLE,
     nft_chain_msg,
+    nft_gen_msg,
     nft_rule_msg,
     nft_table_msg,
 )
@@ -64,6 +67,7 @@ __all__ = [
     "apply",
     "canonical",
     "diff",
+    "generation",
     "live_table",
     "planned_expressions",
     "reconcile",
@@ -256,8 +260,12 @@ def _message(cls: Any, msg_type: int, flags: int, attrs: list[tuple[str, Any]]) 
     return msg
 
 
+@functools.lru_cache(maxsize=4096)
 def planned_expressions(rule: Rule) -> tuple[CanonExpr, ...]:
-    """What the kernel will report for ``rule``: its message encoded and decoded again."""
+    """What the kernel will report for ``rule``: its message encoded and decoded again.
+
+    Kept per rule (a ``Rule`` is immutable): the round trip through pyroute2 costs
+    milliseconds, and the sentinel compares the same plan with the kernel every pass."""
     msg = _rule_msg(TABLE, rule)
     msg.encode()
     decoded = nft_rule_msg(msg.data)
@@ -615,6 +623,20 @@ async def _remove() -> bool:
 async def _read() -> LiveTable | None:
     async with AsyncNFTables(nfgen_family=NFPROTO_INET) as nft:
         return await _live(nft)
+
+
+async def _generation() -> int:
+    async with AsyncNFTables(nfgen_family=NFPROTO_INET) as nft:
+        answers = [x async for x in await nft.request_get(nft_gen_msg(), NFT_MSG_GETGEN)]
+    if not answers or answers[0].get_attr("NFTA_GEN_ID") is None:
+        raise NftError("netlink: no ruleset generation in the answer")
+    return int(answers[0].get_attr("NFTA_GEN_ID"))
+
+
+def generation(netns: str | None = None) -> int:
+    """The ruleset's generation in ``netns``: the kernel counts every committed change to
+    any table there, so an unchanged number means an unchanged ruleset."""
+    return _run(netns, _generation)
 
 
 def apply(plan: Plan, netns: str | None = None) -> ApplyReport:

@@ -73,6 +73,7 @@ RULES_CHANGED = "rules_changed"
 RULES_RESTORED = "rules_restored"
 SENTINEL_ERROR = "sentinel_error"
 
+_FULL_CHECK_S = 30.0  # compare the rules in full at least this often, changed or not
 _FLOW_MEMORY_S = 30.0  # a flow's retransmitted SYNs within this window are one bypass
 _FLOW_LIMIT = 4096
 _START_TIMEOUT_S = 5.0
@@ -302,6 +303,10 @@ class Sentinel:
         self._watched: tuple[str, ...] = ()
         self._local: frozenset[IPAddress] = frozenset()
         self._drift: tuple[tuple[str, ...], ...] | None = None
+        # the ruleset generation at which the rules were last found as planned, and when
+        # a full comparison is due regardless (see check_rules)
+        self._clean_generation: int | None = None
+        self._full_due = 0.0
         self._errors: dict[str, str] = {}
         self._flows: dict[tuple[IPAddress, int, IPAddress, int], float] = {}
 
@@ -360,10 +365,20 @@ class Sentinel:
         Raises ``nft.NftError`` when netlink fails (the watchdog reports it).
         """
         with self._check_lock:
+            # Reading and comparing the table costs a netlink dump and its decoding, which
+            # grows with the targets (a quarter of a second for fifty): skipped while the
+            # kernel's ruleset generation says nothing was committed since the rules were
+            # last found in place. Read before the dump, so a change during it still counts.
+            generation = nft.generation(self.netns)
+            now = time.monotonic()
+            if generation == self._clean_generation and now < self._full_due:
+                return None
             report = nft.diff(self.plan, self.netns)
             if not report.changed:
                 self._drift = None
+                self._clean_generation, self._full_due = generation, now + _FULL_CHECK_S
                 return None
+            self._clean_generation = None
             key = (
                 report.added,
                 report.removed,
