@@ -24,7 +24,7 @@ from appliance.bus import Bus, BusUnavailable, bounded_sql
 from appliance.config import ApprovalsConfig
 from appliance.identity import TokenRejected, TokenVerifier, VerifiedToken
 
-__all__ = ["Approvals", "Grant", "OperatorRefused", "Outcome", "verify_operator"]
+__all__ = ["Approvals", "FloodLimit", "Grant", "OperatorRefused", "Outcome", "verify_operator"]
 
 _MAX_GRANT_MINUTES = 24 * 60
 _BUS_START_WAIT_S = 5.0
@@ -76,6 +76,38 @@ class _Pending:
     requester_subject: str | None = None  # the requester's token subject (sub), if any
 
 
+class FloodLimit:
+    """Anyone with the operators' broker login can send messages that do not count (a
+    decision, a kill): each is an alert record, up to ``per_s`` a second; past that they
+    are counted, and ``report(count)`` is called once a second later, so that a flood
+    cannot fill the ledger's disk."""
+
+    def __init__(self, report: Callable[[int], None], per_s: int = _REJECTIONS_PER_S) -> None:
+        self.report = report
+        self.per_s = per_s
+        self._window = (0, 0)  # (second, alerts recorded in it)
+        self._unrecorded = 0  # past the limit, not yet reported
+
+    def allow(self) -> bool:
+        """Whether this one may be recorded on its own; if not, it is counted."""
+        second = int(time.monotonic())
+        start, recorded = self._window
+        if start != second:
+            start, recorded = second, 0
+        if recorded >= self.per_s:
+            if not self._unrecorded:
+                asyncio.get_running_loop().call_later(1.0, self._report)
+            self._unrecorded += 1
+            return False
+        self._window = (start, recorded + 1)
+        return True
+
+    def _report(self) -> None:
+        count, self._unrecorded = self._unrecorded, 0
+        if count:
+            self.report(count)
+
+
 class OperatorRefused(Exception):
     """Why an operator's message (a decision, a kill) does not count, in words for the
     ``alert`` record."""
@@ -119,8 +151,7 @@ class Approvals:
         self._finished: collections.deque[str] = collections.deque(maxlen=1024)
         self._checks: set[asyncio.Task[None]] = set()
         self._checking: collections.Counter[str] = collections.Counter()  # by request id
-        self._window = (0, 0)  # (second, rejections recorded in it)
-        self._unrecorded = 0  # rejections past the limit, not yet reported
+        self._flood = FloodLimit(self._report_unrecorded)
         bus.subscribe("approvals/+/decision", self._on_decision)
         bus.subscribe("approvals/+", self._on_request)
         bus.on_connected(self._publish_pending)
@@ -322,27 +353,16 @@ class Approvals:
         past it they are counted, and reported together a second later."""
         if len(request_id) > _MAX_ID_CHARS:
             request_id = request_id[: _MAX_ID_CHARS - 3] + "..."
-        second = int(time.monotonic())
-        start, recorded = self._window
-        if start != second:
-            start, recorded = second, 0
-        if recorded >= _REJECTIONS_PER_S:
-            if not self._unrecorded:
-                asyncio.get_running_loop().call_later(1.0, self._report_unrecorded)
-            self._unrecorded += 1
-            return
-        self._window = (start, recorded + 1)
-        self.on_alert("approval_decision_rejected", request_id, reason)
+        if self._flood.allow():
+            self.on_alert("approval_decision_rejected", request_id, reason)
 
-    def _report_unrecorded(self) -> None:
-        count, self._unrecorded = self._unrecorded, 0
-        if count:
-            self.on_alert(
-                "approval_decision_rejected",
-                "",
-                f"{count} more decisions that did not count arrived within a second and were "
-                f"not recorded one by one (more than {_REJECTIONS_PER_S} a second: a flood)",
-            )
+    def _report_unrecorded(self, count: int) -> None:
+        self.on_alert(
+            "approval_decision_rejected",
+            "",
+            f"{count} more decisions that did not count arrived within a second and were "
+            f"not recorded one by one (more than {_REJECTIONS_PER_S} a second: a flood)",
+        )
 
     def end_session(self, session: str, operator: str, reason: str) -> None:
         """``session`` ended (an operator ended it, or it ended first: ``operator`` is

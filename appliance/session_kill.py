@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from appliance.approvals import OperatorRefused, verify_operator
+from appliance.approvals import FloodLimit, OperatorRefused, verify_operator
 from appliance.bus import Bus
 from appliance.config import ApprovalsConfig
 from appliance.identity import TokenVerifier
@@ -67,6 +67,7 @@ class SessionKills:
         self.find = find
         self.record = record
         self._checks: set[asyncio.Task[None]] = set()
+        self._flood = FloodLimit(self._report_unrecorded)
         bus.subscribe(TOPIC, self._on_kill)
 
     def _on_kill(self, suffix: str, payload: dict[str, Any]) -> None:
@@ -119,10 +120,21 @@ class SessionKills:
         leg.end_by_operator(verified.user, why)
 
     def _rejected(self, session: str, reason: str) -> None:
+        """One alert each, up to a limit a second (``FloodLimit``)."""
+        if not self._flood.allow():
+            return
         log.warning("kill of session %s rejected: %s", _clip(session), reason)
         self.record(
             records.alert(alert="session_kill_rejected", session=_clip(session), reason=reason)
         )
+
+    def _report_unrecorded(self, count: int) -> None:
+        reason = (
+            f"{count} more kills that did not count arrived within a second and were not "
+            f"recorded one by one (more than {self._flood.per_s} a second: a flood)"
+        )
+        log.warning("%s", reason)
+        self.record(records.alert(alert="session_kill_rejected", reason=reason))
 
     async def close(self) -> None:
         """The gateway stops: kills being checked finish first."""

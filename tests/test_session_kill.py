@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from lab.approvals import Held, approvals_toml, publish
+from lab.approvals import Held, approvals_toml, mosquitto, publish
 from lab.broker import Broker
 from lab.clients import ledger_records
 from lab.gateway import GatewayProcess
@@ -272,3 +273,32 @@ def test_a_kill_for_a_session_this_gateway_does_not_have_is_rejected(
         gw, lambda r: r["kind"] == "session_end" and r["session"] == live, "session_end"
     )
     assert "ended_by" not in end
+
+
+def test_a_flood_of_kills_is_recorded_in_short(gw: GatewayProcess, broker: Broker) -> None:
+    """Anyone with the operators' broker login can send kills: 300 that do not count must
+    not write 300 alerts (a flood of them would fill the ledger's disk)."""
+    session = f"{APPLIANCE}-flood-{uuid.uuid4().hex[:8]}"
+    topic = f"{broker.prefix}/{APPLIANCE}/kill/{session}"
+    subprocess.run(
+        mosquitto("mosquitto_pub", broker, broker.operator_user, "-q", "1", "-t", topic, "-l"),
+        input='{"v": 1}\n' * 300,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        alerts = [
+            r
+            for r in ledger_records(gw.ledger, "--kind", "alert")
+            if r.get("alert") == "session_kill_rejected"
+        ]
+        flood = [r for r in alerts if r["session"] == session]
+        counted = sum(int(r["reason"].split()[0]) for r in alerts if "a flood" in r["reason"])
+        if len(flood) + counted >= 300 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert 0 < len(flood) < 150
+    assert all(r["reason"].startswith("a malformed kill") for r in flood)
+    assert len(flood) + counted == 300  # every one accounted for
