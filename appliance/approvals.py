@@ -251,9 +251,13 @@ class Approvals:
 
     def _on_request(self, suffix: str, payload: dict[str, Any]) -> None:
         """A request this gateway is not waiting for is left from a run that ended while
-        it was pending (its client has long had an error): clear it."""
+        it was pending (its client has long had an error): clear it. One of this run's
+        that ended is cleared again: its clear may not have reached the broker."""
         request_id = suffix.split("/")[1]
-        if not payload or request_id in self._pending or request_id in self._finished:
+        if not payload or request_id in self._pending:
+            return
+        if request_id in self._finished:
+            self.bus.clear_retained(suffix)
             return
         self._finished.append(request_id)
         self.bus.clear_retained(suffix)

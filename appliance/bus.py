@@ -4,7 +4,10 @@ The bus is best-effort and must never slow or break the proxy:
 
 - ``publish`` only puts a message on a bounded queue (drop-oldest, counted in
   ``dropped``); a background task sends it when the broker is reachable, so events
-  published during an outage go out after the reconnect, at least once.
+  published during an outage go out after the reconnect, at least once. A retained
+  message is state, not an event: only the latest for each topic waits, apart from the
+  queue, and it is never dropped (a lost clear would leave a request pending on the
+  broker for good).
 - ``publish_now`` is for messages that are useless later (an approval request: a
   statement is held while it waits). It raises ``BusUnavailable`` at once when the
   broker is not connected, and when the broker does not acknowledge in time.
@@ -168,6 +171,7 @@ class Bus:
         self.since = time.time()
         """When this run began (before any of its sessions), in its ``status``."""
         self._queue: collections.deque[_Outgoing] = collections.deque(maxlen=queue_size)
+        self._retained: dict[str, _Outgoing] = {}  # by topic, the latest; never dropped
         self._max_inflight = max_inflight
         self._max_incoming = max_incoming_bytes
         self._timeout = timeout_s
@@ -201,7 +205,7 @@ class Bus:
     @property
     def queued(self) -> int:
         """Messages waiting for the broker (not counting those sent but unacknowledged)."""
-        return len(self._queue)
+        return len(self._queue) + len(self._retained)
 
     async def wait_connected(self, timeout_s: float) -> bool:
         """Whether the bus is (or becomes, within ``timeout_s``) connected."""
@@ -234,7 +238,7 @@ class Bus:
             return
         self._closed = True
         deadline = time.monotonic() + drain_timeout_s
-        while self.connected and (self._queue or self._inflight):
+        while self.connected and (self._queue or self._retained or self._inflight):
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.01)
@@ -250,10 +254,10 @@ class Bus:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._queue or self._inflight:
+        if self.queued or self._inflight:
             log.warning(
                 "bus closed with %d message(s) not delivered to the broker",
-                len(self._queue) + len(self._inflight),
+                self.queued + len(self._inflight),
             )
 
     # -- outgoing ----------------------------------------------------------------------
@@ -267,7 +271,8 @@ class Bus:
     ) -> bool:
         """Queue an event for the broker; never blocks. False once the bus is closed.
 
-        A full queue drops its oldest message. A bad topic, qos or a payload JSON cannot
+        A full queue drops its oldest message; a retained message replaces the one
+        still waiting for its topic, and is never dropped. A bad topic, qos or a payload JSON cannot
         hold raises ValueError/TypeError: those are programming errors.
         """
         _check_suffix(topic_suffix, wildcards=False)
@@ -330,6 +335,11 @@ class Bus:
             raise BusUnavailable(f"the MQTT broker did not take the message: {error}") from error
 
     def _enqueue(self, message: _Outgoing) -> None:
+        if message.retain:  # the broker keeps only the latest: so does the bus
+            self._retained.pop(message.topic, None)
+            self._retained[message.topic] = message
+            self._wakeup.set()
+            return
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1  # deque(maxlen) drops the oldest on append
             if not self._overflowing:
@@ -537,7 +547,7 @@ class Bus:
         while True:
             if self._send_error is not None:
                 raise self._send_error
-            if not self._queue:
+            if not self._queue and not self._retained:
                 if self._overflowing:
                     self._overflowing = False
                     log.info("bus queue drained; %d event(s) dropped so far", self.dropped)
@@ -545,10 +555,13 @@ class Bus:
                 await self._wakeup.wait()
                 continue
             await slots.acquire()
-            if not self._queue or self._send_error is not None:
+            if (not self._queue and not self._retained) or self._send_error is not None:
                 slots.release()
                 continue
-            message = self._queue.popleft()
+            if self._retained:  # state first: a few, and the latest of each topic
+                message = self._retained.pop(next(iter(self._retained)))
+            else:
+                message = self._queue.popleft()
             number = self._next_send
             self._next_send += 1
             self._inflight[number] = message
@@ -578,6 +591,9 @@ class Bus:
             return
         waiting = [self._inflight[number] for number in sorted(self._inflight)]
         self._inflight.clear()
+        retained = {m.topic: m for m in waiting if m.retain and m.topic not in self._retained}
+        self._retained = {**retained, **self._retained}  # a newer one for a topic wins
+        waiting = [m for m in waiting if not m.retain]
         maxlen = self._queue.maxlen or len(waiting)
         room = maxlen - len(self._queue)
         if room < len(waiting):

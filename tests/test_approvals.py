@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
+import aiomqtt
 import mysql.connector
 import pymysql
 import pytest
@@ -1410,3 +1411,119 @@ def test_an_approver_may_not_approve_their_own_statement_under_another_name(
     outcome = asyncio.run(asyncio.wait_for(scenario(), 10))
     assert outcome is not None
     assert outcome.verdict == ("approved" if counts else "expired")
+
+
+class _Link:
+    """A TCP link to the broker that the test can cut (both ways at once, new
+    connections refused) and mend, while the broker itself runs on with its retained
+    messages: a network that fails, not a broker that restarts."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.up = True
+        self.port = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(self.broker.host, self.broker.port)
+        self._writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while (data := await source.read(65536)) and not sink.is_closing():
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+def test_a_request_that_ends_while_the_broker_is_cut_off_does_not_stay_pending_there(
+    broker: Broker,
+) -> None:
+    """A held statement that ended (expired, withdrawn) while the gateway could not reach
+    the broker, on a busy gateway whose events then overflowed the bus's queue, lost the
+    message that clears its request: the broker kept offering operators a request nobody
+    waited for, and the gateway, seeing it again on reconnecting, left it there."""
+    name = "cut-off-gw"
+    topic = f"{broker.prefix}/{name}/approvals/+"
+
+    async def retained_requests() -> set[str]:
+        """The requests retained on the broker now, as an operator's console sees them."""
+        found: set[str] = set()
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=broker.gateway_user,
+            password=broker.users[broker.gateway_user],
+        ) as peer:
+            await peer.subscribe(topic, qos=1)
+            await peer.subscribe(f"{broker.prefix}/{name}/status", qos=1)  # ends the burst
+            async for message in peer.messages:
+                if message.topic.matches(topic) and message.payload:
+                    found.add(message.topic.value.rsplit("/", 1)[1])
+                elif message.topic.value.endswith("/status"):
+                    return found
+        return found
+
+    async def scenario() -> None:
+        link = _Link(broker)
+        await link.start()
+        config = replace(broker.bus_config(), port=link.port)
+        bus = Bus(config, name, queue_size=8, keepalive_s=60)
+        approvals = Approvals(
+            ApprovalsConfig(timeout_s=60, approver_groups=("dba",), enabled=True),
+            bus,
+            cast(Any, None),
+        )
+        await bus.start()
+        assert await bus.wait_connected(10)
+        fields = {"target": "orders", "sql": "DROP TABLE t", "session": "s-1"}
+        waiting = asyncio.create_task(approvals.request(fields, "agent", "ab" * 32))
+        deadline = time.monotonic() + 10
+        while not await retained_requests():  # the operators see it
+            assert time.monotonic() < deadline, "the request never reached the broker"
+            await asyncio.sleep(0.05)
+        link.cut()
+        deadline = time.monotonic() + 10
+        while bus.connected:
+            assert time.monotonic() < deadline, "the bus never saw the link cut"
+            await asyncio.sleep(0.01)
+        approvals.end_session("s-1", "sqlgate", "the session ended")
+        assert (await waiting).verdict == "denied"  # its request is cleared: queued
+        for seq in range(20):  # a busy gateway's events, more than the queue holds
+            bus.publish(f"sessions/s-2/statements/{seq}", {"seq": seq})
+        assert bus.dropped
+        link.up = True
+        assert await bus.wait_connected(10)
+        deadline = time.monotonic() + 10
+        while left := await retained_requests():
+            assert time.monotonic() < deadline, f"request {left} still pending on the broker"
+            await asyncio.sleep(0.1)
+        await approvals.close()
+        await bus.close()
+        await link.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 40))

@@ -319,6 +319,36 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(own_broker: Broker) -> No
     run(main())
 
 
+def test_a_full_queue_never_drops_a_retained_message(own_broker: Broker) -> None:
+    """A retained message is state (a request's clear, the latest checkpoint): events
+    overflowing the queue must not push it out, and only the latest of a topic waits."""
+    name = appliance_name()
+
+    async def main() -> None:
+        bus = Bus(own_broker.bus_config(), name, queue_size=3)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        own_broker.stop()
+        await eventually(lambda: not bus.connected, timeout_s=3)
+        bus.publish("checkpoints", {"seq": 1}, retain=True)
+        assert bus.clear_retained("approvals/r1")
+        bus.publish("checkpoints", {"seq": 2}, retain=True)
+        for i in range(5):
+            bus.publish("events/e", {"i": i})
+        assert (bus.queued, bus.dropped) == (5, 2)  # 3 events, 2 retained topics
+
+        own_broker.start()  # no retained messages survive: the bus sends them again
+        assert await bus.wait_connected(10)
+        async with raw_client(own_broker) as console:
+            await console.subscribe(f"sqlgate/{name}/checkpoints", qos=1)
+            message = await next_message(console, 10)
+            assert json.loads(message.payload) == {"v": 1, "seq": 2}
+        await eventually(lambda: bus.queued == 0, timeout_s=5)
+        await bus.close()
+
+    run(main())
+
+
 def test_an_unreachable_broker_never_raises_into_the_gateway(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
