@@ -10,10 +10,13 @@ operator's configuration, reads the retained requests, and for a decision publis
   over once that answer and a short quiet spell have passed (at most ``LIST_WAIT_S``).
 - A decision carries the operator's token. The gateway verifies it; here it is read only
   to fill in the ``operator`` name (``identity.username_claim``, unverified) and is never
-  printed or logged. The decision counted when the gateway clears the retained request
-  (an empty message) before it expires. When the gateway publishes ``alerts``, a
-  rejected decision's reason is reported at once; otherwise the decision is given
-  ``DECISION_WAIT_S`` to count.
+  printed or logged. The request ends when the gateway clears the retained request (an
+  empty message); how it ended is the ``approval`` record the gateway then publishes on
+  ``sessions/<session>/approvals``: the decision counted only when that record is this
+  operator's verdict (another operator may have decided first, the session or the
+  gateway may have ended). When the gateway publishes ``alerts``, a rejected decision's
+  reason is reported at once; otherwise the decision is given ``DECISION_WAIT_S`` to
+  count.
 
 Every problem is an ``OperatorError``: one line for the user and the exit status
 (1: the broker or the gateway said no, 2: bad input).
@@ -100,6 +103,7 @@ class Request:
     rule: str = "?"
     reason: str = ""
     sql_truncated: bool = False  # ``sql`` is the start of the statement only
+    session: str = "?"  # the held session: its ``approval`` record says how it ended
 
     @classmethod
     def from_message(cls, appliance: str, request_id: str, payload: bytes) -> Request | None:
@@ -138,6 +142,7 @@ class Request:
             rule=text("rule"),
             reason=text("reason"),
             sql_truncated=body.get("sql_truncated") is True,
+            session=text("session"),
         )
 
 
@@ -462,14 +467,19 @@ async def decide(
     async with _connect(config) as connection:
         request = await _pending(connection, request_id)
         base = f"{config.topic_prefix}/{request.appliance}"
-        # Best-effort: a gateway that publishes alerts says at once why a decision failed.
+        # Best-effort: a gateway that publishes alerts says at once why a decision failed,
+        # and the approval record how the request ended.
         await connection.subscribe(f"{base}/alerts", 0, required=False)
+        if _ID_RE.fullmatch(request.session):
+            await connection.subscribe(
+                f"{base}/sessions/{request.session}/approvals", 0, required=False
+            )
         body = decision_body(decision, request.sql_sha256, operator, token, reason, grant_minutes)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         if connection.cleared(request):
             raise OperatorError(f"approval {request_id} is no longer pending")
         await connection.publish(f"{base}/approvals/{request_id}/decision", payload)
-        rejected = await _settled(connection, request, wait_s)
+        rejected = await _settled(connection, request, wait_s, decision, operator)
     if rejected is not None:
         raise OperatorError(
             f"the gateway did not accept the decision on {request_id}: {_printable(rejected)}"
@@ -503,12 +513,21 @@ def decision_body(
     return body
 
 
-async def _settled(connection: _Connection, request: Request, wait_s: float) -> str | None:
-    """Wait for the request to be cleared: None when the decision counted, otherwise why
-    not (OperatorError when it ended otherwise)."""
+async def _settled(
+    connection: _Connection,
+    request: Request,
+    wait_s: float,
+    decision: str = "approve",
+    operator: str = "",
+) -> str | None:
+    """Wait for the request to end: None when the decision counted, otherwise why not
+    (OperatorError when it ended otherwise). A cleared request is not enough: it is
+    cleared however it ends (another operator's decision, the session or the gateway
+    ending), so its ``approval`` record is waited for a moment more."""
     config = connection.config
     deadline = time.monotonic() + wait_s
     alert: str | None = None
+    cleared = False
     while (remaining := deadline - time.monotonic()) > 0:
         message = await connection.next(remaining)
         if message is None:
@@ -518,14 +537,23 @@ async def _settled(connection: _Connection, request: Request, wait_s: float) -> 
             continue
         rest = parts[1]
         if rest == ["approvals", request.id]:
-            if message.payload:
+            if message.payload or cleared:
                 continue  # the request itself again
-            if 0 < request.expires_at <= time.time():
-                raise OperatorError(
-                    f"approval {request.id} ended at its expiry time: the decision may not "
-                    "have counted (the ledger's approval record says)"
-                )
-            return None
+            cleared = True
+            deadline = min(deadline, time.monotonic() + ALERT_GRACE_S)
+            continue
+        if rest == ["sessions", request.session, "approvals"]:
+            ended = _approval_outcome(message.payload, request.id)
+            if ended is None:
+                continue
+            verdict, approver, said = ended
+            wanted = "approved" if decision == "approve" else "denied"
+            if verdict == wanted and approver == operator:
+                return None
+            if alert is not None:
+                return alert
+            ended_how = f"{verdict} by {approver}" if approver else verdict
+            return f"the request ended otherwise: {ended_how}" + (f" ({said})" if said else "")
         if rest == ["alerts"] and alert is None:
             why = _alert_reason(message.payload, request.id)
             if why is not None:
@@ -533,11 +561,41 @@ async def _settled(connection: _Connection, request: Request, wait_s: float) -> 
                 deadline = min(deadline, time.monotonic() + ALERT_GRACE_S)
     if alert is not None:
         return alert
+    if cleared:  # no approval record came (a gateway without events): the clear says it
+        if 0 < request.expires_at <= time.time():
+            raise OperatorError(
+                f"approval {request.id} ended at its expiry time: the decision may not "
+                "have counted (the ledger's approval record says)"
+            )
+        return None
     return (
         f"it is still pending after {wait_s:g}s. Likely: the token is not valid for this "
         "gateway, its user is not in [approvals] approver_groups, it is the user's own "
         "statement, or the token or the request expired"
     )
+
+
+def _approval_outcome(payload: Any, request_id: str) -> tuple[str, str, str] | None:
+    """``(decision, approver, reason)`` of the ``approval`` record of ``request_id``."""
+    if not isinstance(payload, bytes) or not payload:
+        return None
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if (
+        not isinstance(body, dict)
+        or body.get("v") != REQUEST_VERSION
+        or body.get("kind") != "approval"
+        or body.get("request") != request_id
+    ):
+        return None
+
+    def text(key: str) -> str:
+        value = body.get(key)
+        return value if isinstance(value, str) else ""  # printed through _printable
+
+    return text("decision"), text("approver"), text("reason")
 
 
 def _alert_reason(payload: Any, request_id: str) -> str | None:

@@ -342,6 +342,26 @@ def test_a_token_that_is_not_an_approvers_changes_nothing(
     assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_cli")[0][0] == 2
 
 
+def held_once_the_broker_is_back(gw: GatewayProcess, sql: str, timeout: float = 30) -> Held:
+    """``sql`` held for approval: a test before may have restarted the broker, and until
+    the gateway is back on it a statement for review is refused at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = Held(gw, sql)
+        if not held.done.wait(1.0):
+            return held
+        held.close()
+        assert time.monotonic() < deadline, "the gateway never got back on the broker"
+
+
+def columns(mariadb: MariaDB) -> list[str]:
+    rows = mariadb.admin_sql(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'shop' AND table_name = 'appr_cli'"
+    )
+    return [str(row[0]) for row in rows]
+
+
 def mosquitto_pub(broker: Broker, topic: str, message: str) -> None:
     """Publish as the gateway's user, retained: a stand-in for a gateway."""
     publish(broker, broker.gateway_user, topic, message, retain=True)
@@ -491,3 +511,45 @@ def test_a_shown_statement_keeps_its_lines_and_says_when_it_was_cut() -> None:
     assert "statement: ONLY ITS FIRST 345 CHARACTERS came (the gateway cut it" in format_whole(
         cut, now=110.2
     )
+
+
+def test_an_approval_of_a_request_another_operator_denied_first_does_not_say_approved(
+    gw: GatewayProcess,
+    broker: Broker,
+    provider: Provider,
+    config: Path,
+    tokens: dict[str, Path],
+    mariadb: MariaDB,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two operators on one request: the other one's denial came first, while this
+    approval was on its way. The request was cleared, which the command took for its own
+    approval counting: it said ``approved`` of a statement that was refused."""
+    sql = "ALTER TABLE appr_cli ADD COLUMN late INT"
+    held = held_once_the_broker_is_back(gw, sql)
+    send = operator._Connection.publish
+
+    async def denied_first(connection: operator._Connection, topic: str, payload: bytes) -> None:
+        other = {"v": 1, "decision": "deny", "operator": "dba2@example.com"}
+        other |= {"token": provider.token(email="dba2@example.com", groups=["dba"])}
+        other |= {"sql_sha256": json.loads(payload)["sql_sha256"], "reason": "not today"}
+        publish(broker, broker.operator_user, topic, json.dumps(other))
+        await asyncio.to_thread(held.result)  # it was denied and its request cleared
+        await send(connection, topic, payload)
+
+    monkeypatch.setattr(operator._Connection, "publish", denied_first)
+    try:
+        rid = request_id(listed(config, sql))
+        token = tokens["dba"].read_text().strip()
+        with pytest.raises(operator.OperatorError) as info:
+            asyncio.run(
+                operator.decide(
+                    broker.bus_config(Broker.operator_user), rid, "approve", token, APPROVER
+                )
+            )
+        error = held.result()
+    finally:
+        held.close()
+    assert "the request ended otherwise: denied by dba2@example.com (not today)" in str(info.value)
+    assert error is not None and error[0] == 1227
+    assert "late" not in columns(mariadb)
