@@ -264,6 +264,9 @@ def broker_files(
             # room for a console that pauses while gateways publish (docs/events.md)
             "max_queued_messages 10000",
             "max_queued_bytes 67108864",
+            # nobody reads more (docs/events.md): a bigger message from anyone with a
+            # login would only fill the gateway's memory before it is dropped
+            "message_size_limit 1048576",
             f"password_file {directory / 'passwords'}",
             f"acl_file {directory / 'acl'}",
             "persistence false",

@@ -608,3 +608,41 @@ def test_a_tls_bus_cannot_be_embedded(mariadb: MariaDB, tmp_path: Path, bin_dir:
         "TLS; the embedded broker listens on plain MQTT on loopback only: use "
         "mqtt://127.0.0.1:8883\n"
     )
+
+
+@pytest.mark.integration
+def test_the_embedded_broker_forwards_no_message_bigger_than_anyone_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone with the operator's login could publish 200 MB on a decision topic: the
+    broker forwarded it whole, and the gateway held it in memory before it dropped it
+    as too large (three took it from 87 MB to 920 MB)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    port = free_port()
+    gateway = bus(url=f"mqtt://127.0.0.1:{port}", port=port)
+    broker = _Broker(gateway, b"op-secret")
+    broker.start()
+    topic = "sqlgate/edge-1/approvals/x/decision"
+
+    async def scenario() -> list[int]:
+        async with (
+            aiomqtt.Client("127.0.0.1", port, username="sqlgate", password="gw-secret") as gw,
+            aiomqtt.Client("127.0.0.1", port, username="operator", password="op-secret") as op,
+        ):
+            await gw.subscribe(topic, qos=1)
+            await op.publish(topic, b'{"v": 1, "pad": "' + b" " * 2 * 1024 * 1024 + b'"}', qos=1)
+            await op.publish(topic, b'{"v": 1}', qos=1)  # after it, on the same topic
+            sizes = []
+            async for message in gw.messages:
+                assert isinstance(message.payload, bytes)
+                sizes.append(len(message.payload))
+                if message.payload == b'{"v": 1}':
+                    return sizes
+        return sizes
+
+    try:
+        broker.wait_ready()
+        sizes = asyncio.run(asyncio.wait_for(scenario(), 30))
+    finally:
+        broker.stop()
+    assert sizes == [8]  # the big one never reached the gateway

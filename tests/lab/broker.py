@@ -221,6 +221,7 @@ class Broker:
             "per_listener_settings false",
             "allow_anonymous false",
             "set_tcp_nodelay true",  # no 40 ms Nagle waits between small messages
+            "message_size_limit 1048576",  # as the image's: what consumers read at most
             f"password_file {self.password_file}",
             f"acl_file {self.acl_file}",
             "persistence false",
