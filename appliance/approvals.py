@@ -152,7 +152,7 @@ class Approvals:
         self._checks: set[asyncio.Task[None]] = set()
         self._checking: collections.Counter[str] = collections.Counter()  # by request id
         self._flood = FloodLimit(self._report_unrecorded)
-        bus.subscribe("approvals/+/decision", self._on_decision)
+        bus.subscribe("approvals/+/decision", self._on_decision, delete_retained=True)
         bus.subscribe("approvals/+", self._on_request)
         bus.on_connected(self._publish_pending)
 
@@ -266,12 +266,13 @@ class Approvals:
         )
 
     def _on_decision(self, suffix: str, payload: dict[str, Any]) -> None:
+        if not payload:  # a cleared retained message (the bus deletes a retained decision)
+            return
         parts = suffix.split("/")
         request_id = parts[1] if len(parts) == 3 else ""
         pending = self._pending.get(request_id)
         if pending is None or pending.future.done():
-            if payload:  # an empty payload is a cleared retained message
-                self._rejected(request_id, "a decision for a request that is not pending")
+            self._rejected(request_id, "a decision for a request that is not pending")
             return
         if payload.get("v") != 1:
             self._rejected(request_id, 'a decision must say "v": 1 (the format this reads)')

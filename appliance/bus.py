@@ -178,6 +178,7 @@ class Bus:
         self._keepalive = keepalive_s
         self._backoff = (backoff_first_s, backoff_max_s)
         self._handlers: dict[str, list[Handler]] = {}
+        self._not_retained: set[str] = set()  # patterns whose retained messages are deleted
         self._on_connect: list[Callable[[], None]] = []  # after each (re)connect
         self._wakeup = asyncio.Event()
         self._connected_event = asyncio.Event()
@@ -353,9 +354,17 @@ class Bus:
 
     # -- incoming ----------------------------------------------------------------------
 
-    def subscribe(self, topic_suffix_pattern: str, handler: Handler) -> None:
+    def subscribe(
+        self, topic_suffix_pattern: str, handler: Handler, *, delete_retained: bool = False
+    ) -> None:
         """Call ``handler(suffix, payload)`` for messages on this appliance's topics that
         match the pattern (``+`` one level, ``#`` the rest).
+
+        ``delete_retained``: the topics carry messages that must not be retained (an
+        operator's decision or kill, with a token): after each message, its topic's
+        retained message is deleted, so that one published retained is not kept with
+        its token, to come again at every reconnect. (The retain flag cannot tell: a
+        subscriber already subscribed receives a retained message without it.)
 
         The subscription is made on every (re)connect. Registered before ``start()``, it
         is in place before ``connected`` first turns true; registered later, shortly.
@@ -364,6 +373,8 @@ class Bus:
         """
         _check_suffix(topic_suffix_pattern, wildcards=True)
         full = self.topic(topic_suffix_pattern)
+        if delete_retained:
+            self._not_retained.add(full)
         handlers = self._handlers.setdefault(full, [])
         handlers.append(handler)
         client = self._client
@@ -397,6 +408,8 @@ class Bus:
         ]
         if not matched:
             return
+        if payload and any(parsed.matches(pattern) for pattern in self._not_retained):
+            self._enqueue(_Outgoing(topic, b"", 1, True))  # handled now, never again
         if len(payload) > self._max_incoming:
             log.warning("bus: dropped a %d-byte message on %s: too large", len(payload), topic)
             return

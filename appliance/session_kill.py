@@ -68,7 +68,7 @@ class SessionKills:
         self.record = record
         self._checks: set[asyncio.Task[None]] = set()
         self._flood = FloodLimit(self._report_unrecorded)
-        bus.subscribe(TOPIC, self._on_kill)
+        bus.subscribe(TOPIC, self._on_kill, delete_retained=True)
 
     def _on_kill(self, suffix: str, payload: dict[str, Any]) -> None:
         if not payload:  # an empty payload is a cleared retained message, not a kill

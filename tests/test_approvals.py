@@ -1249,7 +1249,7 @@ class _Bus:
         self.published = asyncio.Event()
         self.topic = ""
 
-    def subscribe(self, pattern: str, handler: Any) -> None:
+    def subscribe(self, pattern: str, handler: Any, *, delete_retained: bool = False) -> None:
         pass
 
     def on_connected(self, callback: Any) -> None:

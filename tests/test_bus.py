@@ -349,6 +349,50 @@ def test_a_full_queue_never_drops_a_retained_message(own_broker: Broker) -> None
     run(main())
 
 
+def test_a_retained_decision_is_handled_once_and_deleted(broker: Broker) -> None:
+    """Decisions and kills are not retained (they carry an operator's token): one that
+    someone published retained came again at every reconnect of the gateway, and stayed
+    on the broker with its token, until it was deleted by hand."""
+    name = appliance_name()
+    topic = f"sqlgate/{name}/approvals/r1/decision"
+
+    async def retained_on(client: aiomqtt.Client) -> list[bytes]:
+        """What the broker retains under the decision topic: it sends that as it
+        subscribes, before a message published afterwards (the end of the burst)."""
+        marker = f"sqlgate/{name}/marker"
+        await client.subscribe(topic, qos=1)
+        await client.subscribe(marker, qos=1)
+        await client.publish(marker, b"end", qos=1)
+        found = []
+        async for message in client.messages:
+            if message.topic.value == topic and message.payload:
+                assert isinstance(message.payload, bytes)
+                found.append(message.payload)
+            elif message.topic.value == marker:
+                return found
+        return found
+
+    async def main() -> None:
+        async with raw_client(broker) as operator:
+            await operator.publish(topic, b'{"v":1,"token":"x"}', qos=1, retain=True)
+        async with raw_client(broker, Broker.gateway_user) as peer:
+            assert await retained_on(peer) == [b'{"v":1,"token":"x"}']
+        inbox = Inbox()
+        bus = Bus(broker.bus_config(), name)
+        bus.subscribe("approvals/+/decision", inbox, delete_retained=True)
+        await bus.start()
+        await inbox.wait_for(2)  # then its deletion, as any cleared retained message
+        assert inbox.messages == [
+            ("approvals/r1/decision", {"v": 1, "token": "x"}),
+            ("approvals/r1/decision", {}),
+        ]
+        await bus.close()
+        async with raw_client(broker, Broker.gateway_user) as peer:
+            assert await retained_on(peer) == []
+
+    run(main())
+
+
 def test_an_unreachable_broker_never_raises_into_the_gateway(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,6 +5,7 @@ session this gateway does not have, is an alert and changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiomqtt
 import pymysql
 import pytest
 from lab.approvals import Held, approvals_toml, mosquitto, publish
@@ -302,3 +304,43 @@ def test_a_flood_of_kills_is_recorded_in_short(gw: GatewayProcess, broker: Broke
     assert 0 < len(flood) < 150
     assert all(r["reason"].startswith("a malformed kill") for r in flood)
     assert len(flood) + counted == 300  # every one accounted for
+
+
+def retained_kills(broker: Broker, session: str) -> list[bytes]:
+    """What the broker retains on ``kill/<session>``: it sends that as a client
+    subscribes, before a message the client publishes afterwards (the end of it)."""
+    topic = f"{broker.prefix}/{APPLIANCE}/kill/{session}"
+    marker = f"{broker.prefix}/{APPLIANCE}/marker"
+
+    async def read() -> list[bytes]:
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=broker.gateway_user,
+            password=broker.users[broker.gateway_user],
+        ) as client:
+            await client.subscribe(topic, qos=1)
+            await client.subscribe(marker, qos=1)
+            await client.publish(marker, b"end", qos=1)
+            found = []
+            async for message in client.messages:
+                if message.topic.value == marker:
+                    break
+                if isinstance(message.payload, bytes) and message.payload:
+                    found.append(message.payload)
+            return found
+
+    return asyncio.run(asyncio.wait_for(read(), 15))
+
+
+def test_a_retained_kill_is_handled_once_and_deleted(gw: GatewayProcess, broker: Broker) -> None:
+    """A kill carries an operator's token and is not retained: one published retained
+    stayed on the broker, token and all, and came again at every reconnect."""
+    session = f"{APPLIANCE}-retained-{uuid.uuid4().hex[:8]}"
+    topic = f"{broker.prefix}/{APPLIANCE}/kill/{session}"
+    publish(broker, broker.operator_user, topic, '{"v": 1}', retain=True)
+    wait_record(gw, alert_of("session_kill_rejected", session), "rejected kill")
+    deadline = time.monotonic() + 10
+    while retained_kills(broker, session):
+        assert time.monotonic() < deadline, "the retained kill was never deleted"
+        time.sleep(0.1)
