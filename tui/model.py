@@ -14,8 +14,10 @@ from __future__ import annotations
 import collections
 import enum
 import math
+import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,10 +27,12 @@ __all__ = [
     "Change",
     "Console",
     "Gateway",
+    "Piece",
     "Request",
     "SessionState",
     "SessionView",
     "StatementView",
+    "pieces",
     "printable",
 ]
 
@@ -64,22 +68,106 @@ class SessionState(enum.StrEnum):
     ENDED = "ended"
 
 
-def one_line(text: str) -> str:
-    """Blanks collapsed, each line break shown as ⏎: a line break ends a ``--`` or
-    ``#`` comment, so what follows it runs, and must not read as part of the comment."""
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    return " \u23ce ".join(line for line in lines if line)
+BLANKS = re.compile("[ \t\r\x0b\x0c]+")
+"""What the server reads as blanks between words (and ``\\n``, a line break): runs of
+them show as one space. Other "spaces" (U+00A0, U+3000...) are letters of a name to the
+server, so they are never shown as blanks."""
+
+_UNSEEN = (
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x115F, 0x1160),  # Hangul fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian variation selectors
+    (0x2800, 0x2800),  # Braille blank
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
+    (0xE0100, 0xE01EF),  # variation selectors supplement
+)
+"""Printable characters that draw nothing (or a blank): a ``--`` followed by one looks
+like a comment, which the server does not read as one."""
+
+
+class Piece(enum.Enum):
+    """How a character of a statement is shown."""
+
+    PLAIN = enum.auto()
+    ESCAPED = enum.auto()  # as ``\\xNN``/``\\uNNNN``: it would not show as itself
+    FOREIGN = enum.auto()  # outside ASCII: shown, but it may look like another
+    BREAK = enum.auto()  # " ⏎ ": a line break
+
+
+def escape(c: str) -> str:
+    """``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``: the code point, unambiguously."""
+    n = ord(c)
+    if n < 0x100:
+        return f"\\x{n:02x}"
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    return f"\\U{n:08x}"
+
+
+def unseen(c: str, after: str) -> bool:
+    """Whether ``c`` (following ``after``) would not show as itself: a control or
+    format character (bidi overrides, zero-width ones), a space other than the blank,
+    one that draws nothing, or a mark that would change how an ASCII character (or
+    nothing) before it looks."""
+    if not c.isprintable():
+        return True
+    n = ord(c)
+    if n < 0x80:
+        return False
+    if any(low <= n <= high for low, high in _UNSEEN):
+        return True
+    return unicodedata.category(c).startswith("M") and (not after or after.isascii())
+
+
+def pieces(text: str) -> Iterator[tuple[str, Piece]]:
+    """``text`` as shown, in runs: the server's blanks as one space, each line break as
+    ⏎ (it ends a ``--`` or ``#`` comment, so what follows it runs, and must not read as
+    part of the comment), every character that would not show as itself escaped."""
+    lines = [BLANKS.sub(" ", line).strip(" ") for line in text.split("\n")]
+    first = True
+    for line in lines:
+        if not line:
+            continue
+        if not first:
+            yield " \u23ce ", Piece.BREAK
+        first = False
+        yield from _line(line)
+
+
+def _line(line: str) -> Iterator[tuple[str, Piece]]:
+    if line.isascii() and line.isprintable():  # most statements: shown as they are
+        yield line, Piece.PLAIN
+        return
+    run: list[str] = []
+    kind = Piece.PLAIN
+    after = ""  # the last character shown
+    for c in line:
+        if unseen(c, after):
+            shown, now = escape(c), Piece.ESCAPED
+        else:
+            shown, now = c, (Piece.PLAIN if c.isascii() else Piece.FOREIGN)
+        if now is not kind and run:
+            yield "".join(run), kind
+            run = []
+        kind = now
+        run.append(shown)
+        after = shown[-1]
+    if run:
+        yield "".join(run), kind
 
 
 def printable(text: object, limit: int | None = None) -> str:
-    """One line without control characters: a statement must not drive the terminal."""
+    """One line without control characters: a statement must not drive the terminal,
+    nor show other than the server reads it (``pieces``)."""
     raw = str(text)
     cut = limit is not None and len(raw) > 4 * limit + 64  # a 1 MiB statement: cut first
     if cut:
         assert limit is not None
         raw = raw[: 4 * limit + 64]
-    flat = one_line(raw)
-    clean = "".join(c if c.isprintable() else "\ufffd" for c in flat)
+    clean = "".join(run for run, _ in pieces(raw))
     if limit is not None and (cut or len(clean) > limit):
         return clean[: max(limit - 1, 0)] + "\u2026"
     return clean

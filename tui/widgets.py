@@ -11,10 +11,19 @@ from textual.containers import Horizontal
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
-from tui.model import Console, printable
+from tui.model import Console, Piece, pieces, printable
 from tui.sources import LinkState
 
-__all__ = ["TABS", "StatusBar", "cell", "clock", "duration", "fill", "highlighted"]
+__all__ = [
+    "TABS",
+    "StatusBar",
+    "cell",
+    "clock",
+    "duration",
+    "fill",
+    "highlighted",
+    "statement",
+]
 
 TABS = (
     ("1", "sessions", "Sessions"),
@@ -29,6 +38,26 @@ def cell(value: object, style: str = "", limit: int | None = None) -> Text:
     if value is None:
         return Text("-", style="dim")
     return Text(printable(value, limit), style=style)
+
+
+PIECE_STYLES = {
+    Piece.PLAIN: "",
+    Piece.BREAK: "",
+    Piece.ESCAPED: "reverse",
+    Piece.FOREIGN: "underline",
+}
+
+
+def statement(sql: str, style: str = "") -> tuple[Text, set[Piece]]:
+    """A statement whole, as ``printable`` shows it, with what would not show as itself
+    (escaped) reversed and the characters outside ASCII (which may look like others)
+    underlined; and which of those kinds it holds, for a note saying what they mean."""
+    text = Text(style=style)
+    kinds: set[Piece] = set()
+    for run, kind in pieces(sql):
+        kinds.add(kind)
+        text.append(run, style=PIECE_STYLES[kind])
+    return text, kinds
 
 
 def clock(ts: str) -> str:

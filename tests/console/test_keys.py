@@ -9,6 +9,7 @@ from typing import Any
 from console.drive import Run, drive
 from console.story import NOW, messages, source
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.widgets import DataTable
 
 from tui.app import ConsoleApp, Operator
@@ -360,6 +361,37 @@ async def test_the_detail_shows_a_long_statement_whole_before_a_approves_it(run:
     assert [(topic, body["sql_sha256"]) for topic, body in sent(run)] == [
         ("sqlgate/edge-1/approvals/0d0d0d0d0d0d/decision", "c" * 64)
     ]
+
+
+@console()
+async def test_the_detail_marks_what_would_not_show_as_itself(run: Run) -> None:
+    """A bidi override drew ``/* 1 RO */`` for ``/*\u202e*/ OR 1``; a Cyrillic ``о``
+    reads as ``o``. The override is escaped and reversed, the Cyrillic letter
+    underlined, and a note under the statement says what both mean."""
+    sql = "DELETE FROM \u043erders WHERE id = 2 /*\u202e*/ OR 1 -- \u200b"
+    await on_top(run, "0e0e0e0e0e0e", sql)
+    content = run.app.screen.query_one("#request-detail").render()
+    assert isinstance(content, Content)
+    shown = "DELETE FROM \u043erders WHERE id = 2 /*\\u202e*/ OR 1 -- \\u200b"
+    assert shown in content.plain and "\u202e" not in content.plain
+    assert "would not show as itself" in content.plain and "outside ASCII" in content.plain
+    start = content.plain.index(shown)
+
+    def styled(text: str) -> set[str]:
+        at = start + shown.index(text)
+        return {
+            attribute
+            for span in content.spans
+            if span.start <= at and at + len(text) <= span.end
+            for attribute in ("reverse", "underline", "bold")
+            if getattr(span.style, attribute, False)
+        }
+
+    assert styled("\u043e") == {"underline", "bold"}
+    assert styled("\\u202e") == styled("\\u200b") == {"reverse", "bold"}
+    assert styled("rders WHERE id = 2 /*") == {"bold"}
+    table = run.app.screen.query_one("#requests", DataTable)
+    assert "/*\\u202e*/ OR 1" in table.get_row_at(table.cursor_row)[4].plain
 
 
 LONGER_DROP = COMMENTED_DROP.replace("harmless words " * 40, "harmless words " * 120)

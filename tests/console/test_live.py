@@ -193,6 +193,49 @@ def test_d_with_a_reason_denies_it_and_the_client_reads_the_reason(
     assert ids(mariadb) == [1, 2, 3]
 
 
+#: The server reads U+00A0 as a letter of a name: ``--`` and a no-break space start no
+#: comment, and ``2 --\u00a0x`` is ``2 - (-x)``, 3, with ``x`` 1 from the derived
+#: table (whose alias begins with one too). Shown as a blank, it read as
+#: ``WHERE t.id = 2 -- x OR 1``: one row. The server deletes every row.
+SPOOFED = f"DELETE t FROM {TABLE} t JOIN (SELECT 1 AS \u00a0x) d WHERE t.id = 2 --\u00a0x OR 1"
+
+
+def test_a_space_the_server_reads_as_a_letter_is_shown_escaped(
+    gw: GatewayProcess,
+    broker: Broker,
+    provider: Provider,
+    tmp_path: Path,
+    mariadb: MariaDB,
+    rows: None,
+) -> None:
+    app = console(broker, provider, tmp_path)
+    held: list[Held] = []
+
+    async def scenario(run: Run) -> None:
+        await run.until("the broker", lambda: run.app.link.connected)
+        await run.press("2")
+        held.append(await asyncio.to_thread(Held, gw, SPOOFED))
+        await run.until("the request", lambda: len(run.app.model.requests) == 1)
+        detail = " ".join(str(run.app.screen.query_one("#request-detail").render()).split())
+        assert "AS \\xa0x) d WHERE t.id = 2 --\\xa0x OR 1" in detail
+        assert "a space the server reads as part of a name" in detail
+        assert "-- x" not in " ".join(column(run, "Statement")) + detail
+        await run.press("d", *"no", "enter")
+        error = await asyncio.to_thread(held[0].result)
+        assert error is not None and error[0] == 1227
+
+    try:
+        drive(app, scenario)
+    finally:
+        for h in held:
+            h.close()
+    assert ids(mariadb) == [1, 2, 3]
+    # what the operator was asked about, approved, deletes every row
+    with mariadb.connect(database="shop") as conn, conn.cursor() as cur:
+        assert cur.execute(SPOOFED) == 3
+    assert ids(mariadb) == []
+
+
 def test_k_ends_a_live_session(
     gw: GatewayProcess, broker: Broker, provider: Provider, tmp_path: Path
 ) -> None:

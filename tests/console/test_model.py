@@ -11,8 +11,10 @@ from tui.model import (
     MAX_SESSIONS,
     Change,
     Console,
+    Piece,
     SessionState,
     epoch,
+    pieces,
     printable,
 )
 from tui.sources import MAX_PAYLOAD_BYTES, TooLarge, parse_payload, split_topic, to_item
@@ -161,13 +163,39 @@ def test_ended_sessions_are_forgotten_beyond_the_bound_live_ones_never() -> None
 
 
 def test_text_from_the_wire_cannot_drive_the_terminal() -> None:
-    assert printable("SELECT 1;\x1b[2J\nDROP") == "SELECT 1;\ufffd[2J \u23ce DROP"
+    assert printable("SELECT 1;\x1b[2J\nDROP") == "SELECT 1;\\x1b[2J \u23ce DROP"
     # a line break ends a -- comment: what follows it must not read as comment
     hidden = "ALTER TABLE t COMMENT = 'x' -- table comment only\n, DROP COLUMN total"
     assert printable(hidden) == (
         "ALTER TABLE t COMMENT = 'x' -- table comment only \u23ce , DROP COLUMN total"
     )
     assert printable("x" * 50, 10) == "x" * 9 + "\u2026"
+
+
+def test_a_statement_shows_as_the_server_reads_it() -> None:
+    """What would not show as itself is escaped: a space the server reads as a letter
+    of a name (``--`` and U+00A0 or U+3164 start no comment), bidi overrides and
+    zero-width characters, a mark drawn over an ASCII character. Only the server's own
+    blanks collapse."""
+    assert printable("id = 2 --\u00a0x OR 1") == "id = 2 --\\xa0x OR 1"
+    assert printable("id = 2 --\u3164x OR 1") == "id = 2 --\\u3164x OR 1"
+    assert printable("id = 2 --\u2003x\u3000OR 1") == "id = 2 --\\u2003x\\u3000OR 1"
+    assert printable("WHERE id = 2 /*\u202e*/ OR 1") == "WHERE id = 2 /*\\u202e*/ OR 1"
+    assert printable("DROP TABLE or\u200bders") == "DROP TABLE or\\u200bders"
+    assert printable("a =\u0338 1, e\u0301") == "a =\\u0338 1, e\\u0301"
+    assert printable("x\U000e0041\ufe0f\u2028y\x85") == "x\\U000e0041\\ufe0f\\u2028y\\x85"
+    assert printable("SELECT \t 1\r\x0b\x0c FROM\n\n t") == "SELECT 1 FROM \u23ce t"
+    # a name in another script shows (underlined in the detail), as do accents on it
+    assert printable("UPDATE s\u00e9jours SET \u0441ost = 0, \u00e9\u0301") == (
+        "UPDATE s\u00e9jours SET \u0441ost = 0, \u00e9\u0301"
+    )
+    assert [kind for _, kind in pieces("a \u23ce\n\u0441\u00a0")] == [
+        Piece.PLAIN,
+        Piece.FOREIGN,  # the character the line break is shown as, written: not a break
+        Piece.BREAK,
+        Piece.FOREIGN,
+        Piece.ESCAPED,
+    ]
 
 
 def test_a_huge_statement_is_cut_before_it_is_cleaned() -> None:

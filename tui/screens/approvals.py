@@ -24,9 +24,9 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
-from tui.model import Change, Request, printable
+from tui.model import Change, Piece, Request, printable
 from tui.screens.base import ConsoleScreen
-from tui.widgets import cell, fill, highlighted
+from tui.widgets import cell, fill, highlighted, statement
 
 __all__ = ["ApprovalsScreen"]
 
@@ -228,8 +228,18 @@ class ApprovalsScreen(ConsoleScreen):
                 f"only its first {len(request.sql):,} characters came: the ledger has it whole\n",
                 style=f"bold {self.console.theme_colors['warning']}",
             )
-        text.append(printable(request.sql), style="bold")  # whole: the keys act on it
+        sql, kinds = statement(request.sql, "bold")
+        text.append_text(sql)  # whole: the keys act on it
         text.append("\n")
+        if Piece.ESCAPED in kinds:
+            text.append("\\x.. \\u..", style="reverse")
+            text.append(
+                ": a character that would not show as itself (a control, a format or "
+                "zero-width character, a space the server reads as part of a name)\n"
+            )
+        if Piece.FOREIGN in kinds:
+            text.append("underlined", style="underline")
+            text.append(": outside ASCII, and may look like another character\n")
         text.append(f"rule {printable(request.rule)}: {printable(request.reason, 300)}\n")
         rows = "unknown" if request.rows_estimate is None else str(request.rows_estimate)
         text.append(
