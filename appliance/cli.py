@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a pending request with its whole statement",
         description="Prints the request (who, where, seconds left, rule and reason, "
         "sql_sha256) and then its whole statement as the gateway sent it, line breaks "
-        "kept, control characters as \\xNN: what 'approvals approve ID' would approve. "
+        "kept, control characters as \\xNN and other characters that would not show as "
+        "themselves (U+00A0, bidi, zero-width) as \\uNNNN, those outside ASCII named "
+        "before it: what 'approvals approve ID' would approve. "
         "A statement the gateway cut (past 65,536 characters) is said to be cut.",
     )
     approvals_show.add_argument("id", metavar="ID")

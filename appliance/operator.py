@@ -32,6 +32,7 @@ import math
 import os
 import re
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,12 +205,83 @@ def token_user(token: str, claim: str, source: str = "the token") -> str:
 # -- output -----------------------------------------------------------------------------
 
 
+_BLANKS = re.compile("[ \t\r\x0b\x0c]+")
+"""What the server reads as blanks between words (and ``\\n``, a line break). Other
+"spaces" (U+00A0, U+3000...) are letters of a name to it: ``--`` and U+00A0 start no
+comment."""
+
+_UNSEEN = (
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x115F, 0x1160),  # Hangul fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian variation selectors
+    (0x2800, 0x2800),  # Braille blank
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
+    (0xE0100, 0xE01EF),  # variation selectors supplement
+)
+"""Printable characters that draw nothing (or a blank)."""
+
+MAX_FOREIGN_NAMED = 20
+"""``approvals show`` names at most this many distinct characters outside ASCII."""
+
+
+def _escape(c: str) -> str:
+    """``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``: the code point, unambiguously."""
+    n = ord(c)
+    if n < 0x100:
+        return f"\\x{n:02x}"
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    return f"\\U{n:08x}"
+
+
+def _unseen(c: str, after: str) -> bool:
+    """Whether ``c`` (following ``after``) would not show as itself on a terminal: a
+    control or format character (bidi overrides, zero-width ones), a space other than
+    the blank, one that draws nothing, or a mark over an ASCII character (or nothing)."""
+    if not c.isprintable():
+        return True
+    n = ord(c)
+    if n < 0x80:
+        return False
+    if any(low <= n <= high for low, high in _UNSEEN):
+        return True
+    return unicodedata.category(c).startswith("M") and (not after or after.isascii())
+
+
+def _shown(text: str, keep: str = "") -> str:
+    """``text`` with every character that would not show as itself escaped (but those
+    in ``keep``), as the console shows it."""
+    out: list[str] = []
+    after = ""
+    for c in text:
+        shown = _escape(c) if c not in keep and _unseen(c, after) else c
+        out.append(shown)
+        after = shown[-1]
+    return "".join(out)
+
+
 def _printable(text: str) -> str:
     """One line, no control characters (a statement must not drive the terminal); a line
-    break shows as ⏎ (it ends a ``--`` comment: what follows runs)."""
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    flat = " \u23ce ".join(line for line in lines if line)
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in flat)
+    break shows as ⏎ (it ends a ``--`` comment: what follows runs), runs of the server's
+    blanks as one space, any other character that would not show as itself escaped."""
+    lines = (_BLANKS.sub(" ", line).strip(" ") for line in text.split("\n"))
+    return _shown(" \u23ce ".join(line for line in lines if line))
+
+
+def _foreign(text: str) -> str | None:
+    """The distinct characters outside ASCII in ``text`` (which may look like others: a
+    Cyrillic ``о``), named; None when it has none."""
+    seen = sorted({c for c in text if not c.isascii() and not _unseen(c, "")})
+    if not seen:
+        return None
+    named = [
+        f"{c} U+{ord(c):04X} {unicodedata.name(c, 'UNNAMED')}" for c in seen[:MAX_FOREIGN_NAMED]
+    ]
+    more = len(seen) - MAX_FOREIGN_NAMED
+    return ", ".join(named) + (f" and {more} more" if more > 0 else "")
 
 
 def format_request(request: Request, now: float, width: int = 200) -> str:
@@ -230,9 +302,13 @@ def format_request(request: Request, now: float, width: int = 200) -> str:
 def format_whole(request: Request, now: float) -> str:
     """The request with its whole statement, as it came, last: its lines as they are
     (a line break ends a ``--`` comment, so what follows shows on a line of its own),
-    every other control character as ``\\xNN`` (it must not drive the terminal)."""
+    every other character that would not show as itself escaped (a control character
+    must not drive the terminal, a U+00A0 must not pass for a blank), and the characters
+    outside ASCII named before it (a Cyrillic ``о`` passes for an ``o``)."""
     left = max(0, math.ceil(request.expires_at - now))
-    sql = "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in request.sql)
+    foreign = _foreign(request.sql)
+    note = f"outside ASCII (each may look like another): {foreign}\n" if foreign else ""
+    sql = _shown(request.sql, keep="\n\t")
     if request.sql_truncated:
         what = (
             f"statement: ONLY ITS FIRST {len(request.sql):,} CHARACTERS came (the gateway "
@@ -246,7 +322,7 @@ def format_whole(request: Request, now: float) -> str:
         f"{_printable(request.appliance)}/{_printable(request.target)}, {left}s left\n"
         f"rule {_printable(request.rule)}: {_printable(request.reason)}\n"
         f"sha256 {_printable(request.sql_sha256)}\n"
-        f"{what}:\n{sql}"
+        f"{note}{what}:\n{sql}"
     )
 
 

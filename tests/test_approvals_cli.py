@@ -202,6 +202,32 @@ def test_show_prints_the_whole_statement_that_list_cuts(
     assert "ID 'sqlgate/#'" in one_line(bad, 2)
 
 
+def test_list_and_show_escape_what_would_not_show_as_itself(
+    gw: GatewayProcess, config: Path, tokens: dict[str, Path]
+) -> None:
+    """U+00A0 and U+3164 printed as blanks (``list``, and ``show`` for U+3164), yet the
+    server reads them as letters of a name: ``--`` and one of them starts no comment.
+    They are escaped, and ``show`` names the characters outside ASCII (a Cyrillic
+    ``о`` passes for an ``o``)."""
+    sql = "ALTER TABLE appr_cli COMMENT 'r\u043eute\u00a0A' --\u3164x /*\u202e*/"
+    held = Held(gw, sql)
+    try:
+        escaped = "ALTER TABLE appr_cli COMMENT 'r\u043eute\\xa0A' --\\u3164x /*\\u202e*/"
+        rid = request_id(listed(config, escaped))
+        shown = sqlgate("approvals", "show", rid, "-c", config)
+        assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+        head, statement = shown.stdout.split(f"statement, whole ({len(sql):,} characters):\n")
+        assert statement == escaped + "\n"
+        assert head.splitlines()[-1] == (
+            "outside ASCII (each may look like another): \u043e U+043E CYRILLIC SMALL LETTER O"
+        )
+        denied = sqlgate("approvals", "deny", rid, "-c", config, "--token-file", tokens["dba"])
+        assert denied.returncode == 0, denied.stderr
+        assert held.result() is not None
+    finally:
+        held.close()
+
+
 def test_approve_lets_the_held_client_finish(
     gw: GatewayProcess,
     config: Path,
@@ -485,7 +511,7 @@ def test_a_listed_statement_is_one_line_cut_to_the_width() -> None:
 
 
 def test_a_shown_statement_keeps_its_lines_and_says_when_it_was_cut() -> None:
-    from appliance.operator import Request, format_whole
+    from appliance.operator import Request, format_request, format_whole
 
     request = Request(
         id="a1",
@@ -505,8 +531,18 @@ def test_a_shown_statement_keeps_its_lines_and_says_when_it_was_cut() -> None:
         "rule review: an UPDATE needs a person\n"
         f"sha256 {'0' * 64}\n"
         "statement, whole (345 characters):\n"
-        "UPDATE t -- x\n  SET a = '\\x1b[2J'\\x0dWHERE id = 1 \\x202e" + "x" * 300
+        "UPDATE t -- x\n  SET a = '\\x1b[2J'\\x0dWHERE id = 1 \\u202e" + "x" * 300
     )
+    spoofed = dataclasses.replace(
+        request, sql="DELETE FROM t WHERE id = 2 --\u00a0x OR 1 --\u3164y e\u0301\ufe0f"
+    )
+    assert format_request(spoofed, now=110.2).endswith(
+        "DELETE FROM t WHERE id = 2 --\\xa0x OR 1 --\\u3164y e\\u0301\\ufe0f"
+    )
+    assert format_whole(spoofed, now=110.2).endswith(
+        "DELETE FROM t WHERE id = 2 --\\xa0x OR 1 --\\u3164y e\\u0301\\ufe0f"
+    )
+    assert "outside ASCII" not in format_whole(spoofed, now=110.2)
     cut = dataclasses.replace(request, sql_truncated=True)
     assert "statement: ONLY ITS FIRST 345 CHARACTERS came (the gateway cut it" in format_whole(
         cut, now=110.2
