@@ -335,7 +335,8 @@ async def test_a_request_too_large_to_read_is_listed_and_cannot_be_decided_here(
 async def on_top(run: Run, request_id: str, sql: str, **fields: Any) -> None:
     """Deliver a request for ``sql`` that expires first, and select it (the top row)."""
     body = dict(next(m for m in messages() if m.topic.endswith("/b81e44c0aa93")).payload or {})
-    body.update(id=request_id, sql=sql, sql_sha256="c" * 64, expires_at=NOW + 1, **fields)
+    body.update(id=request_id, sql=sql, sql_sha256="c" * 64, expires_at=NOW + 1)
+    body.update(fields)
     await run.press("2")
     run.app._deliver(BusEvent("edge-1", ("approvals", request_id), body))
     await run.until("the request", lambda: len(run.app.model.requests) == 3)
@@ -392,6 +393,16 @@ async def test_the_detail_marks_what_would_not_show_as_itself(run: Run) -> None:
     assert styled("rders WHERE id = 2 /*") == {"bold"}
     table = run.app.screen.query_one("#requests", DataTable)
     assert "/*\\u202e*/ OR 1" in table.get_row_at(table.cursor_row)[4].plain
+
+
+@console()
+async def test_every_field_of_a_request_is_shown_printable(run: Run) -> None:
+    """The detail's sha256 went to the terminal as it came: an escape in a forged
+    request's ``sql_sha256`` drove the terminal."""
+    await on_top(run, "0f0f0f0f0f0f", "DELETE FROM t", sql_sha256="\x1b[8m" + "a" * 60)
+    content = run.app.screen.query_one("#request-detail").render()
+    assert "\x1b" not in str(content)
+    assert "sha256 \\x1b[8m" + "a" * 12 + "\u2026" in str(content)  # its first 16
 
 
 LONGER_DROP = COMMENTED_DROP.replace("harmless words " * 40, "harmless words " * 120)

@@ -243,7 +243,8 @@ class ApprovalsScreen(ConsoleScreen):
         text.append(f"rule {printable(request.rule)}: {printable(request.reason, 300)}\n")
         rows = "unknown" if request.rows_estimate is None else str(request.rows_estimate)
         text.append(
-            f"rows it would touch: {rows}   sha256 {request.sql_sha256[:16]}\u2026", style="dim"
+            f"rows it would touch: {rows}   sha256 {printable(request.sql_sha256[:16])}\u2026",
+            style="dim",
         )
         detail.update(text)
 
