@@ -146,6 +146,27 @@ def test_a_where_true_for_every_row_is_refused(gw: GatewayProcess, mariadb: Mari
     assert items(mariadb) == before
 
 
+def test_a_unicode_space_is_no_blank_to_the_server(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    """MariaDB reads U+00A0 as a letter of a name, so `--` followed by it starts no
+    comment: `WHERE id = 1 --\u00a0x OR 1` is `id = 1 - -x OR 1`, true for every row.
+    The parser read a comment there and the policy a WHERE that picks one row."""
+    table = "shop.pol_nbsp"
+    direct(mariadb, f"CREATE OR REPLACE TABLE {table} (id INT PRIMARY KEY, `\u00a0x` INT)")
+    direct(mariadb, f"INSERT INTO {table} VALUES (1, 0), (2, 0), (3, 0)")
+    sql = f"DELETE FROM {table} WHERE id = 1 --\u00a0x OR 1"
+    with gw.connect(database="shop") as conn:
+        message = refused(conn, sql)
+        assert message.startswith("sqlgate: blocked by rule 'not-understood': ")
+        assert "U+00A0 (NO-BREAK SPACE) outside a string" in message
+        with conn.cursor() as cur:  # inside a string or a quoted name it is no blank anywhere
+            cur.execute(f"SELECT COUNT(*) FROM {table} WHERE `\u00a0x` = 0 AND '\u00a0' <> ' '")
+            assert cur.fetchone() == (3,)
+    assert direct(mariadb, f"SELECT COUNT(*) FROM {table}") == [(3,)]
+    direct(mariadb, sql)  # what the server makes of it: every row goes
+    assert direct(mariadb, f"SELECT COUNT(*) FROM {table}") == [(0,)]
+    direct(mariadb, f"DROP TABLE {table}")
+
+
 def test_sqlstate_is_42000(gw: GatewayProcess) -> None:
     conn = gw.connector()
     try:

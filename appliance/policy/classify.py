@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -118,6 +119,32 @@ _BRACKET = (
 # MariaDB ends a line comment at a NUL byte and then fails on it (1064); a later version
 # might read on, so a NUL outside strings and quoted names is refused.
 _NUL = "a NUL byte outside a string (the server ends a comment there): remove it"
+
+# Characters the parser takes for blanks that the server does not: it reads the Unicode
+# spaces (U+00A0, U+3000, ...) as letters of a name and U+001C..U+001F as characters of
+# their own. After "--" the parser read one as the start of a comment where the server
+# reads two minus signs and runs the rest ("WHERE id = 2 --\u00a0x OR 1" deleted every
+# row while the policy saw "WHERE id = 2"), and between words it splits a name the
+# server reads whole: a statement holding one outside strings and comments is refused.
+_FALSE_BLANK = re.compile(
+    rb"[\x1c-\x1f]|\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]"
+    rb"|\xe2\x81\x9f|\xe3\x80\x80"
+)
+
+
+def _false_blank(skeleton: bytes) -> str | None:
+    """Why the statement is refused when its ``skeleton`` holds a ``_FALSE_BLANK``."""
+    found = _FALSE_BLANK.search(skeleton)
+    if found is None:
+        return None
+    c = found.group().decode("utf-8")
+    name = unicodedata.name(c, "a control character")
+    return (
+        f"U+{ord(c):04X} ({name}) outside a string: the server reads it as part of a name "
+        "or as a character of its own, not as a blank (after '--' it starts no comment); "
+        "write an ASCII space"
+    )
+
 
 # Texts longer than this are classified but not cached: a cache entry keeps its text.
 _CACHE_TEXT_LIMIT = 64 * 1024
@@ -495,6 +522,8 @@ def _classify_view(v: _View) -> Classification:
             return _result(kind, v.text(), problem=_BRACKET)
         if b"\x00" in v.skeleton:
             return _result(kind, v.text(), problem=_NUL)
+        if (blank := _false_blank(v.skeleton)) is not None:
+            return _result(kind, v.text(), problem=blank)
         c = _HANDLERS.get(kind, _by_tokens)(v, kind, head)
         skeleton = v.skeleton
         if (b"VAL" in skeleton and _SEQUENCE_HINT.search(skeleton)) or (

@@ -723,6 +723,12 @@ PROBLEMS = [
     # MariaDB ends a line comment at a NUL (and then fails on it): refused, not hidden
     ("SELECT 1 # a\x00b", "a NUL byte outside a string"),
     ("SELECT 1 -- a\x00b", "a NUL byte outside a string"),
+    # the parser took them for blanks (after "--" for a comment), the server does not
+    ("DELETE FROM t WHERE id = 2 --\u00a0x OR 1", "U+00A0 (NO-BREAK SPACE) outside a string"),
+    ("DELETE FROM t WHERE id = 2 --\u3000x OR 1", "U+3000 (IDEOGRAPHIC SPACE) outside"),
+    ("SELECT 1 --\u2028x FROM d UNION SELECT card FROM c", "U+2028 (LINE SEPARATOR)"),
+    ("SELECT a\u2003b FROM t", "U+2003 (EM SPACE) outside a string"),
+    ("SELECT a\x1fb FROM t", "U+001F (a control character) outside a string"),
     # the parser took the parenthesised table for a derived one: its write for a read
     ("UPDATE pub JOIN (secret s) ON pub.id = s.id SET s.c = 1", "(a table in parentheses"),
     ("DELETE s FROM pub JOIN (secret s) ON pub.id = s.id", "(a table in parentheses"),
