@@ -193,14 +193,15 @@ def test_d_with_a_reason_denies_it_and_the_client_reads_the_reason(
     assert ids(mariadb) == [1, 2, 3]
 
 
-#: The server reads U+00A0 as a letter of a name: ``--`` and a no-break space start no
-#: comment, and ``2 --\u00a0x`` is ``2 - (-x)``, 3, with ``x`` 1 from the derived
-#: table (whose alias begins with one too). Shown as a blank, it read as
-#: ``WHERE t.id = 2 -- x OR 1``: one row. The server deletes every row.
-SPOOFED = f"DELETE t FROM {TABLE} t JOIN (SELECT 1 AS \u00a0x) d WHERE t.id = 2 --\u00a0x OR 1"
+#: U+3164 (HANGUL FILLER) draws as a blank, and the server reads it as a letter of a
+#: name: ``--`` followed by it starts no comment, and ``2 --\u3164x`` is ``2 - (-x)``, 3,
+#: with ``x`` 1 from the derived table (whose alias begins with one too). Shown as it
+#: is, it read as ``WHERE t.id = 2 -- x``: row 2. The server deletes row 3. (A Unicode
+#: space such as U+00A0 is refused by the policy itself: its parser took it for a blank.)
+SPOOFED = f"DELETE t FROM {TABLE} t JOIN (SELECT 1 AS \u3164x) d WHERE t.id = 2 --\u3164x"
 
 
-def test_a_space_the_server_reads_as_a_letter_is_shown_escaped(
+def test_a_character_that_draws_as_a_blank_is_shown_escaped(
     gw: GatewayProcess,
     broker: Broker,
     provider: Provider,
@@ -217,8 +218,8 @@ def test_a_space_the_server_reads_as_a_letter_is_shown_escaped(
         held.append(await asyncio.to_thread(Held, gw, SPOOFED))
         await run.until("the request", lambda: len(run.app.model.requests) == 1)
         detail = " ".join(str(run.app.screen.query_one("#request-detail").render()).split())
-        assert "AS \\xa0x) d WHERE t.id = 2 --\\xa0x OR 1" in detail
-        assert "a space the server reads as part of a name" in detail
+        assert "AS \\u3164x) d WHERE t.id = 2 --\\u3164x" in detail
+        assert "would not show as itself" in detail
         assert "-- x" not in " ".join(column(run, "Statement")) + detail
         await run.press("d", *"no", "enter")
         error = await asyncio.to_thread(held[0].result)
@@ -230,10 +231,10 @@ def test_a_space_the_server_reads_as_a_letter_is_shown_escaped(
         for h in held:
             h.close()
     assert ids(mariadb) == [1, 2, 3]
-    # what the operator was asked about, approved, deletes every row
+    # what the operator was asked about, approved, deletes row 3, not row 2
     with mariadb.connect(database="shop") as conn, conn.cursor() as cur:
-        assert cur.execute(SPOOFED) == 3
-    assert ids(mariadb) == []
+        assert cur.execute(SPOOFED) == 1
+    assert ids(mariadb) == [1, 2]
 
 
 def test_k_ends_a_live_session(
