@@ -252,16 +252,29 @@ def _opened(answer: Answer, result: ResultSet) -> bool:
     return result.cursor and answer.command == Command.STMT_EXECUTE
 
 
+def _unfinished(answer: Answer, last: bool) -> str:
+    """Why a result set did not end as the protocol ends one. Only a recording cut at
+    the limit kept fewer rows than came back; a set the server ended with an error (a
+    row it failed to compute) was recorded whole, and saying otherwise would hide that
+    the agent got those rows and then the error."""
+    if last and answer.error is not None and answer.complete:
+        return "(the server ended this result set with the error below: no more rows came)"
+    if answer.truncated:
+        return "(more rows came back than were recorded)"
+    return "(the recording of this result set is not whole: see below)"
+
+
 def _answer_lines(answer: Answer) -> list[str]:
     lines: list[str] = []
-    for result in answer.result_sets:
+    sets = answer.result_sets
+    for result in sets:
         if _opened(answer, result):
             lines.append("(cursor opened; its rows come with the fetches)")
             continue
         names = [c.name for c in result.columns]
         lines += _table(names, result.rows)
         if not result.complete:
-            lines.append("(more rows came back than were recorded)")
+            lines.append(_unfinished(answer, result is sets[-1]))
     if answer.error is not None:
         error = answer.error
         lines.append(f"ERROR {error.code} ({_flat(error.sqlstate)}): {_flat(error.message)}")

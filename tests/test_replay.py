@@ -338,6 +338,62 @@ def test_a_cursors_rows_are_exported_with_its_fetches(
     assert [f["recording_truncated"] for f in fetches] == [False, True]
 
 
+# What came back, value for value, and how each result set ended.
+
+ANSWERS_MAX_ROWS = 4
+
+
+@pytest.fixture(scope="module")
+def answers_session(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, str]]:
+    """One session: a SELECT the server stops with an error on its third row (after
+    sending two), then one cut at ``max_rows``."""
+    work = tmp_path_factory.mktemp("gw-answers")
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.rec_answers",
+        "CREATE TABLE shop.rec_answers (id INT PRIMARY KEY)",
+        "INSERT INTO shop.rec_answers VALUES (1), (2), (3), (4), (5), (6)",
+    )
+    extra = f"\n[recording]\nmax_bytes = 65536\nmax_rows = {ANSWERS_MAX_ROWS}\n"
+    gw = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra, name="rec-ans").start()
+    conn = gw.connect(database="shop")
+    with conn.cursor() as cur:
+        with pytest.raises(pymysql.err.OperationalError, match="more than 1 row"):
+            cur.execute(HALFWAY)
+        cur.execute("SELECT id FROM rec_answers ORDER BY id")
+        assert len(cur.fetchall()) == 6
+    conn.close()
+    gw.stop()
+    sessions = [r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start"]
+    yield gw, sessions[0]
+
+
+HALFWAY = "SELECT IF(id = 3, (SELECT 1 UNION SELECT 2), id) AS x FROM rec_answers ORDER BY id"
+
+
+def test_a_result_set_an_error_ended_is_not_said_to_be_cut(
+    answers_session: tuple[GatewayProcess, str],
+) -> None:
+    """The server sent two rows, then an error for the third: the recording holds all
+    of it, yet the replay said more rows came back than were recorded."""
+    gw, session = answers_session
+    text, _ = replay(gw, session, "--speed", "1000")
+    halfway = text[text.index(HALFWAY) : text.index("> SELECT id FROM rec_answers")]
+    assert_in_order(
+        halfway,
+        [
+            "| 2 |",
+            "(the server ended this result set with the error below: no more rows came)",
+            "ERROR 1242 (21000): Subquery returns more than 1 row",
+        ],
+    )
+    assert "more rows came back than were recorded" not in halfway
+    cut = text[text.index("> SELECT id FROM rec_answers") :]
+    assert_in_order(cut, ["| 4  |", "(more rows came back than were recorded)"])
+    assert "| 5  |" not in cut
+
+
 # A ledger someone edited: what cannot be read is one line naming the record, exit 1.
 
 
