@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
 from appliance.mysql.packets import ColumnDefinition
-from appliance.mysql.transcript import Answer, ResultSet, decode_answer
+from appliance.mysql.transcript import Answer, ResultSet, Value, decode_answer
 
 __all__ = ["Step", "answer_json", "load", "play", "render", "steps"]
 
@@ -222,10 +222,10 @@ def _flat(value: object) -> str:
     return _printable(text)
 
 
-def _cell(value: str | None) -> str:
+def _cell(value: str | bytes | None) -> str:
     if value is None:
         return "NULL"
-    clean = _flat(value)
+    clean = "0x" + value.hex().upper() if isinstance(value, bytes) else _flat(value)
     return clean if len(clean) <= MAX_CELL else clean[: MAX_CELL - 1] + "\u2026"
 
 
@@ -236,7 +236,7 @@ def _statement_lines(sql: str) -> list[str]:
     return [f"> {_printable(lines[0])}", *(f"| {_printable(line)}" for line in lines[1:])]
 
 
-def _table(columns: list[str], rows: list[list[str | None]]) -> list[str]:
+def _table(columns: list[str], rows: list[list[Value]]) -> list[str]:
     cells = [[_cell(c) for c in columns], *[[_cell(v) for v in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
 
@@ -342,6 +342,12 @@ def render(step: Step) -> list[str]:
 # -- json -----------------------------------------------------------------------------
 
 
+def _json_value(value: Value) -> str | dict[str, str] | None:
+    """A cell in JSON: text as a string, bytes that are not text in their column's
+    character set as ``{"hex": ...}``, so that no string can be read as other bytes."""
+    return {"hex": value.hex()} if isinstance(value, bytes) else value
+
+
 def answer_json(answer: Answer) -> dict[str, Any]:
     """What came back, as plain JSON (for ``--format json`` and evidence exports)."""
     results: list[dict[str, Any]] = []
@@ -350,7 +356,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
             results.append(
                 {
                     "columns": [asdict(c) for c in result.columns],
-                    "rows": result.rows,
+                    "rows": [[_json_value(v) for v in row] for row in result.rows],
                     "complete": result.complete,
                     **({"cursor": True} if _opened(answer, result) else {}),
                 }

@@ -346,14 +346,20 @@ ANSWERS_MAX_ROWS = 4
 @pytest.fixture(scope="module")
 def answers_session(
     mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[GatewayProcess, str]]:
-    """One session: a SELECT the server stops with an error on its third row (after
-    sending two), then one cut at ``max_rows``."""
+) -> Iterator[tuple[GatewayProcess, list[str]]]:
+    """A session: a SELECT the server stops with an error on its third row (after
+    sending two), then one cut at ``max_rows``; then one in latin1 that reads bytes and
+    text through both protocols (PyMySQL, then mysql-connector's prepared statement)."""
     work = tmp_path_factory.mktemp("gw-answers")
     mariadb.admin_sql(
         "DROP TABLE IF EXISTS shop.rec_answers",
         "CREATE TABLE shop.rec_answers (id INT PRIMARY KEY)",
         "INSERT INTO shop.rec_answers VALUES (1), (2), (3), (4), (5), (6)",
+        "DROP TABLE IF EXISTS shop.rec_values",
+        "CREATE TABLE shop.rec_values (id INT PRIMARY KEY, bl BLOB, bits BIT(12), "
+        "txt VARCHAR(20) CHARACTER SET utf8mb4, word VARCHAR(20) CHARACTER SET latin1)",
+        "INSERT INTO shop.rec_values VALUES "
+        "(1, x'ff5c78', b'101010101010', 'x\\\\xff', 'caf\u00e9'), (2, '', NULL, '', NULL)",
     )
     extra = f"\n[recording]\nmax_bytes = 65536\nmax_rows = {ANSWERS_MAX_ROWS}\n"
     gw = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra, name="rec-ans").start()
@@ -364,21 +370,35 @@ def answers_session(
         cur.execute("SELECT id FROM rec_answers ORDER BY id")
         assert len(cur.fetchall()) == 6
     conn.close()
+    conn = gw.connect(database="shop", charset="latin1", binary_prefix=False)
+    with conn.cursor() as cur:
+        cur.execute(VALUES)
+        assert cur.fetchall() == VALUES_SEEN
+    conn.close()
+    cn = gw.connector(database="shop", charset="latin1")
+    prepared = cn.cursor(prepared=True)
+    prepared.execute(VALUES + " LIMIT ?", (10,))
+    bl, bits, txt, word = prepared.fetchall()[0][1:]
+    assert (bytes(bl), bits, txt, word) == (*VALUES_SEEN[0][1:3], "x\\xff", "caf\u00e9")
+    cn.close()
     gw.stop()
     sessions = [r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start"]
-    yield gw, sessions[0]
+    yield gw, sessions
 
 
 HALFWAY = "SELECT IF(id = 3, (SELECT 1 UNION SELECT 2), id) AS x FROM rec_answers ORDER BY id"
+VALUES = "SELECT id, bl, bits, txt, word FROM rec_values ORDER BY id"
+# as PyMySQL gave them: a BLOB and a BIT are bytes, the text is four characters x\xff
+VALUES_SEEN = ((1, b"\xff\\x", b"\x0a\xaa", "x\\xff", "caf\u00e9"), (2, b"", None, "", None))
 
 
 def test_a_result_set_an_error_ended_is_not_said_to_be_cut(
-    answers_session: tuple[GatewayProcess, str],
+    answers_session: tuple[GatewayProcess, list[str]],
 ) -> None:
     """The server sent two rows, then an error for the third: the recording holds all
     of it, yet the replay said more rows came back than were recorded."""
-    gw, session = answers_session
-    text, _ = replay(gw, session, "--speed", "1000")
+    gw, sessions = answers_session
+    text, _ = replay(gw, sessions[0], "--speed", "1000")
     halfway = text[text.index(HALFWAY) : text.index("> SELECT id FROM rec_answers")]
     assert_in_order(
         halfway,
@@ -392,6 +412,41 @@ def test_a_result_set_an_error_ended_is_not_said_to_be_cut(
     cut = text[text.index("> SELECT id FROM rec_answers") :]
     assert_in_order(cut, ["| 4  |", "(more rows came back than were recorded)"])
     assert "| 5  |" not in cut
+
+
+def test_values_replay_as_the_client_read_them_in_both_protocols(
+    answers_session: tuple[GatewayProcess, list[str]],
+) -> None:
+    """Every value was read as UTF-8, bytes that were not written as ``\\xNN``: a BLOB
+    holding the byte 0xFF and a text holding the four characters ``\\xff`` replayed the
+    same, and a latin1 session's ``café`` replayed as ``caf\\xe9``. A value is now read in
+    its column's character set, and bytes that are not text come as hex."""
+    gw, sessions = answers_session
+    expected = [
+        ["1", {"hex": "ff5c78"}, {"hex": "0aaa"}, "x\\xff", "caf\u00e9"],
+        ["2", "", None, "", None],
+    ]
+    for session in sessions[1:]:  # text rows (PyMySQL), then binary rows (connector)
+        out = run_sqlgate("replay", session, "--ledger", str(gw.ledger), "--format", "json")
+        assert out.returncode == 0, out.stderr
+        tables = [
+            result["rows"]
+            for step in map(json.loads, out.stdout.splitlines())
+            for result in step.get("answer", {}).get("results", [])
+            if result.get("rows")
+        ]
+        assert tables == [expected]
+        records = ledger_records(gw.ledger, "--session", session, "--with-results")
+        exported = [
+            result["rows"]
+            for r in records
+            if r["kind"] == "result"
+            for result in r["answer"]["results"]
+            if result.get("rows")
+        ]
+        assert exported == [expected]
+        text, _ = replay(gw, session, "--speed", "1000")
+        assert "| 1  | 0xFF5C78 | 0x0AAA | x\\xff | caf\u00e9 |" in text, text
 
 
 # A ledger someone edited: what cannot be read is one line naming the record, exit 1.

@@ -9,7 +9,13 @@ Python codec that reads names in a character set.
 
 from __future__ import annotations
 
-__all__ = ["LOSSLESS_NAMES", "UNREADABLE_NAMES", "collation_charset", "name_codec"]
+__all__ = [
+    "LOSSLESS_NAMES",
+    "UNREADABLE_NAMES",
+    "charset_of",
+    "collation_charset",
+    "name_codec",
+]
 
 # From MariaDB 10.11: SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS
 # WHERE ID < 256 (a handshake carries one byte). "a-b" is a run of ids.
@@ -113,6 +119,12 @@ _CODECS = {
 """Codecs checked byte for byte against the server's tables. The other character sets
 (the CJK ones, greek, hebrew, ...) have none whose every byte agrees with the server's:
 a non-ASCII name in them cannot be read for sure."""
+
+
+def charset_of(collation: int) -> str | None:
+    """The character set of any collation id the table knows (``ucs2`` too); None for
+    one it does not (a newer server's, or above 255)."""
+    return _CHARSET_OF.get(collation)
 
 
 def collation_charset(collation: int | None) -> str | None:

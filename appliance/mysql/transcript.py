@@ -20,9 +20,13 @@ The shapes are the relay's, by command:
     anything else                one packet: OK, ERR (a refusal) or EOF
 
 Rows come as text whichever protocol carried them: binary values are written as the text
-protocol would have written them (``masking.binary_value_text``), None is SQL NULL, and
-bytes that are not UTF-8 show as ``\\xNN``. Without DEPRECATE_EOF, column definitions and
-rows end with an EOF; with it, definitions end by count and rows with an OK headed 0xFE.
+protocol would have written them (``masking.binary_value_text``), None is SQL NULL. A
+value is read in its column's character set (the definition says which), as the client
+read it; one that is not text in it (a binary column's bytes that are not printable
+UTF-8, bytes its character set has no character for) stays ``bytes``, so that no value
+can pass for another (the bytes 0xFF and the text ``\\xff`` differ). Without
+DEPRECATE_EOF, column definitions and rows end with an EOF; with it, definitions end by
+count and rows with an OK headed 0xFE.
 
 Pure and total: bytes that are cut or break the protocol give the part that could be read,
 with ``complete`` False and ``problem`` saying what stopped the reading; only a command
@@ -34,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from appliance.mysql import masking, packets
+from appliance.mysql import charsets, masking, packets
 from appliance.mysql.constants import (
     MAX_PAYLOAD,
     Capability,
@@ -50,6 +54,12 @@ _CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
 _SESSION_TRACK = int(Capability.SESSION_TRACK)
 _ZEROFILL = int(ColumnFlag.ZEROFILL)
 _MAX_DISPLAY_WIDTH = 255  # of a numeric column; ZEROFILL pads to it
+
+_BINARY_COLLATION = 63  # the character set "binary": numbers, dates, BLOB, BIT, ...
+_CONTROLS_IN_TEXT = frozenset("\t\n\r")
+
+Value = str | bytes | None
+"""A cell of a row: text, bytes that are not text in the column's character set, NULL."""
 
 _NO_ANSWER = frozenset({Command.QUIT, Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
 
@@ -72,8 +82,9 @@ class Column:
 @dataclass(slots=True)
 class ResultSet:
     columns: list[Column] = field(default_factory=list)
-    rows: list[list[str | None]] = field(default_factory=list)
-    """Every whole row received, as text (None: SQL NULL)."""
+    rows: list[list[Value]] = field(default_factory=list)
+    """Every whole row received: text read in its column's character set, bytes for a
+    value that is not text in it, None for SQL NULL."""
     complete: bool = False
     """The set ended as the protocol ends one. False: the recording stops (or an ERR or a
     broken packet came) inside it, so how many more rows it had is unknown."""
@@ -412,13 +423,17 @@ def _read_rows(
             values = packets.parse_binary_row(payload, definitions)
             rows.append(
                 [
-                    None if v is None else _text(masking.binary_value_text(d, v))
+                    None if v is None else _value(d, masking.binary_value_text(d, v))
                     for d, v in zip(definitions, values, strict=True)
                 ]
             )
         else:
+            values = packets.parse_text_row(payload, count)
             rows.append(
-                [None if v is None else _text(v) for v in packets.parse_text_row(payload, count)]
+                [
+                    None if v is None else _value(d, v)
+                    for d, v in zip(result.definitions, values, strict=True)
+                ]
             )
         if answer.row_limit:
             answer.rows_seen += 1
@@ -496,6 +511,33 @@ def _error(payload: bytes) -> Error:
     return Error(err.code, err.sqlstate, err.message)
 
 
+def _value(definition: packets.ColumnDefinition, raw: bytes) -> str | bytes:
+    """A value as its client read it: text in the column's character set, or the bytes
+    when they are not text in it. A binary column's value is text when it is printable
+    UTF-8 (numbers and dates, which the server sends in it, always are); bytes a decoder
+    would have to replace or escape are kept as they are, never written as an escape a
+    text value could also hold."""
+    collation = definition.charset
+    charset = charsets.charset_of(collation)
+    if collation == _BINARY_COLLATION or charset is None:
+        codec = "utf-8"  # binary, or a collation newer than the table (UTF-8 by far the most)
+    elif charset in charsets.UNREADABLE_NAMES or charset in charsets.ASCII_CHANGING:
+        return raw
+    else:  # a character set Python cannot read for sure: its ASCII only
+        codec = charsets.name_codec(charset) or "ascii"
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError:
+        return raw
+    if collation == _BINARY_COLLATION and not _printable(text):
+        return raw
+    return text
+
+
+def _printable(text: str) -> bool:
+    return text.isprintable() or all(c.isprintable() or c in _CONTROLS_IN_TEXT for c in text)
+
+
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "backslashreplace")
 
@@ -507,6 +549,7 @@ __all__ = [
     "Ok",
     "Prepared",
     "ResultSet",
+    "Value",
     "cut_rows",
     "decode_answer",
 ]

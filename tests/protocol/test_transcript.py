@@ -8,6 +8,7 @@ after its end.
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -147,11 +148,43 @@ def test_err_in_the_middle_of_the_rows(deprecate_eof: bool) -> None:
     assert result.rows == ROWS_TEXT[:2] and not result.complete
 
 
-def test_values_that_are_not_utf8_show_as_escapes() -> None:
-    data = Reply(1).text_result([column(b"caf\xe9")], [[b"\xff\x00ok"]], deprecate_eof=True).data
+def test_values_that_are_not_text_in_their_character_set_stay_bytes() -> None:
+    """Bytes that are not UTF-8 were written as ``\\xNN``, which a text holding those
+    four characters also is: they stay bytes, text is text."""
+    rows = [[b"\xff\x00ok"], [b"\\xff\x00ok"]]
+    data = Reply(1).text_result([column(b"caf\xe9")], rows, deprecate_eof=True).data
     result = result_set(decode(data))
     assert result.columns[0].name == "caf\\xe9"
-    assert result.rows == [["\\xff\x00ok"]]
+    assert result.rows == [[b"\xff\x00ok"], ["\\xff\x00ok"]]
+
+
+def _charset_column(charset: int) -> bytes:
+    definition = packets.parse_column_definition(column(b"v"))
+    return packets.build_column_definition(replace(definition, charset=charset))
+
+
+@pytest.mark.parametrize(
+    ("charset", "raw", "seen"),
+    [
+        (8, b"caf\xe9", "caf\u00e9"),  # latin1 (Windows-1252 in MariaDB)
+        (8, b"\x81", b"\x81"),  # no character of cp1252
+        (63, b"12.50", "12.50"),  # a number: binary, printable
+        (63, b"two\nlines\t", "two\nlines\t"),
+        (63, b"\x00\x01", b"\x00\x01"),  # a BIT or a BLOB: not text
+        (63, b"\xc3\xa9", "\u00e9"),
+        (45, b"\x00\x01", "\x00\x01"),  # utf8mb4 text: whatever it holds
+        (28, b"abc", "abc"),  # gbk, which Python cannot read for sure: its ASCII only
+        (28, b"\xb0\xa1", b"\xb0\xa1"),
+        (54, b"a\x00", b"a\x00"),  # utf16: never taken for ASCII
+        (2304, b"caf\xc3\xa9", "caf\u00e9"),  # newer than the table: taken for UTF-8
+        (2304, b"\xff", b"\xff"),
+    ],
+)
+def test_a_value_is_read_in_its_columns_character_set(
+    charset: int, raw: bytes, seen: str | bytes
+) -> None:
+    data = Reply(1).text_result([_charset_column(charset)], [[raw]], deprecate_eof=True).data
+    assert result_set(decode(data)).rows == [[seen]]
 
 
 @EOF_MODES
