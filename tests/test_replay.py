@@ -509,6 +509,22 @@ def test_a_record_with_a_statement_seq_that_is_not_a_number_is_named(small_ledge
         assert "its statement_seq 'abc' is not an integer" in damaged(small_ledger, *args)
 
 
+def test_a_record_holding_a_lone_surrogate_is_named(small_ledger: Path) -> None:
+    """A JSON escape of half a surrogate pair decodes to text that cannot be written as
+    UTF-8: replay --format json and export --with-results ended in a traceback part way."""
+    conn = sqlite3.connect(small_ledger)
+    record = json.loads(conn.execute("SELECT body FROM records WHERE seq = 2").fetchone()[0])
+    conn.close()
+    edit(small_ledger, 2, json.dumps({**record, "sql": "SELECT '\ud800'"}))  # as \\ud800
+    for args in (
+        ("replay", "S1", "--format", "json"),
+        ("replay", "S1"),
+        ("ledger", "export", "--with-results"),
+        ("ledger", "export"),
+    ):
+        assert "holds a lone surrogate" in damaged(small_ledger, *args)
+
+
 def test_replay_reads_one_recording_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -86,6 +86,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -1769,9 +1770,30 @@ def _export_line(path: str | os.PathLike[str], seq: object, body: object) -> str
             f"{path}: record {seq}: the stored record is not a JSON object (the file was "
             "damaged or edited; 'sqlgate ledger verify' names the first bad record)"
         ) from None
+    if _ESCAPED_SURROGATE.search(body) and not _unicode(record):
+        raise LedgerDamaged(
+            f"{path}: record {seq}: the stored record holds a lone surrogate, which is not "
+            "text (the file was damaged or edited; 'sqlgate ledger verify' names the first "
+            "bad record)"
+        )
     if "\n" in body or "\r" in body:  # JSON lines: one record, one line
         return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
     return body
+
+
+# A JSON escape of half a surrogate pair: alone, it decodes to a string that cannot be
+# written as UTF-8 (the gateway never writes one; an edited file can)
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unicode(record: dict[str, Any]) -> bool:
+    """Whether every text of the record can be written as UTF-8: a lone surrogate would
+    make whoever writes it out (export, replay) fail part way instead of saying why."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class RecordingReader:
