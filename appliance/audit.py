@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from appliance.bus import Bus, bounded_sql
@@ -170,8 +170,9 @@ class Audit:
         session's open cursors (statement id -> columns), kept up to date here so that
         [recording] max_rows can count the rows of a fetch, whose answer has no columns."""
         count = len(verdict.parts)
+        plain = who
         if done.masked:  # which columns were masked, and how many values (the answer's)
-            who = {**who, "masked": sorted(done.masked), "masked_values": sum(done.masked.values())}
+            who = {**who, **_masked_fields(done.masked)}
         recording = done.recorded
         truncated = done.recorded_truncated
         limit = self.max_rows
@@ -188,15 +189,14 @@ class Audit:
             )
             if cut is not None:  # only the first [recording] max_rows rows are kept
                 recording, truncated = cut, True
+        kept: dict[str, Any] = {}
         if recording is not None:  # the whole answer, with the first statement's result
-            first = {
-                **who,
+            kept = {
                 "recording": hashlib.sha256(recording).hexdigest(),
                 "recording_bytes": len(recording),
                 "recording_truncated": truncated,
             }
-        else:
-            first = who
+        first = {**who, **kept}
         if count == 1:
             self.result(
                 session,
@@ -212,9 +212,18 @@ class Audit:
         answered = list(done.results or [])
         if done.error is None and not answered:
             answered = [(done.rows, done.affected, False)]
-        figures, cut_short = _per_statement([p.kind for p in verdict.parts], answered)
+        figures, cut_short, ends = _per_statement([p.kind for p in verdict.parts], answered)
         if cut_short is not None and done.error is None:
             figures.append(cut_short)
+            ends.append(len(answered))
+        marks = done.results_masked
+        if done.masked and marks is not None and len(marks) == len(answered):
+            # each statement names the columns its own results masked, not the text's
+            mine = [{**plain, **_masked_fields(m)} for m in _split_masked(done.masked, marks, ends)]
+            first = {**mine[0], **kept}
+        else:  # no results to tell them apart by: every statement names the answer's
+            mine = [who] * (len(figures) + 1)
+            plain = who
         for i in range(count):
             if i < len(figures):
                 rows, affected = figures[i]
@@ -226,7 +235,7 @@ class Audit:
                     error=None,
                     duration_ms=duration_ms,
                     attachment=recording if i == 0 else None,
-                    **(first if i == 0 else who),
+                    **(first if i == 0 else mine[i]),
                 )
             elif i == len(figures) and done.error is not None:
                 # what the answer had beyond the finished statements is the failed one's:
@@ -241,7 +250,7 @@ class Audit:
                     error=done.error,
                     duration_ms=duration_ms,
                     attachment=recording if i == 0 else None,
-                    **(first if i == 0 else who),
+                    **(first if i == 0 else mine[i]),
                 )
             else:
                 self.result(
@@ -252,7 +261,7 @@ class Audit:
                     error=None,
                     duration_ms=None,
                     note="not run: an earlier statement of the text failed",
-                    **who,
+                    **plain,
                 )
 
     def refused(
@@ -434,15 +443,40 @@ def _cursor(
     return None
 
 
+def _masked_fields(masked: Mapping[str, int]) -> dict[str, Any]:
+    """A result record's ``masked`` (the columns) and ``masked_values`` (how many)."""
+    if not masked:
+        return {}
+    return {"masked": sorted(masked), "masked_values": sum(masked.values())}
+
+
+def _split_masked(
+    total: Mapping[str, int], marks: Sequence[Mapping[str, int]], ends: Sequence[int]
+) -> list[dict[str, int]]:
+    """What each statement of a text masked: the running totals at the end of its last
+    result less those at the end of the statement before; the statement after the
+    finished ones (the one that failed, if any) has what the answer masked after them."""
+    split: list[dict[str, int]] = []
+    before: Mapping[str, int] = {}
+    for end in ends:
+        after = marks[end - 1] if end else {}
+        split.append({k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)})
+        before = after
+    split.append({k: v - before.get(k, 0) for k, v in total.items() if v > before.get(k, 0)})
+    return split
+
+
 def _per_statement(
     kinds: Sequence[str], answered: Sequence[tuple[int, int, bool]]
-) -> tuple[list[tuple[int, int]], tuple[int, int] | None]:
+) -> tuple[list[tuple[int, int]], tuple[int, int] | None, list[int]]:
     """Split an answer's results among the statements of its text, in order: one result
     each, but a CALL takes its procedure's result sets and the OK that ends it. Returns
     the ``(rows, affected)`` of each statement that finished, and those gathered for a
-    CALL whose answer stopped before its OK (its procedure failed), else None. Results
+    CALL whose answer stopped before its OK (its procedure failed), else None; and for
+    each statement that finished, how many results the answer had at its end. Results
     beyond the statements (not expected) go to the last one."""
     figures: list[tuple[int, int]] = []
+    ends: list[int] = []
     pos = 0
     for kind in kinds:
         if pos >= len(answered):
@@ -451,6 +485,7 @@ def _per_statement(
             rows, affected, _ = answered[pos]
             pos += 1
             figures.append((rows, affected))
+            ends.append(pos)
             continue
         rows = affected = 0
         ended = False
@@ -463,13 +498,15 @@ def _per_statement(
                 ended = True
                 break
         if not ended:
-            return figures, (rows, affected)
+            return figures, (rows, affected), ends
         figures.append((rows, affected))
+        ends.append(pos)
     if pos < len(answered) and figures:
         rest = answered[pos:]
         rows, affected = figures[-1]
         figures[-1] = (rows + sum(r for r, _, _ in rest), affected + sum(a for _, a, _ in rest))
-    return figures, None
+        ends[-1] = len(answered)
+    return figures, None, ends
 
 
 _EVENT_TOPICS = {

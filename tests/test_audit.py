@@ -206,6 +206,62 @@ def test_a_statement_that_fails_mid_result_in_a_text_keeps_the_rows_it_sent(
     assert (second["rows"], second["error"]) == (3, 1242)
 
 
+def test_each_statement_of_a_text_names_only_the_columns_it_masked(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Every result of a text said the text's masked columns and count: ``SELECT 1`` was
+    recorded (and replayed) as having masked a card, and a statement that never ran too.
+    Each names those of its own results now (a CALL's, those of its procedure's sets)."""
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.split_cards",
+        "CREATE TABLE shop.split_cards (id INT PRIMARY KEY, card VARCHAR(19))",
+        "INSERT INTO shop.split_cards VALUES (1, '4111111111111111'), (2, '5500000000000004')",
+        "DROP PROCEDURE IF EXISTS shop.split_cards_call",
+        "CREATE PROCEDURE shop.split_cards_call() SELECT card FROM shop.split_cards",
+    )
+    extra = (
+        '[[masking]]\ncolumn = "shop.split_cards.card"\nstrategy = "last4"\n'
+        '[[rules]]\nname = "calls"\nstatements = ["CALL"]\naction = "allow"\n'
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    texts = [
+        "SELECT 1; SELECT card FROM split_cards ORDER BY id; SELECT 2",
+        "SELECT card FROM split_cards WHERE id = 1; CALL split_cards_call(); SELECT 3",
+        "SELECT card FROM split_cards; SELECT nosuch FROM split_cards; SELECT 4",
+    ]
+    try:
+        with (
+            gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn,
+            conn.cursor() as cur,
+        ):
+            for text in texts:
+                try:
+                    cur.execute(text)
+                    while cur.nextset():
+                        pass
+                except pymysql.err.OperationalError:
+                    pass
+    finally:
+        assert gw.stop() == 0
+    recs = ledger_records(gw.ledger)
+    sql = {r["statement_seq"]: r["sql"] for r in recs if r["kind"] == "statement"}
+    masked = {
+        sql[r["statement_seq"]]: (r.get("masked") or [], r.get("masked_values"))
+        for r in recs
+        if r["kind"] == "result" and r.get("statement_seq") in sql
+    }
+    card = ["shop.split_cards.card"]
+    assert masked["SELECT 1"] == ([], None)
+    assert masked["SELECT card FROM split_cards ORDER BY id"] == (card, 2)
+    assert masked["SELECT 2"] == ([], None)
+    assert masked["SELECT card FROM split_cards WHERE id = 1"] == (card, 1)
+    assert masked["CALL split_cards_call()"] == (card, 2)
+    assert masked["SELECT 3"] == ([], None)
+    assert masked["SELECT card FROM split_cards"] == (card, 2)
+    assert masked["SELECT nosuch FROM split_cards"] == ([], None)
+    assert masked["SELECT 4"] == ([], None)  # not run
+
+
 def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:
     gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
     try:

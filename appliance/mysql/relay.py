@@ -272,6 +272,9 @@ class CommandCompleted:
     list holds the results that came before it."""
     masked: dict[str, int] = field(default_factory=dict)
     """Per ``ColumnMask.label``, how many values of this answer its mask changed."""
+    results_masked: list[dict[str, int]] | None = None
+    """With ``results``: ``masked`` as it stood when each of them ended (running totals),
+    so that each statement of a text is said to have masked what its own results did."""
     recorded: bytes | None = None
     """The answer as the client received it, frames whole with their headers (after
     masking, before TLS), at most ``Session.record_limit`` bytes; None while not recording."""
@@ -464,6 +467,7 @@ class _Response:
         "local",
         "started",
         "results",
+        "marks",
         "mask",
         "recorded",
         "room",
@@ -486,6 +490,7 @@ class _Response:
         self.prep_id = -1  # COM_STMT_PREPARE: the statement id its PREPARE_OK gave
         self.started = False  # some of the backend's answer has gone to the client
         self.results: list[tuple[int, int, bool]] | None = None  # per result, when several
+        self.marks: list[dict[str, int]] | None = None  # masked values up to each of them
         self.mask: _Masking | None = None  # set by the masked relay only
         self.recorded: bytearray | None = None  # what the client got so far, when recorded
         self.room = 0  # ... and how many more bytes it may take
@@ -2170,6 +2175,7 @@ class Session:
                             resp.error,
                             resp.results,
                             m.masked if m is not None else {},
+                            results_masked=resp.marks,
                         )
                         if recording:
                             rec_from = self._record_end(resp, event, data, rec_from, pos)
@@ -2519,6 +2525,11 @@ class Session:
             rows = resp.rows - sum(r for r, _, _ in results)
             affected = resp.affected - sum(a for _, a, _ in results)
             results.append((rows, affected, result_set))
+            m = resp.mask
+            marks = resp.marks
+            if marks is None:
+                marks = resp.marks = []
+            marks.append(dict(m.masked) if m is not None else {})
         if status & _MORE_RESULTS:
             resp.state = _R_START
             return False
