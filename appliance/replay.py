@@ -330,6 +330,8 @@ def render(step: Step) -> list[str]:
             figures.append(step.problem)
         if r.get("note"):
             figures.append(str(r["note"]))
+        if r.get("reason"):  # why the gateway, not the server, ended or gave the answer
+            figures.append(str(r["reason"]))
         lines.append("  (" + _flat(", ".join(figures)) + ")")
         return lines
     if kind == "session_end":

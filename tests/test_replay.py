@@ -449,6 +449,46 @@ def test_values_replay_as_the_client_read_them_in_both_protocols(
         assert "| 1  | 0xFF5C78 | 0x0AAA | x\\xff | caf\u00e9 |" in text, text
 
 
+def test_the_rows_a_client_got_before_it_left_are_replayed(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A client read 50 rows of a long answer and closed its connection: the statement
+    replayed with no rows at all (its result had no recording), as if the agent had
+    seen nothing. The rows it got are recorded (up to max_bytes), said to be cut, and
+    the replay says why the answer ended."""
+    import socket
+
+    import pymysql.cursors
+
+    extra = "\n[recording]\nmax_bytes = 1024\nmax_rows = 100000\n"
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    conn = gw.connect(database="shop", cursorclass=pymysql.cursors.SSCursor)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT seq, REPEAT('y', 100) AS pad FROM seq_1_to_2000000")
+        assert [cur.fetchone()[0] for _ in range(50)] == list(range(1, 51))
+        conn._sock.shutdown(socket.SHUT_RDWR)  # gone mid-answer, as a killed client
+        cur._result.unbuffered_active = False  # PyMySQL must not read the rest on close
+        cur._result = None
+    finally:
+        conn._sock.close()
+        assert gw.stop() == 0
+    recs = ledger_records(gw.ledger)
+    result = next(r for r in recs if r["kind"] == "result" and r.get("error") == 2013)
+    assert result["recording_bytes"] == 1024 and result["recording_truncated"] is True
+    text, _ = replay(gw, result["session"], "--speed", "1000")
+    assert_in_order(
+        text,
+        [
+            "| seq | pad ",
+            "| 1   | yyyy",
+            "| 2   | yyyy",
+            "(more rows came back than were recorded)",
+            "before its whole answer came: it may have run",
+        ],
+    )
+
+
 # A ledger someone edited: what cannot be read is one line naming the record, exit 1.
 
 

@@ -1007,23 +1007,32 @@ class Session:
     def _complete_unanswered(self, reason: str) -> None:
         """Every command the session took ends with a CommandCompleted, so each recorded
         statement gets its result: one sent to the server whose answer did not come may
-        have run, one never sent did not."""
+        have run, one never sent did not. The part of an answer the client got before the
+        end keeps its capture and what its masks changed: the agent saw those rows."""
         events = self._events
         for resp in self._responses:
             if resp.local is not None:
                 events.append(CommandCompleted(resp.cmd, 0, 0, resp.error, refused=resp.refused))
                 continue
             why = f"the session ended ({reason}) before its whole answer came: it may have run"
-            events.append(
-                CommandCompleted(
-                    resp.cmd,
-                    resp.rows,
-                    resp.affected,
-                    ErrorCode.SERVER_LOST,
-                    resp.results,
-                    unfinished=why,
-                )
+            m = resp.mask
+            event = CommandCompleted(
+                resp.cmd,
+                resp.rows,
+                resp.affected,
+                ErrorCode.SERVER_LOST,
+                resp.results,
+                m.masked if m is not None else {},
+                results_masked=resp.marks,
+                unfinished=why,
             )
+            recorded = resp.recorded
+            if recorded is not None:
+                event.recorded = bytes(recorded)
+                event.recorded_truncated = resp.recorded_truncated
+                resp.recorded = None
+                self._recording -= 1
+            events.append(event)
         self._responses.clear()
         for cmd in self._undecided:
             why = f"the session ended ({reason}) before it was sent: it did not run"
