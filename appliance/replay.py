@@ -275,6 +275,17 @@ def _answer_lines(answer: Answer) -> list[str]:
         lines += _table(names, result.rows)
         if not result.complete:
             lines.append(_unfinished(answer, result is sets[-1]))
+    prepared = answer.prepared
+    if prepared is not None:
+        shown = ", ".join(c.name for c in prepared.columns) or "none"
+        lines.append(
+            _flat(
+                f"prepared as statement {prepared.statement_id}: "
+                f"{len(prepared.params)} parameters, columns: {shown}"
+            )
+        )
+    if answer.text is not None:
+        lines.append(_flat(answer.text))
     if answer.error is not None:
         error = answer.error
         lines.append(f"ERROR {error.code} ({_flat(error.sqlstate)}): {_flat(error.message)}")
@@ -366,6 +377,10 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         else:
             results.append({"ok": asdict(result)})
     out: dict[str, Any] = {"results": results, "complete": answer.complete}
+    if answer.prepared is not None:  # COM_STMT_PREPARE
+        out["prepared"] = asdict(answer.prepared)
+    if answer.text is not None:  # COM_STATISTICS
+        out["text"] = answer.text
     if answer.error is not None:
         out["error"] = asdict(answer.error)
     if answer.truncated:

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -369,6 +370,8 @@ def answers_session(
             cur.execute(HALFWAY)
         cur.execute("SELECT id FROM rec_answers ORDER BY id")
         assert len(cur.fetchall()) == 6
+    conn._execute_command(COM_STATISTICS, b"")  # mysqladmin status
+    assert conn._read_packet().get_all_data().startswith(b"Uptime: ")
     conn.close()
     conn = gw.connect(database="shop", charset="latin1", binary_prefix=False)
     with conn.cursor() as cur:
@@ -387,6 +390,7 @@ def answers_session(
 
 
 HALFWAY = "SELECT IF(id = 3, (SELECT 1 UNION SELECT 2), id) AS x FROM rec_answers ORDER BY id"
+COM_STATISTICS = 0x09
 VALUES = "SELECT id, bl, bits, txt, word FROM rec_values ORDER BY id"
 # as PyMySQL gave them: a BLOB and a BIT are bytes, the text is four characters x\xff
 VALUES_SEEN = ((1, b"\xff\\x", b"\x0a\xaa", "x\\xff", "caf\u00e9"), (2, b"", None, "", None))
@@ -447,6 +451,33 @@ def test_values_replay_as_the_client_read_them_in_both_protocols(
         assert exported == [expected]
         text, _ = replay(gw, session, "--speed", "1000")
         assert "| 1  | 0xFF5C78 | 0x0AAA | x\\xff | caf\u00e9 |" in text, text
+
+
+def test_a_prepare_and_statistics_replay_with_what_came_back(
+    answers_session: tuple[GatewayProcess, list[str]],
+) -> None:
+    """The answer to COM_STMT_PREPARE (the statement's parameters and columns) and the
+    string of COM_STATISTICS were decoded, then left out of the transcript, of
+    ``--format json`` and of the export: those steps showed nothing that came back."""
+    gw, sessions = answers_session
+    text, _ = replay(gw, sessions[0], "--speed", "1000")
+    assert_in_order(text, ["> COM_STATISTICS", "Uptime: "])
+    text, _ = replay(gw, sessions[2], "--speed", "1000")
+    shown = r"prepared as statement \d+: 1 parameters, columns: id, bl, bits, txt, word"
+    assert re.search(shown, text), text
+    answers = [
+        r["answer"]
+        for session in (sessions[0], sessions[2])
+        for r in ledger_records(gw.ledger, "--session", session, "--with-results")
+        if r["kind"] == "result" and ("text" in r["answer"] or "prepared" in r["answer"])
+    ]
+    assert answers[0]["text"].startswith("Uptime: ")
+    prepared = answers[1]["prepared"]
+    assert [c["name"] for c in prepared["columns"]] == ["id", "bl", "bits", "txt", "word"]
+    assert len(prepared["params"]) == 1 and prepared["statement_id"] > 0
+    out = run_sqlgate("replay", sessions[2], "--ledger", str(gw.ledger), "--format", "json")
+    steps = [json.loads(line) for line in out.stdout.splitlines()]
+    assert any("prepared" in step.get("answer", {}) for step in steps)
 
 
 def test_the_rows_a_client_got_before_it_left_are_replayed(
