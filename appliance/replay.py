@@ -275,6 +275,8 @@ def _answer_lines(answer: Answer) -> list[str]:
         lines += _table(names, result.rows)
         if not result.complete:
             lines.append(_unfinished(answer, result is sets[-1]))
+        elif result.warnings:
+            lines.append(f"({result.warnings} warnings)")
     prepared = answer.prepared
     if prepared is not None:
         shown = ", ".join(c.name for c in prepared.columns) or "none"
@@ -371,6 +373,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
                     "columns": [asdict(c) for c in result.columns],
                     "rows": [[_json_value(v) for v in row] for row in result.rows],
                     "complete": result.complete,
+                    "warnings": result.warnings,
                     **({"cursor": True} if _opened(answer, result) else {}),
                 }
             )

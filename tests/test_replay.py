@@ -370,6 +370,8 @@ def answers_session(
             cur.execute(HALFWAY)
         cur.execute("SELECT id FROM rec_answers ORDER BY id")
         assert len(cur.fetchall()) == 6
+        cur.execute("SELECT 1 / 0 AS z")  # NULL and a warning (division by 0)
+        assert cur.fetchall() == ((None,),) and cur.warning_count == 1
     conn._execute_command(COM_STATISTICS, b"")  # mysqladmin status
     assert conn._read_packet().get_all_data().startswith(b"Uptime: ")
     conn.close()
@@ -478,6 +480,25 @@ def test_a_prepare_and_statistics_replay_with_what_came_back(
     out = run_sqlgate("replay", sessions[2], "--ledger", str(gw.ledger), "--format", "json")
     steps = [json.loads(line) for line in out.stdout.splitlines()]
     assert any("prepared" in step.get("answer", {}) for step in steps)
+
+
+def test_a_result_sets_warnings_replay(
+    answers_session: tuple[GatewayProcess, list[str]],
+) -> None:
+    """The terminator of a result set carries its warning count, which the client got
+    (``SELECT 1 / 0`` warns): replay and its JSON left it out."""
+    gw, sessions = answers_session
+    text, _ = replay(gw, sessions[0], "--speed", "1000")
+    assert_in_order(text, ["> SELECT 1 / 0 AS z", "| NULL |", "(1 warnings)"])
+    results = [
+        result
+        for r in ledger_records(gw.ledger, "--session", sessions[0], "--with-results")
+        if r["kind"] == "result"
+        for result in r["answer"]["results"]
+        if "columns" in result
+    ]
+    assert [r["warnings"] for r in results if r["columns"][0]["name"] == "z"] == [1]
+    assert {r["warnings"] for r in results if r["columns"][0]["name"] != "z"} == {0}
 
 
 def test_the_rows_a_client_got_before_it_left_are_replayed(
