@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-__all__ = ["LoginBackoff"]
+__all__ = ["LoginBackoff", "LoginSlots"]
 
 K = TypeVar("K", str, tuple[str, str])
+W = TypeVar("W")
 _NO_NAME = ""  # the failures of clients that never named a user
 
 
@@ -137,3 +139,66 @@ class LoginBackoff:
         stale = [k for k, r in table.items() if now - r.last > self.window_s]
         for key in stale or list(table)[: len(table) // 2]:
             del table[key]
+
+
+class LoginSlots(Generic[W]):
+    """At most ``per_address`` logins in progress per client address (as ``client_of``
+    counts it); the connections beyond wait in turn for one to end.
+
+    Each login in progress holds a connection to the target from the moment the client
+    connects (the target's greeting is the client's), so without a bound one address
+    that never finishes its logins holds as many of the target's connections as it
+    opens, up to the target's ``max_connections``, and every other client is turned
+    away by the target. A waiting connection holds none.
+    """
+
+    def __init__(self, per_address: int) -> None:
+        self.per_address = per_address
+        self._held: dict[str, int] = {}
+        self._waiting: dict[str, OrderedDict[W, None]] = {}  # in order of arrival
+
+    def take(self, address: str, who: W) -> bool:
+        """True: ``who`` has a slot now; False: it waits until ``release`` hands it one
+        (or it ``leave``s)."""
+        key = client_of(address)
+        held = self._held.get(key, 0)
+        if held < self.per_address:
+            self._held[key] = held + 1
+            return True
+        self._waiting.setdefault(key, OrderedDict())[who] = None
+        return False
+
+    def release(self, address: str) -> W | None:
+        """A slot of ``address`` is free: the next waiting connection, which now holds
+        it, or None."""
+        key = client_of(address)
+        waiting = self._waiting.get(key)
+        if waiting:
+            nxt, _ = waiting.popitem(last=False)
+            if not waiting:
+                del self._waiting[key]
+            return nxt  # the slot passes on: the count stays
+        held = self._held.get(key, 0) - 1
+        if held > 0:
+            self._held[key] = held
+        else:
+            self._held.pop(key, None)
+        return None
+
+    def leave(self, address: str, who: W) -> None:
+        """``who`` stops waiting (its connection ended or its time ran out)."""
+        key = client_of(address)
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            return
+        waiting.pop(who, None)
+        if not waiting:
+            del self._waiting[key]
+
+    def waiting(self, address: str) -> int:
+        """How many connections from ``address`` wait for a slot."""
+        return len(self._waiting.get(client_of(address), ()))
+
+    def in_progress(self, address: str) -> int:
+        """How many logins from ``address`` hold a slot."""
+        return self._held.get(client_of(address), 0)

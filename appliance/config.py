@@ -183,6 +183,7 @@ class ApplianceConfig:
     drain_timeout_s: float = 30.0  # SIGTERM: how long running sessions may finish
     failed_logins_free: int = 5  # per user name and address, before each retry must wait
     failed_login_max_wait_s: float = 300.0  # the wait doubles up to this
+    max_pending_logins: int = 16  # per client address; more connections wait their turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -1015,6 +1016,7 @@ _APPLIANCE_KEYS = (
     "drain_timeout_s",
     "failed_logins_free",
     "failed_login_max_wait_s",
+    "max_pending_logins",
 )
 
 
@@ -1034,6 +1036,7 @@ def _appliance(t: _Table) -> ApplianceConfig:
         drain_timeout_s=t.seconds("drain_timeout_s", 30.0, 0, 3600),
         failed_logins_free=t.integer("failed_logins_free", 5, 0, 1_000_000),
         failed_login_max_wait_s=t.seconds("failed_login_max_wait_s", 300.0, 1, 86400),
+        max_pending_logins=t.integer("max_pending_logins", 16, 1, 100_000),
     )
 
 

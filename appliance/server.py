@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from appliance import marked_socket, routing
 from appliance.approvals import Approvals, Grant, Outcome
 from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
-from appliance.backoff import LoginBackoff
+from appliance.backoff import LoginBackoff, LoginSlots
 from appliance.bus import Bus
 from appliance.catalog import ViewCatalog
 from appliance.config import Config, ConfigError, RuleAction, TargetConfig
@@ -160,6 +160,7 @@ class Gateway:
             free=config.appliance.failed_logins_free,
             max_delay_s=config.appliance.failed_login_max_wait_s,
         )
+        self.login_slots: LoginSlots[ClientLeg] = LoginSlots(config.appliance.max_pending_logins)
         self.policy = Policy(config.policy, config.rules)
         self.global_modes = GlobalModes(config, self._mode_alert)
         self.policy.unreadable_modes = self.global_modes.unreadable
@@ -342,6 +343,7 @@ class ClientLeg(asyncio.Protocol):
         "_deferred",
         "_early",
         "_login_deadline",
+        "_login_slot",
         "_login_user",
         "_login_db_shadow",
         "_holding",
@@ -393,6 +395,10 @@ class ClientLeg(asyncio.Protocol):
         self._deferred: set[int] = set()  # ids of the commands not decided yet
         self._early: dict[int, CommandCompleted] = {}  # their completions, if the session ended
         self._login_deadline: asyncio.TimerHandle | None = None
+        # its place among the logins in progress from its address (Gateway.login_slots):
+        # "held" from its connection to the target until its login there is done,
+        # "waiting" while that many others hold one; None before and after
+        self._login_slot: str | None = None
         self._login_user: str | None = None  # the name the client logs in with, once given
         # shadow mode: what the rules would have done to the database named at login
         self._login_db_shadow: dict[str, str] = {}
@@ -447,17 +453,60 @@ class ClientLeg(asyncio.Protocol):
         name = self._choose_target(sock)
         if name is None:
             return
-        route = self.gw.routes[name]
         self.target = name
         self.context["target"] = name
-        self.session = Session(route.settings)
-        self.session.login_gate = self._login_gate
-        self.session.database_gate = self._database_gate
         loop = asyncio.get_running_loop()
         self._login_deadline = loop.call_later(
             _LOGIN_TIMEOUT_S, self._guarded, self._login_timed_out
         )
+        slots = self.gw.login_slots
+        if slots.take(self.peer_ip, self):
+            self._login_slot = "held"
+            self._begin()
+            return
+        self._login_slot = "waiting"  # unanswered, holding nothing at the target
+        if slots.waiting(self.peer_ip) == 1:  # once as the address starts to wait
+            log.warning(
+                "session %d: %d logins from %s are in progress (appliance.max_pending_logins): "
+                "its further connections wait for one to end before the target is dialled",
+                self.id,
+                slots.in_progress(self.peer_ip),
+                self.peer_ip,
+            )
+
+    def _begin(self) -> None:
+        """The connection holds one of its address's login slots: dial the target."""
+        transport = self.transport
+        if self._ended_once or transport is None or transport.is_closing():  # it left
+            return
+        if self.gw.draining:
+            self._refuse(ErrorCode.UNKNOWN, "sqlgate: the gateway is shutting down")
+            return
+        wait = self.gw.backoff.address_wait(self.peer_ip, time.monotonic())
+        if wait > 0:  # it waited its turn while its address came to wait as a whole
+            reason = _too_many(f"from {self.peer_ip} (for many user names)", wait)
+            if self.gw.backoff.first_refusal(self.peer_ip):  # one record per block
+                self._record_waiting(None, reason)
+            self._refuse(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
+            return
+        route = self.gw.routes[self.target]
+        self.session = Session(route.settings)
+        self.session.login_gate = self._login_gate
+        self.session.database_gate = self._database_gate
         self._spawn(self._connect(route))
+
+    def _free_login_slot(self) -> None:
+        """Its login is over (done, failed, or the connection ended): the address's next
+        waiting connection, if any, takes its slot and dials the target."""
+        state, self._login_slot = self._login_slot, None
+        slots = self.gw.login_slots
+        if state == "waiting":
+            slots.leave(self.peer_ip, self)
+        elif state == "held":
+            nxt = slots.release(self.peer_ip)
+            if nxt is not None:
+                nxt._login_slot = "held"
+                asyncio.get_running_loop().call_soon(nxt._guarded, nxt._begin)
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -500,6 +549,16 @@ class ClientLeg(asyncio.Protocol):
         not answer) is told so and let go: it held a connection to the target."""
         self._login_deadline = None
         session = self.session
+        if session is None and self._login_slot is not None:  # it waited its turn in vain
+            waited = self.gw.login_slots.in_progress(self.peer_ip)
+            self._free_login_slot()
+            self._refuse(
+                ErrorCode.HANDSHAKE,
+                f"sqlgate: the login did not complete within {_LOGIN_TIMEOUT_S:g} s: "
+                f"{waited} other logins from {self.peer_ip} were in progress all that time "
+                "(appliance.max_pending_logins)",
+            )
+            return
         if session is not None and session.draining:  # refused, and it stopped sending
             session.close_now("the refused login packet did not end in time")
             self.flush()
@@ -648,6 +707,7 @@ class ClientLeg(asyncio.Protocol):
         if self._ended_once:
             return
         self._ended_once = True
+        self._free_login_slot()
         self._abandon_deferred("the session ended before the gateway had read it")
         if self._login_deadline is not None:
             self._login_deadline.cancel()
@@ -954,6 +1014,7 @@ class ClientLeg(asyncio.Protocol):
                 elif isinstance(ev, SessionReady):
                     log.debug("session %d: backend login done", self.id)
                     self._started_in(ev)
+                    self._free_login_slot()
                     if self._login_deadline is not None:
                         self._login_deadline.cancel()
                         self._login_deadline = None

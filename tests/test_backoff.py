@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.backoff import LoginBackoff
+from appliance.backoff import LoginBackoff, LoginSlots
 
 
 def test_a_few_failures_are_free_then_the_wait_doubles_up_to_a_cap() -> None:
@@ -118,3 +118,26 @@ def test_an_ipv6_client_counts_by_its_64_network() -> None:
     assert b.wait("10.0.0.10", "admin", 0.0) == 0.0
     b.succeeded("2001:db8::77", "admin")  # a success from the /64 clears it
     assert b.wait("2001:db8::1", "admin", 0.0) == 0.0
+
+
+def test_logins_in_progress_are_bounded_per_address_and_the_rest_wait_in_turn() -> None:
+    slots: LoginSlots[str] = LoginSlots(2)
+    assert slots.take("10.0.0.1", "a") and slots.take("10.0.0.1", "b")
+    assert not slots.take("10.0.0.1", "c") and not slots.take("10.0.0.1", "d")
+    assert not slots.take("10.0.0.1", "e")
+    assert slots.take("10.0.0.2", "other")  # another address does not wait
+    assert (slots.in_progress("10.0.0.1"), slots.waiting("10.0.0.1")) == (2, 3)
+    slots.leave("10.0.0.1", "d")  # its connection ended while it waited
+    assert slots.release("10.0.0.1") == "c"  # the slot passes on, first come first
+    assert slots.release("10.0.0.1") == "e"
+    assert slots.in_progress("10.0.0.1") == 2 and slots.waiting("10.0.0.1") == 0
+    assert slots.release("10.0.0.1") is None and slots.release("10.0.0.1") is None
+    assert slots.in_progress("10.0.0.1") == 0
+    assert slots.take("10.0.0.1", "f")
+
+
+def test_logins_in_progress_of_an_ipv6_host_count_by_its_64() -> None:
+    slots: LoginSlots[str] = LoginSlots(1)
+    assert slots.take("2001:db8::1", "a")
+    assert not slots.take("2001:db8::2", "b")  # a new address of the same /64
+    assert slots.take("2001:db8:0:1::1", "c")

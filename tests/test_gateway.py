@@ -652,6 +652,68 @@ def test_a_client_that_does_not_log_in_in_time_is_told_and_let_go(
     assert any("did not complete within 10 s" in r["reason"] for r in failed)
 
 
+def _wait_until(check: Any, what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _greeting(sock: socket.socket) -> bytes:
+    """The greeting the gateway sends on ``sock`` (the target's, marked)."""
+    reader = PacketReader(1 << 16)
+    while (pkt := reader.next_packet()) is None:
+        chunk = sock.recv(4096)
+        assert chunk, "closed before a greeting"
+        reader.feed(chunk)
+    return pkt.payload
+
+
+def test_one_address_holds_at_most_max_pending_logins_connections_of_the_target(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Each connection held one of the target's from its first byte: one address that
+    opened connections and never logged in filled the target's max_connections, and the
+    target turned every other client away. Now the connections beyond the bound wait
+    their turn, holding nothing at the target; other addresses do not wait."""
+
+    def at_target() -> int:
+        rows = mariadb.admin_sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE USER = 'unauthenticated user'"
+        )
+        return int(rows[0][0])
+
+    before = at_target()
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, appliance_extra="max_pending_logins = 2"
+    ).start()
+    socks: list[socket.socket] = []
+    try:
+        socks = [socket.create_connection((gw.host, gw.port), timeout=10) for _ in range(6)]
+        _wait_until(
+            lambda: at_target() - before >= 6 or "max_pending_logins" in gw.log(),
+            "the connections to reach the target or wait",
+        )
+        held = [_greeting(sock) for sock in socks[:2]]  # the first two dialled the target
+        assert all(g[:1] == b"\x0a" for g in held)
+        _wait_until(lambda: at_target() - before >= 2, "two logins at the target")
+        assert at_target() - before <= 2  # not six
+        with gw.connect(bind_address="127.0.0.2") as other:  # another address: at once
+            assert scalar(other, "SELECT 7") == 7
+        socks[0].close()  # a login ends: the first waiting connection takes its turn
+        assert _greeting(socks[2])[:1] == b"\x0a"
+        for sock in socks:
+            sock.close()
+        with gw.connect() as conn:  # the address's slots are free again
+            assert scalar(conn, "SELECT 8") == 8
+    finally:
+        for sock in socks:
+            sock.close()
+        assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+
+
 def test_a_handshake_larger_than_a_login_needs_is_refused_at_once(
     gateway: GatewayProcess,
 ) -> None:
