@@ -64,7 +64,7 @@ import jwt
 
 from appliance.config import IdentityConfig, read_small_file
 
-__all__ = ["TokenRejected", "TokenVerifier", "VerifiedToken"]
+__all__ = ["KeysUnavailable", "TokenRejected", "TokenVerifier", "VerifiedToken"]
 
 log = logging.getLogger("sqlgate.identity")
 
@@ -115,6 +115,13 @@ class VerifiedToken:
 class TokenRejected(Exception):
     """Why a token was refused, in words a person can act on (goes into ERR 1045 and the
     auth_failed record)."""
+
+
+class KeysUnavailable(TokenRejected):
+    """No token can be checked now, whoever sends it: the provider's keys cannot be read
+    or fetched, the provider withdrew them all, or the gateway failed. Not the client's
+    doing, so such a refusal does not count toward its login backoff (once the keys are
+    back, the agents that retried meanwhile must not be made to wait)."""
 
 
 class _SourceError(Exception):
@@ -208,7 +215,7 @@ class TokenVerifier:
             raise
         except Exception:
             log.exception("unexpected error while checking a token for user %r", user)
-            raise TokenRejected(
+            raise KeysUnavailable(
                 "the token could not be checked because of an error in the gateway "
                 "(its log has the details); try again or ask the gateway's operator"
             ) from None
@@ -508,7 +515,7 @@ class TokenVerifier:
             if found:
                 return found
             if not cache.keys:
-                raise TokenRejected(
+                raise KeysUnavailable(
                     f"the identity provider's JWKS has no usable signing key "
                     f"({cache.none_usable}): every token is refused until it has one"
                 )
@@ -533,7 +540,7 @@ class TokenVerifier:
             if cache.failure is not None and _since(cache.attempted_at, now) < (
                 RETRY_WITHOUT_KEYS_S
             ):
-                raise TokenRejected(cache.failure.message())
+                raise KeysUnavailable(cache.failure.message())
             return True
         if self.config.jwks_file is not None:
             return _file_stamp(self.config.jwks_file) != cache.file_stamp
@@ -551,7 +558,7 @@ class TokenVerifier:
         except _SourceError as exc:
             cache.failure = exc
             if cache.keys is None:
-                raise TokenRejected(exc.message()) from None
+                raise KeysUnavailable(exc.message()) from None
             log.warning("%s; keeping the %d keys already known", exc.message(), len(cache.keys))
             return
         cache.keys, cache.none_usable = keys

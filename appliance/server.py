@@ -33,7 +33,7 @@ from appliance.bus import Bus
 from appliance.catalog import ViewCatalog
 from appliance.config import Config, ConfigError, RuleAction, TargetConfig
 from appliance.estimate import SAFE_FUNCTIONS, estimate_rows
-from appliance.identity import TokenRejected, TokenVerifier
+from appliance.identity import KeysUnavailable, TokenRejected, TokenVerifier
 from appliance.ledger import Head, LedgerError, LedgerUnavailable, records
 from appliance.mysql import packets
 from appliance.mysql.constants import Capability, ErrorCode
@@ -1089,8 +1089,9 @@ class ClientLeg(asyncio.Protocol):
         assert session is not None and tokens is not None
         try:
             verified = await tokens.verify(ev.user, ev.token)
-        except TokenRejected as exc:
-            session.refuse_token(ev.user, str(exc))
+        except TokenRejected as exc:  # KeysUnavailable: recorded, not held against it
+            cause = "keys" if isinstance(exc, KeysUnavailable) else "client"
+            session.refuse_token(ev.user, str(exc), cause)
         else:
             leeway = self.gw.config.identity.leeway_s if self.gw.config.identity else 0.0
             self._token_ends = verified.expires_at + leeway

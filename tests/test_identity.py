@@ -27,7 +27,7 @@ from lab.certs import Pki
 
 from appliance import identity as identity_module
 from appliance.config import IdentityConfig
-from appliance.identity import TokenRejected, TokenVerifier, VerifiedToken
+from appliance.identity import KeysUnavailable, TokenRejected, TokenVerifier, VerifiedToken
 
 ISSUER = "https://idp.example.com"
 AUDIENCE = "sqlgate"
@@ -824,3 +824,27 @@ def test_two_keys_under_one_kid_are_both_tried(tmp_path: Path, keys: dict[str, P
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims(), stranger, algorithm="RS256", headers={"kid": "rsa-1"})
     assert "signature" in refused(verifier, forged.encode())
+
+
+def test_a_refusal_that_no_token_could_escape_says_so_by_its_kind(
+    tmp_path: Path, keys: dict[str, PrivateKey]
+) -> None:
+    """Keys that cannot be fetched or were all withdrawn refuse every token, whoever
+    sends it: ``KeysUnavailable``, which the gateway does not hold against the client.
+    A token the keys refuse is an ordinary ``TokenRejected``."""
+
+    def kind(verifier: TokenVerifier, token: bytes) -> type[TokenRejected]:
+        with pytest.raises(TokenRejected) as caught:
+            verify(verifier, token)
+        return type(caught.value)
+
+    unreachable = TokenVerifier(identity(jwks_url=JWKS_URL), clock=Clock(), fetch=Fetcher({}))
+    assert kind(unreachable, sign(keys)) is KeysUnavailable
+    assert kind(unreachable, sign(keys)) is KeysUnavailable  # the failure remembered
+    path = tmp_path / "jwks.json"
+    path.write_bytes(b'{"keys": []}')
+    withdrawn = TokenVerifier(identity(jwks_file=path))
+    assert kind(withdrawn, sign(keys)) is KeysUnavailable
+    path.write_bytes(jwks(keys, "rsa-1"))
+    assert kind(withdrawn, sign(keys, "rsa-1", iss="https://other.example.com")) is TokenRejected
+    assert kind(withdrawn, sign(keys, "rsa-2")) is TokenRejected  # a key id it does not list

@@ -373,6 +373,47 @@ def lab_gateway(
             nft.remove(lab.ns("gw"))
 
 
+def test_logins_refused_while_the_provider_is_down_are_not_held_against_the_agent(
+    mariadb: MariaDB, idp_pki: Pki, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The provider was unreachable as the gateway started: every token login was
+    refused, rightly, but counted as the agent's own failure, so once the provider was
+    back an agent that had retried meanwhile was refused for minutes more ("too many
+    failed logins"), and a host whose agents retried under many names waited as a whole."""
+    idp = start_provider(Provider(tmp_path_factory.mktemp("idp-down"), idp_pki, make_clients()))
+    token = idp.token(CAROL)
+    idp.stop()
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw-down"),
+        mariadb,
+        mariadb.pki,
+        extra_toml=identity_toml(idp),
+        appliance_extra="failed_logins_free = 1",
+    ).start()
+    try:
+        for _ in range(3):
+            assert "keys cannot be fetched from" in refusal(gw, token)
+        start_provider(idp)
+        deadline = time.monotonic() + 60  # the keys are fetched again within 10 s
+        while True:
+            try:
+                assert pymysql_login(gw, token) > 0
+                break
+            except pymysql.err.OperationalError as exc:
+                message = str(exc.args[1])
+                assert "keys cannot be fetched from" in message, message
+                assert time.monotonic() < deadline, message
+                time.sleep(0.5)
+        failed = ledger_records(gw.ledger, "--kind", "auth_failed")
+        assert len(failed) >= 3  # each refusal is recorded all the same
+        assert all("keys cannot be fetched from" in r["reason"] for r in failed)
+    finally:
+        try:
+            stop_gateway(gw, mariadb, idp.secrets())
+        finally:
+            idp.stop()
+
+
 def test_the_transparent_path_takes_provider_tokens_from_four_clients(
     lab: LabEnv, lab_idp: Provider, lab_gateway: LabGateway, node_client: Path
 ) -> None:

@@ -213,7 +213,8 @@ class ClientAuthenticated:
 class AuthFailed:
     """A login was refused (ERR 1045 sent, the session closes). ``cause``: "client" (its
     credentials, token or groups: a failure that counts against it), "target" (the
-    gateway's own login to the target failed: not the client's doing), "waiting"
+    gateway's own login to the target failed: not the client's doing), "keys" (no token
+    can be checked now: the provider's keys are unavailable; not its doing either), "waiting"
     (``Session.login_gate`` refused the name before its credentials were read) or
     "database" (``Session.database_gate`` refused the database it named: ERR 1044)."""
 
@@ -1258,12 +1259,13 @@ class Session:
         self._client_auth_step = ""
         self._admit(identity)
 
-    def refuse_token(self, user: str, reason: str) -> None:
-        """The token was refused: ERR 1045 with ``reason``, and the connection ends."""
+    def refuse_token(self, user: str, reason: str, cause: str = "client") -> None:
+        """The token was refused: ERR 1045 with ``reason``, and the connection ends
+        (``cause`` as ``AuthFailed``'s)."""
         if self.phase is not Phase.CLIENT_AUTH or self._client_auth_step != "token-wait":
             return
         self._client_auth_step = ""
-        self._client_auth_failed(user, reason)
+        self._client_auth_failed(user, reason, cause)
 
     def _start_client_auth(self, account: Account, plugin: str, response: bytes) -> None:
         tls = self._client_tls is not None
