@@ -550,7 +550,7 @@ class Session:
         *,
         scramble: bytes | None = None,
         rsa_encrypt: Callable[[bytes, bytes, bytes], bytes] = auth.sha2_rsa_encrypt,
-        random_bytes: Callable[[int], bytes] = os.urandom,
+        random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         self.settings = settings
         self.phase = Phase.AWAIT_SERVER_GREETING
@@ -558,8 +558,9 @@ class Session:
         self.client_caps = 0
         self.server_greeting: packets.Greeting | None = None
         self.close_requested = False
-        self._random_bytes = random_bytes  # fresh challenges (tests pass a fixed source)
-        self._scramble = scramble or random_bytes(SCRAMBLE_LENGTH)
+        # fresh challenges (tests pass a fixed source)
+        self._random_bytes = random_bytes or new_scramble
+        self._scramble = scramble or self._random_bytes(SCRAMBLE_LENGTH)
         self._rsa_encrypt = rsa_encrypt
         self._client_in = PacketReader(min(settings.max_payload, LOGIN_PAYLOAD))
         self._server_in = PacketReader(settings.max_payload)
@@ -2586,6 +2587,19 @@ class Session:
 
 class _LoginRefused(Exception):
     """The backend asked for something the gateway will not do during login."""
+
+
+def new_scramble(length: int) -> bytes:
+    """A fresh challenge for a client, made as MySQL and MariaDB servers make theirs:
+    random 7-bit bytes, none of them NUL or '$'. Clients count on that: Connector/J
+    reads the greeting's challenge as ASCII text (a byte over 0x7F turns into another)
+    and a switch's up to its first NUL, so with any random byte its proof came out wrong
+    and the login failed as a wrong password."""
+    out = bytearray(os.urandom(length))
+    for i, byte in enumerate(out):
+        byte &= 0x7F
+        out[i] = byte + 1 if byte in (0, 0x24) else byte
+    return bytes(out)
 
 
 def printable(text: str) -> str:

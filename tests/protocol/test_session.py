@@ -47,6 +47,7 @@ from appliance.mysql.relay import (
     SessionReady,
     SessionSettings,
     TokenPresented,
+    new_scramble,
 )
 from appliance.mysql.wire import Packet, PacketReader, frame
 
@@ -2821,3 +2822,20 @@ def test_playbook_catches_wrong_bytes_and_names_the_offset() -> None:
 
 def test_certificate_files_are_usable(tls: TlsFiles) -> None:
     assert Path(tls.cert).exists() and b"BEGIN CERTIFICATE" in tls.cert_pem
+
+
+def test_the_gateways_challenges_are_made_as_servers_make_them() -> None:
+    """Random bytes anywhere in a challenge broke clients that read it as MySQL servers
+    write it: 7-bit, no NUL (Connector/J reads the greeting's as ASCII text and a
+    switch's up to its first NUL, so its proof came out wrong: "wrong password")."""
+    for _ in range(20):
+        session = Session(make_settings())
+        session.server_data(server_greeting(NONCE))
+        (out,) = session.take_client_output()
+        scramble = packets.parse_greeting(out[4:]).scramble
+        assert len(scramble) == 20
+        assert all(0 < byte < 0x80 and byte != ord("$") for byte in scramble), scramble
+    for length in (1, 20, 4096):
+        challenge = new_scramble(length)
+        assert len(challenge) == length and b"\0" not in challenge and b"$" not in challenge
+        assert challenge.isascii()
