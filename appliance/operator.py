@@ -43,6 +43,7 @@ import jwt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.config import BusConfig
+from appliance.shown import BLANKS, shown, unseen
 
 __all__ = [
     "DECISION_WAIT_S",
@@ -205,76 +206,22 @@ def token_user(token: str, claim: str, source: str = "the token") -> str:
 # -- output -----------------------------------------------------------------------------
 
 
-_BLANKS = re.compile("[ \t\r\x0b\x0c]+")
-"""What the server reads as blanks between words (and ``\\n``, a line break). Other
-"spaces" (U+00A0, U+3000...) are letters of a name to it: ``--`` and U+00A0 start no
-comment."""
-
-_UNSEEN = (
-    (0x034F, 0x034F),  # combining grapheme joiner
-    (0x115F, 0x1160),  # Hangul fillers
-    (0x17B4, 0x17B5),  # Khmer inherent vowels
-    (0x180B, 0x180F),  # Mongolian variation selectors
-    (0x2800, 0x2800),  # Braille blank
-    (0x3164, 0x3164),  # Hangul filler
-    (0xFE00, 0xFE0F),  # variation selectors
-    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
-    (0xE0100, 0xE01EF),  # variation selectors supplement
-)
-"""Printable characters that draw nothing (or a blank)."""
-
 MAX_FOREIGN_NAMED = 20
 """``approvals show`` names at most this many distinct characters outside ASCII."""
-
-
-def _escape(c: str) -> str:
-    """``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``: the code point, unambiguously."""
-    n = ord(c)
-    if n < 0x100:
-        return f"\\x{n:02x}"
-    if n < 0x10000:
-        return f"\\u{n:04x}"
-    return f"\\U{n:08x}"
-
-
-def _unseen(c: str, after: str) -> bool:
-    """Whether ``c`` (following ``after``) would not show as itself on a terminal: a
-    control or format character (bidi overrides, zero-width ones), a space other than
-    the blank, one that draws nothing, or a mark over an ASCII character (or nothing)."""
-    if not c.isprintable():
-        return True
-    n = ord(c)
-    if n < 0x80:
-        return False
-    if any(low <= n <= high for low, high in _UNSEEN):
-        return True
-    return unicodedata.category(c).startswith("M") and (not after or after.isascii())
-
-
-def _shown(text: str, keep: str = "") -> str:
-    """``text`` with every character that would not show as itself escaped (but those
-    in ``keep``), as the console shows it."""
-    out: list[str] = []
-    after = ""
-    for c in text:
-        shown = _escape(c) if c not in keep and _unseen(c, after) else c
-        out.append(shown)
-        after = shown[-1]
-    return "".join(out)
 
 
 def _printable(text: str) -> str:
     """One line, no control characters (a statement must not drive the terminal); a line
     break shows as ⏎ (it ends a ``--`` comment: what follows runs), runs of the server's
     blanks as one space, any other character that would not show as itself escaped."""
-    lines = (_BLANKS.sub(" ", line).strip(" ") for line in text.split("\n"))
-    return _shown(" \u23ce ".join(line for line in lines if line))
+    lines = (BLANKS.sub(" ", line).strip(" ") for line in text.split("\n"))
+    return shown(" \u23ce ".join(line for line in lines if line))
 
 
 def _foreign(text: str) -> str | None:
     """The distinct characters outside ASCII in ``text`` (which may look like others: a
     Cyrillic ``о``), named; None when it has none."""
-    seen = sorted({c for c in text if not c.isascii() and not _unseen(c, "")})
+    seen = sorted({c for c in text if not c.isascii() and not unseen(c, "")})
     if not seen:
         return None
     named = [
@@ -308,7 +255,7 @@ def format_whole(request: Request, now: float) -> str:
     left = max(0, math.ceil(request.expires_at - now))
     foreign = _foreign(request.sql)
     note = f"outside ASCII (each may look like another): {foreign}\n" if foreign else ""
-    sql = _shown(request.sql, keep="\n\t")
+    sql = shown(request.sql, keep="\n\t")
     if request.sql_truncated:
         what = (
             f"statement: ONLY ITS FIRST {len(request.sql):,} CHARACTERS came (the gateway "

@@ -14,13 +14,13 @@ from __future__ import annotations
 import collections
 import enum
 import math
-import re
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from appliance.shown import BLANKS, escape, unseen
 
 __all__ = [
     "Alert",
@@ -68,26 +68,6 @@ class SessionState(enum.StrEnum):
     ENDED = "ended"
 
 
-BLANKS = re.compile("[ \t\r\x0b\x0c]+")
-"""What the server reads as blanks between words (and ``\\n``, a line break): runs of
-them show as one space. Other "spaces" (U+00A0, U+3000...) are letters of a name to the
-server, so they are never shown as blanks."""
-
-_UNSEEN = (
-    (0x034F, 0x034F),  # combining grapheme joiner
-    (0x115F, 0x1160),  # Hangul fillers
-    (0x17B4, 0x17B5),  # Khmer inherent vowels
-    (0x180B, 0x180F),  # Mongolian variation selectors
-    (0x2800, 0x2800),  # Braille blank
-    (0x3164, 0x3164),  # Hangul filler
-    (0xFE00, 0xFE0F),  # variation selectors
-    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
-    (0xE0100, 0xE01EF),  # variation selectors supplement
-)
-"""Printable characters that draw nothing (or a blank): a ``--`` followed by one looks
-like a comment, which the server does not read as one."""
-
-
 class Piece(enum.Enum):
     """How a character of a statement is shown."""
 
@@ -95,31 +75,6 @@ class Piece(enum.Enum):
     ESCAPED = enum.auto()  # as ``\\xNN``/``\\uNNNN``: it would not show as itself
     FOREIGN = enum.auto()  # outside ASCII: shown, but it may look like another
     BREAK = enum.auto()  # " ⏎ ": a line break
-
-
-def escape(c: str) -> str:
-    """``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``: the code point, unambiguously."""
-    n = ord(c)
-    if n < 0x100:
-        return f"\\x{n:02x}"
-    if n < 0x10000:
-        return f"\\u{n:04x}"
-    return f"\\U{n:08x}"
-
-
-def unseen(c: str, after: str) -> bool:
-    """Whether ``c`` (following ``after``) would not show as itself: a control or
-    format character (bidi overrides, zero-width ones), a space other than the blank,
-    one that draws nothing, or a mark that would change how an ASCII character (or
-    nothing) before it looks."""
-    if not c.isprintable():
-        return True
-    n = ord(c)
-    if n < 0x80:
-        return False
-    if any(low <= n <= high for low, high in _UNSEEN):
-        return True
-    return unicodedata.category(c).startswith("M") and (not after or after.isascii())
 
 
 def pieces(text: str) -> Iterator[tuple[str, Piece]]:

@@ -1,0 +1,71 @@
+"""How text from the wire is shown to a person (the console, ``sqlgate approvals``).
+
+An agent writes the statements an operator reads before approving them, so a statement
+must show as the server reads it: only the server's blanks collapse, and every character
+that would not show as itself (a control or format character, a Unicode space the server
+reads as a letter of a name, one that draws nothing) is escaped. Pure: no I/O, no
+dependencies, so that the console's model may use it too.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = ["BLANKS", "escape", "shown", "unseen"]
+
+BLANKS = re.compile("[ \t\r\x0b\x0c]+")
+"""What the server reads as blanks between words (and ``\\n``, a line break): runs of
+them show as one space. Other "spaces" (U+00A0, U+3000...) are letters of a name to the
+server (``--`` followed by one starts no comment), so they are never shown as blanks."""
+
+_UNSEEN = (
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x115F, 0x1160),  # Hangul fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian variation selectors
+    (0x2800, 0x2800),  # Braille blank
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
+    (0xE0100, 0xE01EF),  # variation selectors supplement
+)
+"""Printable characters that draw nothing (or a blank): a ``--`` followed by one looks
+like a comment, which the server does not read as one."""
+
+
+def escape(c: str) -> str:
+    """``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``: the code point, unambiguously."""
+    n = ord(c)
+    if n < 0x100:
+        return f"\\x{n:02x}"
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    return f"\\U{n:08x}"
+
+
+def unseen(c: str, after: str) -> bool:
+    """Whether ``c`` (following ``after``) would not show as itself: a control or
+    format character (bidi overrides, zero-width ones), a space other than the blank,
+    one that draws nothing, or a mark that would change how an ASCII character (or
+    nothing) before it looks."""
+    if not c.isprintable():
+        return True
+    n = ord(c)
+    if n < 0x80:
+        return False
+    if any(low <= n <= high for low, high in _UNSEEN):
+        return True
+    return unicodedata.category(c).startswith("M") and (not after or after.isascii())
+
+
+def shown(text: str, keep: str = "") -> str:
+    """``text`` with every character that would not show as itself escaped (but those
+    in ``keep``)."""
+    out: list[str] = []
+    after = ""
+    for c in text:
+        piece = escape(c) if c not in keep and unseen(c, after) else c
+        out.append(piece)
+        after = piece[-1]
+    return "".join(out)
