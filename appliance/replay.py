@@ -22,6 +22,7 @@ from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
 from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, Value, decode_answer
+from appliance.shown import shown
 
 __all__ = ["Step", "answer_json", "load", "play", "render", "steps"]
 
@@ -231,9 +232,11 @@ def _cell(value: str | bytes | None) -> str:
 
 def _statement_lines(sql: str) -> list[str]:
     """A statement's text as written, line by line: the first after ``>``, the others
-    after ``|``, so that none can pass for a step of its own."""
-    lines = sql.replace("\r\n", "\n").split("\n")
-    return [f"> {_printable(lines[0])}", *(f"| {_printable(line)}" for line in lines[1:])]
+    after ``|``, so that none can pass for a step of its own; a character that would not
+    show as itself escaped (``\\x1b``, ``\\u3164``: ``--`` followed by a U+3164 looks
+    like a comment, and is none to the server)."""
+    lines = [shown(line) for line in sql.replace("\r\n", "\n").split("\n")]
+    return [f"> {lines[0]}", *(f"| {line}" for line in lines[1:])]
 
 
 def _table(columns: list[str], rows: list[list[Value]]) -> list[str]:

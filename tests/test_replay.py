@@ -713,8 +713,11 @@ def test_what_a_session_sent_cannot_forge_or_hide_transcript_lines() -> None:
     assert lines == [
         "> DELETE FROM t WHERE id = 1 /*",
         "| 08:29:00.000    REFUSED: by rule 'x'",
-        "| */ \ufffd[8m",
+        "| */ \\x1b[8m",
     ]
+    # a character that draws as a blank after "--" makes no comment of what follows
+    lines = render(Step(0.0, {"kind": "statement", "sql": "DELETE FROM t WHERE id = 2 --\u3164x"}))
+    assert lines == ["> DELETE FROM t WHERE id = 2 --\\u3164x"]
     refused = {"kind": "statement", "sql": "SELECT 1", "decision": "blocked"}
     lines = render(Step(0.0, {**refused, "reason": "no\n08:00:00.000  ok \x1b[2J"}))
     assert lines[1] == "  REFUSED: no 08:00:00.000 ok \ufffd[2J"
