@@ -3,7 +3,8 @@
 A redirected connection still carries the address the client dialled (the kernel keeps
 it as the original destination); a connection made straight to the listen port has its
 original destination equal to the listener itself and goes to the default target.
-Pure functions: the shell reads the socket options and passes the addresses in.
+Pure functions: the shell reads the socket options and passes the addresses in (but
+``is_local``, which asks the kernel).
 """
 
 from __future__ import annotations
@@ -46,6 +47,41 @@ def normalize(address: Address) -> Address:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return str(ip), port
+
+
+def is_local(address: str) -> bool:
+    """Whether ``address`` is one of this host's own (a socket can be bound to it)."""
+    if address.startswith("::ffff:") and "." in address:
+        address = address[7:]
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return False
+    return True
+
+
+def own_listener(listening: Iterable[Address], host: str, port: int) -> bool:
+    """Whether ``host``:``port`` reaches one of the gateway's own listening sockets: a
+    target there would make every connection open another to the gateway, without end."""
+    dialled = normalize((host, port))
+    for address, listen_port in listening:
+        if listen_port != port:
+            continue
+        if address in ("0.0.0.0", "::"):  # every address of this host
+            if is_local(dialled[0]):
+                return True
+        elif normalize((address, port)) == dialled or _unspecified(dialled[0]):
+            return True
+    return False
+
+
+def _unspecified(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
 
 
 def target_index(pairs: Iterable[tuple[Address, str]]) -> dict[Address, str]:

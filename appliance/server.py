@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import datetime
 import functools
-import ipaddress
 import itertools
 import logging
 import os
@@ -21,7 +20,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -426,7 +425,7 @@ class ClientLeg(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if peer and peer[1] in self.gw.unmarked_ports and _is_local(self.peer_ip):
+        if peer and peer[1] in self.gw.unmarked_ports and routing.is_local(self.peer_ip):
             log.error(
                 "session %d: the connection from %s is the gateway's own, sent back by the "
                 "interception rules: its connections to targets must carry [network] mark, "
@@ -1682,7 +1681,7 @@ async def _open_upstream(
     unmarked = client.gw.unmarked_ports
     last: OSError | None = None
     for family, kind, proto, _, address in infos:
-        if _own_listener(client.gw.listen_addresses, str(address[0]), int(address[1])):
+        if routing.own_listener(client.gw.listen_addresses, str(address[0]), int(address[1])):
             last = OSError(
                 f"{_fmt(address)} is this gateway's own listener, so the target would be "
                 "the gateway itself (a loop of connections to itself): fix the target's "
@@ -1711,41 +1710,6 @@ async def _open_upstream(
         leg.unmarked_port = port
         return transport, leg
     raise last or OSError(f"no address for {target.host}")
-
-
-def _own_listener(listening: Iterable[tuple[str, int]], host: str, port: int) -> bool:
-    """Whether ``host``:``port`` reaches one of the gateway's own listening sockets: a
-    target there would make every connection open another to the gateway, without end."""
-    dialled = routing.normalize((host, port))
-    for address, listen_port in listening:
-        if listen_port != port:
-            continue
-        if address in ("0.0.0.0", "::"):  # every address of this host
-            if _is_local(dialled[0]):
-                return True
-        elif routing.normalize((address, port)) == dialled or _unspecified(dialled[0]):
-            return True
-    return False
-
-
-def _unspecified(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_unspecified
-    except ValueError:
-        return False
-
-
-def _is_local(address: str) -> bool:
-    """Whether ``address`` is one of this host's own (it can be bound to)."""
-    if address.startswith("::ffff:") and "." in address:
-        address = address[7:]
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((address, 0))
-    except OSError:
-        return False
-    return True
 
 
 def _target_addresses(config: Config) -> list[tuple[routing.Address, str]]:
