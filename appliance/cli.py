@@ -380,6 +380,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     try:
         check_ledger_path(config)  # not for run: it starts, and waits for a usable ledger
         _check_ledger_file(config)
+        _check_targets_are_not_the_gateway(config)
         if config.network.manage_rules:
             _check_interception(config)
     except ConfigError as exc:
@@ -447,6 +448,35 @@ def _is_blank_database(path: pathlib.Path) -> bool:
     finally:
         conn.close()
     return bool(app_id != APPLICATION_ID and tables == 0)
+
+
+def _check_targets_are_not_the_gateway(config: Config) -> None:
+    """No target is the gateway's own listener (ConfigError naming it): the gateway would
+    dial itself for every client, each connection opening another. ``run`` refuses such
+    a connection (2003); ``check`` says so before. A host that does not resolve here is
+    left to the rules' check and to ``run``."""
+    import socket
+
+    from appliance import routing
+
+    app = config.appliance
+    if app.listen_port == 0:
+        return
+    listening = [(app.listen_host, app.listen_port)]
+    for i, target in enumerate(config.targets):
+        try:
+            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        for info in infos:
+            if routing.own_listener(listening, str(info[4][0]), target.port):
+                raise ConfigError(
+                    str(config.path),
+                    f"targets[{i}]",
+                    f"{target.host}:{target.port} is this gateway's own listener "
+                    f"(appliance.listen '{app.listen}'): every client would be sent to the "
+                    "gateway again; give the database's address and port",
+                )
 
 
 def _check_interception(config: Config) -> None:

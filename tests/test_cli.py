@@ -91,6 +91,27 @@ def test_operator_commands_need_none_of_the_gateways_secrets(config_file: Path) 
     assert "password_file" in line or "cert_file" in line, line
 
 
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [("127.0.0.1:3307", "127.0.0.1", 3307), ("0.0.0.0:3307", "127.0.0.1", 3307)],
+)
+def test_check_refuses_a_target_that_is_the_gateway_itself(
+    config_file: Path, listen: str, host: str, port: int
+) -> None:
+    """The gateway would dial its own listener for every client (run refuses each such
+    connection with 2003); check said ok. A target on another port of the host is fine."""
+    text = CONFIG.replace('"127.0.0.1:3307"', f'"{listen}"')
+    config_file.write_text(text.replace('host = "10.77.2.10"', f'host = "{host}"\nport = {port}'))
+    line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
+    assert line == (
+        f"sqlgate: {config_file}: targets[0]: {host}:{port} is this gateway's own listener "
+        f"(appliance.listen '{listen}'): every client would be sent to the gateway again; "
+        "give the database's address and port"
+    )
+    config_file.write_text(text.replace('host = "10.77.2.10"', f'host = "{host}"\nport = 3306'))
+    assert sqlgate("check", "-c", str(config_file)).returncode == 0
+
+
 def test_check_invalid_config_names_file_and_key(config_file: Path) -> None:
     config_file.write_text(CONFIG.replace("password_file", "pasword_file"))
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))
