@@ -4,6 +4,7 @@ was refused, each statement of a text decided and recorded, shadow mode, the gua
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -403,6 +404,21 @@ def test_oversized_text(gw: GatewayProcess, mariadb: MariaDB) -> None:
             assert cur.fetchone() == (2_000_000,)
         conn.commit()
     direct(mariadb, "DELETE FROM shop.pol_items WHERE id = 100")
+
+
+def test_a_refused_oversized_text_is_recorded_cut(gw: GatewayProcess) -> None:
+    """A text refused for its size never reaches the server: its record keeps its first
+    4 KiB and the SHA-256 of the whole command, not the whole text (a 3 MB text tried
+    again and again must not write 3 MB to the ledger each time)."""
+    big = "SELECT '" + "y" * (3 * 1024 * 1024) + "' AS cut_me"
+    with gw.connect(database="shop", max_allowed_packet=64 * 1024 * 1024) as conn:
+        assert "rule 'oversized'" in refused(conn, big)
+    (st,) = [r for r in statements(gw) if r["rule"] == "oversized" and "yyyy" in r["sql"]]
+    assert st["decision"] == "blocked"
+    assert len(st["sql"]) < 4096 + 200
+    assert st["sql"].startswith(big[:4096])
+    assert f"{len(big)} bytes in all, refused unread" in st["sql"]
+    assert st["sql_sha256"] == hashlib.sha256(b"\x03" + big.encode()).hexdigest()
 
 
 def _five_rows(mariadb: MariaDB, table: str) -> None:

@@ -202,6 +202,20 @@ def _carried(sql: bytes) -> str:
     )
 
 
+def _refused_unread(sql: bytes) -> str:
+    """The text of a command refused whole for its size, as its record carries it: whole
+    up to 4 KiB, else cut there (it never reaches the server, and a 60 MB text must not
+    write 60 MB to the ledger at every try). The record's ``sql_sha256`` is still that
+    of the whole command."""
+    if len(sql) <= _CARRIED_BYTES:
+        return sql.decode("utf-8", "replace")
+    head = sql[:_CARRIED_BYTES].decode("utf-8", "replace")
+    return (
+        f"{head} ... [{len(sql)} bytes in all, refused unread: the record keeps the first "
+        f"{_CARRIED_BYTES}; sql_sha256 is that of the whole command]"
+    )
+
+
 def _protocol_kind(label: str) -> str:
     """The statement kind the ledger shows for a protocol command: COM_STMT_FETCH is
     STMT FETCH."""
@@ -985,12 +999,13 @@ class SessionPolicy:
 
     def _oversized(self, sql: bytes, label: str) -> Verdict:
         settings = self.policy.settings
-        text = sql.decode("utf-8", "replace")
         size = f"{len(sql)} bytes, more than the {settings.max_statement_bytes} the gateway reads"
         if settings.oversized is OversizedAction.ALLOW:
+            text = sql.decode("utf-8", "replace")
             return Verdict(
                 label, (Part(text, "UNCLASSIFIED", Decision(_RELAYED, "oversized", "")),)
             )
+        text = sql.decode("utf-8", "replace") if self.policy.shadow else _refused_unread(sql)
         decision = Decision(
             RuleAction.BLOCK,
             "oversized",
