@@ -289,6 +289,7 @@ class PolicyConfig:
     oversized: OversizedAction = OversizedAction.BLOCK
     statements_per_second: int = 0  # per identity; 0: no limit
     rows_changed_per_minute: int = 0  # per identity; 0: no limit
+    sessions_per_identity: int = 0  # open sessions of one identity on one target; 0: no limit
     masking_key_file: Path | None = None  # the key of the `hash` strategy; None: state_dir
 
 
@@ -1317,6 +1318,7 @@ _POLICY_KEYS = (
     "oversized",
     "statements_per_second",
     "rows_changed_per_minute",
+    "sessions_per_identity",
     "masking_key_file",
 )
 
@@ -1328,6 +1330,7 @@ def _policy(t: _Table) -> PolicyConfig:
         oversized=t.choice("oversized", OversizedAction, OversizedAction.BLOCK),
         statements_per_second=t.integer("statements_per_second", 0, 0, 1_000_000),
         rows_changed_per_minute=t.integer("rows_changed_per_minute", 0, 0, 1 << 40),
+        sessions_per_identity=t.integer("sessions_per_identity", 0, 0, 1_000_000),
         masking_key_file=t.optional_gateway_file("masking_key_file"),
     )
 

@@ -9,6 +9,7 @@ one peer's send buffer fills, the other peer stops being read.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -102,6 +103,8 @@ class Gateway:
         # a client connection from one of them is the gateway's own, redirected back
         self.unmarked_ports: set[int] = set()
         self.draining = False
+        # open sessions by (identity, target), for [policy] sessions_per_identity
+        self.open_sessions: collections.Counter[tuple[str, str]] = collections.Counter()
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
@@ -253,6 +256,13 @@ class Gateway:
     def remove(self, leg: ClientLeg) -> None:
         self.sessions.discard(leg)
         self._by_sid.pop(leg.sid, None)
+        counted, leg.counted = leg.counted, None
+        if counted is not None:
+            left = self.open_sessions[counted] - 1
+            if left > 0:
+                self.open_sessions[counted] = left
+            else:
+                del self.open_sessions[counted]
         if not self.sessions:
             self._idle.set()
 
@@ -347,6 +357,7 @@ class ClientLeg(asyncio.Protocol):
         "_login_db_shadow",
         "_holding",
         "_behind_hold",
+        "counted",
         "_token_ends",
         "_token_timer",
         "_token_over",
@@ -411,6 +422,8 @@ class ClientLeg(asyncio.Protocol):
         self._token_timer: asyncio.TimerHandle | None = None  # fires at _token_ends
         self._token_over = False  # its time is up: nothing more is forwarded (_token_ran_out)
         self._behind_hold: set[int] = set()  # commands refused for it: one at a time
+        # (identity, target) this session counts under in Gateway.open_sessions, once admitted
+        self.counted: tuple[str, str] | None = None
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -492,6 +505,7 @@ class ClientLeg(asyncio.Protocol):
         self.session = Session(route.settings)
         self.session.login_gate = self._login_gate
         self.session.database_gate = self._database_gate
+        self.session.session_gate = self._session_gate
         self._spawn(self._connect(route))
 
     def _free_login_slot(self) -> None:
@@ -625,6 +639,44 @@ class ClientLeg(asyncio.Protocol):
         if self.gw.backoff.first_refusal(self.peer_ip, user):  # one record per block
             self._record_waiting(user, reason)
         return reason
+
+    def _session_gate(self, identity: Identity) -> str | None:
+        """A proven identity is admitted while it has fewer than ``[policy]
+        sessions_per_identity`` sessions open on this target. Every agent reaches the
+        target as the same backend user, so the target's own per-user limits cannot
+        tell them apart: without this, one agent could take all of the target's
+        connections. A refusal is recorded as a failed login; it does not count toward
+        the login backoff (the credentials were right)."""
+        key = (identity.user, self.target)
+        limit = self.gw.config.policy.sessions_per_identity
+        if not limit or self.gw.open_sessions[key] < limit:
+            self.gw.open_sessions[key] += 1
+            self.counted = key
+            return None
+        message = (
+            f"sqlgate: user '{printable(identity.user)}' already has {limit} sessions open on "
+            f"target '{self.target}', the most [policy] sessions_per_identity allows: close "
+            "one (or reuse it) and connect again"
+        )
+        self.gw.audit.background(
+            records.auth_failed(
+                session=self.sid,
+                client=self.peer,
+                target=self.target,
+                identity=identity.user,
+                reason=message,
+                rule="sessions-per-identity",
+            )
+        )
+        log.warning(
+            "session %d: login refused for %r from %s: %d sessions open on target %s",
+            self.id,
+            identity.user,
+            self.peer,
+            limit,
+            self.target,
+        )
+        return message
 
     def _database_gate(self, identity: Identity, schema: str) -> str | None:
         """The database a client named in its login is decided as the text
@@ -1008,7 +1060,7 @@ class ClientLeg(asyncio.Protocol):
                         self.target,
                     )
                 elif isinstance(ev, AuthFailed):
-                    if ev.cause not in ("waiting", "database"):  # (recorded by the gates)
+                    if ev.cause not in ("waiting", "database", "sessions"):  # (the gates')
                         self._login_failed(ev.user or None, ev.reason, ev.cause == "client")
                 elif isinstance(ev, SessionReady):
                     log.debug("session %d: backend login done", self.id)

@@ -391,6 +391,52 @@ def test_runaway_guard_refuses_and_alerts(mariadb: MariaDB, tmp_path: Path) -> N
     assert alerts[0]["identity"] == "agent"
 
 
+def _connect_when_admitted(gw: GatewayProcess, deadline_s: float = 30.0) -> Any:
+    """An agent connection once the gateway has seen a closed one go (it learns of the
+    close asynchronously): refused with 1203 until then."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return gw.connect(database="shop")
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] != 1203 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_sessions_per_identity_keeps_one_agent_from_taking_the_target(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Every agent reaches the target as the same backend user, so the target's own
+    per-user limits cannot hold one agent back: the gateway counts each identity's open
+    sessions on a target and refuses a login past ``sessions_per_identity`` with 1203;
+    other identities still log in, and a closed session frees its place."""
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, extra_toml="[policy]\nsessions_per_identity = 2\n"
+    ).start()
+    try:
+        first, second = gw.connect(database="shop"), gw.connect(database="shop")
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            gw.connect(database="shop")
+        code, message = info.value.args
+        assert code == 1203
+        assert "already has 2 sessions open on target 'orders'" in message
+        assert "sessions_per_identity" in message
+        with gw.connect("dba", database="shop") as other, other.cursor() as cur:
+            cur.execute("SELECT 1")  # another identity is not held back
+            assert cur.fetchone() == (1,)
+        first.close()
+        with _connect_when_admitted(gw) as third, third.cursor() as cur:
+            cur.execute("SELECT 2")
+            assert cur.fetchone() == (2,)
+        second.close()
+    finally:
+        assert gw.stop() == 0
+    refused = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
+    assert refused and all(r["rule"] == "sessions-per-identity" for r in refused)
+    assert all(r["identity"] == "agent" and r["target"] == "orders" for r in refused)
+
+
 def test_oversized_text(gw: GatewayProcess, mariadb: MariaDB) -> None:
     """Over ``max_statement_bytes``: an INSERT is decided on its shape, anything else is
     refused; a refused text over 16 MiB gets its answer with the right sequence id."""

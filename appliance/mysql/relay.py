@@ -214,9 +214,10 @@ class AuthFailed:
     """A login was refused (ERR 1045 sent, the session closes). ``cause``: "client" (its
     credentials, token or groups: a failure that counts against it), "target" (the
     gateway's own login to the target failed: not the client's doing), "keys" (no token
-    can be checked now: the provider's keys are unavailable; not its doing either), "waiting"
-    (``Session.login_gate`` refused the name before its credentials were read) or
-    "database" (``Session.database_gate`` refused the database it named: ERR 1044)."""
+    can be checked now: the provider's keys are unavailable; not its doing either),
+    "waiting" (``Session.login_gate`` refused the name before its credentials were read),
+    "database" (``Session.database_gate`` refused the database it named: ERR 1044) or
+    "sessions" (``Session.session_gate`` found the identity at its limit: ERR 1203)."""
 
     user: str
     reason: str
@@ -644,6 +645,12 @@ class Session:
         target; a message (the whole ERR text) refuses the login (1044 with SQLSTATE
         42000, as a server refuses a database, and an ``AuthFailed`` with cause
         "database"), None lets it go on."""
+        self.session_gate: Callable[[Identity], str | None] | None = None
+        """Set by the shell before the login: called with the proven identity once the
+        rest of its login is accepted, before the gateway logs in to the target; a
+        message (the whole ERR text) refuses the login (1203 with SQLSTATE 42000, as a
+        server refuses a user over ``max_user_connections``, and an ``AuthFailed`` with
+        cause "sessions"), None admits it."""
 
     # ------------------------------------------------------------------ shell API
 
@@ -1392,6 +1399,16 @@ class Session:
             if refused is not None:
                 self._send_client_seq(packets.build_err(ErrorCode.DBACCESS_DENIED, refused))
                 self._events.append(AuthFailed(identity.user, refused, "database"))
+                self._close(f"login refused: {refused}")
+                return
+        sessions = self.session_gate
+        if sessions is not None:
+            refused = sessions(identity)
+            if refused is not None:
+                self._send_client_seq(
+                    packets.build_err(ErrorCode.TOO_MANY_USER_CONNECTIONS, refused)
+                )
+                self._events.append(AuthFailed(identity.user, refused, "sessions"))
                 self._close(f"login refused: {refused}")
                 return
         self.identity = identity

@@ -493,6 +493,45 @@ def test_a_database_the_database_gate_refuses_ends_the_login_with_1044() -> None
     assert asked == [(alice, "secret"), (alice, "shop")]
 
 
+def test_an_identity_the_session_gate_refuses_ends_the_login_with_1203() -> None:
+    """The shell may refuse a proven identity that has too many sessions open: ERR 1203
+    (a server's answer to a user over max_user_connections), before the gateway logs in
+    to the target."""
+    asked: list[Identity] = []
+    message = "sqlgate: user 'alice' already has 2 sessions open on target 'orders'"
+    admit = [False, True]
+
+    def gate(identity: Identity) -> str | None:
+        asked.append(identity)
+        return None if admit.pop(0) else message
+
+    def hello() -> Playbook:
+        session = new_session()
+        session.session_gate = gate
+        return (
+            Playbook(session)
+            >> server(server_greeting(NONCE))
+            << expect_client(lambda p: p.seq == 0)
+            >> client(alice_hello())
+        )
+
+    refusal = b"\xff\xb3\x04#42000" + message.encode()  # ER_TOO_MANY_USER_CONNECTIONS
+    assert (
+        hello()
+        << expect_client(frame(2, refusal))
+        << expect_event(AuthFailed, user="alice", reason=message, cause="sessions")
+        << expect_closed("login refused: sqlgate: user 'alice' already has 2 sessions")
+    )  # nothing went to the server
+    alice = Identity("alice", frozenset({"dba"}), "account")
+    assert asked == [alice]
+    assert (
+        hello()
+        << expect_event(ClientAuthenticated, identity=alice)
+        << expect_server(lambda p: p.seq == 1)  # the gateway's own login to the target
+    )
+    assert asked == [alice, alice]
+
+
 @pytest.mark.parametrize("collation", [10, 82], ids=["swe7_swedish_ci", "swe7_bin"])
 def test_a_login_in_swe7_is_refused(collation: int) -> None:
     """In swe7 the bytes of `{`, `|`, `}` and `~` are the letters ä, ö, å and ü: a rule on
