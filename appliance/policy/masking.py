@@ -80,6 +80,14 @@ def mask_value(strategy: MaskStrategy, value: bytes, key: bytes) -> bytes | None
 _CARD = re.compile(rb"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
 _DIGIT = re.compile(rb"[0-9]")  # no digit anywhere in a value: no card in it
 _EMAIL = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
+"""What an e-mail address is. Searched as written it tries every start of a run of
+local-part characters and reads up to 64 bytes from each: a value of ``a`` * 63 + ``@``
+repeated took about a second a megabyte on the event loop. ``_emails`` finds the same
+matches with ``_AT_DOMAIN``, which reads each byte a bounded number of times."""
+_AT_DOMAIN = re.compile(rb"(?<=[A-Za-z0-9._%+-])@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
+"""An ``@`` after a local-part character, and the domain after it."""
+_LOCAL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
+_LOCAL_MAX = 64
 
 
 def _cards(text: bytes) -> Iterable[tuple[int, int]]:
@@ -90,8 +98,18 @@ def _cards(text: bytes) -> Iterable[tuple[int, int]]:
 
 
 def _emails(text: bytes) -> Iterable[tuple[int, int]]:
-    for match in _EMAIL.finditer(text):
-        yield match.span()
+    """The spans ``_EMAIL.finditer`` gives. A match's local part is the run before its
+    ``@`` (no ``@`` inside it), so the leftmost match for an ``@`` starts where that run
+    does, at most 64 bytes back and not before the last match's end; its domain is the
+    one the pattern reads after the ``@`` (which holds no ``@``, so no ``@`` is missed)."""
+    pos = 0
+    for match in _AT_DOMAIN.finditer(text):
+        at = match.start()
+        low = max(pos, at - _LOCAL_MAX)
+        start = low + len(text[low:at].rstrip(_LOCAL_CHARS))
+        if start < at:
+            pos = match.end()
+            yield start, pos
 
 
 _FINDERS = {"card": _cards, "email": _emails}
