@@ -44,6 +44,7 @@ from appliance.config import BusConfig
 __all__ = [
     "EVENT_SQL_CHARS",
     "EVENT_VERSION",
+    "QUEUE_BYTES",
     "Bus",
     "BusUnavailable",
     "Handler",
@@ -61,6 +62,11 @@ EVENT_SQL_CHARS = 64 * 1024
 is cut and says ``"sql_truncated": true``; its ``sql_sha256`` is of the whole text, and
 the ledger keeps all of it. Even with every character escaped by JSON (``\\u0001``, 6
 bytes) the message stays well under what consumers read (1 MiB)."""
+
+QUEUE_BYTES = 64 * 1024 * 1024
+"""The most payload the events waiting for the broker may hold (with at most 10,000 of
+them): while the broker is down, one agent's statements of 64 KiB each must not grow the
+gateway by gigabytes. The oldest are dropped first, as when the count is reached."""
 
 Handler = Callable[[str, dict[str, Any]], None]
 """Called with the topic suffix (below ``<prefix>/<appliance>/``) and the payload."""
@@ -137,6 +143,7 @@ class Bus:
         appliance: str,
         *,
         queue_size: int = 10_000,
+        queue_bytes: int = QUEUE_BYTES,
         max_inflight: int = 64,
         max_incoming_bytes: int = 1024 * 1024,
         timeout_s: float = 5.0,
@@ -146,8 +153,8 @@ class Bus:
         tls_context: ssl.SSLContext | None = None,
         run: str | None = None,
     ) -> None:
-        if queue_size < 1 or max_inflight < 1:
-            raise ValueError("queue_size and max_inflight must be at least 1")
+        if queue_size < 1 or queue_bytes < 1 or max_inflight < 1:
+            raise ValueError("queue_size, queue_bytes and max_inflight must be at least 1")
         _check_suffix(appliance, wildcards=False)
         if "/" in appliance:
             raise ValueError(f"appliance name {appliance!r} must be one topic level")
@@ -170,7 +177,10 @@ class Bus:
         """This start of the gateway, in its ``status`` (random unless given)."""
         self.since = time.time()
         """When this run began (before any of its sessions), in its ``status``."""
-        self._queue: collections.deque[_Outgoing] = collections.deque(maxlen=queue_size)
+        self._queue: collections.deque[_Outgoing] = collections.deque()
+        self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
+        self._queued_bytes = 0  # of the payloads in _queue
         self._retained: dict[str, _Outgoing] = {}  # by topic, the latest; never dropped
         self._max_inflight = max_inflight
         self._max_incoming = max_incoming_bytes
@@ -341,16 +351,31 @@ class Bus:
             self._retained[message.topic] = message
             self._wakeup.set()
             return
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1  # deque(maxlen) drops the oldest on append
-            if not self._overflowing:
-                self._overflowing = True
-                log.warning(
-                    "bus queue full (%d messages): dropping the oldest events",
-                    self._queue.maxlen,
-                )
         self._queue.append(message)
+        self._queued_bytes += len(message.payload)
+        self._trim()
         self._wakeup.set()
+
+    def _trim(self) -> None:
+        """Drop the oldest events while the queue holds more than ``queue_size`` of them
+        or more than ``queue_bytes`` of payload (the newest always stays)."""
+        queue = self._queue
+        dropped = 0
+        while len(queue) > self._queue_size or (
+            self._queued_bytes > self._queue_bytes and len(queue) > 1
+        ):
+            self._queued_bytes -= len(queue.popleft().payload)
+            dropped += 1
+        if not dropped:
+            return
+        self.dropped += dropped
+        if not self._overflowing:
+            self._overflowing = True
+            log.warning(
+                "bus queue full (%d messages or %d bytes): dropping the oldest events",
+                self._queue_size,
+                self._queue_bytes,
+            )
 
     # -- incoming ----------------------------------------------------------------------
 
@@ -575,6 +600,7 @@ class Bus:
                 message = self._retained.pop(next(iter(self._retained)))
             else:
                 message = self._queue.popleft()
+                self._queued_bytes -= len(message.payload)
             number = self._next_send
             self._next_send += 1
             self._inflight[number] = message
@@ -607,9 +633,6 @@ class Bus:
         retained = {m.topic: m for m in waiting if m.retain and m.topic not in self._retained}
         self._retained = {**retained, **self._retained}  # a newer one for a topic wins
         waiting = [m for m in waiting if not m.retain]
-        maxlen = self._queue.maxlen or len(waiting)
-        room = maxlen - len(self._queue)
-        if room < len(waiting):
-            self.dropped += len(waiting) - room
-            waiting = waiting[len(waiting) - room :] if room > 0 else []
         self._queue.extendleft(reversed(waiting))
+        self._queued_bytes += sum(len(m.payload) for m in waiting)
+        self._trim()

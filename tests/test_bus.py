@@ -319,6 +319,48 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(own_broker: Broker) -> No
     run(main())
 
 
+def test_the_queue_holds_at_most_queue_bytes_of_events(own_broker: Broker) -> None:
+    """While the broker is down, events of large statements are dropped oldest first
+    once their payloads pass ``queue_bytes``, well before the count is reached."""
+    name = appliance_name()
+    pad = "x" * 1000
+
+    async def main() -> None:
+        inbox = Inbox()
+        bus = Bus(own_broker.bus_config(), name, queue_bytes=2500)
+        bus.subscribe("events/#", inbox)
+        await bus.start()
+        assert await bus.wait_connected(5)
+        own_broker.stop()
+        await eventually(lambda: not bus.connected, timeout_s=3)
+        for i in range(5):
+            assert bus.publish("events/e", {"i": i, "pad": pad})  # about 1 KB each
+        assert (bus.queued, bus.dropped) == (2, 3)
+
+        own_broker.start()
+        assert await bus.wait_connected(10)
+        await inbox.wait_for(2)
+        await asyncio.sleep(0.1)
+        assert [payload["i"] for _, payload in inbox.messages] == [3, 4]
+        await bus.close()
+
+    run(main())
+
+
+def test_by_default_events_of_large_statements_hold_at_most_64_mib() -> None:
+    """Each event of a statement carries up to 64 Ki characters of its text, which JSON
+    may write as 6 bytes each: 10,000 of them waiting for a broker that is down held
+    3.8 GB. The default queue keeps the newest that fit in 64 MiB."""
+    bus = Bus(BusConfig(), "edge-1")  # never started: everything waits in the queue
+    event = bounded_sql({"kind": "statement", "sql": "\x01" * (1024 * 1024)})
+    size = len(json.dumps({"v": 1, **event}, separators=(",", ":"), ensure_ascii=False).encode())
+    assert size > 6 * EVENT_SQL_CHARS
+    for _ in range(300):
+        assert bus.publish("sessions/s1/statements", event)
+    assert bus.queued == 64 * 1024 * 1024 // size
+    assert bus.dropped == 300 - bus.queued
+
+
 def test_a_full_queue_never_drops_a_retained_message(own_broker: Broker) -> None:
     """A retained message is state (a request's clear, the latest checkpoint): events
     overflowing the queue must not push it out, and only the latest of a topic waits."""
