@@ -11,6 +11,8 @@ from lab.mariadb import MariaDB
 
 pytestmark = pytest.mark.integration
 
+ROW_CANDIDATES = 100_000  # what the detectors examine in one row (docs/masking.md)
+
 DETECT = """
 [[masking]]
 detect = ["card", "email"]
@@ -63,3 +65,22 @@ def test_computed_values_are_scanned_too(gw: GatewayProcess) -> None:
 def test_exempt_groups_see_them(gw: GatewayProcess) -> None:
     rows = query(gw, "SELECT body FROM mask_notes WHERE id = 1", user="auditor")
     assert rows == [("paid by 4111-1111-1111-1111, ann@example.com",)]
+
+
+def test_a_row_of_more_candidates_than_the_detectors_examine_is_redacted_past_them(
+    gw: GatewayProcess,
+) -> None:
+    """Each finding is masked on the gateway's event loop, where every session waits:
+    a row's values hold at most ``ROW_CANDIDATES`` candidates between them. The value in
+    which the row goes past it comes back as ``****``, and so does any later one that
+    holds a candidate; a row under it is masked finding by finding."""
+    half = ROW_CANDIDATES // 2 + 10
+    (row,) = query(
+        gw,
+        f"SELECT REPEAT('ann@example.com ', {half}) AS a, "
+        f"REPEAT('ann@example.com ', {half}) AS b, 'bob@example.com' AS c, 'plain' AS d",
+    )
+    assert row[0] == "***********.com " * half
+    assert row[1:] == ("****", "****", "plain")
+    rows = query(gw, f"SELECT REPEAT('ann@example.com ', {ROW_CANDIDATES + 1}) AS a")
+    assert rows == [("****",)]

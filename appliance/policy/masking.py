@@ -90,20 +90,54 @@ _LOCAL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.
 _LOCAL_MAX = 64
 
 
-def _cards(text: bytes) -> Iterable[tuple[int, int]]:
+ROW_CANDIDATES = 100_000
+"""Candidates the content detectors examine in one row: runs of digits that may be card
+numbers, and ``@`` with a domain after it. Each costs a few microseconds on the event
+loop, where every session waits: a 16 MB value of ``a@b.c`` repeated held them all for
+3.5 s. Past the limit, a value of the row in which a detector finds another candidate
+is redacted whole (``****``)."""
+
+
+class _OverBudget(Exception):
+    """The row's candidates are used up: the value is redacted whole."""
+
+
+@dataclass(slots=True)
+class ScanBudget:
+    """What is left of ``ROW_CANDIDATES`` in the row being masked, shared by the
+    detecting masks of one result set. Each row calls them in column order, so a mask
+    whose column does not come after the last one called starts a new row."""
+
+    left: int = ROW_CANDIDATES
+    column: int = -1
+
+    def enter(self, column: int) -> None:
+        if column <= self.column:
+            self.left = ROW_CANDIDATES
+        self.column = column
+
+    def take(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _OverBudget
+
+
+def _cards(text: bytes, budget: ScanBudget) -> Iterable[tuple[int, int]]:
     for match in _CARD.finditer(text):
+        budget.take()
         digits = re.sub(rb"[ -]", b"", match.group()).decode()
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             yield match.span()
 
 
-def _emails(text: bytes) -> Iterable[tuple[int, int]]:
+def _emails(text: bytes, budget: ScanBudget) -> Iterable[tuple[int, int]]:
     """The spans ``_EMAIL.finditer`` gives. A match's local part is the run before its
     ``@`` (no ``@`` inside it), so the leftmost match for an ``@`` starts where that run
     does, at most 64 bytes back and not before the last match's end; its domain is the
     one the pattern reads after the ``@`` (which holds no ``@``, so no ``@`` is missed)."""
     pos = 0
     for match in _AT_DOMAIN.finditer(text):
+        budget.take()
         at = match.start()
         low = max(pos, at - _LOCAL_MAX)
         start = low + len(text[low:at].rstrip(_LOCAL_CHARS))
@@ -113,6 +147,7 @@ def _emails(text: bytes) -> Iterable[tuple[int, int]]:
 
 
 _FINDERS = {"card": _cards, "email": _emails}
+_REDACTED = b"****"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +166,25 @@ def _detector_key(key: bytes) -> bytes:
     return hmac.new(key, b"sqlgate detectors", hashlib.sha256).digest()
 
 
-def _scan(text: bytes, detectors: Sequence[Detector], key: bytes) -> bytes:
+def _scan(
+    text: bytes, detectors: Sequence[Detector], key: bytes, budget: ScanBudget | None = None
+) -> bytes:
     """``text`` with every finding of ``detectors`` masked (NULL strategy: redacted,
-    since part of a value cannot be NULL)."""
+    since part of a value cannot be NULL). Past the candidates ``budget`` has left (a
+    value alone: ``ROW_CANDIDATES``), ``****``."""
+    if budget is None:
+        budget = ScanBudget()
     spans: list[tuple[int, int, MaskStrategy]] = []
-    for detector in detectors:
-        if detector.kind == "card" and _DIGIT.search(text) is None:
-            continue
-        if detector.kind == "email" and b"@" not in text:
-            continue
-        for start, end in _FINDERS[detector.kind](text):
-            spans.append((start, end, detector.strategy))
+    try:
+        for detector in detectors:
+            if detector.kind == "card" and _DIGIT.search(text) is None:
+                continue
+            if detector.kind == "email" and b"@" not in text:
+                continue
+            for start, end in _FINDERS[detector.kind](text, budget):
+                spans.append((start, end, detector.strategy))
+    except _OverBudget:
+        return _REDACTED
     if not spans:
         return text
     spans.sort()
@@ -295,6 +338,8 @@ class ValueMask:
     detectors: Sequence[Detector] = ()
     quoted_only: bool = False  # warnings: scrub the values quoted in a message
     row: _WarningRow | None = None  # warnings: the code of the message's row
+    column: int = -1  # detectors: its place in the row, and the row's candidates left
+    budget: ScanBudget | None = None
 
     def __call__(self, value: bytes | None) -> bytes | None:
         if value is None:
@@ -310,7 +355,10 @@ class ValueMask:
             if self.row is not None and self.row.code == _REWRITTEN_QUERY:
                 return _NOT_SHOWN
             return _scrub_quoted(value, self.detectors, self.key)
-        return _scan(value, self.detectors, self.key)
+        budget = self.budget
+        if budget is not None:
+            budget.enter(self.column)
+        return _scan(value, self.detectors, self.key, budget)
 
 
 _WARNING_COLUMNS = (b"level", b"code", b"message")
@@ -493,7 +541,8 @@ class SessionMasker:
         row = _WarningRow() if warnings else None
         # an origin name that may be an alias may hide any column of its table
         unsure = origins_unsure and any(True for _ in self._all_rules())
-        for c in columns:
+        budget = ScanBudget()  # the detectors' candidates in each row
+        for index, c in enumerate(columns):
             if unsure and c.org_table:
                 masks.append(ValueMask(_ALIASED, MaskStrategy.REDACT, self.key))
                 continue
@@ -532,7 +581,9 @@ class SessionMasker:
                 masks.append(ValueMask("warnings", None, self.key, self.detectors, True, row))
             elif self.detectors and c.type in _STRING_TYPES:
                 label = f"{schema}.{table}.{name}" if table else c.name.decode("utf-8", "replace")
-                masks.append(ValueMask(label, None, self.key, self.detectors))
+                masks.append(
+                    ValueMask(label, None, self.key, self.detectors, column=index, budget=budget)
+                )
             else:
                 masks.append(None)
         return masks if any(m is not None for m in masks) else None
