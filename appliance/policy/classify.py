@@ -24,7 +24,7 @@ import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
 from typing import NamedTuple
@@ -1898,6 +1898,16 @@ def _points(tests: Sequence[tuple[int, str, tuple[_Value, ...]]]) -> list[int] |
     return masks
 
 
+@dataclass(slots=True)
+class _Operand:
+    """What ``_Atoms.operand`` knows of an operand its stand-in stands for."""
+
+    stand_in: exp.Expr  # kept alive while its id is a key of _Atoms.operands
+    node: exp.Expr
+    dependence: str | None = None
+    keys: dict[bool, tuple[object, bool]] = field(default_factory=dict)
+
+
 class _Atoms:
     def __init__(self, outer: set[str], single: bool) -> None:
         self.outer = outer
@@ -1911,6 +1921,10 @@ class _Atoms:
         self.unsure = 0
         # tests of one expression against literals: key -> [(atom, test, values)]
         self.tests: dict[object, list[tuple[int, str, tuple[_Value, ...]]]] = {}
+        # stand-ins for the operand of an IN list or BETWEEN read as its comparisons, by
+        # id: (the stand-in, the operand, its dependence, its keys by self.abstract with
+        # whether they met a literal)
+        self.operands: dict[int, _Operand] = {}
 
     def formula(self, node: exp.Expr) -> _F:
         if isinstance(node, exp.Paren):
@@ -1953,10 +1967,11 @@ class _Atoms:
             if all(v is not None for v in values):
                 return self.test(node.this, "eq", tuple(v for v in values if v is not None))
             # a IN (b, c) is a = b OR a = c: 1 IN (1, id) is true for every row
+            operand = self.operand(node.this)
             return _F(
                 "|",
                 args=tuple(
-                    self.atom_of(exp.EQ(this=node.this.copy(), expression=x.copy()))
+                    self.atom_of(exp.EQ(this=operand, expression=x.copy()))
                     for x in node.expressions
                 ),
             )
@@ -1965,15 +1980,12 @@ class _Atoms:
             if low is not None and high is not None:
                 return self.test(node.this, "between", (low, high))
             # a BETWEEN b AND c is a >= b AND a <= c: id BETWEEN id AND id is id = id
+            operand = self.operand(node.this)
             return _F(
                 "&",
                 args=(
-                    self.atom_of(
-                        exp.GTE(this=node.this.copy(), expression=node.args["low"].copy())
-                    ),
-                    self.atom_of(
-                        exp.LTE(this=node.this.copy(), expression=node.args["high"].copy())
-                    ),
+                    self.atom_of(exp.GTE(this=operand, expression=node.args["low"].copy())),
+                    self.atom_of(exp.LTE(this=operand, expression=node.args["high"].copy())),
                 ),
             )
         self.noted(node)
@@ -1983,7 +1995,17 @@ class _Atoms:
         if node is None:
             return None
         self.unsure += 1
-        return _value(node, self.unsure)
+        operand = self.operands.get(id(node))
+        return _value(node if operand is None else operand.node, self.unsure)
+
+    def operand(self, node: exp.Expr) -> exp.Expr:
+        """A stand-in for ``node`` in each comparison an IN list or BETWEEN is read as:
+        its key and dependence are worked out once, not once per item. (A copy per item
+        made reading ``(a + b + ...) IN (c, d, ...)`` take the product of their lengths:
+        seconds of the event loop for a few kilobytes of SQL.)"""
+        stand_in = exp.Var(this="")
+        self.operands[id(stand_in)] = _Operand(stand_in, node)
+        return stand_in
 
     def comparison(self, node: exp.Expr) -> _F:
         test, negated = _TESTS[type(node)]
@@ -2053,6 +2075,16 @@ class _Atoms:
 
     def key(self, node: exp.Expr) -> object:
         """A structural key, literals by value (or as '?' while self.abstract)."""
+        operand = self.operands.get(id(node)) if self.operands else None
+        if operand is not None:  # the operand's, worked out once in each mode
+            known = operand.keys.get(self.abstract)
+            if known is None:
+                met, self.literal = self.literal, False
+                known = operand.keys[self.abstract] = (self.key(operand.node), self.literal)
+                self.literal = met
+            if known[1]:
+                self.literal = True
+            return known[0]
         while isinstance(node, exp.Paren):
             node = node.this
         if isinstance(node, _LITERALS):
@@ -2087,6 +2119,14 @@ class _Atoms:
         stack = [node]
         while stack:
             sub = stack.pop()
+            operand = self.operands.get(id(sub)) if self.operands else None
+            if operand is not None:  # the operand's, worked out once
+                if operand.dependence is None:
+                    operand.dependence = self.dependence(operand.node)
+                if operand.dependence == "row":
+                    return "row"
+                literal = literal or operand.dependence == "literal"
+                continue
             if isinstance(sub, exp.Column):
                 if _constant_name(sub):
                     continue
