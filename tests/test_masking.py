@@ -610,6 +610,27 @@ def test_the_logs_of_statement_texts_are_refused(gw: GatewayProcess, mariadb: Ma
         )
 
 
+def test_an_applications_own_log_table_is_not_the_servers(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """``slow_log`` named alone in shop is shop.slow_log, the application's own table:
+    it was refused as mysql.slow_log, the server's log of other sessions' statements.
+    Named with its schema, or after USE mysql, the server's log is still refused."""
+    mariadb.admin_sql(
+        "CREATE TABLE shop.slow_log (id INT PRIMARY KEY, took_ms INT)",
+        "INSERT INTO shop.slow_log VALUES (1, 1200)",
+    )
+    try:
+        assert query(gw, "SELECT took_ms FROM slow_log") == [(1200,)]
+        for sql in ("SELECT * FROM mysql.slow_log", "USE mysql; SELECT * FROM slow_log"):
+            with pytest.raises(pymysql.err.OperationalError) as caught:
+                query(gw, sql)
+            code, message = caught.value.args
+            assert code == 1227 and "general or slow query log" in message, message
+    finally:
+        mariadb.admin_sql("DROP TABLE IF EXISTS shop.slow_log")
+
+
 def test_a_schema_of_statement_texts_is_not_made_current(gw: GatewayProcess) -> None:
     """Bare names after USE performance_schema read other sessions' statements (their
     literals: masked values) past the refusal of performance_schema.events_..."""

@@ -3457,6 +3457,16 @@ class _Ref:
     span: tuple[int, int] | None = None  # its characters in the text, when it may be replaced
     alias: str | None = None  # a bare select-list item: the name its replacement must keep
     fix: int = _NO_FIX  # _REPLACE: replace span; _COVERED: masked once the others are
+    # with column "": a system table named without its schema (``general_log``) is that
+    # schema's only while it is the default one: here that schema, "" for always
+    home: str = ""
+
+
+def _counts(ref: _Ref, default_db: str | None) -> bool:
+    """Whether a reference to no column in particular (``ref.column`` "") counts where
+    unqualified names are read in ``default_db`` (None: not known, so it counts): an
+    application's own ``slow_log`` is not ``mysql.slow_log``."""
+    return not ref.home or not default_db or default_db.lower() == ref.home
 
 
 class _Source(NamedTuple):
@@ -3743,16 +3753,23 @@ class _Uses:
         (the texts of other sessions' statements, literals included; every session shares
         the backend account)."""
         name, schema = table.name.lower(), table.db.lower()
-        if name == "column_stats" and schema in ("mysql", ""):
-            self.refs.append(_Ref("", (), "in mysql.column_stats, which holds column values"))
-        elif name in _INNODB_VALUES and schema in ("information_schema", ""):
-            self.refs.append(_Ref("", (), _INNODB_VALUES[name]))
-        elif (
-            (name in _SESSION_TEXTS and schema in ("information_schema", ""))
-            or (name in _LOGGED_TEXTS and schema in ("mysql", ""))
-            or schema in ("performance_schema", "sys")
-        ):
+        if schema in ("performance_schema", "sys"):
             self.refs.append(_Ref("", (), _OTHER_SESSIONS))
+            return
+        if name == "column_stats":
+            home, where = "mysql", "in mysql.column_stats, which holds column values"
+        elif name in _INNODB_VALUES:
+            home, where = "information_schema", _INNODB_VALUES[name]
+        elif name in _SESSION_TEXTS:
+            home, where = "information_schema", _OTHER_SESSIONS
+        elif name in _LOGGED_TEXTS:
+            home, where = "mysql", _OTHER_SESSIONS
+        else:
+            return
+        if schema == home:
+            self.refs.append(_Ref("", (), where))
+        elif not schema:  # the system table's only when its schema is the default one
+            self.refs.append(_Ref("", (), where, home=home))
 
     def insert(self, root: exp.Insert, verb: str) -> None:
         scope = _Scope(None)
@@ -4473,14 +4490,19 @@ def _read_refs(sql: bytes, mode: LexMode, depth: int = 0, base: int | None = 0) 
             _log.warning("cannot find masked columns in a statement: %s", type(err).__name__)
             found, used = [_not_understood(stmt.tokens)], None
         if schema is not None:
-            found = [_in_schema(r, schema) for r in found]
-        refs.extend(found)
+            refs.extend(r for r in (_in_schema(r, schema) for r in found) if r is not None)
+        else:
+            refs.extend(found)
         if used is not None:
             schema = used
     return tuple(refs)
 
 
-def _in_schema(ref: _Ref, schema: str) -> _Ref:
+def _in_schema(ref: _Ref, schema: str) -> _Ref | None:
+    """``ref`` read after a USE of ``schema``; None for a system table named alone
+    (``ref.home``) that the USE makes another schema's."""
+    if ref.home:
+        return replace(ref, home="") if schema.lower() == ref.home else None
     return replace(ref, tables=tuple((s if s is not None else schema, t) for s, t in ref.tables))
 
 
@@ -4744,7 +4766,8 @@ def masked_uses(
     for refs in readings:
         for ref in refs:
             if not ref.column:
-                uses[MaskedUse("*.*.*", ref.where, ("*", "*", "*"))] = None
+                if _counts(ref, default_db):
+                    uses[MaskedUse("*.*.*", ref.where, ("*", "*", "*"))] = None
                 continue
             for schema, table in _hits(ref, default_db, test):
                 column = f"{schema}.{table}.{ref.column}"
@@ -4813,6 +4836,8 @@ def mask_rewrite(
         edits: dict[tuple[int, int], str] = {}
         for ref in refs:
             if not ref.column:
+                if not _counts(ref, default_db):
+                    continue
                 return None
             hits = _hits(ref, default_db, test)
             if not hits or ref.fix == _COVERED:

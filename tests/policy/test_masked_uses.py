@@ -438,7 +438,6 @@ ORACLES: U = [
             "SELECT * FROM information_schema.innodb_locks",
             "SELECT l.lock_data FROM information_schema.INNODB_LOCK_WAITS w "
             "JOIN information_schema.INNODB_LOCKS l ON l.lock_id = w.blocking_lock_id",
-            "SELECT * FROM INNODB_LOCK_WAITS",  # the default schema may be information_schema
             "SELECT 1 FROM orders WHERE EXISTS "
             "(SELECT 1 FROM information_schema.INNODB_LOCKS WHERE lock_data LIKE '%4111%')",
             "EXECUTE IMMEDIATE 'SELECT lock_data FROM information_schema.INNODB_LOCKS'",
@@ -751,6 +750,29 @@ def test_default_schema() -> None:
         (EMAIL, "inside UPPER()")
     }
     assert uses("USE other; SELECT UPPER(email) FROM customers", db="shop") == set()
+
+
+def test_a_system_table_named_without_its_schema_is_the_default_schemas() -> None:
+    """``slow_log`` alone is mysql.slow_log only while mysql is the default schema (or
+    the default is not known): an application's own ``shop.slow_log`` or
+    ``shop.processlist`` was refused as the server's log of other sessions' statements."""
+    for sql, home, where in (
+        ("SELECT * FROM slow_log", "mysql", OTHER_SESSIONS),
+        ("SELECT argument FROM general_log", "mysql", OTHER_SESSIONS),
+        ("SELECT * FROM processlist", "information_schema", OTHER_SESSIONS),
+        ("SELECT * FROM QUERY_CACHE_INFO", "information_schema", OTHER_SESSIONS),
+        ("SELECT * FROM INNODB_LOCK_WAITS", "information_schema", LOCKED_VALUES),
+        ("SELECT * FROM column_stats", "mysql", "in mysql.column_stats, which holds column values"),
+    ):
+        assert uses(sql, db="shop") == set(), sql
+        assert mask_rewrite(sql, "shop", STRATEGY, DEFAULT) == sql
+        for db in (home, home.upper(), None, ""):
+            assert uses(sql, db=db) == {("*.*.*", where)}, (sql, db)
+            assert mask_rewrite(sql, db, STRATEGY, DEFAULT) is None
+        qualified = sql.replace(" FROM ", f" FROM {home}.")
+        assert uses(qualified, db="shop") == {("*.*.*", where)}, qualified
+    assert uses("USE mysql; SELECT * FROM slow_log", db="shop") == {("*.*.*", OTHER_SESSIONS)}
+    assert uses("USE shop; SELECT * FROM slow_log", db=None) == set()
 
 
 def test_sql_mode_readings() -> None:
