@@ -222,10 +222,15 @@ class Approvals:
             payload,
             requester_subject,
         )
+        published = True  # the request may be on the broker: cleared once it ends
         try:
             try:
                 await self.bus.publish_now(topic, payload, retain=True)
             except BusUnavailable as exc:
+                # Never sent (not connected): nothing to clear. A clear queued for each
+                # statement held during an outage was kept until the broker came back
+                # (a retained message is never dropped), without bound.
+                published = exc.sent
                 return Outcome("unavailable", None, str(exc), 0.0, request_id)
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -239,7 +244,8 @@ class Approvals:
             future.cancel()  # ended: a decision still being checked finds it done
             self._pending.pop(request_id, None)
             self._finished.append(request_id)
-            self.bus.clear_retained(topic)
+            if published:
+                self.bus.clear_retained(topic)
 
     def _publish_pending(self) -> None:
         """Connected again: the requests still pending are published again (retained),

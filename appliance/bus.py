@@ -77,7 +77,14 @@ STATUS_SUFFIX = "status"  # retained online/offline marker, the broker sends "of
 
 
 class BusUnavailable(Exception):
-    """The broker cannot take a message now; the caller must refuse, not wait."""
+    """The broker cannot take a message now; the caller must refuse, not wait.
+
+    ``sent``: the message may have reached the broker (a retained one must then be
+    cleared); False when it never left, the bus not being connected."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 def reconnect_delay(
@@ -323,7 +330,7 @@ class Bus:
         body = _encode(payload)
         client = self._client
         if client is None:
-            raise BusUnavailable("the MQTT broker is not connected")
+            raise BusUnavailable("the MQTT broker is not connected", sent=False)
         send = asyncio.create_task(
             client.publish(self.topic(topic_suffix), body, qos=qos, retain=retain, timeout=math.inf)
         )

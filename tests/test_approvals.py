@@ -1368,6 +1368,30 @@ def test_a_review_in_the_gateways_first_moments_waits_for_the_broker(broker: Bro
     asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
+def test_reviews_refused_while_the_broker_is_down_queue_nothing(broker: Broker) -> None:
+    """Each statement for review refused because the broker was down queued a message
+    clearing its request, which was never published; a retained message is never
+    dropped, so an agent retrying through an outage grew the gateway's memory without
+    bound, and the clears all went out first once the broker was back."""
+
+    async def scenario() -> None:
+        port = free_port()
+        nobody = replace(broker.bus_config(), url=f"mqtt://127.0.0.1:{port}", port=port)
+        down = Bus(nobody, "outage-gw", queue_size=8)
+        config = ApprovalsConfig(timeout_s=0.5, approver_groups=("dba",), enabled=True)
+        approvals = Approvals(config, down, cast(Any, None))
+        await down.start()
+        fields = {"target": "orders", "sql": "DROP TABLE t"}
+        for _ in range(50):
+            outcome = await approvals.request(fields, "agent", "ab" * 32)
+            assert outcome.verdict == "unavailable"
+        assert down.queued == 0
+        await approvals.close()
+        await down.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
 class _Tokens:
     """Every token verifies as ``user`` with subject ``subject``, an approver."""
 
