@@ -1273,9 +1273,7 @@ class ClientLeg(asyncio.Protocol):
             # the shape as the session reads the text now, before later answers move on
             fingerprint = policy.fingerprint(cmd, session.server_status, verdict)
             self._holding += 1
-            self._spawn(
-                self._hold(cmd, verdict, first_seq, dict(self.context), fingerprint)
-            ).add_done_callback(self._hold_done)
+            self._spawn(self._hold_once(cmd, verdict, first_seq, dict(self.context), fingerprint))
             return
         # write-before-forward: the command goes on once its records are committed
         futures = self.gw.audit.statements_soon(self.sid, first_seq, cmd, verdict, self.context)
@@ -1370,7 +1368,24 @@ class ClientLeg(asyncio.Protocol):
             and not _prepares(verdict)
         )
 
-    def _hold_done(self, _: asyncio.Task[None]) -> None:
+    async def _hold_once(
+        self,
+        cmd: ClientCommand,
+        verdict: Verdict,
+        first_seq: int,
+        context: dict[str, Any],
+        fingerprint: str | None,
+    ) -> None:
+        """``_hold``; the session's next statement for review may be held as soon as this
+        one is answered, in the same step. (Counted down in a callback of the task, it
+        could come after the client had read the answer and sent its next statement,
+        which was then refused as waiting behind this one.)"""
+        try:
+            await self._hold(cmd, verdict, first_seq, context, fingerprint)
+        finally:
+            self._hold_done()
+
+    def _hold_done(self) -> None:
         self._holding -= 1  # the next statement for review may be held
         if not self._holding and self._end_record is not None:  # its approval came first
             end, self._end_record = self._end_record, None

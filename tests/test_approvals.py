@@ -320,6 +320,11 @@ def test_without_the_broker_a_review_is_refused_at_once(
             assert time.monotonic() - started < 2
             code, message = info.value.args
             assert code == 1227 and "approvals are unavailable" in message
+            for _ in range(20):  # each at once after the last: none waits behind another
+                with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
+                    cur.execute("DROP TABLE appr_t")
+                code, message = info.value.args
+                assert code == 1227 and "approvals are unavailable" in message, message
             with conn.cursor() as cur:  # everything else goes on
                 cur.execute("SELECT COUNT(*) FROM appr_t")
                 assert cur.fetchone() == (2,)
