@@ -168,6 +168,41 @@ def test_a_unicode_space_is_no_blank_to_the_server(gw: GatewayProcess, mariadb: 
     direct(mariadb, f"DROP TABLE {table}")
 
 
+def test_a_constant_the_parser_read_as_a_column_is_refused(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """MariaDB reads `BINARY BINARY -1`, `(BINARY DATE'2024-01-01')` and `'1' COLLATE
+    utf8mb4_bin ^ 2` as constants, true for every row; the parser read a column in each
+    (`BINARY`, `DATE`, `utf8mb4_bin`), and the policy a WHERE that tells rows apart."""
+    table = "shop.pol_binary"
+    direct(mariadb, f"CREATE OR REPLACE TABLE {table} (id INT PRIMARY KEY, v INT)")
+    direct(mariadb, f"INSERT INTO {table} VALUES (1, 0), (2, 0), (3, 0)")
+    wheres = (
+        "BINARY BINARY -1",
+        "id = 1 OR (BINARY DATE'2024-01-01')",
+        "'1' COLLATE utf8mb4_bin ^ 2",
+    )
+    with gw.connect(database="shop") as conn:
+        for where in wheres:
+            for sql in (
+                f"DELETE FROM {table} WHERE {where}",
+                f"UPDATE {table} SET v = 1 WHERE {where}",
+            ):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'not-understood': "), sql
+        with conn.cursor() as cur:  # a COLLATE on a column still runs
+            cur.execute(
+                f"UPDATE {table} SET v = 2 WHERE CAST(id AS CHAR) COLLATE utf8mb4_bin = '2'"
+            )
+        conn.commit()
+    assert direct(mariadb, f"SELECT id, v FROM {table} ORDER BY id") == [(1, 0), (2, 2), (3, 0)]
+    for where in wheres:  # what the server makes of each: every row goes
+        direct(mariadb, f"INSERT IGNORE INTO {table} VALUES (1, 0), (2, 0), (3, 0)")
+        direct(mariadb, f"DELETE FROM {table} WHERE {where}")
+        assert direct(mariadb, f"SELECT COUNT(*) FROM {table}") == [(0,)], where
+    direct(mariadb, f"DROP TABLE {table}")
+
+
 def test_sqlstate_is_42000(gw: GatewayProcess) -> None:
     conn = gw.connector()
     try:

@@ -1739,6 +1739,55 @@ def _constant_name(node: exp.Column) -> bool:
     )
 
 
+# MariaDB's reserved words, which it never reads as a column name written without quotes
+# (those it reads as constants, CURRENT_ROLE, UTC_DATE, ..., are _CONSTANT_NAMES). Where
+# the parser makes a column of one, its reading of the expression is not the server's:
+# `BINARY BINARY -1` is CAST(`BINARY` AS BINARY) - 1 to it, a value of the row, and
+# BINARY(BINARY(-1)), true for every row, to the server.
+_RESERVED_WORDS = frozenset(
+    """
+    accessible add all alter analyze and as asc asensitive before between bigint binary
+    blob both by call cascade case change char character check collate column condition
+    constraint continue convert create cross cursor databases day_hour day_microsecond
+    day_minute day_second dec decimal declare default delayed delete delete_domain_id
+    desc describe deterministic distinct distinctrow div do_domain_ids double drop dual
+    each else elseif enclosed escaped except exists exit explain fetch float float4
+    float8 for force foreign from fulltext grant group having high_priority
+    hour_microsecond hour_minute hour_second if ignore ignore_domain_ids in index infile
+    inner inout insensitive insert int int1 int2 int3 int4 int8 integer intersect
+    interval into is iterate join key keys kill leading leave left like limit linear
+    lines load lock long longblob longtext loop low_priority master_demote_to_replica
+    master_demote_to_slave master_ssl_verify_server_cert match maxvalue mediumblob
+    mediumint mediumtext middleint minute_microsecond minute_second mod modifies natural
+    no_write_to_binlog not numeric offset on optimize optionally or order out outer
+    outfile over page_checksum parse_vcol_expr partition portion precision primary
+    procedure purge range read read_write reads real recursive ref_system_id references
+    regexp release rename repeat replace require resignal restrict return returning
+    revoke right rlike row_number rows schemas second_microsecond select sensitive
+    separator set show signal smallint spatial specific sql sql_big_result
+    sql_calc_found_rows sql_small_result sqlexception sqlstate sqlwarning ssl starting
+    stats_auto_recalc stats_persistent stats_sample_pages straight_join table terminated
+    then tinyblob tinyint tinytext to trailing trigger undo union unique unlock unsigned
+    update usage use using values varbinary varchar varcharacter varying when where
+    while with write xor year_month zerofill
+    """.split()
+)
+
+
+def _reserved_column(node: exp.Column) -> str | None:
+    """The first name of a column when it is, without quotes, a word the server reserves
+    (after a '.' the server reads any word as a name; `BINARY .5` is BINARY(.5) to the
+    server and the column `BINARY`.`5` to the parser)."""
+    first = next(
+        (p for k in ("catalog", "db", "table", "this") if (p := node.args.get(k)) is not None),
+        None,
+    )
+    if isinstance(first, exp.Identifier) and not first.quoted:
+        if first.name.lower() in _RESERVED_WORDS:
+            return first.name.upper()
+    return None
+
+
 class _F(NamedTuple):
     """A boolean formula: "a" (atom), "!", "&" and "|" (n-ary), "^", "T" or "F"."""
 
@@ -2279,7 +2328,7 @@ def _simple_conjunction(cond: exp.Expr) -> bool:
             continue
         if not isinstance(node, _SIMPLE_TESTS) or not isinstance(node.this, exp.Column):
             return False
-        if _constant_name(node.this):
+        if _constant_name(node.this) or _reserved_column(node.this) is not None:
             return False
         for name, value in node.args.items():
             if name == "this":
@@ -2292,6 +2341,32 @@ def _simple_conjunction(cond: exp.Expr) -> bool:
 
 _BOOLEAN = (exp.Predicate, exp.Connector, exp.Not)
 
+_RESERVED_AS_COLUMN = (
+    "the reserved word {word} read as a column name, which the server never reads it as "
+    "(BINARY BINARY -1 is a constant to the server, a column's value to the parser): "
+    "quote a column of that name in backticks"
+)
+_ALIAS_IN_EXPRESSION = (
+    "a word or string read as an alias inside an expression, which the server has not "
+    "(BINARY DATE'2024-01-01' is a cast of a column named DATE to the parser): write "
+    "CAST(... AS BINARY)"
+)
+_COLLATE_EXPRESSION = (
+    "COLLATE followed by an expression: the server applies COLLATE before any operator "
+    "('1' COLLATE utf8mb4_bin ^ 1 is ('1' COLLATE utf8mb4_bin) ^ 1), the parser after: "
+    "put the COLLATE in parentheses"
+)
+
+
+def _collation_name(node: exp.Expr | None) -> bool:
+    """A COLLATE's operand is a collation name as the server reads it: a word, a quoted
+    name or a string, not an expression the parser read into it."""
+    if isinstance(node, exp.Column):
+        return not node.table
+    return isinstance(node, (exp.Var, exp.Identifier)) or (
+        isinstance(node, exp.Literal) and node.is_string
+    )
+
 
 def _misread(cond: exp.Expr) -> str | None:
     """Why the parser's reading of cond may not be the server's, None when it is.
@@ -2299,8 +2374,33 @@ def _misread(cond: exp.Expr) -> str | None:
     sqlglot puts = <=> <> below < <= > >= and reads BETWEEN, LIKE and IN chains its own
     way; MariaDB gives the comparisons one level, left to right (`id = 1 <= 1` is
     (id = 1) <= 1 there, id = (1 <= 1) here). A test of the result of another test is
-    refused, written with parentheses or not (IS TRUE, IS NULL of a comparison too)."""
-    for node in cond.walk():
+    refused, written with parentheses or not (IS TRUE, IS NULL of a comparison too).
+
+    So are readings the server cannot have: a reserved word as a column (`BINARY BINARY
+    -1`), an alias inside an expression (`(BINARY DATE'2024-01-01')` is CAST(`DATE` AS
+    BINARY) AS `2024-01-01` to the parser) and a COLLATE whose collation is an expression
+    (`'1' COLLATE utf8mb4_bin ^ 1` is '1' COLLATE (`utf8mb4_bin` ^ 1) to the parser,
+    ('1' COLLATE utf8mb4_bin) ^ 1 to the server): each made a column of what the server
+    reads as a constant, true for every row."""
+    # (node, whether it is a query's output column, where an alias is the server's too);
+    # the tree's parent links are gone (see _Tree), so the walk says it itself
+    stack: list[tuple[exp.Expr, bool]] = [(cond, False)]
+    while stack:
+        node, output = stack.pop()
+        for key, value in node.args.items():
+            projections = key == "expressions" and isinstance(node, exp.Select)
+            for sub in value if isinstance(value, list) else [value]:
+                if isinstance(sub, exp.Expr):
+                    stack.append((sub, projections))
+        if isinstance(node, exp.Column):
+            word = _reserved_column(node)
+            if word is not None:
+                return _RESERVED_AS_COLUMN.format(word=word)
+            continue
+        if isinstance(node, exp.Alias) and not output:
+            return _ALIAS_IN_EXPRESSION
+        if isinstance(node, exp.Collate) and not _collation_name(node.expression):
+            return _COLLATE_EXPRESSION
         if not isinstance(node, exp.Predicate) or isinstance(node, exp.Exists):
             continue
         for value in node.args.values():

@@ -506,6 +506,12 @@ NOT_ALWAYS_TRUE = [
     "(id + 1) BETWEEN val AND id",
     "(id + ?) IN (val, id + ?)",  # each placeholder its own value
     "(status = 'x' OR status = 'y') AND created < '2026-01-01'",
+    # a COLLATE of a column, a name of a query's output column, a quoted reserved word
+    "c COLLATE utf8mb4_bin = 'a'",
+    "c COLLATE 'utf8mb4_bin' = 'a' OR c COLLATE `utf8mb4_bin` = 'b'",
+    "id IN (SELECT tid AS x FROM u)",
+    "EXISTS (SELECT u.tid x FROM u WHERE u.tid = t.id)",
+    "`binary` = 1",
 ]
 
 # sqlglot reads comparisons of comparisons, and BETWEEN, LIKE and IN chains, otherwise than
@@ -530,6 +536,29 @@ def test_where_misread_is_refused(verb: str, where: str) -> None:
     found = one(f"{verb} WHERE {where}")
     assert found.problem is not None and "result of another test" in found.problem
     assert not found.literal_independent
+
+
+# Readings the server cannot have, each of a constant as a column (MariaDB 10.11 deleted
+# every row for each): a reserved word as a column, an alias inside an expression, a
+# COLLATE read before the operator after it
+MISREAD_CONSTANT = [
+    ("BINARY BINARY -1", "the reserved word BINARY read as a column name"),
+    ("id = 5 OR BINARY BINARY .5", "the reserved word BINARY read as a column name"),
+    ("(BINARY BINARY '1')", "an alias inside an expression"),
+    ("-(BINARY DATE'2024-01-01')", "an alias inside an expression"),
+    ("id = 5 OR (BINARY TIMESTAMP'2024-01-01 00:00:00')", "an alias inside an expression"),
+    ("id IN (SELECT (1 AS x))", "an alias inside an expression"),
+    ("'1' COLLATE utf8mb4_bin ^ 1.5", "COLLATE followed by an expression"),
+    ("id = 5 OR '1' COLLATE utf8mb4_bin * 1", "COLLATE followed by an expression"),
+    ("'a' = 'a' COLLATE utf8mb4_bin ^ 0", "COLLATE followed by an expression"),
+]
+
+
+@pytest.mark.parametrize(("where", "problem"), MISREAD_CONSTANT)
+@pytest.mark.parametrize("verb", ["DELETE FROM t", "UPDATE t SET a = 1"])
+def test_where_read_as_no_server_would_is_refused(verb: str, where: str, problem: str) -> None:
+    found = one(f"{verb} WHERE {where}")
+    assert found.problem is not None and problem in found.problem, found.problem
 
 
 @pytest.mark.parametrize("where", ALWAYS_TRUE)
