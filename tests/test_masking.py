@@ -461,6 +461,19 @@ def test_uses_that_lose_the_origin_are_refused(
     )
 
 
+def test_a_reading_the_server_cannot_have_is_refused(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    """`BINARY BINARY card_number` was CAST(`BINARY` AS BINARY) AS card_number to the
+    parser, a column named BINARY and no use of the masked one: the card came back in
+    clear. MariaDB reads BINARY(BINARY(card_number))."""
+    sql = "SELECT BINARY BINARY card_number FROM shop.mask_customers WHERE id = 1"
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        query(gw, sql)
+    code, message = caught.value.args
+    assert code == 1227 and "the reserved word BINARY read as a column name" in message, message
+    assert CARD not in message
+    assert mariadb.admin_sql(sql) == [(CARD.encode(),)]  # the server's reading: the card
+
+
 SHADOWED = [
     "SELECT (SELECT UPPER(c.email) FROM shop.orders c LIMIT 1) FROM mask_customers c",
     "SELECT (SELECT UPPER(c.email) FROM (SELECT 1 AS x) c) FROM mask_customers c",

@@ -880,6 +880,129 @@ KINDS: frozenset[str] = frozenset(
 _TOKEN_REPR = re.compile(r"<Token token_type: [^,]*, text: (.*?), line: .*?>")
 
 
+# MariaDB's reserved words, which it never reads as a column name written without quotes
+# (those it reads as constants, CURRENT_ROLE, UTC_DATE, ..., are _CONSTANT_NAMES). Where
+# the parser makes a column of one, its reading of the expression is not the server's:
+# `BINARY BINARY -1` is CAST(`BINARY` AS BINARY) - 1 to it, a value of the row, and
+# BINARY(BINARY(-1)), true for every row, to the server.
+_RESERVED_WORDS = frozenset(
+    """
+    accessible add all alter analyze and as asc asensitive before between bigint binary
+    blob both by call cascade case change char character check collate column condition
+    constraint continue convert create cross cursor databases day_hour day_microsecond
+    day_minute day_second dec decimal declare default delayed delete delete_domain_id
+    desc describe deterministic distinct distinctrow div do_domain_ids double drop dual
+    each else elseif enclosed escaped except exists exit explain fetch float float4
+    float8 for force foreign from fulltext grant group having high_priority
+    hour_microsecond hour_minute hour_second if ignore ignore_domain_ids in index infile
+    inner inout insensitive insert int int1 int2 int3 int4 int8 integer intersect
+    interval into is iterate join key keys kill leading leave left like limit linear
+    lines load lock long longblob longtext loop low_priority master_demote_to_replica
+    master_demote_to_slave master_ssl_verify_server_cert match maxvalue mediumblob
+    mediumint mediumtext middleint minute_microsecond minute_second mod modifies natural
+    no_write_to_binlog not numeric offset on optimize optionally or order out outer
+    outfile over page_checksum parse_vcol_expr partition portion precision primary
+    procedure purge range read read_write reads real recursive ref_system_id references
+    regexp release rename repeat replace require resignal restrict return returning
+    revoke right rlike row_number rows schemas second_microsecond select sensitive
+    separator set show signal smallint spatial specific sql sql_big_result
+    sql_calc_found_rows sql_small_result sqlexception sqlstate sqlwarning ssl starting
+    stats_auto_recalc stats_persistent stats_sample_pages straight_join table terminated
+    then tinyblob tinyint tinytext to trailing trigger undo union unique unlock unsigned
+    update usage use using values varbinary varchar varcharacter varying when where
+    while with write xor year_month zerofill
+    """.split()
+)
+
+
+def _reserved_column(node: exp.Column) -> str | None:
+    """The first name of a column when it is, without quotes, a word the server reserves
+    (after a '.' the server reads any word as a name; `BINARY .5` is BINARY(.5) to the
+    server and the column `BINARY`.`5` to the parser)."""
+    args = node.args
+    first = args.get("this")
+    for part in ("table", "db", "catalog"):
+        found = args.get(part)
+        if found is not None:
+            first = found
+    if type(first) is exp.Identifier and not first.args.get("quoted"):
+        name: str = first.this
+        if name.lower() in _RESERVED_WORDS:
+            return name.upper()
+    return None
+
+
+_RESERVED_AS_COLUMN = (
+    "the reserved word {word} read as a column name, which the server never reads it as "
+    "(BINARY BINARY -1 is a constant to the server, a column's value to the parser): "
+    "quote a column of that name in backticks"
+)
+_ALIAS_IN_EXPRESSION = (
+    "a word or string read as an alias inside an expression, which the server has not "
+    "(BINARY DATE'2024-01-01' is a cast of a column named DATE to the parser): write "
+    "CAST(... AS BINARY)"
+)
+_COLLATE_EXPRESSION = (
+    "COLLATE followed by an expression: the server applies COLLATE before any operator "
+    "('1' COLLATE utf8mb4_bin ^ 1 is ('1' COLLATE utf8mb4_bin) ^ 1), the parser after: "
+    "put the COLLATE in parentheses"
+)
+
+
+def _collation_name(node: exp.Expr | None) -> bool:
+    """A COLLATE's operand is a collation name as the server reads it: a word, a quoted
+    name or a string, not an expression the parser read into it."""
+    if isinstance(node, exp.Column):
+        return not node.table
+    return isinstance(node, (exp.Var, exp.Identifier)) or (
+        isinstance(node, exp.Literal) and node.is_string
+    )
+
+
+def _impossible_reading(root: exp.Expr) -> str | None:
+    """Why the parser's tree is no reading the server can have, None when it may be.
+
+    sqlglot reads a reserved word as a name, an alias inside an expression and an
+    expression after COLLATE, where MariaDB reads none: `BINARY BINARY card_number` is
+    CAST(`BINARY` AS BINARY) AS card_number to it (a column masked nowhere), the card
+    number to the server; `WHERE BINARY BINARY -1` a test of a column, true for every
+    row on the server; `(BINARY DATE'2024-01-01')` CAST(`DATE` AS BINARY) AS
+    `2024-01-01`; `'1' COLLATE utf8mb4_bin ^ 2` '1' COLLATE (`utf8mb4_bin` ^ 2).
+    _Tree finds the same in the walk it makes anyway (_Tree.impossible)."""
+    outputs: set[int] = set()  # the aliases that name what a query outputs
+    stack: list[object] = [root]
+    pop = stack.pop
+    extend = stack.extend
+    append = stack.append
+    while stack:
+        node = pop()
+        if not isinstance(node, exp.Expr):
+            continue
+        cls = type(node)
+        if cls is exp.Column:
+            word = _reserved_column(node)  # type: ignore[arg-type]
+            if word is not None:
+                return _RESERVED_AS_COLUMN.format(word=word)
+        elif cls is exp.Alias:
+            if id(node) not in outputs:
+                return _ALIAS_IN_EXPRESSION
+        elif cls is exp.Collate:
+            if not _collation_name(node.expression):
+                return _COLLATE_EXPRESSION
+        elif cls in _NAMED_OUTPUTS:  # exact types: a subclass is no select list
+            outputs.update(id(x) for x in node.expressions)
+        for value in node.args.values():
+            if type(value) is list:
+                extend(value)
+            elif value is not None:
+                append(value)
+    return None
+
+
+# Where the server names what it outputs: a query's select list, RETURNING
+_NAMED_OUTPUTS = (exp.Select, exp.Returning)
+
+
 class _Unparsable(Exception):
     """sqlglot could not read the text; the message says where."""
 
@@ -1010,12 +1133,14 @@ def _subquery_reads(v: _View, start: int, stop: int) -> tuple[set[str], set[str]
         s, e = v.start(tokens[i]), v.end(tokens[j])
         parsed = _parse_text(v, [(0, s, b"SELECT "), (e, len(v.raw), b"")])
         tree = _Tree(_parse(parsed), parsed)
+        if tree.impossible is not None:
+            raise _Unparsable(tree.impossible)
         reads |= tree.reads()
         functions |= tree.functions
     return reads, functions
 
 
-_TABLE, _WITH, _FUNC, _DOT = 1, 2, 3, 4
+_TABLE, _WITH, _FUNC, _DOT, _COLUMN, _ALIAS, _OUTPUTS = 1, 2, 3, 4, 5, 6, 7
 _CATEGORY: dict[type, int] = {}
 _FUNCTION_NAMES: dict[type, str] = {}
 
@@ -1027,6 +1152,12 @@ def _category(cls: type) -> int:
         c = _WITH
     elif issubclass(cls, exp.Dot):
         c = _DOT  # schema.f(...): a qualified call
+    elif issubclass(cls, exp.Column):
+        c = _COLUMN
+    elif issubclass(cls, exp.Alias):
+        c = _ALIAS
+    elif issubclass(cls, _NAMED_OUTPUTS):
+        c = _OUTPUTS
     elif issubclass(cls, exp.Func) and not issubclass(
         cls, (exp.Connector, exp.SubqueryPredicate)
     ):  # AND, OR, XOR, EXISTS, ANY are operators to a reader
@@ -1093,7 +1224,16 @@ class _Tree:
     query each WITH belongs to is kept as the walk meets it.
     """
 
-    __slots__ = ("root", "text", "tables", "withs", "functions", "anonymous", "dots")
+    __slots__ = (
+        "root",
+        "text",
+        "tables",
+        "withs",
+        "functions",
+        "anonymous",
+        "dots",
+        "impossible",
+    )
 
     def __init__(self, root: exp.Expr, text: str) -> None:
         self.root = root
@@ -1103,6 +1243,9 @@ class _Tree:
         self.functions: set[str] = set()
         self.anonymous: list[exp.Anonymous] = []
         self.dots: list[exp.Dot] = []
+        # why the tree is no reading the server can have (see _impossible_reading)
+        self.impossible: str | None = None
+        outputs: set[int] = set()  # the aliases that name what a query outputs
         category = _CATEGORY.get
         for node in root.bfs():  # walk()'s order, without its extra generator
             cls = type(node)
@@ -1110,6 +1253,19 @@ class _Tree:
             if c is None:
                 c = _category(cls)
             if not c:
+                node.parent = None
+                continue
+            if c >= _COLUMN:
+                if c == _COLUMN:
+                    assert isinstance(node, exp.Column)
+                    word = _reserved_column(node)
+                    if word is not None and self.impossible is None:
+                        self.impossible = _RESERVED_AS_COLUMN.format(word=word)
+                elif c == _ALIAS:
+                    if id(node) not in outputs and self.impossible is None:
+                        self.impossible = _ALIAS_IN_EXPRESSION
+                else:
+                    outputs.update(id(x) for x in node.expressions)
                 node.parent = None
                 continue
             if c == _TABLE:
@@ -1125,6 +1281,12 @@ class _Tree:
                 self.functions.add(node.name.upper())
                 self.anonymous.append(node)
             else:
+                if (
+                    cls is exp.Collate
+                    and not _collation_name(node.expression)
+                    and self.impossible is None
+                ):
+                    self.impossible = _COLLATE_EXPRESSION
                 name = _FUNCTION_NAMES.get(cls)
                 if name is None:
                     assert isinstance(node, exp.Func)
@@ -1461,6 +1623,14 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
             kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, missing)
         )
     tree = _Tree(root, parsed)
+    if tree.impossible is not None:
+        return _result(
+            kind,
+            text,
+            flags=flags,
+            functions=functions,
+            problem=_parse_problem(kind, tree.impossible),
+        )
     functions |= tree.functions
     stored = _stored_functions(v, suspects, tree) if suspects or tree.dots else ()
     if kind == "SELECT":
@@ -1737,55 +1907,6 @@ def _constant_name(node: exp.Column) -> bool:
         and not ident.quoted
         and ident.name.lower() in _CONSTANT_NAMES
     )
-
-
-# MariaDB's reserved words, which it never reads as a column name written without quotes
-# (those it reads as constants, CURRENT_ROLE, UTC_DATE, ..., are _CONSTANT_NAMES). Where
-# the parser makes a column of one, its reading of the expression is not the server's:
-# `BINARY BINARY -1` is CAST(`BINARY` AS BINARY) - 1 to it, a value of the row, and
-# BINARY(BINARY(-1)), true for every row, to the server.
-_RESERVED_WORDS = frozenset(
-    """
-    accessible add all alter analyze and as asc asensitive before between bigint binary
-    blob both by call cascade case change char character check collate column condition
-    constraint continue convert create cross cursor databases day_hour day_microsecond
-    day_minute day_second dec decimal declare default delayed delete delete_domain_id
-    desc describe deterministic distinct distinctrow div do_domain_ids double drop dual
-    each else elseif enclosed escaped except exists exit explain fetch float float4
-    float8 for force foreign from fulltext grant group having high_priority
-    hour_microsecond hour_minute hour_second if ignore ignore_domain_ids in index infile
-    inner inout insensitive insert int int1 int2 int3 int4 int8 integer intersect
-    interval into is iterate join key keys kill leading leave left like limit linear
-    lines load lock long longblob longtext loop low_priority master_demote_to_replica
-    master_demote_to_slave master_ssl_verify_server_cert match maxvalue mediumblob
-    mediumint mediumtext middleint minute_microsecond minute_second mod modifies natural
-    no_write_to_binlog not numeric offset on optimize optionally or order out outer
-    outfile over page_checksum parse_vcol_expr partition portion precision primary
-    procedure purge range read read_write reads real recursive ref_system_id references
-    regexp release rename repeat replace require resignal restrict return returning
-    revoke right rlike row_number rows schemas second_microsecond select sensitive
-    separator set show signal smallint spatial specific sql sql_big_result
-    sql_calc_found_rows sql_small_result sqlexception sqlstate sqlwarning ssl starting
-    stats_auto_recalc stats_persistent stats_sample_pages straight_join table terminated
-    then tinyblob tinyint tinytext to trailing trigger undo union unique unlock unsigned
-    update usage use using values varbinary varchar varcharacter varying when where
-    while with write xor year_month zerofill
-    """.split()
-)
-
-
-def _reserved_column(node: exp.Column) -> str | None:
-    """The first name of a column when it is, without quotes, a word the server reserves
-    (after a '.' the server reads any word as a name; `BINARY .5` is BINARY(.5) to the
-    server and the column `BINARY`.`5` to the parser)."""
-    first = next(
-        (p for k in ("catalog", "db", "table", "this") if (p := node.args.get(k)) is not None),
-        None,
-    )
-    if isinstance(first, exp.Identifier) and not first.quoted:
-        if first.name.lower() in _RESERVED_WORDS:
-            return first.name.upper()
-    return None
 
 
 class _F(NamedTuple):
@@ -2328,7 +2449,7 @@ def _simple_conjunction(cond: exp.Expr) -> bool:
             continue
         if not isinstance(node, _SIMPLE_TESTS) or not isinstance(node.this, exp.Column):
             return False
-        if _constant_name(node.this) or _reserved_column(node.this) is not None:
+        if _constant_name(node.this):
             return False
         for name, value in node.args.items():
             if name == "this":
@@ -2341,32 +2462,6 @@ def _simple_conjunction(cond: exp.Expr) -> bool:
 
 _BOOLEAN = (exp.Predicate, exp.Connector, exp.Not)
 
-_RESERVED_AS_COLUMN = (
-    "the reserved word {word} read as a column name, which the server never reads it as "
-    "(BINARY BINARY -1 is a constant to the server, a column's value to the parser): "
-    "quote a column of that name in backticks"
-)
-_ALIAS_IN_EXPRESSION = (
-    "a word or string read as an alias inside an expression, which the server has not "
-    "(BINARY DATE'2024-01-01' is a cast of a column named DATE to the parser): write "
-    "CAST(... AS BINARY)"
-)
-_COLLATE_EXPRESSION = (
-    "COLLATE followed by an expression: the server applies COLLATE before any operator "
-    "('1' COLLATE utf8mb4_bin ^ 1 is ('1' COLLATE utf8mb4_bin) ^ 1), the parser after: "
-    "put the COLLATE in parentheses"
-)
-
-
-def _collation_name(node: exp.Expr | None) -> bool:
-    """A COLLATE's operand is a collation name as the server reads it: a word, a quoted
-    name or a string, not an expression the parser read into it."""
-    if isinstance(node, exp.Column):
-        return not node.table
-    return isinstance(node, (exp.Var, exp.Identifier)) or (
-        isinstance(node, exp.Literal) and node.is_string
-    )
-
 
 def _misread(cond: exp.Expr) -> str | None:
     """Why the parser's reading of cond may not be the server's, None when it is.
@@ -2374,33 +2469,8 @@ def _misread(cond: exp.Expr) -> str | None:
     sqlglot puts = <=> <> below < <= > >= and reads BETWEEN, LIKE and IN chains its own
     way; MariaDB gives the comparisons one level, left to right (`id = 1 <= 1` is
     (id = 1) <= 1 there, id = (1 <= 1) here). A test of the result of another test is
-    refused, written with parentheses or not (IS TRUE, IS NULL of a comparison too).
-
-    So are readings the server cannot have: a reserved word as a column (`BINARY BINARY
-    -1`), an alias inside an expression (`(BINARY DATE'2024-01-01')` is CAST(`DATE` AS
-    BINARY) AS `2024-01-01` to the parser) and a COLLATE whose collation is an expression
-    (`'1' COLLATE utf8mb4_bin ^ 1` is '1' COLLATE (`utf8mb4_bin` ^ 1) to the parser,
-    ('1' COLLATE utf8mb4_bin) ^ 1 to the server): each made a column of what the server
-    reads as a constant, true for every row."""
-    # (node, whether it is a query's output column, where an alias is the server's too);
-    # the tree's parent links are gone (see _Tree), so the walk says it itself
-    stack: list[tuple[exp.Expr, bool]] = [(cond, False)]
-    while stack:
-        node, output = stack.pop()
-        for key, value in node.args.items():
-            projections = key == "expressions" and isinstance(node, exp.Select)
-            for sub in value if isinstance(value, list) else [value]:
-                if isinstance(sub, exp.Expr):
-                    stack.append((sub, projections))
-        if isinstance(node, exp.Column):
-            word = _reserved_column(node)
-            if word is not None:
-                return _RESERVED_AS_COLUMN.format(word=word)
-            continue
-        if isinstance(node, exp.Alias) and not output:
-            return _ALIAS_IN_EXPRESSION
-        if isinstance(node, exp.Collate) and not _collation_name(node.expression):
-            return _COLLATE_EXPRESSION
+    refused, written with parentheses or not (IS TRUE, IS NULL of a comparison too)."""
+    for node in cond.walk():
         if not isinstance(node, exp.Predicate) or isinstance(node, exp.Exists):
             continue
         for value in node.args.values():
@@ -2484,6 +2554,8 @@ def _show(v: _View, kind: str, head: int) -> Classification:
     functions, suspects = _skeleton_calls(v.skeleton)
     # SHOW ... WHERE runs its condition, subqueries too: their tables are read.
     tree = _Tree(root, parsed)
+    if tree.impossible is not None:
+        return _result(kind, text, problem=_parse_problem(kind, tree.impossible))
     return _result(
         kind,
         text,
@@ -2617,6 +2689,14 @@ def _create(v: _View, kind: str, head: int) -> Classification:
             kind, text, flags=flags, functions=functions, problem=_mismatch_problem(kind, root)
         )
     tree = _Tree(root, parsed)
+    if tree.impossible is not None:
+        return _result(
+            kind,
+            text,
+            flags=flags,
+            functions=functions,
+            problem=_parse_problem(kind, tree.impossible),
+        )
     target = root.this
     if isinstance(target, exp.Schema):
         target = target.this
@@ -4668,6 +4748,8 @@ def _statement_refs(
     try:
         root = _parse(text)
     except _Unparsable:
+        return [_not_understood(tokens)], None
+    if _impossible_reading(root) is not None:
         return [_not_understood(tokens)], None
     into = None
     if kind == "SELECT":

@@ -792,6 +792,12 @@ PROBLEMS = [
     ("SELECT 1 --\u2028x FROM d UNION SELECT card FROM c", "U+2028 (LINE SEPARATOR)"),
     ("SELECT a\u2003b FROM t", "U+2003 (EM SPACE) outside a string"),
     ("SELECT a\x1fb FROM t", "U+001F (a control character) outside a string"),
+    # readings the server cannot have, wherever they are (BINARY BINARY c is the column
+    # BINARY aliased c to the parser, BINARY(BINARY(c)) to the server)
+    ("SELECT BINARY BINARY card FROM c", "the reserved word BINARY read as a column name"),
+    ("SET @a = (SELECT BINARY BINARY card FROM c)", "the reserved word BINARY read as"),
+    ("SELECT (BINARY DATE'2024-01-01') FROM c", "an alias inside an expression"),
+    ("SELECT card COLLATE utf8mb4_bin ^ 0 FROM c", "COLLATE followed by an expression"),
     # the parser took the parenthesised table for a derived one: its write for a read
     ("UPDATE pub JOIN (secret s) ON pub.id = s.id SET s.c = 1", "(a table in parentheses"),
     ("DELETE s FROM pub JOIN (secret s) ON pub.id = s.id", "(a table in parentheses"),

@@ -533,6 +533,11 @@ NOT_UNDERSTOOD: U = [
         {(ALL, "not understood")},
     ),
     ("SELECT 1; SELECT 'unterminated", {("*.*.*", "not understood")}),
+    # readings the server cannot have: BINARY BINARY card_number was CAST(`BINARY` AS
+    # BINARY) AS card_number to the parser (no use of the column), the card to MariaDB
+    ("SELECT BINARY BINARY card_number FROM customers", {(ALL, "not understood")}),
+    ("SELECT (BINARY DATE'2024-01-01'), card_number FROM customers", {(ALL, "not understood")}),
+    ("SELECT email COLLATE utf8mb4_bin ^ 0 FROM customers", {(ALL, "not understood")}),
     # aliases that differ only in case: two sources to a server that compares case
     (
         "SELECT (SELECT UPPER(D.card_number) FROM (SELECT 1 AS card_number) d) FROM customers D",
