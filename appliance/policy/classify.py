@@ -881,7 +881,8 @@ _TOKEN_REPR = re.compile(r"<Token token_type: [^,]*, text: (.*?), line: .*?>")
 
 
 # MariaDB's reserved words, which it never reads as a column name written without quotes
-# (those it reads as constants, CURRENT_ROLE, UTC_DATE, ..., are _CONSTANT_NAMES). Where
+# (those it reads as constants, CURRENT_ROLE, UTC_DATE, ..., are _CONSTANT_NAMES; DEFAULT,
+# which the parser reads as a column in `SET c = DEFAULT`, is a column's default there). Where
 # the parser makes a column of one, its reading of the expression is not the server's:
 # `BINARY BINARY -1` is CAST(`BINARY` AS BINARY) - 1 to it, a value of the row, and
 # BINARY(BINARY(-1)), true for every row, to the server.
@@ -890,7 +891,7 @@ _RESERVED_WORDS = frozenset(
     accessible add all alter analyze and as asc asensitive before between bigint binary
     blob both by call cascade case change char character check collate column condition
     constraint continue convert create cross cursor databases day_hour day_microsecond
-    day_minute day_second dec decimal declare default delayed delete delete_domain_id
+    day_minute day_second dec decimal declare delayed delete delete_domain_id
     desc describe deterministic distinct distinctrow div do_domain_ids double drop dual
     each else elseif enclosed escaped except exists exit explain fetch float float4
     float8 for force foreign from fulltext grant group having high_priority

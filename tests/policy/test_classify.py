@@ -561,6 +561,20 @@ def test_where_read_as_no_server_would_is_refused(verb: str, where: str, problem
     assert found.problem is not None and problem in found.problem, found.problem
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE t SET c = DEFAULT WHERE id = 1",
+        "INSERT INTO t (a) VALUES (1) ON DUPLICATE KEY UPDATE b = DEFAULT",
+        "INSERT INTO t SET a = 1, b = DEFAULT",
+    ],
+)
+def test_default_as_a_value_is_read(sql: str) -> None:
+    """The parser reads DEFAULT as a column there; the server as the column's default,
+    so it is no reserved word read as a column name."""
+    assert one(sql).problem is None
+
+
 @pytest.mark.parametrize("where", ALWAYS_TRUE)
 @pytest.mark.parametrize("verb", ["DELETE FROM t", "UPDATE t SET a = 1"])
 def test_where_always_true(verb: str, where: str) -> None:
