@@ -658,16 +658,7 @@ class ClientLeg(asyncio.Protocol):
             f"target '{self.target}', the most [policy] sessions_per_identity allows: close "
             "one (or reuse it) and connect again"
         )
-        self.gw.audit.background(
-            records.auth_failed(
-                session=self.sid,
-                client=self.peer,
-                target=self.target,
-                identity=identity.user,
-                reason=message,
-                rule="sessions-per-identity",
-            )
-        )
+        self._record_gate_refusal(identity, message, rule="sessions-per-identity")
         log.warning(
             "session %d: login refused for %r from %s: %d sessions open on target %s",
             self.id,
@@ -710,17 +701,7 @@ class ClientLeg(asyncio.Protocol):
             f"{decision.message} (the login names the database '{printable(schema)}', "
             f"decided as USE of it; {then})"
         )
-        self.gw.audit.background(
-            records.auth_failed(
-                session=self.sid,
-                client=self.peer,
-                target=self.target,
-                identity=identity.user,
-                reason=message,
-                rule=decision.rule,
-                db=schema,
-            )
-        )
+        self._record_gate_refusal(identity, message, rule=decision.rule, db=schema)
         log.warning(
             "session %d: login refused for %r from %s: database %r refused by rule %s",
             self.id,
@@ -730,6 +711,20 @@ class ClientLeg(asyncio.Protocol):
             decision.rule,
         )
         return message
+
+    def _record_gate_refusal(self, identity: Identity, message: str, **extra: str) -> None:
+        """A login a gate refused after its credentials were proven: an ``auth_failed``
+        record naming the rule (and what it refused)."""
+        self.gw.audit.background(
+            records.auth_failed(
+                session=self.sid,
+                client=self.peer,
+                target=self.target,
+                identity=identity.user,
+                reason=message,
+                **extra,
+            )
+        )
 
     def _record_waiting(self, user: str | None, reason: str) -> None:
         """The first login refused in a wait is recorded; the rest of the wait's are not."""
