@@ -23,7 +23,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
@@ -992,6 +992,8 @@ def _impossible_reading(root: exp.Expr) -> str | None:
                 return _COLLATE_EXPRESSION
         elif cls in _NAMED_OUTPUTS:  # exact types: a subclass is no select list
             outputs.update(id(x) for x in node.expressions)
+        elif cls is exp.Anonymous:
+            outputs.update(_typed_arguments(node))  # type: ignore[arg-type]
         for value in node.args.values():
             if type(value) is list:
                 extend(value)
@@ -1002,6 +1004,43 @@ def _impossible_reading(root: exp.Expr) -> str | None:
 
 # Where the server names what it outputs: a query's select list, RETURNING
 _NAMED_OUTPUTS = (exp.Select, exp.Returning)
+
+# MariaDB's dynamic column functions take a value's type as `value AS type`, which the
+# parser reads as an alias: COLUMN_GET(blob, name AS type), COLUMN_CREATE(name, value
+# [AS type], ...), COLUMN_ADD(blob, name, value [AS type], ...). Each maps to where its
+# typed arguments are: (first index, step).
+_TYPED_ARGUMENTS: dict[str, tuple[int, int]] = {
+    "COLUMN_GET": (1, 1 << 30),
+    "COLUMN_CREATE": (1, 2),
+    "COLUMN_ADD": (2, 2),
+}
+# The types those functions take, as the parser names the alias they read (two words
+# joined by a space)
+_DYNAMIC_COLUMN_TYPES = frozenset(
+    "binary char date datetime decimal double int integer signed time unsigned".split()
+) | {"signed integer", "unsigned integer"}
+
+
+def _typed_arguments(node: exp.Anonymous) -> Iterator[int]:
+    """The ids of the aliases in a call of a dynamic column function that are the
+    server's `value AS type` (a type, not a name: COLUMN_GET(dyn, 'k' AS INT)).
+
+    Only an unquoted type word in a typed argument's place counts: anywhere else an
+    alias inside the call is still no reading the server can have."""
+    place = _TYPED_ARGUMENTS.get(node.name.upper())
+    if place is None:
+        return
+    first, step = place
+    for arg in node.expressions[first::step]:
+        if type(arg) is not exp.Alias:
+            continue
+        alias = arg.args.get("alias")
+        if (
+            type(alias) is exp.Identifier
+            and not alias.args.get("quoted")
+            and alias.this.lower() in _DYNAMIC_COLUMN_TYPES
+        ):
+            yield id(arg)
 
 
 class _Unparsable(Exception):
@@ -1246,7 +1285,8 @@ class _Tree:
         self.dots: list[exp.Dot] = []
         # why the tree is no reading the server can have (see _impossible_reading)
         self.impossible: str | None = None
-        outputs: set[int] = set()  # the aliases that name what a query outputs
+        # the aliases that name what a query outputs, and the types of _typed_arguments
+        outputs: set[int] = set()
         category = _CATEGORY.get
         for node in root.bfs():  # walk()'s order, without its extra generator
             cls = type(node)
@@ -1281,6 +1321,7 @@ class _Tree:
             elif isinstance(node, exp.Anonymous):
                 self.functions.add(node.name.upper())
                 self.anonymous.append(node)
+                outputs.update(_typed_arguments(node))
             else:
                 if (
                     cls is exp.Collate

@@ -575,6 +575,44 @@ def test_default_as_a_value_is_read(sql: str) -> None:
     assert one(sql).problem is None
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT COLUMN_GET(dyn, 'color' AS CHAR) FROM t",
+        "SELECT id FROM t WHERE COLUMN_GET(dyn, 'size' AS INT) > 3",
+        "SELECT COLUMN_GET(dyn, 1 AS UNSIGNED INTEGER), COLUMN_GET(dyn, 2 AS date) FROM t",
+        "SELECT COLUMN_GET(COLUMN_GET(dyn, 'inner' AS BINARY), 'x' AS DOUBLE) FROM t",
+        "SELECT COLUMN_CREATE('a', 1 AS INT, 'b', 'x' AS CHAR, 'c', 2)",
+        "INSERT INTO t (dyn) VALUES (COLUMN_CREATE('color', 'blue' AS CHAR))",
+        "UPDATE t SET dyn = COLUMN_ADD(dyn, 'price', 500 AS DOUBLE) WHERE id = 1",
+    ],
+)
+def test_dynamic_column_type_is_read(sql: str) -> None:
+    """MariaDB's dynamic column functions take `value AS type`, which the parser reads
+    as an alias: the type is no alias inside an expression."""
+    found = one(sql)
+    assert found.problem is None, found.problem
+    assert found.functions & {"COLUMN_GET", "COLUMN_CREATE", "COLUMN_ADD"}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # not a type, not in a typed argument's place, or a quoted name
+        "SELECT COLUMN_GET(dyn, 'k' AS card) FROM t",
+        "SELECT COLUMN_CREATE('a' AS INT, 1)",
+        "SELECT COLUMN_ADD(dyn, 'k' AS INT, 1) FROM t",
+        "SELECT COLUMN_GET(dyn, 'k' AS `INT`) FROM t",
+        # the type's operand is read like any expression
+        "SELECT COLUMN_GET(dyn, (BINARY DATE'2024-01-01') AS INT) FROM t",
+        "DELETE FROM t WHERE COLUMN_GET(dyn, 'k' AS INT) = 1 OR BINARY BINARY -1",
+    ],
+)
+def test_an_alias_elsewhere_in_a_dynamic_column_call_is_refused(sql: str) -> None:
+    found = one(sql)
+    assert found.problem is not None and "cannot read" in found.problem
+
+
 @pytest.mark.parametrize("where", ALWAYS_TRUE)
 @pytest.mark.parametrize("verb", ["DELETE FROM t", "UPDATE t SET a = 1"])
 def test_where_always_true(verb: str, where: str) -> None:
