@@ -916,10 +916,11 @@ _RESERVED_WORDS = frozenset(
 )
 
 
-def _reserved_column(node: exp.Column) -> str | None:
+def _reserved_column(node: exp.Column, text: str) -> str | None:
     """The first name of a column when it is, without quotes, a word the server reserves
-    (after a '.' the server reads any word as a name; `BINARY .5` is BINARY(.5) to the
-    server and the column `BINARY`.`5` to the parser)."""
+    and reads as that word (after a '.' the server reads any word as a name; `BINARY .5`
+    is BINARY(.5) to the server and the column `BINARY`.`5` to the parser). ``text`` is
+    what the parser read (see _named_by_dot)."""
     args = node.args
     first = args.get("this")
     for part in ("table", "db", "catalog"):
@@ -928,9 +929,24 @@ def _reserved_column(node: exp.Column) -> str | None:
             first = found
     if type(first) is exp.Identifier and not first.args.get("quoted"):
         name: str = first.this
-        if name.lower() in _RESERVED_WORDS:
+        if name.lower() in _RESERVED_WORDS and not _named_by_dot(first, text):
             return name.upper()
     return None
+
+
+def _named_by_dot(word: exp.Identifier, text: str) -> bool:
+    """The server reads a word as a name, reserved or not, when a '.' and a character of
+    a name follow it directly (its lexer checks no keyword then): `order.id` is the
+    column id of the table `order`, `order .id` and `order.*` a syntax error. False when
+    the parser kept no position for the word."""
+    end = word.meta.get("end")
+    if type(end) is not int or text[end - len(word.this) + 1 : end + 1] != word.this:
+        return False
+    after = text[end + 1 : end + 3]
+    if len(after) != 2 or after[0] != ".":
+        return False
+    c = after[1]  # the server's ident_map: ASCII letters, digits, '_', '$', any non-ASCII
+    return c.isalnum() or c in "_$" or not c.isascii()
 
 
 _RESERVED_AS_COLUMN = (
@@ -960,7 +976,7 @@ def _collation_name(node: exp.Expr | None) -> bool:
     )
 
 
-def _impossible_reading(root: exp.Expr) -> str | None:
+def _impossible_reading(root: exp.Expr, text: str) -> str | None:
     """Why the parser's tree is no reading the server can have, None when it may be.
 
     sqlglot reads a reserved word as a name, an alias inside an expression and an
@@ -969,7 +985,8 @@ def _impossible_reading(root: exp.Expr) -> str | None:
     number to the server; `WHERE BINARY BINARY -1` a test of a column, true for every
     row on the server; `(BINARY DATE'2024-01-01')` CAST(`DATE` AS BINARY) AS
     `2024-01-01`; `'1' COLLATE utf8mb4_bin ^ 2` '1' COLLATE (`utf8mb4_bin` ^ 2).
-    _Tree finds the same in the walk it makes anyway (_Tree.impossible)."""
+    ``text`` is what the parser read. _Tree finds the same in the walk it makes anyway
+    (_Tree.impossible)."""
     outputs: set[int] = set()  # the aliases that name what a query outputs
     stack: list[object] = [root]
     pop = stack.pop
@@ -981,7 +998,7 @@ def _impossible_reading(root: exp.Expr) -> str | None:
             continue
         cls = type(node)
         if cls is exp.Column:
-            word = _reserved_column(node)  # type: ignore[arg-type]
+            word = _reserved_column(node, text)  # type: ignore[arg-type]
             if word is not None:
                 return _RESERVED_AS_COLUMN.format(word=word)
         elif cls is exp.Alias:
@@ -1299,7 +1316,7 @@ class _Tree:
             if c >= _COLUMN:
                 if c == _COLUMN:
                     assert isinstance(node, exp.Column)
-                    word = _reserved_column(node)
+                    word = _reserved_column(node, text)
                     if word is not None and self.impossible is None:
                         self.impossible = _RESERVED_AS_COLUMN.format(word=word)
                 elif c == _ALIAS:
@@ -4791,7 +4808,7 @@ def _statement_refs(
         root = _parse(text)
     except _Unparsable:
         return [_not_understood(tokens)], None
-    if _impossible_reading(root) is not None:
+    if _impossible_reading(root, text) is not None:
         return [_not_understood(tokens)], None
     into = None
     if kind == "SELECT":

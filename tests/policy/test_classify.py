@@ -576,6 +576,43 @@ def test_default_as_a_value_is_read(sql: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        ("SELECT order.id, order.total FROM `order`", {"order"}),
+        ("SELECT `order`.id FROM `order` WHERE order.id = 1", {"order"}),
+        ("DELETE FROM `order` WHERE order.id = 1", set()),
+        ("UPDATE `order` SET total = 1 WHERE order.id = 1", set()),
+        ("SELECT g.x FROM `group` AS g WHERE group.id = 1 OR rows.id = 2", {"group"}),
+        ("SELECT order.é FROM `order`", {"order"}),
+    ],
+)
+def test_reserved_word_before_a_dot_is_a_name(sql: str, reads: set[str]) -> None:
+    """The server's lexer reads a word directly followed by '.' and a character of a
+    name as a name, reserved or not (`order.id` is the column id of the table `order`),
+    as the parser does: no reading the server cannot have."""
+    found = one(sql)
+    assert found.problem is None, found.problem
+    assert found.reads == reads
+    if found.kind in ("DELETE", "UPDATE"):
+        assert found.has_where and not found.where_always_true
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "order .id = 1",  # ORDER, then .id: a syntax error to the server
+        "order/**/.id = 1",
+        "order.`id` = 1",  # a quote is no character of a name: ORDER to the server
+        "id = 5 OR BINARY BINARY .5",
+        "id = 5 OR BINARY BINARY/**/.5",
+    ],
+)
+def test_reserved_word_not_directly_before_a_name_is_refused(where: str) -> None:
+    found = one(f"DELETE FROM t WHERE {where}")
+    assert found.problem is not None and "the reserved word" in found.problem, found.problem
+
+
+@pytest.mark.parametrize(
     "sql",
     [
         "SELECT COLUMN_GET(dyn, 'color' AS CHAR) FROM t",

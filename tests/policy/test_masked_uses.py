@@ -517,6 +517,15 @@ CTE_SCOPES: U = [
     ),
 ]
 
+#: A reserved word directly before '.' and a name is a name to MariaDB, as to the parser
+RESERVED_NAMES: U = [
+    (
+        "SELECT UPPER(order.card_number) FROM customers AS `order`",
+        {(CARD, "inside UPPER()")},
+    ),
+    ("SELECT COLUMN_GET(card_number, 'k' AS CHAR) FROM customers", {(CARD, "inside COLUMN_GET()")}),
+]
+
 NOT_UNDERSTOOD: U = [
     ("SELECT email FROM customers WHERE", {(ALL, "not understood")}),
     ("ALTER TABLE customers ADD COLUMN leak VARCHAR(64) AS (email)", {(ALL, "not understood")}),
@@ -538,6 +547,8 @@ NOT_UNDERSTOOD: U = [
     ("SELECT BINARY BINARY card_number FROM customers", {(ALL, "not understood")}),
     ("SELECT (BINARY DATE'2024-01-01'), card_number FROM customers", {(ALL, "not understood")}),
     ("SELECT email COLLATE utf8mb4_bin ^ 0 FROM customers", {(ALL, "not understood")}),
+    # ORDER before " ." is the keyword to MariaDB, the table's name to the parser
+    ("SELECT UPPER(order .card_number) FROM customers AS `order`", {(ALL, "not understood")}),
     # aliases that differ only in case: two sources to a server that compares case
     (
         "SELECT (SELECT UPPER(D.card_number) FROM (SELECT 1 AS card_number) d) FROM customers D",
@@ -554,6 +565,7 @@ USES = (
     + CASED_ALIASES
     + CTE_SCOPES
     + ORACLES
+    + RESERVED_NAMES
     + NOT_UNDERSTOOD
 )
 
