@@ -474,6 +474,27 @@ def test_a_reading_the_server_cannot_have_is_refused(gw: GatewayProcess, mariadb
     assert mariadb.admin_sql(sql) == [(CARD.encode(),)]  # the server's reading: the card
 
 
+def test_a_keyword_before_a_dot_is_refused_not_misread(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """`from.card_number` is the column of the table aliased `from` to MariaDB and the
+    subquery (SELECT * FROM card_number) to the parser, no use of the masked column:
+    CONCAT() of it came back in clear. (In mask_other no masking rule names a table, so
+    none covers the table card_number the parser saw.)"""
+    sql = "SELECT CONCAT(from.card_number) FROM shop.mask_customers AS `from` WHERE id = 1"
+    conn = gw.connect(database="mask_other")
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as caught, conn.cursor() as cur:
+            cur.execute(sql)
+            pytest.fail(f"ran: {cur.fetchall()!r}")
+    finally:
+        conn.close()
+    code, message = caught.value.args
+    assert code == 1227 and "the word FROM directly before '.' and a name" in message, message
+    assert CARD not in message
+    assert mariadb.admin_sql(sql) == [(CARD,)]  # the server's reading: the card
+
+
 SHADOWED = [
     "SELECT (SELECT UPPER(c.email) FROM shop.orders c LIMIT 1) FROM mask_customers c",
     "SELECT (SELECT UPPER(c.email) FROM (SELECT 1 AS x) c) FROM mask_customers c",

@@ -32,6 +32,8 @@ from typing import NamedTuple
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError
+from sqlglot.tokenizer_core import Token as GlotToken
+from sqlglot.tokenizer_core import TokenType
 
 from appliance.mysql.charsets import CONVERSION_UNSAFE
 from appliance.policy.lexer import (
@@ -1076,10 +1078,61 @@ class _Parsers(threading.local):
 _PARSERS = _Parsers()
 
 
+def _keywords_before_dot(tokens: Sequence[GlotToken], text: str) -> list[GlotToken]:
+    """The words the tokenizer kept as keywords though '.' and a character of a name
+    follow them directly: the server reads each as a name (see _named_by_dot), and the
+    parser must too (see _keyword_read_as_name)."""
+    found = []
+    for token in tokens:
+        if token.token_type in _NAME_TOKENS:
+            continue
+        start, end = token.start, token.end
+        word = token.text
+        if text[start : end + 1] != word or not _WORD.fullmatch(word):
+            continue  # a string, a quoted name, a symbol
+        if start and (text[start - 1] in "@.$_" or text[start - 1].isalnum()):
+            continue  # @var.x, @@session.x, a.b.from: no word of its own
+        after = text[end + 1 : end + 3]
+        if len(after) == 2 and after[0] == "." and _name_character(after[1]):
+            found.append(token)
+    return found
+
+
+def _keyword_read_as_name(words: list[GlotToken], root: exp.Expr) -> str | None:
+    """Why the parser's tree is no reading the server can have when it made no name of
+    one of ``words``: `CONCAT(from.card_number)` is the column card_number of the table
+    `from` to the server and the subquery (SELECT * FROM card_number) to the parser,
+    which saw no masked column in it."""
+    ends = {
+        node.meta.get("end")
+        for node in root.find_all(exp.Identifier)
+        if not node.args.get("quoted")
+    }
+    for token in words:
+        if token.end not in ends:
+            return (
+                f"the word {token.text.upper()} directly before '.' and a name, which the "
+                "server reads as a name and the parser did not: quote it in backticks"
+            )
+    return None
+
+
+def _name_character(c: str) -> bool:
+    """A character the server reads as part of a name (its ident_map: ASCII letters,
+    digits, '_', '$', any non-ASCII)."""
+    return c.isalnum() or c in "_$" or not c.isascii()
+
+
+# The tokens the parser reads as names, or as no word at all
+_NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER, TokenType.NUMBER})
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
 def _parse(text: str) -> exp.Expr:
     parsers = _PARSERS
     try:
-        trees = parsers.parser.parse(parsers.tokenizer.tokenize(text), text)
+        tokens = parsers.tokenizer.tokenize(text)
+        trees = parsers.parser.parse(tokens, text)
     except ParseError as err:
         detail = err.errors[0] if err.errors else None
         if detail:
@@ -1095,6 +1148,11 @@ def _parse(text: str) -> exp.Expr:
     found = [t for t in trees if t is not None]
     if len(found) != 1:
         raise _Unparsable(f"it reads as {len(found)} statements")
+    words = _keywords_before_dot(tokens, text)
+    if words:
+        why = _keyword_read_as_name(words, found[0])
+        if why is not None:
+            raise _Unparsable(why)
     return found[0]
 
 

@@ -598,6 +598,24 @@ def test_reserved_word_before_a_dot_is_a_name(sql: str, reads: set[str]) -> None
 
 
 @pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT CONCAT(from.card_number) FROM customers AS `from`",
+        "DELETE `from` FROM t AS `from` WHERE 1 = CONCAT(from.v)",
+        "SELECT null.x FROM t AS `null`",
+        "SELECT CONCAT(current_user.x) FROM t AS `current_user`",
+    ],
+)
+def test_keyword_before_a_dot_the_parser_reads_otherwise_is_refused(sql: str) -> None:
+    """The server reads a word directly before '.' and a name as a name; where the
+    parser reads a keyword there (FROM.x is (SELECT * FROM x) to it) the statement is
+    refused, not judged by a tree the server never builds."""
+    found = one(sql)
+    assert found.problem is not None
+    assert "directly before '.' and a name" in found.problem
+
+
+@pytest.mark.parametrize(
     "where",
     [
         "order .id = 1",  # ORDER, then .id: a syntax error to the server

@@ -524,6 +524,11 @@ RESERVED_NAMES: U = [
         {(CARD, "inside UPPER()")},
     ),
     ("SELECT COLUMN_GET(card_number, 'k' AS CHAR) FROM customers", {(CARD, "inside COLUMN_GET()")}),
+    # ... and so is a word the tokenizer keeps as a keyword there: the parser read
+    # (SELECT * FROM card_number), the server the card number
+    ("SELECT CONCAT(from.card_number) FROM customers AS `from`", {(ALL, "not understood")}),
+    ("SELECT UPPER(null.card_number) FROM customers AS `null`", {(ALL, "not understood")}),
+    ("SELECT CONCAT(`from`.card_number) FROM customers AS `from`", {(CARD, "inside CONCAT()")}),
 ]
 
 NOT_UNDERSTOOD: U = [
