@@ -947,8 +947,7 @@ def _named_by_dot(word: exp.Identifier, text: str) -> bool:
     after = text[end + 1 : end + 3]
     if len(after) != 2 or after[0] != ".":
         return False
-    c = after[1]  # the server's ident_map: ASCII letters, digits, '_', '$', any non-ASCII
-    return c.isalnum() or c in "_$" or not c.isascii()
+    return _name_character(after[1])
 
 
 _RESERVED_AS_COLUMN = (
