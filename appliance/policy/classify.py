@@ -134,8 +134,13 @@ _FALSE_BLANK = re.compile(
 )
 
 
+_CONTROL_BLANK = re.compile(rb"[\x1c-\x1f]")
+
+
 def _false_blank(skeleton: bytes) -> str | None:
     """Why the statement is refused when its ``skeleton`` holds a ``_FALSE_BLANK``."""
+    if skeleton.isascii() and _CONTROL_BLANK.search(skeleton) is None:
+        return None  # the usual statement: no byte of a character outside ASCII
     found = _FALSE_BLANK.search(skeleton)
     if found is None:
         return None
@@ -923,16 +928,24 @@ def _reserved_column(node: exp.Column, text: str) -> str | None:
     and reads as that word (after a '.' the server reads any word as a name; `BINARY .5`
     is BINARY(.5) to the server and the column `BINARY`.`5` to the parser). ``text`` is
     what the parser read (see _named_by_dot)."""
-    args = node.args
-    first = args.get("this")
-    for part in ("table", "db", "catalog"):
-        found = args.get(part)
-        if found is not None:
-            first = found
-    if type(first) is exp.Identifier and not first.args.get("quoted"):
-        name: str = first.this
-        if name.lower() in _RESERVED_WORDS and not _named_by_dot(first, text):
-            return name.upper()
+    get = node.args.get
+    first = get("catalog")
+    if first is None:
+        first = get("db")
+        if first is None:
+            first = get("table")
+            if first is None:
+                first = get("this")
+    if type(first) is not exp.Identifier:
+        return None
+    name = first.this
+    if (
+        type(name) is str
+        and name.lower() in _RESERVED_WORDS
+        and not first.args.get("quoted")
+        and not _named_by_dot(first, text)
+    ):
+        return name.upper()
     return None
 
 
@@ -1147,12 +1160,27 @@ def _parse(text: str) -> exp.Expr:
     found = [t for t in trees if t is not None]
     if len(found) != 1:
         raise _Unparsable(f"it reads as {len(found)} statements")
-    words = _keywords_before_dot(tokens, text)
-    if words:
-        why = _keyword_read_as_name(words, found[0])
-        if why is not None:
-            raise _Unparsable(why)
+    if _keyword_before_dot(text):
+        words = _keywords_before_dot(tokens, text)
+        if words:
+            why = _keyword_read_as_name(words, found[0])
+            if why is not None:
+                raise _Unparsable(why)
     return found[0]
+
+
+def _keyword_before_dot(text: str) -> bool:
+    """Whether a word the tokenizer keeps as a keyword may stand directly before '.' and
+    a character of a name (a first look at the text, which saves going through every
+    token of the usual statement, whose `t.col` names no keyword)."""
+    return not _GLOT_KEYWORDS.isdisjoint(_WORD_BEFORE_DOT.findall(text.upper()))
+
+
+# An upper-cased word directly before '.' and a character of a name (more than the
+# words _keywords_before_dot takes: a word after '@' too)
+_WORD_BEFORE_DOT = re.compile(r"\b([A-Z_][A-Z0-9_$]*+)\.(?=[\w$]|[^\x00-\x7f])")
+# The single words the tokenizer reads as keywords (any other word is a name to it)
+_GLOT_KEYWORDS = frozenset(k for k in type(_MYSQL.tokenizer()).KEYWORDS if _WORD.fullmatch(k))
 
 
 def _parse_text(v: _View, edits: Sequence[tuple[int, int, bytes]] = ()) -> str:
@@ -1372,15 +1400,27 @@ class _Tree:
                 continue
             if c >= _COLUMN:
                 if c == _COLUMN:
-                    assert isinstance(node, exp.Column)
-                    word = _reserved_column(node, text)
-                    if word is not None and self.impossible is None:
-                        self.impossible = _RESERVED_AS_COLUMN.format(word=word)
+                    # the name _reserved_column reads, first looked at here: the call is
+                    # for the few columns whose name is a reserved word at all
+                    get = node.args.get
+                    first = get("table")
+                    if first is None:
+                        first = get("this")
+                    elif get("db") is not None:
+                        first = get("catalog")
+                        if first is None:
+                            first = get("db")
+                    name = getattr(first, "this", None)
+                    if type(name) is str and name.lower() in _RESERVED_WORDS:
+                        assert isinstance(node, exp.Column)
+                        word = _reserved_column(node, text)
+                        if word is not None and self.impossible is None:
+                            self.impossible = _RESERVED_AS_COLUMN.format(word=word)
                 elif c == _ALIAS:
                     if id(node) not in outputs and self.impossible is None:
                         self.impossible = _ALIAS_IN_EXPRESSION
                 else:
-                    outputs.update(id(x) for x in node.expressions)
+                    outputs.update(map(id, node.expressions))
                 node.parent = None
                 continue
             if c == _TABLE:
