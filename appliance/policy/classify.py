@@ -1282,6 +1282,23 @@ def _subquery_reads(v: _View, start: int, stop: int) -> tuple[set[str], set[str]
     return reads, functions
 
 
+def _misread_tree(
+    kind: str,
+    text: str,
+    tree: _Tree,
+    *,
+    flags: Iterable[str] = (),
+    functions: Iterable[str] = (),
+) -> Classification | None:
+    """The refusal of a statement whose parsed tree is no reading the server can have
+    (``_Tree.impossible``), with the flags and functions read so far; None when it may
+    be."""
+    if tree.impossible is None:
+        return None
+    problem = _parse_problem(kind, tree.impossible)
+    return _result(kind, text, flags=flags, functions=functions, problem=problem)
+
+
 _TABLE, _WITH, _FUNC, _DOT, _COLUMN, _ALIAS, _OUTPUTS = 1, 2, 3, 4, 5, 6, 7
 _CATEGORY: dict[type, int] = {}
 _FUNCTION_NAMES: dict[type, str] = {}
@@ -1779,14 +1796,8 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
             kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, missing)
         )
     tree = _Tree(root, parsed)
-    if tree.impossible is not None:
-        return _result(
-            kind,
-            text,
-            flags=flags,
-            functions=functions,
-            problem=_parse_problem(kind, tree.impossible),
-        )
+    if (refused := _misread_tree(kind, text, tree, flags=flags, functions=functions)) is not None:
+        return refused
     functions |= tree.functions
     stored = _stored_functions(v, suspects, tree) if suspects or tree.dots else ()
     if kind == "SELECT":
@@ -2710,8 +2721,8 @@ def _show(v: _View, kind: str, head: int) -> Classification:
     functions, suspects = _skeleton_calls(v.skeleton)
     # SHOW ... WHERE runs its condition, subqueries too: their tables are read.
     tree = _Tree(root, parsed)
-    if tree.impossible is not None:
-        return _result(kind, text, problem=_parse_problem(kind, tree.impossible))
+    if (refused := _misread_tree(kind, text, tree)) is not None:
+        return refused
     return _result(
         kind,
         text,
@@ -2845,14 +2856,8 @@ def _create(v: _View, kind: str, head: int) -> Classification:
             kind, text, flags=flags, functions=functions, problem=_mismatch_problem(kind, root)
         )
     tree = _Tree(root, parsed)
-    if tree.impossible is not None:
-        return _result(
-            kind,
-            text,
-            flags=flags,
-            functions=functions,
-            problem=_parse_problem(kind, tree.impossible),
-        )
+    if (refused := _misread_tree(kind, text, tree, flags=flags, functions=functions)) is not None:
+        return refused
     target = root.this
     if isinstance(target, exp.Schema):
         target = target.this
