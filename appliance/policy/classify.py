@@ -1170,17 +1170,25 @@ def _parse(text: str) -> exp.Expr:
 
 
 def _keyword_before_dot(text: str) -> bool:
-    """Whether a word the tokenizer keeps as a keyword may stand directly before '.' and
-    a character of a name (a first look at the text, which saves going through every
-    token of the usual statement, whose `t.col` names no keyword)."""
-    return not _GLOT_KEYWORDS.isdisjoint(_WORD_BEFORE_DOT.findall(text.upper()))
+    """Whether a word the tokenizer keeps as a keyword may stand directly before '.' (a
+    first look at the text, which saves going through every token of the usual
+    statement, whose `t.col` names no keyword).
+
+    It reads the text backwards: a pattern that starts with '.' lets the regex engine
+    jump from '.' to '.', where one that starts with a word tries every word (1 µs
+    instead of 5 µs of a 300-byte join). The run of letters, digits and '_' before a '.'
+    is every word _keywords_before_dot could take there (no keyword holds '$'); a few
+    more (a '.' before a blank) only send the text to the token walk."""
+    return not _GLOT_KEYWORDS_REVERSED.isdisjoint(_DOT_THEN_WORD.findall(text.upper()[::-1]))
 
 
-# An upper-cased word directly before '.' and a character of a name (more than the
-# words _keywords_before_dot takes: a word after '@' too)
-_WORD_BEFORE_DOT = re.compile(r"\b([A-Z_][A-Z0-9_$]*+)\.(?=[\w$]|[^\x00-\x7f])")
+# In the upper-cased text read backwards: '.' and the word that stood before it
+_DOT_THEN_WORD = re.compile(r"\.([A-Z0-9_]++)")
 # The single words the tokenizer reads as keywords (any other word is a name to it)
 _GLOT_KEYWORDS = frozenset(k for k in type(_MYSQL.tokenizer()).KEYWORDS if _WORD.fullmatch(k))
+_GLOT_KEYWORDS_REVERSED = frozenset(k[::-1] for k in _GLOT_KEYWORDS)
+if any("$" in k for k in _GLOT_KEYWORDS):  # what _keyword_before_dot relies on
+    raise RuntimeError("a keyword of the parser holds '$'")
 
 
 def _parse_text(v: _View, edits: Sequence[tuple[int, int, bytes]] = ()) -> str:
@@ -1370,6 +1378,31 @@ def _table_name(t: exp.Table) -> str:
     return name
 
 
+def _inner_nodes(root: exp.Expr) -> list[exp.Expr]:
+    """The nodes of a tree in bfs()'s order, but for its identifiers, which are unlinked
+    from their parents on the way (what _Tree does to every node).
+
+    Identifiers are about half of a tree's nodes and have no nodes below them: leaving
+    them out of the list saves looking into each, and this loop over the nodes' args
+    costs less than bfs()'s generators (a 300-byte join's walk: 7 µs instead of 10)."""
+    nodes = [root]
+    identifier = exp.Identifier
+    node_type = exp.Expr
+    for node in nodes:  # the list grows while it is read: breadth first
+        for value in node.args.values():
+            if type(value) is list:
+                for item in value:
+                    if type(item) is identifier:
+                        item.parent = None
+                    elif isinstance(item, node_type):
+                        nodes.append(item)
+            elif type(value) is identifier:
+                value.parent = None
+            elif isinstance(value, node_type):
+                nodes.append(value)
+    return nodes
+
+
 class _Tree:
     """What one walk of a parsed tree gives: tables, WITH clauses, function names, and
     the calls _stored_functions looks at (calls of names the parser does not know, and
@@ -1407,7 +1440,7 @@ class _Tree:
         # the aliases that name what a query outputs, and the types of _typed_arguments
         outputs: set[int] = set()
         category = _CATEGORY.get
-        for node in root.bfs():  # walk()'s order, without its extra generator
+        for node in _inner_nodes(root):
             cls = type(node)
             c = category(cls)
             if c is None:

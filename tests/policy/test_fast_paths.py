@@ -5,15 +5,18 @@ the gate's caches keeping few objects for the garbage collector to walk."""
 from __future__ import annotations
 
 import gc
+import re
 from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlglot import exp as sqlglot_exp
 
 from appliance.config import PolicyConfig
 from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand
+from appliance.policy import classify as classify_module
 from appliance.policy.classify import _parse_text, _View, classify
 from appliance.policy.gate import Policy, SessionPolicy
 from appliance.policy.lexer import LexError, LexMode, default_mode_text, outline, shape
@@ -232,3 +235,86 @@ def test_a_literal_of_another_type_is_not_decided_by_shape() -> None:
         verdict = session.decide(ClientCommand(i + 1, Command.QUERY, payload, payload), 0, {})
         rules.append(None if verdict.refusal is None else verdict.refusal.rule)
     assert rules == [None, "not-understood"]
+
+
+# The first look of _keyword_before_dot as it was written before it read the text
+# backwards: every word it found, the backward scan must find too.
+_FORWARD_WORD_BEFORE_DOT = re.compile(r"\b([A-Z_][A-Z0-9_$]*+)\.(?=[\w$]|[^\x00-\x7f])")
+
+_DOT_FRAGMENTS = [
+    " ",
+    "FROM",
+    "from",
+    "select",
+    "current_date",
+    "int8",
+    "t",
+    "o",
+    "x1",
+    "_",
+    "$",
+    "é",
+    "9",
+    ".",
+    "(",
+    "`",
+    "@",
+    "\u00a0",
+]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(_DOT_FRAGMENTS), max_size=12))
+def test_the_backward_look_misses_no_keyword_before_a_dot(parts: list[str]) -> None:
+    text = "".join(parts)
+    forward = set(_FORWARD_WORD_BEFORE_DOT.findall(text.upper()))
+    if forward & classify_module._GLOT_KEYWORDS:
+        assert classify_module._keyword_before_dot(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT from.x FROM t",
+        "(select.a)",
+        "SELECT $ FROM t WHERE x=select.y",
+        "é FROM.x",
+        "SELECT current_date.x",
+        "SELECT INT8.x",
+    ],
+)
+def test_a_keyword_before_a_dot_is_found(text: str) -> None:
+    assert classify_module._keyword_before_dot(text)
+
+
+def test_a_statement_without_one_is_not_looked_at_twice() -> None:
+    assert not classify_module._keyword_before_dot(
+        "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id"
+    )
+
+
+def test_the_walk_of_a_tree_unlinks_every_node() -> None:
+    """Parent links make a parsed tree a cycle the garbage collector must find; after
+    _Tree's walk, identifiers included, none is left, and the walk meets the other nodes
+    in bfs()'s order."""
+    text = (
+        "WITH w AS (SELECT id FROM a) SELECT o.id, c.name AS n, f(o.x) FROM orders o "
+        "JOIN customers c ON c.id = o.customer_id JOIN p USING (id, k) "
+        "WHERE o.total > (SELECT MAX(id) FROM w) ORDER BY o.created_at DESC LIMIT 5"
+    )
+    root = classify_module._parse(text)
+    everything = list(root.bfs())
+    inner = [n for n in everything if type(n) is not sqlglot_exp.Identifier]
+    assert any(type(n) is sqlglot_exp.Identifier for n in everything)
+    assert [id(n) for n in classify_module._inner_nodes(root)] == [id(n) for n in inner]
+    root = classify_module._parse(text)
+    everything = list(root.bfs())
+    tree = classify_module._Tree(root, text)
+    assert [n for n in everything if n.parent is not None] == []
+    assert {classify_module._table_name(t) for t in tree.tables} == {
+        "a",
+        "orders",
+        "customers",
+        "w",
+        "p",
+    }
