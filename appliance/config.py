@@ -457,6 +457,29 @@ def read_small_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -
     return data
 
 
+def secret_exposure(path: str | os.PathLike[str]) -> str | None:
+    """Why the secret file at ``path`` is open to other users, or None when it is not.
+
+    Whoever can read the ledger signing key can sign a rewritten ledger that verifies,
+    so, as ssh and PostgreSQL do for their keys, the file must be its owner's alone
+    (0600 or stricter); a file owned by root may also be readable by its group (0640, a
+    Kubernetes secret mounted with an ``fsGroup``). A file this user can read although
+    another user owns it is open to its group or to everyone, so it is refused too.
+    OSError when the file cannot be looked at.
+    """
+    st = os.stat(path)  # a symlink (a mounted secret) counts for what it points to
+    mode = stat.S_IMODE(st.st_mode)
+    allowed = 0o040 if st.st_uid == 0 else 0
+    if not mode & 0o077 & ~allowed:
+        return None
+    who = "other users" if mode & 0o007 else "its group"
+    fix = "chmod 600 it" if st.st_uid != 0 else "chmod 600 it (640 is accepted when root owns it)"
+    return (
+        f"{os.fspath(path)} is open to {who} (mode {mode:04o}, owner uid {st.st_uid}): "
+        f"whoever can read the signing key can sign a forged ledger; {fix}"
+    )
+
+
 def check_files(config: Config) -> None:
     """Load what the gateway loads at start beyond ``load_config``: the TLS certificate
     and key, the CA bundles, the JWKS file, the masking key and the ledger signing key
@@ -514,11 +537,14 @@ def check_files(config: Config) -> None:
     try:
         read_small_file(signing_key)  # the loader reads the whole file
         load_private_key(signing_key)
+        exposed = secret_exposure(signing_key)
     except (OSError, ValueError) as exc:
         why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
         fail("ledger.signing_key", f"cannot read {signing_key}: {why}")
     except LedgerError as exc:
         fail("ledger.signing_key", str(exc))
+    if exposed is not None:
+        fail("ledger.signing_key", exposed)
     if config.identity is not None and config.tls is None and not config.approvals.enabled:
         # (with [approvals], [identity] also verifies the operators' tokens, over MQTT)
         fail(

@@ -53,6 +53,7 @@ def assert_one_line_failure(result: subprocess.CompletedProcess[str], status: in
 def config_file(tmp_path: Path) -> Path:
     (tmp_path / "orders.pw").write_text("orders-secret\n")
     (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
+    (tmp_path / "ledger.key").chmod(0o600)  # the gateway refuses a key others can read
     path = tmp_path / "sqlgate.toml"
     path.write_text(CONFIG)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def confdir(tmp_path: Path) -> Path:
     (tmp_path / "orders.pw").write_bytes(b"orders-secret\n")
     (tmp_path / "billing.pw").write_bytes(b"billing-secret")
     (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
+    (tmp_path / "ledger.key").chmod(0o600)  # the gateway refuses a key others can read
     (tmp_path / "a-directory").mkdir()
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     return tmp_path
@@ -972,6 +974,48 @@ def test_check_loads_the_ledger_signing_key(
 ) -> None:
     (confdir / "ledger.key").write_bytes(content)
     check_refuses(confdir, MINIMAL, "ledger.signing_key", problem, capsys)
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "problem"),
+    [
+        (0o644, 0, "is open to other users (mode 0644, owner uid 0)"),
+        (0o604, 0, "is open to other users (mode 0604, owner uid 0)"),
+        (0o660, 0, "is open to its group (mode 0660, owner uid 0)"),
+        (0o640, 10001, "is open to its group (mode 0640, owner uid 10001): whoever can read"),
+        (0o600, None, None),
+        (0o400, None, None),
+        (0o640, 0, None),  # root's, readable by its group: a mounted Kubernetes secret
+    ],
+    ids=[
+        "world-readable",
+        "world-only",
+        "group-writable",
+        "group-of-another",
+        "0600",
+        "0400",
+        "root-0640",
+    ],
+)
+def test_check_refuses_a_signing_key_other_users_can_read(
+    confdir: Path,
+    mode: int,
+    owner: int | None,
+    problem: str | None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Anyone who can read the signing key can re-sign a rewritten ledger so that it
+    verifies; check and run accepted a key any user of the machine could read."""
+    key = confdir / "ledger.key"
+    if owner is not None:
+        if os.geteuid() != 0 and owner != os.geteuid():
+            pytest.skip("giving a file to another user needs root")
+        os.chown(key, owner, -1)
+    key.chmod(mode)
+    if problem is None:
+        check_passes(confdir, MINIMAL, capsys)
+        return
+    check_refuses(confdir, MINIMAL, "ledger.signing_key", f"{key} {problem}", capsys)
 
 
 IDENTITY = '\n[identity]\nissuer = "https://idp"\naudience = "sqlgate"\njwks_file = "jwks.json"\n'

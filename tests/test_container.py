@@ -193,6 +193,7 @@ def test_an_operator_password_file_that_holds_no_password_stops_the_start(
     (tmp_path / "orders.pw").write_text("orders-secret\n")
     (tmp_path / "bus.pw").write_text("gateway-bus-secret\n")
     (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
+    (tmp_path / "ledger.key").chmod(0o600)  # the gateway refuses a key others can read
     config = tmp_path / "sqlgate.toml"
     config.write_text(
         '[appliance]\nname = "edge-1"\nlisten = "127.0.0.1:3307"\n\n'

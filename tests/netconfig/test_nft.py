@@ -619,6 +619,7 @@ def test_net_remove_and_status_need_no_target_that_resolves_now(netns: str, tmp_
 
     (tmp_path / "orders.pw").write_text("secret\n")
     (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
+    (tmp_path / "ledger.key").chmod(0o600)  # the gateway refuses a key others can read
     good, broken = tmp_path / "good.toml", tmp_path / "broken.toml"
     good.write_text(_CLI_CONFIG.format(host="10.77.2.10"))
     broken.write_text(_CLI_CONFIG.format(host="orders.invalid").replace("orders.pw", "gone.pw"))
