@@ -191,27 +191,14 @@ class Approvals:
         ``fingerprint`` (the statement's shape) lets an operator grant the shape. Once
         the request has ended (decided, expired, its waiter cancelled), no decision
         counts any more: one whose token is still being checked installs no grant."""
-        if not self.bus.connected:  # just started: the broker may be answering now
-            await self.bus.wait_first_attempt(_BUS_START_WAIT_S)
         request_id = uuid.uuid4().hex
         started = time.monotonic()
-        timeout = self.config.timeout_s
-        payload = {
-            **bounded_sql(fields),  # at most EVENT_SQL_CHARS of the statement
-            "id": request_id,
-            "sql_sha256": sql_sha256,
-            "approver_groups": list(self.config.approver_groups),
-            "fingerprint": fingerprint,
-            "requested_at": time.time(),
-            "expires_at": time.time() + timeout,
-        }
-        topic = f"approvals/{request_id}"
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         grant_key = None
         if fingerprint is not None:
             grant_key = (requester, str(fields.get("target")), fingerprint)
         session = fields.get("session")
-        self._pending[request_id] = _Pending(
+        pending = _Pending(
             future,
             requester,
             sql_sha256,
@@ -219,13 +206,39 @@ class Approvals:
             request_id,
             grant_key,
             session if isinstance(session, str) else None,
-            payload,
+            None,  # not published yet: not published again on a connect either
             requester_subject,
         )
-        published = True  # the request may be on the broker: cleared once it ends
+        # pending from now on, before any wait: a session that ends, or whose token
+        # expires, while the gateway has yet to reach the broker withdraws it (end_session)
+        self._pending[request_id] = pending
+        topic = f"approvals/{request_id}"
+        published = False  # once it may be on the broker: cleared when it ends
         try:
+            if not self.bus.connected:  # just started: the broker may be answering now
+                attempt: asyncio.Future[Any] = asyncio.ensure_future(
+                    self.bus.wait_first_attempt(_BUS_START_WAIT_S)
+                )
+                waits: set[asyncio.Future[Any]] = {attempt, future}
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    attempt.cancel()
+                if future.done():  # withdrawn meanwhile: never put to the operators
+                    return future.result()
+            timeout = self.config.timeout_s
+            pending.payload = {
+                **bounded_sql(fields),  # at most EVENT_SQL_CHARS of the statement
+                "id": request_id,
+                "sql_sha256": sql_sha256,
+                "approver_groups": list(self.config.approver_groups),
+                "fingerprint": fingerprint,
+                "requested_at": time.time(),
+                "expires_at": time.time() + timeout,
+            }
+            published = True
             try:
-                await self.bus.publish_now(topic, payload, retain=True)
+                await self.bus.publish_now(topic, pending.payload, retain=True)
             except BusUnavailable as exc:
                 # Never sent (not connected): nothing to clear. A clear queued for each
                 # statement held during an outage was kept until the broker came back

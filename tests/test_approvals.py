@@ -22,7 +22,7 @@ import aiomqtt
 import mysql.connector
 import pymysql
 import pytest
-from lab.approvals import Held, approvals_toml, mosquitto, publish
+from lab.approvals import BrokerGate, Held, approvals_toml, mosquitto, publish
 from lab.broker import Broker
 from lab.clients import ledger_records
 from lab.clients import run_sqlgate as sqlgate
@@ -1371,6 +1371,103 @@ def test_a_review_in_the_gateways_first_moments_waits_for_the_broker(broker: Bro
         await down.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_a_review_held_before_the_broker_answers_is_withdrawn_when_its_session_ends(
+    mariadb: MariaDB, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    """BUG: a statement held in the gateway's first moments, while its first connection
+    to the broker was still under way, was not yet among the pending requests: when its
+    session ended (here the target closed it), nothing withdrew it, and once the broker
+    answered its request was put to the operators for a session that had ended (an
+    approval given then was recorded `approved`). It is withdrawn at once, as later in
+    the gateway's life."""
+    mariadb.admin_sql("CREATE TABLE IF NOT EXISTS shop.appr_t (id INT PRIMARY KEY)")
+    gate = BrokerGate(broker)
+    gw = approvals_gateway(tmp_path, mariadb, broker, provider, name="gated-gw")
+    gw.extra_toml = gw.extra_toml.replace(f":{broker.port}", f":{gate.port}")
+    gw.start()
+    sql = "ALTER TABLE appr_t COMMENT = 'before the broker'"
+    errors: list[tuple[Any, ...]] = []
+    try:
+        conn = gw.connect(read_timeout=60)
+        with conn.cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            (backend,) = cast(tuple[int], cur.fetchone())
+
+        def run() -> None:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+            except pymysql.err.MySQLError as exc:
+                errors.append(exc.args)
+
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run)
+            deadline = time.monotonic() + 30
+            while not (
+                statements := [
+                    r
+                    for r in ledger_records(gw.ledger, "--kind", "statement")
+                    if r["sql"] == sql and r["decision"] == "pending"
+                ]
+            ):
+                assert time.monotonic() < deadline, "the statement was never held"
+                time.sleep(0.05)
+            mariadb.admin_sql(f"KILL {backend}")  # the session ends while it waits
+            running.result(30)
+        conn.close()
+        assert errors and errors[0][0] in (2006, 2013), errors  # a lost connection
+        session = statements[0]["session"]
+        gate.open()  # the broker answers: nothing is put to the operators
+        mine = ended(gw, session)
+        assert [r["kind"] for r in mine][-2:] == ["approval", "session_end"]
+        approval = mine[-2]
+        assert approval["decision"] == "denied" and approval["approver"] == "sqlgate"
+        assert "the session ended before a decision" in approval["reason"]
+        assert retained(broker, f"{broker.prefix}/gated-gw/approvals/+") is None
+    finally:
+        assert gw.stop() == 0
+        gate.close()
+    assert "Traceback" not in gw.log()
+
+
+def test_a_review_waiting_for_the_first_connection_is_withdrawn_with_its_session(
+    broker: Broker,
+) -> None:
+    """The withdrawal of a session's held statement (its client left, its token
+    expired, an operator ended it) reaches one still waiting for the bus's first
+    connection attempt: it is answered at once and never published."""
+
+    async def scenario() -> None:
+        gate = BrokerGate(broker)
+        gated = replace(broker.bus_config(), url=f"mqtt://127.0.0.1:{gate.port}", port=gate.port)
+        bus = Bus(gated, "gated-unit-gw")
+        config = ApprovalsConfig(timeout_s=30, approver_groups=("dba",), enabled=True)
+        approvals = Approvals(config, bus, cast(Any, None))
+        published: list[str] = []
+        bus.subscribe("approvals/+", lambda suffix, payload: published.append(suffix))
+        await bus.start()
+        fields = {"target": "orders", "sql": "DROP TABLE t", "session": "s-1"}
+        waiting = asyncio.create_task(approvals.request(fields, "agent", "ab" * 32))
+        for _ in range(100):  # the request's first step: it waits for the broker
+            if approvals.pending:
+                break
+            await asyncio.sleep(0)
+        assert approvals.pending == 1  # pending (and so withdrawable) while it waits
+        approvals.end_session("s-1", "sqlgate", "the session ended before a decision")
+        outcome = await waiting
+        assert (outcome.verdict, outcome.approver) == ("denied", "sqlgate")
+        assert outcome.reason == "the session ended before a decision"
+        assert approvals.pending == 0
+        gate.open()
+        assert await bus.wait_connected(10)
+        await approvals.close()
+        await bus.close()
+        gate.close()
+        assert not [p for p in published if p.startswith("approvals/")]
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
 def test_reviews_refused_while_the_broker_is_down_queue_nothing(broker: Broker) -> None:

@@ -3,6 +3,8 @@ broker, a statement held in a thread, and the Mosquitto command-line clients."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -148,3 +150,55 @@ password_file = "bus.pw"
     path = directory / "operator.toml"
     path.write_text(text)
     return path
+
+
+class BrokerGate:
+    """A TCP relay to the broker that holds every connection until ``open()``: a gateway
+    behind it starts while its first connection attempt is still under way."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.opened = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def close(self) -> None:
+        self.opened.set()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self._sockets.append(client)
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        self.opened.wait()
+        try:
+            upstream = socket.create_connection((self.broker.host, self.broker.port))
+        except OSError:
+            client.close()
+            return
+        self._sockets.append(upstream)
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        _pump(client, upstream)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy ``source`` to ``sink`` until either side closes."""
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    for sock in (source, sink):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
