@@ -35,6 +35,7 @@ _MAX_ID_CHARS = 64  # a request id is 32 hex digits; a topic may hold 65,535 byt
 # the operators' broker login), they are counted and one alert says how many there were.
 _REJECTIONS_PER_S = 20
 _CHECKS_PER_REQUEST = 8  # decisions of one request checked at once (token verification)
+_NOT_PENDING = "a decision for a request that is not pending"
 
 log = logging.getLogger("sqlgate.approvals")
 
@@ -291,7 +292,7 @@ class Approvals:
         request_id = parts[1] if len(parts) == 3 else ""
         pending = self._pending.get(request_id)
         if pending is None or pending.future.done():
-            self._rejected(request_id, "a decision for a request that is not pending")
+            self._rejected(request_id, _NOT_PENDING)
             return
         if payload.get("v") != 1:
             self._rejected(request_id, 'a decision must say "v": 1 (the format this reads)')
@@ -360,7 +361,10 @@ class Approvals:
             self._rejected(request_id, f"{verified.user} may not approve their own statement")
             return
         if pending.future.done() or self._pending.get(request_id) is not pending:
-            return  # another decision came first (single use), or the request ended
+            # another decision came first (single use), or the request ended while this
+            # one was checked: it counts for nothing, and says so like a later one
+            self._rejected(request_id, _NOT_PENDING)
+            return
         outcome = "approved" if verdict == "approve" else "denied"
         latency = (time.monotonic() - pending.started) * 1000
         log.info("request %s %s by %s", request_id, outcome, verified.user)

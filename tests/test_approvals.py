@@ -1290,7 +1290,7 @@ async def _approved_with_a_grant(
     config = ApprovalsConfig(timeout_s=timeout_s, approver_groups=("dba",), enabled=True)
     approvals = Approvals(config, cast(Any, bus), cast(Any, tokens))
     sha = "ab" * 32
-    fields = {"target": "orders", "sql": "DELETE FROM t WHERE id = 1"}
+    fields = {"target": "orders", "sql": "DELETE FROM t WHERE id = 1", "session": "s-1"}
     waiting = asyncio.create_task(approvals.request(fields, "agent", sha, "fp"))
     await bus.published.wait()
     approve = {"v": 1, "decision": "approve", "operator": "dba@example.com"}
@@ -1322,6 +1322,45 @@ def test_a_decision_checked_after_its_request_ended_grants_nothing(end: str) -> 
         assert approvals.granted("agent", "orders", "fp") is None
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+@pytest.mark.parametrize("end", ["expired", "withdrawn", "decided"])
+def test_a_decision_whose_check_outlasts_its_request_is_recorded_as_not_counting(
+    end: str,
+) -> None:
+    """BUG: a decision whose token check ended after its request had (it expired, its
+    session ended, another operator's decision came first) was dropped without a word,
+    where one that came a moment later was an `approval_decision_rejected` alert: the
+    ledger had no trace of an operator's approval that counted for nothing. It is
+    recorded like any decision that does not count."""
+
+    async def scenario() -> list[tuple[str, str, str]]:
+        bus, tokens = _Bus(), _SlowTokens()
+        timeout_s = 0.2 if end == "expired" else 60.0
+        approvals, waiting = await _approved_with_a_grant(bus, tokens, timeout_s)
+        alerts: list[tuple[str, str, str]] = []
+        approvals.on_alert = lambda alert, request, reason: alerts.append((alert, request, reason))
+        await tokens.checking.wait()  # the decision is being checked
+        if end == "withdrawn":
+            approvals.end_session("s-1", "sqlgate", "the session ended before a decision")
+        elif end == "decided":  # a second operator's denial is checked meanwhile
+            deny = {"v": 1, "decision": "deny", "operator": "ops@example.com", "token": "t"}
+            approvals._on_decision(bus.topic + "/decision", {**deny, "sql_sha256": "ab" * 32})
+            tokens.finish.set()  # both checks end: the first one's decision counts
+        outcome = await waiting
+        if end == "decided":  # one of the two, whichever check ended first
+            assert outcome.approver in ("dba@example.com", "ops@example.com")
+        else:
+            assert outcome.verdict == ("expired" if end == "expired" else "denied")
+        tokens.finish.set()
+        await approvals.close()  # waits for the checks still running
+        assert approvals.granted("agent", "orders", "fp") is None  # not installed
+        return alerts
+
+    alerts = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert [(a, reason) for a, _, reason in alerts] == [
+        ("approval_decision_rejected", "a decision for a request that is not pending")
+    ]
 
 
 def test_a_grant_counts_only_once_its_approval_is_recorded() -> None:
