@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import ssl
 import time
@@ -127,6 +128,19 @@ def _check_suffix(suffix: str, *, wildcards: bool) -> None:
 def _check_qos(qos: int) -> None:
     if qos not in (0, 1, 2):
         raise ValueError(f"qos {qos!r}: expected 0, 1 or 2")
+
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A JSON escape of half a surrogate pair (alone, a string no UTF-8 can hold)."""
+
+
+def _unicode(body: dict[str, Any]) -> bool:
+    """Whether every text of ``body`` can be written as UTF-8 (no lone surrogate)."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
@@ -455,6 +469,15 @@ class Bus:
             if not isinstance(body, dict):
                 log.warning(
                     "bus: dropped a %d-byte message on %s: not a JSON object", len(payload), topic
+                )
+                return
+            if _ESCAPED_SURROGATE.search(payload) and not _unicode(body):
+                # "\ud800" is JSON but no text: a reason or name holding it could not be
+                # written to the ledger nor sent to a client (the session would fail)
+                log.warning(
+                    "bus: dropped a %d-byte message on %s: a lone surrogate is not text",
+                    len(payload),
+                    topic,
                 )
                 return
         assert isinstance(body, dict)

@@ -149,6 +149,42 @@ def by_dba(provider: Provider, decision: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def test_a_decision_with_a_lone_surrogate_is_dropped_and_the_session_lives(
+    gw: GatewayProcess, broker: Broker, provider: Provider
+) -> None:
+    """BUG: a denial whose reason held a lone surrogate (``"\\ud800"``: JSON, but no
+    text) ended the held session as an internal error: the client lost its connection
+    and the ledger had no `approval` record, which could not be written. Such a message is
+    dropped as malformed; the statement waits on, and a proper decision settles it."""
+    sql = "ALTER TABLE appr_t COMMENT = 'lone surrogate'"
+    held = Held(gw, sql)
+    try:
+        request = next_request(broker, sql)
+        topic = f"{broker.prefix}/test-gw/approvals/{request['id']}/decision"
+        body = json.dumps({"v": 1, "sql_sha256": request["sql_sha256"], **by_dba(provider, "deny")})
+        publish(broker, broker.operator_user, topic, body[:-1] + ', "reason": "no \\ud800"}')
+        deadline = time.monotonic() + TIMEOUT_S
+        while "a lone surrogate is not text" not in gw.log():
+            assert time.monotonic() < deadline, "the message was not dropped"
+            time.sleep(0.05)
+        assert not held.done.is_set()  # still waiting for a person
+        decide(broker, request, by_dba(provider, "deny", reason="not now"))
+        error = held.result()
+        assert error is not None and error[0] == 1227 and "not now" in error[1]
+        with held.conn.cursor() as cur:  # the session lives on
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        held.close()
+    (approval,) = [
+        r
+        for r in ledger_records(gw.ledger, "--kind", "approval")
+        if r.get("request") == request["id"]
+    ]
+    assert approval["decision"] == "denied" and approval["reason"] == "not now"
+    assert "internal error" not in gw.log()
+
+
 def test_an_approved_statement_runs_and_the_client_gets_its_result(
     gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
 ) -> None:

@@ -255,6 +255,32 @@ def test_killing_a_session_that_waits_for_approval_never_runs_its_statement(
     assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.kill_t")[0][0] == 2
 
 
+def test_a_kill_with_a_lone_surrogate_is_dropped(
+    gw: GatewayProcess, broker: Broker, provider: Provider
+) -> None:
+    """BUG: an approver's kill whose reason held a lone surrogate (``"\\udc80"``: JSON,
+    but no text) cut the session with neither its `session_killed` alert nor its
+    `session_end` in the ledger (neither could be written). Such a message is dropped as
+    malformed; the session goes on."""
+    conn = gw.connect(database="shop")
+    try:
+        sid = session_of(gw, conn)
+        body = json.dumps({"v": 1, **by_dba(provider)})
+        kill(broker, sid, body[:-1] + ', "reason": "bad \\udc80 text"}')
+        deadline = time.monotonic() + 10
+        while "a lone surrogate is not text" not in gw.log():
+            assert time.monotonic() < deadline, "the kill was not dropped"
+            time.sleep(0.05)
+        assert query(conn, "SELECT 'alive'") == (("alive",),)
+    finally:
+        close(conn)
+    end = wait_record(
+        gw, lambda r: r["kind"] == "session_end" and r["session"] == sid, "session_end"
+    )
+    assert "ended_by" not in end  # the client quit by itself
+    assert not any(alert_of("session_killed", sid)(r) for r in ledger_records(gw.ledger))
+
+
 def test_a_kill_for_a_session_this_gateway_does_not_have_is_rejected(
     gw: GatewayProcess, broker: Broker, provider: Provider
 ) -> None:
