@@ -36,6 +36,7 @@ _MAX_ID_CHARS = 64  # a request id is 32 hex digits; a topic may hold 65,535 byt
 _REJECTIONS_PER_S = 20
 _CHECKS_PER_REQUEST = 8  # decisions of one request checked at once (token verification)
 _NOT_PENDING = "a decision for a request that is not pending"
+_SHUTTING_DOWN = "the gateway is shutting down"
 
 log = logging.getLogger("sqlgate.approvals")
 
@@ -153,6 +154,7 @@ class Approvals:
         self._checks: set[asyncio.Task[None]] = set()
         self._checking: collections.Counter[str] = collections.Counter()  # by request id
         self._flood = FloodLimit(self._report_unrecorded)
+        self._closed = False  # the gateway is stopping: no new request
         bus.subscribe("approvals/+/decision", self._on_decision, delete_retained=True)
         bus.subscribe("approvals/+", self._on_request)
         bus.on_connected(self._publish_pending)
@@ -193,6 +195,8 @@ class Approvals:
         the request has ended (decided, expired, its waiter cancelled), no decision
         counts any more: one whose token is still being checked installs no grant."""
         request_id = uuid.uuid4().hex
+        if self._closed:  # the gateway stops: a statement held now is not put to anyone
+            return Outcome("unavailable", None, _SHUTTING_DOWN, 0.0, request_id)
         started = time.monotonic()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         grant_key = None
@@ -405,18 +409,15 @@ class Approvals:
                 )
 
     async def close(self) -> None:
-        """The gateway stops: every held statement is answered (it does not run)."""
+        """The gateway stops: every held statement is answered (it does not run), and so
+        is one held from now on (a session still busy as the gateway drains may send one),
+        without a request: nobody could approve it into a gateway that is stopping."""
+        self._closed = True
         for pending in list(self._pending.values()):
             if not pending.future.done():
                 latency = (time.monotonic() - pending.started) * 1000
                 pending.future.set_result(
-                    Outcome(
-                        "unavailable",
-                        None,
-                        "the gateway is shutting down",
-                        latency,
-                        pending.request_id,
-                    )
+                    Outcome("unavailable", None, _SHUTTING_DOWN, latency, pending.request_id)
                 )
         if self._checks:
             await asyncio.gather(*self._checks, return_exceptions=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -1504,6 +1505,68 @@ def test_a_review_held_before_the_broker_answers_is_withdrawn_when_its_session_e
     finally:
         assert gw.stop() == 0
         gate.close()
+    assert "Traceback" not in gw.log()
+
+
+def test_a_review_sent_while_the_gateway_drains_is_refused_at_once(
+    mariadb: MariaDB, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    """BUG: a statement for review that a session still busy at a stop sent after the
+    held statements had been answered was held anyway: its request went to the operators
+    of a gateway that was stopping (an approval would have run it there), and the stop
+    waited for it to expire or for the drain timeout. It is refused at once now, as
+    unavailable because the gateway is shutting down, and never published."""
+    mariadb.admin_sql("CREATE TABLE IF NOT EXISTS shop.appr_t (id INT PRIMARY KEY)")
+    gw = approvals_gateway(tmp_path, mariadb, broker, provider, name="drain-gw", timeout_s=600)
+    gw.start()
+    sql = "ALTER TABLE appr_t COMMENT = 'during the drain'"
+    conn = gw.connect(read_timeout=60)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        conn._sock.sendall(frame(0, b"\x03SELECT SLEEP(60)"))  # busy as the stop comes
+        deadline = time.monotonic() + 30
+        while not [
+            r for r in ledger_records(gw.ledger, "--kind", "statement") if "SLEEP" in r["sql"]
+        ]:
+            assert time.monotonic() < deadline, "the SELECT was never recorded"
+            time.sleep(0.05)
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGTERM)
+        while "shutting down: draining" not in gw.log():  # held statements answered
+            assert time.monotonic() < deadline, "the gateway did not begin its stop"
+            time.sleep(0.05)
+        conn._sock.sendall(frame(0, b"\x03" + sql.encode()))  # while SLEEP runs
+        while not [r for r in ledger_records(gw.ledger, "--kind", "approval")]:
+            assert time.monotonic() < deadline + 30, "the statement was not answered"
+            time.sleep(0.05)
+        for (thread,) in mariadb.admin_sql(
+            "SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(60)%'"
+        ):
+            mariadb.admin_sql(f"KILL QUERY {thread}")  # the session is idle: the stop ends
+        assert gw.stop() == 0
+    finally:
+        conn.close()
+        gw.stop()
+    records = ledger_records(gw.ledger)
+    (statement,) = [r for r in records if r["kind"] == "statement" and r.get("sql") == sql]
+    (approval,) = [
+        r
+        for r in records
+        if r["kind"] == "approval"
+        and r["session"] == statement["session"]
+        and r["statement_seq"] == statement["statement_seq"]
+    ]
+    assert approval["decision"] == "unavailable"
+    assert approval["reason"] == "the gateway is shutting down"
+    (result,) = [
+        r
+        for r in records
+        if r["kind"] == "result"
+        and r["session"] == statement["session"]
+        and r["statement_seq"] == statement["statement_seq"]
+    ]
+    assert result["error"] == 1227
     assert "Traceback" not in gw.log()
 
 
