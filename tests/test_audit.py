@@ -408,6 +408,59 @@ def test_a_refused_stmt_close_leaves_the_next_query_its_own_answer(
         assert gw.stop() == 0
 
 
+def test_a_statement_whose_close_was_refused_runs_no_more(mariadb: MariaDB, tmp_path: Path) -> None:
+    """A COM_STMT_CLOSE refused while the ledger was unavailable did not reach the
+    server: the statement stayed prepared there and, executed again by its id once the
+    ledger was back, ran and gave its rows, though the client had closed it. It is now
+    answered as the server answers a closed statement, and runs no more; a later close
+    of it goes to the server."""
+    import mysql.connector
+
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    lock = sqlite3.connect(gw.ledger, isolation_level=None)
+    try:
+        mc = gw.connector()
+        prepared = mc.cursor(prepared=True)
+        prepared.execute("SELECT name FROM customers WHERE id = ?", (2,))
+        assert prepared.fetchall() == [("Grace Hopper",)]
+        statement_id = prepared._prepared["statement_id"]
+        parameters = prepared._prepared["parameters"]
+        lock.execute("BEGIN EXCLUSIVE")  # another program holds the ledger's write lock
+        prepared.close()  # COM_STMT_CLOSE, refused: no answer comes
+        with pytest.raises(mysql.connector.Error) as err:
+            mc.cmd_ping()
+        assert err.value.errno == 1105
+        lock.execute("ROLLBACK")
+        with pytest.raises(mysql.connector.Error) as err:
+            mc.cmd_stmt_execute(statement_id, (2,), parameters, 0)
+        assert err.value.errno == 1243
+        assert f"Unknown prepared statement handler ({statement_id})" in err.value.msg
+        mc.cmd_stmt_close(statement_id)  # goes to the server this time
+        with pytest.raises(mysql.connector.Error) as err:
+            mc.cmd_stmt_execute(statement_id, (2,), parameters, 0)
+        assert err.value.errno == 1243  # the server's own answer now
+        cur = mc.cursor()
+        cur.execute("SELECT 7")
+        assert cur.fetchall() == [(7,)]
+        mc.close()
+    finally:
+        lock.close()
+        assert gw.stop() == 0
+    records = ledger_records(gw.ledger)
+    executes = [
+        r for r in records if r["kind"] == "statement" and r["command"] == "COM_STMT_EXECUTE"
+    ]
+    refused = next(
+        r
+        for r in records
+        if r["kind"] == "result"
+        and (r["session"], r["statement_seq"])
+        == (executes[1]["session"], executes[1]["statement_seq"])
+    )
+    assert refused["error"] == 1243
+    assert "its COM_STMT_CLOSE was refused" in refused["reason"]
+
+
 def test_kill_9_during_16_writers_loses_no_record_of_a_committed_row(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

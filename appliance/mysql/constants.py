@@ -266,6 +266,7 @@ class ErrorCode(IntEnum):
     TOO_MANY_USER_CONNECTIONS = 1203  # ER_TOO_MANY_USER_CONNECTIONS: max_user_connections
     NET_READ_ERROR = 1158
     NOT_SUPPORTED_YET = 1235
+    UNKNOWN_STMT_HANDLER = 1243  # ER_UNKNOWN_STMT_HANDLER: a statement id the client closed
     CONN_HOST_ERROR = 2003
     SERVER_LOST = 2013  # only in the ledger: a command's answer never came
 
@@ -285,6 +286,7 @@ SQLSTATE_FOR: dict[int, bytes] = {
     ErrorCode.TOO_MANY_USER_CONNECTIONS: b"42000",
     ErrorCode.NET_READ_ERROR: b"08S01",
     ErrorCode.NOT_SUPPORTED_YET: b"42000",
+    ErrorCode.UNKNOWN_STMT_HANDLER: b"HY000",
     ErrorCode.CONN_HOST_ERROR: b"HY000",
     ErrorCode.SERVER_LOST: b"HY000",
 }

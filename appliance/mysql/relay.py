@@ -400,6 +400,26 @@ LONG_DATA_REFUSED = (
     "COM_STMT_RESET or COM_STMT_CLOSE of the statement"
 )
 
+#: A COM_STMT_EXECUTE, _FETCH or _RESET of a statement whose COM_STMT_CLOSE was refused
+#: (the ledger could not record it, so it did not go to the target). The client holds the
+#: statement closed, and the server would answer 1243 had the close reached it; the
+#: statement is still prepared there (until a later close of it goes, or the session
+#: resets or ends), so the gateway answers in the server's place and sends nothing: a
+#: closed statement runs no more, its open cursor gives no more rows.
+CLOSE_REFUSED = (
+    "sqlgate: Unknown prepared statement handler ({}): this session closed it (its "
+    "COM_STMT_CLOSE was refused: {}); prepare the statement again"
+)
+CLOSE_REFUSED_WHY = "not run: the session closed statement {} (its COM_STMT_CLOSE was refused)"
+_NAMES_A_CLOSED_STATEMENT = frozenset(
+    {
+        Command.STMT_EXECUTE,
+        Command.STMT_FETCH,
+        Command.STMT_RESET,
+        Command.STMT_SEND_LONG_DATA,
+    }
+)
+
 
 #: Commands the core refuses itself: the rule the ledger names and the reason.
 REFUSED_COMMANDS: dict[int, tuple[str, str]] = {
@@ -601,6 +621,9 @@ class Session:
         # statement id -> the ERR a COM_STMT_SEND_LONG_DATA of it was refused with: its
         # next execute gets it instead of running (see LONG_DATA_REFUSED)
         self._long_data_refused: dict[int, bytes] = {}
+        # statement id -> why its COM_STMT_CLOSE was refused: closed for the client, still
+        # prepared on the server; commands naming it are answered here (CLOSE_REFUSED)
+        self._close_refused: dict[int, str] = {}
         self.server_status = 0
         """The status flags of the backend's last OK or EOF (``NO_BACKSLASH_ESCAPES`` says
         how the server reads backslashes in string literals right now)."""
@@ -1789,6 +1812,13 @@ class Session:
             if err is None and self._stopped is not None and cmd.command != Command.QUIT:
                 err = self._stopped  # allowed, but nothing goes to the backend any more
                 why = self._stopped_why
+            if (
+                err is None
+                and self._close_refused
+                and cmd.command in _NAMES_A_CLOSED_STATEMENT
+                and packets.parse_statement_id(cmd.payload) in self._close_refused
+            ):  # the client closed it: it runs no more (see CLOSE_REFUSED)
+                err, why = self._closed_statement(packets.parse_statement_id(cmd.payload))
             if err is None and cmd.command == Command.STMT_EXECUTE and self._long_data_refused:
                 err = self._long_data_refused.get(packets.parse_statement_id(cmd.payload))
                 if err is not None:  # it would run without a chunk of a parameter
@@ -1821,16 +1851,29 @@ class Session:
         """A refused COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA: the client expects no
         answer, so it gets none (an ERR would be read as the answer to its next command);
         its result carries the error. Nothing reached the target: a statement whose close
-        was refused is still prepared there, and the gateway keeps what it knows of it (a
-        later command naming it is decided as that statement: MariaDB never gives its id
-        to another one in the session). A refused chunk of long data makes the next
-        execute of its statement fail instead of running without it (LONG_DATA_REFUSED)."""
+        was refused is still prepared there, and the gateway keeps what it knows of it
+        (MariaDB never gives its id to another one in the session), but the client holds
+        it closed: a later command naming it is answered as the server answers a closed
+        statement, and sent nowhere (CLOSE_REFUSED). A refused chunk of long data makes
+        the next execute of its statement fail instead of running without it
+        (LONG_DATA_REFUSED)."""
         if cmd.command == Command.STMT_SEND_LONG_DATA:
             self._long_data_refused[packets.parse_statement_id(cmd.payload)] = err
+        elif cmd.command == Command.STMT_CLOSE:
+            statement_id = packets.parse_statement_id(cmd.payload)
+            if statement_id not in self._close_refused:
+                reason = printable(packets.parse_err(err).message.removeprefix("sqlgate: "))
+                self._close_refused[statement_id] = reason
         if self._report:
             recorded = b"" if self.record_limit > 0 else None  # the client gets nothing
             error = int.from_bytes(err[1:3], "little")
             self._events.append(CommandCompleted(cmd, 0, 0, error, recorded=recorded, refused=why))
+
+    def _closed_statement(self, statement_id: int) -> tuple[bytes, str]:
+        """The ERR a command naming a statement whose close was refused gets, and why."""
+        message = CLOSE_REFUSED.format(statement_id, self._close_refused[statement_id])
+        err = packets.build_err(ErrorCode.UNKNOWN_STMT_HANDLER, message)
+        return err, CLOSE_REFUSED_WHY.format(statement_id)
 
     def _forward(self, cmd: ClientCommand) -> None:
         """Send an allowed command to the backend and expect its answer."""
@@ -1850,6 +1893,7 @@ class Session:
         if code == Command.STMT_CLOSE:
             statement_id = packets.parse_statement_id(cmd.payload)
             self._long_data_refused.pop(statement_id, None)
+            self._close_refused.pop(statement_id, None)  # closed on the server now
             self.statements.pop(statement_id, None)
             self.prepared_sql.pop(statement_id, None)
             self._prepared_columns.pop(statement_id, None)
@@ -1857,6 +1901,7 @@ class Session:
                 self._plan_drops.append(statement_id)
         elif code == Command.RESET_CONNECTION:
             self._long_data_refused.clear()
+            self._close_refused.clear()
             self.statements.clear()
             self.prepared_sql.clear()
             self._prepared_columns.clear()
@@ -2571,6 +2616,8 @@ class Session:
             ok = packets.parse_stmt_prepare_ok(payload)
             self.statements[ok.statement_id] = ok.param_count
             self.prepared_sql[ok.statement_id] = resp.cmd.payload[1:]
+            if self._close_refused:  # a new statement under that id (after a reset)
+                self._close_refused.pop(ok.statement_id, None)
             resp.prep_id = ok.statement_id
             resp.prep_cols = ok.column_count
             resp.left = ok.param_count

@@ -1444,7 +1444,8 @@ UNAVAILABLE = "sqlgate: audit ledger unavailable"
 def test_a_refused_stmt_close_gets_no_answer_and_the_next_query_gets_its_own() -> None:
     """COM_STMT_CLOSE has no answer: a refused one (the ledger is unavailable) must not be
     answered either, or the client reads that ERR as the answer to its next command and
-    every answer after is one late. The statement is still prepared on the server."""
+    every answer after is one late. The statement is still prepared on the server, and
+    the gateway still knows it (so it is closed for the client: see the next test)."""
     close = command(Command.STMT_CLOSE, struct.pack("<I", 7))
     pb = ready()
     pb.session.statements[7] = 1  # as if prepared earlier
@@ -1470,6 +1471,95 @@ def test_a_refused_stmt_close_gets_no_answer_and_the_next_query_gets_its_own() -
     assert pb.session.statements == {7: 1}  # not closed on the server: still known
     assert pb.session.prepared_sql == {7: b"SELECT ?"}
     assert not pb.session.busy
+
+
+def _closed_here(statement: int) -> Callable[[object], bool]:
+    def check(why: object) -> bool:
+        return why == (
+            f"not run: the session closed statement {statement} (its COM_STMT_CLOSE was refused)"
+        )
+
+    return check
+
+
+def test_a_statement_whose_close_was_refused_runs_no_more() -> None:
+    """A refused COM_STMT_CLOSE did not reach the server, where the statement stays
+    prepared, and the client holds it closed. An execute, a fetch of its cursor or a reset
+    of it went on to the server and ran it: a closed statement gave rows. They are now
+    answered as the server answers a closed statement (1243), nothing is sent, and a
+    later close of it goes to the server."""
+    close = command(Command.STMT_CLOSE, struct.pack("<I", 7))
+    execute = _execute(7)
+    fetch = command(Command.STMT_FETCH, struct.pack("<II", 7, 10))
+    reset = command(Command.STMT_RESET, struct.pack("<I", 7))
+    long_data = command(Command.STMT_SEND_LONG_DATA, struct.pack("<IH", 7, 0) + b"a chunk")
+    message = (
+        "sqlgate: Unknown prepared statement handler (7): this session closed it (its "
+        "COM_STMT_CLOSE was refused: audit ledger unavailable); prepare the statement again"
+    )
+    pb = ready()
+    pb.session.statements[7] = 1  # as if prepared earlier
+    pb.session.prepared_sql[7] = b"SELECT ?"
+    assert (
+        pb
+        >> client(close + execute)
+        << received(1, close)
+        << received(2, execute)
+        >> refuse(1, 1105, UNAVAILABLE)
+        << completed(1, error=1105)
+        >> allow(2)  # the ledger is back
+        << expect_client(local_err(1243, message, seq=1))
+        << completed(2, error=1243, refused=_closed_here(7))
+        >> client(fetch)
+        << received(3, fetch)
+        >> allow(3)
+        << expect_client(local_err(1243, message, seq=1))
+        << completed(3, error=1243, refused=_closed_here(7))
+        >> client(reset)
+        << received(4, reset)
+        >> allow(4)
+        << expect_client(local_err(1243, message, seq=1))
+        << completed(4, error=1243, refused=_closed_here(7))
+        >> client(long_data)
+        << received(5, long_data)
+        >> allow(5)
+        << completed(5, error=1243, refused=_closed_here(7))  # no answer: none sent
+        >> client(close)  # closed again: this one goes, and frees it on the server
+        << received(6, close)
+        >> allow(6)
+        << expect_server(close)
+        << completed(6)
+    )
+    assert 7 not in pb.session.statements and not pb.session._close_refused
+    assert not pb.session.busy
+
+
+def test_a_reset_of_the_connection_forgets_the_refused_closes() -> None:
+    """COM_RESET_CONNECTION closes every statement on the server; the ids it gives after
+    are new statements, run as their own prepares decided."""
+    close = command(Command.STMT_CLOSE, struct.pack("<I", 7))
+    reset = command(Command.RESET_CONNECTION)
+    execute = _execute(7)
+    pb = ready()
+    pb.session.statements[7] = 1
+    pb.session.prepared_sql[7] = b"SELECT ?"
+    assert (
+        pb
+        >> client(close)
+        << received(1, close)
+        >> refuse(1, 1105, UNAVAILABLE)
+        << completed(1, error=1105)
+        >> client(reset)
+        << received(2, reset)
+        >> allow(2)
+        << expect_server(reset)
+        >> server(Reply(1).ok().data)
+        << expect_client(Reply(1).ok().data)
+        << completed(2)
+    )
+    assert not pb.session._close_refused
+    pb.session.statements[7] = 1  # prepared again after the reset, under the same id
+    assert pb >> client(execute) << received(3, execute) >> allow(3) << expect_server(execute)
 
 
 #: why a command was not sent once the session stopped forwarding (the ledger says it)
