@@ -260,6 +260,39 @@ def test_a_cursor_fetch_is_masked_whatever_the_alias(gw: GatewayProcess, sql: st
     ]
 
 
+def test_a_cursor_left_open_by_a_failed_execute_is_still_masked(gw: GatewayProcess) -> None:
+    """MariaDB reads an execute's parameters before it closes the statement's open
+    cursor: an execute it cannot read fails (1210) and leaves the cursor open. The
+    gateway had ended the cursor's masking as that execute went out, and the next
+    COM_STMT_FETCH gave the card numbers in the clear."""
+    conn = gw.connect(database="shop")
+    try:
+        sql = "SELECT card_number FROM mask_customers WHERE id > ? ORDER BY id"
+        conn._execute_command(0x16, sql)  # COM_STMT_PREPARE
+        ok = conn._read_packet().get_all_data()
+        statement, columns, params = struct.unpack("<IHH", ok[1:9])
+        for _ in range(params + (params > 0) + columns + (columns > 0)):
+            conn._read_packet()
+        # CURSOR_TYPE_READ_ONLY, one LONGLONG parameter bound to 0
+        execute = struct.pack("<IBI", statement, 1, 1) + b"\x00\x01" + struct.pack("<BBq", 8, 0, 0)
+        conn._execute_command(0x17, execute)
+        count = conn._read_packet().read_length_encoded_integer()
+        for _ in range(count + 1):  # definitions and the EOF that says the cursor is open
+            conn._read_packet()
+        conn._execute_command(0x17, struct.pack("<IBI", statement, 1, 1))  # no parameters
+        with pytest.raises(pymysql.err.MySQLError) as err:
+            conn._read_packet()
+        assert err.value.args[0] == 1210
+        conn._execute_command(0x1C, struct.pack("<II", statement, 100))  # COM_STMT_FETCH
+        values: list[bytes | None] = []
+        while not (packet := conn._read_packet()).is_eof_packet():
+            row = packet.get_all_data()  # 0x00, the NULL bitmap (1 byte), a lenenc string
+            values.append(None if row[1] & 4 else row[3 : 3 + row[2]])
+    finally:
+        conn.close()
+    assert values == [b"************1111", b"************4444", None]
+
+
 def test_a_call_outside_the_masked_schema_runs_and_its_rows_are_masked(
     gw: GatewayProcess,
 ) -> None:

@@ -1911,9 +1911,9 @@ class Session:
             if code == Command.STMT_RESET and self._long_data_refused:
                 # the server drops the statement's long data: a new one may be sent
                 self._long_data_refused.pop(packets.parse_statement_id(cmd.payload), None)
-            if self._cursor_plans and (
-                code == Command.STMT_RESET or code == Command.STMT_EXECUTE
-            ):  # both close the statement's cursor, if it had one
+            if self._cursor_plans and code == Command.STMT_RESET:
+                # it closes the statement's cursor, if it had one (an execute closes it
+                # only once it runs: see _on_response_packet)
                 self._plan_drops.append(packets.parse_statement_id(cmd.payload))
         if self._plan_drops:
             if resp is not None:
@@ -2536,6 +2536,8 @@ class Session:
             return True
         deprecate = self._deprecate_eof
         if state == _R_START:
+            if self._cursor_plans and resp.binary and resp.results is None:
+                self._executed(resp)
             if first == 0x00:
                 resp.affected += _affected(payload)
                 status = packets.ok_status(payload, self.client_caps)
@@ -2581,6 +2583,16 @@ class Session:
                 self._learn_last(resp.last, resp.prep_id)
             return done
         raise RemoteProtocolError("response in an unknown state")
+
+    def _executed(self, resp: _Response) -> None:
+        """A COM_STMT_EXECUTE's answer is not an ERR: the server ran the statement, which
+        closed its open cursor first, so that cursor's plan ends (one the answer opens
+        is planned anew). An execute answered with an ERR may have closed nothing: the
+        server reads its parameters before it closes the cursor, and one that cannot be
+        read (a short packet, a wrong count, long data that failed) leaves the cursor
+        open, its rows to be fetched and masked with the plan."""
+        if resp.cmd.command == Command.STMT_EXECUTE:
+            self._cursor_plans.pop(packets.parse_statement_id(resp.cmd.payload), None)
 
     def _learn_last(self, last: _LastPrepared, statement_id: int) -> None:
         """A prepare's whole answer came: executes that stand for it may go on."""

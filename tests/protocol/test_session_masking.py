@@ -636,6 +636,32 @@ def test_a_fetch_sent_with_the_cursors_end_is_masked(ending: bytes) -> None:
     assert _ask(pb, 7, fetch) >> server(batch) << expect_client(batch) << done(7, rows=2)
 
 
+@pytest.mark.parametrize(
+    "failed",
+    [
+        Reply(1).err(1210, "Incorrect arguments to mysqld_stmt_execute").data,
+        Reply(1).err(1243, "Unknown prepared statement handler (7)").data,
+    ],
+    ids=["parameters-not-read", "other-error"],
+)
+def test_an_execute_that_fails_keeps_the_plan_of_the_cursor_it_left_open(failed: bytes) -> None:
+    """The server reads an execute's parameters before it closes the statement's open
+    cursor: an execute whose parameters it cannot read (a short packet, a wrong count)
+    fails and leaves the cursor open. The plan was dropped as the execute went out, and
+    the next fetch of the cursor gave the card numbers in the clear. An execute answered
+    with an ERR keeps the plan; one that runs ends it."""
+    pb, fetch, batch, batch_masked = _cursor_story(card_masker())
+    _ask(pb, 5, _execute(7))
+    (
+        pb
+        >> server(failed)
+        << expect_client(failed)
+        << done(5, error=packets.parse_err(failed[4:]).code)
+    )
+    masked = done(6, rows=2, app_t_card=1, app_t_born=1)
+    assert _ask(pb, 6, fetch) >> server(batch) << expect_client(batch_masked) << masked
+
+
 # ------------------------------------------------------------------------- errors
 
 
