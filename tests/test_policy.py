@@ -292,6 +292,26 @@ def test_prepared_statements_are_decided_at_prepare_time(
     assert all(s["rule"] == "prepared" and s["decision"] == "allowed" for s in executes)
 
 
+def test_execute_of_a_name_whose_prepare_was_refused_runs_nothing(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """MariaDB drops the statement prepared under a name when a PREPARE of that name
+    fails. A PREPARE the gateway refused never reached it: EXECUTE of the name ran the
+    UPDATE prepared before, though the client had seen its new PREPARE fail."""
+    with gw.connect(database="shop") as conn:
+        with conn.cursor() as cur:
+            cur.execute("PREPARE s FROM 'UPDATE pol_items SET v = v + 1 WHERE id = 1'")
+            cur.execute("EXECUTE s")
+        refused(conn, "PREPARE s FROM 'DELETE FROM pol_items'")
+        message = refused(conn, "EXECUTE s")
+        assert message.startswith("sqlgate: blocked by rule 'prepare-refused': ")
+        with conn.cursor() as cur:
+            cur.execute("PREPARE s FROM 'UPDATE pol_items SET v = v - 1 WHERE id = 1'")
+            cur.execute("EXECUTE s")  # prepared again: runs
+            cur.execute("DEALLOCATE PREPARE s")
+    assert items(mariadb) == [(1, 10), (2, 20), (3, 30)]
+
+
 def test_configured_rules_come_first(gw: GatewayProcess, mariadb: MariaDB) -> None:
     before = direct(mariadb, "SELECT * FROM shop.orders ORDER BY id")
     with gw.connect(database="shop") as conn:

@@ -546,6 +546,11 @@ class SessionPolicy:
         self._mode_sets: set[int] = set()
         # an SQL-level PREPARE of a CALL went through: EXECUTE name may run one
         self._prepared_calls = False
+        # names whose SQL-level PREPARE the gateway refused: the server still holds what
+        # they were prepared from before, where a failed PREPARE would have dropped it
+        self._unprepared: set[str] = set()
+        self._prepared_names: set[str] = set()  # names that may hold a statement there
+        self._naming: dict[int, list[str]] = {}  # command id -> the names it prepares
         # command id -> the schema it makes current, and whether a failure of the command
         # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
         self._uses: dict[int, tuple[str | None, bool]] = {}
@@ -615,7 +620,11 @@ class SessionPolicy:
         code = cmd.command
         label = _LABELS.get(code) or cmd.label
         if code == Command.QUERY:
-            return self._decide_text(cmd, label, server_status, classified)
+            verdict = self._decide_text(cmd, label, server_status, classified)
+            sql = cmd.sql
+            if sql is not None and (self._unprepared or _PREPARE_WORD.search(sql)):
+                verdict = self._follow_names(cmd, verdict, sql, server_status)
+            return verdict
         if code == Command.STMT_PREPARE:
             verdict = self._decide_text(cmd, label, server_status, classified)
             sent: bytes | None = None
@@ -1174,6 +1183,59 @@ class SessionPolicy:
             return True
         return any(test(s) for c in found for s in _chain(c))
 
+    def _follow_names(
+        self, cmd: ClientCommand, verdict: Verdict, sql: bytes, server_status: int
+    ) -> Verdict:
+        """SQL-level prepared statements by name. A PREPARE that fails on the server drops
+        the statement prepared under its name before; one the gateway refuses never
+        reaches it, and EXECUTE of the name would run that earlier statement, though the
+        client saw its PREPARE fail. So an EXECUTE (at any depth) of a name whose last
+        PREPARE was refused, or failed (the gateway cannot tell whether it reached the
+        server), while an earlier one of the name may hold a statement, is refused
+        (``prepare-refused``) until the name is prepared again, deallocated, or the
+        connection reset."""
+        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._current_reading]
+        try:
+            statements = split_statements(sql, mode)
+        except LexError:
+            return verdict  # the text is refused as not understood
+        prepared: list[str] = []
+        dropped: list[str] = []
+        executed: str | None = None
+        for statement in statements:
+            tokens = statement.tokens
+            for i, token in enumerate(tokens):
+                if token.kind != Tok.WORD:
+                    continue
+                word = token.text
+                if word == "PREPARE":
+                    name = _statement_name(tokens, i + 1)
+                    if name is None:
+                        continue
+                    if word_at(tokens, i + 2) == "FROM":
+                        prepared.append(name)
+                    elif i and word_at(tokens, i - 1) in ("DEALLOCATE", "DROP"):
+                        dropped.append(name)
+                elif word == "EXECUTE" and executed is None:
+                    name = _statement_name(tokens, i + 1)
+                    if name is not None and name in self._unprepared and name not in prepared:
+                        executed = name  # (prepared again earlier in the text: it runs that)
+        runs = verdict.refusal is None or verdict.shadow
+        if executed is not None and runs:
+            decision = _prepare_refused(executed)
+            parts = tuple(replace(p, decision=decision) for p in verdict.parts)
+            verdict = self._verdict(verdict.command, parts)
+            runs = verdict.shadow
+        if runs:
+            self._unprepared.difference_update(prepared)
+            self._unprepared.difference_update(dropped)
+            if prepared:  # ... unless it fails (see completed)
+                self._prepared_names.update(prepared)
+                self._naming[cmd.id] = prepared
+        else:  # a name never prepared holds nothing: EXECUTE is the server's to refuse
+            self._unprepared.update(n for n in prepared if n in self._prepared_names)
+        return verdict
+
     def _verdict(self, label: str, parts: tuple[Part, ...]) -> Verdict:
         refusal = next((p.decision for p in parts if p.decision.refused), None)
         return Verdict(label, parts, refusal, shadow=refusal is not None and self.policy.shadow)
@@ -1248,11 +1310,17 @@ class SessionPolicy:
             self._stale_status = True
         elif error is None:  # the answer's status flags are the session's again
             self._stale_status = False
+        if self._naming:
+            names = self._naming.pop(cmd.id, None)
+            if names is not None and error is not None:
+                self._unprepared.update(names)  # refused on its way, or failed: see _follow_names
         use = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
         self._resets.discard(cmd.id)
         results = self._results_sets.pop(cmd.id, None)
         if cmd.command == Command.RESET_CONNECTION and error is None:
+            self._unprepared.clear()  # the server dropped every prepared statement
+            self._prepared_names.clear()
             self._reading = self._login_reading
             self._results = self._login_results
         if results is not None:
@@ -1451,6 +1519,34 @@ _START_MODE_UNKNOWN = Decision(
     "the gateway could not read the sql_mode the database server started this session in, "
     "so it cannot tell how the server reads its statements: none of them runs. Reconnect",
 )
+
+
+#: A word PREPARE anywhere in a text (SQL-level prepared statements: see _follow_names).
+_PREPARE_WORD = re.compile(rb"prepare", re.IGNORECASE)
+
+
+def _statement_name(tokens: Sequence[Token], i: int) -> str | None:
+    """The prepared statement name at ``tokens[i]`` (the server ignores its case), or
+    None when there is none (``EXECUTE IMMEDIATE`` runs a text, not a name)."""
+    if i >= len(tokens):
+        return None
+    token = tokens[i]
+    if token.kind == Tok.WORD:
+        return None if token.text == "IMMEDIATE" else token.text.lower()
+    if token.kind == Tok.IDENT:
+        return token.text.lower()
+    return None
+
+
+def _prepare_refused(name: str) -> Decision:
+    return Decision(
+        RuleAction.BLOCK,
+        "prepare-refused",
+        f"the last PREPARE {name} was refused, so it never reached the server, which still "
+        f"holds the statement {name} was prepared from before (a PREPARE that fails there "
+        f"drops it): EXECUTE {name} would run that one. Prepare {name} again, or "
+        f"DEALLOCATE PREPARE {name}",
+    )
 
 
 _EXECUTE_BEFORE_PREPARED = Decision(

@@ -1401,6 +1401,33 @@ def test_an_execute_of_the_last_prepared_id_is_decided_as_its_prepare() -> None:
     assert rule_of(execute(6, 3)) == "last-prepared"  # not the prepare decided last
 
 
+def test_an_execute_of_a_name_whose_prepare_was_refused_is_refused() -> None:
+    """A PREPARE that fails on the server drops the statement prepared under its name
+    before; one the gateway refused never reached it, and EXECUTE of the name ran the
+    earlier statement, though the client had seen its PREPARE fail."""
+    session = Session()
+    assert session.outcome(b"PREPARE s FROM 'DELETE FROM customers'") == "delete-without-where"
+    assert session.outcome(b"EXECUTE s") == ALLOW  # nothing prepared before: the server's 1243
+    assert session.outcome(b"PREPARE s FROM 'SELECT name FROM customers WHERE id = 1'") == ALLOW
+    assert session.outcome(b"PREPARE `S` FROM 'DELETE FROM customers'") == "delete-without-where"
+    for text in (b"EXECUTE s", b"EXECUTE /* c */ `s` USING @a", b"SELECT 1; EXECUTE S"):
+        assert session.outcome(text) == "prepare-refused"
+    assert session.outcome(b"EXECUTE t") == ALLOW  # another name
+    assert session.outcome(b"PREPARE s FROM 'SELECT 2'; EXECUTE s") == ALLOW  # that one runs
+    assert session.outcome(b"EXECUTE s") == ALLOW
+    # a PREPARE that fails, or is refused after its decision (the ledger), counts too
+    cmd, verdict = session.query(b"PREPARE s FROM 'SELECT 3'")
+    assert verdict.refusal is None
+    session.policy.completed(cmd, 1105, 0)
+    assert session.outcome(b"EXECUTE s") == "prepare-refused"
+    assert session.outcome(b"DEALLOCATE PREPARE s") == ALLOW
+    assert session.outcome(b"EXECUTE s") == ALLOW  # the server's to answer (1243)
+    assert session.outcome(b"PREPARE s FROM 'DROP TABLE customers'") != ALLOW
+    reset = bytes([Command.RESET_CONNECTION])
+    session.policy.completed(ClientCommand(99, Command.RESET_CONNECTION, reset, reset), None, 0)
+    assert session.outcome(b"EXECUTE s") == ALLOW  # every statement was dropped
+
+
 def test_an_execute_sent_before_its_prepare_was_answered_is_refused() -> None:
     """A client that pipelines PREPARE and EXECUTE (guessing the id) had the EXECUTE
     allowed and recorded with no text: its statement is known only from the PREPARE's
