@@ -429,6 +429,8 @@ def _cursor(
     statement_id = packets.parse_statement_id(cmd.payload)
     if cmd.command == Command.STMT_FETCH:
         return cursors.get(statement_id)
+    if cmd.command == Command.STMT_EXECUTE and _failed_at_once(done):
+        return None  # it may have left the cursor open (the relay keeps its masking too)
     cursors.pop(statement_id, None)  # closed, reset, or executed again
     if cmd.command == Command.STMT_EXECUTE and len(cmd.payload) > 5:
         if cmd.payload[5] & _CURSOR_TYPES and not done.rows and done.error is None:
@@ -441,6 +443,13 @@ def _cursor(
             if answer.cursor_columns is not None:
                 cursors[statement_id] = answer.cursor_columns
     return None
+
+
+def _failed_at_once(done: CommandCompleted) -> bool:
+    """An answer that is one ERR: for an execute, one refused here or one the server
+    could not start (it reads the parameters before it closes the statement's open
+    cursor, so a short packet or a wrong count leaves the cursor open)."""
+    return done.error is not None and not done.rows and not done.affected and not done.results
 
 
 def _masked_fields(masked: Mapping[str, int]) -> dict[str, Any]:

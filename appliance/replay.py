@@ -179,10 +179,12 @@ class _Answers:
         )
         if command == Command.STMT_EXECUTE:
             columns = answer.cursor_columns
-            if columns is None:
-                self.cursors.pop(cursor, None)
-            else:
+            if columns is not None:
                 self.cursors[cursor] = columns
+            elif answer.results or answer.error is None:
+                self.cursors.pop(cursor, None)  # it ran: the cursor before it is closed
+            # else one ERR: refused, or failed before it closed the cursor, which its
+            # fetches go on reading
         return answer
 
 

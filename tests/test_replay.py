@@ -339,6 +339,68 @@ def test_a_cursors_rows_are_exported_with_its_fetches(
     assert [f["recording_truncated"] for f in fetches] == [False, True]
 
 
+def test_a_cursor_left_open_by_a_failed_execute_replays_with_its_columns(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """An execute the server cannot read (no parameters: 1210) fails before it closes
+    the statement's open cursor, whose fetches go on. The ledger forgot the cursor's
+    columns at that ERR: the fetch after it was exported undecoded, shown without its
+    rows, and kept whole past [recording] max_rows."""
+    import struct
+
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.rec_failed (id INT PRIMARY KEY, owner VARCHAR(20))",
+        "DELETE FROM shop.rec_failed",
+        "INSERT INTO shop.rec_failed VALUES "
+        + ", ".join(f"({i}, 'owner{i}')" for i in range(1, 7)),
+    )
+    extra = f"""
+[recording]
+max_bytes = 65536
+max_rows = {CURSOR_MAX_ROWS}
+"""
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    try:
+        conn = gw.connect(database="shop")
+        sql = "SELECT id, owner FROM rec_failed WHERE id > ? ORDER BY id"
+        conn._execute_command(0x16, sql)  # COM_STMT_PREPARE
+        ok = conn._read_packet().get_all_data()
+        statement, columns, params = struct.unpack("<IHH", ok[1:9])
+        for _ in range(params + (params > 0) + columns + (columns > 0)):
+            conn._read_packet()
+        # CURSOR_TYPE_READ_ONLY, one LONGLONG parameter bound to 0
+        opening = struct.pack("<IBI", statement, 1, 1) + b"\x00\x01" + struct.pack("<BBq", 8, 0, 0)
+        conn._execute_command(0x17, opening)
+        count = conn._read_packet().read_length_encoded_integer()
+        for _ in range(count + 1):  # definitions and the EOF that says the cursor is open
+            conn._read_packet()
+        conn._execute_command(0x17, struct.pack("<IBI", statement, 1, 1))  # no parameters
+        with pytest.raises(pymysql.err.MySQLError) as err:
+            conn._read_packet()
+        assert err.value.args[0] == 1210
+        conn._execute_command(0x1C, struct.pack("<II", statement, 100))  # COM_STMT_FETCH
+        fetched = 0
+        while not conn._read_packet().is_eof_packet():
+            fetched += 1
+        assert fetched == 6
+        conn.close()
+    finally:
+        assert gw.stop() == 0
+    session = next(r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start")
+    records = ledger_records(gw.ledger, "--session", session, "--with-results")
+    commands = {r["statement_seq"]: r["command"] for r in records if r["kind"] == "statement"}
+    (fetch,) = [
+        r
+        for r in records
+        if r["kind"] == "result" and commands[r["statement_seq"]] == "COM_STMT_FETCH"
+    ]
+    assert fetch["rows"] == 6 and fetch["recording_truncated"] is True  # max_rows kept 3
+    assert "columns=" not in json.dumps(fetch["answer"]), fetch["answer"]
+    assert fetch["answer"]["results"][0]["rows"] == [[str(i), f"owner{i}"] for i in (1, 2, 3)]
+    text, _ = replay(gw, session, "--speed", "1000")
+    assert_in_order(text, ["| 1  | owner1 |", "| 3  | owner3 |"])
+
+
 # What came back, value for value, and how each result set ended.
 
 ANSWERS_MAX_ROWS = 4
