@@ -622,7 +622,7 @@ class SessionPolicy:
         if code == Command.QUERY:
             verdict = self._decide_text(cmd, label, server_status, classified)
             sql = cmd.sql
-            if sql is not None and (self._unprepared or _PREPARE_WORD.search(sql)):
+            if sql is not None and (self._unprepared or b"PREPARE" in sql.upper()):
                 verdict = self._follow_names(cmd, verdict, sql, server_status)
             return verdict
         if code == Command.STMT_PREPARE:
@@ -1519,10 +1519,6 @@ _START_MODE_UNKNOWN = Decision(
     "the gateway could not read the sql_mode the database server started this session in, "
     "so it cannot tell how the server reads its statements: none of them runs. Reconnect",
 )
-
-
-#: A word PREPARE anywhere in a text (SQL-level prepared statements: see _follow_names).
-_PREPARE_WORD = re.compile(rb"prepare", re.IGNORECASE)
 
 
 def _statement_name(tokens: Sequence[Token], i: int) -> str | None:
