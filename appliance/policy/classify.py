@@ -2717,6 +2717,49 @@ _SHOW_TABLE_TARGETS = frozenset(
 
 _SHOW_WITH = re.compile(_kw(b"WITH"))
 
+# Words of a SHOW that the server reads as another the parser knows (sql_yacc.yy: the
+# lexer gives FIELDS the token of COLUMNS and SCHEMA that of DATABASE; KEYS, INDEX and
+# INDEXES are one rule, LOCAL and SESSION another; SHOW CREATE SEQUENCE is SHOW CREATE
+# TABLE of the sequence's table). Rails sends SHOW FULL FIELDS FROM and SHOW KEYS FROM.
+_SHOW_SYNONYMS: dict[str, bytes] = {
+    "FIELDS": b"COLUMNS",
+    "KEYS": b"INDEX",
+    "INDEXES": b"INDEX",
+    "LOCAL": b"SESSION",
+}
+_SHOW_CREATE_SYNONYMS: dict[str, bytes] = {"SCHEMA": b"DATABASE", "SEQUENCE": b"TABLE"}
+
+
+def _show_edits(v: _View, head: int) -> list[tuple[int, int, bytes]]:
+    """The respellings that let the parser read a SHOW whose words it does not know as
+    the same SHOW: each word replaced by the one the server reads it as, `IN` after
+    COLUMNS or INDEX (the server's FROM or IN) spelled FROM, and the `COUNT(*)` of
+    `SHOW COUNT(*) WARNINGS` (a count of what SHOW WARNINGS lists) blanked."""
+    tokens = v.tokens
+    edits: list[tuple[int, int, bytes]] = []
+    i = head
+    word = word_at(tokens, i)
+    if word == "CREATE":
+        i += 1
+        synonym = _SHOW_CREATE_SYNONYMS.get(word_at(tokens, i) or "")
+        if synonym is not None:
+            edits.append((v.start(tokens[i]), v.end(tokens[i]), synonym))
+        return edits
+    if word == "COUNT" and punct_at(tokens, i + 1, "(") and punct_at(tokens, i + 2, "*"):
+        if punct_at(tokens, i + 3, ")") and word_at(tokens, i + 4) in ("WARNINGS", "ERRORS"):
+            edits.append((v.start(tokens[i]), v.end(tokens[i + 3]), b" "))
+        return edits
+    if word == "FULL":
+        i += 1
+        word = word_at(tokens, i)
+    synonym = _SHOW_SYNONYMS.get(word or "")
+    if synonym is not None:
+        edits.append((v.start(tokens[i]), v.end(tokens[i]), synonym))
+        word = synonym.decode()
+    if word in ("COLUMNS", "INDEX") and word_at(tokens, i + 1) == "IN":
+        edits.append((v.start(tokens[i + 1]), v.end(tokens[i + 1]), b"FROM"))
+    return edits
+
 
 def _show(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
@@ -2731,7 +2774,7 @@ def _show(v: _View, kind: str, head: int) -> Classification:
     ):
         # SHOW COLUMNS IN .t: the parser reads IN as t's schema
         return _result(kind, text, problem=_parse_problem(kind, "a name starting with '.'"))
-    parsed = _parse_text(v)
+    parsed = _parse_text(v, _show_edits(v, head))
     try:
         root = _parse(parsed)
     except _Unparsable as err:

@@ -668,6 +668,46 @@ def test_an_alias_elsewhere_in_a_dynamic_column_call_is_refused(sql: str) -> Non
     assert found.problem is not None and "cannot read" in found.problem
 
 
+@pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        ("SHOW FULL FIELDS FROM `orders`", {"orders"}),
+        ("SHOW FIELDS FROM orders IN shop", {"shop.orders"}),
+        ("SHOW KEYS FROM orders", {"orders"}),
+        ("SHOW KEYS FROM orders IN shop", {"shop.orders"}),
+        ("SHOW INDEXES IN shop.orders", {"shop.orders"}),
+        ("SHOW INDEX IN orders /* c */ IN shop", {"shop.orders"}),
+        ("SHOW COLUMNS IN orders", {"orders"}),
+        ("SHOW CREATE SEQUENCE shop.ticket_seq", {"shop.ticket_seq"}),
+        ("SHOW CREATE SCHEMA shop", {"shop.*"}),
+        ("SHOW COUNT(*) WARNINGS", set()),
+        ("SHOW COUNT(*) ERRORS", set()),
+        ("SHOW LOCAL VARIABLES LIKE 'time%'", set()),
+        ("SHOW KEYS FROM t WHERE (SELECT 1 FROM secret) = 1", {"t", "secret"}),
+    ],
+)
+def test_a_show_in_the_servers_other_words_is_read(sql: str, reads: set[str]) -> None:
+    """FIELDS is COLUMNS to the server, KEYS and INDEXES are INDEX, SCHEMA is DATABASE,
+    LOCAL is SESSION: these SHOWs (Rails sends SHOW FULL FIELDS FROM and SHOW KEYS FROM)
+    were refused as not understood."""
+    found = one(sql)
+    assert found.problem is None, found.problem
+    assert (found.kind, set(found.reads)) == ("SHOW", reads)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SHOW COUNT(*) TABLES",
+        "SHOW FIELDS IN .orders",
+        "SHOW COLLATION WHERE Charset = 'utf8mb4'",
+    ],
+)
+def test_other_shows_stay_unread(sql: str) -> None:
+    found = one(sql)
+    assert found.problem is not None and "cannot read" in found.problem
+
+
 @pytest.mark.parametrize("where", ALWAYS_TRUE)
 @pytest.mark.parametrize("verb", ["DELETE FROM t", "UPDATE t SET a = 1"])
 def test_where_always_true(verb: str, where: str) -> None:
