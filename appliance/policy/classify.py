@@ -1788,6 +1788,64 @@ _DML_MODIFIER_WORDS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "QU
 _DELETE_HISTORY = re.compile(rb"[ \t\n\r\f\v]*+DELETE[ \t\n\r\f\v]++HISTORY" + _E)
 
 
+_ON_RESPONSE = frozenset({"EMPTY", "ERROR"})
+_LITERAL_TOKENS = (Tok.STRING, Tok.NUMBER, Tok.HEX)
+
+
+def _json_table_edits(v: _View) -> list[tuple[int, int, bytes]]:
+    """Blanks for the parts of JSON_TABLE's column definitions the parser does not read:
+    `EXISTS` of `EXISTS PATH`, and `{NULL | ERROR | DEFAULT literal} ON {EMPTY | ERROR}`.
+
+    They say what a column holds where its path finds nothing or fails, with one literal
+    at most (sql_yacc.yy's json_on_response): no table, column or call the decision
+    reads. Only what follows a JSON_TABLE's COLUMNS inside its parentheses is looked at,
+    and a DEFAULT with anything but one literal (a sign before it allowed) stays, for
+    the parser to refuse."""
+    tokens = v.tokens
+    n = len(tokens)
+    edits: list[tuple[int, int, bytes]] = []
+    i = 0
+    while i < n:
+        if word_at(tokens, i) != "JSON_TABLE" or not punct_at(tokens, i + 1, "("):
+            i += 1
+            continue
+        depth = 0
+        columns = False
+        j = i + 1
+        while j < n:
+            t = tokens[j]
+            if t.kind == Tok.PUNCT and t.text == "(":
+                depth += 1
+            elif t.kind == Tok.PUNCT and t.text == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif not columns:
+                columns = depth == 1 and word_at(tokens, j) == "COLUMNS"
+            elif t.kind == Tok.WORD:
+                word = t.text
+                end = j  # the last token of a clause, when one starts at j
+                if word == "EXISTS" and word_at(tokens, j + 1) == "PATH":
+                    edits.append((v.start(t), v.end(t), b" "))
+                elif word in ("NULL", "ERROR"):
+                    end = j + 2
+                elif word == "DEFAULT":
+                    end = j + 1
+                    if punct_at(tokens, end, "-") or punct_at(tokens, end, "+"):
+                        end += 1
+                    end = end + 2 if end < n and tokens[end].kind in _LITERAL_TOKENS else j
+                if (
+                    end > j
+                    and word_at(tokens, end - 1) == "ON"
+                    and word_at(tokens, end) in _ON_RESPONSE
+                ):
+                    edits.append((v.start(t), v.end(tokens[end]), b" "))
+                    j = end
+            j += 1
+        i = j
+    return edits
+
+
 def _dml(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
     if kind == "DELETE" and _DELETE_HISTORY.match(v.skeleton):
@@ -1811,6 +1869,8 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
         # REPLACE has INSERT's syntax; sqlglot reads only the INSERT spelling.
         s = 0 if v.plain else v.start(v.tokens[0])  # plain: no comment before it
         edits.append((s, s + 7, b"INSERT"))
+    if "JSON_TABLE" in functions:
+        edits.extend(_json_table_edits(v))
     parsed = _parse_text(v, edits)
     try:
         root = _parse(parsed)

@@ -708,6 +708,52 @@ def test_other_shows_stay_unread(sql: str) -> None:
     assert found.problem is not None and "cannot read" in found.problem
 
 
+@pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        (
+            "SELECT jt.* FROM docs d JOIN JSON_TABLE(d.data, '$.items[*]' COLUMNS ("
+            "n FOR ORDINALITY, sku VARCHAR(32) PATH '$.sku' DEFAULT 'none' ON EMPTY, "
+            "qty INT PATH '$.qty' NULL ON ERROR, has_qty INT EXISTS PATH '$.qty')) jt",
+            {"docs"},
+        ),
+        (
+            "select * from json_table('[{}]', '$[*]' columns (a int path '$.a' default -1 "
+            "on empty error on error, nested path '$.b[*]' columns (b int path '$' null on "
+            "empty default 0x41 on error))) t where exists (select 1 from secret)",
+            {"secret"},
+        ),
+        (
+            "DELETE FROM orders WHERE id IN (SELECT a FROM JSON_TABLE(@j, '$[*]' COLUMNS "
+            "(a INT PATH '$' ERROR ON EMPTY)) t)",
+            {"orders"},
+        ),
+    ],
+)
+def test_json_table_column_responses_are_read(sql: str, reads: set[str]) -> None:
+    """What a JSON_TABLE column holds when its path finds nothing or fails (`DEFAULT
+    'x' ON EMPTY`, `NULL ON ERROR`) and `EXISTS PATH` columns: such a JSON_TABLE was
+    refused as not understood."""
+    found = one(sql)
+    assert found.problem is None, found.problem
+    assert set(found.reads) | set(found.writes) == reads
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # the server takes one literal after DEFAULT, nothing the gateway would drop
+        "SELECT * FROM JSON_TABLE(@j, '$' COLUMNS (a INT PATH '$.a' DEFAULT (SELECT c FROM "
+        "secret) ON EMPTY)) t",
+        "SELECT * FROM JSON_TABLE(@j, '$' COLUMNS (a INT PATH '$.a' DEFAULT c ON EMPTY)) t",
+        "SELECT * FROM JSON_TABLE(@j, '$' COLUMNS (a INT PATH '$.a' DEFAULT 'x' 'y' ON EMPTY)) t",
+    ],
+)
+def test_json_table_defaults_other_than_a_literal_stay_unread(sql: str) -> None:
+    found = one(sql)
+    assert found.problem is not None and "cannot read" in found.problem
+
+
 @pytest.mark.parametrize("where", ALWAYS_TRUE)
 @pytest.mark.parametrize("verb", ["DELETE FROM t", "UPDATE t SET a = 1"])
 def test_where_always_true(verb: str, where: str) -> None:
