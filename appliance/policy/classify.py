@@ -1002,6 +1002,7 @@ def _impossible_reading(root: exp.Expr, text: str) -> str | None:
     ``text`` is what the parser read. _Tree finds the same in the walk it makes anyway
     (_Tree.impossible)."""
     outputs: set[int] = set()  # the aliases that name what a query outputs
+    qualified: set[int] = set()  # the calls written schema.name(...)
     stack: list[object] = [root]
     pop = stack.pop
     extend = stack.extend
@@ -1025,6 +1026,10 @@ def _impossible_reading(root: exp.Expr, text: str) -> str | None:
             outputs.update(id(x) for x in node.expressions)
         elif cls is exp.Anonymous:
             outputs.update(_typed_arguments(node))  # type: ignore[arg-type]
+            if id(node) not in qualified:
+                outputs.update(_udf_arguments(node, text))  # type: ignore[arg-type]
+        elif cls is exp.Dot:
+            qualified.add(id(node.expression))
         for value in node.args.values():
             if type(value) is list:
                 extend(value)
@@ -1071,6 +1076,34 @@ def _typed_arguments(node: exp.Anonymous) -> Iterator[int]:
             and not alias.args.get("quoted")
             and alias.this.lower() in _DYNAMIC_COLUMN_TYPES
         ):
+            yield id(arg)
+
+
+_AS_BEFORE = re.compile(r"(?<![0-9A-Za-z_$\x80-\uffff])[Aa][Ss][ \t\n\r\f\v]*\Z")
+
+
+def _udf_arguments(node: exp.Anonymous, text: str) -> Iterator[int]:
+    """The ids of the aliases in a call of a name that are the server's `value AS name`
+    of a user-defined function's argument (its attribute name: `myudf(price AS p)`).
+
+    The server reads `value [AS] name` in the arguments of any call of an unqualified
+    name and refuses it but for a UDF (error 1583 for a native function, 1584 for a
+    stored one); the parser reads the same alias when `AS` is written. Without `AS` the
+    alias may be part of the value to the server (`f(BINARY DATE'2024-01-01')` is a
+    date, no alias), so only an alias with `AS` straight before it counts. ``text`` is
+    what the parser read; the caller passes only calls that are not qualified
+    (`db.f(x AS y)` is a syntax error). A name the server has a function of, spelled
+    any way, is left out: some have a grammar of their own (`COLUMN_GET(x AS INT)`,
+    `WEIGHT_STRING(x AS CHAR(4))`), where the word after AS is no name."""
+    name = node.name.upper()
+    if name in BUILTIN_FUNCTIONS or name in NATIVE_FUNCTIONS or name in KEYWORD_FUNCTIONS:
+        return
+    for arg in node.expressions:
+        if type(arg) is not exp.Alias:
+            continue
+        alias = arg.args.get("alias")
+        start = alias.meta.get("start") if type(alias) is exp.Identifier else None
+        if type(start) is int and 0 < start <= len(text) and _AS_BEFORE.search(text, 0, start):
             yield id(arg)
 
 
@@ -1439,6 +1472,7 @@ class _Tree:
         self.impossible: str | None = None
         # the aliases that name what a query outputs, and the types of _typed_arguments
         outputs: set[int] = set()
+        qualified: set[int] = set()  # the calls written schema.name(...)
         category = _CATEGORY.get
         for node in _inner_nodes(root):
             cls = type(node)
@@ -1482,10 +1516,13 @@ class _Tree:
             elif c == _DOT:
                 assert isinstance(node, exp.Dot)
                 self.dots.append(node)
+                qualified.add(id(node.expression))
             elif isinstance(node, exp.Anonymous):
                 self.functions.add(node.name.upper())
                 self.anonymous.append(node)
                 outputs.update(_typed_arguments(node))
+                if id(node) not in qualified:
+                    outputs.update(_udf_arguments(node, text))
             else:
                 if (
                     cls is exp.Collate

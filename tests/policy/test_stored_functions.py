@@ -228,6 +228,44 @@ def test_an_allow_for_call_names_the_functions_it_allows() -> None:
     assert rule("SELECT archive(id), x.cleanup() FROM orders", every_call) == "default-allow"
 
 
+ALLOW_SNIPPETS = RuleConfig("snippets", ("CALL",), RuleAction.ALLOW, ("shop.snippets",))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT snippets(name AS doc, 'idx' AS `index`, 'ada' AS 'words') FROM customers",
+        "SELECT snippets(name as doc) AS s FROM customers WHERE id = 1",
+        "SELECT snippets(CAST(id AS CHAR) AS doc, 1) FROM customers",
+        "SELECT snippets(name /* attribute */ AS doc) FROM customers",
+        "UPDATE customers SET name = snippets(name AS doc) WHERE id = 1",
+    ],
+)
+def test_a_udf_argument_named_with_as_is_read(sql: str) -> None:
+    """The server names a user-defined function's argument `value AS name` (its
+    attribute name); such a call was refused as not understood (an alias inside an
+    expression), so no allow rule could let it through. It is a call like any other."""
+    assert rule(sql) == "stored-function"
+    assert rule(sql, ALLOW_SNIPPETS) == "default-allow"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # the server reads no alias here: DATE'2024-01-01' is a date literal
+        "SELECT snippets((BINARY DATE'2024-01-01') AS doc)",
+        # a qualified call takes no names (a syntax error); nor do the server's functions
+        "SELECT shop.snippets(name AS doc) FROM customers",
+        "SELECT COLUMN_GET(dyn, 'k' AS card) FROM t",
+        # an alias nested deeper than an argument
+        "SELECT snippets((name AS doc)) FROM customers",
+        "SELECT snippets(UPPER(name AS doc)) FROM customers",
+    ],
+)
+def test_other_aliases_in_a_call_stay_refused(sql: str) -> None:
+    assert rule(sql, ALLOW_SNIPPETS) == "not-understood"
+
+
 def test_rules_name_the_procedure_a_call_runs() -> None:
     """CALL's procedure was no name of the statement: a block rule for CALL on shop.*
     only held CALL shop.purge() for review (which an operator could approve), and no
