@@ -823,6 +823,20 @@ def _results_refusal(value: str | None) -> str | None:
     return None
 
 
+# What an agent can send instead of a statement outside the allow-list, where there is a
+# common way to the same end.
+_INSTEAD: dict[str, str] = {
+    "LOCK TABLES": (
+        "To keep other sessions off the rows you change, lock them in a transaction: "
+        "START TRANSACTION, SELECT ... FOR UPDATE, then COMMIT"
+    ),
+    "UNLOCK TABLES": (
+        "Rows locked by SELECT ... FOR UPDATE in a transaction are released by COMMIT or ROLLBACK"
+    ),
+    "DO": "To evaluate an expression, SELECT it",
+}
+
+
 def _unknown(c: Classification, db: str | None) -> Decision | None:
     if c.kind not in KNOWN_KINDS:
         what = (
@@ -830,11 +844,13 @@ def _unknown(c: Classification, db: str | None) -> Decision | None:
             if c.kind == "UNKNOWN"
             else (f"{c.kind} is not a statement the gateway allows")
         )
+        instead = _INSTEAD.get(c.kind)
         return _block(
             "unknown-statement",
-            f"{what}. Supported are SELECT, INSERT, "
+            f"{what}. {instead + '. ' if instead else ''}Supported are SELECT, INSERT, "
             "UPDATE and DELETE with a WHERE, SHOW, DESCRIBE, EXPLAIN, USE, SET of session "
-            "settings, transactions, and CREATE TABLE/INDEX/VIEW",
+            "settings, transactions, and CREATE TABLE/INDEX/VIEW; for anything else, ask "
+            "an operator to allow it with a rule",
         )
     return None
 

@@ -89,6 +89,10 @@ REFUSED_WITH_ADVICE = [
     ("DELETE FROM orders", "delete-without-where", "Add a WHERE clause"),
     ("TRUNCATE orders", "truncate", "use DELETE with a WHERE clause"),
     ("DROP TABLE orders", "schema-change", "approval"),
+    ("LOCK TABLES orders WRITE", "unknown-statement", "SELECT ... FOR UPDATE"),
+    ("UNLOCK TABLES", "unknown-statement", "COMMIT"),
+    ("DO SLEEP(0)", "unknown-statement", "SELECT it"),
+    ("CREATE SEQUENCE s2", "unknown-statement", "ask an operator"),
 ]
 
 
