@@ -3009,6 +3009,10 @@ def _create(v: _View, kind: str, head: int) -> Classification:
     flags = _skeleton_flags(v.skeleton, kind)
     functions, suspects = _skeleton_calls(v.skeleton)
     edits = _index_edits(v) if kind == "CREATE INDEX" else []
+    if kind == "CREATE TABLE":
+        edits = _versioning_edits(v)
+    elif kind in ("CREATE VIEW", "ALTER VIEW"):
+        edits = _check_option_edits(v)
     if kind == "ALTER VIEW":
         # ALTER VIEW has CREATE VIEW's syntax, which is what sqlglot reads: the tables of
         # its new definition are read
@@ -3056,6 +3060,85 @@ def _create(v: _View, kind: str, head: int) -> Classification:
         flags=flags,
         stored_functions=stored,
     )
+
+
+def _versioning_edits(v: _View) -> list[tuple[int, int, bytes]]:
+    """Blanks for what the parser does not read of a system-versioned table's or an
+    application period's definition: `WITH SYSTEM VERSIONING` (of the table or a
+    column), `WITHOUT SYSTEM VERSIONING`, `GENERATED ALWAYS AS ROW START|END`, `,
+    PERIOD FOR name (start, end)` among the columns and `WITHOUT OVERLAPS` in a key.
+
+    They say which columns keep history and which hold its timestamps, among column
+    names only: the server takes no expression, table or call there (sql_yacc.yy's
+    period_for_system_time, period_for_application_time, opt_asrow_attribute)."""
+    tokens = v.tokens
+    n = len(tokens)
+    edits: list[tuple[int, int, bytes]] = []
+    depth = 0
+    i = 0
+    while i < n:
+        t = tokens[i]
+        if t.kind == Tok.PUNCT:
+            depth += t.text == "("
+            depth -= t.text == ")"
+            i += 1
+            continue
+        word = word_at(tokens, i)
+        end = i  # the last token of a clause that starts at i
+        if (
+            word in ("WITH", "WITHOUT")
+            and word_at(tokens, i + 1) == "SYSTEM"
+            and word_at(tokens, i + 2) == "VERSIONING"
+        ):
+            end = i + 2
+        elif word == "WITHOUT" and word_at(tokens, i + 1) == "OVERLAPS":
+            end = i + 1
+        elif (
+            word == "GENERATED"
+            and word_at(tokens, i + 1) == "ALWAYS"
+            and word_at(tokens, i + 2) == "AS"
+            and word_at(tokens, i + 3) == "ROW"
+            and word_at(tokens, i + 4) in ("START", "END")
+        ):
+            end = i + 4
+        elif (
+            word == "PERIOD"
+            and depth == 1
+            and word_at(tokens, i + 1) == "FOR"
+            and punct_at(tokens, i - 1, ",")
+            and tokens[i + 2 : i + 3]
+            and tokens[i + 2].kind in (Tok.WORD, Tok.IDENT)
+            and punct_at(tokens, i + 3, "(")
+            and tokens[i + 4 : i + 5]
+            and tokens[i + 4].kind in (Tok.WORD, Tok.IDENT)
+            and punct_at(tokens, i + 5, ",")
+            and tokens[i + 6 : i + 7]
+            and tokens[i + 6].kind in (Tok.WORD, Tok.IDENT)
+            and punct_at(tokens, i + 7, ")")
+        ):
+            edits.append((v.start(tokens[i - 1]), v.end(tokens[i + 7]), b" "))
+            i += 8
+            continue
+        if end > i:
+            edits.append((v.start(t), v.end(tokens[end]), b" "))
+        i = end + 1
+    return edits
+
+
+def _check_option_edits(v: _View) -> list[tuple[int, int, bytes]]:
+    """A blank for a view's closing `WITH [CASCADED | LOCAL] CHECK OPTION`, which the
+    parser does not read: it makes the server refuse writes through the view that it
+    could not read back, and names nothing."""
+    tokens = v.tokens
+    n = len(tokens)
+    if n < 4 or word_at(tokens, n - 1) != "OPTION" or word_at(tokens, n - 2) != "CHECK":
+        return []
+    first = n - 3
+    if word_at(tokens, first) in ("CASCADED", "LOCAL"):
+        first -= 1
+    if word_at(tokens, first) != "WITH":
+        return []
+    return [(v.start(tokens[first]), v.end(tokens[n - 1]), b" ")]
 
 
 def _index_edits(v: _View) -> list[tuple[int, int, bytes]]:

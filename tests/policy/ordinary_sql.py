@@ -978,6 +978,24 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "SELECT * FROM ticket_seq",
     ),
     "versioned": (
+        "CREATE TABLE IF NOT EXISTS hist (id INT PRIMARY KEY, v INT) WITH SYSTEM VERSIONING",
+        (
+            "CREATE TABLE IF NOT EXISTS hist2 (id INT PRIMARY KEY, v INT, note TEXT WITHOUT "
+            "SYSTEM VERSIONING, s TIMESTAMP(6) GENERATED ALWAYS AS ROW START, e TIMESTAMP(6) "
+            "GENERATED ALWAYS AS ROW END, PERIOD FOR SYSTEM_TIME(s, e)) WITH SYSTEM VERSIONING"
+        ),
+        (
+            "CREATE TABLE IF NOT EXISTS bookings (id INT, room INT, d1 DATE, d2 DATE, "
+            "PERIOD FOR stay (d1, d2), PRIMARY KEY (id, stay WITHOUT OVERLAPS))"
+        ),
+        "INSERT INTO hist (id, v) VALUES (1, 1), (2, 2)",
+        "UPDATE hist SET v = 3 WHERE id = 1",
+        "SELECT * FROM hist FOR SYSTEM_TIME ALL WHERE id = 1",
+        "SELECT id, s, e FROM hist2 FOR SYSTEM_TIME AS OF NOW()",
+        (
+            "CREATE VIEW v_positive AS SELECT id, total FROM orders WHERE total > 0 "
+            "WITH CASCADED CHECK OPTION"
+        ),
         "SELECT * FROM prices FOR SYSTEM_TIME ALL",
         "SELECT * FROM prices FOR SYSTEM_TIME AS OF TIMESTAMP '2026-01-01 00:00:00'",
         "SELECT * FROM prices FOR SYSTEM_TIME AS OF NOW() - INTERVAL 1 HOUR",
