@@ -214,15 +214,20 @@ def qualified(table: str, db: str | None) -> str:
     return f"{db}.{table}"
 
 
+_REWRITE = "rewrite it in plain MySQL syntax"
+
+
 def decide(
     c: Classification, who: Subject, db: str | None, rules: tuple[RuleConfig, ...]
 ) -> Decision:
     """The decision for one statement (for ``PREPARE ... FROM '...'``, for its text)."""
     if c.problem is not None:
+        # the problem may say how to rewrite the statement already: say it once
+        advice = "" if _REWRITE in c.problem else f"; {_REWRITE}"
         return _block(
             "not-understood",
             f"the gateway could not read this statement: {c.problem}. Only statements the "
-            "gateway understands are forwarded; rewrite it in plain MySQL syntax",
+            f"gateway understands are forwarded{advice}",
         )
     if "prepare_from_variable" in c.flags:
         # a text the gateway cannot see: no configured rule can allow it, `*` neither

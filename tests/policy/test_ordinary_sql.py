@@ -106,6 +106,22 @@ def test_a_refusal_says_what_to_do_instead(sql: str, rule: str, advice: str) -> 
     assert advice in found.refusal.reason, found.refusal.reason
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT NEXT VALUE FOR ticket_seq",  # the parser's error, with a hint
+        "SELECT o.select FROM orders o",  # the parser's error
+        "VALUES (1, 'a')",  # read as another kind
+    ],
+)
+def test_a_not_understood_refusal_says_once_how_to_rewrite(sql: str) -> None:
+    """The advice to rewrite the statement came twice when the parser's error carried
+    it already."""
+    found = verdict(sql)
+    assert found.refusal is not None and found.refusal.rule == "not-understood"
+    assert found.refusal.reason.count("rewrite it in plain MySQL syntax") == 1, found.refusal.reason
+
+
 # -- through the gateway --------------------------------------------------------------------
 
 
