@@ -163,12 +163,15 @@ class Audit:
         who: dict[str, Any],
         deprecate_eof: bool = True,
         cursors: dict[int, list[ColumnDefinition]] | None = None,
+        results_charset: str | None = None,
     ) -> None:
         """One result record per statement: a multi-statement answer is split by result
         set; statements after a failed one did not run. ``who``: the session's identity
         fields (``who_fields``), on every record of the session. ``cursors``: the
         session's open cursors (statement id -> columns), kept up to date here so that
-        [recording] max_rows can count the rows of a fetch, whose answer has no columns."""
+        [recording] max_rows can count the rows of a fetch, whose answer has no columns.
+        ``results_charset``: the ``character_set_results`` the answer's names and messages
+        came in (None: not known), kept with the recording so replay reads them in it."""
         count = len(verdict.parts)
         plain = who
         if done.masked:  # which columns were masked, and how many values (the answer's)
@@ -195,6 +198,7 @@ class Audit:
                 "recording": hashlib.sha256(recording).hexdigest(),
                 "recording_bytes": len(recording),
                 "recording_truncated": truncated,
+                "results_charset": results_charset,
             }
         first = {**who, **kept}
         if count == 1:

@@ -175,6 +175,7 @@ class _Answers:
             command=command,
             deprecate_eof=self.deprecate_eof.get(session, True),
             truncated=bool(record.get("recording_truncated")),
+            names=_charset(record),
             columns=self.cursors.get(cursor) if command == Command.STMT_FETCH else None,
         )
         if command == Command.STMT_EXECUTE:
@@ -186,6 +187,13 @@ class _Answers:
             # else one ERR: refused, or failed before it closed the cursor, which its
             # fetches go on reading
         return answer
+
+
+def _charset(record: dict[str, Any]) -> str | None:
+    """The ``character_set_results`` the result's answer came in (None: not known, or a
+    value that is no name: its names and messages are then read as UTF-8)."""
+    value = record.get("results_charset")
+    return value if isinstance(value, str) else None
 
 
 def _missing(reader: RecordingReader, record: dict[str, Any]) -> str:

@@ -1099,7 +1099,9 @@ class ClientLeg(asyncio.Protocol):
                 self._early[done.cmd.id] = done
             return
         at, verdict, first_seq = began
+        charset = None  # of the answer's names and messages, for replay to read them in
         if self.policy is not None:
+            charset = self.policy.answer_charset(done.cmd, len(verdict.parts))
             self.policy.completed(done.cmd, done.error, done.affected)
         approver = self._approvers.pop(done.cmd.id, None)
         if self.gw.catalog is not None and any(part.catalog for part in verdict.parts):
@@ -1118,6 +1120,7 @@ class ClientLeg(asyncio.Protocol):
             who,
             bool(session.client_caps & Capability.DEPRECATE_EOF),
             self._cursors,
+            charset,
         )
 
     def _record_refusal(self, ev: CommandRefused) -> None:

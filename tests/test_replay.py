@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from lab.approvals import Held, approvals_toml
 from lab.broker import Broker
-from lab.clients import ledger_records, run_sqlgate
+from lab.clients import ledger_records, run_mariadb, run_sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from lab.tokens import Provider
@@ -561,6 +561,100 @@ def test_a_result_sets_warnings_replay(
     ]
     assert [r["warnings"] for r in results if r["columns"][0]["name"] == "z"] == [1]
     assert {r["warnings"] for r in results if r["columns"][0]["name"] != "z"} == {0}
+
+
+CAFE = "caf\u00e9"
+PRICE = "\u0446\u0435\u043d\u0430"  # Cyrillic: not in latin1, in cp1251
+DUPLICATE = "INSERT INTO rec_names VALUES (2, 'th\u00e9', 1)"
+
+
+@pytest.fixture(scope="module")
+def names_session(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
+    """Sessions whose results character set is not UTF-8: PyMySQL in latin1 (a result
+    with non-ASCII column names, an error naming a value, then SET character_set_results
+    = NULL), in cp1251, in utf8mb4 then SET NAMES latin1, and the mariadb CLI in latin1."""
+    work = tmp_path_factory.mktemp("gw-names")
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.rec_names",
+        f"CREATE TABLE shop.rec_names (id INT PRIMARY KEY, `{CAFE}` VARCHAR(20) CHARACTER SET "
+        f"utf8mb4, `{PRICE}` INT, UNIQUE KEY (`{CAFE}`))",
+        "INSERT INTO shop.rec_names VALUES (1, 'th\u00e9', 5)",
+    )
+    extra = "\n[recording]\nmax_bytes = 65536\nmax_rows = 100\n"
+    gw = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=extra, name="rec-names").start()
+    conn = gw.connect(database="shop", charset="latin1")
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM rec_names")
+        assert [d[0] for d in cur.description] == ["id", CAFE, "????"]
+        with pytest.raises(pymysql.err.IntegrityError, match="Duplicate entry"):
+            cur.execute(DUPLICATE)
+        cur.execute("SET character_set_results = NULL")
+        cur.execute("SELECT * FROM rec_names")
+    conn.close()
+    conn = gw.connect(database="shop", charset="cp1251")
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM rec_names")
+        assert [d[0] for d in cur.description] == ["id", "caf?", PRICE]
+    conn.close()
+    conn = gw.connect(database="shop", charset="utf8mb4")
+    conn.set_character_set("latin1")  # SET NAMES latin1, mid-session
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM rec_names")
+        assert cur.description[1][0] == CAFE
+    conn.close()
+    acct = gw.account()
+    run_mariadb(
+        "SELECT * FROM rec_names WHERE id = 0",
+        host=gw.host,
+        port=gw.port,
+        user=acct.user,
+        password=acct.password,
+        database="shop",
+        column_names=False,
+        extra_args=["--default-character-set=latin1"],
+    )
+    gw.stop()
+    starts = [r for r in ledger_records(gw.ledger) if r["kind"] == "session_start"]
+    names = ["latin1", "cp1251", "set-names", "cli"]
+    yield gw, dict(zip(names, [r["session"] for r in starts], strict=True))
+
+
+def test_names_and_messages_replay_in_the_sessions_character_set(
+    names_session: tuple[GatewayProcess, dict[str, str]],
+) -> None:
+    """Column names and error messages, which the server sends in the session's
+    character_set_results, were read as UTF-8: a latin1 session's column ``café``
+    replayed as ``caf\\xe9``, a cp1251 one's ``цена`` as ``\\xf6\\xe5\\xed\\xe0``, and the
+    error the agent read as ``Duplicate entry 'thé'`` as ``'th\\xe9'``. The recording now
+    keeps the results character set, and replay and export read them in it."""
+    gw, sessions = names_session
+    header = f"| id | {CAFE} | "
+    text, _ = replay(gw, sessions["latin1"], "--speed", "1000")
+    assert_in_order(
+        text,
+        [
+            f"{header}???? |",
+            f"ERROR 1062 (23000): Duplicate entry 'th\u00e9' for key '{CAFE}'",
+            "> SET character_set_results = NULL",
+            f"{header}{PRICE} |",  # NULL: the names as stored, in UTF-8
+        ],
+    )
+    assert "\\x" not in text, text
+    text, _ = replay(gw, sessions["cp1251"], "--speed", "1000")
+    assert f"| id | caf? | {PRICE} |" in text, text
+    for session in ("set-names", "cli"):
+        text, _ = replay(gw, sessions[session], "--speed", "1000")
+        assert header in text and "\\x" not in text, text
+    names = [
+        [c["name"] for c in result["columns"]]
+        for r in ledger_records(gw.ledger, "--session", sessions["cp1251"], "--with-results")
+        if r["kind"] == "result"
+        for result in r["answer"]["results"]
+        if "columns" in result
+    ]
+    assert names == [["id", "caf?", PRICE]]
 
 
 def test_the_rows_a_client_got_before_it_left_are_replayed(

@@ -140,6 +140,7 @@ class Answer:
     problem: str | None = None
     """Why the reading stopped early, or what came after the end."""
     row_limit: int = field(default=0, repr=False)  # cut_rows: stop after this many rows
+    names: str = field(default="utf-8", repr=False)  # the codec of names and messages
     rows_seen: int = field(default=0, repr=False)
 
     @property
@@ -222,18 +223,21 @@ def decode_answer(
     deprecate_eof: bool,
     truncated: bool,
     columns: Sequence[packets.ColumnDefinition] | None = None,
+    names: str | None = None,
 ) -> Answer:
     """Decode the recorded answer to ``command`` (its first byte, e.g. ``Command.QUERY``).
 
     ``deprecate_eof``: the client's leg negotiated DEPRECATE_EOF. ``truncated``: the capture
     was cut (``CommandCompleted.recorded_truncated``). ``columns``: for COM_STMT_FETCH, the
     definitions of the result set whose cursor it reads (``ResultSet.definitions`` of the
-    execute's answer). Never raises on bad ``data``; ``ValueError`` for a ``command`` that is
-    not a command byte.
+    execute's answer). ``names``: the session's ``character_set_results`` as the answer
+    began, in which the server sent column names, error messages and OK info (None: not
+    known, read as UTF-8). Never raises on bad ``data``; ``ValueError`` for a ``command``
+    that is not a command byte.
     """
     if not 0 <= command <= 0xFF:
         raise ValueError(f"{command!r} is not a command byte")
-    answer = Answer(command, truncated=truncated)
+    answer = Answer(command, truncated=truncated, names=_names_codec(names))
     reader = _Packets(data)
     try:
         _read_answer(answer, reader, command, deprecate_eof, columns)
@@ -292,10 +296,10 @@ def _read_answer(
     elif command == Command.STMT_FETCH:
         payload = reader.take()
         if payload[:1] == b"\xff":
-            answer.error = _error(payload)
+            answer.error = _error(payload, answer.names)
             return
         result = ResultSet(definitions=list(columns or ()))
-        result.columns = [_column(d) for d in result.definitions]
+        result.columns = [_column(d, answer.names) for d in result.definitions]
         answer.results.append(result)
         _read_rows(
             answer, result, reader, deprecate, binary=True, first=payload, known=columns is not None
@@ -309,19 +313,19 @@ def _read_answer(
             payload = reader.take()
             first = payload[0] if payload else -1
             if first == 0xFF:
-                answer.error = _error(payload)
+                answer.error = _error(payload, answer.names)
                 return
             if packets.is_result_terminator(first, len(payload), deprecate):
                 result.warnings = _terminator_warnings(payload)
                 result.complete = True
                 return
-            _add_definition(result, payload)
+            _add_definition(result, payload, answer.names)
     elif command == Command.STATISTICS:
         payload = reader.take()
         if payload[:1] == b"\xff":
-            answer.error = _error(payload)
+            answer.error = _error(payload, answer.names)
         else:
-            answer.text = _text(payload)
+            answer.text = _text(payload, answer.names)
     else:
         _single(answer, reader.take())
 
@@ -330,9 +334,9 @@ def _single(answer: Answer, payload: bytes) -> None:
     """A one-packet answer: OK, ERR or EOF (COM_SET_OPTION)."""
     first = payload[0] if payload else -1
     if first == 0xFF:
-        answer.error = _error(payload)
+        answer.error = _error(payload, answer.names)
     elif first == 0x00:
-        answer.results.append(_ok(_parse_ok(payload)))
+        answer.results.append(_ok(_parse_ok(payload), answer.names))
     elif packets.is_eof_packet(first, len(payload)):
         eof = packets.parse_eof(payload)
         answer.results.append(Ok(0, 0, eof.warnings, ""))
@@ -345,11 +349,11 @@ def _read_results(answer: Answer, reader: _Packets, deprecate: bool, *, binary: 
         payload = reader.take()
         first = payload[0] if payload else -1
         if first == 0xFF:
-            answer.error = _error(payload)
+            answer.error = _error(payload, answer.names)
             return
         if first == 0x00:
             ok = _parse_ok(payload)
-            answer.results.append(_ok(ok))
+            answer.results.append(_ok(ok, answer.names))
             if ok.status & _MORE_RESULTS:
                 continue
             return
@@ -361,7 +365,7 @@ def _read_results(answer: Answer, reader: _Packets, deprecate: bool, *, binary: 
         result = ResultSet()
         answer.results.append(result)
         for _ in range(count):
-            _add_definition(result, reader.take())
+            _add_definition(result, reader.take(), answer.names)
         if not deprecate:
             payload = reader.take()
             if not packets.is_eof_packet(payload[0] if payload else -1, len(payload)):
@@ -400,7 +404,7 @@ def _read_rows(
             payload = reader.take()
         head = payload[0] if payload else -1
         if head == 0xFF:
-            answer.error = _error(payload)
+            answer.error = _error(payload, answer.names)
             return 0
         if packets.is_result_terminator(head, len(payload), deprecate):
             if deprecate:
@@ -443,7 +447,7 @@ def _read_rows(
 def _read_prepare(answer: Answer, reader: _Packets, deprecate: bool) -> None:
     payload = reader.take()
     if payload[:1] == b"\xff":
-        answer.error = _error(payload)
+        answer.error = _error(payload, answer.names)
         return
     ok = packets.parse_stmt_prepare_ok(payload)
     prepared = answer.prepared = Prepared(ok.statement_id, ok.warnings)
@@ -451,7 +455,7 @@ def _read_prepare(answer: Answer, reader: _Packets, deprecate: bool) -> None:
         if not count:
             continue
         for _ in range(count):
-            block.append(_column(packets.parse_column_definition(reader.take())))
+            block.append(_column(packets.parse_column_definition(reader.take()), answer.names))
         if not deprecate:
             payload = reader.take()
             if not packets.is_eof_packet(payload[0] if payload else -1, len(payload)):
@@ -461,18 +465,24 @@ def _read_prepare(answer: Answer, reader: _Packets, deprecate: bool) -> None:
 # ------------------------------------------------------------------------------ pieces
 
 
-def _add_definition(result: ResultSet, payload: bytes) -> None:
+def _add_definition(result: ResultSet, payload: bytes, names: str) -> None:
     definition = packets.parse_column_definition(payload)
     result.definitions.append(definition)
-    result.columns.append(_column(definition))
+    result.columns.append(_column(definition, names))
 
 
-def _column(d: packets.ColumnDefinition) -> Column:
+def _column(d: packets.ColumnDefinition, names: str) -> Column:
     try:
         type_name = FieldType(d.type).name
     except ValueError:
         type_name = f"0x{d.type:02X}"
-    return Column(_text(d.name), type_name, _text(d.schema), _text(d.org_table), _text(d.org_name))
+    return Column(
+        _text(d.name, names),
+        type_name,
+        _text(d.schema, names),
+        _text(d.org_table, names),
+        _text(d.org_name, names),
+    )
 
 
 def _readable(
@@ -496,8 +506,8 @@ def _parse_ok(payload: bytes) -> packets.OkPacket:
         return packets.parse_ok(payload, 0)
 
 
-def _ok(ok: packets.OkPacket) -> Ok:
-    return Ok(ok.affected_rows, ok.last_insert_id, ok.warnings, _text(ok.info))
+def _ok(ok: packets.OkPacket, names: str) -> Ok:
+    return Ok(ok.affected_rows, ok.last_insert_id, ok.warnings, _text(ok.info, names))
 
 
 def _terminator_warnings(payload: bytes) -> int:
@@ -506,9 +516,11 @@ def _terminator_warnings(payload: bytes) -> int:
     return _parse_ok(payload).warnings
 
 
-def _error(payload: bytes) -> Error:
+def _error(payload: bytes, names: str) -> Error:
+    """An ERR, its message read in the answer's character set (``parse_err`` reads UTF-8)."""
     err = packets.parse_err(payload)
-    return Error(err.code, err.sqlstate, err.message)
+    message = payload[9:] if payload[3:4] == b"#" else payload[3:]
+    return Error(err.code, err.sqlstate, _text(message, names))
 
 
 def _value(definition: packets.ColumnDefinition, raw: bytes) -> str | bytes:
@@ -538,8 +550,20 @@ def _printable(text: str) -> bool:
     return text.isprintable() or all(c.isprintable() or c in _CONTROLS_IN_TEXT for c in text)
 
 
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "backslashreplace")
+def _names_codec(charset: str | None) -> str:
+    """The codec of the names and messages of an answer sent in ``charset`` (a
+    ``character_set_results``): UTF-8 when it is not known (recordings made before it was
+    kept) or NULL or binary (both send them as stored, in UTF-8); ASCII, its bytes beyond
+    it escaped, for a character set Python cannot read for sure."""
+    if charset is None:
+        return "utf-8"
+    return charsets.name_codec(charset) or "ascii"
+
+
+def _text(value: bytes, codec: str) -> str:
+    """A name, a message or a server string read in ``codec``; a byte that is not text in
+    it written ``\\xNN``."""
+    return value.decode(codec, "backslashreplace")
 
 
 __all__ = [

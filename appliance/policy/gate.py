@@ -1297,6 +1297,17 @@ class SessionPolicy:
 
     # ---------------------------------------------------------------- completed
 
+    def answer_charset(self, cmd: ClientCommand, statements: int) -> str | None:
+        """The ``character_set_results`` the server sends ``cmd``'s column names, error
+        messages and OK info in (its results character set when the answer began), for
+        the recording: ask before ``completed``. None when it is not known, or when the
+        command may change it part way through its answer (stored code, or a text of
+        several statements with a SET of it)."""
+        pending = self._results_sets.get(cmd.id)
+        if pending is not None and (pending[0] is None or statements > 1):
+            return None
+        return self._results
+
     def completed(self, cmd: ClientCommand, error: int | None, affected: int) -> None:
         """Follow what a finished command changed in the session."""
         self._mode_changes.discard(cmd.id)

@@ -459,3 +459,34 @@ def test_cut_rows_keeps_the_first_rows_of_the_answer(deprecate_eof: bool) -> Non
     answer = decode_answer(four, command=Command.QUERY, deprecate_eof=deprecate_eof, truncated=True)
     assert result_set(answer, 0).rows == ROWS_TEXT and result_set(answer, 1).rows == [["x"]]
     assert cut_rows(data, 5, command=Command.QUERY, deprecate_eof=deprecate_eof) is None
+
+
+# ------------------------------------------------------------- results character set
+
+
+def test_names_and_messages_are_read_in_the_results_character_set() -> None:
+    """A column's name and an error message come in the session's character_set_results:
+    a cp1251 name and message were read as UTF-8 (``\\xf6\\xe5\\xed\\xe0``)."""
+    price = "\u0446\u0435\u043d\u0430".encode("cp1251")
+    data = (
+        frame(1, b"\x01")
+        + frame(2, column(price, FieldType.LONGLONG))
+        + frame(3, b"\x015")
+        + frame(4, b"\xfe\x00\x00\x02\x00\x00\x00")
+    )
+    answer = decode_answer(
+        data, command=Command.QUERY, deprecate_eof=True, truncated=False, names="cp1251"
+    )
+    assert [c.name for c in answer.result_sets[0].columns] == ["\u0446\u0435\u043d\u0430"]
+    error = frame(1, b"\xff\x2a\x04#42S02Table 'app." + price + b"' doesn't exist")
+    for names, shown in [
+        ("cp1251", "\u0446\u0435\u043d\u0430"),
+        ("latin1", "\u00f6\u00e5\u00ed\u00e0"),  # MariaDB's latin1 is Windows-1252
+        ("greek", "\\xf6\\xe5\\xed\\xe0"),  # no codec agrees with the server's: escaped
+        (None, "\\xf6\\xe5\\xed\\xe0"),  # not known (an older recording): UTF-8
+        ("null", "\\xf6\\xe5\\xed\\xe0"),  # NULL and binary send them as stored, UTF-8
+    ]:
+        answer = decode_answer(
+            error, command=Command.QUERY, deprecate_eof=True, truncated=False, names=names
+        )
+        assert answer.error == Error(1066, "42S02", f"Table 'app.{shown}' doesn't exist")
