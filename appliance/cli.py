@@ -844,6 +844,8 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
             args.ledger,
             lambda: store.export(args.ledger, session=args.session, since=since, kind=args.kind),
         )
+        from appliance.shown import json_line
+
         if args.with_results:
             from appliance.replay import with_answers
 
@@ -852,7 +854,7 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         try:
             try:
                 for body in bodies:
-                    out.write(body.encode() + b"\n")
+                    out.write(json_line(body).encode() + b"\n")
             finally:
                 out.flush()  # what was read before a damaged record, ahead of the error
         except BrokenPipeError:  # the reader went away (``| head``): stop quietly

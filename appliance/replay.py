@@ -22,7 +22,7 @@ from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
 from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, Value, decode_answer
-from appliance.shown import shown
+from appliance.shown import json_line, shown
 
 __all__ = ["Step", "answer_json", "load", "play", "render", "steps"]
 
@@ -434,7 +434,7 @@ def play(
         if wait > 0:
             sleep(min(wait, MAX_WAIT))
         if fmt == "json":
-            out.write(json.dumps(step_json(step), ensure_ascii=False) + "\n")
+            out.write(json_line(json.dumps(step_json(step), ensure_ascii=False)) + "\n")
         else:
             stamp = str(step.record.get("ts", ""))[11:23]
             for n, line in enumerate(step.lines):

@@ -9,10 +9,11 @@ dependencies, so that the console's model may use it too.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
-__all__ = ["BLANKS", "escape", "shown", "unseen"]
+__all__ = ["BLANKS", "escape", "json_line", "shown", "unseen"]
 
 BLANKS = re.compile("[ \t\r\x0b\x0c]+")
 """What the server reads as blanks between words (and ``\\n``, a line break): runs of
@@ -69,3 +70,14 @@ def shown(text: str, keep: str = "") -> str:
         out.append(piece)
         after = piece[-1]
     return "".join(out)
+
+
+def json_line(text: str) -> str:
+    """A line of JSON (``ledger export``, ``replay --format json``) with every character
+    beyond ASCII that is not printable (C1 controls such as U+009B, which a terminal may
+    read as an escape; U+0085, U+2028 and U+2029, which line readers take for line ends;
+    bidi and other format characters) written as its ``\\u`` escape. The same JSON value:
+    such a character can only be inside a string, where the escape means it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c < "\x7f" or c.isprintable() else json.dumps(c)[1:-1] for c in text)

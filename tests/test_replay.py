@@ -697,6 +697,47 @@ def test_the_rows_a_client_got_before_it_left_are_replayed(
     )
 
 
+UNSEEN = "a\u0085b\u009b2Jc\u2028d\u202ee\x7f"  # NEL, CSI, line separator, bidi, DEL
+
+
+def test_json_output_writes_no_character_a_terminal_or_a_line_reader_acts_on(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """``ledger export`` and ``replay --format json`` wrote what a session sent as it
+    was: JSON escapes the C0 controls, not U+009B (CSI to a terminal that reads C1
+    controls), nor U+0085, U+2028 (line ends to ``splitlines``: a record read in two
+    halves) or bidi overrides. They are escaped now, the JSON values unchanged."""
+    extra = "\n[recording]\nmax_bytes = 65536\nmax_rows = 100\n"
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    conn = gw.connect(database="shop")
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT '{UNSEEN}' AS v")
+        assert cur.fetchall() == ((UNSEEN,),)
+    conn.close()
+    assert gw.stop() == 0
+    session = next(r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "result")
+    outputs = [
+        run_sqlgate("ledger", "export", "--ledger", str(gw.ledger)),
+        run_sqlgate("ledger", "export", "--ledger", str(gw.ledger), "--with-results"),
+        run_sqlgate("replay", session, "--ledger", str(gw.ledger), "--format", "json"),
+    ]
+    for out in outputs:
+        assert out.returncode == 0, out.stderr
+        assert not set(out.stdout) & set(UNSEEN) - set("abcdeJ2"), out.stdout
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        assert len(lines) == out.stdout.count("\n")
+        assert f"SELECT '{UNSEEN}' AS v" in [
+            (line.get("record") or line).get("sql") for line in lines
+        ]
+    rows = [
+        result["rows"]
+        for line in map(json.loads, outputs[2].stdout.splitlines())
+        for result in line.get("answer", {}).get("results", [])
+        if "rows" in result
+    ]
+    assert rows == [[[UNSEEN]]]
+
+
 # A ledger someone edited: what cannot be read is one line naming the record, exit 1.
 
 
