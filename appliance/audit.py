@@ -392,6 +392,9 @@ class Audit:
             fields["sql"] = sql.decode("utf-8", "replace") if sql is not None else ""
         if len(verdict.parts) > 1:
             fields["part"] = f"{index + 1}/{len(verdict.parts)}"
+        whole = part.sql is None or (len(verdict.parts) > 1 and index == 0)
+        if whole and cmd.sql is not None and not _utf8(cmd.sql):
+            fields["sql_hex"] = cmd.sql.hex()  # the text as sent: ``sql`` lost characters
         fields.update(extra)
         return records.statement(
             **fields, decision=decision, rule=rule, reason=reason, statement_kind=part.kind
@@ -454,6 +457,17 @@ def _failed_at_once(done: CommandCompleted) -> bool:
     could not start (it reads the parameters before it closes the statement's open
     cursor, so a short packet or a wrong count leaves the cursor open)."""
     return done.error is not None and not done.rows and not done.affected and not done.results
+
+
+def _utf8(data: bytes) -> bool:
+    """Whether a statement's text is UTF-8, which its record's ``sql`` holds as sent; a
+    client in another character set (latin1's ``é``) sends bytes that ``sql`` can only
+    show as U+FFFD, so its record keeps them in ``sql_hex`` too."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _masked_fields(masked: Mapping[str, int]) -> dict[str, Any]:

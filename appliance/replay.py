@@ -324,6 +324,8 @@ def render(step: Step) -> list[str]:
     if kind == "statement":
         part = f" [{_flat(r['part'])}]" if r.get("part") else ""
         lines = _statement_lines(f"{r.get('sql') or r.get('command')}{part}")
+        if isinstance(r.get("sql_hex"), str):  # the text was not UTF-8: its bytes
+            lines.append(f"  (its text is not UTF-8; as sent: 0x{_flat(r['sql_hex']).upper()})")
         decision = r.get("decision")
         if decision == "blocked":
             lines.append(f"  REFUSED: {_flat(r.get('reason'))}")

@@ -697,6 +697,32 @@ def test_the_rows_a_client_got_before_it_left_are_replayed(
     )
 
 
+def test_a_statement_not_in_utf8_keeps_its_bytes(
+    names_session: tuple[GatewayProcess, dict[str, str]],
+) -> None:
+    """A latin1 client's ``INSERT ... 'thé'`` was recorded as ``'th\ufffd'`` only: the
+    ledger could not tell it from ``'thë'`` but by ``sql_sha256``. Its record keeps the
+    bytes as sent in ``sql_hex``, which verify covers, and replay shows them."""
+    gw, sessions = names_session
+    sent = DUPLICATE.encode("latin1")
+    (record,) = [
+        r
+        for r in ledger_records(gw.ledger, "--session", sessions["latin1"])
+        if r["kind"] == "statement" and r["sql"].startswith("INSERT")
+    ]
+    assert record["sql"] == sent.decode("utf-8", "replace")
+    assert bytes.fromhex(record["sql_hex"]) == sent
+    assert record["sql_sha256"] == hashlib.sha256(b"\x03" + sent).hexdigest()
+    plain = [
+        r
+        for r in ledger_records(gw.ledger, "--session", sessions["cp1251"])
+        if r["kind"] == "statement"
+    ]
+    assert plain and not any("sql_hex" in r for r in plain)  # ASCII: UTF-8 already
+    text, _ = replay(gw, sessions["latin1"], "--speed", "1000")
+    assert_in_order(text, [f"> {record['sql']}", f"as sent: 0x{sent.hex().upper()})"])
+
+
 UNSEEN = "a\u0085b\u009b2Jc\u2028d\u202ee\x7f"  # NEL, CSI, line separator, bidi, DEL
 
 
