@@ -331,8 +331,10 @@ def render(step: Step) -> list[str]:
             lines.append(f"  REFUSED: {_flat(r.get('reason'))}")
         elif decision == "pending":
             lines.append(f"  HELD for approval: {_flat(r.get('reason'))}")
-        elif r.get("rewritten"):
-            lines.append(f"  rewritten to mask by construction: {_flat(r['rewritten'])}")
+        elif r.get("rewritten"):  # a statement text too: its lines kept, as the server reads it
+            first, *rest = _statement_lines(str(r["rewritten"]))
+            lines.append(f"  rewritten to mask by construction: {first[2:]}")
+            lines += [f"  {line}" for line in rest]
         return lines
     if kind == "approval":
         who = f" by {r['approver']}" if r.get("approver") else ""

@@ -723,6 +723,35 @@ def test_a_statement_not_in_utf8_keeps_its_bytes(
     assert_in_order(text, [f"> {record['sql']}", f"as sent: 0x{sent.hex().upper()})"])
 
 
+def test_a_rewritten_statement_keeps_its_lines(mariadb: MariaDB, tmp_path: Path) -> None:
+    """What ran instead of a statement (masking's rewrite) was written on one line: the
+    rewrite of ``... AS x -- note`` and ``FROM t`` on the next read as if ``FROM t`` were
+    part of the comment. Its lines are kept now, as the statement's are."""
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.rec_rewrite",
+        "CREATE TABLE shop.rec_rewrite (id INT PRIMARY KEY, card VARCHAR(19))",
+        f"INSERT INTO shop.rec_rewrite VALUES (1, '{CARD}')",
+    )
+    extra = (
+        '\n[recording]\nmax_bytes = 65536\n\n[[masking]]\ncolumn = "shop.rec_rewrite.card"\n'
+        'strategy = "last4"\non_use = "rewrite"\n'
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    conn = gw.connect(database="shop")
+    with conn.cursor() as cur:
+        cur.execute("SELECT LEFT(card, 4) AS x -- note\nFROM rec_rewrite WHERE id = 1")
+        assert cur.fetchall() == (("****",),)
+    conn.close()
+    assert gw.stop() == 0
+    session = next(r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "result")
+    text, _ = replay(gw, session, "--speed", "1000")
+    assert re.search(
+        r"\n +rewritten to mask by construction: SELECT LEFT\(IF\(.*\) AS x -- note\n"
+        r" +\| FROM rec_rewrite WHERE id = 1\n",
+        text,
+    ), text
+
+
 UNSEEN = "a\u0085b\u009b2Jc\u2028d\u202ee\x7f"  # NEL, CSI, line separator, bidi, DEL
 
 
@@ -941,6 +970,13 @@ def test_what_a_session_sent_cannot_forge_or_hide_transcript_lines() -> None:
     # a character that draws as a blank after "--" makes no comment of what follows
     lines = render(Step(0.0, {"kind": "statement", "sql": "DELETE FROM t WHERE id = 2 --\u3164x"}))
     assert lines == ["> DELETE FROM t WHERE id = 2 --\\u3164x"]
+    # what ran instead is a statement text too: a comment ends at its line's end
+    rewritten = "SELECT MASK(card) -- note\nFROM t WHERE id = 3 --\u3164x"
+    record = {"kind": "statement", "sql": "SELECT card FROM t", "rewritten": rewritten}
+    assert render(Step(0.0, record))[1:] == [
+        "  rewritten to mask by construction: SELECT MASK(card) -- note",
+        "  | FROM t WHERE id = 3 --\\u3164x",
+    ]
     refused = {"kind": "statement", "sql": "SELECT 1", "decision": "blocked"}
     lines = render(Step(0.0, {**refused, "reason": "no\n08:00:00.000  ok \x1b[2J"}))
     assert lines[1] == "  REFUSED: no 08:00:00.000 ok \ufffd[2J"
