@@ -844,6 +844,23 @@ def test_a_stored_body_that_is_not_a_record_is_named(small_ledger: Path, body: o
         damaged(small_ledger, *args)
 
 
+def test_a_schema_name_that_is_not_text_is_said_to_be_damaged(small_ledger: Path) -> None:
+    """A damaged page gave a trigger a name that is not UTF-8: replay, export and head
+    (and verify, which opens a ledger the same way) failed with a traceback, a
+    UnicodeDecodeError reading the schema's names."""
+    conn = sqlite3.connect(small_ledger, isolation_level=None)
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("UPDATE sqlite_master SET name = CAST(X'72ff' AS TEXT) WHERE type = 'trigger'")
+    conn.close()
+    for args in (("replay", "S1"), ("ledger", "export", "--with-results"), ("ledger", "head")):
+        done = run_sqlgate(*args, "--ledger", str(small_ledger))
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == (
+            f"sqlgate: {small_ledger}: the file is damaged (its schema names a table, index "
+            "or trigger in bytes that are not UTF-8 text)\n"
+        )
+
+
 def test_a_record_with_a_statement_seq_that_is_not_a_number_is_named(small_ledger: Path) -> None:
     conn = sqlite3.connect(small_ledger)
     record = json.loads(conn.execute("SELECT body FROM records WHERE seq = 2").fetchone()[0])

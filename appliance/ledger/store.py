@@ -1380,6 +1380,12 @@ def _open_read_only(uri: str, path: str | os.PathLike[str]) -> sqlite3.Connectio
         if "malformed" in str(exc):
             raise LedgerDamaged(f"{path}: the file is damaged ({exc})") from None
         raise LedgerFileError(f"{path}: not a sqlgate ledger ({exc})") from None
+    except UnicodeDecodeError:  # SQLite reads the schema; the text of a name is Python's
+        conn.close()
+        raise LedgerDamaged(
+            f"{path}: the file is damaged (its schema names a table, index or trigger in "
+            "bytes that are not UTF-8 text)"
+        ) from None
     if app_id != APPLICATION_ID or "records" not in tables:
         conn.close()
         raise LedgerFileError(f"{path}: not a sqlgate ledger")
