@@ -104,12 +104,21 @@ class _Outgoing:
 
 
 def bounded_sql(body: dict[str, Any], limit: int = EVENT_SQL_CHARS) -> dict[str, Any]:
-    """``body`` as the bus carries it: its ``sql`` cut to ``limit`` characters (a copy,
+    """``body`` as the bus carries it: its ``sql`` cut to ``limit`` characters and its
+    ``sql_hex`` (the bytes, when ``sql`` is not them in UTF-8) to ``limit`` bytes (a copy,
     with ``"sql_truncated": true``) when longer; otherwise ``body`` itself."""
     sql = body.get("sql")
-    if not isinstance(sql, str) or len(sql) <= limit:
+    raw = body.get("sql_hex")
+    long_sql = isinstance(sql, str) and len(sql) > limit
+    long_raw = isinstance(raw, str) and len(raw) > 2 * limit
+    if not long_sql and not long_raw:
         return body
-    return {**body, "sql": sql[:limit], "sql_truncated": True}
+    cut = {**body, "sql_truncated": True}
+    if long_sql:
+        cut["sql"] = str(sql)[:limit]
+    if long_raw:
+        cut["sql_hex"] = str(raw)[: 2 * limit]
+    return cut
 
 
 def _check_suffix(suffix: str, *, wildcards: bool) -> None:

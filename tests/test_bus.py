@@ -347,6 +347,22 @@ def test_the_queue_holds_at_most_queue_bytes_of_events(own_broker: Broker) -> No
     run(main())
 
 
+def test_an_event_carries_a_bounded_prefix_of_its_statements_bytes() -> None:
+    """A latin1 client's megabyte of ``é``: its record keeps the bytes in ``sql_hex``
+    (two hex digits each), which the event carried whole, 2 MiB, past the 1 MiB a
+    console reads. They are cut with the text, at EVENT_SQL_CHARS bytes."""
+    sent = "\u00e9".encode("latin1") * (1024 * 1024)
+    record = {"kind": "statement", "sql": "\u00e9" * len(sent), "sql_hex": sent.hex()}
+    event = bounded_sql(record)
+    assert event["sql_truncated"] is True and event["sql"] == record["sql"][:EVENT_SQL_CHARS]
+    assert bytes.fromhex(event["sql_hex"]) == sent[:EVENT_SQL_CHARS]
+    assert len(json.dumps(event, ensure_ascii=False).encode()) < 512 * 1024
+    assert record["sql_hex"] == sent.hex()  # the record itself is not changed
+    short = {"sql": "x" * EVENT_SQL_CHARS, "sql_hex": "ff" * (EVENT_SQL_CHARS + 1)}
+    assert bounded_sql(short)["sql"] == short["sql"]  # only the bytes were too many
+    assert bounded_sql(short)["sql_hex"] == "ff" * EVENT_SQL_CHARS
+
+
 def test_by_default_events_of_large_statements_hold_at_most_64_mib() -> None:
     """Each event of a statement carries up to 64 Ki characters of its text, which JSON
     may write as 6 bytes each: 10,000 of them waiting for a broker that is down held
