@@ -131,8 +131,10 @@ class Audit:
         """``statements`` without a task: queue the records now; once every future is done,
         ``committed(futures)`` says whether they are all in the ledger."""
         futures: list[asyncio.Future[Any]] = []
+        sql = cmd.sql
+        read = records.read_text(sql, context.get("charset")) if sql is not None else ("", {})
         for i in range(len(verdict.parts)):
-            record = self._statement(session, first_seq + i, cmd, verdict, i, context)
+            record = self._statement(session, first_seq + i, cmd, verdict, i, context, read)
             if overrides:
                 record.update(overrides)
             try:
@@ -381,20 +383,26 @@ class Audit:
         verdict: Verdict,
         index: int,
         context: dict[str, Any],
+        read: tuple[str, dict[str, str]],
     ) -> dict[str, Any]:
+        """``read``: the command's text as ``records.read_text`` reads it."""
         decision, rule, reason, extra = verdict.ledger_fields(index)
         part = verdict.parts[index]
         fields: dict[str, Any] = cls._common(session, seq, cmd, context)
-        if part.sql is not None:
+        sql = cmd.sql
+        text, exact = read
+        if part.sql is not None and exact and part.span is not None and sql is not None:
+            start, end = part.span  # its own bytes, read as the whole text was
+            fields["sql"] = records.read_text(sql[start:end], context.get("charset"))[0]
+        elif part.sql is not None:
             fields["sql"] = part.sql
         else:  # the whole text of the command: one statement, or the prepared one's
-            sql = cmd.sql
-            fields["sql"] = sql.decode("utf-8", "replace") if sql is not None else ""
+            fields["sql"] = text
         if len(verdict.parts) > 1:
             fields["part"] = f"{index + 1}/{len(verdict.parts)}"
-        whole = part.sql is None or (len(verdict.parts) > 1 and index == 0)
-        if whole and cmd.sql is not None and not _utf8(cmd.sql):
-            fields["sql_hex"] = cmd.sql.hex()  # the text as sent: ``sql`` lost characters
+        whole = part.span == (0, len(sql)) if sql is not None else False
+        if part.sql is None or (index == 0 and (len(verdict.parts) > 1 or whole)):
+            fields.update(exact)  # the bytes, where ``sql`` as UTF-8 is not what was sent
         fields.update(extra)
         return records.statement(
             **fields, decision=decision, rule=rule, reason=reason, statement_kind=part.kind
@@ -457,17 +465,6 @@ def _failed_at_once(done: CommandCompleted) -> bool:
     could not start (it reads the parameters before it closes the statement's open
     cursor, so a short packet or a wrong count leaves the cursor open)."""
     return done.error is not None and not done.rows and not done.affected and not done.results
-
-
-def _utf8(data: bytes) -> bool:
-    """Whether a statement's text is UTF-8, which its record's ``sql`` holds as sent; a
-    client in another character set (latin1's ``é``) sends bytes that ``sql`` can only
-    show as U+FFFD, so its record keeps them in ``sql_hex`` too."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _masked_fields(masked: Mapping[str, int]) -> dict[str, Any]:

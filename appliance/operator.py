@@ -43,7 +43,7 @@ import jwt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.config import BusConfig
-from appliance.shown import BLANKS, shown, unseen
+from appliance.shown import BLANKS, as_sent, shown, unseen
 
 __all__ = [
     "DECISION_WAIT_S",
@@ -106,6 +106,7 @@ class Request:
     reason: str = ""
     sql_truncated: bool = False  # ``sql`` is the start of the statement only
     session: str = "?"  # the held session: its ``approval`` record says how it ended
+    sent: str | None = None  # its bytes, where ``sql`` as UTF-8 is not them (as_sent)
 
     @classmethod
     def from_message(cls, appliance: str, request_id: str, payload: bytes) -> Request | None:
@@ -145,6 +146,7 @@ class Request:
             reason=text("reason"),
             sql_truncated=body.get("sql_truncated") is True,
             session=text("session"),
+            sent=as_sent(body.get("sql_hex"), body.get("sql_charset")),
         )
 
 
@@ -269,7 +271,7 @@ def format_whole(request: Request, now: float) -> str:
         f"{_printable(request.appliance)}/{_printable(request.target)}, {left}s left\n"
         f"rule {_printable(request.rule)}: {_printable(request.reason)}\n"
         f"sha256 {_printable(request.sql_sha256)}\n"
-        f"{note}{what}:\n{sql}"
+        f"{note}{what}:\n{sql}" + (f"\n{request.sent}" if request.sent is not None else "")
     )
 
 

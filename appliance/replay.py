@@ -22,7 +22,7 @@ from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
 from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, Value, decode_answer
-from appliance.shown import json_line, shown
+from appliance.shown import as_sent, json_line, shown
 
 __all__ = ["Step", "answer_json", "load", "play", "render", "steps"]
 
@@ -324,8 +324,9 @@ def render(step: Step) -> list[str]:
     if kind == "statement":
         part = f" [{_flat(r['part'])}]" if r.get("part") else ""
         lines = _statement_lines(f"{r.get('sql') or r.get('command')}{part}")
-        if isinstance(r.get("sql_hex"), str):  # the text was not UTF-8: its bytes
-            lines.append(f"  (its text is not UTF-8; as sent: 0x{_flat(r['sql_hex']).upper()})")
+        sent = as_sent(r.get("sql_hex"), r.get("sql_charset"))
+        if sent is not None:  # the text as UTF-8 is not what was sent
+            lines.append(f"  ({sent})")
         decision = r.get("decision")
         if decision == "blocked":
             lines.append(f"  REFUSED: {_flat(r.get('reason'))}")

@@ -1242,6 +1242,8 @@ class ClientLeg(asyncio.Protocol):
         policy = self.policy
         assert session is not None and policy is not None
         self._deferred.discard(cmd.id)
+        # the character set the server reads this text in (before a SET NAMES in it runs)
+        self.context["charset"] = policy.client_charset
         verdict = policy.decide(cmd, session.server_status, session.prepared_sql, classified)
         ends = self._token_ends
         if ends is not None and (self._token_over or time.time() > ends):
@@ -1416,7 +1418,11 @@ class ClientLeg(asyncio.Protocol):
             self.flush()
             return
         sql = cmd.sql
-        text = sql.decode("utf-8", "replace") if sql is not None else verdict.parts[0].sql or ""
+        exact: dict[str, str] = {}
+        if sql is not None:  # read as the server reads it, as its record shows it
+            text, exact = records.read_text(sql, context.get("charset"))
+        else:
+            text = verdict.parts[0].sql or ""
         rule = verdict.refusal
         rows_estimate = await self._estimate(verdict, sql, context["db"])
         if self.ended_by is not None:  # an operator ended the session meanwhile
@@ -1440,6 +1446,7 @@ class ClientLeg(asyncio.Protocol):
                     "db": context["db"],
                     "command": cmd.label,
                     "sql": text,
+                    **exact,  # its bytes, where ``sql`` as UTF-8 is not them
                     "rule": rule.rule,
                     "reason": rule.reason,
                     "rows_estimate": rows_estimate,

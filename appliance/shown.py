@@ -13,7 +13,7 @@ import json
 import re
 import unicodedata
 
-__all__ = ["BLANKS", "escape", "json_line", "shown", "unseen"]
+__all__ = ["BLANKS", "as_sent", "escape", "json_line", "shown", "unseen"]
 
 BLANKS = re.compile("[ \t\r\x0b\x0c]+")
 """What the server reads as blanks between words (and ``\\n``, a line break): runs of
@@ -81,3 +81,22 @@ def json_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c < "\x7f" or c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
+_HEX = re.compile("(?:[0-9a-f]{2})+")
+_CHARSET = re.compile("[a-z0-9_]{1,32}")
+
+
+def as_sent(sql_hex: object, sql_charset: object) -> str | None:
+    """The bytes of a statement whose text, as UTF-8, is not what the client sent (a
+    latin1 ``é``, bytes in a ``_binary`` string that show as U+FFFD): ``as sent, read in
+    latin1: 0x...``, so that a person sees what runs. None when there are none, or they
+    are not hex (said as such, not shown)."""
+    if not isinstance(sql_hex, str):
+        return None
+    if not _HEX.fullmatch(sql_hex):
+        return "as sent: (not hex, not shown)"
+    read = ""
+    if isinstance(sql_charset, str) and _CHARSET.fullmatch(sql_charset):
+        read = f", read in {sql_charset}"
+    return f"as sent{read}: 0x{sql_hex.upper()}"

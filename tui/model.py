@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.shown import BLANKS, escape, unseen
+from appliance.shown import BLANKS, as_sent, escape, unseen
 
 __all__ = [
     "Alert",
@@ -243,6 +243,7 @@ class Request:
     expires_at: float
     too_large: int | None = None  # a placeholder: the request's size, not read
     sql_truncated: bool = False  # ``sql`` is the start of the statement only
+    sent: str | None = None  # its bytes, where ``sql`` as UTF-8 is not them (as_sent)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -275,6 +276,7 @@ class Request:
             requested_at=_number(body, "requested_at") or 0.0,
             expires_at=_number(body, "expires_at") or 0.0,
             sql_truncated=body.get("sql_truncated") is True,
+            sent=as_sent(body.get("sql_hex"), body.get("sql_charset")),
         )
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "charset_of",
     "collation_charset",
     "name_codec",
+    "text_codec",
 ]
 
 # From MariaDB 10.11: SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS
@@ -137,3 +138,31 @@ def collation_charset(collation: int | None) -> str | None:
 def name_codec(charset: str | None) -> str | None:
     """The Python codec that reads names sent in ``charset``; None when there is none."""
     return None if charset is None else _CODECS.get(charset.lower())
+
+
+_TEXT_CODECS = {
+    "big5": "big5",
+    "cp866": "cp866",
+    "cp932": "cp932",
+    "cp1256": "cp1256",
+    "eucjpms": "euc_jp",
+    "euckr": "euc_kr",
+    "gb2312": "gb2312",
+    "gbk": "gbk",
+    "greek": "iso8859_7",
+    "hebrew": "iso8859_8",
+    "koi8u": "koi8_u",
+    "sjis": "shift_jis",
+    "ujis": "euc_jp",
+}
+"""Codecs close to the server's tables for the other character sets, for showing a
+statement's text to a person only: a few of their characters may read otherwise than
+the server reads them, which is why a record of such a text keeps its bytes too."""
+
+
+def text_codec(charset: str | None) -> str | None:
+    """The Python codec that shows a statement sent in ``charset`` (the session's
+    ``character_set_client``) as the server reads it; None when there is none."""
+    if charset is None:
+        return None
+    return name_codec(charset) or _TEXT_CODECS.get(charset.lower())

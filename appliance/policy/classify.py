@@ -105,6 +105,9 @@ class Classification:
     # for statements that call them when they run (stored code runs later, a CALL is a
     # call already).
     stored_functions: frozenset[str] = frozenset()
+    # A statement of a text of several: where its bytes are in the text (its record
+    # shows them read in the session's character set, which ``text`` is not)
+    span: tuple[int, int] | None = field(default=None, compare=False)
 
 
 _EXECUTABLE_COMMENT = (
@@ -181,7 +184,12 @@ def _classify(sql: bytes, mode: LexMode) -> tuple[Classification, ...]:
         if o.comments is not None:
             view.comments = tuple((s - o.start, e - o.start) for s, e in o.comments)
         views.append(view)
-    return tuple(_classify_view(view) for view in views)
+    if len(views) == 1:
+        return (_classify_view(views[0]),)
+    return tuple(
+        replace(_classify_view(view), span=(o.start, o.end))
+        for view, o in zip(views, outlines, strict=True)
+    )
 
 
 def classify_statement(stmt: Statement, mode: LexMode) -> Classification:
@@ -3970,6 +3978,7 @@ def _merge(a: Classification, b: Classification) -> Classification:
         literal_independent=a.literal_independent and b.literal_independent and problem is None,
         inner=inner,
         stored_functions=a.stored_functions | b.stored_functions,
+        span=a.span,  # the same statement (the readings split alike)
     )
 
 

@@ -141,6 +141,7 @@ class Part:
     # reads them again): CREATE VIEW, CREATE TABLE, RENAME TABLE... itself, or run by
     # EXECUTE IMMEDIATE, EXECUTE or a prepared statement
     catalog: bool = False
+    span: tuple[int, int] | None = None  # of a text of several: its bytes in the text
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,6 +568,10 @@ class SessionPolicy:
         # of the command means it was not set (else: not known)
         self._login_results = collation_charset(charset)
         self._results = self._login_results
+        # the character set the server reads the client's texts in (the records show them
+        # read in it): from the login, then each SET NAMES that succeeded
+        self._login_client = collation_charset(charset)
+        self._client = self._login_client
         self._results_sets: dict[int, tuple[str | None, bool]] = {}
         self._masker: SessionMasker | None = None
         # whether a backend thread id is one of this identity's live sessions on this
@@ -808,6 +813,13 @@ class SessionPolicy:
         return db
 
     @property
+    def client_charset(self) -> str | None:
+        """The ``character_set_client`` the server reads the next text in, which its
+        record shows it read in; None while a change of it is on its way, or when the
+        login named a collation the gateway does not know."""
+        return None if self._charsets or self._resets else self._client
+
+    @property
     def _current_reading(self) -> _Reading:
         """How the client's text is read now: only ASCII while a change of the client
         character set is on its way (the server reads what is sent behind it in the new
@@ -1004,7 +1016,8 @@ class SessionPolicy:
             f"the text holds {count} statements, more than the {MAX_STATEMENTS} the gateway "
             "decides and records in one text. Send them in several texts",
         )
-        return self._verdict(label, (Part(sql.decode("utf-8", "replace"), "MULTI", decision),))
+        text = sql.decode("utf-8", "replace")
+        return self._verdict(label, (Part(text, "MULTI", decision, span=(0, len(sql))),))
 
     def _oversized(self, sql: bytes, label: str) -> Verdict:
         settings = self.policy.settings
@@ -1059,7 +1072,16 @@ class SessionPolicy:
                     self._mode_changes.add(cmd.id)
                     self._statement_modes.add(cmd.id)
             catalog = _changes_catalog(runs) or (c.kind == "EXECUTE" and c.inner is None)
-            parts.append(Part(None if single else c.text, c.kind, decision, c.functions, catalog))
+            parts.append(
+                Part(
+                    None if single else c.text,
+                    c.kind,
+                    decision,
+                    c.functions,
+                    catalog,
+                    None if single else c.span,
+                )
+            )
             if c.kind == "USE" or touches_lexing:
                 stateful = True
                 if c.kind == "USE" and self.may_run(decision) and label == "COM_QUERY":
@@ -1334,6 +1356,7 @@ class SessionPolicy:
             self._prepared_names.clear()
             self._reading = self._login_reading
             self._results = self._login_results
+            self._client = self._login_client
         if results is not None:
             name, certain = results
             if error is None:
@@ -1353,6 +1376,7 @@ class SessionPolicy:
             return
         if charset is not None:
             self._reading = _named_reading(charset)
+            self._client = charset
 
 
 #: A text with no statement in it still gets its ledger record, and its result (an OK

@@ -231,6 +231,8 @@ class ApprovalsScreen(ConsoleScreen):
         sql, kinds = statement(request.sql, "bold")
         text.append_text(sql)  # whole: the keys act on it
         text.append("\n")
+        if request.sent is not None:  # the bytes the text cannot show (U+FFFD) or in UTF-8
+            text.append(request.sent + "\n")
         if Piece.ESCAPED in kinds:
             text.append("\\x.. \\u..", style="reverse")
             text.append(
