@@ -475,6 +475,9 @@ REFUSED = [
     ("SELECT * FROM sys.innodb_lock_waits", "sys schema"),
     ("EXPLAIN FORMAT=JSON FOR CONNECTION 1", "FOR CONNECTION"),
     ("DESCRIBE FOR CONNECTION 1", "whose plan of another session's statement"),
+    # a replica's last error quotes the replicated statement that failed, with its values
+    ("SHOW SLAVE STATUS", "replication status"),
+    ("SHOW REPLICA STATUS", "replication status"),
 ]
 
 
@@ -904,3 +907,89 @@ def test_explain_extended_does_not_show_masked_values_in_its_note(gw: GatewayPro
         assert [r[:2] for r in rows] == [("Note", 1003)] and CARD not in str(rows), rows
     finally:
         conn.close()
+
+
+REPLICATED = "INSERT INTO shop.mask_repl VALUES (1, '4111111111111111', 'tok-replicated')"
+
+
+def test_a_replicas_last_error_does_not_show_a_replicated_row(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """On a replica whose SQL thread stopped, SHOW SLAVE STATUS quoted the failing
+    statement in Last_Error and Last_SQL_Error, the card and token an application wrote
+    on the primary included: an agent read them in clear. Refused for masked sessions;
+    an exempt one still reads the status."""
+    work = tmp_path_factory.mktemp("repl")
+    primary = MariaDB(
+        work / "primary",
+        extra_args=("--log-bin=primary", "--server-id=11", "--binlog-format=STATEMENT"),
+    )
+    replica = MariaDB(work / "replica", extra_args=("--server-id=12",))
+    primary.start()
+    try:
+        replica.start()
+        try:
+            _replicate_a_failing_insert(primary, replica)
+            masking = """
+[[masking]]
+column = "shop.mask_repl.token"
+strategy = "redact"
+exempt_groups = ["pii-readers"]
+"""
+            accounts = [
+                GatewayAccount("agent", "agent-secret-1"),
+                GatewayAccount("auditor", "auditor-secret-4", ("agents", "pii-readers")),
+            ]
+            gw = GatewayProcess(
+                work / "gw", replica, replica.pki, accounts=accounts, extra_toml=masking
+            )
+            gw.start()
+            try:
+                with pytest.raises(pymysql.err.OperationalError) as caught:
+                    query(gw, "SHOW SLAVE STATUS")
+                code, message = caught.value.args
+                assert code == 1227 and "replication status" in message, message
+                assert "tok-replicated" not in message
+                conn = gw.connect("auditor")
+                try:
+                    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                        cur.execute("SHOW SLAVE STATUS")
+                        (status,) = cur.fetchall()
+                finally:
+                    conn.close()
+                assert "tok-replicated" in status["Last_SQL_Error"]
+            finally:
+                assert gw.stop() == 0
+        finally:
+            replica.stop()
+    finally:
+        primary.stop()
+
+
+def _replicate_a_failing_insert(primary: MariaDB, replica: MariaDB) -> None:
+    """``replica`` replicates ``primary`` until REPLICATED, whose key the replica already
+    holds, stops its SQL thread with the statement in Last_SQL_Error."""
+    ddl = (
+        "CREATE TABLE shop.mask_repl "
+        "(id INT PRIMARY KEY, card_number VARCHAR(19), token VARCHAR(20))"
+    )
+    primary.admin_sql(ddl)
+    replica.admin_sql(ddl, "INSERT INTO shop.mask_repl VALUES (1, NULL, NULL)")
+    ((log, position, *_),) = primary.admin_sql("SHOW MASTER STATUS")
+    replica.admin_sql(
+        f"CHANGE MASTER TO MASTER_HOST = '{primary.host}', MASTER_PORT = {primary.port}, "
+        f"MASTER_USER = '{primary.root_user}', MASTER_PASSWORD = '{primary.root_password}', "
+        f"MASTER_USE_GTID = no, MASTER_LOG_FILE = '{log}', MASTER_LOG_POS = {position}",
+        "START SLAVE",
+    )
+    primary.admin_sql(REPLICATED)
+    deadline = time.monotonic() + 60
+    while True:
+        with replica.connect() as conn, conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SHOW SLAVE STATUS")
+            (status,) = cur.fetchall()
+        if status["Last_SQL_Errno"]:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert "tok-replicated" in status["Last_SQL_Error"], status

@@ -5011,6 +5011,10 @@ _OTHER_PLANS = (
     "in EXPLAIN ... FOR CONNECTION or SHOW EXPLAIN/ANALYZE ... FOR, whose plan of another "
     "session's statement shows its conditions with their literals"
 )
+_REPLICATION_ERRORS = (
+    "in the replication status (SHOW SLAVE STATUS, SHOW REPLICA STATUS), whose last error "
+    "quotes the replicated statement or row that failed, with its values"
+)
 _LOCKED_VALUES = (
     "in InnoDB's lock tables (information_schema.INNODB_LOCKS, INNODB_LOCK_WAITS), which "
     "show the key values of the records other sessions lock"
@@ -5152,6 +5156,8 @@ def _statement_refs(
         return [_Ref("", (), _OTHER_SESSIONS)], None
     if _explains_connection(tokens, kind, head):
         return [_Ref("", (), _OTHER_PLANS)], None
+    if kind == "SHOW" and _shows_replication_status(tokens, head):
+        return [_Ref("", (), _REPLICATION_ERRORS)], None
     if kind in _VALUELESS and not (
         kind == "SHOW" and _subquery_spans(tokens, head, len(tokens))
     ):  # SHOW ... WHERE (SELECT ...): not analysed, not understood (below)
@@ -5196,6 +5202,17 @@ def _statement_refs(
     if walk.confused:
         return [*walk.refs, _not_understood(tokens)], None
     return walk.refs, None
+
+
+def _shows_replication_status(tokens: Sequence[Token], head: int) -> bool:
+    """SHOW [ALL] SLAVE[S]|REPLICA[S] ['connection'] STATUS: on a replica, its Last_Error
+    and Last_SQL_Error quote the replicated statement that failed (``Query: 'INSERT ...
+    VALUES (1, '4111...')'``) or the duplicate key of a row event, values another
+    session wrote."""
+    i = head + 1 if word_at(tokens, head) == "ALL" else head
+    if word_at(tokens, i) not in ("SLAVE", "SLAVES", "REPLICA", "REPLICAS"):
+        return False
+    return "STATUS" in {t.text for t in tokens[i + 1 :] if t.kind is Tok.WORD}
 
 
 def _explains_connection(tokens: Sequence[Token], kind: str, head: int) -> bool:

@@ -388,6 +388,10 @@ LOCKED_VALUES = (
     "in InnoDB's lock tables (information_schema.INNODB_LOCKS, INNODB_LOCK_WAITS), which "
     "show the key values of the records other sessions lock"
 )
+REPLICATION_ERRORS = (
+    "in the replication status (SHOW SLAVE STATUS, SHOW REPLICA STATUS), whose last error "
+    "quotes the replicated statement or row that failed, with its values"
+)
 INDEXED_WORDS = (
     "in InnoDB's full-text index tables (information_schema.INNODB_FT_INDEX_TABLE, "
     "INNODB_FT_INDEX_CACHE), which show the words of an indexed column"
@@ -473,6 +477,21 @@ ORACLES: U = [
             "SET STATEMENT max_statement_time = 5 FOR SHOW EXPLAIN FOR 12",
             "EXECUTE IMMEDIATE 'SET STATEMENT max_statement_time = 5 FOR "
             "DESC FORMAT=JSON FOR CONNECTION 12'",
+        )
+    ],
+    # a replica's Last_Error / Last_SQL_Error: "Error 'Duplicate entry ...' on query.
+    # ... Query: 'INSERT INTO customers VALUES (1, '4111111111111111', ...)'"
+    *[
+        (sql, {("*.*.*", REPLICATION_ERRORS)})
+        for sql in (
+            "SHOW SLAVE STATUS",
+            "show replica status",
+            "SHOW ALL SLAVES STATUS",
+            "SHOW ALL REPLICAS STATUS",
+            "SHOW SLAVE 'to_primary' STATUS",
+            "SHOW REPLICA /* of */ 'to_primary' STATUS",
+            "EXECUTE IMMEDIATE 'SHOW SLAVE STATUS'",
+            "SET STATEMENT max_statement_time = 5 FOR SHOW REPLICA STATUS",
         )
     ],
     (
@@ -743,6 +762,21 @@ ALLOWED: A = [
         "SELECT (SELECT UPPER(c.total) FROM orders c LIMIT 1) FROM customers c",
         "SELECT (SELECT UPPER(c.email) FROM orders c LIMIT 1) FROM customers c",
         {(EMAIL, "inside UPPER() in a subquery")},
+    ),
+    (  # the replicas a primary knows, the status counters: no statement texts
+        "SHOW SLAVE HOSTS",
+        "SHOW REPLICA STATUS",
+        {("*.*.*", REPLICATION_ERRORS)},
+    ),
+    (
+        "SHOW GLOBAL STATUS LIKE 'Slave%'",
+        "SHOW SLAVE STATUS",
+        {("*.*.*", REPLICATION_ERRORS)},
+    ),
+    (
+        "SHOW TABLE STATUS FROM replica",
+        "SHOW ALL SLAVES STATUS",
+        {("*.*.*", REPLICATION_ERRORS)},
     ),
     (
         "CREATE TABLE copy LIKE customers",
