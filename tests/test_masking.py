@@ -531,6 +531,27 @@ def test_a_keyword_before_a_dot_is_refused_not_misread(
     assert mariadb.admin_sql(sql) == [(CARD,)]  # the server's reading: the card
 
 
+def test_a_statement_not_understood_is_refused_with_advice_not_a_column(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """A statement the gateway cannot read that may name a masked table was refused as
+    "shop.create.* is masked for agent: it may only be selected as a plain column, and
+    here it is used not understood. Select the column itself": the first word of the
+    text (a rule for `shop.*.ssn` matches any table) read as a column, and advice that
+    did not apply. It says now that the statement was not read, and what to do."""
+    sql = "CREATE UNIQUE INDEX mask_u ON mask_customers (name, email)"
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        query(gw, sql)
+    code, message = caught.value.args
+    assert code == 1227 and "by rule 'masking'" in message, message
+    assert "cannot read this statement the way the server will" in message, message
+    assert "ask an operator" in message, message
+    assert "used not understood" not in message and "Select the column" not in message
+    assert not mariadb.admin_sql(
+        "SELECT 1 FROM information_schema.STATISTICS WHERE INDEX_NAME = 'mask_u'"
+    )
+
+
 SHADOWED = [
     "SELECT (SELECT UPPER(c.email) FROM shop.orders c LIMIT 1) FROM mask_customers c",
     "SELECT (SELECT UPPER(c.email) FROM (SELECT 1 AS x) c) FROM mask_customers c",

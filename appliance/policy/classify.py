@@ -61,6 +61,7 @@ from appliance.policy.server_functions import (
 
 __all__ = [
     "KINDS",
+    "NOT_UNDERSTOOD",
     "Classification",
     "IsMasked",
     "MaskedAs",
@@ -4051,6 +4052,9 @@ MaskedAs = Callable[[str, str, str], str | None]
 _REPLACE, _COVERED, _NO_FIX = 0, 1, 2  # how mask_rewrite treats a reference
 
 _NOT_UNDERSTOOD = "not understood"
+NOT_UNDERSTOOD = _NOT_UNDERSTOOD
+"""The ``where`` of a use in a statement (or a part) the gateway cannot read: its
+column names a word of the text that a rule matches, not a column it uses."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from appliance.mysql.charsets import collation_charset
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import (
+    NOT_UNDERSTOOD,
     Classification,
     Readings,
     classify_uncertain,
@@ -999,13 +1000,24 @@ class SessionPolicy:
                 )
         first = uses[0]
         more = f" (and {len(uses) - 1} more such uses)" if len(uses) > 1 else ""
-        decision = Decision(
-            RuleAction.BLOCK,
-            "masking",
-            f"{first.column} is masked for {self.who.identity}: it may only be selected as "
-            f"a plain column, and here it is used {first.where}{more}. Select the column "
-            "itself (its value comes back masked), or leave it out",
-        )
+        if first.where == NOT_UNDERSTOOD:
+            # its column is a word of the text a rule matches (`shop.create.*` under a
+            # rule for `shop.*.ssn`), not a column the statement uses
+            message = (
+                "the gateway cannot read this statement the way the server will, and a "
+                f"name in it may be a table with columns masked for {self.who.identity} "
+                f"({first.column}), whose values it might show. Write it in a form the "
+                "gateway reads (SELECT, INSERT, UPDATE or DELETE, with masked columns only "
+                "selected as plain columns), leave the masked table out, or ask an "
+                "operator to run it"
+            )
+        else:
+            message = (
+                f"{first.column} is masked for {self.who.identity}: it may only be selected "
+                f"as a plain column, and here it is used {first.where}{more}. Select the "
+                "column itself (its value comes back masked), or leave it out"
+            )
+        decision = Decision(RuleAction.BLOCK, "masking", message)
         parts = tuple(replace(p, decision=decision) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
 
