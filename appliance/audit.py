@@ -366,10 +366,12 @@ class Audit:
             # the record itself, but at most EVENT_SQL_CHARS of its statement
             bus.publish(f"sessions/{session}/{suffix}", bounded_sql(sealed))
 
-    @staticmethod
-    def _lost(kind: str, exc: BaseException | None) -> None:
-        if isinstance(exc, LedgerUnavailable):
-            # the writer names it in a records_lost alert once the ledger can be written
+    def _lost(self, kind: str, exc: BaseException | None) -> None:
+        if isinstance(exc, LedgerUnavailable) and not self.writer.available:
+            # the writer logs the outage (once, not once per record) and names the record
+            # in a records_lost alert once the ledger can be written
+            log.debug("audit ledger unavailable: a %s record was lost: %s", kind, exc)
+        elif isinstance(exc, LedgerUnavailable):  # the writer is stopped or not started
             log.error("audit ledger unavailable: a %s record was lost: %s", kind, exc)
         else:  # a field the ledger cannot hold: a bug, said in one line
             log.error("audit ledger refused a %s record: %s", kind, exc)

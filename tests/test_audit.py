@@ -375,6 +375,53 @@ def test_unwritable_ledger_refuses_with_1105_and_forwards_nothing(
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
+def test_a_client_that_keeps_sending_to_a_full_ledger_does_not_flood_the_log(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Every refused statement's result record is lost too: the log says the outage once
+    and, when there is room again, how many records the records_lost alert names."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)], check=True)
+    try:
+        gw = GatewayProcess(
+            tmp_path / "gw", mariadb, mariadb.pki, ledger_path=small / "ledger.db"
+        ).start()
+        try:
+            with gw.connect() as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                filler = small / "filler"
+                with filler.open("wb") as f:  # the disk fills up
+                    try:
+                        while True:
+                            f.write(b"\0" * 65536)
+                            f.flush()
+                    except OSError:
+                        pass
+                refused = 0
+                for i in range(400):  # until the WAL can grow no more, then 200 more
+                    try:
+                        cur.execute(f"SELECT {i}")
+                    except pymysql.err.OperationalError as exc:
+                        assert exc.args == (1105, "sqlgate: audit ledger unavailable")
+                        refused += 1
+                        if refused == 200:
+                            break
+                assert refused == 200
+                filler.unlink()
+                cur.execute("SELECT 'recovered'")
+                assert cur.fetchone() == ("recovered",)
+        finally:
+            assert gw.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+    said = [line for line in gw.log().splitlines() if "ledger" in line]
+    assert len(said) == 3, "\n".join(said[:10])
+    assert "audit ledger unavailable" in said[0] and "full" in said[0]
+    assert said[1].endswith("the audit ledger is available again")
+    assert said[2].endswith("lost record(s) are named by a records_lost alert")
+
+
 def test_a_refused_stmt_close_leaves_the_next_query_its_own_answer(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

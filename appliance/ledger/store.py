@@ -173,6 +173,10 @@ PURGE_PAUSE_S = 0.01  # between two of its transactions: the writer takes the lo
 PURGE_BUSY_S = 5.0  # how long a purge's transaction waits for the writer's lock
 LOST_LISTED = 100
 """Sessions, and statements, a ``records_lost`` alert names at most (it counts the rest)."""
+SAY_EVERY_S = 60.0
+"""An outage is logged at most once in this many seconds: a ledger that fails, recovers
+and fails again with every statement (a disk with room for small records only) is one
+line a minute, not lines per statement; the records_lost alerts name every loss."""
 
 
 class LedgerUnavailable(LedgerError):
@@ -282,6 +286,9 @@ class LedgerWriter:
         self._unsigned_since: float | None = None
         self._retry_at = 0.0
         self._available = True
+        self._said_at: float | None = None  # when an outage was last logged (monotonic)
+        self._said = False  # the outage now going on was logged: so is its end
+        self._unsaid = 0  # outages since then that were not (see SAY_EVERY_S)
         self._wal_due = False  # records were signed: copy the WAL into the database
         self._flush: asyncio.Handle | None = None  # a commit on the loop, scheduled
         self._flush_is_timer = False  # that commit waits for the linger to end
@@ -686,7 +693,10 @@ class LedgerWriter:
         if self._unsigned_since is not None:
             await self._write([], True)
             if self._unsigned_since is not None:
-                log.warning("%s: no checkpoint at shutdown: the ledger is unavailable", self.path)
+                lost = f"; {len(self._lost)} record(s) lost" if self._lost else ""
+                log.warning(
+                    "%s: no checkpoint at shutdown: the ledger is unavailable%s", self.path, lost
+                )
 
     async def _write(self, batch: list[_Pending], checkpoint: bool) -> None:
         try:
@@ -783,9 +793,14 @@ class LedgerWriter:
     def _committed(self, sealed: _Sealed) -> None:
         """The batch is in the file: move the head and answer every caller."""
         if sealed.rows:
+            said = self._said
             if not self._available:
-                log.info("%s: the audit ledger is available again", self.path)
-                self._available = True
+                log.log(
+                    logging.INFO if said else logging.DEBUG,
+                    "%s: the audit ledger is available again",
+                    self.path,
+                )
+                self._available, self._said = True, False
             checkpoints = len(sealed.signed)
             self.stats.commits += 1
             self.stats.records += len(sealed.rows)
@@ -795,7 +810,8 @@ class LedgerWriter:
             self._alerts_tried.clear()
             if sealed.lost is not None:  # the alert names them: they are told
                 del self._lost[: sealed.lost[1]]
-                log.warning(
+                log.log(
+                    logging.WARNING if said else logging.DEBUG,
                     "%s: %d lost record(s) are named by a records_lost alert",
                     self.path,
                     sealed.lost[1],
@@ -867,11 +883,15 @@ class LedgerWriter:
         now = time.monotonic()
         if checkpoint:
             self._retry_at = now + self._interval
-        log.log(
-            logging.WARNING if self._available else logging.DEBUG,
-            "audit ledger unavailable: %s",
-            reason,
-        )
+        if self._said and not self._available:
+            log.debug("audit ledger unavailable: %s", reason)
+        elif self._said_at is None or now - self._said_at >= SAY_EVERY_S:
+            more = f" (and {self._unsaid} brief outage(s) before)" if self._unsaid else ""
+            log.warning("audit ledger unavailable: %s%s", reason, more)
+            self._said_at, self._said, self._unsaid = now, True, 0
+        else:  # it failed again soon after it was said: counted, said a minute on
+            log.debug("audit ledger unavailable again: %s", reason)
+            self._unsaid += self._available
         self._available = False
         hashes: dict[int, str] = {}
         if sealed is not None:

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -952,6 +953,40 @@ def test_records_lost_while_locked_are_named_by_an_alert_once_it_is_writable(
     assert alert["first_ts"] <= alert["last_ts"] <= alert["ts"]
     assert [r["kind"] for r in records if r["seq"] > alert["seq"]] == ["statement", "checkpoint"]
     assert [r["statement_seq"] for r in records if r["kind"] == "statement"] == [0, 2]
+
+
+def test_a_ledger_that_fails_with_every_other_record_is_said_once_not_each_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ledger that fails and recovers again and again (a disk with room for small records
+    only, a lock taken and released): one line says the outage, one its end, one the
+    losses; the ones that follow within a minute are counted, not logged each time."""
+    db = tmp_path / "ledger.db"
+    caplog.set_level(logging.INFO, logger="sqlgate.ledger")
+
+    async def main() -> None:
+        async with writer(db, busy_timeout=0.05) as w:
+            await w.append(stmt(0))
+            for i in range(1, 21):
+                other = sqlite3.connect(db, isolation_level=None)
+                other.execute("BEGIN IMMEDIATE")
+                lost = w.append_nowait(result_of(i))
+                await asyncio.wait([lost])
+                assert isinstance(lost.exception(), LedgerUnavailable)
+                other.execute("ROLLBACK")
+                other.close()
+                await w.append(stmt(i))  # recovered: the records_lost alert goes first
+
+    asyncio.run(main())
+    said = [r.getMessage() for r in caplog.records if r.name == "sqlgate.ledger"]
+    assert len(said) == 3, said
+    assert said[0].startswith("audit ledger unavailable: ")
+    assert said[1].endswith("the audit ledger is available again")
+    assert said[2].endswith("1 lost record(s) are named by a records_lost alert")
+    records = rows(db)
+    alerts = [r for r in records if r["kind"] == "alert"]
+    assert [a["alert"] for a in alerts] == ["records_lost"] * 20  # the ledger names each
+    assert verify_file(db, PUBLIC).ok
 
 
 def test_a_lost_record_is_named_at_close_when_nothing_else_comes(tmp_path: Path) -> None:
