@@ -173,6 +173,10 @@ PURGE_PAUSE_S = 0.01  # between two of its transactions: the writer takes the lo
 PURGE_BUSY_S = 5.0  # how long a purge's transaction waits for the writer's lock
 LOST_LISTED = 100
 """Sessions, and statements, a ``records_lost`` alert names at most (it counts the rest)."""
+LOST_KEPT = 10_000
+"""Lost records kept one by one for their ``records_lost`` alert; those after them are
+only counted (``_Tally``), so memory stays bounded however long the ledger is unavailable
+to a client that keeps sending."""
 SAY_EVERY_S = 60.0
 """An outage is logged at most once in this many seconds: a ledger that fails, recovers
 and fails again with every statement (a disk with room for small records only) is one
@@ -215,9 +219,29 @@ class _Sealed:
     answers: list[tuple[asyncio.Future[Record | None], Record | None]] = field(default_factory=list)
     signed: list[Record] = field(default_factory=list)  # the checkpoints among the rows
     head: tuple[int, str, bool, str] = (0, GENESIS_HASH, False, "")  # seq, hash, checkpoint?, ts
-    lost: tuple[str, int] | None = None  # a records_lost alert's hash, and the losses it names
+    # a records_lost alert's hash, the losses it names one by one, and those it counts
+    lost: tuple[str, int, _Tally | None] | None = None
     alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # planned, sealed
     hashes: list[str] = field(default_factory=list)  # of every row: this writer's records
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Lost records beyond ``LOST_KEPT``: counted by kind, their first and last ``ts`` and
+    how many statements they belong to; none of them is named one by one."""
+
+    count: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    first: str = ""
+    last: str = ""
+    statements: int = 0
+
+    def add(self, kind: str, ts: str, statement: bool) -> None:
+        self.count += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.first = min(self.first, ts) if self.first else ts
+        self.last = max(self.last, ts)
+        self.statements += statement
 
 
 @dataclass(slots=True)
@@ -278,7 +302,8 @@ class LedgerWriter:
         # queued by append_nowait, until answered: nobody is told should they be lost
         self._unwaited: set[asyncio.Future[Record | None]] = set()
         self._lost: list[_Lost] = []  # dropped, not yet named by a committed records_lost
-        self._lost_alerts: list[tuple[str, int]] = []  # records_lost alerts of failed writes
+        self._more: _Tally | None = None  # lost after the first LOST_KEPT: counted only
+        self._lost_alerts: list[tuple[str, int, _Tally | None]] = []  # of failed writes
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -478,7 +503,14 @@ class LedgerWriter:
         db = self._direct
         if not self._pending or self._task_busy:
             return
-        if db is None or self._closing or self._alerts or self._lost or not self._same_file():
+        if (
+            db is None
+            or self._closing
+            or self._alerts
+            or self._lost
+            or self._more
+            or not self._same_file()
+        ):
             self._wake.set()
             return
         batch = self._take_batch()
@@ -693,7 +725,8 @@ class LedgerWriter:
         if self._unsigned_since is not None:
             await self._write([], True)
             if self._unsigned_since is not None:
-                lost = f"; {len(self._lost)} record(s) lost" if self._lost else ""
+                count = len(self._lost) + (self._more.count if self._more else 0)
+                lost = f"; {count} record(s) lost" if count else ""
                 log.warning(
                     "%s: no checkpoint at shutdown: the ledger is unavailable%s", self.path, lost
                 )
@@ -771,9 +804,9 @@ class LedgerWriter:
 
         for alert in self._alerts:  # alerts go ahead of the batch
             out.alerts.append((add({"seq": 0, "ts": stamp(0), **alert})["hash"], alert))
-        if self._lost:
+        if self._lost or self._more is not None:
             lost = add({"seq": 0, "ts": stamp(0), **self._lost_alert()})
-            out.lost = (lost["hash"], len(self._lost))
+            out.lost = (lost["hash"], len(self._lost), self._more)
         for at, (record, future) in enumerate(batch, 1):
             if record is None:  # a checkpoint() asked for: it signs what came before it
                 answers.append((future, sign(at)))
@@ -810,11 +843,14 @@ class LedgerWriter:
             self._alerts_tried.clear()
             if sealed.lost is not None:  # the alert names them: they are told
                 del self._lost[: sealed.lost[1]]
+                more = sealed.lost[2]
+                if more is not None and more is self._more:
+                    self._more = None
                 log.log(
                     logging.WARNING if said else logging.DEBUG,
                     "%s: %d lost record(s) are named by a records_lost alert",
                     self.path,
-                    sealed.lost[1],
+                    sealed.lost[1] + (more.count if more else 0),
                 )
             self._seq, self._hash, self._last_is_checkpoint, self._ts = sealed.head
             if checkpoints and self._direct is not None:
@@ -908,6 +944,16 @@ class LedgerWriter:
                 continue
             if record is not None and unwaited:
                 session, statement_seq = record.get("session"), record.get("statement_seq")
+                if len(self._lost) >= LOST_KEPT:
+                    if self._more is None:
+                        self._more = _Tally()
+                    self._more.add(
+                        str(record.get("kind")),
+                        str(record.get("ts")),
+                        isinstance(session, str) and type(statement_seq) is int,
+                    )
+                    future.set_exception(LedgerUnavailable(reason))
+                    continue
                 self._lost.append(
                     _Lost(
                         kind=str(record.get("kind")),
@@ -936,22 +982,30 @@ class LedgerWriter:
                 sessions[entry.session] = None
                 if entry.statement_seq is not None:
                     statements[f"{entry.session}:{entry.statement_seq}"] = None
+        first = min((e.ts for e in lost), default="")
+        last = max((e.ts for e in lost), default="")
+        total, more = len(lost), self._more
+        unlisted = 0  # statements of the records counted only
+        if more is not None:
+            for kind, count in more.kinds.items():
+                kinds[kind] = kinds.get(kind, 0) + count
+            first, last = min(first or more.first, more.first), max(last, more.last)
+            total, unlisted = total + more.count, more.statements
         counts = [f"{kind}={count}" for kind, count in sorted(kinds.items())]
-        first, last = min(e.ts for e in lost), max(e.ts for e in lost)
         return {
             "kind": "alert",
             "alert": "records_lost",
             "session": None,
-            "reason": f"{len(lost)} record(s) made from {first} to {last} could not be "
+            "reason": f"{total} record(s) made from {first} to {last} could not be "
             f"written while the ledger was unavailable and are not in it ({', '.join(counts)})",
-            "lost": len(lost),
+            "lost": total,
             "lost_kinds": counts,
             "first_ts": first,
             "last_ts": last,
             "sessions": list(sessions)[:LOST_LISTED],
             "sessions_unlisted": max(0, len(sessions) - LOST_LISTED),
             "statements": list(statements)[:LOST_LISTED],
-            "statements_unlisted": max(0, len(statements) - LOST_LISTED),
+            "statements_unlisted": max(0, len(statements) - LOST_LISTED) + unlisted,
         }
 
     async def _landed(self, conn: aiosqlite.Connection, after: int) -> None:
@@ -967,7 +1021,9 @@ class LedgerWriter:
                 "SELECT json_extract(body, '$.hash') FROM records WHERE seq > ?", (after,)
             )
         }
-        told = max((n for digest, n in self._lost_alerts if digest in landed), default=0)
+        told = max((n for digest, n, _ in self._lost_alerts if digest in landed), default=0)
+        if any(t is self._more is not None for d, _, t in self._lost_alerts if d in landed):
+            self._more = None
         self._lost_alerts.clear()
         del self._lost[:told]
         self._lost = [e for e in self._lost if e.hash is None or e.hash not in landed]
@@ -1153,7 +1209,7 @@ class LedgerWriter:
         self._last_is_checkpoint = result.unsigned == 0 and result.last_seq > 0
         self._ts = floor
         if not result.unsigned:
-            if not self._lost:  # else the records_lost alert is due
+            if not self._lost and self._more is None:  # else the records_lost alert is due
                 self._unsigned_since = None
         elif self._unsigned_since is None or foreign:  # sign it at once
             self._unsigned_since = time.monotonic() - self._interval

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from appliance.ledger import LedgerFileError, LedgerUnavailable, LedgerWriter
+from appliance.ledger import LedgerFileError, LedgerUnavailable, LedgerWriter, store
 from appliance.ledger.chain import (
     canonical_json,
     generate_key,
@@ -987,6 +987,40 @@ def test_a_ledger_that_fails_with_every_other_record_is_said_once_not_each_time(
     alerts = [r for r in records if r["kind"] == "alert"]
     assert [a["alert"] for a in alerts] == ["records_lost"] * 20  # the ledger names each
     assert verify_file(db, PUBLIC).ok
+
+
+def test_records_lost_in_a_long_outage_are_counted_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that keeps sending while the ledger cannot be written loses a record with
+    each refusal: past LOST_KEPT they are counted, not kept one by one, and the
+    records_lost alert still counts every one."""
+    monkeypatch.setattr(store, "LOST_KEPT", 5)
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            db.rename(tmp_path / "aside.db")
+            db.mkdir()  # a directory in the file's place: every write fails at once
+            for i in range(1, 31):
+                lost = w.append_nowait(result_of(i, session=f"s{i}"))
+                await asyncio.wait([lost])
+                assert isinstance(lost.exception(), LedgerUnavailable)
+            assert len(w._lost) == 5  # the rest are counted
+            db.rmdir()
+            (tmp_path / "aside.db").rename(db)
+            await w.append(stmt(31))
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+    alerts = [r for r in rows(db) if r["kind"] == "alert"]
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert["lost"] == 30 and alert["lost_kinds"] == ["result=30"]
+    assert alert["sessions"] == [f"s{i}" for i in range(1, 6)]
+    assert alert["statements"] == [f"s{i}:{i}" for i in range(1, 6)]
+    assert alert["statements_unlisted"] == 25
 
 
 def test_a_lost_record_is_named_at_close_when_nothing_else_comes(tmp_path: Path) -> None:
