@@ -23,6 +23,7 @@ from appliance.config import (
     ConfigError,
     check_files,
     check_ledger_path,
+    host_problem,
     load_config,
     read_small_file,
 )
@@ -580,6 +581,8 @@ def _split_target(text: str) -> tuple[str, int]:
         raise ValueError(f"'{text}' is not HOST[:PORT] (an IPv6 address and port: [::1]:3306)")
     if not host or "[" in host or "]" in host:
         raise ValueError(f"'{text}' is not HOST[:PORT]")
+    if not _is_v6(host) and (problem := host_problem(host)) is not None:
+        raise ValueError(problem)
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"'{text}' is not HOST[:PORT] with a port from 1 to 65535")
     return host, int(port)

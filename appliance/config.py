@@ -65,6 +65,7 @@ __all__ = [
     "TargetTLS",
     "check_files",
     "check_ledger_path",
+    "host_problem",
     "load_config",
     "read_small_file",
 ]
@@ -932,6 +933,16 @@ def _parse_listen(key: str, value: str) -> tuple[str, int]:
     if port > 65535:
         raise _Invalid(key, f"port must be between 0 and 65535, got {port}")
     return host, port
+
+
+def host_problem(value: str) -> str | None:
+    """Why ``value`` is not an IP address or host name (None when it is one): the same
+    test a target's ``host`` meets, for hosts given on a command line."""
+    try:
+        _parse_host("host", value)
+    except _Invalid as exc:
+        return exc.problem
+    return None
 
 
 def _parse_host(key: str, value: str) -> str:

@@ -60,6 +60,8 @@ def probe(host: str, port: int = 3306, timeout: float = 3.0) -> ProbeResult:
         return result(False, _no_answer(target, f"timed out after {timeout:g}s"))
     except socket.gaierror as exc:
         return result(False, f"cannot resolve '{host}': {exc.strerror or exc}")
+    except UnicodeError:  # a name the IDNA codec refuses (an empty or 64+ character label)
+        return result(False, f"cannot resolve '{host}': not a valid host name")
     except OSError as exc:
         return result(False, _no_answer(target, exc.strerror or str(exc) or type(exc).__name__))
     with sock:

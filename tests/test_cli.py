@@ -262,7 +262,19 @@ def test_net_commands_with_a_missing_config_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "target",
-    ["10.0.0.1:0", "10.0.0.1:99999", "[::1", "host:port", ":3306", "::1]:x", "[db]:3306", "a:b:c"],
+    [
+        "10.0.0.1:0",
+        "10.0.0.1:99999",
+        "[::1",
+        "host:port",
+        ":3306",
+        "::1]:x",
+        "[db]:3306",
+        "a:b:c",
+        "db..example:3306",
+        "a" * 64 + ".example",
+        "-db.example",
+    ],
 )
 def test_net_probe_bad_target_exits_2(target: str) -> None:
     err = assert_one_line_failure(sqlgate("net", "probe", "--target", target))

@@ -217,6 +217,14 @@ def test_bad_port_and_bad_name() -> None:
     assert result.detail.startswith("cannot resolve 'no-such-host.invalid': ")
 
 
+@pytest.mark.parametrize("name", ["db..example", "a" * 64 + ".example"])
+def test_a_name_the_resolver_cannot_encode_is_a_result(name: str) -> None:
+    """An empty or over-long label fails in the IDNA codec, before any lookup."""
+    result = probe(name, 3306, timeout=1.0)
+    assert not result.intercepted
+    assert result.detail == f"cannot resolve '{name}': not a valid host name"
+
+
 def test_format_result() -> None:
     yes = ProbeResult(
         True,
