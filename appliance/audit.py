@@ -49,7 +49,7 @@ class Audit:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.appliance = config.appliance.name
-        self.writer = LedgerWriter.from_config(config.ledger)
+        self.writer = LedgerWriter.from_config(config.ledger, appliance=self.appliance)
         self.boot = os.urandom(4).hex()  # session ids stay unique across restarts
         self._futures: set[asyncio.Future[Any]] = set()  # background appends in flight
         self._relief: asyncio.Future[None] | None = None  # see relieved()

@@ -262,6 +262,31 @@ def test_each_statement_of_a_text_names_only_the_columns_it_masked(
     assert masked["SELECT 4"] == ([], None)  # not run
 
 
+def test_every_record_names_its_appliance(mariadb: MariaDB, tmp_path: Path) -> None:
+    """SPEC §9 names ``appliance`` among the fields of every kind: a record exported or
+    published alone still says which gateway wrote it."""
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, name="edge-7").start()
+    try:
+        with pytest.raises(pymysql.err.OperationalError):
+            gw.connect(password="wrong")
+        with gw.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM orders WHERE id = 1")
+            with pytest.raises(pymysql.err.OperationalError):
+                cur.execute("DELETE FROM orders")
+    finally:
+        assert gw.stop() == 0
+    recs = ledger_records(gw.ledger)
+    kinds = {r["kind"] for r in recs}
+    assert {"session_start", "auth_failed", "statement", "result", "session_end"} <= kinds
+    for rec in recs:
+        if rec["kind"] != "checkpoint":  # the signature's own record, about the chain
+            assert rec["appliance"] == "edge-7", rec
+    verify = sqlgate(
+        "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
 def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:
     gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
     try:

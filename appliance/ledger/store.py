@@ -272,8 +272,10 @@ class LedgerWriter:
         busy_timeout: float = 0.5,
         max_batch: int = 4096,
         linger: float = 0.002,
+        appliance: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self._appliance = appliance
         self.stats = WriterStats()
         self._key = signing_key
         self._public_key = signing_key.public_key()
@@ -325,9 +327,24 @@ class LedgerWriter:
         """Called with each committed checkpoint (the gateway publishes the head)."""
 
     @classmethod
-    def from_config(cls, config: LedgerConfig) -> LedgerWriter:
-        """A writer for ``[ledger]``; LedgerKeyError if the signing key cannot be used."""
-        return cls(config.path, load_private_key(config.signing_key), fsync=config.fsync)
+    def from_config(cls, config: LedgerConfig, appliance: str | None = None) -> LedgerWriter:
+        """A writer for ``[ledger]``; LedgerKeyError if the signing key cannot be used.
+        With ``appliance``, every record but a checkpoint names it (``_named``)."""
+        key = load_private_key(config.signing_key)
+        return cls(config.path, key, fsync=config.fsync, appliance=appliance)
+
+    def _named(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``fields`` with ``appliance`` right after ``kind`` (SPEC §9 names it among the
+        fields of every kind): a record exported or published alone, or beside another
+        gateway's, still says which gateway wrote it. Fields that name one are kept."""
+        if self._appliance is None or "appliance" in fields:
+            return dict(fields)
+        named: dict[str, Any] = {}
+        for key, value in fields.items():
+            named[key] = value
+            if key == "kind":
+                named["appliance"] = self._appliance
+        return named
 
     @property
     def key_id(self) -> str:
@@ -441,7 +458,7 @@ class LedgerWriter:
         check_fields(fields)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Record | None] = loop.create_future()
-        record: dict[str, Any] = {"seq": 0, "ts": utc_now(), **fields}
+        record: dict[str, Any] = {"seq": 0, "ts": utc_now(), **self._named(fields)}
         if attachment is not None:
             record[_ATTACHMENT] = attachment
         self._pending.append((record, future))
@@ -803,9 +820,10 @@ class LedgerWriter:
             return record
 
         for alert in self._alerts:  # alerts go ahead of the batch
-            out.alerts.append((add({"seq": 0, "ts": stamp(0), **alert})["hash"], alert))
+            sealed_alert = add({"seq": 0, "ts": stamp(0), **self._named(alert)})
+            out.alerts.append((sealed_alert["hash"], alert))
         if self._lost or self._more is not None:
-            lost = add({"seq": 0, "ts": stamp(0), **self._lost_alert()})
+            lost = add({"seq": 0, "ts": stamp(0), **self._named(self._lost_alert())})
             out.lost = (lost["hash"], len(self._lost), self._more)
         for at, (record, future) in enumerate(batch, 1):
             if record is None:  # a checkpoint() asked for: it signs what came before it
