@@ -1456,12 +1456,21 @@ class ClientLeg(asyncio.Protocol):
                 sql_sha256=records.sql_sha256(cmd.payload),
                 fingerprint=fingerprint,
             )
+        decision: str = outcome.verdict
+        approver: str | None = outcome.approver
+        outcome_reason: str | None = outcome.reason
+        if decision == "unavailable":  # nobody could be asked: the gateway refused it
+            # SPEC §9's decisions are allowed, blocked, pending, approved, denied and
+            # expired; a refusal by the gateway itself is "denied" by sqlgate, as a
+            # withdrawn request is, and its reason says approvals were unavailable
+            decision, approver = "denied", "sqlgate"
+            outcome_reason = f"approvals unavailable: {outcome_reason}"
         approval = records.approval(
             session=self.sid,
             statement_seq=first_seq,
-            decision=outcome.verdict,
-            approver=outcome.approver,
-            reason=outcome.reason,
+            decision=decision,
+            approver=approver,
+            reason=outcome_reason,
             latency_ms=round(outcome.latency_ms, 3),
             request=outcome.request_id,
             grant_minutes=outcome.grant_minutes,

@@ -367,6 +367,16 @@ def test_without_the_broker_a_review_is_refused_at_once(
                 assert cur.fetchone() == (2,)
     finally:
         broker.start()
+    # each refusal is in the ledger with a decision of SPEC §9: denied, by the gateway
+    refused = [
+        r
+        for r in ledger_records(gw.ledger, "--kind", "approval")
+        if "MQTT broker" in (r["reason"] or "")
+    ]
+    assert len(refused) >= 21
+    for record in refused:
+        assert record["decision"] == "denied" and record["approver"] == "sqlgate", record
+        assert record["reason"].startswith("approvals unavailable: the MQTT broker "), record
     # the gateway reconnects by itself and holds statements again
     deadline = time.monotonic() + 15
     while True:
@@ -1557,8 +1567,8 @@ def test_a_review_sent_while_the_gateway_drains_is_refused_at_once(
         and r["session"] == statement["session"]
         and r["statement_seq"] == statement["statement_seq"]
     ]
-    assert approval["decision"] == "unavailable"
-    assert approval["reason"] == "the gateway is shutting down"
+    assert approval["decision"] == "denied" and approval["approver"] == "sqlgate"
+    assert approval["reason"] == "approvals unavailable: the gateway is shutting down"
     (result,) = [
         r
         for r in records
