@@ -431,8 +431,11 @@ class ClientLeg(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.gw.add(self)
         peer = transport.get_extra_info("peername")
-        self.peer = _fmt(peer) if peer else "?"
-        self.peer_ip = str(peer[0]) if peer else "?"
+        if peer:
+            # an IPv4 client of a dual-stack listener ([::]:3307) is recorded by its IPv4
+            # address (10.77.1.10:53122), not as ::ffff:10.77.1.10: ``client`` is ip:port
+            host, port = routing.normalize((str(peer[0]), int(peer[1])))
+            self.peer, self.peer_ip = _fmt((host, port)), host
         self.context["client"] = self.peer
         sock = transport.get_extra_info("socket")
         if sock is not None:

@@ -287,6 +287,38 @@ def test_every_record_names_its_appliance(mariadb: MariaDB, tmp_path: Path) -> N
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+class _DualStackGateway(GatewayProcess):
+    """A gateway listening on ``[::]`` (IPv4 and IPv6), reached at 127.0.0.1."""
+
+    def write_config(self) -> Path:
+        path = super().write_config()
+        text = path.read_text()
+        listen = f'listen = "{self.host}:{self.port}"'
+        assert listen in text
+        path.write_text(text.replace(listen, f'listen = "[::]:{self.port}"'))
+        return path
+
+
+def test_an_ipv4_client_of_a_dual_stack_listener_is_recorded_by_its_ipv4_address(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """``client`` is ``ip:port`` (SPEC §9): an agent at 10.77.1.10 that reached a gateway
+    listening on ``[::]:3307`` was recorded as ``[::ffff:10.77.1.10]:port``."""
+    gw = _DualStackGateway(tmp_path / "gw", mariadb, mariadb.pki).start()
+    try:
+        with pytest.raises(pymysql.err.OperationalError):
+            gw.connect(password="wrong")
+        with gw.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        assert gw.stop() == 0
+    recs = [r for r in ledger_records(gw.ledger) if "client" in r]
+    assert {r["kind"] for r in recs} >= {"auth_failed", "session_start", "statement"}
+    for rec in recs:
+        host, _, port = rec["client"].rpartition(":")
+        assert host == "127.0.0.1" and port.isdigit(), rec
+
+
 def test_failed_login_is_recorded(mariadb: MariaDB, tmp_path: Path) -> None:
     gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
     try:
