@@ -339,6 +339,8 @@ class LedgerWriter:
         gateway's, still says which gateway wrote it. Fields that name one are kept."""
         if self._appliance is None or "appliance" in fields:
             return dict(fields)
+        if next(iter(fields), None) == "kind":  # the usual record: one step, no loop
+            return {"kind": fields["kind"], "appliance": self._appliance, **fields}
         named: dict[str, Any] = {}
         for key, value in fields.items():
             named[key] = value
