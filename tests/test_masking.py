@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import mysql.connector
 import pymysql
 import pytest
 import sqlalchemy
+from lab import cursors
 from lab.clients import ClientError, node_spec, run_mariadb, run_node, run_sqlgate
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB
@@ -213,25 +213,10 @@ def test_mariadb_connector_node_execute_is_masked_and_recorded(gw: GatewayProces
 
 def _cursor_rows(conn: pymysql.connections.Connection[Any], sql: str) -> list[bytes | None]:
     """Prepare ``sql`` (one BIGINT parameter, bound to 0), execute it with a read-only
-    cursor (as MariaDB Connector/Python's cursor_type=READ_ONLY does) and fetch every row:
-    the first column's text of each binary row."""
-    conn._execute_command(0x16, sql)  # COM_STMT_PREPARE
-    ok = conn._read_packet().get_all_data()
-    statement, columns, params = struct.unpack("<IHH", ok[1:9])
-    for _ in range(params + (params > 0) + columns + (columns > 0)):  # definitions, EOFs
-        conn._read_packet()
-    # COM_STMT_EXECUTE: flags CURSOR_TYPE_READ_ONLY, one LONGLONG parameter
-    execute = struct.pack("<IBI", statement, 1, 1) + b"\x00\x01" + struct.pack("<BBq", 8, 0, 0)
-    conn._execute_command(0x17, execute)
-    count = conn._read_packet().read_length_encoded_integer()
-    for _ in range(count + 1):  # definitions and the EOF that says the cursor is open
-        conn._read_packet()
-    conn._execute_command(0x1C, struct.pack("<II", statement, 100))  # COM_STMT_FETCH
-    values: list[bytes | None] = []
-    while not (packet := conn._read_packet()).is_eof_packet():
-        row = packet.get_all_data()  # 0x00, the NULL bitmap (1 byte), a lenenc string
-        values.append(None if row[1] & 4 else row[3 : 3 + row[2]])
-    conn._execute_command(0x19, struct.pack("<I", statement))  # COM_STMT_CLOSE
+    cursor and fetch every row: the first column's text of each binary row."""
+    statement = cursors.open_cursor(conn, sql)
+    values = cursors.first_column(cursors.fetch(conn, statement))
+    cursors.close(conn, statement)
     return values
 
 
@@ -268,26 +253,9 @@ def test_a_cursor_left_open_by_a_failed_execute_is_still_masked(gw: GatewayProce
     conn = gw.connect(database="shop")
     try:
         sql = "SELECT card_number FROM mask_customers WHERE id > ? ORDER BY id"
-        conn._execute_command(0x16, sql)  # COM_STMT_PREPARE
-        ok = conn._read_packet().get_all_data()
-        statement, columns, params = struct.unpack("<IHH", ok[1:9])
-        for _ in range(params + (params > 0) + columns + (columns > 0)):
-            conn._read_packet()
-        # CURSOR_TYPE_READ_ONLY, one LONGLONG parameter bound to 0
-        execute = struct.pack("<IBI", statement, 1, 1) + b"\x00\x01" + struct.pack("<BBq", 8, 0, 0)
-        conn._execute_command(0x17, execute)
-        count = conn._read_packet().read_length_encoded_integer()
-        for _ in range(count + 1):  # definitions and the EOF that says the cursor is open
-            conn._read_packet()
-        conn._execute_command(0x17, struct.pack("<IBI", statement, 1, 1))  # no parameters
-        with pytest.raises(pymysql.err.MySQLError) as err:
-            conn._read_packet()
-        assert err.value.args[0] == 1210
-        conn._execute_command(0x1C, struct.pack("<II", statement, 100))  # COM_STMT_FETCH
-        values: list[bytes | None] = []
-        while not (packet := conn._read_packet()).is_eof_packet():
-            row = packet.get_all_data()  # 0x00, the NULL bitmap (1 byte), a lenenc string
-            values.append(None if row[1] & 4 else row[3 : 3 + row[2]])
+        statement = cursors.open_cursor(conn, sql)
+        cursors.fail_execute(conn, statement)
+        values = cursors.first_column(cursors.fetch(conn, statement))
     finally:
         conn.close()
     assert values == [b"************1111", b"************4444", None]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pymysql
 import pytest
 from cryptography.hazmat.primitives import serialization
+from lab import cursors
 from lab.approvals import Held, approvals_toml
 from lab.broker import Broker
 from lab.clients import ledger_records, run_mariadb, run_sqlgate
@@ -346,8 +347,6 @@ def test_a_cursor_left_open_by_a_failed_execute_replays_with_its_columns(
     the statement's open cursor, whose fetches go on. The ledger forgot the cursor's
     columns at that ERR: the fetch after it was exported undecoded, shown without its
     rows, and kept whole past [recording] max_rows."""
-    import struct
-
     mariadb.admin_sql(
         "CREATE TABLE IF NOT EXISTS shop.rec_failed (id INT PRIMARY KEY, owner VARCHAR(20))",
         "DELETE FROM shop.rec_failed",
@@ -363,25 +362,9 @@ max_rows = {CURSOR_MAX_ROWS}
     try:
         conn = gw.connect(database="shop")
         sql = "SELECT id, owner FROM rec_failed WHERE id > ? ORDER BY id"
-        conn._execute_command(0x16, sql)  # COM_STMT_PREPARE
-        ok = conn._read_packet().get_all_data()
-        statement, columns, params = struct.unpack("<IHH", ok[1:9])
-        for _ in range(params + (params > 0) + columns + (columns > 0)):
-            conn._read_packet()
-        # CURSOR_TYPE_READ_ONLY, one LONGLONG parameter bound to 0
-        opening = struct.pack("<IBI", statement, 1, 1) + b"\x00\x01" + struct.pack("<BBq", 8, 0, 0)
-        conn._execute_command(0x17, opening)
-        count = conn._read_packet().read_length_encoded_integer()
-        for _ in range(count + 1):  # definitions and the EOF that says the cursor is open
-            conn._read_packet()
-        conn._execute_command(0x17, struct.pack("<IBI", statement, 1, 1))  # no parameters
-        with pytest.raises(pymysql.err.MySQLError) as err:
-            conn._read_packet()
-        assert err.value.args[0] == 1210
-        conn._execute_command(0x1C, struct.pack("<II", statement, 100))  # COM_STMT_FETCH
-        fetched = 0
-        while not conn._read_packet().is_eof_packet():
-            fetched += 1
+        statement = cursors.open_cursor(conn, sql)
+        cursors.fail_execute(conn, statement)
+        fetched = len(cursors.fetch(conn, statement))
         assert fetched == 6
         conn.close()
     finally:
