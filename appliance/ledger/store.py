@@ -321,6 +321,7 @@ class LedgerWriter:
         self._flush_is_timer = False  # that commit waits for the linger to end
         self._turns = 0  # turns of the loop the scheduled commit has waited
         self._gathered = 0  # records queued when it last looked
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop open() ran on
         self._task_busy = False  # the writer task is writing: it keeps the order
         self._below: list[tuple[int, asyncio.Future[None]]] = []  # see below()
         self.on_checkpoint: Callable[[Record], None] | None = None
@@ -413,6 +414,8 @@ class LedgerWriter:
         """
         if self._task is not None:
             raise RuntimeError("the ledger writer is already open")
+        # kept: asyncio.get_running_loop() asks the kernel for the pid on every call
+        self._loop = asyncio.get_running_loop()
         try:
             await self._connection()
         except LedgerError:
@@ -458,7 +461,8 @@ class LedgerWriter:
     ) -> asyncio.Future[Record | None]:
         self._check_running()
         check_fields(fields)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # open() ran
         future: asyncio.Future[Record | None] = loop.create_future()
         record: dict[str, Any] = {"seq": 0, "ts": utc_now(), **self._named(fields)}
         if attachment is not None:
@@ -510,7 +514,8 @@ class LedgerWriter:
         the statements of many sessions, about 10 records against 4 without waiting, for
         the price of a turn (a poll of the sockets) when nothing else is ready.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # open() ran
         if self._turns < _GATHER_TURNS and len(self._pending) > self._gathered:
             self._turns += 1
             self._gathered = len(self._pending)

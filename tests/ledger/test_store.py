@@ -1139,3 +1139,19 @@ def test_a_paused_export_holds_no_snapshot_of_the_ledger(
     assert (busy, frames, copied) == (0, 0, 0)  # the WAL was copied back and emptied
     got += [json.loads(line)["seq"] for line in lines]
     assert got == list(range(1, 12))  # 10 statements and a checkpoint: the head at start
+
+
+def test_the_writer_keeps_its_loop_and_still_answers_on_it(tmp_path: Path) -> None:
+    """The writer takes the loop it was opened on (asking for the running loop costs a
+    system call each time); futures it hands out belong to that loop."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> bool:
+        async with writer(db) as w:
+            future = w.append_soon(stmt(1))
+            same = future.get_loop() is asyncio.get_running_loop()
+            await future
+            return same
+
+    assert asyncio.run(main())
+    assert [r["statement_seq"] for r in rows(db) if r["kind"] == "statement"] == [1]
