@@ -321,6 +321,11 @@ class LedgerWriter:
         self._flush_is_timer = False  # that commit waits for the linger to end
         self._turns = 0  # turns of the loop the scheduled commit has waited
         self._gathered = 0  # records queued when it last looked
+        # records of more than one session were queued since the last commit on the loop
+        # (or before it): only then can waiting a turn bring another session's records
+        self._last_session: FieldValue = None
+        self._mixed = False
+        self._mixed_before = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop open() ran on
         self._task_busy = False  # the writer task is writing: it keeps the order
         self._below: list[tuple[int, asyncio.Future[None]]] = []  # see below()
@@ -465,6 +470,10 @@ class LedgerWriter:
         assert loop is not None  # open() ran
         future: asyncio.Future[Record | None] = loop.create_future()
         record: dict[str, Any] = {"seq": 0, "ts": utc_now(), **self._named(fields)}
+        session = fields.get("session")
+        if session != self._last_session:
+            self._last_session = session
+            self._mixed = True
         if attachment is not None:
             record[_ATTACHMENT] = attachment
         self._pending.append((record, future))
@@ -512,11 +521,17 @@ class LedgerWriter:
         The commit waits a few turns of the loop while each turn brings more records (the
         sessions whose packets came in the meantime): under load one commit then carries
         the statements of many sessions, about 10 records against 4 without waiting, for
-        the price of a turn (a poll of the sockets) when nothing else is ready.
+        the price of a turn (a poll of the sockets) when nothing else is ready. While the
+        records come from one session alone there is nobody to wait for (its next
+        statement waits for this commit): it commits at once.
         """
         loop = self._loop
         assert loop is not None  # open() ran
-        if self._turns < _GATHER_TURNS and len(self._pending) > self._gathered:
+        if (
+            self._turns < _GATHER_TURNS
+            and len(self._pending) > self._gathered
+            and (self._mixed or self._mixed_before)
+        ):
             self._turns += 1
             self._gathered = len(self._pending)
             self._flush = loop.call_soon(self._commit_on_loop)
@@ -524,6 +539,7 @@ class LedgerWriter:
             return
         self._flush = None
         self._turns = self._gathered = 0
+        self._mixed_before, self._mixed = self._mixed, False
         db = self._direct
         if not self._pending or self._task_busy:
             return

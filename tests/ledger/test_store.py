@@ -1141,6 +1141,40 @@ def test_a_paused_export_holds_no_snapshot_of_the_ledger(
     assert got == list(range(1, 12))  # 10 statements and a checkpoint: the head at start
 
 
+def test_a_lone_sessions_record_is_committed_without_waiting_for_other_sessions(
+    tmp_path: Path,
+) -> None:
+    """While every record comes from one session, nobody else's can join its commit: it is
+    committed on the first turn of the loop instead of waiting a turn more. Once another
+    session's records come, commits wait for company again (one commit for all)."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> tuple[list[bool], int]:
+        async with writer(db) as w:
+            for i in range(3):  # the writer has seen one session only from now on
+                await w.append(stmt(i))
+            done = []
+            for i in range(3, 6):
+                future = w.append_soon(stmt(i))
+                await asyncio.sleep(0)  # one turn: the commit scheduled for it runs
+                done.append(future.done())
+                await future
+            before = w.stats.commits
+
+            async def session(i: int) -> int:
+                for _ in range(i % 3):  # arrives 0, 1 or 2 turns after the first
+                    await asyncio.sleep(0)
+                return int((await w.append(stmt(i, session=f"s{i}")))["seq"])
+
+            await asyncio.gather(*(session(i) for i in range(10, 19)))
+            return done, w.stats.commits - before
+
+    done, commits = asyncio.run(main())
+    assert done == [True, True, True]
+    assert commits == 1
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_the_writer_keeps_its_loop_and_still_answers_on_it(tmp_path: Path) -> None:
     """The writer takes the loop it was opened on (asking for the running loop costs a
     system call each time); futures it hands out belong to that loop."""
