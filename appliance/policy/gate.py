@@ -627,9 +627,10 @@ class SessionPolicy:
         label = _LABELS.get(code) or cmd.label
         if code == Command.QUERY:
             verdict = self._decide_text(cmd, label, server_status, classified)
-            sql = cmd.sql
-            if sql is not None and (self._unprepared or b"PREPARE" in sql.upper()):
-                verdict = self._follow_names(cmd, verdict, sql, server_status)
+            # (the payload as it is: its text's copy and cmd.sql's look at the command
+            # would double what this costs every statement)
+            if self._unprepared or b"PREPARE" in cmd.payload.upper():
+                verdict = self._follow_names(cmd, verdict, cmd.payload[1:], server_status)
             return verdict
         if code == Command.STMT_PREPARE:
             verdict = self._decide_text(cmd, label, server_status, classified)
