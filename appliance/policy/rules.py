@@ -453,9 +453,10 @@ def _without_where(c: Classification, db: str | None) -> Decision | None:
     if c.where_always_true:
         return _block(
             rule,
-            f"the WHERE clause of {_what(c)} is always true, so it would {verb} every row. "
-            f"Use a WHERE clause that selects only the rows to {verb} (for example "
-            "WHERE id = 42)",
+            f"the WHERE clause of {_what(c)} may be true for every row, so it could {verb} "
+            "every row: its tests do not limit the rows by their columns (the gateway does "
+            "not evaluate constants such as 0, 1=1, NOW() or a variable). Use a WHERE clause "
+            f"that selects only the rows to {verb} (for example WHERE id = 42)",
         )
     return None
 

@@ -1445,3 +1445,17 @@ def test_an_execute_sent_before_its_prepare_was_answered_is_refused() -> None:
     # with no PREPARE on its way an unknown id is the server's to refuse (1243)
     late = ClientCommand(4, Command.STMT_EXECUTE, run, run)
     assert session.policy.decide(late, 0, {}).refusal is None
+
+
+@pytest.mark.parametrize("where", ["0", "FALSE", "1 = 0", "1 = 1", "@v", "NOW() > 0"])
+def test_a_constant_where_is_refused_saying_the_gateway_does_not_evaluate_it(
+    where: str,
+) -> None:
+    """`DELETE FROM t WHERE 0` deletes nothing on the server; the gateway refuses it all
+    the same (it does not evaluate constants), and said its WHERE "is always true"."""
+    session = Session(UTF8MB4_GENERAL_CI, Policy(PolicyConfig(), ()))
+    _, verdict = session.query(f"DELETE FROM orders WHERE {where}".encode())
+    assert verdict.refusal is not None and verdict.refusal.rule == "delete-without-where"
+    assert "is always true" not in verdict.refusal.reason
+    assert "may be true for every row" in verdict.refusal.reason
+    assert "does not evaluate constants" in verdict.refusal.reason
