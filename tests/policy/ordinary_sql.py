@@ -901,6 +901,15 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "SET SESSION div_precision_increment = 8",
         "SET SESSION big_tables = 0",
         "SET SESSION collation_connection = utf8mb4_unicode_ci",
+        "SET SESSION join_buffer_size = 262144",
+        "SET join_buffer_space_limit = 2097152, join_cache_level = 4",
+        "SET SESSION read_buffer_size = 262144, read_rnd_buffer_size = 524288",
+        "SET bulk_insert_buffer_size = 8388608",
+        "SET max_sort_length = 2048, max_length_for_sort_data = 1024",
+        "SET optimizer_prune_level = 1, optimizer_use_condition_selectivity = 4",
+        "SET eq_range_index_dive_limit = 200, in_predicate_conversion_threshold = 1000",
+        "SET SESSION expensive_subquery_limit = 100, max_error_count = 128",
+        "SET @@session.join_buffer_size = DEFAULT",
     ),
     "transactions": (
         (
