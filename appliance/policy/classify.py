@@ -2867,6 +2867,30 @@ def _show_edits(v: _View, head: int) -> list[tuple[int, int, bytes]]:
     return edits
 
 
+# What stands before a column name in a condition, never before the CHARSET of a type
+# (`CHAR(10) CHARSET latin1`, `CHAR CHARSET latin1`)
+_BEFORE_OPERAND = frozenset(
+    "WHERE AND OR NOT XOR LIKE IN IS BETWEEN REGEXP RLIKE ( , = <> != < > <= >= <=> && || !".split()
+)
+
+
+def _charset_column_edits(v: _View, head: int) -> list[tuple[int, int, bytes]]:
+    """`Charset`, the column of SHOW COLLATION and SHOW CHARACTER SET that their WHERE
+    tests (`SHOW COLLATION WHERE Charset = 'utf8mb4'`), quoted in backticks: the server
+    reads the unreserved word CHARSET as a name there, the parser only as the keyword
+    (CHARSET followed by '(' is the function, and stays as it is)."""
+    tokens = v.tokens
+    return [
+        (v.start(t), v.end(t), b"`" + v.bytes_of(t) + b"`")
+        for i in range(head + 1, len(tokens))
+        if (t := tokens[i]).kind == Tok.WORD
+        and t.text == "CHARSET"
+        and tokens[i - 1].kind in (Tok.WORD, Tok.PUNCT)
+        and tokens[i - 1].text in _BEFORE_OPERAND
+        and not punct_at(tokens, i + 1, "(")
+    ]
+
+
 def _show(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
     if _SHOW_WITH.search(v.skeleton):
@@ -2880,7 +2904,7 @@ def _show(v: _View, kind: str, head: int) -> Classification:
     ):
         # SHOW COLUMNS IN .t: the parser reads IN as t's schema
         return _result(kind, text, problem=_parse_problem(kind, "a name starting with '.'"))
-    parsed = _parse_text(v, _show_edits(v, head))
+    parsed = _parse_text(v, [*_show_edits(v, head), *_charset_column_edits(v, head)])
     try:
         root = _parse(parsed)
     except _Unparsable as err:

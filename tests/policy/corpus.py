@@ -374,6 +374,7 @@ REPLACE = _cases(
 
 SHOW = _cases(
     ALLOW,
+    "SHOW COLLATION WHERE Charset = 'utf8mb4'",
     "SHOW DATABASES",
     "SHOW SCHEMAS",
     "SHOW TABLES",
@@ -1264,7 +1265,6 @@ NOT_READ = [
         "SHOW GRANTS FOR CURRENT_USER()",
         "SHOW GRANTS FOR 'corpus_victim'@'%'",
         "SHOW CREATE USER corpus_victim",
-        "SHOW COLLATION WHERE Charset = 'utf8mb4'",
         "VALUES (1), (2)",
         "SELECT 1 PROCEDURE ANALYSE()",
         # the whole text is read with the session's current rules, under which 'a\' does

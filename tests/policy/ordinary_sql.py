@@ -848,6 +848,11 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "SHOW EVENTS FROM agentsql",
         "SHOW MASTER STATUS",
         "SHOW INDEXES FROM users WHERE Key_name = 'PRIMARY'",
+        "SHOW COLLATION WHERE Charset = 'utf8mb4' AND `Default` = 'Yes'",
+        "SHOW COLLATION LIKE 'utf8mb4%'",
+        "SHOW CHARACTER SET WHERE Charset LIKE 'utf8%'",
+        "SHOW CHARSET WHERE charset IN ('latin1', 'utf8mb4') OR Maxlen > 3",
+        "SHOW COLLATION WHERE Collation = CAST('latin1_bin' AS CHAR CHARSET utf8mb4)",
     ),
     "describe_explain": (
         "DESCRIBE users",
