@@ -3043,7 +3043,7 @@ def _create(v: _View, kind: str, head: int) -> Classification:
     functions, suspects = _skeleton_calls(v.skeleton)
     edits = _index_edits(v) if kind == "CREATE INDEX" else []
     if kind == "CREATE TABLE":
-        edits = _versioning_edits(v)
+        edits = [*_versioning_edits(v), *_column_type_edits(v), *_partitioning_edits(v)]
     elif kind in ("CREATE VIEW", "ALTER VIEW"):
         edits = _check_option_edits(v)
     if kind == "ALTER VIEW":
@@ -3156,6 +3156,105 @@ def _versioning_edits(v: _View) -> list[tuple[int, int, bytes]]:
             edits.append((v.start(t), v.end(tokens[end]), b" "))
         i = end + 1
     return edits
+
+
+# MariaDB's column types the parser does not know, and one of the same family it reads
+_COLUMN_TYPES = {"INET6": b"BINARY(16)", "INET4": b"BINARY(4)"}
+
+
+def _column_type_edits(v: _View) -> list[tuple[int, int, bytes]]:
+    """A column's type the parser does not know (`INET6`, `INET4`) respelled as one it
+    does, and a column's `COMPRESSED [= method]` (MariaDB 10.3+) blanked: they say how a
+    value is stored and name no table, column or call. Only among the columns (depth 1),
+    the type right after the column's name; COMPRESSED after '=' is a table option's
+    value (`ROW_FORMAT = COMPRESSED`) and stays."""
+    tokens = v.tokens
+    n = len(tokens)
+    edits: list[tuple[int, int, bytes]] = []
+    depth = 0
+    for i, t in enumerate(tokens):
+        if t.kind == Tok.PUNCT:
+            depth += t.text == "("
+            depth -= t.text == ")"
+            continue
+        if depth != 1 or t.kind != Tok.WORD:
+            continue
+        if (
+            t.text in _COLUMN_TYPES
+            and i >= 2
+            and tokens[i - 1].kind in (Tok.WORD, Tok.IDENT)
+            and (punct_at(tokens, i - 2, "(") or punct_at(tokens, i - 2, ","))
+        ):
+            edits.append((v.start(t), v.end(t), _COLUMN_TYPES[t.text]))
+        elif t.text == "COMPRESSED" and i and not punct_at(tokens, i - 1, "="):
+            end = i
+            if punct_at(tokens, i + 1, "=") and i + 2 < n and tokens[i + 2].kind == Tok.WORD:
+                end = i + 2
+            edits.append((v.start(t), v.end(tokens[end]), b" "))
+    return edits
+
+
+# The words of a CREATE TABLE's partitioning clause outside parentheses (sql_yacc.yy:
+# partitioning, part_type_def, opt_num_parts, opt_sub_part, opt_versioning_interval)
+_PARTITIONING_WORDS = frozenset(
+    "PARTITION BY LINEAR KEY HASH RANGE LIST COLUMNS ALGORITHM PARTITIONS SUBPARTITION "
+    "SUBPARTITIONS SYSTEM_TIME INTERVAL LIMIT STARTS AUTO TIMESTAMP MICROSECOND SECOND "
+    "MINUTE HOUR DAY WEEK MONTH QUARTER YEAR".split()
+)
+
+
+def _partitioning_edits(v: _View) -> list[tuple[int, int, bytes]]:
+    """A blank for a CREATE TABLE's `PARTITION BY ...` clause and its partitions, which
+    the parser reads in a few forms only (not `HASH`, `KEY`, `PARTITIONS n`, `LESS THAN
+    MAXVALUE`): it says where rows are stored, by expressions of the table's own columns
+    in which the server refuses subqueries, variables and stored functions. The clause
+    ends at the first word outside parentheses that is not one of its own (an `AS SELECT`
+    after it is read); one whose parentheses hold a SELECT is left to the parser."""
+    tokens = v.tokens
+    n = len(tokens)
+    depth = 0
+    i = 0
+    while i < n:
+        t = tokens[i]
+        if t.kind == Tok.PUNCT:
+            depth += t.text == "("
+            depth -= t.text == ")"
+        elif depth == 0 and t.text == "PARTITION" and t.kind == Tok.WORD:
+            break
+        i += 1
+    if word_at(tokens, i + 1) != "BY":
+        return []
+    last = i
+    j = i
+    while j < n:
+        t = tokens[j]
+        if t.kind == Tok.PUNCT and t.text == "(":
+            if word_at(tokens, j + 1) in ("SELECT", "WITH", "VALUES"):
+                break  # CREATE TABLE ... PARTITION BY ... (SELECT ...)
+            inner = depth = 0
+            for k in range(j, n):
+                u = tokens[k]
+                if u.kind == Tok.PUNCT:
+                    depth += u.text == "("
+                    depth -= u.text == ")"
+                    if depth == 0:
+                        inner = k
+                        break
+                elif u.kind == Tok.WORD and u.text in ("SELECT", "WITH"):
+                    return []
+            else:
+                return []
+            last = j = inner
+        elif (
+            (t.kind == Tok.WORD and t.text in _PARTITIONING_WORDS)
+            or t.kind in (Tok.NUMBER, Tok.STRING)
+            or (t.kind == Tok.PUNCT and t.text == "=")
+        ):
+            last = j
+        else:
+            break
+        j += 1
+    return [(v.start(tokens[i]), v.end(tokens[last]), b" ")]
 
 
 def _check_option_edits(v: _View) -> list[tuple[int, int, bytes]]:

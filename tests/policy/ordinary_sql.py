@@ -1086,6 +1086,46 @@ FAMILIES: dict[str, tuple[str, ...]] = {
             "'paid', 'new'), id"
         ),
     ),
+    "ddl_mariadb": (
+        (
+            "CREATE TABLE p_range (id INT, d DATE) PARTITION BY RANGE (YEAR(d)) (PARTITION p0 "
+            "VALUES LESS THAN (2020), PARTITION p1 VALUES LESS THAN MAXVALUE)"
+        ),
+        "CREATE TABLE p_hash (id INT PRIMARY KEY) PARTITION BY HASH (id) PARTITIONS 4",
+        (
+            "CREATE TABLE p_key (id INT PRIMARY KEY) PARTITION BY LINEAR KEY ALGORITHM=2 (id) "
+            "PARTITIONS 4"
+        ),
+        (
+            "CREATE TABLE p_list (id INT, r INT) PARTITION BY LIST (r) (PARTITION p0 VALUES IN "
+            "(1, 2), PARTITION p1 VALUES IN (3))"
+        ),
+        (
+            "CREATE TABLE p_cols (id INT, r INT) PARTITION BY RANGE COLUMNS (r) (PARTITION p0 "
+            "VALUES LESS THAN (5), PARTITION p1 VALUES LESS THAN (MAXVALUE))"
+        ),
+        (
+            "CREATE TABLE p_sub (id INT, d DATE) PARTITION BY RANGE (YEAR(d)) SUBPARTITION BY "
+            "HASH (TO_DAYS(d)) SUBPARTITIONS 2 (PARTITION p0 VALUES LESS THAN (2020), PARTITION "
+            "p1 VALUES LESS THAN MAXVALUE)"
+        ),
+        (
+            "CREATE TABLE p_hist (id INT) WITH SYSTEM VERSIONING PARTITION BY SYSTEM_TIME "
+            "INTERVAL 1 MONTH (PARTITION p0 HISTORY, PARTITION pn CURRENT)"
+        ),
+        "CREATE TABLE p_copy PARTITION BY HASH (id) PARTITIONS 2 AS SELECT id, name FROM users",
+        "SELECT * FROM p_range PARTITION (p0, p1) WHERE id = 1",
+        "INSERT INTO p_range PARTITION (p1) (id, d) VALUES (1, '2024-01-01')",
+        (
+            "CREATE TABLE net_hosts (id INT PRIMARY KEY, addr INET6 NOT NULL, addr4 INET4 NULL, "
+            "ref UUID DEFAULT UUID())"
+        ),
+        "INSERT INTO net_hosts (id, addr, addr4) VALUES (1, '::1', '10.0.0.1')",
+        (
+            "CREATE TABLE notes_c (id INT PRIMARY KEY, body TEXT COMPRESSED, title VARCHAR(100) "
+            "COMPRESSED=zlib NOT NULL, raw BLOB COMPRESSED) ROW_FORMAT=DYNAMIC"
+        ),
+    ),
     "ddl_ok": (
         "CREATE TABLE IF NOT EXISTS tmp_report (id INT PRIMARY KEY, label VARCHAR(32))",
         "CREATE TEMPORARY TABLE tmp_ids (id INT PRIMARY KEY)",
