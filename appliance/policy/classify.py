@@ -1919,15 +1919,23 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
         edits.extend(_json_table_edits(v))
     parsed = _parse_text(v, edits)
     try:
-        root = _parse(parsed)
+        root: exp.Expr | None = _parse(parsed)
     except _Unparsable as err:
-        return _result(
-            kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, str(err))
-        )
-    if not isinstance(root, _ROOTS[kind]):
-        return _result(
-            kind, text, flags=flags, functions=functions, problem=_mismatch_problem(kind, root)
-        )
+        root, problem = None, _parse_problem(kind, str(err))
+    if root is None or not isinstance(root, _ROOTS[kind]):
+        # The rare path: what the parser could not read, read again with the respellings
+        # that make it read the server's reading (none costs the usual statement a thing)
+        if root is not None:
+            problem = _mismatch_problem(kind, root)
+        again = _dml_respellings(v, kind)
+        if again:
+            parsed = _parse_text(v, [*edits, *again])
+            try:
+                root = _parse(parsed)
+            except _Unparsable:
+                root = None
+        if root is None or not isinstance(root, _ROOTS[kind]):
+            return _result(kind, text, flags=flags, functions=functions, problem=problem)
     missing = _missing_part(root)
     if missing is not None:
         # sqlglot accepts some statements the server rejects; fail closed on them too.
@@ -2007,6 +2015,48 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
 
 
 _IN_PARENS = "a table in parentheses; write the tables without them"
+
+
+def _dml_respellings(v: _View, kind: str) -> list[tuple[int, int, bytes]]:
+    """Edits for a statement the parser could not read that the server reads plainly:
+
+    - a word the parser keeps as a keyword directly after a name and '.' (`t.select`,
+      `s.t.from`) is a name to the server (its lexer reads whatever follows '.' and a
+      character of a name as one): quoted in backticks. Not before '(' (`s.select()`
+      calls a stored function, which the quoted spelling would hide from the parser);
+    - a cast to a type the parser does not know (`CAST(a AS INET6)`, `INET4`)
+      respelled as one it does, of the same family (see _COLUMN_TYPES);
+    - a table value constructor as the statement (`VALUES (1, 2), (3, 4) ORDER BY 1`,
+      MariaDB 10.3+), which the parser reads only as a query in parentheses, the same
+      query to the server: put in parentheses."""
+    tokens = v.tokens
+    edits: list[tuple[int, int, bytes]] = []
+    for i in range(1, len(tokens) - 1):
+        t = tokens[i]
+        before, word = tokens[i - 1], tokens[i + 1]
+        if (
+            t.kind == Tok.PUNCT
+            and t.text == "."
+            and word.kind == Tok.WORD
+            and word.start == t.end
+            and before.end == t.start
+            and before.kind in (Tok.WORD, Tok.IDENT)
+            and word.text in _GLOT_KEYWORDS
+            and not punct_at(tokens, i + 2, "(")
+        ):
+            edits.append((v.start(word), v.end(word), b"`" + v.bytes_of(word) + b"`"))
+        elif (
+            t.kind == Tok.WORD
+            and t.text in _COLUMN_TYPES
+            and word_at(tokens, i - 1) == "AS"
+            and punct_at(tokens, i + 1, ")")
+        ):
+            edits.append((v.start(t), v.end(t), _COLUMN_TYPES[t.text]))
+    if kind == "SELECT" and word_at(tokens, 0) == "VALUES":
+        first, last = v.start(tokens[0]), v.end(tokens[-1])
+        edits.append((first, first, b"("))
+        edits.append((last, last, b")"))
+    return edits
 
 
 def _missing_part(root: exp.Expr) -> str | None:

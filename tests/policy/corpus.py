@@ -92,6 +92,8 @@ OUTFILES: tuple[str, ...] = tuple(f"/tmp/sqlgate-corpus-{n}.out" for n in range(
 READS = _cases(
     ALLOW,
     "SELECT 1",
+    "VALUES (1), (2)",
+    "SELECT c.select FROM (SELECT 1 AS `select`) c",
     "SELECT VERSION()",
     "SELECT NOW(), CURRENT_USER(), DATABASE()",
     "SELECT * FROM customers",
@@ -1265,7 +1267,6 @@ NOT_READ = [
         "SHOW GRANTS FOR CURRENT_USER()",
         "SHOW GRANTS FOR 'corpus_victim'@'%'",
         "SHOW CREATE USER corpus_victim",
-        "VALUES (1), (2)",
         "SELECT 1 PROCEDURE ANALYSE()",
         # the whole text is read with the session's current rules, under which 'a\' does
         # not end; the server would switch to NO_BACKSLASH_ESCAPES half-way

@@ -1126,6 +1126,18 @@ FAMILIES: dict[str, tuple[str, ...]] = {
             "COMPRESSED=zlib NOT NULL, raw BLOB COMPRESSED) ROW_FORMAT=DYNAMIC"
         ),
     ),
+    "keyword_names_values": (
+        "CREATE TABLE kw (id INT PRIMARY KEY, `select` INT, `from` INT, `key` INT)",
+        "INSERT INTO kw (id, `select`, `from`, `key`) VALUES (1, 10, 20, 30), (2, 11, 21, 31)",
+        "SELECT t.select, t.from, t.key FROM kw AS t WHERE t.from > 0 ORDER BY t.select",
+        "SELECT kw.select FROM agentsql.kw WHERE kw.from IN (SELECT k.from FROM kw k)",
+        "UPDATE kw SET kw.from = 22 WHERE kw.select = 11",
+        "DELETE FROM kw WHERE kw.select = 99",
+        "VALUES (1, 2), (3, 4)",
+        "VALUES (1, 'a'), (2, 'b') ORDER BY 1 DESC LIMIT 1",
+        "VALUES ((SELECT COUNT(*) FROM users)) UNION VALUES (0)",
+        "SELECT CAST('::1' AS INET6), CAST('10.0.0.2' AS INET4), INET6_ATON('::1')",
+    ),
     "ddl_ok": (
         "CREATE TABLE IF NOT EXISTS tmp_report (id INT PRIMARY KEY, label VARCHAR(32))",
         "CREATE TEMPORARY TABLE tmp_ids (id INT PRIMARY KEY)",

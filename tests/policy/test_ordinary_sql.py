@@ -110,8 +110,8 @@ def test_a_refusal_says_what_to_do_instead(sql: str, rule: str, advice: str) -> 
     "sql",
     [
         "SELECT NEXT VALUE FOR ticket_seq",  # the parser's error, with a hint
-        "SELECT o.select FROM orders o",  # the parser's error
-        "VALUES (1, 'a')",  # read as another kind
+        "SELECT o. select FROM orders o",  # the parser's error
+        "CREATE TABLE p (id INT) PARTITION BY HASH ((SELECT 1))",  # read as another kind
     ],
 )
 def test_a_not_understood_refusal_says_once_how_to_rewrite(sql: str) -> None:
