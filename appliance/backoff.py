@@ -9,8 +9,10 @@ host or a NAT that many agents share): one agent with an expired token waits alo
 
 An address as a whole waits only when its failures look like a scan: failures naming
 more than ``scan_free`` different user names (or none: a client that never sent its
-login) within the window. Then every connection from it is refused before its login is
-read, which also spares the target the connections such a client would open.
+login) within the window. Then its logins are refused before their credentials are
+checked, except those of a user name that logged in from that address within
+``known_s`` (an agent already proven there is not locked out by a neighbour's scan); the
+shell also admits a valid token whatever waits, as no token can be guessed.
 
 An IPv6 client counts by its /64 network: one host commonly holds a whole /64 and may
 take a new address for every attempt.
@@ -66,6 +68,7 @@ class LoginBackoff:
         max_delay_s: float = 300.0,
         max_addresses: int = 100_000,
         scan_free: int | None = None,
+        known_s: float = 86_400.0,
     ) -> None:
         self.free = free
         self.scan_free = max(10, 2 * free) if scan_free is None else scan_free
@@ -73,7 +76,9 @@ class LoginBackoff:
         self.first_delay_s = first_delay_s
         self.max_delay_s = max_delay_s
         self.max_addresses = max_addresses
+        self.known_s = known_s
         self._by_user: dict[tuple[str, str], _Record] = {}
+        self._known: dict[tuple[str, str], float] = {}  # (address, name): its last login
         self._by_address: dict[str, _Record] = {}
 
     def failed(self, address: str, user: str | None, now: float) -> None:
@@ -92,10 +97,24 @@ class LoginBackoff:
         else:
             spread.last = now  # a name failing again keeps the scan's evidence fresh
 
-    def succeeded(self, address: str, user: str) -> None:
+    def succeeded(self, address: str, user: str, now: float) -> None:
         """``user`` logged in from ``address``: its own failures are forgotten (those
-        that count against the address as a whole age out with the window)."""
-        self._by_user.pop((client_of(address), user), None)
+        that count against the address as a whole age out with the window), and it is
+        known there (see ``known``)."""
+        key = (client_of(address), user)
+        self._by_user.pop(key, None)
+        known = self._known
+        known.pop(key, None)  # re-inserted last: the dict stays in order of last login
+        if len(known) >= self.max_addresses:
+            for old in list(known)[: len(known) // 2]:
+                del known[old]
+        known[key] = now
+
+    def known(self, address: str, user: str, now: float) -> bool:
+        """Whether ``user`` logged in from ``address`` within ``known_s``: then the
+        address's wait (a scan) does not hold it up, only its own name's."""
+        last = self._known.get((client_of(address), user))
+        return last is not None and now - last <= self.known_s
 
     def wait(self, address: str, user: str, now: float) -> float:
         """Seconds ``user`` must still wait before it may try again from ``address``."""

@@ -458,13 +458,6 @@ class ClientLeg(asyncio.Protocol):
         if self.gw.draining:
             self._refuse(ErrorCode.UNKNOWN, "sqlgate: the gateway is shutting down")
             return
-        wait = self.gw.backoff.address_wait(self.peer_ip, time.monotonic())
-        if wait > 0:  # failures naming many users: every connection waits, unread
-            reason = _too_many(f"from {self.peer_ip} (for many user names)", wait)
-            if self.gw.backoff.first_refusal(self.peer_ip):  # one record per block
-                self._record_waiting(None, reason)
-            self._refuse(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
-            return
         name = self._choose_target(sock)
         if name is None:
             return
@@ -496,13 +489,6 @@ class ClientLeg(asyncio.Protocol):
             return
         if self.gw.draining:
             self._refuse(ErrorCode.UNKNOWN, "sqlgate: the gateway is shutting down")
-            return
-        wait = self.gw.backoff.address_wait(self.peer_ip, time.monotonic())
-        if wait > 0:  # it waited its turn while its address came to wait as a whole
-            reason = _too_many(f"from {self.peer_ip} (for many user names)", wait)
-            if self.gw.backoff.first_refusal(self.peer_ip):  # one record per block
-                self._record_waiting(None, reason)
-            self._refuse(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
             return
         route = self.gw.routes[self.target]
         self.session = Session(route.settings)
@@ -633,15 +619,46 @@ class ClientLeg(asyncio.Protocol):
             self.gw.approvals.end_session(self.sid, "sqlgate", _token_withdrawn(ends))
 
     def _login_gate(self, user: str) -> str | None:
-        """The client named ``user``: refused while that name waits from its address."""
+        """The client named ``user``: refused, before its credentials are checked, while
+        that name or its address waits. A token login is not: no token can be guessed,
+        so one that verifies is admitted whatever others behind the same address (a
+        NAT) did; one that does not is refused with the wait (``_verify_token``)."""
         self._login_user = user
-        wait = self.gw.backoff.wait(self.peer_ip, user, time.monotonic())
-        if wait <= 0:
+        waits = self._waits(user)
+        if waits is None:
             return None
-        reason = _too_many(f"as '{printable(user)}' from {self.peer_ip}", wait)
-        if self.gw.backoff.first_refusal(self.peer_ip, user):  # one record per block
-            self._record_waiting(user, reason)
-        return reason
+        session = self.session
+        if (
+            self.gw.tokens is not None
+            and session is not None
+            and session.client_tls
+            and user not in session.settings.accounts
+        ):
+            return None
+        self._note_waiting(*waits)
+        return waits[1]
+
+    def _waits(self, user: str | None) -> tuple[str | None, str] | None:
+        """What a login from this address as ``user`` must wait for now, if anything:
+        whose wait it is (the name, or None for the address's) and the reason. A name
+        that logged in from the address lately is not held up by the address's wait."""
+        backoff, now = self.gw.backoff, time.monotonic()
+        if user is not None:
+            wait = backoff.wait(self.peer_ip, user, now)
+            if wait > 0:
+                return user, _too_many(f"as '{printable(user)}' from {self.peer_ip}", wait)
+            if backoff.known(self.peer_ip, user, now):
+                return None
+        wait = backoff.address_wait(self.peer_ip, now)
+        if wait > 0:
+            return None, _too_many(f"from {self.peer_ip} (for many user names)", wait)
+        return None
+
+    def _note_waiting(self, whose: str | None, reason: str) -> None:
+        """A login refused in a wait: the first of each wait is recorded, the rest not,
+        so that a client that keeps connecting cannot fill the ledger."""
+        if self.gw.backoff.first_refusal(self.peer_ip, whose):
+            self._record_waiting(self._login_user, reason)
 
     def _session_gate(self, identity: Identity) -> str | None:
         """A proven identity is admitted while it has fewer than ``[policy]
@@ -741,6 +758,10 @@ class ClientLeg(asyncio.Protocol):
         """A failed login is recorded; unless the target failed it, it counts toward the
         backoff of its user name from its address."""
         if counted:  # under the name the client gave (a token's user may differ)
+            waits = self._waits(self._login_user or user)
+            if waits is not None:  # in a wait: not counted again, recorded once
+                self._note_waiting(*waits)
+                return
             self.gw.backoff.failed(self.peer_ip, self._login_user or user, time.monotonic())
         self.gw.audit.background(
             records.auth_failed(
@@ -1016,7 +1037,7 @@ class ClientLeg(asyncio.Protocol):
                         self.context["subject"] = ev.identity.subject
                         self.context["token_id"] = ev.identity.token_id
                     if self._login_user is not None:
-                        self.gw.backoff.succeeded(self.peer_ip, self._login_user)
+                        self.gw.backoff.succeeded(self.peer_ip, self._login_user, time.monotonic())
                     self.who = who_fields(self.context)
                     self.policy = SessionPolicy(
                         self.gw.policy,
@@ -1143,7 +1164,12 @@ class ClientLeg(asyncio.Protocol):
             verified = await tokens.verify(ev.user, ev.token)
         except TokenRejected as exc:  # KeysUnavailable: recorded, not held against it
             cause = "keys" if isinstance(exc, KeysUnavailable) else "client"
-            session.refuse_token(ev.user, str(exc), cause)
+            waits = self._waits(ev.user) if cause == "client" else None
+            if waits is None:
+                session.refuse_token(ev.user, str(exc), cause)
+            else:  # the name or the address waits: only a valid token got past that
+                self._note_waiting(*waits)
+                session.refuse_token(ev.user, waits[1], "waiting")
         else:
             leeway = self.gw.config.identity.leeway_s if self.gw.config.identity else 0.0
             self._token_ends = verified.expires_at + leeway

@@ -48,7 +48,7 @@ def test_success_and_time_forget() -> None:
     b.failed("a", "agent", 0.0)
     b.failed("a", "agent", 0.0)
     assert b.wait("a", "agent", 0.0) > 0
-    b.succeeded("a", "agent")
+    b.succeeded("a", "agent", 0.0)
     assert b.wait("a", "agent", 0.0) == 0.0
     b.failed("b", "agent", 0.0)
     b.failed("b", "agent", 100.0)  # the first failure is outside the window: it starts over
@@ -59,11 +59,29 @@ def test_a_success_does_not_clear_a_scan() -> None:
     b = LoginBackoff(free=1, scan_free=2, window_s=60.0)
     for name in ("a", "b", "c"):
         b.failed("10.0.0.1", name, 0.0)
-    b.succeeded("10.0.0.1", "agent")  # a valid account does not launder a scan
+    b.succeeded("10.0.0.1", "agent", 0.0)  # a valid account does not launder a scan
     assert b.address_wait("10.0.0.1", 0.0) > 0
     assert b.address_wait("10.0.0.1", 61.0) == 0.0  # the wait ends
     b.failed("10.0.0.1", "d", 200.0)  # and the window forgets the names
     assert b.address_wait("10.0.0.1", 200.0) == 0.0
+
+
+def test_a_name_known_from_the_address_is_not_held_up_by_its_scan() -> None:
+    """Agents behind one NAT: one of them failing for many names made the address wait,
+    and with it agents that had logged in from it all along."""
+    b = LoginBackoff(free=1, scan_free=2, window_s=60.0, known_s=3600.0)
+    b.succeeded("10.0.0.1", "ci-bot", 0.0)
+    for name in ("a", "b", "c"):
+        b.failed("10.0.0.1", name, 10.0)
+    assert b.address_wait("10.0.0.1", 10.0) > 0
+    assert b.known("10.0.0.1", "ci-bot", 10.0)  # the shell lets it log in
+    assert not b.known("10.0.0.1", "a", 10.0)  # a failing name is not known
+    assert not b.known("10.0.0.2", "ci-bot", 10.0)  # known per address
+    assert not b.known("10.0.0.1", "ci-bot", 3601.0)  # for a while
+    small = LoginBackoff(max_addresses=4)
+    for i in range(20):
+        small.succeeded("10.0.0.1", f"user{i}", float(i))
+    assert len(small._known) <= 4 and small.known("10.0.0.1", "user19", 19.0)
 
 
 def test_a_repeated_name_is_not_counted_again_toward_a_scan() -> None:
@@ -116,7 +134,7 @@ def test_an_ipv6_client_counts_by_its_64_network() -> None:
         b.failed("::ffff:10.0.0.9", "admin", 0.0)
     assert b.wait("10.0.0.9", "admin", 0.0) == 1.0
     assert b.wait("10.0.0.10", "admin", 0.0) == 0.0
-    b.succeeded("2001:db8::77", "admin")  # a success from the /64 clears it
+    b.succeeded("2001:db8::77", "admin", 0.0)  # a success from the /64 clears it
     assert b.wait("2001:db8::1", "admin", 0.0) == 0.0
 
 

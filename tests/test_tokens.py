@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -378,3 +379,51 @@ def test_an_email_the_provider_did_not_verify_names_nobody(
     assert caught.value.args[0] == 1045 and "email_verified" in caught.value.args[1]
     with tls_connect(gw, mariadb, provider.token(email_verified=True)) as conn:
         conn.ping()
+
+
+def test_a_valid_token_logs_in_while_others_behind_its_address_fail(
+    mariadb: MariaDB, provider: Provider, tmp_path: Path
+) -> None:
+    """Agents behind one NAT share its address. BUG: another client's failures held up
+    an agent whose token was valid: three bad tokens sent in its name made it wait, and
+    failures for a dozen names (one misbehaving agent) refused every agent of the
+    address, unread, for up to five minutes at a time. A token cannot be guessed, so one
+    that verifies is admitted whatever waits; so is an account that logged in from the
+    address before. A failing login in a wait is refused saying so, recorded once."""
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml=identity_toml(provider),
+        appliance_extra="failed_logins_free = 2\nfailed_login_max_wait_s = 300",
+    ).start()
+    try:
+        with gw.connect("agent") as conn, conn.cursor() as cur:  # known from this address
+            cur.execute("SELECT 1")
+        for _ in range(3):  # someone else sends bad tokens in the agent's name
+            assert "a JWT is three" in refusal(gw, mariadb, "not-a-token")
+        message = refusal(gw, mariadb, "not-a-token")
+        assert f"too many failed logins as '{USER}'" in message
+        with tls_connect(gw, mariadb, provider.token()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")  # the agent's own token is not held up
+        for i in range(20):  # a misbehaving client cycles through user names
+            message = refusal(gw, mariadb, "not-a-token", user=f"guess{i}@example.com")
+            if "for many user names" in message:
+                break
+        assert "too many failed logins from 127.0.0.1 (for many user names)" in message
+        assert i <= 11, i
+        for _ in range(5):  # it keeps trying: refused each time, recorded once
+            assert "for many user names" in refusal(gw, mariadb, "x.y.z", user="guess0@x")
+        with tls_connect(gw, mariadb, provider.token()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")  # a valid token still logs in
+        with gw.connect("agent") as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")  # and so does an account known from this address
+        with pytest.raises(pymysql.err.OperationalError) as info:  # one never seen waits
+            gw.connect("dba")
+        assert "for many user names" in info.value.args[1]
+    finally:
+        assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
+    waits = [r for r in failed if "refused unrecorded" in r["reason"]]
+    assert len(waits) == 2, waits  # one per wait: the name's, the address's

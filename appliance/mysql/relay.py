@@ -688,6 +688,11 @@ class Session:
         return out
 
     @property
+    def client_tls(self) -> bool:
+        """Whether the client's connection is TLS (the only way a token is accepted)."""
+        return self._client_tls is not None
+
+    @property
     def database(self) -> str | None:
         """The default schema the client asked for at login, if any."""
         hello = self._hello
