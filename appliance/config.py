@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from appliance import routing
+from appliance.mysql.auth import native_password_hash
 from appliance.mysql.constants import MAX_USER_BYTES
 
 __all__ = [
@@ -1189,6 +1190,12 @@ def _accounts(tables: list[Mapping[str, object]], base: Path) -> tuple[AccountCo
             problem = (
                 "expected '*' followed by 40 hex digits (a mysql_native_password hash: "
                 "SELECT CONCAT('*', UPPER(SHA1(UNHEX(SHA1('the password'))))))"
+            )
+            raise _Invalid(t.key("password_hash"), problem)
+        if password_hash.upper() == native_password_hash(b""):
+            problem = (
+                "is the hash of the empty password: anyone could log in as this account "
+                "without one; give it a password (sqlgate account hash)"
             )
             raise _Invalid(t.key("password_hash"), problem)
         accounts.append(

@@ -527,6 +527,15 @@ CASES = [
         "40 hex digits",
     ),
     (
+        "account-with-the-empty-password",  # BUG: anyone logged in with no password, over TLS
+        lambda t: (
+            t + '\n[[accounts]]\nuser = "ci"\n'
+            'password_hash = "*be1bdec0aa74b4dcb079943e70528096cca985f8"\n'
+        ),
+        "accounts[0].password_hash",
+        "is the hash of the empty password",
+    ),
+    (
         "account-user-over-256-bytes",  # 86 x 3 bytes in UTF-8: it could never log in
         lambda t: t + f'\n[[accounts]]\nuser = "{"€" * 86}"\npassword_hash = "{CI_HASH}"\n',
         "accounts[0].user",
