@@ -239,6 +239,7 @@ class TokenVerifier:
         if not isinstance(kid, str) or not kid:
             raise TokenRejected("the token header's 'kid' (key id) is not a non-empty string")
         claims = self._signed_claims(text, kid, alg, await self._signing_keys(kid))
+        self._check_issuer(claims)
         self._check_audience(claims)
         expires_at = self._check_times(claims)
         token_user = self._check_user(user, claims)
@@ -415,6 +416,17 @@ class TokenVerifier:
         if isinstance(exc, jwt.DecodeError):
             return f"the token cannot be decoded: {_short(exc)}"
         return f"the token is not valid: {_short(exc)}"
+
+    def _check_issuer(self, claims: Mapping[str, Any]) -> None:
+        """``iss`` equals the configured issuer, character for character. PyJWT checks
+        it too, but PyJWT 2.10.0 took any part of the issuer (CVE-2024-53861): an
+        ``iss`` of ``"idp"`` or ``""`` passed for ``https://idp.example.com``."""
+        iss = claims.get("iss")
+        if iss != self.config.issuer:
+            raise TokenRejected(
+                f"the token was issued by {_quote(iss)}, not by {_quote(self.config.issuer)} "
+                "(identity.issuer); get a token from that provider"
+            )
 
     def _check_audience(self, claims: Mapping[str, Any]) -> None:
         aud = claims["aud"]  # PyJWT found the configured audience in it
