@@ -405,6 +405,8 @@ class Audit:
         whole = part.span == (0, len(sql)) if sql is not None else False
         if part.sql is None or (index == 0 and (len(verdict.parts) > 1 or whole)):
             fields.update(exact)  # the bytes, where ``sql`` as UTF-8 is not what was sent
+        elif part.exact:  # of a text read from other bytes (an execute's prepared text)
+            fields.update(part.exact)
         fields.update(extra)
         return records.statement(
             **fields, decision=decision, rule=rule, reason=reason, statement_kind=part.kind

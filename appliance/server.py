@@ -1273,7 +1273,10 @@ class ClientLeg(asyncio.Protocol):
         self._deferred.discard(cmd.id)
         # the character set the server reads this text in (before a SET NAMES in it runs)
         self.context["charset"] = policy.client_charset
-        verdict = policy.decide(cmd, session.server_status, session.prepared_sql, classified)
+        session.note_charset(cmd, policy.client_charset)  # a prepare's, for its executes
+        verdict = policy.decide(
+            cmd, session.server_status, session.prepared_sql, classified, session.prepared_charsets
+        )
         ends = self._token_ends
         if ends is not None and (self._token_over or time.time() > ends):
             verdict = _token_expired(verdict, ends)

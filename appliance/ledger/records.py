@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Iterable
 
 from appliance.ledger.chain import FieldValue
-from appliance.mysql.charsets import text_codec
+from appliance.mysql.charsets import read_text
 
 __all__ = [
     "Fields",
@@ -25,6 +25,7 @@ __all__ = [
     "appliance_start",
     "approval",
     "auth_failed",
+    "read_text",
     "result",
     "session_end",
     "session_start",
@@ -38,23 +39,6 @@ Fields = dict[str, FieldValue]
 def sql_sha256(data: bytes | str) -> str:
     """Hex SHA-256 of the exact statement bytes (text is encoded as UTF-8)."""
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-
-
-def read_text(sql: bytes, charset: str | None) -> tuple[str, dict[str, str]]:
-    """A statement's text as its record's ``sql`` holds it: read in ``charset``, the
-    session's ``character_set_client`` (as the server reads it; UTF-8 when not known),
-    and the fields that keep it exact where that text, as UTF-8, is not the bytes sent
-    (a latin1 client's ``é``, bytes no character set reads in a ``_binary`` string):
-    ``sql_hex``, the bytes, and ``sql_charset``, what ``sql`` was read in."""
-    if sql.isascii():  # what every character set the gateway follows reads alike
-        return sql.decode("ascii"), {}
-    codec = text_codec(charset)
-    if codec is None:  # not known, or one the gateway has no reading of
-        codec, charset = "utf-8", "utf8mb4"
-    text = sql.decode(codec, "replace")
-    if text.encode("utf-8", "surrogatepass") == sql:
-        return text, {}
-    return text, {"sql_hex": sql.hex(), "sql_charset": str(charset).lower()}
 
 
 def _ms(value: float | None) -> float | None:

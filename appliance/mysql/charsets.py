@@ -15,6 +15,7 @@ __all__ = [
     "charset_of",
     "collation_charset",
     "name_codec",
+    "read_text",
     "text_codec",
 ]
 
@@ -166,3 +167,21 @@ def text_codec(charset: str | None) -> str | None:
     if charset is None:
         return None
     return name_codec(charset) or _TEXT_CODECS.get(charset.lower())
+
+
+def read_text(sql: bytes, charset: str | None) -> tuple[str, dict[str, str]]:
+    """A statement's text (or a name a command carries) as a ledger record's ``sql``
+    holds it: read in ``charset``, the session's ``character_set_client`` (as the server
+    reads it; UTF-8 when not known), and the fields that keep it exact where that text,
+    as UTF-8, is not the bytes sent (a latin1 client's ``é``, bytes no character set
+    reads in a ``_binary`` string): ``sql_hex``, the bytes, and ``sql_charset``, what
+    ``sql`` was read in."""
+    if sql.isascii():  # what every character set the gateway follows reads alike
+        return sql.decode("ascii"), {}
+    codec = text_codec(charset)
+    if codec is None:  # not known, or one the gateway has no reading of
+        codec, charset = "utf-8", "utf8mb4"
+    text = sql.decode(codec, "replace")
+    if text.encode("utf-8", "surrogatepass") == sql:
+        return text, {}
+    return text, {"sql_hex": sql.hex(), "sql_charset": str(charset).lower()}

@@ -611,6 +611,11 @@ class Session:
         self._server_buf = b""  # an incomplete backend packet head
         self.statements: dict[int, int] = {}  # prepared statement id -> parameter count
         self.prepared_sql: dict[int, bytes] = {}  # prepared statement id -> its SQL
+        # prepared statement id -> the client character set the server read its text in,
+        # as the shell noted it for the prepare (``note_charset``), and those noted for
+        # prepares not yet answered, by command id
+        self.prepared_charsets: dict[int, str | None] = {}
+        self._prepare_charsets: dict[int, str | None] = {}
         # statement id 0xFFFFFFFF (see _LAST_PREPARED): the prepare it may stand for now
         # (None once another command came), the prepares not yet sent or refused, and
         # the executes taken for one, by command id
@@ -967,6 +972,23 @@ class Session:
             self._undecided_bytes += len(new.raw) - len(cmd.raw)
         self._decisions[cmd.id] = None
         self._drain_safely()
+
+    def note_charset(self, cmd: ClientCommand, charset: str | None) -> None:
+        """The client character set the server reads a COM_STMT_PREPARE's text in (the
+        session's when it is decided): kept with the statement its answer names, so that
+        the records of its executes read the text as it was prepared, whatever SET NAMES
+        came since. Only prepares still waiting for their answers are kept here."""
+        if cmd.command != Command.STMT_PREPARE:
+            return
+        pending = self._prepare_charsets
+        if pending:  # those of prepares answered already (refused, failed) go
+            if self._responses:  # on its way to the server or answered in part
+                oldest = self._responses[0].cmd.id
+            else:  # waiting for its decision or its records
+                oldest = self._undecided[0].id if self._undecided else cmd.id
+            for stale in [k for k in pending if k < oldest]:
+                del pending[stale]
+        pending[cmd.id] = charset
 
     def refuse(self, cmd: ClientCommand, code: int, message: str, why: str | None = None) -> None:
         """Answer a received command with an ERR instead of relaying it; ``why`` goes on
@@ -1901,6 +1923,7 @@ class Session:
             self._close_refused.pop(statement_id, None)  # closed on the server now
             self.statements.pop(statement_id, None)
             self.prepared_sql.pop(statement_id, None)
+            self.prepared_charsets.pop(statement_id, None)
             self._prepared_columns.pop(statement_id, None)
             if self._cursor_plans:
                 self._plan_drops.append(statement_id)
@@ -1909,6 +1932,7 @@ class Session:
             self._close_refused.clear()
             self.statements.clear()
             self.prepared_sql.clear()
+            self.prepared_charsets.clear()
             self._prepared_columns.clear()
             if self._cursor_plans:
                 self._plan_drops.append(_ALL_PLANS)
@@ -2633,6 +2657,7 @@ class Session:
             ok = packets.parse_stmt_prepare_ok(payload)
             self.statements[ok.statement_id] = ok.param_count
             self.prepared_sql[ok.statement_id] = resp.cmd.payload[1:]
+            self.prepared_charsets[ok.statement_id] = self._prepare_charsets.pop(resp.cmd.id, None)
             if self._close_refused:  # a new statement under that id (after a reset)
                 self._close_refused.pop(ok.statement_id, None)
             resp.prep_id = ok.statement_id

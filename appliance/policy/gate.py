@@ -26,7 +26,7 @@ from enum import Enum
 from itertools import repeat
 
 from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
-from appliance.mysql.charsets import collation_charset
+from appliance.mysql.charsets import collation_charset, read_text
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import (
@@ -143,6 +143,10 @@ class Part:
     # EXECUTE IMMEDIATE, EXECUTE or a prepared statement
     catalog: bool = False
     span: tuple[int, int] | None = None  # of a text of several: its bytes in the text
+    # ``sql_hex`` and ``sql_charset`` of a text read from bytes other than the command's
+    # whole text (an execute's prepared text, COM_INIT_DB's schema, an oversized text
+    # cut short), where ``sql`` as UTF-8 is not those bytes
+    exact: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,18 +194,29 @@ _MAX_REWRITE = 16 * 1024 * 1024 - 2  # a rewritten command must fit in one packe
 _CARRIED_BYTES = 4096
 
 
-def _carried(sql: bytes) -> str:
+Exact = tuple[tuple[str, str], ...]
+
+
+def _read(sql: bytes, charset: str | None) -> tuple[str, Exact]:
+    """``sql`` read as the server reads it, in the client character set ``charset``, and
+    the record fields that keep its bytes where that text as UTF-8 is not them."""
+    text, exact = read_text(sql, charset)
+    return text, tuple(exact.items())
+
+
+def _carried(sql: bytes, charset: str | None) -> tuple[str, Exact]:
     """The prepared text as the record of an execute, fetch, reset, close or long data
-    carries it: whole up to 4 KiB; a longer one is cut and names the prepare's record by
-    its ``sql_sha256`` (a 7-byte execute must not write a megabyte to the ledger)."""
+    carries it, read in ``charset`` (the session's at its prepare): whole up to 4 KiB; a
+    longer one is cut and names the prepare's record by its ``sql_sha256`` (a 7-byte
+    execute must not write a megabyte to the ledger)."""
     if len(sql) <= _CARRIED_BYTES:
-        return sql.decode("utf-8", "replace")
+        return _read(sql, charset)
     digest = hashlib.sha256(bytes([Command.STMT_PREPARE]) + sql).hexdigest()
-    head = sql[:_CARRIED_BYTES].decode("utf-8", "replace")
+    head, exact = _read(sql[:_CARRIED_BYTES], charset)
     return (
         f"{head} ... [{len(sql)} bytes in all: the whole text is in the record of its "
         f"prepare, sql_sha256 {digest}]"
-    )
+    ), exact
 
 
 def _refused_unread(sql: bytes) -> str:
@@ -564,6 +579,7 @@ class SessionPolicy:
         # the last COM_STMT_PREPARE decided: its command id and the text it sends (None:
         # refused), what an execute of statement id 0xFFFFFFFF right after it runs
         self._last_prepare: tuple[int, bytes | None] = (0, None)
+        self._last_prepare_charset: str | None = None  # the client's, at that prepare
         # the character set of result names (masking reads them): from the login, then
         # each SET that succeeded; command id -> the one it sets, and whether a failure
         # of the command means it was not set (else: not known)
@@ -620,9 +636,12 @@ class SessionPolicy:
         server_status: int,
         prepared: dict[int, bytes],
         classified: Classified | None = None,
+        prepared_charsets: dict[int, str | None] | None = None,
     ) -> Verdict:
         """The verdict on one command. ``classified``: what ``classify_text`` made of its
-        ``text_job`` (used if the session still reads the text the same way)."""
+        ``text_job`` (used if the session still reads the text the same way).
+        ``prepared_charsets``: the client character set each prepared statement's text
+        was read in by the server (its records show it read so; UTF-8 when not known)."""
         code = cmd.command
         label = _LABELS.get(code) or cmd.label
         if code == Command.QUERY:
@@ -640,6 +659,7 @@ class SessionPolicy:
                 rewritten = verdict.rewritten
                 sent = cmd.payload[1:] if rewritten is None else rewritten.encode()
             self._last_prepare = (cmd.id, sent)
+            self._last_prepare_charset = self.client_charset
             return verdict
         if code in _NAMES_A_STATEMENT:  # the record carries the prepared statement's text
             if cmd.stands_for is not None:  # id 0xFFFFFFFF: the prepare just before it
@@ -647,12 +667,15 @@ class SessionPolicy:
                 if prepare != cmd.stands_for or last is None:
                     part = Part(None, "EXECUTE", _LAST_PREPARED_REFUSED)
                     return self._verdict(label, (part,))
-                sql = last
+                sql, charset = last, self._last_prepare_charset
             else:
-                sql = prepared.get(int.from_bytes(cmd.payload[1:5], "little"), b"")
-            text = _carried(sql)
+                statement_id = int.from_bytes(cmd.payload[1:5], "little")
+                sql = prepared.get(statement_id, b"")
+                charset = (prepared_charsets or {}).get(statement_id)
+            text, exact = _carried(sql, charset)
             if code != Command.STMT_EXECUTE:
-                return Verdict(label, (_part(text, _protocol_kind(label)),))
+                part = replace(_part(text, _protocol_kind(label)), exact=exact)
+                return Verdict(label, (part,))
             if not sql and self._preparing:
                 return self._verdict(label, (Part(None, "EXECUTE", _EXECUTE_BEFORE_PREPARED),))
             if self._changes_lexing(sql, server_status):
@@ -661,7 +684,7 @@ class SessionPolicy:
                 self._uses[cmd.id] = (None, False)  # see decide(): the schema is not known
                 self._after_call(cmd)
             catalog = _CATALOG_WORD.search(sql) is not None  # CREATE VIEW prepared, run now
-            part = replace(_part(text, "EXECUTE", "prepared"), catalog=catalog)
+            part = replace(_part(text, "EXECUTE", "prepared"), catalog=catalog, exact=exact)
             verdict = Verdict(label, (part,))
             return self._guarded(verdict, cmd, prepared=sql)
         if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`

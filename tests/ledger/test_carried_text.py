@@ -1,0 +1,100 @@
+"""The texts a record carries beside a COM_QUERY's, in a session whose character set is
+not UTF-8 (real MariaDB, PyMySQL and mysql-connector in latin1): the prepared text on an
+execute's record, a text over ``max_statement_bytes``, the schema of COM_INIT_DB and the
+table of COM_FIELD_LIST. Each is read as the server reads it, in the session's
+``character_set_client``, with ``sql_hex`` and ``sql_charset`` where that is not its
+bytes in UTF-8."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+from lab.clients import ledger_records, run_sqlgate
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
+from pymysql.constants import COMMAND
+
+PREPARED = "SELECT ? AS n, 'th\u00e9' AS word"  # 'thé'
+BIG = "SELECT '" + "\u00e9" * 1500 + "' AS big"  # 1,500 bytes in latin1, 3,000 in UTF-8
+SCHEMA = "caf\u00e9"
+TABLE = "pr\u00e9s"
+
+
+@pytest.fixture(scope="module")
+def carried(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
+    """A session of each case, then the gateway stopped (its ledger checkpointed)."""
+    work = tmp_path_factory.mktemp("gw-carried")
+    gw = GatewayProcess(
+        work, mariadb, mariadb.pki, extra_toml="[policy]\nmax_statement_bytes = 1024\n"
+    ).start()
+    names = []
+    conn = gw.connector(charset="latin1", collation="latin1_swedish_ci")
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute(PREPARED, (1,))
+        assert cur.fetchall() == [(1, "th\u00e9")]
+        conn.set_charset_collation("utf8mb4")  # SET NAMES: the prepared text stays latin1
+        cur.execute(PREPARED, (2,))
+        assert cur.fetchall() == [(2, "th\u00e9")]
+        cur.close()
+    finally:
+        conn.close()
+    names.append("prepared")
+    with gw.connect(charset="latin1") as conn, conn.cursor() as cur:
+        with pytest.raises(pymysql.err.MySQLError):
+            cur.execute(BIG)
+        with pytest.raises(pymysql.err.MySQLError):
+            conn.select_db(SCHEMA)
+        conn._execute_command(COMMAND.COM_FIELD_LIST, TABLE.encode("latin1") + b"\0")
+        with pytest.raises(pymysql.err.MySQLError):
+            conn._read_packet()
+    names.append("names")
+    gw.stop()
+    starts = [r for r in ledger_records(gw.ledger) if r["kind"] == "session_start"]
+    yield gw, dict(zip(names, [r["session"] for r in starts], strict=True))
+
+
+def statements(gw: GatewayProcess, session: str) -> list[dict[str, Any]]:
+    return [r for r in ledger_records(gw.ledger, "--session", session) if r["kind"] == "statement"]
+
+
+def test_an_execute_carries_the_prepared_text_read_as_at_its_prepare(
+    carried: tuple[GatewayProcess, dict[str, str]],
+) -> None:
+    """An execute's record carried its prepared text read as UTF-8: a latin1 client's
+    ``'thé'`` was ``'th\\ufffd'`` (its prepare's record read it right), with nothing to
+    say which bytes. It is read in the character set of the session at the prepare (a
+    SET NAMES since does not change what the server prepared), with its bytes."""
+    gw, sessions = carried
+    executes = [
+        r for r in statements(gw, sessions["prepared"]) if r["command"] == "COM_STMT_EXECUTE"
+    ]
+    assert len(executes) == 2
+    for record in executes:
+        assert record["sql"] == PREPARED, record
+        assert record["sql_hex"] == PREPARED.encode("latin1").hex()
+        assert record["sql_charset"] == "latin1"
+
+
+def test_the_ledger_verifies(carried: tuple[GatewayProcess, dict[str, str]]) -> None:
+    gw, _ = carried
+    verify = run_sqlgate(
+        "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_replay_shows_an_executes_bytes(carried: tuple[GatewayProcess, dict[str, str]]) -> None:
+    """Replay shows the execute's prepared text as read at its prepare, then its bytes."""
+    gw, sessions = carried
+    out = run_sqlgate("replay", sessions["prepared"], "--ledger", str(gw.ledger), "--speed", "1000")
+    assert out.returncode == 0, out.stderr
+    hexed = PREPARED.encode("latin1").hex().upper()
+    shown = out.stdout.count(f"> {PREPARED}\n")
+    assert shown >= 3  # the prepare, its executes (and what else names the statement)
+    assert out.stdout.count(f"(as sent, read in latin1: 0x{hexed})") == shown, out.stdout
