@@ -219,18 +219,18 @@ def _carried(sql: bytes, charset: str | None) -> tuple[str, Exact]:
     ), exact
 
 
-def _refused_unread(sql: bytes) -> str:
-    """The text of a command refused whole for its size, as its record carries it: whole
-    up to 4 KiB, else cut there (it never reaches the server, and a 60 MB text must not
-    write 60 MB to the ledger at every try). The record's ``sql_sha256`` is still that
-    of the whole command."""
+def _refused_unread(sql: bytes, charset: str | None) -> tuple[str, Exact]:
+    """The text of a command refused whole for its size, as its record carries it, read
+    in ``charset``: whole up to 4 KiB, else cut there (it never reaches the server, and
+    a 60 MB text must not write 60 MB to the ledger at every try). The record's
+    ``sql_sha256`` is still that of the whole command."""
     if len(sql) <= _CARRIED_BYTES:
-        return sql.decode("utf-8", "replace")
-    head = sql[:_CARRIED_BYTES].decode("utf-8", "replace")
+        return _read(sql, charset)
+    head, exact = _read(sql[:_CARRIED_BYTES], charset)
     return (
         f"{head} ... [{len(sql)} bytes in all, refused unread: the record keeps the first "
         f"{_CARRIED_BYTES}; sql_sha256 is that of the whole command]"
-    )
+    ), exact
 
 
 def _protocol_kind(label: str) -> str:
@@ -1058,19 +1058,24 @@ class SessionPolicy:
     def _oversized(self, sql: bytes, label: str) -> Verdict:
         settings = self.policy.settings
         size = f"{len(sql)} bytes, more than the {settings.max_statement_bytes} the gateway reads"
+        # recorded as the server reads it, in the client character set, with its bytes
+        # where that is not them in UTF-8
+        charset = self.client_charset
         if settings.oversized is OversizedAction.ALLOW:
-            text = sql.decode("utf-8", "replace")
-            return Verdict(
-                label, (Part(text, "UNCLASSIFIED", Decision(_RELAYED, "oversized", "")),)
-            )
-        text = sql.decode("utf-8", "replace") if self.policy.shadow else _refused_unread(sql)
+            text, exact = _read(sql, charset)
+            relayed = Decision(_RELAYED, "oversized", "")
+            return Verdict(label, (Part(text, "UNCLASSIFIED", relayed, exact=exact),))
+        if self.policy.shadow:
+            text, exact = _read(sql, charset)
+        else:
+            text, exact = _refused_unread(sql, charset)
         decision = Decision(
             RuleAction.BLOCK,
             "oversized",
             f"the statement text is {size}. Send smaller statements (for example insert "
             "rows in batches), or pass large values as prepared-statement parameters",
         )
-        return self._verdict(label, (Part(text, "UNKNOWN", decision),))
+        return self._verdict(label, (Part(text, "UNKNOWN", decision, exact=exact),))
 
     def _decide_found(self, cmd: ClientCommand, label: str, entry: _Entry) -> Verdict:
         found = entry.found

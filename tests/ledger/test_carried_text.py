@@ -7,6 +7,7 @@ bytes in UTF-8."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,6 +80,18 @@ def test_an_execute_carries_the_prepared_text_read_as_at_its_prepare(
         assert record["sql"] == PREPARED, record
         assert record["sql_hex"] == PREPARED.encode("latin1").hex()
         assert record["sql_charset"] == "latin1"
+
+
+def test_an_oversized_text_is_read_in_the_sessions_character_set(
+    carried: tuple[GatewayProcess, dict[str, str]],
+) -> None:
+    """A text over ``max_statement_bytes`` was recorded read as UTF-8 (1,500 U+FFFD)."""
+    gw, sessions = carried
+    (big,) = [r for r in statements(gw, sessions["names"]) if r["rule"] == "oversized"]
+    assert big["sql"] == BIG
+    assert big["sql_hex"] == BIG.encode("latin1").hex() and big["sql_charset"] == "latin1"
+    command = bytes([3]) + bytes.fromhex(big["sql_hex"])
+    assert hashlib.sha256(command).hexdigest() == big["sql_sha256"]
 
 
 def test_the_ledger_verifies(carried: tuple[GatewayProcess, dict[str, str]]) -> None:
