@@ -699,7 +699,12 @@ class SessionPolicy:
                 decision = _statement_schema_use(schema)
             else:
                 decision = decide(use, self.who, self.schema, self.policy.rules)
-            verdict = self._guarded(self._verdict(label, (Part(use.text, "USE", decision),)), cmd)
+            # recorded as the server reads the name, in the client character set (with
+            # the command's bytes where that is not them in UTF-8)
+            name, exact = _read(cmd.payload[1:], self.client_charset)
+            shown = use.text if name == schema else _use_of(name).text
+            part = Part(shown, "USE", decision, exact=exact)
+            verdict = self._guarded(self._verdict(label, (part,)), cmd)
             if verdict.refusal is None or self.may_run(verdict.refusal):
                 self._uses[cmd.id] = (schema, True)
             return verdict
@@ -731,18 +736,23 @@ class SessionPolicy:
         raw, _, rest = cmd.payload[1:].partition(b"\0")
         table = raw.decode("utf-8", "replace")
         wildcard = rest.partition(b"\0")[0]  # the server reads it up to a NUL
-        text = "SHOW COLUMNS FROM `" + table.replace("`", "``") + "`"
-        if wildcard:
-            text += " LIKE " + _single_quoted(wildcard).decode("utf-8", "replace")
+        text = _show_columns(table, wildcard.decode("utf-8", "replace"))
+        # recorded as the server reads it, in the client character set, with the
+        # command's bytes where that is not them in UTF-8
+        charset = self.client_charset
+        _, exact = _read(cmd.payload[1:], charset)
+        shown = text
+        if exact:
+            shown = _show_columns(_read(raw, charset)[0], _read(wildcard, charset)[0])
         decision = _unreadable_name("table", table, self._current_reading)
         if decision is not None:
-            return self._verdict(label, (Part(text, "SHOW", decision),))
+            return self._verdict(label, (Part(shown, "SHOW", decision, exact=exact),))
         found = self.policy.classify(text.encode(), _DEFAULT_MODE, False)
         if len(found) != 1:  # cannot be: one quoted name, one quoted string
-            return self._verdict(label, (Part(text, "SHOW", _NOT_ONE_TABLE),))
+            return self._verdict(label, (Part(shown, "SHOW", _NOT_ONE_TABLE, exact=exact),))
         (c,) = found
         decision = decide(c, self.who, self.schema, self.policy.rules)
-        return self._verdict(label, (Part(text, c.kind, decision, c.functions),))
+        return self._verdict(label, (Part(shown, c.kind, decision, c.functions, exact=exact),))
 
     def fingerprint(self, cmd: ClientCommand, server_status: int, verdict: Verdict) -> str | None:
         """What an approval grant binds: the text's shape as this session reads it now,
@@ -1756,9 +1766,12 @@ _NOT_ONE_TABLE = Decision(
 )
 
 
-def _single_quoted(value: bytes) -> bytes:
-    """``value`` as a string literal read with backslash escapes."""
-    return b"'" + value.replace(b"\\", b"\\\\").replace(b"'", b"''") + b"'"
+def _show_columns(table: str, wildcard: str) -> str:
+    """The text COM_FIELD_LIST is decided and recorded as."""
+    text = "SHOW COLUMNS FROM `" + table.replace("`", "``") + "`"
+    if wildcard:
+        text += " LIKE '" + wildcard.replace("\\", "\\\\").replace("'", "''") + "'"
+    return text
 
 
 def _unreadable_name(what: str, name: str, reading: _Reading) -> Decision | None:

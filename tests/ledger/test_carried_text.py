@@ -94,6 +94,26 @@ def test_an_oversized_text_is_read_in_the_sessions_character_set(
     assert hashlib.sha256(command).hexdigest() == big["sql_sha256"]
 
 
+def test_names_of_init_db_and_field_list_are_read_in_the_sessions_character_set(
+    carried: tuple[GatewayProcess, dict[str, str]],
+) -> None:
+    """COM_INIT_DB's schema and COM_FIELD_LIST's table were read as UTF-8: a latin1
+    client's ``café`` was recorded as ``USE `caf\\ufffd```. They are read as the server
+    reads them, and the record keeps the command's bytes."""
+    gw, sessions = carried
+    records = statements(gw, sessions["names"])
+    (use,) = [r for r in records if r["command"] == "COM_INIT_DB"]
+    assert use["sql"] == f"USE `{SCHEMA}`", use
+    assert bytes.fromhex(use["sql_hex"]) == SCHEMA.encode("latin1")
+    assert use["sql_charset"] == "latin1"
+    (fields,) = [r for r in records if r["command"] == "COM_FIELD_LIST"]
+    assert fields["sql"] == f"SHOW COLUMNS FROM `{TABLE}`", fields
+    assert bytes.fromhex(fields["sql_hex"]) == TABLE.encode("latin1") + b"\0"
+    for record in (use, fields):
+        command = bytes([2 if record is use else 4]) + bytes.fromhex(record["sql_hex"])
+        assert hashlib.sha256(command).hexdigest() == record["sql_sha256"]
+
+
 def test_the_ledger_verifies(carried: tuple[GatewayProcess, dict[str, str]]) -> None:
     gw, _ = carried
     verify = run_sqlgate(
