@@ -280,11 +280,14 @@ class Audit:
         reason: str,
         rule: str,
         sql: str = "",
+        exact: dict[str, str] | None = None,
     ) -> None:
-        """A command the core answered itself: its statement and its result."""
+        """A command the core answered itself: its statement and its result. ``exact``:
+        ``sql_hex`` and ``sql_charset`` where ``sql`` as UTF-8 is not the text's bytes."""
+        fields: dict[str, Any] = {**self._common(session, seq, cmd, context), **(exact or {})}
         self.background(
             records.statement(
-                **self._common(session, seq, cmd, context),
+                **fields,
                 sql=sql,
                 decision="blocked",
                 rule=rule,
@@ -300,10 +303,21 @@ class Audit:
         self, session: str, seq: int, cmd: ClientCommand, context: dict[str, Any], reason: str
     ) -> None:
         """A command the session took and never decided, because it ended first: its
-        statement (blocked: it did not run) and its result."""
+        statement (blocked: it did not run) and its result. Its text is read in
+        ``context["charset"]``, the session's client character set then."""
         sql = cmd.sql
-        text = sql.decode("utf-8", "replace") if sql is not None else ""
-        self.refused(session, seq, cmd, context, ErrorCode.UNKNOWN, reason, "not-decided", sql=text)
+        text, exact = records.read_text(sql, context.get("charset")) if sql else ("", {})
+        self.refused(
+            session,
+            seq,
+            cmd,
+            context,
+            ErrorCode.UNKNOWN,
+            reason,
+            "not-decided",
+            sql=text,
+            exact=exact,
+        )
 
     def result(
         self,

@@ -1246,8 +1246,11 @@ class ClientLeg(asyncio.Protocol):
         self._deferred.discard(cmd.id)
         self._early.pop(cmd.id, None)
         self._statements += 1
+        context = self.context
+        if self.policy is not None:  # its text is read as the server would read it now
+            context = {**context, "charset": self.policy.client_charset}
         self.gw.audit.not_decided(
-            self.sid, self._statements, cmd, self.context, f"{why}: it did not run"
+            self.sid, self._statements, cmd, context, f"{why}: it did not run"
         )
 
     def _abandon_deferred(self, why: str) -> None:

@@ -7,8 +7,10 @@ bytes in UTF-8."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -17,6 +19,12 @@ from lab.clients import ledger_records, run_sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import COMMAND
+
+from appliance.audit import Audit
+from appliance.config import load_config
+from appliance.mysql.constants import Command
+from appliance.mysql.relay import ClientCommand
+from appliance.mysql.wire import frame
 
 PREPARED = "SELECT ? AS n, 'th\u00e9' AS word"  # 'thé'
 BIG = "SELECT '" + "\u00e9" * 1500 + "' AS big"  # 1,500 bytes in latin1, 3,000 in UTF-8
@@ -131,3 +139,35 @@ def test_replay_shows_an_executes_bytes(carried: tuple[GatewayProcess, dict[str,
     shown = out.stdout.count(f"> {PREPARED}\n")
     assert shown >= 3  # the prepare, its executes (and what else names the statement)
     assert out.stdout.count(f"(as sent, read in latin1: 0x{hexed})") == shown, out.stdout
+
+
+def test_a_text_never_decided_is_read_in_the_sessions_character_set(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A text the session took and never decided (it ended while a text before it was
+    being read) was recorded read as UTF-8; it is read in the session's character set
+    then, with its bytes."""
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki)
+    gw.write_config()
+    audit = Audit(load_config(gw.config_path))
+    text = "SELECT 'th\u00e9'".encode("latin1")
+    cmd = ClientCommand(1, Command.QUERY, b"\x03" + text, frame(0, b"\x03" + text))
+    context = {
+        "identity": "agent",
+        "groups": ["agents"],
+        "client": "127.0.0.1:1",
+        "target": "orders",
+        "db": "shop",
+        "charset": "latin1",
+    }
+
+    async def run() -> None:
+        await audit.open()
+        audit.not_decided("s-1", 1, cmd, context, "the session ended: it did not run")
+        await audit.close()
+
+    asyncio.run(run())
+    (record,) = [r for r in ledger_records(gw.ledger) if r["kind"] == "statement"]
+    assert record["rule"] == "not-decided"
+    assert record["sql"] == "SELECT 'th\u00e9'"
+    assert record["sql_hex"] == text.hex() and record["sql_charset"] == "latin1"
