@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from appliance.mysql import auth, masking, packets
-from appliance.mysql.charsets import ASCII_CHANGING, collation_charset
+from appliance.mysql.charsets import ASCII_CHANGING, collation_charset, read_text
 from appliance.mysql.constants import (
     CACHING_SHA2_PASSWORD,
     CLEAR_PASSWORD,
@@ -699,11 +699,12 @@ class Session:
 
     @property
     def database(self) -> str | None:
-        """The default schema the client asked for at login, if any."""
+        """The default schema the client asked for at login, if any: read as the server
+        reads it, in the login's character set (UTF-8 when that is not known)."""
         hello = self._hello
         if hello is None or not hello.database:
             return None
-        return hello.database.decode("utf-8", "replace")
+        return read_text(hello.database, collation_charset(hello.charset))[0]
 
     @property
     def client_charset(self) -> int | None:

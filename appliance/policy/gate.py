@@ -706,7 +706,7 @@ class SessionPolicy:
             part = Part(shown, "USE", decision, exact=exact)
             verdict = self._guarded(self._verdict(label, (part,)), cmd)
             if verdict.refusal is None or self.may_run(verdict.refusal):
-                self._uses[cmd.id] = (schema, True)
+                self._uses[cmd.id] = (name, True)  # the name the server reads
             return verdict
         if code == Command.FIELD_LIST:  # decided and recorded as SHOW COLUMNS FROM `table`
             return self._guarded(self._field_list(cmd, label), cmd)

@@ -171,3 +171,40 @@ def test_a_text_never_decided_is_read_in_the_sessions_character_set(
     assert record["rule"] == "not-decided"
     assert record["sql"] == "SELECT 'th\u00e9'"
     assert record["sql_hex"] == text.hex() and record["sql_charset"] == "latin1"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "shadow"])
+def test_the_database_a_login_names_is_read_in_its_character_set(
+    mariadb: MariaDB, tmp_path: Path, mode: str
+) -> None:
+    """The schema a latin1 login named, ``café``, was recorded as ``caf\\ufffd`` (refused:
+    on the ``auth_failed`` record and in the error; in shadow mode on the session's start
+    and every statement's ``db``). It is read in the login's character set."""
+    mariadb.admin_sql(f"CREATE DATABASE IF NOT EXISTS `{SCHEMA}`")
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, extra_toml=f'[policy]\nmode = "{mode}"\n'
+    ).start()
+    try:
+        if mode == "enforce":
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                gw.connect(charset="latin1", database=SCHEMA)
+            assert refused.value.args[0] == 1044 and f"`{SCHEMA}`" in refused.value.args[1]
+        else:
+            with gw.connect(charset="latin1", database=SCHEMA) as conn, conn.cursor() as cur:
+                cur.execute("SELECT DATABASE()")
+                assert cur.fetchone() == (SCHEMA,)
+                conn.select_db("shop")
+                conn.select_db(SCHEMA)  # COM_INIT_DB, run in shadow mode
+                cur.execute("SELECT DATABASE()")
+                assert cur.fetchone() == (SCHEMA,)
+    finally:
+        gw.stop()
+    records = ledger_records(gw.ledger)
+    if mode == "enforce":
+        (failed,) = [r for r in records if r["kind"] == "auth_failed"]
+        assert failed["db"] == SCHEMA and f"`{SCHEMA}`" in failed["reason"], failed
+    else:
+        (start,) = [r for r in records if r["kind"] == "session_start"]
+        assert start["db"] == SCHEMA and f"`{SCHEMA}`" in start["reason"], start
+        mine = [r for r in records if r["kind"] == "statement"]
+        assert [r["db"] for r in mine][-2:] == ["shop", SCHEMA]  # before, after the USE
