@@ -403,13 +403,14 @@ class Audit:
     ) -> dict[str, Any]:
         """``read``: the command's text as ``records.read_text`` reads it."""
         decision, rule, reason, extra = verdict.ledger_fields(index)
+        charset = context.get("charset")
         part = verdict.parts[index]
         fields: dict[str, Any] = cls._common(session, seq, cmd, context)
         sql = cmd.sql
         text, exact = read
         if part.sql is not None and exact and part.span is not None and sql is not None:
             start, end = part.span  # its own bytes, read as the whole text was
-            fields["sql"] = records.read_text(sql[start:end], context.get("charset"))[0]
+            fields["sql"] = records.read_text(sql[start:end], charset)[0]
         elif part.sql is not None:
             fields["sql"] = part.sql
         else:  # the whole text of the command: one statement, or the prepared one's
@@ -421,6 +422,9 @@ class Audit:
             fields.update(exact)  # the bytes, where ``sql`` as UTF-8 is not what was sent
         elif part.exact:  # of a text read from other bytes (an execute's prepared text)
             fields.update(part.exact)
+        rewritten = extra.get("rewritten")
+        if rewritten is not None:  # sent as UTF-8 of the client's bytes: read as they are
+            extra = {**extra, "rewritten": records.read_text(rewritten.encode(), charset)[0]}
         fields.update(extra)
         return records.statement(
             **fields, decision=decision, rule=rule, reason=reason, statement_kind=part.kind

@@ -1,9 +1,10 @@
 """The texts a record carries beside a COM_QUERY's, in a session whose character set is
 not UTF-8 (real MariaDB, PyMySQL and mysql-connector in latin1): the prepared text on an
 execute's record, a text over ``max_statement_bytes``, the schema of COM_INIT_DB and the
-table of COM_FIELD_LIST. Each is read as the server reads it, in the session's
-``character_set_client``, with ``sql_hex`` and ``sql_charset`` where that is not its
-bytes in UTF-8."""
+table of COM_FIELD_LIST, a text never decided, the database a login names, the text
+masking ran instead. Each is read as the server reads it, in the session's
+``character_set_client``, with ``sql_hex`` and ``sql_charset`` where a record's ``sql``
+is not its bytes in UTF-8."""
 
 from __future__ import annotations
 
@@ -208,3 +209,31 @@ def test_the_database_a_login_names_is_read_in_its_character_set(
         assert start["db"] == SCHEMA and f"`{SCHEMA}`" in start["reason"], start
         mine = [r for r in records if r["kind"] == "statement"]
         assert [r["db"] for r in mine][-2:] == ["shop", SCHEMA]  # before, after the USE
+
+
+def test_a_rewritten_text_is_recorded_as_the_server_reads_it(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A latin1 client's text that masking rewrote (``on_use = "rewrite"``): its
+    ``rewritten`` field read the text as UTF-8, so the ``'thÃ©'`` the server ran (the
+    bytes of ``é`` in UTF-8, which latin1 reads as two letters) was recorded as
+    ``'thé'``, while ``sql`` read it right. It is read in the session's character set."""
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.carried_mask (id INT PRIMARY KEY, phone VARCHAR(20))",
+        "INSERT IGNORE INTO shop.carried_mask VALUES (1, '+49 30 1234567')",
+    )
+    extra = (
+        '[[masking]]\ncolumn = "shop.carried_mask.phone"\nstrategy = "last4"\non_use = "rewrite"\n'
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    text = "SELECT CONCAT(phone, ' th\u00c3\u00a9') AS t FROM carried_mask WHERE id = 1"
+    try:
+        with gw.connect(charset="latin1") as conn, conn.cursor() as cur:
+            cur.execute(text)
+            assert cur.fetchone() == ("**********4567 th\u00c3\u00a9",)
+    finally:
+        gw.stop()
+    records = [r for r in ledger_records(gw.ledger) if r["kind"] == "statement"]
+    (mine,) = [r for r in records if "carried_mask" in r["sql"]]
+    assert mine["sql"] == text and mine["sql_charset"] == "latin1"
+    assert "rewritten" in mine and "th\u00c3\u00a9'" in mine["rewritten"], mine
