@@ -690,7 +690,10 @@ class SessionPolicy:
         if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`
             schema = cmd.payload[1:].decode("utf-8", "replace")
             use = _use_of(schema)
-            unreadable = _unreadable_name("schema", schema, self._current_reading)
+            # recorded as the server reads the name, in the client character set (with
+            # the command's bytes where that is not them in UTF-8)
+            name, exact = _read(cmd.payload[1:], self.client_charset)
+            unreadable = _unreadable_name("schema", schema, self._current_reading, name)
             if unreadable is not None:
                 decision = unreadable
             elif "." in schema:  # the rules would misread its tables (see schema)
@@ -699,9 +702,6 @@ class SessionPolicy:
                 decision = _statement_schema_use(schema)
             else:
                 decision = decide(use, self.who, self.schema, self.policy.rules)
-            # recorded as the server reads the name, in the client character set (with
-            # the command's bytes where that is not them in UTF-8)
-            name, exact = _read(cmd.payload[1:], self.client_charset)
             shown = use.text if name == schema else _use_of(name).text
             part = Part(shown, "USE", decision, exact=exact)
             verdict = self._guarded(self._verdict(label, (part,)), cmd)
@@ -741,10 +741,11 @@ class SessionPolicy:
         # command's bytes where that is not them in UTF-8
         charset = self.client_charset
         _, exact = _read(cmd.payload[1:], charset)
-        shown = text
+        shown, name = text, table
         if exact:
-            shown = _show_columns(_read(raw, charset)[0], _read(wildcard, charset)[0])
-        decision = _unreadable_name("table", table, self._current_reading)
+            name = _read(raw, charset)[0]
+            shown = _show_columns(name, _read(wildcard, charset)[0])
+        decision = _unreadable_name("table", table, self._current_reading, name)
         if decision is not None:
             return self._verdict(label, (Part(shown, "SHOW", decision, exact=exact),))
         found = self.policy.classify(text.encode(), _DEFAULT_MODE, False)
@@ -1774,14 +1775,17 @@ def _show_columns(table: str, wildcard: str) -> str:
     return text
 
 
-def _unreadable_name(what: str, name: str, reading: _Reading) -> Decision | None:
+def _unreadable_name(
+    what: str, name: str, reading: _Reading, shown: str | None = None
+) -> Decision | None:
     """The refusal of a name a command carries outside any statement text (the schema of
     COM_INIT_DB or of the login, COM_FIELD_LIST's table), decoded as UTF-8 with
     replacement, when it may not be the name the server reads: the rules read names as
     UTF-8, the server in the client character set. So a byte that is not UTF-8, or any
     byte >= 0x80 when the client character set is not UTF-8 (latin1's ``k<0xfc>ndigung``
     is ``kündigung`` to the server and would match no rule here). None when the name
-    reads the same."""
+    reads the same. ``shown``: the name as the server reads it, which the refusal names
+    (``name`` when not given)."""
     if reading is _Reading.UTF8:
         if "\ufffd" not in name:
             return None
@@ -1792,7 +1796,7 @@ def _unreadable_name(what: str, name: str, reading: _Reading) -> Decision | None
         why = "bytes >= 0x80 in a client character set that is not UTF-8"
     return _name_refusal(
         what,
-        name,
+        name if shown is None else shown,
         f"holds {why}: the gateway reads names only as UTF-8, so it could not tell which "
         "rules name it. Use utf8mb4 (SET NAMES utf8mb4) for non-ASCII names",
     )

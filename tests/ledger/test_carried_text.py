@@ -115,9 +115,11 @@ def test_names_of_init_db_and_field_list_are_read_in_the_sessions_character_set(
     assert use["sql"] == f"USE `{SCHEMA}`", use
     assert bytes.fromhex(use["sql_hex"]) == SCHEMA.encode("latin1")
     assert use["sql_charset"] == "latin1"
+    assert f"schema name `{SCHEMA}` holds" in use["reason"]  # as the server reads it
     (fields,) = [r for r in records if r["command"] == "COM_FIELD_LIST"]
     assert fields["sql"] == f"SHOW COLUMNS FROM `{TABLE}`", fields
     assert bytes.fromhex(fields["sql_hex"]) == TABLE.encode("latin1") + b"\0"
+    assert f"table name `{TABLE}` holds" in fields["reason"]
     for record in (use, fields):
         command = bytes([2 if record is use else 4]) + bytes.fromhex(record["sql_hex"])
         assert hashlib.sha256(command).hexdigest() == record["sql_sha256"]

@@ -38,6 +38,7 @@ from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
 
 from appliance.config import PolicyConfig, PolicyMode, RuleAction, RuleConfig
+from appliance.mysql.charsets import collation_charset, read_text
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.relay import ClientCommand
 from appliance.mysql.wire import frame
@@ -745,11 +746,12 @@ def test_a_schema_name_the_gateway_cannot_read_is_refused(
     session = Session(login)
     init_db = ClientCommand(50, Command.INIT_DB, bytes([Command.INIT_DB]) + name, b"")
     verdict = session.policy.decide(init_db, 0, {})
-    login_db = session.policy.policy.login_schema(AGENT, name.decode("utf-8", "replace"), login)
+    database = read_text(name, collation_charset(login))[0]  # as the core reads a login's
+    login_db = session.policy.policy.login_schema(AGENT, database, login)
     if refused:
         assert verdict.refusal is not None and verdict.refusal.rule == "not-understood"
         assert "SET NAMES utf8mb4" in verdict.refusal.reason
-        assert login_db == verdict.refusal
+        assert login_db == verdict.refusal  # naming it as the server reads it
         session.policy.completed(init_db, 1227, 0)  # never sent
         assert session.policy.schema == "shop"
     else:
