@@ -37,6 +37,7 @@ from appliance.mysql.relay import (
     AuthFailed,
     Backend,
     ClientAuthenticated,
+    ClientCommand,
     CommandCompleted,
     CommandReceived,
     CommandRefused,
@@ -2968,3 +2969,38 @@ def test_the_gateways_challenges_are_made_as_servers_make_them() -> None:
         challenge = new_scramble(length)
         assert len(challenge) == length and b"\0" not in challenge and b"$" not in challenge
         assert challenge.isascii()
+
+
+def test_a_prepared_statement_keeps_the_character_set_of_its_prepare() -> None:
+    """The client character set the shell notes for a prepare goes with the statement id
+    its answer gives (an execute's record reads the prepared text in it), leaves with a
+    close, and what was noted for a prepare that failed does not stay behind."""
+    first = command(Command.STMT_PREPARE, b"SELECT 'x'")
+    second = command(Command.STMT_PREPARE, b"DO 1")
+    pb = ready(deprecate_eof=False)
+    pb >> client(first + second) << received(1, first) << received(2, second)
+    session = pb.session
+    session.note_charset(ClientCommand(1, Command.STMT_PREPARE, first[4:], first), "latin1")
+    session.note_charset(ClientCommand(2, Command.STMT_PREPARE, second[4:], second), "cp1251")
+    failed = Reply(1).err(1064, "syntax").data
+    prep_ok = Reply(1).packet(_prepare_ok(8, columns=0, params=0)).data
+    (
+        pb
+        >> allow(1)
+        << expect_server(first)
+        >> allow(2)
+        << expect_server(second)
+        >> server(failed + prep_ok)
+        << expect_client(failed + prep_ok)
+        << completed(1, error=1064)
+        << completed(2)
+    )
+    assert session.prepared_charsets == {8: "cp1251"}
+    third = command(Command.STMT_PREPARE, b"DO 2")
+    pb >> client(third) << received(3, third)
+    session.note_charset(ClientCommand(3, Command.STMT_PREPARE, third[4:], third), None)
+    assert session._prepare_charsets == {3: None}  # the failed prepare's is gone
+    close = command(Command.STMT_CLOSE, struct.pack("<I", 8))
+    pb >> allow(3) << expect_server(third)
+    pb >> client(close) << received(4, close) >> allow(4) << expect_server(close)
+    assert 8 not in session.prepared_charsets
