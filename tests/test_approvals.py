@@ -516,6 +516,7 @@ def test_an_approval_the_ledger_cannot_record_refuses_the_statement(
         assert held.result() == (1105, "sqlgate: audit ledger unavailable")
         assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t WHERE id = 2") == [(1,)]
         lock.execute("ROLLBACK")
+        gw.wait_ledger()
         # the grant is withdrawn: the same shape waits for a person again
         again = Held(gw, "DELETE FROM appr_t WHERE id = 1")
         try:

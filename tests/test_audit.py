@@ -423,6 +423,7 @@ def test_unwritable_ledger_refuses_with_1105_and_forwards_nothing(
                 )
                 assert rows[0][0] == 0  # nothing was forwarded
                 filler.unlink()  # space again: the gateway recovers by itself
+                gw.wait_ledger()
                 cur.execute("INSERT INTO audit_full VALUES (1)")
                 cur.execute("SELECT COUNT(*) FROM audit_full WHERE id = 1")
                 assert cur.fetchone() == (1,)
@@ -466,6 +467,7 @@ def test_a_client_that_keeps_sending_to_a_full_ledger_does_not_flood_the_log(
                             break
                 assert refused == 200
                 filler.unlink()
+                gw.wait_ledger()
                 cur.execute("SELECT 'recovered'")
                 assert cur.fetchone() == ("recovered",)
         finally:
@@ -502,6 +504,7 @@ def test_a_refused_stmt_close_leaves_the_next_query_its_own_answer(
             cur.execute("SELECT name FROM customers WHERE id = 1")
         assert (err.value.errno, err.value.msg) == (1105, "sqlgate: audit ledger unavailable")
         lock.execute("ROLLBACK")
+        gw.wait_ledger()
         cur.execute("SELECT name FROM customers WHERE id = 2")
         assert cur.fetchall() == [("Grace Hopper",)]
         cur.execute("SELECT 7")
@@ -535,6 +538,7 @@ def test_a_statement_whose_close_was_refused_runs_no_more(mariadb: MariaDB, tmp_
             mc.cmd_ping()
         assert err.value.errno == 1105
         lock.execute("ROLLBACK")
+        gw.wait_ledger()
         with pytest.raises(mysql.connector.Error) as err:
             mc.cmd_stmt_execute(statement_id, (2,), parameters, 0)
         assert err.value.errno == 1243

@@ -36,7 +36,10 @@ Failures: when the file cannot be written (disk full, read-only, locked past
 ``busy_timeout``, removed or replaced, its directory gone) every append in the batch
 raises ``LedgerUnavailable`` and none of those records is in the chain. The connection is
 dropped and the next append opens the file again, so the writer recovers on its own (it
-tries again within ``checkpoint_interval`` while anything is due). Records of the batch
+tries again within ``checkpoint_interval`` while anything is due); after a second failure
+in a row it waits out a back-off first (``REOPEN_FIRST_S``, doubling up to
+``REOPEN_MAX_S``), refusing every append at once meanwhile, so that refusals cost
+nothing however fast a client sends; ``close`` tries regardless. Records of the batch
 that nobody waited for (``append_nowait``) are lost without their makers knowing: the
 first commit that succeeds starts with a ``records_lost`` alert naming them (how many of
 each kind, their first and last ``ts``, their sessions and statements). A
@@ -177,6 +180,15 @@ LOST_KEPT = 10_000
 """Lost records kept one by one for their ``records_lost`` alert; those after them are
 only counted (``_Tally``), so memory stays bounded however long the ledger is unavailable
 to a client that keeps sending."""
+REOPEN_FIRST_S = 0.1
+REOPEN_MAX_S = 1.0
+"""The first failure of an outage is tried again with the next append (a lock that was
+let go, a record someone appended behind the writer: over at once); after a second
+failure in a row the file is not opened again for ``REOPEN_FIRST_S``, a wait that
+doubles with each further failure up to ``REOPEN_MAX_S`` and starts over at the next
+commit. Meanwhile every append is refused at once. An open reads the schema, verifies
+the tail and starts a thread, milliseconds each time: tried for every refused statement,
+a client that keeps sending to a full disk would burn a core on refusals."""
 SAY_EVERY_S = 60.0
 """An outage is logged at most once in this many seconds: a ledger that fails, recovers
 and fails again with every statement (a disk with room for small records only) is one
@@ -205,6 +217,7 @@ class WriterStats:
     checkpoints: int = 0  # checkpoint records committed
     failures: int = 0  # batches that failed (their appends raised LedgerUnavailable)
     reopens: int = 0  # times the file was opened
+    opens_tried: int = 0  # times opening it was tried (a refusal in a back-off is not)
 
 
 _Pending = tuple["dict[str, Any] | None", "asyncio.Future[Record | None]"]
@@ -312,6 +325,9 @@ class LedgerWriter:
         self._closing = False
         self._unsigned_since: float | None = None
         self._retry_at = 0.0
+        self._reopen_at = 0.0  # no open is tried before (monotonic; see REOPEN_FIRST_S)
+        self._reopen_wait = 0.0  # the back-off after the next failure
+        self._down = ""  # why the last open or write failed: the refusals' reason meanwhile
         self._available = True
         self._said_at: float | None = None  # when an outage was last logged (monotonic)
         self._said = False  # the outage now going on was logged: so is its end
@@ -791,9 +807,18 @@ class LedgerWriter:
                 if not isinstance(exc, (sqlite3.Error, OSError)):
                     log.exception("%s: unexpected error while writing", self.path)
                 await self._drop_connection()
-                self._failed(batch, f"{self.path}: cannot write: {exc}", checkpoint, sealed)
+                reason = f"{self.path}: cannot write: {exc}"
+                self._back_off(reason)
+                self._failed(batch, reason, checkpoint, sealed)
                 return
         self._committed(sealed)
+
+    def _back_off(self, reason: str) -> None:
+        """An open or a write failed: the file is not opened again before the back-off
+        ends (see ``REOPEN_FIRST_S``); the appends meanwhile are refused for ``reason``."""
+        self._reopen_at = time.monotonic() + self._reopen_wait
+        self._reopen_wait = min(max(self._reopen_wait * 2, REOPEN_FIRST_S), REOPEN_MAX_S)
+        self._down = reason
 
     def _seal(self, batch: list[_Pending], checkpoint: bool) -> _Sealed:
         """Chain the batch after the committed head (plus a checkpoint when asked): the
@@ -876,6 +901,7 @@ class LedgerWriter:
                 )
                 self._available, self._said = True, False
             checkpoints = len(sealed.signed)
+            self._reopen_at, self._reopen_wait = 0.0, 0.0
             self.stats.commits += 1
             self.stats.records += len(sealed.rows)
             self.stats.checkpoints += checkpoints
@@ -958,8 +984,8 @@ class LedgerWriter:
         retry within ``checkpoint_interval`` writes it even if no record comes)."""
         self.stats.failures += 1
         now = time.monotonic()
-        if checkpoint:
-            self._retry_at = now + self._interval
+        if checkpoint:  # tried again once the back-off, if any, is over
+            self._retry_at = max(now + self._interval, self._reopen_at)
         if self._said and not self._available:
             log.debug("audit ledger unavailable: %s", reason)
         elif self._said_at is None or now - self._said_at >= SAY_EVERY_S:
@@ -1101,6 +1127,17 @@ class LedgerWriter:
                 return self._conn
             log.warning("%s: the ledger file was removed or replaced", self.path)
             await self._drop_connection()
+        if not self._closing and time.monotonic() < self._reopen_at:
+            raise LedgerUnavailable(self._down)  # refused at once: see REOPEN_FIRST_S
+        self.stats.opens_tried += 1
+        try:
+            return await self._open()
+        except LedgerError as exc:
+            self._back_off(str(exc))
+            raise
+
+    async def _open(self) -> aiosqlite.Connection:
+        """Take the lock, open the file and read its head (``_prepare``)."""
         self._take_lock()
         try:
             conn = await aiosqlite.connect(

@@ -188,6 +188,22 @@ signing_key = "ledger.key"
             args["ssl_disabled"] = True
         return pymysql.connect(**args)
 
+    def wait_ledger(self, timeout: float = 30.0) -> None:
+        """Wait until the gateway records statements again after its ledger could not be
+        written: it tries the file again only once a back-off is over (a second or less),
+        refusing with 1105 meanwhile (logins too). A login and a ``SELECT 1`` of its own,
+        until they are answered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.connect() as conn, conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                return
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] != 1105 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
     def connector(self, user: str = "agent", **kw: Any) -> Any:
         """A plain mysql-connector-python connection (pure Python) as a gateway account."""
         import mysql.connector

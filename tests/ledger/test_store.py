@@ -68,6 +68,13 @@ async def timed_failure(w: LedgerWriter, fields: dict[str, Any]) -> str:
     return str(failure.value)
 
 
+async def reopened(w: LedgerWriter) -> None:
+    """Wait for the writer's back-off to end: after a failure it refuses every append at
+    once for a moment (store.REOPEN_FIRST_S, and more after each failure), then tries the
+    file again with the next one."""
+    await asyncio.sleep(max(0.0, w._reopen_at - time.monotonic()))
+
+
 def test_concurrent_appends_form_one_chain_in_commit_order(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
 
@@ -535,6 +542,7 @@ def test_full_disk_refuses_quickly_and_recovers(small_tmpfs: Path) -> None:
             assert failed is not None, "the disk never filled up"
             await timed_failure(w, stmt(-1, sql="STILL-FULL"))  # still full: refused again
             filler.unlink()
+            await reopened(w)
             await w.append(stmt(1000, sql="RECOVERED"))
             return failed
 
@@ -544,6 +552,93 @@ def test_full_disk_refuses_quickly_and_recovers(small_tmpfs: Path) -> None:
     assert texts == [*written, "RECOVERED"]  # the refused records are not in the chain
     result = verify_file(db, PUBLIC)
     assert result.ok and result.unsigned == 0
+
+
+def test_refusals_on_a_full_disk_do_not_open_the_file_again_each_time(
+    small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each append refused on a full disk opened the file again (schema, tail check, a
+    thread: milliseconds), so a client that kept sending burned a core on refusals. Now
+    the file is tried again with the next append once, then not before a back-off ends
+    (here never): the refusals meanwhile touch nothing. A close still tries it."""
+    monkeypatch.setattr(store, "REOPEN_FIRST_S", 3600.0, raising=False)
+    monkeypatch.setattr(store, "REOPEN_MAX_S", 3600.0, raising=False)
+    db = small_tmpfs / "ledger.db"
+    filler = small_tmpfs / "filler"
+
+    async def main() -> None:
+        w = writer(db)
+        await w.open()
+        try:
+            await w.append(stmt(0))
+            await w.checkpoint()
+            fill(filler)
+            for i in range(1, 100):
+                try:
+                    await w.append(stmt(i, sql="x" * 4000))
+                except LedgerUnavailable:
+                    break
+            else:
+                pytest.fail("the disk never filled up")
+            opened = w.stats.reopens
+            for i in range(100, 150):  # refused statements, and their lost results
+                lost = w.append_nowait(result_of(i))
+                with pytest.raises(LedgerUnavailable, match="full"):
+                    await w.append(stmt(i, sql="x" * 4000))
+                await asyncio.wait([lost])
+                assert isinstance(lost.exception(), LedgerUnavailable)
+            assert w.stats.reopens - opened <= 1  # the one retry of the outage
+            assert not w.available
+            filler.unlink()
+        finally:
+            await w.close()  # tried in spite of the back-off: the losses are named
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+    stored = rows(db)
+    alert = next(r for r in stored if r["kind"] == "alert")
+    assert alert["alert"] == "records_lost" and alert["lost"] == 50
+    assert stored[-1]["kind"] == "checkpoint"
+
+
+def test_a_full_disk_recovers_by_itself_once_there_is_room(small_tmpfs: Path) -> None:
+    """Room again after a full disk: the writer, waiting out its back-off, tries the file
+    again on its own (the records_lost alert is due) and is available without an append
+    to prompt it; the chain goes on intact."""
+    db = small_tmpfs / "ledger.db"
+    filler = small_tmpfs / "filler"
+
+    async def main() -> None:
+        async with writer(db, checkpoint_interval=0.05) as w:
+            await w.append(stmt(0))
+            await w.checkpoint()
+            fill(filler)
+            refused = 0
+            for i in range(1, 200):
+                lost = w.append_nowait(result_of(i))
+                try:
+                    await w.append(stmt(i, sql="x" * 4000))
+                except LedgerUnavailable:
+                    refused += 1
+                await asyncio.wait([lost])
+                if refused == 30:
+                    break
+            assert refused == 30 and not w.available
+            filler.unlink()
+            for _ in range(600):  # a condition, not a time: at most 30 s
+                if w.available:
+                    break
+                await asyncio.sleep(0.05)
+            assert w.available
+            record = await w.append(stmt(1000))
+            assert record["seq"] > 2
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+    stored = rows(db)
+    alert = next(r for r in stored if r["kind"] == "alert")
+    assert alert["alert"] == "records_lost" and alert["lost"] >= 30
+    assert [r for r in stored if r["kind"] == "statement"][-1]["statement_seq"] == 1000
 
 
 def test_removed_directory_refuses_then_a_new_ledger_starts_with_an_alert(
@@ -561,6 +656,7 @@ def test_removed_directory_refuses_then_a_new_ledger_starts_with_an_alert(
             await timed_failure(w, stmt(5))
             await timed_failure(w, stmt(6))
             directory.mkdir()
+            await reopened(w)
             record = await w.append(stmt(7))
             assert record["seq"] == 2  # after the alert
             return str(last["hash"])
@@ -759,6 +855,7 @@ def test_records_added_behind_the_writer_are_named_before_it_signs_them(tmp_path
             with pytest.raises(LedgerUnavailable):
                 await w.append(stmt(1))  # seq 3: in the file all the same
             added = append_behind(db, {"kind": "session_end", "session": "s9", "reason": "x"})
+            await reopened(w)
             record = await w.append(stmt(2))
             assert record["seq"] == added + 2  # after the alert
             return added
@@ -805,6 +902,7 @@ def test_a_file_with_an_unsigned_tail_in_place_of_the_ledger_gets_both_alerts(
             await timed_failure(w, stmt(1))
             directory.mkdir()
             shutil.copy(other, db)
+            await reopened(w)
             await w.append(stmt(2))
 
     asyncio.run(main())
@@ -850,6 +948,7 @@ def test_a_tail_alert_planned_for_a_replaced_file_is_not_written_in_its_successo
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f"{db}{suffix}", tmp_path / f"aside.db{suffix}")
         shutil.copy(other, db)
+        await reopened(w)
         try:
             for i in range(3):
                 blob = f"answer {i}".encode()
@@ -884,6 +983,7 @@ def test_a_directory_in_place_of_the_file_refuses_then_recovers(tmp_path: Path) 
             await timed_failure(w, stmt(1))
             db.rmdir()
             os.rename(tmp_path / "moved.db", db)  # the operator puts it back
+            await reopened(w)
             record = await w.append(stmt(2))
             assert record["seq"] == 3  # the same chain continues, no alert needed
 
@@ -904,6 +1004,7 @@ def test_a_locked_ledger_refuses_quickly_then_recovers(tmp_path: Path) -> None:
             assert not w.available
             other.execute("ROLLBACK")
             other.close()
+            await reopened(w)
             record = await w.append(stmt(2))
             assert record["seq"] == 2
             assert w.available
@@ -937,6 +1038,7 @@ def test_records_lost_while_locked_are_named_by_an_alert_once_it_is_writable(
             assert "locked" in await timed_failure(w, stmt(1))
             other.execute("ROLLBACK")
             other.close()
+            await reopened(w)
             await w.append(stmt(2))
 
     asyncio.run(main())
@@ -975,6 +1077,7 @@ def test_a_ledger_that_fails_with_every_other_record_is_said_once_not_each_time(
                 assert isinstance(lost.exception(), LedgerUnavailable)
                 other.execute("ROLLBACK")
                 other.close()
+                await reopened(w)
                 await w.append(stmt(i))  # recovered: the records_lost alert goes first
 
     asyncio.run(main())
@@ -1010,6 +1113,7 @@ def test_records_lost_in_a_long_outage_are_counted_in_bounded_memory(
             assert len(w._lost) == 5  # the rest are counted
             db.rmdir()
             (tmp_path / "aside.db").rename(db)
+            await reopened(w)
             await w.append(stmt(31))
 
     asyncio.run(main())
@@ -1086,6 +1190,7 @@ def test_a_second_writer_of_one_file_is_refused_until_the_first_closes(tmp_path:
         assert "in use by another gateway" in await timed_failure(second, stmt(1))
         assert [r["seq"] for r in rows(db)] == [1]  # readers take no lock
         await first.close()
+        await reopened(second)
         record = await second.append(stmt(2))  # the lock is free: the second goes on
         assert record["seq"] == 3  # after the first one's final checkpoint
         await second.close()
@@ -1103,6 +1208,7 @@ def test_unavailable_at_open_then_recovers(tmp_path: Path) -> None:
             await w.open()
         await timed_failure(w, stmt(0))
         db.parent.mkdir()
+        await reopened(w)
         record = await w.append(stmt(1))
         assert record["seq"] == 1
         await w.close()
