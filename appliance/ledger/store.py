@@ -178,8 +178,8 @@ LOST_LISTED = 100
 """Sessions, and statements, a ``records_lost`` alert names at most (it counts the rest)."""
 LOST_KEPT = 10_000
 """Lost records kept one by one for their ``records_lost`` alert; those after them are
-only counted (``_Tally``), so memory stays bounded however long the ledger is unavailable
-to a client that keeps sending."""
+only counted (``_Tally``, which keeps as many of their sessions), so memory stays
+bounded however long the ledger is unavailable to a client that keeps sending."""
 REOPEN_FIRST_S = 0.1
 REOPEN_MAX_S = 1.0
 """The first failure of an outage is tried again with the next append (a lock that was
@@ -241,20 +241,29 @@ class _Sealed:
 @dataclass(slots=True)
 class _Tally:
     """Lost records beyond ``LOST_KEPT``: counted by kind, their first and last ``ts`` and
-    how many statements they belong to; none of them is named one by one."""
+    how many statements they belong to; none of them is named one by one. Their sessions
+    are kept, the first ``LOST_KEPT`` of them (so that the alert counts those no named
+    record belongs to); ``sessions_uncounted`` says that there were more."""
 
     count: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
     first: str = ""
     last: str = ""
     statements: int = 0
+    sessions: dict[str, None] = field(default_factory=dict)
+    sessions_uncounted: bool = False
 
-    def add(self, kind: str, ts: str, statement: bool) -> None:
+    def add(self, kind: str, ts: str, session: str | None, statement: bool) -> None:
         self.count += 1
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         self.first = min(self.first, ts) if self.first else ts
         self.last = max(self.last, ts)
         self.statements += statement
+        if session is not None and session not in self.sessions:
+            if len(self.sessions) < LOST_KEPT:
+                self.sessions[session] = None
+            else:
+                self.sessions_uncounted = True
 
 
 @dataclass(slots=True)
@@ -1017,6 +1026,7 @@ class LedgerWriter:
                     self._more.add(
                         str(record.get("kind")),
                         str(record.get("ts")),
+                        session if isinstance(session, str) else None,
                         isinstance(session, str) and type(statement_seq) is int,
                     )
                     future.set_exception(LedgerUnavailable(reason))
@@ -1053,18 +1063,32 @@ class LedgerWriter:
         last = max((e.ts for e in lost), default="")
         total, more = len(lost), self._more
         unlisted = 0  # statements of the records counted only
+        uncounted = False  # sessions of those records beyond what could be kept
         if more is not None:
             for kind, count in more.kinds.items():
                 kinds[kind] = kinds.get(kind, 0) + count
             first, last = min(first or more.first, more.first), max(last, more.last)
             total, unlisted = total + more.count, more.statements
+            for session in more.sessions:  # after those of the named records
+                sessions.setdefault(session, None)
+            uncounted = more.sessions_uncounted
         counts = [f"{kind}={count}" for kind, count in sorted(kinds.items())]
+        reason = (
+            f"{total} record(s) made from {first} to {last} could not be written while "
+            f"the ledger was unavailable and are not in it ({', '.join(counts)})"
+        )
+        extra: dict[str, Any] = {}
+        if uncounted:
+            reason += (
+                f"; they belong to more than {len(sessions)} session(s): the sessions of "
+                "the rest were not kept"
+            )
+            extra["sessions_uncounted"] = True
         return {
             "kind": "alert",
             "alert": "records_lost",
             "session": None,
-            "reason": f"{total} record(s) made from {first} to {last} could not be "
-            f"written while the ledger was unavailable and are not in it ({', '.join(counts)})",
+            "reason": reason,
             "lost": total,
             "lost_kinds": counts,
             "first_ts": first,
@@ -1073,6 +1097,7 @@ class LedgerWriter:
             "sessions_unlisted": max(0, len(sessions) - LOST_LISTED),
             "statements": list(statements)[:LOST_LISTED],
             "statements_unlisted": max(0, len(statements) - LOST_LISTED) + unlisted,
+            **extra,
         }
 
     async def _landed(self, conn: aiosqlite.Connection, after: int) -> None:

@@ -1122,9 +1122,66 @@ def test_records_lost_in_a_long_outage_are_counted_in_bounded_memory(
     assert len(alerts) == 1
     alert = alerts[0]
     assert alert["lost"] == 30 and alert["lost_kinds"] == ["result=30"]
-    assert alert["sessions"] == [f"s{i}" for i in range(1, 6)]
+    # the sessions of the counted ones too, as many as are kept (LOST_KEPT)
+    assert alert["sessions"] == [f"s{i}" for i in range(1, 11)]
+    assert alert["sessions_uncounted"] is True
     assert alert["statements"] == [f"s{i}:{i}" for i in range(1, 6)]
     assert alert["statements_unlisted"] == 25
+
+
+def lost_in_an_outage(tmp_path: Path, sessions: list[str]) -> dict[str, Any]:
+    """The records_lost alert for results of ``sessions`` (one each, in order) lost while
+    a directory stood in the ledger's place."""
+    db = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        async with writer(db) as w:
+            await w.append(stmt(0))
+            db.rename(tmp_path / "aside.db")
+            db.mkdir()
+            for i, session in enumerate(sessions, 1):
+                lost = w.append_nowait(result_of(i, session=session))
+                await asyncio.wait([lost])
+                assert isinstance(lost.exception(), LedgerUnavailable)
+            db.rmdir()
+            (tmp_path / "aside.db").rename(db)
+            await reopened(w)
+            await w.append(stmt(len(sessions) + 1))
+
+    asyncio.run(main())
+    assert verify_file(db, PUBLIC).ok
+    (alert,) = [r for r in rows(db) if r["kind"] == "alert"]
+    return alert
+
+
+def test_sessions_of_lost_records_that_were_only_counted_are_counted_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past LOST_KEPT lost records are counted, not named, and their sessions were left
+    out of the alert: sessions_unlisted said 0 while sessions it did not list had lost
+    records. Those sessions are now listed and counted; should there be more of them than
+    can be kept, the alert says so (sessions_uncounted) and sessions_unlisted is then
+    a lower bound."""
+    monkeypatch.setattr(store, "LOST_KEPT", 5)
+    monkeypatch.setattr(store, "LOST_LISTED", 3)
+    named = ["a"] * 5  # the first LOST_KEPT: named one by one
+
+    (tmp_path / "exact").mkdir()
+    (tmp_path / "more").mkdir()
+    alert = lost_in_an_outage(tmp_path / "exact", [*named, *[f"b{i % 4}" for i in range(25)]])
+    assert alert["lost"] == 30
+    assert alert["sessions"] == ["a", "b0", "b1"]
+    assert alert["sessions_unlisted"] == 2  # b2, b3
+    assert "sessions_uncounted" not in alert
+
+    alert = lost_in_an_outage(tmp_path / "more", [*named, *[f"c{i}" for i in range(8)]])
+    assert alert["lost"] == 13
+    assert alert["sessions"] == ["a", "c0", "c1"]
+    assert alert["sessions_unlisted"] == 3  # c2 to c4 kept; c5 to c7 not
+    assert alert["sessions_uncounted"] is True
+    assert alert["reason"].endswith(
+        "; they belong to more than 6 session(s): the sessions of the rest were not kept"
+    )
 
 
 def test_a_lost_record_is_named_at_close_when_nothing_else_comes(tmp_path: Path) -> None:
