@@ -50,6 +50,9 @@ class Audit:
         self.config = config
         self.appliance = config.appliance.name
         self.writer = LedgerWriter.from_config(config.ledger, appliance=self.appliance)
+        # the alerts the writer makes itself (records lost in an outage, a replaced file,
+        # the retention's) reach the console as every other alert does
+        self.writer.on_alert = self._publish
         self.boot = os.urandom(4).hex()  # session ids stay unique across restarts
         self._futures: set[asyncio.Future[Any]] = set()  # background appends in flight
         self._relief: asyncio.Future[None] | None = None  # see relieved()

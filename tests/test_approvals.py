@@ -493,6 +493,54 @@ def test_a_gateway_that_stops_while_a_request_is_pending(
     assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
 
 
+def test_the_alert_naming_records_lost_in_an_outage_reaches_the_console(
+    mariadb: MariaDB, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    """The alerts the ledger writer makes itself (records_lost once the ledger is back,
+    ledger_replaced, unsigned_tail_signed, the retention's) were committed but never
+    published: an operator watching the console's alerts did not learn that records had
+    been lost. They are published on ``alerts`` like every other alert."""
+    gw = approvals_gateway(tmp_path / "gw", mariadb, broker, provider, name="lost-gw").start()
+    topic = f"{broker.prefix}/lost-gw/alerts"
+    sub = subprocess.Popen(
+        mosquitto("mosquitto_sub", broker, broker.operator_user, "-t", topic, "-W", "60"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lock = sqlite3.connect(gw.ledger, isolation_level=None)
+    try:
+        assert sub.stdout is not None
+        marker = json.dumps({"v": 1, "alert": "marker"})
+        while True:  # the subscription is in place once a message of ours comes back
+            publish(broker, broker.gateway_user, topic, marker)
+            line = sub.stdout.readline()
+            assert line, "the subscriber ended"
+            if json.loads(line).get("alert") == "marker":
+                break
+        with gw.connect() as conn, conn.cursor() as cur:
+            lock.execute("BEGIN EXCLUSIVE")  # another program holds the ledger's write lock
+            with pytest.raises(pymysql.err.OperationalError) as err:
+                cur.execute("SELECT 1")  # refused; its result record is lost
+            assert err.value.args[0] == 1105
+            lock.execute("ROLLBACK")
+        gw.wait_ledger()
+        published = None
+        for line in sub.stdout:  # until the alert comes, or the subscriber's -W ends it
+            message = json.loads(line)
+            if message.get("alert") == "records_lost":
+                published = message
+                break
+        assert published is not None, "no records_lost alert was published"
+    finally:
+        lock.close()
+        sub.kill()
+        sub.wait()
+        assert gw.stop() == 0
+    (recorded,) = [r for r in ledger_records(gw.ledger) if r.get("alert") == "records_lost"]
+    assert published == {"v": 1, **recorded}
+    assert recorded["lost"] >= 1 and recorded["appliance"] == "lost-gw"
+
+
 def test_an_approval_the_ledger_cannot_record_refuses_the_statement(
     mariadb: MariaDB, broker: Broker, provider: Provider, tmp_path: Path
 ) -> None:

@@ -236,6 +236,7 @@ class _Sealed:
     lost: tuple[str, int, _Tally | None] | None = None
     alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # planned, sealed
     hashes: list[str] = field(default_factory=list)  # of every row: this writer's records
+    made: list[Record] = field(default_factory=list)  # the alerts the writer made itself
 
 
 @dataclass(slots=True)
@@ -356,6 +357,10 @@ class LedgerWriter:
         self._below: list[tuple[int, asyncio.Future[None]]] = []  # see below()
         self.on_checkpoint: Callable[[Record], None] | None = None
         """Called with each committed checkpoint (the gateway publishes the head)."""
+        self.on_alert: Callable[[Record], None] | None = None
+        """Called with each alert the writer made itself (``records_lost``,
+        ``ledger_replaced``, ``unsigned_tail_signed``, the retention's), once committed:
+        the gateway publishes the records it appends, and these too, as every alert."""
 
     @classmethod
     def from_config(cls, config: LedgerConfig, appliance: str | None = None) -> LedgerWriter:
@@ -654,7 +659,7 @@ class LedgerWriter:
         if not old:
             return 0
         found = len(old)
-        await self.append(
+        purged = await self.append(
             {
                 "kind": "alert",
                 "alert": "recordings_purged",
@@ -664,6 +669,7 @@ class LedgerWriter:
                 "recordings": found,
             }
         )
+        self._told(purged)
         await self.checkpoint()
         order = sorted(old)
         deleted = 0
@@ -699,7 +705,7 @@ class LedgerWriter:
             "complete": stopped is None,
         }
         try:
-            await self.append(outcome)
+            self._told(await self.append(outcome))
         except LedgerUnavailable as exc:
             log.warning("%s: recording retention: %s; not recorded: %s", self.path, how, exc)
         if cancelled:
@@ -879,9 +885,11 @@ class LedgerWriter:
         for alert in self._alerts:  # alerts go ahead of the batch
             sealed_alert = add({"seq": 0, "ts": stamp(0), **self._named(alert)})
             out.alerts.append((sealed_alert["hash"], alert))
+            out.made.append(sealed_alert)
         if self._lost or self._more is not None:
             lost = add({"seq": 0, "ts": stamp(0), **self._named(self._lost_alert())})
             out.lost = (lost["hash"], len(self._lost), self._more)
+            out.made.append(lost)
         for at, (record, future) in enumerate(batch, 1):
             if record is None:  # a checkpoint() asked for: it signs what came before it
                 answers.append((future, sign(at)))
@@ -931,6 +939,8 @@ class LedgerWriter:
             self._seq, self._hash, self._last_is_checkpoint, self._ts = sealed.head
             if checkpoints and self._direct is not None:
                 self._wal_due = True  # the loop's connection never checkpoints the WAL
+            for alert in sealed.made:
+                self._told(alert)
             if sealed.signed and self.on_checkpoint is not None:
                 self.on_checkpoint(sealed.signed[-1])
             if self._last_is_checkpoint:
@@ -943,6 +953,16 @@ class LedgerWriter:
             if not future.done():
                 future.set_result(record)
         self._progress()
+
+    def _told(self, alert: Record) -> None:
+        """Hand a committed alert the writer made to ``on_alert`` (which must not stop the
+        writer: a failure there is logged)."""
+        if self.on_alert is None:
+            return
+        try:
+            self.on_alert(alert)
+        except Exception:
+            log.exception("%s: publishing alert %s", self.path, alert.get("alert"))
 
     async def _commit_direct(
         self,

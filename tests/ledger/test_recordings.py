@@ -161,8 +161,11 @@ def test_a_purge_keeps_an_answer_a_later_result_repeated(tmp_path: Path) -> None
     the purge's bound repeated it, it stays, and the ledger still verifies."""
     db = tmp_path / "ledger.db"
 
+    told: list[dict[str, Any]] = []
+
     async def main() -> tuple[str, str]:
         async with LedgerWriter(db, KEY, checkpoint_interval=3600.0) as w:
+            w.on_alert = told.append  # the gateway publishes the purge's alerts
             first = await w.append_nowait(result(1, b"SELECT 1 answer"), b"SELECT 1 answer")
             await asyncio.sleep(0.01)
             await w.append_nowait(result(2, b"gone"), b"gone")
@@ -174,6 +177,8 @@ def test_a_purge_keeps_an_answer_a_later_result_repeated(tmp_path: Path) -> None
 
     first, late = asyncio.run(main())
     assert first < late
+    assert [a["alert"] for a in told] == ["recordings_purged", "recordings_deleted"]
+    assert told == [r for r in map(json.loads, export(db)) if r["kind"] == "alert"]
     assert stored(db) == {hashlib.sha256(b"SELECT 1 answer").hexdigest(): b"SELECT 1 answer"}
     result_ = verify_file(db, PUBLIC)
     assert result_.ok, result_.reason

@@ -1184,6 +1184,39 @@ def test_sessions_of_lost_records_that_were_only_counted_are_counted_too(
     )
 
 
+def test_the_alerts_the_writer_makes_are_handed_to_on_alert_once_committed(
+    tmp_path: Path,
+) -> None:
+    """records_lost and ledger_replaced are the writer's own records: nobody who appended
+    gets them back, so the gateway published none of them. ``on_alert`` gets each one,
+    as committed, and nothing else."""
+    db = tmp_path / "ledger.db"
+    told: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async with writer(db, busy_timeout=0.2) as w:
+            w.on_alert = told.append
+            await w.append(stmt(0))
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            lost = w.append_nowait(result_of(0))
+            await asyncio.wait([lost])
+            assert isinstance(lost.exception(), LedgerUnavailable)
+            other.execute("ROLLBACK")
+            other.close()
+            await reopened(w)
+            await w.append(stmt(1))  # after the records_lost alert
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{db}{suffix}")
+            await w.append(stmt(2))  # a new file: after the ledger_replaced alert
+
+    asyncio.run(main())
+    assert [a["alert"] for a in told] == ["records_lost", "ledger_replaced"]
+    stored = [r for r in rows(db) if r["kind"] == "alert"]
+    assert told[1] == stored[0]  # the record itself, as committed
+
+
 def test_a_lost_record_is_named_at_close_when_nothing_else_comes(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
 
