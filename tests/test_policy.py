@@ -292,6 +292,77 @@ def test_prepared_statements_are_decided_at_prepare_time(
     assert all(s["rule"] == "prepared" and s["decision"] == "allowed" for s in executes)
 
 
+def _reset_rp_items(mariadb: MariaDB) -> None:
+    direct(mariadb, "DROP TABLE IF EXISTS shop.rp_items")
+    direct(mariadb, "CREATE TABLE shop.rp_items (id INT PRIMARY KEY, v INT)")
+    direct(mariadb, "INSERT INTO shop.rp_items VALUES (1, 10), (2, 20), (3, 30)")
+
+
+# In UTF-8 `@xàOR - 1` is one variable minus 1; in latin1 its bytes read `@xÃ OR -1`.
+_REREAD_UPDATE = "UPDATE rp_items SET v = 0 WHERE id = @x\u00e0OR - 1"
+
+
+def test_prepared_statement_is_not_run_in_another_character_set(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """The server prepares a statement anew from its text when a table it names changed
+    (CREATE INDEX), reading the text in the client character set of that moment: an
+    UPDATE decided in utf8mb4 with a selective WHERE ran after SET NAMES latin1 as one
+    of every row."""
+    _reset_rp_items(mariadb)
+    conn = gw.connector(charset="utf8mb4")
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute(_REREAD_UPDATE)
+        assert cur.rowcount == 0
+        plain = conn.cursor()
+        plain.execute("SET NAMES latin1")
+        plain.execute("CREATE INDEX rp_v ON rp_items (v)")
+        with pytest.raises(mysql.connector.Error) as info:
+            cur.execute(_REREAD_UPDATE)
+        assert info.value.errno == 1227
+        assert "rule 'charset'" in info.value.msg and "latin1" in info.value.msg
+        plain.execute("SET NAMES utf8mb4")  # back in its own: it runs as decided
+        cur.execute(_REREAD_UPDATE)
+        assert cur.rowcount == 0
+    finally:
+        conn.close()
+    assert direct(mariadb, "SELECT * FROM shop.rp_items ORDER BY id") == [
+        (1, 10),
+        (2, 20),
+        (3, 30),
+    ]
+
+
+def test_sql_prepared_statement_is_not_run_in_another_character_set(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """The same through SQL-level PREPARE and EXECUTE of its name."""
+    _reset_rp_items(mariadb)
+    conn = gw.connect(charset="utf8mb4")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"PREPARE rp FROM '{_REREAD_UPDATE}'")
+            cur.execute("EXECUTE rp")
+            cur.execute("SET NAMES latin1")
+            cur.execute("CREATE INDEX rp_v ON rp_items (v)")
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                cur.execute("EXECUTE rp")
+            assert info.value.args[0] == 1227 and "rule 'charset'" in info.value.args[1]
+            cur.execute("SET NAMES utf8mb4")
+            assert cur.execute("EXECUTE rp") == 0
+            cur.execute("SET NAMES latin1")
+            cur.execute("PREPARE rp FROM 'SELECT 1 FROM rp_items'")  # ASCII: read alike
+            cur.execute("EXECUTE rp")
+    finally:
+        conn.close()
+    assert direct(mariadb, "SELECT * FROM shop.rp_items ORDER BY id") == [
+        (1, 10),
+        (2, 20),
+        (3, 30),
+    ]
+
+
 def test_execute_of_a_name_whose_prepare_was_refused_runs_nothing(
     gw: GatewayProcess, mariadb: MariaDB
 ) -> None:

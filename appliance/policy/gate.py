@@ -567,6 +567,10 @@ class SessionPolicy:
         # they were prepared from before, where a failed PREPARE would have dropped it
         self._unprepared: set[str] = set()
         self._prepared_names: set[str] = set()  # names that may hold a statement there
+        # names last prepared from a text that is not ASCII -> the client character set
+        # it was read in: the server reads the text again in the current one whenever it
+        # prepares it anew (a table it names changed), so an EXECUTE in another is refused
+        self._named_charsets: dict[str, str | None] = {}
         self._naming: dict[int, list[str]] = {}  # command id -> the names it prepares
         # command id -> the schema it makes current, and whether a failure of the command
         # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
@@ -648,7 +652,7 @@ class SessionPolicy:
             verdict = self._decide_text(cmd, label, server_status, classified)
             # (the payload as it is: its text's copy and cmd.sql's look at the command
             # would double what this costs every statement)
-            if self._unprepared or b"PREPARE" in cmd.payload.upper():
+            if self._unprepared or self._named_charsets or b"PREPARE" in cmd.payload.upper():
                 verdict = self._follow_names(cmd, verdict, cmd.payload[1:], server_status)
             return verdict
         if code == Command.STMT_PREPARE:
@@ -678,6 +682,9 @@ class SessionPolicy:
                 return Verdict(label, (part,))
             if not sql and self._preparing:
                 return self._verdict(label, (Part(None, "EXECUTE", _EXECUTE_BEFORE_PREPARED),))
+            if not sql.isascii() and charset != self.client_charset:
+                reread = _prepared_in_other_charset(charset, self.client_charset)
+                return self._verdict(label, (Part(text, "EXECUTE", reread, exact=exact),))
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
             if self._runs_call(sql, server_status):
@@ -1276,6 +1283,7 @@ class SessionPolicy:
         prepared: list[str] = []
         dropped: list[str] = []
         executed: str | None = None
+        reread: Decision | None = None
         for statement in statements:
             tokens = statement.tokens
             for i, token in enumerate(tokens):
@@ -1290,19 +1298,32 @@ class SessionPolicy:
                         prepared.append(name)
                     elif i and word_at(tokens, i - 1) in ("DEALLOCATE", "DROP"):
                         dropped.append(name)
-                elif word == "EXECUTE" and executed is None:
+                elif word == "EXECUTE":
                     name = _statement_name(tokens, i + 1)
-                    if name is not None and name in self._unprepared and name not in prepared:
-                        executed = name  # (prepared again earlier in the text: it runs that)
+                    if name is None or name in prepared:
+                        continue  # (prepared again earlier in the text: it runs that)
+                    if executed is None and name in self._unprepared:
+                        executed = name
+                    elif reread is None and name in self._named_charsets:
+                        charset = self._named_charsets[name]
+                        if charset != self.client_charset:
+                            reread = _prepared_in_other_charset(charset, self.client_charset)
         runs = verdict.refusal is None or verdict.shadow
-        if executed is not None and runs:
-            decision = _prepare_refused(executed)
-            parts = tuple(replace(p, decision=decision) for p in verdict.parts)
+        refusal = _prepare_refused(executed) if executed is not None else reread
+        if refusal is not None and runs:
+            parts = tuple(replace(p, decision=refusal) for p in verdict.parts)
             verdict = self._verdict(verdict.command, parts)
             runs = verdict.shadow
         if runs:
             self._unprepared.difference_update(prepared)
             self._unprepared.difference_update(dropped)
+            for name in dropped:
+                self._named_charsets.pop(name, None)
+            for name in prepared:  # (the text as a whole: a name's own may be ASCII)
+                if sql.isascii():
+                    self._named_charsets.pop(name, None)
+                else:
+                    self._named_charsets[name] = self.client_charset
             if prepared:  # ... unless it fails (see completed)
                 self._prepared_names.update(prepared)
                 self._naming[cmd.id] = prepared
@@ -1406,6 +1427,7 @@ class SessionPolicy:
         if cmd.command == Command.RESET_CONNECTION and error is None:
             self._unprepared.clear()  # the server dropped every prepared statement
             self._prepared_names.clear()
+            self._named_charsets.clear()
             self._reading = self._login_reading
             self._results = self._login_results
             self._client = self._login_client
@@ -1619,6 +1641,25 @@ def _statement_name(tokens: Sequence[Token], i: int) -> str | None:
     if token.kind == Tok.IDENT:
         return token.text.lower()
     return None
+
+
+def _prepared_in_other_charset(then: str | None, now: str | None) -> Decision:
+    """A prepared statement whose text is not ASCII, executed in another client
+    character set: the server prepares a statement anew from its text when a table it
+    names has changed since (CREATE INDEX, a temporary table of the name), and reads the
+    text again in the character set of that moment. In latin1 the UTF-8 bytes of
+    ``@xàOR - 1`` are ``@xÃ OR -1``: the WHERE decided at the prepare is not the one
+    that would run."""
+    return Decision(
+        RuleAction.BLOCK,
+        "charset",
+        f"this statement was prepared while the client character set was {then or 'not known'}"
+        f", and it is {now or 'not known'} now: the server reads a prepared text again, in "
+        "the current character set, whenever it prepares it anew (after a change to a table "
+        "it names), and this text is not ASCII, so it may then read as another statement "
+        f"than the one decided. Set the character set back (SET NAMES {then or 'utf8mb4'}) "
+        "or prepare the statement again",
+    )
 
 
 def _prepare_refused(name: str) -> Decision:
