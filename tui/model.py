@@ -122,7 +122,10 @@ def printable(text: object, limit: int | None = None) -> str:
     if cut:
         assert limit is not None
         raw = raw[: 4 * limit + 64]
-    clean = "".join(run for run, _ in pieces(raw))
+    if raw.isascii() and raw.isprintable() and "  " not in raw and raw.strip(" ") == raw:
+        clean = raw  # what pieces() would make of it (most cells): at a fraction of the cost
+    else:
+        clean = "".join(run for run, _ in pieces(raw))
     if limit is not None and (cut or len(clean) > limit):
         return clean[: max(limit - 1, 0)] + "\u2026"
     return clean

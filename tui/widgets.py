@@ -119,16 +119,51 @@ class StatusBar(Horizontal):
             badge.update("")
 
 
+def _same(old: object, new: Text) -> bool:
+    """Whether a cell already shows ``new``: its text and its styles (``Text.__eq__``
+    ignores the style of the whole text, which says a session's state)."""
+    return (
+        isinstance(old, Text)
+        and old.plain == new.plain
+        and old.style == new.style
+        and old.spans == new.spans
+    )
+
+
 def fill(table: DataTable[Text], rows: Sequence[tuple[str, Sequence[Text]]]) -> None:
-    """Replace the rows of ``table``, keeping the cursor on the row it was on."""
-    current: str | None = None
-    if table.row_count and table.cursor_row < table.row_count:
-        current = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
-    table.clear()
+    """Make the rows of ``table`` these, keeping the cursor on the row it was on.
+
+    Only what changed is touched: cells are updated in place, rows come and go one by
+    one, and a new order is a sort. Clearing and adding every row again at each redraw
+    (once a second, for the clocks) made the table measure every cell of every row
+    again: with a few thousand sessions that took longer than the second, and the
+    console stopped answering keys."""
+    current = highlighted(table)
+    wanted = {key for key, _ in rows}
+    gone = [row_key for row_key in table.rows if row_key.value not in wanted]
+    if len(gone) > 64:  # each removal renumbers every row: many go, cheaper from scratch
+        table.clear()
+        gone = []
+    for row_key in gone:
+        table.remove_row(row_key)
+    columns = [column.key for column in table.ordered_columns]
     for key, cells in rows:
-        table.add_row(*cells, key=key)
+        if key not in table.rows:
+            table.add_row(*cells, key=key)
+            continue
+        for column, old, new in zip(columns, table.get_row(key), cells, strict=True):
+            if not _same(old, new):
+                table.update_cell(key, column, new)
+    order = [key for key, _ in rows]
+    if [row.key.value for row in table.ordered_rows] != order:
+        # sort() hands the key function a row's cells, not its key: each row's first
+        # cell is its own object, which says where the row goes
+        place = {id(table.get_row(key)[0]): n for n, key in enumerate(order)}
+        table.sort(key=lambda cells: place[id(cells[0])])
     if current is not None and current in table.rows:
-        table.move_cursor(row=table.get_row_index(current), animate=False)
+        index = table.get_row_index(current)
+        if index != table.cursor_row:
+            table.move_cursor(row=index, animate=False)
 
 
 def highlighted(table: DataTable[Text]) -> str | None:

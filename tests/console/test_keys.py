@@ -10,6 +10,7 @@ from console.drive import Run, drive
 from console.story import NOW, messages, source
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from tui.app import ConsoleApp, Operator
@@ -546,3 +547,59 @@ def test_a_topic_mqtt_cannot_publish_on_is_a_send_error() -> None:
             await source.send("gw", "kill/s+1", {"operator": "dba", "token": "t"})
 
     asyncio.run(main())
+
+
+def test_the_sessions_table_is_updated_in_place_not_filled_again() -> None:
+    """Every second the durations change: the table used to be cleared and every row
+    added again, which measures each cell anew; with a few thousand sessions that took
+    longer than the second and the console stopped answering keys. A redraw now adds
+    only new rows and updates the cells that changed, in the order of the sessions,
+    with the cursor kept on its session."""
+    src = source()
+    now = [NOW]
+    app = ConsoleApp(src, clock=lambda: now[0], operator=OPERATOR)
+
+    def start(n: int) -> BusEvent:
+        body = {
+            "v": 1,
+            "seq": 20_000 + n,
+            "ts": "2026-11-26T10:15:29.000000Z",
+            "kind": "session_start",
+            "session": f"edge-1-7a01-{100 + n}",
+            "identity": f"agent-{n}",
+        }
+        return BusEvent("edge-1", ("sessions", f"edge-1-7a01-{100 + n}", "start"), body)
+
+    async def scenario(run: Run) -> None:
+        await src.played.wait()
+        await run.press("1")
+        for n in range(300):
+            run.app._deliver(start(n))
+        await run.until("the sessions", lambda: len(run.app.model.sessions) == 303)
+        table = run.app.screen.query_one("#sessions", DataTable)
+        calls: list[str] = []
+        add_row, clear = table.add_row, table.clear
+        table.add_row = lambda *a, **k: calls.append("add_row") or add_row(*a, **k)  # type: ignore[method-assign]
+        table.clear = lambda *a, **k: calls.append("clear") or clear(*a, **k)  # type: ignore[method-assign]
+        await run.press("down", "down")
+        chosen = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        for second in range(1, 4):
+            now[0] = NOW + second
+            await run.settle()
+        assert calls == []
+        assert str(table.get_cell("edge-1\x00edge-1-7a01-100", "Time")) == "4s"
+        run.app._deliver(start(300))  # a new session on top of the live ones
+        appliance, _, session = chosen.partition("\x00")
+        end = {"v": 1, "seq": 30_000, "kind": "session_end", "session": session}
+        run.app._deliver(BusEvent(appliance, ("sessions", session, "end"), end))  # to the bottom
+        await run.until("the new session", lambda: len(run.app.model.sessions) == 304)
+        assert run.app.model.sessions[(appliance, session)].ended_at is not None
+        assert calls == ["add_row"]
+        shown = [
+            table.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value
+            for row in range(table.row_count)
+        ]
+        assert shown == [f"{s.appliance}\x00{s.session}" for s in run.app.model.session_list()]
+        assert table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value == chosen
+
+    drive(app, scenario)
