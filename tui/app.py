@@ -420,10 +420,29 @@ class ConsoleApp(App[None]):
             send,
         )
 
+    def _still_pending(self, request: Request) -> bool:
+        """Whether ``request`` still waits for a decision: it may have gone while the
+        operator typed a reason or a grant's minutes (another operator answered it, it
+        expired, its session ended). A decision sent then counts for nothing, and the
+        gateway records it as a rejected decision the operator is told about as such."""
+        current = self.model.requests.get(request.key)
+        if current is not None and current.sql_sha256 == request.sql_sha256:
+            return True
+        self.notify(
+            f"{printable(request.identity, 40)}'s statement {printable(request.sql, 60)} is "
+            "no longer pending (answered elsewhere, expired, or its session ended): "
+            "nothing was sent",
+            title="Decision not sent",
+            severity="warning",
+        )
+        return False
+
     async def _decide(
         self, request: Request, verdict: str, *, reason: str | None = None, grant_minutes: int = 0
     ) -> None:
         assert self.operator is not None
+        if not self._still_pending(request):
+            return
         body = decision_body(
             verdict,
             request.sql_sha256,
@@ -483,6 +502,14 @@ class ConsoleApp(App[None]):
         assert self.operator is not None
         appliance, session = key
         if not self._nameable(key):
+            return
+        known = self.model.sessions.get(key)
+        if known is None or known.ended_at is not None:  # it ended while asked why
+            self.notify(
+                f"the session {printable(session, 60)} has already ended: nothing was sent",
+                title="Session not ended",
+                severity="warning",
+            )
             return
         body: dict[str, Any] = {"operator": self.operator.name, "token": self.operator.token}
         if reason is not None:

@@ -603,3 +603,46 @@ def test_the_sessions_table_is_updated_in_place_not_filled_again() -> None:
         assert table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value == chosen
 
     drive(app, scenario)
+
+
+@console()
+async def test_a_denial_typed_while_the_request_went_is_not_sent(run: Run) -> None:
+    """The operator types a denial's reason; meanwhile another operator answers the
+    request (or it expires). Enter sent the denial anyway: "denial sent", then the
+    gateway's "Decision refused", and a rejected decision in its ledger. Now nothing is
+    sent, and the operator is told why."""
+    await run.press("2", "d", *"too wide")
+    run.app._deliver(BusEvent("edge-1", ("approvals", "b81e44c0aa93"), None))  # answered
+    await run.until(
+        "the request to go", lambda: ("edge-1", "b81e44c0aa93") not in run.app.model.requests
+    )
+    await run.press("enter")
+    assert sent(run) == []
+    assert any("no longer pending" in n and "nothing was sent" in n for n in run.notes())
+    assert not any("denial sent" in note for note in run.notes())
+
+
+@console()
+async def test_a_grant_typed_while_the_request_went_is_not_sent(run: Run) -> None:
+    await run.press("2", "g", *"30")
+    run.app._deliver(BusEvent("edge-1", ("approvals", "b81e44c0aa93"), None))
+    await run.until(
+        "the request to go", lambda: ("edge-1", "b81e44c0aa93") not in run.app.model.requests
+    )
+    await run.press("enter")
+    assert sent(run) == []
+    assert any("nothing was sent" in note for note in run.notes())
+
+
+@console()
+async def test_a_kill_typed_while_the_session_ended_is_not_sent(run: Run) -> None:
+    await run.press("1", "k", *"runaway")
+    end = {"v": 1, "seq": 30_000, "kind": "session_end", "session": "edge-1-7a01-2"}
+    run.app._deliver(BusEvent("edge-1", ("sessions", "edge-1-7a01-2", "end"), end))
+    await run.until(
+        "the session to end",
+        lambda: run.app.model.sessions[("edge-1", "edge-1-7a01-2")].ended_at is not None,
+    )
+    await run.press("enter")
+    assert sent(run) == []
+    assert any("has already ended" in note for note in run.notes())
