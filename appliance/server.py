@@ -81,6 +81,8 @@ _INTAKE = 128  # commands a session takes from its client's bytes per turn of th
 _BACKLOG_COMMANDS = 512  # ... taken and unanswered before reading pauses (resumes at half)
 _BACKLOG_BYTES = 64 * 1024 * 1024  # ... or their bytes while they wait for a decision
 _REFUSALS_LOGGED = 20  # per session; the ledger has every one
+_HOST_BLOCKED = 1129  # ER_HOST_IS_BLOCKED: the target refuses the gateway's address
+_BLOCKED_SAID_S = 60.0  # a target's target_blocked alert is repeated at most this often
 _LOGIN_TIMEOUT_S = 10.0  # from the connection to the end of the login (MySQL's connect_timeout)
 
 
@@ -103,6 +105,12 @@ class Gateway:
         # a client connection from one of them is the gateway's own, redirected back
         self.unmarked_ports: set[int] = set()
         self.draining = False
+        # connections to targets that a login left before the gateway logged in there:
+        # the gateway logs in and quits on them (ServerLeg.part)
+        self.parting: set[ServerLeg] = set()
+        self.parted = asyncio.Event()  # set while self.parting is empty
+        self.parted.set()
+        self._blocked_said: dict[str, float] = {}  # target -> when target_blocked was said
         # open sessions by (identity, target), for [policy] sessions_per_identity
         self.open_sessions: collections.Counter[tuple[str, str]] = collections.Counter()
         self._ids = itertools.count(1)
@@ -201,6 +209,23 @@ class Gateway:
         self.audit.background(
             records.alert(alert=alert.kind, reason=alert.message, **dict(alert.details))
         )
+
+    def target_blocked(self, target: str, message: str) -> None:
+        """The target refuses the gateway's address (error 1129): no client reaches it
+        until someone runs ``FLUSH HOSTS`` there. Said loudly, once a minute a target."""
+        now = time.monotonic()
+        said = self._blocked_said.get(target)
+        if said is not None and now - said < _BLOCKED_SAID_S:
+            return
+        self._blocked_said[target] = now
+        reason = (
+            f"target {target} blocks the gateway's address after too many connection errors "
+            f"({message}); no client reaches it until the blocks are cleared there with "
+            "'FLUSH HOSTS' (mariadb-admin flush-hosts); see max_connect_errors in the "
+            "deployment guide"
+        )
+        log.error("%s", reason)
+        self.audit.background(records.alert(alert="target_blocked", reason=reason, target=target))
 
     def _approval_alert(self, alert: str, request_id: str, reason: str) -> None:
         log.warning("approval request %s: %s: %s", request_id, alert, reason)
@@ -315,6 +340,11 @@ class Gateway:
             await asyncio.gather(self._retention, return_exceptions=True)
         if self.bus is not None:
             await self.bus.close()
+        if self.parting:  # logins the shutdown ended: each logs in and quits, or is cut
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.parted.wait(), min(grace_s, _LOGIN_TIMEOUT_S))
+            for parting in list(self.parting):
+                parting.abort()
 
 
 class ClientLeg(asyncio.Protocol):
@@ -777,7 +807,12 @@ class ClientLeg(asyncio.Protocol):
         if self._ended_once:
             return
         self._ended_once = True
-        self._free_login_slot()
+        up = self.upstream
+        parting = self.session.parting if self.session is not None else None
+        if parting is not None and up is not None and up.transport is not None:
+            up.part(parting)
+        if up is None or up.parting is None:  # else when the target's connection ends
+            self._free_login_slot()
         self._abandon_deferred("the session ended before the gateway had read it")
         if self._login_deadline is not None:
             self._login_deadline.cancel()
@@ -807,7 +842,7 @@ class ClientLeg(asyncio.Protocol):
             else:
                 self.gw.audit.background(end)
         up, self.upstream = self.upstream, None  # no cycle: the session is freed at once
-        if up is not None and up.transport is not None:
+        if up is not None and up.transport is not None and up.parting is None:
             up.transport.abort()
 
     def _withdrawn(self) -> str:
@@ -959,7 +994,11 @@ class ClientLeg(asyncio.Protocol):
             return
         if self.transport is None or self.transport.is_closing():
             assert leg.transport is not None
-            leg.transport.abort()
+            parting = self.session.parting if self.session is not None else None
+            if parting is not None:  # the client left while the target was dialled
+                leg.part(parting)
+            else:
+                leg.transport.abort()
 
     def flush(self) -> None:
         """Carry out what the session asked for: send its bytes, answer its events."""
@@ -993,7 +1032,10 @@ class ClientLeg(asyncio.Protocol):
                 self.transport.close()
             up = self.upstream
             if up is not None and up.transport is not None:
-                up.transport.close()
+                if session.parting is not None:
+                    up.part(session.parting)
+                else:
+                    up.transport.close()
             if self._client_lost:  # the client left first: nothing else will end it
                 self._ended()
         elif self.gw.draining and not session.busy:
@@ -1098,6 +1140,9 @@ class ClientLeg(asyncio.Protocol):
                 elif isinstance(ev, SessionClosed):
                     self._close_reason = ev.reason
                     log.info("session %d: closed: %s", self.id, ev.reason)
+                    refusal = session.target_refusal
+                    if refusal is not None and refusal.code == _HOST_BLOCKED:
+                        self.gw.target_blocked(self.target, refusal.message)
 
     def _started_in(self, ready: SessionReady) -> None:
         """The backend session's sql_mode as it started: the policy refuses its statements
@@ -1683,18 +1728,65 @@ class ClientLeg(asyncio.Protocol):
                 self.transport.abort()
         up = self.upstream
         if up is not None and up.transport is not None:
-            up.transport.abort()
+            parting = self.session.parting if self.session is not None else None
+            if graceful and parting is not None:  # a login the gateway's shutdown ended
+                up.part(parting)
+            else:
+                up.transport.abort()
 
 
 class ServerLeg(asyncio.Protocol):
     """The gateway's own connection to the target."""
 
-    __slots__ = ("client", "transport", "unmarked_port")
+    __slots__ = ("client", "parting", "transport", "unmarked_port", "_parting_timer")
 
     def __init__(self, client: ClientLeg) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.unmarked_port = 0  # its local port, when its socket could not be marked
+        self.parting: Session | None = None  # see part
+        self._parting_timer: asyncio.TimerHandle | None = None
+
+    def part(self, parting: Session) -> None:
+        """The client's session closed before the gateway logged in to the target: the
+        connection is ``parting``'s now, which logs in with the vaulted credential and
+        quits (see ``Session.parting``), within the login timeout. The client's login
+        slot is held until then, so that a client cannot keep more connections to the
+        target in their handshake than ``max_pending_logins``."""
+        if self.parting is not None or self.transport is None or self.transport.is_closing():
+            return
+        self.parting = parting
+        gw = self.client.gw
+        gw.parting.add(self)
+        gw.parted.clear()
+        self._parting_timer = asyncio.get_running_loop().call_later(
+            _LOGIN_TIMEOUT_S, self._parting_late
+        )
+        self._flush_parting()
+
+    def _flush_parting(self) -> None:
+        parting, transport = self.parting, self.transport
+        assert parting is not None and transport is not None
+        out = parting.take_server_output()
+        if out:
+            transport.writelines(out)
+        if parting.close_requested:
+            transport.close()
+
+    def _parting_late(self) -> None:
+        self._parting_timer = None
+        log.info(
+            "session %d: the gateway's login to target %s (the client had left) did not "
+            "complete within %g s: its connection was cut",
+            self.client.id,
+            self.client.target,
+            _LOGIN_TIMEOUT_S,
+        )
+        self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -1707,6 +1799,14 @@ class ServerLeg(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         client = self.client
+        if self.parting is not None:
+            try:
+                self.parting.server_data(data)
+                self._flush_parting()
+            except Exception:
+                log.exception("session %d: while ending the target's connection", client.id)
+                self.abort()
+            return
         session = client.session
         assert session is not None
         try:
@@ -1719,6 +1819,17 @@ class ServerLeg(asyncio.Protocol):
         client = self.client
         if self.unmarked_port:
             client.gw.unmarked_ports.discard(self.unmarked_port)
+        if self.parting is not None:
+            if self._parting_timer is not None:
+                self._parting_timer.cancel()
+                self._parting_timer = None
+            parting = client.gw.parting
+            parting.discard(self)
+            if not parting:
+                client.gw.parted.set()
+            client._free_login_slot()
+            log.debug("session %d: the target's connection is closed", client.id)
+            return
         session = client.session
         if session is not None and client.transport is not None:
             session.server_closed()

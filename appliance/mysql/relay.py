@@ -111,6 +111,12 @@ class Phase(Enum):
     CLOSED = auto()
 
 
+# a session that closes in one of these has not logged in to the target (see Session.parting)
+_BEFORE_TARGET_LOGIN = frozenset(
+    (Phase.AWAIT_SERVER_GREETING, Phase.AWAIT_CLIENT_HELLO, Phase.CLIENT_AUTH)
+)
+
+
 # ---------------------------------------------------------------------------- settings
 
 
@@ -663,6 +669,20 @@ class Session:
         commands sent from now on are captured up to this many bytes each (see
         ``CommandCompleted.recorded``). Without ``report_completions`` nothing is captured."""
         self._recording = 0  # answers being captured that have not completed yet
+        self._farewell = False  # this session only logs in to the target and quits
+        self.target_refusal: packets.ErrPacket | None = None
+        """The ERR the target sent in place of its greeting (1129: it blocks the gateway's
+        address after too many handshake errors; 1040: too many connections)."""
+        self.parting: Session | None = None
+        """Set when the session closed before the gateway logged in to the target (a
+        refused login, a client that left or sent nothing): a session of its own that
+        logs in to the target with the vaulted credential and sends COM_QUIT. The shell
+        hands it the target's connection (``server_data``, ``take_server_output``) and
+        closes that connection once it is ``close_requested``. Closing the connection
+        in the middle of the handshake instead would count, for MariaDB and MySQL, as a
+        handshake error of the gateway's address: past ``max_connect_errors`` of them
+        in a row the server blocks the address (error 1129), and with it every client
+        of the gateway. A successful login resets that count."""
         self.login_gate: Callable[[str], str | None] | None = None
         """Set by the shell before the login: called with the user name the client gives,
         before its credentials are checked; a reason refuses the login (1045, an
@@ -805,6 +825,8 @@ class Session:
     def server_data(self, data: bytes) -> None:
         """Bytes from the backend (ciphertext once TLS is up)."""
         if self.phase is Phase.CLOSED:
+            if self.parting is not None:  # before the shell handed it the connection
+                self.parting.server_data(data)
             return
         try:
             if self._server_tls is not None:
@@ -856,7 +878,7 @@ class Session:
                 message = f"sqlgate: target '{name}' closed the connection"
             err = packets.build_err(ErrorCode.UNKNOWN, message)
             self._send_client(frame(self._answer_seq(), err))
-        self._close(reason)
+        self._close(reason, target_ok=False)
 
     @property
     def more_commands(self) -> bool:
@@ -1051,7 +1073,10 @@ class Session:
         if out:
             self._to_server.append(out)
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: str, *, target_ok: bool = True) -> None:
+        """End the session; ``target_ok`` False: the target ended or broke its side."""
+        if target_ok and self.phase in _BEFORE_TARGET_LOGIN and not self._farewell:
+            self.parting = self._farewell_session()
         self.phase = Phase.CLOSED
         self.close_requested = True
         self._complete_unanswered(reason)
@@ -1063,6 +1088,37 @@ class Session:
         self._server_in.clear()
         self._more = False
         self._events.append(SessionClosed(reason))
+
+    def _farewell_session(self) -> Session:
+        """The session that ends the target's connection as a login (see ``parting``):
+        the greeting and whatever the target sent after it are handed over."""
+        part = Session(
+            self.settings, rsa_encrypt=self._rsa_encrypt, random_bytes=self._random_bytes
+        )
+        part._farewell = True
+        part.phase = Phase.AWAIT_SERVER_GREETING
+        greeting = self.server_greeting
+        if greeting is not None:
+            part._farewell_login(greeting)
+        rest = self._server_in.take_remaining()
+        if rest:
+            part.server_data(rest)
+        return part
+
+    def _farewell_login(self, greeting: packets.Greeting) -> None:
+        """Log in as the vaulted user with the fewest capabilities (no database, no
+        attributes): nothing runs in this backend session but COM_QUIT."""
+        self.server_greeting = greeting
+        self._hello = packets.HandshakeResponse(
+            capabilities=0,
+            max_packet=self.settings.max_payload,
+            charset=greeting.charset,
+            user=b"",
+            auth_response=b"",
+            database=None,
+            auth_plugin=None,
+        )
+        self._start_server_login()
 
     def _complete_unanswered(self, reason: str) -> None:
         """Every command the session took ends with a CommandCompleted, so each recorded
@@ -1129,7 +1185,7 @@ class Session:
                 ),
             )
         )
-        self._close(f"target protocol error: {why}")
+        self._close(f"target protocol error: {why}", target_ok=False)
 
     def _answer_seq(self) -> int:
         """The sequence id the client expects for a packet the gateway sends it now."""
@@ -1165,6 +1221,7 @@ class Session:
     def _on_server_greeting(self, pkt: Packet) -> None:
         if pkt.payload[:1] == b"\xff":
             err = packets.parse_err(pkt.payload)
+            self.target_refusal = err
             name = self.settings.backend.name
             self._to_client.append(
                 frame(
@@ -1174,11 +1231,14 @@ class Session:
                     ),
                 )
             )
-            self._close(f"target refused the connection: {err.code} {err.message}")
+            self._close(f"target refused the connection: {err.code} {err.message}", target_ok=False)
             return
         greeting = packets.parse_greeting(pkt.payload)
         if not greeting.capabilities & Capability.PROTOCOL_41:
             raise RemoteProtocolError("target does not speak protocol 4.1")
+        if self._farewell:
+            self._farewell_login(greeting)
+            return
         self.server_greeting = greeting
         self.server_status = greeting.status
         offered = greeting.capabilities & GATEWAY_CAPABILITIES
@@ -1640,6 +1700,10 @@ class Session:
 
     def _server_login_done(self, ok: packets.OkPacket) -> None:
         self.server_status = ok.status
+        if self._farewell:  # logged in: the count of the gateway's address is reset
+            self._send_server(frame(0, bytes([Command.QUIT])))
+            self._close("the gateway logged in to the target and quit")
+            return
         if self.settings.read_sql_mode:
             self._mode_answer = _ModeAnswer()
             self._send_server(frame(0, bytes([Command.QUERY]) + SQL_MODE_QUERY))

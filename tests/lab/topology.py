@@ -326,6 +326,7 @@ class LabGateway:
     listen: str = GATEWAY_LISTEN
     manage_rules: bool = True
     extra_toml: str = ""
+    db_port: int = DB_PORT  # the targets' port (a second server in the db namespace)
     proc: subprocess.Popen[bytes] | None = None
     rules_ready: bool = False
     _log_offset: int = field(default=0, repr=False)
@@ -362,6 +363,7 @@ class LabGateway:
             pki=self.pki,
             accounts=self.accounts,
             listen=self.listen,
+            db_port=self.db_port,
             manage_rules=self.manage_rules,
             extra_toml=self.extra_toml,
         )

@@ -1162,6 +1162,126 @@ def test_an_error_answer_to_the_sql_mode_question_leaves_the_mode_unknown() -> N
     )
 
 
+# -------------------------------------------- a login that ends before the backend login
+
+FAREWELL_CAPS = REQUIRED | int(C.PLUGIN_AUTH_LENENC_CLIENT_DATA)
+"""The gateway's own login when the client's ended first: no database, no attributes."""
+QUIT = frame(0, bytes([Command.QUIT]))
+
+
+def farewell_login(*, seq: int = 1) -> bytes:
+    return frame(
+        seq,
+        packets.build_handshake_response(
+            packets.HandshakeResponse(
+                capabilities=FAREWELL_CAPS,
+                max_packet=MAX_PACKET,
+                charset=45,
+                user=b"gw_svc",
+                auth_response=native(BACKEND_PW, NONCE),
+                database=None,
+                auth_plugin=NATIVE_PASSWORD,
+            )
+        ),
+    )
+
+
+def _parting(session: Session) -> Session:
+    parting = session.parting
+    assert parting is not None, "the target's connection is closed mid-handshake"
+    assert session.take_server_output() == []  # the client's session sends it nothing
+    return parting
+
+
+def _quits_after_login(parting: Session) -> None:
+    """The parting session logs in as the vaulted user, then quits once it is in."""
+    assert b"".join(parting.take_server_output()) == farewell_login()
+    assert not parting.close_requested
+    parting.server_data(Reply(2).ok().data)
+    assert b"".join(parting.take_server_output()) == QUIT
+    assert parting.close_requested
+    assert parting.parting is None  # its own end is no reason for another
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["wrong password", "client leaves", "bad packet", "login timeout", "shell closes"],
+)
+def test_a_login_that_ends_first_leaves_the_target_by_logging_in_and_quitting(how: str) -> None:
+    """A client login that ends before the gateway's (refused, abandoned, broken, too
+    slow) does not leave the target's connection in its handshake: MariaDB would count
+    each as an error of the gateway's address and block it past max_connect_errors."""
+    session = new_session()
+    session.server_data(server_greeting(NONCE))
+    session.take_client_output()
+    if how == "wrong password":
+        session.client_data(client_hello(b"alice", native(b"guess"), capabilities=CLIENT_CAPS))
+    elif how == "client leaves":
+        session.client_closed()
+    elif how == "bad packet":
+        session.client_data(frame(7, b"\x00"))
+    elif how == "login timeout":
+        session.login_timed_out(10)
+    else:
+        session.close_now("the refused login packet did not end in time")
+    assert session.close_requested and session.phase is Phase.CLOSED
+    _quits_after_login(_parting(session))
+
+
+def test_a_client_that_leaves_before_the_greeting_parts_once_the_greeting_comes() -> None:
+    session = new_session()
+    greeting = server_greeting(NONCE)
+    session.server_data(greeting[:9])  # part of it before the client leaves
+    session.client_closed()
+    parting = _parting(session)
+    assert parting.take_server_output() == []
+    session.server_data(greeting[9:])  # the shell had not handed the connection over yet
+    assert session.take_client_output() == []
+    _quits_after_login(parting)
+
+
+def test_the_parting_login_follows_the_target_through_an_auth_switch() -> None:
+    session = new_session()
+    session.server_data(server_greeting(NONCE))
+    session.client_closed()
+    parting = _parting(session)
+    assert b"".join(parting.take_server_output()) == farewell_login()
+    other = b"another-nonce-987654"
+    switch = packets.build_auth_switch_request(packets.AuthSwitchRequest(NATIVE_PASSWORD, other))
+    parting.server_data(frame(2, switch))
+    assert b"".join(parting.take_server_output()) == frame(3, native(BACKEND_PW, other))
+    parting.server_data(Reply(4).ok().data)
+    assert b"".join(parting.take_server_output()) == QUIT
+    assert parting.close_requested
+
+
+def test_the_parting_login_refused_by_the_target_just_ends() -> None:
+    session = new_session()
+    session.server_data(server_greeting(NONCE))
+    session.client_closed()
+    parting = _parting(session)
+    parting.take_server_output()
+    parting.server_data(Reply(2).err(1045, "Access denied").data)
+    assert parting.take_server_output() == []
+    assert parting.close_requested and parting.parting is None
+
+
+def test_no_parting_when_the_target_ended_the_handshake_or_the_login_went_on() -> None:
+    refused = new_session()
+    refused.server_data(frame(0, packets.build_err(1129, "Host '10.0.0.1' is blocked")))
+    assert refused.close_requested and refused.parting is None
+    closed = new_session()
+    closed.server_data(server_greeting(NONCE))
+    closed.server_closed()
+    assert closed.close_requested and closed.parting is None
+    broken = new_session()
+    broken.server_data(frame(0, b"\x0a\x00"))  # not a greeting
+    assert broken.close_requested and broken.parting is None
+    pb = ready()
+    pb.session.client_closed()
+    assert pb.session.close_requested and pb.session.parting is None
+
+
 # ============================================================== 4. the command phase
 
 COLS = [column(b"id", FieldType.LONGLONG), column(b"name")]
