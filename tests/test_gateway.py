@@ -115,6 +115,29 @@ def test_kill_of_another_identitys_session_is_refused(
         scalar(killer, f"KILL {root}")
 
 
+def test_a_kill_shorter_than_its_thread_id_is_refused(gateway: GatewayProcess) -> None:
+    """BUG: COM_PROCESS_KILL with 2 bytes of thread id was decided and recorded as KILL of
+    this identity's own session, while MariaDB read the id's other bytes past the packet
+    (a NUL, then what earlier packets left in its buffer) and went for another thread
+    (16777268 for 52). It is refused (1835) and sent nowhere; both sessions go on."""
+    marker = f"short-kill-{time.time_ns()}"
+    with gateway.connect() as victim, gateway.connect() as killer:
+        victim_id = scalar(victim, "SELECT CONNECTION_ID()")
+        assert victim_id < 1 << 16
+        assert scalar(killer, "SELECT 1") == 1
+        send_raw(killer, bytes([Command.PROCESS_KILL]) + struct.pack("<I", victim_id)[:2])
+        err = packets.parse_err(read_raw(killer))
+        assert err.code == 1835 and "malformed COM_PROCESS_KILL" in err.message, err
+        assert scalar(victim, "SELECT 2") == 2  # still there
+        assert scalar(killer, f"SELECT '{marker}'") == marker
+    statements = ledger_records(gateway.ledger, "--kind", "statement")
+    sid = next(r["session"] for r in statements if marker in r["sql"])
+    (refused,) = [
+        r for r in statements if r["session"] == sid and r["command"] == "COM_PROCESS_KILL"
+    ]
+    assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
+
+
 def test_unknown_command_gets_1047_and_the_session_goes_on(gateway: GatewayProcess) -> None:
     with gateway.connect() as conn:
         send_raw(conn, b"\x99whatever")

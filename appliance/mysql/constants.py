@@ -267,6 +267,7 @@ class ErrorCode(IntEnum):
     NET_READ_ERROR = 1158
     NOT_SUPPORTED_YET = 1235
     UNKNOWN_STMT_HANDLER = 1243  # ER_UNKNOWN_STMT_HANDLER: a statement id the client closed
+    MALFORMED_PACKET = 1835  # ER_MALFORMED_PACKET: a command too short for its fixed fields
     CONN_HOST_ERROR = 2003
     SERVER_LOST = 2013  # only in the ledger: a command's answer never came
 
@@ -287,6 +288,7 @@ SQLSTATE_FOR: dict[int, bytes] = {
     ErrorCode.NET_READ_ERROR: b"08S01",
     ErrorCode.NOT_SUPPORTED_YET: b"42000",
     ErrorCode.UNKNOWN_STMT_HANDLER: b"HY000",
+    ErrorCode.MALFORMED_PACKET: b"HY000",
     ErrorCode.CONN_HOST_ERROR: b"HY000",
     ErrorCode.SERVER_LOST: b"HY000",
 }

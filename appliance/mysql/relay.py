@@ -427,6 +427,18 @@ _NAMES_A_CLOSED_STATEMENT = frozenset(
 )
 
 
+#: A COM_PROCESS_KILL carries a 4-byte thread id. MariaDB reads 4 bytes whatever the
+#: packet's length: past a shorter one's end it reads a NUL and then what earlier packets
+#: left in its buffer, so it would go for another thread than the one the gateway decided
+#: and recorded (``0C 34 00`` is KILL 52 to the gateway and KILL 16777268 to the server
+#: after a SELECT). The core refuses one that is short, as MySQL 8 does (malformed).
+SHORT_KILL = (
+    "malformed COM_PROCESS_KILL: it carries {} of the 4 bytes of a thread id, and the "
+    "server would read the others from what earlier packets left in its buffer, so it "
+    "was not sent"
+)
+
+
 #: Commands the core refuses itself: the rule the ledger names and the reason.
 REFUSED_COMMANDS: dict[int, tuple[str, str]] = {
     Command.CHANGE_USER: (
@@ -1839,6 +1851,14 @@ class Session:
                     self._standing[cmd.id] = self._last_prepared = last
             elif code == Command.STMT_PREPARE:
                 self._last_prepared = self._prepares[cmd.id] = _LastPrepared(cmd.id)
+            elif code == Command.PROCESS_KILL and len(payload) < 5:
+                self._refuse_in_core(
+                    cmd,
+                    ErrorCode.MALFORMED_PACKET,
+                    "malformed-packet",
+                    SHORT_KILL.format(len(payload) - 1),
+                )
+                return
             if code == Command.QUIT or (
                 not self._gated and (cmd.stands_for is not None or self._stopped is not None)
             ):

@@ -2137,6 +2137,37 @@ def test_identity_and_replication_commands_get_err_1227(cmd: int, fragment: str)
     )
 
 
+@pytest.mark.parametrize("thread", [b"", b"\x34", b"\x34\x00", b"\x34\x00\x00"])
+def test_a_kill_shorter_than_its_thread_id_gets_err_1835_and_the_session_continues(
+    thread: bytes,
+) -> None:
+    """BUG: a COM_PROCESS_KILL with fewer than 4 bytes of thread id (``0C 34 00``) was
+    decided and recorded as KILL 52, while MariaDB reads 4 bytes anyway, past the packet's
+    end into what earlier packets left in its buffer: it went for another thread (to it,
+    after a SELECT, that was KILL 16777268). The core refuses it itself
+    (ER_MALFORMED_PACKET, as MySQL 8 answers one); nothing reaches the target."""
+    short = command(Command.PROCESS_KILL, thread)
+    err = packets.build_err(
+        1835,  # ER_MALFORMED_PACKET
+        f"sqlgate: malformed COM_PROCESS_KILL: it carries {len(thread)} of the 4 bytes of a "
+        "thread id, and the server would read the others from what earlier packets left "
+        "in its buffer, so it was not sent",
+    )
+    kill = command(Command.PROCESS_KILL, struct.pack("<I", 5))
+    assert (
+        ready()
+        >> client(short)
+        << expect_event(CommandRefused, code=1835, rule="malformed-packet")
+        << expect_client(frame(1, err))
+        << completed(1, error=1835)
+        >> client(kill)
+        << received(2, kill)
+        >> allow(2)
+        << expect_server(kill)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
 @pytest.mark.parametrize("code", [Command.STMT_EXECUTE, Command.STMT_FETCH, Command.STMT_RESET])
 def test_the_last_prepared_statement_id_is_refused(code: int) -> None:
     """Statement id 0xFFFFFFFF is MariaDB's 'the statement prepared last': the gateway
