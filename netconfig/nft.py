@@ -97,6 +97,10 @@ NFT_PAYLOAD_TRANSPORT_HEADER = 2
 NFNL_MSG_BATCH_BEGIN = 0x10
 NFNL_MSG_BATCH_END = 0x11
 IPPROTO_TCP = 6
+# The kernel answers a netlink request at once; an answer that never comes (a whole batch
+# refused for want of CAP_NET_ADMIN is answered under the batch marker's sequence number,
+# which no request waits on) must not hang the caller.
+ANSWER_TIMEOUT_S = 10.0
 
 HOOKNUMS = {Hook.PREROUTING: 0, Hook.FORWARD: 2, Hook.OUTPUT: 3}
 
@@ -500,14 +504,19 @@ def _inside(netns: str | None) -> AbstractContextManager[None]:
     return inside(netns, NftError)
 
 
+_NO_PERMISSION = "netlink: permission denied (CAP_NET_ADMIN is needed)"
+
+
 def _run(netns: str | None, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     with _inside(netns):
         try:
             return asyncio.run(work())
         except NetlinkError as exc:
+            if exc.code == errno.EPERM:
+                raise NftError(_NO_PERMISSION) from None
             raise NftError(f"netlink: {exc.args[1] if len(exc.args) > 1 else exc}") from None
         except PermissionError:
-            raise NftError("netlink: permission denied (CAP_NET_ADMIN is needed)") from None
+            raise NftError(_NO_PERMISSION) from None
         except OSError as exc:
             raise NftError(f"netlink: {exc.strerror or exc}") from None
 
@@ -589,8 +598,15 @@ async def _commit(nft: Any, plan: Plan, ops: Sequence[Op]) -> None:
     ]
     answered = 0
     try:
-        async for _ in nft.nlm_request_batch(messages):
-            answered += 1
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            async for _ in nft.nlm_request_batch(messages):
+                answered += 1
+    except TimeoutError:
+        failed = _op_text(ops[answered]) if answered < len(ops) else "commit"
+        raise NftError(
+            f"netlink: the kernel did not answer '{failed}' within {ANSWER_TIMEOUT_S:g}s; "
+            "'sqlgate net status' shows what is in place"
+        ) from None
     except NetlinkError as exc:
         failed = _op_text(ops[answered]) if answered < len(ops) else "commit"
         reason = exc.args[1] if len(exc.args) > 1 else str(exc)
@@ -607,12 +623,23 @@ async def _apply(plan: Plan) -> ApplyReport:
 
 async def _remove() -> bool:
     async with AsyncNFTables(nfgen_family=NFPROTO_INET) as nft:
+        # Read first: a refusal (no CAP_NET_ADMIN) is answered to a read, while a batch
+        # refused whole is answered to its marker, which nothing waits on.
+        tables = await _dump(nft, nft_table_msg, NFT_MSG_GETTABLE)
+        if not any(t.get_attr("NFTA_TABLE_NAME") == TABLE for t in tables):
+            return False
         msg = _message(nft_table_msg, NFT_MSG_DELTABLE, 0, [("NFTA_TABLE_NAME", TABLE)])
         try:
-            async for _ in nft.nlm_request_batch(
-                [_batch_marker(NFNL_MSG_BATCH_BEGIN), msg, _batch_marker(NFNL_MSG_BATCH_END)]
-            ):
-                pass
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                async for _ in nft.nlm_request_batch(
+                    [_batch_marker(NFNL_MSG_BATCH_BEGIN), msg, _batch_marker(NFNL_MSG_BATCH_END)]
+                ):
+                    pass
+        except TimeoutError:
+            raise NftError(
+                f"netlink: the kernel did not answer 'delete table inet {TABLE}' within "
+                f"{ANSWER_TIMEOUT_S:g}s; 'sqlgate net status' shows what is in place"
+            ) from None
         except NetlinkError as exc:
             if exc.code == errno.ENOENT:
                 return False

@@ -660,3 +660,29 @@ def test_a_dormant_table_is_not_trusted(namespaces: Namespaces, make_config: Mak
     assert nothing_waiting(database)
     for sock in (proxy, database):
         sock.close()
+
+
+@pytest.mark.parametrize("action", ["remove", "status", "apply"])
+def test_net_commands_without_cap_net_admin_fail_with_one_line(
+    netns: str, tmp_path: Path, action: str
+) -> None:
+    """`sqlgate net remove` run without CAP_NET_ADMIN never returned: the kernel refused
+    the whole netlink batch under the batch marker's sequence number, which nothing
+    waited on. Now every net command says what is missing and exits 1, rules untouched."""
+    import sys
+
+    from appliance.ledger.chain import generate_key, private_key_pem
+
+    (tmp_path / "orders.pw").write_text("secret\n")
+    (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
+    (tmp_path / "ledger.key").chmod(0o600)
+    config = tmp_path / "sqlgate.toml"
+    config.write_text(_CLI_CONFIG.format(host="10.77.2.10"))
+    ns_run(netns, sys.executable, "-m", "appliance.cli", "net", "apply", "-c", str(config))
+    command = [sys.executable, "-m", "appliance.cli", "net", action, "-c", str(config)]
+    before = nft_text(netns)
+
+    done = ns_run(netns, "setpriv", "--bounding-set=-net_admin", *command, check=False)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr == "sqlgate: netlink: permission denied (CAP_NET_ADMIN is needed)\n"
+    assert nft_text(netns) == before
