@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import pathlib
 
     from appliance.ledger.chain import Head
+    from netconfig.nft import LiveTable
 
 __all__ = ["build_parser", "main"]
 
@@ -651,9 +652,46 @@ def _cmd_net(args: argparse.Namespace) -> int:
                 "table inet sqlgate is dormant: these rules see no packet, so nothing is "
                 "intercepted; 'sqlgate net apply' puts them back in force"
             )
+            return 0
+        _print(_status_drift(config, live), flush=True)
         return 0
     except nft.NftError as exc:
         return _fail(str(exc), 1)
+
+
+def _status_drift(config: Config, live: LiveTable) -> str:
+    """How the listed rules compare with the ones the configuration plans: a table with a
+    rule or chain gone (the forward drop, say) lists what is left with nothing amiss."""
+    from netconfig import nft
+    from netconfig.plan import plan_rules
+
+    try:
+        plan = plan_rules(config, resolve=_resolve)
+    except ConfigError as exc:
+        return f"not compared with the configuration: {exc}"
+    report = nft.reconcile(plan, live)[1]
+    if not report.changed:
+        return f"in place: the {len(plan.rules)} rules the configuration plans"
+    if report.rebuilt:
+        return (
+            "NOT as configured (its chains are not the planned ones): 'sqlgate net apply' "
+            "replaces the table"
+        )
+    removed = set(report.removed)
+    parts = [
+        f"{name} {', '.join(tags)}"
+        for name, tags in (
+            ("chains missing:", [c.removeprefix("chain ") for c in report.created]),
+            ("missing:", [t for t in report.added if t not in removed]),
+            ("changed:", [t for t in report.added if t in removed]),
+            ("extra:", [t for t in report.removed if t not in set(report.added)]),
+        )
+        if tags
+    ]
+    return (
+        f"NOT as configured ({'; '.join(parts)}): connections these rules do not cover may "
+        "go around the gateway; 'sqlgate net apply' puts them back"
+    )
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:

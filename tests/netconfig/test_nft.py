@@ -686,3 +686,41 @@ def test_net_commands_without_cap_net_admin_fail_with_one_line(
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr == "sqlgate: netlink: permission denied (CAP_NET_ADMIN is needed)\n"
     assert nft_text(netns) == before
+
+
+def test_net_status_says_when_the_rules_are_not_the_configured_ones(
+    netns: str, tmp_path: Path
+) -> None:
+    """With the forward chain deleted behind its back (the drop that keeps clients from
+    going around the gateway), `sqlgate net status` listed the rules that were left and
+    said nothing amiss. Now it compares them with the configuration's plan."""
+    import sys
+
+    from appliance.ledger.chain import generate_key, private_key_pem
+
+    (tmp_path / "orders.pw").write_text("secret\n")
+    (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
+    (tmp_path / "ledger.key").chmod(0o600)
+    config = tmp_path / "sqlgate.toml"
+    config.write_text(_CLI_CONFIG.format(host="10.77.2.10"))
+
+    def cli_status() -> str:
+        done = ns_run(
+            netns, sys.executable, "-m", "appliance.cli", "net", "status", "-c", str(config)
+        )
+        assert done.stderr == ""
+        return done.stdout
+
+    ns_run(netns, sys.executable, "-m", "appliance.cli", "net", "apply", "-c", str(config))
+    assert cli_status().splitlines()[-1] == "in place: the 4 rules the configuration plans"
+
+    ns_run(netns, "nft", "delete", "chain", "inet", "sqlgate", "forward")
+    local = next(r for r in status(netns) if r.tag == "sqlgate:redirect-local:orders")
+    ns_run(netns, "nft", "delete", "rule", "inet", "sqlgate", "output", "handle", str(local.handle))
+    last = cli_status().splitlines()[-1]
+    assert last.startswith("NOT as configured (chains missing: forward; missing: "), last
+    assert "sqlgate:bypass-drop:orders" in last and "'sqlgate net apply' puts them back" in last
+
+    config.write_text(_CLI_CONFIG.format(host="10.77.2.11"))  # the target moved
+    last = cli_status().splitlines()[-1]
+    assert "changed: sqlgate:redirect:orders)" in last, last
