@@ -83,7 +83,11 @@ _BACKLOG_BYTES = 64 * 1024 * 1024  # ... or their bytes while they wait for a de
 _REFUSALS_LOGGED = 20  # per session; the ledger has every one
 _HOST_BLOCKED = 1129  # ER_HOST_IS_BLOCKED: the target refuses the gateway's address
 _BLOCKED_SAID_S = 60.0  # a target's target_blocked alert is repeated at most this often
-_LOGIN_TIMEOUT_S = 10.0  # from the connection to the end of the login (MySQL's connect_timeout)
+_LOGIN_TIMEOUT_S = 8.0
+"""From the connection to the end of the login. Shorter than the databases' default
+``connect_timeout`` (10 s) by the time the gateway's own login there takes to end a
+connection whose client gave up (``Session.parting``): else the database times out that
+handshake first and counts it against the gateway's address (max_connect_errors)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -668,11 +668,11 @@ def test_a_client_that_does_not_log_in_in_time_is_told_and_let_go(
         waited = time.monotonic() - started
         err = packets.parse_err(reply[4:])
         assert err.code == 1043
-        assert err.message == "sqlgate: the login did not complete within 10 s"
+        assert err.message == "sqlgate: the login did not complete within 8 s"
         assert 9 < waited < 19
         assert scalar(bystander, "SELECT 5") == 5
     failed = ledger_records(gateway.ledger, "--kind", "auth_failed")
-    assert any("did not complete within 10 s" in r["reason"] for r in failed)
+    assert any("did not complete within 8 s" in r["reason"] for r in failed)
 
 
 def _wait_until(check: Any, what: str, timeout_s: float = 15.0) -> None:
@@ -810,7 +810,7 @@ def test_more_than_a_login_needs_sent_before_it_completes_is_refused(
 def test_a_login_that_times_out_waiting_for_the_target_is_not_held_against_the_client(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:
-    """The 10 s login limit, reached while the target does not greet: recorded, but not
+    """The 8 s login limit, reached while the target does not greet: recorded, but not
     a failure of the client's (with failed_logins_free = 0 it would block the address)."""
     target = _SilentTarget(mariadb.pki)
     gw = GatewayProcess(
@@ -821,7 +821,7 @@ def test_a_login_that_times_out_waiting_for_the_target_is_not_held_against_the_c
     ).start()
     try:
         with socket.create_connection((gw.host, gw.port), timeout=20) as sock:
-            assert b"did not complete within 10 s" in _until_closed(sock)  # let go
+            assert b"did not complete within 8 s" in _until_closed(sock)  # let go
         with socket.create_connection((gw.host, gw.port), timeout=1.5) as sock:
             with pytest.raises(TimeoutError):  # waits for the target again: not refused
                 sock.recv(1024)
@@ -829,7 +829,7 @@ def test_a_login_that_times_out_waiting_for_the_target_is_not_held_against_the_c
         assert gw.stop() == 0
         target.close()
     failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
-    assert [r["reason"] for r in failed] == ["the login did not complete within 10 s"]
+    assert [r["reason"] for r in failed] == ["the login did not complete within 8 s"]
 
 
 def test_a_user_name_longer_than_any_server_reads_is_refused(gateway: GatewayProcess) -> None:

@@ -117,7 +117,7 @@ def test_refused_and_abandoned_logins_do_not_get_the_gateway_blocked(
     with _login(lab, dba.user, dba.password) as conn:  # known from this address
         conn.ping()
     aborted = _status(strict_db, "Aborted_connects")
-    idle = _agent_socket(lab)  # reads the greeting and sends nothing: 1043 after 10 s
+    idle = _agent_socket(lab)  # reads the greeting and sends nothing: 1043 after 8 s
     idle.settimeout(WAIT_S)
     refusals = 3 * MAX_CONNECT_ERRORS
     for i in range(refusals):
