@@ -138,6 +138,24 @@ def test_a_kill_shorter_than_its_thread_id_is_refused(gateway: GatewayProcess) -
     assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
 
 
+def test_a_field_list_without_its_nul_is_refused(gateway: GatewayProcess) -> None:
+    """BUG: COM_FIELD_LIST without the NUL after its table name was recorded as SHOW
+    COLUMNS FROM the table with no wildcard, while MariaDB read the wildcard from past
+    the packet (what earlier packets left in its buffer). It is refused (1835) and sent
+    nowhere; the session goes on."""
+    marker = f"unended-field-list-{time.time_ns()}"
+    with gateway.connect() as conn:
+        assert scalar(conn, "SELECT 'customers%'") == "customers%"  # left in its buffer
+        send_raw(conn, bytes([Command.FIELD_LIST]) + b"customers")
+        err = packets.parse_err(read_raw(conn))
+        assert err.code == 1835 and "malformed COM_FIELD_LIST" in err.message, err
+        assert scalar(conn, f"SELECT '{marker}'") == marker
+    statements = ledger_records(gateway.ledger, "--kind", "statement")
+    sid = next(r["session"] for r in statements if marker in r["sql"])
+    (refused,) = [r for r in statements if r["session"] == sid and r["command"] == "COM_FIELD_LIST"]
+    assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
+
+
 def test_unknown_command_gets_1047_and_the_session_goes_on(gateway: GatewayProcess) -> None:
     with gateway.connect() as conn:
         send_raw(conn, b"\x99whatever")

@@ -437,6 +437,11 @@ SHORT_KILL = (
     "server would read the others from what earlier packets left in its buffer, so it "
     "was not sent"
 )
+UNENDED_FIELD_LIST = (
+    "malformed COM_FIELD_LIST: its table name does not end with a NUL byte, and the server "
+    "would read the column wildcard from past the packet's end, what earlier packets left "
+    "in its buffer, so it was not sent"
+)
 
 
 #: Commands the core refuses itself: the rule the ledger names and the reason.
@@ -1857,6 +1862,11 @@ class Session:
                     ErrorCode.MALFORMED_PACKET,
                     "malformed-packet",
                     SHORT_KILL.format(len(payload) - 1),
+                )
+                return
+            elif code == Command.FIELD_LIST and b"\0" not in payload:
+                self._refuse_in_core(
+                    cmd, ErrorCode.MALFORMED_PACKET, "malformed-packet", UNENDED_FIELD_LIST
                 )
                 return
             if code == Command.QUIT or (

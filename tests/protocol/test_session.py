@@ -33,6 +33,7 @@ from appliance.mysql.constants import (
     ServerStatus,
 )
 from appliance.mysql.relay import (
+    UNENDED_FIELD_LIST,
     Account,
     AuthFailed,
     Backend,
@@ -2164,6 +2165,31 @@ def test_a_kill_shorter_than_its_thread_id_gets_err_1835_and_the_session_continu
         << received(2, kill)
         >> allow(2)
         << expect_server(kill)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
+@pytest.mark.parametrize("table", [b"", b"customers"])
+def test_a_field_list_without_its_nul_gets_err_1835_and_the_session_continues(
+    table: bytes,
+) -> None:
+    """BUG: a COM_FIELD_LIST whose table name did not end with a NUL was decided and
+    recorded as SHOW COLUMNS FROM the table with no wildcard, while MariaDB read the
+    wildcard from past the packet's end (what earlier packets left in its buffer). The
+    core refuses it itself (ER_MALFORMED_PACKET); nothing reaches the target."""
+    unended = command(Command.FIELD_LIST, table)
+    err = packets.build_err(1835, f"sqlgate: {UNENDED_FIELD_LIST}")
+    listed = command(Command.FIELD_LIST, b"customers\0")
+    assert (
+        ready()
+        >> client(unended)
+        << expect_event(CommandRefused, code=1835, rule="malformed-packet")
+        << expect_client(frame(1, err))
+        << completed(1, error=1835)
+        >> client(listed)
+        << received(2, listed)
+        >> allow(2)
+        << expect_server(listed)
         << expect_phase(Phase.COMMAND)
     )
 
