@@ -335,6 +335,8 @@ class NetworkConfig:
     mark: int = 0x5147  # firewall mark of the proxy's own upstream sockets
     # a clean stop leaves the rules in place (fail closed until the gateway is back)
     keep_rules_on_stop: bool = False
+    # targets given by host name are looked up again this often (failover moves them)
+    resolve_interval_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1488,7 +1490,13 @@ def _recording(raw: Mapping[str, object] | None, base: Path) -> RecordingConfig:
     )
 
 
-_NETWORK_KEYS = ("manage_rules", "interfaces", "mark", "keep_rules_on_stop")
+_NETWORK_KEYS = (
+    "manage_rules",
+    "interfaces",
+    "mark",
+    "keep_rules_on_stop",
+    "resolve_interval_s",
+)
 
 
 def _network(t: _Table) -> NetworkConfig:
@@ -1502,4 +1510,5 @@ def _network(t: _Table) -> NetworkConfig:
         interfaces=interfaces,
         mark=t.integer("mark", 0x5147, 1, 0xFFFFFFFF),
         keep_rules_on_stop=t.boolean("keep_rules_on_stop", False),
+        resolve_interval_s=t.seconds("resolve_interval_s", 30.0, 0.5, 3600),
     )

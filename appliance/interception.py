@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from appliance.config import Config
+from appliance.config import Config, ConfigError
 from netconfig import nft
 from netconfig.plan import Plan, plan_rules
 from netconfig.routes import RouteError
@@ -39,12 +39,20 @@ class InterceptionError(Exception):
 class Interception:
     """Apply the plan, run the sentinel, and undo both on a clean stop."""
 
-    def __init__(self, config: Config, on_alert: Callable[[Alert], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        on_alert: Callable[[Alert], None] | None = None,
+        resolve: Callable[[str], Sequence[str]] = resolve,
+    ) -> None:
         self.config = config
+        self._resolve = resolve
         self.plan: Plan = plan_rules(config, resolve=resolve)
         self._on_alert = on_alert
         self._sentinel: Sentinel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._changing = asyncio.Lock()  # a re-plan and the stop, one at a time
+        self._stopped = False
 
     async def start(self) -> None:
         try:
@@ -61,6 +69,10 @@ class Interception:
             len(report.added),
             len(report.removed),
         )
+        await self._watch()
+
+    async def _watch(self) -> None:
+        """Start the sentinel on the current plan."""
         interfaces = list(self.config.network.interfaces or ()) or None
         sentinel = Sentinel(self.plan, on_alert=self._alert, interfaces=interfaces)
         try:
@@ -69,6 +81,38 @@ class Interception:
             self._report(not_started(str(exc)))
             return
         self._sentinel = sentinel
+
+    async def replan(self) -> None:
+        """A target's name moved (``appliance.target_names``): put the rules for the
+        addresses it is known by now in place, and watch those. The sentinel stops first,
+        or it would see the new rules as a drift and put the old ones back."""
+        async with self._changing:
+            if self._stopped:
+                return
+            try:
+                plan = plan_rules(self.config, resolve=self._resolve)
+            except ConfigError as exc:  # e.g. an address the rules cannot match
+                log.error("interception rules not changed: %s", exc)
+                return
+            if plan == self.plan:
+                return
+            if self._sentinel is not None:
+                await asyncio.to_thread(self._sentinel.stop)
+                self._sentinel = None
+            try:
+                report = await asyncio.to_thread(nft.apply, plan)
+            except nft.NftError as exc:  # tried again at the next look-up
+                log.error("interception rules could not follow the targets: %s", exc)
+                await self._watch()  # on the plan in place
+                return
+            self.plan = plan
+            log.info(
+                "interception rules follow the targets: %d rules (%d added, %d removed)",
+                len(plan.rules),
+                len(report.added),
+                len(report.removed),
+            )
+            await self._watch()
 
     def _alert(self, alert: Alert) -> None:
         """Called from the sentinel's threads: hand the alert to the event loop."""
@@ -84,9 +128,11 @@ class Interception:
             self._on_alert(alert)
 
     async def stop(self) -> None:
-        if self._sentinel is not None:
-            await asyncio.to_thread(self._sentinel.stop)
-            self._sentinel = None
+        async with self._changing:
+            self._stopped = True
+            if self._sentinel is not None:
+                await asyncio.to_thread(self._sentinel.stop)
+                self._sentinel = None
         if self.config.network.keep_rules_on_stop:
             log.info(
                 "interception rules kept (keep_rules_on_stop): connections to the targets "

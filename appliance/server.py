@@ -21,7 +21,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -63,6 +63,7 @@ from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Decision, Subject
 from appliance.server_mode import GlobalModes
 from appliance.session_kill import SessionKills
+from appliance.target_names import KEEP_S, Move, TargetNames
 
 if TYPE_CHECKING:
     from netconfig.sentinel import Alert as NetworkAlert
@@ -150,7 +151,14 @@ class Gateway:
                 read_sql_mode=True,
             )
             self.routes[target.name] = Route(target, settings)
-        self.by_address = routing.target_index(_target_addresses(config))
+        # the addresses redirected connections are routed by; names are looked up again
+        self.target_names = TargetNames(config)
+        for host, why in self.target_names.failures.items():
+            log.warning("target host %s: cannot resolve it yet: %s", host, why)
+        self.by_address = routing.target_index(self.target_names.pairs())
+        # the interception's re-plan, when it manages the rules: called after a name moved
+        self.on_targets_moved: Callable[[], Awaitable[None]] | None = None
+        self._following: asyncio.Task[None] | None = None
         self.audit = Audit(config)
         self.offload = Offload()  # its worker process starts with the first large text
         self.tokens = TokenVerifier(config.identity) if config.identity is not None else None
@@ -214,6 +222,53 @@ class Gateway:
             records.alert(alert=alert.kind, reason=alert.message, **dict(alert.details))
         )
 
+    async def _follow_names(self) -> None:
+        """Look the targets' host names up again every ``resolve_interval_s``, and route
+        (and with managed rules, intercept) the addresses they move to."""
+        names = self.target_names
+        every_s = self.config.network.resolve_interval_s
+        said = dict(names.failures)
+        while True:
+            await asyncio.sleep(every_s)
+            moves = await asyncio.to_thread(names.refresh)
+            for host, why in names.failures.items():
+                if said.get(host) != why:
+                    log.warning(
+                        "target host %s: cannot resolve it now (%s); its known addresses "
+                        "stay in use",
+                        host,
+                        why,
+                    )
+            said = dict(names.failures)
+            if moves:
+                self.by_address = routing.target_index(names.pairs())
+                for move in moves:
+                    self._target_moved(move)
+            if self.on_targets_moved is not None:  # also retries a re-plan that failed
+                await self.on_targets_moved()
+
+    def _target_moved(self, move: Move) -> None:
+        now = ", ".join(move.now) or "nothing (it does not resolve now)"
+        parts = []
+        if move.added:
+            parts.append(f"routed and intercepted now too: {', '.join(move.added)}")
+        if move.dropped:
+            kept = f"{KEEP_S:g} s"
+            parts.append(f"not returned for {kept}, let go: {', '.join(move.dropped)}")
+        reason = f"target {move.target}: {move.host} resolves to {now}; " + "; ".join(parts)
+        log.warning("%s", reason)
+        self.audit.background(
+            records.alert(
+                alert="target_moved",
+                reason=reason,
+                target=move.target,
+                host=move.host,
+                addresses=list(move.now),
+                added=list(move.added),
+                dropped=list(move.dropped),
+            )
+        )
+
     def target_blocked(self, target: str, message: str) -> None:
         """The target refuses the gateway's address (error 1129): no client reaches it
         until someone runs ``FLUSH HOSTS`` there. Said loudly, once a minute a target."""
@@ -251,6 +306,8 @@ class Gateway:
         if self.bus is not None:
             await self.bus.start()
         loop = asyncio.get_running_loop()
+        if self.target_names.named:
+            self._following = loop.create_task(self._follow_names(), name="target names")
         app = self.config.appliance
         if app.listen_host == "::":
             # "[::]" means every address, IPv4 too: one dual-stack socket (uvloop would
@@ -339,6 +396,9 @@ class Gateway:
         if self.catalog is not None:
             await self.catalog.close()
         await self.global_modes.close()
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
         if self._retention is not None:
             self._retention.cancel()
             await asyncio.gather(self._retention, return_exceptions=True)
@@ -1943,19 +2003,6 @@ async def _open_upstream(
     raise last or OSError(f"no address for {target.host}")
 
 
-def _target_addresses(config: Config) -> list[tuple[routing.Address, str]]:
-    pairs: list[tuple[routing.Address, str]] = []
-    for t in config.targets:
-        try:
-            infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
-        except OSError:
-            log.warning("target %s: cannot resolve %s yet", t.name, t.host)
-            continue
-        for info in infos:
-            pairs.append(((str(info[4][0]), t.port), t.name))
-    return pairs
-
-
 def _client_tls_context(config: Config) -> ssl.SSLContext | None:
     if config.tls is None:
         return None
@@ -2040,8 +2087,11 @@ async def _serve_until_stopped(
         )
 
         try:
-            interception = Interception(config, on_alert=gw.network_alert)
+            interception = Interception(
+                config, on_alert=gw.network_alert, resolve=gw.target_names.addresses
+            )
             await interception.start()  # after the listener exists: redirected clients land
+            gw.on_targets_moved = interception.replan
         except (InterceptionError, ConfigError) as exc:
             log.error("cannot install the interception rules: %s", exc)
             await gw.drain(0)
