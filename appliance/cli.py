@@ -27,6 +27,7 @@ from appliance.config import (
     load_config,
     read_small_file,
 )
+from appliance.target_names import lookup
 
 if TYPE_CHECKING:
     import pathlib
@@ -488,7 +489,7 @@ def _check_interception(config: Config) -> None:
     on IPv4 only with an IPv6 target, would refuse every redirected client."""
     from netconfig.plan import plan_rules
 
-    plan = plan_rules(config, resolve=_resolve)
+    plan = plan_rules(config, resolve=lookup)
     if config.network.interfaces:
         _check_interfaces(config)
     host = config.appliance.listen_host
@@ -536,17 +537,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _fail(f"cannot start the gateway: {exc}", 1)
     return serve(config)
-
-
-def _resolve(host: str) -> list[str]:
-    """Addresses of a target host name, for the interception rules."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return []
-    return sorted({str(info[4][0]) for info in infos})
 
 
 def _check_interfaces(config: Config) -> None:
@@ -618,7 +608,7 @@ def _cmd_net(args: argparse.Namespace) -> int:
 
     try:
         if action == "apply":
-            plan = plan_rules(config, resolve=_resolve)
+            plan = plan_rules(config, resolve=lookup)
             if config.network.interfaces:
                 _check_interfaces(config)
     except ConfigError as exc:
@@ -666,7 +656,7 @@ def _status_drift(config: Config, live: LiveTable) -> str:
     from netconfig.plan import plan_rules
 
     try:
-        plan = plan_rules(config, resolve=_resolve)
+        plan = plan_rules(config, resolve=lookup)
     except ConfigError as exc:
         return f"not compared with the configuration: {exc}"
     report = nft.reconcile(plan, live)[1]

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable, Sequence
 
 from appliance.config import Config, ConfigError
+from appliance.target_names import lookup
 from netconfig import nft
 from netconfig.plan import Plan, plan_rules
 from netconfig.routes import RouteError
 from netconfig.sentinel import Alert, Sentinel, SentinelError, not_started
 
 log = logging.getLogger("sqlgate.net")
-
-
-def resolve(host: str) -> list[str]:
-    """Addresses of a target's host name (the plan matches addresses, not names)."""
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return []
-    return sorted({str(info[4][0]) for info in infos})
 
 
 class InterceptionError(Exception):
@@ -43,7 +34,7 @@ class Interception:
         self,
         config: Config,
         on_alert: Callable[[Alert], None] | None = None,
-        resolve: Callable[[str], Sequence[str]] = resolve,
+        resolve: Callable[[str], Sequence[str]] = lookup,
     ) -> None:
         self.config = config
         self._resolve = resolve

@@ -31,8 +31,12 @@ Lookup = Callable[[str], Sequence[str]]
 
 
 def lookup(host: str) -> list[str]:
-    """The addresses a host name resolves to now (raises ``OSError`` when it does not)."""
-    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    """The addresses a host name resolves to now; ``LookupError`` with the resolver's
+    words (``Name or service not known``) when it does not."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise LookupError(exc.strerror or str(exc)) from None
     return sorted({str(info[4][0]) for info in infos})
 
 
@@ -93,7 +97,7 @@ class TargetNames:
         for host, seen in self._seen.items():
             try:
                 found = [str(a) for a in self._lookup(host)]
-            except (OSError, UnicodeError) as exc:
+            except (OSError, LookupError, UnicodeError) as exc:
                 self.failures[host] = str(exc) or type(exc).__name__
                 found = []
             else:
