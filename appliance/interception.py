@@ -118,7 +118,9 @@ class Interception:
         if self._on_alert is not None:
             self._on_alert(alert)
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
+        """Stop watching and remove the rules (unless they are kept); False when they
+        could not be removed, which is logged in one line with what to do."""
         async with self._changing:
             self._stopped = True
             if self._sentinel is not None:
@@ -129,6 +131,15 @@ class Interception:
                 "interception rules kept (keep_rules_on_stop): connections to the targets "
                 "fail until the gateway is back, or until 'sqlgate net remove'"
             )
-            return
-        removed = await asyncio.to_thread(nft.remove)
+            return True
+        try:
+            removed = await asyncio.to_thread(nft.remove)
+        except nft.NftError as exc:
+            log.error(
+                "cannot remove the interception rules: %s; connections to the targets fail "
+                "until they are removed with 'sqlgate net remove' or the gateway is back",
+                exc,
+            )
+            return False
         log.info("interception rules %s", "removed" if removed else "were already gone")
+        return True

@@ -2101,10 +2101,9 @@ async def _serve_until_stopped(
     await stop.wait()
     log.info("shutting down: draining %d sessions", len(gw.sessions))
     await gw.drain(config.appliance.drain_timeout_s)
-    if interception is not None:
-        await interception.stop()
+    removed = interception is None or await interception.stop()
     log.info("stopped")
-    return 0
+    return 0 if removed else 1
 
 
 def serve(config: Config) -> int:
