@@ -471,7 +471,7 @@ class TokenVerifier:
 
     def _check_user(self, user: str, claims: Mapping[str, Any]) -> str:
         name = self.config.username_claim
-        value = claims.get(name)
+        value = claim(claims, name)
         if value is None:
             raise TokenRejected(
                 f"the token has no {_quote(name)} claim, which must hold the MySQL user name "
@@ -493,7 +493,7 @@ class TokenVerifier:
 
     def _groups(self, claims: Mapping[str, Any]) -> frozenset[str]:
         name = self.config.groups_claim
-        value = claims.get(name)
+        value = claim(claims, name)
         if value is None:
             return frozenset()
         if isinstance(value, str):
@@ -893,6 +893,21 @@ def _seconds(claims: Mapping[str, Any], name: str, meaning: str) -> float | None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise TokenRejected(f"the token's {_quote(name)} ({meaning}) claim is not a time")
     return float(value)
+
+
+def claim(claims: Mapping[str, Any], name: str) -> Any:
+    """The claim ``name``, or with dots a path into nested objects when no claim has the
+    whole name: ``realm_access.roles`` (Keycloak) is ``claims["realm_access"]["roles"]``,
+    while ``https://example.com/groups`` (a namespaced claim) is found as it is. None
+    when absent."""
+    if name in claims or "." not in name:
+        return claims.get(name)
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def _unverified_claims(text: str) -> dict[str, Any]:

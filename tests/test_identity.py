@@ -199,6 +199,43 @@ def test_custom_claims_and_a_token_with_surrounding_nul(
     assert (verified.user, verified.groups) == ("bob", frozenset({"ops"}))
 
 
+def test_claims_named_by_a_path_into_nested_objects(
+    jwks_file: Path, keys: dict[str, PrivateKey]
+) -> None:
+    """Keycloak puts roles in ``realm_access.roles``: such a token had no groups."""
+    verifier = TokenVerifier(
+        identity(
+            jwks_file=jwks_file,
+            username_claim="profile.login",
+            groups_claim="realm_access.roles",
+        )
+    )
+    token = sign(
+        keys,
+        groups=None,
+        profile={"login": "bob"},
+        realm_access={"roles": ["ops", "agents"]},
+    )
+    verified = verify(verifier, token, user="bob")
+    assert (verified.user, verified.groups) == ("bob", frozenset({"ops", "agents"}))
+    # a path that ends nowhere: no groups; a user name that is not there: refused
+    assert verify(verifier, sign(keys, groups=None, profile={"login": "bob"}), "bob").groups == (
+        frozenset()
+    )
+    reason = refused(verifier, sign(keys, profile="bob", realm_access={"roles": "x"}), "bob")
+    assert "the token has no 'profile.login' claim" in reason
+
+
+def test_a_claim_whose_name_has_dots_is_found_as_it_is(
+    jwks_file: Path, keys: dict[str, PrivateKey]
+) -> None:
+    """Namespaced claims (``https://example.com/groups``) are not paths."""
+    name = "https://example.com/groups"
+    verifier = TokenVerifier(identity(jwks_file=jwks_file, groups_claim=name))
+    verified = verify(verifier, sign(keys, groups=None, **{name: ["dba"]}))
+    assert verified.groups == frozenset({"dba"})
+
+
 # --- refused: the algorithm and the key ----------------------------------------------------
 
 
