@@ -23,13 +23,20 @@ named like masked view columns are masked.
 Refreshed at start, every ``refresh_s`` and soon after a statement that creates, alters,
 renames or drops a view or a table went through the gateway. Until the first load of a
 target has worked, ``ready`` lacks it (the gateway logs why and tries again every 2 s).
+
+A statement through the gateway that may change a view (``changing``, as it is forwarded;
+``changed`` once it is answered) puts its target in ``stale`` until a read that began
+after its answer has worked: a masked session's statement waits for that (``current``,
+at most ``hold_s``) before it goes to the target, so that a view is masked from the
+moment it exists. The target stays stale while the statement runs, however long, and
+while reads fail. A session without a masker never looks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from appliance.config import Config, MaskStrategy, TargetConfig
@@ -37,11 +44,17 @@ from appliance.policy.classify import view_sources
 from appliance.policy.masking import ColumnRule, MaskingPolicy
 from appliance.side_connection import ReadFailures, connect
 
-__all__ = ["View", "ViewCatalog", "derive_rules"]
+__all__ = ["View", "ViewCatalog", "ViewChange", "derive_rules"]
 
 log = logging.getLogger("sqlgate.catalog")
 
 _UNREADY_RETRY_S = 2.0
+_BURST_S = 0.2  # after a change, while nobody waits for the views: let a burst of DDL finish
+
+Reader = Callable[
+    [TargetConfig, float, int, Sequence[ColumnRule]],
+    tuple[list[ColumnRule], frozenset[tuple[str, str, str]]],
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,13 @@ class View:
     name: str
     definition: str  # "" when the gateway may not read it
     columns: tuple[str, ...]
+
+
+@dataclass(eq=False, slots=True)
+class ViewChange:
+    """A statement that may change a view of ``target``, forwarded and not yet answered."""
+
+    target: str
 
 
 def derive_rules(views: Sequence[View], base: Sequence[ColumnRule]) -> list[ColumnRule]:
@@ -191,21 +211,41 @@ class ViewCatalog:
     """Keeps the policy's rules for masked view columns current, per target."""
 
     def __init__(
-        self, config: Config, policy: MaskingPolicy, refresh_s: float = 60.0, timeout_s: float = 5.0
+        self,
+        config: Config,
+        policy: MaskingPolicy,
+        refresh_s: float = 60.0,
+        timeout_s: float = 5.0,
+        read: Reader | None = None,
     ) -> None:
         self.config = config
         self.policy = policy
         self.refresh_s = refresh_s
         self.timeout_s = timeout_s
+        self._read = _load if read is None else read  # (_load: as the module has it now)
         self.ready: set[str] = set()  # targets whose views were read at least once
+        # targets where a view may have changed since their views were last read: a
+        # masked session's statement waits (``current``) before it goes there
+        self.stale: set[str] = set()
         self._rules: dict[str, list[ColumnRule]] = {}
         self._failures = ReadFailures("its views for masking", log)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # per target: the view statements forwarded and not answered yet, and how many
+        # were answered so far
+        self._running: dict[str, set[ViewChange]] = {}
+        self._answered: dict[str, int] = {}
+        self._current: dict[str, asyncio.Event] = {}
 
     @property
     def needed(self) -> bool:
         return bool(self.policy.column_rules)
+
+    @property
+    def hold_s(self) -> float:
+        """How long a masked session's statement waits for a stale target's views: a
+        read's own bound (``timeout_s``, the side connection's) and 1 s more."""
+        return self.timeout_s + 1.0
 
     async def start(self) -> None:
         """Read every target's views once (waiting at most ``timeout_s`` for each),
@@ -220,39 +260,96 @@ class ViewCatalog:
         and the names of tables again soon."""
         self._wake.set()
 
-    async def refresh(self) -> None:
-        for target in self.config.targets:
+    def changing(self, target: str) -> ViewChange | None:
+        """A statement that may create, alter, rename or drop a view goes to ``target``
+        now: its views are stale until a read that begins after ``changed`` (with what
+        this returns) has worked. None when views are not read (no column rule)."""
+        if not self.needed:
+            return None
+        change = ViewChange(target)
+        self._running.setdefault(target, set()).add(change)
+        self.stale.add(target)
+        event = self._current.get(target)
+        if event is not None:
+            event.clear()
+        return change
+
+    def changed(self, change: ViewChange) -> None:
+        """The statement of ``change`` has been answered (or its session ended): the
+        views are read again at once. Once per change; again, nothing."""
+        target = change.target
+        running = self._running.get(target)
+        if running is None or change not in running:
+            return
+        running.discard(change)
+        self._answered[target] = self._answered.get(target, 0) + 1
+        self._wake.set()
+
+    async def current(self, target: str, timeout_s: float) -> bool:
+        """Wait until the views of ``target`` are not stale; False after ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while target in self.stale:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            event = self._current.setdefault(target, asyncio.Event())
             try:
-                rules, known = await asyncio.wait_for(
-                    asyncio.to_thread(
-                        _load,
-                        target,
-                        self.timeout_s,
-                        self.config.network.mark,
-                        self.policy.column_rules,
-                    ),
-                    self.timeout_s + 1,
-                )
-            except Exception as exc:  # the previous rules stay; a first failure keeps it unready
-                self._failures.failed(target.name, exc)
-                continue
-            if self._failures.succeeded(target.name):
-                log.info("target %s: its views are read again", target.name)
-            self._rules[target.name] = rules
-            self.policy.set_known(target.name, known)
-            self.ready.add(target.name)
-        self.policy.set_derived(rule for rules in self._rules.values() for rule in rules)
+                await asyncio.wait_for(event.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
+    async def refresh(self) -> None:
+        # the stale targets first: statements wait for them
+        for target in sorted(self.config.targets, key=lambda t: t.name not in self.stale):
+            await self._refresh(target)
+
+    async def _refresh(self, target: TargetConfig) -> None:
+        name = target.name
+        answered = self._answered.get(name, 0)
+        try:
+            rules, known = await asyncio.wait_for(
+                asyncio.to_thread(
+                    self._read,
+                    target,
+                    self.timeout_s,
+                    self.config.network.mark,
+                    self.policy.column_rules,
+                ),
+                self.timeout_s + 1,
+            )
+        except Exception as exc:  # the previous rules stay; a first failure keeps it unready
+            self._failures.failed(name, exc)
+            return
+        if self._failures.succeeded(name):
+            log.info("target %s: its views are read again", name)
+        self._rules[name] = rules
+        self.policy.set_known(name, known)
+        self.ready.add(name)
+        self.policy.set_derived(rule for kept in self._rules.values() for rule in kept)
+        if (
+            name in self.stale
+            and not self._running.get(name)
+            and answered == self._answered.get(name, 0)
+        ):  # no view statement runs, and none was answered while this read went on
+            self.stale.discard(name)
+            event = self._current.get(name)
+            if event is not None:
+                event.set()
 
     async def _run(self) -> None:
         while True:
             unready = any(t.name not in self.ready for t in self.config.targets)
             try:
-                # a target whose views are not known yet is tried again soon: until
-                # then its views' masked columns have no rule
+                # a target whose views are not known yet, or that statements wait for,
+                # is tried again soon: until then its views' masked columns have no rule
                 await asyncio.wait_for(
-                    self._wake.wait(), _UNREADY_RETRY_S if unready else self.refresh_s
+                    self._wake.wait(),
+                    _UNREADY_RETRY_S if unready or self.stale else self.refresh_s,
                 )
-                await asyncio.sleep(0.2)  # let a burst of DDL finish
+                if not self.stale:
+                    await asyncio.sleep(_BURST_S)
             except TimeoutError:
                 pass
             self._wake.clear()
