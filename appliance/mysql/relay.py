@@ -1041,6 +1041,20 @@ class Session:
             self._refused_why[cmd.id] = why
         self._drain_safely()
 
+    @property
+    def next_undecided(self) -> ClientCommand | None:
+        """The first command in line for the backend: allowed now, it goes at once (unless
+        it is an execute that waits for its prepare's answer). None when the session is
+        closed or none waits."""
+        if self.phase is Phase.CLOSED or not self._undecided:
+            return None
+        return self._undecided[0]
+
+    def sent(self, cmd: ClientCommand) -> bool:
+        """Whether a command the shell decided has left the line of undecided commands
+        (forwarded, or answered in its place)."""
+        return cmd.id not in self._decisions
+
     def _drain_safely(self) -> None:
         try:
             self._drain_decisions()
