@@ -30,13 +30,13 @@ from appliance.approvals import Approvals, Grant, Outcome
 from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
 from appliance.backoff import LoginBackoff, LoginSlots
 from appliance.bus import Bus
-from appliance.catalog import ViewCatalog
+from appliance.catalog import ViewCatalog, ViewChange
 from appliance.config import Config, ConfigError, RuleAction, TargetConfig
 from appliance.estimate import SAFE_FUNCTIONS, estimate_rows
 from appliance.identity import KeysUnavailable, TokenRejected, TokenVerifier
 from appliance.ledger import Head, LedgerError, LedgerUnavailable, records
 from appliance.mysql import packets
-from appliance.mysql.constants import Capability, ErrorCode
+from appliance.mysql.constants import Capability, Command, ErrorCode
 from appliance.mysql.relay import (
     Account,
     AuthFailed,
@@ -84,6 +84,13 @@ _BACKLOG_BYTES = 64 * 1024 * 1024  # ... or their bytes while they wait for a de
 _REFUSALS_LOGGED = 20  # per session; the ledger has every one
 _HOST_BLOCKED = 1129  # ER_HOST_IS_BLOCKED: the target refuses the gateway's address
 _BLOCKED_SAID_S = 60.0  # a target's target_blocked alert is repeated at most this often
+_PLANNED = frozenset({Command.QUERY, Command.STMT_EXECUTE})
+"""The commands whose result sets a masker plans from what the views show: a masked
+session's wait while its target's views are read again (``ClientLeg._let_go``)."""
+_TABLE_ONLY = frozenset({"CREATE TABLE", "ALTER TABLE", "CREATE SEQUENCE"})
+"""Statements that change what the view catalog reads but no view: a table the catalog
+does not know yet has its columns named like masked view columns masked, so nobody waits
+for them (RENAME TABLE renames views too; a statement run by another is not known)."""
 _LOGIN_TIMEOUT_S = 8.0
 """From the connection to the end of the login. Shorter than the databases' default
 ``connect_timeout`` (10 s) by the time the gateway's own login there takes to end a
@@ -456,6 +463,10 @@ class ClientLeg(asyncio.Protocol):
         "_token_timer",
         "_token_over",
         "_cursors",
+        "_ready",
+        "_views_wait",
+        "_views_unsent",
+        "_view_changes",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -518,6 +529,15 @@ class ClientLeg(asyncio.Protocol):
         self._behind_hold: set[int] = set()  # commands refused for it: one at a time
         # (identity, target) this session counts under in Gateway.open_sessions, once admitted
         self.counted: tuple[str, str] | None = None
+        # a masked session's commands allowed and recorded, by id, with the text to send
+        # and when their wait for the views ends: each goes when it is next in line and
+        # its target's views are current (_let_go)
+        self._ready: dict[int, tuple[ClientCommand, bytes | None, float | None]] = {}
+        self._views_wait = False  # a task waits for the target's views to be current
+        # statements that may change a view: allowed, not gone to the target yet; gone
+        # and not answered (the catalog holds masked sessions until it read them again)
+        self._views_unsent: list[ClientCommand] = []
+        self._view_changes: dict[int, ViewChange] = {}
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -885,6 +905,12 @@ class ClientLeg(asyncio.Protocol):
             self._token_timer.cancel()
             self._token_timer = None
         self.gw.remove(self)
+        self._ready.clear()
+        self._views_unsent.clear()
+        if self._view_changes and self.gw.catalog is not None:
+            for change in self._view_changes.values():  # no answer will come now
+                self.gw.catalog.changed(change)
+            self._view_changes.clear()
         if self._holding and self.gw.approvals is not None:
             # a statement it holds is answered and never runs: its request is withdrawn,
             # so that no decision comes after the session's end (nor a grant with it)
@@ -1070,6 +1096,10 @@ class ClientLeg(asyncio.Protocol):
         assert session is not None
         if session.has_events:
             self._handle_events()
+        if self._ready and not self._views_wait:
+            self._release_ready()
+        if self._views_unsent:
+            self._views_sent()
         out = session.take_server_output()
         if out:
             up = self.upstream
@@ -1226,6 +1256,10 @@ class ClientLeg(asyncio.Protocol):
         """A command's answer is complete (or the session ended first): its results."""
         session = self.session
         assert session is not None
+        if self._view_changes:
+            change = self._view_changes.pop(done.cmd.id, None)
+            if change is not None and self.gw.catalog is not None:
+                self.gw.catalog.changed(change)  # answered: the views are read again now
         began = self._begun.pop(done.cmd.id, None)
         if began is None:
             if done.cmd.id in self._deferred:  # not decided yet: its result comes after
@@ -1462,10 +1496,99 @@ class ClientLeg(asyncio.Protocol):
                 )
                 session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, self._refusal(verdict, cmd))
             elif verdict.rewritten is not None:  # masked by construction
-                session.allow(cmd, verdict.rewritten.encode())
+                self._let_go(cmd, verdict, verdict.rewritten.encode())
             else:
-                session.allow(cmd)
+                self._let_go(cmd, verdict)
         self.flush()
+
+    def _let_go(self, cmd: ClientCommand, verdict: Verdict, sql: bytes | None = None) -> None:
+        """Send an allowed command (with ``sql`` in place of its text). A session with a
+        masker sends each in its turn, once its target's views are current (``_ready``);
+        one without goes straight on. A statement that may change a view makes the
+        target's views stale as it goes (``_views_sent``)."""
+        session = self.session
+        assert session is not None
+        if session.masker is None:
+            if self.gw.catalog is not None and _changes_views(verdict):
+                self._views_unsent.append(cmd)
+            session.allow(cmd, sql)
+            return
+        if self.gw.catalog is not None and _changes_views(verdict):
+            self._views_unsent.append(cmd)  # (after the ones before it, in order)
+        self._ready[cmd.id] = (cmd, sql, None)
+        if not self._views_wait:
+            self._release_ready()
+
+    def _release_ready(self) -> None:
+        """Send the masked session's ready commands that are next in line; one whose
+        results the masker plans waits while its target's views are stale."""
+        session = self.session
+        catalog = self.gw.catalog
+        assert session is not None and catalog is not None
+        ready = self._ready
+        while ready:
+            head = session.next_undecided
+            if head is None or head.id not in ready:
+                if head is None:  # closed: nothing more goes out
+                    ready.clear()
+                return  # a command before it waits for its decision
+            cmd, sql, until = ready[head.id]
+            if self.target in catalog.stale and cmd.command in _PLANNED:
+                if until is None:
+                    until = time.monotonic() + catalog.hold_s
+                    ready[cmd.id] = (cmd, sql, until)
+                self._views_wait = True
+                self._spawn(self._await_views(cmd, until))
+                return
+            del ready[cmd.id]
+            session.allow(cmd, sql)
+            if self._views_unsent:
+                self._views_sent()
+
+    async def _await_views(self, cmd: ClientCommand, until: float) -> None:
+        """Wait until the target's views are current; past ``until``, refuse the command
+        (fail closed: its results could show a view's masked column in the clear)."""
+        catalog = self.gw.catalog
+        assert catalog is not None
+        try:
+            current = await catalog.current(self.target, until - time.monotonic())
+        finally:
+            self._views_wait = False
+        session = self.session
+        assert session is not None
+        if cmd.id not in self._ready:  # the session ended meanwhile
+            return
+        if not current:
+            del self._ready[cmd.id]
+            if cmd in self._views_unsent:
+                self._views_unsent.remove(cmd)
+            message = _views_not_read(self.target, catalog.hold_s)
+            self._log_refusal(
+                "session %d: %s refused: the views of target %s are not read again yet",
+                cmd.label,
+                self.target,
+            )
+            session.refuse(cmd, ErrorCode.SPECIFIC_ACCESS_DENIED, message, message)
+        self.flush()
+
+    def _views_sent(self) -> None:
+        """The statements that may change a view and have gone to the target since: its
+        views are stale until the catalog read them after their answers."""
+        session = self.session
+        catalog = self.gw.catalog
+        assert session is not None and catalog is not None
+        unsent = self._views_unsent
+        if session.phase is Phase.CLOSED:
+            unsent.clear()  # dropped unsent, or answered (_completed) already
+            return
+        while unsent and session.sent(unsent[0]):
+            cmd = unsent.pop(0)
+            if cmd.id in self._ready:  # waits for its turn in _ready: not sent
+                unsent.insert(0, cmd)
+                return
+            change = catalog.changing(self.target)
+            if change is not None:
+                self._view_changes[cmd.id] = change
 
     def _refusal(self, verdict: Verdict, cmd: ClientCommand) -> str:
         """The 1227 message; a statement for review that is not held says why."""
@@ -1654,7 +1777,7 @@ class ClientLeg(asyncio.Protocol):
             approvals.install(outcome)  # a grant counts once its approval is recorded
             self._approvers[cmd.id] = outcome.approver
             log.info("session %d: %s approved by %s", self.id, cmd.label, outcome.approver)
-            session.allow(cmd)
+            self._let_go(cmd, verdict)
         self.flush()
 
     async def _estimate(self, verdict: Verdict, sql: bytes | None, db: str | None) -> int | None:
@@ -1702,7 +1825,7 @@ class ClientLeg(asyncio.Protocol):
             session.refuse(cmd, ErrorCode.UNKNOWN, UNAVAILABLE)
         else:
             self._approvers[cmd.id] = grant.approver
-            session.allow(cmd)
+            self._let_go(cmd, verdict)
         self.flush()
 
     def internal_error(self, where: str, exc: BaseException) -> None:
@@ -2162,6 +2285,21 @@ def _token_expired(verdict: Verdict, ended: float) -> Verdict:
     decision = _token_rule(ended)
     parts = tuple(dataclasses.replace(p, decision=decision) for p in verdict.parts)
     return Verdict(verdict.command, parts, decision)
+
+
+def _changes_views(verdict: Verdict) -> bool:
+    """Whether a command may create, alter, rename or drop a view (see _TABLE_ONLY)."""
+    return any(part.catalog and part.kind not in _TABLE_ONLY for part in verdict.parts)
+
+
+def _views_not_read(target: str, hold_s: float) -> str:
+    """The refusal of a masked session's statement while its target's views are stale."""
+    return (
+        f"sqlgate: blocked by rule 'masking': a view of target '{target}' was created, "
+        "altered, renamed or dropped, and the gateway has not read the target's views "
+        f"again within {hold_s:g} s, so it cannot tell which columns of this statement's "
+        "results to mask. Send the statement again in a few seconds"
+    )
 
 
 def _held_refusal(outcome: Outcome, rule: Decision) -> str:

@@ -1,0 +1,203 @@
+"""A view made through the gateway is masked from the moment it exists (docs/masking.md,
+"Limits"): the statement that creates, alters, renames or drops a view makes its target's
+views stale as it goes, and a masked session's next statement waits until the catalog has
+read them again, or is refused (fail closed). Sessions without a masker never wait.
+
+The catalog's reads of the views can be held from the test: the real gateway process
+gets a sitecustomize module that makes them wait while a file exists."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from lab.clients import ledger_records
+from lab.gateway import GatewayAccount, GatewayProcess
+from lab.mariadb import MariaDB
+
+pytestmark = pytest.mark.integration
+
+CARD = "4111111111111111"
+LAST4 = "************1111"
+MASKING = """
+[[masking]]
+column = "shop.mcat_cust.card"
+strategy = "last4"
+exempt_groups = ["pii-readers"]
+
+[[masking]]
+column = "shop.mcat_cust.email"
+strategy = "redact"
+exempt_groups = ["mail-readers"]
+"""
+HOLD = """
+import os
+import time
+
+import appliance.catalog as catalog
+
+_read = catalog._load
+
+
+def _held_load(*args):
+    held = os.environ["MCAT_HOLD"]
+    if os.path.exists(held):
+        with open(held + ".reading", "w"):
+            pass
+        while os.path.exists(held):
+            time.sleep(0.02)
+    return _read(*args)
+
+
+catalog._load = _held_load
+"""
+REFUSED = (
+    "has not read the target's views again within 6 s, so it cannot tell which columns of "
+    "this statement's results to mask"
+)
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """While this file exists, the catalog's reads wait (and leave ``<file>.reading``)."""
+    return tmp_path_factory.mktemp("hold") / "hold"
+
+
+@pytest.fixture(scope="module")
+def gw(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory, held: Path
+) -> Iterator[GatewayProcess]:
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.mcat_cust (id INT PRIMARY KEY, card VARCHAR(19), "
+        "email VARCHAR(60), name VARCHAR(20))",
+        f"INSERT INTO shop.mcat_cust VALUES (1, '{CARD}', 'ann@example.com', 'Ann')",
+    )
+    site = tmp_path_factory.mktemp("site")
+    (site / "sitecustomize.py").write_text(textwrap.dedent(HOLD))
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    accounts = [
+        GatewayAccount("agent", "agent-secret-1"),  # masked: card and email
+        GatewayAccount("clerk", "clerk-secret-5", ("agents", "pii-readers")),  # email
+        # exempt from every rule: no masker
+        GatewayAccount("auditor", "auditor-secret-4", ("agents", "pii-readers", "mail-readers")),
+    ]
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw"),
+        mariadb,
+        mariadb.pki,
+        accounts=accounts,
+        extra_toml=MASKING,
+        env={"PYTHONPATH": path, "MCAT_HOLD": str(held)},
+    )
+    gw.start()
+    yield gw
+    held.unlink(missing_ok=True)
+    assert gw.stop() == 0
+    log = gw.log()
+    assert "Traceback" not in log and CARD not in log
+
+
+def run(conn: Any, sql: str) -> list[tuple[object, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return [tuple(r) for r in cur.fetchall()]
+
+
+def view(name: str) -> str:
+    return f"CREATE VIEW shop.{name} AS SELECT id, card AS x, name FROM shop.mcat_cust"
+
+
+@pytest.mark.parametrize("maker", ["auditor", "clerk"])
+def test_a_view_made_through_the_gateway_is_masked_at_once(gw: GatewayProcess, maker: str) -> None:
+    """Right after the CREATE VIEW is answered, a masked session reads the new view: the
+    catalog read it again only a while after (in the background), and until then the
+    card came in the clear. The maker itself (with or without a masker, exempt from the
+    card rule) gets its real values, without waiting on its own statement."""
+    creator = gw.connect(user=maker, database="shop")
+    reader = gw.connect(user="agent", database="shop")
+    try:
+        for i in range(20):
+            name = f"mcat_{maker}_{i}"
+            run(creator, view(name))
+            assert run(reader, f"SELECT x FROM {name} WHERE id = 1") == [(LAST4,)], i
+            assert run(creator, f"SELECT x FROM {name} WHERE id = 1") == [(CARD,)], i
+    finally:
+        creator.close()
+        reader.close()
+
+
+def test_a_view_made_inside_a_masked_sessions_transaction_does_not_hold_it(
+    gw: GatewayProcess,
+) -> None:
+    """CREATE VIEW commits the transaction first (an implicit commit), so the catalog's
+    read on its own connection waits for no lock of the session's own."""
+    clerk = gw.connect(user="clerk", database="shop")
+    reader = gw.connect(user="agent", database="shop")
+    try:
+        run(clerk, "BEGIN")
+        assert run(clerk, "SELECT id FROM mcat_cust WHERE id = 1 FOR UPDATE") == [(1,)]
+        run(clerk, view("mcat_in_tx"))
+        assert run(clerk, "SELECT x, name FROM mcat_in_tx") == [(CARD, "Ann")]
+        assert run(reader, "SELECT x, name FROM mcat_in_tx") == [(LAST4, "Ann")]
+        run(clerk, "COMMIT")
+    finally:
+        clerk.close()
+        reader.close()
+
+
+def test_while_the_views_cannot_be_read_masked_sessions_are_refused_others_go_on(
+    gw: GatewayProcess, held: Path
+) -> None:
+    """The catalog's read after the CREATE VIEW is held: the exempt auditor (no masker)
+    is answered meanwhile, the masked agent's SELECT waits its bounded time and is
+    refused with the reason, which the ledger records; once the read works, the view is
+    masked."""
+    reading = Path(str(held) + ".reading")
+    reading.unlink(missing_ok=True)
+    auditor = gw.connect(user="auditor", database="shop")
+    agent = gw.connect(user="agent", database="shop", read_timeout=60)
+    try:
+        held.touch()
+        run(auditor, view("mcat_held"))
+        deadline = time.monotonic() + 20
+        while not reading.exists():  # the catalog's read after it has begun, and waits
+            assert time.monotonic() < deadline, "the catalog did not read the views again"
+            time.sleep(0.05)
+        assert run(auditor, "SELECT x FROM mcat_held WHERE id = 1") == [(CARD,)]
+        assert held.exists()  # answered while the views could not be read
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            run(agent, "SELECT x FROM mcat_held WHERE id = 1")
+        assert refused.value.args[0] == 1227
+        assert REFUSED in refused.value.args[1]
+        assert "blocked by rule 'masking'" in refused.value.args[1]
+        assert run(auditor, "SELECT 1") == [(1,)]
+    finally:
+        held.unlink(missing_ok=True)
+        auditor.close()
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # refused while the views are read again, then masked; never clear
+            try:
+                rows = run(agent, "SELECT x FROM mcat_held WHERE id = 1")
+            except pymysql.err.OperationalError as exc:
+                assert exc.args[0] == 1227 and REFUSED in exc.args[1]
+                assert time.monotonic() < deadline
+                continue
+            assert rows == [(LAST4,)]
+            break
+    finally:
+        agent.close()
+    deadline = time.monotonic() + 20
+    while True:  # the result record says why (written in the background)
+        results = ledger_records(gw.ledger, "--kind", "result")
+        refusals = [r for r in results if REFUSED in (r.get("reason") or "")]
+        if refusals or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert refusals and refusals[0]["identity"] == "agent" and refusals[0]["error"] == 1227
