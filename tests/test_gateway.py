@@ -16,7 +16,7 @@ from typing import Any
 import pymysql
 import pytest
 from lab.clients import ledger_records
-from lab.gateway import GatewayProcess
+from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB, free_port
 from pymysql.constants import CLIENT
 
@@ -1123,3 +1123,24 @@ def test_a_target_that_is_the_gateway_itself_is_refused_not_looped(
         assert sessions == {1, 2}, gw.log()[-2000:]
     finally:
         gw.stop()
+
+
+def test_a_user_name_outside_ascii_logs_in_from_a_latin1_client(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A latin1 client sends ``ü`` as the one byte FC; MariaDB reads the name in the
+    login's character set, the gateway read it as UTF-8 and refused the account."""
+    account = GatewayAccount("jürgen", "jurgen-secret-9")
+    gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, accounts=[account]).start()
+    try:
+        for charset in ("latin1", "utf8mb4"):
+            with gw.connect(user="jürgen", charset=charset) as conn:
+                assert scalar(conn, "SELECT 7") == 7
+        with gw.connector(user="jürgen", charset="latin1") as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT 8")
+            assert cur.fetchall() == [(8,)]
+    finally:
+        assert gw.stop() == 0
+    starts = ledger_records(gw.ledger, "--kind", "session_start")
+    assert [r["identity"] for r in starts] == ["jürgen"] * 3

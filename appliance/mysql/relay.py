@@ -794,7 +794,7 @@ class Session:
         """A login packet over the limit (a token of a megabyte, say): refused like any
         failed login (1045, recorded, counted), answered after the packet's own seq."""
         hello = self._hello
-        user = hello.user.decode("utf-8", "replace") if hello is not None else ""
+        user = _login_user(hello) if hello is not None else ""
         self._client_seq = exc.seq
         self._client_auth_failed(
             user,
@@ -1345,7 +1345,7 @@ class Session:
         self._hello = hello
         self.client_caps = hello.capabilities & self._offered_caps
         self.phase = Phase.CLIENT_AUTH
-        user = hello.user.decode("utf-8", "replace")
+        user = _login_user(hello)
         if collation_charset(hello.charset) in ASCII_CHANGING:  # a failed login: recorded
             self._client_auth_failed(
                 user,
@@ -1470,7 +1470,7 @@ class Session:
     def _on_client_auth(self, pkt: Packet) -> None:
         hello = self._hello
         assert hello is not None
-        user = hello.user.decode("utf-8", "replace")
+        user = _login_user(hello)
         step = self._client_auth_step
         self._client_auth_step = ""
         if step == "token-switch":
@@ -2865,3 +2865,10 @@ __all__ = [
     "SessionSettings",
     "printable",
 ]
+
+
+def _login_user(hello: packets.HandshakeResponse) -> str:
+    """The user name as the server reads it: in the login's character set (a latin1
+    client sends ``ü`` as one byte, which MariaDB converts before it looks the account
+    up), UTF-8 when that is not known."""
+    return read_text(hello.user, collation_charset(hello.charset))[0]
