@@ -207,6 +207,8 @@ class Bus:
         """This start of the gateway, in its ``status`` (random unless given)."""
         self.since = time.time()
         """When this run began (before any of its sessions), in its ``status``."""
+        self.status_fields: dict[str, Any] = {}
+        """More of ``status``, set before ``start()``: what this gateway keeps retained."""
         self._queue: collections.deque[_Outgoing] = collections.deque()
         self._queue_size = queue_size
         self._queue_bytes = queue_bytes
@@ -324,12 +326,21 @@ class Bus:
         self._enqueue(message)
         return True
 
-    def clear_retained(self, topic_suffix: str) -> bool:
-        """Queue an empty retained message, which deletes the retained one on the broker."""
+    def clear_retained(self, topic_suffix: str, *, send_unsent: bool = False) -> bool:
+        """Queue an empty retained message, which deletes the retained one on the broker.
+
+        ``send_unsent``: the retained message is also an event (a session's start). When
+        it has not reached the broker yet (an outage), the clear replaces it as ever, and
+        it is queued as an ordinary message, not retained: its subscribers still get it,
+        and the broker keeps nothing."""
         _check_suffix(topic_suffix, wildcards=False)
         if self._closed:
             return False
-        self._enqueue(_Outgoing(self.topic(topic_suffix), b"", 1, True))
+        topic = self.topic(topic_suffix)
+        unsent = self._retained.get(topic) if send_unsent else None
+        if unsent is not None and unsent.payload:
+            self._enqueue(_Outgoing(topic, unsent.payload, unsent.qos, False))
+        self._enqueue(_Outgoing(topic, b"", 1, True))
         return True
 
     async def publish_now(
@@ -503,7 +514,13 @@ class Bus:
     def _status(self, state: str) -> dict[str, Any]:
         """``run`` and ``since`` tell a console that the gateway started again: the
         sessions it had before ``since`` ended with the previous run."""
-        return {"appliance": self.appliance, "state": state, "run": self.run, "since": self.since}
+        return {
+            "appliance": self.appliance,
+            "state": state,
+            "run": self.run,
+            "since": self.since,
+            **self.status_fields,
+        }
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
