@@ -19,6 +19,7 @@ from typing import Any
 from appliance.bus import Bus, bounded_sql
 from appliance.config import Config
 from appliance.ledger import LedgerError, LedgerUnavailable, LedgerWriter, records
+from appliance.live_sessions import LiveSessions
 from appliance.mysql import packets
 from appliance.mysql.constants import Command, CursorType, ErrorCode
 from appliance.mysql.packets import ColumnDefinition
@@ -57,6 +58,7 @@ class Audit:
         self._futures: set[asyncio.Future[Any]] = set()  # background appends in flight
         self._relief: asyncio.Future[None] | None = None  # see relieved()
         self.bus: Bus | None = None  # set by the gateway when [bus] is configured
+        self.live: LiveSessions | None = None  # with the bus: the starts it keeps retained
         # [recording] max_rows: rows of an answer kept in its recording (0: no recording)
         self.max_rows = config.recording.max_rows if config.recording.enabled else 0
 
@@ -72,6 +74,13 @@ class Audit:
                 config_sha256=self.config.sha256,
             )
         )
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) for the records appended in the background to be
+        committed, and so published: a stopping gateway's last ``session_end`` events
+        go out before its bus closes."""
+        if self._futures:
+            await asyncio.wait(set(self._futures), timeout=timeout_s)
 
     async def close(self) -> None:
         if self._futures:
@@ -355,9 +364,16 @@ class Audit:
             future = self.writer.append_nowait(fields, attachment)
         except (LedgerUnavailable, ValueError) as exc:
             self._lost(kind, exc)
+            if kind == "session_end" and self.live is not None:
+                self.live.ended(fields["session"])
             return
         self._futures.add(future)
         future.add_done_callback(lambda f: self._settled(kind, f))
+        if kind == "session_end" and self.live is not None:
+            # after its event (the callback above): the start is no longer retained,
+            # even when the end could not be written
+            live, session = self.live, fields["session"]
+            future.add_done_callback(lambda _: live.ended(session))
 
     def _settled(self, kind: str, future: asyncio.Future[Any]) -> None:
         self._futures.discard(future)
@@ -381,7 +397,10 @@ class Audit:
         session = sealed.get("session")
         if suffix is not None and isinstance(session, str):
             # the record itself, but at most EVENT_SQL_CHARS of its statement
-            bus.publish(f"sessions/{session}/{suffix}", bounded_sql(sealed))
+            if kind == "session_start" and self.live is not None:
+                self.live.started(session, bounded_sql(sealed))  # retained while it lives
+            else:
+                bus.publish(f"sessions/{session}/{suffix}", bounded_sql(sealed))
 
     def _lost(self, kind: str, exc: BaseException | None) -> None:
         if isinstance(exc, LedgerUnavailable) and not self.writer.available:

@@ -35,6 +35,7 @@ from appliance.config import Config, ConfigError, RuleAction, TargetConfig
 from appliance.estimate import SAFE_FUNCTIONS, estimate_rows
 from appliance.identity import KeysUnavailable, TokenRejected, TokenVerifier
 from appliance.ledger import Head, LedgerError, LedgerUnavailable, records
+from appliance.live_sessions import LiveSessions
 from appliance.mysql import packets
 from appliance.mysql.constants import Capability, Command, ErrorCode
 from appliance.mysql.relay import (
@@ -96,6 +97,9 @@ _LOGIN_TIMEOUT_S = 8.0
 ``connect_timeout`` (10 s) by the time the gateway's own login there takes to end a
 connection whose client gave up (``Session.parting``): else the database times out that
 handshake first and counts it against the gateway's address (max_connect_errors)."""
+_LAST_EVENTS_S = 2.0
+"""At a stop, how long the sessions' last records may take to be committed, and so to
+be published, before the bus closes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,7 @@ class Gateway:
             # the run is the session ids' middle part: edge-1-<run>-17
             self.bus = Bus(config.bus, config.appliance.name, run=self.audit.boot)
             self.audit.bus = self.bus
+            self.audit.live = LiveSessions(self.bus)  # a console that comes later sees them
             self.audit.writer.on_checkpoint = self._publish_head
         if config.approvals.enabled and self.tokens is not None and self.bus is not None:
             self.approvals = Approvals(
@@ -410,6 +415,9 @@ class Gateway:
             self._retention.cancel()
             await asyncio.gather(self._retention, return_exceptions=True)
         if self.bus is not None:
+            await self.audit.settle(_LAST_EVENTS_S)  # the sessions' ends, published
+            if self.audit.live is not None:
+                self.audit.live.close()  # none is live now: no start stays retained
             await self.bus.close()
         if self.parting:  # logins the shutdown ended: each logs in and quits, or is cut
             with contextlib.suppress(TimeoutError):
