@@ -189,6 +189,8 @@ class ConsoleApp(App[None]):
                 self.link = item
                 if item.connected:
                     self.model.reconnected()
+                else:
+                    self.model.disconnected()
                 self._dirty |= Change.GATEWAYS
                 continue
             if isinstance(item, Synced):
@@ -241,7 +243,7 @@ class ConsoleApp(App[None]):
                 self.notify(printable(alert.reason), title="Session not ended", severity="error")
 
     def on_from_ledger(self, message: FromLedger) -> None:
-        self._dirty |= self.model.records(message.records)
+        self._dirty |= self.model.history(message.records)
 
     def on_ledger_read(self, message: LedgerRead) -> None:
         if message.query != self.ledger_query:

@@ -24,6 +24,7 @@ from appliance.shown import BLANKS, as_sent, escape, unseen
 
 __all__ = [
     "Alert",
+    "GONE",
     "Change",
     "Console",
     "Gateway",
@@ -47,6 +48,9 @@ REQUEST_VERSION = 1
 EXPIRED_GRACE_S = 5.0
 """A request is dropped this long after its ``expires_at`` (the gateway's clock), whether
 or not its clearing arrived: the gateway has answered it by then."""
+GONE = "no longer live on its gateway"
+"""Why a session ended on the console when its gateway no longer retains its start
+(docs/events.md): it ended while the console was away, or its end was not written."""
 
 
 class Change(enum.Flag):
@@ -207,6 +211,7 @@ class SessionView:
     order: int = 0  # when the console first saw it (newest first)
     run: str | None = None  # the gateway's run when the console first saw it, if known
     shown: int = 0  # statement rows added to ``history`` so far (the last one's number)
+    gone: bool = False  # ended only because the broker no longer retained its start
 
     @property
     def key(self) -> tuple[str, str]:
@@ -306,6 +311,7 @@ class Gateway:
     head: dict[str, Any] | None = None  # its latest signed ledger head (``checkpoints``)
     run: str | None = None  # this start of the gateway (``status``)
     since: float | None = None  # when it began: its sessions started after
+    retains_sessions: bool = False  # its live sessions' starts are retained (``status``)
 
 
 def epoch(ts: str) -> float | None:
@@ -331,6 +337,10 @@ class Console:
         self._decided_gone: collections.deque[tuple[str, str]] = collections.deque(maxlen=64)
         self._seen: set[tuple[str, int, str | None]] = set()
         self._seen_order: collections.deque[tuple[str, int, str | None]] = collections.deque()
+        # sessions whose start the broker sent since the last reconnect (retained or not)
+        self._announced: set[tuple[str, str]] = set()
+        self._reported: set[str] = set()  # gateways whose status it sent, likewise
+        self._synced = False  # the broker has sent what it retains, on this connection
         self._order = 0
         self.unseen_alerts = 0  # alerts since the operator last looked at them
 
@@ -353,12 +363,16 @@ class Console:
             return Change.GATEWAYS
         if head == "approvals" and len(path) == 2:
             return self._request(appliance, path[1], payload)
+        change = Change.NONE
+        if head == "sessions" and len(path) == 3 and path[2] == "start" and path[1]:
+            change = self._announce(appliance, path[1], payload)
         if payload is None:
-            return Change.NONE
+            return change
         if (head == "sessions" and len(path) == 3) or (head == "alerts" and len(path) == 1):
             if not isinstance(payload.get("kind"), str):
-                return Change.NONE
-            return self.record({**payload, "appliance": _text(payload, "appliance", appliance)})
+                return change
+            body = {**payload, "appliance": _text(payload, "appliance", appliance)}
+            return change | self.record(body)
         return Change.NONE
 
     def too_large(self, appliance: str, path: tuple[str, ...], size: int) -> Change:
@@ -444,6 +458,8 @@ class Console:
             session.ended_at = (epoch(ts) if ts else None) or session.started_at or 0.0
             session.end_reason = body.get("reason") if isinstance(body.get("reason"), str) else None
             session.waiting = 0
+            session.gone = False  # ended for certain
+            self._announced.discard(session.key)
             self._trim()
             return Change.SESSIONS | Change.STATEMENTS
         if kind == "statement":
@@ -468,8 +484,11 @@ class Console:
 
     def _status(self, appliance: str, payload: dict[str, Any] | None) -> Change:
         gateway = self._gateway(appliance)
+        self._reported.add(appliance)
         online = payload is not None and payload.get("state") == "online"
         change = Change.GATEWAYS
+        if payload is not None:
+            gateway.retains_sessions = payload.get("sessions_retained") is True
         run = payload.get("run") if payload is not None and online else None
         if isinstance(run, str) and run != gateway.run:
             assert payload is not None
@@ -556,14 +575,87 @@ class Console:
 
     def reconnected(self) -> None:
         """The source connected again: every request is unconfirmed until the broker
-        sends it again (retained while pending); ``synced`` drops the rest."""
+        sends it again (retained while pending); ``synced`` drops the rest. So is every
+        live session of a gateway that retains its sessions' starts."""
         self._unconfirmed = set(self.requests)
+        self._announced = set()
+        self._reported = set()
+        self._synced = False
+
+    @property
+    def in_sync(self) -> bool:
+        """The broker has sent what it retains, on the current connection."""
+        return self._synced
+
+    def disconnected(self) -> None:
+        """The source lost the broker: nothing is judged by what it retains until the
+        next ``synced``."""
+        self._synced = False
 
     def synced(self) -> Change:
         """The broker has sent what it retains: an unconfirmed request was cleared while
-        the console was away (answered, expired)."""
+        the console was away (answered, expired), and a live session whose start it did
+        not send has ended (``_unannounced``)."""
         keys, self._unconfirmed = self._unconfirmed, set()
-        return self._drop(keys)
+        self._synced = True
+        return self._drop(keys) | self._unannounced()
+
+    def history(self, records: Iterable[Mapping[str, Any]]) -> Change:
+        """Records read from the ledger file at start. Once the broker has sent what it
+        retains, a session they show live that it did not announce has ended."""
+        change = self.records(records)
+        if self._synced:
+            change |= self._unannounced()
+        return change
+
+    def _announce(self, appliance: str, session_id: str, payload: dict[str, Any] | None) -> Change:
+        """A message on ``sessions/<session>/start``: the gateway retains it while the
+        session is live, and clears it (empty) once it is over. A start says the session
+        is live, even one the console took for gone (``_unannounced``: a guess); a clear
+        says it is over, for certain: a live one ends, and its ``session_end``, sent
+        after the clear, then says why."""
+        key = (appliance, session_id)
+        session = self.sessions.get(key)
+        if payload is not None:
+            self._announced.add(key)
+            if session is not None and session.gone:  # taken for gone too early
+                session.gone = False
+                session.ended_at = session.end_reason = None
+                return Change.SESSIONS | Change.STATEMENTS
+            return Change.NONE
+        self._announced.discard(key)
+        if session is None:
+            return Change.NONE
+        session.gone = False  # no start that comes late revives it
+        if session.ended_at is not None:
+            return Change.NONE
+        self._end(session, self.clock(), GONE)
+        self._trim()
+        return Change.SESSIONS | Change.STATEMENTS
+
+    def _unannounced(self) -> Change:
+        """End the live sessions of the online gateways that retain their sessions'
+        starts whose start the broker has not sent on this connection: they ended while
+        the console was away (or their gateway could not write their end). A gateway
+        that is offline, does not say it retains them, or whose status the broker has
+        not sent on this connection (restarted, it lost what it retained; the gateway
+        sends its status, then its starts, once it is back) is not judged."""
+        gone = [
+            s
+            for s in self.sessions.values()
+            if s.ended_at is None
+            and s.key not in self._announced
+            and s.appliance in self._reported
+            and (gateway := self.gateways.get(s.appliance)) is not None
+            and gateway.online
+            and gateway.retains_sessions
+        ]
+        now = self.clock()
+        for session in gone:
+            self._end(session, now, GONE)
+            session.gone = True
+        self._trim()
+        return Change.SESSIONS | Change.STATEMENTS if gone else Change.NONE
 
     def _alert(self, appliance: str, body: Mapping[str, Any]) -> Change:
         request = body.get("request")

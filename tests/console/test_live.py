@@ -24,8 +24,10 @@ from textual.widgets import DataTable
 from appliance.config import load_config
 from tui.app import ConsoleApp, Operator
 from tui.ledger import LedgerFile, public_key_beside
+from tui.model import GONE, SessionView
 from tui.screens.approvals import ApprovalsScreen
 from tui.screens.session import SessionScreen
+from tui.screens.sessions import session_row_key
 from tui.sources import BusEvent, Item, LinkState, MqttSource, Synced
 
 pytestmark = pytest.mark.integration
@@ -127,6 +129,44 @@ def test_sessions_appear_and_their_statements_stream_in(
         await run.until(
             "the end of the session",
             lambda: "ended" in str(run.app.screen.query_one("#session-info").render()),
+        )
+
+    drive(app, scenario)
+
+
+def test_a_console_started_after_a_session_began_shows_it_live_until_it_ends(
+    gw: GatewayProcess, broker: Broker, provider: Provider, tmp_path: Path
+) -> None:
+    """Without the ledger file (another host), only the broker tells the console about a
+    session that began before it connected: the gateway retains its start while it is
+    live. Once the client quits, the console shows it ended."""
+    conn = gw.connect(database="shop")
+    with conn.cursor() as cur:
+        cur.execute("SELECT 'before the console'")
+    client = f"{conn.host}:{conn._sock.getsockname()[1]}"
+    app = console(broker, provider, tmp_path)  # no ledger file
+
+    def mine(run: Run) -> SessionView | None:
+        return next((s for s in run.app.model.sessions.values() if s.client == client), None)
+
+    def state(run: Run) -> str:
+        session = mine(run)
+        assert session is not None
+        return str(table(run).get_cell(session_row_key(session), "State"))
+
+    async def scenario(run: Run) -> None:
+        try:
+            await run.until("the session that began before", lambda: mine(run) is not None)
+            await run.until("the console's sync", lambda: run.app.model.in_sync)
+            session = mine(run)
+            assert session is not None and session.identity == "agent"
+            assert state(run) == "active"  # and still live after the sync
+        finally:
+            conn.close()
+        await run.until("the end of the session", lambda: state(run) == "ended")
+        # the clearing of its start may come first; then its session_end says why
+        await run.until(
+            "its session_end", lambda: (s := mine(run)) is not None and s.end_reason != GONE
         )
 
     drive(app, scenario)

@@ -8,6 +8,7 @@ from console.story import NOW, messages
 
 from tui.model import (
     EXPIRED_GRACE_S,
+    GONE,
     MAX_SESSIONS,
     Change,
     Console,
@@ -292,3 +293,93 @@ def test_a_write_shows_the_rows_it_changed() -> None:
         model.record(record("result", 2 * seq + 1, statement_seq=seq, rows=rows, affected=affected))
     outcomes = [view.outcome for view in model.sessions[("gw", "gw-1")].history]
     assert outcomes == ["2 affected", "5 rows", "0 rows", "3 affected"]
+
+
+def retaining(appliance: str, *, state: str = "online", retains: bool = True) -> dict[str, Any]:
+    """A gateway's ``status``; ``retains``: it keeps its live sessions' starts retained."""
+    body: dict[str, Any] = {"v": 1, "appliance": appliance, "state": state, "run": "r1"}
+    return {**body, "sessions_retained": True} if retains else body
+
+
+def started(model: Console, session: str, seq: int, appliance: str = "gw") -> Change:
+    """The session's start on ``sessions/<session>/start`` (retained while it lives)."""
+    body = {**record("session_start", seq, session=session, hash=f"{seq:064x}")}
+    body["appliance"] = appliance
+    return model.event(appliance, ("sessions", session, "start"), body)
+
+
+def cleared(model: Console, session: str, appliance: str = "gw") -> Change:
+    where = to_item("sqlgate", f"sqlgate/{appliance}/sessions/{session}/start", b"")
+    assert where is not None and not isinstance(where, TooLarge) and where.payload is None
+    return model.event(where.appliance, where.path, where.payload)
+
+
+def test_a_retained_start_shows_a_live_session_and_its_clearing_ends_it() -> None:
+    """A console that connects after a session began learns of it from its start, which
+    the gateway retains while it lives; the gateway clears it (an empty payload) when
+    the session is over, before its ``session_end`` arrives."""
+    model = Console(lambda: START + 100)
+    model.reconnected()
+    model.event("gw", ("status",), retaining("gw"))
+    assert started(model, "gw-1", 1) & Change.SESSIONS
+    assert model.synced() == Change.NONE
+    assert model.sessions[("gw", "gw-1")].state is SessionState.ACTIVE
+    # the clearing of a session it never saw is no session, and no error
+    assert cleared(model, "gw-9") == Change.NONE and ("gw", "gw-9") not in model.sessions
+    assert cleared(model, "gw-1") & Change.SESSIONS
+    ended = model.sessions[("gw", "gw-1")]
+    assert (ended.state, ended.end_reason, ended.ended_at) == (
+        SessionState.ENDED,
+        GONE,
+        START + 100,
+    )
+    model.record(record("session_end", 2, session="gw-1", reason="client quit"))
+    assert ended.end_reason == "client quit"
+    assert started(model, "gw-1", 1) == Change.NONE  # sent again: still ended
+    assert ended.state is SessionState.ENDED
+
+
+def test_after_a_sync_a_live_session_whose_start_is_not_retained_has_ended() -> None:
+    """After each reconnect, the broker sends the starts it retains: a session shown live
+    whose start it no longer holds ended while the console was away. Only gateways that
+    say they retain them are judged, and only while online (a gateway cut off from the
+    broker still serves its sessions) and once the broker has sent their status again
+    (restarted, it lost what it retained until the gateway is back); a start that comes
+    later makes it live again."""
+    model = Console(lambda: START + 100)
+    for name, state, retains in (
+        ("gw", "online", True),
+        ("old", "online", False),  # a gateway that does not retain them
+        ("off", "online", True),
+        ("quiet", "online", True),
+    ):
+        model.event(name, ("status",), retaining(name, state=state, retains=retains))
+    for seq, (name, session) in enumerate(
+        (("gw", "stays"), ("gw", "went"), ("old", "old-1"), ("off", "off-1"), ("quiet", "q-1")), 1
+    ):
+        started(model, session, seq, name)
+    model.reconnected()
+    for name, state, retains in (("gw", "online", True), ("old", "online", False)):
+        model.event(name, ("status",), retaining(name, state=state, retains=retains))
+    model.event("off", ("status",), retaining("off", state="offline"))  # its will
+    # (no status from "quiet": a broker restarted without persistence has none yet)
+    started(model, "stays", 1)  # retained: a duplicate, yet it says the session lives
+    assert model.synced() & Change.SESSIONS
+    states = {key[1]: s.state for key, s in model.sessions.items()}
+    assert states == {
+        "stays": SessionState.ACTIVE,
+        "went": SessionState.ENDED,
+        "old-1": SessionState.ACTIVE,
+        "off-1": SessionState.ACTIVE,
+        "q-1": SessionState.ACTIVE,
+    }
+    assert model.sessions[("gw", "went")].end_reason == GONE
+    assert started(model, "went", 2) & Change.SESSIONS  # its start after all
+    assert model.sessions[("gw", "went")].state is SessionState.ACTIVE
+    # a session read from the ledger file after the sync, live there, ended unseen
+    model.history([record("session_start", 9, session="history-only")])
+    assert model.sessions[("gw", "history-only")].end_reason == GONE
+    # until the next sync, nothing is judged
+    model.disconnected()
+    model.history([record("session_start", 10, session="while-away")])
+    assert model.sessions[("gw", "while-away")].state is SessionState.ACTIVE
