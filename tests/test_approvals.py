@@ -5,12 +5,15 @@ decision that does not carry a valid approver's token changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import queue
 import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -508,15 +511,29 @@ def test_the_alert_naming_records_lost_in_an_outage_reaches_the_console(
         text=True,
     )
     lock = sqlite3.connect(gw.ledger, isolation_level=None)
+    lines: queue.Queue[str] = queue.Queue()  # the subscriber's, "" once it ended
+    assert sub.stdout is not None
+    stdout = sub.stdout
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=read, daemon=True).start()
     try:
-        assert sub.stdout is not None
         marker = json.dumps({"v": 1, "alert": "marker"})
-        while True:  # the subscription is in place once a message of ours comes back
+        deadline = time.monotonic() + 30
+        # the subscription is in place once a message of ours comes back: one published
+        # before it was (mosquitto_sub still connecting) is not, so publish it again
+        while True:
+            assert time.monotonic() < deadline, "the subscriber never got the marker"
             publish(broker, broker.gateway_user, topic, marker)
-            line = sub.stdout.readline()
-            assert line, "the subscriber ended"
-            if json.loads(line).get("alert") == "marker":
-                break
+            with contextlib.suppress(queue.Empty):
+                line = lines.get(timeout=0.5)
+                assert line, "the subscriber ended"
+                if json.loads(line).get("alert") == "marker":
+                    break
         with gw.connect() as conn, conn.cursor() as cur:
             lock.execute("BEGIN EXCLUSIVE")  # another program holds the ledger's write lock
             with pytest.raises(pymysql.err.OperationalError) as err:
@@ -525,7 +542,7 @@ def test_the_alert_naming_records_lost_in_an_outage_reaches_the_console(
             lock.execute("ROLLBACK")
         gw.wait_ledger()
         published = None
-        for line in sub.stdout:  # until the alert comes, or the subscriber's -W ends it
+        while line := lines.get(timeout=60):  # until the alert comes, or the -W ends it
             message = json.loads(line)
             if message.get("alert") == "records_lost":
                 published = message
