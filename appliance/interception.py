@@ -44,6 +44,7 @@ class Interception:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changing = asyncio.Lock()  # a re-plan and the stop, one at a time
         self._stopped = False
+        self._unplanned: str | None = None  # why the last re-plan could not be made
 
     async def start(self) -> None:
         try:
@@ -83,8 +84,11 @@ class Interception:
             try:
                 plan = plan_rules(self.config, resolve=self._resolve)
             except ConfigError as exc:  # e.g. an address the rules cannot match
-                log.error("interception rules not changed: %s", exc)
+                if str(exc) != self._unplanned:  # said once, not at every look-up
+                    self._unplanned = str(exc)
+                    log.error("interception rules not changed: %s", exc)
                 return
+            self._unplanned = None
             if plan == self.plan:
                 return
             if self._sentinel is not None:

@@ -237,27 +237,34 @@ class Gateway:
     async def _follow_names(self) -> None:
         """Look the targets' host names up again every ``resolve_interval_s``, and route
         (and with managed rules, intercept) the addresses they move to."""
-        names = self.target_names
         every_s = self.config.network.resolve_interval_s
-        said = dict(names.failures)
+        said = dict(self.target_names.failures)
         while True:
             await asyncio.sleep(every_s)
-            moves = await asyncio.to_thread(names.refresh)
-            for host, why in names.failures.items():
-                if said.get(host) != why:
-                    log.warning(
-                        "target host %s: cannot resolve it now (%s); its known addresses "
-                        "stay in use",
-                        host,
-                        why,
-                    )
-            said = dict(names.failures)
-            if moves:
-                self.by_address = routing.target_index(names.pairs())
-                for move in moves:
-                    self._target_moved(move)
-            if self.on_targets_moved is not None:  # also retries a re-plan that failed
-                await self.on_targets_moved()
+            try:
+                said = await self._look_up_names(said)
+            except Exception:  # a bug: said, and the next look-up comes as planned
+                log.exception("target names: the look-up failed")
+
+    async def _look_up_names(self, said: dict[str, str]) -> dict[str, str]:
+        """One look-up of the names; ``said``: the failures already logged (returned
+        updated)."""
+        names = self.target_names
+        moves = await asyncio.to_thread(names.refresh)
+        for host, why in names.failures.items():
+            if said.get(host) != why:
+                log.warning(
+                    "target host %s: cannot resolve it now (%s); its known addresses stay in use",
+                    host,
+                    why,
+                )
+        if moves:
+            self.by_address = routing.target_index(names.pairs())
+            for move in moves:
+                self._target_moved(move)
+        if self.on_targets_moved is not None:  # also retries a re-plan that failed
+            await self.on_targets_moved()
+        return dict(names.failures)
 
     def _target_moved(self, move: Move) -> None:
         now = ", ".join(move.now) or "nothing (it does not resolve now)"

@@ -27,3 +27,30 @@ def test_rules_that_cannot_be_removed_at_stop_are_said_in_one_line(
     [line] = [r.getMessage() for r in caplog.records]
     assert line.startswith("cannot remove the interception rules: netlink: permission denied")
     assert "'sqlgate net remove'" in line
+
+
+def test_a_target_name_that_cannot_be_planned_is_said_once_not_at_every_look_up(
+    make_config: MakeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway re-plans after every look-up of the names (30 s): a name without an
+    address for longer than its addresses are kept would log an error each time."""
+    answers: dict[str, list[str]] = {"db.example": ["10.77.2.10"]}
+
+    def resolve(host: str) -> list[str]:
+        found = answers.get(host)
+        if not found:
+            raise LookupError("Name or service not known")
+        return found
+
+    interception = Interception(make_config([("orders", "db.example")]), resolve=resolve)
+    answers.clear()
+
+    async def look_ups() -> None:
+        for _ in range(3):
+            await interception.replan()
+
+    with caplog.at_level(logging.ERROR, logger="sqlgate.net"):
+        asyncio.run(look_ups())
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("interception rules not changed: ")
+    assert "cannot use 'db.example': Name or service not known" in line
