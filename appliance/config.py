@@ -293,6 +293,8 @@ class PolicyConfig:
     rows_changed_per_minute: int = 0  # per identity; 0: no limit
     sessions_per_identity: int = 0  # open sessions of one identity on one target; 0: no limit
     masking_key_file: Path | None = None  # the key of the `hash` strategy; None: state_dir
+    # how often the targets' views are read for masking (views made outside the gateway)
+    views_refresh_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1366,6 +1368,7 @@ _POLICY_KEYS = (
     "rows_changed_per_minute",
     "sessions_per_identity",
     "masking_key_file",
+    "views_refresh_s",
 )
 
 
@@ -1378,6 +1381,7 @@ def _policy(t: _Table) -> PolicyConfig:
         rows_changed_per_minute=t.integer("rows_changed_per_minute", 0, 0, 1 << 40),
         sessions_per_identity=t.integer("sessions_per_identity", 0, 0, 1_000_000),
         masking_key_file=t.optional_gateway_file("masking_key_file"),
+        views_refresh_s=t.seconds("views_refresh_s", 60.0, 1, 3600),
     )
 
 

@@ -203,7 +203,9 @@ class Gateway:
         self.catalog: ViewCatalog | None = None
         if config.masking:
             self.masking = MaskingPolicy(config.masking, masking_key(config))
-            self.catalog = ViewCatalog(config, self.masking)
+            self.catalog = ViewCatalog(
+                config, self.masking, refresh_s=config.policy.views_refresh_s
+            )
 
     async def _purge_recordings(self, every_s: float = 3600.0) -> None:
         """Retention: recordings older than ``[recording] keep_days`` are deleted, hourly

@@ -201,3 +201,31 @@ def test_while_the_views_cannot_be_read_masked_sessions_are_refused_others_go_on
             break
         time.sleep(0.2)
     assert refusals and refusals[0]["identity"] == "agent" and refusals[0]["error"] == 1227
+
+
+@pytest.mark.usefixtures("gw")  # (its table)
+def test_a_view_made_outside_the_gateway_is_masked_within_views_refresh_s(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """The views were read again every minute whatever the operator wanted: a view made
+    straight on the database showed the card in the clear for up to 60 s."""
+    gw = GatewayProcess(
+        tmp_path,
+        mariadb,
+        mariadb.pki,
+        extra_toml=MASKING + "\n[policy]\nviews_refresh_s = 1\n",
+    ).start()
+    try:
+        with gw.connect(database="shop") as agent:
+            assert run(agent, "SELECT 1") == [(1,)]  # the first read is done
+            mariadb.admin_sql(view("mcat_outside"))
+            deadline = time.monotonic() + 15
+            rows = run(agent, "SELECT x FROM mcat_outside WHERE id = 1")
+            while rows != [(LAST4,)] and time.monotonic() < deadline:
+                assert rows == [(CARD,)]
+                time.sleep(0.2)
+                rows = run(agent, "SELECT x FROM mcat_outside WHERE id = 1")
+            assert rows == [(LAST4,)]
+    finally:
+        mariadb.admin_sql("DROP VIEW IF EXISTS shop.mcat_outside")
+        assert gw.stop() == 0
