@@ -1525,13 +1525,11 @@ class ClientLeg(asyncio.Protocol):
         target's views stale as it goes (``_views_sent``)."""
         session = self.session
         assert session is not None
-        if session.masker is None:
-            if self.gw.catalog is not None and _changes_views(verdict):
-                self._views_unsent.append(cmd)
-            session.allow(cmd, sql)
-            return
         if self.gw.catalog is not None and _changes_views(verdict):
             self._views_unsent.append(cmd)  # (after the ones before it, in order)
+        if session.masker is None:
+            session.allow(cmd, sql)
+            return
         self._ready[cmd.id] = (cmd, sql, None)
         if not self._views_wait:
             self._release_ready()
