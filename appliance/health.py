@@ -11,7 +11,9 @@ looked at, and why):
   record is written, the gateway logs a session closed by the client.
 - ``ledger``: the ledger file opens read-only, and the records after its last signed
   checkpoint (its tail) read back and verify against the signing key's public half,
-  as the gateway itself checks them when it opens the file.
+  as the gateway itself checks them when it opens the file; the file and its directory
+  are writable and its file system not full; and no other process holds its write lock
+  (the gateway cannot commit, and refuses statements, while one does).
 - ``broker``: with a ``[bus]`` section, an MQTT connection with the configured
   credentials (and TLS for ``mqtts://``) is accepted; ``skip`` without one.
 
@@ -23,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import json
 import logging
 import os
 import socket
 import sqlite3
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +224,12 @@ def check_ledger(config: Config) -> Check:
     unwritable = _unwritable(path)
     if unwritable is not None:
         return fail(f"{unwritable}: the gateway refuses every statement (1105) until it is")
+    holder = _write_lock_holder(path, LOCK_WINDOW_S)
+    if holder is not None:
+        return fail(
+            f"its write lock has been held by {holder} for {LOCK_WINDOW_S:g} s and more: "
+            "the gateway cannot commit, and refuses statements (1105), until it is released"
+        )
     if result.last_seq == 0:
         return Check("ledger", subject, True, "no records yet")
     signed = f"last checkpoint at seq {start}" if row else "no checkpoint yet"
@@ -249,6 +259,50 @@ def _unwritable(path: Path) -> str | None:
     if free < _MIN_FREE_BYTES:
         return f"its file system is full ({free // 1024} KiB free)"
     return None
+
+
+LOCK_WINDOW_S = 0.5  # a lock held this long is not one of the gateway's commits (µs to ms)
+_LOCK_LOOK_S = 0.02
+# SQLite's unix VFS takes a write transaction's lock on this byte of the WAL index file
+# (``-shm``): UNIX_SHM_BASE (120) + WAL_WRITE_LOCK (0).
+_WAL_WRITE_LOCK_BYTE = 120
+_FLOCK = "hhqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid
+
+
+def _write_lock_holder(path: Path, window_s: float) -> str | None:
+    """Who has held the ledger's write lock at every look over ``window_s`` seconds
+    (``process 4242 (sqlite3)``), or None: nobody, or not throughout. It only asks the
+    kernel (``F_GETLK``): the lock is not taken, the gateway's commits are not delayed."""
+    shm = path.with_name(path.name + "-shm")
+    try:
+        fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no WAL index: nobody has the file open in WAL mode
+    try:
+        ends = time.monotonic() + window_s
+        holders: set[int] = set()
+        while True:
+            ask = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _WAL_WRITE_LOCK_BYTE, 1, 0)
+            try:
+                kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, ask))
+            except OSError:
+                return None
+            if kind == fcntl.F_UNLCK:
+                return None
+            holders.add(pid)
+            if time.monotonic() >= ends:
+                break
+            time.sleep(_LOCK_LOOK_S)
+    finally:
+        os.close(fd)  # this process held no lock on the file: closing releases none
+    if len(holders) != 1 or 0 in holders:
+        return "another process"  # (its pid not visible from here, or several in turn)
+    pid = holders.pop()
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return f"process {pid}"
+    return f"process {pid} ({name})"
 
 
 def _ts(body: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import pymysql
 import pytest
 from lab.broker import Broker
 from lab.clients import run_sqlgate
@@ -219,6 +220,67 @@ def test_a_ledger_on_a_full_file_system_fails(gw: GatewayProcess, tmp_path: Path
         f"FAIL ledger {full}/ledger.db: its file system is full (0 KiB free): the gateway "
         "refuses every statement (1105) until it is"
     )
+
+
+def _lock_holder(ledger: Path, hold_s: float) -> subprocess.Popen[str]:
+    """Another process in a write transaction on ``ledger`` for ``hold_s`` seconds (as a
+    `sqlite3` shell left at ``BEGIN IMMEDIATE`` would be); returns once it holds it."""
+    script = (
+        "import sqlite3, time; "
+        f"c = sqlite3.connect('{ledger}', isolation_level=None, timeout=10); "
+        "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); "
+        f"time.sleep({hold_s}); c.execute('ROLLBACK')"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_a_ledger_another_process_holds_locked_fails(gw: GatewayProcess) -> None:
+    """Health said ok while the gateway refused every statement (1105): another process
+    held the ledger's write lock. It names the process, and passes again once it lets go."""
+    holder = _lock_holder(gw.ledger, 60)
+    try:
+        done = health(gw.config_path)
+        with pytest.raises(pymysql.err.OperationalError) as refused:  # as health says
+            with gw.connect() as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        assert refused.value.args[0] == 1105, refused.value
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 1, report(done)
+    found = lines(done)
+    assert found["ledger"] == (
+        f"FAIL ledger {gw.ledger}: its write lock has been held by process {holder.pid} "
+        "(python) for 0.5 s and more: the gateway cannot commit, and refuses statements "
+        "(1105), until it is released"
+    ), found
+    assert found["listener"].startswith("ok listener "), found
+    deadline = time.monotonic() + 20  # the gateway retries the file after its back-off
+    while True:
+        try:
+            with gw.connect() as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                break
+        except pymysql.err.OperationalError:
+            assert time.monotonic() < deadline, "the gateway did not recover"
+            time.sleep(0.2)
+    after = health(gw.config_path)
+    assert after.returncode == 0, report(after)
+
+
+def test_a_write_lock_let_go_within_half_a_second_is_not_a_failure(gw: GatewayProcess) -> None:
+    """A commit holds the lock for moments: only a lock held at every look over 0.5 s
+    fails the check (this one is held for 0.1 s after the check starts, at most)."""
+    holder = _lock_holder(gw.ledger, 0.1)
+    try:
+        done = health(gw.config_path)
+    finally:
+        holder.wait(10)
+    assert done.returncode == 0, report(done)
+    assert lines(done)["ledger"].startswith(f"ok ledger {gw.ledger} ")
 
 
 def test_a_tls_broker_that_never_answers_is_bounded_by_the_timeout(gw: GatewayProcess) -> None:
