@@ -1287,6 +1287,7 @@ class ClientLeg(asyncio.Protocol):
         if self.policy is not None:
             charset = self.policy.answer_charset(done.cmd, len(verdict.parts))
             self.policy.completed(done.cmd, done.error, done.affected)
+            session.messages_charset = self.policy.results_charset  # (after a SET NAMES)
         approver = self._approvers.pop(done.cmd.id, None)
         if self.gw.catalog is not None and any(part.catalog for part in verdict.parts):
             self.gw.catalog.invalidate()

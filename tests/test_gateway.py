@@ -1144,3 +1144,45 @@ def test_a_user_name_outside_ascii_logs_in_from_a_latin1_client(
         assert gw.stop() == 0
     starts = ledger_records(gw.ledger, "--kind", "session_start")
     assert [r["identity"] for r in starts] == ["jürgen"] * 3
+
+
+def test_the_gateways_own_errors_come_in_the_sessions_results_character_set(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """MariaDB sends its error messages in ``character_set_results`` (a latin1 client's
+    ``ö`` as the one byte F6); the gateway sent its own in UTF-8 whatever the client's,
+    which such a client shows garbled."""
+    with mariadb.connect(charset="latin1", database="shop") as conn:  # the server's way
+        send_raw(conn, b"\x03" + "SELECT * FROM größen".encode("latin1"))
+        err = read_raw(conn)
+        assert err[:3] == b"\xff\x7a\x04", err  # 1146: no such table
+        assert "größen".encode("latin1") in err and "größen".encode() not in err, err
+    rule = '[[rules]]\nname = "keine-Löschung"\nstatements = ["DELETE"]\naction = "block"\n'
+    gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, extra_toml=rule).start()
+    try:
+        with gw.connect(charset="latin1") as conn:
+
+            def refusal() -> bytes:
+                send_raw(conn, b"\x03DELETE FROM orders WHERE id = 0")
+                err = read_raw(conn)
+                assert err[:3] == b"\xff\xcb\x04", err  # 1227
+                return err
+
+            err = refusal()
+            assert "'keine-Löschung'".encode("latin1") in err, err
+            assert "Löschung".encode() not in err, err
+            with conn.cursor() as cur:
+                cur.execute("SET NAMES utf8mb4")  # followed: from its answer on, UTF-8
+            assert "'keine-Löschung'".encode() in refusal()
+            assert scalar(conn, "SELECT 1") == 1  # the session goes on
+        for charset, shown in (("latin1", "j\ufffdrgen"), ("utf8mb4", "jürgen")):
+            # a refused login's message, in the login's character set: PyMySQL reads
+            # every message as UTF-8, so latin1's FC shows as a replacement character
+            with pytest.raises(pymysql.err.OperationalError) as denied:
+                pymysql.connect(
+                    host=gw.host, port=gw.port, user="jürgen", password="x", charset=charset
+                )
+            assert denied.value.args[0] == 1045, denied.value
+            assert shown in denied.value.args[1], denied.value
+    finally:
+        assert gw.stop() == 0

@@ -643,8 +643,10 @@ def parse_err(payload: Buffer) -> ErrPacket:
     )
 
 
-def build_err(code: int, message: str, sqlstate: str | None = None) -> bytes:
-    """ERR packet, always with the '#' marker; SQLSTATE defaults from the code."""
+def build_err(code: int, message: str, sqlstate: str | None = None, codec: str = "utf-8") -> bytes:
+    """ERR packet, always with the '#' marker; SQLSTATE defaults from the code. The
+    message goes in ``codec`` (the server sends its messages in the session's
+    ``character_set_results``), a character it cannot hold as ``?``, as the server's."""
     if sqlstate is None:
         state = SQLSTATE_FOR.get(code, b"HY000")
     else:
@@ -654,7 +656,8 @@ def build_err(code: int, message: str, sqlstate: str | None = None) -> bytes:
             raise LocalProtocolError(f"SQLSTATE {sqlstate!r} is not ASCII") from None
     if len(state) != 5:
         raise LocalProtocolError(f"SQLSTATE {state!r} is not 5 characters")
-    return b"\xff" + _le(code, 2, "error code") + b"#" + state + message.encode("utf-8")
+    text = message.encode(codec, "replace")
+    return b"\xff" + _le(code, 2, "error code") + b"#" + state + text
 
 
 @dataclass(frozen=True, slots=True)

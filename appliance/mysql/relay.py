@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from appliance.mysql import auth, masking, packets
-from appliance.mysql.charsets import ASCII_CHANGING, collation_charset, read_text
+from appliance.mysql.charsets import ASCII_CHANGING, collation_charset, read_text, text_codec
 from appliance.mysql.constants import (
     CACHING_SHA2_PASSWORD,
     CLEAR_PASSWORD,
@@ -687,6 +687,10 @@ class Session:
         ``CommandCompleted.recorded``). Without ``report_completions`` nothing is captured."""
         self._recording = 0  # answers being captured that have not completed yet
         self._farewell = False  # this session only logs in to the target and quits
+        self.messages_charset: str | None = None
+        """The ``character_set_results`` the gateway's own error messages go in, as the
+        server's do (None: UTF-8): the login's, then as the shell learns it after each
+        command (``SET NAMES``)."""
         self.target_refusal: packets.ErrPacket | None = None
         """The ERR the target sent in place of its greeting (1129: it blocks the gateway's
         address after too many handshake errors; 1040: too many connections)."""
@@ -835,7 +839,7 @@ class Session:
         tls = self._client_tls
         if tls is None or (tls.handshake_done and not tls.failed):
             self._send_client(
-                frame(self._answer_seq(), packets.build_err(ErrorCode.HANDSHAKE, f"sqlgate: {why}"))
+                frame(self._answer_seq(), self._err(ErrorCode.HANDSHAKE, f"sqlgate: {why}"))
             )
         self._close(why)
 
@@ -893,7 +897,7 @@ class Session:
                 )
             else:
                 message = f"sqlgate: target '{name}' closed the connection"
-            err = packets.build_err(ErrorCode.UNKNOWN, message)
+            err = self._err(ErrorCode.UNKNOWN, message)
             self._send_client(frame(self._answer_seq(), err))
         self._close(reason, target_ok=False)
 
@@ -980,7 +984,7 @@ class Session:
         if self.phase is Phase.COMMAND and waiting and not answering and not self._client_gone:
             ran = "may have run" if self._responses else "did not run"
             message = f"sqlgate: server shutdown in progress; the statement {ran}"
-            self._send_client(frame(1, packets.build_err(ErrorCode.SERVER_SHUTDOWN, message)))
+            self._send_client(frame(1, self._err(ErrorCode.SERVER_SHUTDOWN, message)))
         self._close(reason)
 
     def stop_forwarding(self, code: int, message: str, why: str) -> None:
@@ -991,7 +995,7 @@ class Session:
         the same error sent by the target). The answers of the commands already sent
         still come. The shell ends the session with ``close_now`` once it is no longer
         ``busy``."""
-        self._stopped = packets.build_err(code, message)
+        self._stopped = self._err(code, message)
         self._stopped_why = why
 
     def allow(self, cmd: ClientCommand, sql: bytes | None = None) -> None:
@@ -1030,13 +1034,18 @@ class Session:
                 del pending[stale]
         pending[cmd.id] = charset
 
+    def _err(self, code: int, message: str, sqlstate: str | None = None) -> bytes:
+        """An ERR packet of the gateway's own, its message in ``messages_charset``."""
+        codec = text_codec(self.messages_charset) or "utf-8"
+        return packets.build_err(code, message, sqlstate, codec)
+
     def refuse(self, cmd: ClientCommand, code: int, message: str, why: str | None = None) -> None:
         """Answer a received command with an ERR instead of relaying it; ``why`` goes on
         its completion (``CommandCompleted.refused``) when the error alone would not tell
         the ledger why (a code the target sends too)."""
         if self.phase is Phase.CLOSED:
             return
-        self._decisions[cmd.id] = packets.build_err(code, message)
+        self._decisions[cmd.id] = self._err(code, message)
         if why is not None:
             self._refused_why[cmd.id] = why
         self._drain_safely()
@@ -1198,7 +1207,7 @@ class Session:
             self._send_client(
                 frame(
                     seq,
-                    packets.build_err(ErrorCode.NET_READ_ERROR, f"sqlgate: bad packet: {why}"),
+                    self._err(ErrorCode.NET_READ_ERROR, f"sqlgate: bad packet: {why}"),
                 )
             )
         self._close(f"client protocol error: {why}")
@@ -1210,7 +1219,7 @@ class Session:
         self._send_client(
             frame(
                 self._answer_seq(),
-                packets.build_err(
+                self._err(
                     ErrorCode.UNKNOWN,
                     f"sqlgate: target '{name}' broke the protocol ({why}); the session was closed",
                 ),
@@ -1257,7 +1266,7 @@ class Session:
             self._to_client.append(
                 frame(
                     0,
-                    packets.build_err(
+                    self._err(
                         err.code, f"sqlgate: target '{name}' refused the connection: {err.message}"
                     ),
                 )
@@ -1343,6 +1352,7 @@ class Session:
             )
             return
         self._hello = hello
+        self.messages_charset = collation_charset(hello.charset)
         self.client_caps = hello.capabilities & self._offered_caps
         self.phase = Phase.CLIENT_AUTH
         user = _login_user(hello)
@@ -1513,7 +1523,7 @@ class Session:
 
     def _client_auth_failed(self, user: str, reason: str, cause: str = "client") -> None:
         self._send_client_seq(
-            packets.build_err(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
+            self._err(ErrorCode.ACCESS_DENIED, f"sqlgate: access denied: {reason}")
         )
         self._events.append(AuthFailed(user, reason, cause))
         self._close(f"authentication failed: {reason}")
@@ -1539,7 +1549,7 @@ class Session:
         if schema is not None and gate is not None:
             refused = gate(identity, schema)
             if refused is not None:
-                self._send_client_seq(packets.build_err(ErrorCode.DBACCESS_DENIED, refused))
+                self._send_client_seq(self._err(ErrorCode.DBACCESS_DENIED, refused))
                 self._events.append(AuthFailed(identity.user, refused, "database"))
                 self._close(f"login refused: {refused}")
                 return
@@ -1547,9 +1557,7 @@ class Session:
         if sessions is not None:
             refused = sessions(identity)
             if refused is not None:
-                self._send_client_seq(
-                    packets.build_err(ErrorCode.TOO_MANY_USER_CONNECTIONS, refused)
-                )
+                self._send_client_seq(self._err(ErrorCode.TOO_MANY_USER_CONNECTIONS, refused))
                 self._events.append(AuthFailed(identity.user, refused, "sessions"))
                 self._close(f"login refused: {refused}")
                 return
@@ -1724,7 +1732,7 @@ class Session:
     def _server_login_failed(self, reason: str, code: int = ErrorCode.ACCESS_DENIED) -> None:
         denied = code == ErrorCode.ACCESS_DENIED
         message = f"sqlgate: access denied: {reason}" if denied else f"sqlgate: {reason}"
-        self._send_client_seq(packets.build_err(code, message))
+        self._send_client_seq(self._err(code, message))
         user = self.identity.user if self.identity else ""
         self._events.append(AuthFailed(user, reason, "target"))
         self._close(f"backend login failed: {reason}")
@@ -1920,7 +1928,7 @@ class Session:
         self._events.append(CommandRefused(cmd, err_code, message, rule))
         self._undecided.append(cmd)
         self._undecided_bytes += len(cmd.raw)
-        self._decisions[cmd.id] = packets.build_err(err_code, message)
+        self._decisions[cmd.id] = self._err(err_code, message)
         self._drain_decisions()
 
     def _drain_decisions(self) -> None:
@@ -1934,7 +1942,7 @@ class Session:
                     if last.statement_id is None:
                         break  # the prepare's answer has not come: it goes after it
                     if last.statement_id < 0:
-                        decisions[cmd.id] = packets.build_err(
+                        decisions[cmd.id] = self._err(
                             ErrorCode.SPECIFIC_ACCESS_DENIED,
                             "sqlgate: " + LAST_PREPARED_UNPREPARED.format(last.failed),
                         )
@@ -2008,7 +2016,7 @@ class Session:
     def _closed_statement(self, statement_id: int) -> tuple[bytes, str]:
         """The ERR a command naming a statement whose close was refused gets, and why."""
         message = CLOSE_REFUSED.format(statement_id, self._close_refused[statement_id])
-        err = packets.build_err(ErrorCode.UNKNOWN_STMT_HANDLER, message)
+        err = self._err(ErrorCode.UNKNOWN_STMT_HANDLER, message)
         return err, CLOSE_REFUSED_WHY.format(statement_id)
 
     def _forward(self, cmd: ClientCommand) -> None:

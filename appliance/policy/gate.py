@@ -1392,6 +1392,12 @@ class SessionPolicy:
 
     # ---------------------------------------------------------------- completed
 
+    @property
+    def results_charset(self) -> str | None:
+        """The session's ``character_set_results`` as far as it is known now (None: not
+        known): the login's, then each SET of it that succeeded."""
+        return self._results
+
     def answer_charset(self, cmd: ClientCommand, statements: int) -> str | None:
         """The ``character_set_results`` the server sends ``cmd``'s column names, error
         messages and OK info in (its results character set when the answer began), for

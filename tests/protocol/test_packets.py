@@ -1298,6 +1298,14 @@ def test_build_err_default_sqlstate() -> None:
             build_err(code, "x", state)
 
 
+def test_build_err_writes_its_message_in_the_codec_given() -> None:
+    """As the server writes its messages in ``character_set_results``: a character the
+    character set cannot hold becomes ``?``."""
+    assert build_err(1227, "Lö €", codec="cp1252") == h("ff cb04 23") + b"42000L\xf6 \x80"
+    assert build_err(1227, "Lö ж", codec="cp1252") == h("ff cb04 23") + b"42000L\xf6 ?"
+    assert build_err(1227, "Lö", codec="koi8_r") == h("ff cb04 23") + b"42000L?"
+
+
 @pytest.mark.parametrize("payload", [EOF_IN_TRANS, EOF_ANSI], ids=["in_trans", "ansi"])
 def test_eof_matches_pymysql(payload: bytes) -> None:
     eof = parse_eof(payload)
