@@ -37,7 +37,7 @@ from appliance.identity import KeysUnavailable, TokenRejected, TokenVerifier
 from appliance.ledger import Head, LedgerError, LedgerUnavailable, records
 from appliance.live_sessions import LiveSessions
 from appliance.mysql import packets
-from appliance.mysql.constants import Capability, Command, ErrorCode
+from appliance.mysql.constants import Command, ErrorCode
 from appliance.mysql.relay import (
     Account,
     AuthFailed,
@@ -1218,7 +1218,7 @@ class ClientLeg(asyncio.Protocol):
                             db=session.database,
                             method=ev.identity.method,
                             # how its answers are framed: replay decodes recordings by it
-                            deprecate_eof=bool(session.client_caps & Capability.DEPRECATE_EOF),
+                            deprecate_eof=session.deprecate_eof,
                             **token_fields(self.context),
                             **self._login_db_shadow,
                         )
@@ -1303,7 +1303,7 @@ class ClientLeg(asyncio.Protocol):
             done,
             (time.monotonic() - at) * 1000,
             who,
-            bool(session.client_caps & Capability.DEPRECATE_EOF),
+            session.deprecate_eof,
             self._cursors,
             charset,
         )

@@ -600,6 +600,8 @@ class Session:
         self.phase = Phase.AWAIT_SERVER_GREETING
         self.identity: Identity | None = None
         self.client_caps = 0
+        self.deprecate_eof = False
+        """Whether the client's answers end with OK instead of EOF (from its handshake)."""
         self.server_greeting: packets.Greeting | None = None
         self.close_requested = False
         # fresh challenges (tests pass a fixed source)
@@ -1354,6 +1356,7 @@ class Session:
         self._hello = hello
         self.messages_charset = collation_charset(hello.charset)
         self.client_caps = hello.capabilities & self._offered_caps
+        self.deprecate_eof = bool(self.client_caps & Capability.DEPRECATE_EOF)
         self.phase = Phase.CLIENT_AUTH
         user = _login_user(hello)
         if collation_charset(hello.charset) in ASCII_CHANGING:  # a failed login: recorded
@@ -1795,7 +1798,6 @@ class Session:
         )
         self.phase = Phase.COMMAND
         self._client_in.max_payload = self.settings.max_payload
-        self._deprecate_eof = bool(self.client_caps & Capability.DEPRECATE_EOF)
         self._events.append(ready)
         leftover = self._server_in.take_remaining()
         if leftover:
@@ -2107,7 +2109,7 @@ class Session:
             pos = take
             skip -= take
         responses = self._responses
-        deprecate = self._deprecate_eof
+        deprecate = self.deprecate_eof
         eof_limit = MAX_PAYLOAD if deprecate else 9
         last_seq = self._last_seq
         report = self._report
@@ -2288,7 +2290,7 @@ class Session:
             pos = take
             skip -= take
         responses = self._responses
-        deprecate = self._deprecate_eof
+        deprecate = self.deprecate_eof
         eof_limit = MAX_PAYLOAD if deprecate else 9
         start = pos
         recording = self._recording
@@ -2568,7 +2570,7 @@ class Session:
         if m is None:
             m = resp.mask = self._begin_masking(resp)
         state = resp.state
-        deprecate = self._deprecate_eof
+        deprecate = self.deprecate_eof
         if state == _R_ROWS and not packets.is_result_terminator(first, len(payload), deprecate):
             resp.rows += 1
             masks = m.masks
@@ -2680,7 +2682,7 @@ class Session:
             if resp.last is not None:  # a prepare that failed prepared nothing
                 self._learn_last(resp.last, _FAILED)
             return True
-        deprecate = self._deprecate_eof
+        deprecate = self.deprecate_eof
         if state == _R_START:
             if self._cursor_plans and resp.binary and resp.results is None:
                 self._executed(resp)
@@ -2769,7 +2771,7 @@ class Session:
 
     def _on_prepare_packet(self, resp: _Response, payload: bytes) -> bool:
         state = resp.state
-        deprecate = self._deprecate_eof
+        deprecate = self.deprecate_eof
         if state == _R_PREP_OK:
             ok = packets.parse_stmt_prepare_ok(payload)
             self.statements[ok.statement_id] = ok.param_count
