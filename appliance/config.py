@@ -521,12 +521,17 @@ def check_files(config: Config) -> None:
                 fail("tls.key_file", f"{key}: the key is encrypted; sqlgate needs it unencrypted")
             fail("tls.key_file", f"{key}: not a PEM private key")
     if config.identity is not None and config.identity.jwks_file is not None:
+        from appliance.identity import jwks_problem
+
         jwks = config.identity.jwks_file  # read whole at start and whenever it changes
         try:
-            read_small_file(jwks)
+            document = read_small_file(jwks)
         except (OSError, ValueError) as exc:
             why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
             fail("identity.jwks_file", f"cannot read {jwks}: {why}")
+        problem = jwks_problem(document)
+        if problem is not None:
+            fail("identity.jwks_file", f"{jwks}: {problem}")
     bundles = [(f"targets[{i}].tls_ca_file", t.tls_ca_file) for i, t in enumerate(config.targets)]
     if config.identity is not None:
         bundles.append(("identity.ca_file", config.identity.ca_file))

@@ -64,7 +64,7 @@ import jwt
 
 from appliance.config import IdentityConfig, read_small_file
 
-__all__ = ["KeysUnavailable", "TokenRejected", "TokenVerifier", "VerifiedToken"]
+__all__ = ["KeysUnavailable", "TokenRejected", "TokenVerifier", "VerifiedToken", "jwks_problem"]
 
 log = logging.getLogger("sqlgate.identity")
 
@@ -773,6 +773,17 @@ def _parse_jwks(data: bytes) -> tuple[dict[str, list[_Key]], str]:
         why = f"{len(skipped)} skipped: {skipped[0]}" if skipped else "it lists none"
         return keys, why
     return keys, ""
+
+
+def jwks_problem(data: bytes) -> str | None:
+    """Why a JWKS document cannot verify any token (not a JWKS, or no usable key), or
+    None: ``sqlgate check`` and ``run`` refuse a ``jwks_file`` that would refuse every
+    token login from the start."""
+    try:
+        keys, why = _parse_jwks(data)
+    except ValueError as exc:
+        return str(exc)
+    return None if keys else f"no key that can verify a token ({why})"
 
 
 def _usable_key(entry: object) -> _Key:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from lab.clients import run_sqlgate as sqlgate
+from lab.tokens import write_jwks
 
 from appliance.cli import build_parser, main
 from appliance.ledger.chain import generate_key, private_key_pem
@@ -644,7 +645,7 @@ def test_check_and_run_refuse_a_file_they_cannot_use_in_one_line(
 
     home = config_file.parent
     make_pki(home / "pki")
-    (home / "jwks.json").write_text('{"keys": []}')
+    write_jwks(home / "jwks.json")
     (home / "state").mkdir()
     bad = home / "state" / "masking.key" if key == "appliance.state_dir" else home / "bad"
     if kind == "fifo":

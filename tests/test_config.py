@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from lab.tokens import write_jwks
 
 from appliance import routing
 from appliance.cli import main
@@ -117,7 +118,7 @@ def confdir(tmp_path: Path) -> Path:
     """A directory holding every file the configurations above refer to."""
     (tmp_path / "gateway.crt").write_text("-----BEGIN CERTIFICATE-----\n")
     (tmp_path / "gateway.key").write_text("-----BEGIN PRIVATE KEY-----\n")
-    (tmp_path / "jwks.json").write_text('{"keys": []}\n')
+    write_jwks(tmp_path / "jwks.json")
     (tmp_path / "orders.pw").write_bytes(b"orders-secret\n")
     (tmp_path / "billing.pw").write_bytes(b"billing-secret")
     (tmp_path / "ledger.key").write_bytes(private_key_pem(generate_key()))
@@ -1040,6 +1041,32 @@ def test_check_refuses_identity_without_tls(pki: Path, capsys: pytest.CaptureFix
     # with [approvals], [identity] also verifies the operators' tokens (over MQTT)
     approvals = '\n[bus]\nurl = "mqtt://127.0.0.1:1883"\n\n[approvals]\napprover_groups = ["dba"]\n'
     check_passes(pki, MINIMAL + IDENTITY + approvals, capsys)
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        (b"\xce\x00garbage", "not a JWKS: not JSON"),
+        (b'{"nokeys": 1}', "not a JWKS: no 'keys' array"),
+        (b'{"keys": []}', "no key that can verify a token (it lists none)"),
+        (
+            b'{"keys": [{"kty": "oct", "kid": "s1", "k": "c2VjcmV0"}]}',
+            "no key that can verify a token (1 skipped: key 's1': kty 'oct' is not an "
+            "asymmetric key type)",
+        ),
+    ],
+    ids=["garbage", "no-keys-array", "empty", "symmetric"],
+)
+def test_check_refuses_a_jwks_file_that_verifies_no_token(
+    pki: Path, document: bytes, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JWKS file that was only checked for being readable: check passed, and the
+    gateway started and refused every token login."""
+    tls = '[tls]\ncert_file = "real.crt"\nkey_file = "real.key"\n'
+    check_passes(pki, MINIMAL + IDENTITY + tls, capsys)
+    (pki / "jwks.json").write_bytes(document)
+    jwks = pki / "jwks.json"
+    check_refuses(pki, MINIMAL + IDENTITY + tls, "identity.jwks_file", f"{jwks}: {problem}", capsys)
 
 
 def rule(*statements: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 ISSUER = "https://idp.lab.test"
 AUDIENCE = "sqlgate"
@@ -25,6 +25,16 @@ issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
 jwks_file = "{provider.jwks}"
 """
+
+
+def write_jwks(path: Path) -> Path:
+    """A JWKS file of one usable verification key (Ed25519, quick to make), for
+    configurations whose checks only need one."""
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(public))
+    jwk.update(kid="any-1", use="sig")
+    path.write_text(json.dumps({"keys": [jwk]}))
+    return path
 
 
 class Provider:
