@@ -131,10 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     config_option(net_commands.add_parser("remove", help="delete the interception rules"))
     config_option(net_commands.add_parser("status", help="show the rules and their counters"))
     net_probe = net_commands.add_parser("probe", help="prove that a target is intercepted")
-    config_option(net_probe)
     net_probe.add_argument(
-        "--target", metavar="HOST[:PORT]", required=True, help="the address a client would use"
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="configuration file: without --target, each of its targets is probed",
     )
+    net_probe.add_argument("--target", metavar="HOST[:PORT]", help="the address a client would use")
 
     ledger = commands.add_parser("ledger", help="audit ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
@@ -586,18 +589,37 @@ def _is_v6(text: str) -> bool:
         return False
 
 
+def _net_probe(target: str | None, path: str | None) -> int:
+    """Probe ``target``, or each target of the configuration at ``path``: exit 0 when
+    every one is intercepted. The configuration is read only when it is named (a
+    client's host, where the probe runs, usually has none)."""
+    if target is None and path is None:
+        return _fail("net probe: give --target HOST[:PORT], or -c FILE to probe its targets")
+    config = _load(path, operator=True) if path is not None else None
+    if isinstance(config, int):
+        return config
+    if target is not None:
+        try:
+            addresses = [_split_target(target)]
+        except ValueError as exc:
+            return _fail(f"--target: {exc}")
+    else:
+        assert config is not None
+        addresses = [(t.host, t.port) for t in config.targets]
+    from netconfig.probe import format_result, probe
+
+    intercepted = True
+    for host, port in addresses:
+        result = probe(host, port)
+        _print(format_result(result))
+        intercepted = intercepted and result.intercepted
+    return 0 if intercepted else 1
+
+
 def _cmd_net(args: argparse.Namespace) -> int:
     action = args.net_command
     if action == "probe":
-        try:
-            host, port = _split_target(args.target)
-        except ValueError as exc:
-            return _fail(f"--target: {exc}")
-        from netconfig.probe import format_result, probe
-
-        result = probe(host, port)
-        _print(format_result(result))
-        return 0 if result.intercepted else 1
+        return _net_probe(args.target, args.config)
     # remove and status act on the table alone: neither a target's name that does not
     # resolve now (DNS down) nor a secret missing may keep the rules from being removed
     config = _load(args.config, operator=action != "apply")

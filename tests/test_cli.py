@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from lab.clients import run_sqlgate as sqlgate
+from lab.gateway import GatewayProcess
+from lab.mariadb import MariaDB
 from lab.tokens import write_jwks
 
 from appliance.cli import build_parser, main
@@ -280,6 +282,43 @@ def test_net_commands_with_a_missing_config_exit_2(tmp_path: Path) -> None:
 def test_net_probe_bad_target_exits_2(target: str) -> None:
     err = assert_one_line_failure(sqlgate("net", "probe", "--target", target))
     assert "--target" in err
+
+
+def test_net_probe_reads_the_configuration_it_is_given(tmp_path: Path) -> None:
+    """``-c`` was accepted and never read: a missing or broken file went unnoticed."""
+    for bad in (tmp_path / "absent.toml", tmp_path):
+        err = assert_one_line_failure(
+            sqlgate("net", "probe", "-c", str(bad), "--target", "127.0.0.1:1")
+        )
+        assert err.startswith(f"sqlgate: {bad}"), err
+    (tmp_path / "broken.toml").write_text("[appliance\n")
+    err = assert_one_line_failure(
+        sqlgate("net", "probe", "-c", str(tmp_path / "broken.toml"), "--target", "127.0.0.1:1")
+    )
+    assert "broken.toml" in err, err
+    err = assert_one_line_failure(sqlgate("net", "probe"))
+    assert err == "sqlgate: net probe: give --target HOST[:PORT], or -c FILE to probe its targets"
+
+
+def test_net_probe_without_a_target_probes_each_of_the_configurations(
+    gateway: GatewayProcess, mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Each target is probed in turn (exit 0 only when every one is intercepted): here
+    the gateway's own address, and the database's, which answers for itself."""
+    config = tmp_path / "sqlgate.toml"
+    text = gateway.config_path.read_text()
+    through = text.replace('name = "orders"', 'name = "through"').replace(
+        f"port = {mariadb.port}\n", f"port = {gateway.port}\n"
+    )
+    config.write_text(text + through[through.index("[[targets]]") : through.index("[ledger]")])
+    (tmp_path / "orders.pw").write_text("x\n")
+    done = sqlgate("net", "probe", "-c", str(config))
+    assert done.returncode == 1, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith(f"NOT intercepted 127.0.0.1:{mariadb.port}: "), first
+    assert second.startswith(f"intercepted 127.0.0.1:{gateway.port}: "), second
+    one = sqlgate("net", "probe", "-c", str(config), "--target", f"127.0.0.1:{gateway.port}")
+    assert one.returncode == 0 and one.stdout.startswith("intercepted "), one
 
 
 def test_net_apply_unknown_interface_exits_2(config_file: Path) -> None:
