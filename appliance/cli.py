@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--grant-minutes",
                 metavar="N",
                 type=int,
-                default=0,
+                default=None,
                 help="also let the same shape of statement from the same identity through "
                 "for N minutes (1-1440)",
             )
@@ -983,9 +983,10 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
             return 0
         claim = config.identity.username_claim if config.identity is not None else "email"
         token, name = operator.read_token_for(args.token_file, claim)
-        grant = getattr(args, "grant_minutes", 0)
-        if not 0 <= grant <= 1440:
-            return _fail("--grant-minutes: expected 1 to 1440", 2)
+        grant = getattr(args, "grant_minutes", None)
+        if grant is not None and not 1 <= grant <= 1440:
+            return _fail(f"--grant-minutes: expected 1 to 1440, not {grant}", 2)
+        grant = grant or 0  # 0: no grant
         asyncio.run(
             operator.decide(
                 config.bus, args.id, action, token, name, reason=args.reason, grant_minutes=grant
@@ -1001,6 +1002,8 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     """The operator console; one line on stderr when it cannot start."""
     from tui.launch import ConsoleError, run_console
 
+    if args.speed is not None and args.recording is None:
+        return _fail("--speed: only with --recording (the broker's events come as they happen)")
     config = _load(args.config, operator=True)
     if isinstance(config, int):
         return config

@@ -313,6 +313,13 @@ def test_approve_with_a_grant_lets_the_same_shape_through(
         "5000",
     )
     assert bad.returncode == 2 and "--grant-minutes" in bad.stderr
+    # 0 was taken as "no grant" while 5000 was refused
+    zero = sqlgate(
+        "approvals", "approve", rid, "-c", config, "--token-file", tokens["dba"],
+        "--grant-minutes", "0",
+    )  # fmt: skip
+    assert zero.returncode == 2, zero.stdout
+    assert zero.stderr == "sqlgate: --grant-minutes: expected 1 to 1440, not 0\n"
 
 
 def test_deny_gives_the_client_1227_with_the_reason(

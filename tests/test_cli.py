@@ -402,6 +402,14 @@ def test_run_with_a_bad_ledger_key_exits_2_naming_the_key(config_file: Path) -> 
     )
 
 
+def test_tui_speed_without_a_recording_is_a_usage_error(config_file: Path) -> None:
+    """``--speed`` paces a recording; with the broker it was silently ignored."""
+    line = assert_one_line_failure(sqlgate("tui", "-c", str(config_file), "--speed", "2"))
+    assert line == (
+        "sqlgate: --speed: only with --recording (the broker's events come as they happen)"
+    )
+
+
 # account hash: the password from stdin (one line) or the terminal (asked twice)
 
 

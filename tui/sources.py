@@ -354,17 +354,24 @@ class RecordedSource:
     def from_file(cls, path: str | Path, **kwargs: Any) -> RecordedSource:
         """A recording file; ValueError naming the line when one is not a message."""
         messages = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(f"{path}:{number}: not UTF-8 text") from None
                 if not line.strip():
                     continue
                 try:
                     body = json.loads(line)
+                    if not isinstance(body, dict):
+                        raise TypeError("a JSON object with topic, payload and at is expected")
                     messages.append(
                         Recorded(str(body["topic"]), body.get("payload"), float(body.get("at", 0)))
                     )
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}:{number}: not a recorded message ({exc})") from None
+                except (ValueError, TypeError, KeyError) as exc:
+                    why = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+                    raise ValueError(f"{path}:{number}: not a recorded message ({why})") from None
         kwargs.setdefault("name", Path(path).name)
         return cls(messages, **kwargs)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from console.drive import Run, drive
 from console.story import NOW, source
 
 from tui.app import ConsoleApp
-from tui.sources import Batcher, BusEvent, Item, Synced
+from tui.sources import Batcher, BusEvent, Item, RecordedSource, Synced
 
 
 def event(n: int) -> BusEvent:
@@ -97,3 +99,31 @@ def test_a_burst_of_events_is_one_message_to_the_app() -> None:
 
     drive(app, scenario)
     assert sizes == [1000, 1000]  # BATCH_MAX each, instead of 2,000 messages
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"topic": "t", "at": 0}\n\xce\x00\n', "2: not UTF-8 text"),
+        (
+            b'["topic", "payload"]\n',
+            "1: not a recorded message (a JSON object with topic, payload and at is expected)",
+        ),
+        (b'{"payload": null}\n', "1: not a recorded message (no 'topic')"),
+        (
+            b'{"topic": "t", "at": "soon"}\n',
+            "1: not a recorded message (could not convert string to float: 'soon')",
+        ),
+    ],
+    ids=["binary", "array", "no-topic", "bad-at"],
+)
+def test_a_recording_that_is_not_one_is_named_by_its_line(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    """A line that was not UTF-8 came out as the codec's words, naming no file or line;
+    a JSON array as "list indices must be integers or slices, not str"."""
+    path = tmp_path / "rec.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as caught:
+        RecordedSource.from_file(path)
+    assert str(caught.value) == f"{path}:{why}"

@@ -136,7 +136,7 @@ def test_an_operator_approves_in_a_real_terminal(
         (
             "recording",
             ["--recording", "{dir}/bad.jsonl"],
-            "sqlgate: --recording {dir}/bad.jsonl:1: not a recorded message ('topic')",
+            "sqlgate: --recording {dir}/bad.jsonl:1: not a recorded message (no 'topic')",
         ),
     ],
 )
