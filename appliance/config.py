@@ -345,7 +345,7 @@ class NetworkConfig:
 class RecordingConfig:
     """``[recording]``: what came back for each statement, as the agent saw it."""
 
-    enabled: bool = False  # the section is present
+    enabled: bool = True  # on unless ``enabled = false``
     max_bytes: int = 64 * 1024  # per statement: the answer's bytes kept
     max_rows: int = 1000  # per statement: rows kept (over all its result sets)
     keep_days: int = 30  # recordings older than this are purged (0: kept forever)
@@ -1484,15 +1484,17 @@ def _masking(tables: list[Mapping[str, object]], base: Path) -> tuple[MaskingRul
     return tuple(rules)
 
 
-_RECORDING_KEYS = ("max_bytes", "max_rows", "keep_days")
+_RECORDING_KEYS = ("enabled", "max_bytes", "max_rows", "keep_days")
 
 
 def _recording(raw: Mapping[str, object] | None, base: Path) -> RecordingConfig:
+    """Sessions are recorded unless ``enabled = false`` (SPEC §10: what came back is
+    recorded; the section only sets the caps and the retention)."""
     if raw is None:
         return RecordingConfig()
     t = _Table(raw, "recording", _RECORDING_KEYS, base)
     return RecordingConfig(
-        enabled=True,
+        enabled=t.boolean("enabled", True),
         max_bytes=t.integer("max_bytes", 64 * 1024, 1024, 64 * 1024 * 1024),
         max_rows=t.integer("max_rows", 1000, 1, 10_000_000),
         keep_days=t.integer("keep_days", 30, 0, 36500),

@@ -867,7 +867,18 @@ exempt_groups = ["pii-readers"]
 
 
 def test_recording_section(confdir: Path) -> None:
-    assert not load(confdir, MINIMAL).recording.enabled
+    """Sessions are recorded by default (SPEC §10); ``enabled = false`` turns it off
+    (before, a configuration without the section recorded nothing)."""
+    default = load(confdir, MINIMAL).recording
+    assert (default.enabled, default.max_bytes, default.max_rows, default.keep_days) == (
+        True,
+        65536,
+        1000,
+        30,
+    )
+    assert not load(confdir, MINIMAL + "\n[recording]\nenabled = false\n").recording.enabled
+    with pytest.raises(ConfigError, match=r"recording\.enabled"):
+        load(confdir, MINIMAL + '\n[recording]\nenabled = "no"\n')
     recording = load(confdir, MINIMAL + "\n[recording]\nmax_rows = 50\nkeep_days = 0\n").recording
     assert (recording.enabled, recording.max_bytes, recording.max_rows, recording.keep_days) == (
         True,

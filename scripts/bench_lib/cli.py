@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "two need no database server), 'masking' (a large result with a masked column, "
         "masked and unmasked) or 'approvals' (a held statement's round trip, with a "
         "private Mosquitto and an operator that approves at once) or 'recording' "
-        "(oltp_read_only through a gateway with [recording] and one without)",
+        "(oltp_read_only through a gateway that records sessions and one that does not)",
     )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write the figures here")
     parser.add_argument(
@@ -347,8 +347,9 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
         )
     if "recording" in parts:
         print(
-            "recording: two `sqlgate run` as above, one with [recording] (defaults), one "
-            "without; the same MariaDB, sysbench oltp_read_only 8 threads.\n"
+            "recording: two `sqlgate run` as above, one recording sessions (the default), "
+            "one with [recording] enabled = false; the same MariaDB, sysbench oltp_read_only "
+            "8 threads.\n"
         )
     print(format_table(figures))
     for note in notes:
