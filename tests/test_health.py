@@ -241,6 +241,7 @@ def test_a_ledger_another_process_holds_locked_fails(gw: GatewayProcess) -> None
     """Health said ok while the gateway refused every statement (1105): another process
     held the ledger's write lock. It names the process, and passes again once it lets go."""
     holder = _lock_holder(gw.ledger, 60)
+    name = Path(f"/proc/{holder.pid}/comm").read_text().strip()  # python3, python...
     try:
         done = health(gw.config_path)
         with pytest.raises(pymysql.err.OperationalError) as refused:  # as health says
@@ -254,7 +255,7 @@ def test_a_ledger_another_process_holds_locked_fails(gw: GatewayProcess) -> None
     found = lines(done)
     assert found["ledger"] == (
         f"FAIL ledger {gw.ledger}: its write lock has been held by process {holder.pid} "
-        "(python) for 0.5 s and more: the gateway cannot commit, and refuses statements "
+        f"({name}) for 0.5 s and more: the gateway cannot commit, and refuses statements "
         "(1105), until it is released"
     ), found
     assert found["listener"].startswith("ok listener "), found
