@@ -331,7 +331,8 @@ def _run(args: argparse.Namespace, plan: Plan, parts: tuple[str, ...]) -> int:
         print(
             "gateway: `sqlgate run` with its audit ledger on (fsync = false) and its statement "
             "policy (built-in rules): every statement is decided, then waits for its "
-            "record's group commit before it is forwarded.\n"
+            "record's group commit before it is forwarded; its answer is recorded (the "
+            "default [recording]).\n"
         )
     if "masking" in parts:
         print(
