@@ -1518,8 +1518,12 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 def open_ledger(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A read-only connection to a ledger (LedgerFileError naming the file if not)."""
     p = Path(path)
-    if not p.exists():
-        raise LedgerFileError(f"{path}: no such file")
+    try:
+        p.stat()
+    except FileNotFoundError:
+        raise LedgerFileError(f"{path}: no such file") from None
+    except OSError as exc:  # a symlink loop, a name too long, a directory not searchable
+        raise LedgerFileError(f"{path}: {exc.strerror or exc}") from None
     if p.is_dir():
         raise LedgerFileError(f"{path}: is a directory, not a ledger")
     uri = p.resolve().as_uri() + "?mode=ro"

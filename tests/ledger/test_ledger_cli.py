@@ -470,6 +470,10 @@ def test_missing_and_foreign_files_are_one_line(tmp_path: Path, keys: Path, ledg
     for action in (["verify", "--pubkey", str(keys / "ledger.pub")], ["head"], ["export"]):
         line = one_line_failure(sqlgate("ledger", action[0], "--ledger", missing, *action[1:]), 2)
         assert line == f"sqlgate: {missing}: no such file"
+    loop = tmp_path / "loop.db"  # was "no such file" too
+    loop.symlink_to(loop)
+    line = one_line_failure(sqlgate("ledger", "export", "--ledger", loop), 2)
+    assert line == f"sqlgate: {loop}: Too many levels of symbolic links"
     not_sqlite = keys / "ledger.pub"
     line = one_line_failure(sqlgate("ledger", "head", "--ledger", not_sqlite), 2)
     assert line.startswith(f"sqlgate: {not_sqlite}: not a sqlgate ledger")
