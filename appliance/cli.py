@@ -717,11 +717,14 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         return _fail("--out: the directory name is empty")
     out = Path(args.out)
     key_path, pub_path = out / "ledger.key", out / "ledger.pub"
-    for path in (key_path, pub_path):
-        if path.exists() or path.is_symlink():
-            return _fail(f"{path}: already exists; refusing to overwrite a ledger key", 1)
-    if out.exists() and not out.is_dir():
-        return _fail(f"--out: {out} is not a directory (the key pair goes in a directory)")
+    try:
+        for path in (key_path, pub_path):
+            if path.exists() or path.is_symlink():
+                return _fail(f"{path}: already exists; refusing to overwrite a ledger key", 1)
+        if out.exists() and not out.is_dir():
+            return _fail(f"--out: {out} is not a directory (the key pair goes in a directory)")
+    except OSError as exc:  # a name too long, a directory on the way not searchable
+        return _fail(f"--out: {out}: {exc.strerror or exc}")
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:

@@ -173,6 +173,13 @@ def test_keygen_into_an_unusable_directory(tmp_path: Path) -> None:
     )
 
 
+def test_keygen_into_a_name_too_long_says_so_in_its_words(tmp_path: Path) -> None:
+    """It printed Python's ``[Errno 36] File name too long: '...'``."""
+    out = tmp_path / ("a" * 300)
+    line = one_line_failure(sqlgate("keygen", "--out", out), 2)
+    assert line == f"sqlgate: --out: {out}: File name too long"
+
+
 def test_keygen_into_a_file_says_it_is_not_a_directory(tmp_path: Path) -> None:
     """It said "cannot create the directory: File exists", which reads as a key clash."""
     (tmp_path / "file").write_text("")
