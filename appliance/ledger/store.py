@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -1518,12 +1519,8 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 def open_ledger(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A read-only connection to a ledger (LedgerFileError naming the file if not)."""
     p = Path(path)
-    try:
-        p.stat()
-    except FileNotFoundError:
-        raise LedgerFileError(f"{path}: no such file") from None
-    except OSError as exc:  # a symlink loop, a name too long, a directory not searchable
-        raise LedgerFileError(f"{path}: {exc.strerror or exc}") from None
+    if not p.exists():
+        raise LedgerFileError(f"{path}: {_missing(p)}")
     if p.is_dir():
         raise LedgerFileError(f"{path}: is a directory, not a ledger")
     uri = p.resolve().as_uri() + "?mode=ro"
@@ -1546,6 +1543,17 @@ def open_ledger(path: str | os.PathLike[str]) -> sqlite3.Connection:
         return _open_read_only(uri + "&immutable=1", path)
     except sqlite3.Error as exc:
         raise _unreadable(path, exc) from None
+
+
+def _missing(path: Path) -> str:
+    """Why a path that does not exist for ``Path.exists`` is not there: "no such file",
+    or what the system says of it (a symlink loop, which ``exists`` also calls absent)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and exc.strerror:
+            return exc.strerror
+    return "no such file"
 
 
 _NOT_A_DATABASE = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FORMAT)
