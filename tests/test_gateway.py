@@ -138,6 +138,23 @@ def test_a_kill_shorter_than_its_thread_id_is_refused(gateway: GatewayProcess) -
     assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
 
 
+def test_a_set_option_without_its_option_is_refused(gateway: GatewayProcess) -> None:
+    """BUG: a 1-byte COM_SET_OPTION was forwarded, and MariaDB answered it with EOF,
+    having read the option from past the packet (what earlier packets left in its
+    buffer). It is refused (1835) and sent nowhere; the session goes on."""
+    marker = f"short-set-option-{time.time_ns()}"
+    with gateway.connect() as conn:
+        assert scalar(conn, "SELECT 'xx'") == "xx"
+        send_raw(conn, bytes([Command.SET_OPTION]))
+        err = packets.parse_err(read_raw(conn))
+        assert err.code == 1835 and "malformed COM_SET_OPTION" in err.message, err
+        assert scalar(conn, f"SELECT '{marker}'") == marker
+    statements = ledger_records(gateway.ledger, "--kind", "statement")
+    sid = next(r["session"] for r in statements if marker in r["sql"])
+    (refused,) = [r for r in statements if r["session"] == sid and r["command"] == "COM_SET_OPTION"]
+    assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
+
+
 def test_a_field_list_without_its_nul_is_refused(gateway: GatewayProcess) -> None:
     """BUG: COM_FIELD_LIST without the NUL after its table name was recorded as SHOW
     COLUMNS FROM the table with no wildcard, while MariaDB read the wildcard from past

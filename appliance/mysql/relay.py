@@ -437,6 +437,11 @@ SHORT_KILL = (
     "server would read the others from what earlier packets left in its buffer, so it "
     "was not sent"
 )
+SHORT_SET_OPTION = (
+    "malformed COM_SET_OPTION: it carries {} of the 2 bytes of an option, and the server "
+    "would read the others from what earlier packets left in its buffer (and turn "
+    "multi-statements on or off by them), so it was not sent"
+)
 UNENDED_FIELD_LIST = (
     "malformed COM_FIELD_LIST: its table name does not end with a NUL byte, and the server "
     "would read the column wildcard from past the packet's end, what earlier packets left "
@@ -1886,6 +1891,14 @@ class Session:
                     ErrorCode.MALFORMED_PACKET,
                     "malformed-packet",
                     SHORT_KILL.format(len(payload) - 1),
+                )
+                return
+            elif code == Command.SET_OPTION and len(payload) < 3:
+                self._refuse_in_core(
+                    cmd,
+                    ErrorCode.MALFORMED_PACKET,
+                    "malformed-packet",
+                    SHORT_SET_OPTION.format(len(payload) - 1),
                 )
                 return
             elif code == Command.FIELD_LIST and b"\0" not in payload:

@@ -2169,6 +2169,36 @@ def test_a_kill_shorter_than_its_thread_id_gets_err_1835_and_the_session_continu
     )
 
 
+@pytest.mark.parametrize("option", [b"", b"\x01"])
+def test_a_set_option_shorter_than_its_option_gets_err_1835_and_the_session_continues(
+    option: bytes,
+) -> None:
+    """BUG: a COM_SET_OPTION with fewer than its 2 bytes of option was forwarded, and
+    MariaDB answers it with EOF having read the option from past the packet's end (what
+    earlier packets left in its buffer): multi-statements on or off at random. The core
+    refuses it itself, as it does a short COM_PROCESS_KILL; nothing reaches the target."""
+    short = command(Command.SET_OPTION, option)
+    err = packets.build_err(
+        1835,  # ER_MALFORMED_PACKET
+        f"sqlgate: malformed COM_SET_OPTION: it carries {len(option)} of the 2 bytes of an "
+        "option, and the server would read the others from what earlier packets left in "
+        "its buffer (and turn multi-statements on or off by them), so it was not sent",
+    )
+    whole = command(Command.SET_OPTION, b"\x01\x00")
+    assert (
+        ready()
+        >> client(short)
+        << expect_event(CommandRefused, code=1835, rule="malformed-packet")
+        << expect_client(frame(1, err))
+        << completed(1, error=1835)
+        >> client(whole)
+        << received(2, whole)
+        >> allow(2)
+        << expect_server(whole)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
 @pytest.mark.parametrize("table", [b"", b"customers"])
 def test_a_field_list_without_its_nul_gets_err_1835_and_the_session_continues(
     table: bytes,
