@@ -391,7 +391,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             _check_interception(config)
     except ConfigError as exc:
         return _fail(str(exc))
-    _print(f"ok: {args.config}: {len(config.targets)} targets")
+    _print(_one_line(f"ok: {args.config}: {len(config.targets)} targets"))
     return 0
 
 
@@ -748,7 +748,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
         return _fail(f"{exc.filename or out}: cannot write the key: {exc.strerror or exc}", 1)
     written_id = key_id(key.public_key())
-    _print(f"wrote {key_path} (secret, mode 0600) and {pub_path}; key_id {written_id}")
+    _print(_one_line(f"wrote {key_path} (secret, mode 0600) and {pub_path}; key_id {written_id}"))
     return 0
 
 

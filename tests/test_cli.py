@@ -69,6 +69,15 @@ def test_check_ok(config_file: Path) -> None:
     assert result.stderr == ""
 
 
+def test_check_escapes_the_file_name_it_echoes(config_file: Path) -> None:
+    """A file name with a line break split the one line of output, as errors do not."""
+    odd = config_file.with_name("sql\ngate.toml")
+    odd.write_text(config_file.read_text())
+    result = sqlgate("check", "-c", str(odd))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"ok: {config_file.parent}/sql\\ngate.toml: 1 targets\n"
+
+
 def test_check_long_option(config_file: Path) -> None:
     assert sqlgate("check", "--config", str(config_file)).returncode == 0
 

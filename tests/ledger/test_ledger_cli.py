@@ -151,6 +151,16 @@ def test_keygen_prints_the_key_id(tmp_path: Path) -> None:
     assert "key_id " in result.stdout
 
 
+def test_keygen_escapes_the_names_it_echoes(tmp_path: Path) -> None:
+    """A directory name with a line break split the one line of output, as errors do not."""
+    out = tmp_path / "a\nb"
+    result = sqlgate("keygen", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1, result.stdout
+    assert result.stdout.startswith(f"wrote {tmp_path}/a\\nb/ledger.key "), result.stdout
+    assert (out / "ledger.key").exists()
+
+
 def test_keygen_refuses_to_overwrite(keys: Path) -> None:
     before = (keys / "ledger.key").read_bytes()
     line = one_line_failure(sqlgate("keygen", "--out", keys), 1)
