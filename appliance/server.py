@@ -2251,8 +2251,9 @@ def serve(config: Config) -> int:
 
     try:
         return uvloop.run(run_gateway(config))
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", config.appliance.listen, exc.strerror or exc)
+    except OSError as exc:  # asyncio words it "error while attempting to bind on ...: why"
+        why = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
+        log.error("cannot listen on %s: %s", config.appliance.listen, why)
         return 1
 
 

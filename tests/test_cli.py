@@ -401,6 +401,22 @@ def test_run_with_rules_it_cannot_install_exits_1_in_one_line(config_file: Path)
     assert "targets[0].host" in errors[0]
 
 
+def test_run_on_a_port_in_use_says_so_in_plain_words(config_file: Path) -> None:
+    """It logged asyncio's "error while attempting to bind on address ('127.0.0.1',
+    3307): address already in use"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = config_file.read_text().replace('"127.0.0.1:3307"', f'"127.0.0.1:{port}"')
+        config_file.write_text(text.replace('host = "10.77.2.10"', 'host = "127.0.0.1"'))
+        result = sqlgate("run", "-c", str(config_file), timeout=60)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
 def test_run_with_a_bad_ledger_key_exits_2_naming_the_key(config_file: Path) -> None:
     key = config_file.parent / "ledger.key"
     key.write_bytes(b"\x00" * 32)
