@@ -784,6 +784,8 @@ def _read_held_head(text: str) -> Head:
     from appliance.ledger.chain import Head as HeldHead
 
     source = "--checkpoint"
+    if not text.strip():
+        raise ValueError(f"{source}: empty: give a head as JSON text or the file holding it")
     if not text.lstrip().startswith("{"):
         source = f"--checkpoint: {text}"
         try:
@@ -933,6 +935,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     if sys.stdout is None:
         return _fail("replay: standard output is closed: nowhere to write", 1)
+    if not args.session.strip():
+        return _fail(
+            "replay: the session id is empty (sqlgate ledger export --kind "
+            "session_start lists them)"
+        )
     try:  # each step is read as it is played: memory holds one answer at a time
         found = _opening(
             args.ledger,

@@ -573,6 +573,24 @@ def test_a_ledger_behind_a_directory_without_search_permission_cannot_be_opened(
         assert capsys.readouterr().err == f"sqlgate: {db}: cannot open: Permission denied\n"
 
 
+def test_an_empty_checkpoint_or_session_says_it_is_empty(
+    ledger: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--checkpoint ''`` said "--checkpoint: : cannot read the file", ``replay ''`` said
+    "no session " with nothing after it."""
+    db, pub = ledger
+    verify = ["ledger", "verify", "--ledger", str(db), "--pubkey", str(pub), "--checkpoint", ""]
+    assert main(verify) == 2
+    assert capsys.readouterr().err == (
+        "sqlgate: --checkpoint: empty: give a head as JSON text or the file holding it\n"
+    )
+    assert main(["replay", " ", "--ledger", str(db)]) == 2
+    assert capsys.readouterr().err == (
+        "sqlgate: replay: the session id is empty (sqlgate ledger export --kind "
+        "session_start lists them)\n"
+    )
+
+
 def test_a_checkpoint_nested_too_deeply_is_one_line(
     ledger: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
