@@ -448,6 +448,21 @@ UNENDED_FIELD_LIST = (
     "in its buffer, so it was not sent"
 )
 
+#: Commands whose fields MariaDB reads past the packet's end when it is short.
+_READ_PAST_THEIR_END = frozenset({Command.PROCESS_KILL, Command.SET_OPTION, Command.FIELD_LIST})
+
+
+def _malformed(code: int, payload: bytes) -> str:
+    """Why a command of ``_READ_PAST_THEIR_END`` is refused ('' when it is whole): the
+    server would take what it lacks from what earlier packets left in its buffer."""
+    if code == Command.PROCESS_KILL and len(payload) < 5:
+        return SHORT_KILL.format(len(payload) - 1)
+    if code == Command.SET_OPTION and len(payload) < 3:
+        return SHORT_SET_OPTION.format(len(payload) - 1)
+    if code == Command.FIELD_LIST and b"\0" not in payload:
+        return UNENDED_FIELD_LIST
+    return ""
+
 
 #: Commands the core refuses itself: the rule the ledger names and the reason.
 REFUSED_COMMANDS: dict[int, tuple[str, str]] = {
@@ -1885,26 +1900,8 @@ class Session:
                     self._standing[cmd.id] = self._last_prepared = last
             elif code == Command.STMT_PREPARE:
                 self._last_prepared = self._prepares[cmd.id] = _LastPrepared(cmd.id)
-            elif code == Command.PROCESS_KILL and len(payload) < 5:
-                self._refuse_in_core(
-                    cmd,
-                    ErrorCode.MALFORMED_PACKET,
-                    "malformed-packet",
-                    SHORT_KILL.format(len(payload) - 1),
-                )
-                return
-            elif code == Command.SET_OPTION and len(payload) < 3:
-                self._refuse_in_core(
-                    cmd,
-                    ErrorCode.MALFORMED_PACKET,
-                    "malformed-packet",
-                    SHORT_SET_OPTION.format(len(payload) - 1),
-                )
-                return
-            elif code == Command.FIELD_LIST and b"\0" not in payload:
-                self._refuse_in_core(
-                    cmd, ErrorCode.MALFORMED_PACKET, "malformed-packet", UNENDED_FIELD_LIST
-                )
+            elif code in _READ_PAST_THEIR_END and (why := _malformed(code, payload)):
+                self._refuse_in_core(cmd, ErrorCode.MALFORMED_PACKET, "malformed-packet", why)
                 return
             if code == Command.QUIT or (
                 not self._gated and (cmd.stands_for is not None or self._stopped is not None)
