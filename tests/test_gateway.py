@@ -115,6 +115,15 @@ def test_kill_of_another_identitys_session_is_refused(
         scalar(killer, f"KILL {root}")
 
 
+def assert_recorded_as_malformed(gateway: GatewayProcess, marker: str, command: str) -> None:
+    """The session that later ran ``SELECT '<marker>'`` has one ``statement`` record of
+    ``command``, blocked by ``malformed-packet``."""
+    statements = ledger_records(gateway.ledger, "--kind", "statement")
+    sid = next(r["session"] for r in statements if marker in r["sql"])
+    (refused,) = [r for r in statements if r["session"] == sid and r["command"] == command]
+    assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
+
+
 def test_a_kill_shorter_than_its_thread_id_is_refused(gateway: GatewayProcess) -> None:
     """BUG: COM_PROCESS_KILL with 2 bytes of thread id was decided and recorded as KILL of
     this identity's own session, while MariaDB read the id's other bytes past the packet
@@ -130,12 +139,7 @@ def test_a_kill_shorter_than_its_thread_id_is_refused(gateway: GatewayProcess) -
         assert err.code == 1835 and "malformed COM_PROCESS_KILL" in err.message, err
         assert scalar(victim, "SELECT 2") == 2  # still there
         assert scalar(killer, f"SELECT '{marker}'") == marker
-    statements = ledger_records(gateway.ledger, "--kind", "statement")
-    sid = next(r["session"] for r in statements if marker in r["sql"])
-    (refused,) = [
-        r for r in statements if r["session"] == sid and r["command"] == "COM_PROCESS_KILL"
-    ]
-    assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
+    assert_recorded_as_malformed(gateway, marker, "COM_PROCESS_KILL")
 
 
 def test_a_set_option_without_its_option_is_refused(gateway: GatewayProcess) -> None:
@@ -149,10 +153,7 @@ def test_a_set_option_without_its_option_is_refused(gateway: GatewayProcess) -> 
         err = packets.parse_err(read_raw(conn))
         assert err.code == 1835 and "malformed COM_SET_OPTION" in err.message, err
         assert scalar(conn, f"SELECT '{marker}'") == marker
-    statements = ledger_records(gateway.ledger, "--kind", "statement")
-    sid = next(r["session"] for r in statements if marker in r["sql"])
-    (refused,) = [r for r in statements if r["session"] == sid and r["command"] == "COM_SET_OPTION"]
-    assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
+    assert_recorded_as_malformed(gateway, marker, "COM_SET_OPTION")
 
 
 def test_a_field_list_without_its_nul_is_refused(gateway: GatewayProcess) -> None:
@@ -167,10 +168,7 @@ def test_a_field_list_without_its_nul_is_refused(gateway: GatewayProcess) -> Non
         err = packets.parse_err(read_raw(conn))
         assert err.code == 1835 and "malformed COM_FIELD_LIST" in err.message, err
         assert scalar(conn, f"SELECT '{marker}'") == marker
-    statements = ledger_records(gateway.ledger, "--kind", "statement")
-    sid = next(r["session"] for r in statements if marker in r["sql"])
-    (refused,) = [r for r in statements if r["session"] == sid and r["command"] == "COM_FIELD_LIST"]
-    assert refused["decision"] == "blocked" and refused["rule"] == "malformed-packet"
+    assert_recorded_as_malformed(gateway, marker, "COM_FIELD_LIST")
 
 
 def test_unknown_command_gets_1047_and_the_session_goes_on(gateway: GatewayProcess) -> None:

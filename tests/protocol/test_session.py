@@ -2138,6 +2138,24 @@ def test_identity_and_replication_commands_get_err_1227(cmd: int, fragment: str)
     )
 
 
+def refused_as_malformed(short: bytes, err: bytes, then: bytes) -> bool:
+    """The transcript of a command the server would read past its end: refused by the
+    core with ``err`` (1835, ``malformed-packet``), nothing sent; ``then``, a whole one
+    of the same kind, goes to the target once allowed."""
+    return (
+        ready()
+        >> client(short)
+        << expect_event(CommandRefused, code=1835, rule="malformed-packet")
+        << expect_client(frame(1, err))
+        << completed(1, error=1835)
+        >> client(then)
+        << received(2, then)
+        >> allow(2)
+        << expect_server(then)
+        << expect_phase(Phase.COMMAND)
+    )
+
+
 @pytest.mark.parametrize("thread", [b"", b"\x34", b"\x34\x00", b"\x34\x00\x00"])
 def test_a_kill_shorter_than_its_thread_id_gets_err_1835_and_the_session_continues(
     thread: bytes,
@@ -2155,18 +2173,7 @@ def test_a_kill_shorter_than_its_thread_id_gets_err_1835_and_the_session_continu
         "in its buffer, so it was not sent",
     )
     kill = command(Command.PROCESS_KILL, struct.pack("<I", 5))
-    assert (
-        ready()
-        >> client(short)
-        << expect_event(CommandRefused, code=1835, rule="malformed-packet")
-        << expect_client(frame(1, err))
-        << completed(1, error=1835)
-        >> client(kill)
-        << received(2, kill)
-        >> allow(2)
-        << expect_server(kill)
-        << expect_phase(Phase.COMMAND)
-    )
+    assert refused_as_malformed(short, err, then=kill)
 
 
 @pytest.mark.parametrize("option", [b"", b"\x01"])
@@ -2185,18 +2192,7 @@ def test_a_set_option_shorter_than_its_option_gets_err_1835_and_the_session_cont
         "its buffer (and turn multi-statements on or off by them), so it was not sent",
     )
     whole = command(Command.SET_OPTION, b"\x01\x00")
-    assert (
-        ready()
-        >> client(short)
-        << expect_event(CommandRefused, code=1835, rule="malformed-packet")
-        << expect_client(frame(1, err))
-        << completed(1, error=1835)
-        >> client(whole)
-        << received(2, whole)
-        >> allow(2)
-        << expect_server(whole)
-        << expect_phase(Phase.COMMAND)
-    )
+    assert refused_as_malformed(short, err, then=whole)
 
 
 @pytest.mark.parametrize("table", [b"", b"customers"])
@@ -2210,18 +2206,7 @@ def test_a_field_list_without_its_nul_gets_err_1835_and_the_session_continues(
     unended = command(Command.FIELD_LIST, table)
     err = packets.build_err(1835, f"sqlgate: {UNENDED_FIELD_LIST}")
     listed = command(Command.FIELD_LIST, b"customers\0")
-    assert (
-        ready()
-        >> client(unended)
-        << expect_event(CommandRefused, code=1835, rule="malformed-packet")
-        << expect_client(frame(1, err))
-        << completed(1, error=1835)
-        >> client(listed)
-        << received(2, listed)
-        >> allow(2)
-        << expect_server(listed)
-        << expect_phase(Phase.COMMAND)
-    )
+    assert refused_as_malformed(unended, err, then=listed)
 
 
 @pytest.mark.parametrize("code", [Command.STMT_EXECUTE, Command.STMT_FETCH, Command.STMT_RESET])
