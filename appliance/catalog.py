@@ -11,14 +11,15 @@ Fail closed: a view whose definition the gateway cannot read or understand (no S
 privilege, syntax the classifier does not know) has every column masked when its text
 names a table with masked columns.
 
-The columns of the target's tables and views named like a masked view column are read
-too (``information_schema.COLUMNS``): a view read under an alias is reported like a
-column of a table named like the alias (``SELECT c FROM shop.v_plain v`` comes as
-``shop.v.c``), or of its base table under the view's column name (``shop.cust.c`` in a
-join), so a column that is not one the catalog read takes the strictest rule of a masked
-view column of its name (``SessionMasker.plan``). A table the side connection may not
-see, a temporary table or one made since the last refresh is not known: its columns
-named like masked view columns are masked.
+The columns of the target's tables and views named like a masked column, of a view or
+of a configuration rule, are read too (``information_schema.COLUMNS``): a view read
+under an alias is reported like a column of a table named like the alias (``SELECT c
+FROM shop.v_plain v`` comes as ``shop.v.c``), or of its base table under the view's
+column name (``shop.cust.c`` in a join), and a view made straight on the database since
+the last read shows its base column under its own name, so a column that is not one the
+catalog read takes the strictest rule of its name (``SessionMasker.plan``). A table the
+side connection may not see, a temporary table or one made since the last refresh is not
+known: its columns named like masked ones are masked.
 
 Refreshed at start, every ``refresh_s`` and soon after a statement that creates, alters,
 renames or drops a view or a table went through the gateway. Until the first load of a
@@ -166,8 +167,8 @@ def _load(
     target: TargetConfig, timeout_s: float, mark: int, base: Sequence[ColumnRule]
 ) -> tuple[list[ColumnRule], frozenset[tuple[str, str, str]]]:
     """The rules derived from the target's views, and the (schema, table, column) of
-    every column of its tables and views named like a masked view column (as the server
-    spells them)."""
+    every column of its tables and views named like a masked column, of a view or of a
+    configuration rule (as the server spells them)."""
     conn = connect(target, None, timeout_s, mark)
     try:
         with conn.cursor() as cur:
@@ -192,19 +193,34 @@ def _load(
             labels = {rule.label for rule in rules}
             names = sorted(
                 {c for v in views for c in v.columns if f"{v.schema}.{v.name}.{c}" in labels}
+                | {p for p in _column_patterns(base) if "*" not in p}
             )
+            likes = sorted(p for p in _column_patterns(base) if "*" in p and p != "*")
             known: frozenset[tuple[str, str, str]] = frozenset()
-            if names:
+            if names or likes:
+                where = [f"COLUMN_NAME IN ({', '.join(['%s'] * len(names))})"] if names else []
+                where += ["COLUMN_NAME LIKE %s ESCAPE '!'"] * len(likes)
                 cur.execute(
                     "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
-                    f"WHERE COLUMN_NAME IN ({', '.join(['%s'] * len(names))})",
-                    names,
+                    f"WHERE {' OR '.join(where)}",
+                    [*names, *(_like(p) for p in likes)],
                 )
                 known = frozenset((str(s), str(t), str(c)) for s, t, c in cur.fetchall())
         conn.rollback()
     finally:
         conn.close()
     return rules, known
+
+
+def _column_patterns(base: Sequence[ColumnRule]) -> set[str]:
+    """The column part of each configuration rule (``card``, ``*_ssn``, ``*``)."""
+    return {rule.label.rsplit(".", 1)[-1] for rule in base}
+
+
+def _like(pattern: str) -> str:
+    """A rule's column pattern (``*`` for anything) as a LIKE pattern escaped with ``!``."""
+    escaped = pattern.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return escaped.replace("*", "%")
 
 
 class ViewCatalog:

@@ -229,3 +229,85 @@ def test_a_view_made_outside_the_gateway_is_masked_within_views_refresh_s(
     finally:
         mariadb.admin_sql("DROP VIEW IF EXISTS shop.mcat_outside")
         assert gw.stop() == 0
+
+
+def test_a_view_made_outside_the_gateway_under_the_columns_names_is_masked_at_once(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """A view made straight on the database that keeps the masked column's name showed
+    the card in the clear until the next read of the views (up to views_refresh_s, 60 s
+    here): MariaDB reports its column as the view's, which no rule names. A column the
+    catalog does not know, named like a masked one, is now masked at once; a table the
+    catalog read keeps its own rules (none here), and an exempt session sees the card."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.mcat_known (id INT PRIMARY KEY, card VARCHAR(19))",
+        "INSERT INTO shop.mcat_known VALUES (1, 'not a card')",
+    )
+    agent = gw.connect(database="shop")
+    clerk = gw.connect(user="clerk", database="shop")
+    try:
+        run(clerk, "CREATE VIEW mcat_nudge AS SELECT 1 AS one")  # the catalog reads again
+        assert run(agent, "SELECT card FROM mcat_known WHERE id = 1") == [("not a card",)]
+        mariadb.admin_sql(
+            "CREATE VIEW shop.mcat_same AS SELECT id, card, name FROM shop.mcat_cust",
+            "CREATE VIEW shop.mcat_other AS SELECT id, card FROM shop.mcat_known",
+        )
+        sql = "SELECT card, name FROM mcat_same WHERE id = 1"
+        assert run(agent, sql) == [(LAST4, "Ann")]
+        assert run(clerk, sql) == [(CARD, "Ann")]
+        # a view of a table no rule names, made since: masked too until the catalog reads it
+        assert run(agent, "SELECT card FROM mcat_other WHERE id = 1") == [("******card",)]
+    finally:
+        agent.close()
+        clerk.close()
+        mariadb.admin_sql(
+            "DROP VIEW IF EXISTS shop.mcat_same, shop.mcat_other, shop.mcat_nudge",
+            "DROP TABLE IF EXISTS shop.mcat_known",
+        )
+
+
+def test_the_catalog_knows_every_column_named_like_a_masked_one(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """What the catalog reads (and so what is not taken for a new view's column): the
+    columns named like a rule's column, a pattern's by LIKE with its ``_`` and ``%``
+    taken literally, and like a masked view column; no other."""
+    from appliance.catalog import _load
+    from appliance.config import MaskingRuleConfig, MaskStrategy, TargetConfig, TargetTLS
+    from appliance.policy.masking import MaskingPolicy
+
+    mariadb.admin_sql(
+        "CREATE DATABASE IF NOT EXISTS mcat_names",
+        "CREATE OR REPLACE TABLE mcat_names.t (id INT, card VARCHAR(19), ssn_us CHAR(11), "
+        "ssn_eu CHAR(11), ssnXus CHAR(11), `tax%id` INT, taxid INT, other INT)",
+        "CREATE OR REPLACE VIEW mcat_names.v AS SELECT card AS shown FROM mcat_names.t",
+    )
+    rules = [
+        MaskingRuleConfig("*.*.card", "*", "*", "card", MaskStrategy.LAST4),
+        MaskingRuleConfig("*.*.ssn_*", "*", "*", "ssn_*", MaskStrategy.REDACT),
+        MaskingRuleConfig("*.*.tax%*", "*", "*", "tax%*", MaskStrategy.REDACT),
+        MaskingRuleConfig("mcat_names.t.*", "mcat_names", "t", "*", MaskStrategy.NULL),
+    ]
+    secret = tmp_path / "pw"
+    secret.write_text(mariadb.native_password)
+    target = TargetConfig(
+        "orders",
+        mariadb.host,
+        mariadb.port,
+        mariadb.native_user,
+        secret,
+        mariadb.native_password.encode(),
+        tls=TargetTLS.DISABLED,
+    )
+    derived, known = _load(target, 5.0, 0, MaskingPolicy(rules, b"k" * 32).column_rules)
+    try:
+        assert [r.label for r in derived if r.label.startswith("mcat_")] == ["mcat_names.v.shown"]
+        assert {(t, c) for s, t, c in known if s == "mcat_names"} == {
+            ("t", "card"),
+            ("t", "ssn_us"),
+            ("t", "ssn_eu"),
+            ("t", "tax%id"),
+            ("v", "shown"),
+        }
+    finally:
+        mariadb.admin_sql("DROP DATABASE mcat_names")

@@ -451,6 +451,7 @@ class SessionMasker:
     # _named's answers for the derived rules of _derived: most columns of most results
     # match no rule and ask it, once per result set
     _named_memo: dict[str, ColumnRule | None] = field(default_factory=dict)
+    _unknown_memo: dict[str, ColumnRule | None] = field(default_factory=dict)  # _anywhere's
 
     def _derived_rules(self) -> list[ColumnRule]:
         """The rules derived from views, as they apply to this session (kept until the
@@ -463,6 +464,7 @@ class SessionMasker:
             mine = [r for r in (rule.for_groups(self.groups) for rule in derived) if r]
             cached = self._derived = (derived, mine)
             self._named_memo.clear()
+            self._unknown_memo.clear()
         return cached[1]
 
     def _all_rules(self) -> Iterable[ColumnRule]:
@@ -494,12 +496,32 @@ class SessionMasker:
         memo[name] = rule
         return rule
 
+    def _named_anywhere(self, name: str) -> ColumnRule | None:
+        """The rule of a column called ``name`` of a table or view the catalog does not
+        know: the strictest of a masked view column called so (``_named``) and of this
+        session's configuration rules for a column called so in any table. A view made
+        straight on the database since the catalog last read the target shows its base
+        table's column under the view's name, and under the column's own name unless the
+        view renamed it."""
+        derived = self._named(name)  # first: a new list of derived rules clears the memo
+        memo = self._unknown_memo
+        if name in memo:
+            return memo[name]
+        named = [r for r in self.rules if r.column.pattern != ".*" and r.column.fullmatch(name)]
+        if derived is not None:
+            named.append(derived)
+        rule = min(named, key=lambda r: STRICTNESS.index(r.strategy)) if named else None
+        if len(memo) >= 4096:
+            memo.clear()
+        memo[name] = rule
+        return rule
+
     def _unknown(self, schema: str, table: str, column: str) -> bool:
         """Whether ``schema.table.column`` is not a column of a table or view the catalog
         read for this session's target (as the server spells them: with
         lower_case_table_names=0 ``T`` and ``t`` are two tables, and a name in another
-        case is not known). The catalog reads only the columns named like a masked view
-        column."""
+        case is not known). The catalog reads only the columns named like a masked column
+        (of a view, or of a configuration rule)."""
         known = None if self.policy is None else self.policy.known.get(self.target or "")
         return known is None or (schema, table, column) not in known
 
@@ -570,8 +592,9 @@ class SessionMasker:
                     # a merged view read under an alias comes as a column of a table
                     # named like the alias (shop.v.c for SELECT c FROM shop.v_plain v),
                     # or in a join as its base table's with the view's column name
-                    # (shop.cust.c): a column the catalog does not know is taken for one
-                    rule = self._named(name)
+                    # (shop.cust.c): a column the catalog does not know is taken for one;
+                    # so is a view made outside the gateway since the catalog's last read
+                    rule = self._named_anywhere(name)
             if rule is not None:
                 label = f"{schema or '?'}.{table}.{name}"
                 masks.append(ValueMask(label, rule.strategy, self.key))
@@ -619,7 +642,8 @@ class MaskingPolicy:
         self.derived: list[ColumnRule] = []
         self.known: dict[str, frozenset[tuple[str, str, str]]] = {}
         """Per target, the columns (schema, table, column) of its tables and views that
-        are named like a masked view column, as the catalog read them."""
+        are named like a masked column (of a view, or of a configuration rule), as the
+        catalog read them."""
 
     @property
     def active(self) -> bool:

@@ -47,15 +47,13 @@ def col(schema: str, table: str, name: str, alias: str | None = None) -> ColumnD
     )  # fmt: skip
 
 
-POLICY = MaskingPolicy(
-    [
-        rule("shop.customers.card_number", "last4", "pii-readers"),
-        rule("shop.customers.email", "redact"),
-        rule("*.*.ssn", "null"),
-        rule("shop.customers.token", "hash"),
-    ],
-    KEY,
-)
+RULES = [
+    rule("shop.customers.card_number", "last4", "pii-readers"),
+    rule("shop.customers.email", "redact"),
+    rule("*.*.ssn", "null"),
+    rule("shop.customers.token", "hash"),
+]
+POLICY = MaskingPolicy(RULES, KEY)
 
 
 @pytest.mark.parametrize(
@@ -114,7 +112,41 @@ def test_plan_masks_by_origin_whatever_the_alias() -> None:
     ]
     assert plan[1] is not None and plan[1](b"4111111111111111") == b"************1111"
     assert plan[3] is not None and plan[3](b"x") is None
-    assert masker.plan([col("shop", "orders", "card_number")]) is None
+
+
+def test_a_column_named_like_a_masked_one_is_masked_unless_the_catalog_knows_it() -> None:
+    """A view made straight on the database shows its base table's column under the
+    view's name (``shop.v_new.card_number``): until the catalog reads the views again,
+    a column it does not know, named like a masked column, is masked by the strictest
+    rule of that name for the session. Tables it read (every column named like a
+    masked one) keep their own rules."""
+    policy = MaskingPolicy(RULES, KEY)
+    policy.set_known("db", [("shop", "orders", "card_number"), ("shop", "orders", "Token")])
+    agent = policy.for_groups(["agents"], "db")
+    assert agent is not None
+    assert agent.plan([col("shop", "orders", "card_number")]) is None
+    assert agent.plan([col("shop", "orders", "Token")]) is None
+    plan = agent.plan(
+        [
+            col("shop", "v_new", "card_number"),
+            col("shop", "v_new", "TOKEN"),
+            col("shop", "v_new", "total"),
+            col("shop", "ORDERS", "card_number"),  # another table as the server spells it
+        ]
+    )
+    assert plan is not None and plan[2] is None
+    assert plan[0] is not None and plan[0](b"4111111111111111") == b"************1111"
+    assert (
+        plan[1] is not None
+        and plan[1](b"t") == hmac.new(KEY, b"t", hashlib.sha256).hexdigest().encode()
+    )
+    assert plan[3] is not None and plan[3](b"4111111111111111") == b"************1111"
+    # an exempt group's rules exempt it there too; the catalog's other targets differ
+    reader = policy.for_groups(["pii-readers"], "db")
+    assert reader is not None and reader.plan([col("shop", "v_new", "card_number")]) is None
+    elsewhere = policy.for_groups(["agents"], "other")
+    assert elsewhere is not None
+    assert elsewhere.plan([col("shop", "orders", "card_number")]) is not None
 
 
 def test_origins_that_may_be_aliases_mask_every_column_of_a_table_whole() -> None:
