@@ -191,11 +191,12 @@ def _load(
             ]
             rules = derive_rules(views, base)
             labels = {rule.label for rule in rules}
+            patterns = _column_patterns(base)
             names = sorted(
                 {c for v in views for c in v.columns if f"{v.schema}.{v.name}.{c}" in labels}
-                | {p for p in _column_patterns(base) if "*" not in p}
+                | {p for p in patterns if "*" not in p}
             )
-            likes = sorted(p for p in _column_patterns(base) if "*" in p and p != "*")
+            likes = sorted(p for p in patterns if "*" in p and p != "*")
             known: frozenset[tuple[str, str, str]] = frozenset()
             if names or likes:
                 where = [f"COLUMN_NAME IN ({', '.join(['%s'] * len(names))})"] if names else []
