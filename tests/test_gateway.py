@@ -91,6 +91,18 @@ def test_process_kill_ends_another_session(gateway: GatewayProcess) -> None:
         assert scalar(killer, "SELECT 2") == 2
 
 
+def test_a_commented_kill_ends_the_identitys_own_session(gateway: GatewayProcess) -> None:
+    """Agents tag statements with comments: the gateway reads KILL's thread id as the
+    server does, comments and all, and lets it end the identity's own session."""
+    with gateway.connect() as victim, gateway.connect() as killer:
+        victim_id = scalar(victim, "SELECT CONNECTION_ID()")
+        with killer.cursor() as cur:
+            cur.execute(f"/* agent: cleanup */ KILL /* stuck */ CONNECTION {victim_id} -- done")
+        with pytest.raises(pymysql.err.OperationalError):
+            scalar(victim, "SELECT 1")
+        assert scalar(killer, "SELECT 2") == 2
+
+
 def test_kill_of_another_identitys_session_is_refused(
     gateway: GatewayProcess, mariadb: MariaDB
 ) -> None:

@@ -826,13 +826,18 @@ class SessionPolicy:
         any other agent's session."""
         if thread is not None and self.owns_thread(thread):
             return Decision(RuleAction.ALLOW, "default-allow", "")
-        what = "that thread" if thread is None else f"thread {thread}"
+        if thread is None:
+            why = (
+                "the gateway reads only KILL [HARD | SOFT] [CONNECTION | QUERY] <thread id> "
+                "with a plain number (KILL USER, KILL QUERY ID and an expression are refused)"
+            )
+        else:
+            why = f"thread {thread} is not one of them"
         return Decision(
             RuleAction.BLOCK,
             "kill-other",
-            f"KILL may end only this identity's own sessions through the gateway, and {what} "
-            "is not one of them (KILL [CONNECTION | QUERY] takes the id a session was given "
-            "at login, CONNECTION_ID(); KILL USER and KILL QUERY ID are refused)",
+            f"KILL may end only this identity's own sessions through the gateway, and {why}. "
+            "Give the id one of its sessions was given at login, CONNECTION_ID()",
         )
 
     def db_of(self, cmd: ClientCommand) -> str | None:
@@ -1574,16 +1579,29 @@ def _named_reading(charset: str) -> _Reading:
     return _Reading.EIGHT_BIT
 
 
-_KILL_TARGET = re.compile(
-    r"\s*KILL\s+(?:(?:HARD|SOFT)\s+)?(?:(?:CONNECTION|QUERY)\s+)?([0-9]{1,10})\s*", re.IGNORECASE
-)
-
-
 def _kill_target(text: str) -> int | None:
-    """The thread id of ``KILL [HARD|SOFT] [CONNECTION|QUERY] n``; None for any other form
-    (KILL USER, KILL QUERY ID, an expression, a comment inside)."""
-    m = _KILL_TARGET.fullmatch(text)
-    return int(m.group(1)) if m else None
+    """The thread id of ``KILL [HARD|SOFT] [CONNECTION|QUERY] n``, read as the server
+    reads it (ordinary comments anywhere); None for any other form (KILL USER, KILL QUERY
+    ID, an expression, an executable comment)."""
+    try:
+        statements = split_statements(text.encode("utf-8", "surrogatepass"), LexMode())
+    except LexError:
+        return None
+    if len(statements) != 1 or statements[0].executable_comment:
+        return None
+    words = [t.text if t.kind is Tok.WORD else None for t in statements[0].tokens]
+    number = statements[0].tokens[-1]
+    if number.kind is not Tok.NUMBER or not number.text.isdigit() or len(number.text) > 10:
+        return None
+    head = words[:-1]
+    if head[:1] != ["KILL"]:
+        return None
+    rest = head[1:]
+    if rest[:1] in (["HARD"], ["SOFT"]):
+        rest = rest[1:]
+    if rest not in ([], ["CONNECTION"], ["QUERY"]):
+        return None
+    return int(number.text)
 
 
 def _no_thread(thread: int) -> bool:

@@ -487,8 +487,26 @@ def test_kill_reaches_only_the_identitys_own_sessions() -> None:
     session.policy.owns_thread = lambda thread: thread == 41
     for sql in (b"KILL 41", b"KILL QUERY 41", b"kill connection 41", b"KILL HARD QUERY 41"):
         assert session.outcome(sql) == ALLOW, sql
-    for sql in (b"KILL 42", b"KILL /* x */ 41", b"KILL USER agent", b"KILL 41; KILL 42"):
+    # comments are read as the server reads them: an agent's marker does not hide the id
+    for sql in (b"KILL /* x */ 41", b"/* app */ KILL QUERY 41", b"KILL 41 -- why\n", b"KILL 41#"):
+        assert session.outcome(sql) == ALLOW, sql
+    for sql in (
+        b"KILL 42",
+        b"KILL /* 41 */ 42",
+        b"KILL 41; KILL 42",
+        b"KILL 42 -- 41",
+        b"KILL USER agent",
+        b"KILL QUERY ID 41",
+        b"KILL 0x29",
+        b"KILL 41.0",
+        b"KILL '41'",
+        b"KILL 40 + 1",
+    ):
         assert session.outcome(sql) == "kill-other", sql
+    refusal = session.query(b"KILL /* 41 */ 42")[1].refusal
+    assert refusal is not None and "thread 42 is not one of them" in refusal.reason
+    refusal = session.query(b"KILL USER agent")[1].refusal
+    assert refusal is not None and "reads only KILL" in refusal.reason
     payload = bytes([Command.PROCESS_KILL]) + (42).to_bytes(4, "little")
     cmd = ClientCommand(99, Command.PROCESS_KILL, payload, payload)
     assert rule_of(session.policy.decide(cmd, 0, {})) == "kill-other"
