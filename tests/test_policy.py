@@ -455,6 +455,33 @@ def test_no_backslash_escapes_is_followed(gw: GatewayProcess, mariadb: MariaDB) 
     assert items(mariadb) == [(1, 10), (2, 20), (3, 30)]
 
 
+def test_a_prepared_set_statement_of_sql_mode_leaves_the_sessions_mode(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """SET STATEMENT sql_mode = ... FOR run by EXECUTE: its mode ends with it, and the
+    answer's status flags are the session's, so the next text is read in the session's
+    mode (without backslash escapes here, where 'a\\' ends the string)."""
+    trick = "SELECT 'a\\'; DELETE FROM pol_items; -- '"
+    with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        for body in ("SELECT 1", "UPDATE pol_items SET v = v WHERE id = 1"):
+            inner = f"'SET STATEMENT sql_mode='''' FOR {body}'"
+            with conn.cursor() as cur:
+                cur.execute(f"PREPARE s FROM {inner}")
+                cur.execute("EXECUTE s")
+                cur.fetchall()
+            message = refused(conn, trick)
+            assert "rule 'delete-without-where'" in message, message
+            with conn.cursor() as cur:
+                cur.execute(f"EXECUTE IMMEDIATE {inner}")
+                cur.fetchall()
+                cur.execute("SELECT 1")  # the answer after it tells the mode again
+            message = refused(conn, trick)
+            assert "rule 'delete-without-where'" in message, message
+    assert items(mariadb) == [(1, 10), (2, 20), (3, 30)]
+
+
 def test_changes_to_how_text_is_read(gw: GatewayProcess) -> None:
     with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
         assert "rule 'charset'" in refused(conn, "SET NAMES gbk")

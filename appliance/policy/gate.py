@@ -1820,9 +1820,14 @@ def _innermost(c: Classification) -> Classification:
 
 
 def _nested_variables(inner: Classification) -> list[tuple[str, str | None]]:
-    """The variables set by a statement another one runs and by what it runs in turn,
-    at any depth."""
-    return [assigned for s in _chain(inner) for assigned in s.variables]
+    """The variables set for the session by a statement another one runs and by what it
+    runs in turn, at any depth. A SET STATEMENT's own variables are not among them: they
+    end with its statement, and the answer of the EXECUTE that ran it carries the
+    session's status flags again (what a plain SET STATEMENT's does not: see
+    ``_sets_statement_mode``)."""
+    return [
+        assigned for s in _chain(inner) if s.kind != "SET STATEMENT" for assigned in s.variables
+    ]
 
 
 _NOT_ONE_TABLE = Decision(

@@ -160,6 +160,31 @@ def test_a_nested_sql_mode_change_is_not_followed_by_text_read_the_old_way(neste
     assert not after.refused  # read with backslash escapes, as the server reads it
 
 
+@pytest.mark.parametrize("form", ["PREPARE s FROM '{}'", "EXECUTE IMMEDIATE '{}'"])
+def test_a_set_statement_of_sql_mode_run_by_another_is_decided_as_a_prepared_one(
+    form: str,
+) -> None:
+    """SET STATEMENT sql_mode = ... FOR ends its mode with its statement, and the answer
+    of the EXECUTE that runs it carries the session's flags: it was refused as a
+    prepared SET of sql_mode at SQL level, and allowed by COM_STMT_PREPARE."""
+    session = Session()
+    inner = "SET STATEMENT sql_mode=''NO_BACKSLASH_ESCAPES'' FOR SELECT 1"
+    assert not session.run(form.format(inner)).refused
+    prepared, verdict = session.send(inner.replace("''", "'"), Command.STMT_PREPARE)
+    assert not verdict.refused
+    session.policy.completed(prepared, None, 0)
+    # until its answer, a backslash in a string is read both ways
+    first, verdict = session.send(form.format(inner))
+    assert not verdict.refused
+    _, after = session.send(TRICK)
+    assert refusal(after)[0] in ("no-secret", "not-understood")
+    session.policy.completed(first, None, 0)
+    # a SET of the session's sql_mode run the same way is still refused
+    assert refusal(session.run(form.format("SET sql_mode=''NO_BACKSLASH_ESCAPES''")))[0] == (
+        "lexing-state"
+    )
+
+
 def test_an_execute_of_a_nested_sql_mode_change_leaves_backslashes_unknown() -> None:
     """A COM_STMT_EXECUTE of a text that sets sql_mode at any depth: until its answer,
     a backslash in a string is read both ways."""
