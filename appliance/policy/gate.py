@@ -1589,14 +1589,14 @@ def _kill_target(text: str) -> int | None:
         return None
     if len(statements) != 1 or statements[0].executable_comment:
         return None
-    words = [t.text if t.kind is Tok.WORD else None for t in statements[0].tokens]
-    number = statements[0].tokens[-1]
-    if number.kind is not Tok.NUMBER or not number.text.isdigit() or len(number.text) > 10:
+    *head, number = statements[0].tokens
+    digits = number.text
+    if number.kind is not Tok.NUMBER or not (digits.isascii() and digits.isdigit()):
         return None
-    head = words[:-1]
-    if head[:1] != ["KILL"]:
+    words = [t.text if t.kind is Tok.WORD else None for t in head]
+    if words[:1] != ["KILL"] or len(digits) > 10:
         return None
-    rest = head[1:]
+    rest = words[1:]
     if rest[:1] in (["HARD"], ["SOFT"]):
         rest = rest[1:]
     if rest not in ([], ["CONNECTION"], ["QUERY"]):
