@@ -484,10 +484,11 @@ class TokenVerifier:
                 f"the MySQL user name {_quote(user)} does not match the token's {name} "
                 f"{_quote(value)}: log in as {_quote(value)} with this token"
             )
-        if name == "email" and claims.get("email_verified") is False:
+        if name == "email" and not _email_vouched(claims.get("email_verified", True)):
             raise TokenRejected(
-                "the token's email is not verified (email_verified is false): the identity "
-                "provider does not vouch for it, so it cannot name who is asking"
+                "the token's email is not verified (email_verified is "
+                f"{json.dumps(claims.get('email_verified'))}): the identity provider does not "
+                "vouch for it, so it cannot name who is asking"
             )
         return value
 
@@ -896,14 +897,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+def _email_vouched(verified: object) -> bool:
+    """Whether ``email_verified`` vouches for the email: true, or absent (providers that
+    verify every address leave it out). Some providers send it as a string: "true"
+    vouches, "false", 0 or anything else does not."""
+    return verified is True or (isinstance(verified, str) and verified.lower() == "true")
+
+
 def _seconds(claims: Mapping[str, Any], name: str, meaning: str) -> float | None:
-    """A time claim as epoch seconds (None when absent); refused when not a finite number."""
+    """A time claim as epoch seconds (None when absent); refused when not a finite number
+    (an integer too large for a float among them)."""
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TokenRejected(f"the token's {_quote(name)} ({meaning}) claim is not a time")
-    return float(value)
+    not_a_time = TokenRejected(f"the token's {_quote(name)} ({meaning}) claim is not a time")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise not_a_time
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise not_a_time from None
+    if not math.isfinite(seconds):
+        raise not_a_time
+    return seconds
 
 
 def claim(claims: Mapping[str, Any], name: str) -> Any:

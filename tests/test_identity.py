@@ -483,6 +483,34 @@ def test_time_claim_that_is_not_a_number(
     assert "'exp' (expiry) claim is not a time" in refused(verifier, sign(keys, exp="soon"))
 
 
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+def test_time_claim_too_large_for_a_float(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey], name: str
+) -> None:
+    """JSON holds integers of any size: one past a float's range is no time, not an
+    error in the gateway."""
+    for value in (10**400, -(10**400)):
+        assert f"'{name}' (" in refused(verifier, sign(keys, **{name: value}))
+
+
+@pytest.mark.parametrize("value", [False, "false", "FALSE", 0, "no", None, ""])
+def test_an_email_the_provider_does_not_vouch_for_is_refused(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey], value: object
+) -> None:
+    """Some providers send email_verified as a string: "false" is no verification."""
+    token = jwt.encode(
+        {**claims(), "email_verified": value}, keys["rsa-1"], "RS256", headers={"kid": "rsa-1"}
+    ).encode()
+    assert "the token's email is not verified" in refused(verifier, token)
+
+
+@pytest.mark.parametrize("value", [True, "true", "True"])
+def test_an_email_the_provider_vouches_for_is_accepted(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey], value: object
+) -> None:
+    assert verify(verifier, sign(keys, email_verified=value)).user == USER
+
+
 def test_user_name_not_matching_the_token(
     verifier: TokenVerifier, keys: dict[str, PrivateKey]
 ) -> None:
