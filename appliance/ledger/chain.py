@@ -551,7 +551,8 @@ class Verifier:
             self.fail(why, expected)
             return False
         if stored is not None and stored != seq:
-            self.fail(f"stored in row {stored} but the record says seq {seq}", seq)
+            row = stored if isinstance(stored, int) else f"{stored!r} (not an integer)"
+            self.fail(f"stored in row {row} but the record says seq {seq}", seq)
             return False
         prev: Any = record.get("prev_hash")  # a str once checked below
         digest: Any = record.get("hash")

@@ -1857,10 +1857,12 @@ class _Recordings:
         ):
             self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
 
-    def note_unverified(self, seq: int, body: object, kind: object) -> None:
+    def note_unverified(self, seq: object, body: object, kind: object) -> None:
         """Take in a record at or past a break in the chain, best effort (one that cannot
         be read is passed over): its retention alerts, and whether it says it is a
         checkpoint (``kind``: the row's column), which may have signed a purge before it."""
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return  # a row seq of another type (a column retyped): no place in the chain
         if kind == "checkpoint":
             self.retention.claimed = seq
         if not isinstance(body, str):

@@ -374,6 +374,20 @@ def test_row_seq_changed_without_the_body(ledger: Path, keys: Path) -> None:
     assert reason == "stored in row 1000 but the record says seq 28"
 
 
+def test_a_seq_column_retyped_as_text_is_a_bad_record_not_a_crash(ledger: Path, keys: Path) -> None:
+    """A table made again with seq as TEXT holds '1', '10', '11', ...: verify names the
+    first record that is not in place; it failed with a TypeError."""
+    attack(
+        ledger,
+        ("ALTER TABLE records RENAME TO old_records", ()),
+        ("CREATE TABLE records (seq TEXT, ts, kind, session, body)", ()),
+        ("INSERT INTO records SELECT * FROM old_records", ()),
+        ("DROP TABLE old_records", ()),
+    )
+    reason = bad_record(verify(ledger, keys), 1)
+    assert reason == "stored in row '1' (not an integer) but the record says seq 1"
+
+
 @pytest.mark.parametrize("column", ["kind", "session", "ts"])
 def test_a_relabelled_column_is_detected(ledger: Path, keys: Path, column: str) -> None:
     """The columns copy the record's fields for export's filters: one changed would hide
