@@ -1921,9 +1921,23 @@ def read_head(path: str | os.PathLike[str]) -> Head | None:
     if row is None:
         return None
     try:
-        return Head.from_checkpoint(json.loads(row[1]))
+        record = json.loads(row[1])
+        head = Head.from_checkpoint(record)
     except (ValueError, TypeError, AttributeError) as exc:
         raise LedgerDamaged(f"{path}: record {row[0]}: not a valid checkpoint: {exc}") from None
+    # A checkpoint signs the record just before it: one that carries another's signed
+    # seq and hash (an older checkpoint's, copied to the end) would hand out an old head
+    if record.get("seq") != row[0] or head.seq != row[0] - 1:
+        raise LedgerDamaged(
+            f"{path}: record {row[0]}: a checkpoint that signs seq {head.seq}, not the "
+            "record before it"
+        )
+    if record.get("prev_hash") != head.hash:
+        raise LedgerDamaged(
+            f"{path}: record {row[0]}: a checkpoint whose signed hash is not that of the "
+            "record before it"
+        )
+    return head
 
 
 def export(

@@ -397,6 +397,30 @@ def test_a_relabelled_column_is_detected(ledger: Path, keys: Path, column: str) 
     assert reason.startswith("the row's ts, kind or session column differs from the record")
 
 
+def test_head_refuses_a_checkpoint_copied_to_the_end(ledger: Path, keys: Path) -> None:
+    """A record chained at the end that carries checkpoint 11's signed seq, hash and
+    signature: head handed out that old head, and a rollback to it passed verify
+    --checkpoint."""
+    found = bodies(ledger)
+    old = found[11]
+    copied = {k: v for k, v in old.items() if k not in ("prev_hash", "hash")}
+    copied["seq"] = RECORDS + 1
+    record = seal(copied, found[RECORDS]["hash"])
+    attack(
+        ledger,
+        (
+            "INSERT INTO records (seq, ts, kind, session, body) VALUES (?, ?, ?, ?, ?)",
+            (RECORDS + 1, old["ts"], "checkpoint", None, canonical_json(record).decode()),
+        ),
+    )
+    result = sqlgate("ledger", "head", "--ledger", ledger)
+    line = one_line_failure(result, 1)
+    assert line.endswith(
+        f"record {RECORDS + 1}: a checkpoint that signs seq 10, not the record before it"
+    ), line
+    bad_record(verify(ledger, keys), RECORDS + 1)
+
+
 def test_head_is_found_by_what_the_records_say(ledger: Path, keys: Path) -> None:
     """Relabelling the newest checkpoint's kind column must not hand out an older head
     (a rollback to that head would then pass verify --checkpoint)."""
