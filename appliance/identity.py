@@ -479,6 +479,12 @@ class TokenVerifier:
             )
         if not isinstance(value, str):
             raise TokenRejected(f"the token's {_quote(name)} claim is not a string")
+        if not value.strip() or value != value.strip():
+            # an empty identity names nobody; "agent " reads as the account "agent"
+            raise TokenRejected(
+                f"the token's {_quote(name)} claim {_quote(value)} is empty or starts or ends "
+                "with blanks, so it cannot name who is asking"
+            )
         if value != user:
             raise TokenRejected(
                 f"the MySQL user name {_quote(user)} does not match the token's {name} "

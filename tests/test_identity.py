@@ -521,6 +521,15 @@ def test_user_name_not_matching_the_token(
     )
 
 
+@pytest.mark.parametrize("value", ["", " ", "alice@example.com ", " alice@example.com", "\t"])
+def test_username_claim_empty_or_padded(
+    verifier: TokenVerifier, keys: dict[str, PrivateKey], value: str
+) -> None:
+    """An empty identity names nobody, and one with blanks reads as another in every list."""
+    reason = refused(verifier, sign(keys, email=value), user=value)
+    assert "is empty or starts or ends with blanks" in reason
+
+
 def test_username_claim_missing(verifier: TokenVerifier, keys: dict[str, PrivateKey]) -> None:
     assert "the token has no 'email' claim" in refused(verifier, sign(keys, email=None))
 
