@@ -542,8 +542,9 @@ class TokenVerifier:
             listed = ", ".join(_quote(k) for k in kids[:_SHOWN_KIDS])
             if len(kids) > _SHOWN_KIDS:
                 listed += f" and {len(kids) - _SHOWN_KIDS} more"
+            again = "reading" if self.config.jwks_file is not None else "fetching"
             stale = (
-                f"; fetching them again failed: {cache.failure.reason}"
+                f"; {again} them again failed: {cache.failure.reason}"
                 if cache.failure is not None
                 else ""
             )

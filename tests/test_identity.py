@@ -355,7 +355,9 @@ def test_a_jwks_file_replaced_by_one_that_cannot_be_read_keeps_the_keys(
     else:  # a valid key set, padded past what a JWKS may be
         jwks_file.write_bytes(jwks(keys, "rsa-1", "rsa-2") + b" " * (1024 * 1024))
     clock.offset = 100
-    assert "unknown signing key id 'rsa-2'" in refused(verifier, sign(keys, "rsa-2"))
+    reason = refused(verifier, sign(keys, "rsa-2"))
+    assert "unknown signing key id 'rsa-2'" in reason
+    assert "; reading them again failed: " in reason  # a file, not a fetch
     assert verify(verifier, sign(keys, "rsa-1")).user == USER
 
 
