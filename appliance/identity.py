@@ -479,7 +479,7 @@ class TokenVerifier:
             )
         if not isinstance(value, str):
             raise TokenRejected(f"the token's {_quote(name)} claim is not a string")
-        if not value.strip() or value != value.strip():
+        if not value or value != value.strip():
             # an empty identity names nobody; "agent " reads as the account "agent"
             raise TokenRejected(
                 f"the token's {_quote(name)} claim {_quote(value)} is empty or starts or ends "
@@ -490,10 +490,11 @@ class TokenVerifier:
                 f"the MySQL user name {_quote(user)} does not match the token's {name} "
                 f"{_quote(value)}: log in as {_quote(value)} with this token"
             )
-        if name == "email" and not _email_vouched(claims.get("email_verified", True)):
+        verified = claims.get("email_verified", True)
+        if name == "email" and not _email_vouched(verified):
             raise TokenRejected(
                 "the token's email is not verified (email_verified is "
-                f"{json.dumps(claims.get('email_verified'))}): the identity provider does not "
+                f"{json.dumps(verified)}): the identity provider does not "
                 "vouch for it, so it cannot name who is asking"
             )
         return value

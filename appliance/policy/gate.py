@@ -1601,7 +1601,7 @@ def _kill_target(text: str) -> int | None:
         rest = rest[1:]
     if rest not in ([], ["CONNECTION"], ["QUERY"]):
         return None
-    return int(number.text)
+    return int(digits)
 
 
 def _no_thread(thread: int) -> bool:
