@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import time
@@ -362,6 +363,46 @@ def test_repeated_failed_logins_make_the_user_wait_not_the_address(
     assert failed[-1]["identity"] == "agent"
     assert "too many failed logins" in failed[-1]["reason"]
     assert "refused unrecorded" in failed[-1]["reason"]
+
+
+def _send_a_broken_login(gw: GatewayProcess) -> bytes:
+    """Connect, read the greeting, send a login packet too short to read: the answer."""
+    with socket.create_connection((gw.host, gw.port), timeout=5) as sock:
+        stream = sock.makefile("rb")
+        header = stream.read(4)
+        stream.read(int.from_bytes(header[:3], "little"))  # the greeting
+        sock.sendall(frame(1, b"\x00garbage"))
+        header = stream.read(4)
+        return stream.read(int.from_bytes(header[:3], "little"))
+
+
+def test_a_login_packet_that_cannot_be_read_is_recorded_and_counted(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Every refused login writes ``auth_failed`` (SPEC §5), a broken one too; and it counts
+    toward its address's waits (they name nobody: as a scan's failures do), so a flood of
+    them is recorded only until the address waits."""
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, appliance_extra="failed_logins_free = 2"
+    ).start()
+    try:
+        with gw.connect() as conn:  # a name known from the address: not held up below
+            pass
+        for _ in range(16):  # the address waits after max(10, 2 * 2) + 1 of them
+            answer = _send_a_broken_login(gw)
+            assert answer[0] == 0xFF and b"sqlgate: bad packet" in answer
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            gw.connect("dba")
+        assert "too many failed logins from 127.0.0.1" in info.value.args[1]
+        with gw.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        assert gw.stop() == 0
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
+    assert len(failed) == 12, [r["reason"] for r in failed]
+    assert all(r["identity"] is None and r["client"].startswith("127.0.0.1:") for r in failed)
+    assert failed[0]["reason"].startswith("the login broke the protocol: ")
+    assert "too many failed logins" in failed[-1]["reason"]
 
 
 def test_failures_for_many_user_names_make_the_address_wait(

@@ -217,8 +217,9 @@ class ClientAuthenticated:
 
 @dataclass(frozen=True, slots=True)
 class AuthFailed:
-    """A login was refused (ERR 1045 sent, the session closes). ``cause``: "client" (its
-    credentials, token or groups: a failure that counts against it), "target" (the
+    """A login was refused (ERR 1045 sent, or 1158 for a login that broke the protocol; the
+    session closes). ``cause``: "client" (its credentials, token, groups or a login packet
+    that could not be read: a failure that counts against it), "target" (the
     gateway's own login to the target failed: not the client's doing), "keys" (no token
     can be checked now: the provider's keys are unavailable; not its doing either),
     "waiting" (``Session.login_gate`` refused the name before its credentials were read),
@@ -1232,6 +1233,11 @@ class Session:
                     self._err(ErrorCode.NET_READ_ERROR, f"sqlgate: bad packet: {why}"),
                 )
             )
+        if self.phase is Phase.AWAIT_CLIENT_HELLO or self.phase is Phase.CLIENT_AUTH:
+            # a login that broke the protocol is a failed login: recorded and counted
+            hello = self._hello
+            user = _login_user(hello) if hello is not None else ""
+            self._events.append(AuthFailed(user, f"the login broke the protocol: {why}"))
         self._close(f"client protocol error: {why}")
 
     def _server_violation(self, why: str) -> None:

@@ -2492,12 +2492,36 @@ def test_empty_command_packet_is_answered_and_closes() -> None:
     ids=["short", "pre-4.1", "unterminated-user"],
 )
 def test_garbage_handshake_response_is_answered_and_closes(garbage: bytes) -> None:
+    """A login packet that cannot be read is a failed login too: the shell records it
+    (``auth_failed``) and counts it toward its address's waits."""
     assert (
         Playbook(new_session())
         >> server(server_greeting(NONCE))
         << expect_client(lambda p: p.seq == 0)
         >> client(garbage)
         << expect_client(is_err(2, 1158, "sqlgate: bad packet"))
+        << expect_event(
+            AuthFailed,
+            user="",
+            reason=lambda r: r.startswith("the login broke the protocol: "),
+            cause="client",
+        )
+        << expect_closed("client protocol error")
+    )
+
+
+def test_a_bad_packet_in_the_login_exchange_is_a_failed_login_of_its_user() -> None:
+    """After the hello, a packet out of turn in the password exchange: recorded under the
+    name the client gave."""
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(lambda p: p.seq == 0)
+        >> client(client_hello(b"alice", b"", capabilities=CLIENT_CAPS, plugin="nonsense"))
+        << expect_client(lambda p: p.seq == 2)
+        >> client(frame(9, b"x"))
+        << expect_client(is_err(3, 1158, "sqlgate: bad packet", "sequence id 9"))
+        << expect_event(AuthFailed, user="alice", cause="client")
         << expect_closed("client protocol error")
     )
 
@@ -2512,6 +2536,7 @@ def test_a_client_that_claims_compression_is_refused(flag: int) -> None:
         << expect_client(lambda p: not packets.parse_greeting(p.payload).capabilities & flag)
         >> client(alice_hello(caps=CLIENT_CAPS | int(flag)))
         << expect_client(is_err(2, 1158, "sqlgate: bad packet", "connect without compression"))
+        << expect_event(AuthFailed, user="", cause="client")
         << expect_closed("client protocol error")
     )
 
@@ -2523,6 +2548,7 @@ def test_handshake_response_with_the_wrong_sequence_id_is_answered_and_closes() 
         << expect_client(lambda p: p.seq == 0)
         >> client(alice_hello(seq=5))
         << expect_client(is_err(1, 1158, "sequence id 5"))
+        << expect_event(AuthFailed, user="", cause="client")
         << expect_closed()
     )
 
