@@ -697,25 +697,60 @@ class TokenVerifier:
                 raise _SourceError(
                     url, f"the CA bundle identity.ca_file ({ca_file}) cannot be used: {exc}"
                 ) from None
+            self._ssl.sslsocket_class = _DeadlineSocket
         opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=self._ssl), _HttpsOnlyRedirects()
         )
         request = urllib.request.Request(
             url, headers={"Accept": "application/json", "User-Agent": "sqlgate"}
         )
-        deadline = time.monotonic() + FETCH_TIMEOUT_S
+        _fetch_deadline.at = time.monotonic() + FETCH_TIMEOUT_S
         chunks: list[bytes] = []
         size = 0
-        with opener.open(request, timeout=FETCH_TIMEOUT_S) as response:
-            while size <= _MAX_DOCUMENT:
-                if time.monotonic() > deadline:  # each read has its timeout; so has the whole
-                    raise TimeoutError("timed out")
-                chunk: bytes = response.read1(64 * 1024)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+        try:
+            with opener.open(request, timeout=FETCH_TIMEOUT_S) as response:
+                while size <= _MAX_DOCUMENT:
+                    chunk: bytes = response.read1(64 * 1024)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        finally:
+            _fetch_deadline.at = None
         return b"".join(chunks)
+
+
+class _FetchDeadline(threading.local):
+    """When the fetch running in this thread must be over (None: no fetch runs)."""
+
+    at: float | None = None
+
+
+_fetch_deadline = _FetchDeadline()
+
+
+class _DeadlineSocket(ssl.SSLSocket):
+    """A TLS socket whose every read waits only for what is left of its fetch's time: a
+    read timeout alone lets a server that drips its status line, headers or body a byte at
+    a time hold the fetch (and every later one, which waits for it) for as long as it
+    likes. (The handshake already counts its timeout once for the whole of it.)"""
+
+    def _time_left(self) -> None:
+        deadline = _fetch_deadline.at
+        if deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self.settimeout(left)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        self._time_left()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self._time_left()
+        return super().recv_into(buffer, nbytes, flags)
 
 
 class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):

@@ -709,6 +709,16 @@ class Idp:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                if self.path == "/drip-headers":  # the same, before the headers end
+                    try:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                        for _ in range(1000):
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        idp.drip_cut.set()
+                    return
                 if self.path == "/drip":  # a byte every 0.2 s, never done within a limit
                     self.send_response(200)
                     self.send_header("Content-Length", "1000")
@@ -801,13 +811,16 @@ def test_an_unexpected_error_is_a_refusal(keys: dict[str, PrivateKey]) -> None:
     assert "because of an error in the gateway" in reason
 
 
+@pytest.mark.parametrize("path", ["/drip", "/drip-headers"], ids=["body", "headers"])
 def test_a_provider_that_drips_its_answer_is_cut_off(
-    idp: Idp, tmp_pki: Pki, keys: dict[str, PrivateKey], monkeypatch: pytest.MonkeyPatch
+    idp: Idp, tmp_pki: Pki, keys: dict[str, PrivateKey], monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     """Each read within its timeout, the whole never done: the fetch ends at its limit
-    (it used to read on in its thread, one per login, until the pool had none left)."""
+    (it used to read on in its thread, one per login, until the pool had none left; and a
+    server that dripped its headers held it, and so every later fetch, for as long as it
+    liked)."""
     monkeypatch.setattr(identity_module, "FETCH_TIMEOUT_S", 1.0)
-    verifier = TokenVerifier(identity(jwks_url=f"{idp.url}/drip", ca_file=tmp_pki.ca_cert))
+    verifier = TokenVerifier(identity(jwks_url=f"{idp.url}{path}", ca_file=tmp_pki.ca_cert))
     started = time.monotonic()
     assert refused(verifier, sign(keys)).endswith("no answer within 1 s")
     assert idp.drip_cut.wait(5), "the fetch read on after its limit"
