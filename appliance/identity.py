@@ -558,17 +558,26 @@ class TokenVerifier:
     def _needs_load(self, now: float) -> bool:
         cache = self._cache
         if cache.keys is None:
-            if cache.failure is not None and _since(cache.attempted_at, now) < (
-                RETRY_WITHOUT_KEYS_S
-            ):
-                raise KeysUnavailable(cache.failure.message())
+            ago = _since(cache.attempted_at, now)
+            failure = cache.failure
+            if failure is not None and ago < RETRY_WITHOUT_KEYS_S and not self._file_changed():
+                raise KeysUnavailable(
+                    f"{failure.message()} (tried {ago:.0f} s ago; the next try is in "
+                    f"{math.ceil(RETRY_WITHOUT_KEYS_S - ago):.0f} s)"
+                )
             return True
         if self.config.jwks_file is not None:
-            return _file_stamp(self.config.jwks_file) != cache.file_stamp
+            return self._file_changed()
         return (
             _since(cache.loaded_at, now) >= MAX_KEYS_AGE_S
             and _since(cache.attempted_at, now) >= REFRESH_INTERVAL_S
         )
+
+    def _file_changed(self) -> bool:
+        """Whether ``jwks_file`` changed since it was last read (reading it is cheap: a
+        file just put right is read at once, not after ``RETRY_WITHOUT_KEYS_S``)."""
+        path = self.config.jwks_file
+        return path is not None and _file_stamp(path) != self._cache.file_stamp
 
     async def _load(self, now: float) -> None:
         """Read or fetch the JWKS; keep the cached keys when that fails and there are any."""

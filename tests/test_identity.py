@@ -636,8 +636,9 @@ def test_fetch_failure_without_cached_keys(keys: dict[str, PrivateKey]) -> None:
     assert reason == (
         f"the identity provider's keys cannot be fetched from {JWKS_URL}: Connection refused"
     )
-    # Retried after a few seconds, not on every login.
-    assert refused(verifier, sign(keys)) == reason
+    # Retried after a few seconds, not on every login: the refusal says when it was tried.
+    clock.offset = 3
+    assert refused(verifier, sign(keys)) == (f"{reason} (tried 3 s ago; the next try is in 7 s)")
     assert len(fetch.requests) == 1
     fetch.answers[JWKS_URL] = jwks(keys, "rsa-1")
     clock.offset = 11
@@ -687,6 +688,22 @@ def test_a_provider_that_never_answers(
     reason = refused(TokenVerifier(identity(jwks_url=JWKS_URL), fetch=hang), sign(keys))
     assert reason.endswith(f"{JWKS_URL}: no answer within 0.2 s")
     assert time.monotonic() - started < 3
+
+
+def test_a_missing_jwks_file_put_in_place_is_read_at_once(
+    tmp_path: Path, keys: dict[str, PrivateKey]
+) -> None:
+    """Reading a file is cheap: once it is there, the next login reads it, without the
+    wait a failed fetch gets before its next try."""
+    clock = Clock()
+    path = tmp_path / "jwks.json"
+    verifier = TokenVerifier(identity(jwks_file=path), clock=clock)
+    reason = refused(verifier, sign(keys))
+    assert reason.startswith(f"the identity provider's keys cannot be read from {path}: ")
+    clock.offset = 1
+    assert refused(verifier, sign(keys)).endswith("(tried 1 s ago; the next try is in 9 s)")
+    path.write_bytes(jwks(keys, "rsa-1"))
+    assert verify(verifier, sign(keys)).user == USER
 
 
 def test_unreadable_jwks_file(tmp_path: Path, keys: dict[str, PrivateKey]) -> None:
