@@ -726,23 +726,18 @@ class Idp:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-                if self.path == "/drip-headers":  # the same, before the headers end
-                    try:
+                if self.path in ("/drip", "/drip-headers"):
+                    # a byte every 0.2 s, never done within a limit: of the body, or
+                    # (/drip-headers) of a header
+                    if self.path == "/drip":
+                        self.send_response(200)
+                        self.send_header("Content-Length", "1000")
+                        self.end_headers()
+                    else:
                         self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                        for _ in range(1000):
-                            self.wfile.write(b"x")
-                            self.wfile.flush()
-                            time.sleep(0.2)
-                    except OSError:
-                        idp.drip_cut.set()
-                    return
-                if self.path == "/drip":  # a byte every 0.2 s, never done within a limit
-                    self.send_response(200)
-                    self.send_header("Content-Length", "1000")
-                    self.end_headers()
                     try:
                         for _ in range(1000):
-                            self.wfile.write(b" ")
+                            self.wfile.write(b" " if self.path == "/drip" else b"x")
                             self.wfile.flush()
                             time.sleep(0.2)
                     except OSError:
