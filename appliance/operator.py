@@ -73,6 +73,10 @@ QUIET_S = 0.15
 ALERT_GRACE_S = 1.0
 """After an alert that a decision was rejected: how long the request may still clear."""
 
+RECORD_GRACE_S = 3.0
+"""After the request is cleared: how long its ``approval`` record may take to come (the
+gateway publishes it once it is in the ledger)."""
+
 MAX_TOKEN_BYTES = 65536
 REQUEST_VERSION = 1
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -115,7 +119,7 @@ class Request:
             return None
         try:
             body = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return None
         if not isinstance(body, dict) or body.get("v") != REQUEST_VERSION:
             return None
@@ -131,7 +135,11 @@ class Request:
             value = body.get(key)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return 0.0
-            return float(value) if math.isfinite(value) else 0.0
+            try:
+                number = float(value)
+            except OverflowError:  # an int past a float's range
+                return 0.0
+            return number if math.isfinite(number) else 0.0
 
         return cls(
             id=request_id,
@@ -565,7 +573,7 @@ async def _settled(
             if message.payload or cleared:
                 continue  # the request itself again
             cleared = True
-            deadline = min(deadline, time.monotonic() + ALERT_GRACE_S)
+            deadline = min(deadline, time.monotonic() + RECORD_GRACE_S)
             continue
         if rest == ["sessions", request.session, "approvals"]:
             ended = _approval_outcome(message.payload, request.id)
@@ -586,13 +594,18 @@ async def _settled(
                 deadline = min(deadline, time.monotonic() + ALERT_GRACE_S)
     if alert is not None:
         return alert
-    if cleared:  # no approval record came (a gateway without events): the clear says it
+    if cleared:  # and no approval record came: not known to have counted
         if 0 < request.expires_at <= time.time():
             raise OperatorError(
                 f"approval {request.id} ended at its expiry time: the decision may not "
                 "have counted (the ledger's approval record says)"
             )
-        return None
+        raise OperatorError(
+            f"approval {request.id} was cleared, but its approval record did not come within "
+            f"{RECORD_GRACE_S:g}s: the decision may not have counted (a gateway that cannot "
+            "write its ledger refuses the statement; it did not run). The ledger's approval "
+            "record says: sqlgate ledger export --kind approval"
+        )
     return (
         f"it is still pending after {wait_s:g}s. Likely: the token is not valid for this "
         "gateway, its user is not in [approvals] approver_groups, it is the user's own "
@@ -629,7 +642,7 @@ def _alert_reason(payload: Any, request_id: str) -> str | None:
         return None
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if (
         not isinstance(body, dict)

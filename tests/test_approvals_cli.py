@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -596,3 +597,40 @@ def test_an_approval_of_a_request_another_operator_denied_first_does_not_say_app
     assert "the request ended otherwise: denied by dba2@example.com (not today)" in str(info.value)
     assert error is not None and error[0] == 1227
     assert "late" not in columns(mariadb)
+
+
+def test_an_approval_the_gateway_could_not_record_does_not_say_approved(
+    gw: GatewayProcess, config: Path, tokens: dict[str, Path], mariadb: MariaDB
+) -> None:
+    """The gateway refuses an approved statement whose approval it cannot write (1105, it
+    does not run) and clears the request: the command took the clear for its approval
+    counting and said ``approved`` of a statement that never ran."""
+    sql = "ALTER TABLE appr_cli ADD COLUMN unrecorded INT"
+    held = Held(gw, sql)
+    lock = sqlite3.connect(gw.ledger, isolation_level=None, timeout=30)
+    try:
+        rid = request_id(listed(config, sql))
+        lock.execute("BEGIN EXCLUSIVE")  # the ledger cannot be written now
+        result = sqlgate("approvals", "approve", rid, "-c", config, "--token-file", tokens["dba"])
+        error = held.result()
+    finally:
+        lock.close()
+        held.close()
+    assert result.stdout == ""
+    assert one_line(result, 1).startswith(
+        f"sqlgate: approval {rid} was cleared, but its approval record did not come within 3s: "
+        "the decision may not have counted"
+    )
+    assert error is not None and error[0] == 1105
+    assert "unrecorded" not in columns(mariadb)
+
+
+def test_a_retained_request_that_cannot_be_read_is_skipped_not_a_traceback() -> None:
+    """One bad retained message (nested past the parser's depth, a time past a float's
+    range) ended ``list`` for every appliance with a traceback."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert operator.Request.from_message("gw", "r1", deep) is None
+    assert operator._alert_reason(deep, "r1") is None
+    body = {"v": 1, "sql_sha256": "0" * 64, "sql": "SELECT 1", "expires_at": 10**400}
+    request = operator.Request.from_message("gw", "r1", json.dumps(body).encode())
+    assert request is not None and request.expires_at == 0.0 and request.sql == "SELECT 1"
