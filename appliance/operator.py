@@ -111,6 +111,8 @@ class Request:
     sql_truncated: bool = False  # ``sql`` is the start of the statement only
     session: str = "?"  # the held session: its ``approval`` record says how it ended
     sent: str | None = None  # its bytes, where ``sql`` as UTF-8 is not them (as_sent)
+    db: str | None = None  # the schema it runs in; None: not known (docs/events.md)
+    rows_estimate: int | None = None  # rows an UPDATE or DELETE would touch, if counted
 
     @classmethod
     def from_message(cls, appliance: str, request_id: str, payload: bytes) -> Request | None:
@@ -141,6 +143,10 @@ class Request:
                 return 0.0
             return number if math.isfinite(number) else 0.0
 
+        def count(key: str) -> int | None:
+            value = body.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
         return cls(
             id=request_id,
             appliance=appliance,
@@ -155,6 +161,8 @@ class Request:
             sql_truncated=body.get("sql_truncated") is True,
             session=text("session"),
             sent=as_sent(body.get("sql_hex"), body.get("sql_charset")),
+            db=body["db"] if isinstance(body.get("db"), str) else None,
+            rows_estimate=count("rows_estimate"),
         )
 
 
@@ -273,11 +281,23 @@ def format_whole(request: Request, now: float) -> str:
         )
     else:
         what = f"statement, whole ({len(request.sql):,} characters)"
+    schema = (
+        f"schema {_printable(request.db)}"
+        if request.db is not None
+        else "schema NOT KNOWN (sent before a USE was answered: it may run in either)"
+    )
+    rows = (
+        f"rows it would touch: {request.rows_estimate:,} (counted before approval)\n"
+        if request.rows_estimate is not None
+        else ""
+    )
     return (
         f"id {_printable(request.id)}\n"
         f"from {_printable(request.identity)} on "
-        f"{_printable(request.appliance)}/{_printable(request.target)}, {left}s left\n"
+        f"{_printable(request.appliance)}/{_printable(request.target)}, {schema}, "
+        f"{left}s left\n"
         f"rule {_printable(request.rule)}: {_printable(request.reason)}\n"
+        f"{rows}"
         f"sha256 {_printable(request.sql_sha256)}\n"
         f"{note}{what}:\n{sql}" + (f"\n{request.sent}" if request.sent is not None else "")
     )

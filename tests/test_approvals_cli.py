@@ -187,7 +187,9 @@ def test_show_prints_the_whole_statement_that_list_cuts(
         assert statement == sql + "\n"  # as sent: the DROP on its own line
         lines = head.splitlines()
         assert lines[0] == f"id {rid}"
-        assert re.fullmatch(r"from agent on test-gw/orders, \d+s left", lines[1]), lines[1]
+        assert re.fullmatch(r"from agent on test-gw/orders, schema shop, \d+s left", lines[1]), (
+            lines[1]
+        )
         assert lines[2].startswith("rule ") and lines[3].startswith("sha256 ")
         assert len(lines) == 4
         helped = sqlgate("approvals", "approve", "--help")
@@ -535,12 +537,27 @@ def test_a_shown_statement_keeps_its_lines_and_says_when_it_was_cut() -> None:
     )
     assert format_whole(request, now=110.2) == (
         "id a1\n"
-        "from agent@example.com on edge-1/orders, 110s left\n"
+        "from agent@example.com on edge-1/orders, schema NOT KNOWN (sent before a USE was "
+        "answered: it may run in either), 110s left\n"
         "rule review: an UPDATE needs a person\n"
         f"sha256 {'0' * 64}\n"
         "statement, whole (345 characters):\n"
         "UPDATE t -- x\n  SET a = '\\x1b[2J'\\x0dWHERE id = 1 \\u202e" + "x" * 300
     )
+    # the schema it runs in and the rows it would touch are what an approver weighs
+    counted = operator.Request.from_message(
+        "edge-1",
+        "a1",
+        json.dumps(
+            {"v": 1, "sql_sha256": "0" * 64, "db": "shop", "rows_estimate": 1234, "sql": "x"}
+        ).encode(),
+    )
+    assert counted is not None
+    assert format_whole(counted, now=0).splitlines()[1:4] == [
+        "from ? on edge-1/?, schema shop, 0s left",
+        "rule ?: ?",
+        "rows it would touch: 1,234 (counted before approval)",
+    ]
     spoofed = dataclasses.replace(
         request, sql="DELETE FROM t WHERE id = 2 --\u00a0x OR 1 --\u3164y e\u0301\ufe0f"
     )
