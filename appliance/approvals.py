@@ -56,6 +56,23 @@ class Outcome:
     counts once ``Approvals.install`` has it, after its approval record is committed."""
 
 
+def _unseen(down_s: float, wait_s: float) -> str | None:
+    """Why nobody decided, when the broker was away for part of the wait (None: it was
+    there all along): an expiry that says only "nobody decided in time" sends people to
+    look for idle operators, not at the broker."""
+    if down_s < 0.5:
+        return None
+    if down_s >= wait_s - 0.5:
+        return (
+            f"the MQTT broker was unreachable for all of the {wait_s:g} s wait: no operator "
+            "could see the request or answer it"
+        )
+    return (
+        f"the MQTT broker was unreachable for {down_s:.0f} s of the {wait_s:g} s wait: "
+        "operators could not see the request or answer it meanwhile"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """An operator approved a statement shape for an identity, for a while."""
@@ -250,13 +267,18 @@ class Approvals:
                 # (a retained message is never dropped), without bound.
                 published = exc.sent
                 return Outcome("unavailable", None, str(exc), 0.0, request_id)
+            down_before = self.bus.downtime()
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except TimeoutError:
                 if not future.cancel():  # decided as it expired: that decision counts
                     return future.result()
                 return Outcome(
-                    "expired", None, None, (time.monotonic() - started) * 1000, request_id
+                    "expired",
+                    None,
+                    _unseen(self.bus.downtime() - down_before, timeout),
+                    (time.monotonic() - started) * 1000,
+                    request_id,
                 )
         finally:
             future.cancel()  # ended: a decision still being checked finds it done

@@ -233,6 +233,8 @@ class Bus:
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self._overflowing = False
+        self._down_since: float | None = time.monotonic()  # not connected yet
+        self._down_before = 0.0  # seconds not connected, up to ``_down_since``
         self.dropped = 0
         """Messages lost because the queue was full (the oldest go first)."""
         self.delivered = 0
@@ -244,6 +246,18 @@ class Bus:
     def connected(self) -> bool:
         """Connected, with every subscription made: requests can be published now."""
         return self._client is not None
+
+    def downtime(self) -> float:
+        """Seconds this bus has not been connected since it was made, up to now: what
+        part of a wait the operators could not see a request, nor answer it."""
+        since = self._down_since
+        return self._down_before + (0.0 if since is None else time.monotonic() - since)
+
+    def _went_down(self) -> None:
+        self._client = None
+        self._connected_event.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
 
     @property
     def queued(self) -> int:
@@ -571,8 +585,7 @@ class Bus:
                     log.exception("bus: unexpected error")
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
-                self._client = None
-                self._connected_event.clear()
+                self._went_down()
                 self._first_attempt_ended.set()
             if was_connected:
                 failures = 0
@@ -597,6 +610,9 @@ class Bus:
                 await self._subscribe_one(client, topic)
                 done.add(topic)
         self._client = client
+        if self._down_since is not None:
+            self._down_before += time.monotonic() - self._down_since
+            self._down_since = None
         self._connected_event.set()
         self._first_attempt_ended.set()
         for callback in list(self._on_connect):
@@ -622,8 +638,7 @@ class Bus:
                 task.result()  # the error that ended the connection
             raise aiomqtt.MqttError("the connection ended")
         finally:
-            self._client = None
-            self._connected_event.clear()
+            self._went_down()
             for task in (reader, writer, *self._tasks):
                 task.cancel()
             await asyncio.gather(reader, writer, *self._tasks, return_exceptions=True)

@@ -2324,6 +2324,12 @@ def _held_refusal(outcome: Outcome, rule: Decision) -> str:
     if outcome.verdict == "denied":
         why = outcome.reason or "no reason given"
         return f"sqlgate: denied by {outcome.approver}: {why}. The statement did not run"
+    if outcome.verdict == "expired" and outcome.reason:
+        return (
+            f"sqlgate: the approval asked for by rule '{rule.rule}' expired: "
+            f"{outcome.reason}, so the statement did not run. Send it again once the "
+            "gateway's broker is reachable"
+        )
     if outcome.verdict == "expired":
         return (
             f"sqlgate: the approval asked for by rule '{rule.rule}' expired: nobody decided "

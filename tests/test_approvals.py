@@ -402,6 +402,40 @@ def test_without_the_broker_a_review_is_refused_at_once(
         held.close()
 
 
+def test_a_request_that_expires_while_the_broker_is_away_says_so(
+    gw: GatewayProcess, broker: Broker
+) -> None:
+    """Held as the broker went away, the statement waits its time (the broker may come
+    back, and the request is published again); when it expires, the client and the
+    ledger name the broker, not operators who did not decide in time."""
+    sql = "DELETE FROM appr_t WHERE id = 2"
+    held = Held(gw, sql)
+    try:
+        request = next_request(broker, sql)
+        broker.stop()
+        try:
+            error = held.result(TIMEOUT_S + 20)
+        finally:
+            broker.start()
+    finally:
+        held.close()
+    assert error is not None and error[0] == 1227
+    assert "expired: the MQTT broker was unreachable for " in error[1], error[1]
+    assert "nobody decided in time" not in error[1]
+    (record,) = [
+        r
+        for r in ledger_records(gw.ledger, "--kind", "approval")
+        if r.get("request") == request["id"]
+    ]
+    assert record["decision"] == "expired"
+    assert record["reason"].startswith("the MQTT broker was unreachable for "), record
+    # the gateway is back on the broker (it says so, retained) before the next test
+    deadline = time.monotonic() + 45
+    while '"online"' not in (retained(broker, f"{broker.prefix}/test-gw/status") or ""):
+        assert time.monotonic() < deadline, "the gateway never came back to the broker"
+        time.sleep(0.5)
+
+
 def retained(broker: Broker, topic: str, wait_s: float = 1.5) -> str | None:
     """The retained message on ``topic`` (as the operator), or None when none came within
     ``wait_s`` (when one is expected, give a long wait: it returns as soon as it comes)."""
