@@ -986,6 +986,8 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
             now = time.time()
             for request in requests:
                 _print(operator.format_request(request, now, width))
+            for note in operator.offline_notes(requests):
+                sys.stderr.write(note + "\n")
             return 0
         if action == "show":
             request = asyncio.run(operator.show_pending(config.bus, args.id))

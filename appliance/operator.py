@@ -34,7 +34,7 @@ import re
 import time
 import unicodedata
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ __all__ = [
     "format_request",
     "format_whole",
     "list_pending",
+    "offline_notes",
     "read_token",
     "read_token_for",
     "show_pending",
@@ -113,6 +114,7 @@ class Request:
     sent: str | None = None  # its bytes, where ``sql`` as UTF-8 is not them (as_sent)
     db: str | None = None  # the schema it runs in; None: not known (docs/events.md)
     rows_estimate: int | None = None  # rows an UPDATE or DELETE would touch, if counted
+    gateway_offline: bool = False  # its gateway's retained status says offline
 
     @classmethod
     def from_message(cls, appliance: str, request_id: str, payload: bytes) -> Request | None:
@@ -264,6 +266,17 @@ def format_request(request: Request, now: float, width: int = 200) -> str:
     return head + sql
 
 
+def offline_notes(requests: list[Request]) -> list[str]:
+    """One line for each gateway of ``requests`` that is offline: its requests are left
+    from a run that ended (the gateway clears them when it starts again)."""
+    gone = sorted({r.appliance for r in requests if r.gateway_offline})
+    return [
+        f"note: gateway '{_printable(name)}' is offline: its requests listed are left from a "
+        "run that ended, and nobody can decide them"
+        for name in gone
+    ]
+
+
 def format_whole(request: Request, now: float) -> str:
     """The request with its whole statement, as it came, last: its lines as they are
     (a line break ends a ``--`` comment, so what follows shows on a line of its own),
@@ -291,8 +304,14 @@ def format_whole(request: Request, now: float) -> str:
         if request.rows_estimate is not None
         else ""
     )
+    offline = (
+        "gateway OFFLINE: this request is left from a run that ended; nobody can decide it\n"
+        if request.gateway_offline
+        else ""
+    )
     return (
         f"id {_printable(request.id)}\n"
+        f"{offline}"
         f"from {_printable(request.identity)} on "
         f"{_printable(request.appliance)}/{_printable(request.target)}, {schema}, "
         f"{left}s left\n"
@@ -446,6 +465,7 @@ async def _retained(
     # The answer to a second subscription comes after the first one's retained burst.
     await connection.subscribe(f"{config.topic_prefix}/{appliance}/status", 0, required=False)
     found: dict[tuple[str, str], Request] = {}
+    offline: set[str] = set()  # appliances whose status (their last will) says offline
     # The burst has been received: all of it is read, however long subscribing took;
     # ``wait_s`` only bounds how long later messages keep the listing open.
     deadline = time.monotonic() + wait_s
@@ -454,6 +474,12 @@ async def _retained(
         if message is None:
             break
         parts = _split(config, message.topic.value)
+        if parts is not None and parts[1] == ["status"]:
+            if _state(message.payload) == "offline":
+                offline.add(parts[0])
+            else:
+                offline.discard(parts[0])
+            continue
         if parts is None or len(parts[1]) != 2 or parts[1][0] != "approvals":
             continue
         key = (parts[0], parts[1][1])
@@ -465,7 +491,22 @@ async def _retained(
             found[key] = request
         if time.monotonic() >= deadline:
             break
-    return found
+    return {
+        key: replace(request, gateway_offline=True) if key[0] in offline else request
+        for key, request in found.items()
+    }
+
+
+def _state(payload: Any) -> str | None:
+    """The ``state`` of a gateway's retained ``status`` message (docs/events.md)."""
+    if not isinstance(payload, bytes) or not payload:
+        return None
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    state = body.get("state") if isinstance(body, dict) else None
+    return state if isinstance(state, str) else None
 
 
 # -- the commands -----------------------------------------------------------------------
@@ -519,6 +560,12 @@ async def decide(
     check_level(request_id, "ID")
     async with _connect(config) as connection:
         request = await _pending(connection, request_id)
+        if request.gateway_offline:  # nobody would take the decision (nor its token) up
+            raise OperatorError(
+                f"approval {request_id} is left from a run of gateway "
+                f"'{_printable(request.appliance)}' that ended (its status is offline): "
+                "nobody can decide it; the gateway clears it when it starts again"
+            )
         base = f"{config.topic_prefix}/{request.appliance}"
         # Best-effort: a gateway that publishes alerts says at once why a decision failed,
         # and the approval record how the request ended.

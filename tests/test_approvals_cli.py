@@ -436,6 +436,46 @@ def test_a_decision_that_nobody_takes_up_exits_1_after_5s(
         mosquitto_pub(broker, topic, "")
 
 
+def test_a_request_of_a_gateway_that_is_offline_is_not_sent_a_decision(
+    config: Path, broker: Broker, tokens: dict[str, Path]
+) -> None:
+    """A gateway killed while a request was pending leaves it retained, and its will says
+    ``offline``: ``list`` and ``show`` say so, and a decision is refused at once (it was
+    sent, with the operator's token, to nobody; after 5 s it blamed the token)."""
+    rid = "e" * 32
+    topic = f"{broker.prefix}/dead-gw/approvals/{rid}"
+    status = f"{broker.prefix}/dead-gw/status"
+    now = time.time()
+    request = {"v": 1, "appliance": "dead-gw", "identity": "agent", "target": "orders"}
+    request |= {"sql": "DROP TABLE dead_t", "id": rid, "sql_sha256": "0" * 64}
+    request |= {"requested_at": now, "expires_at": now + 60}
+    mosquitto_pub(broker, status, json.dumps({"v": 1, "appliance": "dead-gw", "state": "offline"}))
+    mosquitto_pub(broker, topic, json.dumps(request))
+    try:
+        listed(config, request["sql"])  # listed: it is on the broker
+        result = sqlgate("approvals", "list", "-c", config, "--appliance", "dead-gw")
+        assert result.returncode == 0 and rid in result.stdout
+        assert result.stderr == (
+            "note: gateway 'dead-gw' is offline: its requests listed are left from a run "
+            "that ended, and nobody can decide them\n"
+        )
+        shown = sqlgate("approvals", "show", rid, "-c", config)
+        assert shown.stdout.splitlines()[1].startswith("gateway OFFLINE: ")
+        started = time.monotonic()
+        refused = sqlgate("approvals", "approve", rid, "-c", config, "--token-file", tokens["dba"])
+        assert time.monotonic() - started < 4.5
+        assert one_line(refused, 1) == (
+            f"sqlgate: approval {rid} is left from a run of gateway 'dead-gw' that ended (its "
+            "status is offline): nobody can decide it; the gateway clears it when it starts again"
+        )
+        mosquitto_pub(broker, status, json.dumps({"v": 1, "state": "online"}))  # back
+        back = sqlgate("approvals", "list", "-c", config, "--appliance", "dead-gw")
+        assert rid in back.stdout and back.stderr == ""
+    finally:
+        mosquitto_pub(broker, topic, "")
+        mosquitto_pub(broker, status, "")
+
+
 def test_an_unknown_id_exits_1(gw: GatewayProcess, config: Path, tokens: dict[str, Path]) -> None:
     result = sqlgate("approvals", "approve", "0" * 32, "-c", config, "--token-file", tokens["dba"])
     assert one_line(result, 1) == f"sqlgate: no pending approval {'0' * 32}"
