@@ -39,6 +39,9 @@ class LedgerFile:
         self.public_key = public_key
 
     def _load(self, sql: str, params: tuple[object, ...]) -> list[dict[str, Any]]:
+        """The bodies ``sql`` selects, oldest first. Each query reads ``records NOT
+        INDEXED``: the text shown is the table's, not that of an index rewritten in the
+        file (``ledger verify`` reports one)."""
         conn = open_ledger(self.path)
         try:
             rows = conn.execute(sql, params).fetchall()
@@ -58,18 +61,21 @@ class LedgerFile:
 
     def recent(self, limit: int = 200) -> list[dict[str, Any]]:
         """The last ``limit`` records, oldest first."""
-        return self._load("SELECT body FROM records ORDER BY seq DESC LIMIT ?", (limit,))
+        return self._load(
+            "SELECT body FROM records NOT INDEXED ORDER BY seq DESC LIMIT ?", (limit,)
+        )
 
     def history(self, limit: int = HISTORY_RECORDS) -> list[dict[str, Any]]:
         """The last ``limit`` records of the kinds the sessions screen shows, each with the
         gateway that wrote it (``appliance``, as live events carry it)."""
         started = self._load(
-            "SELECT body FROM records WHERE kind = 'appliance_start' ORDER BY seq DESC LIMIT 1",
+            "SELECT body FROM records NOT INDEXED WHERE kind = 'appliance_start' "
+            "ORDER BY seq DESC LIMIT 1",
             (),
         )
         name = started[0].get("appliance") if started else None
         records = self._load(
-            "SELECT body FROM records WHERE kind IN "
+            "SELECT body FROM records NOT INDEXED WHERE kind IN "
             "('session_start', 'statement', 'result', 'approval', 'session_end', 'alert') "
             "ORDER BY seq DESC LIMIT ?",
             (limit,),
@@ -84,7 +90,8 @@ class LedgerFile:
         ASCII), oldest first."""
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return self._load(
-            "SELECT body FROM records WHERE body LIKE ? ESCAPE '\\' ORDER BY seq DESC LIMIT ?",
+            "SELECT body FROM records NOT INDEXED WHERE body LIKE ? ESCAPE '\\' "
+            "ORDER BY seq DESC LIMIT ?",
             (f"%{escaped}%", limit),
         )
 

@@ -76,7 +76,10 @@ snapshot while the gateway keeps writing); ``export``, whose reader may pause fo
 as it likes, reads the records up to the head at its start in chunks by seq, each its own
 read transaction, so that it never keeps the gateway's WAL from starting over. Like any
 WAL reader it may leave empty ``-wal``/``-shm`` files beside the database; it never
-changes the database itself.
+changes the database itself. Every body is read from the table itself (``records NOT
+INDEXED``; a lookup by rowid still is one): an index is in the file too, and one rewritten
+behind SQLite's back (``PRAGMA writable_schema``) would hand a reader text that is not the
+record's, which ``verify_file`` checks (it reports such an index).
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1131,7 +1135,8 @@ class LedgerWriter:
         landed = {
             str(row[0])
             for row in await conn.execute_fetchall(
-                "SELECT json_extract(body, '$.hash') FROM records WHERE seq > ?", (after,)
+                "SELECT json_extract(body, '$.hash') FROM records NOT INDEXED WHERE seq > ?",
+                (after,),
             )
         }
         told = max((n for digest, n, _ in self._lost_alerts if digest in landed), default=0)
@@ -1289,7 +1294,7 @@ class LedgerWriter:
         verifier = Verifier(self._public_key, after_seq=start - 1, after_hash=after_hash)
         tail: list[tuple[int, str, str]] = []  # seq, hash and ts of each from that checkpoint
         async with conn.execute(
-            "SELECT seq, body FROM records WHERE seq >= ? ORDER BY seq", (start,)
+            "SELECT seq, body FROM records NOT INDEXED WHERE seq >= ? ORDER BY seq", (start,)
         ) as cursor:
             async for seq, body in cursor:
                 if not verifier.feed_body(body, seq):
@@ -1377,7 +1382,7 @@ class LedgerWriter:
         seq, digest = self._seq, self._hash
         found = None
         if seq <= tail.last_seq:
-            row = await _row(conn, "SELECT body FROM records WHERE seq = ?", (seq,))
+            row = await _row(conn, "SELECT body FROM records NOT INDEXED WHERE seq = ?", (seq,))
             try:
                 found = json.loads(row[0]).get("hash") if row else None
             except (ValueError, AttributeError):
@@ -1499,7 +1504,7 @@ async def _recorded_since(
 ) -> set[str]:
     """The recordings that result records matching ``where`` refer to."""
     rows = await conn.execute_fetchall(
-        "SELECT DISTINCT json_extract(body, '$.recording') FROM records "
+        "SELECT DISTINCT json_extract(body, '$.recording') FROM records NOT INDEXED "
         f"WHERE kind = 'result' AND {where} AND instr(body, '\"recording\":\"') > 0",
         params,
     )
@@ -1634,10 +1639,15 @@ def verify_file(
     conn = open_ledger(path)
     verifier = Verifier(public_key, held_head)
     recordings = _Recordings(conn)
+    # the indexes are compared with the table on a connection of their own while the
+    # records are checked here: SQLite runs without the GIL, so on a second core the
+    # comparison adds next to no time
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sqlgate-indexes")
+    indexes = pool.submit(_index_check, path)
     try:
         conn.execute("BEGIN")
         for seq, body, ts, kind, session in _rows(
-            conn, "SELECT seq, body, ts, kind, session FROM records ORDER BY seq"
+            conn, "SELECT seq, body, ts, kind, session FROM records NOT INDEXED ORDER BY seq"
         ):
             if not verifier.ok:  # past the break: only what may excuse a missing recording
                 recordings.note_unverified(seq, body, kind)
@@ -1668,12 +1678,56 @@ def verify_file(
             verifier.fail(f"the database cannot be read after this point ({exc})")
     finally:
         conn.close()
+        pool.shutdown(wait=True)
+    _check_indexes(indexes, verifier)
     # also when the chain broke: a recording missing or changed before that record makes
     # the first bad record an earlier one (Verifier.fail keeps the lowest seq)
     problem = recordings.check(verifier.result().last_checkpoint_seq, broken=not verifier.ok)
     if problem is not None:
         verifier.fail(problem[1], problem[0])
     return verifier.result()
+
+
+_INDEX_ROW = re.compile(r"row (\d+) missing from index (.+)\Z")
+
+
+def _index_check(path: str | os.PathLike[str]) -> list[str]:
+    """What ``PRAGMA integrity_check(records)`` says of the ledger's table and indexes."""
+    conn = open_ledger(path)
+    try:
+        return [str(line) for (line,) in conn.execute("PRAGMA integrity_check(records)")]
+    finally:
+        conn.close()
+
+
+def _check_indexes(check: Future[list[str]], verifier: Verifier) -> None:
+    """Report an index of ``records`` that does not hold what the table holds.
+
+    The ledger's readers take every body from the table, but an index is in the file too:
+    one rewritten behind SQLite's back (``PRAGMA writable_schema``, its SQL text put back)
+    shows any tool that reads through it (the sqlite3 shell, an older sqlgate) other text
+    than the record's, or leaves records out, and the verdict covers the whole file.
+    ``integrity_check(records)`` compares every entry of the table's indexes with its rows
+    (``quick_check`` does not); see docs/performance.md for its cost."""
+    try:
+        lines = check.result()
+    except (sqlite3.Error, LedgerError) as exc:
+        if verifier.ok:
+            verifier.fail(f"the file's indexes cannot be checked ({exc})", 1)
+        return
+    if lines == ["ok"]:
+        return
+    rows = [(int(m[1]), m[2]) for m in map(_INDEX_ROW.match, lines) if m is not None]
+    if rows:
+        seq, index = min(rows)
+        verifier.fail(
+            f"the file's index {index} does not hold this record as the table does (the "
+            "index was rewritten or damaged: a reader using it would be shown other text, "
+            "or nothing)",
+            seq,
+        )
+    elif verifier.ok:  # no record named: an entry too many, or a damaged page
+        verifier.fail(f"the file's records table or one of its indexes is damaged ({lines[0]})", 1)
 
 
 _RETENTION_MARKS = ('"recordings_purged"', '"recordings_deleted"', '"unsigned_tail_signed"')
@@ -1911,7 +1965,7 @@ def read_head(path: str | os.PathLike[str]) -> Head | None:
     conn = open_ledger(path)
     try:
         row = conn.execute(
-            "SELECT seq, body FROM records WHERE json_valid(body) "
+            "SELECT seq, body FROM records NOT INDEXED WHERE json_valid(body) "
             "AND json_extract(body, '$.kind') = 'checkpoint' ORDER BY seq DESC LIMIT 1"
         ).fetchone()
     except sqlite3.Error as exc:
@@ -1959,13 +2013,26 @@ def export(
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     conn = open_ledger(path)
-    where, params = [], []
+    where: list[str] = []
+    params: list[str] = []
     for column, op, value in (("session", "=", session), ("ts", ">=", since), ("kind", "=", kind)):
         if value is not None:
-            where.append(f"{column} {op} ?")
+            where.append(f"r.{column} {op} ?")
             params.append(value)
-    where.append("seq > ? AND seq <= ?")
-    sql = f"SELECT seq, body FROM records WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+    # Each body (and the filters) is read from the table itself: an index is in the file
+    # too, and one rewritten behind SQLite's back (PRAGMA writable_schema) would show text
+    # that is not the record's (``verify_file`` reports such an index). The session's
+    # index only names the rows to read, by rowid.
+    if session is None:
+        where.append("r.seq > ? AND r.seq <= ?")
+        rows = "records AS r NOT INDEXED"
+        order = "r.seq"
+    else:
+        where.append("i.session = ? AND i.seq > ? AND i.seq <= ?")
+        params.append(session)
+        rows = "records AS i CROSS JOIN records AS r NOT INDEXED ON r.rowid = i.rowid"
+        order = "i.seq"
+    sql = f"SELECT r.seq, r.body FROM {rows} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
 
     def bodies() -> Iterator[str]:
         # up to the head at the start, a chunk at a time, each read a transaction of its
@@ -2119,7 +2186,7 @@ class RecordingReader:
         ).fetchone()
         gone = "AND NOT EXISTS (SELECT 1 FROM recordings WHERE hash = digest)" if stored else ""
         rows = self._conn.execute(
-            "SELECT json_extract(body, '$.recording') AS digest, max(ts) FROM records "
+            "SELECT json_extract(body, '$.recording') AS digest, max(ts) FROM records NOT INDEXED "
             "WHERE kind = 'result' AND ts >= ? AND instr(body, ?) > 0 "
             "AND typeof(body) = 'text' AND json_valid(body) "
             f"GROUP BY digest HAVING typeof(digest) = 'text' {gone}",
@@ -2133,13 +2200,14 @@ class RecordingReader:
         if self._conn is None:
             self._conn = open_ledger(self.path)
         head = self._conn.execute(
-            "SELECT max(seq) FROM records WHERE json_extract(body, '$.kind') = 'checkpoint'"
+            "SELECT max(seq) FROM records NOT INDEXED "
+            "WHERE json_extract(body, '$.kind') = 'checkpoint'"
         ).fetchone()
         signed_through = head[0] if head and head[0] is not None else 0
         retention = _Retention()
         marks = " OR ".join("body LIKE ?" for _ in _RETENTION_MARKS)
         for seq, body in self._conn.execute(
-            f"SELECT seq, body FROM records WHERE {marks} ORDER BY seq",
+            f"SELECT seq, body FROM records NOT INDEXED WHERE {marks} ORDER BY seq",
             tuple(f"%{mark}%" for mark in _RETENTION_MARKS),
         ):
             try:

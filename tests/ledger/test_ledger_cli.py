@@ -438,6 +438,91 @@ def test_head_is_found_by_what_the_records_say(ledger: Path, keys: Path) -> None
     assert again.returncode == 0 and json.loads(again.stdout) == json.loads(newest.stdout)
 
 
+def rewrite_index(db: Path, name: str, made: str, shown: str) -> None:
+    """Make index ``name`` by ``made``, then put back ``shown`` as its SQL text (PRAGMA
+    writable_schema), as someone holding the file could: SQLite then reads the index's
+    entries as what ``shown`` says they hold."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(f"DROP INDEX IF EXISTS {name}")
+    conn.execute(made)
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("UPDATE sqlite_master SET sql = ? WHERE name = ?", (shown, name))
+    conn.execute("PRAGMA writable_schema = OFF")
+    conn.close()
+
+
+FORGED = 'replace(body, \'"sql":"SELECT 4"\', \'"sql":"DROP TABLE customers"\')'
+
+
+def test_a_rewritten_index_shows_no_reader_its_text(ledger: Path) -> None:
+    """Indexes whose entries carry another text of record 5 (a covering index over
+    ``body``, its SQL text put back): export by session or kind and replay showed the
+    forged statement, read from the index, while verify read the table."""
+    rewrite_index(
+        ledger,
+        "records_session",
+        f"CREATE INDEX records_session ON records(session, seq, {FORGED})",
+        "CREATE INDEX records_session ON records(session, seq, body)",
+    )
+    rewrite_index(
+        ledger,
+        "records_kind",
+        f"CREATE INDEX records_kind ON records(kind, seq, {FORGED})",
+        "CREATE INDEX records_kind ON records(kind, seq, body)",
+    )
+    for filters in (["--session", "s0"], ["--kind", "statement"], []):
+        result = sqlgate("ledger", "export", "--ledger", ledger, *filters)
+        assert result.returncode == 0, result.stderr
+        shown = {json.loads(line)["seq"]: json.loads(line) for line in result.stdout.splitlines()}
+        assert shown[5]["sql"] == "SELECT 4", filters
+        assert "DROP TABLE" not in result.stdout, filters
+    result = sqlgate("replay", "s0", "--ledger", ledger, "--speed", "1000")
+    assert result.returncode == 0, result.stderr
+    assert "> SELECT 4\n" in result.stdout and "DROP TABLE" not in result.stdout
+
+
+def test_head_is_not_read_through_a_rewritten_index(ledger: Path) -> None:
+    """An index on the records' kind that leaves the newest checkpoint out, its SQL text
+    put back: head handed out the checkpoint before it (an older head)."""
+    newest = head(ledger)
+    kind = "json_extract(body, '$.kind')"
+    rewrite_index(
+        ledger,
+        "records_body_kind",
+        f"CREATE INDEX records_body_kind ON records(CASE WHEN seq = {RECORDS} THEN 'x' "
+        f"ELSE {kind} END, seq, body)",
+        f"CREATE INDEX records_body_kind ON records({kind}, seq, body)",
+    )
+    assert head(ledger) == newest
+
+
+def test_verify_reports_a_rewritten_index(ledger: Path, keys: Path, tmp_path: Path) -> None:
+    """Verify read the table and passed a file whose index shows other text of a record,
+    or leaves it out; it names the record and the index."""
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(ledger, copy)
+    rewrite_index(
+        ledger,
+        "records_session",
+        f"CREATE INDEX records_session ON records(session, seq, {FORGED})",
+        "CREATE INDEX records_session ON records(session, seq, body)",
+    )
+    assert bad_record(verify(ledger, keys), 5) == (
+        "the file's index records_session does not hold this record as the table does (the "
+        "index was rewritten or damaged: a reader using it would be shown other text, or "
+        "nothing)"
+    )
+    rewrite_index(
+        copy,
+        "records_session",
+        "CREATE INDEX records_session ON records(session) WHERE seq <> 7",
+        "CREATE INDEX records_session ON records(session)",
+    )
+    assert bad_record(verify(copy, keys), 7).startswith(
+        "the file's index records_session does not hold this record"
+    )
+
+
 def test_body_that_is_not_json(ledger: Path, keys: Path) -> None:
     attack(ledger, ("UPDATE records SET body = '{oops' WHERE seq = 9", ()))
     assert bad_record(verify(ledger, keys), 9) == "the stored record is not valid JSON"
