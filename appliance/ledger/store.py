@@ -1616,15 +1616,50 @@ def _needs_shm(exc: sqlite3.OperationalError, path: Path) -> bool:
     )
 
 
+def _lenient(data: bytes) -> str | bytes:
+    """A TEXT value as str, or as its bytes when they are not UTF-8 (a file edited or
+    damaged): the reader then names that row instead of failing the rows around it."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
+
+
 def _rows(
     conn: sqlite3.Connection, sql: str, params: tuple[object, ...] = ()
 ) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql`` (which has no LIMIT), fetched a chunk at a time.
+
+    SQLite's module hands a chunk over whole or not at all. When one fails (text that is
+    not UTF-8, a damaged page) the rest is read again from that chunk's first row, one row
+    at a time and with text decoded here (``_lenient``): every row before the bad one is
+    read, and the bad one comes with its text as bytes, or its error is raised there, not
+    at the start of its chunk. Run in a read transaction (the same rows each time)."""
+    done = 0
     cursor = conn.execute(sql, params)
     try:
-        while chunk := cursor.fetchmany(_FETCH):
+        while True:
+            try:
+                chunk = cursor.fetchmany(_FETCH)
+            except sqlite3.Error:
+                break
+            if not chunk:
+                return
+            done += len(chunk)
             yield from chunk
-    finally:
         cursor.close()
+        conn.text_factory = _lenient
+        cursor = conn.execute(f"{sql} LIMIT -1 OFFSET ?", (*params, done))
+        while (row := cursor.fetchone()) is not None:
+            yield row
+    finally:
+        conn.text_factory = str
+        cursor.close()
+
+
+def _not_utf8(body: object) -> bool:
+    """Whether a stored body is bytes that are not UTF-8 text."""
+    return isinstance(body, bytes) and isinstance(_lenient(body), bytes)
 
 
 def verify_file(
@@ -1652,7 +1687,11 @@ def verify_file(
             if not verifier.ok:  # past the break: only what may excuse a missing recording
                 recordings.note_unverified(seq, body, kind)
                 continue
-            if not isinstance(body, str):
+            if _not_utf8(body):
+                verifier.fail(
+                    "the stored record is not UTF-8 text (the file was edited or damaged)", seq
+                )
+            elif not isinstance(body, str):
                 verifier.fail("the stored record is not text", seq)
             elif verifier.feed_body(body, seq):
                 record = verifier.last_record
@@ -1963,6 +2002,7 @@ def read_head(path: str | os.PathLike[str]) -> Head | None:
     older head, and with it a rollback to that head would go unnoticed. The search runs
     back from the newest record, so it reads about a second's worth of them."""
     conn = open_ledger(path)
+    conn.text_factory = _lenient  # a body that is not UTF-8 is named, not read as an error
     try:
         row = conn.execute(
             "SELECT seq, body FROM records NOT INDEXED WHERE json_valid(body) "
@@ -1974,6 +2014,8 @@ def read_head(path: str | os.PathLike[str]) -> Head | None:
         conn.close()
     if row is None:
         return None
+    if _not_utf8(row[1]):
+        raise LedgerDamaged(f"{path}: record {row[0]}: the stored record is not UTF-8 text")
     try:
         record = json.loads(row[1])
         head = Head.from_checkpoint(record)
@@ -2041,9 +2083,14 @@ def export(
         try:
             end = conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
             after = 0
-            while chunk := conn.execute(sql, (*params, after, end, _FETCH)).fetchall():
+            while True:
+                chunk, failure = _chunk(conn, sql, (*params, after, end, _FETCH))
                 for seq, body in chunk:
                     yield _export_line(path, seq, body)
+                if failure is not None:
+                    raise failure
+                if not chunk:
+                    break
                 after = chunk[-1][0]
         except sqlite3.Error as exc:
             raise LedgerFileError(f"{path}: cannot read: {exc}") from None
@@ -2053,12 +2100,46 @@ def export(
     return bodies()
 
 
+def _chunk(
+    conn: sqlite3.Connection, sql: str, params: tuple[object, ...]
+) -> tuple[list[tuple[Any, ...]], sqlite3.Error | None]:
+    """The rows of one read, and the error that ended it early (None if none).
+
+    SQLite's module hands the rows over whole or not at all: when it cannot (text that is
+    not UTF-8, a damaged page) they are read again one at a time with text decoded here
+    (``_lenient``), so that the rows before the bad one are given, and the bad one comes
+    with its text as bytes (its record is named), or its error comes after them."""
+    try:
+        return conn.execute(sql, params).fetchall(), None
+    except sqlite3.Error:
+        pass
+    rows: list[tuple[Any, ...]] = []
+    conn.text_factory = _lenient
+    try:
+        cursor = conn.execute(sql, params)
+        try:
+            while (row := cursor.fetchone()) is not None:
+                rows.append(row)
+        finally:
+            cursor.close()
+    except sqlite3.Error as exc:
+        return rows, exc
+    finally:
+        conn.text_factory = str
+    return rows, None
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
 def _export_line(path: str | os.PathLike[str], seq: object, body: object) -> str:
     """A stored body as one line of JSON (LedgerDamaged unless it holds a JSON object)."""
+    if _not_utf8(body):
+        raise LedgerDamaged(
+            f"{path}: record {seq}: the stored record is not UTF-8 text (the file was damaged "
+            "or edited; 'sqlgate ledger verify' names the first bad record)"
+        )
     try:
         if not isinstance(body, str):
             raise ValueError("not text")

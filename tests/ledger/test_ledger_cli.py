@@ -588,6 +588,34 @@ def test_export_stops_at_a_damaged_record_naming_it(ledger: Path) -> None:
     assert [json.loads(out)["seq"] for out in result.stdout.splitlines()] == [1, 2, 3, 4]
 
 
+def break_utf8(db: Path, seq: int) -> None:
+    """Store record ``seq`` with one byte of its text changed to one that is not UTF-8."""
+    conn = sqlite3.connect(db)
+    (raw,) = conn.execute("SELECT CAST(body AS BLOB) FROM records WHERE seq = ?", (seq,)).fetchone()
+    conn.close()
+    broken = raw[:40] + b"\xff" + raw[41:]
+    attack(db, ("UPDATE records SET body = CAST(? AS TEXT) WHERE seq = ?", (broken, seq)))
+
+
+def test_a_body_that_is_not_utf8_is_named_at_its_own_record(ledger: Path, keys: Path) -> None:
+    """One byte that is not UTF-8 in record 20: verify named record 1 (the first row of
+    its read), export printed nothing and exited 2, head failed in SQLite's words."""
+    break_utf8(ledger, 20)
+    assert bad_record(verify(ledger, keys), 20) == (
+        "the stored record is not UTF-8 text (the file was edited or damaged)"
+    )
+    result = sqlgate("ledger", "export", "--ledger", ledger)
+    line = one_line_failure(result, 1)
+    assert line == (
+        f"sqlgate: {ledger}: record 20: the stored record is not UTF-8 text (the file was "
+        "damaged or edited; 'sqlgate ledger verify' names the first bad record)"
+    )
+    assert [json.loads(out)["seq"] for out in result.stdout.splitlines()] == list(range(1, 20))
+    break_utf8(ledger, RECORDS)  # the newest checkpoint
+    line = one_line_failure(sqlgate("ledger", "head", "--ledger", ledger), 1)
+    assert line == f"sqlgate: {ledger}: record {RECORDS}: the stored record is not UTF-8 text"
+
+
 def test_export_gives_each_record_one_line(ledger: Path, keys: Path) -> None:
     """A body spread over lines (rewritten: verify says so) still exports as JSON lines."""
     record = bodies(ledger)[5]
