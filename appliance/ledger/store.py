@@ -1681,9 +1681,13 @@ def verify_file(
     indexes = pool.submit(_index_check, path)
     try:
         conn.execute("BEGIN")
+        seqless = False
         for seq, body, ts, kind, session in _rows(
             conn, "SELECT seq, body, ts, kind, session FROM records NOT INDEXED ORDER BY seq"
         ):
+            if seq is None:  # sorted first, and no place in the chain: named below
+                seqless = True
+                continue
             if not verifier.ok:  # past the break: only what may excuse a missing recording
                 recordings.note_unverified(seq, body, kind)
                 continue
@@ -1712,6 +1716,9 @@ def verify_file(
                     recordings.note(seq, body)
             if not verifier.ok:
                 recordings.note_unverified(seq, body, kind)
+        if seqless:
+            after, said = _seqless_row(conn)
+            verifier.fail(f"a row with no seq (NULL) {_seqless_words(after, said)}", after + 1)
     except sqlite3.Error as exc:
         if verifier.ok:  # past a break, the read is best effort: the break is the finding
             verifier.fail(f"the database cannot be read after this point ({exc})")
@@ -1725,6 +1732,31 @@ def verify_file(
     if problem is not None:
         verifier.fail(problem[1], problem[0])
     return verifier.result()
+
+
+def _seqless_row(conn: sqlite3.Connection) -> tuple[int, object]:
+    """Where the first row with no seq stands (a table made again without its primary key,
+    then edited): the seq of the row before it in the table's own order (0 for none), and
+    the seq its text says (None if it says none)."""
+    row = conn.execute(
+        "SELECT rowid, CASE WHEN json_valid(body) THEN json_extract(body, '$.seq') END "
+        "FROM records NOT INDEXED WHERE seq IS NULL ORDER BY rowid LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return 0, None
+    before = conn.execute(
+        "SELECT seq FROM records NOT INDEXED WHERE rowid < ? AND typeof(seq) = 'integer' "
+        "ORDER BY rowid DESC LIMIT 1",
+        (row[0],),
+    ).fetchone()
+    return (int(before[0]) if before else 0), row[1]
+
+
+def _seqless_words(after: int, said: object) -> str:
+    """Where a row with no seq stands, and what its text says, in words."""
+    where = f"follows record {after} in the table" if after else "comes first in the table"
+    text = f"its text says seq {said}" if said is not None else "its text names no seq"
+    return f"{where} ({text}): it has no place in the chain (the table was made again and edited)"
 
 
 _INDEX_ROW = re.compile(r"row (\d+) missing from index (.+)\Z")
@@ -2004,6 +2036,14 @@ def read_head(path: str | os.PathLike[str]) -> Head | None:
     conn = open_ledger(path)
     conn.text_factory = _lenient  # a body that is not UTF-8 is named, not read as an error
     try:
+        # a row with no seq sorts last here: had it held the newest checkpoint, an older one
+        # would be handed out (with the seq as the primary key, as written, there is none)
+        if conn.execute("SELECT 1 FROM records NOT INDEXED WHERE seq IS NULL LIMIT 1").fetchone():
+            after, said = _seqless_row(conn)
+            raise LedgerDamaged(
+                f"{path}: a row with no seq (NULL) {_seqless_words(after, said)}; the newest "
+                "checkpoint cannot be told ('sqlgate ledger verify' names the first bad record)"
+            )
         row = conn.execute(
             "SELECT seq, body FROM records NOT INDEXED WHERE json_valid(body) "
             "AND json_extract(body, '$.kind') = 'checkpoint' ORDER BY seq DESC LIMIT 1"

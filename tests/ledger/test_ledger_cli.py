@@ -388,6 +388,30 @@ def test_a_seq_column_retyped_as_text_is_a_bad_record_not_a_crash(ledger: Path, 
     assert reason == "stored in row '1' (not an integer) but the record says seq 1"
 
 
+def test_a_row_with_no_seq_is_named_for_what_it_is(ledger: Path, keys: Path) -> None:
+    """A table made again without its primary key, the newest checkpoint's seq set to NULL:
+    verify blamed record 1 (where the row sorts) as "missing", and head handed out the
+    checkpoint before it."""
+    attack(
+        ledger,
+        ("ALTER TABLE records RENAME TO old_records", ()),
+        ("CREATE TABLE records (seq, ts, kind, session, body)", ()),
+        ("INSERT INTO records SELECT * FROM old_records", ()),
+        ("DROP TABLE old_records", ()),
+        ("UPDATE records SET seq = NULL WHERE seq = ?", (RECORDS,)),
+    )
+    where = (
+        f"a row with no seq (NULL) follows record {RECORDS - 1} in the table (its text says "
+        f"seq {RECORDS}): it has no place in the chain (the table was made again and edited)"
+    )
+    assert bad_record(verify(ledger, keys), RECORDS) == where
+    line = one_line_failure(sqlgate("ledger", "head", "--ledger", ledger), 1)
+    assert line == (
+        f"sqlgate: {ledger}: {where}; the newest checkpoint cannot be told ('sqlgate ledger "
+        "verify' names the first bad record)"
+    )
+
+
 @pytest.mark.parametrize("column", ["kind", "session", "ts"])
 def test_a_relabelled_column_is_detected(ledger: Path, keys: Path, column: str) -> None:
     """The columns copy the record's fields for export's filters: one changed would hide
