@@ -132,8 +132,12 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_scan_json: Callable[[str, int], tuple[Any, int]]
-_scan_json = json.JSONDecoder(parse_constant=_not_json).scan_once  # type: ignore[attr-defined]
+_scan_pairs: Callable[[str, int], tuple[Any, int]]
+_scan_pairs = json.JSONDecoder(  # type: ignore[attr-defined]
+    parse_constant=_not_json, object_pairs_hook=tuple
+).scan_once
+"""An object as the tuple of its members in the text's order, a name given twice included
+(a dict keeps one of them: SQLite's json_extract reads the first, Python the last)."""
 
 
 def canonical_json(obj: object) -> bytes:
@@ -504,18 +508,26 @@ class Verifier:
         The fast path removes the ``hash`` member from the text and hashes the rest: if
         that matches, those are the bytes that were hashed when the record was written,
         and the text differs from them only by the top-level ``hash`` member (an insertion
-        anywhere else is not valid JSON). Otherwise the record is re-serialized to say
-        what is wrong; a text that is not those bytes fails even when its values hash
-        right, since another reader may take them otherwise (a repeated key).
+        anywhere else is not valid JSON). It takes only a text that gives each name once
+        (read as its members in order): a name given twice is read as its first value by
+        SQLite's json_extract and as its last by Python, whatever was hashed. Otherwise
+        the record is re-serialized to say what is wrong; a text that is not those bytes
+        fails even when its values hash right, since another reader may take them
+        otherwise.
         """
         if self._bad is not None:
             return False
+        once = False  # whether the text gives each name once: only then is it vouched for
         try:
             try:
-                record, end = _scan_json(body, 0)
+                pairs, end = _scan_pairs(body, 0)
             except (StopIteration, ValueError, TypeError):
                 end = -1
-            if end != len(body):  # whitespace, a BOM, bytes or no JSON: as json.loads says
+            # a flat object, as the writer stores them, read as its members in order
+            if end == len(body) and type(pairs) is tuple and body.find("{", 1) < 0:
+                record: Any = dict(pairs)
+                once = len(record) == len(pairs)
+            else:  # whitespace, a BOM, bytes, no JSON or an object inside: as json.loads says
                 record = json.loads(body, parse_constant=_not_json)
         except (ValueError, RecursionError):
             self.fail("the stored record is not valid JSON", stored_seq)
@@ -524,7 +536,7 @@ class Verifier:
             self.fail("the stored record is not a JSON object", stored_seq)
             return False
         self.last_record = record
-        return self._check(record, body, stored_seq)
+        return self._check(record, body if once else None, stored_seq, body)
 
     def feed(self, record: Mapping[str, Any]) -> bool:
         """Check one parsed record; False once the ledger is found bad."""
@@ -535,7 +547,15 @@ class Verifier:
             return False
         return self._check(record, None, None)
 
-    def _check(self, record: Mapping[str, Any], body: str | None, stored: int | None) -> bool:
+    def _check(
+        self,
+        record: Mapping[str, Any],
+        body: str | None,
+        stored: int | None,
+        text: str | None = None,
+    ) -> bool:
+        """``body``: the stored text when it may be canonical (the fast path may vouch for
+        it); ``text``: the stored text in any case (None for a parsed record)."""
         expected = self._expected
         seq = record.get("seq")
         if type(seq) is not int:
@@ -580,25 +600,12 @@ class Verifier:
                     seq,
                 )
             return False
-        if not (body is not None and _fast_hash_ok(body, prev, digest, prev_hex)):
-            try:
-                good = record_hash(record) == digest
-            except (TypeError, ValueError):
-                good = False
-            if not good:
-                self.fail("hash does not match the record's contents (the record was edited)", seq)
-                return False
-            if body is not None:
-                # The values hash right, but the stored text is not the canonical JSON the
-                # writer stored: spaces, another key order, a repeated key (which a JSON
-                # reader may take either way) or a line break. What an auditor's tools
-                # read must be the very bytes that were hashed.
-                self.fail(
-                    "the stored text is not the record's canonical JSON (it was rewritten; "
-                    "a key may be repeated with another value)",
-                    seq,
-                )
-                return False
+        # The fast path vouches for a text that gives each name once, the rest being the
+        # bytes that were hashed; any other text goes the slow way, which says what it is.
+        if not (
+            body is not None and _fast_hash_ok(body, prev, digest, prev_hex)
+        ) and not self._check_slowly(record, text, seq, digest):
+            return False
         if record["kind"] == "checkpoint" and not self._check_checkpoint(record, seq, prev):
             return False
         held = self._held
@@ -613,6 +620,44 @@ class Verifier:
         self._prev_hex = True  # it matched a SHA-256 hex digest
         self._expected = seq + 1
         self._count += 1
+        return True
+
+    def _check_slowly(
+        self, record: Mapping[str, Any], text: str | None, seq: int, digest: str
+    ) -> bool:
+        """The hash over the record's values, and a stored ``text`` against their canonical
+        JSON: what another reader (SQLite's json_extract, an auditor's script) reads must
+        be the very bytes that were hashed."""
+        try:
+            canonical = text is None or _encode(record) == text
+        except (TypeError, ValueError):  # a number too large for a float reads as inf
+            canonical = False
+        if not canonical and text is not None:
+            repeated = _repeated_name(text)
+            if repeated is not None:
+                self.fail(
+                    f"the stored text gives the key '{repeated}' twice (readers may take "
+                    "either value): it is not the record's canonical JSON",
+                    seq,
+                )
+                return False
+        try:
+            good = record_hash(record) == digest
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            self.fail("hash does not match the record's contents (the record was edited)", seq)
+            return False
+        if not canonical:
+            # The values hash right, but the stored text is not the canonical JSON the
+            # writer stored: spaces, another key order, the hash member moved, or a line
+            # break. What an auditor's tools read must be the very bytes that were hashed.
+            self.fail(
+                "the stored text is not the record's canonical JSON (it was rewritten; "
+                "a key may be repeated with another value)",
+                seq,
+            )
+            return False
         return True
 
     def _check_checkpoint(self, record: Mapping[str, Any], seq: int, prev: str) -> bool:
@@ -664,6 +709,26 @@ class Verifier:
             last_seq=last_seq,
             last_hash=self._prev or GENESIS_HASH,
         )
+
+
+def _repeated_name(text: str) -> str | None:
+    """The first name a JSON object's text gives twice (None if none, or not an object)."""
+    names: list[str] = []
+
+    def pairs(members: list[tuple[str, Any]]) -> dict[str, Any]:
+        names.extend(name for name, _ in members)
+        return dict(members)
+
+    try:
+        json.loads(text, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def _fast_hash_ok(body: str, prev: str, digest: str, prev_hex: bool = False) -> bool:

@@ -527,20 +527,30 @@ REWRITTEN = (
 )
 
 
+def twice(key: str) -> str:
+    return (
+        f"the stored text gives the key '{key}' twice (readers may take either value): it "
+        "is not the record's canonical JSON"
+    )
+
+
 @pytest.mark.parametrize(
-    "rewrite",
+    ("rewrite", "reason"),
     [
-        lambda body: json.dumps(json.loads(body), separators=(", ", ": ")),  # spaces
-        lambda body: json.dumps(json.loads(body), indent=1),  # one member per line
-        lambda body: json.dumps(  # another key order
-            dict(reversed(json.loads(body).items())), separators=(",", ":")
+        (lambda body: json.dumps(json.loads(body), separators=(", ", ": ")), REWRITTEN),  # spaces
+        (lambda body: json.dumps(json.loads(body), indent=1), REWRITTEN),  # one member a line
+        (
+            lambda body: json.dumps(  # another key order
+                dict(reversed(json.loads(body).items())), separators=(",", ":")
+            ),
+            REWRITTEN,
         ),
-        lambda body: '{"ts":"2000-01-01T00:00:00.000000Z",' + body[1:],  # a repeated key
-        lambda body: body.replace('"kind":', '"kind":"alert","kind":', 1),
+        (lambda body: '{"ts":"2000-01-01T00:00:00.000000Z",' + body[1:], twice("ts")),
+        (lambda body: body.replace('"kind":', '"kind":"alert","kind":', 1), twice("kind")),
     ],
 )
 def test_a_rewritten_text_fails_even_when_its_values_hash_right(
-    rewrite: Callable[[str], str],
+    rewrite: Callable[[str], str], reason: str
 ) -> None:
     """Another reader (SQLite's json_extract, an auditor's script) may read a repeated key
     or a reordered text otherwise than the verifier does: only the hashed bytes pass."""
@@ -552,4 +562,23 @@ def test_a_rewritten_text_fails_even_when_its_values_hash_right(
     fed = [verifier.feed_body(body, seq) for seq, body in enumerate(bodies, 1)]
     assert fed == [True, True] + [False] * (len(bodies) - 2)
     assert verifier.result().first_bad_seq == 3
-    assert verifier.result().reason == REWRITTEN
+    assert verifier.result().reason == reason
+
+
+def test_a_repeated_key_fails_though_the_hash_is_over_its_own_text() -> None:
+    """A record chained at the tail whose text gives "kind" twice, hashed over that very
+    text: the fast path vouched for it (SQLite's json_extract reads the first "kind",
+    Python the last), and the next gateway would have signed it."""
+    chain = build_chain(2)
+    bodies = [canonical_json(r).decode() for r in chain]
+    last = chain[-1]
+    inner = (
+        f'"kind":"checkpoint","prev_hash":"{last["hash"]}","seq":{len(chain) + 1},'
+        f'"ts":"{last["ts"]}","kind":"alert","alert":"x","reason":"y"'
+    )
+    digest = hashlib.sha256(bytes.fromhex(last["hash"]) + ("{" + inner + "}").encode())
+    bodies.append("{" + f'"hash":"{digest.hexdigest()}",' + inner + "}")
+    verifier = Verifier(PUBLIC)
+    assert [verifier.feed_body(b, seq) for seq, b in enumerate(bodies, 1)][-2:] == [True, False]
+    result = verifier.result()
+    assert (result.first_bad_seq, result.reason) == (len(bodies), twice("kind"))
