@@ -600,10 +600,13 @@ class Verifier:
                     seq,
                 )
             return False
-        # The fast path vouches for a text that gives each name once, the rest being the
-        # bytes that were hashed; any other text goes the slow way, which says what it is.
+        # The fast path vouches for a text that gives each name once, with the hash member
+        # in its place, the rest being the bytes that were hashed; any other text goes the
+        # slow way, which says exactly what it is.
         if not (
-            body is not None and _fast_hash_ok(body, prev, digest, prev_hex)
+            body is not None
+            and _hash_in_place(record)
+            and _fast_hash_ok(body, prev, digest, prev_hex)
         ) and not self._check_slowly(record, text, seq, digest):
             return False
         if record["kind"] == "checkpoint" and not self._check_checkpoint(record, seq, prev):
@@ -729,6 +732,16 @@ def _repeated_name(text: str) -> str | None:
             return name
         seen.add(name)
     return None
+
+
+def _hash_in_place(record: Mapping[str, Any]) -> bool:
+    """Whether the ``hash`` member is where canonical JSON has it, after the names that sort
+    before it and before those that sort after (``record`` in its text's order, each name
+    once). The rest of the text is the hashed bytes, in order when the gateway wrote them:
+    a member moved elsewhere is text that reads the same in other bytes."""
+    names = list(record)
+    at = names.index("hash")
+    return (at == 0 or names[at - 1] < "hash") and at + 1 < len(names) and names[at + 1] > "hash"
 
 
 def _fast_hash_ok(body: str, prev: str, digest: str, prev_hex: bool = False) -> bool:

@@ -465,15 +465,22 @@ def test_verifier_fast_path_and_slow_path_agree_on_stored_text() -> None:
     verifier = Verifier(PUBLIC)
     assert all(verifier.feed_body(body, seq) for seq, body in enumerate(bodies, 1))
     assert verifier.result().ok
-    # the same content with the hash member first: the hashed bytes plus that member
+    # the same content with the hash member first: the hashed bytes plus that member, which
+    # is the canonical JSON of a statement (no name sorts before "hash"), not of the
+    # checkpoint ("checkpoint_hash" does): other bytes that read the same, reported
     moved = copy.deepcopy(chain)
     texts = [
         json.dumps({"hash": r.pop("hash"), **dict(sorted(r.items()))}, separators=(",", ":"))
         for r in moved
     ]
-    assert texts[0].startswith('{"hash"')
+    assert texts[:5] == bodies[:5] and texts[5] != bodies[5]
     verifier = Verifier(PUBLIC)
-    assert all(verifier.feed_body(text) for text in texts)
+    assert all(verifier.feed_body(text) for text in texts[:5])
+    assert not verifier.feed_body(texts[5])
+    assert verifier.result().first_bad_seq == 6
+    assert str(verifier.result().reason).startswith(
+        "the stored text is not the record's canonical JSON"
+    )
     # an added field is an edit, whichever path looks at it
     edited = json.loads(bodies[2])
     edited["note"] = "x"
@@ -582,3 +589,16 @@ def test_a_repeated_key_fails_though_the_hash_is_over_its_own_text() -> None:
     assert [verifier.feed_body(b, seq) for seq, b in enumerate(bodies, 1)][-2:] == [True, False]
     result = verifier.result()
     assert (result.first_bad_seq, result.reason) == (len(bodies), twice("kind"))
+
+
+def test_a_hash_member_moved_fails_though_the_rest_is_the_hashed_bytes() -> None:
+    """A signed record's hash member moved to the end of its text: the rest is the bytes
+    that were hashed, and the fast path vouched for text that is not the canonical JSON."""
+    chain = build_chain(3)
+    bodies = [canonical_json(r).decode() for r in chain]
+    record = dict(chain[1])
+    digest = record.pop("hash")
+    bodies[1] = canonical_json(record).decode()[:-1] + f',"hash":"{digest}"}}'
+    verifier = Verifier(PUBLIC)
+    assert [verifier.feed_body(b, seq) for seq, b in enumerate(bodies, 1)][:2] == [True, False]
+    assert (verifier.result().first_bad_seq, verifier.result().reason) == (2, REWRITTEN)
