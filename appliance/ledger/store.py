@@ -120,6 +120,7 @@ from appliance.ledger.chain import (
     load_private_key,
     seal_new,
     utc_now,
+    verify_head,
 )
 
 if TYPE_CHECKING:
@@ -1669,11 +1670,12 @@ def verify_file(
 
     Past a record that breaks the chain the rest is read best effort for the retention
     alerts only (a read error ends it): a purge there, or one that a checkpoint there
-    would have signed, may explain a missing recording before the break, and the first
-    bad record named must be one that is wrong, not a recording a purge deleted."""
+    signed (its signature verifies), may explain a missing recording before the break,
+    and the first bad record named must be one that is wrong, not a recording a purge
+    deleted."""
     conn = open_ledger(path)
     verifier = Verifier(public_key, held_head)
-    recordings = _Recordings(conn)
+    recordings = _Recordings(conn, public_key)
     # the indexes are compared with the table on a connection of their own while the
     # records are checked here: SQLite runs without the GIL, so on a second core the
     # comparison adds next to no time
@@ -1689,7 +1691,7 @@ def verify_file(
                 seqless = True
                 continue
             if not verifier.ok:  # past the break: only what may excuse a missing recording
-                recordings.note_unverified(seq, body, kind)
+                recordings.note_unverified(seq, body)
                 continue
             if _not_utf8(body):
                 verifier.fail(
@@ -1716,7 +1718,7 @@ def verify_file(
                     # a result's recording, or a retention alert (``_Retention.mentions``)
                     recordings.note(seq, body)
             if not verifier.ok:
-                recordings.note_unverified(seq, body, kind)
+                recordings.note_unverified(seq, body)
         if seqless:
             after, said = _seqless_row(conn)
             verifier.fail(f"a row with no seq (NULL) {_seqless_words(after, said)}", after + 1)
@@ -1892,7 +1894,7 @@ class _Retention:
         self.purges: list[tuple[int, str, str]] = []  # seq, before, bound of each purge
         self.outcomes: list[tuple[int, str, int | None]] = []  # seq, before, deleted if cut
         self.tails: list[tuple[int, int]] = []  # ranges signed after the fact
-        self.claimed = 0  # past a break: the last record that says it is a checkpoint
+        self.claimed = 0  # past a break: the last checkpoint whose signature verifies
 
     @staticmethod
     def mentions(body: str) -> bool:
@@ -1924,9 +1926,10 @@ class _Retention:
         """What the purges explain; ``signed_through``: the seq of the last checkpoint.
 
         ``broken``: the chain broke after it, so whether a purge after it was signed
-        cannot be known. One that a record past the break says is a checkpoint may have
-        been, and counts: a missing recording is then blamed only when no purge of the
-        file could explain it, and the first bad record named is one that is wrong."""
+        cannot be known. One that a checkpoint past the break signs (its signature
+        verifies: ``_Recordings.note_unverified``) may have been, and counts: a missing
+        recording is then blamed only when no purge of the file could explain it, and the
+        first bad record named is one that is wrong."""
         out = _Excuses()
         honoured: list[tuple[int, str, str]] = []
         signed = max(signed_through or 0, self.claimed if broken else 0)
@@ -1957,8 +1960,11 @@ class _Recordings:
     Past a break in the chain only the retention alerts are read (``note_unverified``):
     the results there are not the ledger's word, but a purge there may well be."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, public_key: Ed25519PublicKey | None = None
+    ) -> None:
         self.conn = conn
+        self.public_key = public_key  # checks the checkpoints read past a break
         self.missing: list[_Missing] = []  # the results without their recording
         self.retention = _Retention()
         self.bad: tuple[int, str] | None = None
@@ -1984,14 +1990,16 @@ class _Recordings:
         ):
             self.bad = (seq, "the recording of this result was changed (its SHA-256 differs)")
 
-    def note_unverified(self, seq: object, body: object, kind: object) -> None:
+    def note_unverified(self, seq: object, body: object) -> None:
         """Take in a record at or past a break in the chain, best effort (one that cannot
-        be read is passed over): its retention alerts, and whether it says it is a
-        checkpoint (``kind``: the row's column), which may have signed a purge before it."""
+        be read is passed over): its retention alerts, and whether it is a checkpoint that
+        may have signed a purge before it. Past the break the chain vouches for nothing,
+        so only a checkpoint whose signature verifies, over the record right before it,
+        counts: a row that only says so (its ``kind`` column, or a body anyone can write)
+        would let a purge alert forged after the last signature excuse a recording
+        deleted before it."""
         if not isinstance(seq, int) or isinstance(seq, bool):
             return  # a row seq of another type (a column retyped): no place in the chain
-        if kind == "checkpoint":
-            self.retention.claimed = seq
         if not isinstance(body, str):
             return
         if not ('"checkpoint"' in body or _Retention.mentions(body)):
@@ -2002,9 +2010,26 @@ class _Recordings:
             return
         if not isinstance(record, dict):
             return
-        if record.get("kind") == "checkpoint":
+        if record.get("kind") == "checkpoint" and self._signed(record, seq):
             self.retention.claimed = seq
         self.retention.note(seq, record)
+
+    def _signed(self, record: Mapping[str, Any], seq: int) -> bool:
+        """Whether a checkpoint read past a break signs the record right before it with
+        the verifier's key (what it signed cannot be chained to the records: the break)."""
+        signed_seq, digest, signature = (
+            record.get("checkpoint_seq"),
+            record.get("checkpoint_hash"),
+            record.get("signature"),
+        )
+        return (
+            self.public_key is not None
+            and type(signed_seq) is int
+            and signed_seq == seq - 1
+            and isinstance(digest, str)
+            and isinstance(signature, str)
+            and verify_head(self.public_key, signed_seq, digest, signature)
+        )
 
     def check(self, signed_through: int | None, *, broken: bool = False) -> tuple[int, str] | None:
         """The first bad recording, missing or changed, whichever result comes first;

@@ -289,6 +289,37 @@ def test_a_purge_appended_to_a_stopped_ledger_excuses_nothing_once_signed(
     assert all(str(p).startswith("its recording is MISSING") for p in _replayed_problems(db))
 
 
+def test_a_purge_forged_past_the_last_signature_excuses_nothing_past_a_break(
+    tmp_path: Path,
+) -> None:
+    """A recording deleted, then a purge alert chained after the last checkpoint and a row
+    past it that only says it is a checkpoint (its kind column; a body that is none, or
+    one whose signature does not verify): the break past the purge made verify honour
+    the purge, and it named the row, not the result whose recording was deleted."""
+    for body in ("garbage", None):
+        db = tmp_path / f"ledger-{body}.db"
+        ledger(db, [b"first", b"second"])  # 1, 2 results, 3 checkpoint
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM recordings WHERE body = ?", (b"first",))
+        conn.close()
+        _append_chained(db, FORGED_PURGE)  # 4
+        with sqlite3.connect(db) as conn:
+            signed = json.loads(
+                conn.execute("SELECT body FROM records WHERE seq = 3").fetchone()[0]
+            )
+            fake = {**signed, "seq": 5, "checkpoint_seq": 4, "prev_hash": "0" * 64}
+            text = json.dumps(fake) if body is None else body
+            conn.execute(
+                "INSERT INTO records VALUES (5, ?, 'checkpoint', NULL, ?)", (signed["ts"], text)
+            )
+        conn.close()
+        result_ = verify_file(db, PUBLIC)
+        assert (result_.first_bad_seq, result_.reason) == (
+            1,
+            "the recording of this result is missing (and was not purged by a signed purge record)",
+        ), body
+
+
 def _purged_ledger(db: Path) -> dict[str, int]:
     """Results 1-3 whose recordings a signed purge deletes, a statement after them, then
     a fourth result: the seq of the statement, the purge, its checkpoint, the fourth."""
@@ -566,9 +597,13 @@ def test_replay_and_export_say_purged_on_the_ledgers_word(tmp_path: Path) -> Non
         {"kind": "checkpoint", "checkpoint_seq": purge["seq"], "checkpoint_hash": purge["hash"]}
         | forged,
     )
+    # verify names the first result: no signature vouches for the purge (the checkpoint's
+    # does not verify), so its deleted recording comes before that checkpoint
     result_ = verify_file(db, PUBLIC)
-    assert not result_.ok and result_.first_bad_seq == purge["seq"] + 1, result_.reason
-    assert "signature is by key_id 0123456789abcdef" in str(result_.reason)
+    assert (result_.first_bad_seq, result_.reason) == (
+        1,
+        "the recording of this result is missing (and was not purged by a signed purge record)",
+    )
     said = f"{PURGED}: recordings before {FORGED_PURGE['before']})"
     assert _replayed_problems(db) == [said, said]
     exported = [json.loads(line) for line in with_answers(db, export(db))]
