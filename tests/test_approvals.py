@@ -1414,6 +1414,9 @@ class _Bus:
     def clear_retained(self, topic: str) -> bool:
         return True
 
+    def downtime(self) -> float:
+        return 0.0
+
 
 class _SlowTokens:
     """A token check that takes until the test lets it finish."""
