@@ -119,13 +119,8 @@ class Request:
     @classmethod
     def from_message(cls, appliance: str, request_id: str, payload: bytes) -> Request | None:
         """The request in a retained message; None for a cleared or unreadable one."""
-        if not payload:
-            return None
-        try:
-            body = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            return None
-        if not isinstance(body, dict) or body.get("v") != REQUEST_VERSION:
+        body = _json_object(payload)
+        if body is None or body.get("v") != REQUEST_VERSION:
             return None
         sql_sha256 = body.get("sql_sha256")
         if not isinstance(sql_sha256, str):
@@ -497,15 +492,22 @@ async def _retained(
     }
 
 
-def _state(payload: Any) -> str | None:
-    """The ``state`` of a gateway's retained ``status`` message (docs/events.md)."""
+def _json_object(payload: Any) -> dict[str, Any] | None:
+    """A message's payload as a JSON object; None when empty or not one (the broker's
+    messages come from anyone with a login: none of them may end a command)."""
     if not isinstance(payload, bytes) or not payload:
         return None
     try:
         body = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
-    state = body.get("state") if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else None
+
+
+def _state(payload: Any) -> str | None:
+    """The ``state`` of a gateway's retained ``status`` message (docs/events.md)."""
+    body = _json_object(payload)
+    state = body.get("state") if body is not None else None
     return state if isinstance(state, str) else None
 
 
@@ -682,14 +684,9 @@ async def _settled(
 
 def _approval_outcome(payload: Any, request_id: str) -> tuple[str, str, str] | None:
     """``(decision, approver, reason)`` of the ``approval`` record of ``request_id``."""
-    if not isinstance(payload, bytes) or not payload:
-        return None
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
+    body = _json_object(payload)
     if (
-        not isinstance(body, dict)
+        body is None
         or body.get("v") != REQUEST_VERSION
         or body.get("kind") != "approval"
         or body.get("request") != request_id
@@ -705,14 +702,9 @@ def _approval_outcome(payload: Any, request_id: str) -> tuple[str, str, str] | N
 
 def _alert_reason(payload: Any, request_id: str) -> str | None:
     """The reason of an ``approval_decision_rejected`` alert about ``request_id``."""
-    if not isinstance(payload, bytes) or not payload:
-        return None
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
+    body = _json_object(payload)
     if (
-        not isinstance(body, dict)
+        body is None
         or body.get("v") != REQUEST_VERSION
         or body.get("alert") != "approval_decision_rejected"
         or body.get("request") != request_id
