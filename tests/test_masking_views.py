@@ -6,6 +6,7 @@ views read under an alias."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -177,6 +178,56 @@ def test_a_base_table_with_a_column_named_like_a_masked_view_column_is_not_maske
     plain = [("plain-1",), ("plain-2",)]
     assert query(gw, "SELECT pc FROM mview_pc ORDER BY id") == plain
     assert query(gw, "SELECT v.pc FROM mview_pc v ORDER BY v.id") == plain
+    # a statement that reads the masked view has the table's column of that name masked
+    # too: MariaDB may report the view's column as exactly that table's
     joined = "SELECT v.pc, t.pc FROM mview_plain v JOIN mview_pc t ON t.id = v.id ORDER BY v.id"
-    assert query(gw, joined) == [("****", "plain-1"), ("****", "plain-2")]
+    assert query(gw, joined) == [("****", "****"), ("****", "****")]
     assert query(gw, joined, user="auditor") == [(CARDS[0], "plain-1"), (CARDS[1], "plain-2")]
+
+
+def _known_to_the_catalog(gw: GatewayProcess, table: str) -> None:
+    """Wait until the catalog has read ``table``: until then its column named like the
+    masked view column is masked whatever the statement."""
+    deadline = time.monotonic() + 15
+    while query(gw, f"SELECT pc FROM {table} ORDER BY id") != [("plain-1",), ("plain-2",)]:
+        assert time.monotonic() < deadline, f"the catalog did not read {table}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("made_by", ["administrator", "agent"])
+def test_a_view_read_under_the_name_of_a_known_table_is_masked(
+    gw: GatewayProcess, mariadb: MariaDB, made_by: str
+) -> None:
+    """SELECT pc FROM mview_plain AS t, with a table t (pc) the catalog knows (one the
+    agent made itself through the gateway): MariaDB reports the view's column exactly as
+    the table's (shop.t.pc), and the cards came in the clear."""
+    table = "mview_pc"
+    if made_by == "agent":
+        table = "mview_agent_t"
+        query(gw, f"CREATE TABLE {table} (id INT PRIMARY KEY, pc VARCHAR(19))")
+        query(gw, f"INSERT INTO {table} VALUES (1, 'plain-1'), (2, 'plain-2')")
+    try:
+        _known_to_the_catalog(gw, table)
+        sql = f"SELECT pc FROM mview_plain AS {table} ORDER BY id"
+        assert query(gw, sql) == [("****",), ("****",)]
+        assert query(gw, sql, user="auditor") == [(CARDS[0],), (CARDS[1],)]
+        # prepared: by the SQL-level PREPARE, and by COM_STMT_PREPARE (binary rows)
+        conn = gw.connect(user="agent", database="shop")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"PREPARE s FROM '{sql}'")
+                cur.execute("EXECUTE s")
+                assert [tuple(r) for r in cur.fetchall()] == [("****",), ("****",)]
+        finally:
+            conn.close()
+        connector = gw.connector(database="shop")
+        try:
+            cur = connector.cursor(prepared=True)
+            cur.execute(f"SELECT pc FROM mview_plain AS {table} WHERE id >= ? ORDER BY id", (1,))
+            assert [tuple(r) for r in cur.fetchall()] == [("****",), ("****",)]
+            cur.close()
+        finally:
+            connector.close()
+    finally:
+        if made_by == "agent":
+            mariadb.admin_sql(f"DROP TABLE shop.{table}")

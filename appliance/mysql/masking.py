@@ -60,12 +60,18 @@ class Masker(Protocol):
     """One session's masking policy, asked once per result set."""
 
     def plan(
-        self, columns: Sequence[ColumnDefinition], *, origins_unsure: bool = False
+        self,
+        columns: Sequence[ColumnDefinition],
+        *,
+        origins_unsure: bool = False,
+        statement: bytes | None = None,
     ) -> Sequence[ColumnMask | None] | None:
         """A mask per column (None: not masked), or None when nothing is masked: the result
         set then streams untouched. ``origins_unsure``: a column's ``org_name`` may be its
         alias (a cursor's, see ``cursor_origins``), so any column of a table may hide a
-        masked one."""
+        masked one. ``statement``: the SQL text whose result it is (a prepared
+        statement's for an execute), None when not known: an origin the server reports
+        may be an alias of a view the text names."""
         ...
 
     def scrub(self, message: bytes) -> bytes:

@@ -2631,6 +2631,13 @@ class Session:
             m.masks = None
         return self._reframe(seq, payload, raw, payload), done
 
+    def _statement_of(self, cmd: ClientCommand) -> bytes | None:
+        """The SQL text whose result a command's answer holds: its own, or for an execute
+        its prepared statement's (None: not known)."""
+        if cmd.command == Command.STMT_EXECUTE:
+            return self.prepared_sql.get(packets.parse_statement_id(cmd.payload))
+        return cmd.sql
+
     def _release_columns(self, m: _Masking, resp: _Response, *, rows_follow: bool) -> bytes:
         """The held column definitions, once the last one is in: plan the set, replace the
         definitions of masked columns, and send them all."""
@@ -2649,12 +2656,15 @@ class Session:
             # the prepared definitions name the origins
             statement_id = packets.parse_statement_id(resp.cmd.payload)
             origins = masking.cursor_origins(defs, self._prepared_columns.get(statement_id))
+            sql = self.prepared_sql.get(statement_id)
             if origins is None:
-                masks = masking.normalize_plan(masker.plan(defs, origins_unsure=True), len(defs))
+                planned = masker.plan(defs, origins_unsure=True, statement=sql)
             else:
-                masks = masking.normalize_plan(masker.plan(origins), len(defs))
+                planned = masker.plan(origins, statement=sql)
+            masks = masking.normalize_plan(planned, len(defs))
         else:
-            masks = masking.normalize_plan(masker.plan(defs), len(defs))
+            planned = masker.plan(defs, statement=self._statement_of(resp.cmd))
+            masks = masking.normalize_plan(planned, len(defs))
         if rows_follow:
             m.columns = tuple(defs)
             m.masks = masks

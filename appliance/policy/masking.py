@@ -403,6 +403,23 @@ def _scrub_quoted(message: bytes, detectors: Sequence[Detector], key: bytes) -> 
 _ALL_DETECTORS = (Detector("card", MaskStrategy.LAST4), Detector("email", MaskStrategy.REDACT))
 
 
+_RUNS_UNSEEN = (b"execute", b"call")
+"""Statements that run a text their own does not show (a prepared statement, a stored
+procedure's): what they read is not known."""
+
+
+def _words_of(rules: Sequence[ColumnRule]) -> re.Pattern[bytes]:
+    """Finds, in a statement's text (in any ASCII-compatible character set), the name of
+    a view of ``rules`` or a word of ``_RUNS_UNSEEN``, as a whole word in any case."""
+    names = {rule.table.pattern.encode("utf-8") for rule in rules}
+    names.update(re.escape(word) for word in _RUNS_UNSEEN)
+    either = b"|".join(sorted(names))
+    return re.compile(
+        rb"(?<![0-9A-Za-z_$\x80-\xff])(?:" + either + rb")(?![0-9A-Za-z_$\x80-\xff])",
+        re.IGNORECASE,
+    )
+
+
 _UNREADABLE = "(a column whose origin could not be read)"
 _ALIASED = "(a cursor's column whose origin is not known)"
 _ANY_SCHEMA = "*any*"  # the schema MariaDB reports for a JSON_TABLE's columns
@@ -452,6 +469,7 @@ class SessionMasker:
     # match no rule and ask it, once per result set
     _named_memo: dict[str, ColumnRule | None] = field(default_factory=dict)
     _unknown_memo: dict[str, ColumnRule | None] = field(default_factory=dict)  # _anywhere's
+    _views_word: re.Pattern[bytes] | None = None  # _names_a_view's, for the derived rules
 
     def _derived_rules(self) -> list[ColumnRule]:
         """The rules derived from views, as they apply to this session (kept until the
@@ -465,6 +483,7 @@ class SessionMasker:
             cached = self._derived = (derived, mine)
             self._named_memo.clear()
             self._unknown_memo.clear()
+            self._views_word = _words_of(mine) if mine else None
         return cached[1]
 
     def _all_rules(self) -> Iterable[ColumnRule]:
@@ -516,6 +535,16 @@ class SessionMasker:
         memo[name] = rule
         return rule
 
+    def _names_a_view(self, statement: bytes | None) -> bool:
+        """Whether the text of a statement may read a view with a column masked for this
+        session: it names one (as a word, in any case), or it runs a statement the text
+        does not show (``EXECUTE``, ``CALL``); None (a text not known) may."""
+        if statement is None:
+            return True
+        self._derived_rules()  # first: a new list of derived rules makes the pattern
+        words = self._views_word
+        return words is not None and words.search(statement) is not None
+
     def _unknown(self, schema: str, table: str, column: str) -> bool:
         """Whether ``schema.table.column`` is not a column of a table or view the catalog
         read for this session's target (as the server spells them: with
@@ -554,7 +583,11 @@ class SessionMasker:
         return rule.strategy.value if rule is not None and rule.rewrite else None
 
     def plan(
-        self, columns: Sequence[ColumnDefinition], *, origins_unsure: bool = False
+        self,
+        columns: Sequence[ColumnDefinition],
+        *,
+        origins_unsure: bool = False,
+        statement: bytes | None = None,
     ) -> list[ValueMask | _WarningCode | None] | None:
         masks: list[ValueMask | _WarningCode | None] = []
         names = tuple(c.name.lower() for c in columns)
@@ -564,6 +597,7 @@ class SessionMasker:
         # an origin name that may be an alias may hide any column of its table
         unsure = origins_unsure and any(True for _ in self._all_rules())
         budget = ScanBudget()  # the detectors' candidates in each row
+        views_read: bool | None = None  # _names_a_view(statement), once it is asked
         for index, c in enumerate(columns):
             if unsure and c.org_table:
                 masks.append(ValueMask(_ALIASED, MaskStrategy.REDACT, self.key))
@@ -588,13 +622,22 @@ class SessionMasker:
                     # no usable origin: a column of a view, or of a derived table
                     alias = read(c.table)
                     rule = self._origin_lost(alias, name) if alias else None
-                elif rule is None and name and table and self._unknown(schema, table, name):
+                elif rule is None and name and table:
                     # a merged view read under an alias comes as a column of a table
                     # named like the alias (shop.v.c for SELECT c FROM shop.v_plain v),
                     # or in a join as its base table's with the view's column name
                     # (shop.cust.c): a column the catalog does not know is taken for one;
                     # so is a view made outside the gateway since the catalog's last read
-                    rule = self._named_anywhere(name)
+                    if self._unknown(schema, table, name):
+                        rule = self._named_anywhere(name)
+                    else:
+                        # a table it knows may be the alias's namesake (SELECT c FROM
+                        # v_plain AS t, with a table t (c)): it is taken for the view
+                        # when the statement may read a masked view
+                        if views_read is None:
+                            views_read = self._names_a_view(statement)
+                        if views_read:
+                            rule = self._named(name)
             if rule is not None:
                 label = f"{schema or '?'}.{table}.{name}"
                 masks.append(ValueMask(label, rule.strategy, self.key))

@@ -5,6 +5,8 @@ computed from several masked columns."""
 
 from __future__ import annotations
 
+import pytest
+
 from appliance.catalog import View, derive_rules
 from appliance.config import MaskingRuleConfig, MaskStrategy
 from appliance.mysql.constants import FieldType
@@ -45,9 +47,15 @@ def masker(p: MaskingPolicy, *groups: str) -> SessionMasker:
     return m
 
 
-def masked(m: SessionMasker, column: ColumnDefinition, value: bytes = CARD) -> bytes | None:
-    """What the session gets of ``value`` in ``column`` (the value itself: not masked)."""
-    plan = m.plan([column])
+def masked(
+    m: SessionMasker,
+    column: ColumnDefinition,
+    value: bytes = CARD,
+    statement: bytes | None = None,
+) -> bytes | None:
+    """What the session gets of ``value`` in ``column`` (the value itself: not masked),
+    as a result of ``statement`` (None: a text not known)."""
+    plan = m.plan([column], statement=statement)
     if plan is None or plan[0] is None:
         return value
     mask = plan[0]
@@ -246,19 +254,60 @@ def test_a_known_table_is_not_taken_for_an_aliased_view() -> None:
     p = known_policy(LAYERED, [PLAIN])
     agent = p.for_groups(["agents"], "db")
     assert agent is not None
-    assert masked(agent, coldef("shop", "t", "t", "c"), b"1") == b"1"
-    assert masked(agent, coldef("shop", "x", "t", "c"), b"1") == b"1"  # t x
-    assert masked(agent, coldef("shop", "v", "v", "other"), b"1") == b"1"
-    assert masked(agent, coldef("shop", "v_plain", "v_plain", "other"), b"1") == b"1"
+    sql = b"SELECT c FROM t"
+    assert masked(agent, coldef("shop", "t", "t", "c"), b"1", sql) == b"1"
+    assert masked(agent, coldef("shop", "x", "t", "c"), b"1", b"SELECT c FROM t x") == b"1"
+    assert masked(agent, coldef("shop", "v", "v", "other"), b"1", sql) == b"1"
+    assert masked(agent, coldef("shop", "v_plain", "v_plain", "other"), b"1", sql) == b"1"
     # names are compared as the server spells them: shop.t and shop.T are two tables,
     # and a table the catalog does not know (temporary, made since) has c masked
-    assert masked(agent, coldef("shop", "T", "T", "c"), b"1") == b"1"
-    assert masked(agent, coldef("SHOP", "t", "t", "c")) == b"****"
-    assert masked(agent, coldef("shop", "tmp", "tmp", "c")) == b"****"
+    assert masked(agent, coldef("shop", "T", "T", "c"), b"1", b"SELECT c FROM T") == b"1"
+    assert masked(agent, coldef("SHOP", "t", "t", "c"), statement=sql) == b"****"
+    assert masked(agent, coldef("shop", "tmp", "tmp", "c"), statement=sql) == b"****"
     # another target's tables are not this one's
     other = p.for_groups(["agents"], "other")
     assert other is not None
-    assert masked(other, coldef("shop", "t", "t", "c")) == b"****"
+    assert masked(other, coldef("shop", "t", "t", "c"), statement=sql) == b"****"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"SELECT c FROM v_plain AS t",
+        b"SELECT c FROM shop.`V_PLAIN` t",
+        b"SELECT c FROM /*!v_plain*/ t",
+        b"EXECUTE s",  # a prepared text the gateway does not see here
+        b"call p()",
+        None,  # a text not known
+    ],
+)
+def test_a_known_table_is_taken_for_a_masked_view_the_statement_may_read(
+    sql: bytes | None,
+) -> None:
+    """SELECT c FROM v_plain AS t, with a table t (c) the agent made itself: MariaDB
+    reports the view's column exactly as the table's (shop.t.c), and the card came in the
+    clear. A statement that may read a masked view has a known column named like a
+    masked view column masked."""
+    p = known_policy(LAYERED, [PLAIN])
+    agent = p.for_groups(["agents"], "db")
+    assert agent is not None
+    assert masked(agent, coldef("shop", "t", "t", "c"), statement=sql) == b"****"
+    # in a join, as the base table's column with the view's column name
+    assert masked(agent, coldef("shop", "v", "t", "c"), statement=sql) == b"****"
+    assert masked(agent, coldef("shop", "t", "t", "other"), b"1", sql) == b"1"
+    reader = p.for_groups(["pii-readers"], "db")
+    assert reader is not None
+    assert masked(reader, coldef("shop", "t", "t", "c"), statement=sql) == b"************1111"
+
+
+@pytest.mark.parametrize(
+    "sql", [b"SELECT c FROM v_plain2 AS t", b"SELECT c FROM xv_plain t", b"SELECT executed"]
+)
+def test_a_name_that_only_contains_a_views_is_not_the_view(sql: bytes) -> None:
+    p = known_policy(LAYERED, [PLAIN])
+    agent = p.for_groups(["agents"], "db")
+    assert agent is not None
+    assert masked(agent, coldef("shop", "t", "t", "c"), b"1", sql) == b"1"
 
 
 def test_an_exempt_group_sees_an_aliased_view_as_the_view() -> None:

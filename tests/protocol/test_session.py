@@ -2027,7 +2027,7 @@ def test_quit_does_not_overtake_an_undecided_command() -> None:
 class _NothingMasked:
     """A masker with nothing to mask: answers take the masked relay unchanged."""
 
-    def plan(self, columns: object) -> None:
+    def plan(self, columns: object, **_: object) -> None:
         return None
 
     def scrub(self, message: bytes) -> bytes:

@@ -109,13 +109,19 @@ class ByName:
         self.masks = masks or {}
         self.plans: list[list[bytes]] = []
         self.unsure: list[bool] = []  # per plan: were its origins said to be unsure
+        self.statements: list[bytes | None] = []  # per plan: the SQL text it was given
         self.scrubbed: list[bytes] = []
 
     def plan(
-        self, columns: Sequence[ColumnDefinition], *, origins_unsure: bool = False
+        self,
+        columns: Sequence[ColumnDefinition],
+        *,
+        origins_unsure: bool = False,
+        statement: bytes | None = None,
     ) -> Sequence[ColumnMask | None] | None:
         self.plans.append([c.org_name for c in columns])
         self.unsure.append(origins_unsure)
+        self.statements.append(statement)
         planned = [self.masks.get(c.org_name) for c in columns]
         return planned if any(m is not None for m in planned) else None
 
@@ -225,6 +231,8 @@ def test_multi_result_answer_masks_only_the_set_that_needs_it(deprecate_eof: boo
         << done(1, rows=6, app_t_card=2)
     )
     assert masker.plans == [[b"id", b"name"], [b"id", b"card"]]
+    # the text goes with each plan: a view it names may hide under a table's name
+    assert masker.statements == [b"SELECT id, name FROM t; SELECT id, card FROM t"] * 2
 
 
 @EOF_MODES
@@ -429,6 +437,7 @@ def test_prepare_then_execute_masks_definitions_and_binary_rows(deprecate_eof: b
         << done(2, rows=2, app_t_card=1, app_t_born=1)
     )
     assert masker.plans == [[b"id", b"card", b"born"]] * 2
+    assert masker.statements == [b"SELECT id, card, born FROM t WHERE id > ?"] * 2
 
 
 def _cursor_story(masker: ByName) -> tuple[Playbook, bytes, bytes, bytes]:
@@ -563,6 +572,8 @@ def test_an_aliased_column_of_a_cursor_is_masked_by_its_prepared_origin() -> Non
     )
     assert masker.plans == [[b"id", b"card"], [b"id", b"card"]]  # the prepared origin
     assert masker.unsure == [False, False]
+    # the prepare's plan and the execute's are given the prepared text
+    assert masker.statements == [b"SELECT id, card AS c FROM t WHERE id > ?"] * 2
 
 
 @pytest.mark.parametrize("prepared", [None, [ID, _aliased(b"x", b"card")]], ids=["none", "other"])
@@ -742,7 +753,9 @@ def test_local_answers_keep_their_place_between_masked_answers() -> None:
 
 def test_a_plan_of_the_wrong_size_closes_the_session_before_any_value_leaves() -> None:
     class Broken(ByName):
-        def plan(self, columns: Sequence[ColumnDefinition]) -> Sequence[ColumnMask | None]:
+        def plan(
+            self, columns: Sequence[ColumnDefinition], **_: object
+        ) -> Sequence[ColumnMask | None]:
             return [Redact("x")]
 
     q = query(b"SELECT id, card FROM t")
