@@ -333,6 +333,32 @@ def test_error_texts_do_not_leak_masked_values(gw: GatewayProcess) -> None:
     assert code == 1062 and CARD not in message and "'****'" in message
 
 
+def test_a_quote_in_a_duplicate_value_does_not_end_its_scrubbing(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """A composite unique key with a masked column: an UPDATE of the other column alone
+    (which masking allows) gets a duplicate-key error quoting both, and the masked part
+    after a quote inside it came in the clear (`'****'Hara-Weg 7, 10115 Berlin'`)."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.mask_addr (id INT PRIMARY KEY, label VARCHAR(10), "
+        "ssn VARCHAR(40), UNIQUE KEY u (label, ssn))",
+        "INSERT INTO shop.mask_addr VALUES (1, 'home', 'O''Hara-Weg 7, 10115 Berlin'), "
+        "(2, 'work', 'O''Hara-Weg 7, 10115 Berlin')",
+    )
+    try:
+        conn = gw.connect(database="shop")
+        try:
+            with conn.cursor() as cur, pytest.raises(pymysql.err.IntegrityError) as caught:
+                cur.execute("UPDATE mask_addr SET label = 'home' WHERE id = 2")
+        finally:
+            conn.close()
+    finally:
+        mariadb.admin_sql("DROP TABLE shop.mask_addr")
+    code, message = caught.value.args
+    assert code == 1062
+    assert message == "Duplicate entry '****' for key 'u'", message
+
+
 def test_the_result_record_names_the_masked_columns(gw: GatewayProcess) -> None:
     marker = "SELECT id, card_number, email FROM mask_customers WHERE id IN (1, 2) /* rec */"
     query(gw, marker)

@@ -381,22 +381,29 @@ _STRING_TYPES = frozenset(
 
 # Error messages that quote a value: the value is replaced, the rest kept for the agent.
 _VALUE_MESSAGES = re.compile(
-    rb"(Duplicate entry |Incorrect [a-z ]+ value: |Truncated incorrect [A-Za-z ]+ value: |"
+    rb"(Duplicate entry |Incorrect [A-Za-z0-9 ]+ value: |Truncated incorrect [A-Za-z ]+ value: |"
     rb"Data truncated for column |Out of range value |Cannot add or update a child row|"
     rb"Cannot delete or update a parent row|CONSTRAINT )"
 )
-_QUOTED = re.compile(rb"'((?:[^'\\]|\\.|'')*)'")
+_VALUE_ENDS = (b"' for key ", b"' for column ")
+"""What follows the quoted value in the messages that name a key or a column after it."""
 
 
 def _scrub_quoted(message: bytes, detectors: Sequence[Detector], key: bytes) -> bytes:
     """``message`` with its quoted values replaced when it is a kind of message that
     quotes a value (duplicate key, incorrect value...), and with content findings masked.
-    The first quoted part of a value message is the value; names that follow (the key,
-    the column) stay, so the agent still learns what went wrong."""
+    The value runs from the first quote to the last ``' for key `` or ``' for column ``
+    (the server quotes it as it is: a quote inside it ends nothing), else to the end of
+    the message; names that follow (the key, the column) stay, so the agent still learns
+    what went wrong."""
     if _VALUE_MESSAGES.search(message):
-        match = _QUOTED.search(message)
-        if match is not None and not message[: match.start()].endswith(b"column "):
-            message = message[: match.start()] + b"'****'" + message[match.end() :]
+        start = message.find(b"'")
+        if start >= 0 and not message[:start].endswith(b"column "):
+            end = max(message.rfind(tail) for tail in _VALUE_ENDS)
+            if end > start:
+                message = message[:start] + b"'****" + message[end:]
+            else:
+                message = message[:start] + b"'****'"
     return _scan(message, detectors or _ALL_DETECTORS, key)
 
 

@@ -270,6 +270,37 @@ def test_error_messages_that_quote_a_value_are_scrubbed() -> None:
     assert masker.scrub(b"card 4111111111111111 seen") == b"card ************1111 seen"
 
 
+@pytest.mark.parametrize(
+    ("message", "scrubbed"),
+    [
+        # the server quotes a value as it is: a quote in it ended the scrubbed part, and
+        # the rest of the value (an address of a composite key) came in the clear
+        (
+            b"Duplicate entry 'home-O'Hara-Weg 7, 10115 Berlin' for key 'u'",
+            b"Duplicate entry '****' for key 'u'",
+        ),
+        (b"Duplicate entry 'a' for key 'b' for key 'k'", b"Duplicate entry '****' for key 'k'"),
+        (b"Duplicate entry 'it''s' for key 2", b"Duplicate entry '****' for key 2"),
+        (
+            b"Incorrect integer value: 'O'Hara' for column `shop`.`t`.`n` at row 1",
+            b"Incorrect integer value: '****' for column `shop`.`t`.`n` at row 1",
+        ),
+        (
+            b"Truncated incorrect DOUBLE value: 'O'Hara'",
+            b"Truncated incorrect DOUBLE value: '****'",
+        ),
+        # no known end: all the rest is taken for the value
+        (b"Incorrect DATE value: 'O'Hara' x", b"Incorrect DATE value: '****'"),
+        (b"Duplicate entry 'O'Hara-Weg 7, cut sh", b"Duplicate entry '****'"),
+        (b"Data truncated for column 'n' at row 1", b"Data truncated for column 'n' at row 1"),
+    ],
+)
+def test_a_quote_inside_a_quoted_value_does_not_end_it(message: bytes, scrubbed: bytes) -> None:
+    masker = POLICY.for_groups([])
+    assert masker is not None
+    assert masker.scrub(message) == scrubbed
+
+
 def test_show_warnings_messages_are_scrubbed() -> None:
     masker = POLICY.for_groups([])
     assert masker is not None
