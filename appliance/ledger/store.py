@@ -2159,6 +2159,16 @@ def export(
                 if not chunk:
                     break
                 after = chunk[-1][0]
+            # a row with no seq is none of the chunks' (a table made again and edited):
+            # an export that left it out in silence would hand on a ledger as complete
+            if conn.execute(
+                "SELECT 1 FROM records NOT INDEXED WHERE seq IS NULL LIMIT 1"
+            ).fetchone():
+                before, said = _seqless_row(conn)
+                raise LedgerDamaged(
+                    f"{path}: a row with no seq (NULL) {_seqless_words(before, said)}; it "
+                    "was not exported ('sqlgate ledger verify' names the first bad record)"
+                )
         except sqlite3.Error as exc:
             raise LedgerFileError(f"{path}: cannot read: {exc}") from None
         finally:

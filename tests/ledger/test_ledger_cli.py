@@ -410,6 +410,15 @@ def test_a_row_with_no_seq_is_named_for_what_it_is(ledger: Path, keys: Path) -> 
         f"sqlgate: {ledger}: {where}; the newest checkpoint cannot be told ('sqlgate ledger "
         "verify' names the first bad record)"
     )
+    # export gives the records that have a seq, then says what it left out (it used to
+    # leave the row out in silence, exit 0)
+    exported = sqlgate("ledger", "export", "--ledger", ledger)
+    assert exported.returncode == 1
+    assert [json.loads(x)["seq"] for x in exported.stdout.splitlines()] == list(range(1, RECORDS))
+    assert exported.stderr.strip() == (
+        f"sqlgate: {ledger}: {where}; it was not exported ('sqlgate ledger verify' names the "
+        "first bad record)"
+    )
 
 
 @pytest.mark.parametrize("column", ["kind", "session", "ts"])
