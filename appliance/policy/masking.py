@@ -23,6 +23,7 @@ import hmac
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from appliance.config import MaskingRuleConfig, MaskStrategy
 from appliance.mysql.charsets import LOSSLESS_NAMES, name_codec
@@ -415,16 +416,32 @@ _RUNS_UNSEEN = (b"execute", b"call")
 procedure's): what they read is not known."""
 
 
-def _words_of(rules: Sequence[ColumnRule]) -> re.Pattern[bytes]:
-    """Finds, in a statement's text (in any ASCII-compatible character set), the name of
-    a view of ``rules`` or a word of ``_RUNS_UNSEEN``, as a whole word in any case."""
-    names = {rule.table.pattern.encode("utf-8") for rule in rules}
-    names.update(re.escape(word) for word in _RUNS_UNSEEN)
-    either = b"|".join(sorted(names))
-    return re.compile(
-        rb"(?<![0-9A-Za-z_$\x80-\xff])(?:" + either + rb")(?![0-9A-Za-z_$\x80-\xff])",
-        re.IGNORECASE,
-    )
+class _ViewWords(NamedTuple):
+    """How to tell that a statement's text names a view of the derived rules."""
+
+    pattern: re.Pattern[bytes]
+    """Finds the name of a view (in UTF-8) or a word of ``_RUNS_UNSEEN``, as a whole
+    word in any case."""
+    not_ascii: bool
+    """A view's name is not ASCII: the text's own character set may spell it otherwise,
+    so any text that is not ASCII is taken to name it."""
+
+    @classmethod
+    def of(cls, rules: Sequence[ColumnRule]) -> _ViewWords:
+        names = {rule.table.pattern for rule in rules}
+        words = {name.encode("utf-8") for name in names}
+        words.update(re.escape(word) for word in _RUNS_UNSEEN)
+        either = b"|".join(sorted(words))
+        pattern = re.compile(
+            rb"(?<![0-9A-Za-z_$\x80-\xff])(?:" + either + rb")(?![0-9A-Za-z_$\x80-\xff])",
+            re.IGNORECASE,
+        )
+        return cls(pattern, not all(name.isascii() for name in names))
+
+    def named(self, statement: bytes) -> bool:
+        if self.not_ascii and not statement.isascii():
+            return True
+        return self.pattern.search(statement) is not None
 
 
 _UNREADABLE = "(a column whose origin could not be read)"
@@ -476,7 +493,7 @@ class SessionMasker:
     # match no rule and ask it, once per result set
     _named_memo: dict[str, ColumnRule | None] = field(default_factory=dict)
     _unknown_memo: dict[str, ColumnRule | None] = field(default_factory=dict)  # _anywhere's
-    _views_word: re.Pattern[bytes] | None = None  # _names_a_view's, for the derived rules
+    _view_words: _ViewWords | None = None  # _names_a_view's, for the derived rules
 
     def _derived_rules(self) -> list[ColumnRule]:
         """The rules derived from views, as they apply to this session (kept until the
@@ -490,7 +507,7 @@ class SessionMasker:
             cached = self._derived = (derived, mine)
             self._named_memo.clear()
             self._unknown_memo.clear()
-            self._views_word = _words_of(mine) if mine else None
+            self._view_words = _ViewWords.of(mine) if mine else None
         return cached[1]
 
     def _all_rules(self) -> Iterable[ColumnRule]:
@@ -549,8 +566,8 @@ class SessionMasker:
         if statement is None:
             return True
         self._derived_rules()  # first: a new list of derived rules makes the pattern
-        words = self._views_word
-        return words is not None and words.search(statement) is not None
+        words = self._view_words
+        return words is not None and words.named(statement)
 
     def _unknown(self, schema: str, table: str, column: str) -> bool:
         """Whether ``schema.table.column`` is not a column of a table or view the catalog

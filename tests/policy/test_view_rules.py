@@ -300,6 +300,18 @@ def test_a_known_table_is_taken_for_a_masked_view_the_statement_may_read(
     assert masked(reader, coldef("shop", "t", "t", "c"), statement=sql) == b"************1111"
 
 
+def test_a_view_named_outside_ascii_is_taken_as_named_by_any_text_outside_ascii() -> None:
+    """The text comes in the session's character set: in latin1 the view kärten is
+    b"k\xe4rten", which its UTF-8 name does not find."""
+    kaerten = view("shop", "kärten", "select `shop`.`cust`.`card` AS `c` from `shop`.`cust`", "c")
+    p = known_policy(LAYERED, [kaerten])
+    agent = p.for_groups(["agents"], "db")
+    assert agent is not None
+    for sql in ("SELECT c FROM kärten t".encode(), "SELECT c FROM kärten t".encode("latin1")):
+        assert masked(agent, coldef("shop", "t", "t", "c"), statement=sql) == b"****"
+    assert masked(agent, coldef("shop", "t", "t", "c"), b"1", b"SELECT c FROM t") == b"1"
+
+
 @pytest.mark.parametrize(
     "sql", [b"SELECT c FROM v_plain2 AS t", b"SELECT c FROM xv_plain t", b"SELECT executed"]
 )
