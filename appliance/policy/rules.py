@@ -280,6 +280,7 @@ def decide(
         tables = frozenset(qualified(t, db) for t in c.reads | c.writes)
         lowered: frozenset[str] | None = None
         also = _also_does(c)
+        replaced = _REPLACED_BY_DROP.get(c.kind) if "or_replace" in c.flags else None
         calls = frozenset(qualified(f, db) for f in c.stored_functions)
         calls_allowed = not calls or _calls_allowed(rules, calls, who)
         if calls and calls_allowed:
@@ -295,6 +296,10 @@ def decide(
                 if not calls_allowed:
                     continue  # nor stored functions: only allows for CALL of them do
                 matched = _matches(rule, c.kind, tables, who)
+                if matched and replaced is not None:
+                    # CREATE OR REPLACE drops the object first: an allow to create one
+                    # is not one to drop it (`*` and a rule naming the DROP are)
+                    matched = _matches(rule, replaced, tables, who)
             else:
                 if lowered is None:
                     lowered = frozenset(t.lower() for t in tables)
@@ -352,12 +357,28 @@ def _also_does(c: Classification) -> tuple[str, ...]:
     """The kinds of change a statement makes besides its own kind, for the rules that
     refuse or hold them: ``INSERT ... ON DUPLICATE KEY UPDATE`` updates rows (an UPDATE
     rule applies), ``REPLACE`` deletes the rows it collides with and inserts (DELETE and
-    INSERT rules apply). Never to allow it: an allow for INSERT is not one for REPLACE."""
+    INSERT rules apply), ``CREATE OR REPLACE TABLE`` (VIEW, INDEX, DATABASE) drops the
+    old one (DROP rules apply). Never to allow it: an allow for INSERT is not one for
+    REPLACE."""
     if c.kind == "INSERT" and "on_duplicate_update" in c.flags:
         return ("UPDATE",)
     if c.kind == "REPLACE":
         return ("DELETE", "INSERT")
+    if "or_replace" in c.flags and c.kind in _REPLACED_BY_DROP:
+        return (_REPLACED_BY_DROP[c.kind],)
     return ()
+
+
+#: MariaDB's CREATE OR REPLACE drops the existing object first, its data with it: for a
+#: rule, it is also that DROP (``CREATE OR REPLACE TABLE shop.orders`` is a DROP TABLE of
+#: shop.orders, which a rule blocking DROP on it refuses).
+_REPLACED_BY_DROP = {
+    "CREATE TABLE": "DROP TABLE",
+    "CREATE SEQUENCE": "DROP TABLE",  # an existing table of its name goes too
+    "CREATE VIEW": "DROP VIEW",
+    "CREATE INDEX": "DROP INDEX",
+    "CREATE DATABASE": "DROP DATABASE",
+}
 
 
 def _matches(rule: RuleConfig, kind: str, tables: frozenset[str], who: Subject) -> bool:

@@ -1287,6 +1287,38 @@ def test_rules_for_updates_and_deletes_see_upserts_and_replaces() -> None:
 
 
 @pytest.mark.parametrize(
+    ("sql", "create", "drop"),
+    [
+        (b"CREATE OR REPLACE TABLE orders (id INT)", "CREATE TABLE", "DROP TABLE"),
+        (b"CREATE OR REPLACE TABLE shop.orders AS SELECT 1 AS id", "CREATE TABLE", "DROP TABLE"),
+        (b"CREATE OR REPLACE SEQUENCE orders", "CREATE SEQUENCE", "DROP TABLE"),
+        (b"CREATE OR REPLACE VIEW orders AS SELECT 1", "CREATE VIEW", "DROP VIEW"),
+        (b"CREATE OR REPLACE INDEX i ON orders (id)", "CREATE INDEX", "DROP INDEX"),
+        (b"CREATE OR REPLACE DATABASE shop", "CREATE DATABASE", "DROP DATABASE"),
+    ],
+)
+def test_create_or_replace_is_also_the_drop_it_makes(sql: bytes, create: str, drop: str) -> None:
+    """MariaDB's CREATE OR REPLACE drops the existing object first (a sequence: the
+    table of its name). A rule blocking DROP on shop's tables let CREATE OR REPLACE
+    TABLE shop.orders through to the built-in review, and an allow for CREATE TABLE ran
+    it: the table and its rows were gone."""
+    keep = RuleConfig("keep", ("DROP",), RuleAction.BLOCK, ("shop.*",))
+    creates = RuleConfig("creates", (create,), RuleAction.ALLOW)
+    assert _ruled(keep, creates, db="shop").outcome(sql) == "keep"
+    # an allow to create is not one to drop: the built-ins decide (review, or block)
+    assert _ruled(creates, db="shop").outcome(sql) in (
+        "schema-change",
+        "drop-database",
+        "unknown-statement",  # CREATE SEQUENCE, which no built-in allows
+    )
+    both = RuleConfig("both", (create, drop), RuleAction.ALLOW)
+    assert _ruled(both, db="shop").query(sql)[1].parts[0].decision.rule == "both"
+    if create != "CREATE VIEW":  # (a view named by a refusing rule's tables is refused)
+        plain = sql.replace(b"OR REPLACE ", b"")
+        assert _ruled(keep, creates, db="shop").query(plain)[1].parts[0].decision.rule == "creates"
+
+
+@pytest.mark.parametrize(
     "sql",
     [
         b"RENAME TABLE shop.orders NOWAIT TO shop.orders_old",
