@@ -18,7 +18,7 @@ RULES = """
 [[rules]]
 name = "orders-keep"
 statements = ["DROP", "TRUNCATE", "DELETE", "UPDATE", "ALTER TABLE", "RENAME TABLE"]
-tables = ["shop.rt_orders"]
+tables = ["shop.replaced_orders"]
 action = "block"
 
 [[rules]]
@@ -41,20 +41,17 @@ def gw(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
 @pytest.fixture
 def orders(mariadb: MariaDB) -> Iterator[str]:
     mariadb.admin_sql(
-        "CREATE OR REPLACE TABLE shop.rt_customers (id INT PRIMARY KEY)",
-        "INSERT INTO shop.rt_customers VALUES (1), (2), (3)",
-        "CREATE OR REPLACE TABLE shop.rt_orders (id INT PRIMARY KEY, v INT)",
-        "INSERT INTO shop.rt_orders VALUES (1, 1), (2, 2), (3, 3)",
+        "CREATE OR REPLACE TABLE shop.replaced_orders (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO shop.replaced_orders VALUES (1, 1), (2, 2), (3, 3)",
     )
-    yield "shop.rt_orders"
+    yield "shop.replaced_orders"
     mariadb.admin_sql(
-        "DROP TABLE IF EXISTS shop.rt_orders",
-        "DROP TABLE IF EXISTS shop.rt_customers",
+        "DROP TABLE IF EXISTS shop.replaced_orders",
     )
 
 
 def rows(mariadb: MariaDB) -> list[tuple[Any, ...]]:
-    return mariadb.admin_sql("SELECT id, v FROM shop.rt_orders ORDER BY id")
+    return mariadb.admin_sql("SELECT id, v FROM shop.replaced_orders ORDER BY id")
 
 
 def refused(conn: Any, sql: str) -> str:
@@ -68,18 +65,18 @@ def refused(conn: Any, sql: str) -> str:
 def test_create_or_replace_table_is_a_drop_for_the_rules(
     gw: GatewayProcess, mariadb: MariaDB, orders: str
 ) -> None:
-    """A rule blocking DROP on shop.rt_orders did not see CREATE OR REPLACE TABLE
-    shop.rt_orders, and the allow for CREATE TABLE ran it: MariaDB dropped the table
+    """A rule blocking DROP on shop.replaced_orders did not see CREATE OR REPLACE TABLE
+    shop.replaced_orders, and the allow for CREATE TABLE ran it: MariaDB dropped the table
     and its rows, and made an empty one."""
     with gw.connect(database="shop") as conn:
-        refused(conn, "DROP TABLE rt_orders")
+        refused(conn, "DROP TABLE replaced_orders")
         for sql in (
-            "CREATE OR REPLACE TABLE rt_orders (id INT)",
-            "CREATE OR REPLACE TABLE shop.rt_orders AS SELECT 1 AS id, 1 AS v",
-            "CREATE OR REPLACE SEQUENCE rt_orders",
+            "CREATE OR REPLACE TABLE replaced_orders (id INT)",
+            "CREATE OR REPLACE TABLE shop.replaced_orders AS SELECT 1 AS id, 1 AS v",
+            "CREATE OR REPLACE SEQUENCE replaced_orders",
         ):
             assert "blocked by rule 'orders-keep'" in refused(conn, sql), sql
         with conn.cursor() as cur:  # the allow still creates what is new
-            cur.execute("CREATE TABLE rt_new (id INT)")
-    mariadb.admin_sql("DROP TABLE shop.rt_new")
+            cur.execute("CREATE TABLE replace_new (id INT)")
+    mariadb.admin_sql("DROP TABLE shop.replace_new")
     assert rows(mariadb) == [(1, 1), (2, 2), (3, 3)]
