@@ -359,6 +359,71 @@ def test_a_quote_in_a_duplicate_value_does_not_end_its_scrubbing(
     assert message == "Duplicate entry '****' for key 'u'", message
 
 
+def test_a_foreign_key_duplicate_does_not_show_the_parent_record(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """An UPDATE of an unmasked column of a table keyed by a masked one, which a child
+    table's ON UPDATE CASCADE would turn into a duplicate of the child's unique key:
+    MariaDB's error 1761 names the parent's row by its primary key, and the SSN came in
+    the clear (`record '123-45-6789'`)."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.mask_fkp (ssn VARCHAR(40) PRIMARY KEY, code INT, KEY (code))",
+        "INSERT INTO shop.mask_fkp VALUES ('123-45-6789', 1), ('987-65-4321', 2)",
+        "CREATE OR REPLACE TABLE shop.mask_fkc (code INT UNIQUE, CONSTRAINT mask_fk "
+        "FOREIGN KEY (code) REFERENCES shop.mask_fkp (code) ON UPDATE CASCADE)",
+        "INSERT INTO shop.mask_fkc VALUES (1), (2)",
+    )
+    try:
+        conn = gw.connect(database="shop")
+        try:
+            with conn.cursor() as cur:
+                with pytest.raises(pymysql.err.OperationalError) as caught:
+                    cur.execute("UPDATE mask_fkp SET code = 2 WHERE code = 1")
+                cur.execute("SHOW WARNINGS")
+                warnings = [tuple(r) for r in cur.fetchall()]
+        finally:
+            conn.close()
+    finally:
+        mariadb.admin_sql("DROP TABLE shop.mask_fkc", "DROP TABLE shop.mask_fkp")
+    code, message = caught.value.args
+    assert code == 1761
+    assert message == (
+        "Foreign key constraint for table 'mask_fkp', record '****' would lead to a "
+        "duplicate entry in table 'mask_fkc', key 'code'"
+    ), message
+    assert warnings == [("Error", 1761, message)]
+
+
+def test_messages_in_another_language_do_not_leak_masked_values(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """A server whose lc_messages is not English writes its messages in that language,
+    where the scrubber found none of the English forms: a duplicate entry of a composite
+    key came whole (`Doppelter Eintrag 'home-123-45-6789' für Schlüssel 'u'`)."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.mask_addr (id INT PRIMARY KEY, label VARCHAR(10), "
+        "ssn VARCHAR(40), UNIQUE KEY u (label, ssn))",
+        "INSERT INTO shop.mask_addr VALUES (1, 'home', '123-45-6789'), (2, 'work', '123-45-6789')",
+        "SET GLOBAL lc_messages = 'de_DE'",
+    )
+    try:
+        conn = gw.connect(database="shop")
+        try:
+            with conn.cursor() as cur:
+                with pytest.raises(pymysql.err.IntegrityError) as caught:
+                    cur.execute("UPDATE mask_addr SET label = 'home' WHERE id = 2")
+                cur.execute("SHOW WARNINGS")
+                warnings = [tuple(r) for r in cur.fetchall()]
+        finally:
+            conn.close()
+    finally:
+        mariadb.admin_sql("SET GLOBAL lc_messages = DEFAULT", "DROP TABLE shop.mask_addr")
+    code, message = caught.value.args
+    assert code == 1062
+    assert "123-45-6789" not in message and message.startswith("sqlgate: "), message
+    assert warnings == [("Error", 1062, message)]
+
+
 def test_the_result_record_names_the_masked_columns(gw: GatewayProcess) -> None:
     marker = "SELECT id, card_number, email FROM mask_customers WHERE id IN (1, 2) /* rec */"
     query(gw, marker)

@@ -74,8 +74,9 @@ class Masker(Protocol):
         may be an alias of a view the text names."""
         ...
 
-    def scrub(self, message: bytes) -> bytes:
-        """An ERR packet's message text, scrubbed of values it may leak."""
+    def scrub(self, message: bytes, code: int | None = None) -> bytes:
+        """An ERR packet's message text, scrubbed of values it may leak (``code``: the
+        packet's error code, when known)."""
         ...
 
 
@@ -609,7 +610,7 @@ def _binary_value_end(data: bytes, pos: int, column: ColumnDefinition) -> int:
 # ------------------------------------------------------------------------------ errors
 
 
-def scrub_err(payload: Buffer, scrub: Callable[[bytes], bytes]) -> bytes:
+def scrub_err(payload: Buffer, scrub: Callable[[bytes, int], bytes]) -> bytes:
     """An ERR packet with its message passed through ``scrub``; code, SQLSTATE marker and
     SQLSTATE stay as they were. Unchanged text gives back the same bytes."""
     data = payload if isinstance(payload, bytes) else bytes(payload)
@@ -621,7 +622,7 @@ def scrub_err(payload: Buffer, scrub: Callable[[bytes], bytes]) -> bytes:
             raise RemoteProtocolError("truncated SQLSTATE in ERR packet")
         head = 9
     message = data[head:]
-    cleaned = scrub(message)
+    cleaned = scrub(message, int.from_bytes(data[1:3], "little"))
     if cleaned == message:
         return data
     return data[:head] + cleaned

@@ -355,7 +355,9 @@ class ValueMask:
         if self.quoted_only:
             if self.row is not None and self.row.code == _REWRITTEN_QUERY:
                 return _NOT_SHOWN
-            return _scrub_quoted(value, self.detectors, self.key)
+            code = self.row.code if self.row is not None else None
+            number = int(code) if code is not None and code.isdigit() else None
+            return _scrub_quoted(value, self.detectors, self.key, number)
         budget = self.budget
         if budget is not None:
             budget.enter(self.column)
@@ -390,14 +392,49 @@ _VALUE_ENDS = (b"' for key ", b"' for column ")
 """What follows the quoted value in the messages that name a key or a column after it."""
 
 
-def _scrub_quoted(message: bytes, detectors: Sequence[Detector], key: bytes) -> bytes:
+_VALUE_CODES = frozenset(
+    {1062, 1231, 1291, 1292, 1300, 1366, 1367, 1411, 1470, 1525, 1526, 1569, 1586, 1741}
+    | {1761, 1762, 1912, 1916, 1917, 1918, 1978, 2009}
+)
+"""The errors and warnings whose message holds a value (MariaDB's errmsg-utf8.txt):
+duplicate entries, incorrect or truncated values, a foreign key's record, a partition's
+value... In any language the server's ``lc_messages`` names."""
+_VALUE_START = re.compile(
+    rb"(?:Duplicate entry |Incorrect [A-Za-z0-9 ]+ value: |Truncated incorrect [A-Za-z ]+ value: )'"
+)
+"""How the English messages of those codes that ``_scrub_quoted`` reads begin."""
+_FK_RECORD = re.compile(rb"Foreign key constraint for table '.*?', record '", re.DOTALL)
+_FK_RECORD_END = b"' would lead to a duplicate entry"
+"""ER_FOREIGN_DUPLICATE_KEY_WITH(OUT)_CHILD_INFO (1761, 1762): an ON UPDATE CASCADE that
+would duplicate a child's key names the parent's row by its first index (a masked
+primary key, say): the record runs to the last ``' would lead to a duplicate entry``."""
+_VALUE_HIDDEN = (
+    b"sqlgate: the server's message is not shown, as it may quote the value of a masked "
+    b"column (its error code says what went wrong)"
+)
+
+
+def _scrub_quoted(
+    message: bytes, detectors: Sequence[Detector], key: bytes, code: int | None = None
+) -> bytes:
     """``message`` with its quoted values replaced when it is a kind of message that
     quotes a value (duplicate key, incorrect value...), and with content findings masked.
     The value runs from the first quote to the last ``' for key `` or ``' for column ``
     (the server quotes it as it is: a quote inside it ends nothing), else to the end of
     the message; names that follow (the key, the column) stay, so the agent still learns
-    what went wrong."""
-    if _VALUE_MESSAGES.search(message):
+    what went wrong. With the message's ``code``: a message of a code that holds a value
+    (``_VALUE_CODES``) in a form the gateway does not read (another language, another
+    message) is replaced whole (``_VALUE_HIDDEN``)."""
+    fk = _FK_RECORD.match(message)
+    if fk is not None:
+        end = message.rfind(_FK_RECORD_END)
+        if end >= fk.end():
+            message = message[: fk.end()] + b"****" + message[end:]
+        else:
+            message = _VALUE_HIDDEN
+    elif code in _VALUE_CODES and _VALUE_START.match(message) is None:
+        message = _VALUE_HIDDEN
+    elif _VALUE_MESSAGES.search(message):
         start = message.find(b"'")
         if start >= 0 and not message[:start].endswith(b"column "):
             end = max(message.rfind(tail) for tail in _VALUE_ENDS)
@@ -678,8 +715,8 @@ class SessionMasker:
                 masks.append(None)
         return masks if any(m is not None for m in masks) else None
 
-    def scrub(self, message: bytes) -> bytes:
-        return _scrub_quoted(message, self.detectors, self.key)
+    def scrub(self, message: bytes, code: int | None = None) -> bytes:
+        return _scrub_quoted(message, self.detectors, self.key, code)
 
 
 class MaskingPolicy:

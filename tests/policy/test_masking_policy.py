@@ -17,6 +17,7 @@ from appliance.mysql.packets import ColumnDefinition, write_lenenc_bytes
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.gate import Policy, SessionPolicy
 from appliance.policy.masking import (
+    _VALUE_HIDDEN,
     ColumnRule,
     MaskingPolicy,
     SessionMasker,
@@ -310,6 +311,71 @@ def test_show_warnings_messages_are_scrubbed() -> None:
     assert plan[2](b"Truncated incorrect DOUBLE value: '4111111111111111'") == (
         b"Truncated incorrect DOUBLE value: '****'"
     )
+
+
+FK_RECORD = (
+    b"Foreign key constraint for table 'fk', record 'XYZZY' would lead to a duplicate entry "
+    b"in table 'child', key 'u'"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "scrubbed"),
+    [
+        # an ON UPDATE CASCADE that duplicates a child's key names the parent's primary
+        # key value: it came in the clear
+        (
+            FK_RECORD,
+            1761,
+            b"Foreign key constraint for table 'fk', record '****' would lead to a duplicate "
+            b"entry in table 'child', key 'u'",
+        ),
+        (
+            FK_RECORD,
+            None,
+            b"Foreign key constraint for table 'fk', record '****' would lead to a duplicate "
+            b"entry in table 'child', key 'u'",
+        ),
+        (
+            b"Foreign key constraint for table 'fk', record 'O'Hara' would lead to a duplicate "
+            b"entry in a child table",
+            1762,
+            b"Foreign key constraint for table 'fk', record '****' would lead to a duplicate "
+            b"entry in a child table",
+        ),
+        (b"Foreign key constraint for table 'fk', record 'XYZZY", 1761, None),
+        # the server's lc_messages in another language: the English forms are not there
+        ("Doppelter Eintrag 'XYZZY-2' für Schlüssel 'u'".encode(), 1062, None),
+        ("Entrée dupliquée 'XYZZY-2' pour la clé 'u'".encode(), 1586, None),
+        (b"Falscher integer-Wert: 'XYZZY' f\xc3\xbcr Feld `n`", 1366, None),
+        (b"Variable 'x' can't be set to the value of 'XYZZY'", 1231, None),
+        (b"Table has no partition for value 7", 1526, None),
+        # English forms keep their names; codes that quote no value are left as they are
+        (b"Duplicate entry 'XYZZY-2' for key 'u'", 1062, b"Duplicate entry '****' for key 'u'"),
+        (
+            b"Incorrect integer value: 'XYZZY' for column `t`.`n` at row 1",
+            1366,
+            b"Incorrect integer value: '****' for column `t`.`n` at row 1",
+        ),
+        (b"Table 'shop.x' doesn't exist", 1146, b"Table 'shop.x' doesn't exist"),
+        (
+            b"Tabelle 'shop.x' existiert nicht",
+            1146,
+            b"Tabelle 'shop.x' existiert nicht",
+        ),
+    ],
+)
+def test_messages_that_hold_a_value_are_scrubbed_whatever_their_form(
+    message: bytes, code: int | None, scrubbed: bytes | None
+) -> None:
+    masker = POLICY.for_groups([])
+    assert masker is not None
+    expected = scrubbed if scrubbed is not None else _VALUE_HIDDEN
+    assert masker.scrub(message, code) == expected
+    plan = masker.plan([col("", "", name) for name in ("Level", "Code", "Message")])
+    assert plan is not None and plan[1] is not None and plan[2] is not None
+    plan[1](None if code is None else str(code).encode())
+    assert plan[2](message) == expected
 
 
 def raw_col(schema: bytes, table: bytes, name: bytes) -> ColumnDefinition:

@@ -493,7 +493,11 @@ def test_a_plan_that_does_not_fit_its_result_set_is_the_gateways_error() -> None
 # --- errors ---------------------------------------------------------------------------------
 
 
-def _scrub(message: bytes) -> bytes:
+SCRUBBED_CODES: list[int | None] = []
+
+
+def _scrub(message: bytes, code: int | None = None) -> bytes:
+    SCRUBBED_CODES.append(code)
     return message.replace(b"4111111111111111", b"<masked>")
 
 
@@ -503,7 +507,9 @@ ERR_NO_MARKER = h("ff 6a04") + b"card 4111111111111111"
 
 
 def test_scrub_err_is_byte_exact_and_keeps_code_and_sqlstate() -> None:
+    SCRUBBED_CODES.clear()
     assert scrub_err(ERR_DUPLICATE, _scrub) == ERR_DUPLICATE_SCRUBBED
+    assert SCRUBBED_CODES == [1062]  # the message is read with its code
     err = parse_err(ERR_DUPLICATE_SCRUBBED)
     assert (err.code, err.sqlstate) == (1062, "23000")
     assert scrub_err(bytearray(ERR_DUPLICATE), _scrub) == ERR_DUPLICATE_SCRUBBED

@@ -2030,7 +2030,7 @@ class _NothingMasked:
     def plan(self, columns: object, **_: object) -> None:
         return None
 
-    def scrub(self, message: bytes) -> bytes:
+    def scrub(self, message: bytes, code: int | None = None) -> bytes:
         return message
 
 

@@ -125,7 +125,7 @@ class ByName:
         planned = [self.masks.get(c.org_name) for c in columns]
         return planned if any(m is not None for m in planned) else None
 
-    def scrub(self, message: bytes) -> bytes:
+    def scrub(self, message: bytes, code: int | None = None) -> bytes:
         self.scrubbed.append(message)
         return message.replace(SECRET, b"<masked>")
 
