@@ -322,15 +322,32 @@ def test_a_temptable_view_keeps_the_origin_and_is_masked(gw: GatewayProcess) -> 
     assert query(gw, "SELECT card_number FROM mask_temp WHERE id = 1") == [("************1111",)]
 
 
-def test_error_texts_do_not_leak_masked_values(gw: GatewayProcess) -> None:
+def agent_error(gw: GatewayProcess, sql: str) -> tuple[int, str, list[tuple[object, ...]]]:
+    """The error code and message an agent's statement gets, and SHOW WARNINGS after it."""
     conn = gw.connect(database="shop")
     try:
-        with conn.cursor() as cur, pytest.raises(Exception) as caught:
-            cur.execute(f"INSERT INTO mask_customers (id, card_number) VALUES (9, '{CARD}')")
+        with conn.cursor() as cur:
+            with pytest.raises(pymysql.err.MySQLError) as caught:
+                cur.execute(sql)
+            cur.execute("SHOW WARNINGS")
+            warnings = [tuple(r) for r in cur.fetchall()]
     finally:
         conn.close()
     code, message = caught.value.args
+    return code, message, warnings
+
+
+def test_error_texts_do_not_leak_masked_values(gw: GatewayProcess) -> None:
+    sql = f"INSERT INTO mask_customers (id, card_number) VALUES (9, '{CARD}')"
+    code, message, warnings = agent_error(gw, sql)
     assert code == 1062 and CARD not in message and "'****'" in message
+    assert warnings == [("Error", 1062, message)]
+
+
+ADDRESSES = (
+    "CREATE OR REPLACE TABLE shop.mask_addr (id INT PRIMARY KEY, label VARCHAR(10), "
+    "ssn VARCHAR(40), UNIQUE KEY u (label, ssn))"
+)
 
 
 def test_a_quote_in_a_duplicate_value_does_not_end_its_scrubbing(
@@ -340,21 +357,14 @@ def test_a_quote_in_a_duplicate_value_does_not_end_its_scrubbing(
     (which masking allows) gets a duplicate-key error quoting both, and the masked part
     after a quote inside it came in the clear (`'****'Hara-Weg 7, 10115 Berlin'`)."""
     mariadb.admin_sql(
-        "CREATE OR REPLACE TABLE shop.mask_addr (id INT PRIMARY KEY, label VARCHAR(10), "
-        "ssn VARCHAR(40), UNIQUE KEY u (label, ssn))",
+        ADDRESSES,
         "INSERT INTO shop.mask_addr VALUES (1, 'home', 'O''Hara-Weg 7, 10115 Berlin'), "
         "(2, 'work', 'O''Hara-Weg 7, 10115 Berlin')",
     )
     try:
-        conn = gw.connect(database="shop")
-        try:
-            with conn.cursor() as cur, pytest.raises(pymysql.err.IntegrityError) as caught:
-                cur.execute("UPDATE mask_addr SET label = 'home' WHERE id = 2")
-        finally:
-            conn.close()
+        code, message, _ = agent_error(gw, "UPDATE mask_addr SET label = 'home' WHERE id = 2")
     finally:
         mariadb.admin_sql("DROP TABLE shop.mask_addr")
-    code, message = caught.value.args
     assert code == 1062
     assert message == "Duplicate entry '****' for key 'u'", message
 
@@ -374,18 +384,9 @@ def test_a_foreign_key_duplicate_does_not_show_the_parent_record(
         "INSERT INTO shop.mask_fkc VALUES (1), (2)",
     )
     try:
-        conn = gw.connect(database="shop")
-        try:
-            with conn.cursor() as cur:
-                with pytest.raises(pymysql.err.OperationalError) as caught:
-                    cur.execute("UPDATE mask_fkp SET code = 2 WHERE code = 1")
-                cur.execute("SHOW WARNINGS")
-                warnings = [tuple(r) for r in cur.fetchall()]
-        finally:
-            conn.close()
+        code, message, warnings = agent_error(gw, "UPDATE mask_fkp SET code = 2 WHERE code = 1")
     finally:
         mariadb.admin_sql("DROP TABLE shop.mask_fkc", "DROP TABLE shop.mask_fkp")
-    code, message = caught.value.args
     assert code == 1761
     assert message == (
         "Foreign key constraint for table 'mask_fkp', record '****' would lead to a "
@@ -401,24 +402,16 @@ def test_messages_in_another_language_do_not_leak_masked_values(
     where the scrubber found none of the English forms: a duplicate entry of a composite
     key came whole (`Doppelter Eintrag 'home-123-45-6789' für Schlüssel 'u'`)."""
     mariadb.admin_sql(
-        "CREATE OR REPLACE TABLE shop.mask_addr (id INT PRIMARY KEY, label VARCHAR(10), "
-        "ssn VARCHAR(40), UNIQUE KEY u (label, ssn))",
+        ADDRESSES,
         "INSERT INTO shop.mask_addr VALUES (1, 'home', '123-45-6789'), (2, 'work', '123-45-6789')",
         "SET GLOBAL lc_messages = 'de_DE'",
     )
     try:
-        conn = gw.connect(database="shop")
-        try:
-            with conn.cursor() as cur:
-                with pytest.raises(pymysql.err.IntegrityError) as caught:
-                    cur.execute("UPDATE mask_addr SET label = 'home' WHERE id = 2")
-                cur.execute("SHOW WARNINGS")
-                warnings = [tuple(r) for r in cur.fetchall()]
-        finally:
-            conn.close()
+        code, message, warnings = agent_error(
+            gw, "UPDATE mask_addr SET label = 'home' WHERE id = 2"
+        )
     finally:
         mariadb.admin_sql("SET GLOBAL lc_messages = DEFAULT", "DROP TABLE shop.mask_addr")
-    code, message = caught.value.args
     assert code == 1062
     assert "123-45-6789" not in message and message.startswith("sqlgate: "), message
     assert warnings == [("Error", 1062, message)]

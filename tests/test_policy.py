@@ -91,6 +91,51 @@ def refused(conn: Any, sql: str) -> str:
     return str(message)
 
 
+REPLACE_RULES = """
+[[rules]]
+name = "orders-keep"
+statements = ["DROP", "TRUNCATE", "DELETE", "UPDATE", "ALTER TABLE", "RENAME TABLE"]
+tables = ["shop.replaced_orders"]
+action = "block"
+
+[[rules]]
+name = "agents-may-create"
+statements = ["CREATE TABLE", "CREATE VIEW", "CREATE INDEX"]
+action = "allow"
+"""
+
+
+def test_create_or_replace_table_is_a_drop_for_the_rules(mariadb: MariaDB, tmp_path: Path) -> None:
+    """MariaDB's CREATE OR REPLACE drops the existing object first. A rule blocking DROP
+    on shop.replaced_orders did not see CREATE OR REPLACE TABLE shop.replaced_orders, and
+    the allow for CREATE TABLE ran it: MariaDB dropped the table and its rows, and made
+    an empty one."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.replaced_orders (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO shop.replaced_orders VALUES (1, 1), (2, 2), (3, 3)",
+    )
+    gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, extra_toml=REPLACE_RULES).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            refused(conn, "DROP TABLE replaced_orders")
+            for sql in (
+                "CREATE OR REPLACE TABLE replaced_orders (id INT)",
+                "CREATE OR REPLACE TABLE shop.replaced_orders AS SELECT 1 AS id, 1 AS v",
+                "CREATE OR REPLACE SEQUENCE replaced_orders",
+            ):
+                assert "blocked by rule 'orders-keep'" in refused(conn, sql), sql
+            with conn.cursor() as cur:  # the allow still creates what is new
+                cur.execute("CREATE TABLE replace_new (id INT)")
+        rows = direct(mariadb, "SELECT id, v FROM shop.replaced_orders ORDER BY id")
+        assert rows == [(1, 1), (2, 2), (3, 3)]
+    finally:
+        assert gw.stop() == 0
+        mariadb.admin_sql(
+            "DROP TABLE IF EXISTS shop.replace_new", "DROP TABLE shop.replaced_orders"
+        )
+    assert "Traceback" not in gw.log()
+
+
 def test_delete_without_where_is_refused_and_the_session_goes_on(
     gw: GatewayProcess, mariadb: MariaDB
 ) -> None:
