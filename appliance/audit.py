@@ -10,6 +10,7 @@ order, by the same group-committing writer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -230,7 +231,9 @@ class Audit:
         answered = list(done.results or [])
         if done.error is None and not answered:
             answered = [(done.rows, done.affected, False)]
-        figures, cut_short, ends = _per_statement([p.kind for p in verdict.parts], answered)
+        calls = [True if p.kind == "CALL" else p.calls for p in verdict.parts]
+        kinds = _answer_kinds(calls, answered, done.error is None)
+        figures, cut_short, ends = _per_statement(kinds, answered)
         if cut_short is not None and done.error is None:
             figures.append(cut_short)
             ends.append(len(answered))
@@ -532,6 +535,46 @@ def _split_masked(
         before = after
     split.append({k: v - before.get(k, 0) for k, v in total.items() if v > before.get(k, 0)})
     return split
+
+
+def _answer_kinds(
+    calls: Sequence[bool | None], answered: Sequence[tuple[int, int, bool]], whole: bool
+) -> list[str]:
+    """How each statement of a text answers, for ``_per_statement``: ``CALL`` (result sets,
+    then an OK: a CALL, also one run by ``EXECUTE IMMEDIATE`` or ``EXECUTE``) or ``ONE``
+    (one result). A statement that may run a CALL (``Part.calls`` None: an ``EXECUTE``
+    of a name when the session prepared a CALL) is read the way that lets the results
+    fit the statements: one result first, else as a CALL; when none fits, as one result.
+    ``whole``: the answer did not end with an error, so every statement finished (else
+    one did not: the error is its own)."""
+    n = len(answered)
+
+    @functools.cache
+    def fit(i: int, pos: int) -> list[str] | None:
+        if pos == n:
+            # whole: every statement finished; else the one after them failed
+            return ["ONE"] * (len(calls) - i) if whole == (i == len(calls)) else None
+        if i == len(calls):
+            return None
+        options = [calls[i]] if calls[i] is not None else [False, True]
+        for as_call in options:
+            end = pos + 1
+            if as_call:
+                while end <= n and answered[end - 1][2]:
+                    end += 1
+                if end > n:  # its procedure failed part way: the last statement to run
+                    if not whole:
+                        return ["CALL"] + ["ONE"] * (len(calls) - i - 1)
+                    continue
+            rest = fit(i + 1, end)
+            if rest is not None:
+                return ["CALL" if as_call else "ONE", *rest]
+        return None
+
+    if all(c is not None for c in calls):
+        return ["CALL" if c else "ONE" for c in calls]
+    fitted = fit(0, 0) if len(calls) <= 256 else None
+    return fitted or ["CALL" if c else "ONE" for c in calls]
 
 
 def _per_statement(

@@ -181,6 +181,56 @@ def test_a_call_in_a_text_keeps_its_own_result_sets(mariadb: MariaDB, tmp_path: 
     assert rows == {"CALL": 3, "SELECT": 4}
 
 
+@pytest.mark.parametrize(
+    "runs",
+    ["EXECUTE IMMEDIATE 'CALL shop.one_set()'", "EXECUTE one_set_s"],
+    ids=["execute-immediate", "execute-prepared"],
+)
+def test_a_call_run_by_execute_in_a_text_keeps_its_own_results(
+    mariadb: MariaDB, tmp_path: Path, runs: str
+) -> None:
+    """A CALL run by EXECUTE IMMEDIATE or EXECUTE answers like a CALL (a result set, then
+    its OK). Read as one result, its OK went to the UPDATE after it (affected 0), the
+    UPDATE's to the failing SELECT (affected 1, no error), and the error the client got
+    was in no record."""
+    mariadb.admin_sql(
+        "DROP PROCEDURE IF EXISTS shop.one_set",
+        "CREATE PROCEDURE shop.one_set() SELECT 1 UNION SELECT 2 UNION SELECT 3",
+        "DROP TABLE IF EXISTS shop.call_split",
+        "CREATE TABLE shop.call_split (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO shop.call_split VALUES (1, 10)",
+    )
+    allow_calls = '[[rules]]\nname = "calls"\nstatements = ["CALL"]\naction = "allow"\n'
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=allow_calls).start()
+    update = "UPDATE shop.call_split SET v = v + 1 WHERE id = 1"
+    failing = "SELECT nosuchcol FROM shop.call_split"
+    try:
+        with (
+            gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute("PREPARE one_set_s FROM 'CALL shop.one_set()'")
+            cur.execute(f"{runs}; {update}; {failing}")
+            assert cur.fetchall() == ((1,), (2,), (3,))
+            with pytest.raises(pymysql.err.OperationalError) as err:
+                while cur.nextset():
+                    pass
+            assert err.value.args[0] == 1054
+    finally:
+        assert gw.stop() == 0
+    recs = ledger_records(gw.ledger)
+    parts = [r for r in recs if r["kind"] == "statement" and r.get("part")]
+    assert [p["sql"] for p in parts] == [runs, update, failing]
+    results = {r["statement_seq"]: r for r in recs if r["kind"] == "result"}
+    figures = [
+        (results[p["statement_seq"]]["rows"], results[p["statement_seq"]]["affected"])
+        for p in parts
+    ]
+    errors = [results[p["statement_seq"]]["error"] for p in parts]
+    assert figures == [(3, 0), (0, 1), (0, 0)]
+    assert errors == [None, None, 1054]
+
+
 def test_a_statement_that_fails_mid_result_in_a_text_keeps_the_rows_it_sent(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

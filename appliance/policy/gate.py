@@ -147,6 +147,11 @@ class Part:
     # whole text (an execute's prepared text, COM_INIT_DB's schema, an oversized text
     # cut short), where ``sql`` as UTF-8 is not those bytes
     exact: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    # its answer is a procedure's (result sets, then an OK): True when it runs a CALL
+    # (``CALL p()``, ``EXECUTE IMMEDIATE 'CALL p()'``), None when it may (``EXECUTE s``
+    # after an SQL-level PREPARE of a CALL), False when it does not; the ledger splits a
+    # text's answer among its statements by it
+    calls: bool | None = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -1136,6 +1141,10 @@ class SessionPolicy:
                     self._mode_changes.add(cmd.id)
                     self._statement_modes.add(cmd.id)
             catalog = _changes_catalog(runs) or (c.kind == "EXECUTE" and c.inner is None)
+            prepares = any(s.kind == "PREPARE" for s in _chain(c))
+            answers_as_call: bool | None = runs.kind == "CALL" and not prepares
+            if not answers_as_call and c.kind == "EXECUTE" and c.inner is None:
+                answers_as_call = None if self._prepared_calls else False
             parts.append(
                 Part(
                     None if single else c.text,
@@ -1144,6 +1153,7 @@ class SessionPolicy:
                     c.functions,
                     catalog,
                     None if single else c.span,
+                    calls=answers_as_call,
                 )
             )
             if c.kind == "USE" or touches_lexing:
