@@ -327,6 +327,12 @@ def render(step: Step) -> list[str]:
         sent = as_sent(r.get("sql_hex"), r.get("sql_charset"))
         if sent is not None:  # the text as UTF-8 is not what was sent
             lines.append(f"  ({sent})")
+        params = r.get("params")
+        if isinstance(params, list) and params:  # an execute's values, as SQL literals
+            more = f" (and {r['params_more']} more)" if r.get("params_more") else ""
+            lines.append(_flat(f"  params: {', '.join(map(str, params))}{more}"))
+        elif r.get("params_error"):
+            lines.append(_flat(f"  params: not read ({r['params_error']})"))
         decision = r.get("decision")
         if decision == "blocked":
             lines.append(f"  REFUSED: {_flat(r.get('reason'))}")

@@ -1439,7 +1439,12 @@ class ClientLeg(asyncio.Protocol):
         self.context["charset"] = policy.client_charset
         session.note_charset(cmd, policy.client_charset)  # a prepare's, for its executes
         verdict = policy.decide(
-            cmd, session.server_status, session.prepared_sql, classified, session.prepared_charsets
+            cmd,
+            session.server_status,
+            session.prepared_sql,
+            classified,
+            session.prepared_charsets,
+            session.statements,
         )
         ends = self._token_ends
         if ends is not None and (self._token_over or time.time() > ends):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from lab.clients import ledger_records
+from lab.clients import ledger_records, node_spec, run_node
 from lab.clients import run_sqlgate as sqlgate
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
@@ -744,3 +744,61 @@ def test_executes_of_a_large_prepared_text_carry_it_cut_and_name_its_prepare(
         assert len(execute["sql"]) < 4096 + 200
         assert f"sql_sha256 {prepare['sql_sha256']}" in execute["sql"]
         assert f"{len(prepared)} bytes in all" in execute["sql"]
+
+
+def test_an_execute_records_the_values_it_binds(mariadb: MariaDB, tmp_path: Path) -> None:
+    """The record of an execute carried only the prepared text: `DELETE FROM t WHERE id =
+    ?` said nothing of which row it deleted. Its values are now in the record, as SQL
+    literals, for the binary protocol of mysql-connector, Node's mysql2 and MariaDB's
+    Connector/Node.js (which pipelines the prepare and an execute of id 0xFFFFFFFF)."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.audit_params (id INT PRIMARY KEY, note VARCHAR(40), "
+        "at DATETIME, f DOUBLE)",
+        "INSERT INTO shop.audit_params VALUES (1, 'a', NULL, 0), (2, 'b', NULL, 0), "
+        "(3, 'c', NULL, 0), (4, 'd', NULL, 0)",
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    update = "UPDATE audit_params SET note = ?, at = ?, f = ? WHERE id = ?"
+    try:
+        mc = gw.connector(database="shop")
+        cur = mc.cursor(prepared=True)
+        cur.execute(update, ("O'Hara\n", "2026-11-29 10:00:05", 1.5, 1))
+        cur.execute(update, (None, None, -2.25, 2))  # the same statement again
+        cur.close()
+        mc.close()
+        for driver, row in (("mysql2", 3), ("mariadb", 4)):
+            acct = gw.account("agent")
+            spec = node_spec(
+                host=gw.host,
+                port=gw.port,
+                user=acct.user,
+                password=acct.password,
+                database="shop",
+                queries=["DELETE FROM audit_params WHERE id = ? AND note = ?"],
+                prepared=True,
+                driver=driver,
+            )
+            spec["params"] = [[row, "cd"[row - 3]]]
+            run_node(spec)
+    finally:
+        assert gw.stop() == 0
+        mariadb.admin_sql("DROP TABLE shop.audit_params")
+    executes = [
+        s
+        for s in ledger_records(gw.ledger, "--kind", "statement")
+        if s["command"] == "COM_STMT_EXECUTE"
+    ]
+    assert [s.get("params") for s in executes] == [
+        ["'O''Hara\\n'", "'2026-11-29 10:00:05'", "1.5", "1"],
+        ["NULL", "NULL", "-2.25", "2"],
+        ["3", "'c'"],
+        ["4", "'d'"],
+    ]
+    session = executes[0]["session"]
+    shown = sqlgate("replay", session, "--ledger", str(gw.ledger)).stdout.splitlines()
+    params = [i for i, line in enumerate(shown) if "  params: " in line]
+    assert [shown[i].split("  params: ")[1] for i in params] == [
+        "'O''Hara\\n', '2026-11-29 10:00:05', 1.5, 1",
+        "NULL, NULL, -2.25, 2",
+    ]
+    assert all(shown[i - 1].endswith(f"> {update}") for i in params)  # under its execute

@@ -562,7 +562,7 @@ def mask_binary_row(
         start = pos
         is_null = bitmap[byte] & flag
         if not is_null:
-            pos = _binary_value_end(data, pos, column)
+            pos = binary_value_end(data, pos, column)
         mask = masks[i]
         if mask is None:
             continue
@@ -587,7 +587,7 @@ def mask_binary_row(
     return b"".join(parts), counts
 
 
-def _binary_value_end(data: bytes, pos: int, column: ColumnDefinition) -> int:
+def binary_value_end(data: bytes, pos: int, column: ColumnDefinition) -> int:
     """Where the binary value of ``column`` at ``pos`` ends (as ``parse_binary_row`` reads)."""
     t = column.type
     width = _FIXED_WIDTH.get(t)

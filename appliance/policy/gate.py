@@ -20,7 +20,7 @@ import hashlib
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from itertools import repeat
@@ -28,6 +28,7 @@ from itertools import repeat
 from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
 from appliance.mysql.charsets import collation_charset, read_text
 from appliance.mysql.constants import Command, ServerStatus
+from appliance.mysql.params import ExecuteParams
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import (
     NOT_UNDERSTOOD,
@@ -48,6 +49,7 @@ from appliance.policy.lexer import (
     punct_at,
     shape,
     split_statements,
+    tokenize,
     word_at,
 )
 from appliance.policy.masking import SessionMasker
@@ -152,6 +154,8 @@ class Part:
     # after an SQL-level PREPARE of a CALL), False when it does not; the ledger splits a
     # text's answer among its statements by it
     calls: bool | None = False
+    # an execute's parameters, as record fields (``ExecuteParams.fields``)
+    params: tuple[tuple[str, str | int | list[str]], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,6 +537,10 @@ _PREPARED_READS_BYTES = 8 << 20
 #: ``ClientCommand.label`` of each known command, looked up rather than built from the
 #: enum on every command (a microsecond of every decision).
 _LABELS = {int(c): c.label for c in Command}
+_TOUCHES_PARAMS = frozenset(
+    {Command.STMT_SEND_LONG_DATA, Command.STMT_CLOSE, Command.STMT_RESET, Command.RESET_CONNECTION}
+)
+"""Commands that change what an execute's parameter block holds (``ExecuteParams.note``)."""
 
 
 class SessionPolicy:
@@ -568,6 +576,7 @@ class SessionPolicy:
         self._mode_sets: set[int] = set()
         # an SQL-level PREPARE of a CALL went through: EXECUTE name may run one
         self._prepared_calls = False
+        self._params = ExecuteParams()  # the parameter types and long data of its statements
         # names whose SQL-level PREPARE the gateway refused: the server still holds what
         # they were prepared from before, where a failed PREPARE would have dropped it
         self._unprepared: set[str] = set()
@@ -646,13 +655,18 @@ class SessionPolicy:
         prepared: dict[int, bytes],
         classified: Classified | None = None,
         prepared_charsets: dict[int, str | None] | None = None,
+        param_counts: Mapping[int, int] | None = None,
     ) -> Verdict:
         """The verdict on one command. ``classified``: what ``classify_text`` made of its
         ``text_job`` (used if the session still reads the text the same way).
         ``prepared_charsets``: the client character set each prepared statement's text
-        was read in by the server (its records show it read so; UTF-8 when not known)."""
+        was read in by the server (its records show it read so; UTF-8 when not known).
+        ``param_counts``: each prepared statement's number of parameters, with which an
+        execute's values are read for its record."""
         code = cmd.command
         label = _LABELS.get(code) or cmd.label
+        if code in _TOUCHES_PARAMS:
+            self._params.note(cmd.payload)
         if code == Command.QUERY:
             verdict = self._decide_text(cmd, label, server_status, classified)
             # (the payload as it is: its text's copy and cmd.sql's look at the command
@@ -696,7 +710,15 @@ class SessionPolicy:
                 self._uses[cmd.id] = (None, False)  # see decide(): the schema is not known
                 self._after_call(cmd)
             catalog = _CATALOG_WORD.search(sql) is not None  # CREATE VIEW prepared, run now
-            part = replace(_part(text, "EXECUTE", "prepared"), catalog=catalog, exact=exact)
+            statement_id = int.from_bytes(cmd.payload[1:5], "little")
+            count = None if param_counts is None else param_counts.get(statement_id)
+            if count is None and cmd.stands_for is not None:
+                # its prepare has not been answered yet: its placeholders are its count
+                count = _placeholders(sql, server_status)
+            params = tuple(self._params.fields(cmd.payload, count).items())
+            part = replace(
+                _part(text, "EXECUTE", "prepared"), catalog=catalog, exact=exact, params=params
+            )
             verdict = Verdict(label, (part,))
             return self._guarded(verdict, cmd, prepared=sql)
         if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`
@@ -1587,6 +1609,18 @@ def _named_reading(charset: str) -> _Reading:
     if charset in ("utf8mb4", "utf8mb3", "utf8"):
         return _Reading.UTF8
     return _Reading.EIGHT_BIT
+
+
+def _placeholders(sql: bytes, server_status: int) -> int | None:
+    """How many parameters the server gives a prepared text: its ``?`` placeholders
+    (None when it does not lex). A wrong count would not read the block to its end
+    exactly (its NULL bitmap and types are sized by it), and such a block is kept as
+    bytes."""
+    mode = LexMode(no_backslash_escapes=bool(server_status & _NO_BACKSLASH_ESCAPES))
+    try:
+        return sum(1 for token in tokenize(sql, mode) if token.kind is Tok.PARAM)
+    except LexError:
+        return None
 
 
 def _kill_target(text: str) -> int | None:

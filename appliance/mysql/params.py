@@ -1,0 +1,184 @@
+"""The values a client binds to a prepared statement (COM_STMT_EXECUTE), for the ledger.
+
+An execute carries its statement's id and, after a 10-byte head, the parameter block: a
+NULL bitmap, a "new types" flag, the types (2 bytes each) when that flag is set, and the
+values in the binary protocol. Without the values, the record of ``DELETE FROM orders
+WHERE id = ?`` says nothing of which row it hit. A later execute of the same statement
+may leave the types out (the server keeps those of the last one), and a parameter sent
+with COM_STMT_SEND_LONG_DATA has no value in the block: ``ExecuteParams`` follows both, in
+the order the client sent its commands.
+
+Each value is given as an SQL literal of the text the server reads
+(``binary_value_text``): ``42``, ``'O''Hara'``, ``'2026-11-29 10:00:00'``, ``NULL``;
+``x'ff00'`` for bytes that are not UTF-8, ``(long data)`` for a value sent apart, and
+``(N bytes, sha256 ...)`` for one over ``MAX_VALUE`` bytes. The record's ``sql_sha256``
+covers the whole command, so every value is bound either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from appliance.mysql.constants import Command, FieldType
+from appliance.mysql.errors import RemoteProtocolError
+from appliance.mysql.masking import binary_value_end, binary_value_text
+from appliance.mysql.packets import ColumnDefinition
+
+__all__ = ["MAX_PARAMS", "MAX_VALUE", "ExecuteParams", "ParamFields", "read_params"]
+
+_HEAD = 10  # 0x17, statement id (4), flags (1), iteration count (4)
+_UNSIGNED_TYPE = 0x80  # the second byte of a parameter's type
+_UNSIGNED_FLAG = 0x20  # ColumnDefinition.flags: UNSIGNED
+_NOT_FIXED_DEC = 31
+MAX_PARAMS = 256
+"""Parameters given in a record; those after are counted (``params_more``)."""
+MAX_VALUE = 1024
+"""Bytes of a value given as text; a longer one is given by its size and SHA-256."""
+
+_NUMBERS = frozenset(
+    int(t)
+    for t in (
+        FieldType.TINY,
+        FieldType.SHORT,
+        FieldType.LONG,
+        FieldType.INT24,
+        FieldType.LONGLONG,
+        FieldType.YEAR,
+        FieldType.FLOAT,
+        FieldType.DOUBLE,
+    )
+)
+"""Types whose value is a number, given bare; any other is given quoted."""
+
+Types = tuple[tuple[int, bool], ...]
+ParamFields = dict[str, str | int | list[str]]
+"""The record fields of an execute's parameters (see ``ExecuteParams.fields``)."""
+
+
+@dataclass(slots=True)
+class ExecuteParams:
+    """One session's parameter types and long data, per prepared statement id."""
+
+    _types: dict[int, Types] = field(default_factory=dict)
+    _long_data: dict[int, set[int]] = field(default_factory=dict)
+
+    def note(self, payload: bytes) -> None:
+        """A command the client sent that is not an execute: long data marks its
+        parameter; a close, a reset of the statement or of the connection forgets."""
+        if not payload:
+            return
+        code = payload[0]
+        if code == Command.STMT_SEND_LONG_DATA and len(payload) >= 7:
+            statement_id = int.from_bytes(payload[1:5], "little")
+            self._long_data.setdefault(statement_id, set()).add(
+                int.from_bytes(payload[5:7], "little")
+            )
+        elif code in (Command.STMT_CLOSE, Command.STMT_RESET) and len(payload) >= 5:
+            statement_id = int.from_bytes(payload[1:5], "little")
+            self._long_data.pop(statement_id, None)
+            if code == Command.STMT_CLOSE:
+                self._types.pop(statement_id, None)
+        elif code == Command.RESET_CONNECTION:
+            self._types.clear()
+            self._long_data.clear()
+
+    def fields(self, payload: bytes, count: int | None) -> ParamFields:
+        """The record fields of an execute of a statement with ``count`` parameters (None:
+        not known): ``params``, and ``params_more`` past ``MAX_PARAMS``; or, when the block
+        cannot be read, ``params_error`` and ``params_hex`` (its first 4 KiB)."""
+        if len(payload) < _HEAD:
+            return {}
+        statement_id = int.from_bytes(payload[1:5], "little")
+        long_data = self._long_data.pop(statement_id, set())
+        block = payload[_HEAD:]
+        if count is None:
+            return _unread(block, "the statement's parameter count is not known")
+        try:
+            values, types = read_params(block, count, self._types.get(statement_id), long_data)
+        except RemoteProtocolError as exc:
+            return _unread(block, str(exc))
+        if types:
+            self._types[statement_id] = types
+        out: ParamFields = {"params": values[:MAX_PARAMS]}
+        if len(values) > MAX_PARAMS:
+            out["params_more"] = len(values) - MAX_PARAMS
+        return out
+
+
+def _unread(block: bytes, why: str) -> ParamFields:
+    return {"params_error": why, "params_hex": block[:4096].hex()} if block else {}
+
+
+def read_params(
+    block: bytes, count: int, known: Types | None, long_data: set[int] | Mapping[int, object]
+) -> tuple[list[str], Types]:
+    """The values of a parameter block (what follows an execute's 10-byte head) of a
+    statement with ``count`` parameters, and the types they were read with. ``known``:
+    the types of the statement's last execute, for a block that leaves them out;
+    ``long_data``: the parameters sent with COM_STMT_SEND_LONG_DATA, which have none."""
+    if count == 0:
+        if block:
+            raise RemoteProtocolError(f"{len(block)} bytes of parameters for a statement of none")
+        return [], ()
+    nulls = (count + 7) // 8
+    if len(block) < nulls + 1:
+        raise RemoteProtocolError("the parameter block ends in its NULL bitmap")
+    bitmap = block[:nulls]
+    pos = nulls + 1
+    if block[nulls]:  # the types follow
+        end = pos + 2 * count
+        if len(block) < end:
+            raise RemoteProtocolError("the parameter block ends in its types")
+        types = tuple(
+            (block[pos + 2 * i], bool(block[pos + 2 * i + 1] & _UNSIGNED_TYPE))
+            for i in range(count)
+        )
+        pos = end
+    elif known is not None and len(known) == count:
+        types = known
+    else:
+        raise RemoteProtocolError("an execute without types, and none known for its statement")
+    values: list[str] = []
+    for i, (code, unsigned) in enumerate(types):
+        if bitmap[i // 8] >> (i % 8) & 1:
+            values.append("NULL")
+            continue
+        if i in long_data:
+            values.append("(long data)")
+            continue
+        column = _as_column(code, unsigned)
+        end = binary_value_end(block, pos, column)
+        values.append(_literal(binary_value_text(column, block[pos:end]), code))
+        pos = end
+    if pos != len(block):
+        raise RemoteProtocolError(f"{len(block) - pos} bytes after the last parameter")
+    return values, types
+
+
+def _as_column(code: int, unsigned: bool) -> ColumnDefinition:
+    """A parameter's type as a column of that type, which ``binary_value_text`` reads."""
+    return ColumnDefinition(
+        b"def", b"", b"", b"", b"?", b"?", 63, 0, code,
+        _UNSIGNED_FLAG if unsigned else 0, _NOT_FIXED_DEC,
+    )  # fmt: skip
+
+
+def _literal(text: bytes, code: int) -> str:
+    """A value's text as an SQL literal (see the module's docstring)."""
+    if len(text) > MAX_VALUE:
+        return f"({len(text)} bytes, sha256 {hashlib.sha256(text).hexdigest()})"
+    if code in _NUMBERS:
+        return text.decode("ascii")
+    try:
+        readable = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"x'{text.hex()}'"
+    return "'" + readable.translate(_ESCAPES) + "'"
+
+
+_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "'": "''", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+)
+"""A literal on one line, read back as the same text (outside NO_BACKSLASH_ESCAPES)."""
