@@ -11,13 +11,12 @@ the order the client sent its commands.
 Each value is given as an SQL literal of the text the server reads
 (``binary_value_text``): ``42``, ``'O''Hara'``, ``'2026-11-29 10:00:00'``, ``NULL``;
 ``x'ff00'`` for bytes that are not UTF-8, ``(long data)`` for a value sent apart, and
-``(N bytes, sha256 ...)`` for one over ``MAX_VALUE`` bytes. The record's ``sql_sha256``
+``(N bytes)`` for one over ``MAX_VALUE`` bytes. The record's ``sql_sha256``
 covers the whole command, so every value is bound either way.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -35,7 +34,7 @@ _NOT_FIXED_DEC = 31
 MAX_PARAMS = 256
 """Parameters given in a record; those after are counted (``params_more``)."""
 MAX_VALUE = 1024
-"""Bytes of a value given as text; a longer one is given by its size and SHA-256."""
+"""Bytes of a value given as text; a longer one is given by its size."""
 
 _NUMBERS = frozenset(
     int(t)
@@ -167,8 +166,8 @@ def _as_column(code: int, unsigned: bool) -> ColumnDefinition:
 
 def _literal(text: bytes, code: int) -> str:
     """A value's text as an SQL literal (see the module's docstring)."""
-    if len(text) > MAX_VALUE:
-        return f"({len(text)} bytes, sha256 {hashlib.sha256(text).hexdigest()})"
+    if len(text) > MAX_VALUE:  # (the record's sql_sha256 binds it: no second digest)
+        return f"({len(text)} bytes)"
     if code in _NUMBERS:
         return text.decode("ascii")
     try:
