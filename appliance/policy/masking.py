@@ -383,10 +383,13 @@ _STRING_TYPES = frozenset(
 )
 
 # Error messages that quote a value: the value is replaced, the rest kept for the agent.
+_QUOTING = (
+    rb"Duplicate entry |Incorrect [A-Za-z0-9 ]+ value: |Truncated incorrect [A-Za-z ]+ value: "
+)
+"""The English messages of ``_VALUE_CODES`` that ``_scrub_quoted`` reads: a quote follows."""
 _VALUE_MESSAGES = re.compile(
-    rb"(Duplicate entry |Incorrect [A-Za-z0-9 ]+ value: |Truncated incorrect [A-Za-z ]+ value: |"
-    rb"Data truncated for column |Out of range value |Cannot add or update a child row|"
-    rb"Cannot delete or update a parent row|CONSTRAINT )"
+    rb"(" + _QUOTING + rb"|Data truncated for column |Out of range value |"
+    rb"Cannot add or update a child row|Cannot delete or update a parent row|CONSTRAINT )"
 )
 _VALUE_ENDS = (b"' for key ", b"' for column ")
 """What follows the quoted value in the messages that name a key or a column after it."""
@@ -399,10 +402,7 @@ _VALUE_CODES = frozenset(
 """The errors and warnings whose message holds a value (MariaDB's errmsg-utf8.txt):
 duplicate entries, incorrect or truncated values, a foreign key's record, a partition's
 value... In any language the server's ``lc_messages`` names."""
-_VALUE_START = re.compile(
-    rb"(?:Duplicate entry |Incorrect [A-Za-z0-9 ]+ value: |Truncated incorrect [A-Za-z ]+ value: )'"
-)
-"""How the English messages of those codes that ``_scrub_quoted`` reads begin."""
+_VALUE_START = re.compile(rb"(?:" + _QUOTING + rb")'")
 _FK_RECORD = re.compile(rb"Foreign key constraint for table '.*?', record '", re.DOTALL)
 _FK_RECORD_END = b"' would lead to a duplicate entry"
 """ER_FOREIGN_DUPLICATE_KEY_WITH(OUT)_CHILD_INFO (1761, 1762): an ON UPDATE CASCADE that
