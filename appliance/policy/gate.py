@@ -63,6 +63,7 @@ from appliance.policy.rules import (
     decide,
     unreadable_modes,
 )
+from appliance.policy.through import WriteThrough
 
 __all__ = [
     "MAX_STATEMENTS",
@@ -279,7 +280,8 @@ class _Usage:
     alerted_at: dict[str, float] = field(default_factory=dict)  # rule -> its last alert
 
 
-_VerdictKey = tuple[Subject, str | None, str]  # who, schema, command
+# who, schema, command, and the version of what writes reach (Policy.through_version)
+_VerdictKey = tuple[Subject, str | None, str, int]
 _AllowedKey = tuple[str, str, str, str, frozenset[str]]  # command, kind, rule, reason, functions
 
 
@@ -362,6 +364,18 @@ class Policy:
         # target -> the modes of its server's global sql_mode the gateway cannot read
         # (kept by server_mode.GlobalModes): its statements are refused
         self.unreadable_modes: dict[str, str] = {}
+        # target -> its views and foreign keys (kept by through_catalog.ThroughCatalog):
+        # the writes that reach a table under another name, for the refusing rules.
+        # Every change bumps ``through_version``, part of each cached verdict's key.
+        self.through: dict[str, WriteThrough] = {}
+        self.through_version = 0
+
+    def set_through(self, target: str, through: WriteThrough) -> None:
+        """What writes to ``target`` reach now; the verdicts cached before no longer
+        count when it differs from what it was."""
+        if self.through.get(target) != through:
+            self.through[target] = through
+            self.through_version += 1
 
     def login_schema(
         self, who: Subject, schema: str, collation: int | None = None, masked: bool = False
@@ -1131,8 +1145,9 @@ class SessionPolicy:
         found = entry.found
         key = self._keys.get(label)
         schema = self.schema
-        if key is None or key[1] != schema or key[0] is not self.who:
-            key = self._keys[label] = (self.who, schema, label)
+        version = self.policy.through_version
+        if key is None or key[1] != schema or key[0] is not self.who or key[3] != version:
+            key = self._keys[label] = (self.who, schema, label, version)
         verdict = entry.get(key)
         if verdict is not None:
             return self._guarded(verdict, cmd, found)
@@ -1143,9 +1158,10 @@ class SessionPolicy:
         single = last == 0
         stateful = False  # the verdict depends on the session: not cached
         calls = False  # a procedure runs: it may change the schema, then fail
+        through = self.policy.through.get(self.who.target)
         for index, c in enumerate(found):
             touches_lexing = _touches_session(c)
-            decision = decide(c, self.who, db, self.policy.rules)
+            decision = decide(c, self.who, db, self.policy.rules, through)
             if self.may_run(decision) and _prepares_a_use(c, label):
                 decision = _PREPARED_USE
             runs = c if c.inner is None else _innermost(c)  # EXECUTE IMMEDIATE 'KILL 5'

@@ -28,6 +28,7 @@ from appliance.mysql.charsets import (
 )
 from appliance.policy.classify import Classification
 from appliance.policy.server_functions import BUILTIN_FUNCTIONS, SERVER
+from appliance.policy.through import WRITE_KINDS, Reached, WriteThrough
 
 __all__ = [
     "KNOWN_KINDS",
@@ -234,9 +235,16 @@ _REWRITE = "rewrite it in plain MySQL syntax"
 
 
 def decide(
-    c: Classification, who: Subject, db: str | None, rules: tuple[RuleConfig, ...]
+    c: Classification,
+    who: Subject,
+    db: str | None,
+    rules: tuple[RuleConfig, ...],
+    through: WriteThrough | None = None,
 ) -> Decision:
-    """The decision for one statement (for ``PREPARE ... FROM '...'``, for its text)."""
+    """The decision for one statement (for ``PREPARE ... FROM '...'``, for its text).
+
+    ``through``: the target's views and foreign keys, so that a block or review rule on
+    a table also sees the writes that reach it under another name."""
     if c.problem is not None:
         # the problem may say how to rewrite the statement already: say it once
         advice = "" if _REWRITE in c.problem else f"; {_REWRITE}"
@@ -271,7 +279,7 @@ def decide(
             outer = decide(replace(c, kind="SET", inner=None), who, db, rules)
             if outer.refused:
                 return outer
-        return decide(c.inner, who, db, rules)
+        return decide(c.inner, who, db, rules, through)
     builtins = BUILTINS
     if rules:
         # Names as written. MariaDB tells schemas and tables by their case
@@ -285,6 +293,7 @@ def decide(
         calls_allowed = not calls or _calls_allowed(rules, calls, who)
         if calls and calls_allowed:
             builtins = _BUILTINS_CALLS_ALLOWED
+        reached: tuple[Reached, ...] | None = None  # worked out for the first refusal
         for rule in rules:
             if rule.action is RuleAction.ALLOW:
                 if c.kind in STORED_CODE and c.kind not in rule.statements:
@@ -309,6 +318,12 @@ def decide(
                     or (c.kind in _VIEW_KINDS and _refuses_through_views(rule, lowered, who))
                     or (bool(calls) and _matches(rule, "CALL", _lower(calls), who))
                 )
+                if not matched and through and rule.tables is not None:
+                    if reached is None:
+                        reached = _reached(c, db, also, through)
+                    hit = next((r for r in reached if _reaches(rule, r, who)), None)
+                    if hit is not None:
+                        return Decision(rule.action, rule.name, _reached_reason(rule, c, hit))
             if matched:
                 if rule.action is RuleAction.ALLOW:
                     return Decision(RuleAction.ALLOW, rule.name, "")
@@ -331,6 +346,51 @@ def _refuses_through_views(rule: RuleConfig, tables: frozenset[str], who: Subjec
     them: an updatable view passes UPDATE, DELETE and INSERT through to its tables,
     where the rule (which matches names as written) would not see them."""
     return rule.tables is not None and _matches(rule, rule.statements[0], tables, who)
+
+
+def _reached(
+    c: Classification, db: str | None, also: tuple[str, ...], through: WriteThrough
+) -> tuple[Reached, ...]:
+    """The changes a write makes besides its own, through views and foreign keys: for
+    its kind and the kinds it also does (an upsert's UPDATE, a REPLACE's DELETE)."""
+    kinds = [kind for kind in (c.kind, *also) if kind in WRITE_KINDS]
+    if not kinds or not c.writes:
+        return ()
+    found: dict[Reached, None] = {}
+    for kind in kinds:
+        for table in sorted(c.writes):
+            for reached in through.reached(kind, qualified(table, db)):
+                found[reached] = None
+    return tuple(found)
+
+
+def _reaches(rule: RuleConfig, reached: Reached, who: Subject) -> bool:
+    """Whether a refusing rule with tables matches a change a write also makes; one
+    the gateway cannot place (``table`` None) matches every such rule of its kind."""
+    if reached.table is None:
+        return _applies(rule, reached.kind, who)
+    return _matches(rule, reached.kind, frozenset({reached.table.lower()}), who)
+
+
+def _reached_reason(rule: RuleConfig, c: Classification, reached: Reached) -> str:
+    """Why a write is refused for what it also changes, and how it gets there."""
+    verb = {
+        "DELETE": "deletes rows of",
+        "UPDATE": "changes rows of",
+        "INSERT": "inserts rows into",
+        "REPLACE": "replaces rows of",
+    }[reached.kind]
+    if reached.table is None:
+        where = f"may also change rows of the tables this rule protects ({reached.how})"
+    else:
+        where = f"also {verb} {reached.table} (through {reached.how})"
+    what = f"{_what(c)} {where}"
+    if rule.action is RuleAction.BLOCK:
+        return (
+            f"{what}, which is not allowed on this gateway. Do not retry it; ask a person "
+            "with the right access if it is really needed"
+        )
+    return _review_reason(what, "this gateway's policy requires a person to approve it")
 
 
 def _lower(names: frozenset[str]) -> frozenset[str]:
@@ -382,15 +442,7 @@ _REPLACED_BY_DROP = {
 
 
 def _matches(rule: RuleConfig, kind: str, tables: frozenset[str], who: Subject) -> bool:
-    if not any(s in ("*", "ANY") or kind == s or kind.startswith(s + " ") for s in rule.statements):
-        return False
-    if rule.targets is not None and who.target not in rule.targets:
-        return False
-    if rule.identities is not None and not any(
-        fnmatch.fnmatchcase(who.identity.lower(), p.lower()) for p in rule.identities
-    ):
-        return False
-    if rule.groups is not None and not who.groups.intersection(rule.groups):
+    if not _applies(rule, kind, who):
         return False
     if rule.tables is not None:
         if rule.action is RuleAction.ALLOW:
@@ -401,6 +453,22 @@ def _matches(rule: RuleConfig, kind: str, tables: frozenset[str], who: Subject) 
             )
         # a refusal: the names come lower-cased, the patterns are compared so
         return any(_table_matches(t, p.lower()) for t in tables for p in rule.tables)
+    return True
+
+
+def _applies(rule: RuleConfig, kind: str, who: Subject) -> bool:
+    """Whether a rule is for this kind of statement and this subject (its tables
+    aside)."""
+    if not any(s in ("*", "ANY") or kind == s or kind.startswith(s + " ") for s in rule.statements):
+        return False
+    if rule.targets is not None and who.target not in rule.targets:
+        return False
+    if rule.identities is not None and not any(
+        fnmatch.fnmatchcase(who.identity.lower(), p.lower()) for p in rule.identities
+    ):
+        return False
+    if rule.groups is not None and not who.groups.intersection(rule.groups):
+        return False
     return True
 
 

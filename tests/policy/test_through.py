@@ -1,0 +1,172 @@
+"""What a write reaches through views and foreign keys (``WriteThrough``), and the
+refusing rules that see it (``decide`` with the target's ``WriteThrough``)."""
+
+from __future__ import annotations
+
+from appliance.config import PolicyConfig, RuleAction, RuleConfig
+from appliance.mysql.constants import Command
+from appliance.mysql.relay import ClientCommand
+from appliance.policy.classify import Classification, classify
+from appliance.policy.gate import Policy, SessionPolicy
+from appliance.policy.lexer import LexMode
+from appliance.policy.rules import Subject, decide
+from appliance.policy.through import ForeignKey, Reached, ViewBases, WriteThrough
+from appliance.through_catalog import view_bases
+
+AGENT = Subject("agent", frozenset(), "db1")
+
+# shop.orders.v references shop.customers(id) ON DELETE CASCADE ON UPDATE CASCADE
+CASCADE = ForeignKey("shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE")
+V_ORDERS = ViewBases("shop.v_orders", frozenset({"shop.orders"}))
+SHOP = WriteThrough([CASCADE], [V_ORDERS])
+
+PROTECT = RuleConfig("protect-orders", ("DELETE", "UPDATE"), RuleAction.BLOCK, ("shop.orders",))
+HOLD = RuleConfig("hold-orders", ("DELETE", "UPDATE"), RuleAction.REVIEW, ("shop.orders",))
+
+
+def reached(through: WriteThrough, kind: str, table: str) -> set[tuple[str, str | None]]:
+    return {(r.kind, r.table) for r in through.reached(kind, table)}
+
+
+def one(sql: str) -> Classification:
+    (c,) = classify(sql.encode(), LexMode())
+    return c
+
+
+# ------------------------------------------------------------------- WriteThrough
+
+
+def test_a_view_passes_each_write_kind_to_its_base_tables() -> None:
+    for kind in ("INSERT", "UPDATE", "DELETE", "REPLACE"):
+        assert reached(SHOP, kind, "shop.v_orders") >= {(kind, "shop.orders")}
+    assert SHOP.reached("SELECT", "shop.v_orders") == ()
+
+
+def test_a_cascading_delete_and_update_reach_the_child() -> None:
+    assert reached(SHOP, "DELETE", "shop.customers") == {("DELETE", "shop.orders")}
+    assert reached(SHOP, "UPDATE", "shop.customers") == {("UPDATE", "shop.orders")}
+    assert reached(SHOP, "REPLACE", "shop.customers") == {("DELETE", "shop.orders")}
+    assert reached(SHOP, "INSERT", "shop.customers") == set()
+    (how,) = SHOP.reached("DELETE", "shop.customers")
+    assert how == Reached("DELETE", "shop.orders", "foreign key shop.fk_x ON DELETE CASCADE")
+
+
+def test_set_null_and_set_default_update_the_child_restrict_changes_nothing() -> None:
+    keys = [
+        ForeignKey("s.a", "s.nulled", "s.p", "RESTRICT", "SET NULL"),
+        ForeignKey("s.b", "s.defaulted", "s.p", "SET DEFAULT", "NO ACTION"),
+        ForeignKey("s.c", "s.kept", "s.p", "RESTRICT", "RESTRICT"),
+    ]
+    through = WriteThrough(keys)
+    assert reached(through, "DELETE", "s.p") == {("UPDATE", "s.nulled")}
+    assert reached(through, "UPDATE", "s.p") == {("UPDATE", "s.defaulted")}
+
+
+def test_views_of_views_and_chains_of_keys_are_followed_and_cycles_end() -> None:
+    through = WriteThrough(
+        [
+            ForeignKey("s.k1", "s.b", "s.a", "CASCADE", "CASCADE"),
+            ForeignKey("s.k2", "s.c", "s.b", "CASCADE", "CASCADE"),
+            ForeignKey("s.k3", "s.a", "s.c", "CASCADE", "CASCADE"),  # a cycle
+        ],
+        [ViewBases("s.v2", frozenset({"s.v1"})), ViewBases("s.v1", frozenset({"s.a"}))],
+    )
+    assert reached(through, "DELETE", "s.v2") == {
+        ("DELETE", "s.v1"),
+        ("DELETE", "s.a"),
+        ("DELETE", "s.b"),
+        ("DELETE", "s.c"),
+    }
+    hows = {r.table: r.how for r in through.reached("DELETE", "s.v2")}
+    assert hows["s.b"] == "view s.v2, then view s.v1, then foreign key s.k1 ON DELETE CASCADE"
+
+
+def test_names_match_in_any_case_and_a_bare_name_in_any_schema() -> None:
+    assert reached(SHOP, "DELETE", "Shop.Customers") == {("DELETE", "shop.orders")}
+    assert reached(SHOP, "DELETE", "customers") == {("DELETE", "shop.orders")}
+    assert reached(SHOP, "DELETE", "other.customers") == set()
+
+
+def test_an_unread_view_or_target_reaches_any_table() -> None:
+    through = WriteThrough(views=[ViewBases("shop.v_secret", None)])
+    assert reached(through, "UPDATE", "shop.v_secret") == {("UPDATE", None)}
+    unread = WriteThrough(unread="not read yet")
+    assert reached(unread, "INSERT", "shop.anything") == {("INSERT", None)}
+    assert unread.reached("SELECT", "shop.anything") == ()
+
+
+def test_equal_facts_make_equal_write_throughs() -> None:
+    assert WriteThrough([CASCADE], [V_ORDERS]) == SHOP
+    assert WriteThrough([CASCADE]) != SHOP
+    restrict = ForeignKey("shop.fk_r", "shop.orders", "shop.customers", "RESTRICT", "RESTRICT")
+    assert WriteThrough([restrict]) == WriteThrough()  # it changes nothing: not kept
+    assert not WriteThrough([restrict])
+
+
+def test_view_bases_from_a_mariadb_definition() -> None:
+    text = "select `shop`.`orders`.`id` AS `id`,`shop`.`orders`.`v` AS `v` from `shop`.`orders`"
+    assert view_bases("shop", "v_orders", text) == V_ORDERS
+    assert view_bases("shop", "v_hidden", "") == ViewBases("shop.v_hidden", None)
+    assert view_bases("shop", "v_odd", "garbage ((") == ViewBases("shop.v_odd", None)
+
+
+# ------------------------------------------------------------------- decide
+
+
+def test_a_delete_through_a_view_meets_the_rule_on_its_base_table() -> None:
+    c = one("DELETE FROM shop.v_orders WHERE id = 1")
+    assert not decide(c, AGENT, "shop", (PROTECT,)).refused  # without: not seen
+    decision = decide(c, AGENT, "shop", (PROTECT,), SHOP)
+    assert decision.action is RuleAction.BLOCK and decision.rule == "protect-orders"
+    assert decision.reason.startswith(
+        "DELETE FROM shop.v_orders also deletes rows of shop.orders (through view shop.v_orders)"
+    )
+
+
+def test_a_cascading_delete_or_update_meets_the_rule_on_the_child() -> None:
+    delete = decide(one("DELETE FROM customers WHERE id = 1"), AGENT, "shop", (PROTECT,), SHOP)
+    assert delete.rule == "protect-orders"
+    assert "DELETE FROM customers also deletes rows of shop.orders (through foreign key " in (
+        delete.reason
+    )
+    update = one("UPDATE customers SET id = 20 WHERE id = 2")
+    assert decide(update, AGENT, "shop", (HOLD,), SHOP).action is RuleAction.REVIEW
+    upsert = one("INSERT INTO customers (id) VALUES (2) ON DUPLICATE KEY UPDATE id = 20")
+    assert decide(upsert, AGENT, "shop", (PROTECT,), SHOP).rule == "protect-orders"
+    replace = one("REPLACE INTO customers (id) VALUES (2)")
+    assert decide(replace, AGENT, "shop", (PROTECT,), SHOP).rule == "protect-orders"
+
+
+def test_writes_that_reach_nothing_protected_and_allow_rules_are_unchanged() -> None:
+    insert = one("INSERT INTO customers (id) VALUES (3)")
+    assert not decide(insert, AGENT, "shop", (PROTECT,), SHOP).refused
+    other = one("DELETE FROM shop.invoices WHERE id = 1")
+    assert not decide(other, AGENT, "shop", (PROTECT,), SHOP).refused
+    # an allow for DELETE on customers still allows it: it names what it allows
+    allow = RuleConfig("customers", ("DELETE",), RuleAction.ALLOW, ("shop.customers",))
+    c = one("DELETE FROM customers WHERE id = 1")
+    assert decide(c, AGENT, "shop", (allow, PROTECT), SHOP).rule == "customers"
+
+
+def test_a_write_to_an_unread_view_meets_every_refusing_rule_with_tables() -> None:
+    through = WriteThrough(views=[ViewBases("shop.v_secret", None)])
+    c = one("UPDATE shop.v_secret SET v = 1 WHERE id = 1")
+    decision = decide(c, AGENT, "shop", (PROTECT,), through)
+    assert decision.rule == "protect-orders"
+    assert "may also change rows of the tables this rule protects" in decision.reason
+
+
+def test_a_new_write_through_is_not_hidden_by_a_cached_verdict() -> None:
+    policy = Policy(PolicyConfig(), (PROTECT,))
+    session = SessionPolicy(policy, AGENT, "shop", None)
+    payload = bytes([Command.QUERY]) + b"DELETE FROM customers WHERE id = 1"
+
+    def refused(n: int) -> bool:
+        cmd = ClientCommand(n, Command.QUERY, payload, payload)
+        return session.decide(cmd, 0, {}).refusal is not None
+
+    assert not refused(1)
+    policy.set_through("db1", SHOP)
+    assert refused(2)
+    policy.set_through("db1", WriteThrough())
+    assert not refused(3)
