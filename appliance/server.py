@@ -65,6 +65,7 @@ from appliance.policy.rules import Decision, Subject
 from appliance.server_mode import GlobalModes
 from appliance.session_kill import SessionKills
 from appliance.target_names import KEEP_S, Move, TargetNames
+from appliance.through_catalog import ThroughCatalog
 
 if TYPE_CHECKING:
     from netconfig.sentinel import Alert as NetworkAlert
@@ -201,6 +202,8 @@ class Gateway:
         self._retention: asyncio.Task[None] | None = None
         self.masking: MaskingPolicy | None = None
         self.catalog: ViewCatalog | None = None
+        # what writes reach through views and foreign keys, for the refusing rules
+        self.through = ThroughCatalog(config, self.policy, refresh_s=config.policy.views_refresh_s)
         if config.masking:
             self.masking = MaskingPolicy(config.masking, masking_key(config))
             self.catalog = ViewCatalog(
@@ -320,6 +323,7 @@ class Gateway:
         await self.global_modes.start()  # the mode sessions start in, before clients
         if self.catalog is not None:
             await self.catalog.start()  # the views that show masked columns, before clients
+        await self.through.start()  # what writes reach under other names, before clients
         if self.config.recording.enabled and self.config.recording.keep_days:
             self._retention = asyncio.get_running_loop().create_task(
                 self._purge_recordings(), name="recording retention"
@@ -416,6 +420,7 @@ class Gateway:
             await self._server.wait_closed()
         if self.catalog is not None:
             await self.catalog.close()
+        await self.through.close()
         await self.global_modes.close()
         if self._following is not None:
             self._following.cancel()
@@ -1289,8 +1294,10 @@ class ClientLeg(asyncio.Protocol):
             self.policy.completed(done.cmd, done.error, done.affected)
             session.messages_charset = self.policy.results_charset  # (after a SET NAMES)
         approver = self._approvers.pop(done.cmd.id, None)
-        if self.gw.catalog is not None and any(part.catalog for part in verdict.parts):
-            self.gw.catalog.invalidate()
+        if any(part.catalog for part in verdict.parts):
+            if self.gw.catalog is not None:
+                self.gw.catalog.invalidate()
+            self.gw.through.invalidate()
         who = self.who if approver is None else {**self.who, "approver": approver}
         if done.unfinished is not None:
             who = {**who, "reason": done.unfinished}

@@ -136,6 +136,60 @@ def test_create_or_replace_table_is_a_drop_for_the_rules(mariadb: MariaDB, tmp_p
     assert "Traceback" not in gw.log()
 
 
+THROUGH_RULES = """
+[[rules]]
+name = "through-orders-keep"
+statements = ["DELETE", "UPDATE"]
+tables = ["shop.thr_orders"]
+action = "block"
+"""
+
+
+def test_a_view_or_a_cascading_foreign_key_does_not_hide_a_protected_table(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Objects made outside the gateway change a table under another name: a DELETE
+    through an updatable view of shop.thr_orders, and a DELETE or UPDATE of the parent
+    of its foreign key ON DELETE / ON UPDATE CASCADE, changed its rows while the rule
+    blocking DELETE and UPDATE on it saw only the names written."""
+    mariadb.admin_sql(
+        "DROP VIEW IF EXISTS shop.v_thr_orders",
+        "DROP TABLE IF EXISTS shop.thr_orders, shop.thr_customers",
+        "CREATE TABLE shop.thr_customers (id INT PRIMARY KEY, name TEXT) ENGINE=InnoDB",
+        "CREATE TABLE shop.thr_orders (id INT PRIMARY KEY, v INT, FOREIGN KEY (v) "
+        "REFERENCES shop.thr_customers (id) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB",
+        "INSERT INTO shop.thr_customers VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        "INSERT INTO shop.thr_orders VALUES (1, 1), (2, 2), (3, 3)",
+        "CREATE VIEW shop.v_thr_orders AS SELECT id, v FROM shop.thr_orders",
+    )
+    gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, extra_toml=THROUGH_RULES).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            message = refused(conn, "DELETE FROM v_thr_orders WHERE id = 1")
+            assert "blocked by rule 'through-orders-keep'" in message
+            assert "rows of shop.thr_orders (through view shop.v_thr_orders)" in message
+            message = refused(conn, "DELETE FROM thr_customers WHERE id = 1")
+            assert "deletes rows of shop.thr_orders (through foreign key shop." in message
+            refused(conn, "UPDATE thr_customers SET id = 20 WHERE id = 2")
+            refused(conn, "UPDATE shop.v_thr_orders SET v = 3 WHERE id = 1")
+            # any UPDATE of the parent may change the key: refused, whichever column
+            refused(conn, "UPDATE thr_customers SET name = 'z' WHERE id = 3")
+            with conn.cursor() as cur:  # what reaches nothing protected still runs
+                cur.execute("INSERT INTO thr_customers VALUES (4, 'd')")
+            conn.commit()
+        rows = direct(mariadb, "SELECT id, v FROM shop.thr_orders ORDER BY id")
+        assert rows == [(1, 1), (2, 2), (3, 3)]
+        names = direct(mariadb, "SELECT id, name FROM shop.thr_customers ORDER BY id")
+        assert names == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+    finally:
+        assert gw.stop() == 0
+        mariadb.admin_sql(
+            "DROP VIEW IF EXISTS shop.v_thr_orders",
+            "DROP TABLE IF EXISTS shop.thr_orders, shop.thr_customers",
+        )
+    assert "Traceback" not in gw.log()
+
+
 def test_delete_without_where_is_refused_and_the_session_goes_on(
     gw: GatewayProcess, mariadb: MariaDB
 ) -> None:

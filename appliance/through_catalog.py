@@ -1,0 +1,157 @@
+"""The views and foreign keys of each target, for the rules that refuse writes (SPEC §6).
+
+A block or review rule on ``shop.orders`` matches the names a statement is written
+with; a view over shop.orders or a foreign key of it with ON DELETE CASCADE changes its
+rows under another name. The gateway therefore reads, per target, on a side connection
+with the target's credential, ``information_schema.REFERENTIAL_CONSTRAINTS`` and
+``information_schema.VIEWS``, and gives the policy a ``WriteThrough`` (what a write to
+a table or view also changes), which ``decide`` checks against those rules.
+
+Only when some block or review rule names tables (the others match a write by its kind
+alone). Read at start, every ``refresh_s`` and soon after a statement that creates,
+alters, renames or drops a view or a table went through the gateway.
+
+Fail closed: until a target's first read has worked, every write to it may reach any
+table (the gateway logs why and tries again every 2 s); a view whose definition cannot
+be read (no SHOW VIEW privilege) or understood reaches any table. After a failed read
+the last one read stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from appliance.config import Config, RuleAction, TargetConfig
+from appliance.policy.classify import classify
+from appliance.policy.gate import Policy
+from appliance.policy.lexer import LexMode
+from appliance.policy.through import ForeignKey, ViewBases, WriteThrough
+from appliance.side_connection import ReadFailures, connect
+
+__all__ = ["ThroughCatalog", "read_through", "view_bases"]
+
+log = logging.getLogger("sqlgate.through")
+
+_UNREADY_RETRY_S = 2.0
+_BURST_S = 0.2  # after a change: let a burst of DDL finish
+_UNREAD = "the gateway has not read the target's views and foreign keys yet"
+
+
+def view_bases(schema: str, name: str, definition: str) -> ViewBases:
+    """The tables and views a view's definition reads (MariaDB stores it qualified);
+    None for them when it is empty (no SHOW VIEW privilege) or not one plain SELECT."""
+    found = classify(definition.encode(), LexMode()) if definition.strip() else ()
+    if len(found) != 1 or found[0].kind != "SELECT" or found[0].problem is not None:
+        return ViewBases(f"{schema}.{name}", None)
+    reads = found[0].reads
+    return ViewBases(
+        f"{schema}.{name}",
+        frozenset(t if "." in t else f"{schema}.{t}" for t in reads),
+    )
+
+
+def read_through(target: TargetConfig, timeout_s: float, mark: int) -> WriteThrough:
+    """The target's foreign keys and views, as the side connection may see them."""
+    conn = connect(target, None, timeout_s, mark)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT CONSTRAINT_SCHEMA, CONSTRAINT_NAME, TABLE_NAME, "
+                "UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME, UPDATE_RULE, DELETE_RULE "
+                "FROM information_schema.REFERENTIAL_CONSTRAINTS"
+            )
+            keys = [
+                ForeignKey(f"{s}.{n}", f"{s}.{child}", f"{ps}.{parent}", str(up), str(down))
+                for s, n, child, ps, parent, up, down in cur.fetchall()
+            ]
+            cur.execute(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS"
+            )
+            views = [view_bases(s, n, d or "") for s, n, d in cur.fetchall()]
+        conn.rollback()
+    finally:
+        conn.close()
+    return WriteThrough(keys, views)
+
+
+def needed(config: Config) -> bool:
+    """Whether a block or review rule names tables: only those need what writes reach."""
+    return any(r.action is not RuleAction.ALLOW and r.tables is not None for r in config.rules)
+
+
+class ThroughCatalog:
+    """Keeps ``Policy.through`` current, per target."""
+
+    def __init__(
+        self,
+        config: Config,
+        policy: Policy,
+        refresh_s: float = 60.0,
+        timeout_s: float = 5.0,
+        read: Callable[[TargetConfig, float, int], WriteThrough] = read_through,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.refresh_s = refresh_s
+        self.timeout_s = timeout_s
+        self._read = read
+        self.ready: set[str] = set()  # targets read at least once
+        self._failures = ReadFailures("its views and foreign keys", log)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def needed(self) -> bool:
+        return needed(self.config)
+
+    async def start(self) -> None:
+        """Read every target once (each at most ``timeout_s``), then keep them current
+        in the background. A target not read yet has every write reach any table."""
+        if not self.needed:
+            return
+        for target in self.config.targets:
+            self.policy.set_through(target.name, WriteThrough(unread=_UNREAD))
+        await self.refresh()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="through catalog")
+
+    def invalidate(self) -> None:
+        """A view or a table was created, altered, renamed or dropped: read again soon."""
+        self._wake.set()
+
+    async def refresh(self) -> None:
+        for target in self.config.targets:
+            await self._refresh(target)
+
+    async def _refresh(self, target: TargetConfig) -> None:
+        try:
+            through = await asyncio.wait_for(
+                asyncio.to_thread(self._read, target, self.timeout_s, self.config.network.mark),
+                self.timeout_s + 1,
+            )
+        except Exception as exc:  # the last one read stays (before any: unread)
+            self._failures.failed(target.name, exc)
+            return
+        if self._failures.succeeded(target.name):
+            log.info("target %s: its views and foreign keys are read again", target.name)
+        self.policy.set_through(target.name, through)
+        self.ready.add(target.name)
+
+    async def _run(self) -> None:
+        while True:
+            unready = any(t.name not in self.ready for t in self.config.targets)
+            try:
+                await asyncio.wait_for(
+                    self._wake.wait(), _UNREADY_RETRY_S if unready else self.refresh_s
+                )
+                await asyncio.sleep(_BURST_S)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.refresh()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
