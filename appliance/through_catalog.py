@@ -1,11 +1,12 @@
 """The views and foreign keys of each target, for the rules that refuse writes (SPEC §6).
 
-A block or review rule on ``shop.orders`` matches the names a statement is written
-with; a view over shop.orders or a foreign key of it with ON DELETE CASCADE changes its
-rows under another name. The gateway therefore reads, per target, on a side connection
-with the target's credential, ``information_schema.REFERENTIAL_CONSTRAINTS`` and
-``information_schema.VIEWS``, and gives the policy a ``WriteThrough`` (what a write to
-a table or view also changes), which ``decide`` checks against those rules.
+A block or review rule on ``shop.orders`` matches the names a statement is written with;
+a view over shop.orders or a foreign key of it with ON DELETE CASCADE changes its rows
+under another name. The gateway therefore reads, per target, on a side connection with
+the target's credential, ``information_schema.REFERENTIAL_CONSTRAINTS`` (with the
+columns of each key, ``KEY_COLUMN_USAGE``) and ``information_schema.VIEWS``, and gives
+the policy a ``WriteThrough`` (what a write to a table or view also changes), which
+``decide`` checks against those rules.
 
 Only when some block or review rule names tables (the others match a write by its kind
 alone). Read at start, every ``refresh_s`` and soon after a statement that creates,
@@ -62,9 +63,26 @@ def read_through(target: TargetConfig, timeout_s: float, mark: int) -> WriteThro
                 "UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME, UPDATE_RULE, DELETE_RULE "
                 "FROM information_schema.REFERENTIAL_CONSTRAINTS"
             )
+            rows = cur.fetchall()
+            cur.execute(
+                "SELECT CONSTRAINT_SCHEMA, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME "
+                "FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_NAME IS NOT NULL"
+            )
+            columns: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+            for s, n, column, referenced in cur.fetchall():
+                child, parent = columns.setdefault((s, n), (set(), set()))
+                child.add(str(column).lower())
+                parent.add(str(referenced).lower())
             keys = [
-                ForeignKey(f"{s}.{n}", f"{s}.{child}", f"{ps}.{parent}", str(up), str(down))
-                for s, n, child, ps, parent, up, down in cur.fetchall()
+                ForeignKey(
+                    f"{s}.{n}",
+                    f"{s}.{child}",
+                    f"{ps}.{parent}",
+                    str(up),
+                    str(down),
+                    *(frozenset(c) for c in columns.get((s, n), ((), ()))),
+                )
+                for s, n, child, ps, parent, up, down in rows
             ]
             cur.execute(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS"

@@ -73,6 +73,7 @@ __all__ = [
     "mask_rewrite",
     "masked_uses",
     "reference_readings",
+    "set_columns",
     "unreadable",
 ]
 
@@ -1180,6 +1181,29 @@ def _name_character(c: str) -> bool:
 # The tokens the parser reads as names, or as no word at all
 _NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER, TokenType.NUMBER})
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+def set_columns(c: Classification) -> frozenset[str] | None:
+    """The columns (lower-case names, without their tables) an UPDATE sets, or the ON
+    DUPLICATE KEY UPDATE of an INSERT; None when that cannot be told (the text does not
+    parse, an assignment is not ``column = value``). What an update of a parent table
+    changes through a foreign key with ON UPDATE depends on it."""
+    try:
+        root = _parse(c.text)
+    except _Unparsable:
+        return None
+    if isinstance(root, exp.Update):
+        assignments = root.expressions
+    elif isinstance(root, exp.Insert) and isinstance(root.args.get("conflict"), exp.OnConflict):
+        assignments = root.args["conflict"].expressions
+    else:
+        return None
+    names: set[str] = set()
+    for assignment in assignments:
+        if not (isinstance(assignment, exp.EQ) and isinstance(assignment.this, exp.Column)):
+            return None
+        names.add(assignment.this.name.lower())
+    return frozenset(names) if names else None
 
 
 def _parse(text: str) -> exp.Expr:

@@ -4,9 +4,10 @@ A rule matches the names a statement is written with. Objects already in the dat
 change other tables under those names: an updatable view passes INSERT, UPDATE, DELETE
 and REPLACE to its base tables, and a foreign key with ON DELETE / ON UPDATE CASCADE,
 SET NULL or SET DEFAULT deletes or updates rows of its child table when the parent's
-change. ``WriteThrough`` holds what one target has of both (read by
-``appliance.through_catalog``) and says which (kind, table) a write also reaches, so
-that a block or review rule on the table reached sees it.
+rows change (ON UPDATE only when a column the key references is set). ``WriteThrough`` holds
+what one target has of both (read by ``appliance.through_catalog``) and says which
+(kind, table) a write also reaches, so that a block or review rule on the table reached
+sees it.
 
 Pure: no I/O. Names are compared in any case (only refusals use this), and a bare name
 (the session's schema is not known) is the table of that name in every schema.
@@ -35,6 +36,8 @@ class ForeignKey:
     parent: str
     on_update: str  # as information_schema says it: CASCADE, SET NULL, RESTRICT, ...
     on_delete: str
+    columns: frozenset[str] = frozenset()  # the child's (lower-case); empty: not known
+    referenced: frozenset[str] = frozenset()  # the parent's it references; empty: not known
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,31 +99,36 @@ class WriteThrough:
         """Whether any write may reach another table at all."""
         return bool(self._views or self._children or self._unread)
 
-    def reached(self, kind: str, table: str) -> tuple[Reached, ...]:
+    def reached(
+        self, kind: str, table: str, columns: frozenset[str] | None = None
+    ) -> tuple[Reached, ...]:
         """What a ``kind`` write to ``table`` ("schema.table", or bare) also changes,
         through views of views and chains of foreign keys (cycles end), first reached
-        first. Empty for a kind that changes no rows."""
+        first. Empty for a kind that changes no rows. ``columns``: those an UPDATE sets
+        (lower-case; None: not known), for a foreign key's ON UPDATE acts only when a
+        column it references changes."""
         if kind not in WRITE_KINDS:
             return ()
         if self._unread is not None:
             return (Reached(kind, None, self._unread),)
         found: dict[tuple[str, str | None], Reached] = {}
-        todo: list[tuple[str, str, str]] = [(kind, table.lower(), "")]
-        seen = {(kind, table.lower())}
+        start = (kind, table.lower(), columns if kind == "UPDATE" else None)
+        todo: list[tuple[str, str, frozenset[str] | None, str]] = [(*start, "")]
+        seen = {start}
         while todo:
-            doing, name, how = todo.pop(0)
+            doing, name, setting, how = todo.pop(0)
             for qualified in self._named(name):
-                for step_kind, step_table, step in self._steps(doing, qualified):
+                for step_kind, step_table, sets, step in self._steps(doing, qualified, setting):
                     said = f"{how}, then {step}" if how else step
                     if step_table is None:
                         found.setdefault((step_kind, None), Reached(step_kind, None, said))
                         continue
                     lowered = step_table.lower()
-                    if (step_kind, lowered) in seen:
+                    if (step_kind, lowered, sets) in seen:
                         continue
-                    seen.add((step_kind, lowered))
-                    found[(step_kind, lowered)] = Reached(step_kind, step_table, said)
-                    todo.append((step_kind, lowered, said))
+                    seen.add((step_kind, lowered, sets))
+                    found.setdefault((step_kind, lowered), Reached(step_kind, step_table, said))
+                    todo.append((step_kind, lowered, sets, said))
         return tuple(found.values())
 
     def _named(self, name: str) -> Iterable[str]:
@@ -129,15 +137,24 @@ class WriteThrough:
             return (name,)
         return sorted(self._by_name.get(name, ()))
 
-    def _steps(self, kind: str, name: str) -> Iterable[tuple[str, str | None, str]]:
-        """One step from a ``kind`` write to ``name`` (lower-case, qualified)."""
+    def _steps(
+        self, kind: str, name: str, setting: frozenset[str] | None
+    ) -> Iterable[tuple[str, str | None, frozenset[str] | None, str]]:
+        """One step from a ``kind`` write to ``name`` (lower-case, qualified) that sets
+        ``setting`` (an UPDATE's columns; None: not known): the kind, table and columns
+        of the change it makes, and how, in words."""
         view = self._views.get(name)
         if view is not None:
             if view.bases is None:
-                yield kind, None, f"view {view.view}, whose definition the gateway cannot read"
+                yield (
+                    kind,
+                    None,
+                    None,
+                    f"view {view.view}, whose definition the gateway cannot read",
+                )
             else:
-                for base in sorted(view.bases):
-                    yield kind, base, f"view {view.view}"
+                for base in sorted(view.bases):  # (a view may name its columns otherwise)
+                    yield kind, base, None, f"view {view.view}"
         action_of = {"DELETE": "on_delete", "REPLACE": "on_delete", "UPDATE": "on_update"}
         field = action_of.get(kind)
         if field is None:
@@ -147,5 +164,11 @@ class WriteThrough:
             action = getattr(key, field).upper()
             if action not in _CHANGING:
                 continue
-            does = "DELETE" if action == "CASCADE" and field == "on_delete" else "UPDATE"
-            yield does, key.child, f"foreign key {key.name} {clause} {action}"
+            if field == "on_update" and setting is not None and key.referenced:
+                if not setting & key.referenced:
+                    continue  # the update leaves the referenced columns as they are
+            if action == "CASCADE" and field == "on_delete":
+                yield "DELETE", key.child, None, f"foreign key {key.name} {clause} {action}"
+            else:  # the child's columns of the key change
+                sets = key.columns or None
+                yield "UPDATE", key.child, sets, f"foreign key {key.name} {clause} {action}"

@@ -51,6 +51,57 @@ def test_a_cascading_delete_and_update_reach_the_child() -> None:
     assert how == Reached("DELETE", "shop.orders", "foreign key shop.fk_x ON DELETE CASCADE")
 
 
+def test_on_update_acts_only_when_a_referenced_column_is_set() -> None:
+    """An UPDATE that leaves the parent's referenced key as it is changes no child row:
+    refusing every UPDATE of every parent of a protected table would refuse
+    `UPDATE customers SET name = ...` for a rule on orders."""
+    keyed = ForeignKey(
+        "shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE",
+        frozenset({"v"}), frozenset({"id"}),
+    )  # fmt: skip
+    # orders.v is itself referenced by lines.order_v, ON UPDATE CASCADE too
+    lines = ForeignKey(
+        "shop.fk_l", "shop.lines", "shop.orders", "CASCADE", "RESTRICT",
+        frozenset({"order_v"}), frozenset({"v"}),
+    )  # fmt: skip
+    through = WriteThrough([keyed, lines])
+    assert reached(through, "UPDATE", "shop.customers") == {  # columns not known
+        ("UPDATE", "shop.orders"),
+        ("UPDATE", "shop.lines"),
+    }
+    assert through.reached("UPDATE", "shop.customers", frozenset({"name"})) == ()
+    both = through.reached("UPDATE", "shop.customers", frozenset({"name", "id"}))
+    assert {(r.kind, r.table) for r in both} == {
+        ("UPDATE", "shop.orders"),
+        ("UPDATE", "shop.lines"),
+    }
+    # an update of orders that leaves v as it is reaches no line
+    assert through.reached("UPDATE", "shop.orders", frozenset({"total"})) == ()
+    # a key whose columns are not known acts on any update
+    assert reached(SHOP, "UPDATE", "shop.customers") == {("UPDATE", "shop.orders")}
+    assert {r.table for r in SHOP.reached("UPDATE", "shop.customers", frozenset({"name"}))} == {
+        "shop.orders"
+    }
+
+
+def test_a_rule_sees_the_columns_an_update_sets() -> None:
+    keyed = ForeignKey(
+        "shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE",
+        frozenset({"v"}), frozenset({"id"}),
+    )  # fmt: skip
+    through = WriteThrough([keyed])
+    rules = (PROTECT,)
+    name_only = one("UPDATE customers SET name = 'z' WHERE id = 3")
+    assert not decide(name_only, AGENT, "shop", rules, through).refused
+    for sql in (
+        "UPDATE customers SET id = 9 WHERE id = 3",
+        "UPDATE customers c SET c.ID = 9, name = 'z' WHERE c.id = 3",
+        "INSERT INTO customers VALUES (2, 'b') ON DUPLICATE KEY UPDATE id = 9",
+        "UPDATE customers SET (id) = (9)",  # not `column = value`: not known, so any
+    ):
+        assert decide(one(sql), AGENT, "shop", rules, through).rule == "protect-orders", sql
+
+
 def test_set_null_and_set_default_update_the_child_restrict_changes_nothing() -> None:
     keys = [
         ForeignKey("s.a", "s.nulled", "s.p", "RESTRICT", "SET NULL"),
