@@ -43,14 +43,12 @@ from dataclasses import dataclass
 from appliance.config import Config, MaskStrategy, TargetConfig
 from appliance.policy.classify import view_sources
 from appliance.policy.masking import ColumnRule, MaskingPolicy
-from appliance.side_connection import ReadFailures, connect
+from appliance.side_connection import ReadFailures, connect, keep_reading
 
 __all__ = ["View", "ViewCatalog", "ViewChange", "derive_rules"]
 
 log = logging.getLogger("sqlgate.catalog")
 
-_UNREADY_RETRY_S = 2.0
-_BURST_S = 0.2  # after a change, while nobody waits for the views: let a burst of DDL finish
 
 Reader = Callable[
     [TargetConfig, float, int, Sequence[ColumnRule]],
@@ -356,21 +354,17 @@ class ViewCatalog:
                 event.set()
 
     async def _run(self) -> None:
-        while True:
-            unready = any(t.name not in self.ready for t in self.config.targets)
-            try:
-                # a target whose views are not known yet, or that statements wait for,
-                # is tried again soon: until then its views' masked columns have no rule
-                await asyncio.wait_for(
-                    self._wake.wait(),
-                    _UNREADY_RETRY_S if unready or self.stale else self.refresh_s,
-                )
-                if not self.stale:
-                    await asyncio.sleep(_BURST_S)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            await self.refresh()
+        # a target whose views are not known yet, or that statements wait for, is tried
+        # again soon: until then its views' masked columns have no rule
+        await keep_reading(
+            self.refresh,
+            self._wake,
+            self.refresh_s,
+            hurry=lambda: (
+                bool(self.stale) or any(t.name not in self.ready for t in self.config.targets)
+            ),
+            settle=lambda: not self.stale,
+        )
 
     async def close(self) -> None:
         if self._task is not None:

@@ -8,14 +8,16 @@ path while it could block the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance import marked_socket
 from appliance.config import TargetConfig, TargetTLS
 
-__all__ = ["ReadFailures", "connect"]
+__all__ = ["BURST_S", "UNREADY_RETRY_S", "ReadFailures", "connect", "keep_reading"]
 
 
 class ReadFailures:
@@ -36,6 +38,34 @@ class ReadFailures:
     def succeeded(self, target: str) -> bool:
         """Forget the target's failure; True when there was one."""
         return self._why.pop(target, None) is not None
+
+
+UNREADY_RETRY_S = 2.0
+"""How soon a target whose read has not worked yet (or that statements wait for) is
+read again."""
+BURST_S = 0.2
+"""After a change: the pause that lets a burst of DDL finish before the next read."""
+
+
+async def keep_reading(
+    refresh: Callable[[], Awaitable[None]],
+    wake: asyncio.Event,
+    every_s: float,
+    hurry: Callable[[], bool],
+    settle: Callable[[], bool] = lambda: True,
+) -> None:
+    """A background refresh: ``refresh`` every ``every_s``, and soon after ``wake`` is
+    set (a change went through the gateway), ``BURST_S`` later when ``settle()`` says
+    nobody waits; every ``UNREADY_RETRY_S`` while ``hurry()`` (a target not read yet)."""
+    while True:
+        try:
+            await asyncio.wait_for(wake.wait(), UNREADY_RETRY_S if hurry() else every_s)
+            if settle():
+                await asyncio.sleep(BURST_S)
+        except TimeoutError:
+            pass
+        wake.clear()
+        await refresh()
 
 
 def connect(target: TargetConfig, db: str | None, timeout_s: float, mark: int) -> Any:

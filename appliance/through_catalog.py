@@ -29,14 +29,12 @@ from appliance.policy.classify import classify
 from appliance.policy.gate import Policy
 from appliance.policy.lexer import LexMode
 from appliance.policy.through import ForeignKey, ViewBases, WriteThrough
-from appliance.side_connection import ReadFailures, connect
+from appliance.side_connection import ReadFailures, connect, keep_reading
 
 __all__ = ["ThroughCatalog", "read_through", "view_bases"]
 
 log = logging.getLogger("sqlgate.through")
 
-_UNREADY_RETRY_S = 2.0
-_BURST_S = 0.2  # after a change: let a burst of DDL finish
 _UNREAD = "the gateway has not read the target's views and foreign keys yet"
 
 
@@ -157,17 +155,12 @@ class ThroughCatalog:
         self.ready.add(target.name)
 
     async def _run(self) -> None:
-        while True:
-            unready = any(t.name not in self.ready for t in self.config.targets)
-            try:
-                await asyncio.wait_for(
-                    self._wake.wait(), _UNREADY_RETRY_S if unready else self.refresh_s
-                )
-                await asyncio.sleep(_BURST_S)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            await self.refresh()
+        await keep_reading(
+            self.refresh,
+            self._wake,
+            self.refresh_s,
+            hurry=lambda: any(t.name not in self.ready for t in self.config.targets),
+        )
 
     async def close(self) -> None:
         if self._task is not None:
