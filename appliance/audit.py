@@ -447,7 +447,7 @@ class Audit:
             fields.update(exact)  # the bytes, where ``sql`` as UTF-8 is not what was sent
         elif part.exact:  # of a text read from other bytes (an execute's prepared text)
             fields.update(part.exact)
-        fields.update(part.params)  # an execute's values
+        fields.update(part.carried)  # an execute's values; a prepare's rewritten text
         rewritten = extra.get("rewritten")
         if rewritten is not None:  # sent as UTF-8 of the client's bytes: read as they are
             extra = {**extra, "rewritten": records.read_text(rewritten.encode(), charset)[0]}

@@ -19,7 +19,7 @@ import pymysql
 import pytest
 import sqlalchemy
 from lab import cursors
-from lab.clients import ClientError, node_spec, run_mariadb, run_node, run_sqlgate
+from lab.clients import ClientError, ledger_records, node_spec, run_mariadb, run_node, run_sqlgate
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
@@ -821,6 +821,34 @@ def test_a_rewrite_rule_masks_by_construction(gw: GatewayProcess) -> None:
     rows = query(gw, "SELECT CONCAT('tel: ', phone) AS t FROM mask_customers WHERE id = 1")
     assert rows == [("tel: **********4567",)]
     assert query(gw, "SELECT id FROM mask_customers WHERE phone = '+49 30 1234567'") == []
+
+
+def test_the_executes_of_a_rewritten_prepare_are_recorded_as_the_client_sent_it(
+    gw: GatewayProcess,
+) -> None:
+    """A prepare rewritten to mask by construction was recorded with the client's text
+    and `rewritten`; its executes and its close were recorded as if the client had sent
+    the rewritten text."""
+    sql = "SELECT CONCAT('tel: ', phone) AS t FROM mask_customers WHERE id = ? /* rw */"
+    conn = gw.connector()
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute(sql, (1,))
+        assert [tuple(r) for r in cur.fetchall()] == [("tel: **********4567",)]
+        cur.close()
+    finally:
+        conn.close()
+    records = [
+        r
+        for r in ledger_records(gw.ledger, "--kind", "statement")
+        if r["sql"] == sql or "/* rw */" in r.get("rewritten", "")
+    ]
+    commands = [r["command"] for r in records]  # (mysql-connector resets before executing)
+    assert commands == ["COM_STMT_PREPARE", "COM_STMT_RESET", "COM_STMT_EXECUTE", "COM_STMT_CLOSE"]
+    assert all(r["sql"] == sql for r in records)
+    (rewritten,) = {r["rewritten"] for r in records}
+    assert "CHAR_LENGTH(phone)" in rewritten and rewritten != sql
+    assert records[2]["params"] == ["1"]
 
 
 def test_joins_keep_the_origin(gw: GatewayProcess, mariadb: MariaDB) -> None:

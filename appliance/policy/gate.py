@@ -155,8 +155,10 @@ class Part:
     # after an SQL-level PREPARE of a CALL), False when it does not; the ledger splits a
     # text's answer among its statements by it
     calls: bool | None = False
-    # an execute's parameters, as record fields (``ExecuteParams.fields``)
-    params: tuple[tuple[str, str | int | list[str]], ...] = field(default=(), compare=False)
+    # what the record of a command on a prepared statement carries besides its text: an
+    # execute's values (``ExecuteParams.fields``), and ``rewritten``, the text the
+    # statement was prepared with when the policy rewrote the client's
+    carried: tuple[tuple[str, str | int | list[str]], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,6 +553,9 @@ _PREPARED_READS_BYTES = 8 << 20
 #: ``ClientCommand.label`` of each known command, looked up rather than built from the
 #: enum on every command (a microsecond of every decision).
 _LABELS = {int(c): c.label for c in Command}
+_REWRITES_KEPT = 256
+"""Rewritten prepares whose client text a session keeps (older ones are recorded as
+rewritten)."""
 _TOUCHES_PARAMS = frozenset(
     {Command.STMT_SEND_LONG_DATA, Command.STMT_CLOSE, Command.STMT_RESET, Command.RESET_CONNECTION}
 )
@@ -591,6 +596,9 @@ class SessionPolicy:
         # an SQL-level PREPARE of a CALL went through: EXECUTE name may run one
         self._prepared_calls = False
         self._params = ExecuteParams()  # the parameter types and long data of its statements
+        # the texts prepares were rewritten to (masking), and the client's: the records of
+        # the prepared statement's commands show what the client prepared
+        self._rewrites: dict[bytes, bytes] = {}
         # names whose SQL-level PREPARE the gateway refused: the server still holds what
         # they were prepared from before, where a failed PREPARE would have dropped it
         self._unprepared: set[str] = set()
@@ -695,6 +703,10 @@ class SessionPolicy:
                 self._preparing.add(cmd.id)  # its statement id comes with its answer
                 rewritten = verdict.rewritten
                 sent = cmd.payload[1:] if rewritten is None else rewritten.encode()
+                if rewritten is not None:
+                    if len(self._rewrites) >= _REWRITES_KEPT:  # the oldest goes first
+                        del self._rewrites[next(iter(self._rewrites))]
+                    self._rewrites[sent] = cmd.payload[1:]
             self._last_prepare = (cmd.id, sent)
             self._last_prepare_charset = self.client_charset
             return verdict
@@ -709,9 +721,14 @@ class SessionPolicy:
                 statement_id = int.from_bytes(cmd.payload[1:5], "little")
                 sql = prepared.get(statement_id, b"")
                 charset = (prepared_charsets or {}).get(statement_id)
+            carried: tuple[tuple[str, str | int | list[str]], ...] = ()
+            original = self._rewrites.get(sql) if self._rewrites else None
+            if original is not None:  # what the client prepared, and what runs
+                carried = (("rewritten", _carried(sql, charset)[0]),)
+                sql = original
             text, exact = _carried(sql, charset)
             if code != Command.STMT_EXECUTE:
-                part = replace(_part(text, _protocol_kind(label)), exact=exact)
+                part = replace(_part(text, _protocol_kind(label)), exact=exact, carried=carried)
                 return Verdict(label, (part,))
             if not sql and self._preparing:
                 return self._verdict(label, (Part(None, "EXECUTE", _EXECUTE_BEFORE_PREPARED),))
@@ -729,9 +746,9 @@ class SessionPolicy:
             if count is None and cmd.stands_for is not None:
                 # its prepare has not been answered yet: its placeholders are its count
                 count = _placeholders(sql, server_status)
-            params = tuple(self._params.fields(cmd.payload, count).items())
+            carried += tuple(self._params.fields(cmd.payload, count).items())
             part = replace(
-                _part(text, "EXECUTE", "prepared"), catalog=catalog, exact=exact, params=params
+                _part(text, "EXECUTE", "prepared"), catalog=catalog, exact=exact, carried=carried
             )
             verdict = Verdict(label, (part,))
             return self._guarded(verdict, cmd, prepared=sql)
