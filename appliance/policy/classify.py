@@ -107,6 +107,10 @@ class Classification:
     # for statements that call them when they run (stored code runs later, a CALL is a
     # call already).
     stored_functions: frozenset[str] = frozenset()
+    # UPDATE, or the ON DUPLICATE KEY UPDATE of an INSERT: the columns it assigns
+    # (lower-case, without their tables), read from the tree the decision read; None
+    # when not known (see set_columns)
+    assigns: frozenset[str] | None = None
     # A statement of a text of several: where its bytes are in the text (its record
     # shows them read in the session's character set, which ``text`` is not)
     span: tuple[int, int] | None = field(default=None, compare=False)
@@ -239,6 +243,7 @@ def _result(
     literal_independent: bool = False,
     inner: Classification | None = None,
     stored_functions: Iterable[str] = (),
+    assigns: frozenset[str] | None = None,
 ) -> Classification:
     return Classification(
         kind=kind,
@@ -255,6 +260,7 @@ def _result(
         literal_independent=literal_independent and problem is None,
         inner=inner,
         stored_functions=_shared(stored_functions),
+        assigns=assigns if problem is None else None,
     )
 
 
@@ -1187,11 +1193,18 @@ def set_columns(c: Classification) -> frozenset[str] | None:
     """The columns (lower-case names, without their tables) an UPDATE sets, or the ON
     DUPLICATE KEY UPDATE of an INSERT; None when that cannot be told (the text does not
     parse, an assignment is not ``column = value``). What an update of a parent table
-    changes through a foreign key with ON UPDATE depends on it."""
-    try:
-        root = _parse(c.text)
-    except _Unparsable:
-        return None
+    changes through a foreign key with ON UPDATE depends on it.
+
+    Read from the tree the classification was made of (the text as the session's
+    sql_mode lexes it, its DML modifiers left out), not from ``c.text`` parsed again:
+    under NO_BACKSLASH_ESCAPES, `SET name = 'a\\', id = 9 ... -- '` sets id, where the
+    parser's default lexing reads one string up to the last quote."""
+    return c.assigns
+
+
+def _assigned(root: exp.Expr) -> frozenset[str] | None:
+    """The columns an UPDATE or an upsert's ON DUPLICATE KEY UPDATE assigns (see
+    set_columns), from its tree."""
     if isinstance(root, exp.Update):
         assignments = root.expressions
     elif isinstance(root, exp.Insert) and isinstance(root.args.get("conflict"), exp.OnConflict):
@@ -1996,6 +2009,7 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
             flags=flags,
             literal_independent=True,
             stored_functions=stored,
+            assigns=_assigned(root),
         )
     if any(not isinstance(sub.this, exp.Query) for sub in root.find_all(exp.Subquery)):
         # UPDATE a JOIN (secret s) ... SET s.c = 1: the parser reads the parenthesised
@@ -2035,6 +2049,7 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
         flags=flags,
         literal_independent=not literal_dependent,
         stored_functions=stored,
+        assigns=_assigned(root),
     )
 
 
@@ -4176,6 +4191,7 @@ def _merge(a: Classification, b: Classification) -> Classification:
         literal_independent=a.literal_independent and b.literal_independent and problem is None,
         inner=inner,
         stored_functions=a.stored_functions | b.stored_functions,
+        assigns=None if a.assigns is None or b.assigns is None else a.assigns | b.assigns,
         span=a.span,  # the same statement (the readings split alike)
     )
 

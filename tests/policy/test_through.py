@@ -102,6 +102,28 @@ def test_a_rule_sees_the_columns_an_update_sets() -> None:
         assert decide(one(sql), AGENT, "shop", rules, through).rule == "protect-orders", sql
 
 
+def test_the_columns_set_are_read_as_the_session_lexes_the_update() -> None:
+    """`set_columns` parsed the statement's text again with the parser's default lexing:
+    under NO_BACKSLASH_ESCAPES `'a\\'` ends at its second quote and the server set id
+    (its ON UPDATE CASCADE changed shop.orders) where the parser read one string up to
+    the quote after `--` and only `name`. And UPDATE IGNORE, which the parser reads only
+    without its modifier, was taken to set every column."""
+    keyed = ForeignKey(
+        "shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE",
+        frozenset({"v"}), frozenset({"id"}),
+    )  # fmt: skip
+    through = WriteThrough([keyed])
+    rules = (PROTECT,)
+    sql = "UPDATE customers SET name = 'a\\', id = 9 WHERE id = 1 -- '"
+    (c,) = classify(sql.encode(), LexMode(no_backslash_escapes=True))
+    assert decide(c, AGENT, "shop", rules, through).rule == "protect-orders"
+    for modified in (
+        "UPDATE IGNORE customers SET name = 'z' WHERE id = 3",
+        "INSERT HIGH_PRIORITY INTO customers VALUES (2, 'b') ON DUPLICATE KEY UPDATE name = 'c'",
+    ):
+        assert not decide(one(modified), AGENT, "shop", rules, through).refused, modified
+
+
 def test_set_null_and_set_default_update_the_child_restrict_changes_nothing() -> None:
     keys = [
         ForeignKey("s.a", "s.nulled", "s.p", "RESTRICT", "SET NULL"),
