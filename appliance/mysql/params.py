@@ -94,16 +94,32 @@ class ExecuteParams:
         block = payload[_HEAD:]
         if count is None:
             return _unread(block, "the statement's parameter count is not known")
+        # The server keeps the types an execute sends whatever its values are (a block
+        # with bytes after its last value runs): a later execute without types is read
+        # with them even when this block's values cannot be read here.
+        sent = _sent_types(block, count)
+        if sent:
+            self._types[statement_id] = sent
         try:
             values, types = read_params(block, count, self._types.get(statement_id), long_data)
         except RemoteProtocolError as exc:
             return _unread(block, str(exc))
-        if types:
-            self._types[statement_id] = types
         out: ParamFields = {"params": values[:MAX_PARAMS]}
         if len(values) > MAX_PARAMS:
             out["params_more"] = len(values) - MAX_PARAMS
         return out
+
+
+def _sent_types(block: bytes, count: int) -> Types | None:
+    """The types a parameter block carries (its "new types" flag set and the types whole),
+    else None."""
+    nulls = (count + 7) // 8
+    pos = nulls + 1
+    if not count or len(block) < pos + 2 * count or not block[nulls]:
+        return None
+    return tuple(
+        (block[pos + 2 * i], bool(block[pos + 2 * i + 1] & _UNSIGNED_TYPE)) for i in range(count)
+    )
 
 
 def _unread(block: bytes, why: str) -> ParamFields:
@@ -127,14 +143,11 @@ def read_params(
     bitmap = block[:nulls]
     pos = nulls + 1
     if block[nulls]:  # the types follow
-        end = pos + 2 * count
-        if len(block) < end:
+        sent = _sent_types(block, count)
+        if sent is None:
             raise RemoteProtocolError("the parameter block ends in its types")
-        types = tuple(
-            (block[pos + 2 * i], bool(block[pos + 2 * i + 1] & _UNSIGNED_TYPE))
-            for i in range(count)
-        )
-        pos = end
+        types = sent
+        pos += 2 * count
     elif known is not None and len(known) == count:
         types = known
     else:

@@ -52,6 +52,20 @@ def test_a_later_execute_without_types_is_read_with_the_last_ones() -> None:
     assert "params_error" in reader.fields(execute(7, again), 2)
 
 
+def test_the_types_of_a_block_not_read_are_kept_as_the_server_keeps_them() -> None:
+    """The types an execute sent were kept only when its whole block could be read. The
+    server keeps them anyway (it runs a block with bytes after its last value): a
+    VAR_STRING execute with a byte too many, then one without types binding 'abcdefg',
+    was recorded with the LONGLONG of the execute before, as 7450754115369591047."""
+    reader = ExecuteParams()
+    first = b"\x00\x01" + types(LONGLONG) + struct.pack("<q", 5)
+    assert reader.fields(execute(7, first), 1) == {"params": ["5"]}
+    trailing = b"\x00\x01" + types(VAR_STRING) + lenenc(b"hello") + b"\x00"
+    assert "params_error" in reader.fields(execute(7, trailing), 1)
+    again = b"\x00\x00" + lenenc(b"abcdefg")
+    assert reader.fields(execute(7, again), 1) == {"params": ["'abcdefg'"]}
+
+
 def test_a_parameter_sent_as_long_data_has_no_value_in_the_block() -> None:
     reader = ExecuteParams()
     reader.note(bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", 7, 1) + b"chunk")
