@@ -17,6 +17,7 @@ covers the whole command, so every value is bound either way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -132,7 +133,9 @@ def read_params(
     """The values of a parameter block (what follows an execute's 10-byte head) of a
     statement with ``count`` parameters, and the types they were read with. ``known``:
     the types of the statement's last execute, for a block that leaves them out;
-    ``long_data``: the parameters sent with COM_STMT_SEND_LONG_DATA, which have none."""
+    ``long_data``: the parameters sent with COM_STMT_SEND_LONG_DATA, which have none.
+    Past ``MAX_PARAMS`` values are only walked to their end (given as ""): a block of
+    65,535 of them is read on the event loop, and the record counts them only."""
     if count == 0:
         if block:
             raise RemoteProtocolError(f"{len(block)} bytes of parameters for a statement of none")
@@ -162,13 +165,17 @@ def read_params(
             continue
         column = _as_column(code, unsigned)
         end = binary_value_end(block, pos, column)
-        values.append(_literal(binary_value_text(column, block[pos:end]), code))
+        if len(values) < MAX_PARAMS:  # the record gives these; the rest only end
+            values.append(_literal(binary_value_text(column, block[pos:end]), code))
+        else:
+            values.append("")
         pos = end
     if pos != len(block):
         raise RemoteProtocolError(f"{len(block) - pos} bytes after the last parameter")
     return values, types
 
 
+@functools.cache
 def _as_column(code: int, unsigned: bool) -> ColumnDefinition:
     """A parameter's type as a column of that type, which ``binary_value_text`` reads."""
     return ColumnDefinition(
