@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 
 from appliance.config import Config, RuleAction, TargetConfig
@@ -51,6 +52,10 @@ def view_bases(schema: str, name: str, definition: str) -> ViewBases:
     )
 
 
+_SET_BY_THE_SERVER = re.compile(r"on update|generated", re.IGNORECASE)
+"""``COLUMNS.EXTRA`` of a column the server changes on an update that does not set it."""
+
+
 def read_through(target: TargetConfig, timeout_s: float, mark: int) -> WriteThrough:
     """The target's foreign keys and views, as the side connection may see them."""
     conn = connect(target, None, timeout_s, mark)
@@ -62,15 +67,23 @@ def read_through(target: TargetConfig, timeout_s: float, mark: int) -> WriteThro
                 "FROM information_schema.REFERENTIAL_CONSTRAINTS"
             )
             rows = cur.fetchall()
+            # the columns of each key, and how the parent's change: one the server sets
+            # itself (ON UPDATE CURRENT_TIMESTAMP, a generated column) changes on any update
             cur.execute(
-                "SELECT CONSTRAINT_SCHEMA, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_COLUMN_NAME "
-                "FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_NAME IS NOT NULL"
+                "SELECT k.CONSTRAINT_SCHEMA, k.CONSTRAINT_NAME, k.COLUMN_NAME, "
+                "k.REFERENCED_COLUMN_NAME, c.EXTRA FROM information_schema.KEY_COLUMN_USAGE k "
+                "LEFT JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = "
+                "k.REFERENCED_TABLE_SCHEMA AND c.TABLE_NAME = k.REFERENCED_TABLE_NAME AND "
+                "c.COLUMN_NAME = k.REFERENCED_COLUMN_NAME WHERE k.REFERENCED_TABLE_NAME IS NOT NULL"
             )
             columns: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
-            for s, n, column, referenced in cur.fetchall():
+            moving: set[tuple[str, str]] = set()  # keys with a column the server sets itself
+            for s, n, column, referenced, extra in cur.fetchall():
                 child, parent = columns.setdefault((s, n), (set(), set()))
                 child.add(str(column).lower())
                 parent.add(str(referenced).lower())
+                if _SET_BY_THE_SERVER.search(str(extra or "")):
+                    moving.add((s, n))
             keys = [
                 ForeignKey(
                     f"{s}.{n}",
@@ -78,7 +91,11 @@ def read_through(target: TargetConfig, timeout_s: float, mark: int) -> WriteThro
                     f"{ps}.{parent}",
                     str(up),
                     str(down),
-                    *(frozenset(c) for c in columns.get((s, n), ((), ()))),
+                    frozenset(columns[(s, n)][0]) if (s, n) in columns else frozenset(),
+                    # (empty: any update of the parent may change the key)
+                    frozenset(columns[(s, n)][1])
+                    if (s, n) in columns and (s, n) not in moving
+                    else frozenset(),
                 )
                 for s, n, child, ps, parent, up, down in rows
             ]

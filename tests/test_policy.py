@@ -140,7 +140,7 @@ THROUGH_RULES = """
 [[rules]]
 name = "through-orders-keep"
 statements = ["DELETE", "UPDATE"]
-tables = ["shop.thr_orders"]
+tables = ["shop.thr_orders", "shop.thr_stamps"]
 action = "block"
 """
 
@@ -161,6 +161,14 @@ def test_a_view_or_a_cascading_foreign_key_does_not_hide_a_protected_table(
         "INSERT INTO shop.thr_customers VALUES (1, 'a'), (2, 'b'), (3, 'c')",
         "INSERT INTO shop.thr_orders VALUES (1, 1), (2, 2), (3, 3)",
         "CREATE VIEW shop.v_thr_orders AS SELECT id, v FROM shop.thr_orders",
+        # a key on a column the server sets itself on every update of its row
+        "DROP TABLE IF EXISTS shop.thr_stamps, shop.thr_stamped",
+        "CREATE TABLE shop.thr_stamped (id INT PRIMARY KEY, name TEXT, ts TIMESTAMP(6) NOT "
+        "NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), UNIQUE (ts))",
+        "INSERT INTO shop.thr_stamped (id, name) VALUES (1, 'a')",
+        "CREATE TABLE shop.thr_stamps (id INT PRIMARY KEY, ts TIMESTAMP(6) NULL, FOREIGN KEY "
+        "(ts) REFERENCES shop.thr_stamped (ts) ON UPDATE CASCADE)",
+        "INSERT INTO shop.thr_stamps SELECT 1, ts FROM shop.thr_stamped",
     )
     gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, extra_toml=THROUGH_RULES).start()
     try:
@@ -175,6 +183,8 @@ def test_a_view_or_a_cascading_foreign_key_does_not_hide_a_protected_table(
             refused(
                 conn, "INSERT INTO thr_customers VALUES (2, 'b') ON DUPLICATE KEY UPDATE id = 9"
             )
+            # it sets no column of the key, but the server changes ts, and the key with it
+            refused(conn, "UPDATE thr_stamped SET name = 'z' WHERE id = 1")
             with conn.cursor() as cur:  # what reaches nothing protected still runs
                 cur.execute("INSERT INTO thr_customers VALUES (4, 'd')")
                 # an UPDATE that leaves the referenced key as it is changes no order
@@ -189,6 +199,7 @@ def test_a_view_or_a_cascading_foreign_key_does_not_hide_a_protected_table(
         mariadb.admin_sql(
             "DROP VIEW IF EXISTS shop.v_thr_orders",
             "DROP TABLE IF EXISTS shop.thr_orders, shop.thr_customers",
+            "DROP TABLE IF EXISTS shop.thr_stamps, shop.thr_stamped",
         )
     assert "Traceback" not in gw.log()
 
