@@ -394,7 +394,7 @@ class Audit:
             return
         kind = sealed.get("kind")
         if kind == "alert":
-            bus.publish("alerts", sealed)
+            bus.publish("alerts", bounded_sql(sealed))  # its reason may quote a name
             return
         suffix = _EVENT_TOPICS.get(str(kind))
         session = sealed.get("session")

@@ -45,7 +45,9 @@ from appliance.config import BusConfig
 __all__ = [
     "EVENT_SQL_CHARS",
     "EVENT_VERSION",
+    "PARAM_CHARS",
     "QUEUE_BYTES",
+    "REASON_CHARS",
     "Bus",
     "BusUnavailable",
     "Handler",
@@ -103,21 +105,58 @@ class _Outgoing:
     retain: bool
 
 
+REASON_CHARS = 2048
+"""The most of a record's ``reason`` an event carries. A refusal's reason may quote the
+statement (``DELETE FROM <its table>``, ``SET <its variable>``), and so hold as much text
+as the statement itself."""
+
+PARAM_CHARS = 32
+"""The most of each value of an execute's ``params`` (up to 256 of 1,024 bytes each in
+the record) an event carries."""
+
+
 def bounded_sql(body: dict[str, Any], limit: int = EVENT_SQL_CHARS) -> dict[str, Any]:
     """``body`` as the bus carries it: its ``sql`` cut to ``limit`` characters and its
     ``sql_hex`` (the bytes, when ``sql`` is not them in UTF-8) to ``limit`` bytes (a copy,
-    with ``"sql_truncated": true``) when longer; otherwise ``body`` itself."""
+    with ``"sql_truncated": true``) when longer; otherwise ``body`` itself. The other
+    fields that may hold what an agent sent are cut too, each saying so: ``rewritten``
+    (the text that ran) to ``limit`` characters, ``reason`` to ``REASON_CHARS`` and each
+    value of ``params`` to ``PARAM_CHARS``; so that even with every character escaped by
+    JSON the message stays below the 1 MiB a broker and the console take."""
     sql = body.get("sql")
     raw = body.get("sql_hex")
+    rewritten = body.get("rewritten")
+    reason = body.get("reason")
+    params = body.get("params")
     long_sql = isinstance(sql, str) and len(sql) > limit
     long_raw = isinstance(raw, str) and len(raw) > 2 * limit
-    if not long_sql and not long_raw:
+    long_rewritten = isinstance(rewritten, str) and len(rewritten) > limit
+    long_reason = isinstance(reason, str) and len(reason) > REASON_CHARS
+    long_params = isinstance(params, list) and any(
+        isinstance(p, str) and len(p) > PARAM_CHARS for p in params
+    )
+    if not (long_sql or long_raw or long_rewritten or long_reason or long_params):
         return body
-    cut = {**body, "sql_truncated": True}
+    cut = dict(body)
+    if long_sql or long_raw:
+        cut["sql_truncated"] = True
     if long_sql:
         cut["sql"] = str(sql)[:limit]
     if long_raw:
         cut["sql_hex"] = str(raw)[: 2 * limit]
+    if long_rewritten:
+        cut["rewritten"] = str(rewritten)[:limit]
+        cut["rewritten_truncated"] = True
+    if long_reason:
+        cut["reason"] = str(reason)[: REASON_CHARS - 1] + "\u2026"
+        cut["reason_truncated"] = True
+    if long_params:
+        assert isinstance(params, list)
+        cut["params"] = [
+            p[: PARAM_CHARS - 1] + "\u2026" if isinstance(p, str) and len(p) > PARAM_CHARS else p
+            for p in params
+        ]
+        cut["params_truncated"] = True
     return cut
 
 

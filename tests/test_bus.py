@@ -567,3 +567,34 @@ def test_mqtts_verifies_the_broker_certificate(broker: Broker) -> None:
         await untrusted.close()
 
     run(main())
+
+
+def test_no_field_an_agent_fills_makes_an_event_larger_than_a_broker_takes() -> None:
+    """A refusal's ``reason`` quotes the statement (``SET <name>``, ``DELETE FROM
+    <table>``), ``rewritten`` is the whole text that ran, and ``params`` hold up to 256
+    values of 1,024 bytes: carried whole, a statement of control characters made its
+    event 1.5 MiB, which the broker (``message_size_limit``) dropped, so the console
+    never showed it. Each is cut, and says so; the worst case stays below 1 MiB."""
+    from appliance.bus import PARAM_CHARS, REASON_CHARS
+
+    huge = "\x01" * (1024 * 1024)
+    record = {
+        "kind": "statement",
+        "sql": huge,
+        "sql_hex": "01" * len(huge),
+        "rewritten": huge,
+        "reason": f"DELETE FROM {huge} has no WHERE",
+        "params": ["'" + "\x01" * 1022 + "'"] * 256,
+        "identity": "agent",
+    }
+    event = bounded_sql(record)
+    size = len(json.dumps({"v": 1, **event}, separators=(",", ":"), ensure_ascii=False).encode())
+    assert size < 1024 * 1024
+    assert event["sql_truncated"] is True and event["rewritten_truncated"] is True
+    assert event["reason_truncated"] is True and len(event["reason"]) == REASON_CHARS
+    assert event["params_truncated"] is True
+    assert all(len(p) == PARAM_CHARS for p in event["params"])
+    assert record["reason"].startswith("DELETE") and len(record["params"][0]) == 1024
+    assert "params_truncated" not in record  # the record itself is not changed
+    usual = {"reason": "r", "params": ["1", "'a'", "NULL"], "rewritten": "SELECT 1"}
+    assert bounded_sql(usual) is usual
