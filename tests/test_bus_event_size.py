@@ -12,7 +12,6 @@ import secrets
 import struct
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -80,18 +79,6 @@ class Listener:
         return out
 
 
-def bus_toml(work: Path, broker: Broker) -> str:
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
-    return f"""
-[bus]
-url = "mqtt://{broker.host}:{broker.port}"
-topic_prefix = "{broker.prefix}"
-username = "{broker.gateway_user}"
-password_file = "bus.pw"
-"""
-
-
 MASKING = """
 [[masking]]
 column = "shop.rt_people.card"
@@ -115,7 +102,7 @@ def setup(mariadb: MariaDB, broker: Broker, tmp_path_factory: pytest.TempPathFac
     appliance = f"rt-{secrets.token_hex(3)}"
     work = tmp_path_factory.mktemp("rt")
     gw = GatewayProcess(
-        work, mariadb, mariadb.pki, extra_toml=bus_toml(work, broker) + MASKING, name=appliance
+        work, mariadb, mariadb.pki, extra_toml=broker.bus_toml(work) + MASKING, name=appliance
     ).start()
     time.sleep(1.0)  # the bus connects
     yield gw, broker, appliance

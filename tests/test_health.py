@@ -37,13 +37,7 @@ def gw(
     mariadb: MariaDB, broker: Broker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     work = tmp_path_factory.mktemp("health-gw")
-    (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
-    bus = (
-        "[bus]\n"
-        f'url = "mqtt://{broker.host}:{broker.port}"\n'
-        f'username = "{broker.gateway_user}"\n'
-        'password_file = "bus.pw"\n'
-    )
+    bus = broker.bus_toml(work)
     gateway = GatewayProcess(work, mariadb, mariadb.pki, extra_toml=bus, name="health-gw").start()
     yield gateway
     assert gateway.stop() == 0

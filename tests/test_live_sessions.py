@@ -82,22 +82,9 @@ def until(what: str, check: Callable[[], T | None], timeout_s: float = 15.0) -> 
         time.sleep(0.1)
 
 
-def bus_toml(work: Path, broker: Broker) -> str:
-    """``[bus]`` with the broker's gateway user (its password file written into ``work``)."""
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "bus.pw").write_text(broker.users[broker.gateway_user] + "\n")
-    return f"""
-[bus]
-url = "mqtt://{broker.host}:{broker.port}"
-topic_prefix = "{broker.prefix}"
-username = "{broker.gateway_user}"
-password_file = "bus.pw"
-"""
-
-
 def gateway(work: Path, mariadb: MariaDB, broker: Broker, appliance: str) -> GatewayProcess:
     return GatewayProcess(
-        work, mariadb, mariadb.pki, extra_toml=bus_toml(work, broker), name=appliance
+        work, mariadb, mariadb.pki, extra_toml=broker.bus_toml(work), name=appliance
     )
 
 

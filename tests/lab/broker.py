@@ -176,6 +176,19 @@ class Broker:
             password=self.users[user].encode(),
         )
 
+    def bus_toml(self, work: Path) -> str:
+        """``[bus]`` as a gateway's TOML with the gateway user (its password file written
+        into ``work``)."""
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "bus.pw").write_text(self.users[self.gateway_user] + "\n")
+        return f"""
+[bus]
+url = "mqtt://{self.host}:{self.port}"
+topic_prefix = "{self.prefix}"
+username = "{self.gateway_user}"
+password_file = "bus.pw"
+"""
+
     def log(self) -> str:
         try:
             return self.log_file.read_text(errors="replace")

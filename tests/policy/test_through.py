@@ -19,6 +19,11 @@ AGENT = Subject("agent", frozenset(), "db1")
 CASCADE = ForeignKey("shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE")
 V_ORDERS = ViewBases("shop.v_orders", frozenset({"shop.orders"}))
 SHOP = WriteThrough([CASCADE], [V_ORDERS])
+# the same key with its columns known: orders.v references customers.id
+KEYED = ForeignKey(
+    "shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE",
+    frozenset({"v"}), frozenset({"id"}),
+)  # fmt: skip
 
 PROTECT = RuleConfig("protect-orders", ("DELETE", "UPDATE"), RuleAction.BLOCK, ("shop.orders",))
 HOLD = RuleConfig("hold-orders", ("DELETE", "UPDATE"), RuleAction.REVIEW, ("shop.orders",))
@@ -55,16 +60,12 @@ def test_on_update_acts_only_when_a_referenced_column_is_set() -> None:
     """An UPDATE that leaves the parent's referenced key as it is changes no child row:
     refusing every UPDATE of every parent of a protected table would refuse
     `UPDATE customers SET name = ...` for a rule on orders."""
-    keyed = ForeignKey(
-        "shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE",
-        frozenset({"v"}), frozenset({"id"}),
-    )  # fmt: skip
     # orders.v is itself referenced by lines.order_v, ON UPDATE CASCADE too
     lines = ForeignKey(
         "shop.fk_l", "shop.lines", "shop.orders", "CASCADE", "RESTRICT",
         frozenset({"order_v"}), frozenset({"v"}),
     )  # fmt: skip
-    through = WriteThrough([keyed, lines])
+    through = WriteThrough([KEYED, lines])
     assert reached(through, "UPDATE", "shop.customers") == {  # columns not known
         ("UPDATE", "shop.orders"),
         ("UPDATE", "shop.lines"),
@@ -85,11 +86,7 @@ def test_on_update_acts_only_when_a_referenced_column_is_set() -> None:
 
 
 def test_a_rule_sees_the_columns_an_update_sets() -> None:
-    keyed = ForeignKey(
-        "shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE",
-        frozenset({"v"}), frozenset({"id"}),
-    )  # fmt: skip
-    through = WriteThrough([keyed])
+    through = WriteThrough([KEYED])
     rules = (PROTECT,)
     name_only = one("UPDATE customers SET name = 'z' WHERE id = 3")
     assert not decide(name_only, AGENT, "shop", rules, through).refused
@@ -108,11 +105,7 @@ def test_the_columns_set_are_read_as_the_session_lexes_the_update() -> None:
     (its ON UPDATE CASCADE changed shop.orders) where the parser read one string up to
     the quote after `--` and only `name`. And UPDATE IGNORE, which the parser reads only
     without its modifier, was taken to set every column."""
-    keyed = ForeignKey(
-        "shop.fk_x", "shop.orders", "shop.customers", "CASCADE", "CASCADE",
-        frozenset({"v"}), frozenset({"id"}),
-    )  # fmt: skip
-    through = WriteThrough([keyed])
+    through = WriteThrough([KEYED])
     rules = (PROTECT,)
     sql = "UPDATE customers SET name = 'a\\', id = 9 WHERE id = 1 -- '"
     (c,) = classify(sql.encode(), LexMode(no_backslash_escapes=True))
