@@ -204,6 +204,56 @@ def test_a_view_or_a_cascading_foreign_key_does_not_hide_a_protected_table(
     assert "Traceback" not in gw.log()
 
 
+def test_a_statement_prepared_before_a_foreign_key_is_decided_again(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A DELETE prepared before an operator added a foreign key ON DELETE CASCADE into
+    a protected table kept the decision of its prepare: its executes deleted the
+    protected rows, while a new DELETE was refused."""
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.thr_orders, shop.thr_customers",
+        "CREATE TABLE shop.thr_customers (id INT PRIMARY KEY) ENGINE=InnoDB",
+        "CREATE TABLE shop.thr_orders (id INT PRIMARY KEY, v INT) ENGINE=InnoDB",
+        "INSERT INTO shop.thr_customers VALUES (1), (2), (3), (4)",
+        "INSERT INTO shop.thr_orders VALUES (1, 1), (2, 2), (3, 3)",
+    )
+    toml = THROUGH_RULES + "\n[policy]\nviews_refresh_s = 1\n"
+    gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, extra_toml=toml).start()
+    try:
+        conn = gw.connector(database="shop")
+        cur = conn.cursor(prepared=True)
+        delete = "DELETE FROM thr_customers WHERE id = ?"
+        cur.execute(delete, (4,))  # nothing protected is reached yet: it runs
+        conn.commit()
+        mariadb.admin_sql(
+            "ALTER TABLE shop.thr_orders ADD CONSTRAINT thr_fk FOREIGN KEY (v) "
+            "REFERENCES shop.thr_customers (id) ON DELETE CASCADE"
+        )
+        deadline = time.monotonic() + 15
+        with gw.connect(database="shop") as plain:  # until the gateway has read the key
+            while True:
+                try:
+                    with plain.cursor() as check:
+                        check.execute("DELETE FROM thr_customers WHERE id = 99")
+                except pymysql.err.OperationalError as exc:
+                    assert exc.args[0] == 1227
+                    break
+                assert time.monotonic() < deadline, "the gateway did not read the key"
+                time.sleep(0.2)
+        with pytest.raises(mysql.connector.Error) as caught:
+            cur.execute(delete, (1,))  # the statement prepared before the key
+        assert caught.value.errno == 1227
+        assert "prepare it again to have it decided" in str(caught.value.msg)
+        cur.close()
+        conn.close()
+        rows = direct(mariadb, "SELECT id, v FROM shop.thr_orders ORDER BY id")
+        assert rows == [(1, 1), (2, 2), (3, 3)]
+    finally:
+        assert gw.stop() == 0
+        mariadb.admin_sql("DROP TABLE IF EXISTS shop.thr_orders, shop.thr_customers")
+    assert "Traceback" not in gw.log()
+
+
 def test_delete_without_where_is_refused_and_the_session_goes_on(
     gw: GatewayProcess, mariadb: MariaDB
 ) -> None:

@@ -599,6 +599,9 @@ class SessionPolicy:
         # the texts prepares were rewritten to (masking), and the client's: the records of
         # the prepared statement's commands show what the client prepared
         self._rewrites: dict[bytes, bytes] = {}
+        # each prepared text: what writes reached when it was decided, and the schema it
+        # was read in (its executes are decided again when that changed, ``_reaches_now``)
+        self._prepared_under: dict[bytes, tuple[WriteThrough | None, str | None]] = {}
         # names whose SQL-level PREPARE the gateway refused: the server still holds what
         # they were prepared from before, where a failed PREPARE would have dropped it
         self._unprepared: set[str] = set()
@@ -700,6 +703,12 @@ class SessionPolicy:
             verdict = self._decide_text(cmd, label, server_status, classified)
             sent: bytes | None = None
             if verdict.refusal is None or verdict.shadow:
+                # (a refused one prepares nothing, and must not vouch for a statement
+                # prepared from the same text before)
+                under = self._prepared_under
+                if len(under) >= _REWRITES_KEPT:  # the oldest goes first
+                    del under[next(iter(under))]
+                under[cmd.payload[1:]] = (self.policy.through.get(self.who.target), self.schema)
                 self._preparing.add(cmd.id)  # its statement id comes with its answer
                 rewritten = verdict.rewritten
                 sent = cmd.payload[1:] if rewritten is None else rewritten.encode()
@@ -735,6 +744,11 @@ class SessionPolicy:
             if not sql.isascii() and charset != self.client_charset:
                 reread = _prepared_in_other_charset(charset, self.client_charset)
                 return self._verdict(label, (Part(text, "EXECUTE", reread, exact=exact),))
+            since = self._reaches_now(sql, server_status)
+            if since is not None:
+                return self._verdict(
+                    label, (Part(text, "EXECUTE", since, exact=exact, carried=carried),)
+                )
             if self._changes_lexing(sql, server_status):
                 self._mode_changes.add(cmd.id)
             if self._runs_call(sql, server_status):
@@ -1301,6 +1315,40 @@ class SessionPolicy:
                 # a failed text whose SET was not last may have run the SET
                 self._results_sets[cmd.id] = (value.lower(), index == last)
         self._tell_masker()
+        return None
+
+    def _reaches_now(self, sql: bytes, server_status: int) -> Decision | None:
+        """The refusal of an execute of a prepared text that now reaches a table a
+        refusing rule protects, through a view or a foreign key the gateway did not know
+        when the text was decided at its prepare; None when it reaches nothing more. A
+        text prepared beyond those this session keeps counts as decided with none known."""
+        through = self.policy.through.get(self.who.target)
+        if not through:
+            return None
+        then, schema = self._prepared_under.get(sql, (None, self.schema))
+        if then is through:
+            return None
+        mode = LexMode(no_backslash_escapes=bool(server_status & _NO_BACKSLASH_ESCAPES))
+        try:
+            found = self.policy.classify(sql, mode, backslash_unknown=True)
+        except LexError:
+            return None  # decided as it was at its prepare
+        rules = self.policy.rules
+        for c in found:
+            now = decide(c, self.who, schema, rules, through)
+            if not now.refused:
+                continue
+            before = decide(c, self.who, schema, rules, then)
+            if before.refused and before.rule == now.rule:
+                continue  # as at its prepare (a review approved then)
+            return Decision(
+                RuleAction.BLOCK,
+                now.rule,
+                f"{now.reason}. The statement was prepared before the gateway knew this: "
+                "prepare it again to have it decided",
+            )
+        if sql in self._prepared_under:
+            self._prepared_under[sql] = (through, schema)  # vouched for as things are now
         return None
 
     def _changes_lexing(self, sql: bytes, server_status: int) -> bool:

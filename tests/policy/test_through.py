@@ -236,3 +236,35 @@ def test_a_new_write_through_is_not_hidden_by_a_cached_verdict() -> None:
     assert refused(2)
     policy.set_through("db1", WriteThrough())
     assert not refused(3)
+
+
+def test_an_execute_is_decided_again_when_its_prepare_reached_less() -> None:
+    """A statement prepared before a view or a foreign key existed kept the decision of
+    its prepare: with the key added by an operator, its executes deleted the orders a
+    rule protects while a new DELETE (or prepare) was refused."""
+    policy = Policy(PolicyConfig(), (PROTECT,))
+    session = SessionPolicy(policy, AGENT, "shop", None)
+    text = b"DELETE FROM customers WHERE id = ?"
+    prepare = bytes([Command.STMT_PREPARE]) + text
+    execute = bytes([Command.STMT_EXECUTE]) + (7).to_bytes(4, "little") + bytes(5)
+
+    def decided(n: int, payload: bytes) -> str | None:
+        cmd = ClientCommand(n, payload[0], payload, payload)
+        refusal = session.decide(cmd, 0, {7: text}).refusal
+        return None if refusal is None else refusal.reason
+
+    assert decided(1, prepare) is None
+    assert decided(2, execute) is None
+    policy.set_through("db1", SHOP)  # the key is read: a DELETE of a customer deletes orders
+    why = decided(3, execute)
+    assert why is not None and "also deletes rows of shop.orders" in why
+    assert why.endswith("prepare it again to have it decided")
+    assert decided(4, prepare) is not None  # a new prepare is refused as it stands
+    assert decided(5, execute) is not None  # and does not vouch for the old statement
+    # a statement prepared while the key was known is decided as it was (a review
+    # approved then is not asked again), and one that reaches nothing protected runs
+    reads = b"SELECT name FROM customers WHERE id = ?"
+    assert decided(6, bytes([Command.STMT_PREPARE]) + reads) is None
+    policy.set_through("db1", WriteThrough([CASCADE], [V_ORDERS, ViewBases("s.v", None)]))
+    cmd = ClientCommand(7, Command.STMT_EXECUTE, execute, execute)
+    assert session.decide(cmd, 0, {7: reads}).refusal is None
