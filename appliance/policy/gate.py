@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from itertools import repeat
+from typing import TypeVar
 
 from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
 from appliance.mysql.charsets import collation_charset, read_text
@@ -553,9 +554,23 @@ _PREPARED_READS_BYTES = 8 << 20
 #: ``ClientCommand.label`` of each known command, looked up rather than built from the
 #: enum on every command (a microsecond of every decision).
 _LABELS = {int(c): c.label for c in Command}
-_REWRITES_KEPT = 256
-"""Rewritten prepares whose client text a session keeps (older ones are recorded as
-rewritten)."""
+_PREPARES_KEPT = 256
+"""Prepared texts a session keeps facts of (``_prepared_under``, ``_rewrites``): the
+client's text of a rewritten one older than those is recorded as rewritten, and an
+execute of one is decided again as if nothing reached anywhere at its prepare."""
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _keep_last(kept: dict[K, V], key: K, value: V) -> None:
+    """``kept[key] = value``, the oldest entry going first past ``_PREPARES_KEPT``."""
+    if key not in kept and len(kept) >= _PREPARES_KEPT:
+        del kept[next(iter(kept))]
+    kept[key] = value
+
+
 _TOUCHES_PARAMS = frozenset(
     {Command.STMT_SEND_LONG_DATA, Command.STMT_CLOSE, Command.STMT_RESET, Command.RESET_CONNECTION}
 )
@@ -705,17 +720,13 @@ class SessionPolicy:
             if verdict.refusal is None or verdict.shadow:
                 # (a refused one prepares nothing, and must not vouch for a statement
                 # prepared from the same text before)
-                under = self._prepared_under
-                if len(under) >= _REWRITES_KEPT:  # the oldest goes first
-                    del under[next(iter(under))]
-                under[cmd.payload[1:]] = (self.policy.through.get(self.who.target), self.schema)
+                under = (self.policy.through.get(self.who.target), self.schema)
+                _keep_last(self._prepared_under, cmd.payload[1:], under)
                 self._preparing.add(cmd.id)  # its statement id comes with its answer
                 rewritten = verdict.rewritten
                 sent = cmd.payload[1:] if rewritten is None else rewritten.encode()
                 if rewritten is not None:
-                    if len(self._rewrites) >= _REWRITES_KEPT:  # the oldest goes first
-                        del self._rewrites[next(iter(self._rewrites))]
-                    self._rewrites[sent] = cmd.payload[1:]
+                    _keep_last(self._rewrites, sent, cmd.payload[1:])
             self._last_prepare = (cmd.id, sent)
             self._last_prepare_charset = self.client_charset
             return verdict
