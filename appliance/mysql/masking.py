@@ -235,6 +235,8 @@ _FIXED_WIDTH = {t: struct.calcsize(f[0]) for t, f in _INTEGER.items()}
 _FIXED_WIDTH[int(FieldType.FLOAT)] = 4
 _FIXED_WIDTH[int(FieldType.DOUBLE)] = 8
 _FIXED_WIDTH[int(FieldType.NULL)] = 0
+NUMBER_TYPES = frozenset(_FIXED_WIDTH) - {int(FieldType.NULL)}
+"""The types whose binary value is a number (the fixed-width ones but NULL)."""
 
 _DATE = int(FieldType.DATE)
 _TIME = int(FieldType.TIME)

@@ -21,9 +21,9 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from appliance.mysql.constants import Command, FieldType
+from appliance.mysql.constants import Command
 from appliance.mysql.errors import RemoteProtocolError
-from appliance.mysql.masking import binary_value_end, binary_value_text
+from appliance.mysql.masking import NUMBER_TYPES, binary_value_end, binary_value_text
 from appliance.mysql.packets import ColumnDefinition
 
 __all__ = ["MAX_PARAMS", "MAX_VALUE", "ExecuteParams", "ParamFields", "read_params"]
@@ -37,20 +37,6 @@ MAX_PARAMS = 256
 MAX_VALUE = 1024
 """Bytes of a value given as text; a longer one is given by its size."""
 
-_NUMBERS = frozenset(
-    int(t)
-    for t in (
-        FieldType.TINY,
-        FieldType.SHORT,
-        FieldType.LONG,
-        FieldType.INT24,
-        FieldType.LONGLONG,
-        FieldType.YEAR,
-        FieldType.FLOAT,
-        FieldType.DOUBLE,
-    )
-)
-"""Types whose value is a number, given bare; any other is given quoted."""
 
 Types = tuple[tuple[int, bool], ...]
 ParamFields = dict[str, str | int | list[str]]
@@ -188,7 +174,7 @@ def _literal(text: bytes, code: int) -> str:
     """A value's text as an SQL literal (see the module's docstring)."""
     if len(text) > MAX_VALUE:  # (the record's sql_sha256 binds it: no second digest)
         return f"({len(text)} bytes)"
-    if code in _NUMBERS:
+    if code in NUMBER_TYPES:  # a number is given bare, anything else quoted
         return text.decode("ascii")
     try:
         readable = text.decode("utf-8")
