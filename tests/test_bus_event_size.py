@@ -158,6 +158,18 @@ def until(check: Any, timeout_s: float = 10.0) -> Any:
     return check()
 
 
+def statements_up_to(bus: Any, marker: str) -> list[dict[str, Any]]:
+    """The statement events the listener got, once the one of ``marker`` (a statement
+    sent after the one looked for) is among them: those before it came too."""
+
+    def seen() -> list[dict[str, Any]]:
+        got = bus.bodies("/statements")
+        return got if any(b.get("sql") == marker for b in got) else []
+
+    statements: list[dict[str, Any]] = until(seen)
+    return statements
+
+
 def test_an_execute_with_long_values_reaches_the_console(setup: Any) -> None:
     gw, broker, appliance = setup
     with Listener(broker, appliance) as bus:
@@ -171,11 +183,7 @@ def test_an_execute_with_long_values_reaches_the_console(setup: Any) -> None:
             cur.execute("SELECT 'marker-after'")
         conn.close()
 
-        def seen() -> list[dict[str, Any]]:
-            got = bus.bodies("/statements")
-            return got if any(b.get("sql") == "SELECT 'marker-after'" for b in got) else []
-
-        statements = until(seen)
+        statements = statements_up_to(bus, "SELECT 'marker-after'")
         commands = [(b.get("command"), b.get("sql", "")[:30]) for b in statements]
         assert any(c == "COM_STMT_EXECUTE" for c, _ in commands), (
             f"the execute's statement event never reached the operator: {commands}\n"
@@ -195,11 +203,7 @@ def test_a_rewritten_statement_with_a_long_text_reaches_the_console(setup: Any) 
             cur.execute("SELECT 'marker-after2'")
         conn.close()
 
-        def seen() -> list[dict[str, Any]]:
-            got = bus.bodies("/statements")
-            return got if any(b.get("sql") == "SELECT 'marker-after2'" for b in got) else []
-
-        statements = until(seen)
+        statements = statements_up_to(bus, "SELECT 'marker-after2'")
         commands = [(b.get("command"), b.get("sql", "")[:30]) for b in statements]
         assert any("UPPER" in s for _, s in commands), (
             f"the rewritten statement's event never reached the operator: {commands}\n"
@@ -234,11 +238,7 @@ def test_a_refusal_whose_reason_quotes_the_statement_reaches_the_console(
             cur.execute(marker)
         conn.close()
 
-        def seen() -> list[dict[str, Any]]:
-            got = bus.bodies("/statements")
-            return got if any(b.get("sql") == marker for b in got) else []
-
-        statements = until(seen)
+        statements = statements_up_to(bus, marker)
         blocked = [b for b in statements if b.get("decision") == "blocked"]
         assert blocked, f"the refusal never reached the operator: {broker.log()[-600:]}"
         assert blocked[0]["sql"] == sql[: len(blocked[0]["sql"])]
