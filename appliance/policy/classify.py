@@ -73,7 +73,6 @@ __all__ = [
     "mask_rewrite",
     "masked_uses",
     "reference_readings",
-    "set_columns",
     "unreadable",
 ]
 
@@ -108,8 +107,9 @@ class Classification:
     # call already).
     stored_functions: frozenset[str] = frozenset()
     # UPDATE, or the ON DUPLICATE KEY UPDATE of an INSERT: the columns it assigns
-    # (lower-case, without their tables), read from the tree the decision read; None
-    # when not known (see set_columns)
+    # (lower-case, without their tables; None when not known), which a foreign key's ON
+    # UPDATE depends on. From the tree the decision read (the text as the session's
+    # sql_mode lexes it), not the text parsed again with the parser's own lexing
     assigns: frozenset[str] | None = None
     # A statement of a text of several: where its bytes are in the text (its record
     # shows them read in the session's character set, which ``text`` is not)
@@ -1189,22 +1189,10 @@ _NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER, TokenType.NUMBER}
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 
-def set_columns(c: Classification) -> frozenset[str] | None:
-    """The columns (lower-case names, without their tables) an UPDATE sets, or the ON
-    DUPLICATE KEY UPDATE of an INSERT; None when that cannot be told (the text does not
-    parse, an assignment is not ``column = value``). What an update of a parent table
-    changes through a foreign key with ON UPDATE depends on it.
-
-    Read from the tree the classification was made of (the text as the session's
-    sql_mode lexes it, its DML modifiers left out), not from ``c.text`` parsed again:
-    under NO_BACKSLASH_ESCAPES, `SET name = 'a\\', id = 9 ... -- '` sets id, where the
-    parser's default lexing reads one string up to the last quote."""
-    return c.assigns
-
-
 def _assigned(root: exp.Expr) -> frozenset[str] | None:
-    """The columns an UPDATE or an upsert's ON DUPLICATE KEY UPDATE assigns (see
-    set_columns), from its tree."""
+    """The columns an UPDATE or an upsert's ON DUPLICATE KEY UPDATE assigns
+    (``Classification.assigns``), from its tree; None when an assignment is not
+    ``column = value``."""
     if isinstance(root, exp.Update):
         assignments = root.expressions
     elif isinstance(root, exp.Insert) and isinstance(root.args.get("conflict"), exp.OnConflict):

@@ -26,7 +26,7 @@ from appliance.mysql.charsets import (
     UNREADABLE_NAMES,
     UNSAFE_CHARSETS,
 )
-from appliance.policy.classify import Classification, set_columns
+from appliance.policy.classify import Classification
 from appliance.policy.server_functions import BUILTIN_FUNCTIONS, SERVER
 from appliance.policy.through import WRITE_KINDS, Reached, WriteThrough
 
@@ -356,7 +356,7 @@ def _reached(
     kinds = [kind for kind in (c.kind, *also) if kind in WRITE_KINDS]
     if not kinds or not c.writes:
         return ()
-    columns = set_columns(c) if "UPDATE" in kinds else None
+    columns = c.assigns if "UPDATE" in kinds else None
     found: dict[Reached, None] = {}
     for kind in kinds:
         for table in sorted(c.writes):

@@ -100,7 +100,7 @@ def test_a_rule_sees_the_columns_an_update_sets() -> None:
 
 
 def test_the_columns_set_are_read_as_the_session_lexes_the_update() -> None:
-    """`set_columns` parsed the statement's text again with the parser's default lexing:
+    """The set columns were read from the text parsed again with the parser's lexing:
     under NO_BACKSLASH_ESCAPES `'a\\'` ends at its second quote and the server set id
     (its ON UPDATE CASCADE changed shop.orders) where the parser read one string up to
     the quote after `--` and only `name`. And UPDATE IGNORE, which the parser reads only
