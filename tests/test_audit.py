@@ -802,3 +802,58 @@ def test_an_execute_records_the_values_it_binds(mariadb: MariaDB, tmp_path: Path
         "NULL, NULL, -2.25, 2",
     ]
     assert all(shown[i - 1].endswith(f"> {update}") for i in params)  # under its execute
+
+
+def test_an_execute_refused_by_the_gateway_does_not_change_how_the_next_is_read(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """An execute the gateway refused (here by statements_per_second) never reached the
+    server, yet the types it sent stayed with the gateway: the next execute, which sent
+    no types, was recorded as binding the string '4000000' while the server read the
+    LONGLONG of the execute before it and ran with that number."""
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nstatements_per_second = 2\n",
+    ).start()
+    number = int.from_bytes(b"\x074000000", "little", signed=True)
+    try:
+        with gw.connect(database="shop") as conn:
+            time.sleep(1.1)  # the login's own statements are out of the rate's second
+            conn._execute_command(0x16, "SELECT CONCAT(?)")  # COM_STMT_PREPARE
+            ok = conn._read_packet().get_all_data()
+            statement = int.from_bytes(ok[1:5], "little")
+            for _ in range(4):  # the parameter's definition, an EOF, the column's, an EOF
+                conn._read_packet()
+            head = statement.to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
+
+            def execute(block: bytes) -> list[bytes]:
+                conn._execute_command(0x17, head + block)  # COM_STMT_EXECUTE
+                conn._read_packet()  # the column count (an ERR raises)
+                conn._read_packet()  # its definition
+                conn._read_packet()  # EOF
+                out = []
+                while not (row := conn._read_packet()).is_eof_packet():
+                    out.append(row.get_all_data())
+                return out
+
+            assert len(execute(b"\x00\x01\x08\x00" + (5).to_bytes(8, "little"))) == 1
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                execute(b"\x00\x01\xfd\x00\x07abcdefg")  # VAR_STRING, over the rate
+            assert refused.value.args[0] == 1227
+            time.sleep(1.1)
+            rows = execute(b"\x00\x00\x074000000")  # no types: LONGLONG, as before
+            assert len(rows) == 1 and str(number).encode() in rows[0]
+    finally:
+        assert gw.stop() == 0
+    executes = [
+        s
+        for s in ledger_records(gw.ledger, "--kind", "statement")
+        if s["command"] == "COM_STMT_EXECUTE"
+    ]
+    assert [(s["decision"], s.get("params")) for s in executes] == [
+        ("allowed", ["5"]),
+        ("blocked", ["'abcdefg'"]),
+        ("allowed", [str(number)]),
+    ]

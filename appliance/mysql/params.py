@@ -45,10 +45,18 @@ ParamFields = dict[str, str | int | list[str]]
 
 @dataclass(slots=True)
 class ExecuteParams:
-    """One session's parameter types and long data, per prepared statement id."""
+    """One session's parameter types and long data, per prepared statement id.
+
+    An execute is read when it is decided, in the order the client sent its commands,
+    but it changes what the server keeps only if it reaches the server: one the gateway
+    answers itself (refused by a rule or a limit) left the server with the types and
+    long data it had, so ``not_sent`` puts them back, and a later execute without types
+    is read as the server reads it."""
 
     _types: dict[int, Types] = field(default_factory=dict)
     _long_data: dict[int, set[int]] = field(default_factory=dict)
+    _undo: dict[int, _Undo] = field(default_factory=dict)
+    """Per execute not yet settled (by command id): what its reading changed."""
 
     def note(self, payload: bytes) -> None:
         """A command the client sent that is not an execute: long data marks its
@@ -66,25 +74,54 @@ class ExecuteParams:
             self._long_data.pop(statement_id, None)
             if code == Command.STMT_CLOSE:
                 self._types.pop(statement_id, None)
+            if self._undo:  # what an earlier execute changed is gone with them
+                for cmd_id in [k for k, u in self._undo.items() if u.statement_id == statement_id]:
+                    del self._undo[cmd_id]
         elif code == Command.RESET_CONNECTION:
             self._types.clear()
             self._long_data.clear()
+            self._undo.clear()
 
-    def fields(self, payload: bytes, count: int | None) -> ParamFields:
+    def not_sent(self, cmd_id: int) -> None:
+        """The execute ``cmd_id`` (read by ``fields``) never reached the server: what it
+        would have changed there did not change. Its types are put back unless a later
+        execute sent its own since, and the long data it would have taken waits again."""
+        undo = self._undo.pop(cmd_id, None)
+        if undo is None:
+            return
+        statement_id = undo.statement_id
+        if undo.sent is not None and self._types.get(statement_id) is undo.sent:
+            if undo.before is None:
+                del self._types[statement_id]
+            else:
+                self._types[statement_id] = undo.before
+        if undo.long_data:
+            self._long_data.setdefault(statement_id, set()).update(undo.long_data)
+
+    def settled(self, cmd_id: int) -> None:
+        """The execute ``cmd_id`` was answered by the server: what it changed holds."""
+        if self._undo:
+            self._undo.pop(cmd_id, None)
+
+    def fields(self, payload: bytes, count: int | None, cmd_id: int | None = None) -> ParamFields:
         """The record fields of an execute of a statement with ``count`` parameters (None:
         not known): ``params``, and ``params_more`` past ``MAX_PARAMS``; or, when the block
-        cannot be read, ``params_error`` and ``params_hex`` (its first 4 KiB)."""
+        cannot be read, ``params_error`` and ``params_hex`` (its first 4 KiB). ``cmd_id``:
+        the command's, for ``not_sent`` and ``settled``, which the caller then owes."""
         if len(payload) < _HEAD:
             return {}
         statement_id = int.from_bytes(payload[1:5], "little")
         long_data = self._long_data.pop(statement_id, set())
         block = payload[_HEAD:]
+        sent = None if count is None else _sent_types(block, count)
+        if cmd_id is not None and (sent or long_data):
+            before = self._types.get(statement_id)
+            self._undo[cmd_id] = _Undo(statement_id, before, sent or None, frozenset(long_data))
         if count is None:
             return _unread(block, "the statement's parameter count is not known")
         # The server keeps the types an execute sends whatever its values are (a block
         # with bytes after its last value runs): a later execute without types is read
         # with them even when this block's values cannot be read here.
-        sent = _sent_types(block, count)
         if sent:
             self._types[statement_id] = sent
         try:
@@ -95,6 +132,17 @@ class ExecuteParams:
         if len(values) > MAX_PARAMS:
             out["params_more"] = len(values) - MAX_PARAMS
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Undo:
+    """What reading one execute changed: its statement's types before and the ones it
+    sent (None: it sent none), and the long data it took."""
+
+    statement_id: int
+    before: Types | None
+    sent: Types | None
+    long_data: frozenset[int]
 
 
 def _sent_types(block: bytes, count: int) -> Types | None:

@@ -297,6 +297,9 @@ class CommandCompleted:
     target's place (a COM_STMT_EXECUTE of a statement whose long data was refused: see
     ``LONG_DATA_REFUSED``; any command once ``stop_forwarding`` was called); None
     otherwise."""
+    sent: bool = True
+    """The command reached the target; False when the gateway answered it in the target's
+    place or the session ended before it was sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1191,7 +1194,9 @@ class Session:
         events = self._events
         for resp in self._responses:
             if resp.local is not None:
-                events.append(CommandCompleted(resp.cmd, 0, 0, resp.error, refused=resp.refused))
+                events.append(
+                    CommandCompleted(resp.cmd, 0, 0, resp.error, refused=resp.refused, sent=False)
+                )
                 continue
             why = f"the session ended ({reason}) before its whole answer came: it may have run"
             m = resp.mask
@@ -1215,7 +1220,9 @@ class Session:
         self._responses.clear()
         for cmd in self._undecided:
             why = f"the session ended ({reason}) before it was sent: it did not run"
-            events.append(CommandCompleted(cmd, 0, 0, ErrorCode.UNKNOWN, unfinished=why))
+            events.append(
+                CommandCompleted(cmd, 0, 0, ErrorCode.UNKNOWN, unfinished=why, sent=False)
+            )
 
     def _client_violation(self, why: str) -> None:
         if self.phase is Phase.CLOSED:
@@ -2029,7 +2036,9 @@ class Session:
         if self._report:
             recorded = b"" if self.record_limit > 0 else None  # the client gets nothing
             error = int.from_bytes(err[1:3], "little")
-            self._events.append(CommandCompleted(cmd, 0, 0, error, recorded=recorded, refused=why))
+            self._events.append(
+                CommandCompleted(cmd, 0, 0, error, recorded=recorded, refused=why, sent=False)
+            )
 
     def _closed_statement(self, statement_id: int) -> tuple[bytes, str]:
         """The ERR a command naming a statement whose close was refused gets, and why."""
@@ -2101,7 +2110,9 @@ class Session:
             assert resp.local is not None
             self._send_client(resp.local)
             if self._report:
-                event = CommandCompleted(resp.cmd, 0, 0, resp.error, refused=resp.refused)
+                event = CommandCompleted(
+                    resp.cmd, 0, 0, resp.error, refused=resp.refused, sent=False
+                )
                 if resp.recorded is not None:
                     self._record_end(resp, event, resp.local, 0, len(resp.local))
                 self._events.append(event)

@@ -771,12 +771,14 @@ class SessionPolicy:
             if count is None and cmd.stands_for is not None:
                 # its prepare has not been answered yet: its placeholders are its count
                 count = _placeholders(sql, server_status)
-            carried += tuple(self._params.fields(cmd.payload, count).items())
+            carried += tuple(self._params.fields(cmd.payload, count, cmd.id).items())
             part = replace(
                 _part(text, "EXECUTE", "prepared"), catalog=catalog, exact=exact, carried=carried
             )
-            verdict = Verdict(label, (part,))
-            return self._guarded(verdict, cmd, prepared=sql)
+            verdict = self._guarded(Verdict(label, (part,)), cmd, prepared=sql)
+            if verdict.refused:  # (before a command behind it is read with its types)
+                self._params.not_sent(cmd.id)
+            return verdict
         if code == Command.INIT_DB:  # decided and recorded as the text USE `schema`
             schema = cmd.payload[1:].decode("utf-8", "replace")
             use = _use_of(schema)
@@ -1538,8 +1540,16 @@ class SessionPolicy:
             return None
         return self._results
 
-    def completed(self, cmd: ClientCommand, error: int | None, affected: int) -> None:
-        """Follow what a finished command changed in the session."""
+    def completed(
+        self, cmd: ClientCommand, error: int | None, affected: int, sent: bool = True
+    ) -> None:
+        """Follow what a finished command changed in the session. ``sent``: it reached
+        the server (False: the gateway answered it, or the session ended first)."""
+        if cmd.command == Command.STMT_EXECUTE:
+            if sent:
+                self._params.settled(cmd.id)
+            else:
+                self._params.not_sent(cmd.id)
         self._mode_changes.discard(cmd.id)
         self._preparing.discard(cmd.id)
         if cmd.id in self._mode_sets:

@@ -5,11 +5,14 @@ tests/test_policy.py."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from appliance.config import OversizedAction, PolicyConfig, RuleAction, RuleConfig
 from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand
+from appliance.policy import gate
 from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.rules import Subject
 
@@ -234,3 +237,34 @@ def test_an_execute_of_a_text_the_session_did_not_read_counts_as_a_write() -> No
     assert s.query("UPDATE items SET v = 1 WHERE id <= 4", affected=4) is None
     s.prepared[7] = b"SELECT v FROM items"  # prepared where this policy did not see it
     assert s.execute(7) == "runaway-rows"
+
+
+def test_an_execute_the_guard_refused_leaves_the_types_the_server_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refused execute never reached the server, but its VAR_STRING type stayed in
+    the session's reader: the next execute, which sent no types, was recorded as binding
+    '4000000' where the server read the LONGLONG of the execute before."""
+    now = [100.0]
+    monkeypatch.setattr(gate.time, "monotonic", lambda: now[0])
+    s = guarded(statements_per_second=2)
+    assert s.prepare("SELECT v FROM items WHERE id = ?", 1) is None
+
+    def execute(block: bytes) -> Verdict:
+        payload = bytes([Command.STMT_EXECUTE]) + struct.pack("<IBI", 1, 0, 1) + block
+        s._next += 1
+        cmd = ClientCommand(s._next, Command.STMT_EXECUTE, payload, payload)
+        verdict = s.session.decide(cmd, 0, s.prepared, None, None, {1: 1})
+        if not verdict.refused:
+            s.session.completed(cmd, None, 0)
+        return verdict
+
+    longlong = b"\x00\x01\x08\x00" + struct.pack("<q", 5)
+    first = execute(longlong)
+    assert not first.refused and dict(first.parts[0].carried)["params"] == ["5"]
+    refused = execute(b"\x00\x01\xfd\x00\x07abcdefg")  # VAR_STRING 'abcdefg'
+    assert refused.refused and refused.parts[0].decision.rule == "runaway-statements"
+    now[0] = 101.5
+    again = execute(b"\x00\x00\x074000000")  # no types: the server reads a LONGLONG
+    number = str(int.from_bytes(b"\x074000000", "little", signed=True))
+    assert not again.refused and dict(again.parts[0].carried)["params"] == [number]

@@ -78,6 +78,46 @@ def test_a_parameter_sent_as_long_data_has_no_value_in_the_block() -> None:
     assert reader.fields(execute(7, TWO), 2) == {"params": ["42", "'O''Hara'"]}
 
 
+def test_an_execute_that_never_reached_the_server_changes_nothing_it_keeps() -> None:
+    """An execute the gateway refused left its types and long data in the reader: the
+    next execute without types was read with the refused one's VAR_STRING, and recorded
+    as '4000000', while the server, which kept the LONGLONG before, bound another number."""
+    reader = ExecuteParams()
+    first = b"\x00\x01" + types(LONGLONG) + struct.pack("<q", 5)
+    assert reader.fields(execute(7, first), 1, cmd_id=1) == {"params": ["5"]}
+    reader.settled(1)
+    refused = b"\x00\x01" + types(VAR_STRING) + lenenc(b"abcdefg")
+    assert reader.fields(execute(7, refused), 1, cmd_id=2) == {"params": ["'abcdefg'"]}
+    reader.not_sent(2)
+    again = b"\x00\x00" + b"\x074000000"  # 8 bytes: a LONGLONG, or a 7-byte string
+    number = str(int.from_bytes(b"\x074000000", "little", signed=True))
+    assert reader.fields(execute(7, again), 1, cmd_id=3) == {"params": [number]}
+    # long data an unsent execute would have taken is still the server's to use
+    reader.note(bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", 7, 0) + b"chunk")
+    long_block = b"\x00\x00"
+    assert reader.fields(execute(7, long_block), 1, cmd_id=4) == {"params": ["(long data)"]}
+    reader.not_sent(4)
+    assert reader.fields(execute(7, long_block), 1, cmd_id=5) == {"params": ["(long data)"]}
+    reader.settled(5)
+    assert "params_error" in reader.fields(execute(7, long_block), 1, cmd_id=6)
+
+
+def test_an_unsent_execute_does_not_undo_what_came_after_it() -> None:
+    """Pipelined: an execute read after the refused one sent its own types, or the
+    statement was closed: those stand."""
+    reader = ExecuteParams()
+    reader.fields(execute(7, b"\x00\x01" + types(LONGLONG) + struct.pack("<q", 5)), 1, 1)
+    reader.fields(execute(7, b"\x00\x01" + types(VAR_STRING) + lenenc(b"x")), 1, 2)
+    reader.fields(execute(7, b"\x00\x01" + types(DOUBLE) + struct.pack("<d", 1.5)), 1, 3)
+    reader.not_sent(2)
+    assert reader.fields(execute(7, b"\x00\x00" + struct.pack("<d", 2.5)), 1, 4) == {
+        "params": ["2.5"]
+    }
+    reader.note(bytes([Command.STMT_CLOSE]) + struct.pack("<I", 7))
+    reader.not_sent(3)  # closed since: nothing of it comes back
+    assert "params_error" in reader.fields(execute(7, b"\x00\x00" + b"\x00" * 8), 1, 5)
+
+
 @pytest.mark.parametrize(
     ("code", "value", "unsigned", "literal"),
     [

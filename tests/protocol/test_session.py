@@ -1578,17 +1578,17 @@ def test_a_refused_stmt_close_gets_no_answer_and_the_next_query_gets_its_own() -
         << received(1, close)
         << received(2, Q3)
         >> refuse(1, 1105, UNAVAILABLE)
-        << completed(1, error=1105)  # nothing to the client, nothing to the server
+        << completed(1, error=1105, sent=False)  # nothing to the client, nor the server
         >> refuse(2, 1105, UNAVAILABLE)
         << expect_client(local_err(1105, UNAVAILABLE, seq=1))  # the query's, once
-        << completed(2, error=1105)
+        << completed(2, error=1105, sent=False)
         >> client(Q3)
         << received(3, Q3)
         >> allow(3)
         << expect_server(Q3)
         >> server(R3)
         << expect_client(R3)
-        << completed(3, rows=1)
+        << completed(3, rows=1, sent=True)
     )
     assert pb.session.statements == {7: 1}  # not closed on the server: still known
     assert pb.session.prepared_sql == {7: b"SELECT ?"}
@@ -1631,7 +1631,7 @@ def test_a_statement_whose_close_was_refused_runs_no_more() -> None:
         << completed(1, error=1105)
         >> allow(2)  # the ledger is back
         << expect_client(local_err(1243, message, seq=1))
-        << completed(2, error=1243, refused=_closed_here(7))
+        << completed(2, error=1243, refused=_closed_here(7), sent=False)
         >> client(fetch)
         << received(3, fetch)
         >> allow(3)
@@ -2681,9 +2681,14 @@ def test_ending_a_session_now_completes_what_was_on_its_way() -> None:
         >> allow(1)
         << expect_server(Q1)
         >> shell("close_now", lambda session: session.close_now("ended by dba"))
-        << expect_event(CommandCompleted, error=2013, unfinished=lambda why: "ended by dba" in why)
         << expect_event(
-            CommandCompleted, error=1105, unfinished=lambda why: "it did not run" in why
+            CommandCompleted, error=2013, unfinished=lambda why: "ended by dba" in why, sent=True
+        )
+        << expect_event(
+            CommandCompleted,
+            error=1105,
+            unfinished=lambda why: "it did not run" in why,
+            sent=False,
         )
         << expect_closed("ended by dba")
     )
