@@ -293,8 +293,9 @@ class PolicyConfig:
     rows_changed_per_minute: int = 0  # per identity; 0: no limit
     sessions_per_identity: int = 0  # open sessions of one identity on one target; 0: no limit
     masking_key_file: Path | None = None  # the key of the `hash` strategy; None: state_dir
-    # how often the targets' views (masking) and views and foreign keys (refusing rules
-    # with tables) are read again: the longest one made outside the gateway stays unknown
+    # how often the targets' views (masking) and views, foreign keys and triggers (refusing
+    # rules with tables) are read again: the longest one made outside the gateway stays
+    # unknown
     views_refresh_s: float = 60.0
 
 

@@ -89,10 +89,13 @@ _BLOCKED_SAID_S = 60.0  # a target's target_blocked alert is repeated at most th
 _PLANNED = frozenset({Command.QUERY, Command.STMT_EXECUTE})
 """The commands whose result sets a masker plans from what the views show: a masked
 session's wait while its target's views are read again (``ClientLeg._let_go``)."""
-_TABLE_ONLY = frozenset({"CREATE TABLE", "ALTER TABLE", "CREATE SEQUENCE"})
-"""Statements that change what the view catalog reads but no view: a table the catalog
-does not know yet has its columns named like masked view columns masked, so nobody waits
-for them (RENAME TABLE renames views too; a statement run by another is not known)."""
+_TABLE_ONLY = frozenset(
+    {"CREATE TABLE", "ALTER TABLE", "CREATE SEQUENCE", "CREATE TRIGGER", "DROP TRIGGER"}
+)
+"""Statements that change what the catalogs read but no view: a table the view catalog
+does not know yet has its columns named like masked view columns masked, and a trigger
+is only the through catalog's, so nobody waits for them (RENAME TABLE renames views too;
+a statement run by another is not known)."""
 _LOGIN_TIMEOUT_S = 8.0
 """From the connection to the end of the login. Shorter than the databases' default
 ``connect_timeout`` (10 s) by the time the gateway's own login there takes to end a
@@ -202,7 +205,7 @@ class Gateway:
         self._retention: asyncio.Task[None] | None = None
         self.masking: MaskingPolicy | None = None
         self.catalog: ViewCatalog | None = None
-        # what writes reach through views and foreign keys, for the refusing rules
+        # what writes reach through views, foreign keys and triggers, for the refusing rules
         self.through = ThroughCatalog(config, self.policy, refresh_s=config.policy.views_refresh_s)
         if config.masking:
             self.masking = MaskingPolicy(config.masking, masking_key(config))

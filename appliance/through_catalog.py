@@ -1,21 +1,24 @@
-"""The views and foreign keys of each target, for the rules that refuse writes (SPEC §6).
+"""The views, foreign keys and triggers of each target, for the rules that refuse writes
+(SPEC §6).
 
 A block or review rule on ``shop.orders`` matches the names a statement is written with;
-a view over shop.orders or a foreign key of it with ON DELETE CASCADE changes its rows
-under another name. The gateway therefore reads, per target, on a side connection with
-the target's credential, ``information_schema.REFERENTIAL_CONSTRAINTS`` (with the
-columns of each key, ``KEY_COLUMN_USAGE``) and ``information_schema.VIEWS``, and gives
-the policy a ``WriteThrough`` (what a write to a table or view also changes), which
-``decide`` checks against those rules.
+a view over shop.orders, a foreign key of it with ON DELETE CASCADE, or a trigger whose
+body writes it changes its rows under another name. The gateway therefore reads, per
+target, on a side connection with the target's credential,
+``information_schema.REFERENTIAL_CONSTRAINTS`` (with the columns of each key,
+``KEY_COLUMN_USAGE``), ``information_schema.VIEWS`` and ``information_schema.TRIGGERS``
+(each body read by ``policy.trigger_body``), and gives the policy a ``WriteThrough``
+(what a write to a table or view also changes), which ``decide`` checks against those
+rules.
 
 Only when some block or review rule names tables (the others match a write by its kind
 alone). Read at start, every ``refresh_s`` and soon after a statement that creates,
-alters, renames or drops a view or a table went through the gateway.
+alters, renames or drops a view, a table or a trigger went through the gateway.
 
 Fail closed: until a target's first read has worked, every write to it may reach any
 table (the gateway logs why and tries again every 2 s); a view whose definition cannot
-be read (no SHOW VIEW privilege) or understood reaches any table. After a failed read
-the last one read stays.
+be read (no SHOW VIEW privilege) or understood, and a trigger whose body the gateway
+cannot read, reach any table. After a failed read the last one read stays.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from appliance.config import Config, RuleAction, TargetConfig
 from appliance.policy.classify import classify
 from appliance.policy.gate import Policy
 from appliance.policy.lexer import LexMode
-from appliance.policy.through import ForeignKey, ViewBases, WriteThrough
+from appliance.policy.through import ForeignKey, Trigger, ViewBases, WriteThrough
+from appliance.policy.trigger_body import body_writes
 from appliance.side_connection import ReadFailures, connect, keep_reading
 
-__all__ = ["ThroughCatalog", "read_through", "view_bases"]
+__all__ = ["ThroughCatalog", "read_through", "trigger_of", "view_bases"]
 
 log = logging.getLogger("sqlgate.through")
 
-_UNREAD = "the gateway has not read the target's views and foreign keys yet"
+_UNREAD = "the gateway has not read the target's views, foreign keys and triggers yet"
 
 
 def view_bases(schema: str, name: str, definition: str) -> ViewBases:
@@ -52,12 +56,33 @@ def view_bases(schema: str, name: str, definition: str) -> ViewBases:
     )
 
 
+def trigger_of(
+    schema: str,
+    name: str,
+    event: str,
+    table: str,
+    timing: str,
+    body: str,
+    sql_mode: str,
+) -> Trigger:
+    """A trigger of ``schema`` as ``information_schema.TRIGGERS`` gives it, on ``table``
+    ("schema.table"), with what its body writes (bare names in the trigger's schema)."""
+    return Trigger(
+        f"{schema}.{name}",
+        table,
+        event.upper(),
+        timing.upper(),
+        body_writes(schema, body.encode("utf-8", "surrogatepass"), sql_mode),
+    )
+
+
 _SET_BY_THE_SERVER = re.compile(r"on update|generated", re.IGNORECASE)
 """``COLUMNS.EXTRA`` of a column the server changes on an update that does not set it."""
 
 
 def read_through(target: TargetConfig, timeout_s: float, mark: int) -> WriteThrough:
-    """The target's foreign keys and views, as the side connection may see them."""
+    """The target's foreign keys, views and triggers, as the side connection may see
+    them (a trigger only on a table it has the TRIGGER privilege on)."""
     conn = connect(target, None, timeout_s, mark)
     try:
         with conn.cursor() as cur:
@@ -103,10 +128,19 @@ def read_through(target: TargetConfig, timeout_s: float, mark: int) -> WriteThro
                 "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS"
             )
             views = [view_bases(s, n, d or "") for s, n, d in cur.fetchall()]
+            cur.execute(
+                "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_MANIPULATION, EVENT_OBJECT_SCHEMA, "
+                "EVENT_OBJECT_TABLE, ACTION_TIMING, ACTION_STATEMENT, SQL_MODE "
+                "FROM information_schema.TRIGGERS"
+            )
+            triggers = [
+                trigger_of(s, n, str(e), f"{ts}.{t}", str(at), b or "", str(m or ""))
+                for s, n, e, ts, t, at, b, m in cur.fetchall()
+            ]
         conn.rollback()
     finally:
         conn.close()
-    return WriteThrough(keys, views)
+    return WriteThrough(keys, views, triggers=triggers)
 
 
 def needed(config: Config) -> bool:
@@ -131,7 +165,7 @@ class ThroughCatalog:
         self.timeout_s = timeout_s
         self._read = read
         self.ready: set[str] = set()  # targets read at least once
-        self._failures = ReadFailures("its views and foreign keys", log)
+        self._failures = ReadFailures("its views, foreign keys and triggers", log)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -150,7 +184,8 @@ class ThroughCatalog:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="through catalog")
 
     def invalidate(self) -> None:
-        """A view or a table was created, altered, renamed or dropped: read again soon."""
+        """A view, a table or a trigger was created, altered, renamed or dropped: read
+        again soon."""
         self._wake.set()
 
     async def refresh(self) -> None:
@@ -167,7 +202,7 @@ class ThroughCatalog:
             self._failures.failed(target.name, exc)
             return
         if self._failures.succeeded(target.name):
-            log.info("target %s: its views and foreign keys are read again", target.name)
+            log.info("target %s: its views, foreign keys and triggers are read again", target.name)
         self.policy.set_through(target.name, through)
         self.ready.add(target.name)
 

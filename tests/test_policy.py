@@ -254,6 +254,98 @@ def test_a_statement_prepared_before_a_foreign_key_is_decided_again(
     assert "Traceback" not in gw.log()
 
 
+TRIGGER_RULES = """
+[[rules]]
+name = "trigger-orders-keep"
+statements = ["DELETE", "UPDATE"]
+tables = ["shop.trg_orders"]
+action = "block"
+
+[[rules]]
+name = "agents-may-make-triggers"
+statements = ["CREATE TRIGGER"]
+tables = ["shop.*"]
+action = "allow"
+"""
+
+
+def test_a_trigger_does_not_hide_a_protected_table(mariadb: MariaDB, tmp_path: Path) -> None:
+    """A trigger made on the server outside the gateway changes a table under another
+    name: DELETE FROM trg_customers ran its AFTER DELETE trigger, which deleted the
+    rows of shop.trg_orders that a rule blocking DELETE on it protects."""
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.trg_orders, shop.trg_customers, shop.trg_plain, shop.trg_log",
+        "CREATE TABLE shop.trg_customers (id INT PRIMARY KEY, name TEXT)",
+        "CREATE TABLE shop.trg_orders (id INT PRIMARY KEY, v INT)",
+        "CREATE TABLE shop.trg_plain (id INT PRIMARY KEY)",
+        "CREATE TABLE shop.trg_log (id INT AUTO_INCREMENT PRIMARY KEY, what INT)",
+        "INSERT INTO shop.trg_customers VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        "INSERT INTO shop.trg_orders VALUES (1, 1), (2, 2), (3, 3)",
+        "INSERT INTO shop.trg_plain VALUES (1), (2)",
+        # bare names in a body are the trigger's schema's, whatever the session's
+        "CREATE TRIGGER shop.trg_customers_gone AFTER DELETE ON shop.trg_customers "
+        "FOR EACH ROW BEGIN\n  DECLARE n INT DEFAULT 0;\n"
+        "  SELECT COUNT(*) INTO n FROM trg_orders WHERE v = OLD.id;\n"
+        "  IF n > 0 THEN\n    DELETE FROM trg_orders WHERE v = OLD.id;\n  END IF;\nEND",
+        # a body the gateway cannot read: it calls a procedure
+        "CREATE TRIGGER shop.trg_customers_renamed BEFORE UPDATE ON shop.trg_customers "
+        "FOR EACH ROW BEGIN IF NEW.name = 'x' THEN CALL shop.trg_nothing(); END IF; END",
+        # a harmless one: it writes a table no rule protects
+        "CREATE TRIGGER shop.trg_plain_log AFTER DELETE ON shop.trg_plain "
+        "FOR EACH ROW INSERT INTO trg_log (what) VALUES (OLD.id)",
+    )
+    gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, extra_toml=TRIGGER_RULES).start()
+    try:
+        with gw.connect(database="mysql") as conn:
+            message = refused(conn, "DELETE FROM shop.trg_customers WHERE id = 1")
+            assert "blocked by rule 'trigger-orders-keep'" in message
+            assert (
+                "DELETE FROM shop.trg_customers also deletes rows of shop.trg_orders (through "
+                "trigger shop.trg_customers_gone AFTER DELETE)" in message
+            )
+        with gw.connect(database="shop") as conn:
+            # a REPLACE deletes the row it collides with: its DELETE triggers run
+            message = refused(conn, "REPLACE INTO trg_customers VALUES (2, 'b')")
+            assert "(through trigger shop.trg_customers_gone AFTER DELETE)" in message
+            message = refused(conn, "UPDATE trg_customers SET name = 'z' WHERE id = 3")
+            assert "trigger shop.trg_customers_renamed BEFORE UPDATE, whose body the gateway" in (
+                message
+            )
+            with conn.cursor() as cur:  # what reaches nothing protected still runs
+                cur.execute("DELETE FROM trg_plain WHERE id = 1")
+                cur.execute("INSERT INTO trg_customers VALUES (4, 'd')")
+            conn.commit()
+            # a trigger made through the gateway is read again at once
+            with conn.cursor() as cur:
+                cur.execute(
+                    "CREATE TRIGGER trg_plain_wipe AFTER INSERT ON trg_plain FOR EACH ROW "
+                    "DELETE FROM trg_orders WHERE v = NEW.id"
+                )
+            deadline = time.monotonic() + 10
+            while True:  # (no order has v = 9: one that runs early deletes none)
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("INSERT INTO trg_plain VALUES (9)")
+                except pymysql.err.OperationalError as exc:
+                    assert exc.args[0] == 1227
+                    assert "(through trigger shop.trg_plain_wipe AFTER INSERT)" in exc.args[1]
+                    break
+                direct(mariadb, "DELETE FROM shop.trg_plain WHERE id = 9")
+                assert time.monotonic() < deadline, "the gateway did not read the trigger"
+                time.sleep(0.1)
+        rows = direct(mariadb, "SELECT id, v FROM shop.trg_orders ORDER BY id")
+        assert rows == [(1, 1), (2, 2), (3, 3)]
+        names = direct(mariadb, "SELECT id, name FROM shop.trg_customers ORDER BY id")
+        assert names == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+        assert (1,) in direct(mariadb, "SELECT what FROM shop.trg_log")
+    finally:
+        assert gw.stop() == 0
+        mariadb.admin_sql(
+            "DROP TABLE IF EXISTS shop.trg_orders, shop.trg_customers, shop.trg_plain, shop.trg_log"
+        )
+    assert "Traceback" not in gw.log()
+
+
 def test_delete_without_where_is_refused_and_the_session_goes_on(
     gw: GatewayProcess, mariadb: MariaDB
 ) -> None:

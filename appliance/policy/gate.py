@@ -142,9 +142,10 @@ class Part:
     kind: str
     decision: Decision
     functions: frozenset[str] = frozenset()  # what it calls (the row estimate checks)
-    # it may create, change, rename or drop a view or a table (masking's view catalog
-    # reads them again): CREATE VIEW, CREATE TABLE, RENAME TABLE... itself, or run by
-    # EXECUTE IMMEDIATE, EXECUTE or a prepared statement
+    # it may create, change, rename or drop a view, a table or a trigger (masking's view
+    # catalog and what writes reach are read again): CREATE VIEW, CREATE TABLE, RENAME
+    # TABLE, CREATE TRIGGER... itself, or run by EXECUTE IMMEDIATE, EXECUTE or a prepared
+    # statement
     catalog: bool = False
     span: tuple[int, int] | None = None  # of a text of several: its bytes in the text
     # ``sql_hex`` and ``sql_charset`` of a text read from bytes other than the command's
@@ -252,19 +253,23 @@ def _protocol_kind(label: str) -> str:
     return label.removeprefix("COM_").replace("_", " ")
 
 
-#: The word VIEW, TABLE or SEQUENCE in a prepared text (CREATE, ALTER or DROP VIEW,
-#: CREATE or RENAME TABLE...): executing it may change a view or the names of tables.
-_CATALOG_WORD = re.compile(rb"view|\btable\b|\bsequence\b", re.IGNORECASE)
+#: The word VIEW, TABLE, SEQUENCE or TRIGGER in a prepared text (CREATE, ALTER or DROP
+#: VIEW, CREATE or RENAME TABLE, CREATE TRIGGER...): executing it may change a view, the
+#: names of tables or what a write to one also writes.
+_CATALOG_WORD = re.compile(rb"view|\btable\b|\bsequence\b|\btrigger\b", re.IGNORECASE)
 
 #: Statements that may give a table a name the view catalog does not know yet (a
 #: temporary table is never known: it is not read again for one).
 _TABLE_NAMING = frozenset({"CREATE TABLE", "ALTER TABLE", "RENAME TABLE", "CREATE SEQUENCE"})
+#: Statements that change what a write to a table also writes (the through catalog).
+_TRIGGER_KINDS = frozenset({"CREATE TRIGGER", "DROP TRIGGER"})
 _TEMPORARY = re.compile(r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY\b", re.IGNORECASE)
 
 
 def _changes_catalog(c: Classification) -> bool:
-    """Whether a statement may change what the view catalog reads (views, table names)."""
-    if "VIEW" in c.kind:
+    """Whether a statement may change what the view catalog or the through catalog read
+    (views, table names, triggers)."""
+    if "VIEW" in c.kind or c.kind in _TRIGGER_KINDS:
         return True
     return c.kind in _TABLE_NAMING and _TEMPORARY.match(c.text) is None
 
@@ -367,8 +372,9 @@ class Policy:
         # target -> the modes of its server's global sql_mode the gateway cannot read
         # (kept by server_mode.GlobalModes): its statements are refused
         self.unreadable_modes: dict[str, str] = {}
-        # target -> its views and foreign keys (kept by through_catalog.ThroughCatalog):
-        # the writes that reach a table under another name, for the refusing rules.
+        # target -> its views, foreign keys and triggers (kept by
+        # through_catalog.ThroughCatalog): the writes that reach a table under another
+        # name, for the refusing rules.
         # Every change bumps ``through_version``, part of each cached verdict's key.
         self.through: dict[str, WriteThrough] = {}
         self.through_version = 0
@@ -1332,9 +1338,10 @@ class SessionPolicy:
 
     def _reaches_now(self, sql: bytes, server_status: int) -> Decision | None:
         """The refusal of an execute of a prepared text that now reaches a table a
-        refusing rule protects, through a view or a foreign key the gateway did not know
-        when the text was decided at its prepare; None when it reaches nothing more. A
-        text prepared beyond those this session keeps counts as decided with none known."""
+        refusing rule protects, through a view, a foreign key or a trigger the gateway did
+        not know when the text was decided at its prepare; None when it reaches nothing
+        more. A text prepared beyond those this session keeps counts as decided with none
+        known."""
         through = self.policy.through.get(self.who.target)
         if not through:
             return None

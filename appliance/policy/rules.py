@@ -243,8 +243,8 @@ def decide(
 ) -> Decision:
     """The decision for one statement (for ``PREPARE ... FROM '...'``, for its text).
 
-    ``through``: the target's views and foreign keys, so that a block or review rule on
-    a table also sees the writes that reach it under another name."""
+    ``through``: the target's views, foreign keys and triggers, so that a block or review
+    rule on a table also sees the writes that reach it under another name."""
     if c.problem is not None:
         # the problem may say how to rewrite the statement already: say it once
         advice = "" if _REWRITE in c.problem else f"; {_REWRITE}"
@@ -351,8 +351,9 @@ def _refuses_through_views(rule: RuleConfig, tables: frozenset[str], who: Subjec
 def _reached(
     c: Classification, db: str | None, also: tuple[str, ...], through: WriteThrough
 ) -> tuple[Reached, ...]:
-    """The changes a write makes besides its own, through views and foreign keys: for
-    its kind and the kinds it also does (an upsert's UPDATE, a REPLACE's DELETE)."""
+    """The changes a write makes besides its own, through views, foreign keys and
+    triggers: for its kind and the kinds it also does (an upsert's UPDATE, a REPLACE's
+    DELETE)."""
     kinds = [kind for kind in (c.kind, *also) if kind in WRITE_KINDS]
     if not kinds or not c.writes:
         return ()

@@ -1,5 +1,6 @@
-"""What a write reaches through views and foreign keys (``WriteThrough``), and the
-refusing rules that see it (``decide`` with the target's ``WriteThrough``)."""
+"""What a write reaches through views, foreign keys and triggers (``WriteThrough``,
+``body_writes``), and the refusing rules that see it (``decide`` with the target's
+``WriteThrough``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from appliance.policy.classify import Classification, classify
 from appliance.policy.gate import Policy, SessionPolicy
 from appliance.policy.lexer import LexMode
 from appliance.policy.rules import Subject, decide
-from appliance.policy.through import ForeignKey, Reached, ViewBases, WriteThrough
-from appliance.through_catalog import view_bases
+from appliance.policy.through import ForeignKey, Reached, Trigger, ViewBases, WriteThrough
+from appliance.policy.trigger_body import body_writes
+from appliance.through_catalog import trigger_of, view_bases
 
 AGENT = Subject("agent", frozenset(), "db1")
 
@@ -154,10 +156,14 @@ def test_names_match_in_any_case_and_a_bare_name_in_any_schema() -> None:
 
 
 def test_an_unread_view_or_target_reaches_any_table() -> None:
+    """A target not read yet may have a trigger that deletes where the write inserts:
+    every write reaches any table in every way."""
     through = WriteThrough(views=[ViewBases("shop.v_secret", None)])
     assert reached(through, "UPDATE", "shop.v_secret") == {("UPDATE", None)}
     unread = WriteThrough(unread="not read yet")
-    assert reached(unread, "INSERT", "shop.anything") == {("INSERT", None)}
+    assert reached(unread, "INSERT", "shop.anything") == {
+        (kind, None) for kind in ("INSERT", "UPDATE", "DELETE", "REPLACE")
+    }
     assert unread.reached("SELECT", "shop.anything") == ()
 
 
@@ -268,3 +274,271 @@ def test_an_execute_is_decided_again_when_its_prepare_reached_less() -> None:
     policy.set_through("db1", WriteThrough([CASCADE], [V_ORDERS, ViewBases("s.v", None)]))
     cmd = ClientCommand(7, Command.STMT_EXECUTE, execute, execute)
     assert session.decide(cmd, 0, {7: reads}).refusal is None
+
+
+# ------------------------------------------------------------------- triggers
+
+# shop.trg_x: AFTER DELETE ON shop.customers, DELETE FROM orders WHERE v = OLD.id
+TRG_X = Trigger(
+    "shop.trg_x", "shop.customers", "DELETE", "AFTER", frozenset({("DELETE", "shop.orders")})
+)
+HIDDEN = Trigger("shop.trg_h", "shop.customers", "INSERT", "AFTER", None)  # body not read
+
+COMPOUND = b"""BEGIN
+  DECLARE n INT DEFAULT 0;
+  DECLARE gone CONDITION FOR SQLSTATE '45000';
+  SELECT COUNT(*) INTO n FROM orders WHERE v = OLD.id;
+  SET NEW.total = NEW.total + n, @seen = OLD.`id`;
+  IF n > 0 AND NEW.name <> OLD.name THEN
+    UPDATE orders SET v = NEW.id WHERE v = OLD.id;
+  ELSEIF n IS NULL THEN
+    SIGNAL gone SET MESSAGE_TEXT = 'no orders';
+  ELSE
+    INSERT INTO `archive`.`log` (what) VALUES (CONCAT('customer ', OLD.id));
+  END IF;
+  check_it: BEGIN
+    REPLACE INTO audit SET id = OLD.id;
+    LEAVE check_it;
+  END check_it;
+END"""
+
+
+def test_a_trigger_fired_by_a_write_reaches_what_its_body_writes() -> None:
+    through = WriteThrough(triggers=[TRG_X])
+    assert through.reached("DELETE", "shop.customers") == (
+        Reached("DELETE", "shop.orders", "trigger shop.trg_x AFTER DELETE"),
+    )
+    assert reached(through, "DELETE", "customers") == {("DELETE", "shop.orders")}  # bare
+    assert reached(through, "INSERT", "shop.customers") == set()  # another event
+    assert reached(through, "UPDATE", "shop.customers") == set()
+    assert through and WriteThrough(triggers=[TRG_X]) == through != WriteThrough()
+    # one that writes no table (SET NEW.ts = NOW()) changes nothing: not kept
+    stamp = Trigger("shop.t_ts", "shop.customers", "UPDATE", "BEFORE", frozenset())
+    assert WriteThrough(triggers=[stamp]) == WriteThrough()
+    assert not WriteThrough(triggers=[stamp])
+
+
+def test_a_trigger_on_several_events_or_one_not_known_fires_on_each() -> None:
+    """A trigger whose event the gateway does not know was left out: it fired unseen."""
+    writes = frozenset({("DELETE", "shop.orders")})
+    several = Trigger("shop.t_s", "shop.customers", "INSERT,UPDATE", "AFTER", writes)
+    odd = Trigger("shop.t_o", "shop.invoices", "TRUNCATE", "AFTER", writes)
+    through = WriteThrough(triggers=[several, odd])
+    assert reached(through, "INSERT", "shop.customers") == {("DELETE", "shop.orders")}
+    assert reached(through, "UPDATE", "shop.customers") == {("DELETE", "shop.orders")}
+    assert reached(through, "DELETE", "shop.customers") == set()
+    for kind in ("INSERT", "UPDATE", "DELETE"):
+        assert reached(through, kind, "shop.invoices") == {("DELETE", "shop.orders")}
+
+
+def test_a_compound_body_writes_each_of_its_statements_tables_in_its_schema() -> None:
+    """Every statement of a BEGIN ... END body counts, every branch of an IF, nested
+    blocks too; bare names are the trigger's schema's (not the session's), NEW and OLD
+    are no tables, and what only reads or sets variables writes nothing."""
+    assert body_writes("shop", COMPOUND) == {
+        ("UPDATE", "shop.orders"),
+        ("INSERT", "archive.log"),
+        ("REPLACE", "shop.audit"),
+        ("DELETE", "shop.audit"),  # a REPLACE deletes the rows it collides with
+        ("INSERT", "shop.audit"),
+    }
+    assert body_writes("crm", b"DELETE FROM orders WHERE v = OLD.id") == {("DELETE", "crm.orders")}
+    assert body_writes("shop", b"SET NEW.ts = NOW()") == frozenset()
+    assert body_writes("shop", b"BEGIN NOT ATOMIC SELECT 1 INTO @x; END") == frozenset()
+    upsert = b"INSERT INTO totals VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1"
+    assert body_writes("shop", upsert) == {("INSERT", "shop.totals"), ("UPDATE", "shop.totals")}
+    # a sequence it takes a value of changes
+    assert body_writes("shop", b"SET NEW.id = NEXTVAL(ids)") == {("UPDATE", "shop.ids")}
+    # a multi-table DELETE writes its targets only
+    multi = b"DELETE o FROM orders o JOIN lines l ON l.o = o.id WHERE o.v = OLD.id"
+    assert body_writes("shop", multi) == {("DELETE", "shop.orders")}
+
+
+def test_a_body_is_read_as_its_sql_mode_lexes_it() -> None:
+    """Under ANSI_QUOTES "x" names a table; under NO_BACKSLASH_ESCAPES 'a\\' ends at its
+    second quote, and the DELETE after it runs."""
+    assert body_writes("shop", b'INSERT INTO "audit" VALUES (1)', "ANSI_QUOTES") == {
+        ("INSERT", "shop.audit")
+    }
+    text = b"BEGIN SET @a = 'a\\'; DELETE FROM orders; -- ';\nEND"
+    assert body_writes("shop", text, "NO_BACKSLASH_ESCAPES") == {("DELETE", "shop.orders")}
+
+
+def test_a_body_the_gateway_cannot_read_whole_writes_any_table() -> None:
+    unread = [
+        b"CALL shop.archive(OLD.id)",
+        b"BEGIN INSERT INTO a VALUES (1); CALL p(); END",
+        b"BEGIN PREPARE s FROM @q; EXECUTE s; END",
+        b"BEGIN EXECUTE IMMEDIATE 'DELETE FROM orders'; END",
+        b"BEGIN WHILE @n > 0 DO DELETE FROM orders LIMIT 1; END WHILE; END",
+        b"CASE NEW.k WHEN 1 THEN DELETE FROM orders; END CASE",
+        b"BEGIN DECLARE CONTINUE HANDLER FOR SQLEXCEPTION DELETE FROM orders; END",
+        b"BEGIN DECLARE c CURSOR FOR SELECT id FROM orders; END",
+        b"INSERT INTO a VALUES (shop.stamp(NEW.id))",  # a stored function
+        b"IF is_gone(OLD.id) THEN SET @x = 1; END IF",  # in a condition
+        b"BEGIN DECLARE n INT DEFAULT counted(1); END",  # in a default
+        b"BEGIN /*!DELETE FROM orders*/; END",
+        b"BEGIN INSERT INTO a VALUES (1) END",  # no ';'
+        b"BEGIN INSERT INTO a VALUES (1);",  # left open
+        b"INSERT INTO a VALUES (1); DELETE FROM orders",
+        b"garbage ((",
+        b"",
+    ]
+    for body in unread:
+        assert body_writes("shop", body) is None, body
+    # under a mode the gateway does not read (|| is a concatenation, PL/SQL)
+    assert body_writes("shop", b"INSERT INTO a VALUES (1)", "PIPES_AS_CONCAT") is None
+    assert body_writes("shop", b"INSERT INTO a VALUES (1)", "ORACLE") is None
+
+
+def test_an_unread_body_reaches_any_table_in_any_way() -> None:
+    through = WriteThrough(triggers=[HIDDEN])
+    assert reached(through, "INSERT", "shop.customers") == {
+        (kind, None) for kind in ("INSERT", "UPDATE", "DELETE", "REPLACE")
+    }
+    insert = one("INSERT INTO customers (id) VALUES (3)")
+    decision = decide(insert, AGENT, "shop", (PROTECT,), through)  # a rule on DELETE
+    assert decision.rule == "protect-orders"
+    assert (
+        "may also change rows of the tables this rule protects (trigger shop.trg_h AFTER "
+        "INSERT, whose body the gateway cannot read)" in decision.reason
+    )
+
+
+def test_triggers_chain_with_keys_and_triggers_and_cycles_end() -> None:
+    through = WriteThrough(
+        [ForeignKey("s.k1", "s.b", "s.a", "RESTRICT", "CASCADE")],
+        triggers=[
+            # a DELETE of s.b (the key's cascade) fires a trigger that updates s.c ...
+            Trigger("s.t1", "s.b", "DELETE", "BEFORE", frozenset({("UPDATE", "s.c")})),
+            # ... whose trigger inserts into s.d, whose trigger deletes from s.a: a cycle
+            Trigger("s.t2", "s.c", "UPDATE", "AFTER", frozenset({("INSERT", "s.d")})),
+            Trigger("s.t3", "s.d", "INSERT", "AFTER", frozenset({("DELETE", "s.a")})),
+        ],
+    )
+    assert reached(through, "DELETE", "s.a") == {
+        ("DELETE", "s.b"),
+        ("UPDATE", "s.c"),
+        ("INSERT", "s.d"),
+        ("DELETE", "s.a"),
+    }
+    hows = {r.table: r.how for r in through.reached("DELETE", "s.a")}
+    assert hows["s.d"] == (
+        "foreign key s.k1 ON DELETE CASCADE, then trigger s.t1 BEFORE DELETE, "
+        "then trigger s.t2 AFTER UPDATE"
+    )
+
+
+def test_a_replace_fires_the_insert_and_the_delete_triggers() -> None:
+    inserted = Trigger(
+        "shop.t_i", "shop.customers", "INSERT", "AFTER", frozenset({("INSERT", "shop.log")})
+    )
+    through = WriteThrough(triggers=[TRG_X, inserted])
+    assert reached(through, "REPLACE", "shop.customers") == {
+        ("DELETE", "shop.orders"),
+        ("INSERT", "shop.log"),
+    }
+    replace = decide(
+        one("REPLACE INTO customers (id) VALUES (2)"), AGENT, "shop", (PROTECT,), through
+    )
+    assert replace.rule == "protect-orders"
+    assert "also deletes rows of shop.orders (through trigger shop.trg_x AFTER DELETE)" in (
+        replace.reason
+    )
+    # a body's REPLACE fires them too, on its own table
+    chained = WriteThrough(
+        triggers=[
+            Trigger("s.t1", "s.a", "UPDATE", "AFTER", frozenset({("REPLACE", "s.b")})),
+            Trigger("s.t2", "s.b", "DELETE", "AFTER", frozenset({("DELETE", "s.c")})),
+        ]
+    )
+    assert ("DELETE", "s.c") in reached(chained, "UPDATE", "s.a")
+
+
+def test_an_upsert_fires_the_update_triggers_a_plain_insert_does_not() -> None:
+    updated = Trigger(
+        "shop.t_u", "shop.customers", "UPDATE", "AFTER", frozenset({("DELETE", "shop.orders")})
+    )
+    through = WriteThrough(triggers=[updated])
+    upsert = one("INSERT INTO customers (id) VALUES (2) ON DUPLICATE KEY UPDATE name = 'x'")
+    assert decide(upsert, AGENT, "shop", (PROTECT,), through).rule == "protect-orders"
+    insert = one("INSERT INTO customers (id) VALUES (2)")
+    assert not decide(insert, AGENT, "shop", (PROTECT,), through).refused
+    # an UPDATE fires it whatever columns it sets (a key's ON UPDATE would not)
+    name_only = one("UPDATE customers SET name = 'z' WHERE id = 3")
+    assert decide(name_only, AGENT, "shop", (PROTECT,), through).rule == "protect-orders"
+
+
+def test_a_write_through_a_view_fires_its_base_tables_triggers() -> None:
+    v_customers = ViewBases("shop.v_customers", frozenset({"shop.customers"}))
+    through = WriteThrough(views=[v_customers], triggers=[TRG_X])
+    c = one("DELETE FROM v_customers WHERE id = 1")
+    decision = decide(c, AGENT, "shop", (PROTECT,), through)
+    assert decision.rule == "protect-orders"
+    assert decision.reason.startswith(
+        "DELETE FROM v_customers also deletes rows of shop.orders (through view "
+        "shop.v_customers, then trigger shop.trg_x AFTER DELETE)"
+    )
+    # a view the gateway cannot read may be over any table: every known trigger fires
+    hidden = WriteThrough(views=[ViewBases("shop.v_any", None)], triggers=[TRG_X])
+    assert ("DELETE", "shop.orders") in reached(hidden, "DELETE", "shop.v_any")
+
+
+def test_a_trigger_delete_meets_the_rule_and_a_harmless_trigger_does_not() -> None:
+    harmless = Trigger(
+        "shop.t_log", "shop.invoices", "DELETE", "AFTER", frozenset({("INSERT", "shop.log")})
+    )
+    through = WriteThrough(triggers=[TRG_X, harmless])
+    delete = decide(one("DELETE FROM customers WHERE id = 1"), AGENT, "shop", (HOLD,), through)
+    assert delete.action is RuleAction.REVIEW and delete.rule == "hold-orders"
+    assert (
+        "DELETE FROM customers also deletes rows of shop.orders (through trigger "
+        "shop.trg_x AFTER DELETE)" in delete.reason
+    )
+    other = one("DELETE FROM invoices WHERE id = 1")
+    assert not decide(other, AGENT, "shop", (PROTECT,), through).refused
+
+
+def test_trigger_of_reads_a_row_of_information_schema_triggers() -> None:
+    row = ("shop", "trg_x", "DELETE", "shop.customers", "AFTER")
+    body = "BEGIN DELETE FROM orders WHERE v = OLD.id; END"
+    assert trigger_of(*row, body, "STRICT_TRANS_TABLES") == TRG_X
+    assert trigger_of(*row, "CALL p()", "").writes is None
+
+
+def test_a_new_trigger_is_not_hidden_by_a_cached_verdict_nor_a_prepare() -> None:
+    policy = Policy(PolicyConfig(), (PROTECT,))
+    session = SessionPolicy(policy, AGENT, "shop", None)
+    text = b"DELETE FROM customers WHERE id = ?"
+    query = bytes([Command.QUERY]) + b"DELETE FROM customers WHERE id = 1"
+    prepare = bytes([Command.STMT_PREPARE]) + text
+    execute = bytes([Command.STMT_EXECUTE]) + (7).to_bytes(4, "little") + bytes(5)
+
+    def decided(n: int, payload: bytes) -> str | None:
+        cmd = ClientCommand(n, payload[0], payload, payload)
+        refusal = session.decide(cmd, 0, {7: text}).refusal
+        return None if refusal is None else refusal.reason
+
+    policy.set_through("db1", WriteThrough())
+    assert decided(1, query) is None
+    assert decided(2, prepare) is None
+    policy.set_through("db1", WriteThrough(triggers=[TRG_X]))  # made outside the gateway
+    assert decided(3, query) is not None
+    why = decided(4, execute)
+    assert why is not None and "(through trigger shop.trg_x AFTER DELETE)" in why
+    assert why.endswith("prepare it again to have it decided")
+
+
+def test_a_statement_making_a_trigger_has_what_writes_reach_read_again() -> None:
+    allow = RuleConfig("stored-code-ok", ("CREATE TRIGGER", "DROP TRIGGER"), RuleAction.ALLOW)
+    policy = Policy(PolicyConfig(), (allow, PROTECT))
+    session = SessionPolicy(policy, AGENT, "shop", None)
+    for n, sql in enumerate(
+        (
+            b"CREATE TRIGGER t AFTER DELETE ON customers FOR EACH ROW DELETE FROM orders",
+            b"DROP TRIGGER t",
+        )
+    ):
+        payload = bytes([Command.QUERY]) + sql
+        verdict = session.decide(ClientCommand(n, Command.QUERY, payload, payload), 0, {})
+        assert verdict.refusal is None and verdict.parts[0].catalog, sql
