@@ -1394,6 +1394,50 @@ def test_a_set_statement_of_sql_mode_does_not_change_how_later_texts_are_read(
         direct(mariadb, "DROP TABLE IF EXISTS shop.pol_call_secret")
 
 
+#: Commands whose answer carries no status flags the gateway reads (none at all for a
+#: COM_STMT_CLOSE), each with how many packets its answer has (None: up to its EOF).
+FLAGLESS = {
+    "COM_STMT_CLOSE": (b"\x19" + (99).to_bytes(4, "little"), 0),
+    "COM_STATISTICS": (b"\x09", 1),
+    "COM_SET_OPTION": (b"\x1b\x00\x00", 1),
+    "COM_FIELD_LIST": (b"\x04pol_call_secret\x00", None),
+}
+
+
+def test_an_answer_without_status_flags_leaves_a_set_statements_mode_unknown(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """After SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 1, any command that
+    succeeded (a COM_STMT_CLOSE, which has no answer) was taken to have brought the
+    session's status flags back, while the gateway still held the SET STATEMENT's: it read
+    the next text without backslash escapes, MariaDB with them, and shop's rows came back
+    past a rule on them (a DELETE hidden the same way ran, recorded as a SELECT)."""
+    secret_in_two_schemas(mariadb, "pol_nbe_flagless")
+    trick = (
+        "SELECT 'a\\' ' UNION SELECT v FROM shop.pol_call_secret -- ' "
+        "FROM pol_nbe_flagless.pol_call_secret"
+    )
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=CALL_SECRET).start()
+    try:
+        for name, (payload, packets_back) in FLAGLESS.items():
+            with gw.connect(database="pol_nbe_flagless") as conn:
+                with conn.cursor() as cur:
+                    cur.execute("SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 1")
+                conn._sock.sendall(frame(0, payload))
+                conn._next_seq_id = 1
+                if packets_back is None:
+                    while not conn._read_packet().is_eof_packet():
+                        pass
+                for _ in range(packets_back or 0):
+                    conn._read_packet()
+                message = refused(conn, trick)  # read both ways, which differ
+                assert "not-understood" in message or "no-secret" in message, (name, message)
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP DATABASE IF EXISTS pol_nbe_flagless")
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_call_secret")
+
+
 def test_a_statement_text_the_server_converts_is_not_read_unconverted(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

@@ -582,6 +582,24 @@ _TOUCHES_PARAMS = frozenset(
 )
 """Commands that change what an execute's parameter block holds (``ExecuteParams.note``)."""
 
+_ANSWERED_WITH_STATUS = frozenset(
+    {
+        Command.QUERY,
+        Command.STMT_EXECUTE,
+        Command.STMT_FETCH,
+        Command.STMT_RESET,
+        Command.INIT_DB,
+        Command.PING,
+        Command.PROCESS_KILL,
+        Command.RESET_CONNECTION,
+    }
+)
+"""Commands whose answer, when it succeeds, ends with the server's status flags, which
+the core takes for the session's (``Session.server_status``): an OK, or the EOF or OK
+that ends a result. The others leave the flags of an earlier answer in place: a
+COM_STMT_CLOSE or COM_STMT_SEND_LONG_DATA has no answer, and the core reads none from
+the answers of COM_STMT_PREPARE, COM_FIELD_LIST, COM_SET_OPTION and COM_STATISTICS."""
+
 
 class SessionPolicy:
     """Decides one session's commands in the order the client sent them."""
@@ -1566,7 +1584,9 @@ class SessionPolicy:
         if cmd.id in self._statement_modes:
             self._statement_modes.discard(cmd.id)
             self._stale_status = True
-        elif error is None:  # the answer's status flags are the session's again
+        elif error is None and cmd.command in _ANSWERED_WITH_STATUS:
+            # the answer's status flags are the session's again (an answer without
+            # flags leaves those of the SET STATEMENT's in place)
             self._stale_status = False
         if self._naming:
             names = self._naming.pop(cmd.id, None)

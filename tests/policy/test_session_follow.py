@@ -6,6 +6,8 @@ character set than the server does. Through the real gateway: tests/test_policy.
 
 from __future__ import annotations
 
+import pytest
+
 from appliance.config import PolicyConfig, RuleAction, RuleConfig
 from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand
@@ -139,6 +141,38 @@ def test_a_set_statement_of_sql_mode_leaves_no_backslash_escapes_unknown() -> No
     # an answer that came under the session's own mode tells it again
     cmd, _ = session.send("SELECT 1", status=NO_BACKSLASH_ESCAPES)
     session.done(cmd)
+    assert not session.policy._backslash_unknown
+
+
+@pytest.mark.parametrize(
+    ("command", "body"),
+    [
+        (Command.STMT_CLOSE, b"\x63\x00\x00\x00"),
+        (Command.STMT_SEND_LONG_DATA, b"\x63\x00\x00\x00\x00\x00x"),
+        (Command.STMT_PREPARE, b"SELECT 1"),
+        (Command.FIELD_LIST, b"t\x00"),
+        (Command.SET_OPTION, b"\x00\x00"),
+        (Command.STATISTICS, b""),
+    ],
+)
+def test_an_answer_without_status_flags_leaves_a_set_statements_mode_unknown(
+    command: Command, body: bytes
+) -> None:
+    """After SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 1, a command whose
+    answer carries no status flags the core reads (or no answer at all) leaves the
+    SET STATEMENT's flag as the session's: the next text is still read both ways."""
+    trick = r"SELECT 'a\' ' UNION SELECT v FROM shop.secret -- ' FROM pub.secret"
+    session = Session()
+    cmd, _ = session.send("SET STATEMENT sql_mode='NO_BACKSLASH_ESCAPES' FOR SELECT 1")
+    session.done(cmd)
+    cmd, verdict = session.send(body, command, status=NO_BACKSLASH_ESCAPES)
+    assert verdict.refusal is None
+    session.done(cmd)
+    assert session.policy._backslash_unknown
+    _, verdict = session.send(trick, status=NO_BACKSLASH_ESCAPES)
+    assert verdict.refusal is not None
+    cmd, _ = session.send(b"", Command.PING, status=NO_BACKSLASH_ESCAPES)
+    session.done(cmd)  # an OK: its flags are the session's
     assert not session.policy._backslash_unknown
 
 
