@@ -496,6 +496,53 @@ def test_the_last_prepared_statement_id_runs_only_right_after_its_prepare(
     assert refused["decision"] == "blocked" and refused["command"] == "COM_STMT_EXECUTE"
 
 
+def test_long_data_for_the_last_prepared_statement_id_is_refused(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """MariaDB binds a COM_STMT_SEND_LONG_DATA of id 0xFFFFFFFF to its last statement.
+    Relayed, its chunk became the first value of the next execute of that statement by
+    its own id, while the gateway read that execute's values without it: it recorded
+    UPDATE ... SET name = 'a' WHERE name = 'zzz', and the server set the row 'a' to
+    'PWNED'. The chunk is refused now (no answer, as the client expects none): the
+    execute binds what its record says."""
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE OR REPLACE TABLE shop.ld_last (id INT PRIMARY KEY, name TEXT)")
+        cur.execute("INSERT INTO shop.ld_last VALUES (1, 'a'), (2, 'zzz')")
+        conn.commit()
+    chunk = bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", 0xFFFFFFFF, 0)
+    # no NULLs, new types (two VAR_STRINGs), the values: 'a' and 'zzz', no room for a
+    # first one (the client took it for sent apart)
+    block = b"\x00\x01\xfd\x00\xfd\x00\x01a\x03zzz"
+    with gateway.connect() as conn:
+        send_raw(
+            conn, bytes([Command.STMT_PREPARE]) + b"UPDATE ld_last SET name = ? WHERE name = ?"
+        )
+        statement = packets.parse_stmt_prepare_ok(read_raw(conn)).statement_id
+        while read_raw(conn)[0] != 0xFE:  # its two parameters, then their EOF
+            pass
+        send_raw(conn, chunk + b"PWNED")  # no answer either way
+        send_raw(conn, bytes([Command.STMT_EXECUTE]) + struct.pack("<IBI", statement, 0, 1) + block)
+        assert read_raw(conn)[0] == 0x00  # OK
+        assert scalar(conn, "SELECT 5") == 5
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, name FROM shop.ld_last ORDER BY id")
+        rows = cur.fetchall()
+        cur.execute("DROP TABLE shop.ld_last")
+    assert rows == ((1, "a"), (2, "a"))  # SET name = 'a' WHERE name = 'zzz', as recorded
+    time.sleep(0.1)
+    records = ledger_records(gateway.ledger)
+    (refused,) = [r for r in records if r.get("command") == "COM_STMT_SEND_LONG_DATA"]
+    assert refused["decision"] == "blocked" and refused["rule"] == "last-prepared"
+    (execute,) = [
+        r
+        for r in records
+        if r.get("kind") == "statement"
+        and "ld_last" in (r.get("sql") or "")
+        and r.get("command") == "COM_STMT_EXECUTE"
+    ]
+    assert execute["params"] == ["'a'", "'zzz'"]
+
+
 # ---------------------------------------------------------------- big traffic
 
 

@@ -362,12 +362,20 @@ _CARRIES_STATEMENT_ID = frozenset(
 #: that failed, prepared nothing: the execute is answered with an error. Any other use
 #: of the id names a statement the gateway cannot tell for certain (a prepare it refused
 #: never reached the server, so the server's last one is an earlier statement): the
-#: commands that answer are refused; COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have no
-#: answer to refuse with and change nothing the next refused execute could run.
+#: commands that answer are refused; so is COM_STMT_SEND_LONG_DATA, without an answer
+#: (the client expects none): the server binds its chunk to its last statement, whose
+#: execute by its own id the gateway would read without it, recording values shifted
+#: by one parameter (``UPDATE t SET v = ? WHERE k = ?`` recorded with 'a' and 'zzz',
+#: run with the chunk and 'a'). COM_STMT_CLOSE has no answer to refuse with and
+#: changes nothing an execute could run: the gateway still takes the statement for
+#: open, and the server refuses the execute of a closed one.
 _LAST_PREPARED = b"\xff\xff\xff\xff"
 _ANSWERED_WITH_A_STATEMENT_ID = frozenset(
     {Command.STMT_EXECUTE, Command.STMT_RESET, Command.STMT_FETCH}
 )
+_NOT_FOR_THE_LAST_PREPARED = _ANSWERED_WITH_A_STATEMENT_ID | {Command.STMT_SEND_LONG_DATA}
+"""Commands refused with statement id 0xFFFFFFFF (but an execute right after its
+prepare)."""
 LAST_PREPARED_REFUSAL = (
     "statement id 0xFFFFFFFF (MariaDB's 'the statement prepared last') is refused here: "
     "the gateway takes it only for a COM_STMT_EXECUTE sent right after the "
@@ -1899,7 +1907,7 @@ class Session:
             if code in _CARRIES_STATEMENT_ID:
                 if len(payload) < 5:
                     raise RemoteProtocolError(f"{cmd.label} without a statement id")
-                if code in _ANSWERED_WITH_A_STATEMENT_ID and payload[1:5] == _LAST_PREPARED:
+                if code in _NOT_FOR_THE_LAST_PREPARED and payload[1:5] == _LAST_PREPARED:
                     if code != Command.STMT_EXECUTE or last is None:
                         self._refuse_in_core(
                             cmd,

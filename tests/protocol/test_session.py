@@ -2396,7 +2396,7 @@ def test_an_execute_of_the_last_prepared_id_after_a_failed_prepare_is_refused() 
     [
         command(Command.PING),
         query(b"SELECT 1"),
-        command(Command.STMT_SEND_LONG_DATA, b"\xff\xff\xff\xff\x00\x00ab"),
+        command(Command.STMT_SEND_LONG_DATA, b"\x03\x00\x00\x00\x00\x00ab"),
         command(Command.STMT_EXECUTE, struct.pack("<IBI", 3, 0, 1)),
     ],
     ids=["ping", "query", "long-data", "execute-by-id"],
@@ -2423,6 +2423,27 @@ def test_only_an_execute_may_stand_for_the_prepare_before_it(code: int) -> None:
         >> client(prep + command(code, b"\xff\xff\xff\xff" + bytes(4)))
         << received(1, prep)
         << expect_event(CommandRefused, code=1227, rule="last-prepared")
+    )
+
+
+def test_long_data_for_the_last_prepared_statement_id_is_refused_without_an_answer() -> None:
+    """MariaDB binds a COM_STMT_SEND_LONG_DATA of id 0xFFFFFFFF to its last statement:
+    an execute of that statement by its own id would then run with the chunk, while the
+    gateway read its values without it, shifted by one (a record naming other values
+    than those that ran). It is refused, with no answer (the client expects none), and
+    nothing reaches the server; the query after it gets its own answer."""
+    long_data = command(Command.STMT_SEND_LONG_DATA, b"\xff\xff\xff\xff\x00\x00PWNED")
+    assert (
+        ready()
+        >> client(long_data + Q3)
+        << expect_event(CommandRefused, code=1227, rule="last-prepared")
+        << completed(1, error=1227)  # nothing to the client, nothing to the server
+        << received(2, Q3)
+        >> allow(2)
+        << expect_server(Q3)
+        >> server(R3)
+        << expect_client(R3)
+        << completed(2, rows=1)
     )
 
 
