@@ -543,6 +543,51 @@ def test_long_data_for_the_last_prepared_statement_id_is_refused(
     assert execute["params"] == ["'a'", "'zzz'"]
 
 
+def test_long_data_an_execute_that_did_not_run_left_bound_is_not_read_past(
+    gateway: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """An execute the server refuses before it binds its values (types cut short: 1835)
+    leaves the statement's long data bound there; the gateway had dropped it with that
+    execute, and read the next one's values without it: recorded with 'a' and 'zzz',
+    run with the chunk and 'a'. Its values are not read now, the block is kept."""
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE OR REPLACE TABLE shop.ld_kept (id INT PRIMARY KEY, name TEXT)")
+        cur.execute("INSERT INTO shop.ld_kept VALUES (1, 'a'), (2, 'zzz')")
+        conn.commit()
+    block = b"\x00\x01\xfd\x00\xfd\x00\x01a\x03zzz"
+    with gateway.connect() as conn:
+        send_raw(
+            conn, bytes([Command.STMT_PREPARE]) + b"UPDATE ld_kept SET name = ? WHERE name = ?"
+        )
+        statement = packets.parse_stmt_prepare_ok(read_raw(conn)).statement_id
+        while read_raw(conn)[0] != 0xFE:  # its two parameters, then their EOF
+            pass
+        head = bytes([Command.STMT_EXECUTE]) + struct.pack("<IBI", statement, 0, 1)
+        long_data = bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", statement, 0)
+        send_raw(conn, long_data + b"PWNED")  # no answer
+        send_raw(conn, head + block[:4])  # the types cut short
+        assert read_raw(conn)[:3] == b"\xff\x2b\x07"  # ERR 1835: it did not run
+        send_raw(conn, head + block)
+        assert read_raw(conn)[0] == 0x00  # OK: it ran with the chunk, as MariaDB does
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, name FROM shop.ld_kept ORDER BY id")
+        rows = cur.fetchall()
+        cur.execute("DROP TABLE shop.ld_kept")
+    assert rows == ((1, "PWNED"), (2, "zzz"))
+    time.sleep(0.1)
+    executes = [
+        r
+        for r in ledger_records(gateway.ledger)
+        if r.get("kind") == "statement"
+        and r.get("command") == "COM_STMT_EXECUTE"
+        and "ld_kept" in (r.get("sql") or "")
+    ]
+    last = executes[-1]
+    assert "params" not in last, last  # not 'a' and 'zzz': not what ran
+    assert "long data of parameter 0 may still be bound" in last["params_error"]
+    assert last["params_hex"] == block.hex()
+
+
 # ---------------------------------------------------------------- big traffic
 
 

@@ -57,6 +57,13 @@ class ExecuteParams:
     _long_data: dict[int, set[int]] = field(default_factory=dict)
     _undo: dict[int, _Undo] = field(default_factory=dict)
     """Per execute not yet settled (by command id): what its reading changed."""
+    _pending: dict[int, tuple[int, frozenset[int]]] = field(default_factory=dict)
+    """Executes read with long data, until their answers: command id -> (statement id,
+    the parameters the server may hold long data of until it runs one)."""
+    _unsure: dict[int, set[int]] = field(default_factory=dict)
+    """Statement id -> parameters whose long data the server may still hold: an execute
+    that did not run (refused by the gateway, or by the server before it bound its
+    values, as one whose types it cannot read) leaves the chunks bound there."""
 
     def note(self, payload: bytes) -> None:
         """A command the client sent that is not an execute: long data marks its
@@ -72,6 +79,10 @@ class ExecuteParams:
         elif code in (Command.STMT_CLOSE, Command.STMT_RESET) and len(payload) >= 5:
             statement_id = int.from_bytes(payload[1:5], "little")
             self._long_data.pop(statement_id, None)
+            self._unsure.pop(statement_id, None)
+            for key, (pending_id, _) in self._pending.items():
+                if pending_id == statement_id:  # its long data goes whatever its answer
+                    self._pending[key] = (pending_id, frozenset())
             if code == Command.STMT_CLOSE:
                 self._types.pop(statement_id, None)
             if self._undo:  # what an earlier execute changed is gone with them
@@ -81,6 +92,8 @@ class ExecuteParams:
             self._types.clear()
             self._long_data.clear()
             self._undo.clear()
+            self._unsure.clear()
+            self._pending.clear()
 
     def not_sent(self, cmd_id: int) -> None:
         """The execute ``cmd_id`` (read by ``fields``) never reached the server: what it
@@ -98,25 +111,49 @@ class ExecuteParams:
         if undo.long_data:
             self._long_data.setdefault(statement_id, set()).update(undo.long_data)
 
-    def settled(self, cmd_id: int) -> None:
-        """The execute ``cmd_id`` was answered by the server: what it changed holds."""
-        if self._undo:
-            self._undo.pop(cmd_id, None)
+    def answered(self, cmd_id: int, error: int | None, sent: bool = True) -> None:
+        """The answer of the execute ``cmd_id`` (a ``ClientCommand.id``; ``sent`` False:
+        the gateway's, it never reached the server). One that ran (no error) dropped its
+        statement's long data on the server; one that failed may have left it bound, for
+        the statement's next execute."""
+        if not sent:
+            self.not_sent(cmd_id)
+        elif self._undo:
+            self._undo.pop(cmd_id, None)  # what it changed holds
+        entry = self._pending.pop(cmd_id, None)
+        if entry is None:
+            return
+        statement_id, marks = entry
+        if error is None:
+            self._unsure.pop(statement_id, None)
+        elif marks:
+            self._unsure.setdefault(statement_id, set()).update(marks)
 
-    def fields(self, payload: bytes, count: int | None, cmd_id: int | None = None) -> ParamFields:
-        """The record fields of an execute of a statement with ``count`` parameters (None:
-        not known): ``params``, and ``params_more`` past ``MAX_PARAMS``; or, when the block
-        cannot be read, ``params_error`` and ``params_hex`` (its first 4 KiB). ``cmd_id``:
-        the command's, for ``not_sent`` and ``settled``, which the caller then owes."""
+    def fields(self, payload: bytes, count: int | None, cmd_id: int = 0) -> ParamFields:
+        """The record fields of an execute (``cmd_id``, its ``ClientCommand.id``, for
+        ``answered``, which the caller then owes) of a statement with ``count`` parameters
+        (None: not known): ``params``, and ``params_more`` past ``MAX_PARAMS``; or, when the
+        block cannot be read, ``params_error`` and ``params_hex`` (its first 4 KiB). A
+        block is not read while the server may hold long data of a parameter this execute
+        does not send again (an earlier execute did not run, or has not been answered):
+        the server reads no value of the block for it, so every value after it would be
+        read shifted."""
         if len(payload) < _HEAD:
             return {}
         statement_id = int.from_bytes(payload[1:5], "little")
         long_data = self._long_data.pop(statement_id, set())
+        maybe = set(self._unsure.get(statement_id, ()))
+        for pending_id, marks in self._pending.values():
+            if pending_id == statement_id:
+                maybe |= marks
+        if long_data or maybe:
+            self._pending[cmd_id] = (statement_id, frozenset(long_data | maybe))
         block = payload[_HEAD:]
         sent = None if count is None else _sent_types(block, count)
-        if cmd_id is not None and (sent or long_data):
+        if sent or long_data:
             before = self._types.get(statement_id)
             self._undo[cmd_id] = _Undo(statement_id, before, sent or None, frozenset(long_data))
+        stale = sorted(maybe - long_data)
         if count is None:
             return _unread(block, "the statement's parameter count is not known")
         # The server keeps the types an execute sends whatever its values are (a block
@@ -124,6 +161,14 @@ class ExecuteParams:
         # with them even when this block's values cannot be read here.
         if sent:
             self._types[statement_id] = sent
+        if stale:
+            return _unread(
+                block,
+                "long data of parameter "
+                + ", ".join(str(i) for i in stale)
+                + " may still be bound on the server (an execute before this one did not "
+                "run), so the values are not read",
+            )
         try:
             values, types = read_params(block, count, self._types.get(statement_id), long_data)
         except RemoteProtocolError as exc:

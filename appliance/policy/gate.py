@@ -1571,10 +1571,7 @@ class SessionPolicy:
         """Follow what a finished command changed in the session. ``sent``: it reached
         the server (False: the gateway answered it, or the session ended first)."""
         if cmd.command == Command.STMT_EXECUTE:
-            if sent:
-                self._params.settled(cmd.id)
-            else:
-                self._params.not_sent(cmd.id)
+            self._params.answered(cmd.id, error, sent)
         self._mode_changes.discard(cmd.id)
         self._preparing.discard(cmd.id)
         if cmd.id in self._mode_sets:

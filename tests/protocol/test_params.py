@@ -70,12 +70,64 @@ def test_a_parameter_sent_as_long_data_has_no_value_in_the_block() -> None:
     reader = ExecuteParams()
     reader.note(bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", 7, 1) + b"chunk")
     block = b"\x00" + b"\x01" + types(LONGLONG, VAR_STRING) + struct.pack("<q", 1)
-    assert reader.fields(execute(7, block), 2) == {"params": ["1", "(long data)"]}
-    # the long data went with that execute: the next one carries its value again
-    assert reader.fields(execute(7, TWO), 2) == {"params": ["42", "'O''Hara'"]}
+    assert reader.fields(execute(7, block), 2, 1) == {"params": ["1", "(long data)"]}
+    reader.answered(1, None)  # it ran: the long data went with it
+    assert reader.fields(execute(7, TWO), 2, 2) == {"params": ["42", "'O''Hara'"]}
     reader.note(bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", 7, 1) + b"chunk")
     reader.note(bytes([Command.STMT_RESET]) + struct.pack("<I", 7))  # drops the long data
-    assert reader.fields(execute(7, TWO), 2) == {"params": ["42", "'O''Hara'"]}
+    assert reader.fields(execute(7, TWO), 2, 3) == {"params": ["42", "'O''Hara'"]}
+
+
+LONG_DATA_1 = bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", 7, 1) + b"chunk"
+# the first value, the second sent as long data
+ONE_AND_LONG = b"\x00" + b"\x01" + types(LONGLONG, VAR_STRING) + struct.pack("<q", 1)
+KEPT = (
+    "long data of parameter 1 may still be bound on the server (an execute before this "
+    "one did not run), so the values are not read"
+)
+
+
+def test_long_data_an_execute_that_did_not_run_left_bound_is_not_read_past() -> None:
+    """An execute the server refuses before it binds its values (types it cannot read)
+    or that the gateway refuses leaves the statement's long data bound there; the next
+    execute's values were read without it, one value off from what ran."""
+    reader = ExecuteParams()
+    reader.note(LONG_DATA_1)
+    assert reader.fields(execute(7, ONE_AND_LONG), 2, 1) == {"params": ["1", "(long data)"]}
+    reader.answered(1, 1835)  # did not run: the chunk is still bound
+    assert reader.fields(execute(7, TWO), 2, 2) == {
+        "params_error": KEPT,
+        "params_hex": TWO.hex(),
+    }
+    reader.answered(2, None)  # that one ran: the server dropped the chunk
+    assert reader.fields(execute(7, TWO), 2, 3) == {"params": ["42", "'O''Hara'"]}
+    # the client sends the long data again: read as it is, whatever the server kept
+    reader.note(LONG_DATA_1)
+    reader.fields(execute(7, ONE_AND_LONG), 2, 4)
+    reader.answered(4, 1210)
+    reader.note(LONG_DATA_1)
+    assert reader.fields(execute(7, ONE_AND_LONG), 2, 5) == {"params": ["1", "(long data)"]}
+    reader.answered(5, 1210)
+    reader.note(bytes([Command.STMT_RESET]) + struct.pack("<I", 7))  # drops it, there too
+    assert reader.fields(execute(7, TWO), 2, 6) == {"params": ["42", "'O''Hara'"]}
+
+
+def test_an_execute_sent_before_the_answer_of_one_with_long_data_is_not_read() -> None:
+    """Pipelined behind an execute with long data, an execute may find the chunk dropped
+    (the first ran) or still bound (it did not): its values are not read."""
+    reader = ExecuteParams()
+    reader.note(LONG_DATA_1)
+    reader.fields(execute(7, ONE_AND_LONG), 2, 1)
+    assert reader.fields(execute(7, TWO), 2, 2)["params_error"] == KEPT
+    reader.answered(1, None)
+    reader.answered(2, None)
+    assert reader.fields(execute(7, TWO), 2, 3) == {"params": ["42", "'O''Hara'"]}
+    # a reset sent behind an execute that then fails drops the chunk all the same
+    reader.note(LONG_DATA_1)
+    reader.fields(execute(7, ONE_AND_LONG), 2, 4)
+    reader.note(bytes([Command.STMT_RESET]) + struct.pack("<I", 7))
+    reader.answered(4, 1835)
+    assert reader.fields(execute(7, TWO), 2, 5) == {"params": ["42", "'O''Hara'"]}
 
 
 def test_an_execute_that_never_reached_the_server_changes_nothing_it_keeps() -> None:
@@ -85,10 +137,10 @@ def test_an_execute_that_never_reached_the_server_changes_nothing_it_keeps() -> 
     reader = ExecuteParams()
     first = b"\x00\x01" + types(LONGLONG) + struct.pack("<q", 5)
     assert reader.fields(execute(7, first), 1, cmd_id=1) == {"params": ["5"]}
-    reader.settled(1)
+    reader.answered(1, None)
     refused = b"\x00\x01" + types(VAR_STRING) + lenenc(b"abcdefg")
     assert reader.fields(execute(7, refused), 1, cmd_id=2) == {"params": ["'abcdefg'"]}
-    reader.not_sent(2)
+    reader.answered(2, 1227, sent=False)
     again = b"\x00\x00" + b"\x074000000"  # 8 bytes: a LONGLONG, or a 7-byte string
     number = str(int.from_bytes(b"\x074000000", "little", signed=True))
     assert reader.fields(execute(7, again), 1, cmd_id=3) == {"params": [number]}
@@ -96,9 +148,9 @@ def test_an_execute_that_never_reached_the_server_changes_nothing_it_keeps() -> 
     reader.note(bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", 7, 0) + b"chunk")
     long_block = b"\x00\x00"
     assert reader.fields(execute(7, long_block), 1, cmd_id=4) == {"params": ["(long data)"]}
-    reader.not_sent(4)
+    reader.answered(4, 1227, sent=False)
     assert reader.fields(execute(7, long_block), 1, cmd_id=5) == {"params": ["(long data)"]}
-    reader.settled(5)
+    reader.answered(5, None)
     assert "params_error" in reader.fields(execute(7, long_block), 1, cmd_id=6)
 
 
@@ -109,12 +161,12 @@ def test_an_unsent_execute_does_not_undo_what_came_after_it() -> None:
     reader.fields(execute(7, b"\x00\x01" + types(LONGLONG) + struct.pack("<q", 5)), 1, 1)
     reader.fields(execute(7, b"\x00\x01" + types(VAR_STRING) + lenenc(b"x")), 1, 2)
     reader.fields(execute(7, b"\x00\x01" + types(DOUBLE) + struct.pack("<d", 1.5)), 1, 3)
-    reader.not_sent(2)
+    reader.answered(2, 1227, sent=False)
     assert reader.fields(execute(7, b"\x00\x00" + struct.pack("<d", 2.5)), 1, 4) == {
         "params": ["2.5"]
     }
     reader.note(bytes([Command.STMT_CLOSE]) + struct.pack("<I", 7))
-    reader.not_sent(3)  # closed since: nothing of it comes back
+    reader.answered(3, 1227, sent=False)  # closed since: nothing of it comes back
     assert "params_error" in reader.fields(execute(7, b"\x00\x00" + b"\x00" * 8), 1, 5)
 
 
