@@ -1275,6 +1275,10 @@ class ClientLeg(asyncio.Protocol):
             )
         if self.policy is not None:
             self.policy.started_in(ready.sql_mode)
+            if ready.charsets is not None:
+                self.policy.started_with(*ready.charsets)
+                assert self.session is not None
+                self.session.messages_charset = self.policy.results_charset
         self.gw.global_modes.seen(self.target, ready.sql_mode)
 
     def _completed(self, done: CommandCompleted) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import mysql.connector
 import pymysql
 import pytest
-from lab.clients import ledger_records
+from lab.clients import ClientError, ledger_records, run_mariadb
 from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
@@ -1784,3 +1784,55 @@ def test_com_field_list_is_decided_as_show_columns(mariadb: MariaDB, tmp_path: P
     ]
     assert lists[0]["reason"] == show
     assert [result_of(recs, s).get("error") for s in lists] == [1227, 1227, None]
+
+
+def test_a_character_set_the_targets_init_connect_sets_is_the_one_texts_are_read_in(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """The target's init_connect ran SET NAMES gbk for the gateway's (non-SUPER) user,
+    while the client's login named utf8mb4: the gateway read `SELECT '€\\' ; DELETE ...`
+    as one SELECT of a string, and the server, reading gbk, ran the DELETE (every row
+    gone). The gateway now asks the session's character sets with its sql_mode."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.gbk_rows (id INT PRIMARY KEY)",
+        "INSERT INTO shop.gbk_rows VALUES (1), (2), (3)",
+        "CREATE OR REPLACE USER 'gbk_backend'@'%' IDENTIFIED BY 'gbk-backend-pw-1'",
+        "GRANT ALL ON shop.* TO 'gbk_backend'@'%'",
+        "SET GLOBAL init_connect = 'SET NAMES gbk'",
+    )
+    gw = GatewayProcess(
+        tmp_path,
+        mariadb,
+        mariadb.pki,
+        backend_user="gbk_backend",
+        backend_password="gbk-backend-pw-1",
+    ).start()
+    acct = gw.account("agent")
+    login = {"host": gw.host, "port": gw.port, "user": acct.user, "password": acct.password}
+    try:
+        charset = run_mariadb(
+            "SELECT @@character_set_client", **login, column_names=False,
+            extra_args=["--default-character-set=utf8mb4"],
+        )  # fmt: skip
+        assert charset.strip() == "gbk"  # the server's, not the login's
+        with pytest.raises(ClientError) as refused:
+            run_mariadb(
+                "SELECT '€\\' ; DELETE FROM gbk_rows; -- '", **login, database="shop",
+                extra_args=["--default-character-set=utf8mb4"],
+            )  # fmt: skip
+        assert "ERROR 1227" in refused.value.stderr
+        assert "cannot read safely" in refused.value.stderr
+        assert direct(mariadb, "SELECT COUNT(*) FROM shop.gbk_rows") == [(3,)]
+        out = run_mariadb(
+            "SET NAMES utf8mb4; SELECT 'é' AS e", **login, column_names=False,
+            extra_args=["--default-character-set=utf8mb4"],
+        )  # fmt: skip
+        assert out.strip() == "é"  # named again by the client, read in it again
+    finally:
+        assert gw.stop() == 0
+        mariadb.admin_sql(
+            "SET GLOBAL init_connect = ''",
+            "DROP USER IF EXISTS 'gbk_backend'@'%'",
+            "DROP TABLE IF EXISTS shop.gbk_rows",
+        )
+    assert "Traceback" not in gw.log()

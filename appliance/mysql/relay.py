@@ -249,6 +249,10 @@ class SessionReady:
     """The backend session's ``sql_mode`` as it started (``read_sql_mode``); None: not
     read (not asked, or the server answered with an error: ``sql_mode_error``)."""
     sql_mode_error: str = ""
+    charsets: tuple[str | None, str | None] | None = None
+    """The backend session's ``character_set_client`` and ``character_set_results`` as
+    it started (``read_sql_mode``; a NULL is None), which the target's ``init_connect``
+    may have set to other than the login named; None: not read."""
 
 
 @dataclass(slots=True)
@@ -512,18 +516,21 @@ _COMPRESSION = int(Capability.COMPRESS | Capability.ZSTD_COMPRESSION)
 _ALL_PLANS = -1  # in _Response.drops: every cursor's plan (COM_RESET_CONNECTION)
 
 #: The gateway's own question after the backend login (``SessionSettings.read_sql_mode``).
-SQL_MODE_QUERY = b"SELECT @@SESSION.sql_mode"
+SQL_MODE_QUERY = (
+    b"SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, @@SESSION.character_set_results"
+)
+_MODE_COLUMNS = 3
 
 
 class _ModeAnswer:
-    """The answer to ``SQL_MODE_QUERY`` as it arrives: one column, one row."""
+    """The answer to ``SQL_MODE_QUERY`` as it arrives: three columns, one row."""
 
     __slots__ = ("columns", "state", "value")
 
     def __init__(self) -> None:
         self.state = _R_START
         self.columns = 0  # column definitions still to come
-        self.value: bytes | None = None
+        self.value: list[bytes | None] | None = None
 
 
 class _Response:
@@ -1807,9 +1814,9 @@ class Session:
         state = answer.state
         if state == _R_START:
             count, _ = packets.read_lenenc_int(payload, 0)
-            if count != 1:
+            if count != _MODE_COLUMNS:
                 raise RemoteProtocolError("unexpected answer to the gateway's sql_mode query")
-            answer.columns = 1
+            answer.columns = count
             answer.state = _R_COLUMNS
         elif state == _R_COLUMNS:
             answer.columns -= 1
@@ -1826,12 +1833,16 @@ class Session:
                 self.server_status = _eof_status(payload)
             self._mode_answer = None
             value = answer.value
-            if value is None:
+            if value is None or value[0] is None:
                 self._enter_commands(SessionReady(tls, None, "no sql_mode in the answer"))
             else:
-                self._enter_commands(SessionReady(tls, value.decode("utf-8", "replace")))
+                mode, client, results = (
+                    None if v is None else v.decode("utf-8", "replace") for v in value
+                )
+                assert mode is not None
+                self._enter_commands(SessionReady(tls, mode, charsets=(client, results)))
         else:
-            (answer.value,) = packets.parse_text_row(payload, 1)
+            answer.value = packets.parse_text_row(payload, _MODE_COLUMNS)
 
     def _enter_commands(self, ready: SessionReady) -> None:
         self._send_client_seq(

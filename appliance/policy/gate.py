@@ -27,7 +27,7 @@ from itertools import repeat
 from typing import TypeVar
 
 from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
-from appliance.mysql.charsets import collation_charset, read_text
+from appliance.mysql.charsets import ASCII_CHANGING, UNREADABLE_NAMES, collation_charset, read_text
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.params import ExecuteParams
 from appliance.mysql.relay import ClientCommand
@@ -692,6 +692,30 @@ class SessionPolicy:
             return
         modes = unreadable_modes(sql_mode)
         self._start_mode = _start_mode_refusal(modes) if modes else None
+
+    def started_with(self, client: str | None, results: str | None) -> None:
+        """The ``character_set_client`` and ``character_set_results`` the server started
+        the session in (as it reports them; None: not known). The target's
+        ``init_connect`` may set others than the login named (``SET NAMES gbk``): the
+        server then reads the client's texts in its own, where a multibyte character
+        may take the backslash that escapes a quote. Texts are read in the one the
+        server reports. A reset of the connection brings back the login's (the server
+        does not run ``init_connect`` again) or the server's own default (when it
+        ignores the login's): until a later SET NAMES, only ASCII reads alike in both."""
+        client = _canonical_charset(client)
+        if client in UNREADABLE_NAMES or client in ASCII_CHANGING:
+            if self._start_mode is None:  # (a mode it cannot read says so first)
+                self._start_mode = _start_charset_refusal(client)
+            return
+        if client != _canonical_charset(self._login_client):
+            self._client = client
+            self._reading = _Reading.ASCII_ONLY if client is None else _named_reading(client)
+            self._login_client = None
+            self._login_reading = _Reading.ASCII_ONLY
+        results = _canonical_charset(results)
+        if results != _canonical_charset(self._login_results):
+            self._results = results
+            self._login_results = None
 
     @property
     def masker(self) -> SessionMasker | None:
@@ -1728,6 +1752,14 @@ def _login_reading(collation: int | None) -> _Reading:
     return _Reading.ASCII_ONLY
 
 
+def _canonical_charset(charset: str | None) -> str | None:
+    """A character set's name as the server reports it (``utf8`` is ``utf8mb3``)."""
+    if charset is None:
+        return None
+    charset = charset.lower()
+    return "utf8mb3" if charset == "utf8" else charset
+
+
 def _named_reading(charset: str) -> _Reading:
     """The reading of a character set a SET named (the rules refused the others)."""
     if charset in UNSAFE_CHARSETS:
@@ -1813,6 +1845,17 @@ def _start_mode_refusal(modes: str) -> Decision:
         "which the server reads statements differently from the gateway: no statement of "
         "this session runs. Sessions start in the server's global sql_mode, which an "
         "administrator sets on the server (so may its init_connect)",
+    )
+
+
+def _start_charset_refusal(charset: str) -> Decision:
+    return Decision(
+        RuleAction.BLOCK,
+        "charset",
+        f"the database server started this session with character_set_client {charset}, "
+        "in which the server reads quotes and backslashes differently from the gateway: "
+        "no statement of this session runs. The target's init_connect (or its default "
+        "character set) sets it; an administrator can change that on the server",
     )
 
 

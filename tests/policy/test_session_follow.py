@@ -284,6 +284,52 @@ def test_the_mode_the_server_started_the_session_in_decides_every_statement() ->
     assert verdict.refusal is not None and verdict.refusal.rule == "sql-mode"
 
 
+HIDDEN_DELETE = "SELECT '€\\' ; DELETE FROM secret; -- '".encode()
+"""In UTF-8 one SELECT of a string; in gbk, the € (e2 82 ac) and the backslash are two
+characters (e282, ac5c): the quote ends the string and the DELETE runs."""
+
+
+def test_the_character_set_an_init_connect_set_is_the_one_texts_are_read_in() -> None:
+    """The login named utf8mb4, the target's init_connect ran SET NAMES gbk: the text
+    was read as UTF-8 and allowed as one SELECT, while the server ran the DELETE."""
+    assert not Session().send(HIDDEN_DELETE)[1].refused  # one SELECT, in UTF-8
+    session = Session()
+    session.policy.started_with("gbk", "gbk")
+    _, verdict = session.send(HIDDEN_DELETE)
+    assert verdict.refusal is not None and verdict.refusal.rule == "not-understood"
+    assert "gbk" in verdict.refusal.reason or "cannot read safely" in verdict.refusal.reason
+    assert not session.send("SELECT 'plain ascii\\'' AS a")[1].refused
+    assert session.policy.client_charset == "gbk"
+    assert session.policy.results_charset == "gbk"
+    # a reset brings back the login's or the server's own: only ASCII reads alike
+    reset = ClientCommand(90, Command.RESET_CONNECTION, b"\x1f", b"\x1f")
+    session.policy.decide(reset, 0, {})
+    session.done(reset)
+    assert session.policy.client_charset is None
+    assert session.send("SELECT 'é'")[1].refused
+    # the same character set as the login named changes nothing
+    same = Session()
+    same.policy.started_with("utf8mb4", "utf8mb4")
+    assert not same.send("SELECT 'é'")[1].refused
+    assert same.policy.client_charset == "utf8mb4"
+    latin = Session()
+    latin.policy.started_with("latin1", None)
+    assert latin.policy.client_charset == "latin1"
+    assert latin.policy.results_charset is None
+
+
+@pytest.mark.parametrize("charset", ["swe7", "ucs2", "utf16"])
+def test_a_session_started_in_a_character_set_that_changes_ascii_runs_nothing(
+    charset: str,
+) -> None:
+    session = Session()
+    session.policy.started_with(charset, "utf8mb4")
+    for text in ("SELECT 1", "SET NAMES utf8mb4"):
+        _, verdict = session.send(text)
+        assert verdict.refusal is not None and verdict.refusal.rule == "charset", text
+        assert f"character_set_client {charset}" in verdict.refusal.reason
+
+
 def _query(cmd_id: int, sql: str) -> ClientCommand:
     payload = bytes([Command.QUERY]) + sql.encode()
     return ClientCommand(cmd_id, Command.QUERY, payload, payload)

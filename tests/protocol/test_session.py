@@ -33,6 +33,7 @@ from appliance.mysql.constants import (
     ServerStatus,
 )
 from appliance.mysql.relay import (
+    SQL_MODE_QUERY,
     UNENDED_FIELD_LIST,
     Account,
     AuthFailed,
@@ -1114,15 +1115,16 @@ def test_the_backend_sessions_sql_mode_is_asked_before_the_client_gets_its_ok(
     deprecate_eof: bool,
 ) -> None:
     """``read_sql_mode``: one question after the backend OK; the client's OK (with the
-    answer's status) and SessionReady, naming the mode, wait for its answer."""
+    answer's status) and SessionReady, naming the mode and the character sets the
+    session started in (an init_connect may have set them), wait for its answer."""
     caps = CLIENT_CAPS if deprecate_eof else CLIENT_CAPS & ~int(C.DEPRECATE_EOF)
     side = caps & OFFERED
     login_caps = (side & ~int(C.CONNECT_WITH_DB)) | int(C.PLUGIN_AUTH_LENENC_CLIENT_DATA)
     settings = dataclasses.replace(make_settings(), read_sql_mode=True)
     in_trans = AUTOCOMMIT | int(ServerStatus.IN_TRANS)
     answer = Reply(1).text_result(
-        [column(b"@@SESSION.sql_mode")],
-        [[b"PIPES_AS_CONCAT"]],
+        [column(b"m"), column(b"c"), column(b"r")],
+        [[b"PIPES_AS_CONCAT", b"gbk", None]],
         deprecate_eof=deprecate_eof,
         status=in_trans,
     )
@@ -1135,10 +1137,12 @@ def test_the_backend_sessions_sql_mode_is_asked_before_the_client_gets_its_ok(
         << expect_server(native_login(login_caps))
         >> client(query(b"SELECT 1"))  # pipelined behind the login: it waits
         >> server(Reply(2).ok().data)
-        << expect_server(query(b"SELECT @@SESSION.sql_mode"))
+        << expect_server(query(SQL_MODE_QUERY))
         >> server(answer.data, chunk=3)
         << expect_client(ok_for_client(2, side, status=in_trans))
-        << expect_event(SessionReady, server_tls=False, sql_mode="PIPES_AS_CONCAT")
+        << expect_event(
+            SessionReady, server_tls=False, sql_mode="PIPES_AS_CONCAT", charsets=("gbk", None)
+        )
         << expect_phase(Phase.COMMAND)
         << expect_event(CommandReceived)
     )
@@ -1155,7 +1159,7 @@ def test_an_error_answer_to_the_sql_mode_question_leaves_the_mode_unknown() -> N
         << expect_event(ClientAuthenticated)
         << expect_server(native_login(login_caps))
         >> server(Reply(2).ok().data)
-        << expect_server(query(b"SELECT @@SESSION.sql_mode"))
+        << expect_server(query(SQL_MODE_QUERY))
         >> server(Reply(1).err(1227, "no, not you").data)
         << expect_client(ok_for_client(2))
         << expect_event(SessionReady, sql_mode=None, sql_mode_error="1227: no, not you")
@@ -3122,7 +3126,11 @@ def _server_auth_seeds(public_pem: bytes) -> list[bytes]:
         Reply(2).ok().data,
         Reply(2).err(1045, "denied").data,
         # the answer to the sql_mode question (read_sql_mode)
-        Reply(1).text_result([column(b"m")], [[b"ANSI"]], deprecate_eof=True).data,
+        Reply(1)
+        .text_result(
+            [column(b"m"), column(b"c"), column(b"r")], [[b"ANSI", b"a", b"b"]], deprecate_eof=True
+        )
+        .data,
         Reply(1).err(1227, "denied").data,
     ]
 
