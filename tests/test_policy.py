@@ -343,6 +343,63 @@ def test_a_trigger_does_not_hide_a_protected_table(mariadb: MariaDB, tmp_path: P
         mariadb.admin_sql(
             "DROP TABLE IF EXISTS shop.trg_orders, shop.trg_customers, shop.trg_plain, shop.trg_log"
         )
+
+
+def test_a_statement_prepared_with_sql_prepare_before_a_foreign_key_is_decided_again(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """The SQL-level form: `EXECUTE s` of a `PREPARE s FROM 'DELETE ...'` made before an
+    operator added a foreign key ON DELETE CASCADE into a protected table kept the
+    decision of its PREPARE, and deleted the protected rows."""
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.thr_orders, shop.thr_customers",
+        "CREATE TABLE shop.thr_customers (id INT PRIMARY KEY) ENGINE=InnoDB",
+        "CREATE TABLE shop.thr_orders (id INT PRIMARY KEY, v INT) ENGINE=InnoDB",
+        "INSERT INTO shop.thr_customers VALUES (1), (2), (3), (4)",
+        "INSERT INTO shop.thr_orders VALUES (1, 1), (2, 2), (3, 3)",
+    )
+    toml = THROUGH_RULES + "\n[policy]\nviews_refresh_s = 1\n"
+    gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, extra_toml=toml).start()
+    try:
+        with gw.connect(database="shop", client_flag=CLIENT.MULTI_STATEMENTS) as conn:
+            with conn.cursor() as cur:  # nothing protected is reached yet: it runs
+                cur.execute("PREPARE s FROM 'DELETE FROM thr_customers WHERE id = ?'")
+                cur.execute("SET @id = 4")
+                cur.execute("EXECUTE s USING @id")
+                cur.execute("PREPARE s1 FROM 'DELETE FROM thr_customers WHERE id = 1'")
+            conn.commit()
+            mariadb.admin_sql(
+                "ALTER TABLE shop.thr_orders ADD CONSTRAINT thr_fk FOREIGN KEY (v) "
+                "REFERENCES shop.thr_customers (id) ON DELETE CASCADE"
+            )
+            deadline = time.monotonic() + 15
+            while True:  # until the gateway has read the key
+                try:
+                    with conn.cursor() as check:
+                        check.execute("DELETE FROM thr_customers WHERE id = 99")
+                except pymysql.err.OperationalError as exc:
+                    assert exc.args[0] == 1227
+                    break
+                assert time.monotonic() < deadline, "the gateway did not read the key"
+                time.sleep(0.2)
+            message = refused(conn, "EXECUTE s1")  # prepared before the key
+            assert "blocked by rule 'through-orders-keep'" in message
+            assert "also deletes rows of shop.thr_orders" in message
+            assert message.endswith("PREPARE s1 again to have it decided")
+            with conn.cursor() as cur:
+                cur.execute("SET @id = 2")
+            message = refused(conn, "SELECT 1; EXECUTE s USING @id; SELECT 2")
+            assert "blocked by rule 'through-orders-keep'" in message
+            # prepared again now, it is decided as it stands: refused
+            refused(conn, "PREPARE s1 FROM 'DELETE FROM thr_customers WHERE id = 1'")
+        rows = direct(mariadb, "SELECT id, v FROM shop.thr_orders ORDER BY id")
+        assert rows == [(1, 1), (2, 2), (3, 3)]
+        recs = statements(gw)
+        (st,) = [r for r in recs if r["sql"] == "EXECUTE s1"]
+        assert st["decision"] == "blocked" and st["rule"] == "through-orders-keep"
+    finally:
+        assert gw.stop() == 0
+        mariadb.admin_sql("DROP TABLE IF EXISTS shop.thr_orders, shop.thr_customers")
     assert "Traceback" not in gw.log()
 
 

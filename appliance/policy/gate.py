@@ -44,12 +44,14 @@ from appliance.policy.classify import (
 from appliance.policy.lexer import (
     LexError,
     LexMode,
+    Statement,
     Tok,
     Token,
     literal_types,
     punct_at,
     shape,
     split_statements,
+    string_bytes,
     tokenize,
     word_at,
 )
@@ -577,6 +579,27 @@ def _keep_last(kept: dict[K, V], key: K, value: V) -> None:
     kept[key] = value
 
 
+_NAMED_TEXT_BYTES = 16 * 1024
+"""The longest text an SQL-level PREPARE is kept with for deciding its EXECUTEs again:
+a session keeps ``_PREPARES_KEPT`` names, and 256 texts of a megabyte would be a quarter
+of a gigabyte per session. A longer one is kept without its text (see ``_NamedText``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NamedText:
+    """What an SQL-level ``PREPARE name FROM '...'`` prepared, for its ``EXECUTE``s to
+    be decided again when what writes reach changed since (``_named_now``): its text
+    (None when it is not a string literal or is too long to keep: then it cannot be
+    decided again, and is refused instead), how that was read, and what writes reached
+    and the schema its names were read in when it was decided."""
+
+    text: bytes | None
+    mode: LexMode
+    backslash_unknown: bool
+    through: WriteThrough | None
+    schema: str | None
+
+
 _TOUCHES_PARAMS = frozenset(
     {Command.STMT_SEND_LONG_DATA, Command.STMT_CLOSE, Command.STMT_RESET, Command.RESET_CONNECTION}
 )
@@ -650,6 +673,10 @@ class SessionPolicy:
         # prepares it anew (a table it names changed), so an EXECUTE in another is refused
         self._named_charsets: dict[str, str | None] = {}
         self._naming: dict[int, list[str]] = {}  # command id -> the names it prepares
+        # names -> what their last SQL-level PREPARE prepared, and under what it was
+        # decided: their EXECUTEs are decided again when what writes reach changed since
+        # (``_named_now``); a name prepared beyond those kept has nothing (see there)
+        self._named: dict[str, _NamedText] = {}
         # command id -> the schema it makes current, and whether a failure of the command
         # means the schema stayed (a lone USE, COM_INIT_DB) or may have changed
         self._uses: dict[int, tuple[str | None, bool]] = {}
@@ -756,12 +783,24 @@ class SessionPolicy:
         if code in _TOUCHES_PARAMS:
             self._params.note(cmd.payload)
         if code == Command.QUERY:
-            verdict = self._decide_text(cmd, label, server_status, classified)
             # (the payload as it is: its text's copy and cmd.sql's look at the command
-            # would double what this costs every statement)
-            if self._unprepared or self._named_charsets or b"PREPARE" in cmd.payload.upper():
-                verdict = self._follow_names(cmd, verdict, cmd.payload[1:], server_status)
-            return verdict
+            # would double what this costs every statement; an EXECUTE is looked for only
+            # when a name was prepared and writes may reach other tables, which they never
+            # do without a block or review rule on tables)
+            if self._unprepared or self._named_charsets:
+                follow = True
+            else:
+                upper = cmd.payload.upper()
+                follow = b"PREPARE" in upper or (
+                    b"EXECUTE" in upper and bool(self._prepared_names) and bool(self.policy.through)
+                )
+            if not follow:
+                return self._decide_text(cmd, label, server_status, classified)
+            # how the text is read as it is sent (deciding it may change that)
+            mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._current_reading]
+            backslash_unknown = self._backslash_unknown
+            verdict = self._decide_text(cmd, label, server_status, classified)
+            return self._follow_names(cmd, verdict, cmd.payload[1:], mode, backslash_unknown)
         if code == Command.STMT_PREPARE:
             verdict = self._decide_text(cmd, label, server_status, classified)
             sent: bytes | None = None
@@ -1395,14 +1434,8 @@ class SessionPolicy:
             found = self.policy.classify(sql, mode, backslash_unknown=True)
         except LexError:
             return None  # decided as it was at its prepare
-        rules = self.policy.rules
-        for c in found:
-            now = decide(c, self.who, schema, rules, through)
-            if not now.refused:
-                continue
-            before = decide(c, self.who, schema, rules, then)
-            if before.refused and before.rule == now.rule:
-                continue  # as at its prepare (a review approved then)
+        now = self._refused_since(found, schema, then, through)
+        if now is not None:
             return Decision(
                 RuleAction.BLOCK,
                 now.rule,
@@ -1412,6 +1445,82 @@ class SessionPolicy:
         if sql in self._prepared_under:
             self._prepared_under[sql] = (through, schema)  # vouched for as things are now
         return None
+
+    def _refused_since(
+        self,
+        found: tuple[Classification, ...],
+        schema: str | None,
+        then: WriteThrough | None,
+        through: WriteThrough,
+    ) -> Decision | None:
+        """The first refusal of a prepared text by a rule that matches it with what
+        writes reach now (``through``) and did not when it was decided (``then``). A rule
+        that matched then too (the prepare ran in shadow mode) is passed over for the
+        rules after it: one of those may match only now (a hold on customers, and a block
+        on orders its DELETE now cascades into)."""
+        for c in found:
+            rules = self.policy.rules
+            while True:
+                now = decide(c, self.who, schema, rules, through)
+                if not now.refused:
+                    break
+                before = decide(c, self.who, schema, rules, then)
+                if not before.refused or before.rule != now.rule:
+                    return now
+                rest = tuple(rule for rule in rules if rule.name != now.rule)
+                if len(rest) == len(rules):
+                    break  # a built-in rule: what writes reach is not its concern
+                rules = rest
+        return None
+
+    def _named_now(self, name: str, through: WriteThrough) -> Decision | None:
+        """The refusal of an ``EXECUTE name`` (SQL level) whose PREPARE now reaches a
+        table a refusing rule protects, through a view or a foreign key the gateway did
+        not know when it decided the PREPARE; None when it reaches nothing more. A name
+        the session prepared but keeps nothing of (beyond ``_PREPARES_KEPT`` names, or
+        deallocated, perhaps by a text that failed before the DEALLOCATE ran) is refused
+        whenever writes may reach other tables, and one kept without its text (too long,
+        not a literal) once they changed: neither can be decided again (fail closed)."""
+        facts = self._named.get(name)
+        if facts is None:
+            if name not in self._prepared_names:
+                return None  # never prepared here: nothing runs (the server refuses it)
+        elif facts.through is through:
+            return None
+        quoted = "`" + name.replace("`", "``") + "`"
+        if facts is None:
+            return Decision(
+                RuleAction.BLOCK,
+                "prepared-unknown",
+                f"the gateway no longer keeps the text {quoted} was prepared from (it keeps "
+                f"those of a session's last {_PREPARES_KEPT} names, and forgets a name "
+                "deallocated), so it cannot tell whether a write it runs now reaches a table "
+                "a rule protects through this target's views and foreign keys. PREPARE "
+                f"{name} again to have it decided",
+            )
+        if facts.text is None:
+            return Decision(
+                RuleAction.BLOCK,
+                "prepared-unknown",
+                f"the views or foreign keys of this target changed since {quoted} was "
+                "prepared, so a write it runs may now reach a table a rule protects, and its "
+                f"text was too long for the gateway to keep (over {_NAMED_TEXT_BYTES} bytes) "
+                f"to decide it again. PREPARE {name} again to have it decided",
+            )
+        try:
+            found = self.policy.classify(facts.text, facts.mode, facts.backslash_unknown)
+        except LexError:
+            return None  # decided as it was at its PREPARE
+        now = self._refused_since(found, facts.schema, facts.through, through)
+        if now is None:
+            self._named[name] = replace(facts, through=through)  # vouched for as things are
+            return None
+        return Decision(
+            RuleAction.BLOCK,
+            now.rule,
+            f"{now.reason}. The statement {quoted} was prepared before the gateway knew "
+            f"this: PREPARE {name} again to have it decided",
+        )
 
     def _changes_lexing(self, sql: bytes, server_status: int) -> bool:
         """Whether a prepared statement's text sets a variable that changes lexing."""
@@ -1445,17 +1554,23 @@ class SessionPolicy:
         return any(test(s) for c in found for s in _chain(c))
 
     def _follow_names(
-        self, cmd: ClientCommand, verdict: Verdict, sql: bytes, server_status: int
+        self,
+        cmd: ClientCommand,
+        verdict: Verdict,
+        sql: bytes,
+        mode: LexMode,
+        backslash_unknown: bool,
     ) -> Verdict:
-        """SQL-level prepared statements by name. A PREPARE that fails on the server drops
-        the statement prepared under its name before; one the gateway refuses never
-        reaches it, and EXECUTE of the name would run that earlier statement, though the
-        client saw its PREPARE fail. So an EXECUTE (at any depth) of a name whose last
-        PREPARE was refused, or failed (the gateway cannot tell whether it reached the
-        server), while an earlier one of the name may hold a statement, is refused
-        (``prepare-refused``) until the name is prepared again, deallocated, or the
-        connection reset."""
-        mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._current_reading]
+        """SQL-level prepared statements by name, in a text read in ``mode``. A PREPARE
+        that fails on the server drops the statement prepared under its name before; one
+        the gateway refuses never reaches it, and EXECUTE of the name would run that
+        earlier statement, though the client saw its PREPARE fail. So an EXECUTE (at any
+        depth) of a name whose last PREPARE was refused, or failed (the gateway cannot
+        tell whether it reached the server), while an earlier one of the name may hold a
+        statement, is refused (``prepare-refused``) until the name is prepared again,
+        deallocated, or the connection reset. An EXECUTE of a name prepared before a view
+        or a foreign key changed what its write reaches is decided again
+        (``_named_now``)."""
         try:
             statements = split_statements(sql, mode)
         except LexError:
@@ -1464,6 +1579,12 @@ class SessionPolicy:
         dropped: list[str] = []
         executed: str | None = None
         reread: Decision | None = None
+        # what writes reach now, when they may reach other tables at all (never without
+        # a block or review rule on tables): an EXECUTE is then decided again
+        through = self.policy.through.get(self.who.target) if self.policy.through else None
+        since: tuple[Decision, Statement] | None = None  # its refusal, and the EXECUTE
+        named: list[tuple[str, _NamedText | None]] = []  # in order; None: deallocated
+        schema = self.schema  # where a PREPARE's names are read (None: not known)
         for statement in statements:
             tokens = statement.tokens
             for i, token in enumerate(tokens):
@@ -1476,8 +1597,12 @@ class SessionPolicy:
                         continue
                     if word_at(tokens, i + 2) == "FROM":
                         prepared.append(name)
+                        text = _prepared_text(sql, tokens, i + 3, mode)
+                        kept = _NamedText(text, mode, backslash_unknown, through, schema)
+                        named.append((name, kept))
                     elif i and word_at(tokens, i - 1) in ("DEALLOCATE", "DROP"):
                         dropped.append(name)
+                        named.append((name, None))
                 elif word == "EXECUTE":
                     name = _statement_name(tokens, i + 1)
                     if name is None or name in prepared:
@@ -1488,13 +1613,28 @@ class SessionPolicy:
                         charset = self._named_charsets[name]
                         if charset != self.client_charset:
                             reread = _prepared_in_other_charset(charset, self.client_charset)
+                    if since is None and through:
+                        now = self._named_now(name, through)
+                        if now is not None:
+                            since = (now, statement)
+            first = word_at(tokens, 0)
+            if first in ("USE", "CALL") or (first == "EXECUTE" and self._prepared_calls):
+                schema = None  # the schema of what follows is not known for certain
         runs = verdict.refusal is None or verdict.shadow
         refusal = _prepare_refused(executed) if executed is not None else reread
         if refusal is not None and runs:
             parts = tuple(replace(p, decision=refusal) for p in verdict.parts)
             verdict = self._verdict(verdict.command, parts)
             runs = verdict.shadow
+        elif since is not None and runs:
+            verdict = self._refuse_at(verdict, *since)
+            runs = verdict.shadow
         if runs:
+            for name, facts in named:
+                if facts is None:
+                    self._named.pop(name, None)
+                else:
+                    _keep_last(self._named, name, facts)
             self._unprepared.difference_update(prepared)
             self._unprepared.difference_update(dropped)
             for name in dropped:
@@ -1510,6 +1650,18 @@ class SessionPolicy:
         else:  # a name never prepared holds nothing: EXECUTE is the server's to refuse
             self._unprepared.update(n for n in prepared if n in self._prepared_names)
         return verdict
+
+    def _refuse_at(self, verdict: Verdict, refusal: Decision, statement: Statement) -> Verdict:
+        """The verdict with the statement of a text at ``statement``'s bytes refused
+        (each of them, when the parts cannot be told apart by their bytes): the others
+        are recorded as not run for it."""
+        where = (statement.start, statement.end)
+        parts = verdict.parts
+        if len(parts) == 1 or not any(p.span == where for p in parts):
+            refused = tuple(replace(p, decision=refusal) for p in parts)
+        else:
+            refused = tuple(replace(p, decision=refusal) if p.span == where else p for p in parts)
+        return self._verdict(verdict.command, refused)
 
     def _verdict(self, label: str, parts: tuple[Part, ...]) -> Verdict:
         refusal = next((p.decision for p in parts if p.decision.refused), None)
@@ -1613,6 +1765,8 @@ class SessionPolicy:
             names = self._naming.pop(cmd.id, None)
             if names is not None and error is not None:
                 self._unprepared.update(names)  # refused on its way, or failed: see _follow_names
+                for failed in names:  # what it prepared may not be what the name holds
+                    self._named.pop(failed, None)
         use = self._uses.pop(cmd.id, None)
         charset = self._charsets.pop(cmd.id, None)
         self._resets.discard(cmd.id)
@@ -1621,6 +1775,7 @@ class SessionPolicy:
             self._unprepared.clear()  # the server dropped every prepared statement
             self._prepared_names.clear()
             self._named_charsets.clear()
+            self._named.clear()
             self._reading = self._login_reading
             self._results = self._login_results
             self._client = self._login_client
@@ -1878,6 +2033,22 @@ def _statement_name(tokens: Sequence[Token], i: int) -> str | None:
     if token.kind == Tok.IDENT:
         return token.text.lower()
     return None
+
+
+def _prepared_text(sql: bytes, tokens: Sequence[Token], i: int, mode: LexMode) -> bytes | None:
+    """The text a ``PREPARE name FROM`` prepares, its string literals from ``tokens[i]``
+    to the statement's end (adjacent literals are one, a character set introducer may
+    lead) as the server reads them in ``mode``; None when it is not that (``FROM @v``:
+    refused unless in shadow mode) or longer than ``_NAMED_TEXT_BYTES``."""
+    if word_at(tokens, i) is not None and tokens[i].text.startswith("_"):
+        i += 1  # a character set introducer (the classifier refused the unsafe ones)
+    strings = tokens[i:]
+    if not strings or any(t.kind != Tok.STRING for t in strings):
+        return None
+    if sum(t.end - t.start for t in strings) > _NAMED_TEXT_BYTES + 2 * len(strings):
+        return None
+    text = b"".join(string_bytes(sql[t.start : t.end], mode) for t in strings)
+    return text if len(text) <= _NAMED_TEXT_BYTES else None
 
 
 def _prepared_in_other_charset(then: str | None, now: str | None) -> Decision:

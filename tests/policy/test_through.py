@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
-from appliance.config import PolicyConfig, RuleAction, RuleConfig
+import pytest
+
+from appliance.config import PolicyConfig, PolicyMode, RuleAction, RuleConfig
 from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import Classification, classify
-from appliance.policy.gate import Policy, SessionPolicy
+from appliance.policy.gate import Policy, SessionPolicy, Verdict
 from appliance.policy.lexer import LexMode
-from appliance.policy.rules import Subject, decide
+from appliance.policy.rules import Decision, Subject, decide
 from appliance.policy.through import ForeignKey, Reached, Trigger, ViewBases, WriteThrough
 from appliance.policy.trigger_body import body_writes
 from appliance.through_catalog import trigger_of, view_bases
@@ -542,3 +544,214 @@ def test_a_statement_making_a_trigger_has_what_writes_reach_read_again() -> None
         payload = bytes([Command.QUERY]) + sql
         verdict = session.decide(ClientCommand(n, Command.QUERY, payload, payload), 0, {})
         assert verdict.refusal is None and verdict.parts[0].catalog, sql
+
+
+# ------------------------------------------------- SQL-level PREPARE and EXECUTE name
+
+
+class Named:
+    """A session that sends texts (COM_QUERY) and has them answered, numbering them."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.session = SessionPolicy(policy, AGENT, "shop", None)
+        self.n = 0
+
+    def send(self, sql: str, error: int | None = None) -> Verdict:
+        """The verdict on ``sql``; what runs is answered (``error``: with that error)."""
+        self.n += 1
+        payload = bytes([Command.QUERY]) + sql.encode()
+        cmd = ClientCommand(self.n, Command.QUERY, payload, payload)
+        verdict = self.session.decide(cmd, 0, {})
+        if not verdict.refused:
+            self.session.completed(cmd, error, 0)
+        return verdict
+
+    def refusal(self, sql: str) -> Decision | None:
+        return self.send(sql).refusal
+
+
+DELETE_ONE = "PREPARE s FROM 'DELETE FROM customers WHERE id = 1'"
+
+
+def test_an_execute_of_a_name_is_decided_again_when_its_prepare_reached_less() -> None:
+    """`PREPARE s FROM 'DELETE FROM customers ...'` before an operator added a foreign
+    key ON DELETE CASCADE into a protected table: each later `EXECUTE s` kept the
+    decision of the PREPARE and deleted the protected orders, while a new DELETE was
+    refused."""
+    named = Named(Policy(PolicyConfig(), (PROTECT,)))
+    assert named.refusal(DELETE_ONE) is None  # nothing cascades yet
+    assert named.refusal("EXECUTE s") is None
+    named.policy.set_through("db1", SHOP)
+    for sql in (
+        "EXECUTE s",
+        "EXECUTE S USING @a, 2",  # the server ignores a name's case
+        "SET STATEMENT max_statement_time = 1 FOR EXECUTE s",  # at any depth
+    ):
+        verdict = named.send(sql)
+        refusal = verdict.refusal
+        assert verdict.refused and refusal is not None, sql
+        assert refusal.action is RuleAction.BLOCK and refusal.rule == "protect-orders"
+        assert "DELETE FROM customers also deletes rows of shop.orders" in refusal.reason
+        assert refusal.reason.endswith(
+            "The statement `s` was prepared before the gateway knew this: PREPARE s again to "
+            "have it decided"
+        )
+        assert verdict.ledger_fields(0)[:3] == ("blocked", "protect-orders", refusal.message)
+    # a name prepared before a later view: an UPDATE through it
+    assert named.refusal("PREPARE u FROM 'UPDATE v_orders SET v = 1 WHERE id = 1'") is not None
+    named.policy.set_through("db1", WriteThrough())
+    assert named.refusal("PREPARE u FROM 'UPDATE v_orders SET v = 1 WHERE id = 1'") is None
+    named.policy.set_through("db1", SHOP)
+    assert named.refusal("EXECUTE u") is not None
+    # a PREPARE that failed on the server leaves no text that vouches for the name
+    assert named.send("PREPARE s FROM 'SELECT 1'", error=1064).refusal is None
+    assert named.send("EXECUTE s").refusal is not None
+
+
+def test_an_execute_decided_under_what_writes_reach_now_is_not_decided_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing changed since the PREPARE: its EXECUTEs are not read again; nor after
+    one was decided again and found to reach nothing protected."""
+    policy = Policy(PolicyConfig(), (PROTECT,))
+    named = Named(policy)
+    policy.set_through("db1", SHOP)
+    read: list[bytes] = []
+    classify_text = policy.classify
+
+    def counted(sql: bytes, mode: LexMode, backslash_unknown: bool) -> tuple[Classification, ...]:
+        read.append(sql)
+        return classify_text(sql, mode, backslash_unknown)
+
+    monkeypatch.setattr(policy, "classify", counted)
+    reads = b"SELECT name FROM customers WHERE id = 1"
+    assert named.refusal("PREPARE r FROM '" + reads.decode() + "'") is None
+    assert named.refusal("EXECUTE r") is None
+    assert reads not in read  # decided under this very WriteThrough
+    policy.set_through("db1", WriteThrough([CASCADE], [V_ORDERS, ViewBases("s.v", None)]))
+    assert named.refusal("EXECUTE r") is None  # read again: it reaches nothing protected
+    assert read.count(reads) == 1
+    assert named.refusal("EXECUTE r") is None
+    assert read.count(reads) == 1  # vouched for as things are now
+
+
+def test_a_name_prepared_again_after_the_change_is_decided_as_it_is_now() -> None:
+    named = Named(Policy(PolicyConfig(), (PROTECT,)))
+    assert named.refusal(DELETE_ONE) is None
+    assert named.refusal("PREPARE t FROM 'DELETE FROM invoices WHERE id = 1'") is None
+    named.policy.set_through("db1", SHOP)
+    assert named.refusal("EXECUTE s") is not None
+    assert named.refusal("EXECUTE t") is None  # decided again: it reaches nothing protected
+    refusal = named.refusal(DELETE_ONE)  # its PREPARE is decided as it stands: refused
+    assert refusal is not None and refusal.rule == "protect-orders"
+    assert not refusal.reason.endswith("again to have it decided")
+    assert named.refusal("EXECUTE s") is not None  # (that PREPARE never ran)
+    assert named.refusal("PREPARE s FROM 'SELECT name FROM customers WHERE id = 1'") is None
+    assert named.refusal("EXECUTE s") is None
+
+
+HOLD_CUSTOMERS = RuleConfig("hold-customers", ("DELETE",), RuleAction.REVIEW, ("shop.customers",))
+
+
+def test_a_rule_that_matched_at_the_prepare_does_not_hide_one_that_matches_only_now() -> None:
+    """In shadow mode a prepare held by a rule on customers runs; a foreign key made
+    since cascades its DELETE into orders, which a later rule blocks. The execute was
+    recorded as allowed: the first rule, matching then and now, hid the one that matches
+    only now (at the SQL level and in the binary protocol)."""
+    named = Named(Policy(PolicyConfig(mode=PolicyMode.SHADOW), (HOLD_CUSTOMERS, PROTECT)))
+    held = named.send(DELETE_ONE).refusal
+    assert held is not None and held.rule == "hold-customers"
+    session = named.session
+    text = b"DELETE FROM customers WHERE id = ?"
+    prepare = bytes([Command.STMT_PREPARE]) + text
+    execute = bytes([Command.STMT_EXECUTE]) + (7).to_bytes(4, "little") + bytes(5)
+    held = session.decide(ClientCommand(90, prepare[0], prepare, prepare), 0, {}).refusal
+    assert held is not None and held.rule == "hold-customers"
+    named.policy.set_through("db1", SHOP)
+    verdict = named.send("EXECUTE s")
+    assert verdict.shadow and verdict.refusal is not None
+    assert verdict.refusal.rule == "protect-orders"
+    cmd = ClientCommand(91, execute[0], execute, execute)
+    verdict = session.decide(cmd, 0, {7: text})
+    assert verdict.shadow and verdict.refusal is not None
+    assert verdict.refusal.rule == "protect-orders"
+
+
+def test_a_name_prepared_again_earlier_in_the_same_text_runs_that() -> None:
+    named = Named(Policy(PolicyConfig(), (PROTECT,)))
+    assert named.refusal(DELETE_ONE) is None
+    named.policy.set_through("db1", SHOP)
+    # the EXECUTE before the new PREPARE runs the DELETE prepared before the key
+    refusal = named.refusal("EXECUTE s; PREPARE s FROM 'SELECT 1'")
+    assert refusal is not None and refusal.rule == "protect-orders"
+    assert named.refusal("PREPARE s FROM 'SELECT 1'; EXECUTE s") is None
+    assert named.refusal("EXECUTE s") is None  # the name holds the SELECT now
+
+
+def test_an_execute_in_the_middle_of_a_text_refuses_the_text() -> None:
+    named = Named(Policy(PolicyConfig(), (PROTECT,)))
+    assert named.refusal(DELETE_ONE) is None
+    named.policy.set_through("db1", SHOP)
+    verdict = named.send("SELECT 1; EXECUTE s; SELECT 2")
+    assert verdict.refused
+    assert [p.decision.rule for p in verdict.parts] == [
+        "default-allow",
+        "protect-orders",
+        "default-allow",
+    ]
+    decision, rule, reason, _ = verdict.ledger_fields(0)
+    assert (decision, rule) == ("blocked", "protect-orders")
+    assert reason is not None and reason.startswith("not run: statement 2 of the same text")
+    assert verdict.ledger_fields(1)[:2] == ("blocked", "protect-orders")
+
+
+def test_a_deallocated_or_reset_name_holds_no_text_that_is_decided_again() -> None:
+    """DEALLOCATE forgets what a name was prepared from: an EXECUTE of it after a change
+    is refused as unknown (the server holds nothing under it, unless the DEALLOCATE
+    did not run), not decided by the old text; COM_RESET_CONNECTION forgets all names."""
+    named = Named(Policy(PolicyConfig(), (PROTECT,)))
+    assert named.refusal(DELETE_ONE) is None
+    assert named.refusal("DEALLOCATE PREPARE s") is None
+    named.policy.set_through("db1", SHOP)
+    refusal = named.refusal("EXECUTE s")
+    assert refusal is not None and refusal.rule == "prepared-unknown"
+    assert refusal.reason.endswith("PREPARE s again to have it decided")
+    assert named.refusal("PREPARE s FROM 'SELECT 1'") is None
+    assert named.refusal("EXECUTE s") is None
+    named.policy.set_through("db1", WriteThrough())
+    assert named.refusal(DELETE_ONE) is None
+    named.n += 1
+    reset = bytes([Command.RESET_CONNECTION])
+    cmd = ClientCommand(named.n, Command.RESET_CONNECTION, reset, reset)
+    named.session.decide(cmd, 0, {})
+    named.session.completed(cmd, None, 0)
+    named.policy.set_through("db1", SHOP)
+    assert named.refusal("EXECUTE s") is None  # the server's to refuse: nothing is prepared
+
+
+def test_names_beyond_those_kept_and_texts_too_long_to_keep_are_refused_after_a_change() -> None:
+    named = Named(Policy(PolicyConfig(), (PROTECT,)))
+    assert named.refusal("PREPARE first FROM 'SELECT 1'") is None
+    for i in range(256):
+        assert named.refusal(f"PREPARE n{i} FROM 'SELECT 1'") is None
+    long = "SELECT 1" + " " * (16 * 1024) + "FROM customers"
+    assert named.refusal(f"PREPARE long FROM '{long}'") is None
+    assert named.refusal("EXECUTE first; EXECUTE long") is None  # nothing changed since
+    named.policy.set_through("db1", SHOP)
+    for name in ("first", "long"):
+        refusal = named.refusal(f"EXECUTE {name}")
+        assert refusal is not None and refusal.rule == "prepared-unknown", name
+    assert named.refusal("EXECUTE n255") is None
+
+
+def test_in_shadow_mode_an_execute_decided_again_is_recorded_not_refused() -> None:
+    named = Named(Policy(PolicyConfig(mode=PolicyMode.SHADOW), (PROTECT,)))
+    assert named.refusal(DELETE_ONE) is None
+    named.policy.set_through("db1", SHOP)
+    verdict = named.send("EXECUTE s")
+    assert verdict.shadow and not verdict.refused
+    assert verdict.refusal is not None and verdict.refusal.rule == "protect-orders"
+    decision, rule, reason, extra = verdict.ledger_fields(0)
+    assert (decision, rule, extra) == ("allowed", "protect-orders", {"shadow_decision": "blocked"})
+    assert reason is not None and reason.startswith("shadow mode: sqlgate: blocked by rule")
