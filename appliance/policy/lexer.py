@@ -113,7 +113,7 @@ _MULTIBYTE_MESSAGE = (
     "byte 0x{byte:02x} at offset {offset}: the client character set is one the gateway "
     "cannot read safely (big5, cp932, gbk, gb18030 or sjis can hide a quote or backslash "
     "inside a multi-byte character, and a character set the gateway does not know may "
-    "too); connect with utf8mb4"
+    "too); connect with utf8mb4, or send SET NAMES utf8mb4 first"
 )
 
 _EIGHT_BIT_MESSAGE = (
