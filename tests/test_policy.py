@@ -1004,6 +1004,27 @@ def test_a_table_named_with_a_dot_is_not_taken_for_schema_dot_table(
     assert result_of(recs, st)["error"] == 1227
 
 
+def test_a_client_asking_for_no_schema_cannot_reach_a_protected_table_by_another_name(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """BUG: the gateway negotiated CLIENT_NO_SCHEMA (PyMySQL's ``client_flag``, the ODBC
+    driver's "Don't allow database.table.column"), with which MariaDB drops the schema of
+    a qualified name and reads it in the current schema: in shop, ``UPDATE
+    nosuch.orders`` (no rule names it) changed shop.orders, which orders-are-read-only
+    protects. The flag is no longer negotiated: the server reads the name as written."""
+    before = direct(mariadb, "SELECT total FROM shop.orders WHERE id = 3")
+    try:
+        with gw.connect(database="shop", client_flag=CLIENT.NO_SCHEMA) as conn:
+            with pytest.raises(pymysql.err.ProgrammingError) as info, conn.cursor() as cur:
+                cur.execute("UPDATE nosuch.orders SET total = 777 WHERE id = 3")
+            assert info.value.args[0] == 1146  # Table 'nosuch.orders' doesn't exist
+            protected = "UPDATE shop.orders SET total = 777 WHERE id = 3"
+            assert "orders-are-read-only" in refused(conn, protected)
+        assert direct(mariadb, "SELECT total FROM shop.orders WHERE id = 3") == before
+    finally:
+        direct(mariadb, f"UPDATE shop.orders SET total = {before[0][0]} WHERE id = 3")
+
+
 def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

@@ -61,7 +61,6 @@ GATEWAY_CAPABILITIES = (
     | Capability.FOUND_ROWS
     | Capability.LONG_FLAG
     | Capability.CONNECT_WITH_DB
-    | Capability.NO_SCHEMA
     | Capability.ODBC
     | Capability.PROTOCOL_41
     | Capability.INTERACTIVE
@@ -85,7 +84,10 @@ and QUERY_ATTRIBUTES (result and command layouts the gateway does not parse),
 CAN_HANDLE_EXPIRED_PASSWORDS and MULTI_FACTOR_AUTH (the gateway owns the backend login),
 IGNORE_SPACE (the server adds the sql_mode IGNORE_SPACE to the session, under which it
 reads function names differently from the gateway; node's mysql2 asks for it by default),
-SSL (added per leg by the gateway itself), and the MariaDB extended capabilities.
+NO_SCHEMA (the server then drops the schema of every qualified name and reads it in the
+current schema: ``UPDATE scratch.orders`` after ``USE shop`` changes ``shop.orders``,
+which no rule on ``shop.orders`` would see), SSL (added per leg by the gateway itself),
+and the MariaDB extended capabilities.
 """
 
 

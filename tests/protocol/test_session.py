@@ -157,6 +157,7 @@ NEVER_NEGOTIATED = int(
     | C.OPTIONAL_RESULTSET_METADATA
     | C.CAN_HANDLE_EXPIRED_PASSWORDS
     | C.MULTI_FACTOR_AUTH
+    | C.NO_SCHEMA
 )
 
 MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
@@ -404,6 +405,33 @@ def test_greeting_offers_ssl_exactly_when_client_tls_is_configured(
         Playbook(new_session(client_tls=ctx))
         >> server(server_greeting(NONCE))
         << expect_client(check)
+    )
+
+
+def test_no_schema_is_neither_offered_nor_passed_on_when_the_client_asks_for_it() -> None:
+    """BUG: CLIENT_NO_SCHEMA was negotiated on both legs. With it MariaDB drops the schema
+    of every qualified name and reads the name in the current schema, so after ``USE
+    shop`` the text ``UPDATE scratch.orders ...`` changed ``shop.orders``, past every rule
+    on ``shop.orders`` (the gateway reads the text as the client wrote it)."""
+    assert SERVER_CAPABILITIES & C.NO_SCHEMA  # MariaDB offers it
+
+    def greeting(pkt: Packet) -> None:
+        assert not packets.parse_greeting(pkt.payload).capabilities & C.NO_SCHEMA
+
+    def login(pkt: Packet) -> None:
+        hello = packets.parse_handshake_response(pkt.payload)
+        assert hello.capabilities & NEVER_NEGOTIATED == 0, hex(hello.capabilities)
+
+    assert (
+        Playbook(new_session())
+        >> server(server_greeting(NONCE))
+        << expect_client(greeting)
+        >> client(alice_hello(caps=CLIENT_CAPS | int(C.NO_SCHEMA), database=b"shop"))
+        << expect_event(ClientAuthenticated)
+        << expect_server(login)
+        >> server(Reply(2).ok().data)
+        << expect_client(lambda p: p.payload[:1] == b"\x00")
+        << expect_event(SessionReady)
     )
 
 
