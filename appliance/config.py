@@ -1264,6 +1264,15 @@ def _targets(tables: list[Mapping[str, object]], base: Path) -> tuple[TargetConf
         if tls is TargetTLS.DISABLED and (tls_verify or tls_ca_file is not None):
             offending = "tls_verify" if tls_verify else "tls_ca_file"
             raise _Invalid(t.key(offending), f'has no effect with {t.key("tls")} = "disabled"')
+        if tls is TargetTLS.PREFERRED and tls_verify:
+            # a server, or an impostor at its address, that offers no TLS is used in
+            # plain: verifying only the servers that offer it protects nothing
+            raise _Invalid(
+                t.key("tls_verify"),
+                f'needs {t.key("tls")} = "required": with "preferred" a server that offers no '
+                "TLS (or an impostor at its address) is used in plain, unverified, and may "
+                "learn the vaulted password",
+            )
         targets.append(
             TargetConfig(
                 name=name,

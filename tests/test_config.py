@@ -655,6 +655,20 @@ CASES = [
         "expected one of preferred, required, disabled",
     ),
     (
+        "target-tls-verify-when-disabled",
+        lambda t: t.replace(
+            'user = "sqlgate"', 'user = "sqlgate"\ntls = "disabled"\ntls_verify = true'
+        ),
+        "targets[0].tls_verify",
+        'has no effect with targets[0].tls = "disabled"',
+    ),
+    (
+        "target-tls-verify-when-only-preferred",
+        lambda t: t.replace('user = "sqlgate"', 'user = "sqlgate"\ntls_verify = true'),
+        "targets[0].tls_verify",
+        'needs targets[0].tls = "required": with "preferred" a server that offers no TLS',
+    ),
+    (
         "tls-cert-without-key",
         lambda t: t + '\n[tls]\ncert_file = "gateway.crt"\n',
         "tls.key_file",
