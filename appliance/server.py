@@ -59,9 +59,10 @@ from appliance.mysql.relay import (
 from appliance.mysql.wire import frame
 from appliance.offload import Offload
 from appliance.policy.classify import count_query
-from appliance.policy.gate import Classified, Policy, SessionPolicy, TextJob, Verdict
+from appliance.policy.gate import Classified, Part, Policy, SessionPolicy, TextJob, Verdict
 from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Decision, Subject
+from appliance.policy.server_functions import BUILTIN_FUNCTIONS
 from appliance.server_mode import GlobalModes
 from appliance.session_kill import SessionKills
 from appliance.target_names import KEEP_S, Move, TargetNames
@@ -483,6 +484,7 @@ class ClientLeg(asyncio.Protocol):
         "_login_db_shadow",
         "_holding",
         "_behind_hold",
+        "_state_changed",
         "counted",
         "_token_ends",
         "_token_timer",
@@ -552,6 +554,9 @@ class ClientLeg(asyncio.Protocol):
         self._token_timer: asyncio.TimerHandle | None = None  # fires at _token_ends
         self._token_over = False  # its time is up: nothing more is forwarded (_token_ran_out)
         self._behind_hold: set[int] = set()  # commands refused for it: one at a time
+        # it sent a statement that may change what its expressions read (_STATE_KINDS):
+        # a held statement's rows are no longer counted on another connection
+        self._state_changed = False
         # (identity, target) this session counts under in Gateway.open_sessions, once admitted
         self.counted: tuple[str, str] | None = None
         # a masked session's commands allowed and recorded, by id, with the text to send
@@ -1480,6 +1485,8 @@ class ClientLeg(asyncio.Protocol):
                 )
             )
         self.gw.policy.alerts.clear()
+        if any(_changes_state(part) for part in verdict.parts):
+            self._state_changed = True
         held = self._held(verdict)
         if held and self._holding:  # one request at a time per session
             self._behind_hold.add(cmd.id)
@@ -1487,8 +1494,15 @@ class ClientLeg(asyncio.Protocol):
         if held:
             # the shape as the session reads the text now, before later answers move on
             fingerprint = policy.fingerprint(cmd, session.server_status, verdict)
+            # its rows are counted on another connection only where that reads its WHERE
+            # as this session will: the same backslashes, no state of the session's own
+            countable = policy.backslash_escapes(session.server_status) and not (
+                self._state_changed or policy.state_changed
+            )
             self._holding += 1
-            self._spawn(self._hold_once(cmd, verdict, first_seq, dict(self.context), fingerprint))
+            self._spawn(
+                self._hold_once(cmd, verdict, first_seq, dict(self.context), fingerprint, countable)
+            )
             return
         # write-before-forward: the command goes on once its records are committed
         futures = self.gw.audit.statements_soon(self.sid, first_seq, cmd, verdict, self.context)
@@ -1677,13 +1691,14 @@ class ClientLeg(asyncio.Protocol):
         first_seq: int,
         context: dict[str, Any],
         fingerprint: str | None,
+        countable: bool,
     ) -> None:
         """``_hold``; the session's next statement for review may be held as soon as this
         one is answered, in the same step. (Counted down in a callback of the task, it
         could come after the client had read the answer and sent its next statement,
         which was then refused as waiting behind this one.)"""
         try:
-            await self._hold(cmd, verdict, first_seq, context, fingerprint)
+            await self._hold(cmd, verdict, first_seq, context, fingerprint, countable)
         finally:
             self._hold_done()
 
@@ -1700,9 +1715,11 @@ class ClientLeg(asyncio.Protocol):
         first_seq: int,
         context: dict[str, Any],
         fingerprint: str | None,
+        countable: bool = True,
     ) -> None:
         """Record the statement as pending, ask for approval, then run or refuse it.
-        ``fingerprint`` is what a grant binds (SessionPolicy.fingerprint)."""
+        ``fingerprint`` is what a grant binds (SessionPolicy.fingerprint); ``countable``:
+        its rows may be counted on another connection (``_estimate``)."""
         session = self.session
         approvals = self.gw.approvals
         assert session is not None and approvals is not None and verdict.refusal is not None
@@ -1726,7 +1743,7 @@ class ClientLeg(asyncio.Protocol):
         else:
             text = verdict.parts[0].sql or ""
         rule = verdict.refusal
-        rows_estimate = await self._estimate(verdict, sql, context["db"])
+        rows_estimate = await self._estimate(verdict, sql if countable else None, context["db"])
         if self.ended_by is not None:  # an operator ended the session meanwhile
             operator, why = self.ended_by
             outcome = Outcome("denied", operator, why, 0.0)
@@ -1817,7 +1834,9 @@ class ClientLeg(asyncio.Protocol):
 
     async def _estimate(self, verdict: Verdict, sql: bytes | None, db: str | None) -> int | None:
         """Rows a held single-table UPDATE or DELETE would touch, when its WHERE is safe
-        to run (plain built-in functions only)."""
+        to run (plain built-in functions only). The count runs on a connection of the
+        gateway's, not in the session: None for ``sql`` None, which the caller passes
+        when the session may read the WHERE otherwise (``countable``)."""
         part = verdict.parts[0]
         if sql is None or part.kind not in ("UPDATE", "DELETE"):
             return None
@@ -2321,6 +2340,20 @@ def _token_expired(verdict: Verdict, ended: float) -> Verdict:
     decision = _token_rule(ended)
     parts = tuple(dataclasses.replace(p, decision=decision) for p in verdict.parts)
     return Verdict(verdict.command, parts, decision)
+
+
+_STATE_KINDS = frozenset({"EXECUTE", "CALL"})
+"""Statements that may change what a session's expressions read, which a connection of
+the gateway's does not share (a variable, the clock with ``SET timestamp``,
+``time_zone``, ``lc_time_names``, a collation, ``sql_mode``) unseen: an ``EXECUTE`` may
+run such a SET, a procedure or a stored function may too. A plain SET is read by the
+policy (``SessionPolicy.state_changed``)."""
+
+
+def _changes_state(part: Part) -> bool:
+    """Whether a statement may change the session's state unseen (``_STATE_KINDS``, or a
+    call of a function that is not built in)."""
+    return part.kind in _STATE_KINDS or not part.functions <= BUILTIN_FUNCTIONS
 
 
 def _changes_views(verdict: Verdict) -> bool:

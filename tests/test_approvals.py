@@ -1327,6 +1327,46 @@ def test_a_held_delete_shows_how_many_rows_it_would_touch(
     assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
 
 
+@pytest.mark.parametrize(
+    ("before", "sql"),
+    [
+        # a variable the session set: the count's connection read it as NULL
+        (("SELECT @all := 1",), "DELETE FROM appr_t WHERE id = 9 OR @all = 1"),
+        # read with backslash escapes the string swallowed OR id >= 1; the session
+        # reads it without them
+        (
+            ("SET sql_mode = 'NO_BACKSLASH_ESCAPES'",),
+            "DELETE FROM appr_t WHERE id = 9 OR id = '\\' OR id >= 1 -- '",
+        ),
+        # the session's clock (SET timestamp): the count's connection read the real one
+        (
+            ("SET timestamp = 4102444800",),
+            "DELETE FROM appr_t WHERE id = 9 OR NOW() > '2099-01-01'",
+        ),
+    ],
+)
+def test_no_rows_are_counted_where_the_session_reads_the_where_otherwise(
+    gw: GatewayProcess,
+    broker: Broker,
+    provider: Provider,
+    mariadb: MariaDB,
+    before: tuple[str, ...],
+    sql: str,
+) -> None:
+    """BUG: the count ran on the gateway's own connection, which has none of the
+    session's state: the request said the DELETE would touch 0 rows, and approved it
+    deleted every row. Such a request says the number is not known (null)."""
+    held = Held(gw, sql, before=before)
+    try:
+        request = next_request(broker, sql)
+        assert request["rows_estimate"] is None
+        decide(broker, request, by_dba(provider, "deny"))
+        assert held.result() is not None
+    finally:
+        held.close()
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
+
+
 def test_the_broker_keeps_the_latest_signed_ledger_head(gw: GatewayProcess, broker: Broker) -> None:
     with gw.connect(database="shop") as conn, conn.cursor() as cur:
         cur.execute("SELECT 1")

@@ -4188,12 +4188,17 @@ def count_query(sql: bytes) -> str | None:
     """``SELECT COUNT(*) FROM t WHERE ...`` for a single-table UPDATE or DELETE with a
     WHERE: how many rows it would touch, for the person asked to approve it. Built for
     one text at a time (never cached by shape: the answer depends on the literals);
-    None when the statement is anything else or cannot be read plainly."""
+    None when the statement is anything else or cannot be read plainly, or when it
+    reads a variable (``@x``, ``@@x``): the count runs on a connection of its own, where
+    ``WHERE id = 9 OR @all = 1`` counted no row that the agent's session, after
+    ``SET @all = 1``, would delete every row of."""
     try:
         statements = split_statements(sql, LexMode())
     except LexError:
         return None
     if len(statements) != 1 or statements[0].executable_comment:
+        return None
+    if any(t.kind == Tok.VARIABLE for t in statements[0].tokens):
         return None
     try:
         root = _parse(statements[0].text.decode("utf-8"))

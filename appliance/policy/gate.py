@@ -645,6 +645,10 @@ class SessionPolicy:
         self._login_reading = _login_reading(charset)
         self._reading = self._login_reading  # how the client character set is read
         self._mode_changes: set[int] = set()  # commands in flight that may change sql_mode
+        # it set a variable that may change what an expression reads (a user variable,
+        # timestamp, time_zone, lc_time_names, a collation, sql_mode...): another
+        # connection no longer reads its WHERE as it does (the row estimate)
+        self.state_changed = False
         # SET STATEMENT sql_mode = ... FOR: its answer's status flags are those of the
         # statement's own mode, not the session's; until a later answer, not known
         self._statement_modes: set[int] = set()
@@ -1046,6 +1050,12 @@ class SessionPolicy:
         one, or in the old one should the change fail)."""
         return _Reading.ASCII_ONLY if self._charsets or self._resets else self._reading
 
+    def backslash_escapes(self, server_status: int) -> bool:
+        """Whether the session reads a backslash in a string as an escape, as a new
+        connection under the server's default ``sql_mode`` does and as the row estimate's
+        count is written (False under NO_BACKSLASH_ESCAPES, or while that is not known)."""
+        return not self._backslash_unknown and not server_status & _NO_BACKSLASH_ESCAPES
+
     @property
     def _backslash_unknown(self) -> bool:
         """Whether the server's last status flags may not tell its NO_BACKSLASH_ESCAPES:
@@ -1300,6 +1310,8 @@ class SessionPolicy:
                 stateful = True  # whose thread it is changes from session to session
                 if decision == ALLOW:  # not a configured rule's allow
                     decision = self._kill_check(_kill_target(runs.text))
+            if self.may_run(decision) and _sets_state(c):
+                self.state_changed = True
             if touches_lexing and self.may_run(decision):
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
@@ -1896,6 +1908,54 @@ def classify_text(job: TextJob) -> Classified:
 
 
 #: Kinds whose text holds another statement (in a string, or after FOR).
+_INERT_VARIABLES = frozenset(
+    {
+        "autocommit",
+        "transaction",
+        "transaction_isolation",
+        "tx_isolation",
+        "transaction_read_only",
+        "tx_read_only",
+        "max_execution_time",
+        "max_statement_time",
+        "innodb_lock_wait_timeout",
+        "lock_wait_timeout",
+        "wait_timeout",
+        "interactive_timeout",
+        "net_read_timeout",
+        "net_write_timeout",
+        "sql_notes",
+        "sql_warnings",
+        "max_error_count",
+        "profiling",
+        "session_track_schema",
+        "session_track_state_change",
+        "session_track_system_variables",
+        "session_track_transaction_info",
+    }
+)
+"""Session variables whose value no expression reads: a client's usual SETs at connect
+(autocommit, the isolation level, timeouts) leave a held statement's rows countable."""
+
+
+def _sets_state(c: Classification) -> bool:
+    """Whether a statement (or one it runs) sets a variable an expression may read
+    (any but ``_INERT_VARIABLES``)."""
+    assigned = c.variables if c.inner is None else _nested_variables(c.inner)
+    return any(
+        name not in _INERT_VARIABLES
+        and not (name in _CONNECT_CHARSETS and (value or "").strip("'\"`").lower() == "utf8mb4")
+        for name, value in assigned
+    )
+
+
+_CONNECT_CHARSETS = frozenset(
+    {"names", "character_set_client", "character_set_connection", "character_set_results"}
+)
+"""A SET of these to utf8mb4 (without a COLLATE: that is ``collation_connection``) is
+what connectors send at connect, and what the row estimate's own connection reads in."""
+
+
 _HOLDS_A_STATEMENT = frozenset({"PREPARE", "EXECUTE", "SET STATEMENT", "EXPLAIN", "ANALYZE"})
 
 
