@@ -240,7 +240,7 @@ class Request:
     identity: str
     client: str
     target: str
-    db: str
+    db: str | None  # None: not known (sent before a USE was answered, docs/events.md)
     sql: str
     rule: str
     reason: str
@@ -274,7 +274,7 @@ class Request:
             identity=_text(body, "identity", "?"),
             client=_text(body, "client", "?"),
             target=_text(body, "target", "?"),
-            db=_text(body, "db"),
+            db=body["db"] if isinstance(body.get("db"), str) else None,
             sql=_text(body, "sql"),
             rule=_text(body, "rule", "?"),
             reason=_text(body, "reason"),

@@ -406,6 +406,18 @@ async def test_every_field_of_a_request_is_shown_printable(run: Run) -> None:
     assert "sha256 \\x1b[8m" + "a" * 12 + "\u2026" in str(content)  # its first 16
 
 
+@console()
+async def test_the_detail_says_when_the_schema_is_not_known(run: Run) -> None:
+    """BUG: ``USE shop`` pipelined before a held ``DROP TABLE orders`` makes its request's
+    ``db`` null (the server may run it in either schema); the detail then showed no
+    schema at all, and the operator who knew the session in its scratch schema approved
+    dropping shop's table. It says the schema is not known, as ``approvals show`` does."""
+    await on_top(run, "0a0a0a0a0a0a", "DROP TABLE orders", db=None)
+    shown = detail(run)
+    assert "edge-1/orders, 1s left" in shown
+    assert "schema NOT KNOWN: sent before a USE was answered, it may run in either" in shown
+
+
 LONGER_DROP = COMMENTED_DROP.replace("harmless words " * 40, "harmless words " * 120)
 
 

@@ -220,9 +220,14 @@ class ApprovalsScreen(ConsoleScreen):
         text.append(printable(request.identity), style="bold")
         text.append(f" from {printable(request.client)} on ")
         text.append(f"{printable(request.appliance)}/{printable(request.target)}", style="bold")
-        if request.db:
+        if request.db is not None:
             text.append(f" ({printable(request.db)})")
         text.append(f", {request.seconds_left(now)}s left\n")
+        if request.db is None:  # the session's schema may not be where it runs
+            text.append(
+                "schema NOT KNOWN: sent before a USE was answered, it may run in either\n",
+                style=f"bold {self.console.theme_colors['warning']}",
+            )
         if request.sql_truncated:  # said before the text, which may fill the pane
             text.append(
                 f"only its first {len(request.sql):,} characters came: the ledger has it whole\n",
