@@ -272,6 +272,18 @@ def offline_notes(requests: list[Request]) -> list[str]:
     ]
 
 
+_BLANK_LINES = re.compile("\n(?:[ \t]*\n){2,}")
+"""Two blank lines or more in a row, in a statement shown by ``shown``."""
+
+
+def _one_line(run: re.Match[str]) -> str:
+    """A run of blank lines on one line, its line breaks but the first and last escaped:
+    hundreds of them scrolled the statement's start and the lines above it (who, where,
+    which rule) off the terminal, leaving a harmless-looking tail in view."""
+    inner = run.group()[1:-1]
+    return "\n" + inner.replace("\n", "\\x0a") + "\n"
+
+
 def format_whole(request: Request, now: float) -> str:
     """The request with its whole statement, as it came, last: its lines as they are
     (a line break ends a ``--`` comment, so what follows shows on a line of its own),
@@ -281,7 +293,7 @@ def format_whole(request: Request, now: float) -> str:
     left = max(0, math.ceil(request.expires_at - now))
     foreign = _foreign(request.sql)
     note = f"outside ASCII (each may look like another): {foreign}\n" if foreign else ""
-    sql = shown(request.sql, keep="\n\t")
+    sql = _BLANK_LINES.sub(_one_line, shown(request.sql, keep="\n\t"))
     if request.sql_truncated:
         what = (
             f"statement: ONLY ITS FIRST {len(request.sql):,} CHARACTERS came (the gateway "

@@ -560,6 +560,34 @@ def test_a_listed_statement_is_one_line_cut_to_the_width() -> None:
     assert format_request(request, now=500.0).split("  ")[3] == "0s left"
 
 
+def test_a_shown_statement_keeps_runs_of_blank_lines_on_one_line() -> None:
+    """BUG: 300 blank lines inside a string scrolled the DELETE, and the lines saying who
+    asks and by which rule, off the terminal, leaving a SELECT in view. A run of blank
+    lines shows its inner line breaks escaped, on one line; single ones stay."""
+    from appliance.operator import Request, format_whole
+
+    sql = "DELETE FROM orders WHERE note <> '" + "\n" * 300 + "SELECT id FROM orders WHERE id = 42'"
+    request = Request(
+        id="a1",
+        appliance="edge-1",
+        identity="agent@example.com",
+        target="orders",
+        sql=sql,
+        sql_sha256="0" * 64,
+        requested_at=100.0,
+        expires_at=220.0,
+    )
+    whole = format_whole(request, now=110.2)
+    assert whole.count("\n") < 12
+    assert whole.endswith(
+        "DELETE FROM orders WHERE note <> '\n"
+        + "\\x0a" * 298
+        + "\nSELECT id FROM orders WHERE id = 42'"
+    )
+    one_blank = dataclasses.replace(request, sql="UPDATE t\n\nSET a = 1\n \n\t\nWHERE b")
+    assert format_whole(one_blank, now=0).endswith("UPDATE t\n\nSET a = 1\n \\x0a\t\nWHERE b")
+
+
 def test_a_shown_statement_keeps_its_lines_and_says_when_it_was_cut() -> None:
     from appliance.operator import Request, format_request, format_whole
 
