@@ -1907,7 +1907,6 @@ def classify_text(job: TextJob) -> Classified:
     return Classified((mode, backslash_unknown), found, readings)
 
 
-#: Kinds whose text holds another statement (in a string, or after FOR).
 _INERT_VARIABLES = frozenset(
     {
         "autocommit",
@@ -1956,6 +1955,7 @@ _CONNECT_CHARSETS = frozenset(
 what connectors send at connect, and what the row estimate's own connection reads in."""
 
 
+#: Kinds whose text holds another statement (in a string, or after FOR).
 _HOLDS_A_STATEMENT = frozenset({"PREPARE", "EXECUTE", "SET STATEMENT", "EXPLAIN", "ANALYZE"})
 
 
