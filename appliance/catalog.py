@@ -44,6 +44,7 @@ from appliance.config import Config, MaskStrategy, TargetConfig
 from appliance.policy.classify import view_sources
 from appliance.policy.masking import ColumnRule, MaskingPolicy
 from appliance.side_connection import ReadFailures, connect, keep_reading
+from appliance.tasks import cancel_and_wait
 
 __all__ = ["View", "ViewCatalog", "ViewChange", "derive_rules"]
 
@@ -310,7 +311,8 @@ class ViewCatalog:
                 return False
             event = self._current.setdefault(target, asyncio.Event())
             try:
-                await asyncio.wait_for(event.wait(), left)
+                async with asyncio.timeout(left):  # (see side_connection.keep_reading)
+                    await event.wait()
             except TimeoutError:
                 return False
         return True
@@ -324,16 +326,14 @@ class ViewCatalog:
         name = target.name
         answered = self._answered.get(name, 0)
         try:
-            rules, known = await asyncio.wait_for(
-                asyncio.to_thread(
+            async with asyncio.timeout(self.timeout_s + 1):  # (see keep_reading)
+                rules, known = await asyncio.to_thread(
                     self._read,
                     target,
                     self.timeout_s,
                     self.config.network.mark,
                     self.policy.column_rules,
-                ),
-                self.timeout_s + 1,
-            )
+                )
         except Exception as exc:  # the previous rules stay; a first failure keeps it unready
             self._failures.failed(name, exc)
             return
@@ -367,6 +367,5 @@ class ViewCatalog:
         )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if not await cancel_and_wait([self._task]):
+            log.warning("the reads of the views did not stop in time: left running")

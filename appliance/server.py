@@ -66,6 +66,7 @@ from appliance.policy.server_functions import BUILTIN_FUNCTIONS
 from appliance.server_mode import GlobalModes
 from appliance.session_kill import SessionKills
 from appliance.target_names import KEEP_S, Move, TargetNames
+from appliance.tasks import cancel_and_wait
 from appliance.through_catalog import ThroughCatalog
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self.tasks: set[asyncio.Task[None]] = set()  # the sessions' own (ClientLeg._spawn)
         accounts = {a.user: Account(a.user, a.stage2, frozenset(a.groups)) for a in config.accounts}
         client_tls = _client_tls_context(config)
         sha2_cache: dict[str, bytes] = {}
@@ -403,7 +405,9 @@ class Gateway:
         return leg if leg is not None and leg.ended_by is None else None
 
     async def drain(self, grace_s: float) -> None:
-        """Stop accepting, let running commands finish, then close every session."""
+        """Stop accepting, let running commands finish, then close every session. The
+        gateway's own tasks and those its sessions started are cancelled, within a bound
+        (``appliance.tasks``): nothing a client did may keep a stop from ending."""
         self.draining = True
         if self._server is not None:
             self._server.close()
@@ -426,12 +430,8 @@ class Gateway:
             await self.catalog.close()
         await self.through.close()
         await self.global_modes.close()
-        if self._following is not None:
-            self._following.cancel()
-            await asyncio.gather(self._following, return_exceptions=True)
-        if self._retention is not None:
-            self._retention.cancel()
-            await asyncio.gather(self._retention, return_exceptions=True)
+        if not await cancel_and_wait([self._following, self._retention]):
+            log.warning("the look-ups of target names or the recording retention did not stop")
         if self.bus is not None:
             await self.audit.settle(_LAST_EVENTS_S)  # the sessions' ends, published
             if self.audit.live is not None:
@@ -442,6 +442,10 @@ class Gateway:
                 await asyncio.wait_for(self.parted.wait(), min(grace_s, _LOGIN_TIMEOUT_S))
             for parting in list(self.parting):
                 parting.abort()
+        # what sessions started and still runs (a dial, a text in the worker) ends here,
+        # within a bound, while the ledger still takes what it records as it ends
+        if not await cancel_and_wait(self.tasks):
+            log.warning("%d tasks of sessions did not stop in time: left running", len(self.tasks))
 
 
 class ClientLeg(asyncio.Protocol):
@@ -1910,6 +1914,8 @@ class ClientLeg(asyncio.Protocol):
         """A task of this session's; a fault in it ends the session."""
         task = asyncio.get_running_loop().create_task(work)
         task.add_done_callback(self._task_done)
+        self.gw.tasks.add(task)  # a stop cancels it, within a bound (Gateway.drain)
+        task.add_done_callback(self.gw.tasks.discard)
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from appliance.config import Config, TargetConfig
 from appliance.policy.rules import unreadable_modes
 from appliance.side_connection import ReadFailures, connect
+from appliance.tasks import cancel_and_wait
 
 __all__ = ["GlobalModes", "unreadable_modes"]
 
@@ -79,10 +80,10 @@ class GlobalModes:
 
     async def _refresh(self, target: TargetConfig) -> None:
         try:
-            value = await asyncio.wait_for(
-                asyncio.to_thread(_read, target, self.timeout_s, self.config.network.mark),
-                self.timeout_s + 1,
-            )
+            async with asyncio.timeout(self.timeout_s + 1):  # (see side_connection.keep_reading)
+                value = await asyncio.to_thread(
+                    _read, target, self.timeout_s, self.config.network.mark
+                )
         except Exception as exc:  # what was known stays
             self._failures.failed(target.name, exc)
             self._read.discard(target.name)
@@ -136,7 +137,5 @@ class GlobalModes:
             await self.refresh()
 
     async def close(self) -> None:
-        tasks = [*self._reads, *([self._task] if self._task is not None else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if not await cancel_and_wait([*self._reads, self._task]):
+            log.warning("the reads of the global sql_mode did not stop in time: left running")

@@ -56,10 +56,16 @@ async def keep_reading(
 ) -> None:
     """A background refresh: ``refresh`` every ``every_s``, and soon after ``wake`` is
     set (a change went through the gateway), ``BURST_S`` later when ``settle()`` says
-    nobody waits; every ``UNREADY_RETRY_S`` while ``hurry()`` (a target not read yet)."""
+    nobody waits; every ``UNREADY_RETRY_S`` while ``hurry()`` (a target not read yet).
+
+    Its waits are ``asyncio.timeout``, not ``asyncio.wait_for``, here and in the reads it
+    makes: on Python 3.11 the latter loses a cancel that comes in the turn of the loop
+    its wait ended in, and the refresh went on through the gateway's stop (see
+    ``appliance.tasks``)."""
     while True:
         try:
-            await asyncio.wait_for(wake.wait(), UNREADY_RETRY_S if hurry() else every_s)
+            async with asyncio.timeout(UNREADY_RETRY_S if hurry() else every_s):
+                await wake.wait()
             if settle():
                 await asyncio.sleep(BURST_S)
         except TimeoutError:

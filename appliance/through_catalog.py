@@ -35,6 +35,7 @@ from appliance.policy.lexer import LexMode
 from appliance.policy.through import ForeignKey, Trigger, ViewBases, WriteThrough
 from appliance.policy.trigger_body import body_writes
 from appliance.side_connection import ReadFailures, connect, keep_reading
+from appliance.tasks import cancel_and_wait
 
 __all__ = ["ThroughCatalog", "read_through", "trigger_of", "view_bases"]
 
@@ -194,10 +195,10 @@ class ThroughCatalog:
 
     async def _refresh(self, target: TargetConfig) -> None:
         try:
-            through = await asyncio.wait_for(
-                asyncio.to_thread(self._read, target, self.timeout_s, self.config.network.mark),
-                self.timeout_s + 1,
-            )
+            async with asyncio.timeout(self.timeout_s + 1):  # (see keep_reading)
+                through = await asyncio.to_thread(
+                    self._read, target, self.timeout_s, self.config.network.mark
+                )
         except Exception as exc:  # the last one read stays (before any: unread)
             self._failures.failed(target.name, exc)
             return
@@ -215,6 +216,5 @@ class ThroughCatalog:
         )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if not await cancel_and_wait([self._task]):
+            log.warning("the reads of what writes reach did not stop in time: left running")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import cast
@@ -135,6 +136,37 @@ def test_the_background_reader_reads_again_at_once_after_the_answer() -> None:
             views.changed(change)
             assert await views.current("db", 1.5) is True
         finally:
+            await views.close()
+
+    asyncio.run(story())
+
+
+def block_until(condition: Callable[[], bool]) -> None:
+    """Hold the loop's thread until ``condition()`` (what a worker thread does then, and
+    a little after, comes to the loop all at once)."""
+    deadline = time.monotonic() + 5
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+
+
+def test_a_close_in_the_turn_of_the_loop_a_read_ends_in_stops_the_reader() -> None:
+    """Python 3.11's ``asyncio.wait_for`` returned a read that ended in the turn of the
+    loop its cancel came in: the background reader went on reading, and the gateway's
+    stop, which waits for it, never ended."""
+
+    async def story() -> None:
+        reader = Reader()
+        views = catalog(reader)
+        await views.start()
+        reader.gate.clear()
+        views.invalidate()  # (an EXECUTE was answered)
+        await wait_for(lambda: reader.begun == 2, "the read did not begin")
+        reader.gate.set()
+        block_until(lambda: reader.ended == 2)  # the read's answer comes to the loop meanwhile
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # its answer is taken, the task that waits for it not woken
+        async with asyncio.timeout(5):
             await views.close()
 
     asyncio.run(story())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import signal
 import socket
@@ -1131,6 +1132,128 @@ def test_a_statement_past_the_drain_timeout_is_recorded_as_cut_by_the_shutdown(
     ]
     assert end["ended_by"] == "sqlgate" and "drain timeout" in end["reason"]
     assert recs[-1]["kind"] == "checkpoint"
+
+
+READ_AT_STOP = """
+import asyncio
+import os
+import threading
+import time
+
+import appliance.catalog as catalog
+import appliance.server as server
+import appliance.through_catalog as through_catalog
+
+stopping = threading.Event()  # the gateway's stop has begun
+answered = threading.Event()  # the read held until then has returned
+reads = 0
+
+
+def held(read):
+    def reading(*args):
+        global reads
+        reads += 1
+        if reads == 1:  # the one at the start
+            return read(*args)
+        open(os.environ["READ_HELD"], "w").close()
+        stopping.wait(30)
+        try:
+            return read(*args)
+        finally:
+            answered.set()
+
+    return reading
+
+
+def at_stop(close):
+    async def closing(self):
+        if reads > 1:
+            stopping.set()
+            answered.wait(10)  # the loop waits: the read's answer comes to it meanwhile
+            time.sleep(0.05)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # its answer is taken, the task that waits not woken
+        await close(self)
+
+    return closing
+
+
+catalog._load = held(catalog._load)
+through = server.ThroughCatalog
+server.ThroughCatalog = lambda *a, **kw: through(*a, read=held(through_catalog.read_through), **kw)
+catalog.ViewCatalog.close = at_stop(catalog.ViewCatalog.close)
+through_catalog.ThroughCatalog.close = at_stop(through_catalog.ThroughCatalog.close)
+"""
+
+READ_AGAIN = {
+    "views": """
+[[masking]]
+column = "shop.customers.email"
+strategy = "redact"
+""",
+    "through": """
+[[rules]]
+name = "orders-are-read-only"
+statements = ["UPDATE", "DELETE", "INSERT"]
+tables = ["shop.orders"]
+action = "block"
+""",
+}
+
+
+@pytest.mark.parametrize("catalog", sorted(READ_AGAIN))
+def test_a_stop_as_a_read_of_the_catalog_ends_is_not_lost(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory, catalog: str
+) -> None:
+    """An EXECUTE has the views (masking) or what writes reach (block rules on tables)
+    read again once answered, even one refused as ``prepare-refused``. A SIGTERM handled
+    in the turn of the loop that such a read ended in was lost (Python 3.11's
+    ``asyncio.wait_for`` returned the read instead): the refresh went on and the gateway
+    never exited. The real gateway process gets a sitecustomize module that ends the
+    read, which the refused EXECUTE started, at that moment; it exits 0, with the
+    session's records and a final checkpoint."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "sitecustomize.py").write_text(READ_AT_STOP)
+    held = site / "read-held"
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    mariadb.admin_sql("CREATE TABLE IF NOT EXISTS shop.stop_items (id INT PRIMARY KEY, v INT)")
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("gw-read-at-stop"),
+        mariadb,
+        mariadb.pki,
+        extra_toml=READ_AGAIN[catalog],
+        env={"PYTHONPATH": path, "READ_HELD": str(held)},
+    ).start()
+    try:
+        with gw.connect() as conn:
+            with conn.cursor() as cur:
+                cur.execute("PREPARE s FROM 'UPDATE stop_items SET v = v + 1 WHERE id = 1'")
+            for sql, rule in (
+                ("PREPARE s FROM 'DELETE FROM stop_items'", "delete-without-where"),
+                ("EXECUTE s", "prepare-refused"),
+            ):
+                with pytest.raises(pymysql.err.OperationalError) as refused, conn.cursor() as cur:
+                    cur.execute(sql)
+                assert f"rule '{rule}'" in refused.value.args[1]
+        deadline = time.monotonic() + 10
+        while not held.exists():  # the read again the refused EXECUTE asked for
+            assert time.monotonic() < deadline, gw.log()
+            time.sleep(0.02)
+        started = time.monotonic()
+        code = gw.stop(10)  # (not the harness's 45 s: a stop that hangs fails fast)
+    finally:
+        gw.stop()
+    assert code == 0, gw.log()
+    assert time.monotonic() - started < 8
+    recs = ledger_records(gw.ledger)
+    (execute,) = [r for r in recs if r["kind"] == "statement" and r["sql"] == "EXECUTE s"]
+    assert execute["rule"] == "prepare-refused"
+    assert any(
+        r["kind"] == "result" and r["statement_seq"] == execute["statement_seq"] for r in recs
+    )
+    assert [r["kind"] for r in recs if r.get("session") == execute["session"]][-1] == "session_end"
+    assert recs[-1]["kind"] == "checkpoint"
+    assert "Traceback" not in gw.log()
 
 
 def test_sighup_and_sigusr_are_ignored_and_sigquit_stops_cleanly(
