@@ -1760,6 +1760,17 @@ class Session:
         if data == bytes([CachingSha2State.PERFORM_FULL_AUTHENTICATION]):
             if self._server_tls is not None:
                 self._server_reply(self.settings.backend.password + b"\0")
+            elif self.settings.backend.tls != "disabled":
+                # "preferred" fell back to plain: a server that offers no TLS may be an
+                # impostor at its address, which would send its own public key and read
+                # the vaulted password. Only a target the operator trusts in plain
+                # ("disabled") is asked for its key.
+                raise _LoginRefused(
+                    "it asks for the whole password (caching_sha2_password) on a connection "
+                    "without TLS, and the gateway does not fetch its public key in plain "
+                    "where an impostor could give its own: have the target offer TLS "
+                    '(tls = "required"), or set tls = "disabled" to trust the path'
+                )
             else:
                 self._server_reply(bytes([CachingSha2State.REQUEST_PUBLIC_KEY]))
             return

@@ -1039,6 +1039,26 @@ def test_backend_caching_sha2_full_auth_over_plain_uses_the_servers_rsa_key(
     )
 
 
+def test_backend_caching_sha2_full_auth_after_preferred_fell_back_to_plain_is_refused(
+    tls: TlsFiles,
+) -> None:
+    """``tls = "preferred"`` and a server that offers no TLS, which may be an impostor at
+    its address: asked for the whole password, the gateway fetched the server's public
+    key in plain and sent the vaulted password sealed with whatever key came back."""
+    settings = make_settings(backend_tls="preferred", backend_ctx=tls.client_context())
+    no_ssl = server_greeting(
+        NONCE, plugin=CACHING_SHA2_PASSWORD, capabilities=SERVER_CAPABILITIES & ~int(C.SSL)
+    )
+    assert (
+        _to_backend(Playbook(new_session(settings)), no_ssl)
+        << expect_server(_sha2_login())
+        >> server(frame(2, b"\x01\x04"))  # perform full authentication
+        << expect_client(is_err(2, 1045, "target 'db1'", "without TLS", 'tls = "required"'))
+        << expect_event(AuthFailed, user="alice", cause="target")
+        << expect_closed()
+    )  # and no request for the key went to the server: the playbook checks that
+
+
 def test_backend_caching_sha2_full_auth_over_tls_sends_the_password_inside_tls(
     tls: TlsFiles,
 ) -> None:
