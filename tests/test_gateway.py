@@ -497,6 +497,25 @@ def test_the_last_prepared_statement_id_runs_only_right_after_its_prepare(
     assert refused["decision"] == "blocked" and refused["command"] == "COM_STMT_EXECUTE"
 
 
+TWO_STRINGS = b"\x00\x01\xfd\x00\xfd\x00\x01a\x03zzz"
+"""An execute's parameter block: no NULLs, new types (two VAR_STRINGs), 'a' and 'zzz'."""
+
+
+def _an_update_of_two_rows(mariadb: MariaDB, conn: Any, table: str) -> int:
+    """shop.<table> with the rows (1, 'a') and (2, 'zzz'), and ``UPDATE <table> SET name
+    = ? WHERE name = ?`` prepared on ``conn`` through the gateway: its statement id."""
+    with mariadb.connect() as admin, admin.cursor() as cur:
+        cur.execute(f"CREATE OR REPLACE TABLE shop.{table} (id INT PRIMARY KEY, name TEXT)")
+        cur.execute(f"INSERT INTO shop.{table} VALUES (1, 'a'), (2, 'zzz')")
+        admin.commit()
+    sql = f"UPDATE {table} SET name = ? WHERE name = ?".encode()
+    send_raw(conn, bytes([Command.STMT_PREPARE]) + sql)
+    statement = packets.parse_stmt_prepare_ok(read_raw(conn)).statement_id
+    while read_raw(conn)[0] != 0xFE:  # its two parameters, then their EOF
+        pass
+    return statement
+
+
 def test_long_data_for_the_last_prepared_statement_id_is_refused(
     gateway: GatewayProcess, mariadb: MariaDB
 ) -> None:
@@ -506,23 +525,12 @@ def test_long_data_for_the_last_prepared_statement_id_is_refused(
     UPDATE ... SET name = 'a' WHERE name = 'zzz', and the server set the row 'a' to
     'PWNED'. The chunk is refused now (no answer, as the client expects none): the
     execute binds what its record says."""
-    with mariadb.connect() as conn, conn.cursor() as cur:
-        cur.execute("CREATE OR REPLACE TABLE shop.ld_last (id INT PRIMARY KEY, name TEXT)")
-        cur.execute("INSERT INTO shop.ld_last VALUES (1, 'a'), (2, 'zzz')")
-        conn.commit()
     chunk = bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", 0xFFFFFFFF, 0)
-    # no NULLs, new types (two VAR_STRINGs), the values: 'a' and 'zzz', no room for a
-    # first one (the client took it for sent apart)
-    block = b"\x00\x01\xfd\x00\xfd\x00\x01a\x03zzz"
     with gateway.connect() as conn:
-        send_raw(
-            conn, bytes([Command.STMT_PREPARE]) + b"UPDATE ld_last SET name = ? WHERE name = ?"
-        )
-        statement = packets.parse_stmt_prepare_ok(read_raw(conn)).statement_id
-        while read_raw(conn)[0] != 0xFE:  # its two parameters, then their EOF
-            pass
+        statement = _an_update_of_two_rows(mariadb, conn, "ld_last")
         send_raw(conn, chunk + b"PWNED")  # no answer either way
-        send_raw(conn, bytes([Command.STMT_EXECUTE]) + struct.pack("<IBI", statement, 0, 1) + block)
+        execute = bytes([Command.STMT_EXECUTE]) + struct.pack("<IBI", statement, 0, 1)
+        send_raw(conn, execute + TWO_STRINGS)
         assert read_raw(conn)[0] == 0x00  # OK
         assert scalar(conn, "SELECT 5") == 5
     with mariadb.connect() as conn, conn.cursor() as cur:
@@ -551,18 +559,9 @@ def test_long_data_an_execute_that_did_not_run_left_bound_is_not_read_past(
     leaves the statement's long data bound there; the gateway had dropped it with that
     execute, and read the next one's values without it: recorded with 'a' and 'zzz',
     run with the chunk and 'a'. Its values are not read now, the block is kept."""
-    with mariadb.connect() as conn, conn.cursor() as cur:
-        cur.execute("CREATE OR REPLACE TABLE shop.ld_kept (id INT PRIMARY KEY, name TEXT)")
-        cur.execute("INSERT INTO shop.ld_kept VALUES (1, 'a'), (2, 'zzz')")
-        conn.commit()
-    block = b"\x00\x01\xfd\x00\xfd\x00\x01a\x03zzz"
+    block = TWO_STRINGS
     with gateway.connect() as conn:
-        send_raw(
-            conn, bytes([Command.STMT_PREPARE]) + b"UPDATE ld_kept SET name = ? WHERE name = ?"
-        )
-        statement = packets.parse_stmt_prepare_ok(read_raw(conn)).statement_id
-        while read_raw(conn)[0] != 0xFE:  # its two parameters, then their EOF
-            pass
+        statement = _an_update_of_two_rows(mariadb, conn, "ld_kept")
         head = bytes([Command.STMT_EXECUTE]) + struct.pack("<IBI", statement, 0, 1)
         long_data = bytes([Command.STMT_SEND_LONG_DATA]) + struct.pack("<IH", statement, 0)
         send_raw(conn, long_data + b"PWNED")  # no answer
