@@ -1000,6 +1000,37 @@ def test_explain_extended_does_not_show_masked_values_in_its_note(gw: GatewayPro
         conn.close()
 
 
+def test_a_json_plan_does_not_show_a_constant_rows_masked_values(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """A view that only joins on a masked column shows none of it, so no rule masks its
+    columns; but the plan of a read of one row writes that row's values into its
+    conditions (``"const_condition": "'ann@example.com' is not null"``), in EXPLAIN,
+    DESCRIBE and ANALYZE FORMAT=JSON alike. Their literals are not shown."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.mask_orders (id INT PRIMARY KEY, email VARCHAR(60), "
+        "total INT, KEY (email))",
+        "INSERT INTO shop.mask_orders VALUES (10, 'ann@example.com', 5), (11, 'x@y.z', 7)",
+        "CREATE OR REPLACE VIEW shop.mask_joined AS SELECT c.id, c.name, o.total "
+        "FROM shop.mask_customers c JOIN shop.mask_orders o ON o.email = c.email",
+    )
+    try:
+        conn = gw.connect()
+        try:
+            with conn.cursor() as cur:
+                for explain in ("EXPLAIN", "DESCRIBE", "ANALYZE"):
+                    cur.execute(f"{explain} FORMAT=JSON SELECT * FROM mask_joined WHERE id = 1")
+                    plan = cur.fetchall()[0][0]
+                    assert "ann@example.com" not in plan and "'****' is not null" in plan, plan
+                    assert json.loads(plan)["query_block"]["nested_loop"][0]["table"]["key"]
+                cur.execute("SELECT * FROM mask_joined ORDER BY id")
+                assert cur.fetchall() == ((1, "Ann", 5),)  # the view itself reads as before
+        finally:
+            conn.close()
+    finally:
+        mariadb.admin_sql("DROP VIEW shop.mask_joined", "DROP TABLE shop.mask_orders")
+
+
 REPLICATED = "INSERT INTO shop.mask_repl VALUES (1, '4111111111111111', 'tok-replicated')"
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -366,6 +367,68 @@ class ValueMask:
 
 _WARNING_COLUMNS = (b"level", b"code", b"message")
 
+_PLAN_COLUMNS = frozenset({b"explain", b"analyze"})
+"""The one column of ``EXPLAIN FORMAT=JSON`` (and ``DESCRIBE``) and ``ANALYZE
+FORMAT=JSON``: the plan as a JSON document, its conditions as SQL text."""
+_PLAN_LITERAL = re.compile(
+    r"'(?:[^'\\]|\\.)*(?:'|\Z)|\b0[xb][0-9A-Fa-f]+\b|"
+    r"(?<![\w$@`])[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?(?![\w$`])",
+    re.DOTALL,
+)
+"""A literal as the server prints one in a plan's condition: a quoted string (``\'``
+inside it ends nothing; an unclosed one runs to the end), a hex or bit number, a number. A
+constant table's row is written into the conditions (``"const_condition": "'ann@x.org'
+is not null"`` for a view that joins on a masked e-mail), so every literal is replaced."""
+_PLAN_STRUCTURE = frozenset({"key_length"})
+"""Keys whose string values are sizes the server computes, never a value of a row."""
+
+
+def _scrub_plan_text(text: str) -> str:
+    return _PLAN_LITERAL.sub(lambda m: "'****'" if m.group().startswith("'") else "****", text)
+
+
+def _scrub_plan_json(node: object) -> object:
+    if isinstance(node, str):
+        return _scrub_plan_text(node)
+    if isinstance(node, list):
+        return [_scrub_plan_json(v) for v in node]
+    if isinstance(node, dict):
+        return {k: v if k in _PLAN_STRUCTURE else _scrub_plan_json(v) for k, v in node.items()}
+    return node
+
+
+def scrub_plan(value: bytes) -> bytes:
+    """A JSON plan (``EXPLAIN``/``ANALYZE FORMAT=JSON``) with every literal of its
+    conditions replaced by ``****``: the server writes the values of a constant table's
+    row into them, masked columns too (through a view that only joins or filters on one,
+    whose own columns no rule masks). A text that is not JSON is scrubbed whole."""
+    text = value.decode("utf-8", "surrogateescape")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return _scrub_plan_text(text).encode("utf-8", "surrogateescape")
+    scrubbed = _scrub_plan_json(document)
+    if scrubbed == document:
+        return value
+    out = json.dumps(scrubbed, indent=2, ensure_ascii=False)
+    return out.encode("utf-8", "surrogateescape")
+
+
+@dataclass(slots=True)
+class _PlanMask:
+    """The mask of a JSON plan's column (``scrub_plan``), then the content detectors."""
+
+    key: bytes
+    detectors: Sequence[Detector] = ()
+    label: str = "plan"
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        if value is None:
+            return None
+        scrubbed = scrub_plan(value)
+        return _scan(scrubbed, self.detectors, self.key) if self.detectors else scrubbed
+
+
 # Content detectors scan string columns (a number column keeps its type for the client).
 _STRING_TYPES = frozenset(
     {
@@ -649,10 +712,18 @@ class SessionMasker:
         *,
         origins_unsure: bool = False,
         statement: bytes | None = None,
-    ) -> list[ValueMask | _WarningCode | None] | None:
-        masks: list[ValueMask | _WarningCode | None] = []
+    ) -> list[ValueMask | _WarningCode | _PlanMask | None] | None:
+        masks: list[ValueMask | _WarningCode | _PlanMask | None] = []
         names = tuple(c.name.lower() for c in columns)
         warnings = names == _WARNING_COLUMNS and not any(c.org_table for c in columns)
+        if (
+            len(columns) == 1
+            and names[0] in _PLAN_COLUMNS
+            and not columns[0].org_table
+            and any(True for _ in self._all_rules())
+        ):
+            # a JSON plan: its conditions may hold a constant row's masked values
+            return [_PlanMask(self.key, self.detectors)]
         read = _NameReader(self.results_charset)
         row = _WarningRow() if warnings else None
         # an origin name that may be an alias may hide any column of its table

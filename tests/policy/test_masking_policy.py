@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 
 import pytest
 from hypothesis import given
@@ -554,6 +555,35 @@ def test_the_rewritten_query_of_explain_extended_is_not_shown() -> None:
     assert b"4111" not in out and b"not shown" in out
     same = binary(1265, b"Data truncated for column 'x' at row 1")
     assert mask_binary_row(same, columns, plan)[0] == same
+
+
+PLAN = (
+    b'{\n  "query_block": {\n    "select_id": 1,\n    "const_condition": '
+    b"\"'4111111111111111' is not null and o.n = 123456789\",\n"
+    b'    "table": {"table_name": "o", "key_length": "243", "rows": 1}\n  }\n}'
+)
+
+
+@pytest.mark.parametrize("name", [b"EXPLAIN", b"ANALYZE"])
+def test_a_json_plan_shows_no_literal_of_its_conditions(name: bytes) -> None:
+    """EXPLAIN/ANALYZE FORMAT=JSON write a constant table's row into the conditions."""
+    masker = POLICY.for_groups(())
+    assert masker is not None
+    plan_column = ColumnDefinition(
+        b"def", b"", b"", b"", name, b"", 45, 80, FieldType.VAR_STRING, 0, 0
+    )
+    plan = masker.plan([plan_column])
+    assert plan is not None and plan[0] is not None
+    out = plan[0](PLAN)
+    assert out is not None and b"4111" not in out and b"123456789" not in out
+    document = json.loads(out)
+    condition = document["query_block"]["const_condition"]
+    assert condition == "'****' is not null and o.n = ****"
+    assert document["query_block"]["table"] == {"table_name": "o", "key_length": "243", "rows": 1}
+    assert plan[0](b"not a plan: '4111111111111111' 42") == b"not a plan: '****' ****"
+    assert plan[0](None) is None
+    origin = col("shop", "t", "EXPLAIN")  # a column of a table: its own rules, if any
+    assert masker.plan([origin]) is None
 
 
 @pytest.mark.parametrize(
