@@ -1031,6 +1031,39 @@ def test_a_json_plan_does_not_show_a_constant_rows_masked_values(
         mariadb.admin_sql("DROP VIEW shop.mask_joined", "DROP TABLE shop.mask_orders")
 
 
+def test_the_live_checksum_of_a_table_is_not_shown(gw: GatewayProcess, mariadb: MariaDB) -> None:
+    """An Aria (or MyISAM) table made with CHECKSUM=1 keeps a live checksum, the sum of a
+    CRC of each row, masked columns included: SHOW TABLE STATUS and
+    information_schema.TABLES report it, and a DELETE changes it by the deleted row's
+    CRC, from which a value of a few digits is found offline. It comes back NULL, and a
+    condition on it is refused."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.mask_aria (id INT PRIMARY KEY, ssn INT) "
+        "ENGINE=Aria CHECKSUM=1 TRANSACTIONAL=0",
+        "INSERT INTO shop.mask_aria VALUES (1, 123456789)",
+    )
+    try:
+        ((real,),) = mariadb.admin_sql(
+            "SELECT CHECKSUM FROM information_schema.TABLES WHERE TABLE_NAME = 'mask_aria'"
+        )
+        assert real
+        rows = query(gw, "SHOW TABLE STATUS LIKE 'mask_aria'")
+        assert len(rows) == 1 and real not in rows[0] and str(real) not in rows[0], rows
+        sql = "SELECT TABLE_NAME, CHECKSUM FROM information_schema.TABLES WHERE TABLE_NAME = "
+        assert query(gw, sql + "'mask_aria'") == [("mask_aria", None)]
+        for probe in (
+            f"SHOW TABLE STATUS WHERE Checksum = {real}",
+            f"SELECT TABLE_NAME FROM information_schema.TABLES WHERE CHECKSUM = {real}",
+            "SELECT CHECKSUM + 0 FROM information_schema.TABLES",
+        ):
+            with pytest.raises(pymysql.err.OperationalError) as caught:
+                query(gw, probe)
+            code, message = caught.value.args
+            assert code == 1227 and "information_schema.tables.checksum is masked" in message
+    finally:
+        mariadb.admin_sql("DROP TABLE shop.mask_aria")
+
+
 REPLICATED = "INSERT INTO shop.mask_repl VALUES (1, '4111111111111111', 'tok-replicated')"
 
 

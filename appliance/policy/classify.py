@@ -5368,6 +5368,8 @@ def _statement_refs(
         return [_Ref("", (), _OTHER_PLANS)], None
     if kind == "SHOW" and _shows_replication_status(tokens, head):
         return [_Ref("", (), _REPLICATION_ERRORS)], None
+    if kind == "SHOW" and _filters_checksums(tokens, head):
+        return [_Ref("checksum", (("information_schema", "tables"),), _CHECKSUM_FILTER)], None
     if kind in _VALUELESS and not (
         kind == "SHOW" and _subquery_spans(tokens, head, len(tokens))
     ):  # SHOW ... WHERE (SELECT ...): not analysed, not understood (below)
@@ -5412,6 +5414,21 @@ def _statement_refs(
     if walk.confused:
         return [*walk.refs, _not_understood(tokens)], None
     return walk.refs, None
+
+
+_CHECKSUM_FILTER = "in the WHERE of SHOW TABLE STATUS"
+
+
+def _filters_checksums(tokens: Sequence[Token], head: int) -> bool:
+    """SHOW TABLE STATUS ... WHERE naming its Checksum column: a test of the live
+    checksum of a table (``information_schema.TABLES.CHECKSUM``, which result masking
+    hides), one bit per statement."""
+    if word_at(tokens, head) != "TABLE" or word_at(tokens, head + 1) != "STATUS":
+        return False
+    where = next((i for i in range(head, len(tokens)) if word_at(tokens, i) == "WHERE"), None)
+    return where is not None and any(
+        t.kind in (Tok.WORD, Tok.IDENT) and t.text.lower() == "checksum" for t in tokens[where:]
+    )
 
 
 def _shows_replication_status(tokens: Sequence[Token], head: int) -> bool:

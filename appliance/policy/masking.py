@@ -544,6 +544,13 @@ class _ViewWords(NamedTuple):
         return self.pattern.search(statement) is not None
 
 
+TABLE_CHECKSUM = ColumnRule.of("information_schema", "TABLES", "CHECKSUM", MaskStrategy.NULL)
+"""The live checksum of a MyISAM or Aria table made with ``CHECKSUM=1`` (``SHOW TABLE
+STATUS``, ``information_schema.TABLES``): a 32-bit sum of a CRC of each row, masked
+columns included, kept up to date by every write. With the rest of a row known, the
+change a DELETE makes is that row's CRC, from which a value of a few digits is found
+offline. Masked in every session that a column rule masks anything for."""
+
 _UNREADABLE = "(a column whose origin could not be read)"
 _ALIASED = "(a cursor's column whose origin is not known)"
 _ANY_SCHEMA = "*any*"  # the schema MariaDB reports for a JSON_TABLE's columns
@@ -681,10 +688,15 @@ class SessionMasker:
     def rule_for(self, schema: str, table: str, column: str) -> ColumnRule | None:
         """The first rule that masks a column for this session: the configuration's in
         file order, then those derived from views (which match whatever schema the
-        server reports: MariaDB gives a view's columns the schema of its base table)."""
+        server reports: MariaDB gives a view's columns the schema of its base table),
+        then, when any of those applies, ``TABLE_CHECKSUM``."""
+        found = False
         for rule in self._all_rules():
             if rule.matches(schema, table, column):
                 return rule
+            found = True
+        if found and column != "*" and TABLE_CHECKSUM.matches(schema, table, column):
+            return TABLE_CHECKSUM
         return None
 
     def names_table(self, schema: str, table: str) -> bool:

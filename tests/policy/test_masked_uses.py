@@ -1087,3 +1087,49 @@ def test_rewritten_copies_hold_masked_values(shop: pymysql.connections.Connectio
         ]
     finally:
         _rows(shop, "DROP TEMPORARY TABLE IF EXISTS leak")
+
+
+CHECKSUM = "information_schema.tables.checksum"
+CHECKSUMS: dict[tuple[str, str, str], str] = {
+    **MASKED,
+    ("information_schema", "tables", "checksum"): "null",
+}
+
+
+@pytest.mark.parametrize(
+    ("sql", "found"),
+    [
+        (
+            "SHOW TABLE STATUS WHERE Checksum = 1954644863",
+            {(CHECKSUM, "in the WHERE of SHOW TABLE STATUS")},
+        ),
+        (
+            "SHOW TABLE STATUS FROM shop WHERE `checksum` > 5 AND Name = 'x'",
+            {(CHECKSUM, "in the WHERE of SHOW TABLE STATUS")},
+        ),
+        ("SHOW TABLE STATUS LIKE 'checksum'", set()),  # a pattern of names, not a test
+        ("SHOW TABLE STATUS WHERE Name = 't'", set()),
+        ("SHOW TABLES WHERE Tables_in_shop = 'checksum'", set()),
+        (
+            "SELECT CHECKSUM + 0 FROM information_schema.TABLES",
+            {(CHECKSUM, "inside the + operator")},
+        ),
+        (
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE CHECKSUM > 5",
+            {(CHECKSUM, "in WHERE")},
+        ),
+        (
+            "SELECT TABLE_NAME, CHECKSUM FROM information_schema.TABLES",
+            set(),
+        ),  # masked on the way back
+    ],
+    ids=lambda v: _id(v) if isinstance(v, str) else "",
+)
+def test_a_tables_live_checksum_is_tested_only_where_it_is_masked(
+    sql: str, found: set[tuple[str, str]]
+) -> None:
+    """The live checksum of a CHECKSUM=1 table sums a CRC of every row, masked values
+    included: a condition on it is a probe of them, as one on the column would be."""
+    strategy = strategy_of(CHECKSUMS)
+    result = masked_uses(sql, "shop", lambda *a: strategy(*a) is not None, DEFAULT)
+    assert {(u.column, u.where) for u in result} == found

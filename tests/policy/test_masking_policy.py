@@ -737,3 +737,26 @@ def test_a_call_is_read_in_the_schema_it_starts_in(
         assert verdict.refusal is not None and verdict.refusal.rule == "masking", verdict
     else:
         assert verdict.refusal is None, verdict
+
+
+def test_the_live_checksum_of_a_table_is_masked_where_a_column_rule_applies() -> None:
+    """SHOW TABLE STATUS and information_schema.TABLES report a CHECKSUM=1 table's live
+    checksum, a sum of a CRC of each row that a write changes by that row's CRC."""
+    masker = POLICY.for_groups(())
+    assert masker is not None
+    for name, origin in ((b"Checksum", b"CHECKSUM"), (b"CHECKSUM", b"CHECKSUM")):
+        column = ColumnDefinition(
+            b"def", b"information_schema", b"TABLES", b"TABLES", name, origin,
+            63, 21, FieldType.LONGLONG, 0, 0,
+        )  # fmt: skip
+        plan = masker.plan([col("information_schema", "TABLES", "TABLE_NAME"), column])
+        assert plan is not None and plan[0] is None and plan[1] is not None
+        assert plan[1](b"1954644863") is None
+    assert masker.is_masked("information_schema", "tables", "checksum")
+    one = MaskingPolicy([rule("shop.customers.email", "redact")], KEY).for_groups(())
+    assert one is not None and one.is_masked("information_schema", "tables", "checksum")
+    assert not one.is_masked("information_schema", "tables", "*")  # its other columns
+    assert not masker.is_masked("shop", "files", "checksum")
+    only_detectors = MaskingPolicy([detect("card")], KEY).for_groups(())
+    assert only_detectors is not None
+    assert not only_detectors.is_masked("information_schema", "tables", "checksum")
