@@ -25,7 +25,7 @@ from textual.screen import Screen
 from appliance.ledger.chain import LedgerError
 from appliance.operator import decision_body
 from appliance.replay import load as load_replay
-from tui.ledger import LedgerFile, LedgerFileError, LedgerKeyError, Verification
+from tui.ledger import LedgerFile, Verification
 from tui.messages import FromLedger, FromSource, LedgerRead, ReplayLoaded, Verified
 from tui.model import Alert, Change, Console, Request, printable
 from tui.screens.alerts import AlertsScreen
@@ -269,7 +269,7 @@ class ConsoleApp(App[None]):
         assert self.ledger is not None
         try:
             records = self.ledger.history()
-        except LedgerFileError as exc:
+        except LedgerError as exc:  # damaged too (LedgerDamaged): said, never a crash
             self.post_message(LedgerRead([], None, str(exc)))
             return
         self.post_message(FromLedger(records))
@@ -284,7 +284,7 @@ class ConsoleApp(App[None]):
         assert self.ledger is not None
         try:
             verification = self.ledger.verify()
-        except (LedgerFileError, LedgerKeyError) as exc:
+        except LedgerError as exc:  # a key, a file, or a damaged one
             verification = Verification(False, f"cannot verify: {exc}")
         self.post_message(Verified(verification))
 
@@ -301,7 +301,7 @@ class ConsoleApp(App[None]):
         assert self.ledger is not None
         try:
             records = self.ledger.recent() if query is None else self.ledger.search(query)
-        except LedgerFileError as exc:
+        except LedgerError as exc:  # damaged too (LedgerDamaged): said, never a crash
             self.post_message(LedgerRead([], query, str(exc)))
             return
         self.post_message(LedgerRead(records, query, None))

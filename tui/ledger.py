@@ -2,7 +2,7 @@
 
 The console opens the file only for reading (SQLite ``mode=ro``), so it can run beside
 a gateway that is writing. Every call is synchronous and meant for a worker thread; every
-problem is a ``LedgerFileError`` or ``LedgerKeyError`` whose text the screen shows.
+problem is a ``LedgerError`` (a file, a key, a damaged ledger) whose text the screen shows.
 """
 
 from __future__ import annotations

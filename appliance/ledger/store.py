@@ -10,7 +10,8 @@ ledger, and one table::
 and ``session`` are copies for the export filters. Verification reports a copy column
 that differs from its body (an export filtered on it would miss or include a record),
 and a body whose seq differs from its row's seq; ``read_head`` finds the latest
-checkpoint by the bodies. Triggers refuse UPDATE and DELETE,
+checkpoint by the bodies. Every reader refuses a ``records`` of another shape (a view, a
+column of its own: ``_records_shape``). Triggers refuse UPDATE and DELETE,
 which stops accidents, not an attacker: the hash chain and the signatures do that.
 
 Writing (``LedgerWriter``): ``append`` queues the fields and waits; everything queued is
@@ -1606,7 +1607,49 @@ def _open_read_only(uri: str, path: str | os.PathLike[str]) -> sqlite3.Connectio
     if app_id != APPLICATION_ID or "records" not in tables:
         conn.close()
         raise LedgerFileError(f"{path}: not a sqlgate ledger")
+    try:
+        problem = _records_shape(conn)
+    except sqlite3.OperationalError:
+        conn.close()
+        raise
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise LedgerDamaged(f"{path}: the file is damaged ({exc})") from None
+    if problem is not None:
+        conn.close()
+        raise LedgerDamaged(
+            f"{path}: {problem}: the file was edited (a reader could be shown other records "
+            "than those verified)"
+        )
     return conn
+
+
+_RECORD_COLUMNS = frozenset({"seq", "ts", "kind", "session", "body"})
+
+
+def _records_shape(conn: sqlite3.Connection) -> str | None:
+    """Why ``records`` is not the ledger's table (None when it is): a view or a virtual
+    table, or a table with columns of its own or computed ones. The readers rely on its
+    shape: ``export --session`` (and replay) reads each body by its row id, which a column
+    named ``rowid`` would shadow, handing out another record or none, while ``verify``,
+    reading every row, saw them all; a view may show each reader other rows."""
+    row = conn.execute("SELECT type, rootpage FROM sqlite_master WHERE name = 'records'").fetchone()
+    if row is None or row[0] != "table" or not row[1]:  # a view's or virtual table's is 0
+        return "'records' is a view or a virtual table, not the ledger's table"
+    columns = [(str(c[1]), int(c[6])) for c in conn.execute("PRAGMA table_xinfo(records)")]
+    names = {name.lower() for name, _ in columns}
+    if names != _RECORD_COLUMNS or len(columns) != len(_RECORD_COLUMNS):
+        extra = sorted(names - _RECORD_COLUMNS)
+        if extra:
+            return f"the records table has columns the ledger's has not ({', '.join(extra)})"
+        return f"the records table lacks columns ({', '.join(sorted(_RECORD_COLUMNS - names))})"
+    if any(hidden for _, hidden in columns):
+        return "the records table has computed (generated) columns"
+    try:
+        conn.execute("SELECT rowid FROM records NOT INDEXED LIMIT 0").close()
+    except sqlite3.OperationalError:
+        return "the records table has no row id (WITHOUT ROWID)"
+    return None
 
 
 def _needs_shm(exc: sqlite3.OperationalError, path: Path) -> bool:

@@ -421,6 +421,53 @@ def test_a_row_with_no_seq_is_named_for_what_it_is(ledger: Path, keys: Path) -> 
     )
 
 
+_REMADE = [
+    # a column named rowid shadows the row id that export --session reads each body by:
+    # NULL for seq 6 (SELECT 5, session s1) left it out of export --session s1 and of
+    # replay s1, while verify, reading every row, passed
+    (
+        ("ALTER TABLE records ADD COLUMN rowid INTEGER", ()),
+        ("UPDATE records SET rowid = seq WHERE seq <> 6", ()),
+    ),
+    (
+        ("ALTER TABLE records RENAME TO old_records", ()),
+        ("CREATE VIEW records AS SELECT seq, ts, kind, session, body FROM old_records", ()),
+    ),
+    (
+        ("ALTER TABLE records RENAME TO old_records", ()),
+        (
+            "CREATE TABLE records (seq INTEGER PRIMARY KEY, ts TEXT, kind TEXT, "
+            "session TEXT, body TEXT) WITHOUT ROWID",
+            (),
+        ),
+        ("INSERT INTO records SELECT * FROM old_records", ()),
+    ),
+]
+
+
+@pytest.mark.parametrize("remade", _REMADE, ids=["rowid-column", "view", "without-rowid"])
+def test_a_records_table_of_another_shape_is_refused(
+    ledger: Path, keys: Path, remade: tuple[tuple[str, tuple[object, ...]], ...]
+) -> None:
+    """Every reader relies on the table's shape; one of another shape could show export
+    and replay other records than verify read (verify passed, export --session s1 and
+    replay s1 left out a statement): all of them refuse it, exit 1."""
+    attack(ledger, *remade)
+    checks = [
+        verify(ledger, keys),
+        sqlgate("ledger", "export", "--ledger", ledger, "--session", "s1"),
+        sqlgate("ledger", "head", "--ledger", ledger),
+        sqlgate("replay", "s1", "--ledger", ledger, "--speed", "1000000"),
+    ]
+    for result in checks:
+        line = one_line_failure(result, 1)
+        assert line.startswith(f"sqlgate: {ledger}: "), line
+        assert line.endswith(
+            "the file was edited (a reader could be shown other records than those verified)"
+        ), line
+        assert result.stdout == ""
+
+
 @pytest.mark.parametrize("column", ["kind", "session", "ts"])
 def test_a_relabelled_column_is_detected(ledger: Path, keys: Path, column: str) -> None:
     """The columns copy the record's fields for export's filters: one changed would hide
