@@ -197,10 +197,7 @@ def check_ledger(config: Config) -> Check:
         return fail(_reason(exc))
     try:
         conn.execute("BEGIN")  # one snapshot while the gateway keeps writing
-        row = conn.execute(
-            "SELECT seq, body FROM records NOT INDEXED WHERE kind = 'checkpoint' "
-            "ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
+        row = conn.execute(store.LAST_CHECKPOINT).fetchone()
         start = int(row[0]) if row else 1
         verifier = Verifier(
             public_key, after_seq=start - 1, after_hash=None if row else GENESIS_HASH

@@ -129,6 +129,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APPLICATION_ID",
+    "LAST_CHECKPOINT",
     "LedgerFileError",
     "LedgerUnavailable",
     "LedgerWriter",
@@ -163,6 +164,15 @@ PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
 _INSERT = "INSERT INTO records (seq, ts, kind, session, body) VALUES (?, ?, ?, ?, ?)"
+LAST_CHECKPOINT = (
+    "SELECT seq FROM records NOT INDEXED WHERE json_valid(body) "
+    "AND json_extract(body, '$.kind') = 'checkpoint' ORDER BY seq DESC LIMIT 1"
+)
+"""The seq of the newest checkpoint, found by the bodies, where the tail checks start (the
+writer's on open, health's). The ``kind`` column is no more than a copy: relabelled
+'checkpoint' on the last of records added behind the gateway's back (and put back once it
+opened), it made the writer check, and name in its ``unsigned_tail_signed`` alert, that
+record alone, and sign the others before it as its own."""
 
 # What came back for a statement (session recording), bound to the chain by the SHA-256
 # its result record carries; not append-only: retention deletes old ones (recorded).
@@ -1288,9 +1298,7 @@ class LedgerWriter:
             await conn.executescript(_SCHEMA)
         await conn.execute(_RECORDINGS)  # also in ledgers made before recordings existed
         await conn.commit()
-        row = await _row(
-            conn, "SELECT seq FROM records WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
-        )
+        row = await _row(conn, LAST_CHECKPOINT)
         start = int(row[0]) if row else 1
         after_hash = None if row else GENESIS_HASH  # the checkpoint's signature anchors it
         verifier = Verifier(self._public_key, after_seq=start - 1, after_hash=after_hash)

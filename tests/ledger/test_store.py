@@ -821,6 +821,33 @@ def test_a_foreign_record_s_ts_does_not_stamp_the_records_after_it(tmp_path: Pat
     assert verify_file(db, PUBLIC).ok
 
 
+def test_a_kind_column_relabelled_checkpoint_does_not_shorten_the_alert(tmp_path: Path) -> None:
+    """Records appended behind the stopped gateway, the last one's kind column relabelled
+    'checkpoint': the writer took its tail check from there, named that record alone in its
+    unsigned_tail_signed alert and signed the ones before it as its own; with the column
+    put back, verify passed a ledger whose forged records no alert named. The newest
+    checkpoint is found by the bodies: the alert names every record added."""
+    db = tmp_path / "ledger.db"
+
+    async def run(i: int) -> None:
+        async with writer(db) as w:
+            await w.append(stmt(i))
+
+    asyncio.run(run(0))  # seq 1, checkpoint 2 at close
+    forged = [append_behind(db, stmt(90 + i, session="x")) for i in range(3)]
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("DROP TRIGGER records_no_update")
+        conn.execute("UPDATE records SET kind = 'checkpoint' WHERE seq = ?", (forged[-1],))
+        asyncio.run(run(1))
+        conn.execute("UPDATE records SET kind = 'statement' WHERE seq = ?", (forged[-1],))
+    stored = rows(db)
+    named = [
+        (r["from_seq"], r["to_seq"]) for r in stored if r.get("alert") == "unsigned_tail_signed"
+    ]
+    assert named == [(forged[0], forged[-1])] == [(3, 5)]
+    assert verify_file(db, PUBLIC).ok
+
+
 class LandsThenFails:
     """The writer's connection, whose next commit reaches the file and then reports an
     error (as a commit may after its data was written)."""
