@@ -69,7 +69,9 @@ the previous ``ts`` until it catches up). Records the writer did not write (thos
 ``unsigned_tail_signed`` alert names) keep their own ``ts`` and are the exception: theirs
 sets no floor, else one stamped far in the future would stamp every record after it. On
 open the floor is the gateway's word only: its head while the file still holds it, the
-last checkpoint, and its own records of a failed commit that reached the file.
+last checkpoint, and its own records of a failed commit that reached the file; the last
+checkpoint's ``ts`` is not signed (its signature covers the record before it), so it
+counts only when at most ``CHECKPOINT_AHEAD_S`` ahead of the clock.
 
 Reading (``open_ledger``, ``verify_file``, ``read_head``, ``export``): plain sqlite3 with a
 read-only URI, rows streamed with ``fetchmany`` in one read transaction (a consistent
@@ -100,6 +102,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +209,11 @@ doubles with each further failure up to ``REOPEN_MAX_S`` and starts over at the 
 commit. Meanwhile every append is refused at once. An open reads the schema, verifies
 the tail and starts a thread, milliseconds each time: tried for every refused statement,
 a client that keeps sending to a full disk would burn a core on refusals."""
+CHECKPOINT_AHEAD_S = 60.0
+"""How far ahead of the clock the ts of the last checkpoint in the file may be and still
+stamp the records written after an open (so that ``ts`` does not run backwards when the
+clock was set back a little). That ts is not signed (a checkpoint signs the record before
+it): set far in the future in the file, it stamped every record after it with that time."""
 SAY_EVERY_S = 60.0
 """An outage is logged at most once in this many seconds: a ledger that fails, recovers
 and fails again with every statement (a disk with room for small records only) is one
@@ -1338,10 +1346,15 @@ class LedgerWriter:
         # (kept while the file holds it), the last checkpoint, its own records that landed;
         # a ts of the records it names as foreign counts for nothing (a forged one far in
         # the future would otherwise stamp every record after it)
+        # the last checkpoint's own ts is no one's word (its signature covers the record
+        # before it): it holds the records after it only when at most CHECKPOINT_AHEAD_S
+        # ahead of the clock
         floor = self._ts if held else ""
         for seq, digest, stamped in tail:
-            if seq == signed_through or digest in self._own:
+            if digest in self._own:
                 floor = max(floor, stamped)
+            elif seq == signed_through:
+                floor = max(floor, _capped_ahead(stamped, self.path))
         self._own.clear()  # what failed before this open either is in the file or never was
         self._alerts_tried.clear()
         self._seq, self._hash = result.last_seq, result.last_hash
@@ -1519,6 +1532,28 @@ async def _recorded_since(
         params,
     )
     return {str(row[0]) for row in rows if row[0] is not None}
+
+
+def _capped_ahead(stamped: str, path: Path) -> str:
+    """The last checkpoint's ``ts`` as a floor, or none ("") when it is later than
+    ``CHECKPOINT_AHEAD_S`` from now: the records are then stamped by the clock."""
+    now = utc_now()
+    try:
+        when = datetime.fromisoformat(now.replace("Z", "+00:00"))
+        latest = (when + timedelta(seconds=CHECKPOINT_AHEAD_S)).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError):  # utc_now() is always a time; just in case
+        return ""
+    latest = latest.replace("+00:00", "Z")
+    if stamped <= latest:
+        return stamped
+    log.warning(
+        "%s: the last checkpoint's ts %s is later than the clock (%s): the records after it "
+        "are stamped by the clock (it was set back, or the file was edited)",
+        path,
+        stamped[:40],
+        now,
+    )
+    return ""
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -848,6 +848,38 @@ def test_a_kind_column_relabelled_checkpoint_does_not_shorten_the_alert(tmp_path
     assert verify_file(db, PUBLIC).ok
 
 
+def test_the_last_checkpoint_s_ts_set_far_ahead_does_not_stamp_the_records_after_it(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint's signature covers the record before it, not its own ts: set far in
+    the future in the file (its hash computed again), it became the floor of every record
+    the gateway wrote after a restart (all stamped 9999-12-31), and verify passed. Only a
+    ts at most CHECKPOINT_AHEAD_S ahead of the clock holds the records after it."""
+    db = tmp_path / "ledger.db"
+
+    async def run(i: int) -> None:
+        async with writer(db) as w:
+            await w.append(stmt(i))
+
+    asyncio.run(run(0))  # seq 1, checkpoint 2 at close
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("DROP TRIGGER records_no_update")
+        (body,) = conn.execute("SELECT body FROM records WHERE seq = 2").fetchone()
+        checkpoint = json.loads(body)
+        del checkpoint["hash"]
+        sealed, text = seal_with_body({**checkpoint, "ts": FAR}, checkpoint.pop("prev_hash"))
+        conn.execute("UPDATE records SET ts = ?, body = ? WHERE seq = 2", (FAR, text))
+    asyncio.run(run(1))
+    stored = rows(db)
+    assert [(r["kind"], r["ts"] == FAR) for r in stored] == [
+        ("statement", False),
+        ("checkpoint", True),
+        ("statement", False),
+        ("checkpoint", False),
+    ]
+    assert verify_file(db, PUBLIC).ok
+
+
 class LandsThenFails:
     """The writer's connection, whose next commit reaches the file and then reports an
     error (as a commit may after its data was written)."""
