@@ -881,6 +881,12 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
                     f"({result.unsigned} records after it are not yet signed)"
                 )
             _print(f"ok: {result.records} records, {signed}")
+            for first, last in result.signed_after_the_fact:
+                _print(
+                    f"records {first} to {last}: signed after the fact, not the gateway's word "
+                    "(an unsigned_tail_signed alert names them: it found them unsigned, left by "
+                    "a run that stopped before signing them or added to the file)"
+                )
             if held is not None:
                 _print(f"held checkpoint at seq {held.seq}: present, hash and signature match")
             return 0

@@ -112,10 +112,14 @@ class LedgerFile:
                 if result.last_checkpoint_seq is not None
                 else "no checkpoint yet"
             )
+            late = "".join(
+                f"; records {first} to {last} signed after the fact, not the gateway's word"
+                for first, last in result.signed_after_the_fact
+            )
             return Verification(
                 True,
                 f"verified: {result.records} records intact, {signed}, "
-                f"{result.unsigned} after the last checkpoint",
+                f"{result.unsigned} after the last checkpoint{late}",
                 result,
             )
         return Verification(False, f"FAILED at seq {result.first_bad_seq}: {result.reason}", result)

@@ -433,6 +433,9 @@ class VerifyResult:
     ``records`` counts the records that verified (all of them when ``ok``);
     ``last_checkpoint_seq`` is the seq of the last valid checkpoint *record* (None if
     there is none); the records after it are chained but not yet signed (``unsigned``).
+    ``signed_after_the_fact``: the ranges (first seq, last seq) that signed
+    ``unsigned_tail_signed`` alerts name, records the gateway found unsigned and signed
+    without having written them (``verify_file`` fills it in).
     """
 
     ok: bool
@@ -442,6 +445,7 @@ class VerifyResult:
     last_checkpoint_seq: int | None
     last_seq: int = 0
     last_hash: str = GENESIS_HASH
+    signed_after_the_fact: tuple[tuple[int, int], ...] = ()
 
     @property
     def unsigned(self) -> int:

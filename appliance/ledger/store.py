@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -1820,7 +1821,14 @@ def verify_file(
     problem = recordings.check(verifier.result().last_checkpoint_seq, broken=not verifier.ok)
     if problem is not None:
         verifier.fail(problem[1], problem[0])
-    return verifier.result()
+    result = verifier.result()
+    # records signed yet not the gateway's word: what an auditor must be told besides "ok"
+    # (only alerts a checkpoint signs: one after it is anyone's)
+    signed = result.last_checkpoint_seq or 0
+    late = tuple((first, last) for seq, first, last in recordings.retention.named if seq < signed)
+    if result.ok and late:
+        result = dataclasses.replace(result, signed_after_the_fact=late)
+    return result
 
 
 def _seqless_row(conn: sqlite3.Connection) -> tuple[int, object]:
@@ -1980,6 +1988,7 @@ class _Retention:
         self.purges: list[tuple[int, str, str]] = []  # seq, before, bound of each purge
         self.outcomes: list[tuple[int, str, int | None]] = []  # seq, before, deleted if cut
         self.tails: list[tuple[int, int]] = []  # ranges signed after the fact
+        self.named: list[tuple[int, int, int]] = []  # each tail's alert seq, first, last
         self.claimed = 0  # past a break: the last checkpoint whose signature verifies
 
     @staticmethod
@@ -2007,6 +2016,7 @@ class _Retention:
             first, last = record.get("from_seq"), record.get("to_seq")
             if type(first) is int and type(last) is int:
                 self.tails.append((first, last))
+                self.named.append((seq, first, last))
 
     def excuses(self, signed_through: int | None, *, broken: bool = False) -> _Excuses:
         """What the purges explain; ``signed_through``: the seq of the last checkpoint.

@@ -241,6 +241,29 @@ def test_verify_reports_unsigned_records_after_a_crash(tmp_path: Path, keys: Pat
     )
 
 
+def test_verify_names_the_records_signed_after_the_fact(ledger: Path, keys: Path) -> None:
+    """Records added to a stopped gateway's file are signed at its next start, after an
+    unsigned_tail_signed alert naming them: verify said "ok", every record signed, and an
+    auditor who did not read the alerts took them for the gateway's word."""
+    prev = bodies(ledger)[RECORDS]["hash"]
+    for seq in (RECORDS + 1, RECORDS + 2):
+        fields = statements(seq, 1)[0]
+        assert fields is not None
+        sealed = seal({"seq": seq, "ts": utc_now(), **fields}, prev)
+        text = canonical_json(sealed).decode()
+        row = (seq, sealed["ts"], "statement", sealed["session"], text)
+        attack(ledger, ("INSERT INTO records VALUES (?, ?, ?, ?, ?)", row))
+        prev = sealed["hash"]
+    write(ledger, keys, statements(40, 1))
+    result = verify(ledger, keys)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        f"records {RECORDS + 1} to {RECORDS + 2}: signed after the fact, not the gateway's "
+        "word (an unsigned_tail_signed alert names them: it found them unsigned, left by a "
+        "run that stopped before signing them or added to the file)"
+    ]
+
+
 def test_verify_a_ledger_being_written(tmp_path: Path, keys: Path) -> None:
     db = tmp_path / "ledger.db"
 
