@@ -32,9 +32,10 @@ Verification (``Verifier``, ``verify_records``) streams: it holds one record at 
 For each record, in this order, it checks: the record is a JSON object; seq continuity
 (a missing, inserted or reordered record); the required fields; ``prev_hash`` against the
 previous record's hash; the hash against the record's contents (an edited record); for a
-checkpoint, that it names the record right before it and that its signature verifies;
-and for the held head, that the record at its seq has exactly its hash. It reports the
-first bad seq and why.
+checkpoint, that it names the record right before it, that its signature verifies, and
+that it holds only the writer's fields with this key's ``key_id`` (its signature covers the
+record before it, not its own fields); and for the held head, that the record at its seq
+has exactly its hash. It reports the first bad seq and why.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ FieldValue = str | int | float | bool | None | list[str]
 Record = dict[str, Any]  # a parsed or sealed record: field name -> JSON value
 
 _FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_CHECKPOINT_NAMES = frozenset(
+    {"seq", "ts", "kind", "checkpoint_seq", "checkpoint_hash", "signature", "key_id"}
+    | {"prev_hash", "hash"}
+)
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _known_names: set[str] = set()
 
@@ -687,6 +692,20 @@ class Verifier:
             kid = record.get("key_id")
             problem = "checkpoint " + self._signature_problem(kid if isinstance(kid, str) else None)
             self.fail(f"{problem}; records up to {seq - 1} are not vouched for", seq)
+            return False
+        # Its signature covers the record before it, not its own fields: the newest one's
+        # are anyone's to change (what ``ledger head`` hands out). Only the writer's fields,
+        # and its key's id, are a checkpoint's.
+        if len(record) != len(_CHECKPOINT_NAMES) or not _CHECKPOINT_NAMES.issuperset(record):
+            extra = ", ".join(sorted(set(record) - _CHECKPOINT_NAMES)) or "some missing"
+            self.fail(f"checkpoint holds fields the gateway does not write ({extra})", seq)
+            return False
+        if record.get("key_id") != self._key_id:
+            self.fail(
+                f"checkpoint says key_id {str(record.get('key_id'))[:40]!r}, but this public "
+                f"key ({self._key_id}) signed it",
+                seq,
+            )
             return False
         self._last_checkpoint = seq
         return True

@@ -346,6 +346,31 @@ def test_broken_checkpoint_signature(ledger: Path, keys: Path) -> None:
     assert reason.startswith("checkpoint signature does not verify with this public key")
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (
+            {"note": "all statements approved"},
+            "checkpoint holds fields the gateway does not write (note)",
+        ),
+        (
+            {"key_id": "0123456789abcdef"},
+            "checkpoint says key_id '0123456789abcdef', but this public key ({kid}) signed it",
+        ),
+    ],
+)
+def test_the_newest_checkpoint_s_own_fields_are_the_writer_s(
+    ledger: Path, keys: Path, change: dict[str, str], reason: str
+) -> None:
+    """A checkpoint's signature covers the record before it, not its own fields: the newest
+    one, no other signature over it, took a field of anyone's or another key_id (which
+    ``ledger head`` hands out), its hash computed again, and verify passed."""
+    record = {k: v for k, v in bodies(ledger)[RECORDS].items() if k != "hash"}
+    kid = record["key_id"]
+    store_body(ledger, seal({**record, **change}, record["prev_hash"]))
+    assert bad_record(verify(ledger, keys), RECORDS) == reason.format(kid=kid)
+
+
 def test_another_public_key(ledger: Path, keys: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     assert sqlgate("keygen", "--out", other).returncode == 0
