@@ -32,7 +32,7 @@ from appliance.target_names import lookup
 if TYPE_CHECKING:
     import pathlib
 
-    from appliance.ledger.chain import Head
+    from appliance.ledger.chain import Head, VerifyResult
     from netconfig.nft import LiveTable
 
 __all__ = ["build_parser", "main"]
@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--pubkey", metavar="FILE", required=True, help="ledger.pub")
     verify.add_argument(
         "--checkpoint", metavar="HEAD", help="a head kept earlier (JSON text or a file)"
+    )
+    verify.add_argument(
+        "--all-signed",
+        action="store_true",
+        help="fail unless a checkpoint signs every record (a copy taken after its gateway "
+        "stopped: the last record is its shutdown checkpoint)",
     )
     ledger_option(ledger_commands.add_parser("head", help="print the latest signed checkpoint"))
     export = ledger_commands.add_parser("export", help="print records as JSON lines")
@@ -777,6 +783,18 @@ def _cmd_account(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unsigned_tail(result: VerifyResult) -> str:
+    """Why ``--all-signed`` fails: the first record no checkpoint signs, and how many."""
+    first = result.last_seq - result.unsigned + 1
+    if result.last_checkpoint_seq is None:
+        return f"record {first}: not signed: the ledger holds no checkpoint"
+    return (
+        f"record {first}: not signed: {result.unsigned} records follow the last checkpoint "
+        f"(seq {result.last_checkpoint_seq}); a gateway that stops cleanly signs its last "
+        "records, a running one within a second"
+    )
+
+
 def _read_held_head(text: str) -> Head:
     """``--checkpoint``: a head as JSON text, or the name of a file holding it."""
     import json
@@ -873,6 +891,8 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
             result = _opening(args.ledger, lambda: store.verify_file(args.ledger, public_key, held))
             if not result.ok:
                 return _fail(f"ledger verify: record {result.first_bad_seq}: {result.reason}", 1)
+            if args.all_signed and result.unsigned:
+                return _fail(f"ledger verify: {_unsigned_tail(result)}", 1)
             if result.last_checkpoint_seq is None:
                 signed = f"no checkpoint yet ({result.unsigned} records are not yet signed)"
             else:

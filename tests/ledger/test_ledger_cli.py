@@ -241,6 +241,27 @@ def test_verify_reports_unsigned_records_after_a_crash(tmp_path: Path, keys: Pat
     )
 
 
+def test_all_signed_fails_on_records_no_checkpoint_signs(
+    ledger: Path, tmp_path: Path, keys: Path
+) -> None:
+    """An auditor handed the copy of a stopped gateway's ledger wants every record
+    signed: a tail appended after the last checkpoint (or a whole ledger without one)
+    verified "ok", saying only how many records were not yet signed."""
+    assert verify(ledger, keys, "--all-signed").returncode == 0  # the shutdown checkpoint
+    db = tmp_path / "crashed.db"
+    write(db, keys, [*statements(0, 3), None, *statements(3, 2)])
+    attack(db, ("DELETE FROM records WHERE seq = 7", ()))  # died before its last one
+    assert verify(db, keys).returncode == 0
+    assert bad_record(verify(db, keys, "--all-signed"), 5) == (
+        "not signed: 2 records follow the last checkpoint (seq 4); a gateway that stops "
+        "cleanly signs its last records, a running one within a second"
+    )
+    attack(db, ("DELETE FROM records WHERE seq >= 4", ()))  # no checkpoint at all
+    assert bad_record(verify(db, keys, "--all-signed"), 1) == (
+        "not signed: the ledger holds no checkpoint"
+    )
+
+
 def test_verify_names_the_records_signed_after_the_fact(ledger: Path, keys: Path) -> None:
     """Records added to a stopped gateway's file are signed at its next start, after an
     unsigned_tail_signed alert naming them: verify said "ok", every record signed, and an
