@@ -100,7 +100,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -1307,6 +1307,11 @@ class LedgerWriter:
             await conn.executescript(_SCHEMA)
         await conn.execute(_RECORDINGS)  # also in ledgers made before recordings existed
         await conn.commit()
+        problem = await _records_shape_async(conn)
+        if problem is not None:  # its readers refuse it: nothing is added to it
+            raise LedgerFileError(
+                f"{self.path}: {problem}: the file was edited; refusing to extend it: move it aside"
+            )
         row = await _row(conn, LAST_CHECKPOINT)
         start = int(row[0]) if row else 1
         after_hash = None if row else GENESIS_HASH  # the checkpoint's signature anchors it
@@ -1671,16 +1676,50 @@ def _open_read_only(uri: str, path: str | os.PathLike[str]) -> sqlite3.Connectio
 _RECORD_COLUMNS = frozenset({"seq", "ts", "kind", "session", "body"})
 
 
+_SHAPE_MASTER = "SELECT type, rootpage FROM sqlite_master WHERE name = 'records'"
+_SHAPE_COLUMNS = "PRAGMA table_xinfo(records)"
+_SHAPE_ROWID = "SELECT rowid FROM records NOT INDEXED LIMIT 0"
+
+
 def _records_shape(conn: sqlite3.Connection) -> str | None:
     """Why ``records`` is not the ledger's table (None when it is): a view or a virtual
     table, or a table with columns of its own or computed ones. The readers rely on its
     shape: ``export --session`` (and replay) reads each body by its row id, which a column
     named ``rowid`` would shadow, handing out another record or none, while ``verify``,
     reading every row, saw them all; a view may show each reader other rows."""
-    row = conn.execute("SELECT type, rootpage FROM sqlite_master WHERE name = 'records'").fetchone()
+    master = conn.execute(_SHAPE_MASTER).fetchone()
+    columns = list(conn.execute(_SHAPE_COLUMNS))
+    try:
+        conn.execute(_SHAPE_ROWID).close()
+    except sqlite3.OperationalError:
+        has_rowid = False
+    else:
+        has_rowid = True
+    return _shape_problem(master, columns, has_rowid)
+
+
+async def _records_shape_async(conn: aiosqlite.Connection) -> str | None:
+    """``_records_shape`` on the writer's connection: it does not extend such a file."""
+    master = await _row(conn, _SHAPE_MASTER)
+    async with conn.execute(_SHAPE_COLUMNS) as cursor:
+        columns = list(await cursor.fetchall())
+    try:
+        await (await conn.execute(_SHAPE_ROWID)).close()
+    except sqlite3.OperationalError:
+        has_rowid = False
+    else:
+        has_rowid = True
+    return _shape_problem(master, columns, has_rowid)
+
+
+def _shape_problem(
+    master: Sequence[Any] | None, table_xinfo: Iterable[Sequence[Any]], has_rowid: bool
+) -> str | None:
+    """``_records_shape`` from what the file says of ``records``."""
+    row = master
     if row is None or row[0] != "table" or not row[1]:  # a view's or virtual table's is 0
         return "'records' is a view or a virtual table, not the ledger's table"
-    columns = [(str(c[1]), int(c[6])) for c in conn.execute("PRAGMA table_xinfo(records)")]
+    columns = [(str(c[1]), int(c[6])) for c in table_xinfo]
     names = {name.lower() for name, _ in columns}
     if names != _RECORD_COLUMNS or len(columns) != len(_RECORD_COLUMNS):
         extra = sorted(names - _RECORD_COLUMNS)
@@ -1689,9 +1728,7 @@ def _records_shape(conn: sqlite3.Connection) -> str | None:
         return f"the records table lacks columns ({', '.join(sorted(_RECORD_COLUMNS - names))})"
     if any(hidden for _, hidden in columns):
         return "the records table has computed (generated) columns"
-    try:
-        conn.execute("SELECT rowid FROM records NOT INDEXED LIMIT 0").close()
-    except sqlite3.OperationalError:
+    if not has_rowid:
         return "the records table has no row id (WITHOUT ROWID)"
     return None
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from lab.clients import run_sqlgate as sqlgate
 
-from appliance.ledger import LedgerWriter, load_private_key
+from appliance.ledger import LedgerFileError, LedgerWriter, load_private_key
 from appliance.ledger.chain import GENESIS_HASH, canonical_json, seal, utc_now
 
 # The layout of the ledger the ``ledger`` fixture writes:
@@ -535,6 +535,24 @@ def test_a_records_table_of_another_shape_is_refused(
             "the file was edited (a reader could be shown other records than those verified)"
         ), line
         assert result.stdout == ""
+
+
+@pytest.mark.parametrize("remade", _REMADE, ids=["rowid-column", "view", "without-rowid"])
+def test_the_gateway_does_not_extend_a_records_table_of_another_shape(
+    ledger: Path, keys: Path, remade: tuple[tuple[str, tuple[object, ...]], ...]
+) -> None:
+    """Its readers refuse such a file; the gateway went on appending to it."""
+    attack(ledger, *remade)
+    before = ledger.read_bytes()
+
+    async def main() -> None:
+        writer = LedgerWriter(ledger, load_private_key(keys / "ledger.key"))
+        with pytest.raises(LedgerFileError, match="the file was edited; refusing to extend it"):
+            await writer.open()
+        await writer.close()
+
+    asyncio.run(main())
+    assert ledger.read_bytes() == before
 
 
 @pytest.mark.parametrize("column", ["kind", "session", "ts"])
