@@ -35,12 +35,21 @@ SAFE_FUNCTIONS = frozenset(
 
 
 async def estimate_rows(
-    target: TargetConfig, db: str | None, count_sql: str, mark: int, timeout_s: float = 2.0
+    target: TargetConfig,
+    db: str | None,
+    count_sql: str,
+    mark: int,
+    timeout_s: float = 2.0,
+    collation: int | None = None,
 ) -> int | None:
-    """The count, or None when it cannot be had within ``timeout_s``."""
+    """The count, or None when it cannot be had within ``timeout_s``. ``collation``: the
+    id of the one the session compares literals in (``collation_connection``; None: the
+    default of utf8mb4, this connection's own), which the count uses too: ``'ä' = 'ae'``
+    is true under utf8mb4_german2_ci, false under the default."""
     try:
         return await asyncio.wait_for(
-            asyncio.to_thread(_count, target, db, count_sql, mark, timeout_s), timeout_s + 0.5
+            asyncio.to_thread(_count, target, db, count_sql, mark, timeout_s, collation),
+            timeout_s + 0.5,
         )
     except TimeoutError:
         log.info("row estimate for target %s: no answer within %.1f s", target.name, timeout_s)
@@ -50,11 +59,29 @@ async def estimate_rows(
 
 
 def _count(
-    target: TargetConfig, db: str | None, count_sql: str, mark: int, timeout_s: float
+    target: TargetConfig,
+    db: str | None,
+    count_sql: str,
+    mark: int,
+    timeout_s: float,
+    collation: int | None,
 ) -> int | None:
     conn = connect(target, db, timeout_s, mark)
     try:
         with conn.cursor() as cur:
+            if collation is not None:
+                cur.execute(
+                    "SELECT CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS "
+                    "WHERE ID = %s",
+                    (collation,),
+                )
+                found = cur.fetchone()
+                if found is None:
+                    return None  # a collation the server does not know: not comparable
+                charset, name = str(found[0]), str(found[1])
+                if not (charset.startswith("utf8") or count_sql.isascii()):
+                    return None  # the text is sent in UTF-8, which the server would misread
+                cur.execute("SET NAMES %s COLLATE %s", (charset, name))
             cur.execute("START TRANSACTION READ ONLY")
             limited = count_sql
             if "mariadb" in conn.get_server_info().lower():

@@ -1849,8 +1849,13 @@ class ClientLeg(asyncio.Protocol):
         count_sql = count_query(sql)
         if count_sql is None:
             return None
+        assert self.policy is not None
         return await estimate_rows(
-            self.gw.config.target(self.target), db, count_sql, self.gw.config.network.mark
+            self.gw.config.target(self.target),
+            db,
+            count_sql,
+            self.gw.config.network.mark,
+            collation=self.policy.count_collation,
         )
 
     async def _run_granted(

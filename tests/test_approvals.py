@@ -1367,6 +1367,27 @@ def test_no_rows_are_counted_where_the_session_reads_the_where_otherwise(
     assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
 
 
+UTF8MB4_GERMAN2_CI = 244
+
+
+def test_rows_are_counted_in_the_collation_the_session_compares_in(
+    gw: GatewayProcess, broker: Broker, provider: Provider, mariadb: MariaDB
+) -> None:
+    """BUG: a login naming utf8mb4_german2_ci, where 'ä' = 'ae', sent no SET NAMES: the
+    count, on the gateway's connection in utf8mb4's default collation, said 0 rows for a
+    DELETE that touches every row in the session. It compares in the session's now."""
+    sql = "DELETE FROM appr_t WHERE id = 9 OR 'ä' = 'ae'"
+    held = Held(gw, sql, login_collation=UTF8MB4_GERMAN2_CI)
+    try:
+        request = next_request(broker, sql)
+        assert request["rows_estimate"] == 2
+        decide(broker, request, by_dba(provider, "deny"))
+        assert held.result() is not None
+    finally:
+        held.close()
+    assert mariadb.admin_sql("SELECT COUNT(*) FROM shop.appr_t")[0][0] == 2
+
+
 def test_the_broker_keeps_the_latest_signed_ledger_head(gw: GatewayProcess, broker: Broker) -> None:
     with gw.connect(database="shop") as conn, conn.cursor() as cur:
         cur.execute("SELECT 1")

@@ -649,6 +649,10 @@ class SessionPolicy:
         # timestamp, time_zone, lc_time_names, a collation, sql_mode...): another
         # connection no longer reads its WHERE as it does (the row estimate)
         self.state_changed = False
+        # the collation it compares literals in (collation_connection) as a collation id:
+        # the login's, None after a SET NAMES utf8mb4 (that character set's default, the
+        # row estimate's own connection's): the estimate compares in it too
+        self.count_collation: int | None = charset
         # SET STATEMENT sql_mode = ... FOR: its answer's status flags are those of the
         # statement's own mode, not the session's; until a later answer, not known
         self._statement_modes: set[int] = set()
@@ -734,6 +738,8 @@ class SessionPolicy:
         does not run ``init_connect`` again) or the server's own default (when it
         ignores the login's): until a later SET NAMES, only ASCII reads alike in both."""
         client = _canonical_charset(client)
+        if client != _canonical_charset(self._login_client):
+            self.state_changed = True  # its collation is not the login's (the estimate)
         if client in UNREADABLE_NAMES or client in ASCII_CHANGING:
             if self._start_mode is None:  # (a mode it cannot read says so first)
                 self._start_mode = _start_charset_refusal(client)
@@ -1310,8 +1316,11 @@ class SessionPolicy:
                 stateful = True  # whose thread it is changes from session to session
                 if decision == ALLOW:  # not a configured rule's allow
                     decision = self._kill_check(_kill_target(runs.text))
-            if self.may_run(decision) and _sets_state(c):
-                self.state_changed = True
+            if self.may_run(decision):
+                if _sets_state(c):
+                    self.state_changed = True
+                elif _names_utf8mb4(c):
+                    self.count_collation = None
             if touches_lexing and self.may_run(decision):
                 checked = self._session_checks(cmd, c, index, last, label)
                 if checked is not None:
@@ -1945,6 +1954,16 @@ def _sets_state(c: Classification) -> bool:
         name not in _INERT_VARIABLES
         and not (name in _CONNECT_CHARSETS and (value or "").strip("'\"`").lower() == "utf8mb4")
         for name, value in assigned
+    )
+
+
+def _names_utf8mb4(c: Classification) -> bool:
+    """Whether a statement makes utf8mb4's default collation the one it compares literals
+    in (``SET NAMES utf8mb4``, ``SET character_set_connection = utf8mb4``)."""
+    return any(
+        name in ("names", "character_set_connection")
+        and (value or "").strip("'\"`").lower() == "utf8mb4"
+        for name, value in c.variables
     )
 
 

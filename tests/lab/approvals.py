@@ -9,8 +9,11 @@ import subprocess
 import threading
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pymysql
+import pymysql.charset
+import pymysql.connections
 from cryptography.hazmat.primitives import serialization
 from lab.broker import Broker
 from lab.gateway import GatewayProcess
@@ -50,11 +53,20 @@ class Held:
     """A statement sent from a thread: it waits in the gateway until decided."""
 
     def __init__(
-        self, gw: GatewayProcess, sql: str, user: str = "agent", before: tuple[str, ...] = ()
+        self,
+        gw: GatewayProcess,
+        sql: str,
+        user: str = "agent",
+        before: tuple[str, ...] = (),
+        login_collation: int | None = None,
     ) -> None:
-        """``before``: statements the session runs first (each must be allowed)."""
+        """``before``: statements the session runs first (each must be allowed);
+        ``login_collation``: the id of the one its login names, with no SET NAMES."""
         self.sql = sql
-        self.conn = gw.connect(user=user, database="shop", read_timeout=60)
+        if login_collation is None:
+            self.conn = gw.connect(user=user, database="shop", read_timeout=60)
+        else:
+            self.conn = _login_in(gw, user, login_collation)
         with self.conn.cursor() as cur:
             for statement in before:
                 cur.execute(statement)
@@ -79,6 +91,18 @@ class Held:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _login_in(gw: GatewayProcess, user: str, collation_id: int) -> Any:
+    """A PyMySQL session whose login names collation ``collation_id`` and that sends no
+    SET NAMES after it (as mysql2 and raw clients do): PyMySQL itself logs in with its
+    character set's default collation and names another with a SET NAMES."""
+    conn = gw.connect(user=user, database="shop", read_timeout=60, defer_connect=True)
+    conn.set_character_set = lambda *args, **kwargs: None
+    named = pymysql.charset.charset_by_id(collation_id)
+    with mock.patch.object(pymysql.connections, "charset_by_name", lambda _: named):
+        conn.connect()
+    return conn
 
 
 def mosquitto(program: str, broker: Broker, user: str, *args: str) -> list[str]:
