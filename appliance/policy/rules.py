@@ -701,7 +701,11 @@ def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
 
 #: The tables that hold the password hashes of the server's accounts (mysql.user is a
 #: view of mysql.global_priv since MariaDB 10.4).
-CREDENTIAL_TABLES = frozenset({"mysql.user", "mysql.global_priv"})
+ACCOUNT_TABLES = frozenset({"mysql.user", "mysql.global_priv"})
+#: The table of CREATE SERVER's definitions, which holds the user name and password of
+#: each server that FEDERATED and SPIDER tables connect to, in the clear.
+SERVER_TABLES = frozenset({"mysql.servers"})
+CREDENTIAL_TABLES = ACCOUNT_TABLES | SERVER_TABLES
 
 
 def _credential_table(name: str) -> bool:
@@ -717,6 +721,13 @@ def _credentials(c: Classification, db: str | None) -> Decision | None:
     if not read and "show_grants" not in c.flags:
         return None
     what = f"{c.kind} of {', '.join(read)}" if read else "SHOW GRANTS"
+    if read and all("mysql." + t.lower().rsplit(".", 1)[-1] in SERVER_TABLES for t in read):
+        return _block(
+            "credentials",
+            f"{what} shows the user names and passwords, in the clear, with which the "
+            "database server logs in to the servers that CREATE SERVER defined. Do not "
+            "retry it; ask a database administrator about the servers you need",
+        )
     return _block(
         "credentials",
         f"{what} shows the password hashes of database accounts, the gateway's own "

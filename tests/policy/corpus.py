@@ -81,6 +81,9 @@ SCRATCH_SQL: tuple[str, ...] = (
     "BEGIN DELETE FROM corpus.items; RETURN ROW_COUNT(); END",
     "CREATE USER 'corpus_victim'@'%' IDENTIFIED BY 'victim-secret'",
     "GRANT SELECT ON corpus.* TO 'corpus_victim'@'%'",
+    # a server for FEDERATED and SPIDER tables: mysql.servers keeps its password in the clear
+    "CREATE SERVER corpus_srv FOREIGN DATA WRAPPER mysql OPTIONS (HOST '127.0.0.1', "
+    "DATABASE 'corpus', USER 'corpus_remote', PASSWORD 'remote-secret')",
 )
 
 #: Files a forwarded INTO OUTFILE/DUMPFILE would create on the server's host.
@@ -691,6 +694,12 @@ CREDENTIALS = _cases(
     "SELECT 1 FROM corpus.items WHERE EXISTS (SELECT * FROM mysql.user WHERE User = 'root')",
     "INSERT INTO corpus.notes (body) SELECT User FROM mysql.user",
     "USE mysql; SELECT Priv FROM global_priv",
+    # the user names and passwords, in the clear, of the servers CREATE SERVER defined
+    "SELECT Server_name, Host, Username, Password FROM mysql.servers",
+    "SELECT * FROM `mysql`.`servers`",
+    "INSERT INTO corpus.notes (body) SELECT Password FROM mysql.servers",
+    "CREATE TABLE corpus.servers_copy AS SELECT * FROM mysql.servers",
+    "USE mysql; SELECT Password FROM servers",
 )
 
 PREPARE = [
