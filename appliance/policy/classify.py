@@ -3145,6 +3145,8 @@ def _create(v: _View, kind: str, head: int) -> Classification:
     tree = _Tree(root, parsed)
     if (refused := _misread_tree(kind, text, tree, flags=flags, functions=functions)) is not None:
         return refused
+    if kind == "CREATE TABLE":
+        flags |= _storage_flags(v, root)
     target = root.this
     if isinstance(target, exp.Schema):
         target = target.this
@@ -3332,6 +3334,58 @@ def _partitioning_edits(v: _View) -> list[tuple[int, int, bytes]]:
             break
         j += 1
     return [(v.start(tokens[i]), v.end(tokens[last]), b" ")]
+
+
+# Table options that name where a table's rows are kept besides its engine: another
+# server (CONNECTION, which FEDERATED and SPIDER read) or a directory of the server's file
+# system (DATA DIRECTORY, INDEX DIRECTORY).
+_CONNECTION_OPTIONS = frozenset({"CONNECTION"})
+_DIRECTORY_OPTIONS = frozenset({"DATA DIRECTORY", "INDEX DIRECTORY"})
+
+
+def _storage_flags(v: _View, root: exp.Expr) -> set[str]:
+    """Where a CREATE TABLE keeps its rows, as flags for the rules: ``engine:<name>``
+    (lower case; "" when the name is not a plain one) for each ENGINE it names, of the
+    table or of a partition; ``connection`` for a CONNECTION option; ``data_directory``
+    for a DATA or INDEX DIRECTORY. The table's options come from the parsed tree (a
+    column may be named ``engine``), a partition's from the tokens of the partitioning
+    clause, which the parser is not shown (_partitioning_edits)."""
+    flags: set[str] = set()
+    properties = root.args.get("properties")
+    for prop in properties.expressions if isinstance(properties, exp.Properties) else ():
+        if isinstance(prop, exp.EngineProperty):
+            flags.add("engine:" + _engine_name(prop.this))
+        elif isinstance(prop, exp.Property):
+            name = " ".join(prop.name.upper().split())
+            if name in _CONNECTION_OPTIONS:
+                flags.add("connection")
+            elif name in _DIRECTORY_OPTIONS:
+                flags.add("data_directory")
+    spans = _partitioning_edits(v)
+    if not spans:
+        return flags
+    start, end, _ = spans[0]
+    tokens = [t for t in v.tokens if start <= v.start(t) and v.end(t) <= end]
+    for i in range(len(tokens)):
+        word = word_at(tokens, i)
+        if word == "ENGINE":
+            j = i + 1 + punct_at(tokens, i + 1, "=")
+            if j < len(tokens) and tokens[j].kind in (Tok.WORD, Tok.IDENT, Tok.STRING):
+                flags.add("engine:" + tokens[j].text.lower())
+            elif punct_at(tokens, i + 1, "="):
+                flags.add("engine:")  # ENGINE = <something else>: not a name read
+        elif word in ("DATA", "INDEX") and word_at(tokens, i + 1) == "DIRECTORY":
+            flags.add("data_directory")
+        elif word == "CONNECTION":
+            flags.add("connection")
+    return flags
+
+
+def _engine_name(node: exp.Expr | None) -> str:
+    """An ENGINE option's name in lower case, "" when it is not a name or a string."""
+    if isinstance(node, exp.Literal | exp.Identifier | exp.Var):
+        return str(node.this).lower()
+    return ""
 
 
 def _check_option_edits(v: _View) -> list[tuple[int, int, bytes]]:

@@ -670,6 +670,72 @@ def _servers(c: Classification, db: str | None) -> Decision | None:
     return None
 
 
+#: Storage engines that keep a table's rows in the server's own files, in its data
+#: directory. The others reach outside it: FEDERATED, SPIDER and S3 connect to other
+#: servers, CONNECT reads and writes files and other servers, MERGE, OQGRAPH and
+#: Mroonga's wrapper mode other tables, SPHINX a search daemon. The gateway sees none of
+#: what a statement reads or writes through them.
+LOCAL_ENGINES = frozenset(
+    {"innodb", "aria", "myisam", "memory", "heap", "csv", "archive", "blackhole", "rocksdb"}
+)
+
+#: The session variables that choose the engine of a table created without ENGINE.
+ENGINE_VARIABLES = frozenset({"default_storage_engine", "default_tmp_storage_engine"})
+
+_LOCAL_INSTEAD = "InnoDB (or Aria, MyISAM, MEMORY)"
+
+
+def _storage_engine(c: Classification, db: str | None) -> Decision | None:
+    if c.kind == "SET":
+        for name, value in c.variables:
+            plain = _plain(name)
+            if plain not in ENGINE_VARIABLES:
+                continue
+            if value is not None and (value.lower() in LOCAL_ENGINES or value == "default"):
+                continue
+            shown = "a value the gateway cannot read" if value is None else value
+            return _block(
+                "storage-engine",
+                f"SET {plain} to {shown} would make tables created without ENGINE keep their "
+                "rows outside the server's own tables (on another server, in files or in "
+                "other tables), where the gateway cannot see what is read or written "
+                f"through them. Set it to {_LOCAL_INSTEAD}, written as a plain name",
+            )
+        return None
+    if c.kind != "CREATE TABLE":
+        return None
+    engines = sorted(f[7:] for f in c.flags if f.startswith("engine:"))
+    outside = [e for e in engines if e not in LOCAL_ENGINES]
+    if outside:
+        shown = outside[0].upper() or "a value that is not an engine's name"
+        return _block(
+            "storage-engine",
+            f"{_what(c)} with ENGINE={shown} keeps the table's rows outside the server's "
+            "own tables (on another server, in files or in other tables the engine names), "
+            "where the gateway cannot see what is read or written through it. Use "
+            f"ENGINE={_LOCAL_INSTEAD}, or leave ENGINE out",
+        )
+    if "connection" in c.flags:
+        return _block(
+            "storage-engine",
+            f"{_what(c)} with CONNECTION names another server for the table's rows, where "
+            "the gateway cannot see what is read or written through it. Leave CONNECTION "
+            f"out and use ENGINE={_LOCAL_INSTEAD}",
+        )
+    return None
+
+
+def _data_directory(c: Classification, db: str | None) -> Decision | None:
+    if "data_directory" in c.flags:
+        return _block(
+            "data-directory",
+            f"{_what(c)} with DATA DIRECTORY or INDEX DIRECTORY writes the table's files in a "
+            "directory of the database server's file system outside its data directory. "
+            "Leave the option out: the server keeps the files in its data directory",
+        )
+    return None
+
+
 def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
     # `MySQL.user` is another schema on a server that tells case, but not on every one
     if c.kind in ("CREATE VIEW", "ALTER VIEW"):
@@ -1096,6 +1162,8 @@ BUILTINS: tuple[Builtin, ...] = (
     _prepare_from_variable,
     _handler,
     _servers,
+    _storage_engine,
+    _data_directory,
     _mysql_schema,
     _credentials,
     _set_variables,

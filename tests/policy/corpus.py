@@ -804,6 +804,51 @@ DDL = [
         "drop database `corpus`",
     ),
     *_cases(
+        ALLOW,
+        # engines that keep the rows in the server's own files; a column named engine
+        "CREATE TABLE corpus.t_engine (id INT, engine VARCHAR(16)) ENGINE=Aria",
+        "CREATE TABLE corpus.t_parts (id INT, connection INT) ENGINE=InnoDB PARTITION BY "
+        "HASH (id) (PARTITION p0 ENGINE=InnoDB, PARTITION p1)",
+        "CREATE TABLE corpus.t_memory (id INT) ENGINE 'MEMORY'",
+        "SET default_storage_engine = InnoDB",
+        "SET SESSION default_tmp_storage_engine = 'Aria'",
+    ),
+    *_cases(
+        "storage-engine",
+        # rows on another server, in the server's files or in other tables, all unseen
+        "CREATE TABLE corpus.remote (id INT PRIMARY KEY, name VARCHAR(64)) ENGINE=FEDERATED "
+        "CONNECTION='mysql://corpus_remote:remote-secret@127.0.0.1:3306/corpus/items'",
+        "CREATE TABLE corpus.remote (id INT) ENGINE=FEDERATED CONNECTION='corpus_srv'",
+        "CREATE TABLE corpus.passwd (line TEXT) ENGINE=CONNECT TABLE_TYPE=DOS "
+        "FILE_NAME='/etc/passwd'",
+        'CREATE TABLE corpus.remote (id INT) ENGINE=SPIDER COMMENT=\'srv "corpus_srv", '
+        'table "items"\'',
+        "CREATE TABLE corpus.merged (id INT) ENGINE=MRG_MyISAM",
+        "create table corpus.remote (id int) engine 'federated'",
+        "CREATE TABLE corpus.remote (id INT) ENGINE=InnoDB, ENGINE=`FEDERATED`",
+        "CREATE TABLE corpus.remote (id INT) CONNECTION='corpus_srv'",
+        "CREATE TABLE corpus.remote (id INT) PARTITION BY HASH (id) (PARTITION p0 "
+        "ENGINE=FEDERATED CONNECTION='corpus_srv')",
+        "CREATE TEMPORARY TABLE corpus.remote (id INT) ENGINE=FEDERATED CONNECTION='corpus_srv'",
+        "CREATE OR REPLACE TABLE corpus.items (id INT) ENGINE=FEDERATED CONNECTION='corpus_srv'",
+        # tables created without ENGINE take the session's default engine
+        "SET default_storage_engine = FEDERATED",
+        "SET SESSION default_tmp_storage_engine = 'CONNECT'",
+        "SET @@session.default_storage_engine = `SPIDER`",
+        "SET STATEMENT default_storage_engine = SPIDER FOR CREATE TABLE corpus.remote (id INT)",
+    ),
+    *_cases(
+        "data-directory",
+        # the table's files in a directory of the server's choosing, outside its datadir
+        "CREATE TABLE corpus.elsewhere (id INT) PARTITION BY HASH (id) (PARTITION p0 "
+        "DATA DIRECTORY = '/tmp')",
+        "CREATE TABLE corpus.elsewhere (id INT) ENGINE=MyISAM PARTITION BY KEY (id) "
+        "(PARTITION p0 DATA DIRECTORY '/tmp' INDEX DIRECTORY '/tmp')",
+        "CREATE TABLE corpus.elsewhere (id INT) PARTITION BY RANGE (id) SUBPARTITION BY HASH "
+        "(id) (PARTITION p0 VALUES LESS THAN MAXVALUE (SUBPARTITION s0 DATA DIRECTORY = "
+        "'/tmp'))",
+    ),
+    *_cases(
         UNKNOWN,
         "ALTER VIEW corpus.in_stock AS SELECT 1 AS id",
         "ALTER DATABASE corpus CHARACTER SET latin1",
