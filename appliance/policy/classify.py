@@ -2512,6 +2512,10 @@ class _Atoms:
             return self.atom(("const", self.key(node)), False)
         if isinstance(node, _COMPARISONS):
             return self.comparison(node)
+        if isinstance(node, exp.Like | exp.Escape):
+            found = self.like(node)
+            if found is not None:
+                return found
         if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
             self.noted(node)
             return self.atom(("isnull", self.key(node.this)), True)
@@ -2543,6 +2547,31 @@ class _Atoms:
             )
         self.noted(node)
         return self.atom(self.key(node), True)
+
+    def like(self, node: exp.Like | exp.Escape) -> _F | None:
+        """`a LIKE pattern` when the pattern may be only '%', which matches every value
+        but NULL, as `a = a` does: true for a literal of '%' alone (the verdict depends
+        on it, so the statement shares no shape with another pattern's), and for a
+        constant the gateway does not evaluate (`CONCAT('%', '')`, a variable) as a
+        constant that may make it so. None: an ordinary test of the row."""
+        like = node.this if isinstance(node, exp.Escape) else node
+        if not isinstance(like, exp.Like) or self.dependence(like.this) != "row":
+            return None
+        pattern = like.expression
+        if isinstance(pattern, exp.Introducer):
+            pattern = pattern.expression
+        if isinstance(pattern, exp.Literal):
+            self.literal_dependent = True
+            if pattern.is_string and pattern.this and set(pattern.this) == {"%"}:
+                return _TRUE
+            return None
+        if isinstance(pattern, exp.Placeholder) or self.dependence(pattern) == "row":
+            return None  # a value bound later, compared as any other; a column's pattern
+        self.noted(node)
+        return _F(
+            "|",
+            args=(self.atom(("const", self.key(pattern)), False), self.atom(self.key(node), True)),
+        )
 
     def value(self, node: exp.Expr | None) -> _Value | None:
         if node is None:
@@ -2817,7 +2846,8 @@ def _may_be_always_true(
     return False
 
 
-_SIMPLE_TESTS = (*_COMPARISONS, exp.In, exp.Like, exp.Between)
+# Not LIKE: a pattern of only '%' is true for every row (see _Atoms.atom_of).
+_SIMPLE_TESTS = (*_COMPARISONS, exp.In, exp.Between)
 
 
 def _simple_conjunction(cond: exp.Expr) -> bool:

@@ -313,6 +313,13 @@ WITHOUT_WHERE = [
         "ANALYZE DELETE FROM corpus.items",
         # EXPLAIN is decided as the statement it explains (though the server runs none)
         "EXPLAIN DELETE FROM corpus.items",
+        # a pattern of only '%' matches every name but NULL, as name = name does
+        "DELETE FROM corpus.items WHERE name LIKE '%'",
+        "DELETE FROM corpus.items WHERE name LIKE '%%'",
+        "DELETE FROM corpus.items WHERE id = 2 OR name LIKE _utf8mb4'%'",
+        "DELETE FROM corpus.items WHERE name LIKE '%' ESCAPE '!'",
+        "DELETE FROM corpus.items WHERE name LIKE CONCAT('%', '')",
+        "DELETE FROM corpus.items WHERE name LIKE @corpus_pattern",
     ),
     *_cases(
         "update-without-where",
@@ -333,6 +340,7 @@ WITHOUT_WHERE = [
         "update corpus.items set qty = 0 where 1 = 1",
         "UPDATE orders SET total = 0",
         "UPDATE corpus.items SET qty = 0 WHERE qty > 5 OR qty <= 5",
+        "UPDATE corpus.items SET qty = 0 WHERE name LIKE '%'",
         "UPDATE IGNORE corpus.items SET qty = 0",
         # literals are not evaluated (one decision per statement shape): a literal may be
         # true, so `x OR FALSE` counts as always true
