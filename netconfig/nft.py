@@ -169,13 +169,16 @@ def rule_expressions(rule: Rule) -> list[Expr]:
     exprs: list[Expr] = []
     if rule.mark is not None:
         exprs += [_meta(NFT_META_MARK), _cmp_eq(rule.mark.to_bytes(4, sys.byteorder))]
-    if rule.daddr is not None and rule.dport is not None:
+    if rule.daddr is not None:
         nfproto = NFPROTO_IPV4 if rule.daddr.version == 4 else NFPROTO_IPV6
         exprs += [
             _meta(NFT_META_NFPROTO),
             _cmp_eq(bytes([nfproto])),
             _payload(*_DADDR[rule.daddr.version]),
             _cmp_eq(rule.daddr.packed),
+        ]
+    if rule.dport is not None:
+        exprs += [
             _meta(NFT_META_L4PROTO),
             _cmp_eq(bytes([IPPROTO_TCP])),
             _payload(*_DPORT),

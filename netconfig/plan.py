@@ -12,7 +12,10 @@ What the rules do (SPEC §2):
 - ``output`` (nat): the same for clients inside the gateway's own namespace, except that
   sockets carrying ``[network] mark`` (the proxy's upstream connections) return first.
 - ``forward`` (filter): a connection to a target's address and port that was not
-  redirected is dropped, so nothing reaches a database port except from the proxy.
+  redirected is dropped, and so is any forwarded connection to a target's port at any
+  other address (a database's second address, its IPv6 address when the target names
+  IPv4, the new address of a moved name before the next look-up), so nothing reaches a
+  database port except from the proxy.
 
 Every rule carries a unique tag (its nft comment, netlink userdata): the reconcile key.
 """
@@ -25,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from appliance.config import Config, ConfigError
+from appliance.config import Config, ConfigError, TargetConfig
 
 __all__ = [
     "FAMILY",
@@ -122,8 +125,9 @@ CHAINS = (PREROUTING, OUTPUT, FORWARD)
 class Rule:
     """One tagged rule: optional matches (mark; daddr + tcp dport), a counter, an action.
 
-    A rule matches on ``mark`` alone (the exemption) or on ``daddr`` and ``dport``
-    together (a target). ``to_port`` is the redirect destination port.
+    A rule matches on ``mark`` alone (the exemption), on ``daddr`` and ``dport``
+    together (a target), or on ``dport`` alone (the forward drop of a target's port at
+    every address: a drop only). ``to_port`` is the redirect destination port.
     """
 
     chain: str
@@ -137,10 +141,12 @@ class Rule:
     def __post_init__(self) -> None:
         if not _TAG_RE.fullmatch(self.tag) or len(self.tag.encode()) > MAX_TAG_BYTES:
             raise ValueError(f"bad rule tag {self.tag!r}")
-        if (self.daddr is None) != (self.dport is None):
-            raise ValueError("daddr and dport go together")
-        if (self.daddr is None) == (self.mark is None):
-            raise ValueError("a rule matches either a mark or an address and port")
+        if self.daddr is not None and self.dport is None:
+            raise ValueError("daddr needs a dport")
+        if (self.dport is None) == (self.mark is None):
+            raise ValueError("a rule matches either a mark or a port (and an address)")
+        if self.daddr is None and self.dport is not None and self.action is not Action.DROP:
+            raise ValueError("a rule on a port at every address can only drop")
         if (self.action is Action.REDIRECT) != (self.to_port is not None):
             raise ValueError("to_port is the redirect port, and only that")
 
@@ -151,6 +157,7 @@ class Rule:
             parts.append(f"meta mark 0x{self.mark:08x}")
         if self.daddr is not None:
             parts.append(f"{'ip' if self.daddr.version == 4 else 'ip6'} daddr {self.daddr}")
+        if self.dport is not None:
             parts.append(f"tcp dport {self.dport}")
         parts.append("counter")
         if self.action is Action.REDIRECT:
@@ -241,7 +248,22 @@ def plan_rules(config: Config, resolve: Resolver | None = None) -> Plan:
             )
             output.append(Rule(OUTPUT.name, local, Action.REDIRECT, address, dport, to_port=port))
             forward.append(Rule(FORWARD.name, drop, Action.DROP, address, dport))
+    forward += _port_drops(config.targets)
     return Plan(TABLE, FAMILY, CHAINS, (*prerouting, *output, *forward))
+
+
+def _port_drops(targets: Iterable[TargetConfig]) -> list[Rule]:
+    """A forward drop of each target port at every address, in config order.
+
+    The address rules only know the addresses the configuration names; a database also
+    answers on its other addresses (IPv6 beside IPv4, a second interface), and a name
+    may have moved since the last look-up. Forwarded, any of those went around the proxy.
+    """
+    ports = dict.fromkeys(target.port for target in targets)
+    return [
+        Rule(FORWARD.name, f"{TAG_PREFIX}bypass-drop-port:{port}", Action.DROP, dport=port)
+        for port in ports
+    ]
 
 
 def _addresses(config: Config, key: str, host: str, resolve: Resolver) -> tuple[IPAddress, ...]:

@@ -4,8 +4,9 @@ The rules (``netconfig.plan``) send every connection to a target through the pro
 drop the rest in the forward path. Two things can still go wrong while the gateway runs,
 and the sentinel watches for both:
 
-- **Bypass**: a TCP SYN to a target's address and port leaves through a
-  database-side interface with a source address that is not one of the gateway's own.
+- **Bypass**: a TCP SYN to a target's port (at its address or any other: a database's
+  second address) leaves through a database-side interface with a source address that
+  is not one of the gateway's own.
   The proxy connects upstream from the gateway's own address, so such a packet is a
   client that reached the database without the gateway (rules missing, a route around
   them, a second path). Alert ``bypass``. Each flow is reported once, not per retransmit.
@@ -286,12 +287,19 @@ class Sentinel:
         self._on_alert = on_alert
         self._interfaces = tuple(interfaces) if interfaces else ()
         targets: dict[tuple[IPAddress, int], str] = {}
+        ports: dict[int, list[str]] = {}
         for rule in plan.rules:
             if rule.action is Action.DROP and rule.daddr is not None and rule.dport is not None:
                 # "sqlgate:bypass-drop:NAME" or ".../NAME/ADDRESS": the target's name
-                targets[(rule.daddr, rule.dport)] = rule.tag.split(":", 2)[-1].split("/")[0]
+                name = rule.tag.split(":", 2)[-1].split("/")[0]
+                targets[(rule.daddr, rule.dport)] = name
+                if name not in ports.setdefault(rule.dport, []):
+                    ports[rule.dport].append(name)
         self._targets = targets
-        self._program = syn_filter(port for _, port in targets)
+        # A SYN to a target's port at an address no target names (the database's other
+        # address) is a bypass too: it names the targets on that port.
+        self._ports = {port: ", ".join(names) for port, names in ports.items()}
+        self._program = syn_filter(ports)
         self._lock = threading.Lock()  # start/stop, the capture's state, error memory
         self._check_lock = threading.RLock()  # one check_rules at a time
         self._stopping = threading.Event()
@@ -529,7 +537,7 @@ class Sentinel:
             return
         dst = ipaddress.ip_address(ip.dst)
         dport = int(tcp.dport)
-        target = self._targets.get((dst, dport))
+        target = self._targets.get((dst, dport)) or self._ports.get(dport)
         if target is None:
             return
         src = ipaddress.ip_address(ip.src)

@@ -225,7 +225,10 @@ def test_the_rules_and_routing_follow_a_target_name_that_moves(
         gw.start()
         tags = {rule.tag for rule in nft.status(lab.ns("gw"))}
         assert "sqlgate:redirect:orders" in tags
-        # the database's own address is not the target's yet: MariaDB answers itself
+        # the database's own address is not the target's yet: the drop of the target's
+        # port at every address keeps it closed until the name moves there (before, the
+        # connection was forwarded and MariaDB answered it, around the gateway)
+        assert not lab.can_connect("agent", db, DB_PORT)
         assert _through_gateway(lab, db) is None
 
         _set_hosts(hosts_file, db)

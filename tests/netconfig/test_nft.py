@@ -263,7 +263,9 @@ def test_reconcile_adds_missing_then_deletes_stale(make_config: MakeConfig) -> N
         "sqlgate:redirect-local:billing",
         "sqlgate:bypass-drop:billing",
     )
-    assert all(op.before is None for op in ops if isinstance(op, NewRule))  # appended
+    # appended, but the new address drop goes before the kept drop of the port
+    port_drop = next(r.handle for r in live(old).rules if r.tag == "sqlgate:bypass-drop-port:3306")
+    assert [op.before for op in ops if isinstance(op, NewRule)] == [None, None, port_drop]
     assert outcome(live(old), ops) == {c.name: by_tag(new, c.name) for c in new.chains}
 
 
@@ -595,6 +597,30 @@ def test_gateway_redirects_fails_closed_and_is_plain_routing_after_remove(
         sock.close()
 
 
+def test_the_databases_other_addresses_are_closed_too(
+    namespaces: Namespaces, make_config: MakeConfig
+) -> None:
+    # The target names the db's IPv4 address only; the same server also answers on its
+    # IPv6 address and on a second IPv4 address. Those were forwarded straight to it.
+    agent, gateway, db = three_namespaces(namespaces)
+    ns_run(db, "ip", "addr", "add", "10.77.2.11/24", "dev", "d0")
+    plan = plan_rules(make_config([("orders", "10.77.2.10")], 3307))
+    proxy = listener(gateway, "0.0.0.0", 3307)
+    others = {a: listener(db, a, 3306) for a in ("fd77:2::10", "10.77.2.11")}
+    for address, server in others.items():  # before any rule: routed straight to the db
+        assert reaches(agent, address, server) == (address, 3306)
+
+    apply(plan, gateway)
+    assert reaches(agent, "10.77.2.10", proxy) == ("10.77.2.10", 3306)
+    for address, server in others.items():
+        with pytest.raises(TimeoutError):
+            connect(agent, address, 3306, timeout=1)
+        assert nothing_waiting(server)
+    assert packets(gateway)["sqlgate:bypass-drop-port:3306"] > 0
+    for sock in (proxy, *others.values()):
+        sock.close()
+
+
 _CLI_CONFIG = """
 [appliance]
 listen = "0.0.0.0:3307"
@@ -712,7 +738,7 @@ def test_net_status_says_when_the_rules_are_not_the_configured_ones(
         return done.stdout
 
     ns_run(netns, sys.executable, "-m", "appliance.cli", "net", "apply", "-c", str(config))
-    assert cli_status().splitlines()[-1] == "in place: the 4 rules the configuration plans"
+    assert cli_status().splitlines()[-1] == "in place: the 5 rules the configuration plans"
 
     ns_run(netns, "nft", "delete", "chain", "inet", "sqlgate", "forward")
     local = next(r for r in status(netns) if r.tag == "sqlgate:redirect-local:orders")

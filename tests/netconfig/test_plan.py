@@ -37,6 +37,7 @@ table inet sqlgate {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		ip daddr 10.77.2.10 tcp dport 3306 counter drop comment "sqlgate:bypass-drop:orders"
+		tcp dport 3306 counter drop comment "sqlgate:bypass-drop-port:3306"
 	}
 }
 """  # noqa: E501
@@ -62,6 +63,7 @@ def test_spec_config_gives_the_spec_rules(make_config: MakeConfig) -> None:
             "output", "sqlgate:redirect-local:orders", Action.REDIRECT, orders, 3306, to_port=3307
         ),
         Rule("forward", "sqlgate:bypass-drop:orders", Action.DROP, orders, 3306),
+        Rule("forward", "sqlgate:bypass-drop-port:3306", Action.DROP, dport=3306),
     )
     assert plan.to_nft() == SPEC_TEXT
 
@@ -124,13 +126,15 @@ def test_several_targets_in_config_order(make_config: MakeConfig) -> None:
             "sqlgate:bypass-drop:orders",
             "sqlgate:bypass-drop:billing",
             "sqlgate:bypass-drop:reports",
+            "sqlgate:bypass-drop-port:3306",  # each target port at every other address
+            "sqlgate:bypass-drop-port:3307",
         ],
     }
     text = plan.to_nft()
     assert "meta mark 0xdeadbeef counter return" in text
     assert "ip6 daddr fd77:2::20 tcp dport 3307 counter redirect to :4000" in text
     assert text.count("redirect to :4000") == 6
-    assert len(set(plan.tags)) == len(plan.tags) == 10
+    assert len(set(plan.tags)) == len(plan.tags) == 12
 
 
 def test_targets_sharing_address_and_port_share_one_rule(make_config: MakeConfig) -> None:
@@ -162,6 +166,7 @@ def test_host_name_with_a_resolver(make_config: MakeConfig) -> None:
         "10.77.2.10",
         "10.77.2.40",
         "fd77:2::40",
+        "None",  # the port at every address
     ]
 
 

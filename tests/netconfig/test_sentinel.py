@@ -258,6 +258,24 @@ def test_proxy_upstream_is_not_a_bypass_but_a_routed_client_is(
     assert alerts.threads <= {"sqlgate-sentinel-watchdog", "AsyncSniffer"}
 
 
+def test_a_syn_to_a_target_port_at_another_address_is_a_bypass(
+    lab: Lab, make_config: MakeConfig, start_sentinel: Start
+) -> None:
+    # The targets name the db's two addresses; it also answers on a third. With the
+    # rules gone, a client that dials that one is a bypass as much as one that dials a
+    # target's own address: it was not reported.
+    ns_run(lab.db, "ip", "addr", "add", "10.78.2.11/24", "dev", "d0")
+    other = listener(lab.db, "10.78.2.11", 3306)
+    _, alerts = start_sentinel(restore=False)
+    assert nft.remove(netns=lab.gateway)
+    alerts.wait("rules_changed", timeout=2.0)
+    connect(lab.client, "10.78.2.11").close()
+    alert = alerts.wait("bypass", source_is(lab.client_v4))
+    assert alert.details["dst"] == "10.78.2.11" and alert.details["dport"] == "3306"
+    assert alert.details["target"] == "orders, orders6"
+    other.close()
+
+
 @pytest.mark.usefixtures("db_listeners")
 def test_flushed_table_is_noticed_and_restored_within_two_seconds(
     lab: Lab, plan: Plan, start_sentinel: Start
