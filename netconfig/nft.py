@@ -88,7 +88,10 @@ NFT_TABLE_F_DORMANT = 1  # the table's chains are unhooked: its rules see no pac
 NFT_REG_VERDICT = 0
 NFT_REG_1 = 1
 NFT_CMP_EQ = 0
+NFT_CMP_NEQ = 1
 NFT_META_MARK = 3
+NFT_META_OIFNAME = 7
+IFNAMSIZ = 16
 NFT_META_NFPROTO = 15
 NFT_META_L4PROTO = 16
 NFT_PAYLOAD_NETWORK_HEADER = 1
@@ -129,12 +132,12 @@ def _meta(key: int) -> Expr:
     return _expr("meta", [("NFTA_META_KEY", key), ("NFTA_META_DREG", NFT_REG_1)])
 
 
-def _cmp_eq(data: bytes) -> Expr:
+def _cmp_eq(data: bytes, op: int = NFT_CMP_EQ) -> Expr:
     return _expr(
         "cmp",
         [
             ("NFTA_CMP_SREG", NFT_REG_1),
-            ("NFTA_CMP_OP", NFT_CMP_EQ),
+            ("NFTA_CMP_OP", op),
             ("NFTA_CMP_DATA", {"attrs": [("NFTA_DATA_VALUE", data)]}),
         ],
     )
@@ -167,6 +170,8 @@ def rule_expressions(rule: Rule) -> list[Expr]:
     host-order u32, and ``redirect to :PORT`` loads the port into a register for ``redir``.
     """
     exprs: list[Expr] = []
+    if rule.leaves_host:  # oifname != "lo": nft compares the name padded to IFNAMSIZ
+        exprs += [_meta(NFT_META_OIFNAME), _cmp_eq(b"lo".ljust(IFNAMSIZ, b"\0"), NFT_CMP_NEQ)]
     if rule.mark is not None:
         exprs += [_meta(NFT_META_MARK), _cmp_eq(rule.mark.to_bytes(4, sys.byteorder))]
     if rule.daddr is not None:

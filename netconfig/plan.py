@@ -1,7 +1,7 @@
 """The interception rules as data: a pure function of the configuration.
 
 ``plan_rules`` turns a :class:`~appliance.config.Config` into a :class:`Plan` - the
-project's own ``inet`` table, its three base chains and the ordered, tagged rules. It does
+project's own ``inet`` table, its four base chains and the ordered, tagged rules. It does
 no I/O: ``netconfig.nft`` reconciles the kernel towards a plan through netlink, and
 ``Plan.to_nft()`` prints the same plan as ``nft -f`` input for ``net apply --dry-run``.
 
@@ -16,6 +16,9 @@ What the rules do (SPEC §2):
   other address (a database's second address, its IPv6 address when the target names
   IPv4, the new address of a moved name before the next look-up), so nothing reaches a
   database port except from the proxy.
+- ``local`` (filter, output): the same drop of a target's port for the host's own
+  unmarked sockets, on every packet that leaves the host (not through ``lo``), so that a
+  connection made before the rules, which the nat chain never sees, is cut too.
 
 Every rule carries a unique tag (its nft comment, netlink userdata): the reconcile key.
 """
@@ -28,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from appliance.config import Config, ConfigError, TargetConfig
+from appliance.config import Config, ConfigError
 
 __all__ = [
     "FAMILY",
@@ -118,7 +121,8 @@ class Chain:
 PREROUTING = Chain("prerouting", ChainType.NAT, Hook.PREROUTING, -100)
 OUTPUT = Chain("output", ChainType.NAT, Hook.OUTPUT, -100)
 FORWARD = Chain("forward", ChainType.FILTER, Hook.FORWARD, 0)
-CHAINS = (PREROUTING, OUTPUT, FORWARD)
+LOCAL = Chain("local", ChainType.FILTER, Hook.OUTPUT, 0)
+CHAINS = (PREROUTING, OUTPUT, FORWARD, LOCAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +130,10 @@ class Rule:
     """One tagged rule: optional matches (mark; daddr + tcp dport), a counter, an action.
 
     A rule matches on ``mark`` alone (the exemption), on ``daddr`` and ``dport``
-    together (a target), or on ``dport`` alone (the forward drop of a target's port at
-    every address: a drop only). ``to_port`` is the redirect destination port.
+    together (a target), or on ``dport`` alone (the drop of a target's port at every
+    address: a drop only). ``leaves_host`` adds ``oifname != "lo"``: only packets to
+    another host (a local client's connection to this host's own port 3306 is not one).
+    ``to_port`` is the redirect destination port.
     """
 
     chain: str
@@ -137,6 +143,7 @@ class Rule:
     dport: int | None = None
     mark: int | None = None
     to_port: int | None = None
+    leaves_host: bool = False
 
     def __post_init__(self) -> None:
         if not _TAG_RE.fullmatch(self.tag) or len(self.tag.encode()) > MAX_TAG_BYTES:
@@ -153,6 +160,8 @@ class Rule:
     def to_nft(self) -> str:
         """The rule as one nft statement line (as ``nft list`` prints it, minus counters)."""
         parts: list[str] = []
+        if self.leaves_host:
+            parts.append('oifname != "lo"')
         if self.mark is not None:
             parts.append(f"meta mark 0x{self.mark:08x}")
         if self.daddr is not None:
@@ -248,20 +257,33 @@ def plan_rules(config: Config, resolve: Resolver | None = None) -> Plan:
             )
             output.append(Rule(OUTPUT.name, local, Action.REDIRECT, address, dport, to_port=port))
             forward.append(Rule(FORWARD.name, drop, Action.DROP, address, dport))
-    forward += _port_drops(config.targets)
-    return Plan(TABLE, FAMILY, CHAINS, (*prerouting, *output, *forward))
+    ports = tuple(dict.fromkeys(target.port for target in config.targets))
+    forward += _port_drops(FORWARD, "bypass-drop-port", ports)
+    local_out = [
+        Rule(LOCAL.name, TAG_PREFIX + "local-exempt", Action.RETURN, mark=config.network.mark),
+        *_port_drops(LOCAL, "local-drop-port", ports, leaves_host=True),
+    ]
+    return Plan(TABLE, FAMILY, CHAINS, (*prerouting, *output, *forward, *local_out))
 
 
-def _port_drops(targets: Iterable[TargetConfig]) -> list[Rule]:
-    """A forward drop of each target port at every address, in config order.
+def _port_drops(
+    chain: Chain, kind: str, ports: Iterable[int], leaves_host: bool = False
+) -> list[Rule]:
+    """A drop of each target port at every address, in config order.
 
     The address rules only know the addresses the configuration names; a database also
     answers on its other addresses (IPv6 beside IPv4, a second interface), and a name
-    may have moved since the last look-up. Forwarded, any of those went around the proxy.
+    may have moved since the last look-up. Forwarded, or dialled by an unmarked local
+    client, any of those went around the proxy.
     """
-    ports = dict.fromkeys(target.port for target in targets)
     return [
-        Rule(FORWARD.name, f"{TAG_PREFIX}bypass-drop-port:{port}", Action.DROP, dport=port)
+        Rule(
+            chain.name,
+            f"{TAG_PREFIX}{kind}:{port}",
+            Action.DROP,
+            dport=port,
+            leaves_host=leaves_host,
+        )
         for port in ports
     ]
 

@@ -231,6 +231,7 @@ def test_reconcile_empty_kernel_creates_everything(make_config: MakeConfig) -> N
         "prerouting",
         "output",
         "forward",
+        "local",
     ]
     assert [op.rule for op in ops if isinstance(op, NewRule)] == list(plan.rules)
     assert report.added == plan.tags and report.removed == ()
@@ -239,6 +240,7 @@ def test_reconcile_empty_kernel_creates_everything(make_config: MakeConfig) -> N
         "chain prerouting",
         "chain output",
         "chain forward",
+        "chain local",
     )
 
 
@@ -264,8 +266,12 @@ def test_reconcile_adds_missing_then_deletes_stale(make_config: MakeConfig) -> N
         "sqlgate:bypass-drop:billing",
     )
     # appended, but the new address drop goes before the kept drop of the port
-    port_drop = next(r.handle for r in live(old).rules if r.tag == "sqlgate:bypass-drop-port:3306")
-    assert [op.before for op in ops if isinstance(op, NewRule)] == [None, None, port_drop]
+    handles = {r.tag: r.handle for r in live(old).rules}
+    assert [op.before for op in ops if isinstance(op, NewRule)] == [
+        None,
+        None,
+        handles["sqlgate:bypass-drop-port:3306"],
+    ]
     assert outcome(live(old), ops) == {c.name: by_tag(new, c.name) for c in new.chains}
 
 
@@ -362,6 +368,7 @@ def test_apply_installs_exactly_the_plan(netns: str, make_config: MakeConfig) ->
         "prerouting": ("nat", "prerouting", -100),
         "output": ("nat", "output", -100),
         "forward": ("filter", "forward", 0),
+        "local": ("filter", "output", 0),
     }
     assert all(o["chain"]["policy"] == "accept" for o in objects if "chain" in o)
     assert comments(netns) == {c.name: [r.tag for r in plan.rules_in(c.name)] for c in plan.chains}
@@ -621,6 +628,47 @@ def test_the_databases_other_addresses_are_closed_too(
         sock.close()
 
 
+# An operator's own table that keeps conntrack busy before ours exists.
+OPERATOR_CT_RULESET = (
+    "add table inet operator; add chain inet operator out "
+    "{ type filter hook output priority 0; ct state established counter accept; }"
+)
+
+
+def test_local_clients_reach_the_databases_other_addresses_only_marked(
+    namespaces: Namespaces, make_config: MakeConfig
+) -> None:
+    # A process in the gateway's namespace that dialled the db's IPv6 address (the target
+    # names IPv4) reached the database without its mark: the output chain only knew the
+    # targets' addresses. And where conntrack was already in use (any ruleset with `ct`),
+    # a local connection made before the rules kept flowing: nat chains see only the
+    # first packet of a connection.
+    _, gateway, db = three_namespaces(namespaces)
+    ns_run(gateway, "nft", OPERATOR_CT_RULESET)
+    target = listener(db, "10.77.2.10", 3306)
+    early = connect(gateway, "10.77.2.10", 3306)
+    early_conn, _ = target.accept()
+    apply(plan_rules(make_config([("orders", "10.77.2.10")], 3307, mark=0x5147)), gateway)
+    early.send(b"after the rules")
+    early_conn.settimeout(1)
+    with pytest.raises(TimeoutError):
+        early_conn.recv(100)
+    for sock in (early, early_conn, target):
+        sock.close()
+
+    other, own = listener(db, "fd77:2::10", 3306), listener(gateway, "127.0.0.1", 3306)
+    with pytest.raises(TimeoutError):  # dropped on its way out
+        connect(gateway, "fd77:2::10", 3306, timeout=1)
+    assert nothing_waiting(other)
+    assert packets(gateway)["sqlgate:local-drop-port:3306"] > 0
+    connect(gateway, "fd77:2::10", 3306, mark=0x5147).close()  # the proxy's own: passes
+    other.accept()[0].close()
+    connect(gateway, "127.0.0.1", 3306).close()  # a port 3306 of the host itself: not dropped
+    own.accept()[0].close()
+    for sock in (other, own):
+        sock.close()
+
+
 _CLI_CONFIG = """
 [appliance]
 listen = "0.0.0.0:3307"
@@ -738,7 +786,7 @@ def test_net_status_says_when_the_rules_are_not_the_configured_ones(
         return done.stdout
 
     ns_run(netns, sys.executable, "-m", "appliance.cli", "net", "apply", "-c", str(config))
-    assert cli_status().splitlines()[-1] == "in place: the 5 rules the configuration plans"
+    assert cli_status().splitlines()[-1] == "in place: the 7 rules the configuration plans"
 
     ns_run(netns, "nft", "delete", "chain", "inet", "sqlgate", "forward")
     local = next(r for r in status(netns) if r.tag == "sqlgate:redirect-local:orders")

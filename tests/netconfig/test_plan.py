@@ -39,6 +39,12 @@ table inet sqlgate {
 		ip daddr 10.77.2.10 tcp dport 3306 counter drop comment "sqlgate:bypass-drop:orders"
 		tcp dport 3306 counter drop comment "sqlgate:bypass-drop-port:3306"
 	}
+
+	chain local {
+		type filter hook output priority filter; policy accept;
+		meta mark 0x00005147 counter return comment "sqlgate:local-exempt"
+		oifname != "lo" tcp dport 3306 counter drop comment "sqlgate:local-drop-port:3306"
+	}
 }
 """  # noqa: E501
 
@@ -54,6 +60,7 @@ def test_spec_config_gives_the_spec_rules(make_config: MakeConfig) -> None:
         ("prerouting", "nat", "prerouting", -100),
         ("output", "nat", "output", -100),
         ("forward", "filter", "forward", 0),
+        ("local", "filter", "output", 0),
     ]
     orders = ipaddress.IPv4Address("10.77.2.10")
     assert plan.rules == (
@@ -64,6 +71,8 @@ def test_spec_config_gives_the_spec_rules(make_config: MakeConfig) -> None:
         ),
         Rule("forward", "sqlgate:bypass-drop:orders", Action.DROP, orders, 3306),
         Rule("forward", "sqlgate:bypass-drop-port:3306", Action.DROP, dport=3306),
+        Rule("local", "sqlgate:local-exempt", Action.RETURN, mark=0x5147),
+        Rule("local", "sqlgate:local-drop-port:3306", Action.DROP, dport=3306, leaves_host=True),
     )
     assert plan.to_nft() == SPEC_TEXT
 
@@ -129,12 +138,17 @@ def test_several_targets_in_config_order(make_config: MakeConfig) -> None:
             "sqlgate:bypass-drop-port:3306",  # each target port at every other address
             "sqlgate:bypass-drop-port:3307",
         ],
+        "local": [
+            "sqlgate:local-exempt",
+            "sqlgate:local-drop-port:3306",
+            "sqlgate:local-drop-port:3307",
+        ],
     }
     text = plan.to_nft()
     assert "meta mark 0xdeadbeef counter return" in text
     assert "ip6 daddr fd77:2::20 tcp dport 3307 counter redirect to :4000" in text
     assert text.count("redirect to :4000") == 6
-    assert len(set(plan.tags)) == len(plan.tags) == 12
+    assert len(set(plan.tags)) == len(plan.tags) == 15
 
 
 def test_targets_sharing_address_and_port_share_one_rule(make_config: MakeConfig) -> None:
