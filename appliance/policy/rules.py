@@ -766,8 +766,11 @@ def _mysql_schema(c: Classification, db: str | None) -> Decision | None:
 
 
 #: The tables that hold the password hashes of the server's accounts (mysql.user is a
-#: view of mysql.global_priv since MariaDB 10.4).
-ACCOUNT_TABLES = frozenset({"mysql.user", "mysql.global_priv"})
+#: view of mysql.global_priv since MariaDB 10.4), and the hashes of their past passwords
+#: (the password_reuse_check plugin's history).
+ACCOUNT_TABLES = frozenset(
+    {"mysql.user", "mysql.global_priv", "mysql.password_reuse_check_history"}
+)
 #: The table of CREATE SERVER's definitions, which holds the user name and password of
 #: each server that FEDERATED and SPIDER tables connect to, in the clear.
 SERVER_TABLES = frozenset({"mysql.servers"})

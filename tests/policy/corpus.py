@@ -702,6 +702,8 @@ CREDENTIALS = _cases(
     "SELECT 1 FROM corpus.items WHERE EXISTS (SELECT * FROM mysql.user WHERE User = 'root')",
     "INSERT INTO corpus.notes (body) SELECT User FROM mysql.user",
     "USE mysql; SELECT Priv FROM global_priv",
+    # past passwords' hashes (the password_reuse_check plugin)
+    "SELECT * FROM mysql.password_reuse_check_history",
     # the user names and passwords, in the clear, of the servers CREATE SERVER defined
     "SELECT Server_name, Host, Username, Password FROM mysql.servers",
     "SELECT * FROM `mysql`.`servers`",
