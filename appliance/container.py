@@ -9,8 +9,9 @@ The ``Containerfile`` runs every command through it (``ENTRYPOINT``; the ``CMD``
    ``CAP_NET_ADMIN`` (interception rules, socket marks) and ``CAP_NET_RAW`` (the bypass
    sentinel), those of the two the container was given; ``no_new_privs`` is set, and the
    bounding set is cut to the two when ``CAP_SETPCAP`` allows it. Switching needs
-   ``CAP_SETUID`` and ``CAP_SETGID`` at start; without them, or with
-   ``SQLGATE_USER=root``, the command runs as root with what the container grants.
+   ``CAP_SETUID`` and ``CAP_SETGID`` at start; without them the entry point refuses
+   to start (exit 1) rather than run as root; with ``SQLGATE_USER=root`` the command
+   runs as root with what the container grants. The umask is 027 for every command.
    Started as another user (``podman run --user``, which hands added capabilities over
    as ambient ones), the command runs as that user.
 2. **Embedded broker.** With ``SQLGATE_EMBEDDED_BROKER=1`` and the command
@@ -75,6 +76,8 @@ CAP_SETPCAP = 8
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 KEPT_CAPS = {CAP_NET_ADMIN: "net_admin", CAP_NET_RAW: "net_raw"}
+
+UMASK = 0o027  # files the commands create: no access for other users
 
 BROKER_START_TIMEOUT_S = 10.0
 BROKER_STOP_TIMEOUT_S = 10.0
@@ -150,8 +153,13 @@ def _drop_privileges(argv: Sequence[str], env: Mapping[str, str]) -> None:
         raise EntrypointError(f"cannot read my capabilities: {exc.strerror}") from None
     permitted = sets.get("CapPrm", 0)
     if not (permitted >> CAP_SETUID & 1 and permitted >> CAP_SETGID & 1):
-        _say(f"no CAP_SETUID/CAP_SETGID to become '{user}': running as root")
-        return
+        # Fail closed: root without capabilities still owns the image (the venv's code,
+        # /etc) and has no no_new_privs; running so is a choice made with SQLGATE_USER.
+        raise EntrypointError(
+            f"no CAP_SETUID/CAP_SETGID to become '{user}': refusing to run as root (add "
+            f"--cap-add SETUID,SETGID, start as the user with --user 10001:10001, or set "
+            f"{ENV_USER}=root to run as root on purpose)"
+        )
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise EntrypointError("setpriv not found (Debian package util-linux)")
@@ -539,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     # ended in SIGKILL and the rules stayed. Blocked, it waits; the mask outlives exec,
     # and the gateway lifts it once its handlers are in place.
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    # What the gateway makes (the ledger with its -wal and -shm, the masking key, the
+    # broker's files) is nobody else's to read: the ledger holds statements and results,
+    # and a bind-mounted state directory may be open to every user of the host.
+    os.umask(UMASK)
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         _say("usage: python -m appliance.container COMMAND [ARGS...]")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -251,6 +252,74 @@ def test_root_becomes_the_user_with_only_the_network_capabilities(tmp_path: Path
     assert int(uid) == 65534
     assert int(eff.split()[1], 16) == wanted
     assert int(amb.split()[1], 16) == wanted
+
+
+def test_root_without_setuid_and_setgid_is_refused(tmp_path: Path) -> None:
+    """Without CAP_SETUID/CAP_SETGID the entry point ran the command as root (a root
+    with no capabilities still owns the venv's code and /etc, and has no
+    no_new_privs): it refuses now, unless SQLGATE_USER=root asks for root."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None
+    without = [
+        setpriv,
+        "--inh-caps=-setuid,-setgid",
+        "--bounding-set=-setuid,-setgid",
+        "--",
+        sys.executable,
+        "-m",
+        "appliance.container",
+        "sh",
+        "-c",
+        "id -u",
+    ]
+    done = subprocess.run(
+        without,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=entrypoint_env(SQLGATE_USER="nobody"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert done.stderr.startswith(
+        "sqlgate-entrypoint: no CAP_SETUID/CAP_SETGID to become 'nobody': refusing to run as root"
+    )
+    done = subprocess.run(
+        without,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=entrypoint_env(SQLGATE_USER="root"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "0\n", "")
+
+
+def test_files_the_commands_make_are_not_for_other_users(tmp_path: Path) -> None:
+    """The umask was the runtime's (022): the ledger, its -wal and -shm came out
+    world-readable (statements, results) in a state directory others may reach."""
+    script = (
+        "import sqlite3; c = sqlite3.connect('ledger.db'); "
+        "c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE t (a)'); "
+        "c.execute('INSERT INTO t VALUES (1)'); c.commit(); "
+        "import os; print({n: oct(os.stat(n).st_mode & 0o777) for n in "
+        "('ledger.db', 'ledger.db-wal', 'ledger.db-shm')})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance.container", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=entrypoint_env(SQLGATE_USER="root"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(
+        {"ledger.db": "0o640", "ledger.db-wal": "0o640", "ledger.db-shm": "0o640"}
+    )
 
 
 def test_other_commands_keep_ctrl_c() -> None:
