@@ -288,10 +288,17 @@ def _speed(text: str) -> float:
     return value
 
 
+# The gateway's own loggers: ``-v`` turns on their debug messages, and only theirs.
+# Libraries' debug messages carry data: aiosqlite's name every statement's parameters,
+# i.e. each ledger record (statement texts) and recording (result rows) it writes.
+OWN_LOGGERS = ("sqlgate", "appliance", "netconfig")
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        stream=sys.stderr, format=LOG_FORMAT, level=logging.DEBUG if verbose else logging.INFO
-    )
+    logging.basicConfig(stream=sys.stderr, format=LOG_FORMAT, level=logging.INFO)
+    if verbose:
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)
 
 
 def _one_line(message: str) -> str:

@@ -985,3 +985,31 @@ def test_output_to_a_reader_gone_keeps_the_exit_status_and_says_nothing(
         result = _to_a_reader_gone(*args)
         assert (result.returncode, result.stderr) == (status, ""), args
     assert (out / "ledger.key").exists() and (out / "ledger.pub").exists()
+
+
+def test_verbose_logs_the_gateways_debug_messages_not_the_libraries_data() -> None:
+    """``sqlgate run -v`` set the root logger to debug: aiosqlite then logged every
+    statement's parameters, i.e. each ledger record and recording (result rows) the
+    gateway wrote, into the log."""
+    script = (
+        "import asyncio, logging, aiosqlite\n"
+        "from appliance.cli import _setup_logging\n"
+        "_setup_logging(True)\n"
+        "logging.getLogger('sqlgate.server').debug('own debug message')\n"
+        "async def main():\n"
+        "    async with aiosqlite.connect(':memory:') as db:\n"
+        "        await db.execute('CREATE TABLE t (a)')\n"
+        "        await db.execute('INSERT INTO t VALUES (?)', ('row-data-4111111111111111',))\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "own debug message" in done.stderr
+    assert "row-data-4111111111111111" not in done.stderr
