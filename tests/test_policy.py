@@ -14,7 +14,7 @@ import mysql.connector
 import pymysql
 import pytest
 from lab.clients import ClientError, ledger_records, run_mariadb
-from lab.gateway import GatewayProcess
+from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
 
@@ -1224,6 +1224,71 @@ def test_a_subquery_in_a_set_reads_its_table(mariadb: MariaDB, tmp_path: Path) -
         direct(mariadb, "DROP TABLE shop.pol_secret")
     sts = [r for r in statements(gw) if r["sql"] == "SET @a = (SELECT c FROM shop.pol_secret)"]
     assert [(s["decision"], s["rule"]) for s in sts] == [("blocked", "secret-is-off-limits")]
+
+
+SECRET_UNREAD = """
+[[rules]]
+name = "secret-unread"
+statements = ["SELECT"]
+tables = ["shop.pol_unread"]
+action = "block"
+
+[[rules]]
+name = "dba-may-do-anything"
+statements = ["*"]
+identities = ["dba"]
+action = "allow"
+"""
+
+
+def test_a_rule_on_select_refuses_what_reads_its_table_as_another_kind(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A rule refusing SELECT of a table let SET @x = (SELECT ...), INSERT ... SELECT,
+    CREATE TABLE ... AS SELECT and an UPDATE's subquery read it: its rows were copied
+    into a variable or a table a SELECT could read. And an allow for the identity `dba`
+    also allowed the account `DBA`, another account."""
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.pol_unread (id INT, card VARCHAR(20))")
+    direct(mariadb, "CREATE TABLE IF NOT EXISTS shop.pol_pub (id INT, v VARCHAR(20))")
+    direct(mariadb, "DELETE FROM shop.pol_unread")
+    direct(mariadb, "DELETE FROM shop.pol_pub")
+    direct(mariadb, "INSERT INTO shop.pol_unread VALUES (1, '4111-1111')")
+    direct(mariadb, "INSERT INTO shop.pol_pub VALUES (1, 'x')")
+    accounts = [
+        GatewayAccount("agent", "agent-secret-1"),
+        GatewayAccount("DBA", "dba-secret-2", ("agents",)),
+    ]
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, extra_toml=SECRET_UNREAD, accounts=accounts
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            for sql in (
+                "SET @a = (SELECT card FROM pol_unread LIMIT 1)",
+                "INSERT INTO pol_pub SELECT id + 1, card FROM shop.pol_unread",
+                "UPDATE pol_pub SET v = (SELECT card FROM pol_unread WHERE id = 1) WHERE id = 1",
+                "CREATE TABLE pol_leak AS SELECT * FROM pol_unread",
+            ):
+                message = refused(conn, sql)
+                assert message.startswith("sqlgate: blocked by rule 'secret-unread': "), message
+                assert "reads shop.pol_unread (as a SELECT would)" in message
+            with conn.cursor() as cur:
+                cur.execute("SELECT @a")
+                assert cur.fetchone() == (None,)
+        with gw.connect("DBA", database="shop") as conn:
+            message = refused(conn, "DELETE FROM pol_pub")
+            assert "rule 'delete-without-where'" in message
+    finally:
+        assert gw.stop() == 0
+        leaked = direct(
+            mariadb,
+            "SELECT COUNT(*) FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'pol_leak'",
+        )
+        pub = direct(mariadb, "SELECT id, v FROM shop.pol_pub")
+        direct(mariadb, "DROP TABLE IF EXISTS shop.pol_unread, shop.pol_pub, shop.pol_leak")
+    assert leaked == [(0,)]
+    assert pub == [(1, "x")]
 
 
 @contextlib.contextmanager

@@ -287,6 +287,13 @@ def decide(
         # allow covers a name only in its own case; a refusal matches it in any case.
         tables = frozenset(qualified(t, db) for t in c.reads | c.writes)
         lowered: frozenset[str] | None = None
+        # what it reads of tables' rows, for a refusal of SELECT (an INSERT ... SELECT
+        # or a SET @x = (SELECT ...) reads them as a SELECT does)
+        read = (
+            frozenset(qualified(t, db).lower() for t in c.reads)
+            if c.kind not in _NOT_READING
+            else frozenset()
+        )
         also = _also_does(c)
         replaced = _REPLACED_BY_DROP.get(c.kind) if "or_replace" in c.flags else None
         calls = frozenset(qualified(f, db) for f in c.stored_functions)
@@ -318,6 +325,8 @@ def decide(
                     or (c.kind in _VIEW_KINDS and _refuses_through_views(rule, lowered, who))
                     or (bool(calls) and _matches(rule, "CALL", _lower(calls), who))
                 )
+                if not matched and read and _matches(rule, "SELECT", read, who):
+                    return Decision(rule.action, rule.name, _read_reason(rule, c, db))
                 if not matched and through and rule.tables is not None:
                     if reached is None:
                         reached = _reached(c, db, also, through)
@@ -339,6 +348,10 @@ ALLOW = Decision(RuleAction.ALLOW, "default-allow", "")
 
 
 _VIEW_KINDS = frozenset({"CREATE VIEW", "ALTER VIEW"})
+
+#: Kinds whose tables are read for their definitions, not their rows: a refusal of
+#: SELECT on a table does not refuse them (a rule names them to refuse them).
+_NOT_READING = frozenset({"SHOW", "DESCRIBE"})
 
 
 def _refuses_through_views(rule: RuleConfig, tables: frozenset[str], who: Subject) -> bool:
@@ -466,12 +479,20 @@ def _applies(rule: RuleConfig, kind: str, who: Subject) -> bool:
     if rule.targets is not None and who.target not in rule.targets:
         return False
     if rule.identities is not None and not any(
-        fnmatch.fnmatchcase(who.identity.lower(), p.lower()) for p in rule.identities
+        _identity_matches(who.identity, p, rule.action) for p in rule.identities
     ):
         return False
     if rule.groups is not None and not who.groups.intersection(rule.groups):
         return False
     return True
+
+
+def _identity_matches(identity: str, pattern: str, action: RuleAction) -> bool:
+    """Accounts are told apart by their case (`dba` and `DBA` may be two): an allow
+    covers an identity only in the case the rule writes it, a refusal in any case."""
+    if action is RuleAction.ALLOW:
+        return fnmatch.fnmatchcase(identity, pattern)
+    return fnmatch.fnmatchcase(identity.lower(), pattern.lower())
 
 
 def _table_matches(table: str, pattern: str, certain: bool = False) -> bool:
@@ -485,6 +506,19 @@ def _table_matches(table: str, pattern: str, certain: bool = False) -> bool:
             return False
         pattern = pattern.rsplit(".", 1)[-1]
     return fnmatch.fnmatchcase(table, pattern)
+
+
+def _read_reason(rule: RuleConfig, c: Classification, db: str | None) -> str:
+    """Why a statement of another kind is refused by a rule on SELECT: it reads."""
+    tables = sorted(qualified(t, db) for t in c.reads)
+    shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
+    what = f"{_what(c)} reads {shown} (as a SELECT would)"
+    if rule.action is RuleAction.BLOCK:
+        return (
+            f"{what}, which is not allowed on this gateway. Do not retry it; ask a person "
+            "with the right access if it is really needed"
+        )
+    return _review_reason(what, "this gateway's policy requires a person to approve it")
 
 
 def _configured_reason(rule: RuleConfig, c: Classification) -> str:
