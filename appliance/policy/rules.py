@@ -311,6 +311,10 @@ def decide(
                     continue
                 if not calls_allowed:
                     continue  # nor stored functions: only allows for CALL of them do
+                if rule.tables is not None and any(b(c, db) for b in _FILES):
+                    # nor the server's files, which are no tables: `*` on scratch.* does
+                    # not let LOAD_FILE() or INTO OUTFILE reach them
+                    continue
                 matched = _matches(rule, c.kind, tables, who)
                 if matched and replaced is not None:
                     # CREATE OR REPLACE drops the object first: an allow to create one
@@ -1213,6 +1217,10 @@ BUILTINS: tuple[Builtin, ...] = (
     _replace,
     _multi_table,
 )
+
+#: The built-ins that refuse reaching the database server's files, which an allow
+#: rule's ``tables`` do not name.
+_FILES: tuple[Builtin, ...] = (_load_data, _into_file, _load_file)
 
 #: The built-ins for a statement whose stored functions allow rules for CALL cover.
 _BUILTINS_CALLS_ALLOWED = tuple(b for b in BUILTINS if b is not _stored_function)

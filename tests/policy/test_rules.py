@@ -79,3 +79,24 @@ def test_an_allow_covers_an_identity_only_in_its_own_case() -> None:
     # a refusal still matches it in any case
     refused = decided(sql, (NO_DBA_DELETE,), Subject("DBA", frozenset(), "orders"))
     assert refused.rule == "no-dba-delete"
+
+
+SANDBOX = RuleConfig(
+    name="scratch-sandbox", statements=("*",), action=RuleAction.ALLOW, tables=("scratch.*",)
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        ("SELECT LOAD_FILE('/etc/hostname') FROM scratch.t", "load-file"),
+        ("SELECT * FROM scratch.t INTO OUTFILE '/tmp/out.txt'", "into-outfile"),
+        ("LOAD DATA INFILE '/etc/hostname' INTO TABLE scratch.t", "load-data"),
+    ],
+)
+def test_an_allow_on_tables_does_not_reach_the_servers_files(sql: str, rule: str) -> None:
+    """`*` on scratch.* let LOAD_FILE(), INTO OUTFILE and LOAD DATA read and write files
+    of the database server: files are no tables of scratch."""
+    assert decided("DELETE FROM scratch.t", (SANDBOX,)).rule == "scratch-sandbox"
+    d = decided(sql, (SANDBOX,))
+    assert (d.action, d.rule) == (RuleAction.BLOCK, rule)
