@@ -1218,9 +1218,17 @@ BUILTINS: tuple[Builtin, ...] = (
     _multi_table,
 )
 
-#: The built-ins that refuse reaching the database server's files, which an allow
-#: rule's ``tables`` do not name.
-_FILES: tuple[Builtin, ...] = (_load_data, _into_file, _load_file)
+#: The built-ins that refuse reaching the database server's files or other servers,
+#: which an allow rule's ``tables`` do not name: a table whose engine keeps its rows in
+#: a file or on another server (CONNECT, FEDERATED, ...), or in a directory of its own.
+_FILES: tuple[Builtin, ...] = (
+    _load_data,
+    _into_file,
+    _load_file,
+    _storage_engine,
+    _data_directory,
+    _servers,
+)
 
 #: The built-ins for a statement whose stored functions allow rules for CALL cover.
 _BUILTINS_CALLS_ALLOWED = tuple(b for b in BUILTINS if b is not _stored_function)

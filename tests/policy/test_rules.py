@@ -92,11 +92,28 @@ SANDBOX = RuleConfig(
         ("SELECT LOAD_FILE('/etc/hostname') FROM scratch.t", "load-file"),
         ("SELECT * FROM scratch.t INTO OUTFILE '/tmp/out.txt'", "into-outfile"),
         ("LOAD DATA INFILE '/etc/hostname' INTO TABLE scratch.t", "load-data"),
+        (
+            "CREATE TABLE scratch.f (a TEXT) ENGINE=CONNECT TABLE_TYPE=DOS "
+            "FILE_NAME='/etc/hostname'",
+            "storage-engine",
+        ),
+        (
+            "CREATE TABLE scratch.r (a INT) ENGINE=FEDERATED "
+            "CONNECTION='mysql://u:p@10.0.0.9:3306/db/t'",
+            "storage-engine",
+        ),
+        (
+            "CREATE TABLE scratch.p (a INT) PARTITION BY HASH (a) "
+            "(PARTITION p0 DATA DIRECTORY = '/tmp/elsewhere')",
+            "data-directory",
+        ),
     ],
 )
 def test_an_allow_on_tables_does_not_reach_the_servers_files(sql: str, rule: str) -> None:
     """`*` on scratch.* let LOAD_FILE(), INTO OUTFILE and LOAD DATA read and write files
-    of the database server: files are no tables of scratch."""
+    of the database server, and a table of scratch keep its rows in a file or on another
+    server (CONNECT, FEDERATED) or in a directory of its own: files are no tables of
+    scratch."""
     assert decided("DELETE FROM scratch.t", (SANDBOX,)).rule == "scratch-sandbox"
     d = decided(sql, (SANDBOX,))
     assert (d.action, d.rule) == (RuleAction.BLOCK, rule)
