@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -1979,3 +1980,40 @@ def test_a_character_set_the_targets_init_connect_sets_is_the_one_texts_are_read
             "DROP TABLE IF EXISTS shop.gbk_rows",
         )
     assert "Traceback" not in gw.log()
+
+
+SANDBOX_RULES = """
+[[rules]]
+name = "sandbox"
+statements = ["*"]
+tables = ["shop.sandbox_*"]
+action = "allow"
+"""
+
+
+def test_an_allow_on_tables_does_not_reach_the_servers_files(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A sandbox allow (`*` on shop.sandbox_*) came before the built-ins on files:
+    LOAD_FILE() read /etc/hostname through a SELECT of a sandbox table, and INTO OUTFILE
+    wrote a file on the server. Files are no tables of the sandbox."""
+    mariadb.admin_sql(
+        "CREATE OR REPLACE TABLE shop.sandbox_t (id INT PRIMARY KEY, v TEXT)",
+        "INSERT INTO shop.sandbox_t VALUES (1, 'a')",
+    )
+    out = f"/tmp/sqlgate-sandbox-{os.getpid()}.txt"
+    gw = GatewayProcess(tmp_path, mariadb, mariadb.pki, extra_toml=SANDBOX_RULES).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM sandbox_t")  # the sandbox's own: allowed
+            for sql, rule in (
+                ("SELECT LOAD_FILE('/etc/hostname') FROM sandbox_t", "load-file"),
+                (f"SELECT * FROM sandbox_t INTO OUTFILE '{out}'", "into-outfile"),
+                ("LOAD DATA INFILE '/etc/hostname' INTO TABLE sandbox_t", "load-data"),
+            ):
+                assert f"by rule '{rule}'" in refused(conn, sql)
+        assert not os.path.exists(out)
+    finally:
+        assert gw.stop() == 0
+        mariadb.admin_sql("DROP TABLE IF EXISTS shop.sandbox_t")
