@@ -802,7 +802,7 @@ class SessionPolicy:
             else:
                 upper = cmd.payload.upper()
                 follow = b"PREPARE" in upper or (
-                    b"EXECUTE" in upper and bool(self._prepared_names) and bool(self.policy.through)
+                    bool(self._prepared_names) and bool(self.policy.through) and b"EXECUTE" in upper
                 )
             if not follow:
                 return self._decide_text(cmd, label, server_status, classified)
@@ -1316,7 +1316,7 @@ class SessionPolicy:
                 stateful = True  # whose thread it is changes from session to session
                 if decision == ALLOW:  # not a configured rule's allow
                     decision = self._kill_check(_kill_target(runs.text))
-            if self.may_run(decision):
+            if (c.variables or c.inner is not None) and self.may_run(decision):
                 if _sets_state(c):
                     self.state_changed = True
                 elif _names_utf8mb4(c):
