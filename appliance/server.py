@@ -59,7 +59,15 @@ from appliance.mysql.relay import (
 from appliance.mysql.wire import frame
 from appliance.offload import Offload
 from appliance.policy.classify import count_query
-from appliance.policy.gate import Classified, Part, Policy, SessionPolicy, TextJob, Verdict
+from appliance.policy.gate import (
+    OFFLOAD_BYTES,
+    Classified,
+    Part,
+    Policy,
+    SessionPolicy,
+    TextJob,
+    Verdict,
+)
 from appliance.policy.masking import MaskingPolicy
 from appliance.policy.rules import Decision, Subject
 from appliance.policy.server_functions import BUILTIN_FUNCTIONS
@@ -161,6 +169,7 @@ class Gateway:
                 max_payload=config.appliance.max_packet,
                 sha2_cache=sha2_cache,
                 intake=_INTAKE,
+                intake_bytes=OFFLOAD_BYTES,  # texts are classified as taken (see there)
                 tokens=config.identity is not None,
                 # each statement waits for its ledger record; each answer is recorded
                 gated=True,

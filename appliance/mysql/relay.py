@@ -164,6 +164,11 @@ class SessionSettings:
     the rest stay buffered (``more_commands``) until the shell calls ``take_commands``,
     so that a client's flood is read no faster than its commands are decided, recorded
     and answered, and other sessions get their turn. 0: every whole command at once."""
+    intake_bytes: int = 0
+    """Above 0: a call also stops taking commands once it took this many bytes of them
+    (always at least one): each text is classified as it is taken, so a pipelined batch
+    of texts just under the offload size would otherwise hold the event loop, and every
+    other session, for the whole batch (128 of them, seconds)."""
     read_sql_mode: bool = False
     """Once the backend accepts the login, ask it the session's ``sql_mode`` (one round
     trip, before the client's OK): the mode every statement of the session starts under,
@@ -1880,8 +1885,15 @@ class Session:
         n = len(data)
         pos = 0
         left = self.settings.intake or -1  # commands still to take in this call
+        budget = self.settings.intake_bytes or -1  # their bytes still to take (see there)
         self._more = False
-        while n - pos >= 4 and left and self.phase is Phase.COMMAND and not self._quit_taken:
+        while (
+            n - pos >= 4
+            and left
+            and budget
+            and self.phase is Phase.COMMAND
+            and not self._quit_taken
+        ):
             length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
             end = pos + 4 + length
             if length >= MAX_PAYLOAD or end > n:
@@ -1890,22 +1902,28 @@ class Session:
             self._on_command(data[pos + 3], raw[4:], raw)
             pos = end
             left -= 1
+            if budget > 0:
+                budget = max(0, budget - len(raw))
         if pos < n and self.phase is Phase.COMMAND and not self._quit_taken:
             self._client_in.feed(data[pos:] if pos else data)
-            if left:
-                self._pump_commands(left if left > 0 else 0)
+            if left and budget:
+                self._pump_commands(left if left > 0 else 0, budget if budget > 0 else 0)
             else:
                 self._more = True
 
-    def _pump_commands(self, limit: int | None = None) -> None:
-        """Take buffered commands: up to ``limit`` (None: the intake; 0: all)."""
+    def _pump_commands(self, limit: int | None = None, budget: int | None = None) -> None:
+        """Take buffered commands: up to ``limit`` (None: the intake; 0: all) and about
+        ``budget`` bytes of them (None: ``intake_bytes``; 0: any)."""
         reader = self._client_in
         left = (self.settings.intake if limit is None else limit) or -1
+        if budget is None:
+            budget = self.settings.intake_bytes if limit is None else 0
+        budget = budget or -1
         while self.phase is Phase.COMMAND:
             if self._quit_taken:
                 reader.clear()  # sent behind COM_QUIT: the server would not read it either
                 break
-            if not left:
+            if not left or not budget:
                 self._more = True
                 return
             pkt = reader.next_packet()
@@ -1914,6 +1932,8 @@ class Session:
                 return
             self._on_command(pkt.seq, pkt.payload, pkt.raw)
             left -= 1
+            if budget > 0:
+                budget = max(0, budget - len(pkt.raw))
         self._more = False
 
     def _on_command(self, seq: int, payload: bytes, raw: bytes) -> None:

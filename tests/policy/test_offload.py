@@ -155,3 +155,12 @@ def test_a_large_text_is_rewritten_for_masking_from_the_worker_reading(
 
     monkeypatch.setattr(classify, "_text_refs", read_again)
     assert shown(sp.decide(cmd, AUTOCOMMIT, {}, classified)) == shown(expected)
+
+
+def test_a_text_slow_to_read_and_longer_than_8_kib_goes_to_the_worker() -> None:
+    """The loop reads a text only while that is short for everyone: a 32 KB text such as
+    ``SELECT ----...1`` took 0.2 s to classify, and 20 of them pipelined (each new) held
+    another session's ``SELECT 1`` for 4 s. Above 8 KiB a text goes to the worker."""
+    sql = "SELECT " + "-" * 8_200 + "1"
+    assert OFFLOAD_BYTES <= 8 * 1024
+    assert session().text_job(query(sql), AUTOCOMMIT) is not None

@@ -1978,6 +1978,23 @@ def test_the_intake_also_bounds_commands_that_were_buffered_in_pieces() -> None:
     assert not pb.session.more_commands
 
 
+def test_the_intake_also_stops_at_its_bytes() -> None:
+    """Each text is classified as it is taken: with ``intake_bytes`` a call takes
+    commands only until that many bytes (at least one), whether they came in one chunk
+    or in pieces, and the rest wait for ``take_commands``."""
+    settings = dataclasses.replace(make_settings(), intake=128, intake_bytes=1)
+    for chunks in ((Q1 + Q2 + Q3,), (Q1[:3], Q1[3:] + Q2 + Q3)):
+        pb = ready(settings=settings)
+        for chunk in chunks:
+            pb = pb >> client(chunk)
+        assert pb << received(1, Q1)
+        assert pb.session.more_commands and pb.session.backlog == 1
+        assert pb >> shell("take_commands", lambda s: s.take_commands()) << received(2, Q2)
+        assert pb >> shell("take_commands", lambda s: s.take_commands()) << received(3, Q3)
+        assert pb >> shell("take_commands", lambda s: s.take_commands())
+        assert not pb.session.more_commands
+
+
 def test_a_client_that_leaves_with_commands_beyond_the_intake_loses_none() -> None:
     """What the intake had not taken yet when the client left is taken at once: it is
     decided, run and recorded like the rest, and the session ends after it."""
