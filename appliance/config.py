@@ -186,6 +186,11 @@ class ApplianceConfig:
     failed_logins_free: int = 5  # per user name and address, before each retry must wait
     failed_login_max_wait_s: float = 300.0  # the wait doubles up to this
     max_pending_logins: int = 16  # per client address; more connections wait their turn
+    max_buffered: int = 512 * _MIB
+    """What all sessions together may hold of their clients' commands not yet decided
+    (unfinished packets, commands waiting for a decision), bytes: each may hold up to
+    ``max_packet``, so without it a few sessions each sending most of a 64 MiB packet
+    took the gateway's memory by 60 MiB each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1067,6 +1072,7 @@ _APPLIANCE_KEYS = (
     "failed_logins_free",
     "failed_login_max_wait_s",
     "max_pending_logins",
+    "max_buffered",
 )
 
 
@@ -1075,6 +1081,13 @@ def _appliance(t: _Table) -> ApplianceConfig:
     name = _check_name(t.key("name"), t.string("name", _default_name()), "appliance name")
     listen = t.string("listen", "0.0.0.0:3307")
     host, port = _parse_listen(t.key("listen"), listen)
+    max_packet = t.integer("max_packet", 64 * _MIB, 1024, 1024 * _MIB)
+    max_buffered = t.integer("max_buffered", 512 * _MIB, 1024, 1 << 40)
+    if max_buffered < max_packet:
+        raise _Invalid(
+            t.key("max_buffered"),
+            f"must be at least max_packet ({max_packet}): one session may send that much",
+        )
     return ApplianceConfig(
         name=name,
         listen=listen,
@@ -1082,11 +1095,12 @@ def _appliance(t: _Table) -> ApplianceConfig:
         listen_port=port,
         default_target="",
         state_dir=t.path("state_dir", "/var/lib/sqlgate"),
-        max_packet=t.integer("max_packet", 64 * _MIB, 1024, 1024 * _MIB),
+        max_packet=max_packet,
         drain_timeout_s=t.seconds("drain_timeout_s", 30.0, 0, 3600),
         failed_logins_free=t.integer("failed_logins_free", 5, 0, 1_000_000),
         failed_login_max_wait_s=t.seconds("failed_login_max_wait_s", 300.0, 1, 86400),
         max_pending_logins=t.integer("max_pending_logins", 16, 1, 100_000),
+        max_buffered=max_buffered,
     )
 
 

@@ -94,6 +94,9 @@ _INTAKE = 128  # commands a session takes from its client's bytes per turn of th
 _BACKLOG_COMMANDS = 512  # ... taken and unanswered before reading pauses (resumes at half)
 _BACKLOG_BYTES = 64 * 1024 * 1024  # ... or their bytes while they wait for a decision
 _REFUSALS_LOGGED = 20  # per session; the ledger has every one
+_HOLD_FLOOR = 1024 * 1024
+"""A session holding at most this of its client's commands is not counted against
+``[appliance] max_buffered`` (nor ended by it): only large senders are."""
 _HOST_BLOCKED = 1129  # ER_HOST_IS_BLOCKED: the target refuses the gateway's address
 _BLOCKED_SAID_S = 60.0  # a target's target_blocked alert is repeated at most this often
 _PLANNED = frozenset({Command.QUERY, Command.STMT_EXECUTE})
@@ -130,6 +133,9 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.sessions: set[ClientLeg] = set()
+        # sessions holding more than _HOLD_FLOOR of their clients' commands, and how much
+        # (bounded together by [appliance] max_buffered, see ClientLeg._count_held)
+        self.holding: dict[ClientLeg, int] = {}
         self._by_sid: dict[str, ClientLeg] = {}  # the same sessions by id (ClientLeg.sid)
         # local ports of upstream sockets that could not be marked (no CAP_NET_ADMIN):
         # a client connection from one of them is the gateway's own, redirected back
@@ -674,8 +680,38 @@ class ClientLeg(asyncio.Protocol):
         try:
             session.client_data(data)
             self.flush()
+            if self._count_held() > self.gw.config.appliance.max_buffered:
+                limit = self.gw.config.appliance.max_buffered
+                log.warning(
+                    "session %d: ended: the sessions hold more than %d bytes of unfinished "
+                    "or undecided commands (appliance.max_buffered)",
+                    self.id,
+                    limit,
+                )
+                why = (
+                    "the gateway holds too much of its clients' unfinished or undecided "
+                    f"commands (more than {limit} bytes, appliance.max_buffered): this "
+                    "session, one of the large senders, is ended; send it again later"
+                )
+                if self.ended_by is None:  # its session_end record says who and why
+                    self.ended_by = ("sqlgate", why)
+                session.out_of_buffers(why)
+                self.flush()
+                self._count_held()
         except Exception as exc:
             self.internal_error("reading the client", exc)
+
+    def _count_held(self) -> int:
+        """Note what this session holds of its client's commands; the total of those
+        sessions holding more than ``_HOLD_FLOOR`` if this is one of them, else 0."""
+        session = self.session
+        held = session.held_bytes if session is not None and not self._ended_once else 0
+        holding = self.gw.holding
+        if held <= _HOLD_FLOOR:
+            holding.pop(self, None)
+            return 0
+        holding[self] = held
+        return sum(holding.values())
 
     def eof_received(self) -> bool:
         """The client half-closed (``shutdown(SHUT_WR)``): it may still read, so the
@@ -941,6 +977,7 @@ class ClientLeg(asyncio.Protocol):
         if up is None or up.parting is None:  # else when the target's connection ends
             self._free_login_slot()
         self._abandon_deferred("the session ended before the gateway had read it")
+        self.gw.holding.pop(self, None)
         if self._login_deadline is not None:
             self._login_deadline.cancel()
             self._login_deadline = None
@@ -1157,6 +1194,8 @@ class ClientLeg(asyncio.Protocol):
                 self.transport.write(out[0])
             else:
                 self.transport.writelines(out)
+        if self in self.gw.holding:  # what it holds shrank (commands taken, decided)
+            self._count_held()
         if self._token_over and session.phase is Phase.COMMAND and not session.busy:
             # its token's time is up and nothing is waiting: closed with nothing sent, as
             # MariaDB closes a session it ends (a pool's pre-ping sees a lost connection)

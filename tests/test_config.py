@@ -161,6 +161,7 @@ def test_spec_example_loads_every_field(
     assert a.default_target == "orders"
     assert a.state_dir == Path("/var/lib/sqlgate")
     assert a.max_packet == 64 * 1024 * 1024
+    assert a.max_buffered == 512 * 1024 * 1024
     assert a.drain_timeout_s == 30.0
 
     assert config.tls is not None
@@ -647,6 +648,14 @@ CASES = [
         lambda t: t.replace('state_dir = "state"', 'state_dir = "state"\nmax_packet = 10'),
         "appliance.max_packet",
         "must be between 1024 and",
+    ),
+    (
+        "max-buffered-below-max-packet",
+        lambda t: t.replace(
+            'state_dir = "state"', 'state_dir = "state"\nmax_packet = 4096\nmax_buffered = 2048'
+        ),
+        "appliance.max_buffered",
+        "must be at least max_packet (4096)",
     ),
     (
         "bad-target-tls-mode",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -1427,3 +1428,47 @@ def test_the_gateways_own_errors_come_in_the_sessions_results_character_set(
             assert shown in denied.value.args[1], denied.value
     finally:
         assert gw.stop() == 0
+
+
+def test_sessions_together_hold_at_most_max_buffered_of_unfinished_commands(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Each session may hold an unfinished packet of up to ``max_packet``: before
+    ``max_buffered``, 11 sessions each sending 60 MB of a 64 MB packet took the gateway
+    from 87 to 793 MB. A session that takes all sessions' holdings past it is ended (1041,
+    and its session_end says why); the others, and new sessions, go on."""
+    mib = 1024 * 1024
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        appliance_extra=f"max_packet = {4 * mib}\nmax_buffered = {4 * mib}",
+    ).start()
+    try:
+        first, second = gw.connect(), gw.connect()
+        sql = b"SELECT '" + b"x" * (4 * mib - 100) + b"'"
+        packet = frame(0, bytes([Command.QUERY]) + sql)
+        first._sock.sendall(packet[: 3 * mib])  # 3 MiB held: within the bound
+        time.sleep(0.5)
+        with contextlib.suppress(OSError):
+            second._sock.sendall(packet[: 3 * mib])  # 6 MiB together: too much
+        reply = _until_closed(second._sock)
+        assert not reply or b"max_buffered" in reply and reply[5:7] == (1041).to_bytes(2, "little")
+        first._sock.sendall(packet[3 * mib :])  # the first finishes its command: answered
+        first._next_seq_id = 1
+        with pytest.raises(pymysql.err.OperationalError) as refused:  # over 1 MiB: policy
+            first._read_query_result()
+        assert refused.value.args[0] == 1227
+        assert scalar(first, "SELECT 1") == 1
+        with gw.connect() as other:
+            assert scalar(other, "SELECT 2") == 2
+        first.close()
+        ends = [
+            r
+            for r in ledger_records(gw.ledger, "--kind", "session_end")
+            if "max_buffered" in r.get("reason", "")
+        ]
+        assert len(ends) == 1 and ends[0]["ended_by"] == "sqlgate"
+    finally:
+        assert gw.stop() == 0
+    assert "Traceback" not in gw.log()

@@ -255,6 +255,7 @@ class ErrorCode(IntEnum):
     """Server error numbers the gateway sends itself."""
 
     CON_COUNT = 1040
+    OUT_OF_RESOURCES = 1041  # ER_OUT_OF_RESOURCES: the gateway's buffers are full
     HANDSHAKE = 1043
     DBACCESS_DENIED = 1044  # ER_DBACCESS_DENIED_ERROR: a database the user may not use
     ACCESS_DENIED = 1045
@@ -276,6 +277,7 @@ class ErrorCode(IntEnum):
 
 SQLSTATE_FOR: dict[int, bytes] = {
     ErrorCode.CON_COUNT: b"08004",
+    ErrorCode.OUT_OF_RESOURCES: b"HY000",
     ErrorCode.HANDSHAKE: b"08S01",
     ErrorCode.DBACCESS_DENIED: b"42000",
     ErrorCode.ACCESS_DENIED: b"28000",

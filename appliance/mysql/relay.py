@@ -1131,6 +1131,20 @@ class Session:
         """The bytes of the commands still waiting for a decision."""
         return self._undecided_bytes
 
+    @property
+    def held_bytes(self) -> int:
+        """What the session holds of its client's commands: the bytes buffered (an
+        unfinished packet, commands not taken yet) and those waiting for a decision."""
+        return len(self._client_in) + self._undecided_bytes
+
+    def out_of_buffers(self, why: str) -> None:
+        """The gateway cannot hold more of this client's commands (all sessions' buffers
+        are full): ERR 1041 and the session ends, like a packet over ``max_payload``."""
+        if self.phase is not Phase.COMMAND:
+            return
+        self._send_client(frame(1, self._err(ErrorCode.OUT_OF_RESOURCES, f"sqlgate: {why}")))
+        self._close(why)
+
     # ------------------------------------------------------------------ output helpers
 
     def _send_client(self, data: bytes) -> None:
