@@ -348,8 +348,11 @@ class _Cache:
             found = self._tables[reading] = {}
         return found
 
-    def put(self, table: dict[bytes, _Entry], key: bytes, entry: _Entry) -> None:
-        size = 2 * len(key)
+    def put(self, table: dict[bytes, _Entry], key: bytes, entry: _Entry, text: int = -1) -> None:
+        """``text``: the length of the text the entry's classifications keep, when not
+        the key's (a shape): counted, or distinct 8 KB texts of one short shape each
+        (a comment apart) held 424 MB when the count emptied it, not the bytes."""
+        size = len(key) + (len(key) if text < 0 else text)
         if self._count >= _CACHE_LIMIT or self.bytes + size > _CACHE_BYTES:
             for cached in self._tables.values():
                 cached.clear()
@@ -447,7 +450,7 @@ class Policy:
         self._exact.put(texts, sql, entry)
         found = entry.found
         if form is not None and len(found) == 1 and found[0].literal_independent:
-            self._by_shape.put(shapes, form, entry)
+            self._by_shape.put(shapes, form, entry, len(sql))
         return entry
 
     def allowed_verdict(self, label: str, part: Part) -> Verdict:

@@ -32,3 +32,43 @@ def test_a_text_at_the_limit_is_decided_statement_by_statement() -> None:
     verdict = decide("SELECT 1;" * MAX_STATEMENTS)
     assert len(verdict.parts) == MAX_STATEMENTS
     assert verdict.refusal is None
+
+
+def test_the_classifier_caches_keep_only_short_texts() -> None:
+    """An entry of the classifier's own caches holds about twice its text: 20,000
+    distinct 8 KB texts held 470 MB. Texts over ``_CACHE_TEXT_LIMIT`` are read, not kept
+    (the gate's cache, bounded in bytes, keeps decisions)."""
+    from appliance.policy import classify as c
+    from appliance.policy.gate import _MODES
+
+    mode = next(iter(_MODES.values()))
+    assert c._CACHE_TEXT_LIMIT <= 2 * 1024
+    long = b'SELECT "a\\\\" FROM t /* ' + b"y" * 8_000 + b" */"
+    before = (
+        c._classify_cached.cache_info().currsize,
+        c._classify_uncertain_cached.cache_info().currsize,
+    )
+    assert c.classify(long, mode) == c.classify(long, mode)
+    assert c.classify_uncertain(long, mode, True, True) == c.classify_uncertain(
+        long, mode, True, True, cached=False
+    )
+    after = (
+        c._classify_cached.cache_info().currsize,
+        c._classify_uncertain_cached.cache_info().currsize,
+    )
+    assert after == before
+
+
+def test_the_shape_cache_counts_the_texts_its_entries_keep() -> None:
+    """Distinct 8 KB texts of one short shape each (a long comment apart) were counted
+    by the shape's length, so the cache was emptied by its count (50,000), not by its
+    bytes: 424 MB. Each entry counts the text its classifications keep."""
+    from appliance.policy.gate import _CACHE_BYTES
+
+    policy = Policy(PolicyConfig(), ())
+    sp = SessionPolicy(policy, Subject("agent", frozenset({"agents"}), "orders"), "shop", 45)
+    for i in range(100):
+        sql = f"SELECT id AS c{i} FROM customers /* ".encode() + b"y" * 8_000 + b" */"
+        payload = bytes([Command.QUERY]) + sql
+        sp.decide(ClientCommand(i, Command.QUERY, payload, b""), AUTOCOMMIT, {})
+    assert 100 * 8_000 <= policy._by_shape.bytes <= _CACHE_BYTES
