@@ -160,6 +160,11 @@ class LoginBackoff:
             del table[key]
 
 
+WAITING_PER_SLOT = 16
+"""Connections of one address that may wait for a login slot, per slot (see
+``LoginSlots.crowded``): 256 with the default ``max_pending_logins``."""
+
+
 class LoginSlots(Generic[W]):
     """At most ``per_address`` logins in progress per client address (as ``client_of``
     counts it); the connections beyond wait in turn for one to end.
@@ -175,6 +180,14 @@ class LoginSlots(Generic[W]):
         self.per_address = per_address
         self._held: dict[str, int] = {}
         self._waiting: dict[str, OrderedDict[W, None]] = {}  # in order of arrival
+
+    def crowded(self, address: str) -> bool:
+        """Whether ``address`` has ``WAITING_PER_SLOT`` times its slots waiting already:
+        a further connection is turned away at once. Each waiting one keeps its socket
+        for up to the login timeout, and one client opening 20,000 connections in 7 s
+        took every file descriptor the gateway had (other addresses' logins failed)."""
+        waiting = self._waiting.get(client_of(address))
+        return waiting is not None and len(waiting) >= self.per_address * WAITING_PER_SLOT
 
     def take(self, address: str, who: W) -> bool:
         """True: ``who`` has a slot now; False: it waits until ``release`` hands it one

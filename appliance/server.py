@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from appliance import marked_socket, routing
 from appliance.approvals import Approvals, Grant, Outcome
 from appliance.audit import UNAVAILABLE, Audit, token_fields, who_fields
-from appliance.backoff import LoginBackoff, LoginSlots
+from appliance.backoff import WAITING_PER_SLOT, LoginBackoff, LoginSlots
 from appliance.bus import Bus
 from appliance.catalog import ViewCatalog, ViewChange
 from appliance.config import Config, ConfigError, RuleAction, TargetConfig
@@ -136,6 +136,7 @@ class Gateway:
         # sessions holding more than _HOLD_FLOOR of their clients' commands, and how much
         # (bounded together by [appliance] max_buffered, see ClientLeg._count_held)
         self.holding: dict[ClientLeg, int] = {}
+        self.crowded_addresses: set[str] = set()  # turned away since (see _turn_away)
         self._by_sid: dict[str, ClientLeg] = {}  # the same sessions by id (ClientLeg.sid)
         # local ports of upstream sockets that could not be marked (no CAP_NET_ADMIN):
         # a client connection from one of them is the gateway's own, redirected back
@@ -621,6 +622,9 @@ class ClientLeg(asyncio.Protocol):
         if self.gw.draining:
             self._refuse(ErrorCode.UNKNOWN, "sqlgate: the gateway is shutting down")
             return
+        if self.peer_ip and self.gw.login_slots.crowded(self.peer_ip):
+            self._turn_away()
+            return
         name = self._choose_target(sock)
         if name is None:
             return
@@ -644,6 +648,27 @@ class ClientLeg(asyncio.Protocol):
                 slots.in_progress(self.peer_ip),
                 self.peer_ip,
             )
+
+    def _turn_away(self) -> None:
+        """Too many connections of its address wait for a login slot already: refused at
+        once (1040), its socket freed; logged once per crowd, not per connection."""
+        slots = self.gw.login_slots
+        limit = slots.per_address * WAITING_PER_SLOT
+        crowds = self.gw.crowded_addresses
+        if self.peer_ip not in crowds:
+            crowds.add(self.peer_ip)
+            log.warning(
+                "session %d: %d connections from %s wait for a login slot "
+                "(appliance.max_pending_logins): further ones are refused until fewer wait",
+                self.id,
+                limit,
+                self.peer_ip,
+            )
+        self._refuse(
+            ErrorCode.CON_COUNT,
+            f"sqlgate: too many connections: {limit} connections from your address wait "
+            "for their login already (appliance.max_pending_logins); try again later",
+        )
 
     def _begin(self) -> None:
         """The connection holds one of its address's login slots: dial the target."""
@@ -672,6 +697,8 @@ class ClientLeg(asyncio.Protocol):
             if nxt is not None:
                 nxt._login_slot = "held"
                 asyncio.get_running_loop().call_soon(nxt._guarded, nxt._begin)
+        if state is not None and not slots.waiting(self.peer_ip):
+            self.gw.crowded_addresses.discard(self.peer_ip)  # a new crowd is logged
 
     def data_received(self, data: bytes) -> None:
         session = self.session

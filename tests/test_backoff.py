@@ -159,3 +159,17 @@ def test_logins_in_progress_of_an_ipv6_host_count_by_its_64() -> None:
     assert slots.take("2001:db8::1", "a")
     assert not slots.take("2001:db8::2", "b")  # a new address of the same /64
     assert slots.take("2001:db8:0:1::1", "c")
+
+
+def test_an_address_with_16_waiting_per_slot_is_crowded() -> None:
+    from appliance.backoff import WAITING_PER_SLOT
+
+    slots: LoginSlots[str] = LoginSlots(2)
+    assert slots.take("10.0.0.1", "a") and slots.take("10.0.0.1", "b")
+    for i in range(2 * WAITING_PER_SLOT - 1):
+        assert not slots.take("10.0.0.1", f"w{i}")
+    assert not slots.crowded("10.0.0.1")
+    assert not slots.take("10.0.0.1", "last")
+    assert slots.crowded("10.0.0.1") and not slots.crowded("10.0.0.2")
+    slots.leave("10.0.0.1", "last")
+    assert not slots.crowded("10.0.0.1")

@@ -875,6 +875,39 @@ def test_one_address_holds_at_most_max_pending_logins_connections_of_the_target(
     assert "Traceback" not in gw.log()
 
 
+def test_one_address_has_at_most_16_connections_per_slot_waiting_for_a_login(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Waiting connections held their sockets for up to 8 s each, without a bound: one
+    client opening 20,000 connections in 7 s took every file descriptor the gateway had,
+    and other addresses' logins failed. Beyond 16 waiting per slot, a connection is
+    refused at once (1040) and its socket freed; other addresses go on."""
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, appliance_extra="max_pending_logins = 1"
+    ).start()
+    socks: list[socket.socket] = []
+    try:
+        socks = [socket.create_connection((gw.host, gw.port), timeout=10) for _ in range(17)]
+        assert _greeting(socks[0])[:1] == b"\x0a"  # the one slot; 16 wait
+        _wait_until(lambda: "wait for one to end" in gw.log(), "the others to wait")
+        extra = [socket.create_connection((gw.host, gw.port), timeout=10) for _ in range(3)]
+        socks += extra
+        for sock in extra:
+            reply = _until_closed(sock)
+            assert reply[4:5] == b"\xff" and reply[5:7] == (1040).to_bytes(2, "little")
+            assert b"max_pending_logins" in reply
+        assert gw.log().count("further ones are refused until fewer wait") == 1
+        with gw.connect(bind_address="127.0.0.2") as other:
+            assert scalar(other, "SELECT 9") == 9
+    finally:
+        for sock in socks:
+            sock.close()
+    with gw.connect() as conn:  # none wait now: the address is served again
+        assert scalar(conn, "SELECT 10") == 10
+    assert gw.stop() == 0
+    assert "Traceback" not in gw.log()
+
+
 def test_a_handshake_larger_than_a_login_needs_is_refused_at_once(
     gateway: GatewayProcess,
 ) -> None:
