@@ -1472,7 +1472,7 @@ class ClientLeg(asyncio.Protocol):
         it is decided, and the commands that came after it in their turn."""
         try:
             while True:
-                classified = await self.gw.offload.classify(job)
+                classified = await self.gw.offload.classify(job, self._offload_who)
                 if cmd.id not in self._deferred:  # the session ended meanwhile: recorded
                     return
                 session, policy = self.session, self.policy
@@ -1499,6 +1499,12 @@ class ClientLeg(asyncio.Protocol):
                 self._decide_or_offload(item)
         del later[:taken]
         self.flush()
+
+    @property
+    def _offload_who(self) -> str:
+        """Whose texts take turns together in the worker: the session's identity."""
+        policy = self.policy
+        return policy.who.identity if policy is not None else f"session {self.id}"
 
     def _not_decided(self, cmd: ClientCommand, why: str) -> None:
         """Record a command that will not be decided (the session ended): not run."""

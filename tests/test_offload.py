@@ -184,3 +184,27 @@ def test_a_worker_that_cannot_start_leaves_the_texts_to_the_loop(
         return await offload.classify(job("SELECT 1")), await offload.classify(job("SELECT 2"))
 
     assert asyncio.run(main()) == (None, None)
+
+
+def test_identities_take_turns_in_the_worker() -> None:
+    """One agent's many sessions each sending large texts had the worker first come,
+    first served: another agent's text waited behind all of theirs (three sessions of 1
+    MB texts held a 9 KB one for 10 to 12 s). Identities now take turns: it goes second."""
+    order: list[str] = []
+
+    async def main() -> None:
+        offload = Offload()
+        try:
+            await offload.classify(job("SELECT 1"))  # the worker is up
+
+            async def text(who: str, i: int, after: float) -> None:
+                await asyncio.sleep(after)  # the other comes while the first is read
+                await offload.classify(job(f"SELECT {i} FROM t WHERE " + ORS[:150_000]), who)
+                order.append(who)
+
+            await asyncio.gather(*(text("flood", i, 0) for i in range(5)), text("other", 6, 0.05))
+        finally:
+            offload.close()
+
+    asyncio.run(main())
+    assert order.index("other") == 1, order
