@@ -899,12 +899,14 @@ def test_one_address_has_at_most_16_connections_per_slot_waiting_for_a_login(
         assert gw.log().count("further ones are refused until fewer wait") == 1
         with gw.connect(bind_address="127.0.0.2") as other:
             assert scalar(other, "SELECT 9") == 9
+        for sock in socks:
+            sock.close()
+        with gw.connect() as conn:  # none wait now: the address is served again
+            assert scalar(conn, "SELECT 10") == 10
     finally:
         for sock in socks:
             sock.close()
-    with gw.connect() as conn:  # none wait now: the address is served again
-        assert scalar(conn, "SELECT 10") == 10
-    assert gw.stop() == 0
+        assert gw.stop() == 0
     assert "Traceback" not in gw.log()
 
 
