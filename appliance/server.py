@@ -1570,8 +1570,11 @@ class ClientLeg(asyncio.Protocol):
                 )
             )
         self.gw.policy.alerts.clear()
-        if any(_changes_state(part) for part in verdict.parts):
-            self._state_changed = True
+        if self.gw.approvals is not None and not self._state_changed:  # (the estimate's)
+            for part in verdict.parts:
+                if _changes_state(part):
+                    self._state_changed = True
+                    break
         held = self._held(verdict)
         if held and self._holding:  # one request at a time per session
             self._behind_hold.add(cmd.id)
@@ -2445,7 +2448,9 @@ policy (``SessionPolicy.state_changed``)."""
 def _changes_state(part: Part) -> bool:
     """Whether a statement may change the session's state unseen (``_STATE_KINDS``, or a
     call of a function that is not built in)."""
-    return part.kind in _STATE_KINDS or not part.functions <= BUILTIN_FUNCTIONS
+    return part.kind in _STATE_KINDS or bool(
+        part.functions and not part.functions <= BUILTIN_FUNCTIONS
+    )
 
 
 def _changes_views(verdict: Verdict) -> bool:
