@@ -404,12 +404,7 @@ def _reached_reason(rule: RuleConfig, c: Classification, reached: Reached) -> st
     else:
         where = f"also {verb} {reached.table} (through {reached.how})"
     what = f"{_what(c)} {where}"
-    if rule.action is RuleAction.BLOCK:
-        return (
-            f"{what}, which is not allowed on this gateway. Do not retry it; ask a person "
-            "with the right access if it is really needed"
-        )
-    return _review_reason(what, "this gateway's policy requires a person to approve it")
+    return _refused_as(rule, what, clause=True)
 
 
 def _lower(names: frozenset[str]) -> frozenset[str]:
@@ -517,19 +512,21 @@ def _read_reason(rule: RuleConfig, c: Classification, db: str | None) -> str:
     tables = sorted(qualified(t, db) for t in c.reads)
     shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
     what = f"{_what(c)} reads {shown} (as a SELECT would)"
-    if rule.action is RuleAction.BLOCK:
-        return (
-            f"{what}, which is not allowed on this gateway. Do not retry it; ask a person "
-            "with the right access if it is really needed"
-        )
-    return _review_reason(what, "this gateway's policy requires a person to approve it")
+    return _refused_as(rule, what, clause=True)
 
 
 def _configured_reason(rule: RuleConfig, c: Classification) -> str:
-    what = _what(c)
+    return _refused_as(rule, _what(c))
+
+
+def _refused_as(rule: RuleConfig, what: str, clause: bool = False) -> str:
+    """The reason a configured rule refuses ``what`` with (a block), or holds it for (a
+    review). ``clause``: ``what`` says more than the statement (what it reaches, what it
+    reads), and the refusal follows it as a clause."""
     if rule.action is RuleAction.BLOCK:
+        verb = ", which is" if clause else " is"
         return (
-            f"{what} is not allowed on this gateway. Do not retry it; ask a person with "
+            f"{what}{verb} not allowed on this gateway. Do not retry it; ask a person with "
             "the right access if it is really needed"
         )
     return _review_reason(what, "this gateway's policy requires a person to approve it")
