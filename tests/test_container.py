@@ -227,6 +227,19 @@ def entrypoint_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_entrypoint(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` (the entry point, perhaps under setpriv) run with ``env`` added."""
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=entrypoint_env(**env),
+        cwd=cwd,
+        check=False,
+    )
+
+
 def test_root_becomes_the_user_with_only_the_network_capabilities(tmp_path: Path) -> None:
     # The interpreter must be usable by that user: Debian's own, not one under /root.
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -272,28 +285,12 @@ def test_root_without_setuid_and_setgid_is_refused(tmp_path: Path) -> None:
         "-c",
         "id -u",
     ]
-    done = subprocess.run(
-        without,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=entrypoint_env(SQLGATE_USER="nobody"),
-        cwd=tmp_path,
-        check=False,
-    )
+    done = run_entrypoint(without, tmp_path, SQLGATE_USER="nobody")
     assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
     assert done.stderr.startswith(
         "sqlgate-entrypoint: no CAP_SETUID/CAP_SETGID to become 'nobody': refusing to run as root"
     )
-    done = subprocess.run(
-        without,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=entrypoint_env(SQLGATE_USER="root"),
-        cwd=tmp_path,
-        check=False,
-    )
+    done = run_entrypoint(without, tmp_path, SQLGATE_USER="root")
     assert (done.returncode, done.stdout, done.stderr) == (0, "0\n", "")
 
 
@@ -307,14 +304,10 @@ def test_files_the_commands_make_are_not_for_other_users(tmp_path: Path) -> None
         "import os; print({n: oct(os.stat(n).st_mode & 0o777) for n in "
         "('ledger.db', 'ledger.db-wal', 'ledger.db-shm')})"
     )
-    done = subprocess.run(
+    done = run_entrypoint(
         [sys.executable, "-m", "appliance.container", sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=entrypoint_env(SQLGATE_USER="root"),
-        cwd=tmp_path,
-        check=False,
+        tmp_path,
+        SQLGATE_USER="root",
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(
