@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
-import aiomqtt
 import mysql.connector
 import pymysql
 import pytest
@@ -1911,12 +1910,7 @@ def test_a_request_that_ends_while_the_broker_is_cut_off_does_not_stay_pending_t
     async def retained_requests() -> set[str]:
         """The requests retained on the broker now, as an operator's console sees them."""
         found: set[str] = set()
-        async with aiomqtt.Client(
-            broker.host,
-            broker.port,
-            username=broker.gateway_user,
-            password=broker.users[broker.gateway_user],
-        ) as peer:
+        async with broker.client(broker.gateway_user, timeout=None) as peer:
             await peer.subscribe(topic, qos=1)
             await peer.subscribe(f"{broker.prefix}/{name}/status", qos=1)  # ends the burst
             async for message in peer.messages:

@@ -48,9 +48,7 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 def raw_client(broker: Broker, user: str = Broker.operator_user) -> aiomqtt.Client:
     """A plain MQTT client, as the console or another tool would use."""
-    return aiomqtt.Client(
-        broker.host, broker.port, username=user, password=broker.users[user], timeout=5
-    )
+    return broker.client(user)
 
 
 async def next_message(client: aiomqtt.Client, timeout_s: float = 5.0) -> aiomqtt.Message:

@@ -14,7 +14,6 @@ import threading
 import time
 from typing import Any
 
-import aiomqtt
 import pymysql
 import pytest
 from lab.broker import Broker
@@ -40,14 +39,7 @@ class Listener:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
-        user = self.broker.operator_user
-        async with aiomqtt.Client(
-            self.broker.host,
-            self.broker.port,
-            username=user,
-            password=self.broker.users[user],
-            timeout=5,
-        ) as client:
+        async with self.broker.client() as client:
             for suffix in ("sessions/#", "alerts", "approvals/+", "status"):
                 await client.subscribe(f"{self.base}/{suffix}", qos=1)
             self._ready.set()

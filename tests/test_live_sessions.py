@@ -40,10 +40,7 @@ def name() -> str:
 
 def peer(broker: Broker) -> aiomqtt.Client:
     """A client with the gateway's login (it may publish the probe below)."""
-    user = broker.gateway_user
-    return aiomqtt.Client(
-        broker.host, broker.port, username=user, password=broker.users[user], timeout=5
-    )
+    return broker.client(broker.gateway_user)
 
 
 async def retained(broker: Broker, appliance: str, suffix: str) -> dict[str, dict[str, Any]]:

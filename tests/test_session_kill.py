@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import aiomqtt
 import pymysql
 import pytest
 from lab.approvals import Held, approvals_toml, mosquitto, publish
@@ -339,12 +338,7 @@ def retained_kills(broker: Broker, session: str) -> list[bytes]:
     marker = f"{broker.prefix}/{APPLIANCE}/marker"
 
     async def read() -> list[bytes]:
-        async with aiomqtt.Client(
-            broker.host,
-            broker.port,
-            username=broker.gateway_user,
-            password=broker.users[broker.gateway_user],
-        ) as client:
+        async with broker.client(broker.gateway_user, timeout=None) as client:
             await client.subscribe(topic, qos=1)
             await client.subscribe(marker, qos=1)
             await client.publish(marker, b"end", qos=1)

@@ -118,14 +118,10 @@ class Operator:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        user = self.broker.operator_user
-        async with aiomqtt.Client(
-            self.broker.host,
-            self.broker.port,
-            username=user,
-            password=self.broker.users[user],
+        async with self.broker.client(
             identifier=f"bench-operator-{os.getpid()}",
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            timeout=None,
         ) as client:
             await client.subscribe(f"{self.base}/approvals/+", qos=1)
             await client.subscribe(f"{self.base}/status", qos=1)

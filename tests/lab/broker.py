@@ -28,10 +28,14 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import BusConfig
 
 from .certs import Pki
+
+if TYPE_CHECKING:
+    import aiomqtt
 from .mariadb import free_port
 
 START_TIMEOUT_S = 10.0
@@ -157,6 +161,16 @@ class Broker:
         self.stop()
 
     # -- access ------------------------------------------------------------------------
+
+    def client(self, user: str = operator_user, **options: Any) -> aiomqtt.Client:
+        """A plain MQTT client logged in as ``user`` (the console's or another tool's
+        login; ``options``: aiomqtt's, a 5 s timeout unless given)."""
+        import aiomqtt
+
+        options.setdefault("timeout", 5)
+        return aiomqtt.Client(
+            self.host, self.port, username=user, password=self.users[user], **options
+        )
 
     def bus_config(self, user: str = gateway_user, *, tls: bool = False) -> BusConfig:
         """The ``[bus]`` section a gateway (or operator) would use for this broker."""
