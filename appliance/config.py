@@ -100,6 +100,11 @@ _ASYMMETRIC_ALGORITHMS = frozenset(
 """Signature algorithms with a public verification key; HS* and ``none`` never qualify."""
 
 _MIB = 1024 * 1024
+DEFAULT_MAX_SESSIONS = 2000
+"""``[appliance] max_sessions`` when not given: above the 1,000 idle and 400 busy sessions
+the gateway is measured with, so that only a runaway meets it; a deployment sets it below
+what its targets' ``max_connections`` leave after operators' and other clients' needs
+(docs/deployment.md)."""
 MAX_FILE_BYTES = _MIB
 """The largest configuration (or key, or checkpoint) file read: these are small texts, and
 a bound keeps a wrong path (a device, a log) from being read without end."""
@@ -186,6 +191,10 @@ class ApplianceConfig:
     failed_logins_free: int = 5  # per user name and address, before each retry must wait
     failed_login_max_wait_s: float = 300.0  # the wait doubles up to this
     max_pending_logins: int = 16  # per client address; more connections wait their turn
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    """Client connections the gateway serves at once, from every address together: each
+    opens one of a target's connections, so without it a fleet of agents could take
+    all of a target's ``max_connections``; beyond it a connection is refused (1040)."""
     max_buffered: int = 512 * _MIB
     """What all sessions together may hold of their clients' commands not yet decided
     (unfinished packets, commands waiting for a decision), bytes: each may hold up to
@@ -1072,6 +1081,7 @@ _APPLIANCE_KEYS = (
     "failed_logins_free",
     "failed_login_max_wait_s",
     "max_pending_logins",
+    "max_sessions",
     "max_buffered",
 )
 
@@ -1100,6 +1110,7 @@ def _appliance(t: _Table) -> ApplianceConfig:
         failed_logins_free=t.integer("failed_logins_free", 5, 0, 1_000_000),
         failed_login_max_wait_s=t.seconds("failed_login_max_wait_s", 300.0, 1, 86400),
         max_pending_logins=t.integer("max_pending_logins", 16, 1, 100_000),
+        max_sessions=t.integer("max_sessions", DEFAULT_MAX_SESSIONS, 1, 1_000_000),
         max_buffered=max_buffered,
     )
 

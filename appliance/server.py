@@ -137,6 +137,10 @@ class Gateway:
         # (bounded together by [appliance] max_buffered, see ClientLeg._count_held)
         self.holding: dict[ClientLeg, int] = {}
         self.crowded_addresses: set[str] = set()  # turned away since (see _turn_away)
+        # client connections admitted under [appliance] max_sessions (ClientLeg.admitted),
+        # and how many were refused since the gateway was last full (None: it is not)
+        self.admitted = 0
+        self.full_refused: int | None = None
         self._by_sid: dict[str, ClientLeg] = {}  # the same sessions by id (ClientLeg.sid)
         # local ports of upstream sockets that could not be marked (no CAP_NET_ADMIN):
         # a client connection from one of them is the gateway's own, redirected back
@@ -389,6 +393,17 @@ class Gateway:
     def remove(self, leg: ClientLeg) -> None:
         self.sessions.discard(leg)
         self._by_sid.pop(leg.sid, None)
+        if leg.admitted:
+            leg.admitted = False
+            self.admitted -= 1
+            if self.full_refused is not None:
+                log.warning(
+                    "sessions: fewer than %d now (appliance.max_sessions): connections are "
+                    "accepted again; %d were refused meanwhile",
+                    self.config.appliance.max_sessions,
+                    self.full_refused,
+                )
+                self.full_refused = None
         counted, leg.counted = leg.counted, None
         if counted is not None:
             left = self.open_sessions[counted] - 1
@@ -506,6 +521,7 @@ class ClientLeg(asyncio.Protocol):
         "_behind_hold",
         "_state_changed",
         "counted",
+        "admitted",
         "_token_ends",
         "_token_timer",
         "_token_over",
@@ -579,6 +595,7 @@ class ClientLeg(asyncio.Protocol):
         self._state_changed = False
         # (identity, target) this session counts under in Gateway.open_sessions, once admitted
         self.counted: tuple[str, str] | None = None
+        self.admitted = False  # it counts in Gateway.admitted ([appliance] max_sessions)
         # a masked session's commands allowed and recorded, by id, with the text to send
         # and when their wait for the views ends: each goes when it is next in line and
         # its target's views are current (_let_go)
@@ -625,6 +642,11 @@ class ClientLeg(asyncio.Protocol):
         if self.peer_ip and self.gw.login_slots.crowded(self.peer_ip):
             self._turn_away()
             return
+        if self.gw.admitted >= self.gw.config.appliance.max_sessions:
+            self._gateway_full()
+            return
+        self.admitted = True
+        self.gw.admitted += 1
         name = self._choose_target(sock)
         if name is None:
             return
@@ -668,6 +690,36 @@ class ClientLeg(asyncio.Protocol):
             ErrorCode.CON_COUNT,
             f"sqlgate: too many connections: {limit} connections from your address wait "
             "for their login already (appliance.max_pending_logins); try again later",
+        )
+
+    def _gateway_full(self) -> None:
+        """The gateway serves ``[appliance] max_sessions`` connections already: refused at
+        once (1040), before the target is dialled. Every session holds one of a target's
+        connections, and all of them are the gateway's one backend user: without a cap,
+        agents from many addresses could take all of the target's ``max_connections``,
+        the operators' too. The first refusal of each such time is logged and recorded
+        (an ``alert``), the rest counted, so that a flood cannot fill the ledger."""
+        gw = self.gw
+        limit = gw.config.appliance.max_sessions
+        if gw.full_refused is None:
+            gw.full_refused = 0
+            reason = (
+                f"the gateway serves {limit} sessions, the most [appliance] max_sessions "
+                f"allows: new connections are refused (1040) until one ends (the first from "
+                f"{self.peer})"
+            )
+            log.warning("sessions: %s", reason)
+            gw.audit.background(
+                records.alert(
+                    alert="max_sessions", reason=reason, client=self.peer, max_sessions=limit
+                )
+            )
+        gw.full_refused += 1
+        self._refuse(
+            ErrorCode.CON_COUNT,
+            f"sqlgate: too many connections: the gateway serves {limit} sessions already, "
+            "the most [appliance] max_sessions allows; connect again once one ends, and "
+            "keep fewer connections open (close idle ones, a smaller pool)",
         )
 
     def _begin(self) -> None:

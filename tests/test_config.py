@@ -162,6 +162,7 @@ def test_spec_example_loads_every_field(
     assert a.state_dir == Path("/var/lib/sqlgate")
     assert a.max_packet == 64 * 1024 * 1024
     assert a.max_buffered == 512 * 1024 * 1024
+    assert a.max_sessions == 2000  # above the 1,000 idle sessions of the bench
     assert a.drain_timeout_s == 30.0
 
     assert config.tls is not None
@@ -258,7 +259,7 @@ def test_every_optional_key(confdir: Path) -> None:
         MINIMAL.replace('listen = "127.0.0.1:3307"', 'listen = "[::]:3307"')
         .replace(
             'state_dir = "state"',
-            'state_dir = "state"\nmax_packet = 1048576\ndrain_timeout_s = 2.5',
+            'state_dir = "state"\nmax_packet = 1048576\ndrain_timeout_s = 2.5\nmax_sessions = 50',
         )
         .replace(
             'allow_groups = ["agents"]',
@@ -312,6 +313,7 @@ mark = 7
     assert (config.appliance.listen_host, config.appliance.listen_port) == ("::", 3307)
     assert config.appliance.max_packet == 1048576
     assert config.appliance.drain_timeout_s == 2.5
+    assert config.appliance.max_sessions == 50
     target = config.target("orders")
     assert (target.port, target.tls, target.tls_verify) == (3307, TargetTLS.REQUIRED, True)
     assert target.tls_ca_file == confdir.resolve() / "ca.pem"
@@ -648,6 +650,18 @@ CASES = [
         lambda t: t.replace('state_dir = "state"', 'state_dir = "state"\nmax_packet = 10'),
         "appliance.max_packet",
         "must be between 1024 and",
+    ),
+    (
+        "max-sessions-zero",
+        lambda t: t.replace('state_dir = "state"', 'state_dir = "state"\nmax_sessions = 0'),
+        "appliance.max_sessions",
+        "must be between 1 and 1000000, got 0",
+    ),
+    (
+        "max-sessions-not-an-integer",
+        lambda t: t.replace('state_dir = "state"', 'state_dir = "state"\nmax_sessions = "many"'),
+        "appliance.max_sessions",
+        "expected an integer, got",
     ),
     (
         "max-buffered-below-max-packet",

@@ -910,6 +910,54 @@ def test_one_address_has_at_most_16_connections_per_slot_waiting_for_a_login(
     assert "Traceback" not in gw.log()
 
 
+def test_the_gateway_serves_at_most_max_sessions_connections_from_all_addresses(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Every connection opened one of the target's, whatever its address: agents from
+    many addresses could take all of the target's max_connections, the operators' too.
+    Beyond ``max_sessions`` a connection is refused at once (1040) and nothing is opened
+    at the target; the sessions it serves go on, and one that ends makes room."""
+
+    def dialled(admin: Any) -> int:
+        """Connections the target has taken since it started."""
+        with admin.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+            return int(cur.fetchone()[1])
+
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, appliance_extra="max_sessions = 3")
+    gw.start()
+    conns: list[Any] = []
+    admin = mariadb.connect()
+    try:
+        conns = [gw.connect(bind_address=f"127.0.0.{i}") for i in (2, 3, 4)]
+        before = dialled(admin)
+        refused = []
+        for host in ("127.0.0.5", "127.0.0.6"):  # other addresses: refused all the same
+            sock = socket.create_connection((gw.host, gw.port), 10, source_address=(host, 0))
+            with sock:
+                refused.append(_until_closed(sock))
+        for reply in refused:
+            assert reply[4:5] == b"\xff" and reply[5:7] == (1040).to_bytes(2, "little")
+            assert b"sqlgate: too many connections" in reply and b"max_sessions" in reply
+        assert dialled(admin) == before  # nothing opened toward the target
+        assert [scalar(c, f"SELECT {i}") for i, c in enumerate(conns)] == [0, 1, 2]
+        conns.pop().close()
+        _wait_until(lambda: "connections are accepted again" in gw.log(), "room again")
+        with gw.connect(bind_address="127.0.0.5") as late:
+            assert scalar(late, "SELECT 9") == 9
+    finally:
+        admin.close()
+        for conn in conns:
+            conn.close()
+        assert gw.stop() == 0
+    alerts = ledger_records(gw.ledger, "--kind", "alert")
+    full = [r for r in alerts if r["alert"] == "max_sessions"]
+    assert len(full) == 1  # once while full, not once per connection
+    assert full[0]["max_sessions"] == 3 and full[0]["client"].startswith("127.0.0.5:")
+    assert "2 were refused meanwhile" in gw.log()
+    assert "Traceback" not in gw.log()
+
+
 def test_a_handshake_larger_than_a_login_needs_is_refused_at_once(
     gateway: GatewayProcess,
 ) -> None:
