@@ -105,6 +105,10 @@ DEFAULT_MAX_SESSIONS = 2000
 the gateway is measured with, so that only a runaway meets it; a deployment sets it below
 what its targets' ``max_connections`` leave after operators' and other clients' needs
 (docs/deployment.md)."""
+DEFAULT_MAX_PREPARED = 1024
+"""``[appliance] max_prepared_per_session`` when not given: far more than an application
+keeps open, and a sixteenth of the server's default max_prepared_stmt_count (16,382),
+which every session of the gateway shares."""
 MAX_FILE_BYTES = _MIB
 """The largest configuration (or key, or checkpoint) file read: these are small texts, and
 a bound keeps a wrong path (a device, a log) from being read without end."""
@@ -195,6 +199,10 @@ class ApplianceConfig:
     """Client connections the gateway serves at once, from every address together: each
     opens one of a target's connections, so without it a fleet of agents could take
     all of a target's ``max_connections``; beyond it a connection is refused (1040)."""
+    max_prepared_per_session: int = DEFAULT_MAX_PREPARED
+    """Statements one session may hold prepared on its target (COM_STMT_PREPARE and
+    SQL-level PREPARE together): all sessions share the server's max_prepared_stmt_count,
+    which one that never closes its statements would otherwise exhaust for every other."""
     max_buffered: int = 512 * _MIB
     """What all sessions together may hold of their clients' commands not yet decided
     (unfinished packets, commands waiting for a decision), bytes: each may hold up to
@@ -1082,6 +1090,7 @@ _APPLIANCE_KEYS = (
     "failed_login_max_wait_s",
     "max_pending_logins",
     "max_sessions",
+    "max_prepared_per_session",
     "max_buffered",
 )
 
@@ -1111,6 +1120,9 @@ def _appliance(t: _Table) -> ApplianceConfig:
         failed_login_max_wait_s=t.seconds("failed_login_max_wait_s", 300.0, 1, 86400),
         max_pending_logins=t.integer("max_pending_logins", 16, 1, 100_000),
         max_sessions=t.integer("max_sessions", DEFAULT_MAX_SESSIONS, 1, 1_000_000),
+        max_prepared_per_session=t.integer(
+            "max_prepared_per_session", DEFAULT_MAX_PREPARED, 1, 1_048_576
+        ),
         max_buffered=max_buffered,
     )
 

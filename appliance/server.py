@@ -222,7 +222,7 @@ class Gateway:
             max_delay_s=config.appliance.failed_login_max_wait_s,
         )
         self.login_slots: LoginSlots[ClientLeg] = LoginSlots(config.appliance.max_pending_logins)
-        self.policy = Policy(config.policy, config.rules)
+        self.policy = Policy(config.policy, config.rules, config.appliance.max_prepared_per_session)
         self.global_modes = GlobalModes(config, self._mode_alert)
         self.policy.unreadable_modes = self.global_modes.unreadable
         self._retention: asyncio.Task[None] | None = None

@@ -163,6 +163,7 @@ def test_spec_example_loads_every_field(
     assert a.max_packet == 64 * 1024 * 1024
     assert a.max_buffered == 512 * 1024 * 1024
     assert a.max_sessions == 2000  # above the 1,000 idle sessions of the bench
+    assert a.max_prepared_per_session == 1024
     assert a.drain_timeout_s == 30.0
 
     assert config.tls is not None
@@ -259,7 +260,8 @@ def test_every_optional_key(confdir: Path) -> None:
         MINIMAL.replace('listen = "127.0.0.1:3307"', 'listen = "[::]:3307"')
         .replace(
             'state_dir = "state"',
-            'state_dir = "state"\nmax_packet = 1048576\ndrain_timeout_s = 2.5\nmax_sessions = 50',
+            'state_dir = "state"\nmax_packet = 1048576\ndrain_timeout_s = 2.5\nmax_sessions = 50\n'
+            "max_prepared_per_session = 64",
         )
         .replace(
             'allow_groups = ["agents"]',
@@ -314,6 +316,7 @@ mark = 7
     assert config.appliance.max_packet == 1048576
     assert config.appliance.drain_timeout_s == 2.5
     assert config.appliance.max_sessions == 50
+    assert config.appliance.max_prepared_per_session == 64
     target = config.target("orders")
     assert (target.port, target.tls, target.tls_verify) == (3307, TargetTLS.REQUIRED, True)
     assert target.tls_ca_file == confdir.resolve() / "ca.pem"
@@ -662,6 +665,22 @@ CASES = [
         lambda t: t.replace('state_dir = "state"', 'state_dir = "state"\nmax_sessions = "many"'),
         "appliance.max_sessions",
         "expected an integer, got",
+    ),
+    (
+        "max-prepared-per-session-zero",
+        lambda t: t.replace(
+            'state_dir = "state"', 'state_dir = "state"\nmax_prepared_per_session = 0'
+        ),
+        "appliance.max_prepared_per_session",
+        "must be between 1 and 1048576, got 0",
+    ),
+    (
+        "max-prepared-per-session-misspelled",
+        lambda t: t.replace(
+            'state_dir = "state"', 'state_dir = "state"\nmax_prepared_per_sesion = 10'
+        ),
+        "appliance.max_prepared_per_sesion",
+        "unknown key (did you mean 'max_prepared_per_session'?)",
     ),
     (
         "max-buffered-below-max-packet",

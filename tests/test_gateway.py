@@ -468,6 +468,100 @@ def _prepare(conn: Any, sql: bytes) -> int:
     return ok.statement_id
 
 
+FAILS = b"SET @a = (SELECT 1 FROM no_such_table)"
+"""A text the policy allows and the server fails to prepare (1146)."""
+
+
+def _try_prepare(conn: Any, sql: bytes) -> int | bytes:
+    """COM_STMT_PREPARE of a text with neither parameters nor columns: the statement id,
+    or the ERR payload it was answered with."""
+    send_raw(conn, bytes([Command.STMT_PREPARE]) + sql)
+    answer = read_raw(conn)
+    if answer[0] == 0xFF:
+        return answer
+    ok = packets.parse_stmt_prepare_ok(answer)
+    assert ok.column_count == ok.param_count == 0
+    return ok.statement_id
+
+
+def _sql_error(conn: Any, sql: str) -> int | None:
+    """Run ``sql`` as a text: None, or the error code it failed with."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    except pymysql.err.MySQLError as exc:
+        return int(exc.args[0])
+    return None
+
+
+def test_a_session_holds_at_most_max_prepared_per_session_statements(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Every session is the gateway's one backend user, and the server's
+    max_prepared_stmt_count (16,382) is shared by all: one session that prepared
+    statements and never closed them made prepares fail in every other. Beyond
+    ``max_prepared_per_session`` (COM_STMT_PREPARE and SQL-level PREPARE together) a
+    prepare is refused and not sent; closes, deallocations, failed prepares and a reset
+    of the connection give room again, a name prepared again takes none."""
+
+    def held_at_server() -> int:
+        rows = mariadb.admin_sql("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+        return int(rows[0][1])
+
+    gw = GatewayProcess(
+        tmp_path / "gw", mariadb, mariadb.pki, appliance_extra="max_prepared_per_session = 3"
+    ).start()
+    try:
+        with gw.connect() as conn, gw.connect() as other:
+            before = held_at_server()
+            # failed prepares hold nothing: the protocol's, and a name's
+            missing = _try_prepare(conn, FAILS)
+            assert isinstance(missing, bytes) and missing[1:3] == (1146).to_bytes(2, "little")
+            assert _sql_error(conn, f"PREPARE s1 FROM '{FAILS.decode()}'") == 1146
+            first, second = _try_prepare(conn, b"SET @a = 1"), _try_prepare(conn, b"SET @a = 2")
+            assert isinstance(first, int) and isinstance(second, int)
+            assert _sql_error(conn, "PREPARE s1 FROM 'SET @a = 3'") is None
+            assert _sql_error(conn, "PREPARE S1 FROM 'SET @a = 4'") is None  # the same name
+            assert held_at_server() - before == 3
+            refused = _try_prepare(conn, b"SET @a = 5")
+            assert isinstance(refused, bytes) and refused[1:3] == (1227).to_bytes(2, "little")
+            assert b"max_prepared_per_session" in refused and b"COM_STMT_CLOSE" in refused
+            with pytest.raises(pymysql.err.OperationalError) as named:
+                with conn.cursor() as cur:
+                    cur.execute("PREPARE s2 FROM 'SET @a = 6'")
+            assert named.value.args[0] == 1227 and "DEALLOCATE PREPARE" in named.value.args[1]
+            assert held_at_server() - before == 3  # neither was sent
+            assert isinstance(_try_prepare(other, b"SET @a = 7"), int)  # another session's own
+            send_raw(conn, bytes([Command.STMT_CLOSE]) + struct.pack("<I", first))
+            assert isinstance(_try_prepare(conn, b"SET @a = 5"), int)  # in its place
+            assert _sql_error(conn, "DEALLOCATE PREPARE s1") is None
+            assert _sql_error(conn, "PREPARE s2 FROM 'SET @a = 6'") is None
+            # a PREPARE that fails drops what its name held
+            assert _sql_error(conn, f"PREPARE s2 FROM '{FAILS.decode()}'") == 1146
+            assert _sql_error(conn, "PREPARE s3 FROM 'SET @a = 8'") is None
+            assert _sql_error(conn, "PREPARE s4 FROM 'SET @a = 9'") == 1227
+            send_raw(conn, bytes([Command.RESET_CONNECTION]))  # drops every one
+            assert read_raw(conn)[0] == 0x00
+            for i in range(3):
+                assert isinstance(_try_prepare(conn, f"SET @a = {i}".encode()), int)
+            assert _sql_error(conn, "PREPARE s5 FROM 'SET @a = 10'") == 1227
+            assert scalar(conn, "SELECT 11") == 11
+    finally:
+        assert gw.stop() == 0
+    blocked = [
+        r
+        for r in ledger_records(gw.ledger, "--kind", "statement")
+        if r.get("rule") == "max-prepared-per-session"
+    ]
+    assert [(r["command"], r["decision"]) for r in blocked] == [
+        ("COM_STMT_PREPARE", "blocked"),
+        ("COM_QUERY", "blocked"),
+        ("COM_QUERY", "blocked"),
+        ("COM_QUERY", "blocked"),
+    ]
+    assert "Traceback" not in gw.log()
+
+
 def test_the_last_prepared_statement_id_runs_only_right_after_its_prepare(
     gateway: GatewayProcess, mariadb: MariaDB
 ) -> None:

@@ -26,7 +26,14 @@ from enum import Enum
 from itertools import repeat
 from typing import TypeVar
 
-from appliance.config import OversizedAction, PolicyConfig, PolicyMode, RuleAction, RuleConfig
+from appliance.config import (
+    DEFAULT_MAX_PREPARED,
+    OversizedAction,
+    PolicyConfig,
+    PolicyMode,
+    RuleAction,
+    RuleConfig,
+)
 from appliance.mysql.charsets import ASCII_CHANGING, UNREADABLE_NAMES, collation_charset, read_text
 from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.params import ExecuteParams
@@ -366,9 +373,18 @@ class _Cache:
 class Policy:
     """The gateway's rules and caches, shared by all sessions."""
 
-    def __init__(self, settings: PolicyConfig, rules: tuple[RuleConfig, ...]) -> None:
+    def __init__(
+        self,
+        settings: PolicyConfig,
+        rules: tuple[RuleConfig, ...],
+        max_prepared: int = DEFAULT_MAX_PREPARED,
+    ) -> None:
         self.settings = settings
         self.rules = rules
+        # statements one session may hold prepared on its target ([appliance]
+        # max_prepared_per_session): the server's max_prepared_stmt_count is shared by
+        # every session of the gateway's one backend user
+        self.max_prepared = max_prepared
         self.shadow = settings.mode is PolicyMode.SHADOW
         self._exact = _Cache()  # entries by text
         self._by_shape = _Cache()  # entries shared by texts of one shape
@@ -681,6 +697,17 @@ class SessionPolicy:
         # they were prepared from before, where a failed PREPARE would have dropped it
         self._unprepared: set[str] = set()
         self._prepared_names: set[str] = set()  # names that may hold a statement there
+        # names that hold a statement there, as far as the answers tell (one that may is
+        # counted), for [appliance] max_prepared_per_session; command id -> the names its
+        # text added to them and took from them, and whether it is one statement
+        self._named_open: set[str] = set()
+        self._opening: dict[int, tuple[frozenset[str], frozenset[str], bool]] = {}
+        # COM_STMT_CLOSEs decided and not sent yet: command id -> the statement id (it
+        # is prepared there until its close goes)
+        self._closing: dict[int, int] = {}
+        # resets of the connection on their way: command id -> the names they dropped
+        # (as they are decided: the prepares sent behind one are the server's after it)
+        self._resetting: dict[int, frozenset[str]] = {}
         # names last prepared from a text that is not ASCII -> the client character set
         # it was read in: the server reads the text again in the current one whenever it
         # prepares it anew (a table it names changed), so an EXECUTE in another is refused
@@ -815,9 +842,18 @@ class SessionPolicy:
             mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._current_reading]
             backslash_unknown = self._backslash_unknown
             verdict = self._decide_text(cmd, label, server_status, classified)
-            return self._follow_names(cmd, verdict, cmd.payload[1:], mode, backslash_unknown)
+            opened = self._prepared_open(param_counts)
+            return self._follow_names(
+                cmd, verdict, cmd.payload[1:], mode, backslash_unknown, opened
+            )
         if code == Command.STMT_PREPARE:
             verdict = self._decide_text(cmd, label, server_status, classified)
+            if verdict.refusal is None or verdict.shadow:
+                held = self._prepared_open(param_counts) + len(self._named_open)
+                if held >= self.policy.max_prepared:
+                    refusal = _too_many_prepared(held, self.policy.max_prepared, None)
+                    parts = tuple(replace(p, decision=refusal) for p in verdict.parts)
+                    verdict = Verdict(verdict.command, parts, refusal)  # (shadow mode too)
             sent: bytes | None = None
             if verdict.refusal is None or verdict.shadow:
                 # (a refused one prepares nothing, and must not vouch for a statement
@@ -850,6 +886,8 @@ class SessionPolicy:
                 sql = original
             text, exact = _carried(sql, charset)
             if code != Command.STMT_EXECUTE:
+                if code == Command.STMT_CLOSE and cmd.stands_for is None:
+                    self._closing[cmd.id] = int.from_bytes(cmd.payload[1:5], "little")
                 part = replace(_part(text, _protocol_kind(label)), exact=exact, carried=carried)
                 return Verdict(label, (part,))
             if not sql and self._preparing:
@@ -905,6 +943,9 @@ class SessionPolicy:
         if code == Command.FIELD_LIST:  # decided and recorded as SHOW COLUMNS FROM `table`
             return self._guarded(self._field_list(cmd, label), cmd)
         if code == Command.RESET_CONNECTION:
+            if self._named_open:  # back unless it succeeds (see completed)
+                self._resetting[cmd.id] = frozenset(self._named_open)
+                self._named_open = set()
             self._mode_changes.add(cmd.id)
             self._mode_sets.add(cmd.id)
             if self._reading is not self._login_reading:
@@ -919,6 +960,17 @@ class SessionPolicy:
                 decision = self._kill_check(thread)
             return self._verdict(label, (Part(f"KILL {thread}", "KILL", decision),))
         return Verdict(label, (_part("", _protocol_kind(label)),))
+
+    def _prepared_open(self, param_counts: Mapping[int, int] | None) -> int:
+        """Statements of the protocol (COM_STMT_PREPARE) this session holds prepared on
+        the target, or will once the prepares on their way are answered, less those
+        whose close is on its way."""
+        held = len(self._preparing)
+        if param_counts is not None:
+            held += len(param_counts)
+            if self._closing:
+                held -= len({i for i in self._closing.values() if i in param_counts})
+        return held
 
     def _field_list(self, cmd: ClientCommand, label: str) -> Verdict:
         """COM_FIELD_LIST (a table name up to a NUL, then a wildcard) gives the column
@@ -1586,6 +1638,7 @@ class SessionPolicy:
         sql: bytes,
         mode: LexMode,
         backslash_unknown: bool,
+        opened: int = 0,
     ) -> Verdict:
         """SQL-level prepared statements by name, in a text read in ``mode``. A PREPARE
         that fails on the server drops the statement prepared under its name before; one
@@ -1596,7 +1649,8 @@ class SessionPolicy:
         statement, is refused (``prepare-refused``) until the name is prepared again,
         deallocated, or the connection reset. An EXECUTE of a name prepared before a view
         or a foreign key changed what its write reaches is decided again
-        (``_named_now``)."""
+        (``_named_now``). A PREPARE of a name that holds no statement while the session
+        holds ``max_prepared`` (``opened`` of the protocol's among them) is refused."""
         try:
             statements = split_statements(sql, mode)
         except LexError:
@@ -1610,6 +1664,7 @@ class SessionPolicy:
         through = self.policy.through.get(self.who.target) if self.policy.through else None
         since: tuple[Decision, Statement] | None = None  # its refusal, and the EXECUTE
         named: list[tuple[str, _NamedText | None]] = []  # in order; None: deallocated
+        named_at: list[Statement] = []  # the statement of each
         schema = self.schema  # where a PREPARE's names are read (None: not known)
         for statement in statements:
             tokens = statement.tokens
@@ -1626,9 +1681,11 @@ class SessionPolicy:
                         text = _prepared_text(sql, tokens, i + 3, mode)
                         kept = _NamedText(text, mode, backslash_unknown, through, schema)
                         named.append((name, kept))
+                        named_at.append(statement)
                     elif i and word_at(tokens, i - 1) in ("DEALLOCATE", "DROP"):
                         dropped.append(name)
                         named.append((name, None))
+                        named_at.append(statement)
                 elif word == "EXECUTE":
                     name = _statement_name(tokens, i + 1)
                     if name is None or name in prepared:
@@ -1655,6 +1712,31 @@ class SessionPolicy:
         elif since is not None and runs:
             verdict = self._refuse_at(verdict, *since)
             runs = verdict.shadow
+        held = self._named_open
+        if runs and named:
+            held = set(held)
+            for (name, facts), statement in zip(named, named_at, strict=True):
+                if facts is None:
+                    held.discard(name)
+                elif name not in held:
+                    if opened + len(held) >= self.policy.max_prepared:
+                        refusal = _too_many_prepared(
+                            opened + len(held), self.policy.max_prepared, name
+                        )
+                        # (a limit of the server's resources: in shadow mode too)
+                        verdict = self._refuse_at(verdict, refusal, statement)
+                        verdict = replace(verdict, shadow=False)
+                        runs = False
+                        break
+                    held.add(name)
+        if runs and held is not self._named_open:
+            before = self._named_open
+            self._opening[cmd.id] = (
+                frozenset(held - before),
+                frozenset(before - held),
+                len(statements) == 1,
+            )
+            self._named_open = held
         if runs:
             for name, facts in named:
                 if facts is None:
@@ -1776,6 +1858,8 @@ class SessionPolicy:
             self._params.answered(cmd.id, error, sent)
         self._mode_changes.discard(cmd.id)
         self._preparing.discard(cmd.id)
+        if self._closing:
+            self._closing.pop(cmd.id, None)
         if cmd.id in self._mode_sets:
             self._mode_sets.discard(cmd.id)
             if error is None:  # the flag follows the mode it set
@@ -1787,6 +1871,14 @@ class SessionPolicy:
             # the answer's status flags are the session's again (an answer without
             # flags leaves those of the SET STATEMENT's in place)
             self._stale_status = False
+        if self._resetting:
+            dropped = self._resetting.pop(cmd.id, None)
+            if dropped is not None and error is not None:
+                self._named_open.update(dropped)
+        if self._opening:
+            opening = self._opening.pop(cmd.id, None)
+            if opening is not None and error is not None:
+                self._failed_naming(cmd, opening, sent)
         if self._naming:
             names = self._naming.pop(cmd.id, None)
             if names is not None and error is not None:
@@ -1825,6 +1917,27 @@ class SessionPolicy:
         if charset is not None:
             self._reading = _named_reading(charset)
             self._client = charset
+
+    def _failed_naming(
+        self,
+        cmd: ClientCommand,
+        opening: tuple[frozenset[str], frozenset[str], bool],
+        sent: bool,
+    ) -> None:
+        """A text that prepared or deallocated names failed: what they hold now. Not
+        sent, nothing changed there. One statement that failed there holds nothing under
+        its name (a failed PREPARE drops what the name held). Of a text of several, the
+        statements after the failed one did not run: a name it deallocated may still
+        hold one, and one it prepared may too (counted: the limit errs on the safe side)."""
+        added, removed, lone = opening
+        if not sent:
+            self._named_open.difference_update(added)
+            self._named_open.update(removed)
+        elif lone:
+            for name in self._naming.get(cmd.id, ()):
+                self._named_open.discard(name)
+        else:
+            self._named_open.update(removed)
 
 
 #: A text with no statement in it still gets its ledger record, and its result (an OK
@@ -2151,6 +2264,21 @@ def _prepared_in_other_charset(then: str | None, now: str | None) -> Decision:
         "it names), and this text is not ASCII, so it may then read as another statement "
         f"than the one decided. Set the character set back (SET NAMES {then or 'utf8mb4'}) "
         "or prepare the statement again",
+    )
+
+
+def _too_many_prepared(held: int, limit: int, name: str | None) -> Decision:
+    """A prepare beyond ``[appliance] max_prepared_per_session``, which is not sent."""
+    what = "COM_STMT_PREPARE" if name is None else f"PREPARE {name}"
+    return Decision(
+        RuleAction.BLOCK,
+        "max-prepared-per-session",
+        f"{what} was not sent: this session holds {held} prepared statements, the most "
+        f"[appliance] max_prepared_per_session allows ({limit}; the server's "
+        "max_prepared_stmt_count is shared by every session). Close the statements it no "
+        "longer uses (COM_STMT_CLOSE: the driver's statement or cursor close; "
+        "DEALLOCATE PREPARE name for SQL-level ones), or reuse a prepared one, then "
+        "prepare again",
     )
 
 
