@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -603,6 +604,91 @@ def test_prepared_statements_are_decided_at_prepare_time(
     executes = [s for s in sts if s["command"] == "COM_STMT_EXECUTE"]
     assert [s["sql"] for s in executes[-2:]] == ["SELECT v FROM pol_items WHERE id = ?"] * 2
     assert all(s["rule"] == "prepared" and s["decision"] == "allowed" for s in executes)
+
+
+def _like_rows(mariadb: MariaDB) -> list[tuple[Any, ...]]:
+    return direct(mariadb, "SELECT id, name FROM shop.pol_like ORDER BY id")
+
+
+def _reset_pol_like(mariadb: MariaDB) -> None:
+    direct(mariadb, "CREATE OR REPLACE TABLE shop.pol_like (id INT PRIMARY KEY, name TEXT NULL)")
+    direct(mariadb, "INSERT INTO shop.pol_like VALUES (1, 'abc1'), (2, 'xyz'), (3, NULL)")
+
+
+def test_a_prepared_like_bound_to_only_percent_runs_nothing(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """`DELETE ... WHERE name LIKE ?` passes at its prepare, and an execute that bound
+    '%' deleted every row with a name. Such an execute is refused (1227) before it
+    reaches the server, as one whose pattern came as long data (not read); a pattern
+    that selects rows runs."""
+    _reset_pol_like(mariadb)
+    before = _like_rows(mariadb)
+    delete = "DELETE FROM pol_like WHERE name LIKE ?"
+    conn = gw.connector()
+    try:
+        cur = conn.cursor(prepared=True)
+        for pattern, named in (
+            ("%", "parameter 1 = '%' (a pattern of only '%')"),
+            ("%%", "parameter 1 = '%%' (a pattern of only '%')"),
+            (io.BytesIO(b"%"), "sent apart with COM_STMT_SEND_LONG_DATA"),
+        ):
+            with pytest.raises(mysql.connector.Error) as info:
+                cur.execute(delete, (pattern,))
+            assert info.value.errno == 1227, info.value.msg
+            assert "blocked by rule 'delete-without-where'" in info.value.msg
+            assert named in info.value.msg and "for example 'abc%'" in info.value.msg
+            assert _like_rows(mariadb) == before
+        cur.execute(delete, ("abc%",))
+        assert cur.rowcount == 1
+        conn.commit()
+    finally:
+        conn.close()
+    assert _like_rows(mariadb) == [(2, "xyz"), (3, None)]
+    recs = ledger_records(gw.ledger)
+    executes = [
+        r
+        for r in recs
+        if r["kind"] == "statement" and r["command"] == "COM_STMT_EXECUTE" and r["sql"] == delete
+    ]
+    assert [(r["decision"], r.get("params")) for r in executes] == [
+        ("blocked", ["'%'"]),
+        ("blocked", ["'%%'"]),
+        ("blocked", ["(long data)"]),
+        ("allowed", ["'abc%'"]),
+    ]
+    assert executes[0]["rule"] == "delete-without-where"
+    assert [result_of(recs, r)["error"] for r in executes] == [1227, 1227, 1227, None]
+
+
+def test_sql_level_execute_of_a_like_bound_to_only_percent_runs_nothing(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """The same through SQL-level PREPARE and EXECUTE ... USING, and EXECUTE IMMEDIATE:
+    a user variable's value is not known to the gateway, so one bound where a pattern of
+    only '%' would match every row is refused; a literal is read."""
+    _reset_pol_like(mariadb)
+    before = _like_rows(mariadb)
+    with gw.connect(database="shop") as conn:
+        with conn.cursor() as cur:
+            cur.execute("PREPARE del FROM 'DELETE FROM pol_like WHERE name LIKE ?'")
+            cur.execute("SET @p = '%'")
+        message = refused(conn, "EXECUTE del USING @p")
+        assert message.startswith("sqlgate: blocked by rule 'delete-without-where': ")
+        assert "@p (a value the gateway does not read)" in message
+        assert "'%' (a pattern of only '%')" in refused(conn, "EXECUTE del USING '%'")
+        refused(conn, "EXECUTE IMMEDIATE 'DELETE FROM pol_like WHERE name LIKE ?' USING '%'")
+        refused(
+            conn, "EXECUTE IMMEDIATE 'UPDATE pol_like SET name = ? WHERE name LIKE ?' USING 'x', @p"
+        )
+        assert _like_rows(mariadb) == before
+        with conn.cursor() as cur:
+            assert cur.execute("EXECUTE del USING 'abc%'") == 1
+            assert (
+                cur.execute("EXECUTE IMMEDIATE 'DELETE FROM pol_like WHERE name LIKE ?' USING 'x%'")
+                == 1
+            )
+    assert _like_rows(mariadb) == [(3, None)]
 
 
 def _reset_rp_items(mariadb: MariaDB) -> None:

@@ -18,6 +18,7 @@ covers the whole command, so every value is bound either way.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -26,7 +27,14 @@ from appliance.mysql.errors import RemoteProtocolError
 from appliance.mysql.masking import NUMBER_TYPES, binary_value_end, binary_value_text
 from appliance.mysql.packets import ColumnDefinition
 
-__all__ = ["MAX_PARAMS", "MAX_VALUE", "ExecuteParams", "ParamFields", "read_params"]
+__all__ = [
+    "MAX_PARAMS",
+    "MAX_VALUE",
+    "ExecuteParams",
+    "ParamFields",
+    "literal_text",
+    "read_params",
+]
 
 _HEAD = 10  # 0x17, statement id (4), flags (1), iteration count (4)
 _UNSIGNED_TYPE = 0x80  # the second byte of a parameter's type
@@ -280,3 +288,13 @@ _ESCAPES = str.maketrans(
     {"\\": "\\\\", "'": "''", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
 )
 """A literal on one line, read back as the same text (outside NO_BACKSLASH_ESCAPES)."""
+
+
+_UNESCAPES = {"\\\\": "\\", "''": "'", "\\n": "\n", "\\r": "\r", "\\t": "\t", "\\0": "\0"}
+_ESCAPED = re.compile(r"\\\\|''|\\[nrt0]")
+
+
+def literal_text(literal: str) -> str:
+    """The text of a quoted literal a record gives (``'O''Hara'``), as it was bound:
+    the escapes of ``_ESCAPES`` undone."""
+    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group()], literal[1:-1])

@@ -67,13 +67,20 @@ __all__ = [
     "MaskedAs",
     "MaskedUse",
     "Readings",
+    "bind",
     "classify",
     "classify_statement",
     "classify_uncertain",
     "mask_rewrite",
+    "is_percent_only",
     "masked_uses",
     "reference_readings",
+    "shown_values",
+    "sql_string",
     "unreadable",
+    "using_shown",
+    "using_values",
+    "with_bound",
 ]
 
 # sqlglot warns ("contains unsupported syntax. Falling back to parsing as a 'Command'")
@@ -114,6 +121,13 @@ class Classification:
     # A statement of a text of several: where its bytes are in the text (its record
     # shows them read in the session's character set, which ``text`` is not)
     span: tuple[int, int] | None = field(default=None, compare=False)
+    # UPDATE/DELETE: the WHERE is not always true as written, but values bound to its
+    # placeholders may make it so (`name LIKE ?` bound to '%'): each execute's values are
+    # read before it runs (``bind``)
+    where_bindable: bool = False
+    # the values bound to the placeholders that make the WHERE true for every row, as a
+    # refusal names them (where_always_true then holds)
+    where_bound: str | None = None
 
 
 _EXECUTABLE_COMMENT = (
@@ -246,6 +260,8 @@ def _result(
     inner: Classification | None = None,
     stored_functions: Iterable[str] = (),
     assigns: frozenset[str] | None = None,
+    where_bindable: bool = False,
+    where_bound: str | None = None,
 ) -> Classification:
     return Classification(
         kind=kind,
@@ -263,6 +279,8 @@ def _result(
         inner=inner,
         stored_functions=_shared(stored_functions),
         assigns=assigns if problem is None else None,
+        where_bindable=where_bindable,
+        where_bound=where_bound,
     )
 
 
@@ -2020,9 +2038,12 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
     where = root.args.get("where")
     always_true = False
     literal_dependent = False
+    bindable = False
     if isinstance(where, exp.Where):
         outer = _ref_names(refs)
-        always_true, literal_dependent, misread = _where_analysis(where.this, outer, len(refs) == 1)
+        always_true, literal_dependent, misread, bindable = _where_analysis(
+            where.this, outer, len(refs) == 1
+        )
         if misread is not None:
             return _result(
                 kind, text, flags=flags, functions=functions, problem=_parse_problem(kind, misread)
@@ -2040,6 +2061,7 @@ def _dml(v: _View, kind: str, head: int) -> Classification:
         literal_independent=not literal_dependent,
         stored_functions=stored,
         assigns=_assigned(root),
+        where_bindable=bindable,
     )
 
 
@@ -2464,9 +2486,13 @@ class _Operand:
 
 
 class _Atoms:
-    def __init__(self, outer: set[str], single: bool) -> None:
+    def __init__(self, outer: set[str], single: bool, bound: bool = False) -> None:
         self.outer = outer
         self.single = single
+        # a placeholder as a LIKE pattern: with ``bound``, a constant the gateway does not
+        # evaluate (as a variable is), which may be '%'; else a value compared as any other
+        self.bound = bound
+        self.bound_patterns = False  # such a placeholder was met
         self.index: dict[object, int] = {}
         self.row: list[bool] = []  # per atom: depends on the row
         self.literal_dependent = False
@@ -2567,8 +2593,18 @@ class _Atoms:
             if pattern.is_string and pattern.this and set(pattern.this) == {"%"}:
                 return _TRUE
             return None
-        if isinstance(pattern, exp.Placeholder) or self.dependence(pattern) == "row":
-            return None  # a value bound later, compared as any other; a column's pattern
+        if isinstance(pattern, exp.Null):
+            # matches no row: read as false (Kleene logic is monotone, so a WHERE true for
+            # every row with it NULL is true with it false too)
+            return _FALSE
+        if isinstance(pattern, exp.Placeholder):
+            # a value bound later: compared as any other, or with ``bound`` read as the
+            # constant it becomes (its executes are decided with their values, ``bind``)
+            self.bound_patterns = True
+            if not self.bound:
+                return None
+        elif self.dependence(pattern) == "row":
+            return None  # a column's pattern
         self.noted(node)
         return _F(
             "|",
@@ -2902,23 +2938,169 @@ def _misread(cond: exp.Expr) -> str | None:
     return None
 
 
-def _where_analysis(cond: exp.Expr, outer: set[str], single: bool) -> tuple[bool, bool, str | None]:
+def _where_analysis(
+    cond: exp.Expr, outer: set[str], single: bool
+) -> tuple[bool, bool, str | None, bool]:
     """(the WHERE may be true for every row, it holds a predicate built from literals,
-    why the parser may misread it)."""
+    why the parser may misread it, values bound to its placeholders may make it true for
+    every row where it is not as written). Only a WHERE with a placeholder as a LIKE
+    pattern is read a second time for the last: the others cost nothing more."""
     if _simple_conjunction(cond):
-        return False, False, None
+        return False, False, None, False
     atoms = _Atoms(outer, single)
     try:
         misread = _misread(cond)
         if misread is not None:
-            return True, True, misread
+            return True, True, misread, False
         formula = atoms.formula(cond)
         groups = atoms.groups()
         if groups is None:  # tests of unknown order: say true
-            return True, True, None
-        return _may_be_always_true(formula, atoms.row, groups), atoms.literal_dependent, None
+            return True, True, None, False
+        always = _may_be_always_true(formula, atoms.row, groups)
+        bindable = False
+        if not always and atoms.bound_patterns:
+            bound = _Atoms(outer, single, bound=True)
+            formula = bound.formula(cond)
+            groups = bound.groups()
+            bindable = groups is None or _may_be_always_true(formula, bound.row, groups)
+        return always, atoms.literal_dependent, None, bindable
     except RecursionError:
-        return True, True, None
+        return True, True, None, False
+
+
+# -- values bound to a prepared statement ---------------------------------------------------
+
+_UNKNOWN_VALUE = b" @sqlgate_unknown_%d "  # a constant the analysis does not evaluate
+
+
+def sql_string(value: str, mode: LexMode) -> str:
+    """``value`` as a string literal that reads as it in ``mode``."""
+    text = value.replace("'", "''")
+    if not mode.no_backslash_escapes:
+        text = text.replace("\\", "\\\\")
+    return "'" + text + "'"
+
+
+def bind(
+    sql: bytes,
+    mode: LexMode,
+    values: Sequence[str | None],
+    backslash_unknown: bool = False,
+    ansi_unknown: bool = True,
+) -> Classification:
+    """A prepared text of one statement (``where_bindable``) as it is decided with
+    ``values`` bound to its placeholders, in order: each an SQL literal as it reads in
+    ``mode`` (``sql_string`` for a string; '?' leaves the placeholder), None for a value
+    the gateway does not know (read as a constant it does not evaluate, which may be
+    '%'), as are those past the end. Read as ``classify_uncertain`` reads a text; one
+    that does not read as one statement comes back with its ``problem``."""
+    try:
+        params = [t for t in tokenize(sql, mode) if t.kind is Tok.PARAM]
+    except LexError as err:
+        return unreadable(sql, str(err))
+    out = bytearray()
+    kept = 0
+    for k, token in enumerate(params):
+        value = values[k] if k < len(values) else None
+        out += sql[kept : token.start]
+        if value is None:
+            out += _UNKNOWN_VALUE % (k + 1)
+        else:
+            out += b" " + value.encode("utf-8", "surrogateescape") + b" "
+        kept = token.end
+    out += sql[kept:]
+    found = classify_uncertain(bytes(out), mode, ansi_unknown, backslash_unknown)
+    if len(found) != 1:
+        return unreadable(sql, f"the text holds {len(found)} statements, not one")
+    return found[0]
+
+
+def with_bound(c: Classification, values: str) -> Classification:
+    """``c`` (from ``bind``) with ``values``, the bound values as a refusal names them, on
+    each statement it runs whose WHERE they make true for every row."""
+    inner = None if c.inner is None else with_bound(c.inner, values)
+    return replace(c, inner=inner, where_bound=values if c.where_always_true else None)
+
+
+def _chain(c: Classification | None) -> Iterator[Classification]:
+    """A statement and the statements it runs, at any depth."""
+    while c is not None:
+        yield c
+        c = c.inner
+
+
+def shown_values(shown: Sequence[str], values: Sequence[str | None]) -> str:
+    """Bound values as a refusal names them: those of only '%' and those the gateway
+    does not read, else all of them (equal patterns may match every row together)."""
+    named = [
+        f"{text} ({_why_named(value)})"
+        for text, value in zip(shown, values, strict=True)
+        if value is None or is_percent_only(value)
+    ]
+    return ", ".join(named or shown or ["no values"])
+
+
+def is_percent_only(literal: str) -> bool:
+    """Whether an SQL literal is a string of only '%'."""
+    return len(literal) > 2 and literal[0] == literal[-1] == "'" and not literal[1:-1].strip("%")
+
+
+def _why_named(value: str | None) -> str:
+    return "a value the gateway does not read" if value is None else "a pattern of only '%'"
+
+
+def using_values(tokens: Sequence[Token], i: int, mode: LexMode) -> list[str | None]:
+    """The values of the expressions of ``EXECUTE ... USING`` from ``tokens[i]`` (after
+    USING) to the end, as ``bind`` takes them for a text read in ``mode``: a string,
+    number, hex literal, NULL or placeholder as such, anything else (a variable, an
+    expression, a literal with an introducer) as not known."""
+    return [_using_value(expr, mode) for expr in _using_expressions(tokens, i)]
+
+
+def using_shown(raw: bytes, tokens: Sequence[Token], i: int, base: int = 0) -> list[str]:
+    """The expressions of ``EXECUTE ... USING`` from ``tokens[i]``, as written (``raw``:
+    the text the tokens' offsets less ``base`` are in)."""
+    return [
+        raw[expr[0].start - base : expr[-1].end - base].decode("utf-8", "replace")
+        for expr in _using_expressions(tokens, i)
+    ]
+
+
+def _using_expressions(tokens: Sequence[Token], i: int) -> list[Sequence[Token]]:
+    """The tokens of each comma-separated expression from ``tokens[i]`` to the end."""
+    out: list[Sequence[Token]] = []
+    depth = 0
+    start = i
+    for j in range(i, len(tokens)):
+        t = tokens[j]
+        if t.kind is not Tok.PUNCT:
+            continue
+        if t.text == "(":
+            depth += 1
+        elif t.text == ")":
+            depth -= 1
+        elif t.text in (",", ";") and depth == 0:
+            out.append(tokens[start:j])
+            start = j + 1
+            if t.text == ";":
+                return out
+    out.append(tokens[start:])
+    return [expr for expr in out if expr]
+
+
+def _using_value(expr: Sequence[Token], mode: LexMode) -> str | None:
+    if len(expr) != 1:
+        return None
+    t = expr[0]
+    if t.kind is Tok.STRING:
+        return sql_string(t.text, mode)
+    if t.kind in (Tok.NUMBER, Tok.HEX):
+        return t.text
+    if t.kind is Tok.PARAM:
+        return "?"
+    if t.kind is Tok.WORD and t.text == "NULL":
+        return "NULL"
+    return None
 
 
 # -- other kinds that need the parser ---------------------------------------------------------
@@ -3117,6 +3299,8 @@ def _explain(v: _View, kind: str, head: int) -> Classification:
         flags=inner.flags | {"explain_analyze"},
         problem=problem,
         inner=inner,
+        where_bindable=inner.where_bindable,
+        where_bound=inner.where_bound,
     )
 
 
@@ -3827,6 +4011,13 @@ def _prepare(v: _View, kind: str, head: int) -> Classification:
             problem=_parse_problem(kind, f"the text holds {len(inner_all)} statements, not one"),
         )
     inner = inner_all[0]
+    if kind == "EXECUTE" and any(s.where_bindable for s in _chain(inner)):
+        # EXECUTE IMMEDIATE '... LIKE ?' USING '%': decided with the values it binds
+        values = using_values(tokens, stop + 1, v.mode) if stop < n else []
+        shown = using_shown(v.raw, tokens, stop + 1, v._base) if stop < n else []
+        bound = bind(body, v.mode, values, ansi_unknown=False)  # as inner was read
+        if bound.problem is not None or any(s.where_always_true for s in _chain(bound)):
+            inner = with_bound(bound, shown_values(shown, values))
     if kind == "EXECUTE" and _skeleton_calls(v.skeleton)[1]:  # USING f(): runs with it
         inner = replace(
             inner, stored_functions=inner.stored_functions | _token_calls(v, tokens[stop:])
@@ -3865,6 +4056,8 @@ def _running(
         problem=problem,
         inner=inner,
         stored_functions=stored_functions,
+        where_bindable=inner.where_bindable,
+        where_bound=inner.where_bound,
     )
 
 
@@ -4267,6 +4460,8 @@ def _merge(a: Classification, b: Classification) -> Classification:
         stored_functions=a.stored_functions | b.stored_functions,
         assigns=None if a.assigns is None or b.assigns is None else a.assigns | b.assigns,
         span=a.span,  # the same statement (the readings split alike)
+        where_bindable=a.where_bindable or b.where_bindable,
+        where_bound=a.where_bound or b.where_bound,
     )
 
 

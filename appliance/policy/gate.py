@@ -36,17 +36,24 @@ from appliance.config import (
 )
 from appliance.mysql.charsets import ASCII_CHANGING, UNREADABLE_NAMES, collation_charset, read_text
 from appliance.mysql.constants import Command, ServerStatus
-from appliance.mysql.params import ExecuteParams
+from appliance.mysql.params import MAX_VALUE, ExecuteParams, literal_text
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import (
     NOT_UNDERSTOOD,
     Classification,
     Readings,
+    bind,
     classify_uncertain,
+    is_percent_only,
     mask_rewrite,
     masked_uses,
     reference_readings,
+    shown_values,
+    sql_string,
     unreadable,
+    using_shown,
+    using_values,
+    with_bound,
 )
 from appliance.policy.lexer import (
     LexError,
@@ -68,6 +75,7 @@ from appliance.policy.rules import (
     CHARSET_VARIABLES,
     STORED_CODE,
     UNSAFE_CHARSETS,
+    WITHOUT_WHERE,
     Decision,
     Subject,
     decide,
@@ -621,6 +629,19 @@ class _NamedText:
     schema: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Bindable:
+    """An SQL-level ``PREPARE name FROM '...'`` of a text whose WHERE values bound to it
+    may make true for every row (``where_bindable``), for its ``EXECUTE ... USING``s: the
+    text (None: not kept, too long, which refuses them unless every value is read) and
+    how it was read, and the schema it was decided in."""
+
+    text: bytes | None
+    mode: LexMode
+    backslash_unknown: bool
+    schema: str | None
+
+
 _TOUCHES_PARAMS = frozenset(
     {Command.STMT_SEND_LONG_DATA, Command.STMT_CLOSE, Command.STMT_RESET, Command.RESET_CONNECTION}
 )
@@ -749,6 +770,13 @@ class SessionPolicy:
         # prepared texts that change no rows (kept only under a rows limit), and their bytes
         self._prepared_reads: set[bytes] = set()
         self._prepared_reads_bytes = 0
+        # prepared texts (the client's) whose WHERE values bound to their placeholders may
+        # make true for every row (``where_bindable``) -> how they were read: their
+        # executes are decided with their values. Empty for most sessions: an execute
+        # then pays one truth test
+        self._bindable: dict[bytes, tuple[LexMode, bool]] = {}
+        # SQL-level names prepared from such a text, for their EXECUTEs
+        self._bindable_names: dict[str, _Bindable] = {}
 
     def started_in(self, sql_mode: str | None) -> None:
         """The ``sql_mode`` the server started the session in (as it reports it; None: not
@@ -834,7 +862,9 @@ class SessionPolicy:
             else:
                 upper = cmd.payload.upper()
                 follow = b"PREPARE" in upper or (
-                    bool(self._prepared_names) and bool(self.policy.through) and b"EXECUTE" in upper
+                    bool(self._prepared_names)
+                    and (bool(self.policy.through) or bool(self._bindable_names))
+                    and b"EXECUTE" in upper
                 )
             if not follow:
                 return self._decide_text(cmd, label, server_status, classified)
@@ -847,6 +877,8 @@ class SessionPolicy:
                 cmd, verdict, cmd.payload[1:], mode, backslash_unknown, opened
             )
         if code == Command.STMT_PREPARE:
+            mode = _MODES[bool(server_status & _NO_BACKSLASH_ESCAPES), self._current_reading]
+            backslash_unknown = self._backslash_unknown
             verdict = self._decide_text(cmd, label, server_status, classified)
             if verdict.refusal is None or verdict.shadow:
                 held = self._prepared_open(param_counts) + len(self._named_open)
@@ -856,6 +888,7 @@ class SessionPolicy:
                     verdict = Verdict(verdict.command, parts, refusal)  # (shadow mode too)
             sent: bytes | None = None
             if verdict.refusal is None or verdict.shadow:
+                self._note_bindable(cmd.payload[1:], mode, backslash_unknown, prepared)
                 # (a refused one prepares nothing, and must not vouch for a statement
                 # prepared from the same text before)
                 under = (self.policy.through.get(self.who.target), self.schema)
@@ -911,11 +944,17 @@ class SessionPolicy:
             if count is None and cmd.stands_for is not None:
                 # its prepare has not been answered yet: its placeholders are its count
                 count = _placeholders(sql, server_status)
-            carried += tuple(self._params.fields(cmd.payload, count, cmd.id).items())
+            fields = self._params.fields(cmd.payload, count, cmd.id)
+            carried += tuple(fields.items())
             part = replace(
                 _part(text, "EXECUTE", "prepared"), catalog=catalog, exact=exact, carried=carried
             )
-            verdict = self._guarded(Verdict(label, (part,)), cmd, prepared=sql)
+            verdict = Verdict(label, (part,))
+            if self._bindable and sql in self._bindable:  # (empty for most sessions)
+                bound = self._bound_refusal(sql, fields)
+                if bound is not None:
+                    verdict = self._verdict(label, (replace(part, decision=bound),))
+            verdict = self._guarded(verdict, cmd, prepared=sql)
             if verdict.refused:  # (before a command behind it is read with its types)
                 self._params.not_sent(cmd.id)
             return verdict
@@ -1663,8 +1702,11 @@ class SessionPolicy:
         # a block or review rule on tables): an EXECUTE is then decided again
         through = self.policy.through.get(self.who.target) if self.policy.through else None
         since: tuple[Decision, Statement] | None = None  # its refusal, and the EXECUTE
+        bound: tuple[Decision, Statement] | None = None  # an EXECUTE's values' refusal
         named: list[tuple[str, _NamedText | None]] = []  # in order; None: deallocated
         named_at: list[Statement] = []  # the statement of each
+        # names this text prepares (from a where_bindable text, else None) or deallocates
+        binds: dict[str, _Bindable | None] = {}
         schema = self.schema  # where a PREPARE's names are read (None: not known)
         for statement in statements:
             tokens = statement.tokens
@@ -1682,13 +1724,24 @@ class SessionPolicy:
                         kept = _NamedText(text, mode, backslash_unknown, through, schema)
                         named.append((name, kept))
                         named_at.append(statement)
+                        binds[name] = self._named_bindable(
+                            sql, statement, i + 2, mode, backslash_unknown
+                        )
                     elif i and word_at(tokens, i - 1) in ("DEALLOCATE", "DROP"):
                         dropped.append(name)
                         named.append((name, None))
                         named_at.append(statement)
+                        binds[name] = None
                 elif word == "EXECUTE":
                     name = _statement_name(tokens, i + 1)
-                    if name is None or name in prepared:
+                    if name is None:
+                        continue
+                    bindable = binds[name] if name in binds else self._bindable_names.get(name)
+                    if bindable is not None and bound is None:
+                        refusal = self._named_bound(name, bindable, sql, statement, i)
+                        if refusal is not None:
+                            bound = (refusal, statement)
+                    if name in prepared:
                         continue  # (prepared again earlier in the text: it runs that)
                     if executed is None and name in self._unprepared:
                         executed = name
@@ -1711,6 +1764,9 @@ class SessionPolicy:
             runs = verdict.shadow
         elif since is not None and runs:
             verdict = self._refuse_at(verdict, *since)
+            runs = verdict.shadow
+        elif bound is not None and runs:
+            verdict = self._refuse_at(verdict, *bound)
             runs = verdict.shadow
         held = self._named_open
         if runs and named:
@@ -1738,6 +1794,15 @@ class SessionPolicy:
             )
             self._named_open = held
         if runs:
+            for name, bindable in binds.items():
+                if bindable is None:
+                    self._bindable_names.pop(name, None)
+                    continue
+                if name not in self._bindable_names and len(self._bindable_names) >= (
+                    _PREPARES_KEPT
+                ):
+                    bindable = replace(bindable, text=None)  # decided without its text
+                self._bindable_names[name] = bindable
             for name, facts in named:
                 if facts is None:
                     self._named.pop(name, None)
@@ -1810,6 +1875,114 @@ class SessionPolicy:
             return verdict
         parts = tuple(replace(p, decision=tripped) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
+
+    def _note_bindable(
+        self, sql: bytes, mode: LexMode, backslash_unknown: bool, prepared: dict[int, bytes]
+    ) -> None:
+        """Remember a prepared text whose WHERE values bound to it may make true for every
+        row, for its executes (``_bound_refusal``). Only a text with a placeholder and the
+        word LIKE is looked at again (a cache hit: it was just decided); the texts kept
+        are those of statements the session still holds."""
+        if b"?" not in sql or _LIKE.search(sql) is None:
+            return
+        if len(sql) > self.policy.settings.max_statement_bytes:
+            return  # forwarded unread, as configured
+        found = self.policy.classify(sql, mode, backslash_unknown)
+        if not any(s.where_bindable for c in found for s in _chain(c)):
+            return
+        if len(self._bindable) >= _BINDABLE_KEPT:
+            held = {self._rewrites.get(text, text) for text in prepared.values()}
+            self._bindable = {k: v for k, v in self._bindable.items() if k in held}
+        self._bindable[sql] = (mode, backslash_unknown)
+
+    def _named_bindable(
+        self, sql: bytes, statement: Statement, i: int, mode: LexMode, backslash_unknown: bool
+    ) -> _Bindable | None:
+        """What an SQL-level ``PREPARE name FROM`` at ``statement.tokens[i]`` (the word
+        FROM) of the text ``sql`` prepares, when values bound to it may make its WHERE true
+        for every row (None: they cannot). Only a text with a placeholder and the word
+        LIKE is read again."""
+        text = _prepared_text(sql, statement.tokens, i + 1, mode)
+        looked_at = statement.text if text is None else text
+        if b"?" not in looked_at or _LIKE.search(looked_at) is None:
+            return None
+        try:
+            found = self.policy.classify(looked_at, mode, backslash_unknown)
+        except LexError:
+            return None  # refused as not understood
+        if not any(s.where_bindable for c in found for s in _chain(c)):
+            return None
+        return _Bindable(text, mode, backslash_unknown, self.schema)
+
+    def _named_bound(
+        self, name: str, facts: _Bindable, sql: bytes, statement: Statement, i: int
+    ) -> Decision | None:
+        """The refusal of ``EXECUTE name [USING ...]`` (the word EXECUTE at
+        ``statement.tokens[i]``) of a name prepared from a ``where_bindable`` text whose
+        USING values make its WHERE true for every row, or may (a variable, an
+        expression: values the gateway does not read); None when they do not."""
+        tokens = statement.tokens
+        if word_at(tokens, i + 2) == "USING":
+            values = using_values(tokens, i + 3, facts.mode)
+            shown = shown_values(using_shown(sql, tokens, i + 3), values)
+        else:
+            values, shown = [], "no USING values (the server refuses that too)"
+        if facts.text is None:
+            quoted = "`" + name.replace("`", "``") + "`"
+            return Decision(
+                RuleAction.BLOCK,
+                "prepared-unknown",
+                f"the WHERE clause of the statement {quoted} was prepared from may be true "
+                f"for every row with some values bound to it (a LIKE pattern of only '%'), "
+                f"and the gateway does not keep its text (over {_NAMED_TEXT_BYTES} bytes, "
+                f"or past the {_PREPARES_KEPT} names it keeps) to decide it with {shown}. "
+                "DEALLOCATE the prepared statements no longer needed, and PREPARE "
+                f"{name} again from a text under {_NAMED_TEXT_BYTES} bytes",
+            )
+        c = bind(facts.text, facts.mode, values, facts.backslash_unknown)
+        return self._bound_decision(c, shown, facts.schema)
+
+    def _bound_decision(self, c: Classification, named: str, schema: str | None) -> Decision | None:
+        """The refusal of a prepared statement ``bind`` read with the values it binds
+        (``named``, as the refusal names them), as the text with those literals would be
+        decided (the rules first: a configured allow of the statement allows it); None
+        when its WHERE is not true for every row with them."""
+        if c.problem is None and not any(s.where_always_true for s in _chain(c)):
+            return None
+        decision = decide(with_bound(c, named), self.who, schema, self.policy.rules)
+        if decision.refused and (c.problem is not None or decision.rule in WITHOUT_WHERE):
+            return decision
+        return None
+
+    def _bound_refusal(
+        self, sql: bytes, fields: Mapping[str, str | int | list[str]]
+    ) -> Decision | None:
+        """The refusal of an execute of a ``where_bindable`` prepared text whose values
+        make its WHERE true for every row (a LIKE pattern of only '%'), or may (a value
+        the gateway did not read: long data, over ``MAX_VALUE`` bytes, a block it could
+        not read); None when they do not. As the text with literals would be decided
+        (the rules first: an allow of the statement allows it)."""
+        mode, backslash_unknown = self._bindable[sql]  # as it was read at its prepare
+        params = fields.get("params")
+        values: list[str | None] = []
+        named: list[str] = []
+        if isinstance(params, list):
+            for i, value in enumerate(params):
+                values.append(_param_literal(value, mode))
+                if is_percent_only(value):
+                    named.append(f"parameter {i + 1} = {value} (a pattern of only '%')")
+                elif values[-1] is None:
+                    named.append(f"parameter {i + 1}, {_not_read(value)}")
+            if not named:  # values that match every row together (LIKE x OR NOT LIKE x)
+                named = [f"parameter {i + 1} = {value}" for i, value in enumerate(params)]
+            if "params_more" in fields:
+                named.append(f"the parameters after the first {len(params)}, not read")
+        else:
+            why = fields.get("params_error", "not read")
+            named.append(f"the values, not read by the gateway ({why})")
+        c = bind(sql, mode, values, backslash_unknown)
+        schema = self._prepared_under.get(sql, (None, self.schema))[1]
+        return self._bound_decision(c, "; ".join(named), schema)
 
     def _prepared(self, sql: bytes, writes: bool) -> None:
         """Remember whether a prepared text changes rows (for the rows limit on its
@@ -1894,6 +2067,7 @@ class SessionPolicy:
             self._prepared_names.clear()
             self._named_charsets.clear()
             self._named.clear()
+            self._bindable_names.clear()
             self._reading = self._login_reading
             self._results = self._login_results
             self._client = self._login_client
@@ -2110,6 +2284,30 @@ def _canonical_charset(charset: str | None) -> str | None:
         return None
     charset = charset.lower()
     return "utf8mb3" if charset == "utf8" else charset
+
+
+_LIKE = re.compile(rb"like", re.IGNORECASE)
+_BINDABLE_KEPT = 256  # prepared texts kept before those of closed statements are dropped
+
+
+def _not_read(value: str) -> str:
+    """A value of an execute's record the gateway did not read, as a refusal names it."""
+    if value == "(long data)":
+        return "sent apart with COM_STMT_SEND_LONG_DATA, which the gateway does not read"
+    if value.startswith("("):
+        return f"{value[1:-1]}, over the {MAX_VALUE} bytes the gateway reads of a value"
+    return "not read by the gateway"
+
+
+def _param_literal(value: str, mode: LexMode) -> str | None:
+    """A value of an execute's record (``ExecuteParams.fields``) as ``bind`` takes it
+    for a text read in ``mode``: a string written for that mode, NULL, a number and hex
+    bytes as they are; "(long data)" and "(N bytes)" were not read (None)."""
+    if value.startswith("'"):
+        return sql_string(literal_text(value), mode)
+    if not value or value.startswith("("):
+        return None
+    return value
 
 
 def _named_reading(charset: str) -> _Reading:

@@ -35,6 +35,7 @@ __all__ = [
     "SESSION_VARIABLES",
     "CHARSET_VARIABLES",
     "UNSAFE_CHARSETS",
+    "WITHOUT_WHERE",
     "Decision",
     "Subject",
     "decide",
@@ -581,6 +582,10 @@ def _truncate(c: Classification, db: str | None) -> Decision | None:
     return None
 
 
+WITHOUT_WHERE = frozenset({"delete-without-where", "update-without-where"})
+"""The rules of a DELETE or UPDATE whose WHERE is missing or true for every row."""
+
+
 def _without_where(c: Classification, db: str | None) -> Decision | None:
     if c.kind not in ("DELETE", "UPDATE"):
         return None
@@ -591,6 +596,16 @@ def _without_where(c: Classification, db: str | None) -> Decision | None:
             rule,
             f"{_what(c)} has no WHERE clause and would {verb} every row. Add a WHERE clause "
             f"that selects the rows to {verb} (for example WHERE id = 42)",
+        )
+    if c.where_bound is not None:
+        return _block(
+            rule,
+            f"the WHERE clause of {_what(c)} would be true for every row with the values "
+            f"bound to its placeholders, so it would {verb} every row: {c.where_bound}. A "
+            "LIKE pattern of only '%' matches every value but NULL, and a value the gateway "
+            "does not read (a user variable, an expression, long data) may be one. Bind a "
+            f"pattern that selects only the rows to {verb}, as a literal value (for example "
+            "'abc%'), or test another column too (for example AND id = 42)",
         )
     if c.where_always_true:
         return _block(

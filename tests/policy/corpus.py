@@ -747,6 +747,25 @@ PREPARE = [
     Case("EXECUTE IMMEDIATE 'DELETE FROM corpus.items'", "delete-without-where"),
     Case("EXECUTE IMMEDIATE @q", "prepare-from-variable"),
     Case("EXECUTE IMMEDIATE CONCAT('TRUNCATE ', 'corpus.items')", "prepare-from-variable"),
+    # ... with the values of its USING: a LIKE pattern of only '%' matches every row, and
+    # so may a value the gateway does not read (a variable, an expression)
+    *_cases(
+        "delete-without-where",
+        "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name LIKE ?' USING '%'",
+        "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name LIKE ? OR id = ?' USING '%%', 1",
+        "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name LIKE ?' USING @corpus_pattern",
+        "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name LIKE ?' USING CONCAT('%', '')",
+    ),
+    Case(
+        "EXECUTE IMMEDIATE 'UPDATE corpus.items SET qty = ? WHERE name LIKE ?' USING 0, '%'",
+        "update-without-where",
+    ),
+    *_cases(
+        ALLOW,
+        "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name LIKE ?' USING 'zzz%'",
+        "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name LIKE ? AND id = ?' USING '%', 0",
+        "PREPARE s FROM 'DELETE FROM corpus.items WHERE name LIKE ?'",
+    ),
 ]
 
 # ------------------------------------------------------------------------------ DDL

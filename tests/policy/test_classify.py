@@ -11,9 +11,12 @@ from hypothesis import strategies as st
 
 from appliance.policy.classify import (
     Classification,
+    bind,
     classify,
     classify_statement,
     classify_uncertain,
+    sql_string,
+    using_values,
 )
 from appliance.policy.lexer import LexError, LexMode, shape, split_statements
 
@@ -873,6 +876,106 @@ def test_no_where() -> None:
     for sql in ("DELETE FROM t", "UPDATE t SET a = 1", "DELETE FROM t ORDER BY id LIMIT 10"):
         found = one(sql)
         assert (found.has_where, found.where_always_true) == (False, False)
+
+
+# A placeholder as a LIKE pattern is a value like any other at the prepare, but bound to
+# '%' it matches every row: such a WHERE is marked for its executes to be read with their
+# values. Placeholders elsewhere are constants the analysis does not evaluate already.
+BINDABLE = [
+    "name LIKE ?",
+    "name LIKE ? OR id = 3",
+    "name LIKE ? ESCAPE '!'",
+    "(name LIKE ?) OR (name LIKE ?)",
+    "name LIKE ? AND name LIKE ?",
+    "name LIKE ? OR name IS NULL",
+]
+NOT_BINDABLE = [
+    "id = ?",
+    "id > ? AND id < ?",
+    "id IN (?, ?)",
+    "name LIKE ? AND id = ?",
+    "name NOT LIKE ?",
+    "name LIKE 'a%'",
+    "name LIKE name",
+]
+
+
+@pytest.mark.parametrize("where", BINDABLE)
+@pytest.mark.parametrize("verb", ["DELETE FROM t", "UPDATE t SET a = ?"])
+def test_a_where_values_may_make_true_for_every_row(verb: str, where: str) -> None:
+    found = one(f"{verb} WHERE {where}")
+    assert found.problem is None
+    assert found.where_bindable and not found.where_always_true
+
+
+@pytest.mark.parametrize("where", NOT_BINDABLE)
+def test_a_where_no_values_make_true_for_every_row(where: str) -> None:
+    found = one(f"DELETE FROM t WHERE {where}")
+    assert not found.where_bindable and not found.where_always_true
+
+
+def test_a_like_of_null_matches_no_row() -> None:
+    """NULL as a pattern (bound to a placeholder too) selects nothing; NOT of it neither,
+    but read as false it is taken for true, as a WHERE may be."""
+    assert not one("DELETE FROM t WHERE name LIKE NULL").where_always_true
+    assert not one("DELETE FROM t WHERE name LIKE NULL OR id = 1").where_always_true
+    assert one("DELETE FROM t WHERE name NOT LIKE NULL").where_always_true
+
+
+def test_placeholders_elsewhere_are_decided_at_the_prepare() -> None:
+    for where in ("?", "? = ?", "id = id OR ?", "IFNULL(?, 1)", "? IS NULL", "name LIKE CONCAT(?)"):
+        found = one(f"DELETE FROM t WHERE {where}")
+        assert found.where_always_true and not found.where_bindable, where
+
+
+def test_a_statement_that_runs_another_carries_it() -> None:
+    for sql in (
+        "PREPARE s FROM 'DELETE FROM t WHERE name LIKE ?'",
+        "ANALYZE DELETE FROM t WHERE name LIKE ?",
+        "EXECUTE IMMEDIATE 'DELETE FROM t WHERE name LIKE ?' USING ?",
+    ):
+        found = one(sql)
+        assert found.where_bindable and not found.where_always_true, sql
+    assert not one("SELECT * FROM t WHERE name LIKE ?").where_bindable
+
+
+def test_bind_decides_the_text_with_its_values() -> None:
+    sql = b"DELETE FROM t WHERE name LIKE ? OR id = ?"
+    assert not bind(sql, DEFAULT, ["'abc%'", "7"]).where_always_true
+    for values in (["'%'", "7"], ["'%%'", "NULL"], [None, "7"], []):  # '%', not known, missing
+        assert bind(sql, DEFAULT, values).where_always_true, values
+    both = b"UPDATE t SET a = ? WHERE name LIKE ? AND id = ?"
+    assert not bind(both, DEFAULT, ["1", "'%'", "7"]).where_always_true  # id = 7 picks rows
+    # equal patterns match every row together, as their literals do
+    either = b"DELETE FROM t WHERE name LIKE ? OR name NOT LIKE ?"
+    assert one(either.decode()).where_bindable
+    assert bind(either, DEFAULT, ["'x'", "'x'"]).where_always_true
+    assert not bind(either, DEFAULT, ["'x'", "'y'"]).where_always_true
+    # placeholders are found as the server reads the text: not in a string
+    quoted = b"DELETE FROM t WHERE name LIKE ? OR note <> 'a\\' ?'"
+    found = bind(quoted, DEFAULT, ["'%'"])
+    assert found.problem is None and found.where_always_true
+    found = bind(b"DELETE FROM t WHERE name LIKE ? OR note = '\\' OR id = ?", NBE, ["'%'", "1"])
+    assert found.problem is None and found.where_always_true
+
+
+def test_a_value_is_written_for_the_mode_the_text_is_read_in() -> None:
+    assert sql_string("it's a \\%", DEFAULT) == "'it''s a \\\\%'"
+    assert sql_string("it's a \\%", NBE) == "'it''s a \\%'"
+    sql = b"DELETE FROM t WHERE name LIKE ? OR name NOT LIKE 'a\\\\%'"
+    assert bind(sql, DEFAULT, [sql_string("a\\%", DEFAULT)]).where_always_true
+    assert not bind(sql, DEFAULT, [sql_string("a\\%x", DEFAULT)]).where_always_true
+
+
+def test_using_values_are_read_only_as_literals() -> None:
+    tokens = split_statements(
+        b"EXECUTE s USING '%', 'a''b', 1, NULL, ?, x'25', @p, CONCAT('%', ''), _latin1'%'",
+        DEFAULT,
+    )[0].tokens
+    assert (
+        using_values(tokens, 3, DEFAULT)
+        == ["'%'", "'a''b'", "1", "NULL", "?", "x'25'"] + [None] * 3
+    )
 
 
 # -- flags and functions -------------------------------------------------------------------------

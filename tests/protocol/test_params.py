@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from appliance.mysql.constants import Command, FieldType
 from appliance.mysql.errors import RemoteProtocolError
-from appliance.mysql.params import MAX_PARAMS, MAX_VALUE, ExecuteParams, read_params
+from appliance.mysql.params import (
+    MAX_PARAMS,
+    MAX_VALUE,
+    ExecuteParams,
+    literal_text,
+    read_params,
+)
 
 
 def execute(statement_id: int, block: bytes) -> bytes:
@@ -267,3 +273,11 @@ def test_any_block_gives_values_or_its_bytes(block: bytes, count: int) -> None:
     except RemoteProtocolError:
         return
     assert len(values) == count
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_a_string_literal_gives_back_the_text_it_was_made_of(text: str) -> None:
+    """The policy reads a value of the record again (a prepared write's pattern)."""
+    block = b"\x00\x01" + types(FieldType.VAR_STRING) + lenenc(text.encode())
+    (literal,), _ = read_params(block, 1, None, set())
+    assert literal_text(literal) == text
