@@ -628,3 +628,388 @@ def scrub_err(payload: Buffer, scrub: Callable[[bytes, int], bytes]) -> bytes:
     if cleaned == message:
         return data
     return data[:head] + cleaned
+
+
+# ------------------------------------------------------------------ table definitions
+
+TABLE_DEFINITION_COLUMNS = (b"table", b"create table")
+"""The names of the columns of ``SHOW CREATE TABLE`` (and ``SHOW CREATE SEQUENCE``): the
+table's name, then its ``CREATE TABLE`` text. The server sends them with no origin."""
+TABLE_DEFINITION_HEAD = b"\x03def\x00\x00\x00\x05Table\x00"
+"""How the definition of the first column of such a result begins: catalog ``def``, no
+schema, table or original table, the name ``Table``, no original name."""
+
+
+def is_table_definition(columns: Sequence[ColumnDefinition]) -> bool:
+    """Whether a result set is a ``SHOW CREATE TABLE``'s: its two columns by name, with no
+    origin (a query's column of a table has one)."""
+    return (
+        len(columns) == 2
+        and tuple(c.name.lower() for c in columns) == TABLE_DEFINITION_COLUMNS
+        and not any(c.org_table or c.schema for c in columns)
+    )
+
+
+def may_be_table_definition(data: bytes, pos: int) -> bool:
+    """For the fast relay, one test per first definition of a two-column result set:
+    whether the definition at ``pos`` of ``data`` may be the first of a ``SHOW CREATE
+    TABLE`` result (fewer bytes than its head: whether they are the head's first ones)."""
+    have = len(data) - pos
+    if have < len(TABLE_DEFINITION_HEAD):
+        return data[pos:] == TABLE_DEFINITION_HEAD[:have]
+    return data.startswith(TABLE_DEFINITION_HEAD, pos)
+
+
+_WORD_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_$.")
+_QUOTES = frozenset(b"`\"'")
+_NOT_COLUMNS = frozenset(
+    {
+        b"primary",
+        b"unique",
+        b"key",
+        b"index",
+        b"fulltext",
+        b"spatial",
+        b"constraint",
+        b"foreign",
+        b"check",
+        b"period",
+        b"vector",
+    }
+)
+"""Words that begin an entry of a ``CREATE TABLE``'s list that is not a column (the server
+quotes a column named like one of them)."""
+_AFTER_DEFAULT = frozenset(
+    {
+        b"on",
+        b"auto_increment",
+        b"comment",
+        b"check",
+        b"invisible",
+        b"compressed",
+        b"references",
+        b"with",
+        b"without",
+        b"primary",
+        b"unique",
+        b"key",
+    }
+)
+"""Words that the server writes after a column's ``DEFAULT`` value: the value ends before
+the first of them outside parentheses (or at the end of the column's entry)."""
+
+Token = tuple[int, int, int]
+"""A token of a definition: its kind (``b"w"`` a word, a quote for a quoted string or
+name, else the punctuation byte itself), where it begins and where it ends."""
+
+
+def definition_tokens(text: bytes) -> list[Token]:
+    """The tokens of a ``CREATE TABLE`` text as the server writes it: words, quoted names
+    (`` ` `` or ``"``, a doubled quote inside), strings (``'``, a doubled quote or a
+    backslash escape inside), punctuation; blanks between them left out. An unclosed
+    quote runs to the end."""
+    out: list[Token] = []
+    n = len(text)
+    i = 0
+    while i < n:
+        c = text[i]
+        if c in b" \t\r\n":
+            i += 1
+        elif c in _QUOTES:
+            j = i + 1
+            while j < n:
+                d = text[j]
+                if d == 0x5C and c == 0x27:  # a backslash escape inside a string
+                    j += 2
+                    continue
+                if d == c:
+                    if j + 1 < n and text[j + 1] == c:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            end = min(j + 1, n)
+            out.append((c, i, end))
+            i = end
+        elif c in _WORD_BYTES or c >= 0x80:
+            j = i + 1
+            while j < n and (text[j] in _WORD_BYTES or text[j] >= 0x80):
+                j += 1
+            out.append((0x77, i, j))  # b"w"
+            i = j
+        else:
+            out.append((c, i, i + 1))
+            i += 1
+    return out
+
+
+_W = 0x77
+_STRING = 0x27
+
+
+def string_value(text: bytes, start: int, end: int) -> bytes:
+    """The value of the string literal ``text[start:end]`` (quotes included) as the
+    server wrote it: a doubled quote is one, a backslash escapes the byte after it."""
+    body = text[start + 1 : end - 1 if end - start >= 2 and text[end - 1] == 0x27 else end]
+    out = bytearray()
+    i = 0
+    n = len(body)
+    while i < n:
+        c = body[i]
+        if c == 0x5C and i + 1 < n:
+            nxt = body[i + 1]
+            out.append({0x6E: 0x0A, 0x72: 0x0D, 0x74: 0x09, 0x30: 0x00, 0x5A: 0x1A}.get(nxt, nxt))
+            i += 2
+        elif c == 0x27 and i + 1 < n and body[i + 1] == 0x27:
+            out.append(0x27)
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+def string_literal(value: bytes | None) -> bytes:
+    """``value`` as the server writes a string in a definition (``NULL`` for None)."""
+    if value is None:
+        return b"NULL"
+    return b"'" + value.replace(b"\\", b"\\\\").replace(b"'", b"''") + b"'"
+
+
+def scrub_connection(value: bytes) -> bytes:
+    """A table's (or partition's) ``CONNECTION`` string without its password:
+    ``mysql://user:****@host:port/db/table``. A server's name (``server/table``, which
+    ``CREATE SERVER`` holds the password of) stays; any other form is replaced whole
+    (``****``): the gateway does not know where it might hold one."""
+    scheme = value.find(b"://")
+    if scheme < 0:
+        if any(c in value for c in b":@=;,\"' \\"):
+            return b"****"
+        return value
+    rest = scheme + 3
+    at = value.find(b"@", rest)
+    if at < 0:
+        return value if b":" not in value[rest:].split(b"/", 1)[0] else b"****"
+    if b"@" in value[at + 1 :] or b"\\" in value or b"'" in value:
+        return b"****"
+    colon = value.find(b":", rest, at)
+    if colon < 0:
+        return value
+    return value[: colon + 1] + b"****" + value[at:]
+
+
+DefaultMask = Callable[[bytes], bytes | None]
+"""Masks a column's default value (its text; None is ``DEFAULT NULL``)."""
+
+
+def scrub_table_definition(
+    text: bytes, default_mask: Callable[[bytes], DefaultMask | None] | None = None
+) -> bytes:
+    """A ``SHOW CREATE TABLE`` text with the password of every ``CONNECTION`` string
+    (the table's, a partition's) replaced (``scrub_connection``), and, with
+    ``default_mask`` (which, given a column's name, says how its values are masked, or
+    None), the ``DEFAULT`` of each masked column masked alike: a string or a number by
+    its value, written as a string; any other expression whole (as ``****``). ``DEFAULT
+    NULL`` stays. Unchanged text gives back the same bytes."""
+    lower = text.lower()
+    if b"connection" not in lower and (default_mask is None or b"default" not in lower):
+        return text
+    tokens = definition_tokens(text)
+    edits: list[tuple[int, int, bytes]] = []
+    depth = 0
+    listed = False  # inside the table's list of columns (the first parentheses)
+    entry = False  # at the start of an entry of that list
+    column_mask: DefaultMask | None = None
+    count = len(tokens)
+    i = 0
+    while i < count:
+        kind, start, end = tokens[i]
+        if kind == _W and end - start == 10 and lower[start:end] == b"connection":
+            j = i + 1
+            if j < count and tokens[j][0] == 0x3D:  # '='
+                j += 1
+            if j < count and tokens[j][0] == _STRING:
+                _, s, e = tokens[j]
+                value = string_value(text, s, e)
+                scrubbed = scrub_connection(value)
+                if scrubbed != value:
+                    edits.append((s, e, string_literal(scrubbed)))
+                i = j + 1
+                continue
+        if kind == 0x28:  # '('
+            depth += 1
+            if depth == 1 and not listed and default_mask is not None:
+                listed = entry = True
+            i += 1
+            continue
+        if kind == 0x29:  # ')'
+            depth -= 1
+            if depth == 0 and listed:
+                listed = False
+                default_mask = None  # the table's list of columns is over
+            i += 1
+            continue
+        if listed and depth == 1:
+            if kind == 0x2C:  # ','
+                entry = True
+                column_mask = None
+                i += 1
+                continue
+            if entry:
+                entry = False
+                name: bytes | None = None
+                if kind in (0x60, 0x22):
+                    q = text[start : start + 1]
+                    name = text[start + 1 : end - 1].replace(q + q, q)
+                elif kind == _W and lower[start:end] not in _NOT_COLUMNS:
+                    name = text[start:end]
+                assert default_mask is not None
+                column_mask = default_mask(name) if name is not None else None
+                i += 1
+                continue
+            if column_mask is not None and kind == _W and lower[start:end] == b"default":
+                i = _mask_default(text, lower, tokens, i + 1, column_mask, edits)
+                continue
+        i += 1
+    if not edits:
+        return text
+    out = bytearray()
+    pos = 0
+    for s, e, new in edits:
+        out += text[pos:s]
+        out += new
+        pos = e
+    out += text[pos:]
+    return bytes(out)
+
+
+def _mask_default(
+    text: bytes,
+    lower: bytes,
+    tokens: Sequence[Token],
+    i: int,
+    mask: DefaultMask,
+    edits: list[tuple[int, int, bytes]],
+) -> int:
+    """Mask the value of a ``DEFAULT`` whose first token is ``tokens[i]``; where to go on."""
+    count = len(tokens)
+    j = i
+    depth = 0
+    while j < count:
+        kind, start, end = tokens[j]
+        if depth == 0 and (kind == 0x2C or kind == 0x29):
+            break
+        if depth == 0 and j > i and kind == _W and lower[start:end] in _AFTER_DEFAULT:
+            break
+        if kind == 0x28:
+            depth += 1
+        elif kind == 0x29:
+            depth -= 1
+        j += 1
+    if j == i:
+        return j
+    begin, finish = tokens[i][1], tokens[j - 1][2]
+    new = _masked_default(text, tokens[i:j], mask)
+    if new is not None:
+        edits.append((begin, finish, new))
+    return j
+
+
+def _masked_default(text: bytes, span: Sequence[Token], mask: DefaultMask) -> bytes | None:
+    """The masked form of a default value written as ``span`` of ``text`` (None: it
+    stays, ``NULL``)."""
+    kinds = [t[0] for t in span]
+    begin, finish = span[0][1], span[-1][2]
+    if kinds == [_W] and text[begin:finish].lower() == b"null":
+        return None
+    value: bytes | None
+    if kinds == [_STRING] or (kinds == [_W, _STRING] and span[0][2] == span[1][1]):
+        # a string, or one after an introducer (b'101', x'0A', _latin1'...')
+        value = string_value(text, span[-1][1], span[-1][2])
+    elif kinds == [_W] or (kinds == [0x2D, _W] and span[0][2] == span[1][1]):
+        value = text[begin:finish]  # a number (the server writes no other bare word here)
+    else:  # an expression: masked whole
+        return string_literal(None if mask(b"****") is None else b"****")
+    return string_literal(mask(value))
+
+
+class DefinitionRow:
+    """The table whose ``CREATE TABLE`` text is being masked (read from the row's
+    ``Table`` value, which comes first)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self) -> None:
+        self.table: bytes | None = None
+
+
+class TableName:
+    """Reads a ``SHOW CREATE TABLE`` row's table name for its definition's mask."""
+
+    __slots__ = ("row",)
+    label = "table definition"
+    reads_only = True
+
+    def __init__(self, row: DefinitionRow) -> None:
+        self.row = row
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        self.row.table = value
+        return value
+
+
+class TableDefinition:
+    """The mask of a ``SHOW CREATE TABLE`` text (``scrub_table_definition``): a
+    connection's password, and with ``defaults`` (given a table and a column, how the
+    column's values are masked, or None) the defaults of masked columns."""
+
+    __slots__ = ("row", "defaults")
+    label = "table definition"
+
+    def __init__(
+        self,
+        row: DefinitionRow,
+        defaults: Callable[[bytes, bytes], DefaultMask | None] | None = None,
+    ) -> None:
+        self.row = row
+        self.defaults = defaults
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        if value is None:
+            return None
+        defaults = self.defaults
+        table = self.row.table
+        if defaults is None:
+            return scrub_table_definition(value)
+        if table is None:  # no name: every column's default is taken for a masked one's
+            return scrub_table_definition(value, lambda column: defaults(b"", column))
+        return scrub_table_definition(value, lambda column: defaults(table, column))
+
+
+def table_definition_plan(
+    defaults: Callable[[bytes, bytes], DefaultMask | None] | None = None,
+) -> list[ColumnMask | None]:
+    """The plan of a ``SHOW CREATE TABLE`` result (see ``is_table_definition``)."""
+    row = DefinitionRow()
+    return [TableName(row), TableDefinition(row, defaults)]
+
+
+class DefinitionsOnly:
+    """The masker of a session that no masking rule applies to, for the answers the
+    relay shows it (``may_be_table_definition``): it only takes the passwords out of
+    ``SHOW CREATE TABLE``'s connection strings."""
+
+    def plan(
+        self,
+        columns: Sequence[ColumnDefinition],
+        *,
+        origins_unsure: bool = False,
+        statement: bytes | None = None,
+    ) -> Sequence[ColumnMask | None] | None:
+        return table_definition_plan() if is_table_definition(columns) else None
+
+    def scrub(self, message: bytes, code: int | None = None) -> bytes:
+        return message
+
+
+DEFINITIONS_ONLY = DefinitionsOnly()

@@ -43,7 +43,11 @@ streams exactly as in the fast relay, a set with a plan has each row taken whole
 and framed again: text rows that arrive whole in one chunk are rewritten in one pass (the
 plan compiled once per set, ``masking.TextRows``) and go out in one piece; other rows one
 at a time. ERR messages are scrubbed. A rewritten row that needs a different number of
-frames shifts the sequence ids of the rest of its answer.
+frames shifts the sequence ids of the rest of its answer. Without a masker, a result set
+of two columns whose first definition is that of a ``SHOW CREATE TABLE`` (``Table``, no
+origin: one test per definition of a two-column set) hands the rest of its answer to the
+masked relay, planned by ``masking.DEFINITIONS_ONLY``, which takes the password out of a
+``CONNECTION``; the next answer takes the fast relay again.
 
 Recording: while ``Session.record_limit`` is above 0, each answer of a command sent from
 then on is captured as the client received it (after masking, before client TLS, frame
@@ -515,6 +519,7 @@ _CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
 # Response states
 _R_START, _R_COLUMNS, _R_COLUMNS_EOF, _R_ROWS, _R_PREP_PARAMS, _R_PREP_COLUMNS = range(6)
 _R_ONE, _R_LIST, _R_PREP_OK = 6, 7, 8
+_DEFINITION_HEAD = len(masking.TABLE_DEFINITION_HEAD)
 
 
 _COMPRESSION = int(Capability.COMPRESS | Capability.ZSTD_COMPRESSION)
@@ -2206,6 +2211,7 @@ class Session:
         report = self._report
         recording = self._recording
         rec_from = 0  # where the current answer's bytes in ``data`` begin
+        handover = False  # the rest goes to the masked relay
         try:
             while pos < n and not skip:
                 start = pos
@@ -2243,6 +2249,18 @@ class Session:
                     if stream:
                         resp.rows += 1
                 elif state == _R_COLUMNS:
+                    if resp.left == 2 and length > _DEFINITION_HEAD:
+                        # the first of two columns: a SHOW CREATE TABLE's goes to the
+                        # masked relay, which takes a connection's password out of it
+                        # (the first bytes of one that may be wait for the rest)
+                        if n - pos < 4 + _DEFINITION_HEAD:
+                            if masking.may_be_table_definition(data[pos + 4 :], 0):
+                                break
+                        elif masking.may_be_table_definition(data, pos + 4):
+                            resp.mask = self._begin_masking(resp)
+                            resp.mask.defs = []
+                            handover = True
+                            break
                     stream = True
                     resp.left -= 1
                     if not resp.left:
@@ -2303,6 +2321,9 @@ class Session:
             self._emit(data)
         elif pos > emit_from:
             self._emit(data[emit_from:pos])
+        if handover:
+            self._mask_sticky = True
+            self._relay_masked(b"")
 
     def _emit(self, data: bytes) -> None:
         if self._client_tls is None:
@@ -2692,8 +2713,9 @@ class Session:
         done = self._on_response_packet(resp, payload)
         after = resp.state
         if after != state and (after == _R_COLUMNS or after == _R_PREP_COLUMNS):
-            if masker is not None:
-                m.defs = []  # a block of column definitions begins: collect it
+            # a block of column definitions begins: collect it (without a masker, in an
+            # answer with a SHOW CREATE TABLE, for DEFINITIONS_ONLY)
+            m.defs = []
         elif (state == _R_COLUMNS_EOF and after != _R_ROWS) or state == _R_ROWS:
             # a result set ended (or opened a cursor): its plan ends with it
             if self.server_status & _CURSOR_EXISTS and resp.cmd.command == Command.STMT_EXECUTE:
@@ -2721,12 +2743,10 @@ class Session:
         held = m.held
         m.defs = None
         m.held = []
-        masker = self.masker
+        masker = self.masker or masking.DEFINITIONS_ONLY
         if not rows_follow and resp.prep_id >= 0:
             self._prepared_columns[resp.prep_id] = tuple(defs)
-        if masker is None:
-            masks = None
-        elif rows_follow and packets.opens_cursor(resp.cmd.payload):
+        if rows_follow and packets.opens_cursor(resp.cmd.payload):
             # MariaDB gives a cursor's columns their alias as origin name (org_name):
             # the prepared definitions name the origins
             statement_id = packets.parse_statement_id(resp.cmd.payload)

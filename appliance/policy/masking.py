@@ -24,11 +24,17 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from appliance.config import MaskingRuleConfig, MaskStrategy
 from appliance.mysql.charsets import LOSSLESS_NAMES, name_codec
 from appliance.mysql.constants import FieldType
+from appliance.mysql.masking import (
+    DefinitionRow,
+    TableDefinition,
+    TableName,
+    is_table_definition,
+)
 from appliance.mysql.packets import ColumnDefinition
 
 __all__ = [
@@ -551,6 +557,23 @@ columns included, kept up to date by every write. With the rest of a row known, 
 change a DELETE makes is that row's CRC, from which a value of a few digits is found
 offline. Masked in every session that a column rule masks anything for."""
 
+
+@dataclass(slots=True)
+class _Definition:
+    """A ``SHOW CREATE TABLE`` text's mask (``TableDefinition``), then the detectors'."""
+
+    inner: TableDefinition
+    detectors: Sequence[Detector]
+    key: bytes
+    label: str = "table definition"
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        scrubbed = self.inner(value)
+        if scrubbed is None or not self.detectors:
+            return scrubbed
+        return _scan(scrubbed, self.detectors, self.key)
+
+
 _UNREADABLE = "(a column whose origin could not be read)"
 _ALIASED = "(a cursor's column whose origin is not known)"
 _ANY_SCHEMA = "*any*"  # the schema MariaDB reports for a JSON_TABLE's columns
@@ -724,8 +747,13 @@ class SessionMasker:
         *,
         origins_unsure: bool = False,
         statement: bytes | None = None,
-    ) -> list[ValueMask | _WarningCode | _PlanMask | None] | None:
-        masks: list[ValueMask | _WarningCode | _PlanMask | None] = []
+    ) -> list[Any] | None:
+        masks: list[Any] = []
+        if is_table_definition(columns):
+            # SHOW CREATE TABLE: a connection's password
+            shown = DefinitionRow()
+            inner = TableDefinition(shown)
+            return [TableName(shown), _Definition(inner, self.detectors, self.key)]
         names = tuple(c.name.lower() for c in columns)
         warnings = names == _WARNING_COLUMNS and not any(c.org_table for c in columns)
         if (

@@ -860,3 +860,103 @@ def test_fuzz_server_bytes_with_a_masker(data: bytes, cuts: list[int], which: in
     if not session.busy:  # mid-answer, a streamed row may still be on its way
         _frames(out)
     _assert_usable_or_closed(session, events, {Phase.COMMAND})
+
+
+# ------------------------------------------------ table definitions without a masker
+
+
+def _shown(name: bytes, length: int) -> bytes:
+    """A column of a SHOW CREATE TABLE result as MariaDB sends it: no origin."""
+    return packets.build_column_definition(
+        ColumnDefinition(b"def", b"", b"", b"", name, b"", 45, length, 0xFD, 1, 39)
+    )
+
+
+def _definition(connection: bytes) -> bytes:
+    return (
+        b"CREATE TABLE `r` (\n  `id` int(11)\n) ENGINE=FEDERATED CONNECTION='" + connection + b"'"
+    )
+
+
+@EOF_MODES
+@pytest.mark.parametrize("chunk", [None, 1, 5], ids=["whole", "bytewise", "5-byte-chunks"])
+def test_show_create_table_hides_a_connection_password_without_a_masker(
+    deprecate_eof: bool, chunk: int | None
+) -> None:
+    """A session no masking rule applies to takes the fast relay, which copies nothing;
+    a result set whose first of two columns is SHOW CREATE TABLE's goes to the masked
+    relay, which takes the password out of a CONNECTION, then the fast relay again."""
+    q = query(b"SHOW CREATE TABLE r; SELECT id, name FROM t")
+    more = AUTOCOMMIT | MORE_RESULTS
+    table, text = _shown(b"Table", 256), _shown(b"Create Table", 4096)
+    secret = _definition(b"mysql://u:Rem0te@h:3306/d/t")
+    starred = _definition(b"mysql://u:****@h:3306/d/t")
+    shown = Reply(1).text_result(
+        [table, text], [[b"r", secret]], deprecate_eof=deprecate_eof, status=more
+    )
+    after = Reply(shown.seq).text_result(COLS, ROWS, deprecate_eof=deprecate_eof)
+    # the masked relay sends the definition of a column it masks as a nullable string
+    text_masked = packets.build_column_definition(
+        ColumnDefinition(b"def", b"", b"", b"", b"Create Table", b"", 45, 4096, 0xFD, 0, 0)
+    )
+    expected = Reply(1).text_result(
+        [table, text_masked], [[b"r", starred]], deprecate_eof=deprecate_eof, status=more
+    )
+    pb = _ask(ready(deprecate_eof=deprecate_eof), 1, q)
+    assert (
+        pb
+        >> server(shown.data + after.data, chunk=chunk)
+        << expect_client(expected.data + after.data)
+        << completed(1, rows=1 + len(ROWS))
+    )
+    assert not pb.session._mask_sticky  # back to the fast relay
+    plain = query(b"SELECT id, name FROM t")
+    answer = Reply(1).text_result(COLS, ROWS, deprecate_eof=deprecate_eof).data
+    assert _ask(pb, 2, plain) >> server(answer) << expect_client(answer) << completed(2, rows=3)
+
+
+@pytest.mark.parametrize(
+    ("connection", "shown"),
+    [
+        (b"mysql://u:pw@h:1/d/t", b"mysql://u:****@h:1/d/t"),
+        (b"mysql://u@h/d/t", b"mysql://u@h/d/t"),  # no password
+        (b"srv/t", b"srv/t"),  # a server's name: CREATE SERVER keeps the password
+        (b"srv", b"srv"),
+        (b"mysql://u:p@w@h/d/t", b"****"),  # not one the server reads: replaced whole
+        (b"DSN=x;UID=u;PWD=p", b"****"),
+        (b"host 'h', password 'p'", b"****"),
+    ],
+)
+def test_scrub_connection(connection: bytes, shown: bytes) -> None:
+    from appliance.mysql.masking import scrub_connection
+
+    assert scrub_connection(connection) == shown
+
+
+def test_a_connection_inside_a_comment_is_text_and_a_partitions_is_scrubbed() -> None:
+    from appliance.mysql.masking import scrub_table_definition
+
+    text = (
+        b"CREATE TABLE `p` (\n  `h` varchar(5) DEFAULT NULL COMMENT 'CONNECTION=''x:y@z''',\n"
+        b"  `CONNECTION` int\n) ENGINE=InnoDB\n PARTITION BY RANGE (`id`)\n"
+        b"(PARTITION `p0` VALUES LESS THAN (10) CONNECTION = 'mysql://u:pw0@h/d/t' ENGINE = "
+        b"InnoDB)"
+    )
+    assert scrub_table_definition(text) == text.replace(b"pw0", b"****")
+
+
+def test_the_first_bytes_of_what_may_be_a_show_create_table_wait_for_the_rest() -> None:
+    """Fewer bytes of the first of two definitions than tell a SHOW CREATE TABLE's
+    apart wait in the fast relay (at most 13); bytes that differ from its head stream."""
+    table, text = _shown(b"Table", 256), _shown(b"Create Table", 4096)
+    head = Reply(1).columns([table, text], deprecate_eof=True).data
+    text_masked = packets.build_column_definition(
+        ColumnDefinition(b"def", b"", b"", b"", b"Create Table", b"", 45, 4096, 0xFD, 0, 0)
+    )
+    masked = Reply(1).columns([table, text_masked], deprecate_eof=True).data
+    pb = _ask(ready(), 1, query(b"SHOW CREATE TABLE r"))
+    assert pb >> server(head[:12]) << expect_client(head[:5])  # the column count
+    assert pb >> server(head[12:]) << expect_client(masked[5:])
+    other = Reply(1).columns(COLS, deprecate_eof=True).data
+    pb = _ask(ready(), 1, query(b"SELECT id, name FROM t"))
+    assert pb >> server(other[:14]) << expect_client(other[:14])
