@@ -1,15 +1,18 @@
-"""What the definitions of tables show, through the real gateway: the password of a
-FEDERATED table's CONNECTION string is not shown, in any session, masked or not."""
+"""What the definitions of tables show, through the real gateway: a masked column's
+DEFAULT is masked as its values are (SHOW CREATE TABLE, information_schema.COLUMNS,
+SHOW COLUMNS / DESCRIBE, COM_FIELD_LIST), and the password of a FEDERATED table's
+CONNECTION string is not shown, in any session, masked or not."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
+import pymysql
 import pytest
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB
-from pymysql.constants import CLIENT
+from pymysql.constants import CLIENT, COMMAND
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +80,110 @@ def query(gw: GatewayProcess, sql: str, user: str = "agent") -> list[tuple[Any, 
         conn.close()
 
 
+MASKED_DEFINITION = (
+    "CREATE TABLE `def_secret` (\n"
+    "  `id` int(11) NOT NULL,\n"
+    "  `phone` varchar(20) DEFAULT '**********4567',\n"
+    "  `pin` int(11) DEFAULT '****',\n"
+    "  `token` varchar(20) DEFAULT NULL,\n"
+    "  `note` varchar(10) DEFAULT 'plain',\n"
+    "  `stamp` varchar(40) DEFAULT concat('a','b'),\n"
+    "  PRIMARY KEY (`id`)\n"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"
+)
+
+
+def test_show_create_table_masks_the_default_of_a_masked_column(gw: GatewayProcess) -> None:
+    assert query(gw, "SHOW CREATE TABLE def_secret") == [("def_secret", MASKED_DEFINITION)]
+    ((_, real),) = query(gw, "SHOW CREATE TABLE def_secret", user="auditor")
+    assert "DEFAULT '+49 30 1234567'" in real and "DEFAULT 4711" in real  # exempt
+
+
+def test_information_schema_columns_masks_the_default_of_a_masked_column(
+    gw: GatewayProcess,
+) -> None:
+    where = "FROM information_schema.COLUMNS WHERE TABLE_NAME = 'def_secret' ORDER BY 1"
+    masked = [
+        ("id", None),
+        ("note", "'plain'"),
+        ("phone", "'**********4567'"),
+        ("pin", "'****'"),
+        ("stamp", "concat('a','b')"),
+        ("token", "NULL"),
+    ]
+    assert query(gw, f"SELECT COLUMN_NAME, COLUMN_DEFAULT {where}") == masked
+    schema = [
+        ("shop", "def_secret", name, default)
+        for name, default in masked  # with the schema and table before the default
+    ]
+    sql = f"SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_DEFAULT {where}"
+    assert query(gw, sql.replace("ORDER BY 1", "ORDER BY 3")) == schema
+    # the name after the default says nothing of the row whose default it is yet
+    sql = f"SELECT COLUMN_DEFAULT, COLUMN_NAME {where.replace('ORDER BY 1', 'ORDER BY 2')}"
+    assert query(gw, sql) == [
+        (None, "id"),
+        ("'****'", "note"),
+        ("'****'", "phone"),
+        ("'****'", "pin"),
+        ("'****'", "stamp"),
+        ("'****'", "token"),
+    ]
+    real = query(gw, f"SELECT COLUMN_NAME, COLUMN_DEFAULT {where}", user="auditor")
+    assert ("phone", "'+49 30 1234567'") in real and ("pin", "4711") in real
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SHOW COLUMNS FROM def_secret", "SHOW FULL COLUMNS FROM def_secret", "DESCRIBE def_secret"],
+)
+def test_show_columns_masks_the_default_of_a_masked_column(gw: GatewayProcess, sql: str) -> None:
+    conn = gw.connect(database="shop", cursorclass=pymysql.cursors.DictCursor)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            defaults = {row["Field"]: row["Default"] for row in cur.fetchall()}
+    finally:
+        conn.close()
+    assert defaults == {
+        "id": None,
+        "phone": "**********4567",
+        "pin": "****",
+        "token": None,
+        "note": "plain",
+        "stamp": "concat('a','b')",
+    }
+
+
+def field_list(gw: GatewayProcess, table: str, user: str = "agent") -> list[bytes]:
+    """The column definitions a COM_FIELD_LIST answers with (each ends with the column's
+    default value)."""
+    conn = gw.connect(user=user, database="shop")
+    try:
+        conn._execute_command(COMMAND.COM_FIELD_LIST, table.encode() + b"\0")
+        out = []
+        while True:
+            packet = conn._read_packet()
+            if packet.is_eof_packet():
+                return out
+            out.append(packet.get_all_data())
+    finally:
+        conn.close()
+
+
+def test_com_field_list_masks_the_default_of_a_masked_column(gw: GatewayProcess) -> None:
+    defaults = [d[d.index(b"\x0c") :] for d in field_list(gw, "def_secret")]
+    assert [d[13:] for d in defaults] == [
+        b"\x010",  # the server sends a value for a column without a default
+        b"\x0e**********4567",
+        b"\x04****",
+        b"\xfb",  # null: the default comes as NULL
+        b"\x05plain",
+        b"\x02ab",  # an expression's value
+    ]
+    real = b"".join(field_list(gw, "def_secret", user="auditor"))
+    assert b"\x0e+49 30 1234567" in real and b"\x044711" in real
+
+
 REMOTE = "mysql://def_remote:****@{host}:{port}/shop/def_origin"
 
 
@@ -115,3 +222,23 @@ def test_show_create_table_shows_no_connection_password(
         prepared.close()
     assert rows == [("def_remote", expected)]
     assert query(gw, "SELECT id FROM def_remote", user=user) == []  # the table still works
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+        "WHERE TABLE_NAME = 'def_secret' AND COLUMN_DEFAULT LIKE '''+49%'",
+        "SELECT LENGTH(COLUMN_DEFAULT) FROM information_schema.COLUMNS",
+        "SHOW COLUMNS FROM def_secret WHERE `Default` LIKE '+49%'",
+    ],
+)
+def test_a_condition_on_a_default_is_refused(gw: GatewayProcess, sql: str) -> None:
+    """A default is masked where it is shown, so a test of it (one bit per statement)
+    is refused like one on a masked column, for masked sessions."""
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        query(gw, sql)
+    code, message = caught.value.args
+    assert code == 1227, message
+    assert "information_schema.columns.column_default is masked for agent" in message
+    assert query(gw, sql, user="auditor") is not None  # exempt from every rule

@@ -34,6 +34,7 @@ from appliance.mysql.errors import LocalProtocolError, RemoteProtocolError
 from appliance.mysql.packets import (
     Buffer,
     ColumnDefinition,
+    parse_column_definition,
     read_lenenc_bytes,
     read_lenenc_int,
     write_lenenc_bytes,
@@ -933,6 +934,16 @@ def _masked_default(text: bytes, span: Sequence[Token], mask: DefaultMask) -> by
     return string_literal(mask(value))
 
 
+def mask_default_literal(value: bytes, mask: DefaultMask) -> bytes:
+    """``information_schema.COLUMNS.COLUMN_DEFAULT`` (a default as SQL: ``'text'``, a
+    number, ``NULL``, an expression) masked as ``scrub_table_definition`` masks one."""
+    tokens = definition_tokens(value)
+    if not tokens:
+        return value
+    new = _masked_default(value, tokens, mask)
+    return value if new is None else new
+
+
 class DefinitionRow:
     """The table whose ``CREATE TABLE`` text is being masked (read from the row's
     ``Table`` value, which comes first)."""
@@ -1013,3 +1024,25 @@ class DefinitionsOnly:
 
 
 DEFINITIONS_ONLY = DefinitionsOnly()
+
+
+def mask_field_list_default(payload: bytes, masker: Masker) -> bytes:
+    """A column definition of a ``COM_FIELD_LIST`` answer, which ends with the column's
+    default value (``+49 30 1234567``): masked as the column's values are, by its origin
+    (the rest of the definition stays as it came)."""
+    column = parse_column_definition(payload)
+    pos = 0
+    for _ in range(6):  # catalog, schema, table, org_table, name, org_name
+        _, pos = read_lenenc_bytes(payload, pos)
+    pos += 13
+    if pos >= len(payload):
+        return payload  # no default value sent
+    value, _ = read_lenenc_bytes(payload, pos)
+    masks = normalize_plan(masker.plan([column]), 1)
+    mask = masks[0] if masks is not None else None
+    if mask is None or reads_only(mask):
+        return payload
+    masked = mask(value)
+    if masked == value:
+        return payload
+    return payload[:pos] + _encode_text(masked)

@@ -2710,6 +2710,11 @@ class Session:
             if resp.left:
                 return b"", done
             return self._release_columns(m, resp, rows_follow=state == _R_COLUMNS), done
+        if state == _R_LIST and first != 0xFE and self.masker is not None:
+            # COM_FIELD_LIST: each definition ends with its column's default value
+            new = masking.mask_field_list_default(payload, self.masker)
+            done = self._on_response_packet(resp, payload)
+            return self._reframe(seq, payload, raw, new), done
         done = self._on_response_packet(resp, payload)
         after = resp.state
         if after != state and (after == _R_COLUMNS or after == _R_PREP_COLUMNS):

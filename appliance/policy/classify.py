@@ -5651,6 +5651,8 @@ def _statement_refs(
         return [_Ref("", (), _REPLICATION_ERRORS)], None
     if kind == "SHOW" and _filters_checksums(tokens, head):
         return [_Ref("checksum", (("information_schema", "tables"),), _CHECKSUM_FILTER)], None
+    if kind == "SHOW" and _filters_defaults(tokens, head):
+        return [_Ref("column_default", (("information_schema", "columns"),), _DEFAULT_FILTER)], None
     if kind in _VALUELESS and not (
         kind == "SHOW" and _subquery_spans(tokens, head, len(tokens))
     ):  # SHOW ... WHERE (SELECT ...): not analysed, not understood (below)
@@ -5709,6 +5711,22 @@ def _filters_checksums(tokens: Sequence[Token], head: int) -> bool:
     where = next((i for i in range(head, len(tokens)) if word_at(tokens, i) == "WHERE"), None)
     return where is not None and any(
         t.kind in (Tok.WORD, Tok.IDENT) and t.text.lower() == "checksum" for t in tokens[where:]
+    )
+
+
+_DEFAULT_FILTER = "in the WHERE of SHOW COLUMNS"
+
+
+def _filters_defaults(tokens: Sequence[Token], head: int) -> bool:
+    """SHOW [FULL] COLUMNS|FIELDS ... WHERE naming its Default column: a test of a
+    column's default (``information_schema.COLUMNS.COLUMN_DEFAULT``, which result
+    masking masks for a masked column)."""
+    i = head + 1 if word_at(tokens, head) == "FULL" else head
+    if word_at(tokens, i) not in ("COLUMNS", "FIELDS"):
+        return False
+    where = next((j for j in range(i, len(tokens)) if word_at(tokens, j) == "WHERE"), None)
+    return where is not None and any(
+        t.kind in (Tok.WORD, Tok.IDENT) and t.text.lower() == "default" for t in tokens[where:]
     )
 
 

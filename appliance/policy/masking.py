@@ -30,10 +30,12 @@ from appliance.config import MaskingRuleConfig, MaskStrategy
 from appliance.mysql.charsets import LOSSLESS_NAMES, name_codec
 from appliance.mysql.constants import FieldType
 from appliance.mysql.masking import (
+    DefaultMask,
     DefinitionRow,
     TableDefinition,
     TableName,
     is_table_definition,
+    mask_default_literal,
 )
 from appliance.mysql.packets import ColumnDefinition
 
@@ -557,6 +559,59 @@ columns included, kept up to date by every write. With the rest of a row known, 
 change a DELETE makes is that row's CRC, from which a value of a few digits is found
 offline. Masked in every session that a column rule masks anything for."""
 
+_COLUMN_NAMES = ("TABLE_SCHEMA", "TABLE_NAME", "COLUMN_NAME")
+"""The columns of ``information_schema.COLUMNS`` that say whose default a row's
+``COLUMN_DEFAULT`` is."""
+
+
+class _ColumnsRow:
+    """The names of the column a row of ``information_schema.COLUMNS`` (or ``SHOW
+    COLUMNS``) describes, as far as the result shows them before its default."""
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: dict[str, bytes | None] = {}
+
+
+@dataclass(slots=True)
+class _ColumnsName:
+    """Reads one of ``_COLUMN_NAMES`` for the row's default; the value goes as it is."""
+
+    row: _ColumnsRow
+    part: str
+    label: str = "column defaults"
+    reads_only: bool = True
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        self.row.names[self.part] = value
+        return value
+
+
+@dataclass(slots=True)
+class _ColumnDefault:
+    """The mask of ``COLUMN_DEFAULT`` (``Default`` of ``SHOW COLUMNS``): the default of
+    a masked column is masked as its values are. ``literal``: written as SQL (``'x'``),
+    as ``information_schema.COLUMNS`` has it, not as the value (``SHOW COLUMNS``)."""
+
+    row: _ColumnsRow
+    masker: SessionMasker
+    literal: bool
+    label: str = "column defaults"
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        if value is None:
+            return None
+        names = self.row.names
+        mask = self.masker.default_mask(
+            names.get("TABLE_SCHEMA") or b"",
+            names.get("TABLE_NAME") or b"",
+            names.get("COLUMN_NAME"),
+        )
+        if mask is None:
+            return value
+        return mask_default_literal(value, mask) if self.literal else mask(value)
+
 
 @dataclass(slots=True)
 class _Definition:
@@ -574,7 +629,16 @@ class _Definition:
         return _scan(scrubbed, self.detectors, self.key)
 
 
+COLUMN_DEFAULTS = ColumnRule.of(
+    "information_schema", "COLUMNS", "COLUMN_DEFAULT", MaskStrategy.REDACT
+)
+"""The default of each column (``information_schema.COLUMNS``, the ``Default`` of ``SHOW
+COLUMNS``): a masked column's is masked like its values (``_ColumnDefault``), so in every
+session that a column rule masks anything for, a condition on it (or any other use but
+a plain projection) is refused as one on a masked column."""
+
 _UNREADABLE = "(a column whose origin could not be read)"
+_REDACT = ColumnRule.of("*", "*", "*", MaskStrategy.REDACT, label="(a column not named)")
 _ALIASED = "(a cursor's column whose origin is not known)"
 _ANY_SCHEMA = "*any*"  # the schema MariaDB reports for a JSON_TABLE's columns
 
@@ -712,15 +776,44 @@ class SessionMasker:
         """The first rule that masks a column for this session: the configuration's in
         file order, then those derived from views (which match whatever schema the
         server reports: MariaDB gives a view's columns the schema of its base table),
-        then, when any of those applies, ``TABLE_CHECKSUM``."""
+        then, when any of those applies, ``TABLE_CHECKSUM`` and ``COLUMN_DEFAULTS``."""
         found = False
         for rule in self._all_rules():
             if rule.matches(schema, table, column):
                 return rule
             found = True
-        if found and column != "*" and TABLE_CHECKSUM.matches(schema, table, column):
-            return TABLE_CHECKSUM
+        if found and column != "*":
+            if TABLE_CHECKSUM.matches(schema, table, column):
+                return TABLE_CHECKSUM
+            if COLUMN_DEFAULTS.matches(schema, table, column):
+                return COLUMN_DEFAULTS
         return None
+
+    def default_mask(self, schema: bytes, table: bytes, column: bytes | None) -> DefaultMask | None:
+        """How the default of a column is shown: masked as the column's values are, or
+        None (as it is). Without its table, by the strictest rule for a column of that
+        name in any table; without its name either, as ``redact`` (fail closed)."""
+        read = _NameReader(self.results_charset)
+        name = read(column) if column is not None else None
+        table_name = read(table) if table else ""
+        schema_name = read(schema) if schema else ""
+        rule: ColumnRule | None
+        if name is None or table_name is None or schema_name is None:
+            rule = _REDACT  # not shown, or not read for sure
+        elif table_name:
+            rule = self.rule_for(schema_name, table_name, name)
+        else:
+            named = [r for r in self._all_rules() if r.column.fullmatch(name)]
+            rule = min(named, key=lambda r: STRICTNESS.index(r.strategy)) if named else None
+        if rule is None or rule is TABLE_CHECKSUM or rule is COLUMN_DEFAULTS:
+            return None
+        return functools.partial(mask_value, rule.strategy, key=self.key)
+
+    def _any_rule(self) -> bool:
+        return any(True for _ in self._all_rules())
+
+    def _definition_default(self, table: bytes, column: bytes) -> DefaultMask | None:
+        return self.default_mask(b"", table, column)
 
     def names_table(self, schema: str, table: str) -> bool:
         """Whether a rule names a table called ``schema.table`` (its table part is not
@@ -750,10 +843,13 @@ class SessionMasker:
     ) -> list[Any] | None:
         masks: list[Any] = []
         if is_table_definition(columns):
-            # SHOW CREATE TABLE: a connection's password
+            # SHOW CREATE TABLE: a connection's password, the defaults of masked columns
             shown = DefinitionRow()
-            inner = TableDefinition(shown)
+            defaults = self._definition_default if self._any_rule() else None
+            inner = TableDefinition(shown, defaults)
             return [TableName(shown), _Definition(inner, self.detectors, self.key)]
+        columns_row: _ColumnsRow | None = None  # information_schema.COLUMNS's names
+        defaults_planned = False
         names = tuple(c.name.lower() for c in columns)
         warnings = names == _WARNING_COLUMNS and not any(c.org_table for c in columns)
         if (
@@ -810,6 +906,24 @@ class SessionMasker:
                             views_read = self._names_a_view(statement)
                         if views_read:
                             rule = self._named(name)
+            if (rule is None or rule is COLUMN_DEFAULTS) and (
+                schema.lower() == "information_schema" and table.upper() == "COLUMNS"
+            ):
+                # a column's default: masked when the column is (by the names before it)
+                part = name.upper()
+                if part == "COLUMN_DEFAULT" and self._any_rule():
+                    if columns_row is None:
+                        columns_row = _ColumnsRow()
+                    literal = c.name != b"Default"  # SHOW COLUMNS shows the value itself
+                    masks.append(_ColumnDefault(columns_row, self, literal))
+                    defaults_planned = True
+                    continue
+                if part in _COLUMN_NAMES and not defaults_planned and self._any_rule():
+                    # only a name before the first default: one after it is the next row's
+                    if columns_row is None:
+                        columns_row = _ColumnsRow()
+                    masks.append(_ColumnsName(columns_row, part))
+                    continue
             if rule is not None:
                 label = f"{schema or '?'}.{table}.{name}"
                 masks.append(ValueMask(label, rule.strategy, self.key))

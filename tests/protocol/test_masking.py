@@ -884,3 +884,57 @@ def test_masked_definition_matches_what_the_server_sends_for_a_varchar(
     assert (vc.type, vc.decimals, vc.charset) == (MASKED_TYPE, MASKED_DECIMALS, UTF8MB4_GENERAL_CI)
     masked = masked_column_definition(vc)
     assert (masked.type, masked.decimals, masked.charset) == (vc.type, vc.decimals, vc.charset)
+
+
+# ------------------------------------------------------------- defaults in definitions
+
+_DEFINITION = (
+    b"CREATE TABLE `p` (\n"
+    b"  `id` int(11) NOT NULL,\n"
+    b"  `a` varchar(20) DEFAULT 'it''s \\\\ x',\n"
+    b"  `b` int(11) DEFAULT -5,\n"
+    b"  `d` datetime DEFAULT current_timestamp() ON UPDATE current_timestamp(),\n"
+    b"  `f` bit(4) DEFAULT b'101',\n"
+    b"  `h` varchar(5) DEFAULT NULL COMMENT 'DEFAULT ''x''',\n"
+    b"  `we``ird` int(11) DEFAULT 7,\n"
+    b"  `kept` varchar(5) DEFAULT 'seen',\n"
+    b"  PRIMARY KEY (`id`)\n"
+    b") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+)
+
+
+def _stars(value: bytes) -> bytes | None:
+    return b"<" + value + b">"
+
+
+@pytest.mark.parametrize("quote", [b"`", b'"', b""], ids=["backticks", "ansi", "unquoted"])
+def test_defaults_of_masked_columns_are_masked_by_their_value(quote: bytes) -> None:
+    from appliance.mysql.masking import scrub_table_definition
+
+    text = _DEFINITION
+    if quote != b"`":  # ANSI_QUOTES, or sql_quote_show_create=0 (plain names unquoted)
+        for name in (b"p", b"id", b"a", b"b", b"d", b"f", b"h", b"kept"):
+            text = text.replace(b"`" + name + b"`", quote + name + quote)
+        if quote:
+            text = text.replace(b"`we``ird`", b'"we`ird"')
+    masked = scrub_table_definition(text, lambda c: None if c == b"kept" else _stars)
+    expected = (
+        text.replace(b"'it''s \\\\ x'", b"'<it''s \\\\ x>'")
+        .replace(b"DEFAULT -5", b"DEFAULT '<-5>'")
+        .replace(b"DEFAULT current_timestamp()", b"DEFAULT '****'")
+        .replace(b"b'101'", b"'<101>'")
+        .replace(b"DEFAULT 7", b"DEFAULT '<7>'")
+    )
+    assert masked == expected  # NULL, a comment, a column not masked, the table's: as they were
+
+
+def test_a_default_masked_to_null_is_default_null() -> None:
+    from appliance.mysql.masking import mask_default_literal, scrub_table_definition
+
+    text = b"CREATE TABLE `t` (\n  `c` varchar(9) DEFAULT 'secret'\n)"
+    assert scrub_table_definition(text, lambda c: lambda v: None) == text.replace(
+        b"'secret'", b"NULL"
+    )
+    assert mask_default_literal(b"'sec''ret'", _stars) == b"'<sec'ret>'".replace(b"'r", b"''r")
+    assert mask_default_literal(b"NULL", _stars) == b"NULL"
+    assert mask_default_literal(b"concat('a','b')", _stars) == b"'****'"
