@@ -242,3 +242,28 @@ def test_a_condition_on_a_default_is_refused(gw: GatewayProcess, sql: str) -> No
     assert code == 1227, message
     assert "information_schema.columns.column_default is masked for agent" in message
     assert query(gw, sql, user="auditor") is not None  # exempt from every rule
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE def_copy LIKE def_secret",
+        "CREATE TEMPORARY TABLE def_copy LIKE shop.def_secret",
+        "CREATE TABLE def_copy (LIKE def_secret)",
+    ],
+)
+def test_a_copy_of_a_masked_tables_definition_is_refused(gw: GatewayProcess, sql: str) -> None:
+    """CREATE TABLE ... LIKE copies a masked column's default into a column no rule
+    masks (its SHOW CREATE TABLE, a row inserted with the default): refused like a
+    copy of its values; a table without masked columns may be copied."""
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        query(gw, sql)
+    code, message = caught.value.args
+    assert code == 1227, message
+    assert message == (
+        "sqlgate: blocked by rule 'masking': shop.def_secret.* is masked for agent: it may "
+        "only be selected as a plain column, and here it is used copied by CREATE TABLE ... "
+        "LIKE, defaults included. Select the column itself (its value comes back masked), "
+        "or leave it out"
+    )
+    query(gw, "CREATE TEMPORARY TABLE def_copy LIKE def_origin")  # nothing masked there

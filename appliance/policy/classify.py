@@ -4812,6 +4812,8 @@ class _Uses:
                 self.query(source, None, (), (copied,), (part,))
             for reference in root.find_all(exp.Reference):
                 self.referenced(reference)
+            for like in root.find_all(exp.LikeProperty):
+                self.copied_definition(like)
         elif isinstance(root, exp.Set):
             for item in root.expressions:
                 assignment = item.this if isinstance(item, exp.SetItem) else None
@@ -4840,6 +4842,17 @@ class _Uses:
         for column in columns or [exp.to_identifier("*")]:
             name = column.name.lower() if isinstance(column, exp.Identifier) else "*"
             self.refs.append(_Ref(name, (source,), "referenced by a FOREIGN KEY"))
+
+    def copied_definition(self, like: exp.LikeProperty) -> None:
+        """CREATE TABLE ... LIKE t copies t's columns with their defaults, which result
+        masking masks for a masked column of t but not for the copy's (a row inserted
+        with the default returns it, unmasked)."""
+        table = like.this
+        if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+            self.confused = True
+            return
+        source = (table.db.lower() or None, table.name.lower())
+        self.refs.append(_Ref("*", (source,), "copied by CREATE TABLE ... LIKE, defaults included"))
 
     def statistics(self, table: exp.Table) -> None:
         """Tables that hold column values or statement texts whatever the masking:

@@ -779,9 +779,14 @@ ALLOWED: A = [
         {("*.*.*", REPLICATION_ERRORS)},
     ),
     (
-        "CREATE TABLE copy LIKE customers",
+        "CREATE TABLE copy (id INT)",
         "CREATE TABLE copy AS SELECT * FROM customers",
         {(ALL, "copied by CREATE TABLE ... SELECT")},
+    ),
+    (
+        "CREATE TABLE copy (id INT)",
+        "CREATE TABLE copy LIKE customers",  # the defaults of its masked columns
+        {(ALL, "copied by CREATE TABLE ... LIKE, defaults included")},
     ),
 ]
 
