@@ -22,6 +22,7 @@ import logging
 import re
 import threading
 import unicodedata
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -2370,6 +2371,27 @@ def _value(node: exp.Expr, unsure: int) -> _Value | None:
     return None
 
 
+# POSIX classes inside a bracket expression, which PCRE2 (the server's) reads and Python
+# does not: each stands for characters, and whether a pattern matches the empty string
+# depends only on where characters are needed, not on which
+_POSIX_WORD_BOUNDARY = re.compile(r"\[\[:[<>]:\]\]")
+_POSIX_CLASS = re.compile(r"\[[:=.]\^?\w+[:=.]\]")
+
+
+def _matches_empty(pattern: str) -> bool | None:
+    """Whether a REGEXP pattern matches the empty string, so every value but NULL (None:
+    the gateway cannot tell, a construct its reading of PCRE2 lacks). Read with and
+    without extended syntax: a session's ``default_regex_flags`` may ask for it."""
+    pattern = _POSIX_WORD_BOUNDARY.sub(r"\\b", pattern)
+    pattern = _POSIX_CLASS.sub("a", pattern)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return any(re.search(pattern, "", flags) is not None for flags in (0, re.X))
+    except (re.error, RecursionError, OverflowError, ValueError):
+        return None
+
+
 def _as_number(v: _Value) -> Decimal | None:
     """The number a value compares as with a numeric column (None: not sure)."""
     if v.kind == "n":
@@ -2544,6 +2566,10 @@ class _Atoms:
             found = self.like(node)
             if found is not None:
                 return found
+        if isinstance(node, exp.RegexpLike):
+            found = self.regexp(node)
+            if found is not None:
+                return found
         if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
             self.noted(node)
             return self.atom(("isnull", self.key(node.this)), True)
@@ -2601,6 +2627,37 @@ class _Atoms:
             # a value bound later: compared as any other, or with ``bound`` read as the
             # constant it becomes (its executes are decided with their values, ``bind``)
             self.bound_patterns = True
+            if not self.bound:
+                return None
+        elif self.dependence(pattern) == "row":
+            return None  # a column's pattern
+        self.noted(node)
+        return _F(
+            "|",
+            args=(self.atom(("const", self.key(pattern)), False), self.atom(self.key(node), True)),
+        )
+
+    def regexp(self, node: exp.RegexpLike) -> _F | None:
+        """`a REGEXP pattern` (RLIKE): a pattern that matches the empty string matches
+        every value but NULL (the server searches, unanchored), as `LIKE '%'` does; one
+        the gateway does not evaluate (a variable, a placeholder read ``bound``, a pattern
+        it cannot compile) is a constant that may make it so. None: an ordinary test."""
+        if self.dependence(node.this) != "row":
+            return None
+        pattern = node.expression
+        if isinstance(pattern, exp.Introducer):
+            pattern = pattern.expression
+        if isinstance(pattern, exp.Literal) and pattern.is_string:
+            self.literal_dependent = True
+            found = _matches_empty(pattern.this)
+            if found is False:
+                return None
+            if found:
+                return _TRUE
+        elif isinstance(pattern, exp.Null):
+            return _FALSE  # matches no row (see like)
+        elif isinstance(pattern, exp.Placeholder):
+            self.bound_patterns = True  # (as a LIKE pattern's)
             if not self.bound:
                 return None
         elif self.dependence(pattern) == "row":

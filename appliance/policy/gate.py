@@ -1881,9 +1881,9 @@ class SessionPolicy:
     ) -> None:
         """Remember a prepared text whose WHERE values bound to it may make true for every
         row, for its executes (``_bound_refusal``). Only a text with a placeholder and the
-        word LIKE is looked at again (a cache hit: it was just decided); the texts kept
-        are those of statements the session still holds."""
-        if b"?" not in sql or _LIKE.search(sql) is None:
+        word LIKE, RLIKE or REGEXP is looked at again (a cache hit: it was just decided);
+        the texts kept are those of statements the session still holds."""
+        if b"?" not in sql or _PATTERN_WORD.search(sql) is None:
             return
         if len(sql) > self.policy.settings.max_statement_bytes:
             return  # forwarded unread, as configured
@@ -1901,10 +1901,10 @@ class SessionPolicy:
         """What an SQL-level ``PREPARE name FROM`` at ``statement.tokens[i]`` (the word
         FROM) of the text ``sql`` prepares, when values bound to it may make its WHERE true
         for every row (None: they cannot). Only a text with a placeholder and the word
-        LIKE is read again."""
+        LIKE, RLIKE or REGEXP is read again."""
         text = _prepared_text(sql, statement.tokens, i + 1, mode)
         looked_at = statement.text if text is None else text
-        if b"?" not in looked_at or _LIKE.search(looked_at) is None:
+        if b"?" not in looked_at or _PATTERN_WORD.search(looked_at) is None:
             return None
         try:
             found = self.policy.classify(looked_at, mode, backslash_unknown)
@@ -2286,7 +2286,7 @@ def _canonical_charset(charset: str | None) -> str | None:
     return "utf8mb3" if charset == "utf8" else charset
 
 
-_LIKE = re.compile(rb"like", re.IGNORECASE)
+_PATTERN_WORD = re.compile(rb"like|regexp", re.IGNORECASE)  # (RLIKE too)
 _BINDABLE_KEPT = 256  # prepared texts kept before those of closed statements are dropped
 
 

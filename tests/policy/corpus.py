@@ -320,6 +320,17 @@ WITHOUT_WHERE = [
         "DELETE FROM corpus.items WHERE name LIKE '%' ESCAPE '!'",
         "DELETE FROM corpus.items WHERE name LIKE CONCAT('%', '')",
         "DELETE FROM corpus.items WHERE name LIKE @corpus_pattern",
+        # so does a REGEXP pattern that matches the empty string (the server searches)
+        "DELETE FROM corpus.items WHERE name REGEXP ''",
+        "DELETE FROM corpus.items WHERE name REGEXP '.*'",
+        "DELETE FROM corpus.items WHERE name RLIKE '^'",
+        "DELETE FROM corpus.items WHERE name REGEXP 'x*'",
+        "DELETE FROM corpus.items WHERE name REGEXP 'a|'",
+        "DELETE FROM corpus.items WHERE name REGEXP '[[:alpha:]]*'",
+        "DELETE FROM corpus.items WHERE name REGEXP ' '",  # empty with EXTENDED flags
+        "DELETE FROM corpus.items WHERE id = 3 OR name REGEXP BINARY '$'",
+        "DELETE FROM corpus.items WHERE name REGEXP @corpus_pattern",
+        r"DELETE FROM corpus.items WHERE name REGEXP '\\Q\\E'",  # not read: may be empty
     ),
     *_cases(
         "update-without-where",
@@ -341,6 +352,7 @@ WITHOUT_WHERE = [
         "UPDATE orders SET total = 0",
         "UPDATE corpus.items SET qty = 0 WHERE qty > 5 OR qty <= 5",
         "UPDATE corpus.items SET qty = 0 WHERE name LIKE '%'",
+        "UPDATE corpus.items SET qty = 0 WHERE name REGEXP '(abc)?'",
         "UPDATE IGNORE corpus.items SET qty = 0",
         # literals are not evaluated (one decision per statement shape): a literal may be
         # true, so `x OR FALSE` counts as always true
@@ -765,6 +777,17 @@ PREPARE = [
         "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name LIKE ?' USING 'zzz%'",
         "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name LIKE ? AND id = ?' USING '%', 0",
         "PREPARE s FROM 'DELETE FROM corpus.items WHERE name LIKE ?'",
+        "PREPARE s FROM 'DELETE FROM corpus.items WHERE name REGEXP ?'",
+        "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name REGEXP ?' USING '^zzz'",
+        # a REGEXP pattern that needs a character matches no empty value
+        "DELETE FROM corpus.items WHERE name REGEXP '^zzz[0-9]+$'",
+        "DELETE FROM corpus.items WHERE name REGEXP '^zzz[[:digit:]]+'",
+        "DELETE FROM corpus.items WHERE id < 0 AND name NOT REGEXP '^[a-z]'",
+        "DELETE FROM corpus.items WHERE name REGEXP NULL",
+    ),
+    Case(
+        "EXECUTE IMMEDIATE 'DELETE FROM corpus.items WHERE name REGEXP ?' USING '.*'",
+        "delete-without-where",
     ),
 ]
 

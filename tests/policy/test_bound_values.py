@@ -112,6 +112,23 @@ def test_an_execute_binding_a_pattern_of_only_percent_is_refused() -> None:
     assert "parameter 2 = '%'" in refusal.reason
 
 
+def test_an_execute_binding_a_regexp_that_matches_the_empty_string_is_refused() -> None:
+    """A REGEXP pattern that matches the empty string matches every value but NULL (the
+    server searches, unanchored): `'.*'`, `'^'`, `''` bound to `name REGEXP ?` are refused
+    as `'%'` is to a LIKE; a pattern that needs a character runs."""
+    session = Session()
+    regexp = session.prepare(b"DELETE FROM t WHERE name REGEXP ?")
+    for pattern in (b".*", b"^", b"", b"x?", b"[[:alpha:]]*"):
+        why = reason(session.execute(regexp, pattern))
+        assert f"parameter 1 = '{pattern.decode()}'" in why, why
+    for harmless in (b"^abc", b"[[:digit:]]+", b"x", None):
+        assert not session.execute(regexp, harmless).refused, harmless
+    rlike = session.prepare(b"UPDATE t SET v = 1 WHERE id = ? OR name RLIKE ?")
+    refusal = session.execute(rlike, 7, b"$").refusal
+    assert refusal is not None and refusal.rule == "update-without-where"
+    assert not session.execute(rlike, 7, b"^a").refused
+
+
 def test_a_pattern_the_gateway_does_not_read_is_refused() -> None:
     """A value sent as long data, or over the 1024 bytes an execute's record gives of a
     value, is not read: where it is the pattern that may match every row, the execute is
