@@ -214,6 +214,7 @@ class Audit:
                 "recording_bytes": len(recording),
                 "recording_truncated": truncated,
                 "results_charset": results_charset,
+                **_statement_id(done.cmd),
             }
         first = {**who, **kept}
         if count == 1:
@@ -506,6 +507,17 @@ def _cursor(
             if answer.cursor_columns is not None:
                 cursors[statement_id] = answer.cursor_columns
     return None
+
+
+def _statement_id(cmd: ClientCommand) -> dict[str, int]:
+    """``statement_id`` of a command that names a prepared statement (execute, fetch,
+    reset, close), as the server got it: replay reads a fetch's rows with the columns
+    of the cursor that statement's execute opened. Matched by the statement's text, a
+    fetch was read with those of another statement of the same text (``SELECT ?``
+    bound to a number, then to a string), showing values the agent never saw."""
+    if cmd.command not in _NAMES_A_CURSOR or len(cmd.payload) < 5:
+        return {}
+    return {"statement_id": packets.parse_statement_id(cmd.payload)}
 
 
 def _failed_at_once(done: CommandCompleted) -> bool:

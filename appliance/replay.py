@@ -137,15 +137,17 @@ class _Answers:
     """What reading a session's recordings needs from its records: how its client leg ends
     results, each statement's command and text until its result, and the columns of each
     cursor an execute opened, which its fetches are read with (the fetch answers carry
-    rows only). The records do not carry the prepared statement's id, but an execute and
-    the fetches of its cursor carry the same text (the prepared one's): cursors are kept
-    by session and text."""
+    rows only). Cursors are kept by session and the prepared statement's id, which the
+    result records of executes and fetches carry (``statement_id``); by its text in
+    recordings made before they did (two statements of one text, ``SELECT ?`` bound to a
+    number and to a string, may have cursors of other columns: one's rows read with the
+    other's showed values the agent never saw)."""
 
     def __init__(self, ledger: str | Path) -> None:
         self.ledger = ledger
         self.deprecate_eof: dict[str, bool] = {}
         self.statements: dict[tuple[str, int], tuple[int, str]] = {}  # -> command, text
-        self.cursors: dict[tuple[str, str], list[ColumnDefinition]] = {}
+        self.cursors: dict[tuple[str, int | str], list[ColumnDefinition]] = {}
 
     def note(self, record: dict[str, Any]) -> None:
         """Remember what a ``session_start`` or ``statement`` record says for the results
@@ -165,7 +167,10 @@ class _Answers:
         session = str(record.get("session"))
         key = (session, _statement_seq(self.ledger, record))
         command, text = self.statements.pop(key, (int(Command.QUERY), ""))
-        cursor = (session, text)
+        statement_id = record.get("statement_id")
+        cursor: tuple[str, int | str] = (session, text)
+        if isinstance(statement_id, int) and not isinstance(statement_id, bool):
+            cursor = (session, statement_id)
         if blob is None:
             if command == Command.STMT_EXECUTE:
                 self.cursors.pop(cursor, None)  # its fetches are not read with old columns

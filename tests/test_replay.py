@@ -384,6 +384,43 @@ max_rows = {CURSOR_MAX_ROWS}
     assert_in_order(text, ["| 1  | owner1 |", "| 3  | owner3 |"])
 
 
+def test_a_fetch_replays_with_the_columns_of_its_own_statements_cursor(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Two statements of the same text (``SELECT ? AS v``) opened cursors whose columns
+    differ (a BIGINT, then a string parameter). The fetches were matched with the last
+    execute of that text: the first cursor's row, the number 2387264341940850695 to the
+    agent, replayed and exported as the text ``PWNED!!`` its bytes make as a string. The
+    result records of executes and fetches carry the statement id now, which replay
+    matches them by."""
+    extra = "\n[recording]\nmax_bytes = 65536\nmax_rows = 100\n"
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    forged = b"\x07PWNED!!"  # as a string: a length of 7, then 7 letters
+    number = str(int.from_bytes(forged, "little"))
+    try:
+        conn = gw.connect(database="shop")
+        first = cursors.open_cursor(conn, "SELECT ? AS v", (8, forged))  # LONGLONG
+        second = cursors.open_cursor(conn, "SELECT ? AS v", (253, b"\x01x"))  # VAR_STRING
+        assert cursors.fetch(conn, first) == [b"\x00\x00" + forged]
+        assert cursors.first_column(cursors.fetch(conn, second)) == [b"x"]
+        conn.close()
+    finally:
+        assert gw.stop() == 0
+    session = next(r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start")
+    records = ledger_records(gw.ledger, "--session", session, "--with-results")
+    commands = {r["statement_seq"]: r["command"] for r in records if r["kind"] == "statement"}
+    fetches = [
+        r
+        for r in records
+        if r["kind"] == "result" and commands[r["statement_seq"]] == "COM_STMT_FETCH"
+    ]
+    assert [f["answer"]["results"][0]["rows"] for f in fetches] == [[[number]], [["x"]]]
+    text, _ = replay(gw, session, "--speed", "1000")
+    assert_in_order(text, [f"| {number} |", "| x |"])
+    assert "PWNED" not in text
+    assert [f["statement_id"] for f in fetches] == [first, second]
+
+
 # What came back, value for value, and how each result set ended.
 
 ANSWERS_MAX_ROWS = 4

@@ -15,22 +15,41 @@ COM_STMT_CLOSE = 0x19
 COM_STMT_FETCH = 0x1C
 
 
-def open_cursor(conn: pymysql.connections.Connection[Any], sql: str) -> int:
-    """Prepare ``sql`` (one BIGINT parameter, bound to 0) and execute it with a read-only
-    cursor, as MariaDB Connector/Python's cursor_type=READ_ONLY does: the statement id,
-    its cursor open and nothing fetched yet."""
+def open_cursor(
+    conn: pymysql.connections.Connection[Any],
+    sql: str,
+    param: tuple[int, bytes] = (8, struct.pack("<q", 0)),
+) -> int:
+    """Prepare ``sql`` (one parameter, by default a LONGLONG bound to 0) and execute it
+    with a read-only cursor, as MariaDB Connector/Python's cursor_type=READ_ONLY does: the
+    statement id, its cursor open and nothing fetched yet."""
+    statement = prepare(conn, sql)
+    execute_cursor(conn, statement, param)
+    return statement
+
+
+def prepare(conn: pymysql.connections.Connection[Any], sql: str) -> int:
+    """COM_STMT_PREPARE of ``sql``: its statement id (its definitions read and dropped)."""
     conn._execute_command(COM_STMT_PREPARE, sql)
     ok = conn._read_packet().get_all_data()
     statement, columns, params = struct.unpack("<IHH", ok[1:9])
     for _ in range(params + (params > 0) + columns + (columns > 0)):  # definitions, EOFs
         conn._read_packet()
-    # flags CURSOR_TYPE_READ_ONLY, iteration count 1, one LONGLONG parameter bound to 0
-    execute = struct.pack("<IBI", statement, 1, 1) + b"\x00\x01" + struct.pack("<BBq", 8, 0, 0)
-    conn._execute_command(COM_STMT_EXECUTE, execute)
+    return statement
+
+
+def execute_cursor(
+    conn: pymysql.connections.Connection[Any], statement: int, param: tuple[int, bytes]
+) -> None:
+    """Execute ``statement`` with a read-only cursor, its one parameter ``param`` (its
+    type byte and its value as the binary protocol writes it)."""
+    kind, value = param
+    # flags CURSOR_TYPE_READ_ONLY, iteration count 1, no NULL, new types: the one type
+    execute = struct.pack("<IBI", statement, 1, 1) + b"\x00\x01" + struct.pack("<BB", kind, 0)
+    conn._execute_command(COM_STMT_EXECUTE, execute + value)
     count = conn._read_packet().read_length_encoded_integer()
     for _ in range(count + 1):  # definitions and the EOF that says the cursor is open
         conn._read_packet()
-    return statement
 
 
 def fail_execute(conn: pymysql.connections.Connection[Any], statement: int) -> None:
