@@ -102,7 +102,39 @@ def steps(ledger: str | Path, session: str, *, answers: bool = True) -> Iterator
     return _steps(ledger, export(ledger, session=session), answers)
 
 
+UNENDED = (
+    "(no end of this session is recorded: it is still going, or the gateway stopped "
+    "without writing one (killed, or its machine went down); what came after the records "
+    "above is not known)"
+)
+
+
 def _steps(ledger: str | Path, bodies: Iterable[str], keep: bool) -> Iterator[Step]:
+    """``_each``, the last step saying so when the session started and has no
+    ``session_end``: a transcript that stops where a killed gateway stopped writing must
+    not read as a whole session (a login that failed has neither). Each step goes once
+    the next is read (or the damage that stops the reading is found)."""
+    last: Step | None = None
+    started = ended = False
+    try:
+        for step in _each(ledger, bodies, keep):
+            kind = step.record.get("kind")
+            started = started or kind == "session_start"
+            ended = ended or kind == "session_end"
+            if last is not None:
+                yield last
+            last = step
+    except LedgerDamaged:
+        if last is not None:  # the steps before the damage are shown
+            yield last
+        raise
+    if last is not None:
+        if started and not ended:
+            last.lines.append(UNENDED)
+        yield last
+
+
+def _each(ledger: str | Path, bodies: Iterable[str], keep: bool) -> Iterator[Step]:
     reader = RecordingReader(ledger)
     decoder = _Answers(ledger)
     start: float | None = None

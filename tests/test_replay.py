@@ -717,6 +717,42 @@ def test_the_rows_a_client_got_before_it_left_are_replayed(
     )
 
 
+UNENDED = "(no end of this session is recorded: it is still going, or the gateway stopped"
+
+
+def test_a_session_the_gateway_never_ended_says_so(mariadb: MariaDB, tmp_path: Path) -> None:
+    """The gateway was killed during a session: its replay stopped after the last
+    record, a statement with no result, like the transcript of a whole session. It says
+    now that no end is recorded and the rest is not known; a session that ended, or
+    whose login failed, does not."""
+    extra = "\n[recording]\nmax_bytes = 65536\nmax_rows = 100\n"
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    conn = gw.connect(database="shop")
+    with conn.cursor() as cur:
+        cur.execute("SELECT 41 + 1 AS answer")
+    conn.close()  # a session that ended
+    with pytest.raises(pymysql.err.OperationalError):
+        gw.connect(database="shop", password="wrong")  # a login that failed: no start, no end
+    conn = gw.connect(database="shop")
+    with conn.cursor() as cur:
+        cur.execute("SELECT 6 * 7 AS answer")
+    assert gw.proc is not None
+    gw.proc.kill()  # no session_end for the second session
+    gw.proc.wait()
+    gw.proc = None
+    conn.close()
+    starts = [r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start"]
+    assert len(starts) == 2
+    ended, _ = replay(gw, starts[0], "--speed", "1000")
+    assert "session ended" in ended and UNENDED not in ended
+    failed = next(r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed")
+    refused, _ = replay(gw, failed, "--speed", "1000")
+    assert "auth_failed" in refused and UNENDED not in refused
+    cut, _ = replay(gw, starts[1], "--speed", "1000")
+    assert_in_order(cut, ["> SELECT 6 * 7 AS answer", UNENDED])
+    assert cut.rstrip("\n").splitlines()[-1].strip().startswith(UNENDED)
+
+
 def test_a_statement_not_in_utf8_keeps_its_bytes(
     names_session: tuple[GatewayProcess, dict[str, str]],
 ) -> None:
