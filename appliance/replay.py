@@ -408,6 +408,13 @@ def render(step: Step) -> list[str]:
             figures.append(str(r["reason"]))
         lines.append("  (" + _flat(", ".join(figures)) + ")")
         return lines
+    if kind == "auth_failed":  # a session whose login was refused: who, and why
+        return [
+            _flat(
+                f"login refused for {r.get('identity')} from {r.get('client')} to "
+                f"{r.get('target')}: {r.get('reason')}"
+            )
+        ]
     if kind == "session_end":
         return [f"session ended: {_flat(r.get('reason') or 'closed')}"]
     if kind == "alert":

@@ -747,10 +747,33 @@ def test_a_session_the_gateway_never_ended_says_so(mariadb: MariaDB, tmp_path: P
     assert "session ended" in ended and UNENDED not in ended
     failed = next(r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed")
     refused, _ = replay(gw, failed, "--speed", "1000")
-    assert "auth_failed" in refused and UNENDED not in refused
+    assert "login refused for agent" in refused and UNENDED not in refused
     cut, _ = replay(gw, starts[1], "--speed", "1000")
     assert_in_order(cut, ["> SELECT 6 * 7 AS answer", UNENDED])
     assert cut.rstrip("\n").splitlines()[-1].strip().startswith(UNENDED)
+
+
+def test_a_refused_login_replays_with_who_and_why(mariadb: MariaDB, tmp_path: Path) -> None:
+    """The replay of a session whose login was refused was the one word ``auth_failed``:
+    not the name it gave, where from, nor why. It is one line with them now, what the
+    client chose (a name with an escape sequence and a line break) unable to draw."""
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki).start()
+    try:
+        for user in ("agent", "x\x1b[2J\n08:00:00.000  > SELECT 1"):
+            with pytest.raises(pymysql.err.OperationalError):
+                pymysql.connect(
+                    host=gw.host, port=gw.port, user=user, password="wrong", ssl_disabled=True
+                )
+    finally:
+        assert gw.stop() == 0
+    failed = [r for r in ledger_records(gw.ledger) if r["kind"] == "auth_failed"]
+    assert len(failed) == 2
+    texts = [replay(gw, r["session"], "--speed", "1000")[0] for r in failed]
+    assert "login refused for agent from 127.0.0.1:" in texts[0]
+    assert "wrong password for gateway account 'agent'" in texts[0]
+    assert "login refused for x\ufffd[2J 08:00:00.000 > SELECT 1 from 127.0.0.1:" in texts[1]
+    for text in texts:
+        assert text.count("\n") == 1 and text.rstrip("\n").isprintable(), text
 
 
 def test_a_statement_not_in_utf8_keeps_its_bytes(
