@@ -24,7 +24,7 @@ from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, Value, decode_answer
 from appliance.shown import as_sent, json_line, shown
 
-__all__ = ["Step", "answer_json", "load", "play", "render", "steps"]
+__all__ = ["Step", "answer_json", "load", "play", "render", "steps", "time_of"]
 
 MAX_CELL = 60  # characters of a value shown in a text table
 
@@ -422,6 +422,13 @@ def render(step: Step) -> list[str]:
     return [_flat(kind)]
 
 
+def time_of(record: dict[str, Any]) -> str:
+    """The time of day a step is stamped with (``HH:MM:SS.mmm`` of its ``ts``), on one
+    line and unable to draw: a ``ts`` is the gateway's, but a file edited by hand may hold
+    anything there, and an operator replays a ledger before verifying it."""
+    return _flat(record.get("ts", ""))[11:23]
+
+
 # -- json -----------------------------------------------------------------------------
 
 
@@ -491,7 +498,7 @@ def play(
         if fmt == "json":
             out.write(json_line(json.dumps(step_json(step), ensure_ascii=False)) + "\n")
         else:
-            stamp = str(step.record.get("ts", ""))[11:23]
+            stamp = time_of(step.record)
             for n, line in enumerate(step.lines):
                 out.write(f"{stamp if n == 0 else ' ' * len(stamp)}  {line}\n")
         out.flush()

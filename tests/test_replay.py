@@ -950,6 +950,21 @@ def test_a_record_with_a_statement_seq_that_is_not_a_number_is_named(small_ledge
         assert "its statement_seq 'abc' is not an integer" in damaged(small_ledger, *args)
 
 
+def test_a_time_edited_into_a_record_cannot_draw(small_ledger: Path) -> None:
+    """Every line of a step was made safe but its time, cut from ``ts`` as stored: a
+    file edited by hand put an escape sequence before the statement (OSC 52 sets the
+    operator's clipboard), and replay, which an operator runs before verify, wrote it."""
+    conn = sqlite3.connect(small_ledger)
+    record = json.loads(conn.execute("SELECT body FROM records WHERE seq = 2").fetchone()[0])
+    conn.close()
+    edit(small_ledger, 2, json.dumps({**record, "ts": "2026-11-29T\x1b]52;c;QUJD\x07\x1b[2J"}))
+    done = run_sqlgate("replay", "S1", "--ledger", str(small_ledger), "--speed", "1000000")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(line.isprintable() for line in lines), lines
+    assert lines[1] == "\ufffd]52;c;QUJD\ufffd  > SELECT 1"
+
+
 def test_a_record_holding_a_lone_surrogate_is_named(small_ledger: Path) -> None:
     """A JSON escape of half a surrogate pair decodes to text that cannot be written as
     UTF-8: replay --format json and export --with-results ended in a traceback part way."""

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import RichLog, Static
 
-from appliance.replay import Step
+from appliance.replay import Step, time_of
 from tui.model import Change, printable
 from tui.screens.base import ConsoleScreen
 
@@ -75,7 +75,7 @@ class ReplayScreen(ConsoleScreen):
 
     def _reveal(self, step: Step) -> None:
         log = self.query_one("#replay-log", RichLog)
-        stamp = str(step.record.get("ts", ""))[11:23]
+        stamp = time_of(step.record)
         for n, line in enumerate(step.lines):
             style = ""
             if "REFUSED" in line or "ALTERED" in line:
