@@ -134,10 +134,18 @@ def _steps(ledger: str | Path, bodies: Iterable[str], keep: bool) -> Iterator[St
         yield last
 
 
+MAX_NAMED = 60  # characters of a statement an answer that does not follow it names
+
+
 def _each(ledger: str | Path, bodies: Iterable[str], keep: bool) -> Iterator[Step]:
     reader = RecordingReader(ledger)
     decoder = _Answers(ledger)
     start: float | None = None
+    # Statements not answered yet, by (session, statement_seq): their first line, so
+    # that an answer after other statements (pipelined ones, recorded as they are read)
+    # names its own, instead of reading as the answer to the statement shown above it.
+    waiting: dict[tuple[str, int], str] = {}
+    last: tuple[str, int] | None = None  # the statement shown last
     try:
         for _, record in _records(ledger, bodies):
             at = _epoch(record.get("ts"))
@@ -146,7 +154,13 @@ def _each(ledger: str | Path, bodies: Iterable[str], keep: bool) -> Iterator[Ste
             decoder.note(record)
             step = Step(max(0.0, at - start), record)
             digest = record.get("recording")
-            if record.get("kind") == "result":
+            kind = record.get("kind")
+            if kind == "statement":
+                last = (str(record.get("session")), _statement_seq(ledger, record))
+                waiting[last] = _named(record)
+            if kind == "result":
+                key = (str(record.get("session")), _statement_seq(ledger, record))
+                named = waiting.pop(key, None)
                 blob = None
                 if isinstance(digest, str):
                     blob = reader.get(digest)
@@ -157,12 +171,27 @@ def _each(ledger: str | Path, bodies: Iterable[str], keep: bool) -> Iterator[Ste
                         blob = None
                 step.answer = decoder.decode(record, blob)
                 blob = None  # not held while the step is shown
-            step.lines = render(step)
+                step.lines = render(step)
+                if named is not None and key != last:
+                    step.lines.insert(0, f"  (the answer to: {named})")
+            else:
+                step.lines = render(step)
             if not keep:
                 step.answer = None
             yield step
     finally:
         reader.close()
+
+
+def _named(record: dict[str, Any]) -> str:
+    """A statement as its answer names it: its first line, shown as in its step, cut."""
+    lines = _statement_lines(str(record.get("sql") or record.get("command")))
+    text = lines[0][2:]
+    if len(text) > MAX_NAMED or len(lines) > 1:
+        text = text[: MAX_NAMED - 1] + "\u2026"
+    if record.get("part"):
+        text += f" [{_flat(record['part'])}]"
+    return text
 
 
 class _Answers:

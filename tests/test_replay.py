@@ -776,6 +776,62 @@ def test_a_refused_login_replays_with_who_and_why(mariadb: MariaDB, tmp_path: Pa
         assert text.count("\n") == 1 and text.rstrip("\n").isprintable(), text
 
 
+def test_an_answer_after_other_statements_names_its_own(mariadb: MariaDB, tmp_path: Path) -> None:
+    """Pipelined statements are recorded as they are read, their results as they come
+    back: the first one's rows replayed under the third statement's text, as if they
+    were its answer. Such an answer now names the statement it answers."""
+    import struct
+
+    def query(sql: str) -> bytes:
+        payload = b"\x03" + sql.encode()
+        return struct.pack("<I", len(payload))[:3] + b"\x00" + payload
+
+    extra = "\n[recording]\nmax_bytes = 65536\nmax_rows = 100\n"
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    holder = mariadb.connect()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT GET_LOCK('rec_pipelined', 30)")
+        conn = gw.connect(database="shop")
+        texts = [
+            "SELECT GET_LOCK('rec_pipelined', 30) AS got, 'first' AS a",
+            "SELECT 'second' AS a",
+            "SELECT 'third' AS a",
+        ]
+        conn._sock.sendall(b"".join(map(query, texts)))  # one write: no answer awaited
+        deadline = time.monotonic() + 15
+        while sum(r.get("sql") in texts for r in ledger_records(gw.ledger)) < 3:
+            assert time.monotonic() < deadline, "the pipelined statements were not recorded"
+            time.sleep(0.05)
+        with holder.cursor() as cur:
+            cur.execute("SELECT RELEASE_LOCK('rec_pipelined')")
+        answers = []
+        for _ in texts:  # each answer read as PyMySQL reads the one it waits for
+            conn._next_seq_id = 1
+            conn._read_query_result()
+            answers.append(conn._result.rows[0][-1])
+        assert answers == ["first", "second", "third"]
+        conn.close()
+    finally:
+        holder.close()
+        assert gw.stop() == 0
+    session = next(r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start")
+    text, _ = replay(gw, session, "--speed", "1000")
+    assert_in_order(
+        text,
+        [
+            f"> {texts[0]}",
+            f"> {texts[2]}",
+            f"(the answer to: {texts[0]})",
+            "| first |",
+            f"(the answer to: {texts[1]})",
+            "| second |",
+            "| third |",
+        ],
+    )
+    assert f"(the answer to: {texts[2]})" not in text  # it follows its own statement
+
+
 def test_a_statement_not_in_utf8_keeps_its_bytes(
     names_session: tuple[GatewayProcess, dict[str, str]],
 ) -> None:
