@@ -931,16 +931,28 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         if sys.stdout is None:
             return _fail("ledger export: standard output is closed: nowhere to write", 1)
-        bodies = _opening(
-            args.ledger,
-            lambda: store.export(args.ledger, session=args.session, since=since, kind=args.kind),
-        )
-        from appliance.shown import json_line
-
-        if args.with_results:
+        if args.with_results and args.kind in (None, "result"):
+            # each answer is read with its session's records: all are read
             from appliance.replay import with_answers
 
-            bodies = with_answers(args.ledger, bodies)
+            kind = args.kind
+            bodies = with_answers(
+                args.ledger,
+                _opening(args.ledger, lambda: store.export(args.ledger, session=args.session)),
+                lambda r: (
+                    (kind is None or r.get("kind") == kind)
+                    and (since is None or str(r.get("ts")) >= since)
+                ),
+            )
+        else:
+            bodies = _opening(
+                args.ledger,
+                lambda: store.export(
+                    args.ledger, session=args.session, since=since, kind=args.kind
+                ),
+            )
+        from appliance.shown import json_line
+
         out = sys.stdout.buffer
         try:
             try:

@@ -222,6 +222,12 @@ class _Answers:
             key = (session, _statement_seq(self.ledger, record))
             self.statements[key] = (command, str(record.get("sql") or ""))
 
+    def opens_cursors(self, record: dict[str, Any]) -> bool:
+        """Whether the ``result`` record is an execute's, whose answer may open a cursor."""
+        key = (str(record.get("session")), _statement_seq(self.ledger, record))
+        command, _ = self.statements.get(key, (int(Command.QUERY), ""))
+        return command == Command.STMT_EXECUTE
+
     def decode(self, record: dict[str, Any], blob: bytes | None) -> Answer | None:
         """The ``result`` record's answer from its recording (None: none to read, which
         also forgets the cursor its execute may have opened)."""
@@ -533,17 +539,34 @@ def play(
         out.flush()
 
 
-def with_answers(ledger: str | Path, bodies: Iterable[str]) -> Iterator[str]:
+def with_answers(
+    ledger: str | Path,
+    bodies: Iterable[str],
+    wanted: Callable[[dict[str, Any]], bool] | None = None,
+) -> Iterator[str]:
     """Export lines with each result's recording decoded in an ``answer`` member (not
-    part of the hashed record: the record's own fields are unchanged)."""
+    part of the hashed record: the record's own fields are unchanged). ``wanted``: which
+    of ``bodies`` are written (``--kind``, ``--since``); all of them are read, since an
+    answer is read with what its session's records say (how its results end, its
+    statement's command, the columns of the cursor a fetch reads)."""
     answers = _Answers(ledger)
     reader = RecordingReader(ledger)
     for body, record in _records(ledger, bodies):
         answers.note(record)
+        written = wanted is None or wanted(record)
         if record.get("kind") != "result":
-            yield body
+            if written:
+                yield body
             continue
         digest = record.get("recording")
+        if not written:  # only an execute's answer says more: the columns of its cursor
+            blob = None
+            if isinstance(digest, str) and answers.opens_cursors(record):
+                blob = reader.get(digest)
+                if blob is not None and hashlib.sha256(blob).hexdigest() != digest:
+                    blob = None
+            answers.decode(record, blob)
+            continue
         if not isinstance(digest, str):
             answers.decode(record, None)
             yield body

@@ -421,6 +421,44 @@ def test_a_fetch_replays_with_the_columns_of_its_own_statements_cursor(
     assert [f["statement_id"] for f in fetches] == [first, second]
 
 
+def test_answers_exported_with_a_filter_are_read_with_their_sessions_records(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """``ledger export --with-results`` reads each answer with what its session's records
+    say (how results end, each statement's command): with ``--kind result`` or a
+    ``--since`` that left those records out, a PyMySQL client's ``SELECT`` was exported
+    with no rows and a "truncated OK packet", and an execute's binary row was read as
+    text. The filters now choose the records written, not those read."""
+    import struct
+
+    extra = "\n[recording]\nmax_bytes = 65536\nmax_rows = 100\n"
+    gw = GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=extra).start()
+    try:
+        conn = gw.connect(database="shop")  # PyMySQL: results end with EOF packets
+        with conn.cursor() as cur:
+            cur.execute("SELECT 'text' AS t")
+        statement = cursors.prepare(conn, "SELECT ? AS v")
+        execute = struct.pack("<IBI", statement, 0, 1) + b"\x00\x01\x08\x00"
+        conn._execute_command(cursors.COM_STMT_EXECUTE, execute + struct.pack("<q", 42))
+        packets = [conn._read_packet() for _ in range(5)]  # count, column, EOF, row, EOF
+        assert packets[3].get_all_data() == b"\x00\x00" + struct.pack("<q", 42)
+        conn.close()
+    finally:
+        assert gw.stop() == 0
+
+    def answers(*args: str) -> dict[int, object]:
+        records = ledger_records(gw.ledger, "--with-results", *args)
+        return {r["seq"]: r["answer"] for r in records if "answer" in r}
+
+    whole = answers()
+    rows = [result["rows"] for a in whole.values() for result in a["results"] if "rows" in result]
+    assert [["text"]] in rows and [["42"]] in rows
+    assert answers("--kind", "result") == whole
+    times = {r["seq"]: r["ts"] for r in ledger_records(gw.ledger) if r["kind"] == "result"}
+    since = sorted(times.values())[1]  # after the login's SET NAMES: its records left out
+    assert answers("--since", since) == {s: a for s, a in whole.items() if times[s] >= since}
+
+
 # What came back, value for value, and how each result set ended.
 
 ANSWERS_MAX_ROWS = 4
