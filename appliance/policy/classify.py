@@ -388,6 +388,13 @@ _WITH_SCAN = re.compile(
 # Keywords behind flags; each hit is checked in place (a plain alternation lets the regex
 # engine skip fast to candidates, where groups and lookbehinds would slow every byte).
 _OR_REPLACE = re.compile(rb"[ \t\n\r\f\v]*+CREATE[ \t\n\r\f\v]++OR[ \t\n\r\f\v]++REPLACE" + _E)
+# CREATE OR REPLACE TEMPORARY TABLE and DROP TEMPORARY TABLE(S): MariaDB drops only a
+# temporary table of the session, never a base table of the name (error 1051 when the
+# session has none)
+_TEMPORARY_TABLE = re.compile(
+    rb"[ \t\n\r\f\v]*+(?:CREATE[ \t\n\r\f\v]++OR[ \t\n\r\f\v]++REPLACE|DROP)"
+    rb"[ \t\n\r\f\v]++TEMPORARY[ \t\n\r\f\v]++TABLES?" + _E
+)
 _FLAG_WORDS = re.compile(rb"INTO|LOAD_FILE|SONAME|FOR|LOCK|:=")
 _INTO_TARGET = re.compile(rb"[ \t\n\r\f\v]*+(?:(OUTFILE|DUMPFILE)" + _E + rb"|@)")
 _CALL = re.compile(rb"[ \t\n\r\f\v]*+\(")
@@ -423,6 +430,8 @@ def _skeleton_flags(skeleton: bytes, kind: str) -> set[str]:
     flags: set[str] = set()
     if _OR_REPLACE.match(skeleton):
         flags.add("or_replace")  # MariaDB: drops the existing object first
+    if kind in ("CREATE TABLE", "DROP TABLE") and _TEMPORARY_TABLE.match(skeleton):
+        flags.add("temporary")  # drops only a temporary table of the session
     if kind == "INSERT" and b"DUPLICATE" in skeleton and _ON_DUPLICATE.search(skeleton):
         flags.add("on_duplicate_update")  # the INSERT may update rows
     if not (

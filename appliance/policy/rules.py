@@ -1099,6 +1099,10 @@ def _unknown(c: Classification, db: str | None) -> Decision | None:
 
 
 def _schema_change(c: Classification, db: str | None) -> Decision | None:
+    if "temporary" in c.flags:
+        # DROP TEMPORARY TABLE and CREATE OR REPLACE TEMPORARY TABLE drop only a temporary
+        # table, which only the session that made it sees and which ends with it
+        return None
     # MariaDB's CREATE OR REPLACE TABLE, VIEW and INDEX drop the existing object first
     if c.kind in SCHEMA_CHANGES or (c.kind in _REPLACEABLE and "or_replace" in c.flags):
         return _review(

@@ -801,6 +801,11 @@ DDL = [
         "CREATE TABLE corpus.big_orders AS SELECT * FROM shop.orders WHERE total > 50",
         "CREATE TEMPORARY TABLE tmp_totals AS SELECT customer_id, SUM(total) AS total FROM "
         "shop.orders GROUP BY customer_id",
+        # a temporary table is the session's own: MariaDB drops no base table of its name
+        "DROP TEMPORARY TABLE IF EXISTS tmp_totals",
+        "drop temporary tables if exists tmp_totals, corpus.items",
+        "CREATE OR REPLACE TEMPORARY TABLE corpus.stock (item_id INT)",
+        "CREATE OR REPLACE TEMPORARY TABLE tmp_qty AS SELECT id, qty FROM corpus.items",
         "CREATE INDEX idx_items_qty ON corpus.items (qty)",
         "CREATE UNIQUE INDEX idx_label ON corpus.t_new (label)",
         "CREATE VIEW corpus.v_orders AS SELECT id, total FROM shop.orders",
@@ -815,7 +820,7 @@ DDL = [
         "DROP TABLE corpus.stock",
         "DROP TABLE IF EXISTS corpus.stock",
         "drop table corpus.items, corpus.stock",
-        "DROP TEMPORARY TABLE IF EXISTS tmp_totals",
+        "DROP TEMPORARY TEMPORARY TABLE corpus.stock",  # not the server's syntax: as DROP
         "ALTER TABLE corpus.items ADD COLUMN color VARCHAR(16)",
         "ALTER TABLE corpus.items DROP COLUMN price",
         "ALTER TABLE corpus.items RENAME TO corpus.items_old",

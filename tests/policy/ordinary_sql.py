@@ -1164,5 +1164,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {
             "CONSTRAINT fk_child_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE "
             "CASCADE)"
         ),
+        # the session's own temporary tables, replaced and dropped as reports and ETL do
+        "CREATE OR REPLACE TEMPORARY TABLE tmp_ids (id INT PRIMARY KEY, note VARCHAR(20))",
+        "DROP TEMPORARY TABLE tmp_ids",
+        "DROP TEMPORARY TABLE IF EXISTS tmp_totals, tmp_ids",
     ),
 }

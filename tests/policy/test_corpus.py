@@ -1511,3 +1511,41 @@ def test_a_constant_where_is_refused_saying_the_gateway_does_not_evaluate_it(
     assert "is always true" not in verdict.refusal.reason
     assert "may be true for every row" in verdict.refusal.reason
     assert "does not evaluate constants" in verdict.refusal.reason
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"DROP TEMPORARY TABLE shop.orders",
+        b"DROP TEMPORARY TABLE IF EXISTS orders",
+        b"CREATE OR REPLACE TEMPORARY TABLE shop.orders (id INT)",
+    ],
+)
+def test_a_rule_on_drop_still_sees_a_temporary_table(sql: bytes) -> None:
+    """The built-ins let temporary tables go without approval; a configured rule on
+    DROP TABLE still decides them, as it decides every DROP TABLE."""
+    keep = RuleConfig("keep", ("DROP TABLE",), RuleAction.BLOCK, ("shop.*",))
+    assert _ruled(keep, db="shop").outcome(sql) == "keep"
+    assert _ruled(db="shop").outcome(sql) == ALLOW
+
+
+@pytest.mark.integration
+def test_a_temporary_table_is_dropped_without_approval(agent: Agent, direct: Direct) -> None:
+    """DROP TEMPORARY TABLE and CREATE OR REPLACE TEMPORARY TABLE were held for approval
+    as schema changes; they drop only a temporary table of the session, never the base
+    table of its name, so they run, and DROP TABLE of that name is still held."""
+    before = direct.state()
+    try:
+        agent.run("CREATE TEMPORARY TABLE corpus.stock (item_id INT)")
+        agent.run("CREATE OR REPLACE TEMPORARY TABLE corpus.stock (item_id INT, note TEXT)")
+        agent.run("DROP TEMPORARY TABLE corpus.stock")
+        agent.run("DROP TEMPORARY TABLE IF EXISTS corpus.stock, corpus.items")
+        error = agent.refused("DROP TEMPORARY TABLE corpus.stock")  # none left: the server's
+        assert error.errno == 1051, f"{error.errno}: {error.msg}"
+        assert_unchanged(direct, before)  # the base tables and their rows are all there
+        assert_refused(agent.refused("DROP TABLE corpus.stock"), "schema-change")
+        assert_unchanged(direct, before)
+    finally:
+        conn = agent.get()
+        assert conn.cmd_reset_connection()
+        conn.cmd_init_db("shop")
