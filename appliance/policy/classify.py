@@ -3212,6 +3212,11 @@ def _show_edits(v: _View, head: int) -> list[tuple[int, int, bytes]]:
         if punct_at(tokens, i + 3, ")") and word_at(tokens, i + 4) in ("WARNINGS", "ERRORS"):
             edits.append((v.start(tokens[i]), v.end(tokens[i + 3]), b" "))
         return edits
+    if word == "PROFILE":
+        tail = _profile_tail(tokens, i + 1)
+        if tail is not None:
+            edits.append((v.start(tokens[tail]), v.end(tokens[-1]), b" "))
+        return edits
     if word == "FULL":
         i += 1
         word = word_at(tokens, i)
@@ -3222,6 +3227,45 @@ def _show_edits(v: _View, head: int) -> list[tuple[int, int, bytes]]:
     if word in ("COLUMNS", "INDEX") and word_at(tokens, i + 1) == "IN":
         edits.append((v.start(tokens[i + 1]), v.end(tokens[i + 1]), b"FROM"))
     return edits
+
+
+_PROFILE_TYPES = frozenset({"ALL", "CPU", "IPC", "MEMORY", "SOURCE", "SWAPS"})
+_PROFILE_TYPE_PAIRS = {"BLOCK": "IO", "CONTEXT": "SWITCHES", "PAGE": "FAULTS"}
+
+
+def _profile_tail(tokens: Sequence[Token], i: int) -> int | None:
+    """Where the `FOR QUERY n` and `LIMIT n [OFFSET m | , m]` of a SHOW PROFILE start
+    (its types, from ``i``, the parser reads), when the statement ends with them written
+    with plain numbers as the server's grammar has them; None otherwise. The parser
+    wants types before FOR QUERY and OFFSET before LIMIT: it refused `SHOW PROFILE FOR
+    QUERY 1`, the profile of the session's own statement that SHOW PROFILES lists."""
+
+    def number(j: int) -> bool:
+        return j < len(tokens) and tokens[j].kind is Tok.NUMBER and tokens[j].text.isdigit()
+
+    first = True
+    while True:  # the types, each after a comma but the first
+        w = word_at(tokens, i)
+        if w in _PROFILE_TYPES:
+            i += 1
+        elif w in _PROFILE_TYPE_PAIRS and word_at(tokens, i + 1) == _PROFILE_TYPE_PAIRS[w]:
+            i += 2
+        elif first:
+            break
+        else:
+            return None  # a comma with no type after it
+        first = False
+        if not punct_at(tokens, i, ","):
+            break
+        i += 1
+    tail = j = i
+    if word_at(tokens, j) == "FOR" and word_at(tokens, j + 1) == "QUERY" and number(j + 2):
+        j += 3
+    if word_at(tokens, j) == "LIMIT" and number(j + 1):
+        j += 2
+        if (word_at(tokens, j) == "OFFSET" or punct_at(tokens, j, ",")) and number(j + 1):
+            j += 2
+    return tail if tail < j == len(tokens) else None
 
 
 # What stands before a column name in a condition, never before the CHARSET of a type

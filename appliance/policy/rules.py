@@ -144,6 +144,7 @@ SESSION_VARIABLES = frozenset(
         "div_precision_increment",
         "lc_time_names",
         "profiling",
+        "profiling_history_size",  # how many of the session's own profiles it keeps
         "big_tables",
         "max_join_size",
         "max_heap_table_size",

@@ -453,6 +453,13 @@ SHOW = _cases(
     "SHOW INDEXES FROM corpus.items",
     "SHOW FULL FIELDS FROM items IN corpus",
     "SHOW CREATE SCHEMA corpus",
+    # the profile of one of the session's own statements, by its SHOW PROFILES number
+    "SHOW PROFILES",
+    "SHOW PROFILE",
+    "SHOW PROFILE FOR QUERY 1",
+    "SHOW PROFILE CPU, BLOCK IO FOR QUERY 1 LIMIT 5 OFFSET 1",
+    "show profile all for query 2 limit 1, 2",
+    "SHOW PROFILE LIMIT 3",
     "USE corpus",
     "USE `shop`",
 )
@@ -487,6 +494,7 @@ SET_ALLOWED = _cases(
     ALLOW,
     "SET autocommit = 0",
     "SET autocommit=1",
+    "SET SESSION profiling = 1, profiling_history_size = 50",
     "SET @@autocommit = 1",
     "SET SESSION sql_mode = 'STRICT_TRANS_TABLES'",
     "SET sql_mode = 'ANSI_QUOTES'",
@@ -1379,6 +1387,10 @@ NOT_READ = [
         "SHOW GRANTS FOR 'corpus_victim'@'%'",
         "SHOW CREATE USER corpus_victim",
         "SELECT 1 PROCEDURE ANALYSE()",
+        # SHOW PROFILE takes plain numbers only
+        "SHOW PROFILE FOR QUERY (SELECT 1)",
+        "SHOW PROFILE FOR QUERY 1 LIMIT 1 OFFSET @o",
+        "SHOW PROFILE CPU, FOR QUERY 1",
         # the whole text is read with the session's current rules, under which 'a\' does
         # not end; the server would switch to NO_BACKSLASH_ESCAPES half-way
         r"SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT 'a\'",

@@ -1549,3 +1549,23 @@ def test_a_temporary_table_is_dropped_without_approval(agent: Agent, direct: Dir
         conn = agent.get()
         assert conn.cmd_reset_connection()
         conn.cmd_init_db("shop")
+
+
+@pytest.mark.integration
+def test_a_statement_is_profiled_through_the_gateway(agent: Agent) -> None:
+    """SET profiling was allowed, and SHOW PROFILES listed the session's statements, but
+    SHOW PROFILE FOR QUERY n, which shows one of them, was refused as not understood
+    (the parser wants a type before FOR QUERY)."""
+    try:
+        agent.run("SET SESSION profiling = 1, profiling_history_size = 20")
+        agent.run("SELECT COUNT(*) FROM shop.orders")
+        [profiles] = agent.run("SHOW PROFILES")
+        query = next(row[0] for row in profiles if "shop.orders" in row[2])
+        [steps] = agent.run(f"SHOW PROFILE FOR QUERY {query}")
+        assert steps and all(isinstance(row[0], str) for row in steps), steps
+        [cpu] = agent.run(f"SHOW PROFILE CPU FOR QUERY {query} LIMIT 2 OFFSET 1")
+        assert len(cpu) == 2 and len(cpu[0]) == 4, cpu  # Status, Duration, CPU_user, CPU_system
+    finally:
+        conn = agent.get()
+        assert conn.cmd_reset_connection()
+        conn.cmd_init_db("shop")
