@@ -836,11 +836,16 @@ def _credential_table(name: str) -> bool:
     return name in CREDENTIAL_TABLES
 
 
+#: The SHOW statements that show accounts' password hashes, by their flag.
+_SHOWS_HASHES = {"show_grants": "SHOW GRANTS", "show_create_user": "SHOW CREATE USER"}
+
+
 def _credentials(c: Classification, db: str | None) -> Decision | None:
     read = sorted(t for t in c.reads if _credential_table(qualified(t, db).lower()))
-    if not read and "show_grants" not in c.flags:
+    shown = next((s for flag, s in _SHOWS_HASHES.items() if flag in c.flags), None)
+    if not read and shown is None:
         return None
-    what = f"{c.kind} of {', '.join(read)}" if read else "SHOW GRANTS"
+    what = f"{c.kind} of {', '.join(read)}" if read else shown
     if read and all("mysql." + t.lower().rsplit(".", 1)[-1] in SERVER_TABLES for t in read):
         return _block(
             "credentials",

@@ -715,6 +715,13 @@ CREDENTIALS = _cases(
     "credentials",
     "SHOW GRANTS",
     "show grants",
+    # the parser reads none of these; each shows an account's password hash
+    "SHOW GRANTS FOR CURRENT_USER()",
+    "SHOW GRANTS FOR 'corpus_victim'@'%'",
+    "SHOW GRANTS FOR corpus_victim@localhost",
+    "SHOW CREATE USER corpus_victim",
+    "SHOW CREATE USER 'corpus_victim'@'%'",
+    "SHOW CREATE USER CURRENT_USER",
     "SELECT User, Host FROM mysql.user",
     "SELECT User, authentication_string FROM mysql.user",
     "SELECT * FROM mysql.global_priv",
@@ -1383,9 +1390,8 @@ NOT_READ = [
         "SELECT 1)",
         "SELECT * FROM shop.orders WHERE",
         # valid MySQL that sqlglot does not parse (a generic command or a parse error)
-        "SHOW GRANTS FOR CURRENT_USER()",
-        "SHOW GRANTS FOR 'corpus_victim'@'%'",
-        "SHOW CREATE USER corpus_victim",
+        "SHOW GRANTS FOR 'corpus_victim'@'%', corpus_new",
+        "SHOW CREATE USER",
         "SELECT 1 PROCEDURE ANALYSE()",
         # SHOW PROFILE takes plain numbers only
         "SHOW PROFILE FOR QUERY (SELECT 1)",

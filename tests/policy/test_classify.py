@@ -1170,7 +1170,7 @@ PROBLEMS = [
     ("DELETE HISTORY FROM shop.t", "cannot read this DELETE statement (DELETE HISTORY)"),
     ("delete/**/history from t", "cannot read this DELETE statement (DELETE HISTORY)"),
     ("INSERT t", "cannot read this INSERT"),
-    ("SHOW GRANTS FOR CURRENT_USER()", "cannot read this SHOW"),
+    ("SHOW GRANTS FOR CURRENT_USER(), u", "cannot read this SHOW"),
     ("USE", "cannot read this USE"),
     ("EXPLAIN SELECT FROM WHERE", "EXPLAIN of a statement"),
     ("CREATE TABLE t (a INT", "cannot read this CREATE TABLE"),

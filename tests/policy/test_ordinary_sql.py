@@ -93,6 +93,8 @@ REFUSED_WITH_ADVICE = [
     ("UNLOCK TABLES", "unknown-statement", "COMMIT"),
     ("DO SLEEP(0)", "unknown-statement", "SELECT it"),
     ("CREATE SEQUENCE s2", "unknown-statement", "ask an operator"),
+    ("SHOW CREATE USER CURRENT_USER()", "credentials", "information_schema.USER_PRIVILEGES"),
+    ("SHOW GRANTS FOR CURRENT_USER()", "credentials", "information_schema.USER_PRIVILEGES"),
 ]
 
 
