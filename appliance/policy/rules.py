@@ -1083,6 +1083,23 @@ _INSTEAD: dict[str, str] = {
         "Rows locked by SELECT ... FOR UPDATE in a transaction are released by COMMIT or ROLLBACK"
     ),
     "DO": "To evaluate an expression, SELECT it",
+    "XA": (
+        "A transaction of one session needs no XA: START TRANSACTION (or BEGIN), then "
+        "COMMIT or ROLLBACK, with SAVEPOINT and ROLLBACK TO SAVEPOINT inside it"
+    ),
+    "ANALYZE": (
+        "ANALYZE of a statement is (ANALYZE SELECT ..., which runs it, or EXPLAIN it); "
+        "ANALYZE TABLE rewrites a table's statistics, which every session's plans use: "
+        "table maintenance, for an operator"
+    ),
+    **dict.fromkeys(
+        ("CHECK", "REPAIR", "OPTIMIZE"),
+        "CHECK TABLE, REPAIR TABLE and OPTIMIZE TABLE (which rebuilds the table) are table "
+        "maintenance, for an operator; SHOW TABLE STATUS shows a table's size and state",
+    ),
+    "CHECKSUM": "To compare tables, SELECT COUNT(*) and aggregates from each",
+    "FLUSH": "FLUSH acts on the whole server (its caches, logs, privileges or locks)",
+    "HELP": "Look the statement up in the MariaDB or MySQL manual instead",
 }
 
 
