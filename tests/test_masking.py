@@ -417,6 +417,33 @@ def test_messages_in_another_language_do_not_leak_masked_values(
     assert warnings == [("Error", 1062, message)]
 
 
+def test_a_session_in_another_language_does_not_leak_masked_values(
+    gw: GatewayProcess, mariadb: MariaDB
+) -> None:
+    """SET lc_messages, which phpMyAdmin sends at connect, was refused (`set-variable`);
+    it runs now, and the session's messages in that language are scrubbed as a server's
+    in another language are."""
+    mariadb.admin_sql(
+        ADDRESSES,
+        "INSERT INTO shop.mask_addr VALUES (1, 'home', '123-45-6789'), (2, 'work', '123-45-6789')",
+    )
+    conn = gw.connect(database="shop")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET lc_messages = 'de_DE'")
+            with pytest.raises(pymysql.err.MySQLError) as unknown:
+                cur.execute("SELECT nosuchcolumn FROM mask_addr")
+            with pytest.raises(pymysql.err.MySQLError) as duplicate:
+                cur.execute("UPDATE mask_addr SET label = 'home' WHERE id = 2")
+    finally:
+        conn.close()
+        mariadb.admin_sql("DROP TABLE shop.mask_addr")
+    assert unknown.value.args[1].startswith("Unbekanntes Tabellenfeld"), unknown.value.args
+    code, message = duplicate.value.args
+    assert code == 1062
+    assert "123-45-6789" not in message and message.startswith("sqlgate: "), message
+
+
 def test_the_result_record_names_the_masked_columns(gw: GatewayProcess) -> None:
     marker = "SELECT id, card_number, email FROM mask_customers WHERE id IN (1, 2) /* rec */"
     query(gw, marker)

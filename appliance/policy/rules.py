@@ -143,6 +143,9 @@ SESSION_VARIABLES = frozenset(
         "default_tmp_storage_engine",
         "div_precision_increment",
         "lc_time_names",
+        # the language of the server's messages (phpMyAdmin sets it at connect): error
+        # texts the gateway cannot read as English are scrubbed whole when masking applies
+        "lc_messages",
         "profiling",
         "profiling_history_size",  # how many of the session's own profiles it keeps
         "big_tables",

@@ -495,6 +495,8 @@ SET_ALLOWED = _cases(
     "SET autocommit = 0",
     "SET autocommit=1",
     "SET SESSION profiling = 1, profiling_history_size = 50",
+    "SET lc_messages = 'de_DE'",
+    "SET SESSION lc_messages = en_US",
     "SET @@autocommit = 1",
     "SET SESSION sql_mode = 'STRICT_TRANS_TABLES'",
     "SET sql_mode = 'ANSI_QUOTES'",
