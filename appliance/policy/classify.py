@@ -3327,11 +3327,32 @@ def _shows_account(tokens: Sequence[Token], head: int) -> str | None:
     return flag if _past_account(tokens, at) == len(tokens) else None
 
 
+def _shows_a_plan(tokens: Sequence[Token], head: int) -> bool:
+    """SHOW EXPLAIN|ANALYZE [FORMAT = name] FOR <thread id>, written whole: MariaDB's
+    form of EXPLAIN ... FOR CONNECTION (the plan of a running statement), which names no
+    table; the parser does not read it."""
+    if word_at(tokens, head) not in ("EXPLAIN", "ANALYZE"):
+        return False
+    i = head + 1
+    if word_at(tokens, i) == "FORMAT" and punct_at(tokens, i + 1, "="):
+        if word_at(tokens, i + 2) not in ("JSON", "TRADITIONAL"):
+            return False
+        i += 3
+    return (
+        word_at(tokens, i) == "FOR"
+        and i + 2 == len(tokens)
+        and tokens[i + 1].kind is Tok.NUMBER
+        and tokens[i + 1].text.isdigit()
+    )
+
+
 def _show(v: _View, kind: str, head: int) -> Classification:
     text = v.text()
     account = _shows_account(v.tokens, head)
     if account is not None:
         return _result(kind, text, flags=(account,), literal_independent=True)
+    if _shows_a_plan(v.tokens, head):
+        return _result(kind, text, literal_independent=True)
     if _SHOW_WITH.search(v.skeleton):
         # SHOW TABLES WHERE 1 IN (WITH RECURSIVE ...) crashed MariaDB 10.11 (SIGSEGV in
         # check_grant); a SHOW has no other use for WITH

@@ -1569,3 +1569,23 @@ def test_a_statement_is_profiled_through_the_gateway(agent: Agent) -> None:
         conn = agent.get()
         assert conn.cmd_reset_connection()
         conn.cmd_init_db("shop")
+
+
+@pytest.mark.integration
+def test_the_plan_of_a_running_statement_is_asked_for_through_the_gateway(
+    gateway: GatewayProcess, agent: Agent
+) -> None:
+    """SHOW EXPLAIN FOR n, MariaDB's EXPLAIN FOR CONNECTION n, was refused as not
+    understood; it reaches the server, which answers that the other session (idle here)
+    runs nothing to explain."""
+    other = gateway.connector(autocommit=True, connection_timeout=10)
+    try:
+        cur = other.cursor()
+        cur.execute("SELECT CONNECTION_ID()")
+        [(thread,)] = cur.fetchall()
+        for sql in (f"SHOW EXPLAIN FOR {thread}", f"SHOW ANALYZE FORMAT=JSON FOR {thread}"):
+            error = agent.refused(sql)
+            assert error.errno == 1933, f"{sql}: {error.errno}: {error.msg}"  # not EXPLAINable
+        assert agent.run("SELECT 1") == [[(1,)]]
+    finally:
+        other.close()

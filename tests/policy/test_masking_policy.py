@@ -635,6 +635,8 @@ def test_a_table_created_where_masking_rules_apply_is_refused(sql: str) -> None:
         ("DESC FOR CONNECTION 12", "FOR CONNECTION"),
         ("EXECUTE IMMEDIATE 'EXPLAIN FORMAT=JSON FOR CONNECTION 12'", "FOR CONNECTION"),
         ("SET STATEMENT max_statement_time = 1 FOR EXPLAIN FOR CONNECTION 12", "FOR CONNECTION"),
+        ("SHOW EXPLAIN FOR 12", "SHOW EXPLAIN/ANALYZE ... FOR"),
+        ("SHOW ANALYZE FORMAT=JSON FOR 12", "SHOW EXPLAIN/ANALYZE ... FOR"),
     ],
 )
 def test_locks_and_plans_of_other_sessions_are_refused(sql: str, where: str) -> None:
