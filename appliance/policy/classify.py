@@ -3327,6 +3327,14 @@ def _shows_account(tokens: Sequence[Token], head: int) -> str | None:
     return flag if _past_account(tokens, at) == len(tokens) else None
 
 
+# What a SHOW the parser cannot read (SHOW USER_STATISTICS, SHOW LOCALES, ...) lists is
+# mostly in a table of information_schema, which a SELECT reads.
+_SHOW_INSTEAD = (
+    ", or SELECT what it lists from information_schema, where most SHOW statements have a "
+    "table (SHOW USER_STATISTICS: SELECT * FROM information_schema.USER_STATISTICS)"
+)
+
+
 def _shows_a_plan(tokens: Sequence[Token], head: int) -> bool:
     """SHOW EXPLAIN|ANALYZE [FORMAT = name] FOR <thread id>, written whole: MariaDB's
     form of EXPLAIN ... FOR CONNECTION (the plan of a running statement), which names no
@@ -3368,9 +3376,10 @@ def _show(v: _View, kind: str, head: int) -> Classification:
     try:
         root = _parse(parsed)
     except _Unparsable as err:
-        return _result(kind, text, problem=_parse_problem(kind, str(err)))
+        return _result(kind, text, problem=_parse_problem(kind, str(err)) + _SHOW_INSTEAD)
     if not isinstance(root, exp.Show):
-        return _result(kind, text, problem=_mismatch_problem(kind, root))
+        problem = f"{_mismatch_problem(kind, root)}: rewrite it in plain MySQL syntax"
+        return _result(kind, text, problem=problem + _SHOW_INSTEAD)
     reads: set[str] = set()
     target = root.args.get("target")
     db = root.args.get("db")

@@ -1411,6 +1411,10 @@ NOT_READ = [
         "SHOW PROFILE FOR QUERY (SELECT 1)",
         "SHOW PROFILE FOR QUERY 1 LIMIT 1 OFFSET @o",
         "SHOW PROFILE CPU, FOR QUERY 1",
+        # SHOWs the parser does not read (information_schema has their rows)
+        "SHOW LOCALES",
+        "SHOW USER_STATISTICS",
+        "SHOW CLIENT_STATISTICS",
         # SHOW EXPLAIN takes a plain thread id
         "SHOW EXPLAIN FOR (SELECT 12)",
         "SHOW EXPLAIN FOR @thread",

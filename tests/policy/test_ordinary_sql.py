@@ -101,6 +101,8 @@ REFUSED_WITH_ADVICE = [
     ("CHECKSUM TABLE orders", "unknown-statement", "SELECT COUNT(*)"),
     ("FLUSH TABLES", "unknown-statement", "the whole server"),
     ("HELP 'SELECT'", "unknown-statement", "manual"),
+    ("SHOW USER_STATISTICS", "not-understood", "SELECT what it lists from information_schema"),
+    ("SHOW LOCALES", "not-understood", "SELECT what it lists from information_schema"),
     ("SHOW CREATE USER CURRENT_USER()", "credentials", "information_schema.USER_PRIVILEGES"),
     ("SHOW GRANTS FOR CURRENT_USER()", "credentials", "information_schema.USER_PRIVILEGES"),
 ]
@@ -122,6 +124,8 @@ def test_a_refusal_says_what_to_do_instead(sql: str, rule: str, advice: str) -> 
         "SELECT NEXT VALUE FOR ticket_seq",  # the parser's error, with a hint
         "SELECT o. select FROM orders o",  # the parser's error
         "CREATE TABLE p (id INT) PARTITION BY HASH ((SELECT 1))",  # read as another kind
+        "SHOW USER_STATISTICS",  # read as another kind, with the SHOW's advice
+        "SHOW PROFILE FOR QUERY @q",  # the parser's error, with the SHOW's advice
     ],
 )
 def test_a_not_understood_refusal_says_once_how_to_rewrite(sql: str) -> None:
