@@ -891,6 +891,14 @@ def _set_variables(c: Classification, db: str | None) -> Decision | None:
             )
         if plain in CHARSET_VARIABLES:
             refused = _charset_refusal(value)
+            if refused is not None and value is None:
+                # SET character_set_client = @saved_cs_client, as dumps restore it
+                return _block(
+                    "charset",
+                    "the client character set may not be set to a computed value (a "
+                    "variable, a function): the gateway reads every later statement in it "
+                    "and cannot see which one that is. Name it: SET NAMES utf8mb4",
+                )
             if refused is not None:
                 return _block(
                     "charset",

@@ -102,6 +102,8 @@ REFUSED_WITH_ADVICE = [
     ("FLUSH TABLES", "unknown-statement", "the whole server"),
     ("HELP 'SELECT'", "unknown-statement", "manual"),
     ("SHOW USER_STATISTICS", "not-understood", "SELECT what it lists from information_schema"),
+    ("SET character_set_client = @saved_cs_client", "charset", "Name it: SET NAMES utf8mb4"),
+    ("SET NAMES DEFAULT", "charset", "Use SET NAMES utf8mb4"),
     ("SHOW LOCALES", "not-understood", "SELECT what it lists from information_schema"),
     ("SHOW CREATE USER CURRENT_USER()", "credentials", "information_schema.USER_PRIVILEGES"),
     ("SHOW GRANTS FOR CURRENT_USER()", "credentials", "information_schema.USER_PRIVILEGES"),
