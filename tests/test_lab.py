@@ -176,3 +176,23 @@ def test_node_mysql2_reports_errors(mariadb: MariaDB, node_client: Path) -> None
         run_node({**spec, "continueOnError": False})
     assert info.value.errno == 1146
     assert info.value.error["sqlState"] == "42S02"
+
+
+def test_a_starting_server_leaves_the_others_temporary_files(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """A starting MariaDB deletes every #sql file in its tmpdir. In a shared /tmp those
+    were the internal temporary tables of other servers' running statements, which then
+    failed ("Error on delete of '/tmp/#sql-temptable-...MAI'", error 6): each lab
+    server has a tmpdir of its own."""
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT @@tmpdir")
+        assert cur.fetchone() == (str(mariadb.tmpdir),)
+    running = mariadb.tmpdir / "#sql-temptable-lab-1-1.MAI"  # as a running query's
+    running.write_bytes(b"")
+    try:
+        with MariaDB(tmp_path / "other", pki=mariadb.pki) as other:
+            assert other.tmpdir != mariadb.tmpdir
+            assert running.exists()
+    finally:
+        running.unlink(missing_ok=True)

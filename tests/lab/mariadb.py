@@ -119,7 +119,7 @@ class MariaDB:
     Attributes for tests: ``host``, ``port``, ``socket``, ``bind``, ``pki``,
     ``root_user``/``root_password``, ``native_user``/``native_password``,
     ``ed25519_user``/``ed25519_password``, ``database``, ``workdir``, ``datadir``,
-    ``error_log``, ``users`` (name -> password), and after start ``version``,
+    ``tmpdir``, ``error_log``, ``users`` (name -> password), and after start ``version``,
     ``startup_seconds`` and ``running``. Methods: ``start()``, ``stop()``, ``restart()``
     (other server options), ``connect()`` (PyMySQL, root, Unix socket),
     ``admin_sql(*statements)``.
@@ -156,6 +156,10 @@ class MariaDB:
         self.socket = self.workdir / "mysqld.sock"
         self.pid_file = self.workdir / "mysqld.pid"
         self.error_log = self.workdir / "error.log"
+        # Its own tmpdir: a starting server deletes every #sql file in its tmpdir, and in a
+        # shared /tmp those are the internal temporary tables of the other servers' running
+        # statements ("Error on delete of '/tmp/#sql-temptable-...MAI'", error 6).
+        self.tmpdir = self.workdir / "tmp"
         self.root_password = _password()
         self.native_password = _password()
         self.ed25519_password = _password()
@@ -289,6 +293,7 @@ class MariaDB:
             f"--datadir={self.datadir}",
             f"--socket={self.socket}",
             f"--pid-file={self.pid_file}",
+            f"--tmpdir={self.tmpdir}",
             f"--log-error={self.error_log}",
             f"--port={self.port}",
             f"--bind-address={self.bind}",
@@ -309,6 +314,7 @@ class MariaDB:
         ]
 
     def _launch(self, mariadbd: str, root_password: str = "") -> None:
+        self.tmpdir.mkdir(exist_ok=True)
         self.error_log.unlink(missing_ok=True)
         self.socket.unlink(missing_ok=True)
         self._proc = subprocess.Popen(
