@@ -22,7 +22,7 @@ from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
 from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, Value, decode_answer
-from appliance.shown import as_sent, json_line, shown
+from appliance.shown import BLANKS, as_sent, blank_lines, folded, json_line
 
 __all__ = ["Step", "answer_json", "load", "play", "render", "steps", "time_of"]
 
@@ -316,8 +316,21 @@ def _statement_lines(sql: str) -> list[str]:
     """A statement's text as written, line by line: the first after ``>``, the others
     after ``|``, so that none can pass for a step of its own; a character that would not
     show as itself escaped (``\\x1b``, ``\\u3164``: ``--`` followed by a U+3164 looks
-    like a comment, and is none to the server)."""
-    lines = [shown(line) for line in sql.replace("\r\n", "\n").split("\n")]
+    like a comment, and is none to the server). Nothing hides at its end: a long run of
+    blanks shows as one marker saying how many (``folded``), and two blank lines or more
+    in a row as one line saying how many (300 of them pushed an ``OR 1=1`` far below a
+    harmless start)."""
+    lines: list[str] = []
+    blank: list[str] = []  # the blank lines in a row before this one
+    for line in [*sql.replace("\r\n", "\n").split("\n"), None]:
+        if line is not None and not BLANKS.sub("", line):
+            blank.append(line)
+            continue
+        if blank:
+            lines.append(blank_lines(len(blank)) if len(blank) > 1 else folded(blank[0]))
+            blank = []
+        if line is not None:
+            lines.append(folded(line))
     return [f"> {lines[0]}", *(f"| {line}" for line in lines[1:])]
 
 

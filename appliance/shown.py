@@ -13,7 +13,17 @@ import json
 import re
 import unicodedata
 
-__all__ = ["BLANKS", "as_sent", "escape", "json_line", "shown", "unseen"]
+__all__ = [
+    "BLANKS",
+    "FOLD",
+    "as_sent",
+    "blank_lines",
+    "escape",
+    "folded",
+    "json_line",
+    "shown",
+    "unseen",
+]
 
 BLANKS = re.compile("[ \t\r\x0b\x0c]+")
 """What the server reads as blanks between words (and ``\\n``, a line break): runs of
@@ -70,6 +80,53 @@ def shown(text: str, keep: str = "") -> str:
         out.append(piece)
         after = piece[-1]
     return "".join(out)
+
+
+FOLD = 16
+"""Blanks in a row that show as they are (indentation); a longer run shows as one marker
+saying how many (``folded``)."""
+
+_RUNS = re.compile(f"[ \t\r\x0b\x0c]{{{FOLD + 1},}}")
+_BLANK_NAMES = {
+    " ": ("space", "spaces"),
+    "\t": ("tab", "tabs"),
+    "\r": ("carriage return", "carriage returns"),
+    "\x0b": ("vertical tab", "vertical tabs"),
+    "\x0c": ("form feed", "form feeds"),
+}
+
+
+def _count(n: int, names: tuple[str, str]) -> str:
+    return f"{n:,} {names[0] if n == 1 else names[1]}"
+
+
+def _marker(run: str) -> str:
+    """``⟨300 spaces⟩``, ``⟨290 spaces, 10 tabs⟩``: what a run of blanks holds, in the
+    order each kind first comes."""
+    kinds = dict.fromkeys(run)
+    return "\u27e8" + ", ".join(_count(run.count(c), _BLANK_NAMES[c]) for c in kinds) + "\u27e9"
+
+
+def folded(line: str) -> str:
+    """A line of a statement (no line break in it) as ``shown`` shows it, but each run of
+    more than ``FOLD`` of the server's blanks as one marker saying how many: 300 spaces
+    after ``WHERE id = 1`` pushed its ``OR 1=1`` past the edge of the screen (or of a
+    line a pager does not wrap), a harmless-looking start in view."""
+    if len(line) <= FOLD:
+        return shown(line)
+    out: list[str] = []
+    start = 0
+    for run in _RUNS.finditer(line):
+        out += [shown(line[start : run.start()]), _marker(run.group())]
+        start = run.end()
+    out.append(shown(line[start:]))
+    return "".join(out)
+
+
+def blank_lines(count: int) -> str:
+    """The marker of ``count`` blank lines in a row (two or more: hundreds pushed what
+    follows them far below the statement's start): ``⟨300 blank lines⟩``."""
+    return f"\u27e8{count:,} blank lines\u27e9"
 
 
 def json_line(text: str) -> str:

@@ -926,6 +926,57 @@ def test_a_rewritten_statement_keeps_its_lines(mariadb: MariaDB, tmp_path: Path)
     ), text
 
 
+PADDED = "DELETE FROM rec_blanks WHERE id = 1" + " " * 300 + "OR id = 2"
+PUSHED = "DELETE FROM rec_blanks WHERE id = 3 -- one row" + "\n" * 300 + "OR id = 4"
+LONG = "DELETE FROM rec_blanks WHERE id = 5 AND note <> '" + "x" * 200 + "' OR id = 6"
+
+
+@pytest.fixture(scope="module")
+def blanks_session(
+    mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[GatewayProcess, str]:
+    """A session whose statements end where a screen would not show them: after 300
+    spaces, after 300 line breaks, after 200 characters of a string."""
+    mariadb.admin_sql(
+        "DROP TABLE IF EXISTS shop.rec_blanks",
+        "CREATE TABLE shop.rec_blanks (id INT PRIMARY KEY, note VARCHAR(10))",
+        "INSERT INTO shop.rec_blanks VALUES (1, ''), (2, ''), (3, ''), (4, ''), (5, ''), (6, '')",
+    )
+    extra = "\n[recording]\nmax_bytes = 65536\nmax_rows = 100\n"
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), mariadb, mariadb.pki, extra_toml=extra)
+    gw.start()
+    conn = gw.connect(database="shop")
+    with conn.cursor() as cur:
+        assert [cur.execute(sql) for sql in (PADDED, PUSHED, LONG)] == [2, 2, 2]
+    conn.commit()
+    conn.close()
+    assert gw.stop() == 0
+    session = next(r["session"] for r in ledger_records(gw.ledger) if r["kind"] == "session_start")
+    return gw, session
+
+
+def test_a_statements_tail_after_blanks_shows_beside_its_start(
+    blanks_session: tuple[GatewayProcess, str],
+) -> None:
+    """300 spaces after ``WHERE id = 1`` pushed its ``OR id = 2`` past the screen's edge
+    (or a pager's), and 300 line breaks after a comment printed 300 lines of ``|``
+    before the ``OR id = 4`` that ran: the harmless start was all in view. A run of more
+    than 16 blanks shows now as one marker saying how many, and two blank lines or more
+    in a row as one line saying how many; the ledger keeps the text exact."""
+    gw, session = blanks_session
+    text, _ = replay(gw, session, "--speed", "1000")
+    assert "> DELETE FROM rec_blanks WHERE id = 1\u27e8300 spaces\u27e9OR id = 2\n" in text
+    assert re.search(
+        r"> DELETE FROM rec_blanks WHERE id = 3 -- one row\n"
+        r" +\| \u27e8299 blank lines\u27e9\n +\| OR id = 4\n",
+        text,
+    ), text
+    assert len(text.splitlines()) < 20
+    assert all(" " * 17 not in line[14:] for line in text.splitlines()), text  # after the time
+    exported = [r.get("sql") for r in ledger_records(gw.ledger, "--kind", "statement")]
+    assert PADDED in exported and PUSHED in exported  # ledger export: the exact text
+
+
 UNSEEN = "a\u0085b\u009b2Jc\u2028d\u202ee\x7f"  # NEL, CSI, line separator, bidi, DEL
 
 
