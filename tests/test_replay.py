@@ -977,6 +977,47 @@ def test_a_statements_tail_after_blanks_shows_beside_its_start(
     assert PADDED in exported and PUSHED in exported  # ledger export: the exact text
 
 
+def test_the_console_replay_wraps_each_line_under_its_own_text(
+    blanks_session: tuple[GatewayProcess, str],
+) -> None:
+    """The console's replay log did not wrap: a statement showed up to the log's edge,
+    the ``' OR id = 6`` after 200 characters of a string out of sight unless the operator
+    scrolled sideways. Each line wraps now within the log's width, its continuation
+    under its own text (right of the time and of its ``>``), where it passes for no step
+    or line of its own; blank lines and blanks show folded, as in ``sqlgate replay``."""
+    from console.drive import Run, drive
+    from textual.widgets import RichLog
+
+    from tui.app import ConsoleApp
+    from tui.ledger import LedgerFile
+    from tui.screens.replay import ReplayScreen
+    from tui.sources import RecordedSource
+
+    gw, session = blanks_session
+    app = ConsoleApp(RecordedSource([]), ledger=LedgerFile(gw.ledger, None))
+
+    async def scenario(run: Run) -> None:
+        run.app.replay_session(session)
+        await run.until("the replay", lambda: isinstance(run.app.screen, ReplayScreen))
+        screen = run.app.screen
+        assert isinstance(screen, ReplayScreen)
+        await run.press(*["n"] * len(screen.steps))
+        assert screen.done
+        log = screen.query_one("#replay-log", RichLog)
+        width = log.scrollable_content_region.width
+        assert log.virtual_size.width <= width  # nothing to scroll to sideways
+        lines = [strip.text.rstrip() for strip in log.lines]
+        assert all(len(line) <= width for line in lines)
+        text = "\n".join(lines)
+        assert "> DELETE FROM rec_blanks WHERE id = 1\u27e8300 spaces\u27e9OR id = 2" in text
+        assert "| \u27e8299 blank lines\u27e9\n" in text and len(lines) < 40
+        start = next(n for n, line in enumerate(lines) if "WHERE id = 5" in line)
+        end = next(n for n, line in enumerate(lines) if line.endswith("' OR id = 6"))
+        assert end > start and all(line.startswith(" " * 16) for line in lines[start + 1 : end + 1])
+
+    drive(app, scenario, size=(100, 30))
+
+
 UNSEEN = "a\u0085b\u009b2Jc\u2028d\u202ee\x7f"  # NEL, CSI, line separator, bidi, DEL
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -49,7 +50,7 @@ class ReplayScreen(ConsoleScreen):
 
     def body(self) -> ComposeResult:
         yield Static(id="replay-status")
-        yield RichLog(id="replay-log", wrap=False, markup=False, highlight=False)
+        yield RichLog(id="replay-log", wrap=True, markup=False, highlight=False)
 
     def on_mount(self) -> None:
         self.set_interval(TICK_S, self._tick)
@@ -74,15 +75,30 @@ class ReplayScreen(ConsoleScreen):
         return self.shown >= len(self.steps)
 
     def _reveal(self, step: Step) -> None:
+        """The step's lines under its time, each wrapped in the column beside it: a line
+        wider than the log was cut at its edge (a statement's ``OR 1=1`` after 200
+        characters of a string out of sight). A line goes on under its own text, right
+        of the time and of its ``>`` or ``|``: what a statement holds cannot pass for a
+        step or a line of its own when wrapped."""
         log = self.query_one("#replay-log", RichLog)
         stamp = time_of(step.record)
+        grid = Table.grid()
+        grid.add_column(no_wrap=True)  # the time
+        grid.add_column(no_wrap=True, width=2)  # "> ", "| ": a line of a statement
+        grid.add_column(overflow="fold")
         for n, line in enumerate(step.lines):
             style = ""
             if "REFUSED" in line or "ALTERED" in line:
                 style = f"bold {self.console.theme_colors['error']}"
             elif "HELD" in line:
                 style = f"bold {self.console.theme_colors['warning']}"
-            log.write(Text(f"{stamp if n == 0 else ' ' * len(stamp)}  {printable(line)}", style))
+            shown = printable(line)
+            grid.add_row(
+                Text(f"{stamp if n == 0 else ' ' * len(stamp)}  "),
+                Text(shown[:2], style),
+                Text(shown[2:], style),
+            )
+        log.write(grid)
         self.shown += 1
 
     def _tick(self) -> None:
