@@ -164,6 +164,7 @@ class StatementView:
     rule: str | None = None
     reason: str | None = None
     part: str | None = None
+    sql_truncated: bool = False  # ``sql`` is the start of the statement only
     rows: int | None = None
     affected: int | None = None
     error: str | None = None
@@ -736,6 +737,7 @@ class Console:
             rule=rule if isinstance(rule, str) else None,
             reason=reason if isinstance(reason, str) else None,
             part=part if isinstance(part, str) else None,
+            sql_truncated=body.get("sql_truncated") is True,
             approver=body.get("approver") if isinstance(body.get("approver"), str) else None,
         )
         self._append(session, view)

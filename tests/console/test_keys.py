@@ -3,6 +3,8 @@ what the operator is told."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -658,3 +660,34 @@ async def test_a_kill_typed_while_the_session_ended_is_not_sent(run: Run) -> Non
     await run.press("enter")
     assert sent(run) == []
     assert any("has already ended" in note for note in run.notes())
+
+
+def _on_screen(run: Run) -> str:
+    """The text the terminal shows now, row after row."""
+    svg = run.app.export_screenshot()
+    rows = re.findall(r"<text [^>]*>(.*?)</text>", svg)
+    return html.unescape("".join(rows)).replace("\xa0", " ")
+
+
+@console(size=(80, 24))
+async def test_a_sessions_statement_shows_whole_below_its_list(run: Run) -> None:
+    """The session's list cut a statement to its column (120 characters at most, fewer
+    on screen): a DELETE's ``OR 1=1`` after 200 characters of a string was never in view
+    as it happened. The highlighted statement shows whole below the list, wrapped."""
+    sql = "DELETE FROM orders WHERE id = 5 AND note <> '" + "x" * 200 + "'" + " " * 300
+    body = {
+        "v": 1,
+        "seq": 20_000,
+        "ts": "2026-11-26T10:15:00.000000Z",
+        "kind": "statement",
+        "session": "edge-1-7a01-1",
+        "statement_seq": 900,
+        "sql": sql + "OR 1=1",
+        "decision": "allowed",
+    }
+    await run.press("1", "down", "enter")
+    run.app._deliver(BusEvent("edge-1", ("sessions", "edge-1-7a01-1", "statements"), body))
+    await run.until("the statement", lambda: "OR 1=1" in _on_screen(run))
+    assert "x' OR 1=1" in _on_screen(run)  # its blanks as the server reads them: one
+    await run.press("up")
+    assert "OR 1=1" not in _on_screen(run)  # the statement before it, whole

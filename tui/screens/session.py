@@ -1,5 +1,7 @@
 """One session: who, where, and its statements as they stream in with their decision,
-outcome and timing. The list follows new statements while the cursor is on the last."""
+outcome and timing. The list follows new statements while the cursor is on the last;
+the highlighted statement shows whole below it, wrapped (its column shows only its
+start: a DELETE's ``OR 1=1`` after 200 characters of a string was out of sight)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ from collections.abc import Iterable
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from tui.model import Change, SessionView, StatementView, printable
 from tui.screens.base import ConsoleScreen
-from tui.widgets import cell, clock, duration
+from tui.widgets import cell, clock, duration, highlighted, statement
 
 __all__ = ["SessionScreen", "decision_style"]
 
@@ -50,6 +53,7 @@ class SessionScreen(ConsoleScreen):
         super().__init__()
         self.key = key
         self._shown: dict[str, tuple[str, ...]] = {}
+        self._in_pane: tuple[int, str] | None = None  # the statement shown whole below
 
     def body(self) -> ComposeResult:
         yield Static(id="session-info")
@@ -57,6 +61,8 @@ class SessionScreen(ConsoleScreen):
         for label, width in COLUMNS:
             table.add_column(label, width=width, key=label)
         yield table
+        with VerticalScroll(id="statement-pane"):
+            yield Static(id="statement-detail")
 
     def _info(self, s: SessionView, now: float) -> Text:
         colors = self.console.theme_colors
@@ -88,6 +94,39 @@ class SessionScreen(ConsoleScreen):
         info.update(self._info(session, now))
         if change & Change.STATEMENTS:
             self._rows(session.history)
+            self._detail(session)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        session = self.console.model.sessions.get(self.key)
+        if session is not None:
+            self._detail(session)
+
+    def _detail(self, session: SessionView) -> None:
+        """The highlighted statement whole, wrapped, as the approvals show a request's:
+        the server's blanks as one space, line breaks as ⏎, what would not show as
+        itself escaped (reversed)."""
+        detail = self.query_one("#statement-detail", Static)
+        key = highlighted(self.query_one(DataTable))
+        view = next((v for v in session.history if str(v.number) == key), None)
+        if view is None:
+            detail.update("")
+            return
+        text = Text()
+        if view.part:
+            text.append(f"[{printable(view.part)}] ", style="dim")
+        sql, _ = statement(view.sql or view.command, "bold")
+        text.append_text(sql)
+        if view.sql_truncated:
+            text.append(
+                f"\nonly its first {len(view.sql):,} characters came: the ledger has it whole",
+                style=f"bold {self.console.theme_colors['warning']}",
+            )
+        if view.reason:
+            text.append(f"\n{printable(view.rule or '-')}: {printable(view.reason, 300)}")
+        if self._in_pane != (view.number, view.sql):  # another statement: from its top
+            self._in_pane = (view.number, view.sql)
+            self.query_one("#statement-pane", VerticalScroll).scroll_home(animate=False)
+        detail.update(text)
 
     def _rows(self, history: Iterable[StatementView]) -> None:
         table = self.query_one(DataTable)
