@@ -35,6 +35,8 @@ def settled(*keys: str, shows: str | None = None) -> Callable[[Pilot[Any]], Awai
         await app.source.played.wait()  # type: ignore[attr-defined]
         await pilot.pause()
         app.clear_notifications()
+        app.redraw()  # the tables filled: keys pressed before that (Enter on the
+        await pilot.pause()  # sessions) found no row and the picture was of another screen
         await pilot.press(*keys)
         # a pushed screen mounts, focuses and fills its table over several turns: on a
         # loaded machine a fixed number of pauses drew it half done (its cursor row not
