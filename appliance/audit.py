@@ -35,6 +35,12 @@ CONGESTED_RECORDS = 20_000
 """Records waiting for the ledger at which sessions stop reading their clients (each
 waits in memory, about 1 kB, until its group commit; the ledger commits 20,000 and more
 a second, so a burst this deep is gone in about a second)."""
+CONGESTED_BYTES = 64 * 1024 * 1024
+"""Bytes of the records waiting for the ledger (``LedgerWriter.backlog_bytes``: their SQL
+texts and session recordings, up to ``max_statement_bytes`` and ``[recording] max_bytes``
+each) at which sessions stop reading their clients too: counted in records alone, a
+ledger that is slow for a while (a stalled disk, a reader's long lock, fsync on slow
+storage) while sessions stream large answers kept up to 20,000 of them, gigabytes."""
 
 
 _NAMES_A_CURSOR = frozenset(
@@ -93,16 +99,17 @@ class Audit:
 
     @property
     def congested(self) -> bool:
-        """So many records wait for the ledger that sessions should stop reading their
-        clients until ``relieved()``."""
-        return self.writer.backlog >= CONGESTED_RECORDS
+        """So many records, or so many bytes of them, wait for the ledger that sessions
+        should stop reading their clients until ``relieved()`` (which drops none)."""
+        writer = self.writer
+        return writer.backlog >= CONGESTED_RECORDS or writer.backlog_bytes >= CONGESTED_BYTES
 
     def relieved(self) -> asyncio.Future[None]:
-        """A future answered once the ledger has caught up (a quarter of the congestion
+        """A future answered once the ledger has caught up (a quarter of each congestion
         mark is left), shared by every session that waits."""
         relief = self._relief
         if relief is None or relief.done():
-            relief = self._relief = self.writer.below(CONGESTED_RECORDS // 4)
+            relief = self._relief = self.writer.below(CONGESTED_RECORDS // 4, CONGESTED_BYTES // 4)
         return relief
 
     def session_id(self, number: int) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import subprocess
+import textwrap
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
@@ -570,6 +574,164 @@ def test_a_client_that_keeps_sending_to_a_full_ledger_does_not_flood_the_log(
     assert "audit ledger unavailable" in said[0] and "full" in said[0]
     assert said[1].endswith("the audit ledger is available again")
     assert said[2].endswith("lost record(s) are named by a records_lost alert")
+
+
+BACKLOG_MARK = 256 * 1024
+BACKLOG_HOOKS = """
+import appliance.audit as audit
+import appliance.ledger.store as store
+import appliance.server as server
+
+# a small byte mark, and commits that wait for a locked ledger instead of failing
+audit.CONGESTED_BYTES = MARK
+store.LedgerWriter.__init__.__kwdefaults__["busy_timeout"] = 600.0
+_events = open(EVENTS, "a", buffering=1)
+
+
+def _length(record):
+    sql = record.get("sql") if record else None
+    return len(sql) if isinstance(sql, str) else 0
+
+
+_queue = store.LedgerWriter._queue
+
+
+def queue(self, fields, waited, attachment=None):
+    future = _queue(self, fields, waited, attachment)
+    _events.write("q %d\\n" % (_length(fields) + len(attachment or b"")))
+    return future
+
+
+_committed = store.LedgerWriter._committed
+
+
+def committed(self, sealed):
+    done = sum(_length(r) for _, r in sealed.answers) + sum(len(b[2]) for b in sealed.blobs)
+    _events.write("c %d\\n" % done)
+    _committed(self, sealed)
+
+
+_failed = store.LedgerWriter._failed
+
+
+def failed(self, batch, *args, **kwargs):
+    _events.write("f %d\\n" % len(batch))
+    _failed(self, batch, *args, **kwargs)
+
+
+_hold = server.ClientLeg.hold_reading
+
+
+def hold(self, why):
+    if why == server._HELD_LEDGER and not self._paused_by & why:
+        _events.write("h 0\\n")
+    _hold(self, why)
+
+
+store.LedgerWriter._queue = queue
+store.LedgerWriter._committed = committed
+store.LedgerWriter._failed = failed
+server.ClientLeg.hold_reading = hold
+"""
+
+
+@pytest.fixture
+def slow_ledger_gateway(mariadb: MariaDB, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway whose ledger commits wait for a lock as long as it is held, with a byte
+    mark of 256 KiB; its ``events`` file says what its writer queued (``q``, the bytes of
+    the SQL and recording), committed (``c``) or failed (``f``), and when a session
+    stopped reading its client for the ledger (``h``)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    events = tmp_path / "events"
+    hooks = BACKLOG_HOOKS.replace("MARK", str(BACKLOG_MARK)).replace("EVENTS", repr(str(events)))
+    (site / "sitecustomize.py").write_text(textwrap.dedent(hooks))
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        env={"PYTHONPATH": path},
+        extra_toml="[recording]\nmax_bytes = 1048576\n",
+    )
+    gw.start()
+    try:
+        yield gw
+    finally:
+        assert gw.stop() == 0
+
+
+def _events(path: Path) -> list[tuple[str, int]]:
+    if not path.exists():
+        return []
+    return [(line[0], int(line[2:])) for line in path.read_text().splitlines() if line[2:]]
+
+
+def test_a_stalled_ledger_holds_a_bounded_backlog_of_bytes(
+    slow_ledger_gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    """While the ledger cannot commit (another program holds its write lock), a client
+    that pipelines long statements had each of them read and queued for the ledger
+    (in memory: 20,000 records of up to megabytes each before any session stopped
+    reading). Sessions now stop reading their clients once the waiting records hold
+    the byte mark; nothing is dropped: once the lock goes every statement runs, in
+    order, and has its statement and its result record with the recording of its large
+    answer (each over the mark alone: the ledger is congested by one, then relieved)."""
+    gw = slow_ledger_gateway
+    events = tmp_path / "events"
+    n, size, answer = 64, 7000, 300_000  # texts under 8 KiB are decided on the loop
+    sqls = [f"SELECT {i}, '{'ab'[i % 2] * size}', REPEAT('x', {answer})" for i in range(n)]
+    conn = gw.connect(database="shop", read_timeout=60)
+    lock = sqlite3.connect(gw.ledger, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # the ledger's commits wait
+        sending = threading.Thread(
+            target=conn._sock.sendall,
+            args=(b"".join(frame(0, b"\x03" + sql.encode()) for sql in sqls),),
+        )
+        sending.start()
+        deadline = time.monotonic() + 60
+        while True:  # until a session stops reading, or every statement is queued
+            seen = _events(events)
+            if any(kind == "h" for kind, _ in seen):
+                break
+            if sum(b for kind, b in seen if kind == "q") >= sum(len(s) for s in sqls):
+                break
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.01)
+        lock.execute("ROLLBACK")
+        for i in range(n):
+            conn._next_seq_id = 1
+            conn._read_query_result()
+            assert conn._result.rows == ((i, "ab"[i % 2] * size, "x" * answer),)
+        sending.join()
+    finally:
+        lock.close()
+        conn.close()
+    seen = _events(events)
+    assert all(kind != "f" for kind, _ in seen)  # nothing failed, nothing was dropped
+    held = next((at for at, (kind, _) in enumerate(seen) if kind == "h"), None)
+    assert held is not None, "the gateway read every statement while the ledger was stalled"
+    # from the start until the ledger commits again: what waited for it
+    first = next(at for at in range(held, len(seen)) if seen[at][0] == "c")
+    waiting = peak = 0
+    for kind, length in seen[:first]:
+        waiting += length if kind == "q" else -length if kind == "c" else 0
+        peak = max(peak, waiting)
+    # a turn of the loop takes about 8 KiB of a client's commands before it looks again
+    assert BACKLOG_MARK // 2 < peak < BACKLOG_MARK + 2 * len(sqls[0])
+    session = ledger_records(gw.ledger, "--kind", "session_start")[-1]["session"]
+    records = ledger_records(gw.ledger, "--session", session)
+    statements = [r for r in records if r["kind"] == "statement" and r["sql"] in sqls]
+    assert [r["sql"] for r in statements] == sqls
+    results = {r["statement_seq"]: r for r in records if r["kind"] == "result"}
+    for st in statements:
+        assert results[st["statement_seq"]]["rows"] == 1
+        assert results[st["statement_seq"]]["recording"]
+    verify = sqlgate(
+        "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def test_a_refused_stmt_close_leaves_the_next_query_its_own_answer(

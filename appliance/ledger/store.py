@@ -27,7 +27,10 @@ someone waits for (``_commit_on_loop``: no task switch), through a second, plain
 connection that never waits for a lock and never checkpoints the WAL itself. Anything that
 callback cannot do at once (a busy file, retried asynchronously up to ``busy_timeout``; a
 reopen; a failure to report) and the WAL checkpoint after each signed checkpoint are the
-writer task's; while it works, records queue behind it, in order.
+writer task's; while it works, records queue behind it, in order. ``backlog`` counts the
+records queued, ``backlog_bytes`` what the records queued or in the commit under way
+hold (their SQL texts and recordings, by length): the marks at which the gateway stops
+reading its clients (``below`` says when the queue is under them again).
 
 One writer per file: while open, the writer holds an exclusive ``flock`` on
 ``<ledger>.lock`` beside it (its pid inside, for the message); another writer of the file
@@ -190,6 +193,10 @@ CREATE TABLE IF NOT EXISTS recordings (
 _INSERT_RECORDING = "INSERT OR IGNORE INTO recordings (hash, ts, body) VALUES (?, ?, ?)"
 _ATTACHMENT = "\0attachment"  # a record's blob, kept out of its fields
 _FETCH = 2048
+RECORD_BYTES = 1024
+"""What a waiting record holds besides its SQL text and its recording (its other fields,
+the dict, its future), as ``backlog_bytes`` counts it: an estimate, taken from lengths
+known as the record is queued, never from an encoding."""
 PURGE_BATCH = 500
 """Recordings a retention purge deletes in one transaction (each a few milliseconds:
 the writer's commits wait for the lock far less than ``busy_timeout``)."""
@@ -219,6 +226,26 @@ SAY_EVERY_S = 60.0
 """An outage is logged at most once in this many seconds: a ledger that fails, recovers
 and fails again with every statement (a disk with room for small records only) is one
 line a minute, not lines per statement; the records_lost alerts name every loss."""
+
+
+def _size(record: Mapping[str, Any] | None) -> int:
+    """The bytes a queued record holds, about (``backlog_bytes``; ``_queue`` counts the
+    same inline): lengths only, so that counting costs a few lookups, not an encoding.
+    The SQL text (and its bytes in hex, where they are kept) and the recording are what
+    can be large; the rest is bounded."""
+    if record is None:  # a checkpoint asked for
+        return 0
+    size = RECORD_BYTES
+    sql = record.get("sql")
+    if type(sql) is str:
+        size += len(sql)
+        hexed = record.get("sql_hex")
+        if type(hexed) is str:
+            size += len(hexed)
+    blob = record.get(_ATTACHMENT)
+    if blob is not None:
+        size += len(blob)
+    return size
 
 
 class LedgerUnavailable(LedgerError):
@@ -356,6 +383,10 @@ class LedgerWriter:
         self._more: _Tally | None = None  # lost after the first LOST_KEPT: counted only
         self._lost_alerts: list[tuple[str, int, _Tally | None]] = []  # of failed writes
         self._pending: list[_Pending] = []
+        # the bytes of the records queued (``_size``), and of the batch being committed
+        # (taken from the queue, not yet answered: a commit in aiosqlite's thread)
+        self._queued_bytes = 0
+        self._committing_bytes = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -380,7 +411,7 @@ class LedgerWriter:
         self._mixed_before = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop open() ran on
         self._task_busy = False  # the writer task is writing: it keeps the order
-        self._below: list[tuple[int, asyncio.Future[None]]] = []  # see below()
+        self._below: list[tuple[int, int | None, asyncio.Future[None]]] = []  # see below()
         self.on_checkpoint: Callable[[Record], None] | None = None
         """Called with each committed checkpoint (the gateway publishes the head)."""
         self.on_alert: Callable[[Record], None] | None = None
@@ -430,29 +461,40 @@ class LedgerWriter:
         """Records queued and not yet taken into a commit."""
         return len(self._pending)
 
-    def below(self, records: int) -> asyncio.Future[None]:
-        """A future answered once fewer than ``records`` are queued (committed or failed):
-        what a producer that outruns the ledger waits for before it goes on."""
+    @property
+    def backlog_bytes(self) -> int:
+        """About how many bytes the records waiting for the ledger hold in memory: those
+        queued and those of the commit under way (with ``fsync``, in aiosqlite's thread),
+        each its SQL text, its recording and ``RECORD_BYTES`` (see ``_size``). A record
+        leaves the count once its caller is answered (committed or failed)."""
+        return self._queued_bytes + self._committing_bytes
+
+    def below(self, records: int, size: int | None = None) -> asyncio.Future[None]:
+        """A future answered once fewer than ``records`` are queued and, with ``size``,
+        fewer than ``size`` bytes wait (``backlog_bytes``), committed or failed: what a
+        producer that outruns the ledger waits for before it goes on."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if len(self._pending) < records:
+        if self._under(records, size):
             future.set_result(None)
         else:
-            self._below.append((records, future))
+            self._below.append((records, size, future))
         return future
 
+    def _under(self, records: int, size: int | None) -> bool:
+        return len(self._pending) < records and (size is None or self.backlog_bytes < size)
+
     def _progress(self) -> None:
-        """Answer the ``below`` futures whose mark the queue is now under."""
+        """Answer the ``below`` futures whose marks the queue is now under."""
         if not self._below:
             return
-        queued = len(self._pending)
         waiting = []
-        for records, future in self._below:
+        for records, size, future in self._below:
             if future.done():
                 continue
-            if queued < records:
+            if self._under(records, size):
                 future.set_result(None)
             else:
-                waiting.append((records, future))
+                waiting.append((records, size, future))
         self._below = waiting
 
     async def __aenter__(self) -> LedgerWriter:
@@ -530,8 +572,17 @@ class LedgerWriter:
         if session != self._last_session:
             self._last_session = session
             self._mixed = True
+        size = RECORD_BYTES  # as _size counts it, without the call
+        sql = fields.get("sql")
+        if type(sql) is str:
+            size += len(sql)
+            hexed = fields.get("sql_hex")
+            if type(hexed) is str:
+                size += len(hexed)
         if attachment is not None:
             record[_ATTACHMENT] = attachment
+            size += len(attachment)
+        self._queued_bytes += size
         self._pending.append((record, future))
         if self._direct is not None and not self._task_busy:
             # commit on the loop once the callbacks ready now have run: every record
@@ -555,17 +606,34 @@ class LedgerWriter:
         return future
 
     def _take_batch(self) -> list[_Pending]:
-        """The next records to commit, in order; a caller that gave up is left out."""
+        """The next records to commit, in order; a caller that gave up is left out. Their
+        bytes count as the commit's (``backlog_bytes``) until it is answered: all that
+        was queued, unless more than a batch was (then the batch's are counted)."""
         batch = []
-        for entry in self._pending[: self._max_batch]:
+        pending = self._pending
+        for entry in pending[: self._max_batch]:
             if entry[1].done():
                 self._unwaited.discard(entry[1])
             else:
                 batch.append(entry)
-        del self._pending[: self._max_batch]
-        if not self._pending:
+        if len(pending) > self._max_batch:
+            taken = sum(_size(record) for record, _ in pending[: self._max_batch])
+            self._committing_bytes = min(taken, self._queued_bytes)
+            self._queued_bytes -= self._committing_bytes
+        else:
+            self._committing_bytes, self._queued_bytes = self._queued_bytes, 0
+        del pending[: self._max_batch]
+        if not pending:
             self._waited = 0
+        if not batch:  # nothing to commit (those callers gave up): nothing waits
+            self._answered()
+            self._progress()
         return batch
+
+    def _answered(self) -> None:
+        """The commit under way is over (committed, failed, or its records queued again):
+        its records no longer count as waiting."""
+        self._committing_bytes = 0
 
     def _commit_on_loop(self) -> None:
         """Seal and commit what is queued, synchronously (``fsync = false``: a commit is a
@@ -626,6 +694,8 @@ class LedgerWriter:
             except sqlite3.Error as rollback_exc:
                 log.debug("%s: rollback: %s", self.path, rollback_exc)
             self._pending[:0] = batch
+            self._queued_bytes += self._committing_bytes
+            self._answered()
             self._waited += 1
             self._wake.set()
             return
@@ -777,6 +847,8 @@ class LedgerWriter:
                 future.set_exception(LedgerUnavailable("the ledger writer stopped"))
         self._pending.clear()
         self._unwaited.clear()
+        self._queued_bytes = 0
+        self._answered()
         self._progress()
 
     def _seconds_to_checkpoint(self) -> float | None:
@@ -978,6 +1050,7 @@ class LedgerWriter:
             unwaited.discard(future)
             if not future.done():
                 future.set_result(record)
+        self._answered()
         self._progress()
 
     def _told(self, alert: Record) -> None:
@@ -1090,6 +1163,7 @@ class LedgerWriter:
         if self._lost and self._unsigned_since is None:  # the alert is due, as a checkpoint
             self._unsigned_since = now
             self._retry_at = max(self._retry_at, now + self._interval)
+        self._answered()
         self._progress()
 
     def _lost_alert(self) -> dict[str, Any]:

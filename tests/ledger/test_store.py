@@ -259,6 +259,57 @@ def test_a_record_whose_caller_gave_up_before_the_commit_is_not_written(
     assert verify_file(db, PUBLIC).ok
 
 
+@pytest.mark.parametrize("fsync", [False, True])
+def test_backlog_bytes_count_the_waiting_records_until_they_are_answered(
+    tmp_path: Path, fsync: bool
+) -> None:
+    """Records wait in memory for their group commit. Counted in records alone, a slow
+    ledger let them hold gigabytes (statements of megabytes, recordings up to 64 MiB):
+    their bytes are counted too (the SQL text and the recording, by length), while
+    queued and while their commit waits (on the loop, or in aiosqlite's thread with
+    fsync), until they are committed; ``below`` also waits for a byte mark."""
+    db = tmp_path / "ledger.db"
+    big = "SELECT '" + "x" * 100_000 + "'"
+    blob = b"r" * 300_000
+    result = {
+        "kind": "result",
+        "session": "s1",
+        "statement_seq": 1,
+        "recording": hashlib.sha256(blob).hexdigest(),
+    }
+    waiting = 2 * store.RECORD_BYTES + len(big) + len(blob)
+
+    async def main() -> None:
+        async with writer(db, fsync=fsync, busy_timeout=600.0) as w:
+            await w.append(stmt(0))
+            assert w.backlog_bytes == 0
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")  # another program holds the write lock
+            statement = w.append_soon(stmt(1, sql=big))
+            recorded = w.append_nowait(result, blob)
+            assert w.backlog == 2 and w.backlog_bytes == waiting
+            under_records = w.below(3)
+            under_bytes, over_bytes = w.below(3, waiting), w.below(3, waiting + 1)
+            assert under_records.done() and over_bytes.done() and not under_bytes.done()
+
+            async def taken() -> None:
+                while w.backlog:  # noqa: ASYNC110 - polling the writer
+                    await asyncio.sleep(0)
+
+            await asyncio.wait_for(taken(), QUICK)  # into a commit that waits for the lock
+            assert w.backlog_bytes == waiting and not under_bytes.done()
+            assert not statement.done() and not recorded.done()
+            other.execute("ROLLBACK")
+            other.close()
+            await asyncio.wait_for(asyncio.gather(statement, recorded), QUICK)
+            assert w.backlog_bytes == 0 and under_bytes.done()
+
+    asyncio.run(main())
+    kinds = [r["kind"] for r in rows(db)]
+    assert kinds[-3:] == ["statement", "result", "checkpoint"]  # the last one: at close
+    assert verify_file(db, PUBLIC).ok
+
+
 def test_below_answers_once_the_queue_is_under_the_mark(tmp_path: Path) -> None:
     """What sessions that outrun the ledger wait for: the future is answered when the
     records queued before it are committed, or when their commit failed."""
