@@ -229,10 +229,9 @@ line a minute, not lines per statement; the records_lost alerts name every loss.
 
 
 def _size(record: Mapping[str, Any] | None) -> int:
-    """The bytes a queued record holds, about (``backlog_bytes``; ``_queue`` counts the
-    same inline): lengths only, so that counting costs a few lookups, not an encoding.
-    The SQL text (and its bytes in hex, where they are kept) and the recording are what
-    can be large; the rest is bounded."""
+    """The bytes a queued record holds, about (``backlog_bytes``): lengths only, so that
+    counting costs a few lookups, not an encoding. The SQL text (and its bytes in hex,
+    where they are kept) and the recording are what can be large; the rest is bounded."""
     if record is None:  # a checkpoint asked for
         return 0
     size = RECORD_BYTES
@@ -572,17 +571,9 @@ class LedgerWriter:
         if session != self._last_session:
             self._last_session = session
             self._mixed = True
-        size = RECORD_BYTES  # as _size counts it, without the call
-        sql = fields.get("sql")
-        if type(sql) is str:
-            size += len(sql)
-            hexed = fields.get("sql_hex")
-            if type(hexed) is str:
-                size += len(hexed)
         if attachment is not None:
             record[_ATTACHMENT] = attachment
-            size += len(attachment)
-        self._queued_bytes += size
+        self._queued_bytes += _size(record)
         self._pending.append((record, future))
         if self._direct is not None and not self._task_busy:
             # commit on the loop once the callbacks ready now have run: every record
