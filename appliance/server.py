@@ -1434,7 +1434,7 @@ class ClientLeg(asyncio.Protocol):
         charset = None  # of the answer's names and messages, for replay to read them in
         if self.policy is not None:
             charset = self.policy.answer_charset(done.cmd, len(verdict.parts))
-            self.policy.completed(done.cmd, done.error, done.affected, done.sent)
+            self.policy.completed(done.cmd, done.error, done.affected, done.sent, done.rows)
             session.messages_charset = self.policy.results_charset  # (after a SET NAMES)
         approver = self._approvers.pop(done.cmd.id, None)
         if any(part.catalog for part in verdict.parts):

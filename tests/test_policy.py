@@ -1156,6 +1156,50 @@ def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
     ]
 
 
+def test_runaway_rows_limit_counts_the_rows_a_write_returns(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """BUG: DELETE/INSERT ... RETURNING answers with a result set of the rows it changed,
+    and the server's count of that answer says 0: an identity deleted rows RETURNING
+    them without end under rows_changed_per_minute. Each row returned now counts, in the
+    text protocol and in the binary one."""
+    _five_rows(mariadb, "guard_ret")
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM guard_ret WHERE id <= 4 RETURNING id")
+                assert len(cur.fetchall()) == 4  # 4 rows: over the limit
+            message = refused(conn, "UPDATE guard_ret SET v = 2 WHERE id = 5")
+            assert "rule 'runaway-rows'" in message and "changed 4 rows" in message
+        mc = gw.connector(user="dba", database="shop", autocommit=True)  # its own count
+        try:
+            cur = mc.cursor(prepared=True)
+            cur.execute("INSERT INTO guard_ret VALUES (?, 0), (?, 0) RETURNING id", (6, 7))
+            assert cur.fetchall() == [(6,), (7,)]
+            cur.execute("INSERT INTO guard_ret VALUES (?, 0), (?, 0) RETURNING id", (8, 9))
+            assert cur.fetchall() == [(8,), (9,)]  # 4 rows: over the limit
+            with pytest.raises(mysql.connector.Error) as info:
+                cur.execute("UPDATE guard_ret SET v = ? WHERE id = ?", (2, 5))
+            assert info.value.errno == 1227 and "changed 4 rows" in info.value.msg
+        finally:
+            mc.close()
+    finally:
+        assert gw.stop() == 0
+    assert direct(mariadb, "SELECT id, v FROM shop.guard_ret ORDER BY id") == [
+        (5, 0),
+        (6, 0),
+        (7, 0),
+        (8, 0),
+        (9, 0),
+    ]
+
+
 def test_runaway_guard_counts_each_statement_of_a_text_and_alerts_per_limit(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

@@ -582,6 +582,14 @@ def _writes(c: Classification) -> bool:
         c = inner
 
 
+#: The commands whose text may hold a write that returns the rows it changed.
+_RETURNS_ROWS = frozenset({Command.QUERY, Command.STMT_EXECUTE})
+
+#: INSERT, REPLACE and DELETE ... RETURNING (MariaDB) answer with a result set of the rows
+#: they changed. A text of a write with the word anywhere counts the rows its answer
+#: returns (a string or a name that holds the word counts too: more, never fewer).
+_RETURNING_WORD = re.compile(rb"returning", re.IGNORECASE)
+
 #: A session remembers the texts it prepared that change no rows (so that executing them
 #: passes the rows limit) up to these bounds, then forgets them all: an execute of a
 #: text it does not remember counts as a write.
@@ -769,6 +777,9 @@ class SessionPolicy:
         self._keys: dict[str, _VerdictKey] = {}
         # prepared texts that change no rows (kept only under a rows limit), and their bytes
         self._prepared_reads: set[bytes] = set()
+        # commands that may change rows and return them (DELETE ... RETURNING): the rows
+        # of their answers count toward the rows limit (see completed)
+        self._returning: set[int] = set()
         self._prepared_reads_bytes = 0
         # prepared texts (the client's) whose WHERE values bound to their placeholders may
         # make true for every row (``where_bindable``) -> how they were read: their
@@ -1872,6 +1883,10 @@ class SessionPolicy:
         count = len(verdict.parts) or 1
         tripped = self.policy.guard(self.who.identity, writes, time.monotonic(), count)
         if tripped is None:
+            if writes and cmd.command in _RETURNS_ROWS:
+                text = cmd.payload[1:] if prepared is None else prepared
+                if _RETURNING_WORD.search(text) is not None:
+                    self._returning.add(cmd.id)
             return verdict
         parts = tuple(replace(p, decision=tripped) for p in verdict.parts)
         return self._verdict(verdict.command, parts)
@@ -2023,10 +2038,16 @@ class SessionPolicy:
         return self._results
 
     def completed(
-        self, cmd: ClientCommand, error: int | None, affected: int, sent: bool = True
+        self,
+        cmd: ClientCommand,
+        error: int | None,
+        affected: int,
+        sent: bool = True,
+        rows: int = 0,
     ) -> None:
         """Follow what a finished command changed in the session. ``sent``: it reached
-        the server (False: the gateway answered it, or the session ended first)."""
+        the server (False: the gateway answered it, or the session ended first);
+        ``rows``: the rows its answer returned."""
         if cmd.command == Command.STMT_EXECUTE:
             self._params.answered(cmd.id, error, sent)
         self._mode_changes.discard(cmd.id)
@@ -2084,6 +2105,11 @@ class SessionPolicy:
                 self.db = schema
             elif not certain:  # a statement after the USE failed, or the USE itself
                 self.db = None
+        if self._returning and cmd.id in self._returning:
+            # a write's RETURNING answers with a row for each row it changed, and with
+            # no count of them: the server's OK of a result set says 0
+            self._returning.discard(cmd.id)
+            affected += rows
         # rows changed before an error count too (a text whose last statement failed)
         self.policy.rows_changed(self.who.identity, affected, time.monotonic())
         if error is not None:
