@@ -1200,6 +1200,62 @@ def test_runaway_rows_limit_counts_the_rows_a_write_returns(
     ]
 
 
+TOUCH_ALLOWED = """
+[[rules]]
+name = "touch-is-safe"
+statements = ["CALL"]
+tables = ["shop.guard_fn_touch"]
+action = "allow"
+"""
+
+
+def test_runaway_rows_limit_refuses_calls_of_stored_functions(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """BUG: once rows_changed_per_minute was reached, UPDATE was refused but SELECT f()
+    of a function a rule allows still ran, and a stored function's body changes rows as
+    freely as an UPDATE. A statement calling a stored function now counts as one that
+    may change rows; reads calling the server's own functions still run."""
+    _five_rows(mariadb, "guard_fn")
+    direct(mariadb, "DROP FUNCTION IF EXISTS shop.guard_fn_touch")
+    direct(
+        mariadb,
+        "CREATE FUNCTION shop.guard_fn_touch() RETURNS INT MODIFIES SQL DATA "
+        "BEGIN UPDATE shop.guard_fn SET v = v + 5 WHERE id = 5; RETURN 1; END",
+    )
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n" + TOUCH_ALLOWED,
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT guard_fn_touch() - 1")  # allowed, under the limit
+                assert cur.fetchone() == (0,)
+                cur.execute("UPDATE guard_fn SET v = 1 WHERE id <= 4")  # 4 rows: over
+                cur.execute("SELECT UPPER('a'), COUNT(*) FROM guard_fn WHERE v = 1")
+                assert cur.fetchone() == ("A", 4)
+            for sql in (
+                "SELECT guard_fn_touch()",
+                "SELECT shop.guard_fn_touch() FROM guard_fn WHERE id = 1",
+                "SET @x = guard_fn_touch()",
+            ):
+                assert "rule 'runaway-rows'" in refused(conn, sql), sql
+        mc = gw.connector(database="shop", autocommit=True)
+        try:
+            with pytest.raises(mysql.connector.Error) as info:
+                mc.cursor(prepared=True).execute("SELECT guard_fn_touch() + ?", (1,))
+            assert info.value.errno == 1227 and "runaway-rows" in info.value.msg
+        finally:
+            mc.close()
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP FUNCTION shop.guard_fn_touch")
+    assert direct(mariadb, "SELECT v FROM shop.guard_fn WHERE id = 5") == [(5,)]  # once
+
+
 def test_runaway_guard_counts_each_statement_of_a_text_and_alerts_per_limit(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

@@ -537,8 +537,9 @@ class Policy:
                     "runaway-rows",
                     f"{identity} changed {usage.changed_total} rows in the last minute, the "
                     f"limit is {s.rows_changed_per_minute}, so statements that may change rows "
-                    "(INSERT, UPDATE, DELETE, REPLACE, CALL, DDL, and any run through "
-                    "PREPARE, EXECUTE or SET STATEMENT) are refused until fewer rows changed "
+                    "(INSERT, UPDATE, DELETE, REPLACE, CALL, DDL, calls of stored "
+                    "functions, and any run through PREPARE, EXECUTE or SET STATEMENT) are "
+                    "refused until fewer rows changed "
                     "in the last minute. Stop and check what the previous statements did "
                     "before changing more rows",
                 )
@@ -567,12 +568,13 @@ _WRITE_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CALL"})
 
 def _writes(c: Classification) -> bool:
     """Whether a statement may change rows, for the rows limit: a write kind, a statement
-    that writes a table (DDL, ``CREATE TABLE ... SELECT``), or one that runs such a
-    statement (PREPARE, EXECUTE IMMEDIATE, SET STATEMENT ... FOR, ANALYZE). ``EXECUTE
-    name`` may run anything: the gateway does not follow the names SQL-level PREPARE
-    binds. EXPLAIN does not run its statement."""
+    that writes a table (DDL, ``CREATE TABLE ... SELECT``), one that calls a stored
+    function (``SELECT f()``, ``SET @x = f()``: its body may change rows), or one that
+    runs such a statement (PREPARE, EXECUTE IMMEDIATE, SET STATEMENT ... FOR, ANALYZE).
+    ``EXECUTE name`` may run anything: the gateway does not follow the names SQL-level
+    PREPARE binds. EXPLAIN does not run its statement."""
     while True:
-        if c.kind in _WRITE_KINDS or c.writes:
+        if c.kind in _WRITE_KINDS or c.writes or c.stored_functions:
             return True
         inner = c.inner
         if inner is None:
