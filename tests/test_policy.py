@@ -1200,6 +1200,33 @@ def test_runaway_rows_limit_counts_the_rows_a_write_returns(
     ]
 
 
+def test_runaway_rows_limit_counts_the_rows_an_execute_by_name_returns(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """BUG: the rows of a DELETE ... RETURNING counted when its text held the word, but
+    not when it ran as ``EXECUTE s`` of ``PREPARE s FROM 'DELETE ... RETURNING id'``. An
+    EXECUTE by name counts the rows of its answer while the session holds a name
+    prepared from such a text."""
+    _five_rows(mariadb, "guard_exec")
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            with conn.cursor() as cur:
+                cur.execute("PREPARE s FROM 'DELETE FROM guard_exec WHERE id <= ? RETURNING id'")
+                cur.execute("EXECUTE s USING 4")
+                assert len(cur.fetchall()) == 4  # 4 rows: over the limit
+            message = refused(conn, "UPDATE guard_exec SET v = 2 WHERE id = 5")
+            assert "rule 'runaway-rows'" in message and "changed 4 rows" in message
+    finally:
+        assert gw.stop() == 0
+    assert direct(mariadb, "SELECT id, v FROM shop.guard_exec") == [(5, 0)]
+
+
 TOUCH_ALLOWED = """
 [[rules]]
 name = "touch-is-safe"

@@ -592,6 +592,13 @@ _RETURNS_ROWS = frozenset({Command.QUERY, Command.STMT_EXECUTE})
 #: returns (a string or a name that holds the word counts too: more, never fewer).
 _RETURNING_WORD = re.compile(rb"returning", re.IGNORECASE)
 
+
+def _executes_by_name(found: tuple[Classification, ...]) -> bool:
+    """Whether a text runs an SQL-level ``EXECUTE name`` (at any depth), whose statement
+    the text does not hold."""
+    return any(s.kind == "EXECUTE" and s.inner is None for c in found for s in _chain(c))
+
+
 #: A session remembers the texts it prepared that change no rows (so that executing them
 #: passes the rows limit) up to these bounds, then forgets them all: an execute of a
 #: text it does not remember counts as a write.
@@ -782,6 +789,9 @@ class SessionPolicy:
         # commands that may change rows and return them (DELETE ... RETURNING): the rows
         # of their answers count toward the rows limit (see completed)
         self._returning: set[int] = set()
+        # SQL-level names last prepared from a text that may return the rows it changes
+        # (the word RETURNING, or a text not read): an EXECUTE's rows count while any is
+        self._named_returning: set[str] = set()
         self._prepared_reads_bytes = 0
         # prepared texts (the client's) whose WHERE values bound to their placeholders may
         # make true for every row (``where_bindable``) -> how they were read: their
@@ -1735,6 +1745,10 @@ class SessionPolicy:
                         prepared.append(name)
                         text = _prepared_text(sql, tokens, i + 3, mode)
                         kept = _NamedText(text, mode, backslash_unknown, through, schema)
+                        if text is None or _RETURNING_WORD.search(text) is not None:
+                            self._named_returning.add(name)
+                        else:
+                            self._named_returning.discard(name)
                         named.append((name, kept))
                         named_at.append(statement)
                         binds[name] = self._named_bindable(
@@ -1887,7 +1901,9 @@ class SessionPolicy:
         if tripped is None:
             if writes and cmd.command in _RETURNS_ROWS:
                 text = cmd.payload[1:] if prepared is None else prepared
-                if _RETURNING_WORD.search(text) is not None:
+                if _RETURNING_WORD.search(text) is not None or (
+                    self._named_returning and found and _executes_by_name(found)
+                ):
                     self._returning.add(cmd.id)
             return verdict
         parts = tuple(replace(p, decision=tripped) for p in verdict.parts)
@@ -2090,6 +2106,7 @@ class SessionPolicy:
             self._prepared_names.clear()
             self._named_charsets.clear()
             self._named.clear()
+            self._named_returning.clear()
             self._bindable_names.clear()
             self._reading = self._login_reading
             self._results = self._login_results
