@@ -1283,6 +1283,54 @@ def test_runaway_rows_limit_refuses_calls_of_stored_functions(
     assert direct(mariadb, "SELECT v FROM shop.guard_fn WHERE id = 5") == [(5,)]  # once
 
 
+def test_runaway_rows_limit_keeps_a_text_prepared_as_a_write_one_in_another_mode(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """BUG: the rows limit knew prepared statements by their text, and the same bytes
+    prepared again under another sql_mode ("SELECT 'a\\', f() -- '" calls f only with
+    NO_BACKSLASH_ESCAPES) made the text a read: the statement prepared first, which
+    calls the stored function, then ran past the limit. A text once prepared as one that
+    may change rows stays one."""
+    _five_rows(mariadb, "guard_fn")
+    direct(mariadb, "DROP FUNCTION IF EXISTS shop.guard_fn_touch")
+    direct(
+        mariadb,
+        "CREATE FUNCTION shop.guard_fn_touch() RETURNS INT MODIFIES SQL DATA "
+        "BEGIN UPDATE shop.guard_fn SET v = v + 5 WHERE id = 5; RETURN 1; END",
+    )
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n" + TOUCH_ALLOWED,
+    ).start()
+    text = "SELECT 'a\\', guard_fn_touch() -- '"
+    try:
+        mc = gw.connector(database="shop", autocommit=True)
+        try:
+            plain = mc.cursor()
+            plain.execute("SELECT @@sql_mode")
+            (mode,) = plain.fetchone()
+            plain.execute("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+            calls = mc.cursor(prepared=True)
+            calls.execute(text)  # 'a\\' and a call
+            assert calls.fetchall() == [("a\\", 1)]
+            plain.execute(f"SET sql_mode = '{mode}'")
+            reads = mc.cursor(prepared=True)
+            reads.execute(text)  # one string
+            assert reads.fetchall() == [("a', guard_fn_touch() -- ",)]
+            plain.execute("UPDATE guard_fn SET v = 1 WHERE id <= 4")  # 4 rows: over
+            with pytest.raises(mysql.connector.Error) as info:
+                calls.execute(text)
+            assert info.value.errno == 1227 and "runaway-rows" in info.value.msg
+        finally:
+            mc.close()
+    finally:
+        assert gw.stop() == 0
+        direct(mariadb, "DROP FUNCTION shop.guard_fn_touch")
+    assert direct(mariadb, "SELECT v FROM shop.guard_fn WHERE id = 5") == [(5,)]  # once
+
+
 def test_runaway_guard_counts_each_statement_of_a_text_and_alerts_per_limit(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:

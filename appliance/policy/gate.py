@@ -793,6 +793,11 @@ class SessionPolicy:
         # (the word RETURNING, or a text not read): an EXECUTE's rows count while any is
         self._named_returning: set[str] = set()
         self._prepared_reads_bytes = 0
+        # hashes of the texts it prepared that may change rows: the same bytes read in
+        # another sql_mode (NO_BACKSLASH_ESCAPES) may be a read, and an execute of the
+        # statement prepared as a write must not pass as one (a collision: a read
+        # counted as a write). None: more than it keeps, and no text is a read any more
+        self._prepared_writes: set[int] | None = set()
         # prepared texts (the client's) whose WHERE values bound to their placeholders may
         # make true for every row (``where_bindable``) -> how they were read: their
         # executes are decided with their values. Empty for most sessions: an execute
@@ -2018,15 +2023,30 @@ class SessionPolicy:
         return self._bound_decision(c, "; ".join(named), schema)
 
     def _prepared(self, sql: bytes, writes: bool) -> None:
-        """Remember whether a prepared text changes rows (for the rows limit on its
-        executes; a text is read the same way each time it is prepared)."""
+        """Remember whether a prepared text changes rows, for the rows limit on its
+        executes, which know only the text. A text once prepared as one that may change
+        rows stays one: the same bytes may be read otherwise under another sql_mode
+        (``'a\\', f() -- '`` calls f only with NO_BACKSLASH_ESCAPES), and the server keeps
+        each statement as it was read at its prepare."""
         reads = self._prepared_reads
         if writes:
             if sql in reads:
                 reads.discard(sql)
                 self._prepared_reads_bytes -= len(sql)
+            written = self._prepared_writes
+            if written is None:
+                return
+            if len(written) >= _PREPARED_READS_LIMIT:
+                # forgotten, they could be taken for reads again: every execute of this
+                # session counts as a write from now on
+                self._prepared_writes = None
+                reads.clear()
+                self._prepared_reads_bytes = 0
+                return
+            written.add(hash(sql))
             return
-        if sql in reads:
+        written = self._prepared_writes
+        if written is None or sql in reads or hash(sql) in written:
             return
         if len(reads) >= _PREPARED_READS_LIMIT or (
             self._prepared_reads_bytes + len(sql) > _PREPARED_READS_BYTES
