@@ -1,13 +1,14 @@
-"""Widgets every screen shares: the status bar with the approvals badge, and the cell
-helpers that keep statement text plain (no markup, no control characters)."""
+"""Widgets every screen shares: the status bar with the approvals badge, the pane that
+shows a highlighted record whole, and the cell helpers that keep statement text plain
+(no markup, no control characters)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
@@ -16,6 +17,7 @@ from tui.sources import LinkState
 
 __all__ = [
     "TABS",
+    "StatementPane",
     "StatusBar",
     "cell",
     "clock",
@@ -117,6 +119,31 @@ class StatusBar(Horizontal):
             badge.update(Text(" BROKER DOWN ", style="bold"))
         else:
             badge.update("")
+
+
+class StatementPane(VerticalScroll):
+    """The highlighted row's record whole, wrapped, below a list: a column shows only a
+    statement's start, and a DELETE's ``OR 1=1`` after 200 characters of a string was
+    out of sight. It scrolls on its own, from its top for each new record."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._key: Hashable = None  # what it shows now
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="detail")
+
+    def show(self, key: Hashable, text: Text) -> None:
+        """Show ``text``, the record ``key``: another record than before shows from its
+        top, the same one (updated) where the operator scrolled to."""
+        if key != self._key:
+            self._key = key
+            self.scroll_home(animate=False)
+        self.query_one(Static).update(text)
+
+    def clear(self) -> None:
+        """Nothing highlighted: nothing shown."""
+        self.query_one(Static).update("")
 
 
 def _same(old: object, new: Text) -> bool:

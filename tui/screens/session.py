@@ -10,12 +10,11 @@ from collections.abc import Iterable
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from tui.model import Change, SessionView, StatementView, printable
 from tui.screens.base import ConsoleScreen
-from tui.widgets import cell, clock, duration, highlighted, statement
+from tui.widgets import StatementPane, cell, clock, duration, highlighted, statement
 
 __all__ = ["SessionScreen", "decision_style"]
 
@@ -53,7 +52,6 @@ class SessionScreen(ConsoleScreen):
         super().__init__()
         self.key = key
         self._shown: dict[str, tuple[str, ...]] = {}
-        self._in_pane: tuple[int, str] | None = None  # the statement shown whole below
 
     def body(self) -> ComposeResult:
         yield Static(id="session-info")
@@ -61,8 +59,7 @@ class SessionScreen(ConsoleScreen):
         for label, width in COLUMNS:
             table.add_column(label, width=width, key=label)
         yield table
-        with VerticalScroll(id="statement-pane"):
-            yield Static(id="statement-detail")
+        yield StatementPane(id="statement-pane")
 
     def _info(self, s: SessionView, now: float) -> Text:
         colors = self.console.theme_colors
@@ -105,11 +102,11 @@ class SessionScreen(ConsoleScreen):
         """The highlighted statement whole, wrapped, as the approvals show a request's:
         the server's blanks as one space, line breaks as ⏎, what would not show as
         itself escaped (reversed)."""
-        detail = self.query_one("#statement-detail", Static)
+        pane = self.query_one(StatementPane)
         key = highlighted(self.query_one(DataTable))
         view = next((v for v in session.history if str(v.number) == key), None)
         if view is None:
-            detail.update("")
+            pane.clear()
             return
         text = Text()
         if view.part:
@@ -123,10 +120,7 @@ class SessionScreen(ConsoleScreen):
             )
         if view.reason:
             text.append(f"\n{printable(view.rule or '-')}: {printable(view.reason, 300)}")
-        if self._in_pane != (view.number, view.sql):  # another statement: from its top
-            self._in_pane = (view.number, view.sql)
-            self.query_one("#statement-pane", VerticalScroll).scroll_home(animate=False)
-        detail.update(text)
+        pane.show((view.number, view.sql), text)
 
     def _rows(self, history: Iterable[StatementView]) -> None:
         table = self.query_one(DataTable)
