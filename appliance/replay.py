@@ -22,7 +22,7 @@ from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
 from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, Value, decode_answer
-from appliance.shown import BLANKS, as_sent, blank_lines, folded, json_line
+from appliance.shown import as_sent, json_line, shown, statement_lines
 
 __all__ = ["Step", "answer_json", "load", "play", "render", "steps", "time_of"]
 
@@ -320,17 +320,10 @@ def _statement_lines(sql: str) -> list[str]:
     blanks shows as one marker saying how many (``folded``), and two blank lines or more
     in a row as one line saying how many (300 of them pushed an ``OR 1=1`` far below a
     harmless start)."""
-    lines: list[str] = []
-    blank: list[str] = []  # the blank lines in a row before this one
-    for line in [*sql.replace("\r\n", "\n").split("\n"), None]:
-        if line is not None and not BLANKS.sub("", line):
-            blank.append(line)
-            continue
-        if blank:
-            lines.append(blank_lines(len(blank)) if len(blank) > 1 else folded(blank[0]))
-            blank = []
-        if line is not None:
-            lines.append(folded(line))
+    lines = [
+        "".join(piece if marker else shown(piece) for piece, marker in line)
+        for line in statement_lines(sql)
+    ]
     return [f"> {lines[0]}", *(f"| {line}" for line in lines[1:])]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 
 __all__ = [
     "BLANKS",
@@ -20,8 +21,10 @@ __all__ = [
     "blank_lines",
     "escape",
     "folded",
+    "folds",
     "json_line",
     "shown",
+    "statement_lines",
     "unseen",
 ]
 
@@ -107,6 +110,20 @@ def _marker(run: str) -> str:
     return "\u27e8" + ", ".join(_count(run.count(c), _BLANK_NAMES[c]) for c in kinds) + "\u27e9"
 
 
+def folds(line: str) -> Iterator[tuple[str, bool]]:
+    """``line`` (no line break in it) in pieces: its text as it came (False), and each
+    run of more than ``FOLD`` of the server's blanks as one marker saying how many
+    (True), for a caller that shows the text its own way (the console marks escapes)."""
+    start = 0
+    for run in _RUNS.finditer(line):
+        if run.start() > start:
+            yield line[start : run.start()], False
+        yield _marker(run.group()), True
+        start = run.end()
+    if start < len(line):
+        yield line[start:], False
+
+
 def folded(line: str) -> str:
     """A line of a statement (no line break in it) as ``shown`` shows it, but each run of
     more than ``FOLD`` of the server's blanks as one marker saying how many: 300 spaces
@@ -114,19 +131,33 @@ def folded(line: str) -> str:
     line a pager does not wrap), a harmless-looking start in view."""
     if len(line) <= FOLD:
         return shown(line)
-    out: list[str] = []
-    start = 0
-    for run in _RUNS.finditer(line):
-        out += [shown(line[start : run.start()]), _marker(run.group())]
-        start = run.end()
-    out.append(shown(line[start:]))
-    return "".join(out)
+    return "".join(piece if marker else shown(piece) for piece, marker in folds(line))
 
 
 def blank_lines(count: int) -> str:
     """The marker of ``count`` blank lines in a row (two or more: hundreds pushed what
     follows them far below the statement's start): ``⟨300 blank lines⟩``."""
     return f"\u27e8{count:,} blank lines\u27e9"
+
+
+def statement_lines(sql: str) -> list[list[tuple[str, bool]]]:
+    """A statement's lines, each in ``folds``' pieces, and two blank lines or more in a
+    row as one line holding their marker (``blank_lines``): what ``sqlgate replay`` and
+    the console's ledger show, so that nothing hides at the end of a harmless start."""
+    lines: list[list[tuple[str, bool]]] = []
+    blank: list[str] = []  # the blank lines in a row before this one
+    for line in [*sql.replace("\r\n", "\n").split("\n"), None]:
+        if line is not None and not BLANKS.sub("", line):
+            blank.append(line)
+            continue
+        if blank:
+            lines.append(
+                [(blank_lines(len(blank)), True)] if len(blank) > 1 else [*folds(blank[0])]
+            )
+            blank = []
+        if line is not None:
+            lines.append([*folds(line)])
+    return lines
 
 
 def json_line(text: str) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.shown import BLANKS, as_sent, escape, unseen
+from appliance.shown import BLANKS, as_sent, escape, statement_lines, unseen
 
 __all__ = [
     "Alert",
@@ -33,6 +33,7 @@ __all__ = [
     "SessionState",
     "SessionView",
     "StatementView",
+    "folded_pieces",
     "pieces",
     "printable",
 ]
@@ -79,6 +80,7 @@ class Piece(enum.Enum):
     ESCAPED = enum.auto()  # as ``\\xNN``/``\\uNNNN``: it would not show as itself
     FOREIGN = enum.auto()  # outside ASCII: shown, but it may look like another
     BREAK = enum.auto()  # " ⏎ ": a line break
+    FOLD = enum.auto()  # "⟨300 spaces⟩": a long run of blanks, or of blank lines
 
 
 def pieces(text: str) -> Iterator[tuple[str, Piece]]:
@@ -94,6 +96,21 @@ def pieces(text: str) -> Iterator[tuple[str, Piece]]:
             yield " \u23ce ", Piece.BREAK
         first = False
         yield from _line(line)
+
+
+def folded_pieces(text: str) -> Iterator[tuple[str, Piece]]:
+    """``text`` as written, in runs: its blanks as they came but each run of more than
+    ``FOLD`` of them (and two blank lines or more) as one marker saying how many, as
+    ``sqlgate replay`` shows it; each line break as ⏎, every character that would not
+    show as itself escaped."""
+    for n, line in enumerate(statement_lines(text)):
+        if n:
+            yield " \u23ce ", Piece.BREAK
+        for piece, marker in line:
+            if marker:
+                yield piece, Piece.FOLD
+            else:
+                yield from _line(piece)
 
 
 def _line(line: str) -> Iterator[tuple[str, Piece]]:

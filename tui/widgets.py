@@ -12,7 +12,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
-from tui.model import Console, Piece, pieces, printable
+from tui.model import Console, Piece, folded_pieces, pieces, printable
 from tui.sources import LinkState
 
 __all__ = [
@@ -47,16 +47,19 @@ PIECE_STYLES = {
     Piece.BREAK: "",
     Piece.ESCAPED: "reverse",
     Piece.FOREIGN: "underline",
+    Piece.FOLD: "italic",
 }
 
 
-def statement(sql: str, style: str = "") -> tuple[Text, set[Piece]]:
-    """A statement whole, as ``printable`` shows it, with what would not show as itself
-    (escaped) reversed and the characters outside ASCII (which may look like others)
-    underlined; and which of those kinds it holds, for a note saying what they mean."""
+def statement(sql: str, style: str = "", fold: bool = False) -> tuple[Text, set[Piece]]:
+    """A statement whole, as ``printable`` shows it (with ``fold``: its blanks as written,
+    long runs of them as one marker saying how many, as ``folded_pieces``), with what
+    would not show as itself (escaped) reversed and the characters outside ASCII (which
+    may look like others) underlined; and which of those kinds it holds, for a note
+    saying what they mean."""
     text = Text(style=style)
     kinds: set[Piece] = set()
-    for run, kind in pieces(sql):
+    for run, kind in (folded_pieces if fold else pieces)(sql):
         kinds.add(kind)
         text.append(run, style=PIECE_STYLES[kind])
     return text, kinds

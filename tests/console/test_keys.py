@@ -3,9 +3,11 @@ what the operator is told."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from console.drive import Run, drive
@@ -15,7 +17,10 @@ from textual.content import Content
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
+from appliance.ledger import LedgerWriter
+from appliance.ledger.chain import generate_key
 from tui.app import ConsoleApp, Operator
+from tui.ledger import LedgerFile
 from tui.model import EXPIRED_GRACE_S
 from tui.screens.session import SessionScreen
 from tui.sources import BusEvent, LinkState, RecordedSource, Synced, TooLarge
@@ -691,3 +696,48 @@ async def test_a_sessions_statement_shows_whole_below_its_list(run: Run) -> None
     assert "x' OR 1=1" in _on_screen(run)  # its blanks as the server reads them: one
     await run.press("up")
     assert "OR 1=1" not in _on_screen(run)  # the statement before it, whole
+
+
+def test_a_ledger_records_statement_shows_whole_below_the_list(tmp_path: Path) -> None:
+    """The ledger's list cut a statement to its column (400 characters at most, about
+    20 on an 80-column screen), with no detail: a DELETE's ``OR 1=1`` after 300
+    characters of a string was never in view, its harmless start all an auditor saw.
+    The highlighted record shows whole below the list, wrapped, its long runs of blanks
+    as one marker saying how many (as ``sqlgate replay``), with its decision and rule."""
+    db = tmp_path / "ledger.db"
+    session = {"session": "S1", "identity": "agent@example.com"}
+    sql = "DELETE FROM t WHERE id = 1 AND note <> '" + "x" * 300 + "'" + " " * 300 + "OR 1=1"
+
+    async def write() -> None:
+        async with LedgerWriter(db, generate_key(), checkpoint_interval=3600) as writer:
+            await writer.append({"kind": "session_start", **session, "client": "10.0.0.5"})
+            await writer.append(
+                {
+                    "kind": "statement",
+                    **session,
+                    "statement_seq": 1,
+                    "sql": sql,
+                    "decision": "allowed",
+                    "rule": "writes-with-where",
+                    "reason": "a DELETE with a WHERE",
+                }
+            )
+            await writer.append({"kind": "result", **session, "statement_seq": 1, "affected": 6})
+
+    asyncio.run(write())
+    app = ConsoleApp(RecordedSource([]), ledger=LedgerFile(db, None), clock=lambda: NOW)
+
+    async def scenario(run: Run) -> None:
+        await run.press("3")
+        await run.until("the records", lambda: len(run.app.ledger_records) == 4)
+        # the newest first: the writer's closing checkpoint, the result, the statement
+        await run.press("down", "down")
+        await run.until("the statement", lambda: "OR 1=1" in _on_screen(run))
+        screen = _on_screen(run)
+        assert "x'\u27e8300 spaces\u27e9OR 1=1" in screen
+        assert "allowed  rule writes-with-where: a DELETE with a WHERE" in screen
+        await run.press("down")  # the session's start: its client, by name
+        await run.until("the session start", lambda: "client 10.0.0.5" in _on_screen(run))
+        assert "OR 1=1" not in _on_screen(run)
+
+    drive(app, scenario, size=(80, 24))

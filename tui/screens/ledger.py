@@ -1,5 +1,7 @@
 """Ledger: each gateway's latest signed head (from the bus), the local ledger file's
-verification, its recent records, and a search over them."""
+verification, its recent records, and a search over them; the highlighted record shows
+whole below the list (its column shows only a statement's start: a DELETE's ``OR 1=1``
+after 300 characters of a string was out of sight)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,72 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
+from appliance.shown import as_sent
 from tui.model import Change, printable
 from tui.screens.base import ConsoleScreen
-from tui.widgets import cell, clock, fill
+from tui.widgets import StatementPane, cell, clock, fill, highlighted, statement
 
 __all__ = ["LedgerScreen"]
 
 COLUMNS = (("Seq", 8), ("Time", 8), ("Kind", 13), ("Identity", 18), ("Decision", 9), ("What", 200))
+
+
+SHOWN_APART = frozenset(
+    {"v", "seq", "ts", "kind", "prev_hash", "hash", "signature"}
+    | {"sql", "sql_hex", "sql_charset", "part", "decision", "rule", "reason", "alert"}
+)
+"""Fields the detail shows in their own place, or not at all (the chain's own: the
+verification speaks for them)."""
+
+
+def detail(record: dict[str, Any], colors: dict[str, str]) -> Text:
+    """A record whole: a statement as written (its long runs of blanks as one marker
+    saying how many, as ``sqlgate replay`` shows it), its decision, rule and reason; the
+    alert and reason of other kinds; then each other field, by name."""
+    text = Text()
+    sql = record.get("sql")
+    if isinstance(sql, str):
+        part = record.get("part")
+        if isinstance(part, str):
+            text.append(f"[{printable(part)}] ", style="dim")
+        shown, _ = statement(sql, "bold", fold=True)
+        text.append_text(shown)
+        sent = as_sent(record.get("sql_hex"), record.get("sql_charset"))
+        if sent is not None:
+            text.append(f"\n{sent}")
+        text.append("\n")
+    decision = record.get("decision")
+    if decision is not None:
+        style = f"bold {colors['error']}" if decision in ("blocked", "denied", "expired") else ""
+        text.append(printable(decision), style=style)
+        if "rule" in record:  # a statement's (an approval's decision is a person's)
+            text.append(f"  rule {printable(record.get('rule') or '-')}")
+        text.append(": " if record.get("reason") else "\n")
+    alert = record.get("alert")
+    if alert is not None:
+        text.append(printable(alert), style=f"bold {colors['warning']}")
+        text.append(": " if record.get("reason") else "\n")
+    reason = record.get("reason")
+    if reason:
+        text.append(printable(reason, 2000) + "\n")
+    fields = [
+        f"{printable(key, 40)} {_value(value)}"
+        for key, value in record.items()
+        if key not in SHOWN_APART and value is not None
+    ]
+    text.append(
+        f"seq {printable(record.get('seq'))}  {printable(record.get('ts', '?'))}", style="dim"
+    )
+    if fields:
+        text.append("  " + "  ".join(fields), style="dim")
+    return text
+
+
+def _value(value: object) -> str:
+    """A field's value on one line: a list (groups, masked columns) by commas."""
+    if isinstance(value, list):
+        return printable(", ".join(map(str, value)), 300)
+    return printable(value, 300)
 
 
 def summary(record: dict[str, Any]) -> str:
@@ -49,6 +110,7 @@ class LedgerScreen(ConsoleScreen):
         for label, width in COLUMNS:
             table.add_column(label, width=width, key=label)
         yield table
+        yield StatementPane(id="record-pane")
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
@@ -118,6 +180,20 @@ class LedgerScreen(ConsoleScreen):
                 )
             )
         fill(self.query_one(DataTable), rows)
+        self._detail()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._detail()
+
+    def _detail(self) -> None:
+        """The highlighted record whole, below the list."""
+        pane = self.query_one(StatementPane)
+        key = highlighted(self.query_one(DataTable))
+        record = next((r for r in self.console.ledger_records if str(r.get("seq")) == key), None)
+        if record is None:
+            pane.clear()
+            return
+        pane.show((key, record.get("hash")), detail(record, self.console.theme_colors))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.console.read_ledger(event.value.strip() or None)
