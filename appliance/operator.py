@@ -43,7 +43,7 @@ import jwt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.config import BusConfig
-from appliance.shown import BLANKS, as_sent, shown, unseen
+from appliance.shown import BLANKS, as_sent, shown, statement_lines, unseen
 
 __all__ = [
     "DECISION_WAIT_S",
@@ -272,16 +272,16 @@ def offline_notes(requests: list[Request]) -> list[str]:
     ]
 
 
-_BLANK_LINES = re.compile("\n(?:[ \t]*\n){2,}")
-"""Two blank lines or more in a row, in a statement shown by ``shown``."""
-
-
-def _one_line(run: re.Match[str]) -> str:
-    """A run of blank lines on one line, its line breaks but the first and last escaped:
-    hundreds of them scrolled the statement's start and the lines above it (who, where,
-    which rule) off the terminal, leaving a harmless-looking tail in view."""
-    inner = run.group()[1:-1]
-    return "\n" + inner.replace("\n", "\\x0a") + "\n"
+def _statement(sql: str) -> str:
+    """A statement line by line, its tabs kept, folded as ``sqlgate replay`` folds it: a
+    run of more than 16 blanks as one marker saying how many (300 spaces pushed an
+    ``OR 1=1`` past the terminal's edge, or a pager's that does not wrap), two blank
+    lines or more as one line saying how many (hundreds scrolled the statement's start
+    and the lines above it, who, where, which rule, off the terminal)."""
+    return "\n".join(
+        "".join(piece if marker else shown(piece, keep="\t") for piece, marker in line)
+        for line in statement_lines(sql)
+    )
 
 
 def format_whole(request: Request, now: float) -> str:
@@ -293,7 +293,7 @@ def format_whole(request: Request, now: float) -> str:
     left = max(0, math.ceil(request.expires_at - now))
     foreign = _foreign(request.sql)
     note = f"outside ASCII (each may look like another): {foreign}\n" if foreign else ""
-    sql = _BLANK_LINES.sub(_one_line, shown(request.sql, keep="\n\t"))
+    sql = _statement(request.sql)
     if request.sql_truncated:
         what = (
             f"statement: ONLY ITS FIRST {len(request.sql):,} CHARACTERS came (the gateway "

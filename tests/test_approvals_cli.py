@@ -560,10 +560,13 @@ def test_a_listed_statement_is_one_line_cut_to_the_width() -> None:
     assert format_request(request, now=500.0).split("  ")[3] == "0s left"
 
 
-def test_a_shown_statement_keeps_runs_of_blank_lines_on_one_line() -> None:
+def test_a_shown_statement_folds_runs_of_blanks_and_blank_lines_saying_how_many() -> None:
     """BUG: 300 blank lines inside a string scrolled the DELETE, and the lines saying who
-    asks and by which rule, off the terminal, leaving a SELECT in view. A run of blank
-    lines shows its inner line breaks escaped, on one line; single ones stay."""
+    asks and by which rule, off the terminal, leaving a SELECT in view; they then showed
+    on one line as 298 ``\\x0a``, and 300 spaces before an ``OR 1=1`` pushed it past the
+    edge of a pager that does not wrap, where ``sqlgate replay`` counts both. Two blank
+    lines or more show as one line saying how many, a run of more than 16 blanks as one
+    marker saying how many, as in replay; single blank lines and short runs stay."""
     from appliance.operator import Request, format_whole
 
     sql = "DELETE FROM orders WHERE note <> '" + "\n" * 300 + "SELECT id FROM orders WHERE id = 42'"
@@ -580,12 +583,15 @@ def test_a_shown_statement_keeps_runs_of_blank_lines_on_one_line() -> None:
     whole = format_whole(request, now=110.2)
     assert whole.count("\n") < 12
     assert whole.endswith(
-        "DELETE FROM orders WHERE note <> '\n"
-        + "\\x0a" * 298
-        + "\nSELECT id FROM orders WHERE id = 42'"
+        "DELETE FROM orders WHERE note <> '\n\u27e8299 blank lines\u27e9\n"
+        "SELECT id FROM orders WHERE id = 42'"
     )
-    one_blank = dataclasses.replace(request, sql="UPDATE t\n\nSET a = 1\n \n\t\nWHERE b")
-    assert format_whole(one_blank, now=0).endswith("UPDATE t\n\nSET a = 1\n \\x0a\t\nWHERE b")
+    padded = dataclasses.replace(request, sql="DELETE FROM t WHERE id = 1" + " " * 300 + "OR 1=1")
+    assert format_whole(padded, now=0).endswith("WHERE id = 1\u27e8300 spaces\u27e9OR 1=1")
+    one_blank = dataclasses.replace(request, sql="UPDATE t\n\nSET a = 1\n \n\t\nWHERE b\t\t= 2")
+    assert format_whole(one_blank, now=0).endswith(
+        "UPDATE t\n\nSET a = 1\n\u27e82 blank lines\u27e9\nWHERE b\t\t= 2"
+    )
 
 
 def test_a_shown_statement_keeps_its_lines_and_says_when_it_was_cut() -> None:
