@@ -2387,6 +2387,11 @@ _POSIX_WORD_BOUNDARY = re.compile(r"\[\[:[<>]:\]\]")
 _POSIX_CLASS = re.compile(r"\[[:=.]\^?\w+[:=.]\]")
 
 
+def _only_percent(pattern: str) -> bool:
+    """Whether a LIKE pattern is only '%', which matches every value but NULL."""
+    return bool(pattern) and not pattern.strip("%")
+
+
 def _matches_empty(pattern: str) -> bool | None:
     """Whether a REGEXP pattern matches the empty string, so every value but NULL (None:
     the gateway cannot tell, a construct its reading of PCRE2 lacks). Read with and
@@ -2612,61 +2617,50 @@ class _Atoms:
         return self.atom(self.key(node), True)
 
     def like(self, node: exp.Like | exp.Escape) -> _F | None:
-        """`a LIKE pattern` when the pattern may be only '%', which matches every value
-        but NULL, as `a = a` does: true for a literal of '%' alone (the verdict depends
-        on it, so the statement shares no shape with another pattern's), and for a
-        constant the gateway does not evaluate (`CONCAT('%', '')`, a variable) as a
-        constant that may make it so. None: an ordinary test of the row."""
+        """`a LIKE pattern`: a pattern of only '%' matches every value but NULL, as `a = a`
+        does (see ``pattern_test``)."""
         like = node.this if isinstance(node, exp.Escape) else node
-        if not isinstance(like, exp.Like) or self.dependence(like.this) != "row":
+        if not isinstance(like, exp.Like):
             return None
-        pattern = like.expression
+        return self.pattern_test(node, like.this, like.expression, _only_percent)
+
+    def regexp(self, node: exp.RegexpLike) -> _F | None:
+        """`a REGEXP pattern` (RLIKE): a pattern that matches the empty string matches
+        every value but NULL, the server searching anywhere in it (see ``pattern_test``)."""
+        return self.pattern_test(node, node.this, node.expression, _matches_empty)
+
+    def pattern_test(
+        self,
+        node: exp.Expr,
+        subject: exp.Expr,
+        pattern: exp.Expr,
+        matches_all: Callable[[str], bool | None],
+    ) -> _F | None:
+        """A test of ``subject`` against ``pattern`` when the pattern may match every value
+        but NULL: true for a literal ``matches_all`` says does (the verdict depends on it,
+        so the statement shares no shape with another pattern's), and for a constant the
+        gateway does not evaluate (`CONCAT('%', '')`, a variable, a literal
+        ``matches_all`` cannot read, a placeholder read ``bound``) as a constant that may
+        make it so. NULL matches no row. None: an ordinary test of the row."""
+        if self.dependence(subject) != "row":
+            return None
         if isinstance(pattern, exp.Introducer):
             pattern = pattern.expression
         if isinstance(pattern, exp.Literal):
             self.literal_dependent = True
-            if pattern.is_string and pattern.this and set(pattern.this) == {"%"}:
-                return _TRUE
-            return None
-        if isinstance(pattern, exp.Null):
-            # matches no row: read as false (Kleene logic is monotone, so a WHERE true for
-            # every row with it NULL is true with it false too)
-            return _FALSE
-        if isinstance(pattern, exp.Placeholder):
-            # a value bound later: compared as any other, or with ``bound`` read as the
-            # constant it becomes (its executes are decided with their values, ``bind``)
-            self.bound_patterns = True
-            if not self.bound:
-                return None
-        elif self.dependence(pattern) == "row":
-            return None  # a column's pattern
-        self.noted(node)
-        return _F(
-            "|",
-            args=(self.atom(("const", self.key(pattern)), False), self.atom(self.key(node), True)),
-        )
-
-    def regexp(self, node: exp.RegexpLike) -> _F | None:
-        """`a REGEXP pattern` (RLIKE): a pattern that matches the empty string matches
-        every value but NULL (the server searches, unanchored), as `LIKE '%'` does; one
-        the gateway does not evaluate (a variable, a placeholder read ``bound``, a pattern
-        it cannot compile) is a constant that may make it so. None: an ordinary test."""
-        if self.dependence(node.this) != "row":
-            return None
-        pattern = node.expression
-        if isinstance(pattern, exp.Introducer):
-            pattern = pattern.expression
-        if isinstance(pattern, exp.Literal) and pattern.is_string:
-            self.literal_dependent = True
-            found = _matches_empty(pattern.this)
+            found = matches_all(pattern.this)
             if found is False:
                 return None
             if found:
                 return _TRUE
         elif isinstance(pattern, exp.Null):
-            return _FALSE  # matches no row (see like)
+            # matches no row: read as false (Kleene logic is monotone, so a WHERE true for
+            # every row with it NULL is true with it false too)
+            return _FALSE
         elif isinstance(pattern, exp.Placeholder):
-            self.bound_patterns = True  # (as a LIKE pattern's)
+            # a value bound later: compared as any other, or with ``bound`` read as the
+            # constant it becomes (its executes are decided with their values, ``bind``)
+            self.bound_patterns = True
             if not self.bound:
                 return None
         elif self.dependence(pattern) == "row":
