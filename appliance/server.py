@@ -1056,6 +1056,8 @@ class ClientLeg(asyncio.Protocol):
         if up is None or up.parting is None:  # else when the target's connection ends
             self._free_login_slot()
         self._abandon_deferred("the session ended before the gateway had read it")
+        if self.policy is not None:  # its writes no answer came for stop counting as running
+            self.policy.ended()
         self.gw.holding.pop(self, None)
         if self._login_deadline is not None:
             self._login_deadline.cancel()

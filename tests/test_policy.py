@@ -1051,6 +1051,185 @@ def test_runaway_guard_stops_an_identity_that_changed_too_many_rows(
     assert len(alerts) == 1 and "changed 4 rows" in alerts[0]["reason"]
 
 
+def _answers(conn: Any, count: int) -> list[Any]:
+    """The answers to ``count`` commands sent before any was read: the rows affected by
+    each, or its error's (code, message)."""
+    answers: list[Any] = []
+    for _ in range(count):
+        conn._next_seq_id = 1
+        result = pymysql.connections.MySQLResult(conn)
+        try:
+            result.read()
+        except pymysql.err.MySQLError as exc:
+            answers.append(exc.args)
+        else:
+            answers.append(result.affected_rows)
+    return answers
+
+
+def _seven_rows(mariadb: MariaDB, table: str) -> None:
+    direct(mariadb, f"CREATE TABLE IF NOT EXISTS shop.{table} (id INT PRIMARY KEY, v INT)")
+    direct(mariadb, f"DELETE FROM shop.{table}")
+    direct(
+        mariadb, f"INSERT INTO shop.{table} VALUES " + ", ".join(f"({i}, 0)" for i in range(1, 8))
+    )
+
+
+def test_runaway_rows_limit_counts_pipelined_writes_while_they_run(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """BUG: 7 one-row UPDATEs pipelined on one socket under a limit of 3 all ran: each was
+    checked against the rows of the statements finished so far, and none was. Each write
+    now counts as one row while it runs: the 4th is refused, and the session goes on."""
+    _seven_rows(mariadb, "inflight_t")
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
+    ).start()
+    try:
+        with gw.connect(database="shop") as conn:
+            conn._write_bytes(  # all seven before any answer
+                b"".join(
+                    frame(0, b"\x03UPDATE inflight_t SET v = 1 WHERE id = %d" % i)
+                    for i in range(1, 8)
+                )
+            )
+            answers = _answers(conn, 7)
+            codes = [a[0] if isinstance(a, tuple) else a for a in answers]
+            assert codes == [1, 1, 1, 1227, 1227, 1227, 1227], answers
+            for _, message in answers[3:]:
+                assert "rule 'runaway-rows'" in message and "the limit is 3" in message
+            with conn.cursor() as cur:  # the session stays usable
+                cur.execute("SELECT SUM(v) FROM inflight_t")
+                assert cur.fetchone() == (3,)
+    finally:
+        assert gw.stop() == 0
+    assert direct(mariadb, "SELECT id FROM shop.inflight_t WHERE v = 1") == [(1,), (2,), (3,)]
+    alerts = [r for r in ledger_records(gw.ledger) if r["kind"] == "alert"]
+    assert len(alerts) == 1 and "the limit is 3" in alerts[0]["reason"]
+
+
+def _waiting_updates(mariadb: MariaDB, table: str, count: int) -> None:
+    """Until ``count`` UPDATEs of ``table`` wait on the server for a row lock."""
+    deadline = time.monotonic() + 10
+    while True:
+        (waiting,) = direct(
+            mariadb,
+            "SELECT COUNT(*) FROM information_schema.processlist "
+            f"WHERE info LIKE 'UPDATE {table} %' AND state = 'Updating'",
+        )[0]
+        if waiting >= count:
+            return
+        assert time.monotonic() < deadline, f"{waiting} UPDATEs of {table} waiting"
+        time.sleep(0.02)
+
+
+def test_runaway_rows_limit_counts_writes_running_in_other_sessions(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """BUG: writes of one identity in parallel sessions each passed the limit while the
+    others ran. With three one-row UPDATEs waiting for a row lock under a limit of 3,
+    a fourth session's UPDATE of a free row is refused before any of them finished."""
+    _seven_rows(mariadb, "inflight_par")
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
+    ).start()
+    locker = mariadb.connect()
+    sessions = [gw.connect(database="shop") for _ in range(4)]
+    try:
+        with locker.cursor() as cur:
+            cur.execute("BEGIN")
+            for i in range(1, 4):  # one row each (a scan would lock them all)
+                cur.execute(f"SELECT id FROM shop.inflight_par WHERE id = {i} FOR UPDATE")
+        for i, conn in enumerate(sessions[:3], start=1):
+            conn._write_bytes(frame(0, b"\x03UPDATE inflight_par SET v = 1 WHERE id = %d" % i))
+        _waiting_updates(mariadb, "inflight_par", 3)
+        message = refused(sessions[3], "UPDATE inflight_par SET v = 1 WHERE id = 4")
+        assert "rule 'runaway-rows'" in message and "the limit is 3" in message
+        assert "3 statements that may change rows still running" in message
+        with sessions[3].cursor() as cur:  # reads go on
+            cur.execute("SELECT v FROM inflight_par WHERE id = 4")
+            assert cur.fetchone() == (0,)
+        locker.commit()
+        for conn in sessions[:3]:
+            assert _answers(conn, 1) == [1]
+        message = refused(sessions[3], "UPDATE inflight_par SET v = 1 WHERE id = 4")
+        assert "changed 3 rows in the last minute, the limit is 3" in message
+    finally:
+        locker.close()
+        for conn in sessions:
+            conn.close()
+        assert gw.stop() == 0
+    assert direct(mariadb, "SELECT id FROM shop.inflight_par WHERE v = 1") == [(1,), (2,), (3,)]
+
+
+def _update_results(gw: GatewayProcess, table: str) -> list[dict[str, Any]]:
+    """The result records of the UPDATEs of ``table`` recorded so far, in order."""
+    recs = ledger_records(gw.ledger)
+    results = {(r["session"], r["statement_seq"]): r for r in recs if r["kind"] == "result"}
+    keys = [
+        (r["session"], r["statement_seq"])
+        for r in recs
+        if r["kind"] == "statement" and r["sql"].startswith(f"UPDATE {table} ")
+    ]
+    return [results[key] for key in keys if key in results]
+
+
+def test_runaway_rows_limit_gives_back_the_writes_of_a_client_gone(
+    mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Writes counted as running while they run are given back however they end: here an
+    UPDATE killed on the server and one queued behind it, of a client that left before
+    either was answered. The identity's figure is then the one row the server changed,
+    not more (a write left counted would refuse the identity's writes for good)."""
+    _seven_rows(mariadb, "inflight_gone")
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        mariadb,
+        mariadb.pki,
+        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
+    ).start()
+    locker = mariadb.connect()
+    try:
+        with locker.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("SELECT id FROM shop.inflight_gone WHERE id = 1 FOR UPDATE")
+        leaving = gw.connect(database="shop")
+        leaving._write_bytes(
+            frame(0, b"\x03UPDATE inflight_gone SET v = 1 WHERE id = 1")
+            + frame(0, b"\x03UPDATE inflight_gone SET v = 1 WHERE id = 2")
+        )
+        _waiting_updates(mariadb, "inflight_gone", 1)
+        leaving._force_close()
+        ((thread,),) = direct(
+            mariadb,
+            "SELECT id FROM information_schema.processlist "
+            "WHERE info LIKE 'UPDATE inflight_gone %'",
+        )
+        direct(mariadb, f"KILL QUERY {thread}")
+        deadline = time.monotonic() + 10
+        while len(_update_results(gw, "inflight_gone")) < 2:
+            assert time.monotonic() < deadline, "the UPDATEs' results were not recorded"
+            time.sleep(0.05)
+        with gw.connect(database="shop") as conn, conn.cursor() as cur:
+            cur.execute("UPDATE inflight_gone SET v = 1 WHERE id = 3")
+            cur.execute("UPDATE inflight_gone SET v = 1 WHERE id = 4")
+            message = refused(conn, "UPDATE inflight_gone SET v = 1 WHERE id = 5")
+            assert "changed 3 rows in the last minute, the limit is 3" in message
+    finally:
+        locker.rollback()
+        locker.close()
+        assert gw.stop() == 0
+    results = _update_results(gw, "inflight_gone")
+    assert [(r["affected"], r["error"]) for r in results[:2]] == [(0, 1317), (1, None)]
+    assert direct(mariadb, "SELECT id FROM shop.inflight_gone WHERE v = 1") == [(2,), (3,), (4,)]
+
+
 SHOP_DELETES = """
 [[rules]]
 name = "shop-keeps-its-rows"

@@ -304,6 +304,11 @@ class _Usage:
     statements: deque[float] = field(default_factory=deque)
     changed: deque[tuple[float, int]] = field(default_factory=deque)
     changed_total: int = 0
+    # statements that may change rows, let through and not completed yet: each counts as
+    # one row changed (the least one that changes any changes) until its answer says
+    # how many it changed, so that commands decided while it runs (pipelined, or in the
+    # identity's other sessions) do not pass the limit together
+    in_flight: int = 0
     alerted_at: dict[str, float] = field(default_factory=dict)  # rule -> its last alert
 
 
@@ -493,12 +498,16 @@ class Policy:
 
     # ------------------------------------------------------------- runaway guard
 
-    def guard(self, identity: str, writes: bool, now: float, count: int = 1) -> Decision | None:
+    def guard(
+        self, identity: str, writes: int, now: float, count: int = 1, runs: bool = True
+    ) -> Decision | None:
         """A refusal when ``identity`` is over its limits, else None (and it is counted).
 
         ``count``: the statements of the text, each counted toward the rate (a text is
-        refused whole when they would pass the limit); ``writes``: whether any of them
-        may change rows (``_writes``)."""
+        refused whole when they would pass the limit); ``writes``: how many of them may
+        change rows (``_writes``). Under a rows limit, those of a command let through
+        that ``runs`` them (not a COM_STMT_PREPARE) count as rows changed until
+        ``rows_changed`` gives them back with the rows it changed."""
         s = self.settings
         if not s.statements_per_second and not s.rows_changed_per_minute:
             return None
@@ -529,13 +538,22 @@ class Policy:
             changed = usage.changed
             while changed and changed[0][0] <= now - 60.0:
                 usage.changed_total -= changed.popleft()[1]
-            if usage.changed_total >= s.rows_changed_per_minute:
+            if usage.changed_total + usage.in_flight >= s.rows_changed_per_minute:
+                running = ""
+                if usage.in_flight:
+                    n = usage.in_flight
+                    running = (
+                        f" and has {n} statement{'' if n == 1 else 's'} that may change rows "
+                        "still running (each counts as one row until its answer says how "
+                        "many it changed)"
+                    )
                 return self._tripped(
                     identity,
                     usage,
                     now,
                     "runaway-rows",
-                    f"{identity} changed {usage.changed_total} rows in the last minute, the "
+                    f"{identity} changed {usage.changed_total} rows in the last minute"
+                    f"{running}, the "
                     f"limit is {s.rows_changed_per_minute}, so statements that may change rows "
                     "(INSERT, UPDATE, DELETE, REPLACE, CALL, DDL, calls of stored "
                     "functions, and any run through PREPARE, EXECUTE or SET STATEMENT) are "
@@ -543,13 +561,25 @@ class Policy:
                     "in the last minute. Stop and check what the previous statements did "
                     "before changing more rows",
                 )
+            if runs:
+                usage.in_flight += writes
         return None
 
-    def rows_changed(self, identity: str, rows: int, now: float) -> None:
+    def rows_changed(self, identity: str, rows: int, now: float, in_flight: int = 0) -> None:
+        """``identity``'s command changed ``rows``; ``in_flight``: the statements of it
+        that ``guard`` counted as running, given back (also when it did not run)."""
+        if in_flight:  # (whatever the settings are now: they were counted)
+            self._usage[identity].in_flight -= in_flight
         if self.settings.rows_changed_per_minute and rows > 0:
             usage = self._usage.setdefault(identity, _Usage())
             usage.changed.append((now, rows))
             usage.changed_total += rows
+
+    def rows_counted(self, identity: str) -> tuple[int, int]:
+        """``identity``'s rows changed in the last minute as the guard last counted them,
+        and its statements that may change rows still running (each one row more)."""
+        usage = self._usage.get(identity)
+        return (0, 0) if usage is None else (usage.changed_total, usage.in_flight)
 
     def _tripped(
         self, identity: str, usage: _Usage, now: float, rule: str, reason: str
@@ -789,6 +819,11 @@ class SessionPolicy:
         # commands that may change rows and return them (DELETE ... RETURNING): the rows
         # of their answers count toward the rows limit (see completed)
         self._returning: set[int] = set()
+        # commands let through that may change rows, not completed yet -> how many of
+        # their statements the guard counts as running (given back in completed, or when
+        # the session ends)
+        self._in_flight: dict[int, int] = {}
+        self._over = False  # the session ended: nothing it decides now counts as running
         # SQL-level names last prepared from a text that may return the rows it changes
         # (the word RETURNING, or a text not read): an EXECUTE's rows count while any is
         self._named_returning: set[str] = set()
@@ -1881,29 +1916,35 @@ class SessionPolicy:
     ) -> Verdict:
         """The verdict, or the guard's refusal of the whole command. Each statement of a
         text counts toward the rate; the rows limit refuses a command when any of its
-        statements may change rows (``_writes``). ``found`` None: a text forwarded
-        unread; ``prepared``: the text a COM_STMT_EXECUTE runs."""
+        statements may change rows (``_writes``), and counts each of those of a command it
+        lets through as one row changed until ``completed``. ``found`` None: a text
+        forwarded unread; ``prepared``: the text a COM_STMT_EXECUTE runs."""
         if verdict.refusal is not None and not verdict.shadow:
             return verdict
         settings = self.policy.settings
         if not settings.statements_per_second and not settings.rows_changed_per_minute:
             return verdict  # the guard is off (what guard() would find, without the clock)
-        writes = False
+        writes = 0  # its statements that may change rows
         if settings.rows_changed_per_minute:
             if prepared is not None:  # what the prepared text does, if it was read here
-                writes = prepared not in self._prepared_reads
+                writes = int(prepared not in self._prepared_reads)
             elif found is None:
-                writes = True
+                writes = 1
             else:
-                for c in found:  # a loop, not any(): no generator per statement
+                for c in found:  # a loop, not sum(): no generator per statement
                     if _writes(c):
-                        writes = True
-                        break
+                        writes += 1
                 if cmd.command == Command.STMT_PREPARE:
-                    self._prepared(cmd.payload[1:], writes)
+                    self._prepared(cmd.payload[1:], writes > 0)
         count = len(verdict.parts) or 1
-        tripped = self.policy.guard(self.who.identity, writes, time.monotonic(), count)
+        # (a prepare changes no rows; a command decided after the session's end is not
+        # given back by it)
+        runs = cmd.command != Command.STMT_PREPARE and not self._over
+        tripped = self.policy.guard(self.who.identity, writes, time.monotonic(), count, runs)
         if tripped is None:
+            if writes and runs:  # counted as running until it completes
+                in_flight = self._in_flight
+                in_flight[cmd.id] = in_flight.get(cmd.id, 0) + writes
             if writes and cmd.command in _RETURNS_ROWS:
                 text = cmd.payload[1:] if prepared is None else prepared
                 if _RETURNING_WORD.search(text) is not None or (
@@ -2149,13 +2190,24 @@ class SessionPolicy:
             # no count of them: the server's OK of a result set says 0
             self._returning.discard(cmd.id)
             affected += rows
-        # rows changed before an error count too (a text whose last statement failed)
-        self.policy.rows_changed(self.who.identity, affected, time.monotonic())
+        # rows changed before an error count too (a text whose last statement failed);
+        # those counted while it ran are given back, also when it never ran
+        in_flight = self._in_flight.pop(cmd.id, 0) if self._in_flight else 0
+        self.policy.rows_changed(self.who.identity, affected, time.monotonic(), in_flight)
         if error is not None:
             return
         if charset is not None:
             self._reading = _named_reading(charset)
             self._client = charset
+
+    def ended(self) -> None:
+        """The session is over: the commands it let through that no completion will come
+        for stop counting as running (a completion that still comes counts its rows)."""
+        self._over = True
+        if self._in_flight:
+            in_flight = sum(self._in_flight.values())
+            self._in_flight.clear()
+            self.policy.rows_changed(self.who.identity, 0, time.monotonic(), in_flight)
 
     def _failed_naming(
         self,

@@ -9,7 +9,13 @@ import struct
 
 import pytest
 
-from appliance.config import OversizedAction, PolicyConfig, RuleAction, RuleConfig
+from appliance.config import (
+    OversizedAction,
+    PolicyConfig,
+    PolicyMode,
+    RuleAction,
+    RuleConfig,
+)
 from appliance.mysql.constants import Command
 from appliance.mysql.relay import ClientCommand
 from appliance.policy import gate
@@ -190,6 +196,99 @@ def test_rows_changed_by_a_text_that_failed_later_count() -> None:
     sql = "UPDATE items SET v = 1 WHERE id <= 4; SELECT no_such_column FROM items"
     assert s.query(sql, affected=4, error=1054) is None
     assert s.query("UPDATE items SET v = 2 WHERE id = 5") == "runaway-rows"
+
+
+# ------------------------------------------------------------------ writes in flight
+
+
+def update(s: Session, sql: str = "UPDATE items SET v = 1 WHERE id = 1") -> ClientCommand:
+    """A write let through and not completed yet (pipelined, or still running)."""
+    cmd, verdict = s.send(Command.QUERY, sql.encode())
+    assert not verdict.refused, verdict
+    return cmd
+
+
+def test_writes_count_as_one_row_each_while_they_run() -> None:
+    """Each write was checked against the rows of the writes finished so far: 7 pipelined
+    one-row UPDATEs under a limit of 3 all ran, none being finished when the next was
+    decided. Each counts as one row until its answer says how many it changed."""
+    s = guarded(rows_changed_per_minute=3)
+    running = [update(s, f"UPDATE items SET v = 1 WHERE id = {i}") for i in (1, 2, 3)]
+    cmd, verdict = s.send(Command.QUERY, b"UPDATE items SET v = 1 WHERE id = 4")
+    assert verdict.refusal is not None and verdict.refusal.rule == "runaway-rows"
+    assert "changed 0 rows in the last minute and has 3 statements" in verdict.refusal.reason
+    assert s.query("SELECT v FROM items") is None  # reads go on
+    for done in running[:2]:  # they changed no row: the rows they took are given back
+        s.session.completed(done, None, 0)
+    assert s.policy.rows_counted("agent") == (0, 1)
+    assert s.query("UPDATE items SET v = 1 WHERE id = 4", affected=1) is None
+    s.session.completed(running[2], None, 1)
+    assert s.policy.rows_counted("agent") == (2, 0)
+
+
+def test_a_prepare_pipelined_with_its_execute_is_not_counted_as_running() -> None:
+    """A COM_STMT_PREPARE changes no rows: the execute a client sends before its answer
+    (Connector/Node.js does) runs under a limit of 1."""
+    s = guarded(rows_changed_per_minute=1)
+    sql = b"UPDATE items SET v = ? WHERE id = ?"
+    prepare, verdict = s.send(Command.STMT_PREPARE, sql)
+    assert not verdict.refused
+    s.prepared[1] = sql
+    execute, verdict = s.send(Command.STMT_EXECUTE, b"\x01\x00\x00\x00\x00\x01\x00\x00\x00")
+    assert not verdict.refused
+    s.session.completed(prepare, None, 0)
+    assert s.policy.rows_counted("agent") == (0, 1)
+    s.session.completed(execute, None, 1)
+    assert s.policy.rows_counted("agent") == (1, 0)
+
+
+def test_writes_in_flight_are_given_back_on_every_way_they_end() -> None:
+    """Whatever ends a write (an error, a kill, never sent, the session's end, a text of
+    several writes, an execute, a late answer), the identity's figure comes back to the
+    rows the server reported: no write left counted as running (which would refuse the
+    identity's writes for good), none given back twice."""
+    policy = Policy(PolicyConfig(rows_changed_per_minute=100), ())
+    s, other = Session(policy), Session(policy)
+    assert s.prepare("UPDATE items SET v = ? WHERE id = ?", 1) is None
+    failed = update(s)
+    killed = update(s)
+    unsent = update(s)
+    text = update(
+        s, "UPDATE items SET v = 1 WHERE id = 1; SELECT 1; DELETE FROM items WHERE id = 2"
+    )
+    execute, verdict = s.send(Command.STMT_EXECUTE, b"\x01\x00\x00\x00\x00\x01\x00\x00\x00")
+    assert not verdict.refused
+    returning = update(s, "DELETE FROM items WHERE id > 7 RETURNING id")
+    abandoned = [update(s), update(s)]
+    elsewhere = update(other)
+    assert s.query("DELETE FROM items") == "delete-without-where"  # never counted
+    assert policy.rows_counted("agent") == (0, 10)
+    s.session.completed(failed, 1062, 0)
+    s.session.completed(killed, 1317, 1)  # interrupted after one row
+    s.session.completed(unsent, 1105, 0, sent=False)
+    s.session.completed(text, None, 2)
+    s.session.completed(execute, None, 1)
+    s.session.completed(returning, None, 0, rows=3)
+    assert policy.rows_counted("agent") == (7, 3)
+    s.session.ended()  # with two writes no answer came for
+    assert policy.rows_counted("agent") == (7, 1)
+    s.session.completed(abandoned[0], None, 1)  # an answer after all: its rows count
+    s.session.ended()
+    other.session.completed(elsewhere, None, 1)
+    assert policy.rows_counted("agent") == (9, 0)
+
+
+def test_in_shadow_mode_writes_in_flight_are_counted_and_given_back() -> None:
+    policy = Policy(PolicyConfig(mode=PolicyMode.SHADOW, rows_changed_per_minute=1), ())
+    s = Session(policy)
+    first = update(s)
+    second, verdict = s.send(Command.QUERY, b"UPDATE items SET v = 1 WHERE id = 2")
+    assert verdict.shadow and verdict.refusal is not None
+    assert verdict.refusal.rule == "runaway-rows"  # recorded, and it runs
+    assert policy.rows_counted("agent") == (0, 1)
+    s.session.completed(first, None, 1)
+    s.session.completed(second, None, 1)
+    assert policy.rows_counted("agent") == (2, 0)
 
 
 # ---------------------------------------------------------------------------- alerts
