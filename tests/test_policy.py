@@ -1026,16 +1026,27 @@ def _five_rows(mariadb: MariaDB, table: str) -> None:
     direct(mariadb, f"INSERT INTO shop.{table} VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)")
 
 
+def _rows_limited(mariadb: MariaDB, tmp_path: Path, rules: str = "") -> GatewayProcess:
+    """A gateway whose identities may change 3 rows a minute, with ``rules``."""
+    toml = "[policy]\nrows_changed_per_minute = 3\n" + rules
+    return GatewayProcess(tmp_path / "gw", mariadb, mariadb.pki, extra_toml=toml).start()
+
+
+def _touch_function(mariadb: MariaDB) -> None:
+    """shop.guard_fn_touch(): a stored function whose body changes a row of guard_fn."""
+    direct(mariadb, "DROP FUNCTION IF EXISTS shop.guard_fn_touch")
+    direct(
+        mariadb,
+        "CREATE FUNCTION shop.guard_fn_touch() RETURNS INT MODIFIES SQL DATA "
+        "BEGIN UPDATE shop.guard_fn SET v = v + 5 WHERE id = 5; RETURN 1; END",
+    )
+
+
 def test_runaway_guard_stops_an_identity_that_changed_too_many_rows(
     mariadb: MariaDB, tmp_path: Path
 ) -> None:
     _five_rows(mariadb, "guard_t")
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
-    ).start()
+    gw = _rows_limited(mariadb, tmp_path)
     try:
         with gw.connect(database="shop") as conn:
             with conn.cursor() as cur:
@@ -1082,12 +1093,7 @@ def test_runaway_rows_limit_counts_pipelined_writes_while_they_run(
     checked against the rows of the statements finished so far, and none was. Each write
     now counts as one row while it runs: the 4th is refused, and the session goes on."""
     _seven_rows(mariadb, "inflight_t")
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
-    ).start()
+    gw = _rows_limited(mariadb, tmp_path)
     try:
         with gw.connect(database="shop") as conn:
             conn._write_bytes(  # all seven before any answer
@@ -1133,12 +1139,7 @@ def test_runaway_rows_limit_counts_writes_running_in_other_sessions(
     others ran. With three one-row UPDATEs waiting for a row lock under a limit of 3,
     a fourth session's UPDATE of a free row is refused before any of them finished."""
     _seven_rows(mariadb, "inflight_par")
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
-    ).start()
+    gw = _rows_limited(mariadb, tmp_path)
     locker = mariadb.connect()
     sessions = [gw.connect(database="shop") for _ in range(4)]
     try:
@@ -1188,12 +1189,7 @@ def test_runaway_rows_limit_gives_back_the_writes_of_a_client_gone(
     either was answered. The identity's figure is then the one row the server changed,
     not more (a write left counted would refuse the identity's writes for good)."""
     _seven_rows(mariadb, "inflight_gone")
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
-    ).start()
+    gw = _rows_limited(mariadb, tmp_path)
     locker = mariadb.connect()
     try:
         with locker.cursor() as cur:
@@ -1297,12 +1293,7 @@ def test_runaway_rows_limit_refuses_updates_run_through_other_statements(
     """After the rows limit, an UPDATE inside PREPARE/EXECUTE, EXECUTE IMMEDIATE or SET
     STATEMENT ... FOR is refused like a plain one, and a prepared SELECT still runs."""
     _five_rows(mariadb, "guard_in")
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
-    ).start()
+    gw = _rows_limited(mariadb, tmp_path)
     try:
         with gw.connect(database="shop") as conn:
             with conn.cursor() as cur:
@@ -1343,12 +1334,7 @@ def test_runaway_rows_limit_counts_the_rows_a_write_returns(
     them without end under rows_changed_per_minute. Each row returned now counts, in the
     text protocol and in the binary one."""
     _five_rows(mariadb, "guard_ret")
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
-    ).start()
+    gw = _rows_limited(mariadb, tmp_path)
     try:
         with gw.connect(database="shop") as conn:
             with conn.cursor() as cur:
@@ -1387,12 +1373,7 @@ def test_runaway_rows_limit_counts_the_rows_an_execute_by_name_returns(
     EXECUTE by name counts the rows of its answer while the session holds a name
     prepared from such a text."""
     _five_rows(mariadb, "guard_exec")
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n",
-    ).start()
+    gw = _rows_limited(mariadb, tmp_path)
     try:
         with gw.connect(database="shop") as conn:
             with conn.cursor() as cur:
@@ -1423,18 +1404,8 @@ def test_runaway_rows_limit_refuses_calls_of_stored_functions(
     freely as an UPDATE. A statement calling a stored function now counts as one that
     may change rows; reads calling the server's own functions still run."""
     _five_rows(mariadb, "guard_fn")
-    direct(mariadb, "DROP FUNCTION IF EXISTS shop.guard_fn_touch")
-    direct(
-        mariadb,
-        "CREATE FUNCTION shop.guard_fn_touch() RETURNS INT MODIFIES SQL DATA "
-        "BEGIN UPDATE shop.guard_fn SET v = v + 5 WHERE id = 5; RETURN 1; END",
-    )
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n" + TOUCH_ALLOWED,
-    ).start()
+    _touch_function(mariadb)
+    gw = _rows_limited(mariadb, tmp_path, TOUCH_ALLOWED)
     try:
         with gw.connect(database="shop") as conn:
             with conn.cursor() as cur:
@@ -1471,18 +1442,8 @@ def test_runaway_rows_limit_keeps_a_text_prepared_as_a_write_one_in_another_mode
     calls the stored function, then ran past the limit. A text once prepared as one that
     may change rows stays one."""
     _five_rows(mariadb, "guard_fn")
-    direct(mariadb, "DROP FUNCTION IF EXISTS shop.guard_fn_touch")
-    direct(
-        mariadb,
-        "CREATE FUNCTION shop.guard_fn_touch() RETURNS INT MODIFIES SQL DATA "
-        "BEGIN UPDATE shop.guard_fn SET v = v + 5 WHERE id = 5; RETURN 1; END",
-    )
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        mariadb,
-        mariadb.pki,
-        extra_toml="[policy]\nrows_changed_per_minute = 3\n" + TOUCH_ALLOWED,
-    ).start()
+    _touch_function(mariadb)
+    gw = _rows_limited(mariadb, tmp_path, TOUCH_ALLOWED)
     text = "SELECT 'a\\', guard_fn_touch() -- '"
     try:
         mc = gw.connector(database="shop", autocommit=True)
