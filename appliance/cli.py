@@ -472,7 +472,7 @@ def _is_blank_database(path: pathlib.Path) -> bool:
 def _check_targets_are_not_the_gateway(config: Config) -> None:
     """No target is the gateway's own listener (ConfigError naming it): the gateway would
     dial itself for every client, each connection opening another. ``run`` refuses such
-    a connection (2003); ``check`` says so before. A host that does not resolve here is
+    a connection (1105); ``check`` says so before. A host that does not resolve here is
     left to the rules' check and to ``run``."""
     import socket
 

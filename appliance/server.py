@@ -631,7 +631,7 @@ class ClientLeg(asyncio.Protocol):
                 self.peer,
             )
             self._refuse(
-                ErrorCode.CONN_HOST_ERROR,
+                ErrorCode.UNKNOWN,
                 "sqlgate: the gateway's connection to its target came back to it (the "
                 "interception rules redirect it; the gateway lacks CAP_NET_ADMIN to mark it)",
             )
@@ -1208,7 +1208,7 @@ class ClientLeg(asyncio.Protocol):
                 _fmt(original),
             )
             self._refuse(
-                ErrorCode.CONN_HOST_ERROR,
+                ErrorCode.UNKNOWN,
                 f"sqlgate: no target is configured for {_fmt(original)}; "
                 "ask the operator to add it to [[targets]]",
             )
@@ -1238,7 +1238,7 @@ class ClientLeg(asyncio.Protocol):
             )
             if self.transport is not None and not self.transport.is_closing():
                 self._refuse(
-                    ErrorCode.CONN_HOST_ERROR,
+                    ErrorCode.UNKNOWN,
                     f"sqlgate: cannot reach target '{target.name}' at "
                     f"{target.host}:{target.port} ({why})",
                 )

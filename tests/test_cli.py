@@ -112,7 +112,7 @@ def test_check_refuses_a_target_that_is_the_gateway_itself(
     config_file: Path, listen: str, host: str, port: int
 ) -> None:
     """The gateway would dial its own listener for every client (run refuses each such
-    connection with 2003); check said ok. A target on another port of the host is fine."""
+    connection with 1105); check said ok. A target on another port of the host is fine."""
     text = CONFIG.replace('"127.0.0.1:3307"', f'"{listen}"')
     config_file.write_text(text.replace('host = "10.77.2.10"', f'host = "{host}"\nport = {port}'))
     line = assert_one_line_failure(sqlgate("check", "-c", str(config_file)))

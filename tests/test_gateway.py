@@ -17,7 +17,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from lab.clients import ledger_records
+from lab.clients import ClientError, ledger_records, run_mariadb
 from lab.gateway import GatewayAccount, GatewayProcess
 from lab.mariadb import MariaDB, free_port
 from pymysql.constants import CLIENT
@@ -1222,6 +1222,16 @@ def test_unreachable_target_gets_a_clear_error(
         with pytest.raises(pymysql.err.OperationalError) as err:
             gw.connect()
         assert "sqlgate: cannot reach target 'orders'" in str(err.value)
+        # A server's code: libmariadb takes one of the client's own (2000-2999) in an
+        # error packet for a malformed packet, and the mariadb CLI then shows only that.
+        assert err.value.args[0] == 1105, err.value
+        agent = gw.account()
+        with pytest.raises(ClientError) as cli:
+            run_mariadb(
+                "SELECT 1", host=gw.host, port=gw.port, user=agent.user, password=agent.password
+            )
+        assert "ERROR 1105 (HY000)" in cli.value.stderr, cli.value.stderr
+        assert "sqlgate: cannot reach target 'orders'" in cli.value.stderr, cli.value.stderr
     finally:
         assert gw.stop() == 0
 
@@ -1534,7 +1544,7 @@ def test_a_target_that_is_the_gateway_itself_is_refused_not_looped(
         with pytest.raises(pymysql.err.OperationalError) as refused:
             gw.connect().close()
         code, message = refused.value.args
-        assert code == 2003, refused.value  # CR_CONN_HOST_ERROR, as for any unreachable target
+        assert code == 1105, refused.value  # as for any unreachable target
         assert f"127.0.0.1:{gw.port} is this gateway's own listener" in message
         # two connections (start()'s readiness check and the client), two sessions: no
         # session of the gateway's own connections to itself

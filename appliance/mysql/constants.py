@@ -271,7 +271,9 @@ class ErrorCode(IntEnum):
     NOT_SUPPORTED_YET = 1235
     UNKNOWN_STMT_HANDLER = 1243  # ER_UNKNOWN_STMT_HANDLER: a statement id the client closed
     MALFORMED_PACKET = 1835  # ER_MALFORMED_PACKET: a command too short for its fixed fields
-    CONN_HOST_ERROR = 2003
+    # The client's own (CR_*, 2000-2999), never sent: libmariadb (the mariadb CLI) reads
+    # one in a server's error packet as a malformed packet and shows nothing else.
+    CONN_HOST_ERROR = 2003  # a client that cannot connect at all
     SERVER_LOST = 2013  # only in the ledger: a command's answer never came
 
 

@@ -154,7 +154,7 @@ def test_nothing_listening_is_no_answer() -> None:
 
 def test_gateway_err_greeting_is_intercepted(serve: Serve) -> None:
     message = "sqlgate: cannot reach target 'orders' at 10.78.2.10:3306: Connection refused"
-    server = serve(frame(0, build_err(2003, message)))
+    server = serve(frame(0, build_err(1105, message)))
     result = probe("127.0.0.1", server.port)
     assert result.intercepted
     assert result.server_version == ""
