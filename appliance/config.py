@@ -732,7 +732,11 @@ class _Table:
         for name in raw:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                hints = [f"did you mean '{close[0]}'?"] if close else []
+                elsewhere = _sections_knowing(name)
+                if elsewhere:
+                    hints.append(f"{name} is a key of {elsewhere}: move it there")
+                hint = f" ({' '.join(hints)})" if hints else ""
                 allowed = ", ".join(known)
                 raise _Invalid(self.key(name), f"unknown key{hint}; known keys: {allowed}")
 
@@ -1023,6 +1027,30 @@ _TOP_KEYS = (
     "network",
     "recording",
 )
+
+
+def _sections_knowing(name: str) -> str:
+    """The sections that have a key ``name`` (``[[targets]] or [bus]``), or "": a key
+    written under the wrong header (or above every header) is named where it belongs."""
+    sections = (
+        ("[appliance]", _APPLIANCE_KEYS),
+        ("[tls]", _TLS_KEYS),
+        ("[identity]", _IDENTITY_KEYS),
+        ("[[accounts]]", _ACCOUNT_KEYS),
+        ("[[targets]]", _TARGET_KEYS),
+        ("[ledger]", _LEDGER_KEYS),
+        ("[bus]", _BUS_KEYS),
+        ("[approvals]", _APPROVALS_KEYS),
+        ("[policy]", _POLICY_KEYS),
+        ("[[rules]]", _RULE_KEYS),
+        ("[[masking]]", _MASKING_KEYS),
+        ("[recording]", _RECORDING_KEYS),
+        ("[network]", _NETWORK_KEYS),
+    )
+    found = [header for header, keys in sections if name in keys]
+    if len(found) <= 1:
+        return "".join(found)
+    return ", ".join(found[:-1]) + " or " + found[-1]
 
 
 def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:

@@ -432,6 +432,24 @@ CASES = [
         "unknown key",
     ),
     (
+        "key-in-another-section",
+        lambda t: t.replace('path = "ledger.db"', 'path = "ledger.db"\nport = 3306'),
+        "ledger.port",
+        "unknown key (port is a key of [[targets]]: move it there); known keys: path,",
+    ),
+    (
+        "key-above-every-header",
+        lambda t: 'listen = "127.0.0.1:3307"\n' + t,
+        "listen",
+        "unknown key (listen is a key of [appliance]: move it there)",
+    ),
+    (
+        "misspelled-key-that-another-section-has",
+        lambda t: t.replace('state_dir = "state"', 'state_dir = "state"\npassword_file = "x"'),
+        "appliance.password_file",
+        "unknown key (password_file is a key of [[targets]] or [bus]: move it there)",
+    ),
+    (
         "missing-ledger",
         lambda t: t[: t.index("[ledger]")],
         "ledger",
