@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -992,7 +993,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
         first = next(found, None)
         if first is None:
-            return _fail(f"{args.ledger}: no session {args.session}", 1)
+            listing = f"sqlgate ledger export --ledger {shlex.quote(str(args.ledger))}"
+            return _fail(
+                f"{args.ledger}: no session {args.session} ({listing} --kind session_start "
+                "lists them)",
+                1,
+            )
         play(itertools.chain([first], found), sys.stdout, speed=args.speed, fmt=args.format)
     except BrokenPipeError:
         _drop_stdout()

@@ -208,7 +208,10 @@ def test_replay_of_an_unknown_session_is_one_line_and_exit_1(tmp_path: Path) -> 
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     result = sqlgate("replay", "S1", "--ledger", str(db))
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == f"sqlgate: {db}: no session S1\n"
+    assert result.stderr == (
+        f"sqlgate: {db}: no session S1 (sqlgate ledger export --ledger {db} "
+        "--kind session_start lists them)\n"
+    )
 
 
 def test_version() -> None:
