@@ -283,7 +283,7 @@ class BusConfig:
     username: str | None = None
     password_file: Path | None = None
     password: bytes | None = field(default=None, repr=False)
-    enabled: bool = False  # the section is present: live events are published
+    enabled: bool = False  # [bus] or [approvals] is present: the broker is used
     ca_file: Path | None = None  # CA for an mqtts:// broker (else the system's)
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -1091,8 +1091,9 @@ def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:
         accounts=_accounts(_array_of_tables(raw, "accounts"), base),
         targets=targets,
         ledger=_ledger(_Table(ledger_raw, "ledger", _LEDGER_KEYS, base)),
-        bus=replace(
-            _bus(_Table(bus_raw or {}, "bus", _BUS_KEYS, base)), enabled=bus_raw is not None
+        bus=replace(  # [approvals] alone uses the default broker: the gateway needs one
+            _bus(_Table(bus_raw or {}, "bus", _BUS_KEYS, base)),
+            enabled=bus_raw is not None or approvals_raw is not None,
         ),
         approvals=_approvals(
             _Table(approvals_raw or {}, "approvals", _APPROVALS_KEYS, base),

@@ -1130,6 +1130,17 @@ def test_check_refuses_identity_without_tls(pki: Path, capsys: pytest.CaptureFix
     check_passes(pki, MINIMAL + IDENTITY + approvals, capsys)
 
 
+def test_approvals_without_bus_use_the_default_broker(pki: Path) -> None:
+    """[approvals] without [bus] runs on the default broker, as the gateway does; the
+    configuration said no broker, so `approvals list` refused it ("no [bus] section"),
+    `health` skipped the broker the held statements need and the image started none."""
+    config = load(pki, MINIMAL + IDENTITY + '\n[approvals]\napprover_groups = ["dba"]\n')
+    assert config.approvals.enabled
+    assert config.bus.enabled
+    assert config.bus.url == "mqtt://127.0.0.1:1883"
+    assert not load(pki, MINIMAL).bus.enabled
+
+
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
