@@ -1265,8 +1265,8 @@ def _accounts(tables: list[Mapping[str, object]], base: Path) -> tuple[AccountCo
         password_hash = t.string("password_hash")
         if not _HASH_RE.fullmatch(password_hash):
             problem = (
-                "expected '*' followed by 40 hex digits (a mysql_native_password hash: "
-                "SELECT CONCAT('*', UPPER(SHA1(UNHEX(SHA1('the password'))))))"
+                "expected '*' followed by 40 hex digits (the mysql_native_password hash of "
+                "the password, which 'sqlgate account hash' prints)"
             )
             raise _Invalid(t.key("password_hash"), problem)
         if password_hash.upper() == native_password_hash(b""):

@@ -549,7 +549,8 @@ CASES = [
         "bad-password-hash",
         lambda t: t + '\n[[accounts]]\nuser = "ci"\npassword_hash = "*ABCDEF"\n',
         "accounts[0].password_hash",
-        "40 hex digits",
+        "40 hex digits (the mysql_native_password hash of the password, which "
+        "'sqlgate account hash' prints)",
     ),
     (
         "account-with-the-empty-password",  # BUG: anyone logged in with no password, over TLS
