@@ -1055,6 +1055,12 @@ def _sections_knowing(name: str) -> str:
 
 def _build(raw: Mapping[str, object], path: Path, sha256: str) -> Config:
     base = path.parent
+    if not raw:  # an empty file, or one of comments: not "[appliance] is missing" alone
+        raise _Invalid(
+            "",
+            "holds no settings: a configuration needs [appliance], [[targets]] and [ledger] "
+            "(the README's Configuration has a complete example)",
+        )
     _Table(raw, "", _TOP_KEYS, base)  # unknown top-level keys first
     appliance_raw = _section(raw, "appliance")
     if appliance_raw is None:

@@ -450,6 +450,12 @@ CASES = [
         "unknown key (password_file is a key of [[targets]] or [bus]: move it there)",
     ),
     (
+        "empty-file",
+        lambda t: "# only a comment\n\n",
+        "",
+        "holds no settings: a configuration needs [appliance], [[targets]] and [ledger]",
+    ),
+    (
         "missing-ledger",
         lambda t: t[: t.index("[ledger]")],
         "ledger",
