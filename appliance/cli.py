@@ -901,12 +901,17 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
                 return _fail(f"ledger verify: record {result.first_bad_seq}: {result.reason}", 1)
             if args.all_signed and result.unsigned:
                 return _fail(f"ledger verify: {_unsigned_tail(result)}", 1)
+            unsigned = (
+                "1 record after it is"
+                if result.unsigned == 1
+                else f"{result.unsigned} records after it are"
+            )
             if result.last_checkpoint_seq is None:
                 signed = f"no checkpoint yet ({result.unsigned} records are not yet signed)"
-            else:
+            else:  # a checkpoint signs the record before it: the seq `ledger head` prints
                 signed = (
-                    f"last checkpoint at seq {result.last_checkpoint_seq} "
-                    f"({result.unsigned} records after it are not yet signed)"
+                    f"last checkpoint at seq {result.last_checkpoint_seq}, which signs seq "
+                    f"{result.last_checkpoint_seq - 1} ({unsigned} not yet signed)"
                 )
             _print(f"ok: {result.records} records, {signed}")
             for first, last in result.signed_after_the_fact:

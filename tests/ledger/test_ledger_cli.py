@@ -207,8 +207,8 @@ def test_verify_intact_ledger(ledger: Path, keys: Path) -> None:
     result = verify(ledger, keys)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        f"ok: {RECORDS} records, last checkpoint at seq {RECORDS} "
-        "(0 records after it are not yet signed)\n"
+        f"ok: {RECORDS} records, last checkpoint at seq {RECORDS}, which signs seq "
+        f"{RECORDS - 1} (0 records after it are not yet signed)\n"
     )
 
 
@@ -236,8 +236,8 @@ def test_verify_reports_unsigned_records_after_a_crash(tmp_path: Path, keys: Pat
     result = verify(db, keys)
     assert result.returncode == 0, result.stderr
     assert (
-        result.stdout
-        == "ok: 6 records, last checkpoint at seq 4 (2 records after it are not yet signed)\n"
+        result.stdout == "ok: 6 records, last checkpoint at seq 4, which signs seq 3 "
+        "(2 records after it are not yet signed)\n"
     )
 
 
@@ -300,7 +300,10 @@ def test_verify_a_ledger_being_written(tmp_path: Path, keys: Path) -> None:
 
     result = asyncio.run(main())
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 52 records, last checkpoint at seq 51 (1 records")
+    assert result.stdout.startswith(
+        "ok: 52 records, last checkpoint at seq 51, which signs seq 50 (1 record after it is "
+        "not yet signed)"
+    )
 
 
 # -- verify: one test per kind of tampering ------------------------------------------------
