@@ -906,8 +906,11 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
                 if result.unsigned == 1
                 else f"{result.unsigned} records after it are"
             )
+            unsigned_yet = (
+                "1 record is" if result.unsigned == 1 else f"{result.unsigned} records are"
+            )
             if result.last_checkpoint_seq is None:
-                signed = f"no checkpoint yet ({result.unsigned} records are not yet signed)"
+                signed = f"no checkpoint yet ({unsigned_yet} not yet signed)"
             else:  # a checkpoint signs the record before it: the seq `ledger head` prints
                 signed = (
                     f"last checkpoint at seq {result.last_checkpoint_seq}, which signs seq "

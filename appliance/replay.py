@@ -22,7 +22,7 @@ from appliance.ledger.store import LedgerDamaged, RecordingReader, export
 from appliance.mysql.constants import Command
 from appliance.mysql.packets import ColumnDefinition
 from appliance.mysql.transcript import Answer, ResultSet, Value, decode_answer
-from appliance.shown import as_sent, json_line, shown, statement_lines
+from appliance.shown import as_sent, counted, json_line, shown, statement_lines
 
 __all__ = ["Step", "answer_json", "load", "play", "render", "steps", "time_of"]
 
@@ -431,7 +431,7 @@ def render(step: Step) -> list[str]:
             lines += ["  " + line for line in _answer_lines(step.answer)]
         figures = []
         if r.get("rows") is not None:
-            figures.append(f"{r['rows']} rows")
+            figures.append(counted(r["rows"], ("row", "rows")))
         if r.get("affected"):
             figures.append(f"{r['affected']} affected")
         if r.get("error"):

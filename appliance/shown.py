@@ -19,6 +19,7 @@ __all__ = [
     "FOLD",
     "as_sent",
     "blank_lines",
+    "counted",
     "escape",
     "folded",
     "folds",
@@ -99,7 +100,8 @@ _BLANK_NAMES = {
 }
 
 
-def _count(n: int, names: tuple[str, str]) -> str:
+def counted(n: int, names: tuple[str, str]) -> str:
+    """``1 row``, ``1,204 rows``: a count with its noun, ``names`` (singular, plural)."""
     return f"{n:,} {names[0] if n == 1 else names[1]}"
 
 
@@ -107,7 +109,7 @@ def _marker(run: str) -> str:
     """``⟨300 spaces⟩``, ``⟨290 spaces, 10 tabs⟩``: what a run of blanks holds, in the
     order each kind first comes."""
     kinds = dict.fromkeys(run)
-    return "\u27e8" + ", ".join(_count(run.count(c), _BLANK_NAMES[c]) for c in kinds) + "\u27e9"
+    return "\u27e8" + ", ".join(counted(run.count(c), _BLANK_NAMES[c]) for c in kinds) + "\u27e9"
 
 
 def folds(line: str) -> Iterator[tuple[str, bool]]:

@@ -113,6 +113,7 @@ def test_the_session_replays_in_order_as_the_agent_saw_it(
     order = [
         "> SELECT 1 + 1 AS two",
         "| 2   |",
+        "(1 row, ",
         "> SELECT id, owner FROM rec_cards ORDER BY id",
         "| 2  | Bob   |",
         "> SELECT card FROM rec_cards WHERE id = 1",

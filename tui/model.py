@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.shown import BLANKS, as_sent, escape, statement_lines, unseen
+from appliance.shown import BLANKS, as_sent, counted, escape, statement_lines, unseen
 
 __all__ = [
     "Alert",
@@ -199,7 +199,7 @@ class StatementView:
         if self.affected and not self.rows:
             return f"{self.affected} affected"
         if self.rows is not None:
-            return f"{self.rows} rows"
+            return counted(self.rows, ("row", "rows"))
         if self.affected is not None:
             return f"{self.affected} affected"
         return "ok" if self.done else "-"

@@ -52,7 +52,7 @@ def test_story_sessions_statements_and_requests() -> None:
         "shop",
     )
     assert (agent.statements, agent.blocked, agent.state) == (5, 1, SessionState.WAITING)
-    assert [s.outcome for s in agent.history] == ["1 rows", "1 rows", "ERR 1227", "1 affected", "-"]
+    assert [s.outcome for s in agent.history] == ["1 row", "1 row", "ERR 1227", "1 affected", "-"]
     ended = model.sessions[("edge-2", "edge-2-c3f0-9")]
     assert ended.state is SessionState.ENDED and ended.duration_s(NOW) == 400
     assert [s.state for s in model.session_list()] == ["waiting", "waiting", "ended"]
