@@ -41,6 +41,16 @@ texts and session recordings, up to ``max_statement_bytes`` and ``[recording] ma
 each) at which sessions stop reading their clients too: counted in records alone, a
 ledger that is slow for a while (a stalled disk, a reader's long lock, fsync on slow
 storage) while sessions stream large answers kept up to 20,000 of them, gigabytes."""
+CONGESTED_RECORDING_BYTES = 4096
+"""Bytes of its answer's recording a ``result`` record keeps when it is queued while the
+records waiting for the ledger hold ``CONGESTED_BYTES`` or more (its column definitions
+and first rows). Congestion stops reading clients, not targets (a target held unread
+keeps its locks and runs into its ``net_write_timeout``), so the answers of commands
+already sent (up to 512 a session) still come, and whole recordings of up to
+``[recording] max_bytes`` each queued hundreds of megabytes past the mark."""
+CUT_CONGESTED = "ledger congested"
+"""A result's ``recording_cut``: its recording holds only ``CONGESTED_RECORDING_BYTES``
+of the answer, which the client got whole, because the ledger was congested."""
 
 
 _NAMES_A_CURSOR = frozenset(
@@ -204,6 +214,14 @@ class Audit:
         columns = None
         if recording is not None and limit and cursors is not None:
             columns = _cursor(cursors, done, recording, deprecate_eof)
+        cut_for: dict[str, str] = {}
+        if (
+            recording is not None
+            and len(recording) > CONGESTED_RECORDING_BYTES
+            and self.writer.backlog_bytes >= CONGESTED_BYTES
+        ):  # the record and statement are kept; of the recording only its start
+            recording, truncated = recording[:CONGESTED_RECORDING_BYTES], True
+            cut_for = {"recording_cut": CUT_CONGESTED}
         if recording is not None and limit and done.rows > limit:
             cut = cut_rows(
                 recording,
@@ -220,6 +238,7 @@ class Audit:
                 "recording": hashlib.sha256(recording).hexdigest(),
                 "recording_bytes": len(recording),
                 "recording_truncated": truncated,
+                **cut_for,
                 "results_charset": results_charset,
                 **_statement_id(done.cmd),
             }

@@ -429,6 +429,10 @@ def render(step: Step) -> list[str]:
         lines = []
         if step.answer is not None:
             lines += ["  " + line for line in _answer_lines(step.answer)]
+        if r.get("recording_cut"):  # why it holds less than max_bytes: not the answer's end
+            kept = r.get("recording_bytes")
+            size = f" at {kept} bytes" if isinstance(kept, int) else ""
+            lines.append("  " + _flat(f"(recording cut{size}: {r['recording_cut']})"))
         figures = []
         if r.get("rows") is not None:
             figures.append(counted(r["rows"], ("row", "rows")))

@@ -21,7 +21,8 @@ from lab.gateway import GatewayProcess
 from lab.mariadb import MariaDB
 from pymysql.constants import CLIENT
 
-from appliance.ledger import records
+from appliance import audit
+from appliance.ledger import records, store
 from appliance.mysql.wire import frame
 
 pytestmark = pytest.mark.integration
@@ -599,6 +600,8 @@ _queue = store.LedgerWriter._queue
 def queue(self, fields, waited, attachment=None):
     future = _queue(self, fields, waited, attachment)
     _events.write("q %d\\n" % (_length(fields) + len(attachment or b"")))
+    if fields.get("kind") == "result":
+        _events.write("r %d\\n" % self.backlog_bytes)
     return future
 
 
@@ -639,8 +642,9 @@ server.ClientLeg.hold_reading = hold
 def slow_ledger_gateway(mariadb: MariaDB, tmp_path: Path) -> Iterator[GatewayProcess]:
     """A gateway whose ledger commits wait for a lock as long as it is held, with a byte
     mark of 256 KiB; its ``events`` file says what its writer queued (``q``, the bytes of
-    the SQL and recording), committed (``c``) or failed (``f``), and when a session
-    stopped reading its client for the ledger (``h``)."""
+    the SQL and recording; ``r``, a result, with the ``backlog_bytes`` after it),
+    committed (``c``) or failed (``f``), and when a session stopped reading its client
+    for the ledger (``h``)."""
     site = tmp_path / "site"
     site.mkdir()
     events = tmp_path / "events"
@@ -732,6 +736,81 @@ def test_a_stalled_ledger_holds_a_bounded_backlog_of_bytes(
         "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_answers_that_arrive_while_the_ledger_is_congested_keep_a_cut_recording(
+    slow_ledger_gateway: GatewayProcess, mariadb: MariaDB, tmp_path: Path
+) -> None:
+    """Congestion stops reading clients, not targets: the answers of commands already
+    sent still come, and their result records queued past the byte mark with whole
+    recordings ([recording] max_bytes each: 64 answers of 1 MB held 64 MB over a mark of
+    256 KiB). A result queued while the waiting records hold the mark keeps the first
+    CONGESTED_RECORDING_BYTES of its recording and says why (``recording_cut``); no
+    statement or result record is dropped, and replay says the recording was cut."""
+    gw = slow_ledger_gateway
+    events = tmp_path / "events"
+    n, answer = 64, 1_000_000
+    sqls = [f"SELECT {i}, REPEAT('x', {answer}) FROM congest_t" for i in range(n)]
+    mariadb.admin_sql(
+        "CREATE TABLE IF NOT EXISTS shop.congest_t (id INT)",
+        "DELETE FROM shop.congest_t",
+        "INSERT INTO shop.congest_t VALUES (1)",
+    )
+    holder = mariadb.connect(database="shop")
+    conn = gw.connect(database="shop", read_timeout=60)
+    lock = sqlite3.connect(gw.ledger, isolation_level=None)
+    try:
+        with holder.cursor() as cur:  # the statements wait for the table at the server
+            cur.execute("LOCK TABLES congest_t WRITE")
+        conn._sock.sendall(b"".join(frame(0, b"\x03" + sql.encode()) for sql in sqls))
+        deadline = time.monotonic() + 60
+        while sum(b for kind, b in _events(events) if kind == "c") < sum(map(len, sqls)):
+            assert time.monotonic() < deadline, _events(events)  # every statement committed
+            time.sleep(0.01)
+        lock.execute("BEGIN EXCLUSIVE")  # the ledger's commits wait
+        with holder.cursor() as cur:  # the answers come, the ledger still stalled
+            cur.execute("UNLOCK TABLES")
+        for i in range(n):
+            conn._next_seq_id = 1
+            conn._read_query_result()
+            assert conn._result.rows == ((i, "x" * answer),)  # the client got it whole
+        while len([b for kind, b in _events(events) if kind == "r"]) < n:
+            assert time.monotonic() < deadline, _events(events)
+            time.sleep(0.01)
+        queued = [b for kind, b in _events(events) if kind == "r"]
+        lock.execute("ROLLBACK")
+    finally:
+        lock.close()
+        conn.close()
+        holder.close()
+    assert gw.stop() == 0  # its last records committed
+    mariadb.admin_sql("DROP TABLE shop.congest_t")
+    assert all(kind != "f" for kind, _ in _events(events))
+    # one whole recording may pass the mark (it was under it), then only cut ones
+    cut = audit.CONGESTED_RECORDING_BYTES
+    small = cut + store.RECORD_BYTES + len(sqls[-1])
+    assert max(queued) < BACKLOG_MARK + answer + n * small, queued
+    session = ledger_records(gw.ledger, "--kind", "session_start")[-1]["session"]
+    records = ledger_records(gw.ledger, "--session", session)
+    statements = [r for r in records if r["kind"] == "statement" and r["sql"] in sqls]
+    assert [r["sql"] for r in statements] == sqls
+    results = {r["statement_seq"]: r for r in records if r["kind"] == "result"}
+    answered = [results[st["statement_seq"]] for st in statements]
+    assert all(r["rows"] == 1 and r["recording"] for r in answered)
+    whole, *congested = answered  # the first was queued under the mark
+    assert "recording_cut" not in whole and whole["recording_bytes"] > answer
+    for r in congested:
+        assert r["recording_cut"] == audit.CUT_CONGESTED
+        assert r["recording_truncated"] is True and r["recording_bytes"] == cut
+    verify = sqlgate(
+        "ledger", "verify", "--ledger", str(gw.ledger), "--pubkey", str(gw.public_key())
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    replay = sqlgate("replay", session, "--ledger", str(gw.ledger), "--speed", "1000000")
+    assert replay.returncode == 0, replay.stderr
+    said = [line.strip() for line in replay.stdout.splitlines()]
+    assert said.count(f"(recording cut at {cut} bytes: ledger congested)") == n - 1
+    assert said.count("(more rows came back than were recorded)") == n - 1
 
 
 def test_a_refused_stmt_close_leaves_the_next_query_its_own_answer(
