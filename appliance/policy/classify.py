@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
-from typing import NamedTuple
+from re import _constants as _sre  # type: ignore[attr-defined]
+from re import _parser as _sre_parser  # type: ignore[attr-defined]
+from typing import Any, NamedTuple
 
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
@@ -2395,15 +2397,93 @@ def _only_percent(pattern: str) -> bool:
 def _matches_empty(pattern: str) -> bool | None:
     """Whether a REGEXP pattern matches the empty string, so every value but NULL (None:
     the gateway cannot tell, a construct its reading of PCRE2 lacks). Read with and
-    without extended syntax: a session's ``default_regex_flags`` may ask for it."""
+    without extended syntax: a session's ``default_regex_flags`` may ask for it.
+
+    The pattern is parsed, never run: a search, even of the empty string, takes the
+    product of nested counts (``(?:(?:(?:a?){1000}){1000}){1000}\\b``, a billion
+    steps) or doubles with each empty alternative (``(?:|){40}(?!)``), and held the event
+    loop for minutes. Parsing and the walk of its tree take a time linear in the pattern."""
     pattern = _POSIX_WORD_BOUNDARY.sub(r"\\b", pattern)
     pattern = _POSIX_CLASS.sub("a", pattern)
+    found: bool | None = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return any(re.search(pattern, "", flags) is not None for flags in (0, re.X))
+            # extended syntax reads only blanks and '#' otherwise
+            for flags in (0, re.X) if _EXTENDED_SYNTAX.search(pattern) else (0,):
+                empty = _empty_at_start(_sre_parser.parse(pattern, flags))
+                if empty:
+                    return True
+                if empty is None:
+                    found = None
     except (re.error, RecursionError, OverflowError, ValueError):
         return None
+    return found
+
+
+_EXTENDED_SYNTAX = re.compile(r"[\s#]")
+_MATCH_ONE = frozenset(
+    {
+        _sre.LITERAL,
+        _sre.NOT_LITERAL,
+        _sre.ANY,
+        _sre.IN,
+        _sre.RANGE,
+        _sre.CATEGORY,
+    }
+)
+_AT_EMPTY = frozenset(  # anchors that hold at the one position of an empty string
+    {
+        _sre.AT_BEGINNING,
+        _sre.AT_BEGINNING_LINE,
+        _sre.AT_BEGINNING_STRING,
+        _sre.AT_END,
+        _sre.AT_END_LINE,
+        _sre.AT_END_STRING,
+        _sre.AT_NON_BOUNDARY,  # PCRE2: no word character on either side of it
+        _sre.AT_LOC_NON_BOUNDARY,
+        _sre.AT_UNI_NON_BOUNDARY,
+    }
+)
+_REPEATS = frozenset({_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT})
+
+
+def _empty_at_start(items: Iterable[tuple[Any, Any]]) -> bool | None:
+    """Whether a parsed pattern (``re._parser``'s items) matches at the one position of
+    the empty string, where every item matches without taking a character or not at
+    all (None: not known, a back-reference or a construct not read here)."""
+    found: bool | None = True
+    for op, arg in items:
+        if op in _MATCH_ONE:
+            return False  # takes a character
+        empty: bool | None
+        if op is _sre.AT:
+            empty = arg in _AT_EMPTY
+        elif op is _sre.SUBPATTERN:
+            empty = _empty_at_start(arg[-1])
+        elif op is _sre.ATOMIC_GROUP:
+            empty = _empty_at_start(arg)
+        elif op is _sre.BRANCH:
+            branches = [_empty_at_start(b) for b in arg[1]]
+            empty = True if True in branches else None if None in branches else False
+        elif op in _REPEATS:
+            low, _, sub = arg
+            empty = True if low == 0 else _empty_at_start(sub)
+        elif op is _sre.ASSERT or op is _sre.ASSERT_NOT:
+            direction, sub = arg
+            if direction < 0 and sub.getwidth()[1] > 0:
+                empty = False  # looks behind at a character
+            else:
+                empty = _empty_at_start(sub)
+            if op is _sre.ASSERT_NOT and empty is not None:
+                empty = not empty
+        else:  # GROUPREF, GROUPREF_EXISTS, ...
+            empty = None
+        if empty is False:
+            return False
+        if empty is None:
+            found = None
+    return found
 
 
 def _as_number(v: _Value) -> Decimal | None:

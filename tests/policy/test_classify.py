@@ -3,6 +3,7 @@ sql_mode-uncertain merge, literal independence and the cache."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -856,6 +857,51 @@ def test_an_in_list_over_columns_is_read_in_linear_time(monkeypatch: pytest.Monk
     found = one(f"DELETE FROM t WHERE ({operand}) BETWEEN d1 AND {operand}")
     assert not found.where_always_true
     assert calls < 20 * terms
+
+
+class _PatternsNotRun:
+    """``re`` for the classifier, but a search fails the test."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(re, name)
+
+    def search(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError(f"a REGEXP pattern was run: {args!r}")
+
+    def match(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError(f"a REGEXP pattern was run: {args!r}")
+
+    def fullmatch(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError(f"a REGEXP pattern was run: {args!r}")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "empty"),
+    [
+        # a billion steps of a search of the empty string: the product of the counts
+        (r"(?:(?:(?:a?){1000}){1000}){1000}\\b", False),
+        (r"(?:(?:(?:(?:a?){1000}){1000}){1000}){1000}(?!)", False),
+        # each empty alternative doubles the ways a search backtracks through
+        ("(?:|){40}(?!)", False),
+        ("(|)" * 40 + r"\\b", False),
+        ("(?:|){40}$", True),
+        ("(?:a?){65535}", True),
+        ("(?:b|(?:a?){9}){9}x", False),
+    ],
+)
+def test_a_regexp_pattern_is_read_without_being_run(
+    monkeypatch: pytest.MonkeyPatch, pattern: str, empty: bool
+) -> None:
+    """Whether a REGEXP pattern matches the empty string (every value but NULL) was found
+    by searching the empty string with it, on the event loop: nested counts take their
+    product in steps and empty alternatives double them, and a 60-byte DELETE held every
+    session for good. The pattern is parsed and its tree read once, never run."""
+    from appliance.policy import classify as module
+
+    monkeypatch.setattr(module, "re", _PatternsNotRun())
+    found = one(f"DELETE FROM t WHERE name REGEXP '{pattern}'")
+    assert found.problem is None
+    assert found.where_always_true is empty
 
 
 @pytest.mark.parametrize("where", NOT_ALWAYS_TRUE)
