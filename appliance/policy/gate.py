@@ -39,6 +39,7 @@ from appliance.mysql.constants import Command, ServerStatus
 from appliance.mysql.params import MAX_VALUE, ExecuteParams, literal_text
 from appliance.mysql.relay import ClientCommand
 from appliance.policy.classify import (
+    MAX_STATEMENTS,
     NOT_UNDERSTOOD,
     Classification,
     Readings,
@@ -96,9 +97,6 @@ __all__ = [
     "unclassified",
 ]
 
-MAX_STATEMENTS = 1000
-"""A text of more statements is refused whole: each is decided and recorded on the event
-loop, and tens of thousands of them held every session for seconds."""
 
 OFFLOAD_BYTES = 8 * 1024
 """Texts at least this long, when not decided before, are classified by ``classify_text``
