@@ -2016,6 +2016,10 @@ class SessionPolicy:
                 "DEALLOCATE the prepared statements no longer needed, and PREPARE "
                 f"{name} again from a text under {_NAMED_TEXT_BYTES} bytes",
             )
+        size = _bound_size(facts.text, values)
+        if size > _BOUND_TEXT_BYTES:
+            quoted = "`" + name.replace("`", "``") + "`"
+            return _bound_too_long(f"the statement {quoted} was prepared from", size)
         c = bind(facts.text, facts.mode, values, facts.backslash_unknown)
         return self._bound_decision(c, shown, facts.schema)
 
@@ -2057,6 +2061,9 @@ class SessionPolicy:
         else:
             why = fields.get("params_error", "not read")
             named.append(f"the values, not read by the gateway ({why})")
+        size = _bound_size(sql, values)
+        if size > _BOUND_TEXT_BYTES:
+            return _bound_too_long("the prepared statement", size)
         c = bind(sql, mode, values, backslash_unknown)
         schema = self._prepared_under.get(sql, (None, self.schema))[1]
         return self._bound_decision(c, "; ".join(named), schema)
@@ -2603,6 +2610,31 @@ def _prepare_refused(name: str) -> Decision:
         f"holds the statement {name} was prepared from before (a PREPARE that fails there "
         f"drops it): EXECUTE {name} would run that one. Prepare {name} again, or "
         f"DEALLOCATE PREPARE {name}",
+    )
+
+
+_BOUND_TEXT_BYTES = OFFLOAD_BYTES
+"""The longest text, its values bound, that an execute of a prepared statement whose
+WHERE values may make true for every row is decided as (``bind``): that is done on the
+event loop at every execute, and a 100 kB text held it for 0.4 s each time."""
+
+
+def _bound_size(sql: bytes, values: Sequence[str | None]) -> int:
+    """How long ``sql`` is with ``values`` bound, as ``bind`` writes it (about)."""
+    return len(sql) + sum(len(v.encode("utf-8", "surrogateescape")) + 2 for v in values if v)
+
+
+def _bound_too_long(what: str, size: int) -> Decision:
+    """The refusal of an execute whose text with its values is too long to decide."""
+    return Decision(
+        RuleAction.BLOCK,
+        "prepared-unknown",
+        f"the WHERE clause of {what} may be true for every row with some values bound "
+        "to it (a LIKE pattern of only '%', a REGEXP "
+        "pattern that matches the empty string), so each execute is decided with its "
+        f"values, which the gateway does for a text of up to {_BOUND_TEXT_BYTES} bytes with "
+        f"them; this one has {size}. Prepare a shorter text (several statements, a shorter "
+        "IN list) or bind shorter values, or write the pattern in the text as a literal",
     )
 
 

@@ -234,3 +234,40 @@ def test_a_reset_connection_forgets_the_sql_level_names() -> None:
     session.query("PREPARE s FROM 'DELETE FROM t WHERE name LIKE ?'")
     session.send(Command.RESET_CONNECTION, b"")
     assert not session.query("EXECUTE s USING @p").refused  # the server holds no s now
+
+
+def test_an_execute_of_a_long_text_is_refused_without_reading_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each execute of such a statement is decided with its values on the event loop,
+    where every session waits: a 100 kB text (an IN list of 20,000 ids) held it for
+    0.4 s at every execute, and 8 kB of placeholders bound values of 1 kB each would
+    make megabytes. A text longer than 8 KiB with its values is refused, saying to
+    prepare a shorter one, and not read again: counted in the texts ``bind`` reads."""
+    read: list[int] = []
+    bind = gate.bind
+
+    def counted(sql: bytes, *args: object, **kwargs: object) -> object:
+        read.append(len(sql))
+        return bind(sql, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gate, "bind", counted)
+    session = Session()
+    ids = b",".join(str(i).encode() for i in range(20_000))
+    long = session.prepare(b"DELETE FROM t WHERE id IN (" + ids + b") OR name LIKE ?")
+    short = session.prepare(b"DELETE FROM t WHERE " + b" OR ".join([b"name LIKE ?"] * 10))
+    for verdict in (session.execute(long, b"abc%"), session.execute(short, *[b"x" * 1000] * 10)):
+        assert verdict.refusal is not None and verdict.refusal.rule == "prepared-unknown"
+        assert "up to 8192 bytes" in verdict.refusal.reason
+        assert "Prepare a shorter text" in verdict.refusal.reason
+    assert read == []
+    assert not session.execute(short, *[b"x" * 500] * 10).refused
+    assert read and max(read) <= gate.OFFLOAD_BYTES
+    # and SQL-level names, whose texts are kept up to 16 KiB
+    read.clear()
+    text = "DELETE FROM t WHERE id IN (" + ",".join(map(str, range(2_000))) + ") OR name LIKE ?"
+    assert not session.query(f"PREPARE s FROM '{text}'").refused
+    verdict = session.query("EXECUTE s USING 'abc%'")
+    assert verdict.refusal is not None and verdict.refusal.rule == "prepared-unknown"
+    assert "the statement `s` was prepared from" in verdict.refusal.reason
+    assert read == []
