@@ -1359,6 +1359,8 @@ class SessionPolicy:
         column references, read by ``classify_text``."""
         masker = self.masker
         assert masker is not None
+        if readings is None:  # read once for both below (a text over 2 kB is not cached)
+            readings = reference_readings(sql, mode, True, backslash_unknown)
         uses = masked_uses(
             sql,
             schema,
